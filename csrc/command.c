@@ -1,0 +1,185 @@
+/* Process set-up of one command, in a child forked by the init: stdio,
+ * session, signals, rlimits, cwd, user, capabilities, no_new_privs, then
+ * execve with a PATH search.  Async-signal-safe and allocation-free. */
+#include "command.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "report.h"
+#include "syscalls.h"
+
+int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space,
+                      struct sbx_command *cmd)
+{
+    const struct sbx_exec_hdr *h = (const struct sbx_exec_hdr *)buf;
+    if (len < sizeof(*h) || h->n_rlimits > SBX_MAX_RLIMITS || h->argc == 0 ||
+        (size_t)h->argc + h->envc + 2 > n_space)
+        return -EINVAL;
+    size_t off = sizeof(*h);
+    size_t fixed = (size_t)h->n_groups * 4 + (size_t)h->n_rlimits * sizeof(struct sbx_rlimit);
+    if (h->n_groups > NGROUPS_MAX || off + fixed + h->strings_len != len || h->strings_len == 0 ||
+        buf[len - 1] != '\0')
+        return -EINVAL;
+    cmd->hdr = h;
+    cmd->rlimits = (const struct sbx_rlimit *)(buf + off);
+    off += (size_t)h->n_rlimits * sizeof(struct sbx_rlimit);
+    cmd->groups = (const uint32_t *)(buf + off);
+    off += (size_t)h->n_groups * 4;
+    /* Walk the NUL-separated strings: cwd, search path, argv, envp. */
+    size_t want = 2 + (size_t)h->argc + h->envc, found = 0;
+    char *s = buf + off;
+    const char *strings[2];
+    while (s < buf + len && found < want) {
+        if (found < 2)
+            strings[found] = s;
+        else
+            argv_space[found - 2 + (found - 2 >= h->argc ? 1 : 0)] = s;
+        found++;
+        s += strlen(s) + 1;
+    }
+    if (found != want || s != buf + len)
+        return -EINVAL;
+    cmd->cwd = strings[0];
+    cmd->search_path = strings[1];
+    argv_space[h->argc] = NULL;
+    argv_space[h->argc + 1 + h->envc] = NULL;
+    cmd->argv = argv_space;
+    cmd->envp = argv_space + h->argc + 1;
+    return 0;
+}
+
+static int report_fd;
+
+#define CHECK(step, expr)                                     \
+    do {                                                      \
+        if ((expr) < 0)                                       \
+            sbx_report_fail(report_fd, (step), errno, -1);    \
+    } while (0)
+
+static void set_stdio(const struct sbx_command *cmd)
+{
+    int high[3];
+    for (int i = 0; i < 3; i++) {
+        high[i] = sbx_fd_high(cmd->stdio[i]);
+        if (high[i] < 0)
+            sbx_report_fail(report_fd, SBX_STEP_STDIO, -high[i], i);
+    }
+    for (int i = 0; i < 3; i++)
+        if (dup2(high[i], i) < 0)
+            sbx_report_fail(report_fd, SBX_STEP_STDIO, errno, i);
+    /* Only stdio survives the exec; the report pipe lives until then. */
+    CHECK(SBX_STEP_STDIO, sbx_close_range(3, ~0U, CLOSE_RANGE_CLOEXEC));
+}
+
+static void reset_signals(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);  /* EINVAL for libc-reserved signals is fine */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void set_rlimits(const struct sbx_command *cmd)
+{
+    for (uint32_t i = 0; i < cmd->hdr->n_rlimits; i++) {
+        const struct sbx_rlimit *r = &cmd->rlimits[i];
+        struct rlimit lim = {.rlim_cur = r->soft, .rlim_max = r->hard};
+        if (setrlimit((int)r->resource, &lim) < 0)
+            sbx_report_fail(report_fd, SBX_STEP_RLIMIT, errno, (int)i);
+    }
+}
+
+static void drop_bounding_caps(uint64_t keep)
+{
+    for (int cap = 0; cap < 64; cap++) {
+        if (keep & (1ULL << cap))
+            continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            sbx_report_fail(report_fd, SBX_STEP_CAPS, errno, cap);
+    }
+    CHECK(SBX_STEP_CAPS, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0));
+}
+
+static void set_user(const struct sbx_command *cmd)
+{
+    const struct sbx_exec_hdr *h = cmd->hdr;
+    if (h->flags & SBX_EXEC_SET_GROUPS)
+        CHECK(SBX_STEP_USER, setgroups(h->n_groups, (const gid_t *)cmd->groups));
+    CHECK(SBX_STEP_USER, setresgid(h->gid, h->gid, h->gid));
+    CHECK(SBX_STEP_USER, setresuid(h->uid, h->uid, h->uid));
+}
+
+/* Effective and permitted = keep for root, nothing for other users (as
+ * execve would compute); inheritable always empty. */
+static void set_caps(const struct sbx_command *cmd)
+{
+    uint64_t keep = cmd->hdr->uid == 0 ? cmd->hdr->cap_keep : 0;
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof(data));
+    data[0].effective = data[0].permitted = (uint32_t)keep;
+    data[1].effective = data[1].permitted = (uint32_t)(keep >> 32);
+    CHECK(SBX_STEP_CAPS, syscall(SYS_capset, &hdr, data));
+}
+
+/* execve argv[0], searching search_path when it has no slash, the way
+ * execvp does: EACCES wins over ENOENT. */
+static void exec_command(const struct sbx_command *cmd)
+{
+    const char *name = cmd->argv[0];
+    if (strchr(name, '/')) {
+        execve(name, cmd->argv, cmd->envp);
+        sbx_report_fail(report_fd, SBX_STEP_EXEC, errno, -1);
+    }
+    char path[PATH_MAX];
+    size_t nlen = strlen(name);
+    int err = ENOENT;
+    for (const char *p = cmd->search_path; *p;) {
+        const char *end = strchrnul(p, ':');
+        size_t dlen = (size_t)(end - p);
+        if (dlen && dlen + 1 + nlen < sizeof(path)) {
+            memcpy(path, p, dlen);
+            path[dlen] = '/';
+            memcpy(path + dlen + 1, name, nlen + 1);
+            execve(path, cmd->argv, cmd->envp);
+            if (errno == EACCES)
+                err = EACCES;
+            else if (errno != ENOENT && errno != ENOTDIR)
+                sbx_report_fail(report_fd, SBX_STEP_EXEC, errno, -1);
+        }
+        p = *end ? end + 1 : end;
+    }
+    sbx_report_fail(report_fd, SBX_STEP_EXEC, err, -1);
+}
+
+void sbx_command_exec(const struct sbx_command *cmd, int fd)
+{
+    report_fd = fd;
+    set_stdio(cmd);
+    CHECK(SBX_STEP_STDIO, setsid());
+    reset_signals();
+    set_rlimits(cmd);
+    CHECK(SBX_STEP_CHDIR, chdir(cmd->cwd));
+    drop_bounding_caps(cmd->hdr->cap_keep);
+    set_user(cmd);
+    set_caps(cmd);
+    if (cmd->hdr->flags & SBX_EXEC_NO_NEW_PRIVS)
+        CHECK(SBX_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+    exec_command(cmd);
+    _exit(127);
+}

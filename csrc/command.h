@@ -1,0 +1,27 @@
+#ifndef SBX_COMMAND_H
+#define SBX_COMMAND_H
+
+#include "sbx.h"
+
+/* A parsed exec request: pointers into the receive buffer. */
+struct sbx_command {
+    const struct sbx_exec_hdr *hdr;
+    const uint32_t *groups;
+    const struct sbx_rlimit *rlimits;
+    const char *cwd;
+    const char *search_path;   /* PATH used to find argv[0] */
+    char **argv;
+    char **envp;
+    int stdio[3];
+};
+
+/* Parse len bytes of buf into cmd, using argv_space (n_space pointers)
+ * for argv and envp.  Returns 0 or -EINVAL/-E2BIG. */
+int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space,
+                      struct sbx_command *cmd);
+
+/* In the forked child of the init: process set-up, then execve.  Reports
+ * failures on report_fd.  Never returns. */
+__attribute__((noreturn)) void sbx_command_exec(const struct sbx_command *cmd, int report_fd);
+
+#endif

@@ -1,0 +1,302 @@
+/* sbx-init: PID 1 of every container.  A separate static executable that
+ * the cloned child execveat()s from a sealed memfd, so the container holds
+ * no copy of the host's Python process.
+ *
+ * fd 3: the control socket (SOCK_SEQPACKET) to the host process.
+ * fd 4: a pidfd of the host process.
+ *
+ * It starts commands on request (fork + sbx_command_exec), reports their
+ * start, failure and exit on each request's own reply socket, reaps every
+ * zombie, forwards signals, and ends the container - killing everything
+ * in it - when the main command ends, on STOP, or when the host process
+ * goes away (closes the control socket or exits). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "command.h"
+#include "report.h"
+#include "syscalls.h"
+
+#define CONTROL_FD 3
+#define PARENT_FD 4
+#define MAX_CHILDREN 4096
+#define MAX_STRINGS (SBX_MAX_REQUEST / 2)
+
+struct child {
+    pid_t pid;
+    int reply_fd;
+    int main;
+};
+
+static struct child children[MAX_CHILDREN];
+static char request[SBX_MAX_REQUEST];
+static char *strings[MAX_STRINGS];
+static int stopping;
+
+static struct child *find_child(pid_t pid)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i].pid == pid && pid > 0)
+            return &children[i];
+    return NULL;
+}
+
+static void send_reply(int fd, const struct sbx_reply *r, int pass_fd)
+{
+    struct iovec iov = {.iov_base = (void *)r, .iov_len = sizeof(*r)};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (pass_fd >= 0) {
+        msg.msg_control = u.buf;
+        msg.msg_controllen = sizeof(u.buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+static void reply_failed(int fd, int step, int err, int index)
+{
+    struct sbx_reply r = {.type = SBX_REPLY_FAILED, .report = {step, err, index}};
+    send_reply(fd, &r, -1);
+}
+
+/* Kill every other process in the container and reap them all. */
+static __attribute__((noreturn)) void end_container(void)
+{
+    kill(-1, SIGKILL);
+    while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+        ;
+    _exit(0);
+}
+
+/* Fork and exec one command; reply STARTED (with a pidfd) or FAILED.
+ * Returns 1 when the child runs and keeps reply_fd, else 0. */
+static int start_command(struct sbx_command *cmd, int reply_fd)
+{
+    struct child *slot = NULL;
+    for (int i = 0; !slot && i < MAX_CHILDREN; i++)
+        if (children[i].pid == 0)
+            slot = &children[i];
+    int pipefd[2];
+    if (!slot) {
+        reply_failed(reply_fd, SBX_STEP_FORK, EAGAIN, -1);
+        return 0;
+    }
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        reply_failed(reply_fd, SBX_STEP_FORK, errno, -1);
+        return 0;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        sbx_command_exec(cmd, pipefd[1]);
+    }
+    int fork_err = errno;
+    close(pipefd[1]);
+    if (pid < 0) {
+        close(pipefd[0]);
+        reply_failed(reply_fd, SBX_STEP_FORK, fork_err, -1);
+        return 0;
+    }
+    struct sbx_report rep;
+    ssize_t n;
+    do {
+        n = read(pipefd[0], &rep, sizeof(rep));
+    } while (n < 0 && errno == EINTR);
+    close(pipefd[0]);
+    if (n == (ssize_t)sizeof(rep)) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        reply_failed(reply_fd, rep.step, rep.err, rep.index);
+        return 0;
+    }
+    slot->pid = pid;
+    slot->reply_fd = reply_fd;
+    slot->main = (cmd->hdr->flags & SBX_EXEC_MAIN) != 0;
+    struct sbx_reply r = {.type = SBX_REPLY_STARTED, .pid = pid};
+    int pidfd = sbx_pidfd_open(pid, 0);
+    send_reply(reply_fd, &r, pidfd);
+    if (pidfd >= 0)
+        close(pidfd);
+    return 1;
+}
+
+static void close_fds(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* Handle an EXEC message: fds = [reply, stdin, stdout, stderr]. */
+static void handle_exec(size_t len, int *fds, int nfds)
+{
+    struct sbx_command cmd;
+    int r = nfds == 4 ? sbx_command_parse(request, len, strings, MAX_STRINGS, &cmd) : -EBADMSG;
+    if (r == 0 && stopping)
+        r = -ESHUTDOWN;
+    int kept = 0;
+    if (r < 0 && nfds > 0) {
+        reply_failed(fds[0], SBX_STEP_REQUEST, -r, -1);
+    } else if (r == 0) {
+        memcpy(cmd.stdio, fds + 1, sizeof(cmd.stdio));
+        kept = start_command(&cmd, fds[0]);
+    }
+    close_fds(fds + kept, nfds - kept);
+}
+
+/* Begin a graceful stop: SIGTERM to all, SIGKILL when the timer fires. */
+static void begin_stop(int timer_fd, uint64_t grace_ms)
+{
+    stopping = 1;
+    kill(-1, SIGTERM);
+    struct itimerspec t = {.it_value = {.tv_sec = (time_t)(grace_ms / 1000),
+                                        .tv_nsec = (long)(grace_ms % 1000) * 1000000L}};
+    if (grace_ms == 0)
+        t.it_value.tv_nsec = 1;
+    timerfd_settime(timer_fd, 0, &t, NULL);
+}
+
+static void handle_signal_msg(const struct sbx_signal_msg *m)
+{
+    struct child *c = find_child(m->pid);
+    if (c)
+        kill(m->group ? -c->pid : c->pid, m->sig);
+}
+
+/* Receive one control message; returns 0, or -1 when the host is gone. */
+static int handle_control(int timer_fd)
+{
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = request, .iov_len = sizeof(request)};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = sizeof(u.buf)};
+    ssize_t n = recvmsg(CONTROL_FD, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return errno == EINTR || errno == EAGAIN ? 0 : -1;
+    if (n == 0)
+        return -1;
+    int fds[4], nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            memcpy(fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
+        }
+    uint32_t type = (size_t)n >= sizeof(uint32_t) ? *(uint32_t *)request : 0;
+    if (type == SBX_MSG_EXEC && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        handle_exec((size_t)n, fds, nfds);
+        return 0;
+    }
+    close_fds(fds, nfds);
+    const struct sbx_signal_msg *m = (const struct sbx_signal_msg *)request;
+    if ((size_t)n == sizeof(*m) && type == SBX_MSG_SIGNAL)
+        handle_signal_msg(m);
+    else if ((size_t)n == sizeof(*m) && type == SBX_MSG_STOP)
+        begin_stop(timer_fd, m->grace_ms);
+    return 0;
+}
+
+static int any_child(void)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i].pid > 0)
+            return 1;
+    return 0;
+}
+
+/* Reap every zombie; report our commands' exits.  Ends the container when
+ * the main command ended, or when stopping and nothing is left. */
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
+        struct child *c = find_child(pid);
+        if (!c)
+            continue;
+        struct sbx_reply r = {.type = SBX_REPLY_EXITED, .pid = pid, .status = status};
+        if (c->main) {
+            kill(-1, SIGKILL);
+            while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+                ;
+            send_reply(c->reply_fd, &r, -1);
+            _exit(0);
+        }
+        send_reply(c->reply_fd, &r, -1);
+        close(c->reply_fd);
+        c->pid = 0;
+    }
+    if (stopping && !any_child() && waitpid(-1, NULL, WNOHANG | __WALL) < 0 && errno == ECHILD)
+        _exit(0);
+}
+
+/* A signal sent to the init goes to the main command, or to every
+ * process when the container has none. */
+static void forward_signal(int sig)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i].main && children[i].pid > 0) {
+            kill(children[i].pid, sig);
+            return;
+        }
+    kill(-1, sig);
+}
+
+int main(void)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    int sig_fd = signalfd(-1, &all, SFD_CLOEXEC);
+    int timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    if (sig_fd < 0 || timer_fd < 0)
+        return 1;
+    struct pollfd pfd[4] = {
+        {.fd = CONTROL_FD, .events = POLLIN}, {.fd = PARENT_FD, .events = POLLIN},
+        {.fd = sig_fd, .events = POLLIN}, {.fd = timer_fd, .events = POLLIN},
+    };
+    for (;;) {
+        if (poll(pfd, 4, -1) < 0 && errno != EINTR)
+            end_container();
+        if (pfd[1].revents)
+            end_container();  /* the host process is gone */
+        if (pfd[2].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si) && si.ssi_signo != SIGCHLD)
+                forward_signal((int)si.ssi_signo);
+            reap();
+        }
+        if (pfd[3].revents & POLLIN) {
+            uint64_t expirations;
+            if (read(timer_fd, &expirations, sizeof(expirations)) > 0)
+                kill(-1, SIGKILL);
+        }
+        if (pfd[0].revents & POLLIN) {
+            if (handle_control(timer_fd) < 0)
+                end_container();
+        } else if (pfd[0].revents) {
+            end_container();
+        }
+    }
+}

@@ -1,0 +1,351 @@
+/* Mount operations for the cloned child.  Every target is resolved inside
+ * the new root with openat2(RESOLVE_IN_ROOT), so a symlink planted in a
+ * rootfs can never redirect a mount onto the host.  Mounts are built with
+ * the fd-based mount API (open_tree, fsmount, mount_setattr, move_mount):
+ * a read-only recursive bind is applied to the detached tree before it is
+ * attached, so there is no window in which it is writable. */
+#include "mounts.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "syscalls.h"
+
+#define NEWROOT "/newroot"
+
+static int neg_errno(void) { return -errno; }
+
+static void close_keep_errno(int fd)
+{
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    errno = saved;
+}
+
+int sbx_open_in_root(int rootfd, const char *path, int flags)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    int fd = sbx_openat2(rootfd, path[0] ? path : "/", &how);
+    return fd < 0 ? neg_errno() : fd;
+}
+
+/* Create the last component of buf (len bytes) inside its parent. */
+static int create_component(int rootfd, char *buf, size_t len, int as_file)
+{
+    size_t slash = len;
+    while (slash > 0 && buf[slash - 1] != '/')
+        slash--;
+    char saved = buf[slash];
+    buf[slash] = '\0';
+    int parent = sbx_open_in_root(rootfd, slash ? buf : "/", O_PATH | O_DIRECTORY);
+    buf[slash] = saved;
+    if (parent < 0)
+        return parent;
+    const char *name = buf + slash;
+    int r;
+    if (as_file) {
+        r = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (r >= 0)
+            close(r);
+    } else {
+        r = mkdirat(parent, name, 0755);
+    }
+    r = (r < 0 && errno != EEXIST) ? neg_errno() : 0;
+    close(parent);
+    return r;
+}
+
+/* Return an O_PATH fd of path inside rootfd, creating missing directories
+ * (and the last component as an empty file when as_file). */
+static int make_target(int rootfd, const char *path, int as_file)
+{
+    int fd = sbx_open_in_root(rootfd, path, O_PATH);
+    if (fd != -ENOENT)
+        return fd;
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    if (len >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        fd = sbx_open_in_root(rootfd, buf, O_PATH);
+        if (fd >= 0) {
+            close(fd);
+        } else if (fd == -ENOENT) {
+            int r = create_component(rootfd, buf, i, as_file && saved == '\0');
+            if (r < 0)
+                return r;
+        } else {
+            return fd;
+        }
+        buf[i] = saved;
+    }
+    return sbx_open_in_root(rootfd, path, O_PATH);
+}
+
+static unsigned int mount_attrs(unsigned int flags)
+{
+    unsigned int a = 0;
+    if (flags & SBX_MF_RDONLY)
+        a |= MOUNT_ATTR_RDONLY;
+    if (flags & SBX_MF_NOSUID)
+        a |= MOUNT_ATTR_NOSUID;
+    if (flags & SBX_MF_NODEV)
+        a |= MOUNT_ATTR_NODEV;
+    if (flags & SBX_MF_NOEXEC)
+        a |= MOUNT_ATTR_NOEXEC;
+    return a;
+}
+
+/* Configure a new filesystem from "k=v,flag,..." and return a detached
+ * mount fd. */
+static int new_fs(const char *fstype, const char *data, unsigned int attrs)
+{
+    int fs = sbx_fsopen(fstype, FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return neg_errno();
+    char buf[256];
+    size_t len = data ? strlen(data) : 0;
+    if (len >= sizeof(buf)) {
+        close(fs);
+        return -E2BIG;
+    }
+    if (data)
+        memcpy(buf, data, len + 1);
+    char *key = buf;
+    for (size_t i = 0; data && i <= len; i++) {
+        if (buf[i] != ',' && buf[i] != '\0')
+            continue;
+        buf[i] = '\0';
+        char *eq = strchr(key, '=');
+        int r;
+        if (eq) {
+            *eq = '\0';
+            r = sbx_fsconfig(fs, FSCONFIG_SET_STRING, key, eq + 1, 0);
+        } else {
+            r = *key ? sbx_fsconfig(fs, FSCONFIG_SET_FLAG, key, NULL, 0) : 0;
+        }
+        if (r < 0) {
+            close_keep_errno(fs);
+            return neg_errno();
+        }
+        key = buf + i + 1;
+    }
+    if (sbx_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        close_keep_errno(fs);
+        return neg_errno();
+    }
+    int mnt = sbx_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+    close_keep_errno(fs);
+    return mnt < 0 ? neg_errno() : mnt;
+}
+
+/* Attach the detached tree onto the target fd; closes tree. */
+static int attach(int tree, int target)
+{
+    int r = sbx_move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    r = r < 0 ? neg_errno() : 0;
+    close(tree);
+    return r;
+}
+
+/* Clone the tree at (dirfd, path), apply attrs, return it detached. */
+static int clone_tree(int dirfd, const char *path, unsigned int flags)
+{
+    unsigned int at_flags = (flags & SBX_MF_RECURSIVE) ? AT_RECURSIVE : 0;
+    if (!*path)
+        at_flags |= AT_EMPTY_PATH;
+    int tree = sbx_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | at_flags);
+    if (tree < 0)
+        return neg_errno();
+    struct mount_attr attr = {.attr_set = mount_attrs(flags)};
+    if (attr.attr_set &&
+        sbx_mount_setattr(tree, "", AT_EMPTY_PATH | (at_flags & AT_RECURSIVE), &attr) < 0) {
+        close_keep_errno(tree);
+        return neg_errno();
+    }
+    return tree;
+}
+
+static int mount_tree_at(int rootfd, int tree, const char *target, int as_file)
+{
+    if (tree < 0)
+        return tree;
+    int t = make_target(rootfd, target, as_file);
+    if (t < 0) {
+        close(tree);
+        return t;
+    }
+    int r = attach(tree, t);
+    close(t);
+    return r;
+}
+
+static int do_symlink(int rootfd, const struct sbx_mount_op *op)
+{
+    const char *slash = strrchr(op->target, '/');
+    char parent[PATH_MAX];
+    size_t plen = (size_t)(slash - op->target);
+    if (plen >= sizeof(parent))
+        return -ENAMETOOLONG;
+    memcpy(parent, op->target, plen);
+    parent[plen] = '\0';
+    int pfd = make_target(rootfd, plen ? parent : "/", 0);
+    if (pfd < 0)
+        return pfd;
+    int r = symlinkat(op->source, pfd, slash + 1) < 0 ? neg_errno() : 0;
+    close(pfd);
+    return r;
+}
+
+/* Hide a file under the pre-cloned null_tree (a /dev/null bind) and a
+ * directory under an empty read-only tmpfs.  Consumes null_tree. */
+static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
+{
+    int t = sbx_open_in_root(rootfd, op->target, O_PATH | O_NOFOLLOW);
+    if (t < 0) {
+        close(null_tree);
+        return t;
+    }
+    struct stat st;
+    int tree = null_tree;
+    if (fstat(t, &st) < 0) {
+        tree = neg_errno();
+        close(null_tree);
+    } else if (S_ISDIR(st.st_mode)) {
+        close(null_tree);
+        tree = new_fs("tmpfs", "size=0,mode=0555", MOUNT_ATTR_RDONLY);
+    }
+    int r = tree < 0 ? tree : attach(tree, t);
+    close(t);
+    return r;
+}
+
+static int do_remount(int rootfd, const struct sbx_mount_op *op)
+{
+    int t = sbx_open_in_root(rootfd, op->target, O_PATH);
+    if (t < 0)
+        return t;
+    /* Bind the path onto itself first: set_attr on a plain directory
+     * would change the whole mount that contains it. */
+    int tree = clone_tree(t, "", op->flags | SBX_MF_RECURSIVE);
+    int r = tree < 0 ? tree : attach(tree, t);
+    close(t);
+    return r;
+}
+
+static int fs_for(int kind, const char **fstype)
+{
+    switch (kind) {
+    case SBX_MNT_TMPFS: *fstype = "tmpfs"; return 0;
+    case SBX_MNT_PROC: *fstype = "proc"; return 0;
+    case SBX_MNT_SYSFS: *fstype = "sysfs"; return 0;
+    case SBX_MNT_DEVPTS: *fstype = "devpts"; return 0;
+    case SBX_MNT_MQUEUE: *fstype = "mqueue"; return 0;
+    default: return -EINVAL;
+    }
+}
+
+int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree)
+{
+    const char *fstype;
+    int r;
+    switch (op->kind) {
+    case SBX_MNT_BIND:
+        r = tree < 0 ? tree : mount_tree_at(rootfd, tree, op->target, (op->flags & SBX_MF_FILE) != 0);
+        break;
+    case SBX_MNT_MKDIR:
+        r = make_target(rootfd, op->target, 0);
+        if (r >= 0) {
+            close(r);
+            r = 0;
+        }
+        break;
+    case SBX_MNT_SYMLINK:
+        r = do_symlink(rootfd, op);
+        break;
+    case SBX_MNT_REMOUNT:
+        r = do_remount(rootfd, op);
+        break;
+    case SBX_MNT_MASK:
+        r = tree < 0 ? tree : do_mask(rootfd, op, tree);
+        break;
+    default:
+        r = fs_for(op->kind, &fstype);
+        if (r == 0)
+            r = mount_tree_at(rootfd, new_fs(fstype, op->data, mount_attrs(op->flags)), op->target, 0);
+    }
+    if (r == -ENOENT && (op->flags & SBX_MF_OPTIONAL))
+        return 0;
+    return r;
+}
+
+int sbx_enter_base(const char *base)
+{
+    int mnt = new_fs("tmpfs", "size=64k,mode=0755", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    if (mnt < 0)
+        return mnt;
+    int r = sbx_move_mount(mnt, "", AT_FDCWD, base, MOVE_MOUNT_F_EMPTY_PATH);
+    close_keep_errno(mnt);
+    if (r < 0 || chdir(base) < 0 || mkdir("newroot", 0755) < 0 || mkdir("oldroot", 0755) < 0 ||
+        sbx_pivot_root(".", "oldroot") < 0 || chdir("/") < 0)
+        return neg_errno();
+    return 0;
+}
+
+int sbx_clone_source(const struct sbx_mount_op *op)
+{
+    if (op->kind == SBX_MNT_BIND)
+        return clone_tree(AT_FDCWD, op->source, op->flags);
+    if (op->kind == SBX_MNT_MASK)
+        return clone_tree(AT_FDCWD, op->source, SBX_MF_RDONLY);
+    return -1;
+}
+
+int sbx_clone_rootfs(const char *rootfs)
+{
+    return clone_tree(AT_FDCWD, rootfs, SBX_MF_RECURSIVE);
+}
+
+int sbx_make_root(int rootfs_tree)
+{
+    int tree = rootfs_tree >= 0 ? rootfs_tree
+                                : new_fs("tmpfs", "mode=0755", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    if (tree < 0)
+        return tree;
+    int r = sbx_move_mount(tree, "", AT_FDCWD, NEWROOT, MOVE_MOUNT_F_EMPTY_PATH);
+    close_keep_errno(tree);
+    if (r < 0)
+        return neg_errno();
+    r = open(NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return r < 0 ? neg_errno() : r;
+}
+
+int sbx_root_read_only(int rootfd)
+{
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+    return sbx_mount_setattr(rootfd, "", AT_EMPTY_PATH, &attr) < 0 ? neg_errno() : 0;
+}
+
+int sbx_pivot_into_root(void)
+{
+    /* pivot_root(".", ".") stacks the old root on top of the new one;
+     * detaching "." then drops the host's whole mount tree. */
+    if (chdir(NEWROOT) < 0 || sbx_pivot_root(".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
+        chdir("/") < 0)
+        return neg_errno();
+    return 0;
+}

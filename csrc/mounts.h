@@ -1,0 +1,39 @@
+#ifndef SBX_MOUNTS_H
+#define SBX_MOUNTS_H
+
+#include "sbx.h"
+
+/* All of these run in the cloned child: no allocation, return 0 (or an fd)
+ * on success and -errno on failure, never exit. */
+
+/* Open path (absolute, inside the root rootfd) without ever resolving
+ * outside that root.  Returns an fd or -errno. */
+int sbx_open_in_root(int rootfd, const char *path, int flags);
+
+/* Mount a scratch tmpfs on base, pivot into it with the host under
+ * /oldroot, and create /newroot. */
+int sbx_enter_base(const char *base);
+
+/* Clone the host tree an op needs (BIND: its source; MASK: /dev/null) as
+ * a detached mount, while the child still has its creator's ids.  Returns
+ * the tree fd, -1 when the op needs none, or -errno. */
+int sbx_clone_source(const struct sbx_mount_op *op);
+
+/* Clone rootfs (recursively) as a detached tree; fd or -errno. */
+int sbx_clone_rootfs(const char *rootfs);
+
+/* Mount the container root at /newroot: the rootfs tree (consumed), or a
+ * tmpfs when rootfs_tree < 0.  Returns an O_PATH fd of the root or -errno. */
+int sbx_make_root(int rootfs_tree);
+
+/* Apply one mount op below rootfd; tree is what sbx_clone_source returned
+ * for it (consumed). */
+int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree);
+
+/* Make the root mount read-only (not the mounts on top of it). */
+int sbx_root_read_only(int rootfd);
+
+/* Make /newroot the root and detach everything of the host. */
+int sbx_pivot_into_root(void);
+
+#endif

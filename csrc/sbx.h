@@ -1,0 +1,152 @@
+/* The ABI shared by the C files and mirrored (through native.cdef) in Python.
+ *
+ * Python builds a struct sbx_plan with every string and array allocated;
+ * the cloned child only reads it.  Exec requests travel to the container's
+ * init as a flat byte message (struct sbx_exec_hdr + packed strings). */
+#ifndef SBX_H
+#define SBX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bump when any struct, enum or message layout below changes. */
+#define SBX_NATIVE_VERSION 3
+
+/* Set-up steps, in the order they run.  A failure is reported as
+ * (step, errno, op index) and Python names the step back. */
+enum sbx_step {
+    SBX_STEP_NONE = 0,
+    SBX_STEP_CLONE = 1,      /* parent: clone3() */
+    SBX_STEP_SYNC = 2,       /* child: waiting for the parent's go byte */
+    SBX_STEP_IDENTITY = 3,   /* setresgid/setgroups/setresuid in the user ns */
+    SBX_STEP_HOSTNAME = 4,
+    SBX_STEP_NETWORK = 21,   /* bring lo up in the new network ns */
+    SBX_STEP_PROPAGATION = 5,
+    SBX_STEP_BASE = 6,       /* scratch root that holds newroot and oldroot */
+    SBX_STEP_ROOT = 7,       /* the container root: tmpfs or rootfs bind */
+    SBX_STEP_MOUNT = 8,      /* one mount op; index = op index */
+    SBX_STEP_PIVOT = 9,
+    SBX_STEP_INIT_EXEC = 10, /* execveat() of the init */
+    SBX_STEP_FORK = 11,      /* init: fork() for an exec request */
+    SBX_STEP_REQUEST = 12,   /* init: malformed exec request */
+    SBX_STEP_STDIO = 13,
+    SBX_STEP_RLIMIT = 14,    /* index = rlimit index in the request */
+    SBX_STEP_CHDIR = 15,
+    SBX_STEP_USER = 16,      /* setgroups/setresgid/setresuid to the command's user */
+    SBX_STEP_NO_NEW_PRIVS = 17,
+    SBX_STEP_CAPS = 18,
+    SBX_STEP_SECCOMP = 19,
+    SBX_STEP_EXEC = 20,      /* execve() of the command */
+};
+
+enum sbx_mount_kind {
+    SBX_MNT_BIND = 1,     /* source: host path; RECURSIVE/RDONLY/FILE flags */
+    SBX_MNT_TMPFS = 2,    /* data: "size=..,mode=.." fsconfig options */
+    SBX_MNT_PROC = 3,
+    SBX_MNT_SYSFS = 4,
+    SBX_MNT_DEVPTS = 5,
+    SBX_MNT_MQUEUE = 6,
+    SBX_MNT_MKDIR = 7,
+    SBX_MNT_SYMLINK = 8,  /* source: link text */
+    SBX_MNT_REMOUNT = 9,  /* apply RDONLY to the mount already at target */
+    SBX_MNT_MASK = 10,    /* hide target: /dev/null over a file, empty ro tmpfs over a dir */
+};
+
+#define SBX_MF_RDONLY    0x01u
+#define SBX_MF_RECURSIVE 0x02u
+#define SBX_MF_OPTIONAL  0x04u  /* a missing source or target is skipped */
+#define SBX_MF_FILE      0x08u  /* target is a file, not a directory */
+#define SBX_MF_NOSUID    0x10u
+#define SBX_MF_NODEV     0x20u
+#define SBX_MF_NOEXEC    0x40u
+
+struct sbx_mount_op {
+    int kind;
+    unsigned int flags;
+    const char *source;   /* absolute host path (already under the old root prefix) */
+    const char *target;   /* absolute path inside the container root */
+    const char *data;     /* comma separated key=value pairs, or NULL */
+};
+
+struct sbx_plan {
+    uint64_t clone_flags;       /* CLONE_NEW* */
+    int sync_fd;                /* child reads the go byte here */
+    int error_fd;               /* child writes a struct sbx_report here (O_CLOEXEC) */
+    int control_fd;             /* becomes the init's fd 3 */
+    int parent_pidfd;           /* becomes the init's fd 4 */
+    int init_fd;                /* sealed memfd holding the init executable */
+    int become_root;            /* setresuid/gid(0) inside the new user ns */
+    int set_groups;             /* setgroups(0, NULL) is allowed */
+    int loopback_up;            /* bring lo up (new network ns) */
+    const char *hostname;       /* NULL: keep */
+    const char *base_dir;       /* host dir to mount the scratch tmpfs on */
+    const char *rootfs;         /* host path (under oldroot) to bind as root, or NULL for tmpfs */
+    int read_only_root;
+    const struct sbx_mount_op *mounts;
+    size_t n_mounts;
+    int *tree_fds;              /* n_mounts ints the child fills in */
+    char *const *init_argv;
+    char *const *init_envp;
+};
+
+struct sbx_report {
+    int32_t step;
+    int32_t err;      /* positive errno */
+    int32_t index;    /* op index, or -1 */
+};
+
+/* Exec requests (Python -> init, over the control socket, SCM_RIGHTS carries
+ * [reply socket, stdin, stdout, stderr]). */
+#define SBX_MSG_EXEC 1
+#define SBX_MSG_SIGNAL 2
+#define SBX_MSG_STOP 3
+
+#define SBX_EXEC_MAIN 0x01u        /* the container ends when this process ends */
+#define SBX_EXEC_NO_NEW_PRIVS 0x02u
+#define SBX_EXEC_SET_GROUPS 0x04u  /* setgroups() is allowed for this user ns */
+
+#define SBX_MAX_REQUEST (256 * 1024)
+#define SBX_MAX_RLIMITS 16
+
+struct sbx_rlimit {
+    uint32_t resource;
+    uint32_t pad;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+struct sbx_exec_hdr {
+    uint32_t type;          /* SBX_MSG_EXEC */
+    uint32_t flags;
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t n_groups;      /* followed by n_groups uint32 gids */
+    uint32_t n_rlimits;     /* followed by n_rlimits struct sbx_rlimit */
+    uint64_t cap_keep;      /* capability bitmask kept in the bounding/effective/permitted sets */
+    uint32_t argc;
+    uint32_t envc;
+    uint32_t strings_len;   /* then: cwd \0 search_path \0 argv... \0 envp... \0 */
+    uint32_t pad;
+};
+
+struct sbx_signal_msg {
+    uint32_t type;          /* SBX_MSG_SIGNAL or SBX_MSG_STOP */
+    int32_t pid;            /* container pid; 0 with STOP: every process */
+    int32_t sig;
+    uint32_t group;         /* signal the process group */
+    uint64_t grace_ms;      /* STOP: time between SIGTERM and SIGKILL */
+};
+
+/* Replies (init -> Python) on the per-exec reply socket. */
+#define SBX_REPLY_STARTED 1
+#define SBX_REPLY_FAILED 2
+#define SBX_REPLY_EXITED 3
+
+struct sbx_reply {
+    int32_t type;
+    int32_t pid;            /* container pid */
+    int32_t status;         /* wait status, with EXITED */
+    struct sbx_report report;  /* with FAILED */
+};
+
+#endif

@@ -1,0 +1,20 @@
+"""sandboxlib: run code in Linux containers from Python, no daemon needed.
+
+    >>> import sandboxlib as sb
+    >>> sb.run(["echo", "hi"]).stdout
+    b'hi\\n'
+"""
+from .api import run
+from .config import ContainerConfig, IdMapping, Limits, Mount, Network
+from .container import Container
+from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, SandboxError, SetupError,
+                     TimeoutExpired, UnsupportedError)
+from .process import Process, Result
+from .streams import DEVNULL, PIPE, STDOUT
+
+__all__ = [
+    "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
+    "Result", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
+    "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,156 @@
+"""The one binding layer: the only module that imports ``_native``.
+
+Thin, checked wrappers: every C return is checked on the next line and
+turned into an exception; no cffi object leaves this module except the
+plan, which ``_plan`` builds and owns.
+"""
+from __future__ import annotations
+
+import enum
+import fcntl
+import os
+import pathlib
+import threading
+from typing import Optional, Tuple
+
+try:
+    from ._native import ffi, lib
+except ImportError as err:  # pragma: no cover - depends on the build
+    raise ImportError(
+        f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`"
+    ) from err
+
+__all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root"]
+
+NATIVE_VERSION = 3
+_PACKAGE = pathlib.Path(__file__).resolve().parent
+INIT_PATH = _PACKAGE / "sbx-init"
+
+
+def _check_build() -> None:
+    """Refuse a stale extension: wrong ABI version, or (in a source checkout)
+    built from other sources than the csrc/ beside it."""
+    if lib.SBX_NATIVE_VERSION != NATIVE_VERSION:
+        raise ImportError(
+            f"stale sandboxlib._native: ABI version {lib.SBX_NATIVE_VERSION}, this Python code "
+            f"needs {NATIVE_VERSION}; rebuild with `make build` or `pip install .`")
+    csrc = _PACKAGE.parent / "csrc"
+    if (csrc / "build_native.py").exists():
+        import hashlib
+        digest = hashlib.sha256()
+        for path in sorted(csrc.iterdir()):
+            if path.suffix in {".c", ".h", ".cdef"}:
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        built = ffi.string(lib.SBX_SOURCE_HASH).decode()
+        if digest.hexdigest()[:16] != built:
+            raise ImportError(
+                f"stale sandboxlib._native at {_PACKAGE}: it was built from other sources than "
+                f"{csrc} (built {built}, sources {digest.hexdigest()[:16]}); rebuild with `make build`")
+    if not INIT_PATH.exists():
+        raise ImportError(f"{INIT_PATH} is missing; rebuild with `make build` or `pip install .`")
+
+
+_check_build()
+
+
+class Step(enum.IntEnum):
+    """Set-up steps, mirrored from ``enum sbx_step``."""
+
+    NONE = lib.SBX_STEP_NONE
+    CLONE = lib.SBX_STEP_CLONE
+    SYNC = lib.SBX_STEP_SYNC
+    IDENTITY = lib.SBX_STEP_IDENTITY
+    HOSTNAME = lib.SBX_STEP_HOSTNAME
+    PROPAGATION = lib.SBX_STEP_PROPAGATION
+    BASE = lib.SBX_STEP_BASE
+    ROOT = lib.SBX_STEP_ROOT
+    MOUNT = lib.SBX_STEP_MOUNT
+    PIVOT = lib.SBX_STEP_PIVOT
+    INIT_EXEC = lib.SBX_STEP_INIT_EXEC
+    FORK = lib.SBX_STEP_FORK
+    REQUEST = lib.SBX_STEP_REQUEST
+    STDIO = lib.SBX_STEP_STDIO
+    RLIMIT = lib.SBX_STEP_RLIMIT
+    CHDIR = lib.SBX_STEP_CHDIR
+    USER = lib.SBX_STEP_USER
+    NO_NEW_PRIVS = lib.SBX_STEP_NO_NEW_PRIVS
+    CAPS = lib.SBX_STEP_CAPS
+    SECCOMP = lib.SBX_STEP_SECCOMP
+    EXEC = lib.SBX_STEP_EXEC
+    NETWORK = lib.SBX_STEP_NETWORK
+
+
+class MountKind(enum.IntEnum):
+    """Mount op kinds, mirrored from ``enum sbx_mount_kind``."""
+
+    BIND = lib.SBX_MNT_BIND
+    TMPFS = lib.SBX_MNT_TMPFS
+    PROC = lib.SBX_MNT_PROC
+    SYSFS = lib.SBX_MNT_SYSFS
+    DEVPTS = lib.SBX_MNT_DEVPTS
+    MQUEUE = lib.SBX_MNT_MQUEUE
+    MKDIR = lib.SBX_MNT_MKDIR
+    SYMLINK = lib.SBX_MNT_SYMLINK
+    REMOUNT = lib.SBX_MNT_REMOUNT
+    MASK = lib.SBX_MNT_MASK
+
+
+class MountFlag(enum.IntFlag):
+    RDONLY = lib.SBX_MF_RDONLY
+    RECURSIVE = lib.SBX_MF_RECURSIVE
+    OPTIONAL = lib.SBX_MF_OPTIONAL
+    FILE = lib.SBX_MF_FILE
+    NOSUID = lib.SBX_MF_NOSUID
+    NODEV = lib.SBX_MF_NODEV
+    NOEXEC = lib.SBX_MF_NOEXEC
+
+
+REPORT_SIZE = 12  # struct sbx_report: three int32
+
+
+def spawn(plan) -> Tuple[int, int]:
+    """Clone the child described by ``plan`` (a ``struct sbx_plan *``).
+
+    Returns ``(pid, pidfd)``; raises OSError with the clone errno.
+    """
+    pidfd = ffi.new("int *", -1)
+    pid = lib.sbx_spawn(plan, pidfd)
+    if pid < 0:
+        raise OSError(-pid, os.strerror(-pid))
+    return pid, pidfd[0]
+
+
+_init_lock = threading.Lock()
+_init_fd: Optional[int] = None
+
+
+def init_memfd() -> int:
+    """A sealed memfd holding the init executable, made once per process.
+
+    Executing from a sealed memfd (as runc does) means no container can
+    ever write through ``/proc/1/exe`` to a file on the host."""
+    global _init_fd
+    with _init_lock:
+        if _init_fd is None:
+            data = INIT_PATH.read_bytes()
+            fd = os.memfd_create("sbx-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                            | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+            except BaseException:
+                os.close(fd)
+                raise
+            _init_fd = fd
+        return _init_fd
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY) -> int:
+    """Open ``path`` inside the directory ``root_fd`` as if it were ``/``:
+    no ``..``, absolute symlink or magic link leads out of it."""
+    fd = lib.sbx_open_in_root(root_fd, path.encode(), flags)
+    if fd < 0:
+        raise OSError(-fd, os.strerror(-fd), path)
+    return fd

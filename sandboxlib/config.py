@@ -1,0 +1,261 @@
+"""Frozen, keyword-only configuration.  Validators name the field at fault
+and run before any kernel resource exists."""
+from __future__ import annotations
+
+import enum
+import os
+import posixpath
+import re
+from typing import Mapping, Optional, Sequence, Tuple, Union
+
+import attrs
+
+from .capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capability
+from .errors import ConfigError
+
+__all__ = ["Mount", "MountKind", "IdMapping", "Limits", "Network", "ContainerConfig", "parse_size"]
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+_ENV_NAME = re.compile(r"^[^=\0]+$")
+
+
+def parse_size(value: Union[int, str], field: str) -> int:
+    """Bytes from an int or a string like ``"64M"`` (binary units, as Docker)."""
+    if isinstance(value, bool):
+        raise ConfigError(field, f"expected a size, got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(-?\d+)\s*([bkmgtBKMGT]?)i?[bB]?\s*", value)
+        if not match:
+            raise ConfigError(field, f"{value!r} is not a size (use e.g. 65536, '64k', '64M', '1G')")
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    else:
+        raise ConfigError(field, f"expected a size, got {type(value).__name__}")
+    if size < 0:
+        raise ConfigError(field, f"size must not be negative, got {value!r}")
+    return size
+
+
+def check_text(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(field, f"expected a string, got {type(value).__name__}")
+    if "\0" in value:
+        raise ConfigError(field, "must not contain NUL bytes")
+    return value
+
+
+def container_path(value: object, field: str) -> str:
+    """An absolute, normalized path inside the container."""
+    path = check_text(os.fspath(value) if isinstance(value, os.PathLike) else value, field)
+    if not path.startswith("/"):
+        raise ConfigError(field, f"must be an absolute path inside the container, got {path!r}")
+    return posixpath.normpath(path).replace("//", "/")
+
+
+class MountKind(enum.Enum):
+    BIND = "bind"
+    TMPFS = "tmpfs"
+
+
+@attrs.frozen(kw_only=True)
+class Mount:
+    """A mount inside the container; build it with :meth:`bind` or :meth:`tmpfs`."""
+
+    kind: MountKind
+    target: str
+    source: Optional[str] = None
+    read_only: bool = False
+    size: Optional[int] = None
+    mode: int = 0o1777
+
+    @classmethod
+    def bind(cls, source: Union[str, os.PathLike], target: Union[str, os.PathLike], *,
+             read_only: bool = False) -> "Mount":
+        """Bind the host path ``source`` (file or directory, recursively) at ``target``."""
+        src = os.path.abspath(check_text(os.fspath(source), "source"))
+        return cls(kind=MountKind.BIND, source=src, target=container_path(target, "target"),
+                   read_only=read_only)
+
+    @classmethod
+    def tmpfs(cls, target: Union[str, os.PathLike], *, size: Union[int, str, None] = None,
+              mode: int = 0o1777, read_only: bool = False) -> "Mount":
+        """A fresh tmpfs at ``target``; ``size`` in bytes or as ``"64M"``."""
+        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ConfigError("mode", f"must be a permission mode such as 0o1777, got {mode!r}")
+        return cls(kind=MountKind.TMPFS, target=container_path(target, "target"),
+                   size=None if size is None else parse_size(size, "size"), mode=mode,
+                   read_only=read_only)
+
+    def check(self, field: str) -> None:
+        """Check what can only be checked on this host (the source exists)."""
+        if self.target == "/":
+            raise ConfigError(f"{field}.target", "cannot mount over the container root")
+        if self.kind is MountKind.BIND and not os.path.exists(self.source):
+            raise ConfigError(f"{field}.source", f"{self.source!r} does not exist on the host")
+
+
+@attrs.frozen(kw_only=True)
+class IdMapping:
+    """``size`` ids from ``container`` inside map to ``host`` outside."""
+
+    container: int = attrs.field(validator=attrs.validators.ge(0))
+    host: int = attrs.field(validator=attrs.validators.ge(0))
+    size: int = attrs.field(validator=attrs.validators.gt(0))
+
+    def line(self) -> str:
+        return f"{self.container} {self.host} {self.size}"
+
+    def to_host(self, inside: int) -> Optional[int]:
+        if self.container <= inside < self.container + self.size:
+            return self.host + inside - self.container
+        return None
+
+
+RLIMITS = ("nofile", "nproc", "core", "fsize", "as", "cpu", "stack", "memlock", "data")
+RlimitValue = Union[int, Tuple[int, int]]
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Per-process resource limits (``setrlimit``), each ``N`` or ``(soft, hard)``.
+
+    ``fsize``, ``as``, ``stack``, ``data`` and ``memlock`` also take sizes like ``"100M"``.
+    Use ``Limits.from_dict({"as": ...})`` for the names that are Python keywords.
+    """
+
+    nofile: Optional[RlimitValue] = None
+    nproc: Optional[RlimitValue] = None
+    core: Optional[RlimitValue] = None
+    fsize: Optional[RlimitValue] = None
+    as_: Optional[RlimitValue] = attrs.field(default=None, alias="address_space")
+    cpu: Optional[RlimitValue] = None
+    stack: Optional[RlimitValue] = None
+    memlock: Optional[RlimitValue] = None
+    data: Optional[RlimitValue] = None
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, RlimitValue]) -> "Limits":
+        unknown = set(values) - set(RLIMITS)
+        if unknown:
+            raise ConfigError("limits", f"unknown rlimit {sorted(unknown)[0]!r}; known: {', '.join(RLIMITS)}")
+        return cls(**{("address_space" if k == "as" else k): v for k, v in values.items()})
+
+    def rlimits(self) -> Tuple[Tuple[str, int, int], ...]:
+        """(name, soft, hard) for every set limit, checked."""
+        out = []
+        for name in RLIMITS:
+            value = getattr(self, "as_" if name == "as" else name)
+            if value is None:
+                continue
+            soft, hard = value if isinstance(value, tuple) else (value, value)
+            field = f"limits.{name}"
+            soft, hard = parse_size(soft, field), parse_size(hard, field)
+            if soft > hard:
+                raise ConfigError(field, f"soft limit {soft} is above the hard limit {hard}")
+            out.append((name, soft, hard))
+        return tuple(out)
+
+
+class Network(enum.Enum):
+    """``NONE``: a private network namespace with only ``lo`` up.  ``HOST``: the host's."""
+
+    NONE = "none"
+    HOST = "host"
+
+
+def _tuple_of_mounts(value: Sequence[Mount]) -> Tuple[Mount, ...]:
+    return tuple(value)
+
+
+def _env_tuple(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ConfigError("env", f"expected a mapping of names to values, got {type(value).__name__}")
+    return tuple((k, v) for k, v in value.items())
+
+
+def check_env(env: Sequence[Tuple[str, str]], field: str = "env") -> None:
+    for name, value in env:
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ConfigError(f"{field}[{name!r}]", "names must be non-empty and contain no '=' or NUL")
+        check_text(value, f"{field}[{name!r}]")
+
+
+@attrs.frozen(kw_only=True)
+class ContainerConfig:
+    """Everything that describes one container.
+
+    Attributes:
+        rootfs: a host directory to use as the root, or None for the host view
+            (the host's system directories read-only, fresh /tmp and /run).
+        read_only: make the root read-only.
+        hostname: the UTS hostname (default: the first 12 hex digits of the id).
+        env: environment added to every command (besides PATH, HOME, TERM defaults).
+        mounts: bind and tmpfs mounts, applied after the root (parents first).
+        user: ``"uid[:gid]"`` or ``"name[:group]"`` resolved in the container's /etc/passwd.
+        cwd: the default working directory of commands.
+        limits: per-process rlimits.
+        userns: run in a user namespace (always when not root; default True as root too).
+        uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
+        network: ``Network.NONE`` (loopback only) or ``Network.HOST``.
+        cap_add, cap_drop: capability names added to or dropped from the default set.
+    """
+
+    rootfs: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
+    read_only: bool = False
+    hostname: Optional[str] = None
+    env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=_env_tuple)
+    mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
+    user: Optional[str] = None
+    cwd: str = "/"
+    limits: Limits = attrs.field(factory=Limits)
+    userns: bool = True
+    uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple))
+    gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple))
+    network: Network = attrs.field(default=Network.NONE, converter=Network)
+    cap_add: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field and host checks; raises ConfigError naming the field."""
+        if self.rootfs is not None:
+            check_text(self.rootfs, "rootfs")
+            if not os.path.isdir(self.rootfs):
+                raise ConfigError("rootfs", f"{self.rootfs!r} is not a directory on the host")
+        if self.hostname is not None:
+            check_text(self.hostname, "hostname")
+            if len(self.hostname) > 64 or not _HOSTNAME.match(self.hostname):
+                raise ConfigError("hostname", f"{self.hostname!r} is not a valid hostname (RFC 1123, at most 64 characters)")
+        check_env(self.env)
+        for i, mount in enumerate(self.mounts):
+            if not isinstance(mount, Mount):
+                raise ConfigError(f"mounts[{i}]", f"expected a Mount, got {type(mount).__name__}")
+            mount.check(f"mounts[{i}]")
+        if self.user is not None:
+            check_text(self.user if isinstance(self.user, str) else str(self.user), "user")
+        container_path(self.cwd, "cwd")
+        self.limits.rlimits()
+        self.capabilities()
+
+    def capabilities(self) -> frozenset:
+        """The capability set commands get (names without ``CAP_``)."""
+        add = {normalize_capability(c, "cap_add") for c in self.cap_add}
+        drop = {normalize_capability(c, "cap_drop") for c in self.cap_drop}
+        if "ALL" in drop:
+            return frozenset(add - {"ALL"})
+        base = set(DEFAULT_CAPABILITIES) | add
+        if "ALL" in add:
+            base = set(ALL_CAPABILITIES)
+        return frozenset(base - drop)
+
+    @property
+    def environment(self) -> dict:
+        return dict(self.env)

@@ -1,0 +1,380 @@
+"""``Container``: plan -> spawn -> parent-side set-up -> go -> running.
+
+Every resource is registered for release right after it is acquired, and
+released in reverse order by ``close()`` (also after a failed start)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal as signal_module
+import socket
+import threading
+import time
+import warnings
+from typing import Mapping, Optional, Sequence, Union
+
+from . import _lowlevel, protocol, statedir
+from ._plan import build_plan
+from .capabilities import capability_mask
+from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text
+from .errors import ConfigError, ContainerStateError, SetupError
+from .failures import exec_error, setup_error
+from .host import probe_host
+from .idmap import IdMaps, choose_maps, write_maps
+from .process import Process, Result
+from .rootfs import layout
+from .streams import PIPE, StdioSpec, resolve_stdio
+from .users import User, resolve_user
+
+__all__ = ["Container", "DEFAULT_PATH"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_WALL = 0x40000000  # __WALL: our child has no exit signal
+_swept_roots: set = set()
+_swept_lock = threading.Lock()
+
+
+def _check_argv(argv: Sequence[str]) -> tuple:
+    if isinstance(argv, (str, bytes)) or not argv:
+        raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
+    return tuple(check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
+                 for i, a in enumerate(argv))
+
+
+class Container:
+    """A long-lived container whose PID 1 is sandboxlib's init.
+
+    ``with Container(...) as c:`` starts it; ``c.run``/``c.spawn`` start
+    commands in it; leaving the block kills everything in it and releases
+    every resource.  Options are those of :class:`ContainerConfig`.
+    """
+
+    def __init__(self, config: Optional[ContainerConfig] = None, *,
+                 rootfs: Union[str, os.PathLike, None] = None, read_only: bool = False,
+                 hostname: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                 mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: str = "/",
+                 limits: Optional[Limits] = None, userns: bool = True,
+                 network: Union[Network, str] = Network.NONE,
+                 cap_add: Sequence[str] = (), cap_drop: Sequence[str] = ()) -> None:
+        if config is None:
+            config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
+                                     mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
+                                     userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop)
+        self.config = config
+        self.id = secrets.token_hex(32)
+        self.hostname = config.hostname or self.id[:12]
+        self._resources = contextlib.ExitStack()
+        self._init_pid: Optional[int] = None
+        self._pidfd: Optional[int] = None
+        self._control: Optional[socket.socket] = None
+        self._maps: Optional[IdMaps] = None
+        self._user: Optional[User] = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------
+    @property
+    def pid(self) -> Optional[int]:
+        """Host pid of the container's init, while running."""
+        return self._init_pid
+
+    @property
+    def running(self) -> bool:
+        return self._pidfd is not None and not self._init_exited(0)
+
+    def start(self, main: Optional[protocol.ExecRequest] = None) -> "Container":
+        if self._init_pid is not None or self._closed:
+            raise ContainerStateError("a Container can be started only once")
+        host = probe_host()
+        self._maps = choose_maps(self.config, host)
+        root_fd = os.open(self.config.rootfs or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._user = self._checked_user(self.config.user, root_fd, "user")
+        finally:
+            os.close(root_fd)
+        ops = layout(self.config)
+        root = statedir.state_root()
+        self._sweep_once(root)
+        try:
+            self._spawn(ops, root)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _sweep_once(self, root: str) -> None:
+        with _swept_lock:
+            if root in _swept_roots:
+                return
+            _swept_roots.add(root)
+        statedir.sweep(root)
+
+    def _spawn(self, ops, state_root: str) -> None:
+        push = self._resources.callback
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        push(_close_quietly, sync_w)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        push(_close_quietly, err_r)
+        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._control = control
+        push(control.close)
+        parent_pidfd = os.pidfd_open(os.getpid())
+        child_ends = (sync_r, err_w, control_child.detach(), parent_pidfd)
+        try:
+            plan = build_plan(
+                ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
+                hostname=self.hostname, userns=self._maps is not None,
+                netns=self.config.network is Network.NONE,
+                set_groups=bool(self._maps and self._maps.setgroups),
+                fds={"sync": sync_r, "error": err_w, "control": child_ends[2],
+                     "parent_pidfd": parent_pidfd, "init": _lowlevel.init_memfd()})
+            try:
+                pid, pidfd = _lowlevel.spawn(plan.c)
+            except OSError as err:
+                raise SetupError(err.errno, f"clone3(flags={plan.c.clone_flags:#x})", step="CLONE",
+                                 hint=_clone_hint(err.errno)) from None
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        self._init_pid, self._pidfd = pid, pidfd
+        push(self._reap_init)
+        if self._maps is not None:
+            write_maps(pid, self._maps)
+        os.write(sync_w, b"G")
+        report = _read_all(err_r)
+        if report:
+            self._raise_setup_failure(report, plan)
+        path = statedir.register(state_root, self.id, pid)
+        push(statedir.unregister, path)
+
+    def _raise_setup_failure(self, report: bytes, plan) -> None:
+        if len(report) < _lowlevel.REPORT_SIZE:
+            raise SetupError(0, "container set-up", step="UNKNOWN",
+                             hint=f"the child died without a report ({len(report)} bytes)")
+        step, err, index = (int.from_bytes(report[i:i + 4], "little", signed=True) for i in (0, 4, 8))
+        context = {"hostname": self.hostname, "rootfs": self.config.rootfs,
+                   "read_only": self.config.read_only}
+        raise setup_error(step, err, index, ops=plan.ops, context=context)
+
+    def _init_exited(self, timeout: Optional[float]) -> bool:
+        if self._pidfd is None:
+            return True
+        import select
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+    def _reap_init(self) -> None:
+        """Kill the init (the kernel then kills everything in its pid ns) and reap it."""
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is None:
+            return
+        try:
+            try:
+                signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
+        except ChildProcessError:
+            pass
+        finally:
+            os.close(pidfd)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then close."""
+        if self._control is not None and self._pidfd is not None:
+            try:
+                self._control.send(protocol.encode_stop(timeout))
+            except OSError:
+                pass
+            self._init_exited(timeout + 1.0)
+        self.close()
+
+    def close(self) -> None:
+        """Kill everything in the container and release every resource.  Idempotent."""
+        self._closed = True
+        self._resources.close()
+        self._control = None
+
+    def __enter__(self) -> "Container":
+        if self._init_pid is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", None) is not None:
+            warnings.warn(f"Container {self.id[:12]} was never closed; killing it", ResourceWarning,
+                          stacklevel=2)
+            self.close()
+
+    # -- commands ------------------------------------------------------
+    def _checked_user(self, spec, root_fd: int, field: str) -> User:
+        user = resolve_user(spec, root_fd)
+        maps = self._maps
+        if maps is not None:
+            if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
+                raise ConfigError(field, f"uid {user.uid} / gid {user.gid} is not mapped in the user "
+                                         f"namespace (uid_map: {[m.line() for m in maps.uid_map]})")
+            groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
+            user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
+        return user
+
+    def _request(self, argv, *, env, cwd, user, main: bool) -> protocol.ExecRequest:
+        argv = _check_argv(argv)
+        if user is None:
+            resolved = self._user
+        else:
+            root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                resolved = self._checked_user(user, root_fd, "user")
+            finally:
+                os.close(root_fd)
+        merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged.update(self.config.env)
+        if env:
+            extra = tuple(env.items())
+            check_env(extra)
+            merged.update(extra)
+        cwd = self.config.cwd if cwd is None else check_text(cwd, "cwd")
+        maps = self._maps
+        return protocol.ExecRequest(
+            argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
+            search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
+            rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
+            main=main, set_groups=maps is None or maps.setgroups)
+
+    def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
+              stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,
+              cwd: Optional[str] = None, user: Optional[str] = None) -> Process:
+        """Start a command in the running container; returns a Popen-like :class:`Process`.
+
+        Streams are ``PIPE``, ``DEVNULL``, ``None`` (inherit ours), an fd or a file
+        (and ``STDOUT`` for stderr)."""
+        return self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                           user=user, main=False)
+
+    def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool) -> Process:
+        if self._control is None or self._closed:
+            raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
+        request = self._request(argv, env=env, cwd=cwd, user=user, main=main)
+        payload = protocol.encode_exec(request)
+        if len(payload) > protocol.MAX_REQUEST:
+            raise ConfigError("argv", f"command and environment take {len(payload)} bytes; the limit is {protocol.MAX_REQUEST}")
+        child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
+        reply, reply_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            try:
+                protocol.send_request(self._control, payload, [reply_child.fileno(), *child_fds])
+            except OSError as err:
+                raise ContainerStateError(f"the container's init is gone ({err})") from None
+            finally:
+                reply_child.close()
+                for fd in to_close:
+                    os.close(fd)
+            first = protocol.decode_reply(reply)
+        except BaseException:
+            reply.close()
+            for fd in ours:
+                if fd is not None:
+                    os.close(fd)
+            raise
+        if first is None or first.kind != protocol.REPLY_STARTED:
+            reply.close()
+            for fd in ours:
+                if fd is not None:
+                    os.close(fd)
+            if first is None:
+                raise ContainerStateError("the container ended before the command started")
+            raise exec_error(first.step, first.errno, first.index,
+                             {"argv": request.argv, "search_path": request.search_path, "cwd": request.cwd,
+                              "uid": request.uid, "gid": request.gid, "rlimits": request.rlimits})
+        return Process(request.argv, container_pid=first.pid, pidfd=first.fd, reply=reply, pipes=ours,
+                       signal_sender=self._signal)
+
+    def _signal(self, pid: int, sig: int, group: bool) -> None:
+        if self._control is not None:
+            try:
+                self._control.send(protocol.encode_signal(pid, sig, group=group))
+            except OSError:
+                pass  # the container is gone, and the process with it
+
+    def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
+            stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
+            env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+            user: Optional[str] = None) -> Result:
+        """Run a command to completion and capture its output.
+
+        On ``timeout`` the command's whole process group is killed and the
+        result says ``timed_out``."""
+        return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
+                         env=env, cwd=cwd, user=user, main=False)
+
+    def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool) -> Result:
+        if input is not None:
+            if stdin is not None:
+                raise ConfigError("stdin", "stdin and input cannot both be given")
+            stdin = PIPE
+        proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user,
+                           main=main)
+        timed_out = False
+        with proc:
+            try:
+                out, err = proc.communicate(input, timeout)
+            except BaseException as exc:
+                timed_out = isinstance(exc, Exception) and type(exc).__name__ == "TimeoutExpired"
+                self._kill_after_timeout(proc, main)
+                out, err = proc.communicate()
+                if not timed_out:
+                    raise
+        return _result(proc, out, err, timed_out)
+
+    def _kill_after_timeout(self, proc: Process, main: bool) -> None:
+        if main:
+            _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
+        else:
+            proc.kill_tree()
+
+
+def _kill_pidfd(pidfd: Optional[int]) -> None:
+    if pidfd is not None:
+        try:
+            signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _result(proc: Process, out, err, timed_out: bool) -> Result:
+    code = proc.returncode
+    sig = signal_module.Signals(-code) if code < 0 else None
+    return Result(argv=proc.args, exit_code=128 + sig if sig else code, signal=sig, timed_out=timed_out,
+                  stdout=out, stderr=err, duration=(proc.ended or time.monotonic()) - proc.started)
+
+
+def _clone_hint(err: int) -> Optional[str]:
+    import errno as E
+    if err in (E.EPERM, E.ENOSPC, E.EUSERS):
+        return ("the kernel refused new namespaces: check that user namespaces are enabled "
+                "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) and not exhausted")
+    return None
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -1,0 +1,124 @@
+"""The exception hierarchy.  Every exception carries its facts as
+attributes and pickles (they cross process boundaries in pools, pytest
+workers and the rootless test runner)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+__all__ = [
+    "SandboxError",
+    "ConfigError",
+    "UnsupportedError",
+    "SetupError",
+    "CommandNotFoundError",
+    "TimeoutExpired",
+    "ContainerStateError",
+]
+
+
+class SandboxError(Exception):
+    """Base class of every sandboxlib error."""
+
+
+class ConfigError(SandboxError, ValueError):
+    """Invalid configuration, raised before any kernel resource is created.
+
+    Attributes:
+        field: the configuration field at fault, e.g. ``mounts[1].target``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class UnsupportedError(SandboxError):
+    """The host lacks a feature the configuration asks for.
+
+    Attributes:
+        feature: what is missing.
+        how: how to enable it.
+    """
+
+    def __init__(self, feature: str, how: str) -> None:
+        super().__init__(feature, how)
+        self.feature = feature
+        self.how = how
+
+    def __str__(self) -> str:
+        return f"{self.feature} is not available on this host: {self.how}"
+
+
+class SetupError(SandboxError, OSError):
+    """A set-up step of a container failed in the kernel.
+
+    ``str()`` names the operation, its paths and flags, the step and the
+    errno, e.g. ``mount(source='/data', target='/mnt', flags=RDONLY|RECURSIVE)
+    failed in step MOUNT: [Errno 13] Permission denied``.
+
+    Attributes:
+        step: the step name (``MOUNT``, ``EXEC``, ...).
+        errno: the kernel's errno.
+        operation: the operation and its arguments, as text.
+        field: the configuration field the operation came from, or None.
+        hint: an explanation of a known kernel refusal, or None.
+    """
+
+    def __init__(self, errno_: int, operation: str, *, step: str = "", field: Optional[str] = None,
+                 hint: Optional[str] = None) -> None:
+        super().__init__(errno_, operation)
+        self.step = step
+        self.operation = operation
+        self.field = field
+        self.hint = hint
+
+    def __reduce__(self):  # OSError pickles only (errno, strerror)
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+    def __str__(self) -> str:
+        text = f"{self.operation} failed in step {self.step}: [Errno {self.errno}] {os.strerror(self.errno)}"
+        if self.field:
+            text += f" (from {self.field})"
+        if self.hint:
+            text += f"; {self.hint}"
+        return text
+
+
+def _rebuild(cls, args, state):
+    obj = cls(*args)
+    obj.__dict__.update(state)
+    return obj
+
+
+class CommandNotFoundError(SetupError, FileNotFoundError):
+    """The command to execute does not exist (or is not executable) in the container."""
+
+
+class TimeoutExpired(SandboxError):
+    """A wait or communicate ran out of time (the process is left running).
+
+    Attributes:
+        argv: the command.
+        timeout: the timeout in seconds.
+        stdout, stderr: what was read so far (bytes or None).
+    """
+
+    def __init__(self, argv, timeout: float, stdout: Optional[bytes] = None,
+                 stderr: Optional[bytes] = None) -> None:
+        super().__init__(argv, timeout, stdout, stderr)
+        self.argv = argv
+        self.timeout = timeout
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        return f"command {list(self.argv)!r} timed out after {self.timeout} seconds"
+
+
+class ContainerStateError(SandboxError):
+    """An operation that needs a running container was called on one that is not."""

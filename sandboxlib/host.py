@@ -1,0 +1,85 @@
+"""Facts about the host that decide how a container can be built."""
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import shutil
+from typing import Optional, Tuple
+
+import attrs
+
+__all__ = ["HostInfo", "probe_host", "subordinate_range"]
+
+
+@attrs.frozen(kw_only=True)
+class HostInfo:
+    """What this process may do on this host.
+
+    Attributes:
+        euid, egid: who we are.
+        user_name: our login name (for /etc/subuid), or None.
+        subuid, subgid: our (start, count) subordinate id ranges, or None.
+        newuidmap, newgidmap: paths of the setuid helpers, or None.
+        max_user_namespaces: the kernel's limit (0: user namespaces are off).
+    """
+
+    euid: int
+    egid: int
+    user_name: Optional[str]
+    subuid: Optional[Tuple[int, int]]
+    subgid: Optional[Tuple[int, int]]
+    newuidmap: Optional[str]
+    newgidmap: Optional[str]
+    max_user_namespaces: int
+
+    @property
+    def is_root(self) -> bool:
+        return self.euid == 0
+
+
+def subordinate_range(path: str, user_name: Optional[str], uid: int) -> Optional[Tuple[int, int]]:
+    """The first ``name:start:count`` range of ``path`` for this user (by name or uid)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in {user_name, str(uid)}:
+            try:
+                start, count = int(parts[1]), int(parts[2])
+            except ValueError:
+                continue
+            if count > 0:
+                return start, count
+    return None
+
+
+def _read_int(path: str, default: int) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return default
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(euid: int, egid: int) -> HostInfo:
+    try:
+        name: Optional[str] = pwd.getpwuid(euid).pw_name
+    except KeyError:
+        name = None
+    return HostInfo(
+        euid=euid, egid=egid, user_name=name,
+        subuid=subordinate_range("/etc/subuid", name, euid),
+        subgid=subordinate_range("/etc/subgid", name, euid),
+        newuidmap=shutil.which("newuidmap"), newgidmap=shutil.which("newgidmap"),
+        max_user_namespaces=_read_int("/proc/sys/user/max_user_namespaces", 1),
+    )
+
+
+def probe_host() -> HostInfo:
+    """Probe (once per identity) what this process may do."""
+    return _probe(os.geteuid(), os.getegid())

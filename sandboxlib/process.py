@@ -1,0 +1,220 @@
+"""A command running in a container: a Popen-like handle.
+
+The container's init started it and reports its exit on the command's own
+reply socket, so each handle can be waited on from any thread without
+touching the others."""
+from __future__ import annotations
+
+import os
+import selectors
+import signal as signal_module
+import socket
+import time
+from typing import Callable, Optional, Sequence, Tuple
+
+import attrs
+
+from . import protocol
+from .errors import TimeoutExpired
+
+__all__ = ["Process", "Result"]
+
+_CHUNK = 1 << 16
+
+
+@attrs.frozen(kw_only=True)
+class Result:
+    """How a command ended.
+
+    Attributes:
+        argv: the command.
+        exit_code: its exit status; ``128 + N`` when killed by signal N (as a shell reports it).
+        signal: the signal that killed it, or None.
+        timed_out: it was killed because its timeout expired.
+        stdout, stderr: captured output (bytes), or None when not captured.
+        duration: seconds from start to exit.
+    """
+
+    argv: Tuple[str, ...]
+    exit_code: int
+    signal: Optional[signal_module.Signals]
+    timed_out: bool
+    stdout: Optional[bytes]
+    stderr: Optional[bytes]
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def _host_pid(pidfd: int) -> Optional[int]:
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    pid = int(line.split()[1])
+                    return pid if pid > 0 else None
+    except OSError:
+        return None
+    return None
+
+
+class Process:
+    """A running command.  Mirrors ``subprocess.Popen``: ``pid``, ``returncode``,
+    ``stdin``/``stdout``/``stderr`` (raw binary files when PIPE), ``poll``,
+    ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``."""
+
+    def __init__(self, argv: Sequence[str], *, container_pid: int, pidfd: Optional[int],
+                 reply: socket.socket, pipes: Sequence[Optional[int]],
+                 signal_sender: Callable[[int, int, bool], None]) -> None:
+        self.args = tuple(argv)
+        self.container_pid = container_pid
+        self.returncode: Optional[int] = None
+        self.started = time.monotonic()
+        self.ended: Optional[float] = None
+        self._pidfd = pidfd
+        self._pid: Optional[int] = None
+        self._reply = reply
+        self._send_signal = signal_sender
+        self._partial = {1: bytearray(), 2: bytearray()}
+        self.stdin = open(pipes[0], "wb", buffering=0) if pipes[0] is not None else None
+        self.stdout = open(pipes[1], "rb", buffering=0) if pipes[1] is not None else None
+        self.stderr = open(pipes[2], "rb", buffering=0) if pipes[2] is not None else None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The host pid (None once the process is gone and unknown)."""
+        if self._pid is None and self._pidfd is not None:
+            self._pid = _host_pid(self._pidfd)
+        return self._pid
+
+    def __repr__(self) -> str:
+        return f"<sandboxlib.Process args={list(self.args)!r} returncode={self.returncode}>"
+
+    # -- exit status -------------------------------------------------
+    def _take_reply(self, timeout: Optional[float]) -> bool:
+        """Wait up to timeout for the exit reply; True once returncode is set."""
+        if self.returncode is not None:
+            return True
+        if timeout is not None:
+            sel = selectors.DefaultSelector()
+            with sel:
+                sel.register(self._reply, selectors.EVENT_READ)
+                if not sel.select(max(timeout, 0)):
+                    return False
+        reply = protocol.decode_reply(self._reply)
+        if reply is None or reply.kind != protocol.REPLY_EXITED:
+            self.returncode = -signal_module.SIGKILL  # the container ended under it
+        else:
+            self.returncode = os.waitstatus_to_exitcode(reply.status)
+        self.ended = time.monotonic()
+        self._release()
+        return True
+
+    def _release(self) -> None:
+        self._reply.close()
+        if self._pidfd is not None:
+            if self._pid is None:
+                self._pid = _host_pid(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def poll(self) -> Optional[int]:
+        self._take_reply(0)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for the exit; raises TimeoutExpired (the process keeps running)."""
+        if not self._take_reply(timeout):
+            raise TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    # -- signals -----------------------------------------------------
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            self._send_signal(self.container_pid, int(sig), False)
+
+    def terminate(self) -> None:
+        self.send_signal(signal_module.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal_module.SIGKILL)
+
+    def kill_tree(self) -> None:
+        """SIGKILL the command's whole process group (it runs in its own session)."""
+        if self.returncode is None:
+            self._send_signal(self.container_pid, signal_module.SIGKILL, True)
+
+    # -- streams -----------------------------------------------------
+    def communicate(self, input: Optional[bytes] = None, timeout: Optional[float] = None
+                    ) -> Tuple[Optional[bytes], Optional[bytes]]:
+        """Feed input, read stdout and stderr to EOF, wait for the exit.
+
+        Raises TimeoutExpired with what was read so far; calling again
+        goes on where it stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        with sel:
+            self._register(sel, input)
+            while sel.get_map():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutExpired(self.args, timeout, bytes(self._partial[1]), bytes(self._partial[2]))
+                for key, _ in sel.select(remaining):
+                    self._service(sel, key)
+        out = bytes(self._partial[1]) if self.stdout is not None or self._partial[1] else None
+        err = bytes(self._partial[2]) if self.stderr is not None or self._partial[2] else None
+        for stream in (self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        return out, err
+
+    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes]) -> None:
+        if self.stdin is not None and not self.stdin.closed:
+            if input:
+                os.set_blocking(self.stdin.fileno(), False)
+                sel.register(self.stdin, selectors.EVENT_WRITE, memoryview(input))
+            else:
+                self.stdin.close()
+        for which, stream in ((1, self.stdout), (2, self.stderr)):
+            if stream is not None and not stream.closed:
+                sel.register(stream, selectors.EVENT_READ, which)
+        if self.returncode is None:
+            sel.register(self._reply, selectors.EVENT_READ, "exit")
+
+    def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+        if key.data == "exit":
+            sel.unregister(key.fileobj)
+            self._take_reply(None)
+        elif isinstance(key.data, memoryview):
+            try:
+                written = os.write(key.fd, key.data[:_CHUNK])
+            except BrokenPipeError:
+                written = len(key.data)
+            rest = key.data[written:]
+            if rest:
+                sel.modify(key.fileobj, selectors.EVENT_WRITE, rest)
+            else:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+        else:
+            chunk = os.read(key.fd, _CHUNK)
+            if chunk:
+                self._partial[key.data] += chunk
+            else:
+                sel.unregister(key.fileobj)
+
+    def close(self) -> None:
+        """Close our pipe ends and the reply socket (does not kill)."""
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        if self.returncode is None:
+            self._release()
+
+    def __enter__(self) -> "Process":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

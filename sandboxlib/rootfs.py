@@ -1,0 +1,125 @@
+"""The container's file system as an ordered list of mount ops.
+
+Python decides the whole layout here (host view or a rootfs directory,
+/proc, /dev, /sys, masked and read-only paths, the user's mounts); the C
+child applies it in order."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional, Tuple
+
+import attrs
+
+from ._lowlevel import MountFlag as F
+from ._lowlevel import MountKind as K
+from .config import ContainerConfig, MountKind, Network
+
+__all__ = ["MountOp", "layout", "HOST_SYSTEM_DIRS", "ETC_SECRETS", "MASKED_PATHS", "READ_ONLY_PATHS"]
+
+HOST_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+ETC_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh",
+               "/etc/sudoers", "/etc/sudoers.d", "/etc/ssl/private", "/etc/security/opasswd")
+# Docker's masked and read-only paths.
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+                "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+READ_ONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_SAFE = F.NOSUID | F.NODEV
+
+
+@attrs.frozen(kw_only=True)
+class MountOp:
+    """One op for the child.  ``source`` is a host path (or link text)."""
+
+    kind: K
+    target: str
+    source: Optional[str] = None
+    flags: F = F(0)
+    data: Optional[str] = None
+    field: Optional[str] = None  # the config field it came from, for errors
+
+    @property
+    def depth(self) -> int:
+        return self.target.rstrip("/").count("/")
+
+
+def interpreter_prefixes() -> Tuple[str, ...]:
+    """The running interpreter's prefixes that the system dirs do not cover."""
+    found = []
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        real = os.path.realpath(prefix)
+        if not any(real == d or real.startswith(d + "/") for d in HOST_SYSTEM_DIRS):
+            found.append(real)
+    return tuple(sorted(set(found)))
+
+
+def _host_view() -> List[MountOp]:
+    ops = []
+    for path in HOST_SYSTEM_DIRS:
+        if os.path.islink(path):
+            ops.append(MountOp(kind=K.SYMLINK, target=path, source=os.readlink(path)))
+        elif os.path.isdir(path):
+            ops.append(MountOp(kind=K.BIND, target=path, source=path,
+                               flags=F.RDONLY | F.RECURSIVE | _SAFE))
+    for path in interpreter_prefixes():
+        ops.append(MountOp(kind=K.BIND, target=path, source=path, flags=F.RDONLY | F.RECURSIVE | _SAFE))
+    for path in ETC_SECRETS:
+        ops.append(MountOp(kind=K.MASK, target=path, source="/dev/null", flags=F.OPTIONAL))
+    ops.append(MountOp(kind=K.TMPFS, target="/tmp", data="mode=1777", flags=_SAFE))
+    ops.append(MountOp(kind=K.TMPFS, target="/run", data="mode=0755", flags=_SAFE))
+    return ops
+
+
+def _dev() -> List[MountOp]:
+    ops = [MountOp(kind=K.TMPFS, target="/dev", data="mode=0755,size=65536k", flags=F.NOSUID | F.NOEXEC)]
+    ops += [MountOp(kind=K.BIND, target=f"/dev/{name}", source=f"/dev/{name}", flags=F.FILE | F.NOSUID | F.NOEXEC)
+            for name in DEVICES]
+    ops += [
+        MountOp(kind=K.DEVPTS, target="/dev/pts", data="newinstance,ptmxmode=0666,mode=0620",
+                flags=F.NOSUID | F.NOEXEC),
+        MountOp(kind=K.SYMLINK, target="/dev/ptmx", source="pts/ptmx"),
+        MountOp(kind=K.TMPFS, target="/dev/shm", data="mode=1777,size=65536k", flags=_SAFE | F.NOEXEC),
+        MountOp(kind=K.MQUEUE, target="/dev/mqueue", flags=_SAFE | F.NOEXEC),
+        MountOp(kind=K.SYMLINK, target="/dev/fd", source="/proc/self/fd"),
+    ]
+    ops += [MountOp(kind=K.SYMLINK, target=f"/dev/{name}", source=f"/proc/self/fd/{fd}")
+            for fd, name in enumerate(("stdin", "stdout", "stderr"))]
+    return ops
+
+
+def _kernel_filesystems(config: ContainerConfig) -> List[MountOp]:
+    ops = [MountOp(kind=K.PROC, target="/proc", flags=_SAFE | F.NOEXEC)]
+    if config.network is Network.NONE:
+        ops.append(MountOp(kind=K.SYSFS, target="/sys", flags=F.RDONLY | _SAFE | F.NOEXEC))
+    else:  # sysfs belongs to the network namespace; show the host's, read-only
+        ops.append(MountOp(kind=K.BIND, target="/sys", source="/sys", flags=F.RDONLY | F.RECURSIVE | _SAFE))
+    ops += [MountOp(kind=K.MASK, target=p, source="/dev/null", flags=F.OPTIONAL) for p in MASKED_PATHS]
+    ops += [MountOp(kind=K.REMOUNT, target=p, flags=F.RDONLY | F.OPTIONAL) for p in READ_ONLY_PATHS]
+    return ops
+
+
+def _user_mounts(config: ContainerConfig) -> List[MountOp]:
+    ops = []
+    for i, mount in enumerate(config.mounts):
+        field = f"mounts[{i}]"
+        ro = F.RDONLY if mount.read_only else F(0)
+        if mount.kind is MountKind.BIND:
+            is_file = not os.path.isdir(mount.source)
+            ops.append(MountOp(kind=K.BIND, target=mount.target, source=mount.source, field=field,
+                               flags=ro | F.RECURSIVE | (F.FILE if is_file else F(0))))
+        else:
+            data = f"mode={mount.mode:04o}" + (f",size={mount.size}" if mount.size is not None else "")
+            ops.append(MountOp(kind=K.TMPFS, target=mount.target, data=data, flags=ro | _SAFE, field=field))
+    return ops
+
+
+def layout(config: ContainerConfig) -> Tuple[MountOp, ...]:
+    """Every mount op of the container, parents before children.
+
+    The sort is stable, so among ops of equal depth the order above holds:
+    the system's first, then the user's (which may cover them)."""
+    ops = _host_view() if config.rootfs is None else []
+    ops += _kernel_filesystems(config) + _dev() + _user_mounts(config)
+    return tuple(sorted(ops, key=lambda op: op.depth))
