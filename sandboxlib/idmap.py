@@ -42,7 +42,7 @@ def _rootless_default(host: HostInfo) -> IdMaps:
         return IdMaps(
             uid_map=own_uid + (IdMapping(container=1, host=host.subuid[0], size=host.subuid[1]),),
             gid_map=own_gid + (IdMapping(container=1, host=host.subgid[0], size=host.subgid[1]),),
-            setgroups=True, use_helpers=True)
+            setgroups=False, use_helpers=True)
     return IdMaps(uid_map=own_uid, gid_map=own_gid, setgroups=False, use_helpers=False)
 
 
@@ -64,7 +64,7 @@ def choose_maps(config: ContainerConfig, host: HostInfo) -> Optional[IdMaps]:
         if helpers and not (host.newuidmap and host.newgidmap):
             raise UnsupportedError("newuidmap/newgidmap", "install Debian's uidmap package to map more than your own id")
         return IdMaps(uid_map=config.uid_map, gid_map=config.gid_map,
-                      setgroups=host.is_root or helpers, use_helpers=helpers)
+                      setgroups=host.is_root, use_helpers=helpers)
     if host.is_root:
         full = (IdMapping(container=0, host=ROOT_DEFAULT_HOST_ID, size=ROOT_DEFAULT_SIZE),)
         return IdMaps(uid_map=full, gid_map=full, setgroups=True, use_helpers=False)
@@ -95,11 +95,11 @@ def _helper(tool: str, pid: int, maps: Tuple[IdMapping, ...], field: str) -> Non
 
 def write_maps(pid: int, maps: IdMaps) -> None:
     """Write the maps of the child ``pid`` (parent side, before the go byte)."""
+    if not maps.setgroups:
+        _write(f"/proc/{pid}/setgroups", "deny", "userns")
     if maps.use_helpers:
         _helper("newuidmap", pid, maps.uid_map, "uid_map")
         _helper("newgidmap", pid, maps.gid_map, "gid_map")
         return
-    if not maps.setgroups:
-        _write(f"/proc/{pid}/setgroups", "deny", "userns")
     _write(f"/proc/{pid}/uid_map", "".join(m.line() + "\n" for m in maps.uid_map), "uid_map")
     _write(f"/proc/{pid}/gid_map", "".join(m.line() + "\n" for m in maps.gid_map), "gid_map")

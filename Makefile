@@ -1,0 +1,38 @@
+# make demo  - install what is needed, build, run a sandboxed demo
+# make test  - install, build, run the whole test suite
+# make bench - install the peers, build, run the benchmarks
+PYTHON ?= python3
+APT_PACKAGES = build-essential libc6-dev bubblewrap busybox-static uidmap util-linux iproute2 passwd procps
+PIP_PACKAGES = setuptools wheel cffi attrs psutil pytest pytest-timeout
+STAMP = .make
+
+.PHONY: deps build demo test bench clean
+
+$(STAMP)/apt:
+	@mkdir -p $(STAMP)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
+	@touch $@
+
+$(STAMP)/pip:
+	@mkdir -p $(STAMP)
+	$(PYTHON) -m pip install -q --upgrade $(PIP_PACKAGES)
+	@touch $@
+
+deps: $(STAMP)/apt $(STAMP)/pip
+
+build: deps
+	$(PYTHON) setup.py -q build_ext --inplace
+	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
+
+demo: build
+	$(PYTHON) examples/demo.py
+
+test: build
+	$(PYTHON) -m pytest -q tests
+
+bench: build
+	$(PYTHON) benchmarks/bench_spawn.py
+
+clean:
+	rm -rf build $(STAMP) sandboxlib/_native*.so sandboxlib/sbx-init *.egg-info

@@ -1,0 +1,95 @@
+"""``sandboxlib`` command line (also ``python -m sandboxlib``).
+
+    sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [-v SRC:DST[:ro]]
+                   [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
+                   [--network none|host] [--no-userns] [--timeout S] -- CMD...
+
+The exit status is the command's (128+N when killed by signal N, 124 on a
+timeout, 125 when the container could not be set up, 126/127 when the
+command cannot be executed / was not found), as with ``docker run``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional, Sequence
+
+from .api import run
+from .config import Mount, Network
+from .errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
+
+EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
+
+
+def _env(items: Sequence[str]) -> dict:
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("--env", f"{item!r} is not NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _volume(spec: str) -> Mount:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ConfigError("--volume", f"{spec!r} is not SRC:DST or SRC:DST:ro")
+    return Mount.bind(parts[0], parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
+
+
+def _tmpfs(spec: str) -> Mount:
+    target, _, size = spec.partition(":")
+    return Mount.tmpfs(target, size=size or None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandboxlib", description="Run commands in Linux containers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a command in a fresh container")
+    p.add_argument("--rootfs", help="host directory to use as the root (default: a read-only host view)")
+    p.add_argument("--hostname")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
+    p.add_argument("--read-only", action="store_true", help="make the root read-only")
+    p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
+    p.add_argument("-w", "--workdir", default="/", help="working directory inside the container")
+    p.add_argument("--network", choices=[n.value for n in Network], default="none")
+    p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
+    p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    cmd: List[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise ConfigError("CMD", "give the command to run after --")
+    mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
+    result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
+                 env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
+                 cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout)
+    if result.timed_out:
+        print(f"sandboxlib: timed out after {args.timeout} s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    return result.exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except CommandNotFoundError as err:
+        print(f"sandboxlib: {err}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except SetupError as err:
+        print(f"sandboxlib: {err}", file=sys.stderr)
+        return EXIT_CANNOT_EXEC if err.step == "EXEC" else EXIT_SETUP
+    except (SandboxError, OSError) as err:
+        print(f"sandboxlib: {err}", file=sys.stderr)
+        return EXIT_SETUP
+
+
+if __name__ == "__main__":
+    sys.exit(main())
