@@ -1,0 +1,153 @@
+"""Shared fixtures: root/rootless modes, test root file systems, and the
+autouse leak check (fds, child processes, mounts, cgroups, state dirs)."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+
+import psutil
+import pytest
+
+from . import rootless
+
+MODES = ["root", "rootless"]
+
+
+# -- test root file systems -------------------------------------------------
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+
+
+def make_busybox_rootfs(path: str) -> str:
+    """A minimal root: static busybox with its applets, /etc/passwd and group."""
+    for d in ("bin", "etc", "tmp", "home/app", "root"):
+        os.makedirs(os.path.join(path, d), exist_ok=True)
+    os.chmod(os.path.join(path, "tmp"), 0o1777)
+    shutil.copy2(BUSYBOX, os.path.join(path, "bin", "busybox"))
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for name in applets:
+        link = os.path.join(path, "bin", name)
+        if name != "busybox" and not os.path.lexists(link):
+            os.symlink("busybox", link)
+    with open(os.path.join(path, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+                "nobody:x:65534:65534:nobody:/:/bin/false\n")
+    with open(os.path.join(path, "etc", "group"), "w") as f:
+        f.write("root:x:0:\napp:x:1000:\nextra:x:1001:app\nnogroup:x:65534:\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory):
+    """A world-readable session directory (the rootless users read from it)."""
+    path = tmp_path_factory.mktemp("shared")
+    for p in [path, *path.parents]:
+        if str(p) in ("/", "/tmp"):
+            break
+        os.chmod(p, os.stat(p).st_mode | stat.S_IXOTH | stat.S_IROTH)
+    return path
+
+
+@pytest.fixture(scope="session")
+def busybox_root(shared_dir) -> str:
+    return make_busybox_rootfs(str(shared_dir / "busybox"))
+
+
+# -- root and rootless --------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def workers():
+    """Both rootless workers, started once before any test (so that their
+    pipes and the init memfd are not mistaken for a test's leaks)."""
+    from sandboxlib import _lowlevel
+    _lowlevel.init_memfd()
+    started = {name: rootless.Worker(rootless.ensure_user(name, subids))
+               for name, subids in rootless.USERS.items()}
+    yield started
+    for worker in started.values():
+        worker.close()
+
+
+class Runner:
+    """Runs a module-level check function as root (here) or rootless (in a worker)."""
+
+    def __init__(self, mode: str, worker=None) -> None:
+        self.mode = mode
+        self.worker = worker
+
+    @property
+    def rootless(self) -> bool:
+        return self.mode != "root"
+
+    def __call__(self, func, *args):
+        if self.worker is None:
+            return func(*args)
+        value, leaks = self.worker.call(func, *args)
+        assert leaks == {"fds": [], "children": []}, f"the rootless call leaked: {leaks}"
+        return value
+
+
+@pytest.fixture(params=MODES)
+def runner(request, workers) -> Runner:
+    """Parametrizes a test over root and rootless (user with /etc/subuid ranges)."""
+    if request.param == "root":
+        return Runner("root")
+    return Runner(request.param, workers["sbxtest"])
+
+
+@pytest.fixture
+def single_id_runner(workers) -> Runner:
+    """Rootless as a user without /etc/subuid ranges (only its own id mapped)."""
+    return Runner("rootless-single", workers["sbxsingle"])
+
+
+# -- leak check ---------------------------------------------------------------
+def _cgroups():
+    found = []
+    for top in ("/sys/fs/cgroup",):
+        for dirpath, dirnames, _ in os.walk(top):
+            found += [os.path.join(dirpath, d) for d in dirnames if "sandboxlib" in d]
+            if dirpath.count("/") > 6:
+                dirnames[:] = []
+    return sorted(found)
+
+
+def _state_entries():
+    from sandboxlib import statedir
+    try:
+        return sorted(os.listdir(statedir.state_root()))
+    except FileNotFoundError:
+        return []
+
+
+def _snapshot():
+    me = psutil.Process()
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    return {
+        "fds": sorted(os.listdir("/proc/self/fd")),
+        "children": sorted(c.pid for c in me.children(recursive=True)),
+        "mounts": mounts,
+        "cgroups": _cgroups(),
+        "state": _state_entries(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(workers):
+    """After every test: no new fd, child process, mount, cgroup or state entry."""
+    before = _snapshot()
+    yield
+    after = _snapshot()
+    helpers = {w.proc.pid for w in workers.values()}
+    problems = []
+    for key in ("fds", "cgroups", "state"):
+        extra = sorted(set(after[key]) - set(before[key]))
+        if extra:
+            problems.append(f"{key}: {extra}")
+    children = sorted(set(after["children"]) - set(before["children"]) - helpers)
+    if children:
+        problems.append(f"children: {children}")
+    if after["mounts"] != before["mounts"]:
+        problems.append("the host's mount table changed")
+    assert not problems, "the test leaked: " + "; ".join(problems)
