@@ -26,6 +26,14 @@
     } while (0)
 
 static int report_fd;
+static const struct sbx_plan *plan;
+
+/* Tests force each step to fail once through plan->fault_step. */
+static void fault_point(int step, int index)
+{
+    if (plan->fault_errno && plan->fault_step == step)
+        sbx_report_fail(report_fd, step, plan->fault_errno, index);
+}
 
 static void wait_for_go(const struct sbx_plan *p)
 {
@@ -44,6 +52,7 @@ static void wait_for_go(const struct sbx_plan *p)
  * bind the interpreter; the container's mapped root could not). */
 static void become_root(const struct sbx_plan *p)
 {
+    fault_point(SBX_STEP_IDENTITY, -1);
     if (!p->become_root)
         return;
     if (p->set_groups)
@@ -54,6 +63,7 @@ static void become_root(const struct sbx_plan *p)
 
 static void loopback_up(void)
 {
+    fault_point(SBX_STEP_NETWORK, -1);
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
     memcpy(ifr.ifr_name, "lo", 3);
@@ -94,10 +104,13 @@ static int clone_sources(const struct sbx_plan *p)
  * every op in plan order. */
 static void build_root(const struct sbx_plan *p, int rootfs_tree)
 {
+    fault_point(SBX_STEP_BASE, -1);
     check_neg(SBX_STEP_BASE, sbx_enter_base(p->base_dir), -1);
+    fault_point(SBX_STEP_ROOT, -1);
     int rootfd = sbx_make_root(rootfs_tree);
     check_neg(SBX_STEP_ROOT, rootfd, -1);
     for (size_t i = 0; i < p->n_mounts; i++) {
+        fault_point(SBX_STEP_MOUNT, (int)i);
         int r = (p->tree_fds[i] == -1 && p->mounts[i].kind == SBX_MNT_BIND) ? 0
                 : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
         check_neg(SBX_STEP_MOUNT, r, (int)i);
@@ -132,7 +145,10 @@ static int place_init_fds(const struct sbx_plan *p, int devnull, int *init_fd)
 void sbx_child_main(const struct sbx_plan *p)
 {
     report_fd = p->error_fd;
+    plan = p;
     wait_for_go(p);
+    fault_point(SBX_STEP_SYNC, -1);
+    fault_point(SBX_STEP_HOSTNAME, -1);
     if (p->hostname)
         CHECK(SBX_STEP_HOSTNAME, sethostname(p->hostname, strnlen(p->hostname, 64)));
     if (p->loopback_up)
@@ -142,6 +158,7 @@ void sbx_child_main(const struct sbx_plan *p)
     int has_mntns = (p->clone_flags & CLONE_NEWNS) != 0;
     int rootfs_tree = -1;
     if (has_mntns) {
+        fault_point(SBX_STEP_PROPAGATION, -1);
         CHECK(SBX_STEP_PROPAGATION, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
         rootfs_tree = clone_sources(p);
     }
@@ -150,9 +167,11 @@ void sbx_child_main(const struct sbx_plan *p)
     become_root(p);
     if (has_mntns) {
         build_root(p, rootfs_tree);
+        fault_point(SBX_STEP_PIVOT, -1);
         check_neg(SBX_STEP_PIVOT, sbx_pivot_into_root(), -1);
     }
     int init_fd = -1;
+    fault_point(SBX_STEP_INIT_EXEC, -1);
     check_neg(SBX_STEP_INIT_EXEC, place_init_fds(p, devnull, &init_fd), -1);
     sbx_execveat(init_fd, "", p->init_argv, p->init_envp, AT_EMPTY_PATH);
     sbx_report_fail(report_fd, SBX_STEP_INIT_EXEC, errno, -1);

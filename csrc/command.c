@@ -59,6 +59,14 @@ int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space,
 }
 
 static int report_fd;
+static uint32_t fault;
+
+/* Tests force each step to fail once through hdr->fault. */
+static void fault_point(int step)
+{
+    if (fault && (int)(fault & 0xffff) == step)
+        sbx_report_fail(report_fd, step, (int)(fault >> 16), -1);
+}
 
 #define CHECK(step, expr)                                     \
     do {                                                      \
@@ -170,16 +178,24 @@ static void exec_command(const struct sbx_command *cmd)
 void sbx_command_exec(const struct sbx_command *cmd, int fd)
 {
     report_fd = fd;
+    fault = cmd->hdr->fault;
+    fault_point(SBX_STEP_STDIO);
     set_stdio(cmd);
     CHECK(SBX_STEP_STDIO, setsid());
     reset_signals();
+    fault_point(SBX_STEP_RLIMIT);
     set_rlimits(cmd);
+    fault_point(SBX_STEP_CHDIR);
     CHECK(SBX_STEP_CHDIR, chdir(cmd->cwd));
+    fault_point(SBX_STEP_CAPS);
     drop_bounding_caps(cmd->hdr->cap_keep);
+    fault_point(SBX_STEP_USER);
     set_user(cmd);
     set_caps(cmd);
+    fault_point(SBX_STEP_NO_NEW_PRIVS);
     if (cmd->hdr->flags & SBX_EXEC_NO_NEW_PRIVS)
         CHECK(SBX_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+    fault_point(SBX_STEP_EXEC);
     exec_command(cmd);
     _exit(127);
 }

@@ -104,7 +104,8 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
         reply_failed(reply_fd, SBX_STEP_FORK, errno, -1);
         return 0;
     }
-    pid_t pid = fork();
+    uint32_t fault = cmd->hdr->fault;
+    pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1) : fork();
     if (pid == 0) {
         close(pipefd[0]);
         sbx_command_exec(cmd, pipefd[1]);

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 3
+#define SBX_NATIVE_VERSION 4
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -82,6 +82,8 @@ struct sbx_plan {
     const char *base_dir;       /* host dir to mount the scratch tmpfs on */
     const char *rootfs;         /* host path (under oldroot) to bind as root, or NULL for tmpfs */
     int read_only_root;
+    int fault_step;             /* tests: fail this step ... */
+    int fault_errno;            /* ... with this errno (0: off) */
     const struct sbx_mount_op *mounts;
     size_t n_mounts;
     int *tree_fds;              /* n_mounts ints the child fills in */
@@ -126,7 +128,7 @@ struct sbx_exec_hdr {
     uint32_t argc;
     uint32_t envc;
     uint32_t strings_len;   /* then: cwd \0 search_path \0 argv... \0 envp... \0 */
-    uint32_t pad;
+    uint32_t fault;         /* tests: step | errno << 16 forces that step to fail */
 };
 
 struct sbx_signal_msg {

@@ -49,7 +49,7 @@ def clone_flags(*, userns: bool, netns: bool) -> int:
 
 def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool,
                hostname: Optional[str], userns: bool, netns: bool, set_groups: bool,
-               fds: dict) -> Plan:
+               fds: dict, fault: Optional[tuple] = None) -> Plan:
     """Everything the child needs; ``fds`` maps sync/error/control/parent_pidfd/init."""
     plan = Plan()
     c = plan.c
@@ -66,6 +66,8 @@ def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool
     c.base_dir = plan._str(BASE_DIR)
     c.rootfs = plan._str(rootfs)
     c.read_only_root = int(read_only)
+    if fault:
+        c.fault_step, c.fault_errno = fault
     array = ffi.new("struct sbx_mount_op[]", max(len(ops), 1))
     plan._keep.append(array)
     for i, op in enumerate(ops):

@@ -71,6 +71,9 @@ class Container:
         self._maps: Optional[IdMaps] = None
         self._user: Optional[User] = None
         self._closed = False
+        # Tests only: (step number, errno) forced to fail in the C child or
+        # in the init's command set-up.  See tests/test_steps.py.
+        self._fault: Optional[tuple] = None
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -127,7 +130,8 @@ class Container:
                 netns=self.config.network is Network.NONE,
                 set_groups=bool(self._maps and self._maps.setgroups),
                 fds={"sync": sync_r, "error": err_w, "control": child_ends[2],
-                     "parent_pidfd": parent_pidfd, "init": _lowlevel.init_memfd()})
+                     "parent_pidfd": parent_pidfd, "init": _lowlevel.init_memfd()},
+                fault=self._fault)
             try:
                 pid, pidfd = _lowlevel.spawn(plan.c)
             except OSError as err:
@@ -244,7 +248,8 @@ class Container:
             argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
             search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
             rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
-            main=main, set_groups=maps is None or maps.setgroups)
+            main=main, set_groups=maps is None or maps.setgroups,
+            fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
 
     def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
               stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,

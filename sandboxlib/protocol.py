@@ -48,6 +48,7 @@ class ExecRequest:
     cap_keep: int
     main: bool = False
     set_groups: bool = False
+    fault: int = 0  # tests: step | errno << 16
 
 
 def encode_exec(req: ExecRequest) -> bytes:
@@ -57,7 +58,7 @@ def encode_exec(req: ExecRequest) -> bytes:
                       for name, soft, hard in req.rlimits)
     groups = struct.pack(f"={len(req.groups)}I", *req.groups)
     header = _HEADER.pack(MSG_EXEC, flags, req.uid, req.gid, len(req.groups), len(req.rlimits),
-                          req.cap_keep, len(req.argv), len(req.env), len(strings), 0)
+                          req.cap_keep, len(req.argv), len(req.env), len(strings), req.fault)
     return header + limits + groups + strings
 
 
