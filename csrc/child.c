@@ -63,7 +63,6 @@ static void become_root(const struct sbx_plan *p)
 
 static void loopback_up(void)
 {
-    fault_point(SBX_STEP_NETWORK, -1);
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
     memcpy(ifr.ifr_name, "lo", 3);
@@ -146,8 +145,12 @@ void sbx_child_main(const struct sbx_plan *p)
 {
     report_fd = p->error_fd;
     plan = p;
-    wait_for_go(p);
-    fault_point(SBX_STEP_SYNC, -1);
+    /* Everything up to the go byte needs only the capabilities the new
+     * user namespace gave us, not mapped ids: it runs while the parent
+     * writes the id maps. */
+    fault_point(SBX_STEP_NETWORK, -1);
+    if (p->unshare_flags)
+        CHECK(SBX_STEP_NETWORK, unshare((int)p->unshare_flags));
     fault_point(SBX_STEP_HOSTNAME, -1);
     if (p->hostname)
         CHECK(SBX_STEP_HOSTNAME, sethostname(p->hostname, strnlen(p->hostname, 64)));
@@ -162,6 +165,8 @@ void sbx_child_main(const struct sbx_plan *p)
         CHECK(SBX_STEP_PROPAGATION, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
         rootfs_tree = clone_sources(p);
     }
+    wait_for_go(p);
+    fault_point(SBX_STEP_SYNC, -1);
     /* New inodes in our tmpfs need an id mapped in the user ns: from here
      * on the child is the container's root. */
     become_root(p);

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 4
+#define SBX_NATIVE_VERSION 5
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -69,7 +69,8 @@ struct sbx_mount_op {
 };
 
 struct sbx_plan {
-    uint64_t clone_flags;       /* CLONE_NEW* */
+    uint64_t clone_flags;
+    uint64_t unshare_flags;       /* unshared by the child itself, overlapping the parent's id maps */       /* CLONE_NEW* */
     int sync_fd;                /* child reads the go byte here */
     int error_fd;               /* child writes a struct sbx_report here (O_CLOEXEC) */
     int control_fd;             /* becomes the init's fd 3 */

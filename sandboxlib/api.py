@@ -29,6 +29,8 @@ def run(argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
                                  network=network, cap_add=cap_add, cap_drop=cap_drop)
-    with box:
+    try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                         env=None, cwd=None, user=None, main=True)
+    finally:
+        box.close()

@@ -184,7 +184,7 @@ def check_env(env: Sequence[Tuple[str, str]], field: str = "env") -> None:
         check_text(value, f"{field}[{name!r}]")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class ContainerConfig:
     """Everything that describes one container.
 

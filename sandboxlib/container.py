@@ -12,16 +12,17 @@ import socket
 import threading
 import time
 import warnings
-from typing import Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 from . import _lowlevel, protocol, statedir
 from ._plan import build_plan
 from .capabilities import capability_mask
 from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text
 from .errors import ConfigError, ContainerStateError, SetupError
-from .failures import exec_error, setup_error
+from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
+from .launch import Submission, submit
 from .process import Process, Result
 from .rootfs import layout
 from .streams import PIPE, StdioSpec, resolve_stdio
@@ -85,7 +86,14 @@ class Container:
     def running(self) -> bool:
         return self._pidfd is not None and not self._init_exited(0)
 
-    def start(self, main: Optional[protocol.ExecRequest] = None) -> "Container":
+    def start(self) -> "Container":
+        """Start the container (its init, idle until commands arrive)."""
+        self._start_container(None)
+        return self
+
+    def _start_container(self, first: Optional[Callable[[], None]]) -> None:
+        """Start; ``first`` runs right after the go byte, before set-up has
+        finished (it queues the main command of a one-shot run)."""
         if self._init_pid is not None or self._closed:
             raise ContainerStateError("a Container can be started only once")
         host = probe_host()
@@ -99,11 +107,10 @@ class Container:
         root = statedir.state_root()
         self._sweep_once(root)
         try:
-            self._spawn(ops, root)
+            self._spawn(ops, root, first)
         except BaseException:
             self.close()
             raise
-        return self
 
     def _sweep_once(self, root: str) -> None:
         with _swept_lock:
@@ -112,7 +119,7 @@ class Container:
             _swept_roots.add(root)
         statedir.sweep(root)
 
-    def _spawn(self, ops, state_root: str) -> None:
+    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]]) -> None:
         push = self._resources.callback
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, sync_w)
@@ -143,13 +150,28 @@ class Container:
         self._init_pid, self._pidfd = pid, pidfd
         push(self._reap_init)
         if self._maps is not None:
-            write_maps(pid, self._maps)
-        os.write(sync_w, b"G")
+            try:
+                write_maps(pid, self._maps)
+            except SetupError:
+                os.close(sync_w)  # a child still waiting gives up; a failed one has reported
+                report = _read_all(err_r)
+                if report:
+                    self._raise_setup_failure(report, plan)
+                raise
+        try:
+            os.write(sync_w, b"G")
+            child_gone = False
+        except BrokenPipeError:
+            child_gone = True  # it already failed: its report says why
+        else:
+            if first is not None:
+                first()
+            # The child is still setting up: register meanwhile.
+            path = statedir.register(state_root, self.id, pid)
+            push(statedir.unregister, path)
         report = _read_all(err_r)
-        if report:
+        if report or child_gone:
             self._raise_setup_failure(report, plan)
-        path = statedir.register(state_root, self.id, pid)
-        push(statedir.unregister, path)
 
     def _raise_setup_failure(self, report: bytes, plan) -> None:
         if len(report) < _lowlevel.REPORT_SIZE:
@@ -265,39 +287,7 @@ class Container:
         if self._control is None or self._closed:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
         request = self._request(argv, env=env, cwd=cwd, user=user, main=main)
-        payload = protocol.encode_exec(request)
-        if len(payload) > protocol.MAX_REQUEST:
-            raise ConfigError("argv", f"command and environment take {len(payload)} bytes; the limit is {protocol.MAX_REQUEST}")
-        child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
-        reply, reply_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            try:
-                protocol.send_request(self._control, payload, [reply_child.fileno(), *child_fds])
-            except OSError as err:
-                raise ContainerStateError(f"the container's init is gone ({err})") from None
-            finally:
-                reply_child.close()
-                for fd in to_close:
-                    os.close(fd)
-            first = protocol.decode_reply(reply)
-        except BaseException:
-            reply.close()
-            for fd in ours:
-                if fd is not None:
-                    os.close(fd)
-            raise
-        if first is None or first.kind != protocol.REPLY_STARTED:
-            reply.close()
-            for fd in ours:
-                if fd is not None:
-                    os.close(fd)
-            if first is None:
-                raise ContainerStateError("the container ended before the command started")
-            raise exec_error(first.step, first.errno, first.index,
-                             {"argv": request.argv, "search_path": request.search_path, "cwd": request.cwd,
-                              "uid": request.uid, "gid": request.gid, "rlimits": request.rlimits})
-        return Process(request.argv, container_pid=first.pid, pidfd=first.fd, reply=reply, pipes=ours,
-                       signal_sender=self._signal)
+        return submit(self._control, request, stdin, stdout, stderr).started(self._signal)
 
     def _signal(self, pid: int, sig: int, group: bool) -> None:
         if self._control is not None:
@@ -322,8 +312,12 @@ class Container:
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
             stdin = PIPE
-        proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user,
-                           main=main)
+        if main and not os.environ.get("NOPIPE"):
+            proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+        else:
+            if main: self.start()
+            proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                               user=user, main=main)
         timed_out = False
         with proc:
             try:
@@ -335,6 +329,24 @@ class Container:
                 if not timed_out:
                     raise
         return _result(proc, out, err, timed_out)
+
+    def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
+        """Start the container and its main command in one go: the command
+        is queued for the init before the container has finished set-up."""
+        _check_argv(argv)
+        sent: list = []
+
+        def first() -> None:
+            request = self._request(argv, env=None, cwd=None, user=None, main=True)
+            sent.append(submit(self._control, request, stdin, stdout, stderr))
+
+        try:
+            self._start_container(first)
+        except BaseException:
+            for submission in sent:
+                submission.abandon()
+            raise
+        return sent[0].started(self._signal)
 
     def _kill_after_timeout(self, proc: Process, main: bool) -> None:
         if main:

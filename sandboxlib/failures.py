@@ -61,6 +61,9 @@ def _mount_hint(op: MountOp, err: int) -> Optional[str]:
                 "visible (no mounts over parts of it)")
     if err == E.ENOENT and op.kind == MountKind.BIND:
         return "the source does not exist on the host"
+    if err in (E.EACCES, E.EOVERFLOW):
+        return ("the mount point is missing and cannot be created: its parent belongs to an id that "
+                "is not mapped into the container (create the mount point in the root file system)")
     return None
 
 

@@ -5,6 +5,7 @@ Python decides the whole layout here (host view or a rootfs directory,
 child applies it in order."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import List, Optional, Tuple
@@ -29,7 +30,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _SAFE = F.NOSUID | F.NODEV
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class MountOp:
     """One op for the child.  ``source`` is a host path (or link text)."""
 
@@ -55,7 +56,9 @@ def interpreter_prefixes() -> Tuple[str, ...]:
     return tuple(sorted(set(found)))
 
 
-def _host_view() -> List[MountOp]:
+@functools.lru_cache(maxsize=1)
+def _host_view() -> Tuple[MountOp, ...]:
+    """The host view's mounts (the host's layout is read once per process)."""
     ops = []
     for path in HOST_SYSTEM_DIRS:
         if os.path.islink(path):
@@ -66,10 +69,11 @@ def _host_view() -> List[MountOp]:
     for path in interpreter_prefixes():
         ops.append(MountOp(kind=K.BIND, target=path, source=path, flags=F.RDONLY | F.RECURSIVE | _SAFE))
     for path in ETC_SECRETS:
-        ops.append(MountOp(kind=K.MASK, target=path, source="/dev/null", flags=F.OPTIONAL))
+        if os.path.lexists(path):  # the view shows the host's /etc: mask what it has
+            ops.append(MountOp(kind=K.MASK, target=path, source="/dev/null", flags=F.OPTIONAL))
     ops.append(MountOp(kind=K.TMPFS, target="/tmp", data="mode=1777", flags=_SAFE))
     ops.append(MountOp(kind=K.TMPFS, target="/run", data="mode=0755", flags=_SAFE))
-    return ops
+    return tuple(ops)
 
 
 def _dev() -> List[MountOp]:
@@ -95,8 +99,12 @@ def _kernel_filesystems(config: ContainerConfig) -> List[MountOp]:
         ops.append(MountOp(kind=K.SYSFS, target="/sys", flags=F.RDONLY | _SAFE | F.NOEXEC))
     else:  # sysfs belongs to the network namespace; show the host's, read-only
         ops.append(MountOp(kind=K.BIND, target="/sys", source="/sys", flags=F.RDONLY | F.RECURSIVE | _SAFE))
-    ops += [MountOp(kind=K.MASK, target=p, source="/dev/null", flags=F.OPTIONAL) for p in MASKED_PATHS]
-    ops += [MountOp(kind=K.REMOUNT, target=p, flags=F.RDONLY | F.OPTIONAL) for p in READ_ONLY_PATHS]
+    # A fresh proc and sysfs of this kernel have what the host's have: skip
+    # the ops for paths this kernel does not provide.
+    ops += [MountOp(kind=K.MASK, target=p, source="/dev/null", flags=F.OPTIONAL)
+            for p in MASKED_PATHS if os.path.lexists(p)]
+    ops += [MountOp(kind=K.REMOUNT, target=p, flags=F.RDONLY | F.OPTIONAL)
+            for p in READ_ONLY_PATHS if os.path.lexists(p)]
     return ops
 
 
@@ -115,11 +123,12 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
     return ops
 
 
+@functools.lru_cache(maxsize=64)
 def layout(config: ContainerConfig) -> Tuple[MountOp, ...]:
     """Every mount op of the container, parents before children.
 
     The sort is stable, so among ops of equal depth the order above holds:
     the system's first, then the user's (which may cover them)."""
-    ops = _host_view() if config.rootfs is None else []
+    ops = list(_host_view()) if config.rootfs is None else []
     ops += _kernel_filesystems(config) + _dev() + _user_mounts(config)
     return tuple(sorted(ops, key=lambda op: op.depth))

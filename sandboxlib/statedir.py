@@ -1,15 +1,21 @@
-"""A directory per running container, so that whatever a SIGKILLed host
-process left behind is found and removed by the next one that starts a
-container.  Each entry records who owns it (pid + start time, so a reused
-pid is not mistaken for the owner) and its init."""
+"""A record per running container, so that whatever a SIGKILLed host process
+left behind is found and removed by the next one that starts a container.
+
+Each record is one small file named by the container id; it says who owns
+it and which process is its init, each as (pid, start time) so that a
+reused pid is never mistaken for them.  Later features (cgroups, overlay
+upper dirs) add what they must clean up to the same record."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import threading
 from typing import Optional, Tuple
 
 __all__ = ["state_root", "register", "unregister", "sweep"]
+
+_checked_roots: set = set()
+_lock = threading.Lock()
 
 
 def state_root() -> str:
@@ -26,7 +32,8 @@ def state_root() -> str:
     return f"/tmp/sandboxlib-{os.geteuid()}"
 
 
-def _start_time(pid: int) -> Optional[int]:
+def start_time(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             return int(f.read().rsplit(b")", 1)[1].split()[19])
@@ -35,38 +42,49 @@ def _start_time(pid: int) -> Optional[int]:
 
 
 def _ensure_root(root: str) -> None:
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    st = os.lstat(root)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise PermissionError(f"state directory {root} must be owned by uid {os.geteuid()} with mode 0700")
+    """Create the directory (0700, ours) once per process; refuse someone else's."""
+    with _lock:
+        if root in _checked_roots:
+            return
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        st = os.lstat(root)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise PermissionError(f"state directory {root} must be owned by uid {os.geteuid()} with mode 0700")
+        _checked_roots.add(root)
 
 
 def register(root: str, container_id: str, init_pid: int) -> str:
+    """Record a running container; returns the record's path."""
     _ensure_root(root)
     path = os.path.join(root, container_id)
-    os.mkdir(path, 0o700)
     me = os.getpid()
-    with open(os.path.join(path, "owner"), "w") as f:
-        f.write(f"{me} {_start_time(me)} {init_pid} {_start_time(init_pid)}\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{me} {start_time(me)} {init_pid} {start_time(init_pid)}\n".encode())
+    finally:
+        os.close(fd)
     return path
 
 
 def unregister(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _read_owner(path: str) -> Optional[Tuple[int, Optional[int], int, Optional[int]]]:
     try:
-        with open(os.path.join(path, "owner")) as f:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _read_record(path: str) -> Optional[Tuple[int, int, int, Optional[int]]]:
+    try:
+        with open(path) as f:
             owner, owner_start, init, init_start = f.read().split()
-        return int(owner), int(owner_start), int(init), int(init_start)
+        return int(owner), int(owner_start), int(init), None if init_start == "None" else int(init_start)
     except (OSError, ValueError):
         return None
 
 
 def sweep(root: str) -> int:
-    """Remove entries whose owner process is gone, killing a leftover init.
-    Returns how many were removed."""
+    """Remove the records whose owner process is gone, killing an init that
+    is somehow still there.  Returns how many were removed."""
     try:
         names = os.listdir(root)
     except FileNotFoundError:
@@ -74,14 +92,13 @@ def sweep(root: str) -> int:
     removed = 0
     for name in names:
         path = os.path.join(root, name)
-        record = _read_owner(path)
+        record = _read_record(path)
         if record is None:
-            # Being written right now, or garbage: only remove when old.
-            continue
+            continue  # being written right now
         owner, owner_start, init, init_start = record
-        if _start_time(owner) == owner_start:
+        if start_time(owner) == owner_start:
             continue
-        if init_start is not None and _start_time(init) == init_start:
+        if init_start is not None and start_time(init) == init_start:
             try:
                 os.kill(init, signal.SIGKILL)
             except ProcessLookupError:

@@ -11,7 +11,7 @@ import attrs
 from . import _lowlevel
 from .errors import ConfigError
 
-__all__ = ["User", "resolve_user"]
+__all__ = ["User", "resolve_user", "ROOT"]
 
 
 @attrs.frozen(kw_only=True)
@@ -20,6 +20,10 @@ class User:
     gid: int
     groups: Tuple[int, ...] = ()
     home: str = "/"
+
+
+# The default user: root, HOME=/root, as Docker does for an image without a USER.
+ROOT = User(uid=0, gid=0, groups=(), home="/root")
 
 
 def _read_db(root_fd: int, path: str) -> List[List[str]]:
@@ -40,7 +44,7 @@ def _number(text: str) -> Optional[int]:
 def resolve_user(spec: Optional[str], root_fd: int) -> User:
     """``"uid[:gid]"`` or ``"name[:group]"`` -> User, looked up inside the root."""
     if spec is None:
-        spec = "0"
+        return ROOT
     name, _, group = str(spec).partition(":")
     passwd = _read_db(root_fd, "/etc/passwd")
     uid = _number(name)

@@ -21,7 +21,9 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 def make_busybox_rootfs(path: str) -> str:
     """A minimal root: static busybox with its applets, /etc/passwd and group."""
-    for d in ("bin", "etc", "tmp", "home/app", "root"):
+    # The mount points the container needs exist, as in any image: a user
+    # namespace's root cannot create them in a directory owned by host root.
+    for d in ("bin", "etc", "tmp", "home/app", "root", "proc", "dev", "sys", "run"):
         os.makedirs(os.path.join(path, d), exist_ok=True)
     os.chmod(os.path.join(path, "tmp"), 0o1777)
     shutil.copy2(BUSYBOX, os.path.join(path, "bin", "busybox"))

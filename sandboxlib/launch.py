@@ -1,0 +1,77 @@
+"""Hand one command to a container's init and wait for it to start.
+
+Split in two so that the first command of a one-shot container can be sent
+before the container has finished setting up: the init finds it queued on
+its control socket the moment it starts."""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Callable, List, Optional
+
+from . import protocol
+from .errors import ConfigError, ContainerStateError
+from .failures import exec_error
+from .process import Process
+from .streams import StdioSpec, resolve_stdio
+
+__all__ = ["Submission", "submit"]
+
+
+class Submission:
+    """A command sent to the init whose first reply has not been read yet."""
+
+    def __init__(self, request: protocol.ExecRequest, reply: socket.socket,
+                 pipes: List[Optional[int]]) -> None:
+        self.request = request
+        self._reply = reply
+        self._pipes = pipes
+
+    def abandon(self) -> None:
+        """Release our ends (the command, if it starts, sees EOF/EPIPE)."""
+        self._reply.close()
+        for fd in self._pipes:
+            if fd is not None:
+                os.close(fd)
+        self._pipes = [None, None, None]
+
+    def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
+        """Wait for the init's first reply: the running Process, or the exception
+        for the step that failed."""
+        try:
+            first = protocol.decode_reply(self._reply)
+        except BaseException:
+            self.abandon()
+            raise
+        if first is None or first.kind != protocol.REPLY_STARTED:
+            self.abandon()
+            if first is None:
+                raise ContainerStateError("the container ended before the command started")
+            req = self.request
+            raise exec_error(first.step, first.errno, first.index,
+                             {"argv": req.argv, "search_path": req.search_path, "cwd": req.cwd,
+                              "uid": req.uid, "gid": req.gid, "rlimits": req.rlimits})
+        return Process(self.request.argv, container_pid=first.pid, pidfd=first.fd, reply=self._reply,
+                       pipes=self._pipes, signal_sender=signal_sender)
+
+
+def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSpec,
+           stdout: StdioSpec, stderr: StdioSpec) -> Submission:
+    """Send ``request`` with its stdio and a fresh reply socket to the init."""
+    payload = protocol.encode_exec(request)
+    if len(payload) > protocol.MAX_REQUEST:
+        raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
+                                  f"the limit is {protocol.MAX_REQUEST}")
+    child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
+    reply, reply_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    submission = Submission(request, reply, ours)
+    try:
+        protocol.send_request(control, payload, [reply_child.fileno(), *child_fds])
+    except OSError as err:
+        submission.abandon()
+        raise ContainerStateError(f"the container's init is gone ({err})") from None
+    finally:
+        reply_child.close()
+        for fd in to_close:
+            os.close(fd)
+    return submission
