@@ -1,9 +1,11 @@
 /* sbx-init: PID 1 of every container.  A separate static executable that
- * the cloned child execveat()s from a sealed memfd, so the container holds
- * no copy of the host's Python process.
+ * the spawn child execveat()s from a sealed memfd right after clone, so
+ * the container holds no copy of the host's Python process.  It first sets
+ * the container up (setup.c), then serves as its init.
  *
  * fd 3: the control socket (SOCK_SEQPACKET) to the host process.
  * fd 4: a pidfd of the host process.
+ * fd 5: the set-up error pipe, closed once the container is set up.
  *
  * It starts commands on request (fork + sbx_command_exec), reports their
  * start, failure and exit on each request's own reply socket, reaps every
@@ -25,10 +27,11 @@
 
 #include "command.h"
 #include "report.h"
+#include "setup.h"
 #include "syscalls.h"
 
-#define CONTROL_FD 3
-#define PARENT_FD 4
+#define CONTROL_FD SBX_FD_CONTROL
+#define PARENT_FD SBX_FD_PARENT
 #define MAX_CHILDREN 4096
 #define MAX_STRINGS (SBX_MAX_REQUEST / 2)
 
@@ -270,6 +273,8 @@ int main(void)
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
+    sbx_setup();
+    close(SBX_FD_ERROR);  /* EOF: the container is set up */
     int sig_fd = signalfd(-1, &all, SFD_CLOEXEC);
     int timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
     if (sig_fd < 0 || timer_fd < 0)

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "resolve.h"
 #include "syscalls.h"
 
 #define NEWROOT "/newroot"
@@ -26,16 +27,6 @@ static void close_keep_errno(int fd)
     if (fd >= 0)
         close(fd);
     errno = saved;
-}
-
-int sbx_open_in_root(int rootfd, const char *path, int flags)
-{
-    struct open_how how = {
-        .flags = (uint64_t)(flags | O_CLOEXEC),
-        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    int fd = sbx_openat2(rootfd, path[0] ? path : "/", &how);
-    return fd < 0 ? neg_errno() : fd;
 }
 
 /* Create the last component of buf (len bytes) inside its parent. */

@@ -6,10 +6,6 @@
 /* All of these run in the cloned child: no allocation, return 0 (or an fd)
  * on success and -errno on failure, never exit. */
 
-/* Open path (absolute, inside the root rootfd) without ever resolving
- * outside that root.  Returns an fd or -errno. */
-int sbx_open_in_root(int rootfd, const char *path, int flags);
-
 /* Mount a scratch tmpfs on base, pivot into it with the host under
  * /oldroot, and create /newroot. */
 int sbx_enter_base(const char *base);

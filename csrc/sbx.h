@@ -10,14 +10,14 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 5
+#define SBX_NATIVE_VERSION 6
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
 enum sbx_step {
     SBX_STEP_NONE = 0,
     SBX_STEP_CLONE = 1,      /* parent: clone3() */
-    SBX_STEP_SYNC = 2,       /* child: waiting for the parent's go byte */
+    SBX_STEP_SYNC = 2,       /* child: receiving the plan and the go message */
     SBX_STEP_IDENTITY = 3,   /* setresgid/setgroups/setresuid in the user ns */
     SBX_STEP_HOSTNAME = 4,
     SBX_STEP_NETWORK = 21,   /* bring lo up in the new network ns */
@@ -26,7 +26,7 @@ enum sbx_step {
     SBX_STEP_ROOT = 7,       /* the container root: tmpfs or rootfs bind */
     SBX_STEP_MOUNT = 8,      /* one mount op; index = op index */
     SBX_STEP_PIVOT = 9,
-    SBX_STEP_INIT_EXEC = 10, /* execveat() of the init */
+    SBX_STEP_INIT_EXEC = 10, /* execveat() of sbx-init, right after clone */
     SBX_STEP_FORK = 11,      /* init: fork() for an exec request */
     SBX_STEP_REQUEST = 12,   /* init: malformed exec request */
     SBX_STEP_STDIO = 13,
@@ -68,28 +68,67 @@ struct sbx_mount_op {
     const char *data;     /* comma separated key=value pairs, or NULL */
 };
 
+/* The set-up program's fds, placed by the spawn child before it execs. */
+#define SBX_FD_CONTROL 3   /* SOCK_SEQPACKET to the host process */
+#define SBX_FD_PARENT 4    /* pidfd of the host process */
+#define SBX_FD_ERROR 5     /* set-up failures; closed (EOF) once set up */
+
+/* What the spawn child needs (in the extension, parent side). */
+struct sbx_spawn_args {
+    uint64_t clone_flags;       /* CLONE_NEW* */
+    int fds[4];                 /* become 0-2 (/dev/null), 3, 4, 5 */
+    int init_fd;                /* sealed memfd of the sbx-init executable */
+    int fault_errno;            /* tests: fail INIT_EXEC with this errno */
+    char *const *argv;
+    char *const *envp;
+};
+
+/* The set-up plan, as the set-up program holds it (pointers into the
+ * received PLAN message). */
 struct sbx_plan {
-    uint64_t clone_flags;
-    uint64_t unshare_flags;       /* unshared by the child itself, overlapping the parent's id maps */       /* CLONE_NEW* */
-    int sync_fd;                /* child reads the go byte here */
-    int error_fd;               /* child writes a struct sbx_report here (O_CLOEXEC) */
-    int control_fd;             /* becomes the init's fd 3 */
-    int parent_pidfd;           /* becomes the init's fd 4 */
-    int init_fd;                /* sealed memfd holding the init executable */
-    int become_root;            /* setresuid/gid(0) inside the new user ns */
-    int set_groups;             /* setgroups(0, NULL) is allowed */
-    int loopback_up;            /* bring lo up (new network ns) */
-    const char *hostname;       /* NULL: keep */
-    const char *base_dir;       /* host dir to mount the scratch tmpfs on */
-    const char *rootfs;         /* host path (under oldroot) to bind as root, or NULL for tmpfs */
-    int read_only_root;
+    uint64_t unshare_flags;     /* unshared by the child itself, overlapping the parent's id maps */
+    uint32_t flags;             /* SBX_PLAN_* */
     int fault_step;             /* tests: fail this step ... */
     int fault_errno;            /* ... with this errno (0: off) */
-    const struct sbx_mount_op *mounts;
+    const char *hostname;       /* NULL: keep */
+    const char *base_dir;       /* host dir to mount the scratch tmpfs on */
+    const char *rootfs;         /* host path to bind as root, or NULL for tmpfs */
+    struct sbx_mount_op *mounts;
     size_t n_mounts;
     int *tree_fds;              /* n_mounts ints the child fills in */
-    char *const *init_argv;
-    char *const *init_envp;
+};
+
+#define SBX_PLAN_NEW_MNTNS 0x01u
+#define SBX_PLAN_BECOME_ROOT 0x02u   /* setresuid/gid(0) inside the new user ns */
+#define SBX_PLAN_SET_GROUPS 0x04u    /* setgroups(0, NULL) is allowed */
+#define SBX_PLAN_LOOPBACK_UP 0x08u   /* bring lo up (new network ns) */
+#define SBX_PLAN_READ_ONLY_ROOT 0x10u
+
+#define SBX_MAX_MOUNTS 1024
+#define SBX_NO_STRING 0xffffffffu
+
+/* PLAN message: header, n_mounts records, then the strings they point into
+ * (offsets into the string area, SBX_NO_STRING for NULL). */
+struct sbx_plan_hdr {
+    uint32_t type;              /* SBX_MSG_PLAN */
+    uint32_t flags;
+    uint64_t unshare_flags;
+    int32_t fault_step;
+    int32_t fault_errno;
+    uint32_t hostname;
+    uint32_t base_dir;
+    uint32_t rootfs;
+    uint32_t n_mounts;
+    uint32_t strings_len;
+    uint32_t pad;
+};
+
+struct sbx_mount_rec {
+    uint32_t kind;
+    uint32_t flags;
+    uint32_t source;
+    uint32_t target;
+    uint32_t data;
 };
 
 struct sbx_report {
@@ -103,6 +142,8 @@ struct sbx_report {
 #define SBX_MSG_EXEC 1
 #define SBX_MSG_SIGNAL 2
 #define SBX_MSG_STOP 3
+#define SBX_MSG_PLAN 4
+#define SBX_MSG_GO 5
 
 #define SBX_EXEC_MAIN 0x01u        /* the container ends when this process ends */
 #define SBX_EXEC_NO_NEW_PRIVS 0x02u

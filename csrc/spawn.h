@@ -3,8 +3,9 @@
 
 #include "sbx.h"
 
-/* Clone a child that runs plan.  Returns its pid (and its pidfd in
- * *pidfd_out) or -errno.  Runs in the parent; releases nothing. */
-int sbx_spawn(const struct sbx_plan *plan, int *pidfd_out);
+/* Clone a child in new namespaces that execs sbx-init with the fds of
+ * args.  Returns once the child has exec'd (or failed, having reported on
+ * args->fds[3]): its pid and pidfd, or -errno.  Runs in the parent. */
+int sbx_spawn(const struct sbx_spawn_args *args, int *pidfd_out);
 
 #endif

@@ -11,7 +11,7 @@ import fcntl
 import os
 import pathlib
 import threading
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 try:
     from ._native import ffi, lib
@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root"]
 
-NATIVE_VERSION = 5
+NATIVE_VERSION = 6
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -108,13 +108,26 @@ class MountFlag(enum.IntFlag):
 REPORT_SIZE = 12  # struct sbx_report: three int32
 
 
-def spawn(plan) -> Tuple[int, int]:
-    """Clone the child described by ``plan`` (a ``struct sbx_plan *``).
+_INIT_NAME = ffi.new("char[]", b"sbx-init")  # owns the string the array points to
+_INIT_ARGV = ffi.new("char *[]", [_INIT_NAME, ffi.NULL])
+_INIT_ENVP = ffi.new("char *[]", [ffi.NULL])
 
-    Returns ``(pid, pidfd)``; raises OSError with the clone errno.
-    """
+
+def spawn(clone_flags: int, fds: Sequence[int], *, fault_errno: int = 0) -> Tuple[int, int]:
+    """Clone a child in new namespaces (``clone_flags``) that execs sbx-init
+    with ``fds`` = (/dev/null, control socket, parent pidfd, error pipe) as
+    its 0-2, 3, 4 and 5.  Returns ``(pid, pidfd)`` once it has exec'd (or
+    failed, having reported on the error pipe); raises OSError when clone
+    itself fails."""
+    args = ffi.new("struct sbx_spawn_args *")
+    args.clone_flags = clone_flags
+    args.fds = list(fds)
+    args.init_fd = init_memfd()
+    args.fault_errno = fault_errno
+    args.argv = _INIT_ARGV
+    args.envp = _INIT_ENVP
     pidfd = ffi.new("int *", -1)
-    pid = lib.sbx_spawn(plan, pidfd)
+    pid = lib.sbx_spawn(args, pidfd)
     if pid < 0:
         raise OSError(-pid, os.strerror(-pid))
     return pid, pidfd[0]

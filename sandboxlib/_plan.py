@@ -1,69 +1,26 @@
-"""Build the C plan (``struct sbx_plan``) for one spawn.
+"""Build the set-up plan of one container: the PLAN message that sbx-init
+receives right after it starts (layout in csrc/sbx.h: struct sbx_plan_hdr,
+struct sbx_mount_rec, then the strings).
 
-A :class:`Plan` owns every cffi allocation the child will read; it must
-outlive the spawn call.  Building it spawns nothing, so it is testable on
-its own."""
+Everything is decided here; the C side only parses and applies it.
+Building a plan spawns nothing, so it is testable on its own."""
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Sequence, Tuple
+import struct
+from typing import Optional, Sequence, Tuple
 
-from ._lowlevel import ffi, lib
+from ._lowlevel import lib
+from .errors import ConfigError
 from .rootfs import MountOp
 
-__all__ = ["Plan", "build_plan", "BASE_DIR"]
+__all__ = ["build_plan", "clone_flags", "BASE_DIR", "GO_MESSAGE"]
 
-BASE_DIR = "/tmp"       # host dir the child's scratch tmpfs is mounted over (in its own mount ns)
-
-
-class Plan:
-    """The C plan plus the memory it points to."""
-
-    def __init__(self) -> None:
-        self._keep: List[object] = []
-        self.c = ffi.new("struct sbx_plan *")
-        self.ops: Sequence[MountOp] = ()
-
-    def _str(self, text: Optional[str]):
-        if text is None:
-            return ffi.NULL
-        buf = ffi.new("char[]", text.encode())
-        self._keep.append(buf)
-        return buf
-
-    def _argv(self, items: Sequence[str]):
-        strings = [self._str(s) for s in items]
-        array = ffi.new("char *[]", strings + [ffi.NULL])
-        self._keep.append(array)
-        return array
-
-
-class _MountArray:
-    """The C array of a layout's mount ops.  Read-only for the child, so
-    one array serves every spawn of the same layout."""
-
-    def __init__(self, ops: Tuple[MountOp, ...]) -> None:
-        self.keep: List[object] = []
-        self.array = ffi.new("struct sbx_mount_op[]", max(len(ops), 1))
-        for i, op in enumerate(ops):
-            entry = self.array[i]
-            entry.kind = int(op.kind)
-            entry.flags = int(op.flags)
-            entry.source = self._str(op.source)
-            entry.target = self._str(op.target)
-            entry.data = self._str(op.data)
-
-    def _str(self, text: Optional[str]):
-        if text is None:
-            return ffi.NULL
-        buf = ffi.new("char[]", text.encode())
-        self.keep.append(buf)
-        return buf
-
-
-@functools.lru_cache(maxsize=64)
-def _mount_array(ops: Tuple[MountOp, ...]) -> _MountArray:
-    return _MountArray(ops)
+BASE_DIR = "/tmp"  # host dir the child's scratch tmpfs is mounted over (in its own mount ns)
+NO_STRING = 0xFFFFFFFF
+_HEADER = struct.Struct("=IIQiiIIIIII")
+_RECORD = struct.Struct("=IIIII")
+GO_MESSAGE = struct.pack("=I", lib.SBX_MSG_GO)
 
 
 def clone_flags(*, userns: bool) -> int:
@@ -74,38 +31,52 @@ def clone_flags(*, userns: bool) -> int:
     return flags
 
 
+class _Strings:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def add(self, text: Optional[str], base: int = 0) -> int:
+        if text is None:
+            return NO_STRING
+        offset = base + len(self.data)
+        self.data += text.encode() + b"\0"
+        return offset
+
+
+@functools.lru_cache(maxsize=64)
+def _encode_ops(ops: Tuple[MountOp, ...]) -> Tuple[bytes, bytes]:
+    """Records and strings of a layout: the same for every spawn of it."""
+    strings = _Strings()
+    records = b"".join(
+        _RECORD.pack(int(op.kind), int(op.flags), strings.add(op.source), strings.add(op.target),
+                     strings.add(op.data))
+        for op in ops)
+    return records, bytes(strings.data)
+
+
 def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool,
                hostname: Optional[str], userns: bool, netns: bool, set_groups: bool,
-               fds: dict, fault: Optional[tuple] = None) -> Plan:
-    """Everything the child needs; ``fds`` maps sync/error/control/parent_pidfd/init."""
-    plan = Plan()
-    c = plan.c
-    c.clone_flags = clone_flags(userns=userns)
+               fault: Optional[Tuple[int, int]] = None) -> bytes:
+    """The PLAN message for one container."""
+    ops = tuple(ops)
+    if len(ops) > lib.SBX_MAX_MOUNTS:
+        raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
+    records, op_strings = _encode_ops(ops)
+    extra = _Strings()
+    base = len(op_strings)
+    offsets = (extra.add(hostname, base), extra.add(BASE_DIR, base), extra.add(rootfs, base))
+    flags = lib.SBX_PLAN_NEW_MNTNS
+    flags |= lib.SBX_PLAN_BECOME_ROOT if userns else 0
+    flags |= lib.SBX_PLAN_SET_GROUPS if set_groups else 0
+    flags |= lib.SBX_PLAN_LOOPBACK_UP if netns else 0
+    flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
+    fault_step, fault_errno = fault or (0, 0)
+    strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
-    c.unshare_flags = lib.CLONE_NEWNET if netns else 0
-    c.sync_fd = fds["sync"]
-    c.error_fd = fds["error"]
-    c.control_fd = fds["control"]
-    c.parent_pidfd = fds["parent_pidfd"]
-    c.init_fd = fds["init"]
-    c.become_root = int(userns)
-    c.set_groups = int(set_groups)
-    c.loopback_up = int(netns)
-    c.hostname = plan._str(hostname)
-    c.base_dir = plan._str(BASE_DIR)
-    c.rootfs = plan._str(rootfs)
-    c.read_only_root = int(read_only)
-    if fault:
-        c.fault_step, c.fault_errno = fault
-    mounts = _mount_array(tuple(ops))
-    plan._keep.append(mounts)
-    c.mounts = mounts.array
-    tree_fds = ffi.new("int[]", max(len(ops), 1))
-    plan._keep.append(tree_fds)
-    c.tree_fds = tree_fds
-    c.n_mounts = len(ops)
-    plan.ops = tuple(ops)
-    c.init_argv = plan._argv(["sbx-init"])
-    c.init_envp = plan._argv([])
-    return plan
+    header = _HEADER.pack(lib.SBX_MSG_PLAN, flags, lib.CLONE_NEWNET if netns else 0, fault_step,
+                          fault_errno, *offsets, len(ops), len(strings), 0)
+    message = header + records + strings
+    if len(message) > lib.SBX_MAX_REQUEST:
+        raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
+    return message

@@ -15,7 +15,8 @@ import warnings
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 from . import _lowlevel, protocol, statedir
-from ._plan import build_plan
+from ._lowlevel import Step
+from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import capability_mask
 from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text
 from .errors import ConfigError, ContainerStateError, SetupError
@@ -120,67 +121,71 @@ class Container:
         statedir.sweep(root)
 
     def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]]) -> None:
+        """The spawn protocol: clone (the child execs sbx-init at once), send the
+        plan, write the id maps while the child starts on it, send go, queue
+        the first command, read the error pipe to EOF (= set up)."""
         push = self._resources.callback
-        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-        push(_close_quietly, sync_w)
+        plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
+                          hostname=self.hostname, userns=self._maps is not None,
+                          netns=self.config.network is Network.NONE,
+                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = control
         push(control.close)
-        parent_pidfd = os.pidfd_open(os.getpid())
-        child_ends = (sync_r, err_w, control_child.detach(), parent_pidfd)
+        child_ends = [err_w, control_child.detach()]
         try:
-            plan = build_plan(
-                ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
-                hostname=self.hostname, userns=self._maps is not None,
-                netns=self.config.network is Network.NONE,
-                set_groups=bool(self._maps and self._maps.setgroups),
-                fds={"sync": sync_r, "error": err_w, "control": child_ends[2],
-                     "parent_pidfd": parent_pidfd, "init": _lowlevel.init_memfd()},
-                fault=self._fault)
+            child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            child_ends.append(os.pidfd_open(os.getpid()))
+            flags = clone_flags(userns=self._maps is not None)
+            fault = self._fault[1] if self._fault and self._fault[0] == Step.INIT_EXEC else 0
             try:
-                pid, pidfd = _lowlevel.spawn(plan.c)
+                pid, pidfd = _lowlevel.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
+                                             fault_errno=fault)
             except OSError as err:
-                raise SetupError(err.errno, f"clone3(flags={plan.c.clone_flags:#x})", step="CLONE",
+                raise SetupError(err.errno, f"clone(flags={flags:#x})", step="CLONE",
                                  hint=_clone_hint(err.errno)) from None
         finally:
             for fd in child_ends:
                 os.close(fd)
         self._init_pid, self._pidfd = pid, pidfd
         push(self._reap_init)
-        if self._maps is not None:
-            try:
-                write_maps(pid, self._maps)
-            except SetupError:
-                os.close(sync_w)  # a child still waiting gives up; a failed one has reported
-                report = _read_all(err_r)
-                if report:
-                    self._raise_setup_failure(report, plan)
-                raise
-        try:
-            os.write(sync_w, b"G")
-            child_gone = False
-        except BrokenPipeError:
-            child_gone = True  # it already failed: its report says why
-        else:
-            if first is not None:
-                first()
-            # The child is still setting up: register meanwhile.
-            path = statedir.register(state_root, self.id, pid)
-            push(statedir.unregister, path)
+        if not self._send_setup(plan, pid, first, state_root):
+            report = _read_all(err_r)
+            self._raise_setup_failure(report, ops)
         report = _read_all(err_r)
-        if report or child_gone:
-            self._raise_setup_failure(report, plan)
+        if report:
+            self._raise_setup_failure(report, ops)
 
-    def _raise_setup_failure(self, report: bytes, plan) -> None:
+    def _send_setup(self, plan: bytes, pid: int, first, state_root: str) -> bool:
+        """Plan, id maps, go, first command.  False when the child is gone
+        (its report on the error pipe says why)."""
+        try:
+            self._control.send(plan)
+            if self._maps is not None:
+                write_maps(pid, self._maps)
+            self._control.send(GO_MESSAGE)
+        except (SetupError, OSError) as err:
+            self._control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
+            if isinstance(err, SetupError) and not self._init_exited(1.0):
+                raise
+            return False
+        if first is not None:
+            first()
+        # The child is still setting up: record the container meanwhile.
+        path = statedir.register(state_root, self.id, pid)
+        self._resources.callback(statedir.unregister, path)
+        return True
+
+    def _raise_setup_failure(self, report: bytes, ops) -> None:
         if len(report) < _lowlevel.REPORT_SIZE:
             raise SetupError(0, "container set-up", step="UNKNOWN",
                              hint=f"the child died without a report ({len(report)} bytes)")
         step, err, index = (int.from_bytes(report[i:i + 4], "little", signed=True) for i in (0, 4, 8))
         context = {"hostname": self.hostname, "rootfs": self.config.rootfs,
                    "read_only": self.config.read_only}
-        raise setup_error(step, err, index, ops=plan.ops, context=context)
+        raise setup_error(step, err, index, ops=ops, context=context)
 
     def _init_exited(self, timeout: Optional[float]) -> bool:
         if self._pidfd is None:

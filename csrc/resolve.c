@@ -1,0 +1,17 @@
+#include "resolve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+
+#include "syscalls.h"
+
+int sbx_open_in_root(int rootfd, const char *path, int flags)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    int fd = sbx_openat2(rootfd, path[0] ? path : "/", &how);
+    return fd < 0 ? -errno : fd;
+}

@@ -1,0 +1,170 @@
+/* The set-up sequence, run by sbx-init right after the spawn child exec'd
+ * it, before it becomes the container's init.  It is a small static
+ * program of its own (no copy of the host process), but keeps the child's
+ * rules: no allocation, a failure ends it through sbx_report_fail() with
+ * (step, errno, op index) on SBX_FD_ERROR.
+ *
+ * Order: receive the plan; what needs only the new user namespace's
+ * capabilities (network ns, hostname, lo, private propagation, cloning the
+ * host trees, with the creator's ids) runs while the parent writes the id
+ * maps; then the go message; become root; build the root; pivot. */
+#include "setup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mounts.h"
+#include "plan.h"
+#include "report.h"
+#include "syscalls.h"
+
+#define CHECK(step, expr)                                          \
+    do {                                                           \
+        if ((expr) < 0)                                            \
+            sbx_report_fail(SBX_FD_ERROR, (step), errno, -1);      \
+    } while (0)
+
+static const struct sbx_plan *plan;
+static char plan_buf[SBX_MAX_REQUEST];
+static struct sbx_mount_op ops[SBX_MAX_MOUNTS];
+static int tree_fds[SBX_MAX_MOUNTS];
+
+/* Tests force each step to fail once through plan->fault_step. */
+static void fault_point(int step, int index)
+{
+    if (plan->fault_errno && plan->fault_step == step)
+        sbx_report_fail(SBX_FD_ERROR, step, plan->fault_errno, index);
+}
+
+static void check_neg(int step, int r, int index)
+{
+    if (r < 0)
+        sbx_report_fail(SBX_FD_ERROR, step, -r, index);
+}
+
+/* Receive one message of the given type on the control socket.  EOF means
+ * the parent gave up: leave quietly (it reads nothing more from us). */
+static size_t receive(uint32_t type, char *buf, size_t size)
+{
+    ssize_t n;
+    do {
+        n = recv(SBX_FD_CONTROL, buf, size, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0)
+        _exit(127);
+    if (n < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, errno, -1);
+    if ((size_t)n < sizeof(uint32_t) || *(uint32_t *)buf != type)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, EBADMSG, -1);
+    return (size_t)n;
+}
+
+static void loopback_up(void)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "lo", 3);
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(SBX_STEP_NETWORK, sock);
+    CHECK(SBX_STEP_NETWORK, ioctl(sock, SIOCGIFFLAGS, &ifr));
+    ifr.ifr_flags |= IFF_UP;
+    CHECK(SBX_STEP_NETWORK, ioctl(sock, SIOCSIFFLAGS, &ifr));
+    close(sock);
+}
+
+/* First pass, with the creator's ids: clone every host tree the root
+ * needs.  Missing optional sources are recorded as -1. */
+static int clone_sources(const struct sbx_plan *p)
+{
+    for (size_t i = 0; i < p->n_mounts; i++) {
+        int fd = sbx_clone_source(&p->mounts[i]);
+        if (fd == -ENOENT && (p->mounts[i].flags & SBX_MF_OPTIONAL))
+            fd = -1;
+        else if (fd < -1)
+            sbx_report_fail(SBX_FD_ERROR, SBX_STEP_MOUNT, -fd, (int)i);
+        p->tree_fds[i] = fd;
+    }
+    if (!p->rootfs)
+        return -1;
+    int tree = sbx_clone_rootfs(p->rootfs);
+    check_neg(SBX_STEP_ROOT, tree, -1);
+    return tree;
+}
+
+/* Become root of the new user namespace.  Host trees are cloned before
+ * this, with the creator's ids (host root can traverse a 0700 /root to
+ * bind the interpreter; the container's mapped root could not); new
+ * inodes in our tmpfs need a mapped id, so the root is built after. */
+static void become_root(const struct sbx_plan *p)
+{
+    fault_point(SBX_STEP_IDENTITY, -1);
+    if (!(p->flags & SBX_PLAN_BECOME_ROOT))
+        return;
+    if (p->flags & SBX_PLAN_SET_GROUPS)
+        CHECK(SBX_STEP_IDENTITY, setgroups(0, NULL));
+    CHECK(SBX_STEP_IDENTITY, setresgid(0, 0, 0));
+    CHECK(SBX_STEP_IDENTITY, setresuid(0, 0, 0));
+}
+
+/* Second pass, as the container's root: the scratch base, the root, then
+ * every op in plan order. */
+static void build_root(const struct sbx_plan *p, int rootfs_tree)
+{
+    fault_point(SBX_STEP_BASE, -1);
+    check_neg(SBX_STEP_BASE, sbx_enter_base(p->base_dir), -1);
+    fault_point(SBX_STEP_ROOT, -1);
+    int rootfd = sbx_make_root(rootfs_tree);
+    check_neg(SBX_STEP_ROOT, rootfd, -1);
+    for (size_t i = 0; i < p->n_mounts; i++) {
+        fault_point(SBX_STEP_MOUNT, (int)i);
+        int r = (p->tree_fds[i] == -1 && p->mounts[i].kind == SBX_MNT_BIND) ? 0
+                : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
+        check_neg(SBX_STEP_MOUNT, r, (int)i);
+    }
+    if (p->flags & SBX_PLAN_READ_ONLY_ROOT)
+        check_neg(SBX_STEP_ROOT, sbx_root_read_only(rootfd), -1);
+    close(rootfd);
+}
+
+void sbx_setup(void)
+{
+    static struct sbx_plan parsed;
+    size_t len = receive(SBX_MSG_PLAN, plan_buf, sizeof(plan_buf));
+    int r = sbx_plan_parse(plan_buf, len, &parsed, ops, tree_fds, SBX_MAX_MOUNTS);
+    if (r < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, -r, -1);
+    plan = &parsed;
+    const struct sbx_plan *p = plan;
+    fault_point(SBX_STEP_NETWORK, -1);
+    if (p->unshare_flags)
+        CHECK(SBX_STEP_NETWORK, unshare((int)p->unshare_flags));
+    fault_point(SBX_STEP_HOSTNAME, -1);
+    if (p->hostname)
+        CHECK(SBX_STEP_HOSTNAME, sethostname(p->hostname, strnlen(p->hostname, 64)));
+    if (p->flags & SBX_PLAN_LOOPBACK_UP)
+        loopback_up();
+    int has_mntns = (p->flags & SBX_PLAN_NEW_MNTNS) != 0;
+    int rootfs_tree = -1;
+    if (has_mntns) {
+        fault_point(SBX_STEP_PROPAGATION, -1);
+        CHECK(SBX_STEP_PROPAGATION, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+        rootfs_tree = clone_sources(p);
+    }
+    char go[16];
+    receive(SBX_MSG_GO, go, sizeof(go));
+    fault_point(SBX_STEP_SYNC, -1);
+    become_root(p);
+    if (has_mntns) {
+        build_root(p, rootfs_tree);
+        fault_point(SBX_STEP_PIVOT, -1);
+        check_neg(SBX_STEP_PIVOT, sbx_pivot_into_root(), -1);
+    }
+}
