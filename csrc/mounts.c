@@ -29,34 +29,51 @@ static void close_keep_errno(int fd)
     errno = saved;
 }
 
-/* Create the last component of buf (len bytes) inside its parent. */
-static int create_component(int rootfd, char *buf, size_t len, int as_file)
+/* Create buf[start..] one component at a time below the directory cur
+ * (consumed unless it is keep).  Components we create ourselves cannot be
+ * symlinks, so each is opened with O_NOFOLLOW relative to the previous one;
+ * a name that appears meanwhile (EEXIST) is resolved inside the root. */
+static int create_below(int rootfd, int cur, int keep, char *buf, size_t start, size_t len,
+                        int as_file)
 {
-    size_t slash = len;
-    while (slash > 0 && buf[slash - 1] != '/')
-        slash--;
-    char saved = buf[slash];
-    buf[slash] = '\0';
-    int parent = sbx_open_in_root(rootfd, slash ? buf : "/", O_PATH | O_DIRECTORY);
-    buf[slash] = saved;
-    if (parent < 0)
-        return parent;
-    const char *name = buf + slash;
-    int r;
-    if (as_file) {
-        r = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (r >= 0)
-            close(r);
-    } else {
-        r = mkdirat(parent, name, 0755);
+    while (start < len) {
+        size_t end = start;
+        while (end < len && buf[end] != '/')
+            end++;
+        buf[end] = '\0';
+        int last = end == len, r;
+        if (last && as_file) {
+            r = openat(cur, buf + start, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (r >= 0)
+                close(r);
+        } else {
+            r = mkdirat(cur, buf + start, 0755);
+        }
+        int next;
+        if (r < 0 && errno != EEXIST) {
+            next = neg_errno();
+        } else if (r < 0) {
+            next = sbx_open_in_root(rootfd, buf, O_PATH);
+        } else {
+            next = openat(cur, buf + start, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (next < 0)
+                next = neg_errno();
+        }
+        if (cur != keep)
+            close(cur);
+        if (next < 0)
+            return next;
+        cur = next;
+        if (!last)
+            buf[end] = '/';
+        start = end + 1;
     }
-    r = (r < 0 && errno != EEXIST) ? neg_errno() : 0;
-    close(parent);
-    return r;
+    return cur;
 }
 
 /* Return an O_PATH fd of path inside rootfd, creating missing directories
- * (and the last component as an empty file when as_file). */
+ * (and the last component as an empty file when as_file).  Finds the
+ * deepest existing ancestor inside the root, then creates below it. */
 static int make_target(int rootfd, const char *path, int as_file)
 {
     int fd = sbx_open_in_root(rootfd, path, O_PATH);
@@ -64,27 +81,26 @@ static int make_target(int rootfd, const char *path, int as_file)
         return fd;
     char buf[PATH_MAX];
     size_t len = strlen(path);
-    if (len >= sizeof(buf))
-        return -ENAMETOOLONG;
+    if (len >= sizeof(buf) || len < 2 || path[0] != '/')
+        return len >= sizeof(buf) ? -ENAMETOOLONG : -EINVAL;
     memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        fd = sbx_open_in_root(rootfd, buf, O_PATH);
-        if (fd >= 0) {
-            close(fd);
-        } else if (fd == -ENOENT) {
-            int r = create_component(rootfd, buf, i, as_file && saved == '\0');
-            if (r < 0)
-                return r;
-        } else {
-            return fd;
-        }
-        buf[i] = saved;
+    size_t end = len;
+    for (;;) {
+        size_t slash = end;
+        while (slash > 0 && buf[slash - 1] != '/')
+            slash--;
+        size_t parent_len = slash - 1;  /* buf[slash - 1] == '/' */
+        if (parent_len == 0)
+            return create_below(rootfd, rootfd, rootfd, buf, 1, len, as_file);
+        buf[parent_len] = '\0';
+        int parent = sbx_open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        buf[parent_len] = '/';
+        if (parent >= 0)
+            return create_below(rootfd, parent, -1, buf, slash, len, as_file);
+        if (parent != -ENOENT)
+            return parent;
+        end = parent_len;
     }
-    return sbx_open_in_root(rootfd, path, O_PATH);
 }
 
 static unsigned int mount_attrs(unsigned int flags)
@@ -202,24 +218,21 @@ static int do_symlink(int rootfd, const struct sbx_mount_op *op)
     return r;
 }
 
-/* Hide a file under the pre-cloned null_tree (a /dev/null bind) and a
- * directory under an empty read-only tmpfs.  Consumes null_tree. */
+/* Hide a file under a copy of null_tree (a read-only /dev/null bind shared
+ * by every mask) and a directory under an empty read-only tmpfs. */
 static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
 {
     int t = sbx_open_in_root(rootfd, op->target, O_PATH | O_NOFOLLOW);
-    if (t < 0) {
-        close(null_tree);
+    if (t < 0)
         return t;
-    }
     struct stat st;
-    int tree = null_tree;
-    if (fstat(t, &st) < 0) {
+    int tree;
+    if (fstat(t, &st) < 0)
         tree = neg_errno();
-        close(null_tree);
-    } else if (S_ISDIR(st.st_mode)) {
-        close(null_tree);
+    else if (S_ISDIR(st.st_mode))
         tree = new_fs("tmpfs", "size=0,mode=0555", MOUNT_ATTR_RDONLY);
-    }
+    else
+        tree = clone_tree(null_tree, "", 0);
     int r = tree < 0 ? tree : attach(tree, t);
     close(t);
     return r;
@@ -272,7 +285,7 @@ int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree)
         r = do_remount(rootfd, op);
         break;
     case SBX_MNT_MASK:
-        r = tree < 0 ? tree : do_mask(rootfd, op, tree);
+        r = do_mask(rootfd, op, tree);
         break;
     default:
         r = fs_for(op->kind, &fstype);
@@ -301,7 +314,7 @@ int sbx_clone_source(const struct sbx_mount_op *op)
 {
     if (op->kind == SBX_MNT_BIND)
         return clone_tree(AT_FDCWD, op->source, op->flags);
-    if (op->kind == SBX_MNT_MASK)
+    if (op->kind == SBX_MNT_MASK)  /* every mask shares the first one's tree */
         return clone_tree(AT_FDCWD, op->source, SBX_MF_RDONLY);
     return -1;
 }

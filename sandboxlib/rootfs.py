@@ -127,8 +127,10 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
 def layout(config: ContainerConfig) -> Tuple[MountOp, ...]:
     """Every mount op of the container, parents before children.
 
-    The sort is stable, so among ops of equal depth the order above holds:
-    the system's first, then the user's (which may cover them)."""
-    ops = list(_host_view()) if config.rootfs is None else []
-    ops += _kernel_filesystems(config) + _dev() + _user_mounts(config)
-    return tuple(sorted(ops, key=lambda op: op.depth))
+    Among ops of equal depth: the system's first, sysfs last of them (the
+    child creates the network namespace it shows in parallel, and joins it
+    only there), then the user's (which may cover them)."""
+    system = (list(_host_view()) if config.rootfs is None else []) + _kernel_filesystems(config) + _dev()
+    ranked = [(op.depth, op.kind == K.SYSFS, i, op) for i, op in enumerate(system)]
+    ranked += [(op.depth, 2, i, op) for i, op in enumerate(_user_mounts(config))]
+    return tuple(op for *_, op in sorted(ranked, key=lambda r: r[:3]))
