@@ -132,16 +132,21 @@ static void set_user(const struct sbx_command *cmd)
     CHECK(SBX_STEP_USER, setresuid(h->uid, h->uid, h->uid));
 }
 
-/* Effective and permitted = keep for root, nothing for other users (as
- * execve would compute); inheritable always empty. */
+/* Inheritable empty; effective and permitted cut to what we keep (for
+ * root; nothing for other users).  execve then gives root the bounding
+ * set, which drop_bounding_caps() made exactly the kept set. */
 static void set_caps(const struct sbx_command *cmd)
 {
     uint64_t keep = cmd->hdr->uid == 0 ? cmd->hdr->cap_keep : 0;
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof(data));
-    data[0].effective = data[0].permitted = (uint32_t)keep;
-    data[1].effective = data[1].permitted = (uint32_t)(keep >> 32);
+    CHECK(SBX_STEP_CAPS, syscall(SYS_capget, &hdr, data));
+    for (int i = 0; i < 2; i++) {
+        uint32_t part = (uint32_t)(keep >> (32 * i));
+        data[i].permitted &= part;
+        data[i].effective = data[i].permitted;
+        data[i].inheritable = 0;
+    }
     CHECK(SBX_STEP_CAPS, syscall(SYS_capset, &hdr, data));
 }
 

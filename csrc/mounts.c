@@ -178,9 +178,10 @@ static int clone_tree(int dirfd, const char *path, unsigned int flags)
     int tree = sbx_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | at_flags);
     if (tree < 0)
         return neg_errno();
-    struct mount_attr attr = {.attr_set = mount_attrs(flags)};
-    if (attr.attr_set &&
-        sbx_mount_setattr(tree, "", AT_EMPTY_PATH | (at_flags & AT_RECURSIVE), &attr) < 0) {
+    /* Private: nothing mounted later on the host shows up in the copy,
+     * and nothing mounted in the container reaches the host. */
+    struct mount_attr attr = {.attr_set = mount_attrs(flags), .propagation = MS_PRIVATE};
+    if (sbx_mount_setattr(tree, "", AT_EMPTY_PATH | (at_flags & AT_RECURSIVE), &attr) < 0) {
         close_keep_errno(tree);
         return neg_errno();
     }

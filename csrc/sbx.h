@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 6
+#define SBX_NATIVE_VERSION 7
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -79,6 +79,7 @@ struct sbx_spawn_args {
     int fds[4];                 /* become 0-2 (/dev/null), 3, 4, 5 */
     int init_fd;                /* sealed memfd of the sbx-init executable */
     int fault_errno;            /* tests: fail INIT_EXEC with this errno */
+    uint64_t caps;              /* capabilities sbx-init keeps across its exec */
     char *const *argv;
     char *const *envp;
 };

@@ -223,7 +223,11 @@ void sbx_setup(void)
     int rootfs_tree = -1;
     if (has_mntns) {
         fault_point(SBX_STEP_PROPAGATION, -1);
-        CHECK(SBX_STEP_PROPAGATION, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+        /* In a new user namespace the copied mounts are already slaves that
+         * cannot propagate to the host (and every tree we clone is made
+         * private); as real root they may be shared: make them private. */
+        if (!(p->flags & SBX_PLAN_BECOME_ROOT))
+            CHECK(SBX_STEP_PROPAGATION, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
         rootfs_tree = clone_sources(p);
     }
     char go[16];

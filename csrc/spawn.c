@@ -27,9 +27,11 @@
 
 /* The child is not yet root of its user namespace when it execs (the
  * parent writes the id maps afterwards), so execve would clear its
- * capabilities: carry them over as ambient capabilities.  Best effort per
- * capability; sbx-init's set-up reports what it then cannot do. */
-static void keep_caps_across_exec(void)
+ * capabilities: carry the ones in mask over as ambient capabilities (what
+ * sbx-init needs, and what its commands get: with no_new_privs, a
+ * command's exec can keep but never gain a capability).  Best effort;
+ * sbx-init's set-up reports what it then cannot do. */
+static void keep_caps_across_exec(uint64_t mask)
 {
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
@@ -40,7 +42,7 @@ static void keep_caps_across_exec(void)
     if (syscall(SYS_capset, &hdr, data) < 0)
         return;
     for (int cap = 0; cap < 64; cap++)
-        if (data[cap / 32].permitted & (1u << (cap % 32)))
+        if (mask & (1ULL << cap))
             prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
 }
 
@@ -64,7 +66,7 @@ static int spawn_child(void *arg)
         sbx_report_fail(err_fd, SBX_STEP_INIT_EXEC, errno, -1);
     if (a->fault_errno)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_INIT_EXEC, a->fault_errno, -1);
-    keep_caps_across_exec();
+    keep_caps_across_exec(a->caps);
     sbx_execveat(high[4], "", a->argv, a->envp, AT_EMPTY_PATH);
     sbx_report_fail(SBX_FD_ERROR, SBX_STEP_INIT_EXEC, errno, -1);
 }

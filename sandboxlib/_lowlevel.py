@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root"]
 
-NATIVE_VERSION = 6
+NATIVE_VERSION = 7
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -113,10 +113,10 @@ _INIT_ARGV = ffi.new("char *[]", [_INIT_NAME, ffi.NULL])
 _INIT_ENVP = ffi.new("char *[]", [ffi.NULL])
 
 
-def spawn(clone_flags: int, fds: Sequence[int], *, fault_errno: int = 0) -> Tuple[int, int]:
+def spawn(clone_flags: int, fds: Sequence[int], *, caps: int, fault_errno: int = 0) -> Tuple[int, int]:
     """Clone a child in new namespaces (``clone_flags``) that execs sbx-init
     with ``fds`` = (/dev/null, control socket, parent pidfd, error pipe) as
-    its 0-2, 3, 4 and 5.  Returns ``(pid, pidfd)`` once it has exec'd (or
+    its 0-2, 3, 4 and 5, keeping the capability mask ``caps``.  Returns ``(pid, pidfd)`` once it has exec'd (or
     failed, having reported on the error pipe); raises OSError when clone
     itself fails."""
     args = ffi.new("struct sbx_spawn_args *")
@@ -124,6 +124,7 @@ def spawn(clone_flags: int, fds: Sequence[int], *, fault_errno: int = 0) -> Tupl
     args.fds = list(fds)
     args.init_fd = init_memfd()
     args.fault_errno = fault_errno
+    args.caps = caps
     args.argv = _INIT_ARGV
     args.envp = _INIT_ENVP
     pidfd = ffi.new("int *", -1)

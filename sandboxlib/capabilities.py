@@ -26,6 +26,16 @@ DEFAULT_CAPABILITIES = frozenset({
 })
 
 
+# What sbx-init itself needs (within the container's user namespace): mounts,
+# pivot, hostname and setns (SYS_ADMIN), lo (NET_ADMIN), becoming root and
+# starting commands as other users (SETUID, SETGID), dropping their bounding
+# sets (SETPCAP), signalling them (KILL), reaching into the root it builds.
+INIT_CAPABILITIES = frozenset({
+    "SYS_ADMIN", "NET_ADMIN", "SETUID", "SETGID", "SETPCAP", "KILL", "DAC_OVERRIDE",
+    "DAC_READ_SEARCH", "FOWNER", "SYS_CHROOT",
+})
+
+
 def normalize_capability(name: object, field: str) -> str:
     """``"cap_net_admin"`` -> ``"NET_ADMIN"``; unknown names raise ConfigError."""
     if not isinstance(name, str):

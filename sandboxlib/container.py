@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 from . import _lowlevel, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
-from .capabilities import capability_mask
+from .capabilities import INIT_CAPABILITIES, capability_mask
 from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text
 from .errors import ConfigError, ContainerStateError, SetupError
 from .failures import setup_error
@@ -142,7 +142,7 @@ class Container:
             fault = self._fault[1] if self._fault and self._fault[0] == Step.INIT_EXEC else 0
             try:
                 pid, pidfd = _lowlevel.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
-                                             fault_errno=fault)
+                                             caps=self._init_caps(), fault_errno=fault)
             except OSError as err:
                 raise SetupError(err.errno, f"clone(flags={flags:#x})", step="CLONE",
                                  hint=_clone_hint(err.errno)) from None
@@ -157,6 +157,10 @@ class Container:
         report = _read_all(err_r)
         if report:
             self._raise_setup_failure(report, ops)
+
+    def _init_caps(self) -> int:
+        """sbx-init's own capabilities, plus those its commands may keep."""
+        return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
     def _send_setup(self, plan: bytes, pid: int, first, state_root: str) -> bool:
         """Plan, id maps, go, first command.  False when the child is gone
