@@ -135,6 +135,8 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
     slot->pid = pid;
     slot->reply_fd = reply_fd;
     slot->main = (cmd->hdr->flags & SBX_EXEC_MAIN) != 0;
+    if (cmd->hdr->flags & SBX_EXEC_QUIET)
+        return 1;
     struct sbx_reply r = {.type = SBX_REPLY_STARTED, .pid = pid};
     int pidfd = sbx_pidfd_open(pid, 0);
     send_reply(reply_fd, &r, pidfd);

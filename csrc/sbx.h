@@ -149,6 +149,7 @@ struct sbx_report {
 #define SBX_EXEC_MAIN 0x01u        /* the container ends when this process ends */
 #define SBX_EXEC_NO_NEW_PRIVS 0x02u
 #define SBX_EXEC_SET_GROUPS 0x04u  /* setgroups() is allowed for this user ns */
+#define SBX_EXEC_QUIET 0x08u       /* no STARTED reply (FAILED and EXITED only) */
 
 #define SBX_MAX_REQUEST (256 * 1024)
 #define SBX_MAX_RLIMITS 16

@@ -19,7 +19,7 @@ from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
 from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text
-from .errors import ConfigError, ContainerStateError, SetupError
+from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
@@ -76,6 +76,8 @@ class Container:
         # Tests only: (step number, errno) forced to fail in the C child or
         # in the init's command set-up.  See tests/test_steps.py.
         self._fault: Optional[tuple] = None
+        self._setup_fd: Optional[int] = None
+        self._ops: tuple = ()
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -154,6 +156,9 @@ class Container:
         if not self._send_setup(plan, pid, first, state_root):
             report = _read_all(err_r)
             self._raise_setup_failure(report, ops)
+        if first is not None:
+            self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
+            return
         report = _read_all(err_r)
         if report:
             self._raise_setup_failure(report, ops)
@@ -279,7 +284,7 @@ class Container:
             argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
             search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
             rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
-            main=main, set_groups=maps is None or maps.setgroups,
+            main=main, quiet=main, set_groups=maps is None or maps.setgroups,
             fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
 
     def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
@@ -321,22 +326,22 @@ class Container:
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
             stdin = PIPE
-        if main and not os.environ.get("NOPIPE"):
+        if main:
             proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
         else:
-            if main: self.start()
             proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
                                user=user, main=main)
         timed_out = False
         with proc:
             try:
                 out, err = proc.communicate(input, timeout)
-            except BaseException as exc:
-                timed_out = isinstance(exc, Exception) and type(exc).__name__ == "TimeoutExpired"
+            except TimeoutExpired:
+                timed_out = True
                 self._kill_after_timeout(proc, main)
                 out, err = proc.communicate()
-                if not timed_out:
-                    raise
+            except BaseException:
+                self._kill_after_timeout(proc, main)
+                raise
         return _result(proc, out, err, timed_out)
 
     def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
@@ -355,9 +360,22 @@ class Container:
             for submission in sent:
                 submission.abandon()
             raise
-        return sent[0].started(self._signal)
+        # No waiting for the set-up to finish nor for a STARTED reply: the
+        # first reply is the exit, or the failure (an EOF: the set-up's).
+        return sent[0].unconfirmed(self._signal, self._setup_failure)
+
+    def _setup_failure(self) -> Optional[BaseException]:
+        """The set-up's failure, once the init is gone (None if it reported none)."""
+        report = _read_all(self._setup_fd) if self._setup_fd is not None else b""
+        if not report:
+            return None
+        try:
+            self._raise_setup_failure(report, self._ops)
+        except SetupError as err:
+            return err
 
     def _kill_after_timeout(self, proc: Process, main: bool) -> None:
+        proc.killed_by_us()
         if main:
             _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Callable, List, Optional
 
 from . import protocol
@@ -26,6 +27,7 @@ class Submission:
         self.request = request
         self._reply = reply
         self._pipes = pipes
+        self.sent_at = time.monotonic()
 
     def abandon(self) -> None:
         """Release our ends (the command, if it starts, sees EOF/EPIPE)."""
@@ -34,6 +36,16 @@ class Submission:
             if fd is not None:
                 os.close(fd)
         self._pipes = [None, None, None]
+
+    def _error(self, reply: Optional[protocol.Reply],
+                lost: Optional[Callable[[], Optional[BaseException]]] = None) -> BaseException:
+        """The exception for a first reply that is not STARTED."""
+        if reply is None:
+            return (lost and lost()) or ContainerStateError("the container ended before the command started")
+        req = self.request
+        return exec_error(reply.step, reply.errno, reply.index,
+                          {"argv": req.argv, "search_path": req.search_path, "cwd": req.cwd,
+                           "uid": req.uid, "gid": req.gid, "rlimits": req.rlimits})
 
     def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
         """Wait for the init's first reply: the running Process, or the exception
@@ -45,14 +57,17 @@ class Submission:
             raise
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
-            if first is None:
-                raise ContainerStateError("the container ended before the command started")
-            req = self.request
-            raise exec_error(first.step, first.errno, first.index,
-                             {"argv": req.argv, "search_path": req.search_path, "cwd": req.cwd,
-                              "uid": req.uid, "gid": req.gid, "rlimits": req.rlimits})
+            raise self._error(first)
         return Process(self.request.argv, container_pid=first.pid, pidfd=first.fd, reply=self._reply,
-                       pipes=self._pipes, signal_sender=signal_sender)
+                       pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at)
+
+    def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
+                    lost: Callable[[], Optional[BaseException]]) -> Process:
+        """The Process of a quiet request, without waiting for any reply: its
+        wait/communicate raise the failure (``lost()`` explains an EOF)."""
+        return Process(self.request.argv, container_pid=0, pidfd=None, reply=self._reply,
+                       pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
+                       failure=lambda reply: self._error(reply, lost))
 
 
 def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSpec,

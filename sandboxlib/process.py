@@ -67,11 +67,16 @@ class Process:
 
     def __init__(self, argv: Sequence[str], *, container_pid: int, pidfd: Optional[int],
                  reply: socket.socket, pipes: Sequence[Optional[int]],
-                 signal_sender: Callable[[int, int, bool], None]) -> None:
+                 signal_sender: Callable[[int, int, bool], None],
+                 started: Optional[float] = None,
+                 failure: Optional[Callable[[Optional[protocol.Reply]], BaseException]] = None) -> None:
         self.args = tuple(argv)
         self.container_pid = container_pid
         self.returncode: Optional[int] = None
-        self.started = time.monotonic()
+        self.started = started if started is not None else time.monotonic()
+        # Started without waiting for the init's STARTED reply: a FAILED reply
+        # or the socket's EOF then becomes the exception failure() returns.
+        self._failure = failure
         self.ended: Optional[float] = None
         self._pidfd = pidfd
         self._pid: Optional[int] = None
@@ -104,6 +109,13 @@ class Process:
                 if not sel.select(max(timeout, 0)):
                     return False
         reply = protocol.decode_reply(self._reply)
+        if reply is not None and reply.kind == protocol.REPLY_STARTED:
+            self._failure = None
+            return self._take_reply(timeout)
+        if self._failure is not None and (reply is None or reply.kind == protocol.REPLY_FAILED):
+            error = self._failure(reply)
+            self._release()
+            raise error
         if reply is None or reply.kind != protocol.REPLY_EXITED:
             self.returncode = -signal_module.SIGKILL  # the container ended under it
         else:
@@ -140,6 +152,10 @@ class Process:
 
     def kill(self) -> None:
         self.send_signal(signal_module.SIGKILL)
+
+    def killed_by_us(self) -> None:
+        """We are killing it (or its container): an EOF is its end, not a failure to start."""
+        self._failure = None
 
     def kill_tree(self) -> None:
         """SIGKILL the command's whole process group (it runs in its own session)."""
