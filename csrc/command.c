@@ -89,7 +89,7 @@ static void set_stdio(const struct sbx_command *cmd)
     CHECK(SBX_STEP_STDIO, sbx_close_range(3, ~0U, CLOSE_RANGE_CLOEXEC));
 }
 
-static void reset_signals(void)
+void sbx_reset_dispositions(void)
 {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof(dfl));
@@ -97,6 +97,23 @@ static void reset_signals(void)
     for (int sig = 1; sig < _NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             sigaction(sig, &dfl, NULL);  /* EINVAL for libc-reserved signals is fine */
+}
+
+int sbx_drop_bounding(uint64_t keep)
+{
+    for (int cap = 0; cap < 64; cap++) {
+        if (keep & (1ULL << cap))
+            continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return -errno;
+    }
+    return 0;
+}
+
+/* The init reset the dispositions once (it handles no signal itself);
+ * what is left is the mask it blocks everything with. */
+static void reset_signals(void)
+{
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -112,13 +129,14 @@ static void set_rlimits(const struct sbx_command *cmd)
     }
 }
 
-static void drop_bounding_caps(uint64_t keep)
+/* The init's own bounding set is normally the kept set already (it
+ * dropped the rest once); only a different set needs the loop here. */
+static void drop_bounding_caps(const struct sbx_command *cmd)
 {
-    for (int cap = 0; cap < 64; cap++) {
-        if (keep & (1ULL << cap))
-            continue;
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            sbx_report_fail(report_fd, SBX_STEP_CAPS, errno, cap);
+    if (cmd->cap_bounding != cmd->hdr->cap_keep) {
+        int r = sbx_drop_bounding(cmd->hdr->cap_keep);
+        if (r < 0)
+            sbx_report_fail(report_fd, SBX_STEP_CAPS, -r, -1);
     }
     CHECK(SBX_STEP_CAPS, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0));
 }
@@ -193,7 +211,7 @@ void sbx_command_exec(const struct sbx_command *cmd, int fd)
     fault_point(SBX_STEP_CHDIR);
     CHECK(SBX_STEP_CHDIR, chdir(cmd->cwd));
     fault_point(SBX_STEP_CAPS);
-    drop_bounding_caps(cmd->hdr->cap_keep);
+    drop_bounding_caps(cmd);
     fault_point(SBX_STEP_USER);
     set_user(cmd);
     set_caps(cmd);

@@ -13,12 +13,19 @@ struct sbx_command {
     char **argv;
     char **envp;
     int stdio[3];
+    uint64_t cap_bounding;     /* the init's bounding set when it forked us */
 };
 
 /* Parse len bytes of buf into cmd, using argv_space (n_space pointers)
  * for argv and envp.  Returns 0 or -EINVAL/-E2BIG. */
 int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space,
                       struct sbx_command *cmd);
+
+/* Reset every signal disposition to the default (the init does it once). */
+void sbx_reset_dispositions(void);
+
+/* Drop every capability not in keep from the bounding set; 0 or -errno. */
+int sbx_drop_bounding(uint64_t keep);
 
 /* In the forked child of the init: process set-up, then execve.  Reports
  * failures on report_fd.  Never returns. */

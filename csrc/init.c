@@ -37,6 +37,7 @@
 
 struct child {
     pid_t pid;
+    uint32_t id;
     int reply_fd;
     int main;
 };
@@ -45,11 +46,21 @@ static struct child children[MAX_CHILDREN];
 static char request[SBX_MAX_REQUEST];
 static char *strings[MAX_STRINGS];
 static int stopping;
+static int bounding_set;          /* the bounding set was dropped to ... */
+static uint64_t bounding_keep;    /* ... this mask (the container's) */
 
 static struct child *find_child(pid_t pid)
 {
     for (int i = 0; i < MAX_CHILDREN; i++)
         if (children[i].pid == pid && pid > 0)
+            return &children[i];
+    return NULL;
+}
+
+static struct child *find_by_id(uint32_t id)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i].pid > 0 && children[i].id == id)
             return &children[i];
     return NULL;
 }
@@ -107,8 +118,15 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
         reply_failed(reply_fd, SBX_STEP_FORK, errno, -1);
         return 0;
     }
+    if (!bounding_set && sbx_drop_bounding(cmd->hdr->cap_keep) == 0) {
+        bounding_set = 1;  /* once: every command inherits it */
+        bounding_keep = cmd->hdr->cap_keep;
+    }
+    cmd->cap_bounding = bounding_set ? bounding_keep : ~0ULL;
     uint32_t fault = cmd->hdr->fault;
-    pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1) : fork();
+    /* vfork: the init is small, but copying nothing is faster still; it
+     * sleeps until the command has exec'd or reported its failure. */
+    pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1) : vfork();
     if (pid == 0) {
         close(pipefd[0]);
         sbx_command_exec(cmd, pipefd[1]);
@@ -133,6 +151,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
         return 0;
     }
     slot->pid = pid;
+    slot->id = cmd->hdr->id;
     slot->reply_fd = reply_fd;
     slot->main = (cmd->hdr->flags & SBX_EXEC_MAIN) != 0;
     if (cmd->hdr->flags & SBX_EXEC_QUIET)
@@ -183,7 +202,7 @@ static void begin_stop(int timer_fd, uint64_t grace_ms)
 
 static void handle_signal_msg(const struct sbx_signal_msg *m)
 {
-    struct child *c = find_child(m->pid);
+    struct child *c = find_by_id(m->id);
     if (c)
         kill(m->group ? -c->pid : c->pid, m->sig);
 }
@@ -276,6 +295,7 @@ int main(void)
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     sbx_setup();
+    sbx_reset_dispositions();  /* once; commands inherit the defaults */
     close(SBX_FD_ERROR);  /* EOF: the container is set up */
     int sig_fd = signalfd(-1, &all, SFD_CLOEXEC);
     int timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);

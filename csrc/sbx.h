@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 7
+#define SBX_NATIVE_VERSION 8
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -173,11 +173,13 @@ struct sbx_exec_hdr {
     uint32_t envc;
     uint32_t strings_len;   /* then: cwd \0 search_path \0 argv... \0 envp... \0 */
     uint32_t fault;         /* tests: step | errno << 16 forces that step to fail */
+    uint32_t id;            /* the host's name for this command (SIGNAL uses it) */
+    uint32_t pad;
 };
 
 struct sbx_signal_msg {
     uint32_t type;          /* SBX_MSG_SIGNAL or SBX_MSG_STOP */
-    int32_t pid;            /* container pid; 0 with STOP: every process */
+    uint32_t id;            /* the command's id (SBX_MSG_SIGNAL) */
     int32_t sig;
     uint32_t group;         /* signal the process group */
     uint64_t grace_ms;      /* STOP: time between SIGTERM and SIGKILL */

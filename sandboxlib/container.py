@@ -5,6 +5,7 @@ released in reverse order by ``close()`` (also after a failed start)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import signal as signal_module
@@ -77,6 +78,7 @@ class Container:
         # in the init's command set-up.  See tests/test_steps.py.
         self._fault: Optional[tuple] = None
         self._setup_fd: Optional[int] = None
+        self._command_ids = itertools.count(1)
         self._ops: tuple = ()
 
     # -- lifecycle -----------------------------------------------------
@@ -262,7 +264,7 @@ class Container:
             user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
         return user
 
-    def _request(self, argv, *, env, cwd, user, main: bool) -> protocol.ExecRequest:
+    def _request(self, argv, *, env, cwd, user, main: bool, quiet: bool = False) -> protocol.ExecRequest:
         argv = _check_argv(argv)
         if user is None:
             resolved = self._user
@@ -284,7 +286,7 @@ class Container:
             argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
             search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
             rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
-            main=main, quiet=main, set_groups=maps is None or maps.setgroups,
+            id=next(self._command_ids), main=main, quiet=quiet or main, set_groups=maps is None or maps.setgroups,
             fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
 
     def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
@@ -297,16 +299,22 @@ class Container:
         return self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
                            user=user, main=False)
 
-    def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool) -> Process:
+    def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
+               confirm: bool = True) -> Process:
+        """Start a command; with ``confirm=False`` do not wait for its start
+        (its wait/communicate raise a failure to start)."""
         if self._control is None or self._closed:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
-        request = self._request(argv, env=env, cwd=cwd, user=user, main=main)
-        return submit(self._control, request, stdin, stdout, stderr).started(self._signal)
+        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
+        submission = submit(self._control, request, stdin, stdout, stderr)
+        if confirm:
+            return submission.started(self._signal)
+        return submission.unconfirmed(self._signal, lambda: None)
 
-    def _signal(self, pid: int, sig: int, group: bool) -> None:
+    def _signal(self, command_id: int, sig: int, group: bool) -> None:
         if self._control is not None:
             try:
-                self._control.send(protocol.encode_signal(pid, sig, group=group))
+                self._control.send(protocol.encode_signal(command_id, sig, group=group))
             except OSError:
                 pass  # the container is gone, and the process with it
 
@@ -330,7 +338,7 @@ class Container:
             proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
         else:
             proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                               user=user, main=main)
+                               user=user, main=False, confirm=False)
         timed_out = False
         with proc:
             try:

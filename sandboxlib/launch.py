@@ -58,14 +58,14 @@ class Submission:
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
             raise self._error(first)
-        return Process(self.request.argv, container_pid=first.pid, pidfd=first.fd, reply=self._reply,
+        return Process(self.request.argv, request_id=self.request.id, container_pid=first.pid, pidfd=first.fd, reply=self._reply,
                        pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at)
 
     def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
                     lost: Callable[[], Optional[BaseException]]) -> Process:
         """The Process of a quiet request, without waiting for any reply: its
         wait/communicate raise the failure (``lost()`` explains an EOF)."""
-        return Process(self.request.argv, container_pid=0, pidfd=None, reply=self._reply,
+        return Process(self.request.argv, request_id=self.request.id, container_pid=0, pidfd=None, reply=self._reply,
                        pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
                        failure=lambda reply: self._error(reply, lost))
 

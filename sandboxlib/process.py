@@ -65,13 +65,14 @@ class Process:
     ``stdin``/``stdout``/``stderr`` (raw binary files when PIPE), ``poll``,
     ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``."""
 
-    def __init__(self, argv: Sequence[str], *, container_pid: int, pidfd: Optional[int],
+    def __init__(self, argv: Sequence[str], *, request_id: int, container_pid: int, pidfd: Optional[int],
                  reply: socket.socket, pipes: Sequence[Optional[int]],
                  signal_sender: Callable[[int, int, bool], None],
                  started: Optional[float] = None,
                  failure: Optional[Callable[[Optional[protocol.Reply]], BaseException]] = None) -> None:
         self.args = tuple(argv)
         self.container_pid = container_pid
+        self.request_id = request_id
         self.returncode: Optional[int] = None
         self.started = started if started is not None else time.monotonic()
         # Started without waiting for the init's STARTED reply: a FAILED reply
@@ -79,7 +80,7 @@ class Process:
         self._failure = failure
         self.ended: Optional[float] = None
         self._pidfd = pidfd
-        self._pid: Optional[int] = None
+        self._pid: Optional[int] = _host_pid(pidfd) if pidfd is not None else None
         self._reply = reply
         self._send_signal = signal_sender
         self._partial = {1: bytearray(), 2: bytearray()}
@@ -89,9 +90,7 @@ class Process:
 
     @property
     def pid(self) -> Optional[int]:
-        """The host pid (None once the process is gone and unknown)."""
-        if self._pid is None and self._pidfd is not None:
-            self._pid = _host_pid(self._pidfd)
+        """The host pid (None for a command started without confirmation, as ``run`` does)."""
         return self._pid
 
     def __repr__(self) -> str:
@@ -127,8 +126,6 @@ class Process:
     def _release(self) -> None:
         self._reply.close()
         if self._pidfd is not None:
-            if self._pid is None:
-                self._pid = _host_pid(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
 
@@ -145,7 +142,7 @@ class Process:
     # -- signals -----------------------------------------------------
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
-            self._send_signal(self.container_pid, int(sig), False)
+            self._send_signal(self.request_id, int(sig), False)
 
     def terminate(self) -> None:
         self.send_signal(signal_module.SIGTERM)
@@ -160,7 +157,7 @@ class Process:
     def kill_tree(self) -> None:
         """SIGKILL the command's whole process group (it runs in its own session)."""
         if self.returncode is None:
-            self._send_signal(self.container_pid, signal_module.SIGKILL, True)
+            self._send_signal(self.request_id, signal_module.SIGKILL, True)
 
     # -- streams -----------------------------------------------------
     def communicate(self, input: Optional[bytes] = None, timeout: Optional[float] = None

@@ -21,9 +21,9 @@ EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS, EXEC_QUIET = 0x1, 0x2, 0x4, 0x8
 REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = 1, 2, 3
 MAX_REQUEST = 256 * 1024
 
-_HEADER = struct.Struct("=IIIIIIQIIII")
+_HEADER = struct.Struct("=IIIIIIQIIIIII")
 _RLIMIT = struct.Struct("=IIQQ")
-_SIGNAL = struct.Struct("=IiiIQ")
+_SIGNAL = struct.Struct("=IIiIQ")
 _REPLY = struct.Struct("=iiiiii")
 REPLY_SIZE = _REPLY.size
 
@@ -49,6 +49,7 @@ class ExecRequest:
     main: bool = False
     set_groups: bool = False
     quiet: bool = False  # no STARTED reply: the first reply is FAILED or EXITED
+    id: int = 0          # names the command in SIGNAL messages
     fault: int = 0  # tests: step | errno << 16
 
 
@@ -60,12 +61,12 @@ def encode_exec(req: ExecRequest) -> bytes:
                       for name, soft, hard in req.rlimits)
     groups = struct.pack(f"={len(req.groups)}I", *req.groups)
     header = _HEADER.pack(MSG_EXEC, flags, req.uid, req.gid, len(req.groups), len(req.rlimits),
-                          req.cap_keep, len(req.argv), len(req.env), len(strings), req.fault)
+                          req.cap_keep, len(req.argv), len(req.env), len(strings), req.fault, req.id, 0)
     return header + limits + groups + strings
 
 
-def encode_signal(pid: int, sig: int, *, group: bool) -> bytes:
-    return _SIGNAL.pack(MSG_SIGNAL, pid, sig, int(group), 0)
+def encode_signal(command_id: int, sig: int, *, group: bool) -> bytes:
+    return _SIGNAL.pack(MSG_SIGNAL, command_id, sig, int(group), 0)
 
 
 def encode_stop(grace: float) -> bytes:
