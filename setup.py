@@ -1,6 +1,7 @@
 """Build: the cffi extension ``sandboxlib._native`` and the static init
 executable ``sandboxlib/sbx-init`` (the PID 1 of every container)."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,8 +12,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "csr
 import build_native  # noqa: E402  (csrc/ is not a package)
 
 
+def init_compiler():
+    """musl-gcc when there is one (a 40 KB sbx-init instead of 800 KB with
+    glibc: less to exec and to keep resident per container), else cc.
+    musl's headers lack the kernel's: those come after musl's own."""
+    musl = shutil.which("musl-gcc")
+    if musl and not os.environ.get("SBX_INIT_CC"):
+        return [musl, "-idirafter", "/usr/include", "-idirafter", "/usr/include/x86_64-linux-gnu"]
+    return [os.environ.get("SBX_INIT_CC") or os.environ.get("CC", "cc")]
+
+
 class BuildWithInit(build_ext):
-    """build_ext that also links csrc/init.c statically next to the extension."""
+    """build_ext that also links sbx-init (csrc/init.c and friends)
+    statically next to the extension."""
 
     def run(self):
         super().run()
@@ -20,9 +32,8 @@ class BuildWithInit(build_ext):
         os.makedirs(target_dir, exist_ok=True)
         output = os.path.join(target_dir, "sbx-init")
         sources = [os.path.join("csrc", name) for name in build_native.INIT_SOURCES]
-        compiler = os.environ.get("CC", "cc")
         subprocess.check_call(
-            [compiler, "-static", "-s", *build_native.STRICT_FLAGS, "-Icsrc",
+            [*init_compiler(), "-static", "-s", *build_native.STRICT_FLAGS, "-Icsrc",
              f'-DSBX_SOURCE_HASH="{build_native.source_hash()}"', "-o", output, *sources]
         )
 

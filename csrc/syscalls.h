@@ -3,6 +3,7 @@
 #ifndef SBX_SYSCALLS_H
 #define SBX_SYSCALLS_H
 
+#include <linux/close_range.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <linux/sched.h>
