@@ -188,6 +188,8 @@ static void handle_exec(size_t len, int *fds, int nfds)
     close_fds(fds + kept, nfds - kept);
 }
 
+static void reap(void);
+
 /* Begin a graceful stop: SIGTERM to all, SIGKILL when the timer fires. */
 static void begin_stop(int timer_fd, uint64_t grace_ms)
 {
@@ -198,6 +200,7 @@ static void begin_stop(int timer_fd, uint64_t grace_ms)
     if (grace_ms == 0)
         t.it_value.tv_nsec = 1;
     timerfd_settime(timer_fd, 0, &t, NULL);
+    reap();  /* an empty container ends now */
 }
 
 static void handle_signal_msg(const struct sbx_signal_msg *m)
@@ -318,8 +321,10 @@ int main(void)
         }
         if (pfd[3].revents & POLLIN) {
             uint64_t expirations;
-            if (read(timer_fd, &expirations, sizeof(expirations)) > 0)
+            if (read(timer_fd, &expirations, sizeof(expirations)) > 0) {
                 kill(-1, SIGKILL);
+                reap();
+            }
         }
         if (pfd[0].revents & POLLIN) {
             if (handle_control(timer_fd) < 0)
