@@ -298,6 +298,10 @@ int main(void)
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     sbx_setup();
+    /* Not dumpable: no process of the container may ptrace the init or take
+     * its fds (the control socket, the host process's pidfd).  Only now: a
+     * rootless parent must still write our /proc/PID/setgroups above. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sbx_reset_dispositions();  /* once; commands inherit the defaults */
     close(SBX_FD_ERROR);  /* EOF: the container is set up */
     int sig_fd = signalfd(-1, &all, SFD_CLOEXEC);

@@ -320,9 +320,19 @@ int sbx_clone_source(const struct sbx_mount_op *op)
     return -1;
 }
 
-int sbx_clone_rootfs(const char *rootfs)
+int sbx_clone_rootfs(const char *rootfs, int read_only)
 {
-    return clone_tree(AT_FDCWD, rootfs, SBX_MF_RECURSIVE);
+    int tree = clone_tree(AT_FDCWD, rootfs, SBX_MF_RECURSIVE | (read_only ? SBX_MF_RDONLY : 0));
+    if (tree < 0 || !read_only)
+        return tree;
+    /* Mounts inside the rootfs directory are read-only from here on; the top
+     * stays writable until the mount points are made (sbx_root_read_only). */
+    struct mount_attr attr = {.attr_clr = MOUNT_ATTR_RDONLY};
+    if (sbx_mount_setattr(tree, "", AT_EMPTY_PATH, &attr) < 0) {
+        close_keep_errno(tree);
+        return neg_errno();
+    }
+    return tree;
 }
 
 int sbx_make_root(int rootfs_tree)

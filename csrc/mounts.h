@@ -15,8 +15,9 @@ int sbx_enter_base(const char *base);
  * the tree fd, -1 when the op needs none, or -errno. */
 int sbx_clone_source(const struct sbx_mount_op *op);
 
-/* Clone rootfs (recursively) as a detached tree; fd or -errno. */
-int sbx_clone_rootfs(const char *rootfs);
+/* Clone rootfs (recursively) as a detached tree; with read_only, every
+ * mount below its top is made read-only.  fd or -errno. */
+int sbx_clone_rootfs(const char *rootfs, int read_only);
 
 /* Mount the container root at /newroot: the rootfs tree (consumed), or a
  * tmpfs when rootfs_tree < 0.  Returns an O_PATH fd of the root or -errno. */

@@ -12,6 +12,11 @@ int sbx_open_in_root(int rootfd, const char *path, int flags)
         .flags = (uint64_t)(flags | O_CLOEXEC),
         .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
-    int fd = sbx_openat2(rootfd, path[0] ? path : "/", &how);
+    /* EAGAIN: a rename or mount anywhere raced with a ".." step; openat2(2)
+     * says to retry. */
+    int fd, tries = 0;
+    do {
+        fd = sbx_openat2(rootfd, path[0] ? path : "/", &how);
+    } while (fd < 0 && errno == EAGAIN && ++tries < 1000);
     return fd < 0 ? -errno : fd;
 }

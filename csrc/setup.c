@@ -157,7 +157,7 @@ static int clone_sources(const struct sbx_plan *p)
     }
     if (!p->rootfs)
         return -1;
-    int tree = sbx_clone_rootfs(p->rootfs);
+    int tree = sbx_clone_rootfs(p->rootfs, (p->flags & SBX_PLAN_READ_ONLY_ROOT) != 0);
     check_neg(SBX_STEP_ROOT, tree, -1);
     return tree;
 }

@@ -77,7 +77,9 @@ def _host_view() -> Tuple[MountOp, ...]:
 
 
 def _dev() -> List[MountOp]:
-    ops = [MountOp(kind=K.TMPFS, target="/dev", data="mode=0755,size=65536k", flags=F.NOSUID | F.NOEXEC)]
+    # nodev: device nodes made inside (userns=False with MKNOD) never work;
+    # the devices below are binds, mounts of their own.
+    ops = [MountOp(kind=K.TMPFS, target="/dev", data="mode=0755,size=65536k", flags=_SAFE | F.NOEXEC)]
     ops += [MountOp(kind=K.BIND, target=f"/dev/{name}", source=f"/dev/{name}", flags=F.FILE | F.NOSUID | F.NOEXEC)
             for name in DEVICES]
     ops += [

@@ -27,9 +27,10 @@ ROOT = User(uid=0, gid=0, groups=(), home="/root")
 
 
 def _read_db(root_fd: int, path: str) -> List[List[str]]:
+    """The entries of a passwd-style file; none when the root has no such file."""
     try:
         fd = _lowlevel.open_in_root(root_fd, path)
-    except OSError:
+    except FileNotFoundError:
         return []
     with os.fdopen(fd, "rb") as f:
         data = f.read(4 << 20)
