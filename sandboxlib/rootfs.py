@@ -129,10 +129,15 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
 def layout(config: ContainerConfig) -> Tuple[MountOp, ...]:
     """Every mount op of the container, parents before children.
 
-    Among ops of equal depth: the system's first, sysfs last of them (the
-    child creates the network namespace it shows in parallel, and joins it
-    only there), then the user's (which may cover them)."""
+    The system's ops first, then the user's (which may cover them); among
+    the system's, /sys and what lies below it come last: sysfs shows the
+    mounter's network namespace, which a thread of the child creates in
+    parallel with all the other ops."""
     system = (list(_host_view()) if config.rootfs is None else []) + _kernel_filesystems(config) + _dev()
-    ranked = [(op.depth, op.kind == K.SYSFS, i, op) for i, op in enumerate(system)]
-    ranked += [(op.depth, 2, i, op) for i, op in enumerate(_user_mounts(config))]
-    return tuple(op for *_, op in sorted(ranked, key=lambda r: r[:3]))
+    ranked = [(_under_sys(op), op.depth, 0, i, op) for i, op in enumerate(system)]
+    ranked += [(_under_sys(op), op.depth, 1, i, op) for i, op in enumerate(_user_mounts(config))]
+    return tuple(op for *_, op in sorted(ranked, key=lambda r: r[:4]))
+
+
+def _under_sys(op: MountOp) -> bool:
+    return op.target == "/sys" or op.target.startswith("/sys/")
