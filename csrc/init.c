@@ -291,13 +291,13 @@ static void forward_signal(int sig)
     kill(-1, sig);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);  /* not "memfd:sbx-init" in ps */
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-    sbx_setup();
+    sbx_setup(argc > 1 && strcmp(argv[1], "net") == 0);
     /* Not dumpable: no process of the container may ptrace the init or take
      * its fds (the control socket, the host process's pidfd).  Only now: a
      * rootless parent must still write our /proc/PID/setgroups above. */

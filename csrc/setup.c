@@ -208,9 +208,11 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
     close(rootfd);
 }
 
-void sbx_setup(void)
+void sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
+    if (early_netns)
+        netns_start();  /* before even the plan: it is the longest step */
     size_t len = receive(SBX_MSG_PLAN, plan_buf, sizeof(plan_buf));
     int r = sbx_plan_parse(plan_buf, len, &parsed, ops, tree_fds, SBX_MAX_MOUNTS);
     if (r < 0)
@@ -218,7 +220,7 @@ void sbx_setup(void)
     plan = &parsed;
     const struct sbx_plan *p = plan;
     fault_point(SBX_STEP_NETWORK, -1);
-    if (p->unshare_flags & CLONE_NEWNET)
+    if ((p->unshare_flags & CLONE_NEWNET) && !netns_job.started)
         netns_start();
     fault_point(SBX_STEP_HOSTNAME, -1);
     if (p->hostname)

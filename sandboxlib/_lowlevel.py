@@ -108,12 +108,16 @@ class MountFlag(enum.IntFlag):
 REPORT_SIZE = 12  # struct sbx_report: three int32
 
 
-_INIT_NAME = ffi.new("char[]", b"sbx-init")  # owns the string the array points to
+_INIT_NAME = ffi.new("char[]", b"sbx-init")  # own the strings the arrays point to
+_NET = ffi.new("char[]", b"net")
 _INIT_ARGV = ffi.new("char *[]", [_INIT_NAME, ffi.NULL])
+# "net": start making the network namespace before the plan arrives.
+_INIT_ARGV_NET = ffi.new("char *[]", [_INIT_NAME, _NET, ffi.NULL])
 _INIT_ENVP = ffi.new("char *[]", [ffi.NULL])
 
 
-def spawn(clone_flags: int, fds: Sequence[int], *, caps: int, fault_errno: int = 0) -> Tuple[int, int]:
+def spawn(clone_flags: int, fds: Sequence[int], *, caps: int, netns: bool,
+          fault_errno: int = 0) -> Tuple[int, int]:
     """Clone a child in new namespaces (``clone_flags``) that execs sbx-init
     with ``fds`` = (/dev/null, control socket, parent pidfd, error pipe) as
     its 0-2, 3, 4 and 5, keeping the capability mask ``caps``.  Returns ``(pid, pidfd)`` once it has exec'd (or
@@ -125,7 +129,7 @@ def spawn(clone_flags: int, fds: Sequence[int], *, caps: int, fault_errno: int =
     args.init_fd = init_memfd()
     args.fault_errno = fault_errno
     args.caps = caps
-    args.argv = _INIT_ARGV
+    args.argv = _INIT_ARGV_NET if netns else _INIT_ARGV
     args.envp = _INIT_ENVP
     pidfd = ffi.new("int *", -1)
     pid = lib.sbx_spawn(args, pidfd)

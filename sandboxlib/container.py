@@ -146,7 +146,8 @@ class Container:
             fault = self._fault[1] if self._fault and self._fault[0] == Step.INIT_EXEC else 0
             try:
                 pid, pidfd = _lowlevel.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
-                                             caps=self._init_caps(), fault_errno=fault)
+                                             caps=self._init_caps(), fault_errno=fault,
+                                             netns=self.config.network is Network.NONE)
             except OSError as err:
                 raise SetupError(err.errno, f"clone(flags={flags:#x})", step="CLONE",
                                  hint=_clone_hint(err.errno)) from None
