@@ -24,18 +24,19 @@ from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
-from .launch import Submission, submit
+from .launch import submit
 from .process import Process, Result
 from .rootfs import layout
-from .streams import PIPE, StdioSpec, resolve_stdio
+from .streams import PIPE, StdioSpec
 from .users import User, resolve_user
 
 __all__ = ["Container", "DEFAULT_PATH"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _WALL = 0x40000000  # __WALL: our child has no exit signal
-_swept_roots: set = set()
-_swept_lock = threading.Lock()
+SWEEP_INTERVAL = 1.0  # seconds between two sweeps of the state records by one process
+_last_sweep: dict = {}
+_sweep_lock = threading.Lock()
 
 
 def _check_argv(argv: Sequence[str]) -> tuple:
@@ -118,10 +119,13 @@ class Container:
             raise
 
     def _sweep_once(self, root: str) -> None:
-        with _swept_lock:
-            if root in _swept_roots:
+        """Sweep the records of dead owners, at most once a second per process
+        (a start stays cheap with many containers running)."""
+        now = time.monotonic()
+        with _sweep_lock:
+            if now - _last_sweep.get(root, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
                 return
-            _swept_roots.add(root)
+            _last_sweep[root] = now
         statedir.sweep(root)
 
     def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]]) -> None:
