@@ -27,10 +27,10 @@ def parse_size(value: Union[int, str], field: str) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str):
-        match = re.fullmatch(r"\s*(-?\d+)\s*([bkmgtBKMGT]?)i?[bB]?\s*", value)
+        match = re.fullmatch(r"\s*(-?\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*", value, re.IGNORECASE)
         if not match:
             raise ConfigError(field, f"{value!r} is not a size (use e.g. 65536, '64k', '64M', '1G')")
-        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+        size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
     else:
         raise ConfigError(field, f"expected a size, got {type(value).__name__}")
     if size < 0:
@@ -82,7 +82,7 @@ class Mount:
     def tmpfs(cls, target: Union[str, os.PathLike], *, size: Union[int, str, None] = None,
               mode: int = 0o1777, read_only: bool = False) -> "Mount":
         """A fresh tmpfs at ``target``; ``size`` in bytes or as ``"64M"``."""
-        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
             raise ConfigError("mode", f"must be a permission mode such as 0o1777, got {mode!r}")
         return cls(kind=MountKind.TMPFS, target=container_path(target, "target"),
                    size=None if size is None else parse_size(size, "size"), mode=mode,

@@ -19,7 +19,7 @@ from . import _lowlevel, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
-from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text
+from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text, container_path
 from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
@@ -81,6 +81,7 @@ class Container:
         self._setup_fd: Optional[int] = None
         self._command_ids = itertools.count(1)
         self._ops: tuple = ()
+        self._resources_used = False
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -100,8 +101,9 @@ class Container:
     def _start_container(self, first: Optional[Callable[[], None]]) -> None:
         """Start; ``first`` runs right after the go byte, before set-up has
         finished (it queues the main command of a one-shot run)."""
-        if self._init_pid is not None or self._closed:
+        if self._resources_used or self._closed:
             raise ContainerStateError("a Container can be started only once")
+        self._resources_used = True
         host = probe_host()
         self._maps = choose_maps(self.config, host)
         root_fd = os.open(self.config.rootfs or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -160,9 +162,12 @@ class Container:
                 os.close(fd)
         self._init_pid, self._pidfd = pid, pidfd
         push(self._reap_init)
-        if not self._send_setup(plan, pid, first, state_root):
-            report = _read_all(err_r)
-            self._raise_setup_failure(report, ops)
+        problem = self._send_setup(plan, pid, first, state_root)
+        if problem is not None:
+            report = _read_all(err_r)  # the child failed first, or gives up now
+            if report:
+                self._raise_setup_failure(report, ops)
+            raise problem
         if first is not None:
             self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
             return
@@ -174,25 +179,25 @@ class Container:
         """sbx-init's own capabilities, plus those its commands may keep."""
         return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
-    def _send_setup(self, plan: bytes, pid: int, first, state_root: str) -> bool:
-        """Plan, id maps, go, first command.  False when the child is gone
-        (its report on the error pipe says why)."""
+    def _send_setup(self, plan: bytes, pid: int, first, state_root: str) -> Optional[BaseException]:
+        """Plan, id maps, go, first command.  Returns None, or the error to raise
+        if the child (which then ends) reports no failure of its own."""
         try:
             self._control.send(plan)
             if self._maps is not None:
                 write_maps(pid, self._maps)
             self._control.send(GO_MESSAGE)
-        except (SetupError, OSError) as err:
+            if first is not None:
+                first()
+        except (SetupError, ContainerStateError, OSError) as err:
             self._control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
-            if isinstance(err, SetupError) and not self._init_exited(1.0):
-                raise
-            return False
-        if first is not None:
-            first()
+            if isinstance(err, OSError) and not isinstance(err, SetupError):
+                return ContainerStateError(f"the container's init ended during set-up ({err})")
+            return err
         # The child is still setting up: record the container meanwhile.
         path = statedir.register(state_root, self.id, pid)
         self._resources.callback(statedir.unregister, path)
-        return True
+        return None
 
     def _raise_setup_failure(self, report: bytes, ops) -> None:
         if len(report) < _lowlevel.REPORT_SIZE:
@@ -214,6 +219,7 @@ class Container:
     def _reap_init(self) -> None:
         """Kill the init (the kernel then kills everything in its pid ns) and reap it."""
         pidfd, self._pidfd = self._pidfd, None
+        self._init_pid = None
         if pidfd is None:
             return
         try:
@@ -244,7 +250,7 @@ class Container:
         self._control = None
 
     def __enter__(self) -> "Container":
-        if self._init_pid is None:
+        if not self._resources_used:
             self.start()
         return self
 
@@ -285,7 +291,7 @@ class Container:
             extra = tuple(env.items())
             check_env(extra)
             merged.update(extra)
-        cwd = self.config.cwd if cwd is None else check_text(cwd, "cwd")
+        cwd = self.config.cwd if cwd is None else container_path(cwd, "cwd")
         maps = self._maps
         return protocol.ExecRequest(
             argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,

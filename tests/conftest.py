@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 
 import psutil
 import pytest
@@ -13,6 +14,10 @@ import pytest
 from . import rootless
 
 MODES = ["root", "rootless"]
+
+# State records of this test session only: concurrent runs on one machine
+# must not see each other's records as leaks.
+os.environ["SANDBOXLIB_RUN"] = tempfile.mkdtemp(prefix="sandboxlib-test-state-")
 
 
 # -- test root file systems -------------------------------------------------
@@ -65,9 +70,13 @@ def workers():
     _lowlevel.init_memfd()
     started = {name: rootless.Worker(rootless.ensure_user(name, subids))
                for name, subids in rootless.USERS.items()}
+    for worker in started.values():  # ready: its launcher's helpers are gone
+        assert worker.call(rootless.ping) == ("pong", {"fds": [], "children": []})
     yield started
     for worker in started.values():
         worker.close()
+        shutil.rmtree(rootless.state_dir(worker.user), ignore_errors=True)
+    shutil.rmtree(os.environ["SANDBOXLIB_RUN"], ignore_errors=True)
 
 
 class Runner:

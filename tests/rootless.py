@@ -45,6 +45,15 @@ def _hidden_paths(paths: Iterable[str], user: pwd.struct_passwd) -> List[str]:
     return sorted(set(hidden))
 
 
+def state_dir(user: pwd.struct_passwd) -> str:
+    """The user's state records for this test session (not shared with other runs)."""
+    return f"/tmp/sandboxlib-test-{user.pw_name}-{os.getpid()}"
+
+
+def ping() -> str:
+    return "pong"
+
+
 def launcher(user: pwd.struct_passwd, argv: List[str]) -> List[str]:
     """unshare -m ... setpriv ... argv, with hidden paths re-exposed under a 0711 tmpfs."""
     needed = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), REPO}
@@ -60,7 +69,7 @@ def launcher(user: pwd.struct_passwd, argv: List[str]) -> List[str]:
         for i, path in enumerate(hidden):
             steps.append(f"mkdir -p {shlex.quote(path)} && mount --move /mnt/{i} {shlex.quote(path)}")
     env = {"HOME": user.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": REPO,
-           "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": ""}
+           "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": "", "SANDBOXLIB_RUN": state_dir(user)}
     steps.append(
         "exec setpriv --reuid={u} --regid={g} --init-groups --inh-caps=-all env -i {env} {argv}".format(
             u=user.pw_uid, g=user.pw_gid, env=" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
