@@ -102,7 +102,7 @@ class Process:
         if self.returncode is not None:
             return True
         if timeout is not None:
-            sel = selectors.DefaultSelector()
+            sel = selectors.PollSelector()
             with sel:
                 sel.register(self._reply, selectors.EVENT_READ)
                 if not sel.select(max(timeout, 0)):
@@ -167,7 +167,7 @@ class Process:
         Raises TimeoutExpired with what was read so far; calling again
         goes on where it stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        sel = selectors.DefaultSelector()
+        sel = selectors.PollSelector()  # a few fds, once: poll() beats creating an epoll fd
         with sel:
             self._register(sel, input)
             while sel.get_map():
