@@ -11,6 +11,7 @@ command cannot be executed / was not found), as with ``docker run``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import List, Optional, Sequence
 
@@ -35,12 +36,32 @@ def _volume(spec: str) -> Mount:
     parts = spec.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
         raise ConfigError("--volume", f"{spec!r} is not SRC:DST or SRC:DST:ro")
-    return Mount.bind(parts[0], parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
+    with _option("--volume", spec):
+        mount = Mount.bind(parts[0], parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
+        mount.check("mount")
+    return mount
 
 
 def _tmpfs(spec: str) -> Mount:
     target, _, size = spec.partition(":")
-    return Mount.tmpfs(target, size=size or None)
+    with _option("--tmpfs", spec):
+        mount = Mount.tmpfs(target, size=size or None)
+        mount.check("mount")
+    return mount
+
+
+@contextlib.contextmanager
+def _option(option: str, value: str):
+    """Name the command-line option (not the library's field) in errors."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(option, f"{value!r}: {err.message}") from None
+
+
+# Configuration fields and the options that set them, for error messages.
+_OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
+            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +107,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SetupError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)
         return EXIT_CANNOT_EXEC if err.step == "EXEC" else EXIT_SETUP
+    except ConfigError as err:
+        option = _OPTIONS.get(err.field.split("[")[0], err.field)
+        print(f"sandboxlib: {option}: {err.message}", file=sys.stderr)
+        return EXIT_SETUP
     except (SandboxError, OSError) as err:
         print(f"sandboxlib: {err}", file=sys.stderr)
         return EXIT_SETUP

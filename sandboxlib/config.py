@@ -169,7 +169,8 @@ def _tuple_of_mounts(value: Sequence[Mount]) -> Tuple[Mount, ...]:
     return tuple(value)
 
 
-def _env_tuple(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
+def env_pairs(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
+    """A mapping of names to values as a tuple of pairs; ConfigError otherwise."""
     if value is None:
         return ()
     if not isinstance(value, Mapping):
@@ -207,7 +208,7 @@ class ContainerConfig:
     rootfs: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
     read_only: bool = False
     hostname: Optional[str] = None
-    env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=_env_tuple)
+    env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
     user: Optional[str] = None
     cwd: str = "/"

@@ -19,7 +19,8 @@ from . import _lowlevel, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
-from .config import ContainerConfig, Limits, Mount, Network, check_env, check_text, container_path
+from .config import (ContainerConfig, Limits, Mount, Network, check_env, check_text, container_path,
+                     env_pairs)
 from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
@@ -287,8 +288,8 @@ class Container:
                 os.close(root_fd)
         merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
         merged.update(self.config.env)
-        if env:
-            extra = tuple(env.items())
+        if env is not None:
+            extra = env_pairs(env)
             check_env(extra)
             merged.update(extra)
         cwd = self.config.cwd if cwd is None else container_path(cwd, "cwd")

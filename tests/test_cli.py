@@ -102,7 +102,7 @@ BAD_OPTIONS = [
     (["-e", "NOVALUE"], [b"--env", b"NOVALUE"]),
     (["--tmpfs", "/scratch:12Q"], [b"size", b"12Q"]),
     (["--tmpfs", "scratch"], [b"scratch"]),
-    (["--workdir", "relative"], [b"cwd", b"relative"]),
+    (["--workdir", "relative"], [b"--workdir", b"relative"]),
     (["--user", "nosuchuser-sbx"], [b"user", b"nosuchuser-sbx"]),
     (["--rootfs", "/nonexistent-sbx"], [b"rootfs"]),
 ]
@@ -255,3 +255,16 @@ def test_rootless_cli(shared_dir):
     assert proc.returncode == 124, proc
     proc = call("-v", f"{shared_dir}:/shared:ro", "--", "sh", "-c", "touch /shared/x")
     assert proc.returncode == 1 and b"Read-only file system" in proc.stderr, proc
+
+
+# Every malformed -v spec is reported under the option's name (the user never
+# wrote "target" or "mounts[0]").
+BAD_VOLUMES = ["/tmp", "/tmp:/data:rx", "/tmp:relative", "/nonexistent-sbx:/data", "/tmp:/"]
+
+
+@pytest.mark.parametrize("spec", BAD_VOLUMES)
+def test_bad_volume_names_the_option(spec):
+    proc = run_cli("-v", spec, "--", "echo", "ran")
+    assert proc.returncode == 125, proc
+    assert proc.stdout == b""
+    assert b"--volume" in proc.stderr and spec.encode() in proc.stderr, proc.stderr

@@ -235,6 +235,9 @@ COMMAND_CASES = {
     "stdin and input together": (lambda c: c.run(["cat"], input=b"x", stdin=sb.DEVNULL), "stdin"),
     "spawn with empty argv": (lambda c: c.spawn([], **QUIET), "argv"),
     "spawn with a relative cwd": (lambda c: c.spawn(["pwd"], cwd="tmp", **QUIET), "cwd"),
+    # as sb.run(env=[...]) does: a ConfigError, not an AttributeError
+    "env as a list": (lambda c: c.run(["true"], env=["A=1"]), "env"),
+    "spawn with env as a list": (lambda c: c.spawn(["true"], env=["A=1"], **QUIET), "env"),
 }
 
 

@@ -227,3 +227,24 @@ def test_missing_init_is_refused(checkout_copy):
     (checkout_copy / "sandboxlib" / "sbx-init").unlink()
     kind, message = _import_in(checkout_copy)
     assert kind == "ImportError" and "sbx-init" in message and "make build" in message, message
+
+
+# -- keyword-only options --------------------------------------------------------------------------
+# The parameters that may be given by position; every other one is keyword-only.
+POSITIONAL = {
+    "sandboxlib.run": (sb.run, ["argv"]),
+    "Container.__init__": (Container.__init__, ["self", "config"]),
+    "Container.run": (Container.run, ["self", "argv"]),
+    "Container.spawn": (Container.spawn, ["self", "argv"]),
+    "Mount.bind": (Mount.bind, ["source", "target"]),
+    "Mount.tmpfs": (Mount.tmpfs, ["target"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONAL))
+def test_options_are_keyword_only(name):
+    func, positional = POSITIONAL[name]
+    params = list(inspect.signature(func).parameters.values())
+    assert [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY] == positional, params
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params[:len(positional)])
+    assert len(params) > len(positional)  # it has options, and all of them are keyword-only

@@ -450,3 +450,67 @@ def test_bad_id_maps(runner):
     else:
         assert "newuidmap" in err["text"] and err["hint"], err
     assert out["leaks"] == {} and out["running"] is False
+
+
+# -- PROPAGATION: the step that runs only without a user namespace --------------------------------
+def test_propagation_fails_without_userns():
+    """As real root (userns=False) the mount namespace's propagation is made
+    private (the step runs): its forced failure comes back from start() and
+    from the one-shot path, and nothing is left behind."""
+    before = _snapshot()
+    c = sb.Container(userns=False)
+    c._fault = (int(Step.PROPAGATION), errno.EIO)
+
+    def start():
+        with c:
+            raise AssertionError("the container started")
+
+    err = _expect_setup_error(start)
+    assert (err["type"], err["step"], err["errno"]) == ("SetupError", "PROPAGATION", errno.EIO), err
+    assert "MS_PRIVATE" in err["text"]
+    c = sb.Container(userns=False)
+    c._fault = (int(Step.PROPAGATION), errno.EIO)
+
+    def one_shot():
+        try:
+            return c._run(["true"], input=None, timeout=None, stdin=None, stdout=sb.PIPE, stderr=sb.PIPE,
+                          env=None, cwd=None, user=None, main=True)
+        finally:
+            c.close()
+
+    err = _expect_setup_error(one_shot)
+    assert (err["type"], err["step"], err["errno"]) == ("SetupError", "PROPAGATION", errno.EIO), err
+    assert _snapshot() == before
+    with sb.Container(userns=False) as ok:
+        assert ok.run(["echo", "ok"]).stdout == b"ok\n"
+
+
+# -- REQUEST, byte by byte: type 1 (EXEC) with garbage, a reply socket and 3 stdio fds -------------
+def check_raw_malformed_request() -> dict:
+    with sb.Container() as c:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        nulls = [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) for _ in range(3)]
+        try:
+            socket.send_fds(c._control, [struct.pack("=I", 1) + b"garbage" * 3], [theirs.fileno(), *nulls])
+        finally:
+            theirs.close()
+            for fd in nulls:
+                os.close(fd)
+        try:
+            ours.settimeout(10)
+            reply = ours.recv(64)
+            then = ours.recv(64)
+        finally:
+            ours.close()
+        after = c.run(["echo", "ok"])
+        return {"size": len(reply), "fields": struct.unpack("=6i", reply) if len(reply) == 24 else reply,
+                "then": then, "after": (after.exit_code, after.stdout)}
+
+
+def test_raw_malformed_request(runner):
+    out = runner(check_raw_malformed_request)
+    assert out["size"] == 24, out
+    kind, pid, status, step, err, index = out["fields"]
+    assert (kind, pid, step, err) == (2, 0, int(Step.REQUEST), errno.EINVAL), out  # FAILED
+    assert out["then"] == b""  # the init closed the reply socket it was given
+    assert out["after"] == (0, b"ok\n")
