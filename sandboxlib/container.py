@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import warnings
+import weakref
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 from . import _lowlevel, protocol, statedir
@@ -83,6 +84,7 @@ class Container:
         self._command_ids = itertools.count(1)
         self._ops: tuple = ()
         self._resources_used = False
+        self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -136,6 +138,7 @@ class Container:
         plan, write the id maps while the child starts on it, send go, queue
         the first command, read the error pipe to EOF (= set up)."""
         push = self._resources.callback
+        push(self._release_processes)  # after the init is gone (released in reverse)
         plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
                           hostname=self.hostname, userns=self._maps is not None,
                           netns=self.config.network is Network.NONE,
@@ -320,8 +323,17 @@ class Container:
         request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
         submission = submit(self._control, request, stdin, stdout, stderr)
         if confirm:
-            return submission.started(self._signal)
-        return submission.unconfirmed(self._signal, lambda: None)
+            return self._track(submission.started(self._signal))
+        return self._track(submission.unconfirmed(self._signal, lambda: None))
+
+    def _track(self, process: Process) -> Process:
+        """Processes still running when the container closes are released with it."""
+        self._processes.add(process)
+        return process
+
+    def _release_processes(self) -> None:
+        for process in list(self._processes):
+            process.container_ended()
 
     def _signal(self, command_id: int, sig: int, group: bool) -> None:
         if self._control is not None:
@@ -382,7 +394,7 @@ class Container:
             raise
         # No waiting for the set-up to finish nor for a STARTED reply: the
         # first reply is the exit, or the failure (an EOF: the set-up's).
-        return sent[0].unconfirmed(self._signal, self._setup_failure)
+        return self._track(sent[0].unconfirmed(self._signal, self._setup_failure))
 
     def _setup_failure(self) -> Optional[BaseException]:
         """The set-up's failure, once the init is gone (None if it reported none)."""

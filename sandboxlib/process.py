@@ -129,6 +129,19 @@ class Process:
             os.close(self._pidfd)
             self._pidfd = None
 
+    def container_ended(self) -> None:
+        """Its container is gone: so is the process.  Release the reply socket
+        and pidfd now (pipes stay: what is buffered in them is still the caller's)."""
+        if self.returncode is None:
+            self.returncode = -signal_module.SIGKILL
+            self.ended = time.monotonic()
+            self._release()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", None) is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
     def poll(self) -> Optional[int]:
         self._take_reply(0)
         return self.returncode
