@@ -123,7 +123,8 @@ def _cgroups():
     return sorted(found)
 
 
-def _state_entries():
+def state_records():
+    """The container records of this session (its own state directory)."""
     from sandboxlib import statedir
     try:
         return sorted(os.listdir(statedir.state_root()))
@@ -140,7 +141,7 @@ def _snapshot():
         "children": sorted(c.pid for c in me.children(recursive=True)),
         "mounts": mounts,
         "cgroups": _cgroups(),
-        "state": _state_entries(),
+        "state": state_records(),
     }
 
 

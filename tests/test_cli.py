@@ -22,18 +22,6 @@ if CONSOLE_SCRIPT:
     INVOCATIONS["console script"] = [CONSOLE_SCRIPT]
 
 
-def ready() -> int:
-    return os.getpid()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def workers_ready(workers):
-    """Wait until the rootless workers run (their start-up's short-lived
-    helpers would otherwise count as a leak of the first test)."""
-    for worker in workers.values():
-        worker.call(ready)
-
-
 @pytest.fixture(params=sorted(INVOCATIONS))
 def cli(request):
     """Run ``sandboxlib run ARGS`` one way or the other."""

@@ -18,47 +18,15 @@ import pytest
 
 import sandboxlib as sb
 from sandboxlib import Limits, Mount
-from sandboxlib import statedir
 
-from .conftest import Runner
+from .conftest import Runner, state_records
 
 NOWHERE = "/nonexistent-sbx-test"
 # Spawned commands never inherit our stdio: the rootless worker's are its channel to pytest.
 QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
 
 
-def ready() -> int:
-    return os.getpid()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def workers_ready(workers):
-    """Wait until the rootless workers run (their start-up's short-lived
-    helpers would otherwise count as a leak of the first test)."""
-    for worker in workers.values():
-        worker.call(ready)
-
-
 # -- "no kernel resource was created" -------------------------------------------
-def _own_state_records() -> list:
-    """This process's container records (other test runs may share the directory)."""
-    root = statedir.state_root()
-    try:
-        names = os.listdir(root)
-    except FileNotFoundError:
-        return []
-    own = []
-    for name in names:
-        try:
-            with open(os.path.join(root, name)) as f:
-                owner = f.read().split()[:1]
-        except FileNotFoundError:
-            continue
-        if owner == [str(os.getpid())]:
-            own.append(name)
-    return sorted(own)
-
-
 def _resources() -> dict:
     """What a container start would change in this process.
 
@@ -66,7 +34,7 @@ def _resources() -> dict:
     reaped again within the call (so that it shows in neither snapshot of
     children) still moves it (a process that ran an exec faults pages)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    state = _own_state_records()
+    state = state_records()
     return {
         "fds": sorted(os.listdir("/proc/self/fd")),
         "children": sorted(c.pid for c in psutil.Process().children()),

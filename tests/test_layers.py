@@ -21,18 +21,6 @@ from sandboxlib import Container, Mount
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "sandboxlib"
 
-def ready() -> int:
-    return os.getpid()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def workers_ready(workers):
-    """Wait until the rootless workers run (their start-up's short-lived
-    helpers would otherwise count as a leak of the first test)."""
-    for worker in workers.values():
-        worker.call(ready)
-
-
 # The module map of docs/architecture.md: a module may import its own layer and below.
 LAYERS = {
     "errors": 0,

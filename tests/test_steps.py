@@ -21,11 +21,11 @@ import psutil
 import pytest
 
 import sandboxlib as sb
-from sandboxlib import IdMapping, protocol, statedir
+from sandboxlib import IdMapping, protocol
 from sandboxlib._lowlevel import Step
 from sandboxlib.failures import exec_error
 
-from .conftest import Runner
+from .conftest import Runner, state_records
 
 # Set up by the C child / sbx-init before the container runs: fail in start().
 CONTAINER_STEPS = ["SYNC", "IDENTITY", "HOSTNAME", "NETWORK", "PROPAGATION", "BASE", "ROOT", "MOUNT",
@@ -36,43 +36,12 @@ COMMAND_STEPS = ["FORK", "STDIO", "RLIMIT", "CHDIR", "USER", "NO_NEW_PRIVS", "CA
 OTHER_STEPS = ["NONE", "CLONE", "REQUEST", "SECCOMP"]
 
 
-def ready() -> int:
-    return os.getpid()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def workers_ready(workers):
-    """Wait until the rootless workers run (their start-up's short-lived
-    helpers would otherwise count as a leak of the first test)."""
-    for worker in workers.values():
-        worker.call(ready)
-
-
 def test_every_step_is_covered():
     assert sorted(CONTAINER_STEPS + COMMAND_STEPS + OTHER_STEPS) == sorted(Step.__members__)
 
 
-def _own_state_records() -> list:
-    """This process's container records (other test runs may share the directory)."""
-    root = statedir.state_root()
-    try:
-        names = os.listdir(root)
-    except FileNotFoundError:
-        return []
-    own = []
-    for name in names:
-        try:
-            with open(os.path.join(root, name)) as f:
-                owner = f.read().split()[:1]
-        except FileNotFoundError:
-            continue
-        if owner == [str(os.getpid())]:
-            own.append(name)
-    return sorted(own)
-
-
 def _snapshot() -> dict:
-    state = _own_state_records()
+    state = state_records()
     return {"fds": sorted(os.listdir("/proc/self/fd")),
             "children": sorted(c.pid for c in psutil.Process().children()),
             "state": state}
