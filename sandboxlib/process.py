@@ -133,6 +133,12 @@ class Process:
         """Its container is gone: so is the process.  Release the reply socket
         and pidfd now (pipes stay: what is buffered in them is still the caller's)."""
         if self.returncode is None:
+            self._failure = None  # an EOF now is the end, not a failure to start
+            try:
+                if self._reply.fileno() >= 0 and self._take_reply(0):  # its exit status, if sent
+                    return
+            except OSError:
+                pass
             self.returncode = -signal_module.SIGKILL
             self.ended = time.monotonic()
             self._release()

@@ -50,7 +50,11 @@ def check_exit_kills_everything():
     assert _wait_gone(pids), pids
     with pytest.raises(sb.ContainerStateError):
         c.run(["true"])
+    with pytest.raises(sb.ContainerStateError):
+        c.spawn(["true"])
     c.close()  # idempotent
+    c.close()
+    c.stop()
 
 
 def test_exit_kills_everything(runner):
@@ -59,28 +63,46 @@ def test_exit_kills_everything(runner):
 
 def check_stop():
     with sb.Container() as c:
-        c.spawn(["sh", "-c", "trap '' TERM; sleep 100"])
-        time.sleep(0.2)
+        stubborn = c.spawn(["sh", "-c", "trap '' TERM; sleep 100"])
+        time.sleep(0.2)  # let the trap be installed
         start = time.monotonic()
         c.stop(timeout=0.5)
-        stubborn = time.monotonic() - start
+        stubborn_time = time.monotonic() - start
+        stubborn_code = stubborn.wait(10)
     with sb.Container() as c:
-        c.spawn(["sleep", "100"])
+        coop = c.spawn(["sleep", "100"])
         start = time.monotonic()
         c.stop(timeout=30)
-        cooperative = time.monotonic() - start
+        coop_time = time.monotonic() - start
+        coop_code = coop.wait(10)
         c.stop()
     with sb.Container() as c:
         start = time.monotonic()
         c.stop(timeout=30)
         idle = time.monotonic() - start
-    return stubborn, cooperative, idle
+    return stubborn_code, stubborn_time, coop_code, coop_time, idle
 
 
 def test_stop(runner):
-    stubborn, cooperative, idle = runner(check_stop)
-    assert 0.4 < stubborn < 10, stubborn  # SIGKILL after the grace time
-    assert cooperative < 10 and idle < 10, (cooperative, idle)  # not the 30 s grace
+    stubborn_code, stubborn_time, coop_code, coop_time, idle = runner(check_stop)
+    assert stubborn_code == -signal.SIGKILL and stubborn_time < 10, (stubborn_code, stubborn_time)
+    assert coop_code == -signal.SIGTERM and coop_time < 10, (coop_code, coop_time)  # not the 30 s grace
+    assert idle < 10, idle
+
+
+def check_exit_status_survives_close():
+    with sb.Container() as c:
+        p = c.spawn(["sh", "-c", "exit 7"])
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the init has reaped it ...
+        time.sleep(0.1)  # ... and queued its exit reply (sent right after the reap)
+    return p.wait(10)
+
+
+def test_exit_status_survives_close(runner):
+    # a command that ended before the container closed keeps its own exit status
+    assert runner(check_exit_status_survives_close) == 7
 
 
 def check_failed_start_leaks_nothing():
@@ -94,6 +116,15 @@ def check_failed_start_leaks_nothing():
     c._fault = (int(Step.PIVOT), errno.EIO)
     with pytest.raises(sb.SetupError):
         sb.run(["true"], container=c)
+    c = sb.Container()
+    c._fault = (int(Step.MOUNT), errno.EIO)
+    try:
+        with pytest.raises(sb.SetupError):
+            c._run(["true"], input=None, timeout=None, stdin=None, stdout=sb.PIPE, stderr=sb.PIPE,
+                   env=None, cwd=None, user=None, main=True)
+    finally:
+        c.close()
+    assert c.pid is None
 
 
 def test_failed_start_leaks_nothing(runner):

@@ -54,6 +54,8 @@ def check_environment():
     with sb.Container(env={"A": "1"}) as c:
         env = dict(line.split("=", 1) for line in c.run(["env"], env={"A": "2", "C": "3"}).stdout.decode().splitlines())
     assert env["A"] == "2" and env["C"] == "3"
+    with pytest.raises(sb.ConfigError):
+        sb.run(["true"], env={"A=B": "1"})
 
 
 def test_environment(runner):
@@ -72,6 +74,9 @@ def check_rlimits():
     assert rows["Max core file size"] == ["0", "0"]
     assert rows["Max file size"] == [str(1 << 20), str(1 << 20)]
     assert rows["Max stack size"] == [str(8 << 20), str(16 << 20)]
+    text = sb.run(["cat", "/proc/self/limits"], limits=sb.Limits(nproc=(100, 200))).stdout.decode()
+    rows = {line[:26].strip(): line[26:].split()[:2] for line in text.splitlines()[1:]}
+    assert rows["Max processes"] == ["100", "200"], rows
     r = sb.run(["dd", "if=/dev/zero", "of=/tmp/big", "bs=1M", "count=2"], limits=sb.Limits(fsize="1M"))
     assert (r.signal, r.exit_code) == (signal.SIGXFSZ, 128 + signal.SIGXFSZ), r
 
@@ -98,6 +103,16 @@ def check_cwd_and_user(root):
         out = c.run(["sh", "-c", "id -u; id -g; echo $HOME"], user="app").stdout.split()
         assert out == [b"1000", b"1000", b"/home/app"], out
         return c.run(["id", "-G"], user="app").stdout.split()
+
+
+def check_unknown_user(root):
+    with pytest.raises(sb.ConfigError) as info:
+        sb.run(["true"], rootfs=root, read_only=True, user="nosuchuser")
+    return info.value.field
+
+
+def test_unknown_user(runner, busybox_root):
+    assert runner(check_unknown_user, busybox_root) == "user"
 
 
 def test_cwd_and_user(runner, busybox_root):
@@ -218,6 +233,9 @@ def check_process_api():
         assert info.value.stdout == b"early\n"
         out, _ = p.communicate(timeout=30)  # goes on where it stopped
         assert out == b"early\nlate\n" and p.returncode == 0
+        p = c.spawn(["sleep", "100"])
+        p.send_signal(signal.SIGUSR1)
+        assert p.wait(10) == -signal.SIGUSR1 and p.poll() == -signal.SIGUSR1
 
 
 def test_process_api(runner):
