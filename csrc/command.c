@@ -89,14 +89,21 @@ static void set_stdio(const struct sbx_command *cmd)
     CHECK(SBX_STEP_STDIO, sbx_close_range(3, ~0U, CLOSE_RANGE_CLOEXEC));
 }
 
+/* The kernel's struct sigaction: the raw syscall also resets the signals a
+ * libc reserves for itself (32-34), which an ignoring host process passes on. */
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+
 void sbx_reset_dispositions(void)
 {
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < _NSIG; sig++)
+    struct kernel_sigaction dfl = {.handler = SIG_DFL};
+    for (int sig = 1; sig <= 64; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL);  /* EINVAL for libc-reserved signals is fine */
+            syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
 }
 
 int sbx_drop_bounding(uint64_t keep)

@@ -6,6 +6,7 @@ import os
 import resource
 import signal
 import sys
+import subprocess
 import tempfile
 
 import pytest
@@ -240,3 +241,32 @@ def check_process_api():
 
 def test_process_api(runner):
     runner(check_process_api)
+
+
+IGNORE_32 = r"""
+#include <stdint.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+struct ksa { void (*h)(int); unsigned long f; void (*r)(void); uint64_t m; };
+int main(int argc, char **argv) {
+    struct ksa ign = {SIG_IGN, 0, 0, 0};
+    syscall(SYS_rt_sigaction, 32, &ign, 0, 8);  /* libc refuses: it reserves 32-34 */
+    execv(argv[1], argv + 1);
+    return 127;
+}
+"""
+
+
+def test_reserved_signals_ignored_by_the_host_are_reset(tmp_path):
+    """A host process may ignore a signal its libc reserves (32-34): the
+    command still gets the default disposition."""
+    source, wrapper = tmp_path / "ignore32.c", tmp_path / "ignore32"
+    source.write_text(IGNORE_32)
+    subprocess.run(["cc", "-o", str(wrapper), str(source)], check=True)
+    code = ("import sandboxlib as sb; "
+            "print([l for l in sb.run(['cat', '/proc/self/status']).stdout.decode().splitlines() "
+            "if l.startswith('SigIgn')][0].split()[1])")
+    out = subprocess.run([str(wrapper), sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+    assert int(out.stdout, 16) == 0, out
