@@ -84,6 +84,7 @@ class Process:
         self._reply = reply
         self._send_signal = signal_sender
         self._partial = {1: bytearray(), 2: bytearray()}
+        self._input_left: Optional[memoryview] = None  # what communicate() has still to write
         self.stdin = open(pipes[0], "wb", buffering=0) if pipes[0] is not None else None
         self.stdout = open(pipes[1], "rb", buffering=0) if pipes[1] is not None else None
         self.stderr = open(pipes[2], "rb", buffering=0) if pipes[2] is not None else None
@@ -204,9 +205,11 @@ class Process:
 
     def _register(self, sel: selectors.BaseSelector, input: Optional[bytes]) -> None:
         if self.stdin is not None and not self.stdin.closed:
-            if input:
+            if self._input_left is None:  # the first call's input; later calls go on with it
+                self._input_left = memoryview(input or b"")
+            if self._input_left:
                 os.set_blocking(self.stdin.fileno(), False)
-                sel.register(self.stdin, selectors.EVENT_WRITE, memoryview(input))
+                sel.register(self.stdin, selectors.EVENT_WRITE, "stdin")
             else:
                 self.stdin.close()
         for which, stream in ((1, self.stdout), (2, self.stderr)):
@@ -219,15 +222,13 @@ class Process:
         if key.data == "exit":
             sel.unregister(key.fileobj)
             self._take_reply(None)
-        elif isinstance(key.data, memoryview):
+        elif key.data == "stdin":
             try:
-                written = os.write(key.fd, key.data[:_CHUNK])
+                written = os.write(key.fd, self._input_left[:_CHUNK])
             except BrokenPipeError:
-                written = len(key.data)
-            rest = key.data[written:]
-            if rest:
-                sel.modify(key.fileobj, selectors.EVENT_WRITE, rest)
-            else:
+                written = len(self._input_left)
+            self._input_left = self._input_left[written:]
+            if not self._input_left:
                 sel.unregister(key.fileobj)
                 key.fileobj.close()
         else:
