@@ -65,22 +65,28 @@ static struct child *find_by_id(uint32_t id)
     return NULL;
 }
 
-static void send_reply(int fd, const struct sbx_reply *r, int pass_fd)
+/* Send a reply; with pid > 0, also SCM_CREDENTIALS naming that pid, which
+ * the kernel translates into the receiver's pid namespace (the init may
+ * name its children: it has CAP_SYS_ADMIN over their pid namespace).  The
+ * host so learns the command's pid even if it has exited and been reaped
+ * by the time the host reads the reply. */
+static void send_reply(int fd, const struct sbx_reply *r, pid_t pid)
 {
     struct iovec iov = {.iov_base = (void *)r, .iov_len = sizeof(*r)};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(struct ucred))];
         struct cmsghdr align;
     } u;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pass_fd >= 0) {
+    if (pid > 0) {
+        struct ucred cred = {.pid = pid, .uid = getuid(), .gid = getgid()};
         msg.msg_control = u.buf;
         msg.msg_controllen = sizeof(u.buf);
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+        c->cmsg_type = SCM_CREDENTIALS;
+        c->cmsg_len = CMSG_LEN(sizeof(cred));
+        memcpy(CMSG_DATA(c), &cred, sizeof(cred));
     }
     while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
         ;
@@ -89,7 +95,7 @@ static void send_reply(int fd, const struct sbx_reply *r, int pass_fd)
 static void reply_failed(int fd, int step, int err, int index)
 {
     struct sbx_reply r = {.type = SBX_REPLY_FAILED, .report = {step, err, index}};
-    send_reply(fd, &r, -1);
+    send_reply(fd, &r, 0);
 }
 
 /* Kill every other process in the container and reap them all. */
@@ -101,7 +107,7 @@ static __attribute__((noreturn)) void end_container(void)
     _exit(0);
 }
 
-/* Fork and exec one command; reply STARTED (with a pidfd) or FAILED.
+/* Fork and exec one command; reply STARTED (with its pid as credentials) or FAILED.
  * Returns 1 when the child runs and keeps reply_fd, else 0. */
 static int start_command(struct sbx_command *cmd, int reply_fd)
 {
@@ -157,10 +163,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
     if (cmd->hdr->flags & SBX_EXEC_QUIET)
         return 1;
     struct sbx_reply r = {.type = SBX_REPLY_STARTED, .pid = pid};
-    int pidfd = sbx_pidfd_open(pid, 0);
-    send_reply(reply_fd, &r, pidfd);
-    if (pidfd >= 0)
-        close(pidfd);
+    send_reply(reply_fd, &r, pid);
     return 1;
 }
 
@@ -268,10 +271,10 @@ static void reap(void)
             kill(-1, SIGKILL);
             while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
                 ;
-            send_reply(c->reply_fd, &r, -1);
+            send_reply(c->reply_fd, &r, 0);
             _exit(0);
         }
-        send_reply(c->reply_fd, &r, -1);
+        send_reply(c->reply_fd, &r, 0);
         close(c->reply_fd);
         c->pid = 0;
     }

@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root"]
 
-NATIVE_VERSION = 8
+NATIVE_VERSION = 9
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 

@@ -58,14 +58,14 @@ class Submission:
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
             raise self._error(first)
-        return Process(self.request.argv, request_id=self.request.id, container_pid=first.pid, pidfd=first.fd, reply=self._reply,
+        return Process(self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=first.host_pid, reply=self._reply,
                        pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at)
 
     def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
                     lost: Callable[[], Optional[BaseException]]) -> Process:
         """The Process of a quiet request, without waiting for any reply: its
         wait/communicate raise the failure (``lost()`` explains an EOF)."""
-        return Process(self.request.argv, request_id=self.request.id, container_pid=0, pidfd=None, reply=self._reply,
+        return Process(self.request.argv, request_id=self.request.id, container_pid=0, host_pid=None, reply=self._reply,
                        pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
                        failure=lambda reply: self._error(reply, lost))
 
@@ -78,7 +78,7 @@ def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSp
         raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
                                   f"the limit is {protocol.MAX_REQUEST}")
     child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
-    reply, reply_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    reply, reply_child = protocol.reply_socketpair()
     submission = Submission(request, reply, ours)
     try:
         protocol.send_request(control, payload, [reply_child.fileno(), *child_fds])

@@ -48,24 +48,12 @@ class Result:
         return self.exit_code == 0 and not self.timed_out
 
 
-def _host_pid(pidfd: int) -> Optional[int]:
-    try:
-        with open(f"/proc/self/fdinfo/{pidfd}") as f:
-            for line in f:
-                if line.startswith("Pid:"):
-                    pid = int(line.split()[1])
-                    return pid if pid > 0 else None
-    except OSError:
-        return None
-    return None
-
-
 class Process:
     """A running command.  Mirrors ``subprocess.Popen``: ``pid``, ``returncode``,
     ``stdin``/``stdout``/``stderr`` (raw binary files when PIPE), ``poll``,
     ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``."""
 
-    def __init__(self, argv: Sequence[str], *, request_id: int, container_pid: int, pidfd: Optional[int],
+    def __init__(self, argv: Sequence[str], *, request_id: int, container_pid: int, host_pid: Optional[int],
                  reply: socket.socket, pipes: Sequence[Optional[int]],
                  signal_sender: Callable[[int, int, bool], None],
                  started: Optional[float] = None,
@@ -79,8 +67,7 @@ class Process:
         # or the socket's EOF then becomes the exception failure() returns.
         self._failure = failure
         self.ended: Optional[float] = None
-        self._pidfd = pidfd
-        self._pid: Optional[int] = _host_pid(pidfd) if pidfd is not None else None
+        self._pid = host_pid
         self._reply = reply
         self._send_signal = signal_sender
         self._partial = {1: bytearray(), 2: bytearray()}
@@ -126,13 +113,10 @@ class Process:
 
     def _release(self) -> None:
         self._reply.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
 
     def container_ended(self) -> None:
         """Its container is gone: so is the process.  Release the reply socket
-        and pidfd now (pipes stay: what is buffered in them is still the caller's)."""
+        now (pipes stay: what is buffered in them is still the caller's)."""
         if self.returncode is None:
             self._failure = None  # an EOF now is the end, not a failure to start
             try:
@@ -143,11 +127,6 @@ class Process:
             self.returncode = -signal_module.SIGKILL
             self.ended = time.monotonic()
             self._release()
-
-    def __del__(self) -> None:
-        if getattr(self, "_pidfd", None) is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
 
     def poll(self) -> Optional[int]:
         self._take_reply(0)

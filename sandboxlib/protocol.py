@@ -5,7 +5,6 @@ per-command reply socket and stdio fds as SCM_RIGHTS; replies come back on
 the reply socket.  Layouts mirror csrc/sbx.h."""
 from __future__ import annotations
 
-import os
 import resource
 import socket
 import struct
@@ -81,17 +80,32 @@ class Reply:
     step: int
     errno: int
     index: int
-    fd: Optional[int] = None  # a pidfd with STARTED
+    host_pid: Optional[int] = None  # with STARTED: the command's pid, translated to ours
+
+
+_CREDENTIALS = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+_CMSG_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+
+
+def reply_socketpair() -> Tuple[socket.socket, socket.socket]:
+    """(ours, the init's): ours receives the credentials that carry a command's pid."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return ours, theirs
 
 
 def decode_reply(sock: socket.socket) -> Optional[Reply]:
     """Read one reply; None when the init closed the socket without one."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, REPLY_SIZE, 1)
+    data, ancillary, _flags, _addr = sock.recvmsg(REPLY_SIZE, _CMSG_SPACE)
     if len(data) < REPLY_SIZE:
-        for fd in fds:
-            os.close(fd)
         return None
-    return Reply(*_REPLY.unpack(data), fd=fds[0] if fds else None)
+    reply = Reply(*_REPLY.unpack(data))
+    if reply.kind != REPLY_STARTED:
+        return reply  # other replies carry the init's own credentials: no command pid
+    for level, kind, payload in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(payload) >= _CREDENTIALS.size:
+            return attrs.evolve(reply, host_pid=_CREDENTIALS.unpack_from(payload)[0])
+    return reply
 
 
 def send_request(control: socket.socket, payload: bytes, fds: Sequence[int]) -> None:

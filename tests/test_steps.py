@@ -233,7 +233,7 @@ def check_malformed_request(case: str) -> dict:
     out = {}
     with sb.Container() as c:
         init = psutil.Process(c.pid)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = protocol.reply_socketpair()
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
             fds = [theirs.fileno()] + [null] * (nfds - 1)
@@ -243,7 +243,7 @@ def check_malformed_request(case: str) -> dict:
             null = -1
             ours.settimeout(10)
             reply = protocol.decode_reply(ours)
-            out["reply"] = None if reply is None else (reply.kind, reply.step, reply.errno, reply.fd)
+            out["reply"] = None if reply is None else (reply.kind, reply.step, reply.errno, reply.host_pid)
             # the init closed every fd it got: EOF after the one reply
             out["then"] = protocol.decode_reply(ours)
         finally:
