@@ -1,14 +1,21 @@
-"""Lifecycle and cleanup: everything of a container ends with it, also after
-errors, SIGKILL of its owner and from other threads; the host process is
-left alone."""
+"""Lifecycle and cleanup: everything of a container ends with it - on
+close, on stop, after errors, after a failed start, when its owner is
+SIGKILLed, when it is garbage-collected - containers work from many
+threads at once, and the host process is left as it was.
+
+Root and rootless (``runner``): the checks are module-level functions that
+do the work, assert, and return plain values.  Commands never inherit our
+stdio: the rootless worker's stdin and stdout are its channel to pytest."""
 from __future__ import annotations
 
 import errno
 import gc
 import os
+import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -21,211 +28,475 @@ from sandboxlib import statedir
 from sandboxlib._lowlevel import Step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
+NO_STDIN = {"stdin": sb.DEVNULL}
+
+# A tree that tries to outlive its container: an orphan, a process in its
+# own session, one ignoring SIGTERM and SIGHUP, and a stopped shell.
+STUBBORN_TREE = ("(sleep 1000 &); setsid sleep 1000 & trap '' TERM HUP; sleep 1000 & "
+                 "echo ready; kill -STOP $$; wait")
 
 
-def _gone(pid: int) -> bool:
+def _exists(pid: int) -> bool:
+    """The pid is a process, zombies included (a zombie not reaped is a leak too)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        psutil.Process(pid)
         return True
+    except psutil.NoSuchProcess:
+        return False
 
 
-def _wait_gone(pids, seconds=10.0) -> bool:
+def _wait_until(predicate, seconds: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds; the time is an upper bound for a hang."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if all(_gone(p) for p in pids):
+        if predicate():
             return True
         time.sleep(0.02)
-    return False
+    return predicate()
 
 
+def _descendants(pid: int, sleeps: int) -> list:
+    """The host pids of the process's descendants, once ``sleeps`` of them are sleep."""
+    found = []
+
+    def enough():
+        found[:] = psutil.Process(pid).children(recursive=True)
+        return sum(p.name() == "sleep" for p in found) >= sleeps
+    assert _wait_until(enough), found
+    return [p.pid for p in found]
+
+
+def _records() -> list:
+    try:
+        return sorted(os.listdir(statedir.state_root()))
+    except FileNotFoundError:
+        return []
+
+
+def _snapshot() -> dict:
+    """What a container leaves behind in this process when it leaks."""
+    return {"fds": sorted(os.listdir("/proc/self/fd")), "records": _records(),
+            "children": sorted(p.pid for p in psutil.Process().children(recursive=True)),
+            "threads": threading.active_count()}
+
+
+def _start_tree(c) -> tuple:
+    p = c.spawn(["sh", "-c", STUBBORN_TREE], stdin=sb.DEVNULL, stdout=sb.PIPE, stderr=sb.DEVNULL)
+    assert p.stdout.readline() == b"ready\n"
+    return p, [c.pid] + _descendants(c.pid, 3)  # sh and three sleeps
+
+
+# -- close ---------------------------------------------------------------------
 def check_exit_kills_everything():
-    pids = []
+    out = {}
+    with sb.Container() as c:
+        p, pids = _start_tree(c)
+        out["running inside"] = c.running
+    out["after exit"] = [pid for pid in pids if _exists(pid)]  # gone at once: close() reaps
+    out["state"] = (c.pid, c.running)
+    out["returncode"] = p.wait(10)
+    out["output"] = p.stdout.read()
+    p.close()
     with pytest.raises(RuntimeError):
         with sb.Container() as c:
-            p = c.spawn(["sh", "-c", "sleep 100 & sleep 100"])
-            pids = [c.pid, p.pid]
+            p, pids = _start_tree(c)
             raise RuntimeError("the body failed")
-    assert c.pid is None and not c.running
-    assert _wait_gone(pids), pids
-    with pytest.raises(sb.ContainerStateError):
-        c.run(["true"])
-    with pytest.raises(sb.ContainerStateError):
-        c.spawn(["true"])
-    c.close()  # idempotent
-    c.close()
-    c.stop()
+    out["after raise"] = [pid for pid in pids if _exists(pid)]
+    out["raise returncode"] = p.wait(10)
+    p.close()
+    out["count"] = len(pids)
+    return out
 
 
 def test_exit_kills_everything(runner):
-    runner(check_exit_kills_everything)
-
-
-def check_stop():
-    with sb.Container() as c:
-        stubborn = c.spawn(["sh", "-c", "trap '' TERM; sleep 100"])
-        time.sleep(0.2)  # let the trap be installed
-        start = time.monotonic()
-        c.stop(timeout=0.5)
-        stubborn_time = time.monotonic() - start
-        stubborn_code = stubborn.wait(10)
-    with sb.Container() as c:
-        coop = c.spawn(["sleep", "100"])
-        start = time.monotonic()
-        c.stop(timeout=30)
-        coop_time = time.monotonic() - start
-        coop_code = coop.wait(10)
-        c.stop()
-    with sb.Container() as c:
-        start = time.monotonic()
-        c.stop(timeout=30)
-        idle = time.monotonic() - start
-    return stubborn_code, stubborn_time, coop_code, coop_time, idle
-
-
-def test_stop(runner):
-    stubborn_code, stubborn_time, coop_code, coop_time, idle = runner(check_stop)
-    assert stubborn_code == -signal.SIGKILL and stubborn_time < 10, (stubborn_code, stubborn_time)
-    assert coop_code == -signal.SIGTERM and coop_time < 10, (coop_code, coop_time)  # not the 30 s grace
-    assert idle < 10, idle
+    out = runner(check_exit_kills_everything)
+    assert out["running inside"] and out["count"] == 5  # the init, sh and three sleeps
+    assert out["after exit"] == [] and out["after raise"] == [], out
+    assert out["state"] == (None, False)
+    assert out["returncode"] == out["raise returncode"] == -signal.SIGKILL
+    assert out["output"] == b""
 
 
 def check_exit_status_survives_close():
+    """A command that ended before its container closed keeps its own exit status."""
     with sb.Container() as c:
-        p = c.spawn(["sh", "-c", "exit 7"])
-        deadline = time.monotonic() + 10
-        while psutil.pid_exists(p.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the init has reaped it ...
-        time.sleep(0.1)  # ... and queued its exit reply (sent right after the reap)
-    return p.wait(10)
+        p = c.spawn(["sh", "-c", "exit 7"], **QUIET)
+        # until the init has reaped it and sent its exit reply (right after the reap)
+        assert _wait_until(lambda: len(psutil.Process(c.pid).children()) == 0)
+        c.run(["true"], **NO_STDIN)  # a round trip through the init: the reply is out
+    code = p.wait(10)
+    p.close()
+    return code
 
 
 def test_exit_status_survives_close(runner):
-    # a command that ended before the container closed keeps its own exit status
     assert runner(check_exit_status_survives_close) == 7
 
 
+def check_init_killed_from_outside():
+    with sb.Container() as c:
+        p, pids = _start_tree(c)
+        os.kill(c.pid, signal.SIGKILL)
+        gone = _wait_until(lambda: not any(_exists(pid) for pid in pids[1:]))
+        code = p.wait(10)
+        p.close()
+        with pytest.raises(sb.ContainerStateError):
+            c.run(["true"], **NO_STDIN)
+        with pytest.raises(sb.ContainerStateError):
+            c.spawn(["true"], **QUIET)
+        # (the init's own exit is notified after its namespace is emptied)
+        running = not _wait_until(lambda: not c.running)
+    return gone, code, running, c.pid, _exists(pids[0])
+
+
+def test_init_killed_from_outside(runner):
+    # the kernel ends the pid namespace with its init; the Container notices
+    assert runner(check_init_killed_from_outside) == (True, -signal.SIGKILL, False, None, False)
+
+
+def check_after_close():
+    c = sb.Container()
+    c.start()
+    with pytest.raises(sb.ContainerStateError):
+        c.start()  # only once
+    c.close()
+    c.close()  # idempotent
+    c.stop()  # fine on a closed container
+    c.stop(timeout=0)
+    errors = []
+    for call in (lambda: c.run(["true"], **NO_STDIN), lambda: c.spawn(["true"], **QUIET), c.start,
+                 lambda: sb.run(["true"], container=c, **NO_STDIN)):
+        with pytest.raises(sb.ContainerStateError) as info:
+            call()
+        errors.append(type(info.value).__name__)
+    with c:  # entering a closed container does not start it again
+        with pytest.raises(sb.ContainerStateError):
+            c.run(["true"], **NO_STDIN)
+    never = sb.Container()
+    never.close()  # never started: close and stop are fine ...
+    never.stop()
+    with pytest.raises(sb.ContainerStateError):
+        never.start()  # ... and it cannot start any more
+    return errors, c.pid, c.running
+
+
+def test_after_close(runner):
+    errors, pid, running = runner(check_after_close)
+    assert errors == ["ContainerStateError"] * 4 and (pid, running) == (None, False)
+
+
+# -- stop ------------------------------------------------------------------------
+def check_stop():
+    out = {}
+    with sb.Container() as c:
+        stubborn = c.spawn(["sh", "-c", "trap '' TERM; echo ready; sleep 100"], stdin=sb.DEVNULL,
+                           stdout=sb.PIPE, stderr=sb.DEVNULL)
+        assert stubborn.stdout.readline() == b"ready\n"  # the trap is in place
+        pids = [c.pid] + _descendants(c.pid, 1)
+        c.stop(timeout=0.5)
+        out["stubborn"] = stubborn.wait(10)
+        out["stubborn gone"] = [pid for pid in pids if _exists(pid)]
+        stubborn.close()
+        out["stopped"] = (c.pid, c.running)
+        c.stop()  # again: fine
+        with pytest.raises(sb.ContainerStateError):
+            c.run(["true"], **NO_STDIN)
+    with sb.Container() as c:
+        coop = c.spawn(["sh", "-c", "trap 'echo got TERM; exit 5' TERM; echo ready; sleep 100 & wait"],
+                       stdin=sb.DEVNULL, stdout=sb.PIPE, stderr=sb.DEVNULL)
+        assert coop.stdout.readline() == b"ready\n"
+        plain = c.spawn(["sleep", "100"], **QUIET)
+        # both sleeps have exec'd (a shell's child that has not reset its traps yet would
+        # take the SIGTERM for the trap and then sleep on: a race of the shell, not ours)
+        _descendants(c.pid, 2)
+        start = time.monotonic()
+        c.stop(timeout=60)
+        out["coop time"] = time.monotonic() - start
+        out["coop"] = (coop.wait(10), coop.stdout.read())
+        out["plain"] = plain.wait(10)
+        coop.close()
+        plain.close()
+    # stop from another thread while this one waits in run()
+    with sb.Container() as c:
+        results = []
+        runner = threading.Thread(target=lambda: results.append(c.run(["sleep", "100"], **NO_STDIN)))
+        runner.start()
+        assert _wait_until(lambda: len(psutil.Process(c.pid).children()) == 1)
+        c.stop(timeout=60)
+        runner.join(60)
+        out["run stopped"] = (results[0].signal, results[0].exit_code, results[0].timed_out)
+    with sb.Container() as c:  # an empty container stops at once
+        start = time.monotonic()
+        c.stop(timeout=60)
+        out["idle time"] = time.monotonic() - start
+    return out
+
+
+def test_stop(runner):
+    out = runner(check_stop)
+    assert out["stubborn"] == -signal.SIGKILL  # SIGTERM ignored: killed after the timeout
+    assert out["stubborn gone"] == [] and out["stopped"] == (None, False)
+    # SIGTERM handled: the command ended by itself, long before the 60 s grace
+    assert out["coop"] == (5, b"got TERM\n") and out["plain"] == -signal.SIGTERM
+    assert out["coop time"] < 30 and out["idle time"] < 30, out
+    assert out["run stopped"] == (signal.SIGTERM, 128 + signal.SIGTERM, False)
+
+
+# -- failed start ------------------------------------------------------------------
 def check_failed_start_leaks_nothing():
-    c = sb.Container()
-    c._fault = (int(Step.MOUNT), errno.EIO)
-    with pytest.raises(sb.SetupError):
+    before = _snapshot()
+    out = []
+
+    def failed(c, how):
+        with pytest.raises(sb.SetupError) as info:
+            how(c)
+        assert (c.pid, c.running) == (None, False)
+        with pytest.raises(sb.ContainerStateError):
+            c.run(["true"], **NO_STDIN)  # a failed container stays failed
+        with pytest.raises(sb.ContainerStateError):
+            c.start()
+        out.append((info.value.step, info.value.errno))
+
+    def with_block(c):
         with c:
-            pass
-    assert c.pid is None
-    c = sb.Container()
-    c._fault = (int(Step.PIVOT), errno.EIO)
-    with pytest.raises(sb.SetupError):
-        sb.run(["true"], container=c)
-    c = sb.Container()
-    c._fault = (int(Step.MOUNT), errno.EIO)
-    try:
-        with pytest.raises(sb.SetupError):
-            c._run(["true"], input=None, timeout=None, stdin=None, stdout=sb.PIPE, stderr=sb.PIPE,
-                   env=None, cwd=None, user=None, main=True)
-    finally:
-        c.close()
-    assert c.pid is None
+            raise AssertionError("the body of a failed start ran")
+
+    for step in (Step.MOUNT, Step.PIVOT, Step.HOSTNAME):
+        for how in (with_block, sb.Container.start, lambda c: sb.run(["true"], container=c, **NO_STDIN)):
+            c = sb.Container()
+            c._fault = (int(step), errno.EIO)
+            failed(c, how)
+    # for real: a bind source that disappears between configuration and start
+    for how in (with_block, lambda c: sb.run(["true"], container=c, **NO_STDIN)):
+        source = tempfile.mkdtemp()
+        c = sb.Container(mounts=[sb.Mount.bind(source, "/data")])
+        os.rmdir(source)
+        failed(c, how)
+    gc.collect()
+    after = _snapshot()
+    assert after == before, (before, after)
+    return out
 
 
 def test_failed_start_leaks_nothing(runner):
-    runner(check_failed_start_leaks_nothing)
+    out = runner(check_failed_start_leaks_nothing)
+    assert out[:9] == [("MOUNT", errno.EIO)] * 3 + [("PIVOT", errno.EIO)] * 3 + [("HOSTNAME", errno.EIO)] * 3
+    assert out[9:] == [("MOUNT", errno.ENOENT)] * 2
 
 
+# -- the owner is SIGKILLed ----------------------------------------------------------
 OWNER = textwrap.dedent("""
-    import sandboxlib as sb, time
+    import os, sandboxlib as sb, threading, time
     c = sb.Container(); c.start()
-    p = c.spawn(["sleep", "1000"])
-    print(c.id, c.pid, p.pid, flush=True)
+    p = c.spawn(["sleep", "1000"], stdin=sb.DEVNULL, stdout=sb.DEVNULL, stderr=sb.DEVNULL)
+    # and one started from a thread that has ended
+    box = {}
+    t = threading.Thread(target=lambda: box.update(c=sb.Container().start()))
+    t.start(); t.join()
+    q = box["c"].spawn(["sleep", "1000"], stdin=sb.DEVNULL, stdout=sb.DEVNULL, stderr=sb.DEVNULL)
+    print(os.getpid(), c.id, c.pid, p.pid, box["c"].id, box["c"].pid, q.pid, flush=True)
     time.sleep(1000)
 """)
+SWEEPER = "import sandboxlib as sb; assert sb.run(['true'], stdin=sb.DEVNULL).ok"
 
 
-def test_sigkill_of_the_owner():
+def check_sigkill_of_the_owner():
     env = dict(os.environ, PYTHONPATH=REPO)
-    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True, env=env)
-    container_id, init_pid, sleep_pid = owner.stdout.readline().split()
-    owner.stdout.close()
-    record = os.path.join(statedir.state_root(), container_id)
-    assert os.path.exists(record)
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             env=env)
+    try:
+        line = owner.stdout.readline().split()
+    finally:
+        owner.stdout.close()
+    owner_pid, first_id, *first, second_id, second_init, second_sleep = line
+    pids = [int(x) for x in first + [second_init, second_sleep]]
+    ids = [first_id.decode(), second_id.decode()]
+    paths = [os.path.join(statedir.state_root(), ident) for ident in ids]
+    records = []
+    for path in paths:
+        with open(path) as f:
+            records.append(f.read().split())
+    alive = [_exists(pid) for pid in pids]
     owner.kill()
     owner.wait()
-    assert _wait_gone([int(init_pid), int(sleep_pid)]), "the container outlived its owner"
-    assert os.path.exists(record)  # left behind ...
-    subprocess.run([sys.executable, "-c", "import sandboxlib as sb; sb.run(['true'])"], env=env, check=True)
-    assert not os.path.exists(record)  # ... and swept by the next start
+    gone = _wait_until(lambda: not any(_exists(pid) for pid in pids))
+    left = [os.path.exists(path) for path in paths]  # the owner could not remove them ...
+    subprocess.run([sys.executable, "-c", SWEEPER], env=env, check=True, timeout=120,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    swept = [not os.path.exists(path) for path in paths]  # ... the next start did
+    return {"owner": int(owner_pid) == owner.pid, "alive": alive, "gone": gone, "left": left, "swept": swept,
+            "records": [(int(r[0]) == owner.pid, int(r[2])) for r in records], "pids": pids}
 
 
+def test_sigkill_of_the_owner(runner):
+    out = runner(check_sigkill_of_the_owner)
+    first_init, first_sleep, second_init, second_sleep = out["pids"]
+    assert out["owner"] and out["alive"] == [True] * 4
+    assert out["gone"], "a container outlived its SIGKILLed owner"
+    assert out["records"] == [(True, first_init), (True, second_init)]
+    assert out["left"] == [True, True] and out["swept"] == [True, True]
+
+
+# -- threads --------------------------------------------------------------------
 def check_started_from_a_short_lived_thread():
     box = {}
-    thread = threading.Thread(target=lambda: box.setdefault("c", sb.Container().start()))
+
+    def start():
+        c = sb.Container().start()
+        box["c"] = c
+        box["p"] = c.spawn(["sh", "-c", "read x; echo got $x"], stdin=sb.PIPE, stdout=sb.PIPE,
+                           stderr=sb.DEVNULL)
+
+    thread = threading.Thread(target=start)
     thread.start()
     thread.join()
-    time.sleep(0.2)  # PR_SET_PDEATHSIG would have fired by now
-    c = box["c"]
+    c, p = box["c"], box["p"]
     try:
-        assert c.running
-        assert c.run(["echo", "alive"]).stdout == b"alive\n"
+        # PR_SET_PDEATHSIG would have fired when the thread ended: give it a moment
+        time.sleep(0.3)
+        out = {"running": c.running, "init alive": _exists(c.pid), "command alive": _exists(p.pid)}
+        out["run"] = c.run(["echo", "alive"], **NO_STDIN).stdout
+        out["spawned"] = p.communicate(b"it\n", timeout=30)
+        out["code"] = p.returncode
+        # closed from yet another thread
+        pid = c.pid
+        closer = threading.Thread(target=c.close)
+        closer.start()
+        closer.join()
+        out["closed"] = (c.running, _exists(pid))
     finally:
         c.close()
+    return out
 
 
 def test_started_from_a_short_lived_thread(runner):
-    runner(check_started_from_a_short_lived_thread)
+    out = runner(check_started_from_a_short_lived_thread)
+    assert out == {"running": True, "init alive": True, "command alive": True, "run": b"alive\n",
+                   "spawned": (b"got it\n", None), "code": 0, "closed": (False, False)}
+
+
+THREADS, PER_THREAD = 10, 5
 
 
 def check_concurrency():
-    errors = []
+    before = _records()
+    errors, inits, seen = [], [], []
+    all_started = threading.Barrier(THREADS, timeout=120)
+    go = threading.Barrier(THREADS, timeout=120)
 
-    def one_shot(i):
-        for j in range(5):
-            try:
-                r = sb.run(["hostname"], hostname=f"t{i}n{j}")
-                assert r.stdout == f"t{i}n{j}\n".encode(), r
-            except BaseException as err:  # noqa: BLE001 - collected for the assert
-                errors.append(repr(err))
+    def worker(i):
+        boxes = []
+        try:
+            go.wait()  # all threads start their containers at once
+            for j in range(PER_THREAD):
+                boxes.append(sb.Container(hostname=f"t{i}-c{j}").start())
+            inits.extend(c.pid for c in boxes)
+            all_started.wait()  # all 50 are running now
+            seen.append(len(_records()))
+            for j, c in enumerate(boxes):
+                r = c.run(["sh", "-c", 'hostname; echo "$HOSTNAME"; echo $((6 * 7)) $0', f"arg{i}.{j}"],
+                          **NO_STDIN)
+                assert r.ok and r.stdout == f"t{i}-c{j}\nt{i}-c{j}\n42 arg{i}.{j}\n".encode(), r
+        except BaseException as err:  # noqa: BLE001 - collected for the assert
+            errors.append(repr(err))
+            all_started.abort()
+        finally:
+            for c in boxes:
+                c.close()
 
-    threads = [threading.Thread(target=one_shot, args=(i,)) for i in range(10)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(300)
+    assert not errors, errors[:3]
+    assert len(set(inits)) == THREADS * PER_THREAD
+    left = [pid for pid in inits if _exists(pid)]
+    assert left == [] and _records() == before, (left, _records())
+    # many threads, one container: concurrent commands keep their own streams
     with sb.Container() as c:
         def shared(i):
             try:
-                assert c.run(["echo", str(i)]).stdout == f"{i}\n".encode()
+                r = c.run(["sh", "-c", f"echo out{i}; echo err{i} >&2; exit {i}"], **NO_STDIN)
+                assert (r.stdout, r.stderr, r.exit_code) == (f"out{i}\n".encode(), f"err{i}\n".encode(), i), r
             except BaseException as err:  # noqa: BLE001
                 errors.append(repr(err))
-        threads = [threading.Thread(target=shared, args=(i,)) for i in range(10)]
+        threads = [threading.Thread(target=shared, args=(i,)) for i in range(20)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            t.join(300)
     assert not errors, errors[:3]
+    return min(seen)
 
 
 def test_concurrency(runner):
-    runner(check_concurrency)
+    # all 50 records existed at once (and this session's records only)
+    assert runner(check_concurrency) >= THREADS * PER_THREAD
 
 
-def test_garbage_collected_container_warns_and_dies():
+# -- garbage collection -------------------------------------------------------------
+def check_garbage_collected_container_warns_and_dies():
     c = sb.Container().start()
-    pid = c.pid
-    with pytest.warns(ResourceWarning):
+    p = c.spawn(["sleep", "1000"], **QUIET)
+    pids = [c.pid, p.pid]
+    p.close()
+    del p  # a Process keeps its Container alive (it can signal through it)
+    with pytest.warns(ResourceWarning, match="never closed"):
         del c
         gc.collect()
-    assert _wait_gone([pid])
+    return [pid for pid in pids if _exists(pid)]
 
 
-def test_host_process_left_alone():
-    valid = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
-    before = (os.getcwd(), os.umask(0o022), dict(os.environ), [signal.getsignal(s) for s in valid],
-              signal.pthread_sigmask(signal.SIG_BLOCK, []))
-    os.umask(before[1])
-    sb.run(["true"])
-    with sb.Container() as c:
-        c.run(["true"])
-        c.spawn(["true"]).wait(10)
-    after = (os.getcwd(), os.umask(0o022), dict(os.environ), [signal.getsignal(s) for s in valid],
-             signal.pthread_sigmask(signal.SIG_BLOCK, []))
-    os.umask(after[1])
-    assert after == before
+def test_garbage_collected_container_warns_and_dies(runner):
+    assert runner(check_garbage_collected_container_warns_and_dies) == []
+
+
+# -- the host process ------------------------------------------------------------
+def _host_state() -> dict:
+    valid = sorted(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return {
+        "cwd": os.getcwd(), "umask": umask, "environ": dict(os.environ),
+        "handlers": {int(s): signal.getsignal(s) for s in valid},
+        "mask": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        "rlimits": {name: resource.getrlimit(getattr(resource, name))
+                    for name in dir(resource) if name.startswith("RLIMIT_")},
+        "ids": (os.getresuid(), os.getresgid(), sorted(os.getgroups())),
+        "session": (os.getpgrp(), os.getsid(0)), "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "threads": threading.active_count(), "children": psutil.Process().children(recursive=True),
+        "root": os.stat("/").st_ino, "namespaces": sorted(os.readlink(f"/proc/self/ns/{n}")
+                                                         for n in os.listdir("/proc/self/ns")),
+    }
+
+
+def check_host_process_left_alone():
+    before = _host_state()
+    sb.run(["true"], **NO_STDIN)
+    sb.run(["sh", "-c", "cd /tmp; umask 077; export X=1; trap '' INT; ulimit -n 64; pwd"],
+           env={"Y": "2"}, cwd="/tmp", limits=sb.Limits(nofile=128), **NO_STDIN)
+    assert sb.run(["sleep", "100"], timeout=0.2, **NO_STDIN).timed_out
+    with pytest.raises(sb.CommandNotFoundError):
+        sb.run(["no-such-command-sbx"], **NO_STDIN)
+    failing = sb.Container()
+    failing._fault = (int(Step.MOUNT), errno.EIO)
+    with pytest.raises(sb.SetupError):
+        failing.start()
+    with sb.Container(env={"Z": "3"}, cwd="/etc", limits=sb.Limits(nofile=100, core=0)) as c:
+        c.run(["true"], **NO_STDIN)
+        with c.spawn(["sleep", "100"], **QUIET) as p:
+            p.terminate()
+            p.wait(30)
+        assert c.run(["sleep", "100"], timeout=0.2, **NO_STDIN).timed_out
+        c.spawn(["sleep", "100"], **QUIET).close()
+        c.stop(timeout=1)
+    after = _host_state()
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, changed
+    return len(before["handlers"])
+
+
+def test_host_process_left_alone(runner):
+    assert runner(check_host_process_left_alone) > 30

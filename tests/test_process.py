@@ -738,6 +738,33 @@ def test_process_api(runner):
     assert out["caught"] == 9
 
 
+def check_spawned_pid_is_known():
+    """Process.pid is the host pid even when the command ended before
+    spawn() returned (Popen.pid is always set).  Busy processes in the
+    container make that likely: the init reaps ``true`` before we look."""
+    pids = []
+    with sb.Container() as c:
+        hogs = [c.spawn(["sh", "-c", "while :; do :; done"], **QUIET) for _ in range(3)]
+        try:
+            for _ in range(50):
+                with c.spawn(["true"], **QUIET) as p:
+                    pids.append(p.pid)
+                    assert p.wait(30) == 0
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait(30)
+                hog.close()
+    return pids
+
+
+def test_spawned_pid_is_known(runner):
+    pids = runner(check_spawned_pid_is_known)
+    missing = sum(pid is None for pid in pids)
+    assert missing == 0, f"Process.pid is None for {missing} of {len(pids)} spawned commands"
+    assert all(pid > 1 for pid in pids)
+
+
 def check_communicate_resumes_writing_input():
     """communicate(input, timeout) that times out while the input is being
     written goes on with the rest of the input when called again, as
