@@ -211,7 +211,7 @@ class ContainerConfig:
     env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
     user: Optional[str] = None
-    cwd: str = "/"
+    cwd: str = attrs.field(default="/", converter=lambda value: container_path(value, "cwd"))
     limits: Limits = attrs.field(factory=Limits)
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
@@ -242,7 +242,6 @@ class ContainerConfig:
             mount.check(f"mounts[{i}]")
         if self.user is not None:
             check_text(self.user if isinstance(self.user, str) else str(self.user), "user")
-        container_path(self.cwd, "cwd")
         self.limits.rlimits()
         self.capabilities()
 
