@@ -94,6 +94,20 @@ static void *netns_thread(void *arg)
     return NULL;
 }
 
+/* The scheduler queues a new thread on its creator's CPU and, measured,
+ * often leaves it there while another CPU idles: the namespace was then
+ * made only once the main thread waited for it.  Keep the thread off the
+ * main thread's CPU (when the container may use another). */
+static void away_from_this_cpu(pthread_t thread)
+{
+    cpu_set_t set;
+    int cpu = sched_getcpu();
+    if (cpu < 0 || sched_getaffinity(0, sizeof(set), &set) < 0 || CPU_COUNT(&set) < 2)
+        return;
+    CPU_CLR(cpu, &set);
+    pthread_setaffinity_np(thread, sizeof(set), &set);  /* best effort */
+}
+
 static void netns_start(void)
 {
     netns_job.fd = -1;
@@ -104,6 +118,7 @@ static void netns_start(void)
     if (r != 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_NETWORK, r, -1);
     netns_job.started = 1;
+    away_from_this_cpu(netns_job.thread);
 }
 
 static void loopback_up(void);

@@ -149,6 +149,9 @@ class Container:
         self._control = control
         push(control.close)
         child_ends = [err_w, control_child.detach()]
+        # Queued before the clone: the child reads it as soon as it starts,
+        # not when this thread gets the CPU back from the child's threads.
+        control.send(plan)
         try:
             child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
             child_ends.append(os.pidfd_open(os.getpid()))
@@ -166,7 +169,7 @@ class Container:
                 os.close(fd)
         self._init_pid, self._pidfd = pid, pidfd
         push(self._reap_init)
-        problem = self._send_setup(plan, pid, first, state_root)
+        problem = self._send_setup(pid, first, state_root)
         if problem is not None:
             report = _read_all(err_r)  # the child failed first, or gives up now
             if report:
@@ -183,11 +186,10 @@ class Container:
         """sbx-init's own capabilities, plus those its commands may keep."""
         return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
-    def _send_setup(self, plan: bytes, pid: int, first, state_root: str) -> Optional[BaseException]:
-        """Plan, id maps, go, first command.  Returns None, or the error to raise
+    def _send_setup(self, pid: int, first, state_root: str) -> Optional[BaseException]:
+        """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
         if the child (which then ends) reports no failure of its own."""
         try:
-            self._control.send(plan)
             if self._maps is not None:
                 write_maps(pid, self._maps)
             self._control.send(GO_MESSAGE)
