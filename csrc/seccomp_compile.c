@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <seccomp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static int set_arches(scmp_filter_ctx ctx, const uint32_t *arches, size_t n_arches)
 {
@@ -65,4 +67,9 @@ int sbx_seccomp_syscall(const char *name)
 uint32_t sbx_seccomp_arch(const char *name)
 {
     return seccomp_arch_resolve_name(name);
+}
+
+int sbx_x32_missing(void)
+{
+    return syscall(0x40000000L | SYS_getpid) < 0 && errno == ENOSYS;
 }

@@ -22,4 +22,7 @@ int sbx_seccomp_syscall(const char *name);
  * "x86", "x32", ...), or 0 if unknown. */
 uint32_t sbx_seccomp_arch(const char *name);
 
+/* 1 when the kernel has no x32 ABI (an x32 getpid fails with ENOSYS). */
+int sbx_x32_missing(void);
+
 #endif

@@ -21,7 +21,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
     ) from err
 
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
-           "seccomp_arch", "compile_seccomp"]
+           "seccomp_arch", "compile_seccomp", "x32_missing"]
 
 NATIVE_VERSION = 10
 _PACKAGE = pathlib.Path(__file__).resolve().parent
@@ -184,6 +184,11 @@ def seccomp_syscall(name: str) -> int:
 def seccomp_arch(name: str) -> int:
     """The audit architecture token of a libseccomp arch name, 0 if unknown."""
     return lib.sbx_seccomp_arch(name.encode())
+
+
+def x32_missing() -> bool:
+    """True when the kernel has no x32 ABI (its syscalls all fail with ENOSYS)."""
+    return bool(lib.sbx_x32_missing())
 
 
 def compile_seccomp(default_action: int, bad_arch_action: int, arches: Sequence[int],

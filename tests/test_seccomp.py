@@ -15,10 +15,12 @@ import pathlib
 import signal
 import subprocess
 
+import attrs
 import pytest
 
 import sandboxlib as sb
 from sandboxlib import Seccomp
+from sandboxlib import _lowlevel
 from sandboxlib._lowlevel import Step
 from sandboxlib.seccomp import DEFAULT_PROFILE
 from sandboxlib.seccomp_bpf import compile_policy
@@ -31,8 +33,9 @@ BLOCKED = ["unshare_user", "unshare_ns", "setns", "clone_newuser", "clone_newns"
            "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
            "io_uring_register", "mount", "umount2", "pivot_root", "kexec_load", "kexec_file_load",
            "open_by_handle_at", "init_module", "swapon", "personality_addr_no_randomize",
-           "socket_vsock", "socket_alg", "x32:unshare_user", "x32:keyctl", "i386:unshare_user",
+           "socket_vsock", "socket_alg", "i386:unshare_user",
            "i386:keyctl", "i386:bpf", "i386:mount", "i386:socket_vsock"]
+X32 = ["x32:unshare_user", "x32:keyctl"]
 ALLOWED = ["clone_plain", "fork", "personality_query", "socket_inet", "getpid", "mseal", "i386:getpid",
            "i386:socket_inet", "i386:mseal"]
 
@@ -76,6 +79,9 @@ def test_default_blocks_with_its_errno(runner, probe):
         assert distinct[name] == errno.ENXIO, name  # only our filter says ENXIO
     for name in ALLOWED:
         assert default[name] == 0 and distinct[name] == 0, name
+    for name in X32:  # the kernel's own answer when it has no x32 ABI (the filter then skips it)
+        expected = (errno.ENOSYS, errno.ENOSYS) if _lowlevel.x32_missing() else (errno.EPERM, errno.ENXIO)
+        assert (default[name], distinct[name]) == expected, name
 
 
 def test_clone3_answers_enosys(runner, probe):
@@ -162,10 +168,21 @@ def test_docker_json_profile_from_a_file(runner, probe, shared_dir):
     os.chmod(path, 0o644)
     out = runner(check_json_file, probe, str(path))
     assert out["keyctl"] == out["add_key"] == out["i386:keyctl"] == errno.ENXIO
+    assert out["x32:keyctl"] == (errno.ENOSYS if _lowlevel.x32_missing() else errno.ENXIO)
     assert out["socket_inet"] == out["i386:socket_inet"] == errno.EL3HLT and out["socket_vsock"] == 0
     assert out["unshare_user"] == errno.ENXIO
     assert out["bpf"] != errno.EPERM  # that rule is for s390x only
     assert out["nr_600"] == errno.ENOSYS  # the kernel's own answer: no stub with an allow default
+
+
+def test_x32_is_left_out_only_without_kernel_support():
+    caps = sb.ContainerConfig().capabilities()
+    with_x32 = compile_policy(Seccomp.default(), caps)
+    without = compile_policy(attrs.evolve(Seccomp.default(), architectures=("x86_64", "x86")), caps)
+    if _lowlevel.x32_missing():
+        assert len(with_x32) < len(without) + 64  # only the prologue's ENOSYS answer differs
+    else:
+        assert len(with_x32) > len(without) + 8 * 200
 
 
 def test_compiled_once_per_policy():
