@@ -64,6 +64,11 @@ int sbx_seccomp_syscall(const char *name)
     return seccomp_syscall_resolve_name(name);
 }
 
+int sbx_seccomp_syscall_arch(uint32_t arch, const char *name)
+{
+    return seccomp_syscall_resolve_name_arch(arch, name);
+}
+
 uint32_t sbx_seccomp_arch(const char *name)
 {
     return seccomp_arch_resolve_name(name);

@@ -18,6 +18,10 @@ int sbx_seccomp_compile(uint32_t default_action, uint32_t bad_arch_action, const
  * pseudo number for a syscall of another ABI only, or -1 if unknown. */
 int sbx_seccomp_syscall(const char *name);
 
+/* The number of a syscall name in one ABI (audit arch token; x32 numbers
+ * carry 0x40000000), negative if that ABI has no such syscall. */
+int sbx_seccomp_syscall_arch(uint32_t arch, const char *name);
+
 /* The audit architecture token of a libseccomp arch name ("x86_64",
  * "x86", "x32", ...), or 0 if unknown. */
 uint32_t sbx_seccomp_arch(const char *name);

@@ -21,7 +21,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
     ) from err
 
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
-           "seccomp_arch", "compile_seccomp", "x32_missing"]
+           "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
 NATIVE_VERSION = 10
 _PACKAGE = pathlib.Path(__file__).resolve().parent
@@ -179,6 +179,11 @@ def seccomp_syscall(name: str) -> int:
     """libseccomp's number for a syscall name: native, negative for another
     ABI's syscall, -1 when libseccomp does not know the name."""
     return lib.sbx_seccomp_syscall(name.encode())
+
+
+def seccomp_syscall_arch(arch: int, name: str) -> int:
+    """A syscall's number in the ABI ``arch`` (audit token), negative if it has none there."""
+    return lib.sbx_seccomp_syscall_arch(arch, name.encode())
 
 
 def seccomp_arch(name: str) -> int:

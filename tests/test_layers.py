@@ -25,7 +25,7 @@ PACKAGE = REPO / "sandboxlib"
 LAYERS = {
     "errors": 0,
     "config": 1, "capabilities": 1, "host": 1, "_lowlevel": 1, "seccomp": 1, "seccomp_profile": 1,
-    "idmap": 2, "seccomp_bpf": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2, "statedir": 2,
+    "idmap": 2, "seccomp_bpf": 2, "seccomp_prologue": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2, "statedir": 2,
     "process": 2, "failures": 2, "launch": 2,
     "_plan": 3, "container": 3,
     "api": 4, "__init__": 4,

@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import signal
+import struct
 import subprocess
 
 import attrs
@@ -308,3 +309,55 @@ def test_cli_security_opt(probe, tmp_path):
 def test_cli_bad_security_opt(value, expected):
     r = _cli("--security-opt", value, "--", "true")
     assert r.returncode == 125 and expected in r.stderr.decode(), r.stderr
+
+
+# -- the fast path (our prologue) decides as libseccomp alone would --------------------------
+def _run_bpf(program: bytes, arch: int, nr: int, args) -> int:
+    """A classic BPF interpreter for what libseccomp and our prologue emit."""
+    data = struct.pack("=iIQ6Q", nr, arch, 0, *args)
+    acc, pc = 0, 0
+    insns = [struct.unpack_from("=HBBI", program, i) for i in range(0, len(program), 8)]
+    while True:
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        if code == 0x20:                                   # ld [k]
+            acc = struct.unpack_from("=I", data, k)[0]
+        elif code == 0x54:                                 # and #k
+            acc &= k
+        elif code == 0x05:                                 # ja
+            pc += k
+        elif code in (0x15, 0x25, 0x35, 0x45):             # jeq, jgt, jge, jset
+            hit = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += jt if hit else jf
+        elif code == 0x06:                                 # ret #k
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+
+
+ARG_CASES = [(0,) * 6, (0x10000000,) + (0,) * 5, (40, 1, 0, 0, 0, 0), (38, 5, 0, 0, 0, 0), (0x0040000,) + (0,) * 5,
+             (0xFFFFFFFF,) + (0,) * 5, (2, 1, 0, 0, 0, 0)]
+
+
+# clone, socket, personality, unshare (x86_64); clone, socketcall, personality, socket (i386)
+CONDITIONAL = {56, 41, 135, 272, 120, 102, 136, 359}
+
+
+@pytest.mark.parametrize("policy_name", ["default", "default+SYS_ADMIN", "custom"])
+def test_fast_path_decides_as_libseccomp(policy_name):
+    from sandboxlib import seccomp_bpf
+    from sandboxlib.seccomp_prologue import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_BIT
+    caps = sb.ContainerConfig(cap_add=["SYS_ADMIN"] if "SYS_ADMIN" in policy_name else []).capabilities()
+    policy = Seccomp.default() if policy_name != "custom" else (
+        Seccomp.default().deny("read", errno=errno.ENXIO).kill("getppid").allow("ptrace"))
+    names = ("x86_64", "x86", "x32")
+    for no_x32 in (False, True):
+        abis = names[:2] if no_x32 else names
+        fast = seccomp_bpf._compile(policy, frozenset(caps), abis, no_x32, use_fast_path=True)
+        plain = seccomp_bpf._compile(policy, frozenset(caps), abis, no_x32, use_fast_path=False)
+        assert len(fast) < len(plain)
+        numbers = [(AUDIT_ARCH_X86_64, n) for n in range(520)] + [(AUDIT_ARCH_I386, n) for n in range(520)]
+        numbers += [(AUDIT_ARCH_X86_64, X32_BIT | n) for n in range(560)] + [(0xC00000B7, 1)]
+        for arch, nr in numbers:
+            for args in ARG_CASES if nr & ~X32_BIT in CONDITIONAL else ARG_CASES[:1]:
+                assert _run_bpf(fast, arch, nr, args) == _run_bpf(plain, arch, nr, args), (arch, nr, args)
