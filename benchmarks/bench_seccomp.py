@@ -46,7 +46,7 @@ def main() -> None:
     body = _common.table(rows) + (
         f"\n\nThe default policy costs **{run_cost:+.3f} ms** per `sb.run` and **{exec_cost:+.3f} ms** "
         f"per `c.run` (p50 differences; target: about 0.1-0.2 ms).  Its filter: {insns} BPF "
-        f"instructions (libseccomp binary tree), compiled once per process.  "
+        f"instructions (our range search + libseccomp's binary tree), compiled once per process.  "
         f"{args.rounds} interleaved rounds after 20 warm-up rounds.")
     print(body)
     if not args.no_record:

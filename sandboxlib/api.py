@@ -27,6 +27,8 @@ def run(argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional
     The container ends with the command: whatever it left running is
     killed.  On ``timeout`` everything in the container is killed and the
     result says ``timed_out``.  Output is captured unless told otherwise.
+    ``seccomp`` is the syscall filter: Docker's default policy unless given a
+    :class:`~sandboxlib.Seccomp` or None (no filter).
     """
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
