@@ -121,6 +121,11 @@ PUBLIC = {
     "Limits.from_dict": sb.Limits.from_dict,
     "Process.wait": sb.Process.wait,
     "Process.communicate": sb.Process.communicate,
+    "Seccomp.default": sb.Seccomp.default,
+    "Seccomp.from_json": sb.Seccomp.from_json,
+    "Seccomp.deny": sb.Seccomp.deny,
+    "Seccomp.kill": sb.Seccomp.kill,
+    "Seccomp.allow": sb.Seccomp.allow,
 }
 
 
