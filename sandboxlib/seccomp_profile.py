@@ -184,6 +184,8 @@ def load_profile(profile: Union[str, os.PathLike, Mapping[str, Any]]) -> Seccomp
     where = _Where(source)
     if data.get("listenerPath"):
         raise ConfigError(where("listenerPath"), "seccomp user notification is not supported")
+    if data.get("flags"):  # fail closed: SECCOMP_FILTER_FLAG_* would change what the filter does
+        raise ConfigError(where("flags"), f"seccomp filter flags are not supported, got {data['flags']!r}")
     action, errno = _action(data.get("defaultAction"), data.get("defaultErrnoRet"), where("defaultAction"))
     syscalls = data.get("syscalls") or []
     if not isinstance(syscalls, list):

@@ -243,6 +243,9 @@ def _profile(**changes) -> dict:
     ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_FLY"]}}]},
      "syscalls[0].includes.caps[0]"),
     ({"syscalls": [{"names": [], "action": "SCMP_ACT_ALLOW"}]}, "syscalls[0].names"),
+    ({"flags": ["SECCOMP_FILTER_FLAG_LOG"]}, "flags"),
+    ({"listenerPath": "/run/notify.sock"}, "listenerPath"),
+    ({"syscalls": [{"name": "read", "names": ["write"], "action": "SCMP_ACT_ALLOW"}]}, "syscalls[0]"),
 ])
 def test_bad_profile_names_the_file_and_field(tmp_path, change, field):
     path = tmp_path / "profile.json"
