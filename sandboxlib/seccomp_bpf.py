@@ -77,7 +77,11 @@ def _split(policy: Seccomp, caps: FrozenSet[str]):
     return default, rules, origins, newer, fast
 
 
-def _abi_plans(arches: Tuple[str, ...], newer: Dict[str, int], fast, stub: bool, no_x32: bool):
+I386_SOCKETCALL, SYS_SOCKET = 102, 1
+
+
+def _abi_plans(arches: Tuple[str, ...], newer: Dict[str, int], fast, stub: bool, no_x32: bool,
+               socketcall_word: Optional[int]):
     """The prologue's plan for x86_64, x32 and i386 (absent: not in the filter)."""
     def plan(token: int, column: int, bit: int = 0, stub_above: Optional[int] = None) -> AbiPlan:
         allowed = [n for n in (_lowlevel.seccomp_syscall_arch(token, name) for name in fast) if n >= 0]
@@ -101,6 +105,8 @@ def _abi_plans(arches: Tuple[str, ...], newer: Dict[str, int], fast, stub: bool,
         plans["x32"] = plan(_lowlevel.seccomp_arch("x32"), 1, X32_BIT)
     if "x86" in arches:
         plans["x86"] = plan(AUDIT_ARCH_I386, 1, stub_above=above)
+        if socketcall_word is not None:
+            plans["x86"].by_arg0[I386_SOCKETCALL] = (SYS_SOCKET, socketcall_word)
     return plans
 
 
@@ -113,9 +119,12 @@ def _compile(policy: Seccomp, caps: FrozenSet[str], names: Tuple[str, ...], no_x
         origins = origins + [f"{policy.source or 'seccomp'} ({n})" for n in sorted(fast)]
         fast = set()
     stub = policy.default_action not in (Action.ALLOW, Action.LOG)
-    plans = _abi_plans(names, newer, fast, stub, no_x32)
+    # socket filtered by its arguments: its i386 socketcall route gets the default action.
+    socket_by_args = any(r.args for r in policy.rules if "socket" in r.names and _applies(r, caps))
+    socketcall_word = default if socket_by_args and default != Action.ALLOW.value else None
+    plans = _abi_plans(names, newer, fast, stub, no_x32, socketcall_word)
     prologue: Optional[bytes] = b""
-    if plans and (fast or newer or stub or no_x32):
+    if plans and (fast or newer or stub or no_x32 or socketcall_word is not None):
         prologue = assemble(plans.get("x86_64"), plans.get("x32"), plans.get("x86"),
                             action_word(Action.ERRNO, E.ENOSYS))
         if prologue is None:

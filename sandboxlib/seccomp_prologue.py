@@ -11,7 +11,11 @@ Per ABI (x86_64, x32, i386):
 * syscalls newer than Debian's libseccomp knows, by number;
 * ``ENOSYS`` above the newest syscall we know when the default is to
   refuse (runc's fix: libc then falls back instead of failing);
-* ``ENOSYS`` for x32 when the kernel has no x32 ABI (what it says anyway).
+* ``ENOSYS`` for x32 when the kernel has no x32 ABI (what it says anyway);
+* i386 ``socketcall(SYS_SOCKET, args)`` refused when the policy filters
+  ``socket`` by its arguments: through socketcall they sit in memory where
+  no filter can see them (libseccomp's rewrite then compares the pointer,
+  and Docker's profile lets ``AF_VSOCK`` through that way).
 
 Anything not decided here falls through to libseccomp's program, which
 starts by loading what it needs itself.
@@ -28,7 +32,7 @@ X32_BIT = 0x40000000
 RET_ALLOW = 0x7FFF0000
 _INSN = struct.Struct("=HBBI")  # struct sock_filter
 LD_ABS, JEQ, JGE, JGT, JA, RET = 0x20, 0x15, 0x35, 0x25, 0x05, 0x06
-NR, ARCH = 0, 4  # offsets in struct seccomp_data
+NR, ARCH, ARG0 = 0, 4, 16  # offsets in struct seccomp_data (ARG0: its low 32 bits)
 
 
 class _Label:
@@ -98,14 +102,17 @@ class AbiPlan:
         exact: {number: action word} (syscalls newer than libseccomp).
         enosys_above: answer ENOSYS above this number (None: no).
         enosys_all: answer ENOSYS to everything (an ABI the kernel lacks).
+        by_arg0: {number: (first argument, action word)}, decided before
+            anything else (i386 ``socketcall(SYS_SOCKET, ...)``).
     """
 
     def __init__(self, allowed=(), exact=None, enosys_above: Optional[int] = None,
-                 enosys_all: bool = False) -> None:
+                 enosys_all: bool = False, by_arg0=None) -> None:
         self.allowed = tuple(allowed)
         self.exact = dict(exact or {})
         self.enosys_above = enosys_above
         self.enosys_all = enosys_all
+        self.by_arg0 = dict(by_arg0 or {})
 
 
 def _abi(asm: _Asm, plan: Optional[AbiPlan], enosys: int, end: _Label) -> None:
@@ -116,6 +123,12 @@ def _abi(asm: _Asm, plan: Optional[AbiPlan], enosys: int, end: _Label) -> None:
     if plan.enosys_all:
         asm.op(RET, enosys)
         return
+    for nr, (arg0, word) in sorted(plan.by_arg0.items()):
+        asm.op(JEQ, nr, 0, 4)
+        asm.op(LD_ABS, ARG0)
+        asm.op(JEQ, arg0, 0, 1)
+        asm.op(RET, word)
+        asm.op(LD_ABS, NR)
     allow, rest = _Label(), _Label()
     if plan.allowed:
         _search(asm, ranges(plan.allowed), allow, rest)

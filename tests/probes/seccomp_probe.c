@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -90,6 +91,14 @@ static void probe(void)
     report80("socket_vsock", int80(359, 40, SOCK_STREAM, 0));
     report80("socket_inet", int80(359, 2, SOCK_STREAM, 0));
     report80("mseal", int80(462, 0, 0, 0));
+    /* socket through the multiplexer: its arguments are in (32-bit) memory */
+    unsigned int *args = mmap((void *)0x100000, 4096, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    args[0] = 40, args[1] = SOCK_STREAM, args[2] = 0;
+    report80("socketcall_vsock", int80(102, 1, (long)args, 0));
+    args[0] = 2;
+    report80("socketcall_inet", int80(102, 1, (long)args, 0));
+    report80("socketcall_socketpair", int80(102, 8, (long)args, 0));
 }
 
 int main(int argc, char **argv)
