@@ -35,7 +35,7 @@
     } while (0)
 
 static const struct sbx_plan *plan;
-static char plan_buf[SBX_MAX_REQUEST];
+static char plan_buf[SBX_MAX_REQUEST] __attribute__((aligned(8)));  /* the init keeps its filter */
 static struct sbx_mount_op ops[SBX_MAX_MOUNTS];
 static int tree_fds[SBX_MAX_MOUNTS];
 
@@ -234,7 +234,7 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
     close(rootfd);
 }
 
-void sbx_setup(int early_netns)
+const struct sbx_plan *sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
     if (early_netns)
@@ -272,4 +272,5 @@ void sbx_setup(int early_netns)
         check_neg(SBX_STEP_PIVOT, sbx_pivot_into_root(), -1);
     }
     netns_join(p);
+    return p;
 }

@@ -10,11 +10,12 @@ from .container import Container
 from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, SandboxError, SetupError,
                      TimeoutExpired, UnsupportedError)
 from .process import Process, Result
+from .seccomp import Seccomp
 from .streams import DEVNULL, PIPE, STDOUT
 
 __all__ = [
     "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
-    "Result", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
+    "Result", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
     "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
 ]
 __version__ = "0.1.0"

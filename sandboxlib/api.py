@@ -7,6 +7,7 @@ from typing import Mapping, Optional, Sequence, Union
 from .config import Limits, Mount, Network
 from .container import Container
 from .process import Result
+from .seccomp import DEFAULT, SeccompOption
 from .streams import PIPE, StdioSpec
 
 __all__ = ["run"]
@@ -19,16 +20,19 @@ def run(argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional
         mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: str = "/",
         limits: Optional[Limits] = None, userns: bool = True,
         network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
-        cap_drop: Sequence[str] = (), container: Optional[Container] = None) -> Result:
+        cap_drop: Sequence[str] = (), seccomp: SeccompOption = DEFAULT,
+        container: Optional[Container] = None) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
     killed.  On ``timeout`` everything in the container is killed and the
     result says ``timed_out``.  Output is captured unless told otherwise.
+    ``seccomp`` is the syscall filter: Docker's default policy unless given a
+    :class:`~sandboxlib.Seccomp` or None (no filter).
     """
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
-                                 network=network, cap_add=cap_add, cap_drop=cap_drop)
+                                 network=network, cap_add=cap_add, cap_drop=cap_drop, seccomp=seccomp)
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                         env=None, cwd=None, user=None, main=True)

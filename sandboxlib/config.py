@@ -12,6 +12,7 @@ import attrs
 
 from .capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capability
 from .errors import ConfigError
+from .seccomp import DEFAULT, Seccomp, seccomp_option
 
 __all__ = ["Mount", "MountKind", "IdMapping", "Limits", "Network", "ContainerConfig", "parse_size"]
 
@@ -203,6 +204,9 @@ class ContainerConfig:
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
         network: ``Network.NONE`` (loopback only) or ``Network.HOST``.
         cap_add, cap_drop: capability names added to or dropped from the default set.
+        seccomp: the syscall filter of every command: a :class:`Seccomp` policy
+            (default: Docker's default profile, ``Seccomp.default()``), or None
+            for none.
     """
 
     rootfs: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
@@ -221,6 +225,7 @@ class ContainerConfig:
     network: Network = attrs.field(default=Network.NONE, converter=Network)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
 
     def __attrs_post_init__(self) -> None:
         self.validate()

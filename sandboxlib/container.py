@@ -29,6 +29,8 @@ from .idmap import IdMaps, choose_maps, write_maps
 from .launch import submit
 from .process import Process, Result
 from .rootfs import layout
+from .seccomp import DEFAULT, SeccompOption
+from .seccomp_bpf import compile_policy
 from .streams import PIPE, StdioSpec
 from .users import User, resolve_user
 
@@ -62,11 +64,13 @@ class Container:
                  mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: str = "/",
                  limits: Optional[Limits] = None, userns: bool = True,
                  network: Union[Network, str] = Network.NONE,
-                 cap_add: Sequence[str] = (), cap_drop: Sequence[str] = ()) -> None:
+                 cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
+                 seccomp: SeccompOption = DEFAULT) -> None:
         if config is None:
             config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                      mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
-                                     userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop)
+                                     userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop,
+                                     seccomp=seccomp)
         self.config = config
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]
@@ -115,10 +119,13 @@ class Container:
         finally:
             os.close(root_fd)
         ops = layout(self.config)
+        seccomp = self.config.seccomp
+        # Compiled once per policy and capability set (cached), before any kernel resource.
+        program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
         root = statedir.state_root()
         self._sweep_once(root)
         try:
-            self._spawn(ops, root, first)
+            self._spawn(ops, root, first, program)
         except BaseException:
             self.close()
             raise
@@ -133,7 +140,7 @@ class Container:
             _last_sweep[root] = now
         statedir.sweep(root)
 
-    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]]) -> None:
+    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]], program: bytes) -> None:
         """The spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
         the first command, read the error pipe to EOF (= set up)."""
@@ -142,7 +149,8 @@ class Container:
         plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
                           hostname=self.hostname, userns=self._maps is not None,
                           netns=self.config.network is Network.NONE,
-                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault)
+                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault,
+                          seccomp_filter=program)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
