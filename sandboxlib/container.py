@@ -16,7 +16,7 @@ import warnings
 import weakref
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-from . import _lowlevel, protocol, statedir
+from . import _lowlevel, cgroups, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
@@ -85,6 +85,8 @@ class Container:
         self._ops: tuple = ()
         self._resources_used = False
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._cgroup: Optional[cgroups.ContainerCgroup] = None
+        self._record: Optional[str] = None
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -116,8 +118,11 @@ class Container:
             os.close(root_fd)
         ops = layout(self.config)
         root = statedir.state_root()
+        self._cgroup = cgroups.plan_cgroup(cgroups.detect(), self.config.limits.cgroup(),
+                                           cgroups.cgroup_name(root, self.id))
         self._sweep_once(root)
         try:
+            self._acquire_cgroup(root)
             self._spawn(ops, root, first)
         except BaseException:
             self.close()
@@ -132,6 +137,29 @@ class Container:
                 return
             _last_sweep[root] = now
         statedir.sweep(root)
+
+    def _acquire_cgroup(self, state_root: str) -> None:
+        """Record the container, then make its cgroup: a SIGKILL of ours at any
+        point leaves a record that names every cgroup directory to sweep."""
+        cgroup = self._cgroup
+        self._record = statedir.register(state_root, self.id, cgroup_paths=cgroup.paths if cgroup else ())
+        self._resources.callback(self._release_cgroup)
+        if cgroup is not None:
+            cgroup.create()
+
+    def _release_cgroup(self) -> None:
+        """Remove the cgroup, then the record (kept, for a later sweep, while
+        some cgroup directory cannot be removed)."""
+        if self._cgroup is None or self._cgroup.remove():
+            statedir.unregister(self._record)
+        else:
+            warnings.warn(f"cgroups of container {self.id[:12]} are still busy; a later start sweeps them",
+                          ResourceWarning, stacklevel=2)
+
+    def _kill_all(self) -> None:
+        """Kill every process of the container through its cgroup (no fork escapes)."""
+        if self._cgroup is not None:
+            self._cgroup.kill()
 
     def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]]) -> None:
         """The spawn protocol: clone (the child execs sbx-init at once), send the
@@ -153,19 +181,26 @@ class Container:
             child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
             child_ends.append(os.pidfd_open(os.getpid()))
             flags = clone_flags(userns=self._maps is not None)
-            fault = self._fault[1] if self._fault and self._fault[0] == Step.INIT_EXEC else 0
+            fault = self._fault if self._fault and self._fault[0] in (Step.INIT_EXEC, Step.CGROUP) else (0, 0)
+            if self._cgroup is not None:
+                child_ends += self._cgroup.attach_fds()
+                child_ends.append(self._cgroup.open_v2())
             try:
                 pid, pidfd = _lowlevel.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
-                                             caps=self._init_caps(), fault_errno=fault,
-                                             netns=self.config.network is Network.NONE)
+                                             caps=self._init_caps(), fault=fault,
+                                             netns=self.config.network is Network.NONE,
+                                             cgroup_fd=child_ends[-1] if self._cgroup else -1,
+                                             attach_fds=child_ends[4:-1] if self._cgroup else ())
             except OSError as err:
                 raise SetupError(err.errno, f"clone(flags={flags:#x})", step="CLONE",
                                  hint=_clone_hint(err.errno)) from None
         finally:
             for fd in child_ends:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         self._init_pid, self._pidfd = pid, pidfd
         push(self._reap_init)
+        push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
         problem = self._send_setup(plan, pid, first, state_root)
         if problem is not None:
             report = _read_all(err_r)  # the child failed first, or gives up now
@@ -198,9 +233,8 @@ class Container:
             if isinstance(err, OSError) and not isinstance(err, SetupError):
                 return ContainerStateError(f"the container's init ended during set-up ({err})")
             return err
-        # The child is still setting up: record the container meanwhile.
-        path = statedir.register(state_root, self.id, pid)
-        self._resources.callback(statedir.unregister, path)
+        # The child is still setting up: record its init meanwhile.
+        statedir.update(self._record, pid, self._cgroup.paths if self._cgroup else ())
         return None
 
     def _raise_setup_failure(self, report: bytes, ops) -> None:

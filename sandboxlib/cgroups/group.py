@@ -1,0 +1,241 @@
+"""One container's cgroup: a directory in each hierarchy it needs, made and
+removed by us, below our own cgroup in each.
+
+Which hierarchies: the v2 tree whenever we may write to it (``cgroup.kill``
+and ``cgroup.events``; and on a v2 host every limit), plus a v1 hierarchy
+for each limit the v2 tree cannot enforce, plus memory, pids, cpuacct and
+blkio for statistics, plus the freezer for kill-all where there is no v2
+tree.  Measured: each directory costs ~0.02 ms to make and remove, and
+~0.03 ms to join (the child joins each itself), so every container as root
+gets its cgroup even without limits."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import attrs
+
+from ..config import CgroupLimits
+from ..errors import UnsupportedError
+from . import fs
+from .layout import Layout
+from .settings import CONTROLLERS_OF, v1_settings, v2_settings
+
+__all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgroup"]
+
+STATS_V1 = ("memory", "pids", "cpuacct", "blkio")
+REMOVE_TIMEOUT = 5.0  # seconds for the processes of a killed cgroup to leave it
+
+DELEGATION_HINT = ("cgroup limits need a cgroup this user may write to: run as root, or rootless in a "
+                   "delegated cgroup v2 subtree (e.g. `systemd-run --user --scope -p Delegate=yes "
+                   "python ...`, with the controllers enabled for the user in "
+                   "/etc/systemd/system/user@.service.d/delegate.conf: Delegate=cpu cpuset io memory pids)")
+
+
+def cgroup_name(state_root: str, container_id: str) -> str:
+    """``sandboxlib-<scope>-<id>``: the scope (a hash of the state directory)
+    tells apart the cgroups of separate users of sandboxlib on one host."""
+    scope = hashlib.sha256(state_root.encode()).hexdigest()[:8]
+    return f"sandboxlib-{scope}-{container_id[:16]}"
+
+
+@attrs.frozen
+class Node:
+    """One directory: ``version`` "v1" or "v2"; ``controllers`` we use it for."""
+
+    version: str
+    path: str
+    controllers: Tuple[str, ...]
+
+
+def _writable(directory: Optional[str]) -> bool:
+    return bool(directory) and os.access(directory, os.W_OK) and (
+        os.access(os.path.join(directory, "cgroup.procs"), os.W_OK))
+
+
+def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional["ContainerCgroup"]:
+    """The cgroup a container gets, or None when none may be made and none is
+    needed.  Raises UnsupportedError for a limit this host cannot enforce for us."""
+    needed: Dict[str, List[str]] = {}
+    for key, value in attrs.asdict(limits).items():
+        if value is not None:
+            needed.setdefault(CONTROLLERS_OF[key], []).append(key)
+    v1: Dict[str, List[str]] = {}
+    v2: List[str] = []
+    for controller, keys in needed.items():
+        version, directory = layout.controller_dirs(controller)
+        if not version:
+            raise UnsupportedError(f"the cgroup {controller} controller (for {', '.join(keys)})",
+                                   "enable it in the kernel and mount it (cgroup v2, or a v1 hierarchy)")
+        if not _writable(directory):
+            raise UnsupportedError(f"cgroup limits ({', '.join(limits.names())})", DELEGATION_HINT)
+        (v2 if version == "v2" else v1.setdefault(directory, [])).append(controller)
+    use_v2 = _writable(layout.v2)
+    extras = STATS_V1 + (() if use_v2 else ("freezer",))
+    for controller in extras:
+        directory = layout.v1.get(controller)
+        if directory and _writable(directory):
+            v1.setdefault(directory, []).append(controller)
+    nodes = [Node("v2", os.path.join(layout.v2, name), tuple(v2))] if use_v2 else []
+    nodes += [Node("v1", os.path.join(d, name), tuple(c)) for d, c in sorted(v1.items())]
+    return ContainerCgroup(nodes, limits) if nodes else None
+
+
+class ContainerCgroup:
+    """The cgroup directories of one container (see :func:`plan_cgroup`)."""
+
+    def __init__(self, nodes: Sequence[Node], limits: CgroupLimits) -> None:
+        self.nodes = tuple(nodes)
+        self.limits = limits
+        self._made: List[Node] = []
+
+    @property
+    def paths(self) -> Tuple[str, ...]:
+        return tuple(n.path for n in self.nodes)
+
+    @property
+    def v2(self) -> Optional[Node]:
+        return next((n for n in self.nodes if n.version == "v2"), None)
+
+    def node(self, controller: str) -> Optional[Node]:
+        """The directory that has ``controller`` (for limits or statistics)."""
+        return next((n for n in self.nodes if controller in n.controllers), None)
+
+    def create(self) -> None:
+        """Make every directory and write the limits (removing what was made
+        if any step fails)."""
+        try:
+            for node in self.nodes:
+                self._make(node)
+        except BaseException:
+            self.remove()
+            raise
+
+    def _make(self, node: Node) -> None:
+        parent = os.path.dirname(node.path)
+        if node.version == "v2" and node.controllers:
+            _enable_controllers(parent, node.controllers)
+        os.mkdir(node.path)
+        self._made.append(node)
+        if "cpuset" in node.controllers and node.version == "v1":
+            mems = (fs.read_text(os.path.join(parent, "cpuset.mems")) or "").strip()
+            fs.write(os.path.join(node.path, "cpuset.mems"), mems)
+        settings = (v2_settings if node.version == "v2" else v1_settings)(self.limits)
+        for controller in node.controllers:
+            for filename, value in settings.get(controller, ()):
+                if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(
+                        os.path.join(node.path, filename)):
+                    continue  # no swap accounting: no swap to limit
+                fs.write(os.path.join(node.path, filename), value)
+
+    def attach_fds(self) -> List[int]:
+        """Open the ``tasks`` file of every v1 directory, for the child to write "0" to."""
+        fds: List[int] = []
+        try:
+            for node in self.nodes:
+                if node.version == "v1":
+                    fds.append(os.open(os.path.join(node.path, "tasks"), os.O_WRONLY | os.O_CLOEXEC))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
+    def open_v2(self) -> int:
+        """An fd of the v2 directory for clone3(CLONE_INTO_CGROUP), or -1."""
+        node = self.v2
+        return os.open(node.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if node else -1
+
+    def kill(self) -> None:
+        """SIGKILL everything in the container, racing no fork."""
+        for node in self.nodes:
+            if fs.kill_all(node.path):
+                return
+
+    def counters(self) -> Tuple[int, int]:
+        """(OOM kills, forks refused by the pids limit) so far."""
+        oom = pids = 0
+        memory, pid_node = self.node("memory"), self.node("pids")
+        if memory is not None and self.limits.memory is not None:
+            if memory.version == "v2":
+                oom = fs.read_keys(os.path.join(memory.path, "memory.events")).get("oom_kill", 0)
+            else:
+                oom = fs.read_keys(os.path.join(memory.path, "memory.oom_control")).get("oom_kill", 0)
+        if pid_node is not None and self.limits.pids is not None:
+            pids = fs.read_keys(os.path.join(pid_node.path, "pids.events")).get("max", 0)
+        return oom, pids
+
+    def remove(self) -> bool:
+        """Kill what is left and remove every directory made.  True when all are gone."""
+        if not self._made:
+            return True
+        self.kill()
+        gone = release_nodes([n.path for n in self._made])
+        self._made = []
+        return gone
+
+    def command_group(self, command_id: int) -> Optional["CommandCgroup"]:
+        """A child cgroup in the v2 tree for one command, or None without one."""
+        node = self.v2
+        if node is None:
+            return None
+        path = os.path.join(node.path, f"cmd-{command_id}")
+        os.mkdir(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            os.rmdir(path)
+            raise
+        return CommandCgroup(path, fd)
+
+
+def _enable_controllers(parent: str, controllers: Sequence[str]) -> None:
+    enabled = set((fs.read_text(os.path.join(parent, "cgroup.subtree_control")) or "").split())
+    missing = [c for c in controllers if c not in enabled]
+    if not missing:
+        return
+    try:
+        fs.write(os.path.join(parent, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
+    except OSError as err:
+        raise UnsupportedError(
+            f"cgroup v2 controllers {', '.join(missing)} below {parent}",
+            f"enabling them failed ({err.strerror}): a cgroup with processes of its own cannot give "
+            "controllers to children; run the Python process in a leaf cgroup whose parent delegates "
+            "them (e.g. systemd-run --scope -p Delegate=yes)") from None
+
+
+def release_nodes(paths: Sequence[str]) -> bool:
+    """Kill everything in these cgroup directories and remove them (children
+    first).  True when all are gone; missing ones count as gone."""
+    for path in paths:
+        if fs.kill_all(path):
+            break
+    deadline = time.monotonic() + REMOVE_TIMEOUT
+    return all([fs.remove_tree(path, deadline) for path in paths])
+
+
+class CommandCgroup:
+    """A command's own cgroup (v2), below its container's: the command and
+    every process it starts, in a new session or not, can be killed at once."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def close_fd(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def kill(self) -> None:
+        fs.kill_all(self.path)
+
+    def remove(self) -> None:
+        """Remove it if empty; one still busy goes with the container's."""
+        self.close_fd()
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
