@@ -14,7 +14,9 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
+
+import attrs
 
 from . import _lowlevel, cgroups, protocol, statedir
 from ._lowlevel import Step
@@ -27,8 +29,9 @@ from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .launch import submit
-from .process import Process, Result
+from .process import Process, Result, verdict_of
 from .rootfs import layout
+from .stats import Stats, list_processes, read_stats
 from .streams import PIPE, StdioSpec
 from .users import User, resolve_user
 
@@ -146,6 +149,9 @@ class Container:
         self._resources.callback(self._release_cgroup)
         if cgroup is not None:
             cgroup.create()
+            maps = self._maps
+            if maps is not None and (maps.to_host_uid(0), maps.to_host_gid(0)) != (os.geteuid(), os.getegid()):
+                cgroup.delegate_procs(maps.to_host_uid(0), maps.to_host_gid(0))
 
     def _release_cgroup(self) -> None:
         """Remove the cgroup, then the record (kept, for a later sweep, while
@@ -349,16 +355,33 @@ class Container:
                            user=user, main=False)
 
     def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
-               confirm: bool = True) -> Process:
+               confirm: bool = True, own_cgroup: bool = False) -> Process:
         """Start a command; with ``confirm=False`` do not wait for its start
-        (its wait/communicate raise a failure to start)."""
+        (its wait/communicate raise a failure to start).  ``own_cgroup``: in
+        a cgroup of its own (where the container has a v2 one), so that
+        everything it starts can be killed together."""
         if self._control is None or self._closed:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
         request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
-        submission = submit(self._control, request, stdin, stdout, stderr)
+        group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+        try:
+            if group is not None:
+                request = attrs.evolve(request, cgroup=True)
+            submission = submit(self._control, request, stdin, stdout, stderr,
+                                cgroup_fd=group.fd if group else -1)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
+        finally:
+            if group is not None:
+                group.close_fd()
         if confirm:
-            return self._track(submission.started(self._signal))
-        return self._track(submission.unconfirmed(self._signal, lambda: None))
+            process = submission.started(self._signal)
+        else:
+            process = submission.unconfirmed(self._signal, lambda: None)
+        process.cgroup = group
+        return self._track(process)
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
@@ -382,8 +405,9 @@ class Container:
             user: Optional[str] = None) -> Result:
         """Run a command to completion and capture its output.
 
-        On ``timeout`` the command's whole process group is killed and the
-        result says ``timed_out``."""
+        On ``timeout`` everything the command started is killed (its own
+        cgroup, sessions and daemons included; rootless without a delegated
+        cgroup: its process group) and the result says ``timed_out``."""
         return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                          env=env, cwd=cwd, user=user, main=False)
 
@@ -392,11 +416,12 @@ class Container:
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
             stdin = PIPE
+        counters = self._counters() if not main else (0, 0)
         if main:
             proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
         else:
             proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                               user=user, main=False, confirm=False)
+                               user=user, main=False, confirm=False, own_cgroup=timeout is not None)
         timed_out = False
         with proc:
             try:
@@ -408,7 +433,13 @@ class Container:
             except BaseException:
                 self._kill_after_timeout(proc, main)
                 raise
-        return _result(proc, out, err, timed_out)
+        return _result(proc, out, err, timed_out, counters, self._counters())
+
+    def _counters(self) -> Tuple[int, int]:
+        """(OOM kills, forks refused) in the container so far; (0, 0) without limits."""
+        if self._cgroup is None or not (self.config.limits.memory or self.config.limits.pids):
+            return (0, 0)
+        return self._cgroup.counters()
 
     def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
         """Start the container and its main command in one go: the command
@@ -440,9 +471,25 @@ class Container:
         except SetupError as err:
             return err
 
+    # -- resource use ----------------------------------------------------
+    def stats(self) -> Stats:
+        """CPU time, memory (now and peak), pids (now and peak) and block I/O of
+        the whole container, from its cgroup (psutil over its processes where
+        it has none: rootless without a delegated cgroup)."""
+        if self._init_pid is None:
+            raise ContainerStateError("the container is not running")
+        return read_stats(self._cgroup, self._init_pid)
+
+    def top(self) -> list:
+        """Every process of the container (:class:`ProcessInfo`), its init first."""
+        if self._init_pid is None:
+            raise ContainerStateError("the container is not running")
+        return list_processes(self._init_pid)
+
     def _kill_after_timeout(self, proc: Process, main: bool) -> None:
         proc.killed_by_us()
         if main:
+            self._kill_all()
             _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
         else:
             proc.kill_tree()
@@ -456,11 +503,16 @@ def _kill_pidfd(pidfd: Optional[int]) -> None:
             pass
 
 
-def _result(proc: Process, out, err, timed_out: bool) -> Result:
+def _result(proc: Process, out, err, timed_out: bool, before: Tuple[int, int], after: Tuple[int, int]) -> Result:
     code = proc.returncode
     sig = signal_module.Signals(-code) if code < 0 else None
-    return Result(argv=proc.args, exit_code=128 + sig if sig else code, signal=sig, timed_out=timed_out,
-                  stdout=out, stderr=err, duration=(proc.ended or time.monotonic()) - proc.started)
+    exit_code = 128 + sig if sig else code
+    oom_killed = after[0] > before[0]
+    verdict = verdict_of(exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed,
+                         pids_limit_hit=after[1] > before[1])
+    return Result(argv=proc.args, exit_code=exit_code, signal=sig, timed_out=timed_out,
+                  stdout=out, stderr=err, duration=(proc.ended or time.monotonic()) - proc.started,
+                  verdict=verdict, oom_killed=oom_killed)
 
 
 def _clone_hint(err: int) -> Optional[str]:

@@ -71,8 +71,9 @@ class Submission:
 
 
 def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSpec,
-           stdout: StdioSpec, stderr: StdioSpec) -> Submission:
-    """Send ``request`` with its stdio and a fresh reply socket to the init."""
+           stdout: StdioSpec, stderr: StdioSpec, cgroup_fd: int = -1) -> Submission:
+    """Send ``request`` with its stdio, a fresh reply socket and (with
+    ``request.cgroup``) the fd of its cgroup directory to the init."""
     payload = protocol.encode_exec(request)
     if len(payload) > protocol.MAX_REQUEST:
         raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
@@ -81,7 +82,8 @@ def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSp
     reply, reply_child = protocol.reply_socketpair()
     submission = Submission(request, reply, ours)
     try:
-        protocol.send_request(control, payload, [reply_child.fileno(), *child_fds])
+        extra = [cgroup_fd] if request.cgroup else []
+        protocol.send_request(control, payload, [reply_child.fileno(), *child_fds, *extra])
     except OSError as err:
         submission.abandon()
         raise ContainerStateError(f"the container's init is gone ({err})") from None

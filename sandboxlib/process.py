@@ -5,6 +5,7 @@ reply socket, so each handle can be waited on from any thread without
 touching the others."""
 from __future__ import annotations
 
+import enum
 import os
 import selectors
 import signal as signal_module
@@ -17,9 +18,42 @@ import attrs
 from . import protocol
 from .errors import TimeoutExpired
 
-__all__ = ["Process", "Result"]
+__all__ = ["Process", "Result", "Verdict", "verdict_of"]
 
 _CHUNK = 1 << 16
+
+
+class Verdict(enum.Enum):
+    """Why a command ended, most specific first."""
+
+    EXITED = "exited"          #: it exited by itself (``exit_code`` says how)
+    SIGNALED = "signaled"      #: a signal killed it (``signal`` says which)
+    TIMEOUT = "timeout"        #: its timeout expired and it was killed
+    OOM = "oom"                #: the container's memory limit: the OOM killer acted
+    PIDS_LIMIT = "pids_limit"  #: the container's pids limit refused a fork, and it failed
+    SECCOMP = "seccomp"        #: SIGSYS: a system call the seccomp policy kills on
+    FSIZE = "fsize"            #: SIGXFSZ: it wrote past the ``fsize`` rlimit
+    CPU_TIME = "cpu_time"      #: SIGXCPU: it used up the ``cpu`` rlimit
+
+
+_SIGNAL_VERDICTS = {signal_module.SIGSYS: Verdict.SECCOMP, signal_module.SIGXFSZ: Verdict.FSIZE,
+                    signal_module.SIGXCPU: Verdict.CPU_TIME}
+
+
+def verdict_of(*, exit_code: int, sig: Optional[int], timed_out: bool, oom_killed: bool,
+               pids_limit_hit: bool) -> Verdict:
+    """The verdict of a command that ended; the container's events (an OOM
+    kill, a fork refused by the pids limit) decide it only when it failed."""
+    if timed_out:
+        return Verdict.TIMEOUT
+    failed = exit_code != 0
+    if oom_killed and failed:
+        return Verdict.OOM
+    if sig in _SIGNAL_VERDICTS:
+        return _SIGNAL_VERDICTS[sig]
+    if pids_limit_hit and failed:
+        return Verdict.PIDS_LIMIT
+    return Verdict.SIGNALED if sig else Verdict.EXITED
 
 
 @attrs.frozen(kw_only=True)
@@ -33,6 +67,9 @@ class Result:
         timed_out: it was killed because its timeout expired.
         stdout, stderr: captured output (bytes), or None when not captured.
         duration: seconds from start to exit.
+        verdict: why it ended (:class:`Verdict`).
+        oom_killed: the OOM killer killed a process of the container while it ran
+            (its memory limit; known where the container has a cgroup with one).
     """
 
     argv: Tuple[str, ...]
@@ -42,6 +79,8 @@ class Result:
     stdout: Optional[bytes]
     stderr: Optional[bytes]
     duration: float
+    verdict: Verdict = Verdict.EXITED
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -75,6 +114,7 @@ class Process:
         self.stdin = open(pipes[0], "wb", buffering=0) if pipes[0] is not None else None
         self.stdout = open(pipes[1], "rb", buffering=0) if pipes[1] is not None else None
         self.stderr = open(pipes[2], "rb", buffering=0) if pipes[2] is not None else None
+        self.cgroup = None  # its own cgroup (a cgroups.CommandCgroup), when it has one
 
     @property
     def pid(self) -> Optional[int]:
@@ -113,6 +153,8 @@ class Process:
 
     def _release(self) -> None:
         self._reply.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()  # if empty; one still busy goes with the container's
 
     def container_ended(self) -> None:
         """Its container is gone: so is the process.  Release the reply socket
@@ -154,8 +196,11 @@ class Process:
         self._failure = None
 
     def kill_tree(self) -> None:
-        """SIGKILL the command's whole process group (it runs in its own session)."""
-        if self.returncode is None:
+        """SIGKILL everything the command started: its own cgroup when it has
+        one (sessions and daemons included), else its process group."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        elif self.returncode is None:
             self._send_signal(self.request_id, signal_module.SIGKILL, True)
 
     # -- streams -----------------------------------------------------

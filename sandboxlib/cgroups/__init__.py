@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from . import fs
 from .group import CommandCgroup, ContainerCgroup, cgroup_name, plan_cgroup, release_nodes
 from .layout import Layout, detect
 
-__all__ = ["CommandCgroup", "ContainerCgroup", "Layout", "cgroup_name", "detect", "plan_cgroup",
+__all__ = ["fs", "CommandCgroup", "ContainerCgroup", "Layout", "cgroup_name", "detect", "plan_cgroup",
            "release_paths"]
 
 

@@ -90,6 +90,7 @@ class ContainerCgroup:
         self.nodes = tuple(nodes)
         self.limits = limits
         self._made: List[Node] = []
+        self._init_ids: Optional[Tuple[int, int]] = None
 
     @property
     def paths(self) -> Tuple[str, ...]:
@@ -129,6 +130,16 @@ class ContainerCgroup:
                         os.path.join(node.path, filename)):
                     continue  # no swap accounting: no swap to limit
                 fs.write(os.path.join(node.path, filename), value)
+
+    def delegate_procs(self, uid: int, gid: int) -> None:
+        """Let the container's init (host ids ``uid``, ``gid``) start commands in
+        child cgroups of the v2 directory: clone3(CLONE_INTO_CGROUP) needs the
+        caller to may write ``cgroup.procs`` of both the target and the common
+        ancestor.  Only that file: the limits stay ours."""
+        node = self.v2
+        self._init_ids = (uid, gid)
+        if node is not None:
+            os.chown(os.path.join(node.path, "cgroup.procs"), uid, gid)
 
     def attach_fds(self) -> List[int]:
         """Open the ``tasks`` file of every v1 directory, for the child to write "0" to."""
@@ -184,6 +195,8 @@ class ContainerCgroup:
         path = os.path.join(node.path, f"cmd-{command_id}")
         os.mkdir(path)
         try:
+            if self._init_ids is not None:
+                os.chown(os.path.join(path, "cgroup.procs"), *self._init_ids)
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except BaseException:
             os.rmdir(path)
