@@ -236,6 +236,7 @@ class CommandCgroup:
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
         self.fd = fd
+        self._killed = False
 
     def close_fd(self) -> None:
         if self.fd >= 0:
@@ -243,12 +244,11 @@ class CommandCgroup:
             self.fd = -1
 
     def kill(self) -> None:
+        self._killed = True
         fs.kill_all(self.path)
 
     def remove(self) -> None:
-        """Remove it if empty; one still busy goes with the container's."""
+        """Remove it once empty: after a kill, wait (briefly) for the killed to
+        leave; else a command's daemons keep it until the container's end."""
         self.close_fd()
-        try:
-            os.rmdir(self.path)
-        except OSError:
-            pass
+        fs.remove_tree(self.path, time.monotonic() + (1.0 if self._killed else 0.0))
