@@ -182,7 +182,6 @@ class ContainerCgroup:
         """Kill what is left and remove every directory made.  True when all are gone."""
         if not self._made:
             return True
-        self.kill()
         gone = release_nodes([n.path for n in self._made])
         self._made = []
         return gone
