@@ -440,3 +440,16 @@ def test_cli_bad_limits_name_the_option(args, option):
     proc = _cli(*args, "--", "true")
     assert proc.returncode in (2, 125), proc  # 2: argparse's own type errors
     assert f"{option}" in proc.stderr.decode(), proc.stderr
+
+
+def test_a_limit_the_kernel_refuses_is_a_setup_error():
+    """cpuset.cpus must be within the parent's: the kernel's refusal names the
+    file, and nothing is left behind."""
+    from sandboxlib.config import CgroupLimits
+    layout = cgroups.detect()
+    name = cgroups.cgroup_name(statedir.state_root(), "f" * 16)
+    bad = cgroups.plan_cgroup(layout, CgroupLimits(cpuset_cpus="4000"), name)  # past Limits' own check
+    with pytest.raises(sb.SetupError) as info:
+        bad.create()
+    assert info.value.step == "CGROUP" and "cpuset.cpus" in str(info.value), info.value
+    assert _paths_exist(bad.paths) == []

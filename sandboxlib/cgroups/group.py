@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import attrs
 
 from ..config import CgroupLimits
-from ..errors import UnsupportedError
+from ..errors import SetupError, UnsupportedError
 from . import fs
 from .layout import Layout
 from .settings import CONTROLLERS_OF, v1_settings, v2_settings
@@ -106,7 +106,7 @@ class ContainerCgroup:
 
     def create(self) -> None:
         """Make every directory and write the limits (removing what was made
-        if any step fails)."""
+        if any step fails: SetupError in step CGROUP naming the file)."""
         try:
             for node in self.nodes:
                 self._make(node)
@@ -118,7 +118,10 @@ class ContainerCgroup:
         parent = os.path.dirname(node.path)
         if node.version == "v2" and node.controllers:
             _enable_controllers(parent, node.controllers)
-        os.mkdir(node.path)
+        try:
+            os.mkdir(node.path)
+        except OSError as err:
+            raise SetupError(err.errno, f"mkdir({node.path!r})", step="CGROUP", field="limits") from None
         self._made.append(node)
         if "cpuset" in node.controllers and node.version == "v1":
             mems = (fs.read_text(os.path.join(parent, "cpuset.mems")) or "").strip()
@@ -126,10 +129,14 @@ class ContainerCgroup:
         settings = (v2_settings if node.version == "v2" else v1_settings)(self.limits)
         for controller in node.controllers:
             for filename, value in settings.get(controller, ()):
-                if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(
-                        os.path.join(node.path, filename)):
+                path = os.path.join(node.path, filename)
+                if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(path):
                     continue  # no swap accounting: no swap to limit
-                fs.write(os.path.join(node.path, filename), value)
+                try:
+                    fs.write(path, value)
+                except OSError as err:
+                    raise SetupError(err.errno, f"write({path!r}, {value!r})", step="CGROUP",
+                                     field=f"limits ({', '.join(self.limits.names())})") from None
 
     def delegate_procs(self, uid: int, gid: int) -> None:
         """Let the container's init (host ids ``uid``, ``gid``) start commands in
