@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +30,26 @@ def without_cgroup() -> None:
     """As rootless without delegation: no cgroup at all (root only measures it)."""
     with mock.patch.object(container.cgroups, "plan_cgroup", return_value=None):
         sb.run(TRUE)
+
+
+def cgroup_operations(rounds: int = 200) -> str:
+    """Median cost of making (limits written) and removing a container's cgroup
+    directories, on their own."""
+    layout = container.cgroups.detect()
+    lines = []
+    for label, limits in (("no limits", sb.Limits()), ("memory+swap+pids+cpus", LIMITS)):
+        made, removed = [], []
+        for i in range(rounds):
+            group = container.cgroups.plan_cgroup(layout, limits.cgroup(), f"sandboxlib-bench-{os.getpid()}-{i}")
+            start = time.perf_counter()
+            group.create()
+            middle = time.perf_counter()
+            group.remove()
+            made.append(middle - start)
+            removed.append(time.perf_counter() - middle)
+        lines.append(f"- {label}: {len(group.nodes)} directories, create {statistics.median(made) * 1e3:.3f} ms, "
+                     f"remove {statistics.median(removed) * 1e3:.3f} ms (median of {rounds})")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -57,6 +79,7 @@ def main() -> None:
         f"a command's own cgroup: {stats[names[4]][0] - stats[names[3]][0]:+.3f} ms p50. "
         f"{args.rounds} interleaved rounds after 20 warm-up rounds; cgroup layout: "
         f"{container.cgroups.detect().kind}.")
+    body += "\n\nThe cgroup directories alone:\n\n" + cgroup_operations()
     print(body)
     if not args.no_record:
         _common.record("bench_limits: cgroup and limits cost at start-up", body)

@@ -380,7 +380,8 @@ class Container:
             process = submission.started(self._signal)
         else:
             process = submission.unconfirmed(self._signal, lambda: None)
-        process.cgroup = group
+        if group is not None:
+            process.use_cgroup(group)
         return self._track(process)
 
     def _track(self, process: Process) -> Process:

@@ -114,7 +114,7 @@ class Process:
         self.stdin = open(pipes[0], "wb", buffering=0) if pipes[0] is not None else None
         self.stdout = open(pipes[1], "rb", buffering=0) if pipes[1] is not None else None
         self.stderr = open(pipes[2], "rb", buffering=0) if pipes[2] is not None else None
-        self.cgroup = None  # its own cgroup (a cgroups.CommandCgroup), when it has one
+        self._cgroup = None  # its own cgroup (a cgroups.CommandCgroup), when it has one
 
     @property
     def pid(self) -> Optional[int]:
@@ -153,8 +153,8 @@ class Process:
 
     def _release(self) -> None:
         self._reply.close()
-        if self.cgroup is not None:
-            self.cgroup.remove()  # if empty; one still busy goes with the container's
+        if self._cgroup is not None:
+            self._cgroup.remove()  # if empty; one still busy goes with the container's
 
     def container_ended(self) -> None:
         """Its container is gone: so is the process.  Release the reply socket
@@ -191,6 +191,11 @@ class Process:
     def kill(self) -> None:
         self.send_signal(signal_module.SIGKILL)
 
+    def use_cgroup(self, group) -> None:
+        """The command runs in its own cgroup ``group`` (kill_tree kills it; it
+        is removed once the command has ended and it is empty)."""
+        self._cgroup = group
+
     def killed_by_us(self) -> None:
         """We are killing it (or its container): an EOF is its end, not a failure to start."""
         self._failure = None
@@ -198,8 +203,8 @@ class Process:
     def kill_tree(self) -> None:
         """SIGKILL everything the command started: its own cgroup when it has
         one (sessions and daemons included), else its process group."""
-        if self.cgroup is not None:
-            self.cgroup.kill()
+        if self._cgroup is not None:
+            self._cgroup.kill()
         elif self.returncode is None:
             self._send_signal(self.request_id, signal_module.SIGKILL, True)
 
