@@ -460,3 +460,55 @@ def test_a_limit_the_kernel_refuses_is_a_setup_error():
         bad.create()
     assert info.value.step == "CGROUP" and "cpuset.cpus" in str(info.value), info.value
     assert _paths_exist(bad.paths) == []
+
+
+# -- rootless in a delegated cgroup v2 subtree -------------------------------------------
+DELEGATED = textwrap.dedent("""
+    import json, time, sandboxlib as sb
+    from sandboxlib import cgroups
+    out = {"own": cgroups.detect().v2}
+    try:
+        sb.Container(limits=sb.Limits(memory="64M")).start()
+    except sb.UnsupportedError as err:
+        out["memory"] = str(err)
+    with sb.Container() as c:
+        out["paths"] = list(c._cgroup.paths)
+        started = time.monotonic()
+        r = c.run(["sh", "-c", "setsid sh -c 'echo grandchild; sleep 1000' & echo main; sleep 1000"],
+                  timeout=0.5, stdin=sb.DEVNULL)
+        out["run"] = [r.timed_out, sorted(r.stdout.decode().split()), time.monotonic() - started < 10]
+        deadline = time.monotonic() + 10
+        while [p.name for p in c.top()] != ["sbx-init"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        out["top"] = [p.name for p in c.top()]
+        out["stats"] = c.stats().source
+    print(json.dumps(out), flush=True)
+""")
+
+
+def test_rootless_in_a_delegated_cgroup():
+    """A rootless process whose own cgroup v2 is delegated to it (here the
+    controller-less unified tree: kill and events, no limits) gives each
+    container a cgroup there, and c.run(timeout) kills setsid grandchildren."""
+    import pwd
+
+    from . import rootless
+    user = pwd.getpwnam("sbxtest")
+    delegated = os.path.join(cgroups.detect().v2, session_cgroup_prefix() + "delegated")
+    os.mkdir(delegated)
+    try:
+        for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+            os.chown(os.path.join(delegated, name), user.pw_uid, user.pw_gid)
+        argv = rootless.launcher(user, [PY, "-c", DELEGATED])
+        proc = subprocess.run(["sh", "-c", f'echo $$ > {delegated}/cgroup.procs && exec "$@"', "sh", *argv],
+                              capture_output=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr.decode()
+        import json
+        out = json.loads(proc.stdout)
+    finally:
+        assert _wait_until(lambda: cgroups.release_paths([delegated]) is False)
+    assert out["own"] == delegated
+    assert "limits.memory" in out["memory"], out
+    assert [os.path.dirname(p) for p in out["paths"]] == [delegated]
+    assert out["run"] == [True, ["grandchild", "main"], True], out
+    assert out["top"] == ["sbx-init"] and out["stats"] == "cgroup"
