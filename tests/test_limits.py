@@ -512,3 +512,85 @@ def test_rootless_in_a_delegated_cgroup():
     assert [os.path.dirname(p) for p in out["paths"]] == [delegated]
     assert out["run"] == [True, ["grandchild", "main"], True], out
     assert out["top"] == ["sbx-init"] and out["stats"] == "cgroup"
+
+
+# -- a v1-only host: the freezer kills ------------------------------------------------------
+def test_v1_only_layout_kills_with_the_freezer():
+    """Without a v2 tree (as on a v1-only host) a container's cgroup includes
+    the v1 freezer, and kill-all is freeze, SIGKILL every process, thaw: a
+    fork bomb cannot outrun it.  Timeouts fall back to the process group."""
+    from unittest import mock
+    real = cgroups.detect()
+    v1_only = cgroups.Layout(v1=real.v1, v2=None, v2_controllers=frozenset())
+    with mock.patch("sandboxlib.container.cgroups.detect", return_value=v1_only):
+        c = sb.Container(limits=sb.Limits(pids=40))
+        c.start()
+        try:
+            freezer = c._cgroup.node("freezer")
+            assert freezer is not None and c._cgroup.v2 is None
+            c.spawn([PY, "-c", BOMB], stdin=sb.DEVNULL, stdout=sb.DEVNULL, stderr=sb.DEVNULL)
+            current = os.path.join(c._cgroup.node("pids").path, "pids.current")
+            assert _wait_until(lambda: int(cgroups.fs.read_text(current)) >= 30)
+            c._cgroup.kill()  # what close() and stop() do first
+            procs = os.path.join(freezer.path, "cgroup.procs")
+            assert _wait_until(lambda: cgroups.fs.read_text(procs) == "")
+            assert _wait_until(lambda: not c.running)  # the init too: it is in the cgroup
+            with open(os.path.join(freezer.path, "freezer.state")) as f:
+                assert f.read().strip() == "THAWED"
+        finally:
+            c.close()
+        with sb.Container() as c:
+            r = c.run(["sh", "-c", "sleep 1000 & echo main; sleep 1000"], timeout=0.5, **NO_STDIN)
+            assert r.timed_out and r.stdout == b"main\n", r
+        paths = c._cgroup.paths
+    assert _paths_exist(paths) == []
+
+
+# -- verdicts and settings: the decisions alone ------------------------------------------------
+@pytest.mark.parametrize("kwargs, verdict", [
+    ({"exit_code": 0}, sb.Verdict.EXITED),
+    ({"exit_code": 3}, sb.Verdict.EXITED),
+    ({"exit_code": 137, "sig": signal.SIGKILL}, sb.Verdict.SIGNALED),
+    ({"exit_code": 137, "sig": signal.SIGKILL, "timed_out": True, "oom_killed": True}, sb.Verdict.TIMEOUT),
+    ({"exit_code": 137, "sig": signal.SIGKILL, "oom_killed": True}, sb.Verdict.OOM),
+    ({"exit_code": 0, "oom_killed": True}, sb.Verdict.EXITED),
+    ({"exit_code": 2, "pids_limit_hit": True}, sb.Verdict.PIDS_LIMIT),
+    ({"exit_code": 0, "pids_limit_hit": True}, sb.Verdict.EXITED),
+    ({"exit_code": 159, "sig": signal.SIGSYS}, sb.Verdict.SECCOMP),
+    ({"exit_code": 153, "sig": signal.SIGXFSZ, "pids_limit_hit": True}, sb.Verdict.FSIZE),
+    ({"exit_code": 152, "sig": signal.SIGXCPU}, sb.Verdict.CPU_TIME),
+])
+def test_verdict_of(kwargs, verdict):
+    from sandboxlib.process import verdict_of
+    args = {"sig": None, "timed_out": False, "oom_killed": False, "pids_limit_hit": False, **kwargs}
+    assert verdict_of(**args) is verdict
+
+
+def test_v2_settings():
+    from sandboxlib.cgroups.settings import shares_to_weight, v2_settings
+    limits = sb.Limits(memory="64M", memory_swap="96M", cpus=1.5, cpu_shares=1024, pids=7,
+                       cpuset_cpus="0").cgroup()
+    assert v2_settings(limits) == {
+        "memory": [("memory.max", str(64 << 20)), ("memory.swap.max", str(32 << 20))],
+        "cpu": [("cpu.max", "150000 100000"), ("cpu.weight", "39")],
+        "pids": [("pids.max", "7")], "cpuset": [("cpuset.cpus", "0")]}
+    assert v2_settings(sb.Limits(memory="64M", memory_swap=-1).cgroup())["memory"][1] == ("memory.swap.max", "max")
+    assert (shares_to_weight(2), shares_to_weight(262144)) == (1, 10000)
+
+
+def test_one_shot_verdicts():
+    r = sb.run(["sh", "-c", "echo out; echo err >&2; sleep 1000"], timeout=0.3, **NO_STDIN)
+    assert r.verdict is sb.Verdict.TIMEOUT and (r.stdout, r.stderr) == (b"out\n", b"err\n"), r
+    r = sb.run(["sh", "-c", "for i in $(seq 20); do sleep 5 & done; wait"], limits=sb.Limits(pids=8), **NO_STDIN)
+    assert r.verdict is sb.Verdict.PIDS_LIMIT, r
+
+
+def test_cli_rootless_limit_is_refused():
+    import pwd
+
+    from . import rootless
+    user = pwd.getpwnam("sbxtest")
+    argv = rootless.launcher(user, [PY, "-m", "sandboxlib", "run", "--memory", "64M", "--", "true"])
+    proc = subprocess.run(argv, capture_output=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 125, proc
+    assert b"limits.memory" in proc.stderr and b"Delegate=" in proc.stderr, proc.stderr
