@@ -251,11 +251,12 @@ def test_rlimits_end_to_end(runner):
 
 
 # -- timeouts kill whole trees ---------------------------------------------------------
-def test_run_timeout_kills_setsid_grandchild_holding_stdout():
+@pytest.mark.parametrize("userns", [True, False])
+def test_run_timeout_kills_setsid_grandchild_holding_stdout(userns):
     """The grandchild starts its own session (so it escapes a process-group
     kill) and holds stdout open (so run() would wait for it): its own cgroup
     takes it too, and run() returns at once."""
-    with sb.Container() as c:
+    with sb.Container(userns=userns) as c:
         started = time.monotonic()
         r = c.run(["sh", "-c", "setsid sh -c 'echo grandchild; sleep 1000' & echo main; sleep 1000"],
                   timeout=0.5, **NO_STDIN)
