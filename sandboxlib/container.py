@@ -16,8 +16,6 @@ import warnings
 import weakref
 from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
 
-import attrs
-
 from . import _lowlevel, cgroups, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
@@ -29,7 +27,7 @@ from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .launch import submit
-from .process import Process, Result, verdict_of
+from .process import Process, Result, result_of
 from .rootfs import layout
 from .stats import Stats, list_processes, read_stats
 from .streams import PIPE, StdioSpec
@@ -364,25 +362,10 @@ class Container:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
         request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
         group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
-        try:
-            if group is not None:
-                request = attrs.evolve(request, cgroup=True)
-            submission = submit(self._control, request, stdin, stdout, stderr,
-                                cgroup_fd=group.fd if group else -1)
-        except BaseException:
-            if group is not None:
-                group.remove()
-            raise
-        finally:
-            if group is not None:
-                group.close_fd()
+        submission = submit(self._control, request, stdin, stdout, stderr, cgroup=group)
         if confirm:
-            process = submission.started(self._signal)
-        else:
-            process = submission.unconfirmed(self._signal, lambda: None)
-        if group is not None:
-            process.use_cgroup(group)
-        return self._track(process)
+            return self._track(submission.started(self._signal))
+        return self._track(submission.unconfirmed(self._signal, lambda: None))
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
@@ -434,13 +417,11 @@ class Container:
             except BaseException:
                 self._kill_after_timeout(proc, main)
                 raise
-        return _result(proc, out, err, timed_out, counters, self._counters())
+        return result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
 
     def _counters(self) -> Tuple[int, int]:
         """(OOM kills, forks refused) in the container so far; (0, 0) without limits."""
-        if self._cgroup is None or not (self.config.limits.memory or self.config.limits.pids):
-            return (0, 0)
-        return self._cgroup.counters()
+        return self._cgroup.counters() if self._cgroup is not None else (0, 0)
 
     def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
         """Start the container and its main command in one go: the command
@@ -502,18 +483,6 @@ def _kill_pidfd(pidfd: Optional[int]) -> None:
             signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _result(proc: Process, out, err, timed_out: bool, before: Tuple[int, int], after: Tuple[int, int]) -> Result:
-    code = proc.returncode
-    sig = signal_module.Signals(-code) if code < 0 else None
-    exit_code = 128 + sig if sig else code
-    oom_killed = after[0] > before[0]
-    verdict = verdict_of(exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed,
-                         pids_limit_hit=after[1] > before[1])
-    return Result(argv=proc.args, exit_code=exit_code, signal=sig, timed_out=timed_out,
-                  stdout=out, stderr=err, duration=(proc.ended or time.monotonic()) - proc.started,
-                  verdict=verdict, oom_killed=oom_killed)
 
 
 def _clone_hint(err: int) -> Optional[str]:

@@ -18,7 +18,7 @@ import attrs
 from . import protocol
 from .errors import TimeoutExpired
 
-__all__ = ["Process", "Result", "Verdict", "verdict_of"]
+__all__ = ["Process", "Result", "Verdict", "verdict_of", "result_of"]
 
 _CHUNK = 1 << 16
 
@@ -85,6 +85,22 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+
+def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, timed_out: bool,
+              events: Tuple[Tuple[int, int], Tuple[int, int]]) -> Result:
+    """The Result of an ended process; ``events``: the container's (OOM kills,
+    forks refused) before and after it ran."""
+    code = proc.returncode
+    sig = signal_module.Signals(-code) if code < 0 else None
+    exit_code = 128 + sig if sig else code
+    (oom_before, pids_before), (oom_after, pids_after) = events
+    oom_killed = oom_after > oom_before
+    verdict = verdict_of(exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed,
+                         pids_limit_hit=pids_after > pids_before)
+    return Result(argv=proc.args, exit_code=exit_code, signal=sig, timed_out=timed_out, stdout=out, stderr=err,
+                  duration=(proc.ended or time.monotonic()) - proc.started, verdict=verdict,
+                  oom_killed=oom_killed)
 
 
 class Process:
