@@ -148,8 +148,9 @@ class Container:
         if cgroup is not None:
             cgroup.create()
             maps = self._maps
-            if maps is not None and (maps.to_host_uid(0), maps.to_host_gid(0)) != (os.geteuid(), os.getegid()):
-                cgroup.delegate_procs(maps.to_host_uid(0), maps.to_host_gid(0))
+            init_ids = (maps.to_host_uid(0), maps.to_host_gid(0)) if maps is not None else (None, None)
+            if None not in init_ids and init_ids != (os.geteuid(), os.getegid()):
+                cgroup.delegate_procs(*init_ids)  # the init starts commands in child cgroups
 
     def _release_cgroup(self) -> None:
         """Remove the cgroup, then the record (kept, for a later sweep, while
@@ -276,7 +277,8 @@ class Container:
             os.close(pidfd)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then close."""
+        """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then
+        close (which kills through the cgroup first: no fork bomb outruns it)."""
         if self._control is not None and self._pidfd is not None:
             try:
                 self._control.send(protocol.encode_stop(timeout))
