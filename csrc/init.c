@@ -145,6 +145,18 @@ static pid_t fork_command(struct sbx_command *cmd, int report_fd)
         .cgroup = (uint64_t)cmd->cgroup_fd,
     };
     long pid = sbx_clone3_run(&ca, command_child, &start);
+    if (pid == -ENOSYS) {
+        /* No clone3 (before Linux 5.7): the child moves itself, the slow way. */
+        pid_t child = vfork();
+        if (child == 0) {
+            int procs = openat(cmd->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+            if (procs < 0 || write(procs, "0", 1) != 1)
+                sbx_report_fail(report_fd, SBX_STEP_FORK, errno, -1);
+            close(procs);
+            sbx_command_exec(cmd, report_fd);
+        }
+        return child;
+    }
     if (pid < 0) {
         errno = (int)-pid;
         return -1;
