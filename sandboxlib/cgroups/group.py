@@ -219,10 +219,12 @@ def _enable_controllers(parent: str, controllers: Sequence[str]) -> None:
         fs.write(os.path.join(parent, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
     except OSError as err:
         raise UnsupportedError(
-            f"cgroup v2 controllers {', '.join(missing)} below {parent}",
-            f"enabling them failed ({err.strerror}): a cgroup with processes of its own cannot give "
-            "controllers to children; run the Python process in a leaf cgroup whose parent delegates "
-            "them (e.g. systemd-run --scope -p Delegate=yes)") from None
+            f"cgroup v2 controllers {', '.join(missing)} for containers below {parent}",
+            f"enabling them in its cgroup.subtree_control failed ({err.strerror}): cgroup v2 lets only a "
+            "cgroup without processes of its own give controllers to children, and containers' cgroups "
+            "are made below the caller's own cgroup, which holds the caller; run the Python process in "
+            "the root cgroup (as root), or on a host whose v2 tree needs no controllers for these limits "
+            "(the hybrid layout)") from None
 
 
 def release_nodes(paths: Sequence[str]) -> bool:
