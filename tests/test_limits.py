@@ -594,3 +594,29 @@ def test_cli_rootless_limit_is_refused():
     proc = subprocess.run(argv, capture_output=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL)
     assert proc.returncode == 125, proc
     assert b"limits.memory" in proc.stderr and b"Delegate=" in proc.stderr, proc.stderr
+
+
+def test_v2_placement_beside_a_cgroup_with_processes(tmp_path):
+    """Where a v2 cgroup that needs controllers goes (a decision on the
+    directory layout alone; this host's v2 tree has no controllers to try it
+    with): below our own cgroup when that is the root, else beside it (ours
+    holds us, and cgroup v2 lets only a cgroup without processes give
+    controllers to children)."""
+    from sandboxlib.config import CgroupLimits
+    root = tmp_path / "v2"
+    own = root / "delegated" / "leaf"
+    own.mkdir(parents=True)
+    for directory in (root, root / "delegated", own):
+        (directory / "cgroup.procs").write_text("")
+    for directory in (root / "delegated", own):
+        (directory / "cgroup.type").write_text("domain\n")
+    limits = CgroupLimits(memory=64 << 20, pids=10)
+
+    def placed(own_dir):
+        layout = cgroups.Layout(v1={}, v2=str(own_dir), v2_controllers=frozenset({"memory", "pids"}))
+        group = cgroups.plan_cgroup(layout, limits, "sandboxlib-test")
+        return group.v2.path, sorted(group.v2.controllers)
+    assert placed(own) == (str(root / "delegated" / "sandboxlib-test"), ["memory", "pids"])
+    assert placed(root) == (str(root / "sandboxlib-test"), ["memory", "pids"])
+    layout = cgroups.Layout(v1={}, v2=str(own), v2_controllers=frozenset({"memory", "pids"}))
+    assert cgroups.plan_cgroup(layout, CgroupLimits(), "x").v2.path == str(own / "x")  # no controllers

@@ -78,9 +78,31 @@ def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional["Co
         directory = layout.v1.get(controller)
         if directory and _writable(directory):
             v1.setdefault(directory, []).append(controller)
-    nodes = [Node("v2", os.path.join(layout.v2, name), tuple(v2))] if use_v2 else []
+    nodes = [Node("v2", os.path.join(_v2_base(layout.v2, v2), name), tuple(v2))] if use_v2 else []
     nodes += [Node("v1", os.path.join(d, name), tuple(c)) for d, c in sorted(v1.items())]
     return ContainerCgroup(nodes, limits) if nodes else None
+
+
+def _v2_base(own: str, controllers: Sequence[str]) -> str:
+    """Where a container's v2 cgroup goes: below our own cgroup, unless it
+    needs controllers and ours holds processes (us) without being the root:
+    cgroup v2 lets only a cgroup without processes give controllers to its
+    children.  Then beside ours, in its parent, which has them enabled for
+    ours already: the layout of a delegated cgroup whose manager process
+    sits in a leaf of its own (e.g. DELEGATED/leaf), as systemd documents."""
+    is_root = not os.path.exists(os.path.join(own, "cgroup.type"))
+    if not controllers or is_root:
+        return own
+    parent = os.path.dirname(own)
+    if not _writable(parent):
+        raise UnsupportedError(
+            f"cgroup v2 controllers {', '.join(controllers)} for containers",
+            f"our cgroup {own} holds this process, so it cannot give controllers to children, and its "
+            f"parent {parent} is not writable for us: run the Python process in a leaf cgroup of a "
+            "delegated one (e.g. `systemd-run --user --scope -p Delegate=yes sh -c 'mkdir "
+            "$CG/leaf && echo $$ > $CG/leaf/cgroup.procs && exec python ...'`, CG being the scope's "
+            "cgroup directory): containers' cgroups then go beside the leaf")
+    return parent
 
 
 class ContainerCgroup:
@@ -220,11 +242,8 @@ def _enable_controllers(parent: str, controllers: Sequence[str]) -> None:
     except OSError as err:
         raise UnsupportedError(
             f"cgroup v2 controllers {', '.join(missing)} for containers below {parent}",
-            f"enabling them in its cgroup.subtree_control failed ({err.strerror}): cgroup v2 lets only a "
-            "cgroup without processes of its own give controllers to children, and containers' cgroups "
-            "are made below the caller's own cgroup, which holds the caller; run the Python process in "
-            "the root cgroup (as root), or on a host whose v2 tree needs no controllers for these limits "
-            "(the hybrid layout)") from None
+            f"enabling them in its cgroup.subtree_control failed ({err.strerror}): it must hold no "
+            "processes of its own and have them itself (see its cgroup.controllers)") from None
 
 
 def release_nodes(paths: Sequence[str]) -> bool:
