@@ -29,9 +29,11 @@ STATS_V1 = ("memory", "pids", "cpuacct", "blkio")
 REMOVE_TIMEOUT = 5.0  # seconds for the processes of a killed cgroup to leave it
 
 DELEGATION_HINT = ("cgroup limits need a cgroup this user may write to: run as root, or rootless in a "
-                   "delegated cgroup v2 subtree (e.g. `systemd-run --user --scope -p Delegate=yes "
-                   "python ...`, with the controllers enabled for the user in "
-                   "/etc/systemd/system/user@.service.d/delegate.conf: Delegate=cpu cpuset io memory pids)")
+                   "delegated cgroup v2 subtree, the Python process in a leaf of it (e.g. `systemd-run "
+                   "--user --scope -p Delegate=yes sh -c 'mkdir $CG/leaf && echo $$ > $CG/leaf/cgroup.procs "
+                   "&& exec python ...'`, CG being the scope's cgroup directory), with the controllers "
+                   "delegated to users (/etc/systemd/system/user@.service.d/delegate.conf: "
+                   "[Service] Delegate=cpu cpuset io memory pids)")
 
 
 def cgroup_name(state_root: str, container_id: str) -> str:
