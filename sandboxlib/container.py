@@ -162,8 +162,10 @@ class Container:
                           ResourceWarning, stacklevel=2)
 
     def _kill_all(self) -> None:
-        """Kill every process of the container through its cgroup (no fork escapes)."""
-        if self._cgroup is not None:
+        """Kill every process of the container through its cgroup (no fork
+        escapes).  Not needed once the init has exited: the kernel has then
+        killed its whole pid namespace, which every process of the cgroup is in."""
+        if self._cgroup is not None and not self._init_exited(0):
             self._cgroup.kill()
 
     def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]]) -> None:
@@ -239,7 +241,7 @@ class Container:
                 return ContainerStateError(f"the container's init ended during set-up ({err})")
             return err
         # The child is still setting up: record its init meanwhile.
-        statedir.update(self._record, pid, self._cgroup.paths if self._cgroup else ())
+        statedir.add_init(self._record, pid)
         return None
 
     def _raise_setup_failure(self, report: bytes, ops) -> None:

@@ -3,9 +3,9 @@ left behind is found and removed by the next one that starts a container.
 
 Each record is one small file named by the container id; it says who owns
 it and which process is its init, each as (pid, start time) so that a
-reused pid is never mistaken for them, then one ``cgroup PATH`` line per
-cgroup directory of the container.  It is written before the cgroups are
-made and rewritten (atomically, by rename) once the init exists."""
+reused pid is never mistaken for them: a first line ``OWNER START``, one
+``cgroup PATH`` line per cgroup directory of the container (written before
+the cgroups are made), and ``init PID START`` appended once the init exists."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 from . import cgroups
 
-__all__ = ["state_root", "register", "update", "unregister", "sweep"]
+__all__ = ["state_root", "register", "add_init", "unregister", "sweep"]
 
 _checked_roots: set = set()
 _lock = threading.Lock()
@@ -56,12 +56,6 @@ def _ensure_root(root: str) -> None:
         _checked_roots.add(root)
 
 
-def _content(init_pid: Optional[int], cgroup_paths: Sequence[str]) -> bytes:
-    me = os.getpid()
-    init = f"{init_pid} {start_time(init_pid)}" if init_pid else "0 None"
-    return (f"{me} {start_time(me)} {init}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)).encode()
-
-
 def _write(path: str, data: bytes, flags: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o600)
     try:
@@ -70,21 +64,21 @@ def _write(path: str, data: bytes, flags: int) -> None:
         os.close(fd)
 
 
-def register(root: str, container_id: str, init_pid: Optional[int] = None,
-             cgroup_paths: Sequence[str] = ()) -> str:
-    """Record a container (its init may not exist yet); returns the record's path."""
+def register(root: str, container_id: str, cgroup_paths: Sequence[str] = ()) -> str:
+    """Record a container before anything of it exists: its owner (us) and
+    the cgroup directories it is about to get.  Returns the record's path."""
     _ensure_root(root)
     path = os.path.join(root, container_id)
-    _write(path, _content(init_pid, cgroup_paths), os.O_CREAT | os.O_EXCL)
+    me = os.getpid()
+    text = f"{me} {start_time(me)}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)
+    _write(path, text.encode(), os.O_CREAT | os.O_EXCL)
     return path
 
 
-def update(path: str, init_pid: int, cgroup_paths: Sequence[str] = ()) -> None:
-    """Rewrite a record with the container's init, atomically (a sweep reads
-    the old record or the new one, never half of one)."""
-    tmp = path + ".tmp"
-    _write(tmp, _content(init_pid, cgroup_paths), os.O_CREAT | os.O_TRUNC)
-    os.rename(tmp, path)
+def add_init(path: str, init_pid: int) -> None:
+    """Add the container's init once it exists: one small appended line (a
+    sweep that reads half of it skips the record until next time)."""
+    _write(path, f"init {init_pid} {start_time(init_pid)}\n".encode(), os.O_APPEND)
 
 
 def unregister(path: str) -> None:
@@ -95,13 +89,23 @@ def unregister(path: str) -> None:
 
 
 def _read_record(path: str) -> Optional[Tuple[int, int, int, Optional[int], Tuple[str, ...]]]:
+    """(owner, owner start, init, init start, cgroup paths); None while unreadable."""
     try:
         with open(path) as f:
             first, *rest = f.read().splitlines()
-        owner, owner_start, init, init_start = first.split()
-        paths = tuple(line[len("cgroup "):] for line in rest if line.startswith("cgroup /"))
-        return (int(owner), int(owner_start), int(init), None if init_start == "None" else int(init_start),
-                paths)
+        owner, owner_start = first.split()
+        init, init_start = 0, None
+        paths = []
+        for line in rest:
+            kind, _, value = line.partition(" ")
+            if kind == "cgroup":
+                paths.append(value)
+            elif kind == "init":
+                pid, start = value.split()
+                init, init_start = int(pid), int(start)
+            else:
+                return None
+        return int(owner), int(owner_start), init, init_start, tuple(paths)
     except (OSError, ValueError):
         return None
 
@@ -117,7 +121,7 @@ def sweep(root: str) -> int:
     removed = 0
     for name in names:
         path = os.path.join(root, name)
-        record = None if name.endswith(".tmp") else _read_record(path)
+        record = _read_record(path)
         if record is None:
             continue  # being written right now
         owner, owner_start, init, init_start, cgroup_paths = record

@@ -283,8 +283,8 @@ def test_command_cgroup_of_a_command_that_left_a_daemon():
 
 
 # -- stats and top ---------------------------------------------------------------------
-def check_stats_and_top():
-    with sb.Container() as c:
+def check_stats_and_top(limited: bool):
+    with sb.Container(limits=sb.Limits(pids=100) if limited else None) as c:
         p = c.spawn(["sleep", "1000"], stdin=sb.DEVNULL, stdout=sb.DEVNULL, stderr=sb.DEVNULL)
         c.run([PY, "-c", SPIN.format(secs=0.3)], **NO_STDIN)
         stats = c.stats()
@@ -295,8 +295,19 @@ def check_stats_and_top():
     return stats, [(i.container_pid, i.name, i.cmdline, i.pid == p.pid) for i in top]
 
 
+def test_stats_without_limits():
+    """Without limits a container (as root) has only its v2 cgroup: CPU time
+    from it, the rest from psutil (no peaks)."""
+    with sb.Container() as c:
+        c.run([PY, "-c", SPIN.format(secs=0.3)], **NO_STDIN)
+        stats = c.stats()
+        assert [n.version for n in c._cgroup.nodes] == ["v2"]
+    assert stats.source == "cgroup" and stats.cpu_seconds > 0.1, stats
+    assert stats.memory_bytes > 0 and stats.pids >= 1 and stats.memory_peak_bytes is None, stats
+
+
 def test_stats_and_top(runner):
-    stats, top = runner(check_stats_and_top)
+    stats, top = runner(check_stats_and_top, not runner.rootless)  # rootless: no cgroup limits here
     assert stats.source == ("psutil" if runner.rootless else "cgroup")
     assert stats.memory_bytes > 0 and stats.pids >= 2
     assert top[0][:2] == (1, "sbx-init")
@@ -390,7 +401,9 @@ def test_cgroups_of_a_sigkilled_owner_are_swept():
     assert len(paths) >= 4 and _paths_exist(paths) == paths
     record = os.path.join(statedir.state_root(), ident)
     with open(record) as f:
-        assert sorted(line.split()[1] for line in f.read().splitlines()[1:]) == sorted(paths)
+        lines = f.read().splitlines()
+    assert sorted(line.split()[1] for line in lines if line.startswith("cgroup ")) == sorted(paths)
+    assert lines[-1].startswith("init ")
     owner.kill()
     owner.wait()
     # its container dies with it, but nobody removed the cgroups or the record ...

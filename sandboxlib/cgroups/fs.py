@@ -94,9 +94,9 @@ def _subdirs(directory: str) -> list:
 
 def remove_tree(directory: str, deadline: float) -> bool:
     """rmdir the cgroup and its children, bottom up, retrying while processes
-    are still leaving (EBUSY) until ``deadline``.  True once it is gone."""
-    for entry in _subdirs(directory):
-        remove_tree(entry.path, deadline)
+    are still leaving (EBUSY) until ``deadline``.  True once it is gone.
+    Children are looked for only when the rmdir fails (a listing of a
+    cgroup directory costs more than the rmdir)."""
     while True:
         try:
             os.rmdir(directory)
@@ -104,6 +104,10 @@ def remove_tree(directory: str, deadline: float) -> bool:
         except FileNotFoundError:
             return True
         except OSError as err:
-            if err.errno != errno.EBUSY or time.monotonic() >= deadline:
+            if err.errno != errno.EBUSY:
                 return False
+        for entry in _subdirs(directory):
+            remove_tree(entry.path, deadline)
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.001)

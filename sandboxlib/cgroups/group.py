@@ -1,15 +1,16 @@
 """One container's cgroup: a directory in each hierarchy it needs, made and
 removed by us, below our own cgroup in each.
 
-Which hierarchies: the v2 tree whenever we may write to it (``cgroup.kill``
-and ``cgroup.events``; and on a v2 host every limit), plus a v1 hierarchy
-for each limit the v2 tree cannot enforce, plus memory, pids, cpuacct and
-blkio for statistics, plus the freezer for kill-all where there is no v2
-tree.  Measured: each directory costs ~0.02 ms to make and remove, and
-~0.03 ms to join (the child joins each itself), so every container as root
-gets its cgroup even without limits."""
+Which hierarchies: the v2 tree whenever we may write to it (``cgroup.kill``,
+``cgroup.events``, ``cpu.stat``; on a v2 host every limit), else the v1
+freezer (kill-all) and cpuacct; with limits, also a v1 hierarchy for each
+limit the v2 tree cannot enforce, and memory, pids and blkio for
+statistics.  Measured on the hybrid host: the v2 cgroup alone adds nothing
+measurable to ``sb.run`` (it is born there with clone3), so every container
+as root gets it; each v1 directory costs ~0.08 ms (make, join, remove)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -25,7 +26,9 @@ from .settings import CONTROLLERS_OF, v1_settings, v2_settings
 
 __all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgroup"]
 
-STATS_V1 = ("memory", "pids", "cpuacct", "blkio")
+# For statistics of a container with limits; cpuacct only without a v2 tree
+# (whose cpu.stat has the usage).
+STATS_V1 = ("memory", "pids", "blkio")
 REMOVE_TIMEOUT = 5.0  # seconds for the processes of a killed cgroup to leave it
 
 DELEGATION_HINT = ("cgroup limits need a cgroup this user may write to: run as root, or rootless in a "
@@ -53,8 +56,14 @@ class Node:
 
 
 def _writable(directory: Optional[str]) -> bool:
-    return bool(directory) and os.access(directory, os.W_OK) and (
-        os.access(os.path.join(directory, "cgroup.procs"), os.W_OK))
+    """We may make cgroups below ``directory`` and move processes there (asked
+    once per process and identity: delegation does not come and go)."""
+    return bool(directory) and _access(directory, os.geteuid())
+
+
+@functools.lru_cache(maxsize=64)
+def _access(directory: str, _euid: int) -> bool:
+    return os.access(directory, os.W_OK) and os.access(os.path.join(directory, "cgroup.procs"), os.W_OK)
 
 
 def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional["ContainerCgroup"]:
@@ -75,7 +84,9 @@ def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional["Co
             raise UnsupportedError(f"cgroup limits ({', '.join(limits.names())})", DELEGATION_HINT)
         (v2 if version == "v2" else v1.setdefault(directory, [])).append(controller)
     use_v2 = _writable(layout.v2)
-    extras = STATS_V1 + (() if use_v2 else ("freezer",))
+    # Statistics hierarchies only with limits: each costs ~0.08 ms per
+    # container (measured), and the v2 cgroup alone costs nothing measurable.
+    extras = (STATS_V1 if needed else ()) + (() if use_v2 else ("cpuacct", "freezer"))
     for controller in extras:
         directory = layout.v1.get(controller)
         if directory and _writable(directory):
@@ -210,10 +221,10 @@ class ContainerCgroup:
         return oom, pids
 
     def remove(self) -> bool:
-        """Kill what is left and remove every directory made.  True when all are gone."""
-        if not self._made:
-            return True
-        gone = release_nodes([n.path for n in self._made])
+        """Remove every directory made (after kill(), or the end of the init's
+        pid namespace: waiting while the killed leave).  True when all are gone."""
+        deadline = time.monotonic() + REMOVE_TIMEOUT
+        gone = all([fs.remove_tree(n.path, deadline) for n in self._made])
         self._made = []
         return gone
 
