@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     with sb.Container() as box:
         workloads = {
-            "sb.run([/bin/true]), no limits (a cgroup for kill-all and stats)": lambda: sb.run(TRUE),
+            "sb.run([/bin/true]), no limits (its v2 cgroup: kill-all, events)": lambda: sb.run(TRUE),
             "sb.run([/bin/true]), memory+memory_swap+pids+cpus limits": lambda: sb.run(TRUE, limits=LIMITS),
             "sb.run([/bin/true]), no cgroup at all": without_cgroup,
             "c.run([/bin/true]) in a running container": lambda: box.run(TRUE),
