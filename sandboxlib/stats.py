@@ -19,13 +19,15 @@ class Stats:
     Attributes:
         cpu_seconds: CPU time (user + system) of every process it ever ran
             (with a cgroup; else of the processes still running).
-        memory_bytes: memory in use now (cgroup: page cache included; else the sum of RSS).
+        memory_bytes: memory in use now (a memory cgroup: page cache included; else the sum of RSS).
         memory_peak_bytes: the most memory in use at once, or None where unknown.
         pids: processes and threads now.
         pids_peak: the most processes and threads at once, or None where the kernel does not say.
         io_read_bytes, io_write_bytes: bytes read from and written to block devices
             (None where unknown).
-        source: ``"cgroup"`` or ``"psutil"`` (rootless without a delegated cgroup).
+        source: ``"cgroup"`` when the container has one (the figures it lacks, such as
+            memory of a container without limits, come from psutil), else ``"psutil"``
+            (rootless without a delegated cgroup).
     """
 
     cpu_seconds: float
