@@ -13,6 +13,7 @@ struct sbx_command {
     char **argv;
     char **envp;
     int stdio[3];
+    int cgroup_fd;             /* the command's cgroup v2 directory, or -1 */
     uint64_t cap_bounding;     /* the init's bounding set when it forked us */
     const void *filter;        /* the container's seccomp BPF, installed last */
     uint32_t filter_len;       /* bytes; 0: none */

@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clone.h"
 #include "command.h"
 #include "report.h"
 #include "setup.h"
@@ -34,6 +35,8 @@
 #define PARENT_FD SBX_FD_PARENT
 #define MAX_CHILDREN 4096
 #define MAX_STRINGS (SBX_MAX_REQUEST / 2)
+#define MAX_FDS 5      /* reply socket, stdin, stdout, stderr, cgroup */
+#define CHILD_STACK (64 * 1024)
 
 struct child {
     pid_t pid;
@@ -45,6 +48,7 @@ struct child {
 static struct child children[MAX_CHILDREN];
 static char request[SBX_MAX_REQUEST];
 static char *strings[MAX_STRINGS];
+static char child_stack[CHILD_STACK] __attribute__((aligned(16)));
 static int stopping;
 static int bounding_set;          /* the bounding set was dropped to ... */
 static uint64_t bounding_keep;    /* ... this mask (the container's) */
@@ -108,6 +112,59 @@ static __attribute__((noreturn)) void end_container(void)
     _exit(0);
 }
 
+struct command_start {
+    struct sbx_command *cmd;
+    int report_fd;
+};
+
+static int command_child(void *arg)
+{
+    struct command_start *s = arg;
+    sbx_command_exec(s->cmd, s->report_fd);
+}
+
+/* vfork, or with a command cgroup clone3(CLONE_VM | CLONE_VFORK |
+ * CLONE_INTO_CGROUP): the command and everything it starts, setsid or
+ * not, are in that cgroup from the first instruction, so the host can
+ * kill them all with cgroup.kill.  Both share our memory only until the
+ * child execs (we sleep meanwhile), so one static stack does.  Returns the
+ * pid or -1 with errno. */
+static pid_t fork_command(struct sbx_command *cmd, int report_fd)
+{
+    if (cmd->cgroup_fd < 0) {
+        pid_t pid = vfork();
+        if (pid == 0)
+            sbx_command_exec(cmd, report_fd);
+        return pid;
+    }
+    struct command_start start = {.cmd = cmd, .report_fd = report_fd};
+    struct clone_args ca = {
+        .flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP,
+        .exit_signal = SIGCHLD,
+        .stack = (uint64_t)(uintptr_t)child_stack,
+        .stack_size = sizeof(child_stack),
+        .cgroup = (uint64_t)cmd->cgroup_fd,
+    };
+    long pid = sbx_clone3_run(&ca, command_child, &start);
+    if (pid == -ENOSYS) {
+        /* No clone3 (before Linux 5.7): the child moves itself, the slow way. */
+        pid_t child = vfork();
+        if (child == 0) {
+            int procs = openat(cmd->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+            if (procs < 0 || write(procs, "0", 1) != 1)
+                sbx_report_fail(report_fd, SBX_STEP_FORK, errno, -1);
+            close(procs);
+            sbx_command_exec(cmd, report_fd);
+        }
+        return child;
+    }
+    if (pid < 0) {
+        errno = (int)-pid;
+        return -1;
+    }
+    return (pid_t)pid;
+}
+
 /* Fork and exec one command; reply STARTED (with its pid as credentials) or FAILED.
  * Returns 1 when the child runs and keeps reply_fd, else 0. */
 static int start_command(struct sbx_command *cmd, int reply_fd)
@@ -135,11 +192,8 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
     uint32_t fault = cmd->hdr->fault;
     /* vfork: the init is small, but copying nothing is faster still; it
      * sleeps until the command has exec'd or reported its failure. */
-    pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1) : vfork();
-    if (pid == 0) {
-        close(pipefd[0]);
-        sbx_command_exec(cmd, pipefd[1]);
-    }
+    pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1)
+                                                               : fork_command(cmd, pipefd[1]);
     int fork_err = errno;
     close(pipefd[1]);
     if (pid < 0) {
@@ -177,11 +231,13 @@ static void close_fds(const int *fds, int n)
             close(fds[i]);
 }
 
-/* Handle an EXEC message: fds = [reply, stdin, stdout, stderr]. */
+/* Handle an EXEC message: fds = [reply, stdin, stdout, stderr, cgroup?]. */
 static void handle_exec(size_t len, int *fds, int nfds)
 {
     struct sbx_command cmd;
-    int r = nfds == 4 ? sbx_command_parse(request, len, strings, MAX_STRINGS, &cmd) : -EBADMSG;
+    int r = sbx_command_parse(request, len, strings, MAX_STRINGS, &cmd);
+    if (r == 0 && nfds != ((cmd.hdr->flags & SBX_EXEC_CGROUP) ? 5 : 4))
+        r = -EBADMSG;
     if (r == 0 && stopping)
         r = -ESHUTDOWN;
     int kept = 0;
@@ -189,6 +245,7 @@ static void handle_exec(size_t len, int *fds, int nfds)
         reply_failed(fds[0], SBX_STEP_REQUEST, -r, -1);
     } else if (r == 0) {
         memcpy(cmd.stdio, fds + 1, sizeof(cmd.stdio));
+        cmd.cgroup_fd = nfds == 5 ? fds[4] : -1;
         kept = start_command(&cmd, fds[0]);
     }
     close_fds(fds + kept, nfds - kept);
@@ -220,7 +277,7 @@ static void handle_signal_msg(const struct sbx_signal_msg *m)
 static int handle_control(int timer_fd)
 {
     union {
-        char buf[CMSG_SPACE(4 * sizeof(int))];
+        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
         struct cmsghdr align;
     } u;
     struct iovec iov = {.iov_base = request, .iov_len = sizeof(request)};
@@ -231,10 +288,11 @@ static int handle_control(int timer_fd)
         return errno == EINTR || errno == EAGAIN ? 0 : -1;
     if (n == 0)
         return -1;
-    int fds[4], nfds = 0;
+    int fds[MAX_FDS], nfds = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            nfds = nfds > MAX_FDS ? MAX_FDS : nfds;
             memcpy(fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
         }
     uint32_t type = (size_t)n >= sizeof(uint32_t) ? *(uint32_t *)request : 0;

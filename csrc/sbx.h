@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 10
+#define SBX_NATIVE_VERSION 12
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -21,6 +21,7 @@ enum sbx_step {
     SBX_STEP_IDENTITY = 3,   /* setresgid/setgroups/setresuid in the user ns */
     SBX_STEP_HOSTNAME = 4,
     SBX_STEP_NETWORK = 21,   /* bring lo up in the new network ns */
+    SBX_STEP_CGROUP = 22,    /* joining the container's cgroups; index = attach fd */
     SBX_STEP_PROPAGATION = 5,
     SBX_STEP_BASE = 6,       /* scratch root that holds newroot and oldroot */
     SBX_STEP_ROOT = 7,       /* the container root: tmpfs or rootfs bind */
@@ -73,15 +74,22 @@ struct sbx_mount_op {
 #define SBX_FD_PARENT 4    /* pidfd of the host process */
 #define SBX_FD_ERROR 5     /* set-up failures; closed (EOF) once set up */
 
+#define SBX_MAX_ATTACH_FDS 8
+
 /* What the spawn child needs (in the extension, parent side). */
 struct sbx_spawn_args {
     uint64_t clone_flags;       /* CLONE_NEW* */
     int fds[4];                 /* become 0-2 (/dev/null), 3, 4, 5 */
     int init_fd;                /* sealed memfd of the sbx-init executable */
-    int fault_errno;            /* tests: fail INIT_EXEC with this errno */
+    int fault_step;             /* tests: fail INIT_EXEC or CGROUP ... */
+    int fault_errno;            /* ... with this errno */
     uint64_t caps;              /* capabilities sbx-init keeps across its exec */
     char *const *argv;
     char *const *envp;
+    int cgroup_fd;              /* cgroup v2 directory: clone3(CLONE_INTO_CGROUP), or -1 */
+    int n_attach;               /* cgroup v1 "tasks" files the child writes "0" to */
+    int attach_fds[SBX_MAX_ATTACH_FDS];
+    int new_cgroupns;           /* unshare(CLONE_NEWCGROUP) once in its cgroups */
 };
 
 /* The set-up plan, as the set-up program holds it (pointers into the
@@ -144,7 +152,8 @@ struct sbx_report {
 };
 
 /* Exec requests (Python -> init, over the control socket, SCM_RIGHTS carries
- * [reply socket, stdin, stdout, stderr]). */
+ * [reply socket, stdin, stdout, stderr] and, with SBX_EXEC_CGROUP, the
+ * command's cgroup directory). */
 #define SBX_MSG_EXEC 1
 #define SBX_MSG_SIGNAL 2
 #define SBX_MSG_STOP 3
@@ -155,6 +164,7 @@ struct sbx_report {
 #define SBX_EXEC_NO_NEW_PRIVS 0x02u
 #define SBX_EXEC_SET_GROUPS 0x04u  /* setgroups() is allowed for this user ns */
 #define SBX_EXEC_QUIET 0x08u       /* no STARTED reply (FAILED and EXITED only) */
+#define SBX_EXEC_CGROUP 0x10u      /* a 5th fd: a cgroup v2 directory to start the command in */
 
 #define SBX_MAX_REQUEST (256 * 1024)
 #define SBX_MAX_RLIMITS 16

@@ -9,13 +9,15 @@ from .config import ContainerConfig, IdMapping, Limits, Mount, Network
 from .container import Container
 from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, SandboxError, SetupError,
                      TimeoutExpired, UnsupportedError)
-from .process import Process, Result
+from .process import Process, Result, Verdict
 from .seccomp import Seccomp
+from .stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
 
 __all__ = [
     "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
-    "Result", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
+    "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError",
+    "UnsupportedError",
     "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
 ]
 __version__ = "0.1.0"

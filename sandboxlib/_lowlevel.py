@@ -23,7 +23,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
-NATIVE_VERSION = 10
+NATIVE_VERSION = 12
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -79,6 +79,7 @@ class Step(enum.IntEnum):
     SECCOMP = lib.SBX_STEP_SECCOMP
     EXEC = lib.SBX_STEP_EXEC
     NETWORK = lib.SBX_STEP_NETWORK
+    CGROUP = lib.SBX_STEP_CGROUP
 
 
 class MountKind(enum.IntEnum):
@@ -118,17 +119,31 @@ _INIT_ENVP = ffi.new("char *[]", [ffi.NULL])
 
 
 def spawn(clone_flags: int, fds: Sequence[int], *, caps: int, netns: bool,
-          fault_errno: int = 0) -> Tuple[int, int]:
+          fault: Tuple[int, int] = (0, 0),
+          cgroup_fd: int = -1, attach_fds: Sequence[int] = (), new_cgroupns: bool = True
+          ) -> Tuple[int, int]:
     """Clone a child in new namespaces (``clone_flags``) that execs sbx-init
     with ``fds`` = (/dev/null, control socket, parent pidfd, error pipe) as
-    its 0-2, 3, 4 and 5, keeping the capability mask ``caps``.  Returns ``(pid, pidfd)`` once it has exec'd (or
-    failed, having reported on the error pipe); raises OSError when clone
-    itself fails."""
+    its 0-2, 3, 4 and 5, keeping the capability mask ``caps``.
+
+    The child starts in the cgroup v2 directory ``cgroup_fd`` (clone3
+    ``CLONE_INTO_CGROUP``), joins the cgroup v1 hierarchies by writing "0"
+    to each of ``attach_fds`` (their ``tasks`` files), then, with
+    ``new_cgroupns``, unshares a cgroup namespace rooted there.  ``fault``
+    (tests): (step INIT_EXEC or CGROUP, errno) to fail.  Returns
+    ``(pid, pidfd)`` once it has exec'd (or failed, having reported on the
+    error pipe); raises OSError when clone itself fails."""
+    if len(attach_fds) > lib.SBX_MAX_ATTACH_FDS:
+        raise ValueError(f"at most {lib.SBX_MAX_ATTACH_FDS} cgroup attach fds")
     args = ffi.new("struct sbx_spawn_args *")
+    args.cgroup_fd = cgroup_fd
+    args.n_attach = len(attach_fds)
+    args.attach_fds[0:len(attach_fds)] = list(attach_fds)
+    args.new_cgroupns = int(new_cgroupns)
     args.clone_flags = clone_flags
     args.fds = list(fds)
     args.init_fd = init_memfd()
-    args.fault_errno = fault_errno
+    args.fault_step, args.fault_errno = fault
     args.caps = caps
     args.argv = _INIT_ARGV_NET if netns else _INIT_ARGV
     args.envp = _INIT_ENVP

@@ -24,8 +24,9 @@ GO_MESSAGE = struct.pack("=I", lib.SBX_MSG_GO)
 
 
 def clone_flags(*, userns: bool) -> int:
-    flags = (lib.CLONE_NEWNS | lib.CLONE_NEWPID | lib.CLONE_NEWUTS | lib.CLONE_NEWIPC
-             | lib.CLONE_NEWCGROUP)
+    """The namespaces of the clone.  Not the cgroup namespace: the child
+    unshares that itself once it is in its cgroups, so that it is rooted there."""
+    flags = lib.CLONE_NEWNS | lib.CLONE_NEWPID | lib.CLONE_NEWUTS | lib.CLONE_NEWIPC
     if userns:
         flags |= lib.CLONE_NEWUSER
     return flags

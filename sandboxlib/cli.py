@@ -3,7 +3,9 @@
     sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [-v SRC:DST[:ro]]
                    [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
                    [--network none|host] [--no-userns] [--timeout S]
-                   [--security-opt seccomp=PROFILE.json|unconfined] -- CMD...
+                   [--security-opt seccomp=PROFILE.json|unconfined]
+                   [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
+                   [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the
@@ -17,11 +19,17 @@ import sys
 from typing import List, Optional, Sequence
 
 from .api import run
-from .config import Mount, Network
+from .config import RLIMITS, Limits, Mount, Network
 from .errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
 from .seccomp import DEFAULT, Seccomp, SeccompOption
+from .process import Verdict
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
+_VERDICT_TEXT = {Verdict.OOM: "killed: out of memory (--memory)",
+                 Verdict.PIDS_LIMIT: "the pids limit refused a fork (--pids-limit)",
+                 Verdict.SECCOMP: "killed by the seccomp policy (SIGSYS)",
+                 Verdict.FSIZE: "killed: file size limit exceeded (--ulimit fsize)",
+                 Verdict.CPU_TIME: "killed: CPU time limit exceeded (--ulimit cpu)"}
 
 
 def _env(items: Sequence[str]) -> dict:
@@ -78,9 +86,34 @@ def _option(option: str, value: str):
         raise ConfigError(option, f"{value!r}: {err.message}") from None
 
 
+def _limits(args: argparse.Namespace) -> Limits:
+    values: dict = {}
+    for spec in args.ulimit:
+        name, sep, value = spec.partition("=")
+        soft, _, hard = value.partition(":")
+        if not sep or name not in RLIMITS or not soft:
+            raise ConfigError("--ulimit", f"{spec!r} is not NAME=SOFT[:HARD] with NAME one of {', '.join(RLIMITS)}")
+        values[name] = (_number(soft), _number(hard or soft))
+    cgroup = {"memory": args.memory, "memory_swap": args.memory_swap, "cpus": args.cpus,
+              "cpu_shares": args.cpu_shares, "pids": args.pids_limit, "cpuset_cpus": args.cpuset_cpus}
+    values.update({k: v for k, v in cgroup.items() if v is not None})
+    limits = Limits.from_dict(values)
+    limits.rlimits()
+    limits.cgroup()
+    return limits
+
+
+def _number(text: str):
+    """An rlimit value: an int, or a size such as 100M (checked by Limits)."""
+    return int(text) if text.isdigit() else text
+
+
 # Configuration fields and the options that set them, for error messages.
 _OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
-            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network"}
+            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network",
+            "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
+            "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
+            "limits.cpuset_cpus": "--cpuset-cpus", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
     p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=PROFILE.json|unconfined",
                    help="a Docker seccomp profile instead of the default one, or none")
+    p.add_argument("--memory", help="memory limit of the container, e.g. 256M")
+    p.add_argument("--memory-swap", help="memory plus swap limit (-1: unlimited swap)")
+    p.add_argument("--cpus", type=float, help="CPU quota as a number of CPUs, e.g. 1.5")
+    p.add_argument("--cpu-shares", type=int, help="relative CPU weight (2-262144, default 1024)")
+    p.add_argument("--pids-limit", type=int, help="most processes and threads at once")
+    p.add_argument("--cpuset-cpus", help="CPUs it may use, e.g. 0-1,3")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help=f"an rlimit of every process ({', '.join(RLIMITS)})")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")
     return parser
 
@@ -113,7 +154,9 @@ def _run(args: argparse.Namespace) -> int:
     result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
                  env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
                  cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
-                 seccomp=seccomp)
+                 seccomp=seccomp, limits=_limits(args))
+    if result.verdict not in (Verdict.EXITED, Verdict.SIGNALED, Verdict.TIMEOUT):
+        print(f"sandboxlib: {_VERDICT_TEXT[result.verdict]}", file=sys.stderr)
     if result.timed_out:
         print(f"sandboxlib: timed out after {args.timeout} s", file=sys.stderr)
         return EXIT_TIMEOUT

@@ -14,7 +14,8 @@ from .capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capa
 from .errors import ConfigError
 from .seccomp import DEFAULT, Seccomp, seccomp_option
 
-__all__ = ["Mount", "MountKind", "IdMapping", "Limits", "Network", "ContainerConfig", "parse_size"]
+__all__ = ["Mount", "MountKind", "IdMapping", "Limits", "CgroupLimits", "Network", "ContainerConfig",
+           "parse_size"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -116,14 +117,77 @@ class IdMapping:
 
 RLIMITS = ("nofile", "nproc", "core", "fsize", "as", "cpu", "stack", "memlock", "data")
 RlimitValue = Union[int, Tuple[int, int]]
+MIN_MEMORY = 6 << 20  # as Docker: less cannot even start a shell
+CPU_PERIOD_US = 100_000
+_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+@attrs.frozen(kw_only=True)
+class CgroupLimits:
+    """The cgroup limits of a :class:`Limits`, checked and in kernel units.
+
+    ``memory_swap`` is memory plus swap in bytes, None for unlimited swap.
+    ``cpu_quota_us`` is per ``CPU_PERIOD_US``; ``cpuset_cpus`` a list such as ``0-1,3``."""
+
+    memory: Optional[int] = None
+    memory_swap: Optional[int] = None
+    cpu_quota_us: Optional[int] = None
+    cpu_shares: Optional[int] = None
+    pids: Optional[int] = None
+    cpuset_cpus: Optional[str] = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in attrs.astuple(self))
+
+    def names(self) -> Tuple[str, ...]:
+        """The ``limits.*`` fields that are set, for messages."""
+        fields = {"cpu_quota_us": "cpus", "cpuset_cpus": "cpuset_cpus"}
+        return tuple(f"limits.{fields.get(k, k)}" for k, v in attrs.asdict(self).items() if v is not None)
+
+
+def _int_field(value: object, field: str, low: int, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field, f"expected an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ConfigError(field, f"must be between {low} and {high}, got {value}" if high is not None
+                          else f"must be at least {low}, got {value}")
+    return value
+
+
+def _cpu_list(value: object, field: str) -> str:
+    text = check_text(value, field).replace(" ", "")
+    if not _CPUSET.match(text):
+        raise ConfigError(field, f"{value!r} is not a CPU list such as '0-1,3'")
+    cpus = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        if high and int(high) < int(low):
+            raise ConfigError(field, f"{part!r} is an empty range")
+        cpus.update(range(int(low), int(high or low) + 1))
+    missing = cpus - os.sched_getaffinity(0)
+    if missing:
+        raise ConfigError(field, f"CPU {min(missing)} is not available here (this process may use "
+                                 f"{sorted(os.sched_getaffinity(0))})")
+    return text
 
 
 @attrs.frozen(kw_only=True)
 class Limits:
-    """Per-process resource limits (``setrlimit``), each ``N`` or ``(soft, hard)``.
+    """Resource limits: per-process rlimits and per-container cgroup limits.
 
-    ``fsize``, ``as``, ``stack``, ``data`` and ``memlock`` also take sizes like ``"100M"``.
-    Use ``Limits.from_dict({"as": ...})`` for the names that are Python keywords.
+    rlimits (``setrlimit`` of every command), each ``N`` or ``(soft, hard)``:
+    ``nofile``, ``nproc``, ``core``, ``fsize``, ``as`` (``address_space``), ``cpu``
+    (seconds), ``stack``, ``memlock``, ``data``; the sizes also take strings like
+    ``"100M"``.  Use ``Limits.from_dict({"as": ...})`` for the names that are Python keywords.
+
+    cgroup limits (the whole container together):
+        memory: bytes or ``"256M"`` (at least 6M); the OOM killer acts above it.
+        memory_swap: memory plus swap (Docker's ``--memory-swap``): at least ``memory``,
+            or -1 for unlimited swap; by default as much swap as memory.
+        cpus: CPU time as a number of CPUs, e.g. 1.5 (a CFS quota per 100 ms).
+        cpu_shares: relative CPU weight under contention (2-262144, default 1024).
+        pids: the most processes and threads at once.
+        cpuset_cpus: the CPUs it may run on, e.g. ``"0-1,3"``.
     """
 
     nofile: Optional[RlimitValue] = None
@@ -135,12 +199,19 @@ class Limits:
     stack: Optional[RlimitValue] = None
     memlock: Optional[RlimitValue] = None
     data: Optional[RlimitValue] = None
+    memory: Union[int, str, None] = None
+    memory_swap: Union[int, str, None] = None
+    cpus: Optional[float] = None
+    cpu_shares: Optional[int] = None
+    pids: Optional[int] = None
+    cpuset_cpus: Optional[str] = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, RlimitValue]) -> "Limits":
-        unknown = set(values) - set(RLIMITS)
+        known = set(RLIMITS) | {a.name for a in attrs.fields(cls)} - {"as_"}
+        unknown = set(values) - known
         if unknown:
-            raise ConfigError("limits", f"unknown rlimit {sorted(unknown)[0]!r}; known: {', '.join(RLIMITS)}")
+            raise ConfigError("limits", f"unknown limit {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
         return cls(**{("address_space" if k == "as" else k): v for k, v in values.items()})
 
     def rlimits(self) -> Tuple[Tuple[str, int, int], ...]:
@@ -150,13 +221,45 @@ class Limits:
             value = getattr(self, "as_" if name == "as" else name)
             if value is None:
                 continue
-            soft, hard = value if isinstance(value, tuple) else (value, value)
             field = f"limits.{name}"
+            if isinstance(value, tuple) and len(value) != 2:
+                raise ConfigError(field, f"expected N or (soft, hard), got {value!r}")
+            soft, hard = value if isinstance(value, tuple) else (value, value)
             soft, hard = parse_size(soft, field), parse_size(hard, field)
             if soft > hard:
                 raise ConfigError(field, f"soft limit {soft} is above the hard limit {hard}")
             out.append((name, soft, hard))
         return tuple(out)
+
+    def cgroup(self) -> CgroupLimits:
+        """The cgroup limits, checked (ConfigError names the field)."""
+        memory = swap = quota = None
+        if self.memory is not None:
+            memory = parse_size(self.memory, "limits.memory")
+            if memory < MIN_MEMORY:
+                raise ConfigError("limits.memory", f"must be at least 6M, got {self.memory!r}")
+            swap = 2 * memory
+        if self.memory_swap is not None:
+            if memory is None:
+                raise ConfigError("limits.memory_swap", "needs limits.memory (it is memory plus swap)")
+            if self.memory_swap in (-1, "-1"):
+                swap = None
+            else:
+                swap = parse_size(self.memory_swap, "limits.memory_swap")
+                if swap < memory:
+                    raise ConfigError("limits.memory_swap", f"{self.memory_swap!r} is below limits.memory "
+                                                            "(it is memory plus swap; -1: unlimited swap)")
+        if self.cpus is not None:
+            cpus = self.cpus
+            if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0.01 <= cpus <= os.cpu_count():
+                raise ConfigError("limits.cpus", f"must be a number from 0.01 to {os.cpu_count()} "
+                                                 f"(the CPUs of this host), got {cpus!r}")
+            quota = max(1000, round(cpus * CPU_PERIOD_US))
+        return CgroupLimits(
+            memory=memory, memory_swap=swap, cpu_quota_us=quota,
+            cpu_shares=None if self.cpu_shares is None else _int_field(self.cpu_shares, "limits.cpu_shares", 2, 262144),
+            pids=None if self.pids is None else _int_field(self.pids, "limits.pids", 1),
+            cpuset_cpus=None if self.cpuset_cpus is None else _cpu_list(self.cpuset_cpus, "limits.cpuset_cpus"))
 
 
 class Network(enum.Enum):
@@ -199,7 +302,7 @@ class ContainerConfig:
         mounts: bind and tmpfs mounts, applied after the root (parents first).
         user: ``"uid[:gid]"`` or ``"name[:group]"`` resolved in the container's /etc/passwd.
         cwd: the default working directory of commands.
-        limits: per-process rlimits.
+        limits: per-process rlimits and the container's cgroup limits.
         userns: run in a user namespace (always when not root; default True as root too).
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
         network: ``Network.NONE`` (loopback only) or ``Network.HOST``.
@@ -247,7 +350,10 @@ class ContainerConfig:
             mount.check(f"mounts[{i}]")
         if self.user is not None:
             check_text(self.user if isinstance(self.user, str) else str(self.user), "user")
+        if not isinstance(self.limits, Limits):
+            raise ConfigError("limits", f"expected a Limits, got {type(self.limits).__name__}")
         self.limits.rlimits()
+        self.limits.cgroup()
         self.capabilities()
 
     def capabilities(self) -> frozenset:

@@ -14,9 +14,9 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _lowlevel, protocol, statedir
+from . import _lowlevel, cgroups, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
@@ -27,10 +27,11 @@ from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .launch import submit
-from .process import Process, Result
+from .process import Process, Result, result_of
 from .rootfs import layout
 from .seccomp import DEFAULT, SeccompOption
 from .seccomp_bpf import compile_policy
+from .stats import Stats, list_processes, read_stats
 from .streams import PIPE, StdioSpec
 from .users import User, resolve_user
 
@@ -89,6 +90,8 @@ class Container:
         self._ops: tuple = ()
         self._resources_used = False
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._cgroup: Optional[cgroups.ContainerCgroup] = None
+        self._record: Optional[str] = None
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -123,8 +126,11 @@ class Container:
         # Compiled once per policy and capability set (cached), before any kernel resource.
         program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
         root = statedir.state_root()
+        self._cgroup = cgroups.plan_cgroup(cgroups.detect(), self.config.limits.cgroup(),
+                                           cgroups.cgroup_name(root, self.id))
         self._sweep_once(root)
         try:
+            self._acquire_cgroup(root)
             self._spawn(ops, root, first, program)
         except BaseException:
             self.close()
@@ -139,6 +145,35 @@ class Container:
                 return
             _last_sweep[root] = now
         statedir.sweep(root)
+
+    def _acquire_cgroup(self, state_root: str) -> None:
+        """Record the container, then make its cgroup: a SIGKILL of ours at any
+        point leaves a record that names every cgroup directory to sweep."""
+        cgroup = self._cgroup
+        self._record = statedir.register(state_root, self.id, cgroup_paths=cgroup.paths if cgroup else ())
+        self._resources.callback(self._release_cgroup)
+        if cgroup is not None:
+            cgroup.create()
+            maps = self._maps
+            init_ids = (maps.to_host_uid(0), maps.to_host_gid(0)) if maps is not None else (None, None)
+            if None not in init_ids and init_ids != (os.geteuid(), os.getegid()):
+                cgroup.delegate_procs(*init_ids)  # the init starts commands in child cgroups
+
+    def _release_cgroup(self) -> None:
+        """Remove the cgroup, then the record (kept, for a later sweep, while
+        some cgroup directory cannot be removed)."""
+        if self._cgroup is None or self._cgroup.remove():
+            statedir.unregister(self._record)
+        else:
+            warnings.warn(f"cgroups of container {self.id[:12]} are still busy; a later start sweeps them",
+                          ResourceWarning, stacklevel=2)
+
+    def _kill_all(self) -> None:
+        """Kill every process of the container through its cgroup (no fork
+        escapes).  Not needed once the init has exited: the kernel has then
+        killed its whole pid namespace, which every process of the cgroup is in."""
+        if self._cgroup is not None and not self._init_exited(0):
+            self._cgroup.kill()
 
     def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]], program: bytes) -> None:
         """The spawn protocol: clone (the child execs sbx-init at once), send the
@@ -164,19 +199,26 @@ class Container:
             child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
             child_ends.append(os.pidfd_open(os.getpid()))
             flags = clone_flags(userns=self._maps is not None)
-            fault = self._fault[1] if self._fault and self._fault[0] == Step.INIT_EXEC else 0
+            fault = self._fault if self._fault and self._fault[0] in (Step.INIT_EXEC, Step.CGROUP) else (0, 0)
+            if self._cgroup is not None:
+                child_ends += self._cgroup.attach_fds()
+                child_ends.append(self._cgroup.open_v2())
             try:
                 pid, pidfd = _lowlevel.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
-                                             caps=self._init_caps(), fault_errno=fault,
-                                             netns=self.config.network is Network.NONE)
+                                             caps=self._init_caps(), fault=fault,
+                                             netns=self.config.network is Network.NONE,
+                                             cgroup_fd=child_ends[-1] if self._cgroup else -1,
+                                             attach_fds=child_ends[4:-1] if self._cgroup else ())
             except OSError as err:
                 raise SetupError(err.errno, f"clone(flags={flags:#x})", step="CLONE",
                                  hint=_clone_hint(err.errno)) from None
         finally:
             for fd in child_ends:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         self._init_pid, self._pidfd = pid, pidfd
         push(self._reap_init)
+        push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
         problem = self._send_setup(pid, first, state_root)
         if problem is not None:
             report = _read_all(err_r)  # the child failed first, or gives up now
@@ -208,9 +250,8 @@ class Container:
             if isinstance(err, OSError) and not isinstance(err, SetupError):
                 return ContainerStateError(f"the container's init ended during set-up ({err})")
             return err
-        # The child is still setting up: record the container meanwhile.
-        path = statedir.register(state_root, self.id, pid)
-        self._resources.callback(statedir.unregister, path)
+        # The child is still setting up: record its init meanwhile.
+        statedir.add_init(self._record, pid)
         return None
 
     def _raise_setup_failure(self, report: bytes, ops) -> None:
@@ -248,7 +289,8 @@ class Container:
             os.close(pidfd)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then close."""
+        """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then
+        close (which kills through the cgroup first: no fork bomb outruns it)."""
         if self._control is not None and self._pidfd is not None:
             try:
                 self._control.send(protocol.encode_stop(timeout))
@@ -325,13 +367,16 @@ class Container:
                            user=user, main=False)
 
     def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
-               confirm: bool = True) -> Process:
+               confirm: bool = True, own_cgroup: bool = False) -> Process:
         """Start a command; with ``confirm=False`` do not wait for its start
-        (its wait/communicate raise a failure to start)."""
+        (its wait/communicate raise a failure to start).  ``own_cgroup``: in
+        a cgroup of its own (where the container has a v2 one), so that
+        everything it starts can be killed together."""
         if self._control is None or self._closed:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
         request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
-        submission = submit(self._control, request, stdin, stdout, stderr)
+        group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+        submission = submit(self._control, request, stdin, stdout, stderr, cgroup=group)
         if confirm:
             return self._track(submission.started(self._signal))
         return self._track(submission.unconfirmed(self._signal, lambda: None))
@@ -358,8 +403,9 @@ class Container:
             user: Optional[str] = None) -> Result:
         """Run a command to completion and capture its output.
 
-        On ``timeout`` the command's whole process group is killed and the
-        result says ``timed_out``."""
+        On ``timeout`` everything the command started is killed (its own
+        cgroup, sessions and daemons included; rootless without a delegated
+        cgroup: its process group) and the result says ``timed_out``."""
         return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                          env=env, cwd=cwd, user=user, main=False)
 
@@ -368,11 +414,12 @@ class Container:
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
             stdin = PIPE
+        counters = self._counters() if not main else (0, 0)
         if main:
             proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
         else:
             proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                               user=user, main=False, confirm=False)
+                               user=user, main=False, confirm=False, own_cgroup=timeout is not None)
         timed_out = False
         with proc:
             try:
@@ -384,7 +431,11 @@ class Container:
             except BaseException:
                 self._kill_after_timeout(proc, main)
                 raise
-        return _result(proc, out, err, timed_out)
+        return result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
+
+    def _counters(self) -> Tuple[int, int]:
+        """(OOM kills, forks refused) in the container so far; (0, 0) without limits."""
+        return self._cgroup.counters() if self._cgroup is not None else (0, 0)
 
     def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
         """Start the container and its main command in one go: the command
@@ -416,9 +467,25 @@ class Container:
         except SetupError as err:
             return err
 
+    # -- resource use ----------------------------------------------------
+    def stats(self) -> Stats:
+        """CPU time, memory (now and peak), pids (now and peak) and block I/O of
+        the whole container, from its cgroup (psutil over its processes where
+        it has none: rootless without a delegated cgroup)."""
+        if self._init_pid is None:
+            raise ContainerStateError("the container is not running")
+        return read_stats(self._cgroup, self._init_pid)
+
+    def top(self) -> list:
+        """Every process of the container (:class:`ProcessInfo`), its init first."""
+        if self._init_pid is None:
+            raise ContainerStateError("the container is not running")
+        return list_processes(self._init_pid)
+
     def _kill_after_timeout(self, proc: Process, main: bool) -> None:
         proc.killed_by_us()
         if main:
+            self._kill_all()
             _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
         else:
             proc.kill_tree()
@@ -430,13 +497,6 @@ def _kill_pidfd(pidfd: Optional[int]) -> None:
             signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _result(proc: Process, out, err, timed_out: bool) -> Result:
-    code = proc.returncode
-    sig = signal_module.Signals(-code) if code < 0 else None
-    return Result(argv=proc.args, exit_code=128 + sig if sig else code, signal=sig, timed_out=timed_out,
-                  stdout=out, stderr=err, duration=(proc.ended or time.monotonic()) - proc.started)
 
 
 def _clone_hint(err: int) -> Optional[str]:

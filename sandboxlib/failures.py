@@ -30,10 +30,12 @@ _STEP_OPERATIONS = {
     Step.NO_NEW_PRIVS: "prctl(PR_SET_NO_NEW_PRIVS)",
     Step.CAPS: "dropping capabilities",
     Step.SECCOMP: "installing the seccomp filter",
+    Step.CGROUP: "joining the container's cgroups (write of 0 to cgroup v1 tasks file {index}, "
+                 "or unshare(CLONE_NEWCGROUP))",
 }
 
 _STEP_FIELDS = {Step.HOSTNAME: "hostname", Step.ROOT: "rootfs", Step.CHDIR: "cwd", Step.USER: "user",
-                Step.RLIMIT: "limits", Step.CAPS: "cap_add", Step.SECCOMP: "seccomp"}
+                Step.RLIMIT: "limits", Step.CAPS: "cap_add", Step.SECCOMP: "seccomp", Step.CGROUP: "limits"}
 
 
 def _flag_names(flags: int) -> str:

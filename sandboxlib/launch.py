@@ -10,7 +10,10 @@ import socket
 import time
 from typing import Callable, List, Optional
 
+import attrs
+
 from . import protocol
+from .cgroups import CommandCgroup
 from .errors import ConfigError, ContainerStateError
 from .failures import exec_error
 from .process import Process
@@ -23,15 +26,18 @@ class Submission:
     """A command sent to the init whose first reply has not been read yet."""
 
     def __init__(self, request: protocol.ExecRequest, reply: socket.socket,
-                 pipes: List[Optional[int]]) -> None:
+                 pipes: List[Optional[int]], cgroup: Optional[CommandCgroup] = None) -> None:
         self.request = request
         self._reply = reply
         self._pipes = pipes
+        self._cgroup = cgroup
         self.sent_at = time.monotonic()
 
     def abandon(self) -> None:
         """Release our ends (the command, if it starts, sees EOF/EPIPE)."""
         self._reply.close()
+        if self._cgroup is not None:
+            self._cgroup.remove()
         for fd in self._pipes:
             if fd is not None:
                 os.close(fd)
@@ -58,35 +64,53 @@ class Submission:
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
             raise self._error(first)
-        return Process(self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=first.host_pid, reply=self._reply,
-                       pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at)
+        return self._in_cgroup(Process(
+            self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=first.host_pid,
+            reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at))
 
     def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
                     lost: Callable[[], Optional[BaseException]]) -> Process:
         """The Process of a quiet request, without waiting for any reply: its
         wait/communicate raise the failure (``lost()`` explains an EOF)."""
-        return Process(self.request.argv, request_id=self.request.id, container_pid=0, host_pid=None, reply=self._reply,
-                       pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
-                       failure=lambda reply: self._error(reply, lost))
+        return self._in_cgroup(Process(
+            self.request.argv, request_id=self.request.id, container_pid=0, host_pid=None, reply=self._reply,
+            pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
+            failure=lambda reply: self._error(reply, lost)))
+
+    def _in_cgroup(self, process: Process) -> Process:
+        if self._cgroup is not None:
+            process.use_cgroup(self._cgroup)
+        return process
 
 
 def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSpec,
-           stdout: StdioSpec, stderr: StdioSpec) -> Submission:
-    """Send ``request`` with its stdio and a fresh reply socket to the init."""
-    payload = protocol.encode_exec(request)
-    if len(payload) > protocol.MAX_REQUEST:
-        raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
-                                  f"the limit is {protocol.MAX_REQUEST}")
-    child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
-    reply, reply_child = protocol.reply_socketpair()
-    submission = Submission(request, reply, ours)
+           stdout: StdioSpec, stderr: StdioSpec, cgroup: Optional[CommandCgroup] = None) -> Submission:
+    """Send ``request`` with its stdio, a fresh reply socket and the directory
+    of its own ``cgroup`` (if any; the Process then owns it) to the init."""
     try:
-        protocol.send_request(control, payload, [reply_child.fileno(), *child_fds])
+        if cgroup is not None:
+            request = attrs.evolve(request, cgroup=True)
+        payload = protocol.encode_exec(request)
+        if len(payload) > protocol.MAX_REQUEST:
+            raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
+                                      f"the limit is {protocol.MAX_REQUEST}")
+        child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    reply, reply_child = protocol.reply_socketpair()
+    submission = Submission(request, reply, ours, cgroup)
+    try:
+        extra = [cgroup.fd] if cgroup is not None else []
+        protocol.send_request(control, payload, [reply_child.fileno(), *child_fds, *extra])
     except OSError as err:
         submission.abandon()
         raise ContainerStateError(f"the container's init is gone ({err})") from None
     finally:
         reply_child.close()
+        if cgroup is not None:
+            cgroup.close_fd()  # the init has its own copy now
         for fd in to_close:
             os.close(fd)
     return submission

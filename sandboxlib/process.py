@@ -5,6 +5,7 @@ reply socket, so each handle can be waited on from any thread without
 touching the others."""
 from __future__ import annotations
 
+import enum
 import os
 import selectors
 import signal as signal_module
@@ -17,9 +18,42 @@ import attrs
 from . import protocol
 from .errors import TimeoutExpired
 
-__all__ = ["Process", "Result"]
+__all__ = ["Process", "Result", "Verdict", "verdict_of", "result_of"]
 
 _CHUNK = 1 << 16
+
+
+class Verdict(enum.Enum):
+    """Why a command ended, most specific first."""
+
+    EXITED = "exited"          #: it exited by itself (``exit_code`` says how)
+    SIGNALED = "signaled"      #: a signal killed it (``signal`` says which)
+    TIMEOUT = "timeout"        #: its timeout expired and it was killed
+    OOM = "oom"                #: the container's memory limit: the OOM killer acted
+    PIDS_LIMIT = "pids_limit"  #: the container's pids limit refused a fork, and it failed
+    SECCOMP = "seccomp"        #: SIGSYS: a system call the seccomp policy kills on
+    FSIZE = "fsize"            #: SIGXFSZ: it wrote past the ``fsize`` rlimit
+    CPU_TIME = "cpu_time"      #: SIGXCPU: it used up the ``cpu`` rlimit
+
+
+_SIGNAL_VERDICTS = {signal_module.SIGSYS: Verdict.SECCOMP, signal_module.SIGXFSZ: Verdict.FSIZE,
+                    signal_module.SIGXCPU: Verdict.CPU_TIME}
+
+
+def verdict_of(*, exit_code: int, sig: Optional[int], timed_out: bool, oom_killed: bool,
+               pids_limit_hit: bool) -> Verdict:
+    """The verdict of a command that ended; the container's events (an OOM
+    kill, a fork refused by the pids limit) decide it only when it failed."""
+    if timed_out:
+        return Verdict.TIMEOUT
+    failed = exit_code != 0
+    if oom_killed and failed:
+        return Verdict.OOM
+    if sig in _SIGNAL_VERDICTS:
+        return _SIGNAL_VERDICTS[sig]
+    if pids_limit_hit and failed:
+        return Verdict.PIDS_LIMIT
+    return Verdict.SIGNALED if sig else Verdict.EXITED
 
 
 @attrs.frozen(kw_only=True)
@@ -33,6 +67,9 @@ class Result:
         timed_out: it was killed because its timeout expired.
         stdout, stderr: captured output (bytes), or None when not captured.
         duration: seconds from start to exit.
+        verdict: why it ended (:class:`Verdict`).
+        oom_killed: the OOM killer killed a process of the container while it ran
+            (its memory limit; known where the container has a cgroup with one).
     """
 
     argv: Tuple[str, ...]
@@ -42,10 +79,28 @@ class Result:
     stdout: Optional[bytes]
     stderr: Optional[bytes]
     duration: float
+    verdict: Verdict = Verdict.EXITED
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+
+def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, timed_out: bool,
+              events: Tuple[Tuple[int, int], Tuple[int, int]]) -> Result:
+    """The Result of an ended process; ``events``: the container's (OOM kills,
+    forks refused) before and after it ran."""
+    code = proc.returncode
+    sig = signal_module.Signals(-code) if code < 0 else None
+    exit_code = 128 + sig if sig else code
+    (oom_before, pids_before), (oom_after, pids_after) = events
+    oom_killed = oom_after > oom_before
+    verdict = verdict_of(exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed,
+                         pids_limit_hit=pids_after > pids_before)
+    return Result(argv=proc.args, exit_code=exit_code, signal=sig, timed_out=timed_out, stdout=out, stderr=err,
+                  duration=(proc.ended or time.monotonic()) - proc.started, verdict=verdict,
+                  oom_killed=oom_killed)
 
 
 class Process:
@@ -75,6 +130,7 @@ class Process:
         self.stdin = open(pipes[0], "wb", buffering=0) if pipes[0] is not None else None
         self.stdout = open(pipes[1], "rb", buffering=0) if pipes[1] is not None else None
         self.stderr = open(pipes[2], "rb", buffering=0) if pipes[2] is not None else None
+        self._cgroup = None  # its own cgroup (a cgroups.CommandCgroup), when it has one
 
     @property
     def pid(self) -> Optional[int]:
@@ -113,6 +169,8 @@ class Process:
 
     def _release(self) -> None:
         self._reply.close()
+        if self._cgroup is not None:
+            self._cgroup.remove()  # if empty; one still busy goes with the container's
 
     def container_ended(self) -> None:
         """Its container is gone: so is the process.  Release the reply socket
@@ -149,13 +207,21 @@ class Process:
     def kill(self) -> None:
         self.send_signal(signal_module.SIGKILL)
 
+    def use_cgroup(self, group) -> None:
+        """The command runs in its own cgroup ``group`` (kill_tree kills it; it
+        is removed once the command has ended and it is empty)."""
+        self._cgroup = group
+
     def killed_by_us(self) -> None:
         """We are killing it (or its container): an EOF is its end, not a failure to start."""
         self._failure = None
 
     def kill_tree(self) -> None:
-        """SIGKILL the command's whole process group (it runs in its own session)."""
-        if self.returncode is None:
+        """SIGKILL everything the command started: its own cgroup when it has
+        one (sessions and daemons included), else its process group."""
+        if self._cgroup is not None:
+            self._cgroup.kill()
+        elif self.returncode is None:
             self._send_signal(self.request_id, signal_module.SIGKILL, True)
 
     # -- streams -----------------------------------------------------

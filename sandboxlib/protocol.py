@@ -16,7 +16,7 @@ __all__ = ["ExecRequest", "encode_exec", "encode_signal", "encode_stop", "Reply"
            "MAX_REQUEST", "RLIMIT_NUMBERS"]
 
 MSG_EXEC, MSG_SIGNAL, MSG_STOP = 1, 2, 3
-EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS, EXEC_QUIET = 0x1, 0x2, 0x4, 0x8
+EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS, EXEC_QUIET, EXEC_CGROUP = 0x1, 0x2, 0x4, 0x8, 0x10
 REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = 1, 2, 3
 MAX_REQUEST = 256 * 1024
 
@@ -49,13 +49,14 @@ class ExecRequest:
     set_groups: bool = False
     quiet: bool = False  # no STARTED reply: the first reply is FAILED or EXITED
     id: int = 0          # names the command in SIGNAL messages
+    cgroup: bool = False  # a 5th fd: the cgroup v2 directory to start the command in
     fault: int = 0  # tests: step | errno << 16
 
 
 def encode_exec(req: ExecRequest) -> bytes:
     strings = b"".join(s.encode() + b"\0" for s in (req.cwd, req.search_path, *req.argv, *req.env))
     flags = (EXEC_NO_NEW_PRIVS | (EXEC_MAIN if req.main else 0) | (EXEC_SET_GROUPS if req.set_groups else 0)
-             | (EXEC_QUIET if req.quiet else 0))
+             | (EXEC_QUIET if req.quiet else 0) | (EXEC_CGROUP if req.cgroup else 0))
     limits = b"".join(_RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
                       for name, soft, hard in req.rlimits)
     groups = struct.pack(f"={len(req.groups)}I", *req.groups)

@@ -3,16 +3,19 @@ left behind is found and removed by the next one that starts a container.
 
 Each record is one small file named by the container id; it says who owns
 it and which process is its init, each as (pid, start time) so that a
-reused pid is never mistaken for them.  Later features (cgroups, overlay
-upper dirs) add what they must clean up to the same record."""
+reused pid is never mistaken for them: a first line ``OWNER START``, one
+``cgroup PATH`` line per cgroup directory of the container (written before
+the cgroups are made), and ``init PID START`` appended once the init exists."""
 from __future__ import annotations
 
 import os
 import signal
 import threading
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
-__all__ = ["state_root", "register", "unregister", "sweep"]
+from . import cgroups
+
+__all__ = ["state_root", "register", "add_init", "unregister", "sweep"]
 
 _checked_roots: set = set()
 _lock = threading.Lock()
@@ -53,17 +56,29 @@ def _ensure_root(root: str) -> None:
         _checked_roots.add(root)
 
 
-def register(root: str, container_id: str, init_pid: int) -> str:
-    """Record a running container; returns the record's path."""
+def _write(path: str, data: bytes, flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def register(root: str, container_id: str, cgroup_paths: Sequence[str] = ()) -> str:
+    """Record a container before anything of it exists: its owner (us) and
+    the cgroup directories it is about to get.  Returns the record's path."""
     _ensure_root(root)
     path = os.path.join(root, container_id)
     me = os.getpid()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, f"{me} {start_time(me)} {init_pid} {start_time(init_pid)}\n".encode())
-    finally:
-        os.close(fd)
+    text = f"{me} {start_time(me)}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)
+    _write(path, text.encode(), os.O_CREAT | os.O_EXCL)
     return path
+
+
+def add_init(path: str, init_pid: int) -> None:
+    """Add the container's init once it exists: one small appended line (a
+    sweep that reads half of it skips the record until next time)."""
+    _write(path, f"init {init_pid} {start_time(init_pid)}\n".encode(), os.O_APPEND)
 
 
 def unregister(path: str) -> None:
@@ -73,18 +88,32 @@ def unregister(path: str) -> None:
         pass
 
 
-def _read_record(path: str) -> Optional[Tuple[int, int, int, Optional[int]]]:
+def _read_record(path: str) -> Optional[Tuple[int, int, int, Optional[int], Tuple[str, ...]]]:
+    """(owner, owner start, init, init start, cgroup paths); None while unreadable."""
     try:
         with open(path) as f:
-            owner, owner_start, init, init_start = f.read().split()
-        return int(owner), int(owner_start), int(init), None if init_start == "None" else int(init_start)
+            first, *rest = f.read().splitlines()
+        owner, owner_start = first.split()
+        init, init_start = 0, None
+        paths = []
+        for line in rest:
+            kind, _, value = line.partition(" ")
+            if kind == "cgroup":
+                paths.append(value)
+            elif kind == "init":
+                pid, start = value.split()
+                init, init_start = int(pid), int(start)
+            else:
+                return None
+        return int(owner), int(owner_start), init, init_start, tuple(paths)
     except (OSError, ValueError):
         return None
 
 
 def sweep(root: str) -> int:
     """Remove the records whose owner process is gone, killing an init that
-    is somehow still there.  Returns how many were removed."""
+    is somehow still there and everything in the record's cgroups, and
+    removing those.  Returns how many records were removed."""
     try:
         names = os.listdir(root)
     except FileNotFoundError:
@@ -95,7 +124,7 @@ def sweep(root: str) -> int:
         record = _read_record(path)
         if record is None:
             continue  # being written right now
-        owner, owner_start, init, init_start = record
+        owner, owner_start, init, init_start, cgroup_paths = record
         if start_time(owner) == owner_start:
             continue
         if init_start is not None and start_time(init) == init_start:
@@ -103,6 +132,8 @@ def sweep(root: str) -> int:
                 os.kill(init, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if cgroups.release_paths(cgroup_paths):
+            continue  # still busy: the next sweep tries again
         unregister(path)
         removed += 1
     return removed

@@ -112,13 +112,21 @@ def single_id_runner(workers) -> Runner:
 
 
 # -- leak check ---------------------------------------------------------------
-def _cgroups():
+def session_cgroup_prefix() -> str:
+    """The name prefix of the cgroups this test session makes (other sessions
+    on this machine use other state directories, hence other prefixes)."""
+    from sandboxlib.cgroups import cgroup_name
+    return cgroup_name(os.environ["SANDBOXLIB_RUN"], "")
+
+
+def session_cgroups():
+    """Every cgroup directory of this session, in every hierarchy."""
+    prefix = session_cgroup_prefix()
     found = []
-    for top in ("/sys/fs/cgroup",):
-        for dirpath, dirnames, _ in os.walk(top):
-            found += [os.path.join(dirpath, d) for d in dirnames if "sandboxlib" in d]
-            if dirpath.count("/") > 6:
-                dirnames[:] = []
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(dirpath, d) for d in dirnames if d.startswith(prefix)]
+        if dirpath.count("/") > 6:
+            dirnames[:] = []
     return sorted(found)
 
 
@@ -139,7 +147,7 @@ def _snapshot():
         "fds": sorted(os.listdir("/proc/self/fd")),
         "children": sorted(c.pid for c in me.children(recursive=True)),
         "mounts": mounts,
-        "cgroups": _cgroups(),
+        "cgroups": session_cgroups(),
         "state": state_records(),
     }
 

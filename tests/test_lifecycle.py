@@ -316,7 +316,8 @@ def check_sigkill_of_the_owner():
     records = []
     for path in paths:
         with open(path) as f:
-            records.append(f.read().split())
+            lines = f.read().splitlines()  # "OWNER START", ["cgroup PATH"...], "init PID START"
+        records.append(lines[0].split()[:1] + next(line.split() for line in lines if line.startswith("init ")))
     alive = [_exists(pid) for pid in pids]
     owner.kill()
     owner.wait()
