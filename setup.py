@@ -42,7 +42,7 @@ setup(
     name="sandboxlib",
     version="0.1.0",
     description="Run code in Linux containers from Python: no daemon, milliseconds per sandbox.",
-    packages=["sandboxlib"],
+    packages=["sandboxlib", "sandboxlib.images"],
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
     install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9"],

@@ -7,8 +7,9 @@
 from .api import run
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network
 from .container import Container
-from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, SandboxError, SetupError,
-                     TimeoutExpired, UnsupportedError)
+from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, DigestMismatch, ImageFormatError,
+                     ImageNotFound, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
+from .images import Image, ImageStore
 from .process import Process, Result
 from .streams import DEVNULL, PIPE, STDOUT
 
@@ -16,5 +17,6 @@ __all__ = [
     "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
     "Result", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
     "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
+    "ImageStore", "Image", "ImageNotFound", "ImageFormatError", "DigestMismatch",
 ]
 __version__ = "0.1.0"
