@@ -2,8 +2,8 @@
 # make test  - install, build, run the whole test suite
 # make bench - install the peers, build, run the benchmarks
 PYTHON ?= python3
-APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps
-PIP_PACKAGES = setuptools wheel cffi attrs psutil pytest pytest-timeout
+APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps skopeo
+PIP_PACKAGES = setuptools wheel cffi attrs psutil pytest pytest-timeout zstandard
 STAMP = .make
 
 .PHONY: deps build demo test bench clean

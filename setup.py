@@ -45,7 +45,7 @@ setup(
     packages=["sandboxlib", "sandboxlib.images"],
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
-    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9"],
+    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "zstandard>=0.19"],
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithInit},
     entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"]},

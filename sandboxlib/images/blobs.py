@@ -78,10 +78,10 @@ class Blobs:
         fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
         try:
             digest, written = _copy_hashed(stream, fd)
-            if size is not None and written != size:
-                raise ImageFormatError(source or str(expected), f"{written} bytes, descriptor says {size}")
             if expected is not None and digest != expected:
                 raise DigestMismatch(source or "blob", expected, digest)
+            if size is not None and written != size:
+                raise ImageFormatError(source or str(expected), f"{written} bytes, descriptor says {size}")
             os.fsync(fd)
             os.close(fd)
             fd = -1

@@ -48,6 +48,10 @@ def parse(text: str, field: str = "reference") -> Reference:
         raise ConfigError(field, f"{text!r} is not an image reference")
     if _DIGEST.fullmatch(text):
         return Reference(name=None, digest=text)
+    for prefix in ("docker.io/library/", "docker.io/"):  # Docker's familiar names
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+            break
     name, at, digest = text.partition("@")
     if at:
         return Reference(name=_check_name(name, text, field), digest=check_digest(digest, field))

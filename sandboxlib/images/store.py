@@ -84,6 +84,10 @@ class ImageStore:
 
     # -- index.json ------------------------------------------------------------
     def _write_atomic(self, path: str, data: bytes) -> None:
+        with self.writing():  # its temporary file must outlive any collection
+            self._write_atomic_unlocked(path, data)
+
+    def _write_atomic_unlocked(self, path: str, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix="meta-", dir=self.tmp)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -190,7 +194,7 @@ class ImageStore:
         for layer in image.layers:
             if not self.blobs.has(layer.digest):
                 raise ImageFormatError(f"manifest {manifest_digest}", f"layer {layer.digest} is missing")
-        tags = [str(reference.parse(n, "names")) for n in names]
+        tags = list(dict.fromkeys(str(reference.parse(n, "names")) for n in names))
         if any(reference.parse(t).digest for t in tags):
             raise ConfigError("names", "an image is named by name:tag, not by a digest")
         with self._index() as entries:
@@ -243,6 +247,30 @@ class ImageStore:
             entries[:] = [e for e in entries if e.get("annotations")]
         blobs, layers, freed = self.collect()
         return PruneReport(images=tuple(untagged), blobs=blobs, layers=layers, bytes_freed=freed)
+
+    # -- importing ---------------------------------------------------------------------
+    def load(self, path: str) -> List[Image]:
+        """Import every image of a ``docker save`` archive (legacy or Docker >= 25)
+        or an OCI image layout (directory or tar), with the names it carries.
+
+        Raises:
+            ImageFormatError: the archive is truncated, corrupt or of an unknown kind.
+            DigestMismatch: a blob or a layer's content is not what its digest says.
+        """
+        from . import importer
+        return importer.load(self, path)
+
+    def import_rootfs(self, tar: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
+        """An image of one layer from a root file system tarball (plain, gzip or
+        zstd), like ``docker import``; ``config`` is its container config
+        (``{"Cmd": [...], "Env": [...], ...}``)."""
+        from . import importer
+        return importer.import_rootfs(self, tar, ref, config)
+
+    def from_directory(self, path: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
+        """An image of one layer from the tree under ``path``."""
+        from . import importer
+        return importer.from_directory(self, path, ref, config)
 
     # -- collection ------------------------------------------------------------
     def _live(self) -> Tuple[Set[str], Set[str]]:
