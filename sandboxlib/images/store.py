@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
@@ -32,6 +31,7 @@ from .model import OCI_INDEX, OCI_MANIFEST, Image, Layer, parse_config, parse_ma
 __all__ = ["ImageStore", "default_home", "PruneReport"]
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
 
 
 def default_home() -> str:
@@ -272,6 +272,13 @@ class ImageStore:
         from . import importer
         return importer.from_directory(self, path, ref, config)
 
+    def unpacked(self, ref: str) -> List[str]:
+        """The unpacked layer directories of an image, bottom first, owned
+        as the caller's containers need them (unpacked on first use)."""
+        from .layers import unpacked_layers
+        from .unpack import IdPolicy
+        return unpacked_layers(self, self.get(ref), IdPolicy.for_caller(ROOT_SHIFT))
+
     # -- collection ------------------------------------------------------------
     def _live(self) -> Tuple[Set[str], Set[str]]:
         """(blob digests, diff_ids) reachable from the index."""
@@ -310,8 +317,10 @@ class ImageStore:
 
     @staticmethod
     def _remove_tree(path: str) -> None:
+        from .unpack import remove_tree
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(path)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
