@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 9
+#define SBX_NATIVE_VERSION 12
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -50,6 +50,9 @@ enum sbx_mount_kind {
     SBX_MNT_SYMLINK = 8,  /* source: link text */
     SBX_MNT_REMOUNT = 9,  /* apply RDONLY to the mount already at target */
     SBX_MNT_MASK = 10,    /* hide target: /dev/null over a file, empty ro tmpfs over a dir */
+    SBX_MNT_LOWER = 11,   /* source: an image layer dir (host), opened before become_root */
+    SBX_MNT_OVERLAY = 12, /* the root: overlayfs of the LOWER ops before it (top first) and
+                           * an upper dir on a fresh tmpfs (data: its options); first in the plan */
 };
 
 #define SBX_MF_RDONLY    0x01u

@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root"]
 
-NATIVE_VERSION = 9
+NATIVE_VERSION = 12
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -93,6 +93,8 @@ class MountKind(enum.IntEnum):
     SYMLINK = lib.SBX_MNT_SYMLINK
     REMOUNT = lib.SBX_MNT_REMOUNT
     MASK = lib.SBX_MNT_MASK
+    LOWER = lib.SBX_MNT_LOWER
+    OVERLAY = lib.SBX_MNT_OVERLAY
 
 
 class MountFlag(enum.IntFlag):

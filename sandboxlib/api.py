@@ -12,23 +12,27 @@ from .streams import PIPE, StdioSpec
 __all__ = ["run"]
 
 
-def run(argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
+def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
         stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
         rootfs: Union[str, os.PathLike, None] = None, read_only: bool = False,
         hostname: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-        mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: str = "/",
+        mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: Optional[str] = None,
         limits: Optional[Limits] = None, userns: bool = True,
         network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
-        cap_drop: Sequence[str] = (), container: Optional[Container] = None) -> Result:
+        cap_drop: Sequence[str] = (), image: Optional[str] = None,
+        image_store: Union[str, os.PathLike, None] = None, container: Optional[Container] = None) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
     killed.  On ``timeout`` everything in the container is killed and the
     result says ``timed_out``.  Output is captured unless told otherwise.
+    With ``image``, the command is the image's Entrypoint followed by
+    ``argv``, or by its Cmd when ``argv`` is None or empty (``docker run``).
     """
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
-                                 network=network, cap_add=cap_add, cap_drop=cap_drop)
+                                 network=network, cap_add=cap_add, cap_drop=cap_drop, image=image,
+                                 image_store=image_store)
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                         env=None, cwd=None, user=None, main=True)

@@ -197,7 +197,12 @@ class ContainerConfig:
         env: environment added to every command (besides PATH, HOME, TERM defaults).
         mounts: bind and tmpfs mounts, applied after the root (parents first).
         user: ``"uid[:gid]"`` or ``"name[:group]"`` resolved in the container's /etc/passwd.
-        cwd: the default working directory of commands.
+        cwd: the default working directory of commands (default: the image's
+            WorkingDir, else ``/``).
+        image: an image reference (``name:tag``, ``name@sha256:...``, an id) in
+            ``image_store``: the root is an overlay of its layers with a
+            writable layer on a tmpfs, gone with the container.
+        image_store: the store's directory (default: ``images.default_home()``).
         limits: per-process rlimits.
         userns: run in a user namespace (always when not root; default True as root too).
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
@@ -211,7 +216,7 @@ class ContainerConfig:
     env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
     user: Optional[str] = None
-    cwd: str = "/"
+    cwd: Optional[str] = None
     limits: Limits = attrs.field(factory=Limits)
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
@@ -221,6 +226,8 @@ class ContainerConfig:
     network: Network = attrs.field(default=Network.NONE, converter=Network)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    image: Optional[str] = None
+    image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
 
     def __attrs_post_init__(self) -> None:
         self.validate()
@@ -242,7 +249,12 @@ class ContainerConfig:
             mount.check(f"mounts[{i}]")
         if self.user is not None:
             check_text(self.user if isinstance(self.user, str) else str(self.user), "user")
-        container_path(self.cwd, "cwd")
+        if self.cwd is not None:
+            container_path(self.cwd, "cwd")
+        if self.image is not None:
+            check_text(self.image, "image")
+            if self.rootfs is not None:
+                raise ConfigError("image", "give either rootfs or image, not both")
         self.limits.rlimits()
         self.capabilities()
 

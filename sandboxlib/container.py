@@ -16,7 +16,7 @@ import warnings
 import weakref
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-from . import _lowlevel, protocol, statedir
+from . import _lowlevel, imageroot, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
@@ -26,6 +26,7 @@ from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
+from .imageroot import ImageRoot
 from .launch import submit
 from .process import Process, Result
 from .rootfs import layout
@@ -59,14 +60,16 @@ class Container:
     def __init__(self, config: Optional[ContainerConfig] = None, *,
                  rootfs: Union[str, os.PathLike, None] = None, read_only: bool = False,
                  hostname: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                 mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: str = "/",
+                 mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: Optional[str] = None,
                  limits: Optional[Limits] = None, userns: bool = True,
                  network: Union[Network, str] = Network.NONE,
-                 cap_add: Sequence[str] = (), cap_drop: Sequence[str] = ()) -> None:
+                 cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
+                 image: Optional[str] = None, image_store: Union[str, os.PathLike, None] = None) -> None:
         if config is None:
             config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                      mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
-                                     userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop)
+                                     userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop,
+                                     image=image, image_store=image_store)
         self.config = config
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]
@@ -85,6 +88,7 @@ class Container:
         self._ops: tuple = ()
         self._resources_used = False
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._image: Optional[ImageRoot] = None
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -109,19 +113,30 @@ class Container:
         self._resources_used = True
         host = probe_host()
         self._maps = choose_maps(self.config, host)
-        root_fd = os.open(self.config.rootfs or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self._user = self._checked_user(self.config.user, root_fd, "user")
-        finally:
-            os.close(root_fd)
-        ops = layout(self.config)
-        root = statedir.state_root()
-        self._sweep_once(root)
-        try:
+            layers = self._prepare_image()
+            root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                user = self.config.user or (self._image and self._image.user)
+                self._user = self._checked_user(user, root_fd, "user")
+            finally:
+                os.close(root_fd)
+            ops = layout(self.config, layers)
+            root = statedir.state_root()
+            self._sweep_once(root)
             self._spawn(ops, root, first)
         except BaseException:
             self.close()
             raise
+
+    def _prepare_image(self) -> tuple:
+        """An image root's layer dirs, leased from the store until close()."""
+        if self.config.image is None:
+            return ()
+        self._image, store, lease = imageroot.prepare(self.config, self._maps, self.id)
+        self._resources.callback(store.release, self.id, lease)
+        return self._image.layers
 
     def _sweep_once(self, root: str) -> None:
         """Sweep the records of dead owners, at most once a second per process
@@ -290,12 +305,16 @@ class Container:
             finally:
                 os.close(root_fd)
         merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged.update(self._image.env if self._image else ())
         merged.update(self.config.env)
         if env is not None:
             extra = env_pairs(env)
             check_env(extra)
             merged.update(extra)
-        cwd = self.config.cwd if cwd is None else container_path(cwd, "cwd")
+        if cwd is None:
+            cwd = self.config.cwd or (self._image and self._image.cwd) or "/"
+        else:
+            cwd = container_path(cwd, "cwd")
         maps = self._maps
         return protocol.ExecRequest(
             argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
@@ -379,11 +398,13 @@ class Container:
     def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
         """Start the container and its main command in one go: the command
         is queued for the init before the container has finished set-up."""
-        _check_argv(argv)
+        if self.config.image is None:
+            _check_argv(argv)
         sent: list = []
 
         def first() -> None:
-            request = self._request(argv, env=None, cwd=None, user=None, main=True)
+            command = self._image.command(argv) if self._image else argv
+            request = self._request(command, env=None, cwd=None, user=None, main=True)
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 
         try:

@@ -137,12 +137,12 @@ def test_whiteouts_owners_devices_setuid(runner, sandbox_dirs):
         me = runner.worker.user
         assert found["f owner"] == (me.pw_uid, me.pw_gid)
         assert found["f mode"] == "0o755"                          # no setuid
-        assert found["opaque"] == {"user.overlay.opaque": b"y"}    # for overlay's userxattr
+        assert found["opaque"] == {"user.overlay.opaque": b"y"}    # overlay's userxattr
         assert found["device"] is False
     else:
         assert found["f owner"] == (SHIFT + 1000, SHIFT + 1001)
         assert found["f mode"] == "0o4755"
-        assert found["opaque"] == {"trusted.overlay.opaque": b"y"}
+        assert found["opaque"] == {"user.overlay.opaque": b"y"}
         assert found["device"] is True
 
 

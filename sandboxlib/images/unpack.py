@@ -8,8 +8,8 @@ outside the layer.  ``tarfile`` only parses headers here; its extraction
 (whose filters were bypassable, CVE-2025-4517) is never used.
 
 OCI whiteouts become overlayfs whiteouts: ``.wh.NAME`` a 0:0 character device,
-``.wh..wh..opq`` the ``overlay.opaque`` xattr (``trusted.`` as root, ``user.``
-for rootless overlay mounted with ``userxattr``).  Extended attributes of the
+``.wh..wh..opq`` the ``user.overlay.opaque`` xattr (every overlay is mounted in
+a user namespace, with ``userxattr``).  Extended attributes of the
 archive are not applied (an ``overlay.*`` one could redirect a lookup)."""
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ class IdPolicy:
 
     @property
     def opaque_xattr(self) -> str:
-        return "trusted.overlay.opaque" if self.privileged else "user.overlay.opaque"
+        # Overlays are mounted in a user namespace with ``userxattr``: the
+        # trusted.* namespace is out of reach there, even for host root.
+        return "user.overlay.opaque"
 
     @classmethod
     def for_caller(cls, shift: int = 0) -> "IdPolicy":
@@ -90,6 +92,8 @@ class _Unpacker:
                         raise
                     os.mkdir(part, 0o755, dir_fd=fd)
                     nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+                    if self.policy.privileged:  # owned by the container's root, as Docker does
+                        os.fchown(nxt, *self.policy.owner(0, 0))
                 except (NotADirectoryError, OSError) as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise ImageFormatError(self.label, f"{'/'.join(parts)!r}: {part!r} is not a directory "

@@ -1,0 +1,128 @@
+"""Containers whose root is an image (root and rootless): an overlay of the
+layers with a per-container writable layer; Entrypoint, Cmd, Env,
+WorkingDir and User as Docker applies them; read_only; layers leased while
+a container runs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import sandboxlib as sb
+from sandboxlib.errors import ConfigError, ImageNotFound
+from sandboxlib.images import ImageStore
+
+from .imagekit import add_image, busybox_layers, layer_tar
+
+PROBE = ("echo cwd=$(pwd) greeting=$GREETING; cat /app/new.txt /etc/motd; "
+         "for p in /etc/old /scratch /app/old.txt /app/sub; do [ -e $p ] && echo present:$p; done; true")
+
+
+def _store(path, busybox_rootfs, config=None, name="bb:1"):
+    store = ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), [name],
+              config=config or {"Cmd": ["sh", "-c", PROBE], "Env": ["GREETING=hi", "PATH=/bin"],
+                                "WorkingDir": "/app"})
+    return store
+
+
+def check_default_command(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    r = sb.run(None, image="bb:1", image_store=store.path)
+    return r.exit_code, r.stdout.decode(), r.stderr.decode()
+
+
+def test_image_command_env_workdir_and_whiteouts(runner, store_dir, busybox_root):
+    code, out, err = runner(check_default_command, store_dir, busybox_root)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == ["cwd=/app greeting=hi", "new", "motd 3"]  # nothing deleted shows
+
+
+def check_entrypoint(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs, {"Entrypoint": ["echo", "ep"], "Cmd": ["default"], "User": "app"})
+    with_cmd = sb.run(None, image="bb:1", image_store=store.path).stdout
+    with_args = sb.run(["a", "b"], image="bb:1", image_store=store.path).stdout
+    as_user = sb.run(["sh", "-c", "id -u"], image="bb:1", image_store=store.path, cwd="/").stdout
+    store2 = _store(path, busybox_rootfs, {"User": "app"}, name="user:1")
+    user = sb.run(["id", "-u"], image="user:1", image_store=store2.path).stdout
+    override = sb.run(["id", "-u"], image="user:1", image_store=store2.path, user="0").stdout
+    return with_cmd, with_args, as_user, user, override
+
+
+def test_entrypoint_cmd_and_user(runner, store_dir, busybox_root):
+    with_cmd, with_args, as_user, user, override = runner(check_entrypoint, store_dir, busybox_root)
+    assert with_cmd == b"ep default\n" and with_args == b"ep a b\n"
+    assert as_user == b"ep sh -c id -u\n"   # argv follows the Entrypoint, as docker run
+    assert user == b"1000\n" and override == b"0\n"
+
+
+def check_writable_layer(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        wrote = c.run(["sh", "-c", "echo changed > /etc/motd && rm /bin/ls && mkdir -p /new/dir && echo ok"])
+        seen = c.run(["sh", "-c", "cat /etc/motd; ls /new; [ -e /bin/ls ] || echo no-ls"]).stdout
+    fresh = sb.run(["sh", "-c", "cat /etc/motd; [ -e /new ] || echo no-new; [ -e /bin/ls ] && echo ls"],
+                   image="bb:1", image_store=store.path).stdout
+    layers = store.unpacked("bb:1")
+    with open(os.path.join(layers[2], "etc", "motd")) as f:
+        on_disk = f.read()
+    return wrote.stdout, seen, fresh, on_disk, os.path.lexists(os.path.join(layers[0], "bin", "ls"))
+
+
+def test_each_container_has_its_own_writable_layer(runner, store_dir, busybox_root):
+    wrote, seen, fresh, on_disk, ls_kept = runner(check_writable_layer, store_dir, busybox_root)
+    assert wrote == b"ok\n" and seen == b"changed\ndir\nno-ls\n"
+    assert fresh == b"motd 3\nno-new\nls\n"          # nothing of the first container is left
+    assert on_disk == "motd 3\n" and ls_kept          # the layers were never written
+
+
+def check_read_only(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    r = sb.run(["sh", "-c", "cat /etc/motd; touch /etc/x"], image="bb:1", image_store=store.path, read_only=True)
+    return r.exit_code, r.stdout, r.stderr.decode()
+
+
+def test_read_only_image_root(runner, store_dir, busybox_root):
+    code, out, err = runner(check_read_only, store_dir, busybox_root)
+    assert code == 1 and out == b"motd 3\n" and "Read-only file system" in err
+
+
+def check_leases(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    layers = store.unpacked("bb:1")
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        store.remove("bb:1")
+        store.prune()
+        during = [os.path.isdir(d) for d in layers], c.run(["cat", "/etc/motd"]).stdout
+        leases = len(os.listdir(os.path.join(store.path, "leases")))
+    store.prune()
+    return during, leases, [os.path.isdir(d) for d in layers], os.listdir(os.path.join(store.path, "leases"))
+
+
+def test_layers_of_a_running_container_are_kept(runner, store_dir, busybox_root):
+    during, leases, after, leases_after = runner(check_leases, store_dir, busybox_root)
+    assert during == ([True, True, True], b"motd 3\n") and leases == 1
+    assert after == [False, False, False] and leases_after == []
+
+
+def test_image_errors_name_the_field(tmp_path, busybox_root):
+    store = ImageStore(str(tmp_path))
+    with pytest.raises(ImageNotFound):
+        sb.run(["true"], image="missing:1", image_store=store.path)
+    with pytest.raises(ConfigError) as err:
+        sb.run(["true"], image="bb:1", rootfs=busybox_root)
+    assert err.value.field == "image"
+    with pytest.raises(ConfigError) as err:
+        sb.run(["true"], image="Bad Name", image_store=store.path)
+    assert err.value.field == "image"
+    add_image(store, [layer_tar({"f": b"x"})], ["nocmd:1"])
+    with pytest.raises(ConfigError) as err:
+        sb.run(None, image="nocmd:1", image_store=store.path)
+    assert err.value.field == "argv"
+    assert os.listdir(os.path.join(store.path, "leases")) == []
+
+
+def test_image_as_real_root(tmp_path, busybox_root):
+    store = _store(str(tmp_path), busybox_root)
+    r = sb.run(["sh", "-c", "id -u; cat /proc/self/uid_map"], image="bb:1", image_store=store.path, userns=False)
+    assert r.stdout.split()[:2] == [b"0", b"0"]
