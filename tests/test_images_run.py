@@ -126,3 +126,21 @@ def test_image_as_real_root(tmp_path, busybox_root):
     store = _store(str(tmp_path), busybox_root)
     r = sb.run(["sh", "-c", "id -u; cat /proc/self/uid_map"], image="bb:1", image_store=store.path, userns=False)
     assert r.stdout.split()[:2] == [b"0", b"0"]
+
+
+def check_broken_layer(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    layers = store.unpacked("bb:1")
+    os.rename(layers[1], layers[1] + ".moved")
+    os.symlink(layers[1] + ".moved", layers[1])  # never followed: the layer is refused
+    try:
+        sb.run(["true"], image="bb:1", image_store=store.path)
+    except sb.SetupError as err:
+        return err.step, err.field, str(err), os.listdir(os.path.join(store.path, "leases"))
+    return None
+
+
+def test_a_broken_layer_is_a_setup_error(runner, store_dir, busybox_root):
+    step, field, text, leases = runner(check_broken_layer, store_dir, busybox_root)
+    assert (step, field, leases) == ("MOUNT", "image", [])
+    assert "type=lower" in text and "[Errno 20] Not a directory (from image)" in text
