@@ -280,6 +280,14 @@ class ImageStore:
         from .unpack import IdPolicy
         return unpacked_layers(self, self.get(ref), IdPolicy.for_caller(ROOT_SHIFT))
 
+    def save(self, refs: Sequence[str], path: str) -> None:
+        """Write the images to a tar that ``docker load`` and skopeo (as
+        ``docker-archive:`` and ``oci-archive:``) read: a ``docker save``
+        archive of Docker >= 25's kind (an OCI layout plus ``manifest.json``),
+        layers uncompressed.  Names given as ``name:tag`` are kept."""
+        from . import exporter
+        exporter.save(self, [refs] if isinstance(refs, str) else list(refs), path)
+
     # -- collection ------------------------------------------------------------
     def _live(self) -> Tuple[Set[str], Set[str]]:
         """(blob digests, diff_ids) reachable from the index."""
