@@ -3,6 +3,8 @@
     sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [-v SRC:DST[:ro]]
                    [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
                    [--network none|host] [--no-userns] [--timeout S] -- CMD...
+    sandboxlib run [OPTIONS] [--store DIR] IMAGE [CMD...]   (the image's root and config)
+    sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the
@@ -15,6 +17,7 @@ import contextlib
 import sys
 from typing import List, Optional, Sequence
 
+from . import imagecli
 from .api import run
 from .config import Mount, Network
 from .errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
@@ -61,7 +64,8 @@ def _option(option: str, value: str):
 
 # Configuration fields and the options that set them, for error messages.
 _OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
-            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network"}
+            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network", "image": "IMAGE",
+            "argv": "CMD"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,22 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
-    p.add_argument("-w", "--workdir", default="/", help="working directory inside the container")
+    p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
     p.add_argument("--network", choices=[n.value for n in Network], default="none")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    imagecli.add_store_option(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
+    imagecli.add_parsers(sub)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    cmd: List[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd:
-        raise ConfigError("CMD", "give the command to run after --")
+    image = None
+    if args.cmd[:1] == ["--"]:
+        cmd: List[str] = args.cmd[1:]
+    elif args.cmd:  # IMAGE [--] [CMD...]
+        image, cmd = args.cmd[0], args.cmd[1:]
+        cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
+    else:
+        cmd = []
+    if not cmd and image is None:
+        raise ConfigError("CMD", "give the command to run after --, or an image")
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
                  env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
-                 cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout)
+                 cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
+                 image=image, image_store=args.store)
     if result.timed_out:
         print(f"sandboxlib: timed out after {args.timeout} s", file=sys.stderr)
         return EXIT_TIMEOUT
@@ -100,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return imagecli.COMMANDS[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)
         return EXIT_NOT_FOUND

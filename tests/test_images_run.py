@@ -144,3 +144,36 @@ def test_a_broken_layer_is_a_setup_error(runner, store_dir, busybox_root):
     step, field, text, leases = runner(check_broken_layer, store_dir, busybox_root)
     assert (step, field, leases) == ("MOUNT", "image", [])
     assert "type=lower" in text and "[Errno 20] Not a directory (from image)" in text
+
+
+# -- the command line ---------------------------------------------------------------
+def _cli(*args: str):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sandboxlib", *args], capture_output=True, cwd="/",
+                          timeout=120, text=True)
+
+
+def test_cli_images_load_save_import_rmi_run(tmp_path, busybox_root):
+    import tarfile
+    store = str(tmp_path / "store")
+    rootfs_tar = str(tmp_path / "rootfs.tar")
+    with tarfile.open(rootfs_tar, "w") as tar:
+        tar.add(busybox_root, arcname=".")
+    imported = _cli("import", rootfs_tar, "bb:cli", "--store", store)
+    assert imported.returncode == 0 and imported.stdout.startswith("sha256:"), imported.stderr
+    listed = _cli("images", "--store", store)
+    assert listed.stdout.split("\n")[1].split()[:4] == ["bb", "cli", imported.stdout[7:19], "1"]
+    ran = _cli("run", "--store", store, "-w", "/etc", "bb:cli", "sh", "-c", "pwd; ls /bin/busybox")
+    assert (ran.returncode, ran.stdout) == (0, "/etc\n/bin/busybox\n"), ran.stderr
+    assert _cli("run", "--store", store, "bb:cli", "--", "sh", "-c", "exit 3").returncode == 3
+    assert _cli("save", "-o", str(tmp_path / "out.tar"), "bb:cli", "--store", store).returncode == 0
+    assert _cli("rmi", "bb:cli", "--store", store).stdout == "Untagged: bb:cli\n"
+    missing = _cli("run", "--store", store, "bb:cli", "true")
+    assert missing.returncode == 125 and "no image 'bb:cli' in the store" in missing.stderr
+    loaded = _cli("load", "-i", str(tmp_path / "out.tar"), "--store", store)
+    assert loaded.stdout == "Loaded image: bb:cli\n", loaded.stderr
+    no_cmd = _cli("run", "--store", store, "bb:cli")
+    assert no_cmd.returncode == 125 and "CMD: no command given" in no_cmd.stderr
+    bad = _cli("load", "-i", str(tmp_path / "rootfs.tar"), "--store", store)
+    assert bad.returncode == 125 and "neither a docker save archive" in bad.stderr

@@ -30,7 +30,7 @@ LAYERS = {
     "images": 2, "imageroot": 2,
     "_plan": 3, "container": 3,
     "api": 4, "__init__": 4,
-    "cli": 5, "__main__": 5,
+    "cli": 5, "imagecli": 5, "__main__": 5,
 }
 
 
@@ -137,6 +137,9 @@ PUBLIC = {
     "Limits.from_dict": sb.Limits.from_dict,
     "Process.wait": sb.Process.wait,
     "Process.communicate": sb.Process.communicate,
+    **{f"ImageStore.{name}": getattr(sb.ImageStore, name)
+       for name in ("__init__", "list", "get", "tag", "remove", "prune", "load", "import_rootfs",
+                    "from_directory", "save", "unpacked")},
 }
 
 

@@ -19,7 +19,7 @@ import fcntl
 import json
 import os
 import tempfile
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 
@@ -280,7 +280,7 @@ class ImageStore:
         from .unpack import IdPolicy
         return unpacked_layers(self, self.get(ref), IdPolicy.for_caller(ROOT_SHIFT))
 
-    def save(self, refs: Sequence[str], path: str) -> None:
+    def save(self, refs: Union[str, Sequence[str]], path: str) -> None:
         """Write the images to a tar that ``docker load`` and skopeo (as
         ``docker-archive:`` and ``oci-archive:``) read: a ``docker save``
         archive of Docker >= 25's kind (an OCI layout plus ``manifest.json``),
