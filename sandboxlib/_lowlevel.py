@@ -6,6 +6,7 @@ plan, which ``_plan`` builds and owns.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import os
@@ -165,6 +166,19 @@ def init_memfd() -> int:
                 raise
             _init_fd = fd
         return _init_fd
+
+
+@contextlib.contextmanager
+def fs_ids(uid: int, gid: int):
+    """Create files as ``uid``/``gid`` in this thread only (setfsuid/setfsgid),
+    e.g. as a container's root in a file system of its user namespace."""
+    if lib.sbx_set_fsids(uid, gid) != uid:
+        lib.sbx_set_fsids(os.geteuid(), os.getegid())
+        raise PermissionError(1, f"setfsuid({uid}) was refused")
+    try:
+        yield
+    finally:
+        lib.sbx_set_fsids(os.geteuid(), os.getegid())
 
 
 def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY) -> int:

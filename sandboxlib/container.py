@@ -16,7 +16,7 @@ import warnings
 import weakref
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-from . import _lowlevel, imageroot, protocol, statedir
+from . import _lowlevel, imageroot, protocol, statedir, transfer
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
@@ -27,6 +27,7 @@ from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .imageroot import ImageRoot
+from .images.unpack import IdPolicy
 from .launch import submit
 from .process import Process, Result
 from .rootfs import layout
@@ -426,6 +427,53 @@ class Container:
             self._raise_setup_failure(report, self._ops)
         except SetupError as err:
             return err
+
+    # -- copying files in and out -------------------------------------------
+    def _in_root(self, func, path: str, *args):
+        """``func(root_fd, path, *args)`` with the running container's root."""
+        if self._init_pid is None or self._closed:
+            raise ContainerStateError("the container is not running")
+        path = container_path(path, "path")
+        root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return func(root_fd, path, *args)
+        finally:
+            os.close(root_fd)
+
+    def _id_policy(self):
+        return imageroot.id_policy(self.config, self._maps)
+
+    def _writing(self):
+        """(id policy, context) for creating files in the container's root.
+        Host root creates them as the container's root (its fsuid): a file
+        system of the container's user namespace has no inode for host id 0."""
+        policy = self._id_policy()
+        if policy.privileged and policy.shift:
+            return IdPolicy(squash=(policy.shift, policy.shift)), _lowlevel.fs_ids(policy.shift, policy.shift)
+        return policy, contextlib.nullcontext()
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        """Write ``data`` to the file ``path`` in the container (created
+        owned by its root, or truncated).  Symlinks resolve inside the root."""
+        policy, ids = self._writing()
+        with ids:
+            self._in_root(transfer.write_file, path, bytes(data), mode, policy)
+
+    def read_file(self, path: str) -> bytes:
+        """The contents of the file ``path`` in the container."""
+        return self._in_root(transfer.read_file, path)
+
+    def put_archive(self, path: str, data: bytes) -> None:
+        """Unpack the tar ``data`` into the directory ``path`` in the container
+        (hostile names are refused with ImageFormatError, as for layers)."""
+        policy, ids = self._writing()
+        with ids:
+            self._in_root(transfer.put_archive, path, bytes(data), policy)
+
+    def get_archive(self, path: str) -> bytes:
+        """A tar of ``path`` in the container (named by its last component),
+        with the container's ids; symlinks are archived, never followed."""
+        return self._in_root(transfer.get_archive, path, self._id_policy())
 
     def _kill_after_timeout(self, proc: Process, main: bool) -> None:
         proc.killed_by_us()

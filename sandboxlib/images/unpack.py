@@ -24,7 +24,7 @@ import attrs
 
 from ..errors import ImageFormatError
 
-__all__ = ["IdPolicy", "unpack", "remove_tree"]
+__all__ = ["IdPolicy", "unpack", "unpack_into", "remove_tree"]
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -76,8 +76,8 @@ def _split(name: str, label: str) -> List[str]:
 
 
 class _Unpacker:
-    def __init__(self, root_fd: int, policy: IdPolicy, label: str) -> None:
-        self.root_fd, self.policy, self.label = root_fd, policy, label
+    def __init__(self, root_fd: int, policy: IdPolicy, label: str, whiteouts: bool = True) -> None:
+        self.root_fd, self.policy, self.label, self.whiteouts = root_fd, policy, label, whiteouts
         self.dirs: List[Tuple[List[str], tarfile.TarInfo]] = []
 
     def _parent(self, parts: List[str], create: bool) -> int:
@@ -117,9 +117,9 @@ class _Unpacker:
         base = parts[-1]
         parent = self._parent(parts, create=True)
         try:
-            if base == OPAQUE:
+            if base == OPAQUE and self.whiteouts:
                 os.setxattr(parent, self.policy.opaque_xattr, b"y")
-            elif base.startswith(WHITEOUT):
+            elif base.startswith(WHITEOUT) and self.whiteouts:
                 self._clear(parent, base[len(WHITEOUT):], member)
                 os.mknod(base[len(WHITEOUT):], stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
             else:
@@ -253,15 +253,22 @@ def unpack(stream: BinaryIO, dest: str, policy: IdPolicy, label: str) -> None:
     """Unpack the uncompressed layer tar ``stream`` into the empty directory ``dest``."""
     root_fd = os.open(dest, DIR_FLAGS)
     try:
-        unpacker = _Unpacker(root_fd, policy, label)
+        unpack_into(stream, root_fd, policy, label)
+    finally:
+        os.close(root_fd)
+
+
+def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *, whiteouts: bool = True) -> None:
+    """Unpack a tar below the directory ``root_fd`` (``whiteouts=False``: ``.wh.``
+    names are plain names, as in an archive copied into a container)."""
+    unpacker = _Unpacker(root_fd, policy, label, whiteouts)
+    try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 unpacker.entry(tar, member)
         unpacker.finish()
     except (tarfile.TarError, EOFError) as err:
-        raise ImageFormatError(label, f"truncated or corrupt layer: {err}") from None
-    finally:
-        os.close(root_fd)
+        raise ImageFormatError(label, f"truncated or corrupt archive: {err}") from None
 
 
 def remove_tree(path: str, dir_fd: Optional[int] = None) -> None:
