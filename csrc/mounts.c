@@ -351,6 +351,8 @@ static int overlay_upper(int fs, const char *tmpfs_data)
     r = upper < 0 ? upper : work < 0 ? work : set_dir_fd(fs, "upperdir", upper);
     if (r == 0)
         r = set_dir_fd(fs, "workdir", work);
+    if (r == 0 && dup3(upper, SBX_FD_UPPER, O_CLOEXEC) < 0)
+        r = neg_errno();
     if (upper >= 0)
         close(upper);
     if (work >= 0)

@@ -75,6 +75,8 @@ struct sbx_mount_op {
 #define SBX_FD_CONTROL 3   /* SOCK_SEQPACKET to the host process */
 #define SBX_FD_PARENT 4    /* pidfd of the host process */
 #define SBX_FD_ERROR 5     /* set-up failures; closed (EOF) once set up */
+#define SBX_FD_UPPER 1000  /* the init keeps an image root's upper dir here: the host
+                            * reads it through /proc/PID/fd (commit) */
 
 /* What the spawn child needs (in the extension, parent side). */
 struct sbx_spawn_args {

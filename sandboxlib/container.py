@@ -27,6 +27,7 @@ from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .imageroot import ImageRoot
+from .images import Image
 from .images.unpack import IdPolicy
 from .launch import submit
 from .process import Process, Result
@@ -90,6 +91,7 @@ class Container:
         self._resources_used = False
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
         self._image: Optional[ImageRoot] = None
+        self._store = None
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -136,6 +138,7 @@ class Container:
         if self.config.image is None:
             return ()
         self._image, store, lease = imageroot.prepare(self.config, self._maps, self.id)
+        self._store = store
         self._resources.callback(store.release, self.id, lease)
         return self._image.layers
 
@@ -474,6 +477,25 @@ class Container:
         """A tar of ``path`` in the container (named by its last component),
         with the container's ids; symlinks are archived, never followed."""
         return self._in_root(transfer.get_archive, path, self._id_policy())
+
+    def commit(self, ref: Optional[str] = None, *,
+               changes: Optional[Mapping[str, object]] = None) -> "Image":
+        """A new image in the container's store: its image plus what was
+        written in the container (deletions as whiteouts), named ``ref``;
+        ``changes`` sets config keys as ``docker commit --change`` does
+        (``cmd``, ``entrypoint``, ``env``, ``workdir``, ``user``)."""
+        if self._image is None:
+            raise ContainerStateError("commit needs a container whose root is an image")
+        from .commit import commit
+        return self._in_root(lambda _root, _path: self._commit_upper(commit, ref, changes), "/")
+
+    def _commit_upper(self, commit, ref, changes):
+        upper = os.open(f"/proc/{self._init_pid}/fd/{_lowlevel.lib.SBX_FD_UPPER}",
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return commit(self._store, self._image.image, upper, self._id_policy(), ref, changes)
+        finally:
+            os.close(upper)
 
     def _kill_after_timeout(self, proc: Process, main: bool) -> None:
         proc.killed_by_us()

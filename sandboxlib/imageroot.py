@@ -11,7 +11,7 @@ import attrs
 from .config import ContainerConfig
 from .errors import ConfigError, ImageFormatError
 from .idmap import IdMaps
-from .images import ImageStore
+from .images import Image, ImageStore
 from .images.layers import unpacked_layers
 from .images.reference import parse
 from .images.unpack import IdPolicy
@@ -21,8 +21,9 @@ __all__ = ["ImageRoot", "prepare"]
 
 @attrs.frozen(kw_only=True)
 class ImageRoot:
-    """Layer dirs (bottom first) and the image's command defaults."""
+    """The image, its layer dirs (bottom first) and its command defaults."""
 
+    image: Image
     layers: Tuple[str, ...]
     entrypoint: Tuple[str, ...]
     cmd: Tuple[str, ...]
@@ -68,7 +69,7 @@ def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str) -> Tupl
     lease = store.lease(owner, [layer.diff_id for layer in image.layers])
     try:
         layers = unpacked_layers(store, image, policy)
-        root = ImageRoot(layers=tuple(layers), entrypoint=_strings(image.config, "Entrypoint"),
+        root = ImageRoot(image=image, layers=tuple(layers), entrypoint=_strings(image.config, "Entrypoint"),
                          cmd=_strings(image.config, "Cmd"), env=_env(image.config),
                          cwd=image.config.get("WorkingDir") or None, user=image.config.get("User") or None)
     except BaseException:

@@ -73,3 +73,43 @@ def test_copy_needs_a_running_container():
         assert err.value.field == "path"
         with pytest.raises(FileNotFoundError):
             c.read_file("/nonexistent-sbx")
+
+
+# -- commit -----------------------------------------------------------------------------
+def check_commit(path, busybox_rootfs):
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"], config={"Cmd": ["sh"], "Env": ["A=1"]})
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        c.run(["sh", "-c", "echo v2 > /etc/motd; rm -r /app; mkdir -p /srv/data; echo d > /srv/data/f;"
+                           "rm /bin/ls; ln -s /srv/data /data; mkdir /etc/opq; echo o > /etc/opq/o"])
+        img = c.commit("bb:2", changes={"cmd": ["sh", "-c", "cat /etc/motd /data/f; ls /app /bin/ls 2>&1; echo $A$B"],
+                                        "env": ["A=1", "B=2"]})
+    r = sb.run(None, image="bb:2", image_store=store.path)
+    with sb.Container(image="bb:2", image_store=store.path) as c:
+        again = c.commit("bb:3")  # nothing written: an empty layer
+    return (len(img.layers), img.references, r.stdout.decode(), r.stderr.decode(), len(again.layers),
+            store.get("bb:1").references)
+
+
+def test_commit_makes_an_image_that_runs(runner, store_dir, busybox_root):
+    layers, refs, out, err, again, old_refs = runner(check_commit, store_dir, busybox_root)
+    assert layers == 4 and refs == ("bb:2",) and again == 5 and old_refs == ("bb:1",)
+    assert out.splitlines()[:2] == ["v2", "d"], (out, err)
+    assert "ls: /app: No such file or directory" in out and "ls: /bin/ls: No such file or directory" in out
+    assert out.splitlines()[-1] == "12"
+
+
+def test_commit_errors(tmp_path, busybox_root):
+    store = sb.ImageStore(str(tmp_path))
+    add_image(store, busybox_layers(busybox_root), ["bb:1"])
+    with sb.Container() as c:
+        with pytest.raises(ContainerStateError, match="image"):
+            c.commit("x:1")
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        with pytest.raises(sb.ConfigError) as err:
+            c.commit("x:1", changes={"volumes": ["/x"]})
+        assert err.value.field == "changes['volumes']"
+        with pytest.raises(sb.ConfigError):
+            c.commit("Bad Ref")
+    assert [i.references for i in store.list()] == [("bb:1",)]
+    assert os.listdir(store.tmp) == []
