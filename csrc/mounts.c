@@ -334,7 +334,7 @@ static int make_dir_at(int dirfd, const char *name)
 
 /* The upper and work dirs: a tmpfs at /overlay in the scratch base (it is
  * detached with the base at pivot; the overlay keeps it alive). */
-static int overlay_upper(int fs, const char *tmpfs_data)
+static int overlay_upper(int fs, const char *tmpfs_data, int *upper_out)
 {
     int mnt = new_fs("tmpfs", tmpfs_data, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
     if (mnt < 0)
@@ -351,16 +351,16 @@ static int overlay_upper(int fs, const char *tmpfs_data)
     r = upper < 0 ? upper : work < 0 ? work : set_dir_fd(fs, "upperdir", upper);
     if (r == 0)
         r = set_dir_fd(fs, "workdir", work);
-    if (r == 0 && dup3(upper, SBX_FD_UPPER, O_CLOEXEC) < 0)
-        r = neg_errno();
-    if (upper >= 0)
+    if (r == 0)
+        *upper_out = upper;
+    else if (upper >= 0)
         close(upper);
     if (work >= 0)
         close(work);
     return r;
 }
 
-int sbx_make_overlay(const int *lower_fds, size_t n, const char *tmpfs_data)
+int sbx_make_overlay(const int *lower_fds, size_t n, const char *tmpfs_data, int *upper_out)
 {
     int fs = sbx_fsopen("overlay", FSOPEN_CLOEXEC);
     int r = fs < 0 ? neg_errno() : 0;
@@ -374,7 +374,7 @@ int sbx_make_overlay(const int *lower_fds, size_t n, const char *tmpfs_data)
     if (r == 0 && sbx_fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
         r = neg_errno();
     if (r == 0)
-        r = overlay_upper(fs, tmpfs_data);
+        r = overlay_upper(fs, tmpfs_data, upper_out);
     if (r == 0 && sbx_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         r = neg_errno();
     int mnt = r < 0 ? r : sbx_fsmount(fs, FSMOUNT_CLOEXEC, 0);

@@ -184,6 +184,8 @@ static void become_root(const struct sbx_plan *p)
 /* An image root: the LOWER ops (their tree fds are the layer dirs) and
  * the OVERLAY op after them.  Returns the overlay tree, or rootfs_tree
  * when the plan has no overlay. */
+static int upper_fd = -1;
+
 static int overlay_root(const struct sbx_plan *p, int rootfs_tree)
 {
     size_t n = 0;
@@ -192,7 +194,7 @@ static int overlay_root(const struct sbx_plan *p, int rootfs_tree)
     if (n == p->n_mounts || p->mounts[n].kind != SBX_MNT_OVERLAY)
         return rootfs_tree;
     fault_point(SBX_STEP_MOUNT, (int)n);
-    int tree = sbx_make_overlay(p->tree_fds, n, p->mounts[n].data);
+    int tree = sbx_make_overlay(p->tree_fds, n, p->mounts[n].data, &upper_fd);
     check_neg(SBX_STEP_MOUNT, tree, (int)n);
     return tree;
 }
@@ -269,4 +271,10 @@ void sbx_setup(int early_netns)
         check_neg(SBX_STEP_PIVOT, sbx_pivot_into_root(), -1);
     }
     netns_join(p);
+    /* Only now, single-threaded: growing the fd table of a process with
+     * two threads waits for an RCU grace period (~10 ms). */
+    if (upper_fd >= 0) {
+        CHECK(SBX_STEP_ROOT, dup3(upper_fd, SBX_FD_UPPER, O_CLOEXEC));
+        close(upper_fd);
+    }
 }

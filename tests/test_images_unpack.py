@@ -186,3 +186,24 @@ def test_store_unpacks_each_layer_once(runner, store_dir, busybox_root):
     assert found["shared"] and found["busybox"] and found["whiteout"] and found["scratch whiteout"]
     assert found["after remove"] == [True, True, False]
     assert found["after all"] == ([], [])
+
+
+def test_the_file_path_refuses_the_same(tmp_path, sandbox_dirs):
+    """Plain layers in the store are unpacked from the blob file (data copied
+    by the kernel): the same checks apply."""
+    from sandboxlib.images.unpack import unpack_tar_file
+    parent, outside = sandbox_dirs
+    for case, entries in hostile_cases(outside).items():
+        blob = tmp_path / "layer.tar"
+        blob.write_bytes(_tar(*entries))
+        dest = tempfile.mkdtemp(dir=parent)
+        with pytest.raises(ImageFormatError):
+            unpack_tar_file(str(blob), dest, IdPolicy.for_caller(SHIFT), case)
+        assert _outside_state(outside) == (["secret"], "secret", 1), case
+    blob.write_bytes(_tar(_e("a", size=100000))[:50000])
+    with pytest.raises(ImageFormatError, match="truncated"):
+        unpack_tar_file(str(blob), tempfile.mkdtemp(dir=parent), IdPolicy.for_caller(SHIFT), "cut")
+    blob.write_bytes(_tar(_e("d/", tarfile.DIRTYPE), _e("d/f", size=5)))
+    dest = tempfile.mkdtemp(dir=parent)
+    unpack_tar_file(str(blob), dest, IdPolicy.for_caller(SHIFT), "fine")
+    assert open(os.path.join(dest, "d", "f"), "rb").read() == b"\0" * 5

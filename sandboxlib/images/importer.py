@@ -66,7 +66,7 @@ def diff_id_of(stream: BinaryIO, kind: str, source: str) -> str:
     """The sha256 of the uncompressed tar, checking that it is one."""
     hasher = _Hashing(decompressed(stream, kind))
     with _Wrap(source):
-        with tarfile.open(fileobj=hasher, mode="r|") as tar:
+        with tarfile.open(fileobj=hasher, mode="r|", bufsize=1 << 20) as tar:
             for _ in tar:
                 pass
         while hasher.read(CHUNK):

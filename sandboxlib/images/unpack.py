@@ -76,8 +76,10 @@ def _split(name: str, label: str) -> List[str]:
 
 
 class _Unpacker:
-    def __init__(self, root_fd: int, policy: IdPolicy, label: str, whiteouts: bool = True) -> None:
+    def __init__(self, root_fd: int, policy: IdPolicy, label: str, whiteouts: bool = True,
+                 source_fd: Optional[int] = None) -> None:
         self.root_fd, self.policy, self.label, self.whiteouts = root_fd, policy, label, whiteouts
+        self.source_fd = source_fd  # the tar as a file: data is copied by the kernel
         self.dirs: List[Tuple[List[str], tarfile.TarInfo]] = []
 
     def _parent(self, parts: List[str], create: bool) -> int:
@@ -160,7 +162,10 @@ class _Unpacker:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=parent)
             try:
-                _copy(tar.extractfile(member), fd, member.size)
+                if self.source_fd is not None and member.sparse is None:
+                    _copy_range(self.source_fd, member.offset_data, fd, member.size, self.label)
+                else:
+                    _copy(tar.extractfile(member), fd, member.size)
                 self._meta_fd(fd, member)
             finally:
                 os.close(fd)
@@ -249,6 +254,32 @@ def _copy(src: BinaryIO, fd: int, size: int) -> None:
         left -= len(chunk)
 
 
+def _copy_range(src: int, offset: int, fd: int, size: int, label: str) -> None:
+    while size > 0:
+        n = os.copy_file_range(src, fd, size, offset)
+        if n <= 0:
+            raise ImageFormatError(label, "truncated file data")
+        offset, size = offset + n, size - n
+
+
+def unpack_tar_file(path: str, dest: str, policy: IdPolicy, label: str) -> None:
+    """Unpack an uncompressed tar that is a file: headers read in place,
+    file data copied with copy_file_range (no pass through Python)."""
+    root_fd = os.open(dest, DIR_FLAGS)
+    try:
+        with open(path, "rb") as f:
+            unpacker = _Unpacker(root_fd, policy, label, source_fd=f.fileno())
+            try:
+                with tarfile.open(fileobj=f, mode="r:") as tar:
+                    for member in tar:
+                        unpacker.entry(tar, member)
+                unpacker.finish()
+            except (tarfile.TarError, EOFError) as err:
+                raise ImageFormatError(label, f"truncated or corrupt archive: {err}") from None
+    finally:
+        os.close(root_fd)
+
+
 def unpack(stream: BinaryIO, dest: str, policy: IdPolicy, label: str) -> None:
     """Unpack the uncompressed layer tar ``stream`` into the empty directory ``dest``."""
     root_fd = os.open(dest, DIR_FLAGS)
@@ -263,7 +294,7 @@ def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *,
     names are plain names, as in an archive copied into a container)."""
     unpacker = _Unpacker(root_fd, policy, label, whiteouts)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as tar:
             for member in tar:
                 unpacker.entry(tar, member)
         unpacker.finish()
