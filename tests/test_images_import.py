@@ -191,3 +191,40 @@ def test_wrong_digests_and_missing_blobs(tmp_path, archives):
     index["manifests"][0].update(digest=digest, size=len(manifest))
     _fails(store, write_oci_layout(str(tmp_path / "diffid"), blobs, index), DigestMismatch, "diff_id")
     assert store.list() == []
+
+
+def test_a_full_disk_leaves_no_half_written_state(tmp_path, archives):
+    """Root only: the store on a 1 MB tmpfs (made and removed here)."""
+    import errno
+    import subprocess
+    home = tmp_path / "small"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "sbx-test-small", str(home)], check=True)
+    try:
+        store = ImageStore(str(home))
+        store.import_rootfs(_small_tar(tmp_path), "small:1")
+        before = _blob_state(store), store.list()[0].digest
+        with pytest.raises(OSError) as err:
+            store.load(archives["docker-archive"])
+        assert err.value.errno == errno.ENOSPC and "image store" in str(err.value)
+        assert (_blob_state(store), store.list()[0].digest) == before
+        assert [i.references for i in store.list()] == [("small:1",)]
+    finally:
+        subprocess.run(["umount", str(home)], check=True)
+
+
+def _small_tar(tmp_path) -> str:
+    path = tmp_path / "small.tar"
+    path.write_bytes(layer_tar({"etc/": "dir/", "etc/hostname": b"small\n"}))
+    return str(path)
+
+
+def test_corrupt_compressed_rootfs(tmp_path):
+    store = ImageStore(str(tmp_path / "store"))
+    good = gzip.compress(layer_tar({"f": b"x" * 5000}))
+    for name, data in {"bad.tar.gz": b"\x1f\x8b\x08\x00" + b"garbage" * 50, "cut.tar.gz": good[:len(good) // 2],
+                       "bad.tar.zst": b"\x28\xb5\x2f\xfd" + b"garbage" * 50, "notatar": b"plain text\n" * 100}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageFormatError, match="truncated or corrupt"):
+            store.import_rootfs(str(tmp_path / name), "x:1")
+    assert store.list() == [] and _blob_state(store) == ([], [])

@@ -3,6 +3,7 @@ a temporary file on the same file system, hashed on the way, flushed, then
 renamed into place.  A blob is either complete under its name or absent."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -77,7 +78,13 @@ class Blobs:
         DigestMismatch (and keeps nothing) when it does not hash to ``expected``."""
         fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
         try:
-            digest, written = _copy_hashed(stream, fd)
+            try:
+                digest, written = _copy_hashed(stream, fd)
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):  # name the store, not just the errno
+                    raise OSError(err.errno, f"{err.strerror}: writing {source or 'a blob'} into the image store",
+                                  self.tmp) from None
+                raise
             if expected is not None and digest != expected:
                 raise DigestMismatch(source or "blob", expected, digest)
             if size is not None and written != size:

@@ -7,6 +7,7 @@ collected."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -14,6 +15,7 @@ import os
 import re
 import tarfile
 import tempfile
+import zlib
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 from ..errors import DigestMismatch, ImageFormatError
@@ -55,8 +57,10 @@ class _Wrap:
         return self
 
     def __exit__(self, kind, err, tb):
-        if isinstance(err, (tarfile.TarError, EOFError, OSError, ValueError)) and not isinstance(
-                err, (ImageFormatError, FileNotFoundError, PermissionError)):
+        # Only errors of reading the input: a full disk is an OSError of its own.
+        corrupt = isinstance(err, (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)) or (
+            kind is not None and kind.__name__ == "ZstdError")
+        if corrupt:
             raise ImageFormatError(self.label, f"truncated or corrupt: {err}") from err
         return False
 
