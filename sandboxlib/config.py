@@ -57,6 +57,10 @@ def container_path(value: object, field: str) -> str:
 class MountKind(enum.Enum):
     BIND = "bind"
     TMPFS = "tmpfs"
+    VOLUME = "volume"
+
+
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @attrs.frozen(kw_only=True)
@@ -86,6 +90,15 @@ class Mount:
             raise ConfigError("mode", f"must be a permission mode such as 0o1777, got {mode!r}")
         return cls(kind=MountKind.TMPFS, target=container_path(target, "target"),
                    size=None if size is None else parse_size(size, "size"), mode=mode,
+                   read_only=read_only)
+
+    @classmethod
+    def volume(cls, name: str, target: Union[str, os.PathLike], *, read_only: bool = False) -> "Mount":
+        """The named volume ``name`` of the image store (made empty on first
+        use, kept until ``ImageStore.remove_volume``) at ``target``."""
+        if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name):
+            raise ConfigError("name", f"{name!r} is not a volume name (letters, digits, '_', '.', '-')")
+        return cls(kind=MountKind.VOLUME, source=name, target=container_path(target, "target"),
                    read_only=read_only)
 
     def check(self, field: str) -> None:

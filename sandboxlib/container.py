@@ -16,18 +16,20 @@ import warnings
 import weakref
 from typing import Callable, Mapping, Optional, Sequence, Union
 
+import attrs
+
 from . import _lowlevel, imageroot, protocol, statedir, transfer
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
-from .config import (ContainerConfig, Limits, Mount, Network, check_env, check_text, container_path,
+from .config import (ContainerConfig, Limits, Mount, MountKind, Network, check_env, check_text, container_path,
                      env_pairs)
 from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .imageroot import ImageRoot
-from .images import Image
+from .images import Image, ImageStore
 from .images.unpack import IdPolicy
 from .launch import submit
 from .process import Process, Result
@@ -125,13 +127,23 @@ class Container:
                 self._user = self._checked_user(user, root_fd, "user")
             finally:
                 os.close(root_fd)
-            ops = layout(self.config, layers)
+            ops = layout(self._with_volumes(), layers)
             root = statedir.state_root()
             self._sweep_once(root)
             self._spawn(ops, root, first)
         except BaseException:
             self.close()
             raise
+
+    def _with_volumes(self) -> ContainerConfig:
+        """The config with named volumes as binds of their store directories."""
+        if not any(m.kind is MountKind.VOLUME for m in self.config.mounts):
+            return self.config
+        store = self._store or ImageStore(self.config.image_store)
+        owner = self._id_policy().owner(0, 0)
+        mounts = [Mount.bind(store.volume(m.source, owner), m.target, read_only=m.read_only)
+                  if m.kind is MountKind.VOLUME else m for m in self.config.mounts]
+        return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
 
     def _prepare_image(self) -> tuple:
         """An image root's layer dirs, leased from the store until close()."""

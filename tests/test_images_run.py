@@ -177,3 +177,36 @@ def test_cli_images_load_save_import_rmi_run(tmp_path, busybox_root):
     assert no_cmd.returncode == 125 and "CMD: no command given" in no_cmd.stderr
     bad = _cli("load", "-i", str(tmp_path / "rootfs.tar"), "--store", store)
     assert bad.returncode == 125 and "neither a docker save archive" in bad.stderr
+
+
+def check_volumes(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    vol = sb.Mount.volume("data", "/data")
+    first = sb.run(["sh", "-c", "echo kept > /data/f; stat -c %u /data/f"], image="bb:1", image_store=store.path,
+                   mounts=[vol])
+    second = sb.run(["cat", "/data/f"], image="bb:1", image_store=store.path, mounts=[vol])
+    ro = sb.run(["sh", "-c", "cat /data/f; echo x > /data/g"], image="bb:1", image_store=store.path,
+                mounts=[sb.Mount.volume("data", "/data", read_only=True)])
+    host_view = sb.run(["cat", "/v/f"], mounts=[sb.Mount.volume("data", "/v")], image_store=store.path)
+    names = store.volumes()
+    store.prune()
+    kept = store.volumes()
+    store.remove_volume("data")
+    return (first.stdout, second.stdout, ro.exit_code, ro.stdout, host_view.stdout, names, kept,
+            store.volumes())
+
+
+def test_named_volumes(runner, store_dir, busybox_root):
+    first, second, ro_code, ro_out, host_view, names, kept, after = runner(check_volumes, store_dir, busybox_root)
+    assert first == b"0\n" and second == b"kept\n" and host_view == b"kept\n"
+    assert ro_code == 1 and ro_out == b"kept\n"
+    assert names == kept == ["data"] and after == []
+
+
+def test_volume_names_are_checked(tmp_path):
+    for name in ("../x", "", "a/b", ".hidden"):
+        with pytest.raises(ConfigError) as err:
+            sb.Mount.volume(name, "/data")
+        assert err.value.field == "name"
+    with pytest.raises(ConfigError):
+        ImageStore(str(tmp_path)).remove_volume("missing")

@@ -288,6 +288,36 @@ class ImageStore:
         from . import exporter
         exporter.save(self, [refs] if isinstance(refs, str) else list(refs), path)
 
+    # -- named volumes -------------------------------------------------------------
+    def volume(self, name: str, owner: Tuple[int, int] = (-1, -1)) -> str:
+        """The directory of the named volume ``name`` (made, owned by
+        ``owner``, on first use).  Volumes are never collected."""
+        top = os.path.join(self.path, "volumes")
+        os.makedirs(top, mode=0o755, exist_ok=True)
+        path = os.path.join(top, name)
+        if not os.path.isdir(path):
+            tmp = tempfile.mkdtemp(prefix="volume-", dir=self.tmp)
+            os.chmod(tmp, 0o755)
+            os.chown(tmp, *owner)
+            try:
+                os.rename(tmp, path)
+            except OSError:  # made by someone else meanwhile
+                os.rmdir(tmp)
+        return path
+
+    def volumes(self) -> List[str]:
+        """The names of the named volumes."""
+        top = os.path.join(self.path, "volumes")
+        return sorted(os.listdir(top)) if os.path.isdir(top) else []
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a named volume and its files (ConfigError if there is none)."""
+        path = os.path.join(self.path, "volumes", name)
+        if "/" in name or name in ("", ".", "..") or not os.path.isdir(path):
+            raise ConfigError("name", f"no volume {name!r} in the store")
+        from .unpack import remove_tree
+        remove_tree(path)
+
     # -- collection ------------------------------------------------------------
     def _live(self) -> Tuple[Set[str], Set[str]]:
         """(blob digests, diff_ids) reachable from the index."""
