@@ -139,7 +139,10 @@ PUBLIC = {
     "Process.communicate": sb.Process.communicate,
     **{f"ImageStore.{name}": getattr(sb.ImageStore, name)
        for name in ("__init__", "list", "get", "tag", "remove", "prune", "load", "import_rootfs",
-                    "from_directory", "save", "unpacked")},
+                    "from_directory", "save", "unpacked", "volume", "volumes", "remove_volume")},
+    **{f"Container.{name}": getattr(Container, name)
+       for name in ("write_file", "read_file", "put_archive", "get_archive", "commit")},
+    "Mount.volume": Mount.volume,
 }
 
 
