@@ -10,7 +10,7 @@ import os
 import stat
 import tarfile
 import tempfile
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional
 
 from .errors import ConfigError
 from .images import Image, ImageStore

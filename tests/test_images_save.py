@@ -8,7 +8,7 @@ import subprocess
 
 from sandboxlib.images import ImageStore
 
-from .imagekit import busybox_layers, image_blobs, layer_tar, write_oci_layout  # noqa: F401
+from .imagekit import busybox_layers, layer_tar
 
 
 def check_save_and_reload(path, busybox_rootfs, out_dir):

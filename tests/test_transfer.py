@@ -25,7 +25,7 @@ def check_copy(path, busybox_rootfs, host_dir):
         found["read"] = c.read_file("/etc/motd")
         c.run(["sh", "-c", f"ln -s / /app/up && ln -s ../../../../..{host_dir} /app/rel && mkdir -p {host_dir}"])
         c.write_file("/app/up/tmp/escape", b"inside\n")              # the container's /tmp
-        c.write_file(f"/app/rel/escape2", b"inside\n")               # under its root, never the host's
+        c.write_file("/app/rel/escape2", b"inside\n")               # under its root, never the host's
         found["escapes"] = c.run(["sh", "-c", f"cat /tmp/escape {host_dir}/escape2"]).stdout
         c.put_archive("/app", layer_tar({"in/": "dir/", "in/f": b"from tar\n", ".wh.keep": b"plain name\n"}))
         found["put"] = c.run(["sh", "-c", "cat /app/in/f /app/.wh.keep; stat -c %u /app/in/f"]).stdout

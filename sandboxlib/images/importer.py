@@ -16,7 +16,7 @@ import re
 import tarfile
 import tempfile
 import zlib
-from typing import BinaryIO, List, Optional, Sequence, Tuple
+from typing import BinaryIO, List, Optional, Tuple
 
 from ..errors import DigestMismatch, ImageFormatError
 from . import reference

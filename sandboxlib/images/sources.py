@@ -20,7 +20,7 @@ def _clean(name: str) -> str:
 
 
 class DirSource:
-    """Files of a directory; symlinks are not followed (O_NOFOLLOW at every level via realpath check)."""
+    """Files of a directory; a name that is or passes through a symlink is refused."""
 
     def __init__(self, path: str) -> None:
         self.path = os.path.realpath(path)
