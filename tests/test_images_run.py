@@ -210,3 +210,62 @@ def test_volume_names_are_checked(tmp_path):
         assert err.value.field == "name"
     with pytest.raises(ConfigError):
         ImageStore(str(tmp_path)).remove_volume("missing")
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import sandboxlib as sb
+c = sb.Container(image="bb:1", image_store={store!r})
+c.start()
+print("up", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_owner_leaves_a_lease_that_lapses(tmp_path, busybox_root):
+    import signal
+    import subprocess
+    import sys
+    store = _store(str(tmp_path), busybox_root)
+    layers = store.unpacked("bb:1")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=repo, store=store.path)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"up\n"
+        store.remove("bb:1")
+        assert all(os.path.isdir(d) for d in layers)        # leased by the running container
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    store.prune()
+    assert not any(os.path.isdir(d) for d in layers)
+    assert os.listdir(os.path.join(store.path, "leases")) == []
+    from sandboxlib import statedir
+    assert statedir.sweep(statedir.state_root()) == 1  # its state record, as the next start would
+
+
+UNPACKER = """
+import sys
+sys.path.insert(0, {repo!r})
+import sandboxlib as sb
+print(sb.ImageStore({store!r}).unpacked("bb:1"))
+"""
+
+
+def test_several_processes_unpack_one_image(tmp_path, busybox_root):
+    import subprocess
+    import sys
+    store = _store(str(tmp_path), busybox_root)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = [subprocess.Popen([sys.executable, "-c", UNPACKER.format(repo=repo, store=store.path)],
+                              stdout=subprocess.PIPE) for _ in range(3)]
+    outputs = {p.communicate(timeout=120)[0] for p in procs}
+    assert [p.returncode for p in procs] == [0, 0, 0] and len(outputs) == 1
+    top = os.path.join(store.path, "layers")
+    assert sum(len(os.listdir(os.path.join(top, key))) for key in os.listdir(top)) == 3
+    assert os.listdir(store.tmp) == []
