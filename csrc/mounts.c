@@ -332,9 +332,9 @@ static int make_dir_at(int dirfd, const char *name)
     return fd < 0 ? neg_errno() : fd;
 }
 
-/* The upper and work dirs: a tmpfs at /overlay in the scratch base (it is
- * detached with the base at pivot; the overlay keeps it alive). */
-static int overlay_upper(int fs, const char *tmpfs_data, int *upper_out)
+/* A fresh tmpfs at /overlay in the scratch base, for the upper and work
+ * dirs (detached with the base at pivot; the overlay keeps it alive). */
+static int overlay_tmpfs(const char *tmpfs_data)
 {
     int mnt = new_fs("tmpfs", tmpfs_data, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
     if (mnt < 0)
@@ -346,9 +346,31 @@ static int overlay_upper(int fs, const char *tmpfs_data, int *upper_out)
     int top = r < 0 ? r : open("/overlay", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (top < 0)
         return r < 0 ? r : neg_errno();
-    int upper = make_dir_at(top, "upper"), work = make_dir_at(top, "work");
+    int up = make_dir_at(top, "upper");
+    r = up < 0 ? up : make_dir_at(top, "work");
+    if (up >= 0)
+        close(up);
+    if (r >= 0)
+        close(r);
+    return r < 0 ? r : top;
+}
+
+static int open_sub(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd < 0 ? neg_errno() : fd;
+}
+
+/* The upper and work dirs: upper/ and work/ of host_dir (an fd opened
+ * before become_root, consumed), or of a fresh tmpfs when host_dir < 0. */
+static int overlay_upper(int fs, int host_dir, const char *tmpfs_data, int *upper_out)
+{
+    int top = host_dir >= 0 ? host_dir : overlay_tmpfs(tmpfs_data);
+    if (top < 0)
+        return top;
+    int upper = open_sub(top, "upper"), work = open_sub(top, "work");
     close(top);
-    r = upper < 0 ? upper : work < 0 ? work : set_dir_fd(fs, "upperdir", upper);
+    int r = upper < 0 ? upper : work < 0 ? work : set_dir_fd(fs, "upperdir", upper);
     if (r == 0)
         r = set_dir_fd(fs, "workdir", work);
     if (r == 0)
@@ -360,7 +382,7 @@ static int overlay_upper(int fs, const char *tmpfs_data, int *upper_out)
     return r;
 }
 
-int sbx_make_overlay(const int *lower_fds, size_t n, const char *tmpfs_data, int *upper_out)
+int sbx_make_overlay(const int *lower_fds, size_t n, int host_dir, const char *tmpfs_data, int *upper_out)
 {
     int fs = sbx_fsopen("overlay", FSOPEN_CLOEXEC);
     int r = fs < 0 ? neg_errno() : 0;
@@ -374,7 +396,9 @@ int sbx_make_overlay(const int *lower_fds, size_t n, const char *tmpfs_data, int
     if (r == 0 && sbx_fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
         r = neg_errno();
     if (r == 0)
-        r = overlay_upper(fs, tmpfs_data, upper_out);
+        r = overlay_upper(fs, host_dir, tmpfs_data, upper_out);
+    else if (host_dir >= 0)
+        close(host_dir);
     if (r == 0 && sbx_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         r = neg_errno();
     int mnt = r < 0 ? r : sbx_fsmount(fs, FSMOUNT_CLOEXEC, 0);
@@ -389,6 +413,12 @@ int sbx_clone_source(const struct sbx_mount_op *op)
 {
     if (op->kind == SBX_MNT_LOWER)
         return open_layer(op->source);
+    if (op->kind == SBX_MNT_OVERLAY && op->source) {
+        /* O_PATH: the dir belongs to the container's root (0700), which we
+         * are not yet; upper/ and work/ are opened in it once we are. */
+        int fd = open(op->source, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        return fd < 0 ? neg_errno() : fd;
+    }
     if (op->kind == SBX_MNT_BIND)
         return clone_tree(AT_FDCWD, op->source, op->flags);
     if (op->kind == SBX_MNT_MASK)  /* every mask shares the first one's tree */

@@ -52,7 +52,8 @@ enum sbx_mount_kind {
     SBX_MNT_MASK = 10,    /* hide target: /dev/null over a file, empty ro tmpfs over a dir */
     SBX_MNT_LOWER = 11,   /* source: an image layer dir (host), opened before become_root */
     SBX_MNT_OVERLAY = 12, /* the root: overlayfs of the LOWER ops before it (top first) and
-                           * an upper dir on a fresh tmpfs (data: its options); first in the plan */
+                           * source/upper + source/work (a host dir), or with no source an
+                           * upper dir on a fresh tmpfs (data: its options) */
 };
 
 #define SBX_MF_RDONLY    0x01u

@@ -194,7 +194,7 @@ static int overlay_root(const struct sbx_plan *p, int rootfs_tree)
     if (n == p->n_mounts || p->mounts[n].kind != SBX_MNT_OVERLAY)
         return rootfs_tree;
     fault_point(SBX_STEP_MOUNT, (int)n);
-    int tree = sbx_make_overlay(p->tree_fds, n, p->mounts[n].data, &upper_fd);
+    int tree = sbx_make_overlay(p->tree_fds, n, p->tree_fds[n], p->mounts[n].data, &upper_fd);
     check_neg(SBX_STEP_MOUNT, tree, (int)n);
     return tree;
 }

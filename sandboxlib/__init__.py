@@ -5,7 +5,7 @@
     b'hi\\n'
 """
 from .api import run
-from .config import ContainerConfig, IdMapping, Limits, Mount, Network
+from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
 from .container import Container
 from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, DigestMismatch, ImageFormatError,
                      ImageNotFound, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
@@ -17,6 +17,6 @@ __all__ = [
     "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
     "Result", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
     "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
-    "ImageStore", "Image", "ImageNotFound", "ImageFormatError", "DigestMismatch",
+    "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError", "DigestMismatch",
 ]
 __version__ = "0.1.0"

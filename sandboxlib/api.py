@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional, Sequence, Union
 
-from .config import Limits, Mount, Network
+from .config import Limits, Mount, Network, WritableLayer
 from .container import Container
 from .process import Result
 from .streams import PIPE, StdioSpec
@@ -20,7 +20,8 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
         limits: Optional[Limits] = None, userns: bool = True,
         network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
         cap_drop: Sequence[str] = (), image: Optional[str] = None,
-        image_store: Union[str, os.PathLike, None] = None, container: Optional[Container] = None) -> Result:
+        image_store: Union[str, os.PathLike, None] = None,
+        writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS, container: Optional[Container] = None) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
@@ -32,7 +33,7 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
                                  network=network, cap_add=cap_add, cap_drop=cap_drop, image=image,
-                                 image_store=image_store)
+                                 image_store=image_store, writable_layer=writable_layer)
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                         env=None, cwd=None, user=None, main=True)

@@ -60,6 +60,14 @@ class MountKind(enum.Enum):
     VOLUME = "volume"
 
 
+class WritableLayer(enum.Enum):
+    """Where an image root's writes go: a tmpfs of the container's own, or a
+    directory of the image store (``HOME/containers/ID``); gone with the container."""
+
+    TMPFS = "tmpfs"
+    DISK = "disk"
+
+
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -216,6 +224,7 @@ class ContainerConfig:
             ``image_store``: the root is an overlay of its layers with a
             writable layer on a tmpfs, gone with the container.
         image_store: the store's directory (default: ``images.default_home()``).
+        writable_layer: ``WritableLayer.TMPFS`` (default) or ``WritableLayer.DISK``.
         limits: per-process rlimits.
         userns: run in a user namespace (always when not root; default True as root too).
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
@@ -241,6 +250,7 @@ class ContainerConfig:
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
+    writable_layer: WritableLayer = attrs.field(default=WritableLayer.TMPFS, converter=WritableLayer)
 
     def __attrs_post_init__(self) -> None:
         self.validate()

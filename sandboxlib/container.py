@@ -22,8 +22,8 @@ from . import _lowlevel, imageroot, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
-from .config import (ContainerConfig, Limits, Mount, MountKind, Network, check_env, check_text, container_path,
-                     env_pairs)
+from .config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
+                     container_path, env_pairs)
 from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
@@ -31,6 +31,7 @@ from .idmap import IdMaps, choose_maps, write_maps
 from .container_files import FileAccess
 from .imageroot import ImageRoot
 from .images import ImageStore
+from .images.unpack import remove_tree
 from .launch import submit
 from .process import Process, Result
 from .rootfs import layout
@@ -68,12 +69,13 @@ class Container(FileAccess):
                  limits: Optional[Limits] = None, userns: bool = True,
                  network: Union[Network, str] = Network.NONE,
                  cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
-                 image: Optional[str] = None, image_store: Union[str, os.PathLike, None] = None) -> None:
+                 image: Optional[str] = None, image_store: Union[str, os.PathLike, None] = None,
+                 writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS) -> None:
         if config is None:
             config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                      mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
                                      userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop,
-                                     image=image, image_store=image_store)
+                                     image=image, image_store=image_store, writable_layer=writable_layer)
         self.config = config
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]
@@ -94,6 +96,7 @@ class Container(FileAccess):
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
         self._image: Optional[ImageRoot] = None
         self._store = None
+        self._upper: Optional[str] = None
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -127,13 +130,31 @@ class Container(FileAccess):
                 self._user = self._checked_user(user, root_fd, "user")
             finally:
                 os.close(root_fd)
-            ops = layout(self._with_volumes(), layers)
+            ops = layout(self._with_volumes(), layers, self._upper)
             root = statedir.state_root()
             self._sweep_once(root)
             self._spawn(ops, root, first)
         except BaseException:
             self.close()
             raise
+
+    def _remove_writable(self, path: str) -> None:
+        """Remove the writable layer on disk.  Rootless, files of the
+        container's other users belong to sub-ids you cannot delete as
+        yourself: a container with the same id maps removes them."""
+        try:
+            remove_tree(path)
+            return
+        except OSError:
+            pass
+        cleaner = Container(ContainerConfig(mounts=[Mount.bind(path, "/sbx-writable")], uid_map=self.config.uid_map,
+                                            gid_map=self.config.gid_map, userns=self.config.userns))
+        try:
+            cleaner._run(["rm", "-rf", "/sbx-writable/upper", "/sbx-writable/work"], input=None, timeout=60,
+                         stdin=None, stdout=None, stderr=None, env=None, cwd=None, user=None, main=True)
+        finally:
+            cleaner.close()
+        remove_tree(path)
 
     def _with_volumes(self) -> ContainerConfig:
         """The config with named volumes as binds of their store directories."""
@@ -152,6 +173,9 @@ class Container(FileAccess):
         self._image, store, lease = imageroot.prepare(self.config, self._maps, self.id)
         self._store = store
         self._resources.callback(store.release, self.id, lease)
+        if self.config.writable_layer is WritableLayer.DISK:
+            self._upper = store.writable_dir(self.id, self._id_policy().owner(0, 0))
+            self._resources.callback(self._remove_writable, self._upper)
         return self._image.layers
 
     def _sweep_once(self, root: str) -> None:

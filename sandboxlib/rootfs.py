@@ -125,15 +125,18 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
     return ops
 
 
-def _image_root(layers: Tuple[str, ...]) -> List[MountOp]:
-    """An overlay of the layers (the LOWER ops, top first) with a tmpfs upper dir."""
+def _image_root(layers: Tuple[str, ...], upper: Optional[str]) -> List[MountOp]:
+    """An overlay of the layers (the LOWER ops, top first) with the writable
+    layer in ``upper`` (a host dir with upper/ and work/) or on a tmpfs."""
     ops = [MountOp(kind=K.LOWER, target="/", source=path, field="image") for path in reversed(layers)]
-    ops.append(MountOp(kind=K.OVERLAY, target="/", data="mode=0755", field="image"))
+    ops.append(MountOp(kind=K.OVERLAY, target="/", source=upper, data=None if upper else "mode=0755",
+                       field="writable_layer" if upper else "image"))
     return ops
 
 
 @functools.lru_cache(maxsize=64)
-def layout(config: ContainerConfig, image_layers: Tuple[str, ...] = ()) -> Tuple[MountOp, ...]:
+def layout(config: ContainerConfig, image_layers: Tuple[str, ...] = (),
+           upper: Optional[str] = None) -> Tuple[MountOp, ...]:
     """Every mount op of the container, parents before children.
 
     The system's ops first, then the user's (which may cover them); among
@@ -141,7 +144,7 @@ def layout(config: ContainerConfig, image_layers: Tuple[str, ...] = ()) -> Tuple
     mounter's network namespace, which a thread of the child creates in
     parallel with all the other ops."""
     if config.image is not None:
-        root = _image_root(image_layers)  # depth 0: first, in this order
+        root = _image_root(image_layers, upper)  # depth 0: first, in this order
     else:
         root = list(_host_view()) if config.rootfs is None else []
     system = root + _kernel_filesystems(config) + _dev()

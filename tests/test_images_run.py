@@ -269,3 +269,34 @@ def test_several_processes_unpack_one_image(tmp_path, busybox_root):
     top = os.path.join(store.path, "layers")
     assert sum(len(os.listdir(os.path.join(top, key))) for key in os.listdir(top)) == 3
     assert os.listdir(store.tmp) == []
+
+
+def check_disk_writable_layer(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    containers = os.path.join(store.path, "containers")
+    with sb.Container(image="bb:1", image_store=store.path, writable_layer=sb.WritableLayer.DISK) as c:
+        out = c.run(["sh", "-c", "echo hi > /etc/x; cat /etc/x"]).stdout
+        committed = c.commit("bb:disk")
+        # a directory of another container user, closed to everyone else (rootless:
+        # a sub-id's, which you cannot read or delete yourself)
+        app = c.run(["sh", "-c", "mkdir /tmp/a && echo x > /tmp/a/f && chmod 700 /tmp/a && id -u"], user="app")
+        on_disk = sorted(os.listdir(os.path.join(containers, c.id, "upper")))
+    after = os.listdir(containers)
+    again = sb.run(["sh", "-c", "cat /etc/x; [ -e /tmp/a ] || echo no-a"], image="bb:disk", image_store=store.path,
+                   writable_layer="disk")
+    return out, app.stdout, on_disk, len(committed.layers), after, again.stdout, os.listdir(containers)
+
+
+def test_disk_writable_layer(runner, store_dir, busybox_root):
+    out, app, on_disk, layers, after, again, finally_ = runner(check_disk_writable_layer, store_dir, busybox_root)
+    assert out == b"hi\n" and app == b"1000\n" and on_disk == ["etc", "tmp"] and layers == 4
+    assert after == [] and finally_ == []          # removed with the container, sub-id files too
+    assert again == b"hi\nno-a\n"
+
+
+def test_a_crashed_containers_disk_layer_is_collected(tmp_path, busybox_root):
+    store = _store(str(tmp_path), busybox_root)
+    left = store.writable_dir("f" * 64, (0, 0))   # as a SIGKILLed owner leaves it: no lease
+    open(os.path.join(left, "upper", "junk"), "w").close()
+    store.collect()
+    assert os.listdir(os.path.join(store.path, "containers")) == []

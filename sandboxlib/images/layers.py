@@ -45,6 +45,9 @@ def _unpack_layer(store: ImageStore, layer: Layer, dest: str, policy: IdPolicy) 
         else:
             with open(store.blobs.path(layer.digest), "rb") as blob:
                 unpack(decompressed(blob, kind), root, policy, label)
+        # sbx-init opens it before its id maps may exist (as "other"); the
+        # container sees the root dir of its writable layer, not this one.
+        os.chmod(root, 0o755)
         try:
             os.rename(root, dest)
         except OSError:  # another process unpacked it first

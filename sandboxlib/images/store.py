@@ -288,6 +288,18 @@ class ImageStore:
         from . import exporter
         exporter.save(self, [refs] if isinstance(refs, str) else list(refs), path)
 
+    # -- containers' writable layers on disk --------------------------------------------
+    def writable_dir(self, container_id: str, owner: Tuple[int, int]) -> str:
+        """``containers/ID`` with empty ``upper/`` and ``work/`` owned by ``owner``.
+        One whose container's lease has lapsed is removed by ``collect()``."""
+        path = os.path.join(self.path, "containers", container_id)
+        os.makedirs(path, mode=0o700)
+        os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
+        for name in ("upper", "work"):
+            os.mkdir(os.path.join(path, name), 0o755)
+            os.chown(os.path.join(path, name), *owner)
+        return path
+
     # -- named volumes -------------------------------------------------------------
     def volume(self, name: str, owner: Tuple[int, int] = (-1, -1)) -> str:
         """The directory of the named volume ``name`` (made, owned by
@@ -359,17 +371,24 @@ class ImageStore:
         os.close(fd)
 
     def _leased_diff_ids(self) -> Set[str]:
-        """diff_ids that running containers use; lapsed leases are removed."""
+        """diff_ids that running containers use; lapsed leases are removed
+        (and the writable layers on disk of their containers)."""
         top = os.path.join(self.path, "leases")
         found: Set[str] = set()
+        live: Set[str] = set()
         for name in os.listdir(top) if os.path.isdir(top) else []:
             path = os.path.join(top, name)
             with contextlib.suppress(FileNotFoundError), locked(path, exclusive=True, blocking=False) as free:
                 if free:
                     os.unlink(path)
                 else:
+                    live.add(name)
                     with open(path) as f:
                         found.update(f.read().split())
+        containers = os.path.join(self.path, "containers")
+        for name in os.listdir(containers) if os.path.isdir(containers) else []:
+            if name not in live:  # its container is gone (what its owner cannot remove stays)
+                self._remove_tree(os.path.join(containers, name))
         return found
 
     def collect(self) -> Tuple[int, int, int]:
