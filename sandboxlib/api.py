@@ -21,7 +21,8 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
         network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
         cap_drop: Sequence[str] = (), image: Optional[str] = None,
         image_store: Union[str, os.PathLike, None] = None,
-        writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS, container: Optional[Container] = None) -> Result:
+        writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
+        writable_layer_size: Union[int, str, None] = None, container: Optional[Container] = None) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
@@ -33,7 +34,8 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
                                  network=network, cap_add=cap_add, cap_drop=cap_drop, image=image,
-                                 image_store=image_store, writable_layer=writable_layer)
+                                 image_store=image_store, writable_layer=writable_layer,
+                                 writable_layer_size=writable_layer_size)
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                         env=None, cwd=None, user=None, main=True)

@@ -225,6 +225,8 @@ class ContainerConfig:
             writable layer on a tmpfs, gone with the container.
         image_store: the store's directory (default: ``images.default_home()``).
         writable_layer: ``WritableLayer.TMPFS`` (default) or ``WritableLayer.DISK``.
+        writable_layer_size: the tmpfs writable layer's size limit (bytes or
+            ``"64M"``; default: the kernel's, half of the memory).
         limits: per-process rlimits.
         userns: run in a user namespace (always when not root; default True as root too).
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
@@ -251,6 +253,8 @@ class ContainerConfig:
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.TMPFS, converter=WritableLayer)
+    writable_layer_size: Optional[int] = attrs.field(
+        default=None, converter=attrs.converters.optional(lambda v: parse_size(v, "writable_layer_size")))
 
     def __attrs_post_init__(self) -> None:
         self.validate()
@@ -278,6 +282,8 @@ class ContainerConfig:
             check_text(self.image, "image")
             if self.rootfs is not None:
                 raise ConfigError("image", "give either rootfs or image, not both")
+        if self.writable_layer_size is not None and self.writable_layer is not WritableLayer.TMPFS:
+            raise ConfigError("writable_layer_size", "only a tmpfs writable layer has a size limit")
         self.limits.rlimits()
         self.capabilities()
 

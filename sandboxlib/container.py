@@ -70,12 +70,14 @@ class Container(FileAccess):
                  network: Union[Network, str] = Network.NONE,
                  cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
                  image: Optional[str] = None, image_store: Union[str, os.PathLike, None] = None,
-                 writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS) -> None:
+                 writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
+                 writable_layer_size: Union[int, str, None] = None) -> None:
         if config is None:
             config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                      mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
                                      userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop,
-                                     image=image, image_store=image_store, writable_layer=writable_layer)
+                                     image=image, image_store=image_store, writable_layer=writable_layer,
+                                     writable_layer_size=writable_layer_size)
         self.config = config
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]

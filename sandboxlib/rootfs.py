@@ -125,11 +125,12 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
     return ops
 
 
-def _image_root(layers: Tuple[str, ...], upper: Optional[str]) -> List[MountOp]:
+def _image_root(layers: Tuple[str, ...], upper: Optional[str], size: Optional[int]) -> List[MountOp]:
     """An overlay of the layers (the LOWER ops, top first) with the writable
     layer in ``upper`` (a host dir with upper/ and work/) or on a tmpfs."""
     ops = [MountOp(kind=K.LOWER, target="/", source=path, field="image") for path in reversed(layers)]
-    ops.append(MountOp(kind=K.OVERLAY, target="/", source=upper, data=None if upper else "mode=0755",
+    data = None if upper else "mode=0755" + (f",size={size}" if size is not None else "")
+    ops.append(MountOp(kind=K.OVERLAY, target="/", source=upper, data=data,
                        field="writable_layer" if upper else "image"))
     return ops
 
@@ -144,7 +145,7 @@ def layout(config: ContainerConfig, image_layers: Tuple[str, ...] = (),
     mounter's network namespace, which a thread of the child creates in
     parallel with all the other ops."""
     if config.image is not None:
-        root = _image_root(image_layers, upper)  # depth 0: first, in this order
+        root = _image_root(image_layers, upper, config.writable_layer_size)  # depth 0: first, in order
     else:
         root = list(_host_view()) if config.rootfs is None else []
     system = root + _kernel_filesystems(config) + _dev()

@@ -300,3 +300,21 @@ def test_a_crashed_containers_disk_layer_is_collected(tmp_path, busybox_root):
     open(os.path.join(left, "upper", "junk"), "w").close()
     store.collect()
     assert os.listdir(os.path.join(store.path, "containers")) == []
+
+
+def check_writable_layer_size(path, busybox_rootfs):
+    store = _store(path, busybox_rootfs)
+    r = sb.run(["sh", "-c", "head -c 3000000 /dev/zero > /big; echo $?; wc -c < /big"], image="bb:1",
+               image_store=store.path, writable_layer_size="1M")
+    return r.stdout.split(), r.stderr.decode()
+
+
+def test_writable_layer_size(runner, store_dir, busybox_root):
+    out, err = runner(check_writable_layer_size, store_dir, busybox_root)
+    assert out[0] == b"1" and int(out[1]) <= 1 << 20 and "head:" in err   # the write failed at 1 MiB
+    with pytest.raises(ConfigError) as err:
+        sb.Container(image="x:1", writable_layer="disk", writable_layer_size="1M")
+    assert err.value.field == "writable_layer_size"
+    with pytest.raises(ConfigError) as err:
+        sb.Container(image="x:1", writable_layer_size="lots")
+    assert err.value.field == "writable_layer_size"
