@@ -2,7 +2,7 @@
 # make test  - install, build, run the whole test suite
 # make bench - install the peers, build, run the benchmarks
 PYTHON ?= python3
-APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps skopeo
+APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps libseccomp-dev skopeo
 PIP_PACKAGES = setuptools wheel cffi attrs psutil pytest pytest-timeout zstandard
 STAMP = .make
 
@@ -33,6 +33,7 @@ test: build
 
 bench: build
 	$(PYTHON) benchmarks/bench_spawn.py
+	$(PYTHON) benchmarks/bench_seccomp.py
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/_native*.so sandboxlib/sbx-init *.egg-info

@@ -1,6 +1,6 @@
 /* Process set-up of one command, in a child forked by the init: stdio,
- * session, signals, rlimits, cwd, user, capabilities, no_new_privs, then
- * execve with a PATH search.  Async-signal-safe and allocation-free. */
+ * session, signals, rlimits, cwd, user, capabilities, no_new_privs, the
+ * seccomp filter, then execve with a PATH search.  Async-signal-safe and allocation-free. */
 #include "command.h"
 
 #include <errno.h>
@@ -8,6 +8,8 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -175,6 +177,18 @@ static void set_caps(const struct sbx_command *cmd)
     CHECK(SBX_STEP_CAPS, syscall(SYS_capset, &hdr, data));
 }
 
+/* Install the container's filter: the last step, so that it need not allow
+ * anything the set-up above does (after no_new_privs, which an unprivileged
+ * seccomp() requires).  The init itself stays unfiltered. */
+static void install_filter(const struct sbx_command *cmd)
+{
+    if (cmd->filter_len == 0)
+        return;
+    struct sock_fprog prog = {.len = (unsigned short)(cmd->filter_len / sizeof(struct sock_filter)),
+                              .filter = (struct sock_filter *)cmd->filter};
+    CHECK(SBX_STEP_SECCOMP, syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
+}
+
 /* execve argv[0], searching search_path when it has no slash, the way
  * execvp does: EACCES wins over ENOENT. */
 static void exec_command(const struct sbx_command *cmd)
@@ -225,6 +239,8 @@ void sbx_command_exec(const struct sbx_command *cmd, int fd)
     fault_point(SBX_STEP_NO_NEW_PRIVS);
     if (cmd->hdr->flags & SBX_EXEC_NO_NEW_PRIVS)
         CHECK(SBX_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+    fault_point(SBX_STEP_SECCOMP);
+    install_filter(cmd);
     fault_point(SBX_STEP_EXEC);
     exec_command(cmd);
     _exit(127);

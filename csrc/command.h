@@ -14,6 +14,8 @@ struct sbx_command {
     char **envp;
     int stdio[3];
     uint64_t cap_bounding;     /* the init's bounding set when it forked us */
+    const void *filter;        /* the container's seccomp BPF, installed last */
+    uint32_t filter_len;       /* bytes; 0: none */
 };
 
 /* Parse len bytes of buf into cmd, using argv_space (n_space pointers)
@@ -27,7 +29,7 @@ void sbx_reset_dispositions(void);
 /* Drop every capability not in keep from the bounding set; 0 or -errno. */
 int sbx_drop_bounding(uint64_t keep);
 
-/* In the forked child of the init: process set-up, then execve.  Reports
+/* In the forked child of the init: process set-up, the seccomp filter, then execve.  Reports
  * failures on report_fd.  Never returns. */
 __attribute__((noreturn)) void sbx_command_exec(const struct sbx_command *cmd, int report_fd);
 

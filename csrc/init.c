@@ -48,6 +48,7 @@ static char *strings[MAX_STRINGS];
 static int stopping;
 static int bounding_set;          /* the bounding set was dropped to ... */
 static uint64_t bounding_keep;    /* ... this mask (the container's) */
+static const struct sbx_plan *plan;  /* its seccomp filter goes into every command */
 
 static struct child *find_child(pid_t pid)
 {
@@ -129,6 +130,8 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
         bounding_keep = cmd->hdr->cap_keep;
     }
     cmd->cap_bounding = bounding_set ? bounding_keep : ~0ULL;
+    cmd->filter = plan->filter;
+    cmd->filter_len = plan->filter_len;
     uint32_t fault = cmd->hdr->fault;
     /* vfork: the init is small, but copying nothing is faster still; it
      * sleeps until the command has exec'd or reported its failure. */
@@ -300,7 +303,7 @@ int main(int argc, char **argv)
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-    sbx_setup(argc > 1 && strcmp(argv[1], "net") == 0);
+    plan = sbx_setup(argc > 1 && strcmp(argv[1], "net") == 0);
     /* Not dumpable: no process of the container may ptrace the init or take
      * its fds (the control socket, the host process's pidfd).  Only now: a
      * rootless parent must still write our /proc/PID/setgroups above. */

@@ -26,10 +26,12 @@ int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_moun
     if (h->n_mounts > max_ops)
         return -E2BIG;
     size_t records = (size_t)h->n_mounts * sizeof(struct sbx_mount_rec);
-    if (sizeof(*h) + records + h->strings_len != len || h->strings_len == 0 || buf[len - 1] != '\0')
+    size_t start = sizeof(*h) + h->filter_len;
+    if (h->filter_len % 8 || h->filter_len > SBX_MAX_FILTER || start + records + h->strings_len != len ||
+        h->strings_len == 0 || buf[len - 1] != '\0')
         return -EBADMSG;
-    const struct sbx_mount_rec *recs = (const struct sbx_mount_rec *)(buf + sizeof(*h));
-    const char *strings = buf + sizeof(*h) + records;
+    const struct sbx_mount_rec *recs = (const struct sbx_mount_rec *)(buf + start);
+    const char *strings = buf + start + records;
     int bad = 0;
     memset(plan, 0, sizeof(*plan));
     plan->unshare_flags = h->unshare_flags;
@@ -39,6 +41,8 @@ int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_moun
     plan->hostname = string_at(strings, h->strings_len, h->hostname, &bad);
     plan->base_dir = string_at(strings, h->strings_len, h->base_dir, &bad);
     plan->rootfs = string_at(strings, h->strings_len, h->rootfs, &bad);
+    plan->filter = h->filter_len ? buf + sizeof(*h) : NULL;
+    plan->filter_len = h->filter_len;
     for (uint32_t i = 0; i < h->n_mounts; i++) {
         ops[i].kind = (int)recs[i].kind;
         ops[i].flags = recs[i].flags;

@@ -35,7 +35,7 @@ enum sbx_step {
     SBX_STEP_USER = 16,      /* setgroups/setresgid/setresuid to the command's user */
     SBX_STEP_NO_NEW_PRIVS = 17,
     SBX_STEP_CAPS = 18,
-    SBX_STEP_SECCOMP = 19,
+    SBX_STEP_SECCOMP = 19,   /* seccomp(SECCOMP_SET_MODE_FILTER), last before execve */
     SBX_STEP_EXEC = 20,      /* execve() of the command */
 };
 
@@ -103,6 +103,8 @@ struct sbx_plan {
     struct sbx_mount_op *mounts;
     size_t n_mounts;
     int *tree_fds;              /* n_mounts ints the child fills in */
+    const void *filter;         /* seccomp BPF (struct sock_filter[]) each command installs */
+    uint32_t filter_len;        /* in bytes; 0: no filter */
 };
 
 #define SBX_PLAN_NEW_MNTNS 0x01u
@@ -114,8 +116,9 @@ struct sbx_plan {
 #define SBX_MAX_MOUNTS 1024
 #define SBX_NO_STRING 0xffffffffu
 
-/* PLAN message: header, n_mounts records, then the strings they point into
- * (offsets into the string area, SBX_NO_STRING for NULL). */
+/* PLAN message: header, filter_len bytes of seccomp BPF (a multiple of 8,
+ * so the records stay aligned), n_mounts records, then the strings they
+ * point into (offsets into the string area, SBX_NO_STRING for NULL). */
 struct sbx_plan_hdr {
     uint32_t type;              /* SBX_MSG_PLAN */
     uint32_t flags;
@@ -127,8 +130,10 @@ struct sbx_plan_hdr {
     uint32_t rootfs;
     uint32_t n_mounts;
     uint32_t strings_len;
-    uint32_t pad;
+    uint32_t filter_len;
 };
+
+#define SBX_MAX_FILTER (4096 * 8)   /* BPF_MAXINSNS instructions */
 
 struct sbx_mount_rec {
     uint32_t kind;
@@ -201,6 +206,23 @@ struct sbx_reply {
     int32_t pid;            /* container pid */
     int32_t status;         /* wait status, with EXITED */
     struct sbx_report report;  /* with FAILED */
+};
+
+/* A seccomp policy to compile (in the extension, parent side, with
+ * libseccomp): Python resolves names, capabilities and architectures. */
+struct sbx_seccomp_cond {
+    uint32_t arg;           /* 0-5 */
+    uint32_t op;            /* enum scmp_compare */
+    uint64_t value;
+    uint64_t value_two;     /* the mask's operand, with SCMP_CMP_MASKED_EQ */
+};
+
+struct sbx_seccomp_rule {
+    int32_t syscall;        /* libseccomp's number: native, or negative for another ABI's */
+    uint32_t action;        /* SECCOMP_RET_* with its data */
+    uint32_t n_conds;
+    uint32_t pad;
+    struct sbx_seccomp_cond conds[6];
 };
 
 #endif

@@ -35,7 +35,7 @@
     } while (0)
 
 static const struct sbx_plan *plan;
-static char plan_buf[SBX_MAX_REQUEST];
+static char plan_buf[SBX_MAX_REQUEST] __attribute__((aligned(8)));  /* the init keeps its filter */
 static struct sbx_mount_op ops[SBX_MAX_MOUNTS];
 static int tree_fds[SBX_MAX_MOUNTS];
 
@@ -78,6 +78,8 @@ struct netns_job {
     int fd;      /* the new namespace, or -1 */
     int err;
     int proc_fd; /* the host's /proc: the main thread may pivot meanwhile */
+    int pinned;  /* the main thread's CPUs are restricted until the join */
+    cpu_set_t cpus;
 };
 
 static struct netns_job netns_job;
@@ -94,6 +96,27 @@ static void *netns_thread(void *arg)
     return NULL;
 }
 
+/* Where the two threads run (traced with ftrace): left to the scheduler,
+ * the new thread waited on the main thread's CPU behind the mount work, or
+ * took the CPU of the host process, which then wrote the id maps only once
+ * the namespace was made (namespace creation is not preempted).  So the
+ * thread keeps this CPU, and the main thread, which first waits for the
+ * host's go, moves to the others until it joins the namespace. */
+static void split_cpus(pthread_t thread)
+{
+    cpu_set_t one, rest;
+    int cpu = sched_getcpu();
+    if (cpu < 0 || sched_getaffinity(0, sizeof(rest), &rest) < 0 || CPU_COUNT(&rest) < 2)
+        return;
+    netns_job.cpus = rest;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    CPU_CLR(cpu, &rest);
+    if (pthread_setaffinity_np(thread, sizeof(one), &one) == 0 &&
+        sched_setaffinity(0, sizeof(rest), &rest) == 0)
+        netns_job.pinned = 1;  /* best effort: only speed depends on it */
+}
+
 static void netns_start(void)
 {
     netns_job.fd = -1;
@@ -104,6 +127,7 @@ static void netns_start(void)
     if (r != 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_NETWORK, r, -1);
     netns_job.started = 1;
+    split_cpus(netns_job.thread);
 }
 
 static void loopback_up(void);
@@ -116,6 +140,8 @@ static void netns_join(const struct sbx_plan *p)
     netns_job.started = 0;
     pthread_join(netns_job.thread, NULL);
     close(netns_job.proc_fd);
+    if (netns_job.pinned)  /* commands inherit the main thread's CPUs */
+        sched_setaffinity(0, sizeof(netns_job.cpus), &netns_job.cpus);
     if (netns_job.err)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_NETWORK, netns_job.err, -1);
     CHECK(SBX_STEP_NETWORK, setns(netns_job.fd, CLONE_NEWNET));
@@ -233,7 +259,7 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
     close(rootfd);
 }
 
-void sbx_setup(int early_netns)
+const struct sbx_plan *sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
     if (early_netns)
@@ -277,4 +303,5 @@ void sbx_setup(int early_netns)
         CHECK(SBX_STEP_ROOT, dup3(upper_fd, SBX_FD_UPPER, O_CLOEXEC));
         close(upper_fd);
     }
+    return p;
 }

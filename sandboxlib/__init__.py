@@ -11,11 +11,12 @@ from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, Dig
                      ImageNotFound, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
 from .images import Image, ImageStore
 from .process import Process, Result
+from .seccomp import Seccomp
 from .streams import DEVNULL, PIPE, STDOUT
 
 __all__ = [
     "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
-    "Result", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
+    "Result", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
     "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
     "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError", "DigestMismatch",
 ]

@@ -21,7 +21,8 @@ except ImportError as err:  # pragma: no cover - depends on the build
         f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`"
     ) from err
 
-__all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root"]
+__all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
+           "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
 NATIVE_VERSION = 12
 _PACKAGE = pathlib.Path(__file__).resolve().parent
@@ -188,3 +189,52 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY) -> int:
     if fd < 0:
         raise OSError(-fd, os.strerror(-fd), path)
     return fd
+
+
+def seccomp_syscall(name: str) -> int:
+    """libseccomp's number for a syscall name: native, negative for another
+    ABI's syscall, -1 when libseccomp does not know the name."""
+    return lib.sbx_seccomp_syscall(name.encode())
+
+
+def seccomp_syscall_arch(arch: int, name: str) -> int:
+    """A syscall's number in the ABI ``arch`` (audit token), negative if it has none there."""
+    return lib.sbx_seccomp_syscall_arch(arch, name.encode())
+
+
+def seccomp_arch(name: str) -> int:
+    """The audit architecture token of a libseccomp arch name, 0 if unknown."""
+    return lib.sbx_seccomp_arch(name.encode())
+
+
+def x32_missing() -> bool:
+    """True when the kernel has no x32 ABI (its syscalls all fail with ENOSYS)."""
+    return bool(lib.sbx_x32_missing())
+
+
+def compile_seccomp(default_action: int, bad_arch_action: int, arches: Sequence[int],
+                    rules: Sequence[Tuple[int, int, Sequence[Tuple[int, int, int, int]]]]) -> bytes:
+    """Classic BPF for rules ``(syscall, action, [(arg, op, value, value_two)])``
+    compiled by libseccomp.  Raises ``OSError`` with ``.rule`` the index of the
+    rule libseccomp refused (-1: the filter itself)."""
+    c_rules = ffi.new("struct sbx_seccomp_rule[]", max(1, len(rules)))
+    for i, (syscall, action, conds) in enumerate(rules):
+        c_rules[i].syscall = syscall
+        c_rules[i].action = action
+        c_rules[i].n_conds = len(conds)
+        for j, cond in enumerate(conds):
+            c_rules[i].conds[j] = cond
+    c_arches = ffi.new("uint32_t[]", list(arches) or [0])
+    failed = ffi.new("int *")
+    fd = os.memfd_create("sbx-seccomp", os.MFD_CLOEXEC)
+    try:
+        r = lib.sbx_seccomp_compile(default_action, bad_arch_action, c_arches, len(arches), c_rules,
+                                    len(rules), fd, failed)
+        if r < 0:
+            err = OSError(-r, os.strerror(-r))
+            err.rule = failed[0]
+            raise err
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)

@@ -56,8 +56,9 @@ def _encode_ops(ops: Tuple[MountOp, ...]) -> Tuple[bytes, bytes]:
 
 def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool,
                hostname: Optional[str], userns: bool, netns: bool, set_groups: bool,
-               fault: Optional[Tuple[int, int]] = None) -> bytes:
-    """The PLAN message for one container."""
+               fault: Optional[Tuple[int, int]] = None, seccomp_filter: bytes = b"") -> bytes:
+    """The PLAN message for one container; ``seccomp_filter`` is the compiled
+    BPF the init installs in every command (empty: none)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -75,8 +76,8 @@ def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
     header = _HEADER.pack(lib.SBX_MSG_PLAN, flags, lib.CLONE_NEWNET if netns else 0, fault_step,
-                          fault_errno, *offsets, len(ops), len(strings), 0)
-    message = header + records + strings
+                          fault_errno, *offsets, len(ops), len(strings), len(seccomp_filter))
+    message = header + seccomp_filter + records + strings
     if len(message) > lib.SBX_MAX_REQUEST:
         raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
     return message

@@ -7,6 +7,7 @@ from typing import Mapping, Optional, Sequence, Union
 from .config import Limits, Mount, Network, WritableLayer
 from .container import Container
 from .process import Result
+from .seccomp import DEFAULT, SeccompOption
 from .streams import PIPE, StdioSpec
 
 __all__ = ["run"]
@@ -19,7 +20,7 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
         mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: Optional[str] = None,
         limits: Optional[Limits] = None, userns: bool = True,
         network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
-        cap_drop: Sequence[str] = (), image: Optional[str] = None,
+        cap_drop: Sequence[str] = (), seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
         image_store: Union[str, os.PathLike, None] = None,
         writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
         writable_layer_size: Union[int, str, None] = None, container: Optional[Container] = None) -> Result:
@@ -28,13 +29,15 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
     The container ends with the command: whatever it left running is
     killed.  On ``timeout`` everything in the container is killed and the
     result says ``timed_out``.  Output is captured unless told otherwise.
-    With ``image``, the command is the image's Entrypoint followed by
-    ``argv``, or by its Cmd when ``argv`` is None or empty (``docker run``).
+    ``seccomp`` is the syscall filter: Docker's default policy unless given a
+    :class:`~sandboxlib.Seccomp` or None (no filter).  With ``image``, the
+    command is the image's Entrypoint followed by ``argv``, or by its Cmd when
+    ``argv`` is None or empty (``docker run``).
     """
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
-                                 network=network, cap_add=cap_add, cap_drop=cap_drop, image=image,
-                                 image_store=image_store, writable_layer=writable_layer,
+                                 network=network, cap_add=cap_add, cap_drop=cap_drop, seccomp=seccomp,
+                                 image=image, image_store=image_store, writable_layer=writable_layer,
                                  writable_layer_size=writable_layer_size)
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,

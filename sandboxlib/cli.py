@@ -2,7 +2,8 @@
 
     sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [-v SRC:DST[:ro]]
                    [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
-                   [--network none|host] [--no-userns] [--timeout S] -- CMD...
+                   [--network none|host] [--no-userns] [--timeout S]
+                   [--security-opt seccomp=PROFILE.json|unconfined] -- CMD...
     sandboxlib run [OPTIONS] [--store DIR] IMAGE [CMD...]   (the image's root and config)
     sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
 
@@ -21,6 +22,7 @@ from . import imagecli
 from .api import run
 from .config import Mount, Network
 from .errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
+from .seccomp import DEFAULT, Seccomp, SeccompOption
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
 
@@ -53,6 +55,23 @@ def _tmpfs(spec: str) -> Mount:
     return mount
 
 
+def _security_opts(items: Sequence[str]) -> SeccompOption:
+    """``seccomp=unconfined`` (None) or ``seccomp=PROFILE.json``, as ``docker run``."""
+    policy: SeccompOption = DEFAULT
+    for item in items:
+        key, sep, value = item.partition("=")
+        if key != "seccomp" or not sep or not value:
+            raise ConfigError("--security-opt", f"{item!r} is not seccomp=unconfined or seccomp=PROFILE.json")
+        if value == "unconfined":
+            policy = None
+            continue
+        try:
+            policy = Seccomp.from_json(value)
+        except ConfigError as err:
+            raise ConfigError("--security-opt", f"{item}: {err}") from None
+    return policy
+
+
 @contextlib.contextmanager
 def _option(option: str, value: str):
     """Name the command-line option (not the library's field) in errors."""
@@ -83,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", choices=[n.value for n in Network], default="none")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
+    p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=PROFILE.json|unconfined",
+                   help="a Docker seccomp profile instead of the default one, or none")
     imagecli.add_store_option(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
@@ -101,10 +122,11 @@ def _run(args: argparse.Namespace) -> int:
     if not cmd and image is None:
         raise ConfigError("CMD", "give the command to run after --, or an image")
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
+    seccomp = _security_opts(args.security_opt)
     result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
                  env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
                  cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
-                 image=image, image_store=args.store)
+                 seccomp=seccomp, image=image, image_store=args.store)
     if result.timed_out:
         print(f"sandboxlib: timed out after {args.timeout} s", file=sys.stderr)
         return EXIT_TIMEOUT

@@ -12,6 +12,7 @@ import attrs
 
 from .capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capability
 from .errors import ConfigError
+from .seccomp import DEFAULT, Seccomp, seccomp_option
 
 __all__ = ["Mount", "MountKind", "IdMapping", "Limits", "Network", "ContainerConfig", "parse_size"]
 
@@ -232,6 +233,9 @@ class ContainerConfig:
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
         network: ``Network.NONE`` (loopback only) or ``Network.HOST``.
         cap_add, cap_drop: capability names added to or dropped from the default set.
+        seccomp: the syscall filter of every command: a :class:`Seccomp` policy
+            (default: Docker's default profile, ``Seccomp.default()``), or None
+            for none.
     """
 
     rootfs: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
@@ -240,7 +244,8 @@ class ContainerConfig:
     env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
     user: Optional[str] = None
-    cwd: Optional[str] = None
+    cwd: Optional[str] = attrs.field(default=None,
+                                     converter=attrs.converters.optional(lambda value: container_path(value, "cwd")))
     limits: Limits = attrs.field(factory=Limits)
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
@@ -250,6 +255,7 @@ class ContainerConfig:
     network: Network = attrs.field(default=Network.NONE, converter=Network)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.TMPFS, converter=WritableLayer)
@@ -276,8 +282,6 @@ class ContainerConfig:
             mount.check(f"mounts[{i}]")
         if self.user is not None:
             check_text(self.user if isinstance(self.user, str) else str(self.user), "user")
-        if self.cwd is not None:
-            container_path(self.cwd, "cwd")
         if self.image is not None:
             check_text(self.image, "image")
             if self.rootfs is not None:

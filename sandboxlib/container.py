@@ -35,6 +35,8 @@ from .images.unpack import remove_tree
 from .launch import submit
 from .process import Process, Result
 from .rootfs import layout
+from .seccomp import DEFAULT, SeccompOption
+from .seccomp_bpf import compile_policy
 from .streams import PIPE, StdioSpec
 from .users import User, resolve_user
 
@@ -69,15 +71,16 @@ class Container(FileAccess):
                  limits: Optional[Limits] = None, userns: bool = True,
                  network: Union[Network, str] = Network.NONE,
                  cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
-                 image: Optional[str] = None, image_store: Union[str, os.PathLike, None] = None,
+                 seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
+                 image_store: Union[str, os.PathLike, None] = None,
                  writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
                  writable_layer_size: Union[int, str, None] = None) -> None:
         if config is None:
             config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                      mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
                                      userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop,
-                                     image=image, image_store=image_store, writable_layer=writable_layer,
-                                     writable_layer_size=writable_layer_size)
+                                     seccomp=seccomp, image=image, image_store=image_store,
+                                     writable_layer=writable_layer, writable_layer_size=writable_layer_size)
         self.config = config
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]
@@ -133,9 +136,12 @@ class Container(FileAccess):
             finally:
                 os.close(root_fd)
             ops = layout(self._with_volumes(), layers, self._upper)
+            seccomp = self.config.seccomp
+            # Compiled once per policy and capability set (cached), before any kernel resource.
+            program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
             root = statedir.state_root()
             self._sweep_once(root)
-            self._spawn(ops, root, first)
+            self._spawn(ops, root, first, program)
         except BaseException:
             self.close()
             raise
@@ -190,7 +196,7 @@ class Container(FileAccess):
             _last_sweep[root] = now
         statedir.sweep(root)
 
-    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]]) -> None:
+    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]], program: bytes) -> None:
         """The spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
         the first command, read the error pipe to EOF (= set up)."""
@@ -199,13 +205,17 @@ class Container(FileAccess):
         plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
                           hostname=self.hostname, userns=self._maps is not None,
                           netns=self.config.network is Network.NONE,
-                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault)
+                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault,
+                          seccomp_filter=program)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = control
         push(control.close)
         child_ends = [err_w, control_child.detach()]
+        # Queued before the clone: the child reads it as soon as it starts,
+        # not when this thread gets the CPU back from the child's threads.
+        control.send(plan)
         try:
             child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
             child_ends.append(os.pidfd_open(os.getpid()))
@@ -223,7 +233,7 @@ class Container(FileAccess):
                 os.close(fd)
         self._init_pid, self._pidfd = pid, pidfd
         push(self._reap_init)
-        problem = self._send_setup(plan, pid, first, state_root)
+        problem = self._send_setup(pid, first, state_root)
         if problem is not None:
             report = _read_all(err_r)  # the child failed first, or gives up now
             if report:
@@ -240,11 +250,10 @@ class Container(FileAccess):
         """sbx-init's own capabilities, plus those its commands may keep."""
         return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
-    def _send_setup(self, plan: bytes, pid: int, first, state_root: str) -> Optional[BaseException]:
-        """Plan, id maps, go, first command.  Returns None, or the error to raise
+    def _send_setup(self, pid: int, first, state_root: str) -> Optional[BaseException]:
+        """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
         if the child (which then ends) reports no failure of its own."""
         try:
-            self._control.send(plan)
             if self._maps is not None:
                 write_maps(pid, self._maps)
             self._control.send(GO_MESSAGE)

@@ -33,7 +33,7 @@ _STEP_OPERATIONS = {
 }
 
 _STEP_FIELDS = {Step.HOSTNAME: "hostname", Step.ROOT: "rootfs", Step.CHDIR: "cwd", Step.USER: "user",
-                Step.RLIMIT: "limits", Step.CAPS: "cap_add"}
+                Step.RLIMIT: "limits", Step.CAPS: "cap_add", Step.SECCOMP: "seccomp"}
 
 
 def _flag_names(flags: int) -> str:
@@ -110,4 +110,6 @@ def exec_error(step: int, err: int, index: int, context: dict) -> SetupError:
     hint = None
     if step is Step.USER and err == E.EINVAL:
         hint = "the uid or gid is not mapped in the container's user namespace"
+    if step is Step.SECCOMP and err == E.EINVAL:
+        hint = "the kernel rejected the compiled filter (is seccomp filtering enabled, CONFIG_SECCOMP_FILTER?)"
     return SetupError(err, text, step=step.name, field=_STEP_FIELDS.get(step), hint=hint)

@@ -15,11 +15,6 @@ from . import rootless
 
 MODES = ["root", "rootless"]
 
-# State records of this test session only: concurrent runs on one machine
-# must not see each other's records as leaks.
-os.environ["SANDBOXLIB_RUN"] = tempfile.mkdtemp(prefix="sandboxlib-test-state-")
-
-
 # -- test root file systems -------------------------------------------------
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -65,8 +60,12 @@ def busybox_root(shared_dir) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def workers():
     """Both rootless workers, started once before any test (so that their
-    pipes and the init memfd are not mistaken for a test's leaks)."""
+    pipes and the init memfd are not mistaken for a test's leaks).  Also gives
+    this session its own state records: concurrent runs on one machine must
+    not see each other's records as leaks (set here, not at import: the
+    workers import this module too)."""
     from sandboxlib import _lowlevel
+    os.environ["SANDBOXLIB_RUN"] = tempfile.mkdtemp(prefix="sandboxlib-test-state-")
     _lowlevel.init_memfd()
     started = {name: rootless.Worker(rootless.ensure_user(name, subids))
                for name, subids in rootless.USERS.items()}

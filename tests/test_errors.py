@@ -183,6 +183,19 @@ def test_hostname_of_64_characters_is_accepted(runner):
     assert runner(check_hostname, name) == name + "\n"
 
 
+def test_cwd_is_normalized(runner):
+    """The configured cwd is stored normalized, and commands start there."""
+    assert sb.ContainerConfig(cwd="/tmp/../usr//bin/").cwd == "/usr/bin"
+    assert runner(check_pwd, "//usr/./lib/../bin/") == "/usr/bin\n"
+
+
+def check_pwd(cwd: str) -> str:
+    with sb.Container(cwd=cwd) as c:
+        r = c.run(["sh", "-c", "pwd"])
+    assert r.exit_code == 0, r
+    return r.stdout.decode()
+
+
 def check_hostname(name: str) -> str:
     r = sb.run(["hostname"], hostname=name)
     assert r.exit_code == 0, r

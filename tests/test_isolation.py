@@ -238,6 +238,21 @@ def test_network_only_loopback(runner, root):
     assert host != ["lo"]  # the host has more: the check above means something
 
 
+def check_cpus(rootfs):
+    # the set-up pins its threads to CPUs for a while: commands must get all of ours
+    with box(rootfs) as c:
+        inside = out(c, "grep Cpus_allowed_list /proc/self/status")
+        one_shot = sb.run(["grep", "Cpus_allowed_list", "/proc/self/status"], rootfs=rootfs).stdout.decode()
+    with open("/proc/self/status") as f:
+        host = [line for line in f if line.startswith("Cpus_allowed_list")][0]
+    return inside.strip(), one_shot.strip(), host.strip()
+
+
+def test_commands_may_use_every_cpu(runner, root):
+    inside, one_shot, host = runner(check_cpus, root)
+    assert inside == one_shot == host, (inside, one_shot, host)
+
+
 LOOPBACK_PY = r"""
 import json, socket
 server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)

@@ -24,8 +24,8 @@ PACKAGE = REPO / "sandboxlib"
 # The module map of docs/architecture.md: a module may import its own layer and below.
 LAYERS = {
     "errors": 0,
-    "config": 1, "capabilities": 1, "host": 1,
-    "_lowlevel": 2, "idmap": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2, "statedir": 2,
+    "config": 1, "capabilities": 1, "host": 1, "_lowlevel": 1, "seccomp": 1, "seccomp_profile": 1,
+    "idmap": 2, "seccomp_bpf": 2, "seccomp_prologue": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2, "statedir": 2,
     "process": 2, "failures": 2, "launch": 2,
     "images": 2, "imageroot": 2, "transfer": 2,
     "_plan": 3, "container": 3, "container_files": 3, "commit": 3,
@@ -137,6 +137,11 @@ PUBLIC = {
     "Limits.from_dict": sb.Limits.from_dict,
     "Process.wait": sb.Process.wait,
     "Process.communicate": sb.Process.communicate,
+    "Seccomp.default": sb.Seccomp.default,
+    "Seccomp.from_json": sb.Seccomp.from_json,
+    "Seccomp.deny": sb.Seccomp.deny,
+    "Seccomp.kill": sb.Seccomp.kill,
+    "Seccomp.allow": sb.Seccomp.allow,
     **{f"ImageStore.{name}": getattr(sb.ImageStore, name)
        for name in ("__init__", "list", "get", "tag", "remove", "prune", "load", "import_rootfs",
                     "from_directory", "save", "unpacked", "volume", "volumes", "remove_volume")},

@@ -31,9 +31,9 @@ from .conftest import Runner, state_records
 CONTAINER_STEPS = ["SYNC", "IDENTITY", "HOSTNAME", "NETWORK", "PROPAGATION", "BASE", "ROOT", "MOUNT",
                    "PIVOT", "INIT_EXEC"]
 # Set up by the init's child for one command: fail in run()/spawn().
-COMMAND_STEPS = ["FORK", "STDIO", "RLIMIT", "CHDIR", "USER", "NO_NEW_PRIVS", "CAPS", "EXEC"]
-# NONE is no step; CLONE and REQUEST are forced for real below; SECCOMP is not implemented yet.
-OTHER_STEPS = ["NONE", "CLONE", "REQUEST", "SECCOMP"]
+COMMAND_STEPS = ["FORK", "STDIO", "RLIMIT", "CHDIR", "USER", "NO_NEW_PRIVS", "CAPS", "SECCOMP", "EXEC"]
+# NONE is no step; CLONE and REQUEST are forced for real below.
+OTHER_STEPS = ["NONE", "CLONE", "REQUEST"]
 
 
 def test_every_step_is_covered():
