@@ -34,6 +34,7 @@ test: build
 bench: build
 	$(PYTHON) benchmarks/bench_spawn.py
 	$(PYTHON) benchmarks/bench_seccomp.py
+	$(PYTHON) benchmarks/bench_images.py
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/_native*.so sandboxlib/sbx-init *.egg-info
