@@ -2,8 +2,8 @@
 # make test  - install, build, run the whole test suite
 # make bench - install the peers, build, run the benchmarks
 PYTHON ?= python3
-APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps libseccomp-dev
-PIP_PACKAGES = setuptools wheel cffi attrs psutil pytest pytest-timeout
+APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps libseccomp-dev skopeo
+PIP_PACKAGES = setuptools wheel cffi attrs psutil pytest pytest-timeout zstandard
 STAMP = .make
 
 .PHONY: deps build demo test bench clean
@@ -35,6 +35,7 @@ bench: build
 	$(PYTHON) benchmarks/bench_spawn.py
 	$(PYTHON) benchmarks/bench_seccomp.py
 	$(PYTHON) benchmarks/bench_limits.py
+	$(PYTHON) benchmarks/bench_images.py
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/_native*.so sandboxlib/sbx-init *.egg-info

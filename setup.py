@@ -42,11 +42,11 @@ setup(
     name="sandboxlib",
     version="0.1.0",
     description="Run code in Linux containers from Python: no daemon, milliseconds per sandbox.",
-    packages=["sandboxlib"],
+    packages=["sandboxlib", "sandboxlib.images"],
     package_data={"sandboxlib": ["data/*.json", "data/*.md"]},  # the default seccomp profile
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
-    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9"],
+    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "zstandard>=0.19"],
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithInit},
     entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"]},

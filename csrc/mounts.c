@@ -311,8 +311,114 @@ int sbx_enter_base(const char *base)
     return 0;
 }
 
+/* Open a layer directory for the overlay (fsconfig needs a real file, not O_PATH). */
+static int open_layer(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd < 0 ? neg_errno() : fd;
+}
+
+static int set_dir_fd(int fs, const char *key, int fd)
+{
+    return sbx_fsconfig(fs, FSCONFIG_SET_FD, key, NULL, fd) < 0 ? neg_errno() : 0;
+}
+
+/* mkdir name in the directory dirfd and open it: fd or -errno. */
+static int make_dir_at(int dirfd, const char *name)
+{
+    if (mkdirat(dirfd, name, 0755) < 0)
+        return neg_errno();
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd < 0 ? neg_errno() : fd;
+}
+
+/* A fresh tmpfs at /overlay in the scratch base, for the upper and work
+ * dirs (detached with the base at pivot; the overlay keeps it alive). */
+static int overlay_tmpfs(const char *tmpfs_data)
+{
+    int mnt = new_fs("tmpfs", tmpfs_data, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    if (mnt < 0)
+        return mnt;
+    int r = mkdir("/overlay", 0700) < 0 ? neg_errno() : 0;
+    if (r == 0 && sbx_move_mount(mnt, "", AT_FDCWD, "/overlay", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        r = neg_errno();
+    close(mnt);
+    int top = r < 0 ? r : open("/overlay", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (top < 0)
+        return r < 0 ? r : neg_errno();
+    int up = make_dir_at(top, "upper");
+    r = up < 0 ? up : make_dir_at(top, "work");
+    if (up >= 0)
+        close(up);
+    if (r >= 0)
+        close(r);
+    return r < 0 ? r : top;
+}
+
+static int open_sub(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd < 0 ? neg_errno() : fd;
+}
+
+/* The upper and work dirs: upper/ and work/ of host_dir (an fd opened
+ * before become_root, consumed), or of a fresh tmpfs when host_dir < 0. */
+static int overlay_upper(int fs, int host_dir, const char *tmpfs_data, int *upper_out)
+{
+    int top = host_dir >= 0 ? host_dir : overlay_tmpfs(tmpfs_data);
+    if (top < 0)
+        return top;
+    int upper = open_sub(top, "upper"), work = open_sub(top, "work");
+    close(top);
+    int r = upper < 0 ? upper : work < 0 ? work : set_dir_fd(fs, "upperdir", upper);
+    if (r == 0)
+        r = set_dir_fd(fs, "workdir", work);
+    if (r == 0)
+        *upper_out = upper;
+    else if (upper >= 0)
+        close(upper);
+    if (work >= 0)
+        close(work);
+    return r;
+}
+
+int sbx_make_overlay(const int *lower_fds, size_t n, int host_dir, const char *tmpfs_data, int *upper_out)
+{
+    int fs = sbx_fsopen("overlay", FSOPEN_CLOEXEC);
+    int r = fs < 0 ? neg_errno() : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0)
+            r = set_dir_fd(fs, "lowerdir+", lower_fds[i]);
+        close(lower_fds[i]);
+    }
+    /* user.overlay.* xattrs: the only ones a user namespace's root may use
+     * (the layers' opaque markers are written that way). */
+    if (r == 0 && sbx_fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+        r = neg_errno();
+    if (r == 0)
+        r = overlay_upper(fs, host_dir, tmpfs_data, upper_out);
+    else if (host_dir >= 0)
+        close(host_dir);
+    if (r == 0 && sbx_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        r = neg_errno();
+    int mnt = r < 0 ? r : sbx_fsmount(fs, FSMOUNT_CLOEXEC, 0);
+    if (mnt < 0 && r == 0)
+        mnt = neg_errno();
+    if (fs >= 0)
+        close(fs);
+    return mnt;
+}
+
 int sbx_clone_source(const struct sbx_mount_op *op)
 {
+    if (op->kind == SBX_MNT_LOWER)
+        return open_layer(op->source);
+    if (op->kind == SBX_MNT_OVERLAY && op->source) {
+        /* O_PATH: the dir belongs to the container's root (0700), which we
+         * are not yet; upper/ and work/ are opened in it once we are. */
+        int fd = open(op->source, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        return fd < 0 ? neg_errno() : fd;
+    }
     if (op->kind == SBX_MNT_BIND)
         return clone_tree(AT_FDCWD, op->source, op->flags);
     if (op->kind == SBX_MNT_MASK)  /* every mask shares the first one's tree */

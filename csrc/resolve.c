@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "syscalls.h"
 
@@ -19,4 +21,11 @@ int sbx_open_in_root(int rootfd, const char *path, int flags)
         fd = sbx_openat2(rootfd, path[0] ? path : "/", &how);
     } while (fd < 0 && errno == EAGAIN && ++tries < 1000);
     return fd < 0 ? -errno : fd;
+}
+
+int sbx_set_fsids(int uid, int gid)
+{
+    syscall(SYS_setfsgid, gid);
+    syscall(SYS_setfsuid, uid);
+    return (int)syscall(SYS_setfsuid, -1);
 }

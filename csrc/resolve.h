@@ -7,4 +7,9 @@
  * through the extension, by Python to read a container's /etc/passwd. */
 int sbx_open_in_root(int rootfd, const char *path, int flags);
 
+/* Set the calling thread's (only its: raw syscalls) filesystem uid and
+ * gid, e.g. to a container root's host ids while files are created in it.
+ * Returns the fsuid now in force (the caller checks it). */
+int sbx_set_fsids(int uid, int gid);
+
 #endif

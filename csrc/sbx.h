@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 12
+#define SBX_NATIVE_VERSION 13
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -51,6 +51,10 @@ enum sbx_mount_kind {
     SBX_MNT_SYMLINK = 8,  /* source: link text */
     SBX_MNT_REMOUNT = 9,  /* apply RDONLY to the mount already at target */
     SBX_MNT_MASK = 10,    /* hide target: /dev/null over a file, empty ro tmpfs over a dir */
+    SBX_MNT_LOWER = 11,   /* source: an image layer dir (host), opened before become_root */
+    SBX_MNT_OVERLAY = 12, /* the root: overlayfs of the LOWER ops before it (top first) and
+                           * source/upper + source/work (a host dir), or with no source an
+                           * upper dir on a fresh tmpfs (data: its options) */
 };
 
 #define SBX_MF_RDONLY    0x01u
@@ -73,6 +77,8 @@ struct sbx_mount_op {
 #define SBX_FD_CONTROL 3   /* SOCK_SEQPACKET to the host process */
 #define SBX_FD_PARENT 4    /* pidfd of the host process */
 #define SBX_FD_ERROR 5     /* set-up failures; closed (EOF) once set up */
+#define SBX_FD_UPPER 1000  /* the init keeps an image root's upper dir here: the host
+                            * reads it through /proc/PID/fd (commit) */
 
 #define SBX_MAX_ATTACH_FDS 8
 

@@ -207,12 +207,36 @@ static void become_root(const struct sbx_plan *p)
     CHECK(SBX_STEP_IDENTITY, syscall(SYS_setresuid, 0, 0, 0));
 }
 
+/* An image root: the LOWER ops (their tree fds are the layer dirs) and
+ * the OVERLAY op after them.  Returns the overlay tree, or rootfs_tree
+ * when the plan has no overlay. */
+static int upper_fd = -1;
+
+static int overlay_root(const struct sbx_plan *p, int rootfs_tree)
+{
+    size_t n = 0;
+    while (n < p->n_mounts && p->mounts[n].kind == SBX_MNT_LOWER)
+        n++;
+    if (n == p->n_mounts || p->mounts[n].kind != SBX_MNT_OVERLAY)
+        return rootfs_tree;
+    fault_point(SBX_STEP_MOUNT, (int)n);
+    int tree = sbx_make_overlay(p->tree_fds, n, p->tree_fds[n], p->mounts[n].data, &upper_fd);
+    check_neg(SBX_STEP_MOUNT, tree, (int)n);
+    return tree;
+}
+
+static int applied_already(int kind)
+{
+    return kind == SBX_MNT_LOWER || kind == SBX_MNT_OVERLAY;
+}
+
 /* Second pass, as the container's root: the scratch base, the root, then
  * every op in plan order. */
 static void build_root(const struct sbx_plan *p, int rootfs_tree)
 {
     fault_point(SBX_STEP_BASE, -1);
     check_neg(SBX_STEP_BASE, sbx_enter_base(p->base_dir), -1);
+    rootfs_tree = overlay_root(p, rootfs_tree);
     fault_point(SBX_STEP_ROOT, -1);
     int rootfd = sbx_make_root(rootfs_tree);
     check_neg(SBX_STEP_ROOT, rootfd, -1);
@@ -220,8 +244,9 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
         fault_point(SBX_STEP_MOUNT, (int)i);
         if (p->mounts[i].kind == SBX_MNT_SYSFS)
             netns_join(p);  /* sysfs shows the mounter's network namespace */
-        int r = (p->tree_fds[i] == -1 && p->mounts[i].kind == SBX_MNT_BIND) ? 0
-                : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
+        int r = ((p->tree_fds[i] == -1 && p->mounts[i].kind == SBX_MNT_BIND) ||
+                 applied_already(p->mounts[i].kind))
+                    ? 0 : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
         check_neg(SBX_STEP_MOUNT, r, (int)i);
     }
     for (size_t i = 0; i < p->n_mounts; i++)
@@ -272,5 +297,11 @@ const struct sbx_plan *sbx_setup(int early_netns)
         check_neg(SBX_STEP_PIVOT, sbx_pivot_into_root(), -1);
     }
     netns_join(p);
+    /* Only now, single-threaded: growing the fd table of a process with
+     * two threads waits for an RCU grace period (~10 ms). */
+    if (upper_fd >= 0) {
+        CHECK(SBX_STEP_ROOT, dup3(upper_fd, SBX_FD_UPPER, O_CLOEXEC));
+        close(upper_fd);
+    }
     return p;
 }

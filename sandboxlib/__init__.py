@@ -5,10 +5,11 @@
     b'hi\\n'
 """
 from .api import run
-from .config import ContainerConfig, IdMapping, Limits, Mount, Network
+from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
 from .container import Container
-from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, SandboxError, SetupError,
-                     TimeoutExpired, UnsupportedError)
+from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, DigestMismatch, ImageFormatError,
+                     ImageNotFound, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
+from .images import Image, ImageStore
 from .process import Process, Result, Verdict
 from .seccomp import Seccomp
 from .stats import ProcessInfo, Stats
@@ -19,5 +20,6 @@ __all__ = [
     "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError",
     "UnsupportedError",
     "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
+    "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError", "DigestMismatch",
 ]
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ plan, which ``_plan`` builds and owns.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import os
@@ -23,7 +24,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
-NATIVE_VERSION = 12
+NATIVE_VERSION = 13
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -95,6 +96,8 @@ class MountKind(enum.IntEnum):
     SYMLINK = lib.SBX_MNT_SYMLINK
     REMOUNT = lib.SBX_MNT_REMOUNT
     MASK = lib.SBX_MNT_MASK
+    LOWER = lib.SBX_MNT_LOWER
+    OVERLAY = lib.SBX_MNT_OVERLAY
 
 
 class MountFlag(enum.IntFlag):
@@ -179,6 +182,19 @@ def init_memfd() -> int:
                 raise
             _init_fd = fd
         return _init_fd
+
+
+@contextlib.contextmanager
+def fs_ids(uid: int, gid: int):
+    """Create files as ``uid``/``gid`` in this thread only (setfsuid/setfsgid),
+    e.g. as a container's root in a file system of its user namespace."""
+    if lib.sbx_set_fsids(uid, gid) != uid:
+        lib.sbx_set_fsids(os.geteuid(), os.getegid())
+        raise PermissionError(1, f"setfsuid({uid}) was refused")
+    try:
+        yield
+    finally:
+        lib.sbx_set_fsids(os.geteuid(), os.getegid())
 
 
 def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY) -> int:

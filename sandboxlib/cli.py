@@ -6,6 +6,8 @@
                    [--security-opt seccomp=PROFILE.json|unconfined]
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
                    [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
+    sandboxlib run [OPTIONS] [--store DIR] IMAGE [CMD...]   (the image's root and config)
+    sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the
@@ -18,6 +20,7 @@ import contextlib
 import sys
 from typing import List, Optional, Sequence
 
+from . import imagecli
 from .api import run
 from .config import RLIMITS, Limits, Mount, Network
 from .errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
@@ -110,7 +113,8 @@ def _number(text: str):
 
 # Configuration fields and the options that set them, for error messages.
 _OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
-            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network",
+            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network", "image": "IMAGE",
+            "argv": "CMD",
             "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
             "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
             "limits.cpuset_cpus": "--cpuset-cpus", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
@@ -127,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
-    p.add_argument("-w", "--workdir", default="/", help="working directory inside the container")
+    p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
     p.add_argument("--network", choices=[n.value for n in Network], default="none")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
@@ -141,20 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpuset-cpus", help="CPUs it may use, e.g. 0-1,3")
     p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                    help=f"an rlimit of every process ({', '.join(RLIMITS)})")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    imagecli.add_store_option(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
+    imagecli.add_parsers(sub)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    cmd: List[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd:
-        raise ConfigError("CMD", "give the command to run after --")
+    image = None
+    if args.cmd[:1] == ["--"]:
+        cmd: List[str] = args.cmd[1:]
+    elif args.cmd:  # IMAGE [--] [CMD...]
+        image, cmd = args.cmd[0], args.cmd[1:]
+        cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
+    else:
+        cmd = []
+    if not cmd and image is None:
+        raise ConfigError("CMD", "give the command to run after --, or an image")
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     seccomp = _security_opts(args.security_opt)
     result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
                  env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
                  cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
-                 seccomp=seccomp, limits=_limits(args))
+                 seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store)
     if result.verdict not in (Verdict.EXITED, Verdict.SIGNALED, Verdict.TIMEOUT):
         print(f"sandboxlib: {_VERDICT_TEXT[result.verdict]}", file=sys.stderr)
     if result.timed_out:
@@ -166,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return imagecli.COMMANDS[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)
         return EXIT_NOT_FOUND

@@ -59,6 +59,18 @@ def container_path(value: object, field: str) -> str:
 class MountKind(enum.Enum):
     BIND = "bind"
     TMPFS = "tmpfs"
+    VOLUME = "volume"
+
+
+class WritableLayer(enum.Enum):
+    """Where an image root's writes go: a tmpfs of the container's own, or a
+    directory of the image store (``HOME/containers/ID``); gone with the container."""
+
+    TMPFS = "tmpfs"
+    DISK = "disk"
+
+
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +100,15 @@ class Mount:
             raise ConfigError("mode", f"must be a permission mode such as 0o1777, got {mode!r}")
         return cls(kind=MountKind.TMPFS, target=container_path(target, "target"),
                    size=None if size is None else parse_size(size, "size"), mode=mode,
+                   read_only=read_only)
+
+    @classmethod
+    def volume(cls, name: str, target: Union[str, os.PathLike], *, read_only: bool = False) -> "Mount":
+        """The named volume ``name`` of the image store (made empty on first
+        use, kept until ``ImageStore.remove_volume``) at ``target``."""
+        if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name):
+            raise ConfigError("name", f"{name!r} is not a volume name (letters, digits, '_', '.', '-')")
+        return cls(kind=MountKind.VOLUME, source=name, target=container_path(target, "target"),
                    read_only=read_only)
 
     def check(self, field: str) -> None:
@@ -301,7 +322,15 @@ class ContainerConfig:
         env: environment added to every command (besides PATH, HOME, TERM defaults).
         mounts: bind and tmpfs mounts, applied after the root (parents first).
         user: ``"uid[:gid]"`` or ``"name[:group]"`` resolved in the container's /etc/passwd.
-        cwd: the default working directory of commands.
+        cwd: the default working directory of commands (default: the image's
+            WorkingDir, else ``/``).
+        image: an image reference (``name:tag``, ``name@sha256:...``, an id) in
+            ``image_store``: the root is an overlay of its layers with a
+            writable layer on a tmpfs, gone with the container.
+        image_store: the store's directory (default: ``images.default_home()``).
+        writable_layer: ``WritableLayer.TMPFS`` (default) or ``WritableLayer.DISK``.
+        writable_layer_size: the tmpfs writable layer's size limit (bytes or
+            ``"64M"``; default: the kernel's, half of the memory).
         limits: per-process rlimits and the container's cgroup limits.
         userns: run in a user namespace (always when not root; default True as root too).
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
@@ -318,7 +347,8 @@ class ContainerConfig:
     env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
     user: Optional[str] = None
-    cwd: str = attrs.field(default="/", converter=lambda value: container_path(value, "cwd"))
+    cwd: Optional[str] = attrs.field(default=None,
+                                     converter=attrs.converters.optional(lambda value: container_path(value, "cwd")))
     limits: Limits = attrs.field(factory=Limits)
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
@@ -329,6 +359,11 @@ class ContainerConfig:
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
     seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
+    image: Optional[str] = None
+    image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
+    writable_layer: WritableLayer = attrs.field(default=WritableLayer.TMPFS, converter=WritableLayer)
+    writable_layer_size: Optional[int] = attrs.field(
+        default=None, converter=attrs.converters.optional(lambda v: parse_size(v, "writable_layer_size")))
 
     def __attrs_post_init__(self) -> None:
         self.validate()
@@ -352,6 +387,12 @@ class ContainerConfig:
             check_text(self.user if isinstance(self.user, str) else str(self.user), "user")
         if not isinstance(self.limits, Limits):
             raise ConfigError("limits", f"expected a Limits, got {type(self.limits).__name__}")
+        if self.image is not None:
+            check_text(self.image, "image")
+            if self.rootfs is not None:
+                raise ConfigError("image", "give either rootfs or image, not both")
+        if self.writable_layer_size is not None and self.writable_layer is not WritableLayer.TMPFS:
+            raise ConfigError("writable_layer_size", "only a tmpfs writable layer has a size limit")
         self.limits.rlimits()
         self.limits.cgroup()
         self.capabilities()

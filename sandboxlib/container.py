@@ -16,16 +16,22 @@ import warnings
 import weakref
 from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _lowlevel, cgroups, protocol, statedir
+import attrs
+
+from . import _lowlevel, cgroups, imageroot, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .capabilities import INIT_CAPABILITIES, capability_mask
-from .config import (ContainerConfig, Limits, Mount, Network, check_env, check_text, container_path,
-                     env_pairs)
+from .config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
+                     container_path, env_pairs)
 from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from .failures import setup_error
 from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
+from .container_files import FileAccess
+from .imageroot import ImageRoot
+from .images import ImageStore
+from .images.unpack import remove_tree
 from .launch import submit
 from .process import Process, Result, result_of
 from .rootfs import layout
@@ -51,7 +57,7 @@ def _check_argv(argv: Sequence[str]) -> tuple:
                  for i, a in enumerate(argv))
 
 
-class Container:
+class Container(FileAccess):
     """A long-lived container whose PID 1 is sandboxlib's init.
 
     ``with Container(...) as c:`` starts it; ``c.run``/``c.spawn`` start
@@ -62,16 +68,20 @@ class Container:
     def __init__(self, config: Optional[ContainerConfig] = None, *,
                  rootfs: Union[str, os.PathLike, None] = None, read_only: bool = False,
                  hostname: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                 mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: str = "/",
+                 mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: Optional[str] = None,
                  limits: Optional[Limits] = None, userns: bool = True,
                  network: Union[Network, str] = Network.NONE,
                  cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
-                 seccomp: SeccompOption = DEFAULT) -> None:
+                 seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
+                 image_store: Union[str, os.PathLike, None] = None,
+                 writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
+                 writable_layer_size: Union[int, str, None] = None) -> None:
         if config is None:
             config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                      mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
                                      userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop,
-                                     seccomp=seccomp)
+                                     seccomp=seccomp, image=image, image_store=image_store,
+                                     writable_layer=writable_layer, writable_layer_size=writable_layer_size)
         self.config = config
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]
@@ -92,6 +102,9 @@ class Container:
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
         self._cgroup: Optional[cgroups.ContainerCgroup] = None
         self._record: Optional[str] = None
+        self._image: Optional[ImageRoot] = None
+        self._store = None
+        self._upper: Optional[str] = None
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -116,25 +129,68 @@ class Container:
         self._resources_used = True
         host = probe_host()
         self._maps = choose_maps(self.config, host)
-        root_fd = os.open(self.config.rootfs or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self._user = self._checked_user(self.config.user, root_fd, "user")
-        finally:
-            os.close(root_fd)
-        ops = layout(self.config)
-        seccomp = self.config.seccomp
-        # Compiled once per policy and capability set (cached), before any kernel resource.
-        program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
-        root = statedir.state_root()
-        self._cgroup = cgroups.plan_cgroup(cgroups.detect(), self.config.limits.cgroup(),
-                                           cgroups.cgroup_name(root, self.id))
-        self._sweep_once(root)
-        try:
+            layers = self._prepare_image()
+            root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                user = self.config.user or (self._image and self._image.user)
+                self._user = self._checked_user(user, root_fd, "user")
+            finally:
+                os.close(root_fd)
+            ops = layout(self._with_volumes(), layers, self._upper)
+            seccomp = self.config.seccomp
+            # Compiled once per policy and capability set (cached), before any kernel resource.
+            program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
+            root = statedir.state_root()
+            self._sweep_once(root)
+            self._cgroup = cgroups.plan_cgroup(cgroups.detect(), self.config.limits.cgroup(),
+                                               cgroups.cgroup_name(root, self.id))
             self._acquire_cgroup(root)
             self._spawn(ops, root, first, program)
         except BaseException:
             self.close()
             raise
+
+    def _remove_writable(self, path: str) -> None:
+        """Remove the writable layer on disk.  Rootless, files of the
+        container's other users belong to sub-ids you cannot delete as
+        yourself: a container with the same id maps removes them."""
+        try:
+            remove_tree(path)
+            return
+        except OSError:
+            pass
+        cleaner = Container(ContainerConfig(mounts=[Mount.bind(path, "/sbx-writable")], uid_map=self.config.uid_map,
+                                            gid_map=self.config.gid_map, userns=self.config.userns))
+        try:
+            cleaner._run(["rm", "-rf", "/sbx-writable/upper", "/sbx-writable/work"], input=None, timeout=60,
+                         stdin=None, stdout=None, stderr=None, env=None, cwd=None, user=None, main=True)
+        finally:
+            cleaner.close()
+        remove_tree(path)
+
+    def _with_volumes(self) -> ContainerConfig:
+        """The config with named volumes as binds of their store directories."""
+        if not any(m.kind is MountKind.VOLUME for m in self.config.mounts):
+            return self.config
+        store = self._store or ImageStore(self.config.image_store)
+        owner = self._id_policy().owner(0, 0)
+        mounts = [Mount.bind(store.volume(m.source, owner), m.target, read_only=m.read_only)
+                  if m.kind is MountKind.VOLUME else m for m in self.config.mounts]
+        return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
+
+    def _prepare_image(self) -> tuple:
+        """An image root's layer dirs, leased from the store until close()."""
+        if self.config.image is None:
+            return ()
+        self._image, store, lease = imageroot.prepare(self.config, self._maps, self.id)
+        self._store = store
+        self._resources.callback(store.release, self.id, lease)
+        if self.config.writable_layer is WritableLayer.DISK:
+            self._upper = store.writable_dir(self.id, self._id_policy().owner(0, 0))
+            self._resources.callback(self._remove_writable, self._upper)
+        return self._image.layers
 
     def _sweep_once(self, root: str) -> None:
         """Sweep the records of dead owners, at most once a second per process
@@ -342,12 +398,16 @@ class Container:
             finally:
                 os.close(root_fd)
         merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged.update(self._image.env if self._image else ())
         merged.update(self.config.env)
         if env is not None:
             extra = env_pairs(env)
             check_env(extra)
             merged.update(extra)
-        cwd = self.config.cwd if cwd is None else container_path(cwd, "cwd")
+        if cwd is None:
+            cwd = self.config.cwd or (self._image and self._image.cwd) or "/"
+        else:
+            cwd = container_path(cwd, "cwd")
         maps = self._maps
         return protocol.ExecRequest(
             argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
@@ -440,11 +500,13 @@ class Container:
     def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
         """Start the container and its main command in one go: the command
         is queued for the init before the container has finished set-up."""
-        _check_argv(argv)
+        if self.config.image is None:
+            _check_argv(argv)
         sent: list = []
 
         def first() -> None:
-            request = self._request(argv, env=None, cwd=None, user=None, main=True)
+            command = self._image.command(argv) if self._image else argv
+            request = self._request(command, env=None, cwd=None, user=None, main=True)
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 
         try:

@@ -14,6 +14,9 @@ __all__ = [
     "CommandNotFoundError",
     "TimeoutExpired",
     "ContainerStateError",
+    "ImageNotFound",
+    "ImageFormatError",
+    "DigestMismatch",
 ]
 
 
@@ -122,3 +125,51 @@ class TimeoutExpired(SandboxError):
 
 class ContainerStateError(SandboxError):
     """An operation that needs a running container was called on one that is not."""
+
+
+class ImageNotFound(SandboxError, LookupError):
+    """No image in the store answers to a reference.
+
+    Attributes:
+        reference: the reference asked for, as given.
+    """
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(reference)
+        self.reference = reference
+
+    def __str__(self) -> str:
+        return f"no image {self.reference!r} in the store"
+
+
+class ImageFormatError(SandboxError, ValueError):
+    """An archive, layout, manifest, config or layer is malformed, truncated or unsupported.
+
+    Attributes:
+        source: what was being read (a path, or a blob digest).
+        detail: what is wrong with it.
+    """
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(source, detail)
+        self.source = source
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.detail}"
+
+
+class DigestMismatch(ImageFormatError):
+    """Content does not hash to the digest that names it.
+
+    Attributes:
+        source: what was being read.
+        expected: the digest it should have.
+        actual: the digest it has.
+    """
+
+    def __init__(self, source: str, expected: str, actual: str) -> None:
+        super().__init__(source, f"content has digest {actual}, expected {expected}")
+        self.args = (source, expected, actual)
+        self.expected = expected
+        self.actual = actual

@@ -125,15 +125,30 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
     return ops
 
 
+def _image_root(layers: Tuple[str, ...], upper: Optional[str], size: Optional[int]) -> List[MountOp]:
+    """An overlay of the layers (the LOWER ops, top first) with the writable
+    layer in ``upper`` (a host dir with upper/ and work/) or on a tmpfs."""
+    ops = [MountOp(kind=K.LOWER, target="/", source=path, field="image") for path in reversed(layers)]
+    data = None if upper else "mode=0755" + (f",size={size}" if size is not None else "")
+    ops.append(MountOp(kind=K.OVERLAY, target="/", source=upper, data=data,
+                       field="writable_layer" if upper else "image"))
+    return ops
+
+
 @functools.lru_cache(maxsize=64)
-def layout(config: ContainerConfig) -> Tuple[MountOp, ...]:
+def layout(config: ContainerConfig, image_layers: Tuple[str, ...] = (),
+           upper: Optional[str] = None) -> Tuple[MountOp, ...]:
     """Every mount op of the container, parents before children.
 
     The system's ops first, then the user's (which may cover them); among
     the system's, /sys and what lies below it come last: sysfs shows the
     mounter's network namespace, which a thread of the child creates in
     parallel with all the other ops."""
-    system = (list(_host_view()) if config.rootfs is None else []) + _kernel_filesystems(config) + _dev()
+    if config.image is not None:
+        root = _image_root(image_layers, upper, config.writable_layer_size)  # depth 0: first, in order
+    else:
+        root = list(_host_view()) if config.rootfs is None else []
+    system = root + _kernel_filesystems(config) + _dev()
     ranked = [(_under_sys(op), op.depth, 0, i, op) for i, op in enumerate(system)]
     ranked += [(_under_sys(op), op.depth, 1, i, op) for i, op in enumerate(_user_mounts(config))]
     return tuple(op for *_, op in sorted(ranked, key=lambda r: r[:4]))

@@ -170,3 +170,15 @@ def no_leaks(workers):
     if after["mounts"] != before["mounts"]:
         problems.append("the host's mount table changed")
     assert not problems, "the test leaked: " + "; ".join(problems)
+
+
+# -- image stores ----------------------------------------------------------------
+@pytest.fixture
+def store_dir(runner, shared_dir):
+    """An empty directory for an image store, owned by the mode's user."""
+    path = tempfile.mkdtemp(prefix="store-", dir=str(shared_dir))
+    os.chmod(path, 0o755)
+    if runner.worker is not None:
+        os.chown(path, runner.worker.user.pw_uid, runner.worker.user.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -27,33 +27,29 @@ LAYERS = {
     "config": 1, "capabilities": 1, "host": 1, "_lowlevel": 1, "seccomp": 1, "seccomp_profile": 1,
     "idmap": 2, "seccomp_bpf": 2, "seccomp_prologue": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2,
     "statedir": 2, "process": 2, "failures": 2, "launch": 2, "cgroups": 2, "stats": 2,
-    "_plan": 3, "container": 3,
+    "images": 2, "imageroot": 2, "transfer": 2,
+    "_plan": 3, "container": 3, "container_files": 3, "commit": 3,
     "api": 4, "__init__": 4,
-    "cli": 5, "__main__": 5,
+    "cli": 5, "imagecli": 5, "__main__": 5,
 }
 
 
-SUBPACKAGES = ("cgroups",)
-
-
-def _subpackage(name: str) -> ast.Module:
-    """A subpackage as one module: its relative imports seen from the package
-    (``..config`` is ``config``; imports within it are dropped)."""
-    body = []
-    for path in sorted((PACKAGE / name).glob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                node.level, node.module, node.names = 0, "os", []
-            elif isinstance(node, ast.ImportFrom) and node.level > 1:
-                node.level -= 1
-        body += tree.body
-    return ast.Module(body=body, type_ignores=[])
-
-
 def _modules() -> dict:
+    """Module name -> tree; a subpackage is one module (its files' trees
+    with their imports of the parent package rewritten as level 1)."""
     found = {path.stem: ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.glob("*.py"))}
-    found.update({name: _subpackage(name) for name in SUBPACKAGES})
+    for package in sorted(p.parent for p in PACKAGE.glob("*/__init__.py")):
+        body = []
+        for path in sorted(package.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and node.level == 1:
+                    continue  # inside the subpackage
+                if isinstance(node, ast.ImportFrom) and node.level == 2:
+                    node.level = 1
+                if isinstance(node, (ast.Import, ast.ImportFrom, ast.Call)):
+                    body.append(node)
+        found[package.name] = ast.Module(body=[ast.Expr(n) if isinstance(n, ast.Call) else n for n in body],
+                                         type_ignores=[])
     return found
 
 
@@ -146,6 +142,12 @@ PUBLIC = {
     "Seccomp.deny": sb.Seccomp.deny,
     "Seccomp.kill": sb.Seccomp.kill,
     "Seccomp.allow": sb.Seccomp.allow,
+    **{f"ImageStore.{name}": getattr(sb.ImageStore, name)
+       for name in ("__init__", "list", "get", "tag", "remove", "prune", "load", "import_rootfs",
+                    "from_directory", "save", "unpacked", "volume", "volumes", "remove_volume")},
+    **{f"Container.{name}": getattr(Container, name)
+       for name in ("write_file", "read_file", "put_archive", "get_archive", "commit")},
+    "Mount.volume": Mount.volume,
 }
 
 

@@ -1,0 +1,94 @@
+"""A container root made of an image: its unpacked layers (leased from the
+store for the container's life) and what its config says about commands
+(Entrypoint, Cmd, Env, WorkingDir, User), applied as Docker does."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Tuple
+
+import attrs
+
+from .config import ContainerConfig
+from .errors import ConfigError, ImageFormatError
+from .idmap import IdMaps
+from .images import Image, ImageStore
+from .images.layers import unpacked_layers
+from .images.reference import parse
+from .images.unpack import IdPolicy
+
+__all__ = ["ImageRoot", "prepare"]
+
+
+@attrs.frozen(kw_only=True)
+class ImageRoot:
+    """The image, its layer dirs (bottom first) and its command defaults."""
+
+    image: Image
+    layers: Tuple[str, ...]
+    entrypoint: Tuple[str, ...]
+    cmd: Tuple[str, ...]
+    env: Tuple[Tuple[str, str], ...]
+    cwd: Optional[str]
+    user: Optional[str]
+
+    def command(self, argv: Optional[Sequence[str]]) -> Tuple[str, ...]:
+        """The main command: Entrypoint + (argv or Cmd), as ``docker run IMAGE [ARGV]``."""
+        command = self.entrypoint + (tuple(argv) if argv else self.cmd)
+        if not command:
+            raise ConfigError("argv", "no command given and the image has no Entrypoint or Cmd")
+        return command
+
+    def passwd_root(self) -> str:
+        """The top layer with an /etc/passwd or /etc/group (where users are looked up)."""
+        for layer in reversed(self.layers):
+            if any(os.path.isfile(os.path.join(layer, "etc", n)) and not os.path.islink(os.path.join(layer, "etc", n))
+                   for n in ("passwd", "group")):
+                return layer
+        return self.layers[-1] if self.layers else "/nonexistent"
+
+
+def id_policy(config: ContainerConfig, maps: Optional[IdMaps]) -> IdPolicy:
+    """How the layers must be owned for this container's user namespace."""
+    if os.geteuid() != 0:
+        return IdPolicy(squash=(os.geteuid(), os.getegid()))
+    if maps is None:
+        return IdPolicy(shift=0)
+    uid, gid = maps.to_host_uid(0), maps.to_host_gid(0)
+    if uid is None or uid != gid or any(maps.to_host_uid(i) != uid + i for i in (1, 1000, 65534)):
+        raise ConfigError("uid_map", "an image root needs container ids 0-65535 mapped to one range, "
+                                     "the same for uids and gids")
+    return IdPolicy(shift=uid)
+
+
+def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str) -> Tuple[ImageRoot, ImageStore, int]:
+    """Resolve the image, lease and unpack its layers: (root, store, lease fd)."""
+    parse(config.image, "image")
+    store = ImageStore(config.image_store)
+    image = store.get(config.image)
+    policy = id_policy(config, maps)
+    lease = store.lease(owner, [layer.diff_id for layer in image.layers])
+    try:
+        layers = unpacked_layers(store, image, policy)
+        root = ImageRoot(image=image, layers=tuple(layers), entrypoint=_strings(image.config, "Entrypoint"),
+                         cmd=_strings(image.config, "Cmd"), env=_env(image.config),
+                         cwd=image.config.get("WorkingDir") or None, user=image.config.get("User") or None)
+    except BaseException:
+        store.release(owner, lease)
+        raise
+    return root, store, lease
+
+
+def _strings(config: dict, key: str) -> Tuple[str, ...]:
+    value = config.get(key) or ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ImageFormatError(f"image config {key}", f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _env(config: dict) -> Tuple[Tuple[str, str], ...]:
+    pairs = []
+    for item in _strings(config, "Env"):
+        name, sep, value = item.partition("=")
+        if name:
+            pairs.append((name, value))
+    return tuple(pairs)

@@ -1,0 +1,276 @@
+"""Importing images: ``docker save`` archives (the legacy ``manifest.json``
+format and Docker >= 25's OCI layout in a tar), OCI image layouts (directory
+or tar), root file system tarballs and directories.  Every blob is checked
+against its digest and every layer against its config's diff_id before an
+image is referenced; a failed import references nothing and its blobs are
+collected."""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import tempfile
+import zlib
+from typing import BinaryIO, List, Optional, Tuple
+
+from ..errors import DigestMismatch, ImageFormatError
+from . import reference
+from .blobs import CHUNK
+from .build import host_platform, new_config, write_manifest
+from .compression import decompressed, sniff
+from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_MANIFEST, load_json, parse_config,
+                    parse_manifest)
+from .sources import open_source, read_json_bytes
+from .store import ImageStore
+
+__all__ = ["load", "import_rootfs", "from_directory"]
+
+LAYER_MEDIA = {"none": "application/vnd.oci.image.layer.v1.tar",
+               "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+               "zstd": "application/vnd.oci.image.layer.v1.tar+zstd"}
+NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+
+
+@contextlib.contextmanager
+def _transaction(store: ImageStore):
+    """Blobs written inside are collected again if the import fails."""
+    try:
+        with store.writing():
+            yield
+    except BaseException:
+        store.collect()
+        raise
+
+
+class _Wrap:
+    """Turns a truncated or corrupt archive's low-level errors into ImageFormatError."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        # Only errors of reading the input: a full disk is an OSError of its own.
+        corrupt = isinstance(err, (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)) or (
+            kind is not None and kind.__name__ == "ZstdError")
+        if corrupt:
+            raise ImageFormatError(self.label, f"truncated or corrupt: {err}") from err
+        return False
+
+
+# -- layers ---------------------------------------------------------------------------
+def diff_id_of(stream: BinaryIO, kind: str, source: str) -> str:
+    """The sha256 of the uncompressed tar, checking that it is one."""
+    hasher = _Hashing(decompressed(stream, kind))
+    with _Wrap(source):
+        with tarfile.open(fileobj=hasher, mode="r|", bufsize=1 << 20) as tar:
+            for _ in tar:
+                pass
+        while hasher.read(CHUNK):
+            pass
+    return "sha256:" + hasher.hash.hexdigest()
+
+
+class _Hashing(io.RawIOBase):
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.hash = stream, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.hash.update(data)
+        return data
+
+
+def store_layer(store: ImageStore, stream: BinaryIO, *, digest: Optional[str], size: Optional[int],
+                media_type: Optional[str], diff_id: Optional[str], source: str) -> Tuple[str, int, str, str]:
+    """Store a layer blob, verify digest and diff_id; returns (digest, size, media type, diff_id)."""
+    digest, size = store.blobs.put_stream(stream, digest, size=size, source=source)
+    with open(store.blobs.path(digest), "rb") as f:
+        kind = LAYER_TYPES[media_type] if media_type else sniff(f.read(4))
+        f.seek(0)
+        actual = diff_id_of(f, kind, source)
+    if diff_id is not None and actual != diff_id:
+        raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
+    return digest, size, media_type or LAYER_MEDIA[kind], actual
+
+
+# -- OCI layouts ------------------------------------------------------------------------
+def _platform_ok(entry: dict) -> bool:
+    platform = entry.get("platform")
+    if not platform:
+        return True
+    os_name, arch = host_platform()
+    return platform.get("os") == os_name and platform.get("architecture") == arch
+
+
+def _manifests(source, descriptor: dict, label: str, depth: int = 0) -> List[dict]:
+    """Image manifest descriptors under ``descriptor``, the host's platform only."""
+    media_type = descriptor.get("mediaType", "")
+    if media_type in MANIFEST_TYPES:
+        return [descriptor]
+    if media_type not in INDEX_TYPES or depth > 4:
+        raise ImageFormatError(label, f"unsupported manifest media type {media_type!r}")
+    index = load_json(_blob(source, descriptor), label)
+    chosen = [m for m in index.get("manifests") or [] if _platform_ok(m)]
+    if not chosen:
+        os_name, arch = host_platform()
+        raise ImageFormatError(label, f"the index has no manifest for {os_name}/{arch}")
+    return [found for m in chosen[:1] for found in _manifests(source, m, label, depth + 1)]
+
+
+def _blob(source, descriptor: dict) -> bytes:
+    digest = descriptor["digest"]
+    data = read_json_bytes(source, "blobs/" + digest.replace(":", "/"))
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise DigestMismatch(f"{source.label} blob {digest}", digest, actual)
+    return data
+
+
+def _load_oci(store: ImageStore, source, names_by_config: dict):
+    index = load_json(read_json_bytes(source, "index.json"), f"{source.label}/index.json")
+    images = []
+    for i, entry in enumerate(index.get("manifests") or []):
+        if not isinstance(entry, dict) or not _platform_ok(entry):
+            continue
+        label = f"{source.label}/index.json manifests[{i}]"
+        annotations = entry.get("annotations") or {}
+        names = [n for n in (annotations.get(k) for k in NAME_ANNOTATIONS) if n and ":" in n][:1]
+        for descriptor in _manifests(source, entry, label):
+            manifest, config = _copy_oci_image(store, source, descriptor, label)
+            images.append((manifest, names + names_by_config.get(config, [])))
+    if not images:
+        raise ImageFormatError(source.label, "the layout names no image")
+    return images
+
+
+def _copy_oci_image(store: ImageStore, source, descriptor: dict, label: str) -> str:
+    manifest = _blob(source, descriptor)
+    (config_digest, _), layers = parse_manifest(manifest, label)
+    config_data = _blob(source, {"digest": config_digest})
+    diff_ids = parse_config(config_data, f"{label} config")["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(layers):
+        raise ImageFormatError(label, f"{len(layers)} layers but {len(diff_ids)} diff_ids")
+    for (digest, size, media_type), diff_id in zip(layers, diff_ids):
+        with source.open("blobs/" + digest.replace(":", "/")) as f:
+            store_layer(store, f, digest=digest, size=size, media_type=media_type, diff_id=diff_id,
+                        source=f"{source.label} layer {digest}")
+    store.blobs.put_bytes(config_data, config_digest)
+    return store.blobs.put_bytes(manifest, descriptor["digest"]), config_digest
+
+
+# -- docker save (legacy) ------------------------------------------------------------
+_CONFIG_NAME = re.compile(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?")
+
+
+def _load_docker(store: ImageStore, source) -> list:
+    entries = json.loads(read_json_bytes(source, "manifest.json") or b"null")
+    if not isinstance(entries, list) or not entries:
+        raise ImageFormatError(f"{source.label}/manifest.json", "a non-empty list was expected")
+    images = []
+    for i, entry in enumerate(entries):
+        label = f"{source.label}/manifest.json[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
+            raise ImageFormatError(label, "an entry with Config and Layers was expected")
+        config_data = read_json_bytes(source, str(entry.get("Config")))
+        config_digest = "sha256:" + hashlib.sha256(config_data).hexdigest()
+        named = _CONFIG_NAME.fullmatch(str(entry.get("Config")))
+        if named and "sha256:" + named.group(1) != config_digest:
+            raise DigestMismatch(f"{label} Config", "sha256:" + named.group(1), config_digest)
+        diff_ids = parse_config(config_data, f"{label} Config")["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(entry["Layers"]):
+            raise ImageFormatError(label, f"{len(entry['Layers'])} layers but {len(diff_ids)} diff_ids")
+        layers = []
+        for name, diff_id in zip(entry["Layers"], diff_ids):
+            with source.open(str(name)) as f:
+                layers.append(store_layer(store, f, digest=None, size=None, media_type=None,
+                                          diff_id=diff_id, source=f"{source.label} layer {name}")[:3])
+        images.append((_write_manifest_raw(store, config_data, layers), list(entry.get("RepoTags") or [])))
+    return images
+
+
+def _write_manifest_raw(store: ImageStore, config_data: bytes, layers) -> str:
+    """A manifest for a config kept byte for byte (so the image id stays Docker's)."""
+    config_digest = store.blobs.put_bytes(config_data)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_data)},
+                "layers": [{"mediaType": t, "digest": d, "size": s} for d, s, t in layers]}
+    return store.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode())
+
+
+def _docker_names(source) -> dict:
+    """config digest -> RepoTags of a Docker >= 25 archive's manifest.json (none elsewhere)."""
+    if not source.exists("manifest.json"):
+        return {}
+    entries = load_json(b'{"m": %s}' % read_json_bytes(source, "manifest.json"), source.label)["m"]
+    found = {}
+    for entry in entries if isinstance(entries, list) else []:
+        named = isinstance(entry, dict) and _CONFIG_NAME.fullmatch(str(entry.get("Config")))
+        if named:
+            found["sha256:" + named.group(1)] = list(entry.get("RepoTags") or [])
+    return found
+
+
+# -- the entry points ------------------------------------------------------------------
+def load(store: ImageStore, path: str) -> list:
+    """Import every image of an archive or layout; returns the Images."""
+    source = open_source(path)
+    try:
+        with _transaction(store), _Wrap(path):
+            if source.exists("index.json") and source.exists("oci-layout"):
+                found = _load_oci(store, source, _docker_names(source))
+            elif source.exists("manifest.json"):
+                found = _load_docker(store, source)
+            else:
+                raise ImageFormatError(path, "neither a docker save archive (manifest.json) nor an OCI "
+                                             "image layout (oci-layout, index.json)")
+            return [store.add(digest, tuple(dict.fromkeys(names))) for digest, names in found]
+    finally:
+        source.close()
+
+
+def import_rootfs(store: ImageStore, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
+    """One image of one layer: a root file system tarball (plain, gzip or zstd)."""
+    names = (str(reference.parse(ref, "ref")),) if ref else ()
+    with _transaction(store), open(tar_path, "rb") as f:
+        layer = store_layer(store, f, digest=None, size=None, media_type=None, diff_id=None, source=tar_path)
+        manifest = write_manifest(store, new_config([layer[3]], config), [layer[:3]])
+        return store.add(manifest, names)
+
+
+def from_directory(store: ImageStore, path: str, ref: Optional[str], config: Optional[dict] = None):
+    """One image of one layer: the tree under ``path`` (ids kept; the
+    caller's own ids become 0 when rootless: it is the container's root)."""
+    if not os.path.isdir(path):
+        raise NotADirectoryError(20, "Not a directory", path)
+    names = (str(reference.parse(ref, "ref")),) if ref else ()
+    with _transaction(store):
+        with tempfile.TemporaryFile(dir=store.tmp) as f:
+            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.add(path, arcname=".", filter=_owner_filter())
+            f.seek(0)
+            layer = store_layer(store, f, digest=None, size=None, media_type=None, diff_id=None, source=path)
+        manifest = write_manifest(store, new_config([layer[3]], config), [layer[:3]])
+        return store.add(manifest, names)
+
+
+def _owner_filter():
+    uid, gid = os.geteuid(), os.getegid()
+
+    def strip(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
+        info.uname = info.gname = ""
+        if uid != 0:
+            info.uid = 0 if info.uid == uid else info.uid
+            info.gid = 0 if info.gid == gid else info.gid
+        return info
+    return strip

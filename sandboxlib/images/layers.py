@@ -1,0 +1,57 @@
+"""Unpacked layers, kept once per (diff_id, id policy) under
+``HOME/layers/KEY/HEX`` and shared by every image and container that uses them."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import List
+
+from .compression import decompressed
+from .model import LAYER_TYPES, Image, Layer
+from .store import ImageStore
+from .unpack import IdPolicy, remove_tree, unpack, unpack_tar_file
+
+__all__ = ["unpacked_layers", "layer_dir"]
+
+
+def layer_dir(store: ImageStore, layer: Layer, policy: IdPolicy) -> str:
+    return os.path.join(store.path, "layers", policy.key, layer.diff_id.split(":", 1)[1])
+
+
+def unpacked_layers(store: ImageStore, image: Image, policy: IdPolicy) -> List[str]:
+    """The directories of ``image``'s layers, bottom first, unpacking those not there yet."""
+    os.makedirs(os.path.join(store.path, "layers", policy.key), mode=0o755, exist_ok=True)
+    found = []
+    for layer in image.layers:
+        dest = layer_dir(store, layer, policy)
+        if not os.path.isdir(dest):
+            with store.writing():
+                if not os.path.isdir(dest):
+                    _unpack_layer(store, layer, dest, policy)
+        found.append(dest)
+    return found
+
+
+def _unpack_layer(store: ImageStore, layer: Layer, dest: str, policy: IdPolicy) -> None:
+    """Unpack into a temporary directory, rename into place.  (The blob's
+    digest and diff_id were checked when it entered the store.)"""
+    work = tempfile.mkdtemp(prefix="layer-", dir=store.tmp)
+    try:
+        root = os.path.join(work, "root")
+        os.mkdir(root, 0o755)
+        kind, label = LAYER_TYPES[layer.media_type], f"layer {layer.digest}"
+        if kind == "none":
+            unpack_tar_file(store.blobs.path(layer.digest), root, policy, label)
+        else:
+            with open(store.blobs.path(layer.digest), "rb") as blob:
+                unpack(decompressed(blob, kind), root, policy, label)
+        # sbx-init opens it before its id maps may exist (as "other"); the
+        # container sees the root dir of its writable layer, not this one.
+        os.chmod(root, 0o755)
+        try:
+            os.rename(root, dest)
+        except OSError:  # another process unpacked it first
+            if not os.path.isdir(dest):
+                raise
+    finally:
+        remove_tree(work)

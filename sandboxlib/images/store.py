@@ -1,0 +1,420 @@
+"""The image store: an OCI image layout on disk plus what running images needs.
+
+    HOME/images/{oci-layout,index.json,blobs/sha256/HEX}   the OCI layout
+    HOME/layers/KEY/HEX          unpacked layers, once per diff_id (KEY: the id shift)
+    HOME/tmp/                    partial writes, renamed into place when complete
+    HOME/locks/{gc,index}.lock   flock(2) locks
+
+Consistency: a blob or an unpacked layer is renamed into place only when
+complete; ``index.json`` is replaced atomically, and only after every blob it
+names is in place.  A crash therefore leaves at worst unreferenced blobs and
+temporary files, which ``prune()`` removes.  Writers (imports) hold ``gc.lock``
+shared for their whole run, so a collection (exclusive) never removes blobs an
+import has written but not yet referenced; ``index.lock`` serialises the
+read-modify-write of ``index.json``."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+
+import attrs
+
+from ..errors import ConfigError, ImageFormatError, ImageNotFound
+from . import reference
+from .blobs import Blobs, fsync_dir
+from .locks import locked
+from .model import OCI_INDEX, OCI_MANIFEST, Image, Layer, parse_config, parse_manifest
+
+__all__ = ["ImageStore", "default_home", "PruneReport"]
+
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
+
+
+def default_home() -> str:
+    """$SANDBOXLIB_HOME, else /var/lib/sandboxlib as root, else
+    $XDG_DATA_HOME/sandboxlib or ~/.local/share/sandboxlib."""
+    explicit = os.environ.get("SANDBOXLIB_HOME")
+    if explicit:
+        return explicit
+    if os.geteuid() == 0:
+        return "/var/lib/sandboxlib"
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "sandboxlib")
+
+
+@attrs.frozen(kw_only=True)
+class PruneReport:
+    """What ``prune()`` removed."""
+
+    images: Tuple[str, ...]
+    blobs: int
+    layers: int
+    bytes_freed: int
+
+
+class ImageStore:
+    """A content-addressed image store, safe for concurrent use by several processes.
+
+    Args:
+        path: the store's home directory (see :func:`default_home`).
+    """
+
+    def __init__(self, path: Optional[str] = None) -> None:
+        self.path = os.path.abspath(path or default_home())
+        self.layout = os.path.join(self.path, "images")
+        self.tmp = os.path.join(self.path, "tmp")
+        self.blobs = Blobs(self.layout, self.tmp)
+        self._locks = os.path.join(self.path, "locks")
+        self._ensure()
+
+    def __repr__(self) -> str:
+        return f"ImageStore({self.path!r})"
+
+    def _ensure(self) -> None:
+        for d in (self.blobs.dir, self._locks, os.path.join(self.path, "layers")):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        os.makedirs(self.tmp, mode=0o700, exist_ok=True)
+        marker = os.path.join(self.layout, "oci-layout")
+        if not os.path.exists(marker):
+            self._write_atomic(marker, b'{"imageLayoutVersion": "1.0.0"}')
+
+    # -- index.json ------------------------------------------------------------
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        with self.writing():  # its temporary file must outlive any collection
+            self._write_atomic_unlocked(path, data)
+
+    def _write_atomic_unlocked(self, path: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix="meta-", dir=self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(os.path.dirname(path))
+
+    def _read_index(self) -> List[dict]:
+        path = os.path.join(self.layout, "index.json")
+        try:
+            with open(path, "rb") as f:
+                index = json.load(f)
+        except FileNotFoundError:
+            return []
+        except ValueError as err:
+            raise ImageFormatError(path, f"corrupt index: {err}") from None
+        return list(index.get("manifests") or [])
+
+    def _write_index(self, entries: List[dict]) -> None:
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        self._write_atomic(os.path.join(self.layout, "index.json"),
+                           json.dumps(index, indent=1, sort_keys=True).encode())
+
+    @contextlib.contextmanager
+    def _index(self) -> Iterator[List[dict]]:
+        """The index entries, locked; written back when the block ends without error."""
+        with locked(os.path.join(self._locks, "index.lock"), exclusive=True):
+            entries = self._read_index()
+            yield entries
+            self._write_index(entries)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Blobs]:
+        """Hold off collection while blobs are added that nothing references yet."""
+        with locked(os.path.join(self._locks, "gc.lock"), exclusive=False):
+            yield self.blobs
+
+    # -- reading -----------------------------------------------------------------
+    def _image(self, manifest_digest: str, names: Tuple[str, ...]) -> Image:
+        source = f"manifest {manifest_digest}"
+        (config_digest, _), layers = parse_manifest(self.blobs.read(manifest_digest), source)
+        config = parse_config(self.blobs.read(config_digest), f"config {config_digest}")
+        diff_ids = config["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(layers):
+            raise ImageFormatError(source, f"{len(layers)} layers but {len(diff_ids)} diff_ids in the config")
+        size = sum(self.blobs.size(d) for d in (manifest_digest, config_digest)) + sum(s for _, s, _ in layers)
+        return Image(digest=manifest_digest, id=config_digest, references=names,
+                     layers=tuple(Layer(digest=d, diff_id=i, size=s, media_type=t)
+                                  for (d, s, t), i in zip(layers, diff_ids)),
+                     config=dict(config.get("config") or {}), architecture=config.get("architecture", ""),
+                     os=config.get("os", ""), created=config.get("created"), size=size)
+
+    def _names_by_digest(self, entries: List[dict]) -> Dict[str, List[str]]:
+        found: Dict[str, List[str]] = {}
+        for entry in entries:
+            name = (entry.get("annotations") or {}).get(REF_ANNOTATION)
+            found.setdefault(entry["digest"], [])
+            if name:
+                found[entry["digest"]].append(name)
+        return found
+
+    def list(self) -> List[Image]:
+        """Every image in the store (tagged or not), in index order."""
+        return [self._image(d, tuple(names)) for d, names in self._names_by_digest(self._read_index()).items()]
+
+    def get(self, ref: str) -> Image:
+        """The image a reference names: ``name:tag``, ``name@sha256:...``, a
+        manifest digest or an image id (config digest).  Raises ImageNotFound."""
+        digest = self._resolve(ref, self._read_index())
+        names = self._names_by_digest(self._read_index()).get(digest, [])
+        return self._image(digest, tuple(names))
+
+    def _resolve(self, ref: str, entries: List[dict]) -> str:
+        parsed = reference.parse(ref)
+        by_digest = self._names_by_digest(entries)
+        if parsed.name is None:
+            if parsed.digest in by_digest:
+                return parsed.digest
+            for digest in by_digest:  # an image id
+                with contextlib.suppress(ImageFormatError):
+                    if parse_manifest(self.blobs.read(digest), digest)[0][0] == parsed.digest:
+                        return digest
+        elif parsed.digest:
+            if any(n.rpartition(":")[0] == parsed.name for n in by_digest.get(parsed.digest, [])):
+                return parsed.digest
+        else:
+            for digest, names in by_digest.items():
+                if str(parsed) in names:
+                    return digest
+        raise ImageNotFound(ref)
+
+    # -- writing -----------------------------------------------------------------
+    def add(self, manifest_digest: str, names: Tuple[str, ...] = ()) -> Image:
+        """Reference a manifest already in the blobs (inside ``writing()``):
+        checks that everything it names is present, then points ``names`` at it."""
+        image = self._image(manifest_digest, ())
+        for layer in image.layers:
+            if not self.blobs.has(layer.digest):
+                raise ImageFormatError(f"manifest {manifest_digest}", f"layer {layer.digest} is missing")
+        tags = list(dict.fromkeys(str(reference.parse(n, "names")) for n in names))
+        if any(reference.parse(t).digest for t in tags):
+            raise ConfigError("names", "an image is named by name:tag, not by a digest")
+        with self._index() as entries:
+            self._set_names(entries, manifest_digest, tags)
+        return self.get(manifest_digest)
+
+    def _set_names(self, entries: List[dict], digest: str, tags: List[str]) -> None:
+        """Move each tag to ``digest``; keep an untagged entry only when it has no tag."""
+        entries[:] = [e for e in entries if (e.get("annotations") or {}).get(REF_ANNOTATION) not in tags
+                      and not (e["digest"] == digest and not e.get("annotations"))]
+        size = self.blobs.size(digest)
+        for tag in tags or [None]:
+            entry = {"mediaType": OCI_MANIFEST, "digest": digest, "size": size}
+            if tag:
+                entry["annotations"] = {REF_ANNOTATION: tag}
+            entries.append(entry)
+        if not tags and any(e["digest"] == digest and e.get("annotations") for e in entries):
+            entries.pop()  # already tagged: no untagged entry needed
+
+    def tag(self, source: str, target: str) -> Image:
+        """Point the ``name:tag`` ``target`` at the image ``source`` names."""
+        new = reference.parse(target, "target")
+        if new.digest:
+            raise ConfigError("target", f"{target!r}: a tag is name:tag, not a digest")
+        with self._index() as entries:
+            digest = self._resolve(source, entries)
+            self._set_names(entries, digest, [str(new), *self._names_by_digest(entries)[digest]])
+        return self.get(str(new))
+
+    def remove(self, ref: str) -> List[str]:
+        """Remove a reference (by ``name:tag``), or an image with all its names
+        (by digest or id), then collect what nothing references any more.
+        Returns the references removed."""
+        with self._index() as entries:
+            digest = self._resolve(ref, entries)
+            parsed = reference.parse(ref)
+            if parsed.name is not None and parsed.tag:
+                gone = [e for e in entries if (e.get("annotations") or {}).get(REF_ANNOTATION) == str(parsed)]
+            else:
+                gone = [e for e in entries if e["digest"] == digest]
+            entries[:] = [e for e in entries if e not in gone]
+        self.collect()
+        return [(e.get("annotations") or {}).get(REF_ANNOTATION) or e["digest"] for e in gone]
+
+    def prune(self) -> PruneReport:
+        """Remove untagged images, then every blob, unpacked layer and
+        temporary file nothing references."""
+        with self._index() as entries:
+            untagged = [e["digest"] for e in entries if not e.get("annotations")]
+            entries[:] = [e for e in entries if e.get("annotations")]
+        blobs, layers, freed = self.collect()
+        return PruneReport(images=tuple(untagged), blobs=blobs, layers=layers, bytes_freed=freed)
+
+    # -- importing ---------------------------------------------------------------------
+    def load(self, path: str) -> List[Image]:
+        """Import every image of a ``docker save`` archive (legacy or Docker >= 25)
+        or an OCI image layout (directory or tar), with the names it carries.
+
+        Raises:
+            ImageFormatError: the archive is truncated, corrupt or of an unknown kind.
+            DigestMismatch: a blob or a layer's content is not what its digest says.
+        """
+        from . import importer
+        return importer.load(self, path)
+
+    def import_rootfs(self, tar: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
+        """An image of one layer from a root file system tarball (plain, gzip or
+        zstd), like ``docker import``; ``config`` is its container config
+        (``{"Cmd": [...], "Env": [...], ...}``)."""
+        from . import importer
+        return importer.import_rootfs(self, tar, ref, config)
+
+    def from_directory(self, path: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
+        """An image of one layer from the tree under ``path``."""
+        from . import importer
+        return importer.from_directory(self, path, ref, config)
+
+    def unpacked(self, ref: str) -> List[str]:
+        """The unpacked layer directories of an image, bottom first, owned
+        as the caller's containers need them (unpacked on first use)."""
+        from .layers import unpacked_layers
+        from .unpack import IdPolicy
+        return unpacked_layers(self, self.get(ref), IdPolicy.for_caller(ROOT_SHIFT))
+
+    def save(self, refs: Union[str, Sequence[str]], path: str) -> None:
+        """Write the images to a tar that ``docker load`` and skopeo (as
+        ``docker-archive:`` and ``oci-archive:``) read: a ``docker save``
+        archive of Docker >= 25's kind (an OCI layout plus ``manifest.json``),
+        layers uncompressed.  Names given as ``name:tag`` are kept."""
+        from . import exporter
+        exporter.save(self, [refs] if isinstance(refs, str) else list(refs), path)
+
+    # -- containers' writable layers on disk --------------------------------------------
+    def writable_dir(self, container_id: str, owner: Tuple[int, int]) -> str:
+        """``containers/ID`` with empty ``upper/`` and ``work/`` owned by ``owner``.
+        One whose container's lease has lapsed is removed by ``collect()``."""
+        path = os.path.join(self.path, "containers", container_id)
+        os.makedirs(path, mode=0o700)
+        os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
+        for name in ("upper", "work"):
+            os.mkdir(os.path.join(path, name), 0o755)
+            os.chown(os.path.join(path, name), *owner)
+        return path
+
+    # -- named volumes -------------------------------------------------------------
+    def volume(self, name: str, owner: Tuple[int, int] = (-1, -1)) -> str:
+        """The directory of the named volume ``name`` (made, owned by
+        ``owner``, on first use).  Volumes are never collected."""
+        top = os.path.join(self.path, "volumes")
+        os.makedirs(top, mode=0o755, exist_ok=True)
+        path = os.path.join(top, name)
+        if not os.path.isdir(path):
+            tmp = tempfile.mkdtemp(prefix="volume-", dir=self.tmp)
+            os.chmod(tmp, 0o755)
+            os.chown(tmp, *owner)
+            try:
+                os.rename(tmp, path)
+            except OSError:  # made by someone else meanwhile
+                os.rmdir(tmp)
+        return path
+
+    def volumes(self) -> List[str]:
+        """The names of the named volumes."""
+        top = os.path.join(self.path, "volumes")
+        return sorted(os.listdir(top)) if os.path.isdir(top) else []
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a named volume and its files (ConfigError if there is none)."""
+        path = os.path.join(self.path, "volumes", name)
+        if "/" in name or name in ("", ".", "..") or not os.path.isdir(path):
+            raise ConfigError("name", f"no volume {name!r} in the store")
+        from .unpack import remove_tree
+        remove_tree(path)
+
+    # -- collection ------------------------------------------------------------
+    def _live(self) -> Tuple[Set[str], Set[str]]:
+        """(blob digests, diff_ids) reachable from the index."""
+        blobs: Set[str] = set()
+        diff_ids: Set[str] = set()
+        for digest in {e["digest"] for e in self._read_index()}:
+            blobs.add(digest)
+            with contextlib.suppress(ImageFormatError, OSError):
+                image = self._image(digest, ())
+                blobs.add(image.id)
+                blobs.update(layer.digest for layer in image.layers)
+                diff_ids.update(layer.diff_id for layer in image.layers)
+        return blobs, diff_ids | self._leased_diff_ids()
+
+    # -- leases: the layers of running containers ---------------------------------
+    def lease(self, owner: str, diff_ids: Sequence[str]) -> int:
+        """Keep ``diff_ids`` unpacked while the returned fd is open (a shared
+        flock on ``leases/OWNER``: a dead holder's lease lapses by itself)."""
+        top = os.path.join(self.path, "leases")
+        os.makedirs(top, mode=0o755, exist_ok=True)
+        # Locked and written before it has a name: a collection never sees it unlocked.
+        fd = os.open(top, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.write(fd, "\n".join(diff_ids).encode())
+            dir_fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:  # linkat(AT_SYMLINK_FOLLOW) of the magic link names the open file
+                os.link(f"/proc/self/fd/{fd}", owner, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def release(self, owner: str, fd: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.path, "leases", owner))
+        os.close(fd)
+
+    def _leased_diff_ids(self) -> Set[str]:
+        """diff_ids that running containers use; lapsed leases are removed
+        (and the writable layers on disk of their containers)."""
+        top = os.path.join(self.path, "leases")
+        found: Set[str] = set()
+        live: Set[str] = set()
+        for name in os.listdir(top) if os.path.isdir(top) else []:
+            path = os.path.join(top, name)
+            with contextlib.suppress(FileNotFoundError), locked(path, exclusive=True, blocking=False) as free:
+                if free:
+                    os.unlink(path)
+                else:
+                    live.add(name)
+                    with open(path) as f:
+                        found.update(f.read().split())
+        containers = os.path.join(self.path, "containers")
+        for name in os.listdir(containers) if os.path.isdir(containers) else []:
+            if name not in live:  # its container is gone (what its owner cannot remove stays)
+                self._remove_tree(os.path.join(containers, name))
+        return found
+
+    def collect(self) -> Tuple[int, int, int]:
+        """Garbage-collect: (blobs removed, layers removed, bytes freed).
+        Waits until no import is running (they hold gc.lock shared)."""
+        with locked(os.path.join(self._locks, "gc.lock"), exclusive=True):
+            live_blobs, live_layers = self._live()
+            dead = [d for d in self.blobs.digests() if d not in live_blobs]
+            freed = sum(self.blobs.delete(d) for d in dead)
+            layers = 0
+            top = os.path.join(self.path, "layers")
+            for key in os.listdir(top):
+                for name in os.listdir(os.path.join(top, key)):
+                    if "sha256:" + name not in live_layers:
+                        self._remove_tree(os.path.join(top, key, name))
+                        layers += 1
+            for name in os.listdir(self.tmp):  # no writer is running: all of it is debris
+                self._remove_tree(os.path.join(self.tmp, name))
+        return len(dead), layers, freed
+
+    @staticmethod
+    def _remove_tree(path: str) -> None:
+        from .unpack import remove_tree
+        if os.path.isdir(path) and not os.path.islink(path):
+            with contextlib.suppress(OSError):
+                remove_tree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

@@ -1,0 +1,115 @@
+"""Copying files into and out of a running container (root and rootless):
+write_file, read_file, put_archive, get_archive; symlinks in the container
+never lead out of its root; hostile archives are refused."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+import sandboxlib as sb
+from sandboxlib.errors import ContainerStateError, ImageFormatError
+
+from .imagekit import add_image, busybox_layers, layer_tar
+
+
+def check_copy(path, busybox_rootfs, host_dir):
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    found = {}
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        c.write_file("/app/x.txt", b"hi\n", mode=0o600)
+        found["x"] = c.run(["sh", "-c", "cat /app/x.txt; stat -c '%u %a' /app/x.txt"]).stdout
+        found["read"] = c.read_file("/etc/motd")
+        c.run(["sh", "-c", f"ln -s / /app/up && ln -s ../../../../..{host_dir} /app/rel && mkdir -p {host_dir}"])
+        c.write_file("/app/up/tmp/escape", b"inside\n")              # the container's /tmp
+        c.write_file("/app/rel/escape2", b"inside\n")               # under its root, never the host's
+        found["escapes"] = c.run(["sh", "-c", f"cat /tmp/escape {host_dir}/escape2"]).stdout
+        c.put_archive("/app", layer_tar({"in/": "dir/", "in/f": b"from tar\n", ".wh.keep": b"plain name\n"}))
+        found["put"] = c.run(["sh", "-c", "cat /app/in/f /app/.wh.keep; stat -c %u /app/in/f"]).stdout
+        try:
+            c.put_archive("/app", layer_tar({"../../evil": b"x"}))
+        except ImageFormatError as err:
+            found["hostile"] = str(err)
+        with tarfile.open(fileobj=io.BytesIO(c.get_archive("/app")), mode="r") as tar:
+            found["get"] = {m.name: (m.type, m.linkname, m.uid) for m in tar.getmembers()}
+            found["get x"] = tar.extractfile("app/x.txt").read()
+    found["host"] = sorted(os.listdir(host_dir))
+    try:
+        c.read_file("/etc/motd")
+    except ContainerStateError:
+        found["closed"] = True
+    return found
+
+
+def test_copy_in_and_out(runner, store_dir, busybox_root, shared_dir):
+    host_dir = shared_dir / f"host-{runner.mode}"
+    host_dir.mkdir()
+    os.chmod(host_dir, 0o777)
+    try:
+        found = runner(check_copy, store_dir, busybox_root, str(host_dir))
+    finally:
+        listing = sorted(os.listdir(host_dir))
+        os.rmdir(host_dir) if not listing else None
+    assert listing == [] and found["host"] == []             # nothing reached the host
+    assert found["x"] == b"hi\n0 600\n" and found["read"] == b"motd 3\n"
+    assert found["escapes"] == b"inside\ninside\n"
+    assert found["put"] == b"from tar\nplain name\n0\n"
+    assert "'..'" in found["hostile"]
+    assert found["get"]["app/up"] == (tarfile.SYMTYPE, "/", 0)
+    assert found["get"]["app/in/f"][0] == tarfile.REGTYPE and found["get"]["app"][0] == tarfile.DIRTYPE
+    assert found["get x"] == b"hi\n" and found["closed"]
+
+
+def test_copy_needs_a_running_container():
+    c = sb.Container()
+    with pytest.raises(ContainerStateError):
+        c.write_file("/tmp/x", b"")
+    with sb.Container() as c:
+        with pytest.raises(sb.ConfigError) as err:
+            c.read_file("relative")
+        assert err.value.field == "path"
+        with pytest.raises(FileNotFoundError):
+            c.read_file("/nonexistent-sbx")
+
+
+# -- commit -----------------------------------------------------------------------------
+def check_commit(path, busybox_rootfs):
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"], config={"Cmd": ["sh"], "Env": ["A=1"]})
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        c.run(["sh", "-c", "echo v2 > /etc/motd; rm -r /app; mkdir -p /srv/data; echo d > /srv/data/f;"
+                           "rm /bin/ls; ln -s /srv/data /data; mkdir /etc/opq; echo o > /etc/opq/o"])
+        img = c.commit("bb:2", changes={"cmd": ["sh", "-c", "cat /etc/motd /data/f; ls /app /bin/ls 2>&1; echo $A$B"],
+                                        "env": ["A=1", "B=2"]})
+    r = sb.run(None, image="bb:2", image_store=store.path)
+    with sb.Container(image="bb:2", image_store=store.path) as c:
+        again = c.commit("bb:3")  # nothing written: an empty layer
+    return (len(img.layers), img.references, r.stdout.decode(), r.stderr.decode(), len(again.layers),
+            store.get("bb:1").references)
+
+
+def test_commit_makes_an_image_that_runs(runner, store_dir, busybox_root):
+    layers, refs, out, err, again, old_refs = runner(check_commit, store_dir, busybox_root)
+    assert layers == 4 and refs == ("bb:2",) and again == 5 and old_refs == ("bb:1",)
+    assert out.splitlines()[:2] == ["v2", "d"], (out, err)
+    assert "ls: /app: No such file or directory" in out and "ls: /bin/ls: No such file or directory" in out
+    assert out.splitlines()[-1] == "12"
+
+
+def test_commit_errors(tmp_path, busybox_root):
+    store = sb.ImageStore(str(tmp_path))
+    add_image(store, busybox_layers(busybox_root), ["bb:1"])
+    with sb.Container() as c:
+        with pytest.raises(ContainerStateError, match="image"):
+            c.commit("x:1")
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        with pytest.raises(sb.ConfigError) as err:
+            c.commit("x:1", changes={"volumes": ["/x"]})
+        assert err.value.field == "changes['volumes']"
+        with pytest.raises(sb.ConfigError):
+            c.commit("Bad Ref")
+    assert [i.references for i in store.list()] == [("bb:1",)]
+    assert os.listdir(store.tmp) == []
