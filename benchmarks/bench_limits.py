@@ -1,11 +1,12 @@
-"""The start-up cost of a cgroup and of limits: ``sb.run(["/bin/true"])``
-with no limits vs with memory+pids+cpu limits, interleaved in one process;
+"""The start-up cost of a cgroup, of limits and of seccomp: ``sb.run(["/bin/true"])``
+with no limits and no seccomp filter vs with memory+pids+cpu limits and the
+default seccomp policy (issue 4's pair), interleaved in one process;
 also, for reference, without any cgroup (what rootless gets) and
 ``c.run(["/bin/true"])`` with and without a per-command cgroup (a timeout).
 
     python benchmarks/bench_limits.py [--rounds N] [--no-record]
 
-Target (issue 4): "with limits" p50 under 1.5x "no limits".
+Target (issue 4): "limits + default seccomp" p50 under 1.5x "no limits, no seccomp".
 """
 from __future__ import annotations
 
@@ -59,8 +60,10 @@ def main() -> None:
     args = parser.parse_args()
     with sb.Container() as box:
         workloads = {
-            "sb.run([/bin/true]), no limits (its v2 cgroup: kill-all, events)": lambda: sb.run(TRUE),
-            "sb.run([/bin/true]), memory+memory_swap+pids+cpus limits": lambda: sb.run(TRUE, limits=LIMITS),
+            "sb.run([/bin/true]), no limits, seccomp=None": lambda: sb.run(TRUE, seccomp=None),
+            "sb.run([/bin/true]), memory+memory_swap+pids+cpus limits, default seccomp":
+                lambda: sb.run(TRUE, limits=LIMITS),
+            "sb.run([/bin/true]), no limits, default seccomp (its v2 cgroup only)": lambda: sb.run(TRUE),
             "sb.run([/bin/true]), no cgroup at all": without_cgroup,
             "c.run([/bin/true]) in a running container": lambda: box.run(TRUE),
             "c.run([/bin/true], timeout=60) (its own cgroup)": lambda: box.run(TRUE, timeout=60),
@@ -70,13 +73,14 @@ def main() -> None:
     names = list(workloads)
     base = stats[names[0]][0]
     rows = [(name, stats[name], "1" if name == names[0] else f"{stats[name][0] / base:.2f}x")
-            for name in names[:3]]
-    rows += [(names[3], stats[names[3]], "1"),
-             (names[4], stats[names[4]], f"{stats[names[4]][0] / stats[names[3]][0]:.2f}x c.run")]
+            for name in names[:4]]
+    rows += [(names[4], stats[names[4]], "1"),
+             (names[5], stats[names[5]], f"{stats[names[5]][0] / stats[names[4]][0]:.2f}x c.run")]
     body = _common.table(rows) + (
-        f"\n\nwith limits / no limits p50: **{stats[names[1]][0] / base:.2f}x** (target: under 1.5x); "
-        f"a cgroup (no limits) vs none: {base - stats[names[2]][0]:+.3f} ms p50; "
-        f"a command's own cgroup: {stats[names[4]][0] - stats[names[3]][0]:+.3f} ms p50. "
+        f"\n\nlimits + seccomp / neither p50: **{stats[names[1]][0] / base:.2f}x** (target: under 1.5x); "
+        f"the default seccomp policy alone: {stats[names[2]][0] - base:+.3f} ms p50; "
+        f"a cgroup (no limits) vs none: {stats[names[2]][0] - stats[names[3]][0]:+.3f} ms p50; "
+        f"a command's own cgroup: {stats[names[5]][0] - stats[names[4]][0]:+.3f} ms p50. "
         f"{args.rounds} interleaved rounds after 20 warm-up rounds; cgroup layout: "
         f"{container.cgroups.detect().kind}.")
     body += "\n\nThe cgroup directories alone:\n\n" + cgroup_operations()
