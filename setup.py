@@ -45,7 +45,7 @@ setup(
     packages=["sandboxlib"],
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
-    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9"],
+    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "cloudpickle>=2.0"],
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithInit},
     entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"]},

@@ -4,17 +4,26 @@
     >>> sb.run(["echo", "hi"]).stdout
     b'hi\\n'
 """
-from .api import run
+from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network
 from .container import Container
-from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, SandboxError, SetupError,
-                     TimeoutExpired, UnsupportedError)
+from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError,
+                     ContainerStateError, RemoteError, SandboxError, SetupError, TimeoutExpired,
+                     UnsupportedError)
 from .process import Process, Result
 from .streams import DEVNULL, PIPE, STDOUT
 
 __all__ = [
-    "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
+    "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
     "Result", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError", "UnsupportedError",
     "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
+    "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "Pool":  # concurrent.futures is not imported by `import sandboxlib`
+        from .pool import Pool
+        return Pool
+    raise AttributeError(f"module 'sandboxlib' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from . import _lowlevel, protocol, statedir
 from ._lowlevel import Step
@@ -31,6 +31,9 @@ from .process import Process, Result
 from .rootfs import layout
 from .streams import PIPE, StdioSpec
 from .users import User, resolve_user
+
+if TYPE_CHECKING:
+    from .calls import Session
 
 __all__ = ["Container", "DEFAULT_PATH"]
 
@@ -85,6 +88,8 @@ class Container:
         self._ops: tuple = ()
         self._resources_used = False
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._calls = None  # the fork server of call(), started by the first call
+        self._calls_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -414,6 +419,59 @@ class Container:
             _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
         else:
             proc.kill_tree()
+
+    # -- Python functions in the container (calls.py) -----------------
+    def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python
+        and return its value (or raise what it raised).  See :meth:`invoke`."""
+        return self.invoke(fn, args, kwargs)
+
+    def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
+               timeout: Optional[float] = None, trust_result: bool = False) -> Any:
+        """``call`` with options.
+
+        The function and arguments go in with cloudpickle; each call runs in a
+        process forked from a warm server (started by the first call).  The
+        value comes back only if it is a safe type (None, bool, int, float,
+        complex, str, bytes, and list/tuple/dict/set/frozenset of them) unless
+        ``trust_result=True`` (then it is unpickled: the sandbox can run code
+        in this process).  Raises the remote exception (a builtin type rebuilt,
+        else ``RemoteError``, with ``remote_traceback``), ``CallTimeout`` or
+        ``CallCrashed``.
+        """
+        server = self._call_server(None)
+        return server.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
+
+    def preload(self, modules: Sequence[str]) -> None:
+        """(Re)start the fork server of ``call`` with ``modules`` imported."""
+        from .calls import check_modules
+        self._call_server(check_modules(modules))
+
+    def session(self, *, preload: Sequence[str] = ()) -> "Session":
+        """A persistent interpreter in this container: state stays between calls."""
+        from .calls import Session
+        self._check_running()
+        session = Session(self, preload=preload)
+        self._resources.callback(session.close)
+        return session
+
+    def _call_server(self, preload: Optional[tuple]):
+        from .calls import CallServer
+        with self._calls_lock:
+            server = self._calls
+            if server is not None and server.alive and preload is None:
+                return server
+            if server is not None:
+                server.close()
+                self._calls = None
+            self._check_running()
+            self._calls = CallServer(self, preload=preload or (server.preload if server else ()))
+            self._resources.callback(self._calls.close)
+            return self._calls
+
+    def _check_running(self) -> None:
+        if self._control is None or self._closed:
+            raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
 
 
 def _kill_pidfd(pidfd: Optional[int]) -> None:
