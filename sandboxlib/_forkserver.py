@@ -198,61 +198,66 @@ def exception_outcome(err, trust):
 
 
 # -- the server -------------------------------------------------------------------
+class Spare:
+    """A process forked ahead of time, waiting for its one request: the cost
+    of fork() is paid between calls, not during one."""
+
+    def __init__(self, pid, pidfd, req_w, res_r, outputs):
+        self.pid, self.pidfd, self.req_w, self.res_r, self.outputs = pid, pidfd, req_w, res_r, outputs
+
+    def fds(self):
+        return [self.pidfd, self.req_w, self.res_r, *self.outputs]
+
+
 class Server:
-    """Serves calls on the channel (fds given at start); output of calls goes
-    to the host as frames."""
+    """Serves calls on the channel; output of calls goes to the host as frames."""
 
     def __init__(self, chan_in, chan_out, persistent):
         self.chan_in, self.chan_out = chan_in, chan_out
         self.persistent = persistent
         self.lock = threading.Lock()  # one writer on the channel at a time
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.outputs = {}
+        self.spare = None
 
     def serve(self):
         while True:
+            if not self.persistent and self.spare is None:
+                self.spare = self.fork_spare()
             try:
                 kind, payload = read_frame(self.chan_in)
             except EOFError:
                 return
             if kind == b"Q":
                 return
-            import pickle
-            request = pickle.loads(payload)
-            outcome = self.run_persistent(request) if self.persistent else self.run_forked(request)
+            header, body = split_request(payload)
+            spare = None
+            if self.persistent:
+                outcome = self.run_persistent(header, body)
+            else:
+                spare, self.spare = self.spare, None
+                outcome = self.run_forked(spare, payload, header[1])
             with self.lock:
                 self.drain()
                 write_frame(self.chan_out, b"R", outcome)
+            if spare is not None:
+                self.reap(spare)  # while the host reads the outcome
+                self.outputs = {}
 
-    def job(self, request):
-        """The request as a function of no arguments."""
-        what, trust, fn, args, kwargs = request[0], request[2], request[3], request[4], request[5]
-        if what == "exec":
-            return lambda: run_cell(fn, self.namespace)
-        return lambda: fn(*args, **kwargs)
-
-    # -- fresh forked process per call
-    def run_forked(self, request):
-        trust, timeout = request[2], request[1]
-        job = self.job(request)
+    # -- a fresh forked process per call
+    def fork_spare(self):
+        req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            self.child(job, trust, res_w, out_w, err_w)
-        for fd in (res_w, out_w, err_w):
+            self.child(req_r, res_w, out_w, err_w)
+        for fd in (req_r, res_w, out_w, err_w):
             os.close(fd)
-        self.outputs = {out_r: b"1", err_r: b"2"}
-        try:
-            outcome = self.supervise(pid, res_r, timeout)
-            self.drain()
-            return outcome
-        finally:
-            for fd in [res_r, *self.outputs]:
-                os.close(fd)
-            self.outputs = {}
+        return Spare(pid, os.pidfd_open(pid), req_w, res_r, {out_r: b"1", err_r: b"2"})
 
-    def child(self, job, trust, res_w, out_w, err_w):
+    def child(self, req_r, res_w, out_w, err_w):
         try:
             os.setpgid(0, 0)  # its own group: a timeout or its end kills what it started
             if _PRCTL is not None:
@@ -260,59 +265,84 @@ class Server:
             null = os.open(os.devnull, os.O_RDONLY)
             for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
                 os.dup2(fd, target)
-            os.closerange(3, res_w)
-            os.closerange(res_w + 1, 1 << 16)
-            outcome = outcome_of(job, trust)
+            low, high = sorted((req_r, res_w))
+            os.closerange(3, low)
+            os.closerange(low + 1, high)
+            os.closerange(high + 1, 1 << 16)
+            _, payload = read_frame(req_r)
+            (what, _timeout, trust), body = split_request(payload)
+            outcome = outcome_of(lambda: self.job(what, body), trust)
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
                 except Exception:  # noqa: BLE001 - the user may have closed it
                     pass
-            view = memoryview(outcome)
+            view = memoryview(_LEN.pack(len(outcome)) + outcome)
             while view:
                 view = view[os.write(res_w, view):]
         finally:
             os._exit(0)
 
-    def supervise(self, pid, res_r, timeout):
-        """Forward output, collect the outcome; returns the R payload."""
-        result = []
-        pidfd = os.pidfd_open(pid)
+    def job(self, what, body):
+        import pickle
+        if what == "exec":
+            return run_cell(pickle.loads(body), self.namespace)
+        fn, args, kwargs = pickle.loads(body)
+        return fn(*args, **kwargs)
+
+    def run_forked(self, spare, payload, timeout):
+        """Hand the request to the spare process; returns the R payload."""
+        self.outputs = spare.outputs
+        try:
+            write_frame(spare.req_w, b"C", payload)
+        except OSError:
+            pass  # it died: supervise() reports how
+        outcome = self.supervise(spare, timeout)
+        if spare.pid is not None:
+            _kill_group(spare.pid)  # nothing it started outlives the call
+        return outcome
+
+    def supervise(self, spare, timeout):
+        """Forward output until the outcome is complete or the process ended."""
+        result = bytearray()
         poller = select.poll()
-        for fd in (res_r, pidfd, *self.outputs):
+        for fd in (spare.res_r, spare.pidfd, *spare.outputs):
             poller.register(fd, select.POLLIN)
         deadline = None if timeout is None else _now() + timeout
-        exited = timed_out = False
-        try:
-            while not exited:
-                wait = None if deadline is None else max(0, deadline - _now()) * 1000
-                events = poller.poll(wait)
-                if not events and deadline is not None:
-                    timed_out = True
-                    break
-                for fd, _ in events:
-                    if fd == pidfd:
-                        exited = True
-                    elif fd == res_r:
-                        chunk = os.read(res_r, 1 << 16)
-                        result.append(chunk) if chunk else poller.unregister(res_r)
-                    else:
-                        self.forward(fd, poller)
-            result.append(_read_rest(res_r))
-        finally:
-            _kill_group(pid)
-            _, status = os.waitpid(pid, 0)
-            os.close(pidfd)
-        return self.verdict(b"".join(result), status, timed_out)
+        while not _complete(result):
+            wait = None if deadline is None else max(0, deadline - _now()) * 1000
+            events = poller.poll(wait)
+            if not events:
+                return b"T"
+            for fd, _ in events:
+                if fd == spare.res_r:
+                    chunk = os.read(fd, 1 << 16)
+                    result += chunk
+                    if not chunk:
+                        poller.unregister(fd)
+                elif fd == spare.pidfd:
+                    result += _read_rest(spare.res_r)
+                    return bytes(result[4:]) if _complete(result) else self.crashed(spare)
+                else:
+                    self.forward(fd, poller)
+        return bytes(result[4:])
 
-    def verdict(self, result, status, timed_out):
-        if timed_out:
-            return b"T"
-        if result and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            return result
+    def crashed(self, spare):
+        _, status = os.waitpid(spare.pid, 0)
+        spare.pid = None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         return b"K" + encode((code, sig))
+
+    def reap(self, spare):
+        """Reap the call's process (killed already), release its fds."""
+        if spare.pid is not None:
+            os.waitpid(spare.pid, 0)
+        for fd in spare.fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def forward(self, fd, poller=None):
         """Forward one chunk of output; False at EOF."""
@@ -333,7 +363,6 @@ class Server:
 
     # -- one long-lived process (a session): state stays between calls
     def start_persistent(self):
-        self.outputs = {}
         for target, which in ((1, b"1"), (2, b"2")):
             r, w = os.pipe()
             os.dup2(w, target)
@@ -353,11 +382,29 @@ class Server:
                 except BlockingIOError:
                     pass  # drained by the main thread meanwhile
 
-    def run_persistent(self, request):
-        outcome = outcome_of(self.job(request), request[2])
+    def run_persistent(self, header, body):
+        what, _timeout, trust = header
+        outcome = outcome_of(lambda: self.job(what, body), trust)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         return outcome
+
+
+def request(what, timeout, trust, pickled):
+    """A C frame's payload: a safe header (what, timeout, trust) the server
+    reads without unpickling, then the pickle only the call's process loads."""
+    header = encode((what, timeout, trust))
+    return _LEN.pack(len(header)) + header + pickled
+
+
+def split_request(payload):
+    (size,) = _LEN.unpack(payload[:4])
+    return decode(payload[4:4 + size]), payload[4 + size:]
+
+
+def _complete(result):
+    """A whole outcome: its 4-byte length and that many bytes."""
+    return len(result) >= 4 and len(result) - 4 >= _LEN.unpack(result[:4])[0]
 
 
 def run_cell(source, namespace):
@@ -427,7 +474,12 @@ def main(argv):
     server = Server(chan_in, chan_out, persistent=argv[0] == "1")
     try:
         _load_prctl()
+        try:
+            import cloudpickle  # noqa: F401 - loaded once here, not by every call's process
+        except ImportError:
+            pass  # only functions pickled by value need it
         for name in argv[1:]:
+            __import__(name)
             __import__(name)
         if server.persistent:
             server.start_persistent()

@@ -54,34 +54,53 @@ def _visible_roots() -> Tuple[str, ...]:
     return tuple(HOST_SYSTEM_DIRS) + tuple(interpreter_prefixes())
 
 
-def _importable_inside(obj: Any, roots: Tuple[str, ...]) -> bool:
+_IMPORTABLE: Dict[str, bool] = {}  # module name -> its file is visible inside
+
+
+def _importable_inside(obj: Any) -> bool:
     """True when obj's module lives under a directory the host view shows."""
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    path = getattr(module, "__file__", None)
-    if module is None or path is None:
-        return module is not None and module.__name__ in sys.builtin_module_names
-    real = os.path.realpath(path)
-    return any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots)
+    name = getattr(obj, "__module__", None) or ""
+    known = _IMPORTABLE.get(name)
+    if known is None:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if module is None or path is None:
+            known = module is not None and name in sys.builtin_module_names
+        else:
+            real = os.path.realpath(path)
+            known = any(real == root or real.startswith(root.rstrip("/") + "/") for root in _visible_roots())
+        _IMPORTABLE[name] = known
+    return known
 
 
-def dumps(value: Any) -> bytes:
-    """cloudpickle, with functions and classes of modules the sandbox cannot
-    import (a test module, a script's helpers) pickled by value."""
+def _pickler_class() -> type:
     import cloudpickle
     from cloudpickle import cloudpickle_fast as fast  # cloudpickle 2.x keeps the reducers here
 
-    roots = _visible_roots()
-
     class Pickler(cloudpickle.CloudPickler):
+        """Functions and classes of modules the sandbox cannot import (a test
+        module, a script's helpers) are pickled by value."""
+
         def reducer_override(self, obj):
-            if isinstance(obj, type(dumps)) and not _importable_inside(obj, roots):
+            if isinstance(obj, type(dumps)) and not _importable_inside(obj):
                 return self._dynamic_function_reduce(obj)
-            if isinstance(obj, type) and obj.__module__ != "builtins" and not _importable_inside(obj, roots):
+            if isinstance(obj, type) and obj.__module__ != "builtins" and not _importable_inside(obj):
                 return fast._dynamic_class_reduce(obj)
             return super().reducer_override(obj)
 
+    return Pickler
+
+
+_PICKLER: Dict[str, type] = {}
+
+
+def dumps(value: Any) -> bytes:
+    """cloudpickle, by value for code the sandbox cannot import."""
+    import cloudpickle
+    if "class" not in _PICKLER:
+        _PICKLER["class"] = _pickler_class()
     buffer = io.BytesIO()
-    Pickler(buffer, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
+    _PICKLER["class"](buffer, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
     return buffer.getvalue()
 
 
@@ -175,7 +194,8 @@ class CallServer:
 
     def invoke(self, fn: Callable, args: tuple, kwargs: dict, *, timeout: Optional[float],
                trust_result: bool, on_output: Optional[OutputSink] = None, what: str = "call") -> Any:
-        request = dumps((what, timeout, trust_result, fn, args, kwargs))
+        body = dumps(fn if what == "exec" else (fn, args, kwargs))
+        request = _forkserver.request(what, timeout, trust_result, body)
         decoders: Dict[int, Any] = {}
         sink = on_output or (lambda which, data: default_output(which, data, decoders))
         with self._lock:
