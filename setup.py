@@ -48,6 +48,7 @@ setup(
     install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "cloudpickle>=2.0"],
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithInit},
-    entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"]},
+    entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"],
+                  "pytest11": ["sandboxlib = sandboxlib.pytest_plugin"]},
     zip_safe=False,
 )

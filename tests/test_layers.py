@@ -28,8 +28,8 @@ LAYERS = {
     "_lowlevel": 2, "idmap": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2, "statedir": 2,
     "process": 2, "failures": 2, "launch": 2, "_forkserver": 2,
     "_plan": 3, "container": 3, "calls": 3,
-    "api": 4, "__init__": 4,
-    "cli": 5, "__main__": 5,
+    "api": 4, "__init__": 4, "pool": 4,
+    "cli": 5, "__main__": 5, "pytest_plugin": 5,
 }
 
 
