@@ -22,6 +22,17 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext sandboxlib``: the ``%%sandbox`` magics (IPython is imported only now)."""
+    from .magic import load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magic import unload
+    unload(ipython)
+
+
 def __getattr__(name: str):
     if name == "Pool":  # concurrent.futures is not imported by `import sandboxlib`
         from .pool import Pool

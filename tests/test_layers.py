@@ -28,7 +28,7 @@ LAYERS = {
     "_lowlevel": 2, "idmap": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2, "statedir": 2,
     "process": 2, "failures": 2, "launch": 2, "_forkserver": 2,
     "_plan": 3, "container": 3, "calls": 3,
-    "api": 4, "__init__": 4, "pool": 4,
+    "api": 4, "__init__": 4, "pool": 4, "magic": 4,
     "cli": 5, "__main__": 5, "pytest_plugin": 5,
 }
 
@@ -151,7 +151,7 @@ def test_run_and_container_take_the_same_options():
 # -- import cost ---------------------------------------------------------------------------------
 HEAVY = ("asyncio", "multiprocessing", "concurrent.futures", "ssl", "http.client", "email", "urllib.request",
          "xml.etree.ElementTree", "unittest", "ctypes", "argparse", "psutil", "pytest",
-         "sandboxlib.cli")
+         "sandboxlib.cli", "IPython", "sandboxlib.magic", "sandboxlib.pool", "cloudpickle")
 
 
 def test_import_is_light():
