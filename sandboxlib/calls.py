@@ -21,7 +21,7 @@ from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, 
 from .rootfs import HOST_SYSTEM_DIRS, interpreter_prefixes
 from .streams import DEVNULL, PIPE
 
-__all__ = ["CallServer", "Session", "OutputSink", "default_output", "check_modules"]
+__all__ = ["CallServer", "ServerSlot", "Session", "OutputSink", "default_output", "check_modules"]
 
 # After its own deadline passes, the server has this long to report the
 # timeout before the host stops trusting it and kills it.
@@ -267,6 +267,34 @@ class CallServer:
             except Exception:  # noqa: BLE001 - the container's close reaps it anyway
                 pass
         proc.close()
+
+
+class ServerSlot:
+    """A container's fork server: started by the first call, replaced when it died."""
+
+    def __init__(self, container) -> None:
+        self._container = container
+        self._lock = threading.Lock()
+        self.server: Optional[CallServer] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's pid inside the container."""
+        return self.server.pid if self.server is not None else None
+
+    def get(self, preload: Optional[Tuple[str, ...]] = None) -> CallServer:
+        """The running server; a new one if it is gone or ``preload`` is given."""
+        with self._lock:
+            old = self.server
+            if old is not None and old.alive and preload is None:
+                return old
+            if old is not None:
+                old.close()
+                self.server = None
+            server = CallServer(self._container, preload=preload or (old.preload if old else ()))
+            self._container._resources.callback(server.close)
+            self.server = server
+            return server
 
 
 class Session:

@@ -14,11 +14,12 @@ import threading
 import time
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from . import _lowlevel, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
+from .calls import ServerSlot, Session, check_modules
 from .capabilities import INIT_CAPABILITIES, capability_mask
 from .config import (ContainerConfig, Limits, Mount, Network, check_env, check_text, container_path,
                      env_pairs)
@@ -31,9 +32,6 @@ from .process import Process, Result
 from .rootfs import layout
 from .streams import PIPE, StdioSpec
 from .users import User, resolve_user
-
-if TYPE_CHECKING:
-    from .calls import Session
 
 __all__ = ["Container", "DEFAULT_PATH"]
 
@@ -88,8 +86,7 @@ class Container:
         self._ops: tuple = ()
         self._resources_used = False
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
-        self._calls = None  # the fork server of call(), started by the first call
-        self._calls_lock = threading.Lock()
+        self._calls = ServerSlot(self)  # the fork server of call(), started by the first call
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -428,46 +425,29 @@ class Container:
 
     def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
                timeout: Optional[float] = None, trust_result: bool = False) -> Any:
-        """``call`` with options.
+        """``call`` with options; each call runs in a process forked from a warm server.
 
-        The function and arguments go in with cloudpickle; each call runs in a
-        process forked from a warm server (started by the first call).  The
-        value comes back only if it is a safe type (None, bool, int, float,
+        The value comes back only if it is a safe type (None, bool, int, float,
         complex, str, bytes, and list/tuple/dict/set/frozenset of them) unless
-        ``trust_result=True`` (then it is unpickled: the sandbox can run code
-        in this process).  Raises the remote exception (a builtin type rebuilt,
-        else ``RemoteError``, with ``remote_traceback``), ``CallTimeout`` or
-        ``CallCrashed``.
+        ``trust_result=True`` (then it is unpickled: the sandbox can run code in
+        this process).  Raises the remote exception (a builtin type rebuilt, else
+        ``RemoteError``; ``remote_traceback`` attached), ``CallTimeout`` or ``CallCrashed``.
         """
-        server = self._call_server(None)
-        return server.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
+        self._check_running()
+        return self._calls.get().invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
+                                        trust_result=trust_result)
 
     def preload(self, modules: Sequence[str]) -> None:
         """(Re)start the fork server of ``call`` with ``modules`` imported."""
-        from .calls import check_modules
-        self._call_server(check_modules(modules))
+        self._check_running()
+        self._calls.get(check_modules(modules))
 
-    def session(self, *, preload: Sequence[str] = ()) -> "Session":
+    def session(self, *, preload: Sequence[str] = ()) -> Session:
         """A persistent interpreter in this container: state stays between calls."""
-        from .calls import Session
         self._check_running()
         session = Session(self, preload=preload)
         self._resources.callback(session.close)
         return session
-
-    def _call_server(self, preload: Optional[tuple]):
-        from .calls import CallServer
-        with self._calls_lock:
-            server = self._calls
-            if server is not None and server.alive and preload is None:
-                return server
-            if server is not None:
-                server.close()
-                self._calls = None
-            self._check_running()
-            self._calls = CallServer(self, preload=preload or (server.preload if server else ()))
-            self._resources.callback(self._calls.close)
-            return self._calls
 
     def _check_running(self) -> None:
         if self._control is None or self._closed:

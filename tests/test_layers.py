@@ -121,6 +121,13 @@ PUBLIC = {
     "Limits.from_dict": sb.Limits.from_dict,
     "Process.wait": sb.Process.wait,
     "Process.communicate": sb.Process.communicate,
+    "Container.call": Container.call,
+    "Container.invoke": Container.invoke,
+    "Container.preload": Container.preload,
+    "Container.session": Container.session,
+    "sandboxlib.sandboxed": sb.sandboxed,
+    "Pool.__init__": sb.Pool.__init__,
+    "Pool.submit": sb.Pool.submit,
 }
 
 
@@ -226,6 +233,8 @@ POSITIONAL = {
     "Container.spawn": (Container.spawn, ["self", "argv"]),
     "Mount.bind": (Mount.bind, ["source", "target"]),
     "Mount.tmpfs": (Mount.tmpfs, ["target"]),
+    "Container.invoke": (Container.invoke, ["self", "fn", "args", "kwargs"]),
+    "Pool.__init__": (sb.Pool.__init__, ["self", "size"]),
 }
 
 

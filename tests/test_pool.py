@@ -80,7 +80,10 @@ def check_cancel_and_shutdown(tmp):
         first = pool.submit(_wait_for, gate)
         queued = [pool.submit(pow, 2, i) for i in range(5)]
         cancelled = queued[0].cancel()
-        while not first.running():
+        deadline = time.monotonic() + 60
+        while not first.running() and time.monotonic() < deadline:
+            if first.done():
+                first.result()  # it failed: say why
             time.sleep(0.01)
         running_cancel = first.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
