@@ -255,6 +255,8 @@ class Server:
             self.child(req_r, res_w, out_w, err_w)
         for fd in (req_r, res_w, out_w, err_w):
             os.close(fd)
+        for fd in (res_r, out_r, err_r):
+            os.set_blocking(fd, False)
         return Spare(pid, os.pidfd_open(pid), req_w, res_r, {out_r: b"1", err_r: b"2"})
 
     def child(self, req_r, res_w, out_w, err_w):
@@ -347,7 +349,10 @@ class Server:
     def forward(self, fd, poller=None):
         """Forward one chunk of output; False at EOF."""
         with self.lock:
-            chunk = os.read(fd, 1 << 16)
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return True  # drained by the main thread meanwhile
             if chunk:
                 write_frame(self.chan_out, self.outputs[fd], chunk)
             elif poller is not None:
@@ -377,10 +382,7 @@ class Server:
             poller.register(fd, select.POLLIN)
         while True:
             for fd, _ in poller.poll():
-                try:
-                    self.forward(fd)
-                except BlockingIOError:
-                    pass  # drained by the main thread meanwhile
+                self.forward(fd)
 
     def run_persistent(self, header, body):
         what, _timeout, trust = header
@@ -424,8 +426,7 @@ def run_cell(source, namespace):
 
 
 def _read_rest(fd):
-    """Everything readable now, without blocking."""
-    os.set_blocking(fd, False)
+    """Everything readable now from a non-blocking fd."""
     chunks = []
     try:
         while True:

@@ -182,6 +182,9 @@ class CallServer:
         self._lock = threading.Lock()
         self._proc = container.spawn(argv, stdin=PIPE, stdout=PIPE, stderr=DEVNULL)
         self._in, self._out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
+        self._buffer = bytearray()
+        self._poller = select.poll()
+        self._poller.register(self._out, select.POLLIN)
         self.alive = True
         try:
             kind, payload = self._read_frame(time.monotonic() + START_TIMEOUT, None)
@@ -237,18 +240,21 @@ class CallServer:
         return kind, payload
 
     def _read_exact(self, size: int, deadline: Optional[float]) -> bytes:
-        chunks, poller = [], select.poll()
-        poller.register(self._out, select.POLLIN)
-        while size:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not poller.poll(None if wait is None else wait * 1000):
-                raise CallTimeout(0)
-            chunk = os.read(self._out, min(size, 1 << 20))
+        """``size`` bytes from the server, read ahead into a buffer (a frame's
+        header and payload usually come in one read)."""
+        buffer = self._buffer
+        while len(buffer) < size:
+            if deadline is not None:
+                wait = max(0.0, deadline - time.monotonic())
+                if not self._poller.poll(wait * 1000):
+                    raise CallTimeout(0)
+            chunk = os.read(self._out, max(size - len(buffer), 1 << 16))
             if not chunk:
                 raise self._died()
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
+            buffer += chunk
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
 
     def _died(self) -> CallCrashed:
         code = self._proc.wait(timeout=5)
