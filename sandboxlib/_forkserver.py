@@ -50,8 +50,8 @@ def _encode(value, out, depth):
         out.append(_SCALARS[kind])
         if kind is bool:
             out.append(b"\1" if value else b"\0")
-        elif kind is int:
-            data = str(value).encode()
+        elif kind is int:  # two's complement bytes: no digit limit, no parsing
+            data = value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)
             out.append(_LEN.pack(len(data)) + data)
         elif kind is float:
             out.append(struct.pack(">d", value))
@@ -106,9 +106,7 @@ def _decode(view, pos, depth):
     if tag in (b"I", b"S", b"B"):
         data, pos = _take(view, pos, size)
         if tag == b"I":
-            if len(data) > 5000 or not data.lstrip(b"-").isdigit():
-                raise ValueError("malformed int")
-            return int(data), pos
+            return int.from_bytes(data, "big", signed=True), pos
         return (data.decode("utf-8", "surrogatepass") if tag == b"S" else data), pos
     if tag not in (b"L", b"U", b"E", b"Z", b"M"):
         raise ValueError(f"unknown tag {tag!r}")

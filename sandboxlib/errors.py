@@ -185,10 +185,14 @@ class CallCrashed(CallError):
         self.signal = signal
         self.verdict = verdict
 
-    def __reduce__(self):
-        return (_rebuild, (type(self), (self.detail,), self.__dict__))
+    def __reduce__(self):  # keyword-only fields: rebuilt from args
+        return (_rebuild_crash, (type(self),) + tuple(self.args))
 
     def __str__(self) -> str:
         how = f"killed by signal {self.signal}" if self.signal else f"exit status {self.exit_code}"
         text = f"the sandboxed call crashed ({how}): {self.detail}"
         return text + (f"; verdict: {self.verdict}" if self.verdict else "")
+
+
+def _rebuild_crash(cls, detail, exit_code, signal, verdict):
+    return cls(detail, exit_code=exit_code, signal=signal, verdict=verdict)

@@ -17,7 +17,7 @@ import pytest
 import sandboxlib as sb
 from sandboxlib import _forkserver, calls
 
-SAFE_VALUES = [None, True, False, 0, -1, 2 ** 200, -(2 ** 70), 1.5, float("inf"), 1 + 2j, "", "häß\udc80",
+SAFE_VALUES = [None, True, False, 0, -1, 255, -128, 2 ** 200, -(2 ** 70), 7 ** 20000, 1.5, float("inf"), 1 + 2j, "", "häß\udc80",
                b"\x00\xff", [], (), {}, set(), frozenset({1}), [1, (2, {"a": [b"x", {3.0}]})],
                {1: None, "k": (True,), (1, 2): frozenset()}]
 
@@ -323,9 +323,9 @@ def test_a_forged_pickle_is_never_loaded(runner, shared_dir):
     assert not pwned and not alive
 
 
-@pytest.mark.parametrize("data", [b"", b"Z", b"I\x00\x00\x00\x02-x", b"L\xff\xff\xff\xff", b"S\x00\x00\x00\x05ab",
+@pytest.mark.parametrize("data", [b"", b"Z", b"I\x00\x00\x00\x02-", b"L\xff\xff\xff\xff", b"S\x00\x00\x00\x05ab",
                                   b"Q", b"NN", b"?", b"L" + b"\x00\x00\x00\x01" * 200 + b"N",
-                                  b"I\x00\x00\x27\x10" + b"9" * 10000])
+                                  b"S\x00\x00\x00\x01\xff", b"M\x00\x00\x00\x01N", b"D\x00"])
 def test_the_decoder_rejects_malformed_data(data):
     with pytest.raises(ValueError):
         _forkserver.decode(data)
