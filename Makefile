@@ -3,7 +3,7 @@
 # make bench - install the peers, build, run the benchmarks
 PYTHON ?= python3
 APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps libseccomp-dev skopeo
-PIP_PACKAGES = setuptools wheel cffi attrs psutil pytest pytest-timeout zstandard
+PIP_PACKAGES = setuptools wheel cffi attrs psutil cloudpickle pytest pytest-timeout pytest-xdist zstandard ipython ipykernel jupyter_client
 STAMP = .make
 
 .PHONY: deps build demo test bench clean

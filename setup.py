@@ -46,9 +46,10 @@ setup(
     package_data={"sandboxlib": ["data/*.json", "data/*.md"]},  # the default seccomp profile
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
-    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "zstandard>=0.19"],
+    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "zstandard>=0.19", "cloudpickle>=2.0"],
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithInit},
-    entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"]},
+    entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"],
+                  "pytest11": ["sandboxlib = sandboxlib.pytest_plugin"]},
     zip_safe=False,
 )

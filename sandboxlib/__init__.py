@@ -4,11 +4,12 @@
     >>> sb.run(["echo", "hi"]).stdout
     b'hi\\n'
 """
-from .api import run
+from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
 from .container import Container
-from .errors import (CommandNotFoundError, ConfigError, ContainerStateError, DigestMismatch, ImageFormatError,
-                     ImageNotFound, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
+from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError,
+                     ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RemoteError,
+                     SandboxError, SetupError, TimeoutExpired, UnsupportedError)
 from .images import Image, ImageStore
 from .process import Process, Result, Verdict
 from .seccomp import Seccomp
@@ -16,10 +17,28 @@ from .stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
 
 __all__ = [
-    "run", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
-    "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError", "ConfigError",
-    "UnsupportedError",
-    "SetupError", "CommandNotFoundError", "TimeoutExpired", "ContainerStateError",
-    "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError", "DigestMismatch",
+    "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
+    "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError",
+    "ConfigError", "UnsupportedError", "SetupError", "CommandNotFoundError", "TimeoutExpired",
+    "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
+    "DigestMismatch", "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
 ]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext sandboxlib``: the ``%%sandbox`` magics (IPython is imported only now)."""
+    from .magic import load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magic import unload
+    unload(ipython)
+
+
+def __getattr__(name: str):
+    if name == "Pool":  # concurrent.futures is not imported by `import sandboxlib`
+        from .pool import Pool
+        return Pool
+    raise AttributeError(f"module 'sandboxlib' has no attribute {name!r}")

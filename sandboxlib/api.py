@@ -1,16 +1,23 @@
 """One-shot ``run()``: a fresh container for one command."""
 from __future__ import annotations
 
+import functools
 import os
-from typing import Mapping, Optional, Sequence, Union
+import threading
+import weakref
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from .config import Limits, Mount, Network, WritableLayer
+import attrs
+
+from .calls import check_modules
+from .config import Limits, Mount, Network, WritableLayer, parse_size
 from .container import Container
+from .errors import ConfigError
 from .process import Result
 from .seccomp import DEFAULT, SeccompOption
 from .streams import PIPE, StdioSpec
 
-__all__ = ["run"]
+__all__ = ["run", "sandboxed", "with_memory"]
 
 
 def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
@@ -44,3 +51,71 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
                         env=None, cwd=None, user=None, main=True)
     finally:
         box.close()
+
+
+def with_memory(limits: Optional[Limits], memory: Union[int, str, None], field: str = "memory") -> Limits:
+    """``limits`` with a memory limit (a cgroup limit: ``Limits.memory``)."""
+    limits = limits or Limits()
+    if memory is None:
+        return limits
+    parse_size(memory, field)
+    return attrs.evolve(limits, memory=memory)
+
+
+def sandboxed(fn: Optional[Callable] = None, *, timeout: Optional[float] = None,
+              memory: Union[int, str, None] = None, network: bool = False, trust_result: bool = False,
+              preload: Sequence[str] = (), rootfs: Union[str, os.PathLike, None] = None,
+              mounts: Sequence[Mount] = (), env: Optional[Mapping[str, str]] = None,
+              limits: Optional[Limits] = None) -> Any:
+    """Decorator: every call of the function runs in a sandbox (see ``Container.invoke``).
+
+    One container per decorated function, started by the first call and
+    closed with ``f.close()`` or when the function is collected; each call
+    runs in a fresh process forked from its warm server (``/tmp`` is the
+    container's, shared between calls).  ``network=True`` shares the host's
+    network; ``memory`` needs cgroup limits (``Limits.memory``).
+
+        @sb.sandboxed(timeout=5)
+        def parse(text: str) -> dict: ...
+    """
+    if not isinstance(network, bool):
+        raise ConfigError("network", f"expected True or False, got {network!r}")
+    config = dict(rootfs=rootfs, mounts=mounts, env=env, limits=with_memory(limits, memory),
+                  network=Network.HOST if network else Network.NONE)
+    preload = check_modules(preload)
+    if fn is None:
+        return functools.partial(_Sandboxed, config=config, preload=preload, timeout=timeout,
+                                 trust_result=trust_result)
+    return _Sandboxed(fn, config=config, preload=preload, timeout=timeout, trust_result=trust_result)
+
+
+class _Sandboxed:
+    """The function ``sandboxed`` returns."""
+
+    def __init__(self, fn: Callable, *, config: dict, preload: tuple, timeout: Optional[float],
+                 trust_result: bool) -> None:
+        functools.update_wrapper(self, fn)
+        self._fn, self._config, self._preload = fn, config, preload
+        self._options = {"timeout": timeout, "trust_result": trust_result}
+        self._box: Optional[Container] = None
+        self._lock = threading.Lock()
+        self._finalizer: Optional[weakref.finalize] = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._container().invoke(self._fn, args, kwargs, **self._options)
+
+    def _container(self) -> Container:
+        with self._lock:
+            if self._box is None or not self._box.running:
+                self.close()
+                box = Container(**self._config).start()
+                self._finalizer = weakref.finalize(self, box.close)
+                box.preload(self._preload)
+                self._box = box
+            return self._box
+
+    def close(self) -> None:
+        """Close the function's container (a later call starts a new one)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._box = self._finalizer = None

@@ -14,13 +14,14 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
 from . import _lowlevel, cgroups, imageroot, protocol, statedir
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
+from .calls import ServerSlot, Session, check_modules
 from .capabilities import INIT_CAPABILITIES, capability_mask
 from .config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
                      container_path, env_pairs)
@@ -105,6 +106,7 @@ class Container(FileAccess):
         self._image: Optional[ImageRoot] = None
         self._store = None
         self._upper: Optional[str] = None
+        self._calls = ServerSlot(self)  # the fork server of call(), started by the first call
 
     # -- lifecycle -----------------------------------------------------
     @property
@@ -551,6 +553,42 @@ class Container(FileAccess):
             _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
         else:
             proc.kill_tree()
+
+    # -- Python functions in the container (calls.py) -----------------
+    def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python
+        and return its value (or raise what it raised).  See :meth:`invoke`."""
+        return self.invoke(fn, args, kwargs)
+
+    def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
+               timeout: Optional[float] = None, trust_result: bool = False) -> Any:
+        """``call`` with options; each call runs in a process forked from a warm server.
+
+        The value comes back only if it is a safe type (None, bool, int, float,
+        complex, str, bytes, and list/tuple/dict/set/frozenset of them) unless
+        ``trust_result=True`` (then it is unpickled: the sandbox can run code in
+        this process).  Raises the remote exception (a builtin type rebuilt, else
+        ``RemoteError``; ``remote_traceback`` attached), ``CallTimeout`` or ``CallCrashed``.
+        """
+        self._check_running()
+        return self._calls.get().invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
+                                        trust_result=trust_result)
+
+    def preload(self, modules: Sequence[str]) -> None:
+        """(Re)start the fork server of ``call`` with ``modules`` imported."""
+        self._check_running()
+        self._calls.get(check_modules(modules))
+
+    def session(self, *, preload: Sequence[str] = ()) -> Session:
+        """A persistent interpreter in this container: state stays between calls."""
+        self._check_running()
+        session = Session(self, preload=preload)
+        self._resources.callback(session.close)
+        return session
+
+    def _check_running(self) -> None:
+        if self._control is None or self._closed:
+            raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
 
 
 def _kill_pidfd(pidfd: Optional[int]) -> None:

@@ -17,6 +17,10 @@ __all__ = [
     "ImageNotFound",
     "ImageFormatError",
     "DigestMismatch",
+    "CallError",
+    "RemoteError",
+    "CallTimeout",
+    "CallCrashed",
 ]
 
 
@@ -173,3 +177,73 @@ class DigestMismatch(ImageFormatError):
         self.args = (source, expected, actual)
         self.expected = expected
         self.actual = actual
+
+
+class CallError(SandboxError):
+    """A function called in a sandbox (``Container.call``) did not return a value."""
+
+
+class RemoteError(CallError):
+    """The sandboxed function raised an exception that is not rebuilt on the host
+    (not a builtin exception type, or its arguments are not safe values).
+
+    Attributes:
+        type_name: the remote exception's ``module.qualname``.
+        message: its ``str()`` as the sandbox reported it.
+        remote_traceback: the traceback text from inside the sandbox.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}\n--- traceback in the sandbox ---\n{self.remote_traceback}"
+
+
+class CallTimeout(CallError, TimeoutError):
+    """The call ran out of time; its process (and what it started) was killed.
+
+    Attributes:
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout)
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"the sandboxed call timed out after {self.timeout} seconds"
+
+
+class CallCrashed(CallError):
+    """The sandboxed interpreter running the call died without a result.
+
+    Attributes:
+        exit_code: its exit status, or None when killed by a signal.
+        signal: the signal that killed it, or None.
+        verdict: why the sandbox ended it (a ``sandboxlib.Verdict``: ``OOM``, ``PIDS_LIMIT``, ``SIGNALED``...).
+        detail: what was observed, in words.
+    """
+
+    def __init__(self, detail: str, *, exit_code: Optional[int] = None, signal: Optional[int] = None,
+                 verdict: Optional[object] = None) -> None:
+        super().__init__(detail, exit_code, signal, verdict)
+        self.detail = detail
+        self.exit_code = exit_code
+        self.signal = signal
+        self.verdict = verdict
+
+    def __reduce__(self):  # keyword-only fields: rebuilt from args
+        return (_rebuild_crash, (type(self),) + tuple(self.args))
+
+    def __str__(self) -> str:
+        how = f"killed by signal {self.signal}" if self.signal else f"exit status {self.exit_code}"
+        text = f"the sandboxed call crashed ({how}): {self.detail}"
+        return text + (f"; verdict: {self.verdict}" if self.verdict else "")
+
+
+def _rebuild_crash(cls, detail, exit_code, signal, verdict):
+    return cls(detail, exit_code=exit_code, signal=signal, verdict=verdict)

@@ -282,6 +282,10 @@ EXCEPTIONS = {
     "TimeoutExpired": lambda: sb.TimeoutExpired(("sleep", "9"), 1.5, stdout=b"out", stderr=b"err"),
     "TimeoutExpired without output": lambda: sb.TimeoutExpired(["sleep"], 2),
     "ContainerStateError": lambda: sb.ContainerStateError("the container is not running"),
+    "RemoteError": lambda: sb.RemoteError("mod.Custom", "bad", "Traceback ...\nmod.Custom: bad\n"),
+    "CallTimeout": lambda: sb.CallTimeout(2.5),
+    "CallCrashed": lambda: sb.CallCrashed("the call's process ended", exit_code=None, signal=9, verdict="oom"),
+    "CallCrashed by exit": lambda: sb.CallCrashed("it exited", exit_code=3),
 }
 
 

@@ -26,11 +26,11 @@ LAYERS = {
     "errors": 0,
     "config": 1, "capabilities": 1, "host": 1, "_lowlevel": 1, "seccomp": 1, "seccomp_profile": 1,
     "idmap": 2, "seccomp_bpf": 2, "seccomp_prologue": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2,
-    "statedir": 2, "process": 2, "failures": 2, "launch": 2, "cgroups": 2, "stats": 2,
+    "statedir": 2, "process": 2, "failures": 2, "launch": 2, "_forkserver": 2, "cgroups": 2, "stats": 2,
     "images": 2, "imageroot": 2, "transfer": 2,
-    "_plan": 3, "container": 3, "container_files": 3, "commit": 3,
-    "api": 4, "__init__": 4,
-    "cli": 5, "imagecli": 5, "__main__": 5,
+    "_plan": 3, "container": 3, "container_files": 3, "commit": 3, "calls": 3,
+    "api": 4, "__init__": 4, "pool": 4, "magic": 4,
+    "cli": 5, "imagecli": 5, "__main__": 5, "pytest_plugin": 5,
 }
 
 
@@ -148,6 +148,13 @@ PUBLIC = {
     **{f"Container.{name}": getattr(Container, name)
        for name in ("write_file", "read_file", "put_archive", "get_archive", "commit")},
     "Mount.volume": Mount.volume,
+    "Container.call": Container.call,
+    "Container.invoke": Container.invoke,
+    "Container.preload": Container.preload,
+    "Container.session": Container.session,
+    "sandboxlib.sandboxed": sb.sandboxed,
+    "Pool.__init__": sb.Pool.__init__,
+    "Pool.submit": sb.Pool.submit,
 }
 
 
@@ -178,7 +185,7 @@ def test_run_and_container_take_the_same_options():
 # -- import cost ---------------------------------------------------------------------------------
 HEAVY = ("asyncio", "multiprocessing", "concurrent.futures", "ssl", "http.client", "email", "urllib.request",
          "xml.etree.ElementTree", "unittest", "ctypes", "argparse", "psutil", "pytest",
-         "sandboxlib.cli")
+         "sandboxlib.cli", "IPython", "sandboxlib.magic", "sandboxlib.pool", "cloudpickle")
 
 
 def test_import_is_light():
@@ -253,6 +260,8 @@ POSITIONAL = {
     "Container.spawn": (Container.spawn, ["self", "argv"]),
     "Mount.bind": (Mount.bind, ["source", "target"]),
     "Mount.tmpfs": (Mount.tmpfs, ["target"]),
+    "Container.invoke": (Container.invoke, ["self", "fn", "args", "kwargs"]),
+    "Pool.__init__": (sb.Pool.__init__, ["self", "size"]),
 }
 
 

@@ -1,0 +1,496 @@
+"""The sandbox side of ``call()``: a fork server, and the wire format both sides share.
+
+This file is self-contained (standard library only): the host sends its
+source to the sandboxed interpreter with ``python -I -c``, so it works
+whether or not sandboxlib itself is importable inside (a rootfs image needs
+only a compatible Python, plus cloudpickle for functions pickled by value).
+
+Frames, both ways: one kind byte, a 4-byte big-endian length, the payload.
+Host -> server: ``C`` a call (a pickle, the sandbox trusts its host), ``Q`` quit.
+Server -> host: ``H`` hello (after preloading), ``1``/``2`` output chunks as
+they come, ``R`` the outcome of a call, ``E`` a fatal error of the server.
+Nothing the host reads from the sandbox is unpickled unless the caller opted
+in: values and exceptions come back in the safe encoding below.
+"""
+import os
+import select
+import signal
+import struct
+import sys
+import threading
+import traceback
+
+HEADER = struct.Struct(">cI")
+_THIS_FILE = sys._getframe().f_code.co_filename
+MAX_DEPTH = 100
+
+# -- the safe encoding: None, bool, int, float, complex, str, bytes, and
+#    list/tuple/dict/set/frozenset of these; nothing else, no code. ------------
+_SCALARS = {type(None): b"N", bool: b"?", int: b"I", float: b"D", complex: b"J", str: b"S", bytes: b"B"}
+_CONTAINERS = {list: b"L", tuple: b"U", set: b"E", frozenset: b"Z", dict: b"M"}
+_LEN = struct.Struct(">I")
+
+
+class UnsafeValue(TypeError):
+    """A value outside the safe types (or nested too deep)."""
+
+
+def encode(value, depth=0):
+    """Bytes of ``value`` in the safe encoding; UnsafeValue otherwise."""
+    out = []
+    _encode(value, out, depth)
+    return b"".join(out)
+
+
+def _encode(value, out, depth):
+    kind = type(value)
+    if depth > MAX_DEPTH:
+        raise UnsafeValue(f"the value is nested deeper than {MAX_DEPTH} levels")
+    if kind in _SCALARS:
+        out.append(_SCALARS[kind])
+        if kind is bool:
+            out.append(b"\1" if value else b"\0")
+        elif kind is int:  # two's complement bytes: no digit limit, no parsing
+            data = value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)
+            out.append(_LEN.pack(len(data)) + data)
+        elif kind is float:
+            out.append(struct.pack(">d", value))
+        elif kind is complex:
+            out.append(struct.pack(">dd", value.real, value.imag))
+        elif kind is not type(None):
+            data = value.encode("utf-8", "surrogatepass") if kind is str else value
+            out.append(_LEN.pack(len(data)) + data)
+    elif kind in _CONTAINERS:
+        items = value.items() if kind is dict else value
+        out.append(_CONTAINERS[kind] + _LEN.pack(len(value)))
+        for item in items:
+            for part in (item if kind is dict else (item,)):
+                _encode(part, out, depth + 1)
+    else:
+        raise UnsafeValue(f"a {kind.__module__}.{kind.__qualname__} is not one of the safe result types "
+                          "(None, bool, int, float, complex, str, bytes, and list, tuple, dict, set, "
+                          "frozenset of them); pass trust_result=True to receive it pickled")
+
+
+def decode(data):
+    """The value of safe-encoded ``data``; ValueError if malformed (never runs code)."""
+    value, end = _decode(memoryview(data), 0, 0)
+    if end != len(data):
+        raise ValueError("trailing bytes after the value")
+    return value
+
+
+def _take(view, pos, size):
+    if pos + size > len(view):
+        raise ValueError("truncated value")
+    return bytes(view[pos:pos + size]), pos + size
+
+
+def _decode(view, pos, depth):
+    if depth > MAX_DEPTH:
+        raise ValueError("nested too deep")
+    tag, pos = _take(view, pos, 1)
+    if tag == b"N":
+        return None, pos
+    if tag == b"?":
+        flag, pos = _take(view, pos, 1)
+        return flag != b"\0", pos
+    if tag == b"D":
+        raw, pos = _take(view, pos, 8)
+        return struct.unpack(">d", raw)[0], pos
+    if tag == b"J":
+        raw, pos = _take(view, pos, 16)
+        return complex(*struct.unpack(">dd", raw)), pos
+    raw, pos = _take(view, pos, 4)
+    (size,) = _LEN.unpack(raw)
+    if tag in (b"I", b"S", b"B"):
+        data, pos = _take(view, pos, size)
+        if tag == b"I":
+            return int.from_bytes(data, "big", signed=True), pos
+        return (data.decode("utf-8", "surrogatepass") if tag == b"S" else data), pos
+    if tag not in (b"L", b"U", b"E", b"Z", b"M"):
+        raise ValueError(f"unknown tag {tag!r}")
+    if size > len(view) - pos:  # every item takes at least one byte
+        raise ValueError("truncated container")
+    items = []
+    for _ in range(size * 2 if tag == b"M" else size):
+        item, pos = _decode(view, pos, depth + 1)
+        items.append(item)
+    if tag == b"M":
+        return dict(zip(items[::2], items[1::2])), pos
+    return {b"L": list, b"U": tuple, b"E": set, b"Z": frozenset}[tag](items), pos
+
+
+# -- framing --------------------------------------------------------------------
+def write_frame(fd, kind, payload=b""):
+    data = memoryview(HEADER.pack(kind, len(payload)) + payload)
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _read_exact(fd, size):
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd):
+    kind, size = HEADER.unpack(_read_exact(fd, HEADER.size))
+    return kind, _read_exact(fd, size)
+
+
+# -- outcomes: what a call sends back --------------------------------------------
+def outcome_of(run, trust):
+    """``V`` + safe value, ``P`` + pickle (trusted callers only), or ``X`` + the exception."""
+    try:
+        value = run()
+    except BaseException as err:  # noqa: BLE001 - every failure goes back to the host
+        return exception_outcome(err, trust)
+    try:
+        if trust:
+            return b"P" + _pickle(value)
+        return b"V" + encode(value)
+    except UnsafeValue as err:
+        return exception_outcome(TypeError(str(err)), trust)  # a builtin type: rebuilt in the host
+    except BaseException as err:  # noqa: BLE001
+        return exception_outcome(err, trust)
+
+
+def _pickle(value):
+    try:
+        import cloudpickle
+        return cloudpickle.dumps(value)
+    except ImportError:
+        import pickle
+        return pickle.dumps(value)
+
+
+def exception_outcome(err, trust):
+    """(module, qualname, args or None if not safe, str, traceback text, pickle or None), safe-encoded."""
+    kind = type(err)
+    args = err.args
+    try:
+        encode(args)
+    except UnsafeValue:
+        args = None
+    try:
+        message = str(err)
+    except BaseException:  # noqa: BLE001 - a broken __str__
+        message = repr(args)
+    tb = err.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == _THIS_FILE:
+        tb = tb.tb_next  # the server's own frames say nothing to the caller
+    text = "".join(traceback.format_exception(kind, err, tb))
+    pickled = None
+    if trust:
+        try:
+            pickled = _pickle(err)
+        except BaseException:  # noqa: BLE001 - then it comes back rebuilt or as RemoteError
+            pickled = None
+    return b"X" + encode((kind.__module__, kind.__qualname__, args, message, text, pickled))
+
+
+# -- the server -------------------------------------------------------------------
+class Spare:
+    """A process forked ahead of time, waiting for its one request: the cost
+    of fork() is paid between calls, not during one."""
+
+    def __init__(self, pid, pidfd, req_w, res_r, outputs):
+        self.pid, self.pidfd, self.req_w, self.res_r, self.outputs = pid, pidfd, req_w, res_r, outputs
+
+    def fds(self):
+        return [self.pidfd, self.req_w, self.res_r, *self.outputs]
+
+
+class Server:
+    """Serves calls on the channel; output of calls goes to the host as frames."""
+
+    def __init__(self, chan_in, chan_out, persistent):
+        self.chan_in, self.chan_out = chan_in, chan_out
+        self.persistent = persistent
+        self.lock = threading.Lock()  # one writer on the channel at a time
+        self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.outputs = {}
+        self.spare = None
+
+    def serve(self):
+        while True:
+            if not self.persistent and self.spare is None:
+                self.spare = self.fork_spare()
+            try:
+                kind, payload = read_frame(self.chan_in)
+            except EOFError:
+                return
+            if kind == b"Q":
+                return
+            header, body = split_request(payload)
+            spare = None
+            if self.persistent:
+                outcome = self.run_persistent(header, body)
+            else:
+                spare, self.spare = self.spare, None
+                outcome = self.run_forked(spare, payload, header[1])
+            with self.lock:
+                self.drain()
+                write_frame(self.chan_out, b"R", outcome)
+            if spare is not None:
+                self.reap(spare)  # while the host reads the outcome
+                self.outputs = {}
+
+    # -- a fresh forked process per call
+    def fork_spare(self):
+        req_r, req_w = os.pipe()
+        res_r, res_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            self.child(req_r, res_w, out_w, err_w)
+        for fd in (req_r, res_w, out_w, err_w):
+            os.close(fd)
+        for fd in (res_r, out_r, err_r):
+            os.set_blocking(fd, False)
+        return Spare(pid, os.pidfd_open(pid), req_w, res_r, {out_r: b"1", err_r: b"2"})
+
+    def child(self, req_r, res_w, out_w, err_w):
+        try:
+            os.setpgid(0, 0)  # its own group: a timeout or its end kills what it started
+            if _PRCTL is not None:
+                _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: dies with the server
+            null = os.open(os.devnull, os.O_RDONLY)
+            for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
+                os.dup2(fd, target)
+            low, high = sorted((req_r, res_w))
+            os.closerange(3, low)
+            os.closerange(low + 1, high)
+            os.closerange(high + 1, 1 << 16)
+            _, payload = read_frame(req_r)
+            (what, _timeout, trust), body = split_request(payload)
+            outcome = outcome_of(lambda: self.job(what, body), trust)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - the user may have closed it
+                    pass
+            view = memoryview(_LEN.pack(len(outcome)) + outcome)
+            while view:
+                view = view[os.write(res_w, view):]
+        finally:
+            os._exit(0)
+
+    def job(self, what, body):
+        import pickle
+        if what == "exec":
+            return run_cell(pickle.loads(body), self.namespace)
+        fn, args, kwargs = pickle.loads(body)
+        return fn(*args, **kwargs)
+
+    def run_forked(self, spare, payload, timeout):
+        """Hand the request to the spare process; returns the R payload."""
+        self.outputs = spare.outputs
+        try:
+            write_frame(spare.req_w, b"C", payload)
+        except OSError:
+            pass  # it died: supervise() reports how
+        outcome = self.supervise(spare, timeout)
+        if spare.pid is not None:
+            _kill_group(spare.pid)  # nothing it started outlives the call
+        return outcome
+
+    def supervise(self, spare, timeout):
+        """Forward output until the outcome is complete or the process ended."""
+        result = bytearray()
+        poller = select.poll()
+        for fd in (spare.res_r, spare.pidfd, *spare.outputs):
+            poller.register(fd, select.POLLIN)
+        deadline = None if timeout is None else _now() + timeout
+        while not _complete(result):
+            wait = None if deadline is None else max(0, deadline - _now()) * 1000
+            events = poller.poll(wait)
+            if not events:
+                return b"T"
+            for fd, _ in events:
+                if fd == spare.res_r:
+                    chunk = os.read(fd, 1 << 16)
+                    result += chunk
+                    if not chunk:
+                        poller.unregister(fd)
+                elif fd == spare.pidfd:
+                    result += _read_rest(spare.res_r)
+                    return bytes(result[4:]) if _complete(result) else self.crashed(spare)
+                else:
+                    self.forward(fd, poller)
+        return bytes(result[4:])
+
+    def crashed(self, spare):
+        _, status = os.waitpid(spare.pid, 0)
+        spare.pid = None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        return b"K" + encode((code, sig))
+
+    def reap(self, spare):
+        """Reap the call's process (killed already), release its fds."""
+        if spare.pid is not None:
+            os.waitpid(spare.pid, 0)
+        for fd in spare.fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def forward(self, fd, poller=None):
+        """Forward one chunk of output; False at EOF."""
+        with self.lock:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return True  # drained by the main thread meanwhile
+            if chunk:
+                write_frame(self.chan_out, self.outputs[fd], chunk)
+            elif poller is not None:
+                poller.unregister(fd)
+            return bool(chunk)
+
+    def drain(self):
+        """Forward what is left in the output pipes (the caller holds the lock)."""
+        for fd, which in self.outputs.items():
+            chunk = _read_rest(fd)
+            if chunk:
+                write_frame(self.chan_out, which, chunk)
+
+    # -- one long-lived process (a session): state stays between calls
+    def start_persistent(self):
+        for target, which in ((1, b"1"), (2, b"2")):
+            r, w = os.pipe()
+            os.dup2(w, target)
+            os.close(w)
+            os.set_blocking(r, False)
+            self.outputs[r] = which
+        threading.Thread(target=self.pump, daemon=True).start()
+
+    def pump(self):
+        poller = select.poll()
+        for fd in self.outputs:
+            poller.register(fd, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                self.forward(fd)
+
+    def run_persistent(self, header, body):
+        what, _timeout, trust = header
+        outcome = outcome_of(lambda: self.job(what, body), trust)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        return outcome
+
+
+def request(what, timeout, trust, pickled):
+    """A C frame's payload: a safe header (what, timeout, trust) the server
+    reads without unpickling, then the pickle only the call's process loads."""
+    header = encode((what, timeout, trust))
+    return _LEN.pack(len(header)) + header + pickled
+
+
+def split_request(payload):
+    (size,) = _LEN.unpack(payload[:4])
+    return decode(payload[4:4 + size]), payload[4 + size:]
+
+
+def _complete(result):
+    """A whole outcome: its 4-byte length and that many bytes."""
+    return len(result) >= 4 and len(result) - 4 >= _LEN.unpack(result[:4])[0]
+
+
+def run_cell(source, namespace):
+    """Run a notebook cell; the repr of a final expression is its value (as IPython shows it)."""
+    import ast
+    tree = ast.parse(source, "<cell>", "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, "<cell>", "exec"), namespace)
+    if last is not None:
+        value = eval(compile(last, "<cell>", "eval"), namespace)
+        if value is not None:
+            namespace["_"] = value
+            return repr(value)
+    return None
+
+
+def _read_rest(fd):
+    """Everything readable now from a non-blocking fd."""
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks)
+
+
+def _kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _now():
+    import time
+    return time.monotonic()
+
+
+_PRCTL = None
+
+
+def _load_prctl():
+    """prctl(), to tie each call's process to the server's life (best effort)."""
+    global _PRCTL
+    try:
+        import ctypes
+        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        _PRCTL = None
+
+
+def main(argv):
+    """argv: [persistent 0/1, modules to preload...]."""
+    chan_in, chan_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)  # stray writes of the server itself never reach the channel
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)  # output is streamed as it comes, in order
+    server = Server(chan_in, chan_out, persistent=argv[0] == "1")
+    try:
+        _load_prctl()
+        try:
+            import cloudpickle  # noqa: F401 - loaded once here, not by every call's process
+        except ImportError:
+            pass  # only functions pickled by value need it
+        for name in argv[1:]:
+            __import__(name)
+            __import__(name)
+        if server.persistent:
+            server.start_persistent()
+        write_frame(chan_out, b"H", encode((sys.version_info[:3], os.getpid())))
+        server.serve()
+    except BaseException as err:  # noqa: BLE001 - the host shows why the server died
+        try:
+            write_frame(chan_out, b"E", encode("".join(traceback.format_exception(type(err), err, err.__traceback__))))
+        except OSError:
+            pass
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,161 @@
+"""The pytest plugin, run by pytest's own ``pytester`` (root) and by the same
+inner test session in the rootless worker: fixtures, the ``sandbox`` marker's
+outcomes and messages, xdist, and no container left when a session ends."""
+from __future__ import annotations
+
+import ast
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+INNER_TESTS = '''
+import os, time
+import pytest
+
+HOST_NAME = os.uname().nodename
+
+
+def test_fixture(sandbox):
+    assert sandbox.run(["echo", "x"]).stdout == b"x\\n"
+
+
+def test_factory(sandbox_factory):
+    a, b = sandbox_factory(hostname="a"), sandbox_factory(hostname="b")
+    assert (a.run(["hostname"]).stdout, b.run(["hostname"]).stdout) == (b"a\\n", b"b\\n")
+
+
+@pytest.mark.sandbox()
+def test_inside_passes():
+    assert os.uname().nodename != HOST_NAME
+    assert os.getpid() < 100  # its own pid namespace
+
+
+@pytest.mark.sandbox(network=False)
+def test_inside_fails():
+    values = [1, 2]
+    assert len(values) == 3
+
+
+@pytest.mark.sandbox()
+def test_inside_skips():
+    pytest.skip("not in here")
+
+
+@pytest.mark.sandbox()
+def test_inside_xfails():
+    pytest.xfail("known to fail")
+
+
+@pytest.mark.xfail(strict=True)
+@pytest.mark.sandbox()
+def test_marked_xfail():
+    assert False
+
+
+@pytest.mark.sandbox()
+def test_raises_inside():
+    raise KeyError("missing-key")
+
+
+@pytest.mark.sandbox(timeout=0.5)
+def test_times_out():
+    time.sleep(30)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.sandbox()
+def test_fixture_values_go_in(n, tmp_path):
+    assert n in (1, 2) and tmp_path.name.startswith("test_fixture_values_go_in")
+
+
+@pytest.mark.sandbox()
+def test_host_is_read_only():
+    with pytest.raises(OSError):
+        open("/usr/sandboxlib-was-here", "w")
+
+
+@pytest.mark.sandbox(bogus=1)
+def test_bad_option():
+    pass
+'''
+
+# After each session (each xdist worker too): the containers still running.
+INNER_CONFTEST = '''
+import os, psutil
+
+def pytest_unconfigure(config):
+    inits = [p.pid for p in psutil.Process().children(recursive=True) if p.name() == "sbx-init"]
+    with open(os.path.join(os.path.dirname(__file__), f"leaks-{os.getpid()}.txt"), "w") as f:
+        f.write(repr(inits))
+'''
+
+EXPECTED = {"passed": 6, "failed": 4, "skipped": 1, "xfailed": 2}
+MESSAGES = ["assert 2 == 3", "where 2 = len([1, 2])", "KeyError: 'missing-key'", "timed out after 0.5 seconds",
+            "traceback in the sandbox", "pytest.mark.sandbox: takes keyword options",
+            "SKIPPED [1] test_inner.py:29: not in here"]
+
+
+def _leaks(directory: pathlib.Path) -> list:
+    files = sorted(directory.glob("leaks-*.txt"))
+    assert files, "the inner session did not report"
+    return [ast.literal_eval(f.read_text()) for f in files]
+
+
+def run_inner_session(directory: str, extra: list) -> tuple:
+    """The inner session in a subprocess (the rootless worker's way): (outcomes, output)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",
+                           "sandboxlib.pytest_plugin", "-rA", *extra, directory], capture_output=True,
+                          text=True, cwd=directory, timeout=300)
+    output = proc.stdout + proc.stderr
+    return pytest.RunResult.parse_summary_nouns(output.splitlines()), output
+
+
+def _write(directory: pathlib.Path) -> None:
+    (directory / "test_inner.py").write_text(INNER_TESTS)
+    (directory / "conftest.py").write_text(INNER_CONFTEST)
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_plugin_with_pytester(pytester, xdist):
+    _write(pytester.path)
+    extra = ["-p", "xdist", "-n", "2"] if xdist else []
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "sandboxlib.pytest_plugin",
+                                           "-rA", *extra, timeout=300)
+    result.assert_outcomes(**EXPECTED)
+    output = result.stdout.str()
+    for message in MESSAGES:
+        assert message in output, message
+    leaks = _leaks(pytester.path)
+    assert leaks == [[]] * len(leaks) and len(leaks) == (3 if xdist else 1)
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_plugin_rootless(workers, shared_dir, xdist):
+    directory = shared_dir / f"plugin-rootless-{'xdist' if xdist else 'serial'}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    _write(directory)
+    os.chmod(directory, 0o777)
+    extra = ["-p", "xdist", "-n", "2"] if xdist else []
+    (outcomes, output), leaks_in_worker = workers["sbxtest"].call(run_inner_session, str(directory), extra)
+    assert leaks_in_worker == {"fds": [], "children": []}
+    assert {k: outcomes.get(k, 0) for k in EXPECTED} == EXPECTED, output
+    for message in MESSAGES:
+        assert message in output, message
+    leaks = _leaks(directory)
+    assert leaks == [[]] * len(leaks) and len(leaks) == (3 if xdist else 1)
+
+
+def test_entry_point_is_declared():
+    tree = ast.parse((REPO / "setup.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
+    entry_points = next(ast.literal_eval(k.value) for k in calls[0].keywords if k.arg == "entry_points")
+    assert entry_points["pytest11"] == ["sandboxlib = sandboxlib.pytest_plugin"]
