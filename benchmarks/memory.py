@@ -6,6 +6,7 @@ from typing import Dict, List
 
 import psutil
 
+from peers import PeerUnavailable
 from table import Cell, Row
 
 import sandboxlib as sb
@@ -37,12 +38,24 @@ def _sandboxlib(n: int) -> "tuple[List[float], float]":
     return per_box, growth
 
 
-def _peer(peer, n: int, root_pid) -> List[float]:
+def _peer(peer, n: int, start) -> List[float]:
+    """``start(peer)`` starts one idle container and returns the pid of its
+    top host-side process."""
     try:
-        names = [peer.start_idle() for _ in range(n)]
-        return [_peak_rss_mib(root_pid(peer, name)) for name in names]
+        pids = [start(peer) for _ in range(n)]
+        return [_peak_rss_mib(pid) for pid in pids]
     finally:
         peer.close() if peer.name in ("crun", "runc") else peer.remove_all()
+
+
+def _crun(crun, n: int, notes: List[str]) -> List[float]:
+    """crun under conmon, as podman runs it; without conmon, crun's own detach."""
+    try:
+        return _peer(crun, n, lambda p: p.start_monitored()[1])
+    except PeerUnavailable as err:
+        notes.append(f"crun without a monitor ({err}): counted the container's `sleep`, "
+                     "`crun run --detach` leaves no process of its own.")
+        return _peer(crun, n, lambda p: p.container_pid(p.start_idle()))
 
 
 def idle_memory(env, n: int) -> List[Row]:
@@ -51,17 +64,17 @@ def idle_memory(env, n: int) -> List[Row]:
     cells["sandboxlib"] = Cell.sizes(per_box)
     crun, podman = env.peers.get("crun"), env.peers.get("podman")
     if crun is not None:
-        cells["crun"] = Cell.sizes(_peer(crun, n, lambda p, c: p.container_pid(c)))
+        cells["crun"] = Cell.sizes(_crun(crun, n, env.notes))
     else:
         cells["crun"] = Cell.unavailable(env.why["crun"])
     if podman is not None:
-        cells["podman"] = Cell.sizes(_peer(podman, n, lambda p, c: p.conmon_pid(c)))
+        cells["podman"] = Cell.sizes(_peer(podman, n, lambda p: p.conmon_pid(p.start_idle())))
     else:
         cells["podman"] = Cell.unavailable(env.why["podman"])
     env.notes.append(
         f"Memory ({n} idle containers): sandboxlib counts its init (PID 1, the only process of "
         f"an idle container); the calling Python process grew by {growth:.3f} MiB per container. "
-        "crun counts the container's process (`sleep`): `crun run --detach` leaves no monitor "
-        "behind. podman counts conmon (its per-container monitor; the runtime is crun) and "
-        "the container's `sleep`; podman itself has no daemon.")
+        "crun counts conmon (started as podman starts it) and the container's `sleep`. "
+        "podman counts the same two for a container it started (runtime crun); podman has no "
+        "daemon. The idle process of the peers is a static busybox `sleep`.")
     return [Row(f"4. peak RSS per idle container ({n} running)", "MiB", cells)]

@@ -148,6 +148,26 @@ class OciRuntime:
         self.live.append(cid)
         return cid
 
+    def start_monitored(self) -> "tuple[str, int]":
+        """A container running `sleep` under conmon, as podman starts one (conmon
+        runs `create`, we `start`); returns its id and conmon's pid."""
+        conmon = shutil.which("conmon")
+        if not conmon:
+            raise PeerUnavailable("conmon is not installed (apt-get install conmon)")
+        cid = self._cid()
+        bundle = self._bundle(["/bin/sleep", "100000"], cid, f"{self.cgroup_prefix}/{cid}")
+        quiet([conmon, "--api-version", "1", "-c", cid, "-u", cid, "-n", cid, "-r", self.binary,
+               "-b", bundle, "-p", f"{bundle}/pidfile", "--exit-dir", bundle,
+               "-l", f"k8s-file:{bundle}/ctr.log", "--log-level", "warning",
+               "--runtime-arg", f"--root={self.state}", "--conmon-pidfile", f"{bundle}/conmon.pid",
+               "--socket-dir-path", bundle, "--persist-dir", bundle])
+        self.live.append(cid)
+        # conmon's parent returns at once (no sync pipe): wait for `create` to be done.
+        wait_for(lambda: os.path.exists(f"{bundle}/pidfile"), 10, f"conmon for {cid}")
+        quiet([self.binary, "--root", self.state, "start", cid])
+        with open(f"{bundle}/conmon.pid") as f:
+            return cid, int(f.read().strip())
+
     def exec_argv(self, cid: str) -> List[str]:
         return [self.binary, "--root", self.state, "exec", cid, "/bin/true"]
 
