@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Callable, Dict, List
 
+import psutil
+
 import _common
 import peers
 from table import Cell, Row
@@ -63,6 +65,10 @@ def start_to_exit(env, rounds: int, warmup: int) -> List[Row]:
     fns["os.posix_spawn"] = posix_spawn_true
     why = {t: r for t, r in env.why.items() if t in ("crun", "runc", "podman", "docker")}
     cells = _interleave(fns, why, rounds, warmup)
+    env.notes.append("Roots: sandboxlib and bwrap run /bin/true in a host view (/usr, /etc and "
+                     "the /bin, /lib links read-only; fresh /proc, /dev, /tmp); crun, runc, "
+                     "podman and docker in a read-only busybox root; all with user (except "
+                     "docker), pid, mount, net, uts, ipc namespaces.")
     return [Row("1. start-to-exit of /bin/true, full isolation", "ms", cells)]
 
 
@@ -137,22 +143,27 @@ def throughput(env, slices: int, seconds: float) -> List[Row]:
 
 
 def scaling_sequence(total: int, window: int) -> Row:
-    """5a. The 1st, 1,000th and ``total``th sb.run of one process; each cell is
-    that run's latency and the p50 of the ``window`` runs before it."""
+    """5a. The 1st, 1,000th and ``total``th sb.run of one process: that run's
+    latency, the p50 of the ``window`` runs up to it, and our fds and RSS
+    then (flat means no leak)."""
     marks = sorted({1, min(1000, total), total})
     times: List[float] = []
     fds: Dict[int, int] = {}
+    rss: Dict[int, float] = {}
+    me = psutil.Process()
     for i in range(1, total + 1):
         start = time.perf_counter()
         sb.run([TRUE])
         times.append(time.perf_counter() - start)
         if i in marks:
             fds[i] = len(os.listdir("/proc/self/fd"))
+            rss[i] = me.memory_info().rss / 2**20
     cells = {}
     for n in marks:
         recent = times[max(0, n - window):n]
         cells[f"#{n:,}"] = Cell.note(f"{times[n - 1] * 1e3:.2f} ms (p50 of last {len(recent)}: "
-                                     f"{sorted(recent)[len(recent) // 2] * 1e3:.2f}; fds {fds[n]})")
+                                     f"{sorted(recent)[len(recent) // 2] * 1e3:.2f}; our fds {fds[n]}, "
+                                     f"RSS {rss[n]:.1f} MiB)")
     return Row(f"5a. scaling: sb.run #{', #'.join(f'{n:,}' for n in marks)} in one process",
                "ms", {"sandboxlib": Cell.note("; ".join(f"{k}: {v.text}" for k, v in cells.items()))})
 
