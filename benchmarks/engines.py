@@ -6,14 +6,17 @@ bridge and no iptables rules.  The image is imported from the busybox root
 dockerd by its pid."""
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import shutil
 import subprocess
 from typing import List, Optional
 
 from peers import (DEVNULL, ID_BASE, IMAGE, ULIMITS, PeerUnavailable, env_with, quiet,
-                   stop_pid, wait_for, _first_line)
+                   stop_pid, wait_for)
 
+PR_SET_PDEATHSIG = 1
 MAPS = ["--uidmap", f"0:{ID_BASE}:65536", "--gidmap", f"0:{ID_BASE}:65536"]
 
 
@@ -34,13 +37,15 @@ class _Engine:
         return f"sbxbench{os.getpid()}x{self._count}"
 
     def run_argv(self) -> List[str]:
-        return self._cmd("run", "--rm", "--network", "none", *self.run_options(), IMAGE, "/bin/true")
+        return self._cmd("run", "--rm", "--network", "none", *self.run_options(), IMAGE,
+                         "/bin/true")
 
     def run_options(self) -> List[str]:
         return []
 
     def run_true(self) -> None:
-        subprocess.run(self.run_argv(), stdin=DEVNULL, stdout=DEVNULL, env=self.env, check=True)
+        subprocess.run(self.run_argv(), stdin=DEVNULL, stdout=DEVNULL, env=self.env,
+                       check=True)
 
     def start_idle(self) -> str:
         name = self._name()
@@ -51,9 +56,6 @@ class _Engine:
 
     def exec_argv(self, name: str) -> List[str]:
         return self._cmd("exec", name, "/bin/true")
-
-    def exec_true(self, name: str) -> None:
-        subprocess.run(self.exec_argv(name), stdin=DEVNULL, stdout=DEVNULL, env=self.env, check=True)
 
     def container_pid(self, name: str) -> int:
         out = quiet(self._cmd("inspect", "--format", "{{.State.Pid}}", name), env=self.env)
@@ -109,9 +111,6 @@ class Podman(_Engine):
         subprocess.run(self._cmd("system", "reset", "--force"), stdin=DEVNULL,
                        capture_output=True, env=self.env)
 
-    def version(self) -> str:
-        return _first_line(self.cli[:1] + ["--version"])
-
 
 class Docker(_Engine):
     """A dockerd of our own (it starts its own containerd under --exec-root)."""
@@ -137,7 +136,7 @@ class Docker(_Engine):
                 "--default-ulimit", "nofile=1024:1024", "--default-ulimit", "nproc=1024:1024"]
         self.log = open(f"{top}/dockerd.log", "wb")
         self.daemon: Optional[subprocess.Popen] = subprocess.Popen(
-            argv, stdin=DEVNULL, stdout=self.log, stderr=self.log)
+            argv, stdin=DEVNULL, stdout=self.log, stderr=self.log, preexec_fn=_die_with_parent)
         self.env = env_with(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=f"{top}/client")
         self.cli = [client]
         try:
@@ -168,5 +167,8 @@ class Docker(_Engine):
         self.daemon = None
         self.log.close()
 
-    def version(self) -> str:
-        return _first_line(["dockerd", "--version"])
+
+def _die_with_parent() -> None:
+    """In the forked child: SIGTERM dockerd if the benchmark dies without
+    stopping it (e.g. SIGKILL), so that no daemon outlives the run."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -45,7 +45,7 @@ def _peer(peer, n: int, start) -> List[float]:
         pids = [start(peer) for _ in range(n)]
         return [_peak_rss_mib(pid) for pid in pids]
     finally:
-        peer.close() if peer.name in ("crun", "runc") else peer.remove_all()
+        peer.remove_all()
 
 
 def _crun(crun, n: int, notes: List[str]) -> List[float]:
@@ -63,14 +63,16 @@ def idle_memory(env, n: int) -> List[Row]:
     per_box, growth = _sandboxlib(n)
     cells["sandboxlib"] = Cell.sizes(per_box)
     crun, podman = env.peers.get("crun"), env.peers.get("podman")
-    if crun is not None:
-        cells["crun"] = Cell.sizes(_crun(crun, n, env.notes))
-    else:
-        cells["crun"] = Cell.unavailable(env.why["crun"])
-    if podman is not None:
-        cells["podman"] = Cell.sizes(_peer(podman, n, lambda p: p.conmon_pid(p.start_idle())))
-    else:
-        cells["podman"] = Cell.unavailable(env.why["podman"])
+    measures = {"crun": lambda: _crun(crun, n, env.notes),
+                "podman": lambda: _peer(podman, n, lambda p: p.conmon_pid(p.start_idle()))}
+    for tool, peer in (("crun", crun), ("podman", podman)):
+        if peer is None:
+            cells[tool] = Cell.unavailable(env.why[tool])
+            continue
+        try:
+            cells[tool] = Cell.sizes(measures[tool]())
+        except PeerUnavailable as err:
+            cells[tool] = Cell.unavailable(f"{tool}: {err}")
     env.notes.append(
         f"Memory ({n} idle containers): sandboxlib counts its init (PID 1, the only process of "
         f"an idle container); the calling Python process grew by {growth:.3f} MiB per container. "

@@ -38,7 +38,8 @@ def quiet(argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
     out = subprocess.run(list(argv), stdin=DEVNULL, capture_output=True, text=True, **kw)
     if out.returncode != 0:
         msg = (out.stderr or out.stdout).strip().splitlines()
-        raise PeerUnavailable(f"`{' '.join(argv[:3])} ...` failed: {msg[-1] if msg else out.returncode}")
+        last = msg[-1] if msg else f"status {out.returncode}"
+        raise PeerUnavailable(f"`{' '.join(argv[:3])} ...` failed: {last}")
     return out
 
 
@@ -67,7 +68,8 @@ def _mounts() -> List[dict]:
     return [
         m("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
         m("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        m("/dev/pts", "devpts", "devpts", ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+        m("/dev/pts", "devpts", "devpts",
+          ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
         m("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         m("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
         m("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
@@ -181,20 +183,11 @@ class OciRuntime:
         if cid in self.live:
             self.live.remove(cid)
 
-    def close(self) -> None:
+    def remove_all(self) -> None:
         for cid in list(self.live):
             self.remove(cid)
 
-    def version(self) -> str:
-        return _first_line([self.binary, "--version"])
-
-
-def _first_line(argv: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(list(argv), capture_output=True, text=True, stdin=DEVNULL)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError):
-        return "not installed"
+    close = remove_all
 
 
 def import_tar(rootfs: str, tar_path: str) -> str:

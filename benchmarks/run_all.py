@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,8 @@ def enter_private_mount_ns() -> str:
         os.execvpe("unshare", argv, env)
     if os.path.ismount(UNIFIED):
         subprocess.run(["umount", UNIFIED], check=True)
-        return f"The controller-less cgroup v2 mount {UNIFIED} was unmounted in the benchmark's private mount namespace (crun refuses that hybrid layout)."
+        return (f"The controller-less cgroup v2 mount {UNIFIED} was unmounted in the "
+                "benchmark's private mount namespace (crun refuses that hybrid layout).")
     return ""
 
 
@@ -125,6 +127,9 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("run_all.py needs root (the peers' engines and cgroups)")
     hidden = enter_private_mount_ns()
+    # A script, not the library: SIGTERM (e.g. from `timeout`) unwinds through
+    # the clean-up below instead of leaving engines and containers behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("run_all.py: terminated"))
     workdir = tempfile.mkdtemp(prefix="sbxbench-")
     os.chmod(workdir, 0o755)  # container root (host uid 1000000000) reads the rootfs in it
     env = Env(workdir)

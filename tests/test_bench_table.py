@@ -29,6 +29,7 @@ def test_unavailable_peer_gets_a_numbered_footnote_once():
 
 def test_rates_and_sizes_compare_with_sandboxlib():
     out = render([Row("tp", "sandboxes/s", {"sandboxlib": Cell.rate(200), "bwrap": Cell.rate(100)}),
-                  Row("mem", "MiB", {"sandboxlib": Cell.sizes([1.0] * 5), "podman": Cell.sizes([3.0] * 5)})])
+                  Row("mem", "MiB", {"sandboxlib": Cell.sizes([1.0] * 5),
+                                     "podman": Cell.sizes([3.0] * 5)})])
     assert "| tp | sandboxes/s | 200 | 100 (0.50x) |" in out
     assert "1.00 / 1.00 / 1.00" in out and "3.00 / 3.00 / 3.00 (3.00x)" in out
