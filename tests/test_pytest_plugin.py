@@ -109,11 +109,16 @@ def _leaks(directory: pathlib.Path) -> list:
     return [ast.literal_eval(f.read_text()) for f in files]
 
 
+# The inner sessions name their plugins: with sandboxlib installed, its
+# pytest11 entry point would load the plugin a second time under another name.
+NO_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
+
 def run_inner_session(directory: str, extra: list) -> tuple:
     """The inner session in a subprocess (the rootless worker's way): (outcomes, output)."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",
                            "sandboxlib.pytest_plugin", "-rA", *extra, directory], capture_output=True,
-                          text=True, cwd=directory, timeout=300)
+                          text=True, cwd=directory, timeout=300, env=dict(os.environ, **NO_AUTOLOAD))
     output = proc.stdout + proc.stderr
     return pytest.RunResult.parse_summary_nouns(output.splitlines()), output
 
@@ -124,7 +129,9 @@ def _write(directory: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
-def test_plugin_with_pytester(pytester, xdist):
+def test_plugin_with_pytester(pytester, monkeypatch, xdist):
+    for name, value in NO_AUTOLOAD.items():
+        monkeypatch.setenv(name, value)
     _write(pytester.path)
     extra = ["-p", "xdist", "-n", "2"] if xdist else []
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "sandboxlib.pytest_plugin",
@@ -159,3 +166,12 @@ def test_entry_point_is_declared():
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
     entry_points = next(ast.literal_eval(k.value) for k in calls[0].keywords if k.arg == "entry_points")
     assert entry_points["pytest11"] == ["sandboxlib = sandboxlib.pytest_plugin"]
+
+
+def test_installed_entry_point_loads_the_plugin():
+    # `make test` installs the package (editable): pytest finds the plugin by its entry point
+    from importlib.metadata import entry_points
+    found = [e for e in entry_points(group="pytest11") if e.name == "sandboxlib"]
+    assert found, "sandboxlib is not installed: run `make build` (pip install -e .)"
+    import sandboxlib.pytest_plugin
+    assert found[0].load() is sandboxlib.pytest_plugin
