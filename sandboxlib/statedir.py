@@ -8,6 +8,7 @@ reused pid is never mistaken for them: a first line ``OWNER START``, one
 the cgroups are made), and ``init PID START`` appended once the init exists."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -64,15 +65,28 @@ def _write(path: str, data: bytes, flags: int) -> None:
         os.close(fd)
 
 
-def register(root: str, container_id: str, cgroup_paths: Sequence[str] = ()) -> str:
-    """Record a container before anything of it exists: its owner (us) and
-    the cgroup directories it is about to get.  Returns the record's path."""
+def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (),
+             init_pid: Optional[int] = None) -> str:
+    """Record a container: its owner (us), the cgroup directories it is about
+    to get (recorded before they exist) and, when it exists already, its
+    init.  Returns the record's path."""
     _ensure_root(root)
     path = os.path.join(root, container_id)
     me = os.getpid()
-    text = f"{me} {start_time(me)}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)
+    text = f"{me} {_own_start_time()}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)
+    if init_pid is not None:
+        text += f"init {init_pid} {start_time(init_pid)}\n"
     _write(path, text.encode(), os.O_CREAT | os.O_EXCL)
     return path
+
+
+@functools.lru_cache(maxsize=1)
+def _start_time_of(pid: int) -> int:
+    return start_time(pid)
+
+
+def _own_start_time() -> int:
+    return _start_time_of(os.getpid())  # keyed by pid: a forked child reads its own
 
 
 def add_init(path: str, init_pid: int) -> None:
