@@ -63,8 +63,7 @@ def main() -> None:
             f"Warm call p50: **{call_p50:.3f} ms** (target: under 2 ms and at most the multiprocessing "
             f"pool's {mp_p50:.3f} ms); pool throughput **{rates['sb.Pool(size=2)']:,.0f} calls/s** "
             f"(target: above 1,000).  {args.rounds} interleaved rounds after 20 warm-up rounds; "
-            f"load average at the end: {os.getloadavg()[0]:.2f} (other helpers' test suites run on "
-            f"this machine at the same time).")
+            f"load average at the end: {os.getloadavg()[0]:.2f} (the benchmark's own load included).")
     print(body)
     if not args.no_record:
         _common.record("bench_call: a Python call into a sandbox", body)
