@@ -1,8 +1,7 @@
 """The start-up cost of a cgroup, of limits and of seccomp: ``sb.run(["/bin/true"])``
 with no limits and no seccomp filter vs with memory+pids+cpu limits and the
 default seccomp policy (issue 4's pair), interleaved in one process;
-also, for reference, without any cgroup (what rootless gets) and
-``c.run(["/bin/true"])`` with and without a per-command cgroup (a timeout).
+also ``c.run(["/bin/true"])`` with and without a per-command cgroup (a timeout).
 
     python benchmarks/bench_limits.py [--rounds N] [--no-record]
 
@@ -15,7 +14,6 @@ import os
 import statistics
 import sys
 import time
-from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
@@ -25,12 +23,6 @@ from sandboxlib import container  # noqa: E402
 
 TRUE = ["/bin/true"]
 LIMITS = sb.Limits(memory="256M", memory_swap="256M", pids=64, cpus=1.0)
-
-
-def without_cgroup() -> None:
-    """As rootless without delegation: no cgroup at all (root only measures it)."""
-    with mock.patch.object(container.cgroups, "plan_cgroup", return_value=None):
-        sb.run(TRUE)
 
 
 def cgroup_operations(rounds: int = 200) -> str:
@@ -63,8 +55,8 @@ def main() -> None:
             "sb.run([/bin/true]), no limits, seccomp=None": lambda: sb.run(TRUE, seccomp=None),
             "sb.run([/bin/true]), memory+memory_swap+pids+cpus limits, default seccomp":
                 lambda: sb.run(TRUE, limits=LIMITS),
-            "sb.run([/bin/true]), no limits, default seccomp (its v2 cgroup only)": lambda: sb.run(TRUE),
-            "sb.run([/bin/true]), no cgroup at all": without_cgroup,
+            "sb.run([/bin/true]), no limits, default seccomp (a one-shot run without limits has no cgroup)":
+                lambda: sb.run(TRUE),
             "c.run([/bin/true]) in a running container": lambda: box.run(TRUE),
             "c.run([/bin/true], timeout=60) (its own cgroup)": lambda: box.run(TRUE, timeout=60),
         }
@@ -73,14 +65,13 @@ def main() -> None:
     names = list(workloads)
     base = stats[names[0]][0]
     rows = [(name, stats[name], "1" if name == names[0] else f"{stats[name][0] / base:.2f}x")
-            for name in names[:4]]
-    rows += [(names[4], stats[names[4]], "1"),
-             (names[5], stats[names[5]], f"{stats[names[5]][0] / stats[names[4]][0]:.2f}x c.run")]
+            for name in names[:3]]
+    rows += [(names[3], stats[names[3]], "1"),
+             (names[4], stats[names[4]], f"{stats[names[4]][0] / stats[names[3]][0]:.2f}x c.run")]
     body = _common.table(rows) + (
         f"\n\nlimits + seccomp / neither p50: **{stats[names[1]][0] / base:.2f}x** (target: under 1.5x); "
         f"the default seccomp policy alone: {stats[names[2]][0] - base:+.3f} ms p50; "
-        f"a cgroup (no limits) vs none: {stats[names[2]][0] - stats[names[3]][0]:+.3f} ms p50; "
-        f"a command's own cgroup: {stats[names[5]][0] - stats[names[4]][0]:+.3f} ms p50. "
+        f"a command's own cgroup: {stats[names[4]][0] - stats[names[3]][0]:+.3f} ms p50. "
         f"{args.rounds} interleaved rounds after 20 warm-up rounds; cgroup layout: "
         f"{container.cgroups.detect().kind}.")
     body += "\n\nThe cgroup directories alone:\n\n" + cgroup_operations()
