@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import statistics
+import random
 import subprocess
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -15,15 +16,20 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 def interleaved(workloads: Dict[str, Callable[[], object]], *, rounds: int, warmup: int = 20
                 ) -> Dict[str, List[float]]:
-    """Run every workload once per round, in turn (A B C A B C ...), so that
-    drift of the machine hits all of them alike.  Returns seconds per call."""
+    """Run every workload once per round, in a fresh order each round (a
+    seeded shuffle), so that drift of the machine, and the after-effects of
+    one tool's teardown on whatever runs next, hit all of them alike.
+    Returns seconds per call."""
     for _ in range(warmup):
         for fn in workloads.values():
             fn()
     samples: Dict[str, List[float]] = {name: [] for name in workloads}
     clock = time.perf_counter
+    order = list(workloads.items())
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in workloads.items():
+        shuffle(order)
+        for name, fn in order:
             start = clock()
             fn()
             samples[name].append(clock() - start)
