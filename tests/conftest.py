@@ -6,7 +6,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
+import time
 
 import psutil
 import pytest
@@ -14,6 +16,28 @@ import pytest
 from . import rootless
 
 MODES = ["root", "rootless"]
+
+def wait_until(predicate, seconds: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds; the time is an upper bound for a hang."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def sandboxlib_cli(*args: str, input=None, timeout: float = 120, text: bool = False) -> subprocess.CompletedProcess:
+    """``python -m sandboxlib ARGS`` from ``/``, this checkout's package first."""
+    return subprocess.run([sys.executable, "-m", "sandboxlib", *args], input=input, text=text,
+                          stdin=subprocess.DEVNULL if input is None else None, capture_output=True,
+                          timeout=timeout, cwd="/", env=dict(os.environ, PYTHONPATH=rootless.REPO))
+
+
+def run_cli(*args: str, input=b"", timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m sandboxlib run ARGS``."""
+    return sandboxlib_cli("run", *args, input=input, timeout=timeout)
+
 
 # -- test root file systems -------------------------------------------------
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from . import rootless
+from .conftest import run_cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = shutil.which("sandboxlib")
@@ -31,11 +32,6 @@ def cli(request):
         return subprocess.run([*prefix, "run", *args], input=input, capture_output=True, timeout=timeout,
                               cwd="/")
     return call
-
-
-def run_cli(*args: str, input: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandboxlib", "run", *args], input=input, capture_output=True,
-                          timeout=timeout, cwd="/")
 
 
 def test_console_script_entry_point():

@@ -12,6 +12,7 @@ import sandboxlib as sb
 from sandboxlib.errors import ConfigError, ImageNotFound
 from sandboxlib.images import ImageStore
 
+from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers, layer_tar
 
 PROBE = ("echo cwd=$(pwd) greeting=$GREETING; cat /app/new.txt /etc/motd; "
@@ -148,10 +149,7 @@ def test_a_broken_layer_is_a_setup_error(runner, store_dir, busybox_root):
 
 # -- the command line ---------------------------------------------------------------
 def _cli(*args: str):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "sandboxlib", *args], capture_output=True, cwd="/",
-                          timeout=120, text=True)
+    return sandboxlib_cli(*args, text=True)
 
 
 def test_cli_images_load_save_import_rmi_run(tmp_path, busybox_root):

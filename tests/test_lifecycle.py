@@ -27,6 +27,8 @@ import sandboxlib as sb
 from sandboxlib import statedir
 from sandboxlib._lowlevel import Step
 
+from .conftest import wait_until
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
 NO_STDIN = {"stdin": sb.DEVNULL}
@@ -46,14 +48,6 @@ def _exists(pid: int) -> bool:
         return False
 
 
-def _wait_until(predicate, seconds: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds; the time is an upper bound for a hang."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _descendants(pid: int, sleeps: int) -> list:
@@ -63,7 +57,7 @@ def _descendants(pid: int, sleeps: int) -> list:
     def enough():
         found[:] = psutil.Process(pid).children(recursive=True)
         return sum(p.name() == "sleep" for p in found) >= sleeps
-    assert _wait_until(enough), found
+    assert wait_until(enough), found
     return [p.pid for p in found]
 
 
@@ -123,7 +117,7 @@ def check_exit_status_survives_close():
     with sb.Container() as c:
         p = c.spawn(["sh", "-c", "exit 7"], **QUIET)
         # until the init has reaped it and sent its exit reply (right after the reap)
-        assert _wait_until(lambda: len(psutil.Process(c.pid).children()) == 0)
+        assert wait_until(lambda: len(psutil.Process(c.pid).children()) == 0)
         c.run(["true"], **NO_STDIN)  # a round trip through the init: the reply is out
     code = p.wait(10)
     p.close()
@@ -138,7 +132,7 @@ def check_init_killed_from_outside():
     with sb.Container() as c:
         p, pids = _start_tree(c)
         os.kill(c.pid, signal.SIGKILL)
-        gone = _wait_until(lambda: not any(_exists(pid) for pid in pids[1:]))
+        gone = wait_until(lambda: not any(_exists(pid) for pid in pids[1:]))
         code = p.wait(10)
         p.close()
         with pytest.raises(sb.ContainerStateError):
@@ -146,7 +140,7 @@ def check_init_killed_from_outside():
         with pytest.raises(sb.ContainerStateError):
             c.spawn(["true"], **QUIET)
         # (the init's own exit is notified after its namespace is emptied)
-        running = not _wait_until(lambda: not c.running)
+        running = not wait_until(lambda: not c.running)
     return gone, code, running, c.pid, _exists(pids[0])
 
 
@@ -222,7 +216,7 @@ def check_stop():
         results = []
         runner = threading.Thread(target=lambda: results.append(c.run(["sleep", "100"], **NO_STDIN)))
         runner.start()
-        assert _wait_until(lambda: len(psutil.Process(c.pid).children()) == 1)
+        assert wait_until(lambda: len(psutil.Process(c.pid).children()) == 1)
         c.stop(timeout=60)
         runner.join(60)
         out["run stopped"] = (results[0].signal, results[0].exit_code, results[0].timed_out)
@@ -321,7 +315,7 @@ def check_sigkill_of_the_owner():
     alive = [_exists(pid) for pid in pids]
     owner.kill()
     owner.wait()
-    gone = _wait_until(lambda: not any(_exists(pid) for pid in pids))
+    gone = wait_until(lambda: not any(_exists(pid) for pid in pids))
     left = [os.path.exists(path) for path in paths]  # the owner could not remove them ...
     subprocess.run([sys.executable, "-c", SWEEPER], env=env, check=True, timeout=120,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

@@ -22,20 +22,15 @@ import pytest
 import sandboxlib as sb
 from sandboxlib import cgroups, statedir
 
-from .conftest import session_cgroup_prefix, session_cgroups
+from .conftest import run_cli, session_cgroup_prefix, session_cgroups, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_STDIN = {"stdin": sb.DEVNULL}
 PY = sys.executable
 
 
-def _wait_until(predicate, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+def _wait_until(predicate) -> bool:
+    return wait_until(predicate, seconds=20.0)  # cgroup teardown on a loaded 2-core machine
 
 
 def _paths_exist(paths) -> list:
@@ -430,21 +425,16 @@ def test_sweep_kills_what_is_left_in_a_cgroup():
 
 
 # -- command line -------------------------------------------------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "sandboxlib", "run", *args], capture_output=True, timeout=120, cwd="/",
-                          stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=REPO))
-
-
 def test_cli_limits():
-    proc = _cli("--memory", "64M", "--memory-swap", "64M", "--pids-limit", "30", "--cpus", "1.5",
+    proc = run_cli("--memory", "64M", "--memory-swap", "64M", "--pids-limit", "30", "--cpus", "1.5",
                 "--cpu-shares", "512", "--cpuset-cpus", "0", "--ulimit", "nofile=20:40", "--ulimit", "fsize=1M",
                 "--", "sh", "-c", "ulimit -n; ulimit -Hn; grep Cpus_allowed_list /proc/self/status")
     assert proc.returncode == 0, proc
     assert proc.stdout.split() == [b"20", b"40", b"Cpus_allowed_list:", b"0"], proc.stdout
-    proc = _cli("--memory", "32M", "--memory-swap", "32M", "--", PY, "-c", HOG)
+    proc = run_cli("--memory", "32M", "--memory-swap", "32M", "--", PY, "-c", HOG)
     assert proc.returncode == 137 and proc.stdout == b"before\n", proc
     assert b"out of memory (--memory)" in proc.stderr, proc.stderr
-    proc = _cli("--ulimit", "fsize=64k", "--", "dd", "if=/dev/zero", "of=/tmp/x", "bs=64k", "count=4")
+    proc = run_cli("--ulimit", "fsize=64k", "--", "dd", "if=/dev/zero", "of=/tmp/x", "bs=64k", "count=4")
     assert proc.returncode == 128 + signal.SIGXFSZ and b"file size limit" in proc.stderr, proc
 
 
@@ -457,7 +447,7 @@ def test_cli_limits():
     (["--cpus", "half"], "--cpus"), (["--pids-limit", "many"], "--pids-limit"),
 ])
 def test_cli_bad_limits_name_the_option(args, option):
-    proc = _cli(*args, "--", "true")
+    proc = run_cli(*args, "--", "true")
     assert proc.returncode in (2, 125), proc  # 2: argparse's own type errors
     assert f"{option}" in proc.stderr.decode(), proc.stderr
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import psutil
 import pytest
@@ -26,20 +25,14 @@ import pytest
 import sandboxlib as sb
 from sandboxlib.container import DEFAULT_PATH
 
+from .conftest import wait_until
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
 NO_STDIN = {"stdin": sb.DEVNULL}
 MB100 = 100_000_000
 
 
-def _wait_until(predicate, seconds: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds; the time is an upper bound for a hang."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _status(text: str) -> dict:
@@ -464,14 +457,14 @@ def check_zombies_reaped():
         first = c.run(["sh", "-c", ORPHANS], **NO_STDIN).stdout.decode().splitlines()
         adopted = [line.split() for line in first if line.split()[-1] == "sleep"]
         # when they exit, the init reaps them: no sleep is left, not even a zombie
-        gone = _wait_until(lambda: not _sleepers(c))
+        gone = wait_until(lambda: not _sleepers(c))
         left = _sleepers(c)
         zombies = [line for line in c.run(["ps", "-e", "-o", "stat="], **NO_STDIN).stdout.split()
                    if line.startswith(b"Z")]
         # the same for a spawned command that leaves orphans and exits
         with c.spawn(["sh", "-c", "(sleep 0.2 &); (sleep 0.2 &); exit 0"], **QUIET) as p:
             assert p.wait(30) == 0
-        gone_spawned = _wait_until(lambda: not _sleepers(c))
+        gone_spawned = wait_until(lambda: not _sleepers(c))
         assert c.run(["true"], **NO_STDIN).exit_code == 0
     assert gone and gone_spawned, left
     assert zombies == [], zombies
@@ -507,7 +500,7 @@ def check_timeouts_kill_grandchildren():
             p.wait(0.2)
         p.close()
         # ... while the container's end takes them
-        assert _wait_until(lambda: len(_host_processes_with(marker)) == 2)
+        assert wait_until(lambda: len(_host_processes_with(marker)) == 2)
     assert _host_processes_with(marker) == []
     r = sb.run(["sh", "-c", f"sleep {marker} & setsid sleep {marker} & sleep {marker}"], timeout=0.5, **NO_STDIN)
     assert r.timed_out and r.signal == signal.SIGKILL and r.duration < 60, r
@@ -696,13 +689,13 @@ def check_process_api():
                 partials.append(err.stdout)
                 return b"early\n" in err.stdout
             raise AssertionError("communicate returned before the command ended")
-        out["early seen"] = _wait_until(early_seen)
+        out["early seen"] = wait_until(early_seen)
         p.send_signal(signal.SIGUSR1)
         # goes on where it stopped: nothing lost, nothing twice
         out["rest"] = p.communicate(timeout=30)
         out["partials"] = partials
         out["returncode"] = (p.returncode, p.poll(), p.wait(), p.wait(0))
-        out["host pid gone"] = _wait_until(lambda: not psutil.pid_exists(p.pid))
+        out["host pid gone"] = wait_until(lambda: not psutil.pid_exists(p.pid))
         p.send_signal(signal.SIGKILL)  # no-ops once it ended
         p.kill()
         p.terminate()

@@ -26,6 +26,8 @@ from sandboxlib._lowlevel import Step
 from sandboxlib.seccomp import DEFAULT_PROFILE
 from sandboxlib.seccomp_bpf import compile_policy
 
+from .conftest import run_cli
+
 PROBE_SOURCE = pathlib.Path(__file__).resolve().parent / "probes" / "seccomp_probe.c"
 PROBE = "/probe"
 
@@ -290,19 +292,14 @@ def test_install_failure_is_reported(runner):
 
 
 # -- command line -------------------------------------------------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent))
-    return subprocess.run([os.sys.executable, "-m", "sandboxlib", "run", *args], capture_output=True, env=env)
-
-
 def test_cli_security_opt(probe, tmp_path):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENXIO}]}))
     volume = f"{probe}:{PROBE}:ro"
-    custom = _parse(_cli("--security-opt", f"seccomp={path}", "-v", volume, "--", PROBE).stdout)
-    unconfined = _parse(_cli("--security-opt", "seccomp=unconfined", "-v", volume, "--", PROBE).stdout)
-    default = _parse(_cli("-v", volume, "--", PROBE).stdout)
+    custom = _parse(run_cli("--security-opt", f"seccomp={path}", "-v", volume, "--", PROBE).stdout)
+    unconfined = _parse(run_cli("--security-opt", "seccomp=unconfined", "-v", volume, "--", PROBE).stdout)
+    default = _parse(run_cli("-v", volume, "--", PROBE).stdout)
     assert custom["keyctl"] == errno.ENXIO and custom["socket_vsock"] == 0
     assert unconfined["socket_vsock"] == 0 and default["socket_vsock"] == errno.EPERM
 
@@ -313,7 +310,7 @@ def test_cli_security_opt(probe, tmp_path):
     ("seccomp", "--security-opt: 'seccomp'"),
 ])
 def test_cli_bad_security_opt(value, expected):
-    r = _cli("--security-opt", value, "--", "true")
+    r = run_cli("--security-opt", value, "--", "true")
     assert r.returncode == 125 and expected in r.stderr.decode(), r.stderr
 
 
