@@ -27,6 +27,7 @@
 
 #include "clone.h"
 #include "command.h"
+#include "launcher.h"
 #include "report.h"
 #include "setup.h"
 #include "syscalls.h"
@@ -53,6 +54,9 @@ static int stopping;
 static int bounding_set;          /* the bounding set was dropped to ... */
 static uint64_t bounding_keep;    /* ... this mask (the container's) */
 static const struct sbx_plan *plan;  /* its seccomp filter goes into every command */
+static int launcher_fd = -1;      /* our end of the launcher's socket (launcher.c), or -1 */
+static pid_t launcher_pid;
+static int launcher_off;          /* it could not start or died: fork commands ourselves */
 
 static struct child *find_child(pid_t pid)
 {
@@ -129,8 +133,41 @@ static int command_child(void *arg)
  * kill them all with cgroup.kill.  Both share our memory only until the
  * child execs (we sleep meanwhile), so one static stack does.  Returns the
  * pid or -1 with errno. */
-static pid_t fork_command(struct sbx_command *cmd, int report_fd)
+static void forget_launcher(void)
 {
+    if (launcher_fd >= 0)
+        close(launcher_fd);
+    if (launcher_pid > 0)
+        kill(launcher_pid, SIGKILL);  /* reaped as any other zombie */
+    launcher_fd = -1;
+    launcher_pid = 0;
+    launcher_off = 1;
+}
+
+/* Whether the launcher forks this command (started by the first that may):
+ * not the main command (a one-shot run would gain nothing), not one that
+ * needs its own cgroup (clone3, which Docker's filter refuses), and only
+ * when it sets no_new_privs, as the launcher did. */
+static int use_launcher(const struct sbx_command *cmd)
+{
+    if (launcher_off || !(plan->flags & SBX_PLAN_LAUNCHER) || cmd->cgroup_fd >= 0 ||
+        (cmd->hdr->flags & (SBX_EXEC_MAIN | SBX_EXEC_NO_NEW_PRIVS)) != SBX_EXEC_NO_NEW_PRIVS)
+        return 0;
+    if (launcher_fd < 0) {
+        launcher_fd = sbx_launcher_start(plan, cmd->cap_bounding, &launcher_pid);
+        launcher_off = launcher_fd < 0;
+    }
+    return launcher_fd >= 0;
+}
+
+static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
+{
+    if (use_launcher(cmd)) {
+        pid_t pid = sbx_launcher_fork(launcher_fd, request, len, cmd->stdio, report_fd);
+        if (pid != SBX_LAUNCHER_GONE)
+            return pid;
+        forget_launcher();
+    }
     if (cmd->cgroup_fd < 0) {
         pid_t pid = vfork();
         if (pid == 0)
@@ -167,7 +204,7 @@ static pid_t fork_command(struct sbx_command *cmd, int report_fd)
 
 /* Fork and exec one command; reply STARTED (with its pid as credentials) or FAILED.
  * Returns 1 when the child runs and keeps reply_fd, else 0. */
-static int start_command(struct sbx_command *cmd, int reply_fd)
+static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
 {
     struct child *slot = NULL;
     for (int i = 0; !slot && i < MAX_CHILDREN; i++)
@@ -193,7 +230,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd)
     /* vfork: the init is small, but copying nothing is faster still; it
      * sleeps until the command has exec'd or reported its failure. */
     pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1)
-                                                               : fork_command(cmd, pipefd[1]);
+                                                               : fork_command(cmd, pipefd[1], len);
     int fork_err = errno;
     close(pipefd[1]);
     if (pid < 0) {
@@ -246,7 +283,7 @@ static void handle_exec(size_t len, int *fds, int nfds)
     } else if (r == 0) {
         memcpy(cmd.stdio, fds + 1, sizeof(cmd.stdio));
         cmd.cgroup_fd = nfds == 5 ? fds[4] : -1;
-        kept = start_command(&cmd, fds[0]);
+        kept = start_command(&cmd, fds[0], len);
     }
     close_fds(fds + kept, nfds - kept);
 }
@@ -324,6 +361,10 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
+        if (pid == launcher_pid) {
+            launcher_pid = 0;
+            forget_launcher();
+        }
         struct child *c = find_child(pid);
         if (!c)
             continue;

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 13
+#define SBX_NATIVE_VERSION 17
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -77,6 +77,7 @@ struct sbx_mount_op {
 #define SBX_FD_CONTROL 3   /* SOCK_SEQPACKET to the host process */
 #define SBX_FD_PARENT 4    /* pidfd of the host process */
 #define SBX_FD_ERROR 5     /* set-up failures; closed (EOF) once set up */
+#define SBX_FD_LAUNCHER 1001  /* the init's end of the launcher's socket (launcher.c) */
 #define SBX_FD_UPPER 1000  /* the init keeps an image root's upper dir here: the host
                             * reads it through /proc/PID/fd (commit) */
 
@@ -120,6 +121,7 @@ struct sbx_plan {
 #define SBX_PLAN_SET_GROUPS 0x04u    /* setgroups(0, NULL) is allowed */
 #define SBX_PLAN_LOOPBACK_UP 0x08u   /* bring lo up (new network ns) */
 #define SBX_PLAN_READ_ONLY_ROOT 0x10u
+#define SBX_PLAN_LAUNCHER 0x20u       /* the filter allows the command set-up: see launcher.c */
 
 #define SBX_MAX_MOUNTS 1024
 #define SBX_NO_STRING 0xffffffffu

@@ -57,9 +57,12 @@ def _encode_ops(ops: Tuple[MountOp, ...]) -> Tuple[bytes, bytes]:
 
 def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool,
                hostname: Optional[str], userns: bool, netns: bool, set_groups: bool,
-               fault: Optional[Tuple[int, int]] = None, seccomp_filter: bytes = b"") -> bytes:
+               fault: Optional[Tuple[int, int]] = None, seccomp_filter: bytes = b"",
+               launcher: bool = False) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
-    BPF the init installs in every command (empty: none)."""
+    BPF the init installs in every command (empty: none).  ``launcher``: the
+    filter allows the whole command set-up, so commands may be forked by a
+    process that installed it once (csrc/launcher.c)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -72,6 +75,7 @@ def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool
     flags |= lib.SBX_PLAN_SET_GROUPS if set_groups else 0
     flags |= lib.SBX_PLAN_LOOPBACK_UP if netns else 0
     flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
+    flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it

@@ -36,7 +36,7 @@ from .images.unpack import remove_tree
 from .launch import submit
 from .process import Process, Result, result_of
 from .rootfs import layout
-from .seccomp import DEFAULT, SeccompOption
+from .seccomp import DEFAULT, Seccomp, SeccompOption
 from .seccomp_bpf import compile_policy
 from .stats import Stats, list_processes, read_stats
 from .streams import PIPE, StdioSpec
@@ -249,7 +249,7 @@ class Container(FileAccess):
                           hostname=self.hostname, userns=self._maps is not None,
                           netns=self.config.network is Network.NONE,
                           set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault,
-                          seccomp_filter=program)
+                          seccomp_filter=program, launcher=self.config.seccomp == Seccomp.default())
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

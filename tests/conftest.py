@@ -27,6 +27,21 @@ def wait_until(predicate, seconds: float = 10.0) -> bool:
     return predicate()
 
 
+LAUNCHER = "sbx-launcher"  # the init's filtered forker (csrc/launcher.c): runtime, like the init
+
+
+def commands_of(init_pid: int, *, recursive: bool = False) -> list:
+    """The processes under a container's init, the launcher left out."""
+    found = []
+    for proc in psutil.Process(init_pid).children(recursive=recursive):
+        try:
+            if proc.name() != LAUNCHER:
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
 def sandboxlib_cli(*args: str, input=None, timeout: float = 120, text: bool = False) -> subprocess.CompletedProcess:
     """``python -m sandboxlib ARGS`` from ``/``, this checkout's package first."""
     return subprocess.run([sys.executable, "-m", "sandboxlib", *args], input=input, text=text,

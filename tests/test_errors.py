@@ -19,7 +19,7 @@ import pytest
 import sandboxlib as sb
 from sandboxlib import Limits, Mount
 
-from .conftest import Runner, state_records
+from .conftest import Runner, commands_of, state_records
 
 NOWHERE = "/nonexistent-sbx-test"
 # Spawned commands never inherit our stdio: the rootless worker's are its channel to pytest.
@@ -227,7 +227,7 @@ def check_command_config_error(case: str) -> dict:
     with sb.Container() as c:
         assert c.run(["true"]).exit_code == 0  # the container works
         result = _config_error(lambda: make(c))
-        inside = psutil.Process(c.pid).children(recursive=True)
+        inside = commands_of(c.pid, recursive=True)
         result["processes in the container"] = [p.pid for p in inside]
         again = c.run(["echo", "still here"])
         result["after"] = (again.exit_code, again.stdout)

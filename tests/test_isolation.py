@@ -130,8 +130,8 @@ def check_pid_namespace(rootfs):
         assert out(c, "cat /proc/1/comm") == "sbx-init\n"
         shell, *entries = out(c, "echo $$; ls /proc").split()
         pids = sorted(int(e) for e in entries if e.isdigit())
-        # Only the init, the shell and maybe ls: no host process.
-        assert 1 in pids and int(shell) in pids and len(pids) <= 3, pids
+        # Only the init, its launcher, the shell and maybe ls: no host process.
+        assert 1 in pids and int(shell) in pids and len(pids) <= 4, pids
         assert max(pids) < 10, pids
         assert os.getpid() not in pids
         sleeper = c.spawn(["sleep", "1000"], stdin=sb.DEVNULL, stdout=sb.DEVNULL, stderr=sb.DEVNULL)
@@ -147,7 +147,7 @@ def check_pid_namespace(rootfs):
             sleeper.wait()
     assert "sleep" in here and "sbx-init" in here
     # Another container sees neither the host's processes nor this one's.
-    assert set(there) <= {"sbx-init", "sh", "cat"}, there
+    assert set(there) <= {"sbx-init", "sbx-launcher", "sh", "cat"}, there
 
 
 def test_pid_namespace(runner, root):
@@ -169,7 +169,8 @@ def check_python_pid_view():
 def test_pid_namespace_python(runner):
     (me, parent, procs), host_pid = runner(check_python_pid_view)
     assert parent == 1 and me < 10
-    assert procs == {"1": "sbx-init", str(me): procs[str(me)]} and procs[str(me)].startswith("python")
+    assert procs.pop("1") == "sbx-init" and procs.pop(str(me)).startswith("python")
+    assert list(procs.values()) == ["sbx-launcher"]  # it forks exec'd commands (csrc/launcher.c)
     assert str(host_pid) not in procs
 
 

@@ -27,7 +27,7 @@ import sandboxlib as sb
 from sandboxlib import statedir
 from sandboxlib._lowlevel import Step
 
-from .conftest import wait_until
+from .conftest import commands_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
@@ -105,7 +105,7 @@ def check_exit_kills_everything():
 
 def test_exit_kills_everything(runner):
     out = runner(check_exit_kills_everything)
-    assert out["running inside"] and out["count"] == 5  # the init, sh and three sleeps
+    assert out["running inside"] and out["count"] == 6  # the init, its launcher, sh and three sleeps
     assert out["after exit"] == [] and out["after raise"] == [], out
     assert out["state"] == (None, False)
     assert out["returncode"] == out["raise returncode"] == -signal.SIGKILL
@@ -117,7 +117,7 @@ def check_exit_status_survives_close():
     with sb.Container() as c:
         p = c.spawn(["sh", "-c", "exit 7"], **QUIET)
         # until the init has reaped it and sent its exit reply (right after the reap)
-        assert wait_until(lambda: len(psutil.Process(c.pid).children()) == 0)
+        assert wait_until(lambda: len(commands_of(c.pid)) == 0)
         c.run(["true"], **NO_STDIN)  # a round trip through the init: the reply is out
     code = p.wait(10)
     p.close()
@@ -216,7 +216,7 @@ def check_stop():
         results = []
         runner = threading.Thread(target=lambda: results.append(c.run(["sleep", "100"], **NO_STDIN)))
         runner.start()
-        assert wait_until(lambda: len(psutil.Process(c.pid).children()) == 1)
+        assert wait_until(lambda: len(commands_of(c.pid)) == 1)
         c.stop(timeout=60)
         runner.join(60)
         out["run stopped"] = (results[0].signal, results[0].exit_code, results[0].timed_out)

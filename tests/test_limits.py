@@ -22,7 +22,7 @@ import pytest
 import sandboxlib as sb
 from sandboxlib import cgroups, statedir
 
-from .conftest import run_cli, session_cgroup_prefix, session_cgroups, wait_until
+from .conftest import LAUNCHER, commands_of, run_cli, session_cgroup_prefix, session_cgroups, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_STDIN = {"stdin": sb.DEVNULL}
@@ -306,6 +306,8 @@ def test_stats_and_top(runner):
     assert stats.source == ("psutil" if runner.rootless else "cgroup")
     assert stats.memory_bytes > 0 and stats.pids >= 2
     assert top[0][:2] == (1, "sbx-init")
+    assert sum(name == LAUNCHER for _, name, _, _ in top) == 1
+    top = [entry for entry in top if entry[1] != LAUNCHER]
     assert (top[1][1], top[1][2], top[1][3]) == ("sleep", ("sleep", "1000"), True) and top[1][0] > 1
     if not runner.rootless:
         assert stats.cpu_seconds > 0.1, stats  # the spin ran in it (gone now, still counted)
@@ -416,7 +418,7 @@ def test_sweep_kills_what_is_left_in_a_cgroup():
     try:
         c.spawn(["sleep", "1000"], stdin=sb.DEVNULL, stdout=sb.DEVNULL, stderr=sb.DEVNULL)
         paths = c._cgroup.paths
-        sleeper = [p.pid for p in psutil.Process(c.pid).children()]
+        sleeper = [p.pid for p in commands_of(c.pid)]
         assert cgroups.release_paths(paths) is False  # as a sweep does it
         assert _wait_until(lambda: not any(psutil.pid_exists(p) for p in sleeper))
         assert _paths_exist(paths) == []

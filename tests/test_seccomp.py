@@ -26,7 +26,7 @@ from sandboxlib._lowlevel import Step
 from sandboxlib.seccomp import DEFAULT_PROFILE
 from sandboxlib.seccomp_bpf import compile_policy
 
-from .conftest import run_cli
+from .conftest import LAUNCHER, run_cli, wait_until
 
 PROBE_SOURCE = pathlib.Path(__file__).resolve().parent / "probes" / "seccomp_probe.c"
 PROBE = "/probe"
@@ -151,6 +151,50 @@ def test_exec_into_running_container_is_filtered(runner, probe):
     out = runner(check_exec_into_running, probe)
     for how in ("run", "spawn"):
         assert out[how]["keyctl"] == errno.ENXIO and out[how]["getpid"] == 0, how
+
+
+STATUS = ["grep", "-E", "^(PPid|NoNewPrivs|Seccomp|Seccomp_filters):", "/proc/self/status"]
+
+
+def _names(c) -> list:
+    return sorted(p.name for p in c.top())
+
+
+def check_launcher(probe: str) -> dict:
+    """Docker's default policy: exec'd commands are forked by the launcher,
+    which installed the filter once; once it is gone, the init forks them
+    and each installs the filter itself."""
+    out = {}
+    with sb.Container(mounts=_probe_mount(probe)) as c:
+        out["probe"] = _parse(c.run([PROBE]).stdout)
+        out["status"] = c.run(STATUS).stdout.split()
+        out["names"] = _names(c)
+        launcher = next(p for p in c.top() if p.name == LAUNCHER)
+        os.kill(launcher.pid, signal.SIGKILL)
+        assert wait_until(lambda: LAUNCHER not in _names(c))
+        out["probe without"] = _parse(c.run([PROBE]).stdout)
+        out["status without"] = c.run(STATUS).stdout.split()
+        out["names without"] = _names(c)
+    with sb.Container(mounts=_probe_mount(probe), seccomp=_enxio_default()) as c:
+        out["probe custom"] = _parse(c.run([PROBE]).stdout)
+        out["names custom"] = _names(c)
+    with sb.Container(seccomp=None) as c:
+        out["status none"] = c.run(STATUS).stdout.split()
+        out["names none"] = _names(c)
+    return out
+
+
+def test_launcher_forks_filtered_commands(runner, probe):
+    out = runner(check_launcher, probe)
+    filtered = [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"2", b"Seccomp_filters:", b"1"]
+    assert out["status"] == out["status without"] == filtered  # the init's child, filtered once
+    assert out["names"] == ["sbx-init", LAUNCHER]
+    assert out["names without"] == out["names custom"] == out["names none"] == ["sbx-init"]
+    assert out["status none"] == [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"0", b"Seccomp_filters:", b"0"]
+    for how in ("probe", "probe without"):
+        assert out[how]["keyctl"] == out[how]["i386:mount"] == errno.EPERM, how
+        assert out[how]["clone3"] == errno.ENOSYS and out[how]["getpid"] == 0, how
+    assert out["probe custom"]["keyctl"] == errno.ENXIO
 
 
 def check_json_file(probe: str, path: str) -> dict:

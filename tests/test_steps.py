@@ -25,7 +25,7 @@ from sandboxlib import IdMapping, protocol
 from sandboxlib._lowlevel import Step
 from sandboxlib.failures import exec_error
 
-from .conftest import Runner, state_records
+from .conftest import Runner, commands_of, state_records
 
 # Set up by the C child / sbx-init before the container runs: fail in start().
 CONTAINER_STEPS = ["SYNC", "IDENTITY", "HOSTNAME", "NETWORK", "PROPAGATION", "BASE", "ROOT", "MOUNT",
@@ -154,7 +154,7 @@ def check_command_step(name: str) -> dict:
         out["spawn"] = _expect_setup_error(lambda: c.spawn(["echo", "hi"], stdin=sb.DEVNULL, stdout=sb.PIPE))
         out["run with input"] = _expect_setup_error(lambda: c.run(["cat"], input=b"data"))
         out["leaks"] = {k: v for k, v in _snapshot().items() if v != before[k]}
-        out["left in the container"] = [p.pid for p in init.children(recursive=True)]
+        out["left in the container"] = [p.pid for p in commands_of(init.pid, recursive=True)]
         c._fault = None
         again = c.run(["sh", "-c", "cat; echo more"], input=b"data\n")
         out["after"] = (again.exit_code, again.stdout, again.stderr)
@@ -254,7 +254,7 @@ def check_malformed_request(case: str) -> dict:
         if reply is not None:
             err = exec_error(reply.step, reply.errno, reply.index, {})
             out["exception"] = _describe(err)
-        out["left in the container"] = [p.pid for p in init.children(recursive=True)]
+        out["left in the container"] = [p.pid for p in commands_of(init.pid, recursive=True)]
         again = c.run(["echo", "still works"])
         out["after"] = (again.exit_code, again.stdout)
     return out

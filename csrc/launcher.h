@@ -1,0 +1,23 @@
+#ifndef SBX_LAUNCHER_H
+#define SBX_LAUNCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "command.h"
+
+#define SBX_LAUNCHER_GONE (-2)
+
+/* Fork the launcher (from the init, after the bounding set was dropped to
+ * `bounding`); it installs plan's filter on itself.  Returns the init's
+ * end of its socket and sets *pid, or -1 with errno. */
+int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, pid_t *pid);
+
+/* Have the launcher fork and exec the command of the EXEC request req
+ * (len bytes) with these stdio fds and report pipe.  Returns the pid once
+ * it has exec'd or reported its failure (as vfork), -1 with errno when it
+ * could not fork, or SBX_LAUNCHER_GONE when the launcher has died. */
+pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int report_fd);
+
+#endif
