@@ -4,7 +4,9 @@ A :class:`Seccomp` is an immutable list of rules in the model of Docker's
 and OCI's seccomp profiles (read with :meth:`Seccomp.from_json`).  It is
 compiled with libseccomp in the host process (``seccomp_bpf``), cached per
 policy and capability set, and every command of the container installs the
-compiled filter last, right before its ``execve``.
+compiled filter last, right before its ``execve`` - or, with Docker's
+default policy, inherits it from the launcher that forks commands exec'd
+into a running container (csrc/launcher.c).
 """
 from __future__ import annotations
 
