@@ -261,9 +261,14 @@ client = socket.create_connection(server.getsockname())
 conn, _ = server.accept(); client.sendall(b"ping"); got = conn.recv(4)
 print(json.dumps(got.decode()))
 """
-LOOPBACK_SH = """nc -l -p 7777 > /dev/shm/got &
+# The server's stdin stays open (a FIFO held by fd 3) until the client is
+# done: at EOF on stdin busybox nc shuts its side down, and a client that
+# sees that before reading its own stdin exits without sending.
+LOOPBACK_SH = """mkfifo /dev/shm/hold
+nc -l -p 7777 < /dev/shm/hold > /dev/shm/got &
+exec 3> /dev/shm/hold
 i=0; until echo ping | nc 127.0.0.1 7777; do i=$((i+1)); [ $i -lt 5000 ] || exit 3; done
-wait; cat /dev/shm/got"""
+exec 3>&-; wait; cat /dev/shm/got"""
 
 
 def check_loopback(rootfs):
