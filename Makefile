@@ -2,7 +2,7 @@
 # make test  - install, build, run the whole test suite
 # make bench - install the peers, build, run the benchmarks
 PYTHON ?= python3
-APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps libseccomp-dev skopeo
+APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps libseccomp-dev skopeo docker.io
 # The peers run_all.py measures against (only `make bench` installs them).
 BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io uidmap \
 	slirp4netns fuse-overlayfs containernetworking-plugins iptables util-linux

@@ -1,8 +1,8 @@
 """Podman and Docker, each with private storage in the benchmark's temporary
 directory: podman with its own --root/--runroot and containers.conf, dockerd
-started here with its own --data-root, --exec-root, pidfile and socket, no
-bridge and no iptables rules.  The image is imported from the busybox root
-(there is no registry here).  ``close()`` removes every container and stops
+started here with its own --data-root, --exec-root, pidfile, socket and
+mount namespace, no bridge and no iptables rules.  The image is imported
+from the busybox root (there is no registry here).  ``close()`` removes every container and stops
 dockerd by its pid."""
 from __future__ import annotations
 
@@ -135,8 +135,12 @@ class Docker(_Engine):
                 "--cgroup-parent", cgroup_parent,
                 "--default-ulimit", "nofile=1024:1024", "--default-ulimit", "nproc=1024:1024"]
         self.log = open(f"{top}/dockerd.log", "wb")
+        # In a mount namespace of its own: its data root's bind mount and its
+        # containers' overlay mounts stay out of the host's mount table (which
+        # test sessions running meanwhile compare) and go with its last process.
         self.daemon: Optional[subprocess.Popen] = subprocess.Popen(
-            argv, stdin=DEVNULL, stdout=self.log, stderr=self.log, preexec_fn=_die_with_parent)
+            ["unshare", "--mount", "--propagation", "private", "--", *argv], stdin=DEVNULL,
+            stdout=self.log, stderr=self.log, preexec_fn=_die_with_parent)
         self.env = env_with(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=f"{top}/client")
         self.cli = [client]
         try:

@@ -3,8 +3,8 @@ autouse leak check (fds, child processes, mounts, cgroups, state dirs)."""
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -80,14 +80,15 @@ def make_busybox_rootfs(path: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_dir(tmp_path_factory):
-    """A world-readable session directory (the rootless users read from it)."""
-    path = tmp_path_factory.mktemp("shared")
-    for p in [path, *path.parents]:
-        if str(p) in ("/", "/tmp"):
-            break
-        os.chmod(p, os.stat(p).st_mode | stat.S_IXOTH | stat.S_IROTH)
-    return path
+def shared_dir():
+    """A world-readable session directory (the rootless users read from it).
+    Not under pytest's /tmp/pytest-of-root: each pytest run that starts on
+    this machine resets that to 0700, cutting the rootless users off from the
+    files of a session running meanwhile."""
+    path = tempfile.mkdtemp(prefix="sandboxlib-test-shared-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
