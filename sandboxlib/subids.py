@@ -1,0 +1,102 @@
+"""Files owned by a rootless caller's subordinate ids (/etc/subuid, /etc/subgid).
+
+Rootless with subordinate ranges, a container's ids N > 0 are the host's
+start + N - 1, so its image layers must be owned by those ids.  The caller
+cannot chown to them, nor delete their files from their directories: only
+a process in a user namespace that maps them can (podman does the same in
+a user namespace of its own).  Here that process is a short sandbox: the
+host view, the trees bound at ``/sbx/N``, and, as its root, this
+interpreter running ``_subids_worker.py`` (its source, standard library
+only).  :class:`ImageStore` is the image store that uses it."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Optional, Sequence, Tuple
+
+from . import _subids_worker, images, imageroot
+from .config import ContainerConfig, IdMapping, Mount
+from .errors import SetupError
+from .host import probe_host
+from .idmap import IdMaps, choose_maps
+from .images.store import SubIdFiles
+from .images.unpack import IdPolicy, Owners
+from .streams import PIPE
+
+__all__ = ["ImageStore", "SandboxSubIdFiles"]
+
+WORKER_TIMEOUT = 600.0  # seconds; a chown pass of a large layer takes a few
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_source() -> str:
+    with open(_subids_worker.__file__, encoding="utf-8") as f:
+        return f.read()
+
+
+def _caller_maps() -> Optional[IdMaps]:
+    """The id maps of the caller's default containers."""
+    return choose_maps(ContainerConfig(), probe_host())
+
+
+class SandboxSubIdFiles(SubIdFiles):
+    """Chowns and removes files of sub-ids in a short sandbox with ``maps``
+    (for removal; a chown pass uses the maps of its id policy)."""
+
+    def __init__(self, maps: IdMaps) -> None:
+        self._maps = maps
+
+    def chown(self, root: str, owners: Owners, policy: IdPolicy) -> None:
+        (uid, gid), (uid_start, gid_start, size) = policy.squash, policy.sub
+        uid_map = (IdMapping(container=0, host=uid, size=1), IdMapping(container=1, host=uid_start, size=size))
+        gid_map = (IdMapping(container=0, host=gid, size=1), IdMapping(container=1, host=gid_start, size=size))
+        payload = json.dumps({str(ino): list(want) for ino, want in owners.items()}).encode()
+        _run("chown", [root], uid_map, gid_map, payload)
+
+    def empty(self, paths: Sequence[str]) -> None:
+        _run("empty", paths, self._maps.uid_map, self._maps.gid_map, b"")
+
+
+def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map: Tuple[IdMapping, ...],
+         payload: bytes) -> None:
+    """Run the worker's ``op`` on ``trees`` as the root of a sandbox with these maps."""
+    from .container import Container  # the same layer; container.py uses this module's ImageStore
+    config = ContainerConfig(mounts=[Mount.bind(path, f"/sbx/{i}") for i, path in enumerate(trees)],
+                             uid_map=uid_map, gid_map=gid_map)
+    container = Container(config)
+    try:
+        result = container._run([sys.executable, "-I", "-S", "-c", _worker_source(), op], input=payload,
+                                timeout=WORKER_TIMEOUT, stdin=None, stdout=PIPE, stderr=PIPE, env=None,
+                                cwd=None, user=None, main=True)
+    finally:
+        container.close()
+    if result.exit_code == 0:
+        return
+    try:
+        err, what = json.loads(result.stdout)
+    except ValueError:
+        err, what = 5, f"{op} ({result.stderr.decode(errors='replace').strip()[-500:]})"  # EIO
+    raise SetupError(err, f"{what} on {list(trees)}", step="SUBIDS",
+                     hint="the files of a rootless user's sub-ids are changed in a user namespace that maps them")
+
+
+class ImageStore(images.ImageStore):
+    """A content-addressed image store, safe for concurrent use by several processes.
+
+    Rootless with /etc/subuid and /etc/subgid ranges, layers are unpacked
+    with the image's owners shifted into those ranges (as containers see
+    them), and removed, with the help of a short sandbox that maps them.
+
+    Args:
+        path: the store's home directory (see :func:`sandboxlib.images.default_home`).
+    """
+
+    def _caller_policy(self) -> IdPolicy:
+        return imageroot.id_policy(ContainerConfig(), _caller_maps())
+
+    def sub_id_files(self) -> Optional[SubIdFiles]:
+        if os.geteuid() == 0:  # root needs none
+            return None
+        return SandboxSubIdFiles(_caller_maps())
