@@ -11,16 +11,80 @@ the caller's and which the caller removes or renames itself):
              entry below /sbx/0 with such an inode gets those owners (and,
              for a directory, its mode again: a setgid bit survives)
     empty    removes everything below each /sbx/N
+    tar      stdin: a socket carrying (SCM_RIGHTS) a container's writable
+             layer (its overlay upper dir) and a file: writes the layer as
+             an image layer tar (``add_tree``) with the ids as they are
+             inside (the sandbox has the container's maps)
 
 Symlinks are never followed (``os.fwalk``, ``follow_symlinks=False``).
-On failure it prints ``[errno, operation]`` as JSON and exits 1."""
+On failure it prints ``[errno, operation]`` as JSON and exits 1.
+``commit`` uses ``add_tree`` directly when the caller can read the layer."""
+import contextlib
 import json
 import os
 import shutil
+import socket
 import stat
 import sys
+import tarfile
 
 TOP = "/sbx"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+OPAQUE_XATTR = "user.overlay.opaque"
+
+
+def _entry(name: str, st: os.stat_result, ids, **fields) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+    info.uid, info.gid = ids(st.st_uid, st.st_gid)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info
+
+
+def add_tree(tar: tarfile.TarFile, dir_fd: int, prefix: str, ids) -> None:
+    """Add an overlay upper dir's tree below ``prefix``: overlay whiteouts
+    and opaque dirs become OCI whiteouts; ``ids(uid, gid)`` gives the ids
+    the tar records."""
+    for name in sorted(os.listdir(dir_fd)):
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        path = prefix + name
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # overlay whiteout -> OCI whiteout
+            tar.addfile(_entry(prefix + ".wh." + name, st, ids, mode=0o644))
+        elif stat.S_ISDIR(st.st_mode):
+            tar.addfile(_entry(path + "/", st, ids, type=tarfile.DIRTYPE))
+            child = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                with contextlib.suppress(OSError):
+                    if os.getxattr(child, OPAQUE_XATTR) == b"y":
+                        tar.addfile(_entry(path + "/.wh..wh..opq", st, ids, mode=0o644))
+                add_tree(tar, child, path + "/", ids)
+            finally:
+                os.close(child)
+        elif stat.S_ISREG(st.st_mode):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            with os.fdopen(fd, "rb") as f:
+                tar.addfile(_entry(path, st, ids, size=st.st_size), f)
+        elif stat.S_ISLNK(st.st_mode):
+            tar.addfile(_entry(path, st, ids, type=tarfile.SYMTYPE, linkname=os.readlink(name, dir_fd=dir_fd)))
+        elif stat.S_ISFIFO(st.st_mode):
+            tar.addfile(_entry(path, st, ids, type=tarfile.FIFOTYPE))
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            tar.addfile(_entry(path, st, ids, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
+                               type=tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE))
+
+
+def tar_layer() -> None:
+    with socket.socket(fileno=os.dup(0)) as sock:
+        _, fds, _, _ = socket.recv_fds(sock, 16, 2)
+    upper, out = fds
+    try:
+        with os.fdopen(out, "wb", closefd=False) as f:
+            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                add_tree(tar, upper, "", lambda uid, gid: (uid, gid))
+    finally:
+        os.close(upper)
+        os.close(out)
 
 
 def chown(owners: dict) -> None:
@@ -57,6 +121,8 @@ def main() -> int:
             chown(json.load(sys.stdin))
         elif sys.argv[1] == "empty":
             empty()
+        elif sys.argv[1] == "tar":
+            tar_layer()
         else:
             raise OSError(22, f"unknown operation {sys.argv[1]!r}")
     except OSError as err:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import sys
 from typing import Optional, Sequence, Tuple
 
@@ -41,34 +42,46 @@ def _caller_maps() -> Optional[IdMaps]:
     return choose_maps(ContainerConfig(), probe_host())
 
 
-class SandboxSubIdFiles(SubIdFiles):
-    """Chowns and removes files of sub-ids in a short sandbox with ``maps``
-    (for removal; a chown pass uses the maps of its id policy)."""
+def _policy_maps(policy: IdPolicy) -> Tuple[Tuple[IdMapping, ...], Tuple[IdMapping, ...]]:
+    """The maps of a container whose layers ``policy`` owns (``0 caller 1, 1 start size``)."""
+    (uid, gid), (uid_start, gid_start, size) = policy.squash, policy.sub
+    return ((IdMapping(container=0, host=uid, size=1), IdMapping(container=1, host=uid_start, size=size)),
+            (IdMapping(container=0, host=gid, size=1), IdMapping(container=1, host=gid_start, size=size)))
 
-    def __init__(self, maps: IdMaps) -> None:
+
+class SandboxSubIdFiles(SubIdFiles):
+    """Chowns, removes and archives files of sub-ids in a short sandbox
+    (for removal with ``maps``, else with the maps of the id policy)."""
+
+    def __init__(self, maps: Optional[IdMaps]) -> None:
         self._maps = maps
 
     def chown(self, root: str, owners: Owners, policy: IdPolicy) -> None:
-        (uid, gid), (uid_start, gid_start, size) = policy.squash, policy.sub
-        uid_map = (IdMapping(container=0, host=uid, size=1), IdMapping(container=1, host=uid_start, size=size))
-        gid_map = (IdMapping(container=0, host=gid, size=1), IdMapping(container=1, host=gid_start, size=size))
         payload = json.dumps({str(ino): list(want) for ino, want in owners.items()}).encode()
-        _run("chown", [root], uid_map, gid_map, payload)
+        _run("chown", [root], *_policy_maps(policy), input=payload)
 
     def empty(self, paths: Sequence[str]) -> None:
-        _run("empty", paths, self._maps.uid_map, self._maps.gid_map, b"")
+        _run("empty", paths, self._maps.uid_map, self._maps.gid_map, input=b"")
+
+    def tar(self, upper_fd: int, out_fd: int, policy: IdPolicy) -> None:
+        """Write the writable layer ``upper_fd`` as a layer tar to ``out_fd``,
+        with the container's ids (the worker has the container's maps)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:  # a short message: it waits in the socket for the worker
+            socket.send_fds(ours, [b"t"], [upper_fd, out_fd])
+            _run("tar", [], *_policy_maps(policy), stdin=theirs.fileno())
 
 
-def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map: Tuple[IdMapping, ...],
-         payload: bytes) -> None:
+def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map: Tuple[IdMapping, ...], *,
+         input: Optional[bytes] = None, stdin: Optional[int] = None) -> None:
     """Run the worker's ``op`` on ``trees`` as the root of a sandbox with these maps."""
     from .container import Container  # the same layer; container.py uses this module's ImageStore
     config = ContainerConfig(mounts=[Mount.bind(path, f"/sbx/{i}") for i, path in enumerate(trees)],
                              uid_map=uid_map, gid_map=gid_map)
     container = Container(config)
     try:
-        result = container._run([sys.executable, "-I", "-S", "-c", _worker_source(), op], input=payload,
-                                timeout=WORKER_TIMEOUT, stdin=None, stdout=PIPE, stderr=PIPE, env=None,
+        result = container._run([sys.executable, "-I", "-S", "-c", _worker_source(), op], input=input,
+                                timeout=WORKER_TIMEOUT, stdin=stdin, stdout=PIPE, stderr=PIPE, env=None,
                                 cwd=None, user=None, main=True)
     finally:
         container.close()
