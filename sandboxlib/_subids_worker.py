@@ -1,6 +1,7 @@
 """The program ``sandboxlib.subids`` runs in a short sandbox whose user
 namespace maps a rootless caller's subordinate ids (its source is passed
-with ``-c``: standard library only, nothing of sandboxlib is imported).
+with ``-c``: standard library only; only ``transfer`` imports sandboxlib,
+from the checkout bound read-only).
 
 It is the container's root there, with the capabilities to chown and
 delete files of every mapped id, and works on the trees bound at
@@ -15,6 +16,9 @@ the caller's and which the caller removes or renames itself):
              layer (its overlay upper dir) and a file: writes the layer as
              an image layer tar (``add_tree``) with the ids as they are
              inside (the sandbox has the container's maps)
+    transfer stdin: a socket carrying a JSON request and the container's
+             root, an input and an output file: copy in or out with
+             ``sandboxlib.transfer`` (imported from the directory in argv[2])
 
 Symlinks are never followed (``os.fwalk``, ``follow_symlinks=False``).
 On failure it prints ``[errno, operation]`` as JSON and exits 1.
@@ -74,10 +78,17 @@ def add_tree(tar: tarfile.TarFile, dir_fd: int, prefix: str, ids) -> None:
                                type=tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE))
 
 
-def tar_layer() -> None:
+def _received(count: int):
+    """(request bytes, fds) from the socket on stdin."""
     with socket.socket(fileno=os.dup(0)) as sock:
-        _, fds, _, _ = socket.recv_fds(sock, 16, 2)
-    upper, out = fds
+        request, fds, _, _ = socket.recv_fds(sock, 1 << 16, count)
+    if len(fds) != count:
+        raise OSError(22, f"expected {count} fds, got {len(fds)}")
+    return request, fds
+
+
+def tar_layer() -> None:
+    _, (upper, out) = _received(2)
     try:
         with os.fdopen(out, "wb", closefd=False) as f:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -115,6 +126,29 @@ def empty() -> None:
             os.close(fd)
 
 
+def transfer(library: str) -> None:
+    """Copy in or out (``sandboxlib.transfer``, from ``library``, bound read-only)
+    as the container's root with its capabilities: files of every container
+    user are reachable.  fds: the container's root, the input, the output."""
+    request, (root_fd, data_fd, out_fd) = _received(3)
+    sys.path.insert(0, library)
+    from sandboxlib import transfer as t
+    from sandboxlib.images.unpack import IdPolicy
+    args = json.loads(request)
+    policy = IdPolicy(squash=(0, 0))  # in here the container's root is 0, and ids are the container's
+    with os.fdopen(data_fd, "rb") as f:
+        data = f.read()
+    op, path = args["op"], args["path"]
+    if op == "write_file":
+        t.write_file(root_fd, path, data, args["mode"], policy)
+    elif op == "put_archive":
+        t.put_archive(root_fd, path, data, policy)
+    else:
+        result = t.read_file(root_fd, path) if op == "read_file" else t.get_archive(root_fd, path, policy)
+        with os.fdopen(out_fd, "wb", closefd=False) as f:
+            f.write(result)
+
+
 def main() -> int:
     try:
         if sys.argv[1] == "chown":
@@ -123,10 +157,15 @@ def main() -> int:
             empty()
         elif sys.argv[1] == "tar":
             tar_layer()
+        elif sys.argv[1] == "transfer":
+            transfer(sys.argv[2])
         else:
             raise OSError(22, f"unknown operation {sys.argv[1]!r}")
     except OSError as err:
-        print(json.dumps([err.errno or 0, f"{sys.argv[1]}: {err}"]))
+        print(json.dumps(["os", err.errno or 0, f"{sys.argv[1]}: {err}", err.filename]))
+        return 1
+    except ValueError as err:  # the extractor's ImageFormatError
+        print(json.dumps(["image", getattr(err, "source", sys.argv[1]), getattr(err, "detail", str(err))]))
         return 1
     return 0
 

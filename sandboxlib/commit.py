@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .images import Image, ImageStore
 from .images.build import write_manifest
 from ._subids_worker import add_tree
+from .idmap import IdMaps
 from .images.unpack import IdPolicy
 from .subids import SandboxSubIdFiles
 
@@ -40,26 +41,32 @@ def _changes(changes: Optional[Mapping[str, object]]) -> dict:
     return found
 
 
-def _layer_tar(f, upper_fd: int, policy: IdPolicy) -> None:
-    """Write the upper dir as a layer tar into the file ``f``.  Rootless
-    with sub-ids, files of the container's other users may be unreadable
-    for the caller: a sandbox with the container's maps writes it."""
-    if policy.sub:
-        SandboxSubIdFiles(None).tar(upper_fd, f.fileno(), policy)
+def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> None:
+    """Write the upper dir as a layer tar into the file ``f``.  What the
+    caller may not read (files of the container's other users, rootless;
+    mode-000 directories) a short sandbox with the container's maps reads."""
+    try:
+        with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            add_tree(tar, upper_fd, "", policy.container_ids)
         return
-    with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        add_tree(tar, upper_fd, "", policy.container_ids)
+    except PermissionError:
+        if maps is None:
+            raise
+    f.seek(0)
+    f.truncate()
+    f.flush()
+    SandboxSubIdFiles(None).tar(upper_fd, f.fileno(), maps)
 
 
-def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, ref: Optional[str],
-           changes: Optional[Mapping[str, object]]) -> Image:
+def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps],
+           ref: Optional[str], changes: Optional[Mapping[str, object]]) -> Image:
     """A new image: ``image`` plus the upper dir as a layer, config ``changes`` applied."""
     updates = _changes(changes)
     names = (ref,) if ref else ()
     try:
         with store.writing():
             with tempfile.TemporaryFile(dir=store.tmp) as f:
-                _layer_tar(f, upper_fd, policy)
+                _layer_tar(f, upper_fd, policy, maps)
                 f.seek(0)
                 digest, size = store.blobs.put_stream(f, source="the container's writable layer")
             config = json.loads(store.blobs.read(image.id))

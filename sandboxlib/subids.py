@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 
 from . import _subids_worker, images, imageroot
 from .config import ContainerConfig, IdMapping, Mount
-from .errors import SetupError
+from .errors import ImageFormatError, SetupError
 from .host import probe_host
 from .idmap import IdMaps, choose_maps
 from .images.store import SubIdFiles
@@ -29,6 +29,7 @@ from .streams import PIPE
 __all__ = ["ImageStore", "SandboxSubIdFiles"]
 
 WORKER_TIMEOUT = 600.0  # seconds; a chown pass of a large layer takes a few
+LIBRARY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where sandboxlib is imported from
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,24 +64,57 @@ class SandboxSubIdFiles(SubIdFiles):
     def empty(self, paths: Sequence[str]) -> None:
         _run("empty", paths, self._maps.uid_map, self._maps.gid_map, input=b"")
 
-    def tar(self, upper_fd: int, out_fd: int, policy: IdPolicy) -> None:
-        """Write the writable layer ``upper_fd`` as a layer tar to ``out_fd``,
-        with the container's ids (the worker has the container's maps)."""
+    def transfer(self, op: str, root_fd: int, path: str, maps: IdMaps, data: bytes = b"",
+                 mode: int = 0) -> bytes:
+        """``sandboxlib.transfer``'s ``op`` on ``path`` in the container
+        ``root_fd`` whose maps are ``maps``, as its root with its capabilities
+        (files of its other users included); returns what read_file and
+        get_archive return."""
+        request = json.dumps({"op": op, "path": path, "mode": mode}).encode()
+        data_fd = os.memfd_create("sbx-in", os.MFD_CLOEXEC)
+        out_fd = os.memfd_create("sbx-out", os.MFD_CLOEXEC)
+        try:
+            _write_all(data_fd, data)
+            os.lseek(data_fd, 0, os.SEEK_SET)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            with ours, theirs:
+                socket.send_fds(ours, [request], [root_fd, data_fd, out_fd])
+                _run("transfer", [], maps.uid_map, maps.gid_map, stdin=theirs.fileno(), library=True)
+            os.lseek(out_fd, 0, os.SEEK_SET)
+            with os.fdopen(os.dup(out_fd), "rb") as f:
+                return f.read()
+        finally:
+            os.close(data_fd)
+            os.close(out_fd)
+
+    def tar(self, upper_fd: int, out_fd: int, maps: IdMaps) -> None:
+        """Write the writable layer ``upper_fd`` of a container with ``maps``
+        as a layer tar to ``out_fd``, with the container's ids (the worker's)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours, theirs:  # a short message: it waits in the socket for the worker
             socket.send_fds(ours, [b"t"], [upper_fd, out_fd])
-            _run("tar", [], *_policy_maps(policy), stdin=theirs.fileno())
+            _run("tar", [], maps.uid_map, maps.gid_map, stdin=theirs.fileno())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map: Tuple[IdMapping, ...], *,
-         input: Optional[bytes] = None, stdin: Optional[int] = None) -> None:
-    """Run the worker's ``op`` on ``trees`` as the root of a sandbox with these maps."""
+         input: Optional[bytes] = None, stdin: Optional[int] = None, library: bool = False) -> None:
+    """Run the worker's ``op`` on ``trees`` as the root of a sandbox with
+    these maps (``library``: with sandboxlib importable, bound read-only)."""
     from .container import Container  # the same layer; container.py uses this module's ImageStore
-    config = ContainerConfig(mounts=[Mount.bind(path, f"/sbx/{i}") for i, path in enumerate(trees)],
-                             uid_map=uid_map, gid_map=gid_map)
-    container = Container(config)
+    mounts = [Mount.bind(path, f"/sbx/{i}") for i, path in enumerate(trees)]
+    argv = [sys.executable, "-I", "-S", "-c", _worker_source(), op]
+    if library:
+        mounts.append(Mount.bind(LIBRARY, LIBRARY, read_only=True))
+        argv = argv[:2] + argv[3:] + [LIBRARY]  # with site: cffi's backend is a site package
+    container = Container(ContainerConfig(mounts=mounts, uid_map=uid_map, gid_map=gid_map))
     try:
-        result = container._run([sys.executable, "-I", "-S", "-c", _worker_source(), op], input=input,
+        result = container._run(argv, input=input,
                                 timeout=WORKER_TIMEOUT, stdin=stdin, stdout=PIPE, stderr=PIPE, env=None,
                                 cwd=None, user=None, main=True)
     finally:
@@ -88,11 +122,15 @@ def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map:
     if result.exit_code == 0:
         return
     try:
-        err, what = json.loads(result.stdout)
+        kind, *fields = json.loads(result.stdout)
     except ValueError:
-        err, what = 5, f"{op} ({result.stderr.decode(errors='replace').strip()[-500:]})"  # EIO
-    raise SetupError(err, f"{what} on {list(trees)}", step="SUBIDS",
-                     hint="the files of a rootless user's sub-ids are changed in a user namespace that maps them")
+        kind, fields = "os", [0, f"{op} ({result.stderr.decode(errors='replace').strip()[-500:]})"]
+    if kind == "image":
+        raise ImageFormatError(*fields)
+    if op == "transfer" and fields[0]:  # about the caller's path: as if it had been done here
+        raise OSError(fields[0], os.strerror(fields[0]), fields[2])
+    raise SetupError(fields[0], f"{fields[1]} on {list(trees)}" if trees else fields[1], step="SUBIDS",
+                     hint="the files of a rootless user's sub-ids are handled in a user namespace that maps them")
 
 
 class ImageStore(images.ImageStore):

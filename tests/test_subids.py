@@ -5,6 +5,7 @@ leave nothing.  Root mode keeps its shift; a user without ranges keeps the
 squash (every file is the container root's)."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tarfile
@@ -190,3 +191,49 @@ def test_volume_files_of_sub_ids(runner, store_dir, busybox_root):
     made, seen, volumes = runner(check_volume, store_dir, busybox_root)
     assert made == b"ok\n" and seen == b"1000 1000 0\n"
     assert volumes == []
+
+
+def check_copy_in_and_out(path, busybox_rootfs):
+    store = owner_image(path, busybox_rootfs)
+    with sb.Container(image="owners:1", image_store=store.path) as c:
+        read = c.read_file("/home/app/own")  # 0600 in a 0700 dir of user 1000
+        c.run(["sh", "-c", "echo secret > /home/app/own"], user="1000:1000")
+        after = c.read_file("/home/app/own")
+        c.write_file("/data/locked/put", b"in\n")  # a mode-000 dir of root
+        c.put_archive("/data/locked", layer_tar({"sub/": "dir/", "sub/f": b"f\n"}))
+        seen = c.run(["sh", "-c", "cat /data/locked/put /data/locked/sub/f; stat -c '%n %u %g' /data/locked/put"
+                      " /data/locked/sub/f"]).stdout.decode().splitlines()
+        with tarfile.open(fileobj=io.BytesIO(c.get_archive("/home/app"))) as tar:
+            archived = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
+        try:
+            c.read_file("/home/app/missing")
+        except FileNotFoundError:
+            missing = "FileNotFoundError"
+    return read, after, seen, archived, missing
+
+
+def test_copy_in_and_out_of_other_users_files(runner, store_dir, busybox_root):
+    read, after, seen, archived, missing = runner(check_copy_in_and_out, store_dir, busybox_root)
+    assert read == b"" and after == b"secret\n"
+    assert seen == ["in", "f", "/data/locked/put 0 0", "/data/locked/sub/f 0 0"]
+    assert archived == {"app": (1000, 1000), "app/own": (1000, 1000)}
+    assert missing == "FileNotFoundError"
+
+
+def check_single_id_copy_and_commit(path, busybox_rootfs):
+    """Only the caller's id mapped: a mode-000 directory still needs the container root's capabilities."""
+    store = owner_image(path, busybox_rootfs)
+    with sb.Container(image="owners:1", image_store=store.path) as c:
+        c.write_file("/data/locked/put", b"in\n")
+        read = c.read_file("/data/locked/put")
+        c.run(["sh", "-c", "mkdir -m 000 /closed && echo x > /data/locked/made"])
+        image = c.commit("owners:2")
+    with tarfile.open(store.blobs.path(image.layers[-1].digest)) as tar:
+        names = sorted(m.name for m in tar.getmembers())
+    return read, names
+
+
+def test_single_id_copy_and_commit(single_id_runner, single_store, busybox_root):
+    read, names = single_id_runner(check_single_id_copy_and_commit, single_store, busybox_root)
+    assert read == b"in\n"
+    assert names == ["closed", "data", "data/locked", "data/locked/made", "data/locked/put"]
