@@ -55,7 +55,7 @@ def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> No
     f.seek(0)
     f.truncate()
     f.flush()
-    SandboxSubIdFiles(None).tar(upper_fd, f.fileno(), maps)
+    SandboxSubIdFiles().tar(upper_fd, f.fileno(), maps)
 
 
 def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps],

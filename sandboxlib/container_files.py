@@ -46,7 +46,7 @@ class FileAccess:
         except PermissionError:
             if self._maps is None:
                 raise
-        helper = SandboxSubIdFiles(None)
+        helper = SandboxSubIdFiles()
         return self._in_root(lambda root_fd, p: helper.transfer(op, root_fd, p, self._maps, data, mode), path)
 
     def _writing(self):

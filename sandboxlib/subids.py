@@ -52,17 +52,15 @@ def _policy_maps(policy: IdPolicy) -> Tuple[Tuple[IdMapping, ...], Tuple[IdMappi
 
 class SandboxSubIdFiles(SubIdFiles):
     """Chowns, removes and archives files of sub-ids in a short sandbox
-    (for removal with ``maps``, else with the maps of the id policy)."""
-
-    def __init__(self, maps: Optional[IdMaps]) -> None:
-        self._maps = maps
+    (for removal with the caller's default maps, else with those given)."""
 
     def chown(self, root: str, owners: Owners, policy: IdPolicy) -> None:
         payload = json.dumps({str(ino): list(want) for ino, want in owners.items()}).encode()
         _run("chown", [root], *_policy_maps(policy), input=payload)
 
     def empty(self, paths: Sequence[str]) -> None:
-        _run("empty", paths, self._maps.uid_map, self._maps.gid_map, input=b"")
+        maps = _caller_maps()
+        _run("empty", paths, maps.uid_map, maps.gid_map, input=b"")
 
     def transfer(self, op: str, root_fd: int, path: str, maps: IdMaps, data: bytes = b"",
                  mode: int = 0) -> bytes:
@@ -150,4 +148,4 @@ class ImageStore(images.ImageStore):
     def sub_id_files(self) -> Optional[SubIdFiles]:
         if os.geteuid() == 0:  # root needs none
             return None
-        return SandboxSubIdFiles(_caller_maps())
+        return SandboxSubIdFiles()

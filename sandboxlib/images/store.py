@@ -427,13 +427,21 @@ class ImageStore:
             dead = [d for d in self.blobs.digests() if d not in live_blobs]
             freed = sum(self.blobs.delete(d) for d in dead)
             top = os.path.join(self.path, "layers")
-            gone = [os.path.join(top, key, name) for key in os.listdir(top)
-                    for name in os.listdir(os.path.join(top, key)) if "sha256:" + name not in live_layers]
-            for path in gone:  # out of sight first: never a half-removed layer under its name
-                os.rename(path, os.path.join(tempfile.mkdtemp(prefix="gone-", dir=self.tmp), "layer"))
+            dead_layers = [os.path.join(top, key, name) for key in os.listdir(top)
+                           for name in os.listdir(os.path.join(top, key)) if "sha256:" + name not in live_layers]
+            gone = sum(self._discard(path) for path in dead_layers)
             # No writer is running: all of tmp/ is debris.
             self.remove_trees([os.path.join(self.tmp, name) for name in os.listdir(self.tmp)])
-        return len(dead), len(gone), freed
+        return len(dead), gone, freed
+
+    def _discard(self, layer: str) -> bool:
+        """Move a layer into tmp/ (removed with it): it is never seen half-removed under its name."""
+        trash = tempfile.mkdtemp(prefix="gone-", dir=self.tmp)
+        try:
+            os.rename(layer, os.path.join(trash, "layer"))
+        except OSError:
+            return False
+        return True
 
     def remove_trees(self, paths: Sequence[str]) -> List[str]:
         """Remove files and trees; returns those left.  Rootless, trees with
