@@ -26,16 +26,21 @@ def _info(name: str, uid: int, gid: int, mode: int, data: bytes = b"") -> tarfil
     info.uid, info.gid, info.mode = uid, gid, mode
     if name.endswith("/"):
         info.type = tarfile.DIRTYPE
+    elif name in LINKS:
+        info.type, info.linkname = LINKS[name]
     else:
         info.size = len(data)
     return info
 
 
+LINKS = {"data/link": (tarfile.SYMTYPE, "app-file"), "data/hard": (tarfile.LNKTYPE, "data/app-file")}
 # name -> (uid, gid, mode): what the image's owner layer says
 OWNED = {
     "data/": (0, 0, 0o755),
     "data/root-file": (0, 0, 0o644),
     "data/app-file": (1000, 1000, 0o644),
+    "data/link": (1000, 1000, 0o777),
+    "data/hard": (1000, 1000, 0o644),
     "data/shadow": (0, 42, 0o640),
     "data/setgid/": (0, 42, 0o2775),
     "data/locked/": (0, 0, 0o000),
@@ -191,6 +196,23 @@ def test_volume_files_of_sub_ids(runner, store_dir, busybox_root):
     made, seen, volumes = runner(check_volume, store_dir, busybox_root)
     assert made == b"ok\n" and seen == b"1000 1000 0\n"
     assert volumes == []
+
+
+def test_policies():
+    """Each policy unpacks into a directory of its own; container_ids inverts owner."""
+    from sandboxlib.images.unpack import IdPolicy
+    root, squash = IdPolicy(shift=ROOT_SHIFT), IdPolicy(squash=(1001, 1001))
+    sub, other = IdPolicy(squash=(1001, 1001), sub=(100000, 200000, 65536)), IdPolicy(squash=(1001, 1001),
+                                                                                       sub=(300000, 200000, 65536))
+    assert len({p.key for p in (root, squash, sub, other)}) == 4
+    assert sub.owner(0, 42) == (1001, 200041) and sub.owner(1000, 0) == (100999, 1001)
+    assert sub.owner(70000, 70000) == (1001, 1001)  # beyond the range: the container's root
+    assert squash.owner(1000, 42) == (1001, 1001) and root.owner(1000, 42) == (ROOT_SHIFT + 1000, ROOT_SHIFT + 42)
+    for policy in (root, sub):
+        for ids in ((0, 0), (1000, 42), (65535, 1)):
+            assert policy.container_ids(*policy.owner(*ids)) == ids
+    assert sub.mode(0o2775, directory=True) == 0o2775 and sub.mode(0o6755, directory=False) == 0o755
+    assert squash.mode(0o2775, directory=True) == 0o775 and root.mode(0o6755, directory=False) == 0o6755
 
 
 def check_copy_in_and_out(path, busybox_rootfs):

@@ -99,8 +99,7 @@ class IdPolicy:
         if not self.squash:
             return max(uid - self.shift, 0), max(gid - self.shift, 0)
         start_uid, start_gid, size = self.sub or (0, 0, 0)
-        return ((0 if uid == self.squash[0] else uid - start_uid + 1 if start_uid <= uid < start_uid + size else uid),
-                (0 if gid == self.squash[1] else gid - start_gid + 1 if start_gid <= gid < start_gid + size else gid))
+        return _unshift(uid, self.squash[0], start_uid, size), _unshift(gid, self.squash[1], start_gid, size)
 
     def mode(self, mode: int, directory: bool) -> int:
         """The mode bits kept: setuid and setgid only as root (a rootless
@@ -109,6 +108,13 @@ class IdPolicy:
         if self.privileged or (directory and self.sub):
             return mode & 0o7777
         return mode & 0o1777
+
+
+def _unshift(host: int, own: int, start: int, size: int) -> int:
+    """A host id as the container sees it: the caller's is 0, a sub-id start + N - 1 is N."""
+    if host == own:
+        return 0
+    return host - start + 1 if start <= host < start + size else host
 
 
 def _split(name: str, label: str) -> List[str]:
