@@ -259,3 +259,22 @@ def test_single_id_copy_and_commit(single_id_runner, single_store, busybox_root)
     read, names = single_id_runner(check_single_id_copy_and_commit, single_store, busybox_root)
     assert read == b"in\n"
     assert names == ["closed", "data", "data/locked", "data/locked/made", "data/locked/put"]
+
+
+def check_worker_failure(path):
+    from sandboxlib.images.unpack import IdPolicy
+    from sandboxlib.subids import SandboxSubIdFiles
+    tree = tempfile.mkdtemp(dir=path)
+    with open(os.path.join(tree, "f"), "w"):
+        pass
+    policy = IdPolicy(squash=(os.getuid(), os.getgid()), sub=(100000, 100000, 10))
+    try:  # container id 5000 is not in a range of 10: the kernel refuses the chown
+        SandboxSubIdFiles().chown(tree, {os.stat(os.path.join(tree, "f")).st_ino: (5000, 5000, 0o644)}, policy)
+    except sb.SetupError as err:
+        return err.step, err.errno, str(err)
+
+
+def test_a_failing_worker_is_a_setup_error(runner, store_dir):
+    step, errno_, text = runner(check_worker_failure, store_dir)
+    assert (step, errno_) == ("SUBIDS", 22)
+    assert "chown" in text and "'f'" in text and "step SUBIDS" in text
