@@ -121,9 +121,9 @@ def test_without_sub_ids_files_are_the_containers_root(single_id_runner, single_
     assert removed == ["owners:1"] and left == []
 
 
-def check_commit(path, busybox_rootfs):
+def check_commit(path, busybox_rootfs, writable):
     store = owner_image(path, busybox_rootfs)
-    with sb.Container(image="owners:1", image_store=store.path) as c:
+    with sb.Container(image="owners:1", image_store=store.path, writable_layer=writable) as c:
         c.run(["sh", "-c", "umask 077; echo made > /home/app/made; mkdir /home/app/private"], user="1000:1000")
         c.run(["sh", "-c", "chown 1000:42 /data/root-file; rm /data/app-file"])
         image = c.commit("owners:2")
@@ -131,11 +131,13 @@ def check_commit(path, busybox_rootfs):
         entries = {m.name: (m.uid, m.gid, m.mode) for m in tar.getmembers()}
     again = sb.run(["stat", "-c", "%n %u %g %a", "/home/app/made", "/home/app/private", "/data/root-file"],
                    image="owners:2", image_store=store.path).stdout.decode().splitlines()
-    return entries, again
+    return entries, again, os.listdir(os.path.join(path, "containers")) if os.path.isdir(path + "/containers") else []
 
 
-def test_commit_keeps_the_container_owners(runner, store_dir, busybox_root):
-    entries, again = runner(check_commit, store_dir, busybox_root)
+@pytest.mark.parametrize("writable", ["tmpfs", "disk"])
+def test_commit_keeps_the_container_owners(runner, store_dir, busybox_root, writable):
+    entries, again, writable_left = runner(check_commit, store_dir, busybox_root, writable)
+    assert writable_left == []
     assert entries["home/app"] == (1000, 1000, 0o700)
     assert entries["home/app/made"] == (1000, 1000, 0o600)
     assert entries["home/app/private"] == (1000, 1000, 0o700)
