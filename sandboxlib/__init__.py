@@ -10,11 +10,12 @@ from .container import Container
 from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError,
                      ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RemoteError,
                      SandboxError, SetupError, TimeoutExpired, UnsupportedError)
-from .images import Image, ImageStore
+from .images import Image
 from .process import Process, Result, Verdict
 from .seccomp import Seccomp
 from .stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
+from .subids import ImageStore
 
 __all__ = [
     "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",

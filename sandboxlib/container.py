@@ -31,7 +31,6 @@ from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .container_files import FileAccess
 from .imageroot import ImageRoot
-from .images import ImageStore
 from .images.unpack import remove_tree
 from .launch import submit
 from .process import Process, Result, result_of
@@ -40,6 +39,7 @@ from .seccomp import DEFAULT, Seccomp, SeccompOption
 from .seccomp_bpf import compile_policy
 from .stats import Stats, list_processes, read_stats
 from .streams import PIPE, StdioSpec
+from .subids import ImageStore
 from .users import User, resolve_user
 
 __all__ = ["Container", "DEFAULT_PATH"]
@@ -190,7 +190,8 @@ class Container(FileAccess):
         """An image root's layer dirs, leased from the store until close()."""
         if self.config.image is None:
             return ()
-        self._image, store, lease = imageroot.prepare(self.config, self._maps, self.id)
+        store = ImageStore(self.config.image_store)
+        self._image, lease = imageroot.prepare(self.config, self._maps, self.id, store)
         self._store = store
         self._resources.callback(store.release, self.id, lease)
         if self.config.writable_layer is WritableLayer.DISK:

@@ -11,6 +11,7 @@ from .config import container_path
 from .errors import ContainerStateError
 from .images import Image
 from .images.unpack import IdPolicy
+from .subids import SandboxSubIdFiles
 
 __all__ = ["FileAccess"]
 
@@ -33,6 +34,21 @@ class FileAccess:
     def _id_policy(self):
         return imageroot.id_policy(self.config, self._maps)
 
+    def _transfer(self, op: str, func, path: str, *args, ids=None, data: bytes = b"", mode: int = 0):
+        """``func(root_fd, path, *args)`` here, as the container's root but
+        without its capabilities in its user namespace.  What that may not
+        touch (files of the container's other users, mode-000 directories) is
+        done again by a short sandbox with the container's maps, as its root
+        (``subids``)."""
+        try:
+            with ids or contextlib.nullcontext():
+                return self._in_root(func, path, *args)
+        except PermissionError:
+            if self._maps is None:
+                raise
+        helper = SandboxSubIdFiles()
+        return self._in_root(lambda root_fd, p: helper.transfer(op, root_fd, p, self._maps, data, mode), path)
+
     def _writing(self):
         """(id policy, context) for creating files in the container's root.
         Host root creates them as the container's root (its fsuid): a file
@@ -46,24 +62,23 @@ class FileAccess:
         """Write ``data`` to the file ``path`` in the container (created
         owned by its root, or truncated).  Symlinks resolve inside the root."""
         policy, ids = self._writing()
-        with ids:
-            self._in_root(transfer.write_file, path, bytes(data), mode, policy)
+        self._transfer("write_file", transfer.write_file, path, bytes(data), mode, policy, ids=ids,
+                       data=bytes(data), mode=mode)
 
     def read_file(self, path: str) -> bytes:
         """The contents of the file ``path`` in the container."""
-        return self._in_root(transfer.read_file, path)
+        return self._transfer("read_file", transfer.read_file, path)
 
     def put_archive(self, path: str, data: bytes) -> None:
         """Unpack the tar ``data`` into the directory ``path`` in the container
         (hostile names are refused with ImageFormatError, as for layers)."""
         policy, ids = self._writing()
-        with ids:
-            self._in_root(transfer.put_archive, path, bytes(data), policy)
+        self._transfer("put_archive", transfer.put_archive, path, bytes(data), policy, ids=ids, data=bytes(data))
 
     def get_archive(self, path: str) -> bytes:
         """A tar of ``path`` in the container (named by its last component),
         with the container's ids; symlinks are archived, never followed."""
-        return self._in_root(transfer.get_archive, path, self._id_policy())
+        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy())
 
     def commit(self, ref: Optional[str] = None, *,
                changes: Optional[Mapping[str, object]] = None) -> "Image":
@@ -80,6 +95,6 @@ class FileAccess:
         upper = os.open(f"/proc/{self._init_pid}/fd/{_lowlevel.lib.SBX_FD_UPPER}",
                         os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return commit(self._store, self._image.image, upper, self._id_policy(), ref, changes)
+            return commit(self._store, self._image.image, upper, self._id_policy(), self._maps, ref, changes)
         finally:
             os.close(upper)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Dict
 
-from .images import ImageStore
+from .subids import ImageStore
 
 __all__ = ["add_parsers", "COMMANDS"]
 

@@ -50,7 +50,7 @@ class ImageRoot:
 def id_policy(config: ContainerConfig, maps: Optional[IdMaps]) -> IdPolicy:
     """How the layers must be owned for this container's user namespace."""
     if os.geteuid() != 0:
-        return IdPolicy(squash=(os.geteuid(), os.getegid()))
+        return IdPolicy(squash=(os.geteuid(), os.getegid()), sub=_sub_range(maps))
     if maps is None:
         return IdPolicy(shift=0)
     uid, gid = maps.to_host_uid(0), maps.to_host_gid(0)
@@ -60,10 +60,22 @@ def id_policy(config: ContainerConfig, maps: Optional[IdMaps]) -> IdPolicy:
     return IdPolicy(shift=uid)
 
 
-def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str) -> Tuple[ImageRoot, ImageStore, int]:
-    """Resolve the image, lease and unpack its layers: (root, store, lease fd)."""
+def _sub_range(maps: Optional[IdMaps]) -> Optional[Tuple[int, int, int]]:
+    """Rootless: (uid start, gid start, size) when the maps are ``0 caller 1,
+    1 start size`` for uids and gids (the default with /etc/subuid ranges);
+    else None (layers owned by the caller, the container's root)."""
+    if maps is None or (maps.to_host_uid(0), maps.to_host_gid(0)) != (os.geteuid(), os.getegid()):
+        return None
+    ranges = [next((m for m in table if m.container == 1), None) for table in (maps.uid_map, maps.gid_map)]
+    if None in ranges:
+        return None
+    return ranges[0].host, ranges[1].host, min(r.size for r in ranges)
+
+
+def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str,
+            store: ImageStore) -> Tuple[ImageRoot, int]:
+    """Resolve the image in ``store``, lease and unpack its layers: (root, lease fd)."""
     parse(config.image, "image")
-    store = ImageStore(config.image_store)
     image = store.get(config.image)
     policy = id_policy(config, maps)
     lease = store.lease(owner, [layer.diff_id for layer in image.layers])
@@ -75,7 +87,7 @@ def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str) -> Tupl
     except BaseException:
         store.release(owner, lease)
         raise
-    return root, store, lease
+    return root, lease
 
 
 def _strings(config: dict, key: str) -> Tuple[str, ...]:

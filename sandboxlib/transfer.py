@@ -70,9 +70,7 @@ def _info(name: str, st: os.stat_result, policy: IdPolicy) -> tarfile.TarInfo:
 
 
 def _container_ids(uid: int, gid: int, policy: IdPolicy) -> Tuple[int, int]:
-    if policy.squash:
-        return (0 if uid == policy.squash[0] else uid), (0 if gid == policy.squash[1] else gid)
-    return max(uid - policy.shift, 0), max(gid - policy.shift, 0)
+    return policy.container_ids(uid, gid)
 
 
 def _add(tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import sandboxlib as sb
 from sandboxlib.errors import ConfigError, ImageNotFound
-from sandboxlib.images import ImageStore
+from sandboxlib import ImageStore  # the store containers use (sub-id owners rootless)
 
 from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers, layer_tar

@@ -6,10 +6,11 @@ import os
 import tempfile
 from typing import List
 
+from ..errors import UnsupportedError
 from .compression import decompressed
 from .model import LAYER_TYPES, Image, Layer
 from .store import ImageStore
-from .unpack import IdPolicy, remove_tree, unpack, unpack_tar_file
+from .unpack import IdPolicy, unpack, unpack_tar_file
 
 __all__ = ["unpacked_layers", "layer_dir"]
 
@@ -33,18 +34,25 @@ def unpacked_layers(store: ImageStore, image: Image, policy: IdPolicy) -> List[s
 
 
 def _unpack_layer(store: ImageStore, layer: Layer, dest: str, policy: IdPolicy) -> None:
-    """Unpack into a temporary directory, rename into place.  (The blob's
-    digest and diff_id were checked when it entered the store.)"""
+    """Unpack into a temporary directory, give its files the owners the
+    caller could not give them itself (a ``sub`` policy), rename into place.
+    (The blob's digest and diff_id were checked when it entered the store.)"""
     work = tempfile.mkdtemp(prefix="layer-", dir=store.tmp)
     try:
         root = os.path.join(work, "root")
         os.mkdir(root, 0o755)
         kind, label = LAYER_TYPES[layer.media_type], f"layer {layer.digest}"
         if kind == "none":
-            unpack_tar_file(store.blobs.path(layer.digest), root, policy, label)
+            owners = unpack_tar_file(store.blobs.path(layer.digest), root, policy, label)
         else:
             with open(store.blobs.path(layer.digest), "rb") as blob:
-                unpack(decompressed(blob, kind), root, policy, label)
+                owners = unpack(decompressed(blob, kind), root, policy, label)
+        if owners:
+            helper = store.sub_id_files()
+            if helper is None:
+                raise UnsupportedError(label, "owners in subordinate id ranges need sandboxlib.ImageStore, "
+                                              "which applies them in a user namespace")
+            helper.chown(root, owners, policy)
         # sbx-init opens it before its id maps may exist (as "other"); the
         # container sees the root dir of its writable layer, not this one.
         os.chmod(root, 0o755)
@@ -54,4 +62,4 @@ def _unpack_layer(store: ImageStore, layer: Layer, dest: str, policy: IdPolicy) 
             if not os.path.isdir(dest):
                 raise
     finally:
-        remove_tree(work)
+        store.remove_trees([work])

@@ -1,7 +1,7 @@
 """The image store: an OCI image layout on disk plus what running images needs.
 
     HOME/images/{oci-layout,index.json,blobs/sha256/HEX}   the OCI layout
-    HOME/layers/KEY/HEX          unpacked layers, once per diff_id (KEY: the id shift)
+    HOME/layers/KEY/HEX          unpacked layers, once per diff_id (KEY: the id policy)
     HOME/tmp/                    partial writes, renamed into place when complete
     HOME/locks/{gc,index}.lock   flock(2) locks
 
@@ -15,21 +15,25 @@ read-modify-write of ``index.json``."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import tempfile
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 
-from ..errors import ConfigError, ImageFormatError, ImageNotFound
+from ..errors import ConfigError, ImageFormatError, ImageNotFound, SandboxError
 from . import reference
 from .blobs import Blobs, fsync_dir
 from .locks import locked
 from .model import OCI_INDEX, OCI_MANIFEST, Image, Layer, parse_config, parse_manifest
 
-__all__ = ["ImageStore", "default_home", "PruneReport"]
+if TYPE_CHECKING:
+    from .unpack import IdPolicy, Owners
+
+__all__ = ["ImageStore", "SubIdFiles", "default_home", "PruneReport"]
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
@@ -55,6 +59,19 @@ class PruneReport:
     blobs: int
     layers: int
     bytes_freed: int
+
+
+class SubIdFiles:
+    """Work on files owned by a rootless caller's subordinate ids, which
+    needs a user namespace that maps them (``sandboxlib.subids``)."""
+
+    def chown(self, root: str, owners: "Owners", policy: "IdPolicy") -> None:
+        """Give the files below ``root`` the container ``owners`` (by inode) of ``policy``."""
+        raise NotImplementedError
+
+    def empty(self, paths: Sequence[str]) -> None:
+        """Remove everything below each directory of ``paths`` (not the directories)."""
+        raise NotImplementedError
 
 
 class ImageStore:
@@ -277,8 +294,19 @@ class ImageStore:
         """The unpacked layer directories of an image, bottom first, owned
         as the caller's containers need them (unpacked on first use)."""
         from .layers import unpacked_layers
+        return unpacked_layers(self, self.get(ref), self._caller_policy())
+
+    def _caller_policy(self) -> "IdPolicy":
+        """The id policy of the caller's default containers (this base store:
+        rootless, files owned by the caller; see ``sandboxlib.ImageStore``)."""
         from .unpack import IdPolicy
-        return unpacked_layers(self, self.get(ref), IdPolicy.for_caller(ROOT_SHIFT))
+        return IdPolicy.for_caller(ROOT_SHIFT)
+
+    def sub_id_files(self) -> Optional[SubIdFiles]:
+        """What works on files of the caller's subordinate ids, or None (this
+        base store knows nothing of user namespaces: ``sandboxlib.ImageStore``
+        runs a short sandbox)."""
+        return None
 
     def save(self, refs: Union[str, Sequence[str]], path: str) -> None:
         """Write the images to a tar that ``docker load`` and skopeo (as
@@ -327,8 +355,8 @@ class ImageStore:
         path = os.path.join(self.path, "volumes", name)
         if "/" in name or name in ("", ".", "..") or not os.path.isdir(path):
             raise ConfigError("name", f"no volume {name!r} in the store")
-        from .unpack import remove_tree
-        remove_tree(path)
+        if self.remove_trees([path]):
+            raise PermissionError(errno.EACCES, "files of other users are left in the volume", path)
 
     # -- collection ------------------------------------------------------------
     def _live(self) -> Tuple[Set[str], Set[str]]:
@@ -386,9 +414,9 @@ class ImageStore:
                     with open(path) as f:
                         found.update(f.read().split())
         containers = os.path.join(self.path, "containers")
-        for name in os.listdir(containers) if os.path.isdir(containers) else []:
-            if name not in live:  # its container is gone (what its owner cannot remove stays)
-                self._remove_tree(os.path.join(containers, name))
+        names = os.listdir(containers) if os.path.isdir(containers) else []
+        # Whose container is gone (what its owner cannot remove stays).
+        self.remove_trees([os.path.join(containers, name) for name in names if name not in live])
         return found
 
     def collect(self) -> Tuple[int, int, int]:
@@ -398,23 +426,44 @@ class ImageStore:
             live_blobs, live_layers = self._live()
             dead = [d for d in self.blobs.digests() if d not in live_blobs]
             freed = sum(self.blobs.delete(d) for d in dead)
-            layers = 0
             top = os.path.join(self.path, "layers")
-            for key in os.listdir(top):
-                for name in os.listdir(os.path.join(top, key)):
-                    if "sha256:" + name not in live_layers:
-                        self._remove_tree(os.path.join(top, key, name))
-                        layers += 1
-            for name in os.listdir(self.tmp):  # no writer is running: all of it is debris
-                self._remove_tree(os.path.join(self.tmp, name))
-        return len(dead), layers, freed
+            dead_layers = [os.path.join(top, key, name) for key in os.listdir(top)
+                           for name in os.listdir(os.path.join(top, key)) if "sha256:" + name not in live_layers]
+            gone = sum(self._discard(path) for path in dead_layers)
+            # No writer is running: all of tmp/ is debris.
+            self.remove_trees([os.path.join(self.tmp, name) for name in os.listdir(self.tmp)])
+        return len(dead), gone, freed
 
-    @staticmethod
-    def _remove_tree(path: str) -> None:
+    def _discard(self, layer: str) -> bool:
+        """Move a layer into tmp/ (removed with it): it is never seen half-removed under its name."""
+        trash = tempfile.mkdtemp(prefix="gone-", dir=self.tmp)
+        try:
+            os.rename(layer, os.path.join(trash, "layer"))
+        except OSError:
+            return False
+        return True
+
+    def remove_trees(self, paths: Sequence[str]) -> List[str]:
+        """Remove files and trees; returns those left.  Rootless, trees with
+        files of the caller's subordinate ids are emptied by ``sub_id_files``
+        (one short sandbox for all of them), then removed."""
         from .unpack import remove_tree
-        if os.path.isdir(path) and not os.path.islink(path):
+        left = []
+        for path in paths:
+            if os.path.isdir(path) and not os.path.islink(path):
+                try:
+                    remove_tree(path)
+                except OSError:
+                    left.append(path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        helper = self.sub_id_files() if left and os.geteuid() != 0 else None
+        if helper is None:
+            return left
+        with contextlib.suppress(OSError, SandboxError):  # left for a later collection
+            helper.empty(left)
+        for path in left:
             with contextlib.suppress(OSError):
                 remove_tree(path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        return [path for path in left if os.path.lexists(path)]

@@ -10,7 +10,13 @@ outside the layer.  ``tarfile`` only parses headers here; its extraction
 OCI whiteouts become overlayfs whiteouts: ``.wh.NAME`` a 0:0 character device,
 ``.wh..wh..opq`` the ``user.overlay.opaque`` xattr (every overlay is mounted in
 a user namespace, with ``userxattr``).  Extended attributes of the
-archive are not applied (an ``overlay.*`` one could redirect a lookup)."""
+archive are not applied (an ``overlay.*`` one could redirect a lookup).
+
+Ownership follows an :class:`IdPolicy`.  A rootless caller cannot chown to
+its subordinate ids, so with a ``sub`` policy the unpacker creates every
+file as the caller and returns the owners the archive wants, by inode; the
+caller of :func:`unpack` applies them in a user namespace that maps those
+ids (``sandboxlib.subids``)."""
 from __future__ import annotations
 
 import errno
@@ -18,29 +24,38 @@ import os
 import shutil
 import stat
 import tarfile
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO, Dict, List, Optional, Tuple
 
 import attrs
 
 from ..errors import ImageFormatError
 
-__all__ = ["IdPolicy", "unpack", "unpack_into", "remove_tree"]
+__all__ = ["IdPolicy", "Owners", "unpack", "unpack_into", "remove_tree"]
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+# Owners still to apply: inode -> (container uid, container gid, mode).
+Owners = Dict[int, Tuple[int, int, int]]
+
+
 @attrs.frozen(kw_only=True)
 class IdPolicy:
     """How an unpacked layer's files are owned on the host.
 
-    ``squash`` set: every file is owned by the caller (rootless: the caller is
-    the container's root).  Otherwise container ids are shifted by ``shift``
-    (root: host id = container id + shift)."""
+    Root: container ids are shifted by ``shift`` (host id = container id +
+    shift).  Rootless: ``squash`` is the caller's (uid, gid), the host ids of
+    the container's root.  With ``sub`` = (uid start, gid start, size), the
+    caller's subordinate ranges, container id N in 1..size is host id
+    start + N - 1 (the container's maps are ``0 caller 1, 1 start size``);
+    without, or for ids beyond the range, files are owned by the caller
+    (the container's root: only the caller's own id exists in its namespace)."""
 
     shift: int = 0
     squash: Optional[Tuple[int, int]] = None
+    sub: Optional[Tuple[int, int, int]] = None
 
     @property
     def privileged(self) -> bool:
@@ -49,6 +64,8 @@ class IdPolicy:
     @property
     def key(self) -> str:
         """The directory name under ``layers/``: one unpacked copy per policy."""
+        if self.sub:
+            return f"sub-{self.squash[0]}-{self.sub[0]}-{self.sub[1]}-{self.sub[2]}"
         return f"user-{self.squash[0]}" if self.squash else f"shift-{self.shift}"
 
     @property
@@ -63,8 +80,41 @@ class IdPolicy:
             return cls(shift=shift)
         return cls(squash=(os.geteuid(), os.getegid()))
 
+    def kept(self, uid: int, gid: int) -> Tuple[int, int]:
+        """The container ids a file keeps (rootless: 0 for ids outside the range)."""
+        if not self.squash:
+            return uid, gid
+        size = self.sub[2] if self.sub else 0
+        return (uid if 0 < uid <= size else 0), (gid if 0 < gid <= size else 0)
+
     def owner(self, uid: int, gid: int) -> Tuple[int, int]:
-        return self.squash if self.squash else (uid + self.shift, gid + self.shift)
+        """The host ids of the container ids (uid, gid)."""
+        if not self.squash:
+            return uid + self.shift, gid + self.shift
+        uid, gid = self.kept(uid, gid)
+        return (self.sub[0] + uid - 1 if uid else self.squash[0]), (self.sub[1] + gid - 1 if gid else self.squash[1])
+
+    def container_ids(self, uid: int, gid: int) -> Tuple[int, int]:
+        """The container ids of the host ids (uid, gid): the inverse of ``owner``."""
+        if not self.squash:
+            return max(uid - self.shift, 0), max(gid - self.shift, 0)
+        start_uid, start_gid, size = self.sub or (0, 0, 0)
+        return _unshift(uid, self.squash[0], start_uid, size), _unshift(gid, self.squash[1], start_gid, size)
+
+    def mode(self, mode: int, directory: bool) -> int:
+        """The mode bits kept: setuid and setgid only as root (a rootless
+        caller's file with them would hand its ids to any host user who can
+        run it); a setgid directory only decides new files' groups."""
+        if self.privileged or (directory and self.sub):
+            return mode & 0o7777
+        return mode & 0o1777
+
+
+def _unshift(host: int, own: int, start: int, size: int) -> int:
+    """A host id as the container sees it: the caller's is 0, a sub-id start + N - 1 is N."""
+    if host == own:
+        return 0
+    return host - start + 1 if start <= host < start + size else host
 
 
 def _split(name: str, label: str) -> List[str]:
@@ -81,6 +131,7 @@ class _Unpacker:
         self.root_fd, self.policy, self.label, self.whiteouts = root_fd, policy, label, whiteouts
         self.source_fd = source_fd  # the tar as a file: data is copied by the kernel
         self.dirs: List[Tuple[List[str], tarfile.TarInfo]] = []
+        self.owners: Owners = {}  # a ``sub`` policy: what the caller could not chown itself
 
     def _parent(self, parts: List[str], create: bool) -> int:
         """An fd of the directory holding ``parts[-1]``, walked with O_NOFOLLOW."""
@@ -96,6 +147,7 @@ class _Unpacker:
                     nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
                     if self.policy.privileged:  # owned by the container's root, as Docker does
                         os.fchown(nxt, *self.policy.owner(0, 0))
+                    self.owners.pop(os.fstat(nxt).st_ino, None)  # a new inode may reuse a freed number
                 except (NotADirectoryError, OSError) as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise ImageFormatError(self.label, f"{'/'.join(parts)!r}: {part!r} is not a directory "
@@ -124,6 +176,7 @@ class _Unpacker:
             elif base.startswith(WHITEOUT) and self.whiteouts:
                 self._clear(parent, base[len(WHITEOUT):], member)
                 os.mknod(base[len(WHITEOUT):], stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+                self.owners.pop(os.stat(base[len(WHITEOUT):], dir_fd=parent, follow_symlinks=False).st_ino, None)
             else:
                 self._create(tar, member, parts, parent)
         finally:
@@ -147,7 +200,7 @@ class _Unpacker:
     def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: List[str], parent: int) -> None:
         name = parts[-1]
         self._clear(parent, name, member)
-        mode = member.mode & (0o7777 if self.policy.privileged else 0o1777)
+        mode = self.policy.mode(member.mode, member.isdir())
         if member.isdir():
             with _suppress_exists():
                 os.mkdir(name, 0o700, dir_fd=parent)
@@ -210,15 +263,25 @@ class _Unpacker:
             os.close(target_parent)
 
     def _owner(self, name: str, parent: int, member: tarfile.TarInfo) -> None:
-        uid, gid = self.policy.owner(member.uid, member.gid)
-        if self.policy.privileged or (uid, gid) != (os.geteuid(), os.getegid()):
-            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        if self.policy.privileged:
+            os.chown(name, *self.policy.owner(member.uid, member.gid), dir_fd=parent, follow_symlinks=False)
+        elif self.policy.sub:
+            self._record(os.stat(name, dir_fd=parent, follow_symlinks=False), member)
+
+    def _record(self, st: os.stat_result, member: tarfile.TarInfo) -> None:
+        """Note an owner other than the container's root, to apply later."""
+        ids = self.policy.kept(member.uid, member.gid)
+        if ids != (0, 0):
+            self.owners[st.st_ino] = (*ids, self.policy.mode(member.mode, member.isdir()))
+        else:
+            self.owners.pop(st.st_ino, None)  # replaced later in the layer
 
     def _meta_fd(self, fd: int, member: tarfile.TarInfo, extra_mode: int = 0) -> None:
-        uid, gid = self.policy.owner(member.uid, member.gid)
         if self.policy.privileged:
-            os.fchown(fd, uid, gid)
-        os.fchmod(fd, member.mode & (0o7777 if self.policy.privileged else 0o1777) | extra_mode)
+            os.fchown(fd, *self.policy.owner(member.uid, member.gid))
+        elif self.policy.sub:
+            self._record(os.fstat(fd), member)
+        os.fchmod(fd, self.policy.mode(member.mode, member.isdir()) | extra_mode)
         os.utime(fd, ns=(int(member.mtime * 1e9),) * 2)
 
     def finish(self) -> None:
@@ -262,9 +325,10 @@ def _copy_range(src: int, offset: int, fd: int, size: int, label: str) -> None:
         offset, size = offset + n, size - n
 
 
-def unpack_tar_file(path: str, dest: str, policy: IdPolicy, label: str) -> None:
+def unpack_tar_file(path: str, dest: str, policy: IdPolicy, label: str) -> Owners:
     """Unpack an uncompressed tar that is a file: headers read in place,
-    file data copied with copy_file_range (no pass through Python)."""
+    file data copied with copy_file_range (no pass through Python).
+    Returns the owners still to apply (see :class:`IdPolicy`)."""
     root_fd = os.open(dest, DIR_FLAGS)
     try:
         with open(path, "rb") as f:
@@ -278,18 +342,20 @@ def unpack_tar_file(path: str, dest: str, policy: IdPolicy, label: str) -> None:
                 raise ImageFormatError(label, f"truncated or corrupt archive: {err}") from None
     finally:
         os.close(root_fd)
+    return unpacker.owners
 
 
-def unpack(stream: BinaryIO, dest: str, policy: IdPolicy, label: str) -> None:
-    """Unpack the uncompressed layer tar ``stream`` into the empty directory ``dest``."""
+def unpack(stream: BinaryIO, dest: str, policy: IdPolicy, label: str) -> Owners:
+    """Unpack the uncompressed layer tar ``stream`` into the empty directory
+    ``dest``.  Returns the owners still to apply (see :class:`IdPolicy`)."""
     root_fd = os.open(dest, DIR_FLAGS)
     try:
-        unpack_into(stream, root_fd, policy, label)
+        return unpack_into(stream, root_fd, policy, label)
     finally:
         os.close(root_fd)
 
 
-def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *, whiteouts: bool = True) -> None:
+def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *, whiteouts: bool = True) -> Owners:
     """Unpack a tar below the directory ``root_fd`` (``whiteouts=False``: ``.wh.``
     names are plain names, as in an archive copied into a container)."""
     unpacker = _Unpacker(root_fd, policy, label, whiteouts)
@@ -300,6 +366,7 @@ def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *,
         unpacker.finish()
     except (tarfile.TarError, EOFError) as err:
         raise ImageFormatError(label, f"truncated or corrupt archive: {err}") from None
+    return unpacker.owners
 
 
 def remove_tree(path: str, dir_fd: Optional[int] = None) -> None:
