@@ -29,7 +29,7 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
         network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
         cap_drop: Sequence[str] = (), seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
         image_store: Union[str, os.PathLike, None] = None,
-        writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
+        writable_layer: Union[WritableLayer, str] = WritableLayer.DISK,
         writable_layer_size: Union[int, str, None] = None, container: Optional[Container] = None) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
