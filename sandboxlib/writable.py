@@ -33,8 +33,9 @@ _lock = threading.Lock()
 
 
 def make(store: ImageStore, container_id: str, maps: Optional[IdMaps], owner: Tuple[int, int]) -> str:
-    """The container's directory, its id maps recorded (the lease must be held)."""
-    note = "" if maps is None else "".join(
+    """The container's directory (the lease must be held), with its id maps
+    when they map more than our own id (only then can files there be closed to us)."""
+    note = "" if maps is None or not maps.use_helpers else "".join(
         f"{kind} {m.line()}\n" for kind, ms in (("uid", maps.uid_map), ("gid", maps.gid_map)) for m in ms)
     return store.writable_dir(container_id, owner, note)
 

@@ -30,10 +30,13 @@ def _containers(store) -> list:
     return sorted(os.listdir(top)) if os.path.isdir(top) else []
 
 
-def _upperdir(mounts: str) -> str:
-    """The overlay root's upperdir option in the container's /proc/mounts."""
+def _upperdir(mounts: str) -> tuple:
+    """The overlay root's upperdir option in the container's /proc/mounts,
+    and whether it is volatile (never synced)."""
     line = next(line for line in mounts.splitlines() if line.split()[1] == "/")
-    return next(o for o in line.split()[3].split(",") if o.startswith(UPPER_OPTION))[len(UPPER_OPTION):]
+    options = line.split()[3].split(",")
+    volatile = "volatile" in options or "fsync=volatile" in options   # newer kernels print the latter
+    return next(o for o in options if o.startswith(UPPER_OPTION))[len(UPPER_OPTION):], volatile
 
 
 def check_disk_by_default(path, busybox_rootfs):
@@ -62,7 +65,8 @@ def test_writes_go_to_the_store_and_persist_across_commands(runner, store_dir, b
     assert wrote == b"ok\n" and seen == b"hi\nkept\n"
     # on disk, owned by the container root's host id, and the overlay's upper is that directory
     assert on_disk == ("kept\n", pwd.getpwnam("sbxtest").pw_uid if runner.rootless else 1_000_000_000)
-    assert upperdir.endswith(upper) and upper.startswith(store_dir + "/containers/") and one_dir
+    assert upperdir[0].endswith(upper) and upper.startswith(store_dir + "/containers/") and one_dir
+    assert upperdir[1]   # never synced: it is removed with the container
     assert app == b"1000\n" and layers == 4 and again == b"hi\nno-a\n"   # commit reads the disk upper
     assert after == [] and leases == []          # removed with the container, sub-id files too
 
@@ -81,7 +85,7 @@ def check_tmpfs(path, busybox_rootfs):
 
 def test_tmpfs_writable_layer_and_its_size_limit(runner, store_dir, busybox_root):
     wrote, upperdir, during, again, big, err, after = runner(check_tmpfs, store_dir, busybox_root)
-    assert wrote == b"ok\n" and upperdir == "/overlay/upper" and during == [] and after == []
+    assert wrote == b"ok\n" and upperdir == ("/overlay/upper", False) and during == [] and after == []
     assert again == b"kept\n"
     assert big[0] == b"1" and int(big[1]) <= 1 << 20 and "head:" in err   # the write failed at 1 MiB
 

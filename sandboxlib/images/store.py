@@ -293,15 +293,16 @@ class ImageStore:
 
     # -- containers' writable layers on disk --------------------------------------------
     def writable_dir(self, container_id: str, owner: Tuple[int, int], note: str = "") -> str:
-        """``containers/ID`` with ``note`` (the container's id maps, read back
-        by whoever removes it) and empty ``upper/`` and ``work/`` owned by
+        """``containers/ID`` with ``note`` (if any: the container's id maps, read
+        back by whoever removes it) and empty ``upper/`` and ``work/`` owned by
         ``owner``.  Take the container's :meth:`lease` first: the directory of
         a container whose lease is not held is removed by :meth:`sweep_writable`."""
         path = os.path.join(self.path, "containers", container_id)
         os.makedirs(path, mode=0o700)
         try:
-            with open(os.path.join(path, NOTE), "x") as f:
-                f.write(note)
+            if note:
+                with open(os.path.join(path, NOTE), "x") as f:
+                    f.write(note)
             os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
             for name in ("upper", "work"):
                 os.mkdir(os.path.join(path, name), 0o755)
