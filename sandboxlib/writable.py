@@ -108,4 +108,8 @@ def sweep(store: ImageStore, *, force: bool = False) -> int:
         if not force and now - _last_sweep.get(store.path, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
             return 0
         _last_sweep[store.path] = now
-    return store.sweep_writable(_remove_swept)
+    try:
+        return store.sweep_writable(_remove_swept)
+    except OSError as err:  # a sweep never fails a start (the next one tries again)
+        warnings.warn(f"could not sweep the writable layers of {store.path} ({err})", ResourceWarning, stacklevel=2)
+        return 0

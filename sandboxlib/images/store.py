@@ -245,7 +245,8 @@ class ImageStore:
 
     def prune(self) -> PruneReport:
         """Remove untagged images, then every blob, unpacked layer and
-        temporary file nothing references."""
+        temporary file nothing references, and the writable layers of dead
+        containers (see :meth:`collect`)."""
         with self._index() as entries:
             untagged = [e["digest"] for e in entries if not e.get("annotations")]
             entries[:] = [e for e in entries if e.get("annotations")]
