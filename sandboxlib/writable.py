@@ -99,13 +99,12 @@ def _remove_swept(path: str) -> None:
         raise OSError(str(err)) from None
 
 
-def sweep(store: ImageStore, *, force: bool = False) -> int:
+def sweep(store: ImageStore) -> int:
     """Remove the writable layers of the store's dead containers (at most
-    once a second per process and store, unless ``force``).  Returns how
-    many were removed."""
+    once a second per process and store).  Returns how many were removed."""
     now = time.monotonic()
     with _lock:
-        if not force and now - _last_sweep.get(store.path, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
+        if now - _last_sweep.get(store.path, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
             return 0
         _last_sweep[store.path] = now
     try:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import sandboxlib as sb
-from sandboxlib import statedir, writable
+from sandboxlib import statedir
 from sandboxlib.errors import ConfigError
 from sandboxlib.host import subordinate_range
 
@@ -152,19 +152,30 @@ def _start_holder(store: str):
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
 
 
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie its new parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+
+
 def check_killed_owner(path, busybox_rootfs):
     store = _store(path, busybox_rootfs)
     holder = _start_holder(store.path)
     try:
-        init, container_id = holder.stdout.readline().split()
+        line = holder.stdout.readline()
+        assert line, "the holder process failed"
+        init, container_id = line.split()
         upper = os.path.join(store.path, "containers", container_id.decode(), "upper")
-        while_alive = writable.sweep(store, force=True), os.path.isdir(upper)  # a live owner's is kept
+        while_alive = store.sweep_writable(), os.path.isdir(upper)  # a live owner's is kept
         holder.send_signal(signal.SIGKILL)
     finally:
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    gone = wait_until(lambda: not os.path.exists(f"/proc/{int(init)}"))   # its init follows its owner
+    gone = wait_until(lambda: _ended(int(init)))   # its init follows its owner
     left = _containers(store), os.stat(os.path.join(upper, "tmp", "a")).st_uid
     try:
         os.listdir(os.path.join(upper, "tmp", "a"))
