@@ -76,7 +76,7 @@ def check_tmpfs(path, busybox_rootfs):
     with sb.Container(image="bb:1", image_store=store.path, writable_layer="tmpfs") as c:
         wrote = c.run(["sh", "-c", WRITE]).stdout
         mounts, during = c.run(["cat", "/proc/mounts"]).stdout.decode(), _containers(store)
-        committed = c.commit("bb:tmpfs")
+        c.commit("bb:tmpfs")
     again = sb.run(["cat", "/var/new/f"], image="bb:tmpfs", image_store=store.path).stdout
     r = sb.run(["sh", "-c", "head -c 3000000 /dev/zero > /big; echo $?; wc -c < /big"], image="bb:1",
                image_store=store.path, writable_layer=sb.WritableLayer.TMPFS, writable_layer_size="1M")
