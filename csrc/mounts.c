@@ -395,6 +395,12 @@ int sbx_make_overlay(const int *lower_fds, size_t n, int host_dir, const char *t
      * (the layers' opaque markers are written that way). */
     if (r == 0 && sbx_fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
         r = neg_errno();
+    /* A host dir upper is never used again after the container (removed, or
+     * swept after a crash), so no sync of it: without "volatile" the
+     * overlay's unmount at the container's end syncs the whole host file
+     * system (measured: 175 ms with 300 MB dirty elsewhere on it). */
+    if (r == 0 && host_dir >= 0 && sbx_fsconfig(fs, FSCONFIG_SET_FLAG, "volatile", NULL, 0) < 0)
+        r = neg_errno();
     if (r == 0)
         r = overlay_upper(fs, host_dir, tmpfs_data, upper_out);
     else if (host_dir >= 0)

@@ -29,8 +29,9 @@ int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree);
 
 /* An overlayfs root: the n lower layer dir fds (top first, O_RDONLY
  * directories, consumed) and the upper and work dirs upper/ and work/ of
- * host_dir (consumed), or when host_dir < 0 of a fresh tmpfs mounted at
- * /overlay in the scratch base (tmpfs_data: its options).  Runs as the
+ * host_dir (consumed; mounted "volatile": never synced), or when host_dir < 0
+ * of a fresh tmpfs mounted at /overlay in the scratch base (tmpfs_data: its
+ * options).  Runs as the
  * container's root after sbx_enter_base.  Returns a detached mount or
  * -errno; *upper_out is then an fd of the upper dir. */
 int sbx_make_overlay(const int *lower_fds, size_t n, int host_dir, const char *tmpfs_data, int *upper_out);

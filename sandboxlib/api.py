@@ -29,7 +29,7 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
         network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
         cap_drop: Sequence[str] = (), seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
         image_store: Union[str, os.PathLike, None] = None,
-        writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
+        writable_layer: Union[WritableLayer, str] = WritableLayer.DISK,
         writable_layer_size: Union[int, str, None] = None, container: Optional[Container] = None) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
@@ -39,7 +39,9 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
     ``seccomp`` is the syscall filter: Docker's default policy unless given a
     :class:`~sandboxlib.Seccomp` or None (no filter).  With ``image``, the
     command is the image's Entrypoint followed by ``argv``, or by its Cmd when
-    ``argv`` is None or empty (``docker run``).
+    ``argv`` is None or empty (``docker run``); its writes go to a writable
+    layer on disk in the store (``writable_layer="tmpfs"``: in memory, with
+    ``writable_layer_size`` as its limit), removed when the container ends.
     """
     box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
                                  mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,

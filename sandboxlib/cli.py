@@ -6,7 +6,8 @@
                    [--security-opt seccomp=PROFILE.json|unconfined]
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
                    [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
-    sandboxlib run [OPTIONS] [--store DIR] IMAGE [CMD...]   (the image's root and config)
+    sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
+                   IMAGE [CMD...]   (the image's root and config)
     sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
@@ -22,7 +23,7 @@ from typing import List, Optional, Sequence
 
 from . import imagecli
 from .api import run
-from .config import RLIMITS, Limits, Mount, Network
+from .config import RLIMITS, Limits, Mount, Network, WritableLayer
 from .errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
 from .seccomp import DEFAULT, Seccomp, SeccompOption
 from .process import Verdict
@@ -114,7 +115,7 @@ def _number(text: str):
 # Configuration fields and the options that set them, for error messages.
 _OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
             "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network", "image": "IMAGE",
-            "argv": "CMD",
+            "argv": "CMD", "writable_layer_size": "--writable-layer-size",
             "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
             "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
             "limits.cpuset_cpus": "--cpuset-cpus", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                    help=f"an rlimit of every process ({', '.join(RLIMITS)})")
     imagecli.add_store_option(p)
+    p.add_argument("--writable-layer", choices=[w.value for w in WritableLayer], default="disk",
+                   help="where an image container's writes go: the store (default) or a tmpfs")
+    p.add_argument("--writable-layer-size", metavar="SIZE", help="size limit of a tmpfs writable layer, e.g. 256M")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
     return parser
@@ -167,7 +171,8 @@ def _run(args: argparse.Namespace) -> int:
     result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
                  env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
                  cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
-                 seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store)
+                 seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store,
+                 writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size)
     if result.verdict not in (Verdict.EXITED, Verdict.SIGNALED, Verdict.TIMEOUT):
         print(f"sandboxlib: {_VERDICT_TEXT[result.verdict]}", file=sys.stderr)
     if result.timed_out:

@@ -63,11 +63,19 @@ class MountKind(enum.Enum):
 
 
 class WritableLayer(enum.Enum):
-    """Where an image root's writes go: a tmpfs of the container's own, or a
-    directory of the image store (``HOME/containers/ID``); gone with the container."""
+    """Where an image root's writes go: a directory of the image store
+    (``HOME/containers/ID``, the default, as Docker's), or a tmpfs of the
+    container's own (counted against memory).  Either is gone with the container."""
 
-    TMPFS = "tmpfs"
     DISK = "disk"
+    TMPFS = "tmpfs"
+
+
+def _writable_layer(value: Union[WritableLayer, str]) -> WritableLayer:
+    try:
+        return WritableLayer(value)
+    except ValueError:
+        raise ConfigError("writable_layer", f"{value!r} is not one of {[w.value for w in WritableLayer]}") from None
 
 
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -326,11 +334,14 @@ class ContainerConfig:
             WorkingDir, else ``/``).
         image: an image reference (``name:tag``, ``name@sha256:...``, an id) in
             ``image_store``: the root is an overlay of its layers with a
-            writable layer on a tmpfs, gone with the container.
+            writable layer of the container's own, gone with the container.
         image_store: the store's directory (default: ``images.default_home()``).
-        writable_layer: ``WritableLayer.TMPFS`` (default) or ``WritableLayer.DISK``.
+        writable_layer: where the container's writes go: ``WritableLayer.DISK``
+            (default: ``containers/ID/upper`` in the store; a read-only root
+            gets none) or ``WritableLayer.TMPFS`` (``"tmpfs"``: in memory).
         writable_layer_size: the tmpfs writable layer's size limit (bytes or
-            ``"64M"``; default: the kernel's, half of the memory).
+            ``"64M"``; default: the kernel's, half of the memory); only with
+            ``writable_layer="tmpfs"``.
         limits: per-process rlimits and the container's cgroup limits.
         userns: run in a user namespace (always when not root; default True as root too).
         uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
@@ -361,7 +372,7 @@ class ContainerConfig:
     seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
-    writable_layer: WritableLayer = attrs.field(default=WritableLayer.TMPFS, converter=WritableLayer)
+    writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
     writable_layer_size: Optional[int] = attrs.field(
         default=None, converter=attrs.converters.optional(lambda v: parse_size(v, "writable_layer_size")))
 
@@ -392,7 +403,8 @@ class ContainerConfig:
             if self.rootfs is not None:
                 raise ConfigError("image", "give either rootfs or image, not both")
         if self.writable_layer_size is not None and self.writable_layer is not WritableLayer.TMPFS:
-            raise ConfigError("writable_layer_size", "only a tmpfs writable layer has a size limit")
+            raise ConfigError("writable_layer_size", "only a tmpfs writable layer has a size limit "
+                                                     "(writable_layer='tmpfs', --writable-layer tmpfs)")
         self.limits.rlimits()
         self.limits.cgroup()
         self.capabilities()

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
-from . import _lowlevel, cgroups, imageroot, protocol, statedir
+from . import _lowlevel, cgroups, imageroot, protocol, statedir, writable
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .calls import ServerSlot, Session, check_modules
@@ -31,7 +31,6 @@ from .host import probe_host
 from .idmap import IdMaps, choose_maps, write_maps
 from .container_files import FileAccess
 from .imageroot import ImageRoot
-from .images.unpack import remove_tree
 from .launch import submit
 from .process import Process, Result, result_of
 from .rootfs import layout
@@ -75,7 +74,7 @@ class Container(FileAccess):
                  cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
                  seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
                  image_store: Union[str, os.PathLike, None] = None,
-                 writable_layer: Union[WritableLayer, str] = WritableLayer.TMPFS,
+                 writable_layer: Union[WritableLayer, str] = WritableLayer.DISK,
                  writable_layer_size: Union[int, str, None] = None) -> None:
         if config is None:
             config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
@@ -158,24 +157,6 @@ class Container(FileAccess):
             self.close()
             raise
 
-    def _remove_writable(self, path: str) -> None:
-        """Remove the writable layer on disk.  Rootless, files of the
-        container's other users belong to sub-ids you cannot delete as
-        yourself: a container with the same id maps removes them."""
-        try:
-            remove_tree(path)
-            return
-        except OSError:
-            pass
-        cleaner = Container(ContainerConfig(mounts=[Mount.bind(path, "/sbx-writable")], uid_map=self.config.uid_map,
-                                            gid_map=self.config.gid_map, userns=self.config.userns))
-        try:
-            cleaner._run(["rm", "-rf", "/sbx-writable/upper", "/sbx-writable/work"], input=None, timeout=60,
-                         stdin=None, stdout=None, stderr=None, env=None, cwd=None, user=None, main=True)
-        finally:
-            cleaner.close()
-        remove_tree(path)
-
     def _with_volumes(self) -> ContainerConfig:
         """The config with named volumes as binds of their store directories."""
         if not any(m.kind is MountKind.VOLUME for m in self.config.mounts):
@@ -194,9 +175,10 @@ class Container(FileAccess):
         self._image, lease = imageroot.prepare(self.config, self._maps, self.id, store)
         self._store = store
         self._resources.callback(store.release, self.id, lease)
-        if self.config.writable_layer is WritableLayer.DISK:
-            self._upper = store.writable_dir(self.id, self._id_policy().owner(0, 0))
-            self._resources.callback(self._remove_writable, self._upper)
+        if self.config.writable_layer is WritableLayer.DISK and not self.config.read_only:
+            writable.sweep(store)  # what dead owners left in this store
+            self._upper = writable.make(store, self.id, self._id_policy().owner(0, 0))
+            self._resources.callback(writable.release, store, self._upper)
         return self._image.layers
 
     def _sweep_once(self, root: str) -> None:

@@ -120,6 +120,8 @@ CONFIG_CASES = {
     "negative tmpfs mode": (lambda: Mount.tmpfs("/t", mode=-1), "mode"),
     "tmpfs mode as a string": (lambda: Mount.tmpfs("/t", mode="1777"), "mode"),
     "tmpfs mode as a float": (lambda: Mount.tmpfs("/t", mode=1.5), "mode"),
+    "unknown writable layer": (lambda: _run_true(writable_layer="ram"), "writable_layer"),
+    "writable layer size on disk": (lambda: _run_true(image="x:1", writable_layer_size="1M"), "writable_layer_size"),
     # users
     "unknown user name": (lambda: _run_true(user="nosuchuser-sbx"), "user"),
     "unknown group": (lambda: _run_true(user="root:nosuchgroup-sbx"), "user"),

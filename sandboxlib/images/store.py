@@ -3,7 +3,9 @@
     HOME/images/{oci-layout,index.json,blobs/sha256/HEX}   the OCI layout
     HOME/layers/KEY/HEX          unpacked layers, once per diff_id (KEY: the id policy)
     HOME/tmp/                    partial writes, renamed into place when complete
-    HOME/locks/{gc,index}.lock   flock(2) locks
+    HOME/locks/{gc,index,containers}.lock   flock(2) locks
+    HOME/leases/ID               the layers a running container uses (held by a flock)
+    HOME/containers/ID/{upper,work}   a container's writable layer on disk
 
 Consistency: a blob or an unpacked layer is renamed into place only when
 complete; ``index.json`` is replaced atomically, and only after every blob it
@@ -259,7 +261,8 @@ class ImageStore:
 
     def prune(self) -> PruneReport:
         """Remove untagged images, then every blob, unpacked layer and
-        temporary file nothing references."""
+        temporary file nothing references, and the writable layers of dead
+        containers (see :meth:`collect`)."""
         with self._index() as entries:
             untagged = [e["digest"] for e in entries if not e.get("annotations")]
             entries[:] = [e for e in entries if e.get("annotations")]
@@ -318,15 +321,52 @@ class ImageStore:
 
     # -- containers' writable layers on disk --------------------------------------------
     def writable_dir(self, container_id: str, owner: Tuple[int, int]) -> str:
-        """``containers/ID`` with empty ``upper/`` and ``work/`` owned by ``owner``.
-        One whose container's lease has lapsed is removed by ``collect()``."""
+        """``containers/ID`` with empty ``upper/`` and ``work/`` owned by
+        ``owner``.  Take the container's :meth:`lease` first: the directory of
+        a container whose lease is not held is removed by :meth:`sweep_writable`."""
         path = os.path.join(self.path, "containers", container_id)
         os.makedirs(path, mode=0o700)
-        os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
-        for name in ("upper", "work"):
-            os.mkdir(os.path.join(path, name), 0o755)
-            os.chown(os.path.join(path, name), *owner)
+        try:
+            os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
+            for name in ("upper", "work"):
+                os.mkdir(os.path.join(path, name), 0o755)
+                os.chown(os.path.join(path, name), *owner)
+        except BaseException:
+            self.remove_trees([path])
+            raise
         return path
+
+    def sweep_writable(self) -> int:
+        """Remove the writable dirs (and leases) of containers whose owner is
+        gone (their lease is not held; what cannot be removed is left for a
+        later sweep).  One sweeper at a time: returns 0 at once while another
+        runs.  Returns how many were removed."""
+        top = os.path.join(self.path, "containers")
+        removed = 0
+        with locked(os.path.join(self._locks, "containers.lock"), exclusive=True, blocking=False) as mine:
+            for name in os.listdir(top) if mine and os.path.isdir(top) else []:
+                if self._lease_held(name):
+                    continue
+                if self.remove_trees([os.path.join(top, name)]):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.path, "leases", name))
+                removed += 1
+        return removed
+
+    def _lease_held(self, owner: str) -> bool:
+        """Whether a live container holds ``leases/OWNER`` (its shared flock)."""
+        try:
+            fd = os.open(os.path.join(self.path, "leases", owner), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     # -- named volumes -------------------------------------------------------------
     def volume(self, name: str, owner: Tuple[int, int] = (-1, -1)) -> str:
@@ -399,29 +439,25 @@ class ImageStore:
         os.close(fd)
 
     def _leased_diff_ids(self) -> Set[str]:
-        """diff_ids that running containers use; lapsed leases are removed
-        (and the writable layers on disk of their containers)."""
+        """diff_ids that running containers use; lapsed leases are removed."""
         top = os.path.join(self.path, "leases")
         found: Set[str] = set()
-        live: Set[str] = set()
         for name in os.listdir(top) if os.path.isdir(top) else []:
             path = os.path.join(top, name)
             with contextlib.suppress(FileNotFoundError), locked(path, exclusive=True, blocking=False) as free:
                 if free:
                     os.unlink(path)
                 else:
-                    live.add(name)
                     with open(path) as f:
                         found.update(f.read().split())
-        containers = os.path.join(self.path, "containers")
-        names = os.listdir(containers) if os.path.isdir(containers) else []
-        # Whose container is gone (what its owner cannot remove stays).
-        self.remove_trees([os.path.join(containers, name) for name in names if name not in live])
         return found
 
     def collect(self) -> Tuple[int, int, int]:
         """Garbage-collect: (blobs removed, layers removed, bytes freed).
-        Waits until no import is running (they hold gc.lock shared)."""
+        Waits until no import is running (they hold gc.lock shared).  Also
+        removes the writable dirs of containers whose owner is gone (rootless,
+        not what your sub-ids own there: the next image container's start does)."""
+        self.sweep_writable()
         with locked(os.path.join(self._locks, "gc.lock"), exclusive=True):
             live_blobs, live_layers = self._live()
             dead = [d for d in self.blobs.digests() if d not in live_blobs]
