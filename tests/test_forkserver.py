@@ -184,3 +184,14 @@ def check_forged_start(c):
 
 def test_a_call_cannot_cancel_its_timeout(runner):
     assert runner(_in_container, check_forged_start) == (True, 4)
+
+
+def _random() -> float:
+    import random
+    return random.random()
+
+
+def test_each_call_draws_its_own_random_numbers():
+    with sb.Container() as c:
+        draws = [c.call(_random) for _ in range(5)]
+    assert len(set(draws)) == 5  # each process reseeds after fork, as os.fork's handlers do
