@@ -314,6 +314,8 @@ class Server:
                 except Exception:  # noqa: BLE001 - the user may have closed it
                     pass
             _send(res_w, b"R" + outcome)
+            while True:  # the server kills it: an exit now (unmapping the
+                signal.pause()  # interpreter) would hold the CPU the server wakes on
         finally:
             os._exit(0)
 
