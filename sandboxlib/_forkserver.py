@@ -228,7 +228,7 @@ class Spare:
         self.pid, self.pidfd, self.res_r, self.outputs = pid, pidfd, res_r, outputs
 
     def fds(self):
-        return [self.pidfd, self.res_r, *self.outputs]
+        return [fd for fd in (self.pidfd, self.res_r, *self.outputs) if fd is not None]
 
 
 class Server:
@@ -246,9 +246,10 @@ class Server:
     def serve(self):
         if self.persistent:
             return self.serve_persistent()
-        while True:
-            spare = self.fork_spare()
-            try:
+        previous = None  # the last call's process: killed, reaped after the next fork
+        try:
+            while True:
+                spare = previous = self.next_spare(previous)
                 outcome = self.supervise(spare)
                 if spare.pid is not None:
                     _kill_group(spare.pid)  # nothing the call started outlives it
@@ -257,16 +258,36 @@ class Server:
                 with self.lock:
                     self.drain()
                     write_frame(self.chan_out, b"R", outcome)
-            finally:
-                self.reap(spare)  # while the host reads the outcome
-                self.outputs = {}
+        finally:
+            if previous is not None:
+                self.reap(previous)
+
+    def next_spare(self, previous):
+        """Fork the next spare, then reap the last call's process: its exit
+        runs meanwhile, not before the fork.  Under a pids limit that leaves
+        no room for both, reap first."""
+        try:
+            spare = self.fork_spare()
+        except BlockingIOError:
+            if previous is None:
+                raise
+            self.reap(previous)
+            return self.fork_spare()
+        if previous is not None:
+            self.reap(previous)
+        return spare
 
     # -- a fresh forked process per call
     def fork_spare(self):
         res_r, res_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (res_r, res_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise
         if pid == 0:
             self.child(res_w, out_w, err_w)
         for fd in (res_w, out_w, err_w):
@@ -382,14 +403,17 @@ class Server:
         return b"K" + encode((code, sig))
 
     def reap(self, spare):
-        """Reap the call's process (killed already), release its fds."""
+        """Reap the call's process (killed already), release its fds.  Idempotent."""
         if spare.pid is not None:
             os.waitpid(spare.pid, 0)
+            spare.pid = None
         for fd in spare.fds():
             try:
                 os.close(fd)
             except OSError:
                 pass
+        spare.pidfd = spare.res_r = None
+        spare.outputs = {}
 
     def forward(self, fd, poller=None):
         """Forward one chunk of output; False at EOF."""
