@@ -246,10 +246,9 @@ class Server:
     def serve(self):
         if self.persistent:
             return self.serve_persistent()
-        previous = None  # the last call's process: killed, reaped after the next fork
-        try:
-            while True:
-                spare = previous = self.next_spare(previous)
+        while True:
+            spare = self.fork_spare()
+            try:
                 outcome = self.supervise(spare)
                 if spare.pid is not None:
                     _kill_group(spare.pid)  # nothing the call started outlives it
@@ -258,24 +257,11 @@ class Server:
                 with self.lock:
                     self.drain()
                     write_frame(self.chan_out, b"R", outcome)
-        finally:
-            if previous is not None:
-                self.reap(previous)
-
-    def next_spare(self, previous):
-        """Fork the next spare, then reap the last call's process: its exit
-        runs meanwhile, not before the fork.  Under a pids limit that leaves
-        no room for both, reap first."""
-        try:
-            spare = self.fork_spare()
-        except BlockingIOError:
-            if previous is None:
-                raise
-            self.reap(previous)
-            return self.fork_spare()
-        if previous is not None:
-            self.reap(previous)
-        return spare
+            finally:
+                # Reaped before the next fork, not after: while the killed
+                # process lives, the pages it shares with the server are
+                # copied, not reused, when the server writes to them.
+                self.reap(spare)
 
     # -- a fresh forked process per call
     def fork_spare(self):
@@ -317,8 +303,8 @@ class Server:
             os.closerange(3, low)
             os.closerange(low + 1, high)
             os.closerange(high + 1, 1 << 16)
-            if self.warm_request is not None:
-                self.run_request(self.warm_request)
+            if self.warm_request is not None and not select.select([self.chan_in], [], [], 0)[0]:
+                self.run_request(self.warm_request)  # unless the request is there already
             try:
                 kind, payload = _read_request(self.chan_in)
             except EOFError:
