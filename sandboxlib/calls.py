@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from . import _forkserver
+from . import _forkserver, _safe_encoding
 from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, RemoteError
 from .process import verdict_of
 from .rootfs import HOST_SYSTEM_DIRS, interpreter_prefixes
@@ -34,9 +34,13 @@ OutputSink = Callable[[int, bytes], None]
 
 
 def _server_source() -> str:
+    """The fork server's program: the safe encoding's source, then the server's."""
     if "src" not in _SOURCE_CACHE:
-        with open(_forkserver.__file__, encoding="utf-8") as f:
-            _SOURCE_CACHE["src"] = f.read()
+        parts = []
+        for module in (_safe_encoding, _forkserver):
+            with open(module.__file__, encoding="utf-8") as f:
+                parts.append(f.read())
+        _SOURCE_CACHE["src"] = "\n".join(parts)
     return _SOURCE_CACHE["src"]
 
 
