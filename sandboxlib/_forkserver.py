@@ -1,16 +1,19 @@
 """The sandbox side of ``call()``: a fork server, and the wire format both sides share.
 
-This file is self-contained (standard library only): the host sends its
-source to the sandboxed interpreter with ``python -I -c``, so it works
+This file and ``_safe_encoding`` use the standard library only: the host
+sends their source to the sandboxed interpreter (``python -I -c``), so it works
 whether or not sandboxlib itself is importable inside (a rootfs image needs
 only a compatible Python, plus cloudpickle for functions pickled by value).
 
 Frames, both ways: one kind byte, a 4-byte big-endian length, the payload.
-Host -> server: ``C`` a call (a pickle, the sandbox trusts its host), ``Q`` quit.
+Host -> server: ``C`` a call (a pickle, the sandbox trusts its host), ``Q`` quit;
+they are read by the spare, a process forked ahead of time (see ``Spare``).
 Server -> host: ``H`` hello (after preloading), ``1``/``2`` output chunks as
-they come, ``R`` the outcome of a call, ``E`` a fatal error of the server.
+they come, ``R`` the outcome of a call, ``E`` a fatal error of the server,
+``L`` the process forked for the next call died before it took a request
+(the server ends; nothing of the call ran, the host may retry it).
 Nothing the host reads from the sandbox is unpickled unless the caller opted
-in: values and exceptions come back in the safe encoding below.
+in: values and exceptions come back in the safe encoding (``_safe_encoding``).
 """
 import os
 import select
@@ -22,103 +25,10 @@ import traceback
 
 HEADER = struct.Struct(">cI")
 _THIS_FILE = sys._getframe().f_code.co_filename
-MAX_DEPTH = 100
-
-# -- the safe encoding: None, bool, int, float, complex, str, bytes, and
-#    list/tuple/dict/set/frozenset of these; nothing else, no code. ------------
-_SCALARS = {type(None): b"N", bool: b"?", int: b"I", float: b"D", complex: b"J", str: b"S", bytes: b"B"}
-_CONTAINERS = {list: b"L", tuple: b"U", set: b"E", frozenset: b"Z", dict: b"M"}
-_LEN = struct.Struct(">I")
-
-
-class UnsafeValue(TypeError):
-    """A value outside the safe types (or nested too deep)."""
-
-
-def encode(value, depth=0):
-    """Bytes of ``value`` in the safe encoding; UnsafeValue otherwise."""
-    out = []
-    _encode(value, out, depth)
-    return b"".join(out)
-
-
-def _encode(value, out, depth):
-    kind = type(value)
-    if depth > MAX_DEPTH:
-        raise UnsafeValue(f"the value is nested deeper than {MAX_DEPTH} levels")
-    if kind in _SCALARS:
-        out.append(_SCALARS[kind])
-        if kind is bool:
-            out.append(b"\1" if value else b"\0")
-        elif kind is int:  # two's complement bytes: no digit limit, no parsing
-            data = value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)
-            out.append(_LEN.pack(len(data)) + data)
-        elif kind is float:
-            out.append(struct.pack(">d", value))
-        elif kind is complex:
-            out.append(struct.pack(">dd", value.real, value.imag))
-        elif kind is not type(None):
-            data = value.encode("utf-8", "surrogatepass") if kind is str else value
-            out.append(_LEN.pack(len(data)) + data)
-    elif kind in _CONTAINERS:
-        items = value.items() if kind is dict else value
-        out.append(_CONTAINERS[kind] + _LEN.pack(len(value)))
-        for item in items:
-            for part in (item if kind is dict else (item,)):
-                _encode(part, out, depth + 1)
-    else:
-        raise UnsafeValue(f"a {kind.__module__}.{kind.__qualname__} is not one of the safe result types "
-                          "(None, bool, int, float, complex, str, bytes, and list, tuple, dict, set, "
-                          "frozenset of them); pass trust_result=True to receive it pickled")
-
-
-def decode(data):
-    """The value of safe-encoded ``data``; ValueError if malformed (never runs code)."""
-    value, end = _decode(memoryview(data), 0, 0)
-    if end != len(data):
-        raise ValueError("trailing bytes after the value")
-    return value
-
-
-def _take(view, pos, size):
-    if pos + size > len(view):
-        raise ValueError("truncated value")
-    return bytes(view[pos:pos + size]), pos + size
-
-
-def _decode(view, pos, depth):
-    if depth > MAX_DEPTH:
-        raise ValueError("nested too deep")
-    tag, pos = _take(view, pos, 1)
-    if tag == b"N":
-        return None, pos
-    if tag == b"?":
-        flag, pos = _take(view, pos, 1)
-        return flag != b"\0", pos
-    if tag == b"D":
-        raw, pos = _take(view, pos, 8)
-        return struct.unpack(">d", raw)[0], pos
-    if tag == b"J":
-        raw, pos = _take(view, pos, 16)
-        return complex(*struct.unpack(">dd", raw)), pos
-    raw, pos = _take(view, pos, 4)
-    (size,) = _LEN.unpack(raw)
-    if tag in (b"I", b"S", b"B"):
-        data, pos = _take(view, pos, size)
-        if tag == b"I":
-            return int.from_bytes(data, "big", signed=True), pos
-        return (data.decode("utf-8", "surrogatepass") if tag == b"S" else data), pos
-    if tag not in (b"L", b"U", b"E", b"Z", b"M"):
-        raise ValueError(f"unknown tag {tag!r}")
-    if size > len(view) - pos:  # every item takes at least one byte
-        raise ValueError("truncated container")
-    items = []
-    for _ in range(size * 2 if tag == b"M" else size):
-        item, pos = _decode(view, pos, depth + 1)
-        items.append(item)
-    if tag == b"M":
-        return dict(zip(items[::2], items[1::2])), pos
-    return {b"L": list, b"U": tuple, b"E": set, b"Z": frozenset}[tag](items), pos
+try:  # in the host; in the sandbox the encoding's source comes first in the program
+    from ._safe_encoding import _LEN, MAX_DEPTH, UnsafeValue, decode, encode  # noqa: F401
+except ImportError:
+    pass
 
 
 # -- framing --------------------------------------------------------------------
@@ -137,6 +47,22 @@ def _read_exact(fd, size):
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
+
+
+def _read_request(fd):
+    """A frame read with as few reads as possible: the host sends nothing
+    more until it has the answer, so reading ahead takes nothing away."""
+    data = os.read(fd, 1 << 16)
+    while len(data) < HEADER.size:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise EOFError
+        data += chunk
+    kind, size = HEADER.unpack(data[:HEADER.size])
+    missing = HEADER.size + size - len(data)
+    if missing > 0:
+        data += _read_exact(fd, missing)
+    return kind, data[HEADER.size:HEADER.size + size]
 
 
 def read_frame(fd):
@@ -196,15 +122,20 @@ def exception_outcome(err, trust):
 
 
 # -- the server -------------------------------------------------------------------
-class Spare:
-    """A process forked ahead of time, waiting for its one request: the cost
-    of fork() is paid between calls, not during one."""
+class SpareLost(Exception):
+    """The spare died before it took a request: nothing of a call ran."""
 
-    def __init__(self, pid, pidfd, req_w, res_r, outputs):
-        self.pid, self.pidfd, self.req_w, self.res_r, self.outputs = pid, pidfd, req_w, res_r, outputs
+
+class Spare:
+    """A process forked ahead of time from the clean server: it reads its one
+    request straight from the host's channel, so a call costs no fork() and
+    no relay through the server."""
+
+    def __init__(self, pid, pidfd, res_r, outputs):
+        self.pid, self.pidfd, self.res_r, self.outputs = pid, pidfd, res_r, outputs
 
     def fds(self):
-        return [self.pidfd, self.req_w, self.res_r, *self.outputs]
+        return [fd for fd in (self.pidfd, self.res_r, *self.outputs) if fd is not None]
 
 
 class Server:
@@ -213,75 +144,98 @@ class Server:
     def __init__(self, chan_in, chan_out, persistent):
         self.chan_in, self.chan_out = chan_in, chan_out
         self.persistent = persistent
+        self.pid = os.getpid()
         self.lock = threading.Lock()  # one writer on the channel at a time
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
         self.outputs = {}
-        self.spare = None
+        self.warm_request = None  # a no-op request each spare runs first (see child)
 
     def serve(self):
+        if self.persistent:
+            return self.serve_persistent()
         while True:
-            if not self.persistent and self.spare is None:
-                self.spare = self.fork_spare()
+            spare = self.fork_spare()
             try:
-                kind, payload = read_frame(self.chan_in)
-            except EOFError:
-                return
-            if kind == b"Q":
-                return
-            header, body = split_request(payload)
-            spare = None
-            if self.persistent:
-                outcome = self.run_persistent(header, body)
-            else:
-                spare, self.spare = self.spare, None
-                outcome = self.run_forked(spare, payload, header[1])
-            with self.lock:
-                self.drain()
-                write_frame(self.chan_out, b"R", outcome)
-            if spare is not None:
-                self.reap(spare)  # while the host reads the outcome
-                self.outputs = {}
+                outcome = self.supervise(spare)
+                if spare.pid is not None:
+                    _kill_group(spare.pid)  # nothing the call started outlives it
+                if outcome is None:
+                    return  # the host closed the channel
+                with self.lock:
+                    self.drain()
+                    write_frame(self.chan_out, b"R", outcome)
+            finally:
+                # Reaped before the next fork, not after: while the killed
+                # process lives, the pages it shares with the server are
+                # copied, not reused, when the server writes to them.
+                self.reap(spare)
 
     # -- a fresh forked process per call
     def fork_spare(self):
-        req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (res_r, res_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise
         if pid == 0:
-            self.child(req_r, res_w, out_w, err_w)
-        for fd in (req_r, res_w, out_w, err_w):
+            self.child(res_w, out_w, err_w)
+        for fd in (res_w, out_w, err_w):
             os.close(fd)
         for fd in (res_r, out_r, err_r):
             os.set_blocking(fd, False)
-        return Spare(pid, os.pidfd_open(pid), req_w, res_r, {out_r: b"1", err_r: b"2"})
+        spare = Spare(pid, os.pidfd_open(pid), res_r, {out_r: b"1", err_r: b"2"})
+        self.outputs = spare.outputs
+        return spare
 
-    def child(self, req_r, res_w, out_w, err_w):
+    def child(self, res_w, out_w, err_w):
+        """The spare: set up, rehearse a no-op call (its copy-on-write page
+        faults and first-use costs are paid now, not during the call), then
+        take the next request from the channel.  It tells the server ``S``
+        (taken, with the timeout: the server starts the clock) before running
+        it and ``R`` with the outcome."""
         try:
             os.setpgid(0, 0)  # its own group: a timeout or its end kills what it started
             if _PRCTL is not None:
                 _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: dies with the server
+            if os.getppid() != self.pid:
+                return  # the server died before the line above
             null = os.open(os.devnull, os.O_RDONLY)
             for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
                 os.dup2(fd, target)
-            low, high = sorted((req_r, res_w))
+            low, high = sorted((self.chan_in, res_w))
             os.closerange(3, low)
             os.closerange(low + 1, high)
             os.closerange(high + 1, 1 << 16)
-            _, payload = read_frame(req_r)
-            (what, _timeout, trust), body = split_request(payload)
-            outcome = outcome_of(lambda: self.job(what, body), trust)
+            if self.warm_request is not None and not select.select([self.chan_in], [], [], 0)[0]:
+                self.run_request(self.warm_request)  # unless the request is there already
+            try:
+                kind, payload = _read_request(self.chan_in)
+            except EOFError:
+                kind = b"Q"
+            os.close(self.chan_in)  # the call cannot read the host's next requests
+            if kind != b"C":
+                _send(res_w, b"Q")
+                return
+            _send(res_w, b"S" + encode(split_request(payload)[0][1]))  # taken; the timeout
+            outcome = self.run_request(payload)
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
                 except Exception:  # noqa: BLE001 - the user may have closed it
                     pass
-            view = memoryview(_LEN.pack(len(outcome)) + outcome)
-            while view:
-                view = view[os.write(res_w, view):]
+            _send(res_w, b"R" + outcome)
+            while True:  # the server kills it: an exit now (unmapping the
+                signal.pause()  # interpreter) would hold the CPU the server wakes on
         finally:
             os._exit(0)
+
+    def run_request(self, payload):
+        (what, _timeout, trust), body = split_request(payload)
+        return outcome_of(lambda: self.job(what, body), trust)
 
     def job(self, what, body):
         import pickle
@@ -290,26 +244,24 @@ class Server:
         fn, args, kwargs = pickle.loads(body)
         return fn(*args, **kwargs)
 
-    def run_forked(self, spare, payload, timeout):
-        """Hand the request to the spare process; returns the R payload."""
-        self.outputs = spare.outputs
-        try:
-            write_frame(spare.req_w, b"C", payload)
-        except OSError:
-            pass  # it died: supervise() reports how
-        outcome = self.supervise(spare, timeout)
-        if spare.pid is not None:
-            _kill_group(spare.pid)  # nothing it started outlives the call
-        return outcome
-
-    def supervise(self, spare, timeout):
-        """Forward output until the outcome is complete or the process ended."""
-        result = bytearray()
+    def supervise(self, spare):
+        """Forward output until the spare's outcome is complete, it ended, or
+        the call's timeout passed.  Returns the R payload, None if the host
+        closed the channel."""
+        messages = bytearray()
         poller = select.poll()
         for fd in (spare.res_r, spare.pidfd, *spare.outputs):
             poller.register(fd, select.POLLIN)
-        deadline = None if timeout is None else _now() + timeout
-        while not _complete(result):
+        deadline = taken = None
+        while True:
+            while _complete(messages):
+                message, messages = _split_message(messages)
+                if message[:1] == b"S":
+                    if not taken:  # the first only: the call itself could write more
+                        taken, timeout = True, decode(message[1:])
+                        deadline = None if timeout is None else _now() + timeout
+                else:
+                    return message[1:] if message[:1] == b"R" else None
             wait = None if deadline is None else max(0, deadline - _now()) * 1000
             events = poller.poll(wait)
             if not events:
@@ -317,32 +269,44 @@ class Server:
             for fd, _ in events:
                 if fd == spare.res_r:
                     chunk = os.read(fd, 1 << 16)
-                    result += chunk
+                    messages += chunk
                     if not chunk:
                         poller.unregister(fd)
                 elif fd == spare.pidfd:
-                    result += _read_rest(spare.res_r)
-                    return bytes(result[4:]) if _complete(result) else self.crashed(spare)
+                    messages += _read_rest(spare.res_r)
+                    kinds = _kinds(messages)
+                    if not kinds & {b"R", b"Q"}:
+                        return self.ended(spare, taken or b"S" in kinds)
+                    poller.unregister(fd)
                 else:
                     self.forward(fd, poller)
-        return bytes(result[4:])
 
-    def crashed(self, spare):
+    def ended(self, spare, taken):
+        """The spare ended without an outcome: ``K`` with its wait status if it
+        had taken a request; before that nobody knows what it read of the
+        channel, so the server gives up (the host starts a new one)."""
+        _kill_group(spare.pid)
         _, status = os.waitpid(spare.pid, 0)
         spare.pid = None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        if not taken:
+            how = f"killed by signal {sig}" if sig else f"exit code {code}"
+            raise SpareLost(f"the process forked for the next call ended before it began ({how})")
         return b"K" + encode((code, sig))
 
     def reap(self, spare):
-        """Reap the call's process (killed already), release its fds."""
+        """Reap the call's process (killed already), release its fds.  Idempotent."""
         if spare.pid is not None:
             os.waitpid(spare.pid, 0)
+            spare.pid = None
         for fd in spare.fds():
             try:
                 os.close(fd)
             except OSError:
                 pass
+        spare.pidfd = spare.res_r = None
+        spare.outputs = {}
 
     def forward(self, fd, poller=None):
         """Forward one chunk of output; False at EOF."""
@@ -365,7 +329,7 @@ class Server:
                 write_frame(self.chan_out, which, chunk)
 
     # -- one long-lived process (a session): state stays between calls
-    def start_persistent(self):
+    def serve_persistent(self):
         for target, which in ((1, b"1"), (2, b"2")):
             r, w = os.pipe()
             os.dup2(w, target)
@@ -373,6 +337,19 @@ class Server:
             os.set_blocking(r, False)
             self.outputs[r] = which
         threading.Thread(target=self.pump, daemon=True).start()
+        while True:
+            try:
+                kind, payload = read_frame(self.chan_in)
+            except EOFError:
+                return
+            if kind != b"C":
+                return
+            outcome = self.run_request(payload)
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            with self.lock:
+                self.drain()
+                write_frame(self.chan_out, b"R", outcome)
 
     def pump(self):
         poller = select.poll()
@@ -381,13 +358,6 @@ class Server:
         while True:
             for fd, _ in poller.poll():
                 self.forward(fd)
-
-    def run_persistent(self, header, body):
-        what, _timeout, trust = header
-        outcome = outcome_of(lambda: self.job(what, body), trust)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        return outcome
 
 
 def request(what, timeout, trust, pickled):
@@ -402,9 +372,30 @@ def split_request(payload):
     return decode(payload[4:4 + size]), payload[4 + size:]
 
 
-def _complete(result):
-    """A whole outcome: its 4-byte length and that many bytes."""
-    return len(result) >= 4 and len(result) - 4 >= _LEN.unpack(result[:4])[0]
+def _send(fd, message):
+    """A message from a spare to the server: a 4-byte length, the message."""
+    view = memoryview(_LEN.pack(len(message)) + message)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _complete(messages):
+    """A whole message at the start: its 4-byte length and that many bytes."""
+    return len(messages) >= 4 and len(messages) - 4 >= _LEN.unpack(messages[:4])[0]
+
+
+def _split_message(messages):
+    end = 4 + _LEN.unpack(messages[:4])[0]
+    return bytes(messages[4:end]), messages[end:]
+
+
+def _kinds(messages):
+    """The kinds of the whole messages in ``messages``."""
+    kinds = set()
+    while _complete(messages):
+        message, messages = _split_message(messages)
+        kinds.add(message[:1])
+    return kinds
 
 
 def run_cell(source, namespace):
@@ -444,6 +435,18 @@ def _kill_group(pid):
         pass
 
 
+def _warm_request():
+    """A call of a no-op function defined here (pickled by value, as the
+    host's own functions are) for each spare to rehearse."""
+    try:
+        import cloudpickle
+        pickled = cloudpickle.dumps((lambda: None, (), {}))
+    except ImportError:
+        import pickle
+        pickled = pickle.dumps((int, (), {}))
+    return request("call", None, False, pickled)
+
+
 def _now():
     import time
     return time.monotonic()
@@ -480,10 +483,12 @@ def main(argv):
         for name in argv[1:]:
             __import__(name)
             __import__(name)
-        if server.persistent:
-            server.start_persistent()
+        server.warm_request = None if server.persistent else _warm_request()
         write_frame(chan_out, b"H", encode((sys.version_info[:3], os.getpid())))
         server.serve()
+    except SpareLost as err:  # the host retries the call on a new server
+        write_frame(chan_out, b"L", encode(str(err)))
+        raise SystemExit(1)
     except BaseException as err:  # noqa: BLE001 - the host shows why the server died
         try:
             write_frame(chan_out, b"E", encode("".join(traceback.format_exception(type(err), err, err.__traceback__))))

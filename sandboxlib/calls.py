@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from . import _forkserver
+from . import _forkserver, _safe_encoding
 from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, RemoteError
 from .process import verdict_of
 from .rootfs import HOST_SYSTEM_DIRS, interpreter_prefixes
@@ -34,9 +34,13 @@ OutputSink = Callable[[int, bytes], None]
 
 
 def _server_source() -> str:
+    """The fork server's program: the safe encoding's source, then the server's."""
     if "src" not in _SOURCE_CACHE:
-        with open(_forkserver.__file__, encoding="utf-8") as f:
-            _SOURCE_CACHE["src"] = f.read()
+        parts = []
+        for module in (_safe_encoding, _forkserver):
+            with open(module.__file__, encoding="utf-8") as f:
+                parts.append(f.read())
+        _SOURCE_CACHE["src"] = "\n".join(parts)
     return _SOURCE_CACHE["src"]
 
 
@@ -169,6 +173,11 @@ def decode_outcome(payload: bytes, trust: bool, timeout: Optional[float]) -> Tup
 
 
 # -- the server ----------------------------------------------------------------------
+class SpareLost(CallCrashed):
+    """The server's process for the next call died before it took the request:
+    nothing of the call ran, so it is retried once on a new server."""
+
+
 class CallServer:
     """One fork server (or one persistent session process) in a container.
 
@@ -210,7 +219,10 @@ class CallServer:
             deadline = None if timeout is None else time.monotonic() + timeout + grace
             before = self._counters()
             try:
-                _forkserver.write_frame(self._in, b"C", request)
+                try:
+                    _forkserver.write_frame(self._in, b"C", request)
+                except BrokenPipeError:
+                    pass  # the server ended: its last word (L, E) or its end is read below
                 payload = self._read_outcome(deadline, sink)
                 value, error = decode_outcome(payload, trust_result, timeout)
             except CallTimeout:
@@ -252,9 +264,10 @@ class CallServer:
         header = self._read_exact(_forkserver.HEADER.size, deadline)
         kind, size = _forkserver.HEADER.unpack(header)
         payload = self._read_exact(size, deadline)
-        if kind == b"E":
+        if kind in (b"E", b"L"):
             self.close()
-            raise CallCrashed("the fork server failed:\n" + str(_forkserver.decode(payload)))
+            text = str(_forkserver.decode(payload))
+            raise SpareLost(text) if kind == b"L" else CallCrashed("the fork server failed:\n" + text)
         return kind, payload
 
     def _read_exact(self, size: int, deadline: Optional[float]) -> bytes:
@@ -319,6 +332,15 @@ class ServerSlot:
             self._container._resources.callback(server.close)
             self.server = server
             return server
+
+    def invoke(self, fn: Callable, args: tuple, kwargs: dict, *, timeout: Optional[float],
+               trust_result: bool) -> Any:
+        """A call on the running server; on a new one if it lost the process
+        that was to run it (a process killed while it waited)."""
+        try:
+            return self.get().invoke(fn, args, kwargs, timeout=timeout, trust_result=trust_result)
+        except SpareLost:
+            return self.get().invoke(fn, args, kwargs, timeout=timeout, trust_result=trust_result)
 
 
 class Session:

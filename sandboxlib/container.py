@@ -563,8 +563,8 @@ class Container(FileAccess):
         ``RemoteError``; ``remote_traceback`` attached), ``CallTimeout`` or ``CallCrashed``.
         """
         self._check_running()
-        return self._calls.get().invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
-                                        trust_result=trust_result)
+        return self._calls.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
+                                  trust_result=trust_result)
 
     def preload(self, modules: Sequence[str]) -> None:
         """(Re)start the fork server of ``call`` with ``modules`` imported."""
