@@ -198,8 +198,9 @@ def test_each_call_draws_its_own_random_numbers():
 
 
 def test_a_pids_limit_with_no_room_for_two_call_processes():
-    # init, server and one call's process: the next spare is forked only
-    # once the last call's process is reaped (else it is forked first)
-    with sb.Container(limits=sb.Limits(pids=3)) as c:
+    # init, its launcher (it forked the server), server and one call's process:
+    # the next spare is forked only once the last call's process is reaped
+    # (else it is forked first)
+    with sb.Container(limits=sb.Limits(pids=4)) as c:
         pids = [c.call(os.getpid) for _ in range(5)]
     assert len(set(pids)) == 5
