@@ -332,6 +332,8 @@ class Container(FileAccess):
                 signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
             except ProcessLookupError:
                 pass
+            if self._upper is not None:  # while the kernel tears the container down
+                writable.remove_if_empty(self._upper)
             os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
         except ChildProcessError:
             pass

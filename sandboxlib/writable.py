@@ -13,6 +13,7 @@ yourself (a 0700 directory of uid 1000 inside, a mode 000 one): the store's
 which cover every id a container of yours can have."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -20,7 +21,7 @@ from typing import Tuple
 
 from .images import ImageStore
 
-__all__ = ["make", "release", "sweep", "SWEEP_INTERVAL"]
+__all__ = ["make", "remove_if_empty", "release", "sweep", "SWEEP_INTERVAL"]
 
 SWEEP_INTERVAL = 1.0  # seconds between two sweeps of one store by one process
 _last_sweep: dict = {}
@@ -30,6 +31,27 @@ _lock = threading.Lock()
 def make(store: ImageStore, container_id: str, owner: Tuple[int, int]) -> str:
     """The container's directory (the lease must be held)."""
     return store.writable_dir(container_id, owner)
+
+
+# What the directory holds when the container wrote nothing: our dirs and
+# the three overlayfs makes for a volatile mount, deepest first.
+_EMPTY_TREE = ("work/work/incompat/volatile/dirty", "work/work/incompat/volatile", "work/work/incompat",
+               "work/work", "work", "upper", "")
+
+
+def remove_if_empty(path: str) -> None:
+    """Remove the directory if the container wrote nothing there, by name,
+    ignoring every error (``release`` then does the rest).  Called while the
+    container's init is being torn down: its rmdirs (~55 us each on this
+    VM's ext4) overlap the teardown instead of following it."""
+    for name in _EMPTY_TREE:
+        target = os.path.join(path, name) if name else path
+        try:
+            (os.unlink if name.endswith("dirty") else os.rmdir)(target)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
 def release(store: ImageStore, path: str) -> None:
