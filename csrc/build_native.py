@@ -11,7 +11,7 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 EXTENSION_SOURCES = ["spawn.c", "clone.c", "resolve.c", "report.c", "seccomp_compile.c"]
-INIT_SOURCES = ["init.c", "setup.c", "plan.c", "mounts.c", "resolve.c", "command.c", "launcher.c", "clone.c", "report.c"]
+INIT_SOURCES = ["init.c", "setup.c", "plan.c", "mounts.c", "resolve.c", "command.c", "launcher.c", "fdmsg.c", "clone.c", "report.c"]
 STRICT_FLAGS = ["-D_GNU_SOURCE", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing"]
 
 

@@ -27,6 +27,7 @@
 
 #include "clone.h"
 #include "command.h"
+#include "fdmsg.h"
 #include "launcher.h"
 #include "report.h"
 #include "setup.h"
@@ -313,27 +314,15 @@ static void handle_signal_msg(const struct sbx_signal_msg *m)
 /* Receive one control message; returns 0, or -1 when the host is gone. */
 static int handle_control(int timer_fd)
 {
-    union {
-        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {.iov_base = request, .iov_len = sizeof(request)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof(u.buf)};
-    ssize_t n = recvmsg(CONTROL_FD, &msg, MSG_CMSG_CLOEXEC);
-    if (n < 0)
-        return errno == EINTR || errno == EAGAIN ? 0 : -1;
-    if (n == 0)
-        return -1;
-    int fds[MAX_FDS], nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            nfds = nfds > MAX_FDS ? MAX_FDS : nfds;
-            memcpy(fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
-        }
+    int fds[MAX_FDS], nfds, flags;
+    ssize_t n = sbx_recv_with_fds(CONTROL_FD, request, sizeof(request), fds, MAX_FDS, &nfds, &flags);
+    if (n <= 0) {
+        int retry = n < 0 && (errno == EINTR || errno == EAGAIN);
+        close_fds(fds, nfds);
+        return retry ? 0 : -1;
+    }
     uint32_t type = (size_t)n >= sizeof(uint32_t) ? *(uint32_t *)request : 0;
-    if (type == SBX_MSG_EXEC && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    if (type == SBX_MSG_EXEC && !(flags & (MSG_TRUNC | MSG_CTRUNC))) {
         handle_exec((size_t)n, fds, nfds);
         return 0;
     }

@@ -22,6 +22,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fdmsg.h"
 #include "syscalls.h"
 
 #define LAUNCH_FDS 4  /* stdin, stdout, stderr, report pipe */
@@ -60,24 +61,19 @@ static int install_filter(const struct sbx_plan *plan)
  * exec'd or failed), then answer its pid.  Returns -1 when the init is gone. */
 static int serve(int sock, uint64_t bounding)
 {
-    union {
-        char buf[CMSG_SPACE(LAUNCH_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {.iov_base = request, .iov_len = sizeof(request)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof(u.buf)};
-    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    if (n <= 0)
-        return n < 0 && errno == EINTR ? 0 : -1;
-    int fds[LAUNCH_FDS] = {-1, -1, -1, -1};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (c && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(fds)))
-        memcpy(fds, CMSG_DATA(c), sizeof(fds));
+    int fds[LAUNCH_FDS], nfds, flags;
+    ssize_t n = sbx_recv_with_fds(sock, request, sizeof(request), fds, LAUNCH_FDS, &nfds, &flags);
+    if (n <= 0) {
+        int retry = n < 0 && errno == EINTR;
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return retry ? 0 : -1;
+    }
     struct sbx_command cmd;
     struct launch_reply reply = {.pid = -1, .err = EBADMSG};
-    if (fds[3] >= 0 && sbx_command_parse(request, (size_t)n, strings, sizeof(strings) / sizeof(*strings),
-                                         &cmd) == 0) {
+    int ok = nfds == LAUNCH_FDS && !(flags & (MSG_TRUNC | MSG_CTRUNC)) &&
+             sbx_command_parse(request, (size_t)n, strings, sizeof(strings) / sizeof(*strings), &cmd) == 0;
+    if (ok) {
         memcpy(cmd.stdio, fds, sizeof(cmd.stdio));
         cmd.cgroup_fd = -1;
         cmd.cap_bounding = bounding;
@@ -87,9 +83,8 @@ static int serve(int sock, uint64_t bounding)
         reply.pid = clone(run_command, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | CLONE_PARENT, &s);
         reply.err = reply.pid < 0 ? errno : 0;
     }
-    for (int i = 0; i < LAUNCH_FDS; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
     return send(sock, &reply, sizeof(reply), MSG_NOSIGNAL) == (ssize_t)sizeof(reply) ? 0 : -1;
 }
 

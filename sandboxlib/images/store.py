@@ -16,6 +16,7 @@ import has written but not yet referenced; ``index.lock`` serialises the
 read-modify-write of ``index.json``."""
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import fcntl
@@ -63,17 +64,17 @@ class PruneReport:
     bytes_freed: int
 
 
-class SubIdFiles:
+class SubIdFiles(abc.ABC):
     """Work on files owned by a rootless caller's subordinate ids, which
     needs a user namespace that maps them (``sandboxlib.subids``)."""
 
+    @abc.abstractmethod
     def chown(self, root: str, owners: "Owners", policy: "IdPolicy") -> None:
         """Give the files below ``root`` the container ``owners`` (by inode) of ``policy``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def empty(self, paths: Sequence[str]) -> None:
         """Remove everything below each directory of ``paths`` (not the directories)."""
-        raise NotImplementedError
 
 
 class ImageStore:
