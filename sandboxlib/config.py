@@ -60,6 +60,7 @@ TMPFS_MAX = 2**64 - PAGE_SIZE            # tmpfs rounds size up to pages in 64 b
 MEMORY_MAX = (2**63 - 1) // PAGE_SIZE * PAGE_SIZE  # the cgroup page counter's max ("max")
 PIDS_MAX = 4 * 1024 * 1024              # PID_MAX_LIMIT: pids.max refuses more (64-bit kernels)
 RLIM_INFINITY = 2**64 - 1               # setrlimit's rlim_t
+ID_MAX = 2**32 - 2                      # the highest uid/gid: 32 bits, (uid_t)-1 is "no id"
 
 
 def bounded_size(value: Union[int, str], field: str, high: int, low: int = 0) -> int:
@@ -178,9 +179,15 @@ class Mount:
 class IdMapping:
     """``size`` ids from ``container`` inside map to ``host`` outside."""
 
-    container: int = attrs.field(validator=attrs.validators.ge(0))
-    host: int = attrs.field(validator=attrs.validators.ge(0))
-    size: int = attrs.field(validator=attrs.validators.gt(0))
+    container: int = attrs.field(validator=lambda _, a, v: _int_field(v, a.name, 0, ID_MAX))
+    host: int = attrs.field(validator=lambda _, a, v: _int_field(v, a.name, 0, ID_MAX))
+    size: int = attrs.field(validator=lambda _, a, v: _int_field(v, a.name, 1, ID_MAX + 1))
+
+    def __attrs_post_init__(self) -> None:
+        for name, first in (("container", self.container), ("host", self.host)):
+            if first + self.size - 1 > ID_MAX:  # the kernel refuses a range that wraps
+                raise ConfigError("size", f"{name} ids {first}..{first + self.size - 1} go past the "
+                                          f"highest id {ID_MAX} ((uid_t)-1 is no id)")
 
     def line(self) -> str:
         return f"{self.container} {self.host} {self.size}"
