@@ -6,6 +6,7 @@ import enum
 import os
 import posixpath
 import re
+import resource
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
@@ -38,6 +39,43 @@ def parse_size(value: Union[int, str], field: str) -> int:
     if size < 0:
         raise ConfigError(field, f"size must not be negative, got {value!r}")
     return size
+
+
+def check_kernel_dirs(root: str, field: str) -> None:
+    """Refuse a root whose /proc or /sys is a symlink: the kernel file
+    system and its masks would be mounted wherever it points (runc's
+    CVE-2019-19921 check)."""
+    for name in ("proc", "sys"):
+        path = os.path.join(root, name)
+        if os.path.islink(path):
+            raise ConfigError(field, f"{path!r} is a symlink (to {os.readlink(path)!r}); /{name} of a "
+                                     f"container root must be a directory or absent")
+
+
+# The kernel's bounds of the sizes and counts below (one place each); a
+# larger value would wrap or be clamped silently (tmpfs size=2**64 is
+# "size=0", unlimited; memory=2**70 is a limit of 0), so it is refused.
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+TMPFS_MAX = 2**64 - PAGE_SIZE            # tmpfs rounds size up to pages in 64 bits
+MEMORY_MAX = (2**63 - 1) // PAGE_SIZE * PAGE_SIZE  # the cgroup page counter's max ("max")
+PIDS_MAX = 4 * 1024 * 1024              # PID_MAX_LIMIT: pids.max refuses more (64-bit kernels)
+RLIM_INFINITY = 2**64 - 1               # setrlimit's rlim_t
+ID_MAX = 2**32 - 2                      # the highest uid/gid: 32 bits, (uid_t)-1 is "no id"
+
+
+def bounded_size(value: Union[int, str], field: str, high: int, low: int = 0) -> int:
+    """``parse_size`` within ``[low, high]`` (the kernel's bound of the field)."""
+    size = parse_size(value, field)
+    if not low <= size <= high:
+        raise ConfigError(field, f"{value!r} is out of range: must be from {low} to {high} bytes")
+    return size
+
+
+def tmpfs_size(value: Union[int, str], field: str) -> int:
+    """A tmpfs size: at least one byte (the kernel reads 0 as unlimited:
+    leave the size out for the default) and no more than fits in 64 bits
+    once rounded up to pages."""
+    return bounded_size(value, field, TMPFS_MAX, low=1)
 
 
 def check_text(value: object, field: str) -> str:
@@ -79,6 +117,10 @@ def _writable_layer(value: Union[WritableLayer, str]) -> WritableLayer:
 
 
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# The kernel file systems the container gets fresh, with masked and
+# read-only paths below them: a mount on or under one would cover the masks
+# (as runc, refuse mounts over them).  Paths are normalized first.
+KERNEL_MOUNTS = ("/proc", "/sys", "/dev/pts")
 
 
 @attrs.frozen(kw_only=True)
@@ -89,7 +131,8 @@ class Mount:
     target: str
     source: Optional[str] = None
     read_only: bool = False
-    size: Optional[int] = None
+    size: Optional[int] = attrs.field(default=None,
+                                      converter=attrs.converters.optional(lambda v: tmpfs_size(v, "size")))
     mode: int = 0o1777
 
     @classmethod
@@ -107,7 +150,7 @@ class Mount:
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
             raise ConfigError("mode", f"must be a permission mode such as 0o1777, got {mode!r}")
         return cls(kind=MountKind.TMPFS, target=container_path(target, "target"),
-                   size=None if size is None else parse_size(size, "size"), mode=mode,
+                   size=size, mode=mode,
                    read_only=read_only)
 
     @classmethod
@@ -123,6 +166,11 @@ class Mount:
         """Check what can only be checked on this host (the source exists)."""
         if self.target == "/":
             raise ConfigError(f"{field}.target", "cannot mount over the container root")
+        covered = next((k for k in KERNEL_MOUNTS if self.target == k or self.target.startswith(k + "/")), None)
+        if covered is not None:
+            raise ConfigError(f"{field}.target", f"{self.target!r} is on or under {covered}, which the "
+                                                 f"container gets fresh from the kernel (with its masked "
+                                                 f"paths): mount elsewhere")
         if self.kind is MountKind.BIND and not os.path.exists(self.source):
             raise ConfigError(f"{field}.source", f"{self.source!r} does not exist on the host")
 
@@ -131,9 +179,15 @@ class Mount:
 class IdMapping:
     """``size`` ids from ``container`` inside map to ``host`` outside."""
 
-    container: int = attrs.field(validator=attrs.validators.ge(0))
-    host: int = attrs.field(validator=attrs.validators.ge(0))
-    size: int = attrs.field(validator=attrs.validators.gt(0))
+    container: int = attrs.field(validator=lambda _, a, v: _int_field(v, a.name, 0, ID_MAX))
+    host: int = attrs.field(validator=lambda _, a, v: _int_field(v, a.name, 0, ID_MAX))
+    size: int = attrs.field(validator=lambda _, a, v: _int_field(v, a.name, 1, ID_MAX + 1))
+
+    def __attrs_post_init__(self) -> None:
+        for name, first in (("container", self.container), ("host", self.host)):
+            if first + self.size - 1 > ID_MAX:  # the kernel refuses a range that wraps
+                raise ConfigError("size", f"{name} ids {first}..{first + self.size - 1} go past the "
+                                          f"highest id {ID_MAX} ((uid_t)-1 is no id)")
 
     def line(self) -> str:
         return f"{self.container} {self.host} {self.size}"
@@ -149,6 +203,15 @@ RlimitValue = Union[int, Tuple[int, int]]
 MIN_MEMORY = 6 << 20  # as Docker: less cannot even start a shell
 CPU_PERIOD_US = 100_000
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+def _check_host_hard_limit(name: str, hard: int, field: str) -> None:
+    """A command's hard limit cannot be above this process's: raising it needs
+    CAP_SYS_RESOURCE in the host's user namespace, which no command keeps."""
+    host_hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))[1]
+    if host_hard != resource.RLIM_INFINITY and hard > host_hard:
+        raise ConfigError(field, f"hard limit {hard} is above this process's hard limit {host_hard} "
+                                 f"(`ulimit -H`), which a container cannot raise")
 
 
 @attrs.frozen(kw_only=True)
@@ -254,9 +317,10 @@ class Limits:
             if isinstance(value, tuple) and len(value) != 2:
                 raise ConfigError(field, f"expected N or (soft, hard), got {value!r}")
             soft, hard = value if isinstance(value, tuple) else (value, value)
-            soft, hard = parse_size(soft, field), parse_size(hard, field)
+            soft, hard = bounded_size(soft, field, RLIM_INFINITY), bounded_size(hard, field, RLIM_INFINITY)
             if soft > hard:
                 raise ConfigError(field, f"soft limit {soft} is above the hard limit {hard}")
+            _check_host_hard_limit(name, hard, field)
             out.append((name, soft, hard))
         return tuple(out)
 
@@ -264,17 +328,15 @@ class Limits:
         """The cgroup limits, checked (ConfigError names the field)."""
         memory = swap = quota = None
         if self.memory is not None:
-            memory = parse_size(self.memory, "limits.memory")
-            if memory < MIN_MEMORY:
-                raise ConfigError("limits.memory", f"must be at least 6M, got {self.memory!r}")
-            swap = 2 * memory
+            memory = bounded_size(self.memory, "limits.memory", MEMORY_MAX, low=MIN_MEMORY)
+            swap = min(2 * memory, MEMORY_MAX)
         if self.memory_swap is not None:
             if memory is None:
                 raise ConfigError("limits.memory_swap", "needs limits.memory (it is memory plus swap)")
             if self.memory_swap in (-1, "-1"):
                 swap = None
             else:
-                swap = parse_size(self.memory_swap, "limits.memory_swap")
+                swap = bounded_size(self.memory_swap, "limits.memory_swap", MEMORY_MAX)
                 if swap < memory:
                     raise ConfigError("limits.memory_swap", f"{self.memory_swap!r} is below limits.memory "
                                                             "(it is memory plus swap; -1: unlimited swap)")
@@ -287,7 +349,7 @@ class Limits:
         return CgroupLimits(
             memory=memory, memory_swap=swap, cpu_quota_us=quota,
             cpu_shares=None if self.cpu_shares is None else _int_field(self.cpu_shares, "limits.cpu_shares", 2, 262144),
-            pids=None if self.pids is None else _int_field(self.pids, "limits.pids", 1),
+            pids=None if self.pids is None else _int_field(self.pids, "limits.pids", 1, PIDS_MAX),
             cpuset_cpus=None if self.cpuset_cpus is None else _cpu_list(self.cpuset_cpus, "limits.cpuset_cpus"))
 
 
@@ -374,7 +436,7 @@ class ContainerConfig:
     image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
     writable_layer_size: Optional[int] = attrs.field(
-        default=None, converter=attrs.converters.optional(lambda v: parse_size(v, "writable_layer_size")))
+        default=None, converter=attrs.converters.optional(lambda v: tmpfs_size(v, "writable_layer_size")))
 
     def __attrs_post_init__(self) -> None:
         self.validate()
@@ -385,6 +447,7 @@ class ContainerConfig:
             check_text(self.rootfs, "rootfs")
             if not os.path.isdir(self.rootfs):
                 raise ConfigError("rootfs", f"{self.rootfs!r} is not a directory on the host")
+            check_kernel_dirs(self.rootfs, "rootfs")
         if self.hostname is not None:
             check_text(self.hostname, "hostname")
             if len(self.hostname) > 64 or not _HOSTNAME.match(self.hostname):

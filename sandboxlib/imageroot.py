@@ -81,6 +81,7 @@ def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str,
     lease = store.lease(owner, [layer.diff_id for layer in image.layers])
     try:
         layers = unpacked_layers(store, image, policy)
+        check_kernel_dirs(layers)
         root = ImageRoot(image=image, layers=tuple(layers), entrypoint=_strings(image.config, "Entrypoint"),
                          cmd=_strings(image.config, "Cmd"), env=_env(image.config),
                          cwd=image.config.get("WorkingDir") or None, user=image.config.get("User") or None)
@@ -88,6 +89,21 @@ def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str,
         store.release(owner, lease)
         raise
     return root, lease
+
+
+def check_kernel_dirs(layers: Sequence[str]) -> None:
+    """Refuse an image whose merged /proc or /sys is a symlink (the top layer
+    with an entry of that name decides): the kernel file systems and their
+    masks would be mounted wherever it points (runc's CVE-2019-19921 check)."""
+    for name in ("proc", "sys"):
+        for layer in reversed(layers):
+            path = os.path.join(layer, name)
+            if os.path.islink(path):
+                raise ImageFormatError(f"layer {os.path.basename(layer)}",
+                                       f"/{name} is a symlink (to {os.readlink(path)!r}); it must be a "
+                                       "directory or absent")
+            if os.path.lexists(path):
+                break  # a directory (or a whiteout): it hides the lower layers'
 
 
 def _strings(config: dict, key: str) -> Tuple[str, ...]:

@@ -70,6 +70,12 @@ class Result:
         verdict: why it ended (:class:`Verdict`).
         oom_killed: the OOM killer killed a process of the container while it ran
             (its memory limit; known where the container has a cgroup with one).
+        pids_limit_hit: the container's pids limit refused a fork while it ran,
+            whatever the exit (a program may survive ``EAGAIN`` from ``fork``);
+            the verdict is ``PIDS_LIMIT`` only when it also failed.  Known where
+            the container has a pids limit (its cgroup's ``pids.events``); in a
+            ``Container`` it counts every fork refused in the container while
+            the command ran, by any of its commands.
     """
 
     argv: Tuple[str, ...]
@@ -81,6 +87,7 @@ class Result:
     duration: float
     verdict: Verdict = Verdict.EXITED
     oom_killed: bool = False
+    pids_limit_hit: bool = False
 
     @property
     def ok(self) -> bool:
@@ -95,12 +102,12 @@ def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, ti
     sig = signal_module.Signals(-code) if code < 0 else None
     exit_code = 128 + sig if sig else code
     (oom_before, pids_before), (oom_after, pids_after) = events
-    oom_killed = oom_after > oom_before
+    oom_killed, pids_limit_hit = oom_after > oom_before, pids_after > pids_before
     verdict = verdict_of(exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed,
-                         pids_limit_hit=pids_after > pids_before)
+                         pids_limit_hit=pids_limit_hit)
     return Result(argv=proc.args, exit_code=exit_code, signal=sig, timed_out=timed_out, stdout=out, stderr=err,
                   duration=(proc.ended or time.monotonic()) - proc.started, verdict=verdict,
-                  oom_killed=oom_killed)
+                  oom_killed=oom_killed, pids_limit_hit=pids_limit_hit)
 
 
 class Process:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import sys
 from typing import List, Optional, Tuple
 
@@ -74,6 +75,44 @@ def _host_view() -> Tuple[MountOp, ...]:
     ops.append(MountOp(kind=K.TMPFS, target="/tmp", data="mode=1777", flags=_SAFE))
     ops.append(MountOp(kind=K.TMPFS, target="/run", data="mode=0755", flags=_SAFE))
     return tuple(ops)
+
+
+@functools.lru_cache(maxsize=1)
+def _private_etc_entries() -> Tuple[str, ...]:
+    """The entries of the host's /etc that other users may not read (files
+    without o+r, directories without o+rx; not below such a directory).
+
+    A container in a user namespace reads /etc as an unmapped "other" user
+    and so cannot read them; real root (``userns=False``) could, and this
+    host's /etc holds more secrets than ``ETC_SECRETS`` names (Docker's
+    key.json, a database's pg_hba.conf...): the host view masks them all,
+    so both modes show the same /etc.  Walked once per process (~5 ms for
+    1,200 entries), iteratively; /usr and /lib are shown as they are
+    (walking them cost ~0.5 s and they hold software, not secrets)."""
+    found, pending = [], ["/etc"]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISLNK(mode):
+                continue  # its target is checked where it lives (a symlink is never masked)
+            private = not mode & stat.S_IROTH or (stat.S_ISDIR(mode) and not mode & stat.S_IXOTH)
+            if private:
+                found.append(entry.path)
+            elif stat.S_ISDIR(mode):
+                pending.append(entry.path)
+    return tuple(sorted(found))
+
+
+def _real_root_masks() -> List[MountOp]:
+    return [MountOp(kind=K.MASK, target=path, source="/dev/null", flags=F.OPTIONAL)
+            for path in _private_etc_entries() if path not in ETC_SECRETS]
 
 
 def _dev() -> List[MountOp]:
@@ -148,6 +187,8 @@ def layout(config: ContainerConfig, image_layers: Tuple[str, ...] = (),
         root = _image_root(image_layers, upper, config.writable_layer_size)  # depth 0: first, in order
     else:
         root = list(_host_view()) if config.rootfs is None else []
+        if config.rootfs is None and not config.userns:
+            root += _real_root_masks()
     system = root + _kernel_filesystems(config) + _dev()
     ranked = [(_under_sys(op), op.depth, 0, i, op) for i, op in enumerate(system)]
     ranked += [(_under_sys(op), op.depth, 1, i, op) for i, op in enumerate(_user_mounts(config))]

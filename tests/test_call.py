@@ -354,6 +354,83 @@ def test_a_forged_pickle_is_never_loaded(runner, shared_dir):
     assert not pwned and not alive
 
 
+class _Evil:
+    """Pickles to a call of os.system(cmd): whoever unpickles it runs cmd."""
+
+    def __init__(self, cmd: str) -> None:
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+def forged_exception(marker: str) -> bytes:
+    """An X outcome (an exception record) whose pickle slot holds _Evil."""
+    import pickle
+    record = ("builtins", "ValueError", ("forged",), "forged", "Traceback: forged\n",
+              pickle.dumps(_Evil(f"touch {marker}")))
+    return b"X" + _forkserver.encode(record)
+
+
+FORGED_X = """
+import gc, os, struct
+server = next(o for o in gc.get_objects() if type(o).__name__ == "Server")
+body = {body!r}
+os.write(server.chan_out, struct.pack(">cI", b"R", len(body)) + body)
+"""
+
+
+def check_forged_exception(c, marker):
+    """A lying sandbox sends an exception outcome carrying a pickle for a call
+    that did not trust its result: the host rebuilds the exception from the
+    safe fields and never unpickles."""
+    with c.session() as s:
+        try:
+            s.exec(FORGED_X.format(body=forged_exception(marker)))
+        except ValueError as err:
+            raised = (type(err).__name__, str(err))
+        else:
+            raised = None
+    return raised, os.path.exists(marker)
+
+
+def test_a_forged_exception_pickle_is_never_loaded(runner, shared_dir):
+    import shutil
+    import tempfile
+    open_dir = tempfile.mkdtemp(dir=str(shared_dir), prefix="forged-")
+    os.chmod(open_dir, 0o777)  # the rootless caller could write the marker too
+    try:
+        raised, pwned = runner(_in_container, check_forged_exception, os.path.join(open_dir, "pwned"))
+    finally:
+        shutil.rmtree(open_dir)
+    assert not pwned, "the host unpickled an untrusted exception record"
+    assert raised == ("ValueError", "forged")
+
+
+def test_an_untrusted_exception_record_is_rebuilt_without_unpickling(tmp_path):
+    marker = tmp_path / "pwned"
+    _, error = calls.decode_outcome(forged_exception(str(marker)), False, None)
+    assert type(error) is ValueError and error.args == ("forged",) and not marker.exists()
+
+
+def test_an_unknown_tag_inside_a_value_is_refused(tmp_path):
+    """Every tag byte the safe encoding does not define, inside a list and
+    inside an exception record, followed by a length and a pickle that
+    would run code: ValueError (the protocol broken), nothing run."""
+    import pickle
+    import struct
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Evil(f"touch {marker}"))
+    items = _forkserver.encode(("builtins", "ValueError", (), "m", "t"))[5:]  # without the tuple's header
+    for tag in sorted(set(range(256)) - set(b"N?IDJSBLUEZM")):
+        inner = bytes([tag]) + struct.pack(">I", len(evil)) + evil
+        with pytest.raises(ValueError):
+            _forkserver.decode(b"L" + struct.pack(">I", 1) + inner)
+        with pytest.raises(sb.CallCrashed, match="protocol"):
+            calls.decode_outcome(b"X" + b"U" + struct.pack(">I", 6) + items + inner, False, None)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("data", [b"", b"Z", b"I\x00\x00\x00\x02-", b"L\xff\xff\xff\xff", b"S\x00\x00\x00\x05ab",
                                   b"Q", b"NN", b"?", b"L" + b"\x00\x00\x00\x01" * 200 + b"N",
                                   b"S\x00\x00\x00\x01\xff", b"M\x00\x00\x00\x01N", b"D\x00"])

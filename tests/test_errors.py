@@ -18,6 +18,7 @@ import pytest
 
 import sandboxlib as sb
 from sandboxlib import Limits, Mount
+from sandboxlib.config import MountKind
 
 from .conftest import Runner, commands_of, state_records
 
@@ -82,6 +83,25 @@ def _run_true(**kw):
     return sb.run(["true"], **kw)
 
 
+def _run_in_root_with_link(name: str):
+    """A root directory whose /NAME is a symlink (to the root's /etc)."""
+    import shutil
+    import tempfile
+    root = tempfile.mkdtemp(prefix="sbx-linkroot-")
+    try:
+        os.mkdir(os.path.join(root, "etc"))
+        os.symlink("/etc", os.path.join(root, name))
+        return _run_true(rootfs=root)
+    finally:
+        shutil.rmtree(root)
+
+
+def _hard_limit_above_ours(name: str) -> Limits:
+    hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))[1]
+    assert hard != resource.RLIM_INFINITY, f"the test needs a finite hard {name} limit"
+    return Limits.from_dict({name: hard + 1})
+
+
 CONFIG_CASES = {
     # mounts
     "bind target relative": (lambda: Mount.bind("/tmp", "relative/dir"), "target"),
@@ -90,6 +110,20 @@ CONFIG_CASES = {
     "bind over / (second mount)": (lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind("/tmp", "/")]),
                                    "mounts[1].target"),
     "tmpfs over / after normalization": (lambda: _run_true(mounts=[Mount.tmpfs("/x/..")]), "mounts[0].target"),
+    # the kernel file systems the container gets fresh (with their masks)
+    "bind over /proc": (lambda: _run_true(mounts=[Mount.bind("/tmp", "/proc")]), "mounts[0].target"),
+    "bind over /proc/": (lambda: _run_true(mounts=[Mount.bind("/tmp", "/proc/")]), "mounts[0].target"),
+    "bind over //proc": (lambda: _run_true(mounts=[Mount.bind("/tmp", "//proc")]), "mounts[0].target"),
+    "bind over /x/../proc": (lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind("/tmp", "/x/../proc")]),
+                             "mounts[1].target"),
+    "bind over /proc/sysrq-trigger": (lambda: _run_true(mounts=[Mount.bind("/dev/null", "/proc/sysrq-trigger")]),
+                                      "mounts[0].target"),
+    "tmpfs over /sys": (lambda: _run_true(mounts=[Mount.tmpfs("/sys")]), "mounts[0].target"),
+    "tmpfs over /sys/fs/cgroup": (lambda: _run_true(mounts=[Mount.tmpfs("/sys/fs/cgroup")]), "mounts[0].target"),
+    "tmpfs over /dev/pts": (lambda: _run_true(mounts=[Mount.tmpfs("/dev/pts")]), "mounts[0].target"),
+    "volume over /proc/sys": (lambda: _run_true(mounts=[Mount.volume("v", "/proc/sys")]), "mounts[0].target"),
+    "rootfs whose /proc is a symlink": (lambda: _run_in_root_with_link("proc"), "rootfs"),
+    "rootfs whose /sys is a symlink": (lambda: _run_in_root_with_link("sys"), "rootfs"),
     "missing bind source": (lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind(NOWHERE, "/b")]),
                             "mounts[1].source"),
     "missing rootfs": (lambda: _run_true(rootfs=NOWHERE), "rootfs"),
@@ -114,6 +148,28 @@ CONFIG_CASES = {
     "size of only a unit": (lambda: Mount.tmpfs("/t", size="M"), "size"),
     "size that is a float": (lambda: Mount.tmpfs("/t", size=1.5), "size"),
     "size that is a bool": (lambda: Mount.tmpfs("/t", size=True), "size"),
+    "tmpfs size of 2**64 (would wrap to unlimited)": (lambda: Mount.tmpfs("/t", size=2**64), "size"),
+    "tmpfs size of 2**64+4096 (would wrap to 4k)": (lambda: Mount.tmpfs("/t", size=2**64 + 4096), "size"),
+    "tmpfs size past the last page": (lambda: Mount.tmpfs("/t", size=2**64 - 4095), "size"),
+    "tmpfs size 0 (the kernel's unlimited)": (lambda: Mount.tmpfs("/t", size=0), "size"),
+    "tmpfs size of 2**54 k": (lambda: Mount.tmpfs("/t", size=f"{2**54}k"), "size"),
+    "tmpfs size built directly": (lambda: Mount(kind=MountKind.TMPFS, target="/t", size=2**64), "size"),
+    "writable layer size of 2**64": (lambda: _run_true(image="x:1", writable_layer="tmpfs",
+                                                       writable_layer_size=2**64), "writable_layer_size"),
+    "memory of 2**70": (lambda: _run_true(limits=Limits(memory=2**70)), "limits.memory"),
+    "memory past the page counter": (lambda: _run_true(limits=Limits(memory=2**63)), "limits.memory"),
+    "memory_swap of 2**64": (lambda: _run_true(limits=Limits(memory="64M", memory_swap=2**64)),
+                             "limits.memory_swap"),
+    "pids of 2**63": (lambda: _run_true(limits=Limits(pids=2**63)), "limits.pids"),
+    "pids past PID_MAX_LIMIT": (lambda: _run_true(limits=Limits(pids=4 * 1024 * 1024 + 1)), "limits.pids"),
+    "rlimit of 2**64 (past RLIM_INFINITY)": (lambda: _run_true(limits=Limits(fsize=2**64)), "limits.fsize"),
+    "nofile above our hard limit": (lambda: _run_true(limits=_hard_limit_above_ours("nofile")), "limits.nofile"),
+    "nproc above our hard limit": (lambda: _run_true(limits=_hard_limit_above_ours("nproc")), "limits.nproc"),
+    "id map host past 32 bits": (lambda: sb.IdMapping(container=0, host=2**32, size=1), "host"),
+    "id map container of (uid_t)-1": (lambda: sb.IdMapping(container=2**32 - 1, host=0, size=1), "container"),
+    "id map range that wraps": (lambda: sb.IdMapping(container=0, host=2**32 - 2, size=65536), "size"),
+    "id map of size 0": (lambda: sb.IdMapping(container=0, host=0, size=0), "size"),
+    "negative id map host": (lambda: sb.IdMapping(container=0, host=-1, size=1), "host"),
     "rlimit size that is a word": (lambda: _run_true(limits=Limits(fsize="lots")), "limits.fsize"),
     "negative rlimit": (lambda: _run_true(limits=Limits(nofile=-1)), "limits.nofile"),
     "tmpfs mode too large": (lambda: Mount.tmpfs("/t", mode=0o10000), "mode"),
@@ -177,6 +233,15 @@ def test_config_error(runner, case):
     assert result["text"].startswith(field + ": "), result["text"]
     assert result["message"] and result["message"] in result["text"]
     assert all(result["unchanged"].values()), f"a kernel resource was made before the ConfigError: {result}"
+
+
+@pytest.mark.parametrize("target", ["/proc", "/proc/", "//proc", "/x/../proc", "/proc/sys/kernel"])
+def test_kernel_mount_refusal_names_the_destination(target):
+    with pytest.raises(sb.ConfigError) as info:
+        sb.ContainerConfig(mounts=[Mount.tmpfs("/a"), Mount.bind("/tmp", target)])
+    normalized = os.path.normpath(target).replace("//", "/")
+    assert info.value.field == "mounts[1].target"
+    assert f"{normalized!r} is on or under /proc" in info.value.message, info.value
 
 
 def test_hostname_of_64_characters_is_accepted(runner):

@@ -147,6 +147,31 @@ def test_a_broken_layer_is_a_setup_error(runner, store_dir, busybox_root):
     assert "type=lower" in text and "[Errno 20] Not a directory (from image)" in text
 
 
+def check_kernel_dir_symlinks(path, busybox_rootfs):
+    """An image whose merged /proc (or /sys) is a symlink is refused before
+    clone; a symlink that an upper layer's directory hides is not."""
+    store = ImageStore(path)
+    base = busybox_layers(busybox_rootfs)[0]
+    found = {}
+    for name in ("proc", "sys"):
+        add_image(store, [base, layer_tar({name: "->etc"})], [f"{name}-link:1"])
+        try:
+            sb.run(["true"], image=f"{name}-link:1", image_store=store.path)
+        except sb.ImageFormatError as err:
+            found[name] = str(err)
+    add_image(store, [base, layer_tar({"proc": "->etc"}), layer_tar({"proc/": "dir/"})], ["hidden-link:1"])
+    hidden = sb.run(["sh", "-c", "test -d /proc/self && ! test -L /proc"], image="hidden-link:1",
+                    image_store=store.path).exit_code
+    return found, hidden, os.listdir(os.path.join(store.path, "leases"))
+
+
+def test_image_with_kernel_dir_symlinks_is_refused(runner, store_dir, busybox_root):
+    found, hidden, leases = runner(check_kernel_dir_symlinks, store_dir, busybox_root)
+    assert sorted(found) == ["proc", "sys"], found
+    assert "/proc is a symlink (to 'etc')" in found["proc"] and "/sys is a symlink" in found["sys"], found
+    assert hidden == 0 and leases == []
+
+
 # -- the command line ---------------------------------------------------------------
 def _cli(*args: str):
     return sandboxlib_cli(*args, text=True)

@@ -14,6 +14,7 @@ import pwd
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 
@@ -29,7 +30,7 @@ DEFAULT_MASK = capability_mask(DEFAULT_CAPABILITIES)
 # Docker's masked and read-only paths, as the library promises them.
 MASKED = ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/acpi",
           "/proc/scsi", "/proc/interrupts", "/proc/latency_stats", "/proc/timer_stats",
-          "/proc/asound", "/sys/firmware")
+          "/proc/asound", "/sys/firmware", "/sys/devices/virtual/powercap")
 READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs", "/sys")
 DEV_ENTRIES = {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue",
                "fd", "stdin", "stdout", "stderr"}
@@ -382,23 +383,34 @@ MASK_PROBE = """for p in "$@"; do
 done"""
 
 
-def check_masked_paths(rootfs):
-    with box(rootfs) as c:
+def check_masked_paths(rootfs, userns=True):
+    with box(rootfs, userns=userns) as c:
         lines = out(c, MASK_PROBE, *MASKED).splitlines()
+        points = mount_points(out(c, "cat /proc/self/mountinfo"))
     host = {p: os.path.exists(p) for p in MASKED}
-    return [line.split(None, 1) for line in lines], host
+    return [line.split(None, 1) for line in lines], host, sorted(points & set(MASKED))
 
 
-def test_masked_paths(runner, root):
-    lines, host = runner(check_masked_paths, root)
+def _check_masked(lines, host, points):
     assert [p for p, _ in lines] == list(MASKED)
     for path, state in lines:
         assert " ".join(state.split()) in ("dir 0", "file 0", "absent"), (path, state)
-    # Those the host has are there, and empty (masked, not missing by luck).
+    # Those the host has are there, empty, and a mount of their own: masked,
+    # not empty by luck (in a user namespace /proc/keys reads empty anyway).
     assert any(host.values())
     for path, state in lines:
         if host[path]:
             assert state != "absent", path
+    assert points == sorted(p for p, present in host.items() if present)
+
+
+def test_masked_paths(runner, root):
+    _check_masked(*runner(check_masked_paths, root))
+
+
+def test_masked_paths_as_real_root(root):
+    """userns=False: the host's /proc/keys would show its keyrings unmasked."""
+    _check_masked(*check_masked_paths(root, False))
 
 
 RO_PROBE = """for p in "$@"; do
@@ -520,9 +532,9 @@ def _interpreter_dirs():
     return prefixes, {k: sorted(v) for k, v in ancestors.items()}
 
 
-def check_host_view():
+def check_host_view(userns=True):
     prefixes, ancestors = _interpreter_dirs()
-    with sb.Container() as c:
+    with sb.Container(userns=userns) as c:
         seen = py(c, HOST_VIEW_PY, *sorted(ancestors))
         hello = c.run([sys.executable, "-c", "print(1)"], stdin=sb.DEVNULL)
     host = {p: os.path.lexists(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")}
@@ -530,7 +542,15 @@ def check_host_view():
 
 
 def test_host_view(runner):
-    seen, code, hello, prefixes, ancestors, host, passwd_size = runner(check_host_view)
+    _check_host_view(*runner(check_host_view))
+
+
+def test_host_view_as_real_root():
+    """userns=False: real root could read a 0640 /etc/shadow; the masks hide it."""
+    _check_host_view(*check_host_view(False))
+
+
+def _check_host_view(seen, code, hello, prefixes, ancestors, host, passwd_size):
     assert (code, hello) == (0, b"1\n")
     tops = {p.split("/")[1] for p in prefixes}
     assert set(seen["top"]) == ({d[1:] for d, present in host.items() if present}
@@ -550,6 +570,52 @@ def test_host_view(runner):
     assert seen["ancestors"] == ancestors
     assert seen["run"] == [] and seen["tmp"] == [] and seen["tmp_write"] == "ok"
     assert seen["sockets"] == []
+
+
+PRIVATE_PROBE = r"""
+import errno, json, os, sys
+def seen(path):
+    try:
+        if os.path.isdir(path):
+            return len(os.listdir(path))
+        with open(path, "rb") as f:
+            return len(f.read())
+    except OSError as e:
+        return errno.errorcode[e.errno]
+points = {line.split()[4] for line in open("/proc/self/mountinfo")}
+print(json.dumps({p: [seen(p), p in points] for p in sys.argv[1:]}))
+"""
+
+
+def private_etc_entries() -> list:
+    """What other users may not read in the host's /etc (not below such a dir)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk("/etc"):
+        for name in list(dirnames) + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if not st.st_mode & 0o004 or (stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o001):
+                found.append(path)
+                if name in dirnames:
+                    dirnames.remove(name)
+    return sorted(found)
+
+
+def test_host_view_as_real_root_hides_what_users_cannot_read():
+    """As real root (userns=False) the host view would show every secret of
+    the host's /etc that only root may read (e.g. Docker's key.json): each
+    such entry is masked (empty, a mount of its own), as a container in a
+    user namespace cannot read them at all."""
+    private = private_etc_entries()
+    assert "/etc/shadow" in private and len(private) > 5, private  # this host has more than ETC_SECRETS
+    with sb.Container(userns=False) as c:
+        masked = py(c, PRIVATE_PROBE, *private)
+    with sb.Container() as c:
+        as_mapped_root = py(c, PRIVATE_PROBE, *private)
+    assert masked == {p: [0, True] for p in private}, masked
+    assert all(value == [0, True] or value[0] == "EACCES" for value in as_mapped_root.values()), as_mapped_root
 
 
 # -- capabilities -------------------------------------------------------------------

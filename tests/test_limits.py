@@ -177,6 +177,48 @@ def test_pids_limit_verdict():
         assert r.verdict is sb.Verdict.EXITED and r.ok
 
 
+# Forks 1,000 children that each sleep a little, counts the refused forks
+# (EAGAIN) and exits 0 all the same.
+SURVIVOR = ("import os, time\n"
+            "refused = 0\n"
+            "for _ in range(1000):\n"
+            "    try:\n"
+            "        if os.fork() == 0:\n"
+            "            time.sleep(0.5)\n"
+            "            os._exit(0)\n"
+            "    except BlockingIOError:\n"
+            "        refused += 1\n"
+            "while True:\n"
+            "    try:\n"
+            "        os.wait()\n"
+            "    except ChildProcessError:\n"
+            "        break\n"
+            "print(refused)\n")
+
+
+def test_pids_limit_hit_is_reported_when_the_command_exits_0():
+    """A program that survives the pids limit exits 0: the verdict is
+    EXITED, and Result.pids_limit_hit says that forks were refused."""
+    r = sb.run([PY, "-c", SURVIVOR], limits=sb.Limits(pids=64), **NO_STDIN)
+    assert r.exit_code == 0 and int(r.stdout) > 0, r
+    assert r.verdict is sb.Verdict.EXITED and r.pids_limit_hit, r
+    with sb.Container(limits=sb.Limits(pids=64)) as c:
+        assert c.run(["true"], **NO_STDIN).pids_limit_hit is False
+        r = c.run([PY, "-c", SURVIVOR], **NO_STDIN)
+        assert r.exit_code == 0 and int(r.stdout) > 0 and r.pids_limit_hit, r
+        r = c.run([PY, "-c", SURVIVOR], timeout=60, **NO_STDIN)  # in a cgroup of its own
+        assert r.exit_code == 0 and int(r.stdout) > 0 and r.pids_limit_hit, r
+        assert c.run(["true"], **NO_STDIN).pids_limit_hit is False  # only while the command ran
+
+
+def check_no_pids_limit_hit():
+    return sb.run(["sh", "-c", "true & wait"], **NO_STDIN).pids_limit_hit
+
+
+def test_pids_limit_hit_is_false_without_a_limit(runner):
+    assert runner(check_no_pids_limit_hit) is False
+
+
 # -- cpu -----------------------------------------------------------------------------------
 SPIN = "import time\nend = time.monotonic() + {secs}\nwhile time.monotonic() < end: pass\n"
 
