@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 18
+#define SBX_NATIVE_VERSION 19
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -19,6 +19,7 @@ enum sbx_step {
     SBX_STEP_CLONE = 1,      /* parent: clone3() */
     SBX_STEP_SYNC = 2,       /* child: receiving the plan and the go message */
     SBX_STEP_IDENTITY = 3,   /* setresgid/setgroups/setresuid in the user ns */
+    SBX_STEP_KEYRING = 23,   /* a fresh session keyring, owned by the container's root */
     SBX_STEP_HOSTNAME = 4,
     SBX_STEP_NETWORK = 21,   /* bring lo up in the new network ns */
     SBX_STEP_CGROUP = 22,    /* joining the container's cgroups; index = attach fd */
