@@ -15,6 +15,8 @@ _STEP_OPERATIONS = {
     Step.SYNC: "waiting for the parent",
     Step.IDENTITY: "setgroups/setresgid/setresuid(0) in the new user namespace",
     Step.KEYRING: "keyctl(KEYCTL_JOIN_SESSION_KEYRING): a fresh session keyring",
+    Step.LOCKDOWN: "the init's lock-down after set-up (capset, no_new_privs, its own seccomp filter; "
+                   "part {index})",
     Step.HOSTNAME: "sethostname({hostname!r})",
     Step.NETWORK: "bringing up 'lo' in the new network namespace",
     Step.PROPAGATION: "mount('/', MS_REC|MS_PRIVATE)",

@@ -4,6 +4,8 @@ itself is once the container is set up.  Root and rootless."""
 from __future__ import annotations
 
 import ctypes
+import errno
+import json
 import secrets
 import sys
 import threading
@@ -11,6 +13,7 @@ import threading
 import pytest
 
 import sandboxlib as sb
+from sandboxlib.capabilities import DEFAULT_CAPABILITIES, capability_mask
 
 # x86_64 syscall numbers and <linux/keyctl.h>.
 SYS_ADD_KEY, SYS_KEYCTL = 248, 250
@@ -92,3 +95,87 @@ def test_host_session_keyring_unreadable(runner, seccomp):
 def test_key_reader_works_outside(runner):
     secret, printed = runner(check_reader_reads_own_key)
     assert printed == secret
+
+
+# -- the init's lock-down ---------------------------------------------------------
+def _caps(*names: str) -> int:
+    return capability_mask(names)
+
+
+# The init's effective set: kill() (KILL), the bounding-set drop (SETPCAP),
+# a command's pid in SCM_CREDENTIALS (SYS_ADMIN).  Its permitted set: those,
+# SETUID and SETGID, and the container's capabilities.
+INIT_EFFECTIVE = _caps("KILL", "SETPCAP", "SYS_ADMIN")
+INIT_RUNTIME = _caps("KILL", "SETPCAP", "SYS_ADMIN", "SETUID", "SETGID")
+
+
+def _status(text: str) -> dict:
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+
+
+def check_init_status(options):
+    with sb.Container(**options) as c:
+        r = c.run(["cat", "/proc/1/status"], stdin=sb.DEVNULL)
+        assert r.exit_code == 0, r
+        status = _status(r.stdout.decode())
+        works = c.run(["sh", "-c", "id -u"], user="1000", stdin=sb.DEVNULL)  # SETUID/SETGID still there
+        assert works.exit_code == 0 and works.stdout == b"1000\n", works
+    return status
+
+
+@pytest.mark.parametrize("options, commands", [
+    ({}, DEFAULT_CAPABILITIES),
+    ({"cap_drop": ["ALL"]}, ()),
+    ({"cap_add": ["NET_ADMIN"], "seccomp": None}, DEFAULT_CAPABILITIES | {"NET_ADMIN"}),
+])
+def test_init_locked_down(runner, options, commands):
+    status = runner(check_init_status, options)
+    assert int(status["CapEff"], 16) == INIT_EFFECTIVE, status["CapEff"]
+    assert int(status["CapPrm"], 16) == INIT_RUNTIME | capability_mask(commands), status["CapPrm"]
+    assert int(status["CapInh"], 16) == 0 and int(status["CapAmb"], 16) == 0
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2" and status["Seccomp_filters"] == "1"
+
+
+# As the container's root, with no filter of the container's: PID 1's
+# environment, fds and memory are out of reach, and so is ptrace.
+PEEK_AT_INIT = r"""
+import ctypes, json, os
+out = {}
+for path in ("/proc/1/environ", "/proc/1/mem", "/proc/1/fd/3"):
+    try:
+        open(path, "rb").close()
+        out[path] = "opened"
+    except OSError as err:
+        out[path] = err.errno
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.ptrace(ctypes.c_long(16), ctypes.c_long(1), None, None)  # PTRACE_ATTACH
+out["ptrace"] = ctypes.get_errno() if r < 0 else "attached"
+print(json.dumps(out))
+"""
+
+
+def check_init_unreachable():
+    r = sb.run([sys.executable, "-c", PEEK_AT_INIT], seccomp=None, stdin=sb.DEVNULL)
+    assert r.exit_code == 0, r
+    return json.loads(r.stdout)
+
+
+def test_init_not_dumpable(runner):
+    seen = runner(check_init_unreachable)
+    assert seen == {"/proc/1/environ": errno.EACCES, "/proc/1/mem": errno.EACCES,
+                    "/proc/1/fd/3": errno.EACCES, "ptrace": errno.EPERM}, seen
+
+
+def check_cwd_searchable_only_by_user():
+    """A cwd only its user may search (0700), in a container without
+    DAC_OVERRIDE: the init may not enter it as root, the command may."""
+    with sb.Container(mounts=[sb.Mount.tmpfs("/w")], cap_drop=["DAC_OVERRIDE", "DAC_READ_SEARCH"]) as c:
+        made = c.run(["sh", "-c", "mkdir /w/home && chown 1000:1000 /w/home && chmod 700 /w/home"],
+                     stdin=sb.DEVNULL)
+        assert made.exit_code == 0, made
+        r = c.run(["pwd"], user="1000", cwd="/w/home", stdin=sb.DEVNULL)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_cwd_of_the_user_without_dac_override(runner):
+    assert runner(check_cwd_searchable_only_by_user) == (0, b"/w/home\n", b"")
