@@ -177,9 +177,24 @@ static void set_caps(const struct sbx_command *cmd)
     CHECK(SBX_STEP_CAPS, syscall(SYS_capset, &hdr, data));
 }
 
+/* The init keeps in its effective set only what it uses itself (init.c:
+ * lock_down); the command's set-up below needs the rest of its permitted
+ * set: SETUID/SETGID (set_user), SYS_RESOURCE for a raised hard limit and
+ * DAC_OVERRIDE for the cwd, when the container has them. */
+static void raise_effective(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    CHECK(SBX_STEP_CAPS, syscall(SYS_capget, &hdr, data));
+    data[0].effective = data[0].permitted;
+    data[1].effective = data[1].permitted;
+    CHECK(SBX_STEP_CAPS, syscall(SYS_capset, &hdr, data));
+}
+
 /* Install the container's filter: the last step, so that it need not allow
  * anything the set-up above does (after no_new_privs, which an unprivileged
- * seccomp() requires).  The init itself stays unfiltered. */
+ * seccomp() requires).  The init's own filter (init.c: lock_down) is
+ * inherited, and refuses only what no command of the container may do. */
 static void install_filter(const struct sbx_command *cmd)
 {
     if (cmd->filter_len == 0)
@@ -223,6 +238,7 @@ void sbx_command_exec(const struct sbx_command *cmd, int fd)
 {
     report_fd = fd;
     fault = cmd->hdr->fault;
+    raise_effective();
     fault_point(SBX_STEP_STDIO);
     set_stdio(cmd);
     CHECK(SBX_STEP_STDIO, setsid());
@@ -230,12 +246,19 @@ void sbx_command_exec(const struct sbx_command *cmd, int fd)
     fault_point(SBX_STEP_RLIMIT);
     set_rlimits(cmd);
     fault_point(SBX_STEP_CHDIR);
-    CHECK(SBX_STEP_CHDIR, chdir(cmd->cwd));
+    /* As root first (a cwd the user may not search until it is the user,
+     * e.g. in a 0700 home, when the container lacks DAC_OVERRIDE: again
+     * once it is the command's user, as runc does). */
+    int cwd_err = chdir(cmd->cwd) < 0 ? errno : 0;
+    if (cwd_err && cwd_err != EACCES)
+        sbx_report_fail(report_fd, SBX_STEP_CHDIR, cwd_err, -1);
     fault_point(SBX_STEP_CAPS);
     drop_bounding_caps(cmd);
     fault_point(SBX_STEP_USER);
     set_user(cmd);
     set_caps(cmd);
+    if (cwd_err)
+        CHECK(SBX_STEP_CHDIR, chdir(cmd->cwd));
     fault_point(SBX_STEP_NO_NEW_PRIVS);
     if (cmd->hdr->flags & SBX_EXEC_NO_NEW_PRIVS)
         CHECK(SBX_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));

@@ -14,6 +14,9 @@
  * goes away (closes the control socket or exits). */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -385,6 +389,46 @@ static void forward_signal(int sig)
     kill(-1, sig);
 }
 
+/* What the init itself still calls once set up: kill() of commands that run
+ * as other users (CAP_KILL), the one drop of the bounding set to the
+ * container's at the first command (CAP_SETPCAP), and send_reply()'s
+ * SCM_CREDENTIALS naming a command's pid (CAP_SYS_ADMIN over the pid
+ * namespace: the kernel's only exception to "your own pid"). */
+#define OWN_CAPS ((1ULL << CAP_KILL) | (1ULL << CAP_SETPCAP) | (1ULL << CAP_SYS_ADMIN))
+
+/* Lock the init down once the container is set up, before it serves any
+ * request.  Capabilities: the permitted set keeps only plan->init_caps
+ * (the container's capabilities, which a root command can only receive
+ * from its parent under no_new_privs, plus SETUID, SETGID, SETPCAP and KILL
+ * for the command set-up: see INIT_RUNTIME_CAPABILITIES in Python); the
+ * effective set only OWN_CAPS (each command's child raises the rest from
+ * the permitted set, command.c); inheritable and ambient empty.  Then
+ * no_new_privs (every command sets it anyway), and the init's own filter,
+ * which refuses only what no process of this container may do (it is
+ * inherited by every command, whatever its policy: see seccomp.py). */
+static void lock_down(const struct sbx_plan *p)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 0);
+    for (int i = 0; i < 2; i++) {
+        data[i].permitted &= (uint32_t)(p->init_caps >> (32 * i));
+        data[i].effective = data[i].permitted & (uint32_t)(OWN_CAPS >> (32 * i));
+        data[i].inheritable = 0;  /* clears the ambient set too */
+    }
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 0);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 1);
+    if (p->init_filter_len) {
+        struct sock_fprog prog = {.len = (unsigned short)(p->init_filter_len / sizeof(struct sock_filter)),
+                                  .filter = (struct sock_filter *)p->init_filter};
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+            sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 2);
+    }
+}
+
 int main(int argc, char **argv)
 {
     prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);  /* not "memfd:sbx-init" in ps */
@@ -392,9 +436,13 @@ int main(int argc, char **argv)
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     plan = sbx_setup(argc > 1 && strcmp(argv[1], "net") == 0);
-    /* Not dumpable: no process of the container may ptrace the init or take
-     * its fds (the control socket, the host process's pidfd).  Only now: a
-     * rootless parent must still write our /proc/PID/setgroups above. */
+    if (plan->fault_errno && plan->fault_step == SBX_STEP_LOCKDOWN)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, plan->fault_errno, -1);
+    lock_down(plan);
+    /* Not dumpable: no process of the container may ptrace the init or
+     * read its memory, environment or fds (the control socket, the host
+     * process's pidfd).  Only now: a rootless parent must still write our
+     * /proc/PID/setgroups above; and after the capset, which may reset it. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sbx_reset_dispositions();  /* once; commands inherit the defaults */
     close(SBX_FD_ERROR);  /* EOF: the container is set up */

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 18
+#define SBX_NATIVE_VERSION 20
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -19,6 +19,7 @@ enum sbx_step {
     SBX_STEP_CLONE = 1,      /* parent: clone3() */
     SBX_STEP_SYNC = 2,       /* child: receiving the plan and the go message */
     SBX_STEP_IDENTITY = 3,   /* setresgid/setgroups/setresuid in the user ns */
+    SBX_STEP_KEYRING = 23,   /* a fresh session keyring, owned by the container's root */
     SBX_STEP_HOSTNAME = 4,
     SBX_STEP_NETWORK = 21,   /* bring lo up in the new network ns */
     SBX_STEP_CGROUP = 22,    /* joining the container's cgroups; index = attach fd */
@@ -38,6 +39,7 @@ enum sbx_step {
     SBX_STEP_CAPS = 18,
     SBX_STEP_SECCOMP = 19,   /* seccomp(SECCOMP_SET_MODE_FILTER), last before execve */
     SBX_STEP_EXEC = 20,      /* execve() of the command */
+    SBX_STEP_LOCKDOWN = 24,  /* the init, set up: capabilities, no_new_privs, its own filter */
 };
 
 enum sbx_mount_kind {
@@ -114,6 +116,9 @@ struct sbx_plan {
     int *tree_fds;              /* n_mounts ints the child fills in */
     const void *filter;         /* seccomp BPF (struct sock_filter[]) each command installs */
     uint32_t filter_len;        /* in bytes; 0: no filter */
+    uint64_t init_caps;         /* the init's permitted set once set up (init.c: lock_down) */
+    const void *init_filter;    /* the init's own filter, inherited by everything it starts */
+    uint32_t init_filter_len;   /* in bytes; 0: none */
 };
 
 #define SBX_PLAN_NEW_MNTNS 0x01u
@@ -127,7 +132,8 @@ struct sbx_plan {
 #define SBX_NO_STRING 0xffffffffu
 
 /* PLAN message: header, filter_len bytes of seccomp BPF (a multiple of 8,
- * so the records stay aligned), n_mounts records, then the strings they
+ * so the records stay aligned), init_filter_len bytes of the init's own
+ * BPF (likewise), n_mounts records, then the strings they
  * point into (offsets into the string area, SBX_NO_STRING for NULL). */
 struct sbx_plan_hdr {
     uint32_t type;              /* SBX_MSG_PLAN */
@@ -141,6 +147,9 @@ struct sbx_plan_hdr {
     uint32_t n_mounts;
     uint32_t strings_len;
     uint32_t filter_len;
+    uint64_t init_caps;
+    uint32_t init_filter_len;
+    uint32_t pad;
 };
 
 #define SBX_MAX_FILTER (4096 * 8)   /* BPF_MAXINSNS instructions */

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/keyctl.h>
 #include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
@@ -207,6 +208,20 @@ static void become_root(const struct sbx_plan *p)
     CHECK(SBX_STEP_IDENTITY, syscall(SYS_setresuid, 0, 0, 0));
 }
 
+/* A session keyring of the container's own, as runc gives each container:
+ * the one inherited from the host process is possessed by every process
+ * under it, so any command could read the host's keys (keyctl) whatever
+ * its uid, unless a filter refused keyctl.  After become_root, so that it
+ * belongs to the container's root; anonymous, so no container can join
+ * another's.  It counts against the key quota of the host uid that root
+ * maps to (/proc/sys/kernel/keys/maxkeys; EDQUOT names step KEYRING), and
+ * is freed when the container's last process ends. */
+static void join_fresh_keyring(void)
+{
+    fault_point(SBX_STEP_KEYRING, -1);
+    CHECK(SBX_STEP_KEYRING, syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL));
+}
+
 /* An image root: the LOWER ops (their tree fds are the layer dirs) and
  * the OVERLAY op after them.  Returns the overlay tree, or rootfs_tree
  * when the plan has no overlay. */
@@ -291,6 +306,7 @@ const struct sbx_plan *sbx_setup(int early_netns)
     receive(SBX_MSG_GO, go, sizeof(go));
     fault_point(SBX_STEP_SYNC, -1);
     become_root(p);
+    join_fresh_keyring();
     if (has_mntns) {
         build_root(p, rootfs_tree);
         fault_point(SBX_STEP_PIVOT, -1);

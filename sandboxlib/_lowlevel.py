@@ -24,7 +24,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
-NATIVE_VERSION = 18
+NATIVE_VERSION = 20
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -62,6 +62,8 @@ class Step(enum.IntEnum):
     CLONE = lib.SBX_STEP_CLONE
     SYNC = lib.SBX_STEP_SYNC
     IDENTITY = lib.SBX_STEP_IDENTITY
+    KEYRING = lib.SBX_STEP_KEYRING
+    LOCKDOWN = lib.SBX_STEP_LOCKDOWN
     HOSTNAME = lib.SBX_STEP_HOSTNAME
     PROPAGATION = lib.SBX_STEP_PROPAGATION
     BASE = lib.SBX_STEP_BASE

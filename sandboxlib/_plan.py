@@ -18,7 +18,7 @@ __all__ = ["build_plan", "clone_flags", "BASE_DIR", "GO_MESSAGE"]
 
 BASE_DIR = "/tmp"  # host dir the child's scratch tmpfs is mounted over (in its own mount ns)
 NO_STRING = 0xFFFFFFFF
-_HEADER = struct.Struct("=IIQiiIIIIII")
+_HEADER = struct.Struct("=IIQiiIIIIIIQII")
 _RECORD = struct.Struct("=IIIII")
 GO_MESSAGE = struct.pack("=I", lib.SBX_MSG_GO)
 
@@ -58,11 +58,12 @@ def _encode_ops(ops: Tuple[MountOp, ...]) -> Tuple[bytes, bytes]:
 def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool,
                hostname: Optional[str], userns: bool, netns: bool, set_groups: bool,
                fault: Optional[Tuple[int, int]] = None, seccomp_filter: bytes = b"",
-               launcher: bool = False) -> bytes:
+               launcher: bool = False, init_caps: int = 0, init_filter: bytes = b"") -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
     filter allows the whole command set-up, so commands may be forked by a
-    process that installed it once (csrc/launcher.c)."""
+    process that installed it once (csrc/launcher.c).  ``init_caps`` and
+    ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -81,8 +82,9 @@ def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
     header = _HEADER.pack(lib.SBX_MSG_PLAN, flags, lib.CLONE_NEWNET if netns else 0, fault_step,
-                          fault_errno, *offsets, len(ops), len(strings), len(seccomp_filter))
-    message = header + seccomp_filter + records + strings
+                          fault_errno, *offsets, len(ops), len(strings), len(seccomp_filter), init_caps,
+                          len(init_filter), 0)
+    message = header + seccomp_filter + init_filter + records + strings
     if len(message) > lib.SBX_MAX_REQUEST:
         raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
     return message

@@ -36,6 +36,17 @@ INIT_CAPABILITIES = frozenset({
 })
 
 
+# What sbx-init keeps once the container is set up (csrc/init.c: lock_down),
+# beside the container's own capabilities (a root command, under
+# no_new_privs, can only receive capabilities its parent holds): setting a
+# command's ids (SETUID, SETGID), dropping its bounding set (SETPCAP),
+# signalling commands of other users (KILL), naming a command's pid to the
+# host in SCM_CREDENTIALS (SYS_ADMIN: the kernel lets a process name only
+# its own pid without it).  NET_ADMIN, DAC_READ_SEARCH, FOWNER, SYS_CHROOT
+# served the set-up only.
+INIT_RUNTIME_CAPABILITIES = frozenset({"SETUID", "SETGID", "SETPCAP", "KILL", "SYS_ADMIN"})
+
+
 def normalize_capability(name: object, field: str) -> str:
     """``"cap_net_admin"`` -> ``"NET_ADMIN"``; unknown names raise ConfigError."""
     if not isinstance(name, str):

@@ -22,7 +22,7 @@ from . import _lowlevel, cgroups, imageroot, protocol, statedir, writable
 from ._lowlevel import Step
 from ._plan import GO_MESSAGE, build_plan, clone_flags
 from .calls import ServerSlot, Session, check_modules
-from .capabilities import INIT_CAPABILITIES, capability_mask
+from .capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from .config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
                      container_path, env_pairs)
 from .errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
@@ -34,7 +34,7 @@ from .imageroot import ImageRoot
 from .launch import submit
 from .process import Process, Result, result_of
 from .rootfs import layout
-from .seccomp import DEFAULT, Seccomp, SeccompOption
+from .seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
 from .seccomp_bpf import compile_policy
 from .stats import Stats, list_processes, read_stats
 from .streams import PIPE, StdioSpec
@@ -232,7 +232,9 @@ class Container(FileAccess):
                           hostname=self.hostname, userns=self._maps is not None,
                           netns=self.config.network is Network.NONE,
                           set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault,
-                          seccomp_filter=program, launcher=self.config.seccomp == Seccomp.default())
+                          seccomp_filter=program, launcher=self.config.seccomp == Seccomp.default(),
+                          init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
+                          init_filter=compile_policy(init_policy(), self.config.capabilities()))
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -14,6 +14,9 @@ __all__ = ["setup_error", "exec_error"]
 _STEP_OPERATIONS = {
     Step.SYNC: "waiting for the parent",
     Step.IDENTITY: "setgroups/setresgid/setresuid(0) in the new user namespace",
+    Step.KEYRING: "keyctl(KEYCTL_JOIN_SESSION_KEYRING): a fresh session keyring",
+    Step.LOCKDOWN: "the init's lock-down after set-up (capset, no_new_privs, its own seccomp filter; "
+                   "part {index})",
     Step.HOSTNAME: "sethostname({hostname!r})",
     Step.NETWORK: "bringing up 'lo' in the new network namespace",
     Step.PROPAGATION: "mount('/', MS_REC|MS_PRIVATE)",
@@ -76,12 +79,15 @@ def setup_error(step: int, err: int, index: int, *, ops: Sequence[MountOp], cont
         op = ops[index]
         return SetupError(err, describe_op(op), step=step.name, field=op.field or "root file system layout",
                           hint=_mount_hint(op, err))
-    if step in (Step.EXEC, Step.FORK, Step.REQUEST) or step.value >= Step.STDIO.value:
+    if step in (Step.FORK, Step.REQUEST) or Step.STDIO.value <= step.value <= Step.EXEC.value:
         return exec_error(step, err, index, context)
     template = _STEP_OPERATIONS.get(step, step.name.lower())
     hint = None
     if step is Step.IDENTITY and err == E.EINVAL:
         hint = "uid/gid 0 is not mapped in the user namespace"
+    if step is Step.KEYRING and err == E.EDQUOT:
+        hint = ("every container has a session keyring of its own, which counts against the key quota of "
+                "the host user its root maps to: raise /proc/sys/kernel/keys/maxkeys (and maxbytes)")
     return SetupError(err, template.format(index=index, **context), step=step.name,
                       field=_STEP_FIELDS.get(step), hint=hint)
 

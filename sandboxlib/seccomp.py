@@ -206,6 +206,31 @@ def seccomp_option(value: object) -> Optional[Seccomp]:
     return value
 
 
+# The init's own filter (csrc/init.c: lock_down), inherited by every process
+# of the container whatever its policy, seccomp=None included: so it
+# refuses only syscalls that need a capability the container does not
+# have (each rule drops out when it has it), which no command of it can
+# make anyway; the filter stops them before the kernel parses them.
+_INIT_DENIED = (
+    (("init_module", "finit_module", "delete_module"), "SYS_MODULE"),
+    (("kexec_load", "kexec_file_load", "reboot"), "SYS_BOOT"),
+    (("iopl", "ioperm"), "SYS_RAWIO"),
+    (("settimeofday", "clock_settime", "stime"), "SYS_TIME"),
+    (("acct",), "SYS_PACCT"),
+    (("swapon", "swapoff"), "SYS_ADMIN"),
+    (("open_by_handle_at",), "DAC_READ_SEARCH"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def init_policy() -> Seccomp:
+    """The init's filter: allow all, but EPERM for the syscalls of a capability the container lacks."""
+    rules = tuple(SeccompRule(names=names, action=Action.ERRNO, errno=E.EPERM, not_caps=frozenset({cap}),
+                              origin=f"init policy: {cap}") for names, cap in _INIT_DENIED)
+    return Seccomp(default_action=Action.ALLOW, architectures=_default().architectures, rules=rules,
+                   source="the init's policy")
+
+
 @functools.lru_cache(maxsize=1)
 def _default() -> Seccomp:
     return Seccomp.from_json(DEFAULT_PROFILE)

@@ -29,7 +29,8 @@ from .conftest import Runner, commands_of, state_records
 
 # Set up by the C child / sbx-init before the container runs: fail in start().
 CONTAINER_STEPS = ["SYNC", "IDENTITY", "HOSTNAME", "NETWORK", "PROPAGATION", "BASE", "ROOT", "MOUNT",
-                   "PIVOT", "INIT_EXEC", "CGROUP"]
+                   "PIVOT", "INIT_EXEC", "CGROUP", "KEYRING",
+                   "LOCKDOWN"]
 # Set up by the init's child for one command: fail in run()/spawn().
 COMMAND_STEPS = ["FORK", "STDIO", "RLIMIT", "CHDIR", "USER", "NO_NEW_PRIVS", "CAPS", "SECCOMP", "EXEC"]
 # NONE is no step; CLONE and REQUEST are forced for real below.
