@@ -30,9 +30,11 @@ def _server_children(c, server: int) -> list:
 
 def _wait_for_children(c, server: int, count: int) -> list:
     deadline = time.monotonic() + 10  # the next spare is forked after the answer
-    while len(_server_children(c, server)) != count and time.monotonic() < deadline:
+    while True:  # the list that had ``count`` entries: a second read may catch a fork or a reap
+        children = _server_children(c, server)
+        if len(children) == count or time.monotonic() >= deadline:
+            return children
         time.sleep(0.02)
-    return _server_children(c, server)
 
 
 # -- a fresh process per call, forked before the call existed -------------------------------------
