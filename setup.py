@@ -1,11 +1,11 @@
-"""Build: the cffi extension ``sandboxlib._native`` and the static init
-executable ``sandboxlib/sbx-init`` (the PID 1 of every container)."""
+"""Build: the cffi extension ``sandboxlib.native._native`` and the static init
+executable ``sandboxlib/native/sbx-init`` (the PID 1 of every container)."""
 import os
 import shutil
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc"))
@@ -28,7 +28,7 @@ class BuildWithInit(build_ext):
 
     def run(self):
         super().run()
-        target_dir = os.path.dirname(self.get_ext_fullpath("sandboxlib._native"))
+        target_dir = os.path.dirname(self.get_ext_fullpath("sandboxlib.native._native"))
         os.makedirs(target_dir, exist_ok=True)
         output = os.path.join(target_dir, "sbx-init")
         sources = [os.path.join("csrc", name) for name in build_native.INIT_SOURCES]
@@ -42,14 +42,14 @@ setup(
     name="sandboxlib",
     version="0.1.0",
     description="Run code in Linux containers from Python: no daemon, milliseconds per sandbox.",
-    packages=["sandboxlib", "sandboxlib.images"],
-    package_data={"sandboxlib": ["data/*.json", "data/*.md"]},  # the default seccomp profile
+    packages=find_packages(include=["sandboxlib", "sandboxlib.*"]),
+    package_data={"sandboxlib.security": ["data/*.json", "data/*.md"]},  # the default seccomp profile
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
     install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "zstandard>=0.19", "cloudpickle>=2.0"],
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithInit},
-    entry_points={"console_scripts": ["sandboxlib = sandboxlib.cli:main"],
-                  "pytest11": ["sandboxlib = sandboxlib.pytest_plugin"]},
+    entry_points={"console_scripts": ["sandboxlib = sandboxlib.frontends.cli:main"],
+                  "pytest11": ["sandboxlib = sandboxlib.frontends.pytest_plugin"]},
     zip_safe=False,
 )

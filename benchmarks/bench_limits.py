@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 import sandboxlib as sb  # noqa: E402
-from sandboxlib import container  # noqa: E402
+from sandboxlib.runtime import container  # noqa: E402
 
 TRUE = ["/bin/true"]
 LIMITS = sb.Limits(memory="256M", memory_swap="256M", pids=64, cpus=1.0)

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 import sandboxlib as sb  # noqa: E402
-import sandboxlib.seccomp_bpf  # noqa: E402,F401  (the filter size)
+import sandboxlib.security.bpf  # noqa: E402,F401  (the filter size)
 
 TRUE = "/bin/true"
 

@@ -18,7 +18,7 @@ import tarfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from sandboxlib.capabilities import DEFAULT_CAPABILITIES
+from sandboxlib.security.capabilities import DEFAULT_CAPABILITIES
 
 DEVNULL = subprocess.DEVNULL
 BUSYBOX = "/bin/busybox"

@@ -1,7 +1,7 @@
-"""The cffi builder of ``sandboxlib._native`` (out-of-line API mode).
+"""The cffi builder of ``sandboxlib.native._native`` (out-of-line API mode).
 
 Named in setup.py's ``cffi_modules``.  The extension embeds a hash of every
-file in csrc/ so that ``sandboxlib._lowlevel`` can refuse a stale build.
+file in csrc/ so that ``sandboxlib.native.binding`` can refuse a stale build.
 """
 import hashlib
 import os
@@ -27,7 +27,7 @@ def source_hash(directory: pathlib.Path = HERE) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef((HERE / "native.cdef").read_text())
 ffibuilder.set_source(
-    "sandboxlib._native",
+    "sandboxlib.native._native",
     '#include <sched.h>\n#include "sbx.h"\n#include "spawn.h"\n#include "resolve.h"\n#include "seccomp_compile.h"\n'
     f'static const char SBX_SOURCE_HASH[] = "{source_hash()}";\n',
     sources=[os.path.relpath(HERE / name) for name in EXTENSION_SOURCES],

@@ -6,16 +6,17 @@
 """
 from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
-from .container import Container
-from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError,
-                     ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RemoteError,
-                     SandboxError, SetupError, TimeoutExpired, UnsupportedError)
+from .runtime.container import Container
+from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError, ContainerStateError,
+    DigestMismatch, ImageFormatError, ImageNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired,
+    UnsupportedError)
 from .images import Image
-from .process import Process, Result, Verdict
-from .seccomp import Seccomp
-from .stats import ProcessInfo, Stats
+from .runtime.process import Process
+from .results import Result, Verdict
+from .security.seccomp import Seccomp
+from .cgroups.stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
-from .subids import ImageStore
+from .runtime.subids import ImageStore
 
 __all__ = [
     "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
@@ -29,12 +30,12 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext sandboxlib``: the ``%%sandbox`` magics (IPython is imported only now)."""
-    from .magic import load
+    from .frontends.magic import load
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .magic import unload
+    from .frontends.magic import unload
     unload(ipython)
 
 

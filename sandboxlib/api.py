@@ -9,12 +9,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import attrs
 
-from .calls import check_modules
+from .calls.session import check_modules
 from .config import Limits, Mount, Network, WritableLayer, parse_size
-from .container import Container
+from .runtime.container import Container
 from .errors import ConfigError
-from .process import Result
-from .seccomp import DEFAULT, SeccompOption
+from .results import Result
+from .security.seccomp import DEFAULT, SeccompOption
 from .streams import PIPE, StdioSpec
 
 __all__ = ["run", "sandboxed", "with_memory"]

@@ -11,9 +11,9 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
-from .capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capability
+from .security.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capability
 from .errors import ConfigError
-from .seccomp import DEFAULT, Seccomp, seccomp_option
+from .security.seccomp import DEFAULT, Seccomp, seccomp_option
 
 __all__ = ["Mount", "MountKind", "IdMapping", "Limits", "CgroupLimits", "Network", "ContainerConfig",
            "parse_size"]

@@ -9,9 +9,9 @@ from concurrent import futures
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from .api import with_memory
-from .calls import check_modules
+from .calls.session import check_modules
 from .config import Limits, Mount, Network
-from .container import Container
+from .runtime.container import Container
 from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, SetupError
 
 __all__ = ["Pool"]

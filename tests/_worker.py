@@ -28,8 +28,8 @@ def _read_exact(stream, n):
 
 
 def main() -> None:
-    from sandboxlib import _lowlevel
-    _lowlevel.init_memfd()  # made once per process: not a leak of the first call
+    from sandboxlib.native import binding
+    binding.init_memfd()  # made once per process: not a leak of the first call
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # prints of the tests must not corrupt the channel
     while True:

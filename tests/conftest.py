@@ -104,9 +104,9 @@ def workers():
     this session its own state records: concurrent runs on one machine must
     not see each other's records as leaks (set here, not at import: the
     workers import this module too)."""
-    from sandboxlib import _lowlevel
+    from sandboxlib.native import binding
     os.environ["SANDBOXLIB_RUN"] = tempfile.mkdtemp(prefix="sandboxlib-test-state-")
-    _lowlevel.init_memfd()
+    binding.init_memfd()
     started = {name: rootless.Worker(rootless.ensure_user(name, subids))
                for name, subids in rootless.USERS.items()}
     for worker in started.values():  # ready: its launcher's helpers are gone
@@ -172,7 +172,7 @@ def session_cgroups():
 
 def state_records():
     """The container records of this session (its own state directory)."""
-    from sandboxlib import statedir
+    from sandboxlib.runtime import statedir
     try:
         return sorted(os.listdir(statedir.state_root()))
     except FileNotFoundError:

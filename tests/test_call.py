@@ -15,7 +15,7 @@ import time
 import pytest
 
 import sandboxlib as sb
-from sandboxlib import _forkserver, calls
+from sandboxlib.calls import forkserver, session
 
 SAFE_VALUES = [None, True, False, 0, -1, 255, -128, 2 ** 200, -(2 ** 70), 7 ** 20000, 1.5, float("inf"), 1 + 2j, "", "häß\udc80",
                b"\x00\xff", [], (), {}, set(), frozenset({1}), [1, (2, {"a": [b"x", {3.0}]})],
@@ -84,7 +84,7 @@ def check_exceptions(c):
         c.call(_raise, ValueError, "bad", 3)
     error = info.value
     seen["builtin"] = (type(error).__name__, error.args, "in inner" in error.remote_traceback,
-                       "_forkserver" in error.remote_traceback or "outcome_of" in error.remote_traceback)
+                       "forkserver" in error.remote_traceback or "outcome_of" in error.remote_traceback)
     with pytest.raises(sb.RemoteError) as info:
         c.call(_raise, CustomError, "custom")
     seen["custom"] = (info.value.type_name.endswith("CustomError"), "in inner" in str(info.value),
@@ -369,7 +369,7 @@ def forged_exception(marker: str) -> bytes:
     import pickle
     record = ("builtins", "ValueError", ("forged",), "forged", "Traceback: forged\n",
               pickle.dumps(_Evil(f"touch {marker}")))
-    return b"X" + _forkserver.encode(record)
+    return b"X" + forkserver.encode(record)
 
 
 FORGED_X = """
@@ -409,7 +409,7 @@ def test_a_forged_exception_pickle_is_never_loaded(runner, shared_dir):
 
 def test_an_untrusted_exception_record_is_rebuilt_without_unpickling(tmp_path):
     marker = tmp_path / "pwned"
-    _, error = calls.decode_outcome(forged_exception(str(marker)), False, None)
+    _, error = session.decode_outcome(forged_exception(str(marker)), False, None)
     assert type(error) is ValueError and error.args == ("forged",) and not marker.exists()
 
 
@@ -421,13 +421,13 @@ def test_an_unknown_tag_inside_a_value_is_refused(tmp_path):
     import struct
     marker = tmp_path / "pwned"
     evil = pickle.dumps(_Evil(f"touch {marker}"))
-    items = _forkserver.encode(("builtins", "ValueError", (), "m", "t"))[5:]  # without the tuple's header
+    items = forkserver.encode(("builtins", "ValueError", (), "m", "t"))[5:]  # without the tuple's header
     for tag in sorted(set(range(256)) - set(b"N?IDJSBLUEZM")):
         inner = bytes([tag]) + struct.pack(">I", len(evil)) + evil
         with pytest.raises(ValueError):
-            _forkserver.decode(b"L" + struct.pack(">I", 1) + inner)
+            forkserver.decode(b"L" + struct.pack(">I", 1) + inner)
         with pytest.raises(sb.CallCrashed, match="protocol"):
-            calls.decode_outcome(b"X" + b"U" + struct.pack(">I", 6) + items + inner, False, None)
+            session.decode_outcome(b"X" + b"U" + struct.pack(">I", 6) + items + inner, False, None)
     assert not marker.exists()
 
 
@@ -436,22 +436,22 @@ def test_an_unknown_tag_inside_a_value_is_refused(tmp_path):
                                   b"S\x00\x00\x00\x01\xff", b"M\x00\x00\x00\x01N", b"D\x00"])
 def test_the_decoder_rejects_malformed_data(data):
     with pytest.raises(ValueError):
-        _forkserver.decode(data)
+        forkserver.decode(data)
 
 
 def test_the_encoder_refuses_other_types():
     for value in (object(), bytearray(b"x"), [1, object()], {1: print}):
-        with pytest.raises(_forkserver.UnsafeValue):
-            _forkserver.encode(value)
+        with pytest.raises(forkserver.UnsafeValue):
+            forkserver.encode(value)
     nested = []
     for _ in range(200):
         nested = [nested]
-    with pytest.raises(_forkserver.UnsafeValue, match="deeper"):
-        _forkserver.encode(nested)
+    with pytest.raises(forkserver.UnsafeValue, match="deeper"):
+        forkserver.encode(nested)
 
 
-@pytest.mark.parametrize("payload", [b"P" + b"anything", b"?", b"", b"V" + b"S\x00", b"X" + _forkserver.encode(1),
-                                     b"X" + _forkserver.encode((1, 2, 3, 4, 5, 6)), b"K" + _forkserver.encode("x")])
+@pytest.mark.parametrize("payload", [b"P" + b"anything", b"?", b"", b"V" + b"S\x00", b"X" + forkserver.encode(1),
+                                     b"X" + forkserver.encode((1, 2, 3, 4, 5, 6)), b"K" + forkserver.encode("x")])
 def test_outcome_kinds_are_checked(payload):
     with pytest.raises(sb.CallCrashed, match="protocol"):
-        calls.decode_outcome(payload, False, None)
+        session.decode_outcome(payload, False, None)

@@ -35,11 +35,11 @@ def cli(request):
 
 
 def test_console_script_entry_point():
-    """setup.py declares the ``sandboxlib`` command as ``sandboxlib.cli:main``
+    """setup.py declares the ``sandboxlib`` command as ``sandboxlib.frontends.cli:main``
     (``pip install -e .`` puts it on PATH; else ``python -m`` is used)."""
     setup_py = (REPO / "setup.py").read_text()
-    assert '"sandboxlib = sandboxlib.cli:main"' in setup_py
-    from sandboxlib import cli
+    assert '"sandboxlib = sandboxlib.frontends.cli:main"' in setup_py
+    from sandboxlib.frontends import cli
     assert callable(cli.main)
     for prefix in INVOCATIONS.values():
         help_text = subprocess.run([*prefix, "run", "--help"], capture_output=True, text=True, cwd="/")

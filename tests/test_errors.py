@@ -482,7 +482,7 @@ def check_missing_command() -> dict:
 
 
 def test_missing_command(runner):
-    from sandboxlib.container import DEFAULT_PATH
+    from sandboxlib.runtime.container import DEFAULT_PATH
     out = runner(check_missing_command)
     assert out.pop("after") == b"ok\n"
     paths = {"one-shot": DEFAULT_PATH, "one-shot custom PATH": "/opt/sbx-a:/opt/sbx-b", "run": DEFAULT_PATH,

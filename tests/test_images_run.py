@@ -268,7 +268,7 @@ def test_a_killed_owner_leaves_a_lease_that_lapses(tmp_path, busybox_root):
     store.prune()
     assert not any(os.path.isdir(d) for d in layers)
     assert os.listdir(os.path.join(store.path, "leases")) == []
-    from sandboxlib import statedir
+    from sandboxlib.runtime import statedir
     assert statedir.sweep(statedir.state_root()) == 1  # its state record, as the next start would
 
 

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.capabilities import DEFAULT_CAPABILITIES, capability_mask
+from sandboxlib.security.capabilities import DEFAULT_CAPABILITIES, capability_mask
 
 # x86_64 syscall numbers and <linux/keyctl.h>.
 SYS_ADD_KEY, SYS_KEYCTL = 248, 250

@@ -22,9 +22,9 @@ import pytest
 
 import sandboxlib as sb
 from sandboxlib import Mount
-from sandboxlib._lowlevel import MountKind
-from sandboxlib.capabilities import DEFAULT_CAPABILITIES, capability_mask
-from sandboxlib.rootfs import layout
+from sandboxlib.native.binding import MountKind
+from sandboxlib.security.capabilities import DEFAULT_CAPABILITIES, capability_mask
+from sandboxlib.rootfs.layout import layout
 
 DEFAULT_MASK = capability_mask(DEFAULT_CAPABILITIES)
 # Docker's masked and read-only paths, as the library promises them.

@@ -75,7 +75,7 @@ def _imports(tree: ast.AST) -> set:
                 if parts[0] == "sandboxlib":
                     found.add(parts[1] if len(parts) > 1 else "__init__")
         elif isinstance(node, ast.Call):
-            # importlib.import_module("sandboxlib._native") / __import__(...)
+            # importlib.import_module("sandboxlib.native._native") / __import__(...)
             for arg in node.args:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and "_native" in arg.value:
                     found.add("_native")
@@ -107,7 +107,7 @@ def test_import_scanner_sees_imports():
     code = ("from . import a, b\nfrom .c import x\nfrom .d.e import y\nimport sandboxlib.f\n"
             "from sandboxlib import g\nfrom sandboxlib.h import z\nimport os\n"
             "def f():\n    from ._native import lib\n    import importlib\n"
-            "    importlib.import_module('sandboxlib._native')\n")
+            "    importlib.import_module('sandboxlib.native._native')\n")
     assert _imports(ast.parse(code)) == {"a", "b", "c", "d", "f", "g", "h", "_native"}
 
 
@@ -185,7 +185,7 @@ def test_run_and_container_take_the_same_options():
 # -- import cost ---------------------------------------------------------------------------------
 HEAVY = ("asyncio", "multiprocessing", "concurrent.futures", "ssl", "http.client", "email", "urllib.request",
          "xml.etree.ElementTree", "unittest", "ctypes", "argparse", "psutil", "pytest",
-         "sandboxlib.cli", "IPython", "sandboxlib.magic", "sandboxlib.pool", "cloudpickle")
+         "sandboxlib.frontends.cli", "IPython", "sandboxlib.frontends.magic", "sandboxlib.pool", "cloudpickle")
 
 
 def test_import_is_light():
@@ -195,7 +195,7 @@ def test_import_is_light():
                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), timeout=60)
     assert proc.returncode == 0, proc.stderr
     loaded = set(json.loads(proc.stdout))
-    assert "sandboxlib.container" in loaded  # the measure works
+    assert "sandboxlib.runtime.container" in loaded  # the measure works
     heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert heavy == [], f"import sandboxlib loads {heavy}"
 

@@ -24,8 +24,8 @@ import psutil
 import pytest
 
 import sandboxlib as sb
-from sandboxlib import statedir
-from sandboxlib._lowlevel import Step
+from sandboxlib.runtime import statedir
+from sandboxlib.native.binding import Step
 
 from .conftest import commands_of, wait_until
 

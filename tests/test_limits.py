@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 import sandboxlib as sb
-from sandboxlib import cgroups, statedir
+from sandboxlib import cgroups
+from sandboxlib.runtime import statedir
 
 from .conftest import LAUNCHER, commands_of, run_cli, session_cgroup_prefix, session_cgroups, wait_until
 
@@ -569,7 +570,7 @@ def test_v1_only_layout_kills_with_the_freezer():
     from unittest import mock
     real = cgroups.detect()
     v1_only = cgroups.Layout(v1=real.v1, v2=None, v2_controllers=frozenset())
-    with mock.patch("sandboxlib.container.cgroups.detect", return_value=v1_only):
+    with mock.patch("sandboxlib.runtime.container.cgroups.detect", return_value=v1_only):
         c = sb.Container(limits=sb.Limits(pids=40))
         c.start()
         try:
@@ -608,7 +609,7 @@ def test_v1_only_layout_kills_with_the_freezer():
     ({"exit_code": 152, "sig": signal.SIGXCPU}, sb.Verdict.CPU_TIME),
 ])
 def test_verdict_of(kwargs, verdict):
-    from sandboxlib.process import verdict_of
+    from sandboxlib.results import verdict_of
     args = {"sig": None, "timed_out": False, "oom_killed": False, "pids_limit_hit": False, **kwargs}
     assert verdict_of(**args) is verdict
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.container import DEFAULT_PATH
+from sandboxlib.runtime.container import DEFAULT_PATH
 
 from .conftest import wait_until
 

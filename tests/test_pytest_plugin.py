@@ -117,7 +117,7 @@ NO_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 def run_inner_session(directory: str, extra: list) -> tuple:
     """The inner session in a subprocess (the rootless worker's way): (outcomes, output)."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",
-                           "sandboxlib.pytest_plugin", "-rA", *extra, directory], capture_output=True,
+                           "sandboxlib.frontends.pytest_plugin", "-rA", *extra, directory], capture_output=True,
                           text=True, cwd=directory, timeout=300, env=dict(os.environ, **NO_AUTOLOAD))
     output = proc.stdout + proc.stderr
     return pytest.RunResult.parse_summary_nouns(output.splitlines()), output
@@ -134,7 +134,7 @@ def test_plugin_with_pytester(pytester, monkeypatch, xdist):
         monkeypatch.setenv(name, value)
     _write(pytester.path)
     extra = ["-p", "xdist", "-n", "2"] if xdist else []
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "sandboxlib.pytest_plugin",
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "sandboxlib.frontends.pytest_plugin",
                                            "-rA", *extra, timeout=300)
     result.assert_outcomes(**EXPECTED)
     output = result.stdout.str()
@@ -165,7 +165,7 @@ def test_entry_point_is_declared():
     tree = ast.parse((REPO / "setup.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
     entry_points = next(ast.literal_eval(k.value) for k in calls[0].keywords if k.arg == "entry_points")
-    assert entry_points["pytest11"] == ["sandboxlib = sandboxlib.pytest_plugin"]
+    assert entry_points["pytest11"] == ["sandboxlib = sandboxlib.frontends.pytest_plugin"]
 
 
 def test_installed_entry_point_loads_the_plugin():
@@ -173,5 +173,5 @@ def test_installed_entry_point_loads_the_plugin():
     from importlib.metadata import entry_points
     found = [e for e in entry_points(group="pytest11") if e.name == "sandboxlib"]
     assert found, "sandboxlib is not installed: run `make build` (pip install -e .)"
-    import sandboxlib.pytest_plugin
-    assert found[0].load() is sandboxlib.pytest_plugin
+    import sandboxlib.frontends.pytest_plugin
+    assert found[0].load() is sandboxlib.frontends.pytest_plugin

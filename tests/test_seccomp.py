@@ -21,10 +21,10 @@ import pytest
 
 import sandboxlib as sb
 from sandboxlib import Seccomp
-from sandboxlib import _lowlevel
-from sandboxlib._lowlevel import Step
-from sandboxlib.seccomp import DEFAULT_PROFILE
-from sandboxlib.seccomp_bpf import compile_policy
+from sandboxlib.native import binding
+from sandboxlib.native.binding import Step
+from sandboxlib.security.seccomp import DEFAULT_PROFILE
+from sandboxlib.security.bpf import compile_policy
 
 from .conftest import LAUNCHER, run_cli, wait_until
 
@@ -86,7 +86,7 @@ def test_default_blocks_with_its_errno(runner, probe):
     # Other socketcall calls reach the kernel (EFAULT: the probe passes no buffer).
     assert default["i386:socketcall_socketpair"] == distinct["i386:socketcall_socketpair"] == errno.EFAULT
     for name in X32:  # the kernel's own answer when it has no x32 ABI (the filter then skips it)
-        expected = (errno.ENOSYS, errno.ENOSYS) if _lowlevel.x32_missing() else (errno.EPERM, errno.ENXIO)
+        expected = (errno.ENOSYS, errno.ENOSYS) if binding.x32_missing() else (errno.EPERM, errno.ENXIO)
         assert (default[name], distinct[name]) == expected, name
 
 
@@ -220,7 +220,7 @@ def test_docker_json_profile_from_a_file(runner, probe, shared_dir):
     os.chmod(path, 0o644)
     out = runner(check_json_file, probe, str(path))
     assert out["keyctl"] == out["add_key"] == out["i386:keyctl"] == errno.ENXIO
-    assert out["x32:keyctl"] == (errno.ENOSYS if _lowlevel.x32_missing() else errno.ENXIO)
+    assert out["x32:keyctl"] == (errno.ENOSYS if binding.x32_missing() else errno.ENXIO)
     assert out["socket_inet"] == out["i386:socket_inet"] == errno.EL3HLT and out["socket_vsock"] == 0
     assert out["unshare_user"] == errno.ENXIO
     assert out["bpf"] != errno.EPERM  # that rule is for s390x only
@@ -231,7 +231,7 @@ def test_x32_is_left_out_only_without_kernel_support():
     caps = sb.ContainerConfig().capabilities()
     with_x32 = compile_policy(Seccomp.default(), caps)
     without = compile_policy(attrs.evolve(Seccomp.default(), architectures=("x86_64", "x86")), caps)
-    if _lowlevel.x32_missing():
+    if binding.x32_missing():
         assert len(with_x32) < len(without) + 64  # only the prologue's ENOSYS answer differs
     else:
         assert len(with_x32) > len(without) + 8 * 200
@@ -394,16 +394,16 @@ CONDITIONAL = {56, 41, 135, 272, 120, 102, 136, 359}
 
 @pytest.mark.parametrize("policy_name", ["default", "default+SYS_ADMIN", "custom"])
 def test_fast_path_decides_as_libseccomp(policy_name):
-    from sandboxlib import seccomp_bpf
-    from sandboxlib.seccomp_prologue import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_BIT
+    from sandboxlib.security import bpf
+    from sandboxlib.security.prologue import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_BIT
     caps = sb.ContainerConfig(cap_add=["SYS_ADMIN"] if "SYS_ADMIN" in policy_name else []).capabilities()
     policy = Seccomp.default() if policy_name != "custom" else (
         Seccomp.default().deny("read", errno=errno.ENXIO).kill("getppid").allow("ptrace"))
     names = ("x86_64", "x86", "x32")
     for no_x32 in (False, True):
         abis = names[:2] if no_x32 else names
-        fast = seccomp_bpf._compile(policy, frozenset(caps), abis, no_x32, use_fast_path=True)
-        plain = seccomp_bpf._compile(policy, frozenset(caps), abis, no_x32, use_fast_path=False)
+        fast = bpf._compile(policy, frozenset(caps), abis, no_x32, use_fast_path=True)
+        plain = bpf._compile(policy, frozenset(caps), abis, no_x32, use_fast_path=False)
         assert len(fast) < len(plain)
         numbers = [(AUDIT_ARCH_X86_64, n) for n in range(520)] + [(AUDIT_ARCH_I386, n) for n in range(520)]
         numbers += [(AUDIT_ARCH_X86_64, X32_BIT | n) for n in range(560)] + [(0xC00000B7, 1)]

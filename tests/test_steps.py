@@ -21,9 +21,10 @@ import psutil
 import pytest
 
 import sandboxlib as sb
-from sandboxlib import IdMapping, protocol
-from sandboxlib._lowlevel import Step
-from sandboxlib.failures import exec_error
+from sandboxlib import IdMapping
+from sandboxlib.native import protocol
+from sandboxlib.native.binding import Step
+from sandboxlib.native.failures import exec_error
 
 from .conftest import Runner, commands_of, state_records
 

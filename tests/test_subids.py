@@ -265,7 +265,7 @@ def test_single_id_copy_and_commit(single_id_runner, single_store, busybox_root)
 
 def check_worker_failure(path):
     from sandboxlib.images.unpack import IdPolicy
-    from sandboxlib.subids import SandboxSubIdFiles
+    from sandboxlib.runtime.subids import SandboxSubIdFiles
     tree = tempfile.mkdtemp(dir=path)
     with open(os.path.join(tree, "f"), "w"):
         pass

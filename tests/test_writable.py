@@ -14,9 +14,9 @@ import sys
 import pytest
 
 import sandboxlib as sb
-from sandboxlib import statedir
+from sandboxlib.runtime import statedir
 from sandboxlib.errors import ConfigError
-from sandboxlib.host import subordinate_range
+from sandboxlib.native.host import subordinate_range
 
 from .conftest import rootless, run_cli, wait_until
 from .test_images_run import _store

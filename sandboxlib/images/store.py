@@ -66,7 +66,7 @@ class PruneReport:
 
 class SubIdFiles(abc.ABC):
     """Work on files owned by a rootless caller's subordinate ids, which
-    needs a user namespace that maps them (``sandboxlib.subids``)."""
+    needs a user namespace that maps them (``sandboxlib.runtime.subids``)."""
 
     @abc.abstractmethod
     def chown(self, root: str, owners: "Owners", policy: "IdPolicy") -> None:

@@ -16,7 +16,7 @@ Ownership follows an :class:`IdPolicy`.  A rootless caller cannot chown to
 its subordinate ids, so with a ``sub`` policy the unpacker creates every
 file as the caller and returns the owners the archive wants, by inode; the
 caller of :func:`unpack` applies them in a user namespace that maps those
-ids (``sandboxlib.subids``)."""
+ids (``sandboxlib.runtime.subids``)."""
 from __future__ import annotations
 
 import errno

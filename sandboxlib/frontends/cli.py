@@ -1,0 +1,204 @@
+"""``sandboxlib`` command line (also ``python -m sandboxlib``).
+
+    sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [-v SRC:DST[:ro]]
+                   [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
+                   [--network none|host] [--no-userns] [--timeout S]
+                   [--security-opt seccomp=PROFILE.json|unconfined]
+                   [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
+                   [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
+    sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
+                   IMAGE [CMD...]   (the image's root and config)
+    sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
+
+The exit status is the command's (128+N when killed by signal N, 124 on a
+timeout, 125 when the container could not be set up, 126/127 when the
+command cannot be executed / was not found), as with ``docker run``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import List, Optional, Sequence
+
+from . import imagecli
+from ..api import run
+from ..config import RLIMITS, Limits, Mount, Network, WritableLayer
+from ..errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
+from ..security.seccomp import DEFAULT, Seccomp, SeccompOption
+from ..results import Verdict
+
+EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
+_VERDICT_TEXT = {Verdict.OOM: "killed: out of memory (--memory)",
+                 Verdict.PIDS_LIMIT: "the pids limit refused a fork (--pids-limit)",
+                 Verdict.SECCOMP: "killed by the seccomp policy (SIGSYS)",
+                 Verdict.FSIZE: "killed: file size limit exceeded (--ulimit fsize)",
+                 Verdict.CPU_TIME: "killed: CPU time limit exceeded (--ulimit cpu)"}
+
+
+def _env(items: Sequence[str]) -> dict:
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("--env", f"{item!r} is not NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _volume(spec: str) -> Mount:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ConfigError("--volume", f"{spec!r} is not SRC:DST or SRC:DST:ro")
+    with _option("--volume", spec):
+        mount = Mount.bind(parts[0], parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
+        mount.check("mount")
+    return mount
+
+
+def _tmpfs(spec: str) -> Mount:
+    target, _, size = spec.partition(":")
+    with _option("--tmpfs", spec):
+        mount = Mount.tmpfs(target, size=size or None)
+        mount.check("mount")
+    return mount
+
+
+def _security_opts(items: Sequence[str]) -> SeccompOption:
+    """``seccomp=unconfined`` (None) or ``seccomp=PROFILE.json``, as ``docker run``."""
+    policy: SeccompOption = DEFAULT
+    for item in items:
+        key, sep, value = item.partition("=")
+        if key != "seccomp" or not sep or not value:
+            raise ConfigError("--security-opt", f"{item!r} is not seccomp=unconfined or seccomp=PROFILE.json")
+        if value == "unconfined":
+            policy = None
+            continue
+        try:
+            policy = Seccomp.from_json(value)
+        except ConfigError as err:
+            raise ConfigError("--security-opt", f"{item}: {err}") from None
+    return policy
+
+
+@contextlib.contextmanager
+def _option(option: str, value: str):
+    """Name the command-line option (not the library's field) in errors."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(option, f"{value!r}: {err.message}") from None
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    values: dict = {}
+    for spec in args.ulimit:
+        name, sep, value = spec.partition("=")
+        soft, _, hard = value.partition(":")
+        if not sep or name not in RLIMITS or not soft:
+            raise ConfigError("--ulimit", f"{spec!r} is not NAME=SOFT[:HARD] with NAME one of {', '.join(RLIMITS)}")
+        values[name] = (_number(soft), _number(hard or soft))
+    cgroup = {"memory": args.memory, "memory_swap": args.memory_swap, "cpus": args.cpus,
+              "cpu_shares": args.cpu_shares, "pids": args.pids_limit, "cpuset_cpus": args.cpuset_cpus}
+    values.update({k: v for k, v in cgroup.items() if v is not None})
+    limits = Limits.from_dict(values)
+    limits.rlimits()
+    limits.cgroup()
+    return limits
+
+
+def _number(text: str):
+    """An rlimit value: an int, or a size such as 100M (checked by Limits)."""
+    return int(text) if text.isdigit() else text
+
+
+# Configuration fields and the options that set them, for error messages.
+_OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
+            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network", "image": "IMAGE",
+            "argv": "CMD", "writable_layer_size": "--writable-layer-size",
+            "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
+            "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
+            "limits.cpuset_cpus": "--cpuset-cpus", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandboxlib", description="Run commands in Linux containers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a command in a fresh container")
+    p.add_argument("--rootfs", help="host directory to use as the root (default: a read-only host view)")
+    p.add_argument("--hostname")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
+    p.add_argument("--read-only", action="store_true", help="make the root read-only")
+    p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
+    p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
+    p.add_argument("--network", choices=[n.value for n in Network], default="none")
+    p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
+    p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
+    p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=PROFILE.json|unconfined",
+                   help="a Docker seccomp profile instead of the default one, or none")
+    p.add_argument("--memory", help="memory limit of the container, e.g. 256M")
+    p.add_argument("--memory-swap", help="memory plus swap limit (-1: unlimited swap)")
+    p.add_argument("--cpus", type=float, help="CPU quota as a number of CPUs, e.g. 1.5")
+    p.add_argument("--cpu-shares", type=int, help="relative CPU weight (2-262144, default 1024)")
+    p.add_argument("--pids-limit", type=int, help="most processes and threads at once")
+    p.add_argument("--cpuset-cpus", help="CPUs it may use, e.g. 0-1,3")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help=f"an rlimit of every process ({', '.join(RLIMITS)})")
+    imagecli.add_store_option(p)
+    p.add_argument("--writable-layer", choices=[w.value for w in WritableLayer], default="disk",
+                   help="where an image container's writes go: the store (default) or a tmpfs")
+    p.add_argument("--writable-layer-size", metavar="SIZE", help="size limit of a tmpfs writable layer, e.g. 256M")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
+    imagecli.add_parsers(sub)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    image = None
+    if args.cmd[:1] == ["--"]:
+        cmd: List[str] = args.cmd[1:]
+    elif args.cmd:  # IMAGE [--] [CMD...]
+        image, cmd = args.cmd[0], args.cmd[1:]
+        cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
+    else:
+        cmd = []
+    if not cmd and image is None:
+        raise ConfigError("CMD", "give the command to run after --, or an image")
+    mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
+    seccomp = _security_opts(args.security_opt)
+    result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
+                 env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
+                 cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
+                 seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store,
+                 writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size)
+    if result.verdict not in (Verdict.EXITED, Verdict.SIGNALED, Verdict.TIMEOUT):
+        print(f"sandboxlib: {_VERDICT_TEXT[result.verdict]}", file=sys.stderr)
+    if result.timed_out:
+        print(f"sandboxlib: timed out after {args.timeout} s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    return result.exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return imagecli.COMMANDS[args.command](args) if args.command != "run" else _run(args)
+    except CommandNotFoundError as err:
+        print(f"sandboxlib: {err}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except SetupError as err:
+        print(f"sandboxlib: {err}", file=sys.stderr)
+        return EXIT_CANNOT_EXEC if err.step == "EXEC" else EXIT_SETUP
+    except ConfigError as err:
+        option = _OPTIONS.get(err.field.split("[")[0], err.field)
+        print(f"sandboxlib: {option}: {err.message}", file=sys.stderr)
+        return EXIT_SETUP
+    except (SandboxError, OSError) as err:
+        print(f"sandboxlib: {err}", file=sys.stderr)
+        return EXIT_SETUP
+
+
+if __name__ == "__main__":
+    sys.exit(main())

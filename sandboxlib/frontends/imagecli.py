@@ -1,0 +1,84 @@
+"""The image commands of the command line: ``images``, ``load``, ``save``,
+``import``, ``rmi`` (``run IMAGE`` is in ``cli``)."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Dict
+
+from ..runtime.subids import ImageStore
+
+__all__ = ["add_parsers", "COMMANDS"]
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="DIR",
+                        help="image store (default: $SANDBOXLIB_HOME, /var/lib/sandboxlib as root, "
+                             "~/.local/share/sandboxlib)")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("images", help="list the images in the store")
+    add_store_option(p)
+    p = sub.add_parser("load", help="import a docker save archive or an OCI layout (dir or tar)")
+    p.add_argument("-i", "--input", required=True, metavar="FILE")
+    add_store_option(p)
+    p = sub.add_parser("save", help="write images to a docker save / OCI archive")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_store_option(p)
+    p = sub.add_parser("import", help="make an image of a root file system tarball (plain, gzip, zstd)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("ref", nargs="?", metavar="REF")
+    add_store_option(p)
+    p = sub.add_parser("rmi", help="remove images (by name:tag, digest or id)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_store_option(p)
+
+
+def _images(args: argparse.Namespace) -> int:
+    rows = [("REPOSITORY", "TAG", "IMAGE ID", "LAYERS", "SIZE")]
+    for image in ImageStore(args.store).list():
+        for ref in image.references or ("<none>:<none>",):
+            name, _, tag = ref.rpartition(":")
+            rows.append((name, tag, image.id[7:19], str(len(image.layers)), _size(image.size)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return ""
+
+
+def _load(args: argparse.Namespace) -> int:
+    for image in ImageStore(args.store).load(args.input):
+        for ref in image.references or (image.id,):
+            print(f"Loaded image: {ref}")
+    return 0
+
+
+def _save(args: argparse.Namespace) -> int:
+    ImageStore(args.store).save(args.images, args.output)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    print(ImageStore(args.store).import_rootfs(args.file, args.ref).id)
+    return 0
+
+
+def _rmi(args: argparse.Namespace) -> int:
+    store = ImageStore(args.store)
+    for ref in args.images:
+        for removed in store.remove(ref):
+            print(f"Untagged: {removed}")
+    return 0
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "images": _images, "load": _load, "save": _save, "import": _import, "rmi": _rmi}

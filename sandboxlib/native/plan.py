@@ -1,0 +1,90 @@
+"""Build the set-up plan of one container: the PLAN message that sbx-init
+receives right after it starts (layout in csrc/sbx.h: struct sbx_plan_hdr,
+struct sbx_mount_rec, then the strings).
+
+Everything is decided here; the C side only parses and applies it.
+Building a plan spawns nothing, so it is testable on its own."""
+from __future__ import annotations
+
+import functools
+import struct
+from typing import Optional, Sequence, Tuple
+
+from .binding import lib
+from ..errors import ConfigError
+from .mount_op import MountOp
+
+__all__ = ["build_plan", "clone_flags", "BASE_DIR", "GO_MESSAGE"]
+
+BASE_DIR = "/tmp"  # host dir the child's scratch tmpfs is mounted over (in its own mount ns)
+NO_STRING = 0xFFFFFFFF
+_HEADER = struct.Struct("=IIQiiIIIIIIQII")
+_RECORD = struct.Struct("=IIIII")
+GO_MESSAGE = struct.pack("=I", lib.SBX_MSG_GO)
+
+
+def clone_flags(*, userns: bool) -> int:
+    """The namespaces of the clone.  Not the cgroup namespace: the child
+    unshares that itself once it is in its cgroups, so that it is rooted there."""
+    flags = lib.CLONE_NEWNS | lib.CLONE_NEWPID | lib.CLONE_NEWUTS | lib.CLONE_NEWIPC
+    if userns:
+        flags |= lib.CLONE_NEWUSER
+    return flags
+
+
+class _Strings:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def add(self, text: Optional[str], base: int = 0) -> int:
+        if text is None:
+            return NO_STRING
+        offset = base + len(self.data)
+        self.data += text.encode() + b"\0"
+        return offset
+
+
+@functools.lru_cache(maxsize=64)
+def _encode_ops(ops: Tuple[MountOp, ...]) -> Tuple[bytes, bytes]:
+    """Records and strings of a layout: the same for every spawn of it."""
+    strings = _Strings()
+    records = b"".join(
+        _RECORD.pack(int(op.kind), int(op.flags), strings.add(op.source), strings.add(op.target),
+                     strings.add(op.data))
+        for op in ops)
+    return records, bytes(strings.data)
+
+
+def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool,
+               hostname: Optional[str], userns: bool, netns: bool, set_groups: bool,
+               fault: Optional[Tuple[int, int]] = None, seccomp_filter: bytes = b"",
+               launcher: bool = False, init_caps: int = 0, init_filter: bytes = b"") -> bytes:
+    """The PLAN message for one container; ``seccomp_filter`` is the compiled
+    BPF the init installs in every command (empty: none).  ``launcher``: the
+    filter allows the whole command set-up, so commands may be forked by a
+    process that installed it once (csrc/launcher.c).  ``init_caps`` and
+    ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down)."""
+    ops = tuple(ops)
+    if len(ops) > lib.SBX_MAX_MOUNTS:
+        raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
+    records, op_strings = _encode_ops(ops)
+    extra = _Strings()
+    base = len(op_strings)
+    offsets = (extra.add(hostname, base), extra.add(BASE_DIR, base), extra.add(rootfs, base))
+    flags = lib.SBX_PLAN_NEW_MNTNS
+    flags |= lib.SBX_PLAN_BECOME_ROOT if userns else 0
+    flags |= lib.SBX_PLAN_SET_GROUPS if set_groups else 0
+    flags |= lib.SBX_PLAN_LOOPBACK_UP if netns else 0
+    flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
+    flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
+    fault_step, fault_errno = fault or (0, 0)
+    strings = op_strings + bytes(extra.data)
+    # A network namespace takes ~0.5 ms to create: the child unshares it
+    # itself while the parent writes the id maps.
+    header = _HEADER.pack(lib.SBX_MSG_PLAN, flags, lib.CLONE_NEWNET if netns else 0, fault_step,
+                          fault_errno, *offsets, len(ops), len(strings), len(seccomp_filter), init_caps,
+                          len(init_filter), 0)
+    message = header + seccomp_filter + init_filter + records + strings
+    if len(message) > lib.SBX_MAX_REQUEST:
+        raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
+    return message

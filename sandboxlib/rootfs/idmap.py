@@ -1,0 +1,105 @@
+"""User-namespace id maps: which maps a container gets, and writing them
+from the parent (directly, or through newuidmap/newgidmap for /etc/subuid
+ranges)."""
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Optional, Tuple
+
+import attrs
+
+from ..config import ContainerConfig, IdMapping
+from ..errors import ConfigError, SetupError, UnsupportedError
+from ..native.host import HostInfo
+
+__all__ = ["IdMaps", "choose_maps", "write_maps", "ROOT_DEFAULT_HOST_ID"]
+
+# As root, the container's ids 0..65535 map to this unprivileged host range
+# by default (far above what useradd hands out as /etc/subuid ranges).
+ROOT_DEFAULT_HOST_ID = 1_000_000_000
+ROOT_DEFAULT_SIZE = 65536
+
+
+@attrs.frozen(kw_only=True)
+class IdMaps:
+    uid_map: Tuple[IdMapping, ...]
+    gid_map: Tuple[IdMapping, ...]
+    setgroups: bool          # setgroups(2) allowed inside
+    use_helpers: bool        # write through newuidmap/newgidmap
+
+    def to_host_uid(self, uid: int) -> Optional[int]:
+        return next((h for m in self.uid_map if (h := m.to_host(uid)) is not None), None)
+
+    def to_host_gid(self, gid: int) -> Optional[int]:
+        return next((h for m in self.gid_map if (h := m.to_host(gid)) is not None), None)
+
+
+def _rootless_default(host: HostInfo) -> IdMaps:
+    own_uid = (IdMapping(container=0, host=host.euid, size=1),)
+    own_gid = (IdMapping(container=0, host=host.egid, size=1),)
+    if host.subuid and host.subgid and host.newuidmap and host.newgidmap:
+        return IdMaps(
+            uid_map=own_uid + (IdMapping(container=1, host=host.subuid[0], size=host.subuid[1]),),
+            gid_map=own_gid + (IdMapping(container=1, host=host.subgid[0], size=host.subgid[1]),),
+            setgroups=False, use_helpers=True)
+    return IdMaps(uid_map=own_uid, gid_map=own_gid, setgroups=False, use_helpers=False)
+
+
+def choose_maps(config: ContainerConfig, host: HostInfo) -> Optional[IdMaps]:
+    """The id maps of the container, or None when it has no user namespace."""
+    if not config.userns:
+        if not host.is_root:
+            raise ConfigError("userns", "userns=False needs root; rootless containers always get a user namespace")
+        return None
+    if host.max_user_namespaces == 0:
+        raise UnsupportedError("user namespaces", "set the sysctl user.max_user_namespaces above 0")
+    if config.uid_map or config.gid_map:
+        if not (config.uid_map and config.gid_map):
+            raise ConfigError("uid_map" if not config.uid_map else "gid_map",
+                              "uid_map and gid_map must be given together")
+        single_own = (len(config.uid_map) == 1 and config.uid_map[0].host == host.euid
+                      and config.uid_map[0].size == 1)
+        helpers = not host.is_root and not single_own
+        if helpers and not (host.newuidmap and host.newgidmap):
+            raise UnsupportedError("newuidmap/newgidmap", "install Debian's uidmap package to map more than your own id")
+        return IdMaps(uid_map=config.uid_map, gid_map=config.gid_map,
+                      setgroups=host.is_root, use_helpers=helpers)
+    if host.is_root:
+        full = (IdMapping(container=0, host=ROOT_DEFAULT_HOST_ID, size=ROOT_DEFAULT_SIZE),)
+        return IdMaps(uid_map=full, gid_map=full, setgroups=True, use_helpers=False)
+    return _rootless_default(host)
+
+
+def _write(path: str, text: str, field: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise SetupError(err.errno, f"write({path!r}, {text.strip()!r})", step="IDMAP",
+                         field=field) from None
+
+
+def _helper(tool: str, pid: int, maps: Tuple[IdMapping, ...], field: str) -> None:
+    args = [tool, str(pid)] + [str(v) for m in maps for v in (m.container, m.host, m.size)]
+    proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        raise SetupError(1, f"{' '.join(args)} ({proc.stdout.decode(errors='replace').strip()})",
+                         step="IDMAP", field=field,
+                         hint="the ranges must be yours in /etc/subuid and /etc/subgid")
+
+
+def write_maps(pid: int, maps: IdMaps) -> None:
+    """Write the maps of the child ``pid`` (parent side, before the go byte)."""
+    if not maps.setgroups:
+        _write(f"/proc/{pid}/setgroups", "deny", "userns")
+    if maps.use_helpers:
+        _helper("newuidmap", pid, maps.uid_map, "uid_map")
+        _helper("newgidmap", pid, maps.gid_map, "gid_map")
+        return
+    _write(f"/proc/{pid}/uid_map", "".join(m.line() + "\n" for m in maps.uid_map), "uid_map")
+    _write(f"/proc/{pid}/gid_map", "".join(m.line() + "\n" for m in maps.gid_map), "gid_map")

@@ -1,0 +1,105 @@
+"""Copying files into and out of a running container, from the host side.
+
+Paths are resolved inside the container's root (``/proc/PID/root``) with
+``openat2(RESOLVE_IN_ROOT)``: a symlink in the container is followed as the
+container would follow it and never leads out of its root.  Archives are
+unpacked with the images' hostile-input extractor; archives made of a tree
+never follow a symlink.  Nothing of the container is executed or loaded on
+the host."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+from typing import Tuple
+
+from ..native.binding import open_in_root
+from ..images.unpack import DIR_FLAGS, IdPolicy, unpack_into
+
+__all__ = ["write_file", "read_file", "put_archive", "get_archive"]
+
+
+def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy) -> None:
+    fd = open_in_root(root_fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if policy.privileged:
+            os.fchown(fd, *policy.owner(0, 0))
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def read_file(root_fd: int, path: str) -> bytes:
+    fd = open_in_root(root_fd, path, os.O_RDONLY)
+    try:
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def put_archive(root_fd: int, path: str, data: bytes, policy: IdPolicy) -> None:
+    fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        unpack_into(io.BytesIO(data), fd, policy, f"archive for {path}", whiteouts=False)
+    finally:
+        os.close(fd)
+
+
+def get_archive(root_fd: int, path: str, policy: IdPolicy) -> bytes:
+    """A tar of ``path`` (named by its last component), symlinks kept as symlinks."""
+    fd = open_in_root(root_fd, path, os.O_RDONLY)
+    buf = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add(tar, fd, os.path.basename(path.rstrip("/")) or ".", policy)
+    finally:
+        os.close(fd)
+    return buf.getvalue()
+
+
+def _info(name: str, st: os.stat_result, policy: IdPolicy) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+    info.uid, info.gid = _container_ids(st.st_uid, st.st_gid, policy)
+    return info
+
+
+def _container_ids(uid: int, gid: int, policy: IdPolicy) -> Tuple[int, int]:
+    return policy.container_ids(uid, gid)
+
+
+def _add(tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy) -> None:
+    """Add the open file or directory ``fd`` and, for a directory, its tree."""
+    st = os.fstat(fd)
+    info = _info(name, st, policy)
+    if stat.S_ISREG(st.st_mode):
+        info.size = st.st_size
+        with os.fdopen(os.dup(fd), "rb") as f:
+            tar.addfile(info, f)
+        return
+    info.type = tarfile.DIRTYPE
+    tar.addfile(info)
+    for entry in sorted(os.listdir(fd)):
+        child_st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+        child_name = f"{name}/{entry}"
+        if stat.S_ISDIR(child_st.st_mode) or stat.S_ISREG(child_st.st_mode):
+            flags = DIR_FLAGS if stat.S_ISDIR(child_st.st_mode) else os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            child = os.open(entry, flags, dir_fd=fd)
+            try:
+                _add(tar, child, child_name, policy)
+            finally:
+                os.close(child)
+            continue
+        child_info = _info(child_name, child_st, policy)
+        if stat.S_ISLNK(child_st.st_mode):
+            child_info.type, child_info.linkname = tarfile.SYMTYPE, os.readlink(entry, dir_fd=fd)
+        elif stat.S_ISFIFO(child_st.st_mode):
+            child_info.type = tarfile.FIFOTYPE
+        else:  # devices and sockets are not copied out
+            continue
+        tar.addfile(child_info)

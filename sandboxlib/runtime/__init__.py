@@ -1,0 +1,1 @@
+"""Containers: spawn and lifecycle, commands and processes, state records, files and commit."""

@@ -1,0 +1,84 @@
+"""``Container.commit``: the container's writable layer (its overlay upper
+dir, which the init keeps open at ``SBX_FD_UPPER``) becomes a new layer on
+top of its image's, with OCI whiteouts for what was deleted."""
+from __future__ import annotations
+
+import datetime
+import json
+import tarfile
+import tempfile
+from typing import Mapping, Optional
+
+from ..errors import ConfigError
+from ..images import Image, ImageStore
+from ..images.build import write_manifest
+from .subids_worker import add_tree
+from ..rootfs.idmap import IdMaps
+from ..images.unpack import IdPolicy
+from .subids import SandboxSubIdFiles
+
+__all__ = ["commit", "CHANGES"]
+
+PLAIN = "application/vnd.oci.image.layer.v1.tar"
+# docker commit --change names -> image config keys
+CHANGES = {"cmd": "Cmd", "entrypoint": "Entrypoint", "env": "Env", "workdir": "WorkingDir", "user": "User"}
+
+
+def _changes(changes: Optional[Mapping[str, object]]) -> dict:
+    found = {}
+    for key, value in (changes or {}).items():
+        if key not in CHANGES:
+            raise ConfigError(f"changes[{key!r}]", f"unknown change; one of {sorted(CHANGES)}")
+        if key == "env" and isinstance(value, Mapping):
+            value = [f"{k}={v}" for k, v in value.items()]
+        if key in ("cmd", "entrypoint", "env"):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"changes[{key!r}]", "expected a list of strings")
+            value = list(value)
+        elif not isinstance(value, str):
+            raise ConfigError(f"changes[{key!r}]", "expected a string")
+        found[CHANGES[key]] = value
+    return found
+
+
+def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> None:
+    """Write the upper dir as a layer tar into the file ``f``.  What the
+    caller may not read (files of the container's other users, rootless;
+    mode-000 directories) a short sandbox with the container's maps reads."""
+    try:
+        with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            add_tree(tar, upper_fd, "", policy.container_ids)
+        return
+    except PermissionError:
+        if maps is None:
+            raise
+    f.seek(0)
+    f.truncate()
+    f.flush()
+    SandboxSubIdFiles().tar(upper_fd, f.fileno(), maps)
+
+
+def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps],
+           ref: Optional[str], changes: Optional[Mapping[str, object]]) -> Image:
+    """A new image: ``image`` plus the upper dir as a layer, config ``changes`` applied."""
+    updates = _changes(changes)
+    names = (ref,) if ref else ()
+    try:
+        with store.writing():
+            with tempfile.TemporaryFile(dir=store.tmp) as f:
+                _layer_tar(f, upper_fd, policy, maps)
+                f.seek(0)
+                digest, size = store.blobs.put_stream(f, source="the container's writable layer")
+            config = json.loads(store.blobs.read(image.id))
+            config["rootfs"]["diff_ids"].append(digest)
+            config["config"] = dict(config.get("config") or {}, **updates)
+            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            config["created"] = now
+            config["history"] = list(config.get("history") or []) + [{"created": now, "created_by": "sandboxlib commit"}]
+            layers = [(layer.digest, layer.size, layer.media_type) for layer in image.layers] + [(digest, size, PLAIN)]
+            return store.add(write_manifest(store, config, layers), names)
+    except BaseException:
+        store.collect()
+        raise
+
+

@@ -1,0 +1,626 @@
+"""``Container``: plan -> spawn -> parent-side set-up -> go -> running.
+
+Every resource is registered for release right after it is acquired, and
+released in reverse order by ``close()`` (also after a failed start)."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import signal as signal_module
+import socket
+import threading
+import time
+import warnings
+import weakref
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+
+import attrs
+
+from ..native import binding, protocol
+from .. import cgroups
+from ..rootfs import imageroot, writable
+from . import statedir
+from ..native.binding import Step
+from ..native.plan import GO_MESSAGE, build_plan, clone_flags
+from ..calls.session import ServerSlot, Session, check_modules
+from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
+from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
+    container_path, env_pairs)
+from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
+from ..native.failures import setup_error
+from ..native.host import probe_host
+from ..rootfs.idmap import IdMaps, choose_maps, write_maps
+from .files import FileAccess
+from ..rootfs.imageroot import ImageRoot
+from .launch import submit
+from .process import Process, result_of
+from ..results import Result
+from ..rootfs.layout import layout
+from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
+from ..security.bpf import compile_policy
+from ..cgroups.stats import Stats, list_processes, read_stats
+from ..streams import PIPE, StdioSpec
+from .subids import ImageStore
+from ..rootfs.users import User, resolve_user
+
+__all__ = ["Container", "DEFAULT_PATH"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_WALL = 0x40000000  # __WALL: our child has no exit signal
+SWEEP_INTERVAL = 1.0  # seconds between two sweeps of the state records by one process
+_last_sweep: dict = {}
+_sweep_lock = threading.Lock()
+
+
+def _check_argv(argv: Sequence[str]) -> tuple:
+    if isinstance(argv, (str, bytes)) or not argv:
+        raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
+    return tuple(check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
+                 for i, a in enumerate(argv))
+
+
+class Container(FileAccess):
+    """A long-lived container whose PID 1 is sandboxlib's init.
+
+    ``with Container(...) as c:`` starts it; ``c.run``/``c.spawn`` start
+    commands in it; leaving the block kills everything in it and releases
+    every resource.  Options are those of :class:`ContainerConfig`.
+    """
+
+    def __init__(self, config: Optional[ContainerConfig] = None, *,
+                 rootfs: Union[str, os.PathLike, None] = None, read_only: bool = False,
+                 hostname: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                 mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: Optional[str] = None,
+                 limits: Optional[Limits] = None, userns: bool = True,
+                 network: Union[Network, str] = Network.NONE,
+                 cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (),
+                 seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
+                 image_store: Union[str, os.PathLike, None] = None,
+                 writable_layer: Union[WritableLayer, str] = WritableLayer.DISK,
+                 writable_layer_size: Union[int, str, None] = None) -> None:
+        if config is None:
+            config = ContainerConfig(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
+                                     mounts=mounts, user=user, cwd=cwd, limits=limits or Limits(),
+                                     userns=userns, network=network, cap_add=cap_add, cap_drop=cap_drop,
+                                     seccomp=seccomp, image=image, image_store=image_store,
+                                     writable_layer=writable_layer, writable_layer_size=writable_layer_size)
+        self.config = config
+        self.id = secrets.token_hex(32)
+        self.hostname = config.hostname or self.id[:12]
+        self._resources = contextlib.ExitStack()
+        self._init_pid: Optional[int] = None
+        self._pidfd: Optional[int] = None
+        self._control: Optional[socket.socket] = None
+        self._maps: Optional[IdMaps] = None
+        self._user: Optional[User] = None
+        self._closed = False
+        # Tests only: (step number, errno) forced to fail in the C child or
+        # in the init's command set-up.  See tests/test_steps.py.
+        self._fault: Optional[tuple] = None
+        self._setup_fd: Optional[int] = None
+        self._command_ids = itertools.count(1)
+        self._ops: tuple = ()
+        self._resources_used = False
+        self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._cgroup: Optional[cgroups.ContainerCgroup] = None
+        self._record: Optional[str] = None
+        self._image: Optional[ImageRoot] = None
+        self._store = None
+        self._upper: Optional[str] = None
+        self._calls = ServerSlot(self)  # the fork server of call(), started by the first call
+
+    # -- lifecycle -----------------------------------------------------
+    @property
+    def pid(self) -> Optional[int]:
+        """Host pid of the container's init, while running."""
+        return self._init_pid
+
+    @property
+    def running(self) -> bool:
+        return self._pidfd is not None and not self._init_exited(0)
+
+    def start(self) -> "Container":
+        """Start the container (its init, idle until commands arrive)."""
+        self._start_container(None)
+        return self
+
+    def _start_container(self, first: Optional[Callable[[], None]]) -> None:
+        """Start; ``first`` runs right after the go byte, before set-up has
+        finished (it queues the main command of a one-shot run)."""
+        if self._resources_used or self._closed:
+            raise ContainerStateError("a Container can be started only once")
+        self._resources_used = True
+        host = probe_host()
+        self._maps = choose_maps(self.config, host)
+        try:
+            layers = self._prepare_image()
+            root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                user = self.config.user or (self._image and self._image.user)
+                self._user = self._checked_user(user, root_fd, "user")
+            finally:
+                os.close(root_fd)
+            ops = layout(self._with_volumes(), layers, self._upper)
+            seccomp = self.config.seccomp
+            # Compiled once per policy and capability set (cached), before any kernel resource.
+            program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
+            root = statedir.state_root()
+            self._sweep_once(root)
+            limits = self.config.limits.cgroup()
+            # A one-shot run without cgroup limits needs no cgroup: its pid
+            # namespace already ends with its init (measured: ~0.3 ms a run).
+            one_shot = first is not None and not limits.names()
+            self._cgroup = None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits,
+                                                                      cgroups.cgroup_name(root, self.id))
+            self._acquire_cgroup(root)
+            self._spawn(ops, root, first, program)
+        except BaseException:
+            self.close()
+            raise
+
+    def _with_volumes(self) -> ContainerConfig:
+        """The config with named volumes as binds of their store directories."""
+        if not any(m.kind is MountKind.VOLUME for m in self.config.mounts):
+            return self.config
+        store = self._store or ImageStore(self.config.image_store)
+        owner = self._id_policy().owner(0, 0)
+        mounts = [Mount.bind(store.volume(m.source, owner), m.target, read_only=m.read_only)
+                  if m.kind is MountKind.VOLUME else m for m in self.config.mounts]
+        return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
+
+    def _prepare_image(self) -> tuple:
+        """An image root's layer dirs, leased from the store until close()."""
+        if self.config.image is None:
+            return ()
+        store = ImageStore(self.config.image_store)
+        self._image, lease = imageroot.prepare(self.config, self._maps, self.id, store)
+        self._store = store
+        self._resources.callback(store.release, self.id, lease)
+        if self.config.writable_layer is WritableLayer.DISK and not self.config.read_only:
+            writable.sweep(store)  # what dead owners left in this store
+            self._upper = writable.make(store, self.id, self._id_policy().owner(0, 0))
+            self._resources.callback(writable.release, store, self._upper)
+        return self._image.layers
+
+    def _sweep_once(self, root: str) -> None:
+        """Sweep the records of dead owners, at most once a second per process
+        (a start stays cheap with many containers running)."""
+        now = time.monotonic()
+        with _sweep_lock:
+            if now - _last_sweep.get(root, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
+                return
+            _last_sweep[root] = now
+        statedir.sweep(root)
+
+    def _acquire_cgroup(self, state_root: str) -> None:
+        """Record the container, then make its cgroup: a SIGKILL of ours at any
+        point leaves a record that names every cgroup directory to sweep."""
+        cgroup = self._cgroup
+        self._resources.callback(self._release_cgroup)
+        if cgroup is not None:  # without one, _send_setup records the container with its init
+            self._record = statedir.register(state_root, self.id, cgroup_paths=cgroup.paths)
+            cgroup.create()
+            maps = self._maps
+            init_ids = (maps.to_host_uid(0), maps.to_host_gid(0)) if maps is not None else (None, None)
+            if None not in init_ids and init_ids != (os.geteuid(), os.getegid()):
+                cgroup.delegate_procs(*init_ids)  # the init starts commands in child cgroups
+
+    def _release_cgroup(self) -> None:
+        """Remove the cgroup, then the record (kept, for a later sweep, while
+        some cgroup directory cannot be removed)."""
+        if self._record is None:
+            return
+        if self._cgroup is None or self._cgroup.remove():
+            statedir.unregister(self._record)
+        else:
+            warnings.warn(f"cgroups of container {self.id[:12]} are still busy; a later start sweeps them",
+                          ResourceWarning, stacklevel=2)
+
+    def _kill_all(self) -> None:
+        """Kill every process of the container through its cgroup (no fork
+        escapes).  Not needed once the init has exited: the kernel has then
+        killed its whole pid namespace, which every process of the cgroup is in."""
+        if self._cgroup is not None and not self._init_exited(0):
+            self._cgroup.kill()
+
+    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]], program: bytes) -> None:
+        """The spawn protocol: clone (the child execs sbx-init at once), send the
+        plan, write the id maps while the child starts on it, send go, queue
+        the first command, read the error pipe to EOF (= set up)."""
+        push = self._resources.callback
+        push(self._release_processes)  # after the init is gone (released in reverse)
+        plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
+                          hostname=self.hostname, userns=self._maps is not None,
+                          netns=self.config.network is Network.NONE,
+                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault,
+                          seccomp_filter=program, launcher=self.config.seccomp == Seccomp.default(),
+                          init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
+                          init_filter=compile_policy(init_policy(), self.config.capabilities()))
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        push(_close_quietly, err_r)
+        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._control = control
+        push(control.close)
+        child_ends = [err_w, control_child.detach()]
+        # Queued before the clone: the child reads it as soon as it starts,
+        # not when this thread gets the CPU back from the child's threads.
+        control.send(plan)
+        try:
+            child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            child_ends.append(os.pidfd_open(os.getpid()))
+            flags = clone_flags(userns=self._maps is not None)
+            fault = self._fault if self._fault and self._fault[0] in (Step.INIT_EXEC, Step.CGROUP) else (0, 0)
+            if self._cgroup is not None:
+                child_ends += self._cgroup.attach_fds()
+                child_ends.append(self._cgroup.open_v2())
+            try:
+                pid, pidfd = binding.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
+                                             caps=self._init_caps(), fault=fault,
+                                             netns=self.config.network is Network.NONE,
+                                             cgroup_fd=child_ends[-1] if self._cgroup else -1,
+                                             attach_fds=child_ends[4:-1] if self._cgroup else ())
+            except OSError as err:
+                raise SetupError(err.errno, f"clone(flags={flags:#x})", step="CLONE",
+                                 hint=_clone_hint(err.errno)) from None
+        finally:
+            for fd in child_ends:
+                if fd >= 0:
+                    os.close(fd)
+        self._init_pid, self._pidfd = pid, pidfd
+        push(self._reap_init)
+        push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
+        problem = self._send_setup(pid, first, state_root)
+        if problem is not None:
+            report = _read_all(err_r)  # the child failed first, or gives up now
+            if report:
+                self._raise_setup_failure(report, ops)
+            raise problem
+        if first is not None:
+            self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
+            return
+        report = _read_all(err_r)
+        if report:
+            self._raise_setup_failure(report, ops)
+
+    def _init_caps(self) -> int:
+        """sbx-init's own capabilities, plus those its commands may keep."""
+        return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
+
+    def _send_setup(self, pid: int, first, state_root: str) -> Optional[BaseException]:
+        """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
+        if the child (which then ends) reports no failure of its own."""
+        try:
+            if self._maps is not None:
+                write_maps(pid, self._maps)
+            self._control.send(GO_MESSAGE)
+            if first is not None:
+                first()
+        except (SetupError, ContainerStateError, OSError) as err:
+            self._control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
+            if isinstance(err, OSError) and not isinstance(err, SetupError):
+                return ContainerStateError(f"the container's init ended during set-up ({err})")
+            return err
+        # The child is still setting up: record its init meanwhile.
+        if self._record is None:
+            self._record = statedir.register(state_root, self.id, init_pid=pid)
+        else:
+            statedir.add_init(self._record, pid)
+        return None
+
+    def _raise_setup_failure(self, report: bytes, ops) -> None:
+        if len(report) < binding.REPORT_SIZE:
+            raise SetupError(0, "container set-up", step="UNKNOWN",
+                             hint=f"the child died without a report ({len(report)} bytes)")
+        step, err, index = (int.from_bytes(report[i:i + 4], "little", signed=True) for i in (0, 4, 8))
+        context = {"hostname": self.hostname, "rootfs": self.config.rootfs,
+                   "read_only": self.config.read_only}
+        raise setup_error(step, err, index, ops=ops, context=context)
+
+    def _init_exited(self, timeout: Optional[float]) -> bool:
+        if self._pidfd is None:
+            return True
+        import select
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+    def _reap_init(self) -> None:
+        """Kill the init (the kernel then kills everything in its pid ns) and reap it."""
+        pidfd, self._pidfd = self._pidfd, None
+        self._init_pid = None
+        if pidfd is None:
+            return
+        try:
+            try:
+                signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if self._upper is not None:  # while the kernel tears the container down
+                writable.remove_if_empty(self._upper)
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
+        except ChildProcessError:
+            pass
+        finally:
+            os.close(pidfd)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then
+        close (which kills through the cgroup first: no fork bomb outruns it)."""
+        if self._control is not None and self._pidfd is not None:
+            try:
+                self._control.send(protocol.encode_stop(timeout))
+            except OSError:
+                pass
+            self._init_exited(timeout + 1.0)
+        self.close()
+
+    def close(self) -> None:
+        """Kill everything in the container and release every resource.  Idempotent."""
+        self._closed = True
+        self._resources.close()
+        self._control = None
+
+    def __enter__(self) -> "Container":
+        if not self._resources_used:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", None) is not None:
+            warnings.warn(f"Container {self.id[:12]} was never closed; killing it", ResourceWarning,
+                          stacklevel=2)
+            self.close()
+
+    # -- commands ------------------------------------------------------
+    def _checked_user(self, spec, root_fd: int, field: str) -> User:
+        user = resolve_user(spec, root_fd)
+        maps = self._maps
+        if maps is not None:
+            if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
+                raise ConfigError(field, f"uid {user.uid} / gid {user.gid} is not mapped in the user "
+                                         f"namespace (uid_map: {[m.line() for m in maps.uid_map]})")
+            groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
+            user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
+        return user
+
+    def _request(self, argv, *, env, cwd, user, main: bool, quiet: bool = False) -> protocol.ExecRequest:
+        argv = _check_argv(argv)
+        if user is None:
+            resolved = self._user
+        else:
+            root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                resolved = self._checked_user(user, root_fd, "user")
+            finally:
+                os.close(root_fd)
+        merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged.update(self._image.env if self._image else ())
+        merged.update(self.config.env)
+        if env is not None:
+            extra = env_pairs(env)
+            check_env(extra)
+            merged.update(extra)
+        if cwd is None:
+            cwd = self.config.cwd or (self._image and self._image.cwd) or "/"
+        else:
+            cwd = container_path(cwd, "cwd")
+        maps = self._maps
+        return protocol.ExecRequest(
+            argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
+            search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
+            rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
+            id=next(self._command_ids), main=main, quiet=quiet or main, set_groups=maps is None or maps.setgroups,
+            fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
+
+    def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
+              stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,
+              cwd: Optional[str] = None, user: Optional[str] = None) -> Process:
+        """Start a command in the running container; returns a Popen-like :class:`Process`.
+
+        Streams are ``PIPE``, ``DEVNULL``, ``None`` (inherit ours), an fd or a file
+        (and ``STDOUT`` for stderr)."""
+        return self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                           user=user, main=False)
+
+    def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
+               confirm: bool = True, own_cgroup: bool = False) -> Process:
+        """Start a command; with ``confirm=False`` do not wait for its start
+        (its wait/communicate raise a failure to start).  ``own_cgroup``: in
+        a cgroup of its own (where the container has a v2 one), so that
+        everything it starts can be killed together."""
+        if self._control is None or self._closed:
+            raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
+        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
+        group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+        submission = submit(self._control, request, stdin, stdout, stderr, cgroup=group)
+        if confirm:
+            return self._track(submission.started(self._signal))
+        return self._track(submission.unconfirmed(self._signal, lambda: None))
+
+    def _track(self, process: Process) -> Process:
+        """Processes still running when the container closes are released with it."""
+        self._processes.add(process)
+        return process
+
+    def _release_processes(self) -> None:
+        for process in list(self._processes):
+            process.container_ended()
+
+    def _signal(self, command_id: int, sig: int, group: bool) -> None:
+        if self._control is not None:
+            try:
+                self._control.send(protocol.encode_signal(command_id, sig, group=group))
+            except OSError:
+                pass  # the container is gone, and the process with it
+
+    def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
+            stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
+            env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+            user: Optional[str] = None) -> Result:
+        """Run a command to completion and capture its output.
+
+        On ``timeout`` everything the command started is killed (its own
+        cgroup, sessions and daemons included; rootless without a delegated
+        cgroup: its process group) and the result says ``timed_out``."""
+        return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
+                         env=env, cwd=cwd, user=user, main=False)
+
+    def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool) -> Result:
+        if input is not None:
+            if stdin is not None:
+                raise ConfigError("stdin", "stdin and input cannot both be given")
+            stdin = PIPE
+        counters = self._counters() if not main else (0, 0)
+        if main:
+            proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+        else:
+            proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                               user=user, main=False, confirm=False, own_cgroup=timeout is not None)
+        timed_out = False
+        with proc:
+            try:
+                out, err = proc.communicate(input, timeout)
+            except TimeoutExpired:
+                timed_out = True
+                self._kill_after_timeout(proc, main)
+                out, err = proc.communicate()
+            except BaseException:
+                self._kill_after_timeout(proc, main)
+                raise
+        return result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
+
+    def _counters(self) -> Tuple[int, int]:
+        """(OOM kills, forks refused) in the container so far; (0, 0) without limits."""
+        return self._cgroup.counters() if self._cgroup is not None else (0, 0)
+
+    def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
+        """Start the container and its main command in one go: the command
+        is queued for the init before the container has finished set-up."""
+        if self.config.image is None:
+            _check_argv(argv)
+        sent: list = []
+
+        def first() -> None:
+            command = self._image.command(argv) if self._image else argv
+            request = self._request(command, env=None, cwd=None, user=None, main=True)
+            sent.append(submit(self._control, request, stdin, stdout, stderr))
+
+        try:
+            self._start_container(first)
+        except BaseException:
+            for submission in sent:
+                submission.abandon()
+            raise
+        # No waiting for the set-up to finish nor for a STARTED reply: the
+        # first reply is the exit, or the failure (an EOF: the set-up's).
+        return self._track(sent[0].unconfirmed(self._signal, self._setup_failure))
+
+    def _setup_failure(self) -> Optional[BaseException]:
+        """The set-up's failure, once the init is gone (None if it reported none)."""
+        report = _read_all(self._setup_fd) if self._setup_fd is not None else b""
+        if not report:
+            return None
+        try:
+            self._raise_setup_failure(report, self._ops)
+        except SetupError as err:
+            return err
+
+    # -- resource use ----------------------------------------------------
+    def stats(self) -> Stats:
+        """CPU time, memory (now and peak), pids (now and peak) and block I/O of
+        the whole container, from its cgroup (psutil over its processes where
+        it has none: rootless without a delegated cgroup)."""
+        if self._init_pid is None:
+            raise ContainerStateError("the container is not running")
+        return read_stats(self._cgroup, self._init_pid)
+
+    def top(self) -> list:
+        """Every process of the container (:class:`ProcessInfo`), its init first."""
+        if self._init_pid is None:
+            raise ContainerStateError("the container is not running")
+        return list_processes(self._init_pid)
+
+    def _kill_after_timeout(self, proc: Process, main: bool) -> None:
+        proc.killed_by_us()
+        if main:
+            self._kill_all()
+            _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
+        else:
+            proc.kill_tree()
+
+    # -- Python functions in the container (calls.py) -----------------
+    def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python
+        and return its value (or raise what it raised).  See :meth:`invoke`."""
+        return self.invoke(fn, args, kwargs)
+
+    def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
+               timeout: Optional[float] = None, trust_result: bool = False) -> Any:
+        """``call`` with options; each call runs in a process forked from a warm server.
+
+        The value comes back only if it is a safe type (None, bool, int, float,
+        complex, str, bytes, and list/tuple/dict/set/frozenset of them) unless
+        ``trust_result=True`` (then it is unpickled: the sandbox can run code in
+        this process).  Raises the remote exception (a builtin type rebuilt, else
+        ``RemoteError``; ``remote_traceback`` attached), ``CallTimeout`` or ``CallCrashed``.
+        """
+        self._check_running()
+        return self._calls.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
+                                  trust_result=trust_result)
+
+    def preload(self, modules: Sequence[str]) -> None:
+        """(Re)start the fork server of ``call`` with ``modules`` imported."""
+        self._check_running()
+        self._calls.get(check_modules(modules))
+
+    def session(self, *, preload: Sequence[str] = ()) -> Session:
+        """A persistent interpreter in this container: state stays between calls."""
+        self._check_running()
+        session = Session(self, preload=preload)
+        self._resources.callback(session.close)
+        return session
+
+    def _check_running(self) -> None:
+        if self._control is None or self._closed:
+            raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
+
+
+def _kill_pidfd(pidfd: Optional[int]) -> None:
+    if pidfd is not None:
+        try:
+            signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _clone_hint(err: int) -> Optional[str]:
+    import errno as E
+    if err in (E.EPERM, E.ENOSPC, E.EUSERS):
+        return ("the kernel refused new namespaces: check that user namespaces are enabled "
+                "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) and not exhausted")
+    return None
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -1,0 +1,101 @@
+"""Copying files into and out of a running ``Container`` and committing it
+to an image: the methods ``Container`` inherits from ``FileAccess``."""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Mapping, Optional
+
+from ..native import binding
+from ..rootfs import imageroot, transfer
+from ..config import container_path
+from ..errors import ContainerStateError
+from ..images import Image
+from ..images.unpack import IdPolicy
+from .subids import SandboxSubIdFiles
+
+__all__ = ["FileAccess"]
+
+
+class FileAccess:
+    """write_file, read_file, put_archive, get_archive and commit (they need
+    the container's init pid, config, id maps, image root and store)."""
+
+    def _in_root(self, func, path: str, *args):
+        """``func(root_fd, path, *args)`` with the running container's root."""
+        if self._init_pid is None or self._closed:
+            raise ContainerStateError("the container is not running")
+        path = container_path(path, "path")
+        root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return func(root_fd, path, *args)
+        finally:
+            os.close(root_fd)
+
+    def _id_policy(self):
+        return imageroot.id_policy(self.config, self._maps)
+
+    def _transfer(self, op: str, func, path: str, *args, ids=None, data: bytes = b"", mode: int = 0):
+        """``func(root_fd, path, *args)`` here, as the container's root but
+        without its capabilities in its user namespace.  What that may not
+        touch (files of the container's other users, mode-000 directories) is
+        done again by a short sandbox with the container's maps, as its root
+        (``subids``)."""
+        try:
+            with ids or contextlib.nullcontext():
+                return self._in_root(func, path, *args)
+        except PermissionError:
+            if self._maps is None:
+                raise
+        helper = SandboxSubIdFiles()
+        return self._in_root(lambda root_fd, p: helper.transfer(op, root_fd, p, self._maps, data, mode), path)
+
+    def _writing(self):
+        """(id policy, context) for creating files in the container's root.
+        Host root creates them as the container's root (its fsuid): a file
+        system of the container's user namespace has no inode for host id 0."""
+        policy = self._id_policy()
+        if policy.privileged and policy.shift:
+            return IdPolicy(squash=(policy.shift, policy.shift)), binding.fs_ids(policy.shift, policy.shift)
+        return policy, contextlib.nullcontext()
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        """Write ``data`` to the file ``path`` in the container (created
+        owned by its root, or truncated).  Symlinks resolve inside the root."""
+        policy, ids = self._writing()
+        self._transfer("write_file", transfer.write_file, path, bytes(data), mode, policy, ids=ids,
+                       data=bytes(data), mode=mode)
+
+    def read_file(self, path: str) -> bytes:
+        """The contents of the file ``path`` in the container."""
+        return self._transfer("read_file", transfer.read_file, path)
+
+    def put_archive(self, path: str, data: bytes) -> None:
+        """Unpack the tar ``data`` into the directory ``path`` in the container
+        (hostile names are refused with ImageFormatError, as for layers)."""
+        policy, ids = self._writing()
+        self._transfer("put_archive", transfer.put_archive, path, bytes(data), policy, ids=ids, data=bytes(data))
+
+    def get_archive(self, path: str) -> bytes:
+        """A tar of ``path`` in the container (named by its last component),
+        with the container's ids; symlinks are archived, never followed."""
+        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy())
+
+    def commit(self, ref: Optional[str] = None, *,
+               changes: Optional[Mapping[str, object]] = None) -> "Image":
+        """A new image in the container's store: its image plus what was
+        written in the container (deletions as whiteouts), named ``ref``;
+        ``changes`` sets config keys as ``docker commit --change`` does
+        (``cmd``, ``entrypoint``, ``env``, ``workdir``, ``user``)."""
+        if self._image is None:
+            raise ContainerStateError("commit needs a container whose root is an image")
+        from .commit import commit
+        return self._in_root(lambda _root, _path: self._commit_upper(commit, ref, changes), "/")
+
+    def _commit_upper(self, commit, ref, changes):
+        upper = os.open(f"/proc/{self._init_pid}/fd/{binding.lib.SBX_FD_UPPER}",
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return commit(self._store, self._image.image, upper, self._id_policy(), self._maps, ref, changes)
+        finally:
+            os.close(upper)

@@ -1,0 +1,116 @@
+"""Hand one command to a container's init and wait for it to start.
+
+Split in two so that the first command of a one-shot container can be sent
+before the container has finished setting up: the init finds it queued on
+its control socket the moment it starts."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Callable, List, Optional
+
+import attrs
+
+from ..native import protocol
+from ..cgroups import CommandCgroup
+from ..errors import ConfigError, ContainerStateError
+from ..native.failures import exec_error
+from .process import Process
+from ..streams import StdioSpec, resolve_stdio
+
+__all__ = ["Submission", "submit"]
+
+
+class Submission:
+    """A command sent to the init whose first reply has not been read yet."""
+
+    def __init__(self, request: protocol.ExecRequest, reply: socket.socket,
+                 pipes: List[Optional[int]], cgroup: Optional[CommandCgroup] = None) -> None:
+        self.request = request
+        self._reply = reply
+        self._pipes = pipes
+        self._cgroup = cgroup
+        self.sent_at = time.monotonic()
+
+    def abandon(self) -> None:
+        """Release our ends (the command, if it starts, sees EOF/EPIPE)."""
+        self._reply.close()
+        if self._cgroup is not None:
+            self._cgroup.remove()
+        for fd in self._pipes:
+            if fd is not None:
+                os.close(fd)
+        self._pipes = [None, None, None]
+
+    def _error(self, reply: Optional[protocol.Reply],
+                lost: Optional[Callable[[], Optional[BaseException]]] = None) -> BaseException:
+        """The exception for a first reply that is not STARTED."""
+        if reply is None:
+            return (lost and lost()) or ContainerStateError("the container ended before the command started")
+        req = self.request
+        return exec_error(reply.step, reply.errno, reply.index,
+                          {"argv": req.argv, "search_path": req.search_path, "cwd": req.cwd,
+                           "uid": req.uid, "gid": req.gid, "rlimits": req.rlimits})
+
+    def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
+        """Wait for the init's first reply: the running Process, or the exception
+        for the step that failed."""
+        try:
+            first = protocol.decode_reply(self._reply)
+        except BaseException:
+            self.abandon()
+            raise
+        if first is None or first.kind != protocol.REPLY_STARTED:
+            self.abandon()
+            raise self._error(first)
+        return self._in_cgroup(Process(
+            self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=first.host_pid,
+            reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at))
+
+    def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
+                    lost: Callable[[], Optional[BaseException]]) -> Process:
+        """The Process of a quiet request, without waiting for any reply: its
+        wait/communicate raise the failure (``lost()`` explains an EOF)."""
+        return self._in_cgroup(Process(
+            self.request.argv, request_id=self.request.id, container_pid=0, host_pid=None, reply=self._reply,
+            pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
+            failure=lambda reply: self._error(reply, lost)))
+
+    def _in_cgroup(self, process: Process) -> Process:
+        if self._cgroup is not None:
+            process.use_cgroup(self._cgroup)
+        return process
+
+
+def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSpec,
+           stdout: StdioSpec, stderr: StdioSpec, cgroup: Optional[CommandCgroup] = None) -> Submission:
+    """Send ``request`` with its stdio, a fresh reply socket and the directory
+    of its own ``cgroup`` (if any; the Process then owns it) to the init."""
+    try:
+        if cgroup is not None:
+            request = attrs.evolve(request, cgroup=True)
+        payload = protocol.encode_exec(request)
+        if len(payload) > protocol.MAX_REQUEST:
+            raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
+                                      f"the limit is {protocol.MAX_REQUEST}")
+        child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    reply, reply_child = protocol.reply_socketpair()
+    submission = Submission(request, reply, ours, cgroup)
+    try:
+        extra = [cgroup.fd] if cgroup is not None else []
+        protocol.send_request(control, payload, [reply_child.fileno(), *child_fds, *extra])
+    except OSError as err:
+        submission.abandon()
+        raise ContainerStateError(f"the container's init is gone ({err})") from None
+    finally:
+        reply_child.close()
+        if cgroup is not None:
+            cgroup.close_fd()  # the init has its own copy now
+        for fd in to_close:
+            os.close(fd)
+    return submission

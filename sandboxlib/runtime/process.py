@@ -1,0 +1,235 @@
+"""A command running in a container: a Popen-like handle.
+
+The container's init started it and reports its exit on the command's own
+reply socket, so each handle can be waited on from any thread without
+touching the others."""
+from __future__ import annotations
+
+import enum
+import os
+import selectors
+import signal as signal_module
+import socket
+import time
+from typing import Callable, Optional, Sequence, Tuple
+
+import attrs
+
+from ..native import protocol
+from ..errors import TimeoutExpired
+from ..results import Result, Verdict, verdict_of
+
+__all__ = ["Process", "Result", "Verdict", "verdict_of", "result_of"]
+
+_CHUNK = 1 << 16
+
+
+def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, timed_out: bool,
+              events: Tuple[Tuple[int, int], Tuple[int, int]]) -> Result:
+    """The Result of an ended process; ``events``: the container's (OOM kills,
+    forks refused) before and after it ran."""
+    code = proc.returncode
+    sig = signal_module.Signals(-code) if code < 0 else None
+    exit_code = 128 + sig if sig else code
+    (oom_before, pids_before), (oom_after, pids_after) = events
+    oom_killed, pids_limit_hit = oom_after > oom_before, pids_after > pids_before
+    verdict = verdict_of(exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed,
+                         pids_limit_hit=pids_limit_hit)
+    return Result(argv=proc.args, exit_code=exit_code, signal=sig, timed_out=timed_out, stdout=out, stderr=err,
+                  duration=(proc.ended or time.monotonic()) - proc.started, verdict=verdict,
+                  oom_killed=oom_killed, pids_limit_hit=pids_limit_hit)
+
+
+class Process:
+    """A running command.  Mirrors ``subprocess.Popen``: ``pid``, ``returncode``,
+    ``stdin``/``stdout``/``stderr`` (raw binary files when PIPE), ``poll``,
+    ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``."""
+
+    def __init__(self, argv: Sequence[str], *, request_id: int, container_pid: int, host_pid: Optional[int],
+                 reply: socket.socket, pipes: Sequence[Optional[int]],
+                 signal_sender: Callable[[int, int, bool], None],
+                 started: Optional[float] = None,
+                 failure: Optional[Callable[[Optional[protocol.Reply]], BaseException]] = None) -> None:
+        self.args = tuple(argv)
+        self.container_pid = container_pid
+        self.request_id = request_id
+        self.returncode: Optional[int] = None
+        self.started = started if started is not None else time.monotonic()
+        # Started without waiting for the init's STARTED reply: a FAILED reply
+        # or the socket's EOF then becomes the exception failure() returns.
+        self._failure = failure
+        self.ended: Optional[float] = None
+        self._pid = host_pid
+        self._reply = reply
+        self._send_signal = signal_sender
+        self._partial = {1: bytearray(), 2: bytearray()}
+        self._input_left: Optional[memoryview] = None  # what communicate() has still to write
+        self.stdin = open(pipes[0], "wb", buffering=0) if pipes[0] is not None else None
+        self.stdout = open(pipes[1], "rb", buffering=0) if pipes[1] is not None else None
+        self.stderr = open(pipes[2], "rb", buffering=0) if pipes[2] is not None else None
+        self._cgroup = None  # its own cgroup (a cgroups.CommandCgroup), when it has one
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The host pid (None for a command started without confirmation, as ``run`` does)."""
+        return self._pid
+
+    def __repr__(self) -> str:
+        return f"<sandboxlib.Process args={list(self.args)!r} returncode={self.returncode}>"
+
+    # -- exit status -------------------------------------------------
+    def _take_reply(self, timeout: Optional[float]) -> bool:
+        """Wait up to timeout for the exit reply; True once returncode is set."""
+        if self.returncode is not None:
+            return True
+        if timeout is not None:
+            sel = selectors.PollSelector()
+            with sel:
+                sel.register(self._reply, selectors.EVENT_READ)
+                if not sel.select(max(timeout, 0)):
+                    return False
+        reply = protocol.decode_reply(self._reply)
+        if reply is not None and reply.kind == protocol.REPLY_STARTED:
+            self._failure = None
+            return self._take_reply(timeout)
+        if self._failure is not None and (reply is None or reply.kind == protocol.REPLY_FAILED):
+            error = self._failure(reply)
+            self._release()
+            raise error
+        if reply is None or reply.kind != protocol.REPLY_EXITED:
+            self.returncode = -signal_module.SIGKILL  # the container ended under it
+        else:
+            self.returncode = os.waitstatus_to_exitcode(reply.status)
+        self.ended = time.monotonic()
+        self._release()
+        return True
+
+    def _release(self) -> None:
+        self._reply.close()
+        if self._cgroup is not None:
+            self._cgroup.remove()  # if empty; one still busy goes with the container's
+
+    def container_ended(self) -> None:
+        """Its container is gone: so is the process.  Release the reply socket
+        now (pipes stay: what is buffered in them is still the caller's)."""
+        if self.returncode is None:
+            self._failure = None  # an EOF now is the end, not a failure to start
+            try:
+                if self._reply.fileno() >= 0 and self._take_reply(0):  # its exit status, if sent
+                    return
+            except OSError:
+                pass
+            self.returncode = -signal_module.SIGKILL
+            self.ended = time.monotonic()
+            self._release()
+
+    def poll(self) -> Optional[int]:
+        self._take_reply(0)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for the exit; raises TimeoutExpired (the process keeps running)."""
+        if not self._take_reply(timeout):
+            raise TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    # -- signals -----------------------------------------------------
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            self._send_signal(self.request_id, int(sig), False)
+
+    def terminate(self) -> None:
+        self.send_signal(signal_module.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal_module.SIGKILL)
+
+    def use_cgroup(self, group) -> None:
+        """The command runs in its own cgroup ``group`` (kill_tree kills it; it
+        is removed once the command has ended and it is empty)."""
+        self._cgroup = group
+
+    def killed_by_us(self) -> None:
+        """We are killing it (or its container): an EOF is its end, not a failure to start."""
+        self._failure = None
+
+    def kill_tree(self) -> None:
+        """SIGKILL everything the command started: its own cgroup when it has
+        one (sessions and daemons included), else its process group."""
+        if self._cgroup is not None:
+            self._cgroup.kill()
+        elif self.returncode is None:
+            self._send_signal(self.request_id, signal_module.SIGKILL, True)
+
+    # -- streams -----------------------------------------------------
+    def communicate(self, input: Optional[bytes] = None, timeout: Optional[float] = None
+                    ) -> Tuple[Optional[bytes], Optional[bytes]]:
+        """Feed input, read stdout and stderr to EOF, wait for the exit.
+
+        Raises TimeoutExpired with what was read so far; calling again
+        goes on where it stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sel = selectors.PollSelector()  # a few fds, once: poll() beats creating an epoll fd
+        with sel:
+            self._register(sel, input)
+            while sel.get_map():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutExpired(self.args, timeout, bytes(self._partial[1]), bytes(self._partial[2]))
+                for key, _ in sel.select(remaining):
+                    self._service(sel, key)
+        out = bytes(self._partial[1]) if self.stdout is not None or self._partial[1] else None
+        err = bytes(self._partial[2]) if self.stderr is not None or self._partial[2] else None
+        for stream in (self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        return out, err
+
+    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes]) -> None:
+        if self.stdin is not None and not self.stdin.closed:
+            if self._input_left is None:  # the first call's input; later calls go on with it
+                self._input_left = memoryview(input or b"")
+            if self._input_left:
+                os.set_blocking(self.stdin.fileno(), False)
+                sel.register(self.stdin, selectors.EVENT_WRITE, "stdin")
+            else:
+                self.stdin.close()
+        for which, stream in ((1, self.stdout), (2, self.stderr)):
+            if stream is not None and not stream.closed:
+                sel.register(stream, selectors.EVENT_READ, which)
+        if self.returncode is None:
+            sel.register(self._reply, selectors.EVENT_READ, "exit")
+
+    def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+        if key.data == "exit":
+            sel.unregister(key.fileobj)
+            self._take_reply(None)
+        elif key.data == "stdin":
+            try:
+                written = os.write(key.fd, self._input_left[:_CHUNK])
+            except BrokenPipeError:
+                written = len(self._input_left)
+            self._input_left = self._input_left[written:]
+            if not self._input_left:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+        else:
+            chunk = os.read(key.fd, _CHUNK)
+            if chunk:
+                self._partial[key.data] += chunk
+            else:
+                sel.unregister(key.fileobj)
+
+    def close(self) -> None:
+        """Close our pipe ends and the reply socket (does not kill)."""
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        if self.returncode is None:
+            self._release()
+
+    def __enter__(self) -> "Process":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,153 @@
+"""A record per running container, so that whatever a SIGKILLed host process
+left behind is found and removed by the next one that starts a container.
+
+Each record is one small file named by the container id; it says who owns
+it and which process is its init, each as (pid, start time) so that a
+reused pid is never mistaken for them: a first line ``OWNER START``, one
+``cgroup PATH`` line per cgroup directory of the container (written before
+the cgroups are made), and ``init PID START`` appended once the init exists."""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+from typing import Optional, Sequence, Tuple
+
+from .. import cgroups
+
+__all__ = ["state_root", "register", "add_init", "unregister", "sweep"]
+
+_checked_roots: set = set()
+_lock = threading.Lock()
+
+
+def state_root() -> str:
+    """$SANDBOXLIB_RUN, else /run/sandboxlib as root, else $XDG_RUNTIME_DIR/sandboxlib
+    or /tmp/sandboxlib-UID."""
+    explicit = os.environ.get("SANDBOXLIB_RUN")
+    if explicit:
+        return explicit
+    if os.geteuid() == 0:
+        return "/run/sandboxlib"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.access(runtime, os.W_OK):
+        return os.path.join(runtime, "sandboxlib")
+    return f"/tmp/sandboxlib-{os.geteuid()}"
+
+
+def start_time(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _ensure_root(root: str) -> None:
+    """Create the directory (0700, ours) once per process; refuse someone else's."""
+    with _lock:
+        if root in _checked_roots:
+            return
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        st = os.lstat(root)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise PermissionError(f"state directory {root} must be owned by uid {os.geteuid()} with mode 0700")
+        _checked_roots.add(root)
+
+
+def _write(path: str, data: bytes, flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (),
+             init_pid: Optional[int] = None) -> str:
+    """Record a container: its owner (us), the cgroup directories it is about
+    to get (recorded before they exist) and, when it exists already, its
+    init.  Returns the record's path."""
+    _ensure_root(root)
+    path = os.path.join(root, container_id)
+    me = os.getpid()
+    text = f"{me} {_own_start_time()}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)
+    if init_pid is not None:
+        text += f"init {init_pid} {start_time(init_pid)}\n"
+    _write(path, text.encode(), os.O_CREAT | os.O_EXCL)
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _start_time_of(pid: int) -> int:
+    return start_time(pid)
+
+
+def _own_start_time() -> int:
+    return _start_time_of(os.getpid())  # keyed by pid: a forked child reads its own
+
+
+def add_init(path: str, init_pid: int) -> None:
+    """Add the container's init once it exists: one small appended line (a
+    sweep that reads half of it skips the record until next time)."""
+    _write(path, f"init {init_pid} {start_time(init_pid)}\n".encode(), os.O_APPEND)
+
+
+def unregister(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _read_record(path: str) -> Optional[Tuple[int, int, int, Optional[int], Tuple[str, ...]]]:
+    """(owner, owner start, init, init start, cgroup paths); None while unreadable."""
+    try:
+        with open(path) as f:
+            first, *rest = f.read().splitlines()
+        owner, owner_start = first.split()
+        init, init_start = 0, None
+        paths = []
+        for line in rest:
+            kind, _, value = line.partition(" ")
+            if kind == "cgroup":
+                paths.append(value)
+            elif kind == "init":
+                pid, start = value.split()
+                init, init_start = int(pid), int(start)
+            else:
+                return None
+        return int(owner), int(owner_start), init, init_start, tuple(paths)
+    except (OSError, ValueError):
+        return None
+
+
+def sweep(root: str) -> int:
+    """Remove the records whose owner process is gone, killing an init that
+    is somehow still there and everything in the record's cgroups, and
+    removing those.  Returns how many records were removed."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(root, name)
+        record = _read_record(path)
+        if record is None:
+            continue  # being written right now
+        owner, owner_start, init, init_start, cgroup_paths = record
+        if start_time(owner) == owner_start:
+            continue
+        if init_start is not None and start_time(init) == init_start:
+            try:
+                os.kill(init, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if cgroups.release_paths(cgroup_paths):
+            continue  # still busy: the next sweep tries again
+        unregister(path)
+        removed += 1
+    return removed

@@ -1,0 +1,1 @@
+"""Capabilities and seccomp: policies, Docker/OCI profiles, BPF."""
