@@ -42,7 +42,7 @@ def main() -> None:
             for i, name in enumerate(names)]
     run_cost = stats[names[1]][0] - stats[names[0]][0]
     exec_cost = stats[names[3]][0] - stats[names[2]][0]
-    insns = len(sb.seccomp_bpf.compile_policy(sb.Seccomp.default(), sb.ContainerConfig().capabilities())) // 8
+    insns = len(sb.security.bpf.compile_policy(sb.Seccomp.default(), sb.ContainerConfig().capabilities())) // 8
     body = _common.table(rows) + (
         f"\n\nThe default policy costs **{run_cost:+.3f} ms** per `sb.run` and **{exec_cost:+.3f} ms** "
         f"per `c.run` (p50 differences; target: about 0.1-0.2 ms).  Its filter: {insns} BPF "

@@ -6,17 +6,15 @@
 """
 from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
-from .runtime.container import Container
+from .runtime import Container, ImageStore, Process
 from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError, ContainerStateError,
     DigestMismatch, ImageFormatError, ImageNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired,
     UnsupportedError)
 from .images import Image
-from .runtime.process import Process
 from .results import Result, Verdict
-from .security.seccomp import Seccomp
+from .security import Seccomp
 from .cgroups.stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
-from .runtime.subids import ImageStore
 
 __all__ = [
     "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",

@@ -21,104 +21,156 @@ from sandboxlib import Container, Mount
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "sandboxlib"
 
-# The module map of docs/architecture.md: a module may import its own layer and below.
+# The package map of docs/architecture.md: each unit (a top-level module or a
+# sub-package) may import units of its own layer and below, never above.
 LAYERS = {
-    "errors": 0,
-    "config": 1, "capabilities": 1, "host": 1, "_lowlevel": 1, "seccomp": 1, "seccomp_profile": 1,
-    "idmap": 2, "seccomp_bpf": 2, "seccomp_prologue": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2,
-    "statedir": 2, "process": 2, "failures": 2, "launch": 2, "_forkserver": 2, "cgroups": 2, "stats": 2,
-    "images": 2, "imageroot": 2, "transfer": 2, "_subids_worker": 2, "_safe_encoding": 2,
-    "_plan": 3, "container": 3, "container_files": 3, "commit": 3, "calls": 3, "subids": 3, "writable": 3,
-    "api": 4, "__init__": 4, "pool": 4, "magic": 4,
-    "cli": 5, "imagecli": 5, "__main__": 5, "pytest_plugin": 5,
+    "errors": 0, "streams": 0, "results": 0,
+    "native": 1,
+    "security": 2,
+    "config": 3,
+    "cgroups": 4, "images": 4,
+    "rootfs": 5,
+    "calls": 6,
+    "runtime": 7,
+    "api": 8,
+    "pool": 9,
+    "frontends": 10,
+    "__init__": 11, "__main__": 11,
 }
+FRONT_ENDS = "frontends"
+NATIVE = "sandboxlib.native._native"
+BINDING = "sandboxlib.native.binding"
 
 
-def _modules() -> dict:
-    """Module name -> tree; a subpackage is one module (its files' trees
-    with their imports of the parent package rewritten as level 1)."""
-    found = {path.stem: ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.glob("*.py"))}
-    for package in sorted(p.parent for p in PACKAGE.glob("*/__init__.py")):
-        body = []
-        for path in sorted(package.glob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.ImportFrom) and node.level == 1:
-                    continue  # inside the subpackage
-                if isinstance(node, ast.ImportFrom) and node.level == 2:
-                    node.level = 1
-                if isinstance(node, (ast.Import, ast.ImportFrom, ast.Call)):
-                    body.append(node)
-        found[package.name] = ast.Module(body=[ast.Expr(n) if isinstance(n, ast.Call) else n for n in body],
-                                         type_ignores=[])
+def _module_files(package: pathlib.Path = PACKAGE) -> dict:
+    """Dotted module name -> its file (a package's name -> its __init__.py)."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = ("sandboxlib",) + path.relative_to(package).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
-def _imports(tree: ast.AST) -> set:
-    """The sandboxlib modules a module imports (anywhere in it, also inside
-    functions), by their short name; ``_native`` included."""
+def _imports(name: str, tree: ast.AST, modules, is_package: bool = False) -> set:
+    """The sandboxlib modules that module ``name`` imports anywhere (inside
+    functions too), the package faces that importing them runs, and the
+    extension (also through importlib)."""
+    own = name.split(".") if is_package else name.split(".")[:-1]
     found = set()
     for node in ast.walk(tree):
+        targets = []
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 or (node.level == 0 and node.module and node.module.split(".")[0] == "sandboxlib"):
-                parts = (node.module or "").split(".")
-                if node.level == 0:
-                    parts = parts[1:]
-                if parts and parts[0]:
-                    found.add(parts[0])
-                else:  # from . import a, b  /  from sandboxlib import a
-                    found.update(alias.name for alias in node.names)
-            elif node.level > 1:
-                found.add("<outside the package>")
-        elif isinstance(node, ast.Import):
+            base = (node.module or "").split(".") if node.level == 0 else \
+                own[:len(own) - node.level + 1] + ([node.module] if node.module else [])
+            base_name = ".".join(p for p in base if p)
+            if base_name.split(".")[0] != "sandboxlib":
+                continue
             for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == "sandboxlib":
-                    found.add(parts[1] if len(parts) > 1 else "__init__")
+                sub = f"{base_name}.{alias.name}"
+                targets.append(sub if sub in modules or sub == NATIVE else base_name)
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names if a.name.split(".")[0] == "sandboxlib"]
         elif isinstance(node, ast.Call):
-            # importlib.import_module("sandboxlib.native._native") / __import__(...)
-            for arg in node.args:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and "_native" in arg.value:
-                    found.add("_native")
+            targets = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                       and a.value.startswith("sandboxlib.") and a.value.endswith("_native")]
+        for target in targets:
+            found.add(target)
+            parts = target.split(".")
+            for i in range(2, len(parts)):  # the package faces its import runs first
+                face = ".".join(parts[:i])
+                if not name.startswith(face + ".") and name != face:
+                    found.add(face)
+    found.discard("sandboxlib")  # the face: always imported first, by Python itself
+    found.discard(name)
     return found
 
 
-def test_every_module_has_a_layer():
-    assert sorted(_modules()) == sorted(LAYERS), "add the new module to LAYERS (and docs/architecture.md)"
+def _graph() -> dict:
+    modules = _module_files()
+    return {name: _imports(name, ast.parse(path.read_text(), str(path)), modules, path.name == "__init__.py")
+            for name, path in modules.items()}
 
 
-def test_only_lowlevel_imports_native():
-    importers = sorted(name for name, tree in _modules().items() if "_native" in _imports(tree))
-    assert importers == ["_lowlevel"]
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def _cycle(graph: dict):
+    """One import cycle as a list of modules, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start)
+            if found:
+                return found
+    return None
+
+
+def test_every_unit_has_a_layer():
+    assert sorted({_unit(m) for m in _module_files()}) == sorted(LAYERS), \
+        "add the new module or package to LAYERS (and docs/architecture.md)"
+
+
+def test_only_the_binding_imports_native():
+    assert sorted(m for m, targets in _graph().items() if NATIVE in targets) == [BINDING]
 
 
 def test_no_upward_imports():
-    upward = []
-    for name, tree in _modules().items():
-        for target in _imports(tree) - {"_native"}:
-            if target not in LAYERS:
-                upward.append(f"{name} imports unknown module {target}")
-            elif LAYERS[target] > LAYERS[name]:
-                upward.append(f"{name} (layer {LAYERS[name]}) imports {target} (layer {LAYERS[target]})")
+    upward = [f"{m} (layer {LAYERS[_unit(m)]}) imports {t} (layer {LAYERS[_unit(t)]})"
+              for m, targets in _graph().items() for t in targets - {NATIVE}
+              if LAYERS[_unit(t)] > LAYERS[_unit(m)]]
     assert upward == []
 
 
+def test_no_import_cycles():
+    assert _cycle(_graph()) is None
+
+
+def test_front_ends_use_the_public_api_only():
+    """Front ends import top-level modules and package faces, never a module inside a package."""
+    private = [f"{m} imports {t}" for m, targets in _graph().items() if _unit(m) == FRONT_ENDS
+               for t in targets if t.count(".") > 1 and _unit(t) != FRONT_ENDS]
+    assert private == []
+
+
 def test_import_scanner_sees_imports():
-    """The scanner finds every form of import (or the tests above prove nothing)."""
-    code = ("from . import a, b\nfrom .c import x\nfrom .d.e import y\nimport sandboxlib.f\n"
-            "from sandboxlib import g\nfrom sandboxlib.h import z\nimport os\n"
-            "def f():\n    from ._native import lib\n    import importlib\n"
+    """The scanner finds every form of import, and the cycle finder finds cycles (or the tests above
+    prove nothing)."""
+    modules = {"sandboxlib.a", "sandboxlib.b", "sandboxlib.pkg", "sandboxlib.pkg.c", "sandboxlib.pkg.d"}
+    code = ("from ..a import x\nfrom .. import b\nfrom .d import y\nimport sandboxlib.e\n"
+            "from sandboxlib import f\nfrom sandboxlib.g.h import z\nimport os\n"
+            "def f():\n    from ..native import _native\n    import importlib\n"
             "    importlib.import_module('sandboxlib.native._native')\n")
-    assert _imports(ast.parse(code)) == {"a", "b", "c", "d", "f", "g", "h", "_native"}
+    found = _imports("sandboxlib.pkg.c", ast.parse(code), modules)
+    assert found == {"sandboxlib.a", "sandboxlib.b", "sandboxlib.pkg.d", "sandboxlib.e", "sandboxlib.g.h",
+                     "sandboxlib.g", NATIVE, "sandboxlib.native"}
+    assert _cycle({"x": {"y"}, "y": {"z"}, "z": {"x"}}) == ["x", "y", "z", "x"]
+    assert _cycle({"x": {"y"}, "y": set()}) is None
 
 
 def test_layers_match_the_architecture_document():
     text = (REPO / "docs" / "architecture.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "`" in line and ".py`" in line]
     documented = {}
-    for row in rows:
-        cell = row.split("|")[1].strip()
+    for row in text.splitlines():
+        cell = row.split("|")[1].strip() if row.startswith("| ") else ""
         layer, _, names = cell.partition(" ")
-        if layer.isdigit():
+        if layer.isdigit() and "`" in names:
             for part in names.split(","):
                 documented[part.strip().strip("`").removesuffix(".py").removesuffix("/")] = int(layer)
     assert documented == LAYERS
@@ -205,7 +257,7 @@ def test_import_is_light():
 def checkout_copy(tmp_path):
     """The tracked files and the built extension and init, in a fresh directory."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    built = [p.relative_to(REPO) for p in PACKAGE.glob("_native*.so")] + [pathlib.Path("sandboxlib/sbx-init")]
+    built = [p.relative_to(REPO) for p in (PACKAGE / "native").glob("_native*.so")] + [pathlib.Path("sandboxlib/native/sbx-init")]
     assert len(built) == 2, built
     copy = tmp_path / "checkout"
     for rel in [pathlib.Path(f) for f in files.decode().split("\0") if f] + built:
@@ -246,7 +298,7 @@ def test_stale_extension_is_refused(checkout_copy, source):
 
 
 def test_missing_init_is_refused(checkout_copy):
-    (checkout_copy / "sandboxlib" / "sbx-init").unlink()
+    (checkout_copy / "sandboxlib" / "native" / "sbx-init").unlink()
     kind, message = _import_in(checkout_copy)
     assert kind == "ImportError" and "sbx-init" in message and "make build" in message, message
 

@@ -69,7 +69,7 @@ def _probe_mount(probe: str) -> list:
 
 
 def check_probe(probe: str, policy_name: str, cap_add=()) -> dict:
-    policy = {"default": sb.seccomp.DEFAULT, "none": None, "enxio": _enxio_default()}[policy_name]
+    policy = {"default": sb.security.DEFAULT, "none": None, "enxio": _enxio_default()}[policy_name]
     r = sb.run([PROBE], mounts=_probe_mount(probe), seccomp=policy, cap_add=cap_add)
     assert (r.exit_code, r.stderr) == (0, b""), r
     return _parse(r.stdout)

@@ -25,7 +25,7 @@ from . import imagecli
 from ..api import run
 from ..config import RLIMITS, Limits, Mount, Network, WritableLayer
 from ..errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
-from ..security.seccomp import DEFAULT, Seccomp, SeccompOption
+from ..security import DEFAULT, Seccomp, SeccompOption
 from ..results import Verdict
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Dict
 
-from ..runtime.subids import ImageStore
+from ..runtime import ImageStore
 
 __all__ = ["add_parsers", "COMMANDS"]
 

@@ -17,9 +17,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from ..api import with_memory
-from ..calls.session import Session, check_modules
+from ..calls import Session, check_modules
 from ..config import Network
-from ..runtime.container import Container
+from ..runtime import Container
 from ..errors import CallCrashed, CallTimeout, ConfigError
 
 __all__ = ["SandboxMagics", "load", "unload"]

@@ -17,7 +17,7 @@ import pytest
 
 from ..api import with_memory
 from ..config import Network
-from ..runtime.container import Container
+from ..runtime import Container
 from ..errors import ConfigError
 
 __all__ = ["sandbox", "sandbox_factory"]

@@ -2,6 +2,7 @@
 of ``docker save`` archives, OCI layouts and root file system tarballs, and
 the unpacked layers container roots are made of."""
 from .model import Image, Layer
-from .store import ImageStore, PruneReport, default_home
+from .image_store import ImageStore
+from .store import PruneReport, Store, default_home
 
-__all__ = ["ImageStore", "Image", "Layer", "PruneReport", "default_home"]
+__all__ = ["ImageStore", "Store", "Image", "Layer", "PruneReport", "default_home"]

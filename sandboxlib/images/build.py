@@ -7,7 +7,7 @@ import platform
 from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple
 
 from .model import OCI_CONFIG, OCI_MANIFEST
-from .store import ImageStore
+from .store import Store
 
 __all__ = ["host_platform", "new_config", "write_manifest", "add_plain_layer"]
 
@@ -31,13 +31,13 @@ def new_config(diff_ids: Sequence[str], container_config: Optional[Dict[str, Any
             "history": history or [{"created": now, "created_by": "sandboxlib"}]}
 
 
-def add_plain_layer(store: ImageStore, tar: BinaryIO) -> Tuple[str, int]:
+def add_plain_layer(store: Store, tar: BinaryIO) -> Tuple[str, int]:
     """Store an uncompressed layer tar (inside ``store.writing()``): its blob
     digest is its diff_id.  Returns (digest, size)."""
     return store.blobs.put_stream(tar, source="layer")
 
 
-def write_manifest(store: ImageStore, config: dict, layers: Sequence[Tuple[str, int, str]]) -> str:
+def write_manifest(store: Store, config: dict, layers: Sequence[Tuple[str, int, str]]) -> str:
     """Store config and manifest (inside ``store.writing()``); returns the manifest digest."""
     config_data = json.dumps(config, sort_keys=True).encode()
     config_digest = store.blobs.put_bytes(config_data)

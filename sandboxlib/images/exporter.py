@@ -17,7 +17,7 @@ from typing import List, Sequence, Tuple
 
 from .compression import decompressed
 from .model import LAYER_TYPES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Image
-from .store import ImageStore
+from .store import Store
 
 __all__ = ["save"]
 
@@ -30,7 +30,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _add_layer(store: ImageStore, tar: tarfile.TarFile, layer, written: set) -> None:
+def _add_layer(store: Store, tar: tarfile.TarFile, layer, written: set) -> None:
     name = "blobs/sha256/" + layer.diff_id[7:]
     if name in written:
         return
@@ -48,7 +48,7 @@ def _add_layer(store: ImageStore, tar: tarfile.TarFile, layer, written: set) -> 
         tar.addfile(info, plain)
 
 
-def _image_entries(store: ImageStore, tar: tarfile.TarFile, image: Image, names: Sequence[str],
+def _image_entries(store: Store, tar: tarfile.TarFile, image: Image, names: Sequence[str],
                    written: set) -> Tuple[List[dict], dict]:
     config = store.blobs.read(image.id)
     if "blobs/sha256/" + image.id[7:] not in written:
@@ -74,7 +74,7 @@ def _image_entries(store: ImageStore, tar: tarfile.TarFile, image: Image, names:
     return index, legacy
 
 
-def _plain_size(store: ImageStore, layer) -> int:
+def _plain_size(store: Store, layer) -> int:
     if LAYER_TYPES[layer.media_type] == "none":
         return store.blobs.size(layer.digest)
     with open(store.blobs.path(layer.digest), "rb") as blob:
@@ -87,7 +87,7 @@ def _plain_size(store: ImageStore, layer) -> int:
             size += len(chunk)
 
 
-def save(store: ImageStore, refs: Sequence[str], path: str) -> None:
+def save(store: Store, refs: Sequence[str], path: str) -> None:
     """Write the images ``refs`` name (with those names) to the tar ``path``,
     atomically: a partial archive never appears under ``path``."""
     chosen = []

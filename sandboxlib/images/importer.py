@@ -26,7 +26,7 @@ from .compression import decompressed, sniff
 from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_MANIFEST, load_json, parse_config,
     parse_manifest)
 from .sources import open_source, read_json_bytes
-from .store import ImageStore
+from .store import Store
 
 __all__ = ["load", "import_rootfs", "from_directory"]
 
@@ -37,7 +37,7 @@ NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.na
 
 
 @contextlib.contextmanager
-def _transaction(store: ImageStore):
+def _transaction(store: Store):
     """Blobs written inside are collected again if the import fails."""
     try:
         with store.writing():
@@ -91,7 +91,7 @@ class _Hashing(io.RawIOBase):
         return data
 
 
-def store_layer(store: ImageStore, stream: BinaryIO, *, digest: Optional[str], size: Optional[int],
+def store_layer(store: Store, stream: BinaryIO, *, digest: Optional[str], size: Optional[int],
                 media_type: Optional[str], diff_id: Optional[str], source: str) -> Tuple[str, int, str, str]:
     """Store a layer blob, verify digest and diff_id; returns (digest, size, media type, diff_id)."""
     digest, size = store.blobs.put_stream(stream, digest, size=size, source=source)
@@ -137,7 +137,7 @@ def _blob(source, descriptor: dict) -> bytes:
     return data
 
 
-def _load_oci(store: ImageStore, source, names_by_config: dict):
+def _load_oci(store: Store, source, names_by_config: dict):
     index = load_json(read_json_bytes(source, "index.json"), f"{source.label}/index.json")
     images = []
     for i, entry in enumerate(index.get("manifests") or []):
@@ -154,7 +154,7 @@ def _load_oci(store: ImageStore, source, names_by_config: dict):
     return images
 
 
-def _copy_oci_image(store: ImageStore, source, descriptor: dict, label: str) -> str:
+def _copy_oci_image(store: Store, source, descriptor: dict, label: str) -> str:
     manifest = _blob(source, descriptor)
     (config_digest, _), layers = parse_manifest(manifest, label)
     config_data = _blob(source, {"digest": config_digest})
@@ -173,7 +173,7 @@ def _copy_oci_image(store: ImageStore, source, descriptor: dict, label: str) -> 
 _CONFIG_NAME = re.compile(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?")
 
 
-def _load_docker(store: ImageStore, source) -> list:
+def _load_docker(store: Store, source) -> list:
     entries = json.loads(read_json_bytes(source, "manifest.json") or b"null")
     if not isinstance(entries, list) or not entries:
         raise ImageFormatError(f"{source.label}/manifest.json", "a non-empty list was expected")
@@ -199,7 +199,7 @@ def _load_docker(store: ImageStore, source) -> list:
     return images
 
 
-def _write_manifest_raw(store: ImageStore, config_data: bytes, layers) -> str:
+def _write_manifest_raw(store: Store, config_data: bytes, layers) -> str:
     """A manifest for a config kept byte for byte (so the image id stays Docker's)."""
     config_digest = store.blobs.put_bytes(config_data)
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -222,7 +222,7 @@ def _docker_names(source) -> dict:
 
 
 # -- the entry points ------------------------------------------------------------------
-def load(store: ImageStore, path: str) -> list:
+def load(store: Store, path: str) -> list:
     """Import every image of an archive or layout; returns the Images."""
     source = open_source(path)
     try:
@@ -239,7 +239,7 @@ def load(store: ImageStore, path: str) -> list:
         source.close()
 
 
-def import_rootfs(store: ImageStore, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
+def import_rootfs(store: Store, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
     """One image of one layer: a root file system tarball (plain, gzip or zstd)."""
     names = (str(reference.parse(ref, "ref")),) if ref else ()
     with _transaction(store), open(tar_path, "rb") as f:
@@ -248,7 +248,7 @@ def import_rootfs(store: ImageStore, tar_path: str, ref: Optional[str], config: 
         return store.add(manifest, names)
 
 
-def from_directory(store: ImageStore, path: str, ref: Optional[str], config: Optional[dict] = None):
+def from_directory(store: Store, path: str, ref: Optional[str], config: Optional[dict] = None):
     """One image of one layer: the tree under ``path`` (ids kept; the
     caller's own ids become 0 when rootless: it is the container's root)."""
     if not os.path.isdir(path):

@@ -9,17 +9,17 @@ from typing import List
 from ..errors import UnsupportedError
 from .compression import decompressed
 from .model import LAYER_TYPES, Image, Layer
-from .store import ImageStore
+from .store import Store
 from .unpack import IdPolicy, unpack, unpack_tar_file
 
 __all__ = ["unpacked_layers", "layer_dir"]
 
 
-def layer_dir(store: ImageStore, layer: Layer, policy: IdPolicy) -> str:
+def layer_dir(store: Store, layer: Layer, policy: IdPolicy) -> str:
     return os.path.join(store.path, "layers", policy.key, layer.diff_id.split(":", 1)[1])
 
 
-def unpacked_layers(store: ImageStore, image: Image, policy: IdPolicy) -> List[str]:
+def unpacked_layers(store: Store, image: Image, policy: IdPolicy) -> List[str]:
     """The directories of ``image``'s layers, bottom first, unpacking those not there yet."""
     os.makedirs(os.path.join(store.path, "layers", policy.key), mode=0o755, exist_ok=True)
     found = []
@@ -33,7 +33,7 @@ def unpacked_layers(store: ImageStore, image: Image, policy: IdPolicy) -> List[s
     return found
 
 
-def _unpack_layer(store: ImageStore, layer: Layer, dest: str, policy: IdPolicy) -> None:
+def _unpack_layer(store: Store, layer: Layer, dest: str, policy: IdPolicy) -> None:
     """Unpack into a temporary directory, give its files the owners the
     caller could not give them itself (a ``sub`` policy), rename into place.
     (The blob's digest and diff_id were checked when it entered the store.)"""

@@ -36,7 +36,7 @@ from .model import OCI_INDEX, OCI_MANIFEST, Image, Layer, parse_config, parse_ma
 if TYPE_CHECKING:
     from .unpack import IdPolicy, Owners
 
-__all__ = ["ImageStore", "SubIdFiles", "default_home", "PruneReport"]
+__all__ = ["Store", "SubIdFiles", "default_home", "PruneReport"]
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
@@ -77,8 +77,9 @@ class SubIdFiles(abc.ABC):
         """Remove everything below each directory of ``paths`` (not the directories)."""
 
 
-class ImageStore:
-    """A content-addressed image store, safe for concurrent use by several processes.
+class Store:
+    """The content-addressed core of the image store: blobs, manifests, names, leases, volumes and
+    writable layers; :class:`~sandboxlib.images.ImageStore` adds import, export and unpacking.
 
     Args:
         path: the store's home directory (see :func:`default_home`).
@@ -93,7 +94,7 @@ class ImageStore:
         self._ensure()
 
     def __repr__(self) -> str:
-        return f"ImageStore({self.path!r})"
+        return f"{type(self).__name__}({self.path!r})"
 
     def _ensure(self) -> None:
         for d in (self.blobs.dir, self._locks, os.path.join(self.path, "layers")):
@@ -270,36 +271,6 @@ class ImageStore:
         blobs, layers, freed = self.collect()
         return PruneReport(images=tuple(untagged), blobs=blobs, layers=layers, bytes_freed=freed)
 
-    # -- importing ---------------------------------------------------------------------
-    def load(self, path: str) -> List[Image]:
-        """Import every image of a ``docker save`` archive (legacy or Docker >= 25)
-        or an OCI image layout (directory or tar), with the names it carries.
-
-        Raises:
-            ImageFormatError: the archive is truncated, corrupt or of an unknown kind.
-            DigestMismatch: a blob or a layer's content is not what its digest says.
-        """
-        from . import importer
-        return importer.load(self, path)
-
-    def import_rootfs(self, tar: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
-        """An image of one layer from a root file system tarball (plain, gzip or
-        zstd), like ``docker import``; ``config`` is its container config
-        (``{"Cmd": [...], "Env": [...], ...}``)."""
-        from . import importer
-        return importer.import_rootfs(self, tar, ref, config)
-
-    def from_directory(self, path: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
-        """An image of one layer from the tree under ``path``."""
-        from . import importer
-        return importer.from_directory(self, path, ref, config)
-
-    def unpacked(self, ref: str) -> List[str]:
-        """The unpacked layer directories of an image, bottom first, owned
-        as the caller's containers need them (unpacked on first use)."""
-        from .layers import unpacked_layers
-        return unpacked_layers(self, self.get(ref), self._caller_policy())
-
     def _caller_policy(self) -> "IdPolicy":
         """The id policy of the caller's default containers (this base store:
         rootless, files owned by the caller; see ``sandboxlib.ImageStore``)."""
@@ -311,14 +282,6 @@ class ImageStore:
         base store knows nothing of user namespaces: ``sandboxlib.ImageStore``
         runs a short sandbox)."""
         return None
-
-    def save(self, refs: Union[str, Sequence[str]], path: str) -> None:
-        """Write the images to a tar that ``docker load`` and skopeo (as
-        ``docker-archive:`` and ``oci-archive:``) read: a ``docker save``
-        archive of Docker >= 25's kind (an OCI layout plus ``manifest.json``),
-        layers uncompressed.  Names given as ``name:tag`` are kept."""
-        from . import exporter
-        exporter.save(self, [refs] if isinstance(refs, str) else list(refs), path)
 
     # -- containers' writable layers on disk --------------------------------------------
     def writable_dir(self, container_id: str, owner: Tuple[int, int]) -> str:

@@ -18,7 +18,8 @@ from typing import Dict, FrozenSet, Optional, Tuple
 
 from ..native import binding
 from ..errors import ConfigError
-from .seccomp import NEWER_SYSCALLS, Action, Seccomp, SeccompRule
+from .rules import NEWER_SYSCALLS, Action, SeccompRule
+from .seccomp import Seccomp
 from .profile import _kernel_version, native_arch
 from .prologue import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_BIT, AbiPlan, assemble
 

@@ -17,9 +17,9 @@ from typing import Any, Mapping, Tuple, Union
 from ..native import binding
 from .capabilities import normalize_capability
 from ..errors import ConfigError
-from .seccomp import ACTION_NAMES, Action, Op, Seccomp, SeccompArg, SeccompRule, check_syscall
+from .rules import ACTION_NAMES, Action, Op, SeccompArg, SeccompRule, check_syscall
 
-__all__ = ["load_profile", "native_arch"]
+__all__ = ["parse_profile", "native_arch"]
 
 # platform.machine() -> libseccomp's name and Docker's (Go's) name of it.
 _MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64"), "i686": ("x86", "x86"),
@@ -178,8 +178,9 @@ def _architectures(data: Mapping[str, Any], where: _Where) -> Tuple[str, ...]:
     return ()
 
 
-def load_profile(profile: Union[str, os.PathLike, Mapping[str, Any]]) -> Seccomp:
-    """The :class:`Seccomp` of a Docker/OCI profile (a path or a parsed dict)."""
+def parse_profile(profile: Union[str, os.PathLike, Mapping[str, Any]]) -> dict:
+    """The fields of the :class:`~sandboxlib.security.seccomp.Seccomp` of a Docker/OCI profile (a path or a
+    parsed dict)."""
     data, source = _read(profile)
     where = _Where(source)
     if data.get("listenerPath"):
@@ -191,5 +192,5 @@ def load_profile(profile: Union[str, os.PathLike, Mapping[str, Any]]) -> Seccomp
     if not isinstance(syscalls, list):
         raise ConfigError(where("syscalls"), "expected a list of rules")
     rules = tuple(_rule(rule, where, f"syscalls[{i}]") for i, rule in enumerate(syscalls))
-    return Seccomp(default_action=action, default_errno=errno if errno is not None else E.EPERM,
-                   architectures=_architectures(data, where), rules=rules, source=source)
+    return dict(default_action=action, default_errno=errno if errno is not None else E.EPERM,
+                architectures=_architectures(data, where), rules=rules, source=source)

@@ -21,97 +21,12 @@ import attrs
 
 from ..native import binding
 from ..errors import ConfigError
+from .profile import parse_profile
+from .rules import Action, SeccompRule, check_errno, check_syscall
 
-__all__ = ["Seccomp", "SeccompRule", "SeccompArg", "Action", "Op", "DEFAULT_PROFILE", "DEFAULT", "seccomp_option"]
+__all__ = ["Seccomp", "DEFAULT_PROFILE", "DEFAULT", "SeccompOption", "seccomp_option"]
 
 DEFAULT_PROFILE = pathlib.Path(__file__).resolve().parent / "data" / "seccomp-default.json"
-
-# Syscalls newer than Debian 12's libseccomp (2.5.4) knows: their x86_64 and
-# i386 numbers (x32: x86_64's | 0x40000000), None where the ABI has none.
-NEWER_SYSCALLS = {
-    "uretprobe": (335, None), "statmount": (457, 457), "listmount": (458, 458),
-    "lsm_get_self_attr": (459, 459), "lsm_set_self_attr": (460, 460), "lsm_list_modules": (461, 461),
-    "mseal": (462, 462), "setxattrat": (463, 463), "getxattrat": (464, 464),
-    "listxattrat": (465, 465), "removexattrat": (466, 466), "open_tree_attr": (467, 467),
-    "file_getattr": (468, 468), "file_setattr": (469, 469), "riscv_hwprobe": (None, None),
-}
-
-
-class Action(enum.Enum):
-    """What a rule does (the kernel's ``SECCOMP_RET_*``)."""
-
-    ALLOW = 0x7FFF0000
-    ERRNO = 0x00050000         # fail with the rule's errno
-    KILL_THREAD = 0x00000000
-    KILL_PROCESS = 0x80000000  # SIGSYS, the whole process
-    TRAP = 0x00030000          # SIGSYS the process may handle
-    TRACE = 0x7FF00000
-    LOG = 0x7FFC0000
-
-
-# Docker/OCI action names; SCMP_ACT_KILL is KILL_THREAD, as in libseccomp.
-ACTION_NAMES = {f"SCMP_ACT_{a.name}": a for a in Action}
-ACTION_NAMES["SCMP_ACT_KILL"] = Action.KILL_THREAD
-
-
-class Op(enum.IntEnum):
-    """Argument comparisons (libseccomp's ``enum scmp_compare``)."""
-
-    NE = 1
-    LT = 2
-    LE = 3
-    EQ = 4
-    GE = 5
-    GT = 6
-    MASKED_EQ = 7  # (arg & value) == value_two
-
-
-def check_syscall(name: object, field: str) -> str:
-    """A syscall name libseccomp (or our table of newer ones) knows, for any ABI."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(field, f"expected a syscall name, got {name!r}")
-    if name not in NEWER_SYSCALLS and binding.seccomp_syscall(name) == -1:
-        raise ConfigError(field, f"unknown syscall {name!r}")
-    return name
-
-
-def _errno(value: object, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-        raise ConfigError(field, f"expected an errno number (e.g. {E.EPERM}), got {value!r}")
-    return value
-
-
-@attrs.frozen(kw_only=True)
-class SeccompArg:
-    """A condition on one syscall argument: ``args[index] <op> value``."""
-
-    index: int
-    op: Op
-    value: int
-    value_two: int = 0
-
-
-@attrs.frozen(kw_only=True)
-class SeccompRule:
-    """``action`` for ``names`` when every condition in ``args`` holds.
-
-    ``caps``/``arches``/``min_kernel`` (Docker's ``includes``) and their
-    ``not_`` forms (``excludes``) choose whether the rule applies to a
-    container: capability names without ``CAP_``, Docker's architecture
-    names (``amd64``, ``x32``, ...), a kernel version such as ``"4.8"``.
-    """
-
-    names: Tuple[str, ...]
-    action: Action
-    errno: Optional[int] = None
-    args: Tuple[SeccompArg, ...] = ()
-    caps: FrozenSet[str] = frozenset()
-    arches: FrozenSet[str] = frozenset()
-    min_kernel: Optional[str] = None
-    not_caps: FrozenSet[str] = frozenset()
-    not_arches: FrozenSet[str] = frozenset()
-    not_min_kernel: Optional[str] = None
-    origin: str = attrs.field(default="", eq=False)  # e.g. "profile.json: syscalls[3]"
 
 
 def _without(rules: Tuple[SeccompRule, ...], names: Tuple[str, ...]) -> Tuple[SeccompRule, ...]:
@@ -164,8 +79,7 @@ class Seccomp:
                 syscall names; ``field`` names the file and the place, e.g.
                 ``profile.json: syscalls[3].names[1]``.
         """
-        from .profile import load_profile
-        return load_profile(profile)
+        return cls(**parse_profile(profile))
 
     def _with_rule(self, names: Tuple[str, ...], action: Action, errno: Optional[int], field: str) -> "Seccomp":
         if not names:
@@ -176,7 +90,7 @@ class Seccomp:
 
     def deny(self, *names: str, errno: int = E.EPERM) -> "Seccomp":
         """A policy in which ``names`` fail with ``errno`` (whatever the rules said)."""
-        return self._with_rule(names, Action.ERRNO, _errno(errno, "seccomp.deny.errno"), "seccomp.deny")
+        return self._with_rule(names, Action.ERRNO, check_errno(errno, "seccomp.deny.errno"), "seccomp.deny")
 
     def kill(self, *names: str) -> "Seccomp":
         """A policy in which ``names`` kill the process with SIGSYS."""
