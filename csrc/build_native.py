@@ -3,7 +3,7 @@
 Named in setup.py's ``cffi_modules``.  The extension embeds a hash of every
 file in csrc/ so that ``sandboxlib.native.binding`` can refuse a stale build.
 """
-import hashlib
+import importlib.util
 import os
 import pathlib
 
@@ -15,13 +15,18 @@ INIT_SOURCES = ["init.c", "setup.c", "plan.c", "mounts.c", "resolve.c", "command
 STRICT_FLAGS = ["-D_GNU_SOURCE", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing"]
 
 
+def _load_source_hash():
+    """sandboxlib/native/source_hash.py, loaded by its path (the package is not importable while it builds)."""
+    path = HERE.parent / "sandboxlib" / "native" / "source_hash.py"
+    spec = importlib.util.spec_from_file_location("sbx_source_hash", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_hash
+
+
 def source_hash(directory: pathlib.Path = HERE) -> str:
-    """Hash of csrc/ (C sources, headers, cdef): what the build was made from."""
-    digest = hashlib.sha256()
-    for path in sorted(directory.iterdir()):
-        if path.suffix in {".c", ".h", ".cdef"}:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    """Hash of csrc/: what the build is made from."""
+    return _load_source_hash()(directory)
 
 
 ffibuilder = FFI()

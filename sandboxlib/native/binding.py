@@ -1,8 +1,10 @@
 """The one binding layer: the only module that imports ``_native``.
 
 Thin, checked wrappers: every C return is checked on the next line and
-turned into an exception; no cffi object leaves this module except the
-plan, which ``_plan`` builds and owns.
+turned into an exception.  ``ffi`` and ``lib`` serve the modules of this
+package only (the plan, the protocol, failure decoding): the ABI's
+constants and message layouts come from ``csrc/native.cdef`` through them,
+and no cffi object leaves the package.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import enum
 import fcntl
 import os
 import pathlib
+import struct
 import threading
 from typing import Optional, Sequence, Tuple
 
@@ -20,8 +23,9 @@ except ImportError as err:  # pragma: no cover - depends on the build
     raise ImportError(
         f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`"
     ) from err
+from .source_hash import source_hash
 
-__all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
+__all__ = ["ffi", "lib", "Step", "MountKind", "MountFlag", "message_struct", "REPORT", "REPORT_SIZE", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
 NATIVE_VERSION = 20
@@ -38,16 +42,11 @@ def _check_build() -> None:
             f"needs {NATIVE_VERSION}; rebuild with `make build` or `pip install .`")
     csrc = _PACKAGE.parent.parent / "csrc"
     if (csrc / "build_native.py").exists():
-        import hashlib
-        digest = hashlib.sha256()
-        for path in sorted(csrc.iterdir()):
-            if path.suffix in {".c", ".h", ".cdef"}:
-                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        built = ffi.string(lib.SBX_SOURCE_HASH).decode()
-        if digest.hexdigest()[:16] != built:
+        built, sources = ffi.string(lib.SBX_SOURCE_HASH).decode(), source_hash(csrc)
+        if sources != built:
             raise ImportError(
                 f"stale sandboxlib.native._native at {_PACKAGE}: it was built from other sources than "
-                f"{csrc} (built {built}, sources {digest.hexdigest()[:16]}); rebuild with `make build`")
+                f"{csrc} (built {built}, sources {sources}); rebuild with `make build`")
     if not INIT_PATH.exists():
         raise ImportError(f"{INIT_PATH} is missing; rebuild with `make build` or `pip install .`")
 
@@ -112,7 +111,35 @@ class MountFlag(enum.IntFlag):
     NOEXEC = lib.SBX_MF_NOEXEC
 
 
-REPORT_SIZE = 12  # struct sbx_report: three int32
+_STRUCT_CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "int32_t": "i", "uint64_t": "Q",
+                 "int64_t": "q"}
+
+
+def _layout(ctype, base: int = 0) -> list:
+    """(offset, struct code) of every scalar field of ``ctype``, nested structs flattened."""
+    out = []
+    for _name, field in ctype.fields:
+        if field.type.kind == "struct":
+            out += _layout(field.type, base + field.offset)
+        else:
+            out.append((base + field.offset, _STRUCT_CODES[field.type.cname]))
+    return out
+
+
+def message_struct(cname: str) -> struct.Struct:
+    """The ``struct.Struct`` of a message layout of csrc/sbx.h, with the
+    compiler's offsets and padding (fields in declaration order)."""
+    ctype = ffi.typeof(cname)
+    fmt, at = "=", 0
+    for offset, code in _layout(ctype):
+        fmt += "x" * (offset - at) + code
+        at = offset + struct.calcsize("=" + code)
+    fmt += "x" * (ffi.sizeof(ctype) - at)
+    return struct.Struct(fmt)
+
+
+REPORT = message_struct("struct sbx_report")
+REPORT_SIZE = REPORT.size
 
 
 _INIT_NAME = ffi.new("char[]", b"sbx-init")  # own the strings the arrays point to

@@ -10,16 +10,16 @@ import functools
 import struct
 from typing import Optional, Sequence, Tuple
 
-from .binding import lib
+from .binding import lib, message_struct
 from ..errors import ConfigError
 from .mount_op import MountOp
 
 __all__ = ["build_plan", "clone_flags", "BASE_DIR", "GO_MESSAGE"]
 
 BASE_DIR = "/tmp"  # host dir the child's scratch tmpfs is mounted over (in its own mount ns)
-NO_STRING = 0xFFFFFFFF
-_HEADER = struct.Struct("=IIQiiIIIIIIQII")
-_RECORD = struct.Struct("=IIIII")
+NO_STRING = lib.SBX_NO_STRING
+_HEADER = message_struct("struct sbx_plan_hdr")
+_RECORD = message_struct("struct sbx_mount_rec")
 GO_MESSAGE = struct.pack("=I", lib.SBX_MSG_GO)
 
 

@@ -2,7 +2,8 @@
 
 Requests go over the container's control socket (SOCK_SEQPACKET) with the
 per-command reply socket and stdio fds as SCM_RIGHTS; replies come back on
-the reply socket.  Layouts mirror csrc/sbx.h."""
+the reply socket.  Constants and layouts come from csrc/sbx.h through the
+binding."""
 from __future__ import annotations
 
 import resource
@@ -12,18 +13,21 @@ from typing import Optional, Sequence, Tuple
 
 import attrs
 
+from .binding import lib, message_struct
+
 __all__ = ["ExecRequest", "encode_exec", "encode_signal", "encode_stop", "Reply", "decode_reply",
            "MAX_REQUEST", "RLIMIT_NUMBERS"]
 
-MSG_EXEC, MSG_SIGNAL, MSG_STOP = 1, 2, 3
-EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS, EXEC_QUIET, EXEC_CGROUP = 0x1, 0x2, 0x4, 0x8, 0x10
-REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = 1, 2, 3
-MAX_REQUEST = 256 * 1024
+MSG_EXEC, MSG_SIGNAL, MSG_STOP = lib.SBX_MSG_EXEC, lib.SBX_MSG_SIGNAL, lib.SBX_MSG_STOP
+EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS = lib.SBX_EXEC_MAIN, lib.SBX_EXEC_NO_NEW_PRIVS, lib.SBX_EXEC_SET_GROUPS
+EXEC_QUIET, EXEC_CGROUP = lib.SBX_EXEC_QUIET, lib.SBX_EXEC_CGROUP
+REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = lib.SBX_REPLY_STARTED, lib.SBX_REPLY_FAILED, lib.SBX_REPLY_EXITED
+MAX_REQUEST = lib.SBX_MAX_REQUEST
 
-_HEADER = struct.Struct("=IIIIIIQIIIIII")
-_RLIMIT = struct.Struct("=IIQQ")
-_SIGNAL = struct.Struct("=IIiIQ")
-_REPLY = struct.Struct("=iiiiii")
+_HEADER = message_struct("struct sbx_exec_hdr")
+_RLIMIT = message_struct("struct sbx_rlimit")
+_SIGNAL = message_struct("struct sbx_signal_msg")
+_REPLY = message_struct("struct sbx_reply")
 REPLY_SIZE = _REPLY.size
 
 RLIMIT_NUMBERS = {

@@ -314,7 +314,7 @@ class Container(FileAccess):
         if len(report) < binding.REPORT_SIZE:
             raise SetupError(0, "container set-up", step="UNKNOWN",
                              hint=f"the child died without a report ({len(report)} bytes)")
-        step, err, index = (int.from_bytes(report[i:i + 4], "little", signed=True) for i in (0, 4, 8))
+        step, err, index = binding.REPORT.unpack_from(report)
         context = {"hostname": self.hostname, "rootfs": self.config.rootfs,
                    "read_only": self.config.read_only}
         raise setup_error(step, err, index, ops=ops, context=context)
