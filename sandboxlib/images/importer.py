@@ -23,7 +23,7 @@ from . import reference
 from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
-from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_MANIFEST, load_json, parse_config,
+from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, load_json, parse_config,
                     parse_manifest)
 from .sources import open_source, read_json_bytes
 from .store import ImageStore
@@ -113,6 +113,19 @@ def _platform_ok(entry: dict) -> bool:
     return platform.get("os") == os_name and platform.get("architecture") == arch
 
 
+def _unambiguous(document: dict, media_type: str, label: str) -> None:
+    """Refuse a document that reads as an index and as a manifest, or whose own
+    ``mediaType`` is not its descriptor's: the OCI image-spec's answer to
+    CVE-2021-41190 (one document that two clients take for different images)."""
+    own = document.get("mediaType")
+    if own is not None and own != media_type:
+        raise ImageFormatError(label, f"its mediaType {own!r} is not its descriptor's {media_type!r}")
+    kind, extra = ("an index", ("layers", "config")) if media_type in INDEX_TYPES else ("a manifest", ("manifests",))
+    for key in extra:
+        if key in document:
+            raise ImageFormatError(label, f"{kind} that also carries {key!r} is ambiguous (CVE-2021-41190)")
+
+
 def _manifests(source, descriptor: dict, label: str, depth: int = 0) -> List[dict]:
     """Image manifest descriptors under ``descriptor``, the host's platform only."""
     media_type = descriptor.get("mediaType", "")
@@ -121,6 +134,7 @@ def _manifests(source, descriptor: dict, label: str, depth: int = 0) -> List[dic
     if media_type not in INDEX_TYPES or depth > 4:
         raise ImageFormatError(label, f"unsupported manifest media type {media_type!r}")
     index = load_json(_blob(source, descriptor), label)
+    _unambiguous(index, media_type, label)
     chosen = [m for m in index.get("manifests") or [] if _platform_ok(m)]
     if not chosen:
         os_name, arch = host_platform()
@@ -139,6 +153,7 @@ def _blob(source, descriptor: dict) -> bytes:
 
 def _load_oci(store: ImageStore, source, names_by_config: dict):
     index = load_json(read_json_bytes(source, "index.json"), f"{source.label}/index.json")
+    _unambiguous(index, OCI_INDEX, f"{source.label}/index.json")
     images = []
     for i, entry in enumerate(index.get("manifests") or []):
         if not isinstance(entry, dict) or not _platform_ok(entry):
@@ -156,6 +171,7 @@ def _load_oci(store: ImageStore, source, names_by_config: dict):
 
 def _copy_oci_image(store: ImageStore, source, descriptor: dict, label: str) -> str:
     manifest = _blob(source, descriptor)
+    _unambiguous(load_json(manifest, label), descriptor["mediaType"], label)
     (config_digest, _), layers = parse_manifest(manifest, label)
     config_data = _blob(source, {"digest": config_digest})
     diff_ids = parse_config(config_data, f"{label} config")["rootfs"]["diff_ids"]
