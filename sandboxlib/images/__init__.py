@@ -1,7 +1,8 @@
 """Images: a content-addressed store (an OCI image layout on disk), import
 of ``docker save`` archives, OCI layouts and root file system tarballs, and
 the unpacked layers container roots are made of."""
+from .layercheck import LayerLimits
 from .model import Image, Layer
 from .store import ImageStore, PruneReport, default_home
 
-__all__ = ["ImageStore", "Image", "Layer", "PruneReport", "default_home"]
+__all__ = ["ImageStore", "Image", "Layer", "LayerLimits", "PruneReport", "default_home"]

@@ -1,9 +1,9 @@
 """Importing images: ``docker save`` archives (the legacy ``manifest.json``
 format and Docker >= 25's OCI layout in a tar), OCI image layouts (directory
 or tar), root file system tarballs and directories.  Every blob is checked
-against its digest and every layer against its config's diff_id before an
-image is referenced; a failed import references nothing and its blobs are
-collected."""
+against its digest and every layer against its config's diff_id, and that
+it unpacks within the store's limits (``layercheck.py``), before an image is
+referenced; a failed import references nothing and its blobs are collected."""
 from __future__ import annotations
 
 import contextlib
@@ -23,10 +23,12 @@ from . import reference
 from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
+from .layercheck import LayerCheck
 from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, load_json, parse_config,
                     parse_manifest)
 from .sources import open_source, read_json_bytes
 from .store import ImageStore
+from .unpack import IdPolicy
 
 __all__ = ["load", "import_rootfs", "from_directory"]
 
@@ -66,13 +68,14 @@ class _Wrap:
 
 
 # -- layers ---------------------------------------------------------------------------
-def diff_id_of(stream: BinaryIO, kind: str, source: str) -> str:
-    """The sha256 of the uncompressed tar, checking that it is one."""
+def diff_id_of(stream: BinaryIO, kind: str, check: LayerCheck, source: str) -> str:
+    """The sha256 of the uncompressed tar, checking that it is one that
+    unpacks (``check`` sees every header before its data is read)."""
     hasher = _Hashing(decompressed(stream, kind))
     with _Wrap(source):
         with tarfile.open(fileobj=hasher, mode="r|", bufsize=1 << 20) as tar:
-            for _ in tar:
-                pass
+            for member in tar:
+                check.entry(member)
         while hasher.read(CHUNK):
             pass
     return "sha256:" + hasher.hash.hexdigest()
@@ -93,12 +96,14 @@ class _Hashing(io.RawIOBase):
 
 def store_layer(store: ImageStore, stream: BinaryIO, *, digest: Optional[str], size: Optional[int],
                 media_type: Optional[str], diff_id: Optional[str], source: str) -> Tuple[str, int, str, str]:
-    """Store a layer blob, verify digest and diff_id; returns (digest, size, media type, diff_id)."""
+    """Store a layer blob, verify digest and diff_id, and that it unpacks
+    within the store's limits; returns (digest, size, media type, diff_id)."""
     digest, size = store.blobs.put_stream(stream, digest, size=size, source=source)
+    check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
     with open(store.blobs.path(digest), "rb") as f:
         kind = LAYER_TYPES[media_type] if media_type else sniff(f.read(4))
         f.seek(0)
-        actual = diff_id_of(f, kind, source)
+        actual = diff_id_of(f, kind, check, source)
     if diff_id is not None and actual != diff_id:
         raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
     return digest, size, media_type or LAYER_MEDIA[kind], actual
