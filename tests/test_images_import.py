@@ -4,6 +4,7 @@ system tarballs and directories; and every kind of broken input."""
 from __future__ import annotations
 
 import gzip
+import io
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from .imagekit import (IMAGE_CONFIG, busybox_layers, image_blobs, layer_tar, sko
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 @pytest.fixture(scope="session")
@@ -228,3 +230,93 @@ def test_corrupt_compressed_rootfs(tmp_path):
         with pytest.raises(ImageFormatError, match="truncated or corrupt"):
             store.import_rootfs(str(tmp_path / name), "x:1")
     assert store.list() == [] and _blob_state(store) == ([], [])
+
+
+# -- ambiguous and tampered documents ---------------------------------------------------
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layout_of(tmp_path, name, blobs, documents, top):
+    """An OCI layout of ``blobs`` plus the JSON ``documents`` (stored as blobs), whose index.json names
+    ``top`` = (media type, document)."""
+    blobs = dict(blobs)
+    for doc in documents:
+        blobs[_sha(doc)] = doc
+    media_type, doc = top
+    return write_oci_layout(str(tmp_path / name), blobs, {"schemaVersion": 2, "manifests": [
+        {"mediaType": media_type, "digest": _sha(doc), "size": len(doc),
+         "annotations": {"org.opencontainers.image.ref.name": name + ":1"}}]})
+
+
+def test_ambiguous_documents_are_refused(tmp_path):
+    """CVE-2021-41190: a document two clients could read as different things (an index with layers,
+    a manifest with manifests, a mediaType that is not its descriptor's) is refused."""
+    manifest, blobs = image_blobs([layer_tar({"f": b"x"})])
+    entry = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest)}
+    index_with_layers = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry],
+                                    "layers": json.loads(manifest)["layers"]}).encode()
+    manifest_with_manifests = json.dumps(dict(json.loads(manifest), manifests=[entry])).encode()
+    docker_typed = json.dumps(dict(json.loads(manifest), mediaType=DOCKER_MANIFEST)).encode()
+    store = ImageStore(str(tmp_path / "store"))
+    cases = {"indexlayers": ([manifest, index_with_layers], (OCI_INDEX, index_with_layers), "carries 'layers'"),
+             "manifestmanifests": ([manifest_with_manifests], (OCI_MANIFEST, manifest_with_manifests),
+                                   "carries 'manifests'"),
+             "mediatype": ([docker_typed], (OCI_MANIFEST, docker_typed), "not its descriptor's")}
+    for name, (documents, top, match) in cases.items():
+        _fails(store, _layout_of(tmp_path, name, blobs, documents, top), ImageFormatError, match)
+    top_with_layers = _layout_of(tmp_path, "top", blobs, [manifest], (OCI_MANIFEST, manifest))
+    with open(os.path.join(top_with_layers, "index.json")) as f:
+        index = json.load(f)
+    with open(os.path.join(top_with_layers, "index.json"), "w") as f:
+        json.dump(dict(index, layers=json.loads(manifest)["layers"]), f)
+    _fails(store, top_with_layers, ImageFormatError, "index.json.*carries 'layers'")
+    assert store.list() == []
+    (img,) = store.load(_layout_of(tmp_path, "fine", blobs, [manifest], (OCI_MANIFEST, manifest)))
+    assert img.references == ("fine:1",)
+
+
+def test_a_tampered_nested_index_is_a_digest_mismatch(tmp_path):
+    """index.json -> an index -> an index -> the manifest; the inner index edited under its own name."""
+    manifest, blobs = image_blobs([layer_tar({"f": b"x"})])
+    inner = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest)}]}).encode()
+    outer = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_INDEX, "digest": _sha(inner), "size": len(inner)}]}).encode()
+    layout = _layout_of(tmp_path, "nested", blobs, [manifest, inner, outer], (OCI_INDEX, outer))
+    store = ImageStore(str(tmp_path / "store"))
+    (img,) = store.load(layout)
+    assert img.digest == _sha(manifest)
+    store.remove(img.digest)
+    decoy_manifest, decoy_blobs = image_blobs([layer_tar({"decoy": b"y"})])
+    write_oci_layout(layout, dict(decoy_blobs, **{_sha(decoy_manifest): decoy_manifest}),
+                     json.load(open(os.path.join(layout, "index.json"))))
+    tampered = json.loads(inner)
+    tampered["manifests"][0].update(digest=_sha(decoy_manifest), size=len(decoy_manifest))
+    with open(os.path.join(layout, "blobs", "sha256", _sha(inner)[7:]), "wb") as f:
+        f.write(json.dumps(tampered).encode())
+    _fails(store, layout, DigestMismatch, _sha(inner))
+    assert store.list() == []
+
+
+def test_a_tampered_docker_save_config_is_a_digest_mismatch(tmp_path, archives):
+    """A legacy ``docker save`` archive names its config by the config's digest: an edited Cmd under
+    the same file name is refused."""
+    import tarfile
+    with tarfile.open(archives["docker-archive"]) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isreg() else None) for m in tar.getmembers()]
+    (entry,) = json.loads(next(data for m, data in members if m.name == "manifest.json"))
+    out = str(tmp_path / "tampered.tar")
+    with tarfile.open(out, "w") as tar:
+        for member, data in members:
+            if member.name == entry["Config"]:
+                config = json.loads(data)
+                config["config"]["Cmd"] = ["sh", "-c", "echo tampered"]
+                data = json.dumps(config).encode()
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
+    store = ImageStore(str(tmp_path / "store"))
+    _fails(store, out, DigestMismatch, "Config")
+    assert store.list() == []
+    (img,) = store.load(archives["docker-archive"])
+    assert img.config["Cmd"] == IMAGE_CONFIG["Cmd"]

@@ -57,6 +57,41 @@ def test_entrypoint_cmd_and_user(runner, store_dir, busybox_root):
     assert user == b"1000\n" and override == b"0\n"
 
 
+def _with_busybox(busybox_rootfs, entries) -> bytes:
+    """A layer tar of busybox plus ``entries`` (as imagekit.layer_tar takes them)."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
+        for source in (busybox_layers(busybox_rootfs)[0], layer_tar(entries)):
+            with tarfile.open(fileobj=io.BytesIO(source)) as tar:
+                for member in tar:
+                    out.addfile(member, tar.extractfile(member) if member.isreg() else None)
+    return buf.getvalue()
+
+
+def check_root_opaque(path, busybox_rootfs):
+    """Layers: two lower ones, then busybox with ``.wh..wh..opq`` at its root; a fourth with an
+    opaque /app on top of that."""
+    store = ImageStore(path)
+    lower = [layer_tar({"lower1": b"1", "etc/": "dir/", "etc/lower": b"1", "app/": "dir/", "app/old": b"o"}),
+             layer_tar({"lower2": b"2", "app/": "dir/", "app/older": b"o"})]
+    top = _with_busybox(busybox_rootfs, {".wh..wh..opq": b"", "app/": "dir/", "app/new": b"n", "app/sub/": "dir/",
+                                          "app/sub/kept": b"k"})
+    above = layer_tar({"app/": "dir/", "app/.wh..wh..opq": b"", "app/newer": b"n"})
+    add_image(store, [*lower, top], ["opq:1"])
+    add_image(store, [*lower, top, above], ["opq:2"])
+    probe = ["sh", "-c", "ls / | grep -e lower -e app; ls /app; [ -e /etc/lower ] || echo no-etc-lower"]
+    return [sb.run(probe, image=f"opq:{n}", image_store=store.path).stdout.decode() for n in (1, 2)]
+
+
+def test_an_opaque_layer_root_hides_the_layers_below(runner, store_dir, busybox_root):
+    """overlayfs ignores the opaque xattr on a lower layer's root: the layers below are left out."""
+    three, four = runner(check_root_opaque, store_dir, busybox_root)
+    assert three.split() == ["app", "new", "sub", "no-etc-lower"]
+    assert four.split() == ["app", "newer", "no-etc-lower"]  # an opaque dir above still hides /app/new
+
+
 def check_writable_layer(path, busybox_rootfs):
     store = _store(path, busybox_rootfs)
     with sb.Container(image="bb:1", image_store=store.path) as c:

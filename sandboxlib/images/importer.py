@@ -1,9 +1,9 @@
 """Importing images: ``docker save`` archives (the legacy ``manifest.json``
 format and Docker >= 25's OCI layout in a tar), OCI image layouts (directory
 or tar), root file system tarballs and directories.  Every blob is checked
-against its digest and every layer against its config's diff_id before an
-image is referenced; a failed import references nothing and its blobs are
-collected."""
+against its digest and every layer against its config's diff_id, and that
+it unpacks within the store's limits (``layercheck.py``), before an image is
+referenced; a failed import references nothing and its blobs are collected."""
 from __future__ import annotations
 
 import contextlib
@@ -23,10 +23,12 @@ from . import reference
 from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
-from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_MANIFEST, load_json, parse_config,
-    parse_manifest)
+from .layercheck import LayerCheck
+from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, load_json, parse_config,
+                    parse_manifest)
 from .sources import open_source, read_json_bytes
 from .store import Store
+from .unpack import IdPolicy
 
 __all__ = ["load", "import_rootfs", "from_directory"]
 
@@ -66,13 +68,14 @@ class _Wrap:
 
 
 # -- layers ---------------------------------------------------------------------------
-def diff_id_of(stream: BinaryIO, kind: str, source: str) -> str:
-    """The sha256 of the uncompressed tar, checking that it is one."""
+def diff_id_of(stream: BinaryIO, kind: str, check: LayerCheck, source: str) -> str:
+    """The sha256 of the uncompressed tar, checking that it is one that
+    unpacks (``check`` sees every header before its data is read)."""
     hasher = _Hashing(decompressed(stream, kind))
     with _Wrap(source):
         with tarfile.open(fileobj=hasher, mode="r|", bufsize=1 << 20) as tar:
-            for _ in tar:
-                pass
+            for member in tar:
+                check.entry(member)
         while hasher.read(CHUNK):
             pass
     return "sha256:" + hasher.hash.hexdigest()
@@ -93,12 +96,14 @@ class _Hashing(io.RawIOBase):
 
 def store_layer(store: Store, stream: BinaryIO, *, digest: Optional[str], size: Optional[int],
                 media_type: Optional[str], diff_id: Optional[str], source: str) -> Tuple[str, int, str, str]:
-    """Store a layer blob, verify digest and diff_id; returns (digest, size, media type, diff_id)."""
+    """Store a layer blob, verify digest and diff_id, and that it unpacks
+    within the store's limits; returns (digest, size, media type, diff_id)."""
     digest, size = store.blobs.put_stream(stream, digest, size=size, source=source)
+    check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
     with open(store.blobs.path(digest), "rb") as f:
         kind = LAYER_TYPES[media_type] if media_type else sniff(f.read(4))
         f.seek(0)
-        actual = diff_id_of(f, kind, source)
+        actual = diff_id_of(f, kind, check, source)
     if diff_id is not None and actual != diff_id:
         raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
     return digest, size, media_type or LAYER_MEDIA[kind], actual
@@ -113,6 +118,19 @@ def _platform_ok(entry: dict) -> bool:
     return platform.get("os") == os_name and platform.get("architecture") == arch
 
 
+def _unambiguous(document: dict, media_type: str, label: str) -> None:
+    """Refuse a document that reads as an index and as a manifest, or whose own
+    ``mediaType`` is not its descriptor's: the OCI image-spec's answer to
+    CVE-2021-41190 (one document that two clients take for different images)."""
+    own = document.get("mediaType")
+    if own is not None and own != media_type:
+        raise ImageFormatError(label, f"its mediaType {own!r} is not its descriptor's {media_type!r}")
+    kind, extra = ("an index", ("layers", "config")) if media_type in INDEX_TYPES else ("a manifest", ("manifests",))
+    for key in extra:
+        if key in document:
+            raise ImageFormatError(label, f"{kind} that also carries {key!r} is ambiguous (CVE-2021-41190)")
+
+
 def _manifests(source, descriptor: dict, label: str, depth: int = 0) -> List[dict]:
     """Image manifest descriptors under ``descriptor``, the host's platform only."""
     media_type = descriptor.get("mediaType", "")
@@ -121,6 +139,7 @@ def _manifests(source, descriptor: dict, label: str, depth: int = 0) -> List[dic
     if media_type not in INDEX_TYPES or depth > 4:
         raise ImageFormatError(label, f"unsupported manifest media type {media_type!r}")
     index = load_json(_blob(source, descriptor), label)
+    _unambiguous(index, media_type, label)
     chosen = [m for m in index.get("manifests") or [] if _platform_ok(m)]
     if not chosen:
         os_name, arch = host_platform()
@@ -139,6 +158,7 @@ def _blob(source, descriptor: dict) -> bytes:
 
 def _load_oci(store: Store, source, names_by_config: dict):
     index = load_json(read_json_bytes(source, "index.json"), f"{source.label}/index.json")
+    _unambiguous(index, OCI_INDEX, f"{source.label}/index.json")
     images = []
     for i, entry in enumerate(index.get("manifests") or []):
         if not isinstance(entry, dict) or not _platform_ok(entry):
@@ -156,6 +176,7 @@ def _load_oci(store: Store, source, names_by_config: dict):
 
 def _copy_oci_image(store: Store, source, descriptor: dict, label: str) -> str:
     manifest = _blob(source, descriptor)
+    _unambiguous(load_json(manifest, label), descriptor["mediaType"], label)
     (config_digest, _), layers = parse_manifest(manifest, label)
     config_data = _blob(source, {"digest": config_digest})
     diff_ids = parse_config(config_data, f"{label} config")["rootfs"]["diff_ids"]

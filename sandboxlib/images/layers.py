@@ -2,9 +2,10 @@
 ``HOME/layers/KEY/HEX`` and shared by every image and container that uses them."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-from typing import List
+from typing import List, Sequence
 
 from ..errors import UnsupportedError
 from .compression import decompressed
@@ -12,7 +13,7 @@ from .model import LAYER_TYPES, Image, Layer
 from .store import Store
 from .unpack import IdPolicy, unpack, unpack_tar_file
 
-__all__ = ["unpacked_layers", "layer_dir"]
+__all__ = ["unpacked_layers", "layer_dir", "visible_layers"]
 
 
 def layer_dir(store: Store, layer: Layer, policy: IdPolicy) -> str:
@@ -31,6 +32,21 @@ def unpacked_layers(store: Store, image: Image, policy: IdPolicy) -> List[str]:
                     _unpack_layer(store, layer, dest, policy)
         found.append(dest)
     return found
+
+
+def visible_layers(dirs: Sequence[str], policy: IdPolicy) -> List[str]:
+    """The layers an overlay of ``dirs`` (bottom first) stacks.  A layer
+    whose root is opaque (``.wh..wh..opq`` at its top) hides everything
+    below it, but overlayfs ignores the opaque xattr on a lower layer's root
+    directory: so the layers below it are left out of the stack."""
+    for i in range(len(dirs) - 1, 0, -1):
+        try:
+            if os.getxattr(dirs[i], policy.opaque_xattr) == b"y":
+                return list(dirs[i:])
+        except OSError as err:
+            if err.errno != errno.ENODATA:
+                raise
+    return list(dirs)
 
 
 def _unpack_layer(store: Store, layer: Layer, dest: str, policy: IdPolicy) -> None:

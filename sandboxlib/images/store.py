@@ -30,6 +30,7 @@ import attrs
 from ..errors import ConfigError, ImageFormatError, ImageNotFound, SandboxError
 from . import reference
 from .blobs import Blobs, fsync_dir
+from .layercheck import LayerLimits
 from .locks import locked
 from .model import OCI_INDEX, OCI_MANIFEST, Image, Layer, parse_config, parse_manifest
 
@@ -83,9 +84,14 @@ class Store:
 
     Args:
         path: the store's home directory (see :func:`default_home`).
+        layer_limits: what one layer may unpack to, checked when it enters
+            this store (:class:`~sandboxlib.images.LayerLimits`).
     """
 
-    def __init__(self, path: Optional[str] = None) -> None:
+    def __init__(self, path: Optional[str] = None, *, layer_limits: LayerLimits = LayerLimits()) -> None:
+        if not isinstance(layer_limits, LayerLimits):
+            raise ConfigError("layer_limits", f"expected a LayerLimits, got {type(layer_limits).__name__}")
+        self.layer_limits = layer_limits
         self.path = os.path.abspath(path or default_home())
         self.layout = os.path.join(self.path, "images")
         self.tmp = os.path.join(self.path, "tmp")

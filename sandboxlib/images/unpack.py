@@ -30,11 +30,34 @@ import attrs
 
 from ..errors import ImageFormatError
 
-__all__ = ["IdPolicy", "Owners", "unpack", "unpack_into", "remove_tree"]
+__all__ = ["IdPolicy", "Owners", "unpack", "unpack_into", "remove_tree", "refused", "split_name",
+           "link_target", "check_symlink"]
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NAME_MAX, SYMLINK_MAX = 255, 4095  # bytes of a name and of a symlink's target (Linux)
+
+# Why a layer is refused: shared with the check at import (layercheck.py),
+# which must give the same message as unpacking would.
+REFUSALS = {
+    "dotdot": "{what} {name!r} has a '..' component",
+    "nul": "{what} {name!r} has a NUL byte",
+    "long": "{what} {name!r} has a component longer than 255 bytes",
+    "long link": "symlink {name!r} has a target longer than 4095 bytes",
+    "root": "entry {name!r} would replace the layer root",
+    "not dir": "{path!r}: {part!r} is not a directory (a symlink or a file) in this layer",
+    "whiteout": "entry {name!r} has an invalid whiteout name",
+    "type": "entry {name!r} has an unsupported type {type!r}",
+    "link root": "hard link {name!r} points at the layer root",
+    "link missing": "hard link {name!r}: target {target!r} is not in this layer",
+    "link dir": "hard link {name!r} points at a directory",
+}
+
+
+def refused(label: str, why: str, **facts) -> ImageFormatError:
+    """The error that refuses a layer (``why``: a key of REFUSALS)."""
+    return ImageFormatError(label, REFUSALS[why].format(**facts))
 
 
 # Owners still to apply: inode -> (container uid, container gid, mode).
@@ -117,12 +140,32 @@ def _unshift(host: int, own: int, start: int, size: int) -> int:
     return host - start + 1 if start <= host < start + size else host
 
 
-def _split(name: str, label: str) -> List[str]:
+def split_name(name: str, label: str, what: str = "entry") -> List[str]:
     """The components of an entry name inside the layer ([] for the layer root)."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ImageFormatError(label, f"entry {name!r} has a '..' component")
+        raise refused(label, "dotdot", what=what, name=name)
+    if "\0" in name:
+        raise refused(label, "nul", what=what, name=name)
+    if any(len(os.fsencode(p)) > NAME_MAX for p in parts):
+        raise refused(label, "long", what=what, name=name)
     return parts
+
+
+def link_target(member: tarfile.TarInfo, label: str) -> List[str]:
+    """The components of a hard link's target (never the layer root)."""
+    target = split_name(member.linkname, label, what=f"hard link {member.name!r}: target")
+    if not target:
+        raise refused(label, "link root", name=member.name)
+    return target
+
+
+def check_symlink(member: tarfile.TarInfo, label: str) -> None:
+    """Refuse a symlink target the kernel would refuse (os.symlink would raise)."""
+    if "\0" in member.linkname:
+        raise refused(label, "nul", what="symlink target of", name=member.name)
+    if len(os.fsencode(member.linkname)) > SYMLINK_MAX:
+        raise refused(label, "long link", name=member.name)
 
 
 class _Unpacker:
@@ -150,8 +193,7 @@ class _Unpacker:
                     self.owners.pop(os.fstat(nxt).st_ino, None)  # a new inode may reuse a freed number
                 except (NotADirectoryError, OSError) as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise ImageFormatError(self.label, f"{'/'.join(parts)!r}: {part!r} is not a directory "
-                                                           "(a symlink or a file) in this layer") from None
+                        raise refused(self.label, "not dir", path="/".join(parts), part=part) from None
                     raise
                 os.close(fd)
                 fd = nxt
@@ -161,10 +203,10 @@ class _Unpacker:
             raise
 
     def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        parts = _split(member.name, self.label)
+        parts = split_name(member.name, self.label)
         if not parts:
             if not member.isdir():
-                raise ImageFormatError(self.label, f"entry {member.name!r} would replace the layer root")
+                raise refused(self.label, "root", name=member.name)
             self._meta_fd(self.root_fd, member)
             self.dirs.append((parts, member))
             return
@@ -174,7 +216,7 @@ class _Unpacker:
             if base == OPAQUE and self.whiteouts:
                 os.setxattr(parent, self.policy.opaque_xattr, b"y")
             elif base.startswith(WHITEOUT) and self.whiteouts:
-                self._clear(parent, base[len(WHITEOUT):], member)
+                self._clear(parent, base[len(WHITEOUT):], member, keep_dir=False)
                 os.mknod(base[len(WHITEOUT):], stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
                 self.owners.pop(os.stat(base[len(WHITEOUT):], dir_fd=parent, follow_symlinks=False).st_ino, None)
             else:
@@ -182,16 +224,16 @@ class _Unpacker:
         finally:
             os.close(parent)
 
-    def _clear(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
-        """Remove what is at ``name`` unless it is a directory and a directory comes."""
+    def _clear(self, parent: int, name: str, member: tarfile.TarInfo, keep_dir: bool) -> None:
+        """Remove what is at ``name``, unless it is a directory to keep."""
         if name in ("", ".", ".."):
-            raise ImageFormatError(self.label, f"entry {member.name!r} has an invalid whiteout name")
+            raise refused(self.label, "whiteout", name=member.name)
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            if member.isdir():
+            if keep_dir:
                 return
             remove_tree(name, dir_fd=parent)
         else:
@@ -199,7 +241,7 @@ class _Unpacker:
 
     def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: List[str], parent: int) -> None:
         name = parts[-1]
-        self._clear(parent, name, member)
+        self._clear(parent, name, member, keep_dir=member.isdir())
         mode = self.policy.mode(member.mode, member.isdir())
         if member.isdir():
             with _suppress_exists():
@@ -224,6 +266,7 @@ class _Unpacker:
                 os.close(fd)
             return
         if member.issym():
+            check_symlink(member, self.label)
             os.symlink(member.linkname, name, dir_fd=parent)
         elif member.islnk():
             self._hardlink(member, name, parent)
@@ -236,29 +279,25 @@ class _Unpacker:
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
             os.mknod(name, kind | mode, os.makedev(member.devmajor, member.devminor), dir_fd=parent)
         else:
-            raise ImageFormatError(self.label, f"entry {member.name!r} has an unsupported type {member.type!r}")
+            raise refused(self.label, "type", name=member.name, type=member.type)
         self._owner(name, parent, member)
         if not member.issym():
             os.chmod(name, mode, dir_fd=parent)
         os.utime(name, ns=(int(member.mtime * 1e9),) * 2, dir_fd=parent, follow_symlinks=False)
 
     def _hardlink(self, member: tarfile.TarInfo, name: str, parent: int) -> None:
-        target = _split(member.linkname, self.label)
-        if not target:
-            raise ImageFormatError(self.label, f"hard link {member.name!r} points at the layer root")
+        target = link_target(member, self.label)
         try:
             target_parent = self._parent(target, create=False)
         except FileNotFoundError:
-            raise ImageFormatError(self.label, f"hard link {member.name!r}: target {member.linkname!r} "
-                                               "is not in this layer") from None
+            raise refused(self.label, "link missing", name=member.name, target=member.linkname) from None
         try:
             st = os.stat(target[-1], dir_fd=target_parent, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                raise ImageFormatError(self.label, f"hard link {member.name!r} points at a directory")
+                raise refused(self.label, "link dir", name=member.name)
             os.link(target[-1], name, src_dir_fd=target_parent, dst_dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
-            raise ImageFormatError(self.label, f"hard link {member.name!r}: target {member.linkname!r} "
-                                               "is not in this layer") from None
+            raise refused(self.label, "link missing", name=member.name, target=member.linkname) from None
         finally:
             os.close(target_parent)
 

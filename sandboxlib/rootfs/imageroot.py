@@ -12,7 +12,7 @@ from ..config import ContainerConfig
 from ..errors import ConfigError, ImageFormatError
 from .idmap import IdMaps
 from ..images import Image, ImageStore
-from ..images.layers import unpacked_layers
+from ..images.layers import unpacked_layers, visible_layers
 from ..images.reference import parse
 from ..images.unpack import IdPolicy
 
@@ -21,7 +21,8 @@ __all__ = ["ImageRoot", "prepare"]
 
 @attrs.frozen(kw_only=True)
 class ImageRoot:
-    """The image, its layer dirs (bottom first) and its command defaults."""
+    """The image, the layer dirs its overlay stacks (bottom first; none below
+    a layer whose root is opaque) and its command defaults."""
 
     image: Image
     layers: Tuple[str, ...]
@@ -80,7 +81,7 @@ def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str,
     policy = id_policy(config, maps)
     lease = store.lease(owner, [layer.diff_id for layer in image.layers])
     try:
-        layers = unpacked_layers(store, image, policy)
+        layers = visible_layers(unpacked_layers(store, image, policy), policy)
         check_kernel_dirs(layers)
         root = ImageRoot(image=image, layers=tuple(layers), entrypoint=_strings(image.config, "Entrypoint"),
                          cmd=_strings(image.config, "Cmd"), env=_env(image.config),
