@@ -362,8 +362,7 @@ CLONE_SCRIPT = textwrap.dedent("""
 
 
 def test_clone_fails_root(tmp_path):
-    env = dict(os.environ, SANDBOXLIB_RUN=str(tmp_path / "run"), PYTHONPATH=os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
+    env = dict(os.environ, SANDBOXLIB_RUN=str(tmp_path / "run"))
     proc = subprocess.Popen([sys.executable, "-c", CLONE_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
