@@ -80,7 +80,7 @@ def check_load_every_format(path, archives):
 def test_load_every_format(runner, store_dir, archives):
     found = runner(check_load_every_format, store_dir, archives)
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in archives["layers"]]
-    for kind, (image_id, _, _, ids, config) in found.items():
+    for kind, (_image_id, _, _, ids, config) in found.items():
         assert ids == diff_ids and config == IMAGE_CONFIG, kind
     assert len({image_id for image_id, *_ in found.values()}) == 1  # one config, byte for byte
     assert found["docker-archive"][1] == ("busybox:test",)

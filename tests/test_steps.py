@@ -108,7 +108,7 @@ def check_container_step_one_shot(name: str, repeat: int) -> list:
     for _ in range(repeat):
         c = sb.Container()
         c._fault = (int(Step[name]), errno.EIO)
-        err = _expect_setup_error(lambda: sb.run(["echo", "hi"], container=c))
+        err = _expect_setup_error(lambda c=c: sb.run(["echo", "hi"], container=c))
         seen.append((err["type"], err["step"], err["errno"]))
     after = _snapshot()
     assert after == before, (before, after)
