@@ -1,15 +1,30 @@
-# make demo  - install what is needed, build, run a sandboxed demo
-# make test  - install, build, run the whole test suite
+# make demo  - install what is needed, build the wheel, install it into a fresh build/venv, run a sandboxed demo
+# make test  - make lint, then the whole suite (root and rootless) against that wheel installed in build/venv
+# make lint  - ruff (lint and format check), clang-format (csrc/), mypy (the public modules)
 # make bench - install the peers, build, run the benchmarks
+# make build - the checkout built in place, for `SANDBOXLIB_DEV=1 python3 -m pytest` (needs cffi in $(PYTHON))
 PYTHON ?= python3
-APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd procps libseccomp-dev skopeo docker.io
+# The venv's interpreter: Debian's, which the rootless test users can execute
+# (the machine's default may live under root's 0700 home).
+VENV_PYTHON ?= /usr/bin/python3
+VENV = build/venv
+TOOLS = build/tools
+DIST = build/dist
+# python3-venv and python3-dev: the venv and the extension's build with Debian's python3;
+# clang-format: make lint.
+APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd \
+	procps libseccomp-dev skopeo docker.io python3-venv python3-dev clang-format
 # The peers run_all.py measures against (only `make bench` installs them).
 BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io uidmap \
 	slirp4netns fuse-overlayfs containernetworking-plugins iptables util-linux
-PIP_PACKAGES = setuptools wheel cffi attrs psutil cloudpickle pytest pytest-timeout pytest-xdist zstandard ipython ipykernel jupyter_client
+# make lint's tools, pinned: another ruff or clang-format may format differently.
+# attrs and types-psutil: what mypy needs to see the types of the modules it checks.
+LINT_PACKAGES = ruff==0.17.6 mypy==2.4.1 attrs types-psutil
+PYTEST_ARGS ?= -q
+TESTS ?= $(CURDIR)/tests
 STAMP = .make
 
-.PHONY: deps build demo test bench clean
+.PHONY: deps install test-deps build demo lint suite test bench clean
 
 $(STAMP)/apt:
 	@mkdir -p $(STAMP)
@@ -17,34 +32,59 @@ $(STAMP)/apt:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
 	@touch $@
 
-$(STAMP)/pip:
-	@mkdir -p $(STAMP)
-	$(PYTHON) -m pip install -q --upgrade $(PIP_PACKAGES)
-	@touch $@
-
 $(STAMP)/bench-apt: $(STAMP)/apt
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_APT_PACKAGES)
 	@touch $@
 
-deps: $(STAMP)/apt $(STAMP)/pip
+$(TOOLS)/.stamp: $(STAMP)/apt
+	rm -rf $(TOOLS)
+	$(VENV_PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q $(LINT_PACKAGES)
+	@touch $@
 
-build: deps
+deps: $(STAMP)/apt
+
+# A fresh venv with the wheel built from this checkout and only its run-time
+# dependencies: what a user's `pip install` gives.
+install: $(STAMP)/apt
+	rm -rf $(VENV) $(DIST) build/lib.* build/temp.* build/bdist.*  # nothing of an earlier build
+	$(VENV_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip wheel -q --no-deps -w $(DIST) .
+	$(VENV)/bin/pip install -q $(DIST)/sandboxlib-*.whl
+
+# The test extras (the runner, and the optional parts the suite tests) on top.
+test-deps: install
+	$(VENV)/bin/pip install -q "$$(ls $(DIST)/sandboxlib-*.whl)[test]"
+
+build: $(STAMP)/apt
 	$(PYTHON) setup.py -q build_ext --inplace
-	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
 
-demo: build
-	$(PYTHON) examples/demo.py
+demo: install
+	$(VENV)/bin/python examples/demo.py
 
-test: build
-	$(PYTHON) -m pytest -q tests
+lint: $(TOOLS)/.stamp
+	$(TOOLS)/bin/ruff check .
+	$(TOOLS)/bin/ruff format --check .
+	clang-format --dry-run -Werror csrc/*.c csrc/*.h
+	$(TOOLS)/bin/mypy
 
-bench: build $(STAMP)/bench-apt
-	$(PYTHON) benchmarks/run_all.py
-	$(PYTHON) benchmarks/bench_spawn.py
-	$(PYTHON) benchmarks/bench_seccomp.py
-	$(PYTHON) benchmarks/bench_limits.py
-	$(PYTHON) benchmarks/bench_images.py
-	$(PYTHON) benchmarks/bench_call.py
+# The suite against the installed wheel: pytest runs from build/ (not the
+# checkout) with --import-mode=importlib, so that the checkout's sandboxlib
+# is not importable; tests/conftest.py and tests/test_installed.py check it.
+suite: test-deps
+	cd build && SANDBOXLIB_EXPECT_INSTALLED=$(CURDIR)/$(VENV) $(CURDIR)/$(VENV)/bin/pytest \
+		--import-mode=importlib --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml $(PYTEST_ARGS) $(TESTS)
+
+test: lint
+	$(MAKE) suite
+
+bench: test-deps $(STAMP)/bench-apt
+	$(VENV)/bin/python benchmarks/run_all.py
+	$(VENV)/bin/python benchmarks/bench_spawn.py
+	$(VENV)/bin/python benchmarks/bench_seccomp.py
+	$(VENV)/bin/python benchmarks/bench_limits.py
+	$(VENV)/bin/python benchmarks/bench_images.py
+	$(VENV)/bin/python benchmarks/bench_call.py
 
 clean:
-	rm -rf build $(STAMP) sandboxlib/_native*.so sandboxlib/sbx-init *.egg-info
+	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init *.egg-info

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc"))
@@ -24,32 +24,29 @@ def init_compiler():
 
 class BuildWithInit(build_ext):
     """build_ext that also links sbx-init (csrc/init.c and friends)
-    statically next to the extension."""
+    statically next to the extension: in the build directory for a wheel,
+    in sandboxlib/ for an in-place build."""
+
+    def init_path(self):
+        return os.path.join(os.path.dirname(self.get_ext_fullpath("sandboxlib.native._native")), "sbx-init")
 
     def run(self):
         super().run()
-        target_dir = os.path.dirname(self.get_ext_fullpath("sandboxlib.native._native"))
-        os.makedirs(target_dir, exist_ok=True)
-        output = os.path.join(target_dir, "sbx-init")
+        output = self.init_path()
+        os.makedirs(os.path.dirname(output), exist_ok=True)
         sources = [os.path.join("csrc", name) for name in build_native.INIT_SOURCES]
         subprocess.check_call(
             [*init_compiler(), "-static", "-s", *build_native.STRICT_FLAGS, "-Icsrc",
              f'-DSBX_SOURCE_HASH="{build_native.source_hash()}"', "-o", output, *sources]
         )
 
+    def get_outputs(self):
+        return [*super().get_outputs(), self.init_path()]
 
+
+# The project's metadata, packages, data and entry points are in pyproject.toml;
+# only what needs code stays here: the cffi extension and the sbx-init build.
 setup(
-    name="sandboxlib",
-    version="0.1.0",
-    description="Run code in Linux containers from Python: no daemon, milliseconds per sandbox.",
-    packages=find_packages(include=["sandboxlib", "sandboxlib.*"]),
-    package_data={"sandboxlib.security": ["data/*.json", "data/*.md"]},  # the default seccomp profile
-    python_requires=">=3.9",
-    setup_requires=["cffi>=1.15"],
-    install_requires=["cffi>=1.15", "attrs>=23.1", "psutil>=5.9", "zstandard>=0.19", "cloudpickle>=2.0"],
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithInit},
-    entry_points={"console_scripts": ["sandboxlib = sandboxlib.frontends.cli:main"],
-                  "pytest11": ["sandboxlib = sandboxlib.frontends.pytest_plugin"]},
-    zip_safe=False,
 )

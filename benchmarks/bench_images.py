@@ -19,7 +19,8 @@ import tarfile
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the checkout last, for tests.conftest only: sandboxlib is the installed one (make bench)
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common  # noqa: E402
 
 import sandboxlib as sb  # noqa: E402

@@ -159,7 +159,7 @@ class Docker(_Engine):
 
     def _log_tail(self) -> str:
         with open(f"{self.top}/dockerd.log", errors="replace") as f:
-            lines = [l for l in f.read().splitlines() if "level=error" in l or "failed" in l]
+            lines = [line for line in f.read().splitlines() if "level=error" in line or "failed" in line]
         return lines[-1] if lines else "(no error in its log)"
 
     def close(self) -> None:

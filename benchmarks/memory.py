@@ -19,7 +19,7 @@ def _peak_rss_mib(pid: int) -> float:
     total_kib = 0
     for proc in procs:
         with open(f"/proc/{proc.pid}/status") as f:
-            total_kib += next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+            total_kib += next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     return total_kib / 1024
 
 

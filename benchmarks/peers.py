@@ -254,7 +254,7 @@ def remove_cgroups(pattern: str) -> None:
     """rmdir the (empty) cgroups the peers made for us, deepest first, in every
     mounted hierarchy; ``pattern`` names only this run's (it holds our pid)."""
     for top in glob.glob(f"/sys/fs/cgroup/*/{pattern}") + glob.glob(f"/sys/fs/cgroup/{pattern}"):
-        for root, dirs, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        for root, _dirs, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
             try:
                 os.rmdir(root)
             except OSError:

@@ -1,4 +1,9 @@
 """A tour of sandboxlib: what `make demo` runs."""
+import os
+import shutil
+import subprocess
+import tempfile
+
 import sandboxlib as sb
 
 print("== one-shot run on the default host view ==")
@@ -30,7 +35,6 @@ with sb.Container() as c:
           c.call(__import__("socket").gethostname))
 
 print("== an image (made here from Debian's busybox-static, in a throwaway store) ==")
-import os, shutil, subprocess, tempfile  # noqa: E402
 
 with tempfile.TemporaryDirectory() as tmp:
     root = os.path.join(tmp, "rootfs")

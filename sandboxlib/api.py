@@ -5,7 +5,7 @@ import functools
 import os
 import threading
 import weakref
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import attrs
 
@@ -82,8 +82,8 @@ def sandboxed(fn: Optional[Callable] = None, *, timeout: Optional[float] = None,
     """
     if not isinstance(network, bool):
         raise ConfigError("network", f"expected True or False, got {network!r}")
-    config = dict(rootfs=rootfs, mounts=mounts, env=env, limits=with_memory(limits, memory),
-                  network=Network.HOST if network else Network.NONE)
+    config = {"rootfs": rootfs, "mounts": mounts, "env": env, "limits": with_memory(limits, memory),
+              "network": Network.HOST if network else Network.NONE}
     preload = check_modules(preload)
     if fn is None:
         return functools.partial(_Sandboxed, config=config, preload=preload, timeout=timeout,
@@ -98,7 +98,7 @@ class _Sandboxed:
                  trust_result: bool) -> None:
         functools.update_wrapper(self, fn)
         self._fn, self._config, self._preload = fn, config, preload
-        self._options = {"timeout": timeout, "trust_result": trust_result}
+        self._options: Dict[str, Any] = {"timeout": timeout, "trust_result": trust_result}
         self._box: Optional[Container] = None
         self._lock = threading.Lock()
         self._finalizer: Optional[weakref.finalize] = None

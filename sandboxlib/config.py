@@ -7,7 +7,7 @@ import os
 import posixpath
 import re
 import resource
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 
@@ -171,7 +171,7 @@ class Mount:
             raise ConfigError(f"{field}.target", f"{self.target!r} is on or under {covered}, which the "
                                                  f"container gets fresh from the kernel (with its masked "
                                                  f"paths): mount elsewhere")
-        if self.kind is MountKind.BIND and not os.path.exists(self.source):
+        if self.kind is MountKind.BIND and (self.source is None or not os.path.exists(self.source)):
             raise ConfigError(f"{field}.source", f"{self.source!r} does not exist on the host")
 
 
@@ -246,11 +246,15 @@ def _int_field(value: object, field: str, low: int, high: Optional[int] = None) 
     return value
 
 
+def _str_tuple(value: Iterable[str]) -> Tuple[str, ...]:
+    return tuple(value)
+
+
 def _cpu_list(value: object, field: str) -> str:
     text = check_text(value, field).replace(" ", "")
     if not _CPUSET.match(text):
         raise ConfigError(field, f"{value!r} is not a CPU list such as '0-1,3'")
-    cpus = set()
+    cpus: Set[int] = set()
     for part in text.split(","):
         low, _, high = part.partition("-")
         if high and int(high) < int(low):
@@ -304,7 +308,8 @@ class Limits:
         unknown = set(values) - known
         if unknown:
             raise ConfigError("limits", f"unknown limit {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**{("address_space" if k == "as" else k): v for k, v in values.items()})
+        options: Dict[str, Any] = {("address_space" if k == "as" else k): v for k, v in values.items()}
+        return cls(**options)  # each checked by its validator
 
     def rlimits(self) -> Tuple[Tuple[str, int, int], ...]:
         """(name, soft, hard) for every set limit, checked."""
@@ -342,7 +347,8 @@ class Limits:
                                                             "(it is memory plus swap; -1: unlimited swap)")
         if self.cpus is not None:
             cpus = self.cpus
-            if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0.01 <= cpus <= os.cpu_count():
+            host_cpus = os.cpu_count() or 1  # None: unknown
+            if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0.01 <= cpus <= host_cpus:
                 raise ConfigError("limits.cpus", f"must be a number from 0.01 to {os.cpu_count()} "
                                                  f"(the CPUs of this host), got {cpus!r}")
             quota = max(1000, round(cpus * CPU_PERIOD_US))
@@ -429,9 +435,9 @@ class ContainerConfig:
     gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
         default=None, converter=attrs.converters.optional(tuple))
     network: Network = attrs.field(default=Network.NONE, converter=Network)
-    cap_add: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
+    cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    seccomp: Optional[Seccomp] = attrs.field(factory=Seccomp.default, converter=seccomp_option)
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)

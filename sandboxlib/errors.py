@@ -76,6 +76,8 @@ class SetupError(SandboxError, OSError):
         hint: an explanation of a known kernel refusal, or None.
     """
 
+    errno: int  # always given (OSError's may be None)
+
     def __init__(self, errno_: int, operation: str, *, step: str = "", field: Optional[str] = None,
                  hint: Optional[str] = None) -> None:
         super().__init__(errno_, operation)

@@ -6,7 +6,7 @@ import queue
 import threading
 import weakref
 from concurrent import futures
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from .api import with_memory
 from .calls.session import check_modules
@@ -51,10 +51,11 @@ class Pool(futures.Executor):
             raise ConfigError("max_uses", f"must be a positive number of calls, got {max_uses!r}")
         if not isinstance(network, bool):
             raise ConfigError("network", f"expected True or False, got {network!r}")
-        self._config = dict(rootfs=rootfs, mounts=mounts, env=env, limits=with_memory(limits, memory),
-                            network=Network.HOST if network else Network.NONE)
+        self._config: Dict[str, Any] = {"rootfs": rootfs, "mounts": mounts, "env": env,
+                                        "limits": with_memory(limits, memory),
+                                        "network": Network.HOST if network else Network.NONE}
         self._preload = check_modules(preload)
-        self._options = {"timeout": timeout, "trust_result": trust_result}
+        self._options: Dict[str, Any] = {"timeout": timeout, "trust_result": trust_result}
         self._max_uses = max_uses
         self._queue: "queue.SimpleQueue[Optional[_Work]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -135,11 +136,13 @@ def _worker(pool_ref: "weakref.ref[Pool]", work_queue: "queue.SimpleQueue") -> N
                 pool._run(box, work)
             except _RECYCLE_ON as err:
                 work.future.set_exception(err)
-                box = _close(box)
+                _close(box)
+                box = None
             except BaseException as err:  # noqa: BLE001 - the caller gets it through the future
                 work.future.set_exception(err)
             if box is not None and uses >= pool._max_uses:
-                box = _close(box)
+                _close(box)
+                box = None
             del pool, work
     finally:
         _close(box)
@@ -157,4 +160,3 @@ def _warm(pool_ref: "weakref.ref[Pool]") -> Optional[Container]:
 def _close(box: Optional[Container]) -> None:
     if box is not None:
         box.close()
-    return None

@@ -17,6 +17,32 @@ from . import rootless
 
 MODES = ["root", "rootless"]
 
+
+# -- which sandboxlib is tested ---------------------------------------------------
+def pytest_configure(config):
+    """The suite tests the package users install: `make test` installs the wheel
+    into a venv and names it in SANDBOXLIB_EXPECT_INSTALLED (test_installed.py
+    checks that this is the sandboxlib imported).  Developers testing the
+    checkout (built in place) say so with SANDBOXLIB_DEV=1; with neither, the
+    run is refused rather than testing whichever sandboxlib happens to import.
+    Subprocesses import this ``tests`` package from PYTHONPATH (and, only in
+    development mode, sandboxlib from the checkout)."""
+    installed, dev = os.environ.get(rootless.INSTALLED_VAR), os.environ.get(rootless.DEV_VAR) == "1"
+    if bool(installed) == dev:
+        raise pytest.UsageError(
+            f"say which sandboxlib to test: `make test` (sets {rootless.INSTALLED_VAR}=<venv> and runs this "
+            f"venv's pytest from outside the checkout), or {rootless.DEV_VAR}=1 for the checkout built in place "
+            "(python3 setup.py build_ext --inplace)")
+    if dev:
+        path = rootless.REPO
+    else:
+        path = tempfile.mkdtemp(prefix="sandboxlib-tests-path-")
+        os.chmod(path, 0o755)  # the rootless workers import from it
+        os.symlink(os.path.join(rootless.REPO, "tests"), os.path.join(path, "tests"))
+        config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    os.environ[rootless.IMPORT_PATH_VAR] = os.environ["PYTHONPATH"] = path
+
+
 def wait_until(predicate, seconds: float = 10.0) -> bool:
     """Poll ``predicate`` until it holds; the time is an upper bound for a hang."""
     deadline = time.monotonic() + seconds
@@ -43,10 +69,10 @@ def commands_of(init_pid: int, *, recursive: bool = False) -> list:
 
 
 def sandboxlib_cli(*args: str, input=None, timeout: float = 120, text: bool = False) -> subprocess.CompletedProcess:
-    """``python -m sandboxlib ARGS`` from ``/``, this checkout's package first."""
+    """``python -m sandboxlib ARGS`` from ``/``, the tested package (PYTHONPATH: see pytest_configure)."""
     return subprocess.run([sys.executable, "-m", "sandboxlib", *args], input=input, text=text,
                           stdin=subprocess.DEVNULL if input is None else None, capture_output=True,
-                          timeout=timeout, cwd="/", env=dict(os.environ, PYTHONPATH=rootless.REPO))
+                          timeout=timeout, cwd="/")
 
 
 def run_cli(*args: str, input=b"", timeout: float = 60) -> subprocess.CompletedProcess:

@@ -78,7 +78,7 @@ class Dockerd:
 
     def log_tail(self) -> str:
         with open(f"{self.top}/dockerd.log", errors="replace") as f:
-            lines = [l for l in f.read().splitlines() if "level=error" in l or "level=fatal" in l]
+            lines = [line for line in f.read().splitlines() if "level=error" in line or "level=fatal" in line]
         return lines[-1] if lines else "(no error in its log)"
 
     def close(self) -> None:

@@ -17,7 +17,18 @@ from typing import Iterable, List
 # sbxtest has /etc/subuid and /etc/subgid ranges (newuidmap path);
 # sbxsingle has none (it can map only its own id).
 USERS = {"sbxtest": True, "sbxsingle": False}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+# The variables that say which sandboxlib the suite tests (tests/conftest.py):
+# the one installed in a venv (`make test`) or the checkout (SANDBOXLIB_DEV=1).
+INSTALLED_VAR, DEV_VAR, IMPORT_PATH_VAR = "SANDBOXLIB_EXPECT_INSTALLED", "SANDBOXLIB_DEV", "SANDBOXLIB_TESTS_PATH"
+
+
+def import_path() -> str:
+    """The sys.path entry subprocesses of the suite import this ``tests`` package
+    from (conftest puts it in PYTHONPATH): a directory that holds only a link
+    to tests/ when the installed package is tested, so that the checkout's
+    sandboxlib cannot shadow it; the checkout itself in development mode."""
+    return os.environ[IMPORT_PATH_VAR]
 
 
 def ensure_user(name: str, subids: bool) -> pwd.struct_passwd:
@@ -56,7 +67,7 @@ def ping() -> str:
 
 def launcher(user: pwd.struct_passwd, argv: List[str]) -> List[str]:
     """unshare -m ... setpriv ... argv, with hidden paths re-exposed under a 0711 tmpfs."""
-    needed = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), REPO}
+    needed = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), REPO, import_path()}
     hidden = _hidden_paths(needed, user)
     steps = []
     if hidden:
@@ -68,8 +79,9 @@ def launcher(user: pwd.struct_passwd, argv: List[str]) -> List[str]:
             steps.append(f"mount -t tmpfs -o mode=0711 sbx-hide {shlex.quote(top)}")
         for i, path in enumerate(hidden):
             steps.append(f"mkdir -p {shlex.quote(path)} && mount --move /mnt/{i} {shlex.quote(path)}")
-    env = {"HOME": user.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": REPO,
-           "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": "", "SANDBOXLIB_RUN": state_dir(user)}
+    env = {"HOME": user.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": import_path(),
+           "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": "", "SANDBOXLIB_RUN": state_dir(user),
+           **{k: os.environ[k] for k in (INSTALLED_VAR, DEV_VAR, IMPORT_PATH_VAR) if k in os.environ}}
     steps.append(
         "exec setpriv --reuid={u} --regid={g} --init-groups --inh-caps=-all env -i {env} {argv}".format(
             u=user.pw_uid, g=user.pw_gid, env=" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),

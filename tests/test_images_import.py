@@ -9,11 +9,12 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 
 import pytest
 import zstandard
 
-from sandboxlib.errors import DigestMismatch, ImageFormatError
+from sandboxlib.errors import DigestMismatch, ImageFormatError, UnsupportedError
 from sandboxlib.images import ImageStore
 
 from .imagekit import (IMAGE_CONFIG, busybox_layers, image_blobs, layer_tar, skopeo, tar_directory,
@@ -81,7 +82,7 @@ def check_load_every_format(path, archives):
 def test_load_every_format(runner, store_dir, archives):
     found = runner(check_load_every_format, store_dir, archives)
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in archives["layers"]]
-    for kind, (image_id, _, _, ids, config) in found.items():
+    for kind, (_image_id, _, _, ids, config) in found.items():
         assert ids == diff_ids and config == IMAGE_CONFIG, kind
     assert len({image_id for image_id, *_ in found.values()}) == 1  # one config, byte for byte
     assert found["docker-archive"][1] == ("busybox:test",)
@@ -150,6 +151,32 @@ def test_import_rootfs_and_from_directory(runner, store_dir, shared_dir):
         "tar", "tar+gzip", "tar+zstd"]
     assert found["gz.tar.gz"][2] == {"Cmd": ["/bin/sh"]} and found["gz.tar.gz"][3] == ("imp:gz",)
     assert found["tree"] is True
+
+
+def check_zstd_layer_without_zstandard(path, tar_file):
+    store = ImageStore(path)
+    saved = sys.modules.pop("zstandard", None)
+    sys.modules["zstandard"] = None  # what an install without the [zstd] extra finds: import fails
+    try:
+        with pytest.raises(UnsupportedError, match=r"zstd-compressed image layers.*sandboxlib\[zstd\]"):
+            store.import_rootfs(tar_file, "imp:zst")
+    finally:
+        del sys.modules["zstandard"]
+        if saved is not None:
+            sys.modules["zstandard"] = saved
+    return _blob_state(store), store.list()
+
+
+def test_zstd_layer_without_the_zstd_extra(runner, store_dir, shared_dir):
+    """zstandard is an optional dependency: without it, a zstd layer is refused
+    naming the extra to install, and nothing is left in the store."""
+    tar_file = shared_dir / f"zst-{runner.mode}.tar.zst"
+    tar_file.write_bytes(zstandard.ZstdCompressor().compress(layer_tar({"x": b"x"})))
+    try:
+        (blobs, tmp), images = runner(check_zstd_layer_without_zstandard, store_dir, str(tar_file))
+    finally:
+        tar_file.unlink()
+    assert tmp == [] and images == []
 
 
 # -- broken input ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import sandboxlib as sb
 from sandboxlib.errors import ConfigError, ImageNotFound
 from sandboxlib import ImageStore  # the store containers use (sub-id owners rootless)
 
+from . import rootless
 from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers, layer_tar
 
@@ -287,7 +288,7 @@ def test_a_killed_owner_leaves_a_lease_that_lapses(tmp_path, busybox_root):
     import sys
     store = _store(str(tmp_path), busybox_root)
     layers = store.unpacked("bb:1")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = rootless.import_path()
     holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=repo, store=store.path)],
                               stdout=subprocess.PIPE)
     try:
@@ -319,7 +320,7 @@ def test_several_processes_unpack_one_image(tmp_path, busybox_root):
     import subprocess
     import sys
     store = _store(str(tmp_path), busybox_root)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = rootless.import_path()
     procs = [subprocess.Popen([sys.executable, "-c", UNPACKER.format(repo=repo, store=store.path)],
                               stdout=subprocess.PIPE) for _ in range(3)]
     outputs = {p.communicate(timeout=120)[0] for p in procs}

@@ -16,6 +16,7 @@ from sandboxlib.errors import ConfigError, DigestMismatch, ImageFormatError, Ima
 from sandboxlib.images import ImageStore, default_home
 from sandboxlib.images.store import REF_ANNOTATION
 
+from . import rootless
 from .imagekit import add_image, layer_tar
 
 BASE = layer_tar({"etc/": "dir/", "etc/base": b"base\n"})
@@ -169,7 +170,7 @@ while {forever} or i < {count}:
 
 
 def _writer(path, name, count=0):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = rootless.import_path()
     code = WRITER.format(repo=repo, path=path, name=name, count=count, forever=not count)
     return subprocess.Popen([sys.executable, "-c", code])
 

@@ -27,7 +27,7 @@ def _e(name, kind=tarfile.REGTYPE, link="", mode=0o644, uid=0, gid=0, size=0, de
 
 
 def _tar(*entries) -> bytes:
-    return layer_tar({e.name + ("#%d" % i): e for i, e in enumerate(entries)})
+    return layer_tar({f"{e.name}#{i}": e for i, e in enumerate(entries)})
 
 
 def _unpack_here(parent: str, data: bytes) -> str:

@@ -243,7 +243,7 @@ HEAVY = ("asyncio", "multiprocessing", "concurrent.futures", "ssl", "http.client
 def test_import_is_light():
     code = ("import json, sys\nbefore = set(sys.modules)\nimport sandboxlib\n"
             "print(json.dumps(sorted(set(sys.modules) - before)))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO),
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), timeout=60)
     assert proc.returncode == 0, proc.stderr
     loaded = set(json.loads(proc.stdout))
@@ -255,15 +255,20 @@ def test_import_is_light():
 # -- a stale extension ------------------------------------------------------------------------------
 @pytest.fixture
 def checkout_copy(tmp_path):
-    """The tracked files and the built extension and init, in a fresh directory."""
+    """The tracked files and the built extension and init (those of the tested
+    package: the wheel's or the in-place build), in a fresh directory."""
+    import sandboxlib
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    built = [p.relative_to(REPO) for p in (PACKAGE / "native").glob("_native*.so")] + [pathlib.Path("sandboxlib/native/sbx-init")]
-    assert len(built) == 2, built
+    tested = pathlib.Path(sandboxlib.__file__).parent / "native"
+    built = [*tested.glob("_native*.so"), tested / "sbx-init"]
+    assert len(built) == 2 and all(p.is_file() for p in built), built
     copy = tmp_path / "checkout"
-    for rel in [pathlib.Path(f) for f in files.decode().split("\0") if f] + built:
+    for rel in [pathlib.Path(f) for f in files.decode().split("\0") if f]:
         if (REPO / rel).is_file():
             (copy / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, copy / rel)
+    for path in built:
+        shutil.copy2(path, copy / "sandboxlib" / path.name)
     return copy
 
 

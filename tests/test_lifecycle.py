@@ -29,7 +29,6 @@ from sandboxlib.native.binding import Step
 
 from .conftest import commands_of, wait_until
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
 NO_STDIN = {"stdin": sb.DEVNULL}
 
@@ -296,7 +295,7 @@ SWEEPER = "import sandboxlib as sb; assert sb.run(['true'], stdin=sb.DEVNULL).ok
 
 
 def check_sigkill_of_the_owner():
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = dict(os.environ)
     owner = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              env=env)
     try:

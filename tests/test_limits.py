@@ -25,7 +25,6 @@ from sandboxlib.runtime import statedir
 
 from .conftest import LAUNCHER, commands_of, run_cli, session_cgroup_prefix, session_cgroups, wait_until
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_STDIN = {"stdin": sb.DEVNULL}
 PY = sys.executable
 
@@ -432,7 +431,7 @@ SWEEPER = "import sandboxlib as sb; assert sb.run(['true'], stdin=sb.DEVNULL).ok
 
 
 def test_cgroups_of_a_sigkilled_owner_are_swept():
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = dict(os.environ)
     owner = subprocess.Popen([PY, "-c", OWNER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
     try:
         ident, *paths = owner.stdout.readline().decode().split()

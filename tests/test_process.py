@@ -27,7 +27,6 @@ from sandboxlib.runtime.container import DEFAULT_PATH
 
 from .conftest import wait_until
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
 NO_STDIN = {"stdin": sb.DEVNULL}
 MB100 = 100_000_000
@@ -193,7 +192,7 @@ def test_reserved_signals_ignored_by_the_host_are_reset(tmp_path):
             "print([l for l in sb.run(['cat', '/proc/self/status']).stdout.decode().splitlines() "
             "if l.startswith('SigIgn')][0].split()[1])")
     out = subprocess.run([str(wrapper), sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=dict(os.environ, PYTHONPATH=REPO))
+                         check=True, env=dict(os.environ))
     assert int(out.stdout, 16) == 0, out
 
 
@@ -591,7 +590,7 @@ def check_inherited_stdio():
             f.write(b"host stdin\n")
         with open(paths[0], "rb") as i, open(paths[1], "wb") as o, open(paths[2], "wb") as e:
             subprocess.run([sys.executable, "-c", INHERIT], stdin=i, stdout=o, stderr=e, check=True,
-                           env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+                           timeout=120)
         outputs = []
         for path in paths[1:]:
             with open(path, "rb") as f:

@@ -22,8 +22,8 @@ import sandboxlib as sb
 from sandboxlib import Mount
 
 from .conftest import make_busybox_rootfs
-from .test_isolation import (EROFS_TEXT, box, make_open_dir, mount_options, mount_points, open_dir,  # noqa: F401
-                             out, root, sh)
+from .test_isolation import EROFS_TEXT, box, make_open_dir, mount_options, mount_points, out, sh
+from .test_isolation import open_dir, root  # noqa: F401 - fixtures, requested by name
 
 ROOT_DEFAULT_HOST_ID = 1_000_000_000
 WRITE_PROBE = """for p in "$@"; do msg=$( (: > "$p") 2>&1) && echo "$p|ok" || echo "$p|$msg"; done"""

@@ -110,7 +110,7 @@ def check_container_step_one_shot(name: str, repeat: int) -> list:
     for _ in range(repeat):
         c = sb.Container()
         c._fault = (int(Step[name]), errno.EIO)
-        err = _expect_setup_error(lambda: sb.run(["echo", "hi"], container=c))
+        err = _expect_setup_error(lambda c=c: sb.run(["echo", "hi"], container=c))
         seen.append((err["type"], err["step"], err["errno"]))
     after = _snapshot()
     assert after == before, (before, after)
@@ -364,8 +364,7 @@ CLONE_SCRIPT = textwrap.dedent("""
 
 
 def test_clone_fails_root(tmp_path):
-    env = dict(os.environ, SANDBOXLIB_RUN=str(tmp_path / "run"), PYTHONPATH=os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
+    env = dict(os.environ, SANDBOXLIB_RUN=str(tmp_path / "run"))
     proc = subprocess.Popen([sys.executable, "-c", CLONE_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:

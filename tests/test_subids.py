@@ -101,7 +101,7 @@ def check_squash(path, busybox_rootfs):
     owners = {(st.st_uid, st.st_gid) for name in OWNED if name not in HIDDEN
               for st in [os.lstat(os.path.join(layer, name))]}
     removed = store.remove("owners:1")
-    return inside, owners, os.getuid(), os.getgid(), removed, os.listdir(os.path.join(path, "layers", "user-%d" % os.getuid()))
+    return inside, owners, os.getuid(), os.getgid(), removed, os.listdir(os.path.join(path, "layers", f"user-{os.getuid()}"))
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ time.sleep(600)
 
 
 def _start_holder(store: str):
-    return subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=rootless.REPO, store=store)],
+    return subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=rootless.import_path(), store=store)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
 
 

@@ -488,13 +488,13 @@ def main(argv):
         server.serve()
     except SpareLost as err:  # the host retries the call on a new server
         write_frame(chan_out, b"L", encode(str(err)))
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     except BaseException as err:  # noqa: BLE001 - the host shows why the server died
         try:
             write_frame(chan_out, b"E", encode("".join(traceback.format_exception(type(err), err, err.__traceback__))))
         except OSError:
             pass
-        raise SystemExit(1)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ class ContainerCgroup:
         """Remove every directory made (after kill(), or the end of the init's
         pid namespace: waiting while the killed leave).  True when all are gone."""
         deadline = time.monotonic() + REMOVE_TIMEOUT
-        gone = all([fs.remove_tree(n.path, deadline) for n in self._made])
+        gone = all([fs.remove_tree(n.path, deadline) for n in self._made])  # noqa: C419 - every one, even after a failure
         self._made = []
         return gone
 
@@ -266,7 +266,7 @@ def release_nodes(paths: Sequence[str]) -> bool:
         if fs.kill_all(path):
             break
     deadline = time.monotonic() + REMOVE_TIMEOUT
-    return all([fs.remove_tree(path, deadline) for path in paths])
+    return all([fs.remove_tree(path, deadline) for path in paths])  # noqa: C419 - every one, even after a failure
 
 
 class CommandCgroup:

@@ -62,9 +62,9 @@ def _container_options(marker: pytest.Mark) -> tuple:
     network = kw.get("network", False)
     if not isinstance(network, bool):
         raise ConfigError("network", f"expected True or False, got {network!r}")
-    options = dict(rootfs=kw.get("rootfs"), mounts=kw.get("mounts", ()), env=kw.get("env"),
-                   limits=with_memory(None, kw.get("memory")),
-                   network=Network.HOST if network else Network.NONE)
+    options = {"rootfs": kw.get("rootfs"), "mounts": kw.get("mounts", ()), "env": kw.get("env"),
+               "limits": with_memory(None, kw.get("memory")),
+               "network": Network.HOST if network else Network.NONE}
     return options, kw.get("timeout"), tuple(kw.get("preload", ()))
 
 
@@ -82,7 +82,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
         try:
             status, message = box.invoke(_run_test, (pyfuncitem.obj, funcargs), timeout=timeout)
         except BaseException as err:
-            raise err.with_traceback(None)  # the host's frames say nothing about the test
+            raise err.with_traceback(None)  # noqa: B904 - the same exception; the host's frames say nothing about the test
     if status == "skipped":  # reported at the test's own location, as a skip in its body is
         raise pytest.skip.Exception(message, _use_item_location=True)
     if status == "xfailed":

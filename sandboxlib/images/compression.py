@@ -4,7 +4,7 @@ from __future__ import annotations
 import gzip
 from typing import BinaryIO
 
-from ..errors import ImageFormatError
+from ..errors import ImageFormatError, UnsupportedError
 
 __all__ = ["sniff", "decompressed"]
 
@@ -26,7 +26,11 @@ def decompressed(stream: BinaryIO, kind: str) -> BinaryIO:
     if kind == "gzip":
         return gzip.GzipFile(fileobj=stream, mode="rb")
     if kind == "zstd":
-        import zstandard  # only images with zstd layers need it
+        try:
+            import zstandard  # an optional dependency: only images with zstd layers need it
+        except ImportError:
+            raise UnsupportedError("zstd-compressed image layers",
+                                   "install the zstandard package: pip install 'sandboxlib[zstd]'") from None
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     if kind == "none":
         return stream

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union, cast
 
 import attrs
 
@@ -107,7 +107,7 @@ class Container(FileAccess):
         self._cgroup: Optional[cgroups.ContainerCgroup] = None
         self._record: Optional[str] = None
         self._image: Optional[ImageRoot] = None
-        self._store = None
+        self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
         self._calls = ServerSlot(self)  # the fork server of call(), started by the first call
 
@@ -167,7 +167,7 @@ class Container(FileAccess):
             return self.config
         store = self._store or ImageStore(self.config.image_store)
         owner = self._id_policy().owner(0, 0)
-        mounts = [Mount.bind(store.volume(m.source, owner), m.target, read_only=m.read_only)
+        mounts = [Mount.bind(store.volume(cast(str, m.source), owner), m.target, read_only=m.read_only)  # its name
                   if m.kind is MountKind.VOLUME else m for m in self.config.mounts]
         return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
 
@@ -204,9 +204,9 @@ class Container(FileAccess):
             self._record = statedir.register(state_root, self.id, cgroup_paths=cgroup.paths)
             cgroup.create()
             maps = self._maps
-            init_ids = (maps.to_host_uid(0), maps.to_host_gid(0)) if maps is not None else (None, None)
-            if None not in init_ids and init_ids != (os.geteuid(), os.getegid()):
-                cgroup.delegate_procs(*init_ids)  # the init starts commands in child cgroups
+            uid, gid = (maps.to_host_uid(0), maps.to_host_gid(0)) if maps is not None else (None, None)
+            if uid is not None and gid is not None and (uid, gid) != (os.geteuid(), os.getegid()):
+                cgroup.delegate_procs(uid, gid)  # the init starts commands in child cgroups
 
     def _release_cgroup(self) -> None:
         """Remove the cgroup, then the record (kept, for a later sweep, while
@@ -263,8 +263,8 @@ class Container(FileAccess):
                                              cgroup_fd=child_ends[-1] if self._cgroup else -1,
                                              attach_fds=child_ends[4:-1] if self._cgroup else ())
             except OSError as err:
-                raise SetupError(err.errno, f"clone(flags={flags:#x})", step="CLONE",
-                                 hint=_clone_hint(err.errno)) from None
+                code = err.errno or 0  # _lowlevel.spawn's OSError has the clone's errno
+                raise SetupError(code, f"clone(flags={flags:#x})", step="CLONE", hint=_clone_hint(code)) from None
         finally:
             for fd in child_ends:
                 if fd >= 0:
@@ -292,14 +292,16 @@ class Container(FileAccess):
     def _send_setup(self, pid: int, first, state_root: str) -> Optional[BaseException]:
         """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
         if the child (which then ends) reports no failure of its own."""
+        control = self._control
+        assert control is not None  # made by _spawn before the clone
         try:
             if self._maps is not None:
                 write_maps(pid, self._maps)
-            self._control.send(GO_MESSAGE)
+            control.send(GO_MESSAGE)
             if first is not None:
                 first()
         except (SetupError, ContainerStateError, OSError) as err:
-            self._control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
+            control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
             if isinstance(err, OSError) and not isinstance(err, SetupError):
                 return ContainerStateError(f"the container's init ended during set-up ({err})")
             return err
@@ -310,7 +312,7 @@ class Container(FileAccess):
             statedir.add_init(self._record, pid)
         return None
 
-    def _raise_setup_failure(self, report: bytes, ops) -> None:
+    def _raise_setup_failure(self, report: bytes, ops) -> NoReturn:
         if len(report) < binding.REPORT_SIZE:
             raise SetupError(0, "container set-up", step="UNKNOWN",
                              hint=f"the child died without a report ({len(report)} bytes)")
@@ -393,6 +395,7 @@ class Container(FileAccess):
         argv = _check_argv(argv)
         if user is None:
             resolved = self._user
+            assert resolved is not None  # resolved at start
         else:
             root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -509,6 +512,7 @@ class Container(FileAccess):
         def first() -> None:
             command = self._image.command(argv) if self._image else argv
             request = self._request(command, env=None, cwd=None, user=None, main=True)
+            assert self._control is not None  # first() runs after the clone
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 
         try:
@@ -615,7 +619,7 @@ def _close_quietly(fd: int) -> None:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: List[bytes] = []
     while True:
         try:
             chunk = os.read(fd, 64)

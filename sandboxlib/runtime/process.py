@@ -11,7 +11,7 @@ import selectors
 import signal as signal_module
 import socket
 import time
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import attrs
 
@@ -29,6 +29,7 @@ def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, ti
     """The Result of an ended process; ``events``: the container's (OOM kills,
     forks refused) before and after it ran."""
     code = proc.returncode
+    assert code is not None, "the Result of a running process"
     sig = signal_module.Signals(-code) if code < 0 else None
     exit_code = 128 + sig if sig else code
     (oom_before, pids_before), (oom_after, pids_after) = events
@@ -130,7 +131,9 @@ class Process:
     def wait(self, timeout: Optional[float] = None) -> int:
         """Wait for the exit; raises TimeoutExpired (the process keeps running)."""
         if not self._take_reply(timeout):
+            assert timeout is not None  # without one, _take_reply waits for the reply
             raise TimeoutExpired(self.args, timeout)
+        assert self.returncode is not None  # the reply was taken
         return self.returncode
 
     # -- signals -----------------------------------------------------
@@ -175,6 +178,7 @@ class Process:
             while sel.get_map():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    assert timeout is not None  # the deadline's
                     raise TimeoutExpired(self.args, timeout, bytes(self._partial[1]), bytes(self._partial[2]))
                 for key, _ in sel.select(remaining):
                     self._service(sel, key)
@@ -205,14 +209,16 @@ class Process:
             sel.unregister(key.fileobj)
             self._take_reply(None)
         elif key.data == "stdin":
+            left, stdin = self._input_left, self.stdin
+            assert left is not None and stdin is not None  # _register registered stdin with its input
             try:
-                written = os.write(key.fd, self._input_left[:_CHUNK])
+                written = os.write(key.fd, left[:_CHUNK])
             except BrokenPipeError:
-                written = len(self._input_left)
-            self._input_left = self._input_left[written:]
+                written = len(left)
+            self._input_left = left[written:]
             if not self._input_left:
-                sel.unregister(key.fileobj)
-                key.fileobj.close()
+                sel.unregister(stdin)
+                stdin.close()
         else:
             chunk = os.read(key.fd, _CHUNK)
             if chunk:

@@ -100,7 +100,7 @@ def tar_layer() -> None:
 
 def chown(owners: dict) -> None:
     top = os.path.join(TOP, "0")
-    for dirpath, dirnames, filenames, dir_fd in os.fwalk(top, follow_symlinks=False):
+    for _dirpath, dirnames, filenames, dir_fd in os.fwalk(top, follow_symlinks=False):
         for name in dirnames + filenames:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             want = owners.get(str(st.st_ino))
