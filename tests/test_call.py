@@ -15,7 +15,7 @@ import time
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.calls.session import forkserver, session
+from sandboxlib.calls import forkserver, session
 
 SAFE_VALUES = [None, True, False, 0, -1, 255, -128, 2 ** 200, -(2 ** 70), 7 ** 20000, 1.5, float("inf"), 1 + 2j, "", "häß\udc80",
                b"\x00\xff", [], (), {}, set(), frozenset({1}), [1, (2, {"a": [b"x", {3.0}]})],
