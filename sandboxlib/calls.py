@@ -329,7 +329,7 @@ class ServerSlot:
                 old.close()
                 self.server = None
             server = CallServer(self._container, preload=preload or (old.preload if old else ()))
-            self._container._resources.callback(server.close)
+            self._container._on_close(server.close)
             self.server = server
             return server
 

@@ -26,6 +26,7 @@ LAYERS = {
     "errors": 0,
     "config": 1, "capabilities": 1, "host": 1, "_lowlevel": 1, "seccomp": 1, "seccomp_profile": 1,
     "idmap": 2, "seccomp_bpf": 2, "seccomp_prologue": 2, "users": 2, "rootfs": 2, "protocol": 2, "streams": 2,
+    "sharedfd": 1, "interrupts": 1,
     "statedir": 2, "process": 2, "failures": 2, "launch": 2, "_forkserver": 2, "cgroups": 2, "stats": 2,
     "images": 2, "imageroot": 2, "transfer": 2, "_subids_worker": 2, "_safe_encoding": 2,
     "_plan": 3, "container": 3, "container_files": 3, "commit": 3, "calls": 3, "subids": 3, "writable": 3,

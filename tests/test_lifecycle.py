@@ -495,3 +495,74 @@ def check_host_process_left_alone():
 
 def test_host_process_left_alone(runner):
     assert runner(check_host_process_left_alone) > 30
+
+
+# -- stop() from another thread (issue 20, item 5) ------------------------------------
+STORM_THREADS, STORM_PER_THREAD = 8, 25
+STORM_SECONDS = 20.0  # an upper bound: the storm takes a few seconds
+
+
+def _cgroups_of(container_ids) -> list:
+    from sandboxlib.cgroups import cgroup_name
+    names = {cgroup_name(statedir.state_root(), ident) for ident in container_ids}
+    found = []
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(dirpath, d) for d in dirnames if d in names]
+        if dirpath.count("/") > 5:
+            dirnames[:] = []
+    return found
+
+
+def check_stop_storm():
+    """Each container is stopped by a Timer (0-30 ms) while `with c: c.run(...)`
+    starts it and runs a command: only documented outcomes, nothing left."""
+    import random
+    before = _snapshot()
+    outcomes, unexpected, ids, inits = {}, [], [], []
+    deadline = time.monotonic() + STORM_SECONDS
+
+    def one(rng):
+        c = sb.Container()
+        ids.append(c.id)
+        timer = threading.Timer(rng.uniform(0, 0.03), c.stop, kwargs={"timeout": 1})
+        timer.start()
+        try:
+            with c:
+                inits.append(c.pid)
+                r = c.run(["sleep", "0.05"], **QUIET)
+            outcome = r.verdict.name if r.ok or r.verdict is not sb.Verdict.SIGNALED else f"SIGNALED {r.signal.name}"
+        except sb.ContainerStateError:
+            outcome = "ContainerStateError"
+        except BaseException as err:  # noqa: BLE001 - collected for the assert
+            outcome = f"{type(err).__name__}: {err}"
+            unexpected.append(outcome)
+        finally:
+            timer.join()
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    def worker(i):
+        rng = random.Random(i)
+        for _ in range(STORM_PER_THREAD):
+            if time.monotonic() < deadline:
+                one(rng)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(STORM_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(STORM_SECONDS + 60)
+    after = _snapshot()
+    return {"unexpected": unexpected, "outcomes": outcomes, "hung": [t.is_alive() for t in threads if t.is_alive()],
+            "left": {k: sorted(set(after[k]) - set(before[k])) for k in ("fds", "records", "children")},
+            "inits alive": [pid for pid in inits if pid is not None and _exists(pid)],
+            "cgroups": _cgroups_of(ids)}
+
+
+def test_stop_from_another_thread_during_start_and_run(runner):
+    out = runner(check_stop_storm)
+    assert out["unexpected"] == [] and out["hung"] == [], out
+    assert out["left"] == {"fds": [], "records": [], "children": []} and out["inits alive"] == [], out
+    assert out["cgroups"] == [], out
+    # Only: ran, killed by the stop (SIGTERM/SIGKILL), or refused as not running.
+    assert set(out["outcomes"]) <= {"EXITED", "SIGNALED SIGTERM", "SIGNALED SIGKILL", "ContainerStateError"}, out
+    assert sum(out["outcomes"].values()) > 50, out
