@@ -566,3 +566,60 @@ def test_stop_from_another_thread_during_start_and_run(runner):
     # Only: ran, killed by the stop (SIGTERM/SIGKILL), or refused as not running.
     assert set(out["outcomes"]) <= {"EXITED", "SIGNALED SIGTERM", "SIGNALED SIGKILL", "ContainerStateError"}, out
     assert sum(out["outcomes"].values()) > 50, out
+
+
+# -- fork (issue 20, item 6) ----------------------------------------------------------
+def _in_forked_child(body) -> int:
+    """Run ``body()`` (it returns an exit code) in a forked child; its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _refused_for_fork(operation) -> bool:
+    try:
+        operation()
+    except sb.ContainerStateError as err:
+        return "fork" in str(err)
+    return False
+
+
+def _square(x):
+    return x * x
+
+
+def check_fork_leaves_the_container_alone():
+    out = {}
+    with sb.Container() as c:
+        p = c.spawn(["sleep", "1000"], **QUIET)
+        c.call(_square, 3)  # a fork server and its Process
+
+        def child() -> int:
+            refused = [_refused_for_fork(op) for op in (
+                lambda: c.run(["true"], **QUIET), lambda: c.spawn(["true"], **QUIET), c.stats, c.top,
+                lambda: c.call(_square, 2), lambda: c.read_file("/etc/passwd"), c.stop,
+                p.kill, p.poll, lambda: p.wait(0))]
+            p.close()  # only the child's copies of its fds
+            c.__exit__(None, None, None)  # as the child's sys.exit() unwinding the `with`
+            c.close()
+            gc.collect()
+            return sum(1 << i for i, ok in enumerate(refused) if not ok)  # 0: every one refused
+
+        out["child"] = _in_forked_child(child)
+        out["run"] = c.run(["echo", "alive"], **NO_STDIN).stdout
+        out["call"] = c.call(_square, 4)
+        out["sleep running"] = p.poll() is None
+        p.kill()
+        out["sleep"] = p.wait(10)
+        p.close()
+    return out
+
+
+def test_fork_leaves_the_container_alone(runner):
+    assert runner(check_fork_leaves_the_container_alone) == {
+        "child": 0, "run": b"alive\n", "call": 16, "sleep running": True, "sleep": -signal.SIGKILL}
