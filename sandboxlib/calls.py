@@ -297,7 +297,7 @@ class CallServer:
         """Kill the server and everything it started; release the pipes.  Idempotent."""
         self.alive = False
         proc = self._proc
-        if proc.returncode is None:
+        if proc.returncode is None and not proc._forked():  # a forked child only closes its copies
             proc.kill_tree()
             try:
                 proc.wait(timeout=10)

@@ -598,6 +598,7 @@ def check_fork_leaves_the_container_alone():
     with sb.Container() as c:
         p = c.spawn(["sleep", "1000"], **QUIET)
         c.call(_square, 3)  # a fork server and its Process
+        session = c.session()
 
         def child() -> int:
             refused = [_refused_for_fork(op) for op in (
@@ -605,6 +606,7 @@ def check_fork_leaves_the_container_alone():
                 lambda: c.call(_square, 2), lambda: c.read_file("/etc/passwd"), c.stop,
                 p.kill, p.poll, lambda: p.wait(0))]
             p.close()  # only the child's copies of its fds
+            session.close()
             c.__exit__(None, None, None)  # as the child's sys.exit() unwinding the `with`
             c.close()
             gc.collect()
@@ -613,6 +615,7 @@ def check_fork_leaves_the_container_alone():
         out["child"] = _in_forked_child(child)
         out["run"] = c.run(["echo", "alive"], **NO_STDIN).stdout
         out["call"] = c.call(_square, 4)
+        out["session"] = session.call(_square, 5)
         out["sleep running"] = p.poll() is None
         p.kill()
         out["sleep"] = p.wait(10)
@@ -622,4 +625,4 @@ def check_fork_leaves_the_container_alone():
 
 def test_fork_leaves_the_container_alone(runner):
     assert runner(check_fork_leaves_the_container_alone) == {
-        "child": 0, "run": b"alive\n", "call": 16, "sleep running": True, "sleep": -signal.SIGKILL}
+        "child": 0, "run": b"alive\n", "call": 16, "session": 25, "sleep running": True, "sleep": -signal.SIGKILL}
