@@ -164,13 +164,14 @@ class Container(FileAccess):
         self._maps = choose_maps(self.config, host)
         try:
             layers = self._prepare_image()
-            root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
-                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                user = self.config.user or (self._image and self._image.user)
-                self._user = self._checked_user(user, root_fd, "user")
-            finally:
-                os.close(root_fd)
+            with sigint_deferred():  # (reads /etc/passwd: short)
+                root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                                  os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    user = self.config.user or (self._image and self._image.user)
+                    self._user = self._checked_user(user, root_fd, "user")
+                finally:
+                    os.close(root_fd)
             ops = layout(self._with_volumes(), layers, self._upper)
             seccomp = self.config.seccomp
             # Compiled once per policy and capability set (cached), before any kernel resource.
