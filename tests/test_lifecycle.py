@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import traceback
 
 import psutil
 import pytest
@@ -494,3 +495,226 @@ def check_host_process_left_alone():
 
 def test_host_process_left_alone(runner):
     assert runner(check_host_process_left_alone) > 30
+
+
+# -- stop() from another thread (issue 20, item 5) ------------------------------------
+STORM_THREADS, STORM_PER_THREAD = 8, 25
+STORM_SECONDS = 20.0  # an upper bound: the storm takes a few seconds
+
+
+def _cgroups_of(container_ids) -> list:
+    from sandboxlib.cgroups import cgroup_name
+    names = {cgroup_name(statedir.state_root(), ident) for ident in container_ids}
+    found = []
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(dirpath, d) for d in dirnames if d in names]
+        if dirpath.count("/") > 5:
+            dirnames[:] = []
+    return found
+
+
+def check_stop_storm():
+    """Each container is stopped by a Timer (0-30 ms) while `with c: c.run(...)`
+    starts it and runs a command: only documented outcomes, nothing left."""
+    import random
+    before = _snapshot()
+    outcomes, unexpected, ids, inits = {}, [], [], []
+    deadline = time.monotonic() + STORM_SECONDS
+
+    def one(rng):
+        c = sb.Container()
+        ids.append(c.id)
+        timer = threading.Timer(rng.uniform(0, 0.03), c.stop, kwargs={"timeout": 1})
+        timer.start()
+        try:
+            with c:
+                inits.append(c.pid)
+                r = c.run(["sleep", "0.05"], **QUIET)
+            outcome = r.verdict.name if r.ok or r.verdict is not sb.Verdict.SIGNALED else f"SIGNALED {r.signal.name}"
+        except sb.ContainerStateError:
+            outcome = "ContainerStateError"
+        except BaseException as err:  # noqa: BLE001 - collected for the assert
+            outcome = f"{type(err).__name__}: {err}"
+            unexpected.append(outcome)
+        finally:
+            timer.join()
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    def worker(i):
+        rng = random.Random(i)
+        for _ in range(STORM_PER_THREAD):
+            if time.monotonic() < deadline:
+                one(rng)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(STORM_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(STORM_SECONDS + 60)
+    after = _snapshot()
+    return {"unexpected": unexpected, "outcomes": outcomes, "hung": [t.is_alive() for t in threads if t.is_alive()],
+            "left": {k: sorted(set(after[k]) - set(before[k])) for k in ("fds", "records", "children")},
+            "inits alive": [pid for pid in inits if pid is not None and _exists(pid)],
+            "cgroups": _cgroups_of(ids)}
+
+
+def test_stop_from_another_thread_during_start_and_run(runner):
+    out = runner(check_stop_storm)
+    assert out["unexpected"] == [] and out["hung"] == [], out
+    assert out["left"] == {"fds": [], "records": [], "children": []} and out["inits alive"] == [], out
+    assert out["cgroups"] == [], out
+    # Only: ran, killed by the stop (SIGTERM/SIGKILL), or refused as not running.
+    assert set(out["outcomes"]) <= {"EXITED", "SIGNALED SIGTERM", "SIGNALED SIGKILL", "ContainerStateError"}, out
+    assert sum(out["outcomes"].values()) > 50, out
+
+
+# -- fork (issue 20, item 6) ----------------------------------------------------------
+def _in_forked_child(body) -> int:
+    """Run ``body()`` (it returns an exit code) in a forked child; its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _refused_for_fork(operation) -> bool:
+    try:
+        operation()
+    except sb.ContainerStateError as err:
+        return "fork" in str(err)
+    return False
+
+
+def _square(x):
+    return x * x
+
+
+def check_fork_leaves_the_container_alone():
+    out = {}
+    with sb.Container() as c:
+        p = c.spawn(["sleep", "1000"], **QUIET)
+        c.call(_square, 3)  # a fork server and its Process
+        session = c.session()
+
+        def child() -> int:
+            refused = [_refused_for_fork(op) for op in (
+                lambda: c.run(["true"], **QUIET), lambda: c.spawn(["true"], **QUIET), c.stats, c.top,
+                lambda: c.call(_square, 2), lambda: c.read_file("/etc/passwd"), c.stop,
+                p.kill, p.poll, lambda: p.wait(0))]
+            p.close()  # only the child's copies of its fds
+            session.close()
+            c.__exit__(None, None, None)  # as the child's sys.exit() unwinding the `with`
+            c.close()
+            gc.collect()
+            return sum(1 << i for i, ok in enumerate(refused) if not ok)  # 0: every one refused
+
+        out["child"] = _in_forked_child(child)
+        out["run"] = c.run(["echo", "alive"], **NO_STDIN).stdout
+        out["call"] = c.call(_square, 4)
+        out["session"] = session.call(_square, 5)
+        out["sleep running"] = p.poll() is None
+        p.kill()
+        out["sleep"] = p.wait(10)
+        p.close()
+    return out
+
+
+def test_fork_leaves_the_container_alone(runner):
+    assert runner(check_fork_leaves_the_container_alone) == {
+        "child": 0, "run": b"alive\n", "call": 16, "session": 25, "sleep running": True, "sleep": -signal.SIGKILL}
+
+
+# -- Ctrl-C during start (issue 20, item 7) ---------------------------------------------
+SIGINTS = 200
+SIGINT_SECONDS = 30.0  # an upper bound: 200 SIGINTs take a few seconds
+
+
+def check_sigint_storm():
+    """SIGINTs at random offsets into `with Container() as c: c.run(...)`; one
+    at a time (the next only once the last was raised), so that the test's
+    own loop always catches it."""
+    import random
+    assert threading.current_thread() is threading.main_thread()
+    before = _snapshot()
+    gate = threading.Lock()
+    state = {"armed": False, "sent": 0, "raised": 0}
+    done = threading.Event()
+    rng = random.Random(20)
+
+    def storm():
+        while not done.is_set() and state["sent"] < SIGINTS:
+            time.sleep(rng.uniform(0, 0.01))
+            with gate:
+                if state["armed"] and state["sent"] == state["raised"]:
+                    state["sent"] += 1
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    sender = threading.Thread(target=storm)
+    sender.start()
+    completed, inits, places = 0, [], {}
+    deadline = time.monotonic() + SIGINT_SECONDS
+    try:
+        while state["sent"] < SIGINTS and time.monotonic() < deadline:
+            try:
+                with gate:
+                    state["armed"] = True
+                with sb.Container() as c:
+                    inits.append(c.pid)
+                    c.run(["/bin/true"], **QUIET)
+                completed += 1
+                with gate:
+                    state["armed"] = False
+                os.getpid()  # a syscall: a SIGINT sent meanwhile is delivered ...
+                for _ in range(3):  # ... and raised here, inside the try
+                    pass
+            except KeyboardInterrupt as err:
+                with gate:
+                    state["armed"] = False
+                    state["raised"] += 1
+                where = traceback.extract_tb(err.__traceback__)[-1].name
+                places[where] = places.get(where, 0) + 1
+    finally:
+        done.set()
+        sender.join()
+    gc.collect()
+    after = _snapshot()
+    zombies = [p.pid for p in psutil.Process().children(recursive=True) if p.status() == psutil.STATUS_ZOMBIE]
+    return {"sent": state["sent"], "raised": state["raised"], "completed": completed,
+            "left": {k: sorted(set(after[k]) - set(before[k])) for k in ("fds", "records", "children")},
+            "zombies": zombies, "inits alive": [pid for pid in inits if pid and _exists(pid)], "where": places}
+
+
+def test_ctrl_c_during_start_leaks_nothing(runner):
+    out = runner(check_sigint_storm)
+    assert out["sent"] == out["raised"] and out["sent"] >= 100, out
+    assert out["left"] == {"fds": [], "records": [], "children": []}, out
+    assert out["zombies"] == [] and out["inits alive"] == [], out
+
+
+def check_sweep_removes_garbage_records():
+    root = statedir.state_root()
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = {"empty": b"", "corrupt": b"\x00garbage\n",
+             # a dead owner's record whose last line was cut short: swept by what it names
+             "cut short": f"{dead.pid} 1\ninit 12".encode()}
+    for name, data in names.items():
+        with open(os.path.join(root, f"garbage-{name}"), "wb") as f:
+            f.write(data)
+    live = statedir.register(root, "garbage-live-owner")  # ours: kept
+    try:
+        statedir.sweep(root)
+        return sorted(n for n in os.listdir(root) if n.startswith("garbage-"))
+    finally:
+        statedir.unregister(live)
+        for name in names:
+            statedir.unregister(os.path.join(root, f"garbage-{name}"))
+
+
+def test_sweep_removes_empty_and_corrupt_records(runner):
+    assert runner(check_sweep_removes_garbage_records) == ["garbage-live-owner"]

@@ -297,7 +297,7 @@ class CallServer:
         """Kill the server and everything it started; release the pipes.  Idempotent."""
         self.alive = False
         proc = self._proc
-        if proc.returncode is None:
+        if proc.returncode is None and not proc._forked():  # a forked child only closes its copies
             proc.kill_tree()
             try:
                 proc.wait(timeout=10)
@@ -329,7 +329,7 @@ class ServerSlot:
                 old.close()
                 self.server = None
             server = CallServer(self._container, preload=preload or (old.preload if old else ()))
-            self._container._resources.callback(server.close)
+            self._container._on_close(server.close)
             self.server = server
             return server
 

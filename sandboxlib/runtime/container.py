@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import os
 import secrets
+import select
 import signal as signal_module
 import socket
 import threading
@@ -34,6 +35,8 @@ from ..native.host import probe_host
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from .files import FileAccess
 from ..rootfs.imageroot import ImageRoot
+from ..posix.interrupts import sigint_deferred
+from ..posix.sharedfd import SharedFd
 from .launch import submit
 from .process import Process, result_of
 from ..results import Result
@@ -67,6 +70,22 @@ class Container(FileAccess):
     ``with Container(...) as c:`` starts it; ``c.run``/``c.spawn`` start
     commands in it; leaving the block kills everything in it and releases
     every resource.  Options are those of :class:`ContainerConfig`.
+
+    Threads: ``start`` once, from one thread; everything else (``run``,
+    ``spawn``, ``call``, files, ``stats``, ``stop``, ``close``) from any
+    thread, also concurrently.  ``stop``/``close`` may come at any time: during
+    ``start`` they wait for it to end, then close; a command started
+    meanwhile raises :class:`ContainerStateError`, one that was running ends
+    as killed (``run`` returns its Result, ``SIGNALED`` by SIGKILL, or raises
+    ``ContainerStateError`` if it had not started yet); never a raw ``OSError``.
+
+    Processes: a container belongs to the process that made it.  In a
+    ``fork()``ed child every operation raises ``ContainerStateError`` naming
+    the fork, and ``close``/``__exit__``/garbage collection do nothing to it.
+
+    Ctrl-C: a ``KeyboardInterrupt`` at any point of ``start``/``run``/``close``
+    leaks nothing (SIGINT is deferred in the main thread over the few windows
+    between acquiring a resource and registering its release: ``interrupts.py``).
     """
 
     def __init__(self, config: Optional[ContainerConfig] = None, *,
@@ -90,9 +109,14 @@ class Container(FileAccess):
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]
         self._resources = contextlib.ExitStack()
+        self._owner = os.getpid()  # a forked child's copy is inert
+        self._lock = threading.RLock()  # start and close, one at a time
+        self._closing = False  # close() or stop() was called: no new commands
+        self._ready = False  # started, not closed
         self._init_pid: Optional[int] = None
-        self._pidfd: Optional[int] = None
-        self._control: Optional[socket.socket] = None
+        self._init_fd: Optional[SharedFd] = None  # the init's pidfd
+        self._control: Optional[socket.socket] = None  # start's own; commands use _channel
+        self._channel: Optional[SharedFd] = None
         self._maps: Optional[IdMaps] = None
         self._user: Optional[User] = None
         self._closed = False
@@ -119,7 +143,7 @@ class Container(FileAccess):
 
     @property
     def running(self) -> bool:
-        return self._pidfd is not None and not self._init_exited(0)
+        return self._init_fd is not None and not self._init_exited(0)
 
     def start(self) -> "Container":
         """Start the container (its init, idle until commands arrive)."""
@@ -129,20 +153,29 @@ class Container(FileAccess):
     def _start_container(self, first: Optional[Callable[[], None]]) -> None:
         """Start; ``first`` runs right after the go byte, before set-up has
         finished (it queues the main command of a one-shot run)."""
-        if self._resources_used or self._closed:
-            raise ContainerStateError("a Container can be started only once")
-        self._resources_used = True
+        self._check_owner()
+        with self._lock:  # a close() from another thread waits for the start to end
+            if self._resources_used:
+                raise ContainerStateError("a Container can be started only once")
+            if self._closing:
+                raise ContainerStateError("the container was closed (close() or stop()) before it started")
+            self._resources_used = True
+            self._start_locked(first)
+            self._ready = True
+
+    def _start_locked(self, first: Optional[Callable[[], None]]) -> None:
         host = probe_host()
         self._maps = choose_maps(self.config, host)
         try:
             layers = self._prepare_image()
-            root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
-                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                user = self.config.user or (self._image and self._image.user)
-                self._user = self._checked_user(user, root_fd, "user")
-            finally:
-                os.close(root_fd)
+            with sigint_deferred():  # (reads /etc/passwd: short)
+                root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                                  os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    user = self.config.user or (self._image and self._image.user)
+                    self._user = self._checked_user(user, root_fd, "user")
+                finally:
+                    os.close(root_fd)
             ops = layout(self._with_volumes(), layers, self._upper)
             seccomp = self.config.seccomp
             # Compiled once per policy and capability set (cached), before any kernel resource.
@@ -155,7 +188,8 @@ class Container(FileAccess):
             one_shot = first is not None and not limits.names()
             self._cgroup = None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits,
                                                                       cgroups.cgroup_name(root, self.id))
-            self._acquire_cgroup(root)
+            with sigint_deferred():  # the record is written whole, the cgroup's removal registered
+                self._acquire_cgroup(root)
             self._spawn(ops, root, first, program)
         except BaseException:
             self.close()
@@ -230,8 +264,6 @@ class Container(FileAccess):
         """The spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
         the first command, read the error pipe to EOF (= set up)."""
-        push = self._resources.callback
-        push(self._release_processes)  # after the init is gone (released in reverse)
         plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
                           hostname=self.hostname, userns=self._maps is not None,
                           netns=self.config.network is Network.NONE,
@@ -239,11 +271,32 @@ class Container(FileAccess):
                           seccomp_filter=program, launcher=self.config.seccomp == Seccomp.default(),
                           init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
                           init_filter=compile_policy(init_policy(), self.config.capabilities()))
+        # Ctrl-C is deferred from the first fd to the init's registration: a
+        # KeyboardInterrupt between them would lose fds and leave a zombie.
+        with sigint_deferred():
+            err_r, problem = self._spawn_init(plan, state_root, first)
+        if problem is not None:
+            report = _read_all(err_r)  # the child failed first, or gives up now
+            if report:
+                self._raise_setup_failure(report, ops)
+            raise problem
+        if first is not None:
+            self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
+            return
+        report = _read_all(err_r)
+        if report:
+            self._raise_setup_failure(report, ops)
+
+    def _spawn_init(self, plan: bytes, state_root: str, first) -> Tuple[int, Optional[BaseException]]:
+        """Clone, id maps, go: (the error pipe's read end, the problem of _send_setup)."""
+        push = self._resources.callback
+        push(self._release_processes)  # after the init is gone (released in reverse)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = control
-        push(control.close)
+        self._channel = SharedFd(control, socket.socket.close, "the container is not running")
+        push(self._channel.close)
         child_ends = [err_w, control_child.detach()]
         # Queued before the clone: the child reads it as soon as it starts,
         # not when this thread gets the CPU back from the child's threads.
@@ -269,21 +322,10 @@ class Container(FileAccess):
             for fd in child_ends:
                 if fd >= 0:
                     os.close(fd)
-        self._init_pid, self._pidfd = pid, pidfd
+        self._init_pid, self._init_fd = pid, SharedFd(pidfd, os.close, "the container is not running")
         push(self._reap_init)
         push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
-        problem = self._send_setup(pid, first, state_root)
-        if problem is not None:
-            report = _read_all(err_r)  # the child failed first, or gives up now
-            if report:
-                self._raise_setup_failure(report, ops)
-            raise problem
-        if first is not None:
-            self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
-            return
-        report = _read_all(err_r)
-        if report:
-            self._raise_setup_failure(report, ops)
+        return err_r, self._send_setup(pid, first, state_root)
 
     def _init_caps(self) -> int:
         """sbx-init's own capabilities, plus those its commands may keep."""
@@ -322,48 +364,65 @@ class Container(FileAccess):
         raise setup_error(step, err, index, ops=ops, context=context)
 
     def _init_exited(self, timeout: Optional[float]) -> bool:
-        if self._pidfd is None:
+        handle = self._init_fd
+        if handle is None:
             return True
-        import select
-        poller = select.poll()
-        poller.register(self._pidfd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+        try:
+            with handle.use() as pidfd:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+        except ContainerStateError:
+            return True  # closed by now
 
     def _reap_init(self) -> None:
         """Kill the init (the kernel then kills everything in its pid ns) and reap it."""
-        pidfd, self._pidfd = self._pidfd, None
+        handle = self._init_fd
         self._init_pid = None
-        if pidfd is None:
+        if handle is None:
             return
         try:
-            try:
-                signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if self._upper is not None:  # while the kernel tears the container down
-                writable.remove_if_empty(self._upper)
-            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
-        except ChildProcessError:
+            with handle.use() as pidfd:
+                _kill_pidfd(pidfd)
+                if self._upper is not None:  # while the kernel tears the container down
+                    writable.remove_if_empty(self._upper)
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
+        except (ChildProcessError, ContainerStateError):
             pass
         finally:
-            os.close(pidfd)
+            handle.close()  # once a poll of another thread (it returns: the init is gone) let go
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then
-        close (which kills through the cgroup first: no fork bomb outruns it)."""
-        if self._control is not None and self._pidfd is not None:
+        close (which kills through the cgroup first: no fork bomb outruns it).
+        From any thread; during a start, waits for it to end."""
+        self._check_owner()
+        self._closing = True  # no new commands from now on
+        with self._lock:  # a start in progress ends first
+            channel = self._channel if self._ready else None
+        if channel is not None:
             try:
-                self._control.send(protocol.encode_stop(timeout))
-            except OSError:
-                pass
-            self._init_exited(timeout + 1.0)
+                with channel.use() as control:
+                    control.send(protocol.encode_stop(timeout))
+                self._init_exited(timeout + 1.0)
+            except (ContainerStateError, OSError):
+                pass  # closed meanwhile, or the init is gone
         self.close()
 
     def close(self) -> None:
-        """Kill everything in the container and release every resource.  Idempotent."""
-        self._closed = True
-        self._resources.close()
-        self._control = None
+        """Kill everything in the container and release every resource.  Idempotent;
+        from any thread (during a start it waits for the start to end); does
+        nothing in a forked child."""
+        if self._forked():
+            return
+        self._closing = True
+        with sigint_deferred(), self._lock:
+            if self._closed:
+                return
+            self._closed, self._ready = True, False
+            if self._channel is not None:  # no command is being sent from now on
+                self._channel.close(wake=_shutdown, wait=True)
+            self._resources.close()
 
     def __enter__(self) -> "Container":
         if not self._resources_used:
@@ -374,10 +433,19 @@ class Container(FileAccess):
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_pidfd", None) is not None:
+        if getattr(self, "_init_fd", None) is not None and not self._closed and not self._forked():
             warnings.warn(f"Container {self.id[:12]} was never closed; killing it", ResourceWarning,
                           stacklevel=2)
             self.close()
+
+    def _forked(self) -> bool:
+        return os.getpid() != getattr(self, "_owner", os.getpid())
+
+    def _check_owner(self) -> None:
+        if self._forked():
+            raise ContainerStateError(
+                f"this container belongs to process {self._owner}, which made it; in a forked child "
+                f"(pid {os.getpid()}) it cannot be used, and closing it there does nothing")
 
     # -- commands ------------------------------------------------------
     def _checked_user(self, spec, root_fd: int, field: str) -> User:
@@ -397,7 +465,10 @@ class Container(FileAccess):
             resolved = self._user
             assert resolved is not None  # resolved at start
         else:
-            root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as err:
+                raise ContainerStateError(f"the container's init is gone ({err.strerror})") from None
             try:
                 resolved = self._checked_user(user, root_fd, "user")
             finally:
@@ -437,14 +508,16 @@ class Container(FileAccess):
         (its wait/communicate raise a failure to start).  ``own_cgroup``: in
         a cgroup of its own (where the container has a v2 one), so that
         everything it starts can be killed together."""
-        if self._control is None or self._closed:
-            raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
-        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
-        group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
-        submission = submit(self._control, request, stdin, stdout, stderr, cgroup=group)
-        if confirm:
-            return self._track(submission.started(self._signal))
-        return self._track(submission.unconfirmed(self._signal, lambda: None))
+        self._check_running()
+        # A close() in another thread waits until the request is sent (or
+        # fails: ContainerStateError); Ctrl-C waits until our fds are owned.
+        with self._channel.use() as control, sigint_deferred():
+            request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
+            group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+            submission = submit(control, request, stdin, stdout, stderr, cgroup=group)
+            if not confirm:
+                return self._track(submission.unconfirmed(self._signal, lambda: None))
+        return self._track(submission.started(self._signal))
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
@@ -456,11 +529,14 @@ class Container(FileAccess):
             process.container_ended()
 
     def _signal(self, command_id: int, sig: int, group: bool) -> None:
-        if self._control is not None:
-            try:
-                self._control.send(protocol.encode_signal(command_id, sig, group=group))
-            except OSError:
-                pass  # the container is gone, and the process with it
+        self._check_owner()
+        if self._channel is None:
+            return
+        try:
+            with self._channel.use() as control:
+                control.send(protocol.encode_signal(command_id, sig, group=group))
+        except (ContainerStateError, OSError):
+            pass  # the container is gone, and the process with it
 
     def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
             stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
@@ -479,14 +555,18 @@ class Container(FileAccess):
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
             stdin = PIPE
+        if not main:
+            self._check_running()
         counters = self._counters() if not main else (0, 0)
-        if main:
-            proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
-        else:
-            proc = self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                               user=user, main=False, confirm=False, own_cgroup=timeout is not None)
         timed_out = False
-        with proc:
+        with contextlib.ExitStack() as stack:
+            if main:  # (may unpack an image: Ctrl-C must work)
+                proc = stack.enter_context(self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr))
+            else:
+                with sigint_deferred():  # our Process is closed however we leave
+                    proc = stack.enter_context(self._start(
+                        argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user,
+                        main=False, confirm=False, own_cgroup=timeout is not None))
             try:
                 out, err = proc.communicate(input, timeout)
             except TimeoutExpired:
@@ -499,8 +579,8 @@ class Container(FileAccess):
         return result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
 
     def _counters(self) -> Tuple[int, int]:
-        """(OOM kills, forks refused) in the container so far; (0, 0) without limits."""
-        return self._cgroup.counters() if self._cgroup is not None else (0, 0)
+        """(OOM kills, forks refused) in the container so far; (0, 0) without limits (or once closed)."""
+        return self._cgroup.counters() if self._cgroup is not None and not self._closed else (0, 0)
 
     def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
         """Start the container and its main command in one go: the command
@@ -540,21 +620,23 @@ class Container(FileAccess):
         """CPU time, memory (now and peak), pids (now and peak) and block I/O of
         the whole container, from its cgroup (psutil over its processes where
         it has none: rootless without a delegated cgroup)."""
-        if self._init_pid is None:
-            raise ContainerStateError("the container is not running")
+        self._check_running()
         return read_stats(self._cgroup, self._init_pid)
 
     def top(self) -> list:
         """Every process of the container (:class:`ProcessInfo`), its init first."""
-        if self._init_pid is None:
-            raise ContainerStateError("the container is not running")
+        self._check_running()
         return list_processes(self._init_pid)
 
     def _kill_after_timeout(self, proc: Process, main: bool) -> None:
         proc.killed_by_us()
         if main:
             self._kill_all()
-            _kill_pidfd(self._pidfd)  # the whole container, grandchildren included
+            try:
+                with self._init_fd.use() as pidfd:
+                    _kill_pidfd(pidfd)  # the whole container, grandchildren included
+            except ContainerStateError:
+                pass  # closed: killed already
         else:
             proc.kill_tree()
 
@@ -587,20 +669,36 @@ class Container(FileAccess):
         """A persistent interpreter in this container: state stays between calls."""
         self._check_running()
         session = Session(self, preload=preload)
-        self._resources.callback(session.close)
+        self._on_close(session.close)
         return session
 
+    def _on_close(self, release: Callable[[], None]) -> None:
+        """Register ``release`` for close(); run it now if the container closed meanwhile."""
+        with self._lock:
+            if not self._closed:
+                self._resources.callback(release)
+                return
+        release()
+
     def _check_running(self) -> None:
-        if self._control is None or self._closed:
+        self._check_owner()
+        if not self._ready or self._closing:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
 
 
-def _kill_pidfd(pidfd: Optional[int]) -> None:
-    if pidfd is not None:
-        try:
-            signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
-        except ProcessLookupError:
-            pass
+def _kill_pidfd(pidfd: int) -> None:
+    try:
+        signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Wake the threads using the socket (their send fails, a read sees EOF)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _clone_hint(err: int) -> Optional[str]:

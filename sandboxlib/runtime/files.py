@@ -23,8 +23,7 @@ class FileAccess:
 
     def _in_root(self, func, path: str, *args):
         """``func(root_fd, path, *args)`` with the running container's root."""
-        if self._init_pid is None or self._closed:
-            raise ContainerStateError("the container is not running")
+        self._check_running()
         path = container_path(path, "path")
         root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

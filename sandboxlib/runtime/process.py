@@ -2,21 +2,27 @@
 
 The container's init started it and reports its exit on the command's own
 reply socket, so each handle can be waited on from any thread without
-touching the others."""
+touching the others.  The container's close (any thread) may end a handle
+another thread waits on: the reply socket is a :class:`SharedFd`, shut down
+to wake the waiter and closed once it let go.  A handle belongs to the
+process that made it: in a forked child it only closes its own fds."""
 from __future__ import annotations
 
 import enum
 import os
+import contextlib
 import selectors
 import signal as signal_module
 import socket
+import threading
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import attrs
 
 from ..native import protocol
-from ..errors import TimeoutExpired
+from ..errors import ContainerStateError, TimeoutExpired
+from ..posix.sharedfd import SharedFd
 from ..results import Result, Verdict, verdict_of
 
 __all__ = ["Process", "Result", "Verdict", "verdict_of", "result_of"]
@@ -61,7 +67,10 @@ class Process:
         self._failure = failure
         self.ended: Optional[float] = None
         self._pid = host_pid
-        self._reply = reply
+        self._owner = os.getpid()
+        self._reply = SharedFd(reply, socket.socket.close, "the command's reply socket is closed")
+        self._reply_lock = threading.RLock()  # one reader of the replies at a time
+        self._released = False
         self._send_signal = signal_sender
         self._partial = {1: bytearray(), 2: bytearray()}
         self._input_left: Optional[memoryview] = None  # what communicate() has still to write
@@ -81,15 +90,27 @@ class Process:
     # -- exit status -------------------------------------------------
     def _take_reply(self, timeout: Optional[float]) -> bool:
         """Wait up to timeout for the exit reply; True once returncode is set."""
+        self._check_owner()
         if self.returncode is not None:
             return True
-        if timeout is not None:
-            sel = selectors.PollSelector()
-            with sel:
-                sel.register(self._reply, selectors.EVENT_READ)
+        with contextlib.ExitStack() as stack:
+            try:
+                sock = stack.enter_context(self._reply.use())
+            except ContainerStateError:
+                sock = None  # closed: the container ended under it
+            if sock is not None and timeout is not None:
+                sel = stack.enter_context(selectors.PollSelector())
+                sel.register(sock, selectors.EVENT_READ)
                 if not sel.select(max(timeout, 0)):
                     return False
-        reply = protocol.decode_reply(self._reply)
+            with self._reply_lock:  # another thread may have read it meanwhile
+                if self.returncode is not None:
+                    return True
+                return self._took(protocol.decode_reply(sock) if sock is not None else None, timeout)
+
+    def _took(self, reply: Optional[protocol.Reply], timeout: Optional[float]) -> bool:
+        if self.returncode is not None:
+            return True
         if reply is not None and reply.kind == protocol.REPLY_STARTED:
             self._failure = None
             return self._take_reply(timeout)
@@ -106,23 +127,38 @@ class Process:
         return True
 
     def _release(self) -> None:
-        self._reply.close()
-        if self._cgroup is not None:
+        """Close the reply socket (once no thread uses it) and remove the command's cgroup, once."""
+        with self._reply_lock:
+            released, self._released = self._released, True
+        self._reply.close(wake=_shutdown)
+        if not released and self._cgroup is not None and not self._forked():
             self._cgroup.remove()  # if empty; one still busy goes with the container's
 
     def container_ended(self) -> None:
         """Its container is gone: so is the process.  Release the reply socket
-        now (pipes stay: what is buffered in them is still the caller's)."""
+        now (pipes stay: what is buffered in them is still the caller's); a
+        thread waiting on it sees the end (SIGKILL) unless the exit was sent."""
         if self.returncode is None:
             self._failure = None  # an EOF now is the end, not a failure to start
             try:
-                if self._reply.fileno() >= 0 and self._take_reply(0):  # its exit status, if sent
+                if self._take_reply(0):  # its exit status, if sent
                     return
             except OSError:
                 pass
-            self.returncode = -signal_module.SIGKILL
-            self.ended = time.monotonic()
+            with self._reply_lock:
+                if self.returncode is None:
+                    self.returncode = -signal_module.SIGKILL
+                    self.ended = time.monotonic()
             self._release()
+
+    def _forked(self) -> bool:
+        return os.getpid() != self._owner
+
+    def _check_owner(self) -> None:
+        if self._forked():
+            raise ContainerStateError(
+                f"this command belongs to process {self._owner}, which started it; in a forked child "
+                f"(pid {os.getpid()}) it cannot be used")
 
     def poll(self) -> Optional[int]:
         self._take_reply(0)
@@ -138,6 +174,7 @@ class Process:
 
     # -- signals -----------------------------------------------------
     def send_signal(self, sig: int) -> None:
+        self._check_owner()
         if self.returncode is None:
             self._send_signal(self.request_id, int(sig), False)
 
@@ -159,6 +196,7 @@ class Process:
     def kill_tree(self) -> None:
         """SIGKILL everything the command started: its own cgroup when it has
         one (sessions and daemons included), else its process group."""
+        self._check_owner()
         if self._cgroup is not None:
             self._cgroup.kill()
         elif self.returncode is None:
@@ -171,10 +209,11 @@ class Process:
 
         Raises TimeoutExpired with what was read so far; calling again
         goes on where it stopped."""
+        self._check_owner()
         deadline = None if timeout is None else time.monotonic() + timeout
         sel = selectors.PollSelector()  # a few fds, once: poll() beats creating an epoll fd
-        with sel:
-            self._register(sel, input)
+        with sel, contextlib.ExitStack() as uses:
+            self._register(sel, input, uses)
             while sel.get_map():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -189,7 +228,7 @@ class Process:
                 stream.close()
         return out, err
 
-    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes]) -> None:
+    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes], uses: contextlib.ExitStack) -> None:
         if self.stdin is not None and not self.stdin.closed:
             if self._input_left is None:  # the first call's input; later calls go on with it
                 self._input_left = memoryview(input or b"")
@@ -202,7 +241,10 @@ class Process:
             if stream is not None and not stream.closed:
                 sel.register(stream, selectors.EVENT_READ, which)
         if self.returncode is None:
-            sel.register(self._reply, selectors.EVENT_READ, "exit")
+            try:
+                sel.register(uses.enter_context(self._reply.use()), selectors.EVENT_READ, "exit")
+            except ContainerStateError:
+                self._take_reply(None)  # the container ended: the reply socket is closed
 
     def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
         if key.data == "exit":
@@ -227,15 +269,23 @@ class Process:
                 sel.unregister(key.fileobj)
 
     def close(self) -> None:
-        """Close our pipe ends and the reply socket (does not kill)."""
+        """Close our pipe ends and the reply socket (does not kill).  In a forked
+        child: only its copies of them."""
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
                 stream.close()
-        if self.returncode is None:
-            self._release()
+        self._release()
 
     def __enter__(self) -> "Process":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Wake a thread waiting on the reply socket: it reads EOF."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

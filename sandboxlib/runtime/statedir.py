@@ -5,9 +5,16 @@ Each record is one small file named by the container id; it says who owns
 it and which process is its init, each as (pid, start time) so that a
 reused pid is never mistaken for them: a first line ``OWNER START``, one
 ``cgroup PATH`` line per cgroup directory of the container (written before
-the cgroups are made), and ``init PID START`` appended once the init exists."""
+the cgroups are made), and ``init PID START`` appended once the init exists.
+
+A record appears whole (written unnamed, ``O_TMPFILE``, then linked in), so
+one that is empty or whose owner line does not parse is garbage (a crash
+of an older writer, a disk error): the sweep removes it.  A later line that
+does not parse is an ``init`` line being appended (its owner is alive), or
+the last words of a dead owner: the sweep uses the lines it can read."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -69,14 +76,35 @@ def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (),
              init_pid: Optional[int] = None) -> str:
     """Record a container: its owner (us), the cgroup directories it is about
     to get (recorded before they exist) and, when it exists already, its
-    init.  Returns the record's path."""
+    init.  Returns the record's path.  The record appears whole or not at all."""
     _ensure_root(root)
     path = os.path.join(root, container_id)
     me = os.getpid()
     text = f"{me} {_own_start_time()}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)
     if init_pid is not None:
         text += f"init {init_pid} {start_time(init_pid)}\n"
-    _write(path, text.encode(), os.O_CREAT | os.O_EXCL)
+    fd_of_root = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(root, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        os.close(fd_of_root)
+        if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR):
+            raise
+        _write(path, text.encode(), os.O_CREAT | os.O_EXCL)  # a file system without O_TMPFILE
+        return path
+    except BaseException:
+        os.close(fd_of_root)
+        raise
+    try:
+        data = text.encode()
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.EIO, f"short write of the state record {path}")
+        # linkat(AT_SYMLINK_FOLLOW), as open(2) documents for O_TMPFILE (a dir fd
+        # makes os.link use linkat); EEXIST as O_EXCL would.
+        os.link(f"/proc/self/fd/{fd}", container_id, dst_dir_fd=fd_of_root)
+    finally:
+        os.close(fd)
+        os.close(fd_of_root)
     return path
 
 
@@ -102,26 +130,33 @@ def unregister(path: str) -> None:
         pass
 
 
-def _read_record(path: str) -> Optional[Tuple[int, int, int, Optional[int], Tuple[str, ...]]]:
-    """(owner, owner start, init, init start, cgroup paths); None while unreadable."""
+_GARBAGE = "garbage"
+
+
+def _read_record(path: str):
+    """(owner, owner start, init, init start, cgroup paths); None when it is
+    gone, _GARBAGE when it is empty or its owner line does not parse."""
     try:
-        with open(path) as f:
-            first, *rest = f.read().splitlines()
-        owner, owner_start = first.split()
-        init, init_start = 0, None
-        paths = []
-        for line in rest:
-            kind, _, value = line.partition(" ")
-            if kind == "cgroup":
-                paths.append(value)
-            elif kind == "init":
-                pid, start = value.split()
-                init, init_start = int(pid), int(start)
-            else:
-                return None
-        return int(owner), int(owner_start), init, init_start, tuple(paths)
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
         return None
+    try:
+        owner, owner_start = (int(x) for x in lines[0].split())
+    except (IndexError, ValueError):
+        return _GARBAGE
+    init, init_start = 0, None
+    paths = []
+    for line in lines[1:]:
+        kind, _, value = line.partition(" ")
+        if kind == "cgroup":
+            paths.append(value)
+        elif kind == "init":
+            try:
+                init, init_start = (int(x) for x in value.split())
+            except ValueError:
+                pass  # being appended, or cut short by its owner's death
+    return owner, owner_start, init, init_start, tuple(paths)
 
 
 def sweep(root: str) -> int:
@@ -137,7 +172,11 @@ def sweep(root: str) -> int:
         path = os.path.join(root, name)
         record = _read_record(path)
         if record is None:
-            continue  # being written right now
+            continue  # removed meanwhile
+        if record is _GARBAGE:
+            unregister(path)
+            removed += 1
+            continue
         owner, owner_start, init, init_start, cgroup_paths = record
         if start_time(owner) == owner_start:
             continue

@@ -1,0 +1,77 @@
+"""An fd that several threads may use while another closes it.
+
+Closing an fd that another thread is polling, reading or sending on is a
+bug twice over: that thread gets ``EBADF``, or worse, the number is reused
+by an unrelated ``open`` meanwhile and it waits on (or writes to) the wrong
+file.  So a :class:`SharedFd` counts its users: ``close()`` marks it closed
+(new users get ``ContainerStateError``), wakes the users (``wake``, e.g. a
+socket shutdown: they see EOF), and the fd itself is closed exactly once,
+when the last user has left."""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable, Generic, Iterator, Optional, TypeVar
+
+from ..errors import ContainerStateError
+
+__all__ = ["SharedFd"]
+
+T = TypeVar("T")
+
+
+class SharedFd(Generic[T]):
+    """``handle`` (an fd, a socket, ...) released by ``release(handle)`` once
+    closed and unused.  ``gone`` is the message of the error a user gets after close."""
+
+    def __init__(self, handle: T, release: Callable[[T], None], gone: str) -> None:
+        self._handle = handle
+        self._release = release
+        self._gone = gone
+        self._users = 0
+        self._closed = False
+        self._idle = threading.Condition(threading.Lock())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[T]:
+        """The handle, kept open until the block ends.  Raises ContainerStateError once closed."""
+        with self._idle:
+            if self._closed:
+                raise ContainerStateError(self._gone)
+            self._users += 1
+        try:
+            yield self._handle
+        finally:
+            with self._idle:
+                self._users -= 1
+                last = self._closed and self._users == 0
+                if last:
+                    self._idle.notify_all()
+            if last:
+                self._release_once()
+
+    def close(self, wake: Optional[Callable[[T], None]] = None, wait: bool = False) -> None:
+        """No new users; ``wake`` the current ones (called while they hold it:
+        the handle is still open).  With ``wait``, return once they left.
+        Idempotent; the handle is released exactly once."""
+        with self._idle:
+            first = not self._closed
+            self._closed = True
+            if self._users and first and wake is not None:
+                wake(self._handle)
+            if wait:
+                while self._users:
+                    self._idle.wait()
+            idle = self._users == 0
+        if idle:
+            self._release_once()
+
+    def _release_once(self) -> None:
+        with self._idle:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            self._release(handle)
