@@ -268,7 +268,7 @@ def checkout_copy(tmp_path):
             (copy / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, copy / rel)
     for path in built:
-        shutil.copy2(path, copy / "sandboxlib" / path.name)
+        shutil.copy2(path, copy / "sandboxlib" / "native" / path.name)
     return copy
 
 
