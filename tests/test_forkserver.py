@@ -111,7 +111,9 @@ def check_server_gone_before_the_call(c):
     server = c.call(os.getppid)
     (spare,) = _wait_for_children(c, server, 1)
     c.run(["kill", "-9", str(spare)], stdin=sb.DEVNULL)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # the server notices its lost spare and ends
+    while c.run(["kill", "-0", str(server)], stdin=sb.DEVNULL).ok and time.monotonic() < deadline:
+        time.sleep(0.02)
     return c.call(pow, 2, 5), c.call(os.getppid) != server
 
 

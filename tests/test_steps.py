@@ -333,8 +333,9 @@ CLONE_SCRIPT = textwrap.dedent("""
     print("unshared", flush=True)
     assert sys.stdin.readline() == "mapped\\n"
     import sandboxlib as sb
-    from sandboxlib import _lowlevel, statedir
-    _lowlevel.init_memfd()
+    from sandboxlib.native import binding
+    from sandboxlib.runtime import statedir
+    binding.init_memfd()
     def snapshot():
         root = statedir.state_root()
         return sorted(os.listdir("/proc/self/fd")), sorted(os.listdir(root)) if os.path.isdir(root) else []
