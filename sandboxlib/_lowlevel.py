@@ -24,7 +24,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
 __all__ = ["ffi", "lib", "Step", "MountKind", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
-NATIVE_VERSION = 20
+NATIVE_VERSION = 21
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -110,6 +110,7 @@ class MountFlag(enum.IntFlag):
     NOSUID = lib.SBX_MF_NOSUID
     NODEV = lib.SBX_MF_NODEV
     NOEXEC = lib.SBX_MF_NOEXEC
+    USER = lib.SBX_MF_USER  # the op comes from the user's mounts: the child checks where it lands
 
 
 REPORT_SIZE = 12  # struct sbx_report: three int32
