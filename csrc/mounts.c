@@ -9,9 +9,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "resolve.h"
@@ -27,6 +29,60 @@ static void close_keep_errno(int fd)
     if (fd >= 0)
         close(fd);
     errno = saved;
+}
+
+/* The kernel file systems a user mount must never cover: the container's
+ * own (with their masks and read-only paths) and any a root directory
+ * brings along. */
+static int kernel_fs(long type)
+{
+    switch (type) {
+    case PROC_SUPER_MAGIC: case SYSFS_MAGIC: case DEVPTS_SUPER_MAGIC: case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC: case SECURITYFS_MAGIC: case DEBUGFS_MAGIC: case TRACEFS_MAGIC:
+    case BPF_FS_MAGIC: case SELINUX_MAGIC: case SMACK_MAGIC: case PSTOREFS_MAGIC: case EFIVARFS_MAGIC:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int on_or_under(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* Where a user mount's target (or, is_point 0, the deepest existing
+ * directory above a target to be made) landed, once resolved in the root:
+ * a symlink in a hostile root may lead onto the container's /proc, /sys
+ * (mounted after the user's mounts) or /dev/pts, onto /dev itself or the
+ * root.  config.py refuses the same paths as written.  The path comes from
+ * our /proc (mounted before any user op), relative to the scratch base.
+ * Returns 0, -EXDEV when refused, or -errno.  Runs in the child. */
+static int check_user_target(int fd, int is_point)
+{
+    struct statfs fs;
+    if (fstatfs(fd, &fs) < 0)
+        return neg_errno();
+    if (kernel_fs((long)fs.f_type))
+        return -EXDEV;
+    char link[48] = NEWROOT "/proc/self/fd/", path[PATH_MAX], digits[12];
+    size_t n = 0, len = strlen(link);
+    for (unsigned int v = (unsigned int)fd; n == 0 || v; v /= 10)
+        digits[n++] = (char)('0' + v % 10);
+    while (n)
+        link[len++] = digits[--n];
+    link[len] = '\0';
+    ssize_t got = readlink(link, path, sizeof(path) - 1);
+    if (got < 0)
+        return neg_errno();
+    path[got] = '\0';
+    if (!on_or_under(path, NEWROOT))
+        return -EXDEV;  /* not inside the root: never expected, refused */
+    const char *p = path + strlen(NEWROOT);
+    if (on_or_under(p, "/proc") || on_or_under(p, "/sys") || on_or_under(p, "/dev/pts"))
+        return -EXDEV;
+    return is_point && (!*p || strcmp(p, "/dev") == 0) ? -EXDEV : 0;
 }
 
 /* Create buf[start..] one component at a time below the directory cur
@@ -73,8 +129,9 @@ static int create_below(int rootfd, int cur, int keep, char *buf, size_t start, 
 
 /* Return an O_PATH fd of path inside rootfd, creating missing directories
  * (and the last component as an empty file when as_file).  Finds the
- * deepest existing ancestor inside the root, then creates below it. */
-static int make_target(int rootfd, const char *path, int as_file)
+ * deepest existing ancestor inside the root, then creates below it; for a
+ * user op, checks that ancestor before creating anything. */
+static int find_or_make(int rootfd, const char *path, int as_file, int user)
 {
     int fd = sbx_open_in_root(rootfd, path, O_PATH);
     if (fd != -ENOENT)
@@ -95,12 +152,28 @@ static int make_target(int rootfd, const char *path, int as_file)
         buf[parent_len] = '\0';
         int parent = sbx_open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
         buf[parent_len] = '/';
+        int r = parent >= 0 && user ? check_user_target(parent, 0) : 0;
+        if (r < 0) {
+            close(parent);
+            return r;
+        }
         if (parent >= 0)
             return create_below(rootfd, parent, -1, buf, slash, len, as_file);
         if (parent != -ENOENT)
             return parent;
         end = parent_len;
     }
+}
+
+static int make_target(int rootfd, const char *path, int as_file, int user)
+{
+    int fd = find_or_make(rootfd, path, as_file, user);
+    int r = fd >= 0 && user ? check_user_target(fd, 1) : 0;
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    return fd;
 }
 
 static unsigned int mount_attrs(unsigned int flags)
@@ -188,11 +261,12 @@ static int clone_tree(int dirfd, const char *path, unsigned int flags)
     return tree;
 }
 
-static int mount_tree_at(int rootfd, int tree, const char *target, int as_file)
+static int mount_tree_at(int rootfd, int tree, const struct sbx_mount_op *op)
 {
     if (tree < 0)
         return tree;
-    int t = make_target(rootfd, target, as_file);
+    int t = make_target(rootfd, op->target, (op->flags & SBX_MF_FILE) != 0,
+                        (op->flags & SBX_MF_USER) != 0);
     if (t < 0) {
         close(tree);
         return t;
@@ -211,7 +285,7 @@ static int do_symlink(int rootfd, const struct sbx_mount_op *op)
         return -ENAMETOOLONG;
     memcpy(parent, op->target, plen);
     parent[plen] = '\0';
-    int pfd = make_target(rootfd, plen ? parent : "/", 0);
+    int pfd = make_target(rootfd, plen ? parent : "/", 0, 0);
     if (pfd < 0)
         return pfd;
     int r = symlinkat(op->source, pfd, slash + 1) < 0 ? neg_errno() : 0;
@@ -270,10 +344,10 @@ int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree)
     int r;
     switch (op->kind) {
     case SBX_MNT_BIND:
-        r = tree < 0 ? tree : mount_tree_at(rootfd, tree, op->target, (op->flags & SBX_MF_FILE) != 0);
+        r = mount_tree_at(rootfd, tree, op);
         break;
     case SBX_MNT_MKDIR:
-        r = make_target(rootfd, op->target, 0);
+        r = make_target(rootfd, op->target, 0, 0);
         if (r >= 0) {
             close(r);
             r = 0;
@@ -291,7 +365,7 @@ int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree)
     default:
         r = fs_for(op->kind, &fstype);
         if (r == 0)
-            r = mount_tree_at(rootfd, new_fs(fstype, op->data, mount_attrs(op->flags)), op->target, 0);
+            r = mount_tree_at(rootfd, new_fs(fstype, op->data, mount_attrs(op->flags)), op);
     }
     if (r == -ENOENT && (op->flags & SBX_MF_OPTIONAL))
         return 0;

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 20
+#define SBX_NATIVE_VERSION 21
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -66,6 +66,7 @@ enum sbx_mount_kind {
 #define SBX_MF_NOSUID    0x10u
 #define SBX_MF_NODEV     0x20u
 #define SBX_MF_NOEXEC    0x40u
+#define SBX_MF_USER      0x80u  /* from the user's mounts: the resolved target is checked */
 
 struct sbx_mount_op {
     int kind;

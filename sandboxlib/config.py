@@ -119,7 +119,9 @@ def _writable_layer(value: Union[WritableLayer, str]) -> WritableLayer:
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # The kernel file systems the container gets fresh, with masked and
 # read-only paths below them: a mount on or under one would cover the masks
-# (as runc, refuse mounts over them).  Paths are normalized first.
+# (as runc, refuse mounts over them).  Paths are normalized first; /dev
+# itself is refused too (``Mount.check``).  csrc/mounts.c refuses the same
+# paths once a target is resolved in the root (a symlink may lead there).
 KERNEL_MOUNTS = ("/proc", "/sys", "/dev/pts")
 
 
@@ -166,6 +168,11 @@ class Mount:
         """Check what can only be checked on this host (the source exists)."""
         if self.target == "/":
             raise ConfigError(f"{field}.target", "cannot mount over the container root")
+        if self.target == "/dev":
+            raise ConfigError(f"{field}.target", "'/dev' is made by the container (its devices, /dev/pts, "
+                                                 "/dev/shm, /dev/mqueue): they would be made inside this "
+                                                 "mount (in the host directory, for a bind); mount below /dev, "
+                                                 "or bind single devices")
         covered = next((k for k in KERNEL_MOUNTS if self.target == k or self.target.startswith(k + "/")), None)
         if covered is not None:
             raise ConfigError(f"{field}.target", f"{self.target!r} is on or under {covered}, which the "

@@ -121,6 +121,7 @@ CONFIG_CASES = {
     "tmpfs over /sys": (lambda: _run_true(mounts=[Mount.tmpfs("/sys")]), "mounts[0].target"),
     "tmpfs over /sys/fs/cgroup": (lambda: _run_true(mounts=[Mount.tmpfs("/sys/fs/cgroup")]), "mounts[0].target"),
     "tmpfs over /dev/pts": (lambda: _run_true(mounts=[Mount.tmpfs("/dev/pts")]), "mounts[0].target"),
+    "bind over /dev itself": (lambda: _run_true(mounts=[Mount.bind("/tmp", "/dev/")]), "mounts[0].target"),
     "volume over /proc/sys": (lambda: _run_true(mounts=[Mount.volume("v", "/proc/sys")]), "mounts[0].target"),
     "rootfs whose /proc is a symlink": (lambda: _run_in_root_with_link("proc"), "rootfs"),
     "rootfs whose /sys is a symlink": (lambda: _run_in_root_with_link("sys"), "rootfs"),

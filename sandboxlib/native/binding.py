@@ -28,7 +28,7 @@ from .source_hash import source_hash
 __all__ = ["ffi", "lib", "Step", "MountKind", "MountFlag", "message_struct", "REPORT", "REPORT_SIZE", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
-NATIVE_VERSION = 20
+NATIVE_VERSION = 21
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -109,6 +109,7 @@ class MountFlag(enum.IntFlag):
     NOSUID = lib.SBX_MF_NOSUID
     NODEV = lib.SBX_MF_NODEV
     NOEXEC = lib.SBX_MF_NOEXEC
+    USER = lib.SBX_MF_USER  # the op comes from the user's mounts: the child checks where it lands
 
 
 _STRUCT_CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "int32_t": "i", "uint64_t": "Q",

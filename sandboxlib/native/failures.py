@@ -54,11 +54,16 @@ def describe_op(op: MountOp) -> str:
     parts.append(f"target={op.target!r}")
     if op.data:
         parts.append(f"options={op.data!r}")
-    parts.append(f"flags={_flag_names(int(op.flags))}")
+    parts.append(f"flags={_flag_names(int(op.flags) & ~MountFlag.USER)}")  # USER: ours, not the kernel's
     return f"mount({', '.join(parts)})"
 
 
 def _mount_hint(op: MountOp, err: int) -> Optional[str]:
+    if err == E.EXDEV and op.flags & MountFlag.USER:
+        return ("the target, resolved in the container's root (a symlink there followed), is on or under "
+                "/proc, /sys or /dev/pts, is /dev itself or the root, or is on another kernel file system "
+                "(proc, sysfs, cgroup, securityfs, ...): a mount may not cover the container's kernel file "
+                "systems and their masks; mount elsewhere")
     if err == E.EROFS:
         return "its parent directory is on a read-only mount: create the target in the root, or mount a tmpfs above it"
     if err == E.EPERM and op.kind in (MountKind.PROC, MountKind.SYSFS):

@@ -138,7 +138,9 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
     ops = []
     for i, mount in enumerate(config.mounts):
         field = f"mounts[{i}]"
-        ro = F.RDONLY if mount.read_only else F(0)
+        # USER: the child refuses a target that a symlink in the root leads
+        # onto /proc, /sys, /dev/pts or /dev (config.py sees only the path).
+        ro = F.USER | (F.RDONLY if mount.read_only else F(0))
         if mount.kind is MountKind.BIND:
             is_file = not os.path.isdir(mount.source)
             ops.append(MountOp(kind=K.BIND, target=mount.target, source=mount.source, field=field,
