@@ -439,10 +439,6 @@ def _network(value: Union[Network, str]) -> Network:
         raise ConfigError("network", f"expected one of {[n.value for n in Network]}, got {value!r}") from None
 
 
-def _names(value: Sequence[str]) -> Tuple[str, ...]:
-    return tuple(value)
-
-
 def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
     return None if value is None else tmpfs_size(value, "writable_layer_size")
 
@@ -493,8 +489,8 @@ class ContainerConfig:
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     network: Network = attrs.field(default=Network.NONE, converter=_network)
-    cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_names)
-    cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_names)
+    cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=_host_path)
