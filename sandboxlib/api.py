@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 import attrs
 
 from .calls.session import check_modules
-from .config import Limits, Mount, Network, WritableLayer, parse_size
+from .config import Limits, Mount, Network, config_of, parse_size, takes_container_options
 from .runtime.container import Container
 from .errors import ConfigError
 from .results import Result
@@ -20,17 +20,10 @@ from .streams import PIPE, StdioSpec
 __all__ = ["run", "sandboxed", "with_memory"]
 
 
+@takes_container_options
 def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
         stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
-        rootfs: Union[str, os.PathLike, None] = None, read_only: bool = False,
-        hostname: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-        mounts: Sequence[Mount] = (), user: Optional[str] = None, cwd: Optional[str] = None,
-        limits: Optional[Limits] = None, userns: bool = True,
-        network: Union[Network, str] = Network.NONE, cap_add: Sequence[str] = (),
-        cap_drop: Sequence[str] = (), seccomp: SeccompOption = DEFAULT, image: Optional[str] = None,
-        image_store: Union[str, os.PathLike, None] = None,
-        writable_layer: Union[WritableLayer, str] = WritableLayer.DISK,
-        writable_layer_size: Union[int, str, None] = None, container: Optional[Container] = None) -> Result:
+        container: Optional[Container] = None, **options: Any) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
@@ -42,12 +35,9 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
     ``argv`` is None or empty (``docker run``); its writes go to a writable
     layer on disk in the store (``writable_layer="tmpfs"``: in memory, with
     ``writable_layer_size`` as its limit), removed when the container ends.
+    The options are those of :class:`~sandboxlib.ContainerConfig`.
     """
-    box = container or Container(rootfs=rootfs, read_only=read_only, hostname=hostname, env=env,
-                                 mounts=mounts, user=user, cwd=cwd, limits=limits, userns=userns,
-                                 network=network, cap_add=cap_add, cap_drop=cap_drop, seccomp=seccomp,
-                                 image=image, image_store=image_store, writable_layer=writable_layer,
-                                 writable_layer_size=writable_layer_size)
+    box = container or Container(config_of(None, options))
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                         env=None, cwd=None, user=None, main=True)
@@ -60,8 +50,7 @@ def with_memory(limits: Optional[Limits], memory: Union[int, str, None], field: 
     limits = limits or Limits()
     if memory is None:
         return limits
-    parse_size(memory, field)
-    return attrs.evolve(limits, memory=memory)
+    return attrs.evolve(limits, memory=parse_size(memory, field))
 
 
 def sandboxed(fn: Optional[Callable] = None, *, timeout: Optional[float] = None,

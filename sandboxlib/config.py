@@ -3,20 +3,22 @@ and run before any kernel resource exists."""
 from __future__ import annotations
 
 import enum
+import inspect
 import os
 import posixpath
 import re
 import resource
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
+import typing
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 
 from .security.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capability
 from .errors import ConfigError
-from .security.seccomp import DEFAULT, Seccomp, seccomp_option
+from .security.seccomp import DEFAULT, Seccomp, SeccompOption, seccomp_option
 
 __all__ = ["Mount", "MountKind", "IdMapping", "Limits", "CgroupLimits", "Network", "ContainerConfig",
-           "parse_size"]
+           "parse_size", "takes_container_options", "config_of"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -206,7 +208,7 @@ class IdMapping:
 
 
 RLIMITS = ("nofile", "nproc", "core", "fsize", "as", "cpu", "stack", "memlock", "data")
-RlimitValue = Union[int, Tuple[int, int]]
+RlimitValue = Union[int, str, Tuple[Union[int, str], Union[int, str]]]
 MIN_MEMORY = 6 << 20  # as Docker: less cannot even start a shell
 CPU_PERIOD_US = 100_000
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
@@ -274,6 +276,54 @@ def _cpu_list(value: object, field: str) -> str:
     return text
 
 
+def _rlimit(name: str):
+    """The converter of one rlimit field: ``N`` or ``(soft, hard)`` -> ``(soft, hard)`` in bytes or counts."""
+    field = f"limits.{name}"
+
+    def convert(value: Optional[RlimitValue]) -> Optional[Tuple[int, int]]:
+        if value is None:
+            return None
+        if isinstance(value, tuple) and len(value) != 2:
+            raise ConfigError(field, f"expected N or (soft, hard), got {value!r}")
+        soft, hard = value if isinstance(value, tuple) else (value, value)
+        soft, hard = bounded_size(soft, field, RLIM_INFINITY), bounded_size(hard, field, RLIM_INFINITY)
+        if soft > hard:
+            raise ConfigError(field, f"soft limit {soft} is above the hard limit {hard}")
+        _check_host_hard_limit(name, hard, field)
+        return soft, hard
+
+    return convert
+
+
+def _memory(value: Union[int, str, None]) -> Optional[int]:
+    return None if value is None else bounded_size(value, "limits.memory", MEMORY_MAX, low=MIN_MEMORY)
+
+
+def _memory_swap(value: Union[int, str, None]) -> Optional[int]:
+    if value is None or value in (-1, "-1"):
+        return None if value is None else -1
+    return bounded_size(value, "limits.memory_swap", MEMORY_MAX)
+
+
+def _cpus(value: Optional[float]) -> Optional[float]:
+    host_cpus = os.cpu_count() or 1  # None: unknown
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0.01 <= value <= host_cpus):
+        raise ConfigError("limits.cpus", f"must be a number from 0.01 to {host_cpus} "
+                                         f"(the CPUs of this host), got {value!r}")
+    return value
+
+
+def _bounded_int(field: str, low: int, high: int):
+    def convert(value: Optional[int]) -> Optional[int]:
+        return None if value is None else _int_field(value, field, low, high)
+    return convert
+
+
+def _cpuset(value: Optional[str]) -> Optional[str]:
+    return None if value is None else _cpu_list(value, "limits.cpuset_cpus")
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """Resource limits: per-process rlimits and per-container cgroup limits.
@@ -291,23 +341,34 @@ class Limits:
         cpu_shares: relative CPU weight under contention (2-262144, default 1024).
         pids: the most processes and threads at once.
         cpuset_cpus: the CPUs it may run on, e.g. ``"0-1,3"``.
+
+    Every value is parsed and checked when the Limits is made (``ConfigError``
+    names the field): ``memory`` reads back in bytes, an rlimit as ``(soft, hard)``.
     """
 
-    nofile: Optional[RlimitValue] = None
-    nproc: Optional[RlimitValue] = None
-    core: Optional[RlimitValue] = None
-    fsize: Optional[RlimitValue] = None
-    as_: Optional[RlimitValue] = attrs.field(default=None, alias="address_space")
-    cpu: Optional[RlimitValue] = None
-    stack: Optional[RlimitValue] = None
-    memlock: Optional[RlimitValue] = None
-    data: Optional[RlimitValue] = None
-    memory: Union[int, str, None] = None
-    memory_swap: Union[int, str, None] = None
-    cpus: Optional[float] = None
-    cpu_shares: Optional[int] = None
-    pids: Optional[int] = None
-    cpuset_cpus: Optional[str] = None
+    nofile: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("nofile"))
+    nproc: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("nproc"))
+    core: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("core"))
+    fsize: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("fsize"))
+    as_: Optional[Tuple[int, int]] = attrs.field(default=None, alias="address_space", converter=_rlimit("as"))
+    cpu: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("cpu"))
+    stack: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("stack"))
+    memlock: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("memlock"))
+    data: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("data"))
+    memory: Optional[int] = attrs.field(default=None, converter=_memory)
+    memory_swap: Optional[int] = attrs.field(default=None, converter=_memory_swap)
+    cpus: Optional[float] = attrs.field(default=None, converter=_cpus)
+    cpu_shares: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.cpu_shares", 2, 262144))
+    pids: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.pids", 1, PIDS_MAX))
+    cpuset_cpus: Optional[str] = attrs.field(default=None, converter=_cpuset)
+
+    def __attrs_post_init__(self) -> None:
+        if self.memory_swap is not None:
+            if self.memory is None:
+                raise ConfigError("limits.memory_swap", "needs limits.memory (it is memory plus swap)")
+            if self.memory_swap != -1 and self.memory_swap < self.memory:
+                raise ConfigError("limits.memory_swap", f"{self.memory_swap} is below limits.memory "
+                                                        "(it is memory plus swap; -1: unlimited swap)")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, RlimitValue]) -> "Limits":
@@ -319,51 +380,18 @@ class Limits:
         return cls(**options)  # each checked by its validator
 
     def rlimits(self) -> Tuple[Tuple[str, int, int], ...]:
-        """(name, soft, hard) for every set limit, checked."""
-        out = []
-        for name in RLIMITS:
-            value = getattr(self, "as_" if name == "as" else name)
-            if value is None:
-                continue
-            field = f"limits.{name}"
-            if isinstance(value, tuple) and len(value) != 2:
-                raise ConfigError(field, f"expected N or (soft, hard), got {value!r}")
-            soft, hard = value if isinstance(value, tuple) else (value, value)
-            soft, hard = bounded_size(soft, field, RLIM_INFINITY), bounded_size(hard, field, RLIM_INFINITY)
-            if soft > hard:
-                raise ConfigError(field, f"soft limit {soft} is above the hard limit {hard}")
-            _check_host_hard_limit(name, hard, field)
-            out.append((name, soft, hard))
-        return tuple(out)
+        """(name, soft, hard) for every set rlimit."""
+        values = ((name, getattr(self, "as_" if name == "as" else name)) for name in RLIMITS)
+        return tuple((name, *value) for name, value in values if value is not None)
 
     def cgroup(self) -> CgroupLimits:
-        """The cgroup limits, checked (ConfigError names the field)."""
-        memory = swap = quota = None
-        if self.memory is not None:
-            memory = bounded_size(self.memory, "limits.memory", MEMORY_MAX, low=MIN_MEMORY)
-            swap = min(2 * memory, MEMORY_MAX)
-        if self.memory_swap is not None:
-            if memory is None:
-                raise ConfigError("limits.memory_swap", "needs limits.memory (it is memory plus swap)")
-            if self.memory_swap in (-1, "-1"):
-                swap = None
-            else:
-                swap = bounded_size(self.memory_swap, "limits.memory_swap", MEMORY_MAX)
-                if swap < memory:
-                    raise ConfigError("limits.memory_swap", f"{self.memory_swap!r} is below limits.memory "
-                                                            "(it is memory plus swap; -1: unlimited swap)")
-        if self.cpus is not None:
-            cpus = self.cpus
-            host_cpus = os.cpu_count() or 1  # None: unknown
-            if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0.01 <= cpus <= host_cpus:
-                raise ConfigError("limits.cpus", f"must be a number from 0.01 to {os.cpu_count()} "
-                                                 f"(the CPUs of this host), got {cpus!r}")
-            quota = max(1000, round(cpus * CPU_PERIOD_US))
-        return CgroupLimits(
-            memory=memory, memory_swap=swap, cpu_quota_us=quota,
-            cpu_shares=None if self.cpu_shares is None else _int_field(self.cpu_shares, "limits.cpu_shares", 2, 262144),
-            pids=None if self.pids is None else _int_field(self.pids, "limits.pids", 1, PIDS_MAX),
-            cpuset_cpus=None if self.cpuset_cpus is None else _cpu_list(self.cpuset_cpus, "limits.cpuset_cpus"))
+        """The cgroup limits in kernel units."""
+        swap = None
+        if self.memory is not None and self.memory_swap != -1:
+            swap = self.memory_swap or min(2 * self.memory, MEMORY_MAX)  # as much swap as memory by default
+        quota = None if self.cpus is None else max(1000, round(self.cpus * CPU_PERIOD_US))
+        return CgroupLimits(memory=self.memory, memory_swap=swap, cpu_quota_us=quota, cpu_shares=self.cpu_shares,
+                            pids=self.pids, cpuset_cpus=self.cpuset_cpus)
 
 
 class Network(enum.Enum):
@@ -391,6 +419,35 @@ def check_env(env: Sequence[Tuple[str, str]], field: str = "env") -> None:
         if not isinstance(name, str) or not _ENV_NAME.match(name):
             raise ConfigError(f"{field}[{name!r}]", "names must be non-empty and contain no '=' or NUL")
         check_text(value, f"{field}[{name!r}]")
+
+
+# The converters of ContainerConfig's fields.  Their annotated parameter is
+# what ``ContainerConfig(...)``, ``Container(...)`` and ``run(...)`` accept.
+def _host_path(value: Union[str, os.PathLike, None]) -> Optional[str]:
+    return None if value is None else os.fspath(value)
+
+
+def _cwd(value: Optional[str]) -> Optional[str]:
+    return None if value is None else container_path(value, "cwd")
+
+
+def _limits(value: Optional[Limits]) -> Limits:
+    return Limits() if value is None else value
+
+
+def _id_maps(value: Optional[Sequence[IdMapping]]) -> Optional[Tuple[IdMapping, ...]]:
+    return None if value is None else tuple(value)
+
+
+def _network(value: Union[Network, str]) -> Network:
+    try:
+        return Network(value)
+    except ValueError:
+        raise ConfigError("network", f"expected one of {[n.value for n in Network]}, got {value!r}") from None
+
+
+def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
+    return None if value is None else tmpfs_size(value, "writable_layer_size")
 
 
 @attrs.frozen(kw_only=True, cache_hash=True)
@@ -427,29 +484,25 @@ class ContainerConfig:
             for none.
     """
 
-    rootfs: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
+    rootfs: Optional[str] = attrs.field(default=None, converter=_host_path)
     read_only: bool = False
     hostname: Optional[str] = None
     env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
     user: Optional[str] = None
-    cwd: Optional[str] = attrs.field(default=None,
-                                     converter=attrs.converters.optional(lambda value: container_path(value, "cwd")))
-    limits: Limits = attrs.field(factory=Limits)
+    cwd: Optional[str] = attrs.field(default=None, converter=_cwd)
+    limits: Limits = attrs.field(default=None, converter=_limits)
     userns: bool = True
-    uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple))
-    gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple))
-    network: Network = attrs.field(default=Network.NONE, converter=Network)
+    uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
+    gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
+    network: Network = attrs.field(default=Network.NONE, converter=_network)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
-    seccomp: Optional[Seccomp] = attrs.field(factory=Seccomp.default, converter=seccomp_option)
+    seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
     image: Optional[str] = None
-    image_store: Optional[str] = attrs.field(default=None, converter=attrs.converters.optional(os.fspath))
+    image_store: Optional[str] = attrs.field(default=None, converter=_host_path)
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
-    writable_layer_size: Optional[int] = attrs.field(
-        default=None, converter=attrs.converters.optional(lambda v: tmpfs_size(v, "writable_layer_size")))
+    writable_layer_size: Optional[int] = attrs.field(default=None, converter=_writable_layer_size)
 
     def __attrs_post_init__(self) -> None:
         self.validate()
@@ -481,8 +534,6 @@ class ContainerConfig:
         if self.writable_layer_size is not None and self.writable_layer is not WritableLayer.TMPFS:
             raise ConfigError("writable_layer_size", "only a tmpfs writable layer has a size limit "
                                                      "(writable_layer='tmpfs', --writable-layer tmpfs)")
-        self.limits.rlimits()
-        self.limits.cgroup()
         self.capabilities()
 
     def capabilities(self) -> frozenset:
@@ -499,3 +550,26 @@ class ContainerConfig:
     @property
     def environment(self) -> dict:
         return dict(self.env)
+
+
+def takes_container_options(func: Callable) -> Callable:
+    """Give ``func(..., **options)`` the options of :class:`ContainerConfig`
+    as keyword-only parameters of its signature, with their types and
+    defaults: the config class is the one definition of the options of
+    ``Container()`` and ``run()`` (``func`` builds its config with
+    :func:`config_of`)."""
+    own = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    hints = typing.get_type_hints(ContainerConfig.__init__)
+    options = [p.replace(annotation=hints[p.name]) for p in inspect.signature(ContainerConfig).parameters.values()]
+    func.__signature__ = inspect.signature(func).replace(parameters=own + options)  # type: ignore[attr-defined]
+    func.__annotations__ = {**typing.get_type_hints(func), **{p.name: p.annotation for p in options}}
+    return func
+
+
+def config_of(config: Optional[ContainerConfig], options: Mapping[str, object]) -> ContainerConfig:
+    """``config``, or one made of the options; not both."""
+    if config is None:
+        return ContainerConfig(**options)
+    if options:
+        raise ConfigError(sorted(options)[0], "give either a ContainerConfig or options, not both")
+    return config

@@ -101,10 +101,7 @@ def _limits(args: argparse.Namespace) -> Limits:
     cgroup = {"memory": args.memory, "memory_swap": args.memory_swap, "cpus": args.cpus,
               "cpu_shares": args.cpu_shares, "pids": args.pids_limit, "cpuset_cpus": args.cpuset_cpus}
     values.update({k: v for k, v in cgroup.items() if v is not None})
-    limits = Limits.from_dict(values)
-    limits.rlimits()
-    limits.cgroup()
-    return limits
+    return Limits.from_dict(values)
 
 
 def _number(text: str):

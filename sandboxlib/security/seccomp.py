@@ -111,7 +111,7 @@ DEFAULT = _Default.DEFAULT
 SeccompOption = Union[Seccomp, None, _Default]
 
 
-def seccomp_option(value: object) -> Optional[Seccomp]:
+def seccomp_option(value: SeccompOption) -> Optional[Seccomp]:
     """``DEFAULT`` -> :meth:`Seccomp.default`; a Seccomp or None as it is."""
     if value is DEFAULT:
         return Seccomp.default()
