@@ -196,11 +196,17 @@ def session_cgroups():
     return sorted(found)
 
 
+def expire_sweep_stamp(stamp: str) -> None:
+    """As if the last sweep (posix/throttle.py) were long ago: the next start sweeps."""
+    if os.path.exists(stamp):
+        os.utime(stamp, (0, 0))
+
+
 def state_records():
-    """The container records of this session (its own state directory)."""
+    """The container records of this session (its own state directory; not the sweep's stamp)."""
     from sandboxlib.runtime import statedir
     try:
-        return sorted(os.listdir(statedir.state_root()))
+        return sorted(name for name in os.listdir(statedir.state_root()) if not name.startswith("."))
     except FileNotFoundError:
         return []
 

@@ -23,7 +23,8 @@ import sandboxlib as sb
 from sandboxlib import cgroups
 from sandboxlib.runtime import statedir
 
-from .conftest import LAUNCHER, commands_of, run_cli, session_cgroup_prefix, session_cgroups, wait_until
+from .conftest import (LAUNCHER, commands_of, expire_sweep_stamp, run_cli, session_cgroup_prefix, session_cgroups,
+                       wait_until)
 
 NO_STDIN = {"stdin": sb.DEVNULL}
 PY = sys.executable
@@ -448,6 +449,7 @@ def test_cgroups_of_a_sigkilled_owner_are_swept():
     # its container dies with it, but nobody removed the cgroups or the record ...
     assert _wait_until(lambda: not cgroups.fs.populated(paths[0]))
     assert _paths_exist(paths) == paths and os.path.exists(record)
+    expire_sweep_stamp(os.path.join(statedir.state_root(), ".swept"))  # the owner's start swept just now
     subprocess.run([PY, "-c", SWEEPER], env=env, check=True, timeout=120, stdin=subprocess.DEVNULL)
     assert _paths_exist(paths) == [] and not os.path.exists(record)  # ... the next start did
 
@@ -569,7 +571,7 @@ def test_v1_only_layout_kills_with_the_freezer():
     from unittest import mock
     real = cgroups.detect()
     v1_only = cgroups.Layout(v1=real.v1, v2=None, v2_controllers=frozenset())
-    with mock.patch("sandboxlib.runtime.container.cgroups.detect", return_value=v1_only):
+    with mock.patch("sandboxlib.runtime.lifecycle.cgroups.detect", return_value=v1_only):
         c = sb.Container(limits=sb.Limits(pids=40))
         c.start()
         try:

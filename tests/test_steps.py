@@ -338,7 +338,8 @@ CLONE_SCRIPT = textwrap.dedent("""
     binding.init_memfd()
     def snapshot():
         root = statedir.state_root()
-        return sorted(os.listdir("/proc/self/fd")), sorted(os.listdir(root)) if os.path.isdir(root) else []
+        records = [n for n in os.listdir(root) if not n.startswith(".")] if os.path.isdir(root) else []
+        return sorted(os.listdir("/proc/self/fd")), sorted(records)
     out = {"uid": os.getuid()}
     with sb.Container() as c:
         out["before"] = c.run(["echo", "ok"]).stdout.decode()

@@ -18,7 +18,7 @@ from sandboxlib.runtime import statedir
 from sandboxlib.errors import ConfigError
 from sandboxlib.native.host import subordinate_range
 
-from .conftest import rootless, run_cli, wait_until
+from .conftest import expire_sweep_stamp, rootless, run_cli, wait_until
 from .test_images_run import _store
 
 WRITE = "echo hi > /etc/x && mkdir -p /var/new && echo kept > /var/new/f && echo ok"
@@ -182,6 +182,7 @@ def check_killed_owner(path, busybox_rootfs):
         closed = False
     except PermissionError:
         closed = True
+    expire_sweep_stamp(os.path.join(store.path, ".writable-swept"))  # the holder's start swept just now
     r = sb.run(["cat", "/etc/motd"], image="bb:1", image_store=store.path)   # the next start sweeps it
     statedir.sweep(statedir.state_root())   # the dead owner's state record (the start sweeps it once a second)
     return (while_alive, gone, left, closed, r.stdout, _containers(store),

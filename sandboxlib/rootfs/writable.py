@@ -14,18 +14,15 @@ which cover every id a container of yours can have."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 import warnings
 from typing import Tuple
 
 from ..images import ImageStore
+from ..posix import throttle
 
 __all__ = ["make", "remove_if_empty", "release", "sweep", "SWEEP_INTERVAL"]
 
-SWEEP_INTERVAL = 1.0  # seconds between two sweeps of one store by one process
-_last_sweep: dict = {}
-_lock = threading.Lock()
+SWEEP_INTERVAL = 1.0  # seconds between two sweeps of one store
 
 
 def make(store: ImageStore, container_id: str, owner: Tuple[int, int]) -> str:
@@ -64,12 +61,9 @@ def release(store: ImageStore, path: str) -> None:
 
 def sweep(store: ImageStore) -> int:
     """Remove the writable layers of the store's dead containers (at most
-    once a second per process and store).  Returns how many were removed."""
-    now = time.monotonic()
-    with _lock:
-        if now - _last_sweep.get(store.path, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
-            return 0
-        _last_sweep[store.path] = now
+    once a second per store, across processes).  Returns how many were removed."""
+    if not throttle.due(os.path.join(store.path, ".writable-swept"), SWEEP_INTERVAL):
+        return 0
     try:
         return store.sweep_writable()
     except OSError as err:  # a sweep never fails a start (the next one tries again)

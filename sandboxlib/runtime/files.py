@@ -31,9 +31,6 @@ class FileAccess:
         finally:
             os.close(root_fd)
 
-    def _id_policy(self):
-        return imageroot.id_policy(self.config, self._maps)
-
     def _transfer(self, op: str, func, path: str, *args, ids=None, data: bytes = b"", mode: int = 0):
         """``func(root_fd, path, *args)`` here, as the container's root but
         without its capabilities in its user namespace.  What that may not

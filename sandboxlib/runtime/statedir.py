@@ -18,16 +18,12 @@ import errno
 import functools
 import os
 import signal
-import threading
 from typing import Optional, Sequence, Tuple
 
 from .. import cgroups
+from ..posix import throttle
 
-__all__ = ["state_root", "register", "add_init", "unregister", "sweep"]
-
-_checked_roots: set = set()
-_lock = threading.Lock()
-
+__all__ = ["state_root", "register", "add_init", "unregister", "sweep", "sweep_if_due", "SWEEP_INTERVAL"]
 
 def state_root() -> str:
     """$SANDBOXLIB_RUN, else /run/sandboxlib as root, else $XDG_RUNTIME_DIR/sandboxlib
@@ -53,15 +49,12 @@ def start_time(pid: int) -> Optional[int]:
 
 
 def _ensure_root(root: str) -> None:
-    """Create the directory (0700, ours) once per process; refuse someone else's."""
-    with _lock:
-        if root in _checked_roots:
-            return
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        st = os.lstat(root)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise PermissionError(f"state directory {root} must be owned by uid {os.geteuid()} with mode 0700")
-        _checked_roots.add(root)
+    """Create the directory (0700, ours); refuse someone else's (checked at every start: two
+    microseconds, and nothing for this process to remember)."""
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    st = os.lstat(root)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise PermissionError(f"state directory {root} must be owned by uid {os.geteuid()} with mode 0700")
 
 
 def _write(path: str, data: bytes, flags: int) -> None:
@@ -108,7 +101,7 @@ def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (),
     return path
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)  # a fact of a pid, which never changes: not state
 def _start_time_of(pid: int) -> int:
     return start_time(pid)
 
@@ -159,12 +152,20 @@ def _read_record(path: str):
     return owner, owner_start, init, init_start, tuple(paths)
 
 
+SWEEP_INTERVAL = 1.0  # seconds between two sweeps of one state root (a start stays cheap with many running)
+
+
+def sweep_if_due(root: str) -> int:
+    """``sweep`` at most once per ``SWEEP_INTERVAL`` for this state root, across processes."""
+    return sweep(root) if throttle.due(os.path.join(root, ".swept"), SWEEP_INTERVAL) else 0
+
+
 def sweep(root: str) -> int:
     """Remove the records whose owner process is gone, killing an init that
     is somehow still there and everything in the record's cgroups, and
     removing those.  Returns how many records were removed."""
     try:
-        names = os.listdir(root)
+        names = [name for name in os.listdir(root) if not name.startswith(".")]  # not the sweep's stamp
     except FileNotFoundError:
         return 0
     removed = 0

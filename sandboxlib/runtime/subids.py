@@ -27,6 +27,7 @@ from ..rootfs.idmap import IdMaps, choose_maps
 from ..images.store import SubIdFiles
 from ..images.unpack import IdPolicy, Owners
 from ..streams import PIPE
+from .commands import BareContainer
 
 __all__ = ["ImageStore", "SandboxSubIdFiles"]
 
@@ -106,13 +107,12 @@ def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map:
          input: Optional[bytes] = None, stdin: Optional[int] = None, library: bool = False) -> None:
     """Run the worker's ``op`` on ``trees`` as the root of a sandbox with
     these maps (``library``: with sandboxlib importable, bound read-only)."""
-    from .container import Container  # the same layer; container.py uses this module's ImageStore
     mounts = [Mount.bind(path, f"/sbx/{i}") for i, path in enumerate(trees)]
     argv = [sys.executable, "-I", "-S", "-c", _worker_source(), op]
     if library:
         mounts.append(Mount.bind(LIBRARY, LIBRARY, read_only=True))
         argv = argv[:2] + argv[3:] + [LIBRARY]  # with site: cffi's backend is a site package
-    container = Container(ContainerConfig(mounts=mounts, uid_map=uid_map, gid_map=gid_map))
+    container = BareContainer(ContainerConfig(mounts=mounts, uid_map=uid_map, gid_map=gid_map))
     try:
         result = container._run(argv, input=input,
                                 timeout=WORKER_TIMEOUT, stdin=stdin, stdout=PIPE, stderr=PIPE, env=None,

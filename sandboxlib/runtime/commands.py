@@ -1,0 +1,227 @@
+"""Commands in a running container: ``run``, ``spawn``, signals, and the
+one-shot start that queues the main command with the set-up."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import select
+import signal as signal_module
+import socket
+import threading
+import time
+import warnings
+import weakref
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union, cast
+
+import attrs
+
+from ..native import binding, protocol
+from .. import cgroups
+from ..rootfs import imageroot, writable
+from . import statedir
+from ..native.binding import Step
+from ..native.plan import GO_MESSAGE, build_plan, clone_flags
+from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
+from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
+    container_path, env_pairs)
+from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
+from ..native.failures import setup_error
+from ..native.host import probe_host
+from ..rootfs.idmap import IdMaps, choose_maps, write_maps
+from ..rootfs.imageroot import ImageRoot
+from ..posix.interrupts import sigint_deferred
+from ..posix.sharedfd import SharedFd
+from .launch import submit
+from .process import Process, result_of
+from ..results import Result
+from ..rootfs.layout import layout
+from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
+from ..security.bpf import compile_policy
+from ..cgroups.stats import Stats, list_processes, read_stats
+from ..streams import PIPE, StdioSpec
+from ..rootfs.users import User, resolve_user
+
+from .lifecycle import ContainerLifecycle, _kill_pidfd, _read_all
+
+__all__ = ["BareContainer", "DEFAULT_PATH"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _check_argv(argv: Sequence[str]) -> tuple:
+    if isinstance(argv, (str, bytes)) or not argv:
+        raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
+    return tuple(check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
+                 for i, a in enumerate(argv))
+
+
+class BareContainer(ContainerLifecycle):
+    """A container that runs commands: no files, no calls.  The short
+    sandboxes of ``subids`` are these; :class:`~sandboxlib.Container` is one
+    too, with more."""
+
+    def _request(self, argv, *, env, cwd, user, main: bool, quiet: bool = False) -> protocol.ExecRequest:
+        argv = _check_argv(argv)
+        if user is None:
+            resolved = self._user
+            assert resolved is not None  # resolved at start
+        else:
+            try:
+                root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as err:
+                raise ContainerStateError(f"the container's init is gone ({err.strerror})") from None
+            try:
+                resolved = self._checked_user(user, root_fd, "user")
+            finally:
+                os.close(root_fd)
+        merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged.update(self._image.env if self._image else ())
+        merged.update(self.config.env)
+        if env is not None:
+            extra = env_pairs(env)
+            check_env(extra)
+            merged.update(extra)
+        if cwd is None:
+            cwd = self.config.cwd or (self._image and self._image.cwd) or "/"
+        else:
+            cwd = container_path(cwd, "cwd")
+        maps = self._maps
+        return protocol.ExecRequest(
+            argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
+            search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
+            rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
+            id=next(self._command_ids), main=main, quiet=quiet or main, set_groups=maps is None or maps.setgroups,
+            fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
+
+    def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
+              stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,
+              cwd: Optional[str] = None, user: Optional[str] = None) -> Process:
+        """Start a command in the running container; returns a Popen-like :class:`Process`.
+
+        Streams are ``PIPE``, ``DEVNULL``, ``None`` (inherit ours), an fd or a file
+        (and ``STDOUT`` for stderr)."""
+        return self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                           user=user, main=False)
+
+    def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
+               confirm: bool = True, own_cgroup: bool = False) -> Process:
+        """Start a command; with ``confirm=False`` do not wait for its start
+        (its wait/communicate raise a failure to start).  ``own_cgroup``: in
+        a cgroup of its own (where the container has a v2 one), so that
+        everything it starts can be killed together."""
+        self._check_running()
+        # A close() in another thread waits until the request is sent (or
+        # fails: ContainerStateError); Ctrl-C waits until our fds are owned.
+        with self._channel.use() as control, sigint_deferred():
+            request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
+            group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+            submission = submit(control, request, stdin, stdout, stderr, cgroup=group)
+            if not confirm:
+                return self._track(submission.unconfirmed(self._signal, lambda: None))
+        return self._track(submission.started(self._signal))
+
+    def _track(self, process: Process) -> Process:
+        """Processes still running when the container closes are released with it."""
+        self._processes.add(process)
+        return process
+
+    def _signal(self, command_id: int, sig: int, group: bool) -> None:
+        self._check_owner()
+        if self._channel is None:
+            return
+        try:
+            with self._channel.use() as control:
+                control.send(protocol.encode_signal(command_id, sig, group=group))
+        except (ContainerStateError, OSError):
+            pass  # the container is gone, and the process with it
+
+    def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
+            stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
+            env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+            user: Optional[str] = None) -> Result:
+        """Run a command to completion and capture its output.
+
+        On ``timeout`` everything the command started is killed (its own
+        cgroup, sessions and daemons included; rootless without a delegated
+        cgroup: its process group) and the result says ``timed_out``."""
+        return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
+                         env=env, cwd=cwd, user=user, main=False)
+
+    def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool) -> Result:
+        if input is not None:
+            if stdin is not None:
+                raise ConfigError("stdin", "stdin and input cannot both be given")
+            stdin = PIPE
+        if not main:
+            self._check_running()
+        counters = self._counters() if not main else (0, 0)
+        timed_out = False
+        with contextlib.ExitStack() as stack:
+            if main:  # (may unpack an image: Ctrl-C must work)
+                proc = stack.enter_context(self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr))
+            else:
+                with sigint_deferred():  # our Process is closed however we leave
+                    proc = stack.enter_context(self._start(
+                        argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user,
+                        main=False, confirm=False, own_cgroup=timeout is not None))
+            try:
+                out, err = proc.communicate(input, timeout)
+            except TimeoutExpired:
+                timed_out = True
+                self._kill_after_timeout(proc, main)
+                out, err = proc.communicate()
+            except BaseException:
+                self._kill_after_timeout(proc, main)
+                raise
+        return result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
+
+    def _counters(self) -> Tuple[int, int]:
+        """(OOM kills, forks refused) in the container so far; (0, 0) without limits (or once closed)."""
+        return self._cgroup.counters() if self._cgroup is not None and not self._closed else (0, 0)
+
+    def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
+        """Start the container and its main command in one go: the command
+        is queued for the init before the container has finished set-up."""
+        if self.config.image is None:
+            _check_argv(argv)
+        sent: list = []
+
+        def first() -> None:
+            command = self._image.command(argv) if self._image else argv
+            request = self._request(command, env=None, cwd=None, user=None, main=True)
+            assert self._control is not None  # first() runs after the clone
+            sent.append(submit(self._control, request, stdin, stdout, stderr))
+
+        try:
+            self._start_container(first)
+        except BaseException:
+            for submission in sent:
+                submission.abandon()
+            raise
+        # No waiting for the set-up to finish nor for a STARTED reply: the
+        # first reply is the exit, or the failure (an EOF: the set-up's).
+        return self._track(sent[0].unconfirmed(self._signal, self._setup_failure))
+
+    def _setup_failure(self) -> Optional[BaseException]:
+        """The set-up's failure, once the init is gone (None if it reported none)."""
+        report = _read_all(self._setup_fd) if self._setup_fd is not None else b""
+        if not report:
+            return None
+        try:
+            self._raise_setup_failure(report, self._ops)
+        except SetupError as err:
+            return err
+
+    def _kill_after_timeout(self, proc: Process, main: bool) -> None:
+        proc.killed_by_us()
+        if main:
+            self._kill_all()
+            try:
+                with self._init_fd.use() as pidfd:
+                    _kill_pidfd(pidfd)  # the whole container, grandchildren included
+            except ContainerStateError:
+                pass  # closed: killed already
+        else:
+            proc.kill_tree()

@@ -1,0 +1,466 @@
+"""A container's lifecycle: plan -> spawn -> parent-side set-up -> go ->
+running -> closed.
+
+Every resource is registered for release right after it is acquired, and
+released in reverse order by ``close()`` (also after a failed start)."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import select
+import signal as signal_module
+import socket
+import threading
+import time
+import warnings
+import weakref
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union, cast
+
+import attrs
+
+from ..native import binding, protocol
+from .. import cgroups
+from ..rootfs import imageroot, writable
+from . import statedir
+from ..native.binding import Step
+from ..native.plan import GO_MESSAGE, build_plan, clone_flags
+from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
+from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
+    container_path, env_pairs)
+from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
+from ..native.failures import setup_error
+from ..native.host import probe_host
+from ..rootfs.idmap import IdMaps, choose_maps, write_maps
+from ..rootfs.imageroot import ImageRoot
+from ..posix.interrupts import sigint_deferred
+from ..posix.sharedfd import SharedFd
+from .launch import submit
+from .process import Process, result_of
+from ..results import Result
+from ..rootfs.layout import layout
+from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
+from ..security.bpf import compile_policy
+from ..cgroups.stats import Stats, list_processes, read_stats
+from ..streams import PIPE, StdioSpec
+from ..images import ImageStore
+from ..images.unpack import IdPolicy
+from ..rootfs.users import User, resolve_user
+
+__all__ = ["ContainerLifecycle"]
+
+_WALL = 0x40000000  # __WALL: our child has no exit signal
+
+
+class ContainerLifecycle:
+    """Start, stop and close one container (its init, its cgroup, its state
+    record, its image root); :class:`~sandboxlib.runtime.commands.BareContainer`
+    adds commands, :class:`~sandboxlib.Container` files and calls."""
+
+    def __init__(self, config: ContainerConfig) -> None:
+        self.config = config
+        self.id = secrets.token_hex(32)
+        self.hostname = config.hostname or self.id[:12]
+        self._resources = contextlib.ExitStack()
+        self._owner = os.getpid()  # a forked child's copy is inert
+        self._lock = threading.RLock()  # start and close, one at a time
+        self._closing = False  # close() or stop() was called: no new commands
+        self._ready = False  # started, not closed
+        self._init_pid: Optional[int] = None
+        self._init_fd: Optional[SharedFd] = None  # the init's pidfd
+        self._control: Optional[socket.socket] = None  # start's own; commands use _channel
+        self._channel: Optional[SharedFd] = None
+        self._maps: Optional[IdMaps] = None
+        self._user: Optional[User] = None
+        self._closed = False
+        # Tests only: (step number, errno) forced to fail in the C child or
+        # in the init's command set-up.  See tests/test_steps.py.
+        self._fault: Optional[tuple] = None
+        self._setup_fd: Optional[int] = None
+        self._command_ids = itertools.count(1)
+        self._ops: tuple = ()
+        self._resources_used = False
+        self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._cgroup: Optional[cgroups.ContainerCgroup] = None
+        self._record: Optional[str] = None
+        self._image: Optional[ImageRoot] = None
+        self._store: Optional[ImageStore] = None
+        self._upper: Optional[str] = None
+
+
+    @property
+    def pid(self) -> Optional[int]:
+        """Host pid of the container's init, while running."""
+        return self._init_pid
+
+    @property
+    def running(self) -> bool:
+        return self._init_fd is not None and not self._init_exited(0)
+
+    def start(self) -> "ContainerLifecycle":
+        """Start the container (its init, idle until commands arrive)."""
+        self._start_container(None)
+        return self
+
+    def _start_container(self, first: Optional[Callable[[], None]]) -> None:
+        """Start; ``first`` runs right after the go byte, before set-up has
+        finished (it queues the main command of a one-shot run)."""
+        self._check_owner()
+        with self._lock:  # a close() from another thread waits for the start to end
+            if self._resources_used:
+                raise ContainerStateError("a Container can be started only once")
+            if self._closing:
+                raise ContainerStateError("the container was closed (close() or stop()) before it started")
+            self._resources_used = True
+            self._start_locked(first)
+            self._ready = True
+
+    def _start_locked(self, first: Optional[Callable[[], None]]) -> None:
+        host = probe_host()
+        self._maps = choose_maps(self.config, host)
+        try:
+            layers = self._prepare_image()
+            with sigint_deferred():  # (reads /etc/passwd: short)
+                root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                                  os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    user = self.config.user or (self._image and self._image.user)
+                    self._user = self._checked_user(user, root_fd, "user")
+                finally:
+                    os.close(root_fd)
+            ops = layout(self._with_volumes(), layers, self._upper)
+            seccomp = self.config.seccomp
+            # Compiled once per policy and capability set (cached), before any kernel resource.
+            program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
+            root = statedir.state_root()
+            statedir.sweep_if_due(root)  # what dead owners left
+            limits = self.config.limits.cgroup()
+            # A one-shot run without cgroup limits needs no cgroup: its pid
+            # namespace already ends with its init (measured: ~0.3 ms a run).
+            one_shot = first is not None and not limits.names()
+            self._cgroup = None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits,
+                                                                      cgroups.cgroup_name(root, self.id))
+            with sigint_deferred():  # the record is written whole, the cgroup's removal registered
+                self._acquire_cgroup(root)
+            self._spawn(ops, root, first, program)
+        except BaseException:
+            self.close()
+            raise
+
+    def _with_volumes(self) -> ContainerConfig:
+        """The config with named volumes as binds of their store directories."""
+        if not any(m.kind is MountKind.VOLUME for m in self.config.mounts):
+            return self.config
+        store = self._store or self._image_store()
+        owner = self._id_policy().owner(0, 0)
+        mounts = [Mount.bind(store.volume(cast(str, m.source), owner), m.target, read_only=m.read_only)  # its name
+                  if m.kind is MountKind.VOLUME else m for m in self.config.mounts]
+        return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
+
+    def _prepare_image(self) -> tuple:
+        """An image root's layer dirs, leased from the store until close()."""
+        if self.config.image is None:
+            return ()
+        store = self._image_store()
+        self._image, lease = imageroot.prepare(self.config, self._maps, self.id, store)
+        self._store = store
+        self._resources.callback(store.release, self.id, lease)
+        if self.config.writable_layer is WritableLayer.DISK and not self.config.read_only:
+            writable.sweep(store)  # what dead owners left in this store
+            self._upper = writable.make(store, self.id, self._id_policy().owner(0, 0))
+            self._resources.callback(writable.release, store, self._upper)
+        return self._image.layers
+
+    def _acquire_cgroup(self, state_root: str) -> None:
+        """Record the container, then make its cgroup: a SIGKILL of ours at any
+        point leaves a record that names every cgroup directory to sweep."""
+        cgroup = self._cgroup
+        self._resources.callback(self._release_cgroup)
+        if cgroup is not None:  # without one, _send_setup records the container with its init
+            self._record = statedir.register(state_root, self.id, cgroup_paths=cgroup.paths)
+            cgroup.create()
+            maps = self._maps
+            uid, gid = (maps.to_host_uid(0), maps.to_host_gid(0)) if maps is not None else (None, None)
+            if uid is not None and gid is not None and (uid, gid) != (os.geteuid(), os.getegid()):
+                cgroup.delegate_procs(uid, gid)  # the init starts commands in child cgroups
+
+    def _release_cgroup(self) -> None:
+        """Remove the cgroup, then the record (kept, for a later sweep, while
+        some cgroup directory cannot be removed)."""
+        if self._record is None:
+            return
+        if self._cgroup is None or self._cgroup.remove():
+            statedir.unregister(self._record)
+        else:
+            warnings.warn(f"cgroups of container {self.id[:12]} are still busy; a later start sweeps them",
+                          ResourceWarning, stacklevel=2)
+
+    def _kill_all(self) -> None:
+        """Kill every process of the container through its cgroup (no fork
+        escapes).  Not needed once the init has exited: the kernel has then
+        killed its whole pid namespace, which every process of the cgroup is in."""
+        if self._cgroup is not None and not self._init_exited(0):
+            self._cgroup.kill()
+
+    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]], program: bytes) -> None:
+        """The spawn protocol: clone (the child execs sbx-init at once), send the
+        plan, write the id maps while the child starts on it, send go, queue
+        the first command, read the error pipe to EOF (= set up)."""
+        plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
+                          hostname=self.hostname, userns=self._maps is not None,
+                          netns=self.config.network is Network.NONE,
+                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault,
+                          seccomp_filter=program, launcher=self.config.seccomp == Seccomp.default(),
+                          init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
+                          init_filter=compile_policy(init_policy(), self.config.capabilities()))
+        # Ctrl-C is deferred from the first fd to the init's registration: a
+        # KeyboardInterrupt between them would lose fds and leave a zombie.
+        with sigint_deferred():
+            err_r, problem = self._spawn_init(plan, state_root, first)
+        if problem is not None:
+            report = _read_all(err_r)  # the child failed first, or gives up now
+            if report:
+                self._raise_setup_failure(report, ops)
+            raise problem
+        if first is not None:
+            self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
+            return
+        report = _read_all(err_r)
+        if report:
+            self._raise_setup_failure(report, ops)
+
+    def _spawn_init(self, plan: bytes, state_root: str, first) -> Tuple[int, Optional[BaseException]]:
+        """Clone, id maps, go: (the error pipe's read end, the problem of _send_setup)."""
+        push = self._resources.callback
+        push(self._release_processes)  # after the init is gone (released in reverse)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        push(_close_quietly, err_r)
+        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._control = control
+        self._channel = SharedFd(control, socket.socket.close, "the container is not running")
+        push(self._channel.close)
+        child_ends = [err_w, control_child.detach()]
+        # Queued before the clone: the child reads it as soon as it starts,
+        # not when this thread gets the CPU back from the child's threads.
+        control.send(plan)
+        try:
+            child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            child_ends.append(os.pidfd_open(os.getpid()))
+            flags = clone_flags(userns=self._maps is not None)
+            fault = self._fault if self._fault and self._fault[0] in (Step.INIT_EXEC, Step.CGROUP) else (0, 0)
+            if self._cgroup is not None:
+                child_ends += self._cgroup.attach_fds()
+                child_ends.append(self._cgroup.open_v2())
+            try:
+                pid, pidfd = binding.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
+                                             caps=self._init_caps(), fault=fault,
+                                             netns=self.config.network is Network.NONE,
+                                             cgroup_fd=child_ends[-1] if self._cgroup else -1,
+                                             attach_fds=child_ends[4:-1] if self._cgroup else ())
+            except OSError as err:
+                code = err.errno or 0  # _lowlevel.spawn's OSError has the clone's errno
+                raise SetupError(code, f"clone(flags={flags:#x})", step="CLONE", hint=_clone_hint(code)) from None
+        finally:
+            for fd in child_ends:
+                if fd >= 0:
+                    os.close(fd)
+        self._init_pid, self._init_fd = pid, SharedFd(pidfd, os.close, "the container is not running")
+        push(self._reap_init)
+        push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
+        return err_r, self._send_setup(pid, first, state_root)
+
+    def _init_caps(self) -> int:
+        """sbx-init's own capabilities, plus those its commands may keep."""
+        return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
+
+    def _send_setup(self, pid: int, first, state_root: str) -> Optional[BaseException]:
+        """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
+        if the child (which then ends) reports no failure of its own."""
+        control = self._control
+        assert control is not None  # made by _spawn before the clone
+        try:
+            if self._maps is not None:
+                write_maps(pid, self._maps)
+            control.send(GO_MESSAGE)
+            if first is not None:
+                first()
+        except (SetupError, ContainerStateError, OSError) as err:
+            control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
+            if isinstance(err, OSError) and not isinstance(err, SetupError):
+                return ContainerStateError(f"the container's init ended during set-up ({err})")
+            return err
+        # The child is still setting up: record its init meanwhile.
+        if self._record is None:
+            self._record = statedir.register(state_root, self.id, init_pid=pid)
+        else:
+            statedir.add_init(self._record, pid)
+        return None
+
+    def _raise_setup_failure(self, report: bytes, ops) -> NoReturn:
+        if len(report) < binding.REPORT_SIZE:
+            raise SetupError(0, "container set-up", step="UNKNOWN",
+                             hint=f"the child died without a report ({len(report)} bytes)")
+        step, err, index = binding.REPORT.unpack_from(report)
+        context = {"hostname": self.hostname, "rootfs": self.config.rootfs,
+                   "read_only": self.config.read_only}
+        raise setup_error(step, err, index, ops=ops, context=context)
+
+    def _init_exited(self, timeout: Optional[float]) -> bool:
+        handle = self._init_fd
+        if handle is None:
+            return True
+        try:
+            with handle.use() as pidfd:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+        except ContainerStateError:
+            return True  # closed by now
+
+    def _reap_init(self) -> None:
+        """Kill the init (the kernel then kills everything in its pid ns) and reap it."""
+        handle = self._init_fd
+        self._init_pid = None
+        if handle is None:
+            return
+        try:
+            with handle.use() as pidfd:
+                _kill_pidfd(pidfd)
+                if self._upper is not None:  # while the kernel tears the container down
+                    writable.remove_if_empty(self._upper)
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
+        except (ChildProcessError, ContainerStateError):
+            pass
+        finally:
+            handle.close()  # once a poll of another thread (it returns: the init is gone) let go
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every process, SIGKILL what is left after ``timeout`` seconds, then
+        close (which kills through the cgroup first: no fork bomb outruns it).
+        From any thread; during a start, waits for it to end."""
+        self._check_owner()
+        self._closing = True  # no new commands from now on
+        with self._lock:  # a start in progress ends first
+            channel = self._channel if self._ready else None
+        if channel is not None:
+            try:
+                with channel.use() as control:
+                    control.send(protocol.encode_stop(timeout))
+                self._init_exited(timeout + 1.0)
+            except (ContainerStateError, OSError):
+                pass  # closed meanwhile, or the init is gone
+        self.close()
+
+    def close(self) -> None:
+        """Kill everything in the container and release every resource.  Idempotent;
+        from any thread (during a start it waits for the start to end); does
+        nothing in a forked child."""
+        if self._forked():
+            return
+        self._closing = True
+        with sigint_deferred(), self._lock:
+            if self._closed:
+                return
+            self._closed, self._ready = True, False
+            if self._channel is not None:  # no command is being sent from now on
+                self._channel.close(wake=_shutdown, wait=True)
+            self._resources.close()
+
+    def __enter__(self) -> "ContainerLifecycle":
+        if not self._resources_used:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_init_fd", None) is not None and not self._closed and not self._forked():
+            warnings.warn(f"Container {self.id[:12]} was never closed; killing it", ResourceWarning,
+                          stacklevel=2)
+            self.close()
+
+    def _forked(self) -> bool:
+        return os.getpid() != getattr(self, "_owner", os.getpid())
+
+    def _check_owner(self) -> None:
+        if self._forked():
+            raise ContainerStateError(
+                f"this container belongs to process {self._owner}, which made it; in a forked child "
+                f"(pid {os.getpid()}) it cannot be used, and closing it there does nothing")
+
+    def _checked_user(self, spec, root_fd: int, field: str) -> User:
+        user = resolve_user(spec, root_fd)
+        maps = self._maps
+        if maps is not None:
+            if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
+                raise ConfigError(field, f"uid {user.uid} / gid {user.gid} is not mapped in the user "
+                                         f"namespace (uid_map: {[m.line() for m in maps.uid_map]})")
+            groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
+            user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
+        return user
+
+    def _release_processes(self) -> None:
+        for process in list(self._processes):
+            process.container_ended()
+
+    def _on_close(self, release: Callable[[], None]) -> None:
+        """Register ``release`` for close(); run it now if the container closed meanwhile."""
+        with self._lock:
+            if not self._closed:
+                self._resources.callback(release)
+                return
+        release()
+
+    def _check_running(self) -> None:
+        self._check_owner()
+        if not self._ready or self._closing:
+            raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
+
+    def _image_store(self) -> ImageStore:
+        """The store of the container's image and volumes (a subclass gives one that can work on
+        files of a rootless caller's sub-ids)."""
+        return ImageStore(self.config.image_store)
+
+    def _id_policy(self) -> IdPolicy:
+        """Who owns the files of the container's image layers and volumes."""
+        return imageroot.id_policy(self.config, self._maps)
+
+
+def _kill_pidfd(pidfd: int) -> None:
+    try:
+        signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+def _shutdown(sock: socket.socket) -> None:
+    """Wake the threads using the socket (their send fails, a read sees EOF)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+def _clone_hint(err: int) -> Optional[str]:
+    import errno as E
+    if err in (E.EPERM, E.ENOSPC, E.EUSERS):
+        return ("the kernel refused new namespaces: check that user namespaces are enabled "
+                "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) and not exhausted")
+    return None
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+def _read_all(fd: int) -> bytes:
+    chunks: List[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
