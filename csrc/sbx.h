@@ -1,8 +1,12 @@
-/* The ABI shared by the C files and mirrored (through native.cdef) in Python.
+/* The ABI shared by the C files and Python, which reads it through
+ * native.cdef (cffi checks the message layouts against this header when it
+ * builds).
  *
- * Python builds a struct sbx_plan with every string and array allocated;
- * the cloned child only reads it.  Exec requests travel to the container's
- * init as a flat byte message (struct sbx_exec_hdr + packed strings). */
+ * Python sends the set-up plan to sbx-init as a PLAN message (struct
+ * sbx_plan_hdr, the seccomp filters, struct sbx_mount_rec records, then the
+ * strings); sbx-init parses it into a struct sbx_plan that points into the
+ * message.  Exec requests travel to the container's init as a flat byte
+ * message (struct sbx_exec_hdr + packed strings). */
 #ifndef SBX_H
 #define SBX_H
 

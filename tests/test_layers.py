@@ -131,6 +131,20 @@ def test_only_the_binding_imports_native():
     assert sorted(m for m, targets in _graph().items() if NATIVE in targets) == [BINDING]
 
 
+def test_lib_and_ffi_stay_in_the_native_package():
+    """cffi objects (``lib``, ``ffi``) serve the native package only: others get constants and functions."""
+    leaks = []
+    for name, path in _module_files().items():
+        if _unit(name) == "native":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("lib", "ffi") and isinstance(node.value, ast.Name):
+                leaks.append(f"{name}: {node.value.id}.{node.attr}")
+            if isinstance(node, ast.ImportFrom) and "native" in (node.module or ""):
+                leaks += [f"{name}: imports {a.name}" for a in node.names if a.name in ("lib", "ffi")]
+    assert leaks == []
+
+
 def test_no_upward_imports():
     upward = [f"{m} (layer {LAYERS[_unit(m)]}) imports {t} (layer {LAYERS[_unit(t)]})"
               for m, targets in _graph().items() for t in targets - {NATIVE}

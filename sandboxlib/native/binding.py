@@ -139,6 +139,7 @@ def message_struct(cname: str) -> struct.Struct:
     return struct.Struct(fmt)
 
 
+FD_UPPER = lib.SBX_FD_UPPER  # where the init keeps an image root's upper directory
 REPORT = message_struct("struct sbx_report")
 REPORT_SIZE = REPORT.size
 

@@ -89,7 +89,7 @@ class FileAccess:
         return self._in_root(lambda _root, _path: self._commit_upper(commit, ref, changes), "/")
 
     def _commit_upper(self, commit, ref, changes):
-        upper = os.open(f"/proc/{self._init_pid}/fd/{binding.lib.SBX_FD_UPPER}",
+        upper = os.open(f"/proc/{self._init_pid}/fd/{binding.FD_UPPER}",
                         os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             return commit(self._store, self._image.image, upper, self._id_policy(), self._maps, ref, changes)
