@@ -28,10 +28,17 @@ def _server_children(c, server: int) -> list:
     return sorted(int(p) for p in c.run(["sh", "-c", script], stdin=sb.DEVNULL).stdout.split())
 
 
-def _wait_for_children(c, server: int, count: int) -> list:
+def _ids() -> tuple:
+    return os.getpid(), os.getppid()
+
+
+def _wait_for_children(c, server: int, count: int, exclude: tuple = ()) -> list:
+    """The server's children but ``exclude`` (a call's process, which lingers
+    until the server reaps it, after forking the next spare), once there are
+    ``count`` of them."""
     deadline = time.monotonic() + 10  # the next spare is forked after the answer
     while True:  # the list that had ``count`` entries: a second read may catch a fork or a reap
-        children = _server_children(c, server)
+        children = [p for p in _server_children(c, server) if p not in exclude]
         if len(children) == count or time.monotonic() >= deadline:
             return children
         time.sleep(0.02)
@@ -92,12 +99,12 @@ def test_the_call_cannot_read_or_write_the_channel(runner):
 
 # -- a spare that dies while it waits ------------------------------------------------------------
 def check_lost_spare(c):
-    server = c.call(os.getppid)
-    (spare,) = _wait_for_children(c, server, 1)
+    caller, server = c.call(_ids)
+    (spare,) = _wait_for_children(c, server, 1, exclude=(caller,))
     c.run(["kill", "-9", str(spare)], stdin=sb.DEVNULL)
     value = c.call(pow, 2, 10)  # the server gave up; the call ran on a new one
-    new_server = c.call(os.getppid)
-    (new_spare,) = _wait_for_children(c, new_server, 1)
+    caller, new_server = c.call(_ids)
+    (new_spare,) = _wait_for_children(c, new_server, 1, exclude=(caller,))
     return value, new_server != server, c.call(pow, 3, 2), _server_children(c, server), new_spare != spare
 
 
@@ -108,8 +115,8 @@ def test_a_spare_killed_while_waiting_costs_a_new_server_not_the_call(runner):
 
 def check_server_gone_before_the_call(c):
     """The spare died a while ago: its server has ended too, the request meets a closed pipe."""
-    server = c.call(os.getppid)
-    (spare,) = _wait_for_children(c, server, 1)
+    caller, server = c.call(_ids)
+    (spare,) = _wait_for_children(c, server, 1, exclude=(caller,))
     c.run(["kill", "-9", str(spare)], stdin=sb.DEVNULL)
     deadline = time.monotonic() + 10  # the server notices its lost spare and ends
     while c.run(["kill", "-0", str(server)], stdin=sb.DEVNULL).ok and time.monotonic() < deadline:
