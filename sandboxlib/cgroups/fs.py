@@ -8,6 +8,8 @@ import signal
 import time
 from typing import Dict, List, Optional
 
+from ..posix.signals import kill_quietly
+
 __all__ = ["read_text", "read_keys", "write", "kill_all", "remove_tree", "populated"]
 
 
@@ -51,10 +53,7 @@ def _freeze_kill(directory: str) -> None:
         time.sleep(0.001)
     try:
         for pid in _procs(directory):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_quietly(pid)
     finally:
         write(state, "THAWED")
 

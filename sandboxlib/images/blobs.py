@@ -10,6 +10,7 @@ import tempfile
 from typing import BinaryIO, Iterator, Optional, Tuple
 
 from ..errors import DigestMismatch, ImageFormatError
+from ..posix.io import write_all
 
 __all__ = ["Blobs", "sha256_digest", "fsync_dir"]
 
@@ -111,8 +112,6 @@ def _copy_hashed(stream: BinaryIO, fd: int) -> Tuple[str, int]:
         if not chunk:
             break
         h.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, chunk)
         written += len(chunk)
     return "sha256:" + h.hexdigest(), written

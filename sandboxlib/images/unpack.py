@@ -29,6 +29,7 @@ from typing import BinaryIO, Dict, List, Optional, Tuple
 import attrs
 
 from ..errors import ImageFormatError
+from ..posix.io import write_all
 
 __all__ = ["IdPolicy", "Owners", "unpack", "unpack_into", "remove_tree", "refused", "split_name",
            "link_target", "check_symlink"]
@@ -350,9 +351,7 @@ def _copy(src: BinaryIO, fd: int, size: int) -> None:
         chunk = src.read(min(left, 1 << 20))
         if not chunk:
             raise ImageFormatError("layer", "truncated file data")
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, chunk)
         left -= len(chunk)
 
 

@@ -24,6 +24,7 @@ except ImportError as err:  # pragma: no cover - depends on the build
         f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`"
     ) from err
 from .source_hash import source_hash
+from ..posix.io import write_all
 
 __all__ = ["ffi", "lib", "Step", "MountKind", "MountFlag", "message_struct", "REPORT", "REPORT_SIZE", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
@@ -203,9 +204,7 @@ def init_memfd() -> int:
             data = INIT_PATH.read_bytes()
             fd = os.memfd_create("sbx-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
                 fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
                             | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
             except BaseException:

@@ -33,6 +33,7 @@ from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..posix.interrupts import sigint_deferred
 from ..posix.sharedfd import SharedFd
+from ..posix.signals import pidfd_kill_quietly
 from .launch import submit
 from .process import Process, result_of
 from ..results import Result
@@ -43,7 +44,7 @@ from ..cgroups.stats import Stats, list_processes, read_stats
 from ..streams import PIPE, StdioSpec
 from ..rootfs.users import User, resolve_user
 
-from .lifecycle import ContainerLifecycle, _kill_pidfd, _read_all
+from .lifecycle import ContainerLifecycle, _read_all
 
 __all__ = ["BareContainer", "DEFAULT_PATH"]
 
@@ -220,7 +221,7 @@ class BareContainer(ContainerLifecycle):
             self._kill_all()
             try:
                 with self._init_fd.use() as pidfd:
-                    _kill_pidfd(pidfd)  # the whole container, grandchildren included
+                    pidfd_kill_quietly(pidfd)  # the whole container, grandchildren included
             except ContainerStateError:
                 pass  # closed: killed already
         else:

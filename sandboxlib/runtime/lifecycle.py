@@ -36,6 +36,7 @@ from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..posix.interrupts import sigint_deferred
 from ..posix.sharedfd import SharedFd
+from ..posix.signals import pidfd_kill_quietly
 from .launch import submit
 from .process import Process, result_of
 from ..results import Result
@@ -326,7 +327,7 @@ class ContainerLifecycle:
             return
         try:
             with handle.use() as pidfd:
-                _kill_pidfd(pidfd)
+                pidfd_kill_quietly(pidfd)
                 if self._upper is not None:  # while the kernel tears the container down
                     writable.remove_if_empty(self._upper)
                 os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
@@ -427,12 +428,6 @@ class ContainerLifecycle:
         """Who owns the files of the container's image layers and volumes."""
         return imageroot.id_policy(self.config, self._maps)
 
-
-def _kill_pidfd(pidfd: int) -> None:
-    try:
-        signal_module.pidfd_send_signal(pidfd, signal_module.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 def _shutdown(sock: socket.socket) -> None:
     """Wake the threads using the socket (their send fails, a read sees EOF)."""

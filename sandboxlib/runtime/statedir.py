@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Tuple
 
 from .. import cgroups
 from ..posix import throttle
+from ..posix.signals import kill_quietly
 
 __all__ = ["state_root", "register", "add_init", "unregister", "sweep", "sweep_if_due", "SWEEP_INTERVAL"]
 
@@ -182,10 +183,7 @@ def sweep(root: str) -> int:
         if start_time(owner) == owner_start:
             continue
         if init_start is not None and start_time(init) == init_start:
-            try:
-                os.kill(init, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_quietly(init)
         if cgroups.release_paths(cgroup_paths):
             continue  # still busy: the next sweep tries again
         unregister(path)
