@@ -17,7 +17,7 @@ __all__ = ["ExecRequest", "encode_exec", "encode_signal", "encode_stop", "Reply"
 
 MSG_EXEC, MSG_SIGNAL, MSG_STOP = 1, 2, 3
 EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS, EXEC_QUIET, EXEC_CGROUP = 0x1, 0x2, 0x4, 0x8, 0x10
-REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = 1, 2, 3
+REPLY_STARTED, REPLY_FAILED, REPLY_EXITED, REPLY_PID = 1, 2, 3, 4
 MAX_REQUEST = 256 * 1024
 
 _HEADER = struct.Struct("=IIIIIIQIIIIII")
@@ -47,7 +47,7 @@ class ExecRequest:
     cap_keep: int
     main: bool = False
     set_groups: bool = False
-    quiet: bool = False  # no STARTED reply: the first reply is FAILED or EXITED
+    quiet: bool = False  # no PID and STARTED replies: the first reply is FAILED or EXITED
     id: int = 0          # names the command in SIGNAL messages
     cgroup: bool = False  # a 5th fd: the cgroup v2 directory to start the command in
     fault: int = 0  # tests: step | errno << 16
@@ -81,7 +81,7 @@ class Reply:
     step: int
     errno: int
     index: int
-    host_pid: Optional[int] = None  # with STARTED: the command's pid, translated to ours
+    host_pid: Optional[int] = None  # with PID: the command's pid, translated to ours
 
 
 _CREDENTIALS = struct.Struct("=iII")  # struct ucred: pid, uid, gid
@@ -89,7 +89,8 @@ _CMSG_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
 
 
 def reply_socketpair() -> Tuple[socket.socket, socket.socket]:
-    """(ours, the init's): ours receives the credentials that carry a command's pid."""
+    """(ours, the init's): ours receives the credentials of every sender, so
+    the PID message, sent by the command's own process, carries its pid."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     return ours, theirs
@@ -101,7 +102,7 @@ def decode_reply(sock: socket.socket) -> Optional[Reply]:
     if len(data) < REPLY_SIZE:
         return None
     reply = Reply(*_REPLY.unpack(data))
-    if reply.kind != REPLY_STARTED:
+    if reply.kind != REPLY_PID:
         return reply  # other replies carry the init's own credentials: no command pid
     for level, kind, payload in ancillary:
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(payload) >= _CREDENTIALS.size:
