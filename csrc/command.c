@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -234,10 +235,29 @@ static void exec_command(const struct sbx_command *cmd)
     sbx_report_fail(report_fd, SBX_STEP_EXEC, err, -1);
 }
 
+/* Tell the host our pid, first (every later failure is reported after it):
+ * any message of ours carries our credentials, which the kernel fills in
+ * (the host's end has SO_PASSCRED) and translates into the host's pid
+ * namespace.  A process may always name itself; the init would need
+ * CAP_SYS_ADMIN to name us, and a pidfd's pid is gone once we are reaped. */
+static void announce_pid(const struct sbx_command *cmd)
+{
+    if (cmd->reply_fd < 0)
+        return;
+    struct sbx_reply r = {.type = SBX_REPLY_PID, .pid = (int32_t)syscall(SYS_getpid)};
+    ssize_t n;
+    do {
+        n = send(cmd->reply_fd, &r, sizeof(r), MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof(r))  /* the host gave up on us (EPIPE): do not run */
+        sbx_report_fail(report_fd, SBX_STEP_FORK, n < 0 ? errno : EMSGSIZE, -1);
+}
+
 void sbx_command_exec(const struct sbx_command *cmd, int fd)
 {
     report_fd = fd;
     fault = cmd->hdr->fault;
+    announce_pid(cmd);
     raise_effective();
     fault_point(SBX_STEP_STDIO);
     set_stdio(cmd);

@@ -79,37 +79,20 @@ static struct child *find_by_id(uint32_t id)
     return NULL;
 }
 
-/* Send a reply; with pid > 0, also SCM_CREDENTIALS naming that pid, which
- * the kernel translates into the receiver's pid namespace (the init may
- * name its children: it has CAP_SYS_ADMIN over their pid namespace).  The
- * host so learns the command's pid even if it has exited and been reaped
- * by the time the host reads the reply. */
-static void send_reply(int fd, const struct sbx_reply *r, pid_t pid)
+/* Send a reply.  The host learns a command's own pid (translated into its
+ * pid namespace) from the PID message the command's child sends first
+ * (command.c: announce_pid), not from us: naming another process's pid in
+ * SCM_CREDENTIALS would need CAP_SYS_ADMIN. */
+static void send_reply(int fd, const struct sbx_reply *r)
 {
-    struct iovec iov = {.iov_base = (void *)r, .iov_len = sizeof(*r)};
-    union {
-        char buf[CMSG_SPACE(sizeof(struct ucred))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pid > 0) {
-        struct ucred cred = {.pid = pid, .uid = getuid(), .gid = getgid()};
-        msg.msg_control = u.buf;
-        msg.msg_controllen = sizeof(u.buf);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_CREDENTIALS;
-        c->cmsg_len = CMSG_LEN(sizeof(cred));
-        memcpy(CMSG_DATA(c), &cred, sizeof(cred));
-    }
-    while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
+    while (send(fd, r, sizeof(*r), MSG_NOSIGNAL) < 0 && errno == EINTR)
         ;
 }
 
 static void reply_failed(int fd, int step, int err, int index)
 {
     struct sbx_reply r = {.type = SBX_REPLY_FAILED, .report = {step, err, index}};
-    send_reply(fd, &r, 0);
+    send_reply(fd, &r);
 }
 
 /* Kill every other process in the container and reap them all. */
@@ -168,7 +151,7 @@ static int use_launcher(const struct sbx_command *cmd)
 static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
 {
     if (use_launcher(cmd)) {
-        pid_t pid = sbx_launcher_fork(launcher_fd, request, len, cmd->stdio, report_fd);
+        pid_t pid = sbx_launcher_fork(launcher_fd, request, len, cmd->stdio, cmd->reply_fd, report_fd);
         if (pid != SBX_LAUNCHER_GONE)
             return pid;
         forget_launcher();
@@ -207,8 +190,9 @@ static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
     return (pid_t)pid;
 }
 
-/* Fork and exec one command; reply STARTED (with its pid as credentials) or FAILED.
- * Returns 1 when the child runs and keeps reply_fd, else 0. */
+/* Fork and exec one command; reply STARTED or FAILED (after the child's own
+ * PID message, unless QUIET).  Returns 1 when the child runs and keeps
+ * reply_fd, else 0. */
 static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
 {
     struct child *slot = NULL;
@@ -231,6 +215,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     cmd->cap_bounding = bounding_set ? bounding_keep : ~0ULL;
     cmd->filter = plan->filter;
     cmd->filter_len = plan->filter_len;
+    cmd->reply_fd = (cmd->hdr->flags & SBX_EXEC_QUIET) ? -1 : reply_fd;
     uint32_t fault = cmd->hdr->fault;
     /* vfork: the init is small, but copying nothing is faster still; it
      * sleeps until the command has exec'd or reported its failure. */
@@ -262,7 +247,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     if (cmd->hdr->flags & SBX_EXEC_QUIET)
         return 1;
     struct sbx_reply r = {.type = SBX_REPLY_STARTED, .pid = pid};
-    send_reply(reply_fd, &r, pid);
+    send_reply(reply_fd, &r);
     return 1;
 }
 
@@ -366,10 +351,10 @@ static void reap(void)
             kill(-1, SIGKILL);
             while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
                 ;
-            send_reply(c->reply_fd, &r, 0);
+            send_reply(c->reply_fd, &r);
             _exit(0);
         }
-        send_reply(c->reply_fd, &r, 0);
+        send_reply(c->reply_fd, &r);
         close(c->reply_fd);
         c->pid = 0;
     }
@@ -390,11 +375,10 @@ static void forward_signal(int sig)
 }
 
 /* What the init itself still calls once set up: kill() of commands that run
- * as other users (CAP_KILL), the one drop of the bounding set to the
- * container's at the first command (CAP_SETPCAP), and send_reply()'s
- * SCM_CREDENTIALS naming a command's pid (CAP_SYS_ADMIN over the pid
- * namespace: the kernel's only exception to "your own pid"). */
-#define OWN_CAPS ((1ULL << CAP_KILL) | (1ULL << CAP_SETPCAP) | (1ULL << CAP_SYS_ADMIN))
+ * as other users (CAP_KILL) and the one drop of the bounding set to the
+ * container's at the first command (CAP_SETPCAP).  Not CAP_SYS_ADMIN: each
+ * command's child names its own pid to the host (command.c: announce_pid). */
+#define OWN_CAPS ((1ULL << CAP_KILL) | (1ULL << CAP_SETPCAP))
 
 /* Lock the init down once the container is set up, before it serves any
  * request.  Capabilities: the permitted set keeps only plan->init_caps

@@ -25,7 +25,7 @@
 #include "fdmsg.h"
 #include "syscalls.h"
 
-#define LAUNCH_FDS 4  /* stdin, stdout, stderr, report pipe */
+#define LAUNCH_FDS 5  /* stdin, stdout, stderr, report pipe, reply socket (unless QUIET) */
 #define STACK_SIZE (64 * 1024)
 
 struct launch_reply {
@@ -71,11 +71,12 @@ static int serve(int sock, uint64_t bounding)
     }
     struct sbx_command cmd;
     struct launch_reply reply = {.pid = -1, .err = EBADMSG};
-    int ok = nfds == LAUNCH_FDS && !(flags & (MSG_TRUNC | MSG_CTRUNC)) &&
+    int ok = nfds >= LAUNCH_FDS - 1 && !(flags & (MSG_TRUNC | MSG_CTRUNC)) &&
              sbx_command_parse(request, (size_t)n, strings, sizeof(strings) / sizeof(*strings), &cmd) == 0;
     if (ok) {
         memcpy(cmd.stdio, fds, sizeof(cmd.stdio));
         cmd.cgroup_fd = -1;
+        cmd.reply_fd = nfds == LAUNCH_FDS ? fds[4] : -1;  /* the child announces its pid there */
         cmd.cap_bounding = bounding;
         cmd.filter = NULL;  /* inherited */
         cmd.filter_len = 0;
@@ -127,9 +128,10 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, pid_t *pi
     return fd;
 }
 
-pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int report_fd)
+pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int reply_fd, int report_fd)
 {
-    int fds[LAUNCH_FDS] = {stdio[0], stdio[1], stdio[2], report_fd};
+    int fds[LAUNCH_FDS] = {stdio[0], stdio[1], stdio[2], report_fd, reply_fd};
+    size_t nfds = reply_fd >= 0 ? LAUNCH_FDS : LAUNCH_FDS - 1;
     union {
         char buf[CMSG_SPACE(sizeof(fds))];
         struct cmsghdr align;
@@ -137,12 +139,12 @@ pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3],
     memset(&u, 0, sizeof(u));
     struct iovec iov = {.iov_base = (void *)req, .iov_len = len};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof(u.buf)};
+                         .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(fds));
-    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     struct launch_reply reply;
     ssize_t n;
     if (sendmsg(fd, &msg, MSG_NOSIGNAL) != (ssize_t)len)

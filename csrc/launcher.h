@@ -15,9 +15,10 @@
 int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, pid_t *pid);
 
 /* Have the launcher fork and exec the command of the EXEC request req
- * (len bytes) with these stdio fds and report pipe.  Returns the pid once
+ * (len bytes) with these stdio fds and report pipe; the command's child
+ * announces its pid on reply_fd (-1: a QUIET request, it does not).  Returns the pid once
  * it has exec'd or reported its failure (as vfork), -1 with errno when it
  * could not fork, or SBX_LAUNCHER_GONE when the launcher has died. */
-pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int report_fd);
+pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int reply_fd, int report_fd);
 
 #endif

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 21
+#define SBX_NATIVE_VERSION 22
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -226,10 +226,14 @@ struct sbx_signal_msg {
 #define SBX_REPLY_STARTED 1
 #define SBX_REPLY_FAILED 2
 #define SBX_REPLY_EXITED 3
+/* Sent by the command's own child, first, before any FAILED or STARTED
+ * (not for a QUIET request): the kernel attaches the sender's credentials,
+ * its pid translated into the host's pid namespace. */
+#define SBX_REPLY_PID 4
 
 struct sbx_reply {
     int32_t type;
-    int32_t pid;            /* container pid */
+    int32_t pid;            /* container pid (with STARTED, EXITED and PID) */
     int32_t status;         /* wait status, with EXITED */
     struct sbx_report report;  /* with FAILED */
 };

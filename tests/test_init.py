@@ -102,11 +102,12 @@ def _caps(*names: str) -> int:
     return capability_mask(names)
 
 
-# The init's effective set: kill() (KILL), the bounding-set drop (SETPCAP),
-# a command's pid in SCM_CREDENTIALS (SYS_ADMIN).  Its permitted set: those,
-# SETUID and SETGID, and the container's capabilities.
-INIT_EFFECTIVE = _caps("KILL", "SETPCAP", "SYS_ADMIN")
-INIT_RUNTIME = _caps("KILL", "SETPCAP", "SYS_ADMIN", "SETUID", "SETGID")
+# The init's effective set: kill() (KILL), the bounding-set drop (SETPCAP);
+# never SYS_ADMIN (a command's child announces its own pid to the host).
+# Its permitted set: those, SETUID and SETGID, and the container's
+# capabilities (SYS_ADMIN only when the container has it).
+INIT_EFFECTIVE = _caps("KILL", "SETPCAP")
+INIT_RUNTIME = _caps("KILL", "SETPCAP", "SETUID", "SETGID")
 
 
 def _status(text: str) -> dict:
@@ -127,6 +128,7 @@ def check_init_status(options):
     ({}, DEFAULT_CAPABILITIES),
     ({"cap_drop": ["ALL"]}, ()),
     ({"cap_add": ["NET_ADMIN"], "seccomp": None}, DEFAULT_CAPABILITIES | {"NET_ADMIN"}),
+    ({"cap_add": ["SYS_ADMIN"]}, DEFAULT_CAPABILITIES | {"SYS_ADMIN"}),
 ])
 def test_init_locked_down(runner, options, commands):
     status = runner(check_init_status, options)

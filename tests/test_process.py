@@ -750,6 +750,31 @@ def test_spawned_pid_is_known(runner):
     assert all(pid > 1 for pid in pids)
 
 
+def check_spawned_pid_is_the_commands(seccomp: bool, user: str):
+    """Process.pid names the command itself in our pid namespace, whichever
+    process forked it: the launcher (Docker's default policy) or the init
+    (no filter), as root or as another user."""
+    with sb.Container(**({} if seccomp else {"seccomp": None})) as c:
+        with c.spawn(["sleep", "1000"], user=user, **QUIET) as p:
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+                with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            finally:
+                p.kill()
+                p.wait(30)
+    return p.pid, p.container_pid, nspid, cmdline
+
+
+@pytest.mark.parametrize("seccomp", [True, False])
+@pytest.mark.parametrize("user", ["0", "1000"])
+def test_spawned_pid_is_the_commands(runner, seccomp, user):
+    pid, container_pid, nspid, cmdline = runner(check_spawned_pid_is_the_commands, seccomp, user)
+    assert nspid == [str(pid), str(container_pid)]
+    assert cmdline == b"sleep\x001000\x00"
+
+
 def check_communicate_resumes_writing_input():
     """communicate(input, timeout) that times out while the input is being
     written goes on with the rest of the input when called again, as

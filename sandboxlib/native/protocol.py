@@ -22,6 +22,7 @@ MSG_EXEC, MSG_SIGNAL, MSG_STOP = lib.SBX_MSG_EXEC, lib.SBX_MSG_SIGNAL, lib.SBX_M
 EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS = lib.SBX_EXEC_MAIN, lib.SBX_EXEC_NO_NEW_PRIVS, lib.SBX_EXEC_SET_GROUPS
 EXEC_QUIET, EXEC_CGROUP = lib.SBX_EXEC_QUIET, lib.SBX_EXEC_CGROUP
 REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = lib.SBX_REPLY_STARTED, lib.SBX_REPLY_FAILED, lib.SBX_REPLY_EXITED
+REPLY_PID = lib.SBX_REPLY_PID
 MAX_REQUEST = lib.SBX_MAX_REQUEST
 
 _HEADER = message_struct("struct sbx_exec_hdr")
@@ -51,7 +52,7 @@ class ExecRequest:
     cap_keep: int
     main: bool = False
     set_groups: bool = False
-    quiet: bool = False  # no STARTED reply: the first reply is FAILED or EXITED
+    quiet: bool = False  # no PID and STARTED replies: the first reply is FAILED or EXITED
     id: int = 0          # names the command in SIGNAL messages
     cgroup: bool = False  # a 5th fd: the cgroup v2 directory to start the command in
     fault: int = 0  # tests: step | errno << 16
@@ -85,7 +86,7 @@ class Reply:
     step: int
     errno: int
     index: int
-    host_pid: Optional[int] = None  # with STARTED: the command's pid, translated to ours
+    host_pid: Optional[int] = None  # with PID: the command's pid, translated to ours
 
 
 _CREDENTIALS = struct.Struct("=iII")  # struct ucred: pid, uid, gid
@@ -93,7 +94,8 @@ _CMSG_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
 
 
 def reply_socketpair() -> Tuple[socket.socket, socket.socket]:
-    """(ours, the init's): ours receives the credentials that carry a command's pid."""
+    """(ours, the init's): ours receives the credentials of every sender, so
+    the PID message, sent by the command's own process, carries its pid."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     return ours, theirs
@@ -105,7 +107,7 @@ def decode_reply(sock: socket.socket) -> Optional[Reply]:
     if len(data) < REPLY_SIZE:
         return None
     reply = Reply(*_REPLY.unpack(data))
-    if reply.kind != REPLY_STARTED:
+    if reply.kind != REPLY_PID:
         return reply  # other replies carry the init's own credentials: no command pid
     for level, kind, payload in ancillary:
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(payload) >= _CREDENTIALS.size:

@@ -54,10 +54,14 @@ class Submission:
                            "uid": req.uid, "gid": req.gid, "rlimits": req.rlimits})
 
     def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
-        """Wait for the init's first reply: the running Process, or the exception
-        for the step that failed."""
+        """Wait for the command's PID message and the init's STARTED: the
+        running Process, or the exception for the step that failed."""
+        host_pid = None
         try:
             first = protocol.decode_reply(self._reply)
+            if first is not None and first.kind == protocol.REPLY_PID:
+                host_pid = first.host_pid  # its child, forked: STARTED or FAILED follows
+                first = protocol.decode_reply(self._reply)
         except BaseException:
             self.abandon()
             raise
@@ -65,7 +69,7 @@ class Submission:
             self.abandon()
             raise self._error(first)
         return self._in_cgroup(Process(
-            self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=first.host_pid,
+            self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=host_pid,
             reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at))
 
     def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],

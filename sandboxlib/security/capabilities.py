@@ -40,11 +40,12 @@ INIT_CAPABILITIES = frozenset({
 # beside the container's own capabilities (a root command, under
 # no_new_privs, can only receive capabilities its parent holds): setting a
 # command's ids (SETUID, SETGID), dropping its bounding set (SETPCAP),
-# signalling commands of other users (KILL), naming a command's pid to the
-# host in SCM_CREDENTIALS (SYS_ADMIN: the kernel lets a process name only
-# its own pid without it).  NET_ADMIN, DAC_READ_SEARCH, FOWNER, SYS_CHROOT
-# served the set-up only.
-INIT_RUNTIME_CAPABILITIES = frozenset({"SETUID", "SETGID", "SETPCAP", "KILL", "SYS_ADMIN"})
+# signalling commands of other users (KILL).  SYS_ADMIN, NET_ADMIN,
+# DAC_READ_SEARCH, FOWNER, SYS_CHROOT served the set-up only (each command's
+# child names its own pid to the host: csrc/command.c, announce_pid); the
+# init keeps SYS_ADMIN permitted, never effective, only for a container
+# given it.
+INIT_RUNTIME_CAPABILITIES = frozenset({"SETUID", "SETGID", "SETPCAP", "KILL"})
 
 
 def normalize_capability(name: object, field: str) -> str:
