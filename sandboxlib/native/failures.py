@@ -9,7 +9,7 @@ from .binding import MountFlag, MountKind, Step
 from ..errors import CommandNotFoundError, SetupError
 from .mount_op import MountOp
 
-__all__ = ["setup_error", "exec_error"]
+__all__ = ["setup_error", "exec_error", "clone_hint"]
 
 _STEP_OPERATIONS = {
     Step.SYNC: "waiting for the parent",
@@ -126,3 +126,11 @@ def exec_error(step: int, err: int, index: int, context: dict) -> SetupError:
     if step is Step.SECCOMP and err == E.EINVAL:
         hint = "the kernel rejected the compiled filter (is seccomp filtering enabled, CONFIG_SECCOMP_FILTER?)"
     return SetupError(err, text, step=step.name, field=_STEP_FIELDS.get(step), hint=hint)
+
+
+def clone_hint(err: int) -> Optional[str]:
+    """Why the kernel may refuse the clone into new namespaces."""
+    if err in (E.EPERM, E.ENOSPC, E.EUSERS):
+        return ("the kernel refused new namespaces: check that user namespaces are enabled "
+                "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) and not exhausted")
+    return None

@@ -44,7 +44,8 @@ from ..cgroups.stats import Stats, list_processes, read_stats
 from ..streams import PIPE, StdioSpec
 from ..rootfs.users import User, resolve_user
 
-from .lifecycle import ContainerLifecycle, _read_all
+from ..posix.io import read_all
+from .lifecycle import ContainerLifecycle
 
 __all__ = ["BareContainer", "DEFAULT_PATH"]
 
@@ -207,7 +208,7 @@ class BareContainer(ContainerLifecycle):
 
     def _setup_failure(self) -> Optional[BaseException]:
         """The set-up's failure, once the init is gone (None if it reported none)."""
-        report = _read_all(self._setup_fd) if self._setup_fd is not None else b""
+        report = read_all(self._setup_fd) if self._setup_fd is not None else b""
         if not report:
             return None
         try:

@@ -30,12 +30,13 @@ from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES
 from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
     container_path, env_pairs)
 from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
-from ..native.failures import setup_error
+from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..posix.interrupts import sigint_deferred
 from ..posix.sharedfd import SharedFd
+from ..posix.io import close_quietly, read_all, shutdown_quietly
 from ..posix.signals import pidfd_kill_quietly
 from .launch import submit
 from .process import Process, result_of
@@ -220,14 +221,14 @@ class ContainerLifecycle:
         with sigint_deferred():
             err_r, problem = self._spawn_init(plan, state_root, first)
         if problem is not None:
-            report = _read_all(err_r)  # the child failed first, or gives up now
+            report = read_all(err_r)  # the child failed first, or gives up now
             if report:
                 self._raise_setup_failure(report, ops)
             raise problem
         if first is not None:
             self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
             return
-        report = _read_all(err_r)
+        report = read_all(err_r)
         if report:
             self._raise_setup_failure(report, ops)
 
@@ -236,7 +237,7 @@ class ContainerLifecycle:
         push = self._resources.callback
         push(self._release_processes)  # after the init is gone (released in reverse)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        push(_close_quietly, err_r)
+        push(close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = control
         self._channel = SharedFd(control, socket.socket.close, "the container is not running")
@@ -261,7 +262,7 @@ class ContainerLifecycle:
                                              attach_fds=child_ends[4:-1] if self._cgroup else ())
             except OSError as err:
                 code = err.errno or 0  # _lowlevel.spawn's OSError has the clone's errno
-                raise SetupError(code, f"clone(flags={flags:#x})", step="CLONE", hint=_clone_hint(code)) from None
+                raise SetupError(code, f"clone(flags={flags:#x})", step="CLONE", hint=clone_hint(code)) from None
         finally:
             for fd in child_ends:
                 if fd >= 0:
@@ -365,7 +366,7 @@ class ContainerLifecycle:
                 return
             self._closed, self._ready = True, False
             if self._channel is not None:  # no command is being sent from now on
-                self._channel.close(wake=_shutdown, wait=True)
+                self._channel.close(wake=shutdown_quietly, wait=True)
             self._resources.close()
 
     def __enter__(self) -> "ContainerLifecycle":
@@ -427,35 +428,3 @@ class ContainerLifecycle:
     def _id_policy(self) -> IdPolicy:
         """Who owns the files of the container's image layers and volumes."""
         return imageroot.id_policy(self.config, self._maps)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    """Wake the threads using the socket (their send fails, a read sees EOF)."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-def _clone_hint(err: int) -> Optional[str]:
-    import errno as E
-    if err in (E.EPERM, E.ENOSPC, E.EUSERS):
-        return ("the kernel refused new namespaces: check that user namespaces are enabled "
-                "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) and not exhausted")
-    return None
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-def _read_all(fd: int) -> bytes:
-    chunks: List[bytes] = []
-    while True:
-        try:
-            chunk = os.read(fd, 64)
-        except InterruptedError:
-            continue
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)

@@ -22,6 +22,7 @@ import attrs
 
 from ..native import protocol
 from ..errors import ContainerStateError, TimeoutExpired
+from ..posix.io import shutdown_quietly
 from ..posix.sharedfd import SharedFd
 from ..results import Result, Verdict, verdict_of
 
@@ -130,7 +131,7 @@ class Process:
         """Close the reply socket (once no thread uses it) and remove the command's cgroup, once."""
         with self._reply_lock:
             released, self._released = self._released, True
-        self._reply.close(wake=_shutdown)
+        self._reply.close(wake=shutdown_quietly)
         if not released and self._cgroup is not None and not self._forked():
             self._cgroup.remove()  # if empty; one still busy goes with the container's
 
@@ -281,11 +282,3 @@ class Process:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    """Wake a thread waiting on the reply socket: it reads EOF."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
