@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from . import forkserver, encoding
+from . import encoding, forkserver, framing
 from ..errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, RemoteError
 from ..results import verdict_of
 from ..rootfs.layout import HOST_SYSTEM_DIRS, interpreter_prefixes
@@ -34,10 +34,10 @@ OutputSink = Callable[[int, bytes], None]
 
 
 def _server_source() -> str:
-    """The fork server's program: the safe encoding's source, then the server's."""
+    """The fork server's program: the safe encoding's source, the framing's, then the server's."""
     if "src" not in _SOURCE_CACHE:
         parts = []
-        for module in (encoding, forkserver):
+        for module in (encoding, framing, forkserver):
             with open(module.__file__, encoding="utf-8") as f:
                 parts.append(f.read())
         _SOURCE_CACHE["src"] = "\n".join(parts)
@@ -124,7 +124,7 @@ def default_output(which: int, data: bytes, decoders: Dict[int, Any]) -> None:
 def rebuild_exception(payload: bytes, trust: bool) -> BaseException:
     """The remote exception: unpickled if trusted, the same builtin type when it
     can be rebuilt from its args, else RemoteError.  The traceback text is attached."""
-    module, qualname, args, message, text, pickled = forkserver.decode(payload)
+    module, qualname, args, message, text, pickled = encoding.decode(payload)
     if not all(isinstance(x, str) for x in (module, qualname, message, text)):
         raise ValueError("malformed exception record")
     error: Optional[BaseException] = None
@@ -155,7 +155,7 @@ def decode_outcome(payload: bytes, trust: bool, timeout: Optional[float]) -> Tup
     kind, body = payload[:1], payload[1:]
     try:
         if kind == b"V":
-            return forkserver.decode(body), None
+            return encoding.decode(body), None
         if kind == b"P" and trust:
             import pickle
             return pickle.loads(body), None
@@ -164,7 +164,7 @@ def decode_outcome(payload: bytes, trust: bool, timeout: Optional[float]) -> Tup
         if kind == b"T":
             return None, CallTimeout(timeout)
         if kind == b"K":
-            code, sig = forkserver.decode(body)
+            code, sig = encoding.decode(body)
             how = f"killed by signal {sig}" if sig else "it exited without returning a result"
             return None, CallCrashed(f"the call's process ended: {how}", exit_code=code, signal=sig)
     except (ValueError, TypeError) as err:
@@ -201,7 +201,7 @@ class CallServer:
             kind, payload = self._read_frame(time.monotonic() + START_TIMEOUT, None)
             if kind != b"H":
                 raise CallCrashed(f"the fork server sent {kind!r} instead of its greeting")
-            self.version, self.pid = forkserver.decode(payload)
+            self.version, self.pid = encoding.decode(payload)
         except BaseException:
             self.close()
             raise
@@ -209,7 +209,7 @@ class CallServer:
     def invoke(self, fn: Callable, args: tuple, kwargs: dict, *, timeout: Optional[float],
                trust_result: bool, on_output: Optional[OutputSink] = None, what: str = "call") -> Any:
         body = dumps(fn if what == "exec" else (fn, args, kwargs))
-        request = forkserver.request(what, timeout, trust_result, body)
+        request = framing.request(what, timeout, trust_result, body)
         decoders: Dict[int, Any] = {}
         sink = on_output or (lambda which, data: default_output(which, data, decoders))
         with self._lock:
@@ -220,7 +220,7 @@ class CallServer:
             before = self._counters()
             try:
                 try:
-                    forkserver.write_frame(self._in, b"C", request)
+                    framing.write_frame(self._in, b"C", request)
                 except BrokenPipeError:
                     pass  # the server ended: its last word (L, E) or its end is read below
                 payload = self._read_outcome(deadline, sink)
@@ -261,12 +261,12 @@ class CallServer:
                 raise CallCrashed(f"the sandbox broke the call protocol (frame {kind!r})")
 
     def _read_frame(self, deadline: Optional[float], sink) -> Tuple[bytes, bytes]:
-        header = self._read_exact(forkserver.HEADER.size, deadline)
-        kind, size = forkserver.HEADER.unpack(header)
+        header = self._read_exact(framing.HEADER.size, deadline)
+        kind, size = framing.HEADER.unpack(header)
         payload = self._read_exact(size, deadline)
         if kind in (b"E", b"L"):
             self.close()
-            text = str(forkserver.decode(payload))
+            text = str(encoding.decode(payload))
             raise SpareLost(text) if kind == b"L" else CallCrashed("the fork server failed:\n" + text)
         return kind, payload
 
