@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import functools
 import io
 import os
 import tarfile
@@ -65,9 +66,10 @@ def check_load_matches_unpack(path, parent, outside):
         layer = os.path.join(parent, "layer.tar")
         with open(layer, "wb") as f:
             f.write(_tar(*entries))
-        on_load = _outcome(lambda: store.import_rootfs(layer, "case:1"))
+        on_load = _outcome(functools.partial(store.import_rootfs, layer, "case:1"))
         dest = tempfile.mkdtemp(dir=parent)
-        on_unpack = _outcome(lambda: unpack(io.BytesIO(_tar(*entries)), dest, IdPolicy.for_caller(SHIFT), "l"))
+        on_unpack = _outcome(functools.partial(unpack, io.BytesIO(_tar(*entries)), dest, IdPolicy.for_caller(SHIFT),
+                                               "l"))
         found[case] = on_load, on_unpack
         store.remove("case:1") if on_load == "ok" else None
     return found, store.list(), os.listdir(store.blobs.dir), os.listdir(store.tmp)

@@ -76,7 +76,7 @@ def test_targets_through_symlinks_onto_kernel_file_systems_are_refused(runner, o
     open(f"{source}/from-src", "w").close()
     before = _tree(rootfs)
     found = runner(check_targets, rootfs, source, REFUSED + ACCEPTED)
-    for kind, target in REFUSED:
+    for _kind, target in REFUSED:
         err, field, text = found[target]
         assert (err, field) == (errno.EXDEV, "mounts[0]"), (target, found[target])
         assert f"target={target!r}" in text and "resolved in the container's root" in text, text

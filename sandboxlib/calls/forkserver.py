@@ -25,8 +25,8 @@ import traceback
 _THIS_FILE = sys._getframe().f_code.co_filename
 try:  # in the host; in the sandbox the encoding's and the framing's sources come first in the program
     from .encoding import _LEN, MAX_DEPTH, UnsafeValue, decode, encode  # noqa: F401
-    from .framing import (HEADER, _kinds, _read_request, _send, _split_message, read_frame,  # noqa: F401
-                          split_request, write_frame)
+    from .framing import (HEADER, _complete, _kinds, _read_request, _send, _split_message,  # noqa: F401
+                          read_frame, request, split_request, write_frame)
 except ImportError:
     pass
 

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Store", "SubIdFiles", "default_home", "PruneReport"]
 
+DEFAULT_LAYER_LIMITS = LayerLimits()  # frozen: one instance serves as every default
+
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
 
@@ -88,7 +90,7 @@ class Store:
             this store (:class:`~sandboxlib.images.LayerLimits`).
     """
 
-    def __init__(self, path: Optional[str] = None, *, layer_limits: LayerLimits = LayerLimits()) -> None:
+    def __init__(self, path: Optional[str] = None, *, layer_limits: LayerLimits = DEFAULT_LAYER_LIMITS) -> None:
         if not isinstance(layer_limits, LayerLimits):
             raise ConfigError("layer_limits", f"expected a LayerLimits, got {type(layer_limits).__name__}")
         self.layer_limits = layer_limits

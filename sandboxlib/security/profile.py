@@ -192,5 +192,5 @@ def parse_profile(profile: Union[str, os.PathLike, Mapping[str, Any]]) -> dict:
     if not isinstance(syscalls, list):
         raise ConfigError(where("syscalls"), "expected a list of rules")
     rules = tuple(_rule(rule, where, f"syscalls[{i}]") for i, rule in enumerate(syscalls))
-    return dict(default_action=action, default_errno=errno if errno is not None else E.EPERM,
-                architectures=_architectures(data, where), rules=rules, source=source)
+    return {"default_action": action, "default_errno": errno if errno is not None else E.EPERM,
+            "architectures": _architectures(data, where), "rules": rules, "source": source}
