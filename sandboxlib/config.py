@@ -346,20 +346,23 @@ class Limits:
     names the field): ``memory`` reads back in bytes, an rlimit as ``(soft, hard)``.
     """
 
-    nofile: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("nofile"))
-    nproc: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("nproc"))
-    core: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("core"))
-    fsize: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("fsize"))
-    as_: Optional[Tuple[int, int]] = attrs.field(default=None, alias="address_space", converter=_rlimit("as"))
-    cpu: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("cpu"))
-    stack: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("stack"))
-    memlock: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("memlock"))
-    data: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("data"))
+    # (type: ignore: mypy's attrs plugin takes only named functions as converters; these
+    # are made per field, so that their errors name it.)
+
+    nofile: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("nofile"))  # type: ignore[misc]
+    nproc: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("nproc"))  # type: ignore[misc]
+    core: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("core"))  # type: ignore[misc]
+    fsize: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("fsize"))  # type: ignore[misc]
+    as_: Optional[Tuple[int, int]] = attrs.field(default=None, alias="address_space", converter=_rlimit("as"))  # type: ignore[misc]
+    cpu: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("cpu"))  # type: ignore[misc]
+    stack: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("stack"))  # type: ignore[misc]
+    memlock: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("memlock"))  # type: ignore[misc]
+    data: Optional[Tuple[int, int]] = attrs.field(default=None, converter=_rlimit("data"))  # type: ignore[misc]
     memory: Optional[int] = attrs.field(default=None, converter=_memory)
     memory_swap: Optional[int] = attrs.field(default=None, converter=_memory_swap)
     cpus: Optional[float] = attrs.field(default=None, converter=_cpus)
-    cpu_shares: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.cpu_shares", 2, 262144))
-    pids: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.pids", 1, PIDS_MAX))
+    cpu_shares: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.cpu_shares", 2, 262144))  # type: ignore[misc]
+    pids: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.pids", 1, PIDS_MAX))  # type: ignore[misc]
     cpuset_cpus: Optional[str] = attrs.field(default=None, converter=_cpuset)
 
     def __attrs_post_init__(self) -> None:
@@ -498,7 +501,7 @@ class ContainerConfig:
     network: Network = attrs.field(default=Network.NONE, converter=_network)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
-    seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)
+    seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)  # type: ignore[assignment]
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=_host_path)
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
@@ -566,7 +569,7 @@ def takes_container_options(func: Callable) -> Callable:
     return func
 
 
-def config_of(config: Optional[ContainerConfig], options: Mapping[str, object]) -> ContainerConfig:
+def config_of(config: Optional[ContainerConfig], options: Mapping[str, Any]) -> ContainerConfig:
     """``config``, or one made of the options; not both."""
     if config is None:
         return ContainerConfig(**options)

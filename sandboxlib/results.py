@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 import signal as signal_module
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import attrs
 
@@ -22,7 +22,7 @@ class Verdict(enum.Enum):
     CPU_TIME = "cpu_time"      #: SIGXCPU: it used up the ``cpu`` rlimit
 
 
-_SIGNAL_VERDICTS = {signal_module.SIGSYS: Verdict.SECCOMP, signal_module.SIGXFSZ: Verdict.FSIZE,
+_SIGNAL_VERDICTS: Dict[int, Verdict] = {signal_module.SIGSYS: Verdict.SECCOMP, signal_module.SIGXFSZ: Verdict.FSIZE,
                     signal_module.SIGXCPU: Verdict.CPU_TIME}
 
 

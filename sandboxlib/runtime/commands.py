@@ -114,6 +114,7 @@ class BareContainer(ContainerLifecycle):
         a cgroup of its own (where the container has a v2 one), so that
         everything it starts can be killed together."""
         self._check_running()
+        assert self._channel is not None  # running
         # A close() in another thread waits until the request is sent (or
         # fails: ContainerStateError); Ctrl-C waits until our fds are owned.
         with self._channel.use() as control, sigint_deferred():
@@ -221,6 +222,8 @@ class BareContainer(ContainerLifecycle):
         if main:
             self._kill_all()
             try:
+                if self._init_fd is None:
+                    return  # not started: nothing to kill
                 with self._init_fd.use() as pidfd:
                     pidfd_kill_quietly(pidfd)  # the whole container, grandchildren included
             except ContainerStateError:

@@ -52,11 +52,13 @@ class Container(BareContainer, FileAccess):
         the whole container, from its cgroup (psutil over its processes where
         it has none: rootless without a delegated cgroup)."""
         self._check_running()
+        assert self._init_pid is not None  # running
         return read_stats(self._cgroup, self._init_pid)
 
     def top(self) -> List[ProcessInfo]:
         """Every process of the container (:class:`ProcessInfo`), its init first."""
         self._check_running()
+        assert self._init_pid is not None  # running
         return list_processes(self._init_pid)
 
     def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:

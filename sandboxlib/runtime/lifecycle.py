@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 import attrs
 
@@ -53,6 +53,7 @@ from ..rootfs.users import User, resolve_user
 __all__ = ["ContainerLifecycle"]
 
 _WALL = 0x40000000  # __WALL: our child has no exit signal
+_Self = TypeVar("_Self", bound="ContainerLifecycle")
 
 
 class ContainerLifecycle:
@@ -100,7 +101,7 @@ class ContainerLifecycle:
     def running(self) -> bool:
         return self._init_fd is not None and not self._init_exited(0)
 
-    def start(self) -> "ContainerLifecycle":
+    def start(self: _Self) -> _Self:
         """Start the container (its init, idle until commands arrive)."""
         self._start_container(None)
         return self
@@ -369,7 +370,7 @@ class ContainerLifecycle:
                 self._channel.close(wake=shutdown_quietly, wait=True)
             self._resources.close()
 
-    def __enter__(self) -> "ContainerLifecycle":
+    def __enter__(self: _Self) -> _Self:
         if not self._resources_used:
             self.start()
         return self
