@@ -113,3 +113,25 @@ def test_commit_errors(tmp_path, busybox_root):
             c.commit("Bad Ref")
     assert [i.references for i in store.list()] == [("bb:1",)]
     assert os.listdir(store.tmp) == []
+
+
+def check_commit_of_an_image_that_cannot_run(path, busybox_rootfs):
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    before = sorted(os.listdir(store.blobs.dir))
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        assert c.run(["sh", "-c", "mkdir -p /srv && touch /srv/.wh."]).ok  # an empty whiteout name
+        try:
+            c.commit("bad:1")
+        except sb.ImageFormatError as err:
+            refused = str(err)
+        else:
+            refused = None
+    return refused, [i.references for i in store.list()], sorted(os.listdir(store.blobs.dir)) == before
+
+
+def test_commit_refuses_a_layer_that_could_never_run(runner, store_dir, busybox_root):
+    """commit checks its layer as load() does: no image that fails at its first start."""
+    refused, images, blobs_unchanged = runner(check_commit_of_an_image_that_cannot_run, store_dir, busybox_root)
+    assert refused is not None and "writable layer" in refused and ".wh." in refused, refused
+    assert images == [("bb:1",)] and blobs_unchanged

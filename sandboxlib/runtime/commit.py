@@ -12,6 +12,7 @@ from typing import Mapping, Optional
 from ..errors import ConfigError
 from ..images import Image, ImageStore
 from ..images.build import write_manifest
+from ..images.importer import store_layer
 from .subids_worker import add_tree
 from ..rootfs.idmap import IdMaps
 from ..images.unpack import IdPolicy
@@ -68,9 +69,12 @@ def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, map
             with tempfile.TemporaryFile(dir=store.tmp) as f:
                 _layer_tar(f, upper_fd, policy, maps)
                 f.seek(0)
-                digest, size = store.blobs.put_stream(f, source="the container's writable layer")
+                # checked as a loaded layer is: an image that can never run (a file named ".wh."
+                # say) is refused now, not at its first start
+                digest, size, _, diff_id = store_layer(store, f, digest=None, size=None, media_type=PLAIN,
+                                                       diff_id=None, source="the container's writable layer")
             config = json.loads(store.blobs.read(image.id))
-            config["rootfs"]["diff_ids"].append(digest)
+            config["rootfs"]["diff_ids"].append(diff_id)
             config["config"] = dict(config.get("config") or {}, **updates)
             now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             config["created"] = now
