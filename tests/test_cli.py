@@ -93,6 +93,8 @@ BAD_OPTIONS = [
     (["--workdir", "relative"], [b"--workdir", b"relative"]),
     (["--user", "nosuchuser-sbx"], [b"user", b"nosuchuser-sbx"]),
     (["--rootfs", "/nonexistent-sbx"], [b"rootfs"]),
+    (["--timeout", "0"], [b"--timeout", b"more than 0"]),
+    (["--timeout", "-1"], [b"--timeout", b"-1"]),
 ]
 
 

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import forkserver, encoding
+from ..config import check_timeout
 from ..errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, RemoteError
 from ..results import verdict_of
 from ..rootfs.layout import HOST_SYSTEM_DIRS, interpreter_prefixes
@@ -361,6 +362,7 @@ class Session:
     def invoke(self, fn: Callable, args: tuple = (), kwargs: Optional[dict] = None, *,
                timeout: Optional[float] = None, trust_result: bool = False) -> Any:
         """As ``call``, with options.  A timeout kills the session (its state is lost)."""
+        timeout = check_timeout(timeout)
         return self._server.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
                                    trust_result=trust_result)
 
@@ -370,6 +372,7 @@ class Session:
         expression (or None).  Output is streamed to ``on_output`` or our stdout/stderr."""
         if not isinstance(source, str):
             raise ConfigError("source", f"expected a string, got {type(source).__name__}")
+        timeout = check_timeout(timeout)
         return self._server.invoke(source, (), {}, timeout=timeout, trust_result=False,
                                    on_output=on_output, what="exec")
 

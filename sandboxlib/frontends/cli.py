@@ -112,7 +112,7 @@ def _number(text: str):
 # Configuration fields and the options that set them, for error messages.
 _OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
             "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network", "image": "IMAGE",
-            "argv": "CMD", "writable_layer_size": "--writable-layer-size",
+            "argv": "CMD", "timeout": "--timeout", "writable_layer_size": "--writable-layer-size",
             "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
             "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
             "limits.cpuset_cpus": "--cpuset-cpus", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}

@@ -25,7 +25,7 @@ from ..native.binding import Step
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
-    container_path, env_pairs)
+    check_timeout, container_path, data_bytes, env_pairs)
 from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from ..native.failures import setup_error
 from ..native.host import probe_host
@@ -137,20 +137,23 @@ class BareContainer(ContainerLifecycle):
         except (ContainerStateError, OSError):
             pass  # the container is gone, and the process with it
 
-    def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
+    def run(self, argv: Sequence[str], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
             stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
             user: Optional[str] = None) -> Result:
         """Run a command to completion and capture its output.
 
-        On ``timeout`` everything the command started is killed (its own
+        ``input`` (bytes, or a str: UTF-8) is fed to stdin.  ``timeout`` is
+        None or a positive number of seconds.  On ``timeout`` everything the command started is killed (its own
         cgroup, sessions and daemons included; rootless without a delegated
         cgroup: its process group) and the result says ``timed_out``."""
         return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                          env=env, cwd=cwd, user=user, main=False)
 
     def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool) -> Result:
+        timeout = check_timeout(timeout)
         if input is not None:
+            input = data_bytes(input, "input")
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
             stdin = PIPE

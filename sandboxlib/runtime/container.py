@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from ..calls.session import ServerSlot, Session, check_modules
 from ..cgroups.stats import ProcessInfo, Stats, list_processes, read_stats
-from ..config import ContainerConfig, config_of, takes_container_options
+from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
 from .commands import DEFAULT_PATH, BareContainer
 from .files import FileAccess
 from .subids import ImageStore
@@ -71,9 +71,11 @@ class Container(BareContainer, FileAccess):
         The value comes back only if it is a safe type (None, bool, int, float,
         complex, str, bytes, and list/tuple/dict/set/frozenset of them) unless
         ``trust_result=True`` (then it is unpickled: the sandbox can run code in
-        this process).  Raises the remote exception (a builtin type rebuilt, else
+        this process).  ``timeout``: None or a positive number of seconds.
+        Raises the remote exception (a builtin type rebuilt, else
         ``RemoteError``; ``remote_traceback`` attached), ``CallTimeout`` or ``CallCrashed``.
         """
+        timeout = check_timeout(timeout)
         self._check_running()
         return self._calls.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
                                   trust_result=trust_result)
