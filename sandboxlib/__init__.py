@@ -7,7 +7,7 @@
 from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
 from .runtime import Container, ImageStore, Process
-from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError, ContainerStateError,
+from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, CommandNotFoundError, ConfigError, ContainerStateError,
     DigestMismatch, ImageFormatError, ImageNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired,
     UnsupportedError)
 from .images import Image
@@ -20,6 +20,7 @@ __all__ = [
     "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
     "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError",
     "ConfigError", "UnsupportedError", "SetupError", "CommandNotFoundError", "TimeoutExpired",
+    "CommandFailed",
     "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
     "DigestMismatch", "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
 ]

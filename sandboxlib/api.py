@@ -24,7 +24,8 @@ __all__ = ["run", "sandboxed", "with_memory"]
 @takes_container_options
 def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
         stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
-        container: Optional[Container] = None, **options: Any) -> Result:
+        container: Optional[Container] = None, check: bool = False, text: bool = False,
+        encoding: Optional[str] = None, errors: Optional[str] = None, **options: Any) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
@@ -39,7 +40,10 @@ def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None,
     The options are those of :class:`~sandboxlib.ContainerConfig`.
 
     ``input`` (bytes, or a str: UTF-8) is fed to stdin.  ``timeout`` is None
-    or a positive number of seconds.  ``container``: run in this
+    or a positive number of seconds.  As ``subprocess.run``: ``text=True`` (or
+    an ``encoding``/``errors``) decodes the output to str; ``check=True``
+    raises :class:`~sandboxlib.CommandFailed` (a ``CalledProcessError`` too)
+    unless the command exited with 0 in time.  ``container``: run in this
     :class:`~sandboxlib.Container`, not yet started (its options are its own:
     giving options too is a ``ConfigError``); it is closed when the command ends.
     """
@@ -50,7 +54,8 @@ def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None,
     box = container or Container(config_of(None, options))
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
-                        env=None, cwd=None, user=None, main=True)
+                        env=None, cwd=None, user=None, main=True, check=check, text=text,
+                        encoding=encoding, errors=errors)
     finally:
         box.close()
 

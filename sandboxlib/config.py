@@ -2,6 +2,7 @@
 and run before any kernel resource exists."""
 from __future__ import annotations
 
+import codecs
 import enum
 import inspect
 import os
@@ -18,7 +19,7 @@ from .errors import ConfigError
 from .security.seccomp import DEFAULT, Seccomp, SeccompOption, seccomp_option
 
 __all__ = ["Mount", "MountKind", "IdMapping", "Limits", "CgroupLimits", "Network", "ContainerConfig",
-           "parse_size", "takes_container_options", "config_of", "check_timeout", "data_bytes",
+           "parse_size", "takes_container_options", "config_of", "check_timeout", "data_bytes", "text_codec",
            "network_option"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -113,6 +114,24 @@ def data_bytes(value: object, field: str, encoding: str = "utf-8", errors: str =
         return bytes(memoryview(value))  # type: ignore[arg-type]
     except TypeError:
         raise ConfigError(field, f"expected bytes or str, got {type(value).__name__}") from None
+
+
+def text_codec(text: bool, encoding: Optional[str], errors: Optional[str]) -> Optional[Tuple[str, str]]:
+    """(encoding, errors) of a command's output as str, or None for bytes
+    (as ``subprocess.run``: ``text=True`` or an ``encoding``/``errors``)."""
+    if not isinstance(text, bool):
+        raise ConfigError("text", f"expected True or False, got {text!r}")
+    if not (text or encoding is not None or errors is not None):
+        return None
+    try:
+        codecs.lookup(check_text(encoding or "utf-8", "encoding"))
+    except LookupError:
+        raise ConfigError("encoding", f"unknown encoding {encoding!r}") from None
+    try:
+        codecs.lookup_error(check_text(errors or "strict", "errors"))
+    except LookupError:
+        raise ConfigError("errors", f"unknown error handler {errors!r} (e.g. 'strict', 'replace')") from None
+    return encoding or "utf-8", errors or "strict"
 
 
 def container_path(value: object, field: str) -> str:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import enum
 import signal as signal_module
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import attrs
 
-__all__ = ["Result", "Verdict", "verdict_of"]
+from .errors import CommandFailed
+
+__all__ = ["Result", "Verdict", "verdict_of", "decoded"]
 
 class Verdict(enum.Enum):
     """Why a command ended, most specific first."""
@@ -51,7 +53,7 @@ class Result:
         exit_code: its exit status; ``128 + N`` when killed by signal N (as a shell reports it).
         signal: the signal that killed it, or None.
         timed_out: it was killed because its timeout expired.
-        stdout, stderr: captured output (bytes), or None when not captured.
+        stdout, stderr: captured output (bytes; str with ``text=True``), or None when not captured.
         duration: seconds from start to exit.
         verdict: why it ended (:class:`Verdict`).
         oom_killed: the OOM killer killed a process of the container while it ran
@@ -68,8 +70,8 @@ class Result:
     exit_code: int
     signal: Optional[signal_module.Signals]
     timed_out: bool
-    stdout: Optional[bytes]
-    stderr: Optional[bytes]
+    stdout: Union[bytes, str, None]
+    stderr: Union[bytes, str, None]
     duration: float
     verdict: Verdict = Verdict.EXITED
     oom_killed: bool = False
@@ -78,3 +80,16 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+    def check_returncode(self) -> None:
+        """Raise :class:`~sandboxlib.CommandFailed` (a ``subprocess.CalledProcessError``
+        too, with the output) unless the command exited with 0 in time."""
+        if not self.ok:
+            raise CommandFailed(self.argv, self.exit_code, self.stdout, self.stderr, self.verdict)
+
+
+def decoded(result: Result, encoding: str, errors: str) -> Result:
+    """``result`` with its captured output decoded to str (``text=True``)."""
+    def text(data):
+        return data.decode(encoding, errors) if isinstance(data, bytes) else data
+    return attrs.evolve(result, stdout=text(result.stdout), stderr=text(result.stderr))

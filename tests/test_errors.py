@@ -219,6 +219,9 @@ CONFIG_CASES = {
     "stdin and input together": (lambda: sb.run(["cat"], input=b"x", stdin=sb.DEVNULL), "stdin"),
     "input that is a number": (lambda: sb.run(["cat"], input=3), "input"),
     "input that cannot be encoded": (lambda: sb.run(["cat"], input="\ud800"), "input"),
+    "unknown encoding": (lambda: sb.run(["true"], encoding="no-such-codec"), "encoding"),
+    "unknown error handler": (lambda: sb.run(["true"], errors="no-such-handler"), "errors"),
+    "text that is not a bool": (lambda: sb.run(["true"], text="yes"), "text"),
     # timeouts
     "negative timeout": (lambda: sb.run(["true"], timeout=-1), "timeout"),
     "timeout of 0": (lambda: sb.run(["true"], timeout=0), "timeout"),
@@ -390,6 +393,7 @@ EXCEPTIONS = {
     "TimeoutExpired": lambda: sb.TimeoutExpired(("sleep", "9"), 1.5, stdout=b"out", stderr=b"err"),
     "TimeoutExpired without output": lambda: sb.TimeoutExpired(["sleep"], 2),
     "ContainerStateError": lambda: sb.ContainerStateError("the container is not running"),
+    "CommandFailed": lambda: sb.CommandFailed(("sh", "-c", "exit 3"), 3, b"out", b"err", sb.Verdict.EXITED),
     "RemoteError": lambda: sb.RemoteError("mod.Custom", "bad", "Traceback ...\nmod.Custom: bad\n"),
     "CallTimeout": lambda: sb.CallTimeout(2.5),
     "CallCrashed": lambda: sb.CallCrashed("the call's process ended", exit_code=None, signal=9, verdict="oom"),
