@@ -318,9 +318,17 @@ COMMAND_CASES = {
     "wait with a timeout as a string": (lambda c: _wait_then_end(c, "1"), "timeout"),
     "invoke with a negative timeout": (lambda c: c.invoke(pow, (2, 2), timeout=-1), "timeout"),
     "invoke with a timeout as a string": (lambda c: c.invoke(pow, (2, 2), timeout="5"), "timeout"),
+    "call with timeout=": (lambda c: c.call(pow, 2, 2, timeout=1), "timeout"),
+    "call with trust_result=": (lambda c: c.call(pow, 2, 2, trust_result=True), "trust_result"),
+    "session call with timeout=": (lambda c: _session_call(c, timeout=1), "timeout"),
     "write_file of a number": (lambda c: c.write_file("/tmp/x", 3), "data"),
     "put_archive of a file name": (lambda c: c.put_archive("/tmp", "x.tar"), "data"),
 }
+
+
+def _session_call(c, **kwargs):
+    with c.session() as s:
+        return s.call(pow, 2, 2, **kwargs)
 
 
 def _wait_then_end(c, timeout):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
-from ..calls.session import ServerSlot, Session, check_modules
+from ..calls.session import ServerSlot, Session, check_call_kwargs, check_modules
 from ..cgroups.stats import ProcessInfo, Stats, list_processes, read_stats
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
 from .commands import DEFAULT_PATH, BareContainer
@@ -61,7 +61,12 @@ class Container(BareContainer, FileAccess):
 
     def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python
-        and return its value (or raise what it raised).  See :meth:`invoke`."""
+        and return its value (or raise what it raised).  See :meth:`invoke`.
+
+        The keywords ``timeout`` and ``trust_result`` are refused
+        (``ConfigError``): they are :meth:`invoke`'s options, and a call that
+        meant them would run without them."""
+        check_call_kwargs(kwargs)
         return self.invoke(fn, args, kwargs)
 
     def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
