@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 from typing import Mapping, Optional, Union
 
 from ..native import binding
@@ -55,14 +56,26 @@ class FileAccess:
             return IdPolicy(squash=(policy.shift, policy.shift)), binding.fs_ids(policy.shift, policy.shift)
         return policy, contextlib.nullcontext()
 
-    def write_file(self, path: str, data: Union[bytes, str], *, mode: int = 0o644) -> None:
+    def write_file(self, path: str, data: Union[bytes, str], *, mode: int = 0o644,
+                   parents: bool = False) -> None:
         """Write ``data`` (bytes, or a str: UTF-8) to the file ``path`` in the
         container (created owned by its root, or truncated).  Symlinks resolve
-        inside the root."""
+        inside the root.  ``parents=True`` first makes the missing directories
+        (``mkdir -p``: mode 0755, owned by the container's root)."""
         data = data_bytes(data, "data")
-        policy, ids = self._writing()
-        self._transfer("write_file", transfer.write_file, path, data, mode, policy, ids=ids,
-                       data=data, mode=mode)
+        path = container_path(path, "path")
+        if parents:
+            policy, ids = self._writing()
+            self._transfer("make_dirs", transfer.make_dirs, posixpath.dirname(path), policy, ids=ids)
+        policy, ids = self._writing()  # (ids: a context, used once)
+        try:
+            self._transfer("write_file", transfer.write_file, path, data, mode, policy, ids=ids,
+                           data=data, mode=mode)
+        except FileNotFoundError as err:
+            if parents:
+                raise
+            raise FileNotFoundError(err.errno, f"{err.strerror} (a missing directory? parents=True makes "
+                                               f"it)", path) from None
 
     def read_file(self, path: str) -> bytes:
         """The contents of the file ``path`` in the container."""
