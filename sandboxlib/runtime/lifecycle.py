@@ -35,7 +35,7 @@ from ..native.host import probe_host
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..posix.interrupts import sigint_deferred
-from ..posix.sharedfd import SharedFd
+from ..posix.sharedfd import OwnedSocket, SharedFd
 from .launch import submit
 from .process import Process, result_of
 from ..results import Result
@@ -237,6 +237,7 @@ class ContainerLifecycle:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(_close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control = OwnedSocket.adopt(control)  # __del__ warns once, for the container
         self._control = control
         self._channel = SharedFd(control, socket.socket.close, "the container is not running")
         push(self._channel.close)
