@@ -44,7 +44,14 @@ def verdict_of(*, exit_code: int, sig: Optional[int], timed_out: bool, oom_kille
     return Verdict.SIGNALED if sig else Verdict.EXITED
 
 
-@attrs.frozen(kw_only=True)
+def _short(data, limit: int = 60) -> str:
+    """The repr of captured output, cut after ``limit`` characters."""
+    if data is None or len(data) <= limit:
+        return repr(data)
+    return f"{data[:limit]!r}... ({len(data)} {'bytes' if isinstance(data, bytes) else 'characters'})"
+
+
+@attrs.frozen(kw_only=True, repr=False)
 class Result:
     """How a command ended.
 
@@ -80,6 +87,11 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+    def __repr__(self) -> str:
+        how = f"exit_code={self.exit_code}" + (f" signal={self.signal.name}" if self.signal else "")
+        return (f"<sandboxlib.Result {self.verdict.value} {how} argv={list(self.argv)!r} "
+                f"stdout={_short(self.stdout)} stderr={_short(self.stderr)} duration={self.duration:.3f}>")
 
     def check_returncode(self) -> None:
         """Raise :class:`~sandboxlib.CommandFailed` (a ``subprocess.CalledProcessError``

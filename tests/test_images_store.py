@@ -124,6 +124,7 @@ def test_tagging_twice_is_tagging_once(tmp_path):
     assert sorted(again.references) == ["app:1", "app:stable"]
     assert [sorted(i.references) for i in store.list()] == [["app:1", "app:stable"]]
     assert len(store._read_index()) == 2
+    assert repr(again) == f"<sandboxlib.Image {image.id[7:19]} {list(again.references)} 1 layer, {image.size} bytes>"
     assert store.remove("app:stable") == ["app:stable"]
     assert [i.references for i in store.list()] == [("app:1",)] and store.get("app:1").digest == image.digest
 

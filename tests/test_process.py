@@ -839,3 +839,29 @@ def test_command_failed_pickles():
     assert (copy.argv, copy.returncode, copy.stdout, copy.stderr, copy.verdict) == \
         (("false",), 1, b"out", b"err", sb.Verdict.EXITED)
     assert str(copy) == str(err)
+
+
+def check_reprs() -> dict:
+    seen = {"result": repr(sb.run(["sh", "-c", "seq 1 100; kill -9 $$"])),
+            "text": repr(sb.run(["echo", "hi"], text=True))}
+    c = sb.Container()
+    seen["new"] = repr(c)
+    with c:
+        seen["running"] = (repr(c), c.id[:12], c.pid)
+    seen["closed"] = repr(c)
+    seen["image"] = repr(sb.Container(image="app:1"))
+    return seen
+
+
+def test_reprs(runner):
+    seen = runner(check_reprs)
+    assert re.fullmatch(r"<sandboxlib\.Result signaled exit_code=137 signal=SIGKILL argv=\['sh', '-c', "
+                        r"'seq 1 100; kill -9 \$\$'\] stdout=b'1\\n2\\n.*'\.\.\. \(292 bytes\) stderr=b'' "
+                        r"duration=\d+\.\d{3}>", seen["result"]), seen["result"]
+    assert re.fullmatch(r"<sandboxlib\.Result exited exit_code=0 argv=\['echo', 'hi'\] stdout='hi\\n' "
+                        r"stderr='' duration=\d+\.\d{3}>", seen["text"]), seen["text"]
+    text, short_id, pid = seen["running"]
+    assert text == f"<sandboxlib.Container {short_id} running pid={pid} host view>"
+    assert seen["new"] == f"<sandboxlib.Container {short_id} not started host view>"
+    assert seen["closed"] == f"<sandboxlib.Container {short_id} closed host view>"
+    assert re.fullmatch(r"<sandboxlib\.Container [0-9a-f]{12} not started image='app:1'>", seen["image"])

@@ -89,6 +89,12 @@ class ContainerLifecycle:
         self._upper: Optional[str] = None
 
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"
+        root = (f"image={self.config.image!r}" if self.config.image else
+                f"rootfs={self.config.rootfs!r}" if self.config.rootfs else "host view")
+        return f"<sandboxlib.{type(self).__name__} {self.id[:12]} {state} {root}>"
+
     @property
     def pid(self) -> Optional[int]:
         """Host pid of the container's init, while running."""
