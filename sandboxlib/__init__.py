@@ -15,6 +15,7 @@ from .results import Result, Verdict
 from .security import Seccomp
 from .cgroups.stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
+from .version import __version__
 
 __all__ = [
     "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
@@ -24,7 +25,6 @@ __all__ = [
     "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
     "DigestMismatch", "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
 ]
-__version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython) -> None:
