@@ -15,7 +15,7 @@ from .results import Result, Verdict
 from .security import Seccomp
 from .cgroups.stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
-from .version import __version__
+from .version import __version__ as __version__  # (re-exported)
 
 __all__ = [
     "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",

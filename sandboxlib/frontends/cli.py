@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writable-layer-size", metavar="SIZE", help="size limit of a tmpfs writable layer, e.g. 256M")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
-    for name, command in sub.choices.items():
+    for command in sub.choices.values():
         command.set_defaults(command_parser=command)  # its errors show its own usage
     return parser
 
