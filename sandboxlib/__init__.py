@@ -7,7 +7,7 @@
 from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
 from .runtime import Container, ImageStore, Process
-from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError, ContainerStateError,
+from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, CommandNotFoundError, ConfigError, ContainerStateError,
     DigestMismatch, ImageFormatError, ImageNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired,
     UnsupportedError)
 from .images import Image
@@ -15,15 +15,16 @@ from .results import Result, Verdict
 from .security import Seccomp
 from .cgroups.stats import ProcessInfo, Stats
 from .streams import DEVNULL, PIPE, STDOUT
+from .version import __version__ as __version__  # (re-exported)
 
 __all__ = [
     "run", "sandboxed", "Container", "ContainerConfig", "Mount", "IdMapping", "Limits", "Network", "Process",
     "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError",
     "ConfigError", "UnsupportedError", "SetupError", "CommandNotFoundError", "TimeoutExpired",
+    "CommandFailed",
     "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
     "DigestMismatch", "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
 ]
-__version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython) -> None:

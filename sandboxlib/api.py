@@ -10,7 +10,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 import attrs
 
 from .calls.session import check_modules
-from .config import Limits, Mount, Network, config_of, parse_size, takes_container_options
+from .config import (Limits, Mount, Network, check_timeout, config_of, network_option, parse_size,
+                     takes_container_options)
 from .runtime.container import Container
 from .errors import ConfigError
 from .results import Result
@@ -21,9 +22,10 @@ __all__ = ["run", "sandboxed", "with_memory"]
 
 
 @takes_container_options
-def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
+def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
         stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
-        container: Optional[Container] = None, **options: Any) -> Result:
+        container: Optional[Container] = None, check: bool = False, text: bool = False,
+        encoding: Optional[str] = None, errors: Optional[str] = None, **options: Any) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
@@ -36,11 +38,24 @@ def run(argv: Optional[Sequence[str]], *, input: Optional[bytes] = None, timeout
     layer on disk in the store (``writable_layer="tmpfs"``: in memory, with
     ``writable_layer_size`` as its limit), removed when the container ends.
     The options are those of :class:`~sandboxlib.ContainerConfig`.
+
+    ``input`` (bytes, or a str: UTF-8) is fed to stdin.  ``timeout`` is None
+    or a positive number of seconds.  As ``subprocess.run``: ``text=True`` (or
+    an ``encoding``/``errors``) decodes the output to str; ``check=True``
+    raises :class:`~sandboxlib.CommandFailed` (a ``CalledProcessError`` too)
+    unless the command exited with 0 in time.  ``container``: run in this
+    :class:`~sandboxlib.Container`, not yet started (its options are its own:
+    giving options too is a ``ConfigError``); it is closed when the command ends.
     """
+    timeout = check_timeout(timeout)
+    if container is not None and options:
+        raise ConfigError(sorted(options)[0], "give either container= or container options, not both "
+                                              "(the container has its options already)")
     box = container or Container(config_of(None, options))
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
-                        env=None, cwd=None, user=None, main=True)
+                        env=None, cwd=None, user=None, main=True, check=check, text=text,
+                        encoding=encoding, errors=errors)
     finally:
         box.close()
 
@@ -54,7 +69,8 @@ def with_memory(limits: Optional[Limits], memory: Union[int, str, None], field: 
 
 
 def sandboxed(fn: Optional[Callable] = None, *, timeout: Optional[float] = None,
-              memory: Union[int, str, None] = None, network: bool = False, trust_result: bool = False,
+              memory: Union[int, str, None] = None, network: Union[Network, str, bool] = Network.NONE,
+              trust_result: bool = False,
               preload: Sequence[str] = (), rootfs: Union[str, os.PathLike, None] = None,
               mounts: Sequence[Mount] = (), env: Optional[Mapping[str, str]] = None,
               limits: Optional[Limits] = None) -> Any:
@@ -63,16 +79,19 @@ def sandboxed(fn: Optional[Callable] = None, *, timeout: Optional[float] = None,
     One container per decorated function, started by the first call and
     closed with ``f.close()`` or when the function is collected; each call
     runs in a fresh process forked from its warm server (``/tmp`` is the
-    container's, shared between calls).  ``network=True`` shares the host's
-    network; ``memory`` needs cgroup limits (``Limits.memory``).
+    container's, shared between calls).  ``network`` is ``Container``'s
+    (``Network.NONE``/``"none"``, ``Network.HOST``/``"host"``; True and False
+    are aliases of ``"host"`` and ``"none"``); ``timeout`` is None or a
+    positive number of seconds; ``memory`` needs cgroup limits (``Limits.memory``).
 
         @sb.sandboxed(timeout=5)
         def parse(text: str) -> dict: ...
     """
-    if not isinstance(network, bool):
-        raise ConfigError("network", f"expected True or False, got {network!r}")
+    timeout = check_timeout(timeout)
+    if isinstance(network, bool):  # the documented alias
+        network = Network.HOST if network else Network.NONE
     config = {"rootfs": rootfs, "mounts": mounts, "env": env, "limits": with_memory(limits, memory),
-              "network": Network.HOST if network else Network.NONE}
+              "network": network_option(network)}
     preload = check_modules(preload)
     if fn is None:
         return functools.partial(_Sandboxed, config=config, preload=preload, timeout=timeout,

@@ -2,6 +2,7 @@
 and run before any kernel resource exists."""
 from __future__ import annotations
 
+import codecs
 import enum
 import inspect
 import os
@@ -18,7 +19,8 @@ from .errors import ConfigError
 from .security.seccomp import DEFAULT, Seccomp, SeccompOption, seccomp_option
 
 __all__ = ["Mount", "MountKind", "IdMapping", "Limits", "CgroupLimits", "Network", "ContainerConfig",
-           "parse_size", "takes_container_options", "config_of"]
+           "parse_size", "takes_container_options", "config_of", "check_timeout", "data_bytes", "text_codec",
+           "network_option"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -86,6 +88,50 @@ def check_text(value: object, field: str) -> str:
     if "\0" in value:
         raise ConfigError(field, "must not contain NUL bytes")
     return value
+
+
+def check_timeout(value: object, field: str = "timeout", *, zero: bool = False) -> Optional[float]:
+    """A timeout in seconds: None (no timeout) or a positive, finite int or
+    float; ``zero``: 0 too (a poll, as ``Popen.wait(0)``)."""
+    if value is None:
+        return None
+    low = "0 or more" if zero else "more than 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, f"expected None or a number of seconds ({low}), got {value!r}")
+    if not (value >= 0 if zero else value > 0) or value == float("inf"):
+        raise ConfigError(field, f"must be None or a finite number of seconds, {low}, got {value!r}")
+    return float(value)
+
+
+def data_bytes(value: object, field: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """Bytes to write: bytes-like as they are, a str encoded (UTF-8 unless told)."""
+    if isinstance(value, str):
+        try:
+            return value.encode(encoding, errors)
+        except (LookupError, UnicodeError) as err:
+            raise ConfigError(field, f"cannot encode the str as {encoding!r} ({err})") from None
+    try:
+        return bytes(memoryview(value))  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(field, f"expected bytes or str, got {type(value).__name__}") from None
+
+
+def text_codec(text: bool, encoding: Optional[str], errors: Optional[str]) -> Optional[Tuple[str, str]]:
+    """(encoding, errors) of a command's output as str, or None for bytes
+    (as ``subprocess.run``: ``text=True`` or an ``encoding``/``errors``)."""
+    if not isinstance(text, bool):
+        raise ConfigError("text", f"expected True or False, got {text!r}")
+    if not (text or encoding is not None or errors is not None):
+        return None
+    try:
+        codecs.lookup(check_text(encoding or "utf-8", "encoding"))
+    except LookupError:
+        raise ConfigError("encoding", f"unknown encoding {encoding!r}") from None
+    try:
+        codecs.lookup_error(check_text(errors or "strict", "errors"))
+    except LookupError:
+        raise ConfigError("errors", f"unknown error handler {errors!r} (e.g. 'strict', 'replace')") from None
+    return encoding or "utf-8", errors or "strict"
 
 
 def container_path(value: object, field: str) -> str:
@@ -305,8 +351,13 @@ def _memory_swap(value: Union[int, str, None]) -> Optional[int]:
     return bounded_size(value, "limits.memory_swap", MEMORY_MAX)
 
 
-def _cpus(value: Optional[float]) -> Optional[float]:
+def _cpus(value: Union[float, str, None]) -> Optional[float]:
     host_cpus = os.cpu_count() or 1  # None: unknown
+    if isinstance(value, str):  # "1.5", as docker run --cpus
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError("limits.cpus", f"{value!r} is not a number of CPUs such as 1.5") from None
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                               or not 0.01 <= value <= host_cpus):
         raise ConfigError("limits.cpus", f"must be a number from 0.01 to {host_cpus} "
@@ -337,7 +388,7 @@ class Limits:
         memory: bytes or ``"256M"`` (at least 6M); the OOM killer acts above it.
         memory_swap: memory plus swap (Docker's ``--memory-swap``): at least ``memory``,
             or -1 for unlimited swap; by default as much swap as memory.
-        cpus: CPU time as a number of CPUs, e.g. 1.5 (a CFS quota per 100 ms).
+        cpus: CPU time as a number of CPUs, e.g. 1.5 or ``"1.5"`` (a CFS quota per 100 ms).
         cpu_shares: relative CPU weight under contention (2-262144, default 1024).
         pids: the most processes and threads at once.
         cpuset_cpus: the CPUs it may run on, e.g. ``"0-1,3"``.
@@ -442,11 +493,15 @@ def _id_maps(value: Optional[Sequence[IdMapping]]) -> Optional[Tuple[IdMapping, 
     return None if value is None else tuple(value)
 
 
-def _network(value: Union[Network, str]) -> Network:
+def network_option(value: Union[Network, str]) -> Network:
+    """``network=`` of ``run``, ``Container``, ``Pool`` and ``sandboxed``: a
+    :class:`Network` or its value (``"none"``, ``"host"``)."""
     try:
         return Network(value)
     except ValueError:
-        raise ConfigError("network", f"expected one of {[n.value for n in Network]}, got {value!r}") from None
+        hint = f" ({'host' if value else 'none'!r} for {value!r})" if isinstance(value, bool) else ""
+        raise ConfigError("network", f"expected one of {[n.value for n in Network]} or a Network, "
+                                     f"got {value!r}{hint}") from None
 
 
 def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
@@ -498,7 +553,7 @@ class ContainerConfig:
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
-    network: Network = attrs.field(default=Network.NONE, converter=_network)
+    network: Network = attrs.field(default=Network.NONE, converter=network_option)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)  # type: ignore[assignment]

@@ -4,7 +4,8 @@ workers and the rootless test runner)."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+import subprocess
+from typing import Optional, Sequence
 
 __all__ = [
     "SandboxError",
@@ -13,6 +14,7 @@ __all__ = [
     "SetupError",
     "CommandNotFoundError",
     "TimeoutExpired",
+    "CommandFailed",
     "ContainerStateError",
     "ImageNotFound",
     "ImageFormatError",
@@ -127,6 +129,35 @@ class TimeoutExpired(SandboxError):
 
     def __str__(self) -> str:
         return f"command {list(self.argv)!r} timed out after {self.timeout} seconds"
+
+
+class CommandFailed(SandboxError, subprocess.CalledProcessError):
+    """A command did not end well (a non-zero exit, a signal, a timeout) and
+    ``check=True`` or ``Result.check_returncode()`` asked for an exception.
+    Also a ``subprocess.CalledProcessError``: ``returncode``, ``cmd``,
+    ``output``/``stdout`` and ``stderr`` are there, as ``subprocess.run`` users expect.
+
+    Attributes:
+        argv: the command (``cmd`` as a list).
+        returncode: its exit status (``128 + N`` when killed by signal N).
+        stdout, stderr: the captured output (bytes, str with ``text=True``, or None).
+        verdict: why it ended (a ``sandboxlib.Verdict``).
+    """
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout=None, stderr=None,
+                 verdict: Optional[object] = None) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, list(argv), stdout, stderr)
+        self.args = (tuple(argv), returncode, stdout, stderr, verdict)
+        self.argv = tuple(argv)
+        self.verdict = verdict
+
+    def __reduce__(self):
+        return (type(self), self.args)
+
+    def __str__(self) -> str:
+        text = f"command {list(self.argv)!r} returned non-zero exit status {self.returncode}"
+        verdict = getattr(self.verdict, "value", self.verdict)
+        return text if verdict in (None, "exited") else f"{text} (verdict: {verdict})"
 
 
 class ContainerStateError(SandboxError):

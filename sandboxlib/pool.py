@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from .api import with_memory
 from .calls.session import check_modules
-from .config import Limits, Mount, Network
+from .config import Limits, Mount, Network, check_timeout, network_option
 from .runtime.container import Container
 from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, SetupError
 
@@ -34,7 +34,9 @@ class Pool(futures.Executor):
     A sandbox is replaced after ``max_uses`` calls, and after a call that
     crashed or timed out.  ``shutdown()`` (or leaving ``with``) closes every
     container.  Calls follow ``Container.invoke``: safe result types unless
-    ``trust_result``; ``timeout`` per call; ``memory`` needs cgroup limits.
+    ``trust_result``; ``timeout`` per call (None or positive seconds);
+    ``network`` as ``Container``'s (``"none"``, ``"host"`` or a ``Network``);
+    ``memory`` needs cgroup limits.
 
         with sb.Pool(size=4, preload=["json"]) as pool:
             results = list(pool.map(fn, items))
@@ -42,20 +44,18 @@ class Pool(futures.Executor):
 
     def __init__(self, size: int = 2, *, preload: Sequence[str] = (), max_uses: int = 1000,
                  timeout: Optional[float] = None, trust_result: bool = False,
-                 memory: Union[int, str, None] = None, network: bool = False,
+                 memory: Union[int, str, None] = None, network: Union[Network, str] = Network.NONE,
                  rootfs: Union[str, os.PathLike, None] = None, mounts: Sequence[Mount] = (),
                  env: Optional[Mapping[str, str]] = None, limits: Optional[Limits] = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError("size", f"must be a positive number of sandboxes, got {size!r}")
         if isinstance(max_uses, bool) or not isinstance(max_uses, int) or max_uses < 1:
             raise ConfigError("max_uses", f"must be a positive number of calls, got {max_uses!r}")
-        if not isinstance(network, bool):
-            raise ConfigError("network", f"expected True or False, got {network!r}")
         self._config: Dict[str, Any] = {"rootfs": rootfs, "mounts": mounts, "env": env,
                                         "limits": with_memory(limits, memory),
-                                        "network": Network.HOST if network else Network.NONE}
+                                        "network": network_option(network)}
         self._preload = check_modules(preload)
-        self._options: Dict[str, Any] = {"timeout": timeout, "trust_result": trust_result}
+        self._options: Dict[str, Any] = {"timeout": check_timeout(timeout), "trust_result": trust_result}
         self._max_uses = max_uses
         self._queue: "queue.SimpleQueue[Optional[_Work]]" = queue.SimpleQueue()
         self._lock = threading.Lock()

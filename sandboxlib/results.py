@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import enum
 import signal as signal_module
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import attrs
 
-__all__ = ["Result", "Verdict", "verdict_of"]
+from .errors import CommandFailed
+
+__all__ = ["Result", "Verdict", "verdict_of", "decoded"]
 
 class Verdict(enum.Enum):
     """Why a command ended, most specific first."""
@@ -42,7 +44,14 @@ def verdict_of(*, exit_code: int, sig: Optional[int], timed_out: bool, oom_kille
     return Verdict.SIGNALED if sig else Verdict.EXITED
 
 
-@attrs.frozen(kw_only=True)
+def _short(data, limit: int = 60) -> str:
+    """The repr of captured output, cut after ``limit`` characters."""
+    if data is None or len(data) <= limit:
+        return repr(data)
+    return f"{data[:limit]!r}... ({len(data)} {'bytes' if isinstance(data, bytes) else 'characters'})"
+
+
+@attrs.frozen(kw_only=True, repr=False)
 class Result:
     """How a command ended.
 
@@ -51,7 +60,7 @@ class Result:
         exit_code: its exit status; ``128 + N`` when killed by signal N (as a shell reports it).
         signal: the signal that killed it, or None.
         timed_out: it was killed because its timeout expired.
-        stdout, stderr: captured output (bytes), or None when not captured.
+        stdout, stderr: captured output (bytes; str with ``text=True``), or None when not captured.
         duration: seconds from start to exit.
         verdict: why it ended (:class:`Verdict`).
         oom_killed: the OOM killer killed a process of the container while it ran
@@ -68,8 +77,8 @@ class Result:
     exit_code: int
     signal: Optional[signal_module.Signals]
     timed_out: bool
-    stdout: Optional[bytes]
-    stderr: Optional[bytes]
+    stdout: Union[bytes, str, None]
+    stderr: Union[bytes, str, None]
     duration: float
     verdict: Verdict = Verdict.EXITED
     oom_killed: bool = False
@@ -78,3 +87,21 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+    def __repr__(self) -> str:
+        how = f"exit_code={self.exit_code}" + (f" signal={self.signal.name}" if self.signal else "")
+        return (f"<sandboxlib.Result {self.verdict.value} {how} argv={list(self.argv)!r} "
+                f"stdout={_short(self.stdout)} stderr={_short(self.stderr)} duration={self.duration:.3f}>")
+
+    def check_returncode(self) -> None:
+        """Raise :class:`~sandboxlib.CommandFailed` (a ``subprocess.CalledProcessError``
+        too, with the output) unless the command exited with 0 in time."""
+        if not self.ok:
+            raise CommandFailed(self.argv, self.exit_code, self.stdout, self.stderr, self.verdict)
+
+
+def decoded(result: Result, encoding: str, errors: str) -> Result:
+    """``result`` with its captured output decoded to str (``text=True``)."""
+    def text(data):
+        return data.decode(encoding, errors) if isinstance(data, bytes) else data
+    return attrs.evolve(result, stdout=text(result.stdout), stderr=text(result.stderr))

@@ -455,3 +455,11 @@ def test_the_encoder_refuses_other_types():
 def test_outcome_kinds_are_checked(payload):
     with pytest.raises(sb.CallCrashed, match="protocol"):
         session.decode_outcome(payload, False, None)
+
+
+def test_call_refuses_invoke_options():
+    """``call(fn, timeout=1)`` would pass timeout to fn and run without one: refused, pointing to invoke."""
+    box = sb.Container()  # refused before anything starts
+    for name in ("timeout", "trust_result"):
+        with pytest.raises(sb.ConfigError, match=rf"^{name}: call\(\) passes its keywords.*invoke\(fn, args"):
+            box.call(pow, 2, 2, **{name: 1})

@@ -93,6 +93,8 @@ BAD_OPTIONS = [
     (["--workdir", "relative"], [b"--workdir", b"relative"]),
     (["--user", "nosuchuser-sbx"], [b"user", b"nosuchuser-sbx"]),
     (["--rootfs", "/nonexistent-sbx"], [b"rootfs"]),
+    (["--timeout", "0"], [b"--timeout", b"more than 0"]),
+    (["--timeout", "-1"], [b"--timeout", b"-1"]),
 ]
 
 
@@ -256,3 +258,60 @@ def test_bad_volume_names_the_option(spec):
     assert proc.returncode == 125, proc
     assert proc.stdout == b""
     assert b"--volume" in proc.stderr and spec.encode() in proc.stderr, proc.stderr
+
+
+# -- what a new user tries -------------------------------------------------------------
+def test_version():
+    from sandboxlib.version import __version__
+    proc = subprocess.run([*INVOCATIONS["python -m"], "--version"], capture_output=True, text=True, cwd="/")
+    assert (proc.returncode, proc.stdout) == (0, f"sandboxlib {__version__}\n"), proc
+
+
+def test_run_help_lists_the_exit_codes():
+    proc = subprocess.run([*INVOCATIONS["python -m"], "run", "--help"], capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 0, proc
+    for code in ("124", "125", "126", "127"):
+        assert f"\n  {code}  " in proc.stdout, (code, proc.stdout)
+
+
+def test_errors_in_run_show_runs_usage():
+    proc = run_cli("--bogus", "--", "true")
+    assert proc.returncode == 2 and proc.stderr.startswith(b"usage: sandboxlib run "), proc
+    assert b"unrecognized arguments: --bogus" in proc.stderr
+    proc = run_cli("--timeout", "0", "--", "true")
+    assert proc.returncode == 125 and b"See 'sandboxlib run --help'." in proc.stderr, proc
+
+
+def test_a_command_without_dashes_gets_a_hint(tmp_path):
+    store = str(tmp_path / "store")
+    proc = run_cli("--store", store, "echo", "hi")
+    assert proc.returncode == 125 and proc.stdout == b"", proc
+    assert b"no image 'echo' in the store" in proc.stderr, proc
+    assert b"put it after --: sandboxlib run [OPTIONS] -- echo hi" in proc.stderr, proc
+    proc = run_cli("--store", store, "no-such-command-sbx")
+    assert proc.returncode == 125 and b"no image 'no-such-command-sbx' in the store" in proc.stderr, proc
+    assert b"after --" not in proc.stderr, proc
+
+
+def test_cap_add_and_cap_drop(cli):
+    status = ["grep", "^CapEff", "/proc/self/status"]
+    dropped = cli("--cap-drop", "ALL", "--", *status)
+    assert (dropped.returncode, dropped.stdout) == (0, b"CapEff:\t0000000000000000\n"), dropped
+    added = cli("--cap-drop", "ALL", "--cap-add", "NET_RAW", "--", *status)
+    assert (added.returncode, added.stdout) == (0, b"CapEff:\t0000000000002000\n"), added
+    bad = cli("--cap-add", "BOGUS", "--", "true")
+    assert bad.returncode == 125 and b"--cap-add" in bad.stderr and bad.stdout == b"", bad
+
+
+def test_env_file(cli, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# a comment\nA=1\n\nB=x=y\nSBX_FROM_HOST\nSBX_NOT_SET\n")
+    os.environ["SBX_FROM_HOST"] = "host value"
+    try:
+        proc = cli("--env-file", str(env_file), "-e", "A=2", "--",
+                   "sh", "-c", 'echo "$A|$B|$SBX_FROM_HOST|${SBX_NOT_SET-unset}"')
+    finally:
+        del os.environ["SBX_FROM_HOST"]
+    assert (proc.returncode, proc.stdout) == (0, b"2|x=y|host value|unset\n"), proc
+    missing = cli("--env-file", str(tmp_path / "nope"), "--", "true")
+    assert missing.returncode == 125 and b"--env-file" in missing.stderr, missing

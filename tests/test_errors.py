@@ -217,6 +217,29 @@ CONFIG_CASES = {
     "capability that is not a string": (lambda: _run_true(cap_add=[21]), "cap_add"),
     # streams
     "stdin and input together": (lambda: sb.run(["cat"], input=b"x", stdin=sb.DEVNULL), "stdin"),
+    "input that is a number": (lambda: sb.run(["cat"], input=3), "input"),
+    "input that cannot be encoded": (lambda: sb.run(["cat"], input="\ud800"), "input"),
+    "unknown encoding": (lambda: sb.run(["true"], encoding="no-such-codec"), "encoding"),
+    "unknown error handler": (lambda: sb.run(["true"], errors="no-such-handler"), "errors"),
+    "text that is not a bool": (lambda: sb.run(["true"], text="yes"), "text"),
+    # timeouts
+    "negative timeout": (lambda: sb.run(["true"], timeout=-1), "timeout"),
+    "timeout of 0": (lambda: sb.run(["true"], timeout=0), "timeout"),
+    "timeout as a string": (lambda: sb.run(["true"], timeout="5"), "timeout"),
+    "infinite timeout": (lambda: sb.run(["true"], timeout=float("inf")), "timeout"),
+    "timeout of nan": (lambda: sb.run(["true"], timeout=float("nan")), "timeout"),
+    "negative timeout in sandboxed": (lambda: sb.sandboxed(pow, timeout=-1), "timeout"),
+    "timeout of 0 in a Pool": (lambda: sb.Pool(timeout=0), "timeout"),
+    # network: one type everywhere
+    "unknown network": (lambda: _run_true(network="bridge"), "network"),
+    "network True in a Container": (lambda: sb.Container(network=True), "network"),
+    "network True in a Pool": (lambda: sb.Pool(network=True), "network"),
+    "unknown network in sandboxed": (lambda: sb.sandboxed(pow, network="bridge"), "network"),
+    # cpus
+    "cpus that is a word": (lambda: Limits(cpus="lots"), "limits.cpus"),
+    # run(container=...) has the container's options
+    "run with a container and an option": (lambda: sb.run(["true"], container=sb.Container(), hostname="x"),
+                                           "hostname"),
 }
 
 
@@ -287,7 +310,35 @@ COMMAND_CASES = {
     # as sb.run(env=[...]) does: a ConfigError, not an AttributeError
     "env as a list": (lambda c: c.run(["true"], env=["A=1"]), "env"),
     "spawn with env as a list": (lambda c: c.spawn(["true"], env=["A=1"], **QUIET), "env"),
+    "negative timeout": (lambda c: c.run(["true"], timeout=-1), "timeout"),
+    "timeout of 0": (lambda c: c.run(["true"], timeout=0), "timeout"),
+    "timeout as a string": (lambda c: c.run(["true"], timeout="5"), "timeout"),
+    "input that is a number": (lambda c: c.run(["cat"], input=3), "input"),
+    "wait with a negative timeout": (lambda c: _wait_then_end(c, -1), "timeout"),
+    "wait with a timeout as a string": (lambda c: _wait_then_end(c, "1"), "timeout"),
+    "invoke with a negative timeout": (lambda c: c.invoke(pow, (2, 2), timeout=-1), "timeout"),
+    "invoke with a timeout as a string": (lambda c: c.invoke(pow, (2, 2), timeout="5"), "timeout"),
+    "call with timeout=": (lambda c: c.call(pow, 2, 2, timeout=1), "timeout"),
+    "call with trust_result=": (lambda c: c.call(pow, 2, 2, trust_result=True), "trust_result"),
+    "session call with timeout=": (lambda c: _session_call(c, timeout=1), "timeout"),
+    "write_file of a number": (lambda c: c.write_file("/tmp/x", 3), "data"),
+    "put_archive of a file name": (lambda c: c.put_archive("/tmp", "x.tar"), "data"),
 }
+
+
+def _session_call(c, **kwargs):
+    with c.session() as s:
+        return s.call(pow, 2, 2, **kwargs)
+
+
+def _wait_then_end(c, timeout):
+    """``wait(timeout)`` of a spawned command, which is ended whatever happens."""
+    proc = c.spawn(["true"], **QUIET)
+    try:
+        return proc.wait(timeout)
+    finally:
+        proc.wait()
+        proc.close()
 
 
 def check_command_config_error(case: str) -> dict:
@@ -350,6 +401,7 @@ EXCEPTIONS = {
     "TimeoutExpired": lambda: sb.TimeoutExpired(("sleep", "9"), 1.5, stdout=b"out", stderr=b"err"),
     "TimeoutExpired without output": lambda: sb.TimeoutExpired(["sleep"], 2),
     "ContainerStateError": lambda: sb.ContainerStateError("the container is not running"),
+    "CommandFailed": lambda: sb.CommandFailed(("sh", "-c", "exit 3"), 3, b"out", b"err", sb.Verdict.EXITED),
     "RemoteError": lambda: sb.RemoteError("mod.Custom", "bad", "Traceback ...\nmod.Custom: bad\n"),
     "CallTimeout": lambda: sb.CallTimeout(2.5),
     "CallCrashed": lambda: sb.CallCrashed("the call's process ended", exit_code=None, signal=9, verdict="oom"),
@@ -588,3 +640,29 @@ def test_shared_dir_is_reachable(shared_dir):
     """The mount failure above is the read-only parent, not an unreadable source."""
     mode = os.stat(shared_dir).st_mode
     assert mode & stat.S_IROTH and mode & stat.S_IXOTH
+
+
+# -- what is accepted where a new user expects it ---------------------------------
+def check_friendly_values() -> dict:
+    seen = {"run input str": sb.run(["cat"], input="h\u00e9").stdout}
+    with sb.Container() as c:
+        seen["c.run input str"] = c.run(["cat"], input="h\u00e9").stdout
+        c.write_file("/tmp/t.txt", "h\u00e9")
+        seen["write_file str"] = c.read_file("/tmp/t.txt")
+        proc = c.spawn(["sleep", "5"], **QUIET)
+        try:
+            with pytest.raises(sb.TimeoutExpired):
+                proc.wait(0)  # 0 polls, as Popen.wait(0)
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.close()
+    return seen
+
+
+def test_friendly_values(runner):
+    assert runner(check_friendly_values) == {"run input str": "h\u00e9".encode(),
+                                              "c.run input str": "h\u00e9".encode(),
+                                              "write_file str": "h\u00e9".encode()}
+    assert sb.Limits(cpus="1.5").cpus == 1.5
+    assert sb.ContainerConfig(network="host").network is sb.Network.HOST

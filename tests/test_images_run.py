@@ -216,6 +216,9 @@ def _cli(*args: str):
 def test_cli_images_load_save_import_rmi_run(tmp_path, busybox_root):
     import tarfile
     store = str(tmp_path / "store")
+    empty = _cli("images", "--store", store)
+    assert (empty.returncode, empty.stdout.split()) == (0, ["REPOSITORY", "TAG", "IMAGE", "ID", "LAYERS", "SIZE"])
+    assert not os.path.exists(store), "listing made a store"
     rootfs_tar = str(tmp_path / "rootfs.tar")
     with tarfile.open(rootfs_tar, "w") as tar:
         tar.add(busybox_root, arcname=".")

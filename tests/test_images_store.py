@@ -115,6 +115,20 @@ def test_untagged_images_and_prune(tmp_path):
     assert store.prune().blobs == 0
 
 
+def test_tagging_twice_is_tagging_once(tmp_path):
+    store = ImageStore(str(tmp_path))
+    image = add_image(store, [BASE], ["app:1"])
+    store.tag("app:1", "app:stable")
+    again = store.tag("app:1", "app:stable")
+    store.tag("app:stable", "app:1")
+    assert sorted(again.references) == ["app:1", "app:stable"]
+    assert [sorted(i.references) for i in store.list()] == [["app:1", "app:stable"]]
+    assert len(store._read_index()) == 2
+    assert repr(again) == f"<sandboxlib.Image {image.id[7:19]} {list(again.references)} 1 layer, {image.size} bytes>"
+    assert store.remove("app:stable") == ["app:stable"]
+    assert [i.references for i in store.list()] == [("app:1",)] and store.get("app:1").digest == image.digest
+
+
 def test_digest_mismatch_keeps_nothing(tmp_path):
     store = ImageStore(str(tmp_path))
     with store.writing(), pytest.raises(DigestMismatch) as err:

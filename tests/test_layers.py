@@ -24,7 +24,7 @@ PACKAGE = REPO / "sandboxlib"
 # The package map of docs/architecture.md: each unit (a top-level module or a
 # sub-package) may import units of its own layer and below, never above.
 LAYERS = {
-    "errors": 0, "streams": 0, "results": 0, "posix": 0,
+    "errors": 0, "streams": 0, "results": 0, "posix": 0, "version": 0,
     "native": 1,
     "security": 2,
     "config": 3,

@@ -394,7 +394,8 @@ def test_cgroupfs_inside_is_read_only(runner):
     ({"memory": "64M", "memory_swap": "32M"}, "limits.memory_swap"),
     ({"cpus": 0}, "limits.cpus"),
     ({"cpus": 1000}, "limits.cpus"),
-    ({"cpus": "1"}, "limits.cpus"),
+    ({"cpus": "lots"}, "limits.cpus"),  # ("1.5" is 1.5, as docker run --cpus)
+    ({"cpus": "0"}, "limits.cpus"),
     ({"cpu_shares": 1}, "limits.cpu_shares"),
     ({"pids": 0}, "limits.pids"),
     ({"pids": 1.5}, "limits.pids"),

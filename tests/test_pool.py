@@ -122,7 +122,7 @@ def test_calls_run_in_parallel(runner):
 
 def test_options_are_checked():
     for kwargs, field in (({"size": 0}, "size"), ({"size": True}, "size"), ({"max_uses": 0}, "max_uses"),
-                          ({"network": "host"}, "network"), ({"preload": ["a b"]}, "preload")):
+                          ({"network": True}, "network"), ({"timeout": -1}, "timeout"), ({"preload": ["a b"]}, "preload")):
         with pytest.raises(sb.ConfigError, match=field):
             sb.Pool(**kwargs)
     with pytest.raises(sb.ConfigError, match="memory"):
@@ -139,3 +139,13 @@ def test_a_dropped_pool_closes_its_sandboxes():
         thread.join(30)
     assert _descendants() - before == set()
     assert threading.active_count() >= 1
+
+
+def test_network_takes_the_container_values():
+    """Pool and sandboxed take Container's network values (sandboxed: bools too, an alias)."""
+    assert sb.sandboxed(pow, network="host")._config["network"] is sb.Network.HOST
+    assert sb.sandboxed(pow, network=True)._config["network"] is sb.Network.HOST
+    assert sb.sandboxed(pow, network=sb.Network.NONE)._config["network"] is sb.Network.NONE
+    with sb.Pool(size=1, network="host") as pool:
+        assert pool._config["network"] is sb.Network.HOST
+        assert pool.submit(pow, 2, 3).result() == 8

@@ -810,3 +810,83 @@ def check_wait_from_another_thread():
 
 def test_wait_from_another_thread(runner):
     assert runner(check_wait_from_another_thread) == [5]
+
+
+# -- subprocess habits: check=, text=, encoding=, check_returncode() ---------------
+def _failure(make) -> dict:
+    try:
+        make()
+    except sb.CommandFailed as err:
+        return {"type": (isinstance(err, subprocess.CalledProcessError), isinstance(err, sb.SandboxError)),
+                "fields": (err.returncode, err.cmd, err.stdout, err.output, err.stderr, err.verdict),
+                "str": str(err)}
+    raise AssertionError("no CommandFailed")
+
+
+def check_subprocess_habits() -> dict:
+    script = ["sh", "-c", "echo h\u00e9; echo oops >&2; exit 3"]
+    seen = {}
+    r = sb.run(script, text=True)
+    seen["run text"] = (r.stdout, r.stderr, r.exit_code)
+    seen["run encoding"] = sb.run(["cat"], input="\u00e9", encoding="latin-1").stdout
+    seen["run errors"] = sb.run(["printf", "\\377"], errors="replace").stdout
+    seen["run check"] = _failure(lambda: sb.run(script, check=True))
+    seen["run check ok"] = sb.run(["true"], check=True).exit_code
+    seen["run check timeout"] = _failure(lambda: sb.run(["sleep", "5"], check=True, timeout=0.3))["fields"][-1]
+    seen["result check_returncode"] = _failure(sb.run(script).check_returncode)
+    with sb.Container() as c:
+        r = c.run(script, text=True)
+        seen["c.run text"] = (r.stdout, r.stderr, r.exit_code)
+        seen["c.run check"] = _failure(lambda: c.run(script, check=True, text=True))
+    return seen
+
+
+def test_subprocess_habits(runner):
+    seen = runner(check_subprocess_habits)
+    assert seen["run text"] == seen["c.run text"] == ("h\u00e9\n", "oops\n", 3)
+    assert seen["run encoding"] == "\u00e9"
+    assert seen["run errors"] == "\ufffd"
+    assert seen["run check ok"] == 0
+    assert seen["run check timeout"] is sb.Verdict.TIMEOUT
+    script = ["sh", "-c", "echo h\u00e9; echo oops >&2; exit 3"]
+    for key, out, err in (("run check", "h\u00e9\n".encode(), b"oops\n"),
+                          ("result check_returncode", "h\u00e9\n".encode(), b"oops\n"),
+                          ("c.run check", "h\u00e9\n", "oops\n")):
+        assert seen[key]["type"] == (True, True), key
+        assert seen[key]["fields"] == (3, script, out, out, err, sb.Verdict.EXITED), key
+        assert seen[key]["str"] == f"command {script!r} returned non-zero exit status 3", key
+
+
+def test_command_failed_pickles():
+    import pickle
+    err = sb.CommandFailed(("false",), 1, b"out", b"err", sb.Verdict.EXITED)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.argv, copy.returncode, copy.stdout, copy.stderr, copy.verdict) == \
+        (("false",), 1, b"out", b"err", sb.Verdict.EXITED)
+    assert str(copy) == str(err)
+
+
+def check_reprs() -> dict:
+    seen = {"result": repr(sb.run(["sh", "-c", "seq 1 100; kill -9 $$"])),
+            "text": repr(sb.run(["echo", "hi"], text=True))}
+    c = sb.Container()
+    seen["new"] = repr(c)
+    with c:
+        seen["running"] = (repr(c), c.id[:12], c.pid)
+    seen["closed"] = repr(c)
+    seen["image"] = repr(sb.Container(image="app:1"))
+    return seen
+
+
+def test_reprs(runner):
+    seen = runner(check_reprs)
+    assert re.fullmatch(r"<sandboxlib\.Result signaled exit_code=137 signal=SIGKILL argv=\['sh', '-c', "
+                        r"'seq 1 100; kill -9 \$\$'\] stdout=b'1\\n2\\n.*'\.\.\. \(292 bytes\) stderr=b'' "
+                        r"duration=\d+\.\d{3}>", seen["result"]), seen["result"]
+    assert re.fullmatch(r"<sandboxlib\.Result exited exit_code=0 argv=\['echo', 'hi'\] stdout='hi\\n' "
+                        r"stderr='' duration=\d+\.\d{3}>", seen["text"]), seen["text"]
+    text, short_id, pid = seen["running"]
+    assert text == f"<sandboxlib.Container {short_id} running pid={pid} host view>"
+    assert seen["new"] == f"<sandboxlib.Container {short_id} not started host view>"
+    assert seen["closed"] == f"<sandboxlib.Container {short_id} closed host view>"
+    assert re.fullmatch(r"<sandboxlib\.Container [0-9a-f]{12} not started image='app:1'>", seen["image"])

@@ -135,3 +135,34 @@ def test_commit_refuses_a_layer_that_could_never_run(runner, store_dir, busybox_
     refused, images, blobs_unchanged = runner(check_commit_of_an_image_that_cannot_run, store_dir, busybox_root)
     assert refused is not None and "writable layer" in refused and ".wh." in refused, refused
     assert images == [("bb:1",)] and blobs_unchanged
+
+
+def check_parents_and_directories(path, busybox_rootfs):
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    found = {}
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        try:
+            c.write_file("/app/new/x.txt", b"x")
+        except FileNotFoundError as err:
+            found["missing"] = (err.filename, "parents=True" in str(err))
+        c.write_file("/app/new/x.txt", "h\u00e9", parents=True)
+        c.write_file("/app/new/y.txt", b"y", parents=True)  # the directories exist now
+        c.run(["sh", "-c", "mkdir -p /home/u && chown 1000:1000 /home/u && chmod 700 /home/u"])
+        c.write_file("/home/u/a/b/z.txt", b"z", parents=True)  # under another user's 0700 directory
+        found["made"] = c.run(["sh", "-c", "cat /app/new/x.txt /app/new/y.txt /home/u/a/b/z.txt; "
+                                           "stat -c '%n %u %a' /app /app/new /home/u/a /home/u/a/b"]).stdout
+        for name in ("/app", "/"):
+            try:
+                c.read_file(name)
+            except IsADirectoryError as err:
+                found[f"read {name}"] = (err.filename, str(err))
+    return found
+
+
+def test_write_file_parents_and_read_file_of_a_directory(runner, store_dir, busybox_root):
+    found = runner(check_parents_and_directories, store_dir, busybox_root)
+    assert found["missing"] == ("/app/new/x.txt", True)
+    assert found["made"] == ("h\u00e9yz/app 0 755\n/app/new 0 755\n/home/u/a 0 755\n/home/u/a/b 0 755\n").encode()
+    assert found["read /app"] == ("/app", "[Errno 21] Is a directory: '/app'")
+    assert found["read /"] == ("/", "[Errno 21] Is a directory: '/'")

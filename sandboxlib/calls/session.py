@@ -14,9 +14,10 @@ import select
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from . import encoding, forkserver, framing
+from ..config import check_timeout
 from ..errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, RemoteError
 from ..results import verdict_of
 from ..rootfs.layout import HOST_SYSTEM_DIRS, interpreter_prefixes
@@ -343,6 +344,19 @@ class ServerSlot:
             return self.get().invoke(fn, args, kwargs, timeout=timeout, trust_result=trust_result)
 
 
+INVOKE_OPTIONS = ("timeout", "trust_result")
+
+
+def check_call_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """``call(fn, **kwargs)`` passes every keyword to ``fn``: refuse those
+    that look like ``invoke``'s options, whichever was meant."""
+    clash = [k for k in INVOKE_OPTIONS if k in kwargs]
+    if clash:
+        raise ConfigError(clash[0], f"call() passes its keywords to the function; for the call's "
+                                    f"{clash[0]}, use invoke(fn, args, kwargs, {clash[0]}=...); to pass "
+                                    f"{clash[0]}= to the function, use invoke(fn, args, {{{clash[0]!r}: ...}})")
+
+
 class Session:
     """A long-lived interpreter in a container: state (globals, imports) stays
     between calls.  ``exec(code)`` runs source as a notebook cell does."""
@@ -355,12 +369,15 @@ class Session:
         return self._server.alive
 
     def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` in the session's interpreter."""
+        """``fn(*args, **kwargs)`` in the session's interpreter (``timeout`` and
+        ``trust_result`` are refused: they are :meth:`invoke`'s options)."""
+        check_call_kwargs(kwargs)
         return self.invoke(fn, args, kwargs)
 
     def invoke(self, fn: Callable, args: tuple = (), kwargs: Optional[dict] = None, *,
                timeout: Optional[float] = None, trust_result: bool = False) -> Any:
         """As ``call``, with options.  A timeout kills the session (its state is lost)."""
+        timeout = check_timeout(timeout)
         return self._server.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
                                    trust_result=trust_result)
 
@@ -370,6 +387,7 @@ class Session:
         expression (or None).  Output is streamed to ``on_output`` or our stdout/stderr."""
         if not isinstance(source, str):
             raise ConfigError("source", f"expected a string, got {type(source).__name__}")
+        timeout = check_timeout(timeout)
         return self._server.invoke(source, (), {}, timeout=timeout, trust_result=False,
                                    on_output=on_output, what="exec")
 

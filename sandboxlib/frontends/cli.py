@@ -1,8 +1,9 @@
 """``sandboxlib`` command line (also ``python -m sandboxlib``).
 
-    sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [-v SRC:DST[:ro]]
+    sandboxlib [--version]
+    sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [--env-file FILE] [-v SRC:DST[:ro]]
                    [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
-                   [--network none|host] [--no-userns] [--timeout S]
+                   [--network none|host] [--no-userns] [--cap-add CAP] [--cap-drop CAP] [--timeout S]
                    [--security-opt seccomp=PROFILE.json|unconfined]
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
                    [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
@@ -12,19 +13,25 @@
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the
-command cannot be executed / was not found), as with ``docker run``.
+command cannot be executed / was not found), as with ``docker run``
+(``run --help`` lists them).  ``run echo hi`` without ``--`` takes ``echo``
+for an image: when there is none and ``echo`` is a command here, the error
+says to put it after ``--``.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shutil
 import sys
 from typing import List, Optional, Sequence
 
 from . import imagecli
 from ..api import run
 from ..config import RLIMITS, Limits, Mount, Network, WritableLayer
-from ..errors import CommandNotFoundError, ConfigError, SandboxError, SetupError
+from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
+from ..version import __version__
 from ..security import DEFAULT, Seccomp, SeccompOption
 from ..results import Verdict
 
@@ -43,6 +50,31 @@ def _env(items: Sequence[str]) -> dict:
         if not sep:
             raise ConfigError("--env", f"{item!r} is not NAME=VALUE")
         env[name] = value
+    return env
+
+
+def _env_file(paths: Sequence[str]) -> dict:
+    """``--env-file``: NAME=VALUE lines (``#`` comments and blank lines
+    skipped); a bare NAME takes this process's value if it has one, as
+    ``docker run --env-file``."""
+    env = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError("--env-file", f"{path!r}: {err}") from None
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, sep, value = line.partition("=")
+            if not name:
+                raise ConfigError("--env-file", f"{path}:{number}: {line!r} is not NAME=VALUE")
+            if sep:
+                env[name] = value
+            elif name in os.environ:
+                env[name] = os.environ[name]
     return env
 
 
@@ -111,20 +143,31 @@ def _number(text: str):
 
 # Configuration fields and the options that set them, for error messages.
 _OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
-            "rootfs": "--rootfs", "userns": "--no-userns", "network": "--network", "image": "IMAGE",
-            "argv": "CMD", "writable_layer_size": "--writable-layer-size",
+            "rootfs": "--rootfs", "userns": "--no-userns", "cap_add": "--cap-add", "cap_drop": "--cap-drop", "network": "--network", "image": "IMAGE",
+            "argv": "CMD", "timeout": "--timeout", "writable_layer_size": "--writable-layer-size",
             "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
             "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
             "limits.cpuset_cpus": "--cpuset-cpus", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
 
 
+RUN_EPILOG = f"""exit status: the command's (128+N when killed by signal N), or
+  {EXIT_TIMEOUT}  the --timeout expired (everything in the container was killed)
+  {EXIT_SETUP}  the container could not be set up (or an option is wrong)
+  {EXIT_CANNOT_EXEC}  the command cannot be executed
+  {EXIT_NOT_FOUND}  the command was not found"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sandboxlib", description="Run commands in Linux containers.")
+    parser.add_argument("--version", action="version", version=f"sandboxlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a command in a fresh container")
+    p = sub.add_parser("run", help="run a command in a fresh container", epilog=RUN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rootfs", help="host directory to use as the root (default: a read-only host view)")
     p.add_argument("--hostname")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="NAME=VALUE lines (a bare NAME: this environment's value); -e wins")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
@@ -132,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
     p.add_argument("--network", choices=[n.value for n in Network], default="none")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability to the default set (e.g. NET_RAW, ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability from the default set (e.g. CHOWN, ALL)")
     p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
     p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=PROFILE.json|unconfined",
                    help="a Docker seccomp profile instead of the default one, or none")
@@ -149,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writable-layer-size", metavar="SIZE", help="size limit of a tmpfs writable layer, e.g. 256M")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)  # its errors show its own usage
     return parser
 
 
@@ -163,13 +212,25 @@ def _run(args: argparse.Namespace) -> int:
         cmd = []
     if not cmd and image is None:
         raise ConfigError("CMD", "give the command to run after --, or an image")
+    try:
+        return _run_in_container(args, image, cmd)
+    except ImageNotFound as err:
+        if image is not None and err.reference == image and shutil.which(image):
+            raise ConfigError("image", f"no image {image!r} in the store, and {image!r} is a command on this "
+                                       f"host: to run it, put it after --: "
+                                       f"sandboxlib run [OPTIONS] -- {' '.join([image, *cmd])}") from None
+        raise
+
+
+def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[str]) -> int:
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     seccomp = _security_opts(args.security_opt)
     result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
-                 env=_env(args.env), mounts=mounts, read_only=args.read_only, user=args.user,
+                 env={**_env_file(args.env_file), **_env(args.env)}, mounts=mounts, read_only=args.read_only, user=args.user,
                  cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
                  seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store,
-                 writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size)
+                 writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size,
+                 cap_add=args.cap_add, cap_drop=args.cap_drop)
     if result.verdict not in (Verdict.EXITED, Verdict.SIGNALED, Verdict.TIMEOUT):
         print(f"sandboxlib: {_VERDICT_TEXT[result.verdict]}", file=sys.stderr)
     if result.timed_out:
@@ -179,7 +240,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # (the top-level parser would show its own usage)
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return imagecli.COMMANDS[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
@@ -190,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_CANNOT_EXEC if err.step == "EXEC" else EXIT_SETUP
     except ConfigError as err:
         option = _OPTIONS.get(err.field.split("[")[0], err.field)
-        print(f"sandboxlib: {option}: {err.message}", file=sys.stderr)
+        print(f"sandboxlib: {option}: {err.message}\nSee 'sandboxlib {args.command} --help'.", file=sys.stderr)
         return EXIT_SETUP
     except (SandboxError, OSError) as err:
         print(f"sandboxlib: {err}", file=sys.stderr)

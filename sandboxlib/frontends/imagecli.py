@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable, Dict
 
+from ..images import default_home
 from ..runtime import ImageStore
 
 __all__ = ["add_parsers", "COMMANDS"]
@@ -37,7 +39,10 @@ def add_parsers(sub) -> None:
 
 def _images(args: argparse.Namespace) -> int:
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "LAYERS", "SIZE")]
-    for image in ImageStore(args.store).list():
+    home = args.store or default_home()
+    # No store yet: nothing to list, and listing makes none (as root, /var/lib/sandboxlib).
+    images = ImageStore(home).list() if os.path.exists(os.path.join(home, "images", "oci-layout")) else []
+    for image in images:
         for ref in image.references or ("<none>:<none>",):
             name, _, tag = ref.rpartition(":")
             rows.append((name, tag, image.id[7:19], str(len(image.layers)), _size(image.size)))

@@ -70,7 +70,8 @@ class Image:
     size: int
 
     def __repr__(self) -> str:
-        return f"<Image {self.id[7:19]} {list(self.references)}>"
+        layers = f"{len(self.layers)} layer{'s' if len(self.layers) != 1 else ''}"
+        return f"<sandboxlib.Image {self.id[7:19]} {list(self.references)} {layers}, {self.size} bytes>"
 
 
 def load_json(data: bytes, source: str) -> dict:

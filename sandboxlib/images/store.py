@@ -232,7 +232,9 @@ class Store:
         return self.get(manifest_digest)
 
     def _set_names(self, entries: List[dict], digest: str, tags: List[str]) -> None:
-        """Move each tag to ``digest``; keep an untagged entry only when it has no tag."""
+        """Move each tag to ``digest``; keep an untagged entry only when it has no tag.
+        A tag the image has already is kept once (tagging is idempotent)."""
+        tags = list(dict.fromkeys(tags))
         entries[:] = [e for e in entries if (e.get("annotations") or {}).get(REF_ANNOTATION) not in tags
                       and not (e["digest"] == digest and not e.get("annotations"))]
         size = self.blobs.size(digest)
@@ -245,7 +247,8 @@ class Store:
             entries.pop()  # already tagged: no untagged entry needed
 
     def tag(self, source: str, target: str) -> Image:
-        """Point the ``name:tag`` ``target`` at the image ``source`` names."""
+        """Point the ``name:tag`` ``target`` at the image ``source`` names
+        (again: nothing changes)."""
         new = reference.parse(target, "target")
         if new.digest:
             raise ConfigError("target", f"{target!r}: a tag is name:tag, not a digest")

@@ -10,12 +10,13 @@ when the last user has left."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 from ..errors import ContainerStateError
 
-__all__ = ["SharedFd"]
+__all__ = ["SharedFd", "OwnedSocket"]
 
 T = TypeVar("T")
 
@@ -75,3 +76,19 @@ class SharedFd(Generic[T]):
             handle, self._handle = self._handle, None
         if handle is not None:
             self._release(handle)
+
+
+class OwnedSocket(socket.socket):
+    """A socket whose owner warns (``ResourceWarning``) when it was never
+    closed: collected in the owner's garbage cycle, perhaps before the
+    owner's own finalizer, it closes without a second warning of its own."""
+
+    __slots__ = ()
+
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> "OwnedSocket":
+        sock.__class__ = cls  # the same layout (no new slots): nothing is copied or reopened
+        return sock  # type: ignore[return-value]
+
+    def __del__(self) -> None:
+        self.close()

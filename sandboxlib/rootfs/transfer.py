@@ -8,8 +8,10 @@ never follow a symlink.  Nothing of the container is executed or loaded on
 the host."""
 from __future__ import annotations
 
+import errno
 import io
 import os
+import posixpath
 import stat
 import tarfile
 from typing import Tuple
@@ -17,7 +19,7 @@ from typing import Tuple
 from ..native.binding import open_in_root
 from ..images.unpack import DIR_FLAGS, IdPolicy, unpack_into
 
-__all__ = ["write_file", "read_file", "put_archive", "get_archive"]
+__all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive"]
 
 
 def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy) -> None:
@@ -33,9 +35,34 @@ def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy
         os.close(fd)
 
 
+def make_dirs(root_fd: int, path: str, policy: IdPolicy) -> None:
+    """``mkdir -p path``: the missing directories made mode 0755, owned by
+    the container's root; each parent is resolved inside the root again."""
+    current = "/"
+    for name in [part for part in path.split("/") if part]:
+        parent = open_in_root(root_fd, current, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass  # a directory (or not: the next open says so, naming it)
+        else:
+            made = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                if policy.privileged:
+                    os.fchown(made, *policy.owner(0, 0))
+                os.fchmod(made, 0o755)  # whatever our umask
+            finally:
+                os.close(made)
+        finally:
+            os.close(parent)
+        current = posixpath.join(current, name)
+
+
 def read_file(root_fd: int, path: str) -> bytes:
     fd = open_in_root(root_fd, path, os.O_RDONLY)
     try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):  # (read() would name the fd, not the path)
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read()
     finally:

@@ -25,7 +25,7 @@ from ..native.binding import Step
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
-    container_path, env_pairs)
+    check_timeout, container_path, data_bytes, env_pairs, text_codec)
 from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from ..native.failures import setup_error
 from ..native.host import probe_host
@@ -36,7 +36,7 @@ from ..posix.sharedfd import SharedFd
 from ..posix.signals import pidfd_kill_quietly
 from .launch import submit
 from .process import Process, result_of
-from ..results import Result
+from ..results import Result, decoded
 from ..rootfs.layout import layout
 from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
 from ..security.bpf import compile_policy
@@ -140,20 +140,32 @@ class BareContainer(ContainerLifecycle):
         except (ContainerStateError, OSError):
             pass  # the container is gone, and the process with it
 
-    def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: Optional[float] = None,
+    def run(self, argv: Sequence[str], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
             stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-            user: Optional[str] = None) -> Result:
+            user: Optional[str] = None, check: bool = False, text: bool = False,
+            encoding: Optional[str] = None, errors: Optional[str] = None) -> Result:
         """Run a command to completion and capture its output.
 
-        On ``timeout`` everything the command started is killed (its own
-        cgroup, sessions and daemons included; rootless without a delegated
-        cgroup: its process group) and the result says ``timed_out``."""
+        ``input`` (bytes, or a str: UTF-8) is fed to stdin.  ``timeout`` is
+        None or a positive number of seconds.  On ``timeout`` everything the
+        command started is killed (its own cgroup, sessions and daemons
+        included; rootless without a delegated cgroup: its process group) and
+        the result says ``timed_out``.  As ``subprocess.run``: ``text=True``
+        (or an ``encoding``/``errors``) decodes the output to str and encodes
+        a str ``input`` so; ``check=True`` raises :class:`CommandFailed` unless
+        it exited with 0 in time (``Result.check_returncode()``)."""
         return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
-                         env=env, cwd=cwd, user=user, main=False)
+                         env=env, cwd=cwd, user=user, main=False, check=check,
+                         text=text, encoding=encoding, errors=errors)
 
-    def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool) -> Result:
+    def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool,
+             check: bool = False, text: bool = False, encoding: Optional[str] = None,
+             errors: Optional[str] = None) -> Result:
+        timeout = check_timeout(timeout)
+        codec = text_codec(text, encoding, errors)
         if input is not None:
+            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
             stdin = PIPE
@@ -178,7 +190,12 @@ class BareContainer(ContainerLifecycle):
             except BaseException:
                 self._kill_after_timeout(proc, main)
                 raise
-        return result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
+        result = result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
+        if codec is not None:
+            result = decoded(result, *codec)
+        if check:
+            result.check_returncode()
+        return result
 
     def _counters(self) -> Tuple[int, int]:
         """(OOM kills, forks refused) in the container so far; (0, 0) without limits (or once closed)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
-from ..calls.session import ServerSlot, Session, check_modules
+from ..calls.session import ServerSlot, Session, check_call_kwargs, check_modules
 from ..cgroups.stats import ProcessInfo, Stats, list_processes, read_stats
-from ..config import ContainerConfig, config_of, takes_container_options
+from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
 from .commands import DEFAULT_PATH, BareContainer
 from .files import FileAccess
 from .subids import ImageStore
@@ -63,7 +63,12 @@ class Container(BareContainer, FileAccess):
 
     def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python
-        and return its value (or raise what it raised).  See :meth:`invoke`."""
+        and return its value (or raise what it raised).  See :meth:`invoke`.
+
+        The keywords ``timeout`` and ``trust_result`` are refused
+        (``ConfigError``): they are :meth:`invoke`'s options, and a call that
+        meant them would run without them."""
+        check_call_kwargs(kwargs)
         return self.invoke(fn, args, kwargs)
 
     def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
@@ -73,9 +78,11 @@ class Container(BareContainer, FileAccess):
         The value comes back only if it is a safe type (None, bool, int, float,
         complex, str, bytes, and list/tuple/dict/set/frozenset of them) unless
         ``trust_result=True`` (then it is unpickled: the sandbox can run code in
-        this process).  Raises the remote exception (a builtin type rebuilt, else
+        this process).  ``timeout``: None or a positive number of seconds.
+        Raises the remote exception (a builtin type rebuilt, else
         ``RemoteError``; ``remote_traceback`` attached), ``CallTimeout`` or ``CallCrashed``.
         """
+        timeout = check_timeout(timeout)
         self._check_running()
         return self._calls.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
                                   trust_result=trust_result)

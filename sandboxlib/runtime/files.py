@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Mapping, Optional
+import posixpath
+from typing import Mapping, Optional, Union
 
 from ..native import binding
 from ..rootfs import imageroot, transfer
-from ..config import container_path
-from ..errors import ContainerStateError
+from ..config import container_path, data_bytes
+from ..errors import ConfigError, ContainerStateError
 from ..images import Image
 from ..images.unpack import IdPolicy
 from .subids import SandboxSubIdFiles
@@ -55,12 +56,26 @@ class FileAccess:
             return IdPolicy(squash=(policy.shift, policy.shift)), binding.fs_ids(policy.shift, policy.shift)
         return policy, contextlib.nullcontext()
 
-    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
-        """Write ``data`` to the file ``path`` in the container (created
-        owned by its root, or truncated).  Symlinks resolve inside the root."""
-        policy, ids = self._writing()
-        self._transfer("write_file", transfer.write_file, path, bytes(data), mode, policy, ids=ids,
-                       data=bytes(data), mode=mode)
+    def write_file(self, path: str, data: Union[bytes, str], *, mode: int = 0o644,
+                   parents: bool = False) -> None:
+        """Write ``data`` (bytes, or a str: UTF-8) to the file ``path`` in the
+        container (created owned by its root, or truncated).  Symlinks resolve
+        inside the root.  ``parents=True`` first makes the missing directories
+        (``mkdir -p``: mode 0755, owned by the container's root)."""
+        data = data_bytes(data, "data")
+        path = container_path(path, "path")
+        if parents:
+            policy, ids = self._writing()
+            self._transfer("make_dirs", transfer.make_dirs, posixpath.dirname(path), policy, ids=ids)
+        policy, ids = self._writing()  # (ids: a context, used once)
+        try:
+            self._transfer("write_file", transfer.write_file, path, data, mode, policy, ids=ids,
+                           data=data, mode=mode)
+        except FileNotFoundError as err:
+            if parents:
+                raise
+            raise FileNotFoundError(err.errno, f"{err.strerror} (a missing directory? parents=True makes "
+                                               f"it)", path) from None
 
     def read_file(self, path: str) -> bytes:
         """The contents of the file ``path`` in the container."""
@@ -69,8 +84,12 @@ class FileAccess:
     def put_archive(self, path: str, data: bytes) -> None:
         """Unpack the tar ``data`` into the directory ``path`` in the container
         (hostile names are refused with ImageFormatError, as for layers)."""
+        if isinstance(data, str):  # a file name, most likely: never guessed
+            raise ConfigError("data", f"expected the tar archive's bytes, got a str ({data[:40]!r}); "
+                                      f"for a file, pass pathlib.Path(name).read_bytes()")
+        data = data_bytes(data, "data")
         policy, ids = self._writing()
-        self._transfer("put_archive", transfer.put_archive, path, bytes(data), policy, ids=ids, data=bytes(data))
+        self._transfer("put_archive", transfer.put_archive, path, data, policy, ids=ids, data=data)
 
     def get_archive(self, path: str) -> bytes:
         """A tar of ``path`` in the container (named by its last component),

@@ -35,7 +35,7 @@ from ..native.host import probe_host
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..posix.interrupts import sigint_deferred
-from ..posix.sharedfd import SharedFd
+from ..posix.sharedfd import OwnedSocket, SharedFd
 from ..posix.io import close_quietly, read_all, shutdown_quietly
 from ..posix.signals import pidfd_kill_quietly
 from .launch import submit
@@ -91,6 +91,12 @@ class ContainerLifecycle:
         self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
 
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"
+        root = (f"image={self.config.image!r}" if self.config.image else
+                f"rootfs={self.config.rootfs!r}" if self.config.rootfs else "host view")
+        return f"<sandboxlib.{type(self).__name__} {self.id[:12]} {state} {root}>"
 
     @property
     def pid(self) -> Optional[int]:
@@ -240,6 +246,7 @@ class ContainerLifecycle:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(close_quietly, err_r)
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control = OwnedSocket.adopt(control)  # __del__ warns once, for the container
         self._control = control
         self._channel = SharedFd(control, socket.socket.close, "the container is not running")
         push(self._channel.close)

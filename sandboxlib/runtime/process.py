@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import attrs
 
 from ..native import protocol
+from ..config import check_timeout, data_bytes
 from ..errors import ContainerStateError, TimeoutExpired
 from ..posix.io import shutdown_quietly
 from ..posix.sharedfd import SharedFd
@@ -166,7 +167,9 @@ class Process:
         return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> int:
-        """Wait for the exit; raises TimeoutExpired (the process keeps running)."""
+        """Wait for the exit; raises TimeoutExpired (the process keeps running).
+        ``timeout``: None, or seconds (0 polls)."""
+        timeout = check_timeout(timeout, zero=True)
         if not self._take_reply(timeout):
             assert timeout is not None  # without one, _take_reply waits for the reply
             raise TimeoutExpired(self.args, timeout)
@@ -209,8 +212,12 @@ class Process:
         """Feed input, read stdout and stderr to EOF, wait for the exit.
 
         Raises TimeoutExpired with what was read so far; calling again
-        goes on where it stopped."""
+        goes on where it stopped.  ``input``: bytes, or a str (UTF-8);
+        ``timeout``: None, or seconds (0 polls)."""
         self._check_owner()
+        timeout = check_timeout(timeout, zero=True)
+        if input is not None:
+            input = data_bytes(input, "input")
         deadline = None if timeout is None else time.monotonic() + timeout
         sel = selectors.PollSelector()  # a few fds, once: poll() beats creating an epoll fd
         with sel, contextlib.ExitStack() as uses:

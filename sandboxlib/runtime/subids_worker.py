@@ -141,6 +141,8 @@ def transfer(library: str) -> None:
     op, path = args["op"], args["path"]
     if op == "write_file":
         t.write_file(root_fd, path, data, args["mode"], policy)
+    elif op == "make_dirs":
+        t.make_dirs(root_fd, path, policy)
     elif op == "put_archive":
         t.put_archive(root_fd, path, data, policy)
     else:
