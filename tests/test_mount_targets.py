@@ -1,6 +1,6 @@
 """User mounts whose target leads, through a symlink in the container's root,
 onto the container's kernel file systems (/proc, /sys, /dev/pts) or onto
-/dev itself.  ``config.py`` refuses those paths as written, but cannot see a
+/dev itself.  ``config/mounts.py`` refuses those paths as written, but cannot see a
 symlink in a rootfs directory or an image (``/data -> /proc``): the child
 checks where the target resolves and refuses it (EXDEV, a ``SetupError``
 naming the mount and its config field), before it creates anything there."""

@@ -139,7 +139,7 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
     for i, mount in enumerate(config.mounts):
         field = f"mounts[{i}]"
         # USER: the child refuses a target that a symlink in the root leads
-        # onto /proc, /sys, /dev/pts or /dev (config.py sees only the path).
+        # onto /proc, /sys, /dev/pts or /dev (config/mounts.py sees only the path).
         ro = F.USER | (F.RDONLY if mount.read_only else F(0))
         if mount.kind is MountKind.BIND:
             is_file = not os.path.isdir(mount.source)

@@ -1,0 +1,222 @@
+"""``ContainerConfig``: every option of a container, declared once (``run()`` and ``Container()``
+take theirs from it)."""
+from __future__ import annotations
+
+import enum
+import inspect
+import os
+import typing
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+
+import attrs
+
+from ..errors import ConfigError
+from ..security.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, normalize_capability
+from ..security.seccomp import DEFAULT, Seccomp, seccomp_option
+from .limits import Limits
+from .mounts import IdMapping, Mount
+from .values import (
+    _HOSTNAME,
+    _str_tuple,
+    check_env,
+    check_kernel_dirs,
+    check_text,
+    container_path,
+    env_pairs,
+    tmpfs_size,
+)
+
+__all__ = ["WritableLayer", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]
+
+class WritableLayer(enum.Enum):
+    """Where an image root's writes go: a directory of the image store
+    (``HOME/containers/ID``, the default, as Docker's), or a tmpfs of the
+    container's own (counted against memory).  Either is gone with the container."""
+
+    DISK = "disk"
+    TMPFS = "tmpfs"
+
+
+def _writable_layer(value: Union[WritableLayer, str]) -> WritableLayer:
+    try:
+        return WritableLayer(value)
+    except ValueError:
+        raise ConfigError("writable_layer", f"{value!r} is not one of {[w.value for w in WritableLayer]}") from None
+
+
+class Network(enum.Enum):
+    """``NONE``: a private network namespace with only ``lo`` up.  ``HOST``: the host's."""
+
+    NONE = "none"
+    HOST = "host"
+
+
+def _tuple_of_mounts(value: Sequence[Mount]) -> Tuple[Mount, ...]:
+    return tuple(value)
+
+
+# The converters of ContainerConfig's fields.  Their annotated parameter is
+# what ``ContainerConfig(...)``, ``Container(...)`` and ``run(...)`` accept.
+def _host_path(value: Union[str, os.PathLike, None]) -> Optional[str]:
+    return None if value is None else os.fspath(value)
+
+
+def _cwd(value: Optional[str]) -> Optional[str]:
+    return None if value is None else container_path(value, "cwd")
+
+
+def _limits(value: Optional[Limits]) -> Limits:
+    return Limits() if value is None else value
+
+
+def _id_maps(value: Optional[Sequence[IdMapping]]) -> Optional[Tuple[IdMapping, ...]]:
+    return None if value is None else tuple(value)
+
+
+def network_option(value: Union[Network, str]) -> Network:
+    """``network=`` of ``run``, ``Container``, ``Pool`` and ``sandboxed``: a
+    :class:`Network` or its value (``"none"``, ``"host"``)."""
+    try:
+        return Network(value)
+    except ValueError:
+        hint = f" ({'host' if value else 'none'!r} for {value!r})" if isinstance(value, bool) else ""
+        raise ConfigError("network", f"expected one of {[n.value for n in Network]} or a Network, "
+                                     f"got {value!r}{hint}") from None
+
+
+def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
+    return None if value is None else tmpfs_size(value, "writable_layer_size")
+
+
+@attrs.frozen(kw_only=True, cache_hash=True)
+class ContainerConfig:
+    """Everything that describes one container.
+
+    Attributes:
+        rootfs: a host directory to use as the root, or None for the host view
+            (the host's system directories read-only, fresh /tmp and /run).
+        read_only: make the root read-only.
+        hostname: the UTS hostname (default: the first 12 hex digits of the id).
+        env: environment added to every command (besides PATH, HOME, TERM defaults).
+        mounts: bind and tmpfs mounts, applied after the root (parents first).
+        user: ``"uid[:gid]"`` or ``"name[:group]"`` resolved in the container's /etc/passwd.
+        cwd: the default working directory of commands (default: the image's
+            WorkingDir, else ``/``).
+        image: an image reference (``name:tag``, ``name@sha256:...``, an id) in
+            ``image_store``: the root is an overlay of its layers with a
+            writable layer of the container's own, gone with the container.
+        image_store: the store's directory (default: ``images.default_home()``).
+        writable_layer: where the container's writes go: ``WritableLayer.DISK``
+            (default: ``containers/ID/upper`` in the store; a read-only root
+            gets none) or ``WritableLayer.TMPFS`` (``"tmpfs"``: in memory).
+        writable_layer_size: the tmpfs writable layer's size limit (bytes or
+            ``"64M"``; default: the kernel's, half of the memory); only with
+            ``writable_layer="tmpfs"``.
+        limits: per-process rlimits and the container's cgroup limits.
+        userns: run in a user namespace (always when not root; default True as root too).
+        uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
+        network: ``Network.NONE`` (loopback only) or ``Network.HOST``.
+        cap_add, cap_drop: capability names added to or dropped from the default set.
+        seccomp: the syscall filter of every command: a :class:`Seccomp` policy
+            (default: Docker's default profile, ``Seccomp.default()``), or None
+            for none.
+    """
+
+    rootfs: Optional[str] = attrs.field(default=None, converter=_host_path)
+    read_only: bool = False
+    hostname: Optional[str] = None
+    env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
+    mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
+    user: Optional[str] = None
+    cwd: Optional[str] = attrs.field(default=None, converter=_cwd)
+    limits: Limits = attrs.field(default=None, converter=_limits)
+    userns: bool = True
+    uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
+    gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
+    network: Network = attrs.field(default=Network.NONE, converter=network_option)
+    cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)  # type: ignore[assignment]
+    image: Optional[str] = None
+    image_store: Optional[str] = attrs.field(default=None, converter=_host_path)
+    writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
+    writable_layer_size: Optional[int] = attrs.field(default=None, converter=_writable_layer_size)
+
+    def __attrs_post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field and host checks; raises ConfigError naming the field."""
+        if self.rootfs is not None:
+            check_text(self.rootfs, "rootfs")
+            if not os.path.isdir(self.rootfs):
+                raise ConfigError("rootfs", f"{self.rootfs!r} is not a directory on the host")
+            check_kernel_dirs(self.rootfs, "rootfs")
+        if self.hostname is not None:
+            check_text(self.hostname, "hostname")
+            if len(self.hostname) > 64 or not _HOSTNAME.match(self.hostname):
+                raise ConfigError("hostname", f"{self.hostname!r} is not a valid hostname (RFC 1123, at most 64 characters)")
+        check_env(self.env)
+        for i, mount in enumerate(self.mounts):
+            if not isinstance(mount, Mount):
+                raise ConfigError(f"mounts[{i}]", f"expected a Mount, got {type(mount).__name__}")
+            mount.check(f"mounts[{i}]")
+        if self.user is not None:
+            check_text(self.user if isinstance(self.user, str) else str(self.user), "user")
+        if not isinstance(self.limits, Limits):
+            raise ConfigError("limits", f"expected a Limits, got {type(self.limits).__name__}")
+        if self.image is not None:
+            check_text(self.image, "image")
+            if self.rootfs is not None:
+                raise ConfigError("image", "give either rootfs or image, not both")
+        if self.writable_layer_size is not None and self.writable_layer is not WritableLayer.TMPFS:
+            raise ConfigError("writable_layer_size", "only a tmpfs writable layer has a size limit "
+                                                     "(writable_layer='tmpfs', --writable-layer tmpfs)")
+        self.capabilities()
+
+    def capabilities(self) -> frozenset:
+        """The capability set commands get (names without ``CAP_``)."""
+        add = {normalize_capability(c, "cap_add") for c in self.cap_add}
+        drop = {normalize_capability(c, "cap_drop") for c in self.cap_drop}
+        if "ALL" in drop:
+            return frozenset(add - {"ALL"})
+        base = set(DEFAULT_CAPABILITIES) | add
+        if "ALL" in add:
+            base = set(ALL_CAPABILITIES)
+        return frozenset(base - drop)
+
+    @property
+    def environment(self) -> dict:
+        return dict(self.env)
+
+
+def takes_container_options(func: Callable) -> Callable:
+    """Give ``func(..., **options)`` the options of :class:`ContainerConfig`
+    as keyword-only parameters of its signature, with their types and
+    defaults: the config class is the one definition of the options of
+    ``Container()`` and ``run()`` (``func`` builds its config with
+    :func:`config_of`)."""
+    own = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    options = [p.replace(annotation=_accepted_type(p.name)) for p in inspect.signature(ContainerConfig).parameters.values()]
+    func.__signature__ = inspect.signature(func).replace(parameters=own + options)  # type: ignore[attr-defined]
+    func.__annotations__ = {**typing.get_type_hints(func), **{p.name: p.annotation for p in options}}
+    return func
+
+
+def _accepted_type(name: str) -> Any:
+    """What the option ``name`` accepts: its converter's parameter type (resolved where the converter
+    is defined), else the field's type."""
+    converter: Any = attrs.fields_dict(ContainerConfig)[name].converter  # a plain function here
+    if converter is not None:
+        hints = typing.get_type_hints(converter)
+        return hints[next(iter(inspect.signature(converter).parameters))]
+    return typing.get_type_hints(ContainerConfig)[name]
+
+
+def config_of(config: Optional[ContainerConfig], options: Mapping[str, Any]) -> ContainerConfig:
+    """``config``, or one made of the options; not both."""
+    if config is None:
+        return ContainerConfig(**options)
+    if options:
+        raise ConfigError(sorted(options)[0], "give either a ContainerConfig or options, not both")
+    return config
