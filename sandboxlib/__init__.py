@@ -8,8 +8,8 @@ from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
 from .runtime import Container, ImageStore, Process
 from .errors import (CallCrashed, CallError, CallTimeout, CommandNotFoundError, ConfigError, ContainerStateError,
-    DigestMismatch, ImageFormatError, ImageNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired,
-    UnsupportedError)
+    DigestMismatch, ImageFormatError, ImageNotFound, RegistryAuthError, RegistryDataError, RegistryError,
+    RegistryNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
 from .images import Image
 from .results import Result, Verdict
 from .security import Seccomp
@@ -21,7 +21,8 @@ __all__ = [
     "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError",
     "ConfigError", "UnsupportedError", "SetupError", "CommandNotFoundError", "TimeoutExpired",
     "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
-    "DigestMismatch", "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
+    "DigestMismatch", "RegistryError", "RegistryAuthError", "RegistryNotFound", "RegistryDataError",
+    "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
 ]
 __version__ = "0.1.0"
 
