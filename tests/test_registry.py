@@ -19,6 +19,7 @@ import sandboxlib as sb
 from sandboxlib.errors import ConfigError, RegistryDataError, RegistryError, RegistryNotFound
 from sandboxlib.registry import Phase, resolve
 
+from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers, write_dir_image
 from .registryd import FaultProxy, Registry
 
@@ -240,3 +241,27 @@ def test_unreachable_registry(tmp_path):
     with pytest.raises(RegistryError) as err:
         sb.ImageStore(str(tmp_path / "store")).pull(f"127.0.0.1:{free_port()}/a:1")
     assert err.value.status is None and "ConnectError" in str(err.value)
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_cli_push_and_pull(registry, pushed, tmp_path, busybox_root):
+    ref, digest = pushed
+    store = str(tmp_path / "store")
+    quiet = sandboxlib_cli("pull", "-q", "--store", store, ref, text=True)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, digest + "\n", "")
+    again = sandboxlib_cli("pull", "--store", store, ref, text=True)  # present: nothing fetched, no layer lines
+    assert again.stdout.splitlines() == [f"Digest: {ref.rsplit(':', 1)[0]}@{digest}", f"Pulled: {ref}"]
+    fresh = sandboxlib_cli("pull", "--store", str(tmp_path / "fresh"), ref, text=True)
+    lines = fresh.stdout.splitlines()
+    assert fresh.returncode == 0 and lines[-1] == f"Pulled: {ref}" and f"{_short_layers(ref)[0]}: done" in lines
+    moved = f"{registry.host}/team/copy:2"
+    pushed_out = sandboxlib_cli("push", "-q", "--store", store, ref, moved, text=True)
+    assert (pushed_out.returncode, pushed_out.stdout) == (0, digest + "\n")
+    missing = sandboxlib_cli("pull", "--store", store, f"{registry.host}/team/nothing:1", text=True)
+    assert missing.returncode != 0 and "(HTTP 404)" in missing.stderr and "team/nothing" in missing.stderr
+
+
+def _short_layers(ref: str) -> list:
+    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return [layer["digest"][7:19] for layer in json.loads(out)["layers"]]
