@@ -7,9 +7,9 @@
 from .api import run, sandboxed
 from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
 from .runtime import Container, ImageStore, Process
-from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, CommandNotFoundError, ConfigError, ContainerStateError,
-    DigestMismatch, ImageFormatError, ImageNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired,
-    UnsupportedError)
+from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, CommandNotFoundError, ConfigError,
+    ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryAuthError, RegistryDataError,
+    RegistryError, RegistryNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
 from .images import Image
 from .results import Result, Verdict
 from .security import Seccomp
@@ -23,7 +23,8 @@ __all__ = [
     "ConfigError", "UnsupportedError", "SetupError", "CommandNotFoundError", "TimeoutExpired",
     "CommandFailed",
     "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
-    "DigestMismatch", "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
+    "DigestMismatch", "RegistryError", "RegistryAuthError", "RegistryNotFound", "RegistryDataError",
+    "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
 ]
 
 

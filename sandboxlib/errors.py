@@ -19,6 +19,10 @@ __all__ = [
     "ImageNotFound",
     "ImageFormatError",
     "DigestMismatch",
+    "RegistryError",
+    "RegistryAuthError",
+    "RegistryNotFound",
+    "RegistryDataError",
     "CallError",
     "RemoteError",
     "CallTimeout",
@@ -210,6 +214,43 @@ class DigestMismatch(ImageFormatError):
         self.args = (source, expected, actual)
         self.expected = expected
         self.actual = actual
+
+
+class RegistryError(SandboxError):
+    """A registry could not be reached, refused a request, or answered what the
+    distribution API does not allow.  Never carries credentials.
+
+    Attributes:
+        registry: the registry's host (``docker.io``, ``localhost:5000``).
+        repository: the repository (``library/alpine``), or "" for the registry itself.
+        status: the HTTP status of the answer at fault, or None when there was none.
+        detail: what went wrong.
+    """
+
+    def __init__(self, registry: str, repository: str, status: Optional[int], detail: str) -> None:
+        super().__init__(registry, repository, status, detail)
+        self.registry = registry
+        self.repository = repository
+        self.status = status
+        self.detail = detail
+
+    def __str__(self) -> str:
+        where = f"{self.registry}/{self.repository}" if self.repository else self.registry
+        status = f" (HTTP {self.status})" if self.status is not None else ""
+        return f"registry {where}{status}: {self.detail}"
+
+
+class RegistryAuthError(RegistryError):
+    """The registry wants credentials we do not have, or refused the ones given (401, 403)."""
+
+
+class RegistryNotFound(RegistryError, LookupError):
+    """The registry has no such repository, tag, manifest or blob (404)."""
+
+
+class RegistryDataError(RegistryError):
+    """What the registry sent is not what it said: a digest or size mismatch, a
+    truncated transfer, an oversized or unsupported manifest."""
 
 
 class CallError(SandboxError):

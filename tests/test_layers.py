@@ -29,7 +29,7 @@ LAYERS = {
     "security": 2,
     "config": 3,
     "cgroups": 4, "images": 4,
-    "rootfs": 5,
+    "rootfs": 5, "registry": 5,
     "calls": 6,
     "runtime": 7,
     "api": 8,
@@ -210,7 +210,7 @@ PUBLIC = {
     "Seccomp.allow": sb.Seccomp.allow,
     **{f"ImageStore.{name}": getattr(sb.ImageStore, name)
        for name in ("__init__", "list", "get", "tag", "remove", "prune", "load", "import_rootfs",
-                    "from_directory", "save", "unpacked", "volume", "volumes", "remove_volume")},
+                    "from_directory", "save", "unpacked", "volume", "volumes", "remove_volume", "pull", "push")},
     **{f"Container.{name}": getattr(Container, name)
        for name in ("write_file", "read_file", "put_archive", "get_archive", "commit")},
     "Mount.volume": Mount.volume,

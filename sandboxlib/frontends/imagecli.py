@@ -1,5 +1,5 @@
 """The image commands of the command line: ``images``, ``load``, ``save``,
-``import``, ``rmi`` (``run IMAGE`` is in ``cli``)."""
+``import``, ``rmi``, ``pull``, ``push`` (``run IMAGE`` is in ``cli``)."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,16 @@ def add_parsers(sub) -> None:
     add_store_option(p)
     p = sub.add_parser("rmi", help="remove images (by name:tag, digest or id)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_store_option(p)
+    p = sub.add_parser("pull", help="pull an image from a registry (alpine = docker.io/library/alpine:latest)")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--platform", metavar="OS/ARCH", help="of a multi-platform image (default: this host's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print the image's digest only")
+    add_store_option(p)
+    p = sub.add_parser("push", help="push an image to a registry")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dest", nargs="?", metavar="DEST", help="where to (default: SRC's own name)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print the manifest digest only")
     add_store_option(p)
 
 
@@ -85,5 +95,29 @@ def _rmi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull(args: argparse.Namespace) -> int:
+    seen: Dict[str, str] = {}
+
+    def report(event) -> None:  # one plain line per layer and phase (not per chunk)
+        phase = event.phase.value
+        if seen.get(event.digest) != phase:
+            seen[event.digest] = phase
+            print(f"{event.digest[7:19]}: {phase}", flush=True)
+
+    image = ImageStore(args.store).pull(args.ref, platform=args.platform, progress=None if args.quiet else report)
+    if args.quiet:
+        print(image.digest)
+    else:
+        print(f"Digest: {image.repo_digests[0] if image.repo_digests else image.digest}")
+        print(f"Pulled: {image.references[0] if image.references else image.digest}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    digest = ImageStore(args.store).push(args.src, args.dest)
+    print(digest if args.quiet else f"{args.dest or args.src}: digest: {digest}")
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
-    "images": _images, "load": _load, "save": _save, "import": _import, "rmi": _rmi}
+    "images": _images, "load": _load, "save": _save, "import": _import, "rmi": _rmi, "pull": _pull, "push": _push}

@@ -30,7 +30,8 @@ from .sources import open_source, read_json_bytes
 from .store import Store
 from .unpack import IdPolicy
 
-__all__ = ["load", "import_rootfs", "from_directory"]
+__all__ = ["load", "import_rootfs", "from_directory", "transaction", "store_layer", "check_layer",
+           "write_manifest_raw"]
 
 LAYER_MEDIA = {"none": "application/vnd.oci.image.layer.v1.tar",
                "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -39,7 +40,7 @@ NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.na
 
 
 @contextlib.contextmanager
-def _transaction(store: Store):
+def transaction(store: Store):
     """Blobs written inside are collected again if the import fails."""
     try:
         with store.writing():
@@ -99,14 +100,21 @@ def store_layer(store: Store, stream: BinaryIO, *, digest: Optional[str], size: 
     """Store a layer blob, verify digest and diff_id, and that it unpacks
     within the store's limits; returns (digest, size, media type, diff_id)."""
     digest, size = store.blobs.put_stream(stream, digest, size=size, source=source)
+    return (digest, size) + check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+
+
+def check_layer(store: Store, digest: str, *, media_type: Optional[str], diff_id: Optional[str],
+                source: str) -> Tuple[str, str]:
+    """Check that a layer blob in the store matches ``diff_id`` and unpacks
+    within the store's limits; returns (media type, diff_id)."""
     check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
-    with open(store.blobs.path(digest), "rb") as f:
+    with open(store.blobs.path(digest), "rb") as f, _Wrap(source):
         kind = LAYER_TYPES[media_type] if media_type else sniff(f.read(4))
         f.seek(0)
         actual = diff_id_of(f, kind, check, source)
     if diff_id is not None and actual != diff_id:
         raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
-    return digest, size, media_type or LAYER_MEDIA[kind], actual
+    return media_type or LAYER_MEDIA[kind], actual
 
 
 # -- OCI layouts ------------------------------------------------------------------------
@@ -216,11 +224,11 @@ def _load_docker(store: Store, source) -> list:
             with source.open(str(name)) as f:
                 layers.append(store_layer(store, f, digest=None, size=None, media_type=None,
                                           diff_id=diff_id, source=f"{source.label} layer {name}")[:3])
-        images.append((_write_manifest_raw(store, config_data, layers), list(entry.get("RepoTags") or [])))
+        images.append((write_manifest_raw(store, config_data, layers), list(entry.get("RepoTags") or [])))
     return images
 
 
-def _write_manifest_raw(store: Store, config_data: bytes, layers) -> str:
+def write_manifest_raw(store: Store, config_data: bytes, layers) -> str:
     """A manifest for a config kept byte for byte (so the image id stays Docker's)."""
     config_digest = store.blobs.put_bytes(config_data)
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -247,7 +255,7 @@ def load(store: Store, path: str) -> list:
     """Import every image of an archive or layout; returns the Images."""
     source = open_source(path)
     try:
-        with _transaction(store), _Wrap(path):
+        with transaction(store), _Wrap(path):
             if source.exists("index.json") and source.exists("oci-layout"):
                 found = _load_oci(store, source, _docker_names(source))
             elif source.exists("manifest.json"):
@@ -263,7 +271,7 @@ def load(store: Store, path: str) -> list:
 def import_rootfs(store: Store, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
     """One image of one layer: a root file system tarball (plain, gzip or zstd)."""
     names = (str(reference.parse(ref, "ref")),) if ref else ()
-    with _transaction(store), open(tar_path, "rb") as f:
+    with transaction(store), open(tar_path, "rb") as f:
         layer = store_layer(store, f, digest=None, size=None, media_type=None, diff_id=None, source=tar_path)
         manifest = write_manifest(store, new_config([layer[3]], config), [layer[:3]])
         return store.add(manifest, names)
@@ -275,7 +283,7 @@ def from_directory(store: Store, path: str, ref: Optional[str], config: Optional
     if not os.path.isdir(path):
         raise NotADirectoryError(20, "Not a directory", path)
     names = (str(reference.parse(ref, "ref")),) if ref else ()
-    with _transaction(store):
+    with transaction(store):
         with tempfile.TemporaryFile(dir=store.tmp) as f:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 tar.add(path, arcname=".", filter=_owner_filter())

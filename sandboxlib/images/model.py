@@ -57,6 +57,8 @@ class Image:
             ``Env``, ``WorkingDir``, ``User``, ...), as in its config blob.
         architecture, os, created: from the config blob.
         size: the bytes of its blobs (manifest, config, layers).
+        repo_digests: ``name@sha256:...`` of the registry manifests (or indexes)
+            it was pulled from or pushed to, as Docker's ``RepoDigests``.
     """
 
     digest: str
@@ -68,6 +70,7 @@ class Image:
     os: str
     created: Optional[str]
     size: int
+    repo_digests: Tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         layers = f"{len(self.layers)} layer{'s' if len(self.layers) != 1 else ''}"

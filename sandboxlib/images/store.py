@@ -42,6 +42,7 @@ __all__ = ["Store", "SubIdFiles", "default_home", "PruneReport"]
 DEFAULT_LAYER_LIMITS = LayerLimits()  # frozen: one instance serves as every default
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+REPO_DIGEST_ANNOTATION = "io.sandboxlib.image.repo-digest"  # an entry per RepoDigest (name@sha256:...)
 ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
 
 
@@ -163,7 +164,7 @@ class Store:
             yield self.blobs
 
     # -- reading -----------------------------------------------------------------
-    def _image(self, manifest_digest: str, names: Tuple[str, ...]) -> Image:
+    def _image(self, manifest_digest: str, names: Tuple[str, ...], repo_digests: Tuple[str, ...] = ()) -> Image:
         source = f"manifest {manifest_digest}"
         (config_digest, _), layers = parse_manifest(self.blobs.read(manifest_digest), source)
         config = parse_config(self.blobs.read(config_digest), f"config {config_digest}")
@@ -175,7 +176,7 @@ class Store:
                      layers=tuple(Layer(digest=d, diff_id=i, size=s, media_type=t)
                                   for (d, s, t), i in zip(layers, diff_ids)),
                      config=dict(config.get("config") or {}), architecture=config.get("architecture", ""),
-                     os=config.get("os", ""), created=config.get("created"), size=size)
+                     os=config.get("os", ""), created=config.get("created"), size=size, repo_digests=repo_digests)
 
     def _names_by_digest(self, entries: List[dict]) -> Dict[str, List[str]]:
         found: Dict[str, List[str]] = {}
@@ -186,16 +187,24 @@ class Store:
                 found[entry["digest"]].append(name)
         return found
 
+    @staticmethod
+    def _repo_digests(entries: List[dict], digest: str) -> Tuple[str, ...]:
+        found = ((e.get("annotations") or {}).get(REPO_DIGEST_ANNOTATION) for e in entries if e["digest"] == digest)
+        return tuple(r for r in found if r)
+
     def list(self) -> List[Image]:
         """Every image in the store (tagged or not), in index order."""
-        return [self._image(d, tuple(names)) for d, names in self._names_by_digest(self._read_index()).items()]
+        entries = self._read_index()
+        return [self._image(d, tuple(names), self._repo_digests(entries, d))
+                for d, names in self._names_by_digest(entries).items()]
 
     def get(self, ref: str) -> Image:
         """The image a reference names: ``name:tag``, ``name@sha256:...``, a
         manifest digest or an image id (config digest).  Raises ImageNotFound."""
-        digest = self._resolve(ref, self._read_index())
-        names = self._names_by_digest(self._read_index()).get(digest, [])
-        return self._image(digest, tuple(names))
+        entries = self._read_index()
+        digest = self._resolve(ref, entries)
+        names = self._names_by_digest(entries).get(digest, [])
+        return self._image(digest, tuple(names), self._repo_digests(entries, digest))
 
     def _resolve(self, ref: str, entries: List[dict]) -> str:
         parsed = reference.parse(ref)
@@ -208,6 +217,9 @@ class Store:
                     if parse_manifest(self.blobs.read(digest), digest)[0][0] == parsed.digest:
                         return digest
         elif parsed.digest:
+            for entry in entries:  # a RepoDigest (the digest may be a registry's index)
+                if (entry.get("annotations") or {}).get(REPO_DIGEST_ANNOTATION) == str(parsed):
+                    return entry["digest"]
             if any(n.rpartition(":")[0] == parsed.name for n in by_digest.get(parsed.digest, [])):
                 return parsed.digest
         else:
@@ -217,9 +229,10 @@ class Store:
         raise ImageNotFound(ref)
 
     # -- writing -----------------------------------------------------------------
-    def add(self, manifest_digest: str, names: Tuple[str, ...] = ()) -> Image:
+    def add(self, manifest_digest: str, names: Tuple[str, ...] = (), repo_digests: Tuple[str, ...] = ()) -> Image:
         """Reference a manifest already in the blobs (inside ``writing()``):
-        checks that everything it names is present, then points ``names`` at it."""
+        checks that everything it names is present, then points ``names`` at
+        it and records ``repo_digests`` (``name@sha256:...``) for it."""
         image = self._image(manifest_digest, ())
         for layer in image.layers:
             if not self.blobs.has(layer.digest):
@@ -227,7 +240,11 @@ class Store:
         tags = list(dict.fromkeys(str(reference.parse(n, "names")) for n in names))
         if any(reference.parse(t).digest for t in tags):
             raise ConfigError("names", "an image is named by name:tag, not by a digest")
+        repos = [str(reference.parse(r, "repo_digests")) for r in repo_digests]
         with self._index() as entries:
+            entries[:] = [e for e in entries if (e.get("annotations") or {}).get(REPO_DIGEST_ANNOTATION) not in repos]
+            entries.extend({"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": self.blobs.size(
+                manifest_digest), "annotations": {REPO_DIGEST_ANNOTATION: r}} for r in repos)
             self._set_names(entries, manifest_digest, tags)
         return self.get(manifest_digest)
 
@@ -245,6 +262,10 @@ class Store:
             entries.append(entry)
         if not tags and any(e["digest"] == digest and e.get("annotations") for e in entries):
             entries.pop()  # already tagged: no untagged entry needed
+
+    @staticmethod
+    def _tag_of(entry: dict) -> Optional[str]:
+        return (entry.get("annotations") or {}).get(REF_ANNOTATION)
 
     def tag(self, source: str, target: str) -> Image:
         """Point the ``name:tag`` ``target`` at the image ``source`` names
@@ -269,6 +290,8 @@ class Store:
             else:
                 gone = [e for e in entries if e["digest"] == digest]
             entries[:] = [e for e in entries if e not in gone]
+            if not any(self._tag_of(e) for e in entries if e["digest"] == digest):  # its RepoDigests go too
+                entries[:] = [e for e in entries if e["digest"] != digest]
         self.collect()
         return [(e.get("annotations") or {}).get(REF_ANNOTATION) or e["digest"] for e in gone]
 
@@ -277,8 +300,8 @@ class Store:
         temporary file nothing references, and the writable layers of dead
         containers (see :meth:`collect`)."""
         with self._index() as entries:
-            untagged = [e["digest"] for e in entries if not e.get("annotations")]
-            entries[:] = [e for e in entries if e.get("annotations")]
+            untagged = list(dict.fromkeys(e["digest"] for e in entries if not self._tag_of(e)))
+            entries[:] = [e for e in entries if self._tag_of(e)]
         blobs, layers, freed = self.collect()
         return PruneReport(images=tuple(untagged), blobs=blobs, layers=layers, bytes_freed=freed)
 

@@ -15,10 +15,10 @@ import json
 import os
 import socket
 import sys
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from . import subids_worker
-from .. import images
+from .. import images, registry
 from ..rootfs import imageroot
 from ..config import ContainerConfig, IdMapping, Mount
 from ..errors import ImageFormatError, SetupError
@@ -146,6 +146,38 @@ class ImageStore(images.ImageStore):
 
     def _caller_policy(self) -> IdPolicy:
         return imageroot.id_policy(ContainerConfig(), _caller_maps())
+
+    def pull(self, ref: str, *, platform: Optional[str] = None,
+             progress: Optional[Callable[[registry.Progress], None]] = None) -> images.Image:
+        """Pull an image from its registry (``alpine`` is ``docker.io/library/alpine:latest``,
+        ``localhost:5000/team/app:1.2``, ``name@sha256:...``), as ``docker pull`` does.
+
+        An index resolves to the host's platform, or to ``platform``
+        (``"linux/arm64"``).  Layers the store has (by digest or diff_id) are
+        not fetched; an image the store has under the registry's digest costs
+        one ``HEAD``.  Each blob is checked against its digest and each layer
+        as :meth:`load` checks it.  ``progress`` is called with a
+        :class:`sandboxlib.registry.Progress` per layer step.  The image keeps
+        the registry's digest in ``repo_digests``.
+
+        Raises:
+            RegistryError: the registry could not be reached, refused, or sent
+                what it should not (``RegistryNotFound``, ``RegistryAuthError``,
+                ``RegistryDataError``); nothing is left referenced.
+            ImageFormatError: a layer or config is malformed or over the store's limits.
+        """
+        return registry.pull(self, ref, platform=platform, progress=progress)
+
+    def push(self, src: str, dest: Optional[str] = None) -> str:
+        """Push the image ``src`` to ``dest`` (default: ``src``'s own name), as
+        ``docker push`` does; returns the manifest digest.  Only the blobs the
+        registry lacks are uploaded; the manifest goes last.
+
+        Raises:
+            RegistryError: the registry could not be reached or refused.
+            ImageNotFound: the store has no image ``src``.
+        """
+        return registry.push(self, src, dest)
 
     def sub_id_files(self) -> Optional[SubIdFiles]:
         if os.geteuid() == 0:  # root needs none

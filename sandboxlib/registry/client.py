@@ -1,0 +1,200 @@
+"""The HTTP side of the distribution API (Docker Registry HTTP API v2) for
+one repository of one registry, on httpx: manifests (``HEAD`` before
+``GET``), blobs streamed, monolithic uploads.  Every failure is a
+:class:`~sandboxlib.errors.RegistryError` naming registry, repository and
+HTTP status.
+
+Transport: HTTPS with the system's CA certificates, verified; plain HTTP
+only for a registry on the loopback interface (``localhost``, ``127.0.0.0/8``,
+``[::1]``), which is how tests and local registries run.  Proxy variables of
+the environment are not used for loopback registries (they are on this
+machine).  Anonymous access only, so far."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import BinaryIO, Callable, Iterator, Optional, Tuple
+
+import httpx
+
+from ..errors import RegistryAuthError, RegistryDataError, RegistryError, RegistryNotFound
+from .names import RemoteReference
+
+__all__ = ["Repository", "MANIFEST_LIMIT", "SCHEMA1_TYPES"]
+
+MANIFEST_LIMIT = 4 << 20   # bytes; as containerd and the distribution spec's guidance
+CONFIG_LIMIT = 16 << 20    # an image config blob
+SCHEMA1_TYPES = ("application/vnd.docker.distribution.manifest.v1+json",
+                 "application/vnd.docker.distribution.manifest.v1+prettyjws")
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+MAX_REDIRECTS = 5
+CHUNK = 1 << 20
+
+
+class Repository:
+    """One repository of a registry, over one HTTP connection pool; a context manager."""
+
+    def __init__(self, ref: RemoteReference) -> None:
+        self.registry, self.repository = ref.registry, ref.repository
+        scheme = "http" if ref.is_loopback else "https"
+        self.base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
+        self.http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS,
+                                 trust_env=not ref.is_loopback, headers={"User-Agent": "sandboxlib"})
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def error(self, status: Optional[int], detail: str, kind=RegistryError) -> RegistryError:
+        return kind(self.registry, self.repository, status, detail)
+
+    # -- requests --------------------------------------------------------------
+    @contextlib.contextmanager
+    def request(self, method: str, url: str, what: str, *, ok=(200,), **kwargs) -> Iterator[httpx.Response]:
+        """A streamed response whose status is in ``ok``, else the RegistryError for it."""
+        try:
+            with self.http.stream(method, url, **kwargs) as response:
+                if response.status_code not in ok:
+                    raise self._refusal(response, what)
+                yield response
+        except httpx.TooManyRedirects:
+            raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
+        except httpx.HTTPError as err:
+            raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
+
+    def _refusal(self, response: httpx.Response, what: str) -> RegistryError:
+        status = response.status_code
+        body = b""
+        if response.request.method != "HEAD":
+            with contextlib.suppress(httpx.HTTPError):
+                body = _read_capped(response, 4096, lambda: None)
+        detail = f"{what}: {status} {response.reason_phrase}" + _error_text(body)
+        if status in (401, 403):
+            return self.error(status, detail + " (the registry wants credentials: only anonymous access "
+                                               "is supported so far)", RegistryAuthError)
+        if status == 404:
+            return self.error(status, detail, RegistryNotFound)
+        return self.error(status, detail)
+
+    # -- manifests ---------------------------------------------------------------
+    def head_manifest(self, ref: str, accept: str) -> Tuple[Optional[str], str]:
+        """(Docker-Content-Digest or None, media type) of a manifest, without its body."""
+        with self.request("HEAD", f"{self.base}/manifests/{ref}", f"manifest {ref}",
+                          headers={"Accept": accept}) as response:
+            return response.headers.get("Docker-Content-Digest"), _media_type(response)
+
+    def get_manifest(self, ref: str, accept: str) -> Tuple[bytes, str, Optional[str]]:
+        """(bytes, media type, Docker-Content-Digest or None) of a manifest or index."""
+        what = f"manifest {ref}"
+        with self.request("GET", f"{self.base}/manifests/{ref}", what, headers={"Accept": accept}) as response:
+            data = _read_capped(response, MANIFEST_LIMIT, lambda: self.error(
+                200, f"{what} is over {MANIFEST_LIMIT} bytes", RegistryDataError))
+            return data, _media_type(response), response.headers.get("Docker-Content-Digest")
+
+    def put_manifest(self, ref: str, data: bytes, media_type: str) -> Optional[str]:
+        """Upload a manifest under a tag or digest; returns the registry's Docker-Content-Digest."""
+        with self.request("PUT", f"{self.base}/manifests/{ref}", f"manifest {ref}", ok=(200, 201),
+                          content=data, headers={"Content-Type": media_type}) as response:
+            return response.headers.get("Docker-Content-Digest")
+
+    # -- blobs ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def blob(self, digest: str) -> Iterator["BlobStream"]:
+        """A blob's bytes as a file-like stream (redirects to blob storage followed)."""
+        with self.request("GET", f"{self.base}/blobs/{digest}", f"blob {digest}") as response:
+            yield BlobStream(self, response, digest)
+
+    def small_blob(self, digest: str, limit: int = CONFIG_LIMIT) -> bytes:
+        with self.request("GET", f"{self.base}/blobs/{digest}", f"blob {digest}") as response:
+            return _read_capped(response, limit, lambda: self.error(
+                200, f"blob {digest} is over {limit} bytes", RegistryDataError))
+
+    def has_blob(self, digest: str) -> bool:
+        with contextlib.suppress(RegistryNotFound):
+            with self.request("HEAD", f"{self.base}/blobs/{digest}", f"blob {digest}"):
+                return True
+        return False
+
+    def upload_blob(self, digest: str, stream: BinaryIO, size: int) -> None:
+        """A monolithic upload: ``POST`` an upload session, ``PUT`` the bytes with their digest."""
+        what = f"upload of blob {digest}"
+        with self.request("POST", f"{self.base}/blobs/uploads/", what, ok=(202,)) as response:
+            location = response.headers.get("Location")
+            if not location:
+                raise self.error(response.status_code, f"{what}: the answer has no Location")
+            url = response.url.join(location)
+        url = url.copy_merge_params({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        with self.request("PUT", str(url), what, ok=(201,), content=_chunks(stream), headers=headers):
+            pass
+
+
+class BlobStream(io.RawIOBase):
+    """A blob download read like a file (what the store's importer reads);
+    a transfer that breaks off is a RegistryDataError."""
+
+    def __init__(self, repository: Repository, response: httpx.Response, digest: str) -> None:
+        self.repository, self.digest = repository, digest
+        self.chunks = response.iter_bytes(CHUNK)
+        self.pending = b""
+        self.done = 0
+        self.on_read: Callable[[int], None] = lambda done: None
+        length = response.headers.get("Content-Length")
+        self.total = int(length) if length and length.isdigit() else None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.pending:
+            try:
+                self.pending = next(self.chunks)
+            except StopIteration:
+                return b""
+            except httpx.HTTPError as err:
+                raise self.repository.error(200, f"blob {self.digest}: the transfer broke off after "
+                                                  f"{self.done} bytes ({type(err).__name__}: {err})",
+                                            RegistryDataError) from None
+        cut = len(self.pending) if size is None or size < 0 else size
+        data, self.pending = self.pending[:cut], self.pending[cut:]
+        self.done += len(data)
+        self.on_read(self.done)
+        return data
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while True:
+        data = stream.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+def _read_capped(response: httpx.Response, limit: int, too_big) -> bytes:
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) > limit:
+            error = too_big()
+            if error is None:
+                break
+            raise error
+    return bytes(data[:limit])
+
+
+def _media_type(response: httpx.Response) -> str:
+    return response.headers.get("Content-Type", "").split(";")[0].strip()
+
+
+def _error_text(body: bytes) -> str:
+    """The registry's own error codes and messages (the spec's ``{"errors": [...]}``), if any."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        errors = json.loads(body)["errors"]
+        return " (" + "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:3]) + ")"
+    return ""

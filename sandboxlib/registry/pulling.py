@@ -1,0 +1,190 @@
+"""Pulling an image: the manifest (``HEAD`` first: an image already in the
+store by its repo digest costs one request), an index resolved to one
+platform, the config, then each layer the store lacks, streamed into the
+store's blobs, verified against its digest and checked by the same layer
+check as ``load()`` (a hostile layer is refused the same way).  Everything
+happens in one import transaction: a failure leaves nothing referenced, and
+what it wrote is collected."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable, Dict, Optional, Tuple
+
+from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError
+from ..images import Image, ImageStore, Layer
+from ..images import importer
+from ..images.build import host_platform
+from ..images.model import DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, \
+    load_json, parse_config, parse_manifest
+from .client import SCHEMA1_TYPES, Repository
+from .names import RemoteReference, resolve
+from .progress import Phase, Progress
+
+__all__ = ["pull", "parse_platform"]
+
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+MAX_INDEX_DEPTH = 2
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def parse_platform(text: Optional[str]) -> Tuple[str, str, Optional[str]]:
+    """``os/arch[/variant]`` (default: the host's) -> (os, architecture, variant)."""
+    if text is None:
+        return host_platform() + (None,)
+    parts = text.split("/") if isinstance(text, str) else []
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError("platform", f"{text!r} is not os/arch[/variant] (e.g. linux/arm64)")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def pull(store: ImageStore, ref: str, *, platform: Optional[str] = None,
+         progress: Optional[ProgressCallback] = None) -> Image:
+    """Pull ``ref`` into ``store``; see :meth:`sandboxlib.ImageStore.pull`."""
+    remote = resolve(ref, "ref")
+    wanted = parse_platform(platform)
+    report = progress or (lambda event: None)
+    with Repository(remote) as repo:
+        target = remote.digest or remote.tag or "latest"
+        head_digest, _ = repo.head_manifest(target, ACCEPT)
+        known = _already_pulled(store, remote, remote.digest or head_digest, wanted)
+        if known is not None:
+            return known
+        data, media_type = _fetch_manifest(repo, target, remote.digest)
+        repo_digest = _digest(data)
+        with importer.transaction(store):
+            manifest = _image_manifest(repo, data, media_type, wanted)
+            digest = _copy_image(store, repo, manifest, report)
+            names = (remote.store_tag,) if remote.store_tag else ()
+            return store.add(digest, names, (remote.repo_digest(repo_digest),))
+
+
+def _already_pulled(store: ImageStore, remote: RemoteReference, digest: Optional[str],
+                    wanted) -> Optional[Image]:
+    """The image the store has under this repo digest for this platform, (re)tagged, or None."""
+    if digest is None:
+        return None
+    try:
+        image = store.get(remote.repo_digest(digest))
+    except ImageNotFound:
+        return None
+    if (image.os, image.architecture) != wanted[:2]:  # an index pulled before for another platform
+        return None
+    if remote.store_tag and remote.store_tag not in image.references:
+        with store.writing():
+            image = store.add(image.digest, (remote.store_tag,))
+    return image
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _fetch_manifest(repo: Repository, target: str, expected: Optional[str]) -> Tuple[bytes, str]:
+    """A manifest or index by tag or digest, checked against the digest asked for or announced."""
+    data, media_type, announced = repo.get_manifest(target, ACCEPT)
+    actual = _digest(data)
+    for claimed in (expected, announced):
+        if claimed is not None and claimed.startswith("sha256:") and claimed != actual:
+            raise repo.error(200, f"manifest {target} has digest {actual}, expected {claimed}", RegistryDataError)
+    if media_type in SCHEMA1_TYPES or (not media_type and b'"schemaVersion": 1' in data):
+        raise repo.error(200, f"manifest {target} is Docker's image manifest schema 1 ({media_type}), which was "
+                              "deprecated in 2015: push the image again with a current Docker, podman or skopeo",
+                         RegistryDataError)
+    return data, media_type
+
+
+def _image_manifest(repo: Repository, data: bytes, media_type: str, wanted, depth: int = 0) -> Tuple[bytes, str]:
+    """(bytes, digest) of the image manifest for ``wanted`` (os, arch, variant): the
+    document itself, or the one its index names for that platform."""
+    label = f"{repo.registry}/{repo.repository} manifest {_digest(data)}"
+    document = load_json(data, label)
+    kind = document.get("mediaType") or media_type
+    if kind in MANIFEST_TYPES:
+        return data, _digest(data)
+    if kind not in INDEX_TYPES:
+        raise repo.error(200, f"{label}: unsupported media type {kind!r}", RegistryDataError)
+    if depth >= MAX_INDEX_DEPTH or "layers" in document:
+        raise repo.error(200, f"{label}: an index nested too deeply or that also carries layers",
+                         RegistryDataError)
+    entry = _platform_entry(document, wanted)
+    if entry is None:
+        raise repo.error(200, f"{label}: the index has no manifest for {'/'.join(p for p in wanted if p)}",
+                         RegistryDataError)
+    child, child_type = _fetch_manifest(repo, entry["digest"], entry["digest"])
+    return _image_manifest(repo, child, entry.get("mediaType") or child_type, wanted, depth + 1)
+
+
+def _platform_entry(index: dict, wanted) -> Optional[dict]:
+    os_name, arch, variant = wanted
+    for entry in index.get("manifests") or []:
+        platform = entry.get("platform") if isinstance(entry, dict) else None
+        if not isinstance(platform, dict) or not isinstance(entry.get("digest"), str):
+            continue
+        if platform.get("os") == os_name and platform.get("architecture") == arch and \
+                variant in (None, platform.get("variant")):
+            return entry
+    return None
+
+
+def _copy_image(store: ImageStore, repo: Repository, manifest: Tuple[bytes, str], report) -> str:
+    """Config and missing layers into the store; returns the digest of the manifest stored."""
+    data, digest = manifest
+    label = f"{repo.registry}/{repo.repository} manifest {digest}"
+    _unambiguous(data, label)
+    (config_digest, _), layers = parse_manifest(data, label)
+    config_data = repo.small_blob(config_digest)
+    if _digest(config_data) != config_digest:
+        raise repo.error(200, f"config {config_digest} has digest {_digest(config_data)}", RegistryDataError)
+    diff_ids = parse_config(config_data, f"{label} config")["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(layers):
+        raise ImageFormatError(label, f"{len(layers)} layers but {len(diff_ids)} diff_ids")
+    present = _layers_by_diff_id(store)
+    stored = [_layer(store, repo, layer, diff_id, present, report) for layer, diff_id in zip(layers, diff_ids)]
+    store.blobs.put_bytes(config_data, config_digest)
+    if [(s[0], s[2]) for s in stored] == [(d, t) for d, _, t in layers]:
+        return store.blobs.put_bytes(data, digest)
+    # A layer is in the store already in another compression: the image refers to that blob.
+    return importer.write_manifest_raw(store, config_data, stored)
+
+
+def _unambiguous(data: bytes, label: str) -> None:
+    if "manifests" in json.loads(data):
+        raise ImageFormatError(label, "a manifest that also carries 'manifests' is ambiguous (CVE-2021-41190)")
+
+
+def _layers_by_diff_id(store: ImageStore) -> Dict[str, Layer]:
+    """The layers of the images in the store (checked when they entered it), by diff_id and by digest."""
+    found: Dict[str, Layer] = {}
+    for image in store.list():
+        for layer in image.layers:
+            found[layer.diff_id] = found[layer.digest] = layer
+    return found
+
+
+def _layer(store: ImageStore, repo: Repository, layer, diff_id: str, present: Dict[str, Layer],
+           report) -> Tuple[str, int, str]:
+    """One layer in the store: (digest, size, media type) of the blob the image will use."""
+    digest, size, media_type = layer
+    known = present.get(digest) or present.get(diff_id)
+    if known is not None and known.diff_id == diff_id:
+        report(Progress(digest=digest, phase=Phase.PRESENT, done=size, total=size))
+        return known.digest, known.size, known.media_type
+    source = f"{repo.registry}/{repo.repository} layer {digest}"
+    if not store.blobs.has(digest):  # else: left by an interrupted pull, complete but never checked
+        report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=0, total=size))
+        with repo.blob(digest) as stream:
+            stream.on_read = lambda done: report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=done,
+                                                          total=size))
+            try:
+                store.blobs.put_stream(stream, digest, size=size, source=source)
+            except DigestMismatch as err:
+                raise repo.error(200, f"blob {digest} has digest {err.actual}", RegistryDataError) from None
+            except ImageFormatError as err:  # the size
+                raise repo.error(200, f"blob {digest}: {err.detail}", RegistryDataError) from None
+    report(Progress(digest=digest, phase=Phase.VERIFYING, done=size, total=size))
+    importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+    report(Progress(digest=digest, phase=Phase.DONE, done=size, total=size))
+    return digest, size, media_type

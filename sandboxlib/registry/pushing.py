@@ -1,0 +1,46 @@
+"""Pushing an image: each blob (layers, then the config) is asked for with
+``HEAD`` first and uploaded only when the registry lacks it (a monolithic
+upload: ``POST`` then ``PUT`` with the digest); the manifest goes last, byte
+for byte as the store keeps it, so its digest is the image's digest."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..errors import ConfigError, RegistryDataError
+from ..images import ImageStore
+from ..images.model import OCI_MANIFEST, load_json
+from .client import Repository
+from .names import resolve
+
+__all__ = ["push"]
+
+
+def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
+    """Push ``src`` to ``dest``; see :meth:`sandboxlib.ImageStore.push`."""
+    image = store.get(src)
+    if dest is None:
+        if src in image.references or f"{src}:latest" in image.references:
+            dest = src
+        elif image.references:
+            dest = image.references[0]
+        else:
+            raise ConfigError("dest", f"the image {src!r} has no name: say where to push it")
+    remote = resolve(dest, "dest")
+    if remote.digest is not None and remote.digest != image.digest:
+        raise ConfigError("dest", f"{dest!r} names the digest {remote.digest}, the image's is {image.digest}")
+    manifest = store.blobs.read(image.digest)
+    media_type = load_json(manifest, f"manifest {image.digest}").get("mediaType") or OCI_MANIFEST
+    with Repository(remote) as repo:
+        blobs = [(layer.digest, layer.size) for layer in image.layers]
+        blobs.append((image.id, store.blobs.size(image.id)))
+        for digest, size in blobs:
+            if not repo.has_blob(digest):
+                with open(store.blobs.path(digest), "rb") as f:
+                    repo.upload_blob(digest, f, size)
+        announced = repo.put_manifest(remote.tag or image.digest, manifest, media_type)
+    if announced is not None and announced != image.digest:
+        raise repo.error(201, f"the registry stored the manifest as {announced}, its digest is {image.digest}",
+                         RegistryDataError)
+    with store.writing():
+        store.add(image.digest, (), (remote.repo_digest(image.digest),))
+    return image.digest
