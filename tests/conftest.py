@@ -105,6 +105,15 @@ def make_busybox_rootfs(path: str) -> str:
     return path
 
 
+def _remove(path: str) -> None:
+    """Remove a test's tree, however deep (shutil.rmtree recurses)."""
+    from sandboxlib.images.trees import remove_tree
+    try:
+        remove_tree(path)
+    except OSError:
+        pass
+
+
 @pytest.fixture(scope="session")
 def shared_dir():
     """A world-readable session directory (the rootless users read from it).
@@ -114,7 +123,7 @@ def shared_dir():
     path = tempfile.mkdtemp(prefix="sandboxlib-test-shared-")
     os.chmod(path, 0o755)
     yield pathlib.Path(path)
-    shutil.rmtree(path, ignore_errors=True)
+    _remove(path)
 
 
 @pytest.fixture(scope="session")
@@ -253,4 +262,4 @@ def store_dir(runner, shared_dir):
     if runner.worker is not None:
         os.chown(path, runner.worker.user.pw_uid, runner.worker.user.pw_gid)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    _remove(path)

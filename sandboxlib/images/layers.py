@@ -10,7 +10,7 @@ from typing import List, Sequence
 from ..errors import UnsupportedError
 from .compression import decompressed
 from .model import LAYER_TYPES, Image, Layer
-from .store import Store
+from .store import PRIVATE, Store
 from .unpack import IdPolicy, unpack, unpack_tar_file
 
 __all__ = ["unpacked_layers", "layer_dir", "visible_layers"]
@@ -22,7 +22,7 @@ def layer_dir(store: Store, layer: Layer, policy: IdPolicy) -> str:
 
 def unpacked_layers(store: Store, image: Image, policy: IdPolicy) -> List[str]:
     """The directories of ``image``'s layers, bottom first, unpacking those not there yet."""
-    os.makedirs(os.path.join(store.path, "layers", policy.key), mode=0o755, exist_ok=True)
+    os.makedirs(os.path.join(store.path, "layers", policy.key), mode=PRIVATE, exist_ok=True)
     found = []
     for layer in image.layers:
         dest = layer_dir(store, layer, policy)
@@ -71,6 +71,7 @@ def _unpack_layer(store: Store, layer: Layer, dest: str, policy: IdPolicy) -> No
             helper.chown(root, owners, policy)
         # sbx-init opens it before its id maps may exist (as "other"); the
         # container sees the root dir of its writable layer, not this one.
+        # Other host users cannot: layers/KEY above it is the store's, 0700.
         os.chmod(root, 0o755)
         try:
             os.rename(root, dest)

@@ -21,7 +21,9 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
+import stat
 import tempfile
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
@@ -43,6 +45,8 @@ DEFAULT_LAYER_LIMITS = LayerLimits()  # frozen: one instance serves as every def
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 REPO_DIGEST_ANNOTATION = "io.sandboxlib.image.repo-digest"  # an entry per RepoDigest (name@sha256:...)
+log = logging.getLogger("sandboxlib")
+PRIVATE = 0o700  # every directory of the store that leads to layers, writable layers or volumes
 ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
 
 
@@ -106,12 +110,41 @@ class Store:
         return f"{type(self).__name__}({self.path!r})"
 
     def _ensure(self) -> None:
-        for d in (self.blobs.dir, self._locks, os.path.join(self.path, "layers")):
-            os.makedirs(d, mode=0o755, exist_ok=True)
-        os.makedirs(self.tmp, mode=0o700, exist_ok=True)
+        os.makedirs(self.path, mode=PRIVATE, exist_ok=True)
+        self._check_private()
+        for d in (self.layout, self.blobs.dir, self._locks, os.path.join(self.path, "layers"), self.tmp):
+            os.makedirs(d, mode=PRIVATE, exist_ok=True)
         marker = os.path.join(self.layout, "oci-layout")
         if not os.path.exists(marker):
             self._write_atomic(marker, b'{"imageLayoutVersion": "1.0.0"}')
+
+    def _check_private(self) -> None:
+        """The store is the caller's alone: as root its layers hold setuid
+        files of the containers' root's host id and device nodes, and every
+        container's files are in it.  Refuses a store of another user; one
+        that others may enter (a store made before this check, or by hand)
+        is made private, its own directories too, and logged."""
+        st = os.stat(self.path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise ConfigError("path", f"the image store {self.path} must be a directory owned by uid "
+                                      f"{os.geteuid()} (it is owned by uid {st.st_uid}, mode "
+                                      f"{stat.S_IMODE(st.st_mode):04o}): another user could reach its files")
+        for path in [self.path, *self._own_dirs()]:
+            with contextlib.suppress(FileNotFoundError):
+                mode = stat.S_IMODE(os.lstat(path).st_mode)
+                if mode & 0o077 and not os.path.islink(path):
+                    os.chmod(path, mode & 0o7700)
+                    log.warning("image store: %s had mode %04o (others could enter it); made it %04o",
+                                path, mode, mode & 0o7700)
+
+    def _own_dirs(self) -> List[str]:
+        """The store's directories above anything a container or an image controls."""
+        found = [os.path.join(self.path, name) for name in ("images", "layers", "locks", "leases", "tmp",
+                                                            "containers", "volumes")]
+        layers = os.path.join(self.path, "layers")
+        with contextlib.suppress(FileNotFoundError):
+            found += [os.path.join(layers, key) for key in os.listdir(layers)]
+        return found
 
     # -- index.json ------------------------------------------------------------
     def _write_atomic(self, path: str, data: bytes) -> None:
@@ -322,8 +355,9 @@ class Store:
         """``containers/ID`` with empty ``upper/`` and ``work/`` owned by
         ``owner``.  Take the container's :meth:`lease` first: the directory of
         a container whose lease is not held is removed by :meth:`sweep_writable`."""
+        os.makedirs(os.path.join(self.path, "containers"), mode=PRIVATE, exist_ok=True)
         path = os.path.join(self.path, "containers", container_id)
-        os.makedirs(path, mode=0o700)
+        os.mkdir(path, 0o700)
         try:
             os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
             for name in ("upper", "work"):
@@ -338,19 +372,24 @@ class Store:
         """Remove the writable dirs (and leases) of containers whose owner is
         gone (their lease is not held; what cannot be removed is left for a
         later sweep).  One sweeper at a time: returns 0 at once while another
-        runs.  Returns how many were removed."""
+        runs.  A directory that cannot be removed is logged (logger
+        ``sandboxlib``) and skipped.  Returns how many were removed."""
         top = os.path.join(self.path, "containers")
         removed = 0
         with locked(os.path.join(self._locks, "containers.lock"), exclusive=True, blocking=False) as mine:
             for name in os.listdir(top) if mine and os.path.isdir(top) else []:
-                if self._lease_held(name):
-                    continue
-                if self.remove_trees([os.path.join(top, name)]):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.path, "leases", name))
-                removed += 1
+                try:
+                    removed += self._sweep_one(top, name)
+                except Exception as err:  # one bad directory never stops the sweep (nor a start)
+                    log.warning("could not sweep the writable layer %s: %r", os.path.join(top, name), err)
         return removed
+
+    def _sweep_one(self, top: str, name: str) -> bool:
+        if self._lease_held(name) or self.remove_trees([os.path.join(top, name)]):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.path, "leases", name))
+        return True
 
     def _lease_held(self, owner: str) -> bool:
         """Whether a live container holds ``leases/OWNER`` (its shared flock)."""
@@ -371,7 +410,7 @@ class Store:
         """The directory of the named volume ``name`` (made, owned by
         ``owner``, on first use).  Volumes are never collected."""
         top = os.path.join(self.path, "volumes")
-        os.makedirs(top, mode=0o755, exist_ok=True)
+        os.makedirs(top, mode=PRIVATE, exist_ok=True)
         path = os.path.join(top, name)
         if not os.path.isdir(path):
             tmp = tempfile.mkdtemp(prefix="volume-", dir=self.tmp)
@@ -415,7 +454,7 @@ class Store:
         """Keep ``diff_ids`` unpacked while the returned fd is open (a shared
         flock on ``leases/OWNER``: a dead holder's lease lapses by itself)."""
         top = os.path.join(self.path, "leases")
-        os.makedirs(top, mode=0o755, exist_ok=True)
+        os.makedirs(top, mode=PRIVATE, exist_ok=True)
         # Locked and written before it has a name: a collection never sees it unlocked.
         fd = os.open(top, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o644)
         try:
@@ -481,7 +520,7 @@ class Store:
         """Remove files and trees; returns those left.  Rootless, trees with
         files of the caller's subordinate ids are emptied by ``sub_id_files``
         (one short sandbox for all of them), then removed."""
-        from .unpack import remove_tree
+        from .trees import remove_tree
         left = []
         for path in paths:
             if os.path.isdir(path) and not os.path.islink(path):
@@ -495,8 +534,10 @@ class Store:
         helper = self.sub_id_files() if left and os.geteuid() != 0 else None
         if helper is None:
             return left
-        with contextlib.suppress(OSError, SandboxError):  # left for a later collection
+        try:
             helper.empty(left)
+        except (OSError, SandboxError) as err:  # left for a later collection
+            log.warning("could not empty %s with the sub-id sandbox: %r", left, err)
         for path in left:
             with contextlib.suppress(OSError):
                 remove_tree(path)

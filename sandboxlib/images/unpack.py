@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import tarfile
 from typing import BinaryIO, Dict, List, Optional, Tuple
@@ -30,6 +29,7 @@ import attrs
 
 from ..errors import ImageFormatError
 from ..posix.io import write_all
+from .trees import remove_tree
 
 __all__ = ["IdPolicy", "Owners", "unpack", "unpack_into", "remove_tree", "refused", "split_name",
            "link_target", "check_symlink"]
@@ -405,19 +405,3 @@ def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *,
     except (tarfile.TarError, EOFError) as err:
         raise ImageFormatError(label, f"truncated or corrupt archive: {err}") from None
     return unpacker.owners
-
-
-def remove_tree(path: str, dir_fd: Optional[int] = None) -> None:
-    """Remove a tree, also one with directories its owner made unwritable."""
-    def retry(func, failed, exc_info):
-        parent = os.path.dirname(failed)
-        os.chmod(parent, 0o700)
-        if os.path.isdir(failed) and not os.path.islink(failed):
-            os.chmod(failed, 0o700)
-            shutil.rmtree(failed)
-        else:
-            func(failed)
-    if dir_fd is None:
-        shutil.rmtree(path, onerror=retry)
-    else:
-        shutil.rmtree(path, dir_fd=dir_fd)

@@ -4,7 +4,7 @@ Paths are resolved inside the container's root (``/proc/PID/root``) with
 ``openat2(RESOLVE_IN_ROOT)``: a symlink in the container is followed as the
 container would follow it and never leads out of its root.  Archives are
 unpacked with the images' hostile-input extractor; archives made of a tree
-never follow a symlink.  Nothing of the container is executed or loaded on
+never follow a symlink (``images.trees``: iterative, whatever the depth).  Nothing of the container is executed or loaded on
 the host."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import tarfile
 from typing import Tuple
 
 from ..native.binding import open_in_root
+from ..images.trees import walk
 from ..images.unpack import DIR_FLAGS, IdPolicy, unpack_into
 
 __all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive"]
@@ -101,32 +102,39 @@ def _container_ids(uid: int, gid: int, policy: IdPolicy) -> Tuple[int, int]:
 
 
 def _add(tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy) -> None:
-    """Add the open file or directory ``fd`` and, for a directory, its tree."""
+    """Add the open file or directory ``fd`` and, for a directory, its tree
+    (devices and sockets are not copied out)."""
     st = os.fstat(fd)
     info = _info(name, st, policy)
     if stat.S_ISREG(st.st_mode):
-        info.size = st.st_size
-        with os.fdopen(os.dup(fd), "rb") as f:
-            tar.addfile(info, f)
+        _add_file(tar, info, fd, st)
         return
     info.type = tarfile.DIRTYPE
     tar.addfile(info)
-    for entry in sorted(os.listdir(fd)):
-        child_st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
-        child_name = f"{name}/{entry}"
-        if stat.S_ISDIR(child_st.st_mode) or stat.S_ISREG(child_st.st_mode):
-            flags = DIR_FLAGS if stat.S_ISDIR(child_st.st_mode) else os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            child = os.open(entry, flags, dir_fd=fd)
+    for entry in walk(fd, sort=True):
+        mode = entry.st.st_mode
+        if entry.leaving:
+            continue
+        child_info = _info(f"{name}/{entry.path}", entry.st, policy)
+        if entry.dir_fd is not None:
+            child_info.type = tarfile.DIRTYPE
+        elif stat.S_ISREG(mode):
+            child = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry.parent_fd)
             try:
-                _add(tar, child, child_name, policy)
+                _add_file(tar, child_info, child, os.fstat(child))
             finally:
                 os.close(child)
             continue
-        child_info = _info(child_name, child_st, policy)
-        if stat.S_ISLNK(child_st.st_mode):
-            child_info.type, child_info.linkname = tarfile.SYMTYPE, os.readlink(entry, dir_fd=fd)
-        elif stat.S_ISFIFO(child_st.st_mode):
+        elif stat.S_ISLNK(mode):
+            child_info.type, child_info.linkname = tarfile.SYMTYPE, os.readlink(entry.name, dir_fd=entry.parent_fd)
+        elif stat.S_ISFIFO(mode):
             child_info.type = tarfile.FIFOTYPE
-        else:  # devices and sockets are not copied out
+        else:
             continue
         tar.addfile(child_info)
+
+
+def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, fd: int, st: os.stat_result) -> None:
+    info.size = st.st_size
+    with os.fdopen(os.dup(fd), "rb") as f:
+        tar.addfile(info, f)

@@ -13,6 +13,7 @@ yourself (a 0700 directory of uid 1000 inside, a mode 000 one): the store's
 which cover every id a container of yours can have."""
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import Tuple
@@ -22,6 +23,7 @@ from ..posix import throttle
 
 __all__ = ["make", "remove_if_empty", "release", "sweep", "SWEEP_INTERVAL"]
 
+log = logging.getLogger("sandboxlib")
 SWEEP_INTERVAL = 1.0  # seconds between two sweeps of one store
 
 
@@ -66,6 +68,6 @@ def sweep(store: ImageStore) -> int:
         return 0
     try:
         return store.sweep_writable()
-    except OSError as err:  # a sweep never fails a start (the next one tries again)
-        warnings.warn(f"could not sweep the writable layers of {store.path} ({err})", ResourceWarning, stacklevel=2)
+    except Exception as err:  # a sweep never fails a start (the next one tries again)
+        log.warning("could not sweep the writable layers of %s: %r", store.path, err)
         return 0

@@ -6,8 +6,8 @@ cannot chown to them, nor delete their files from their directories: only
 a process in a user namespace that maps them can (podman does the same in
 a user namespace of its own).  Here that process is a short sandbox: the
 host view, the trees bound at ``/sbx/N``, and, as its root, this
-interpreter running ``_subids_worker.py`` (its source, standard library
-only).  :class:`ImageStore` is the image store that uses it."""
+interpreter running ``images/trees.py`` and ``_subids_worker.py`` (their
+source, standard library only).  :class:`ImageStore` is the image store that uses it."""
 from __future__ import annotations
 
 import functools
@@ -24,6 +24,7 @@ from ..config import ContainerConfig, IdMapping, Mount
 from ..errors import ImageFormatError, SetupError
 from ..native.host import probe_host
 from ..rootfs.idmap import IdMaps, choose_maps
+from ..images import trees
 from ..images.store import SubIdFiles
 from ..images.unpack import IdPolicy, Owners
 from ..streams import PIPE
@@ -37,8 +38,12 @@ LIBRARY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 @functools.lru_cache(maxsize=1)
 def _worker_source() -> str:
-    with open(subids_worker.__file__, encoding="utf-8") as f:
-        return f.read()
+    """The worker's program: the tree walker's source, then the worker's."""
+    parts = []
+    for module in (trees, subids_worker):
+        with open(module.__file__, encoding="utf-8") as f:
+            parts.append(f.read())
+    return "\n".join(parts)
 
 
 def _caller_maps() -> Optional[IdMaps]:

@@ -20,24 +20,28 @@ the caller's and which the caller removes or renames itself):
              root, an input and an output file: copy in or out with
              ``sandboxlib.rootfs.transfer`` (imported from the directory in argv[2])
 
-Symlinks are never followed (``os.fwalk``, ``follow_symlinks=False``).
+Every walk is ``sandboxlib.images.trees``' (its source comes first in the
+program): iterative, whatever the depth, and never following a symlink.
 On failure it prints ``[errno, operation]`` as JSON and exits 1.
 ``commit`` uses ``add_tree`` directly when the caller can read the layer."""
 import contextlib
 import json
 import os
-import shutil
 import socket
 import stat
 import sys
 import tarfile
 
+try:  # in the host; in the sandbox the walker's source comes first in the program
+    from ..images.trees import DIR_FLAGS, empty_dir, walk
+except ImportError:
+    pass
+
 TOP = "/sbx"
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 OPAQUE_XATTR = "user.overlay.opaque"
 
 
-def _entry(name: str, st: os.stat_result, ids, **fields) -> tarfile.TarInfo:
+def _tar_entry(name: str, st: os.stat_result, ids, **fields) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
     info.uid, info.gid = ids(st.st_uid, st.st_gid)
@@ -50,31 +54,28 @@ def add_tree(tar: tarfile.TarFile, dir_fd: int, prefix: str, ids) -> None:
     """Add an overlay upper dir's tree below ``prefix``: overlay whiteouts
     and opaque dirs become OCI whiteouts; ``ids(uid, gid)`` gives the ids
     the tar records."""
-    for name in sorted(os.listdir(dir_fd)):
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        path = prefix + name
+    for entry in walk(dir_fd, sort=True):
+        st, name, path = entry.st, entry.name, prefix + entry.path
+        if entry.leaving:
+            continue
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # overlay whiteout -> OCI whiteout
-            tar.addfile(_entry(prefix + ".wh." + name, st, ids, mode=0o644))
-        elif stat.S_ISDIR(st.st_mode):
-            tar.addfile(_entry(path + "/", st, ids, type=tarfile.DIRTYPE))
-            child = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-            try:
-                with contextlib.suppress(OSError):
-                    if os.getxattr(child, OPAQUE_XATTR) == b"y":
-                        tar.addfile(_entry(path + "/.wh..wh..opq", st, ids, mode=0o644))
-                add_tree(tar, child, path + "/", ids)
-            finally:
-                os.close(child)
+            tar.addfile(_tar_entry(path[:len(path) - len(name)] + ".wh." + name, st, ids, mode=0o644))
+        elif entry.dir_fd is not None:
+            tar.addfile(_tar_entry(path + "/", st, ids, type=tarfile.DIRTYPE))
+            with contextlib.suppress(OSError):
+                if os.getxattr(entry.dir_fd, OPAQUE_XATTR) == b"y":
+                    tar.addfile(_tar_entry(path + "/.wh..wh..opq", st, ids, mode=0o644))
         elif stat.S_ISREG(st.st_mode):
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry.parent_fd)
             with os.fdopen(fd, "rb") as f:
-                tar.addfile(_entry(path, st, ids, size=st.st_size), f)
+                tar.addfile(_tar_entry(path, st, ids, size=st.st_size), f)
         elif stat.S_ISLNK(st.st_mode):
-            tar.addfile(_entry(path, st, ids, type=tarfile.SYMTYPE, linkname=os.readlink(name, dir_fd=dir_fd)))
+            tar.addfile(_tar_entry(path, st, ids, type=tarfile.SYMTYPE,
+                               linkname=os.readlink(name, dir_fd=entry.parent_fd)))
         elif stat.S_ISFIFO(st.st_mode):
-            tar.addfile(_entry(path, st, ids, type=tarfile.FIFOTYPE))
+            tar.addfile(_tar_entry(path, st, ids, type=tarfile.FIFOTYPE))
         elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            tar.addfile(_entry(path, st, ids, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
+            tar.addfile(_tar_entry(path, st, ids, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
                                type=tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE))
 
 
@@ -99,29 +100,25 @@ def tar_layer() -> None:
 
 
 def chown(owners: dict) -> None:
-    top = os.path.join(TOP, "0")
-    for _dirpath, dirnames, filenames, dir_fd in os.fwalk(top, follow_symlinks=False):
-        for name in dirnames + filenames:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            want = owners.get(str(st.st_ino))
-            if want is None:
+    top = os.open(os.path.join(TOP, "0"), DIR_FLAGS)
+    try:
+        for entry in walk(top):
+            want = owners.get(str(entry.st.st_ino))
+            if want is None or entry.leaving:
                 continue
             uid, gid, mode = want
-            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                os.chmod(name, mode, dir_fd=dir_fd)
+            os.chown(entry.name, uid, gid, dir_fd=entry.parent_fd, follow_symlinks=False)
+            if entry.dir_fd is not None:
+                os.chmod(entry.dir_fd, mode)
+    finally:
+        os.close(top)
 
 
 def empty() -> None:
     for top in sorted(os.listdir(TOP)):
-        fd = os.open(os.path.join(TOP, top), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(TOP, top), DIR_FLAGS)
         try:
-            for name in os.listdir(fd):
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(name, dir_fd=fd)
-                else:
-                    os.unlink(name, dir_fd=fd)
+            empty_dir(fd)
         finally:
             os.close(fd)
 
