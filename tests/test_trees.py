@@ -20,7 +20,7 @@ from sandboxlib.runtime import subids_worker
 from sandboxlib.rootfs import writable
 from sandboxlib.images import trees
 
-from .conftest import Runner
+from .conftest import Runner, expire_sweep_stamp
 from .test_images_run import _store
 from .test_writable import _containers
 
@@ -100,6 +100,7 @@ def check_deep_trees(path, busybox_rootfs):
             os.path.exists(dead_layer), _containers(store))
 
 
+@pytest.mark.timeout(300)  # 10,000 levels through six walks: ~50 s on a loaded 2-core VM
 def test_deep_trees(runner, store_dir, busybox_root):
     (swept, after_teardown, made, archive, layer, after_close, dead_layer,
      after) = runner(check_deep_trees, store_dir, busybox_root)
@@ -154,6 +155,7 @@ def check_many_entries(path, busybox_rootfs, count):
     return r.exit_code, r.stdout, _containers(store)
 
 
+@pytest.mark.timeout(300)  # a million files made and removed: ~60 s on a loaded 2-core VM
 def test_a_million_entries_are_removed_at_teardown(tmp_path, busybox_root):
     count = 1_000_000   # one test of this size, as root (~60 s on the shared VM): creating them is most of it
     assert check_many_entries(str(tmp_path), busybox_root, count) == (0, b"%d\n" % count, [])
@@ -169,7 +171,7 @@ def test_a_failing_sweep_logs_and_the_start_goes_on(tmp_path, busybox_root, monk
             raise ValueError("a bug in the removal")
         return real(paths)
     monkeypatch.setattr(store, "remove_trees", broken)
-    writable._last_sweep.pop(store.path, None)
+    expire_sweep_stamp(os.path.join(store.path, ".writable-swept"))
     with caplog.at_level(logging.WARNING, logger="sandboxlib"):
         assert writable.sweep(store) == 0
     assert "could not sweep the writable layer" in caplog.text and "a bug in the removal" in caplog.text
