@@ -14,6 +14,7 @@ import select
 import sys
 import threading
 import time
+import types
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from . import encoding, forkserver, framing
@@ -88,6 +89,8 @@ def _pickler_class() -> type:
         module, a script's helpers) are pickled by value."""
 
         def reducer_override(self, obj):
+            if isinstance(obj, types.CodeType):
+                return _code_reduce(obj)
             if isinstance(obj, type(dumps)) and not _importable_inside(obj):
                 return self._dynamic_function_reduce(obj)
             if isinstance(obj, type) and obj.__module__ != "builtins" and not _importable_inside(obj):
@@ -95,6 +98,15 @@ def _pickler_class() -> type:
             return super().reducer_override(obj)
 
     return Pickler
+
+
+def _code_reduce(code: types.CodeType) -> tuple:
+    """cloudpickle's reduction of a code object, keeping its file name
+    (cloudpickle 3 writes ``<dynamic-code>``): tracebacks in the sandbox
+    then name the real file and show its lines when it is visible there."""
+    from cloudpickle import cloudpickle_fast as fast
+    rebuild, args = fast._code_reduce(code)
+    return rebuild, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
 
 
 _PICKLER: Dict[str, type] = {}
