@@ -9,7 +9,8 @@ from .config import ContainerConfig, IdMapping, Limits, Mount, Network, Writable
 from .runtime import Container, ImageStore, Process
 from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, CommandNotFoundError, ConfigError,
     ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryAuthError, RegistryDataError,
-    RegistryError, RegistryNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
+    RegistryError, RegistryNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired, UnsupportedError,
+    UnsafeResultError, NoPythonError)
 from .images import Image
 from .results import Result, Verdict
 from .security import Seccomp
@@ -24,7 +25,7 @@ __all__ = [
     "CommandFailed",
     "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
     "DigestMismatch", "RegistryError", "RegistryAuthError", "RegistryNotFound", "RegistryDataError",
-    "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
+    "CallError", "RemoteError", "UnsafeResultError", "NoPythonError", "CallTimeout", "CallCrashed", "Pool",
 ]
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "RegistryDataError",
     "CallError",
     "RemoteError",
+    "UnsafeResultError",
+    "NoPythonError",
     "CallTimeout",
     "CallCrashed",
 ]
@@ -275,6 +277,17 @@ class RemoteError(CallError):
 
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}\n--- traceback in the sandbox ---\n{self.remote_traceback}"
+
+
+class UnsafeResultError(CallError, TypeError):
+    """The call returned a value the safe encoding does not carry (the
+    message names its type and how to convert it); ``trust_result=True``
+    receives it pickled, for code you trust."""
+
+
+class NoPythonError(CallError, FileNotFoundError):
+    """``call()`` found no Python interpreter in the container (an image or
+    root file system without ``python3`` on its PATH)."""
 
 
 class CallTimeout(CallError, TimeoutError):

@@ -403,6 +403,8 @@ EXCEPTIONS = {
     "ContainerStateError": lambda: sb.ContainerStateError("the container is not running"),
     "CommandFailed": lambda: sb.CommandFailed(("sh", "-c", "exit 3"), 3, b"out", b"err", sb.Verdict.EXITED),
     "RemoteError": lambda: sb.RemoteError("mod.Custom", "bad", "Traceback ...\nmod.Custom: bad\n"),
+    "UnsafeResultError": lambda: sb.UnsafeResultError("a numpy.ndarray of dtype object is not ..."),
+    "NoPythonError": lambda: sb.NoPythonError("call() needs a Python interpreter in the container"),
     "CallTimeout": lambda: sb.CallTimeout(2.5),
     "CallCrashed": lambda: sb.CallCrashed("the call's process ended", exit_code=None, signal=9, verdict="oom"),
     "CallCrashed by exit": lambda: sb.CallCrashed("it exited", exit_code=3),

@@ -71,8 +71,11 @@ def check_shell():
         seen["streamed"] = (out.text, ended - out.writes[0][0] >= 0.5)
         seen["error"] = type(_run(shell, "%sandbox 1/0")[0].error_in_exec).__name__
         seen["usage"] = type(_run(shell, "%sandbox --bogus 1 x")[0].error_in_exec).__name__
-        timed_out = _run(shell, "%%sandbox --timeout 0.5\nimport time; time.sleep(30)")[0].error_in_exec
-        seen["timeout"] = type(timed_out).__name__
+        result, out = _run(shell, "%%sandbox\ndef f(d):\n    return d['k']\nf({})")
+        seen["cell_traceback"] = (type(result.error_in_exec).__name__, out.text)
+        result, out = _run(shell, "%%sandbox --timeout 0.5\nimport time; time.sleep(30)")
+        seen["timeout"] = type(result.error_in_exec).__name__
+        seen["timeout_says"] = out.text
         seen["after_timeout"] = repr(_run(shell, "%sandbox 'x' in globals()")[0].result)
         _run(shell, "%sandbox y = 1")
         shell.run_cell("%sandbox_reset")
@@ -81,6 +84,11 @@ def check_shell():
         shell.run_cell("%sandbox_reset")
         with_memory = _run(shell, "%sandbox --memory 64M 1")[0].error_in_exec
         seen["memory"] = type(with_memory).__name__ if with_memory else "accepted"
+        if not with_memory:
+            result, out = _run(shell, "%%sandbox\nb = bytearray(300 << 20)")
+            seen["oom"] = (type(result.error_in_exec).__name__, out.text)
+        shell.run_cell("%sandbox_reset")
+        seen["preload"] = str(_run(shell, "%%sandbox --preload json,nosuchmod\n1")[0].error_in_exec)
         return seen
     finally:
         shell.run_cell("%unload_ext sandboxlib")
@@ -94,6 +102,20 @@ def test_interactive_shell(runner):
     assert seen["streamed"] == ("line 0\nline 1\nline 2\n", True)
     assert seen["error"] == "ZeroDivisionError" and seen["usage"] == "UsageError"
     assert seen["timeout"] == "CallTimeout" and seen["after_timeout"] == "False"
+    # a failing cell shows its own traceback (with its lines), not the magic's or the session's frames
+    kind, text = seen["cell_traceback"]
+    assert kind == "KeyError" and text.startswith("Traceback (most recent call last):\n  File \"<cell "), text
+    assert "    return d['k']\n" in text and text.rstrip().endswith("KeyError: 'k'")
+    assert "magic.py" not in text and "session.py" not in text and "traceback in the sandbox" not in text
+    assert seen["timeout_says"].startswith("CallTimeout: the cell ran longer than its timeout (0.5 s) and was "
+                                           "killed; the sandbox session ended with it: its variables are gone")
+    assert seen["preload"] == ("--preload: cannot preload 'nosuchmod' in the sandbox: ModuleNotFoundError: "
+                               "No module named 'nosuchmod'")
+    if not runner.rootless:
+        kind, text = seen["oom"]
+        assert kind == "CallCrashed" and text.count("out of memory") == 1 and "OOM" not in text, text
+        assert text.startswith("CallCrashed: the cell ran out of memory (--memory 64M); the sandbox session "
+                               "ended with it: its variables are gone"), text
     assert seen["reset"] == "False" and seen["options_differ"]
     # a memory limit needs a cgroup: root has one; the rootless test user has
     # no delegated cgroup, so the limit is refused, never silently dropped

@@ -890,3 +890,23 @@ def test_reprs(runner):
     assert seen["new"] == f"<sandboxlib.Container {short_id} not started host view>"
     assert seen["closed"] == f"<sandboxlib.Container {short_id} closed host view>"
     assert re.fullmatch(r"<sandboxlib\.Container [0-9a-f]{12} not started image='app:1'>", seen["image"])
+
+
+def check_root_ids_on_host() -> tuple:
+    c = sb.Container()
+    try:
+        c.root_ids_on_host
+    except sb.ContainerStateError as err:
+        before = str(err)
+    with c:
+        ids = c.root_ids_on_host
+        owner = c.run(["sh", "-c", "touch /tmp/x && stat -c %u:%g /tmp/x"]).stdout
+    return before, ids, owner, (os.geteuid(), os.getegid())
+
+
+def test_root_ids_on_host(runner):
+    # who owns what the container's root writes to a bind mount (the pytest marker's tmp_path)
+    before, ids, owner, own_ids = runner(check_root_ids_on_host)
+    assert before == "the container's ids are chosen when it starts"
+    assert owner == b"0:0\n"
+    assert ids == ((1_000_000_000, 1_000_000_000) if own_ids == (0, 0) else own_ids)

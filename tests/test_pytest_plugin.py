@@ -86,6 +86,33 @@ def test_host_is_read_only():
 @pytest.mark.sandbox(bogus=1)
 def test_bad_option():
     pass
+
+
+@pytest.fixture
+def host_sees(tmp_path, tmp_path_factory):
+    yield tmp_path
+    # after the marked test, on the host: what it wrote in the sandbox
+    assert (tmp_path / "out.txt").read_text() == "written inside"
+    assert [p.read_text() for p in tmp_path_factory.getbasetemp().glob("made[0-9]*/f")] == ["made inside"]
+
+
+@pytest.mark.sandbox()
+def test_tmp_path_is_the_hosts(host_sees, tmp_path_factory):
+    (host_sees / "out.txt").write_text("written inside")
+    (tmp_path_factory.mktemp("made") / "f").write_text("made inside")
+
+
+@pytest.mark.sandbox()
+def test_project_is_read_only():
+    assert "def test_project_is_read_only" in open(__file__).read()
+    with pytest.raises(PermissionError):
+        open(__file__, "a")
+
+
+@pytest.mark.sandbox()
+def test_dict_differs():
+    data = {"a": 1, "b": 2}
+    assert data == {"a": 1, "b": 3}
 '''
 
 # After each session (each xdist worker too): the containers still running.
@@ -98,10 +125,15 @@ def pytest_unconfigure(config):
         f.write(repr(inits))
 '''
 
-EXPECTED = {"passed": 6, "failed": 4, "skipped": 1, "xfailed": 2}
+EXPECTED = {"passed": 8, "failed": 5, "skipped": 1, "xfailed": 2}
+# A marked test's failure reads as an unmarked one's: pytest's report with
+# the source line, the assertion's diff and file:line (run with -vv: once).
 MESSAGES = ["assert 2 == 3", "where 2 = len([1, 2])", "KeyError: 'missing-key'", "timed out after 0.5 seconds",
-            "traceback in the sandbox", "pytest.mark.sandbox: takes keyword options",
-            "SKIPPED [1] test_inner.py:29: not in here"]
+            "pytest.mark.sandbox: takes keyword options", "SKIPPED [1] test_inner.py:29: not in here",
+            '>       raise KeyError("missing-key")', "test_inner.py:47: KeyError",
+            '>       assert data == {"a": 1, "b": 3}', "Differing items:\n{'b': 2} != {'b': 3}",
+            "test_inner.py:96: AssertionError", "FAILED test_inner.py::test_dict_differs - AssertionError"]
+ONCE = ['>       assert data == {"a": 1, "b": 3}', "test_inner.py:96: AssertionError"]
 
 
 def _leaks(directory: pathlib.Path) -> list:
@@ -118,10 +150,19 @@ NO_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 def run_inner_session(directory: str, extra: list) -> tuple:
     """The inner session in a subprocess (the rootless worker's way): (outcomes, output)."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",
-                           "sandboxlib.frontends.pytest_plugin", "-rA", *extra, directory], capture_output=True,
+                           "sandboxlib.frontends.pytest_plugin", "-rA", "-vv", *extra, directory], capture_output=True,
                           text=True, cwd=directory, timeout=300, env=dict(os.environ, **NO_AUTOLOAD))
     output = proc.stdout + proc.stderr
     return pytest.RunResult.parse_summary_nouns(output.splitlines()), output
+
+
+def _check_messages(output: str) -> None:
+    lines = "\n".join(line.removeprefix("E").strip() for line in output.splitlines())
+    for message in MESSAGES:
+        assert message in output or message in lines, message
+    for message in ONCE:
+        assert output.count(message) == 1, message
+    assert "traceback in the sandbox" not in output and "<dynamic-code>" not in output
 
 
 def _write(directory: pathlib.Path) -> None:
@@ -134,13 +175,12 @@ def test_plugin_with_pytester(pytester, monkeypatch, xdist):
     for name, value in NO_AUTOLOAD.items():
         monkeypatch.setenv(name, value)
     _write(pytester.path)
+    os.chmod(pytester.path, 0o755)  # as a project's directory is: the container's root is another user
     extra = ["-p", "xdist", "-n", "2"] if xdist else []
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "sandboxlib.frontends.pytest_plugin",
-                                           "-rA", *extra, timeout=300)
+                                           "-rA", "-vv", *extra, timeout=300)
     result.assert_outcomes(**EXPECTED)
-    output = result.stdout.str()
-    for message in MESSAGES:
-        assert message in output, message
+    _check_messages(result.stdout.str())
     leaks = _leaks(pytester.path)
     assert leaks == [[]] * len(leaks) and len(leaks) == (3 if xdist else 1)
 
@@ -156,8 +196,7 @@ def test_plugin_rootless(workers, shared_dir, xdist):
     (outcomes, output), leaks_in_worker = workers["sbxtest"].call(run_inner_session, str(directory), extra)
     assert leaks_in_worker == {"fds": [], "children": []}
     assert {k: outcomes.get(k, 0) for k in EXPECTED} == EXPECTED, output
-    for message in MESSAGES:
-        assert message in output, message
+    _check_messages(output)
     leaks = _leaks(directory)
     assert leaks == [[]] * len(leaks) and len(leaks) == (3 if xdist else 1)
 

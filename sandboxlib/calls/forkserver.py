@@ -11,10 +11,12 @@ they are read by the spare, a process forked ahead of time (see ``Spare``).
 Server -> host: ``H`` hello (after preloading), ``1``/``2`` output chunks as
 they come, ``R`` the outcome of a call, ``E`` a fatal error of the server,
 ``L`` the process forked for the next call died before it took a request
-(the server ends; nothing of the call ran, the host may retry it).
+(the server ends; nothing of the call ran, the host may retry it), ``M`` a
+module to preload failed to import (the server ends).
 Nothing the host reads from the sandbox is unpickled unless the caller opted
 in: values and exceptions come back in the safe encoding (``_safe_encoding``).
 """
+import itertools
 import os
 import select
 import signal
@@ -35,7 +37,8 @@ except ImportError:
 
 # -- outcomes: what a call sends back --------------------------------------------
 def outcome_of(run, trust):
-    """``V`` + safe value, ``P`` + pickle (trusted callers only), or ``X`` + the exception."""
+    """``V`` + safe value, ``P`` + pickle (trusted callers only), ``X`` + the
+    exception, or ``U`` + why the value is not safe to send."""
     try:
         value = run()
     except BaseException as err:  # noqa: BLE001 - every failure goes back to the host
@@ -45,7 +48,7 @@ def outcome_of(run, trust):
             return b"P" + _pickle(value)
         return b"V" + encode(value)
     except UnsafeValue as err:
-        return exception_outcome(TypeError(str(err)), trust)  # a builtin type: rebuilt in the host
+        return b"U" + encode(str(err))  # the host raises UnsafeResultError
     except BaseException as err:  # noqa: BLE001
         return exception_outcome(err, trust)
 
@@ -323,16 +326,24 @@ class Server:
                 self.forward(fd)
 
 
+_CELL_NUMBERS = itertools.count(1)
+
+
 def run_cell(source, namespace):
-    """Run a notebook cell; the repr of a final expression is its value (as IPython shows it)."""
+    """Run a notebook cell; the repr of a final expression is its value (as
+    IPython shows it).  Each cell's source is kept under its own name
+    (``<cell 3>``): tracebacks, now or from its functions later, show its lines."""
     import ast
-    tree = ast.parse(source, "<cell>", "exec")
+    import linecache
+    name = f"<cell {next(_CELL_NUMBERS)}>"
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    tree = ast.parse(source, name, "exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
-    exec(compile(tree, "<cell>", "exec"), namespace)
+    exec(compile(tree, name, "exec"), namespace)
     if last is not None:
-        value = eval(compile(last, "<cell>", "eval"), namespace)
+        value = eval(compile(last, name, "eval"), namespace)
         if value is not None:
             namespace["_"] = value
             return repr(value)
@@ -406,8 +417,11 @@ def main(argv):
         except ImportError:
             pass  # only functions pickled by value need it
         for name in argv[1:]:
-            __import__(name)
-            __import__(name)
+            try:
+                __import__(name)
+            except Exception as err:  # noqa: BLE001 - the host names the module
+                write_frame(chan_out, b"M", encode((name, f"{type(err).__name__}: {err}")))
+                raise SystemExit(1) from None
         server.warm_request = None if server.persistent else _warm_request()
         write_frame(chan_out, b"H", encode((sys.version_info[:3], os.getpid())))
         server.serve()

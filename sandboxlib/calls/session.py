@@ -14,11 +14,13 @@ import select
 import sys
 import threading
 import time
+import types
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from . import encoding, forkserver, framing
 from ..config import check_timeout
-from ..errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, RemoteError
+from ..errors import (CallCrashed, CallTimeout, CommandNotFoundError, ConfigError, ContainerStateError, NoPythonError,
+                      RemoteError, UnsafeResultError)
 from ..results import verdict_of
 from ..rootfs.layout import HOST_SYSTEM_DIRS, interpreter_prefixes
 from ..streams import DEVNULL, PIPE
@@ -88,6 +90,8 @@ def _pickler_class() -> type:
         module, a script's helpers) are pickled by value."""
 
         def reducer_override(self, obj):
+            if isinstance(obj, types.CodeType):
+                return _code_reduce(obj)
             if isinstance(obj, type(dumps)) and not _importable_inside(obj):
                 return self._dynamic_function_reduce(obj)
             if isinstance(obj, type) and obj.__module__ != "builtins" and not _importable_inside(obj):
@@ -95,6 +99,15 @@ def _pickler_class() -> type:
             return super().reducer_override(obj)
 
     return Pickler
+
+
+def _code_reduce(code: types.CodeType) -> tuple:
+    """cloudpickle's reduction of a code object, keeping its file name
+    (cloudpickle 3 writes ``<dynamic-code>``): tracebacks in the sandbox
+    then name the real file and show its lines when it is visible there."""
+    from cloudpickle import cloudpickle_fast as fast
+    rebuild, args = fast._code_reduce(code)
+    return rebuild, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
 
 
 _PICKLER: Dict[str, type] = {}
@@ -164,6 +177,8 @@ def decode_outcome(payload: bytes, trust: bool, timeout: Optional[float]) -> Tup
             return None, rebuild_exception(body, trust)
         if kind == b"T":
             return None, CallTimeout(timeout)
+        if kind == b"U":
+            return None, UnsafeResultError(str(encoding.decode(body)))
         if kind == b"K":
             code, sig = encoding.decode(body)
             how = f"killed by signal {sig}" if sig else "it exited without returning a result"
@@ -189,10 +204,15 @@ class CallServer:
         self._counters = container._counters  # OOM kills, forks refused: the verdict of a crash
         self.persistent = persistent
         self.preload = check_modules(preload)
-        python = sys.executable if container.config.rootfs is None else "python3"
+        own_root = container.config.rootfs is not None or container.config.image is not None
+        python = "python3" if own_root else sys.executable  # the host view shows this interpreter
         argv = [python, "-I", "-c", _server_source(), "1" if persistent else "0", *self.preload]
         self._lock = threading.Lock()
-        self._proc = container.spawn(argv, stdin=PIPE, stdout=PIPE, stderr=DEVNULL)
+        try:
+            self._proc = container.spawn(argv, stdin=PIPE, stdout=PIPE, stderr=DEVNULL)
+        except CommandNotFoundError as err:
+            raise NoPythonError(f"call() needs a Python interpreter in the container: {python!r} is not "
+                                f"there ({err})") from None
         self._in, self._out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
         self._buffer = bytearray()
         self._poller = select.poll()
@@ -265,6 +285,10 @@ class CallServer:
         header = self._read_exact(framing.HEADER.size, deadline)
         kind, size = framing.HEADER.unpack(header)
         payload = self._read_exact(size, deadline)
+        if kind == b"M":
+            self.close()
+            name, why = encoding.decode(payload)
+            raise ConfigError("preload", f"cannot preload {str(name)!r} in the sandbox: {str(why)}")
         if kind in (b"E", b"L"):
             self.close()
             text = str(encoding.decode(payload))

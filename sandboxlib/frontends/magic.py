@@ -21,6 +21,7 @@ from ..calls import Session, check_modules
 from ..config import Network
 from ..runtime import Container
 from ..errors import CallCrashed, CallTimeout, ConfigError
+from ..results import Verdict
 
 __all__ = ["SandboxMagics", "load", "unload"]
 
@@ -82,9 +83,17 @@ class SandboxMagics(Magics):
         session = self._ensure(options)
         try:
             shown = session.exec(code, timeout=timeout)
-        except (CallTimeout, CallCrashed):
+        except (CallTimeout, CallCrashed) as err:
+            memory = self._started_with[0] if self._started_with else None
             self.close()  # its state is gone; the next cell starts a new session
-            raise
+            raise _shown_as(err, f"{type(err).__name__}: {_ended_why(err, memory)}; the sandbox session "
+                                 f"ended with it: its variables are gone (the next cell starts a new "
+                                 f"session)") from None
+        except Exception as err:
+            text = getattr(err, "remote_traceback", None)
+            if not isinstance(text, str):
+                raise
+            raise _shown_as(err, text.rstrip()) from None
         return None if shown is None else Shown(shown)
 
     @line_magic
@@ -106,6 +115,9 @@ class SandboxMagics(Magics):
         box.start()
         try:
             self._session = box.session(preload=preload)
+        except ConfigError as err:  # a module to preload is not there: the option's fault
+            box.close()
+            raise UsageError(f"--preload: {err.message}") from None
         except BaseException:
             box.close()
             raise
@@ -121,6 +133,21 @@ class SandboxMagics(Magics):
         box, self._box, self._session = self._box, None, None
         if box is not None:
             box.close()
+
+
+def _shown_as(error: BaseException, text: str) -> BaseException:
+    """``error`` shown by IPython as ``text`` alone: the cell's own traceback
+    from the sandbox, without the frames of the magic and the session."""
+    error._render_traceback_ = lambda: text.splitlines()  # type: ignore[attr-defined]
+    return error.with_traceback(None)
+
+
+def _ended_why(error: BaseException, memory: Optional[str]) -> str:
+    if isinstance(error, CallTimeout):
+        return f"the cell ran longer than its timeout ({error.timeout} s) and was killed"
+    if getattr(error, "verdict", None) is Verdict.OOM:
+        return f"the cell ran out of memory (--memory {memory})" if memory else "the cell ran out of memory"
+    return str(error)
 
 
 def _timeout(value: Optional[str]) -> Optional[float]:

@@ -4,21 +4,31 @@ Fixtures: ``sandbox`` (a fresh running ``Container`` per test) and
 ``sandbox_factory`` (``make(**options)`` -> a started ``Container``; all are
 closed after the test).  The marker ``@pytest.mark.sandbox(**options)`` runs
 the whole test body in a sandbox: the function (pytest's assertion rewriting
-included) and its fixture values go in with cloudpickle; the outcome comes
-back as pass, fail (with the assertion message pytest wrote inside), skip,
-xfail, or the test's exception.  Options: ``timeout``, ``memory``,
+included) and its fixture values go in with cloudpickle; the project's
+directory is bound read-only and pytest's base temporary directory writable
+(``tmp_path`` works, its files stay).  The outcome comes back as pass, skip,
+xfail, or a failure: pytest's own report of it, made inside with pytest's
+assertion hooks and serialized as a TestReport's plain data (as xdist does),
+with the exception's type when it is a builtin one.  Options: ``timeout``, ``memory``,
 ``network`` (bool), ``preload``, ``env``, ``mounts``, ``rootfs``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+import builtins
+import os
+import pathlib
+import stat
+import traceback
+import types
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
+from _pytest.reports import TestReport
 
 from ..api import with_memory
-from ..config import Network
+from ..config import Mount, Network
 from ..runtime import Container
-from ..errors import ConfigError
+from ..errors import ConfigError, RemoteError
 
 __all__ = ["sandbox", "sandbox_factory"]
 
@@ -76,25 +86,115 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     __tracebackhide__ = True
     options, timeout, preload = _container_options(marker)
     funcargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    basetemp = pyfuncitem.config._tmp_path_factory.getbasetemp()
+    options["mounts"] = (*_project_mounts(pyfuncitem.config, basetemp), *options["mounts"])
+    invocation_dir = pyfuncitem.config.invocation_params.dir
+    if options["rootfs"] is None and (invocation_dir == pyfuncitem.config.rootpath
+                                      or pyfuncitem.config.rootpath in invocation_dir.parents):
+        options["cwd"] = str(invocation_dir)  # as on the host: relative paths, and the report's file names
     with Container(**options) as box:
+        _give_temp_to_root(box, basetemp, pyfuncitem.funcargs.get("tmp_path"))
         if preload:
             box.preload(preload)
         try:
-            status, message = box.invoke(_run_test, (pyfuncitem.obj, funcargs), timeout=timeout)
+            outcome = box.invoke(_run_test, (pyfuncitem.obj, funcargs, _report_settings(pyfuncitem.config)),
+                                 timeout=timeout)
         except BaseException as err:
             raise err.with_traceback(None)  # noqa: B904 - the same exception; the host's frames say nothing about the test
+    status, message = outcome[:2]
     if status == "skipped":  # reported at the test's own location, as a skip in its body is
         raise pytest.skip.Exception(message, _use_item_location=True)
     if status == "xfailed":
         pytest.xfail(message)
     if status == "failed":
         pytest.fail(message, pytrace=False)
+    if status == "raised":
+        raise _rebuilt(*outcome[2:], longrepr=message)
     return True
 
 
-def _run_test(fn: Callable, funcargs: dict) -> tuple:
-    """Runs in the sandbox: pytest's outcome exceptions become safe values."""
+def _project_mounts(config: pytest.Config, basetemp: pathlib.Path) -> tuple:
+    """The project's directory read-only (the test's source for pytest's
+    report, its data files) and pytest's temporary directory writable."""
+    mounts = [Mount.bind(basetemp, basetemp)]
+    rootdir = config.rootpath
+    if str(rootdir) != "/":
+        mounts.insert(0, Mount.bind(rootdir, rootdir, read_only=True))
+        _searchable_below(rootdir, basetemp)
+    return tuple(mounts)
+
+
+def _searchable_below(rootdir: pathlib.Path, basetemp: pathlib.Path) -> None:
+    """A base temporary directory inside the project (``--basetemp``, xdist's
+    ``popen-gwN``) is mounted where the container's root must reach it through
+    the project's bind: pytest's own 0700 directories on the way, ours, get
+    search permission for others (not read: their names stay unlisted)."""
+    for parent in basetemp.parents:
+        if parent == rootdir or rootdir not in parent.parents:
+            return
+        info = parent.stat()
+        if info.st_uid == os.geteuid() and not info.st_mode & stat.S_IXOTH:
+            os.chmod(parent, stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
+
+
+def _give_temp_to_root(box: Container, basetemp: pathlib.Path, tmp_path: Optional[pathlib.Path]) -> None:
+    """pytest's base temporary directory and the test's ``tmp_path`` become
+    the container root's (as root, an unprivileged host id; rootless, you),
+    so the test can write there; the host reads them after the test."""
+    uid, gid = box.root_ids_on_host
+    if (uid, gid) == (os.geteuid(), os.getegid()):
+        return
+    os.chown(basetemp, uid, gid)
+    if tmp_path is not None and basetemp in tmp_path.parents:
+        for path in (tmp_path, *tmp_path.rglob("*")):
+            os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _report_settings(config: pytest.Config) -> dict:
+    style = config.getoption("tbstyle", "auto")
+    return {"verbose": config.getoption("verbose", 0), "showlocals": bool(config.getoption("showlocals", False)),
+            "style": "long" if style == "auto" else style}
+
+
+def _rebuilt(module: str, qualname: str, args: Optional[tuple], text: str, *, longrepr: Any) -> BaseException:
+    """The test's exception on the host (the same builtin type when it is one,
+    so ``xfail(raises=...)`` works; else RemoteError), carrying pytest's
+    report made in the sandbox."""
+    cls = getattr(builtins, qualname, None) if module == "builtins" else None
+    error: Optional[BaseException] = None
+    if isinstance(cls, type) and issubclass(cls, Exception) and args is not None:
+        try:
+            error = cls(*args)
+        except Exception:  # noqa: BLE001 - not rebuildable from its args
+            error = None
+    if error is None:
+        error = RemoteError(f"{module}.{qualname}", text.rstrip().rsplit("\n", 1)[-1], text)
+    error._sandboxlib_longrepr = longrepr
+    return error
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """A marked test's failure is shown with the report pytest made in the
+    sandbox (source lines, the assertion's diff, file:line), as for an unmarked test."""
+    report = yield
+    longrepr = getattr(call.excinfo.value, "_sandboxlib_longrepr", None) if call.excinfo else None
+    if longrepr is not None and report.failed:
+        data = report._to_json()
+        data["longrepr"] = longrepr
+        report.longrepr = TestReport._from_json(data).longrepr
+    return report
+
+
+# -- in the sandbox ----------------------------------------------------------------
+def _run_test(fn: Callable, funcargs: dict, settings: dict) -> tuple:
+    """Runs in the sandbox: pytest's outcome exceptions become safe values; an
+    exception becomes pytest's own report of it (as plain data) and its type."""
+    import _pytest.assertion
     from _pytest.outcomes import Failed, Skipped, XFailed
+    config = _assertion_config(settings["verbose"])
+    hooks = _pytest.assertion.pytest_runtest_protocol(types.SimpleNamespace(ihook=config.hook, config=config))
+    next(hooks)  # pytest's assertrepr_compare hooks, set as for a test on the host
     try:
         fn(**funcargs)
     except Skipped as outcome:
@@ -103,4 +203,40 @@ def _run_test(fn: Callable, funcargs: dict) -> tuple:
         return "xfailed", outcome.msg
     except Failed as outcome:
         return "failed", outcome.msg
+    except Exception as err:  # noqa: BLE001 - every failure goes back to the host as a report
+        return ("raised", _longrepr(err, fn, settings), type(err).__module__, type(err).__qualname__,
+                _safe_args(err), "".join(traceback.format_exception(err)))
+    finally:
+        hooks.close()
     return "passed", None
+
+
+def _assertion_config(verbose: int) -> pytest.Config:
+    """A pytest config with pytest's own plugins only (no conftest, no
+    entry points) and the host's verbosity: what assertion reports use."""
+    from _pytest.config import get_config
+    config = get_config(["-p", "no:cacheprovider"])
+    config.option.verbose = verbose
+    config.option.assertmode = "rewrite"
+    return config
+
+
+def _longrepr(err: BaseException, fn: Callable, settings: dict) -> dict:
+    """pytest's report of ``err``: the test function's frames and below, as the
+    plain data of a serialized TestReport (safe to send back)."""
+    from _pytest._code import Code, ExceptionInfo
+    from _pytest.reports import TestReport
+    excinfo = ExceptionInfo.from_exception(err)
+    code = Code.from_function(fn)
+    traceback_ = excinfo.traceback.cut(path=code.path, firstlineno=code.firstlineno)
+    excinfo.traceback = traceback_.filter(excinfo)
+    longrepr = excinfo.getrepr(funcargs=True, showlocals=settings["showlocals"], style=settings["style"],
+                               tbfilter=False, truncate_locals=settings["verbose"] <= 1)
+    report = TestReport(nodeid="", location=("", None, ""), keywords={}, outcome="failed", longrepr=longrepr,
+                        when="call")
+    return report._to_json()["longrepr"]
+
+
+def _safe_args(err: BaseException) -> Optional[tuple]:
+    args = err.args
+    return args if all(isinstance(a, (str, int, float, bool, type(None))) for a in args) else None

@@ -104,6 +104,20 @@ class ContainerLifecycle:
         return self._init_pid
 
     @property
+    def root_ids_on_host(self) -> Tuple[int, int]:
+        """The host's (uid, gid) of the container's root, once started: who owns
+        what it writes to a bind mount (as root, an unprivileged id by default)."""
+        if not self._resources_used:
+            raise ContainerStateError("the container's ids are chosen when it starts")
+        maps = self._maps
+        if maps is None:  # no user namespace
+            return 0, 0
+        uid, gid = maps.to_host_uid(0), maps.to_host_gid(0)
+        if uid is None or gid is None:
+            raise ContainerStateError("the container's root is not mapped to a host id")
+        return uid, gid
+
+    @property
     def running(self) -> bool:
         return self._init_fd is not None and not self._init_exited(0)
 
