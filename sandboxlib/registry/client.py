@@ -4,11 +4,11 @@ one repository of one registry, on httpx: manifests (``HEAD`` before
 :class:`~sandboxlib.errors.RegistryError` naming registry, repository and
 HTTP status.
 
-Transport: HTTPS with the system's CA certificates, verified; plain HTTP
-only for a registry on the loopback interface (``localhost``, ``127.0.0.0/8``,
-``[::1]``), which is how tests and local registries run.  Proxy variables of
-the environment are not used for loopback registries (they are on this
-machine).  Anonymous access only, so far."""
+Transport (:mod:`sandboxlib.registry.hosts`): HTTPS verified against the
+system's CA certificates and the registry's own in ``certs.d``; plain HTTP
+only for a registry on loopback or named insecure, and only when it does not
+speak TLS.  Proxy variables of the environment are not used for loopback
+registries (they are on this machine).  Anonymous access only, so far."""
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +19,7 @@ from typing import BinaryIO, Callable, Iterator, Optional, Tuple
 import httpx
 
 from ..errors import RegistryAuthError, RegistryDataError, RegistryError, RegistryNotFound
+from .hosts import host_of, is_certificate_failure, is_tls_refusal
 from .names import RemoteReference
 
 __all__ = ["Repository", "MANIFEST_LIMIT", "SCHEMA1_TYPES"]
@@ -37,10 +38,15 @@ class Repository:
 
     def __init__(self, ref: RemoteReference) -> None:
         self.registry, self.repository = ref.registry, ref.repository
-        scheme = "http" if ref.is_loopback else "https"
-        self.base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
+        self.host = host_of(ref)
+        self.scheme = "https"  # until the registry turns out not to speak TLS (where that is allowed)
         self.http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS,
-                                 trust_env=not ref.is_loopback, headers={"User-Agent": "sandboxlib"})
+                                 verify=self.host.ssl_context(), trust_env=not self.host.loopback,
+                                 headers={"User-Agent": "sandboxlib"})
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.host.api_host}/v2/{self.repository}"
 
     def __enter__(self) -> "Repository":
         return self
@@ -59,14 +65,32 @@ class Repository:
     def request(self, method: str, url: str, what: str, *, ok=(200,), **kwargs) -> Iterator[httpx.Response]:
         """A streamed response whose status is in ``ok``, else the RegistryError for it."""
         try:
-            with self.http.stream(method, url, **kwargs) as response:
+            response = self._send(method, url, what, **kwargs)
+            try:
                 if response.status_code not in ok:
                     raise self._refusal(response, what)
                 yield response
+            finally:
+                response.close()
         except httpx.TooManyRedirects:
             raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
         except httpx.HTTPError as err:
             raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
+
+    def _send(self, method: str, url: str, what: str, **kwargs) -> httpx.Response:
+        """Send, falling back to plain HTTP once when that is allowed and the registry does not speak TLS."""
+        try:
+            return self.http.send(self.http.build_request(method, url, **kwargs), stream=True)
+        except httpx.ConnectError as err:
+            secure = f"https://{self.host.api_host}/"
+            if self.host.plain_http_allowed and is_tls_refusal(err) and url.startswith(secure):
+                self.scheme = "http"
+                plain = f"http://{self.host.api_host}/" + url[len(secure):]
+                return self.http.send(self.http.build_request(method, plain, **kwargs), stream=True)
+            if is_certificate_failure(err):
+                raise self.error(None, f"{what}: the TLS certificate of {self.host.api_host} is not trusted "
+                                       f"({err}); {self.host.certificate_hint()}") from None
+            raise
 
     def _refusal(self, response: httpx.Response, what: str) -> RegistryError:
         status = response.status_code
