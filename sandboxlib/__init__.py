@@ -11,6 +11,7 @@ from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, Command
     ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryAuthError, RegistryDataError,
     RegistryError, RegistryNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired, UnsupportedError)
 from .images import Image
+from .registry import login, logout
 from .results import Result, Verdict
 from .security import Seccomp
 from .cgroups.stats import ProcessInfo, Stats
@@ -24,7 +25,7 @@ __all__ = [
     "CommandFailed",
     "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
     "DigestMismatch", "RegistryError", "RegistryAuthError", "RegistryNotFound", "RegistryDataError",
-    "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool",
+    "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool", "login", "logout",
 ]
 
 

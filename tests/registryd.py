@@ -39,7 +39,7 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: sandboxlib-tests
-{tls}"""
+{tls}{auth}"""
 TLS = """  tls:
     certificate: {top}/server.crt
     key: {top}/server.key
@@ -59,8 +59,10 @@ def free_port() -> int:
 class Registry:
     """docker-registry on ``127.0.0.1:port`` with everything under ``top``; ``host`` is ``127.0.0.1:PORT``."""
 
-    def __init__(self, top: str, tls: Optional[Tuple[bytes, bytes]] = None) -> None:
-        """``tls``: (certificate PEM, key PEM) to serve HTTPS with (see tests/tlskit.py)."""
+    def __init__(self, top: str, tls: Optional[Tuple[bytes, bytes]] = None, auth: str = "") -> None:
+        """``tls``: (certificate PEM, key PEM) to serve HTTPS with (see tests/tlskit.py);
+        ``auth``: the config's ``auth:`` section (``{top}`` is replaced), see htpasswd_auth and
+        TokenIssuer.auth_config."""
         if not os.path.exists(REGISTRY):
             raise RegistryError("docker-registry is not installed (apt-get install docker-registry, or make test)")
         self.top, self.port = top, free_port()
@@ -71,7 +73,8 @@ class Registry:
                 with open(f"{top}/{name}", "wb") as f:
                     f.write(data)
         with open(f"{top}/config.yml", "w") as f:
-            f.write(CONFIG.format(top=top, port=self.port, tls=TLS.format(top=top) if tls else ""))
+            f.write(CONFIG.format(top=top, port=self.port, tls=TLS.format(top=top) if tls else "",
+                                  auth=auth.replace("{top}", top)))
         self._log = open(f"{top}/registry.log", "wb")
         env = {"PATH": "/usr/bin:/bin", "HOME": top}   # no REGISTRY_* overrides from our environment
         self._proc: Optional[subprocess.Popen] = subprocess.Popen(
@@ -120,6 +123,21 @@ class Registry:
         finally:
             self._log.close()
             shutil.rmtree(self.top, ignore_errors=True)
+
+
+HTPASSWD_AUTH = """auth:
+  htpasswd:
+    realm: sandboxlib-test
+    path: {top}/htpasswd
+"""
+
+
+def write_htpasswd(top: str, users: Dict[str, str]) -> None:
+    """{top}/htpasswd for HTPASSWD_AUTH, bcrypt as distribution wants (Debian's apache2-utils)."""
+    lines = [subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True,
+                            timeout=30).stdout.strip() for user, password in users.items()]
+    with open(f"{top}/htpasswd", "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _unverified():
