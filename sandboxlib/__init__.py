@@ -5,7 +5,7 @@
     b'hi\\n'
 """
 from .api import run, sandboxed
-from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
+from .config import ContainerConfig, IdMapping, Limits, Mount, Network, Pull, WritableLayer
 from .runtime import Container, ImageStore, Process
 from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, CommandNotFoundError, ConfigError,
     ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryAuthError, RegistryDataError,
@@ -23,7 +23,7 @@ __all__ = [
     "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError",
     "ConfigError", "UnsupportedError", "SetupError", "CommandNotFoundError", "TimeoutExpired",
     "CommandFailed",
-    "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
+    "ContainerStateError", "ImageStore", "Image", "WritableLayer", "Pull", "ImageNotFound", "ImageFormatError",
     "DigestMismatch", "RegistryError", "RegistryAuthError", "RegistryNotFound", "RegistryDataError",
     "CallError", "RemoteError", "CallTimeout", "CallCrashed", "Pool", "login", "logout",
 ]
