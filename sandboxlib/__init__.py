@@ -5,13 +5,14 @@
     b'hi\\n'
 """
 from .api import run, sandboxed
-from .config import ContainerConfig, IdMapping, Limits, Mount, Network, WritableLayer
+from .config import ContainerConfig, IdMapping, Limits, Mount, Network, Pull, WritableLayer
 from .runtime import Container, ImageStore, Process
 from .errors import (CallCrashed, CallError, CallTimeout, CommandFailed, CommandNotFoundError, ConfigError,
     ContainerStateError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryAuthError, RegistryDataError,
     RegistryError, RegistryNotFound, RemoteError, SandboxError, SetupError, TimeoutExpired, UnsupportedError,
     UnsafeResultError, NoPythonError)
 from .images import Image
+from .registry import login, logout
 from .results import Result, Verdict
 from .security import Seccomp
 from .cgroups.stats import ProcessInfo, Stats
@@ -23,9 +24,10 @@ __all__ = [
     "Result", "Verdict", "Stats", "ProcessInfo", "Seccomp", "PIPE", "DEVNULL", "STDOUT", "SandboxError",
     "ConfigError", "UnsupportedError", "SetupError", "CommandNotFoundError", "TimeoutExpired",
     "CommandFailed",
-    "ContainerStateError", "ImageStore", "Image", "WritableLayer", "ImageNotFound", "ImageFormatError",
+    "ContainerStateError", "ImageStore", "Image", "WritableLayer", "Pull", "ImageNotFound", "ImageFormatError",
     "DigestMismatch", "RegistryError", "RegistryAuthError", "RegistryNotFound", "RegistryDataError",
-    "CallError", "RemoteError", "UnsafeResultError", "NoPythonError", "CallTimeout", "CallCrashed", "Pool",
+    "CallError", "RemoteError", "UnsafeResultError", "NoPythonError", "CallTimeout", "CallCrashed", "Pool", "login",
+    "logout",
 ]
 
 

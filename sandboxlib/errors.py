@@ -175,14 +175,16 @@ class ImageNotFound(SandboxError, LookupError):
 
     Attributes:
         reference: the reference asked for, as given.
+        hint: why it was not looked for further (e.g. ``pull='never'``), or "".
     """
 
-    def __init__(self, reference: str) -> None:
-        super().__init__(reference)
+    def __init__(self, reference: str, hint: str = "") -> None:
+        super().__init__(*((reference, hint) if hint else (reference,)))
         self.reference = reference
+        self.hint = hint
 
     def __str__(self) -> str:
-        return f"no image {self.reference!r} in the store"
+        return f"no image {self.reference!r} in the store" + (f" ({self.hint})" if self.hint else "")
 
 
 class ImageFormatError(SandboxError, ValueError):

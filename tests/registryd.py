@@ -16,11 +16,13 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 REGISTRY = "/usr/bin/docker-registry"
 PR_SET_PDEATHSIG = 1
@@ -37,6 +39,10 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: sandboxlib-tests
+{tls}{auth}"""
+TLS = """  tls:
+    certificate: {top}/server.crt
+    key: {top}/server.key
 """
 
 
@@ -53,13 +59,22 @@ def free_port() -> int:
 class Registry:
     """docker-registry on ``127.0.0.1:port`` with everything under ``top``; ``host`` is ``127.0.0.1:PORT``."""
 
-    def __init__(self, top: str) -> None:
+    def __init__(self, top: str, tls: Optional[Tuple[bytes, bytes]] = None, auth: str = "") -> None:
+        """``tls``: (certificate PEM, key PEM) to serve HTTPS with (see tests/tlskit.py);
+        ``auth``: the config's ``auth:`` section (``{top}`` is replaced), see htpasswd_auth and
+        TokenIssuer.auth_config."""
         if not os.path.exists(REGISTRY):
             raise RegistryError("docker-registry is not installed (apt-get install docker-registry, or make test)")
         self.top, self.port = top, free_port()
         self.host = f"127.0.0.1:{self.port}"
+        self.scheme = "https" if tls else "http"
+        if tls:
+            for name, data in zip(("server.crt", "server.key"), tls):
+                with open(f"{top}/{name}", "wb") as f:
+                    f.write(data)
         with open(f"{top}/config.yml", "w") as f:
-            f.write(CONFIG.format(top=top, port=self.port))
+            f.write(CONFIG.format(top=top, port=self.port, tls=TLS.format(top=top) if tls else "",
+                                  auth=auth.replace("{top}", top)))
         self._log = open(f"{top}/registry.log", "wb")
         env = {"PATH": "/usr/bin:/bin", "HOME": top}   # no REGISTRY_* overrides from our environment
         self._proc: Optional[subprocess.Popen] = subprocess.Popen(
@@ -77,9 +92,14 @@ class Registry:
             if self._proc.poll() is not None:
                 raise RegistryError(f"docker-registry exited with status {self._proc.returncode}: {self.log()}")
             try:
-                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2) as answer:
+                with urllib.request.urlopen(f"{self.scheme}://{self.host}/v2/", timeout=2,
+                                            context=_unverified()) as answer:
                     if answer.status == 200:
                         return
+            except urllib.error.HTTPError as err:  # up, and wants credentials
+                if err.code == 401:
+                    return
+                raise RegistryError(f"docker-registry answered {err.code}: {self.log()}") from None
             except OSError:
                 time.sleep(0.05)
         raise RegistryError(f"docker-registry did not answer within {seconds:.0f} s: {self.log()}")
@@ -103,6 +123,28 @@ class Registry:
         finally:
             self._log.close()
             shutil.rmtree(self.top, ignore_errors=True)
+
+
+HTPASSWD_AUTH = """auth:
+  htpasswd:
+    realm: sandboxlib-test
+    path: {top}/htpasswd
+"""
+
+
+def write_htpasswd(top: str, users: Dict[str, str]) -> None:
+    """{top}/htpasswd for HTPASSWD_AUTH, bcrypt as distribution wants (Debian's apache2-utils)."""
+    lines = [subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True,
+                            timeout=30).stdout.strip() for user, password in users.items()]
+    with open(f"{top}/htpasswd", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _unverified():
+    """For the start-up probe only: is the registry up (the tests verify its certificate themselves)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
 
 
 def _die_with_parent() -> None:

@@ -284,11 +284,11 @@ def test_errors_in_run_show_runs_usage():
 
 def test_a_command_without_dashes_gets_a_hint(tmp_path):
     store = str(tmp_path / "store")
-    proc = run_cli("--store", store, "echo", "hi")
+    proc = run_cli("--store", store, "--pull", "never", "echo", "hi")  # (not from Docker Hub: loopback only)
     assert proc.returncode == 125 and proc.stdout == b"", proc
     assert b"no image 'echo' in the store" in proc.stderr, proc
     assert b"put it after --: sandboxlib run [OPTIONS] -- echo hi" in proc.stderr, proc
-    proc = run_cli("--store", store, "no-such-command-sbx")
+    proc = run_cli("--store", store, "--pull", "never", "no-such-command-sbx")
     assert proc.returncode == 125 and b"no image 'no-such-command-sbx' in the store" in proc.stderr, proc
     assert b"after --" not in proc.stderr, proc
 

@@ -145,7 +145,7 @@ def test_layers_of_a_running_container_are_kept(runner, store_dir, busybox_root)
 def test_image_errors_name_the_field(tmp_path, busybox_root):
     store = ImageStore(str(tmp_path))
     with pytest.raises(ImageNotFound):
-        sb.run(["true"], image="missing:1", image_store=store.path)
+        sb.run(["true"], image="missing:1", image_store=store.path, pull="never")
     with pytest.raises(ConfigError) as err:
         sb.run(["true"], image="bb:1", rootfs=busybox_root)
     assert err.value.field == "image"
@@ -231,7 +231,7 @@ def test_cli_images_load_save_import_rmi_run(tmp_path, busybox_root):
     assert _cli("run", "--store", store, "bb:cli", "--", "sh", "-c", "exit 3").returncode == 3
     assert _cli("save", "-o", str(tmp_path / "out.tar"), "bb:cli", "--store", store).returncode == 0
     assert _cli("rmi", "bb:cli", "--store", store).stdout == "Untagged: bb:cli\n"
-    missing = _cli("run", "--store", store, "bb:cli", "true")
+    missing = _cli("run", "--store", store, "--pull", "never", "bb:cli", "true")
     assert missing.returncode == 125 and "no image 'bb:cli' in the store" in missing.stderr
     loaded = _cli("load", "-i", str(tmp_path / "out.tar"), "--store", store)
     assert loaded.stdout == "Loaded image: bb:cli\n", loaded.stderr

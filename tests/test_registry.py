@@ -265,3 +265,79 @@ def _short_layers(ref: str) -> list:
     out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True,
                          capture_output=True, text=True, timeout=60).stdout
     return [layer["digest"][7:19] for layer in json.loads(out)["layers"]]
+
+
+# -- run pulls what is missing ------------------------------------------------------------------------
+def check_run_pulls(path, ref):
+    first = sb.run(None, image=ref, image_store=path)
+    second = sb.run(None, image=ref, image_store=path)
+    return first.stdout, second.stdout, [image.references for image in sb.ImageStore(path).list()]
+
+
+def _fetches(requests) -> tuple:
+    return (sum(method == "GET" and "/blobs/" in path for method, path in requests),
+            [(method, path) for method, path in requests if "/manifests/" in path])
+
+
+def test_run_pulls_a_missing_image_once(runner, store_dir, registry, pushed):
+    ref, digest = pushed
+    proxy = FaultProxy(registry.host, {})
+    try:
+        via = ref.replace(registry.host, proxy.host)
+        first, second, names = runner(check_run_pulls, store_dir, via)
+    finally:
+        proxy.close()
+    assert first == second == EXPECTED and names == [(via,)]
+    blobs, manifests = _fetches(proxy.requests)
+    assert blobs == 4 and manifests == [("HEAD", "/v2/team/app/manifests/1"), ("GET", "/v2/team/app/manifests/1")]
+
+
+def test_run_pull_always_asks_the_registry(registry, pushed, tmp_path):
+    ref, _ = pushed
+    store = sb.ImageStore(str(tmp_path / "store"))
+    proxy = FaultProxy(registry.host, {})
+    try:
+        via = ref.replace(registry.host, proxy.host)
+        store.pull(via)
+        del proxy.requests[:]
+        with sb.Container(image=via, image_store=store.path, pull="always") as container:
+            out = container.run(["cat", "/etc/motd"]).stdout
+    finally:
+        proxy.close()
+    assert out == b"motd 3\n" and proxy.requests == [("HEAD", "/v2/team/app/manifests/1")]
+
+
+def test_pull_never_with_a_missing_image(registry, pushed, tmp_path):
+    ref, _ = pushed
+    proxy = FaultProxy(registry.host, {})
+    try:
+        with pytest.raises(sb.ImageNotFound) as err:
+            sb.run(None, image=ref.replace(registry.host, proxy.host), image_store=str(tmp_path / "s"),
+                   pull="never")
+    finally:
+        proxy.close()
+    assert "pull='never'" in str(err.value) and proxy.requests == []
+
+
+def test_run_of_an_image_no_registry_has(registry, tmp_path):
+    ref = f"{registry.host}/team/nothing:1"
+    with pytest.raises(sb.ImageNotFound) as err:
+        sb.run(None, image=ref, image_store=str(tmp_path / "s"))
+    assert err.value.reference == ref and "(HTTP 404)" in str(err.value)
+    assert isinstance(err.value.__cause__, RegistryNotFound)
+
+
+def test_pull_option_is_checked():
+    with pytest.raises(ConfigError) as err:
+        sb.ContainerConfig(pull="sometimes")
+    assert err.value.field == "pull" and "'missing', 'always', 'never'" in str(err.value)
+    assert sb.ContainerConfig(pull="always").pull is sb.Pull.ALWAYS and sb.ContainerConfig().pull is sb.Pull.MISSING
+
+
+def test_cli_run_pull(registry, pushed, tmp_path):
+    ref, _ = pushed
+    store = str(tmp_path / "store")
+    never = sandboxlib_cli("run", "--store", store, "--pull", "never", ref, text=True)
+    assert never.returncode != 0 and "pull='never'" in never.stderr
+    done = sandboxlib_cli("run", "--store", store, ref, text=True)
+    assert (done.returncode, done.stdout) == (0, EXPECTED.decode())

@@ -1,7 +1,7 @@
 """Frozen, keyword-only configuration.  Validators name the field at fault
 and run before any kernel resource exists.  One module per kind of value;
 this face names them all."""
-from .container import ContainerConfig, Network, WritableLayer, config_of, network_option, takes_container_options
+from .container import ContainerConfig, Network, Pull, WritableLayer, config_of, network_option, takes_container_options
 from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
 from .values import (
@@ -24,4 +24,4 @@ from .values import (
     tmpfs_size,
 )
 
-__all__ = ["parse_size", "check_kernel_dirs", "PAGE_SIZE", "TMPFS_MAX", "MEMORY_MAX", "PIDS_MAX", "RLIM_INFINITY", "ID_MAX", "bounded_size", "tmpfs_size", "check_text", "check_timeout", "data_bytes", "text_codec", "container_path", "env_pairs", "check_env", "MountKind", "KERNEL_MOUNTS", "Mount", "IdMapping", "RLIMITS", "RlimitValue", "MIN_MEMORY", "CPU_PERIOD_US", "CgroupLimits", "Limits", "WritableLayer", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]
+__all__ = ["parse_size", "check_kernel_dirs", "PAGE_SIZE", "TMPFS_MAX", "MEMORY_MAX", "PIDS_MAX", "RLIM_INFINITY", "ID_MAX", "bounded_size", "tmpfs_size", "check_text", "check_timeout", "data_bytes", "text_codec", "container_path", "env_pairs", "check_env", "MountKind", "KERNEL_MOUNTS", "Mount", "IdMapping", "RLIMITS", "RlimitValue", "MIN_MEMORY", "CPU_PERIOD_US", "CgroupLimits", "Limits", "WritableLayer", "Pull", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]

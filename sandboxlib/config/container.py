@@ -26,7 +26,7 @@ from .values import (
     tmpfs_size,
 )
 
-__all__ = ["WritableLayer", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]
+__all__ = ["WritableLayer", "Pull", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]
 
 class WritableLayer(enum.Enum):
     """Where an image root's writes go: a directory of the image store
@@ -42,6 +42,23 @@ def _writable_layer(value: Union[WritableLayer, str]) -> WritableLayer:
         return WritableLayer(value)
     except ValueError:
         raise ConfigError("writable_layer", f"{value!r} is not one of {[w.value for w in WritableLayer]}") from None
+
+
+class Pull(enum.Enum):
+    """When the image of a container is pulled from its registry: ``MISSING``
+    (when the store lacks it, as ``docker run``), ``ALWAYS`` (before each
+    container: a manifest ``HEAD`` when nothing changed) or ``NEVER``."""
+
+    MISSING = "missing"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+def _pull(value: Union[Pull, str]) -> Pull:
+    try:
+        return Pull(value)
+    except ValueError:
+        raise ConfigError("pull", f"{value!r} is not one of {[p.value for p in Pull]}") from None
 
 
 class Network(enum.Enum):
@@ -106,6 +123,9 @@ class ContainerConfig:
             ``image_store``: the root is an overlay of its layers with a
             writable layer of the container's own, gone with the container.
         image_store: the store's directory (default: ``images.default_home()``).
+        pull: when ``image`` is pulled from its registry: ``Pull.MISSING``
+            (``"missing"``, default: when the store lacks it), ``"always"``
+            or ``"never"``.
         writable_layer: where the container's writes go: ``WritableLayer.DISK``
             (default: ``containers/ID/upper`` in the store; a read-only root
             gets none) or ``WritableLayer.TMPFS`` (``"tmpfs"``: in memory).
@@ -139,6 +159,7 @@ class ContainerConfig:
     seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)  # type: ignore[assignment]
     image: Optional[str] = None
     image_store: Optional[str] = attrs.field(default=None, converter=_host_path)
+    pull: Pull = attrs.field(default=Pull.MISSING, converter=_pull)
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
     writable_layer_size: Optional[int] = attrs.field(default=None, converter=_writable_layer_size)
 

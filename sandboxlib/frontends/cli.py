@@ -8,7 +8,7 @@
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
                    [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
-                   IMAGE [CMD...]   (the image's root and config)
+                   [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
     sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence
 
 from . import imagecli
 from ..api import run
-from ..config import RLIMITS, Limits, Mount, Network, WritableLayer
+from ..config import RLIMITS, Limits, Mount, Network, Pull, WritableLayer
 from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
 from ..version import __version__
 from ..security import DEFAULT, Seccomp, SeccompOption
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writable-layer", choices=[w.value for w in WritableLayer], default="disk",
                    help="where an image container's writes go: the store (default) or a tmpfs")
     p.add_argument("--writable-layer-size", metavar="SIZE", help="size limit of a tmpfs writable layer, e.g. 256M")
+    p.add_argument("--pull", choices=[w.value for w in Pull], default="missing",
+                   help="pull the image from its registry: when the store lacks it (default), always, never")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
     for command in sub.choices.values():
@@ -229,7 +231,7 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
                  env={**_env_file(args.env_file), **_env(args.env)}, mounts=mounts, read_only=args.read_only, user=args.user,
                  cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
                  seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store,
-                 writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size,
+                 writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size, pull=args.pull,
                  cap_add=args.cap_add, cap_drop=args.cap_drop)
     if result.verdict not in (Verdict.EXITED, Verdict.SIGNALED, Verdict.TIMEOUT):
         print(f"sandboxlib: {_VERDICT_TEXT[result.verdict]}", file=sys.stderr)

@@ -1,12 +1,16 @@
 """The image commands of the command line: ``images``, ``load``, ``save``,
-``import``, ``rmi``, ``pull``, ``push`` (``run IMAGE`` is in ``cli``)."""
+``import``, ``rmi``, ``pull``, ``push``, ``login``, ``logout`` (``run IMAGE`` is in ``cli``)."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import sys
 from typing import Callable, Dict
 
+from ..errors import ConfigError
 from ..images import default_home
+from ..registry import login, logout
 from ..runtime import ImageStore
 
 __all__ = ["add_parsers", "COMMANDS"]
@@ -45,6 +49,12 @@ def add_parsers(sub) -> None:
     p.add_argument("dest", nargs="?", metavar="DEST", help="where to (default: SRC's own name)")
     p.add_argument("-q", "--quiet", action="store_true", help="print the manifest digest only")
     add_store_option(p)
+    p = sub.add_parser("login", help="check credentials against a registry and keep them (as docker login)")
+    p.add_argument("registry", metavar="REGISTRY")
+    p.add_argument("-u", "--username", metavar="USER")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p = sub.add_parser("logout", help="forget the credentials kept for a registry")
+    p.add_argument("registry", metavar="REGISTRY")
 
 
 def _images(args: argparse.Namespace) -> int:
@@ -119,5 +129,29 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _login(args: argparse.Namespace) -> int:
+    username = args.username
+    if not username:
+        if args.password_stdin:
+            raise ConfigError("--username", "is needed with --password-stdin")
+        username = input("Username: ").strip()
+    if args.password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+    where = login(args.registry, username, password)
+    print(f"Login Succeeded (credentials kept in {where})")
+    return 0
+
+
+def _logout(args: argparse.Namespace) -> int:
+    if logout(args.registry):
+        print(f"Removing login credentials for {args.registry}")
+    else:
+        print(f"Not logged in to {args.registry}")
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
-    "images": _images, "load": _load, "save": _save, "import": _import, "rmi": _rmi, "pull": _pull, "push": _push}
+    "images": _images, "load": _load, "save": _save, "import": _import, "rmi": _rmi, "pull": _pull, "push": _push,
+    "login": _login, "logout": _logout}

@@ -4,11 +4,13 @@ one repository of one registry, on httpx: manifests (``HEAD`` before
 :class:`~sandboxlib.errors.RegistryError` naming registry, repository and
 HTTP status.
 
-Transport: HTTPS with the system's CA certificates, verified; plain HTTP
-only for a registry on the loopback interface (``localhost``, ``127.0.0.0/8``,
-``[::1]``), which is how tests and local registries run.  Proxy variables of
-the environment are not used for loopback registries (they are on this
-machine).  Anonymous access only, so far."""
+Transport (:mod:`sandboxlib.registry.hosts`): HTTPS verified against the
+system's CA certificates and the registry's own in ``certs.d``; plain HTTP
+only for a registry on loopback or named insecure, and only when it does not
+speak TLS.  Proxy variables of the environment are not used for loopback
+registries (they are on this machine).  Credentials (:mod:`.auth`): a 401 is
+answered once with basic credentials or a bearer token; redirects to another
+host (blob storage) never carry them."""
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +21,9 @@ from typing import BinaryIO, Callable, Iterator, Optional, Tuple
 import httpx
 
 from ..errors import RegistryAuthError, RegistryDataError, RegistryError, RegistryNotFound
+from .auth import Authenticator
+from .credentials import Credentials
+from .hosts import host_of, is_certificate_failure, is_tls_refusal
 from .names import RemoteReference
 
 __all__ = ["Repository", "MANIFEST_LIMIT", "SCHEMA1_TYPES"]
@@ -35,12 +40,22 @@ CHUNK = 1 << 20
 class Repository:
     """One repository of a registry, over one HTTP connection pool; a context manager."""
 
-    def __init__(self, ref: RemoteReference) -> None:
+    def __init__(self, ref: RemoteReference, *, push: bool = False,
+                 credentials: Optional[Credentials] = None) -> None:
+        """``push``: the requests will write (the token scope asks for push);
+        ``credentials``: these rather than the stored ones (login)."""
         self.registry, self.repository = ref.registry, ref.repository
-        scheme = "http" if ref.is_loopback else "https"
-        self.base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
+        scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}" if ref.repository else ""
+        self.auth = Authenticator(ref, scope, self.error, credentials)
+        self.host = host_of(ref)
+        self.scheme = "https"  # until the registry turns out not to speak TLS (where that is allowed)
         self.http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS,
-                                 trust_env=not ref.is_loopback, headers={"User-Agent": "sandboxlib"})
+                                 verify=self.host.ssl_context(), trust_env=not self.host.loopback,
+                                 headers={"User-Agent": "sandboxlib"})
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.host.api_host}/v2/{self.repository}"
 
     def __enter__(self) -> "Repository":
         return self
@@ -59,14 +74,50 @@ class Repository:
     def request(self, method: str, url: str, what: str, *, ok=(200,), **kwargs) -> Iterator[httpx.Response]:
         """A streamed response whose status is in ``ok``, else the RegistryError for it."""
         try:
-            with self.http.stream(method, url, **kwargs) as response:
+            response = self._send(method, url, what, **kwargs)
+            try:
                 if response.status_code not in ok:
                     raise self._refusal(response, what)
                 yield response
+            finally:
+                response.close()
         except httpx.TooManyRedirects:
             raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
         except httpx.HTTPError as err:
             raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
+
+    def _send(self, method: str, url: str, what: str, *, headers=None, content=None) -> httpx.Response:
+        """Send with the credentials the registry is known to want; a 401 is answered once.
+        ``content`` may be a function returning the body (called again for another try)."""
+        headers = dict(headers or {})
+        authorization = self.auth.header()
+        if authorization:
+            headers["Authorization"] = authorization
+        response = self._send_once(method, url, what, headers, content)
+        if response.status_code != 401:
+            return response
+        try:
+            headers["Authorization"] = self.auth.answer(response, what)
+        finally:
+            response.close()
+        return self._send_once(method, url, what, headers, content)
+
+    def _send_once(self, method: str, url: str, what: str, headers, content) -> httpx.Response:
+        """Send, falling back to plain HTTP once when that is allowed and the registry does not speak TLS."""
+        def send(to: str) -> httpx.Response:
+            body = content() if callable(content) else content
+            return self.http.send(self.http.build_request(method, to, headers=headers, content=body), stream=True)
+        try:
+            return send(url)
+        except httpx.ConnectError as err:
+            secure = f"https://{self.host.api_host}/"
+            if self.host.plain_http_allowed and is_tls_refusal(err) and url.startswith(secure):
+                self.scheme = "http"
+                return send(f"http://{self.host.api_host}/" + url[len(secure):])
+            if is_certificate_failure(err):
+                raise self.error(None, f"{what}: the TLS certificate of {self.host.api_host} is not trusted "
+                                       f"({err}); {self.host.certificate_hint()}") from None
+            raise
 
     def _refusal(self, response: httpx.Response, what: str) -> RegistryError:
         status = response.status_code
@@ -76,8 +127,7 @@ class Repository:
                 body = _read_capped(response, 4096, lambda: None)
         detail = f"{what}: {status} {response.reason_phrase}" + _error_text(body)
         if status in (401, 403):
-            return self.error(status, detail + " (the registry wants credentials: only anonymous access "
-                                               "is supported so far)", RegistryAuthError)
+            return self.auth.refused(f"{what}: {status} {response.reason_phrase}{_error_text(body)}", status)
         if status == 404:
             return self.error(status, detail, RegistryNotFound)
         return self.error(status, detail)
@@ -131,7 +181,16 @@ class Repository:
             url = response.url.join(location)
         url = url.copy_merge_params({"digest": digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        with self.request("PUT", str(url), what, ok=(201,), content=_chunks(stream), headers=headers):
+
+        def body() -> Iterator[bytes]:
+            stream.seek(0)
+            return _chunks(stream)
+        with self.request("PUT", str(url), what, ok=(201,), content=body, headers=headers):
+            pass
+
+    def ping(self) -> None:
+        """``GET /v2/``: the registry answers and takes the credentials (what login checks)."""
+        with self.request("GET", f"{self.scheme}://{self.host.api_host}/v2/", "the API root"):
             pass
 
 

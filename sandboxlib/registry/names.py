@@ -15,7 +15,7 @@ import attrs
 from ..errors import ConfigError
 from ..images import reference
 
-__all__ = ["RemoteReference", "resolve", "DOCKER_HUB"]
+__all__ = ["RemoteReference", "resolve", "registry_host", "DOCKER_HUB"]
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"  # where docker.io's v2 API answers
@@ -106,3 +106,16 @@ def resolve(text: str, field: str = "reference") -> RemoteReference:
     checked = reference.parse(f"{registry}/{path}" + (f"@{digest}" if at else f":{tag}"), field)
     return RemoteReference(registry=registry, repository=path, tag=tag or None,
                            digest=checked.digest if at else None)
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                   r"(?::[0-9]{1,5})?")
+
+
+def registry_host(text: str, field: str = "registry") -> str:
+    """A registry as login takes it (``localhost:5000``, ``https://reg.example.com/``, ``docker.io``)
+    -> ``host[:port]`` (``docker.io`` for Docker Hub's names)."""
+    host = text.split("://", 1)[-1].split("/", 1)[0] if isinstance(text, str) else ""
+    if not _HOST.fullmatch(host):
+        raise ConfigError(field, f"{text!r} is not a registry (HOST or HOST:PORT)")
+    return DOCKER_HUB if host in _HUB_ALIASES else host

@@ -30,7 +30,7 @@ def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
         raise ConfigError("dest", f"{dest!r} names the digest {remote.digest}, the image's is {image.digest}")
     manifest = store.blobs.read(image.digest)
     media_type = load_json(manifest, f"manifest {image.digest}").get("mediaType") or OCI_MANIFEST
-    with Repository(remote) as repo:
+    with Repository(remote, push=True) as repo:
         blobs = [(layer.digest, layer.size) for layer in image.layers]
         blobs.append((image.id, store.blobs.size(image.id)))
         for digest, size in blobs:

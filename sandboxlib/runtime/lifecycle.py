@@ -22,14 +22,15 @@ import attrs
 
 from ..native import binding, protocol
 from .. import cgroups
+from .. import registry
 from ..rootfs import imageroot, writable
 from . import statedir
 from ..native.binding import Step
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
-from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
+from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, Pull, WritableLayer, check_env, check_text,
     container_path, env_pairs)
-from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
+from ..errors import ConfigError, ContainerStateError, ImageNotFound, RegistryError, SetupError, TimeoutExpired
 from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
@@ -46,7 +47,7 @@ from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
 from ..security.bpf import compile_policy
 from ..cgroups.stats import Stats, list_processes, read_stats
 from ..streams import PIPE, StdioSpec
-from ..images import ImageStore
+from ..images import ImageStore, reference
 from ..images.unpack import IdPolicy
 from ..rootfs.users import User, resolve_user
 
@@ -186,6 +187,7 @@ class ContainerLifecycle:
         if self.config.image is None:
             return ()
         store = self._image_store()
+        self._pull_image(store)
         self._image, lease = imageroot.prepare(self.config, self._maps, self.id, store)
         self._store = store
         self._resources.callback(store.release, self.id, lease)
@@ -194,6 +196,25 @@ class ContainerLifecycle:
             self._upper = writable.make(store, self.id, self._id_policy().owner(0, 0))
             self._resources.callback(writable.release, store, self._upper)
         return self._image.layers
+
+    def _pull_image(self, store: ImageStore) -> None:
+        """Pull the image as the ``pull`` option says (a reference by image id is never pulled)."""
+        ref, policy = cast(str, self.config.image), self.config.pull
+        parsed = reference.parse(ref, "image")
+        if policy is not Pull.ALWAYS:
+            try:
+                store.get(ref)
+                return
+            except ImageNotFound:
+                if policy is Pull.NEVER:
+                    raise ImageNotFound(ref, "pull='never' (--pull never): it is not pulled") from None
+                if parsed.name is None:
+                    raise  # an image id or digest: no registry to ask
+        registry.resolve(ref, "image")  # a reference that cannot be pulled names the option
+        try:
+            registry.pull(store, ref)
+        except RegistryError as err:  # (the registry's own error is the cause)
+            raise ImageNotFound(ref, f"not in the store, and not pulled: {err}") from err
 
     def _acquire_cgroup(self, state_root: str) -> None:
         """Record the container, then make its cgroup: a SIGKILL of ours at any
