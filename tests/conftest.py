@@ -41,6 +41,11 @@ def pytest_configure(config):
         os.symlink(os.path.join(rootless.REPO, "tests"), os.path.join(path, "tests"))
         config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
     os.environ[rootless.IMPORT_PATH_VAR] = os.environ["PYTHONPATH"] = path
+    # Nothing the suite does may leave the machine: HTTP(S) to any host but
+    # loopback goes to a proxy address where nothing listens (no DNS look-up
+    # either), so a stray pull of a short name fails at once (registry tests
+    # use 127.0.0.1 and localhost, which NO_PROXY exempts).
+    os.environ.update(rootless.NO_EGRESS)
 
 
 def wait_until(predicate, seconds: float = 10.0) -> bool:

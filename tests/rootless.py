@@ -31,6 +31,12 @@ def import_path() -> str:
     return os.environ[IMPORT_PATH_VAR]
 
 
+# See conftest.pytest_configure: HTTP(S) off loopback goes nowhere.
+NO_EGRESS = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
+             "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+             "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1"}
+
+
 def ensure_user(name: str, subids: bool) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
@@ -81,6 +87,7 @@ def launcher(user: pwd.struct_passwd, argv: List[str]) -> List[str]:
             steps.append(f"mkdir -p {shlex.quote(path)} && mount --move /mnt/{i} {shlex.quote(path)}")
     env = {"HOME": user.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": import_path(),
            "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": "", "SANDBOXLIB_RUN": state_dir(user),
+           **NO_EGRESS,
            **{k: os.environ[k] for k in (INSTALLED_VAR, DEV_VAR, IMPORT_PATH_VAR) if k in os.environ}}
     steps.append(
         "exec setpriv --reuid={u} --regid={g} --init-groups --inh-caps=-all env -i {env} {argv}".format(
