@@ -24,8 +24,17 @@ from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
 from .layercheck import LayerCheck
-from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, load_json, parse_config,
-                    parse_manifest)
+from .model import (
+    INDEX_TYPES,
+    LAYER_TYPES,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    load_json,
+    parse_config,
+    parse_manifest,
+)
 from .sources import open_source, read_json_bytes
 from .store import Store
 from .unpack import IdPolicy
