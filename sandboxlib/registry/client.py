@@ -12,14 +12,14 @@ machine).  Anonymous access only, so far."""
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-from typing import BinaryIO, Callable, Iterator, Optional, Tuple
+from typing import BinaryIO, Iterator, Optional, Tuple
 
 import httpx
 
 from ..errors import RegistryAuthError, RegistryDataError, RegistryError, RegistryNotFound
 from .names import RemoteReference
+from .transfer import RETRY_STATUSES, BlobDownload, Retries
 
 __all__ = ["Repository", "MANIFEST_LIMIT", "SCHEMA1_TYPES"]
 
@@ -57,16 +57,27 @@ class Repository:
     # -- requests --------------------------------------------------------------
     @contextlib.contextmanager
     def request(self, method: str, url: str, what: str, *, ok=(200,), **kwargs) -> Iterator[httpx.Response]:
-        """A streamed response whose status is in ``ok``, else the RegistryError for it."""
-        try:
-            with self.http.stream(method, url, **kwargs) as response:
-                if response.status_code not in ok:
-                    raise self._refusal(response, what)
-                yield response
-        except httpx.TooManyRedirects:
-            raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
-        except httpx.HTTPError as err:
-            raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
+        """A streamed response whose status is in ``ok``, else the RegistryError for it.
+        ``GET`` and ``HEAD`` are sent again after 429/5xx answers and resets (``transfer.Retries``)."""
+        retries = Retries() if method in ("GET", "HEAD") else Retries(limit=0)
+        answered = False
+        while True:
+            try:
+                with self.http.stream(method, url, **kwargs) as response:
+                    if response.status_code in RETRY_STATUSES and retries.again(response):
+                        continue
+                    if response.status_code not in ok:
+                        raise self._refusal(response, what)
+                    answered = True
+                    yield response
+                    return
+            except httpx.TooManyRedirects:
+                raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
+            except httpx.TransportError as err:
+                if answered or not retries.again(err):
+                    raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
+            except httpx.HTTPError as err:
+                raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
 
     def _refusal(self, response: httpx.Response, what: str) -> RegistryError:
         status = response.status_code
@@ -90,12 +101,19 @@ class Repository:
             return response.headers.get("Docker-Content-Digest"), _media_type(response)
 
     def get_manifest(self, ref: str, accept: str) -> Tuple[bytes, str, Optional[str]]:
-        """(bytes, media type, Docker-Content-Digest or None) of a manifest or index."""
+        """(bytes, media type, Docker-Content-Digest or None) of a manifest or index; one
+        cut short (fewer bytes than its Content-Length) is asked for again, then a RegistryDataError."""
         what = f"manifest {ref}"
-        with self.request("GET", f"{self.base}/manifests/{ref}", what, headers={"Accept": accept}) as response:
-            data = _read_capped(response, MANIFEST_LIMIT, lambda: self.error(
-                200, f"{what} is over {MANIFEST_LIMIT} bytes", RegistryDataError))
-            return data, _media_type(response), response.headers.get("Docker-Content-Digest")
+        retries = Retries()
+        while True:
+            with self.request("GET", f"{self.base}/manifests/{ref}", what, headers={"Accept": accept}) as response:
+                data, complete = _read_complete(response, MANIFEST_LIMIT, lambda: self.error(
+                    200, f"{what} is over {MANIFEST_LIMIT} bytes", RegistryDataError))
+                if complete:
+                    return data, _media_type(response), response.headers.get("Docker-Content-Digest")
+            if not retries.again():
+                raise self.error(200, f"{what} was cut off: {len(data)} bytes of the "
+                                      f"{response.headers.get('Content-Length')} announced", RegistryDataError)
 
     def put_manifest(self, ref: str, data: bytes, media_type: str) -> Optional[str]:
         """Upload a manifest under a tag or digest; returns the registry's Docker-Content-Digest."""
@@ -104,11 +122,10 @@ class Repository:
             return response.headers.get("Docker-Content-Digest")
 
     # -- blobs ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def blob(self, digest: str) -> Iterator["BlobStream"]:
-        """A blob's bytes as a file-like stream (redirects to blob storage followed)."""
-        with self.request("GET", f"{self.base}/blobs/{digest}", f"blob {digest}") as response:
-            yield BlobStream(self, response, digest)
+    def download(self, digest: str, size: int, cancel=None) -> BlobDownload:
+        """A blob of ``size`` bytes as a file-like stream, resumed after breaks, never
+        read past ``size`` (see ``transfer.py``); close it when done."""
+        return BlobDownload(self, digest, size, cancel)
 
     def small_blob(self, digest: str, limit: int = CONFIG_LIMIT) -> bytes:
         with self.request("GET", f"{self.base}/blobs/{digest}", f"blob {digest}") as response:
@@ -135,39 +152,6 @@ class Repository:
             pass
 
 
-class BlobStream(io.RawIOBase):
-    """A blob download read like a file (what the store's importer reads);
-    a transfer that breaks off is a RegistryDataError."""
-
-    def __init__(self, repository: Repository, response: httpx.Response, digest: str) -> None:
-        self.repository, self.digest = repository, digest
-        self.chunks = response.iter_bytes(CHUNK)
-        self.pending = b""
-        self.done = 0
-        self.on_read: Callable[[int], None] = lambda done: None
-        length = response.headers.get("Content-Length")
-        self.total = int(length) if length and length.isdigit() else None
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while not self.pending:
-            try:
-                self.pending = next(self.chunks)
-            except StopIteration:
-                return b""
-            except httpx.HTTPError as err:
-                raise self.repository.error(200, f"blob {self.digest}: the transfer broke off after "
-                                                  f"{self.done} bytes ({type(err).__name__}: {err})",
-                                            RegistryDataError) from None
-        cut = len(self.pending) if size is None or size < 0 else size
-        data, self.pending = self.pending[:cut], self.pending[cut:]
-        self.done += len(data)
-        self.on_read(self.done)
-        return data
-
-
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
     while True:
         data = stream.read(CHUNK)
@@ -186,6 +170,21 @@ def _read_capped(response: httpx.Response, limit: int, too_big) -> bytes:
                 break
             raise error
     return bytes(data[:limit])
+
+
+def _read_complete(response: httpx.Response, limit: int, too_big) -> Tuple[bytes, bool]:
+    """(body, whether it is complete): a body that breaks off or is shorter than
+    its Content-Length is incomplete."""
+    data = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > limit:
+                raise too_big()
+    except httpx.TransportError:
+        return bytes(data), False
+    length = response.headers.get("Content-Length", "")
+    return bytes(data), not length.isdigit() or int(length) == response.num_bytes_downloaded
 
 
 def _media_type(response: httpx.Response) -> str:

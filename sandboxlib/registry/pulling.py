@@ -7,6 +7,7 @@ happens in one import transaction: a failure leaves nothing referenced, and
 what it wrote is collected."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Callable, Dict, Optional, Tuple
@@ -175,7 +176,7 @@ def _layer(store: ImageStore, repo: Repository, layer, diff_id: str, present: Di
     source = f"{repo.registry}/{repo.repository} layer {digest}"
     if not store.blobs.has(digest):  # else: left by an interrupted pull, complete but never checked
         report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=0, total=size))
-        with repo.blob(digest) as stream:
+        with contextlib.closing(repo.download(digest, size)) as stream:
             stream.on_read = lambda done: report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=done,
                                                           total=size))
             try:
