@@ -117,6 +117,7 @@ SCHEMA1_TYPE = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 ONCE = ("cut", "429", "503")   # faults that strike the first matching request only
 ENDLESS_LIMIT = 256 << 20      # what "endless" sends at most, if the client never stops reading
+SLOW = 0.5
 
 
 class FaultProxy:
@@ -129,14 +130,17 @@ class FaultProxy:
     - ``429``/``503``: that status instead of an answer (once);
     - ``endless``: the body, then zeros without end (no Content-Length);
     - ``no-range``: the Range header is dropped (the registry answers 200);
+    - ``slow``: the answer waits SLOW seconds;
     - several joined by ``+`` (``truncate+no-range``).
 
     ``requests`` lists (method, path) of what was asked; ``log`` has one dict per
-    request: method, path, range (the header or None), sent (body bytes written)."""
+    request: method, path, range (the header or None), sent (body bytes written).
+    ``most_blob_gets`` is the most blob GETs that were in flight at once."""
 
     def __init__(self, upstream: str, faults: Dict[str, str]) -> None:
         self.upstream, self.faults, self.requests, self.log = upstream, dict(faults), [], []
         self._lock = threading.Lock()
+        self.blob_gets = self.most_blob_gets = 0
         self.server = _Server(("127.0.0.1", 0), _handler(self))
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="fault-proxy")
@@ -184,12 +188,26 @@ def _handler(proxy: FaultProxy):
                 proxy.requests.append((self.command, self.path))
                 proxy.log.append(entry)
             kinds = (proxy.fault(self.path.split("?")[0]) or "").split("+")
+            counted = self.command == "GET" and "/blobs/sha256:" in self.path
+            with proxy._lock:
+                proxy.blob_gets += counted
+                proxy.most_blob_gets = max(proxy.most_blob_gets, proxy.blob_gets)
+            try:
+                self._spoil(entry, kinds, body_in)
+            finally:
+                with proxy._lock:
+                    proxy.blob_gets -= counted
+
+        def _spoil(self, entry: dict, kinds: list, body_in) -> None:
+            if "slow" in kinds:
+                time.sleep(SLOW)
             if "schema1" in kinds:
                 return self._answer(entry, 200, {"Content-Type": SCHEMA1_TYPE}, SCHEMA1)
             status = next((int(k) for k in kinds if k in ("429", "503")), None)
             if status is not None:
                 return self._answer(entry, status, {"Content-Type": "text/plain"}, b"try again\n")
-            dropped = ("host", "connection") + (("range",) if "no-range" in kinds else ())
+            # Host kept: the registry names itself in Location headers as the proxy
+            dropped = ("connection",) + (("range",) if "no-range" in kinds else ())
             status, out, body = self._upstream(dropped, body_in)
             if "corrupt" in kinds and body:
                 body = body[:-1] + bytes([body[-1] ^ 0xFF])

@@ -1,6 +1,6 @@
 """The HTTP side of the distribution API (Docker Registry HTTP API v2) for
 one repository of one registry, on httpx: manifests (``HEAD`` before
-``GET``), blobs streamed, monolithic uploads.  Every failure is a
+``GET``), blobs streamed, monolithic uploads of small blobs, chunked of large ones, cross-repository mounts.  Every failure is a
 :class:`~sandboxlib.errors.RegistryError` naming registry, repository and
 HTTP status.
 
@@ -12,8 +12,9 @@ machine).  Anonymous access only, so far."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-from typing import BinaryIO, Iterator, Optional, Tuple
+from typing import BinaryIO, Iterator, Optional, Sequence, Tuple
 
 import httpx
 
@@ -30,6 +31,8 @@ SCHEMA1_TYPES = ("application/vnd.docker.distribution.manifest.v1+json",
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
+CHUNKED_UPLOAD_ABOVE = 64 << 20   # bytes; a larger blob goes up in PATCH chunks
+UPLOAD_CHUNK = 16 << 20
 
 
 class Repository:
@@ -138,18 +141,52 @@ class Repository:
                 return True
         return False
 
-    def upload_blob(self, digest: str, stream: BinaryIO, size: int) -> None:
-        """A monolithic upload: ``POST`` an upload session, ``PUT`` the bytes with their digest."""
+    def upload_blob(self, digest: str, stream: BinaryIO, size: int, mount_from: Sequence[str] = ()) -> bool:
+        """Put a blob into the repository: mounted from another repository of
+        the registry that has it (``mount_from``, tried in order; True), else
+        uploaded (False): monolithic (``POST``, ``PUT`` with the bytes) up to
+        CHUNKED_UPLOAD_ABOVE bytes, in ``PATCH`` chunks of UPLOAD_CHUNK above."""
         what = f"upload of blob {digest}"
-        with self.request("POST", f"{self.base}/blobs/uploads/", what, ok=(202,)) as response:
-            location = response.headers.get("Location")
-            if not location:
-                raise self.error(response.status_code, f"{what}: the answer has no Location")
-            url = response.url.join(location)
+        url = None
+        for source in mount_from:  # a 202 is an upload session instead: used below
+            status, url = self._start_upload(what, {"mount": digest, "from": source})
+            if status == 201:
+                return True
+        if url is None:
+            _, url = self._start_upload(what, {})
+        if size > CHUNKED_UPLOAD_ABOVE:
+            url, stream, size = self._patch_chunks(url, stream, size, what), io.BytesIO(), 0
         url = url.copy_merge_params({"digest": digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         with self.request("PUT", str(url), what, ok=(201,), content=_chunks(stream), headers=headers):
             pass
+        return False
+
+    def _start_upload(self, what: str, params: dict) -> Tuple[int, httpx.URL]:
+        """``POST`` an upload session (or a mount); (status, the session's URL)."""
+        with self.request("POST", f"{self.base}/blobs/uploads/", what, ok=(201, 202), params=params) as response:
+            location = response.headers.get("Location")
+            if not location:
+                raise self.error(response.status_code, f"{what}: the answer has no Location")
+            return response.status_code, response.url.join(location)
+
+    def _patch_chunks(self, url: httpx.URL, stream: BinaryIO, size: int, what: str) -> httpx.URL:
+        """The blob in ``PATCH`` requests of UPLOAD_CHUNK bytes (Content-Range:
+        first-last); each answer's Location is where the next goes."""
+        start = 0
+        while start < size:
+            data = stream.read(min(UPLOAD_CHUNK, size - start))
+            if not data:
+                raise self.error(None, f"{what}: the blob ended after {start} of {size} bytes")
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
+                       "Content-Range": f"{start}-{start + len(data) - 1}"}
+            with self.request("PATCH", str(url), what, ok=(202,), content=data, headers=headers) as response:
+                location = response.headers.get("Location")
+                if not location:
+                    raise self.error(response.status_code, f"{what}: the answer has no Location")
+                url = response.url.join(location)
+            start += len(data)
+        return url
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
