@@ -131,6 +131,7 @@ class FaultProxy:
     - ``endless``: the body, then zeros without end (no Content-Length);
     - ``no-range``: the Range header is dropped (the registry answers 200);
     - ``slow``: the answer waits SLOW seconds;
+    - ``stall``: half the body, then nothing until the proxy closes;
     - several joined by ``+`` (``truncate+no-range``).
 
     ``requests`` lists (method, path) of what was asked; ``log`` has one dict per
@@ -141,6 +142,7 @@ class FaultProxy:
         self.upstream, self.faults, self.requests, self.log = upstream, dict(faults), [], []
         self._lock = threading.Lock()
         self.blob_gets = self.most_blob_gets = 0
+        self.closing = threading.Event()
         self.server = _Server(("127.0.0.1", 0), _handler(self))
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="fault-proxy")
@@ -158,6 +160,7 @@ class FaultProxy:
         return [(e["range"], e["sent"]) for e in self.log if e["method"] == "GET" and e["path"].endswith(suffix)]
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.thread.join()
         self.server.server_close()  # joins the handler threads
@@ -211,13 +214,13 @@ def _handler(proxy: FaultProxy):
             status, out, body = self._upstream(dropped, body_in)
             if "corrupt" in kinds and body:
                 body = body[:-1] + bytes([body[-1] ^ 0xFF])
-            if ("truncate" in kinds or "cut" in kinds) and body:
+            if ("truncate" in kinds or "cut" in kinds or "stall" in kinds) and body:
                 out["Content-Length"] = str(len(body))
                 body = body[:len(body) // 2]
             if "endless" in kinds:
                 out.pop("Content-Length", None)
                 return self._answer(entry, status, out, body, endless=True)
-            self._answer(entry, status, out, body)
+            self._answer(entry, status, out, body, stall="stall" in kinds)
 
         def _upstream(self, dropped, body_in):
             upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
@@ -231,7 +234,8 @@ def _handler(proxy: FaultProxy):
             finally:
                 upstream.close()
 
-        def _answer(self, entry: dict, status: int, headers: dict, body: bytes, endless: bool = False) -> None:
+        def _answer(self, entry: dict, status: int, headers: dict, body: bytes, endless: bool = False,
+                    stall: bool = False) -> None:
             self.send_response(status)
             if not endless:
                 headers.setdefault("Content-Length", str(len(body)))
@@ -244,6 +248,8 @@ def _handler(proxy: FaultProxy):
                 self.wfile.write(body)
                 entry["sent"] += len(body)
                 zeros = bytes(1 << 16)
+                if stall:
+                    proxy.closing.wait(60)
                 while endless and entry["sent"] < ENDLESS_LIMIT:
                     self.wfile.write(zeros)
                     entry["sent"] += len(zeros)

@@ -1,19 +1,26 @@
 """Pulling an image: the manifest (``HEAD`` first: an image already in the
 store by its repo digest costs one request), an index resolved to one
-platform, the config, then each layer the store lacks, streamed into the
-store's blobs, verified against its digest and checked by the same layer
-check as ``load()`` (a hostile layer is refused the same way).  Everything
-happens in one import transaction: a failure leaves nothing referenced, and
-what it wrote is collected."""
+platform, the config, then each layer the store lacks, in parallel,
+streamed into the store's blobs, verified against its digest and checked by
+the same layer check as ``load()`` while it arrives (a hostile layer is
+refused the same way).  Everything happens in one import transaction: a
+failure leaves nothing referenced, and what it wrote is collected.
+
+Processes pulling into one store at once share the work: a blob is
+downloaded under a lock that the others wait for, and a pull killed
+anywhere leaves only temporary files and unreferenced blobs, which the
+next collection (``prune()``, a failed import) removes."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError
 from ..images import Image, ImageStore, Layer
@@ -29,6 +36,7 @@ from .progress import Phase, Progress
 __all__ = ["pull", "parse_platform"]
 
 DOWNLOADS_PER_REGISTRY = 4  # blobs fetched at once from one registry (containerd's and Docker's default: 3)
+LOCK_POLL = 0.05  # seconds between tries of another process's blob lock (a cancel is seen as fast)
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 MAX_INDEX_DEPTH = 2
 
@@ -235,8 +243,39 @@ def _layer(store: ImageStore, repo: Repository, layer, report, cancel: threading
     """One layer streamed into the store: the blob file, its digest and the layer
     check (diff_id, the unpacker's rules) in one pass; (digest, size, media type)."""
     (digest, size, media_type), diff_id = layer
+    with _blob_lock(store, digest, size, report, cancel):
+        return _store_layer(store, repo, layer, report, cancel)
+
+
+@contextlib.contextmanager
+def _blob_lock(store: ImageStore, digest: str, size: int, report, cancel: threading.Event) -> Iterator[None]:
+    """One download of a blob at a time among the processes sharing the store:
+    a flock on ``tmp/pull-HEX.lock`` (the kernel drops it when its holder dies;
+    the file goes with tmp/ at the next collection).  Another's download is
+    waited for (WAITING), then its blob is checked instead of fetched again."""
+    fd = os.open(os.path.join(store.tmp, f"pull-{digest.split(':', 1)[1]}.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    report(Progress(digest=digest, phase=Phase.WAITING, done=0, total=size))
+                    waiting = True
+                if cancel.wait(LOCK_POLL):
+                    raise Cancelled(digest) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: threading.Event) -> Tuple[str, int, str]:
+    (digest, size, media_type), diff_id = layer
     source = f"{repo.registry}/{repo.repository} layer {digest}"
-    if store.blobs.has(digest):  # left by an interrupted pull: complete, but never checked
+    if store.blobs.has(digest):  # another process's download, or an interrupted pull's: checked before use
         report(Progress(digest=digest, phase=Phase.CHECKING, done=0, total=size))
         importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
         report(Progress(digest=digest, phase=Phase.DONE, done=size, total=size))
