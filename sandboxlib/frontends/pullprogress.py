@@ -4,14 +4,14 @@ layer drawn by ``tqdm`` (the ``progress`` extra: ``pip install
 missing) one plain line per layer and phase, never one per chunk."""
 from __future__ import annotations
 
-from typing import Dict, TextIO
+from typing import TextIO
 
 from ..registry import Phase, Progress
 
 __all__ = ["for_stream"]
 
 
-def for_stream(out: TextIO) -> "Display":
+def for_stream(out: TextIO) -> Display:
     """Bars when ``out`` is a terminal and tqdm is installed, else plain lines."""
     if out.isatty():
         try:

@@ -88,7 +88,7 @@ class Blobs:
 
     @contextlib.contextmanager
     def writer(self, expected: Optional[str] = None, *, size: Optional[int] = None,
-               source: str = "") -> Iterator["BlobWriter"]:
+               source: str = "") -> Iterator[BlobWriter]:
         """A blob written piece by piece (``write``) and hashed on the way: when the
         block ends without error it is checked against ``expected`` and ``size`` and
         renamed into place; otherwise (or when it does not match) nothing is kept."""

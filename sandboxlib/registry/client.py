@@ -1,6 +1,8 @@
 """The HTTP side of the distribution API (Docker Registry HTTP API v2) for
 one repository of one registry, on httpx: manifests (``HEAD`` before
-``GET``), blobs streamed, monolithic uploads of small blobs, chunked of large ones, cross-repository mounts.  Every failure is a
+``GET``), blobs streamed (resumed, retried and bounded: ``transfer.py``),
+monolithic uploads of small blobs, chunked of large ones, cross-repository
+mounts.  Every failure is a
 :class:`~sandboxlib.errors.RegistryError` naming registry, repository and
 HTTP status.
 

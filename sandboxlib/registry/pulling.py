@@ -30,8 +30,8 @@ from ..images.model import DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_T
     load_json, parse_config, parse_manifest
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
-from .transfer import Cancelled
 from .progress import Phase, Progress
+from .transfer import Cancelled
 
 __all__ = ["pull", "parse_platform"]
 
@@ -184,7 +184,7 @@ def _layers(store: ImageStore, repo: Repository, layers: list, report) -> List[T
     present = _layers_by_diff_id(store)
     stored: List[Optional[Tuple[str, int, str]]] = [None] * len(layers)
     todo = []
-    for i, ((digest, size, media_type), diff_id) in enumerate(layers):
+    for i, ((digest, size, _), diff_id) in enumerate(layers):
         known = present.get(digest) or present.get(diff_id)
         if known is not None and known.diff_id == diff_id:
             report(Progress(digest=digest, phase=Phase.PRESENT, done=size, total=size))
@@ -198,7 +198,7 @@ def _layers(store: ImageStore, repo: Repository, layers: list, report) -> List[T
 
 
 def _download_all(store, repo, layers, todo, stored, report) -> None:
-    events: "queue.Queue" = queue.Queue()
+    events: queue.Queue = queue.Queue()
     cancel = threading.Event()
     failure: Optional[BaseException] = None
 
