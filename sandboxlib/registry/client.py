@@ -102,27 +102,28 @@ class Repository:
             except httpx.HTTPError as err:
                 raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
 
-    def _send(self, method: str, url: str, what: str, *, headers=None, content=None) -> httpx.Response:
+    def _send(self, method: str, url: str, what: str, *, headers=None, content=None, params=None) -> httpx.Response:
         """Send with the credentials the registry is known to want; a 401 is answered once.
         ``content`` may be a function returning the body (called again for another try)."""
         headers = dict(headers or {})
         authorization = self.auth.header()
         if authorization:
             headers["Authorization"] = authorization
-        response = self._send_once(method, url, what, headers, content)
+        response = self._send_once(method, url, what, headers, content, params)
         if response.status_code != 401:
             return response
         try:
             headers["Authorization"] = self.auth.answer(response, what)
         finally:
             response.close()
-        return self._send_once(method, url, what, headers, content)
+        return self._send_once(method, url, what, headers, content, params)
 
-    def _send_once(self, method: str, url: str, what: str, headers, content) -> httpx.Response:
+    def _send_once(self, method: str, url: str, what: str, headers, content, params=None) -> httpx.Response:
         """Send, falling back to plain HTTP once when that is allowed and the registry does not speak TLS."""
         def send(to: str) -> httpx.Response:
             body = content() if callable(content) else content
-            return self.http.send(self.http.build_request(method, to, headers=headers, content=body), stream=True)
+            request = self.http.build_request(method, to, headers=headers, content=body, params=params)
+            return self.http.send(request, stream=True)
         try:
             return send(url)
         except httpx.ConnectError as err:
