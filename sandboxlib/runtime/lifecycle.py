@@ -43,6 +43,7 @@ from .launch import submit
 from .process import Process, result_of
 from ..results import Result
 from ..rootfs.layout import layout
+from ..rootfs.mountpoints import make_mount_points
 from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
 from ..security.bpf import compile_policy
 from ..cgroups.stats import Stats, list_processes, read_stats
@@ -141,6 +142,8 @@ class ContainerLifecycle:
                 finally:
                     os.close(root_fd)
             ops = layout(self._with_volumes(), layers, self._upper)
+            if self.config.rootfs is not None:
+                make_mount_points(self.config.rootfs, ops)
             seccomp = self.config.seccomp
             # Compiled once per policy and capability set (cached), before any kernel resource.
             program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
