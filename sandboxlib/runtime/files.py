@@ -101,7 +101,8 @@ class FileAccess:
         """A new image in the container's store: its image plus what was
         written in the container (deletions as whiteouts), named ``ref``;
         ``changes`` sets config keys as ``docker commit --change`` does
-        (``cmd``, ``entrypoint``, ``env``, ``workdir``, ``user``)."""
+        (Docker's ``Cmd``, ``Entrypoint``, ``Env``, ``WorkingDir``, ``User``,
+        ``ExposedPorts``, ``Labels``, or their lowercase forms; checked first)."""
         if self._image is None:
             raise ContainerStateError("commit needs a container whose root is an image")
         from .commit import commit
