@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 22
+#define SBX_NATIVE_VERSION 23
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -71,6 +71,10 @@ enum sbx_mount_kind {
 #define SBX_MF_NODEV     0x20u
 #define SBX_MF_NOEXEC    0x40u
 #define SBX_MF_USER      0x80u  /* from the user's mounts: the resolved target is checked */
+#define SBX_MF_IDMAP     0x100u /* bind: the GO message may carry its tree, idmapped by the host
+                                * to the container's user namespace (sbx_idmapped_tree); one fd
+                                * per IDMAP op, in op order, or none (then the plain clone) */
+#define SBX_MAX_IDMAPS   8      /* fds one GO message carries (SBX_RECV_MAX_FDS) */
 
 struct sbx_mount_op {
     int kind;

@@ -79,11 +79,14 @@ def _env_file(paths: Sequence[str]) -> dict:
 
 
 def _volume(spec: str) -> Mount:
+    """SRC:DST[:OPTIONS], OPTIONS a comma-separated list of ro, rw and idmap (as Podman's)."""
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise ConfigError("--volume", f"{spec!r} is not SRC:DST or SRC:DST:ro")
+    options = parts[2].split(",") if len(parts) == 3 else []
+    if len(parts) not in (2, 3) or not set(options) <= {"ro", "rw", "idmap"} or {"ro", "rw"} <= set(options):
+        raise ConfigError("--volume", f"{spec!r} is not SRC:DST[:OPTIONS] with OPTIONS one or more of ro (or rw) "
+                                      f"and idmap, separated by commas")
     with _option("--volume", spec):
-        mount = Mount.bind(parts[0], parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
+        mount = Mount.bind(parts[0], parts[1], read_only="ro" in options, idmap="idmap" in options)
         mount.check("mount")
     return mount
 
@@ -168,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("--env-file", action="append", default=[], metavar="FILE",
                    help="NAME=VALUE lines (a bare NAME: this environment's value); -e wins")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro,idmap]",
+                   help="bind the host path SRC at DST; ro: read-only; idmap: as root, files keep their host "
+                        "owners inside and what the container's root writes belongs to the host's root "
+                        "(see Mount.bind)")
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")

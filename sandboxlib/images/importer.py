@@ -24,6 +24,7 @@ from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
 from .layercheck import LayerCheck
+from .imageconfig import container_config
 from .model import (
     INDEX_TYPES,
     LAYER_TYPES,
@@ -339,6 +340,7 @@ def load(store: Store, path: str) -> list:
 
 def import_rootfs(store: Store, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
     """One image of one layer: a root file system tarball (plain, gzip or zstd)."""
+    config = container_config(config, "config")
     names = (str(reference.parse(ref, "ref")),) if ref else ()
     with transaction(store), open(tar_path, "rb") as f:
         layer = store_layer(store, f, digest=None, size=None, media_type=None, diff_id=None, source=tar_path)
@@ -351,6 +353,7 @@ def from_directory(store: Store, path: str, ref: Optional[str], config: Optional
     caller's own ids become 0 when rootless: it is the container's root)."""
     if not os.path.isdir(path):
         raise NotADirectoryError(20, "Not a directory", path)
+    config = container_config(config, "config")
     names = (str(reference.parse(ref, "ref")),) if ref else ()
     with transaction(store):
         with tempfile.TemporaryFile(dir=store.tmp) as f:
