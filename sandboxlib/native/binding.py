@@ -29,7 +29,7 @@ from ..posix.io import write_all
 __all__ = ["ffi", "lib", "Step", "MountKind", "MountFlag", "message_struct", "REPORT", "REPORT_SIZE", "spawn", "idmapped_tree", "MAX_IDMAPS", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
-NATIVE_VERSION = 23
+NATIVE_VERSION = 24
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -83,6 +83,7 @@ class Step(enum.IntEnum):
     EXEC = lib.SBX_STEP_EXEC
     NETWORK = lib.SBX_STEP_NETWORK
     CGROUP = lib.SBX_STEP_CGROUP
+    TTY = lib.SBX_STEP_TTY
 
 
 class MountKind(enum.IntEnum):
