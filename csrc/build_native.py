@@ -3,6 +3,7 @@
 Named in setup.py's ``cffi_modules``.  The extension embeds a hash of every
 file in csrc/ so that ``sandboxlib.native.binding`` can refuse a stale build.
 """
+
 import importlib.util
 import os
 import pathlib
@@ -11,7 +12,18 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 EXTENSION_SOURCES = ["spawn.c", "clone.c", "resolve.c", "report.c", "seccomp_compile.c", "idmap.c"]
-INIT_SOURCES = ["init.c", "setup.c", "plan.c", "mounts.c", "resolve.c", "command.c", "launcher.c", "fdmsg.c", "clone.c", "report.c"]
+INIT_SOURCES = [
+    "init.c",
+    "setup.c",
+    "plan.c",
+    "mounts.c",
+    "resolve.c",
+    "command.c",
+    "launcher.c",
+    "fdmsg.c",
+    "clone.c",
+    "report.c",
+]
 STRICT_FLAGS = ["-D_GNU_SOURCE", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing"]
 
 
@@ -33,8 +45,9 @@ ffibuilder = FFI()
 ffibuilder.cdef((HERE / "native.cdef").read_text())
 ffibuilder.set_source(
     "sandboxlib.native._native",
-    '#include <sched.h>\n#include "sbx.h"\n#include "spawn.h"\n#include "resolve.h"\n#include "seccomp_compile.h"\n#include "idmap.h"\n'
-    f'static const char SBX_SOURCE_HASH[] = "{source_hash()}";\n',
+    "#include <sched.h>\n"
+    + "".join(f'#include "{header}"\n' for header in ("sbx.h", "spawn.h", "resolve.h", "seccomp_compile.h", "idmap.h"))
+    + f'static const char SBX_SOURCE_HASH[] = "{source_hash()}";\n',
     sources=[os.path.relpath(HERE / name) for name in EXTENSION_SOURCES],
     include_dirs=[os.path.relpath(HERE)],
     libraries=["seccomp"],  # Debian's libseccomp-dev; only the host process compiles filters
