@@ -16,22 +16,15 @@ import socket
 import threading
 import warnings
 import weakref
-from typing import Callable, List, NoReturn, Optional, Tuple, TypeVar, cast
+from typing import Callable, List, NoReturn, Optional, Tuple, TypeVar
 
-import attrs
-
-from .. import cgroups, registry
+from .. import cgroups
 from ..config import (
     ContainerConfig,
-    Mount,
-    MountKind,
     Network,
-    Pull,
-    WritableLayer,
 )
-from ..errors import ConfigError, ContainerStateError, ImageNotFound, RegistryError, SetupError
-from ..images import ImageStore, reference
-from ..images.unpack import IdPolicy
+from ..errors import ConfigError, ContainerStateError, SetupError
+from ..images import ImageStore
 from ..native import binding, protocol
 from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
@@ -41,7 +34,7 @@ from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, read_all, shutdown_quietly
 from ..posix.sharedfd import OwnedSocket, SharedFd
 from ..posix.signals import pidfd_kill_quietly
-from ..rootfs import imageroot, writable
+from ..rootfs import writable
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..rootfs.layout import layout
@@ -51,6 +44,7 @@ from ..security.bpf import compile_policy
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..security.seccomp import Seccomp, init_policy
 from . import statedir
+from .image_roots import ImageRoots
 from .process import Process
 
 __all__ = ["ContainerLifecycle"]
@@ -59,7 +53,7 @@ _WALL = 0x40000000  # __WALL: our child has no exit signal
 _Self = TypeVar("_Self", bound="ContainerLifecycle")
 
 
-class ContainerLifecycle:
+class ContainerLifecycle(ImageRoots):
     """Start, stop and close one container (its init, its cgroup, its state
     record, its image root); :class:`~sandboxlib.runtime.commands.BareContainer`
     adds commands, :class:`~sandboxlib.Container` files and calls."""
@@ -183,54 +177,6 @@ class ContainerLifecycle:
         except BaseException:
             self.close()
             raise
-
-    def _with_volumes(self) -> ContainerConfig:
-        """The config with named volumes as binds of their store directories."""
-        if not any(m.kind is MountKind.VOLUME for m in self.config.mounts):
-            return self.config
-        store = self._store or self._image_store()
-        owner = self._id_policy().owner(0, 0)
-        mounts = [
-            Mount.bind(store.volume(cast(str, m.source), owner), m.target, read_only=m.read_only)  # its name
-            if m.kind is MountKind.VOLUME
-            else m
-            for m in self.config.mounts
-        ]
-        return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
-
-    def _prepare_image(self) -> tuple:
-        """An image root's layer dirs, leased from the store until close()."""
-        if self.config.image is None:
-            return ()
-        store = self._image_store()
-        self._pull_image(store)
-        self._image, lease = imageroot.prepare(self.config, self._maps, self.id, store)
-        self._store = store
-        self._resources.callback(store.release, self.id, lease)
-        if self.config.writable_layer is WritableLayer.DISK and not self.config.read_only:
-            writable.sweep(store)  # what dead owners left in this store
-            self._upper = writable.make(store, self.id, self._id_policy().owner(0, 0))
-            self._resources.callback(writable.release, store, self._upper)
-        return self._image.layers
-
-    def _pull_image(self, store: ImageStore) -> None:
-        """Pull the image as the ``pull`` option says (a reference by image id is never pulled)."""
-        ref, policy = cast(str, self.config.image), self.config.pull
-        parsed = reference.parse(ref, "image")
-        if policy is not Pull.ALWAYS:
-            try:
-                store.get(ref)
-                return
-            except ImageNotFound:
-                if policy is Pull.NEVER:
-                    raise ImageNotFound(ref, "pull='never' (--pull never): it is not pulled") from None
-                if parsed.name is None:
-                    raise  # an image id or digest: no registry to ask
-        registry.resolve(ref, "image")  # a reference that cannot be pulled names the option
-        try:
-            registry.pull(store, ref)
-        except RegistryError as err:  # (the registry's own error is the cause)
-            raise ImageNotFound(ref, f"not in the store, and not pulled: {err}") from err
 
     def _acquire_cgroup(self, state_root: str) -> None:
         """Record the container, then make its cgroup: a SIGKILL of ours at any
@@ -526,12 +472,3 @@ class ContainerLifecycle:
         self._check_owner()
         if not self._ready or self._closing:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
-
-    def _image_store(self) -> ImageStore:
-        """The store of the container's image and volumes (a subclass gives one that can work on
-        files of a rootless caller's sub-ids)."""
-        return ImageStore(self.config.image_store)
-
-    def _id_policy(self) -> IdPolicy:
-        """Who owns the files of the container's image layers and volumes."""
-        return imageroot.id_policy(self.config, self._maps)
