@@ -53,9 +53,11 @@ class Submission:
                           {"argv": req.argv, "search_path": req.search_path, "cwd": req.cwd,
                            "uid": req.uid, "gid": req.gid, "rlimits": req.rlimits})
 
-    def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
+    def started(self, signal_sender: Callable[[int, int, bool], None],
+                lost: Optional[Callable[[], Optional[BaseException]]] = None) -> Process:
         """Wait for the command's PID message and the init's STARTED: the
-        running Process, or the exception for the step that failed."""
+        running Process, or the exception for the step that failed (``lost()``
+        explains an EOF)."""
         host_pid = None
         try:
             first = protocol.decode_reply(self._reply)
@@ -67,7 +69,7 @@ class Submission:
             raise
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
-            raise self._error(first)
+            raise self._error(first, lost)
         return self._in_cgroup(Process(
             self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=host_pid,
             reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at))
