@@ -264,3 +264,16 @@ def test_bad_input(runner):
     assert errors["tail"] == "tail" and errors["since"] == "since" and errors["run"] == "command"
     assert [errors[k] for k in list(errors)[4:-1]] == ["log", "command", "command", "command", "log_max_size",
                                                        "log_max_files"]
+
+
+def check_detached_without_log():
+    script = ("import sandboxlib as sb\n"
+              "with sb.Container(command=['sh', '-c', 'echo out; echo err >&2; exit 4']) as c:\n"
+              "    print(c.wait().exit_code)\n")
+    done = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_without_a_log_the_output_is_not_ours(runner):
+    assert runner(check_detached_without_log) == (0, b"4\n", b"")  # detached, as docker run -d

@@ -193,7 +193,7 @@ class ContainerConfig:
         log: keep the main command's stdout and stderr: True (a file in the
             state directory, removed at close) or a host file path (kept after
             the container).  Docker's json-file lines; see ``Container.logs()``.
-            Without, its output is the host process's own stdout and stderr.
+            Without, its output is discarded (detached: not the host process's terminal).
         log_max_size: the size at which the log file is rotated (bytes or
             ``"10M"``; default 10 MiB, at least 128k).
         log_max_files: how many files the log keeps, the current one included

@@ -82,7 +82,7 @@ class BareContainer(ContainerLifecycle):
         one-shot run), then wait for its start: a failure to start raises here."""
         command = self.config.command
         argv = () if command is True else cast(tuple, command)
-        output = PIPE if self.config.log else None
+        output = PIPE if self.config.log else DEVNULL  # detached, as docker run -d: not our terminal
         sent: list = []
 
         def first() -> None:
