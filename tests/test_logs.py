@@ -170,6 +170,9 @@ def test_tail_since_and_timestamps(runner):
 
 
 def check_format_and_path(path):
+    for stale in (path + ".1", path + ".2"):  # a former log's rotated files are not this one's
+        with open(stale, "w") as f:
+            f.write('{"log":"old\\n","stream":"stdout","time":"2000-01-01T00:00:00.000000000Z"}\n')
     script = "printf 'a\\n\\377b\\n'; head -c 20000 /dev/zero | tr '\\0' x"
     with sb.Container(command=["sh", "-c", script], log=path) as c:
         c.wait()
@@ -253,6 +256,9 @@ def check_bad_input():
         with pytest.raises(sb.ConfigError) as info:
             sb.Container(**options)
         errors[repr(options)] = info.value.field
+    with pytest.raises(sb.ConfigError, match="cannot write the log file /nonexistent/dir/app.log") as info:
+        sb.Container(command=["true"], log="/nonexistent/dir/app.log").start()
+    errors["log path"] = info.value.field
     with pytest.raises(sb.ConfigError) as info:
         sb.run(["true"], command=["true"])
     errors["run"] = info.value.field
@@ -263,7 +269,7 @@ def test_bad_input(runner):
     errors = runner(check_bad_input)
     assert errors["tail"] == "tail" and errors["since"] == "since" and errors["run"] == "command"
     assert [errors[k] for k in list(errors)[4:-1]] == ["log", "command", "command", "command", "log_max_size",
-                                                       "log_max_files"]
+                                                       "log_max_files", "log"]
 
 
 def check_detached_without_log():

@@ -93,7 +93,7 @@ class BareContainer(ContainerLifecycle):
 
         try:
             self._start_container(first, one_shot=False)
-            self._main = self._track(sent[0].started(self._signal, self._setup_failure))
+            self._main = self._track(sent.pop().started(self._signal, self._setup_failure))  # (its fds now)
             if self.config.log:
                 self._start_log(self._main)
         except BaseException:
@@ -124,7 +124,10 @@ class BareContainer(ContainerLifecycle):
             main.stderr.close()
             main.stdout = main.stderr = None
             # (it owns the ends from here on, also when it raises)
-            self._log = LogWriter(path, self.config.log_max_size, self.config.log_max_files, *ends)
+            try:
+                self._log = LogWriter(path, self.config.log_max_size, self.config.log_max_files, *ends)
+            except OSError as err:
+                raise ConfigError("log", f"cannot write the log file {path}: {err.strerror}") from None
             self._on_close(self._log.stop)
 
     def wait(self, timeout: Optional[float] = None) -> Result:

@@ -55,6 +55,11 @@ class _RotatingFile:
     def __init__(self, path: str, max_size: int, max_files: int) -> None:
         self.path, self._max_size, self._max_files = path, max_size, max_files
         self.lock = threading.Lock()  # rotation vs. a reader opening the set of files
+        for n in range(1, max_files):  # a former log's: this one starts empty
+            try:
+                os.unlink(f"{path}.{n}")
+            except FileNotFoundError:
+                pass
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         self._size = 0
 
