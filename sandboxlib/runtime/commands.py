@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 import attrs
 
@@ -51,6 +51,8 @@ from .lifecycle import ContainerLifecycle
 
 __all__ = ["BareContainer", "DEFAULT_PATH"]
 
+_Self = TypeVar("_Self", bound="BareContainer")
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -69,7 +71,7 @@ class BareContainer(ContainerLifecycle):
     _main: Optional[Process] = None  # the main command (config.command), once started
     _log: Optional[LogWriter] = None  # its log's writer (config.log)
 
-    def start(self):
+    def start(self: _Self) -> _Self:
         """Start the container: its init, idle until commands arrive, or with
         its main command (``command=``) running, as ``docker run -d``."""
         if self.config.command is None:
