@@ -31,6 +31,7 @@ class Submission:
         self._reply = reply
         self._pipes = pipes
         self._cgroup = cgroup
+        self._terminal: Optional[int] = None  # the master of a tty request, once the init sent it
         self.sent_at = time.monotonic()
 
     def abandon(self) -> None:
@@ -42,6 +43,25 @@ class Submission:
             if fd is not None:
                 os.close(fd)
         self._pipes = [None, None, None]
+        if self._terminal is not None:
+            os.close(self._terminal)
+            self._terminal = None
+
+    def _take_terminal(self, lost: Optional[Callable[[], Optional[BaseException]]] = None) -> None:
+        """For a tty request: the init's first reply carries the terminal's
+        master (it comes once the container is set up), or says why not."""
+        if self.request.tty_size is None:
+            return
+        try:
+            first = protocol.decode_reply(self._reply)
+        except BaseException:
+            self.abandon()
+            raise
+        if first is not None and first.kind == protocol.REPLY_TTY and first.fd is not None:
+            self._terminal = first.fd
+            return
+        self.abandon()
+        raise self._error(first, lost)
 
     def _error(self, reply: Optional[protocol.Reply],
                 lost: Optional[Callable[[], Optional[BaseException]]] = None) -> BaseException:
@@ -59,6 +79,7 @@ class Submission:
         running Process, or the exception for the step that failed (``lost()``
         explains an EOF)."""
         host_pid = None
+        self._take_terminal()
         try:
             first = protocol.decode_reply(self._reply)
             if first is not None and first.kind == protocol.REPLY_PID:
@@ -72,15 +93,18 @@ class Submission:
             raise self._error(first, lost)
         return self._in_cgroup(Process(
             self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=host_pid,
-            reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at))
+            reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
+            terminal=self._terminal))
 
     def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
                     lost: Callable[[], Optional[BaseException]]) -> Process:
         """The Process of a quiet request, without waiting for any reply: its
-        wait/communicate raise the failure (``lost()`` explains an EOF)."""
+        wait/communicate raise the failure (``lost()`` explains an EOF).  A
+        tty request waits for its terminal (or the failure to open it)."""
+        self._take_terminal(lost)
         return self._in_cgroup(Process(
             self.request.argv, request_id=self.request.id, container_pid=0, host_pid=None, reply=self._reply,
-            pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
+            pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at, terminal=self._terminal,
             failure=lambda reply: self._error(reply, lost)))
 
     def _in_cgroup(self, process: Process) -> Process:
@@ -92,7 +116,9 @@ class Submission:
 def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSpec,
            stdout: StdioSpec, stderr: StdioSpec, cgroup: Optional[CommandCgroup] = None) -> Submission:
     """Send ``request`` with its stdio, a fresh reply socket and the directory
-    of its own ``cgroup`` (if any; the Process then owns it) to the init."""
+    of its own ``cgroup`` (if any; the Process then owns it) to the init.  A
+    tty request sends no stdio: the init opens the terminal (the caller
+    checked the stdio arguments are None)."""
     try:
         if cgroup is not None:
             request = attrs.evolve(request, cgroup=True)
@@ -100,7 +126,10 @@ def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSp
         if len(payload) > protocol.MAX_REQUEST:
             raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
                                       f"the limit is {protocol.MAX_REQUEST}")
-        child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
+        if request.tty_size is not None:
+            child_fds, ours, to_close = [], [None, None, None], []
+        else:
+            child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
     except BaseException:
         if cgroup is not None:
             cgroup.remove()
