@@ -4,18 +4,16 @@ through ``wait()``, commands exec'd into it meanwhile, the container ending
 with it; the log's order per stream, its rotation bound under 100 MB, follow,
 tail, since, timestamps; nothing left after close or after a SIGKILL of the
 owner (the sweep)."""
+
 from __future__ import annotations
 
 import datetime
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 
 import pytest
 
@@ -49,8 +47,7 @@ def check_main_command():
             c.run(["true"], **QUIET)  # the container ended with its main command
         again = c.wait()  # the same Result again
         lines = list(c.logs())
-    return (meanwhile.stdout, r.exit_code, r.verdict.name, r.stdout, again.exit_code, ended, lines,
-            _log_dirs())
+    return (meanwhile.stdout, r.exit_code, r.verdict.name, r.stdout, again.exit_code, ended, lines, _log_dirs())
 
 
 def test_main_command_result_exec_and_end(runner):
@@ -76,8 +73,12 @@ def test_main_command_that_cannot_start_raises_at_start(runner):
 
 def check_image_command(path, busybox_rootfs):
     store = sb.ImageStore(path)
-    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"],
-              config={"Entrypoint": ["echo", "ep"], "Cmd": ["default"], "Env": ["PATH=/bin"]})
+    add_image(
+        store,
+        busybox_layers(busybox_rootfs),
+        ["bb:1"],
+        config={"Entrypoint": ["echo", "ep"], "Cmd": ["default"], "Env": ["PATH=/bin"]},
+    )
     with sb.Container(image="bb:1", image_store=path, command=True, log=True) as c:
         r = c.wait()
         default = list(c.logs())
@@ -153,7 +154,8 @@ def check_tail_since_timestamps():
         everything = list(c.logs(timestamps=True))
         stamps = [d.split(b" ", 1)[0].decode() for _, d in everything]
         middle = datetime.datetime.strptime(stamps[3][:26], "%Y-%m-%dT%H:%M:%S.%f").replace(
-            tzinfo=datetime.timezone.utc)
+            tzinfo=datetime.timezone.utc
+        )
         since = list(c.logs(since=middle))
         since_float = list(c.logs(since=middle.timestamp()))
         tail = list(c.logs(tail=2))
@@ -187,8 +189,12 @@ def test_json_file_format_long_lines_bytes_and_a_kept_path(runner, store_dir):
     records, keys, after_close, left = runner(check_format_and_path, path)
     assert keys == ["log", "stream", "time"]
     assert records == [("stdout", "a\n"), ("stdout", "\udcffb\n"), ("stdout", "x" * 16384), ("stdout", "x" * 3616)]
-    assert after_close == [("stdout", b"a\n"), ("stdout", b"\xffb\n"), ("stdout", b"x" * 16384),
-                           ("stdout", b"x" * 3616)]
+    assert after_close == [
+        ("stdout", b"a\n"),
+        ("stdout", b"\xffb\n"),
+        ("stdout", b"x" * 16384),
+        ("stdout", b"x" * 3616),
+    ]
     assert left == []
 
 
@@ -251,8 +257,14 @@ def check_bad_input():
                 c.logs(**{name: value})
             errors[name] = info.value.field
         c.wait()
-    for options in ({"log": True}, {"command": True}, {"command": "ls"}, {"command": []},
-                    {"command": ["x"], "log_max_size": "1k"}, {"command": ["x"], "log_max_files": 0}):
+    for options in (
+        {"log": True},
+        {"command": True},
+        {"command": "ls"},
+        {"command": []},
+        {"command": ["x"], "log_max_size": "1k"},
+        {"command": ["x"], "log_max_files": 0},
+    ):
         with pytest.raises(sb.ConfigError) as info:
             sb.Container(**options)
         errors[repr(options)] = info.value.field
@@ -268,16 +280,24 @@ def check_bad_input():
 def test_bad_input(runner):
     errors = runner(check_bad_input)
     assert errors["tail"] == "tail" and errors["since"] == "since" and errors["run"] == "command"
-    assert [errors[k] for k in list(errors)[4:-1]] == ["log", "command", "command", "command", "log_max_size",
-                                                       "log_max_files", "log"]
+    assert [errors[k] for k in list(errors)[4:-1]] == [
+        "log",
+        "command",
+        "command",
+        "command",
+        "log_max_size",
+        "log_max_files",
+        "log",
+    ]
 
 
 def check_detached_without_log():
-    script = ("import sandboxlib as sb\n"
-              "with sb.Container(command=['sh', '-c', 'echo out; echo err >&2; exit 4']) as c:\n"
-              "    print(c.wait().exit_code)\n")
-    done = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True,
-                          timeout=60)
+    script = (
+        "import sandboxlib as sb\n"
+        "with sb.Container(command=['sh', '-c', 'echo out; echo err >&2; exit 4']) as c:\n"
+        "    print(c.wait().exit_code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     return done.returncode, done.stdout, done.stderr
 
 

@@ -1,53 +1,38 @@
 """Commands in a running container: ``run``, ``spawn``, signals, the
 one-shot start that queues the main command with the set-up, and a lasting
 container's main command (``command=``: ``wait()``, ``logs()``)."""
+
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import secrets
-import select
-import signal as signal_module
-import socket
-import threading
-import time
-import warnings
-import weakref
-from typing import Any, Callable, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypeVar, Union, cast
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 import attrs
 
-from ..native import binding, protocol
-from .. import cgroups
-from ..rootfs import imageroot, writable
-from . import statedir
-from ..native.binding import Step
-from ..native.plan import GO_MESSAGE, build_plan, clone_flags
-from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
-from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
-    check_timeout, container_path, data_bytes, env_pairs, text_codec, tty_size)
+from ..config import (
+    check_env,
+    check_text,
+    check_timeout,
+    container_path,
+    data_bytes,
+    env_pairs,
+    text_codec,
+    tty_size,
+)
 from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
-from ..native.failures import setup_error
-from ..native.host import probe_host
-from ..rootfs.idmap import IdMaps, choose_maps, write_maps
-from ..rootfs.imageroot import ImageRoot
+from ..native import protocol
 from ..posix.interrupts import sigint_deferred
-from ..posix.sharedfd import SharedFd
+from ..posix.io import read_all
 from ..posix.signals import pidfd_kill_quietly
+from ..results import Result, decoded
+from ..security.capabilities import capability_mask
+from ..streams import DEVNULL, PIPE, StdioSpec
+from . import statedir
 from .launch import submit
+from .lifecycle import ContainerLifecycle
 from .logs import LogWriter, Since, read_log
 from .process import Process, result_of
-from ..results import Result, decoded
-from ..rootfs.layout import layout
-from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
-from ..security.bpf import compile_policy
-from ..cgroups.stats import Stats, list_processes, read_stats
-from ..streams import DEVNULL, PIPE, StdioSpec
-from ..rootfs.users import User, resolve_user
-
-from ..posix.io import read_all
-from .lifecycle import ContainerLifecycle
 
 __all__ = ["BareContainer", "DEFAULT_PATH"]
 
@@ -59,12 +44,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _check_argv(argv: Sequence[str]) -> tuple:
     if isinstance(argv, (str, bytes)) or not argv:
         raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
-    return tuple(check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
-                 for i, a in enumerate(argv))
+    return tuple(
+        check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]") for i, a in enumerate(argv)
+    )
 
 
-def _tty_stdio(tty: object, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec,
-               captured: Tuple[int, ...]) -> Optional[Tuple[int, int]]:
+def _tty_stdio(
+    tty: object, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec, captured: Tuple[int, ...]
+) -> Optional[Tuple[int, int]]:
     """The terminal size of a ``tty`` argument (None: no terminal).  A
     terminal is the command's stdin, stdout and stderr: no other stream may
     be given (``captured``: values that mean "what the terminal shows",
@@ -73,8 +60,11 @@ def _tty_stdio(tty: object, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSp
     if size is not None:
         for field, spec in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
             if not (spec is None or (field != "stdin" and isinstance(spec, int) and spec in captured)):
-                raise ConfigError(field, f"with tty=True the command's {field} is its terminal; got {spec!r} "
-                                         f"(leave {field} None: read, write and resize the Process)")
+                raise ConfigError(
+                    field,
+                    f"with tty=True the command's {field} is its terminal; got {spec!r} "
+                    f"(leave {field} None: read, write and resize the Process)",
+                )
     return size
 
 
@@ -155,17 +145,20 @@ class BareContainer(ContainerLifecycle):
         timeout = check_timeout(timeout)
         main = self._main
         if main is None:
-            raise ContainerStateError("the container has no main command (give command=[...]) or did not start"
-                                      if self.config.command is None or not self._resources_used else
-                                      "the container's main command did not start")
+            raise ContainerStateError(
+                "the container has no main command (give command=[...]) or did not start"
+                if self.config.command is None or not self._resources_used
+                else "the container's main command did not start"
+            )
         main.wait(timeout)
         self._init_exited(None)  # it ends the container at once: no command runs from here on
         if self._log is not None:
             self._log.join()  # its output is all in the log
         return result_of(main, None, None, timed_out=False, events=((0, 0), self._counters()))
 
-    def logs(self, *, tail: Optional[int] = None, follow: bool = False, timestamps: bool = False,
-             since: Since = None) -> Iterator[Tuple[str, bytes]]:
+    def logs(
+        self, *, tail: Optional[int] = None, follow: bool = False, timestamps: bool = False, since: Since = None
+    ) -> Iterator[Tuple[str, bytes]]:
         """The main command's output kept by ``log=``: ``(stream, data)`` pairs,
         ``stream`` ``"stdout"`` or ``"stderr"``, ``data`` a line (with its
         newline) or a piece of a line longer than 16 KiB, oldest first.
@@ -179,18 +172,29 @@ class BareContainer(ContainerLifecycle):
         format is documented in ``sandboxlib.runtime.logs``."""
         log = self.config.log
         if log is False:
-            raise ContainerStateError("this container keeps no log: start it with log=True (or a file path) "
-                                      "and a main command (command=[...])")
+            raise ContainerStateError(
+                "this container keeps no log: start it with log=True (or a file path) "
+                "and a main command (command=[...])"
+            )
         if log is True and (self._log is None or self._closed):
-            raise ContainerStateError("the log is kept from the start of the container until close(): "
-                                      + ("it is closed (log=PATH keeps a log after close)" if self._closed
-                                         else "it has not started"))
+            raise ContainerStateError(
+                "the log is kept from the start of the container until close(): "
+                + ("it is closed (log=PATH keeps a log after close)" if self._closed else "it has not started")
+            )
         path = self._log.path if self._log is not None else cast(str, log)
-        return read_log(path, self.config.log_max_files, tail=tail, follow=follow, timestamps=timestamps,
-                        since=since, writer=self._log if not self._closed else None)
+        return read_log(
+            path,
+            self.config.log_max_files,
+            tail=tail,
+            follow=follow,
+            timestamps=timestamps,
+            since=since,
+            writer=self._log if not self._closed else None,
+        )
 
-    def _request(self, argv, *, env, cwd, user, main: bool, quiet: bool = False,
-                 tty: Optional[Tuple[int, int]] = None) -> protocol.ExecRequest:
+    def _request(
+        self, argv, *, env, cwd, user, main: bool, quiet: bool = False, tty: Optional[Tuple[int, int]] = None
+    ) -> protocol.ExecRequest:
         argv = _check_argv(argv)
         if user is None:
             resolved = self._user
@@ -217,17 +221,35 @@ class BareContainer(ContainerLifecycle):
             cwd = container_path(cwd, "cwd")
         maps = self._maps
         return protocol.ExecRequest(
-            argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
-            search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
-            rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
-            id=next(self._command_ids), main=main, quiet=quiet or main, set_groups=maps is None or maps.setgroups,
+            argv=argv,
+            env=tuple(f"{k}={v}" for k, v in merged.items()),
+            cwd=cwd,
+            search_path=merged["PATH"],
+            uid=resolved.uid,
+            gid=resolved.gid,
+            groups=resolved.groups,
+            rlimits=self.config.limits.rlimits(),
+            cap_keep=capability_mask(self.config.capabilities()),
+            id=next(self._command_ids),
+            main=main,
+            quiet=quiet or main,
+            set_groups=maps is None or maps.setgroups,
             tty_size=tty,
-            fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
+            fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0,
+        )
 
-    def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
-              stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,
-              cwd: Optional[str] = None, user: Optional[str] = None,
-              tty: Union[bool, Tuple[int, int]] = False) -> Process:
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = None,
+        stderr: StdioSpec = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
+    ) -> Process:
         """Start a command in the running container; returns a Popen-like :class:`Process`.
 
         Streams are ``PIPE``, ``DEVNULL``, ``None`` (inherit ours), an fd or a file
@@ -237,11 +259,25 @@ class BareContainer(ContainerLifecycle):
         session; the Process's ``read``/``write``/``resize`` use its end (the
         streams must then be left None)."""
         tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=())
-        return self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                           user=user, main=False, tty=tty_size)
+        return self._start(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, main=False, tty=tty_size
+        )
 
-    def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
-               confirm: bool = True, own_cgroup: bool = False, tty: Optional[Tuple[int, int]] = None) -> Process:
+    def _start(
+        self,
+        argv,
+        *,
+        stdin,
+        stdout,
+        stderr,
+        env,
+        cwd,
+        user,
+        main: bool,
+        confirm: bool = True,
+        own_cgroup: bool = False,
+        tty: Optional[Tuple[int, int]] = None,
+    ) -> Process:
         """Start a command; with ``confirm=False`` do not wait for its start
         (its wait/communicate raise a failure to start).  ``own_cgroup``: in
         a cgroup of its own (where the container has a v2 one), so that
@@ -273,12 +309,24 @@ class BareContainer(ContainerLifecycle):
         except (ContainerStateError, OSError):
             pass  # the container is gone, and the process with it
 
-    def run(self, argv: Sequence[str], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
-            stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
-            env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-            user: Optional[str] = None, check: bool = False, text: bool = False,
-            encoding: Optional[str] = None, errors: Optional[str] = None,
-            tty: Union[bool, Tuple[int, int]] = False) -> Result:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Union[bytes, str, None] = None,
+        timeout: Optional[float] = None,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = PIPE,
+        stderr: StdioSpec = PIPE,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+        check: bool = False,
+        text: bool = False,
+        encoding: Optional[str] = None,
+        errors: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
+    ) -> Result:
         """Run a command to completion and capture its output.
 
         ``input`` (bytes, or a str: UTF-8) is fed to stdin.  ``timeout`` is
@@ -292,13 +340,43 @@ class BareContainer(ContainerLifecycle):
         (or a ``(rows, cols)`` size): on a pseudo-terminal, as ``spawn``; the
         result's stdout is the terminal's output (stdout and stderr merged,
         stderr None), ``input`` is typed into it."""
-        return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
-                         env=env, cwd=cwd, user=user, main=False, check=check,
-                         text=text, encoding=encoding, errors=errors, tty=tty)
+        return self._run(
+            argv,
+            input=input,
+            timeout=timeout,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            main=False,
+            check=check,
+            text=text,
+            encoding=encoding,
+            errors=errors,
+            tty=tty,
+        )
 
-    def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool,
-             check: bool = False, text: bool = False, encoding: Optional[str] = None,
-             errors: Optional[str] = None, tty: Union[bool, Tuple[int, int]] = False) -> Result:
+    def _run(
+        self,
+        argv,
+        *,
+        input,
+        timeout,
+        stdin,
+        stdout,
+        stderr,
+        env,
+        cwd,
+        user,
+        main: bool,
+        check: bool = False,
+        text: bool = False,
+        encoding: Optional[str] = None,
+        errors: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
+    ) -> Result:
         timeout = check_timeout(timeout)
         codec = text_codec(text, encoding, errors)
         tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
@@ -315,13 +393,26 @@ class BareContainer(ContainerLifecycle):
         timed_out = False
         with contextlib.ExitStack() as stack:
             if main:  # (may unpack an image: Ctrl-C must work)
-                proc = stack.enter_context(self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                                                 tty=tty_size))
+                proc = stack.enter_context(
+                    self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
+                )
             else:
                 with sigint_deferred():  # our Process is closed however we leave
-                    proc = stack.enter_context(self._start(
-                        argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user,
-                        main=False, confirm=False, own_cgroup=timeout is not None, tty=tty_size))
+                    proc = stack.enter_context(
+                        self._start(
+                            argv,
+                            stdin=stdin,
+                            stdout=stdout,
+                            stderr=stderr,
+                            env=env,
+                            cwd=cwd,
+                            user=user,
+                            main=False,
+                            confirm=False,
+                            own_cgroup=timeout is not None,
+                            tty=tty_size,
+                        )
+                    )
             try:
                 out, err = proc.communicate(input, timeout)
             except TimeoutExpired:

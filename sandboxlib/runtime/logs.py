@@ -18,6 +18,7 @@ the back-pressure: when the host process is slow the command blocks on a
 full pipe, nothing is lost.  A slow ``logs()`` consumer reads the file,
 never the pipes, so it slows nothing (with ``follow``, a reader that falls a
 whole rotation behind misses what was rotated away, as with Docker)."""
+
 from __future__ import annotations
 
 import collections
@@ -91,8 +92,7 @@ class _RotatingFile:
                     _rename_quietly(f"{self.path}.{n - 1}", f"{self.path}.{n}")
                 os.rename(self.path, f"{self.path}.1")
                 os.close(self._fd)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC,
-                                   0o600)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             self._size = 0
 
     def close(self) -> None:
@@ -125,12 +125,11 @@ class LogWriter:
             os.close(self._stop_r)
             os.close(self._stop_w)
             raise
-        self._thread = threading.Thread(target=self._run, name=f"sandboxlib log {os.path.basename(path)}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"sandboxlib log {os.path.basename(path)}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        partial = {name: b"" for name in _STREAMS}
+        partial = dict.fromkeys(_STREAMS, b"")
         try:
             with selectors.PollSelector() as sel:
                 for fd in (*self._pipes, self._stop_r):
@@ -163,15 +162,20 @@ class LogWriter:
         end = buf.rfind(b"\n") + 1
         rest = buf[end:]
         keep = len(rest) % MAX_LINE if data else 0
-        partial[stream] = rest[len(rest) - keep:]
+        partial[stream] = rest[len(rest) - keep :]
         pieces = [line + b"\n" for line in buf[:end].split(b"\n")[:-1]]  # (only newlines split lines)
         if len(rest) > keep:
-            pieces.append(rest[:len(rest) - keep])
+            pieces.append(rest[: len(rest) - keep])
         if not pieces:
             return
         stamp = log_time(time.time_ns())
-        self.file.write([_record(stream, piece[i:i + MAX_LINE], stamp)
-                         for piece in pieces for i in range(0, len(piece), MAX_LINE)])
+        self.file.write(
+            [
+                _record(stream, piece[i : i + MAX_LINE], stamp)
+                for piece in pieces
+                for i in range(0, len(piece), MAX_LINE)
+            ]
+        )
         with self.changed:
             self.changed.notify_all()
 
@@ -232,9 +236,16 @@ def _check_tail(tail: Optional[int]) -> Optional[int]:
     return tail
 
 
-def read_log(path: str, max_files: int, *, tail: Optional[int] = None, follow: bool = False,
-             timestamps: bool = False, since: Since = None,
-             writer: Optional[LogWriter] = None) -> Iterator[Tuple[str, bytes]]:
+def read_log(
+    path: str,
+    max_files: int,
+    *,
+    tail: Optional[int] = None,
+    follow: bool = False,
+    timestamps: bool = False,
+    since: Since = None,
+    writer: Optional[LogWriter] = None,
+) -> Iterator[Tuple[str, bytes]]:
     """``(stream, data)`` of each record, oldest first (``timestamps``: data
     prefixed by its time and a space, as ``docker logs -t``); ``follow``: then
     what comes, until the ``writer`` is done."""

@@ -16,20 +16,30 @@ the last words of a dead owner: the sweep uses the lines it can read.
 A container with ``log=True`` keeps its main command's log in
 ``.logs/ID/`` (made after its record exists, removed before it): a sweep
 that removes a record removes that directory too."""
+
 from __future__ import annotations
 
 import errno
 import functools
 import os
-import signal
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from .. import cgroups
 from ..posix import throttle
 from ..posix.signals import kill_quietly
 
-__all__ = ["state_root", "register", "add_init", "unregister", "sweep", "sweep_if_due", "SWEEP_INTERVAL",
-           "make_log_dir", "remove_log_dir"]
+__all__ = [
+    "state_root",
+    "register",
+    "add_init",
+    "unregister",
+    "sweep",
+    "sweep_if_due",
+    "SWEEP_INTERVAL",
+    "make_log_dir",
+    "remove_log_dir",
+]
+
 
 def state_root() -> str:
     """$SANDBOXLIB_RUN, else /run/sandboxlib as root, else $XDG_RUNTIME_DIR/sandboxlib
@@ -71,8 +81,7 @@ def _write(path: str, data: bytes, flags: int) -> None:
         os.close(fd)
 
 
-def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (),
-             init_pid: Optional[int] = None) -> str:
+def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (), init_pid: Optional[int] = None) -> str:
     """Record a container: its owner (us), the cgroup directories it is about
     to get (recorded before they exist) and, when it exists already, its
     init.  Returns the record's path.  The record appears whole or not at all."""
