@@ -90,9 +90,14 @@ class Submission:
             },
         )
 
-    def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
+    def started(
+        self,
+        signal_sender: Callable[[int, int, bool], None],
+        lost: Optional[Callable[[], Optional[BaseException]]] = None,
+    ) -> Process:
         """Wait for the command's PID message and the init's STARTED: the
-        running Process, or the exception for the step that failed."""
+        running Process, or the exception for the step that failed (``lost()``
+        explains an EOF)."""
         host_pid = None
         self._take_terminal()
         try:
@@ -105,7 +110,7 @@ class Submission:
             raise
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
-            raise self._error(first)
+            raise self._error(first, lost)
         return self._in_cgroup(
             Process(
                 self.request.argv,
