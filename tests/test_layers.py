@@ -32,7 +32,7 @@ LAYERS = {
     "rootfs": 5, "registry": 5,
     "calls": 6,
     "runtime": 7,
-    "api": 8,
+    "api": 8, "aio": 8,
     "pool": 9,
     "frontends": 10,
     "__init__": 11, "__main__": 11,

@@ -34,7 +34,7 @@ from ..rootfs.imageroot import ImageRoot
 from ..posix.interrupts import sigint_deferred
 from ..posix.sharedfd import SharedFd
 from ..posix.signals import pidfd_kill_quietly
-from .launch import submit
+from .launch import Outgoing, Submission, prepare, submit
 from .process import Process, result_of
 from ..results import Result, decoded
 from ..rootfs.layout import layout
@@ -118,12 +118,25 @@ class BareContainer(ContainerLifecycle):
         # A close() in another thread waits until the request is sent (or
         # fails: ContainerStateError); Ctrl-C waits until our fds are owned.
         with self._channel.use() as control, sigint_deferred():
-            request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
-            group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
-            submission = submit(control, request, stdin, stdout, stderr, cgroup=group)
+            outgoing = self._outgoing(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                                      user=user, main=main, confirm=confirm, own_cgroup=own_cgroup)
+            try:
+                outgoing.send(control)
+            finally:
+                outgoing.done()
             if not confirm:
-                return self._track(submission.unconfirmed(self._signal, lambda: None))
-        return self._track(submission.started(self._signal))
+                return self._unconfirmed(outgoing.submission)
+        return self._track(outgoing.submission.started(self._signal))
+
+    def _outgoing(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool, confirm: bool,
+                  own_cgroup: bool) -> Outgoing:
+        """The request of a command, ready to send (both fronts send it, each its way)."""
+        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
+        group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+        return prepare(request, stdin, stdout, stderr, cgroup=group)
+
+    def _unconfirmed(self, submission: Submission) -> Process:
+        return self._track(submission.unconfirmed(self._signal, lambda: None))
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
@@ -162,13 +175,7 @@ class BareContainer(ContainerLifecycle):
     def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool,
              check: bool = False, text: bool = False, encoding: Optional[str] = None,
              errors: Optional[str] = None) -> Result:
-        timeout = check_timeout(timeout)
-        codec = text_codec(text, encoding, errors)
-        if input is not None:
-            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
-            if stdin is not None:
-                raise ConfigError("stdin", "stdin and input cannot both be given")
-            stdin = PIPE
+        timeout, codec, input, stdin = self._run_inputs(input, stdin, timeout, text, encoding, errors)
         if not main:
             self._check_running()
         counters = self._counters() if not main else (0, 0)
@@ -190,6 +197,23 @@ class BareContainer(ContainerLifecycle):
             except BaseException:
                 self._kill_after_timeout(proc, main)
                 raise
+        return self._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
+
+    @staticmethod
+    def _run_inputs(input, stdin, timeout, text: bool, encoding: Optional[str], errors: Optional[str]):
+        """run()'s options checked: (timeout, codec, input as bytes, stdin)."""
+        timeout = check_timeout(timeout)
+        codec = text_codec(text, encoding, errors)
+        if input is not None:
+            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
+            if stdin is not None:
+                raise ConfigError("stdin", "stdin and input cannot both be given")
+            stdin = PIPE
+        return timeout, codec, input, stdin
+
+    def _run_result(self, proc: Process, out, err, *, timed_out: bool, counters: Tuple[int, int],
+                    codec, check: bool) -> Result:
+        """The Result of a run's ended command (``check``: raised if it failed)."""
         result = result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
         if codec is not None:
             result = decoded(result, *codec)

@@ -226,9 +226,16 @@ class Process:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     assert timeout is not None  # the deadline's
-                    raise TimeoutExpired(self.args, timeout, bytes(self._partial[1]), bytes(self._partial[2]))
+                    raise self._timed_out(timeout)
                 for key, _ in sel.select(remaining):
                     self._service(sel, key)
+        return self._collected()
+
+    def _timed_out(self, timeout: float) -> TimeoutExpired:
+        return TimeoutExpired(self.args, timeout, bytes(self._partial[1]), bytes(self._partial[2]))
+
+    def _collected(self) -> Tuple[Optional[bytes], Optional[bytes]]:
+        """communicate()'s (stdout, stderr) once everything was read; closes our read ends."""
         out = bytes(self._partial[1]) if self.stdout is not None or self._partial[1] else None
         err = bytes(self._partial[2]) if self.stderr is not None or self._partial[2] else None
         for stream in (self.stdout, self.stderr):
@@ -256,8 +263,8 @@ class Process:
 
     def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
         if key.data == "exit":
-            sel.unregister(key.fileobj)
-            self._take_reply(None)
+            if self._take_reply(0):  # (readable: a reply, or a STARTED the exit follows)
+                sel.unregister(key.fileobj)
         elif key.data == "stdin":
             left, stdin = self._input_left, self.stdin
             assert left is not None and stdin is not None  # _register registered stdin with its input
