@@ -42,7 +42,10 @@ class LoopSelector:
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        key = self._keys.pop(_fd(fileobj))
+        fd = _fd(fileobj)
+        if fd < 0:  # closed meanwhile: its key has the number it had
+            fd = next(key.fd for key in self._keys.values() if key.fileobj is fileobj)
+        key = self._keys.pop(fd)
         self._ready.pop(key.fd, None)
         if key.events & selectors.EVENT_READ:
             self._loop.remove_reader(key.fd)

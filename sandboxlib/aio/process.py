@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal as signal_module
 from typing import Optional, Tuple
 
@@ -25,7 +26,11 @@ async def communicate(proc: SyncProcess, input: Optional[bytes] = None, timeout:
         input = data_bytes(input, "input")
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    with LoopSelector(loop) as sel, contextlib.ExitStack() as uses:
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None and not stream.closed:
+            os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
+    # The selector lets go of the fds before the reply socket's use ends (it may close then).
+    with contextlib.ExitStack() as uses, LoopSelector(loop) as sel:
         proc._register(sel, input, uses)  # type: ignore[arg-type]  # (the selector's part it uses)
         while sel.get_map():
             remaining = None if deadline is None else deadline - loop.time()

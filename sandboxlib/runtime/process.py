@@ -262,6 +262,9 @@ class Process:
                 self._take_reply(None)  # the container ended: the reply socket is closed
 
     def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+        """Act on one ready fd.  An event loop may report a readiness that
+        an earlier step used up: the pipes are then non-blocking, and
+        nothing to do is not an error."""
         if key.data == "exit":
             if self._take_reply(0):  # (readable: a reply, or a STARTED the exit follows)
                 sel.unregister(key.fileobj)
@@ -272,12 +275,17 @@ class Process:
                 written = os.write(key.fd, left[:_CHUNK])
             except BrokenPipeError:
                 written = len(left)
+            except BlockingIOError:
+                return
             self._input_left = left[written:]
             if not self._input_left:
                 sel.unregister(stdin)
                 stdin.close()
         else:
-            chunk = os.read(key.fd, _CHUNK)
+            try:
+                chunk = os.read(key.fd, _CHUNK)
+            except BlockingIOError:
+                return
             if chunk:
                 self._partial[key.data] += chunk
             else:
