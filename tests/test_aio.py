@@ -5,6 +5,7 @@ on one loop, errors re-raised, ``call`` awaited.  Root and rootless
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 
@@ -215,3 +216,38 @@ def check_call():
 def test_call_awaited(runner):
     assert runner(check_call) == ([1, 2, 3], [1024, 3], "'inside'")
 
+
+
+def check_call_cancelled():
+    """A cancelled call (and one under asyncio.timeout) kills the fork server's
+    process running it; the next call gets a new server."""
+    async def main():
+        async with sba.Container() as c:
+            first = await c.call(os.getpid)  # the server's first call, in the container's pid namespace
+            task = asyncio.create_task(c.call(time.sleep, 1000))
+            await asyncio.sleep(0.5)
+            task.cancel()
+            try:
+                await task
+                cancelled = False
+            except asyncio.CancelledError:
+                cancelled = True
+            try:
+                async with asyncio.timeout(0.5):
+                    await c.call(time.sleep, 1000)
+                timed_out = False
+            except TimeoutError:
+                timed_out = True
+            gone = await _until(lambda: [p for p in c.sync.top() if "python" in p.name] == [])
+            timeout = None
+            try:
+                await c.invoke(time.sleep, (1000,), timeout=0.3)
+            except sb.CallTimeout:
+                timeout = "CallTimeout"
+            again = await c.call(sum, [1, 2])
+            return first > 0, cancelled, timed_out, gone, timeout, again
+    return asyncio.run(main())
+
+
+def test_call_cancelled_kills_it(runner):
+    assert runner(check_call_cancelled) == (True, True, True, True, "CallTimeout", 3)

@@ -7,8 +7,8 @@ API: both fronts call the same functions to build a command's request
 ``Result`` (``_run_result``); they differ only in how they wait.  Here
 nothing waits in a thread per command: the control socket, the reply
 sockets and the pipes are the event loop's readers and writers.  Starting
-a container (clone, set-up, maybe an image unpack) and ``call`` run in
-the loop's default executor."""
+a container (clone, set-up, maybe an image unpack) and the first start
+of ``call``'s fork server run in the loop's default executor."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +22,8 @@ from ..results import Result
 from ..runtime.container import Container as SyncContainer
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
-from .loop import ControlSender, readable
+from ..calls.session import SpareLost, check_call_kwargs
+from .loop import ControlSender, drive, readable
 from .process import Process, communicate
 
 __all__ = ["Container", "run"]
@@ -39,6 +40,7 @@ class Container:
         self._box = SyncContainer(config_of(config, options))
         self._sender: Optional[ControlSender] = None
         self._spawned: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._call_lock = asyncio.Lock()  # one call at a time on the fork server
 
     @property
     def config(self) -> ContainerConfig:
@@ -163,16 +165,36 @@ class Container:
 
     async def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """``Container.call``, awaited (see :meth:`invoke`)."""
+        check_call_kwargs(kwargs)
         return await self.invoke(fn, args, kwargs)
 
     async def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
                      timeout: Optional[float] = None, trust_result: bool = False) -> Any:
-        """``Container.invoke``, awaited.  The call runs in the loop's executor
-        (the fork server's channel is blocking); cancelled, the call is ended
-        as its timeout ends it (the forked process is killed)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(
-            self._box.invoke, fn, args, kwargs, timeout=timeout, trust_result=trust_result))
+        """``Container.invoke``, awaited: the same steps (``CallServer.steps``)
+        with the fork server's output as a reader of the loop; calls wait
+        their turn (one at a time per server, as in the sync front).  The
+        server's first start runs in the loop's executor.  Cancelled (or
+        under ``asyncio.timeout()``), the call ends as a timeout ends it:
+        the server and what the call started are killed (the next call
+        starts a new one)."""
+        timeout = check_timeout(timeout)
+        self._box._check_running()
+        slot = self._box._calls
+        async with self._call_lock:
+            for attempt in (1, 2):  # a server that lost the process for the call: retried once (ServerSlot.invoke)
+                server = slot.running()
+                if server is None:
+                    loop = asyncio.get_running_loop()
+                    server = await loop.run_in_executor(None, slot.get)
+                steps = server.steps(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
+                                     trust_result=trust_result)
+                try:
+                    with server._lock:  # (a sync caller in another thread waits; no await blocks on it)
+                        return await drive(steps, server.output_fd)
+                except SpareLost:
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
 
 
 async def _communicate_or_kill(proc: SyncProcess, input: Optional[bytes], timeout: Optional[float],

@@ -8,13 +8,14 @@ import collections
 import contextlib
 import selectors
 import socket
-from typing import Any, Deque, Dict, List, Optional, Tuple
+import time
+from typing import Any, Deque, Dict, Generator, List, Optional, Tuple
 
-from ..errors import ContainerStateError
+from ..errors import CallTimeout, ContainerStateError
 from ..posix.sharedfd import SharedFd
 from ..runtime.launch import Outgoing
 
-__all__ = ["LoopSelector", "ControlSender", "readable"]
+__all__ = ["LoopSelector", "ControlSender", "readable", "drive"]
 
 
 def _fd(fileobj: Any) -> int:
@@ -101,6 +102,43 @@ async def readable(sock: Any) -> None:
         await waiter
     finally:
         loop.remove_reader(fd)
+
+
+async def _readable_until(fd: int, deadline: Optional[float]) -> bool:
+    """Wait until ``fd`` is readable (True) or the monotonic ``deadline`` passed (False)."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop.add_reader(fd, _settle, waiter, True)
+    timer = (loop.call_later(max(0.0, deadline - time.monotonic()), _settle, waiter, False)
+             if deadline is not None else None)
+    try:
+        return await waiter
+    finally:
+        loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
+
+
+def _settle(waiter: asyncio.Future, value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+async def drive(steps: Generator[Optional[float], None, Any], fd: int) -> Any:
+    """Run steps that wait for ``fd`` (``CallServer.steps``) on the loop:
+    each yielded deadline is awaited; past it CallTimeout(0) is thrown in,
+    and so is a cancellation (the steps end what they started, then it goes on)."""
+    try:
+        deadline = next(steps)
+        while True:
+            try:
+                ready = await _readable_until(fd, deadline)
+            except BaseException as err:  # cancelled: the steps clean up and re-raise it
+                deadline = steps.throw(err)
+                continue
+            deadline = steps.send(None) if ready else steps.throw(CallTimeout(0))
+    except StopIteration as done:
+        return done.value
 
 
 class ControlSender:
