@@ -9,8 +9,6 @@ import os
 import signal
 import time
 
-import pytest
-
 import sandboxlib as sb
 import sandboxlib.aio as sba
 

@@ -16,13 +16,13 @@ import functools
 import weakref
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+from ..calls.session import SpareLost, check_call_kwargs
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
 from ..errors import TimeoutExpired
 from ..results import Result
 from ..runtime.container import Container as SyncContainer
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
-from ..calls.session import SpareLost, check_call_kwargs
 from .loop import ControlSender, drive, readable
 from .process import Process, communicate
 
@@ -39,7 +39,7 @@ class Container:
     def __init__(self, config: Optional[ContainerConfig] = None, **options: Any) -> None:
         self._box = SyncContainer(config_of(config, options))
         self._sender: Optional[ControlSender] = None
-        self._spawned: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._spawned: weakref.WeakSet[Process] = weakref.WeakSet()
         self._call_lock = asyncio.Lock()  # one call at a time on the fork server
 
     @property
@@ -62,7 +62,7 @@ class Container:
     def __repr__(self) -> str:
         return repr(self._box).replace("sandboxlib.", "sandboxlib.aio.", 1)
 
-    async def start(self) -> "Container":
+    async def start(self) -> Container:
         """Start the container (in the loop's executor: the spawn protocol blocks).
         Cancelled, it closes the container once the start has ended."""
         loop = asyncio.get_running_loop()
@@ -76,7 +76,7 @@ class Container:
         self._sender = ControlSender(loop, self._box._channel)
         return self
 
-    async def __aenter__(self) -> "Container":
+    async def __aenter__(self) -> Container:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:

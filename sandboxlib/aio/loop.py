@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import selectors
-import socket
 import time
 from typing import Any, Deque, Dict, Generator, List, Optional, Tuple
 
@@ -80,7 +78,7 @@ class LoopSelector:
         for key in list(self._keys.values()):
             self.unregister(key.fileobj)
 
-    def __enter__(self) -> "LoopSelector":
+    def __enter__(self) -> LoopSelector:
         return self
 
     def __exit__(self, *exc) -> None:

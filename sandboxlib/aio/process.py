@@ -9,7 +9,7 @@ import signal as signal_module
 from typing import Optional, Tuple
 
 from ..config import check_timeout, data_bytes
-from ..errors import ContainerStateError, TimeoutExpired
+from ..errors import ContainerStateError
 from ..runtime.process import Process as SyncProcess
 from .loop import LoopSelector, readable
 
