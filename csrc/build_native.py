@@ -10,7 +10,7 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-EXTENSION_SOURCES = ["spawn.c", "clone.c", "resolve.c", "report.c", "seccomp_compile.c"]
+EXTENSION_SOURCES = ["spawn.c", "clone.c", "resolve.c", "report.c", "seccomp_compile.c", "idmap.c"]
 INIT_SOURCES = ["init.c", "setup.c", "plan.c", "mounts.c", "resolve.c", "command.c", "launcher.c", "fdmsg.c", "clone.c", "report.c"]
 STRICT_FLAGS = ["-D_GNU_SOURCE", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing"]
 
@@ -33,7 +33,7 @@ ffibuilder = FFI()
 ffibuilder.cdef((HERE / "native.cdef").read_text())
 ffibuilder.set_source(
     "sandboxlib.native._native",
-    '#include <sched.h>\n#include "sbx.h"\n#include "spawn.h"\n#include "resolve.h"\n#include "seccomp_compile.h"\n'
+    '#include <sched.h>\n#include "sbx.h"\n#include "spawn.h"\n#include "resolve.h"\n#include "seccomp_compile.h"\n#include "idmap.h"\n'
     f'static const char SBX_SOURCE_HASH[] = "{source_hash()}";\n',
     sources=[os.path.relpath(HERE / name) for name in EXTENSION_SOURCES],
     include_dirs=[os.path.relpath(HERE)],

@@ -12,6 +12,7 @@
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -262,6 +263,10 @@ void sbx_command_exec(const struct sbx_command *cmd, int fd)
     fault_point(SBX_STEP_STDIO);
     set_stdio(cmd);
     CHECK(SBX_STEP_STDIO, setsid());
+    /* A terminal (the init made it our stdio) becomes the new session's
+     * controlling terminal: ^C, job control and SIGHUP work as on a login. */
+    if (cmd->hdr->flags & SBX_EXEC_TTY)
+        CHECK(SBX_STEP_TTY, ioctl(0, TIOCSCTTY, 0));
     reset_signals();
     fault_point(SBX_STEP_RLIMIT);
     set_rlimits(cmd);

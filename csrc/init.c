@@ -22,11 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "clone.h"
@@ -251,6 +253,64 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     return 1;
 }
 
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+/* Send the TTY reply: the terminal's master travels as SCM_RIGHTS. */
+static int send_master(int reply_fd, int master)
+{
+    struct sbx_reply r = {.type = SBX_REPLY_TTY};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct iovec iov = {.iov_base = &r, .iov_len = sizeof(r)};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &master, sizeof(int));
+    ssize_t n;
+    do {
+        n = sendmsg(reply_fd, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(r) ? 0 : -(n < 0 ? errno : EMSGSIZE);
+}
+
+/* A pseudo-terminal from the container's own devpts (not the /dev/ptmx
+ * symlink, which an image could replace): unlocked, sized as asked, its
+ * master sent to the host.  The slave (opened through the master, no path)
+ * goes into *slave.  Returns 0 or -errno. */
+static int open_terminal(const struct sbx_exec_hdr *h, int reply_fd, int *slave)
+{
+    if (h->fault && (h->fault & 0xffff) == SBX_STEP_TTY)
+        return -(int)(h->fault >> 16);
+    int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        return -errno;
+    int unlock = 0, err = 0;
+    struct winsize ws = {.ws_row = (unsigned short)(h->tty_size >> 16),
+                         .ws_col = (unsigned short)(h->tty_size & 0xffff)};
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0 || ioctl(master, TIOCSWINSZ, &ws) < 0)
+        err = -errno;
+    int peer = err ? -1 : ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (!err && peer < 0)
+        err = -errno;
+    if (!err)
+        err = send_master(reply_fd, master);
+    close(master);
+    if (err) {
+        if (peer >= 0)
+            close(peer);
+        return err;
+    }
+    *slave = peer;
+    return 0;
+}
+
 static void close_fds(const int *fds, int n)
 {
     for (int i = 0; i < n; i++)
@@ -258,12 +318,15 @@ static void close_fds(const int *fds, int n)
             close(fds[i]);
 }
 
-/* Handle an EXEC message: fds = [reply, stdin, stdout, stderr, cgroup?]. */
+/* Handle an EXEC message: fds = [reply, stdin, stdout, stderr, cgroup?],
+ * or with SBX_EXEC_TTY [reply, cgroup?]. */
 static void handle_exec(size_t len, int *fds, int nfds)
 {
     struct sbx_command cmd;
     int r = sbx_command_parse(request, len, strings, MAX_STRINGS, &cmd);
-    if (r == 0 && nfds != ((cmd.hdr->flags & SBX_EXEC_CGROUP) ? 5 : 4))
+    int tty = r == 0 && (cmd.hdr->flags & SBX_EXEC_TTY);
+    int cgroup = r == 0 && (cmd.hdr->flags & SBX_EXEC_CGROUP);
+    if (r == 0 && nfds != (tty ? 1 : 4) + cgroup)
         r = -EBADMSG;
     if (r == 0 && stopping)
         r = -ESHUTDOWN;
@@ -271,9 +334,19 @@ static void handle_exec(size_t len, int *fds, int nfds)
     if (r < 0 && nfds > 0) {
         reply_failed(fds[0], SBX_STEP_REQUEST, -r, -1);
     } else if (r == 0) {
-        memcpy(cmd.stdio, fds + 1, sizeof(cmd.stdio));
-        cmd.cgroup_fd = nfds == 5 ? fds[4] : -1;
-        kept = start_command(&cmd, fds[0], len);
+        int slave = -1;
+        if (tty && (r = open_terminal(cmd.hdr, fds[0], &slave)) < 0) {
+            reply_failed(fds[0], SBX_STEP_TTY, -r, -1);
+        } else {
+            if (tty)
+                cmd.stdio[0] = cmd.stdio[1] = cmd.stdio[2] = slave;
+            else
+                memcpy(cmd.stdio, fds + 1, sizeof(cmd.stdio));
+            cmd.cgroup_fd = cgroup ? fds[nfds - 1] : -1;
+            kept = start_command(&cmd, fds[0], len);
+        }
+        if (slave >= 0)
+            close(slave);  /* the command has its own copies */
     }
     close_fds(fds + kept, nfds - kept);
 }

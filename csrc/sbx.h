@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 22
+#define SBX_NATIVE_VERSION 24
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -44,6 +44,7 @@ enum sbx_step {
     SBX_STEP_SECCOMP = 19,   /* seccomp(SECCOMP_SET_MODE_FILTER), last before execve */
     SBX_STEP_EXEC = 20,      /* execve() of the command */
     SBX_STEP_LOCKDOWN = 24,  /* the init, set up: capabilities, no_new_privs, its own filter */
+    SBX_STEP_TTY = 25,       /* init: a pseudo-terminal from /dev/pts/ptmx; child: TIOCSCTTY */
 };
 
 enum sbx_mount_kind {
@@ -71,6 +72,10 @@ enum sbx_mount_kind {
 #define SBX_MF_NODEV     0x20u
 #define SBX_MF_NOEXEC    0x40u
 #define SBX_MF_USER      0x80u  /* from the user's mounts: the resolved target is checked */
+#define SBX_MF_IDMAP     0x100u /* bind: the GO message may carry its tree, idmapped by the host
+                                * to the container's user namespace (sbx_idmapped_tree); one fd
+                                * per IDMAP op, in op order, or none (then the plain clone) */
+#define SBX_MAX_IDMAPS   8      /* fds one GO message carries (SBX_RECV_MAX_FDS) */
 
 struct sbx_mount_op {
     int kind;
@@ -174,8 +179,8 @@ struct sbx_report {
 };
 
 /* Exec requests (Python -> init, over the control socket, SCM_RIGHTS carries
- * [reply socket, stdin, stdout, stderr] and, with SBX_EXEC_CGROUP, the
- * command's cgroup directory). */
+ * [reply socket, stdin, stdout, stderr] (only the reply socket with
+ * SBX_EXEC_TTY) and, with SBX_EXEC_CGROUP, the command's cgroup directory). */
 #define SBX_MSG_EXEC 1
 #define SBX_MSG_SIGNAL 2
 #define SBX_MSG_STOP 3
@@ -187,6 +192,9 @@ struct sbx_report {
 #define SBX_EXEC_SET_GROUPS 0x04u  /* setgroups() is allowed for this user ns */
 #define SBX_EXEC_QUIET 0x08u       /* no STARTED reply (FAILED and EXITED only) */
 #define SBX_EXEC_CGROUP 0x10u      /* a 5th fd: a cgroup v2 directory to start the command in */
+#define SBX_EXEC_TTY 0x20u         /* no stdio fds: the init opens a pseudo-terminal in the
+                                    * container's devpts, sends its master back (REPLY_TTY) and
+                                    * makes the slave the command's stdio and controlling terminal */
 
 #define SBX_MAX_REQUEST (256 * 1024)
 #define SBX_MAX_RLIMITS 16
@@ -211,7 +219,7 @@ struct sbx_exec_hdr {
     uint32_t strings_len;   /* then: cwd \0 search_path \0 argv... \0 envp... \0 */
     uint32_t fault;         /* tests: step | errno << 16 forces that step to fail */
     uint32_t id;            /* the host's name for this command (SIGNAL uses it) */
-    uint32_t pad;
+    uint32_t tty_size;      /* SBX_EXEC_TTY: the initial window size, rows << 16 | cols */
 };
 
 struct sbx_signal_msg {
@@ -230,6 +238,9 @@ struct sbx_signal_msg {
  * (not for a QUIET request): the kernel attaches the sender's credentials,
  * its pid translated into the host's pid namespace. */
 #define SBX_REPLY_PID 4
+/* SBX_EXEC_TTY: sent by the init first of all, with the terminal's master
+ * as SCM_RIGHTS (or FAILED with SBX_STEP_TTY instead). */
+#define SBX_REPLY_TTY 5
 
 struct sbx_reply {
     int32_t type;

@@ -24,6 +24,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fdmsg.h"
 #include "mounts.h"
 #include "plan.h"
 #include "report.h"
@@ -190,6 +191,36 @@ static int clone_sources(const struct sbx_plan *p)
     return tree;
 }
 
+/* The go message, with the idmapped trees of the IDMAP binds when the
+ * host made them (as root; see idmap.c): they replace the plain clones. */
+static void receive_go(const struct sbx_plan *p)
+{
+    char go[16];
+    int fds[SBX_RECV_MAX_FDS], nfds, flags;
+    ssize_t n;
+    do {
+        n = sbx_recv_with_fds(SBX_FD_CONTROL, go, sizeof(go), fds, SBX_RECV_MAX_FDS, &nfds, &flags);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0)
+        _exit(127);
+    if (n < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, errno, -1);
+    if ((size_t)n < sizeof(uint32_t) || *(uint32_t *)go != SBX_MSG_GO || (flags & MSG_CTRUNC))
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, EBADMSG, -1);
+    int used = 0;
+    for (size_t i = 0; i < p->n_mounts && nfds > 0; i++) {
+        if (!(p->mounts[i].flags & SBX_MF_IDMAP) || p->mounts[i].kind != SBX_MNT_BIND)
+            continue;
+        if (used == nfds)
+            sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, EBADMSG, (int)i);
+        if (p->tree_fds[i] >= 0)
+            close(p->tree_fds[i]);
+        p->tree_fds[i] = fds[used++];
+    }
+    if (used != nfds)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, EBADMSG, -1);
+}
+
 /* Become root of the new user namespace.  Host trees are cloned before
  * this, with the creator's ids (host root can traverse a 0700 /root to
  * bind the interpreter; the container's mapped root could not); new
@@ -302,8 +333,7 @@ const struct sbx_plan *sbx_setup(int early_netns)
             CHECK(SBX_STEP_PROPAGATION, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
         rootfs_tree = clone_sources(p);
     }
-    char go[16];
-    receive(SBX_MSG_GO, go, sizeof(go));
+    receive_go(p);
     fault_point(SBX_STEP_SYNC, -1);
     become_root(p);
     join_fresh_keyring();

@@ -5,7 +5,7 @@ import functools
 import os
 import threading
 import weakref
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
@@ -25,7 +25,8 @@ __all__ = ["run", "sandboxed", "with_memory"]
 def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
         stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
         container: Optional[Container] = None, check: bool = False, text: bool = False,
-        encoding: Optional[str] = None, errors: Optional[str] = None, **options: Any) -> Result:
+        encoding: Optional[str] = None, errors: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False, **options: Any) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
@@ -46,6 +47,8 @@ def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None,
     unless the command exited with 0 in time.  ``container``: run in this
     :class:`~sandboxlib.Container`, not yet started (its options are its own:
     giving options too is a ``ConfigError``); it is closed when the command ends.
+    ``tty=True`` (or a ``(rows, cols)`` size): the command runs on a
+    pseudo-terminal of the container's own (``Container.run``'s ``tty``).
     """
     timeout = check_timeout(timeout)
     if container is not None and options:
@@ -55,7 +58,7 @@ def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None,
     try:
         return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                         env=None, cwd=None, user=None, main=True, check=check, text=text,
-                        encoding=encoding, errors=errors)
+                        encoding=encoding, errors=errors, tty=tty)
     finally:
         box.close()
 

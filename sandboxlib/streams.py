@@ -8,9 +8,27 @@ from typing import List, Optional, Tuple, Union
 
 __all__ = ["PIPE", "DEVNULL", "STDOUT", "StdioSpec", "resolve_stdio"]
 
-PIPE = subprocess.PIPE
-DEVNULL = subprocess.DEVNULL
-STDOUT = subprocess.STDOUT
+
+
+class _Special(int):
+    """subprocess's special stdio value (it is equal to it, so either works),
+    named in reprs: ``help(sb.run)`` shows ``stdout=PIPE``, not ``-1``."""
+
+    def __new__(cls, value: int, name: str) -> "_Special":
+        self = super().__new__(cls, value)
+        self._name = name
+        return self
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __reduce__(self):  # pickles as the plain int (Pool and call() send options across processes)
+        return int, (int(self),)
+
+
+PIPE = _Special(subprocess.PIPE, "PIPE")
+DEVNULL = _Special(subprocess.DEVNULL, "DEVNULL")
+STDOUT = _Special(subprocess.STDOUT, "STDOUT")
 
 StdioSpec = Union[None, int, io.IOBase]
 

@@ -157,22 +157,52 @@ SCHEMA1 = b"""{"schemaVersion": 1, "name": "team/old", "tag": "1", "architecture
 SCHEMA1_TYPE = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 
+ONCE = ("cut", "429", "503")   # faults that strike the first matching request only
+ENDLESS_LIMIT = 256 << 20      # what "endless" sends at most, if the client never stops reading
+SLOW = 0.5
+
+
 class FaultProxy:
     """Forwards to ``upstream`` (``host:port``); ``faults`` maps a path suffix
-    (``blobs/sha256:...``, ``manifests/1``) to ``corrupt``, ``truncate`` or ``schema1``.
-    ``requests`` lists (method, path) of what was asked."""
+    (``blobs/sha256:...``, ``manifests/1``) to a fault:
+
+    - ``corrupt``: the last byte flipped; ``truncate``: half the body under the
+      whole body's Content-Length; ``schema1``: a schema 1 manifest instead;
+    - ``cut``: half the body, then the connection closes (once);
+    - ``429``/``503``: that status instead of an answer (once);
+    - ``endless``: the body, then zeros without end (no Content-Length);
+    - ``no-range``: the Range header is dropped (the registry answers 200);
+    - ``slow``: the answer waits SLOW seconds;
+    - ``stall``: half the body, then nothing until the proxy closes;
+    - several joined by ``+`` (``truncate+no-range``).
+
+    ``requests`` lists (method, path) of what was asked; ``log`` has one dict per
+    request: method, path, range (the header or None), sent (body bytes written).
+    ``most_blob_gets`` is the most blob GETs that were in flight at once."""
 
     def __init__(self, upstream: str, faults: Dict[str, str]) -> None:
-        self.upstream, self.faults, self.requests = upstream, dict(faults), []
+        self.upstream, self.faults, self.requests, self.log = upstream, dict(faults), [], []
+        self._lock = threading.Lock()
+        self.blob_gets = self.most_blob_gets = 0
+        self.closing = threading.Event()
         self.server = _Server(("127.0.0.1", 0), _handler(self))
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="fault-proxy")
         self.thread.start()
 
     def fault(self, path: str) -> Optional[str]:
-        return next((kind for suffix, kind in self.faults.items() if path.endswith(suffix)), None)
+        with self._lock:
+            suffix, kind = next(((s, k) for s, k in self.faults.items() if path.endswith(s)), (None, None))
+            if kind in ONCE:
+                del self.faults[suffix]
+            return kind
+
+    def sent(self, suffix: str) -> list:
+        """(range header, body bytes sent) of each GET of a path ending in ``suffix``."""
+        return [(e["range"], e["sent"]) for e in self.log if e["method"] == "GET" and e["path"].endswith(suffix)]
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.thread.join()
         self.server.server_close()  # joins the handler threads
@@ -193,36 +223,78 @@ def _handler(proxy: FaultProxy):
         def do_HEAD(self) -> None:
             self._forward()
 
-        def do_GET(self) -> None:
-            self._forward()
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD
 
         def _forward(self) -> None:
-            proxy.requests.append((self.command, self.path))
-            kind = proxy.fault(self.path.split("?")[0])
-            if kind == "schema1":
-                return self._answer(200, {"Content-Type": SCHEMA1_TYPE}, SCHEMA1)
+            length = int(self.headers.get("Content-Length") or 0)
+            body_in = self.rfile.read(length) if length else None
+            entry = {"method": self.command, "path": self.path, "range": self.headers.get("Range"), "sent": 0}
+            with proxy._lock:
+                proxy.requests.append((self.command, self.path))
+                proxy.log.append(entry)
+            kinds = (proxy.fault(self.path.split("?")[0]) or "").split("+")
+            counted = self.command == "GET" and "/blobs/sha256:" in self.path
+            with proxy._lock:
+                proxy.blob_gets += counted
+                proxy.most_blob_gets = max(proxy.most_blob_gets, proxy.blob_gets)
+            try:
+                self._spoil(entry, kinds, body_in)
+            finally:
+                with proxy._lock:
+                    proxy.blob_gets -= counted
+
+        def _spoil(self, entry: dict, kinds: list, body_in) -> None:
+            if "slow" in kinds:
+                time.sleep(SLOW)
+            if "schema1" in kinds:
+                return self._answer(entry, 200, {"Content-Type": SCHEMA1_TYPE}, SCHEMA1)
+            status = next((int(k) for k in kinds if k in ("429", "503")), None)
+            if status is not None:
+                return self._answer(entry, status, {"Content-Type": "text/plain"}, b"try again\n")
+            # Host kept: the registry names itself in Location headers as the proxy
+            dropped = ("connection",) + (("range",) if "no-range" in kinds else ())
+            status, out, body = self._upstream(dropped, body_in)
+            if "corrupt" in kinds and body:
+                body = body[:-1] + bytes([body[-1] ^ 0xFF])
+            if ("truncate" in kinds or "cut" in kinds or "stall" in kinds) and body:
+                out["Content-Length"] = str(len(body))
+                body = body[:len(body) // 2]
+            if "endless" in kinds:
+                out.pop("Content-Length", None)
+                return self._answer(entry, status, out, body, endless=True)
+            self._answer(entry, status, out, body, stall="stall" in kinds)
+
+        def _upstream(self, dropped, body_in):
             upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
             try:
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                upstream.request(self.command, self.path, headers=headers)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                upstream.request(self.command, self.path, body=body_in, headers=headers)
                 answer = upstream.getresponse()
                 body = answer.read()
                 out = {k: v for k, v in answer.getheaders() if k.lower() not in ("connection", "transfer-encoding")}
+                return answer.status, out, body
             finally:
                 upstream.close()
-            if kind == "corrupt" and body:
-                body = body[:-1] + bytes([body[-1] ^ 0xFF])
-            if kind == "truncate" and body:
-                out["Content-Length"] = str(len(body))
-                body = body[:len(body) // 2]
-            self._answer(answer.status, out, body)
 
-        def _answer(self, status: int, headers: dict, body: bytes) -> None:
+        def _answer(self, entry: dict, status: int, headers: dict, body: bytes, endless: bool = False,
+                    stall: bool = False) -> None:
             self.send_response(status)
-            headers.setdefault("Content-Length", str(len(body)))
+            if not endless:
+                headers.setdefault("Content-Length", str(len(body)))
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
-            if self.command != "HEAD":
+            if self.command == "HEAD":
+                return
+            try:
                 self.wfile.write(body)
+                entry["sent"] += len(body)
+                zeros = bytes(1 << 16)
+                if stall:
+                    proxy.closing.wait(60)
+                while endless and entry["sent"] < ENDLESS_LIMIT:
+                    self.wfile.write(zeros)
+                    entry["sent"] += len(zeros)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
     return Handler

@@ -105,7 +105,7 @@ def test_push_then_pull_and_run(runner, store_dir, pushed):
     assert image_digest == digest == second and names == (ref,)
     assert repo_digests == (f"{ref.rsplit(':', 1)[0]}@{digest}",)
     assert (code, out) == (0, EXPECTED)
-    assert phases == ["done", "downloading", "verifying"]
+    assert phases == ["done", "downloading", "verifying", "waiting"]
     assert again == [] and count == 1  # the second pull: one HEAD, nothing fetched
 
 

@@ -34,8 +34,9 @@ CONTAINER_STEPS = ["SYNC", "IDENTITY", "HOSTNAME", "NETWORK", "PROPAGATION", "BA
                    "LOCKDOWN"]
 # Set up by the init's child for one command: fail in run()/spawn().
 COMMAND_STEPS = ["FORK", "STDIO", "RLIMIT", "CHDIR", "USER", "NO_NEW_PRIVS", "CAPS", "SECCOMP", "EXEC"]
-# NONE is no step; CLONE and REQUEST are forced for real below.
-OTHER_STEPS = ["NONE", "CLONE", "REQUEST"]
+# NONE is no step; CLONE and REQUEST are forced for real below; TTY (a tty=True
+# command's terminal) in test_tty.py.
+OTHER_STEPS = ["NONE", "CLONE", "REQUEST", "TTY"]
 
 
 def test_every_step_is_covered():

@@ -16,6 +16,8 @@ from .values import (
     check_kernel_dirs,
     check_text,
     check_timeout,
+    check_window_size,
+    tty_size,
     container_path,
     data_bytes,
     env_pairs,
@@ -24,4 +26,4 @@ from .values import (
     tmpfs_size,
 )
 
-__all__ = ["parse_size", "check_kernel_dirs", "PAGE_SIZE", "TMPFS_MAX", "MEMORY_MAX", "PIDS_MAX", "RLIM_INFINITY", "ID_MAX", "bounded_size", "tmpfs_size", "check_text", "check_timeout", "data_bytes", "text_codec", "container_path", "env_pairs", "check_env", "MountKind", "KERNEL_MOUNTS", "Mount", "IdMapping", "RLIMITS", "RlimitValue", "MIN_MEMORY", "CPU_PERIOD_US", "CgroupLimits", "Limits", "WritableLayer", "Pull", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]
+__all__ = ["parse_size", "check_kernel_dirs", "PAGE_SIZE", "TMPFS_MAX", "MEMORY_MAX", "PIDS_MAX", "RLIM_INFINITY", "ID_MAX", "bounded_size", "tmpfs_size", "check_text", "check_timeout", "check_window_size", "tty_size", "data_bytes", "text_codec", "container_path", "env_pairs", "check_env", "MountKind", "KERNEL_MOUNTS", "Mount", "IdMapping", "RLIMITS", "RlimitValue", "MIN_MEMORY", "CPU_PERIOD_US", "CgroupLimits", "Limits", "WritableLayer", "Pull", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]

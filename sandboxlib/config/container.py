@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 import os
+import textwrap
 import typing
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
@@ -114,8 +115,10 @@ class ContainerConfig:
             (the host's system directories read-only, fresh /tmp and /run).
         read_only: make the root read-only.
         hostname: the UTS hostname (default: the first 12 hex digits of the id).
-        env: environment added to every command (besides PATH, HOME, TERM defaults).
-        mounts: bind and tmpfs mounts, applied after the root (parents first).
+        env: environment added to every command, a dict or ``"NAME=VALUE"``
+            strings (default: none besides PATH, HOME and TERM).
+        mounts: :class:`Mount` binds, tmpfs and volumes, applied after the root
+            (parents first).
         user: ``"uid[:gid]"`` or ``"name[:group]"`` resolved in the container's /etc/passwd.
         cwd: the default working directory of commands (default: the image's
             WorkingDir, else ``/``).
@@ -132,11 +135,16 @@ class ContainerConfig:
         writable_layer_size: the tmpfs writable layer's size limit (bytes or
             ``"64M"``; default: the kernel's, half of the memory); only with
             ``writable_layer="tmpfs"``.
-        limits: per-process rlimits and the container's cgroup limits.
+        limits: per-process rlimits and the container's cgroup limits, a
+            :class:`Limits` (default: none).
         userns: run in a user namespace (always when not root; default True as root too).
-        uid_map, gid_map: id mappings of the user namespace (default: see ``idmap``).
+        uid_map, gid_map: :class:`IdMapping` lists of the user namespace, given
+            together (default: as root, container ids 0-65535 map to host ids
+            from 1,000,000,000; rootless, root is you and ids from 1 map to
+            your /etc/subuid and /etc/subgid ranges when you have them).
         network: ``Network.NONE`` (loopback only) or ``Network.HOST``.
-        cap_add, cap_drop: capability names added to or dropped from the default set.
+        cap_add, cap_drop: capability names added to or dropped from the
+            default set (Docker's); ``"ALL"`` for all (default: none).
         seccomp: the syscall filter of every command: a :class:`Seccomp` policy
             (default: Docker's default profile, ``Seccomp.default()``), or None
             for none.
@@ -221,7 +229,51 @@ def takes_container_options(func: Callable) -> Callable:
     options = [p.replace(annotation=_accepted_type(p.name)) for p in inspect.signature(ContainerConfig).parameters.values()]
     func.__signature__ = inspect.signature(func).replace(parameters=own + options)  # type: ignore[attr-defined]
     func.__annotations__ = {**typing.get_type_hints(func), **{p.name: p.annotation for p in options}}
+    func.__doc__ = inspect.cleandoc(func.__doc__ or "") + "\n\n" + options_doc()
     return func
+
+
+def _option_docs() -> dict:
+    """name -> text of every option, from the "Attributes:" section of
+    ContainerConfig's docstring (the one place they are written)."""
+    lines = inspect.cleandoc(ContainerConfig.__doc__ or "").split("Attributes:\n", 1)[1].splitlines()
+    docs: dict = {}
+    names: list = []
+    for line in lines:
+        if line.startswith("    ") and not line.startswith("        ") and ":" in line:
+            head, _, text = line.strip().partition(": ")
+            names = [n.strip() for n in head.rstrip(":").split(",")]
+            for name in names:
+                docs[name] = text.strip()
+        elif line.strip() and names:
+            for name in names:
+                docs[name] += " " + line.strip()
+    return docs
+
+
+def _readable(default: Any) -> str:
+    """A default as a user writes it: ``'none'`` for Network.NONE, not its repr."""
+    if default is DEFAULT:
+        return "Seccomp.default()"
+    if isinstance(default, enum.Enum):
+        return repr(default.value)
+    return repr(default)
+
+
+def options_doc() -> str:
+    """The "Args:" section (Google style) of every container option with its default."""
+    docs = _option_docs()
+    missing = [f.name for f in attrs.fields(ContainerConfig) if f.name not in docs]
+    if missing:  # tests import this: an option added without its documentation fails them
+        raise AssertionError(f"ContainerConfig's docstring does not document {missing}")
+    entries = []
+    for field in attrs.fields(ContainerConfig):
+        text = docs[field.name]
+        if "default" not in text:  # the text says it better when it names its default
+            text += f" Default: {_readable(field.default)}."
+        entries.append(textwrap.fill(f"{field.name}: {text}", 96, initial_indent="    ",
+                                     subsequent_indent="        "))
+    return "Args:\n" + "\n".join(entries)
 
 
 def _accepted_type(name: str) -> Any:

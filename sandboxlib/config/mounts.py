@@ -41,14 +41,28 @@ class Mount:
     size: Optional[int] = attrs.field(default=None,
                                       converter=attrs.converters.optional(lambda v: tmpfs_size(v, "size")))
     mode: int = 0o1777
+    idmap: bool = False
 
     @classmethod
     def bind(cls, source: Union[str, os.PathLike], target: Union[str, os.PathLike], *,
-             read_only: bool = False) -> Mount:
-        """Bind the host path ``source`` (file or directory, recursively) at ``target``."""
+             read_only: bool = False, idmap: bool = False) -> Mount:
+        """Bind the host path ``source`` (file or directory, recursively) at ``target``.
+
+        ``idmap=True`` shows the host's ids inside as they are on the disk: the
+        container's root owns what the host's root owns, and what the
+        container's root writes belongs to the host's root, not to the
+        unprivileged host id the container's root maps to (an idmapped mount,
+        ``MOUNT_ATTR_IDMAP`` with the container's user namespace, as Podman's
+        ``:idmap``).  As root that is the only way a container writes files
+        the caller owns into a caller's directory.  Rootless, the container's
+        root is the caller already (what it writes is the caller's) and the
+        kernel lets no unprivileged process idmap a disk's mount: the bind is
+        a plain one.  Without a user namespace (``userns=False``) too."""
         src = os.path.abspath(check_text(os.fspath(source), "source"))
+        if not isinstance(idmap, bool):
+            raise ConfigError("idmap", f"must be True or False, got {idmap!r}")
         return cls(kind=MountKind.BIND, source=src, target=container_path(target, "target"),
-                   read_only=read_only)
+                   read_only=read_only, idmap=idmap)
 
     @classmethod
     def tmpfs(cls, target: Union[str, os.PathLike], *, size: Union[int, str, None] = None,

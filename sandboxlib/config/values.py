@@ -107,6 +107,32 @@ def check_timeout(value: object, field: str = "timeout", *, zero: bool = False) 
     return float(value)
 
 
+def check_window_size(rows: object, cols: object) -> Tuple[int, int]:
+    """A terminal's window size: rows and columns, each an int from 1 to
+    65535 (struct winsize holds unsigned shorts; 0 would mean unknown)."""
+    for field, value in (("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(field, f"the window size takes an int from 1 to 65535, got {value!r}")
+        if not 1 <= value <= 0xFFFF:
+            raise ConfigError(field, f"the window size takes an int from 1 to 65535, got {value}")
+    return rows, cols  # type: ignore[return-value]
+
+
+DEFAULT_TTY_SIZE = (24, 80)
+
+
+def tty_size(tty: object) -> Optional[Tuple[int, int]]:
+    """The ``tty`` argument of a command: False (pipes, as asked), True (a
+    24x80 pseudo-terminal) or (rows, cols): the terminal's initial size."""
+    if tty is False or tty is None:
+        return None
+    if tty is True:
+        return DEFAULT_TTY_SIZE
+    if isinstance(tty, tuple) and len(tty) == 2:
+        return check_window_size(*tty)
+    raise ConfigError("tty", f"expected True, False or a (rows, cols) window size, got {tty!r}")
+
+
 def data_bytes(value: object, field: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     """Bytes to write: bytes-like as they are, a str encoded (UTF-8 unless told)."""
     if isinstance(value, str):

@@ -7,6 +7,7 @@
                    [--security-opt seccomp=PROFILE.json|unconfined]
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
                    [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
+    sandboxlib run -it [OPTIONS] [IMAGE] [--] CMD...   (a terminal: raw mode, window size, ^C)
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
     sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
@@ -28,6 +29,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from . import imagecli
+from .terminal import run_on_terminal
 from ..api import run
 from ..config import RLIMITS, Limits, Mount, Network, Pull, WritableLayer
 from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
@@ -79,11 +81,14 @@ def _env_file(paths: Sequence[str]) -> dict:
 
 
 def _volume(spec: str) -> Mount:
+    """SRC:DST[:OPTIONS], OPTIONS a comma-separated list of ro, rw and idmap (as Podman's)."""
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise ConfigError("--volume", f"{spec!r} is not SRC:DST or SRC:DST:ro")
+    options = parts[2].split(",") if len(parts) == 3 else []
+    if len(parts) not in (2, 3) or not set(options) <= {"ro", "rw", "idmap"} or {"ro", "rw"} <= set(options):
+        raise ConfigError("--volume", f"{spec!r} is not SRC:DST[:OPTIONS] with OPTIONS one or more of ro (or rw) "
+                                      f"and idmap, separated by commas")
     with _option("--volume", spec):
-        mount = Mount.bind(parts[0], parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
+        mount = Mount.bind(parts[0], parts[1], read_only="ro" in options, idmap="idmap" in options)
         mount.check("mount")
     return mount
 
@@ -147,7 +152,7 @@ _OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "
             "argv": "CMD", "timeout": "--timeout", "writable_layer_size": "--writable-layer-size",
             "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
             "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
-            "limits.cpuset_cpus": "--cpuset-cpus", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
+            "limits.cpuset_cpus": "--cpuset-cpus", "tty": "--tty", "rows": "--tty", "cols": "--tty", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
 
 
 RUN_EPILOG = f"""exit status: the command's (128+N when killed by signal N), or
@@ -168,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("--env-file", action="append", default=[], metavar="FILE",
                    help="NAME=VALUE lines (a bare NAME: this environment's value); -e wins")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro,idmap]",
+                   help="bind the host path SRC at DST; ro: read-only; idmap: as root, files keep their host "
+                        "owners inside and what the container's root writes belongs to the host's root "
+                        "(see Mount.bind)")
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
@@ -196,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writable-layer-size", metavar="SIZE", help="size limit of a tmpfs writable layer, e.g. 256M")
     p.add_argument("--pull", choices=[w.value for w in Pull], default="missing",
                    help="pull the image from its registry: when the store lacks it (default), always, never")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="keep stdin open (it is passed without a terminal anyway; with -t: typed into its terminal)")
+    p.add_argument("-t", "--tty", action="store_true",
+                   help="give the command a terminal, wired to this one (raw mode, window size, ^C)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
     for command in sub.choices.values():
@@ -227,12 +239,19 @@ def _run(args: argparse.Namespace) -> int:
 def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[str]) -> int:
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     seccomp = _security_opts(args.security_opt)
-    result = run(cmd, stdin=None, stdout=None, stderr=None, rootfs=args.rootfs, hostname=args.hostname,
-                 env={**_env_file(args.env_file), **_env(args.env)}, mounts=mounts, read_only=args.read_only, user=args.user,
-                 cwd=args.workdir, network=args.network, userns=not args.no_userns, timeout=args.timeout,
-                 seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store,
-                 writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size, pull=args.pull,
-                 cap_add=args.cap_add, cap_drop=args.cap_drop)
+    options = dict(rootfs=args.rootfs, hostname=args.hostname,
+                   env={**_env_file(args.env_file), **_env(args.env)}, mounts=mounts, read_only=args.read_only,
+                   user=args.user, cwd=args.workdir, network=args.network, userns=not args.no_userns,
+                   seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store,
+                   writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size, pull=args.pull,
+                   cap_add=args.cap_add, cap_drop=args.cap_drop)
+    if args.tty:
+        code, timed_out = run_on_terminal(cmd, options, interactive=args.interactive, timeout=args.timeout)
+        if timed_out:
+            print(f"sandboxlib: timed out after {args.timeout} s", file=sys.stderr)
+            return EXIT_TIMEOUT
+        return code
+    result = run(cmd, stdin=None, stdout=None, stderr=None, timeout=args.timeout, **options)
     if result.verdict not in (Verdict.EXITED, Verdict.SIGNALED, Verdict.TIMEOUT):
         print(f"sandboxlib: {_VERDICT_TEXT[result.verdict]}", file=sys.stderr)
     if result.timed_out:

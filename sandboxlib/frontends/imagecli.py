@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..images import default_home
 from ..registry import login, logout
 from ..runtime import ImageStore
+from . import pullprogress
 
 __all__ = ["add_parsers", "COMMANDS"]
 
@@ -106,15 +107,12 @@ def _rmi(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    seen: Dict[str, str] = {}
-
-    def report(event) -> None:  # one plain line per layer and phase (not per chunk)
-        phase = event.phase.value
-        if seen.get(event.digest) != phase:
-            seen[event.digest] = phase
-            print(f"{event.digest[7:19]}: {phase}", flush=True)
-
-    image = ImageStore(args.store).pull(args.ref, platform=args.platform, progress=None if args.quiet else report)
+    display = None if args.quiet else pullprogress.for_stream(sys.stdout)
+    try:
+        image = ImageStore(args.store).pull(args.ref, platform=args.platform, progress=display)
+    finally:
+        if display is not None:
+            display.close()
     if args.quiet:
         print(image.digest)
     else:

@@ -3,6 +3,7 @@ a temporary file on the same file system, hashed on the way, flushed, then
 renamed into place.  A blob is either complete under its name or absent."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -12,7 +13,7 @@ from typing import BinaryIO, Iterator, Optional, Tuple
 from ..errors import DigestMismatch, ImageFormatError
 from ..posix.io import write_all
 
-__all__ = ["Blobs", "sha256_digest", "fsync_dir"]
+__all__ = ["Blobs", "BlobWriter", "sha256_digest", "fsync_dir"]
 
 CHUNK = 1 << 20
 
@@ -77,26 +78,31 @@ class Blobs:
                    size: Optional[int] = None, source: str = "") -> Tuple[str, int]:
         """Copy ``stream`` into the store; returns (digest, size).  Raises
         DigestMismatch (and keeps nothing) when it does not hash to ``expected``."""
+        with self.writer(expected, size=size, source=source) as blob:
+            while True:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    break
+                blob.write(chunk)
+        return blob.digest, blob.written
+
+    @contextlib.contextmanager
+    def writer(self, expected: Optional[str] = None, *, size: Optional[int] = None,
+               source: str = "") -> Iterator[BlobWriter]:
+        """A blob written piece by piece (``write``) and hashed on the way: when the
+        block ends without error it is checked against ``expected`` and ``size`` and
+        renamed into place; otherwise (or when it does not match) nothing is kept."""
         fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
+        blob = BlobWriter(fd, source, self.tmp)
         try:
-            try:
-                digest, written = _copy_hashed(stream, fd)
-            except OSError as err:
-                if err.errno in (errno.ENOSPC, errno.EDQUOT):  # name the store, not just the errno
-                    raise OSError(err.errno, f"{err.strerror}: writing {source or 'a blob'} into the image store",
-                                  self.tmp) from None
-                raise
-            if expected is not None and digest != expected:
-                raise DigestMismatch(source or "blob", expected, digest)
-            if size is not None and written != size:
-                raise ImageFormatError(source or str(expected), f"{written} bytes, descriptor says {size}")
+            yield blob
+            blob.verify(expected, size)
             os.fsync(fd)
             os.close(fd)
             fd = -1
             os.chmod(tmp, 0o644)
-            os.rename(tmp, self.path(digest))
+            os.rename(tmp, self.path(blob.digest))
             tmp = ""
-            return digest, written
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -104,14 +110,31 @@ class Blobs:
                 os.unlink(tmp)
 
 
-def _copy_hashed(stream: BinaryIO, fd: int) -> Tuple[str, int]:
-    h = hashlib.sha256()
-    written = 0
-    while True:
-        chunk = stream.read(CHUNK)
-        if not chunk:
-            break
-        h.update(chunk)
-        write_all(fd, chunk)
-        written += len(chunk)
-    return "sha256:" + h.hexdigest(), written
+class BlobWriter:
+    """The open temporary file of a blob being written (see :meth:`Blobs.writer`)."""
+
+    def __init__(self, fd: int, source: str, where: str) -> None:
+        self.fd, self.source, self.where = fd, source, where
+        self.hash, self.written = hashlib.sha256(), 0
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+    def write(self, data: bytes) -> None:
+        self.hash.update(data)
+        try:
+            write_all(self.fd, data)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):  # name the store, not just the errno
+                raise OSError(err.errno, f"{err.strerror}: writing {self.source or 'a blob'} into the image "
+                                         "store", self.where) from None
+            raise
+        self.written += len(data)
+
+    def verify(self, expected: Optional[str], size: Optional[int]) -> None:
+        """DigestMismatch or ImageFormatError (the size) unless the bytes written are ``expected``."""
+        if expected is not None and self.digest != expected:
+            raise DigestMismatch(self.source or "blob", expected, self.digest)
+        if size is not None and self.written != size:
+            raise ImageFormatError(self.source or str(expected), f"{self.written} bytes, descriptor says {size}")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import gzip
+import io
 from typing import BinaryIO
 
 from ..errors import ImageFormatError, UnsupportedError
 
-__all__ = ["sniff", "decompressed"]
+__all__ = ["sniff", "decompressed", "decompressed_bytes"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -21,17 +22,31 @@ def sniff(head: bytes) -> str:
     return "none"
 
 
-def decompressed(stream: BinaryIO, kind: str) -> BinaryIO:
-    """A stream of the uncompressed bytes of ``stream`` (compressed with ``kind``)."""
+def decompressed(stream: BinaryIO, kind: str, what: str = "image layers") -> BinaryIO:
+    """A stream of the uncompressed bytes of ``stream`` (compressed with ``kind``);
+    ``what`` the data are, for the error when zstd is not installed."""
     if kind == "gzip":
         return gzip.GzipFile(fileobj=stream, mode="rb")
     if kind == "zstd":
         try:
-            import zstandard  # an optional dependency: only images with zstd layers need it
+            import zstandard  # an optional dependency: only zstd-compressed data need it
         except ImportError:
-            raise UnsupportedError("zstd-compressed image layers",
+            raise UnsupportedError(f"zstd-compressed {what}",
                                    "install the zstandard package: pip install 'sandboxlib[zstd]'") from None
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     if kind == "none":
         return stream
     raise ImageFormatError("layer", f"unknown compression {kind!r}")
+
+
+def decompressed_bytes(data: bytes, what: str) -> bytes:
+    """``data`` uncompressed when it is gzip or zstd (sniffed, as Docker does
+    for archives), else as it is."""
+    kind = sniff(data[:4])
+    if kind == "none":
+        return data
+    stream = decompressed(io.BytesIO(data), kind, what)
+    try:
+        return stream.read()
+    except Exception as err:  # gzip: OSError, EOFError; zstandard: its ZstdError (an Exception)
+        raise ImageFormatError(what, f"{kind} data that do not decompress: {err}") from None

@@ -32,11 +32,13 @@ class ImageStore(Store):
     def import_rootfs(self, tar: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
         """An image of one layer from a root file system tarball (plain, gzip or
         zstd), like ``docker import``; ``config`` is its container config
-        (``{"Cmd": [...], "Env": [...], ...}``)."""
+        (``{"Cmd": [...], "Env": [...], ...}``: Docker's keys, or their
+        lowercase forms; checked now, see images/imageconfig.py)."""
         return importer.import_rootfs(self, tar, ref, config)
 
     def from_directory(self, path: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
-        """An image of one layer from the tree under ``path``."""
+        """An image of one layer from the tree under ``path``; ``config`` as
+        for :meth:`import_rootfs`."""
         return importer.from_directory(self, path, ref, config)
 
     def unpacked(self, ref: str) -> List[str]:

@@ -24,8 +24,18 @@ from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
 from .layercheck import LayerCheck
-from .model import (INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, load_json, parse_config,
-                    parse_manifest)
+from .imageconfig import container_config
+from .model import (
+    INDEX_TYPES,
+    LAYER_TYPES,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    load_json,
+    parse_config,
+    parse_manifest,
+)
 from .sources import open_source, read_json_bytes
 from .store import Store
 from .unpack import IdPolicy
@@ -98,9 +108,69 @@ class _Hashing(io.RawIOBase):
 def store_layer(store: Store, stream: BinaryIO, *, digest: Optional[str], size: Optional[int],
                 media_type: Optional[str], diff_id: Optional[str], source: str) -> Tuple[str, int, str, str]:
     """Store a layer blob, verify digest and diff_id, and that it unpacks
-    within the store's limits; returns (digest, size, media type, diff_id)."""
-    digest, size = store.blobs.put_stream(stream, digest, size=size, source=source)
-    return (digest, size) + check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+    within the store's limits; returns (digest, size, media type, diff_id).
+
+    One pass: the bytes go to the blob file and its hash as the layer check
+    (decompressor, tar headers, diff_id) consumes them.  When the check fails
+    the rest is still read for the digest: a blob that is not what it claims
+    is a DigestMismatch, whatever its content."""
+    check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
+    with store.blobs.writer(digest, size=size, source=source) as blob:
+        tee = _Tee(stream, blob.write)
+        try:
+            with _Wrap(source):
+                kind = LAYER_TYPES[media_type] if media_type else sniff(tee.peek(4))
+                actual = diff_id_of(tee, kind, check, source)
+            tee.drain()
+        except (ImageFormatError, DigestMismatch):
+            tee.drain()
+            blob.verify(digest, size)
+            raise
+        if diff_id is not None and actual != diff_id:
+            blob.verify(digest, size)
+            raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
+    return blob.digest, blob.written, media_type or LAYER_MEDIA[kind], actual
+
+
+class _Tee(io.RawIOBase):
+    """Reads ``stream`` and hands every byte read to ``sink`` too."""
+
+    def __init__(self, stream: BinaryIO, sink) -> None:
+        self.stream, self.sink, self.head = stream, sink, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def peek(self, size: int) -> bytes:
+        """The first ``size`` bytes (fewer at the end), read again by the next reads."""
+        while len(self.head) < size:
+            data = self.stream.read(size - len(self.head))
+            if not data:
+                break
+            self.sink(data)
+            self.head += data
+        return self.head[:size]
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            cut = len(self.head) if size is None or size < 0 else size
+            data, self.head = self.head[:cut], self.head[cut:]
+            return data
+        data = self.stream.read(size)
+        if data:
+            self.sink(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read what the check left (trailing bytes count for the digest)."""
+        self.head = b""
+        while self.read(CHUNK):
+            pass
 
 
 def check_layer(store: Store, digest: str, *, media_type: Optional[str], diff_id: Optional[str],
@@ -270,6 +340,7 @@ def load(store: Store, path: str) -> list:
 
 def import_rootfs(store: Store, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
     """One image of one layer: a root file system tarball (plain, gzip or zstd)."""
+    config = container_config(config, "config")
     names = (str(reference.parse(ref, "ref")),) if ref else ()
     with transaction(store), open(tar_path, "rb") as f:
         layer = store_layer(store, f, digest=None, size=None, media_type=None, diff_id=None, source=tar_path)
@@ -282,6 +353,7 @@ def from_directory(store: Store, path: str, ref: Optional[str], config: Optional
     caller's own ids become 0 when rootless: it is the container's root)."""
     if not os.path.isdir(path):
         raise NotADirectoryError(20, "Not a directory", path)
+    config = container_config(config, "config")
     names = (str(reference.parse(ref, "ref")),) if ref else ()
     with transaction(store):
         with tempfile.TemporaryFile(dir=store.tmp) as f:

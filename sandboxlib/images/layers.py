@@ -10,7 +10,8 @@ from typing import List, Sequence
 from ..errors import UnsupportedError
 from .compression import decompressed
 from .model import LAYER_TYPES, Image, Layer
-from .store import PRIVATE, Store
+from .modes import PRIVATE
+from .store import Store
 from .unpack import IdPolicy, unpack, unpack_tar_file
 
 __all__ = ["unpacked_layers", "layer_dir", "visible_layers"]

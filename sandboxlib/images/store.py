@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
 import stat
 import tempfile
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import attrs
 
@@ -33,8 +31,11 @@ from ..errors import ConfigError, ImageFormatError, ImageNotFound, SandboxError
 from . import reference
 from .blobs import Blobs, fsync_dir
 from .layercheck import LayerLimits
+from .leases import ContainerLeases
 from .locks import locked
 from .model import OCI_INDEX, OCI_MANIFEST, Image, Layer, parse_config, parse_manifest
+from .modes import PRIVATE
+from .volumes import Volumes
 
 if TYPE_CHECKING:
     from .unpack import IdPolicy, Owners
@@ -46,7 +47,6 @@ DEFAULT_LAYER_LIMITS = LayerLimits()  # frozen: one instance serves as every def
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 REPO_DIGEST_ANNOTATION = "io.sandboxlib.image.repo-digest"  # an entry per RepoDigest (name@sha256:...)
 log = logging.getLogger("sandboxlib")
-PRIVATE = 0o700  # every directory of the store that leads to layers, writable layers or volumes
 ROOT_SHIFT = 1_000_000_000  # idmap.ROOT_DEFAULT_HOST_ID: as root, container ids map to host ids from here
 
 
@@ -77,7 +77,7 @@ class SubIdFiles(abc.ABC):
     needs a user namespace that maps them (``sandboxlib.runtime.subids``)."""
 
     @abc.abstractmethod
-    def chown(self, root: str, owners: "Owners", policy: "IdPolicy") -> None:
+    def chown(self, root: str, owners: Owners, policy: IdPolicy) -> None:
         """Give the files below ``root`` the container ``owners`` (by inode) of ``policy``."""
 
     @abc.abstractmethod
@@ -85,7 +85,7 @@ class SubIdFiles(abc.ABC):
         """Remove everything below each directory of ``paths`` (not the directories)."""
 
 
-class Store:
+class Store(ContainerLeases, Volumes):
     """The content-addressed core of the image store: blobs, manifests, names, leases, volumes and
     writable layers; :class:`~sandboxlib.images.ImageStore` adds import, export and unpacking.
 
@@ -338,7 +338,7 @@ class Store:
         blobs, layers, freed = self.collect()
         return PruneReport(images=tuple(untagged), blobs=blobs, layers=layers, bytes_freed=freed)
 
-    def _caller_policy(self) -> "IdPolicy":
+    def _caller_policy(self) -> IdPolicy:
         """The id policy of the caller's default containers (this base store:
         rootless, files owned by the caller; see ``sandboxlib.ImageStore``)."""
         from .unpack import IdPolicy
@@ -349,91 +349,6 @@ class Store:
         base store knows nothing of user namespaces: ``sandboxlib.ImageStore``
         runs a short sandbox)."""
         return None
-
-    # -- containers' writable layers on disk --------------------------------------------
-    def writable_dir(self, container_id: str, owner: Tuple[int, int]) -> str:
-        """``containers/ID`` with empty ``upper/`` and ``work/`` owned by
-        ``owner``.  Take the container's :meth:`lease` first: the directory of
-        a container whose lease is not held is removed by :meth:`sweep_writable`."""
-        os.makedirs(os.path.join(self.path, "containers"), mode=PRIVATE, exist_ok=True)
-        path = os.path.join(self.path, "containers", container_id)
-        os.mkdir(path, 0o700)
-        try:
-            os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
-            for name in ("upper", "work"):
-                os.mkdir(os.path.join(path, name), 0o755)
-                os.chown(os.path.join(path, name), *owner)
-        except BaseException:
-            self.remove_trees([path])
-            raise
-        return path
-
-    def sweep_writable(self) -> int:
-        """Remove the writable dirs (and leases) of containers whose owner is
-        gone (their lease is not held; what cannot be removed is left for a
-        later sweep).  One sweeper at a time: returns 0 at once while another
-        runs.  A directory that cannot be removed is logged (logger
-        ``sandboxlib``) and skipped.  Returns how many were removed."""
-        top = os.path.join(self.path, "containers")
-        removed = 0
-        with locked(os.path.join(self._locks, "containers.lock"), exclusive=True, blocking=False) as mine:
-            for name in os.listdir(top) if mine and os.path.isdir(top) else []:
-                try:
-                    removed += self._sweep_one(top, name)
-                except Exception as err:  # one bad directory never stops the sweep (nor a start)
-                    log.warning("could not sweep the writable layer %s: %r", os.path.join(top, name), err)
-        return removed
-
-    def _sweep_one(self, top: str, name: str) -> bool:
-        if self._lease_held(name) or self.remove_trees([os.path.join(top, name)]):
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.path, "leases", name))
-        return True
-
-    def _lease_held(self, owner: str) -> bool:
-        """Whether a live container holds ``leases/OWNER`` (its shared flock)."""
-        try:
-            fd = os.open(os.path.join(self.path, "leases", owner), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-
-    # -- named volumes -------------------------------------------------------------
-    def volume(self, name: str, owner: Tuple[int, int] = (-1, -1)) -> str:
-        """The directory of the named volume ``name`` (made, owned by
-        ``owner``, on first use).  Volumes are never collected."""
-        top = os.path.join(self.path, "volumes")
-        os.makedirs(top, mode=PRIVATE, exist_ok=True)
-        path = os.path.join(top, name)
-        if not os.path.isdir(path):
-            tmp = tempfile.mkdtemp(prefix="volume-", dir=self.tmp)
-            os.chmod(tmp, 0o755)
-            os.chown(tmp, *owner)
-            try:
-                os.rename(tmp, path)
-            except OSError:  # made by someone else meanwhile
-                os.rmdir(tmp)
-        return path
-
-    def volumes(self) -> List[str]:
-        """The names of the named volumes."""
-        top = os.path.join(self.path, "volumes")
-        return sorted(os.listdir(top)) if os.path.isdir(top) else []
-
-    def remove_volume(self, name: str) -> None:
-        """Remove a named volume and its files (ConfigError if there is none)."""
-        path = os.path.join(self.path, "volumes", name)
-        if "/" in name or name in ("", ".", "..") or not os.path.isdir(path):
-            raise ConfigError("name", f"no volume {name!r} in the store")
-        if self.remove_trees([path]):
-            raise PermissionError(errno.EACCES, "files of other users are left in the volume", path)
 
     # -- collection ------------------------------------------------------------
     def _live(self) -> Tuple[Set[str], Set[str]]:
@@ -448,46 +363,6 @@ class Store:
                 blobs.update(layer.digest for layer in image.layers)
                 diff_ids.update(layer.diff_id for layer in image.layers)
         return blobs, diff_ids | self._leased_diff_ids()
-
-    # -- leases: the layers of running containers ---------------------------------
-    def lease(self, owner: str, diff_ids: Sequence[str]) -> int:
-        """Keep ``diff_ids`` unpacked while the returned fd is open (a shared
-        flock on ``leases/OWNER``: a dead holder's lease lapses by itself)."""
-        top = os.path.join(self.path, "leases")
-        os.makedirs(top, mode=PRIVATE, exist_ok=True)
-        # Locked and written before it has a name: a collection never sees it unlocked.
-        fd = os.open(top, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            os.write(fd, "\n".join(diff_ids).encode())
-            dir_fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:  # linkat(AT_SYMLINK_FOLLOW) of the magic link names the open file
-                os.link(f"/proc/self/fd/{fd}", owner, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def release(self, owner: str, fd: int) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.path, "leases", owner))
-        os.close(fd)
-
-    def _leased_diff_ids(self) -> Set[str]:
-        """diff_ids that running containers use; lapsed leases are removed."""
-        top = os.path.join(self.path, "leases")
-        found: Set[str] = set()
-        for name in os.listdir(top) if os.path.isdir(top) else []:
-            path = os.path.join(top, name)
-            with contextlib.suppress(FileNotFoundError), locked(path, exclusive=True, blocking=False) as free:
-                if free:
-                    os.unlink(path)
-                else:
-                    with open(path) as f:
-                        found.update(f.read().split())
-        return found
 
     def collect(self) -> Tuple[int, int, int]:
         """Garbage-collect: (blobs removed, layers removed, bytes freed).

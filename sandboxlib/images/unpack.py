@@ -99,7 +99,7 @@ class IdPolicy:
         return "user.overlay.opaque"
 
     @classmethod
-    def for_caller(cls, shift: int = 0) -> "IdPolicy":
+    def for_caller(cls, shift: int = 0) -> IdPolicy:
         if os.geteuid() == 0:
             return cls(shift=shift)
         return cls(squash=(os.geteuid(), os.getegid()))

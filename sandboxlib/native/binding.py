@@ -26,10 +26,10 @@ except ImportError as err:  # pragma: no cover - depends on the build
 from .source_hash import source_hash
 from ..posix.io import write_all
 
-__all__ = ["ffi", "lib", "Step", "MountKind", "MountFlag", "message_struct", "REPORT", "REPORT_SIZE", "spawn", "init_memfd", "open_in_root", "seccomp_syscall",
+__all__ = ["ffi", "lib", "Step", "MountKind", "MountFlag", "message_struct", "REPORT", "REPORT_SIZE", "spawn", "idmapped_tree", "MAX_IDMAPS", "init_memfd", "open_in_root", "seccomp_syscall",
            "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
 
-NATIVE_VERSION = 22
+NATIVE_VERSION = 24
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -83,6 +83,7 @@ class Step(enum.IntEnum):
     EXEC = lib.SBX_STEP_EXEC
     NETWORK = lib.SBX_STEP_NETWORK
     CGROUP = lib.SBX_STEP_CGROUP
+    TTY = lib.SBX_STEP_TTY
 
 
 class MountKind(enum.IntEnum):
@@ -111,6 +112,20 @@ class MountFlag(enum.IntFlag):
     NODEV = lib.SBX_MF_NODEV
     NOEXEC = lib.SBX_MF_NOEXEC
     USER = lib.SBX_MF_USER  # the op comes from the user's mounts: the child checks where it lands
+    IDMAP = lib.SBX_MF_IDMAP  # a bind whose tree the host may idmap and send with the go message
+
+
+MAX_IDMAPS = lib.SBX_MAX_IDMAPS
+
+
+def idmapped_tree(source: str, userns_fd: int, *, read_only: bool) -> int:
+    """A detached recursive clone of the host path ``source``, idmapped to the
+    user namespace ``userns_fd`` (csrc/idmap.c; needs root): the fd.  Raises
+    OSError with the kernel's errno."""
+    fd = lib.sbx_idmapped_tree(os.fsencode(source), userns_fd, lib.SBX_MF_RDONLY if read_only else 0)
+    if fd < 0:
+        raise OSError(-fd, os.strerror(-fd), source)
+    return fd
 
 
 _STRUCT_CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "int32_t": "i", "uint64_t": "Q",

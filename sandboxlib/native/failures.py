@@ -33,12 +33,14 @@ _STEP_OPERATIONS = {
     Step.NO_NEW_PRIVS: "prctl(PR_SET_NO_NEW_PRIVS)",
     Step.CAPS: "dropping capabilities",
     Step.SECCOMP: "installing the seccomp filter",
+    Step.TTY: "a pseudo-terminal from the container's devpts (/dev/pts/ptmx) as the controlling terminal",
     Step.CGROUP: "joining the container's cgroups (write of 0 to cgroup v1 tasks file {index}, "
                  "or unshare(CLONE_NEWCGROUP))",
 }
 
 _STEP_FIELDS = {Step.HOSTNAME: "hostname", Step.ROOT: "rootfs", Step.CHDIR: "cwd", Step.USER: "user",
-                Step.RLIMIT: "limits", Step.CAPS: "cap_add", Step.SECCOMP: "seccomp", Step.CGROUP: "limits"}
+                Step.RLIMIT: "limits", Step.CAPS: "cap_add", Step.SECCOMP: "seccomp", Step.CGROUP: "limits",
+                Step.TTY: "tty"}
 
 
 def _flag_names(flags: int) -> str:
@@ -84,7 +86,7 @@ def setup_error(step: int, err: int, index: int, *, ops: Sequence[MountOp], cont
         op = ops[index]
         return SetupError(err, describe_op(op), step=step.name, field=op.field or "root file system layout",
                           hint=_mount_hint(op, err))
-    if step in (Step.FORK, Step.REQUEST) or Step.STDIO.value <= step.value <= Step.EXEC.value:
+    if step in (Step.FORK, Step.REQUEST, Step.TTY) or Step.STDIO.value <= step.value <= Step.EXEC.value:
         return exec_error(step, err, index, context)
     template = _STEP_OPERATIONS.get(step, step.name.lower())
     hint = None

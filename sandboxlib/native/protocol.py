@@ -6,6 +6,7 @@ the reply socket.  Constants and layouts come from csrc/sbx.h through the
 binding."""
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import struct
@@ -20,9 +21,9 @@ __all__ = ["ExecRequest", "encode_exec", "encode_signal", "encode_stop", "Reply"
 
 MSG_EXEC, MSG_SIGNAL, MSG_STOP = lib.SBX_MSG_EXEC, lib.SBX_MSG_SIGNAL, lib.SBX_MSG_STOP
 EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS = lib.SBX_EXEC_MAIN, lib.SBX_EXEC_NO_NEW_PRIVS, lib.SBX_EXEC_SET_GROUPS
-EXEC_QUIET, EXEC_CGROUP = lib.SBX_EXEC_QUIET, lib.SBX_EXEC_CGROUP
+EXEC_QUIET, EXEC_CGROUP, EXEC_TTY = lib.SBX_EXEC_QUIET, lib.SBX_EXEC_CGROUP, lib.SBX_EXEC_TTY
 REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = lib.SBX_REPLY_STARTED, lib.SBX_REPLY_FAILED, lib.SBX_REPLY_EXITED
-REPLY_PID = lib.SBX_REPLY_PID
+REPLY_PID, REPLY_TTY = lib.SBX_REPLY_PID, lib.SBX_REPLY_TTY
 MAX_REQUEST = lib.SBX_MAX_REQUEST
 
 _HEADER = message_struct("struct sbx_exec_hdr")
@@ -55,18 +56,23 @@ class ExecRequest:
     quiet: bool = False  # no PID and STARTED replies: the first reply is FAILED or EXITED
     id: int = 0          # names the command in SIGNAL messages
     cgroup: bool = False  # a 5th fd: the cgroup v2 directory to start the command in
+    # A pseudo-terminal of this (rows, cols) as stdio, opened by the init; no stdio fds.
+    tty_size: Optional[Tuple[int, int]] = None
     fault: int = 0  # tests: step | errno << 16
 
 
 def encode_exec(req: ExecRequest) -> bytes:
     strings = b"".join(s.encode() + b"\0" for s in (req.cwd, req.search_path, *req.argv, *req.env))
     flags = (EXEC_NO_NEW_PRIVS | (EXEC_MAIN if req.main else 0) | (EXEC_SET_GROUPS if req.set_groups else 0)
-             | (EXEC_QUIET if req.quiet else 0) | (EXEC_CGROUP if req.cgroup else 0))
+             | (EXEC_QUIET if req.quiet else 0) | (EXEC_CGROUP if req.cgroup else 0)
+             | (EXEC_TTY if req.tty_size is not None else 0))
+    rows, cols = req.tty_size or (0, 0)
     limits = b"".join(_RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
                       for name, soft, hard in req.rlimits)
     groups = struct.pack(f"={len(req.groups)}I", *req.groups)
     header = _HEADER.pack(MSG_EXEC, flags, req.uid, req.gid, len(req.groups), len(req.rlimits),
-                          req.cap_keep, len(req.argv), len(req.env), len(strings), req.fault, req.id, 0)
+                          req.cap_keep, len(req.argv), len(req.env), len(strings), req.fault, req.id,
+                          rows << 16 | cols)
     return header + limits + groups + strings
 
 
@@ -87,10 +93,11 @@ class Reply:
     errno: int
     index: int
     host_pid: Optional[int] = None  # with PID: the command's pid, translated to ours
+    fd: Optional[int] = None        # with TTY: the terminal's master (ours to close)
 
 
 _CREDENTIALS = struct.Struct("=iII")  # struct ucred: pid, uid, gid
-_CMSG_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+_CMSG_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size) + socket.CMSG_SPACE(4)  # and one fd (TTY)
 
 
 def reply_socketpair() -> Tuple[socket.socket, socket.socket]:
@@ -103,11 +110,15 @@ def reply_socketpair() -> Tuple[socket.socket, socket.socket]:
 
 def decode_reply(sock: socket.socket) -> Optional[Reply]:
     """Read one reply; None when the init closed the socket without one."""
-    data, ancillary, _flags, _addr = sock.recvmsg(REPLY_SIZE, _CMSG_SPACE)
-    if len(data) < REPLY_SIZE:
-        return None
-    reply = Reply(*_REPLY.unpack(data))
-    if reply.kind != REPLY_PID:
+    data, ancillary, _flags, _addr = sock.recvmsg(REPLY_SIZE, _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC)
+    fds = [fd for level, kind, payload in ancillary if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+           for fd in struct.unpack(f"={len(payload) // 4}i", payload[:len(payload) // 4 * 4])]
+    reply = Reply(*_REPLY.unpack(data)) if len(data) == REPLY_SIZE else None
+    if reply is not None and reply.kind == REPLY_TTY and len(fds) == 1:
+        return attrs.evolve(reply, fd=fds[0])
+    for fd in fds:  # none is expected here
+        os.close(fd)
+    if reply is None or reply.kind != REPLY_PID:
         return reply  # other replies carry the init's own credentials: no command pid
     for level, kind, payload in ancillary:
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(payload) >= _CREDENTIALS.size:

@@ -1,6 +1,8 @@
 """The HTTP side of the distribution API (Docker Registry HTTP API v2) for
 one repository of one registry, on httpx: manifests (``HEAD`` before
-``GET``), blobs streamed, monolithic uploads.  Every failure is a
+``GET``), blobs streamed (resumed, retried and bounded: ``transfer.py``),
+monolithic uploads of small blobs, chunked of large ones, cross-repository
+mounts.  Every failure is a
 :class:`~sandboxlib.errors.RegistryError` naming registry, repository and
 HTTP status.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from typing import BinaryIO, Callable, Iterator, Optional, Tuple
+from typing import BinaryIO, Iterator, Optional, Sequence, Tuple
 
 import httpx
 
@@ -25,6 +27,7 @@ from .auth import Authenticator
 from .credentials import Credentials
 from .hosts import host_of, is_certificate_failure, is_tls_refusal
 from .names import RemoteReference
+from .transfer import RETRY_STATUSES, BlobDownload, Retries
 
 __all__ = ["Repository", "MANIFEST_LIMIT", "SCHEMA1_TYPES"]
 
@@ -35,6 +38,8 @@ SCHEMA1_TYPES = ("application/vnd.docker.distribution.manifest.v1+json",
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
+CHUNKED_UPLOAD_ABOVE = 64 << 20   # bytes; a larger blob goes up in PATCH chunks
+UPLOAD_CHUNK = 16 << 20
 
 
 class Repository:
@@ -72,41 +77,53 @@ class Repository:
     # -- requests --------------------------------------------------------------
     @contextlib.contextmanager
     def request(self, method: str, url: str, what: str, *, ok=(200,), **kwargs) -> Iterator[httpx.Response]:
-        """A streamed response whose status is in ``ok``, else the RegistryError for it."""
-        try:
-            response = self._send(method, url, what, **kwargs)
+        """A streamed response whose status is in ``ok``, else the RegistryError for it.
+        ``GET`` and ``HEAD`` are sent again after 429/5xx answers and resets (``transfer.Retries``)."""
+        retries = Retries() if method in ("GET", "HEAD") else Retries(limit=0)
+        answered = False
+        while True:
             try:
-                if response.status_code not in ok:
-                    raise self._refusal(response, what)
-                yield response
-            finally:
-                response.close()
-        except httpx.TooManyRedirects:
-            raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
-        except httpx.HTTPError as err:
-            raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
+                response = self._send(method, url, what, **kwargs)
+                try:
+                    if response.status_code in RETRY_STATUSES and retries.again(response):
+                        continue
+                    if response.status_code not in ok:
+                        raise self._refusal(response, what)
+                    answered = True
+                    yield response
+                    return
+                finally:
+                    response.close()
+            except httpx.TooManyRedirects:
+                raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
+            except httpx.TransportError as err:
+                if answered or not retries.again(err):
+                    raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
+            except httpx.HTTPError as err:
+                raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
 
-    def _send(self, method: str, url: str, what: str, *, headers=None, content=None) -> httpx.Response:
+    def _send(self, method: str, url: str, what: str, *, headers=None, content=None, params=None) -> httpx.Response:
         """Send with the credentials the registry is known to want; a 401 is answered once.
         ``content`` may be a function returning the body (called again for another try)."""
         headers = dict(headers or {})
         authorization = self.auth.header()
         if authorization:
             headers["Authorization"] = authorization
-        response = self._send_once(method, url, what, headers, content)
+        response = self._send_once(method, url, what, headers, content, params)
         if response.status_code != 401:
             return response
         try:
             headers["Authorization"] = self.auth.answer(response, what)
         finally:
             response.close()
-        return self._send_once(method, url, what, headers, content)
+        return self._send_once(method, url, what, headers, content, params)
 
-    def _send_once(self, method: str, url: str, what: str, headers, content) -> httpx.Response:
+    def _send_once(self, method: str, url: str, what: str, headers, content, params=None) -> httpx.Response:
         """Send, falling back to plain HTTP once when that is allowed and the registry does not speak TLS."""
         def send(to: str) -> httpx.Response:
             body = content() if callable(content) else content
-            return self.http.send(self.http.build_request(method, to, headers=headers, content=body), stream=True)
+            request = self.http.build_request(method, to, headers=headers, content=body, params=params)
+            return self.http.send(request, stream=True)
         try:
             return send(url)
         except httpx.ConnectError as err:
@@ -140,12 +157,19 @@ class Repository:
             return response.headers.get("Docker-Content-Digest"), _media_type(response)
 
     def get_manifest(self, ref: str, accept: str) -> Tuple[bytes, str, Optional[str]]:
-        """(bytes, media type, Docker-Content-Digest or None) of a manifest or index."""
+        """(bytes, media type, Docker-Content-Digest or None) of a manifest or index; one
+        cut short (fewer bytes than its Content-Length) is asked for again, then a RegistryDataError."""
         what = f"manifest {ref}"
-        with self.request("GET", f"{self.base}/manifests/{ref}", what, headers={"Accept": accept}) as response:
-            data = _read_capped(response, MANIFEST_LIMIT, lambda: self.error(
-                200, f"{what} is over {MANIFEST_LIMIT} bytes", RegistryDataError))
-            return data, _media_type(response), response.headers.get("Docker-Content-Digest")
+        retries = Retries()
+        while True:
+            with self.request("GET", f"{self.base}/manifests/{ref}", what, headers={"Accept": accept}) as response:
+                data, complete = _read_complete(response, MANIFEST_LIMIT, lambda: self.error(
+                    200, f"{what} is over {MANIFEST_LIMIT} bytes", RegistryDataError))
+                if complete:
+                    return data, _media_type(response), response.headers.get("Docker-Content-Digest")
+            if not retries.again():
+                raise self.error(200, f"{what} was cut off: {len(data)} bytes of the "
+                                      f"{response.headers.get('Content-Length')} announced", RegistryDataError)
 
     def put_manifest(self, ref: str, data: bytes, media_type: str) -> Optional[str]:
         """Upload a manifest under a tag or digest; returns the registry's Docker-Content-Digest."""
@@ -154,11 +178,10 @@ class Repository:
             return response.headers.get("Docker-Content-Digest")
 
     # -- blobs ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def blob(self, digest: str) -> Iterator["BlobStream"]:
-        """A blob's bytes as a file-like stream (redirects to blob storage followed)."""
-        with self.request("GET", f"{self.base}/blobs/{digest}", f"blob {digest}") as response:
-            yield BlobStream(self, response, digest)
+    def download(self, digest: str, size: int, cancel=None) -> BlobDownload:
+        """A blob of ``size`` bytes as a file-like stream, resumed after breaks, never
+        read past ``size`` (see ``transfer.py``); close it when done."""
+        return BlobDownload(self, digest, size, cancel)
 
     def small_blob(self, digest: str, limit: int = CONFIG_LIMIT) -> bytes:
         with self.request("GET", f"{self.base}/blobs/{digest}", f"blob {digest}") as response:
@@ -171,14 +194,21 @@ class Repository:
                 return True
         return False
 
-    def upload_blob(self, digest: str, stream: BinaryIO, size: int) -> None:
-        """A monolithic upload: ``POST`` an upload session, ``PUT`` the bytes with their digest."""
+    def upload_blob(self, digest: str, stream: BinaryIO, size: int, mount_from: Sequence[str] = ()) -> bool:
+        """Put a blob into the repository: mounted from another repository of
+        the registry that has it (``mount_from``, tried in order; True), else
+        uploaded (False): monolithic (``POST``, ``PUT`` with the bytes) up to
+        CHUNKED_UPLOAD_ABOVE bytes, in ``PATCH`` chunks of UPLOAD_CHUNK above."""
         what = f"upload of blob {digest}"
-        with self.request("POST", f"{self.base}/blobs/uploads/", what, ok=(202,)) as response:
-            location = response.headers.get("Location")
-            if not location:
-                raise self.error(response.status_code, f"{what}: the answer has no Location")
-            url = response.url.join(location)
+        url = None
+        for source in mount_from:  # a 202 is an upload session instead: used below
+            status, url = self._start_upload(what, {"mount": digest, "from": source})
+            if status == 201:
+                return True
+        if url is None:
+            _, url = self._start_upload(what, {})
+        if size > CHUNKED_UPLOAD_ABOVE:
+            url, stream, size = self._patch_chunks(url, stream, size, what), io.BytesIO(), 0
         url = url.copy_merge_params({"digest": digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
 
@@ -192,39 +222,33 @@ class Repository:
         """``GET /v2/``: the registry answers and takes the credentials (what login checks)."""
         with self.request("GET", f"{self.scheme}://{self.host.api_host}/v2/", "the API root"):
             pass
+        return False
 
+    def _start_upload(self, what: str, params: dict) -> Tuple[int, httpx.URL]:
+        """``POST`` an upload session (or a mount); (status, the session's URL)."""
+        with self.request("POST", f"{self.base}/blobs/uploads/", what, ok=(201, 202), params=params) as response:
+            location = response.headers.get("Location")
+            if not location:
+                raise self.error(response.status_code, f"{what}: the answer has no Location")
+            return response.status_code, response.url.join(location)
 
-class BlobStream(io.RawIOBase):
-    """A blob download read like a file (what the store's importer reads);
-    a transfer that breaks off is a RegistryDataError."""
-
-    def __init__(self, repository: Repository, response: httpx.Response, digest: str) -> None:
-        self.repository, self.digest = repository, digest
-        self.chunks = response.iter_bytes(CHUNK)
-        self.pending = b""
-        self.done = 0
-        self.on_read: Callable[[int], None] = lambda done: None
-        length = response.headers.get("Content-Length")
-        self.total = int(length) if length and length.isdigit() else None
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while not self.pending:
-            try:
-                self.pending = next(self.chunks)
-            except StopIteration:
-                return b""
-            except httpx.HTTPError as err:
-                raise self.repository.error(200, f"blob {self.digest}: the transfer broke off after "
-                                                  f"{self.done} bytes ({type(err).__name__}: {err})",
-                                            RegistryDataError) from None
-        cut = len(self.pending) if size is None or size < 0 else size
-        data, self.pending = self.pending[:cut], self.pending[cut:]
-        self.done += len(data)
-        self.on_read(self.done)
-        return data
+    def _patch_chunks(self, url: httpx.URL, stream: BinaryIO, size: int, what: str) -> httpx.URL:
+        """The blob in ``PATCH`` requests of UPLOAD_CHUNK bytes (Content-Range:
+        first-last); each answer's Location is where the next goes."""
+        start = 0
+        while start < size:
+            data = stream.read(min(UPLOAD_CHUNK, size - start))
+            if not data:
+                raise self.error(None, f"{what}: the blob ended after {start} of {size} bytes")
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
+                       "Content-Range": f"{start}-{start + len(data) - 1}"}
+            with self.request("PATCH", str(url), what, ok=(202,), content=data, headers=headers) as response:
+                location = response.headers.get("Location")
+                if not location:
+                    raise self.error(response.status_code, f"{what}: the answer has no Location")
+                url = response.url.join(location)
+            start += len(data)
+        return url
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
@@ -245,6 +269,21 @@ def _read_capped(response: httpx.Response, limit: int, too_big) -> bytes:
                 break
             raise error
     return bytes(data[:limit])
+
+
+def _read_complete(response: httpx.Response, limit: int, too_big) -> Tuple[bytes, bool]:
+    """(body, whether it is complete): a body that breaks off or is shorter than
+    its Content-Length is incomplete."""
+    data = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > limit:
+                raise too_big()
+    except httpx.TransportError:
+        return bytes(data), False
+    length = response.headers.get("Content-Length", "")
+    return bytes(data), not length.isdigit() or int(length) == response.num_bytes_downloaded
 
 
 def _media_type(response: httpx.Response) -> str:

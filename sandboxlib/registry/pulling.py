@@ -1,15 +1,26 @@
 """Pulling an image: the manifest (``HEAD`` first: an image already in the
 store by its repo digest costs one request), an index resolved to one
-platform, the config, then each layer the store lacks, streamed into the
-store's blobs, verified against its digest and checked by the same layer
-check as ``load()`` (a hostile layer is refused the same way).  Everything
-happens in one import transaction: a failure leaves nothing referenced, and
-what it wrote is collected."""
+platform, the config, then each layer the store lacks, in parallel,
+streamed into the store's blobs, verified against its digest and checked by
+the same layer check as ``load()`` while it arrives (a hostile layer is
+refused the same way).  Everything happens in one import transaction: a
+failure leaves nothing referenced, and what it wrote is collected.
+
+Processes pulling into one store at once share the work: a blob is
+downloaded under a lock that the others wait for, and a pull killed
+anywhere leaves only temporary files and unreferenced blobs, which the
+next collection (``prune()``, a failed import) removes."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
-from typing import Callable, Dict, Optional, Tuple
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError
 from ..images import Image, ImageStore, Layer
@@ -20,9 +31,12 @@ from ..images.model import DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_T
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
 from .progress import Phase, Progress
+from .transfer import Cancelled
 
 __all__ = ["pull", "parse_platform"]
 
+DOWNLOADS_PER_REGISTRY = 4  # blobs fetched at once from one registry (containerd's and Docker's default: 3)
+LOCK_POLL = 0.05  # seconds between tries of another process's blob lock (a cancel is seen as fast)
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 MAX_INDEX_DEPTH = 2
 
@@ -141,8 +155,7 @@ def _copy_image(store: ImageStore, repo: Repository, manifest: Tuple[bytes, str]
     diff_ids = parse_config(config_data, f"{label} config")["rootfs"]["diff_ids"]
     if len(diff_ids) != len(layers):
         raise ImageFormatError(label, f"{len(layers)} layers but {len(diff_ids)} diff_ids")
-    present = _layers_by_diff_id(store)
-    stored = [_layer(store, repo, layer, diff_id, present, report) for layer, diff_id in zip(layers, diff_ids)]
+    stored = _layers(store, repo, list(zip(layers, diff_ids)), report)
     store.blobs.put_bytes(config_data, config_digest)
     if [(s[0], s[2]) for s in stored] == [(d, t) for d, _, t in layers]:
         return store.blobs.put_bytes(data, digest)
@@ -164,27 +177,126 @@ def _layers_by_diff_id(store: ImageStore) -> Dict[str, Layer]:
     return found
 
 
-def _layer(store: ImageStore, repo: Repository, layer, diff_id: str, present: Dict[str, Layer],
-           report) -> Tuple[str, int, str]:
-    """One layer in the store: (digest, size, media type) of the blob the image will use."""
-    digest, size, media_type = layer
-    known = present.get(digest) or present.get(diff_id)
-    if known is not None and known.diff_id == diff_id:
-        report(Progress(digest=digest, phase=Phase.PRESENT, done=size, total=size))
-        return known.digest, known.size, known.media_type
-    source = f"{repo.registry}/{repo.repository} layer {digest}"
-    if not store.blobs.has(digest):  # else: left by an interrupted pull, complete but never checked
-        report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=0, total=size))
-        with repo.blob(digest) as stream:
-            stream.on_read = lambda done: report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=done,
-                                                          total=size))
+def _layers(store: ImageStore, repo: Repository, layers: list, report) -> List[Tuple[str, int, str]]:
+    """Every layer in the store, the missing ones downloaded in parallel (at most
+    DOWNLOADS_PER_REGISTRY at a time); (digest, size, media type) of each, in order.
+    Progress is reported from the calling thread; the first failure stops the others."""
+    present = _layers_by_diff_id(store)
+    stored: List[Optional[Tuple[str, int, str]]] = [None] * len(layers)
+    todo = []
+    for i, ((digest, size, _), diff_id) in enumerate(layers):
+        known = present.get(digest) or present.get(diff_id)
+        if known is not None and known.diff_id == diff_id:
+            report(Progress(digest=digest, phase=Phase.PRESENT, done=size, total=size))
+            stored[i] = known.digest, known.size, known.media_type
+        else:
+            report(Progress(digest=digest, phase=Phase.WAITING, done=0, total=size))
+            todo.append(i)
+    if todo:
+        _download_all(store, repo, layers, todo, stored, report)
+    return stored  # type: ignore[return-value]
+
+
+def _download_all(store, repo, layers, todo, stored, report) -> None:
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    failure: Optional[BaseException] = None
+
+    def work(i: int) -> None:
+        try:
+            events.put((i, _layer(store, repo, layers[i], events.put, cancel), None))
+        except BaseException as err:  # handed to the calling thread
+            events.put((i, None, err))
+
+    with ThreadPoolExecutor(max_workers=min(DOWNLOADS_PER_REGISTRY, len(todo)),
+                            thread_name_prefix="sandboxlib-pull") as pool:
+        for i in todo:
+            pool.submit(work, i)
+        remaining = len(todo)
+        while remaining:  # every worker ends (cancelled if need be) before this returns
+            event = events.get()
+            if isinstance(event, Progress):
+                failure = failure or _report(report, event, cancel)
+                continue
+            i, result, err = event
+            remaining -= 1
+            stored[i] = result
+            if err is not None and (failure is None or isinstance(failure, Cancelled)):
+                failure = err
+                cancel.set()
+    if failure is not None:
+        raise failure
+
+
+def _report(report, event: Progress, cancel: threading.Event) -> Optional[BaseException]:
+    if cancel.is_set():
+        return None
+    try:
+        report(event)
+    except BaseException as err:  # the caller's callback: it stops the pull
+        cancel.set()
+        return err
+    return None
+
+
+def _layer(store: ImageStore, repo: Repository, layer, report, cancel: threading.Event) -> Tuple[str, int, str]:
+    """One layer streamed into the store: the blob file, its digest and the layer
+    check (diff_id, the unpacker's rules) in one pass; (digest, size, media type)."""
+    (digest, size, media_type), diff_id = layer
+    with _blob_lock(store, digest, size, report, cancel):
+        return _store_layer(store, repo, layer, report, cancel)
+
+
+@contextlib.contextmanager
+def _blob_lock(store: ImageStore, digest: str, size: int, report, cancel: threading.Event) -> Iterator[None]:
+    """One download of a blob at a time among the processes sharing the store:
+    a flock on ``tmp/pull-HEX.lock`` (the kernel drops it when its holder dies;
+    the file goes with tmp/ at the next collection).  Another's download is
+    waited for (WAITING), then its blob is checked instead of fetched again."""
+    fd = os.open(os.path.join(store.tmp, f"pull-{digest.split(':', 1)[1]}.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        waiting = False
+        while True:
             try:
-                store.blobs.put_stream(stream, digest, size=size, source=source)
-            except DigestMismatch as err:
-                raise repo.error(200, f"blob {digest} has digest {err.actual}", RegistryDataError) from None
-            except ImageFormatError as err:  # the size
-                raise repo.error(200, f"blob {digest}: {err.detail}", RegistryDataError) from None
-    report(Progress(digest=digest, phase=Phase.VERIFYING, done=size, total=size))
-    importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    report(Progress(digest=digest, phase=Phase.WAITING, done=0, total=size))
+                    waiting = True
+                if cancel.wait(LOCK_POLL):
+                    raise Cancelled(digest) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: threading.Event) -> Tuple[str, int, str]:
+    (digest, size, media_type), diff_id = layer
+    source = f"{repo.registry}/{repo.repository} layer {digest}"
+    if store.blobs.has(digest):  # another process's download, or an interrupted pull's: checked before use
+        report(Progress(digest=digest, phase=Phase.CHECKING, done=0, total=size))
+        importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+        report(Progress(digest=digest, phase=Phase.DONE, done=size, total=size))
+        return digest, size, media_type
+    report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=0, total=size))
+
+    def on_read(done: int) -> None:
+        phase = Phase.DOWNLOADING if done < size else Phase.VERIFYING
+        report(Progress(digest=digest, phase=phase, done=done, total=size))
+    with contextlib.closing(repo.download(digest, size, cancel)) as stream:
+        stream.on_read = on_read
+        try:
+            importer.store_layer(store, stream, digest=digest, size=size, media_type=media_type, diff_id=diff_id,
+                                 source=source)
+        except DigestMismatch as err:
+            if err.expected != digest:  # the config's diff_id
+                raise
+            raise repo.error(200, f"blob {digest} has digest {err.actual}", RegistryDataError) from None
+        except ImageFormatError as err:
+            if "descriptor says" not in err.detail:  # the size: the registry's; else the layer's content
+                raise
+            raise repo.error(200, f"blob {digest}: {err.detail}", RegistryDataError) from None
     report(Progress(digest=digest, phase=Phase.DONE, done=size, total=size))
     return digest, size, media_type

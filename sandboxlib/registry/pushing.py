@@ -1,10 +1,12 @@
 """Pushing an image: each blob (layers, then the config) is asked for with
-``HEAD`` first and uploaded only when the registry lacks it (a monolithic
-upload: ``POST`` then ``PUT`` with the digest); the manifest goes last, byte
+``HEAD`` first and, when the registry lacks it, mounted from another
+repository of the registry the image is known in (``?mount=&from=``), else
+uploaded (monolithic, or in chunks when large); the manifest goes last, byte
 for byte as the store keeps it, so its digest is the image's digest."""
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Optional, Tuple
 
 from ..errors import ConfigError, RegistryDataError
 from ..images import ImageStore
@@ -30,13 +32,14 @@ def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
         raise ConfigError("dest", f"{dest!r} names the digest {remote.digest}, the image's is {image.digest}")
     manifest = store.blobs.read(image.digest)
     media_type = load_json(manifest, f"manifest {image.digest}").get("mediaType") or OCI_MANIFEST
+    mount_from = _other_repositories(image, remote)
     with Repository(remote, push=True) as repo:
         blobs = [(layer.digest, layer.size) for layer in image.layers]
         blobs.append((image.id, store.blobs.size(image.id)))
         for digest, size in blobs:
             if not repo.has_blob(digest):
                 with open(store.blobs.path(digest), "rb") as f:
-                    repo.upload_blob(digest, f, size)
+                    repo.upload_blob(digest, f, size, mount_from)
         announced = repo.put_manifest(remote.tag or image.digest, manifest, media_type)
     if announced is not None and announced != image.digest:
         raise repo.error(201, f"the registry stored the manifest as {announced}, its digest is {image.digest}",
@@ -44,3 +47,15 @@ def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
     with store.writing():
         store.add(image.digest, (), (remote.repo_digest(image.digest),))
     return image.digest
+
+
+def _other_repositories(image, remote) -> Tuple[str, ...]:
+    """Repositories of the same registry the image came from or went to (its
+    names and repo digests): the registry can mount its blobs from there."""
+    found = []
+    for name in image.repo_digests + image.references:
+        with contextlib.suppress(ConfigError):
+            other = resolve(name)
+            if other.registry == remote.registry and other.repository != remote.repository:
+                found.append(other.repository)
+    return tuple(dict.fromkeys(found))

@@ -144,7 +144,8 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
         if mount.kind is MountKind.BIND:
             is_file = not os.path.isdir(mount.source)
             ops.append(MountOp(kind=K.BIND, target=mount.target, source=mount.source, field=field,
-                               flags=ro | F.RECURSIVE | (F.FILE if is_file else F(0))))
+                               flags=ro | F.RECURSIVE | (F.FILE if is_file else F(0))
+                               | (F.IDMAP if mount.idmap else F(0))))
         else:
             data = f"mode={mount.mode:04o}" + (f",size={mount.size}" if mount.size is not None else "")
             ops.append(MountOp(kind=K.TMPFS, target=mount.target, data=data, flags=ro | _SAFE, field=field))

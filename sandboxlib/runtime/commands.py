@@ -25,7 +25,7 @@ from ..native.binding import Step
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
-    check_timeout, container_path, data_bytes, env_pairs, text_codec)
+    check_timeout, container_path, data_bytes, env_pairs, text_codec, tty_size)
 from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
 from ..native.failures import setup_error
 from ..native.host import probe_host
@@ -59,12 +59,28 @@ def _check_argv(argv: Sequence[str]) -> tuple:
                  for i, a in enumerate(argv))
 
 
+def _tty_stdio(tty: object, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec,
+               captured: Tuple[int, ...]) -> Optional[Tuple[int, int]]:
+    """The terminal size of a ``tty`` argument (None: no terminal).  A
+    terminal is the command's stdin, stdout and stderr: no other stream may
+    be given (``captured``: values that mean "what the terminal shows",
+    run()'s PIPE defaults)."""
+    size = tty_size(tty)
+    if size is not None:
+        for field, spec in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+            if not (spec is None or (field != "stdin" and isinstance(spec, int) and spec in captured)):
+                raise ConfigError(field, f"with tty=True the command's {field} is its terminal; got {spec!r} "
+                                         f"(leave {field} None: read, write and resize the Process)")
+    return size
+
+
 class BareContainer(ContainerLifecycle):
     """A container that runs commands: no files, no calls.  The short
     sandboxes of ``subids`` are these; :class:`~sandboxlib.Container` is one
     too, with more."""
 
-    def _request(self, argv, *, env, cwd, user, main: bool, quiet: bool = False) -> protocol.ExecRequest:
+    def _request(self, argv, *, env, cwd, user, main: bool, quiet: bool = False,
+                 tty: Optional[Tuple[int, int]] = None) -> protocol.ExecRequest:
         argv = _check_argv(argv)
         if user is None:
             resolved = self._user
@@ -95,20 +111,27 @@ class BareContainer(ContainerLifecycle):
             search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
             rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
             id=next(self._command_ids), main=main, quiet=quiet or main, set_groups=maps is None or maps.setgroups,
+            tty_size=tty,
             fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
 
     def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
               stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,
-              cwd: Optional[str] = None, user: Optional[str] = None) -> Process:
+              cwd: Optional[str] = None, user: Optional[str] = None,
+              tty: Union[bool, Tuple[int, int]] = False) -> Process:
         """Start a command in the running container; returns a Popen-like :class:`Process`.
 
         Streams are ``PIPE``, ``DEVNULL``, ``None`` (inherit ours), an fd or a file
-        (and ``STDOUT`` for stderr)."""
+        (and ``STDOUT`` for stderr).  ``tty=True`` (or a ``(rows, cols)``
+        size; True is 24x80) gives the command a pseudo-terminal of the
+        container's own as its stdio and controlling terminal, in a new
+        session; the Process's ``read``/``write``/``resize`` use its end (the
+        streams must then be left None)."""
+        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=())
         return self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                           user=user, main=False)
+                           user=user, main=False, tty=tty_size)
 
     def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
-               confirm: bool = True, own_cgroup: bool = False) -> Process:
+               confirm: bool = True, own_cgroup: bool = False, tty: Optional[Tuple[int, int]] = None) -> Process:
         """Start a command; with ``confirm=False`` do not wait for its start
         (its wait/communicate raise a failure to start).  ``own_cgroup``: in
         a cgroup of its own (where the container has a v2 one), so that
@@ -119,7 +142,7 @@ class BareContainer(ContainerLifecycle):
         # fails: ContainerStateError); Ctrl-C waits until our fds are owned.
         with self._channel.use() as control, sigint_deferred():
             outgoing = self._outgoing(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                                      user=user, main=main, confirm=confirm, own_cgroup=own_cgroup)
+                                      user=user, main=main, confirm=confirm, own_cgroup=own_cgroup, tty=tty)
             try:
                 outgoing.send(control)
             finally:
@@ -129,9 +152,9 @@ class BareContainer(ContainerLifecycle):
         return self._track(outgoing.submission.started(self._signal))
 
     def _outgoing(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool, confirm: bool,
-                  own_cgroup: bool) -> Outgoing:
+                  own_cgroup: bool, tty: Optional[Tuple[int, int]] = None) -> Outgoing:
         """The request of a command, ready to send (both fronts send it, each its way)."""
-        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm)
+        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm, tty=tty)
         group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
         return prepare(request, stdin, stdout, stderr, cgroup=group)
 
@@ -157,7 +180,8 @@ class BareContainer(ContainerLifecycle):
             stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
             user: Optional[str] = None, check: bool = False, text: bool = False,
-            encoding: Optional[str] = None, errors: Optional[str] = None) -> Result:
+            encoding: Optional[str] = None, errors: Optional[str] = None,
+            tty: Union[bool, Tuple[int, int]] = False) -> Result:
         """Run a command to completion and capture its output.
 
         ``input`` (bytes, or a str: UTF-8) is fed to stdin.  ``timeout`` is
@@ -167,27 +191,40 @@ class BareContainer(ContainerLifecycle):
         the result says ``timed_out``.  As ``subprocess.run``: ``text=True``
         (or an ``encoding``/``errors``) decodes the output to str and encodes
         a str ``input`` so; ``check=True`` raises :class:`CommandFailed` unless
-        it exited with 0 in time (``Result.check_returncode()``)."""
+        it exited with 0 in time (``Result.check_returncode()``).  ``tty=True``
+        (or a ``(rows, cols)`` size): on a pseudo-terminal, as ``spawn``; the
+        result's stdout is the terminal's output (stdout and stderr merged,
+        stderr None), ``input`` is typed into it."""
         return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
                          env=env, cwd=cwd, user=user, main=False, check=check,
-                         text=text, encoding=encoding, errors=errors)
+                         text=text, encoding=encoding, errors=errors, tty=tty)
 
     def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool,
              check: bool = False, text: bool = False, encoding: Optional[str] = None,
-             errors: Optional[str] = None) -> Result:
-        timeout, codec, input, stdin = self._run_inputs(input, stdin, timeout, text, encoding, errors)
+             errors: Optional[str] = None, tty: Union[bool, Tuple[int, int]] = False) -> Result:
+        timeout = check_timeout(timeout)
+        codec = text_codec(text, encoding, errors)
+        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
+        if tty_size is not None:
+            stdout = stderr = None  # captured from the terminal
+        if input is not None:
+            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
+            if stdin is not None:
+                raise ConfigError("stdin", "stdin and input cannot both be given")
+            stdin = PIPE if tty_size is None else None
         if not main:
             self._check_running()
         counters = self._counters() if not main else (0, 0)
         timed_out = False
         with contextlib.ExitStack() as stack:
             if main:  # (may unpack an image: Ctrl-C must work)
-                proc = stack.enter_context(self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr))
+                proc = stack.enter_context(self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                                                 tty=tty_size))
             else:
                 with sigint_deferred():  # our Process is closed however we leave
                     proc = stack.enter_context(self._start(
                         argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user,
-                        main=False, confirm=False, own_cgroup=timeout is not None))
+                        main=False, confirm=False, own_cgroup=timeout is not None, tty=tty_size))
             try:
                 out, err = proc.communicate(input, timeout)
             except TimeoutExpired:
@@ -201,7 +238,7 @@ class BareContainer(ContainerLifecycle):
 
     @staticmethod
     def _run_inputs(input, stdin, timeout, text: bool, encoding: Optional[str], errors: Optional[str]):
-        """run()'s options checked: (timeout, codec, input as bytes, stdin)."""
+        """run()'s options checked (without a terminal): (timeout, codec, input as bytes, stdin)."""
         timeout = check_timeout(timeout)
         codec = text_codec(text, encoding, errors)
         if input is not None:
@@ -225,7 +262,7 @@ class BareContainer(ContainerLifecycle):
         """(OOM kills, forks refused) in the container so far; (0, 0) without limits (or once closed)."""
         return self._cgroup.counters() if self._cgroup is not None and not self._closed else (0, 0)
 
-    def _start_with_main(self, argv, *, stdin, stdout, stderr) -> Process:
+    def _start_with_main(self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None) -> Process:
         """Start the container and its main command in one go: the command
         is queued for the init before the container has finished set-up."""
         if self.config.image is None:
@@ -234,7 +271,7 @@ class BareContainer(ContainerLifecycle):
 
         def first() -> None:
             command = self._image.command(argv) if self._image else argv
-            request = self._request(command, env=None, cwd=None, user=None, main=True)
+            request = self._request(command, env=None, cwd=None, user=None, main=True, tty=tty)
             assert self._control is not None  # first() runs after the clone
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 

@@ -9,9 +9,9 @@ import tarfile
 import tempfile
 from typing import Mapping, Optional
 
-from ..errors import ConfigError
 from ..images import Image, ImageStore
 from ..images.build import write_manifest
+from ..images.imageconfig import KEYS, container_config
 from ..images.importer import store_layer
 from .subids_worker import add_tree
 from ..rootfs.idmap import IdMaps
@@ -21,25 +21,8 @@ from .subids import SandboxSubIdFiles
 __all__ = ["commit", "CHANGES"]
 
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
-# docker commit --change names -> image config keys
-CHANGES = {"cmd": "Cmd", "entrypoint": "Entrypoint", "env": "Env", "workdir": "WorkingDir", "user": "User"}
-
-
-def _changes(changes: Optional[Mapping[str, object]]) -> dict:
-    found = {}
-    for key, value in (changes or {}).items():
-        if key not in CHANGES:
-            raise ConfigError(f"changes[{key!r}]", f"unknown change; one of {sorted(CHANGES)}")
-        if key == "env" and isinstance(value, Mapping):
-            value = [f"{k}={v}" for k, v in value.items()]
-        if key in ("cmd", "entrypoint", "env"):
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"changes[{key!r}]", "expected a list of strings")
-            value = list(value)
-        elif not isinstance(value, str):
-            raise ConfigError(f"changes[{key!r}]", "expected a string")
-        found[CHANGES[key]] = value
-    return found
+# the image config keys a commit may change (images/imageconfig.py: Docker's spelling, lowercase aliases)
+CHANGES = KEYS
 
 
 def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> None:
@@ -62,7 +45,7 @@ def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> No
 def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps],
            ref: Optional[str], changes: Optional[Mapping[str, object]]) -> Image:
     """A new image: ``image`` plus the upper dir as a layer, config ``changes`` applied."""
-    updates = _changes(changes)
+    updates = container_config(changes, "changes")
     names = (ref,) if ref else ()
     try:
         with store.writing():

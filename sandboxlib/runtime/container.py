@@ -41,6 +41,8 @@ class Container(BareContainer, FileAccess):
 
     @takes_container_options
     def __init__(self, config: Optional[ContainerConfig] = None, **options: Any) -> None:
+        """A container, not started yet: its options, or a whole ``config`` (a
+        :class:`ContainerConfig`) instead of them."""
         super().__init__(config_of(config, options))
         self._calls = ServerSlot(self)  # the fork server of call(), started by the first call
 

@@ -12,6 +12,7 @@ from ..rootfs import imageroot, transfer
 from ..config import container_path, data_bytes
 from ..errors import ConfigError, ContainerStateError
 from ..images import Image
+from ..images.compression import decompressed_bytes
 from ..images.unpack import IdPolicy
 from .subids import SandboxSubIdFiles
 
@@ -83,11 +84,13 @@ class FileAccess:
 
     def put_archive(self, path: str, data: bytes) -> None:
         """Unpack the tar ``data`` into the directory ``path`` in the container
-        (hostile names are refused with ImageFormatError, as for layers)."""
+        (hostile names are refused with ImageFormatError, as for layers);
+        gzip or zstd compressed as Docker takes them (zstd needs the
+        ``sandboxlib[zstd]`` extra: UnsupportedError without it)."""
         if isinstance(data, str):  # a file name, most likely: never guessed
             raise ConfigError("data", f"expected the tar archive's bytes, got a str ({data[:40]!r}); "
                                       f"for a file, pass pathlib.Path(name).read_bytes()")
-        data = data_bytes(data, "data")
+        data = decompressed_bytes(data_bytes(data, "data"), "put_archive data")
         policy, ids = self._writing()
         self._transfer("put_archive", transfer.put_archive, path, data, policy, ids=ids, data=data)
 
@@ -101,7 +104,8 @@ class FileAccess:
         """A new image in the container's store: its image plus what was
         written in the container (deletions as whiteouts), named ``ref``;
         ``changes`` sets config keys as ``docker commit --change`` does
-        (``cmd``, ``entrypoint``, ``env``, ``workdir``, ``user``)."""
+        (Docker's ``Cmd``, ``Entrypoint``, ``Env``, ``WorkingDir``, ``User``,
+        ``ExposedPorts``, ``Labels``, or their lowercase forms; checked first)."""
         if self._image is None:
             raise ContainerStateError("commit needs a container whose root is an image")
         from .commit import commit

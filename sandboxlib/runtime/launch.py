@@ -33,6 +33,7 @@ class Submission:
         self._cgroup = cgroup
         self._host_pid: Optional[int] = None
         self._first: Optional[protocol.Reply] = None
+        self._terminal: Optional[int] = None  # the master of a tty request, once the init sent it
         self.sent_at = time.monotonic()
 
     def abandon(self) -> None:
@@ -45,6 +46,29 @@ class Submission:
             if fd is not None:
                 os.close(fd)
         self._pipes = [None, None, None]
+        if self._terminal is not None:
+            os.close(self._terminal)
+            self._terminal = None
+
+    def _take_terminal(self, lost: Optional[Callable[[], Optional[BaseException]]] = None) -> None:
+        """For a tty request: the init's first reply carries the terminal's
+        master (it comes once the container is set up), or says why not."""
+        if self.request.tty_size is None or self._terminal is not None:
+            return
+        try:
+            first = protocol.decode_reply(self._reply)
+        except BaseException:
+            self.abandon()
+            raise
+        if not self._took_terminal(first):
+            self.abandon()
+            raise self._error(first, lost)
+
+    def _took_terminal(self, reply: Optional[protocol.Reply]) -> bool:
+        if reply is not None and reply.kind == protocol.REPLY_TTY and reply.fd is not None:
+            self._terminal = reply.fd
+            return True
+        return False
 
     def _error(self, reply: Optional[protocol.Reply],
                 lost: Optional[Callable[[], Optional[BaseException]]] = None) -> BaseException:
@@ -59,6 +83,8 @@ class Submission:
     def accept(self, reply: Optional[protocol.Reply]) -> bool:
         """Take one reply of the start (read when the reply socket is
         readable); True once the start is decided: STARTED, or a failure."""
+        if self.request.tty_size is not None and self._terminal is None and self._took_terminal(reply):
+            return False  # the terminal first, then PID and STARTED
         if reply is not None and reply.kind == protocol.REPLY_PID:
             self._host_pid = reply.host_pid  # its child, forked: STARTED or FAILED follows
             return False
@@ -80,7 +106,8 @@ class Submission:
             raise self._error(first)
         return self._in_cgroup(Process(
             self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=self._host_pid,
-            reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at))
+            reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
+            terminal=self._terminal))
 
     def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
         """Wait for the command's PID message and the init's STARTED: the
@@ -96,10 +123,12 @@ class Submission:
     def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
                     lost: Callable[[], Optional[BaseException]]) -> Process:
         """The Process of a quiet request, without waiting for any reply: its
-        wait/communicate raise the failure (``lost()`` explains an EOF)."""
+        wait/communicate raise the failure (``lost()`` explains an EOF).  A
+        tty request waits for its terminal (or the failure to open it)."""
+        self._take_terminal(lost)
         return self._in_cgroup(Process(
             self.request.argv, request_id=self.request.id, container_pid=0, host_pid=None, reply=self._reply,
-            pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
+            pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at, terminal=self._terminal,
             failure=lambda reply: self._error(reply, lost)))
 
     def _in_cgroup(self, process: Process) -> Process:
@@ -153,7 +182,10 @@ def prepare(request: protocol.ExecRequest, stdin: StdioSpec, stdout: StdioSpec, 
         if len(payload) > protocol.MAX_REQUEST:
             raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
                                       f"the limit is {protocol.MAX_REQUEST}")
-        child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
+        if request.tty_size is not None:
+            child_fds, ours, to_close = [], [None, None, None], []
+        else:
+            child_fds, ours, to_close = resolve_stdio(stdin, stdout, stderr)
     except BaseException:
         if cgroup is not None:
             cgroup.remove()

@@ -5,6 +5,7 @@ Every resource is registered for release right after it is acquired, and
 released in reverse order by ``close()`` (also after a failed start)."""
 from __future__ import annotations
 
+import array
 import contextlib
 import itertools
 import os
@@ -43,6 +44,7 @@ from .launch import submit
 from .process import Process, result_of
 from ..results import Result
 from ..rootfs.layout import layout
+from ..rootfs.mountpoints import make_mount_points
 from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
 from ..security.bpf import compile_policy
 from ..cgroups.stats import Stats, list_processes, read_stats
@@ -84,6 +86,7 @@ class ContainerLifecycle:
         self._setup_fd: Optional[int] = None
         self._command_ids = itertools.count(1)
         self._ops: tuple = ()
+        self._idmap_ops: tuple = ()  # (index, op) of the binds the host idmaps
         self._resources_used = False
         self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
         self._cgroup: Optional[cgroups.ContainerCgroup] = None
@@ -154,6 +157,8 @@ class ContainerLifecycle:
                 finally:
                     os.close(root_fd)
             ops = layout(self._with_volumes(), layers, self._upper)
+            if self.config.rootfs is not None:
+                make_mount_points(self.config.rootfs, ops)
             seccomp = self.config.seccomp
             # Compiled once per policy and capability set (cached), before any kernel resource.
             program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
@@ -251,6 +256,13 @@ class ContainerLifecycle:
         """The spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
         the first command, read the error pipe to EOF (= set up)."""
+        # Idmapped binds are made here, as root (csrc/idmap.c says why);
+        # rootless, the child's plain binds already show the caller's files as root's.
+        self._idmap_ops = tuple((i, op) for i, op in enumerate(ops) if op.flags & binding.MountFlag.IDMAP
+                                ) if self._maps is not None and os.geteuid() == 0 else ()
+        if len(self._idmap_ops) > binding.MAX_IDMAPS:
+            raise ConfigError("mounts", f"at most {binding.MAX_IDMAPS} binds with idmap=True, got "
+                                        f"{len(self._idmap_ops)}")
         plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
                           hostname=self.hostname, userns=self._maps is not None,
                           netns=self.config.network is Network.NONE,
@@ -327,7 +339,7 @@ class ContainerLifecycle:
         try:
             if self._maps is not None:
                 write_maps(pid, self._maps)
-            control.send(GO_MESSAGE)
+            self._send_go(control, pid)
             if first is not None:
                 first()
         except (SetupError, ContainerStateError, OSError) as err:
@@ -341,6 +353,26 @@ class ContainerLifecycle:
         else:
             statedir.add_init(self._record, pid)
         return None
+
+    def _send_go(self, control: socket.socket, pid: int) -> None:
+        """The go message, with the idmapped trees of the binds that asked for them."""
+        if not self._idmap_ops:
+            control.send(GO_MESSAGE)
+            return
+        trees: List[int] = []
+        userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for _, op in self._idmap_ops:
+                try:
+                    read_only = bool(op.flags & binding.MountFlag.RDONLY)
+                    trees.append(binding.idmapped_tree(op.source, userns, read_only=read_only))
+                except OSError as err:
+                    raise setup_error(Step.MOUNT, err.errno or 0, 0, ops=(op,), context={}) from None
+            control.sendmsg([GO_MESSAGE], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", trees))])
+        finally:
+            os.close(userns)
+            for fd in trees:
+                os.close(fd)
 
     def _raise_setup_failure(self, report: bytes, ops) -> NoReturn:
         if len(report) < binding.REPORT_SIZE:

@@ -9,20 +9,24 @@ process that made it: in a forked child it only closes its own fds."""
 from __future__ import annotations
 
 import enum
+import errno
+import fcntl
 import os
 import contextlib
+import struct
+import termios
 import selectors
 import signal as signal_module
 import socket
 import threading
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import attrs
 
 from ..native import protocol
-from ..config import check_timeout, data_bytes
-from ..errors import ContainerStateError, TimeoutExpired
+from ..config import check_timeout, check_window_size, data_bytes
+from ..errors import ConfigError, ContainerStateError, TimeoutExpired
 from ..posix.io import shutdown_quietly
 from ..posix.sharedfd import SharedFd
 from ..results import Result, Verdict, verdict_of
@@ -52,12 +56,18 @@ def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, ti
 class Process:
     """A running command.  Mirrors ``subprocess.Popen``: ``pid``, ``returncode``,
     ``stdin``/``stdout``/``stderr`` (raw binary files when PIPE), ``poll``,
-    ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``."""
+    ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``.
+
+    Started with ``tty=True`` it has a pseudo-terminal instead of pipes:
+    ``terminal`` is our end (the master, a raw binary file: select on it),
+    ``read(n)``/``write(data)`` go through it, ``resize(rows, cols)`` sets
+    its window size (the command gets SIGWINCH); stdout and stderr come
+    merged, as on any terminal.  ``close()`` closes it."""
 
     def __init__(self, argv: Sequence[str], *, request_id: int, container_pid: int, host_pid: Optional[int],
                  reply: socket.socket, pipes: Sequence[Optional[int]],
                  signal_sender: Callable[[int, int, bool], None],
-                 started: Optional[float] = None,
+                 started: Optional[float] = None, terminal: Optional[int] = None,
                  failure: Optional[Callable[[Optional[protocol.Reply]], BaseException]] = None) -> None:
         self.args = tuple(argv)
         self.container_pid = container_pid
@@ -79,6 +89,8 @@ class Process:
         self.stdin = open(pipes[0], "wb", buffering=0) if pipes[0] is not None else None
         self.stdout = open(pipes[1], "rb", buffering=0) if pipes[1] is not None else None
         self.stderr = open(pipes[2], "rb", buffering=0) if pipes[2] is not None else None
+        self.terminal = open(terminal, "r+b", buffering=0) if terminal is not None else None
+        self._terminal_ended = False  # its terminal said EIO: no process holds it any more
         self._cgroup = None  # its own cgroup (a cgroups.CommandCgroup), when it has one
 
     @property
@@ -206,6 +218,40 @@ class Process:
         elif self.returncode is None:
             self._send_signal(self.request_id, signal_module.SIGKILL, True)
 
+    # -- the terminal ------------------------------------------------
+    def _master(self):
+        self._check_owner()
+        if self.terminal is None:
+            raise ConfigError("tty", f"{list(self.args)!r} has no terminal: start it with tty=True")
+        return self.terminal
+
+    def read(self, n: int = _CHUNK) -> bytes:
+        """Up to ``n`` bytes of the terminal's output (blocks until there is
+        some); b"" once every process of the command let go of the terminal."""
+        master = self._master()
+        os.set_blocking(master.fileno(), True)  # communicate() may have left it non-blocking
+        try:
+            return os.read(master.fileno(), n)
+        except OSError as err:
+            if err.errno == errno.EIO:  # the slave side is closed: the terminal's end of file
+                return b""
+            raise
+
+    def write(self, data: Union[bytes, str]) -> int:
+        """Type ``data`` (bytes, or a str: UTF-8) into the terminal; returns its length."""
+        master = self._master()
+        raw = data_bytes(data, "data")
+        os.set_blocking(master.fileno(), True)
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(master.fileno(), view):]
+        return len(raw)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's window size (the command's foreground job gets SIGWINCH)."""
+        rows, cols = check_window_size(rows, cols)
+        fcntl.ioctl(self._master().fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
     # -- streams -----------------------------------------------------
     def communicate(self, input: Optional[bytes] = None, timeout: Optional[float] = None
                     ) -> Tuple[Optional[bytes], Optional[bytes]]:
@@ -227,8 +273,8 @@ class Process:
                 if remaining is not None and remaining <= 0:
                     assert timeout is not None  # the deadline's
                     raise self._timed_out(timeout)
-                for key, _ in sel.select(remaining):
-                    self._service(sel, key)
+                for key, events in sel.select(remaining):
+                    self._service(sel, key, events)
         return self._collected()
 
     def _timed_out(self, timeout: float) -> TimeoutExpired:
@@ -236,7 +282,8 @@ class Process:
 
     def _collected(self) -> Tuple[Optional[bytes], Optional[bytes]]:
         """communicate()'s (stdout, stderr) once everything was read; closes our read ends."""
-        out = bytes(self._partial[1]) if self.stdout is not None or self._partial[1] else None
+        out = (bytes(self._partial[1]) if self.stdout is not None or self.terminal is not None or self._partial[1]
+               else None)
         err = bytes(self._partial[2]) if self.stderr is not None or self._partial[2] else None
         for stream in (self.stdout, self.stderr):
             if stream is not None:
@@ -244,6 +291,13 @@ class Process:
         return out, err
 
     def _register(self, sel: selectors.BaseSelector, input: Optional[bytes], uses: contextlib.ExitStack) -> None:
+        if self.terminal is not None and not self.terminal.closed and not self._terminal_ended:
+            # Output comes merged on the terminal; input is typed into it.
+            if self._input_left is None:
+                self._input_left = memoryview(input or b"")
+            os.set_blocking(self.terminal.fileno(), False)
+            sel.register(self.terminal, selectors.EVENT_READ | (selectors.EVENT_WRITE if self._input_left else 0),
+                         "terminal")
         if self.stdin is not None and not self.stdin.closed:
             if self._input_left is None:  # the first call's input; later calls go on with it
                 self._input_left = memoryview(input or b"")
@@ -261,11 +315,36 @@ class Process:
             except ContainerStateError:
                 self._take_reply(None)  # the container ended: the reply socket is closed
 
-    def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+    def _service_terminal(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int) -> None:
+        if events & selectors.EVENT_WRITE and self._input_left:
+            try:
+                self._input_left = self._input_left[os.write(key.fd, self._input_left[:_CHUNK]):]
+            except BlockingIOError:
+                pass
+            if not self._input_left:
+                sel.modify(key.fileobj, selectors.EVENT_READ, "terminal")
+        if events & selectors.EVENT_READ:
+            try:
+                chunk = os.read(key.fd, _CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno != errno.EIO:
+                    raise
+                chunk = b""  # EIO: no process holds the terminal any more
+            if chunk:
+                self._partial[1] += chunk
+            else:
+                self._terminal_ended = True
+                sel.unregister(key.fileobj)
+
+    def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int = 0) -> None:
         """Act on one ready fd.  An event loop may report a readiness that
         an earlier step used up: the pipes are then non-blocking, and
         nothing to do is not an error."""
-        if key.data == "exit":
+        if key.data == "terminal":
+            self._service_terminal(sel, key, events)
+        elif key.data == "exit":
             if self._take_reply(0):  # (readable: a reply, or a STARTED the exit follows)
                 sel.unregister(key.fileobj)
         elif key.data == "stdin":
@@ -294,7 +373,7 @@ class Process:
     def close(self) -> None:
         """Close our pipe ends and the reply socket (does not kill).  In a forked
         child: only its copies of them."""
-        for stream in (self.stdin, self.stdout, self.stderr):
+        for stream in (self.stdin, self.stdout, self.stderr, self.terminal):
             if stream is not None:
                 stream.close()
         self._release()

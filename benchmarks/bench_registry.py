@@ -1,0 +1,216 @@
+"""Registries: a cold pull of a 5-layer ~100 MB (gzip) image from a local
+registry (Debian's docker-registry on loopback, plain HTTP) to a runnable
+image, and a warm pull (everything present), side by side in one run.
+
+Peers: ``docker pull`` into a private dockerd (pull + unpack into overlay2:
+runnable), ``skopeo copy docker://... oci:DIR`` (download and verify only:
+not runnable).  ``podman`` is not installed here (no Debian package on this
+machine's list was installed for it), so it is not measured.  sandboxlib's
+pull is runnable as it ends (layers are checked while they stream in and
+unpacked lazily at the first start): the row "+ first run" adds that first
+``sb.run(["true"])``, which unpacks, so it compares with docker's pull.
+
+    python benchmarks/bench_registry.py [--rounds N] [--warm-rounds N] [--no-record]
+
+Targets (issue 11): cold pull at most 0.6x of docker's (and podman's) time;
+warm pull under 20 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import io
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the checkout last, for tests' helpers only: sandboxlib is the installed one (make bench)
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common  # noqa: E402
+
+import sandboxlib as sb  # noqa: E402
+from sandboxlib.images import build, importer  # noqa: E402
+from sandboxlib.images.unpack import remove_tree  # noqa: E402
+from tests.conftest import make_busybox_rootfs  # noqa: E402
+from tests.registryd import Registry  # noqa: E402
+
+GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def data_layer(index: int, megabytes: int) -> bytes:
+    """A gzip layer of text-like files (base64 of random bytes: gzip makes ~3/4
+    of them, as real layers compress), about ``megabytes`` compressed."""
+    rng = random.Random(index)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        n = total = 0
+        while total < megabytes * (4 << 20) // 3:
+            size = (64 << 10, 512 << 10, 2 << 20)[n % 3]
+            data = base64.b64encode(rng.randbytes(size * 3 // 4))
+            info = tarfile.TarInfo(f"data{index}/d{n % 8}/f{n}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            n, total = n + 1, total + len(data)
+    return gzip.compress(buf.getvalue(), compresslevel=6)
+
+
+def busybox_layer(top: str) -> bytes:
+    root = make_busybox_rootfs(os.path.join(top, "busybox"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in sorted(os.listdir(root)):
+            tar.add(os.path.join(root, name), arcname=name)
+    return gzip.compress(buf.getvalue())
+
+
+def make_image(store: sb.ImageStore, layers, ref: str):
+    with store.writing():
+        stored = [importer.store_layer(store, io.BytesIO(data), digest=None, size=None, media_type=GZIP,
+                                       diff_id=None, source=f"layer {i}") for i, data in enumerate(layers)]
+        config = build.new_config([s[3] for s in stored], {"Cmd": ["true"]})
+        manifest = build.write_manifest(store, config, [s[:3] for s in stored])
+        return store.add(manifest, (ref,))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warm-rounds", type=int, default=50)
+    parser.add_argument("--no-docker", action="store_true")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    top = tempfile.mkdtemp(prefix="bench-registry-")
+    os.chmod(top, 0o755)
+    try:
+        body = run(top, args)
+    finally:
+        remove_tree(top)
+    print(body)
+    if not args.no_record:
+        _common.record("bench_registry: pulling a 5-layer ~100 MB image from a loopback registry", body)
+
+
+def run(top: str, args) -> str:
+    os.makedirs(f"{top}/registry")
+    registry = Registry(f"{top}/registry")
+    docker = None
+    try:
+        src = sb.ImageStore(f"{top}/src")
+        layers = [busybox_layer(top)] + [data_layer(i, 25) for i in range(4)]
+        make_image(src, layers, "bench:1")
+        ref = f"{registry.host}/bench/app:1"
+        src.push("bench:1", ref)
+        megabytes = sum(len(layer) for layer in layers) / 1e6
+        if not args.no_docker:
+            docker = _start_docker(top)
+        cold, warm = measure(top, ref, docker, args)
+    finally:
+        if docker is not None:
+            docker.close()
+        registry.close()
+    return report(cold, warm, megabytes, args, docker_note=_docker_note(args))
+
+
+def _start_docker(top: str):
+    from tests.dockerd import Dockerd, DockerdError
+    try:
+        return Dockerd(f"{top}/docker")
+    except DockerdError as err:
+        print(f"docker: not measured: {err}", file=sys.stderr)
+        return None
+
+
+def _docker_note(args) -> str:
+    return "docker pull: not measured (--no-docker)" if args.no_docker else ""
+
+
+def measure(top: str, ref: str, docker, args):
+    stores = os.path.join(top, "stores")
+    os.makedirs(stores)
+    skopeo_env = dict(os.environ, HOME=os.path.join(top, "skopeo-home"))  # its blob-info cache: fresh each run
+
+    def ours():
+        path = tempfile.mkdtemp(dir=stores)
+        return (lambda: sb.ImageStore(path).pull(ref)), (lambda: remove_tree(path))
+
+    def ours_and_run():
+        path = tempfile.mkdtemp(dir=stores)
+
+        def go():
+            sb.ImageStore(path).pull(ref)
+            sb.run(["true"], image=ref, image_store=path)
+        return go, (lambda: remove_tree(path))
+
+    def skopeo():
+        path = tempfile.mkdtemp(dir=stores)
+        shutil.rmtree(skopeo_env["HOME"], ignore_errors=True)
+        return (lambda: subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
+                                        f"docker://{ref}", f"oci:{path}/oci:app"], check=True, env=skopeo_env,
+                                       capture_output=True)), (lambda: shutil.rmtree(path))
+
+    def docker_pull():
+        return (lambda: docker("pull", "-q", ref)), (lambda: (docker("rmi", ref), docker("image", "prune", "-f")))
+
+    peers = {"sandboxlib pull (runnable: checked, unpacked at first start)": ours,
+             "sandboxlib pull + first run (unpacks)": ours_and_run,
+             "skopeo copy docker:// oci: (download only)": skopeo}
+    if docker is not None:
+        peers["docker pull (private dockerd, overlay2)"] = docker_pull
+    cold = {name: [] for name in peers}
+    order = list(peers.items())
+    for _ in range(args.rounds):
+        random.Random(len(cold[order[0][0]])).shuffle(order)
+        for name, prepare in order:
+            go, clean = prepare()
+            start = time.perf_counter()
+            go()
+            cold[name].append(time.perf_counter() - start)
+            clean()
+    warm_store = sb.ImageStore(os.path.join(stores, "warm"))
+    warm_store.pull(ref)
+    warm_peers = {"sandboxlib pull, image present (one manifest HEAD)": lambda: warm_store.pull(ref)}
+    if docker is not None:
+        docker("pull", "-q", ref)
+        warm_peers["docker pull, image present"] = lambda: docker("pull", "-q", ref)
+    warm = _common.interleaved(warm_peers, rounds=args.warm_rounds, warmup=3)
+    return cold, warm
+
+
+def report(cold, warm, megabytes: float, args, docker_note: str) -> str:
+    rows = []
+    names = list(cold)
+    base = statistics.median(cold[names[0]])
+    for name in names:
+        stats = _common.percentiles(cold[name])
+        rows.append((f"cold: {name}", stats, "1" if name == names[0] else f"{stats[0] / 1e3 / base:.2f}x"))
+    warm_names = list(warm)
+    warm_base = statistics.median(warm[warm_names[0]])
+    for name in warm_names:
+        stats = _common.percentiles(warm[name])
+        rows.append((f"warm: {name}", stats, "1" if name == warm_names[0] else f"{stats[0] / 1e3 / warm_base:.2f}x"))
+    docker_row = next((n for n in names if n.startswith("docker")), None)
+    lines = [_common.table(rows), ""]
+    if docker_row:
+        ratio = statistics.median(cold[names[0]]) / statistics.median(cold[docker_row])
+        ratio_run = statistics.median(cold[names[1]]) / statistics.median(cold[docker_row])
+        lines.append(f"sandboxlib/docker cold pull: **{ratio:.2f}** (with the first run: {ratio_run:.2f}; "
+                     "target: at most 0.6).")
+    else:
+        lines.append(docker_note or "docker pull: not measured (dockerd did not start).")
+    lines.append(f"Warm pull p50: **{statistics.median(warm[warm_names[0]]) * 1e3:.1f} ms** (target: under 20 ms). "
+                 f"Image: 5 gzip layers, {megabytes:.0f} MB; {args.rounds} interleaved cold rounds, "
+                 f"{args.warm_rounds} warm; {_common.tool_version(['skopeo', '--version'])}; podman: not "
+                 "installed (not measured); push: not measured yet.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

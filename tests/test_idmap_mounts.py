@@ -1,0 +1,61 @@
+"""Idmapped bind mounts (issue 12): what the container's root writes into a
+bound host directory belongs to the caller, root and rootless."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+import sandboxlib as sb
+from sandboxlib import ConfigError, Mount
+
+from .conftest import run_cli
+
+WRITE = ["sh", "-c", "echo x > /work/new.txt && ls -n /work/old.txt"]
+
+
+def check_write(idmap: bool) -> tuple:
+    """(exit status, the new file's host owner or None, the caller's uid, what ls showed)."""
+    tmp = tempfile.mkdtemp(prefix="sbx-idmap-")
+    try:
+        with open(os.path.join(tmp, "old.txt"), "w") as f:
+            f.write("old")
+        result = sb.run(WRITE, mounts=[Mount.bind(tmp, "/work", idmap=idmap)], stderr=sb.STDOUT)
+        path = os.path.join(tmp, "new.txt")
+        owner = os.stat(path).st_uid if os.path.exists(path) else None
+        return result.exit_code, owner, os.getuid(), result.stdout.decode()
+    finally:
+        shutil.rmtree(tmp)
+
+
+def test_idmapped_bind_writes_as_the_caller(runner):
+    status, owner, caller, listing = runner(check_write, True)
+    assert (status, owner) == (0, caller), listing
+    # The host file the caller owns is the container root's inside.
+    assert listing.split()[2:4] == ["0", "0"], listing
+
+
+def test_plain_bind_as_root_writes_as_an_unprivileged_id():
+    """Why idmap exists: as root the container's root is a high host id, refused a 0700 root-owned dir."""
+    status, owner, _, listing = check_write(False)
+    assert status != 0 and owner is None, listing
+    assert "Permission denied" in listing
+
+
+def test_cli_volume_idmap_option():
+    tmp = tempfile.mkdtemp(prefix="sbx-idmap-")
+    try:
+        done = run_cli("-v", f"{tmp}:/work:rw,idmap", "--", "sh", "-c", "echo x > /work/new.txt")
+        assert done.returncode == 0, done.stderr
+        assert os.stat(os.path.join(tmp, "new.txt")).st_uid == os.getuid()
+        bad = run_cli("-v", f"{tmp}:/work:idmapped", "--", "true")
+        assert bad.returncode != 0 and b"idmap" in bad.stderr
+    finally:
+        shutil.rmtree(tmp)
+
+
+def test_idmap_must_be_a_bool():
+    with pytest.raises(ConfigError, match="idmap"):
+        Mount.bind("/tmp", "/work", idmap="yes")
