@@ -1,5 +1,6 @@
 """Build: the cffi extension ``sandboxlib.native._native`` and the static init
 executable ``sandboxlib/native/sbx-init`` (the PID 1 of every container)."""
+
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc"))
-import build_native  # noqa: E402  (csrc/ is not a package)
+import build_native
 
 
 def init_compiler():
@@ -36,8 +37,17 @@ class BuildWithInit(build_ext):
         os.makedirs(os.path.dirname(output), exist_ok=True)
         sources = [os.path.join("csrc", name) for name in build_native.INIT_SOURCES]
         subprocess.check_call(
-            [*init_compiler(), "-static", "-s", *build_native.STRICT_FLAGS, "-Icsrc",
-             f'-DSBX_SOURCE_HASH="{build_native.source_hash()}"', "-o", output, *sources]
+            [
+                *init_compiler(),
+                "-static",
+                "-s",
+                *build_native.STRICT_FLAGS,
+                "-Icsrc",
+                f'-DSBX_SOURCE_HASH="{build_native.source_hash()}"',
+                "-o",
+                output,
+                *sources,
+            ]
         )
 
     def get_outputs(self):

@@ -1,12 +1,13 @@
 """Shared helpers of the benchmarks: interleaved timing, percentiles, the
 machine facts and the RESULTS.md writer."""
+
 from __future__ import annotations
 
 import datetime
 import os
 import platform
-import statistics
 import random
+import statistics
 import subprocess
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -14,8 +15,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
-def interleaved(workloads: Dict[str, Callable[[], object]], *, rounds: int, warmup: int = 20
-                ) -> Dict[str, List[float]]:
+def interleaved(workloads: Dict[str, Callable[[], object]], *, rounds: int, warmup: int = 20) -> Dict[str, List[float]]:
     """Run every workload once per round, in a fresh order each round (a
     seeded shuffle), so that drift of the machine, and the after-effects of
     one tool's teardown on whatever runs next, hit all of them alike.
@@ -49,8 +49,10 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} cores ({cpu}), "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} cores ({cpu}), "
+        f"Python {platform.python_version()}"
+    )
 
 
 def tool_version(argv: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ a 2-sandbox ``sb.Pool`` against a 2-process multiprocessing pool.
 Targets (issue 5): warm call p50 under 2 ms and at most the multiprocessing
 pool's round trip; pool throughput with 2 workers above 1,000 calls/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+import _common
 
-import sandboxlib as sb  # noqa: E402
+import sandboxlib as sb
 
 
 def noop() -> None:
@@ -50,20 +51,25 @@ def main() -> None:
             "sb.run([python, -c, pass]) (cold)": lambda: sb.run([sys.executable, "-c", "pass"]),
         }
         samples = _common.interleaved(workloads, rounds=args.rounds)
-        rates = {"sb.Pool(size=2)": throughput(pool.submit, args.calls),
-                 "multiprocessing forkserver Pool(2)": throughput(lambda fn: mp_pool.apply_async(fn), args.calls)}
+        rates = {
+            "sb.Pool(size=2)": throughput(pool.submit, args.calls),
+            "multiprocessing forkserver Pool(2)": throughput(lambda fn: mp_pool.apply_async(fn), args.calls),
+        }
     stats = {name: _common.percentiles(v) for name, v in samples.items()}
     names = list(workloads)
     call_p50, mp_p50 = stats[names[0]][0], stats[names[2]][0]
-    rows = [(name, stats[name], "1" if name == names[0] else f"{stats[name][0] / call_p50:.2f}x c.call")
-            for name in names]
+    rows = [
+        (name, stats[name], "1" if name == names[0] else f"{stats[name][0] / call_p50:.2f}x c.call") for name in names
+    ]
     rate_lines = "\n".join(f"| {name} | {rate:,.0f} |" for name, rate in rates.items())
-    body = (_common.table(rows) + "\n\n| throughput, " + f"{args.calls} calls submitted at once | calls/s |\n"
-            "|---|---:|\n" + rate_lines + "\n\n"
-            f"Warm call p50: **{call_p50:.3f} ms** (target: under 2 ms and at most the multiprocessing "
-            f"pool's {mp_p50:.3f} ms); pool throughput **{rates['sb.Pool(size=2)']:,.0f} calls/s** "
-            f"(target: above 1,000).  {args.rounds} interleaved rounds after 20 warm-up rounds; "
-            f"load average at the end: {os.getloadavg()[0]:.2f} (the benchmark's own load included).")
+    body = (
+        _common.table(rows) + "\n\n| throughput, " + f"{args.calls} calls submitted at once | calls/s |\n"
+        "|---|---:|\n" + rate_lines + "\n\n"
+        f"Warm call p50: **{call_p50:.3f} ms** (target: under 2 ms and at most the multiprocessing "
+        f"pool's {mp_p50:.3f} ms); pool throughput **{rates['sb.Pool(size=2)']:,.0f} calls/s** "
+        f"(target: above 1,000).  {args.rounds} interleaved rounds after 20 warm-up rounds; "
+        f"load average at the end: {os.getloadavg()[0]:.2f} (the benchmark's own load included)."
+    )
     print(body)
     if not args.no_record:
         _common.record("bench_call: a Python call into a sandbox", body)

@@ -7,6 +7,7 @@ tmpfs) vs the same files as a plain root directory.  Interleaved in one process.
 
 Targets (issue 3): unpack within 1.5x of tar; image start under 1.5x of a directory root.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,13 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the checkout last, for tests.conftest only: sandboxlib is the installed one (make bench)
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import _common  # noqa: E402
+import _common
 
-import sandboxlib as sb  # noqa: E402
-from sandboxlib.images import build  # noqa: E402
-from sandboxlib.images.layers import unpacked_layers  # noqa: E402
-from sandboxlib.images.unpack import IdPolicy, remove_tree  # noqa: E402
-from tests.conftest import make_busybox_rootfs  # noqa: E402
+import sandboxlib as sb
+from sandboxlib.images import build
+from sandboxlib.images.layers import unpacked_layers
+from sandboxlib.images.unpack import IdPolicy, remove_tree
+from tests.conftest import make_busybox_rootfs
 
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
 
@@ -92,9 +93,14 @@ def run(top: str, args) -> str:
             os.makedirs(f"{dest}/{i}")
             subprocess.run(["tar", "-x", "-f", path, "-C", f"{dest}/{i}"], check=True)
 
-    unpack = _common.interleaved({"sandboxlib unpack (5 layers, 100 MB, hostile-input checks)": ours,
-                                  "GNU tar -x of the same 5 layer tars": gnu_tar},
-                                 rounds=args.unpack_rounds, warmup=1)
+    unpack = _common.interleaved(
+        {
+            "sandboxlib unpack (5 layers, 100 MB, hostile-input checks)": ours,
+            "GNU tar -x of the same 5 layer tars": gnu_tar,
+        },
+        rounds=args.unpack_rounds,
+        warmup=1,
+    )
     root = make_busybox_rootfs(os.path.join(top, "busybox"))
     small = [_dir_layer(root)] + [_file_layer(i) for i in range(4)]
     add_layers(store, small, "bb5:1")
@@ -105,12 +111,18 @@ def run(top: str, args) -> str:
         with open(os.path.join(flat, f"layer{i}", "f"), "w") as f:
             f.write(str(i))
     sb.run(["/bin/true"], image="bb5:1", image_store=store.path)  # unpack once
-    start = _common.interleaved({
-        "sb.run([/bin/true], image= 5 layers)": lambda: sb.run(["/bin/true"], image="bb5:1", image_store=store.path),
-        "sb.run([/bin/true], rootfs= the same files)": lambda: sb.run(["/bin/true"], rootfs=flat),
-        "sb.run([/bin/true], image= 5 layers, writable_layer=tmpfs)":
-            lambda: sb.run(["/bin/true"], image="bb5:1", image_store=store.path, writable_layer="tmpfs"),
-    }, rounds=args.rounds)
+    start = _common.interleaved(
+        {
+            "sb.run([/bin/true], image= 5 layers)": lambda: sb.run(
+                ["/bin/true"], image="bb5:1", image_store=store.path
+            ),
+            "sb.run([/bin/true], rootfs= the same files)": lambda: sb.run(["/bin/true"], rootfs=flat),
+            "sb.run([/bin/true], image= 5 layers, writable_layer=tmpfs)": lambda: sb.run(
+                ["/bin/true"], image="bb5:1", image_store=store.path, writable_layer="tmpfs"
+            ),
+        },
+        rounds=args.rounds,
+    )
     return _report(unpack, start, args)
 
 
@@ -143,7 +155,8 @@ def _report(unpack, start, args) -> str:
     return _common.table(rows) + (
         f"\n\nunpack / tar p50: **{unpack_ratio:.2f}** (target: at most 1.50); image / directory start p50: "
         f"**{start_ratio:.2f}** (target: under 1.50). {args.unpack_rounds} unpack rounds, {args.rounds} start "
-        f"rounds, interleaved; {_common.tool_version(['tar', '--version'])}.")
+        f"rounds, interleaved; {_common.tool_version(['tar', '--version'])}."
+    )
 
 
 if __name__ == "__main__":

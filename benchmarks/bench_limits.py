@@ -7,6 +7,7 @@ also ``c.run(["/bin/true"])`` with and without a per-command cgroup (a timeout).
 
 Target (issue 4): "limits + default seccomp" p50 under 1.5x "no limits, no seccomp".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+import _common
 
-import sandboxlib as sb  # noqa: E402
-from sandboxlib.runtime import container  # noqa: E402
+import sandboxlib as sb
+from sandboxlib.runtime import container
 
 TRUE = ["/bin/true"]
 LIMITS = sb.Limits(memory="256M", memory_swap="256M", pids=64, cpus=1.0)
@@ -40,8 +41,10 @@ def cgroup_operations(rounds: int = 200) -> str:
             group.remove()
             made.append(middle - start)
             removed.append(time.perf_counter() - middle)
-        lines.append(f"- {label}: {len(group.nodes)} directories, create {statistics.median(made) * 1e3:.3f} ms, "
-                     f"remove {statistics.median(removed) * 1e3:.3f} ms (median of {rounds})")
+        lines.append(
+            f"- {label}: {len(group.nodes)} directories, create {statistics.median(made) * 1e3:.3f} ms, "
+            f"remove {statistics.median(removed) * 1e3:.3f} ms (median of {rounds})"
+        )
     return "\n".join(lines)
 
 
@@ -53,10 +56,12 @@ def main() -> None:
     with sb.Container() as box:
         workloads = {
             "sb.run([/bin/true]), no limits, seccomp=None": lambda: sb.run(TRUE, seccomp=None),
-            "sb.run([/bin/true]), memory+memory_swap+pids+cpus limits, default seccomp":
-                lambda: sb.run(TRUE, limits=LIMITS),
-            "sb.run([/bin/true]), no limits, default seccomp (a one-shot run without limits has no cgroup)":
-                lambda: sb.run(TRUE),
+            "sb.run([/bin/true]), memory+memory_swap+pids+cpus limits, default seccomp": lambda: sb.run(
+                TRUE, limits=LIMITS
+            ),
+            "sb.run([/bin/true]), no limits, default seccomp (a one-shot run without limits has no cgroup)": lambda: (
+                sb.run(TRUE)
+            ),
             "c.run([/bin/true]) in a running container": lambda: box.run(TRUE),
             "c.run([/bin/true], timeout=60) (its own cgroup)": lambda: box.run(TRUE, timeout=60),
         }
@@ -64,16 +69,18 @@ def main() -> None:
     stats = {name: _common.percentiles(v) for name, v in samples.items()}
     names = list(workloads)
     base = stats[names[0]][0]
-    rows = [(name, stats[name], "1" if name == names[0] else f"{stats[name][0] / base:.2f}x")
-            for name in names[:3]]
-    rows += [(names[3], stats[names[3]], "1"),
-             (names[4], stats[names[4]], f"{stats[names[4]][0] / stats[names[3]][0]:.2f}x c.run")]
+    rows = [(name, stats[name], "1" if name == names[0] else f"{stats[name][0] / base:.2f}x") for name in names[:3]]
+    rows += [
+        (names[3], stats[names[3]], "1"),
+        (names[4], stats[names[4]], f"{stats[names[4]][0] / stats[names[3]][0]:.2f}x c.run"),
+    ]
     body = _common.table(rows) + (
         f"\n\nlimits + seccomp / neither p50: **{stats[names[1]][0] / base:.2f}x** (target: under 1.5x); "
         f"the default seccomp policy alone: {stats[names[2]][0] - base:+.3f} ms p50; "
         f"a command's own cgroup: {stats[names[4]][0] - stats[names[3]][0]:+.3f} ms p50. "
         f"{args.rounds} interleaved rounds after 20 warm-up rounds; cgroup layout: "
-        f"{container.cgroups.detect().kind}.")
+        f"{container.cgroups.detect().kind}."
+    )
     body += "\n\nThe cgroup directories alone:\n\n" + cgroup_operations()
     print(body)
     if not args.no_record:

@@ -15,6 +15,7 @@ unpacked lazily at the first start): the row "+ first run" adds that first
 Targets (issue 11): cold pull at most 0.6x of docker's (and podman's) time;
 warm pull under 20 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the checkout last, for tests' helpers only: sandboxlib is the installed one (make bench)
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import _common  # noqa: E402
+import _common
 
-import sandboxlib as sb  # noqa: E402
-from sandboxlib.images import build, importer  # noqa: E402
-from sandboxlib.images.unpack import remove_tree  # noqa: E402
-from tests.conftest import make_busybox_rootfs  # noqa: E402
-from tests.registryd import Registry  # noqa: E402
+import sandboxlib as sb
+from sandboxlib.images import build, importer
+from sandboxlib.images.unpack import remove_tree
+from tests.conftest import make_busybox_rootfs
+from tests.registryd import Registry
 
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -73,8 +74,12 @@ def busybox_layer(top: str) -> bytes:
 
 def make_image(store: sb.ImageStore, layers, ref: str):
     with store.writing():
-        stored = [importer.store_layer(store, io.BytesIO(data), digest=None, size=None, media_type=GZIP,
-                                       diff_id=None, source=f"layer {i}") for i, data in enumerate(layers)]
+        stored = [
+            importer.store_layer(
+                store, io.BytesIO(data), digest=None, size=None, media_type=GZIP, diff_id=None, source=f"layer {i}"
+            )
+            for i, data in enumerate(layers)
+        ]
         config = build.new_config([s[3] for s in stored], {"Cmd": ["true"]})
         manifest = build.write_manifest(store, config, [s[:3] for s in stored])
         return store.add(manifest, (ref,))
@@ -121,6 +126,7 @@ def run(top: str, args) -> str:
 
 def _start_docker(top: str):
     from tests.dockerd import Dockerd, DockerdError
+
     try:
         return Dockerd(f"{top}/docker")
     except DockerdError as err:
@@ -147,21 +153,37 @@ def measure(top: str, ref: str, docker, args):
         def go():
             sb.ImageStore(path).pull(ref)
             sb.run(["true"], image=ref, image_store=path)
+
         return go, (lambda: remove_tree(path))
 
     def skopeo():
         path = tempfile.mkdtemp(dir=stores)
         shutil.rmtree(skopeo_env["HOME"], ignore_errors=True)
-        return (lambda: subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
-                                        f"docker://{ref}", f"oci:{path}/oci:app"], check=True, env=skopeo_env,
-                                       capture_output=True)), (lambda: shutil.rmtree(path))
+        return (
+            lambda: subprocess.run(
+                [
+                    "skopeo",
+                    "--insecure-policy",
+                    "copy",
+                    "-q",
+                    "--src-tls-verify=false",
+                    f"docker://{ref}",
+                    f"oci:{path}/oci:app",
+                ],
+                check=True,
+                env=skopeo_env,
+                capture_output=True,
+            )
+        ), (lambda: shutil.rmtree(path))
 
     def docker_pull():
         return (lambda: docker("pull", "-q", ref)), (lambda: (docker("rmi", ref), docker("image", "prune", "-f")))
 
-    peers = {"sandboxlib pull (runnable: checked, unpacked at first start)": ours,
-             "sandboxlib pull + first run (unpacks)": ours_and_run,
-             "skopeo copy docker:// oci: (download only)": skopeo}
+    peers = {
+        "sandboxlib pull (runnable: checked, unpacked at first start)": ours,
+        "sandboxlib pull + first run (unpacks)": ours_and_run,
+        "skopeo copy docker:// oci: (download only)": skopeo,
+    }
     if docker is not None:
         peers["docker pull (private dockerd, overlay2)"] = docker_pull
     cold = {name: [] for name in peers}
@@ -201,14 +223,17 @@ def report(cold, warm, megabytes: float, args, docker_note: str) -> str:
     if docker_row:
         ratio = statistics.median(cold[names[0]]) / statistics.median(cold[docker_row])
         ratio_run = statistics.median(cold[names[1]]) / statistics.median(cold[docker_row])
-        lines.append(f"sandboxlib/docker cold pull: **{ratio:.2f}** (with the first run: {ratio_run:.2f}; "
-                     "target: at most 0.6).")
+        lines.append(
+            f"sandboxlib/docker cold pull: **{ratio:.2f}** (with the first run: {ratio_run:.2f}; target: at most 0.6)."
+        )
     else:
         lines.append(docker_note or "docker pull: not measured (dockerd did not start).")
-    lines.append(f"Warm pull p50: **{statistics.median(warm[warm_names[0]]) * 1e3:.1f} ms** (target: under 20 ms). "
-                 f"Image: 5 gzip layers, {megabytes:.0f} MB; {args.rounds} interleaved cold rounds, "
-                 f"{args.warm_rounds} warm; {_common.tool_version(['skopeo', '--version'])}; podman: not "
-                 "installed (not measured); push: not measured yet.")
+    lines.append(
+        f"Warm pull p50: **{statistics.median(warm[warm_names[0]]) * 1e3:.1f} ms** (target: under 20 ms). "
+        f"Image: 5 gzip layers, {megabytes:.0f} MB; {args.rounds} interleaved cold rounds, "
+        f"{args.warm_rounds} warm; {_common.tool_version(['skopeo', '--version'])}; podman: not "
+        "installed (not measured); push: not measured yet."
+    )
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ The policy is compiled once per process (cached); what a run pays is the
 filter in the PLAN message, its install before execve, and the filter
 running on every syscall of the command.  Target: about 0.1-0.2 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+import _common
 
-import sandboxlib as sb  # noqa: E402
-import sandboxlib.security.bpf  # noqa: E402,F401  (the filter size)
+import sandboxlib as sb
+import sandboxlib.security.bpf
 
 TRUE = "/bin/true"
 
@@ -38,8 +39,10 @@ def main() -> None:
         samples = _common.interleaved(workloads, rounds=args.rounds)
     stats = {name: _common.percentiles(v) for name, v in samples.items()}
     names = list(workloads)
-    rows = [(name, stats[name], "1" if i % 2 == 0 else f"{stats[name][0] / stats[names[i - 1]][0]:.2f}x")
-            for i, name in enumerate(names)]
+    rows = [
+        (name, stats[name], "1" if i % 2 == 0 else f"{stats[name][0] / stats[names[i - 1]][0]:.2f}x")
+        for i, name in enumerate(names)
+    ]
     run_cost = stats[names[1]][0] - stats[names[0]][0]
     exec_cost = stats[names[3]][0] - stats[names[2]][0]
     insns = len(sb.security.bpf.compile_policy(sb.Seccomp.default(), sb.ContainerConfig().capabilities())) // 8
@@ -47,7 +50,8 @@ def main() -> None:
         f"\n\nThe default policy costs **{run_cost:+.3f} ms** per `sb.run` and **{exec_cost:+.3f} ms** "
         f"per `c.run` (p50 differences; target: about 0.1-0.2 ms).  Its filter: {insns} BPF "
         f"instructions (our range search + libseccomp's binary tree), compiled once per process.  "
-        f"{args.rounds} interleaved rounds after 20 warm-up rounds.")
+        f"{args.rounds} interleaved rounds after 20 warm-up rounds."
+    )
     print(body)
     if not args.no_record:
         _common.record("bench_seccomp: the default seccomp policy", body)

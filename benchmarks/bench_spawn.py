@@ -10,6 +10,7 @@ Two reference rows show what the kernel alone costs here (floor.c, called
 through ctypes): vfork+exec of /bin/true, and the same clone()d into the
 seven namespaces sb.run makes - no mounts, no id maps, no init, no Python.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+import _common
 
-import sandboxlib as sb  # noqa: E402
+import sandboxlib as sb
 
 TRUE = "/bin/true"
 BWRAP = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", TRUE]
@@ -46,6 +47,7 @@ def floor_call(lib: ctypes.CDLL, namespaces: int):
     def run() -> None:
         if lib.floor_run(namespaces) != 0:
             raise RuntimeError("floor.c: /bin/true failed")
+
     return run
 
 
@@ -82,7 +84,8 @@ def main() -> None:
         f"{stats[names[6]][0] / bwrap_p50:.2f} of bwrap's p50; half of bwrap leaves "
         f"{bwrap_p50 / 2 - stats[names[6]][0]:.3f} ms above it for everything else. "
         f"{args.rounds} interleaved rounds after 20 warm-up rounds; "
-        f"{_common.tool_version(['bwrap', '--version'])}.")
+        f"{_common.tool_version(['bwrap', '--version'])}."
+    )
     print(body)
     if not args.no_record:
         _common.record("bench_spawn: start-to-exit of /bin/true", body)

@@ -4,17 +4,17 @@ started here with its own --data-root, --exec-root, pidfile, socket and
 mount namespace, no bridge and no iptables rules.  The image is imported
 from the busybox root (there is no registry here).  ``close()`` removes every container and stops
 dockerd by its pid."""
+
 from __future__ import annotations
 
 import ctypes
 import os
-import signal
 import shutil
+import signal
 import subprocess
 from typing import List, Optional
 
-from peers import (DEVNULL, ID_BASE, IMAGE, ULIMITS, PeerUnavailable, env_with, quiet,
-                   stop_pid, wait_for)
+from peers import DEVNULL, ID_BASE, IMAGE, ULIMITS, PeerUnavailable, env_with, quiet, stop_pid, wait_for
 
 PR_SET_PDEATHSIG = 1
 MAPS = ["--uidmap", f"0:{ID_BASE}:65536", "--gidmap", f"0:{ID_BASE}:65536"]
@@ -37,20 +37,22 @@ class _Engine:
         return f"sbxbench{os.getpid()}x{self._count}"
 
     def run_argv(self) -> List[str]:
-        return self._cmd("run", "--rm", "--network", "none", *self.run_options(), IMAGE,
-                         "/bin/true")
+        return self._cmd("run", "--rm", "--network", "none", *self.run_options(), IMAGE, "/bin/true")
 
     def run_options(self) -> List[str]:
         return []
 
     def run_true(self) -> None:
-        subprocess.run(self.run_argv(), stdin=DEVNULL, stdout=DEVNULL, env=self.env,
-                       check=True)
+        subprocess.run(self.run_argv(), stdin=DEVNULL, stdout=DEVNULL, env=self.env, check=True)
 
     def start_idle(self) -> str:
         name = self._name()
-        quiet(self._cmd("run", "-d", "--name", name, "--network", "none", *self.run_options(),
-                        IMAGE, "/bin/sleep", "100000"), env=self.env)
+        quiet(
+            self._cmd(
+                "run", "-d", "--name", name, "--network", "none", *self.run_options(), IMAGE, "/bin/sleep", "100000"
+            ),
+            env=self.env,
+        )
         self.live.append(name)
         return name
 
@@ -63,14 +65,14 @@ class _Engine:
 
     def remove_all(self) -> None:
         if self.live:
-            subprocess.run(self._cmd("rm", "-f", *self.live), stdin=DEVNULL,
-                           capture_output=True, env=self.env)
+            subprocess.run(self._cmd("rm", "-f", *self.live), stdin=DEVNULL, capture_output=True, env=self.env)
         self.live.clear()
 
     def _import(self, tar_path: str) -> None:
         with open(tar_path, "rb") as tar:
-            out = subprocess.run(self._cmd("import", "-", IMAGE), stdin=tar,
-                                 capture_output=True, text=True, env=self.env)
+            out = subprocess.run(
+                self._cmd("import", "-", IMAGE), stdin=tar, capture_output=True, text=True, env=self.env
+            )
         if out.returncode:
             raise PeerUnavailable(f"{self.name} import failed: {out.stderr.strip()}")
 
@@ -89,12 +91,23 @@ class Podman(_Engine):
         os.makedirs(os.path.join(top, "tmp"))
         conf = os.path.join(top, "containers.conf")
         with open(conf, "w") as f:
-            f.write(f'[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
-                    f'events_logfile_path = "{top}/events.log"\nruntime = "crun"\n'
-                    f'tmp_dir = "{top}/tmp"\n[containers]\nlog_driver = "k8s-file"\n')
+            f.write(
+                f'[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+                f'events_logfile_path = "{top}/events.log"\nruntime = "crun"\n'
+                f'tmp_dir = "{top}/tmp"\n[containers]\nlog_driver = "k8s-file"\n'
+            )
         self.env = env_with(CONTAINERS_CONF=conf)
-        self.cli = [binary, "--root", f"{top}/root", "--runroot", f"{top}/runroot",
-                    "--storage-driver", "overlay", "--network-config-dir", f"{top}/net"]
+        self.cli = [
+            binary,
+            "--root",
+            f"{top}/root",
+            "--runroot",
+            f"{top}/runroot",
+            "--storage-driver",
+            "overlay",
+            "--network-config-dir",
+            f"{top}/net",
+        ]
         self._cgroup_parent = cgroup_parent
         self._import(tar_path)
 
@@ -108,8 +121,7 @@ class Podman(_Engine):
 
     def close(self) -> None:
         self.remove_all()
-        subprocess.run(self._cmd("system", "reset", "--force"), stdin=DEVNULL,
-                       capture_output=True, env=self.env)
+        subprocess.run(self._cmd("system", "reset", "--force"), stdin=DEVNULL, capture_output=True, env=self.env)
 
 
 class Docker(_Engine):
@@ -127,20 +139,45 @@ class Docker(_Engine):
         with open(f"{top}/daemon.json", "w") as f:
             f.write("{}\n")
         sock = f"{top}/docker.sock"
-        argv = [dockerd, "--data-root", f"{top}/data", "--exec-root", f"{top}/exec",
-                "--pidfile", f"{top}/dockerd.pid", "-H", f"unix://{sock}",
-                "--config-file", f"{top}/daemon.json", "--bridge", "none", "--iptables=false",
-                "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
-                "--userland-proxy=false", "--storage-driver", "overlay2",
-                "--cgroup-parent", cgroup_parent,
-                "--default-ulimit", "nofile=1024:1024", "--default-ulimit", "nproc=1024:1024"]
+        argv = [
+            dockerd,
+            "--data-root",
+            f"{top}/data",
+            "--exec-root",
+            f"{top}/exec",
+            "--pidfile",
+            f"{top}/dockerd.pid",
+            "-H",
+            f"unix://{sock}",
+            "--config-file",
+            f"{top}/daemon.json",
+            "--bridge",
+            "none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--userland-proxy=false",
+            "--storage-driver",
+            "overlay2",
+            "--cgroup-parent",
+            cgroup_parent,
+            "--default-ulimit",
+            "nofile=1024:1024",
+            "--default-ulimit",
+            "nproc=1024:1024",
+        ]
         self.log = open(f"{top}/dockerd.log", "wb")
         # In a mount namespace of its own: its data root's bind mount and its
         # containers' overlay mounts stay out of the host's mount table (which
         # test sessions running meanwhile compare) and go with its last process.
         self.daemon: Optional[subprocess.Popen] = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", *argv], stdin=DEVNULL,
-            stdout=self.log, stderr=self.log, preexec_fn=_die_with_parent)
+            ["unshare", "--mount", "--propagation", "private", "--", *argv],
+            stdin=DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            preexec_fn=_die_with_parent,
+        )
         self.env = env_with(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=f"{top}/client")
         self.cli = [client]
         try:
@@ -152,10 +189,8 @@ class Docker(_Engine):
 
     def _up(self) -> bool:
         if self.daemon.poll() is not None:
-            raise PeerUnavailable(f"dockerd exited with status {self.daemon.returncode}: "
-                                  f"{self._log_tail()}")
-        return subprocess.run(self._cmd("version"), stdin=DEVNULL, capture_output=True,
-                              env=self.env).returncode == 0
+            raise PeerUnavailable(f"dockerd exited with status {self.daemon.returncode}: {self._log_tail()}")
+        return subprocess.run(self._cmd("version"), stdin=DEVNULL, capture_output=True, env=self.env).returncode == 0
 
     def _log_tail(self) -> str:
         with open(f"{self.top}/dockerd.log", errors="replace") as f:

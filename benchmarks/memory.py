@@ -1,11 +1,11 @@
 """4. Peak RSS (VmHWM) of the host-side processes that each idle container
 keeps alive, summed per container, for N idle containers of each tool."""
+
 from __future__ import annotations
 
 from typing import Dict, List
 
 import psutil
-
 from peers import PeerUnavailable
 from table import Cell, Row
 
@@ -23,7 +23,7 @@ def _peak_rss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
-def _sandboxlib(n: int) -> "tuple[List[float], float]":
+def _sandboxlib(n: int) -> tuple[List[float], float]:
     """Per container: its init (PID 1, the only process of an idle container).
     Also returns the growth of our own RSS per container (the library's share)."""
     me = psutil.Process()
@@ -53,8 +53,10 @@ def _crun(crun, n: int, notes: List[str]) -> List[float]:
     try:
         return _peer(crun, n, lambda p: p.start_monitored()[1])
     except PeerUnavailable as err:
-        notes.append(f"crun without a monitor ({err}): counted the container's `sleep`, "
-                     "`crun run --detach` leaves no process of its own.")
+        notes.append(
+            f"crun without a monitor ({err}): counted the container's `sleep`, "
+            "`crun run --detach` leaves no process of its own."
+        )
         return _peer(crun, n, lambda p: p.container_pid(p.start_idle()))
 
 
@@ -63,8 +65,10 @@ def idle_memory(env, n: int) -> List[Row]:
     per_box, growth = _sandboxlib(n)
     cells["sandboxlib"] = Cell.sizes(per_box)
     crun, podman = env.peers.get("crun"), env.peers.get("podman")
-    measures = {"crun": lambda: _crun(crun, n, env.notes),
-                "podman": lambda: _peer(podman, n, lambda p: p.conmon_pid(p.start_idle()))}
+    measures = {
+        "crun": lambda: _crun(crun, n, env.notes),
+        "podman": lambda: _peer(podman, n, lambda p: p.conmon_pid(p.start_idle())),
+    }
     for tool, peer in (("crun", crun), ("podman", podman)):
         if peer is None:
             cells[tool] = Cell.unavailable(env.why[tool])
@@ -78,5 +82,6 @@ def idle_memory(env, n: int) -> List[Row]:
         f"an idle container); the calling Python process grew by {growth:.3f} MiB per container. "
         "crun counts conmon (started as podman starts it) and the container's `sleep`. "
         "podman counts the same two for a container it started (runtime crun); podman has no "
-        "daemon. The idle process of the peers is a static busybox `sleep`.")
+        "daemon. The idle process of the peers is a static busybox `sleep`."
+    )
     return [Row(f"4. peak RSS per idle container ({n} running)", "MiB", cells)]

@@ -5,6 +5,7 @@ Everything lives in one temporary directory and in the benchmark's own
 private mount namespace (see run_all.py); nothing on the host is changed.
 Every engine started here is stopped by its pid in ``close()``.
 """
+
 from __future__ import annotations
 
 import glob
@@ -65,11 +66,11 @@ def busybox_rootfs(path: str) -> str:
 def _mounts() -> List[dict]:
     def m(dst, typ, src, opts):
         return {"destination": dst, "type": typ, "source": src, "options": opts}
+
     return [
         m("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
         m("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        m("/dev/pts", "devpts", "devpts",
-          ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+        m("/dev/pts", "devpts", "devpts", ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
         m("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         m("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
         m("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
@@ -87,16 +88,21 @@ def oci_config(args: Sequence[str], rootfs: str, cgroups_path: Optional[str]) ->
     config = {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False, "user": {"uid": 0, "gid": 0}, "args": list(args),
-            "env": ["PATH=/bin", "HOME=/"], "cwd": "/", "noNewPrivileges": True,
-            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(args),
+            "env": ["PATH=/bin", "HOME=/"],
+            "cwd": "/",
+            "noNewPrivileges": True,
+            "capabilities": dict.fromkeys(("bounding", "effective", "permitted"), caps),
             "rlimits": [{"type": t, "hard": v, "soft": v} for t, v in RLIMITS],
         },
         "root": {"path": rootfs, "readonly": True},
         "hostname": "box",
         "mounts": _mounts(),
         "linux": {
-            "uidMappings": mapping, "gidMappings": mapping,
+            "uidMappings": mapping,
+            "gidMappings": mapping,
             "namespaces": [{"type": t} for t in namespaces],
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
             "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"],
@@ -122,8 +128,14 @@ class OciRuntime:
         self._ids = itertools.count(1)  # next() is atomic: workers may share a runtime
         self.live: List[str] = []
         # Written once: rewriting it per run would be timed, and races with a second worker.
-        self._true_argv = [self.binary, "--root", self.state, "run", "--bundle",
-                           self._bundle(["/bin/true"], "true", None)]
+        self._true_argv = [
+            self.binary,
+            "--root",
+            self.state,
+            "run",
+            "--bundle",
+            self._bundle(["/bin/true"], "true", None),
+        ]
 
     def _bundle(self, args: Sequence[str], name: str, cgroups_path: Optional[str]) -> str:
         bundle = os.path.join(self._workdir, f"{self.name}-bundle-{name}")
@@ -143,14 +155,18 @@ class OciRuntime:
         cid = self._cid()
         bundle = self._bundle(["/bin/sleep", "100000"], cid, f"{self.cgroup_prefix}/{cid}")
         # Not a pipe: the container inherits our stdio and would hold it open.
-        done = subprocess.run([self.binary, "--root", self.state, "run", "--detach", "--bundle",
-                               bundle, cid], stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL)
+        done = subprocess.run(
+            [self.binary, "--root", self.state, "run", "--detach", "--bundle", bundle, cid],
+            stdin=DEVNULL,
+            stdout=DEVNULL,
+            stderr=DEVNULL,
+        )
         if done.returncode:
             raise PeerUnavailable(f"{self.name} run --detach failed with status {done.returncode}")
         self.live.append(cid)
         return cid
 
-    def start_monitored(self) -> "tuple[str, int]":
+    def start_monitored(self) -> tuple[str, int]:
         """A container running `sleep` under conmon, as podman starts one (conmon
         runs `create`, we `start`); returns its id and conmon's pid."""
         conmon = shutil.which("conmon")
@@ -158,11 +174,39 @@ class OciRuntime:
             raise PeerUnavailable("conmon is not installed (apt-get install conmon)")
         cid = self._cid()
         bundle = self._bundle(["/bin/sleep", "100000"], cid, f"{self.cgroup_prefix}/{cid}")
-        quiet([conmon, "--api-version", "1", "-c", cid, "-u", cid, "-n", cid, "-r", self.binary,
-               "-b", bundle, "-p", f"{bundle}/pidfile", "--exit-dir", bundle,
-               "-l", f"k8s-file:{bundle}/ctr.log", "--log-level", "warning",
-               "--runtime-arg", f"--root={self.state}", "--conmon-pidfile", f"{bundle}/conmon.pid",
-               "--socket-dir-path", bundle, "--persist-dir", bundle])
+        quiet(
+            [
+                conmon,
+                "--api-version",
+                "1",
+                "-c",
+                cid,
+                "-u",
+                cid,
+                "-n",
+                cid,
+                "-r",
+                self.binary,
+                "-b",
+                bundle,
+                "-p",
+                f"{bundle}/pidfile",
+                "--exit-dir",
+                bundle,
+                "-l",
+                f"k8s-file:{bundle}/ctr.log",
+                "--log-level",
+                "warning",
+                "--runtime-arg",
+                f"--root={self.state}",
+                "--conmon-pidfile",
+                f"{bundle}/conmon.pid",
+                "--socket-dir-path",
+                bundle,
+                "--persist-dir",
+                bundle,
+            ]
+        )
         self.live.append(cid)
         # conmon's parent returns at once (no sync pipe): wait for `create` to be done.
         wait_for(lambda: os.path.exists(f"{bundle}/pidfile"), 10, f"conmon for {cid}")
@@ -178,8 +222,9 @@ class OciRuntime:
         return json.loads(out.stdout)["pid"]
 
     def remove(self, cid: str) -> None:
-        subprocess.run([self.binary, "--root", self.state, "delete", "--force", cid],
-                       stdin=DEVNULL, capture_output=True)
+        subprocess.run(
+            [self.binary, "--root", self.state, "delete", "--force", cid], stdin=DEVNULL, capture_output=True
+        )
         if cid in self.live:
             self.live.remove(cid)
 
@@ -242,7 +287,7 @@ def wait_for(check, timeout: float, what: str) -> None:
     raise PeerUnavailable(f"{what} did not come up within {timeout:.0f} s")
 
 
-def optional(factory, *args) -> "tuple[Optional[object], Optional[str]]":
+def optional(factory, *args) -> tuple[Optional[object], Optional[str]]:
     """(peer, None) or (None, why it cannot run)."""
     try:
         return factory(*args), None

@@ -9,6 +9,7 @@ under `unshare -m`): there it hides a controller-less cgroup v2 mount at
 keeps its state in one temporary directory; every engine started is stopped
 by its pid at the end, and the cgroups the peers made are removed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,10 @@ def enter_private_mount_ns() -> str:
         os.execvpe("unshare", argv, env)
     if os.path.ismount(UNIFIED):
         subprocess.run(["umount", UNIFIED], check=True)
-        return (f"The controller-less cgroup v2 mount {UNIFIED} was unmounted in the "
-                "benchmark's private mount namespace (crun refuses that hybrid layout).")
+        return (
+            f"The controller-less cgroup v2 mount {UNIFIED} was unmounted in the "
+            "benchmark's private mount namespace (crun refuses that hybrid layout)."
+        )
     return ""
 
 
@@ -82,9 +85,11 @@ def start_peers(env: Env) -> None:
     env.add("podman", engines.Podman, env.workdir, tar, f"/sbxbench{pid}-podman")
     env.add("docker", engines.Docker, env.workdir, tar, f"/sbxbench{pid}-docker")
     if "docker" in env.peers:
-        env.notes.append("docker runs without a user namespace (per-container user namespaces "
-                         "are not available in Docker; userns-remap would need host /etc/subuid "
-                         "entries); the other tools map container root to host uid 1000000000.")
+        env.notes.append(
+            "docker runs without a user namespace (per-container user namespaces "
+            "are not available in Docker; userns-remap would need host /etc/subuid "
+            "entries); the other tools map container root to host uid 1000000000."
+        )
 
 
 def run(env: Env, quick: bool) -> list:
@@ -95,17 +100,25 @@ def run(env: Env, quick: bool) -> list:
     rows += workloads.throughput(env, *((2, 0.5) if quick else (5, 1.0)))
     rows += memory.idle_memory(env, 5 if quick else 100)
     rows.append(workloads.scaling_sequence(1000 if quick else 10_000, 100))
-    rows += workloads.start_with_running(env, (1, 10) if quick else (1, 10, 100),
-                                         15 if quick else 100, warmup)
-    env.notes.append(f"{rounds} interleaved rounds after {warmup} warm-up rounds per latency "
-                     f"row; whole run {time.monotonic() - t0:.0f} s.")
+    rows += workloads.start_with_running(env, (1, 10) if quick else (1, 10, 100), 15 if quick else 100, warmup)
+    env.notes.append(
+        f"{rounds} interleaved rounds after {warmup} warm-up rounds per latency "
+        f"row; whole run {time.monotonic() - t0:.0f} s."
+    )
     return rows
 
 
 def versions() -> str:
-    tools = [["bwrap", "--version"], ["crun", "--version"], ["runc", "--version"],
-             ["podman", "--version"], ["conmon", "--version"], ["dockerd", "--version"],
-             ["containerd", "--version"], ["busybox"]]
+    tools = [
+        ["bwrap", "--version"],
+        ["crun", "--version"],
+        ["runc", "--version"],
+        ["podman", "--version"],
+        ["conmon", "--version"],
+        ["dockerd", "--version"],
+        ["containerd", "--version"],
+        ["busybox"],
+    ]
     return "; ".join(_common.tool_version(argv) for argv in tools)
 
 
@@ -139,12 +152,10 @@ def main() -> None:
         rows = run(env, args.quick)
     finally:
         cleanup(env)
-    body = "\n\n".join(filter(None, [
-        f"Versions: {versions()}.", args.note, table.render(rows), *env.notes]))
+    body = "\n\n".join(filter(None, [f"Versions: {versions()}.", args.note, table.render(rows), *env.notes]))
     print(body)
     if not args.no_record:
-        _common.record("run_all: sandboxlib vs its peers" + (" (--quick)" if args.quick else ""),
-                       body)
+        _common.record("run_all: sandboxlib vs its peers" + (" (--quick)" if args.quick else ""), body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The five workloads of run_all.py.  Each returns rows for the table: a
 workload name, a unit and one cell per tool (see table.py)."""
+
 from __future__ import annotations
 
 import os
@@ -8,10 +9,9 @@ import threading
 import time
 from typing import Callable, Dict, List
 
-import psutil
-
 import _common
 import peers
+import psutil
 from table import Cell, Row
 
 import sandboxlib as sb
@@ -23,9 +23,22 @@ def bwrap_argv() -> List[str]:
     """bwrap with the namespaces sandboxlib uses and a similar host view:
     /usr, /etc and the /bin, /lib* links or directories read-only, fresh
     /proc, /dev, /tmp."""
-    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-ipc", "--unshare-cgroup-try", "--die-with-parent",
-            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    argv = [
+        "bwrap",
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-ipc",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--ro-bind",
+        "/etc",
+        "/etc",
+    ]
     for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = "/" + top
         if os.path.islink(path):
@@ -43,8 +56,7 @@ def _latency_cells(samples: Dict[str, List[float]]) -> Dict[str, Cell]:
     return {tool: Cell.latency(values) for tool, values in samples.items()}
 
 
-def _interleave(fns: Dict[str, Callable[[], object]], why: Dict[str, str], rounds: int,
-                warmup: int) -> Dict[str, Cell]:
+def _interleave(fns: Dict[str, Callable[[], object]], why: Dict[str, str], rounds: int, warmup: int) -> Dict[str, Cell]:
     cells = _latency_cells(_common.interleaved(fns, rounds=rounds, warmup=warmup))
     cells.update({tool: Cell.unavailable(reason) for tool, reason in why.items()})
     return cells
@@ -65,10 +77,12 @@ def start_to_exit(env, rounds: int, warmup: int) -> List[Row]:
     fns["os.posix_spawn"] = posix_spawn_true
     why = {t: r for t, r in env.why.items() if t in ("crun", "runc", "podman", "docker")}
     cells = _interleave(fns, why, rounds, warmup)
-    env.notes.append("Roots: sandboxlib and bwrap run /bin/true in a host view (/usr, /etc and "
-                     "the /bin, /lib links read-only; fresh /proc, /dev, /tmp); crun, runc, "
-                     "podman and docker in a read-only busybox root; all with user (except "
-                     "docker), pid, mount, net, uts, ipc namespaces.")
+    env.notes.append(
+        "Roots: sandboxlib and bwrap run /bin/true in a host view (/usr, /etc and "
+        "the /bin, /lib links read-only; fresh /proc, /dev, /tmp); crun, runc, "
+        "podman and docker in a read-only busybox root; all with user (except "
+        "docker), pid, mount, net, uts, ipc namespaces."
+    )
     return [Row("1. start-to-exit of /bin/true, full isolation", "ms", cells)]
 
 
@@ -91,7 +105,8 @@ def exec_into_running(env, rounds: int, warmup: int) -> List[Row]:
             argv = peer.exec_argv(cid)
             penv = getattr(peer, "env", None) or None
             fns[tool] = lambda argv=argv, penv=penv: subprocess.run(
-                argv, stdin=peers.DEVNULL, stdout=peers.DEVNULL, env=penv, check=True)
+                argv, stdin=peers.DEVNULL, stdout=peers.DEVNULL, env=penv, check=True
+            )
         try:
             cells = _interleave(fns, why, rounds, warmup)
         finally:
@@ -115,6 +130,7 @@ def _rate(fn: Callable[[], object], workers: int, seconds: float) -> int:
                 counts[i] += 1
         except BaseException as err:  # a failing run must fail the benchmark, not skew it
             errors.append(err)
+
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
     for t in threads:
         t.start()
@@ -134,15 +150,14 @@ def throughput(env, slices: int, seconds: float) -> List[Row]:
         fns["crun"] = env.peers["crun"].run_true
     rows = []
     for workers in (1, 2):
-        done = {tool: 0 for tool in fns}
+        done = dict.fromkeys(fns, 0)
         for _ in range(slices):
             for tool, fn in fns.items():
                 done[tool] += _rate(fn, workers, seconds)
         cells = {tool: Cell.rate(n / (slices * seconds)) for tool, n in done.items()}
         if "crun" not in fns:
             cells["crun"] = Cell.unavailable(env.why["crun"])
-        rows.append(Row(f"3. throughput, {workers} worker{'s' if workers > 1 else ''}",
-                        "sandboxes/s", cells))
+        rows.append(Row(f"3. throughput, {workers} worker{'s' if workers > 1 else ''}", "sandboxes/s", cells))
     return rows
 
 
@@ -164,12 +179,17 @@ def scaling_sequence(total: int, window: int) -> Row:
             rss[i] = me.memory_info().rss / 2**20
     parts = []
     for n in marks:
-        recent = sorted(times[max(0, n - window):n])
-        parts.append(f"#{n:,}: {times[n - 1] * 1e3:.2f} ms (p50 of last {len(recent)}: "
-                     f"{recent[len(recent) // 2] * 1e3:.2f}; our fds {fds[n]}, "
-                     f"RSS {rss[n]:.1f} MiB)")
-    return Row(f"5a. scaling: sb.run #{', #'.join(f'{n:,}' for n in marks)} in one process",
-               "ms", {"sandboxlib": Cell.note("; ".join(parts))})
+        recent = sorted(times[max(0, n - window) : n])
+        parts.append(
+            f"#{n:,}: {times[n - 1] * 1e3:.2f} ms (p50 of last {len(recent)}: "
+            f"{recent[len(recent) // 2] * 1e3:.2f}; our fds {fds[n]}, "
+            f"RSS {rss[n]:.1f} MiB)"
+        )
+    return Row(
+        f"5a. scaling: sb.run #{', #'.join(f'{n:,}' for n in marks)} in one process",
+        "ms",
+        {"sandboxlib": Cell.note("; ".join(parts))},
+    )
 
 
 def start_with_running(env, levels, rounds: int, warmup: int) -> List[Row]:
@@ -190,7 +210,5 @@ def start_with_running(env, levels, rounds: int, warmup: int) -> List[Row]:
                 box.close()
             if crun:
                 crun.remove_all()
-        rows.append(Row(f"5b. start-to-exit with {n} idle container{'s' if n > 1 else ''} running",
-                        "ms", cells))
+        rows.append(Row(f"5b. start-to-exit with {n} idle container{'s' if n > 1 else ''} running", "ms", cells))
     return rows
-

@@ -3,6 +3,7 @@
 Named in setup.py's ``cffi_modules``.  The extension embeds a hash of every
 file in csrc/ so that ``sandboxlib.native.binding`` can refuse a stale build.
 """
+
 import importlib.util
 import os
 import pathlib
@@ -11,7 +12,18 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 EXTENSION_SOURCES = ["spawn.c", "clone.c", "resolve.c", "report.c", "seccomp_compile.c", "idmap.c"]
-INIT_SOURCES = ["init.c", "setup.c", "plan.c", "mounts.c", "resolve.c", "command.c", "launcher.c", "fdmsg.c", "clone.c", "report.c"]
+INIT_SOURCES = [
+    "init.c",
+    "setup.c",
+    "plan.c",
+    "mounts.c",
+    "resolve.c",
+    "command.c",
+    "launcher.c",
+    "fdmsg.c",
+    "clone.c",
+    "report.c",
+]
 STRICT_FLAGS = ["-D_GNU_SOURCE", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing"]
 
 

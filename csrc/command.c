@@ -22,8 +22,7 @@
 #include "report.h"
 #include "syscalls.h"
 
-int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space,
-                      struct sbx_command *cmd)
+int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space, struct sbx_command *cmd)
 {
     const struct sbx_exec_hdr *h = (const struct sbx_exec_hdr *)buf;
     if (len < sizeof(*h) || h->n_rlimits > SBX_MAX_RLIMITS || h->argc == 0 ||
@@ -72,10 +71,10 @@ static void fault_point(int step)
         sbx_report_fail(report_fd, step, (int)(fault >> 16), -1);
 }
 
-#define CHECK(step, expr)                                     \
-    do {                                                      \
-        if ((expr) < 0)                                       \
-            sbx_report_fail(report_fd, (step), errno, -1);    \
+#define CHECK(step, expr)                                  \
+    do {                                                   \
+        if ((expr) < 0)                                    \
+            sbx_report_fail(report_fd, (step), errno, -1); \
     } while (0)
 
 static void set_stdio(const struct sbx_command *cmd)
@@ -250,7 +249,7 @@ static void announce_pid(const struct sbx_command *cmd)
     do {
         n = send(cmd->reply_fd, &r, sizeof(r), MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof(r))  /* the host gave up on us (EPIPE): do not run */
+    if (n != (ssize_t)sizeof(r)) /* the host gave up on us (EPIPE): do not run */
         sbx_report_fail(report_fd, SBX_STEP_FORK, n < 0 ? errno : EMSGSIZE, -1);
 }
 

@@ -9,21 +9,20 @@ struct sbx_command {
     const uint32_t *groups;
     const struct sbx_rlimit *rlimits;
     const char *cwd;
-    const char *search_path;   /* PATH used to find argv[0] */
+    const char *search_path; /* PATH used to find argv[0] */
     char **argv;
     char **envp;
     int stdio[3];
-    int cgroup_fd;             /* the command's cgroup v2 directory, or -1 */
-    int reply_fd;              /* the host's reply socket, to announce our pid on; -1: do not */
-    uint64_t cap_bounding;     /* the init's bounding set when it forked us */
-    const void *filter;        /* the container's seccomp BPF, installed last */
-    uint32_t filter_len;       /* bytes; 0: none */
+    int cgroup_fd; /* the command's cgroup v2 directory, or -1 */
+    int reply_fd; /* the host's reply socket, to announce our pid on; -1: do not */
+    uint64_t cap_bounding; /* the init's bounding set when it forked us */
+    const void *filter; /* the container's seccomp BPF, installed last */
+    uint32_t filter_len; /* bytes; 0: none */
 };
 
 /* Parse len bytes of buf into cmd, using argv_space (n_space pointers)
  * for argv and envp.  Returns 0 or -EINVAL/-E2BIG. */
-int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space,
-                      struct sbx_command *cmd);
+int sbx_command_parse(char *buf, size_t len, char **argv_space, size_t n_space, struct sbx_command *cmd);
 
 /* Reset every signal disposition to the default (the init does it once). */
 void sbx_reset_dispositions(void);

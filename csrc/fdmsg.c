@@ -13,8 +13,8 @@ ssize_t sbx_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds
         struct cmsghdr align;
     } u;
     struct iovec iov = {.iov_base = buf, .iov_len = len};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof(u.buf)};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
     *nfds = 0;
     ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     *flags = n < 0 ? 0 : msg.msg_flags;

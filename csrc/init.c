@@ -43,7 +43,7 @@
 #define PARENT_FD SBX_FD_PARENT
 #define MAX_CHILDREN 4096
 #define MAX_STRINGS (SBX_MAX_REQUEST / 2)
-#define MAX_FDS 5      /* reply socket, stdin, stdout, stderr, cgroup */
+#define MAX_FDS 5 /* reply socket, stdin, stdout, stderr, cgroup */
 #define CHILD_STACK (64 * 1024)
 
 struct child {
@@ -58,12 +58,12 @@ static char request[SBX_MAX_REQUEST];
 static char *strings[MAX_STRINGS];
 static char child_stack[CHILD_STACK] __attribute__((aligned(16)));
 static int stopping;
-static int bounding_set;          /* the bounding set was dropped to ... */
-static uint64_t bounding_keep;    /* ... this mask (the container's) */
-static const struct sbx_plan *plan;  /* its seccomp filter goes into every command */
-static int launcher_fd = -1;      /* our end of the launcher's socket (launcher.c), or -1 */
+static int bounding_set; /* the bounding set was dropped to ... */
+static uint64_t bounding_keep; /* ... this mask (the container's) */
+static const struct sbx_plan *plan; /* its seccomp filter goes into every command */
+static int launcher_fd = -1; /* our end of the launcher's socket (launcher.c), or -1 */
 static pid_t launcher_pid;
-static int launcher_off;          /* it could not start or died: fork commands ourselves */
+static int launcher_off; /* it could not start or died: fork commands ourselves */
 
 static struct child *find_child(pid_t pid)
 {
@@ -128,7 +128,7 @@ static void forget_launcher(void)
     if (launcher_fd >= 0)
         close(launcher_fd);
     if (launcher_pid > 0)
-        kill(launcher_pid, SIGKILL);  /* reaped as any other zombie */
+        kill(launcher_pid, SIGKILL); /* reaped as any other zombie */
     launcher_fd = -1;
     launcher_pid = 0;
     launcher_off = 1;
@@ -211,7 +211,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
         return 0;
     }
     if (!bounding_set && sbx_drop_bounding(cmd->hdr->cap_keep) == 0) {
-        bounding_set = 1;  /* once: every command inherits it */
+        bounding_set = 1; /* once: every command inherits it */
         bounding_keep = cmd->hdr->cap_keep;
     }
     cmd->cap_bounding = bounding_set ? bounding_keep : ~0ULL;
@@ -222,7 +222,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     /* vfork: the init is small, but copying nothing is faster still; it
      * sleeps until the command has exec'd or reported its failure. */
     pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1)
-                                                               : fork_command(cmd, pipefd[1], len);
+                                                             : fork_command(cmd, pipefd[1], len);
     int fork_err = errno;
     close(pipefd[1]);
     if (pid < 0) {
@@ -267,7 +267,8 @@ static int send_master(int reply_fd, int master)
     } u;
     memset(&u, 0, sizeof(u));
     struct iovec iov = {.iov_base = &r, .iov_len = sizeof(r)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -346,7 +347,7 @@ static void handle_exec(size_t len, int *fds, int nfds)
             kept = start_command(&cmd, fds[0], len);
         }
         if (slave >= 0)
-            close(slave);  /* the command has its own copies */
+            close(slave); /* the command has its own copies */
     }
     close_fds(fds + kept, nfds - kept);
 }
@@ -358,12 +359,12 @@ static void begin_stop(int timer_fd, uint64_t grace_ms)
 {
     stopping = 1;
     kill(-1, SIGTERM);
-    struct itimerspec t = {.it_value = {.tv_sec = (time_t)(grace_ms / 1000),
-                                        .tv_nsec = (long)(grace_ms % 1000) * 1000000L}};
+    struct itimerspec t = {
+        .it_value = {.tv_sec = (time_t)(grace_ms / 1000), .tv_nsec = (long)(grace_ms % 1000) * 1000000L}};
     if (grace_ms == 0)
         t.it_value.tv_nsec = 1;
     timerfd_settime(timer_fd, 0, &t, NULL);
-    reap();  /* an empty container ends now */
+    reap(); /* an empty container ends now */
 }
 
 static void handle_signal_msg(const struct sbx_signal_msg *m)
@@ -472,7 +473,7 @@ static void lock_down(const struct sbx_plan *p)
     for (int i = 0; i < 2; i++) {
         data[i].permitted &= (uint32_t)(p->init_caps >> (32 * i));
         data[i].effective = data[i].permitted & (uint32_t)(OWN_CAPS >> (32 * i));
-        data[i].inheritable = 0;  /* clears the ambient set too */
+        data[i].inheritable = 0; /* clears the ambient set too */
     }
     if (syscall(SYS_capset, &hdr, data) < 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 0);
@@ -488,7 +489,7 @@ static void lock_down(const struct sbx_plan *p)
 
 int main(int argc, char **argv)
 {
-    prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);  /* not "memfd:sbx-init" in ps */
+    prctl(PR_SET_NAME, "sbx-init", 0, 0, 0); /* not "memfd:sbx-init" in ps */
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
@@ -501,21 +502,23 @@ int main(int argc, char **argv)
      * process's pidfd).  Only now: a rootless parent must still write our
      * /proc/PID/setgroups above; and after the capset, which may reset it. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    sbx_reset_dispositions();  /* once; commands inherit the defaults */
-    close(SBX_FD_ERROR);  /* EOF: the container is set up */
+    sbx_reset_dispositions(); /* once; commands inherit the defaults */
+    close(SBX_FD_ERROR); /* EOF: the container is set up */
     int sig_fd = signalfd(-1, &all, SFD_CLOEXEC);
     int timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
     if (sig_fd < 0 || timer_fd < 0)
         return 1;
     struct pollfd pfd[4] = {
-        {.fd = CONTROL_FD, .events = POLLIN}, {.fd = PARENT_FD, .events = POLLIN},
-        {.fd = sig_fd, .events = POLLIN}, {.fd = timer_fd, .events = POLLIN},
+        {.fd = CONTROL_FD, .events = POLLIN},
+        {.fd = PARENT_FD, .events = POLLIN},
+        {.fd = sig_fd, .events = POLLIN},
+        {.fd = timer_fd, .events = POLLIN},
     };
     for (;;) {
         if (poll(pfd, 4, -1) < 0 && errno != EINTR)
             end_container();
         if (pfd[1].revents)
-            end_container();  /* the host process is gone */
+            end_container(); /* the host process is gone */
         if (pfd[2].revents & POLLIN) {
             struct signalfd_siginfo si;
             if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si) && si.ssi_signo != SIGCHLD)

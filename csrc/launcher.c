@@ -25,7 +25,7 @@
 #include "fdmsg.h"
 #include "syscalls.h"
 
-#define LAUNCH_FDS 5  /* stdin, stdout, stderr, report pipe, reply socket (unless QUIET) */
+#define LAUNCH_FDS 5 /* stdin, stdout, stderr, report pipe, reply socket (unless QUIET) */
 #define STACK_SIZE (64 * 1024)
 
 struct launch_reply {
@@ -76,9 +76,9 @@ static int serve(int sock, uint64_t bounding)
     if (ok) {
         memcpy(cmd.stdio, fds, sizeof(cmd.stdio));
         cmd.cgroup_fd = -1;
-        cmd.reply_fd = nfds == LAUNCH_FDS ? fds[4] : -1;  /* the child announces its pid there */
+        cmd.reply_fd = nfds == LAUNCH_FDS ? fds[4] : -1; /* the child announces its pid there */
         cmd.cap_bounding = bounding;
-        cmd.filter = NULL;  /* inherited */
+        cmd.filter = NULL; /* inherited */
         cmd.filter_len = 0;
         struct start s = {.cmd = &cmd, .report_fd = fds[3]};
         reply.pid = clone(run_command, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | CLONE_PARENT, &s);
@@ -101,7 +101,7 @@ static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_p
         _exit(1);
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);  /* the init's stop (SIGTERM) ends us too */
+    sigprocmask(SIG_SETMASK, &none, NULL); /* the init's stop (SIGTERM) ends us too */
     while (serve(0, bounding) == 0)
         ;
     _exit(0);
@@ -138,7 +138,9 @@ pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3],
     } u;
     memset(&u, 0, sizeof(u));
     struct iovec iov = {.iov_base = (void *)req, .iov_len = len};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = u.buf,
                          .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;

@@ -21,7 +21,10 @@
 
 #define NEWROOT "/newroot"
 
-static int neg_errno(void) { return -errno; }
+static int neg_errno(void)
+{
+    return -errno;
+}
 
 static void close_keep_errno(int fd)
 {
@@ -37,9 +40,19 @@ static void close_keep_errno(int fd)
 static int kernel_fs(long type)
 {
     switch (type) {
-    case PROC_SUPER_MAGIC: case SYSFS_MAGIC: case DEVPTS_SUPER_MAGIC: case CGROUP_SUPER_MAGIC:
-    case CGROUP2_SUPER_MAGIC: case SECURITYFS_MAGIC: case DEBUGFS_MAGIC: case TRACEFS_MAGIC:
-    case BPF_FS_MAGIC: case SELINUX_MAGIC: case SMACK_MAGIC: case PSTOREFS_MAGIC: case EFIVARFS_MAGIC:
+    case PROC_SUPER_MAGIC:
+    case SYSFS_MAGIC:
+    case DEVPTS_SUPER_MAGIC:
+    case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC:
+    case SECURITYFS_MAGIC:
+    case DEBUGFS_MAGIC:
+    case TRACEFS_MAGIC:
+    case BPF_FS_MAGIC:
+    case SELINUX_MAGIC:
+    case SMACK_MAGIC:
+    case PSTOREFS_MAGIC:
+    case EFIVARFS_MAGIC:
         return 1;
     default:
         return 0;
@@ -78,7 +91,7 @@ static int check_user_target(int fd, int is_point)
         return neg_errno();
     path[got] = '\0';
     if (!on_or_under(path, NEWROOT))
-        return -EXDEV;  /* not inside the root: never expected, refused */
+        return -EXDEV; /* not inside the root: never expected, refused */
     const char *p = path + strlen(NEWROOT);
     if (on_or_under(p, "/proc") || on_or_under(p, "/sys") || on_or_under(p, "/dev/pts"))
         return -EXDEV;
@@ -89,8 +102,7 @@ static int check_user_target(int fd, int is_point)
  * (consumed unless it is keep).  Components we create ourselves cannot be
  * symlinks, so each is opened with O_NOFOLLOW relative to the previous one;
  * a name that appears meanwhile (EEXIST) is resolved inside the root. */
-static int create_below(int rootfd, int cur, int keep, char *buf, size_t start, size_t len,
-                        int as_file)
+static int create_below(int rootfd, int cur, int keep, char *buf, size_t start, size_t len, int as_file)
 {
     while (start < len) {
         size_t end = start;
@@ -146,7 +158,7 @@ static int find_or_make(int rootfd, const char *path, int as_file, int user)
         size_t slash = end;
         while (slash > 0 && buf[slash - 1] != '/')
             slash--;
-        size_t parent_len = slash - 1;  /* buf[slash - 1] == '/' */
+        size_t parent_len = slash - 1; /* buf[slash - 1] == '/' */
         if (parent_len == 0)
             return create_below(rootfd, rootfd, rootfd, buf, 1, len, as_file);
         buf[parent_len] = '\0';
@@ -265,8 +277,7 @@ static int mount_tree_at(int rootfd, int tree, const struct sbx_mount_op *op)
 {
     if (tree < 0)
         return tree;
-    int t = make_target(rootfd, op->target, (op->flags & SBX_MF_FILE) != 0,
-                        (op->flags & SBX_MF_USER) != 0);
+    int t = make_target(rootfd, op->target, (op->flags & SBX_MF_FILE) != 0, (op->flags & SBX_MF_USER) != 0);
     if (t < 0) {
         close(tree);
         return t;
@@ -329,12 +340,23 @@ static int do_remount(int rootfd, const struct sbx_mount_op *op)
 static int fs_for(int kind, const char **fstype)
 {
     switch (kind) {
-    case SBX_MNT_TMPFS: *fstype = "tmpfs"; return 0;
-    case SBX_MNT_PROC: *fstype = "proc"; return 0;
-    case SBX_MNT_SYSFS: *fstype = "sysfs"; return 0;
-    case SBX_MNT_DEVPTS: *fstype = "devpts"; return 0;
-    case SBX_MNT_MQUEUE: *fstype = "mqueue"; return 0;
-    default: return -EINVAL;
+    case SBX_MNT_TMPFS:
+        *fstype = "tmpfs";
+        return 0;
+    case SBX_MNT_PROC:
+        *fstype = "proc";
+        return 0;
+    case SBX_MNT_SYSFS:
+        *fstype = "sysfs";
+        return 0;
+    case SBX_MNT_DEVPTS:
+        *fstype = "devpts";
+        return 0;
+    case SBX_MNT_MQUEUE:
+        *fstype = "mqueue";
+        return 0;
+    default:
+        return -EINVAL;
     }
 }
 
@@ -501,7 +523,7 @@ int sbx_clone_source(const struct sbx_mount_op *op)
     }
     if (op->kind == SBX_MNT_BIND)
         return clone_tree(AT_FDCWD, op->source, op->flags);
-    if (op->kind == SBX_MNT_MASK)  /* every mask shares the first one's tree */
+    if (op->kind == SBX_MNT_MASK) /* every mask shares the first one's tree */
         return clone_tree(AT_FDCWD, op->source, SBX_MF_RDONLY);
     return -1;
 }
@@ -523,8 +545,8 @@ int sbx_clone_rootfs(const char *rootfs, int read_only)
 
 int sbx_make_root(int rootfs_tree)
 {
-    int tree = rootfs_tree >= 0 ? rootfs_tree
-                                : new_fs("tmpfs", "mode=0755", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    int tree =
+        rootfs_tree >= 0 ? rootfs_tree : new_fs("tmpfs", "mode=0755", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
     if (tree < 0)
         return tree;
     int r = sbx_move_mount(tree, "", AT_FDCWD, NEWROOT, MOVE_MOUNT_F_EMPTY_PATH);
@@ -545,8 +567,7 @@ int sbx_pivot_into_root(void)
 {
     /* pivot_root(".", ".") stacks the old root on top of the new one;
      * detaching "." then drops the host's whole mount tree. */
-    if (chdir(NEWROOT) < 0 || sbx_pivot_root(".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
-        chdir("/") < 0)
+    if (chdir(NEWROOT) < 0 || sbx_pivot_root(".", ".") < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         return neg_errno();
     return 0;
 }

@@ -17,8 +17,8 @@ static const char *string_at(const char *strings, uint32_t len, uint32_t off, in
     return strings + off;
 }
 
-int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_mount_op *ops,
-                   int *tree_fds, size_t max_ops)
+int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_mount_op *ops, int *tree_fds,
+                   size_t max_ops)
 {
     const struct sbx_plan_hdr *h = (const struct sbx_plan_hdr *)buf;
     if (len < sizeof(*h))

@@ -30,14 +30,14 @@
 #include "report.h"
 #include "syscalls.h"
 
-#define CHECK(step, expr)                                          \
-    do {                                                           \
-        if ((expr) < 0)                                            \
-            sbx_report_fail(SBX_FD_ERROR, (step), errno, -1);      \
+#define CHECK(step, expr)                                     \
+    do {                                                      \
+        if ((expr) < 0)                                       \
+            sbx_report_fail(SBX_FD_ERROR, (step), errno, -1); \
     } while (0)
 
 static const struct sbx_plan *plan;
-static char plan_buf[SBX_MAX_REQUEST] __attribute__((aligned(8)));  /* the init keeps its filter */
+static char plan_buf[SBX_MAX_REQUEST] __attribute__((aligned(8))); /* the init keeps its filter */
 static struct sbx_mount_op ops[SBX_MAX_MOUNTS];
 static int tree_fds[SBX_MAX_MOUNTS];
 
@@ -77,10 +77,10 @@ static size_t receive(uint32_t type, char *buf, size_t size)
 struct netns_job {
     pthread_t thread;
     int started;
-    int fd;      /* the new namespace, or -1 */
+    int fd; /* the new namespace, or -1 */
     int err;
     int proc_fd; /* the host's /proc: the main thread may pivot meanwhile */
-    int pinned;  /* the main thread's CPUs are restricted until the join */
+    int pinned; /* the main thread's CPUs are restricted until the join */
     cpu_set_t cpus;
 };
 
@@ -116,7 +116,7 @@ static void split_cpus(pthread_t thread)
     CPU_CLR(cpu, &rest);
     if (pthread_setaffinity_np(thread, sizeof(one), &one) == 0 &&
         sched_setaffinity(0, sizeof(rest), &rest) == 0)
-        netns_job.pinned = 1;  /* best effort: only speed depends on it */
+        netns_job.pinned = 1; /* best effort: only speed depends on it */
 }
 
 static void netns_start(void)
@@ -142,7 +142,7 @@ static void netns_join(const struct sbx_plan *p)
     netns_job.started = 0;
     pthread_join(netns_job.thread, NULL);
     close(netns_job.proc_fd);
-    if (netns_job.pinned)  /* commands inherit the main thread's CPUs */
+    if (netns_job.pinned) /* commands inherit the main thread's CPUs */
         sched_setaffinity(0, sizeof(netns_job.cpus), &netns_job.cpus);
     if (netns_job.err)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_NETWORK, netns_job.err, -1);
@@ -172,7 +172,7 @@ static int clone_sources(const struct sbx_plan *p)
     int null_tree = -1;
     for (size_t i = 0; i < p->n_mounts; i++) {
         if (p->mounts[i].kind == SBX_MNT_MASK && null_tree >= 0) {
-            p->tree_fds[i] = null_tree;  /* shared, not consumed */
+            p->tree_fds[i] = null_tree; /* shared, not consumed */
             continue;
         }
         int fd = sbx_clone_source(&p->mounts[i]);
@@ -289,15 +289,16 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
     for (size_t i = 0; i < p->n_mounts; i++) {
         fault_point(SBX_STEP_MOUNT, (int)i);
         if (p->mounts[i].kind == SBX_MNT_SYSFS)
-            netns_join(p);  /* sysfs shows the mounter's network namespace */
+            netns_join(p); /* sysfs shows the mounter's network namespace */
         int r = ((p->tree_fds[i] == -1 && p->mounts[i].kind == SBX_MNT_BIND) ||
                  applied_already(p->mounts[i].kind))
-                    ? 0 : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
+                    ? 0
+                    : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
         check_neg(SBX_STEP_MOUNT, r, (int)i);
     }
     for (size_t i = 0; i < p->n_mounts; i++)
         if (p->mounts[i].kind == SBX_MNT_MASK && p->tree_fds[i] >= 0) {
-            close(p->tree_fds[i]);  /* the shared null tree: close it once */
+            close(p->tree_fds[i]); /* the shared null tree: close it once */
             break;
         }
     if (p->flags & SBX_PLAN_READ_ONLY_ROOT)
@@ -309,7 +310,7 @@ const struct sbx_plan *sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
     if (early_netns)
-        netns_start();  /* before even the plan: it is the longest step */
+        netns_start(); /* before even the plan: it is the longest step */
     size_t len = receive(SBX_MSG_PLAN, plan_buf, sizeof(plan_buf));
     int r = sbx_plan_parse(plan_buf, len, &parsed, ops, tree_fds, SBX_MAX_MOUNTS);
     if (r < 0)

@@ -106,8 +106,8 @@ static int clone_into_cgroup(struct sbx_spawn_args *args, void *stack, int *pidf
 
 int sbx_spawn(const struct sbx_spawn_args *args, int *pidfd_out)
 {
-    void *stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    void *stack =
+        mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED)
         return -errno;
     struct sbx_spawn_args a = *args;

@@ -26,13 +26,12 @@ static inline int sbx_open_tree(int dirfd, const char *path, unsigned int flags)
 {
     return (int)syscall(SYS_open_tree, dirfd, path, flags);
 }
-static inline int sbx_move_mount(int from_dirfd, const char *from_path, int to_dirfd,
-                                 const char *to_path, unsigned int flags)
+static inline int sbx_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path,
+                                 unsigned int flags)
 {
     return (int)syscall(SYS_move_mount, from_dirfd, from_path, to_dirfd, to_path, flags);
 }
-static inline int sbx_mount_setattr(int dirfd, const char *path, unsigned int flags,
-                                    struct mount_attr *attr)
+static inline int sbx_mount_setattr(int dirfd, const char *path, unsigned int flags, struct mount_attr *attr)
 {
     return (int)syscall(SYS_mount_setattr, dirfd, path, flags, attr, sizeof(*attr));
 }

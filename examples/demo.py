@@ -1,4 +1,5 @@
 """A tour of sandboxlib: what `make demo` runs."""
+
 import os
 import shutil
 import subprocess
@@ -31,8 +32,7 @@ print("unshare under the default seccomp policy:", r.stderr.decode().strip())
 
 print("== a Python function in the sandbox ==")
 with sb.Container() as c:
-    print("c.call(pow, 2, 10) ->", c.call(pow, 2, 10), "| hostname inside:",
-          c.call(__import__("socket").gethostname))
+    print("c.call(pow, 2, 10) ->", c.call(pow, 2, 10), "| hostname inside:", c.call(__import__("socket").gethostname))
 
 print("== an image (made here from Debian's busybox-static, in a throwaway store) ==")
 
@@ -48,7 +48,7 @@ with tempfile.TemporaryDirectory() as tmp:
         f.write("root:x:0:0:root:/root:/bin/sh\n")
     store = sb.ImageStore(os.path.join(tmp, "store"))
     image = store.from_directory(root, "demo:1", config={"Cmd": ["sh", "-c", "echo hi from an image; uname -a"]})
-    r = sb.run(None, image="demo:1", image_store=store.path)   # the image's Cmd, as docker run does
+    r = sb.run(None, image="demo:1", image_store=store.path)  # the image's Cmd, as docker run does
     print(r.stdout.decode(), end="")
     with sb.Container(image="demo:1", image_store=store.path) as c:
         c.write_file("/tmp/note.txt", b"written from the host\n")

@@ -1,4 +1,5 @@
 """``python -m sandboxlib``: the command line."""
+
 import sys
 
 from .frontends.cli import main

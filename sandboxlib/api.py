@@ -1,4 +1,5 @@
 """One-shot ``run()``: a fresh container for one command."""
+
 from __future__ import annotations
 
 import functools
@@ -10,23 +11,41 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import attrs
 
 from .calls.session import check_modules
-from .config import (Limits, Mount, Network, check_timeout, config_of, network_option, parse_size,
-                     takes_container_options)
-from .runtime.container import Container
+from .config import (
+    Limits,
+    Mount,
+    Network,
+    check_timeout,
+    config_of,
+    network_option,
+    parse_size,
+    takes_container_options,
+)
 from .errors import ConfigError
 from .results import Result
-from .security.seccomp import DEFAULT, SeccompOption
+from .runtime.container import Container
 from .streams import PIPE, StdioSpec
 
 __all__ = ["run", "sandboxed", "with_memory"]
 
 
 @takes_container_options
-def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
-        stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
-        container: Optional[Container] = None, check: bool = False, text: bool = False,
-        encoding: Optional[str] = None, errors: Optional[str] = None,
-        tty: Union[bool, Tuple[int, int]] = False, **options: Any) -> Result:
+def run(
+    argv: Optional[Sequence[str]],
+    *,
+    input: Union[bytes, str, None] = None,
+    timeout: Optional[float] = None,
+    stdin: StdioSpec = None,
+    stdout: StdioSpec = PIPE,
+    stderr: StdioSpec = PIPE,
+    container: Optional[Container] = None,
+    check: bool = False,
+    text: bool = False,
+    encoding: Optional[str] = None,
+    errors: Optional[str] = None,
+    tty: Union[bool, Tuple[int, int]] = False,
+    **options: Any,
+) -> Result:
     """Run ``argv`` as the main process of a fresh, fully isolated container.
 
     The container ends with the command: whatever it left running is
@@ -52,13 +71,29 @@ def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None,
     """
     timeout = check_timeout(timeout)
     if container is not None and options:
-        raise ConfigError(sorted(options)[0], "give either container= or container options, not both "
-                                              "(the container has its options already)")
+        raise ConfigError(
+            sorted(options)[0],
+            "give either container= or container options, not both (the container has its options already)",
+        )
     box = container or Container(config_of(None, options))
     try:
-        return box._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
-                        env=None, cwd=None, user=None, main=True, check=check, text=text,
-                        encoding=encoding, errors=errors, tty=tty)
+        return box._run(
+            argv,
+            input=input,
+            timeout=timeout,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=None,
+            cwd=None,
+            user=None,
+            main=True,
+            check=check,
+            text=text,
+            encoding=encoding,
+            errors=errors,
+            tty=tty,
+        )
     finally:
         box.close()
 
@@ -71,12 +106,19 @@ def with_memory(limits: Optional[Limits], memory: Union[int, str, None], field: 
     return attrs.evolve(limits, memory=parse_size(memory, field))
 
 
-def sandboxed(fn: Optional[Callable] = None, *, timeout: Optional[float] = None,
-              memory: Union[int, str, None] = None, network: Union[Network, str, bool] = Network.NONE,
-              trust_result: bool = False,
-              preload: Sequence[str] = (), rootfs: Union[str, os.PathLike, None] = None,
-              mounts: Sequence[Mount] = (), env: Optional[Mapping[str, str]] = None,
-              limits: Optional[Limits] = None) -> Any:
+def sandboxed(
+    fn: Optional[Callable] = None,
+    *,
+    timeout: Optional[float] = None,
+    memory: Union[int, str, None] = None,
+    network: Union[Network, str, bool] = Network.NONE,
+    trust_result: bool = False,
+    preload: Sequence[str] = (),
+    rootfs: Union[str, os.PathLike, None] = None,
+    mounts: Sequence[Mount] = (),
+    env: Optional[Mapping[str, str]] = None,
+    limits: Optional[Limits] = None,
+) -> Any:
     """Decorator: every call of the function runs in a sandbox (see ``Container.invoke``).
 
     One container per decorated function, started by the first call and
@@ -93,20 +135,25 @@ def sandboxed(fn: Optional[Callable] = None, *, timeout: Optional[float] = None,
     timeout = check_timeout(timeout)
     if isinstance(network, bool):  # the documented alias
         network = Network.HOST if network else Network.NONE
-    config = {"rootfs": rootfs, "mounts": mounts, "env": env, "limits": with_memory(limits, memory),
-              "network": network_option(network)}
+    config = {
+        "rootfs": rootfs,
+        "mounts": mounts,
+        "env": env,
+        "limits": with_memory(limits, memory),
+        "network": network_option(network),
+    }
     preload = check_modules(preload)
     if fn is None:
-        return functools.partial(_Sandboxed, config=config, preload=preload, timeout=timeout,
-                                 trust_result=trust_result)
+        return functools.partial(_Sandboxed, config=config, preload=preload, timeout=timeout, trust_result=trust_result)
     return _Sandboxed(fn, config=config, preload=preload, timeout=timeout, trust_result=trust_result)
 
 
 class _Sandboxed:
     """The function ``sandboxed`` returns."""
 
-    def __init__(self, fn: Callable, *, config: dict, preload: tuple, timeout: Optional[float],
-                 trust_result: bool) -> None:
+    def __init__(
+        self, fn: Callable, *, config: dict, preload: tuple, timeout: Optional[float], trust_result: bool
+    ) -> None:
         functools.update_wrapper(self, fn)
         self._fn, self._config, self._preload = fn, config, preload
         self._options: Dict[str, Any] = {"timeout": timeout, "trust_result": trust_result}

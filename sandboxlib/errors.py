@@ -1,6 +1,7 @@
 """The exception hierarchy.  Every exception carries its facts as
 attributes and pickles (they cross process boundaries in pools, pytest
 workers and the rootless test runner)."""
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,9 @@ class SetupError(SandboxError, OSError):
 
     errno: int  # always given (OSError's may be None)
 
-    def __init__(self, errno_: int, operation: str, *, step: str = "", field: Optional[str] = None,
-                 hint: Optional[str] = None) -> None:
+    def __init__(
+        self, errno_: int, operation: str, *, step: str = "", field: Optional[str] = None, hint: Optional[str] = None
+    ) -> None:
         super().__init__(errno_, operation)
         self.step = step
         self.operation = operation
@@ -125,8 +127,7 @@ class TimeoutExpired(SandboxError):
         stdout, stderr: what was read so far (bytes or None).
     """
 
-    def __init__(self, argv, timeout: float, stdout: Optional[bytes] = None,
-                 stderr: Optional[bytes] = None) -> None:
+    def __init__(self, argv, timeout: float, stdout: Optional[bytes] = None, stderr: Optional[bytes] = None) -> None:
         super().__init__(argv, timeout, stdout, stderr)
         self.argv = argv
         self.timeout = timeout
@@ -150,8 +151,9 @@ class CommandFailed(SandboxError, subprocess.CalledProcessError):
         verdict: why it ended (a ``sandboxlib.Verdict``).
     """
 
-    def __init__(self, argv: Sequence[str], returncode: int, stdout=None, stderr=None,
-                 verdict: Optional[object] = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], returncode: int, stdout=None, stderr=None, verdict: Optional[object] = None
+    ) -> None:
         subprocess.CalledProcessError.__init__(self, returncode, list(argv), stdout, stderr)
         self.args = (tuple(argv), returncode, stdout, stderr, verdict)
         self.argv = tuple(argv)
@@ -317,8 +319,14 @@ class CallCrashed(CallError):
         detail: what was observed, in words.
     """
 
-    def __init__(self, detail: str, *, exit_code: Optional[int] = None, signal: Optional[int] = None,
-                 verdict: Optional[object] = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        exit_code: Optional[int] = None,
+        signal: Optional[int] = None,
+        verdict: Optional[object] = None,
+    ) -> None:
         super().__init__(detail, exit_code, signal, verdict)
         self.detail = detail
         self.exit_code = exit_code

@@ -1,4 +1,5 @@
 """``Pool``: warm sandboxes for many short calls, as a ``concurrent.futures.Executor``."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 from .api import with_memory
 from .calls.session import check_modules
 from .config import Limits, Mount, Network, check_timeout, network_option
-from .runtime.container import Container
 from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, SetupError
+from .runtime.container import Container
 
 __all__ = ["Pool"]
 
@@ -42,26 +43,44 @@ class Pool(futures.Executor):
             results = list(pool.map(fn, items))
     """
 
-    def __init__(self, size: int = 2, *, preload: Sequence[str] = (), max_uses: int = 1000,
-                 timeout: Optional[float] = None, trust_result: bool = False,
-                 memory: Union[int, str, None] = None, network: Union[Network, str] = Network.NONE,
-                 rootfs: Union[str, os.PathLike, None] = None, mounts: Sequence[Mount] = (),
-                 env: Optional[Mapping[str, str]] = None, limits: Optional[Limits] = None) -> None:
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        preload: Sequence[str] = (),
+        max_uses: int = 1000,
+        timeout: Optional[float] = None,
+        trust_result: bool = False,
+        memory: Union[int, str, None] = None,
+        network: Union[Network, str] = Network.NONE,
+        rootfs: Union[str, os.PathLike, None] = None,
+        mounts: Sequence[Mount] = (),
+        env: Optional[Mapping[str, str]] = None,
+        limits: Optional[Limits] = None,
+    ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError("size", f"must be a positive number of sandboxes, got {size!r}")
         if isinstance(max_uses, bool) or not isinstance(max_uses, int) or max_uses < 1:
             raise ConfigError("max_uses", f"must be a positive number of calls, got {max_uses!r}")
-        self._config: Dict[str, Any] = {"rootfs": rootfs, "mounts": mounts, "env": env,
-                                        "limits": with_memory(limits, memory),
-                                        "network": network_option(network)}
+        self._config: Dict[str, Any] = {
+            "rootfs": rootfs,
+            "mounts": mounts,
+            "env": env,
+            "limits": with_memory(limits, memory),
+            "network": network_option(network),
+        }
         self._preload = check_modules(preload)
         self._options: Dict[str, Any] = {"timeout": check_timeout(timeout), "trust_result": trust_result}
         self._max_uses = max_uses
-        self._queue: "queue.SimpleQueue[Optional[_Work]]" = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Optional[_Work]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._shutdown = False
-        self._threads = [threading.Thread(target=_worker, args=(weakref.ref(self), self._queue),
-                                          name=f"sandboxlib-pool-{i}", daemon=True) for i in range(size)]
+        self._threads = [
+            threading.Thread(
+                target=_worker, args=(weakref.ref(self), self._queue), name=f"sandboxlib-pool-{i}", daemon=True
+            )
+            for i in range(size)
+        ]
         for thread in self._threads:
             thread.start()
         # An unreferenced pool stops its workers (each closes its sandbox).
@@ -111,12 +130,12 @@ class Pool(futures.Executor):
         work.future.set_result(value)
 
 
-def _stop(work_queue: "queue.SimpleQueue", size: int) -> None:
+def _stop(work_queue: queue.SimpleQueue, size: int) -> None:
     for _ in range(size):
         work_queue.put(None)
 
 
-def _worker(pool_ref: "weakref.ref[Pool]", work_queue: "queue.SimpleQueue") -> None:
+def _worker(pool_ref: weakref.ref[Pool], work_queue: queue.SimpleQueue) -> None:
     """One sandbox: start it, serve calls, replace it when worn out or suspect."""
     box: Optional[Container] = None
     uses = 0
@@ -148,7 +167,7 @@ def _worker(pool_ref: "weakref.ref[Pool]", work_queue: "queue.SimpleQueue") -> N
         _close(box)
 
 
-def _warm(pool_ref: "weakref.ref[Pool]") -> Optional[Container]:
+def _warm(pool_ref: weakref.ref[Pool]) -> Optional[Container]:
     """A sandbox ready before the first call (a failure is reported by that call)."""
     pool = pool_ref()
     try:

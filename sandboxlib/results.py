@@ -1,4 +1,5 @@
 """How a command ended: its :class:`Result` and :class:`Verdict` (public vocabulary)."""
+
 from __future__ import annotations
 
 import enum
@@ -11,25 +12,30 @@ from .errors import CommandFailed
 
 __all__ = ["Result", "Verdict", "verdict_of", "decoded"]
 
+
 class Verdict(enum.Enum):
     """Why a command ended, most specific first."""
 
-    EXITED = "exited"          #: it exited by itself (``exit_code`` says how)
-    SIGNALED = "signaled"      #: a signal killed it (``signal`` says which)
-    TIMEOUT = "timeout"        #: its timeout expired and it was killed
-    OOM = "oom"                #: the container's memory limit: the OOM killer acted
+    EXITED = "exited"  #: it exited by itself (``exit_code`` says how)
+    SIGNALED = "signaled"  #: a signal killed it (``signal`` says which)
+    TIMEOUT = "timeout"  #: its timeout expired and it was killed
+    OOM = "oom"  #: the container's memory limit: the OOM killer acted
     PIDS_LIMIT = "pids_limit"  #: the container's pids limit refused a fork, and it failed
-    SECCOMP = "seccomp"        #: SIGSYS: a system call the seccomp policy kills on
-    FSIZE = "fsize"            #: SIGXFSZ: it wrote past the ``fsize`` rlimit
-    CPU_TIME = "cpu_time"      #: SIGXCPU: it used up the ``cpu`` rlimit
+    SECCOMP = "seccomp"  #: SIGSYS: a system call the seccomp policy kills on
+    FSIZE = "fsize"  #: SIGXFSZ: it wrote past the ``fsize`` rlimit
+    CPU_TIME = "cpu_time"  #: SIGXCPU: it used up the ``cpu`` rlimit
 
 
-_SIGNAL_VERDICTS: Dict[int, Verdict] = {signal_module.SIGSYS: Verdict.SECCOMP, signal_module.SIGXFSZ: Verdict.FSIZE,
-                    signal_module.SIGXCPU: Verdict.CPU_TIME}
+_SIGNAL_VERDICTS: Dict[int, Verdict] = {
+    signal_module.SIGSYS: Verdict.SECCOMP,
+    signal_module.SIGXFSZ: Verdict.FSIZE,
+    signal_module.SIGXCPU: Verdict.CPU_TIME,
+}
 
 
-def verdict_of(*, exit_code: int, sig: Optional[int], timed_out: bool, oom_killed: bool,
-               pids_limit_hit: bool) -> Verdict:
+def verdict_of(
+    *, exit_code: int, sig: Optional[int], timed_out: bool, oom_killed: bool, pids_limit_hit: bool
+) -> Verdict:
     """The verdict of a command that ended; the container's events (an OOM
     kill, a fork refused by the pids limit) decide it only when it failed."""
     if timed_out:
@@ -90,8 +96,10 @@ class Result:
 
     def __repr__(self) -> str:
         how = f"exit_code={self.exit_code}" + (f" signal={self.signal.name}" if self.signal else "")
-        return (f"<sandboxlib.Result {self.verdict.value} {how} argv={list(self.argv)!r} "
-                f"stdout={_short(self.stdout)} stderr={_short(self.stderr)} duration={self.duration:.3f}>")
+        return (
+            f"<sandboxlib.Result {self.verdict.value} {how} argv={list(self.argv)!r} "
+            f"stdout={_short(self.stdout)} stderr={_short(self.stderr)} duration={self.duration:.3f}>"
+        )
 
     def check_returncode(self) -> None:
         """Raise :class:`~sandboxlib.CommandFailed` (a ``subprocess.CalledProcessError``
@@ -102,6 +110,8 @@ class Result:
 
 def decoded(result: Result, encoding: str, errors: str) -> Result:
     """``result`` with its captured output decoded to str (``text=True``)."""
+
     def text(data):
         return data.decode(encoding, errors) if isinstance(data, bytes) else data
+
     return attrs.evolve(result, stdout=text(result.stdout), stderr=text(result.stderr))

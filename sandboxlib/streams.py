@@ -1,4 +1,5 @@
 """Standard streams of a command: what the child gets, what we keep."""
+
 from __future__ import annotations
 
 import io
@@ -9,12 +10,11 @@ from typing import List, Optional, Tuple, Union
 __all__ = ["PIPE", "DEVNULL", "STDOUT", "StdioSpec", "resolve_stdio"]
 
 
-
 class _Special(int):
     """subprocess's special stdio value (it is equal to it, so either works),
     named in reprs: ``help(sb.run)`` shows ``stdout=PIPE``, not ``-1``."""
 
-    def __new__(cls, value: int, name: str) -> "_Special":
+    def __new__(cls, value: int, name: str) -> _Special:
         self = super().__new__(cls, value)
         self._name = name
         return self
@@ -35,7 +35,7 @@ StdioSpec = Union[None, int, io.IOBase]
 
 def _fd_of(spec: StdioSpec, which: int) -> int:
     if spec is None:
-        return which            # inherit ours
+        return which  # inherit ours
     if isinstance(spec, int):
         if spec < 0:
             raise ValueError(f"invalid stdio value {spec!r}")
@@ -43,8 +43,9 @@ def _fd_of(spec: StdioSpec, which: int) -> int:
     return spec.fileno()
 
 
-def resolve_stdio(stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec
-                  ) -> Tuple[List[int], List[Optional[int]], List[int]]:
+def resolve_stdio(
+    stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec
+) -> Tuple[List[int], List[Optional[int]], List[int]]:
     """Returns (child fds, our pipe ends or None, fds to close once sent).
 
     Pipe ends we keep are close-on-exec raw fds; the caller wraps them."""

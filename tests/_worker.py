@@ -2,6 +2,7 @@
 suite).  Reads pickled (module, function, args) requests on stdin, answers
 with pickled (ok, value, leaks) on stdout.  ``leaks`` lists fds and child
 processes a call left behind in this worker."""
+
 import importlib
 import os
 import pickle
@@ -29,6 +30,7 @@ def _read_exact(stream, n):
 
 def main() -> None:
     from sandboxlib.native import binding
+
     binding.init_memfd()  # made once per process: not a leak of the first call
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # prints of the tests must not corrupt the channel

@@ -1,5 +1,6 @@
 """Shared fixtures: root/rootless modes, test root file systems, and the
 autouse leak check (fds, child processes, mounts, cgroups, state dirs)."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,8 @@ def pytest_configure(config):
         raise pytest.UsageError(
             f"say which sandboxlib to test: `make test` (sets {rootless.INSTALLED_VAR}=<venv> and runs this "
             f"venv's pytest from outside the checkout), or {rootless.DEV_VAR}=1 for the checkout built in place "
-            "(python3 setup.py build_ext --inplace)")
+            "(python3 setup.py build_ext --inplace)"
+        )
     if dev:
         path = rootless.REPO
     else:
@@ -75,9 +77,15 @@ def commands_of(init_pid: int, *, recursive: bool = False) -> list:
 
 def sandboxlib_cli(*args: str, input=None, timeout: float = 120, text: bool = False) -> subprocess.CompletedProcess:
     """``python -m sandboxlib ARGS`` from ``/``, the tested package (PYTHONPATH: see pytest_configure)."""
-    return subprocess.run([sys.executable, "-m", "sandboxlib", *args], input=input, text=text,
-                          stdin=subprocess.DEVNULL if input is None else None, capture_output=True,
-                          timeout=timeout, cwd="/")
+    return subprocess.run(
+        [sys.executable, "-m", "sandboxlib", *args],
+        input=input,
+        text=text,
+        stdin=subprocess.DEVNULL if input is None else None,
+        capture_output=True,
+        timeout=timeout,
+        cwd="/",
+    )
 
 
 def run_cli(*args: str, input=b"", timeout: float = 60) -> subprocess.CompletedProcess:
@@ -103,8 +111,10 @@ def make_busybox_rootfs(path: str) -> str:
         if name != "busybox" and not os.path.lexists(link):
             os.symlink("busybox", link)
     with open(os.path.join(path, "etc", "passwd"), "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
-                "nobody:x:65534:65534:nobody:/:/bin/false\n")
+        f.write(
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/:/bin/false\n"
+        )
     with open(os.path.join(path, "etc", "group"), "w") as f:
         f.write("root:x:0:\napp:x:1000:\nextra:x:1001:app\nnogroup:x:65534:\n")
     return path
@@ -113,6 +123,7 @@ def make_busybox_rootfs(path: str) -> str:
 def _remove(path: str) -> None:
     """Remove a test's tree, however deep (shutil.rmtree recurses)."""
     from sandboxlib.images.trees import remove_tree
+
     try:
         remove_tree(path)
     except OSError:
@@ -145,10 +156,10 @@ def workers():
     not see each other's records as leaks (set here, not at import: the
     workers import this module too)."""
     from sandboxlib.native import binding
+
     os.environ["SANDBOXLIB_RUN"] = tempfile.mkdtemp(prefix="sandboxlib-test-state-")
     binding.init_memfd()
-    started = {name: rootless.Worker(rootless.ensure_user(name, subids))
-               for name, subids in rootless.USERS.items()}
+    started = {name: rootless.Worker(rootless.ensure_user(name, subids)) for name, subids in rootless.USERS.items()}
     for worker in started.values():  # ready: its launcher's helpers are gone
         assert worker.call(rootless.ping) == ("pong", {"fds": [], "children": []})
     yield started
@@ -196,6 +207,7 @@ def session_cgroup_prefix() -> str:
     """The name prefix of the cgroups this test session makes (other sessions
     on this machine use other state directories, hence other prefixes)."""
     from sandboxlib.cgroups import cgroup_name
+
     return cgroup_name(os.environ["SANDBOXLIB_RUN"], "")
 
 
@@ -219,6 +231,7 @@ def expire_sweep_stamp(stamp: str) -> None:
 def state_records():
     """The container records of this session (its own state directory; not the sweep's stamp)."""
     from sandboxlib.runtime import statedir
+
     try:
         return sorted(name for name in os.listdir(statedir.state_root()) if not name.startswith("."))
     except FileNotFoundError:

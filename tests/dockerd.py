@@ -8,6 +8,7 @@ its data root and its overlay and shm mounts then never appear in this
 machine's mount table, which other test sessions' leak checks compare, and
 they all go when its last process exits.  ``close()`` stops it by its pid,
 removes its cgroups and its directory."""
+
 from __future__ import annotations
 
 import ctypes
@@ -19,7 +20,7 @@ import time
 from typing import List, Optional
 
 DOCKERD = "/usr/sbin/dockerd"
-CLIENT = "/usr/bin/docker"   # Debian's client, not another one earlier in PATH
+CLIENT = "/usr/bin/docker"  # Debian's client, not another one earlier in PATH
 PR_SET_PDEATHSIG = 1
 
 
@@ -38,12 +39,17 @@ class Dockerd:
         os.makedirs(f"{top}/client")
         with open(f"{top}/daemon.json", "w") as f:
             f.write("{}\n")
-        self.env = dict(os.environ, DOCKER_HOST=f"unix://{top}/docker.sock",
-                        DOCKER_CONFIG=f"{top}/client", DOCKER_BUILDKIT="0")
+        self.env = dict(
+            os.environ, DOCKER_HOST=f"unix://{top}/docker.sock", DOCKER_CONFIG=f"{top}/client", DOCKER_BUILDKIT="0"
+        )
         self._log = open(f"{top}/dockerd.log", "wb")
         self._proc: Optional[subprocess.Popen] = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--", DOCKERD, *self._options()],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, preexec_fn=_die_with_parent)
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            preexec_fn=_die_with_parent,
+        )
         try:
             self._wait_up(60)
         except BaseException:
@@ -52,12 +58,31 @@ class Dockerd:
 
     def _options(self) -> List[str]:
         top = self.top
-        return ["--data-root", f"{top}/data", "--exec-root", f"{top}/exec",
-                "--pidfile", f"{top}/dockerd.pid", "-H", f"unix://{top}/docker.sock",
-                "--config-file", f"{top}/daemon.json", "--bridge", "none", "--iptables=false",
-                "--ip6tables=false", "--ip-masq=false", "--ip-forward=false", "--userland-proxy=false",
-                "--storage-driver", "overlay2", "--exec-opt", "native.cgroupdriver=cgroupfs",
-                "--cgroup-parent", self.cgroup_parent]
+        return [
+            "--data-root",
+            f"{top}/data",
+            "--exec-root",
+            f"{top}/exec",
+            "--pidfile",
+            f"{top}/dockerd.pid",
+            "-H",
+            f"unix://{top}/docker.sock",
+            "--config-file",
+            f"{top}/daemon.json",
+            "--bridge",
+            "none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--userland-proxy=false",
+            "--storage-driver",
+            "overlay2",
+            "--exec-opt",
+            "native.cgroupdriver=cgroupfs",
+            "--cgroup-parent",
+            self.cgroup_parent,
+        ]
 
     def _wait_up(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -70,8 +95,9 @@ class Dockerd:
         raise DockerdError(f"dockerd did not answer within {seconds:.0f} s: {self.log_tail()}")
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        out = subprocess.run([CLIENT, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             env=self.env, timeout=timeout)
+        out = subprocess.run(
+            [CLIENT, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self.env, timeout=timeout
+        )
         if check and out.returncode:
             raise DockerdError(f"docker {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()}")
         return out

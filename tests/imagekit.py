@@ -1,5 +1,6 @@
 """Test images made by the tests themselves: layer tars built in memory,
 images written straight into a store."""
+
 from __future__ import annotations
 
 import io
@@ -7,8 +8,7 @@ import os
 import tarfile
 from typing import Dict, Optional, Sequence, Union
 
-from sandboxlib.images import ImageStore
-from sandboxlib.images import build
+from sandboxlib.images import ImageStore, build
 
 Entry = Union[bytes, str, tarfile.TarInfo]
 
@@ -35,12 +35,13 @@ def layer_tar(entries: Dict[str, Entry]) -> bytes:
     return buf.getvalue()
 
 
-def add_image(store: ImageStore, layers: Sequence[bytes], names: Sequence[str] = (),
-              config: Optional[dict] = None):
+def add_image(store: ImageStore, layers: Sequence[bytes], names: Sequence[str] = (), config: Optional[dict] = None):
     """Write an image of plain layers into ``store``; returns the Image."""
     with store.writing():
-        stored = [build.add_plain_layer(store, io.BytesIO(data)) + ("application/vnd.oci.image.layer.v1.tar",)
-                  for data in layers]
+        stored = [
+            build.add_plain_layer(store, io.BytesIO(data)) + ("application/vnd.oci.image.layer.v1.tar",)
+            for data in layers
+        ]
         manifest = build.write_manifest(store, build.new_config([d for d, _, _ in stored], config), stored)
         return store.add(manifest, tuple(names))
 
@@ -64,8 +65,11 @@ def tree(path: str) -> Dict[str, str]:
 
 # -- a multi-layer busybox image, in skopeo's dir: format and what skopeo makes of it --
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-IMAGE_CONFIG = {"Cmd": ["sh", "-c", "cat /app/new.txt; echo $GREETING"], "Env": ["PATH=/bin", "GREETING=hi"],
-                "WorkingDir": "/app"}
+IMAGE_CONFIG = {
+    "Cmd": ["sh", "-c", "cat /app/new.txt; echo $GREETING"],
+    "Env": ["PATH=/bin", "GREETING=hi"],
+    "WorkingDir": "/app",
+}
 
 
 def _dir_tar(path: str) -> bytes:
@@ -80,19 +84,39 @@ def busybox_layers(busybox_rootfs: str) -> list:
     """Three layers: busybox; files to delete later; whiteouts (a file, a
     directory, an opaque directory) and new files."""
     base = _dir_tar(busybox_rootfs)
-    second = layer_tar({"app/": "dir/", "app/old.txt": b"old\n", "app/sub/": "dir/", "app/sub/x": b"x\n",
-                        "etc/old": b"gone\n", "etc/motd": b"motd 2\n", "scratch/": "dir/", "scratch/f": b"f\n"})
-    third = layer_tar({"app/": "dir/", "app/.wh..wh..opq": b"", "app/new.txt": b"new\n",
-                       "etc/.wh.old": b"", ".wh.scratch": b"", "etc/motd": b"motd 3\n"})
+    second = layer_tar(
+        {
+            "app/": "dir/",
+            "app/old.txt": b"old\n",
+            "app/sub/": "dir/",
+            "app/sub/x": b"x\n",
+            "etc/old": b"gone\n",
+            "etc/motd": b"motd 2\n",
+            "scratch/": "dir/",
+            "scratch/f": b"f\n",
+        }
+    )
+    third = layer_tar(
+        {
+            "app/": "dir/",
+            "app/.wh..wh..opq": b"",
+            "app/new.txt": b"new\n",
+            "etc/.wh.old": b"",
+            ".wh.scratch": b"",
+            "etc/motd": b"motd 3\n",
+        }
+    )
     return [base, second, third]
 
 
-def image_blobs(layers: Sequence[bytes], config: Optional[dict] = None, compress: bool = True,
-                diff_ids: Optional[list] = None):
+def image_blobs(
+    layers: Sequence[bytes], config: Optional[dict] = None, compress: bool = True, diff_ids: Optional[list] = None
+):
     """(manifest bytes, {digest: bytes}) of an OCI image of ``layers``."""
     import gzip
     import hashlib
     import json
+
     blobs = {}
 
     def put(data: bytes) -> dict:
@@ -102,13 +126,20 @@ def image_blobs(layers: Sequence[bytes], config: Optional[dict] = None, compress
 
     diff_ids = diff_ids or ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
     stored = [put(gzip.compress(data, mtime=0) if compress else data) for data in layers]
-    cfg = {"architecture": build.host_platform()[1], "os": "linux", "config": dict(config or IMAGE_CONFIG),
-           "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           **put(json.dumps(cfg).encode())},
-                "layers": [{"mediaType": LAYER_GZIP if compress else "application/vnd.oci.image.layer.v1.tar",
-                            **b} for b in stored]}
+    cfg = {
+        "architecture": build.host_platform()[1],
+        "os": "linux",
+        "config": dict(config or IMAGE_CONFIG),
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(json.dumps(cfg).encode())},
+        "layers": [
+            {"mediaType": LAYER_GZIP if compress else "application/vnd.oci.image.layer.v1.tar", **b} for b in stored
+        ],
+    }
     return json.dumps(manifest).encode(), blobs
 
 
@@ -129,6 +160,7 @@ def write_dir_image(path: str, layers: Sequence[bytes], config: Optional[dict] =
 def write_oci_layout(path: str, blobs: dict, index: dict) -> str:
     """An OCI image layout directory of ``blobs`` with ``index`` as index.json."""
     import json
+
     os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
     for digest, data in blobs.items():
         with open(os.path.join(path, "blobs", "sha256", digest[7:]), "wb") as f:
@@ -149,5 +181,5 @@ def tar_directory(path: str, out: str) -> str:
 
 def skopeo(*args: str) -> None:
     import subprocess
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", *args], check=True,
-                   capture_output=True)
+
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", *args], check=True, capture_output=True)

@@ -7,6 +7,7 @@ and ``close()`` stops it by its pid and removes its directory.  The proxy
 is a threaded HTTP server on loopback that forwards to the registry and
 spoils what it is told to (a blob corrupted or cut short, a manifest
 replaced); ``close()`` joins its threads, so it leaves no socket behind."""
+
 from __future__ import annotations
 
 import ctypes
@@ -73,13 +74,21 @@ class Registry:
                 with open(f"{top}/{name}", "wb") as f:
                     f.write(data)
         with open(f"{top}/config.yml", "w") as f:
-            f.write(CONFIG.format(top=top, port=self.port, tls=TLS.format(top=top) if tls else "",
-                                  auth=auth.replace("{top}", top)))
+            f.write(
+                CONFIG.format(
+                    top=top, port=self.port, tls=TLS.format(top=top) if tls else "", auth=auth.replace("{top}", top)
+                )
+            )
         self._log = open(f"{top}/registry.log", "wb")
-        env = {"PATH": "/usr/bin:/bin", "HOME": top}   # no REGISTRY_* overrides from our environment
+        env = {"PATH": "/usr/bin:/bin", "HOME": top}  # no REGISTRY_* overrides from our environment
         self._proc: Optional[subprocess.Popen] = subprocess.Popen(
-            [REGISTRY, "serve", f"{top}/config.yml"], stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=self._log, env=env, preexec_fn=_die_with_parent)
+            [REGISTRY, "serve", f"{top}/config.yml"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
         try:
             self._wait_up(30)
         except BaseException:
@@ -92,8 +101,9 @@ class Registry:
             if self._proc.poll() is not None:
                 raise RegistryError(f"docker-registry exited with status {self._proc.returncode}: {self.log()}")
             try:
-                with urllib.request.urlopen(f"{self.scheme}://{self.host}/v2/", timeout=2,
-                                            context=_unverified()) as answer:
+                with urllib.request.urlopen(
+                    f"{self.scheme}://{self.host}/v2/", timeout=2, context=_unverified()
+                ) as answer:
                     if answer.status == 200:
                         return
             except urllib.error.HTTPError as err:  # up, and wants credentials
@@ -134,8 +144,12 @@ HTPASSWD_AUTH = """auth:
 
 def write_htpasswd(top: str, users: Dict[str, str]) -> None:
     """{top}/htpasswd for HTPASSWD_AUTH, bcrypt as distribution wants (Debian's apache2-utils)."""
-    lines = [subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True,
-                            timeout=30).stdout.strip() for user, password in users.items()]
+    lines = [
+        subprocess.run(
+            ["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        for user, password in users.items()
+    ]
     with open(f"{top}/htpasswd", "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -157,8 +171,8 @@ SCHEMA1 = b"""{"schemaVersion": 1, "name": "team/old", "tag": "1", "architecture
 SCHEMA1_TYPE = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 
-ONCE = ("cut", "429", "503")   # faults that strike the first matching request only
-ENDLESS_LIMIT = 256 << 20      # what "endless" sends at most, if the client never stops reading
+ONCE = ("cut", "429", "503")  # faults that strike the first matching request only
+ENDLESS_LIMIT = 256 << 20  # what "endless" sends at most, if the client never stops reading
 SLOW = 0.5
 
 
@@ -258,7 +272,7 @@ def _handler(proxy: FaultProxy):
                 body = body[:-1] + bytes([body[-1] ^ 0xFF])
             if ("truncate" in kinds or "cut" in kinds or "stall" in kinds) and body:
                 out["Content-Length"] = str(len(body))
-                body = body[:len(body) // 2]
+                body = body[: len(body) // 2]
             if "endless" in kinds:
                 out.pop("Content-Length", None)
                 return self._answer(entry, status, out, body, endless=True)
@@ -276,8 +290,9 @@ def _handler(proxy: FaultProxy):
             finally:
                 upstream.close()
 
-        def _answer(self, entry: dict, status: int, headers: dict, body: bytes, endless: bool = False,
-                    stall: bool = False) -> None:
+        def _answer(
+            self, entry: dict, status: int, headers: dict, body: bytes, endless: bool = False, stall: bool = False
+        ) -> None:
             self.send_response(status)
             if not endless:
                 headers.setdefault("Content-Length", str(len(body)))
@@ -297,4 +312,5 @@ def _handler(proxy: FaultProxy):
                     entry["sent"] += len(zeros)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
     return Handler

@@ -3,6 +3,7 @@
 The worker runs as a user the test run creates, in a private mount
 namespace where the interpreter and this checkout are reachable even when
 they live under root's 0700 home (only there; the host is not changed)."""
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,15 @@ def import_path() -> str:
 
 
 # See conftest.pytest_configure: HTTP(S) off loopback goes nowhere.
-NO_EGRESS = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
-             "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-             "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1"}
+NO_EGRESS = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "ALL_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "localhost,127.0.0.1,::1",
+    "no_proxy": "localhost,127.0.0.1,::1",
+}
 
 
 def ensure_user(name: str, subids: bool) -> pwd.struct_passwd:
@@ -43,8 +50,20 @@ def ensure_user(name: str, subids: bool) -> pwd.struct_passwd:
     except KeyError:
         pass
     count = "65536" if subids else "0"
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "-K", f"SUB_UID_COUNT={count}",
-                    "-K", f"SUB_GID_COUNT={count}", name], check=True)
+    subprocess.run(
+        [
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/sh",
+            "-K",
+            f"SUB_UID_COUNT={count}",
+            "-K",
+            f"SUB_GID_COUNT={count}",
+            name,
+        ],
+        check=True,
+    )
     return pwd.getpwnam(name)
 
 
@@ -54,7 +73,7 @@ def _hidden_paths(paths: Iterable[str], user: pwd.struct_passwd) -> List[str]:
     for path in paths:
         parts = path.split("/")
         for i in range(2, len(parts) + 1):
-            parent = "/".join(parts[:i - 1]) or "/"
+            parent = "/".join(parts[: i - 1]) or "/"
             st = os.stat(parent)
             if not st.st_mode & 0o001 and not (st.st_uid == user.pw_uid and st.st_mode & 0o100):
                 hidden.append(path)
@@ -85,14 +104,24 @@ def launcher(user: pwd.struct_passwd, argv: List[str]) -> List[str]:
             steps.append(f"mount -t tmpfs -o mode=0711 sbx-hide {shlex.quote(top)}")
         for i, path in enumerate(hidden):
             steps.append(f"mkdir -p {shlex.quote(path)} && mount --move /mnt/{i} {shlex.quote(path)}")
-    env = {"HOME": user.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": import_path(),
-           "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": "", "SANDBOXLIB_RUN": state_dir(user),
-           **NO_EGRESS,
-           **{k: os.environ[k] for k in (INSTALLED_VAR, DEV_VAR, IMPORT_PATH_VAR) if k in os.environ}}
+    env = {
+        "HOME": user.pw_dir,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": import_path(),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "XDG_RUNTIME_DIR": "",
+        "SANDBOXLIB_RUN": state_dir(user),
+        **NO_EGRESS,
+        **{k: os.environ[k] for k in (INSTALLED_VAR, DEV_VAR, IMPORT_PATH_VAR) if k in os.environ},
+    }
     steps.append(
         "exec setpriv --reuid={u} --regid={g} --init-groups --inh-caps=-all env -i {env} {argv}".format(
-            u=user.pw_uid, g=user.pw_gid, env=" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
-            argv=" ".join(shlex.quote(a) for a in argv)))
+            u=user.pw_uid,
+            g=user.pw_gid,
+            env=" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+            argv=" ".join(shlex.quote(a) for a in argv),
+        )
+    )
     return ["unshare", "-m", "--propagation", "private", "sh", "-ec", "\n".join(steps)]
 
 

@@ -2,6 +2,7 @@
 cancellation and timeouts that kill what a command started, many commands
 on one loop, errors re-raised, ``call`` awaited.  Root and rootless
 (``runner``); each check runs its own ``asyncio.run``."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,25 +39,38 @@ def check_results():
             env = await c.run(["sh", "-c", "echo $A; pwd"], env={"A": "b"}, cwd="/tmp", **NO_STDIN)
             killed = await c.run(["sh", "-c", "kill -9 $$"], **NO_STDIN)
         one_shot = await sba.run(["sh", "-c", "echo one; exit 2"], **NO_STDIN)
-        return [(r.exit_code, r.stdout, r.stderr, r.verdict, isinstance(r, sb.Result)),
-                (fed.stdout, fed.ok), env.stdout, (killed.signal, killed.verdict),
-                (one_shot.exit_code, one_shot.stdout, one_shot.verdict)]
+        return [
+            (r.exit_code, r.stdout, r.stderr, r.verdict, isinstance(r, sb.Result)),
+            (fed.stdout, fed.ok),
+            env.stdout,
+            (killed.signal, killed.verdict),
+            (one_shot.exit_code, one_shot.stdout, one_shot.verdict),
+        ]
+
     return asyncio.run(main())
 
 
 def test_results(runner):
     """The same Result as the sync API: exit, output, text, env and cwd, signals, one-shots."""
     assert runner(check_results) == [
-        (3, b"out\n", b"err\n", sb.Verdict.EXITED, True), ("héllo", True), b"b\n/tmp\n",
-        (signal.SIGKILL, sb.Verdict.SIGNALED), (2, b"one\n", sb.Verdict.EXITED)]
+        (3, b"out\n", b"err\n", sb.Verdict.EXITED, True),
+        ("héllo", True),
+        b"b\n/tmp\n",
+        (signal.SIGKILL, sb.Verdict.SIGNALED),
+        (2, b"one\n", sb.Verdict.EXITED),
+    ]
 
 
 # -- streaming by line -------------------------------------------------------------------
 def check_streaming():
     async def main():
         async with sba.Container() as c:
-            p = await c.spawn(["sh", "-c", "echo one; read x; echo two $x; echo three"],
-                              stdin=sb.PIPE, stdout=sb.PIPE, stderr=sb.DEVNULL)
+            p = await c.spawn(
+                ["sh", "-c", "echo one; read x; echo two $x; echo three"],
+                stdin=sb.PIPE,
+                stdout=sb.PIPE,
+                stderr=sb.DEVNULL,
+            )
             first = await asyncio.wait_for(p.stdout.readline(), 10)
             running = p.returncode is None  # the line came while the command waits for input
             p.stdin.write(b"2\n")
@@ -65,6 +79,7 @@ def check_streaming():
             code = await p.wait()
             p.close()
             return first, running, rest, code, p.pid is not None
+
     return asyncio.run(main())
 
 
@@ -76,6 +91,7 @@ def test_streaming_by_line(runner):
 def check_cancel_kills_tree(escape: bool):
     """``escape``: a grandchild in its own session (only a cgroup kill takes it)."""
     tree = "setsid sleep 1000 & sleep 1000" if escape else "sleep 1000 & sleep 1000"
+
     async def main():
         async with sba.Container() as c:
             task = asyncio.create_task(c.run(["sh", "-c", tree], **NO_STDIN))
@@ -99,6 +115,7 @@ def check_cancel_kills_tree(escape: bool):
             gone_too = await _until(lambda: _sleepers(c) == [])
             after = (await c.run(["echo", "ok"], **NO_STDIN)).stdout
             return cancelled, gone, timeout_error, took < 5, gone_too, after
+
     return asyncio.run(main())
 
 
@@ -122,14 +139,23 @@ def check_timeouts():
                 bad = err.field
         started = time.monotonic()
         one_shot = await sba.run(["sleep", "1000"], timeout=0.3, **NO_STDIN)
-        return ((r.timed_out, r.verdict, r.signal, r.stdout, 0.3 <= took < 5), gone, bad,
-                (one_shot.timed_out, one_shot.verdict, time.monotonic() - started < 5))
+        return (
+            (r.timed_out, r.verdict, r.signal, r.stdout, 0.3 <= took < 5),
+            gone,
+            bad,
+            (one_shot.timed_out, one_shot.verdict, time.monotonic() - started < 5),
+        )
+
     return asyncio.run(main())
 
 
 def test_timeouts(runner):
-    assert runner(check_timeouts) == ((True, sb.Verdict.TIMEOUT, signal.SIGKILL, b"before\n", True), True,
-                                      "timeout", (True, sb.Verdict.TIMEOUT, True))
+    assert runner(check_timeouts) == (
+        (True, sb.Verdict.TIMEOUT, signal.SIGKILL, b"before\n", True),
+        True,
+        "timeout",
+        (True, sb.Verdict.TIMEOUT, True),
+    )
 
 
 # -- many commands on one loop --------------------------------------------------------------
@@ -139,13 +165,13 @@ def check_many_concurrent(containers: int, commands: int):
         try:
             await asyncio.gather(*(b.start() for b in boxes))
             started = time.monotonic()
-            results = await asyncio.gather(*(boxes[i % containers].run(["true"], **NO_STDIN)
-                                             for i in range(commands)))
+            results = await asyncio.gather(*(boxes[i % containers].run(["true"], **NO_STDIN) for i in range(commands)))
             took = time.monotonic() - started
         finally:
             for b in boxes:
                 b.close()
         return sorted({(r.exit_code, r.verdict) for r in results}), len(results), took
+
     return asyncio.run(main())
 
 
@@ -163,11 +189,13 @@ def check_errors():
     async def main():
         found = []
         async with sba.Container() as c:
-            for coro in (lambda: c.run(["/no/such/command"], **NO_STDIN),
-                         lambda: c.spawn(["/no/such/command"], **NO_STDIN),
-                         lambda: c.run("ls"),
-                         lambda: c.run(["true"], input=b"x", stdin=sb.DEVNULL),
-                         lambda: c.run(["false"], check=True, **NO_STDIN)):
+            for coro in (
+                lambda: c.run(["/no/such/command"], **NO_STDIN),
+                lambda: c.spawn(["/no/such/command"], **NO_STDIN),
+                lambda: c.run("ls"),
+                lambda: c.run(["true"], input=b"x", stdin=sb.DEVNULL),
+                lambda: c.run(["false"], check=True, **NO_STDIN),
+            ):
                 try:
                     await coro()
                     found.append(None)
@@ -183,6 +211,7 @@ def check_errors():
         except sb.ContainerStateError:
             found.append("closed")
         return found
+
     return asyncio.run(main())
 
 
@@ -208,6 +237,7 @@ def check_call():
             except KeyError as err:
                 raised = str(err)
             return value, together, raised
+
     return asyncio.run(main())
 
 
@@ -215,10 +245,10 @@ def test_call_awaited(runner):
     assert runner(check_call) == ([1, 2, 3], [1024, 3], "'inside'")
 
 
-
 def check_call_cancelled():
     """A cancelled call (and one under asyncio.timeout) kills the fork server's
     process running it; the next call gets a new server."""
+
     async def main():
         async with sba.Container() as c:
             first = await c.call(os.getpid)  # the server's first call, in the container's pid namespace
@@ -244,6 +274,7 @@ def check_call_cancelled():
                 timeout = "CallTimeout"
             again = await c.call(sum, [1, 2])
             return first > 0, cancelled, timed_out, gone, timeout, again
+
     return asyncio.run(main())
 
 

@@ -3,6 +3,7 @@ remote exceptions, crashes, timeouts, the warm fork server, sessions, the
 ``sandboxed`` decorator, and a sandbox that lies on the channel.
 
 Root and rootless (``runner``): the checks are module-level functions."""
+
 from __future__ import annotations
 
 import fractions
@@ -18,9 +19,31 @@ import pytest
 import sandboxlib as sb
 from sandboxlib.calls import forkserver, session
 
-SAFE_VALUES = [None, True, False, 0, -1, 255, -128, 2 ** 200, -(2 ** 70), 7 ** 20000, 1.5, float("inf"), 1 + 2j, "", "häß\udc80",
-               b"\x00\xff", [], (), {}, set(), frozenset({1}), [1, (2, {"a": [b"x", {3.0}]})],
-               {1: None, "k": (True,), (1, 2): frozenset()}]
+SAFE_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    255,
+    -128,
+    2**200,
+    -(2**70),
+    7**20000,
+    1.5,
+    float("inf"),
+    1 + 2j,
+    "",
+    "häß\udc80",
+    b"\x00\xff",
+    [],
+    (),
+    {},
+    set(),
+    frozenset({1}),
+    [1, (2, {"a": [b"x", {3.0}]})],
+    {1: None, "k": (True,), (1, 2): frozenset()},
+]
 
 
 def _in_container(check, *args):
@@ -36,8 +59,13 @@ def _processes(c) -> list:
 # -- values ---------------------------------------------------------------------------------------
 def check_values(c):
     scale = 3
-    out = [c.call(pow, 2, 10), c.call(lambda xs: sorted(xs), [3, 1]), c.call(lambda: scale * 2),
-           c.call(dict, a=1, b=[2]), c.invoke(divmod, (7, 2))]
+    out = [
+        c.call(pow, 2, 10),
+        c.call(lambda xs: sorted(xs), [3, 1]),
+        c.call(lambda: scale * 2),
+        c.call(dict, a=1, b=[2]),
+        c.invoke(divmod, (7, 2)),
+    ]
     echoed = c.call(lambda *values: values, *SAFE_VALUES)
     return out, echoed
 
@@ -50,8 +78,9 @@ def test_values_in_and_out(runner):
 
 
 def check_unsafe_result(c):
-    with pytest.raises(sb.UnsafeResultError, match="fractions.Fraction is not one of the safe result types.*"
-                                                   "trust_result=True") as info:
+    with pytest.raises(
+        sb.UnsafeResultError, match="fractions.Fraction is not one of the safe result types.*trust_result=True"
+    ) as info:
         c.call(fractions.Fraction, 1, 3)
     assert isinstance(info.value, TypeError) and isinstance(info.value, sb.CallError)
     with pytest.raises(sb.UnsafeResultError, match=r"numpy.ndarray of dtype object .*\.tolist\(\) or \.item\(\)"):
@@ -66,16 +95,36 @@ class _Point:
         self.xy = (x, y)
 
 
-NUMPY_VALUES = [np.arange(12, dtype=np.int32).reshape(3, 4), np.arange(10.0)[::3], np.zeros((0, 2)),
-                np.array(["a", "bcd"]), np.array([b"x", b"yz"]), np.array([True, False]), np.array(7),
-                np.array(["2024-01-02"], dtype="datetime64[ns]"), np.array([1 + 2j], dtype=">c8"),
-                np.float64(2.5), np.int8(-3), np.bool_(True), np.str_("s"), np.datetime64("2024-01-02")]
+NUMPY_VALUES = [
+    np.arange(12, dtype=np.int32).reshape(3, 4),
+    np.arange(10.0)[::3],
+    np.zeros((0, 2)),
+    np.array(["a", "bcd"]),
+    np.array([b"x", b"yz"]),
+    np.array([True, False]),
+    np.array(7),
+    np.array(["2024-01-02"], dtype="datetime64[ns]"),
+    np.array([1 + 2j], dtype=">c8"),
+    np.float64(2.5),
+    np.int8(-3),
+    np.bool_(True),
+    np.str_("s"),
+    np.datetime64("2024-01-02"),
+]
 
 
 def check_numpy(c):
     """What came back, compared here (the rootless worker's pickle of the answer keeps no byte order)."""
-    return [(type(v), v.dtype.str, v.shape, np.array_equal(v, e) and v.tolist() == e.tolist(),
-             not isinstance(v, np.ndarray) or v.flags.writeable) for v, e in zip(c.call(lambda: NUMPY_VALUES), NUMPY_VALUES)]
+    return [
+        (
+            type(v),
+            v.dtype.str,
+            v.shape,
+            np.array_equal(v, e) and v.tolist() == e.tolist(),
+            not isinstance(v, np.ndarray) or v.flags.writeable,
+        )
+        for v, e in zip(c.call(lambda: NUMPY_VALUES), NUMPY_VALUES)
+    ]
 
 
 def test_numpy_values_come_back_without_trust(runner):
@@ -85,28 +134,32 @@ def test_numpy_values_come_back_without_trust(runner):
 
 def _numpy_record(spec, shape, data: bytes, scalar=False) -> bytes:
     import struct
+
     header = forkserver.encode(spec if scalar else (spec, shape))
     return (b"a" if scalar else b"A") + header + struct.pack(">I", len(data)) + data
 
 
-@pytest.mark.parametrize("record", [
-    _numpy_record("|O8", (1,), b"\x01" * 8),            # object pointers from raw bytes
-    _numpy_record("|O8", (), b"\x01" * 8, scalar=True),
-    _numpy_record("|V8", (1,), b"\x00" * 8),            # void: fields
-    _numpy_record("[('a', '<i4')]", (1,), b"\x00" * 4),
-    _numpy_record("<U0", (10 ** 9,), b""),               # no bytes per item
-    _numpy_record("<f8", (2,), b"\x00" * 8),            # the shape needs 16 bytes
-    _numpy_record("<f8", (1,), b"\x00" * 16),
-    _numpy_record("<f8", (-1,), b"\x00" * 8),
-    _numpy_record("<f8", (0, 10 ** 30), b""),
-    _numpy_record("<f8", (1,) * 40, b"\x00" * 8),       # more dimensions than numpy has
-    _numpy_record("<f8", [1], b"\x00" * 8),             # a list is no shape
-    _numpy_record("<f8", (1.0,), b"\x00" * 8),
-    _numpy_record("f8", (1,), b"\x00" * 8),             # not numpy's own spelling
-    _numpy_record("<f8", (1,), b"\x00" * 4, scalar=True),
-    _numpy_record(("<f8", (1,)), (1,), b"\x00" * 8),
-    b"A" + forkserver.encode(("<f8", (1,))) + b"\x00\x00\x00\x10" + b"\x00" * 8,  # truncated
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        _numpy_record("|O8", (1,), b"\x01" * 8),  # object pointers from raw bytes
+        _numpy_record("|O8", (), b"\x01" * 8, scalar=True),
+        _numpy_record("|V8", (1,), b"\x00" * 8),  # void: fields
+        _numpy_record("[('a', '<i4')]", (1,), b"\x00" * 4),
+        _numpy_record("<U0", (10**9,), b""),  # no bytes per item
+        _numpy_record("<f8", (2,), b"\x00" * 8),  # the shape needs 16 bytes
+        _numpy_record("<f8", (1,), b"\x00" * 16),
+        _numpy_record("<f8", (-1,), b"\x00" * 8),
+        _numpy_record("<f8", (0, 10**30), b""),
+        _numpy_record("<f8", (1,) * 40, b"\x00" * 8),  # more dimensions than numpy has
+        _numpy_record("<f8", [1], b"\x00" * 8),  # a list is no shape
+        _numpy_record("<f8", (1.0,), b"\x00" * 8),
+        _numpy_record("f8", (1,), b"\x00" * 8),  # not numpy's own spelling
+        _numpy_record("<f8", (1,), b"\x00" * 4, scalar=True),
+        _numpy_record(("<f8", (1,)), (1,), b"\x00" * 8),
+        b"A" + forkserver.encode(("<f8", (1,))) + b"\x00\x00\x00\x10" + b"\x00" * 8,  # truncated
+    ],
+)
 def test_a_forged_numpy_record_is_refused(record):
     """A bad dtype, shape or size: ValueError, nothing run or read past the data."""
     with pytest.raises(ValueError):
@@ -128,6 +181,7 @@ class CustomError(Exception):
 def _raise(kind, *args):
     def inner():
         raise kind(*args)
+
     inner()
 
 
@@ -136,12 +190,15 @@ def check_exceptions(c):
     with pytest.raises(ValueError) as info:
         c.call(_raise, ValueError, "bad", 3)
     error = info.value
-    seen["builtin"] = (type(error).__name__, error.args, "in inner" in error.remote_traceback,
-                       "forkserver" in error.remote_traceback or "outcome_of" in error.remote_traceback)
+    seen["builtin"] = (
+        type(error).__name__,
+        error.args,
+        "in inner" in error.remote_traceback,
+        "forkserver" in error.remote_traceback or "outcome_of" in error.remote_traceback,
+    )
     with pytest.raises(sb.RemoteError) as info:
         c.call(_raise, CustomError, "custom")
-    seen["custom"] = (info.value.type_name.endswith("CustomError"), "in inner" in str(info.value),
-                      info.value.message)
+    seen["custom"] = (info.value.type_name.endswith("CustomError"), "in inner" in str(info.value), info.value.message)
     for kind in (SystemExit, KeyboardInterrupt):  # never raised as such in the host
         with pytest.raises(sb.RemoteError):
             c.call(_raise, kind, 1)
@@ -251,8 +308,9 @@ def test_preload_rejects_bad_names():
             c.preload(["json", "not a module"])
         with pytest.raises(sb.ConfigError, match="preload"):
             c.preload("json")
-        with pytest.raises(sb.ConfigError, match="preload: cannot preload 'no_such_module_xyz' in the sandbox: "
-                                                 "ModuleNotFoundError"):
+        with pytest.raises(
+            sb.ConfigError, match="preload: cannot preload 'no_such_module_xyz' in the sandbox: ModuleNotFoundError"
+        ):
             c.preload(["json", "no_such_module_xyz"])
         assert c.call(pow, 2, 3) == 8
 
@@ -276,6 +334,7 @@ IMAGE_BINDS = [d for d in ("/usr", "/lib", "/lib64") if os.path.isdir(d)] + [PRE
 def python_image(shared_dir):
     """busybox plus the host's libraries and interpreter, bound at their paths."""
     from .conftest import make_busybox_rootfs
+
     root = make_busybox_rootfs(str(shared_dir / "python-image"))
     for path in IMAGE_BINDS:
         os.makedirs(root + path, exist_ok=True)
@@ -295,6 +354,7 @@ def test_an_image_with_a_compatible_python(runner, python_image):
 
 def check_no_python(rootfs, store_path):
     from .imagekit import add_image, busybox_layers
+
     store = sb.ImageStore(store_path)
     add_image(store, busybox_layers(rootfs), ["nopython:1"], config={"Env": ["PATH=/bin"]})
     seen = []
@@ -439,8 +499,15 @@ class _Evil:
 def forged_exception(marker: str) -> bytes:
     """An X outcome (an exception record) whose pickle slot holds _Evil."""
     import pickle
-    record = ("builtins", "ValueError", ("forged",), "forged", "Traceback: forged\n",
-              pickle.dumps(_Evil(f"touch {marker}")))
+
+    record = (
+        "builtins",
+        "ValueError",
+        ("forged",),
+        "forged",
+        "Traceback: forged\n",
+        pickle.dumps(_Evil(f"touch {marker}")),
+    )
     return b"X" + forkserver.encode(record)
 
 
@@ -469,6 +536,7 @@ def check_forged_exception(c, marker):
 def test_a_forged_exception_pickle_is_never_loaded(runner, shared_dir):
     import shutil
     import tempfile
+
     open_dir = tempfile.mkdtemp(dir=str(shared_dir), prefix="forged-")
     os.chmod(open_dir, 0o777)  # the rootless caller could write the marker too
     try:
@@ -491,6 +559,7 @@ def test_an_unknown_tag_inside_a_value_is_refused(tmp_path):
     would run code: ValueError (the protocol broken), nothing run."""
     import pickle
     import struct
+
     marker = tmp_path / "pwned"
     evil = pickle.dumps(_Evil(f"touch {marker}"))
     items = forkserver.encode(("builtins", "ValueError", (), "m", "t"))[5:]  # without the tuple's header
@@ -503,9 +572,23 @@ def test_an_unknown_tag_inside_a_value_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("data", [b"", b"Z", b"I\x00\x00\x00\x02-", b"L\xff\xff\xff\xff", b"S\x00\x00\x00\x05ab",
-                                  b"Q", b"NN", b"?", b"L" + b"\x00\x00\x00\x01" * 200 + b"N",
-                                  b"S\x00\x00\x00\x01\xff", b"M\x00\x00\x00\x01N", b"D\x00"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"Z",
+        b"I\x00\x00\x00\x02-",
+        b"L\xff\xff\xff\xff",
+        b"S\x00\x00\x00\x05ab",
+        b"Q",
+        b"NN",
+        b"?",
+        b"L" + b"\x00\x00\x00\x01" * 200 + b"N",
+        b"S\x00\x00\x00\x01\xff",
+        b"M\x00\x00\x00\x01N",
+        b"D\x00",
+    ],
+)
 def test_the_decoder_rejects_malformed_data(data):
     with pytest.raises(ValueError):
         forkserver.decode(data)
@@ -522,8 +605,18 @@ def test_the_encoder_refuses_other_types():
         forkserver.encode(nested)
 
 
-@pytest.mark.parametrize("payload", [b"P" + b"anything", b"?", b"", b"V" + b"S\x00", b"X" + forkserver.encode(1),
-                                     b"X" + forkserver.encode((1, 2, 3, 4, 5, 6)), b"K" + forkserver.encode("x")])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"P" + b"anything",
+        b"?",
+        b"",
+        b"V" + b"S\x00",
+        b"X" + forkserver.encode(1),
+        b"X" + forkserver.encode((1, 2, 3, 4, 5, 6)),
+        b"K" + forkserver.encode("x"),
+    ],
+)
 def test_outcome_kinds_are_checked(payload):
     with pytest.raises(sb.CallCrashed, match="protocol"):
         session.decode_outcome(payload, False, None)

@@ -3,6 +3,7 @@ console script, run as subprocesses (root), and once as the unprivileged
 user sbxtest.  The exit status is the command's, 124 on a timeout, 125 when
 the container cannot be set up, 126/127 when the command cannot be
 executed / is not found."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,9 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from . import rootless
 from .conftest import run_cli
@@ -30,8 +31,8 @@ def cli(request):
     prefix = INVOCATIONS[request.param]
 
     def call(*args: str, input: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*prefix, "run", *args], input=input, capture_output=True, timeout=timeout,
-                              cwd="/")
+        return subprocess.run([*prefix, "run", *args], input=input, capture_output=True, timeout=timeout, cwd="/")
+
     return call
 
 
@@ -41,9 +42,12 @@ def test_console_script_entry_point():
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert declared == {"sandboxlib": "sandboxlib.frontends.cli:main"}
     from importlib.metadata import entry_points
+
     assert [e.value for e in entry_points(group="console_scripts") if e.name == "sandboxlib"] == [
-        "sandboxlib.frontends.cli:main"]
+        "sandboxlib.frontends.cli:main"
+    ]
     from sandboxlib.frontends import cli
+
     assert callable(cli.main)
     for prefix in INVOCATIONS.values():
         help_text = subprocess.run([*prefix, "run", "--help"], capture_output=True, text=True, cwd="/")
@@ -51,8 +55,9 @@ def test_console_script_entry_point():
 
 
 # -- exit status ------------------------------------------------------------------------
-@pytest.mark.parametrize("script, status", [("exit 0", 0), ("exit 3", 3), ("exit 255", 255),
-                                            ("kill -9 $$", 137), ("kill -TERM $$", 143)])
+@pytest.mark.parametrize(
+    "script, status", [("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -9 $$", 137), ("kill -TERM $$", 143)]
+)
 def test_exit_status_is_the_commands(cli, script, status):
     proc = cli("--", "sh", "-c", script)
     assert proc.returncode == status, proc
@@ -121,8 +126,9 @@ def test_setup_failure_is_125(shared_dir):
 
 # -- options -------------------------------------------------------------------------------
 def test_env(cli):
-    proc = cli("-e", "FOO=bar", "-e", "EMPTY=", "--env", "EQ=a=b", "--",
-               "sh", "-c", 'echo "$FOO|$EMPTY|${EMPTY+set}|$EQ"')
+    proc = cli(
+        "-e", "FOO=bar", "-e", "EMPTY=", "--env", "EQ=a=b", "--", "sh", "-c", 'echo "$FOO|$EMPTY|${EMPTY+set}|$EQ"'
+    )
     assert (proc.returncode, proc.stdout) == (0, b"bar||set|a=b\n"), proc
 
 
@@ -144,8 +150,16 @@ def test_volume(cli, tmp_path):
 
 
 def test_tmpfs(cli):
-    proc = cli("--tmpfs", "/scratch:1M", "--tmpfs", "/other", "--",
-               "sh", "-c", "grep -E ' /(scratch|other) ' /proc/mounts; echo x > /scratch/f && cat /scratch/f")
+    proc = cli(
+        "--tmpfs",
+        "/scratch:1M",
+        "--tmpfs",
+        "/other",
+        "--",
+        "sh",
+        "-c",
+        "grep -E ' /(scratch|other) ' /proc/mounts; echo x > /scratch/f && cat /scratch/f",
+    )
     assert proc.returncode == 0, proc
     lines = proc.stdout.decode().splitlines()
     mounts = {line.split()[1]: line.split() for line in lines[:-1]}
@@ -161,8 +175,15 @@ def test_hostname(cli):
 
 
 def test_rootfs_read_only(cli, busybox_root):
-    proc = cli("--rootfs", busybox_root, "--read-only", "--",
-               "sh", "-c", "grep ^app: /etc/passwd; ls /bin/busybox; touch /new-file")
+    proc = cli(
+        "--rootfs",
+        busybox_root,
+        "--read-only",
+        "--",
+        "sh",
+        "-c",
+        "grep ^app: /etc/passwd; ls /bin/busybox; touch /new-file",
+    )
     assert proc.returncode == 1, proc
     assert proc.stdout == b"app:x:1000:1000:app:/home/app:/bin/sh\n/bin/busybox\n"
     assert b"Read-only file system" in proc.stderr
@@ -230,11 +251,21 @@ def test_rootless_cli(shared_dir):
     base = [sys.executable, "-m", "sandboxlib", "run"]
 
     def call(*args: str, input: bytes = b""):
-        return subprocess.run(rootless.launcher(user, [*base, *args]), input=input, capture_output=True,
-                              cwd="/", timeout=60)
+        return subprocess.run(
+            rootless.launcher(user, [*base, *args]), input=input, capture_output=True, cwd="/", timeout=60
+        )
 
-    proc = call("--hostname", "rootless-cli", "-e", "A=1", "--", "sh", "-c", 'id -u; hostname; echo $A; cat; exit 3',
-                input=b"stdin data\n")
+    proc = call(
+        "--hostname",
+        "rootless-cli",
+        "-e",
+        "A=1",
+        "--",
+        "sh",
+        "-c",
+        "id -u; hostname; echo $A; cat; exit 3",
+        input=b"stdin data\n",
+    )
     assert proc.returncode == 3, proc
     assert proc.stdout == b"0\nrootless-cli\n1\nstdin data\n", proc
     proc = call("--", "no-such-command-sbx")
@@ -263,6 +294,7 @@ def test_bad_volume_names_the_option(spec):
 # -- what a new user tries -------------------------------------------------------------
 def test_version():
     from sandboxlib.version import __version__
+
     proc = subprocess.run([*INVOCATIONS["python -m"], "--version"], capture_output=True, text=True, cwd="/")
     assert (proc.returncode, proc.stdout) == (0, f"sandboxlib {__version__}\n"), proc
 
@@ -308,8 +340,16 @@ def test_env_file(cli, tmp_path):
     env_file.write_text("# a comment\nA=1\n\nB=x=y\nSBX_FROM_HOST\nSBX_NOT_SET\n")
     os.environ["SBX_FROM_HOST"] = "host value"
     try:
-        proc = cli("--env-file", str(env_file), "-e", "A=2", "--",
-                   "sh", "-c", 'echo "$A|$B|$SBX_FROM_HOST|${SBX_NOT_SET-unset}"')
+        proc = cli(
+            "--env-file",
+            str(env_file),
+            "-e",
+            "A=2",
+            "--",
+            "sh",
+            "-c",
+            'echo "$A|$B|$SBX_FROM_HOST|${SBX_NOT_SET-unset}"',
+        )
     finally:
         del os.environ["SBX_FROM_HOST"]
     assert (proc.returncode, proc.stdout) == (0, b"2|x=y|host value|unset\n"), proc

@@ -3,6 +3,7 @@ around ``python -m sandboxlib run -it -- sh`` in the host view, as root and
 as the unprivileged user sbxtest: the prompt appears, ``stty size``
 follows a resize, ^C interrupts ``sleep 100`` and the shell lives on,
 ``exit 3`` is the status, and the caller's terminal mode is restored."""
+
 from __future__ import annotations
 
 import shlex
@@ -68,8 +69,12 @@ def test_run_it_shell(mode, shared_dir, terminals):
 
 
 def test_run_t_needs_a_terminal():
-    child = pexpect.spawn("sh", ["-c", f"{shlex.quote(sys.executable)} -m sandboxlib run -it -- true < /dev/null; "
-                                       f"echo status=$?"], timeout=30, cwd="/")
+    child = pexpect.spawn(
+        "sh",
+        ["-c", f"{shlex.quote(sys.executable)} -m sandboxlib run -it -- true < /dev/null; echo status=$?"],
+        timeout=30,
+        cwd="/",
+    )
     child.expect(r"not a terminal")
     child.expect(r"status=125")
     child.expect(pexpect.EOF)

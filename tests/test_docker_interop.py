@@ -6,6 +6,7 @@ for our image and for one ``docker build`` made (whiteouts of Docker's own
 differ), which then run here as root and rootless.  Docker 20.10 writes only
 the legacy ``docker save`` format; the OCI-in-tar one of Docker >= 25 is read
 by test_images_import (as skopeo writes it)."""
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,17 @@ from .imagekit import add_image, busybox_layers
 
 # Entrypoint + Cmd, Env, WorkingDir and User, and three layers whose last one
 # deletes a file, a directory, and empties another (an opaque whiteout).
-PROBE = ("echo uid=$(id -u) cwd=$(pwd) greeting=$GREETING; cat /app/new.txt /etc/motd; "
-         "for p in /etc/old /scratch /app/old.txt /app/sub; do [ -e $p ] && echo present:$p; done; true")
-OURS = {"Entrypoint": ["sh", "-c"], "Cmd": [PROBE], "Env": ["PATH=/bin", "GREETING=hi"],
-        "WorkingDir": "/app", "User": "app"}
+PROBE = (
+    "echo uid=$(id -u) cwd=$(pwd) greeting=$GREETING; cat /app/new.txt /etc/motd; "
+    "for p in /etc/old /scratch /app/old.txt /app/sub; do [ -e $p ] && echo present:$p; done; true"
+)
+OURS = {
+    "Entrypoint": ["sh", "-c"],
+    "Cmd": [PROBE],
+    "Env": ["PATH=/bin", "GREETING=hi"],
+    "WorkingDir": "/app",
+    "User": "app",
+}
 OURS_OUT = ["uid=1000 cwd=/app greeting=hi", "new", "motd 3"]
 
 # An image Docker builds itself: a COPY layer, a RUN layer that deletes.
@@ -90,17 +98,19 @@ def test_docker_runs_our_image(docker, exchanged):
     out = docker("run", "--rm", "--network", "none", "app:1")
     assert (out.stdout.splitlines(), out.stderr) == (OURS_OUT, "")
     out = docker("run", "--rm", "--network", "none", "--user", "0", "app:1", "id -u; ls /app")
-    assert out.stdout.splitlines() == ["0", "new.txt"]   # the opaque directory hides old.txt and sub/
+    assert out.stdout.splitlines() == ["0", "new.txt"]  # the opaque directory hides old.txt and sub/
 
 
 def check_load_docker_save(path, archive):
     store = ImageStore(path)
     loaded = {ref: image for image in store.load(archive) for ref in image.references}
-    found = {ref: (image.id, [layer.diff_id for layer in image.layers],
-                   {k: image.config.get(k) for k in CONFIG_KEYS}) for ref, image in loaded.items()}
+    found = {
+        ref: (image.id, [layer.diff_id for layer in image.layers], {k: image.config.get(k) for k in CONFIG_KEYS})
+        for ref, image in loaded.items()
+    }
     runs = {}
     for ref in sorted(loaded):
-        result = sb.run(None, image=ref, image_store=path)   # the image's own command
+        result = sb.run(None, image=ref, image_store=path)  # the image's own command
         with sb.Container(image=ref, image_store=path) as c:
             listing = c.run(["ls", "/", "/app"], user="0").stdout.decode().split()
         runs[ref] = (result.exit_code, result.stdout.decode(), result.stderr.decode(), listing)
@@ -113,10 +123,9 @@ def test_load_reads_docker_save(runner, store_dir, docker, exchanged):
     assert sorted(found) == ["app:1", "built:1"]
     assert found["app:1"] == (image.id, [layer.diff_id for layer in image.layers], OURS)
     built = inspect(docker, "built:1")
-    assert found["built:1"] == (built["Id"], built["RootFS"]["Layers"],
-                                {k: built["Config"][k] for k in CONFIG_KEYS})
+    assert found["built:1"] == (built["Id"], built["RootFS"]["Layers"], {k: built["Config"][k] for k in CONFIG_KEYS})
     assert runs["app:1"][:3] == (0, "\n".join(OURS_OUT) + "\n", "")
     assert runs["built:1"][:3] == (0, "\n".join(BUILT_OUT) + "\n", "")
     ours, built = runs["app:1"][3], runs["built:1"][3]
-    assert "scratch" not in ours and ours[-2:] == ["/app:", "new.txt"]   # whiteout, opaque directory
+    assert "scratch" not in ours and ours[-2:] == ["/app:", "new.txt"]  # whiteout, opaque directory
     assert "built.txt" in built and "junk" not in built

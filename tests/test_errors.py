@@ -5,6 +5,7 @@ a mount the kernel refuses each come back as a precise exception.
 
 Root and rootless (``runner``): the checks are module-level functions that
 return plain values."""
+
 from __future__ import annotations
 
 import errno
@@ -51,9 +52,14 @@ def _config_error(make) -> dict:
         made = make()
     except sb.ConfigError as err:
         after = _resources()
-        return {"field": err.field, "text": str(err), "message": err.message,
-                "value_error": isinstance(err, ValueError), "sandbox_error": isinstance(err, sb.SandboxError),
-                "unchanged": {k: before[k] == after[k] for k in before}}
+        return {
+            "field": err.field,
+            "text": str(err),
+            "message": err.message,
+            "value_error": isinstance(err, ValueError),
+            "sandbox_error": isinstance(err, sb.SandboxError),
+            "unchanged": {k: before[k] == after[k] for k in before},
+        }
     if isinstance(made, sb.Process):  # started after all: end it, then fail
         made.kill()
         made.wait()
@@ -87,6 +93,7 @@ def _run_in_root_with_link(name: str):
     """A root directory whose /NAME is a symlink (to the root's /etc)."""
     import shutil
     import tempfile
+
     root = tempfile.mkdtemp(prefix="sbx-linkroot-")
     try:
         os.mkdir(os.path.join(root, "etc"))
@@ -107,17 +114,23 @@ CONFIG_CASES = {
     "bind target relative": (lambda: Mount.bind("/tmp", "relative/dir"), "target"),
     "tmpfs target relative": (lambda: Mount.tmpfs("tmp"), "target"),
     "tmpfs over /": (lambda: _run_true(mounts=[Mount.tmpfs("/")]), "mounts[0].target"),
-    "bind over / (second mount)": (lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind("/tmp", "/")]),
-                                   "mounts[1].target"),
+    "bind over / (second mount)": (
+        lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind("/tmp", "/")]),
+        "mounts[1].target",
+    ),
     "tmpfs over / after normalization": (lambda: _run_true(mounts=[Mount.tmpfs("/x/..")]), "mounts[0].target"),
     # the kernel file systems the container gets fresh (with their masks)
     "bind over /proc": (lambda: _run_true(mounts=[Mount.bind("/tmp", "/proc")]), "mounts[0].target"),
     "bind over /proc/": (lambda: _run_true(mounts=[Mount.bind("/tmp", "/proc/")]), "mounts[0].target"),
     "bind over //proc": (lambda: _run_true(mounts=[Mount.bind("/tmp", "//proc")]), "mounts[0].target"),
-    "bind over /x/../proc": (lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind("/tmp", "/x/../proc")]),
-                             "mounts[1].target"),
-    "bind over /proc/sysrq-trigger": (lambda: _run_true(mounts=[Mount.bind("/dev/null", "/proc/sysrq-trigger")]),
-                                      "mounts[0].target"),
+    "bind over /x/../proc": (
+        lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind("/tmp", "/x/../proc")]),
+        "mounts[1].target",
+    ),
+    "bind over /proc/sysrq-trigger": (
+        lambda: _run_true(mounts=[Mount.bind("/dev/null", "/proc/sysrq-trigger")]),
+        "mounts[0].target",
+    ),
     "tmpfs over /sys": (lambda: _run_true(mounts=[Mount.tmpfs("/sys")]), "mounts[0].target"),
     "tmpfs over /sys/fs/cgroup": (lambda: _run_true(mounts=[Mount.tmpfs("/sys/fs/cgroup")]), "mounts[0].target"),
     "tmpfs over /dev/pts": (lambda: _run_true(mounts=[Mount.tmpfs("/dev/pts")]), "mounts[0].target"),
@@ -125,8 +138,10 @@ CONFIG_CASES = {
     "volume over /proc/sys": (lambda: _run_true(mounts=[Mount.volume("v", "/proc/sys")]), "mounts[0].target"),
     "rootfs whose /proc is a symlink": (lambda: _run_in_root_with_link("proc"), "rootfs"),
     "rootfs whose /sys is a symlink": (lambda: _run_in_root_with_link("sys"), "rootfs"),
-    "missing bind source": (lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind(NOWHERE, "/b")]),
-                            "mounts[1].source"),
+    "missing bind source": (
+        lambda: _run_true(mounts=[Mount.tmpfs("/a"), Mount.bind(NOWHERE, "/b")]),
+        "mounts[1].source",
+    ),
     "missing rootfs": (lambda: _run_true(rootfs=NOWHERE), "rootfs"),
     "rootfs is a file": (lambda: _run_true(rootfs="/etc/passwd"), "rootfs"),
     # host names
@@ -155,12 +170,13 @@ CONFIG_CASES = {
     "tmpfs size 0 (the kernel's unlimited)": (lambda: Mount.tmpfs("/t", size=0), "size"),
     "tmpfs size of 2**54 k": (lambda: Mount.tmpfs("/t", size=f"{2**54}k"), "size"),
     "tmpfs size built directly": (lambda: Mount(kind=MountKind.TMPFS, target="/t", size=2**64), "size"),
-    "writable layer size of 2**64": (lambda: _run_true(image="x:1", writable_layer="tmpfs",
-                                                       writable_layer_size=2**64), "writable_layer_size"),
+    "writable layer size of 2**64": (
+        lambda: _run_true(image="x:1", writable_layer="tmpfs", writable_layer_size=2**64),
+        "writable_layer_size",
+    ),
     "memory of 2**70": (lambda: _run_true(limits=Limits(memory=2**70)), "limits.memory"),
     "memory past the page counter": (lambda: _run_true(limits=Limits(memory=2**63)), "limits.memory"),
-    "memory_swap of 2**64": (lambda: _run_true(limits=Limits(memory="64M", memory_swap=2**64)),
-                             "limits.memory_swap"),
+    "memory_swap of 2**64": (lambda: _run_true(limits=Limits(memory="64M", memory_swap=2**64)), "limits.memory_swap"),
     "pids of 2**63": (lambda: _run_true(limits=Limits(pids=2**63)), "limits.pids"),
     "pids past PID_MAX_LIMIT": (lambda: _run_true(limits=Limits(pids=4 * 1024 * 1024 + 1)), "limits.pids"),
     "rlimit of 2**64 (past RLIM_INFINITY)": (lambda: _run_true(limits=Limits(fsize=2**64)), "limits.fsize"),
@@ -238,8 +254,10 @@ CONFIG_CASES = {
     # cpus
     "cpus that is a word": (lambda: Limits(cpus="lots"), "limits.cpus"),
     # run(container=...) has the container's options
-    "run with a container and an option": (lambda: sb.run(["true"], container=sb.Container(), hostname="x"),
-                                           "hostname"),
+    "run with a container and an option": (
+        lambda: sb.run(["true"], container=sb.Container(), hostname="x"),
+        "hostname",
+    ),
 }
 
 
@@ -385,19 +403,34 @@ def test_userns_false_as_root_is_no_error():
 
 # -- pickling ---------------------------------------------------------------------
 def _attributes(err: BaseException) -> dict:
-    names = ("field", "message", "feature", "how", "step", "errno", "operation", "hint", "argv",
-             "timeout", "stdout", "stderr", "args")
+    names = (
+        "field",
+        "message",
+        "feature",
+        "how",
+        "step",
+        "errno",
+        "operation",
+        "hint",
+        "argv",
+        "timeout",
+        "stdout",
+        "stderr",
+        "args",
+    )
     return {n: getattr(err, n) for n in names if hasattr(err, n)}
 
 
 EXCEPTIONS = {
     "ConfigError": lambda: sb.ConfigError("mounts[2].target", "must be absolute"),
     "UnsupportedError": lambda: sb.UnsupportedError("user namespaces", "set user.max_user_namespaces"),
-    "SetupError": lambda: sb.SetupError(errno.EROFS, "mount(type=bind, target='/usr/x')", step="MOUNT",
-                                        field="mounts[0]", hint="read-only parent"),
+    "SetupError": lambda: sb.SetupError(
+        errno.EROFS, "mount(type=bind, target='/usr/x')", step="MOUNT", field="mounts[0]", hint="read-only parent"
+    ),
     "SetupError without field": lambda: sb.SetupError(errno.EIO, "pivot_root", step="PIVOT"),
-    "CommandNotFoundError": lambda: sb.CommandNotFoundError(errno.ENOENT, "execve('nope')", step="EXEC",
-                                                            field="argv", hint="no such command"),
+    "CommandNotFoundError": lambda: sb.CommandNotFoundError(
+        errno.ENOENT, "execve('nope')", step="EXEC", field="argv", hint="no such command"
+    ),
     "TimeoutExpired": lambda: sb.TimeoutExpired(("sleep", "9"), 1.5, stdout=b"out", stderr=b"err"),
     "TimeoutExpired without output": lambda: sb.TimeoutExpired(["sleep"], 2),
     "ContainerStateError": lambda: sb.ContainerStateError("the container is not running"),
@@ -449,8 +482,9 @@ def check_real_exceptions(shared: str) -> list:
             c.run(["no-such-command-sbx"])
         except sb.CommandNotFoundError as err:
             found.append(err)
-        proc = c.spawn(["sh", "-c", "echo out; echo err >&2; exec sleep 60"], stdin=sb.DEVNULL, stdout=sb.PIPE,
-                        stderr=sb.PIPE)
+        proc = c.spawn(
+            ["sh", "-c", "echo out; echo err >&2; exec sleep 60"], stdin=sb.DEVNULL, stdout=sb.PIPE, stderr=sb.PIPE
+        )
         try:
             with proc:
                 try:
@@ -473,8 +507,15 @@ def check_real_exceptions(shared: str) -> list:
     results = []
     for err in found:
         copy = pickle.loads(pickle.dumps(err))
-        results.append((type(err).__name__, type(copy) is type(err), _attributes(copy) == _attributes(err),
-                        str(copy) == str(err), _attributes(err)))
+        results.append(
+            (
+                type(err).__name__,
+                type(copy) is type(err),
+                _attributes(copy) == _attributes(err),
+                str(copy) == str(err),
+                _attributes(err),
+            )
+        )
     return results
 
 
@@ -509,9 +550,16 @@ def test_exceptions_cross_processes(runner, shared_dir):
 
 # -- commands that cannot start ---------------------------------------------------
 def _describe(err: BaseException) -> dict:
-    return {"type": type(err).__name__, "step": getattr(err, "step", None), "errno": getattr(err, "errno", None),
-            "field": getattr(err, "field", None), "hint": getattr(err, "hint", None), "text": str(err),
-            "oserror": isinstance(err, OSError), "filenotfound": isinstance(err, FileNotFoundError)}
+    return {
+        "type": type(err).__name__,
+        "step": getattr(err, "step", None),
+        "errno": getattr(err, "errno", None),
+        "field": getattr(err, "field", None),
+        "hint": getattr(err, "hint", None),
+        "text": str(err),
+        "oserror": isinstance(err, OSError),
+        "filenotfound": isinstance(err, FileNotFoundError),
+    }
 
 
 def _catch(call) -> dict:
@@ -525,8 +573,7 @@ def _catch(call) -> dict:
 def check_missing_command() -> dict:
     out = {}
     out["one-shot"] = _catch(lambda: sb.run(["no-such-command-sbx", "arg"]))
-    out["one-shot custom PATH"] = _catch(lambda: sb.run(["no-such-command-sbx"],
-                                                        env={"PATH": "/opt/sbx-a:/opt/sbx-b"}))
+    out["one-shot custom PATH"] = _catch(lambda: sb.run(["no-such-command-sbx"], env={"PATH": "/opt/sbx-a:/opt/sbx-b"}))
     with sb.Container() as c:
         out["run"] = _catch(lambda: c.run(["no-such-command-sbx"]))
         out["spawn"] = _catch(lambda: c.spawn(["no-such-command-sbx"], **QUIET))
@@ -538,10 +585,16 @@ def check_missing_command() -> dict:
 
 def test_missing_command(runner):
     from sandboxlib.runtime.container import DEFAULT_PATH
+
     out = runner(check_missing_command)
     assert out.pop("after") == b"ok\n"
-    paths = {"one-shot": DEFAULT_PATH, "one-shot custom PATH": "/opt/sbx-a:/opt/sbx-b", "run": DEFAULT_PATH,
-             "spawn": DEFAULT_PATH, "run custom PATH": "/opt/sbx-c:/bin"}
+    paths = {
+        "one-shot": DEFAULT_PATH,
+        "one-shot custom PATH": "/opt/sbx-a:/opt/sbx-b",
+        "run": DEFAULT_PATH,
+        "spawn": DEFAULT_PATH,
+        "run custom PATH": "/opt/sbx-c:/bin",
+    }
     for how, err in out.items():
         assert err["type"] == "CommandNotFoundError", (how, err)
         assert err["filenotfound"] and err["oserror"]
@@ -559,8 +612,9 @@ SCRIPT = "#!/bin/sh\necho should-not-run\n"
 def check_not_executable() -> dict:
     out = {}
     with sb.Container(mounts=[Mount.tmpfs("/work", size="1M")]) as c:
-        made = c.run(["sh", "-c", 'printf "$1" > /work/script; chmod 0644 /work/script; stat -c %a /work/script',
-                      "sh", SCRIPT])
+        made = c.run(
+            ["sh", "-c", 'printf "$1" > /work/script; chmod 0644 /work/script; stat -c %a /work/script', "sh", SCRIPT]
+        )
         assert made.exit_code == 0 and made.stdout == b"644\n", made
         out["path"] = _catch(lambda: c.run(["/work/script"]))
         out["PATH search"] = _catch(lambda: c.run(["script"], env={"PATH": "/work"}))
@@ -627,12 +681,23 @@ def test_mount_failure_names_the_mount(runner, shared_dir, read_only):
         assert err["type"] == "SetupError", (how, err)
         assert (err["step"], err["errno"], err["field"]) == ("MOUNT", errno.EROFS, "mounts[1]"), (how, err)
         text = err["text"]
-        for part in ("type=bind", f"source={str(shared_dir)!r}", "target='/usr/newdir-sbx'", f"flags={flags})",
-                     "step MOUNT", "mounts[1]", os.strerror(errno.EROFS)):
+        for part in (
+            "type=bind",
+            f"source={str(shared_dir)!r}",
+            "target='/usr/newdir-sbx'",
+            f"flags={flags})",
+            "step MOUNT",
+            "mounts[1]",
+            os.strerror(errno.EROFS),
+        ):
             assert part in text, (part, text)
         assert err["hint"] and "read-only" in err["hint"] and err["hint"] in text
     assert (tmpfs["type"], tmpfs["step"], tmpfs["errno"], tmpfs["field"]) == (
-        "SetupError", "MOUNT", errno.EROFS, "mounts[0]")
+        "SetupError",
+        "MOUNT",
+        errno.EROFS,
+        "mounts[0]",
+    )
     for part in ("type=tmpfs", "target='/usr/newtmp-sbx'", "mode=0700", "size=1048576", "NOSUID|NODEV"):
         assert part in tmpfs["text"], (part, tmpfs["text"])
     assert "source=" not in tmpfs["text"]
@@ -663,8 +728,10 @@ def check_friendly_values() -> dict:
 
 
 def test_friendly_values(runner):
-    assert runner(check_friendly_values) == {"run input str": "h\u00e9".encode(),
-                                              "c.run input str": "h\u00e9".encode(),
-                                              "write_file str": "h\u00e9".encode()}
+    assert runner(check_friendly_values) == {
+        "run input str": "h\u00e9".encode(),
+        "c.run input str": "h\u00e9".encode(),
+        "write_file str": "h\u00e9".encode(),
+    }
     assert sb.Limits(cpus="1.5").cpus == 1.5
     assert sb.ContainerConfig(network="host").network is sb.Network.HOST

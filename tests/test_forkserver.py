@@ -5,6 +5,7 @@ spare's rehearsal), cannot read the channel, and a spare lost while it waited
 costs nothing but a new server.
 
 Root and rootless (``runner``): the checks are module-level functions."""
+
 from __future__ import annotations
 
 import os
@@ -47,6 +48,7 @@ def _wait_for_children(c, server: int, count: int, exclude: tuple = ()) -> list:
 # -- a fresh process per call, forked before the call existed -------------------------------------
 def _dirty() -> int:
     import json
+
     os.environ["SBX_MARKER"] = "1"
     json.marker = 1
     sys.modules["sbx_marker"] = json
@@ -56,10 +58,17 @@ def _dirty() -> int:
 
 def _traces() -> list:
     import json
-    return [name for name, there in (("environ", "SBX_MARKER" in os.environ), ("module", hasattr(json, "marker")),
-                                     ("sys.modules", "sbx_marker" in sys.modules),
-                                     ("globals", "_seen" in globals()))
-            if there]
+
+    return [
+        name
+        for name, there in (
+            ("environ", "SBX_MARKER" in os.environ),
+            ("module", hasattr(json, "marker")),
+            ("sys.modules", "sbx_marker" in sys.modules),
+            ("globals", "_seen" in globals()),
+        )
+        if there
+    ]
 
 
 def check_prefork(c):
@@ -78,6 +87,7 @@ def test_a_call_runs_in_the_process_forked_before_it_and_sees_nothing_of_the_las
 def _channel_state() -> dict:
     """What the call's process holds of the server's channel to the host."""
     import gc
+
     server = next(o for o in gc.get_objects() if type(o).__name__ == "Server")
     held = []
     for fd in (server.chan_in, server.chan_out):
@@ -177,6 +187,7 @@ def test_requests_of_any_size_are_read_whole(size):
 def _forge_start():
     """The call writes a second 'taken, no timeout' message to the server."""
     import struct
+
     message = b"SN"  # S + the safe encoding of None
     for fd in range(3, 64):
         try:
@@ -199,6 +210,7 @@ def test_a_call_cannot_cancel_its_timeout(runner):
 
 def _random() -> float:
     import random
+
     return random.random()
 
 

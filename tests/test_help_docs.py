@@ -1,5 +1,6 @@
 """help(sb.run) and help(sb.Container) document every option with a readable
 default, from one source: ContainerConfig's docstring (issue 12)."""
+
 from __future__ import annotations
 
 import pickle

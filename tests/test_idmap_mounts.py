@@ -1,5 +1,6 @@
 """Idmapped bind mounts (issue 12): what the container's root writes into a
 bound host directory belongs to the caller, root and rootless."""
+
 from __future__ import annotations
 
 import os

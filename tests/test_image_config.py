@@ -1,5 +1,6 @@
 """Image configs as users give them (issue 12): checked on import and commit,
 Docker's keys with lowercase aliases, the same everywhere."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,11 +33,26 @@ def test_bad_configs_are_refused_on_import(tmp_path, busybox_root, config, field
 
 def test_lowercase_aliases_mean_dockers_keys(tmp_path, busybox_root):
     store = sb.ImageStore(str(tmp_path / "store"))
-    img = store.from_directory(busybox_root, "ok:1", config={
-        "cmd": ["sh", "-c", "echo $A; pwd"], "env": {"A": "1"}, "workdir": "/tmp", "user": "root",
-        "exposedports": ["80"], "labels": {"k": "v"}})
-    assert img.config == {"Cmd": ["sh", "-c", "echo $A; pwd"], "Env": ["A=1"], "WorkingDir": "/tmp",
-                                    "User": "root", "ExposedPorts": {"80/tcp": {}}, "Labels": {"k": "v"}}
+    img = store.from_directory(
+        busybox_root,
+        "ok:1",
+        config={
+            "cmd": ["sh", "-c", "echo $A; pwd"],
+            "env": {"A": "1"},
+            "workdir": "/tmp",
+            "user": "root",
+            "exposedports": ["80"],
+            "labels": {"k": "v"},
+        },
+    )
+    assert img.config == {
+        "Cmd": ["sh", "-c", "echo $A; pwd"],
+        "Env": ["A=1"],
+        "WorkingDir": "/tmp",
+        "User": "root",
+        "ExposedPorts": {"80/tcp": {}},
+        "Labels": {"k": "v"},
+    }
     assert sb.run(None, image="ok:1", image_store=store.path).stdout == b"1\n/tmp\n"
 
 

@@ -1,11 +1,12 @@
 """Importing images: what the real skopeo writes (docker-archive, oci-archive,
 OCI layouts, zstd), Docker >= 25 archives, multi-platform indexes, root file
 system tarballs and directories; and every kind of broken input."""
+
 from __future__ import annotations
 
 import gzip
-import io
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -17,8 +18,16 @@ import zstandard
 from sandboxlib.errors import DigestMismatch, ImageFormatError, UnsupportedError
 from sandboxlib.images import ImageStore
 
-from .imagekit import (IMAGE_CONFIG, busybox_layers, image_blobs, layer_tar, skopeo, tar_directory,
-                       write_dir_image, write_oci_layout)
+from .imagekit import (
+    IMAGE_CONFIG,
+    busybox_layers,
+    image_blobs,
+    layer_tar,
+    skopeo,
+    tar_directory,
+    write_dir_image,
+    write_oci_layout,
+)
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -33,9 +42,11 @@ def archives(shared_dir, busybox_root):
     layers = busybox_layers(busybox_root)
     src = write_dir_image(str(top / "dir"), layers)
     found = {"layers": layers}
-    for kind, dest in {"docker-archive": f"docker-archive:{top}/docker.tar:busybox:test",
-                       "oci-archive": f"oci-archive:{top}/oci.tar:busybox:test",
-                       "oci-dir": f"oci:{top}/oci:busybox:test"}.items():
+    for kind, dest in {
+        "docker-archive": f"docker-archive:{top}/docker.tar:busybox:test",
+        "oci-archive": f"oci-archive:{top}/oci.tar:busybox:test",
+        "oci-dir": f"oci:{top}/oci:busybox:test",
+    }.items():
         skopeo(f"dir:{src}", dest)
         found[kind] = dest.split(":")[1]
     skopeo("--dest-compress-format", "zstd", f"dir:{src}", f"oci:{top}/zstd:busybox:zstd")
@@ -52,14 +63,21 @@ def _docker25(oci_dir: str, out_dir: str) -> str:
     with open(os.path.join(out_dir, "index.json")) as f:
         index = json.load(f)
     desc = index["manifests"][0]
-    desc["annotations"] = {"io.containerd.image.name": "docker.io/library/busybox:25",
-                           "org.opencontainers.image.ref.name": "25"}
+    desc["annotations"] = {
+        "io.containerd.image.name": "docker.io/library/busybox:25",
+        "org.opencontainers.image.ref.name": "25",
+    }
     with open(os.path.join(out_dir, "index.json"), "w") as f:
         json.dump(index, f)
     with open(os.path.join(out_dir, "blobs", "sha256", desc["digest"][7:])) as f:
         manifest = json.load(f)
-    legacy = [{"Config": "blobs/sha256/" + manifest["config"]["digest"][7:], "RepoTags": ["busybox:25", "bb:25"],
-               "Layers": ["blobs/sha256/" + layer["digest"][7:] for layer in manifest["layers"]]}]
+    legacy = [
+        {
+            "Config": "blobs/sha256/" + manifest["config"]["digest"][7:],
+            "RepoTags": ["busybox:25", "bb:25"],
+            "Layers": ["blobs/sha256/" + layer["digest"][7:] for layer in manifest["layers"]],
+        }
+    ]
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(legacy, f)
     return tar_directory(out_dir, out_dir + ".tar")
@@ -74,8 +92,13 @@ def check_load_every_format(path, archives):
     found = {}
     for kind in ("docker-archive", "oci-archive", "oci-dir", "oci-zstd", "docker25"):
         (img,) = store.load(archives[kind])
-        found[kind] = (img.id, img.references, [layer.media_type.rsplit(".", 1)[1] for layer in img.layers],
-                       [layer.diff_id for layer in img.layers], img.config)
+        found[kind] = (
+            img.id,
+            img.references,
+            [layer.media_type.rsplit(".", 1)[1] for layer in img.layers],
+            [layer.diff_id for layer in img.layers],
+            img.config,
+        )
     return found
 
 
@@ -98,24 +121,61 @@ def test_multi_platform_index_picks_the_host(tmp_path, archives):
     decoy_manifest = "sha256:" + "d" * 64  # never read: not this platform
     manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     from sandboxlib.images.build import host_platform
-    inner = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": decoy_manifest, "size": 10,
-         "platform": {"os": "linux", "architecture": "s390x"}},
-        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest),
-         "platform": {"os": "linux", "architecture": host_platform()[1]}}]}
+
+    inner = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": decoy_manifest,
+                "size": 10,
+                "platform": {"os": "linux", "architecture": "s390x"},
+            },
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": manifest_digest,
+                "size": len(manifest),
+                "platform": {"os": "linux", "architecture": host_platform()[1]},
+            },
+        ],
+    }
     inner_data = json.dumps(inner).encode()
     blobs.update({manifest_digest: manifest, "sha256:" + hashlib.sha256(inner_data).hexdigest(): inner_data})
-    layout = write_oci_layout(str(tmp_path / "multi"), blobs, {"schemaVersion": 2, "manifests": [
-        {"mediaType": OCI_INDEX, "digest": "sha256:" + hashlib.sha256(inner_data).hexdigest(),
-         "size": len(inner_data), "annotations": {"org.opencontainers.image.ref.name": "multi:1"}}]})
+    layout = write_oci_layout(
+        str(tmp_path / "multi"),
+        blobs,
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": OCI_INDEX,
+                    "digest": "sha256:" + hashlib.sha256(inner_data).hexdigest(),
+                    "size": len(inner_data),
+                    "annotations": {"org.opencontainers.image.ref.name": "multi:1"},
+                }
+            ],
+        },
+    )
     store = ImageStore(str(tmp_path / "store"))
     (img,) = store.load(layout)
     assert img.digest == manifest_digest and img.references == ("multi:1",)
     inner["manifests"].pop()
     inner_data = json.dumps(inner).encode()
-    layout = write_oci_layout(str(tmp_path / "other"), {"sha256:" + hashlib.sha256(inner_data).hexdigest(): inner_data},
-                              {"schemaVersion": 2, "manifests": [{"mediaType": OCI_INDEX, "size": len(inner_data),
-                                                                  "digest": "sha256:" + hashlib.sha256(inner_data).hexdigest()}]})
+    layout = write_oci_layout(
+        str(tmp_path / "other"),
+        {"sha256:" + hashlib.sha256(inner_data).hexdigest(): inner_data},
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": OCI_INDEX,
+                    "size": len(inner_data),
+                    "digest": "sha256:" + hashlib.sha256(inner_data).hexdigest(),
+                }
+            ],
+        },
+    )
     with pytest.raises(ImageFormatError, match="no manifest for linux/"):
         store.load(layout)
 
@@ -124,8 +184,7 @@ def check_import_rootfs(path, tar_dir):
     store = ImageStore(path)
     found = {}
     for name in ("plain.tar", "gz.tar.gz", "zst.tar.zst"):
-        img = store.import_rootfs(os.path.join(tar_dir, name), f"imp:{name.split('.')[0]}",
-                                  config={"Cmd": ["/bin/sh"]})
+        img = store.import_rootfs(os.path.join(tar_dir, name), f"imp:{name.split('.')[0]}", config={"Cmd": ["/bin/sh"]})
         found[name] = (img.layers[0].diff_id, img.layers[0].media_type, img.config, img.references)
     img = store.from_directory(os.path.join(tar_dir, "tree"), "fromdir:1")
     found["tree"] = img.layers[0].diff_id != found["plain.tar"][0] and len(img.layers) == 1
@@ -148,7 +207,10 @@ def test_import_rootfs_and_from_directory(runner, store_dir, shared_dir):
     diff_id = "sha256:" + hashlib.sha256(plain).hexdigest()
     assert {v[0] for k, v in found.items() if k != "tree"} == {diff_id}
     assert [found[k][1].rsplit(".", 1)[1] for k in ("plain.tar", "gz.tar.gz", "zst.tar.zst")] == [
-        "tar", "tar+gzip", "tar+zstd"]
+        "tar",
+        "tar+gzip",
+        "tar+zstd",
+    ]
     assert found["gz.tar.gz"][2] == {"Cmd": ["/bin/sh"]} and found["gz.tar.gz"][3] == ("imp:gz",)
     assert found["tree"] is True
 
@@ -205,8 +267,7 @@ def test_wrong_digests_and_missing_blobs(tmp_path, archives):
     layers = [layer_tar({"a": b"a"}), layer_tar({"b": b"b"})]
     manifest, blobs = image_blobs(layers)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    index = {"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest,
-                                                 "size": len(manifest)}]}
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}]}
     layer_digest = json.loads(manifest)["layers"][1]["digest"]
     tampered = dict(blobs, **{digest: manifest, layer_digest: gzip.compress(b"other bytes")})
     _fails(store, write_oci_layout(str(tmp_path / "tampered"), tampered, index), DigestMismatch, layer_digest)
@@ -226,6 +287,7 @@ def test_a_full_disk_leaves_no_half_written_state(tmp_path, archives):
     """Root only: the store on a 1 MB tmpfs (made and removed here)."""
     import errno
     import subprocess
+
     home = tmp_path / "small"
     home.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "sbx-test-small", str(home)], check=True)
@@ -251,8 +313,12 @@ def _small_tar(tmp_path) -> str:
 def test_corrupt_compressed_rootfs(tmp_path):
     store = ImageStore(str(tmp_path / "store"))
     good = gzip.compress(layer_tar({"f": b"x" * 5000}))
-    for name, data in {"bad.tar.gz": b"\x1f\x8b\x08\x00" + b"garbage" * 50, "cut.tar.gz": good[:len(good) // 2],
-                       "bad.tar.zst": b"\x28\xb5\x2f\xfd" + b"garbage" * 50, "notatar": b"plain text\n" * 100}.items():
+    for name, data in {
+        "bad.tar.gz": b"\x1f\x8b\x08\x00" + b"garbage" * 50,
+        "cut.tar.gz": good[: len(good) // 2],
+        "bad.tar.zst": b"\x28\xb5\x2f\xfd" + b"garbage" * 50,
+        "notatar": b"plain text\n" * 100,
+    }.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ImageFormatError, match="truncated or corrupt"):
             store.import_rootfs(str(tmp_path / name), "x:1")
@@ -271,9 +337,21 @@ def _layout_of(tmp_path, name, blobs, documents, top):
     for doc in documents:
         blobs[_sha(doc)] = doc
     media_type, doc = top
-    return write_oci_layout(str(tmp_path / name), blobs, {"schemaVersion": 2, "manifests": [
-        {"mediaType": media_type, "digest": _sha(doc), "size": len(doc),
-         "annotations": {"org.opencontainers.image.ref.name": name + ":1"}}]})
+    return write_oci_layout(
+        str(tmp_path / name),
+        blobs,
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": media_type,
+                    "digest": _sha(doc),
+                    "size": len(doc),
+                    "annotations": {"org.opencontainers.image.ref.name": name + ":1"},
+                }
+            ],
+        },
+    )
 
 
 def test_ambiguous_documents_are_refused(tmp_path):
@@ -281,15 +359,21 @@ def test_ambiguous_documents_are_refused(tmp_path):
     a manifest with manifests, a mediaType that is not its descriptor's) is refused."""
     manifest, blobs = image_blobs([layer_tar({"f": b"x"})])
     entry = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest)}
-    index_with_layers = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry],
-                                    "layers": json.loads(manifest)["layers"]}).encode()
+    index_with_layers = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry], "layers": json.loads(manifest)["layers"]}
+    ).encode()
     manifest_with_manifests = json.dumps(dict(json.loads(manifest), manifests=[entry])).encode()
     docker_typed = json.dumps(dict(json.loads(manifest), mediaType=DOCKER_MANIFEST)).encode()
     store = ImageStore(str(tmp_path / "store"))
-    cases = {"indexlayers": ([manifest, index_with_layers], (OCI_INDEX, index_with_layers), "carries 'layers'"),
-             "manifestmanifests": ([manifest_with_manifests], (OCI_MANIFEST, manifest_with_manifests),
-                                   "carries 'manifests'"),
-             "mediatype": ([docker_typed], (OCI_MANIFEST, docker_typed), "not its descriptor's")}
+    cases = {
+        "indexlayers": ([manifest, index_with_layers], (OCI_INDEX, index_with_layers), "carries 'layers'"),
+        "manifestmanifests": (
+            [manifest_with_manifests],
+            (OCI_MANIFEST, manifest_with_manifests),
+            "carries 'manifests'",
+        ),
+        "mediatype": ([docker_typed], (OCI_MANIFEST, docker_typed), "not its descriptor's"),
+    }
     for name, (documents, top, match) in cases.items():
         _fails(store, _layout_of(tmp_path, name, blobs, documents, top), ImageFormatError, match)
     top_with_layers = _layout_of(tmp_path, "top", blobs, [manifest], (OCI_MANIFEST, manifest))
@@ -306,18 +390,31 @@ def test_ambiguous_documents_are_refused(tmp_path):
 def test_a_tampered_nested_index_is_a_digest_mismatch(tmp_path):
     """index.json -> an index -> an index -> the manifest; the inner index edited under its own name."""
     manifest, blobs = image_blobs([layer_tar({"f": b"x"})])
-    inner = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest)}]}).encode()
-    outer = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_INDEX, "digest": _sha(inner), "size": len(inner)}]}).encode()
+    inner = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest)}],
+        }
+    ).encode()
+    outer = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_INDEX, "digest": _sha(inner), "size": len(inner)}],
+        }
+    ).encode()
     layout = _layout_of(tmp_path, "nested", blobs, [manifest, inner, outer], (OCI_INDEX, outer))
     store = ImageStore(str(tmp_path / "store"))
     (img,) = store.load(layout)
     assert img.digest == _sha(manifest)
     store.remove(img.digest)
     decoy_manifest, decoy_blobs = image_blobs([layer_tar({"decoy": b"y"})])
-    write_oci_layout(layout, dict(decoy_blobs, **{_sha(decoy_manifest): decoy_manifest}),
-                     json.load(open(os.path.join(layout, "index.json"))))
+    write_oci_layout(
+        layout,
+        dict(decoy_blobs, **{_sha(decoy_manifest): decoy_manifest}),
+        json.load(open(os.path.join(layout, "index.json"))),
+    )
     tampered = json.loads(inner)
     tampered["manifests"][0].update(digest=_sha(decoy_manifest), size=len(decoy_manifest))
     with open(os.path.join(layout, "blobs", "sha256", _sha(inner)[7:]), "wb") as f:
@@ -330,6 +427,7 @@ def test_a_tampered_docker_save_config_is_a_digest_mismatch(tmp_path, archives):
     """A legacy ``docker save`` archive names its config by the config's digest: an edited Cmd under
     the same file name is refused."""
     import tarfile
+
     with tarfile.open(archives["docker-archive"]) as tar:
         members = [(m, tar.extractfile(m).read() if m.isreg() else None) for m in tar.getmembers()]
     (entry,) = json.loads(next(data for m, data in members if m.name == "manifest.json"))

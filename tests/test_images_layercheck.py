@@ -2,11 +2,12 @@
 layer the unpacker would refuse is refused at load, with the unpacker's own
 message, and leaves nothing behind; the store's layer limits refuse a
 decompression bomb from its headers."""
+
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
-import functools
 import io
 import os
 import tarfile
@@ -68,8 +69,9 @@ def check_load_matches_unpack(path, parent, outside):
             f.write(_tar(*entries))
         on_load = _outcome(functools.partial(store.import_rootfs, layer, "case:1"))
         dest = tempfile.mkdtemp(dir=parent)
-        on_unpack = _outcome(functools.partial(unpack, io.BytesIO(_tar(*entries)), dest, IdPolicy.for_caller(SHIFT),
-                                               "l"))
+        on_unpack = _outcome(
+            functools.partial(unpack, io.BytesIO(_tar(*entries)), dest, IdPolicy.for_caller(SHIFT), "l")
+        )
         found[case] = on_load, on_unpack
         store.remove("case:1") if on_load == "ok" else None
     return found, store.list(), os.listdir(store.blobs.dir), os.listdir(store.tmp)
@@ -79,8 +81,9 @@ def test_import_refuses_what_unpacking_refuses(runner, store_dir, sandbox_dirs):
     found, images, blobs, tmp = runner(check_load_matches_unpack, store_dir, *sandbox_dirs)
     for case, (on_load, on_unpack) in found.items():
         assert on_load == on_unpack, case
-        assert (on_load == "ok") == (case.startswith("fine:") or (case == "hard link to a device" and
-                                                                  not runner.rootless)), case
+        assert (on_load == "ok") == (
+            case.startswith("fine:") or (case == "hard link to a device" and not runner.rootless)
+        ), case
     assert found["empty whiteout name"][0] == "entry '.wh.' has an invalid whiteout name"
     assert (images, blobs, tmp) == ([], [], [])
 
@@ -89,8 +92,11 @@ def check_load_names_layer_and_entry(path, parent):
     layer = _tar(_e("target", size=3), _e("h", tarfile.LNKTYPE, "/../etc/passwd"))
     manifest, blobs = image_blobs([layer])
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    layout = write_oci_layout(os.path.join(parent, "layout"), dict(blobs, **{digest: manifest}), {
-        "schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}]})
+    layout = write_oci_layout(
+        os.path.join(parent, "layout"),
+        dict(blobs, **{digest: manifest}),
+        {"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}]},
+    )
     store = ImageStore(path)
     try:
         store.load(layout)
@@ -102,9 +108,13 @@ def check_load_names_layer_and_entry(path, parent):
 def test_load_refuses_a_hostile_layer_naming_it(runner, store_dir, sandbox_dirs):
     """load(), not the first run, refuses the image, naming the layer's digest and the entry."""
     import json
+
     text, source, images, blobs, manifest = runner(check_load_names_layer_and_entry, store_dir, sandbox_dirs[0])
     layer_digest = json.loads(manifest)["layers"][0]["digest"]
-    assert source.endswith(f"layer {layer_digest}") and "hard link 'h': target '/../etc/passwd' has a '..' component" in text
+    assert (
+        source.endswith(f"layer {layer_digest}")
+        and "hard link 'h': target '/../etc/passwd' has a '..' component" in text
+    )
     assert (images, blobs) == ([], [])
 
 
@@ -135,8 +145,12 @@ def check_limits(path, parent):
             found[name] = None
         except ImageFormatError as err:
             found[name] = str(err)
-    found["state"] = store.list(), os.listdir(store.blobs.dir), os.listdir(store.tmp), os.listdir(
-        os.path.join(store.path, "layers"))
+    found["state"] = (
+        store.list(),
+        os.listdir(store.blobs.dir),
+        os.listdir(store.tmp),
+        os.listdir(os.path.join(store.path, "layers")),
+    )
     with open(os.path.join(parent, "fits.tar"), "wb") as f:
         f.write(_tar(*[_e(f"f{i}", size=1000) for i in range(1000)]))  # at the limits, not over
     found["fits"] = store.import_rootfs(os.path.join(parent, "fits.tar"), "fits:1").references

@@ -2,6 +2,7 @@
 layers with a per-container writable layer; Entrypoint, Cmd, Env,
 WorkingDir and User as Docker applies them; read_only; layers leased while
 a container runs."""
+
 from __future__ import annotations
 
 import os
@@ -9,22 +10,27 @@ import os
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.errors import ConfigError, ImageNotFound
 from sandboxlib import ImageStore  # the store containers use (sub-id owners rootless)
+from sandboxlib.errors import ConfigError, ImageNotFound
 
 from . import rootless
 from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers, layer_tar
 
-PROBE = ("echo cwd=$(pwd) greeting=$GREETING; cat /app/new.txt /etc/motd; "
-         "for p in /etc/old /scratch /app/old.txt /app/sub; do [ -e $p ] && echo present:$p; done; true")
+PROBE = (
+    "echo cwd=$(pwd) greeting=$GREETING; cat /app/new.txt /etc/motd; "
+    "for p in /etc/old /scratch /app/old.txt /app/sub; do [ -e $p ] && echo present:$p; done; true"
+)
 
 
 def _store(path, busybox_rootfs, config=None, name="bb:1"):
     store = ImageStore(path)
-    add_image(store, busybox_layers(busybox_rootfs), [name],
-              config=config or {"Cmd": ["sh", "-c", PROBE], "Env": ["GREETING=hi", "PATH=/bin"],
-                                "WorkingDir": "/app"})
+    add_image(
+        store,
+        busybox_layers(busybox_rootfs),
+        [name],
+        config=config or {"Cmd": ["sh", "-c", PROBE], "Env": ["GREETING=hi", "PATH=/bin"], "WorkingDir": "/app"},
+    )
     return store
 
 
@@ -54,7 +60,7 @@ def check_entrypoint(path, busybox_rootfs):
 def test_entrypoint_cmd_and_user(runner, store_dir, busybox_root):
     with_cmd, with_args, as_user, user, override = runner(check_entrypoint, store_dir, busybox_root)
     assert with_cmd == b"ep default\n" and with_args == b"ep a b\n"
-    assert as_user == b"ep sh -c id -u\n"   # argv follows the Entrypoint, as docker run
+    assert as_user == b"ep sh -c id -u\n"  # argv follows the Entrypoint, as docker run
     assert user == b"1000\n" and override == b"0\n"
 
 
@@ -62,6 +68,7 @@ def _with_busybox(busybox_rootfs, entries) -> bytes:
     """A layer tar of busybox plus ``entries`` (as imagekit.layer_tar takes them)."""
     import io
     import tarfile
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
         for source in (busybox_layers(busybox_rootfs)[0], layer_tar(entries)):
@@ -75,10 +82,13 @@ def check_root_opaque(path, busybox_rootfs):
     """Layers: two lower ones, then busybox with ``.wh..wh..opq`` at its root; a fourth with an
     opaque /app on top of that."""
     store = ImageStore(path)
-    lower = [layer_tar({"lower1": b"1", "etc/": "dir/", "etc/lower": b"1", "app/": "dir/", "app/old": b"o"}),
-             layer_tar({"lower2": b"2", "app/": "dir/", "app/older": b"o"})]
-    top = _with_busybox(busybox_rootfs, {".wh..wh..opq": b"", "app/": "dir/", "app/new": b"n", "app/sub/": "dir/",
-                                          "app/sub/kept": b"k"})
+    lower = [
+        layer_tar({"lower1": b"1", "etc/": "dir/", "etc/lower": b"1", "app/": "dir/", "app/old": b"o"}),
+        layer_tar({"lower2": b"2", "app/": "dir/", "app/older": b"o"}),
+    ]
+    top = _with_busybox(
+        busybox_rootfs, {".wh..wh..opq": b"", "app/": "dir/", "app/new": b"n", "app/sub/": "dir/", "app/sub/kept": b"k"}
+    )
     above = layer_tar({"app/": "dir/", "app/.wh..wh..opq": b"", "app/newer": b"n"})
     add_image(store, [*lower, top], ["opq:1"])
     add_image(store, [*lower, top, above], ["opq:2"])
@@ -98,8 +108,11 @@ def check_writable_layer(path, busybox_rootfs):
     with sb.Container(image="bb:1", image_store=store.path) as c:
         wrote = c.run(["sh", "-c", "echo changed > /etc/motd && rm /bin/ls && mkdir -p /new/dir && echo ok"])
         seen = c.run(["sh", "-c", "cat /etc/motd; ls /new; [ -e /bin/ls ] || echo no-ls"]).stdout
-    fresh = sb.run(["sh", "-c", "cat /etc/motd; [ -e /new ] || echo no-new; [ -e /bin/ls ] && echo ls"],
-                   image="bb:1", image_store=store.path).stdout
+    fresh = sb.run(
+        ["sh", "-c", "cat /etc/motd; [ -e /new ] || echo no-new; [ -e /bin/ls ] && echo ls"],
+        image="bb:1",
+        image_store=store.path,
+    ).stdout
     layers = store.unpacked("bb:1")
     with open(os.path.join(layers[2], "etc", "motd")) as f:
         on_disk = f.read()
@@ -109,8 +122,8 @@ def check_writable_layer(path, busybox_rootfs):
 def test_each_container_has_its_own_writable_layer(runner, store_dir, busybox_root):
     wrote, seen, fresh, on_disk, ls_kept = runner(check_writable_layer, store_dir, busybox_root)
     assert wrote == b"ok\n" and seen == b"changed\ndir\nno-ls\n"
-    assert fresh == b"motd 3\nno-new\nls\n"          # nothing of the first container is left
-    assert on_disk == "motd 3\n" and ls_kept          # the layers were never written
+    assert fresh == b"motd 3\nno-new\nls\n"  # nothing of the first container is left
+    assert on_disk == "motd 3\n" and ls_kept  # the layers were never written
 
 
 def check_read_only(path, busybox_rootfs):
@@ -196,8 +209,9 @@ def check_kernel_dir_symlinks(path, busybox_rootfs):
         except sb.ImageFormatError as err:
             found[name] = str(err)
     add_image(store, [base, layer_tar({"proc": "->etc"}), layer_tar({"proc/": "dir/"})], ["hidden-link:1"])
-    hidden = sb.run(["sh", "-c", "test -d /proc/self && ! test -L /proc"], image="hidden-link:1",
-                    image_store=store.path).exit_code
+    hidden = sb.run(
+        ["sh", "-c", "test -d /proc/self && ! test -L /proc"], image="hidden-link:1", image_store=store.path
+    ).exit_code
     return found, hidden, os.listdir(os.path.join(store.path, "leases"))
 
 
@@ -215,6 +229,7 @@ def _cli(*args: str):
 
 def test_cli_images_load_save_import_rmi_run(tmp_path, busybox_root):
     import tarfile
+
     store = str(tmp_path / "store")
     empty = _cli("images", "--store", store)
     assert (empty.returncode, empty.stdout.split()) == (0, ["REPOSITORY", "TAG", "IMAGE", "ID", "LAYERS", "SIZE"])
@@ -244,18 +259,22 @@ def test_cli_images_load_save_import_rmi_run(tmp_path, busybox_root):
 def check_volumes(path, busybox_rootfs):
     store = _store(path, busybox_rootfs)
     vol = sb.Mount.volume("data", "/data")
-    first = sb.run(["sh", "-c", "echo kept > /data/f; stat -c %u /data/f"], image="bb:1", image_store=store.path,
-                   mounts=[vol])
+    first = sb.run(
+        ["sh", "-c", "echo kept > /data/f; stat -c %u /data/f"], image="bb:1", image_store=store.path, mounts=[vol]
+    )
     second = sb.run(["cat", "/data/f"], image="bb:1", image_store=store.path, mounts=[vol])
-    ro = sb.run(["sh", "-c", "cat /data/f; echo x > /data/g"], image="bb:1", image_store=store.path,
-                mounts=[sb.Mount.volume("data", "/data", read_only=True)])
+    ro = sb.run(
+        ["sh", "-c", "cat /data/f; echo x > /data/g"],
+        image="bb:1",
+        image_store=store.path,
+        mounts=[sb.Mount.volume("data", "/data", read_only=True)],
+    )
     host_view = sb.run(["cat", "/v/f"], mounts=[sb.Mount.volume("data", "/v")], image_store=store.path)
     names = store.volumes()
     store.prune()
     kept = store.volumes()
     store.remove_volume("data")
-    return (first.stdout, second.stdout, ro.exit_code, ro.stdout, host_view.stdout, names, kept,
-            store.volumes())
+    return (first.stdout, second.stdout, ro.exit_code, ro.stdout, host_view.stdout, names, kept, store.volumes())
 
 
 def test_named_volumes(runner, store_dir, busybox_root):
@@ -289,15 +308,17 @@ def test_a_killed_owner_leaves_a_lease_that_lapses(tmp_path, busybox_root):
     import signal
     import subprocess
     import sys
+
     store = _store(str(tmp_path), busybox_root)
     layers = store.unpacked("bb:1")
     repo = rootless.import_path()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=repo, store=store.path)],
-                              stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(repo=repo, store=store.path)], stdout=subprocess.PIPE
+    )
     try:
         assert holder.stdout.readline() == b"up\n"
         store.remove("bb:1")
-        assert all(os.path.isdir(d) for d in layers)        # leased by the running container
+        assert all(os.path.isdir(d) for d in layers)  # leased by the running container
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     finally:
@@ -308,6 +329,7 @@ def test_a_killed_owner_leaves_a_lease_that_lapses(tmp_path, busybox_root):
     assert not any(os.path.isdir(d) for d in layers)
     assert os.listdir(os.path.join(store.path, "leases")) == []
     from sandboxlib.runtime import statedir
+
     assert statedir.sweep(statedir.state_root()) == 1  # its state record, as the next start would
 
 
@@ -322,10 +344,13 @@ print(sb.ImageStore({store!r}).unpacked("bb:1"))
 def test_several_processes_unpack_one_image(tmp_path, busybox_root):
     import subprocess
     import sys
+
     store = _store(str(tmp_path), busybox_root)
     repo = rootless.import_path()
-    procs = [subprocess.Popen([sys.executable, "-c", UNPACKER.format(repo=repo, store=store.path)],
-                              stdout=subprocess.PIPE) for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", UNPACKER.format(repo=repo, store=store.path)], stdout=subprocess.PIPE)
+        for _ in range(3)
+    ]
     outputs = {p.communicate(timeout=120)[0] for p in procs}
     assert [p.returncode for p in procs] == [0, 0, 0] and len(outputs) == 1
     top = os.path.join(store.path, "layers")

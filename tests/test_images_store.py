@@ -1,5 +1,6 @@
 """The image store: references, tags, removal, collection, crash safety and
 several processes at once (root and rootless)."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,15 @@ def check_references(path):
     with open(os.path.join(path, "images", "index.json")) as f:
         index = json.load(f)
     names = sorted(e["annotations"][REF_ANNOTATION] for e in index["manifests"])
-    return img.digest, img.id, found, errors, names, [layer.diff_id for layer in img.layers], os.path.exists(
-        os.path.join(path, "images", "oci-layout"))
+    return (
+        img.digest,
+        img.id,
+        found,
+        errors,
+        names,
+        [layer.diff_id for layer in img.layers],
+        os.path.exists(os.path.join(path, "images", "oci-layout")),
+    )
 
 
 def test_references(runner, store_dir):
@@ -76,11 +84,11 @@ def check_tag_remove_collect(path):
     store = ImageStore(path)
     base = add_image(store, [BASE], ["base:1"])
     app = add_image(store, [BASE, APP], ["app:1"])
-    steps = {"blobs": _blob_count(store)}             # 3 layers' worth: BASE shared, 2 configs, 2 manifests
+    steps = {"blobs": _blob_count(store)}  # 3 layers' worth: BASE shared, 2 configs, 2 manifests
     store.tag("app:1", "app:stable")
-    store.tag("base:1", "app:stable")                  # a tag moves to its new image
+    store.tag("base:1", "app:stable")  # a tag moves to its new image
     steps["stable"] = store.get("app:stable").digest == base.digest
-    steps["removed"] = store.remove("app:1")           # the last name of app: its blobs go
+    steps["removed"] = store.remove("app:1")  # the last name of app: its blobs go
     steps["after app"] = _blob_count(store)
     steps["base layer kept"] = store.blobs.has(base.layers[0].digest)
     steps["app layer gone"] = not store.blobs.has(app.layers[1].digest)
@@ -190,7 +198,7 @@ def _writer(path, name, count=0):
 
 
 def _consistent(store: ImageStore) -> None:
-    for img in store.list():                   # every manifest, config and layer present and intact
+    for img in store.list():  # every manifest, config and layer present and intact
         for layer in img.layers:
             assert store.blobs.has(layer.digest)
 
@@ -216,6 +224,9 @@ def test_a_crash_at_any_point_leaves_the_store_consistent(tmp_path):
         writer.wait()
         _consistent(store)
     store.prune()
-    live = {img.digest for img in store.list()} | {img.id for img in store.list()} | {
-        layer.digest for img in store.list() for layer in img.layers}
+    live = (
+        {img.digest for img in store.list()}
+        | {img.id for img in store.list()}
+        | {layer.digest for img in store.list() for layer in img.layers}
+    )
     assert set(store.blobs.digests()) == live and os.listdir(store.tmp) == []

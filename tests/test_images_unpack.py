@@ -1,5 +1,6 @@
 """Layer extraction with hostile input (root and rootless): nothing is ever
 written outside the layer directory; whiteouts, ownership, devices, setuid."""
+
 from __future__ import annotations
 
 import io
@@ -81,6 +82,7 @@ def sandbox_dirs(runner, shared_dir):
         f.write("secret")
     yield parent, outside
     import shutil
+
     shutil.rmtree(top)
 
 
@@ -93,14 +95,23 @@ def test_hostile_layers_are_refused(runner, sandbox_dirs, case):
 
 
 def check_tricky_but_fine(parent, outside):
-    data = _tar(_e("/abs/file", size=3), _e("link", tarfile.SYMTYPE, f"{outside}/secret"),
-                _e("link", size=5), _e("sl", tarfile.SYMTYPE, f"{outside}/secret"),
-                _e("hl", tarfile.LNKTYPE, "sl"), _e("./", tarfile.DIRTYPE, mode=0o750))
+    data = _tar(
+        _e("/abs/file", size=3),
+        _e("link", tarfile.SYMTYPE, f"{outside}/secret"),
+        _e("link", size=5),
+        _e("sl", tarfile.SYMTYPE, f"{outside}/secret"),
+        _e("hl", tarfile.LNKTYPE, "sl"),
+        _e("./", tarfile.DIRTYPE, mode=0o750),
+    )
     dest = _unpack_here(parent, data)
     link_st, hl_st = os.lstat(os.path.join(dest, "sl")), os.lstat(os.path.join(dest, "hl"))
-    return (os.path.isfile(os.path.join(dest, "abs", "file")), stat.S_ISREG(os.lstat(os.path.join(dest, "link")).st_mode),
-            os.path.getsize(os.path.join(dest, "link")), hl_st.st_ino == link_st.st_ino and stat.S_ISLNK(hl_st.st_mode),
-            oct(os.stat(dest).st_mode & 0o777)), _outside_state(outside)
+    return (
+        os.path.isfile(os.path.join(dest, "abs", "file")),
+        stat.S_ISREG(os.lstat(os.path.join(dest, "link")).st_mode),
+        os.path.getsize(os.path.join(dest, "link")),
+        hl_st.st_ino == link_st.st_ino and stat.S_ISLNK(hl_st.st_mode),
+        oct(os.stat(dest).st_mode & 0o777),
+    ), _outside_state(outside)
 
 
 def test_absolute_names_and_replaced_symlinks_stay_inside(runner, sandbox_dirs):
@@ -110,23 +121,32 @@ def test_absolute_names_and_replaced_symlinks_stay_inside(runner, sandbox_dirs):
 
 
 def check_special_entries(parent):
-    data = _tar(_e("d", tarfile.DIRTYPE, mode=0o755, uid=1000, gid=1000),
-                _e("d/f", mode=0o4755, uid=1000, gid=1001, size=4),
-                _e("d/h", tarfile.LNKTYPE, "d/f"),
-                _e(".wh.gone"), _e("op", tarfile.DIRTYPE), _e("op/.wh..wh..opq"),
-                _e("dev/null2", tarfile.CHRTYPE, mode=0o666, dev=(1, 3)),
-                _e("fifo", tarfile.FIFOTYPE, mode=0o600),
-                _e("ro", tarfile.DIRTYPE, mode=0o555), _e("ro/x", size=1))
+    data = _tar(
+        _e("d", tarfile.DIRTYPE, mode=0o755, uid=1000, gid=1000),
+        _e("d/f", mode=0o4755, uid=1000, gid=1001, size=4),
+        _e("d/h", tarfile.LNKTYPE, "d/f"),
+        _e(".wh.gone"),
+        _e("op", tarfile.DIRTYPE),
+        _e("op/.wh..wh..opq"),
+        _e("dev/null2", tarfile.CHRTYPE, mode=0o666, dev=(1, 3)),
+        _e("fifo", tarfile.FIFOTYPE, mode=0o600),
+        _e("ro", tarfile.DIRTYPE, mode=0o555),
+        _e("ro/x", size=1),
+    )
     dest = _unpack_here(parent, data)
     p = lambda *n: os.path.join(dest, *n)  # noqa: E731
     f, gone = os.lstat(p("d", "f")), os.lstat(p("gone"))
     xattrs = {name: os.getxattr(p("op"), name) for name in os.listxattr(p("op")) if "overlay" in name}
-    return {"f owner": (f.st_uid, f.st_gid), "f mode": oct(f.st_mode & 0o7777),
-            "hardlink": os.lstat(p("d", "h")).st_ino == f.st_ino,
-            "whiteout": (stat.S_ISCHR(gone.st_mode), gone.st_rdev),
-            "opaque": xattrs, "device": os.path.lexists(p("dev", "null2")),
-            "fifo": stat.S_ISFIFO(os.lstat(p("fifo")).st_mode),
-            "ro": (oct(os.stat(p("ro")).st_mode & 0o777), os.path.exists(p("ro", "x")))}
+    return {
+        "f owner": (f.st_uid, f.st_gid),
+        "f mode": oct(f.st_mode & 0o7777),
+        "hardlink": os.lstat(p("d", "h")).st_ino == f.st_ino,
+        "whiteout": (stat.S_ISCHR(gone.st_mode), gone.st_rdev),
+        "opaque": xattrs,
+        "device": os.path.lexists(p("dev", "null2")),
+        "fifo": stat.S_ISFIFO(os.lstat(p("fifo")).st_mode),
+        "ro": (oct(os.stat(p("ro")).st_mode & 0o777), os.path.exists(p("ro", "x"))),
+    }
 
 
 def test_whiteouts_owners_devices_setuid(runner, sandbox_dirs):
@@ -136,8 +156,8 @@ def test_whiteouts_owners_devices_setuid(runner, sandbox_dirs):
     if runner.rootless:
         me = runner.worker.user
         assert found["f owner"] == (me.pw_uid, me.pw_gid)
-        assert found["f mode"] == "0o755"                          # no setuid
-        assert found["opaque"] == {"user.overlay.opaque": b"y"}    # overlay's userxattr
+        assert found["f mode"] == "0o755"  # no setuid
+        assert found["opaque"] == {"user.overlay.opaque": b"y"}  # overlay's userxattr
         assert found["device"] is False
     else:
         assert found["f owner"] == (SHIFT + 1000, SHIFT + 1001)
@@ -171,9 +191,12 @@ def check_store_layers(path, busybox_rootfs):
     one, two = store.unpacked("bb:1"), store.unpacked("bb:2")
     shared = one[:2] == two
     top = one[2]
-    found = {"shared": shared, "busybox": os.path.isfile(os.path.join(one[0], "bin", "busybox")),
-             "whiteout": stat.S_ISCHR(os.lstat(os.path.join(top, "etc", "old")).st_mode),
-             "scratch whiteout": stat.S_ISCHR(os.lstat(os.path.join(top, "scratch")).st_mode)}
+    found = {
+        "shared": shared,
+        "busybox": os.path.isfile(os.path.join(one[0], "bin", "busybox")),
+        "whiteout": stat.S_ISCHR(os.lstat(os.path.join(top, "etc", "old")).st_mode),
+        "scratch whiteout": stat.S_ISCHR(os.lstat(os.path.join(top, "scratch")).st_mode),
+    }
     store.remove("bb:1")
     found["after remove"] = [os.path.isdir(d) for d in one]
     store.remove("bb:2")
@@ -192,6 +215,7 @@ def test_the_file_path_refuses_the_same(tmp_path, sandbox_dirs):
     """Plain layers in the store are unpacked from the blob file (data copied
     by the kernel): the same checks apply."""
     from sandboxlib.images.unpack import unpack_tar_file
+
     parent, outside = sandbox_dirs
     for case, entries in hostile_cases(outside).items():
         blob = tmp_path / "layer.tar"

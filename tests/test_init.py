@@ -1,6 +1,7 @@
 """The container's init (csrc/init.c) as seen from inside: what it leaves a
 command of the host's (the session keyring), and how locked down PID 1
 itself is once the container is set up.  Root and rootless."""
+
 from __future__ import annotations
 
 import ctypes
@@ -50,8 +51,9 @@ def _in_fresh_session_keyring(func):
         try:
             _syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
             secret = secrets.token_hex(8)
-            key = _syscall(SYS_ADD_KEY, b"user", b"sbx-test-secret", secret.encode(), len(secret),
-                           KEY_SPEC_SESSION_KEYRING)
+            key = _syscall(
+                SYS_ADD_KEY, b"user", b"sbx-test-secret", secret.encode(), len(secret), KEY_SPEC_SESSION_KEYRING
+            )
             outcome["value"] = func(secret, key)
         except BaseException as err:  # re-raised in the caller's thread
             outcome["error"] = err
@@ -68,6 +70,7 @@ def check_host_keyring(seccomp):
     def attempt(secret, key):
         r = sb.run([sys.executable, "-c", READ_KEY, str(key)], seccomp=seccomp, stdin=sb.DEVNULL)
         return secret, r.exit_code, r.stdout.decode().strip(), r.stderr.decode()
+
     return _in_fresh_session_keyring(attempt)
 
 
@@ -76,8 +79,10 @@ def check_reader_reads_own_key():
     import subprocess
 
     def attempt(secret, key):
-        return secret, subprocess.run([sys.executable, "-c", READ_KEY, str(key)], capture_output=True,
-                                      text=True).stdout.strip()
+        return secret, subprocess.run(
+            [sys.executable, "-c", READ_KEY, str(key)], capture_output=True, text=True
+        ).stdout.strip()
+
     return _in_fresh_session_keyring(attempt)
 
 
@@ -124,12 +129,15 @@ def check_init_status(options):
     return status
 
 
-@pytest.mark.parametrize("options, commands", [
-    ({}, DEFAULT_CAPABILITIES),
-    ({"cap_drop": ["ALL"]}, ()),
-    ({"cap_add": ["NET_ADMIN"], "seccomp": None}, DEFAULT_CAPABILITIES | {"NET_ADMIN"}),
-    ({"cap_add": ["SYS_ADMIN"]}, DEFAULT_CAPABILITIES | {"SYS_ADMIN"}),
-])
+@pytest.mark.parametrize(
+    "options, commands",
+    [
+        ({}, DEFAULT_CAPABILITIES),
+        ({"cap_drop": ["ALL"]}, ()),
+        ({"cap_add": ["NET_ADMIN"], "seccomp": None}, DEFAULT_CAPABILITIES | {"NET_ADMIN"}),
+        ({"cap_add": ["SYS_ADMIN"]}, DEFAULT_CAPABILITIES | {"SYS_ADMIN"}),
+    ],
+)
 def test_init_locked_down(runner, options, commands):
     status = runner(check_init_status, options)
     assert int(status["CapEff"], 16) == INIT_EFFECTIVE, status["CapEff"]
@@ -164,16 +172,19 @@ def check_init_unreachable():
 
 def test_init_not_dumpable(runner):
     seen = runner(check_init_unreachable)
-    assert seen == {"/proc/1/environ": errno.EACCES, "/proc/1/mem": errno.EACCES,
-                    "/proc/1/fd/3": errno.EACCES, "ptrace": errno.EPERM}, seen
+    assert seen == {
+        "/proc/1/environ": errno.EACCES,
+        "/proc/1/mem": errno.EACCES,
+        "/proc/1/fd/3": errno.EACCES,
+        "ptrace": errno.EPERM,
+    }, seen
 
 
 def check_cwd_searchable_only_by_user():
     """A cwd only its user may search (0700), in a container without
     DAC_OVERRIDE: the init may not enter it as root, the command may."""
     with sb.Container(mounts=[sb.Mount.tmpfs("/w")], cap_drop=["DAC_OVERRIDE", "DAC_READ_SEARCH"]) as c:
-        made = c.run(["sh", "-c", "mkdir /w/home && chown 1000:1000 /w/home && chmod 700 /w/home"],
-                     stdin=sb.DEVNULL)
+        made = c.run(["sh", "-c", "mkdir /w/home && chown 1000:1000 /w/home && chmod 700 /w/home"], stdin=sb.DEVNULL)
         assert made.exit_code == 0, made
         r = c.run(["pwd"], user="1000", cwd="/w/home", stdin=sb.DEVNULL)
     return r.exit_code, r.stdout, r.stderr

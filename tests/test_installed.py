@@ -5,6 +5,7 @@ the venv's, and it has every package, data file and built part of the
 checkout.  With SANDBOXLIB_DEV=1 (the checkout built in place) the same tests
 check that the checkout is what is imported (tests/conftest.py refuses a run
 that says neither)."""
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ def expected_package_dir() -> pathlib.Path:
 
 def package_location() -> str:
     import sandboxlib
+
     return os.path.realpath(sandboxlib.__file__)
 
 
@@ -59,10 +61,12 @@ def test_every_part_of_the_checkout_is_in_the_tested_package():
     every module and data file, the extension and sbx-init."""
     tested = pathlib.Path(sandboxlib.__file__).resolve().parent
     assert _package_dirs(SOURCE) and _package_dirs(tested) == _package_dirs(SOURCE)
-    source_files = {str(p.relative_to(SOURCE)) for p in SOURCE.rglob("*")
-                    if p.is_file() and p.suffix in {".py", ".json", ".md"} and "__pycache__" not in p.parts}
+    source_files = {
+        str(p.relative_to(SOURCE))
+        for p in SOURCE.rglob("*")
+        if p.is_file() and p.suffix in {".py", ".json", ".md"} and "__pycache__" not in p.parts
+    }
     missing = sorted(f for f in source_files if not (tested / f).is_file())
     assert missing == [], f"not in the tested package: {missing}"
     assert len(list((tested / "native").glob("_native*.so"))) == 1
     assert os.access(tested / "native" / "sbx-init", os.X_OK)
-

@@ -6,6 +6,7 @@ root where it makes sense, as root and rootless.
 The shared busybox root is always used read-only (all tests share it).
 Root file system layout, bind/tmpfs mounts and symlink safety are in
 test_rootfs.py."""
+
 from __future__ import annotations
 
 import json
@@ -23,17 +24,42 @@ import pytest
 import sandboxlib as sb
 from sandboxlib import Mount
 from sandboxlib.native.binding import MountKind
-from sandboxlib.security.capabilities import DEFAULT_CAPABILITIES, capability_mask
 from sandboxlib.rootfs.layout import interpreter_prefixes, layout
+from sandboxlib.security.capabilities import DEFAULT_CAPABILITIES, capability_mask
 
 DEFAULT_MASK = capability_mask(DEFAULT_CAPABILITIES)
 # Docker's masked and read-only paths, as the library promises them.
-MASKED = ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/acpi",
-          "/proc/scsi", "/proc/interrupts", "/proc/latency_stats", "/proc/timer_stats",
-          "/proc/asound", "/sys/firmware", "/sys/devices/virtual/powercap")
+MASKED = (
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/interrupts",
+    "/proc/latency_stats",
+    "/proc/timer_stats",
+    "/proc/asound",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
 READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs", "/sys")
-DEV_ENTRIES = {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue",
-               "fd", "stdin", "stdout", "stderr"}
+DEV_ENTRIES = {
+    "null",
+    "zero",
+    "full",
+    "random",
+    "urandom",
+    "tty",
+    "pts",
+    "ptmx",
+    "shm",
+    "mqueue",
+    "fd",
+    "stdin",
+    "stdout",
+    "stderr",
+}
 EROFS_TEXT = "Read-only file system"
 
 
@@ -343,8 +369,18 @@ def test_mount_table_isolated(runner, root):
     host, inside, planned = (set(v) for v in runner(check_mount_table, root))
     # Nothing but what the container's layout asks for.
     assert inside <= planned | {"/"}, inside - planned
-    required = {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/null",
-                "/proc/sys", "/sys/firmware"}
+    required = {
+        "/",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/mqueue",
+        "/dev/null",
+        "/proc/sys",
+        "/sys/firmware",
+    }
     if root is None:
         required |= {"/usr", "/etc", "/tmp", "/run"}
     assert required <= inside, required - inside
@@ -356,9 +392,12 @@ def test_mount_table_isolated(runner, root):
 
 def check_inner_mounts_stay_inside(rootfs, data_dir):
     with box(rootfs, mounts=[Mount.bind(data_dir, "/home/app")], cap_add=["SYS_ADMIN"]) as c:
-        text = out(c, "mkdir /home/app/sub && mount -t tmpfs sbx-inner /home/app/sub && "
-                      "echo secret > /home/app/sub/f && cat /home/app/sub/f && "
-                      "grep -c sbx-inner /proc/self/mountinfo")
+        text = out(
+            c,
+            "mkdir /home/app/sub && mount -t tmpfs sbx-inner /home/app/sub && "
+            "echo secret > /home/app/sub/f && cat /home/app/sub/f && "
+            "grep -c sbx-inner /proc/self/mountinfo",
+        )
         with open(f"/proc/{c.pid}/mountinfo") as f:
             in_container = "sbx-inner" in f.read()
         # While the container still runs: the host has the directory, not the mount.
@@ -459,8 +498,15 @@ stat -c %a /dev/pts/ptmx"""
 def check_dev(rootfs):
     with box(rootfs) as c:
         text = out(c, DEV_PROBE)
-        pty = py(c, "import json, os; m, s = os.openpty(); os.write(s, b'hi\\n'); "
-                    "print(json.dumps([os.read(m, 16).decode(), os.ttyname(s)]))") if rootfs is None else None
+        pty = (
+            py(
+                c,
+                "import json, os; m, s = os.openpty(); os.write(s, b'hi\\n'); "
+                "print(json.dumps([os.read(m, 16).decode(), os.ttyname(s)]))",
+            )
+            if rootfs is None
+            else None
+        )
     return text, pty
 
 
@@ -469,8 +515,7 @@ def test_dev(runner, root):
     entries, pts, links, rest = text.split("---\n")
     assert set(entries.split()) == DEV_ENTRIES
     assert pts.split() == ["ptmx"]
-    assert links.split() == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/1",
-                             "/proc/self/fd/2"]
+    assert links.split() == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"]
     zeros, urandom, random, null, full, shm, ptmx_mode = [line.strip() for line in rest.splitlines()]
     assert zeros == "00" * 8
     assert urandom == random == "16"
@@ -554,8 +599,9 @@ def test_host_view_as_real_root():
 def _check_host_view(seen, code, hello, prefixes, ancestors, host, passwd_size):
     assert (code, hello) == (0, b"1\n")
     tops = {p.split("/")[1] for p in prefixes}
-    assert set(seen["top"]) == ({d[1:] for d, present in host.items() if present}
-                                | {"tmp", "run", "proc", "sys", "dev"} | tops)
+    assert set(seen["top"]) == (
+        {d[1:] for d, present in host.items() if present} | {"tmp", "run", "proc", "sys", "dev"} | tops
+    )
     assert seen["dirs"] == {"/usr": True, "/bin": True, "/etc": True}
     assert set(seen["writes"].values()) == {"EROFS"}, seen["writes"]
     assert set(seen["mkdir"].values()) == {"EROFS"}, seen["mkdir"]
@@ -690,8 +736,15 @@ def check_id_maps(options):
         ids = out(c, "id -u; id -g").split()
     uid_map, gid_map = (id_map(part) for part in maps.split("---\n"))
     name = pwd.getpwuid(os.getuid()).pw_name
-    return uid_map, gid_map, ids, os.getuid(), os.getgid(), subordinate("/etc/subuid", name), \
-        subordinate("/etc/subgid", name)
+    return (
+        uid_map,
+        gid_map,
+        ids,
+        os.getuid(),
+        os.getgid(),
+        subordinate("/etc/subuid", name),
+        subordinate("/etc/subgid", name),
+    )
 
 
 def test_id_maps(runner):
@@ -734,8 +787,9 @@ def test_files_owned_by_mapped_ids(runner, open_dir):
     open(os.path.join(open_dir, "host-root"), "w").close()
     inside, host_root_file, uid, gid = runner(check_file_owners, open_dir, {}, ["0", "1000:1000"])
     assert inside == {"0": ["0", "0"], "1000:1000": ["1000", "1000"]}
-    owners = {u: (st.st_uid, st.st_gid) for u in ("0", "1000-1000")
-              for st in [os.stat(os.path.join(open_dir, f"by-{u}"))]}
+    owners = {
+        u: (st.st_uid, st.st_gid) for u in ("0", "1000-1000") for st in [os.stat(os.path.join(open_dir, f"by-{u}"))]
+    }
     assert host_root_file == ["65534", "65534"]  # host root is unmapped: the overflow ids
     if runner.mode == "root":
         assert owners == {"0": (1_000_000_000, 1_000_000_000), "1000-1000": (1_000_001_000, 1_000_001_000)}
@@ -749,8 +803,9 @@ def test_files_owned_without_userns(open_dir):
     open(os.path.join(open_dir, "host-root"), "w").close()
     inside, host_root_file, _, _ = check_file_owners(open_dir, {"userns": False}, ["0", "1000:1000"])
     assert inside == {"0": ["0", "0"], "1000:1000": ["1000", "1000"]}
-    owners = {u: (st.st_uid, st.st_gid) for u in ("0", "1000-1000")
-              for st in [os.stat(os.path.join(open_dir, f"by-{u}"))]}
+    owners = {
+        u: (st.st_uid, st.st_gid) for u in ("0", "1000-1000") for st in [os.stat(os.path.join(open_dir, f"by-{u}"))]
+    }
     assert owners == {"0": (0, 0), "1000-1000": (1000, 1000)}
     assert host_root_file == ["0", "0"]
 

@@ -1,6 +1,7 @@
 """The shape of the package: the module layers (docs/architecture.md), the
 one importer of the C extension, type hints on the public API, a light
 ``import sandboxlib``, and the refusal of a stale extension."""
+
 from __future__ import annotations
 
 import ast
@@ -24,18 +25,26 @@ PACKAGE = REPO / "sandboxlib"
 # The package map of docs/architecture.md: each unit (a top-level module or a
 # sub-package) may import units of its own layer and below, never above.
 LAYERS = {
-    "errors": 0, "streams": 0, "results": 0, "posix": 0, "version": 0,
+    "errors": 0,
+    "streams": 0,
+    "results": 0,
+    "posix": 0,
+    "version": 0,
     "native": 1,
     "security": 2,
     "config": 3,
-    "cgroups": 4, "images": 4,
-    "rootfs": 5, "registry": 5,
+    "cgroups": 4,
+    "images": 4,
+    "rootfs": 5,
+    "registry": 5,
     "calls": 6,
     "runtime": 7,
-    "api": 8, "aio": 8,
+    "api": 8,
+    "aio": 8,
     "pool": 9,
     "frontends": 10,
-    "__init__": 11, "__main__": 11,
+    "__init__": 11,
+    "__main__": 11,
 }
 FRONT_ENDS = "frontends"
 NATIVE = "sandboxlib.native._native"
@@ -60,8 +69,11 @@ def _imports(name: str, tree: ast.AST, modules, is_package: bool = False) -> set
     for node in ast.walk(tree):
         targets = []
         if isinstance(node, ast.ImportFrom):
-            base = (node.module or "").split(".") if node.level == 0 else \
-                own[:len(own) - node.level + 1] + ([node.module] if node.module else [])
+            base = (
+                (node.module or "").split(".")
+                if node.level == 0
+                else own[: len(own) - node.level + 1] + ([node.module] if node.module else [])
+            )
             base_name = ".".join(p for p in base if p)
             if base_name.split(".")[0] != "sandboxlib":
                 continue
@@ -71,8 +83,14 @@ def _imports(name: str, tree: ast.AST, modules, is_package: bool = False) -> set
         elif isinstance(node, ast.Import):
             targets = [a.name for a in node.names if a.name.split(".")[0] == "sandboxlib"]
         elif isinstance(node, ast.Call):
-            targets = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
-                       and a.value.startswith("sandboxlib.") and a.value.endswith("_native")]
+            targets = [
+                a.value
+                for a in node.args
+                if isinstance(a, ast.Constant)
+                and isinstance(a.value, str)
+                and a.value.startswith("sandboxlib.")
+                and a.value.endswith("_native")
+            ]
         for target in targets:
             found.add(target)
             parts = target.split(".")
@@ -87,8 +105,10 @@ def _imports(name: str, tree: ast.AST, modules, is_package: bool = False) -> set
 
 def _graph() -> dict:
     modules = _module_files()
-    return {name: _imports(name, ast.parse(path.read_text(), str(path)), modules, path.name == "__init__.py")
-            for name, path in modules.items()}
+    return {
+        name: _imports(name, ast.parse(path.read_text(), str(path)), modules, path.name == "__init__.py")
+        for name, path in modules.items()
+    }
 
 
 def _unit(module: str) -> str:
@@ -105,7 +125,7 @@ def _cycle(graph: dict):
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -123,8 +143,9 @@ def _cycle(graph: dict):
 
 
 def test_every_unit_has_a_layer():
-    assert sorted({_unit(m) for m in _module_files()}) == sorted(LAYERS), \
+    assert sorted({_unit(m) for m in _module_files()}) == sorted(LAYERS), (
         "add the new module or package to LAYERS (and docs/architecture.md)"
+    )
 
 
 def test_only_the_binding_imports_native():
@@ -146,9 +167,12 @@ def test_lib_and_ffi_stay_in_the_native_package():
 
 
 def test_no_upward_imports():
-    upward = [f"{m} (layer {LAYERS[_unit(m)]}) imports {t} (layer {LAYERS[_unit(t)]})"
-              for m, targets in _graph().items() for t in targets - {NATIVE}
-              if LAYERS[_unit(t)] > LAYERS[_unit(m)]]
+    upward = [
+        f"{m} (layer {LAYERS[_unit(m)]}) imports {t} (layer {LAYERS[_unit(t)]})"
+        for m, targets in _graph().items()
+        for t in targets - {NATIVE}
+        if LAYERS[_unit(t)] > LAYERS[_unit(m)]
+    ]
     assert upward == []
 
 
@@ -158,8 +182,13 @@ def test_no_import_cycles():
 
 def test_front_ends_use_the_public_api_only():
     """Front ends import top-level modules and package faces, never a module inside a package."""
-    private = [f"{m} imports {t}" for m, targets in _graph().items() if _unit(m) == FRONT_ENDS
-               for t in targets if t.count(".") > 1 and _unit(t) != FRONT_ENDS]
+    private = [
+        f"{m} imports {t}"
+        for m, targets in _graph().items()
+        if _unit(m) == FRONT_ENDS
+        for t in targets
+        if t.count(".") > 1 and _unit(t) != FRONT_ENDS
+    ]
     assert private == []
 
 
@@ -167,13 +196,23 @@ def test_import_scanner_sees_imports():
     """The scanner finds every form of import, and the cycle finder finds cycles (or the tests above
     prove nothing)."""
     modules = {"sandboxlib.a", "sandboxlib.b", "sandboxlib.pkg", "sandboxlib.pkg.c", "sandboxlib.pkg.d"}
-    code = ("from ..a import x\nfrom .. import b\nfrom .d import y\nimport sandboxlib.e\n"
-            "from sandboxlib import f\nfrom sandboxlib.g.h import z\nimport os\n"
-            "def f():\n    from ..native import _native\n    import importlib\n"
-            "    importlib.import_module('sandboxlib.native._native')\n")
+    code = (
+        "from ..a import x\nfrom .. import b\nfrom .d import y\nimport sandboxlib.e\n"
+        "from sandboxlib import f\nfrom sandboxlib.g.h import z\nimport os\n"
+        "def f():\n    from ..native import _native\n    import importlib\n"
+        "    importlib.import_module('sandboxlib.native._native')\n"
+    )
     found = _imports("sandboxlib.pkg.c", ast.parse(code), modules)
-    assert found == {"sandboxlib.a", "sandboxlib.b", "sandboxlib.pkg.d", "sandboxlib.e", "sandboxlib.g.h",
-                     "sandboxlib.g", NATIVE, "sandboxlib.native"}
+    assert found == {
+        "sandboxlib.a",
+        "sandboxlib.b",
+        "sandboxlib.pkg.d",
+        "sandboxlib.e",
+        "sandboxlib.g.h",
+        "sandboxlib.g",
+        NATIVE,
+        "sandboxlib.native",
+    }
     assert _cycle({"x": {"y"}, "y": {"z"}, "z": {"x"}}) == ["x", "y", "z", "x"]
     assert _cycle({"x": {"y"}, "y": set()}) is None
 
@@ -208,11 +247,31 @@ PUBLIC = {
     "Seccomp.deny": sb.Seccomp.deny,
     "Seccomp.kill": sb.Seccomp.kill,
     "Seccomp.allow": sb.Seccomp.allow,
-    **{f"ImageStore.{name}": getattr(sb.ImageStore, name)
-       for name in ("__init__", "list", "get", "tag", "remove", "prune", "load", "import_rootfs",
-                    "from_directory", "save", "unpacked", "volume", "volumes", "remove_volume", "pull", "push")},
-    **{f"Container.{name}": getattr(Container, name)
-       for name in ("write_file", "read_file", "put_archive", "get_archive", "commit")},
+    **{
+        f"ImageStore.{name}": getattr(sb.ImageStore, name)
+        for name in (
+            "__init__",
+            "list",
+            "get",
+            "tag",
+            "remove",
+            "prune",
+            "load",
+            "import_rootfs",
+            "from_directory",
+            "save",
+            "unpacked",
+            "volume",
+            "volumes",
+            "remove_volume",
+            "pull",
+            "push",
+        )
+    },
+    **{
+        f"Container.{name}": getattr(Container, name)
+        for name in ("write_file", "read_file", "put_archive", "get_archive", "commit")
+    },
     "Mount.volume": Mount.volume,
     "Container.call": Container.call,
     "Container.invoke": Container.invoke,
@@ -228,8 +287,11 @@ PUBLIC = {
 def test_public_api_has_type_hints(name):
     func = PUBLIC[name]
     signature = inspect.signature(func)
-    missing = [p.name for p in signature.parameters.values()
-               if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty]
+    missing = [
+        p.name
+        for p in signature.parameters.values()
+        if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty
+    ]
     assert missing == [], f"{name}: parameters without a type hint: {missing}"
     assert signature.return_annotation is not inspect.Signature.empty, f"{name}: no return type"
     hints = typing.get_type_hints(func)  # the hints resolve (no misspelt names)
@@ -249,16 +311,41 @@ def test_run_and_container_take_the_same_options():
 
 
 # -- import cost ---------------------------------------------------------------------------------
-HEAVY = ("asyncio", "multiprocessing", "concurrent.futures", "ssl", "http.client", "email", "urllib.request",
-         "xml.etree.ElementTree", "unittest", "ctypes", "argparse", "psutil", "pytest",
-         "sandboxlib.frontends.cli", "IPython", "sandboxlib.frontends.magic", "sandboxlib.pool", "cloudpickle")
+HEAVY = (
+    "asyncio",
+    "multiprocessing",
+    "concurrent.futures",
+    "ssl",
+    "http.client",
+    "email",
+    "urllib.request",
+    "xml.etree.ElementTree",
+    "unittest",
+    "ctypes",
+    "argparse",
+    "psutil",
+    "pytest",
+    "sandboxlib.frontends.cli",
+    "IPython",
+    "sandboxlib.frontends.magic",
+    "sandboxlib.pool",
+    "cloudpickle",
+)
 
 
 def test_import_is_light():
-    code = ("import json, sys\nbefore = set(sys.modules)\nimport sandboxlib\n"
-            "print(json.dumps(sorted(set(sys.modules) - before)))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
-                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), timeout=60)
+    code = (
+        "import json, sys\nbefore = set(sys.modules)\nimport sandboxlib\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     loaded = set(json.loads(proc.stdout))
     assert "sandboxlib.runtime.container" in loaded  # the measure works
@@ -272,6 +359,7 @@ def checkout_copy(tmp_path):
     """The tracked files and the built extension and init (those of the tested
     package: the wheel's or the in-place build), in a fresh directory."""
     import sandboxlib
+
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     tested = pathlib.Path(sandboxlib.__file__).parent / "native"
     built = [*tested.glob("_native*.so"), tested / "sbx-init"]
@@ -286,19 +374,22 @@ def checkout_copy(tmp_path):
     return copy
 
 
-IMPORT = ("import json, sys\n"
-          "try:\n"
-          "    import sandboxlib\n"
-          "except ImportError as err:\n"
-          "    print(json.dumps(['ImportError', str(err)]))\n"
-          "else:\n"
-          "    print(json.dumps(['ok', sandboxlib.__file__]))\n")
+IMPORT = (
+    "import json, sys\n"
+    "try:\n"
+    "    import sandboxlib\n"
+    "except ImportError as err:\n"
+    "    print(json.dumps(['ImportError', str(err)]))\n"
+    "else:\n"
+    "    print(json.dumps(['ok', sandboxlib.__file__]))\n"
+)
 
 
 def _import_in(copy: pathlib.Path) -> list:
     env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.run([sys.executable, "-c", IMPORT], capture_output=True, text=True, cwd=str(copy.parent),
-                          env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT], capture_output=True, text=True, cwd=str(copy.parent), env=env, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -341,5 +432,5 @@ def test_options_are_keyword_only(name):
     func, positional = POSITIONAL[name]
     params = list(inspect.signature(func).parameters.values())
     assert [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY] == positional, params
-    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params[:len(positional)])
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params[: len(positional)])
     assert len(params) > len(positional)  # it has options, and all of them are keyword-only

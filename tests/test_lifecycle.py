@@ -6,6 +6,7 @@ threads at once, and the host process is left as it was.
 Root and rootless (``runner``): the checks are module-level functions that
 do the work, assert, and return plain values.  Commands never inherit our
 stdio: the rootless worker's stdin and stdout are its channel to pytest."""
+
 from __future__ import annotations
 
 import errno
@@ -26,8 +27,8 @@ import psutil
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.runtime import statedir
 from sandboxlib.native.binding import Step
+from sandboxlib.runtime import statedir
 
 from .conftest import commands_of, wait_until
 
@@ -36,8 +37,7 @@ NO_STDIN = {"stdin": sb.DEVNULL}
 
 # A tree that tries to outlive its container: an orphan, a process in its
 # own session, one ignoring SIGTERM and SIGHUP, and a stopped shell.
-STUBBORN_TREE = ("(sleep 1000 &); setsid sleep 1000 & trap '' TERM HUP; sleep 1000 & "
-                 "echo ready; kill -STOP $$; wait")
+STUBBORN_TREE = "(sleep 1000 &); setsid sleep 1000 & trap '' TERM HUP; sleep 1000 & echo ready; kill -STOP $$; wait"
 
 
 def _exists(pid: int) -> bool:
@@ -49,8 +49,6 @@ def _exists(pid: int) -> bool:
         return False
 
 
-
-
 def _descendants(pid: int, sleeps: int) -> list:
     """The host pids of the process's descendants, once ``sleeps`` of them are sleep."""
     found = []
@@ -58,6 +56,7 @@ def _descendants(pid: int, sleeps: int) -> list:
     def enough():
         found[:] = psutil.Process(pid).children(recursive=True)
         return sum(p.name() == "sleep" for p in found) >= sleeps
+
     assert wait_until(enough), found
     return [p.pid for p in found]
 
@@ -71,9 +70,12 @@ def _records() -> list:
 
 def _snapshot() -> dict:
     """What a container leaves behind in this process when it leaks."""
-    return {"fds": sorted(os.listdir("/proc/self/fd")), "records": _records(),
-            "children": sorted(p.pid for p in psutil.Process().children(recursive=True)),
-            "threads": threading.active_count()}
+    return {
+        "fds": sorted(os.listdir("/proc/self/fd")),
+        "records": _records(),
+        "children": sorted(p.pid for p in psutil.Process().children(recursive=True)),
+        "threads": threading.active_count(),
+    }
 
 
 def _start_tree(c) -> tuple:
@@ -160,8 +162,12 @@ def check_after_close():
     c.stop()  # fine on a closed container
     c.stop(timeout=0)
     errors = []
-    for call in (lambda: c.run(["true"], **NO_STDIN), lambda: c.spawn(["true"], **QUIET), c.start,
-                 lambda: sb.run(["true"], container=c, **NO_STDIN)):
+    for call in (
+        lambda: c.run(["true"], **NO_STDIN),
+        lambda: c.spawn(["true"], **QUIET),
+        c.start,
+        lambda: sb.run(["true"], container=c, **NO_STDIN),
+    ):
         with pytest.raises(sb.ContainerStateError) as info:
             call()
         errors.append(type(info.value).__name__)
@@ -185,8 +191,9 @@ def test_after_close(runner):
 def check_stop():
     out = {}
     with sb.Container() as c:
-        stubborn = c.spawn(["sh", "-c", "trap '' TERM; echo ready; sleep 100"], stdin=sb.DEVNULL,
-                           stdout=sb.PIPE, stderr=sb.DEVNULL)
+        stubborn = c.spawn(
+            ["sh", "-c", "trap '' TERM; echo ready; sleep 100"], stdin=sb.DEVNULL, stdout=sb.PIPE, stderr=sb.DEVNULL
+        )
         assert stubborn.stdout.readline() == b"ready\n"  # the trap is in place
         pids = [c.pid] + _descendants(c.pid, 1)
         c.stop(timeout=0.5)
@@ -198,8 +205,12 @@ def check_stop():
         with pytest.raises(sb.ContainerStateError):
             c.run(["true"], **NO_STDIN)
     with sb.Container() as c:
-        coop = c.spawn(["sh", "-c", "trap 'echo got TERM; exit 5' TERM; echo ready; sleep 100 & wait"],
-                       stdin=sb.DEVNULL, stdout=sb.PIPE, stderr=sb.DEVNULL)
+        coop = c.spawn(
+            ["sh", "-c", "trap 'echo got TERM; exit 5' TERM; echo ready; sleep 100 & wait"],
+            stdin=sb.DEVNULL,
+            stdout=sb.PIPE,
+            stderr=sb.DEVNULL,
+        )
         assert coop.stdout.readline() == b"ready\n"
         plain = c.spawn(["sleep", "100"], **QUIET)
         # both sleeps have exec'd (a shell's child that has not reset its traps yet would
@@ -298,8 +309,7 @@ SWEEPER = "import sandboxlib as sb; assert sb.run(['true'], stdin=sb.DEVNULL).ok
 
 def check_sigkill_of_the_owner():
     env = dict(os.environ)
-    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             env=env)
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
     try:
         line = owner.stdout.readline().split()
     finally:
@@ -318,11 +328,24 @@ def check_sigkill_of_the_owner():
     owner.wait()
     gone = wait_until(lambda: not any(_exists(pid) for pid in pids))
     left = [os.path.exists(path) for path in paths]  # the owner could not remove them ...
-    subprocess.run([sys.executable, "-c", SWEEPER], env=env, check=True, timeout=120,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", SWEEPER],
+        env=env,
+        check=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     swept = [not os.path.exists(path) for path in paths]  # ... the next start did
-    return {"owner": int(owner_pid) == owner.pid, "alive": alive, "gone": gone, "left": left, "swept": swept,
-            "records": [(int(r[0]) == owner.pid, int(r[2])) for r in records], "pids": pids}
+    return {
+        "owner": int(owner_pid) == owner.pid,
+        "alive": alive,
+        "gone": gone,
+        "left": left,
+        "swept": swept,
+        "records": [(int(r[0]) == owner.pid, int(r[2])) for r in records],
+        "pids": pids,
+    }
 
 
 def test_sigkill_of_the_owner(runner):
@@ -341,8 +364,7 @@ def check_started_from_a_short_lived_thread():
     def start():
         c = sb.Container().start()
         box["c"] = c
-        box["p"] = c.spawn(["sh", "-c", "read x; echo got $x"], stdin=sb.PIPE, stdout=sb.PIPE,
-                           stderr=sb.DEVNULL)
+        box["p"] = c.spawn(["sh", "-c", "read x; echo got $x"], stdin=sb.PIPE, stdout=sb.PIPE, stderr=sb.DEVNULL)
 
     thread = threading.Thread(target=start)
     thread.start()
@@ -368,8 +390,15 @@ def check_started_from_a_short_lived_thread():
 
 def test_started_from_a_short_lived_thread(runner):
     out = runner(check_started_from_a_short_lived_thread)
-    assert out == {"running": True, "init alive": True, "command alive": True, "run": b"alive\n",
-                   "spawned": (b"got it\n", None), "code": 0, "closed": (False, False)}
+    assert out == {
+        "running": True,
+        "init alive": True,
+        "command alive": True,
+        "run": b"alive\n",
+        "spawned": (b"got it\n", None),
+        "code": 0,
+        "closed": (False, False),
+    }
 
 
 THREADS, PER_THREAD = 10, 5
@@ -391,8 +420,7 @@ def check_concurrency():
             all_started.wait()  # all 50 are running now
             seen.append(len(_records()))
             for j, c in enumerate(boxes):
-                r = c.run(["sh", "-c", 'hostname; echo "$HOSTNAME"; echo $((6 * 7)) $0', f"arg{i}.{j}"],
-                          **NO_STDIN)
+                r = c.run(["sh", "-c", 'hostname; echo "$HOSTNAME"; echo $((6 * 7)) $0', f"arg{i}.{j}"], **NO_STDIN)
                 assert r.ok and r.stdout == f"t{i}-c{j}\nt{i}-c{j}\n42 arg{i}.{j}\n".encode(), r
         except BaseException as err:  # noqa: BLE001 - collected for the assert
             errors.append(repr(err))
@@ -412,12 +440,14 @@ def check_concurrency():
     assert left == [] and _records() == before, (left, _records())
     # many threads, one container: concurrent commands keep their own streams
     with sb.Container() as c:
+
         def shared(i):
             try:
                 r = c.run(["sh", "-c", f"echo out{i}; echo err{i} >&2; exit {i}"], **NO_STDIN)
                 assert (r.stdout, r.stderr, r.exit_code) == (f"out{i}\n".encode(), f"err{i}\n".encode(), i), r
             except BaseException as err:  # noqa: BLE001
                 errors.append(repr(err))
+
         threads = [threading.Thread(target=shared, args=(i,)) for i in range(20)]
         for t in threads:
             t.start()
@@ -460,24 +490,34 @@ def _host_state() -> dict:
     umask = os.umask(0o022)
     os.umask(umask)
     return {
-        "cwd": os.getcwd(), "umask": umask, "environ": dict(os.environ),
+        "cwd": os.getcwd(),
+        "umask": umask,
+        "environ": dict(os.environ),
         "handlers": {int(s): signal.getsignal(s) for s in valid},
         "mask": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
-        "rlimits": {name: resource.getrlimit(getattr(resource, name))
-                    for name in dir(resource) if name.startswith("RLIMIT_")},
+        "rlimits": {
+            name: resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")
+        },
         "ids": (os.getresuid(), os.getresgid(), sorted(os.getgroups())),
-        "session": (os.getpgrp(), os.getsid(0)), "nice": os.getpriority(os.PRIO_PROCESS, 0),
-        "threads": threading.active_count(), "children": psutil.Process().children(recursive=True),
-        "root": os.stat("/").st_ino, "namespaces": sorted(os.readlink(f"/proc/self/ns/{n}")
-                                                         for n in os.listdir("/proc/self/ns")),
+        "session": (os.getpgrp(), os.getsid(0)),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "threads": threading.active_count(),
+        "children": psutil.Process().children(recursive=True),
+        "root": os.stat("/").st_ino,
+        "namespaces": sorted(os.readlink(f"/proc/self/ns/{n}") for n in os.listdir("/proc/self/ns")),
     }
 
 
 def check_host_process_left_alone():
     before = _host_state()
     sb.run(["true"], **NO_STDIN)
-    sb.run(["sh", "-c", "cd /tmp; umask 077; export X=1; trap '' INT; ulimit -n 64; pwd"],
-           env={"Y": "2"}, cwd="/tmp", limits=sb.Limits(nofile=128), **NO_STDIN)
+    sb.run(
+        ["sh", "-c", "cd /tmp; umask 077; export X=1; trap '' INT; ulimit -n 64; pwd"],
+        env={"Y": "2"},
+        cwd="/tmp",
+        limits=sb.Limits(nofile=128),
+        **NO_STDIN,
+    )
     assert sb.run(["sleep", "100"], timeout=0.2, **NO_STDIN).timed_out
     with pytest.raises(sb.CommandNotFoundError):
         sb.run(["no-such-command-sbx"], **NO_STDIN)
@@ -510,6 +550,7 @@ STORM_SECONDS = 20.0  # an upper bound: the storm takes a few seconds
 
 def _cgroups_of(container_ids) -> list:
     from sandboxlib.cgroups import cgroup_name
+
     names = {cgroup_name(statedir.state_root(), ident) for ident in container_ids}
     found = []
     for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
@@ -523,6 +564,7 @@ def check_stop_storm():
     """Each container is stopped by a Timer (0-30 ms) while `with c: c.run(...)`
     starts it and runs a command: only documented outcomes, nothing left."""
     import random
+
     before = _snapshot()
     outcomes, unexpected, ids, inits = {}, [], [], []
     deadline = time.monotonic() + STORM_SECONDS
@@ -558,10 +600,14 @@ def check_stop_storm():
     for t in threads:
         t.join(STORM_SECONDS + 60)
     after = _snapshot()
-    return {"unexpected": unexpected, "outcomes": outcomes, "hung": [t.is_alive() for t in threads if t.is_alive()],
-            "left": {k: sorted(set(after[k]) - set(before[k])) for k in ("fds", "records", "children")},
-            "inits alive": [pid for pid in inits if pid is not None and _exists(pid)],
-            "cgroups": _cgroups_of(ids)}
+    return {
+        "unexpected": unexpected,
+        "outcomes": outcomes,
+        "hung": [t.is_alive() for t in threads if t.is_alive()],
+        "left": {k: sorted(set(after[k]) - set(before[k])) for k in ("fds", "records", "children")},
+        "inits alive": [pid for pid in inits if pid is not None and _exists(pid)],
+        "cgroups": _cgroups_of(ids),
+    }
 
 
 def test_stop_from_another_thread_during_start_and_run(runner):
@@ -607,10 +653,21 @@ def check_fork_leaves_the_container_alone():
         session = c.session()
 
         def child() -> int:
-            refused = [_refused_for_fork(op) for op in (
-                lambda: c.run(["true"], **QUIET), lambda: c.spawn(["true"], **QUIET), c.stats, c.top,
-                lambda: c.call(_square, 2), lambda: c.read_file("/etc/passwd"), c.stop,
-                p.kill, p.poll, lambda: p.wait(0))]
+            refused = [
+                _refused_for_fork(op)
+                for op in (
+                    lambda: c.run(["true"], **QUIET),
+                    lambda: c.spawn(["true"], **QUIET),
+                    c.stats,
+                    c.top,
+                    lambda: c.call(_square, 2),
+                    lambda: c.read_file("/etc/passwd"),
+                    c.stop,
+                    p.kill,
+                    p.poll,
+                    lambda: p.wait(0),
+                )
+            ]
             p.close()  # only the child's copies of its fds
             session.close()
             c.__exit__(None, None, None)  # as the child's sys.exit() unwinding the `with`
@@ -631,7 +688,13 @@ def check_fork_leaves_the_container_alone():
 
 def test_fork_leaves_the_container_alone(runner):
     assert runner(check_fork_leaves_the_container_alone) == {
-        "child": 0, "run": b"alive\n", "call": 16, "session": 25, "sleep running": True, "sleep": -signal.SIGKILL}
+        "child": 0,
+        "run": b"alive\n",
+        "call": 16,
+        "session": 25,
+        "sleep running": True,
+        "sleep": -signal.SIGKILL,
+    }
 
 
 # -- Ctrl-C during start (issue 20, item 7) ---------------------------------------------
@@ -644,6 +707,7 @@ def check_sigint_storm():
     at a time (the next only once the last was raised), so that the test's
     own loop always catches it."""
     import random
+
     assert threading.current_thread() is threading.main_thread()
     before = _snapshot()
     gate = threading.Lock()
@@ -689,9 +753,15 @@ def check_sigint_storm():
     gc.collect()
     after = _snapshot()
     zombies = [p.pid for p in psutil.Process().children(recursive=True) if p.status() == psutil.STATUS_ZOMBIE]
-    return {"sent": state["sent"], "raised": state["raised"], "completed": completed,
-            "left": {k: sorted(set(after[k]) - set(before[k])) for k in ("fds", "records", "children")},
-            "zombies": zombies, "inits alive": [pid for pid in inits if pid and _exists(pid)], "where": places}
+    return {
+        "sent": state["sent"],
+        "raised": state["raised"],
+        "completed": completed,
+        "left": {k: sorted(set(after[k]) - set(before[k])) for k in ("fds", "records", "children")},
+        "zombies": zombies,
+        "inits alive": [pid for pid in inits if pid and _exists(pid)],
+        "where": places,
+    }
 
 
 def test_ctrl_c_during_start_leaks_nothing(runner):
@@ -706,9 +776,12 @@ def check_sweep_removes_garbage_records():
     os.makedirs(root, mode=0o700, exist_ok=True)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    names = {"empty": b"", "corrupt": b"\x00garbage\n",
-             # a dead owner's record whose last line was cut short: swept by what it names
-             "cut short": f"{dead.pid} 1\ninit 12".encode()}
+    names = {
+        "empty": b"",
+        "corrupt": b"\x00garbage\n",
+        # a dead owner's record whose last line was cut short: swept by what it names
+        "cut short": f"{dead.pid} 1\ninit 12".encode(),
+    }
     for name, data in names.items():
         with open(os.path.join(root, f"garbage-{name}"), "wb") as f:
             f.write(data)

@@ -6,6 +6,7 @@ the owner).
 Root gets a cgroup per container; rootless here has no delegated cgroup, so
 rootless checks that a cgroup limit is refused with UnsupportedError and
 that everything else (rlimits, stats from psutil) works without one."""
+
 from __future__ import annotations
 
 import errno
@@ -23,8 +24,15 @@ import sandboxlib as sb
 from sandboxlib import cgroups
 from sandboxlib.runtime import statedir
 
-from .conftest import (LAUNCHER, commands_of, expire_sweep_stamp, run_cli, session_cgroup_prefix, session_cgroups,
-                       wait_until)
+from .conftest import (
+    LAUNCHER,
+    commands_of,
+    expire_sweep_stamp,
+    run_cli,
+    session_cgroup_prefix,
+    session_cgroups,
+    wait_until,
+)
 
 NO_STDIN = {"stdin": sb.DEVNULL}
 PY = sys.executable
@@ -52,8 +60,12 @@ def test_container_cgroup_layout_and_removal():
         for path in paths:
             with open(os.path.join(path, "cgroup.procs")) as f:
                 assert str(c.pid) in f.read().split(), path
-        files = {"memory": ("memory.limit_in_bytes", "67108864"), "pids": ("pids.max", "50"),
-                 "cpu": ("cpu.cfs_quota_us", "100000"), "cpuset": ("cpuset.cpus", "0")}
+        files = {
+            "memory": ("memory.limit_in_bytes", "67108864"),
+            "pids": ("pids.max", "50"),
+            "cpu": ("cpu.cfs_quota_us", "100000"),
+            "cpuset": ("cpuset.cpus", "0"),
+        }
         for controller, (name, value) in files.items():
             with open(os.path.join(c._cgroup.node(controller).path, name)) as f:
                 assert f.read().strip() == value, name
@@ -119,7 +131,7 @@ def test_memory_hog_is_oom_killed():
     assert r.verdict is sb.Verdict.OOM and r.oom_killed, r
     assert r.signal == signal.SIGKILL and r.stdout == b"before\n", r  # output kept
     with sb.Container(limits=limits) as c:
-        r = c.run(["sh", "-c", f"{PY} -c \"{HOG}\"; echo rc=$?"], **NO_STDIN)
+        r = c.run(["sh", "-c", f'{PY} -c "{HOG}"; echo rc=$?'], **NO_STDIN)
         # the shell survives its child's OOM kill and exits 0: not the OOM's verdict
         assert r.oom_killed and r.verdict is sb.Verdict.EXITED and r.stdout == b"before\nrc=137\n", r
         r = c.run([PY, "-c", HOG], **NO_STDIN)
@@ -134,13 +146,15 @@ def test_memory_hog_is_oom_killed():
 
 # -- pids ----------------------------------------------------------------------------------
 # Every process forks for ever, and keeps trying when the limit refuses.
-BOMB = ("import os, signal, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "while True:\n"
-        "    try:\n"
-        "        os.fork()\n"
-        "    except OSError:\n"
-        "        time.sleep(0.005)\n")
+BOMB = (
+    "import os, signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.fork()\n"
+    "    except OSError:\n"
+    "        time.sleep(0.005)\n"
+)
 
 
 def test_fork_bomb_is_contained_and_stop_kills_it():
@@ -155,6 +169,7 @@ def test_fork_bomb_is_contained_and_stop_kills_it():
         def events():
             with open(os.path.join(pids_dir, "pids.events")) as f:
                 return int(f.read().split()[1])
+
         assert _wait_until(lambda: events() > 50), "the bomb never hit the limit"
         with open(os.path.join(pids_dir, "pids.current")) as f:
             assert int(f.read()) <= limit
@@ -180,21 +195,23 @@ def test_pids_limit_verdict():
 
 # Forks 1,000 children that each sleep a little, counts the refused forks
 # (EAGAIN) and exits 0 all the same.
-SURVIVOR = ("import os, time\n"
-            "refused = 0\n"
-            "for _ in range(1000):\n"
-            "    try:\n"
-            "        if os.fork() == 0:\n"
-            "            time.sleep(0.5)\n"
-            "            os._exit(0)\n"
-            "    except BlockingIOError:\n"
-            "        refused += 1\n"
-            "while True:\n"
-            "    try:\n"
-            "        os.wait()\n"
-            "    except ChildProcessError:\n"
-            "        break\n"
-            "print(refused)\n")
+SURVIVOR = (
+    "import os, time\n"
+    "refused = 0\n"
+    "for _ in range(1000):\n"
+    "    try:\n"
+    "        if os.fork() == 0:\n"
+    "            time.sleep(0.5)\n"
+    "            os._exit(0)\n"
+    "    except BlockingIOError:\n"
+    "        refused += 1\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.wait()\n"
+    "    except ChildProcessError:\n"
+    "        break\n"
+    "print(refused)\n"
+)
 
 
 def test_pids_limit_hit_is_reported_when_the_command_exits_0():
@@ -247,8 +264,7 @@ def test_cpuset_pins_the_container():
 # -- rlimits -------------------------------------------------------------------------
 def check_rlimits():
     out = {}
-    limits = sb.Limits(nofile=(20, 40), nproc=500, core=0, fsize="1M", address_space="1G", cpu=(100, 200),
-                       stack="4M")
+    limits = sb.Limits(nofile=(20, 40), nproc=500, core=0, fsize="1M", address_space="1G", cpu=(100, 200), stack="4M")
     with sb.Container(limits=limits) as c:
         text = c.run(["cat", "/proc/self/limits"], **NO_STDIN).stdout.decode()
         rows = {}
@@ -256,8 +272,10 @@ def check_rlimits():
             name, values = line[:26].strip(), line[26:].split()
             rows[name] = values[:2]
         out["limits"] = rows
-        script = ("import os\nn = 0\ntry:\n    while True:\n        os.open('/dev/null', os.O_RDONLY); n += 1\n"
-                  "except OSError as e:\n    print(n, e.errno)")
+        script = (
+            "import os\nn = 0\ntry:\n    while True:\n        os.open('/dev/null', os.O_RDONLY); n += 1\n"
+            "except OSError as e:\n    print(n, e.errno)"
+        )
         out["nofile"] = c.run([PY, "-c", script], **NO_STDIN).stdout
         r = c.run(["dd", "if=/dev/zero", "of=/tmp/big", "bs=64k", "count=64"], **NO_STDIN)
         out["fsize"] = (r.verdict, r.signal, c.run(["stat", "-c", "%s", "/tmp/big"], **NO_STDIN).stdout)
@@ -296,8 +314,9 @@ def test_run_timeout_kills_setsid_grandchild_holding_stdout(userns):
     takes it too, and run() returns at once."""
     with sb.Container(userns=userns) as c:
         started = time.monotonic()
-        r = c.run(["sh", "-c", "setsid sh -c 'echo grandchild; sleep 1000' & echo main; sleep 1000"],
-                  timeout=0.5, **NO_STDIN)
+        r = c.run(
+            ["sh", "-c", "setsid sh -c 'echo grandchild; sleep 1000' & echo main; sleep 1000"], timeout=0.5, **NO_STDIN
+        )
         took = time.monotonic() - started
         assert r.timed_out and r.verdict is sb.Verdict.TIMEOUT and r.signal == signal.SIGKILL, r
         assert sorted(r.stdout.split()) == [b"grandchild", b"main"], r.stdout
@@ -311,8 +330,7 @@ def test_run_timeout_kills_setsid_grandchild_holding_stdout(userns):
 def test_command_cgroup_of_a_command_that_left_a_daemon():
     """A command whose daemon outlives it keeps its cgroup until the container ends."""
     with sb.Container() as c:
-        r = c.run(["sh", "-c", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo started"], timeout=30,
-                  **NO_STDIN)
+        r = c.run(["sh", "-c", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo started"], timeout=30, **NO_STDIN)
         assert r.ok and r.stdout == b"started\n"
         assert _wait_until(lambda: any(p.name == "sleep" for p in c.top()))
         assert [e for e in os.listdir(c._cgroup.v2.path) if e.startswith("cmd-")] == ["cmd-1"]
@@ -368,11 +386,13 @@ def test_stats_need_a_running_container():
 
 # -- the cgroup file system inside ------------------------------------------------------
 def check_cgroupfs_inside():
-    script = ("ls -A /sys/fs/cgroup; echo ls=$?; mkdir /sys/fs/cgroup/x 2>&1; echo mkdir=$?; "
-              "echo /x > /sys/fs/cgroup/release_agent 2>&1; echo write=$?; "
-              "mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg 2>&1; echo mount2=$?; "
-              "mount -t cgroup -o memory none /tmp/cg 2>&1; echo mount1=$?; "
-              "grep -c ' /sys ro,' /proc/self/mountinfo")
+    script = (
+        "ls -A /sys/fs/cgroup; echo ls=$?; mkdir /sys/fs/cgroup/x 2>&1; echo mkdir=$?; "
+        "echo /x > /sys/fs/cgroup/release_agent 2>&1; echo write=$?; "
+        "mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg 2>&1; echo mount2=$?; "
+        "mount -t cgroup -o memory none /tmp/cg 2>&1; echo mount1=$?; "
+        "grep -c ' /sys ro,' /proc/self/mountinfo"
+    )
     with sb.Container() as c:
         return c.run(["sh", "-c", script], **NO_STDIN).stdout.decode()
 
@@ -386,25 +406,28 @@ def test_cgroupfs_inside_is_read_only(runner):
 
 
 # -- configuration errors ---------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, field", [
-    ({"memory": "1M"}, "limits.memory"),
-    ({"memory": "lots"}, "limits.memory"),
-    ({"memory": -5}, "limits.memory"),
-    ({"memory_swap": "1G"}, "limits.memory_swap"),
-    ({"memory": "64M", "memory_swap": "32M"}, "limits.memory_swap"),
-    ({"cpus": 0}, "limits.cpus"),
-    ({"cpus": 1000}, "limits.cpus"),
-    ({"cpus": "lots"}, "limits.cpus"),  # ("1.5" is 1.5, as docker run --cpus)
-    ({"cpus": "0"}, "limits.cpus"),
-    ({"cpu_shares": 1}, "limits.cpu_shares"),
-    ({"pids": 0}, "limits.pids"),
-    ({"pids": 1.5}, "limits.pids"),
-    ({"cpuset_cpus": "0-"}, "limits.cpuset_cpus"),
-    ({"cpuset_cpus": "4096"}, "limits.cpuset_cpus"),
-    ({"nofile": (10, 5)}, "limits.nofile"),
-    ({"nofile": (1, 2, 3)}, "limits.nofile"),
-    ({"fsize": "big"}, "limits.fsize"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"memory": "1M"}, "limits.memory"),
+        ({"memory": "lots"}, "limits.memory"),
+        ({"memory": -5}, "limits.memory"),
+        ({"memory_swap": "1G"}, "limits.memory_swap"),
+        ({"memory": "64M", "memory_swap": "32M"}, "limits.memory_swap"),
+        ({"cpus": 0}, "limits.cpus"),
+        ({"cpus": 1000}, "limits.cpus"),
+        ({"cpus": "lots"}, "limits.cpus"),  # ("1.5" is 1.5, as docker run --cpus)
+        ({"cpus": "0"}, "limits.cpus"),
+        ({"cpu_shares": 1}, "limits.cpu_shares"),
+        ({"pids": 0}, "limits.pids"),
+        ({"pids": 1.5}, "limits.pids"),
+        ({"cpuset_cpus": "0-"}, "limits.cpuset_cpus"),
+        ({"cpuset_cpus": "4096"}, "limits.cpuset_cpus"),
+        ({"nofile": (10, 5)}, "limits.nofile"),
+        ({"nofile": (1, 2, 3)}, "limits.nofile"),
+        ({"fsize": "big"}, "limits.fsize"),
+    ],
+)
 def test_bad_limits_name_the_field(kwargs, field):
     with pytest.raises(sb.ConfigError) as info:
         sb.Container(limits=sb.Limits(**kwargs))
@@ -473,9 +496,28 @@ def test_sweep_kills_what_is_left_in_a_cgroup():
 
 # -- command line -------------------------------------------------------------------------
 def test_cli_limits():
-    proc = run_cli("--memory", "64M", "--memory-swap", "64M", "--pids-limit", "30", "--cpus", "1.5",
-                "--cpu-shares", "512", "--cpuset-cpus", "0", "--ulimit", "nofile=20:40", "--ulimit", "fsize=1M",
-                "--", "sh", "-c", "ulimit -n; ulimit -Hn; grep Cpus_allowed_list /proc/self/status")
+    proc = run_cli(
+        "--memory",
+        "64M",
+        "--memory-swap",
+        "64M",
+        "--pids-limit",
+        "30",
+        "--cpus",
+        "1.5",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        "0",
+        "--ulimit",
+        "nofile=20:40",
+        "--ulimit",
+        "fsize=1M",
+        "--",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; grep Cpus_allowed_list /proc/self/status",
+    )
     assert proc.returncode == 0, proc
     assert proc.stdout.split() == [b"20", b"40", b"Cpus_allowed_list:", b"0"], proc.stdout
     proc = run_cli("--memory", "32M", "--memory-swap", "32M", "--", PY, "-c", HOG)
@@ -485,14 +527,23 @@ def test_cli_limits():
     assert proc.returncode == 128 + signal.SIGXFSZ and b"file size limit" in proc.stderr, proc
 
 
-@pytest.mark.parametrize("args, option", [
-    (["--memory", "1M"], "--memory"), (["--memory", "x"], "--memory"),
-    (["--memory-swap", "1G"], "--memory-swap"), (["--cpus", "0"], "--cpus"),
-    (["--cpu-shares", "1"], "--cpu-shares"), (["--pids-limit", "0"], "--pids-limit"),
-    (["--cpuset-cpus", "a"], "--cpuset-cpus"), (["--ulimit", "nofile"], "--ulimit"),
-    (["--ulimit", "bogus=1"], "--ulimit"), (["--ulimit", "nofile=10:5"], "--ulimit"),
-    (["--cpus", "half"], "--cpus"), (["--pids-limit", "many"], "--pids-limit"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--memory", "1M"], "--memory"),
+        (["--memory", "x"], "--memory"),
+        (["--memory-swap", "1G"], "--memory-swap"),
+        (["--cpus", "0"], "--cpus"),
+        (["--cpu-shares", "1"], "--cpu-shares"),
+        (["--pids-limit", "0"], "--pids-limit"),
+        (["--cpuset-cpus", "a"], "--cpuset-cpus"),
+        (["--ulimit", "nofile"], "--ulimit"),
+        (["--ulimit", "bogus=1"], "--ulimit"),
+        (["--ulimit", "nofile=10:5"], "--ulimit"),
+        (["--cpus", "half"], "--cpus"),
+        (["--pids-limit", "many"], "--pids-limit"),
+    ],
+)
 def test_cli_bad_limits_name_the_option(args, option):
     proc = run_cli(*args, "--", "true")
     assert proc.returncode in (2, 125), proc  # 2: argparse's own type errors
@@ -503,6 +554,7 @@ def test_a_limit_the_kernel_refuses_is_a_setup_error():
     """cpuset.cpus must be within the parent's: the kernel's refusal names the
     file, and nothing is left behind."""
     from sandboxlib.config import CgroupLimits
+
     layout = cgroups.detect()
     name = cgroups.cgroup_name(statedir.state_root(), "f" * 16)
     bad = cgroups.plan_cgroup(layout, CgroupLimits(cpuset_cpus="4000"), name)  # past Limits' own check
@@ -543,6 +595,7 @@ def test_rootless_in_a_delegated_cgroup():
     import pwd
 
     from . import rootless
+
     user = pwd.getpwnam("sbxtest")
     delegated = os.path.join(cgroups.detect().v2, session_cgroup_prefix() + "delegated")
     os.mkdir(delegated)
@@ -550,10 +603,16 @@ def test_rootless_in_a_delegated_cgroup():
         for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
             os.chown(os.path.join(delegated, name), user.pw_uid, user.pw_gid)
         argv = rootless.launcher(user, [PY, "-c", DELEGATED])
-        proc = subprocess.run(["sh", "-c", f'echo $$ > {delegated}/cgroup.procs && exec "$@"', "sh", *argv],
-                              capture_output=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["sh", "-c", f'echo $$ > {delegated}/cgroup.procs && exec "$@"', "sh", *argv],
+            capture_output=True,
+            timeout=120,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.returncode == 0, proc.stderr.decode()
         import json
+
         out = json.loads(proc.stdout)
     finally:
         assert _wait_until(lambda: cgroups.release_paths([delegated]) is False)
@@ -570,6 +629,7 @@ def test_v1_only_layout_kills_with_the_freezer():
     the v1 freezer, and kill-all is freeze, SIGKILL every process, thaw: a
     fork bomb cannot outrun it.  Timeouts fall back to the process group."""
     from unittest import mock
+
     real = cgroups.detect()
     v1_only = cgroups.Layout(v1=real.v1, v2=None, v2_controllers=frozenset())
     with mock.patch("sandboxlib.runtime.lifecycle.cgroups.detect", return_value=v1_only):
@@ -597,33 +657,39 @@ def test_v1_only_layout_kills_with_the_freezer():
 
 
 # -- verdicts and settings: the decisions alone ------------------------------------------------
-@pytest.mark.parametrize("kwargs, verdict", [
-    ({"exit_code": 0}, sb.Verdict.EXITED),
-    ({"exit_code": 3}, sb.Verdict.EXITED),
-    ({"exit_code": 137, "sig": signal.SIGKILL}, sb.Verdict.SIGNALED),
-    ({"exit_code": 137, "sig": signal.SIGKILL, "timed_out": True, "oom_killed": True}, sb.Verdict.TIMEOUT),
-    ({"exit_code": 137, "sig": signal.SIGKILL, "oom_killed": True}, sb.Verdict.OOM),
-    ({"exit_code": 0, "oom_killed": True}, sb.Verdict.EXITED),
-    ({"exit_code": 2, "pids_limit_hit": True}, sb.Verdict.PIDS_LIMIT),
-    ({"exit_code": 0, "pids_limit_hit": True}, sb.Verdict.EXITED),
-    ({"exit_code": 159, "sig": signal.SIGSYS}, sb.Verdict.SECCOMP),
-    ({"exit_code": 153, "sig": signal.SIGXFSZ, "pids_limit_hit": True}, sb.Verdict.FSIZE),
-    ({"exit_code": 152, "sig": signal.SIGXCPU}, sb.Verdict.CPU_TIME),
-])
+@pytest.mark.parametrize(
+    "kwargs, verdict",
+    [
+        ({"exit_code": 0}, sb.Verdict.EXITED),
+        ({"exit_code": 3}, sb.Verdict.EXITED),
+        ({"exit_code": 137, "sig": signal.SIGKILL}, sb.Verdict.SIGNALED),
+        ({"exit_code": 137, "sig": signal.SIGKILL, "timed_out": True, "oom_killed": True}, sb.Verdict.TIMEOUT),
+        ({"exit_code": 137, "sig": signal.SIGKILL, "oom_killed": True}, sb.Verdict.OOM),
+        ({"exit_code": 0, "oom_killed": True}, sb.Verdict.EXITED),
+        ({"exit_code": 2, "pids_limit_hit": True}, sb.Verdict.PIDS_LIMIT),
+        ({"exit_code": 0, "pids_limit_hit": True}, sb.Verdict.EXITED),
+        ({"exit_code": 159, "sig": signal.SIGSYS}, sb.Verdict.SECCOMP),
+        ({"exit_code": 153, "sig": signal.SIGXFSZ, "pids_limit_hit": True}, sb.Verdict.FSIZE),
+        ({"exit_code": 152, "sig": signal.SIGXCPU}, sb.Verdict.CPU_TIME),
+    ],
+)
 def test_verdict_of(kwargs, verdict):
     from sandboxlib.results import verdict_of
+
     args = {"sig": None, "timed_out": False, "oom_killed": False, "pids_limit_hit": False, **kwargs}
     assert verdict_of(**args) is verdict
 
 
 def test_v2_settings():
     from sandboxlib.cgroups.settings import shares_to_weight, v2_settings
-    limits = sb.Limits(memory="64M", memory_swap="96M", cpus=1.5, cpu_shares=1024, pids=7,
-                       cpuset_cpus="0").cgroup()
+
+    limits = sb.Limits(memory="64M", memory_swap="96M", cpus=1.5, cpu_shares=1024, pids=7, cpuset_cpus="0").cgroup()
     assert v2_settings(limits) == {
         "memory": [("memory.max", str(64 << 20)), ("memory.swap.max", str(32 << 20))],
         "cpu": [("cpu.max", "150000 100000"), ("cpu.weight", "39")],
-        "pids": [("pids.max", "7")], "cpuset": [("cpuset.cpus", "0")]}
+        "pids": [("pids.max", "7")],
+        "cpuset": [("cpuset.cpus", "0")],
+    }
     assert v2_settings(sb.Limits(memory="64M", memory_swap=-1).cgroup())["memory"][1] == ("memory.swap.max", "max")
     assert (shares_to_weight(2), shares_to_weight(262144)) == (1, 10000)
 
@@ -639,6 +705,7 @@ def test_cli_rootless_limit_is_refused():
     import pwd
 
     from . import rootless
+
     user = pwd.getpwnam("sbxtest")
     argv = rootless.launcher(user, [PY, "-m", "sandboxlib", "run", "--memory", "64M", "--", "true"])
     proc = subprocess.run(argv, capture_output=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL)
@@ -653,6 +720,7 @@ def test_v2_placement_beside_a_cgroup_with_processes(tmp_path):
     holds us, and cgroup v2 lets only a cgroup without processes give
     controllers to children)."""
     from sandboxlib.config import CgroupLimits
+
     root = tmp_path / "v2"
     own = root / "delegated" / "leaf"
     own.mkdir(parents=True)
@@ -666,6 +734,7 @@ def test_v2_placement_beside_a_cgroup_with_processes(tmp_path):
         layout = cgroups.Layout(v1={}, v2=str(own_dir), v2_controllers=frozenset({"memory", "pids"}))
         group = cgroups.plan_cgroup(layout, limits, "sandboxlib-test")
         return group.v2.path, sorted(group.v2.controllers)
+
     assert placed(own) == (str(root / "delegated" / "sandboxlib-test"), ["memory", "pids"])
     assert placed(root) == (str(root / "sandboxlib-test"), ["memory", "pids"])
     layout = cgroups.Layout(v1={}, v2=str(own), v2_controllers=frozenset({"memory", "pids"}))

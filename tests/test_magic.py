@@ -3,6 +3,7 @@ in a real ``InteractiveShell``, and in a real Jupyter kernel (ipykernel)
 driven through ``jupyter_client``, reading the streamed output.
 
 Root and rootless (``runner``)."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,7 @@ import time
 import psutil
 import pytest
 
-STREAM_CELL = ("%%sandbox --timeout 30\n"
-               "import time\n"
-               "for i in range(3):\n"
-               "    print('line', i)\n"
-               "    time.sleep(0.3)\n")
+STREAM_CELL = "%%sandbox --timeout 30\nimport time\nfor i in range(3):\n    print('line', i)\n    time.sleep(0.3)\n"
 
 
 class _Recorder:
@@ -40,6 +37,7 @@ class _Recorder:
 def _shell():
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
+
     config = Config()
     config.HistoryManager.enabled = False  # no history database (an open fd)
     return InteractiveShell(config=config)
@@ -57,14 +55,18 @@ def _run(shell, cell: str):
 
 def check_shell():
     from IPython.core.error import UsageError
+
     shell = _shell()
     assert shell.run_cell("%load_ext sandboxlib").success
     try:
         seen = {}
         result, out = _run(shell, "%%sandbox\nimport os\nx = 41\nprint('pid', os.getpid(), os.uname().nodename)\nx + 1")
         words = out.text.split()
-        seen["first"] = (repr(result.result), words[0] == "pid" and int(words[1]) < 100,  # its own pid ns
-                         words[2] != os.uname().nodename)
+        seen["first"] = (
+            repr(result.result),
+            words[0] == "pid" and int(words[1]) < 100,  # its own pid ns
+            words[2] != os.uname().nodename,
+        )
         seen["kept"] = repr(_run(shell, "%sandbox x")[0].result)
         result, out = _run(shell, STREAM_CELL)
         ended = time.monotonic()
@@ -104,18 +106,23 @@ def test_interactive_shell(runner):
     assert seen["timeout"] == "CallTimeout" and seen["after_timeout"] == "False"
     # a failing cell shows its own traceback (with its lines), not the magic's or the session's frames
     kind, text = seen["cell_traceback"]
-    assert kind == "KeyError" and text.startswith("Traceback (most recent call last):\n  File \"<cell "), text
+    assert kind == "KeyError" and text.startswith('Traceback (most recent call last):\n  File "<cell '), text
     assert "    return d['k']\n" in text and text.rstrip().endswith("KeyError: 'k'")
     assert "magic.py" not in text and "session.py" not in text and "traceback in the sandbox" not in text
-    assert seen["timeout_says"].startswith("CallTimeout: the cell ran longer than its timeout (0.5 s) and was "
-                                           "killed; the sandbox session ended with it: its variables are gone")
-    assert seen["preload"] == ("--preload: cannot preload 'nosuchmod' in the sandbox: ModuleNotFoundError: "
-                               "No module named 'nosuchmod'")
+    assert seen["timeout_says"].startswith(
+        "CallTimeout: the cell ran longer than its timeout (0.5 s) and was "
+        "killed; the sandbox session ended with it: its variables are gone"
+    )
+    assert seen["preload"] == (
+        "--preload: cannot preload 'nosuchmod' in the sandbox: ModuleNotFoundError: No module named 'nosuchmod'"
+    )
     if not runner.rootless:
         kind, text = seen["oom"]
         assert kind == "CallCrashed" and text.count("out of memory") == 1 and "OOM" not in text, text
-        assert text.startswith("CallCrashed: the cell ran out of memory (--memory 64M); the sandbox session "
-                               "ended with it: its variables are gone"), text
+        assert text.startswith(
+            "CallCrashed: the cell ran out of memory (--memory 64M); the sandbox session "
+            "ended with it: its variables are gone"
+        ), text
     assert seen["reset"] == "False" and seen["options_differ"]
     # a memory limit needs a cgroup: root has one; the rootless test user has
     # no delegated cgroup, so the limit is refused, never silently dropped
@@ -125,6 +132,7 @@ def test_interactive_shell(runner):
 @pytest.mark.parametrize("line", ["--timeout", "--timeout x", "--timeout -1", "--network=yes x", "--preload a-b x"])
 def test_bad_options(line):
     from IPython.core.error import UsageError
+
     shell = _shell()
     shell.run_cell("%load_ext sandboxlib")
     try:
@@ -137,6 +145,7 @@ def test_bad_options(line):
 
 def test_import_sandboxlib_does_not_import_ipython():
     import subprocess
+
     code = "import sys, sandboxlib; print('IPython' in sys.modules, callable(sandboxlib.load_ipython_extension))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
@@ -167,6 +176,7 @@ def _execute(client, code: str, timeout: float = 60) -> tuple:
 def _close_event_loop() -> None:
     import asyncio
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         loop = asyncio.get_event_loop_policy().get_event_loop()
@@ -176,6 +186,7 @@ def _close_event_loop() -> None:
 
 def check_kernel():
     from jupyter_client.manager import start_new_kernel
+
     manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
     kernel = psutil.Process(manager.provisioner.process.pid)
     try:

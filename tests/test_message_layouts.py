@@ -1,6 +1,7 @@
 """The message layouts Python packs with are csrc/sbx.h's, through cffi:
 every field lands at the compiler's offset (a value packed by Python reads
 back the same through the C struct)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,12 @@ import pytest
 from sandboxlib.native import binding, plan, protocol
 
 LAYOUTS = {
-    "struct sbx_exec_hdr": protocol._HEADER, "struct sbx_rlimit": protocol._RLIMIT,
-    "struct sbx_signal_msg": protocol._SIGNAL, "struct sbx_reply": protocol._REPLY,
-    "struct sbx_plan_hdr": plan._HEADER, "struct sbx_mount_rec": plan._RECORD,
+    "struct sbx_exec_hdr": protocol._HEADER,
+    "struct sbx_rlimit": protocol._RLIMIT,
+    "struct sbx_signal_msg": protocol._SIGNAL,
+    "struct sbx_reply": protocol._REPLY,
+    "struct sbx_plan_hdr": plan._HEADER,
+    "struct sbx_mount_rec": plan._RECORD,
     "struct sbx_report": binding.REPORT,
 }
 
@@ -36,4 +40,8 @@ def test_python_layout_is_the_compilers(cname):
 def test_constants_are_the_headers():
     lib = binding.lib
     assert (protocol.MSG_EXEC, protocol.REPLY_EXITED, protocol.MAX_REQUEST, plan.NO_STRING) == (
-        lib.SBX_MSG_EXEC, lib.SBX_REPLY_EXITED, lib.SBX_MAX_REQUEST, lib.SBX_NO_STRING)
+        lib.SBX_MSG_EXEC,
+        lib.SBX_REPLY_EXITED,
+        lib.SBX_MAX_REQUEST,
+        lib.SBX_NO_STRING,
+    )

@@ -4,6 +4,7 @@ onto the container's kernel file systems (/proc, /sys, /dev/pts) or onto
 symlink in a rootfs directory or an image (``/data -> /proc``): the child
 checks where the target resolves and refuses it (EXDEV, a ``SetupError``
 naming the mount and its config field), before it creates anything there."""
+
 from __future__ import annotations
 
 import errno
@@ -17,20 +18,27 @@ from .conftest import make_busybox_rootfs
 from .imagekit import add_image, busybox_layers, layer_tar
 from .test_isolation import open_dir  # noqa: F401
 
-LINKS = {"mnt": "/proc", "mnt2": "/sys/fs/cgroup", "mnt4": "/", "mnt5": "/dev", "mnt6": "/sys",
-         "srv/pts": "/dev/pts", "data": "/srv/data"}
+LINKS = {
+    "mnt": "/proc",
+    "mnt2": "/sys/fs/cgroup",
+    "mnt4": "/",
+    "mnt5": "/dev",
+    "mnt6": "/sys",
+    "srv/pts": "/dev/pts",
+    "data": "/srv/data",
+}
 # (kind, target): each resolves onto or under a kernel file system, or onto /dev.
 REFUSED = [
-    ("tmpfs", "/mnt"),            # /proc
-    ("bind", "/mnt/sys"),         # /proc/sys, which exists
-    ("bind", "/mnt/new"),         # a mount point that would be made in /proc
-    ("tmpfs", "/mnt2"),           # /sys/fs/cgroup of the root directory: sysfs comes later
-    ("bind", "/mnt2/new"),        # ... and nothing is made there
-    ("tmpfs", "/mnt6"),           # /sys
-    ("tmpfs", "/srv/pts"),        # /dev/pts (devpts)
-    ("tmpfs", "/mnt4/proc"),      # a parent of /proc: /mnt4 -> /
+    ("tmpfs", "/mnt"),  # /proc
+    ("bind", "/mnt/sys"),  # /proc/sys, which exists
+    ("bind", "/mnt/new"),  # a mount point that would be made in /proc
+    ("tmpfs", "/mnt2"),  # /sys/fs/cgroup of the root directory: sysfs comes later
+    ("bind", "/mnt2/new"),  # ... and nothing is made there
+    ("tmpfs", "/mnt6"),  # /sys
+    ("tmpfs", "/srv/pts"),  # /dev/pts (devpts)
+    ("tmpfs", "/mnt4/proc"),  # a parent of /proc: /mnt4 -> /
     ("bind", "/mnt4/sys/fs"),
-    ("tmpfs", "/mnt5"),           # /dev itself
+    ("tmpfs", "/mnt5"),  # /dev itself
     ("tmpfs", "/mnt5/pts"),
 ]
 # Symlinks elsewhere keep working, also through /dev to what may be covered.
@@ -61,15 +69,17 @@ def check_targets(rootfs: str, source: str, cases: list) -> dict:
     for kind, target in cases:
         try:
             with sb.Container(rootfs=rootfs, read_only=True, mounts=[_mount(kind, target, source)]) as c:
-                r = c.run(["sh", "-c", 'ls -A "$1" && test -r /proc/self/status && test -c /dev/pts/ptmx',
-                           "sh", target], stdin=sb.DEVNULL)
+                r = c.run(
+                    ["sh", "-c", 'ls -A "$1" && test -r /proc/self/status && test -c /dev/pts/ptmx', "sh", target],
+                    stdin=sb.DEVNULL,
+                )
                 found[target] = ("ok", r.exit_code, r.stdout.decode())
         except sb.SetupError as err:
             found[target] = (err.errno, err.field, str(err))
     return found
 
 
-def test_targets_through_symlinks_onto_kernel_file_systems_are_refused(runner, open_dir):  # noqa: F811
+def test_targets_through_symlinks_onto_kernel_file_systems_are_refused(runner, open_dir):
     rootfs = make_linked_root(open_dir)
     source = f"{open_dir}/src"
     os.mkdir(source)
@@ -100,7 +110,7 @@ def check_image_targets(path: str, busybox_rootfs: str) -> tuple:
 
 def test_image_symlink_onto_proc_is_refused(runner, store_dir, busybox_root):
     found, leases = runner(check_image_targets, store_dir, busybox_root)
-    assert found == {t: (errno.EXDEV, "mounts[0]") for t in ("/mnt", "/mnt4/proc", "/data")}, found
+    assert found == dict.fromkeys(("/mnt", "/mnt4/proc", "/data"), (errno.EXDEV, "mounts[0]")), found
     assert leases == []
 
 

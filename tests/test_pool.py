@@ -2,6 +2,7 @@
 shutdown), recycling of worn-out and failed sandboxes, nothing left behind.
 
 Root and rootless (``runner``)."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -121,8 +122,14 @@ def test_calls_run_in_parallel(runner):
 
 
 def test_options_are_checked():
-    for kwargs, field in (({"size": 0}, "size"), ({"size": True}, "size"), ({"max_uses": 0}, "max_uses"),
-                          ({"network": True}, "network"), ({"timeout": -1}, "timeout"), ({"preload": ["a b"]}, "preload")):
+    for kwargs, field in (
+        ({"size": 0}, "size"),
+        ({"size": True}, "size"),
+        ({"max_uses": 0}, "max_uses"),
+        ({"network": True}, "network"),
+        ({"timeout": -1}, "timeout"),
+        ({"preload": ["a b"]}, "preload"),
+    ):
         with pytest.raises(sb.ConfigError, match=field):
             sb.Pool(**kwargs)
     with pytest.raises(sb.ConfigError, match="memory"):

@@ -6,9 +6,9 @@ Root and rootless (``runner``): the checks are module-level functions that
 do the work, assert, and return plain values.  Commands never inherit our
 stdio here unless a test says so: the rootless worker's stdin and stdout
 are its channel to pytest."""
+
 from __future__ import annotations
 
-import errno
 import os
 import re
 import resource
@@ -30,8 +30,6 @@ from .conftest import wait_until
 QUIET = {"stdin": sb.DEVNULL, "stdout": sb.DEVNULL, "stderr": sb.DEVNULL}
 NO_STDIN = {"stdin": sb.DEVNULL}
 MB100 = 100_000_000
-
-
 
 
 def _status(text: str) -> dict:
@@ -188,11 +186,14 @@ def test_reserved_signals_ignored_by_the_host_are_reset(tmp_path):
     source, wrapper = tmp_path / "ignore32.c", tmp_path / "ignore32"
     source.write_text(IGNORE_32)
     subprocess.run(["cc", "-o", str(wrapper), str(source)], check=True)
-    code = ("import sandboxlib as sb; "
-            "print([l for l in sb.run(['cat', '/proc/self/status']).stdout.decode().splitlines() "
-            "if l.startswith('SigIgn')][0].split()[1])")
-    out = subprocess.run([str(wrapper), sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=dict(os.environ))
+    code = (
+        "import sandboxlib as sb; "
+        "print([l for l in sb.run(['cat', '/proc/self/status']).stdout.decode().splitlines() "
+        "if l.startswith('SigIgn')][0].split()[1])"
+    )
+    out = subprocess.run(
+        [str(wrapper), sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
+    )
     assert int(out.stdout, 16) == 0, out
 
 
@@ -208,9 +209,13 @@ def check_environment(root):
             out["config"] = (_env(c.run(["env"], **NO_STDIN).stdout), c.hostname)
             out["per call"] = _env(c.run(["env"], env={"A": "2", "C": "3"}, **NO_STDIN).stdout)
             out["after"] = _env(c.run(["env"], **NO_STDIN).stdout)  # per-call env does not stick
-            out["defaults overridden"] = _env(c.run(
-                ["env"], env={"PATH": "/usr/bin:/bin", "HOME": "/elsewhere", "TERM": "dumb", "HOSTNAME": "x"},
-                **NO_STDIN).stdout)
+            out["defaults overridden"] = _env(
+                c.run(
+                    ["env"],
+                    env={"PATH": "/usr/bin:/bin", "HOME": "/elsewhere", "TERM": "dumb", "HOSTNAME": "x"},
+                    **NO_STDIN,
+                ).stdout
+            )
             # PATH from env= is the one searched
             with pytest.raises(sb.CommandNotFoundError):
                 c.run(["env"], env={"PATH": "/nonexistent-sbx"}, **NO_STDIN)
@@ -259,11 +264,21 @@ def test_environment(runner, busybox_root):
     assert env == {**defaults, "HOSTNAME": hostname, "A": "1", "K": "kept"}, env
     assert out["per call"] == {**defaults, "HOSTNAME": hostname, "A": "2", "K": "kept", "C": "3"}
     assert out["after"] == env
-    assert out["defaults overridden"] == {"PATH": "/usr/bin:/bin", "HOME": "/elsewhere", "TERM": "dumb",
-                                          "HOSTNAME": "x", "A": "1", "K": "kept"}
+    assert out["defaults overridden"] == {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/elsewhere",
+        "TERM": "dumb",
+        "HOSTNAME": "x",
+        "A": "1",
+        "K": "kept",
+    }
     # HOME comes from the user's passwd entry in the container's root
-    assert (out["root home"], out["app home"], out["uid home"], out["nobody home"]) == \
-        ("/root", "/home/app", "/home/app", "/")
+    assert (out["root home"], out["app home"], out["uid home"], out["nobody home"]) == (
+        "/root",
+        "/home/app",
+        "/home/app",
+        "/",
+    )
     assert (out["config user home"], out["config user, per-call root"]) == ("/home/app", "/root")
     assert all(field.startswith("env") for field in out["errors"]), out["errors"]
 
@@ -296,9 +311,11 @@ def test_rlimits(runner):
 
 def check_soft_above_hard():
     fields = []
-    for make in (lambda: sb.Limits(nofile=(10, 5)).rlimits(),
-                 lambda: sb.Container(limits=sb.Limits(nofile=(10, 5))),
-                 lambda: sb.run(["true"], limits=sb.Limits(fsize=("2M", "1M")), **NO_STDIN)):
+    for make in (
+        lambda: sb.Limits(nofile=(10, 5)).rlimits(),
+        lambda: sb.Container(limits=sb.Limits(nofile=(10, 5))),
+        lambda: sb.run(["true"], limits=sb.Limits(fsize=("2M", "1M")), **NO_STDIN),
+    ):
         with pytest.raises(sb.ConfigError) as info:
             make()
         fields.append(info.value.field)
@@ -354,8 +371,11 @@ def check_cwd_and_user(root):
 
 def test_cwd_and_user(runner, busybox_root):
     out = runner(check_cwd_and_user, busybox_root)
-    assert (out["config cwd"], out["per-call cwd"], out["per-call cwd normalized"]) == \
-        (b"/etc\n", b"/bin\n", b"/home/app\n")
+    assert (out["config cwd"], out["per-call cwd"], out["per-call cwd normalized"]) == (
+        b"/etc\n",
+        b"/bin\n",
+        b"/home/app\n",
+    )
     assert out["root"][:2] == [b"0", b"0"]
     assert out["numeric"] == [b"1000", b"1000"]
     assert out["uid only"] == [b"1234", b"1234"]
@@ -394,8 +414,13 @@ def test_unmapped_user_rejected(single_id_runner, busybox_root):
 # -- how commands end -----------------------------------------------------------
 def check_exit_codes_and_signals():
     out = {}
-    for argv in (["sh", "-c", "exit 3"], ["sh", "-c", "kill -9 $$"], ["sh", "-c", "kill -TERM $$"],
-                 ["sh", "-c", "exit 255"], ["true"]):
+    for argv in (
+        ["sh", "-c", "exit 3"],
+        ["sh", "-c", "kill -9 $$"],
+        ["sh", "-c", "kill -TERM $$"],
+        ["sh", "-c", "exit 255"],
+        ["true"],
+    ):
         r = sb.run(argv, **NO_STDIN)
         out[f"one-shot {argv[-1]}"] = (r.exit_code, r.signal, r.timed_out, r.ok)
     with sb.Container() as c:
@@ -451,8 +476,9 @@ def check_zombies_reaped():
         # when they exit, the init reaps them: no sleep is left, not even a zombie
         gone = wait_until(lambda: not _sleepers(c))
         left = _sleepers(c)
-        zombies = [line for line in c.run(["ps", "-e", "-o", "stat="], **NO_STDIN).stdout.split()
-                   if line.startswith(b"Z")]
+        zombies = [
+            line for line in c.run(["ps", "-e", "-o", "stat="], **NO_STDIN).stdout.split() if line.startswith(b"Z")
+        ]
         # the same for a spawned command that leaves orphans and exits
         with c.spawn(["sh", "-c", "(sleep 0.2 &); (sleep 0.2 &); exit 0"], **QUIET) as p:
             assert p.wait(30) == 0
@@ -507,10 +533,13 @@ def test_timeouts_kill_grandchildren(runner):
 def check_capture_and_devnull():
     out = {}
     both = ["sh", "-c", "echo out; echo err >&2"]
-    for how, kwargs in {"default": {}, "stdout DEVNULL": {"stdout": sb.DEVNULL},
-                        "stderr DEVNULL": {"stderr": sb.DEVNULL},
-                        "both DEVNULL": {"stdout": sb.DEVNULL, "stderr": sb.DEVNULL},
-                        "merged": {"stderr": sb.STDOUT}}.items():
+    for how, kwargs in {
+        "default": {},
+        "stdout DEVNULL": {"stdout": sb.DEVNULL},
+        "stderr DEVNULL": {"stderr": sb.DEVNULL},
+        "both DEVNULL": {"stdout": sb.DEVNULL, "stderr": sb.DEVNULL},
+        "merged": {"stderr": sb.STDOUT},
+    }.items():
         r = sb.run(both, **NO_STDIN, **kwargs)
         out[f"one-shot {how}"] = (r.stdout, r.stderr)
     with sb.Container() as c:
@@ -537,8 +566,11 @@ def test_capture_and_devnull(runner):
 
 def check_files_and_fds():
     with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, "out"), "w+b") as out_f, open(os.path.join(tmp, "err"), "w+b") as err_f, \
-                open(os.path.join(tmp, "in"), "w+b") as in_f:
+        with (
+            open(os.path.join(tmp, "out"), "w+b") as out_f,
+            open(os.path.join(tmp, "err"), "w+b") as err_f,
+            open(os.path.join(tmp, "in"), "w+b") as in_f,
+        ):
             in_f.write(b"from a host file\n")
             in_f.flush()
             in_f.seek(0)
@@ -547,8 +579,12 @@ def check_files_and_fds():
             with sb.Container() as c:
                 # an fd number, a file again (appending where the file is), merged into a file
                 c.run(["echo", "by number"], stdin=sb.DEVNULL, stdout=out_f.fileno())
-                c.run(["sh", "-c", "echo merged-out; echo merged-err >&2"], stdin=sb.DEVNULL, stdout=out_f,
-                      stderr=sb.STDOUT)
+                c.run(
+                    ["sh", "-c", "echo merged-out; echo merged-err >&2"],
+                    stdin=sb.DEVNULL,
+                    stdout=out_f,
+                    stderr=sb.STDOUT,
+                )
                 in_f.seek(0)
                 with c.spawn(["tr", "a-z", "A-Z"], stdin=in_f.fileno(), stdout=sb.PIPE, stderr=err_f) as p:
                     upper = p.communicate(timeout=30)
@@ -585,8 +621,7 @@ def check_inherited_stdio():
         with open(paths[0], "wb") as f:
             f.write(b"host stdin\n")
         with open(paths[0], "rb") as i, open(paths[1], "wb") as o, open(paths[2], "wb") as e:
-            subprocess.run([sys.executable, "-c", INHERIT], stdin=i, stdout=o, stderr=e, check=True,
-                           timeout=120)
+            subprocess.run([sys.executable, "-c", INHERIT], stdin=i, stdout=o, stderr=e, check=True, timeout=120)
         outputs = []
         for path in paths[1:]:
             with open(path, "rb") as f:
@@ -639,8 +674,7 @@ def test_input_and_stdin_pipe(runner):
 
 def check_hundred_megabytes():
     # two writers at once: both pipes fill while the other is being read
-    script = (f"head -c {MB100} /dev/zero & head -c {MB100} /dev/zero >&2 & "
-              f"wait; printf end; printf end >&2")
+    script = f"head -c {MB100} /dev/zero & head -c {MB100} /dev/zero >&2 & wait; printf end; printf end >&2"
     r = sb.run(["sh", "-c", script], **NO_STDIN)
     sizes = [(len(r.stdout), len(r.stderr), r.exit_code)]
     assert r.stdout.count(0) == MB100 and r.stderr.count(0) == MB100
@@ -661,9 +695,16 @@ def check_process_api():
     out = {}
     with sb.Container() as c:
         # runs until SIGUSR1: every timeout below expires for sure
-        p = c.spawn(["sh", "-c", "trap 'echo late; echo warn >&2; exit 6' USR1; echo $$; echo early; "
-                                 "while :; do sleep 0.05; done"],
-                    stdin=sb.DEVNULL, stdout=sb.PIPE, stderr=sb.PIPE)
+        p = c.spawn(
+            [
+                "sh",
+                "-c",
+                "trap 'echo late; echo warn >&2; exit 6' USR1; echo $$; echo early; while :; do sleep 0.05; done",
+            ],
+            stdin=sb.DEVNULL,
+            stdout=sb.PIPE,
+            stderr=sb.PIPE,
+        )
         host = psutil.Process(p.pid)  # the host pid of the command, while it runs
         out["name"] = host.name()
         out["ppid is init"] = host.ppid() == c.pid
@@ -681,6 +722,7 @@ def check_process_api():
                 partials.append(err.stdout)
                 return b"early\n" in err.stdout
             raise AssertionError("communicate returned before the command ended")
+
         out["early seen"] = wait_until(early_seen)
         p.send_signal(signal.SIGUSR1)
         # goes on where it stopped: nothing lost, nothing twice
@@ -698,8 +740,12 @@ def check_process_api():
             assert psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE
             p.send_signal(signal.SIGUSR1)
             out["SIGUSR1"] = (p.wait(30), p.poll())
-        with c.spawn(["sh", "-c", "trap 'exit 9' USR2; echo ready; while :; do sleep 0.05; done"],
-                     stdin=sb.DEVNULL, stdout=sb.PIPE, stderr=sb.DEVNULL) as p:
+        with c.spawn(
+            ["sh", "-c", "trap 'exit 9' USR2; echo ready; while :; do sleep 0.05; done"],
+            stdin=sb.DEVNULL,
+            stdout=sb.PIPE,
+            stderr=sb.DEVNULL,
+        ) as p:
             assert p.stdout.readline() == b"ready\n"
             p.send_signal(signal.SIGUSR2)  # caught: the command decides its exit
             out["caught"] = p.wait(30)
@@ -817,9 +863,11 @@ def _failure(make) -> dict:
     try:
         make()
     except sb.CommandFailed as err:
-        return {"type": (isinstance(err, subprocess.CalledProcessError), isinstance(err, sb.SandboxError)),
-                "fields": (err.returncode, err.cmd, err.stdout, err.output, err.stderr, err.verdict),
-                "str": str(err)}
+        return {
+            "type": (isinstance(err, subprocess.CalledProcessError), isinstance(err, sb.SandboxError)),
+            "fields": (err.returncode, err.cmd, err.stdout, err.output, err.stderr, err.verdict),
+            "str": str(err),
+        }
     raise AssertionError("no CommandFailed")
 
 
@@ -849,9 +897,11 @@ def test_subprocess_habits(runner):
     assert seen["run check ok"] == 0
     assert seen["run check timeout"] is sb.Verdict.TIMEOUT
     script = ["sh", "-c", "echo h\u00e9; echo oops >&2; exit 3"]
-    for key, out, err in (("run check", "h\u00e9\n".encode(), b"oops\n"),
-                          ("result check_returncode", "h\u00e9\n".encode(), b"oops\n"),
-                          ("c.run check", "h\u00e9\n", "oops\n")):
+    for key, out, err in (
+        ("run check", "h\u00e9\n".encode(), b"oops\n"),
+        ("result check_returncode", "h\u00e9\n".encode(), b"oops\n"),
+        ("c.run check", "h\u00e9\n", "oops\n"),
+    ):
         assert seen[key]["type"] == (True, True), key
         assert seen[key]["fields"] == (3, script, out, out, err, sb.Verdict.EXITED), key
         assert seen[key]["str"] == f"command {script!r} returned non-zero exit status 3", key
@@ -859,16 +909,24 @@ def test_subprocess_habits(runner):
 
 def test_command_failed_pickles():
     import pickle
+
     err = sb.CommandFailed(("false",), 1, b"out", b"err", sb.Verdict.EXITED)
     copy = pickle.loads(pickle.dumps(err))
-    assert (copy.argv, copy.returncode, copy.stdout, copy.stderr, copy.verdict) == \
-        (("false",), 1, b"out", b"err", sb.Verdict.EXITED)
+    assert (copy.argv, copy.returncode, copy.stdout, copy.stderr, copy.verdict) == (
+        ("false",),
+        1,
+        b"out",
+        b"err",
+        sb.Verdict.EXITED,
+    )
     assert str(copy) == str(err)
 
 
 def check_reprs() -> dict:
-    seen = {"result": repr(sb.run(["sh", "-c", "seq 1 100; kill -9 $$"])),
-            "text": repr(sb.run(["echo", "hi"], text=True))}
+    seen = {
+        "result": repr(sb.run(["sh", "-c", "seq 1 100; kill -9 $$"])),
+        "text": repr(sb.run(["echo", "hi"], text=True)),
+    }
     c = sb.Container()
     seen["new"] = repr(c)
     with c:
@@ -880,11 +938,17 @@ def check_reprs() -> dict:
 
 def test_reprs(runner):
     seen = runner(check_reprs)
-    assert re.fullmatch(r"<sandboxlib\.Result signaled exit_code=137 signal=SIGKILL argv=\['sh', '-c', "
-                        r"'seq 1 100; kill -9 \$\$'\] stdout=b'1\\n2\\n.*'\.\.\. \(292 bytes\) stderr=b'' "
-                        r"duration=\d+\.\d{3}>", seen["result"]), seen["result"]
-    assert re.fullmatch(r"<sandboxlib\.Result exited exit_code=0 argv=\['echo', 'hi'\] stdout='hi\\n' "
-                        r"stderr='' duration=\d+\.\d{3}>", seen["text"]), seen["text"]
+    assert re.fullmatch(
+        r"<sandboxlib\.Result signaled exit_code=137 signal=SIGKILL argv=\['sh', '-c', "
+        r"'seq 1 100; kill -9 \$\$'\] stdout=b'1\\n2\\n.*'\.\.\. \(292 bytes\) stderr=b'' "
+        r"duration=\d+\.\d{3}>",
+        seen["result"],
+    ), seen["result"]
+    assert re.fullmatch(
+        r"<sandboxlib\.Result exited exit_code=0 argv=\['echo', 'hi'\] stdout='hi\\n' "
+        r"stderr='' duration=\d+\.\d{3}>",
+        seen["text"],
+    ), seen["text"]
     text, short_id, pid = seen["running"]
     assert text == f"<sandboxlib.Container {short_id} running pid={pid} host view>"
     assert seen["new"] == f"<sandboxlib.Container {short_id} not started host view>"

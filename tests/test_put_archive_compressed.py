@@ -1,4 +1,5 @@
 """put_archive takes gzip and zstd compressed tars, as Docker does (issue 12)."""
+
 from __future__ import annotations
 
 import gzip
@@ -17,8 +18,11 @@ TAR = layer_tar({"in/": "dir/", "in/f": b"packed\n"})
 def check_compressed() -> dict:
     found = {}
     with sb.Container() as c:
-        for name, data in (("gzip", gzip.compress(TAR)), ("zstd", zstandard.ZstdCompressor().compress(TAR)),
-                           ("plain", TAR)):
+        for name, data in (
+            ("gzip", gzip.compress(TAR)),
+            ("zstd", zstandard.ZstdCompressor().compress(TAR)),
+            ("plain", TAR),
+        ):
             c.put_archive("/tmp", data)
             found[name] = c.read_file("/tmp/in/f")
             c.run(["rm", "-r", "/tmp/in"])

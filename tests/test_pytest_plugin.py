@@ -1,6 +1,7 @@
 """The pytest plugin, run by pytest's own ``pytester`` (root) and by the same
 inner test session in the rootless worker: fixtures, the ``sandbox`` marker's
 outcomes and messages, xdist, and no container left when a session ends."""
+
 from __future__ import annotations
 
 import ast
@@ -9,15 +10,15 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 pytest_plugins = ["pytester"]
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
-INNER_TESTS = '''
+INNER_TESTS = """
 import os, time
 import pytest
 
@@ -113,26 +114,35 @@ def test_project_is_read_only():
 def test_dict_differs():
     data = {"a": 1, "b": 2}
     assert data == {"a": 1, "b": 3}
-'''
+"""
 
 # After each session (each xdist worker too): the containers still running.
-INNER_CONFTEST = '''
+INNER_CONFTEST = """
 import os, psutil
 
 def pytest_unconfigure(config):
     inits = [p.pid for p in psutil.Process().children(recursive=True) if p.name() == "sbx-init"]
     with open(os.path.join(os.path.dirname(__file__), f"leaks-{os.getpid()}.txt"), "w") as f:
         f.write(repr(inits))
-'''
+"""
 
 EXPECTED = {"passed": 8, "failed": 5, "skipped": 1, "xfailed": 2}
 # A marked test's failure reads as an unmarked one's: pytest's report with
 # the source line, the assertion's diff and file:line (run with -vv: once).
-MESSAGES = ["assert 2 == 3", "where 2 = len([1, 2])", "KeyError: 'missing-key'", "timed out after 0.5 seconds",
-            "pytest.mark.sandbox: takes keyword options", "SKIPPED [1] test_inner.py:29: not in here",
-            '>       raise KeyError("missing-key")', "test_inner.py:47: KeyError",
-            '>       assert data == {"a": 1, "b": 3}', "Differing items:\n{'b': 2} != {'b': 3}",
-            "test_inner.py:96: AssertionError", "FAILED test_inner.py::test_dict_differs - AssertionError"]
+MESSAGES = [
+    "assert 2 == 3",
+    "where 2 = len([1, 2])",
+    "KeyError: 'missing-key'",
+    "timed out after 0.5 seconds",
+    "pytest.mark.sandbox: takes keyword options",
+    "SKIPPED [1] test_inner.py:29: not in here",
+    '>       raise KeyError("missing-key")',
+    "test_inner.py:47: KeyError",
+    '>       assert data == {"a": 1, "b": 3}',
+    "Differing items:\n{'b': 2} != {'b': 3}",
+    "test_inner.py:96: AssertionError",
+    "FAILED test_inner.py::test_dict_differs - AssertionError",
+]
 ONCE = ['>       assert data == {"a": 1, "b": 3}', "test_inner.py:96: AssertionError"]
 
 
@@ -149,9 +159,26 @@ NO_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 def run_inner_session(directory: str, extra: list) -> tuple:
     """The inner session in a subprocess (the rootless worker's way): (outcomes, output)."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",
-                           "sandboxlib.frontends.pytest_plugin", "-rA", "-vv", *extra, directory], capture_output=True,
-                          text=True, cwd=directory, timeout=300, env=dict(os.environ, **NO_AUTOLOAD))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "sandboxlib.frontends.pytest_plugin",
+            "-rA",
+            "-vv",
+            *extra,
+            directory,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        timeout=300,
+        env=dict(os.environ, **NO_AUTOLOAD),
+    )
     output = proc.stdout + proc.stderr
     return pytest.RunResult.parse_summary_nouns(output.splitlines()), output
 
@@ -177,8 +204,9 @@ def test_plugin_with_pytester(pytester, monkeypatch, xdist):
     _write(pytester.path)
     os.chmod(pytester.path, 0o755)  # as a project's directory is: the container's root is another user
     extra = ["-p", "xdist", "-n", "2"] if xdist else []
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "sandboxlib.frontends.pytest_plugin",
-                                           "-rA", "-vv", *extra, timeout=300)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "sandboxlib.frontends.pytest_plugin", "-rA", "-vv", *extra, timeout=300
+    )
     result.assert_outcomes(**EXPECTED)
     _check_messages(result.stdout.str())
     leaks = _leaks(pytester.path)
@@ -209,7 +237,9 @@ def test_entry_point_is_declared():
 def test_installed_entry_point_loads_the_plugin():
     # `make test` installs the wheel: pytest finds the plugin by its entry point
     from importlib.metadata import entry_points
+
     found = [e for e in entry_points(group="pytest11") if e.name == "sandboxlib"]
     assert found, "sandboxlib is not installed: run `make test` (it installs the wheel into build/venv)"
     import sandboxlib.frontends.pytest_plugin
+
     assert found[0].load() is sandboxlib.frontends.pytest_plugin

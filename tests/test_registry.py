@@ -5,6 +5,7 @@ run (root and rootless); a second pull fetches nothing; a registry that
 lies (a corrupted or truncated blob, a schema 1 manifest, through a fault
 proxy) gets a RegistryError and leaves nothing in the store; skopeo's
 pushes are pulled and run, and our pushes read back by ``skopeo inspect``."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers, write_dir_image
 from .registryd import FaultProxy, Registry
 
-CONFIG = {"Cmd": ["sh", "-c", "cat /app/new.txt /etc/motd; echo $GREETING"], "Env": ["PATH=/bin", "GREETING=hi"],
-          "WorkingDir": "/app"}
+CONFIG = {
+    "Cmd": ["sh", "-c", "cat /app/new.txt /etc/motd; echo $GREETING"],
+    "Env": ["PATH=/bin", "GREETING=hi"],
+    "WorkingDir": "/app",
+}
 EXPECTED = b"new\nmotd 3\nhi\n"
 
 
@@ -52,14 +56,17 @@ def _blob_files(path: str) -> list:
 
 
 # -- references ----------------------------------------------------------------------------
-@pytest.mark.parametrize("text, expected", [
-    ("alpine", ("docker.io", "library/alpine", "latest", None, "alpine:latest")),
-    ("docker.io/library/alpine:3.19", ("docker.io", "library/alpine", "3.19", None, "alpine:3.19")),
-    ("user/repo", ("docker.io", "user/repo", "latest", None, "user/repo:latest")),
-    ("localhost:5000/team/app:1.2", ("localhost:5000", "team/app", "1.2", None, "localhost:5000/team/app:1.2")),
-    ("localhost/app", ("localhost", "app", "latest", None, "localhost/app:latest")),
-    ("reg.example.com/x@sha256:" + "a" * 64, ("reg.example.com", "x", None, "sha256:" + "a" * 64, None)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("alpine", ("docker.io", "library/alpine", "latest", None, "alpine:latest")),
+        ("docker.io/library/alpine:3.19", ("docker.io", "library/alpine", "3.19", None, "alpine:3.19")),
+        ("user/repo", ("docker.io", "user/repo", "latest", None, "user/repo:latest")),
+        ("localhost:5000/team/app:1.2", ("localhost:5000", "team/app", "1.2", None, "localhost:5000/team/app:1.2")),
+        ("localhost/app", ("localhost", "app", "latest", None, "localhost/app:latest")),
+        ("reg.example.com/x@sha256:" + "a" * 64, ("reg.example.com", "x", None, "sha256:" + "a" * 64, None)),
+    ],
+)
 def test_references_resolve_as_docker(text, expected):
     ref = resolve(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest, ref.store_tag) == expected
@@ -82,7 +89,11 @@ def test_registry_errors_pickle_with_their_fields():
     err = RegistryNotFound("localhost:5000", "team/app", 404, "manifest 1: 404 Not Found")
     back = pickle.loads(pickle.dumps(err))
     assert (back.registry, back.repository, back.status, str(back)) == (
-        "localhost:5000", "team/app", 404, "registry localhost:5000/team/app (HTTP 404): manifest 1: 404 Not Found")
+        "localhost:5000",
+        "team/app",
+        404,
+        "registry localhost:5000/team/app (HTTP 404): manifest 1: 404 Not Found",
+    )
     assert isinstance(back, LookupError) and isinstance(back, sb.SandboxError)
 
 
@@ -94,14 +105,24 @@ def check_pull_and_run(path, ref):
     result = sb.run(None, image=ref, image_store=path)
     again = []
     second = store.pull(ref, progress=again.append)
-    return (image.digest, image.references, image.repo_digests, result.exit_code, result.stdout,
-            sorted({e.phase.value for e in events}), again, second.digest, len(store.list()))
+    return (
+        image.digest,
+        image.references,
+        image.repo_digests,
+        result.exit_code,
+        result.stdout,
+        sorted({e.phase.value for e in events}),
+        again,
+        second.digest,
+        len(store.list()),
+    )
 
 
 def test_push_then_pull_and_run(runner, store_dir, pushed):
     ref, digest = pushed
     image_digest, names, repo_digests, code, out, phases, again, second, count = runner(
-        check_pull_and_run, store_dir, ref)
+        check_pull_and_run, store_dir, ref
+    )
     assert image_digest == digest == second and names == (ref,)
     assert repo_digests == (f"{ref.rsplit(':', 1)[0]}@{digest}",)
     assert (code, out) == (0, EXPECTED)
@@ -151,6 +172,7 @@ def test_layers_in_the_store_are_not_fetched(registry, pushed, tmp_path, busybox
 
 def _one_file_layer() -> bytes:
     from .imagekit import layer_tar
+
     return layer_tar({"app/": "dir/", "app/new.txt": b"other\n", "etc/motd": b"motd 3\n"})
 
 
@@ -179,8 +201,13 @@ def test_push_is_read_back_by_skopeo(runner, store_dir, registry, busybox_root):
     ref = f"{registry.host}/{runner.mode}/mine:1"
     digest, repo_digests = runner(check_push, store_dir, busybox_root, ref)
     assert repo_digests == (f"{registry.host}/{runner.mode}/mine@{digest}",)
-    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     inspected = json.loads(out)
     assert inspected["Digest"] == digest and len(inspected["Layers"]) == 1
 
@@ -189,8 +216,12 @@ def test_skopeo_push_is_pulled_and_run(runner, store_dir, registry, busybox_root
     src = str(shared_dir / f"skopeo-dir-{runner.mode}")
     write_dir_image(src, busybox_layers(busybox_root), CONFIG)
     ref = f"{registry.host}/skopeo/{runner.mode}:1"
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false", f"dir:{src}",
-                    f"docker://{ref}"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false", f"dir:{src}", f"docker://{ref}"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     shutil.rmtree(src)
     _, names, _, code, out, *_ = runner(check_pull_and_run, store_dir, ref)
     assert names == (ref,) and (code, out) == (0, EXPECTED)
@@ -214,8 +245,13 @@ def test_bad_blob_is_refused_and_nothing_is_left(registry, pushed, tmp_path, kin
 
 
 def _last_layer(registry, ref) -> str:
-    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return json.loads(out)["layers"][-1]["digest"]
 
 
@@ -238,6 +274,7 @@ def test_missing_image_is_not_found(registry, tmp_path):
 
 def test_unreachable_registry(tmp_path):
     from .registryd import free_port
+
     with pytest.raises(RegistryError) as err:
         sb.ImageStore(str(tmp_path / "store")).pull(f"127.0.0.1:{free_port()}/a:1")
     assert err.value.status is None and "ConnectError" in str(err.value)
@@ -262,8 +299,13 @@ def test_cli_push_and_pull(registry, pushed, tmp_path, busybox_root):
 
 
 def _short_layers(ref: str) -> list:
-    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return [layer["digest"][7:19] for layer in json.loads(out)["layers"]]
 
 
@@ -275,8 +317,10 @@ def check_run_pulls(path, ref):
 
 
 def _fetches(requests) -> tuple:
-    return (sum(method == "GET" and "/blobs/" in path for method, path in requests),
-            [(method, path) for method, path in requests if "/manifests/" in path])
+    return (
+        sum(method == "GET" and "/blobs/" in path for method, path in requests),
+        [(method, path) for method, path in requests if "/manifests/" in path],
+    )
 
 
 def test_run_pulls_a_missing_image_once(runner, store_dir, registry, pushed):
@@ -312,8 +356,7 @@ def test_pull_never_with_a_missing_image(registry, pushed, tmp_path):
     proxy = FaultProxy(registry.host, {})
     try:
         with pytest.raises(sb.ImageNotFound) as err:
-            sb.run(None, image=ref.replace(registry.host, proxy.host), image_store=str(tmp_path / "s"),
-                   pull="never")
+            sb.run(None, image=ref.replace(registry.host, proxy.host), image_store=str(tmp_path / "s"), pull="never")
     finally:
         proxy.close()
     assert "pull='never'" in str(err.value) and proxy.requests == []

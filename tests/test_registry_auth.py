@@ -6,6 +6,7 @@ another host), read from Docker's config.json (``auths``, ``credsStore`` and
 containers' auth.json; ``login`` checks before it stores (0600), ``logout``
 forgets; tokens cached per scope and fetched again when refused; no secret
 in any message or repr."""
+
 from __future__ import annotations
 
 import base64
@@ -114,15 +115,26 @@ def _config(places) -> dict:
 
 
 # -- challenges -----------------------------------------------------------------------------
-@pytest.mark.parametrize("header, expected", [
-    ('Bearer realm="https://auth.example.com/token",service="registry.example.com",'
-     'scope="repository:team/app:pull,push"',
-     ("bearer", {"realm": "https://auth.example.com/token", "service": "registry.example.com",
-                 "scope": "repository:team/app:pull,push"})),
-    ('Basic realm="Registry Realm"', ("basic", {"realm": "Registry Realm"})),
-    ('bearer realm=https://a/t, service="s \\"q\\""', ("bearer", {"realm": "https://a/t", "service": 's "q"'})),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        (
+            'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+            'scope="repository:team/app:pull,push"',
+            (
+                "bearer",
+                {
+                    "realm": "https://auth.example.com/token",
+                    "service": "registry.example.com",
+                    "scope": "repository:team/app:pull,push",
+                },
+            ),
+        ),
+        ('Basic realm="Registry Realm"', ("basic", {"realm": "Registry Realm"})),
+        ('bearer realm=https://a/t, service="s \\"q\\""', ("bearer", {"realm": "https://a/t", "service": 's "q"'})),
+        ("", None),
+    ],
+)
 def test_challenges_are_parsed(header, expected):
     assert parse_challenge(header) == expected
 
@@ -147,8 +159,9 @@ def test_basic_auth_login_push_pull_logout(basic_registry, places, tmp_path):
     where = sb.login(basic_registry.host, "alice", PASSWORD)
     path = places / "docker" / "config.json"
     assert where == str(path) and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert _config(places) == {"auths": {basic_registry.host: {
-        "auth": base64.b64encode(f"alice:{PASSWORD}".encode()).decode()}}}
+    assert _config(places) == {
+        "auths": {basic_registry.host: {"auth": base64.b64encode(f"alice:{PASSWORD}".encode()).decode()}}
+    }
     digest = _push_one(tmp_path, ref)
     assert store.pull(ref).digest == digest
     assert sb.logout(basic_registry.host) is True and _config(places) == {"auths": {}}
@@ -165,8 +178,9 @@ def test_containers_auth_json(basic_registry, places, tmp_path):
     forget_tokens()
     auth_json = places / "run" / "containers" / "auth.json"
     auth_json.parent.mkdir(parents=True)
-    auth_json.write_text(json.dumps({"auths": {basic_registry.host: {
-        "auth": base64.b64encode(f"alice:{PASSWORD}".encode()).decode()}}}))
+    auth_json.write_text(
+        json.dumps({"auths": {basic_registry.host: {"auth": base64.b64encode(f"alice:{PASSWORD}".encode()).decode()}}})
+    )
     assert sb.ImageStore(str(tmp_path / "store")).pull(ref).digest == digest
 
 
@@ -265,7 +279,7 @@ def test_refused_token_is_fetched_again(token_registry, issuer, places, tmp_path
     digest = _push_one(tmp_path, ref)
     sb.ImageStore(str(tmp_path / "first")).pull(ref)  # caches a pull token
     # That token goes bad (revoked, expired early): here, replaced by one the registry does not trust.
-    (key, (token, expiry)), = [item for item in auth._tokens.items() if item[0][2].endswith(":pull")]
+    ((key, (token, expiry)),) = [item for item in auth._tokens.items() if item[0][2].endswith(":pull")]
     issuer.spoil = 1
     auth._tokens[key] = (issuer.token("alice", ("repository:auth/refresh:pull",)), expiry)
     del issuer.requests[:]
@@ -288,11 +302,11 @@ def test_token_refused_twice_is_an_auth_error(token_registry, issuer, places, tm
 
 # -- the command line -------------------------------------------------------------------------------------
 def test_cli_login_logout(basic_registry, places):
-    wrong = sandboxlib_cli("login", "-u", "alice", "--password-stdin", basic_registry.host,
-                           input="nope\n", text=True)
+    wrong = sandboxlib_cli("login", "-u", "alice", "--password-stdin", basic_registry.host, input="nope\n", text=True)
     assert wrong.returncode != 0 and "'alice'" in wrong.stderr and "nope" not in wrong.stderr + wrong.stdout
-    done = sandboxlib_cli("login", "-u", "alice", "--password-stdin", basic_registry.host,
-                          input=PASSWORD + "\n", text=True)
+    done = sandboxlib_cli(
+        "login", "-u", "alice", "--password-stdin", basic_registry.host, input=PASSWORD + "\n", text=True
+    )
     assert done.returncode == 0 and done.stdout.startswith("Login Succeeded"), done.stderr
     assert PASSWORD not in done.stdout + done.stderr
     assert base64.b64decode(_config(places)["auths"][basic_registry.host]["auth"]) == f"alice:{PASSWORD}".encode()

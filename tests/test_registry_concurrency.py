@@ -2,6 +2,7 @@
 same image into one store both succeed and fetch each blob at most twice
 (each layer once: the second waits for the first's download), and a pull
 SIGKILLed mid-download leaves only what ``prune()`` removes."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ from .test_registry_transfer import layer_descriptors
 
 
 def _pull_process(store: str, ref: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sandboxlib", "pull", "--store", store, ref], cwd="/",
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sandboxlib", "pull", "--store", store, ref],
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_processes_pull_the_same_image(registry, pushed, tmp_path):
@@ -36,8 +43,7 @@ def test_two_processes_pull_the_same_image(registry, pushed, tmp_path):
     finally:
         proxy.close()
     assert [p.returncode for p in (first, second)] == [0, 0], outs
-    gets = Counter(path.rsplit("/", 1)[1] for method, path in proxy.requests
-                   if method == "GET" and "/blobs/" in path)
+    gets = Counter(path.rsplit("/", 1)[1] for method, path in proxy.requests if method == "GET" and "/blobs/" in path)
     assert max(gets.values()) <= 2
     assert [gets[layer] for layer, _ in layers] == [1, 1, 1]  # the other process waited, then checked
     assert sum("waiting" in out for out, _ in outs) >= 1

@@ -2,6 +2,7 @@
 per-registry limit), each checked while it streams in (one pass), pushes
 that mount blobs from another repository of the registry, and chunked
 uploads of large blobs (through the fault proxy, which sees every request)."""
+
 from __future__ import annotations
 
 import gzip
@@ -31,8 +32,9 @@ def test_layers_download_in_parallel(registry, pushed, tmp_path, monkeypatch, li
     proxy = FaultProxy(registry.host, {layer: "slow" for layer, _ in layers})
     try:
         events = []
-        image = sb.ImageStore(str(tmp_path / "store")).pull(ref.replace(registry.host, proxy.host),
-                                                            progress=events.append)
+        image = sb.ImageStore(str(tmp_path / "store")).pull(
+            ref.replace(registry.host, proxy.host), progress=events.append
+        )
     finally:
         proxy.close()
     assert image.digest == digest and proxy.most_blob_gets == expected
@@ -74,13 +76,15 @@ def test_layer_is_checked_as_it_streams(tmp_path, monkeypatch):
     stream = Counting(blob)
     seen = []
     real = importer.LayerCheck.entry
-    monkeypatch.setattr(importer.LayerCheck, "entry", lambda check, member: (seen.append(stream.done),
-                                                                             real(check, member)))
+    monkeypatch.setattr(
+        importer.LayerCheck, "entry", lambda check, member: (seen.append(stream.done), real(check, member))
+    )
     monkeypatch.setattr(importer, "check_layer", None)  # the second pass of before: gone
     store = sb.ImageStore(str(tmp_path / "store"))
     with store.writing():
         digest, size, media_type, _ = importer.store_layer(
-            store, stream, digest=None, size=None, media_type=None, diff_id=None, source="big")
+            store, stream, digest=None, size=None, media_type=None, diff_id=None, source="big"
+        )
     assert size == os.path.getsize(store.blobs.path(digest)) == len(blob)
     assert len(seen) == 8 and seen[0] < len(blob) // 4 and seen[-1] < len(blob)
     assert media_type.endswith("+gzip")
@@ -89,14 +93,17 @@ def test_layer_is_checked_as_it_streams(tmp_path, monkeypatch):
 def test_hostile_layer_with_a_wrong_digest_is_a_digest_mismatch(tmp_path):
     """A blob that is not what it claims is refused for that first, whatever its content."""
     from sandboxlib.errors import DigestMismatch
+
     store = sb.ImageStore(str(tmp_path / "store"))
     bad = b"not a tar at all" * 100
     with store.writing(), pytest.raises(DigestMismatch):
-        importer.store_layer(store, io.BytesIO(bad), digest="sha256:" + "0" * 64, size=None,
-                             media_type=None, diff_id=None, source="lie")
+        importer.store_layer(
+            store, io.BytesIO(bad), digest="sha256:" + "0" * 64, size=None, media_type=None, diff_id=None, source="lie"
+        )
     with store.writing(), pytest.raises(ImageFormatError):
-        importer.store_layer(store, io.BytesIO(bad), digest=None, size=None, media_type=None,
-                             diff_id=None, source="junk")
+        importer.store_layer(
+            store, io.BytesIO(bad), digest=None, size=None, media_type=None, diff_id=None, source="junk"
+        )
     assert os.listdir(store.blobs.dir) == [] and os.listdir(store.tmp) == []
 
 

@@ -1,6 +1,7 @@
 """Pull progress: the library's callback (per-layer bytes done/total and
 phases, in order), the CLI's plain lines when its output is not a terminal,
 and its tqdm bars on a terminal (a pty)."""
+
 from __future__ import annotations
 
 import itertools
@@ -62,7 +63,11 @@ def test_cli_prints_plain_lines_when_not_a_terminal(registry, pushed, tmp_path):
     for layer, _ in layers:
         short = layer[7:19]
         assert [line for line in lines if line.startswith(short)] == [
-            f"{short}: waiting", f"{short}: downloading", f"{short}: verifying", f"{short}: done"]
+            f"{short}: waiting",
+            f"{short}: downloading",
+            f"{short}: verifying",
+            f"{short}: done",
+        ]
     assert lines[-2:] == [f"Digest: {ref.rsplit(':', 1)[0]}@{digest}", f"Pulled: {ref}"]
     quiet = sandboxlib_cli("pull", "-q", "--store", str(tmp_path / "quiet"), ref, text=True)
     assert (quiet.returncode, quiet.stdout) == (0, digest + "\n")
@@ -71,8 +76,14 @@ def test_cli_prints_plain_lines_when_not_a_terminal(registry, pushed, tmp_path):
 def test_cli_draws_bars_on_a_terminal(registry, pushed, tmp_path):
     ref, _ = pushed
     layers = layer_descriptors(registry, ref)
-    child = pexpect.spawn(sys.executable, ["-m", "sandboxlib", "pull", "--store", str(tmp_path / "store"), ref],
-                          cwd="/", timeout=120, dimensions=(24, 100), encoding="utf-8")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "sandboxlib", "pull", "--store", str(tmp_path / "store"), ref],
+        cwd="/",
+        timeout=120,
+        dimensions=(24, 100),
+        encoding="utf-8",
+    )
     try:
         child.expect(f"Pulled: {ref}")
         screen = child.before
@@ -89,10 +100,17 @@ def test_cli_draws_bars_on_a_terminal(registry, pushed, tmp_path):
 def test_cli_prints_lines_on_a_terminal_without_tqdm(registry, pushed, tmp_path):
     ref, _ = pushed
     layer = layer_descriptors(registry, ref)[0][0]
-    code = ("import sys; sys.modules['tqdm'] = None  # as if the extra were not installed\n"
-            "from sandboxlib.frontends.cli import main; sys.exit(main(sys.argv[1:]))")
-    child = pexpect.spawn(sys.executable, ["-c", code, "pull", "--store", str(tmp_path / "store"), ref],
-                          cwd="/", timeout=120, encoding="utf-8")
+    code = (
+        "import sys; sys.modules['tqdm'] = None  # as if the extra were not installed\n"
+        "from sandboxlib.frontends.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    child = pexpect.spawn(
+        sys.executable,
+        ["-c", code, "pull", "--store", str(tmp_path / "store"), ref],
+        cwd="/",
+        timeout=120,
+        encoding="utf-8",
+    )
     try:
         child.expect(pexpect.EOF)
     finally:

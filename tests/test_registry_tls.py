@@ -4,6 +4,7 @@ a certs.d directory (Docker's layout, pointed at by $SANDBOXLIB_CERTS_D so
 nothing is written to /etc), no quiet fall back to plain HTTP when the
 certificate is not trusted, unverified only for a registry named insecure in
 the registries file; plain HTTP only for loopback and insecure registries."""
+
 from __future__ import annotations
 
 import json
@@ -129,16 +130,25 @@ def test_plain_http_only_for_loopback_and_insecure(certs_d):
 def test_certs_d_places(monkeypatch, tmp_path):
     monkeypatch.delenv("SANDBOXLIB_CERTS_D", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    assert certs_d_dirs() == (str(tmp_path / "containers" / "certs.d"), "/etc/containers/certs.d",
-                              "/etc/docker/certs.d")
+    assert certs_d_dirs() == (
+        str(tmp_path / "containers" / "certs.d"),
+        "/etc/containers/certs.d",
+        "/etc/docker/certs.d",
+    )
     monkeypatch.setenv("SANDBOXLIB_CERTS_D", "/a:/b")
     assert certs_d_dirs() == ("/a", "/b")
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[", "not JSON"), ("[]", "not a JSON object"), ('{"insecur": []}', "unknown key 'insecur'"),
-    ('{"insecure": "host"}', "'insecure' must be a list"), ('{"insecure": ["a/b"]}', "'insecure' must be a list"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[", "not JSON"),
+        ("[]", "not a JSON object"),
+        ('{"insecur": []}', "unknown key 'insecur'"),
+        ('{"insecure": "host"}', "'insecure' must be a list"),
+        ('{"insecure": ["a/b"]}', "'insecure' must be a list"),
+    ],
+)
 def test_bad_registries_file(certs_d, text, words):
     path = certs_d.parent / "registries.json"
     path.write_text(text)

@@ -3,6 +3,7 @@
 by the bytes the proxy sent), a registry ignoring Range restarts the blob,
 one that sends forever is cut at the declared size, 429/503 are retried,
 and a truncated manifest is a RegistryDataError."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,10 @@ from .test_registry import EXPECTED, pushed, registry  # noqa: F401 (fixtures)
 def layer_descriptors(registry, ref: str) -> list:
     """[(digest, size)] of the layers of ``ref`` (HOST/REPO:TAG), read from the registry itself."""
     repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
-    request = urllib.request.Request(f"http://{registry.host}/v2/{repo}/manifests/{tag}", headers={
-        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    request = urllib.request.Request(
+        f"http://{registry.host}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as answer:
         return [(layer["digest"], layer["size"]) for layer in json.load(answer)["layers"]]
 
@@ -59,8 +62,7 @@ def test_cut_blob_resumes_with_a_closed_range(registry, pushed, tmp_path):
 def test_registry_ignoring_range_restarts_the_blob(registry, pushed, tmp_path):
     ref, digest = pushed
     layer, size = layer_descriptors(registry, ref)[-1]
-    image, proxy = pull_through(registry, ref, {f"blobs/{layer}": "cut", layer: "no-range"},
-                                str(tmp_path / "store"))
+    image, proxy = pull_through(registry, ref, {f"blobs/{layer}": "cut", layer: "no-range"}, str(tmp_path / "store"))
     assert image.digest == digest
     assert proxy.sent(layer) == [(None, size // 2), (f"bytes={size // 2}-{size - 1}", size)]
 
@@ -80,8 +82,7 @@ def test_endless_blob_is_cut_at_its_declared_size(registry, pushed, tmp_path):
 def test_429_and_503_are_retried(registry, pushed, tmp_path):
     ref, digest = pushed
     layer, _ = layer_descriptors(registry, ref)[0]
-    image, proxy = pull_through(registry, ref, {"manifests/1": "429", f"blobs/{layer}": "503"},
-                                str(tmp_path / "store"))
+    image, proxy = pull_through(registry, ref, {"manifests/1": "429", f"blobs/{layer}": "503"}, str(tmp_path / "store"))
     assert image.digest == digest
     assert proxy.requests[:2] == [("HEAD", "/v2/team/app/manifests/1")] * 2
     assert [method for method, path in proxy.requests if path.endswith(layer)] == ["GET", "GET"]
@@ -110,12 +111,14 @@ def test_wrong_content_length_is_refused(registry, pushed, tmp_path, monkeypatch
     """A descriptor size that the registry's Content-Length contradicts (here: the
     manifest lies about the size, by one byte either way)."""
     from sandboxlib.registry import pulling
+
     ref, _ = pushed
     real = pulling.parse_manifest
 
     def lying(data, label):
         config, layers = real(data, label)
         return config, [(d, s + wrong, t) for d, s, t in layers]
+
     monkeypatch.setattr(pulling, "parse_manifest", lying)
     path = str(tmp_path / "store")
     err, _ = pull_through(registry, ref, {}, path)

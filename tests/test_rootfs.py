@@ -8,6 +8,7 @@ not mapped (host root's files, for a root directory made by host root)
 appear as nobody (65534) and the container's root cannot write them.  A
 writable root directory therefore needs either ``userns=False`` (root
 only) or a directory owned by the id the container's root maps to."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,7 @@ import sandboxlib as sb
 from sandboxlib import Mount
 
 from .conftest import make_busybox_rootfs
-from .test_isolation import EROFS_TEXT, box, make_open_dir, mount_options, mount_points, out, sh
-from .test_isolation import open_dir, root  # noqa: F401 - fixtures, requested by name
+from .test_isolation import EROFS_TEXT, box, make_open_dir, mount_options, mount_points, open_dir, out, root, sh  # noqa: F401 - fixtures, requested by name
 
 ROOT_DEFAULT_HOST_ID = 1_000_000_000
 WRITE_PROBE = """for p in "$@"; do msg=$( (: > "$p") 2>&1) && echo "$p|ok" || echo "$p|$msg"; done"""
@@ -55,8 +55,11 @@ def _read(path: str) -> str:
 # -- read-only and writable roots ----------------------------------------------------
 def check_read_only_root(rootfs):
     with box(rootfs, read_only=True) as c:
-        writes = _write_results(out(c, WRITE_PROBE, "/sbx-probe", "/tmp/sbx-probe", "/run/sbx-probe",
-                                    "/dev/shm/sbx-probe", "/bin/sbx-probe"))
+        writes = _write_results(
+            out(
+                c, WRITE_PROBE, "/sbx-probe", "/tmp/sbx-probe", "/run/sbx-probe", "/dev/shm/sbx-probe", "/bin/sbx-probe"
+            )
+        )
         mkdir = sh(c, "mkdir /sbx-dir")
         options = mount_options(out(c, "cat /proc/self/mountinfo"))
     return writes, mkdir.exit_code, mkdir.stderr.decode(), options["/"]
@@ -71,7 +74,7 @@ def test_read_only_root(runner, root):
     assert writes["/dev/shm/sbx-probe"] == "ok"
     if root is None:  # the host view has fresh writable /tmp and /run
         assert writes["/tmp/sbx-probe"] == writes["/run/sbx-probe"] == "ok"
-    else:             # on a root directory they are part of the read-only root
+    else:  # on a root directory they are part of the read-only root
         assert EROFS_TEXT in writes["/tmp/sbx-probe"] and EROFS_TEXT in writes["/run/sbx-probe"]
 
 
@@ -115,9 +118,12 @@ def test_writable_rootfs_copy_without_userns(tmp_path):
     # host root: userns=False (see the module docstring).
     rootfs = make_busybox_rootfs(str(tmp_path / "root"))
     with sb.Container(rootfs=rootfs, userns=False, mounts=[Mount.tmpfs("/opt/new/dir")]) as c:
-        text = out(c, "echo hello > /etc/motd && mkdir /data && rm /etc/group && "
-                      "stat -c '%u %g' /etc/motd /bin/busybox && ls -A /opt/new/dir && "
-                      "echo inside > /opt/new/dir/f && grep -c ' /opt/new/dir ' /proc/self/mountinfo")
+        text = out(
+            c,
+            "echo hello > /etc/motd && mkdir /data && rm /etc/group && "
+            "stat -c '%u %g' /etc/motd /bin/busybox && ls -A /opt/new/dir && "
+            "echo inside > /opt/new/dir/f && grep -c ' /opt/new/dir ' /proc/self/mountinfo",
+        )
     assert text == "0 0\n0 0\n1\n"
     assert _read(os.path.join(rootfs, "etc/motd")) == "hello\n"
     assert os.stat(os.path.join(rootfs, "etc/motd")).st_uid == 0
@@ -144,8 +150,11 @@ def test_host_root_files_appear_as_nobody(runner, open_dir):
 
 def check_writable_copy(rootfs):
     with sb.Container(rootfs=rootfs, mounts=[Mount.tmpfs("/opt/new")]) as c:
-        return out(c, "echo hello > /etc/motd && mkdir /data && echo x > /data/f && "
-                      "stat -c '%u %g' /etc/motd /bin/busybox && touch /opt/new/inside && ls /opt/new")
+        return out(
+            c,
+            "echo hello > /etc/motd && mkdir /data && echo x > /data/f && "
+            "stat -c '%u %g' /etc/motd /bin/busybox && touch /opt/new/inside && ls /opt/new",
+        )
 
 
 def test_writable_rootfs_owned_by_container_root(runner, open_dir):
@@ -171,10 +180,13 @@ ls -A /run/ro"""
 
 
 def check_bind_mounts(rootfs, base):
-    mounts = [Mount.tmpfs("/run"),
-              Mount.bind(f"{base}/ro", "/run/ro", read_only=True), Mount.bind(f"{base}/rw", "/run/rw"),
-              Mount.bind(f"{base}/ro.txt", "/run/conf/ro.txt", read_only=True),
-              Mount.bind(f"{base}/rw.txt", "/run/conf/rw.txt")]
+    mounts = [
+        Mount.tmpfs("/run"),
+        Mount.bind(f"{base}/ro", "/run/ro", read_only=True),
+        Mount.bind(f"{base}/rw", "/run/rw"),
+        Mount.bind(f"{base}/ro.txt", "/run/conf/ro.txt", read_only=True),
+        Mount.bind(f"{base}/rw.txt", "/run/conf/rw.txt"),
+    ]
     with box(rootfs, mounts=mounts) as c:
         text = out(c, BIND_PROBE)
         writes = _write_results(out(c, WRITE_PROBE, "/run/ro/new", "/run/ro/hello.txt", "/run/conf/ro.txt"))
@@ -190,12 +202,23 @@ def test_bind_mounts(runner, root, open_dir):
     _write(f"{open_dir}/ro.txt", "config\n", 0o666)
     _write(f"{open_dir}/rw.txt", "before\n", 0o666)
     text, writes, options = runner(check_bind_mounts, root, open_dir)
-    assert text.splitlines() == ["hello", "rw-dir-ok", "config", "rw-file-ok", "regular file", "regular file",
-                                 "hello.txt"]
+    assert text.splitlines() == [
+        "hello",
+        "rw-dir-ok",
+        "config",
+        "rw-file-ok",
+        "regular file",
+        "regular file",
+        "hello.txt",
+    ]
     for path, result in writes.items():
         assert EROFS_TEXT in result, (path, result)
-    assert [options[p][0] for p in ("/run/ro", "/run/rw", "/run/conf/ro.txt", "/run/conf/rw.txt")] == \
-        ["ro", "rw", "ro", "rw"]
+    assert [options[p][0] for p in ("/run/ro", "/run/rw", "/run/conf/ro.txt", "/run/conf/rw.txt")] == [
+        "ro",
+        "rw",
+        "ro",
+        "rw",
+    ]
     assert _read(f"{open_dir}/rw/new") == "written\n"
     assert _read(f"{open_dir}/rw.txt") == "after\n"
     assert _read(f"{open_dir}/ro.txt") == "config\n" and _read(f"{open_dir}/ro/hello.txt") == "hello\n"
@@ -209,8 +232,11 @@ stat -c %s /run/a/b/scratch/big"""
 
 
 def check_tmpfs_mounts(rootfs):
-    mounts = [Mount.tmpfs("/run"), Mount.tmpfs("/run/a/b/scratch", size="1M", mode=0o750),
-              Mount.tmpfs("/run/private", mode=0o700, read_only=True)]
+    mounts = [
+        Mount.tmpfs("/run"),
+        Mount.tmpfs("/run/a/b/scratch", size="1M", mode=0o750),
+        Mount.tmpfs("/run/private", mode=0o700, read_only=True),
+    ]
     with box(rootfs, mounts=mounts) as c:
         text = out(c, TMPFS_PROBE)
         writes = _write_results(out(c, WRITE_PROBE, "/run/private/f", "/run/a/b/scratch/f"))
@@ -231,11 +257,15 @@ def test_tmpfs_mounts(runner, root):
 
 
 def check_new_mount_points(read_only, data_dir, conf):
-    mounts = [Mount.tmpfs("/new/deep/dir"), Mount.bind(conf, "/new/conf/app.conf", read_only=True),
-              Mount.bind(data_dir, "/opt/data")]
+    mounts = [
+        Mount.tmpfs("/new/deep/dir"),
+        Mount.bind(conf, "/new/conf/app.conf", read_only=True),
+        Mount.bind(data_dir, "/opt/data"),
+    ]
     with sb.Container(read_only=read_only, mounts=mounts) as c:
-        text = out(c, "echo x > /new/deep/dir/f && cat /new/conf/app.conf && ls /opt/data && "
-                      "stat -c %F /new/conf/app.conf")
+        text = out(
+            c, "echo x > /new/deep/dir/f && cat /new/conf/app.conf && ls /opt/data && stat -c %F /new/conf/app.conf"
+        )
         root_write = _write_results(out(c, WRITE_PROBE, "/sbx-probe"))["/sbx-probe"]
         points = mount_points(out(c, "cat /proc/self/mountinfo"))
     return text, root_write, sorted(points & {"/new/deep/dir", "/new/conf/app.conf", "/opt/data"})
@@ -288,10 +318,10 @@ def _symlink_trap(base: str) -> dict:
         os.chmod(rootfs + path, 0o777)
     v["file"] = _write(f"{base}/victim-file", "original\n", 0o666)
     _write(rootfs + v["file"], "")
-    os.symlink(v["abs"], f"{rootfs}/abs")                                       # absolute, last component
-    os.symlink("../" * 12 + v["rel"].lstrip("/"), f"{rootfs}/etc/rel")          # relative escape, in the middle
-    os.symlink("../../../../../../../.." + v["deep"], f"{rootfs}/etc/deep")     # dirs to create beyond it
-    os.symlink(v["file"], f"{rootfs}/etc/file-link")                            # a file
+    os.symlink(v["abs"], f"{rootfs}/abs")  # absolute, last component
+    os.symlink("../" * 12 + v["rel"].lstrip("/"), f"{rootfs}/etc/rel")  # relative escape, in the middle
+    os.symlink("../../../../../../../.." + v["deep"], f"{rootfs}/etc/deep")  # dirs to create beyond it
+    os.symlink(v["file"], f"{rootfs}/etc/file-link")  # a file
     src = f"{base}/src"
     os.mkdir(src, 0o777)
     _write(f"{src}/from-src", "src\n", 0o666)
@@ -300,14 +330,20 @@ def _symlink_trap(base: str) -> dict:
 
 
 def check_symlink_targets(trap, options):
-    mounts = [Mount.tmpfs("/abs"), Mount.bind(trap["src"], "/etc/rel/sub"),
-              Mount.tmpfs("/etc/deep/new/deeper"), Mount.bind(trap["src_file"], "/etc/file-link", read_only=True)]
+    mounts = [
+        Mount.tmpfs("/abs"),
+        Mount.bind(trap["src"], "/etc/rel/sub"),
+        Mount.tmpfs("/etc/deep/new/deeper"),
+        Mount.bind(trap["src_file"], "/etc/file-link", read_only=True),
+    ]
     v = trap["victims"]
     with sb.Container(rootfs=trap["rootfs"], read_only=True, mounts=mounts, **options) as c:
-        text = out(c, "echo a > /abs/marker && ls /etc/rel/sub && echo d > /etc/deep/new/deeper/marker && "
-                      "cat /etc/file-link")
-        seen = out(c, 'cat "$1/marker" "$2/sub/from-src" "$3/new/deeper/marker" "$4"',
-                   v["abs"], v["rel"], v["deep"], v["file"])
+        text = out(
+            c, "echo a > /abs/marker && ls /etc/rel/sub && echo d > /etc/deep/new/deeper/marker && cat /etc/file-link"
+        )
+        seen = out(
+            c, 'cat "$1/marker" "$2/sub/from-src" "$3/new/deeper/marker" "$4"', v["abs"], v["rel"], v["deep"], v["file"]
+        )
         points = mount_points(out(c, "cat /proc/self/mountinfo"))
         with open("/proc/self/mountinfo") as f:
             host_points = mount_points(f.read())

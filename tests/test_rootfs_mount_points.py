@@ -1,5 +1,6 @@
 """A root directory without /proc, /dev, /sys (issue 12): the caller makes
 them, as Docker does; when it may not, one error names them all."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ A probe (tests/probes/seccomp_probe.c, built by gcc for this session)
 reports the errno of each syscall.  To tell our filter from the host's own
 refusals, the same rules are also run with a distinct default errno (ENXIO),
 which nothing but our filter returns.  Root and rootless (``runner``)."""
+
 from __future__ import annotations
 
 import errno
@@ -23,8 +24,8 @@ import sandboxlib as sb
 from sandboxlib import Seccomp
 from sandboxlib.native import binding
 from sandboxlib.native.binding import Step
-from sandboxlib.security.seccomp import DEFAULT_PROFILE
 from sandboxlib.security.bpf import compile_policy
+from sandboxlib.security.seccomp import DEFAULT_PROFILE
 
 from .conftest import LAUNCHER, run_cli, wait_until
 
@@ -32,16 +33,52 @@ PROBE_SOURCE = pathlib.Path(__file__).resolve().parent / "probes" / "seccomp_pro
 PROBE = "/probe"
 
 # Blocked by Docker's default profile for a container without CAP_SYS_ADMIN & co.
-BLOCKED = ["unshare_user", "unshare_ns", "setns", "clone_newuser", "clone_newns", "keyctl", "add_key",
-           "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
-           "io_uring_register", "mount", "umount2", "pivot_root", "kexec_load", "kexec_file_load",
-           "open_by_handle_at", "init_module", "swapon", "personality_addr_no_randomize",
-           "socket_vsock", "socket_alg", "i386:unshare_user",
-           "i386:keyctl", "i386:bpf", "i386:mount", "i386:socket_vsock", "i386:socketcall_vsock",
-           "i386:socketcall_inet"]
+BLOCKED = [
+    "unshare_user",
+    "unshare_ns",
+    "setns",
+    "clone_newuser",
+    "clone_newns",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "kexec_load",
+    "kexec_file_load",
+    "open_by_handle_at",
+    "init_module",
+    "swapon",
+    "personality_addr_no_randomize",
+    "socket_vsock",
+    "socket_alg",
+    "i386:unshare_user",
+    "i386:keyctl",
+    "i386:bpf",
+    "i386:mount",
+    "i386:socket_vsock",
+    "i386:socketcall_vsock",
+    "i386:socketcall_inet",
+]
 X32 = ["x32:unshare_user", "x32:keyctl"]
-ALLOWED = ["clone_plain", "fork", "personality_query", "socket_inet", "getpid", "mseal", "i386:getpid",
-           "i386:socket_inet", "i386:mseal"]
+ALLOWED = [
+    "clone_plain",
+    "fork",
+    "personality_query",
+    "socket_inet",
+    "getpid",
+    "mseal",
+    "i386:getpid",
+    "i386:socket_inet",
+    "i386:mseal",
+]
 
 
 @pytest.fixture(scope="session")
@@ -116,8 +153,7 @@ def test_capabilities_choose_rules(runner, probe):
 
 
 def check_custom(probe: str) -> dict:
-    policy = (Seccomp.default().deny("getpid", errno=errno.ENXIO).deny("mseal", errno=errno.EL2HLT)
-              .allow("personality"))
+    policy = Seccomp.default().deny("getpid", errno=errno.ENXIO).deny("mseal", errno=errno.EL2HLT).allow("personality")
     r = sb.run([PROBE], mounts=_probe_mount(probe), seccomp=policy)
     return _parse(r.stdout)
 
@@ -206,17 +242,32 @@ def check_json_file(probe: str, path: str) -> dict:
 
 def test_docker_json_profile_from_a_file(runner, probe, shared_dir):
     path = shared_dir / "profile.json"
-    path.write_text(json.dumps({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
-        "syscalls": [
-            {"names": ["keyctl", "add_key"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENXIO},
-            {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EL3HLT,
-             "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
-            {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENXIO,
-             "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
-            {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "includes": {"arches": ["s390x"]}},
-        ]}))
+    path.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "archMap": [
+                    {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}
+                ],
+                "syscalls": [
+                    {"names": ["keyctl", "add_key"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENXIO},
+                    {
+                        "names": ["socket"],
+                        "action": "SCMP_ACT_ERRNO",
+                        "errnoRet": errno.EL3HLT,
+                        "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}],
+                    },
+                    {
+                        "names": ["unshare"],
+                        "action": "SCMP_ACT_ERRNO",
+                        "errnoRet": errno.ENXIO,
+                        "excludes": {"caps": ["CAP_SYS_ADMIN"]},
+                    },
+                    {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "includes": {"arches": ["s390x"]}},
+                ],
+            }
+        )
+    )
     os.chmod(path, 0o644)
     out = runner(check_json_file, probe, str(path))
     assert out["keyctl"] == out["add_key"] == out["i386:keyctl"] == errno.ENXIO
@@ -271,33 +322,68 @@ def _config_error(call) -> sb.ConfigError:
 
 
 def _profile(**changes) -> dict:
-    base = {"defaultAction": "SCMP_ACT_ERRNO",
-            "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
-                         {"names": ["getpid"], "action": "SCMP_ACT_ALLOW",
-                          "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]}]}
+    base = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [
+            {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["getpid"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
+        ],
+    }
     base.update(changes)
     return base
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"},
-                   {"names": ["write", "no_such_call"], "action": "SCMP_ACT_ALLOW"}]}, "syscalls[1].names[1]"),
-    ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_MAYBE"}]}, "syscalls[0].action"),
-    ({"defaultAction": "ALLOW"}, "defaultAction"),
-    ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",
-                    "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}]}]}, "syscalls[0].args[0].op"),
-    ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",
-                    "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}, "syscalls[0].args[0].index"),
-    ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": -1}]}, "syscalls[0].action"),
-    ({"architectures": ["SCMP_ARCH_VAX"]}, "architectures[0]"),
-    ({"architectures": ["SCMP_ARCH_X86"], "archMap": [{"architecture": "SCMP_ARCH_X86_64"}]}, "architectures"),
-    ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_FLY"]}}]},
-     "syscalls[0].includes.caps[0]"),
-    ({"syscalls": [{"names": [], "action": "SCMP_ACT_ALLOW"}]}, "syscalls[0].names"),
-    ({"flags": ["SECCOMP_FILTER_FLAG_LOG"]}, "flags"),
-    ({"listenerPath": "/run/notify.sock"}, "listenerPath"),
-    ({"syscalls": [{"name": "read", "names": ["write"], "action": "SCMP_ACT_ALLOW"}]}, "syscalls[0]"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (
+            {
+                "syscalls": [
+                    {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["write", "no_such_call"], "action": "SCMP_ACT_ALLOW"},
+                ]
+            },
+            "syscalls[1].names[1]",
+        ),
+        ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_MAYBE"}]}, "syscalls[0].action"),
+        ({"defaultAction": "ALLOW"}, "defaultAction"),
+        (
+            {
+                "syscalls": [
+                    {
+                        "names": ["read"],
+                        "action": "SCMP_ACT_ALLOW",
+                        "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}],
+                    }
+                ]
+            },
+            "syscalls[0].args[0].op",
+        ),
+        (
+            {
+                "syscalls": [
+                    {
+                        "names": ["read"],
+                        "action": "SCMP_ACT_ALLOW",
+                        "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}],
+                    }
+                ]
+            },
+            "syscalls[0].args[0].index",
+        ),
+        ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": -1}]}, "syscalls[0].action"),
+        ({"architectures": ["SCMP_ARCH_VAX"]}, "architectures[0]"),
+        ({"architectures": ["SCMP_ARCH_X86"], "archMap": [{"architecture": "SCMP_ARCH_X86_64"}]}, "architectures"),
+        (
+            {"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_FLY"]}}]},
+            "syscalls[0].includes.caps[0]",
+        ),
+        ({"syscalls": [{"names": [], "action": "SCMP_ACT_ALLOW"}]}, "syscalls[0].names"),
+        ({"flags": ["SECCOMP_FILTER_FLAG_LOG"]}, "flags"),
+        ({"listenerPath": "/run/notify.sock"}, "listenerPath"),
+        ({"syscalls": [{"name": "read", "names": ["write"], "action": "SCMP_ACT_ALLOW"}]}, "syscalls[0]"),
+    ],
+)
 def test_bad_profile_names_the_file_and_field(tmp_path, change, field):
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(_profile(**change)))
@@ -340,8 +426,14 @@ def test_install_failure_is_reported(runner):
 # -- command line -------------------------------------------------------------------------
 def test_cli_security_opt(probe, tmp_path):
     path = tmp_path / "p.json"
-    path.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENXIO}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENXIO}],
+            }
+        )
+    )
     volume = f"{probe}:{PROBE}:ro"
     custom = _parse(run_cli("--security-opt", f"seccomp={path}", "-v", volume, "--", PROBE).stdout)
     unconfined = _parse(run_cli("--security-opt", "seccomp=unconfined", "-v", volume, "--", PROBE).stdout)
@@ -350,11 +442,14 @@ def test_cli_security_opt(probe, tmp_path):
     assert unconfined["socket_vsock"] == 0 and default["socket_vsock"] == errno.EPERM
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("seccomp=/no/such/file.json", "--security-opt: seccomp=/no/such/file.json"),
-    ("apparmor=unconfined", "--security-opt: 'apparmor=unconfined'"),
-    ("seccomp", "--security-opt: 'seccomp'"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("seccomp=/no/such/file.json", "--security-opt: seccomp=/no/such/file.json"),
+        ("apparmor=unconfined", "--security-opt: 'apparmor=unconfined'"),
+        ("seccomp", "--security-opt: 'seccomp'"),
+    ],
+)
 def test_cli_bad_security_opt(value, expected):
     r = run_cli("--security-opt", value, "--", "true")
     assert r.returncode == 125 and expected in r.stderr.decode(), r.stderr
@@ -369,23 +464,30 @@ def _run_bpf(program: bytes, arch: int, nr: int, args) -> int:
     while True:
         code, jt, jf, k = insns[pc]
         pc += 1
-        if code == 0x20:                                   # ld [k]
+        if code == 0x20:  # ld [k]
             acc = struct.unpack_from("=I", data, k)[0]
-        elif code == 0x54:                                 # and #k
+        elif code == 0x54:  # and #k
             acc &= k
-        elif code == 0x05:                                 # ja
+        elif code == 0x05:  # ja
             pc += k
-        elif code in (0x15, 0x25, 0x35, 0x45):             # jeq, jgt, jge, jset
+        elif code in (0x15, 0x25, 0x35, 0x45):  # jeq, jgt, jge, jset
             hit = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
             pc += jt if hit else jf
-        elif code == 0x06:                                 # ret #k
+        elif code == 0x06:  # ret #k
             return k
         else:
             raise AssertionError(f"unexpected BPF opcode {code:#x}")
 
 
-ARG_CASES = [(0,) * 6, (0x10000000,) + (0,) * 5, (40, 1, 0, 0, 0, 0), (38, 5, 0, 0, 0, 0), (0x0040000,) + (0,) * 5,
-             (0xFFFFFFFF,) + (0,) * 5, (2, 1, 0, 0, 0, 0)]
+ARG_CASES = [
+    (0,) * 6,
+    (0x10000000,) + (0,) * 5,
+    (40, 1, 0, 0, 0, 0),
+    (38, 5, 0, 0, 0, 0),
+    (0x0040000,) + (0,) * 5,
+    (0xFFFFFFFF,) + (0,) * 5,
+    (2, 1, 0, 0, 0, 0),
+]
 
 
 # clone, socket, personality, unshare (x86_64); clone, socketcall, personality, socket (i386)
@@ -396,9 +498,13 @@ CONDITIONAL = {56, 41, 135, 272, 120, 102, 136, 359}
 def test_fast_path_decides_as_libseccomp(policy_name):
     from sandboxlib.security import bpf
     from sandboxlib.security.prologue import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_BIT
+
     caps = sb.ContainerConfig(cap_add=["SYS_ADMIN"] if "SYS_ADMIN" in policy_name else []).capabilities()
-    policy = Seccomp.default() if policy_name != "custom" else (
-        Seccomp.default().deny("read", errno=errno.ENXIO).kill("getppid").allow("ptrace"))
+    policy = (
+        Seccomp.default()
+        if policy_name != "custom"
+        else (Seccomp.default().deny("read", errno=errno.ENXIO).kill("getppid").allow("ptrace"))
+    )
     names = ("x86_64", "x86", "x32")
     for no_x32 in (False, True):
         abis = names[:2] if no_x32 else names

@@ -5,6 +5,7 @@ failure leaves its container usable.  Also: a malformed request on the
 control socket, a clone the kernel refuses for real, id maps it refuses.
 
 Root and rootless (``runner``); the checks return plain values."""
+
 from __future__ import annotations
 
 import errno
@@ -29,9 +30,21 @@ from sandboxlib.native.failures import exec_error
 from .conftest import Runner, commands_of, state_records
 
 # Set up by the C child / sbx-init before the container runs: fail in start().
-CONTAINER_STEPS = ["SYNC", "IDENTITY", "HOSTNAME", "NETWORK", "PROPAGATION", "BASE", "ROOT", "MOUNT",
-                   "PIVOT", "INIT_EXEC", "CGROUP", "KEYRING",
-                   "LOCKDOWN"]
+CONTAINER_STEPS = [
+    "SYNC",
+    "IDENTITY",
+    "HOSTNAME",
+    "NETWORK",
+    "PROPAGATION",
+    "BASE",
+    "ROOT",
+    "MOUNT",
+    "PIVOT",
+    "INIT_EXEC",
+    "CGROUP",
+    "KEYRING",
+    "LOCKDOWN",
+]
 # Set up by the init's child for one command: fail in run()/spawn().
 COMMAND_STEPS = ["FORK", "STDIO", "RLIMIT", "CHDIR", "USER", "NO_NEW_PRIVS", "CAPS", "SECCOMP", "EXEC"]
 # NONE is no step; CLONE and REQUEST are forced for real below; TTY (a tty=True
@@ -45,15 +58,23 @@ def test_every_step_is_covered():
 
 def _snapshot() -> dict:
     state = state_records()
-    return {"fds": sorted(os.listdir("/proc/self/fd")),
-            "children": sorted(c.pid for c in psutil.Process().children()),
-            "state": state}
+    return {
+        "fds": sorted(os.listdir("/proc/self/fd")),
+        "children": sorted(c.pid for c in psutil.Process().children()),
+        "state": state,
+    }
 
 
 def _describe(err: BaseException) -> dict:
-    return {"type": type(err).__name__, "step": getattr(err, "step", None), "errno": getattr(err, "errno", None),
-            "field": getattr(err, "field", None), "hint": getattr(err, "hint", None), "text": str(err),
-            "oserror": isinstance(err, OSError)}
+    return {
+        "type": type(err).__name__,
+        "step": getattr(err, "step", None),
+        "errno": getattr(err, "errno", None),
+        "field": getattr(err, "field", None),
+        "hint": getattr(err, "hint", None),
+        "text": str(err),
+        "oserror": isinstance(err, OSError),
+    }
 
 
 def _expect_setup_error(call) -> dict:
@@ -213,8 +234,18 @@ def test_enoent(runner):
 # -- REQUEST: a malformed request on the control socket ---------------------------
 def _exec_payload() -> bytes:
     """A well-formed EXEC request for ``true``."""
-    req = protocol.ExecRequest(argv=("true",), env=("PATH=/usr/bin:/bin",), cwd="/", search_path="/usr/bin:/bin",
-                               uid=0, gid=0, groups=(), rlimits=(), cap_keep=0, id=999)
+    req = protocol.ExecRequest(
+        argv=("true",),
+        env=("PATH=/usr/bin:/bin",),
+        cwd="/",
+        search_path="/usr/bin:/bin",
+        uid=0,
+        gid=0,
+        groups=(),
+        rlimits=(),
+        cap_keep=0,
+        id=999,
+    )
     return protocol.encode_exec(req)
 
 
@@ -224,8 +255,11 @@ MALFORMED = {
     # a header that promises more strings than the message has
     "truncated": (_exec_payload()[:-3], 4, errno.EINVAL),
     # a header with no argv
-    "no argv": (struct.pack("=IIIIIIQIIIIII", protocol.MSG_EXEC, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0) + b"/\0",
-                4, errno.EINVAL),
+    "no argv": (
+        struct.pack("=IIIIIIQIIIIII", protocol.MSG_EXEC, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0) + b"/\0",
+        4,
+        errno.EINVAL,
+    ),
     # a good request with the reply socket but no stdio
     "missing fds": (_exec_payload(), 1, errno.EBADMSG),
 }
@@ -368,8 +402,14 @@ CLONE_SCRIPT = textwrap.dedent("""
 
 def test_clone_fails_root(tmp_path):
     env = dict(os.environ, SANDBOXLIB_RUN=str(tmp_path / "run"))
-    proc = subprocess.Popen([sys.executable, "-c", CLONE_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLONE_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         first = proc.stdout.readline()
         if first == "unshared\n":
@@ -397,8 +437,10 @@ def test_clone_fails_root(tmp_path):
 def check_bad_id_maps() -> dict:
     if os.geteuid() == 0:
         # overlapping container ranges: the kernel refuses the write (EINVAL)
-        uid_map = (IdMapping(container=0, host=1_000_000_000, size=10),
-                   IdMapping(container=5, host=1_000_100_000, size=10))
+        uid_map = (
+            IdMapping(container=0, host=1_000_000_000, size=10),
+            IdMapping(container=5, host=1_000_100_000, size=10),
+        )
         gid_map = (IdMapping(container=0, host=1_000_000_000, size=10),)
     else:
         # ids that are not ours: newuidmap refuses
@@ -446,8 +488,18 @@ def test_propagation_fails_without_userns():
 
     def one_shot():
         try:
-            return c._run(["true"], input=None, timeout=None, stdin=None, stdout=sb.PIPE, stderr=sb.PIPE,
-                          env=None, cwd=None, user=None, main=True)
+            return c._run(
+                ["true"],
+                input=None,
+                timeout=None,
+                stdin=None,
+                stdout=sb.PIPE,
+                stderr=sb.PIPE,
+                env=None,
+                cwd=None,
+                user=None,
+                main=True,
+            )
         finally:
             c.close()
 
@@ -476,8 +528,12 @@ def check_raw_malformed_request() -> dict:
         finally:
             ours.close()
         after = c.run(["echo", "ok"])
-        return {"size": len(reply), "fields": struct.unpack("=6i", reply) if len(reply) == 24 else reply,
-                "then": then, "after": (after.exit_code, after.stdout)}
+        return {
+            "size": len(reply),
+            "fields": struct.unpack("=6i", reply) if len(reply) == 24 else reply,
+            "then": then,
+            "after": (after.exit_code, after.stdout),
+        }
 
 
 def test_raw_malformed_request(runner):

@@ -2,6 +2,7 @@
 user reaches no unpacked layer (as root: setuid files of the containers'
 root's host id), writable layer or volume; a store others can enter is
 made private when opened, another user's store is refused."""
+
 from __future__ import annotations
 
 import io
@@ -21,16 +22,31 @@ from .conftest import BUSYBOX
 from .imagekit import add_image
 from .test_images_run import _store
 
-OTHER = "sbxsingle"   # a second local user (made by the test session)
+OTHER = "sbxsingle"  # a second local user (made by the test session)
 ID = shutil.which("id")
 
 
 def _as_other(*argv: str) -> subprocess.CompletedProcess:
     """``argv`` run by a shell of the other user (as a local user would run it)."""
     user = pwd.getpwnam(OTHER)
-    return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-                           BUSYBOX, "sh", "-c", '"$@"', "sh", *argv],
-                          capture_output=True, text=True, timeout=30, cwd="/")
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}",
+            "--clear-groups",
+            BUSYBOX,
+            "sh",
+            "-c",
+            '"$@"',
+            "sh",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+    )
 
 
 def _setuid_layer() -> bytes:
@@ -50,25 +66,34 @@ def check_store_paths(path, busybox_rootfs):
     store = _store(path, busybox_rootfs)
     add_image(store, [_setuid_layer()], ["suid:1"])
     layer = store.unpacked("suid:1")[0]
-    r = sb.run(["sh", "-c", "echo x > /data/f"], image="bb:1", image_store=store.path,
-               mounts=[sb.Mount.volume("data", "/data")])
+    r = sb.run(
+        ["sh", "-c", "echo x > /data/f"],
+        image="bb:1",
+        image_store=store.path,
+        mounts=[sb.Mount.volume("data", "/data")],
+    )
     assert r.exit_code == 0, r
-    return {"suid": os.path.join(layer, "suid-id"), "layers": os.path.join(store.path, "layers"),
-            "containers": os.path.join(store.path, "containers"),
-            "volume": os.path.join(store.volume("data"), "f")}
+    return {
+        "suid": os.path.join(layer, "suid-id"),
+        "layers": os.path.join(store.path, "layers"),
+        "containers": os.path.join(store.path, "containers"),
+        "volume": os.path.join(store.volume("data"), "f"),
+    }
 
 
 def test_other_users_reach_nothing_in_the_store(runner, store_dir, busybox_root):
     paths = runner(check_store_paths, store_dir, busybox_root)
-    tries = {"run the setuid file": [paths["suid"]],
-             "list the layers": [BUSYBOX, "ls", paths["layers"]],
-             "list the writable layers": [BUSYBOX, "ls", paths["containers"]],
-             "read a volume": [BUSYBOX, "cat", paths["volume"]]}
+    tries = {
+        "run the setuid file": [paths["suid"]],
+        "list the layers": [BUSYBOX, "ls", paths["layers"]],
+        "list the writable layers": [BUSYBOX, "ls", paths["containers"]],
+        "read a volume": [BUSYBOX, "cat", paths["volume"]],
+    }
     for name, argv in tries.items():
         r = _as_other(*argv)
         assert r.returncode != 0 and "Permission denied" in r.stderr, (name, r.stdout, r.stderr)
     st = os.stat(paths["suid"])
-    if not runner.rootless:   # as root the bit is kept (the container needs it): only the store's mode hides it
+    if not runner.rootless:  # as root the bit is kept (the container needs it): only the store's mode hides it
         assert st.st_mode & 0o4000 and st.st_uid == 1_000_000_000
 
 

@@ -3,6 +3,7 @@ are owned by the sub-ids (container id N > 0 is host id start + N - 1), so
 a container sees the image's owners; commit keeps them; remove and prune
 leave nothing.  Root mode keeps its shift; a user without ranges keeps the
 squash (every file is the container root's)."""
+
 from __future__ import annotations
 
 import io
@@ -63,16 +64,34 @@ def check_owners(path, busybox_rootfs):
     store = owner_image(path, busybox_rootfs)
     with sb.Container(image="owners:1", image_store=store.path) as c:
         inside = c.run(["stat", "-c", "%n %u %g %a", *PATHS]).stdout.decode().splitlines()
-        as_app = c.run(["sh", "-c", "echo more >> /data/app-file && echo wrote; echo x > /home/app/new && echo home;"
-                        "cat /data/shadow || echo denied; cat /data/locked/inner || echo locked"],
-                       user="1000:1000")
+        as_app = c.run(
+            [
+                "sh",
+                "-c",
+                "echo more >> /data/app-file && echo wrote; echo x > /home/app/new && echo home;"
+                "cat /data/shadow || echo denied; cat /data/locked/inner || echo locked",
+            ],
+            user="1000:1000",
+        )
         as_root = c.run(["sh", "-c", "cat /data/shadow /data/locked/inner && echo read"])
         listing = c.run(["ls", "-ln", "/data"]).stdout.decode()
     layer = store.unpacked("owners:1")[1]
-    host = {name: (st.st_uid, st.st_gid, st.st_mode & 0o7777)
-            for name in OWNED if name not in HIDDEN or os.getuid() == 0 for st in [os.lstat(os.path.join(layer, name))]}
-    return (inside, as_app.stdout.decode(), as_root.stdout.decode(), listing, host, os.getuid(), os.getgid(),
-            os.path.basename(os.path.dirname(layer)))
+    host = {
+        name: (st.st_uid, st.st_gid, st.st_mode & 0o7777)
+        for name in OWNED
+        if name not in HIDDEN or os.getuid() == 0
+        for st in [os.lstat(os.path.join(layer, name))]
+    }
+    return (
+        inside,
+        as_app.stdout.decode(),
+        as_root.stdout.decode(),
+        listing,
+        host,
+        os.getuid(),
+        os.getgid(),
+        os.path.basename(os.path.dirname(layer)),
+    )
 
 
 def test_a_container_sees_the_image_owners(runner, store_dir, busybox_root):
@@ -88,8 +107,11 @@ def test_a_container_sees_the_image_owners(runner, store_dir, busybox_root):
     user = runner.worker.user.pw_name
     (sub_uid, size), (sub_gid, _) = subordinate("/etc/subuid", user), subordinate("/etc/subgid", user)
     assert key == f"sub-{uid}-{sub_uid}-{sub_gid}-{size}"
-    assert host == {n: (sub_uid + u - 1 if u else uid, sub_gid + g - 1 if g else gid, m)
-                    for n, (u, g, m) in OWNED.items() if n in host}
+    assert host == {
+        n: (sub_uid + u - 1 if u else uid, sub_gid + g - 1 if g else gid, m)
+        for n, (u, g, m) in OWNED.items()
+        if n in host
+    }
     assert len(host) == len(OWNED) - len(HIDDEN)
 
 
@@ -98,10 +120,18 @@ def check_squash(path, busybox_rootfs):
     with sb.Container(image="owners:1", image_store=store.path) as c:
         inside = c.run(["stat", "-c", "%n %u %g %a", *PATHS]).stdout.decode().splitlines()
     layer = store.unpacked("owners:1")[1]
-    owners = {(st.st_uid, st.st_gid) for name in OWNED if name not in HIDDEN
-              for st in [os.lstat(os.path.join(layer, name))]}
+    owners = {
+        (st.st_uid, st.st_gid) for name in OWNED if name not in HIDDEN for st in [os.lstat(os.path.join(layer, name))]
+    }
     removed = store.remove("owners:1")
-    return inside, owners, os.getuid(), os.getgid(), removed, os.listdir(os.path.join(path, "layers", f"user-{os.getuid()}"))
+    return (
+        inside,
+        owners,
+        os.getuid(),
+        os.getgid(),
+        removed,
+        os.listdir(os.path.join(path, "layers", f"user-{os.getuid()}")),
+    )
 
 
 @pytest.fixture
@@ -129,8 +159,15 @@ def check_commit(path, busybox_rootfs, writable):
         image = c.commit("owners:2")
     with tarfile.open(store.blobs.path(image.layers[-1].digest)) as tar:
         entries = {m.name: (m.uid, m.gid, m.mode) for m in tar.getmembers()}
-    again = sb.run(["stat", "-c", "%n %u %g %a", "/home/app/made", "/home/app/private", "/data/root-file"],
-                   image="owners:2", image_store=store.path).stdout.decode().splitlines()
+    again = (
+        sb.run(
+            ["stat", "-c", "%n %u %g %a", "/home/app/made", "/home/app/private", "/data/root-file"],
+            image="owners:2",
+            image_store=store.path,
+        )
+        .stdout.decode()
+        .splitlines()
+    )
     return entries, again, os.listdir(os.path.join(path, "containers")) if os.path.isdir(path + "/containers") else []
 
 
@@ -156,8 +193,12 @@ def check_remove_and_prune(path, busybox_rootfs):
     kept = all(os.path.isdir(p) for p in layers)  # owners:2 still uses them
     store.remove("owners:2")
     report = store.prune()
-    found = [os.path.join(d, n) for sub in ("layers", "tmp") for d, dirs, files in os.walk(os.path.join(path, sub))
-             for n in dirs + files]
+    found = [
+        os.path.join(d, n)
+        for sub in ("layers", "tmp")
+        for d, dirs, files in os.walk(os.path.join(path, sub))
+        for n in dirs + files
+    ]
     return kept, report.layers, found, [os.path.lexists(p) for p in layers]
 
 
@@ -184,12 +225,21 @@ def test_debris_with_sub_id_files_is_collected(runner, store_dir, busybox_root):
 
 def check_volume(path, busybox_rootfs):
     store = owner_image(path, busybox_rootfs)
-    with sb.Container(image="owners:1", image_store=store.path,
-                      mounts=[sb.Mount.volume("vol", "/vol")]) as c:
-        made = c.run(["sh", "-c", "mkdir -m 700 /vol/app && echo x > /vol/app/f && chown -R 1000:1000 /vol/app"
-                            " && chmod 000 /vol/app && echo ok"]).stdout
-    seen = sb.run(["sh", "-c", "stat -c '%u %g %a' /vol/app"], image="owners:1", image_store=store.path,
-                  mounts=[sb.Mount.volume("vol", "/vol")]).stdout
+    with sb.Container(image="owners:1", image_store=store.path, mounts=[sb.Mount.volume("vol", "/vol")]) as c:
+        made = c.run(
+            [
+                "sh",
+                "-c",
+                "mkdir -m 700 /vol/app && echo x > /vol/app/f && chown -R 1000:1000 /vol/app"
+                " && chmod 000 /vol/app && echo ok",
+            ]
+        ).stdout
+    seen = sb.run(
+        ["sh", "-c", "stat -c '%u %g %a' /vol/app"],
+        image="owners:1",
+        image_store=store.path,
+        mounts=[sb.Mount.volume("vol", "/vol")],
+    ).stdout
     store.remove_volume("vol")
     return made, seen, store.volumes()
 
@@ -203,9 +253,12 @@ def test_volume_files_of_sub_ids(runner, store_dir, busybox_root):
 def test_policies():
     """Each policy unpacks into a directory of its own; container_ids inverts owner."""
     from sandboxlib.images.unpack import IdPolicy
+
     root, squash = IdPolicy(shift=ROOT_SHIFT), IdPolicy(squash=(1001, 1001))
-    sub, other = IdPolicy(squash=(1001, 1001), sub=(100000, 200000, 65536)), IdPolicy(squash=(1001, 1001),
-                                                                                       sub=(300000, 200000, 65536))
+    sub, other = (
+        IdPolicy(squash=(1001, 1001), sub=(100000, 200000, 65536)),
+        IdPolicy(squash=(1001, 1001), sub=(300000, 200000, 65536)),
+    )
     assert len({p.key for p in (root, squash, sub, other)}) == 4
     assert sub.owner(0, 42) == (1001, 200041) and sub.owner(1000, 0) == (100999, 1001)
     assert sub.owner(70000, 70000) == (1001, 1001)  # beyond the range: the container's root
@@ -225,8 +278,17 @@ def check_copy_in_and_out(path, busybox_rootfs):
         after = c.read_file("/home/app/own")
         c.write_file("/data/locked/put", b"in\n")  # a mode-000 dir of root
         c.put_archive("/data/locked", layer_tar({"sub/": "dir/", "sub/f": b"f\n"}))
-        seen = c.run(["sh", "-c", "cat /data/locked/put /data/locked/sub/f; stat -c '%n %u %g' /data/locked/put"
-                      " /data/locked/sub/f"]).stdout.decode().splitlines()
+        seen = (
+            c.run(
+                [
+                    "sh",
+                    "-c",
+                    "cat /data/locked/put /data/locked/sub/f; stat -c '%n %u %g' /data/locked/put /data/locked/sub/f",
+                ]
+            )
+            .stdout.decode()
+            .splitlines()
+        )
         with tarfile.open(fileobj=io.BytesIO(c.get_archive("/home/app"))) as tar:
             archived = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
         try:
@@ -266,6 +328,7 @@ def test_single_id_copy_and_commit(single_id_runner, single_store, busybox_root)
 def check_worker_failure(path):
     from sandboxlib.images.unpack import IdPolicy
     from sandboxlib.runtime.subids import SandboxSubIdFiles
+
     tree = tempfile.mkdtemp(dir=path)
     with open(os.path.join(tree, "f"), "w"):
         pass

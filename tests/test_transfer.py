@@ -1,6 +1,7 @@
 """Copying files into and out of a running container (root and rootless):
 write_file, read_file, put_archive, get_archive; symlinks in the container
 never lead out of its root; hostile archives are refused."""
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,8 @@ def check_copy(path, busybox_rootfs, host_dir):
         found["x"] = c.run(["sh", "-c", "cat /app/x.txt; stat -c '%u %a' /app/x.txt"]).stdout
         found["read"] = c.read_file("/etc/motd")
         c.run(["sh", "-c", f"ln -s / /app/up && ln -s ../../../../..{host_dir} /app/rel && mkdir -p {host_dir}"])
-        c.write_file("/app/up/tmp/escape", b"inside\n")              # the container's /tmp
-        c.write_file("/app/rel/escape2", b"inside\n")               # under its root, never the host's
+        c.write_file("/app/up/tmp/escape", b"inside\n")  # the container's /tmp
+        c.write_file("/app/rel/escape2", b"inside\n")  # under its root, never the host's
         found["escapes"] = c.run(["sh", "-c", f"cat /tmp/escape {host_dir}/escape2"]).stdout
         c.put_archive("/app", layer_tar({"in/": "dir/", "in/f": b"from tar\n", ".wh.keep": b"plain name\n"}))
         found["put"] = c.run(["sh", "-c", "cat /app/in/f /app/.wh.keep; stat -c %u /app/in/f"]).stdout
@@ -53,7 +54,7 @@ def test_copy_in_and_out(runner, store_dir, busybox_root, shared_dir):
     finally:
         listing = sorted(os.listdir(host_dir))
         os.rmdir(host_dir) if not listing else None
-    assert listing == [] and found["host"] == []             # nothing reached the host
+    assert listing == [] and found["host"] == []  # nothing reached the host
     assert found["x"] == b"hi\n0 600\n" and found["read"] == b"motd 3\n"
     assert found["escapes"] == b"inside\ninside\n"
     assert found["put"] == b"from tar\nplain name\n0\n"
@@ -80,15 +81,32 @@ def check_commit(path, busybox_rootfs):
     store = sb.ImageStore(path)
     add_image(store, busybox_layers(busybox_rootfs), ["bb:1"], config={"Cmd": ["sh"], "Env": ["A=1"]})
     with sb.Container(image="bb:1", image_store=store.path) as c:
-        c.run(["sh", "-c", "echo v2 > /etc/motd; rm -r /app; mkdir -p /srv/data; echo d > /srv/data/f;"
-                           "rm /bin/ls; ln -s /srv/data /data; mkdir /etc/opq; echo o > /etc/opq/o"])
-        img = c.commit("bb:2", changes={"cmd": ["sh", "-c", "cat /etc/motd /data/f; ls /app /bin/ls 2>&1; echo $A$B"],
-                                        "env": ["A=1", "B=2"]})
+        c.run(
+            [
+                "sh",
+                "-c",
+                "echo v2 > /etc/motd; rm -r /app; mkdir -p /srv/data; echo d > /srv/data/f;"
+                "rm /bin/ls; ln -s /srv/data /data; mkdir /etc/opq; echo o > /etc/opq/o",
+            ]
+        )
+        img = c.commit(
+            "bb:2",
+            changes={
+                "cmd": ["sh", "-c", "cat /etc/motd /data/f; ls /app /bin/ls 2>&1; echo $A$B"],
+                "env": ["A=1", "B=2"],
+            },
+        )
     r = sb.run(None, image="bb:2", image_store=store.path)
     with sb.Container(image="bb:2", image_store=store.path) as c:
         again = c.commit("bb:3")  # nothing written: an empty layer
-    return (len(img.layers), img.references, r.stdout.decode(), r.stderr.decode(), len(again.layers),
-            store.get("bb:1").references)
+    return (
+        len(img.layers),
+        img.references,
+        r.stdout.decode(),
+        r.stderr.decode(),
+        len(again.layers),
+        store.get("bb:1").references,
+    )
 
 
 def test_commit_makes_an_image_that_runs(runner, store_dir, busybox_root):
@@ -150,8 +168,14 @@ def check_parents_and_directories(path, busybox_rootfs):
         c.write_file("/app/new/y.txt", b"y", parents=True)  # the directories exist now
         c.run(["sh", "-c", "mkdir -p /home/u && chown 1000:1000 /home/u && chmod 700 /home/u"])
         c.write_file("/home/u/a/b/z.txt", b"z", parents=True)  # under another user's 0700 directory
-        found["made"] = c.run(["sh", "-c", "cat /app/new/x.txt /app/new/y.txt /home/u/a/b/z.txt; "
-                                           "stat -c '%n %u %a' /app /app/new /home/u/a /home/u/a/b"]).stdout
+        found["made"] = c.run(
+            [
+                "sh",
+                "-c",
+                "cat /app/new/x.txt /app/new/y.txt /home/u/a/b/z.txt; "
+                "stat -c '%n %u %a' /app /app/new /home/u/a /home/u/a/b",
+            ]
+        ).stdout
         for name in ("/app", "/"):
             try:
                 c.read_file(name)

@@ -2,6 +2,7 @@
 teardown, the sweep after a dead owner, commit, get_archive, the sub-id
 worker's chown, tar and empty, and prune all walk them iteratively
 (``sandboxlib.images.trees``), never following a symlink."""
+
 from __future__ import annotations
 
 import ast
@@ -16,20 +17,21 @@ import tempfile
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.runtime import subids_worker
-from sandboxlib.rootfs import writable
 from sandboxlib.images import trees
+from sandboxlib.rootfs import writable
+from sandboxlib.runtime import subids_worker
 
 from .conftest import Runner, expire_sweep_stamp
 from .test_images_run import _store
 from .test_writable import _containers
 
-DEPTH = 10 * 1001   # levels below the top: 10 chains of d/x/x/.../x (1,000 x), nested
+DEPTH = 10 * 1001  # levels below the top: 10 chains of d/x/x/.../x (1,000 x), nested
 # Each path a command names stays below PATH_MAX: chains made with mkdir -p and nested with mv.
 CHAIN = "p=x && for i in $(seq 999); do p=$p/x; done"
-MAKE_DEEP = ("mkdir -p {top} && cd {top} && %s && mkdir -p d/$p && echo deep > d/$p/f && ln -s / d/$p/up && "
-             "for i in $(seq 9); do mkdir -p n/$p && mv d n/$p/d && mv n d || exit 1; done && chmod {mode} {top}"
-             % CHAIN)
+MAKE_DEEP = (
+    "mkdir -p {top} && cd {top} && %s && mkdir -p d/$p && echo deep > d/$p/f && ln -s / d/$p/up && "
+    "for i in $(seq 9); do mkdir -p n/$p && mv d n/$p/d && mv n d || exit 1; done && chmod {mode} {top}" % CHAIN
+)
 READ_DEEP = "cd {top} && %s && for i in $(seq 10); do cd -P d/$p || exit 1; done && cat f && ls -l up" % CHAIN
 
 
@@ -96,30 +98,40 @@ def check_deep_trees(path, busybox_rootfs):
     layer = _layer_depth(store, image)
     dead_layer = _dead_deep_layer(store)
     store.prune()
-    return (swept, after_teardown, (as_root.exit_code, as_app.exit_code), archive, layer, after_close,
-            os.path.exists(dead_layer), _containers(store))
+    return (
+        swept,
+        after_teardown,
+        (as_root.exit_code, as_app.exit_code),
+        archive,
+        layer,
+        after_close,
+        os.path.exists(dead_layer),
+        _containers(store),
+    )
 
 
 @pytest.mark.timeout(300)  # 10,000 levels through six walks: ~50 s on a loaded 2-core VM
 def test_deep_trees(runner, store_dir, busybox_root):
-    (swept, after_teardown, made, archive, layer, after_close, dead_layer,
-     after) = runner(check_deep_trees, store_dir, busybox_root)
-    assert swept == (0, [])                         # the dead owner's deep directory was swept by a start
-    assert after_teardown == (0, b"", [])           # removed at teardown
+    (swept, after_teardown, made, archive, layer, after_close, dead_layer, after) = runner(
+        check_deep_trees, store_dir, busybox_root
+    )
+    assert swept == (0, [])  # the dead owner's deep directory was swept by a start
+    assert after_teardown == (0, b"", [])  # removed at teardown
     assert made == (0, 0) and after_close == []
-    assert archive == (DEPTH + 3, DEPTH + 1, b"deep\n")   # w, its 10,010 directories, f and up
+    assert archive == (DEPTH + 3, DEPTH + 1, b"deep\n")  # w, its 10,010 directories, f and up
     # the commit: /w and /tmp/a (tmp, a, their trees, f, up), with the base image's /tmp
     entries, deepest, content = layer
     assert deepest == DEPTH + 2 and content == b"deep\n" and entries >= 2 * (DEPTH + 3) + 1
-    assert not dead_layer and after == []           # prune removed the deep layer
+    assert not dead_layer and after == []  # prune removed the deep layer
 
 
 def check_deep_chown(path):
     """The sub-id worker's chown (what unpacking a rootless layer with
     owners runs) on a deep tree: the deepest file becomes uid 1000's."""
+    from sandboxlib.config import ContainerConfig
     from sandboxlib.rootfs import imageroot
     from sandboxlib.runtime import subids
-    from sandboxlib.config import ContainerConfig
+
     store = sb.ImageStore(path)
     root = os.path.join(store.tmp, "layer")
     os.mkdir(root)
@@ -150,26 +162,30 @@ def test_the_sub_id_owner_fixer_walks_deep_trees(workers, shared_dir):
 
 def check_many_entries(path, busybox_rootfs, count):
     store = _store(path, busybox_rootfs)
-    r = sb.run(["sh", "-c", f"mkdir /w && cd /w && seq {count} | xargs touch && ls | wc -l"],
-               image="bb:1", image_store=store.path)
+    r = sb.run(
+        ["sh", "-c", f"mkdir /w && cd /w && seq {count} | xargs touch && ls | wc -l"],
+        image="bb:1",
+        image_store=store.path,
+    )
     return r.exit_code, r.stdout, _containers(store)
 
 
 @pytest.mark.timeout(300)  # a million files made and removed: ~60 s on a loaded 2-core VM
 def test_a_million_entries_are_removed_at_teardown(tmp_path, busybox_root):
-    count = 1_000_000   # one test of this size, as root (~60 s on the shared VM): creating them is most of it
+    count = 1_000_000  # one test of this size, as root (~60 s on the shared VM): creating them is most of it
     assert check_many_entries(str(tmp_path), busybox_root, count) == (0, b"%d\n" % count, [])
 
 
 def test_a_failing_sweep_logs_and_the_start_goes_on(tmp_path, busybox_root, monkeypatch, caplog):
     store = _store(str(tmp_path), busybox_root)
-    store.writable_dir("e" * 64, (0, 0))   # a dead owner's
+    store.writable_dir("e" * 64, (0, 0))  # a dead owner's
     real = store.remove_trees
 
     def broken(paths):
         if any("e" * 64 in p for p in paths):
             raise ValueError("a bug in the removal")
         return real(paths)
+
     monkeypatch.setattr(store, "remove_trees", broken)
     expire_sweep_stamp(os.path.join(store.path, ".writable-swept"))
     with caplog.at_level(logging.WARNING, logger="sandboxlib"):
@@ -186,7 +202,7 @@ def test_removal_never_follows_a_symlink(tmp_path):
     (tree / "a").mkdir(parents=True)
     (tree / "a" / "out").symlink_to(outside)
     (tree / "a" / "file").symlink_to(outside / "keep")
-    os.chmod(tree / "a", 0o000)   # its owner closed it: made 0700 to be removed
+    os.chmod(tree / "a", 0o000)  # its owner closed it: made 0700 to be removed
     trees.remove_tree(str(tree))
     assert not tree.exists() and (outside / "keep").read_text() == "x"
 
@@ -213,7 +229,7 @@ def test_a_directory_moved_during_a_walk_ends_it(tmp_path, monkeypatch):
         os.mkdir(tmp_path / "elsewhere")
         walk = trees.walk(top)
         for entry in walk:
-            if entry.path.count("/") == 15:   # deep below x/x: its fd closed long ago
+            if entry.path.count("/") == 15:  # deep below x/x: its fd closed long ago
                 os.rename(tmp_path / "x" / "x", tmp_path / "elsewhere" / "x")
                 break
         with pytest.raises(OSError) as err:
@@ -225,9 +241,12 @@ def test_a_directory_moved_during_a_walk_ends_it(tmp_path, monkeypatch):
 
 def test_the_worker_program_has_no_clashing_names():
     """The sub-id worker runs the walker's source and its own as one program."""
+
     def top_level(module) -> set:
         tree = ast.parse(open(module.__file__).read())
         names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-        return names | {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
-                        if isinstance(t, ast.Name)}
+        return names | {
+            t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+        }
+
     assert top_level(trees) & top_level(subids_worker) == set()

@@ -1,13 +1,12 @@
 """Pseudo-terminals (``tty=True``): the container's own devpts, the
 terminal as the command's stdio and controlling terminal, the master end
 in the host process (read, write, resize), bad input.  Root and rootless."""
+
 from __future__ import annotations
 
 import errno
 import os
 import re
-
-import pytest
 
 import sandboxlib as sb
 from sandboxlib.native.binding import Step
@@ -107,10 +106,21 @@ def check_bad_input() -> dict:
 
 def test_bad_input(runner):
     out = runner(check_bad_input)
-    assert out == {"stdin file": "stdin", "stdin PIPE": "stdin", "stdout PIPE spawn": "stdout",
-                   "stdin run": "stdin", "stderr STDOUT run": "stderr", "zero rows": "rows",
-                   "negative cols": "cols", "not a size": "tty", "resize negative": "rows",
-                   "resize zero": "cols", "resize huge": "rows", "one-shot stdin": "stdin", "still runs": b"ok\n"}
+    assert out == {
+        "stdin file": "stdin",
+        "stdin PIPE": "stdin",
+        "stdout PIPE spawn": "stdout",
+        "stdin run": "stdin",
+        "stderr STDOUT run": "stderr",
+        "zero rows": "rows",
+        "negative cols": "cols",
+        "not a size": "tty",
+        "resize negative": "rows",
+        "resize zero": "cols",
+        "resize huge": "rows",
+        "one-shot stdin": "stdin",
+        "still runs": b"ok\n",
+    }
 
 
 def check_tty_step_fails() -> dict:
@@ -118,8 +128,7 @@ def check_tty_step_fails() -> dict:
     out = {}
     with sb.Container() as c:
         c._fault = (int(Step.TTY), errno.EIO)
-        for how, call in (("spawn", lambda: c.spawn(["true"], tty=True)),
-                          ("run", lambda: c.run(["true"], tty=True))):
+        for how, call in (("spawn", lambda: c.spawn(["true"], tty=True)), ("run", lambda: c.run(["true"], tty=True))):
             try:
                 call()
             except sb.SetupError as err:
@@ -137,8 +146,12 @@ def check_tty_step_fails() -> dict:
 
 def test_tty_step_fails(runner):
     out = runner(check_tty_step_fails)
-    assert out == {"spawn": ("TTY", errno.EIO, "tty"), "run": ("TTY", errno.EIO, "tty"),
-                   "after": b"/dev/pts/0\r\n", "one-shot": ("TTY", errno.EIO, "tty")}
+    assert out == {
+        "spawn": ("TTY", errno.EIO, "tty"),
+        "run": ("TTY", errno.EIO, "tty"),
+        "after": b"/dev/pts/0\r\n",
+        "one-shot": ("TTY", errno.EIO, "tty"),
+    }
 
 
 def check_timeout_kills() -> tuple:

@@ -3,6 +3,7 @@ store by default (``containers/ID/upper``), on a tmpfs when asked, removed
 when the container closes or fails to start, and swept by the next start
 when its owner was SIGKILLed, also what the container's other users (your
 sub-ids, rootless) wrote there in directories closed to you."""
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,9 @@ import sys
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.runtime import statedir
 from sandboxlib.errors import ConfigError
 from sandboxlib.native.host import subordinate_range
+from sandboxlib.runtime import statedir
 
 from .conftest import expire_sweep_stamp, rootless, run_cli, wait_until
 from .test_images_run import _store
@@ -35,8 +36,8 @@ def _upperdir(mounts: str) -> tuple:
     and whether it is volatile (never synced)."""
     line = next(line for line in mounts.splitlines() if line.split()[1] == "/")
     options = line.split()[3].split(",")
-    volatile = "volatile" in options or "fsync=volatile" in options   # newer kernels print the latter
-    return next(o for o in options if o.startswith(UPPER_OPTION))[len(UPPER_OPTION):], volatile
+    volatile = "volatile" in options or "fsync=volatile" in options  # newer kernels print the latter
+    return next(o for o in options if o.startswith(UPPER_OPTION))[len(UPPER_OPTION) :], volatile
 
 
 def check_disk_by_default(path, busybox_rootfs):
@@ -55,20 +56,32 @@ def check_disk_by_default(path, busybox_rootfs):
         app = c.run(["sh", "-c", "mkdir /tmp/a && echo x > /tmp/a/f && chmod 700 /tmp/a && id -u"], user="app")
         container_id = c.id
     again = sb.run(["sh", "-c", "cat /etc/x; [ -e /tmp/a ] || echo no-a"], image="bb:disk", image_store=store.path)
-    return (wrote, seen, on_disk, _upperdir(mounts), upper, during == [container_id], app.stdout,
-            len(committed.layers), again.stdout, _containers(store), os.listdir(os.path.join(store.path, "leases")))
+    return (
+        wrote,
+        seen,
+        on_disk,
+        _upperdir(mounts),
+        upper,
+        during == [container_id],
+        app.stdout,
+        len(committed.layers),
+        again.stdout,
+        _containers(store),
+        os.listdir(os.path.join(store.path, "leases")),
+    )
 
 
 def test_writes_go_to_the_store_and_persist_across_commands(runner, store_dir, busybox_root):
-    (wrote, seen, on_disk, upperdir, upper, one_dir, app, layers, again, after,
-     leases) = runner(check_disk_by_default, store_dir, busybox_root)
+    (wrote, seen, on_disk, upperdir, upper, one_dir, app, layers, again, after, leases) = runner(
+        check_disk_by_default, store_dir, busybox_root
+    )
     assert wrote == b"ok\n" and seen == b"hi\nkept\n"
     # on disk, owned by the container root's host id, and the overlay's upper is that directory
     assert on_disk == ("kept\n", pwd.getpwnam("sbxtest").pw_uid if runner.rootless else 1_000_000_000)
     assert upperdir[0].endswith(upper) and upper.startswith(store_dir + "/containers/") and one_dir
-    assert upperdir[1]   # never synced: it is removed with the container
-    assert app == b"1000\n" and layers == 4 and again == b"hi\nno-a\n"   # commit reads the disk upper
-    assert after == [] and leases == []          # removed with the container, sub-id files too
+    assert upperdir[1]  # never synced: it is removed with the container
+    assert app == b"1000\n" and layers == 4 and again == b"hi\nno-a\n"  # commit reads the disk upper
+    assert after == [] and leases == []  # removed with the container, sub-id files too
 
 
 def check_tmpfs(path, busybox_rootfs):
@@ -78,8 +91,13 @@ def check_tmpfs(path, busybox_rootfs):
         mounts, during = c.run(["cat", "/proc/mounts"]).stdout.decode(), _containers(store)
         c.commit("bb:tmpfs")
     again = sb.run(["cat", "/var/new/f"], image="bb:tmpfs", image_store=store.path).stdout
-    r = sb.run(["sh", "-c", "head -c 3000000 /dev/zero > /big; echo $?; wc -c < /big"], image="bb:1",
-               image_store=store.path, writable_layer=sb.WritableLayer.TMPFS, writable_layer_size="1M")
+    r = sb.run(
+        ["sh", "-c", "head -c 3000000 /dev/zero > /big; echo $?; wc -c < /big"],
+        image="bb:1",
+        image_store=store.path,
+        writable_layer=sb.WritableLayer.TMPFS,
+        writable_layer_size="1M",
+    )
     return wrote, _upperdir(mounts), during, again, r.stdout.split(), r.stderr.decode(), _containers(store)
 
 
@@ -87,7 +105,7 @@ def test_tmpfs_writable_layer_and_its_size_limit(runner, store_dir, busybox_root
     wrote, upperdir, during, again, big, err, after = runner(check_tmpfs, store_dir, busybox_root)
     assert wrote == b"ok\n" and upperdir == ("/overlay/upper", False) and during == [] and after == []
     assert again == b"kept\n"
-    assert big[0] == b"1" and int(big[1]) <= 1 << 20 and "head:" in err   # the write failed at 1 MiB
+    assert big[0] == b"1" and int(big[1]) <= 1 << 20 and "head:" in err  # the write failed at 1 MiB
 
 
 def test_size_limit_needs_the_tmpfs():
@@ -115,8 +133,10 @@ def test_a_read_only_root_has_no_directory_on_disk(runner, store_dir, busybox_ro
 def check_failed_starts(path, busybox_rootfs):
     store = _store(path, busybox_rootfs)
     failures = []
-    for options in ({"user": "nosuchuser-sbx"},                                  # ConfigError in Python
-                    {"mounts": [sb.Mount.bind("/etc/passwd", "/etc/motd/x")]}):   # SetupError in sbx-init
+    for options in (
+        {"user": "nosuchuser-sbx"},  # ConfigError in Python
+        {"mounts": [sb.Mount.bind("/etc/passwd", "/etc/motd/x")]},
+    ):  # SetupError in sbx-init
         try:
             sb.run(["true"], image="bb:1", image_store=store.path, **options)
         except (sb.ConfigError, sb.SetupError) as err:
@@ -148,8 +168,11 @@ time.sleep(600)
 
 
 def _start_holder(store: str):
-    return subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=rootless.import_path(), store=store)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(repo=rootless.import_path(), store=store)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
 
 
 def _ended(pid: int) -> bool:
@@ -175,7 +198,7 @@ def check_killed_owner(path, busybox_rootfs):
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    gone = wait_until(lambda: _ended(int(init)))   # its init follows its owner
+    gone = wait_until(lambda: _ended(int(init)))  # its init follows its owner
     left = _containers(store), os.stat(os.path.join(upper, "tmp", "a")).st_uid
     try:
         os.listdir(os.path.join(upper, "tmp", "a"))
@@ -183,10 +206,17 @@ def check_killed_owner(path, busybox_rootfs):
     except PermissionError:
         closed = True
     expire_sweep_stamp(os.path.join(store.path, ".writable-swept"))  # the holder's start swept just now
-    r = sb.run(["cat", "/etc/motd"], image="bb:1", image_store=store.path)   # the next start sweeps it
-    statedir.sweep(statedir.state_root())   # the dead owner's state record (the start sweeps it once a second)
-    return (while_alive, gone, left, closed, r.stdout, _containers(store),
-            os.listdir(os.path.join(store.path, "leases")))
+    r = sb.run(["cat", "/etc/motd"], image="bb:1", image_store=store.path)  # the next start sweeps it
+    statedir.sweep(statedir.state_root())  # the dead owner's state record (the start sweeps it once a second)
+    return (
+        while_alive,
+        gone,
+        left,
+        closed,
+        r.stdout,
+        _containers(store),
+        os.listdir(os.path.join(store.path, "leases")),
+    )
 
 
 def test_a_killed_owners_writable_layer_is_swept_by_the_next_start(runner, store_dir, busybox_root):
@@ -202,7 +232,7 @@ def test_a_killed_owners_writable_layer_is_swept_by_the_next_start(runner, store
 
 def test_collect_removes_what_a_dead_owner_left(tmp_path, busybox_root):
     store = _store(str(tmp_path), busybox_root)
-    left = store.writable_dir("f" * 64, (0, 0))   # as a SIGKILLed owner leaves it: no lease
+    left = store.writable_dir("f" * 64, (0, 0))  # as a SIGKILLed owner leaves it: no lease
     open(os.path.join(left, "upper", "junk"), "w").close()
     store.collect()
     assert _containers(store) == []
@@ -212,8 +242,18 @@ def test_cli_writable_layer_options(tmp_path, busybox_root):
     store = _store(str(tmp_path), busybox_root)
     probe = ["sh", "-c", "grep ' / overlay ' /proc/mounts"]
     disk = run_cli("--store", store.path, "bb:1", *probe)
-    tmpfs = run_cli("--store", store.path, "--writable-layer", "tmpfs", "--writable-layer-size", "1M", "bb:1",
-                    "sh", "-c", "head -c 3000000 /dev/zero > /big; wc -c < /big")
+    tmpfs = run_cli(
+        "--store",
+        store.path,
+        "--writable-layer",
+        "tmpfs",
+        "--writable-layer-size",
+        "1M",
+        "bb:1",
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/zero > /big; wc -c < /big",
+    )
     bad = run_cli("--store", store.path, "--writable-layer-size", "1M", "bb:1", "true")
     assert disk.returncode == 0 and f"{UPPER_OPTION}/oldroot{store.path}/containers/" in disk.stdout.decode()
     assert int(tmpfs.stdout) <= 1 << 20 and b"head:" in tmpfs.stderr

@@ -10,6 +10,7 @@ Its realm is ``http://localhost:PORT/token`` while the registry is at
 ``127.0.0.1:PORT``: a realm on another host.  ``requests`` lists (user or
 None, scopes) of what was asked; ``spoil`` makes the next tokens signed by a
 key the registry does not trust (a token refused)."""
+
 from __future__ import annotations
 
 import base64
@@ -45,6 +46,7 @@ class TokenIssuer:
 
     def __init__(self, ca, users: Dict[str, str], expires_in: int = 300) -> None:
         from .tlskit import CA
+
         self.ca, self.users, self.expires_in = ca, dict(users), expires_in
         self.requests: List[Tuple[Optional[str], Tuple[str, ...]]] = []
         self.spoil = 0
@@ -80,10 +82,21 @@ class TokenIssuer:
             if kind and name and user is not None:  # anonymous: a token that grants nothing
                 access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
         now = int(time.time())
-        header = {"typ": "JWT", "alg": "ES256",
-                  "x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]}
-        claims = {"iss": ISSUER, "sub": user or "", "aud": SERVICE, "exp": now + self.expires_in,
-                  "nbf": now - 10, "iat": now, "jti": f"t{now}-{len(self.requests)}", "access": access}
+        header = {
+            "typ": "JWT",
+            "alg": "ES256",
+            "x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()],
+        }
+        claims = {
+            "iss": ISSUER,
+            "sub": user or "",
+            "aud": SERVICE,
+            "exp": now + self.expires_in,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": f"t{now}-{len(self.requests)}",
+            "access": access,
+        }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
         return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
@@ -136,4 +149,5 @@ def _handler(issuer: TokenIssuer):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
     return Handler

@@ -4,6 +4,7 @@
 ``await c.spawn(argv, stdout=sb.PIPE)``, ``await c.call(fn, ...)``,
 ``await sba.run(argv)``: the sync API's options, results and errors,
 awaited on the running asyncio loop (asyncio only: no anyio/trio layer)."""
+
 from .container import Container, run
 from .process import Process
 

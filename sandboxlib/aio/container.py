@@ -9,6 +9,7 @@ nothing waits in a thread per command: the control socket, the reply
 sockets and the pipes are the event loop's readers and writers.  Starting
 a container (clone, set-up, maybe an image unpack) and the first start
 of ``call``'s fork server run in the loop's default executor."""
+
 from __future__ import annotations
 
 import asyncio
@@ -96,8 +97,18 @@ class Container:
         box = self._box
         box._check_running()
         assert self._sender is not None  # running
-        outgoing = box._outgoing(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                                 user=user, main=False, confirm=confirm, own_cgroup=own_cgroup)
+        outgoing = box._outgoing(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            main=False,
+            confirm=confirm,
+            own_cgroup=own_cgroup,
+        )
         try:
             await self._sender.send(outgoing)
         except BaseException:
@@ -112,11 +123,23 @@ class Container:
             outgoing.done()
         return outgoing.submission
 
-    async def run(self, argv: Sequence[str], *, input: Union[bytes, str, None] = None,
-                  timeout: Optional[float] = None, stdin: StdioSpec = None, stdout: StdioSpec = PIPE,
-                  stderr: StdioSpec = PIPE, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                  user: Optional[str] = None, check: bool = False, text: bool = False,
-                  encoding: Optional[str] = None, errors: Optional[str] = None) -> Result:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Union[bytes, str, None] = None,
+        timeout: Optional[float] = None,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = PIPE,
+        stderr: StdioSpec = PIPE,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+        check: bool = False,
+        text: bool = False,
+        encoding: Optional[str] = None,
+        errors: Optional[str] = None,
+    ) -> Result:
         """``Container.run``, awaited: the same options and :class:`Result`.
 
         On ``timeout`` everything the command started is killed (its own
@@ -130,21 +153,32 @@ class Container:
         counters = box._counters()
         # Always in a cgroup of its own: any await may be cancelled, and a
         # cancelled run kills all it started.
-        submission = await self._send(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                                      user=user, confirm=False, own_cgroup=True)
+        submission = await self._send(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=False, own_cgroup=True
+        )
         with box._unconfirmed(submission) as proc:
-            out, err, timed_out = await _communicate_or_kill(proc, input, timeout,
-                                                             lambda: box._kill_after_timeout(proc, False))
+            out, err, timed_out = await _communicate_or_kill(
+                proc, input, timeout, lambda: box._kill_after_timeout(proc, False)
+            )
         return box._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
-    async def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
-                    stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,
-                    cwd: Optional[str] = None, user: Optional[str] = None) -> Process:
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = None,
+        stderr: StdioSpec = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+    ) -> Process:
         """Start a command; returns once it started (or raises the step that
         failed, as ``Container.spawn``).  PIPE streams are asyncio streams."""
         box = self._box
-        submission = await self._send(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                                      user=user, confirm=True, own_cgroup=False)
+        submission = await self._send(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=True, own_cgroup=False
+        )
         try:
             while True:
                 await readable(submission.reply_socket)
@@ -168,8 +202,15 @@ class Container:
         check_call_kwargs(kwargs)
         return await self.invoke(fn, args, kwargs)
 
-    async def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
-                     timeout: Optional[float] = None, trust_result: bool = False) -> Any:
+    async def invoke(
+        self,
+        fn: Callable,
+        args: Sequence[Any] = (),
+        kwargs: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: Optional[float] = None,
+        trust_result: bool = False,
+    ) -> Any:
         """``Container.invoke``, awaited: the same steps (``CallServer.steps``)
         with the fork server's output as a reader of the loop; calls wait
         their turn (one at a time per server, as in the sync front).  The
@@ -186,8 +227,7 @@ class Container:
                 if server is None:
                     loop = asyncio.get_running_loop()
                     server = await loop.run_in_executor(None, slot.get)
-                steps = server.steps(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
-                                     trust_result=trust_result)
+                steps = server.steps(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
                 try:
                     with server._lock:  # (a sync caller in another thread waits; no await blocks on it)
                         return await drive(steps, server.output_fd)
@@ -197,8 +237,9 @@ class Container:
         raise AssertionError("unreachable")
 
 
-async def _communicate_or_kill(proc: SyncProcess, input: Optional[bytes], timeout: Optional[float],
-                               kill: Callable[[], None]):
+async def _communicate_or_kill(
+    proc: SyncProcess, input: Optional[bytes], timeout: Optional[float], kill: Callable[[], None]
+):
     """(out, err, timed out): communicate; on timeout kill and read what is left; on
     any exception (cancellation included) kill and re-raise."""
     try:
@@ -214,10 +255,20 @@ async def _communicate_or_kill(proc: SyncProcess, input: Optional[bytes], timeou
 
 
 @takes_container_options
-async def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] = None,
-              timeout: Optional[float] = None, stdin: StdioSpec = None, stdout: StdioSpec = PIPE,
-              stderr: StdioSpec = PIPE, check: bool = False, text: bool = False,
-              encoding: Optional[str] = None, errors: Optional[str] = None, **options: Any) -> Result:
+async def run(
+    argv: Optional[Sequence[str]],
+    *,
+    input: Union[bytes, str, None] = None,
+    timeout: Optional[float] = None,
+    stdin: StdioSpec = None,
+    stdout: StdioSpec = PIPE,
+    stderr: StdioSpec = PIPE,
+    check: bool = False,
+    text: bool = False,
+    encoding: Optional[str] = None,
+    errors: Optional[str] = None,
+    **options: Any,
+) -> Result:
     """``sandboxlib.run``, awaited: ``argv`` as the main process of a fresh
     container, which ends with it.  The start (with the command queued, as
     the sync one-shot does) runs in the loop's executor; the command's
@@ -226,12 +277,14 @@ async def run(argv: Optional[Sequence[str]], *, input: Union[bytes, str, None] =
     try:
         timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
         loop = asyncio.get_running_loop()
-        starting = loop.run_in_executor(None, functools.partial(
-            box._start_with_main, argv, stdin=stdin, stdout=stdout, stderr=stderr))
+        starting = loop.run_in_executor(
+            None, functools.partial(box._start_with_main, argv, stdin=stdin, stdout=stdout, stderr=stderr)
+        )
         proc = await starting  # cancelled: close() below waits for the start to end, then kills
         with proc:
-            out, err, timed_out = await _communicate_or_kill(proc, input, timeout,
-                                                             lambda: box._kill_after_timeout(proc, True))
+            out, err, timed_out = await _communicate_or_kill(
+                proc, input, timeout, lambda: box._kill_after_timeout(proc, True)
+            )
         return box._run_result(proc, out, err, timed_out=timed_out, counters=(0, 0), codec=codec, check=check)
     finally:
         box.close()

@@ -1,6 +1,7 @@
 """Waiting on the event loop: fds through the loop's readers and writers,
 the control socket's sends queued while it is full.  The sync front waits
 on the same fds with poll(); what it does once they are ready is shared."""
+
 from __future__ import annotations
 
 import asyncio
@@ -107,8 +108,9 @@ async def _readable_until(fd: int, deadline: Optional[float]) -> bool:
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     loop.add_reader(fd, _settle, waiter, True)
-    timer = (loop.call_later(max(0.0, deadline - time.monotonic()), _settle, waiter, False)
-             if deadline is not None else None)
+    timer = (
+        loop.call_later(max(0.0, deadline - time.monotonic()), _settle, waiter, False) if deadline is not None else None
+    )
     try:
         return await waiter
     finally:

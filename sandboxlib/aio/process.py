@@ -1,5 +1,6 @@
 """A command in a container, awaited: the sync :class:`~sandboxlib.Process`
 driven by the event loop (its reply socket and pipes are the loop's readers)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,9 @@ from .loop import LoopSelector, readable
 __all__ = ["Process", "communicate", "wait"]
 
 
-async def communicate(proc: SyncProcess, input: Optional[bytes] = None, timeout: Optional[float] = None
-                      ) -> Tuple[Optional[bytes], Optional[bytes]]:
+async def communicate(
+    proc: SyncProcess, input: Optional[bytes] = None, timeout: Optional[float] = None
+) -> Tuple[Optional[bytes], Optional[bytes]]:
     """``Process.communicate`` on the loop: the same steps (``_register``,
     ``_service``, ``_collected``), awaited instead of polled."""
     proc._check_owner()
@@ -77,12 +79,14 @@ class Process:
             if pipe is not None:
                 reader = asyncio.StreamReader(loop=loop)
                 transport, _ = await loop.connect_read_pipe(
-                    lambda reader=reader: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+                    lambda reader=reader: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+                )
                 self._transports.append(transport)
                 setattr(self, name, reader)
         if proc.stdin is not None:
             transport, protocol = await loop.connect_write_pipe(
-                lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin)
+                lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin
+            )
             self._transports.append(transport)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
 
@@ -112,8 +116,9 @@ class Process:
                 await self.stdin.drain()
         if self.stdin is not None:
             self.stdin.close()
-        out, err = await asyncio.gather(*(reader.read() if reader is not None else _none()
-                                          for reader in (self.stdout, self.stderr)))
+        out, err = await asyncio.gather(
+            *(reader.read() if reader is not None else _none() for reader in (self.stdout, self.stderr))
+        )
         await self.wait()
         return out, err
 

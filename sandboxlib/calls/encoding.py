@@ -6,6 +6,7 @@ nothing else, no code run to decode it.
 
 Standard library only: the host imports it; in the sandbox its source runs
 first in the fork server's program text (see ``calls._server_source``)."""
+
 import re
 import struct
 import sys
@@ -57,7 +58,7 @@ def _encode(value, out, depth):
         items = value.items() if kind is dict else value
         out.append(_CONTAINERS[kind] + _LEN.pack(len(value)))
         for item in items:
-            for part in (item if kind is dict else (item,)):
+            for part in item if kind is dict else (item,):
                 _encode(part, out, depth + 1)
     elif _is_numpy(kind):
         _encode_numpy(value, out, depth)
@@ -68,10 +69,12 @@ def _encode(value, out, depth):
 def _unsafe_message(value, why=""):
     kind = type(value)
     hint = " (convert it, e.g. with .tolist() or .item())" if hasattr(value, "tolist") else ""
-    return (f"a {kind.__module__}.{kind.__qualname__}{why} is not one of the safe result types (None, bool, "
-            "int, float, complex, str, bytes, list, tuple, dict, set, frozenset of them, numpy arrays and "
-            f"scalars of plain dtypes){hint}; or pass trust_result=True to receive it pickled (only for "
-            "code you trust)")
+    return (
+        f"a {kind.__module__}.{kind.__qualname__}{why} is not one of the safe result types (None, bool, "
+        "int, float, complex, str, bytes, list, tuple, dict, set, frozenset of them, numpy arrays and "
+        f"scalars of plain dtypes){hint}; or pass trust_result=True to receive it pickled (only for "
+        "code you trust)"
+    )
 
 
 def _is_numpy(kind):
@@ -83,8 +86,14 @@ def _encode_numpy(value, out, depth):
     """``A`` + (dtype, shape) + the C-order buffer; ``a`` + dtype + the scalar's bytes."""
     numpy = sys.modules["numpy"]
     dtype = value.dtype
-    if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0
-            or not _NUMPY_DTYPE.fullmatch(dtype.str) or type(value) not in (numpy.ndarray, dtype.type)):
+    if (
+        dtype.hasobject
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+        or dtype.itemsize == 0
+        or not _NUMPY_DTYPE.fullmatch(dtype.str)
+        or type(value) not in (numpy.ndarray, dtype.type)
+    ):
         raise UnsafeValue(_unsafe_message(value, f" of dtype {dtype}"))
     if isinstance(value, numpy.ndarray):
         out.append(b"A")
@@ -108,7 +117,7 @@ def decode(data):
 def _take(view, pos, size):
     if pos + size > len(view):
         raise ValueError("truncated value")
-    return bytes(view[pos:pos + size]), pos + size
+    return bytes(view[pos : pos + size]), pos + size
 
 
 def _decode(view, pos, depth):
@@ -155,8 +164,7 @@ def _decode_numpy(view, pos, depth, array):
     spec, shape = header if array and type(header) is tuple and len(header) == 2 else (header, ())
     if type(spec) is not str or not _NUMPY_DTYPE.fullmatch(spec):
         raise ValueError(f"not a plain numpy dtype: {spec!r}")
-    if (type(shape) is not tuple or len(shape) > MAX_NDIM
-            or not all(type(n) is int and n >= 0 for n in shape)):
+    if type(shape) is not tuple or len(shape) > MAX_NDIM or not all(type(n) is int and n >= 0 for n in shape):
         raise ValueError(f"not a numpy shape: {shape!r}")
     raw, pos = _take(view, pos, 4)
     data, pos = _take(view, pos, _LEN.unpack(raw)[0])

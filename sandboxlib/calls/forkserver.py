@@ -16,6 +16,7 @@ module to preload failed to import (the server ends).
 Nothing the host reads from the sandbox is unpickled unless the caller opted
 in: values and exceptions come back in the safe encoding (``_safe_encoding``).
 """
+
 import itertools
 import os
 import select
@@ -27,12 +28,20 @@ import traceback
 _THIS_FILE = sys._getframe().f_code.co_filename
 try:  # in the host; in the sandbox the encoding's and the framing's sources come first in the program
     from .encoding import _LEN, MAX_DEPTH, UnsafeValue, decode, encode  # noqa: F401
-    from .framing import (HEADER, _complete, _kinds, _read_request, _send, _split_message,  # noqa: F401
-                          read_frame, request, split_request, write_frame)
+    from .framing import (
+        HEADER,
+        _complete,
+        _kinds,
+        _read_request,
+        _send,
+        _split_message,
+        read_frame,
+        request,
+        split_request,
+        write_frame,
+    )
 except ImportError:
     pass
-
-
 
 
 # -- outcomes: what a call sends back --------------------------------------------
@@ -56,9 +65,11 @@ def outcome_of(run, trust):
 def _pickle(value):
     try:
         import cloudpickle
+
         return cloudpickle.dumps(value)
     except ImportError:
         import pickle
+
         return pickle.dumps(value)
 
 
@@ -205,6 +216,7 @@ class Server:
 
     def job(self, what, body):
         import pickle
+
         if what == "exec":
             return run_cell(pickle.loads(body), self.namespace)
         fn, args, kwargs = pickle.loads(body)
@@ -335,6 +347,7 @@ def run_cell(source, namespace):
     (``<cell 3>``): tracebacks, now or from its functions later, show its lines."""
     import ast
     import linecache
+
     name = f"<cell {next(_CELL_NUMBERS)}>"
     linecache.cache[name] = (len(source), None, source.splitlines(True), name)
     tree = ast.parse(source, name, "exec")
@@ -376,15 +389,18 @@ def _warm_request():
     host's own functions are) for each spare to rehearse."""
     try:
         import cloudpickle
+
         pickled = cloudpickle.dumps((lambda: None, (), {}))
     except ImportError:
         import pickle
+
         pickled = pickle.dumps((int, (), {}))
     return request("call", None, False, pickled)
 
 
 def _now():
     import time
+
     return time.monotonic()
 
 
@@ -396,6 +412,7 @@ def _load_prctl():
     global _PRCTL
     try:
         import ctypes
+
         _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):
         _PRCTL = None

@@ -4,6 +4,7 @@ Standard library only, like ``encoding`` and ``forkserver``: the host sends
 this source to the sandboxed interpreter between theirs.  Frames, both ways:
 one kind byte, a 4-byte big-endian length, the payload.  Messages from a
 spare to its server: a 4-byte length, the message."""
+
 import os
 import struct
 
@@ -18,7 +19,7 @@ HEADER = struct.Struct(">cI")
 def write_frame(fd, kind, payload=b""):
     data = memoryview(HEADER.pack(kind, len(payload)) + payload)
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _read_exact(fd, size):
@@ -41,11 +42,11 @@ def _read_request(fd):
         if not chunk:
             raise EOFError
         data += chunk
-    kind, size = HEADER.unpack(data[:HEADER.size])
+    kind, size = HEADER.unpack(data[: HEADER.size])
     missing = HEADER.size + size - len(data)
     if missing > 0:
         data += _read_exact(fd, missing)
-    return kind, data[HEADER.size:HEADER.size + size]
+    return kind, data[HEADER.size : HEADER.size + size]
 
 
 def read_frame(fd):
@@ -62,14 +63,14 @@ def request(what, timeout, trust, pickled):
 
 def split_request(payload):
     (size,) = _LEN.unpack(payload[:4])
-    return decode(payload[4:4 + size]), payload[4 + size:]
+    return decode(payload[4 : 4 + size]), payload[4 + size :]
 
 
 def _send(fd, message):
     """A message from a spare to the server: a 4-byte length, the message."""
     view = memoryview(_LEN.pack(len(message)) + message)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _complete(messages):

@@ -4,6 +4,7 @@ container, requests pickled in, outcomes read back without unpickling.
 The sandbox is not trusted: everything read from it is parsed by the safe
 decoder of ``forkserver`` (values and exception data only); a pickle is
 loaded only when the caller passed ``trust_result=True``."""
+
 from __future__ import annotations
 
 import builtins
@@ -17,13 +18,21 @@ import time
 import types
 from typing import Any, Callable, Dict, Generator, Mapping, Optional, Sequence, Tuple
 
-from . import encoding, forkserver, framing
 from ..config import check_timeout
-from ..errors import (CallCrashed, CallTimeout, CommandNotFoundError, ConfigError, ContainerStateError, NoPythonError,
-                      RemoteError, UnsafeResultError)
+from ..errors import (
+    CallCrashed,
+    CallTimeout,
+    CommandNotFoundError,
+    ConfigError,
+    ContainerStateError,
+    NoPythonError,
+    RemoteError,
+    UnsafeResultError,
+)
 from ..results import verdict_of
 from ..rootfs.layout import HOST_SYSTEM_DIRS, interpreter_prefixes
 from ..streams import DEVNULL, PIPE
+from . import encoding, forkserver, framing
 
 __all__ = ["CallServer", "ServerSlot", "Session", "OutputSink", "default_output", "check_modules"]
 
@@ -106,6 +115,7 @@ def _code_reduce(code: types.CodeType) -> tuple:
     (cloudpickle 3 writes ``<dynamic-code>``): tracebacks in the sandbox
     then name the real file and show its lines when it is visible there."""
     from cloudpickle import cloudpickle_fast as fast
+
     rebuild, args = fast._code_reduce(code)
     return rebuild, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
 
@@ -116,6 +126,7 @@ _PICKLER: Dict[str, type] = {}
 def dumps(value: Any) -> bytes:
     """cloudpickle, by value for code the sandbox cannot import."""
     import cloudpickle
+
     if "class" not in _PICKLER:
         _PICKLER["class"] = _pickler_class()
     buffer = io.BytesIO()
@@ -144,6 +155,7 @@ def rebuild_exception(payload: bytes, trust: bool) -> BaseException:
     error: Optional[BaseException] = None
     if trust and pickled is not None:
         import pickle
+
         try:
             error = pickle.loads(pickled)
         except Exception:  # noqa: BLE001 - fall back to the safe reconstruction
@@ -172,6 +184,7 @@ def decode_outcome(payload: bytes, trust: bool, timeout: Optional[float]) -> Tup
             return encoding.decode(body), None
         if kind == b"P" and trust:
             import pickle
+
             return pickle.loads(body), None
         if kind == b"X":
             return None, rebuild_exception(body, trust)
@@ -211,8 +224,9 @@ class CallServer:
         try:
             self._proc = container.spawn(argv, stdin=PIPE, stdout=PIPE, stderr=DEVNULL)
         except CommandNotFoundError as err:
-            raise NoPythonError(f"call() needs a Python interpreter in the container: {python!r} is not "
-                                f"there ({err})") from None
+            raise NoPythonError(
+                f"call() needs a Python interpreter in the container: {python!r} is not there ({err})"
+            ) from None
         self._in, self._out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
         self._buffer = bytearray()
         self._poller = select.poll()
@@ -227,15 +241,32 @@ class CallServer:
             self.close()
             raise
 
-    def invoke(self, fn: Callable, args: tuple, kwargs: dict, *, timeout: Optional[float],
-               trust_result: bool, on_output: Optional[OutputSink] = None, what: str = "call") -> Any:
-        steps = self.steps(fn, args, kwargs, timeout=timeout, trust_result=trust_result, on_output=on_output,
-                           what=what)
+    def invoke(
+        self,
+        fn: Callable,
+        args: tuple,
+        kwargs: dict,
+        *,
+        timeout: Optional[float],
+        trust_result: bool,
+        on_output: Optional[OutputSink] = None,
+        what: str = "call",
+    ) -> Any:
+        steps = self.steps(fn, args, kwargs, timeout=timeout, trust_result=trust_result, on_output=on_output, what=what)
         with self._lock:
             return self._drive(steps)
 
-    def steps(self, fn: Callable, args: tuple, kwargs: dict, *, timeout: Optional[float], trust_result: bool,
-              on_output: Optional[OutputSink] = None, what: str = "call") -> Generator[Optional[float], None, Any]:
+    def steps(
+        self,
+        fn: Callable,
+        args: tuple,
+        kwargs: dict,
+        *,
+        timeout: Optional[float],
+        trust_result: bool,
+        on_output: Optional[OutputSink] = None,
+        what: str = "call",
+    ) -> Generator[Optional[float], None, Any]:
         """One call as steps: a generator that yields (a deadline, or None)
         each time it needs the server's output readable, and returns the
         value (or raises).  A driver waits, then sends None, or throws
@@ -248,8 +279,9 @@ class CallServer:
         sink = on_output or (lambda which, data: default_output(which, data, decoders))
         return self._exchange(request, sink, timeout, trust_result)
 
-    def _exchange(self, request: bytes, sink: OutputSink, timeout: Optional[float],
-                  trust_result: bool) -> Generator[Optional[float], None, Any]:
+    def _exchange(
+        self, request: bytes, sink: OutputSink, timeout: Optional[float], trust_result: bool
+    ) -> Generator[Optional[float], None, Any]:
         if not self.alive:
             raise ContainerStateError("the fork server is gone")
         grace = 0.0 if self.persistent else SERVER_GRACE
@@ -299,9 +331,13 @@ class CallServer:
         if crash.exit_code is None and crash.signal is None:
             return crash  # a protocol breach, not an ending
         after = self._counters()
-        verdict = verdict_of(exit_code=crash.exit_code if crash.exit_code is not None else 128 + crash.signal,
-                             sig=crash.signal, timed_out=False, oom_killed=after[0] > before[0],
-                             pids_limit_hit=after[1] > before[1])
+        verdict = verdict_of(
+            exit_code=crash.exit_code if crash.exit_code is not None else 128 + crash.signal,
+            sig=crash.signal,
+            timed_out=False,
+            oom_killed=after[0] > before[0],
+            pids_limit_hit=after[1] > before[1],
+        )
         return CallCrashed(crash.detail, exit_code=crash.exit_code, signal=crash.signal, verdict=verdict)
 
     def _read_outcome(self, deadline: Optional[float], sink: OutputSink) -> Generator[Optional[float], None, bytes]:
@@ -394,8 +430,7 @@ class ServerSlot:
             self.server = server
             return server
 
-    def invoke(self, fn: Callable, args: tuple, kwargs: dict, *, timeout: Optional[float],
-               trust_result: bool) -> Any:
+    def invoke(self, fn: Callable, args: tuple, kwargs: dict, *, timeout: Optional[float], trust_result: bool) -> Any:
         """A call on the running server; on a new one if it lost the process
         that was to run it (a process killed while it waited)."""
         try:
@@ -412,9 +447,12 @@ def check_call_kwargs(kwargs: Mapping[str, Any]) -> None:
     that look like ``invoke``'s options, whichever was meant."""
     clash = [k for k in INVOKE_OPTIONS if k in kwargs]
     if clash:
-        raise ConfigError(clash[0], f"call() passes its keywords to the function; for the call's "
-                                    f"{clash[0]}, use invoke(fn, args, kwargs, {clash[0]}=...); to pass "
-                                    f"{clash[0]}= to the function, use invoke(fn, args, {{{clash[0]!r}: ...}})")
+        raise ConfigError(
+            clash[0],
+            f"call() passes its keywords to the function; for the call's "
+            f"{clash[0]}, use invoke(fn, args, kwargs, {clash[0]}=...); to pass "
+            f"{clash[0]}= to the function, use invoke(fn, args, {{{clash[0]!r}: ...}})",
+        )
 
 
 class Session:
@@ -434,27 +472,35 @@ class Session:
         check_call_kwargs(kwargs)
         return self.invoke(fn, args, kwargs)
 
-    def invoke(self, fn: Callable, args: tuple = (), kwargs: Optional[dict] = None, *,
-               timeout: Optional[float] = None, trust_result: bool = False) -> Any:
+    def invoke(
+        self,
+        fn: Callable,
+        args: tuple = (),
+        kwargs: Optional[dict] = None,
+        *,
+        timeout: Optional[float] = None,
+        trust_result: bool = False,
+    ) -> Any:
         """As ``call``, with options.  A timeout kills the session (its state is lost)."""
         timeout = check_timeout(timeout)
-        return self._server.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
-                                   trust_result=trust_result)
+        return self._server.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
 
-    def exec(self, source: str, *, timeout: Optional[float] = None,
-             on_output: Optional[OutputSink] = None) -> Optional[str]:
+    def exec(
+        self, source: str, *, timeout: Optional[float] = None, on_output: Optional[OutputSink] = None
+    ) -> Optional[str]:
         """Run ``source`` in the session's namespace; returns the repr of a final
         expression (or None).  Output is streamed to ``on_output`` or our stdout/stderr."""
         if not isinstance(source, str):
             raise ConfigError("source", f"expected a string, got {type(source).__name__}")
         timeout = check_timeout(timeout)
-        return self._server.invoke(source, (), {}, timeout=timeout, trust_result=False,
-                                   on_output=on_output, what="exec")
+        return self._server.invoke(
+            source, (), {}, timeout=timeout, trust_result=False, on_output=on_output, what="exec"
+        )
 
     def close(self) -> None:
         self._server.close()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,5 +1,6 @@
 """cgroups: one per container, made and removed by us (v1, v2 and the
 hybrid layout), its limits, kill-all, event counters and statistics."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,8 +9,7 @@ from . import fs
 from .group import CommandCgroup, ContainerCgroup, cgroup_name, plan_cgroup, release_nodes
 from .layout import Layout, detect
 
-__all__ = ["fs", "CommandCgroup", "ContainerCgroup", "Layout", "cgroup_name", "detect", "plan_cgroup",
-           "release_paths"]
+__all__ = ["fs", "CommandCgroup", "ContainerCgroup", "Layout", "cgroup_name", "detect", "plan_cgroup", "release_paths"]
 
 
 def release_paths(paths: Sequence[str]) -> bool:

@@ -1,10 +1,10 @@
 """Small file operations on cgroup directories: read a value, write one,
 kill everything in a directory, remove a directory tree once it is empty."""
+
 from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 from typing import Dict, List, Optional
 

@@ -8,6 +8,7 @@ limit the v2 tree cannot enforce, and memory, pids and blkio for
 statistics.  Measured on the hybrid host: the v2 cgroup alone adds nothing
 measurable to ``sb.run`` (it is born there with clone3), so every container
 as root gets it; each v1 directory costs ~0.08 ms (make, join, remove)."""
+
 from __future__ import annotations
 
 import functools
@@ -31,12 +32,14 @@ __all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgro
 STATS_V1 = ("memory", "pids", "blkio")
 REMOVE_TIMEOUT = 5.0  # seconds for the processes of a killed cgroup to leave it
 
-DELEGATION_HINT = ("cgroup limits need a cgroup this user may write to: run as root, or rootless in a "
-                   "delegated cgroup v2 subtree, the Python process in a leaf of it (e.g. `systemd-run "
-                   "--user --scope -p Delegate=yes sh -c 'mkdir $CG/leaf && echo $$ > $CG/leaf/cgroup.procs "
-                   "&& exec python ...'`, CG being the scope's cgroup directory), with the controllers "
-                   "delegated to users (/etc/systemd/system/user@.service.d/delegate.conf: "
-                   "[Service] Delegate=cpu cpuset io memory pids)")
+DELEGATION_HINT = (
+    "cgroup limits need a cgroup this user may write to: run as root, or rootless in a "
+    "delegated cgroup v2 subtree, the Python process in a leaf of it (e.g. `systemd-run "
+    "--user --scope -p Delegate=yes sh -c 'mkdir $CG/leaf && echo $$ > $CG/leaf/cgroup.procs "
+    "&& exec python ...'`, CG being the scope's cgroup directory), with the controllers "
+    "delegated to users (/etc/systemd/system/user@.service.d/delegate.conf: "
+    "[Service] Delegate=cpu cpuset io memory pids)"
+)
 
 
 def cgroup_name(state_root: str, container_id: str) -> str:
@@ -66,7 +69,7 @@ def _access(directory: str, _euid: int) -> bool:
     return os.access(directory, os.W_OK) and os.access(os.path.join(directory, "cgroup.procs"), os.W_OK)
 
 
-def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional["ContainerCgroup"]:
+def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional[ContainerCgroup]:
     """The cgroup a container gets, or None when none may be made and none is
     needed.  Raises UnsupportedError for a limit this host cannot enforce for us."""
     needed: Dict[str, List[str]] = {}
@@ -78,8 +81,10 @@ def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional["Co
     for controller, keys in needed.items():
         version, directory = layout.controller_dirs(controller)
         if not version:
-            raise UnsupportedError(f"the cgroup {controller} controller (for {', '.join(keys)})",
-                                   "enable it in the kernel and mount it (cgroup v2, or a v1 hierarchy)")
+            raise UnsupportedError(
+                f"the cgroup {controller} controller (for {', '.join(keys)})",
+                "enable it in the kernel and mount it (cgroup v2, or a v1 hierarchy)",
+            )
         if not _writable(directory):
             raise UnsupportedError(f"cgroup limits ({', '.join(limits.names())})", DELEGATION_HINT)
         (v2 if version == "v2" else v1.setdefault(directory, [])).append(controller)
@@ -114,7 +119,8 @@ def _v2_base(own: str, controllers: Sequence[str]) -> str:
             f"parent {parent} is not writable for us: run the Python process in a leaf cgroup of a "
             "delegated one (e.g. `systemd-run --user --scope -p Delegate=yes sh -c 'mkdir "
             "$CG/leaf && echo $$ > $CG/leaf/cgroup.procs && exec python ...'`, CG being the scope's "
-            "cgroup directory): containers' cgroups then go beside the leaf")
+            "cgroup directory): containers' cgroups then go beside the leaf",
+        )
     return parent
 
 
@@ -170,8 +176,12 @@ class ContainerCgroup:
                 try:
                     fs.write(path, value)
                 except OSError as err:
-                    raise SetupError(err.errno, f"write({path!r}, {value!r})", step="CGROUP",
-                                     field=f"limits ({', '.join(self.limits.names())})") from None
+                    raise SetupError(
+                        err.errno,
+                        f"write({path!r}, {value!r})",
+                        step="CGROUP",
+                        field=f"limits ({', '.join(self.limits.names())})",
+                    ) from None
 
     def delegate_procs(self, uid: int, gid: int) -> None:
         """Let the container's init (host ids ``uid``, ``gid``) start commands in
@@ -228,7 +238,7 @@ class ContainerCgroup:
         self._made = []
         return gone
 
-    def command_group(self, command_id: int) -> Optional["CommandCgroup"]:
+    def command_group(self, command_id: int) -> Optional[CommandCgroup]:
         """A child cgroup in the v2 tree for one command, or None without one."""
         node = self.v2
         if node is None:
@@ -256,7 +266,8 @@ def _enable_controllers(parent: str, controllers: Sequence[str]) -> None:
         raise UnsupportedError(
             f"cgroup v2 controllers {', '.join(missing)} for containers below {parent}",
             f"enabling them in its cgroup.subtree_control failed ({err.strerror}): it must hold no "
-            "processes of its own and have them itself (see its cgroup.controllers)") from None
+            "processes of its own and have them itself (see its cgroup.controllers)",
+        ) from None
 
 
 def release_nodes(paths: Sequence[str]) -> bool:

@@ -6,6 +6,7 @@ hybrid of v1 controllers beside a controller-less v2 tree (systemd's
 ``/sys/fs/cgroup/unified``), which still gives ``cgroup.kill`` and
 ``cgroup.events``.  Our containers' cgroups go below our own cgroup in
 each hierarchy (read from ``/proc/self/cgroup``)."""
+
 from __future__ import annotations
 
 import functools
@@ -78,7 +79,7 @@ def _join(point: str, root: str, path: str) -> Optional[str]:
     if root == "/":
         return point + (path if path != "/" else "")
     if path == root or path.startswith(root + "/"):
-        return point + path[len(root):]
+        return point + path[len(root) :]
     return None
 
 

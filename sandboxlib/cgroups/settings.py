@@ -1,4 +1,5 @@
 """Limits -> the files that set them, for cgroup v1 and v2."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
@@ -10,8 +11,14 @@ __all__ = ["CONTROLLERS_OF", "v1_settings", "v2_settings", "shares_to_weight"]
 Settings = List[Tuple[str, str]]  # (file, value), written in order
 
 # Which controller each limit needs.
-CONTROLLERS_OF = {"memory": "memory", "memory_swap": "memory", "cpu_quota_us": "cpu",
-                  "cpu_shares": "cpu", "pids": "pids", "cpuset_cpus": "cpuset"}
+CONTROLLERS_OF = {
+    "memory": "memory",
+    "memory_swap": "memory",
+    "cpu_quota_us": "cpu",
+    "cpu_shares": "cpu",
+    "pids": "pids",
+    "cpuset_cpus": "cpuset",
+}
 
 
 def shares_to_weight(shares: int) -> int:
@@ -24,9 +31,10 @@ def v1_settings(limits: CgroupLimits) -> Dict[str, Settings]:
     out: Dict[str, Settings] = {}
     if limits.memory is not None:
         # memsw must never be below the memory limit: memory first.
-        out["memory"] = [("memory.limit_in_bytes", str(limits.memory)),
-                         ("memory.memsw.limit_in_bytes",
-                          "-1" if limits.memory_swap is None else str(limits.memory_swap))]
+        out["memory"] = [
+            ("memory.limit_in_bytes", str(limits.memory)),
+            ("memory.memsw.limit_in_bytes", "-1" if limits.memory_swap is None else str(limits.memory_swap)),
+        ]
     cpu: Settings = []
     if limits.cpu_quota_us is not None:
         cpu += [("cpu.cfs_period_us", str(CPU_PERIOD_US)), ("cpu.cfs_quota_us", str(limits.cpu_quota_us))]

@@ -1,5 +1,6 @@
 """What a running container uses: totals from its cgroup files (psutil over
 its processes where it has no cgroup), and a per-process listing."""
+
 from __future__ import annotations
 
 import os
@@ -64,6 +65,7 @@ class ProcessInfo:
 
 def _processes(init_pid: int) -> list:
     import psutil  # only here: ``import sandboxlib`` stays light
+
     try:
         init = psutil.Process(init_pid)
         return [init, *init.children(recursive=True)]
@@ -83,7 +85,9 @@ def _io_bytes(cgroup: ContainerCgroup) -> Tuple[Optional[int], Optional[int]]:
     node = cgroup.node("blkio")
     if node is not None:
         read = write = 0
-        for line in (fs.read_text(os.path.join(node.path, "blkio.throttle.io_service_bytes_recursive")) or "").splitlines():
+        for line in (
+            fs.read_text(os.path.join(node.path, "blkio.throttle.io_service_bytes_recursive")) or ""
+        ).splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[1] in ("Read", "Write"):
                 read += int(parts[2]) if parts[1] == "Read" else 0
@@ -110,8 +114,11 @@ def _cgroup_stats(cgroup: ContainerCgroup, fallback: Stats) -> Stats:
     memory, peak = fallback.memory_bytes, None
     node = cgroup.node("memory")
     if node is not None:
-        names = ("memory.current", "memory.peak") if node.version == "v2" else (
-            "memory.usage_in_bytes", "memory.max_usage_in_bytes")
+        names = (
+            ("memory.current", "memory.peak")
+            if node.version == "v2"
+            else ("memory.usage_in_bytes", "memory.max_usage_in_bytes")
+        )
         memory = _int(os.path.join(node.path, names[0])) or memory
         peak = _int(os.path.join(node.path, names[1]))
     pids, pids_peak = fallback.pids, None
@@ -120,12 +127,21 @@ def _cgroup_stats(cgroup: ContainerCgroup, fallback: Stats) -> Stats:
         pids = _int(os.path.join(node.path, "pids.current")) or pids
         pids_peak = _int(os.path.join(node.path, "pids.peak"))
     io_read, io_write = _io_bytes(cgroup)
-    return Stats(cpu_seconds=cpu, memory_bytes=memory, memory_peak_bytes=peak, pids=pids, pids_peak=pids_peak,
-                 io_read_bytes=io_read, io_write_bytes=io_write, source="cgroup")
+    return Stats(
+        cpu_seconds=cpu,
+        memory_bytes=memory,
+        memory_peak_bytes=peak,
+        pids=pids,
+        pids_peak=pids_peak,
+        io_read_bytes=io_read,
+        io_write_bytes=io_write,
+        source="cgroup",
+    )
 
 
 def _psutil_stats(init_pid: int) -> Stats:
     import psutil
+
     cpu = 0.0
     memory = threads = 0
     io_read: Optional[int] = 0
@@ -144,8 +160,16 @@ def _psutil_stats(init_pid: int) -> Stats:
                     io_read = io_write = None
         except psutil.NoSuchProcess:
             continue
-    return Stats(cpu_seconds=cpu, memory_bytes=memory, memory_peak_bytes=None, pids=threads, pids_peak=None,
-                 io_read_bytes=io_read, io_write_bytes=io_write, source="psutil")
+    return Stats(
+        cpu_seconds=cpu,
+        memory_bytes=memory,
+        memory_peak_bytes=None,
+        pids=threads,
+        pids_peak=None,
+        io_read_bytes=io_read,
+        io_write_bytes=io_write,
+        source="psutil",
+    )
 
 
 def read_stats(cgroup: Optional[ContainerCgroup], init_pid: int) -> Stats:
@@ -164,15 +188,25 @@ def _container_pid(pid: int) -> Optional[int]:
 def list_processes(init_pid: int) -> List[ProcessInfo]:
     """Every process of the container, the init first."""
     import psutil
+
     out = []
     for proc in _processes(init_pid):
         try:
             with proc.oneshot():
                 times = proc.cpu_times()
-                out.append(ProcessInfo(
-                    pid=proc.pid, container_pid=_container_pid(proc.pid), ppid=proc.ppid(), name=proc.name(),
-                    cmdline=tuple(proc.cmdline()), uid=proc.uids().real, status=proc.status(),
-                    cpu_seconds=times.user + times.system, memory_bytes=proc.memory_info().rss))
+                out.append(
+                    ProcessInfo(
+                        pid=proc.pid,
+                        container_pid=_container_pid(proc.pid),
+                        ppid=proc.ppid(),
+                        name=proc.name(),
+                        cmdline=tuple(proc.cmdline()),
+                        uid=proc.uids().real,
+                        status=proc.status(),
+                        cpu_seconds=times.user + times.system,
+                        memory_bytes=proc.memory_info().rss,
+                    )
+                )
         except psutil.NoSuchProcess:
             continue
     return out

@@ -1,5 +1,6 @@
 """``ContainerConfig``: every option of a container, declared once (``run()`` and ``Container()``
 take theirs from it)."""
+
 from __future__ import annotations
 
 import enum
@@ -27,7 +28,16 @@ from .values import (
     tmpfs_size,
 )
 
-__all__ = ["WritableLayer", "Pull", "Network", "network_option", "ContainerConfig", "takes_container_options", "config_of"]
+__all__ = [
+    "WritableLayer",
+    "Pull",
+    "Network",
+    "network_option",
+    "ContainerConfig",
+    "takes_container_options",
+    "config_of",
+]
+
 
 class WritableLayer(enum.Enum):
     """Where an image root's writes go: a directory of the image store
@@ -98,8 +108,9 @@ def network_option(value: Union[Network, str]) -> Network:
         return Network(value)
     except ValueError:
         hint = f" ({'host' if value else 'none'!r} for {value!r})" if isinstance(value, bool) else ""
-        raise ConfigError("network", f"expected one of {[n.value for n in Network]} or a Network, "
-                                     f"got {value!r}{hint}") from None
+        raise ConfigError(
+            "network", f"expected one of {[n.value for n in Network]} or a Network, got {value!r}{hint}"
+        ) from None
 
 
 def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
@@ -184,7 +195,9 @@ class ContainerConfig:
         if self.hostname is not None:
             check_text(self.hostname, "hostname")
             if len(self.hostname) > 64 or not _HOSTNAME.match(self.hostname):
-                raise ConfigError("hostname", f"{self.hostname!r} is not a valid hostname (RFC 1123, at most 64 characters)")
+                raise ConfigError(
+                    "hostname", f"{self.hostname!r} is not a valid hostname (RFC 1123, at most 64 characters)"
+                )
         check_env(self.env)
         for i, mount in enumerate(self.mounts):
             if not isinstance(mount, Mount):
@@ -199,8 +212,10 @@ class ContainerConfig:
             if self.rootfs is not None:
                 raise ConfigError("image", "give either rootfs or image, not both")
         if self.writable_layer_size is not None and self.writable_layer is not WritableLayer.TMPFS:
-            raise ConfigError("writable_layer_size", "only a tmpfs writable layer has a size limit "
-                                                     "(writable_layer='tmpfs', --writable-layer tmpfs)")
+            raise ConfigError(
+                "writable_layer_size",
+                "only a tmpfs writable layer has a size limit (writable_layer='tmpfs', --writable-layer tmpfs)",
+            )
         self.capabilities()
 
     def capabilities(self) -> frozenset:
@@ -226,7 +241,9 @@ def takes_container_options(func: Callable) -> Callable:
     ``Container()`` and ``run()`` (``func`` builds its config with
     :func:`config_of`)."""
     own = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    options = [p.replace(annotation=_accepted_type(p.name)) for p in inspect.signature(ContainerConfig).parameters.values()]
+    options = [
+        p.replace(annotation=_accepted_type(p.name)) for p in inspect.signature(ContainerConfig).parameters.values()
+    ]
     func.__signature__ = inspect.signature(func).replace(parameters=own + options)  # type: ignore[attr-defined]
     func.__annotations__ = {**typing.get_type_hints(func), **{p.name: p.annotation for p in options}}
     func.__doc__ = inspect.cleandoc(func.__doc__ or "") + "\n\n" + options_doc()
@@ -271,8 +288,7 @@ def options_doc() -> str:
         text = docs[field.name]
         if "default" not in text:  # the text says it better when it names its default
             text += f" Default: {_readable(field.default)}."
-        entries.append(textwrap.fill(f"{field.name}: {text}", 96, initial_indent="    ",
-                                     subsequent_indent="        "))
+        entries.append(textwrap.fill(f"{field.name}: {text}", 96, initial_indent="    ", subsequent_indent="        "))
     return "Args:\n" + "\n".join(entries)
 
 

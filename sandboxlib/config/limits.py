@@ -1,4 +1,5 @@
 """Resource limits: per-process rlimits and per-container cgroup limits, parsed and checked when made."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,11 @@ def _check_host_hard_limit(name: str, hard: int, field: str) -> None:
     CAP_SYS_RESOURCE in the host's user namespace, which no command keeps."""
     host_hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))[1]
     if host_hard != resource.RLIM_INFINITY and hard > host_hard:
-        raise ConfigError(field, f"hard limit {hard} is above this process's hard limit {host_hard} "
-                                 f"(`ulimit -H`), which a container cannot raise")
+        raise ConfigError(
+            field,
+            f"hard limit {hard} is above this process's hard limit {host_hard} "
+            f"(`ulimit -H`), which a container cannot raise",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -72,8 +76,9 @@ def _cpu_list(value: object, field: str) -> str:
         cpus.update(range(int(low), int(high or low) + 1))
     missing = cpus - os.sched_getaffinity(0)
     if missing:
-        raise ConfigError(field, f"CPU {min(missing)} is not available here (this process may use "
-                                 f"{sorted(os.sched_getaffinity(0))})")
+        raise ConfigError(
+            field, f"CPU {min(missing)} is not available here (this process may use {sorted(os.sched_getaffinity(0))})"
+        )
     return text
 
 
@@ -113,16 +118,19 @@ def _cpus(value: Union[float, str, None]) -> Optional[float]:
             value = float(value)
         except ValueError:
             raise ConfigError("limits.cpus", f"{value!r} is not a number of CPUs such as 1.5") from None
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not 0.01 <= value <= host_cpus):
-        raise ConfigError("limits.cpus", f"must be a number from 0.01 to {host_cpus} "
-                                         f"(the CPUs of this host), got {value!r}")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.01 <= value <= host_cpus
+    ):
+        raise ConfigError(
+            "limits.cpus", f"must be a number from 0.01 to {host_cpus} (the CPUs of this host), got {value!r}"
+        )
     return value
 
 
 def _bounded_int(field: str, low: int, high: int):
     def convert(value: Optional[int]) -> Optional[int]:
         return None if value is None else _int_field(value, field, low, high)
+
     return convert
 
 
@@ -176,8 +184,10 @@ class Limits:
             if self.memory is None:
                 raise ConfigError("limits.memory_swap", "needs limits.memory (it is memory plus swap)")
             if self.memory_swap != -1 and self.memory_swap < self.memory:
-                raise ConfigError("limits.memory_swap", f"{self.memory_swap} is below limits.memory "
-                                                        "(it is memory plus swap; -1: unlimited swap)")
+                raise ConfigError(
+                    "limits.memory_swap",
+                    f"{self.memory_swap} is below limits.memory (it is memory plus swap; -1: unlimited swap)",
+                )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, RlimitValue]) -> Limits:
@@ -199,5 +209,11 @@ class Limits:
         if self.memory is not None and self.memory_swap != -1:
             swap = self.memory_swap or min(2 * self.memory, MEMORY_MAX)  # as much swap as memory by default
         quota = None if self.cpus is None else max(1000, round(self.cpus * CPU_PERIOD_US))
-        return CgroupLimits(memory=self.memory, memory_swap=swap, cpu_quota_us=quota, cpu_shares=self.cpu_shares,
-                            pids=self.pids, cpuset_cpus=self.cpuset_cpus)
+        return CgroupLimits(
+            memory=self.memory,
+            memory_swap=swap,
+            cpu_quota_us=quota,
+            cpu_shares=self.cpu_shares,
+            pids=self.pids,
+            cpuset_cpus=self.cpuset_cpus,
+        )

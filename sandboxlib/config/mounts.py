@@ -1,4 +1,5 @@
 """Mounts (bind, tmpfs, named volumes) and id mappings of a container."""
+
 from __future__ import annotations
 
 import enum
@@ -12,6 +13,7 @@ from ..errors import ConfigError
 from .values import ID_MAX, _int_field, check_text, container_path, tmpfs_size
 
 __all__ = ["MountKind", "KERNEL_MOUNTS", "Mount", "IdMapping"]
+
 
 class MountKind(enum.Enum):
     BIND = "bind"
@@ -38,14 +40,21 @@ class Mount:
     target: str
     source: Optional[str] = None
     read_only: bool = False
-    size: Optional[int] = attrs.field(default=None,
-                                      converter=attrs.converters.optional(lambda v: tmpfs_size(v, "size")))
+    size: Optional[int] = attrs.field(
+        default=None, converter=attrs.converters.optional(lambda v: tmpfs_size(v, "size"))
+    )
     mode: int = 0o1777
     idmap: bool = False
 
     @classmethod
-    def bind(cls, source: Union[str, os.PathLike], target: Union[str, os.PathLike], *,
-             read_only: bool = False, idmap: bool = False) -> Mount:
+    def bind(
+        cls,
+        source: Union[str, os.PathLike],
+        target: Union[str, os.PathLike],
+        *,
+        read_only: bool = False,
+        idmap: bool = False,
+    ) -> Mount:
         """Bind the host path ``source`` (file or directory, recursively) at ``target``.
 
         ``idmap=True`` shows the host's ids inside as they are on the disk: the
@@ -61,18 +70,25 @@ class Mount:
         src = os.path.abspath(check_text(os.fspath(source), "source"))
         if not isinstance(idmap, bool):
             raise ConfigError("idmap", f"must be True or False, got {idmap!r}")
-        return cls(kind=MountKind.BIND, source=src, target=container_path(target, "target"),
-                   read_only=read_only, idmap=idmap)
+        return cls(
+            kind=MountKind.BIND, source=src, target=container_path(target, "target"), read_only=read_only, idmap=idmap
+        )
 
     @classmethod
-    def tmpfs(cls, target: Union[str, os.PathLike], *, size: Union[int, str, None] = None,
-              mode: int = 0o1777, read_only: bool = False) -> Mount:
+    def tmpfs(
+        cls,
+        target: Union[str, os.PathLike],
+        *,
+        size: Union[int, str, None] = None,
+        mode: int = 0o1777,
+        read_only: bool = False,
+    ) -> Mount:
         """A fresh tmpfs at ``target``; ``size`` in bytes or as ``"64M"``."""
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
             raise ConfigError("mode", f"must be a permission mode such as 0o1777, got {mode!r}")
-        return cls(kind=MountKind.TMPFS, target=container_path(target, "target"),
-                   size=size, mode=mode,
-                   read_only=read_only)
+        return cls(
+            kind=MountKind.TMPFS, target=container_path(target, "target"), size=size, mode=mode, read_only=read_only
+        )
 
     @classmethod
     def volume(cls, name: str, target: Union[str, os.PathLike], *, read_only: bool = False) -> Mount:
@@ -80,23 +96,28 @@ class Mount:
         use, kept until ``ImageStore.remove_volume``) at ``target``."""
         if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name):
             raise ConfigError("name", f"{name!r} is not a volume name (letters, digits, '_', '.', '-')")
-        return cls(kind=MountKind.VOLUME, source=name, target=container_path(target, "target"),
-                   read_only=read_only)
+        return cls(kind=MountKind.VOLUME, source=name, target=container_path(target, "target"), read_only=read_only)
 
     def check(self, field: str) -> None:
         """Check what can only be checked on this host (the source exists)."""
         if self.target == "/":
             raise ConfigError(f"{field}.target", "cannot mount over the container root")
         if self.target == "/dev":
-            raise ConfigError(f"{field}.target", "'/dev' is made by the container (its devices, /dev/pts, "
-                                                 "/dev/shm, /dev/mqueue): they would be made inside this "
-                                                 "mount (in the host directory, for a bind); mount below /dev, "
-                                                 "or bind single devices")
+            raise ConfigError(
+                f"{field}.target",
+                "'/dev' is made by the container (its devices, /dev/pts, "
+                "/dev/shm, /dev/mqueue): they would be made inside this "
+                "mount (in the host directory, for a bind); mount below /dev, "
+                "or bind single devices",
+            )
         covered = next((k for k in KERNEL_MOUNTS if self.target == k or self.target.startswith(k + "/")), None)
         if covered is not None:
-            raise ConfigError(f"{field}.target", f"{self.target!r} is on or under {covered}, which the "
-                                                 f"container gets fresh from the kernel (with its masked "
-                                                 f"paths): mount elsewhere")
+            raise ConfigError(
+                f"{field}.target",
+                f"{self.target!r} is on or under {covered}, which the "
+                f"container gets fresh from the kernel (with its masked "
+                f"paths): mount elsewhere",
+            )
         if self.kind is MountKind.BIND and (self.source is None or not os.path.exists(self.source)):
             raise ConfigError(f"{field}.source", f"{self.source!r} does not exist on the host")
 
@@ -112,8 +133,10 @@ class IdMapping:
     def __attrs_post_init__(self) -> None:
         for name, first in (("container", self.container), ("host", self.host)):
             if first + self.size - 1 > ID_MAX:  # the kernel refuses a range that wraps
-                raise ConfigError("size", f"{name} ids {first}..{first + self.size - 1} go past the "
-                                          f"highest id {ID_MAX} ((uid_t)-1 is no id)")
+                raise ConfigError(
+                    "size",
+                    f"{name} ids {first}..{first + self.size - 1} go past the highest id {ID_MAX} ((uid_t)-1 is no id)",
+                )
 
     def line(self) -> str:
         return f"{self.container} {self.host} {self.size}"

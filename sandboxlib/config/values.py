@@ -1,5 +1,6 @@
 """Plain values checked and parsed once: sizes within the kernel's bounds, text, paths inside the
 container, timeouts, environment pairs."""
+
 from __future__ import annotations
 
 import codecs
@@ -10,7 +11,25 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigError
 
-__all__ = ["parse_size", "check_kernel_dirs", "PAGE_SIZE", "TMPFS_MAX", "MEMORY_MAX", "PIDS_MAX", "RLIM_INFINITY", "ID_MAX", "bounded_size", "tmpfs_size", "check_text", "check_timeout", "data_bytes", "text_codec", "container_path", "env_pairs", "check_env"]
+__all__ = [
+    "parse_size",
+    "check_kernel_dirs",
+    "PAGE_SIZE",
+    "TMPFS_MAX",
+    "MEMORY_MAX",
+    "PIDS_MAX",
+    "RLIM_INFINITY",
+    "ID_MAX",
+    "bounded_size",
+    "tmpfs_size",
+    "check_text",
+    "check_timeout",
+    "data_bytes",
+    "text_codec",
+    "container_path",
+    "env_pairs",
+    "check_env",
+]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -46,8 +65,11 @@ def check_kernel_dirs(root: str, field: str) -> None:
     for name in ("proc", "sys"):
         path = os.path.join(root, name)
         if os.path.islink(path):
-            raise ConfigError(field, f"{path!r} is a symlink (to {os.readlink(path)!r}); /{name} of a "
-                                     f"container root must be a directory or absent")
+            raise ConfigError(
+                field,
+                f"{path!r} is a symlink (to {os.readlink(path)!r}); /{name} of a "
+                f"container root must be a directory or absent",
+            )
 
 
 # The kernel's bounds of the sizes and counts below (one place each); a
@@ -56,19 +78,19 @@ def check_kernel_dirs(root: str, field: str) -> None:
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-TMPFS_MAX = 2**64 - PAGE_SIZE            # tmpfs rounds size up to pages in 64 bits
+TMPFS_MAX = 2**64 - PAGE_SIZE  # tmpfs rounds size up to pages in 64 bits
 
 
 MEMORY_MAX = (2**63 - 1) // PAGE_SIZE * PAGE_SIZE  # the cgroup page counter's max ("max")
 
 
-PIDS_MAX = 4 * 1024 * 1024              # PID_MAX_LIMIT: pids.max refuses more (64-bit kernels)
+PIDS_MAX = 4 * 1024 * 1024  # PID_MAX_LIMIT: pids.max refuses more (64-bit kernels)
 
 
-RLIM_INFINITY = 2**64 - 1               # setrlimit's rlim_t
+RLIM_INFINITY = 2**64 - 1  # setrlimit's rlim_t
 
 
-ID_MAX = 2**32 - 2                      # the highest uid/gid: 32 bits, (uid_t)-1 is "no id"
+ID_MAX = 2**32 - 2  # the highest uid/gid: 32 bits, (uid_t)-1 is "no id"
 
 
 def bounded_size(value: Union[int, str], field: str, high: int, low: int = 0) -> int:
@@ -176,8 +198,12 @@ def _int_field(value: object, field: str, low: int, high: Optional[int] = None) 
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(field, f"expected an integer, got {value!r}")
     if value < low or (high is not None and value > high):
-        raise ConfigError(field, f"must be between {low} and {high}, got {value}" if high is not None
-                          else f"must be at least {low}, got {value}")
+        raise ConfigError(
+            field,
+            f"must be between {low} and {high}, got {value}"
+            if high is not None
+            else f"must be at least {low}, got {value}",
+        )
     return value
 
 

@@ -19,6 +19,7 @@ command cannot be executed / was not found), as with ``docker run``
 for an image: when there is none and ``echo`` is a command here, the error
 says to put it after ``--``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,21 +29,23 @@ import shutil
 import sys
 from typing import List, Optional, Sequence
 
-from . import imagecli
-from .terminal import run_on_terminal
 from ..api import run
 from ..config import RLIMITS, Limits, Mount, Network, Pull, WritableLayer
 from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
-from ..version import __version__
-from ..security import DEFAULT, Seccomp, SeccompOption
 from ..results import Verdict
+from ..security import DEFAULT, Seccomp, SeccompOption
+from ..version import __version__
+from . import imagecli
+from .terminal import run_on_terminal
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
-_VERDICT_TEXT = {Verdict.OOM: "killed: out of memory (--memory)",
-                 Verdict.PIDS_LIMIT: "the pids limit refused a fork (--pids-limit)",
-                 Verdict.SECCOMP: "killed by the seccomp policy (SIGSYS)",
-                 Verdict.FSIZE: "killed: file size limit exceeded (--ulimit fsize)",
-                 Verdict.CPU_TIME: "killed: CPU time limit exceeded (--ulimit cpu)"}
+_VERDICT_TEXT = {
+    Verdict.OOM: "killed: out of memory (--memory)",
+    Verdict.PIDS_LIMIT: "the pids limit refused a fork (--pids-limit)",
+    Verdict.SECCOMP: "killed by the seccomp policy (SIGSYS)",
+    Verdict.FSIZE: "killed: file size limit exceeded (--ulimit fsize)",
+    Verdict.CPU_TIME: "killed: CPU time limit exceeded (--ulimit cpu)",
+}
 
 
 def _env(items: Sequence[str]) -> dict:
@@ -85,8 +88,10 @@ def _volume(spec: str) -> Mount:
     parts = spec.split(":")
     options = parts[2].split(",") if len(parts) == 3 else []
     if len(parts) not in (2, 3) or not set(options) <= {"ro", "rw", "idmap"} or {"ro", "rw"} <= set(options):
-        raise ConfigError("--volume", f"{spec!r} is not SRC:DST[:OPTIONS] with OPTIONS one or more of ro (or rw) "
-                                      f"and idmap, separated by commas")
+        raise ConfigError(
+            "--volume",
+            f"{spec!r} is not SRC:DST[:OPTIONS] with OPTIONS one or more of ro (or rw) and idmap, separated by commas",
+        )
     with _option("--volume", spec):
         mount = Mount.bind(parts[0], parts[1], read_only="ro" in options, idmap="idmap" in options)
         mount.check("mount")
@@ -135,8 +140,14 @@ def _limits(args: argparse.Namespace) -> Limits:
         if not sep or name not in RLIMITS or not soft:
             raise ConfigError("--ulimit", f"{spec!r} is not NAME=SOFT[:HARD] with NAME one of {', '.join(RLIMITS)}")
         values[name] = (_number(soft), _number(hard or soft))
-    cgroup = {"memory": args.memory, "memory_swap": args.memory_swap, "cpus": args.cpus,
-              "cpu_shares": args.cpu_shares, "pids": args.pids_limit, "cpuset_cpus": args.cpuset_cpus}
+    cgroup = {
+        "memory": args.memory,
+        "memory_swap": args.memory_swap,
+        "cpus": args.cpus,
+        "cpu_shares": args.cpu_shares,
+        "pids": args.pids_limit,
+        "cpuset_cpus": args.cpuset_cpus,
+    }
     values.update({k: v for k, v in cgroup.items() if v is not None})
     return Limits.from_dict(values)
 
@@ -147,12 +158,31 @@ def _number(text: str):
 
 
 # Configuration fields and the options that set them, for error messages.
-_OPTIONS = {"hostname": "--hostname", "env": "--env", "user": "--user", "cwd": "--workdir",
-            "rootfs": "--rootfs", "userns": "--no-userns", "cap_add": "--cap-add", "cap_drop": "--cap-drop", "network": "--network", "image": "IMAGE",
-            "argv": "CMD", "timeout": "--timeout", "writable_layer_size": "--writable-layer-size",
-            "limits.memory": "--memory", "limits.memory_swap": "--memory-swap", "limits.cpus": "--cpus",
-            "limits.cpu_shares": "--cpu-shares", "limits.pids": "--pids-limit",
-            "limits.cpuset_cpus": "--cpuset-cpus", "tty": "--tty", "rows": "--tty", "cols": "--tty", **{f"limits.{n}": "--ulimit" for n in RLIMITS}}
+_OPTIONS = {
+    "hostname": "--hostname",
+    "env": "--env",
+    "user": "--user",
+    "cwd": "--workdir",
+    "rootfs": "--rootfs",
+    "userns": "--no-userns",
+    "cap_add": "--cap-add",
+    "cap_drop": "--cap-drop",
+    "network": "--network",
+    "image": "IMAGE",
+    "argv": "CMD",
+    "timeout": "--timeout",
+    "writable_layer_size": "--writable-layer-size",
+    "limits.memory": "--memory",
+    "limits.memory_swap": "--memory-swap",
+    "limits.cpus": "--cpus",
+    "limits.cpu_shares": "--cpu-shares",
+    "limits.pids": "--pids-limit",
+    "limits.cpuset_cpus": "--cpuset-cpus",
+    "tty": "--tty",
+    "rows": "--tty",
+    "cols": "--tty",
+    **{f"limits.{n}": "--ulimit" for n in RLIMITS},
+}
 
 
 RUN_EPILOG = f"""exit status: the command's (128+N when killed by signal N), or
@@ -166,48 +196,99 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sandboxlib", description="Run commands in Linux containers.")
     parser.add_argument("--version", action="version", version=f"sandboxlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a command in a fresh container", epilog=RUN_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="run a command in a fresh container",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--rootfs", help="host directory to use as the root (default: a read-only host view)")
     p.add_argument("--hostname")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help="NAME=VALUE lines (a bare NAME: this environment's value); -e wins")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro,idmap]",
-                   help="bind the host path SRC at DST; ro: read-only; idmap: as root, files keep their host "
-                        "owners inside and what the container's root writes belongs to the host's root "
-                        "(see Mount.bind)")
+    p.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="NAME=VALUE lines (a bare NAME: this environment's value); -e wins",
+    )
+    p.add_argument(
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        metavar="SRC:DST[:ro,idmap]",
+        help="bind the host path SRC at DST; ro: read-only; idmap: as root, files keep their host "
+        "owners inside and what the container's root writes belongs to the host's root "
+        "(see Mount.bind)",
+    )
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]")
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
     p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
     p.add_argument("--network", choices=[n.value for n in Network], default="none")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
-    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
-                   help="add a capability to the default set (e.g. NET_RAW, ALL)")
-    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
-                   help="drop a capability from the default set (e.g. CHOWN, ALL)")
+    p.add_argument(
+        "--cap-add",
+        action="append",
+        default=[],
+        metavar="CAP",
+        help="add a capability to the default set (e.g. NET_RAW, ALL)",
+    )
+    p.add_argument(
+        "--cap-drop",
+        action="append",
+        default=[],
+        metavar="CAP",
+        help="drop a capability from the default set (e.g. CHOWN, ALL)",
+    )
     p.add_argument("--timeout", type=float, help="kill everything after this many seconds")
-    p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=PROFILE.json|unconfined",
-                   help="a Docker seccomp profile instead of the default one, or none")
+    p.add_argument(
+        "--security-opt",
+        action="append",
+        default=[],
+        metavar="seccomp=PROFILE.json|unconfined",
+        help="a Docker seccomp profile instead of the default one, or none",
+    )
     p.add_argument("--memory", help="memory limit of the container, e.g. 256M")
     p.add_argument("--memory-swap", help="memory plus swap limit (-1: unlimited swap)")
     p.add_argument("--cpus", type=float, help="CPU quota as a number of CPUs, e.g. 1.5")
     p.add_argument("--cpu-shares", type=int, help="relative CPU weight (2-262144, default 1024)")
     p.add_argument("--pids-limit", type=int, help="most processes and threads at once")
     p.add_argument("--cpuset-cpus", help="CPUs it may use, e.g. 0-1,3")
-    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
-                   help=f"an rlimit of every process ({', '.join(RLIMITS)})")
+    p.add_argument(
+        "--ulimit",
+        action="append",
+        default=[],
+        metavar="NAME=SOFT[:HARD]",
+        help=f"an rlimit of every process ({', '.join(RLIMITS)})",
+    )
     imagecli.add_store_option(p)
-    p.add_argument("--writable-layer", choices=[w.value for w in WritableLayer], default="disk",
-                   help="where an image container's writes go: the store (default) or a tmpfs")
+    p.add_argument(
+        "--writable-layer",
+        choices=[w.value for w in WritableLayer],
+        default="disk",
+        help="where an image container's writes go: the store (default) or a tmpfs",
+    )
     p.add_argument("--writable-layer-size", metavar="SIZE", help="size limit of a tmpfs writable layer, e.g. 256M")
-    p.add_argument("--pull", choices=[w.value for w in Pull], default="missing",
-                   help="pull the image from its registry: when the store lacks it (default), always, never")
-    p.add_argument("-i", "--interactive", action="store_true",
-                   help="keep stdin open (it is passed without a terminal anyway; with -t: typed into its terminal)")
-    p.add_argument("-t", "--tty", action="store_true",
-                   help="give the command a terminal, wired to this one (raw mode, window size, ^C)")
+    p.add_argument(
+        "--pull",
+        choices=[w.value for w in Pull],
+        default="missing",
+        help="pull the image from its registry: when the store lacks it (default), always, never",
+    )
+    p.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="keep stdin open (it is passed without a terminal anyway; with -t: typed into its terminal)",
+    )
+    p.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="give the command a terminal, wired to this one (raw mode, window size, ^C)",
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
     for command in sub.choices.values():
@@ -230,21 +311,38 @@ def _run(args: argparse.Namespace) -> int:
         return _run_in_container(args, image, cmd)
     except ImageNotFound as err:
         if image is not None and err.reference == image and shutil.which(image):
-            raise ConfigError("image", f"no image {image!r} in the store, and {image!r} is a command on this "
-                                       f"host: to run it, put it after --: "
-                                       f"sandboxlib run [OPTIONS] -- {' '.join([image, *cmd])}") from None
+            raise ConfigError(
+                "image",
+                f"no image {image!r} in the store, and {image!r} is a command on this "
+                f"host: to run it, put it after --: "
+                f"sandboxlib run [OPTIONS] -- {' '.join([image, *cmd])}",
+            ) from None
         raise
 
 
 def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[str]) -> int:
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     seccomp = _security_opts(args.security_opt)
-    options = dict(rootfs=args.rootfs, hostname=args.hostname,
-                   env={**_env_file(args.env_file), **_env(args.env)}, mounts=mounts, read_only=args.read_only,
-                   user=args.user, cwd=args.workdir, network=args.network, userns=not args.no_userns,
-                   seccomp=seccomp, limits=_limits(args), image=image, image_store=args.store,
-                   writable_layer=args.writable_layer, writable_layer_size=args.writable_layer_size, pull=args.pull,
-                   cap_add=args.cap_add, cap_drop=args.cap_drop)
+    options = dict(
+        rootfs=args.rootfs,
+        hostname=args.hostname,
+        env={**_env_file(args.env_file), **_env(args.env)},
+        mounts=mounts,
+        read_only=args.read_only,
+        user=args.user,
+        cwd=args.workdir,
+        network=args.network,
+        userns=not args.no_userns,
+        seccomp=seccomp,
+        limits=_limits(args),
+        image=image,
+        image_store=args.store,
+        writable_layer=args.writable_layer,
+        writable_layer_size=args.writable_layer_size,
+        pull=args.pull,
+        cap_add=args.cap_add,
+        cap_drop=args.cap_drop,
+    )
     if args.tty:
         code, timed_out = run_on_terminal(cmd, options, interactive=args.interactive, timeout=args.timeout)
         if timed_out:

@@ -1,5 +1,6 @@
 """The image commands of the command line: ``images``, ``load``, ``save``,
 ``import``, ``rmi``, ``pull``, ``push``, ``login``, ``logout`` (``run IMAGE`` is in ``cli``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,11 @@ __all__ = ["add_parsers", "COMMANDS"]
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", metavar="DIR",
-                        help="image store (default: $SANDBOXLIB_HOME, /var/lib/sandboxlib as root, "
-                             "~/.local/share/sandboxlib)")
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        help="image store (default: $SANDBOXLIB_HOME, /var/lib/sandboxlib as root, ~/.local/share/sandboxlib)",
+    )
 
 
 def add_parsers(sub) -> None:
@@ -151,5 +154,13 @@ def _logout(args: argparse.Namespace) -> int:
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
-    "images": _images, "load": _load, "save": _save, "import": _import, "rmi": _rmi, "pull": _pull, "push": _push,
-    "login": _login, "logout": _logout}
+    "images": _images,
+    "load": _load,
+    "save": _save,
+    "import": _import,
+    "rmi": _rmi,
+    "pull": _pull,
+    "push": _push,
+    "login": _login,
+    "logout": _logout,
+}

@@ -7,6 +7,7 @@ final expression is the cell's result.  ``%sandbox_reset`` starts afresh.
     %%sandbox --timeout 10 [--memory 256M] [--network] [--preload json,numpy]
     %sandbox [options] CODE
 """
+
 from __future__ import annotations
 
 import re
@@ -19,9 +20,9 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from ..api import with_memory
 from ..calls import Session, check_modules
 from ..config import Network
-from ..runtime import Container
 from ..errors import CallCrashed, CallTimeout, ConfigError
 from ..results import Verdict
+from ..runtime import Container
 
 __all__ = ["SandboxMagics", "load", "unload"]
 
@@ -86,9 +87,12 @@ class SandboxMagics(Magics):
         except (CallTimeout, CallCrashed) as err:
             memory = self._started_with[0] if self._started_with else None
             self.close()  # its state is gone; the next cell starts a new session
-            raise _shown_as(err, f"{type(err).__name__}: {_ended_why(err, memory)}; the sandbox session "
-                                 f"ended with it: its variables are gone (the next cell starts a new "
-                                 f"session)") from None
+            raise _shown_as(
+                err,
+                f"{type(err).__name__}: {_ended_why(err, memory)}; the sandbox session "
+                f"ended with it: its variables are gone (the next cell starts a new "
+                f"session)",
+            ) from None
         except Exception as err:
             text = getattr(err, "remote_traceback", None)
             if not isinstance(text, str):
@@ -102,12 +106,16 @@ class SandboxMagics(Magics):
         self.close()
 
     def _ensure(self, options: Dict[str, Any]) -> Session:
-        wanted = (options.get("memory"), bool(options.get("network")),
-                  check_modules(options["preload"].split(",")) if "preload" in options else ())
+        wanted = (
+            options.get("memory"),
+            bool(options.get("network")),
+            check_modules(options["preload"].split(",")) if "preload" in options else (),
+        )
         if self._session is not None and self._session.alive:
             if any(k in options for k in ("memory", "network", "preload")) and wanted != self._started_with:
-                raise UsageError("the sandbox session was started with other --memory/--network/--preload; "
-                                 "run %sandbox_reset first")
+                raise UsageError(
+                    "the sandbox session was started with other --memory/--network/--preload; run %sandbox_reset first"
+                )
             return self._session
         self.close()
         memory, network, preload = wanted

@@ -2,6 +2,7 @@
 layer drawn by ``tqdm`` (the ``progress`` extra: ``pip install
 'sandboxlib[progress]'``); otherwise (output to a file or a pipe, or tqdm
 missing) one plain line per layer and phase, never one per chunk."""
+
 from __future__ import annotations
 
 from typing import TextIO
@@ -51,15 +52,23 @@ class Bars(Display):
 
     def __init__(self, out: TextIO) -> None:
         from tqdm import tqdm
+
         self.out, self.new_bar, self.bars = out, tqdm, {}  # type: Dict[str, object]
 
     def __call__(self, event: Progress) -> None:
         bar = self.bars.get(event.digest)
         if bar is None:
             bar = self.bars[event.digest] = self.new_bar(
-                total=event.total, unit="B", unit_scale=True, unit_divisor=1024,
-                position=len(self.bars), leave=True, file=self.out, dynamic_ncols=True,
-                bar_format="{desc} {bar} {n_fmt}/{total_fmt} {rate_fmt}")
+                total=event.total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                position=len(self.bars),
+                leave=True,
+                file=self.out,
+                dynamic_ncols=True,
+                bar_format="{desc} {bar} {n_fmt}/{total_fmt} {rate_fmt}",
+            )
         bar.set_description_str(f"{event.digest[7:19]}: {event.phase.value:<15}", refresh=False)
         bar.update(event.done - bar.n)
         if event.phase in (Phase.DONE, Phase.PRESENT):

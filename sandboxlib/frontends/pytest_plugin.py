@@ -12,6 +12,7 @@ assertion hooks and serialized as a TestReport's plain data (as xdist does),
 with the exception's type when it is a builtin one.  Options: ``timeout``, ``memory``,
 ``network`` (bool), ``preload``, ``env``, ``mounts``, ``rootfs``.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -27,8 +28,8 @@ from _pytest.reports import TestReport
 
 from ..api import with_memory
 from ..config import Mount, Network
-from ..runtime import Container
 from ..errors import ConfigError, RemoteError
+from ..runtime import Container
 
 __all__ = ["sandbox", "sandbox_factory"]
 
@@ -37,8 +38,10 @@ MARKER_OPTIONS = ("timeout", "memory", "network", "preload", "env", "mounts", "r
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "sandbox(timeout=None, memory=None, network=False, preload=(), env=None, mounts=(), "
-                   "rootfs=None): run the test body inside a sandboxlib sandbox")
+        "markers",
+        "sandbox(timeout=None, memory=None, network=False, preload=(), env=None, mounts=(), "
+        "rootfs=None): run the test body inside a sandboxlib sandbox",
+    )
 
 
 @pytest.fixture
@@ -66,15 +69,21 @@ def sandbox_factory() -> Iterator[Callable[..., Container]]:
 def _container_options(marker: pytest.Mark) -> tuple:
     unknown = sorted(set(marker.kwargs) - set(MARKER_OPTIONS))
     if marker.args or unknown:
-        raise ConfigError("pytest.mark.sandbox", f"takes keyword options {', '.join(MARKER_OPTIONS)}; "
-                                                 f"got {list(marker.args) + unknown}")
+        raise ConfigError(
+            "pytest.mark.sandbox",
+            f"takes keyword options {', '.join(MARKER_OPTIONS)}; got {list(marker.args) + unknown}",
+        )
     kw = marker.kwargs
     network = kw.get("network", False)
     if not isinstance(network, bool):
         raise ConfigError("network", f"expected True or False, got {network!r}")
-    options = {"rootfs": kw.get("rootfs"), "mounts": kw.get("mounts", ()), "env": kw.get("env"),
-               "limits": with_memory(None, kw.get("memory")),
-               "network": Network.HOST if network else Network.NONE}
+    options = {
+        "rootfs": kw.get("rootfs"),
+        "mounts": kw.get("mounts", ()),
+        "env": kw.get("env"),
+        "limits": with_memory(None, kw.get("memory")),
+        "network": Network.HOST if network else Network.NONE,
+    }
     return options, kw.get("timeout"), tuple(kw.get("preload", ()))
 
 
@@ -89,16 +98,18 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     basetemp = pyfuncitem.config._tmp_path_factory.getbasetemp()
     options["mounts"] = (*_project_mounts(pyfuncitem.config, basetemp), *options["mounts"])
     invocation_dir = pyfuncitem.config.invocation_params.dir
-    if options["rootfs"] is None and (invocation_dir == pyfuncitem.config.rootpath
-                                      or pyfuncitem.config.rootpath in invocation_dir.parents):
+    if options["rootfs"] is None and (
+        invocation_dir == pyfuncitem.config.rootpath or pyfuncitem.config.rootpath in invocation_dir.parents
+    ):
         options["cwd"] = str(invocation_dir)  # as on the host: relative paths, and the report's file names
     with Container(**options) as box:
         _give_temp_to_root(box, basetemp, pyfuncitem.funcargs.get("tmp_path"))
         if preload:
             box.preload(preload)
         try:
-            outcome = box.invoke(_run_test, (pyfuncitem.obj, funcargs, _report_settings(pyfuncitem.config)),
-                                 timeout=timeout)
+            outcome = box.invoke(
+                _run_test, (pyfuncitem.obj, funcargs, _report_settings(pyfuncitem.config)), timeout=timeout
+            )
         except BaseException as err:
             raise err.with_traceback(None)  # noqa: B904 - the same exception; the host's frames say nothing about the test
     status, message = outcome[:2]
@@ -152,8 +163,11 @@ def _give_temp_to_root(box: Container, basetemp: pathlib.Path, tmp_path: Optiona
 
 def _report_settings(config: pytest.Config) -> dict:
     style = config.getoption("tbstyle", "auto")
-    return {"verbose": config.getoption("verbose", 0), "showlocals": bool(config.getoption("showlocals", False)),
-            "style": "long" if style == "auto" else style}
+    return {
+        "verbose": config.getoption("verbose", 0),
+        "showlocals": bool(config.getoption("showlocals", False)),
+        "style": "long" if style == "auto" else style,
+    }
 
 
 def _rebuilt(module: str, qualname: str, args: Optional[tuple], text: str, *, longrepr: Any) -> BaseException:
@@ -192,6 +206,7 @@ def _run_test(fn: Callable, funcargs: dict, settings: dict) -> tuple:
     exception becomes pytest's own report of it (as plain data) and its type."""
     import _pytest.assertion
     from _pytest.outcomes import Failed, Skipped, XFailed
+
     config = _assertion_config(settings["verbose"])
     hooks = _pytest.assertion.pytest_runtest_protocol(types.SimpleNamespace(ihook=config.hook, config=config))
     next(hooks)  # pytest's assertrepr_compare hooks, set as for a test on the host
@@ -204,8 +219,14 @@ def _run_test(fn: Callable, funcargs: dict, settings: dict) -> tuple:
     except Failed as outcome:
         return "failed", outcome.msg
     except Exception as err:  # noqa: BLE001 - every failure goes back to the host as a report
-        return ("raised", _longrepr(err, fn, settings), type(err).__module__, type(err).__qualname__,
-                _safe_args(err), "".join(traceback.format_exception(err)))
+        return (
+            "raised",
+            _longrepr(err, fn, settings),
+            type(err).__module__,
+            type(err).__qualname__,
+            _safe_args(err),
+            "".join(traceback.format_exception(err)),
+        )
     finally:
         hooks.close()
     return "passed", None
@@ -215,6 +236,7 @@ def _assertion_config(verbose: int) -> pytest.Config:
     """A pytest config with pytest's own plugins only (no conftest, no
     entry points) and the host's verbosity: what assertion reports use."""
     from _pytest.config import get_config
+
     config = get_config(["-p", "no:cacheprovider"])
     config.option.verbose = verbose
     config.option.assertmode = "rewrite"
@@ -226,14 +248,21 @@ def _longrepr(err: BaseException, fn: Callable, settings: dict) -> dict:
     plain data of a serialized TestReport (safe to send back)."""
     from _pytest._code import Code, ExceptionInfo
     from _pytest.reports import TestReport
+
     excinfo = ExceptionInfo.from_exception(err)
     code = Code.from_function(fn)
     traceback_ = excinfo.traceback.cut(path=code.path, firstlineno=code.firstlineno)
     excinfo.traceback = traceback_.filter(excinfo)
-    longrepr = excinfo.getrepr(funcargs=True, showlocals=settings["showlocals"], style=settings["style"],
-                               tbfilter=False, truncate_locals=settings["verbose"] <= 1)
-    report = TestReport(nodeid="", location=("", None, ""), keywords={}, outcome="failed", longrepr=longrepr,
-                        when="call")
+    longrepr = excinfo.getrepr(
+        funcargs=True,
+        showlocals=settings["showlocals"],
+        style=settings["style"],
+        tbfilter=False,
+        truncate_locals=settings["verbose"] <= 1,
+    )
+    report = TestReport(
+        nodeid="", location=("", None, ""), keywords={}, outcome="failed", longrepr=longrepr, when="call"
+    )
     return report._to_json()["longrepr"]
 
 

@@ -7,12 +7,12 @@ foreground job there), its window size and changes (SIGWINCH) go to the
 container's terminal, and its mode is restored on every way out: the
 command's end, an error, SIGTERM/SIGHUP/SIGQUIT.  The signal handlers are
 the CLI's own (a program's), installed for the loop only."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import select
-import shutil
 import signal
 import sys
 import termios
@@ -90,11 +90,12 @@ def _pump(process: Process, interactive: bool, deadline: Optional[float]) -> boo
                 return True
             view = memoryview(data)
             while view:
-                view = view[os.write(sys.stdout.fileno(), view):]
+                view = view[os.write(sys.stdout.fileno(), view) :]
 
 
-def run_on_terminal(cmd: Sequence[str], options: Dict[str, Any], *, interactive: bool,
-                    timeout: Optional[float]) -> Tuple[int, bool]:
+def run_on_terminal(
+    cmd: Sequence[str], options: Dict[str, Any], *, interactive: bool, timeout: Optional[float]
+) -> Tuple[int, bool]:
     """Run ``cmd`` as the main command of a fresh container on a terminal
     wired to ours: (its exit status as a shell reports it, timed out)."""
     if not os.isatty(sys.stdin.fileno()):

@@ -1,6 +1,7 @@
 """Images: a content-addressed store (an OCI image layout on disk), import
 of ``docker save`` archives, OCI layouts and root file system tarballs, and
 the unpacked layers container roots are made of."""
+
 from .image_store import ImageStore
 from .layercheck import LayerLimits
 from .model import Image, Layer

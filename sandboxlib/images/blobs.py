@@ -1,6 +1,7 @@
 """Content-addressed blobs (``blobs/sha256/HEX``) written crash-safely: into
 a temporary file on the same file system, hashed on the way, flushed, then
 renamed into place.  A blob is either complete under its name or absent."""
+
 from __future__ import annotations
 
 import contextlib
@@ -72,10 +73,12 @@ class Blobs:
 
     def put_bytes(self, data: bytes, expected: Optional[str] = None, source: str = "") -> str:
         import io
+
         return self.put_stream(io.BytesIO(data), expected, source=source)[0]
 
-    def put_stream(self, stream: BinaryIO, expected: Optional[str] = None, *,
-                   size: Optional[int] = None, source: str = "") -> Tuple[str, int]:
+    def put_stream(
+        self, stream: BinaryIO, expected: Optional[str] = None, *, size: Optional[int] = None, source: str = ""
+    ) -> Tuple[str, int]:
         """Copy ``stream`` into the store; returns (digest, size).  Raises
         DigestMismatch (and keeps nothing) when it does not hash to ``expected``."""
         with self.writer(expected, size=size, source=source) as blob:
@@ -87,8 +90,9 @@ class Blobs:
         return blob.digest, blob.written
 
     @contextlib.contextmanager
-    def writer(self, expected: Optional[str] = None, *, size: Optional[int] = None,
-               source: str = "") -> Iterator[BlobWriter]:
+    def writer(
+        self, expected: Optional[str] = None, *, size: Optional[int] = None, source: str = ""
+    ) -> Iterator[BlobWriter]:
         """A blob written piece by piece (``write``) and hashed on the way: when the
         block ends without error it is checked against ``expected`` and ``size`` and
         renamed into place; otherwise (or when it does not match) nothing is kept."""
@@ -127,8 +131,9 @@ class BlobWriter:
             write_all(self.fd, data)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):  # name the store, not just the errno
-                raise OSError(err.errno, f"{err.strerror}: writing {self.source or 'a blob'} into the image "
-                                         "store", self.where) from None
+                raise OSError(
+                    err.errno, f"{err.strerror}: writing {self.source or 'a blob'} into the image store", self.where
+                ) from None
             raise
         self.written += len(data)
 

@@ -1,4 +1,5 @@
 """Writing new images into a store: config and manifest for a list of layers."""
+
 from __future__ import annotations
 
 import datetime
@@ -11,8 +12,15 @@ from .store import Store
 
 __all__ = ["host_platform", "new_config", "write_manifest", "add_plain_layer"]
 
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-         "s390x": "s390x", "riscv64": "riscv64"}
+_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 
 
 def host_platform() -> Tuple[str, str]:
@@ -21,14 +29,19 @@ def host_platform() -> Tuple[str, str]:
     return "linux", _ARCH.get(machine, machine)
 
 
-def new_config(diff_ids: Sequence[str], container_config: Optional[Dict[str, Any]] = None,
-               history: Optional[List[dict]] = None) -> dict:
+def new_config(
+    diff_ids: Sequence[str], container_config: Optional[Dict[str, Any]] = None, history: Optional[List[dict]] = None
+) -> dict:
     os_name, arch = host_platform()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"created": now, "architecture": arch, "os": os_name,
-            "config": dict(container_config or {}),
-            "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
-            "history": history or [{"created": now, "created_by": "sandboxlib"}]}
+    return {
+        "created": now,
+        "architecture": arch,
+        "os": os_name,
+        "config": dict(container_config or {}),
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+        "history": history or [{"created": now, "created_by": "sandboxlib"}],
+    }
 
 
 def add_plain_layer(store: Store, tar: BinaryIO) -> Tuple[str, int]:
@@ -42,7 +55,8 @@ def write_manifest(store: Store, config: dict, layers: Sequence[Tuple[str, int, 
     config_data = json.dumps(config, sort_keys=True).encode()
     config_digest = store.blobs.put_bytes(config_data)
     manifest = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_data)},
         "layers": [{"mediaType": t, "digest": d, "size": s} for d, s, t in layers],
     }

@@ -1,4 +1,5 @@
 """Layer compression: gzip, zstd (the ``zstandard`` package) or none, read as streams."""
+
 from __future__ import annotations
 
 import gzip
@@ -31,8 +32,9 @@ def decompressed(stream: BinaryIO, kind: str, what: str = "image layers") -> Bin
         try:
             import zstandard  # an optional dependency: only zstd-compressed data need it
         except ImportError:
-            raise UnsupportedError(f"zstd-compressed {what}",
-                                   "install the zstandard package: pip install 'sandboxlib[zstd]'") from None
+            raise UnsupportedError(
+                f"zstd-compressed {what}", "install the zstandard package: pip install 'sandboxlib[zstd]'"
+            ) from None
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     if kind == "none":
         return stream

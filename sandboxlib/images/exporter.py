@@ -4,6 +4,7 @@ and an OCI image layout (``oci-layout``, ``index.json``, ``blobs/``, read by
 ``oci-archive:``), as Docker >= 25 writes it.  Layers are written
 uncompressed (the legacy format wants tars), so the manifest is rewritten:
 its digest differs from the stored one, the image id does not."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,9 @@ def _add_layer(store: Store, tar: tarfile.TarFile, layer, written: set) -> None:
         tar.addfile(info, plain)
 
 
-def _image_entries(store: Store, tar: tarfile.TarFile, image: Image, names: Sequence[str],
-                   written: set) -> Tuple[List[dict], dict]:
+def _image_entries(
+    store: Store, tar: tarfile.TarFile, image: Image, names: Sequence[str], written: set
+) -> Tuple[List[dict], dict]:
     config = store.blobs.read(image.id)
     if "blobs/sha256/" + image.id[7:] not in written:
         _add_bytes(tar, "blobs/sha256/" + image.id[7:], config)
@@ -57,20 +59,31 @@ def _image_entries(store: Store, tar: tarfile.TarFile, image: Image, names: Sequ
     for layer in image.layers:
         _add_layer(store, tar, layer, written)
     sizes = {layer.diff_id: _plain_size(store, layer) for layer in image.layers}
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": image.id, "size": len(config)},
-        "layers": [{"mediaType": PLAIN, "digest": layer.diff_id, "size": sizes[layer.diff_id]}
-                   for layer in image.layers]}, sort_keys=True).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": image.id, "size": len(config)},
+            "layers": [
+                {"mediaType": PLAIN, "digest": layer.diff_id, "size": sizes[layer.diff_id]} for layer in image.layers
+            ],
+        },
+        sort_keys=True,
+    ).encode()
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     if "blobs/sha256/" + digest[7:] not in written:
         _add_bytes(tar, "blobs/sha256/" + digest[7:], manifest)
         written.add("blobs/sha256/" + digest[7:])
     descriptor = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}
-    index = [dict(descriptor, annotations={"io.containerd.image.name": n, "org.opencontainers.image.ref.name": n})
-             for n in names] or [descriptor]
-    legacy = {"Config": "blobs/sha256/" + image.id[7:], "RepoTags": list(names),
-              "Layers": ["blobs/sha256/" + layer.diff_id[7:] for layer in image.layers]}
+    index = [
+        dict(descriptor, annotations={"io.containerd.image.name": n, "org.opencontainers.image.ref.name": n})
+        for n in names
+    ] or [descriptor]
+    legacy = {
+        "Config": "blobs/sha256/" + image.id[7:],
+        "RepoTags": list(names),
+        "Layers": ["blobs/sha256/" + layer.diff_id[7:] for layer in image.layers],
+    }
     return index, legacy
 
 
@@ -105,8 +118,9 @@ def save(store: Store, refs: Sequence[str], path: str) -> None:
                 index += entries
                 legacy.append(entry)
             _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-            _add_bytes(tar, "index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                                      "manifests": index}).encode())
+            _add_bytes(
+                tar, "index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index}).encode()
+            )
             _add_bytes(tar, "manifest.json", json.dumps(legacy).encode())
         os.rename(tmp, path)
     except BaseException:
@@ -116,5 +130,6 @@ def save(store: Store, refs: Sequence[str], path: str) -> None:
 
 def _tagged(ref: str) -> str:
     from .reference import parse
+
     parsed = parse(ref)
     return str(parsed) if parsed.name and parsed.tag else ""

@@ -1,6 +1,7 @@
 """The image store with its importers and exporters: ``load``, ``save``,
 ``import_rootfs``, ``from_directory`` and unpacked layers, on top of the
 content-addressed :class:`~sandboxlib.images.store.Store`."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Union

@@ -5,6 +5,7 @@ give it: ``import_rootfs(config=)``, ``from_directory(config=)`` and
 One spelling, Docker's (``Cmd``, ``Entrypoint``, ``Env``, ``WorkingDir``,
 ``User``, ``ExposedPorts``, ``Labels``), with the lowercase forms as aliases
 (``cmd``, ``workingdir``, and ``docker commit --change``'s ``workdir``)."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,11 @@ _PORT = re.compile(r"[0-9]{1,5}(/(tcp|udp|sctp))?")
 
 
 def _strings(value: Any, where: str) -> list:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, str) for v in value):
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(v, str) for v in value)
+    ):
         example = f" such as [{value!r}]" if isinstance(value, str) else ""
         raise ConfigError(where, f"must be a list of strings{example}, got {value!r}")
     return list(value)
@@ -53,20 +57,27 @@ def _user(value: Any, where: str) -> str:
 def _ports(value: Any, where: str) -> dict:
     ports = list(value) if isinstance(value, (list, tuple, Mapping)) else None
     if ports is None or not all(isinstance(p, str) and _PORT.fullmatch(p) for p in ports):
-        raise ConfigError(where, f"must be ports such as ['80/tcp', '53/udp'] (or Docker's dict of them), "
-                                 f"got {value!r}")
+        raise ConfigError(
+            where, f"must be ports such as ['80/tcp', '53/udp'] (or Docker's dict of them), got {value!r}"
+        )
     return {p if "/" in p else p + "/tcp": {} for p in ports}
 
 
 def _labels(value: Any, where: str) -> dict:
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in value.items()):
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ConfigError(where, f"must be a dict of strings to strings, got {value!r}")
     return dict(value)
 
 
-_CHECKS = {"Cmd": _strings, "Entrypoint": _strings, "Env": _env, "WorkingDir": _working_dir, "User": _user,
-           "ExposedPorts": _ports, "Labels": _labels}
+_CHECKS = {
+    "Cmd": _strings,
+    "Entrypoint": _strings,
+    "Env": _env,
+    "WorkingDir": _working_dir,
+    "User": _user,
+    "ExposedPorts": _ports,
+    "Labels": _labels,
+}
 
 
 def container_config(value: Optional[Mapping[str, Any]], field: str) -> Dict[str, Any]:
@@ -79,8 +90,9 @@ def container_config(value: Optional[Mapping[str, Any]], field: str) -> Dict[str
     for key, item in value.items():
         name = _ALIASES.get(key.lower()) if isinstance(key, str) else None
         if name is None:
-            raise ConfigError(f"{field}[{key!r}]", f"unknown key; one of {', '.join(KEYS)} (or their lowercase "
-                                                   f"forms, and workdir)")
+            raise ConfigError(
+                f"{field}[{key!r}]", f"unknown key; one of {', '.join(KEYS)} (or their lowercase forms, and workdir)"
+            )
         if name in found:
             raise ConfigError(f"{field}[{key!r}]", f"{name} is given twice")
         found[name] = _CHECKS[name](item, f"{field}[{key!r}]")

@@ -4,6 +4,7 @@ or tar), root file system tarballs and directories.  Every blob is checked
 against its digest and every layer against its config's diff_id, and that
 it unpacks within the store's limits (``layercheck.py``), before an image is
 referenced; a failed import references nothing and its blobs are collected."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,8 @@ from . import reference
 from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
-from .layercheck import LayerCheck
 from .imageconfig import container_config
+from .layercheck import LayerCheck
 from .model import (
     INDEX_TYPES,
     LAYER_TYPES,
@@ -40,12 +41,13 @@ from .sources import open_source, read_json_bytes
 from .store import Store
 from .unpack import IdPolicy
 
-__all__ = ["load", "import_rootfs", "from_directory", "transaction", "store_layer", "check_layer",
-           "write_manifest_raw"]
+__all__ = ["load", "import_rootfs", "from_directory", "transaction", "store_layer", "check_layer", "write_manifest_raw"]
 
-LAYER_MEDIA = {"none": "application/vnd.oci.image.layer.v1.tar",
-               "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-               "zstd": "application/vnd.oci.image.layer.v1.tar+zstd"}
+LAYER_MEDIA = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
 NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
 
 
@@ -72,7 +74,8 @@ class _Wrap:
     def __exit__(self, kind, err, tb):
         # Only errors of reading the input: a full disk is an OSError of its own.
         corrupt = isinstance(err, (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)) or (
-            kind is not None and kind.__name__ == "ZstdError")
+            kind is not None and kind.__name__ == "ZstdError"
+        )
         if corrupt:
             raise ImageFormatError(self.label, f"truncated or corrupt: {err}") from err
         return False
@@ -105,8 +108,16 @@ class _Hashing(io.RawIOBase):
         return data
 
 
-def store_layer(store: Store, stream: BinaryIO, *, digest: Optional[str], size: Optional[int],
-                media_type: Optional[str], diff_id: Optional[str], source: str) -> Tuple[str, int, str, str]:
+def store_layer(
+    store: Store,
+    stream: BinaryIO,
+    *,
+    digest: Optional[str],
+    size: Optional[int],
+    media_type: Optional[str],
+    diff_id: Optional[str],
+    source: str,
+) -> Tuple[str, int, str, str]:
     """Store a layer blob, verify digest and diff_id, and that it unpacks
     within the store's limits; returns (digest, size, media type, diff_id).
 
@@ -163,7 +174,7 @@ class _Tee(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def drain(self) -> None:
@@ -173,8 +184,9 @@ class _Tee(io.RawIOBase):
             pass
 
 
-def check_layer(store: Store, digest: str, *, media_type: Optional[str], diff_id: Optional[str],
-                source: str) -> Tuple[str, str]:
+def check_layer(
+    store: Store, digest: str, *, media_type: Optional[str], diff_id: Optional[str], source: str
+) -> Tuple[str, str]:
     """Check that a layer blob in the store matches ``diff_id`` and unpacks
     within the store's limits; returns (media type, diff_id)."""
     check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
@@ -262,8 +274,15 @@ def _copy_oci_image(store: Store, source, descriptor: dict, label: str) -> str:
         raise ImageFormatError(label, f"{len(layers)} layers but {len(diff_ids)} diff_ids")
     for (digest, size, media_type), diff_id in zip(layers, diff_ids):
         with source.open("blobs/" + digest.replace(":", "/")) as f:
-            store_layer(store, f, digest=digest, size=size, media_type=media_type, diff_id=diff_id,
-                        source=f"{source.label} layer {digest}")
+            store_layer(
+                store,
+                f,
+                digest=digest,
+                size=size,
+                media_type=media_type,
+                diff_id=diff_id,
+                source=f"{source.label} layer {digest}",
+            )
     store.blobs.put_bytes(config_data, config_digest)
     return store.blobs.put_bytes(manifest, descriptor["digest"]), config_digest
 
@@ -292,8 +311,17 @@ def _load_docker(store: Store, source) -> list:
         layers = []
         for name, diff_id in zip(entry["Layers"], diff_ids):
             with source.open(str(name)) as f:
-                layers.append(store_layer(store, f, digest=None, size=None, media_type=None,
-                                          diff_id=diff_id, source=f"{source.label} layer {name}")[:3])
+                layers.append(
+                    store_layer(
+                        store,
+                        f,
+                        digest=None,
+                        size=None,
+                        media_type=None,
+                        diff_id=diff_id,
+                        source=f"{source.label} layer {name}",
+                    )[:3]
+                )
         images.append((write_manifest_raw(store, config_data, layers), list(entry.get("RepoTags") or [])))
     return images
 
@@ -301,9 +329,12 @@ def _load_docker(store: Store, source) -> list:
 def write_manifest_raw(store: Store, config_data: bytes, layers) -> str:
     """A manifest for a config kept byte for byte (so the image id stays Docker's)."""
     config_digest = store.blobs.put_bytes(config_data)
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_data)},
-                "layers": [{"mediaType": t, "digest": d, "size": s} for d, s, t in layers]}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_data)},
+        "layers": [{"mediaType": t, "digest": d, "size": s} for d, s, t in layers],
+    }
     return store.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode())
 
 
@@ -331,8 +362,10 @@ def load(store: Store, path: str) -> list:
             elif source.exists("manifest.json"):
                 found = _load_docker(store, source)
             else:
-                raise ImageFormatError(path, "neither a docker save archive (manifest.json) nor an OCI "
-                                             "image layout (oci-layout, index.json)")
+                raise ImageFormatError(
+                    path,
+                    "neither a docker save archive (manifest.json) nor an OCI image layout (oci-layout, index.json)",
+                )
             return [store.add(digest, tuple(dict.fromkeys(names))) for digest, names in found]
     finally:
         source.close()
@@ -374,4 +407,5 @@ def _owner_filter():
             info.uid = 0 if info.uid == uid else info.uid
             info.gid = 0 if info.gid == gid else info.gid
         return info
+
     return strip

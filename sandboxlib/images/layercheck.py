@@ -10,6 +10,7 @@ extra read; it keeps a tree of names (a dict per directory, ``None`` for
 anything else), bounded by the store's :class:`LayerLimits`, which it also
 enforces before any data is read: a decompression bomb is refused from its
 headers, and never unpacked."""
+
 from __future__ import annotations
 
 import tarfile
@@ -73,21 +74,26 @@ class LayerCheck:
         if base == OPAQUE:
             return
         if base.startswith(WHITEOUT):
-            self._whiteout_name(base[len(WHITEOUT):], member)
-            parent[base[len(WHITEOUT):]] = None  # a whiteout device
+            self._whiteout_name(base[len(WHITEOUT) :], member)
+            parent[base[len(WHITEOUT) :]] = None  # a whiteout device
             return
         self._create(member, parent, base)
 
     def _count(self, member: tarfile.TarInfo) -> None:
         self.entries += 1
         self.bytes += member.size if member.isreg() else 0
-        for value, limit, field in ((self.entries, self.limits.max_entries, "max_entries"),
-                                    (self.bytes, self.limits.max_bytes, "max_bytes")):
+        for value, limit, field in (
+            (self.entries, self.limits.max_entries, "max_entries"),
+            (self.bytes, self.limits.max_bytes, "max_bytes"),
+        ):
             if value > limit:
                 what = "entries" if field == "max_entries" else "bytes of files"
-                raise ImageFormatError(self.label, f"more than {limit:,} {what} (at entry {member.name!r}): the "
-                                                   f"store's layer limit; raise it with ImageStore(path, layer_"
-                                                   f"limits=sandboxlib.images.LayerLimits({field}=...))")
+                raise ImageFormatError(
+                    self.label,
+                    f"more than {limit:,} {what} (at entry {member.name!r}): the "
+                    f"store's layer limit; raise it with ImageStore(path, layer_"
+                    f"limits=sandboxlib.images.LayerLimits({field}=...))",
+                )
 
     def _parent(self, parts: Sequence[str], create: bool) -> Tree:
         """The tree holding ``parts[-1]``; missing directories are made (or KeyError)."""

@@ -1,5 +1,6 @@
 """Unpacked layers, kept once per (diff_id, id policy) under
 ``HOME/layers/KEY/HEX`` and shared by every image and container that uses them."""
+
 from __future__ import annotations
 
 import errno
@@ -67,8 +68,11 @@ def _unpack_layer(store: Store, layer: Layer, dest: str, policy: IdPolicy) -> No
         if owners:
             helper = store.sub_id_files()
             if helper is None:
-                raise UnsupportedError(label, "owners in subordinate id ranges need sandboxlib.ImageStore, "
-                                              "which applies them in a user namespace")
+                raise UnsupportedError(
+                    label,
+                    "owners in subordinate id ranges need sandboxlib.ImageStore, "
+                    "which applies them in a user namespace",
+                )
             helper.chown(root, owners, policy)
         # sbx-init opens it before its id maps may exist (as "other"); the
         # container sees the root dir of its writable layer, not this one.

@@ -1,5 +1,6 @@
 """What running containers hold in the store: leases on their layers (a shared flock each,
 which lapses with its holder) and their writable layers on disk, swept once their lease lapsed."""
+
 from __future__ import annotations
 
 import contextlib

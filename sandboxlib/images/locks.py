@@ -1,5 +1,6 @@
 """File locks shared by every process that uses a store (``flock``: the
 kernel drops them when a holder dies, so a crash never leaves a store locked)."""
+
 from __future__ import annotations
 
 import contextlib

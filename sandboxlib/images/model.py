@@ -1,5 +1,6 @@
 """What an image is: manifest and config parsed into frozen values, and the
 media types we read and write."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,19 @@ import attrs
 from ..errors import ImageFormatError
 from .reference import _DIGEST
 
-__all__ = ["Layer", "Image", "MANIFEST_TYPES", "INDEX_TYPES", "LAYER_TYPES", "OCI_MANIFEST",
-           "OCI_CONFIG", "OCI_INDEX", "parse_manifest", "parse_config", "load_json"]
+__all__ = [
+    "Layer",
+    "Image",
+    "MANIFEST_TYPES",
+    "INDEX_TYPES",
+    "LAYER_TYPES",
+    "OCI_MANIFEST",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "parse_manifest",
+    "parse_config",
+    "load_json",
+]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -103,8 +115,9 @@ def parse_manifest(data: bytes, source: str) -> Tuple[Tuple[str, int], Tuple[Tup
     manifest = load_json(data, source)
     media_type = manifest.get("mediaType", OCI_MANIFEST)
     if media_type not in MANIFEST_TYPES or manifest.get("schemaVersion") != 2:
-        raise ImageFormatError(source, f"unsupported manifest (mediaType {media_type!r}, "
-                                       f"schemaVersion {manifest.get('schemaVersion')!r})")
+        raise ImageFormatError(
+            source, f"unsupported manifest (mediaType {media_type!r}, schemaVersion {manifest.get('schemaVersion')!r})"
+        )
     config = _descriptor(manifest.get("config"), f"{source} config")
     layers = manifest.get("layers")
     if not isinstance(layers, list):

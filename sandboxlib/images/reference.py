@@ -1,5 +1,6 @@
 """Image references: ``name[:tag]``, ``name@sha256:HEX``, or a bare digest
 ``sha256:HEX`` (a manifest digest or an image id)."""
+
 from __future__ import annotations
 
 import re
@@ -50,7 +51,7 @@ def parse(text: str, field: str = "reference") -> Reference:
         return Reference(name=None, digest=text)
     for prefix in ("docker.io/library/", "docker.io/"):  # Docker's familiar names
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     name, at, digest = text.partition("@")
     if at:
@@ -67,6 +68,9 @@ def parse(text: str, field: str = "reference") -> Reference:
 
 def _check_name(name: str, text: str, field: str) -> str:
     if not _NAME.fullmatch(name) or len(name) > 255:
-        raise ConfigError(field, f"{text!r}: invalid image name {name!r} (lower-case letters, digits, "
-                                 "'.', '_', '-', components separated by '/')")
+        raise ConfigError(
+            field,
+            f"{text!r}: invalid image name {name!r} (lower-case letters, digits, "
+            "'.', '_', '-', components separated by '/')",
+        )
     return name

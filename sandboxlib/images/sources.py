@@ -1,5 +1,6 @@
 """Where an import reads from: a directory or a tar archive (plain or
 compressed), addressed by relative names that never leave it."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,7 @@ class TarSource:
         self.label = path
         try:
             self.tar = tarfile.open(path, "r:*")
-            self.members: Dict[str, tarfile.TarInfo] = {
-                _clean(m.name): m for m in self.tar.getmembers() if m.isreg()}
+            self.members: Dict[str, tarfile.TarInfo] = {_clean(m.name): m for m in self.tar.getmembers() if m.isreg()}
         except (tarfile.TarError, EOFError, OSError) as err:
             if isinstance(err, (FileNotFoundError, PermissionError)):
                 raise

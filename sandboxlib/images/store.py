@@ -14,6 +14,7 @@ temporary files, which ``prune()`` removes.  Writers (imports) hold ``gc.lock``
 shared for their whole run, so a collection (exclusive) never removes blobs an
 import has written but not yet referenced; ``index.lock`` serialises the
 read-modify-write of ``index.json``."""
+
 from __future__ import annotations
 
 import abc
@@ -126,21 +127,27 @@ class Store(ContainerLeases, Volumes):
         is made private, its own directories too, and logged."""
         st = os.stat(self.path)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise ConfigError("path", f"the image store {self.path} must be a directory owned by uid "
-                                      f"{os.geteuid()} (it is owned by uid {st.st_uid}, mode "
-                                      f"{stat.S_IMODE(st.st_mode):04o}): another user could reach its files")
+            raise ConfigError(
+                "path",
+                f"the image store {self.path} must be a directory owned by uid "
+                f"{os.geteuid()} (it is owned by uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):04o}): another user could reach its files",
+            )
         for path in [self.path, *self._own_dirs()]:
             with contextlib.suppress(FileNotFoundError):
                 mode = stat.S_IMODE(os.lstat(path).st_mode)
                 if mode & 0o077 and not os.path.islink(path):
                     os.chmod(path, mode & 0o7700)
-                    log.warning("image store: %s had mode %04o (others could enter it); made it %04o",
-                                path, mode, mode & 0o7700)
+                    log.warning(
+                        "image store: %s had mode %04o (others could enter it); made it %04o", path, mode, mode & 0o7700
+                    )
 
     def _own_dirs(self) -> List[str]:
         """The store's directories above anything a container or an image controls."""
-        found = [os.path.join(self.path, name) for name in ("images", "layers", "locks", "leases", "tmp",
-                                                            "containers", "volumes")]
+        found = [
+            os.path.join(self.path, name)
+            for name in ("images", "layers", "locks", "leases", "tmp", "containers", "volumes")
+        ]
         layers = os.path.join(self.path, "layers")
         with contextlib.suppress(FileNotFoundError):
             found += [os.path.join(layers, key) for key in os.listdir(layers)]
@@ -179,8 +186,9 @@ class Store(ContainerLeases, Volumes):
 
     def _write_index(self, entries: List[dict]) -> None:
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-        self._write_atomic(os.path.join(self.layout, "index.json"),
-                           json.dumps(index, indent=1, sort_keys=True).encode())
+        self._write_atomic(
+            os.path.join(self.layout, "index.json"), json.dumps(index, indent=1, sort_keys=True).encode()
+        )
 
     @contextlib.contextmanager
     def _index(self) -> Iterator[List[dict]]:
@@ -205,11 +213,18 @@ class Store(ContainerLeases, Volumes):
         if len(diff_ids) != len(layers):
             raise ImageFormatError(source, f"{len(layers)} layers but {len(diff_ids)} diff_ids in the config")
         size = sum(self.blobs.size(d) for d in (manifest_digest, config_digest)) + sum(s for _, s, _ in layers)
-        return Image(digest=manifest_digest, id=config_digest, references=names,
-                     layers=tuple(Layer(digest=d, diff_id=i, size=s, media_type=t)
-                                  for (d, s, t), i in zip(layers, diff_ids)),
-                     config=dict(config.get("config") or {}), architecture=config.get("architecture", ""),
-                     os=config.get("os", ""), created=config.get("created"), size=size, repo_digests=repo_digests)
+        return Image(
+            digest=manifest_digest,
+            id=config_digest,
+            references=names,
+            layers=tuple(Layer(digest=d, diff_id=i, size=s, media_type=t) for (d, s, t), i in zip(layers, diff_ids)),
+            config=dict(config.get("config") or {}),
+            architecture=config.get("architecture", ""),
+            os=config.get("os", ""),
+            created=config.get("created"),
+            size=size,
+            repo_digests=repo_digests,
+        )
 
     def _names_by_digest(self, entries: List[dict]) -> Dict[str, List[str]]:
         found: Dict[str, List[str]] = {}
@@ -228,8 +243,10 @@ class Store(ContainerLeases, Volumes):
     def list(self) -> List[Image]:
         """Every image in the store (tagged or not), in index order."""
         entries = self._read_index()
-        return [self._image(d, tuple(names), self._repo_digests(entries, d))
-                for d, names in self._names_by_digest(entries).items()]
+        return [
+            self._image(d, tuple(names), self._repo_digests(entries, d))
+            for d, names in self._names_by_digest(entries).items()
+        ]
 
     def get(self, ref: str) -> Image:
         """The image a reference names: ``name:tag``, ``name@sha256:...``, a
@@ -276,8 +293,15 @@ class Store(ContainerLeases, Volumes):
         repos = [str(reference.parse(r, "repo_digests")) for r in repo_digests]
         with self._index() as entries:
             entries[:] = [e for e in entries if (e.get("annotations") or {}).get(REPO_DIGEST_ANNOTATION) not in repos]
-            entries.extend({"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": self.blobs.size(
-                manifest_digest), "annotations": {REPO_DIGEST_ANNOTATION: r}} for r in repos)
+            entries.extend(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": manifest_digest,
+                    "size": self.blobs.size(manifest_digest),
+                    "annotations": {REPO_DIGEST_ANNOTATION: r},
+                }
+                for r in repos
+            )
             self._set_names(entries, manifest_digest, tags)
         return self.get(manifest_digest)
 
@@ -285,8 +309,12 @@ class Store(ContainerLeases, Volumes):
         """Move each tag to ``digest``; keep an untagged entry only when it has no tag.
         A tag the image has already is kept once (tagging is idempotent)."""
         tags = list(dict.fromkeys(tags))
-        entries[:] = [e for e in entries if (e.get("annotations") or {}).get(REF_ANNOTATION) not in tags
-                      and not (e["digest"] == digest and not e.get("annotations"))]
+        entries[:] = [
+            e
+            for e in entries
+            if (e.get("annotations") or {}).get(REF_ANNOTATION) not in tags
+            and not (e["digest"] == digest and not e.get("annotations"))
+        ]
         size = self.blobs.size(digest)
         for tag in tags or [None]:
             entry = {"mediaType": OCI_MANIFEST, "digest": digest, "size": size}
@@ -342,6 +370,7 @@ class Store(ContainerLeases, Volumes):
         """The id policy of the caller's default containers (this base store:
         rootless, files owned by the caller; see ``sandboxlib.ImageStore``)."""
         from .unpack import IdPolicy
+
         return IdPolicy.for_caller(ROOT_SHIFT)
 
     def sub_id_files(self) -> Optional[SubIdFiles]:
@@ -375,8 +404,12 @@ class Store(ContainerLeases, Volumes):
             dead = [d for d in self.blobs.digests() if d not in live_blobs]
             freed = sum(self.blobs.delete(d) for d in dead)
             top = os.path.join(self.path, "layers")
-            dead_layers = [os.path.join(top, key, name) for key in os.listdir(top)
-                           for name in os.listdir(os.path.join(top, key)) if "sha256:" + name not in live_layers]
+            dead_layers = [
+                os.path.join(top, key, name)
+                for key in os.listdir(top)
+                for name in os.listdir(os.path.join(top, key))
+                if "sha256:" + name not in live_layers
+            ]
             gone = sum(self._discard(path) for path in dead_layers)
             # No writer is running: all of tmp/ is debris.
             self.remove_trees([os.path.join(self.tmp, name) for name in os.listdir(self.tmp)])
@@ -396,6 +429,7 @@ class Store(ContainerLeases, Volumes):
         files of the caller's subordinate ids are emptied by ``sub_id_files``
         (one short sandbox for all of them), then removed."""
         from .trees import remove_tree
+
         left = []
         for path in paths:
             if os.path.isdir(path) and not os.path.islink(path):

@@ -14,6 +14,7 @@ Memory: the names of the directories on the current path.
 
 Standard library only: ``_subids_worker`` runs this source in front of its
 own in a sandbox (``sandboxlib.subids``)."""
+
 from __future__ import annotations
 
 import errno
@@ -63,13 +64,11 @@ def _climb(child_fd: int, parent: _Frame) -> None:
     fd = os.open("..", DIR_FLAGS, dir_fd=child_fd)
     if _ident(os.fstat(fd)) != parent.ident:
         os.close(fd)
-        raise OSError(errno.ESTALE, "the tree changed while it was walked (a directory was moved)",
-                      parent.path or ".")
+        raise OSError(errno.ESTALE, "the tree changed while it was walked (a directory was moved)", parent.path or ".")
     parent.fd = fd
 
 
-def walk(top_fd: int, *, sort: bool = False,
-         opener: Callable[[int, str], int] = open_dir) -> Iterator[Entry]:
+def walk(top_fd: int, *, sort: bool = False, opener: Callable[[int, str], int] = open_dir) -> Iterator[Entry]:
     """Every entry below the directory ``top_fd`` (not the top itself), a
     directory before its entries; symlinks are entries, never followed.
     ``sort``: entries of a directory in name order.  ``opener(parent_fd,

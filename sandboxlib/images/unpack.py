@@ -17,6 +17,7 @@ its subordinate ids, so with a ``sub`` policy the unpacker creates every
 file as the caller and returns the owners the archive wants, by inode; the
 caller of :func:`unpack` applies them in a user namespace that maps those
 ids (``sandboxlib.runtime.subids``)."""
+
 from __future__ import annotations
 
 import errno
@@ -31,8 +32,17 @@ from ..errors import ImageFormatError
 from ..posix.io import write_all
 from .trees import remove_tree
 
-__all__ = ["IdPolicy", "Owners", "unpack", "unpack_into", "remove_tree", "refused", "split_name",
-           "link_target", "check_symlink"]
+__all__ = [
+    "IdPolicy",
+    "Owners",
+    "unpack",
+    "unpack_into",
+    "remove_tree",
+    "refused",
+    "split_name",
+    "link_target",
+    "check_symlink",
+]
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -170,8 +180,9 @@ def check_symlink(member: tarfile.TarInfo, label: str) -> None:
 
 
 class _Unpacker:
-    def __init__(self, root_fd: int, policy: IdPolicy, label: str, whiteouts: bool = True,
-                 source_fd: Optional[int] = None) -> None:
+    def __init__(
+        self, root_fd: int, policy: IdPolicy, label: str, whiteouts: bool = True, source_fd: Optional[int] = None
+    ) -> None:
         self.root_fd, self.policy, self.label, self.whiteouts = root_fd, policy, label, whiteouts
         self.source_fd = source_fd  # the tar as a file: data is copied by the kernel
         self.dirs: List[Tuple[List[str], tarfile.TarInfo]] = []
@@ -217,9 +228,9 @@ class _Unpacker:
             if base == OPAQUE and self.whiteouts:
                 os.setxattr(parent, self.policy.opaque_xattr, b"y")
             elif base.startswith(WHITEOUT) and self.whiteouts:
-                self._clear(parent, base[len(WHITEOUT):], member, keep_dir=False)
-                os.mknod(base[len(WHITEOUT):], stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
-                self.owners.pop(os.stat(base[len(WHITEOUT):], dir_fd=parent, follow_symlinks=False).st_ino, None)
+                self._clear(parent, base[len(WHITEOUT) :], member, keep_dir=False)
+                os.mknod(base[len(WHITEOUT) :], stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+                self.owners.pop(os.stat(base[len(WHITEOUT) :], dir_fd=parent, follow_symlinks=False).st_ino, None)
             else:
                 self._create(tar, member, parts, parent)
         finally:
@@ -255,8 +266,9 @@ class _Unpacker:
             self.dirs.append((parts, member))  # its own mode only at the end: it may forbid writes
             return
         if member.isreg():
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=parent)
+            fd = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent
+            )
             try:
                 if self.source_fd is not None and member.sparse is None:
                     _copy_range(self.source_fd, member.offset_data, fd, member.size, self.label)

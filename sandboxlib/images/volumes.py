@@ -1,4 +1,5 @@
 """Named volumes: directories in the store that containers mount and that outlive them."""
+
 from __future__ import annotations
 
 import errno

@@ -6,6 +6,7 @@ package only (the plan, the protocol, failure decoding): the ABI's
 constants and message layouts come from ``csrc/native.cdef`` through them,
 and no cffi object leaves the package.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,14 +21,30 @@ from typing import Optional, Sequence, Tuple
 try:
     from ._native import ffi, lib
 except ImportError as err:  # pragma: no cover - depends on the build
-    raise ImportError(
-        f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`"
-    ) from err
-from .source_hash import source_hash
+    raise ImportError(f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`") from err
 from ..posix.io import write_all
+from .source_hash import source_hash
 
-__all__ = ["ffi", "lib", "Step", "MountKind", "MountFlag", "message_struct", "REPORT", "REPORT_SIZE", "spawn", "idmapped_tree", "MAX_IDMAPS", "init_memfd", "open_in_root", "seccomp_syscall",
-           "seccomp_syscall_arch", "seccomp_arch", "compile_seccomp", "x32_missing"]
+__all__ = [
+    "ffi",
+    "lib",
+    "Step",
+    "MountKind",
+    "MountFlag",
+    "message_struct",
+    "REPORT",
+    "REPORT_SIZE",
+    "spawn",
+    "idmapped_tree",
+    "MAX_IDMAPS",
+    "init_memfd",
+    "open_in_root",
+    "seccomp_syscall",
+    "seccomp_syscall_arch",
+    "seccomp_arch",
+    "compile_seccomp",
+    "x32_missing",
+]
 
 NATIVE_VERSION = 24
 _PACKAGE = pathlib.Path(__file__).resolve().parent
@@ -40,14 +57,16 @@ def _check_build() -> None:
     if lib.SBX_NATIVE_VERSION != NATIVE_VERSION:
         raise ImportError(
             f"stale sandboxlib.native._native: ABI version {lib.SBX_NATIVE_VERSION}, this Python code "
-            f"needs {NATIVE_VERSION}; rebuild with `make build` or `pip install .`")
+            f"needs {NATIVE_VERSION}; rebuild with `make build` or `pip install .`"
+        )
     csrc = _PACKAGE.parent.parent / "csrc"
     if (csrc / "build_native.py").exists():
         built, sources = ffi.string(lib.SBX_SOURCE_HASH).decode(), source_hash(csrc)
         if sources != built:
             raise ImportError(
                 f"stale sandboxlib.native._native at {_PACKAGE}: it was built from other sources than "
-                f"{csrc} (built {built}, sources {sources}); rebuild with `make build`")
+                f"{csrc} (built {built}, sources {sources}); rebuild with `make build`"
+            )
     if not INIT_PATH.exists():
         raise ImportError(f"{INIT_PATH} is missing; rebuild with `make build` or `pip install .`")
 
@@ -128,8 +147,7 @@ def idmapped_tree(source: str, userns_fd: int, *, read_only: bool) -> int:
     return fd
 
 
-_STRUCT_CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "int32_t": "i", "uint64_t": "Q",
-                 "int64_t": "q"}
+_STRUCT_CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
 
 
 def _layout(ctype, base: int = 0) -> list:
@@ -168,10 +186,17 @@ _INIT_ARGV_NET = ffi.new("char *[]", [_INIT_NAME, _NET, ffi.NULL])
 _INIT_ENVP = ffi.new("char *[]", [ffi.NULL])
 
 
-def spawn(clone_flags: int, fds: Sequence[int], *, caps: int, netns: bool,
-          fault: Tuple[int, int] = (0, 0),
-          cgroup_fd: int = -1, attach_fds: Sequence[int] = (), new_cgroupns: bool = True
-          ) -> Tuple[int, int]:
+def spawn(
+    clone_flags: int,
+    fds: Sequence[int],
+    *,
+    caps: int,
+    netns: bool,
+    fault: Tuple[int, int] = (0, 0),
+    cgroup_fd: int = -1,
+    attach_fds: Sequence[int] = (),
+    new_cgroupns: bool = True,
+) -> Tuple[int, int]:
     """Clone a child in new namespaces (``clone_flags``) that execs sbx-init
     with ``fds`` = (/dev/null, control socket, parent pidfd, error pipe) as
     its 0-2, 3, 4 and 5, keeping the capability mask ``caps``.
@@ -188,7 +213,7 @@ def spawn(clone_flags: int, fds: Sequence[int], *, caps: int, netns: bool,
     args = ffi.new("struct sbx_spawn_args *")
     args.cgroup_fd = cgroup_fd
     args.n_attach = len(attach_fds)
-    args.attach_fds[0:len(attach_fds)] = list(attach_fds)
+    args.attach_fds[0 : len(attach_fds)] = list(attach_fds)
     args.new_cgroupns = int(new_cgroupns)
     args.clone_flags = clone_flags
     args.fds = list(fds)
@@ -220,8 +245,11 @@ def init_memfd() -> int:
             fd = os.memfd_create("sbx-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
             try:
                 write_all(fd, data)
-                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
-                            | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+                fcntl.fcntl(
+                    fd,
+                    fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
+                )
             except BaseException:
                 os.close(fd)
                 raise
@@ -272,8 +300,12 @@ def x32_missing() -> bool:
     return bool(lib.sbx_x32_missing())
 
 
-def compile_seccomp(default_action: int, bad_arch_action: int, arches: Sequence[int],
-                    rules: Sequence[Tuple[int, int, Sequence[Tuple[int, int, int, int]]]]) -> bytes:
+def compile_seccomp(
+    default_action: int,
+    bad_arch_action: int,
+    arches: Sequence[int],
+    rules: Sequence[Tuple[int, int, Sequence[Tuple[int, int, int, int]]]],
+) -> bytes:
     """Classic BPF for rules ``(syscall, action, [(arg, op, value, value_two)])``
     compiled by libseccomp.  Raises ``OSError`` with ``.rule`` the index of the
     rule libseccomp refused (-1: the filter itself)."""
@@ -288,8 +320,9 @@ def compile_seccomp(default_action: int, bad_arch_action: int, arches: Sequence[
     failed = ffi.new("int *")
     fd = os.memfd_create("sbx-seccomp", os.MFD_CLOEXEC)
     try:
-        r = lib.sbx_seccomp_compile(default_action, bad_arch_action, c_arches, len(arches), c_rules,
-                                    len(rules), fd, failed)
+        r = lib.sbx_seccomp_compile(
+            default_action, bad_arch_action, c_arches, len(arches), c_rules, len(rules), fd, failed
+        )
         if r < 0:
             err = OSError(-r, os.strerror(-r))
             err.rule = failed[0]

@@ -1,12 +1,13 @@
 """Turn a child's (step, errno, index) report into a precise exception that
 names the operation, its paths and flags, the step and the config field."""
+
 from __future__ import annotations
 
 import errno as E
 from typing import Optional, Sequence
 
-from .binding import MountFlag, MountKind, Step
 from ..errors import CommandNotFoundError, SetupError
+from .binding import MountFlag, MountKind, Step
 from .mount_op import MountOp
 
 __all__ = ["setup_error", "exec_error", "clone_hint"]
@@ -15,8 +16,7 @@ _STEP_OPERATIONS = {
     Step.SYNC: "waiting for the parent",
     Step.IDENTITY: "setgroups/setresgid/setresuid(0) in the new user namespace",
     Step.KEYRING: "keyctl(KEYCTL_JOIN_SESSION_KEYRING): a fresh session keyring",
-    Step.LOCKDOWN: "the init's lock-down after set-up (capset, no_new_privs, its own seccomp filter; "
-                   "part {index})",
+    Step.LOCKDOWN: "the init's lock-down after set-up (capset, no_new_privs, its own seccomp filter; part {index})",
     Step.HOSTNAME: "sethostname({hostname!r})",
     Step.NETWORK: "bringing up 'lo' in the new network namespace",
     Step.PROPAGATION: "mount('/', MS_REC|MS_PRIVATE)",
@@ -35,12 +35,20 @@ _STEP_OPERATIONS = {
     Step.SECCOMP: "installing the seccomp filter",
     Step.TTY: "a pseudo-terminal from the container's devpts (/dev/pts/ptmx) as the controlling terminal",
     Step.CGROUP: "joining the container's cgroups (write of 0 to cgroup v1 tasks file {index}, "
-                 "or unshare(CLONE_NEWCGROUP))",
+    "or unshare(CLONE_NEWCGROUP))",
 }
 
-_STEP_FIELDS = {Step.HOSTNAME: "hostname", Step.ROOT: "rootfs", Step.CHDIR: "cwd", Step.USER: "user",
-                Step.RLIMIT: "limits", Step.CAPS: "cap_add", Step.SECCOMP: "seccomp", Step.CGROUP: "limits",
-                Step.TTY: "tty"}
+_STEP_FIELDS = {
+    Step.HOSTNAME: "hostname",
+    Step.ROOT: "rootfs",
+    Step.CHDIR: "cwd",
+    Step.USER: "user",
+    Step.RLIMIT: "limits",
+    Step.CAPS: "cap_add",
+    Step.SECCOMP: "seccomp",
+    Step.CGROUP: "limits",
+    Step.TTY: "tty",
+}
 
 
 def _flag_names(flags: int) -> str:
@@ -62,20 +70,26 @@ def describe_op(op: MountOp) -> str:
 
 def _mount_hint(op: MountOp, err: int) -> Optional[str]:
     if err == E.EXDEV and op.flags & MountFlag.USER:
-        return ("the target, resolved in the container's root (a symlink there followed), is on or under "
-                "/proc, /sys or /dev/pts, is /dev itself or the root, or is on another kernel file system "
-                "(proc, sysfs, cgroup, securityfs, ...): a mount may not cover the container's kernel file "
-                "systems and their masks; mount elsewhere")
+        return (
+            "the target, resolved in the container's root (a symlink there followed), is on or under "
+            "/proc, /sys or /dev/pts, is /dev itself or the root, or is on another kernel file system "
+            "(proc, sysfs, cgroup, securityfs, ...): a mount may not cover the container's kernel file "
+            "systems and their masks; mount elsewhere"
+        )
     if err == E.EROFS:
         return "its parent directory is on a read-only mount: create the target in the root, or mount a tmpfs above it"
     if err == E.EPERM and op.kind in (MountKind.PROC, MountKind.SYSFS):
-        return ("the kernel refuses a fresh proc/sysfs in a user namespace unless the host's is fully "
-                "visible (no mounts over parts of it)")
+        return (
+            "the kernel refuses a fresh proc/sysfs in a user namespace unless the host's is fully "
+            "visible (no mounts over parts of it)"
+        )
     if err == E.ENOENT and op.kind == MountKind.BIND:
         return "the source does not exist on the host"
     if err in (E.EACCES, E.EOVERFLOW):
-        return ("the mount point is missing and cannot be created: its parent belongs to an id that "
-                "is not mapped into the container (create the mount point in the root file system)")
+        return (
+            "the mount point is missing and cannot be created: its parent belongs to an id that "
+            "is not mapped into the container (create the mount point in the root file system)"
+        )
     return None
 
 
@@ -84,8 +98,9 @@ def setup_error(step: int, err: int, index: int, *, ops: Sequence[MountOp], cont
     step = Step(step)
     if step is Step.MOUNT and 0 <= index < len(ops):
         op = ops[index]
-        return SetupError(err, describe_op(op), step=step.name, field=op.field or "root file system layout",
-                          hint=_mount_hint(op, err))
+        return SetupError(
+            err, describe_op(op), step=step.name, field=op.field or "root file system layout", hint=_mount_hint(op, err)
+        )
     if step in (Step.FORK, Step.REQUEST, Step.TTY) or Step.STDIO.value <= step.value <= Step.EXEC.value:
         return exec_error(step, err, index, context)
     template = _STEP_OPERATIONS.get(step, step.name.lower())
@@ -93,10 +108,13 @@ def setup_error(step: int, err: int, index: int, *, ops: Sequence[MountOp], cont
     if step is Step.IDENTITY and err == E.EINVAL:
         hint = "uid/gid 0 is not mapped in the user namespace"
     if step is Step.KEYRING and err == E.EDQUOT:
-        hint = ("every container has a session keyring of its own, which counts against the key quota of "
-                "the host user its root maps to: raise /proc/sys/kernel/keys/maxkeys (and maxbytes)")
-    return SetupError(err, template.format(index=index, **context), step=step.name,
-                      field=_STEP_FIELDS.get(step), hint=hint)
+        hint = (
+            "every container has a session keyring of its own, which counts against the key quota of "
+            "the host user its root maps to: raise /proc/sys/kernel/keys/maxkeys (and maxbytes)"
+        )
+    return SetupError(
+        err, template.format(index=index, **context), step=step.name, field=_STEP_FIELDS.get(step), hint=hint
+    )
 
 
 def exec_error(step: int, err: int, index: int, context: dict) -> SetupError:
@@ -133,6 +151,8 @@ def exec_error(step: int, err: int, index: int, context: dict) -> SetupError:
 def clone_hint(err: int) -> Optional[str]:
     """Why the kernel may refuse the clone into new namespaces."""
     if err in (E.EPERM, E.ENOSPC, E.EUSERS):
-        return ("the kernel refused new namespaces: check that user namespaces are enabled "
-                "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) and not exhausted")
+        return (
+            "the kernel refused new namespaces: check that user namespaces are enabled "
+            "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) and not exhausted"
+        )
     return None

@@ -1,4 +1,5 @@
 """Facts about the host that decide how a container can be built."""
+
 from __future__ import annotations
 
 import os
@@ -72,16 +73,27 @@ def probe_host() -> HostInfo:
     euid, egid = os.geteuid(), os.getegid()
     max_userns = _read_int("/proc/sys/user/max_user_namespaces", 1)
     if euid == 0:  # root maps ids itself: no sub-ids, no helpers
-        return HostInfo(euid=euid, egid=egid, user_name="root", subuid=None, subgid=None, newuidmap=None,
-                        newgidmap=None, max_user_namespaces=max_userns)
+        return HostInfo(
+            euid=euid,
+            egid=egid,
+            user_name="root",
+            subuid=None,
+            subgid=None,
+            newuidmap=None,
+            newgidmap=None,
+            max_user_namespaces=max_userns,
+        )
     try:
         name: Optional[str] = pwd.getpwuid(euid).pw_name
     except KeyError:
         name = None
     return HostInfo(
-        euid=euid, egid=egid, user_name=name,
+        euid=euid,
+        egid=egid,
+        user_name=name,
         subuid=subordinate_range("/etc/subuid", name, euid),
         subgid=subordinate_range("/etc/subgid", name, euid),
-        newuidmap=shutil.which("newuidmap"), newgidmap=shutil.which("newgidmap"),
+        newuidmap=shutil.which("newuidmap"),
+        newgidmap=shutil.which("newgidmap"),
         max_user_namespaces=max_userns,
     )

@@ -1,4 +1,5 @@
 """One mount operation of the PLAN, as the C side applies it."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -9,6 +10,7 @@ from .binding import MountFlag as F
 from .binding import MountKind as K
 
 __all__ = ["MountOp"]
+
 
 @attrs.frozen(kw_only=True, cache_hash=True)
 class MountOp:

@@ -4,14 +4,15 @@ struct sbx_mount_rec, then the strings).
 
 Everything is decided here; the C side only parses and applies it.
 Building a plan spawns nothing, so it is testable on its own."""
+
 from __future__ import annotations
 
 import functools
 import struct
 from typing import Optional, Sequence, Tuple
 
-from .binding import lib, message_struct
 from ..errors import ConfigError
+from .binding import lib, message_struct
 from .mount_op import MountOp
 
 __all__ = ["build_plan", "clone_flags", "BASE_DIR", "GO_MESSAGE"]
@@ -49,16 +50,27 @@ def _encode_ops(ops: Tuple[MountOp, ...]) -> Tuple[bytes, bytes]:
     """Records and strings of a layout: the same for every spawn of it."""
     strings = _Strings()
     records = b"".join(
-        _RECORD.pack(int(op.kind), int(op.flags), strings.add(op.source), strings.add(op.target),
-                     strings.add(op.data))
-        for op in ops)
+        _RECORD.pack(int(op.kind), int(op.flags), strings.add(op.source), strings.add(op.target), strings.add(op.data))
+        for op in ops
+    )
     return records, bytes(strings.data)
 
 
-def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool,
-               hostname: Optional[str], userns: bool, netns: bool, set_groups: bool,
-               fault: Optional[Tuple[int, int]] = None, seccomp_filter: bytes = b"",
-               launcher: bool = False, init_caps: int = 0, init_filter: bytes = b"") -> bytes:
+def build_plan(
+    *,
+    ops: Sequence[MountOp],
+    rootfs: Optional[str],
+    read_only: bool,
+    hostname: Optional[str],
+    userns: bool,
+    netns: bool,
+    set_groups: bool,
+    fault: Optional[Tuple[int, int]] = None,
+    seccomp_filter: bytes = b"",
+    launcher: bool = False,
+    init_caps: int = 0,
+    init_filter: bytes = b"",
+) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
     filter allows the whole command set-up, so commands may be forked by a
@@ -81,9 +93,20 @@ def build_plan(*, ops: Sequence[MountOp], rootfs: Optional[str], read_only: bool
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
-    header = _HEADER.pack(lib.SBX_MSG_PLAN, flags, lib.CLONE_NEWNET if netns else 0, fault_step,
-                          fault_errno, *offsets, len(ops), len(strings), len(seccomp_filter), init_caps,
-                          len(init_filter), 0)
+    header = _HEADER.pack(
+        lib.SBX_MSG_PLAN,
+        flags,
+        lib.CLONE_NEWNET if netns else 0,
+        fault_step,
+        fault_errno,
+        *offsets,
+        len(ops),
+        len(strings),
+        len(seccomp_filter),
+        init_caps,
+        len(init_filter),
+        0,
+    )
     message = header + seccomp_filter + init_filter + records + strings
     if len(message) > lib.SBX_MAX_REQUEST:
         raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")

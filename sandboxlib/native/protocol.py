@@ -4,6 +4,7 @@ Requests go over the container's control socket (SOCK_SEQPACKET) with the
 per-command reply socket and stdio fds as SCM_RIGHTS; replies come back on
 the reply socket.  Constants and layouts come from csrc/sbx.h through the
 binding."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,16 @@ import attrs
 
 from .binding import lib, message_struct
 
-__all__ = ["ExecRequest", "encode_exec", "encode_signal", "encode_stop", "Reply", "decode_reply",
-           "MAX_REQUEST", "RLIMIT_NUMBERS"]
+__all__ = [
+    "ExecRequest",
+    "encode_exec",
+    "encode_signal",
+    "encode_stop",
+    "Reply",
+    "decode_reply",
+    "MAX_REQUEST",
+    "RLIMIT_NUMBERS",
+]
 
 MSG_EXEC, MSG_SIGNAL, MSG_STOP = lib.SBX_MSG_EXEC, lib.SBX_MSG_SIGNAL, lib.SBX_MSG_STOP
 EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS = lib.SBX_EXEC_MAIN, lib.SBX_EXEC_NO_NEW_PRIVS, lib.SBX_EXEC_SET_GROUPS
@@ -33,9 +42,15 @@ _REPLY = message_struct("struct sbx_reply")
 REPLY_SIZE = _REPLY.size
 
 RLIMIT_NUMBERS = {
-    "nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC, "core": resource.RLIMIT_CORE,
-    "fsize": resource.RLIMIT_FSIZE, "as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU,
-    "stack": resource.RLIMIT_STACK, "memlock": resource.RLIMIT_MEMLOCK, "data": resource.RLIMIT_DATA,
+    "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC,
+    "core": resource.RLIMIT_CORE,
+    "fsize": resource.RLIMIT_FSIZE,
+    "as": resource.RLIMIT_AS,
+    "cpu": resource.RLIMIT_CPU,
+    "stack": resource.RLIMIT_STACK,
+    "memlock": resource.RLIMIT_MEMLOCK,
+    "data": resource.RLIMIT_DATA,
 }
 _INFINITY = 2**64 - 1
 
@@ -43,7 +58,7 @@ _INFINITY = 2**64 - 1
 @attrs.frozen(kw_only=True)
 class ExecRequest:
     argv: Tuple[str, ...]
-    env: Tuple[str, ...]             # "NAME=value"
+    env: Tuple[str, ...]  # "NAME=value"
     cwd: str
     search_path: str
     uid: int
@@ -54,7 +69,7 @@ class ExecRequest:
     main: bool = False
     set_groups: bool = False
     quiet: bool = False  # no PID and STARTED replies: the first reply is FAILED or EXITED
-    id: int = 0          # names the command in SIGNAL messages
+    id: int = 0  # names the command in SIGNAL messages
     cgroup: bool = False  # a 5th fd: the cgroup v2 directory to start the command in
     # A pseudo-terminal of this (rows, cols) as stdio, opened by the init; no stdio fds.
     tty_size: Optional[Tuple[int, int]] = None
@@ -63,16 +78,35 @@ class ExecRequest:
 
 def encode_exec(req: ExecRequest) -> bytes:
     strings = b"".join(s.encode() + b"\0" for s in (req.cwd, req.search_path, *req.argv, *req.env))
-    flags = (EXEC_NO_NEW_PRIVS | (EXEC_MAIN if req.main else 0) | (EXEC_SET_GROUPS if req.set_groups else 0)
-             | (EXEC_QUIET if req.quiet else 0) | (EXEC_CGROUP if req.cgroup else 0)
-             | (EXEC_TTY if req.tty_size is not None else 0))
+    flags = (
+        EXEC_NO_NEW_PRIVS
+        | (EXEC_MAIN if req.main else 0)
+        | (EXEC_SET_GROUPS if req.set_groups else 0)
+        | (EXEC_QUIET if req.quiet else 0)
+        | (EXEC_CGROUP if req.cgroup else 0)
+        | (EXEC_TTY if req.tty_size is not None else 0)
+    )
     rows, cols = req.tty_size or (0, 0)
-    limits = b"".join(_RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
-                      for name, soft, hard in req.rlimits)
+    limits = b"".join(
+        _RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
+        for name, soft, hard in req.rlimits
+    )
     groups = struct.pack(f"={len(req.groups)}I", *req.groups)
-    header = _HEADER.pack(MSG_EXEC, flags, req.uid, req.gid, len(req.groups), len(req.rlimits),
-                          req.cap_keep, len(req.argv), len(req.env), len(strings), req.fault, req.id,
-                          rows << 16 | cols)
+    header = _HEADER.pack(
+        MSG_EXEC,
+        flags,
+        req.uid,
+        req.gid,
+        len(req.groups),
+        len(req.rlimits),
+        req.cap_keep,
+        len(req.argv),
+        len(req.env),
+        len(strings),
+        req.fault,
+        req.id,
+        rows << 16 | cols,
+    )
     return header + limits + groups + strings
 
 
@@ -93,7 +127,7 @@ class Reply:
     errno: int
     index: int
     host_pid: Optional[int] = None  # with PID: the command's pid, translated to ours
-    fd: Optional[int] = None        # with TTY: the terminal's master (ours to close)
+    fd: Optional[int] = None  # with TTY: the terminal's master (ours to close)
 
 
 _CREDENTIALS = struct.Struct("=iII")  # struct ucred: pid, uid, gid
@@ -111,8 +145,12 @@ def reply_socketpair() -> Tuple[socket.socket, socket.socket]:
 def decode_reply(sock: socket.socket) -> Optional[Reply]:
     """Read one reply; None when the init closed the socket without one."""
     data, ancillary, _flags, _addr = sock.recvmsg(REPLY_SIZE, _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC)
-    fds = [fd for level, kind, payload in ancillary if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
-           for fd in struct.unpack(f"={len(payload) // 4}i", payload[:len(payload) // 4 * 4])]
+    fds = [
+        fd
+        for level, kind, payload in ancillary
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+        for fd in struct.unpack(f"={len(payload) // 4}i", payload[: len(payload) // 4 * 4])
+    ]
     reply = Reply(*_REPLY.unpack(data)) if len(data) == REPLY_SIZE else None
     if reply is not None and reply.kind == REPLY_TTY and len(fds) == 1:
         return attrs.evolve(reply, fd=fds[0])

@@ -1,5 +1,6 @@
 """The hash of csrc/ that a build embeds and the binding compares: one
 function for both (csrc/build_native.py loads this file by its path)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -9,6 +9,7 @@ installed (the host process is not ours); windows are short and never wait
 for anything but the kernel.  A SIGINT sent to the process while another
 thread of it has SIGINT unblocked is taken by that thread, and Python then
 still raises in the main thread at once: that case is not covered."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Whole reads and writes, and closing what may be closed already."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ def write_all(fd: int, data: bytes) -> None:
     """Write every byte of ``data`` to ``fd``."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def read_all(fd: int) -> bytes:

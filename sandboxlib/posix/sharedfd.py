@@ -7,6 +7,7 @@ file.  So a :class:`SharedFd` counts its users: ``close()`` marks it closed
 (new users get ``ContainerStateError``), wakes the users (``wake``, e.g. a
 socket shutdown: they see EOF), and the fd itself is closed exactly once,
 when the last user has left."""
+
 from __future__ import annotations
 
 import contextlib
@@ -86,7 +87,7 @@ class OwnedSocket(socket.socket):
     __slots__ = ()
 
     @classmethod
-    def adopt(cls, sock: socket.socket) -> "OwnedSocket":
+    def adopt(cls, sock: socket.socket) -> OwnedSocket:
         sock.__class__ = cls  # the same layout (no new slots): nothing is copied or reopened
         return sock  # type: ignore[return-value]
 

@@ -1,4 +1,5 @@
 """Signalling a process that may be gone already (ESRCH is not an error here)."""
+
 from __future__ import annotations
 
 import os

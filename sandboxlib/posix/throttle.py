@@ -1,5 +1,6 @@
 """At most once per interval, across threads and processes, with no state in this process: the
 mtime of a stamp file says when the work was last due."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 Registry HTTP API v2), with references resolved as Docker resolves them.
 The HTTP client (httpx, and with it ssl) is imported only when a registry
 is used, not by ``import sandboxlib``."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -14,16 +15,23 @@ from .progress import Phase, Progress
 __all__ = ["RemoteReference", "resolve", "pull", "push", "login", "logout", "Phase", "Progress"]
 
 
-def pull(store: ImageStore, ref: str, *, platform: Optional[str] = None,
-         progress: Optional[Callable[[Progress], None]] = None) -> Image:
+def pull(
+    store: ImageStore,
+    ref: str,
+    *,
+    platform: Optional[str] = None,
+    progress: Optional[Callable[[Progress], None]] = None,
+) -> Image:
     """Pull ``ref`` into ``store`` (see :meth:`sandboxlib.ImageStore.pull`)."""
     from .pulling import pull as pull_image
+
     return pull_image(store, ref, platform=platform, progress=progress)
 
 
 def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
     """Push ``src`` from ``store`` to ``dest`` (see :meth:`sandboxlib.ImageStore.push`)."""
     from .pushing import push as push_image
+
     return push_image(store, src, dest)
 
 
@@ -39,6 +47,7 @@ def login(registry: str, username: str, password: str) -> str:
     """
     from .client import Repository
     from .credentials import Credentials, store
+
     host = registry_host(registry)
     credentials = Credentials(username, password)
     if not username or not password:
@@ -52,6 +61,7 @@ def logout(registry: str) -> bool:
     """Forget the stored credentials for ``registry`` (as ``docker logout``); False if there were none."""
     from .auth import forget_tokens
     from .credentials import erase
+
     found = erase(registry_host(registry))
     forget_tokens()
     return found

@@ -13,6 +13,7 @@ token revoked or expired early), and a second refusal is a
 answered with is remembered for the process too, so later requests carry
 their credentials or token from the start (a warm pull stays one request).
 Secrets never appear in exceptions."""
+
 from __future__ import annotations
 
 import base64
@@ -32,9 +33,9 @@ from .names import RemoteReference
 
 __all__ = ["parse_challenge", "Authenticator", "forget_tokens"]
 
-DEFAULT_EXPIRY = 60      # seconds, when the token service does not say
-EXPIRY_MARGIN = 10       # a token is renewed this long before it expires
-TOKEN_LIMIT = 1 << 20    # bytes of a token answer
+DEFAULT_EXPIRY = 60  # seconds, when the token service does not say
+EXPIRY_MARGIN = 10  # a token is renewed this long before it expires
+TOKEN_LIMIT = 1 << 20  # bytes of a token answer
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*(?:,|$)')
 
 _lock = threading.Lock()
@@ -130,8 +131,12 @@ class Authenticator:
         or the RegistryAuthError to raise."""
         challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
         if challenge is None or challenge[0] not in ("basic", "bearer"):
-            raise self.error(401, f"{what}: 401 Unauthorized with no Basic or Bearer challenge "
-                                  f"({challenge[0] if challenge else 'no WWW-Authenticate'})", RegistryAuthError)
+            raise self.error(
+                401,
+                f"{what}: 401 Unauthorized with no Basic or Bearer challenge "
+                f"({challenge[0] if challenge else 'no WWW-Authenticate'})",
+                RegistryAuthError,
+            )
         scheme, params = challenge
         sent = response.request.headers.get("Authorization")
         with _lock:
@@ -141,8 +146,12 @@ class Authenticator:
         if scheme == "basic":
             header = self._basic()
             if header is None:
-                raise self.error(401, f"{what}: the registry wants credentials and none are stored for "
-                                      f"{self.ref.registry} ({self.login_hint()})", RegistryAuthError)
+                raise self.error(
+                    401,
+                    f"{what}: the registry wants credentials and none are stored for "
+                    f"{self.ref.registry} ({self.login_hint()})",
+                    RegistryAuthError,
+                )
             if sent == header:
                 raise self.refused(what)
             return header
@@ -166,8 +175,12 @@ class Authenticator:
         realm_url = httpx.URL(realm)
         realm_host = host_of(self.ref, realm_url.netloc.decode("ascii"))
         if realm_url.scheme != "https" and not (realm_url.scheme == "http" and realm_host.plain_http_allowed):
-            raise self.error(401, f"{what}: the token realm {realm} is not HTTPS (credentials are not sent "
-                                  "in clear but to a loopback or insecure host)", RegistryAuthError)
+            raise self.error(
+                401,
+                f"{what}: the token realm {realm} is not HTTPS (credentials are not sent "
+                "in clear but to a loopback or insecure host)",
+                RegistryAuthError,
+            )
         scopes = [self.scope] if self.scope else []
         if params.get("scope") and not _covers(self.scope, params["scope"]):
             scopes.append(params["scope"])
@@ -178,17 +191,24 @@ class Authenticator:
         if basic:
             headers["Authorization"] = basic
         try:
-            with httpx.Client(verify=realm_host.ssl_context(), timeout=httpx.Timeout(30.0, connect=10.0),
-                              trust_env=not realm_host.loopback) as client:
+            with httpx.Client(
+                verify=realm_host.ssl_context(),
+                timeout=httpx.Timeout(30.0, connect=10.0),
+                trust_env=not realm_host.loopback,
+            ) as client:
                 answer = client.get(realm_url.copy_merge_params(query), headers=headers)
         except httpx.HTTPError as err:
-            raise self.error(None, f"{what}: the token service {realm_url.host}: {type(err).__name__}",
-                             RegistryAuthError) from None
+            raise self.error(
+                None, f"{what}: the token service {realm_url.host}: {type(err).__name__}", RegistryAuthError
+            ) from None
         if answer.status_code in (401, 403):
             raise self.refused(f"{what}: the token service {realm_url.host}", answer.status_code)
         if answer.status_code != 200 or len(answer.content) > TOKEN_LIMIT:
-            raise self.error(answer.status_code, f"{what}: the token service {realm_url.host} answered "
-                                                 f"{answer.status_code} {answer.reason_phrase}", RegistryAuthError)
+            raise self.error(
+                answer.status_code,
+                f"{what}: the token service {realm_url.host} answered {answer.status_code} {answer.reason_phrase}",
+                RegistryAuthError,
+            )
         try:
             document = answer.json()
             token = document.get("token") or document.get("access_token")
@@ -196,8 +216,7 @@ class Authenticator:
         except (ValueError, AttributeError, TypeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise self.error(200, f"{what}: the token service {realm_url.host} answered no token",
-                             RegistryAuthError)
+            raise self.error(200, f"{what}: the token service {realm_url.host} answered no token", RegistryAuthError)
         with _lock:
             _tokens[self._key(params)] = (token, time.monotonic() + max(expires - EXPIRY_MARGIN, 1.0))
         return token

@@ -13,6 +13,7 @@ speak TLS.  Proxy variables of the environment are not used for loopback
 registries (they are on this machine).  Credentials (:mod:`.auth`): a 401 is
 answered once with basic credentials or a bearer token; redirects to another
 host (blob storage) never carry them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,7 @@ from typing import BinaryIO, Iterator, Optional, Sequence, Tuple
 
 import httpx
 
-from ..errors import RegistryAuthError, RegistryDataError, RegistryError, RegistryNotFound
+from ..errors import RegistryDataError, RegistryError, RegistryNotFound
 from .auth import Authenticator
 from .credentials import Credentials
 from .hosts import host_of, is_certificate_failure, is_tls_refusal
@@ -31,22 +32,23 @@ from .transfer import RETRY_STATUSES, BlobDownload, Retries
 
 __all__ = ["Repository", "MANIFEST_LIMIT", "SCHEMA1_TYPES"]
 
-MANIFEST_LIMIT = 4 << 20   # bytes; as containerd and the distribution spec's guidance
-CONFIG_LIMIT = 16 << 20    # an image config blob
-SCHEMA1_TYPES = ("application/vnd.docker.distribution.manifest.v1+json",
-                 "application/vnd.docker.distribution.manifest.v1+prettyjws")
+MANIFEST_LIMIT = 4 << 20  # bytes; as containerd and the distribution spec's guidance
+CONFIG_LIMIT = 16 << 20  # an image config blob
+SCHEMA1_TYPES = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
-CHUNKED_UPLOAD_ABOVE = 64 << 20   # bytes; a larger blob goes up in PATCH chunks
+CHUNKED_UPLOAD_ABOVE = 64 << 20  # bytes; a larger blob goes up in PATCH chunks
 UPLOAD_CHUNK = 16 << 20
 
 
 class Repository:
     """One repository of a registry, over one HTTP connection pool; a context manager."""
 
-    def __init__(self, ref: RemoteReference, *, push: bool = False,
-                 credentials: Optional[Credentials] = None) -> None:
+    def __init__(self, ref: RemoteReference, *, push: bool = False, credentials: Optional[Credentials] = None) -> None:
         """``push``: the requests will write (the token scope asks for push);
         ``credentials``: these rather than the stored ones (login)."""
         self.registry, self.repository = ref.registry, ref.repository
@@ -54,15 +56,20 @@ class Repository:
         self.auth = Authenticator(ref, scope, self.error, credentials)
         self.host = host_of(ref)
         self.scheme = "https"  # until the registry turns out not to speak TLS (where that is allowed)
-        self.http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS,
-                                 verify=self.host.ssl_context(), trust_env=not self.host.loopback,
-                                 headers={"User-Agent": "sandboxlib"})
+        self.http = httpx.Client(
+            timeout=TIMEOUT,
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            verify=self.host.ssl_context(),
+            trust_env=not self.host.loopback,
+            headers={"User-Agent": "sandboxlib"},
+        )
 
     @property
     def base(self) -> str:
         return f"{self.scheme}://{self.host.api_host}/v2/{self.repository}"
 
-    def __enter__(self) -> "Repository":
+    def __enter__(self) -> Repository:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -120,20 +127,25 @@ class Repository:
 
     def _send_once(self, method: str, url: str, what: str, headers, content, params=None) -> httpx.Response:
         """Send, falling back to plain HTTP once when that is allowed and the registry does not speak TLS."""
+
         def send(to: str) -> httpx.Response:
             body = content() if callable(content) else content
             request = self.http.build_request(method, to, headers=headers, content=body, params=params)
             return self.http.send(request, stream=True)
+
         try:
             return send(url)
         except httpx.ConnectError as err:
             secure = f"https://{self.host.api_host}/"
             if self.host.plain_http_allowed and is_tls_refusal(err) and url.startswith(secure):
                 self.scheme = "http"
-                return send(f"http://{self.host.api_host}/" + url[len(secure):])
+                return send(f"http://{self.host.api_host}/" + url[len(secure) :])
             if is_certificate_failure(err):
-                raise self.error(None, f"{what}: the TLS certificate of {self.host.api_host} is not trusted "
-                                       f"({err}); {self.host.certificate_hint()}") from None
+                raise self.error(
+                    None,
+                    f"{what}: the TLS certificate of {self.host.api_host} is not trusted "
+                    f"({err}); {self.host.certificate_hint()}",
+                ) from None
             raise
 
     def _refusal(self, response: httpx.Response, what: str) -> RegistryError:
@@ -152,8 +164,9 @@ class Repository:
     # -- manifests ---------------------------------------------------------------
     def head_manifest(self, ref: str, accept: str) -> Tuple[Optional[str], str]:
         """(Docker-Content-Digest or None, media type) of a manifest, without its body."""
-        with self.request("HEAD", f"{self.base}/manifests/{ref}", f"manifest {ref}",
-                          headers={"Accept": accept}) as response:
+        with self.request(
+            "HEAD", f"{self.base}/manifests/{ref}", f"manifest {ref}", headers={"Accept": accept}
+        ) as response:
             return response.headers.get("Docker-Content-Digest"), _media_type(response)
 
     def get_manifest(self, ref: str, accept: str) -> Tuple[bytes, str, Optional[str]]:
@@ -163,18 +176,30 @@ class Repository:
         retries = Retries()
         while True:
             with self.request("GET", f"{self.base}/manifests/{ref}", what, headers={"Accept": accept}) as response:
-                data, complete = _read_complete(response, MANIFEST_LIMIT, lambda: self.error(
-                    200, f"{what} is over {MANIFEST_LIMIT} bytes", RegistryDataError))
+                data, complete = _read_complete(
+                    response,
+                    MANIFEST_LIMIT,
+                    lambda: self.error(200, f"{what} is over {MANIFEST_LIMIT} bytes", RegistryDataError),
+                )
                 if complete:
                     return data, _media_type(response), response.headers.get("Docker-Content-Digest")
             if not retries.again():
-                raise self.error(200, f"{what} was cut off: {len(data)} bytes of the "
-                                      f"{response.headers.get('Content-Length')} announced", RegistryDataError)
+                raise self.error(
+                    200,
+                    f"{what} was cut off: {len(data)} bytes of the {response.headers.get('Content-Length')} announced",
+                    RegistryDataError,
+                )
 
     def put_manifest(self, ref: str, data: bytes, media_type: str) -> Optional[str]:
         """Upload a manifest under a tag or digest; returns the registry's Docker-Content-Digest."""
-        with self.request("PUT", f"{self.base}/manifests/{ref}", f"manifest {ref}", ok=(200, 201),
-                          content=data, headers={"Content-Type": media_type}) as response:
+        with self.request(
+            "PUT",
+            f"{self.base}/manifests/{ref}",
+            f"manifest {ref}",
+            ok=(200, 201),
+            content=data,
+            headers={"Content-Type": media_type},
+        ) as response:
             return response.headers.get("Docker-Content-Digest")
 
     # -- blobs ---------------------------------------------------------------------
@@ -185,8 +210,9 @@ class Repository:
 
     def small_blob(self, digest: str, limit: int = CONFIG_LIMIT) -> bytes:
         with self.request("GET", f"{self.base}/blobs/{digest}", f"blob {digest}") as response:
-            return _read_capped(response, limit, lambda: self.error(
-                200, f"blob {digest} is over {limit} bytes", RegistryDataError))
+            return _read_capped(
+                response, limit, lambda: self.error(200, f"blob {digest} is over {limit} bytes", RegistryDataError)
+            )
 
     def has_blob(self, digest: str) -> bool:
         with contextlib.suppress(RegistryNotFound):
@@ -215,6 +241,7 @@ class Repository:
         def body() -> Iterator[bytes]:
             stream.seek(0)
             return _chunks(stream)
+
         with self.request("PUT", str(url), what, ok=(201,), content=body, headers=headers):
             pass
 
@@ -240,8 +267,11 @@ class Repository:
             data = stream.read(min(UPLOAD_CHUNK, size - start))
             if not data:
                 raise self.error(None, f"{what}: the blob ended after {start} of {size} bytes")
-            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
-                       "Content-Range": f"{start}-{start + len(data) - 1}"}
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(data)),
+                "Content-Range": f"{start}-{start + len(data) - 1}",
+            }
             with self.request("PATCH", str(url), what, ok=(202,), content=data, headers=headers) as response:
                 location = response.headers.get("Location")
                 if not location:

@@ -18,6 +18,7 @@ with that host (``https://host/v1/``); Docker Hub is
 ``https://index.docker.io/v1/``.  :func:`store` and :func:`erase` change
 ``config.json`` (mode 0600, replaced atomically) or its helper, as ``docker
 login`` and ``docker logout`` do."""
+
 from __future__ import annotations
 
 import base64
@@ -100,8 +101,7 @@ def _from_auths(document: dict, registry: str, path: str) -> Optional[Credential
         try:
             user, colon, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
-            raise ConfigError("credentials", f"{path}: auths[{key!r}].auth is not base64 of user:password") \
-                from None
+            raise ConfigError("credentials", f"{path}: auths[{key!r}].auth is not base64 of user:password") from None
         if not colon:
             raise ConfigError("credentials", f"{path}: auths[{key!r}].auth is not base64 of user:password")
         return Credentials(user, password)
@@ -123,14 +123,15 @@ def _helper(name: str, action: str, data: str) -> Tuple[int, str]:
     Its stderr is not kept: a helper may echo what it was given."""
     program = f"docker-credential-{name}"
     try:
-        done = subprocess.run([program, action], input=data, capture_output=True, text=True,
-                              timeout=HELPER_TIMEOUT)
+        done = subprocess.run([program, action], input=data, capture_output=True, text=True, timeout=HELPER_TIMEOUT)
     except FileNotFoundError:
-        raise ConfigError("credentials", f"the credential helper {program} (from {docker_config_path()}) is "
-                                         "not on PATH") from None
+        raise ConfigError(
+            "credentials", f"the credential helper {program} (from {docker_config_path()}) is not on PATH"
+        ) from None
     except subprocess.TimeoutExpired:
-        raise ConfigError("credentials", f"the credential helper {program} did not answer {action!r} within "
-                                         f"{HELPER_TIMEOUT} s") from None
+        raise ConfigError(
+            "credentials", f"the credential helper {program} did not answer {action!r} within {HELPER_TIMEOUT} s"
+        ) from None
     return done.returncode, done.stdout
 
 
@@ -142,8 +143,11 @@ def _helper_get(name: str, registry: str) -> Optional[Credentials]:
         answer = json.loads(out)
         return Credentials(str(answer["Username"]), str(answer["Secret"]))
     except (ValueError, KeyError, TypeError):
-        raise ConfigError("credentials", f"the credential helper docker-credential-{name} answered 'get' "
-                                         "with something else than {\"Username\", \"Secret\"} JSON") from None
+        raise ConfigError(
+            "credentials",
+            f"the credential helper docker-credential-{name} answered 'get' "
+            'with something else than {"Username", "Secret"} JSON',
+        ) from None
 
 
 def lookup(registry: str) -> Optional[Credentials]:
@@ -182,12 +186,16 @@ def store(registry: str, credentials: Credentials) -> str:
     document = _read_json(path)
     helper = _helper_of(document, registry)
     if helper:
-        data = json.dumps({"ServerURL": _key(registry), "Username": credentials.username,
-                           "Secret": credentials.password})
+        data = json.dumps(
+            {"ServerURL": _key(registry), "Username": credentials.username, "Secret": credentials.password}
+        )
         status, _ = _helper(helper, "store", data)
         if status != 0:
-            raise ConfigError("credentials", f"the credential helper docker-credential-{helper} refused to "
-                                             f"store the credentials for {registry} (exit status {status})")
+            raise ConfigError(
+                "credentials",
+                f"the credential helper docker-credential-{helper} refused to "
+                f"store the credentials for {registry} (exit status {status})",
+            )
         return f"docker-credential-{helper}"
     auths = document.setdefault("auths", {})
     for key in [k for k in auths if _host_of_key(k) == registry]:

@@ -21,6 +21,7 @@ not speak TLS at all; a loopback registry that speaks TLS is verified like
 any other (a certificate that fails is an error, never a quiet fall back),
 while a registry named insecure is not verified (as Docker's
 ``insecure-registries``)."""
+
 from __future__ import annotations
 
 import glob
@@ -89,9 +90,12 @@ def host_of(ref: RemoteReference, api_host: Optional[str] = None) -> Host:
     ca_files = []
     for top in certs_d_dirs():
         ca_files += sorted(glob.glob(os.path.join(glob.escape(os.path.join(top, api_host)), "*.crt")))
-    return Host(api_host=api_host, ca_files=tuple(ca_files),
-                insecure=ref.registry in registry_settings().insecure or api_host in registry_settings().insecure,
-                loopback=ref.is_loopback)
+    return Host(
+        api_host=api_host,
+        ca_files=tuple(ca_files),
+        insecure=ref.registry in registry_settings().insecure or api_host in registry_settings().insecure,
+        loopback=ref.is_loopback,
+    )
 
 
 def _causes(err: BaseException):

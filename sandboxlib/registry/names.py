@@ -4,6 +4,7 @@ or a ``:``, or ``localhost``, is a registry host; anything else is on
 Docker Hub, where a one-component name is in ``library/``.  So ``alpine`` is
 ``docker.io/library/alpine:latest`` and ``localhost:5000/team/app:1.2`` is
 the repository ``team/app`` of the registry ``localhost:5000``."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -99,17 +100,21 @@ def resolve(text: str, field: str = "reference") -> RemoteReference:
     else:
         tag = "" if at else "latest"
     if not _REPOSITORY.fullmatch(path):
-        raise ConfigError(field, f"{text!r}: invalid repository {path!r} (lower-case letters, digits, "
-                                 "'.', '_', '-', components separated by '/')")
+        raise ConfigError(
+            field,
+            f"{text!r}: invalid repository {path!r} (lower-case letters, digits, "
+            "'.', '_', '-', components separated by '/')",
+        )
     if registry == DOCKER_HUB and "/" not in path:
         path = "library/" + path
     checked = reference.parse(f"{registry}/{path}" + (f"@{digest}" if at else f":{tag}"), field)
-    return RemoteReference(registry=registry, repository=path, tag=tag or None,
-                           digest=checked.digest if at else None)
+    return RemoteReference(registry=registry, repository=path, tag=tag or None, digest=checked.digest if at else None)
 
 
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-                   r"(?::[0-9]{1,5})?")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(?::[0-9]{1,5})?"
+)
 
 
 def registry_host(text: str, field: str = "registry") -> str:

@@ -1,6 +1,7 @@
 """What a pull reports as it goes: one :class:`Progress` per step of each
 layer, always from the thread that called ``pull`` (downloads run in
 worker threads; their reports are handed over)."""
+
 from __future__ import annotations
 
 import enum

@@ -10,6 +10,7 @@ Processes pulling into one store at once share the work: a blob is
 downloaded under a lock that the others wait for, and a pull killed
 anywhere leaves only temporary files and unreferenced blobs, which the
 next collection (``prune()``, a failed import) removes."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,11 +24,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError
-from ..images import Image, ImageStore, Layer
-from ..images import importer
+from ..images import Image, ImageStore, Layer, importer
 from ..images.build import host_platform
-from ..images.model import DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, \
-    load_json, parse_config, parse_manifest
+from ..images.model import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    load_json,
+    parse_config,
+    parse_manifest,
+)
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
 from .progress import Phase, Progress
@@ -54,8 +63,9 @@ def parse_platform(text: Optional[str]) -> Tuple[str, str, Optional[str]]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
-def pull(store: ImageStore, ref: str, *, platform: Optional[str] = None,
-         progress: Optional[ProgressCallback] = None) -> Image:
+def pull(
+    store: ImageStore, ref: str, *, platform: Optional[str] = None, progress: Optional[ProgressCallback] = None
+) -> Image:
     """Pull ``ref`` into ``store``; see :meth:`sandboxlib.ImageStore.pull`."""
     remote = resolve(ref, "ref")
     wanted = parse_platform(platform)
@@ -75,8 +85,7 @@ def pull(store: ImageStore, ref: str, *, platform: Optional[str] = None,
             return store.add(digest, names, (remote.repo_digest(repo_digest),))
 
 
-def _already_pulled(store: ImageStore, remote: RemoteReference, digest: Optional[str],
-                    wanted) -> Optional[Image]:
+def _already_pulled(store: ImageStore, remote: RemoteReference, digest: Optional[str], wanted) -> Optional[Image]:
     """The image the store has under this repo digest for this platform, (re)tagged, or None."""
     if digest is None:
         return None
@@ -104,9 +113,12 @@ def _fetch_manifest(repo: Repository, target: str, expected: Optional[str]) -> T
         if claimed is not None and claimed.startswith("sha256:") and claimed != actual:
             raise repo.error(200, f"manifest {target} has digest {actual}, expected {claimed}", RegistryDataError)
     if media_type in SCHEMA1_TYPES or (not media_type and b'"schemaVersion": 1' in data):
-        raise repo.error(200, f"manifest {target} is Docker's image manifest schema 1 ({media_type}), which was "
-                              "deprecated in 2015: push the image again with a current Docker, podman or skopeo",
-                         RegistryDataError)
+        raise repo.error(
+            200,
+            f"manifest {target} is Docker's image manifest schema 1 ({media_type}), which was "
+            "deprecated in 2015: push the image again with a current Docker, podman or skopeo",
+            RegistryDataError,
+        )
     return data, media_type
 
 
@@ -121,12 +133,12 @@ def _image_manifest(repo: Repository, data: bytes, media_type: str, wanted, dept
     if kind not in INDEX_TYPES:
         raise repo.error(200, f"{label}: unsupported media type {kind!r}", RegistryDataError)
     if depth >= MAX_INDEX_DEPTH or "layers" in document:
-        raise repo.error(200, f"{label}: an index nested too deeply or that also carries layers",
-                         RegistryDataError)
+        raise repo.error(200, f"{label}: an index nested too deeply or that also carries layers", RegistryDataError)
     entry = _platform_entry(document, wanted)
     if entry is None:
-        raise repo.error(200, f"{label}: the index has no manifest for {'/'.join(p for p in wanted if p)}",
-                         RegistryDataError)
+        raise repo.error(
+            200, f"{label}: the index has no manifest for {'/'.join(p for p in wanted if p)}", RegistryDataError
+        )
     child, child_type = _fetch_manifest(repo, entry["digest"], entry["digest"])
     return _image_manifest(repo, child, entry.get("mediaType") or child_type, wanted, depth + 1)
 
@@ -137,8 +149,11 @@ def _platform_entry(index: dict, wanted) -> Optional[dict]:
         platform = entry.get("platform") if isinstance(entry, dict) else None
         if not isinstance(platform, dict) or not isinstance(entry.get("digest"), str):
             continue
-        if platform.get("os") == os_name and platform.get("architecture") == arch and \
-                variant in (None, platform.get("variant")):
+        if (
+            platform.get("os") == os_name
+            and platform.get("architecture") == arch
+            and variant in (None, platform.get("variant"))
+        ):
             return entry
     return None
 
@@ -208,8 +223,9 @@ def _download_all(store, repo, layers, todo, stored, report) -> None:
         except BaseException as err:  # handed to the calling thread
             events.put((i, None, err))
 
-    with ThreadPoolExecutor(max_workers=min(DOWNLOADS_PER_REGISTRY, len(todo)),
-                            thread_name_prefix="sandboxlib-pull") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(DOWNLOADS_PER_REGISTRY, len(todo)), thread_name_prefix="sandboxlib-pull"
+    ) as pool:
         for i in todo:
             pool.submit(work, i)
         remaining = len(todo)
@@ -253,8 +269,9 @@ def _blob_lock(store: ImageStore, digest: str, size: int, report, cancel: thread
     a flock on ``tmp/pull-HEX.lock`` (the kernel drops it when its holder dies;
     the file goes with tmp/ at the next collection).  Another's download is
     waited for (WAITING), then its blob is checked instead of fetched again."""
-    fd = os.open(os.path.join(store.tmp, f"pull-{digest.split(':', 1)[1]}.lock"),
-                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        os.path.join(store.tmp, f"pull-{digest.split(':', 1)[1]}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
     try:
         waiting = False
         while True:
@@ -285,11 +302,13 @@ def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: thr
     def on_read(done: int) -> None:
         phase = Phase.DOWNLOADING if done < size else Phase.VERIFYING
         report(Progress(digest=digest, phase=phase, done=done, total=size))
+
     with contextlib.closing(repo.download(digest, size, cancel)) as stream:
         stream.on_read = on_read
         try:
-            importer.store_layer(store, stream, digest=digest, size=size, media_type=media_type, diff_id=diff_id,
-                                 source=source)
+            importer.store_layer(
+                store, stream, digest=digest, size=size, media_type=media_type, diff_id=diff_id, source=source
+            )
         except DigestMismatch as err:
             if err.expected != digest:  # the config's diff_id
                 raise

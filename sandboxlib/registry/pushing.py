@@ -3,6 +3,7 @@
 repository of the registry the image is known in (``?mount=&from=``), else
 uploaded (monolithic, or in chunks when large); the manifest goes last, byte
 for byte as the store keeps it, so its digest is the image's digest."""
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,9 @@ def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
                     repo.upload_blob(digest, f, size, mount_from)
         announced = repo.put_manifest(remote.tag or image.digest, manifest, media_type)
     if announced is not None and announced != image.digest:
-        raise repo.error(201, f"the registry stored the manifest as {announced}, its digest is {image.digest}",
-                         RegistryDataError)
+        raise repo.error(
+            201, f"the registry stored the manifest as {announced}, its digest is {image.digest}", RegistryDataError
+        )
     with store.writing():
         store.add(image.digest, (), (remote.repo_digest(image.digest),))
     return image.digest

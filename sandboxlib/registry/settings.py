@@ -15,6 +15,7 @@ that may be reached over plain HTTP, and whose TLS certificate is not
 verified (Docker's ``insecure-registries``).  Registries on loopback may use
 plain HTTP without being named.  Unknown keys are errors (a misspelt key
 would otherwise be ignored in silence)."""
+
 from __future__ import annotations
 
 import json
@@ -67,10 +68,10 @@ def registry_settings() -> RegistrySettings:
         raise ConfigError(SETTINGS_ENV, f"the registries file {path} is not a JSON object")
     unknown = sorted(set(document) - {"insecure"})
     if unknown:
-        raise ConfigError(SETTINGS_ENV, f"the registries file {path}: unknown key {unknown[0]!r} "
-                                        "(known: 'insecure')")
+        raise ConfigError(SETTINGS_ENV, f"the registries file {path}: unknown key {unknown[0]!r} (known: 'insecure')")
     insecure = document.get("insecure", [])
     if not isinstance(insecure, list) or not all(isinstance(h, str) and h and "/" not in h for h in insecure):
-        raise ConfigError(SETTINGS_ENV, f"the registries file {path}: 'insecure' must be a list of registry "
-                                        "hosts (HOST or HOST:PORT)")
+        raise ConfigError(
+            SETTINGS_ENV, f"the registries file {path}: 'insecure' must be a list of registry hosts (HOST or HOST:PORT)"
+        )
     return RegistrySettings(path=path, insecure=tuple(insecure))

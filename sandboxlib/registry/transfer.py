@@ -15,6 +15,7 @@
   :class:`~sandboxlib.errors.RegistryDataError` (a registry that sends
   forever cannot fill the disk).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,8 @@ from ..errors import RegistryDataError
 __all__ = ["Retries", "BlobDownload", "RETRY_STATUSES", "MAX_FAILURES", "Cancelled"]
 
 RETRY_STATUSES = (429, 502, 503, 504)
-MAX_FAILURES = 5          # in a row, without a byte of progress between them
-BACKOFF = 0.1             # seconds before the first retry; doubles
+MAX_FAILURES = 5  # in a row, without a byte of progress between them
+BACKOFF = 0.1  # seconds before the first retry; doubles
 BACKOFF_CAP = 5.0
 RETRY_AFTER_CAP = 10.0
 
@@ -50,7 +51,7 @@ class Retries:
     def again(self, reason: Union[httpx.Response, Exception, None] = None) -> bool:
         if self.failures >= self.limit:
             return False
-        wait = min(BACKOFF_CAP, BACKOFF * 2 ** self.failures)
+        wait = min(BACKOFF_CAP, BACKOFF * 2**self.failures)
         if isinstance(reason, httpx.Response):
             after = reason.headers.get("Retry-After", "")
             if after.isdigit():
@@ -103,7 +104,7 @@ class BlobDownload(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     # -- the transfer ------------------------------------------------------------------
@@ -134,31 +135,39 @@ class BlobDownload(io.RawIOBase):
                 return data
             self._drop()
             if not self._retries.again(failure):
-                raise self._lie(f"the transfer broke off after {received} of {self.size} bytes "
-                                f"({type(failure).__name__}: {failure}), {self.requests} attempts")
+                raise self._lie(
+                    f"the transfer broke off after {received} of {self.size} bytes "
+                    f"({type(failure).__name__}: {failure}), {self.requests} attempts"
+                )
 
     def _open(self, start: int) -> None:
-        headers = {"Accept-Encoding": "identity"}   # Range counts bytes of the blob itself
+        headers = {"Accept-Encoding": "identity"}  # Range counts bytes of the blob itself
         if start:
             headers["Range"] = f"bytes={start}-{self.size - 1}"
         self.requests += 1
-        response = self._open_response.enter_context(self.repository.request(
-            "GET", f"{self.repository.base}/blobs/{self.digest}", f"blob {self.digest}", ok=(200, 206),
-            headers=headers))
+        response = self._open_response.enter_context(
+            self.repository.request(
+                "GET",
+                f"{self.repository.base}/blobs/{self.digest}",
+                f"blob {self.digest}",
+                ok=(200, 206),
+                headers=headers,
+            )
+        )
         if response.status_code == 206:
             expected = f"bytes {start}-{self.size - 1}/"
             answered = response.headers.get("Content-Range", "")
-            if not start or not answered.startswith(expected) or answered[len(expected):] not in (
-                    str(self.size), "*"):
-                raise self._lie(f"asked for bytes {start}-{self.size - 1}, the answer's Content-Range is "
-                                f"{answered!r}")
+            if not start or not answered.startswith(expected) or answered[len(expected) :] not in (str(self.size), "*"):
+                raise self._lie(f"asked for bytes {start}-{self.size - 1}, the answer's Content-Range is {answered!r}")
         else:
-            self._skip = start   # the whole blob again: its first bytes were consumed already
+            self._skip = start  # the whole blob again: its first bytes were consumed already
         length = response.headers.get("Content-Length")
         expected_length = self.size - start if response.status_code == 206 else self.size
         if length is not None and length.strip() != str(expected_length):
-            raise self._lie(f"Content-Length {length}, its descriptor declares {self.size} bytes"
-                            + (f" ({expected_length} from byte {start})" if response.status_code == 206 else ""))
+            raise self._lie(
+                f"Content-Length {length}, its descriptor declares {self.size} bytes"
+                + (f" ({expected_length} from byte {start})" if response.status_code == 206 else "")
+            )
         self._chunks = response.iter_raw()
 
     def _drop(self) -> None:
@@ -173,7 +182,7 @@ class BlobDownload(io.RawIOBase):
         try:
             extra = next(self._chunks, b"")
         except httpx.TransportError:
-            extra = b""   # a broken connection after the last byte costs nothing
-        if extra[self._skip:]:
+            extra = b""  # a broken connection after the last byte costs nothing
+        if extra[self._skip :]:
             raise self._lie(f"the registry sends more than the {self.size} bytes its descriptor declares")
         self._drop()

@@ -1,6 +1,7 @@
 """User-namespace id maps: which maps a container gets, and writing them
 from the parent (directly, or through newuidmap/newgidmap for /etc/subuid
 ranges)."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,8 @@ ROOT_DEFAULT_SIZE = 65536
 class IdMaps:
     uid_map: Tuple[IdMapping, ...]
     gid_map: Tuple[IdMapping, ...]
-    setgroups: bool          # setgroups(2) allowed inside
-    use_helpers: bool        # write through newuidmap/newgidmap
+    setgroups: bool  # setgroups(2) allowed inside
+    use_helpers: bool  # write through newuidmap/newgidmap
 
     def to_host_uid(self, uid: int) -> Optional[int]:
         return next((h for m in self.uid_map if (h := m.to_host(uid)) is not None), None)
@@ -42,7 +43,9 @@ def _rootless_default(host: HostInfo) -> IdMaps:
         return IdMaps(
             uid_map=own_uid + (IdMapping(container=1, host=host.subuid[0], size=host.subuid[1]),),
             gid_map=own_gid + (IdMapping(container=1, host=host.subgid[0], size=host.subgid[1]),),
-            setgroups=False, use_helpers=True)
+            setgroups=False,
+            use_helpers=True,
+        )
     return IdMaps(uid_map=own_uid, gid_map=own_gid, setgroups=False, use_helpers=False)
 
 
@@ -56,15 +59,16 @@ def choose_maps(config: ContainerConfig, host: HostInfo) -> Optional[IdMaps]:
         raise UnsupportedError("user namespaces", "set the sysctl user.max_user_namespaces above 0")
     if config.uid_map or config.gid_map:
         if not (config.uid_map and config.gid_map):
-            raise ConfigError("uid_map" if not config.uid_map else "gid_map",
-                              "uid_map and gid_map must be given together")
-        single_own = (len(config.uid_map) == 1 and config.uid_map[0].host == host.euid
-                      and config.uid_map[0].size == 1)
+            raise ConfigError(
+                "uid_map" if not config.uid_map else "gid_map", "uid_map and gid_map must be given together"
+            )
+        single_own = len(config.uid_map) == 1 and config.uid_map[0].host == host.euid and config.uid_map[0].size == 1
         helpers = not host.is_root and not single_own
         if helpers and not (host.newuidmap and host.newgidmap):
-            raise UnsupportedError("newuidmap/newgidmap", "install Debian's uidmap package to map more than your own id")
-        return IdMaps(uid_map=config.uid_map, gid_map=config.gid_map,
-                      setgroups=host.is_root, use_helpers=helpers)
+            raise UnsupportedError(
+                "newuidmap/newgidmap", "install Debian's uidmap package to map more than your own id"
+            )
+        return IdMaps(uid_map=config.uid_map, gid_map=config.gid_map, setgroups=host.is_root, use_helpers=helpers)
     if host.is_root:
         full = (IdMapping(container=0, host=ROOT_DEFAULT_HOST_ID, size=ROOT_DEFAULT_SIZE),)
         return IdMaps(uid_map=full, gid_map=full, setgroups=True, use_helpers=False)
@@ -79,18 +83,20 @@ def _write(path: str, text: str, field: str) -> None:
         finally:
             os.close(fd)
     except OSError as err:
-        raise SetupError(err.errno, f"write({path!r}, {text.strip()!r})", step="IDMAP",
-                         field=field) from None
+        raise SetupError(err.errno, f"write({path!r}, {text.strip()!r})", step="IDMAP", field=field) from None
 
 
 def _helper(tool: str, pid: int, maps: Tuple[IdMapping, ...], field: str) -> None:
     args = [tool, str(pid)] + [str(v) for m in maps for v in (m.container, m.host, m.size)]
-    proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, check=False)
+    proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
-        raise SetupError(1, f"{' '.join(args)} ({proc.stdout.decode(errors='replace').strip()})",
-                         step="IDMAP", field=field,
-                         hint="the ranges must be yours in /etc/subuid and /etc/subgid")
+        raise SetupError(
+            1,
+            f"{' '.join(args)} ({proc.stdout.decode(errors='replace').strip()})",
+            step="IDMAP",
+            field=field,
+            hint="the ranges must be yours in /etc/subuid and /etc/subgid",
+        )
 
 
 def write_maps(pid: int, maps: IdMaps) -> None:

@@ -1,6 +1,7 @@
 """A container root made of an image: its unpacked layers (leased from the
 store for the container's life) and what its config says about commands
 (Entrypoint, Cmd, Env, WorkingDir, User), applied as Docker does."""
+
 from __future__ import annotations
 
 import os
@@ -10,11 +11,11 @@ import attrs
 
 from ..config import ContainerConfig
 from ..errors import ConfigError, ImageFormatError
-from .idmap import IdMaps
 from ..images import Image, ImageStore
 from ..images.layers import unpacked_layers, visible_layers
 from ..images.reference import parse
 from ..images.unpack import IdPolicy
+from .idmap import IdMaps
 
 __all__ = ["ImageRoot", "prepare"]
 
@@ -42,8 +43,10 @@ class ImageRoot:
     def passwd_root(self) -> str:
         """The top layer with an /etc/passwd or /etc/group (where users are looked up)."""
         for layer in reversed(self.layers):
-            if any(os.path.isfile(os.path.join(layer, "etc", n)) and not os.path.islink(os.path.join(layer, "etc", n))
-                   for n in ("passwd", "group")):
+            if any(
+                os.path.isfile(os.path.join(layer, "etc", n)) and not os.path.islink(os.path.join(layer, "etc", n))
+                for n in ("passwd", "group")
+            ):
                 return layer
         return self.layers[-1] if self.layers else "/nonexistent"
 
@@ -56,8 +59,9 @@ def id_policy(config: ContainerConfig, maps: Optional[IdMaps]) -> IdPolicy:
         return IdPolicy(shift=0)
     uid, gid = maps.to_host_uid(0), maps.to_host_gid(0)
     if uid is None or uid != gid or any(maps.to_host_uid(i) != uid + i for i in (1, 1000, 65534)):
-        raise ConfigError("uid_map", "an image root needs container ids 0-65535 mapped to one range, "
-                                     "the same for uids and gids")
+        raise ConfigError(
+            "uid_map", "an image root needs container ids 0-65535 mapped to one range, the same for uids and gids"
+        )
     return IdPolicy(shift=uid)
 
 
@@ -73,8 +77,7 @@ def _sub_range(maps: Optional[IdMaps]) -> Optional[Tuple[int, int, int]]:
     return ranges[0].host, ranges[1].host, min(r.size for r in ranges)
 
 
-def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str,
-            store: ImageStore) -> Tuple[ImageRoot, int]:
+def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str, store: ImageStore) -> Tuple[ImageRoot, int]:
     """Resolve the image in ``store``, lease and unpack its layers: (root, lease fd)."""
     parse(config.image, "image")
     image = store.get(config.image)
@@ -83,9 +86,15 @@ def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str,
     try:
         layers = visible_layers(unpacked_layers(store, image, policy), policy)
         check_kernel_dirs(layers)
-        root = ImageRoot(image=image, layers=tuple(layers), entrypoint=_strings(image.config, "Entrypoint"),
-                         cmd=_strings(image.config, "Cmd"), env=_env(image.config),
-                         cwd=image.config.get("WorkingDir") or None, user=image.config.get("User") or None)
+        root = ImageRoot(
+            image=image,
+            layers=tuple(layers),
+            entrypoint=_strings(image.config, "Entrypoint"),
+            cmd=_strings(image.config, "Cmd"),
+            env=_env(image.config),
+            cwd=image.config.get("WorkingDir") or None,
+            user=image.config.get("User") or None,
+        )
     except BaseException:
         store.release(owner, lease)
         raise
@@ -100,9 +109,10 @@ def check_kernel_dirs(layers: Sequence[str]) -> None:
         for layer in reversed(layers):
             path = os.path.join(layer, name)
             if os.path.islink(path):
-                raise ImageFormatError(f"layer {os.path.basename(layer)}",
-                                       f"/{name} is a symlink (to {os.readlink(path)!r}); it must be a "
-                                       "directory or absent")
+                raise ImageFormatError(
+                    f"layer {os.path.basename(layer)}",
+                    f"/{name} is a symlink (to {os.readlink(path)!r}); it must be a directory or absent",
+                )
             if os.path.lexists(path):
                 break  # a directory (or a whiteout): it hides the lower layers'
 

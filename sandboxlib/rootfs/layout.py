@@ -3,6 +3,7 @@
 Python decides the whole layout here (host view or a rootfs directory,
 /proc, /dev, /sys, masked and read-only paths, the user's mounts); the C
 child applies it in order."""
+
 from __future__ import annotations
 
 import functools
@@ -11,22 +12,40 @@ import stat
 import sys
 from typing import List, Optional, Tuple
 
-import attrs
-
+from ..config import ContainerConfig, MountKind, Network
 from ..native.binding import MountFlag as F
 from ..native.binding import MountKind as K
-from ..config import ContainerConfig, MountKind, Network
 from ..native.mount_op import MountOp
 
 __all__ = ["MountOp", "layout", "HOST_SYSTEM_DIRS", "ETC_SECRETS", "MASKED_PATHS", "READ_ONLY_PATHS"]
 
 HOST_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-ETC_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh",
-               "/etc/sudoers", "/etc/sudoers.d", "/etc/ssl/private", "/etc/security/opasswd")
+ETC_SECRETS = (
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/ssh",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssl/private",
+    "/etc/security/opasswd",
+)
 # Docker's masked and read-only paths.
-MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-                "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+MASKED_PATHS = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
 READ_ONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _SAFE = F.NOSUID | F.NODEV
@@ -50,8 +69,7 @@ def _host_view() -> Tuple[MountOp, ...]:
         if os.path.islink(path):
             ops.append(MountOp(kind=K.SYMLINK, target=path, source=os.readlink(path)))
         elif os.path.isdir(path):
-            ops.append(MountOp(kind=K.BIND, target=path, source=path,
-                               flags=F.RDONLY | F.RECURSIVE | _SAFE))
+            ops.append(MountOp(kind=K.BIND, target=path, source=path, flags=F.RDONLY | F.RECURSIVE | _SAFE))
     for path in interpreter_prefixes():
         ops.append(MountOp(kind=K.BIND, target=path, source=path, flags=F.RDONLY | F.RECURSIVE | _SAFE))
     for path in ETC_SECRETS:
@@ -96,26 +114,34 @@ def _private_etc_entries() -> Tuple[str, ...]:
 
 
 def _real_root_masks() -> List[MountOp]:
-    return [MountOp(kind=K.MASK, target=path, source="/dev/null", flags=F.OPTIONAL)
-            for path in _private_etc_entries() if path not in ETC_SECRETS]
+    return [
+        MountOp(kind=K.MASK, target=path, source="/dev/null", flags=F.OPTIONAL)
+        for path in _private_etc_entries()
+        if path not in ETC_SECRETS
+    ]
 
 
 def _dev() -> List[MountOp]:
     # nodev: device nodes made inside (userns=False with MKNOD) never work;
     # the devices below are binds, mounts of their own.
     ops = [MountOp(kind=K.TMPFS, target="/dev", data="mode=0755,size=65536k", flags=_SAFE | F.NOEXEC)]
-    ops += [MountOp(kind=K.BIND, target=f"/dev/{name}", source=f"/dev/{name}", flags=F.FILE | F.NOSUID | F.NOEXEC)
-            for name in DEVICES]
     ops += [
-        MountOp(kind=K.DEVPTS, target="/dev/pts", data="newinstance,ptmxmode=0666,mode=0620",
-                flags=F.NOSUID | F.NOEXEC),
+        MountOp(kind=K.BIND, target=f"/dev/{name}", source=f"/dev/{name}", flags=F.FILE | F.NOSUID | F.NOEXEC)
+        for name in DEVICES
+    ]
+    ops += [
+        MountOp(
+            kind=K.DEVPTS, target="/dev/pts", data="newinstance,ptmxmode=0666,mode=0620", flags=F.NOSUID | F.NOEXEC
+        ),
         MountOp(kind=K.SYMLINK, target="/dev/ptmx", source="pts/ptmx"),
         MountOp(kind=K.TMPFS, target="/dev/shm", data="mode=1777,size=65536k", flags=_SAFE | F.NOEXEC),
         MountOp(kind=K.MQUEUE, target="/dev/mqueue", flags=_SAFE | F.NOEXEC),
         MountOp(kind=K.SYMLINK, target="/dev/fd", source="/proc/self/fd"),
     ]
-    ops += [MountOp(kind=K.SYMLINK, target=f"/dev/{name}", source=f"/proc/self/fd/{fd}")
-            for fd, name in enumerate(("stdin", "stdout", "stderr"))]
+    ops += [
+        MountOp(kind=K.SYMLINK, target=f"/dev/{name}", source=f"/proc/self/fd/{fd}")
+        for fd, name in enumerate(("stdin", "stdout", "stderr"))
+    ]
     return ops
 
 
@@ -127,10 +153,12 @@ def _kernel_filesystems(config: ContainerConfig) -> List[MountOp]:
         ops.append(MountOp(kind=K.BIND, target="/sys", source="/sys", flags=F.RDONLY | F.RECURSIVE | _SAFE))
     # A fresh proc and sysfs of this kernel have what the host's have: skip
     # the ops for paths this kernel does not provide.
-    ops += [MountOp(kind=K.MASK, target=p, source="/dev/null", flags=F.OPTIONAL)
-            for p in MASKED_PATHS if os.path.lexists(p)]
-    ops += [MountOp(kind=K.REMOUNT, target=p, flags=F.RDONLY | F.OPTIONAL)
-            for p in READ_ONLY_PATHS if os.path.lexists(p)]
+    ops += [
+        MountOp(kind=K.MASK, target=p, source="/dev/null", flags=F.OPTIONAL) for p in MASKED_PATHS if os.path.lexists(p)
+    ]
+    ops += [
+        MountOp(kind=K.REMOUNT, target=p, flags=F.RDONLY | F.OPTIONAL) for p in READ_ONLY_PATHS if os.path.lexists(p)
+    ]
     return ops
 
 
@@ -143,9 +171,15 @@ def _user_mounts(config: ContainerConfig) -> List[MountOp]:
         ro = F.USER | (F.RDONLY if mount.read_only else F(0))
         if mount.kind is MountKind.BIND:
             is_file = not os.path.isdir(mount.source)
-            ops.append(MountOp(kind=K.BIND, target=mount.target, source=mount.source, field=field,
-                               flags=ro | F.RECURSIVE | (F.FILE if is_file else F(0))
-                               | (F.IDMAP if mount.idmap else F(0))))
+            ops.append(
+                MountOp(
+                    kind=K.BIND,
+                    target=mount.target,
+                    source=mount.source,
+                    field=field,
+                    flags=ro | F.RECURSIVE | (F.FILE if is_file else F(0)) | (F.IDMAP if mount.idmap else F(0)),
+                )
+            )
         else:
             data = f"mode={mount.mode:04o}" + (f",size={mount.size}" if mount.size is not None else "")
             ops.append(MountOp(kind=K.TMPFS, target=mount.target, data=data, flags=ro | _SAFE, field=field))
@@ -157,14 +191,16 @@ def _image_root(layers: Tuple[str, ...], upper: Optional[str], size: Optional[in
     layer in ``upper`` (a host dir with upper/ and work/) or on a tmpfs."""
     ops = [MountOp(kind=K.LOWER, target="/", source=path, field="image") for path in reversed(layers)]
     data = None if upper else "mode=0755" + (f",size={size}" if size is not None else "")
-    ops.append(MountOp(kind=K.OVERLAY, target="/", source=upper, data=data,
-                       field="writable_layer" if upper else "image"))
+    ops.append(
+        MountOp(kind=K.OVERLAY, target="/", source=upper, data=data, field="writable_layer" if upper else "image")
+    )
     return ops
 
 
 @functools.lru_cache(maxsize=64)
-def layout(config: ContainerConfig, image_layers: Tuple[str, ...] = (),
-           upper: Optional[str] = None) -> Tuple[MountOp, ...]:
+def layout(
+    config: ContainerConfig, image_layers: Tuple[str, ...] = (), upper: Optional[str] = None
+) -> Tuple[MountOp, ...]:
     """Every mount op of the container, parents before children.
 
     The system's ops first, then the user's (which may cover them); among

@@ -6,6 +6,7 @@ The container's root cannot make them itself when the directory belongs to
 someone else (as root, the container's root is an unprivileged host id), and
 it would stop at the first.  The caller makes them instead, resolved inside
 the directory (a symlink in it never leads a mkdir onto the host)."""
+
 from __future__ import annotations
 
 import errno
@@ -52,15 +53,18 @@ def _make(root_fd: int, path: str, is_file: bool) -> None:
     """mkdir -p path (its last part an empty file with is_file), resolved in the root."""
     parts = [p for p in path.split("/") if p]
     depth = len(parts)
-    while depth > 0 and _missing(root_fd, "/" + "/".join(parts[:depth - 1])):
+    while depth > 0 and _missing(root_fd, "/" + "/".join(parts[: depth - 1])):
         depth -= 1  # the deepest existing parent: parts[:depth - 1]
-    parent = binding.open_in_root(root_fd, "/" + "/".join(parts[:depth - 1]), os.O_PATH | os.O_DIRECTORY)
+    parent = binding.open_in_root(root_fd, "/" + "/".join(parts[: depth - 1]), os.O_PATH | os.O_DIRECTORY)
     try:
         for i in range(depth - 1, len(parts)):
             name, last = parts[i], i == len(parts) - 1
             if last and is_file:
-                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 0o644, dir_fd=parent))
+                os.close(
+                    os.open(
+                        name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent
+                    )
+                )
                 return
             os.mkdir(name, 0o755, dir_fd=parent)
             child = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
@@ -87,7 +91,10 @@ def make_mount_points(rootfs: str, ops: Sequence[MountOp]) -> List[str]:
     finally:
         os.close(root_fd)
     if refused:
-        raise ConfigError("rootfs", f"{rootfs!r} lacks mount points the container needs, and you may not make "
-                                    f"them: {', '.join(refused)}; make them (mkdir) or use a directory you "
-                                    f"may write")
+        raise ConfigError(
+            "rootfs",
+            f"{rootfs!r} lacks mount points the container needs, and you may not make "
+            f"them: {', '.join(refused)}; make them (mkdir) or use a directory you "
+            f"may write",
+        )
     return made

@@ -6,6 +6,7 @@ container would follow it and never leads out of its root.  Archives are
 unpacked with the images' hostile-input extractor; archives made of a tree
 never follow a symlink (``images.trees``: iterative, whatever the depth).  Nothing of the container is executed or loaded on
 the host."""
+
 from __future__ import annotations
 
 import errno
@@ -16,9 +17,9 @@ import stat
 import tarfile
 from typing import Tuple
 
-from ..native.binding import open_in_root
 from ..images.trees import walk
-from ..images.unpack import DIR_FLAGS, IdPolicy, unpack_into
+from ..images.unpack import IdPolicy, unpack_into
+from ..native.binding import open_in_root
 
 __all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive"]
 
@@ -28,7 +29,7 @@ def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         if policy.privileged:
             os.fchown(fd, *policy.owner(0, 0))
         os.fchmod(fd, mode)

@@ -1,6 +1,7 @@
 """Resolve a ``user`` string against the container's own /etc/passwd and
 /etc/group, read through a root-confined open (never the host's NSS, never
 the container's libraries)."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,8 @@ from typing import List, Optional, Tuple
 
 import attrs
 
-from ..native import binding
 from ..errors import ConfigError
+from ..native import binding
 
 __all__ = ["User", "resolve_user", "ROOT"]
 
@@ -34,8 +35,9 @@ def _read_db(root_fd: int, path: str) -> List[List[str]]:
         return []
     with os.fdopen(fd, "rb") as f:
         data = f.read(4 << 20)
-    return [line.split(":") for line in data.decode("utf-8", "replace").splitlines()
-            if line and not line.startswith("#")]
+    return [
+        line.split(":") for line in data.decode("utf-8", "replace").splitlines() if line and not line.startswith("#")
+    ]
 
 
 def _number(text: str) -> Optional[int]:
@@ -64,6 +66,13 @@ def resolve_user(spec: Optional[str], root_fd: int) -> User:
             raise ConfigError("user", f"no group {group!r} in the container's /etc/group")
         gid = gid_number if gid_number is not None else int(found[2])
     user_name = entry[0] if entry else None
-    extra = tuple(sorted({int(g[2]) for g in groups_db
-                          if len(g) >= 4 and g[2].isdigit() and user_name and user_name in g[3].split(",")}))
+    extra = tuple(
+        sorted(
+            {
+                int(g[2])
+                for g in groups_db
+                if len(g) >= 4 and g[2].isdigit() and user_name and user_name in g[3].split(",")
+            }
+        )
+    )
     return User(uid=uid, gid=gid, groups=extra, home=home)

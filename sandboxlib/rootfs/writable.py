@@ -11,6 +11,7 @@ container's other users (your sub-ids) wrote there you cannot delete as
 yourself (a 0700 directory of uid 1000 inside, a mode 000 one): the store's
 ``remove_trees`` empties it in a short sandbox with your id maps (``subids``),
 which cover every id a container of yours can have."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,15 @@ def make(store: ImageStore, container_id: str, owner: Tuple[int, int]) -> str:
 
 # What the directory holds when the container wrote nothing: our dirs and
 # the three overlayfs makes for a volatile mount, deepest first.
-_EMPTY_TREE = ("work/work/incompat/volatile/dirty", "work/work/incompat/volatile", "work/work/incompat",
-               "work/work", "work", "upper", "")
+_EMPTY_TREE = (
+    "work/work/incompat/volatile/dirty",
+    "work/work/incompat/volatile",
+    "work/work/incompat",
+    "work/work",
+    "work",
+    "upper",
+    "",
+)
 
 
 def remove_if_empty(path: str) -> None:
@@ -57,8 +65,11 @@ def release(store: ImageStore, path: str) -> None:
     """Remove the directory of a closing container; what is left (warned
     about) is swept later, once its lease is released."""
     if store.remove_trees([path]):
-        warnings.warn(f"could not remove the writable layer {path}; the next image container "
-                      f"started on this store removes it", ResourceWarning, stacklevel=2)
+        warnings.warn(
+            f"could not remove the writable layer {path}; the next image container started on this store removes it",
+            ResourceWarning,
+            stacklevel=2,
+        )
 
 
 def sweep(store: ImageStore) -> int:

@@ -1,4 +1,5 @@
 """Containers: spawn and lifecycle, commands and processes, state records, files and commit."""
+
 from .container import Container
 from .process import Process
 from .subids import ImageStore

@@ -1,51 +1,33 @@
 """Commands in a running container: ``run``, ``spawn``, signals, and the
 one-shot start that queues the main command with the set-up."""
+
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import secrets
-import select
-import signal as signal_module
-import socket
-import threading
-import time
-import warnings
-import weakref
-from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union, cast
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
-import attrs
-
-from ..native import binding, protocol
-from .. import cgroups
-from ..rootfs import imageroot, writable
-from . import statedir
-from ..native.binding import Step
-from ..native.plan import GO_MESSAGE, build_plan, clone_flags
-from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
-from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, WritableLayer, check_env, check_text,
-    check_timeout, container_path, data_bytes, env_pairs, text_codec, tty_size)
+from ..config import (
+    check_env,
+    check_text,
+    check_timeout,
+    container_path,
+    data_bytes,
+    env_pairs,
+    text_codec,
+    tty_size,
+)
 from ..errors import ConfigError, ContainerStateError, SetupError, TimeoutExpired
-from ..native.failures import setup_error
-from ..native.host import probe_host
-from ..rootfs.idmap import IdMaps, choose_maps, write_maps
-from ..rootfs.imageroot import ImageRoot
+from ..native import protocol
 from ..posix.interrupts import sigint_deferred
-from ..posix.sharedfd import SharedFd
-from ..posix.signals import pidfd_kill_quietly
-from .launch import Outgoing, Submission, prepare, submit
-from .process import Process, result_of
-from ..results import Result, decoded
-from ..rootfs.layout import layout
-from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
-from ..security.bpf import compile_policy
-from ..cgroups.stats import Stats, list_processes, read_stats
-from ..streams import PIPE, StdioSpec
-from ..rootfs.users import User, resolve_user
-
 from ..posix.io import read_all
+from ..posix.signals import pidfd_kill_quietly
+from ..results import Result, decoded
+from ..security.capabilities import capability_mask
+from ..streams import PIPE, StdioSpec
+from .launch import Outgoing, Submission, prepare, submit
 from .lifecycle import ContainerLifecycle
+from .process import Process, result_of
 
 __all__ = ["BareContainer", "DEFAULT_PATH"]
 
@@ -55,12 +37,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _check_argv(argv: Sequence[str]) -> tuple:
     if isinstance(argv, (str, bytes)) or not argv:
         raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
-    return tuple(check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
-                 for i, a in enumerate(argv))
+    return tuple(
+        check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]") for i, a in enumerate(argv)
+    )
 
 
-def _tty_stdio(tty: object, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec,
-               captured: Tuple[int, ...]) -> Optional[Tuple[int, int]]:
+def _tty_stdio(
+    tty: object, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec, captured: Tuple[int, ...]
+) -> Optional[Tuple[int, int]]:
     """The terminal size of a ``tty`` argument (None: no terminal).  A
     terminal is the command's stdin, stdout and stderr: no other stream may
     be given (``captured``: values that mean "what the terminal shows",
@@ -69,8 +53,11 @@ def _tty_stdio(tty: object, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSp
     if size is not None:
         for field, spec in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
             if not (spec is None or (field != "stdin" and isinstance(spec, int) and spec in captured)):
-                raise ConfigError(field, f"with tty=True the command's {field} is its terminal; got {spec!r} "
-                                         f"(leave {field} None: read, write and resize the Process)")
+                raise ConfigError(
+                    field,
+                    f"with tty=True the command's {field} is its terminal; got {spec!r} "
+                    f"(leave {field} None: read, write and resize the Process)",
+                )
     return size
 
 
@@ -79,8 +66,9 @@ class BareContainer(ContainerLifecycle):
     sandboxes of ``subids`` are these; :class:`~sandboxlib.Container` is one
     too, with more."""
 
-    def _request(self, argv, *, env, cwd, user, main: bool, quiet: bool = False,
-                 tty: Optional[Tuple[int, int]] = None) -> protocol.ExecRequest:
+    def _request(
+        self, argv, *, env, cwd, user, main: bool, quiet: bool = False, tty: Optional[Tuple[int, int]] = None
+    ) -> protocol.ExecRequest:
         argv = _check_argv(argv)
         if user is None:
             resolved = self._user
@@ -107,17 +95,35 @@ class BareContainer(ContainerLifecycle):
             cwd = container_path(cwd, "cwd")
         maps = self._maps
         return protocol.ExecRequest(
-            argv=argv, env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=cwd,
-            search_path=merged["PATH"], uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
-            rlimits=self.config.limits.rlimits(), cap_keep=capability_mask(self.config.capabilities()),
-            id=next(self._command_ids), main=main, quiet=quiet or main, set_groups=maps is None or maps.setgroups,
+            argv=argv,
+            env=tuple(f"{k}={v}" for k, v in merged.items()),
+            cwd=cwd,
+            search_path=merged["PATH"],
+            uid=resolved.uid,
+            gid=resolved.gid,
+            groups=resolved.groups,
+            rlimits=self.config.limits.rlimits(),
+            cap_keep=capability_mask(self.config.capabilities()),
+            id=next(self._command_ids),
+            main=main,
+            quiet=quiet or main,
+            set_groups=maps is None or maps.setgroups,
             tty_size=tty,
-            fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0)
+            fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0,
+        )
 
-    def spawn(self, argv: Sequence[str], *, stdin: StdioSpec = None, stdout: StdioSpec = None,
-              stderr: StdioSpec = None, env: Optional[Mapping[str, str]] = None,
-              cwd: Optional[str] = None, user: Optional[str] = None,
-              tty: Union[bool, Tuple[int, int]] = False) -> Process:
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = None,
+        stderr: StdioSpec = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
+    ) -> Process:
         """Start a command in the running container; returns a Popen-like :class:`Process`.
 
         Streams are ``PIPE``, ``DEVNULL``, ``None`` (inherit ours), an fd or a file
@@ -127,11 +133,25 @@ class BareContainer(ContainerLifecycle):
         session; the Process's ``read``/``write``/``resize`` use its end (the
         streams must then be left None)."""
         tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=())
-        return self._start(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                           user=user, main=False, tty=tty_size)
+        return self._start(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, main=False, tty=tty_size
+        )
 
-    def _start(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool,
-               confirm: bool = True, own_cgroup: bool = False, tty: Optional[Tuple[int, int]] = None) -> Process:
+    def _start(
+        self,
+        argv,
+        *,
+        stdin,
+        stdout,
+        stderr,
+        env,
+        cwd,
+        user,
+        main: bool,
+        confirm: bool = True,
+        own_cgroup: bool = False,
+        tty: Optional[Tuple[int, int]] = None,
+    ) -> Process:
         """Start a command; with ``confirm=False`` do not wait for its start
         (its wait/communicate raise a failure to start).  ``own_cgroup``: in
         a cgroup of its own (where the container has a v2 one), so that
@@ -141,8 +161,19 @@ class BareContainer(ContainerLifecycle):
         # A close() in another thread waits until the request is sent (or
         # fails: ContainerStateError); Ctrl-C waits until our fds are owned.
         with self._channel.use() as control, sigint_deferred():
-            outgoing = self._outgoing(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                                      user=user, main=main, confirm=confirm, own_cgroup=own_cgroup, tty=tty)
+            outgoing = self._outgoing(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                cwd=cwd,
+                user=user,
+                main=main,
+                confirm=confirm,
+                own_cgroup=own_cgroup,
+                tty=tty,
+            )
             try:
                 outgoing.send(control)
             finally:
@@ -151,8 +182,21 @@ class BareContainer(ContainerLifecycle):
                 return self._unconfirmed(outgoing.submission)
         return self._track(outgoing.submission.started(self._signal))
 
-    def _outgoing(self, argv, *, stdin, stdout, stderr, env, cwd, user, main: bool, confirm: bool,
-                  own_cgroup: bool, tty: Optional[Tuple[int, int]] = None) -> Outgoing:
+    def _outgoing(
+        self,
+        argv,
+        *,
+        stdin,
+        stdout,
+        stderr,
+        env,
+        cwd,
+        user,
+        main: bool,
+        confirm: bool,
+        own_cgroup: bool,
+        tty: Optional[Tuple[int, int]] = None,
+    ) -> Outgoing:
         """The request of a command, ready to send (both fronts send it, each its way)."""
         request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm, tty=tty)
         group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
@@ -176,12 +220,24 @@ class BareContainer(ContainerLifecycle):
         except (ContainerStateError, OSError):
             pass  # the container is gone, and the process with it
 
-    def run(self, argv: Sequence[str], *, input: Union[bytes, str, None] = None, timeout: Optional[float] = None,
-            stdin: StdioSpec = None, stdout: StdioSpec = PIPE, stderr: StdioSpec = PIPE,
-            env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-            user: Optional[str] = None, check: bool = False, text: bool = False,
-            encoding: Optional[str] = None, errors: Optional[str] = None,
-            tty: Union[bool, Tuple[int, int]] = False) -> Result:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Union[bytes, str, None] = None,
+        timeout: Optional[float] = None,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = PIPE,
+        stderr: StdioSpec = PIPE,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+        check: bool = False,
+        text: bool = False,
+        encoding: Optional[str] = None,
+        errors: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
+    ) -> Result:
         """Run a command to completion and capture its output.
 
         ``input`` (bytes, or a str: UTF-8) is fed to stdin.  ``timeout`` is
@@ -195,13 +251,43 @@ class BareContainer(ContainerLifecycle):
         (or a ``(rows, cols)`` size): on a pseudo-terminal, as ``spawn``; the
         result's stdout is the terminal's output (stdout and stderr merged,
         stderr None), ``input`` is typed into it."""
-        return self._run(argv, input=input, timeout=timeout, stdin=stdin, stdout=stdout, stderr=stderr,
-                         env=env, cwd=cwd, user=user, main=False, check=check,
-                         text=text, encoding=encoding, errors=errors, tty=tty)
+        return self._run(
+            argv,
+            input=input,
+            timeout=timeout,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            main=False,
+            check=check,
+            text=text,
+            encoding=encoding,
+            errors=errors,
+            tty=tty,
+        )
 
-    def _run(self, argv, *, input, timeout, stdin, stdout, stderr, env, cwd, user, main: bool,
-             check: bool = False, text: bool = False, encoding: Optional[str] = None,
-             errors: Optional[str] = None, tty: Union[bool, Tuple[int, int]] = False) -> Result:
+    def _run(
+        self,
+        argv,
+        *,
+        input,
+        timeout,
+        stdin,
+        stdout,
+        stderr,
+        env,
+        cwd,
+        user,
+        main: bool,
+        check: bool = False,
+        text: bool = False,
+        encoding: Optional[str] = None,
+        errors: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
+    ) -> Result:
         timeout = check_timeout(timeout)
         codec = text_codec(text, encoding, errors)
         tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
@@ -218,13 +304,26 @@ class BareContainer(ContainerLifecycle):
         timed_out = False
         with contextlib.ExitStack() as stack:
             if main:  # (may unpack an image: Ctrl-C must work)
-                proc = stack.enter_context(self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                                                 tty=tty_size))
+                proc = stack.enter_context(
+                    self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
+                )
             else:
                 with sigint_deferred():  # our Process is closed however we leave
-                    proc = stack.enter_context(self._start(
-                        argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user,
-                        main=False, confirm=False, own_cgroup=timeout is not None, tty=tty_size))
+                    proc = stack.enter_context(
+                        self._start(
+                            argv,
+                            stdin=stdin,
+                            stdout=stdout,
+                            stderr=stderr,
+                            env=env,
+                            cwd=cwd,
+                            user=user,
+                            main=False,
+                            confirm=False,
+                            own_cgroup=timeout is not None,
+                            tty=tty_size,
+                        )
+                    )
             try:
                 out, err = proc.communicate(input, timeout)
             except TimeoutExpired:
@@ -248,8 +347,9 @@ class BareContainer(ContainerLifecycle):
             stdin = PIPE
         return timeout, codec, input, stdin
 
-    def _run_result(self, proc: Process, out, err, *, timed_out: bool, counters: Tuple[int, int],
-                    codec, check: bool) -> Result:
+    def _run_result(
+        self, proc: Process, out, err, *, timed_out: bool, counters: Tuple[int, int], codec, check: bool
+    ) -> Result:
         """The Result of a run's ended command (``check``: raised if it failed)."""
         result = result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
         if codec is not None:

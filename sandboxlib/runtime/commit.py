@@ -1,6 +1,7 @@
 """``Container.commit``: the container's writable layer (its overlay upper
 dir, which the init keeps open at ``SBX_FD_UPPER``) becomes a new layer on
 top of its image's, with OCI whiteouts for what was deleted."""
+
 from __future__ import annotations
 
 import datetime
@@ -13,10 +14,10 @@ from ..images import Image, ImageStore
 from ..images.build import write_manifest
 from ..images.imageconfig import KEYS, container_config
 from ..images.importer import store_layer
-from .subids_worker import add_tree
-from ..rootfs.idmap import IdMaps
 from ..images.unpack import IdPolicy
+from ..rootfs.idmap import IdMaps
 from .subids import SandboxSubIdFiles
+from .subids_worker import add_tree
 
 __all__ = ["commit", "CHANGES"]
 
@@ -42,8 +43,15 @@ def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> No
     SandboxSubIdFiles().tar(upper_fd, f.fileno(), maps)
 
 
-def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps],
-           ref: Optional[str], changes: Optional[Mapping[str, object]]) -> Image:
+def commit(
+    store: ImageStore,
+    image: Image,
+    upper_fd: int,
+    policy: IdPolicy,
+    maps: Optional[IdMaps],
+    ref: Optional[str],
+    changes: Optional[Mapping[str, object]],
+) -> Image:
     """A new image: ``image`` plus the upper dir as a layer, config ``changes`` applied."""
     updates = container_config(changes, "changes")
     names = (ref,) if ref else ()
@@ -54,18 +62,25 @@ def commit(store: ImageStore, image: Image, upper_fd: int, policy: IdPolicy, map
                 f.seek(0)
                 # checked as a loaded layer is: an image that can never run (a file named ".wh."
                 # say) is refused now, not at its first start
-                digest, size, _, diff_id = store_layer(store, f, digest=None, size=None, media_type=PLAIN,
-                                                       diff_id=None, source="the container's writable layer")
+                digest, size, _, diff_id = store_layer(
+                    store,
+                    f,
+                    digest=None,
+                    size=None,
+                    media_type=PLAIN,
+                    diff_id=None,
+                    source="the container's writable layer",
+                )
             config = json.loads(store.blobs.read(image.id))
             config["rootfs"]["diff_ids"].append(diff_id)
             config["config"] = dict(config.get("config") or {}, **updates)
             now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             config["created"] = now
-            config["history"] = list(config.get("history") or []) + [{"created": now, "created_by": "sandboxlib commit"}]
+            config["history"] = list(config.get("history") or []) + [
+                {"created": now, "created_by": "sandboxlib commit"}
+            ]
             layers = [(layer.digest, layer.size, layer.media_type) for layer in image.layers] + [(digest, size, PLAIN)]
             return store.add(write_manifest(store, config, layers), names)
     except BaseException:
         store.collect()
         raise
-
-

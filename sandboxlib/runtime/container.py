@@ -1,8 +1,8 @@
 """``Container``: the public container, a :class:`BareContainer` with files,
 copy in and out, commit, Python calls and resource use."""
+
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from ..calls.session import ServerSlot, Session, check_call_kwargs, check_modules
@@ -73,8 +73,15 @@ class Container(BareContainer, FileAccess):
         check_call_kwargs(kwargs)
         return self.invoke(fn, args, kwargs)
 
-    def invoke(self, fn: Callable, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
-               timeout: Optional[float] = None, trust_result: bool = False) -> Any:
+    def invoke(
+        self,
+        fn: Callable,
+        args: Sequence[Any] = (),
+        kwargs: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: Optional[float] = None,
+        trust_result: bool = False,
+    ) -> Any:
         """``call`` with options; each call runs in a process forked from a warm server.
 
         The value comes back only if it is a safe type (None, bool, int, float,
@@ -86,8 +93,7 @@ class Container(BareContainer, FileAccess):
         """
         timeout = check_timeout(timeout)
         self._check_running()
-        return self._calls.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout,
-                                  trust_result=trust_result)
+        return self._calls.invoke(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
 
     def preload(self, modules: Sequence[str]) -> None:
         """(Re)start the fork server of ``call`` with ``modules`` imported."""

@@ -1,5 +1,6 @@
 """Copying files into and out of a running ``Container`` and committing it
 to an image: the methods ``Container`` inherits from ``FileAccess``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,13 +8,13 @@ import os
 import posixpath
 from typing import Mapping, Optional, Union
 
-from ..native import binding
-from ..rootfs import imageroot, transfer
 from ..config import container_path, data_bytes
 from ..errors import ConfigError, ContainerStateError
 from ..images import Image
 from ..images.compression import decompressed_bytes
 from ..images.unpack import IdPolicy
+from ..native import binding
+from ..rootfs import transfer
 from .subids import SandboxSubIdFiles
 
 __all__ = ["FileAccess"]
@@ -57,8 +58,7 @@ class FileAccess:
             return IdPolicy(squash=(policy.shift, policy.shift)), binding.fs_ids(policy.shift, policy.shift)
         return policy, contextlib.nullcontext()
 
-    def write_file(self, path: str, data: Union[bytes, str], *, mode: int = 0o644,
-                   parents: bool = False) -> None:
+    def write_file(self, path: str, data: Union[bytes, str], *, mode: int = 0o644, parents: bool = False) -> None:
         """Write ``data`` (bytes, or a str: UTF-8) to the file ``path`` in the
         container (created owned by its root, or truncated).  Symlinks resolve
         inside the root.  ``parents=True`` first makes the missing directories
@@ -70,13 +70,13 @@ class FileAccess:
             self._transfer("make_dirs", transfer.make_dirs, posixpath.dirname(path), policy, ids=ids)
         policy, ids = self._writing()  # (ids: a context, used once)
         try:
-            self._transfer("write_file", transfer.write_file, path, data, mode, policy, ids=ids,
-                           data=data, mode=mode)
+            self._transfer("write_file", transfer.write_file, path, data, mode, policy, ids=ids, data=data, mode=mode)
         except FileNotFoundError as err:
             if parents:
                 raise
-            raise FileNotFoundError(err.errno, f"{err.strerror} (a missing directory? parents=True makes "
-                                               f"it)", path) from None
+            raise FileNotFoundError(
+                err.errno, f"{err.strerror} (a missing directory? parents=True makes it)", path
+            ) from None
 
     def read_file(self, path: str) -> bytes:
         """The contents of the file ``path`` in the container."""
@@ -88,8 +88,11 @@ class FileAccess:
         gzip or zstd compressed as Docker takes them (zstd needs the
         ``sandboxlib[zstd]`` extra: UnsupportedError without it)."""
         if isinstance(data, str):  # a file name, most likely: never guessed
-            raise ConfigError("data", f"expected the tar archive's bytes, got a str ({data[:40]!r}); "
-                                      f"for a file, pass pathlib.Path(name).read_bytes()")
+            raise ConfigError(
+                "data",
+                f"expected the tar archive's bytes, got a str ({data[:40]!r}); "
+                f"for a file, pass pathlib.Path(name).read_bytes()",
+            )
         data = decompressed_bytes(data_bytes(data, "data"), "put_archive data")
         policy, ids = self._writing()
         self._transfer("put_archive", transfer.put_archive, path, data, policy, ids=ids, data=data)
@@ -99,8 +102,7 @@ class FileAccess:
         with the container's ids; symlinks are archived, never followed."""
         return self._transfer("get_archive", transfer.get_archive, path, self._id_policy())
 
-    def commit(self, ref: Optional[str] = None, *,
-               changes: Optional[Mapping[str, object]] = None) -> "Image":
+    def commit(self, ref: Optional[str] = None, *, changes: Optional[Mapping[str, object]] = None) -> Image:
         """A new image in the container's store: its image plus what was
         written in the container (deletions as whiteouts), named ``ref``;
         ``changes`` sets config keys as ``docker commit --change`` does
@@ -109,11 +111,11 @@ class FileAccess:
         if self._image is None:
             raise ContainerStateError("commit needs a container whose root is an image")
         from .commit import commit
+
         return self._in_root(lambda _root, _path: self._commit_upper(commit, ref, changes), "/")
 
     def _commit_upper(self, commit, ref, changes):
-        upper = os.open(f"/proc/{self._init_pid}/fd/{binding.FD_UPPER}",
-                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        upper = os.open(f"/proc/{self._init_pid}/fd/{binding.FD_UPPER}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             return commit(self._store, self._image.image, upper, self._id_policy(), self._maps, ref, changes)
         finally:

@@ -3,6 +3,7 @@
 Split in two so that the first command of a one-shot container can be sent
 before the container has finished setting up: the init finds it queued on
 its control socket the moment it starts."""
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,12 @@ from typing import Callable, List, Optional
 
 import attrs
 
-from ..native import protocol
 from ..cgroups import CommandCgroup
 from ..errors import ConfigError, ContainerStateError
+from ..native import protocol
 from ..native.failures import exec_error
-from .process import Process
 from ..streams import StdioSpec, resolve_stdio
+from .process import Process
 
 __all__ = ["Outgoing", "Submission", "prepare", "submit"]
 
@@ -25,8 +26,13 @@ __all__ = ["Outgoing", "Submission", "prepare", "submit"]
 class Submission:
     """A command sent to the init whose first reply has not been read yet."""
 
-    def __init__(self, request: protocol.ExecRequest, reply: socket.socket,
-                 pipes: List[Optional[int]], cgroup: Optional[CommandCgroup] = None) -> None:
+    def __init__(
+        self,
+        request: protocol.ExecRequest,
+        reply: socket.socket,
+        pipes: List[Optional[int]],
+        cgroup: Optional[CommandCgroup] = None,
+    ) -> None:
         self.request = request
         self._reply = reply
         self._pipes = pipes
@@ -70,15 +76,26 @@ class Submission:
             return True
         return False
 
-    def _error(self, reply: Optional[protocol.Reply],
-                lost: Optional[Callable[[], Optional[BaseException]]] = None) -> BaseException:
+    def _error(
+        self, reply: Optional[protocol.Reply], lost: Optional[Callable[[], Optional[BaseException]]] = None
+    ) -> BaseException:
         """The exception for a first reply that is not STARTED."""
         if reply is None:
             return (lost and lost()) or ContainerStateError("the container ended before the command started")
         req = self.request
-        return exec_error(reply.step, reply.errno, reply.index,
-                          {"argv": req.argv, "search_path": req.search_path, "cwd": req.cwd,
-                           "uid": req.uid, "gid": req.gid, "rlimits": req.rlimits})
+        return exec_error(
+            reply.step,
+            reply.errno,
+            reply.index,
+            {
+                "argv": req.argv,
+                "search_path": req.search_path,
+                "cwd": req.cwd,
+                "uid": req.uid,
+                "gid": req.gid,
+                "rlimits": req.rlimits,
+            },
+        )
 
     def accept(self, reply: Optional[protocol.Reply]) -> bool:
         """Take one reply of the start (read when the reply socket is
@@ -104,10 +121,19 @@ class Submission:
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
             raise self._error(first)
-        return self._in_cgroup(Process(
-            self.request.argv, request_id=self.request.id, container_pid=first.pid, host_pid=self._host_pid,
-            reply=self._reply, pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at,
-            terminal=self._terminal))
+        return self._in_cgroup(
+            Process(
+                self.request.argv,
+                request_id=self.request.id,
+                container_pid=first.pid,
+                host_pid=self._host_pid,
+                reply=self._reply,
+                pipes=self._pipes,
+                signal_sender=signal_sender,
+                started=self.sent_at,
+                terminal=self._terminal,
+            )
+        )
 
     def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
         """Wait for the command's PID message and the init's STARTED: the
@@ -120,16 +146,27 @@ class Submission:
             raise
         return self.process(signal_sender)
 
-    def unconfirmed(self, signal_sender: Callable[[int, int, bool], None],
-                    lost: Callable[[], Optional[BaseException]]) -> Process:
+    def unconfirmed(
+        self, signal_sender: Callable[[int, int, bool], None], lost: Callable[[], Optional[BaseException]]
+    ) -> Process:
         """The Process of a quiet request, without waiting for any reply: its
         wait/communicate raise the failure (``lost()`` explains an EOF).  A
         tty request waits for its terminal (or the failure to open it)."""
         self._take_terminal(lost)
-        return self._in_cgroup(Process(
-            self.request.argv, request_id=self.request.id, container_pid=0, host_pid=None, reply=self._reply,
-            pipes=self._pipes, signal_sender=signal_sender, started=self.sent_at, terminal=self._terminal,
-            failure=lambda reply: self._error(reply, lost)))
+        return self._in_cgroup(
+            Process(
+                self.request.argv,
+                request_id=self.request.id,
+                container_pid=0,
+                host_pid=None,
+                reply=self._reply,
+                pipes=self._pipes,
+                signal_sender=signal_sender,
+                started=self.sent_at,
+                terminal=self._terminal,
+                failure=lambda reply: self._error(reply, lost),
+            )
+        )
 
     def _in_cgroup(self, process: Process) -> Process:
         if self._cgroup is not None:
@@ -142,8 +179,14 @@ class Outgoing:
     it (again while the control socket is full, with a non-blocking send),
     then ``done`` closes the init's ends on our side, sent or not."""
 
-    def __init__(self, submission: Submission, payload: bytes, fds: List[int], to_close: List[int],
-                 cgroup: Optional[CommandCgroup]) -> None:
+    def __init__(
+        self,
+        submission: Submission,
+        payload: bytes,
+        fds: List[int],
+        to_close: List[int],
+        cgroup: Optional[CommandCgroup],
+    ) -> None:
         self.submission = submission
         self.payload = payload
         self.fds = fds
@@ -171,8 +214,13 @@ class Outgoing:
             self._cgroup = None
 
 
-def prepare(request: protocol.ExecRequest, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec,
-            cgroup: Optional[CommandCgroup] = None) -> Outgoing:
+def prepare(
+    request: protocol.ExecRequest,
+    stdin: StdioSpec,
+    stdout: StdioSpec,
+    stderr: StdioSpec,
+    cgroup: Optional[CommandCgroup] = None,
+) -> Outgoing:
     """Encode ``request`` with its stdio, a fresh reply socket and the directory
     of its own ``cgroup`` (if any; the Process then owns it)."""
     try:
@@ -180,8 +228,9 @@ def prepare(request: protocol.ExecRequest, stdin: StdioSpec, stdout: StdioSpec, 
             request = attrs.evolve(request, cgroup=True)
         payload = protocol.encode_exec(request)
         if len(payload) > protocol.MAX_REQUEST:
-            raise ConfigError("argv", f"command and environment take {len(payload)} bytes; "
-                                      f"the limit is {protocol.MAX_REQUEST}")
+            raise ConfigError(
+                "argv", f"command and environment take {len(payload)} bytes; the limit is {protocol.MAX_REQUEST}"
+            )
         if request.tty_size is not None:
             child_fds, ours, to_close = [], [None, None, None], []
         else:
@@ -193,12 +242,19 @@ def prepare(request: protocol.ExecRequest, stdin: StdioSpec, stdout: StdioSpec, 
     reply, reply_child = protocol.reply_socketpair()
     reply_fd = reply_child.detach()
     extra = [cgroup.fd] if cgroup is not None else []
-    return Outgoing(Submission(request, reply, ours, cgroup), payload,
-                    [reply_fd, *child_fds, *extra], [reply_fd, *to_close], cgroup)
+    return Outgoing(
+        Submission(request, reply, ours, cgroup), payload, [reply_fd, *child_fds, *extra], [reply_fd, *to_close], cgroup
+    )
 
 
-def submit(control: socket.socket, request: protocol.ExecRequest, stdin: StdioSpec,
-           stdout: StdioSpec, stderr: StdioSpec, cgroup: Optional[CommandCgroup] = None) -> Submission:
+def submit(
+    control: socket.socket,
+    request: protocol.ExecRequest,
+    stdin: StdioSpec,
+    stdout: StdioSpec,
+    stderr: StdioSpec,
+    cgroup: Optional[CommandCgroup] = None,
+) -> Submission:
     """Send ``request`` (see ``prepare``) to the init."""
     outgoing = prepare(request, stdin, stdout, stderr, cgroup)
     try:

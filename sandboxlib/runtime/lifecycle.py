@@ -3,6 +3,7 @@ running -> closed.
 
 Every resource is registered for release right after it is acquired, and
 released in reverse order by ``close()`` (also after a failed start)."""
+
 from __future__ import annotations
 
 import array
@@ -11,47 +12,46 @@ import itertools
 import os
 import secrets
 import select
-import signal as signal_module
 import socket
 import threading
-import time
 import warnings
 import weakref
-from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypeVar, Union, cast
+from typing import Callable, List, NoReturn, Optional, Tuple, TypeVar, cast
 
 import attrs
 
-from ..native import binding, protocol
-from .. import cgroups
-from .. import registry
-from ..rootfs import imageroot, writable
-from . import statedir
-from ..native.binding import Step
-from ..native.plan import GO_MESSAGE, build_plan, clone_flags
-from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
-from ..config import (ContainerConfig, Limits, Mount, MountKind, Network, Pull, WritableLayer, check_env, check_text,
-    container_path, env_pairs)
-from ..errors import ConfigError, ContainerStateError, ImageNotFound, RegistryError, SetupError, TimeoutExpired
-from ..native.failures import clone_hint, setup_error
-from ..native.host import probe_host
-from ..rootfs.idmap import IdMaps, choose_maps, write_maps
-from ..rootfs.imageroot import ImageRoot
-from ..posix.interrupts import sigint_deferred
-from ..posix.sharedfd import OwnedSocket, SharedFd
-from ..posix.io import close_quietly, read_all, shutdown_quietly
-from ..posix.signals import pidfd_kill_quietly
-from .launch import submit
-from .process import Process, result_of
-from ..results import Result
-from ..rootfs.layout import layout
-from ..rootfs.mountpoints import make_mount_points
-from ..security.seccomp import DEFAULT, Seccomp, SeccompOption, init_policy
-from ..security.bpf import compile_policy
-from ..cgroups.stats import Stats, list_processes, read_stats
-from ..streams import PIPE, StdioSpec
+from .. import cgroups, registry
+from ..config import (
+    ContainerConfig,
+    Mount,
+    MountKind,
+    Network,
+    Pull,
+    WritableLayer,
+)
+from ..errors import ConfigError, ContainerStateError, ImageNotFound, RegistryError, SetupError
 from ..images import ImageStore, reference
 from ..images.unpack import IdPolicy
+from ..native import binding, protocol
+from ..native.binding import Step
+from ..native.failures import clone_hint, setup_error
+from ..native.host import probe_host
+from ..native.plan import GO_MESSAGE, build_plan, clone_flags
+from ..posix.interrupts import sigint_deferred
+from ..posix.io import close_quietly, read_all, shutdown_quietly
+from ..posix.sharedfd import OwnedSocket, SharedFd
+from ..posix.signals import pidfd_kill_quietly
+from ..rootfs import imageroot, writable
+from ..rootfs.idmap import IdMaps, choose_maps, write_maps
+from ..rootfs.imageroot import ImageRoot
+from ..rootfs.layout import layout
+from ..rootfs.mountpoints import make_mount_points
 from ..rootfs.users import User, resolve_user
+from ..security.bpf import compile_policy
+from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
+from ..security.seccomp import Seccomp, init_policy
+from . import statedir
+from .process import Process
 
 __all__ = ["ContainerLifecycle"]
 
@@ -88,18 +88,22 @@ class ContainerLifecycle:
         self._ops: tuple = ()
         self._idmap_ops: tuple = ()  # (index, op) of the binds the host idmaps
         self._resources_used = False
-        self._processes: "weakref.WeakSet[Process]" = weakref.WeakSet()
+        self._processes: weakref.WeakSet[Process] = weakref.WeakSet()
         self._cgroup: Optional[cgroups.ContainerCgroup] = None
         self._record: Optional[str] = None
         self._image: Optional[ImageRoot] = None
         self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
 
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"
-        root = (f"image={self.config.image!r}" if self.config.image else
-                f"rootfs={self.config.rootfs!r}" if self.config.rootfs else "host view")
+        root = (
+            f"image={self.config.image!r}"
+            if self.config.image
+            else f"rootfs={self.config.rootfs!r}"
+            if self.config.rootfs
+            else "host view"
+        )
         return f"<sandboxlib.{type(self).__name__} {self.id[:12]} {state} {root}>"
 
     @property
@@ -149,8 +153,10 @@ class ContainerLifecycle:
         try:
             layers = self._prepare_image()
             with sigint_deferred():  # (reads /etc/passwd: short)
-                root_fd = os.open(self._image.passwd_root() if self._image else self.config.rootfs or "/",
-                                  os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                root_fd = os.open(
+                    self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                    os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                )
                 try:
                     user = self.config.user or (self._image and self._image.user)
                     self._user = self._checked_user(user, root_fd, "user")
@@ -168,8 +174,9 @@ class ContainerLifecycle:
             # A one-shot run without cgroup limits needs no cgroup: its pid
             # namespace already ends with its init (measured: ~0.3 ms a run).
             one_shot = first is not None and not limits.names()
-            self._cgroup = None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits,
-                                                                      cgroups.cgroup_name(root, self.id))
+            self._cgroup = (
+                None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
+            )
             with sigint_deferred():  # the record is written whole, the cgroup's removal registered
                 self._acquire_cgroup(root)
             self._spawn(ops, root, first, program)
@@ -183,8 +190,12 @@ class ContainerLifecycle:
             return self.config
         store = self._store or self._image_store()
         owner = self._id_policy().owner(0, 0)
-        mounts = [Mount.bind(store.volume(cast(str, m.source), owner), m.target, read_only=m.read_only)  # its name
-                  if m.kind is MountKind.VOLUME else m for m in self.config.mounts]
+        mounts = [
+            Mount.bind(store.volume(cast(str, m.source), owner), m.target, read_only=m.read_only)  # its name
+            if m.kind is MountKind.VOLUME
+            else m
+            for m in self.config.mounts
+        ]
         return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
 
     def _prepare_image(self) -> tuple:
@@ -242,8 +253,11 @@ class ContainerLifecycle:
         if self._cgroup is None or self._cgroup.remove():
             statedir.unregister(self._record)
         else:
-            warnings.warn(f"cgroups of container {self.id[:12]} are still busy; a later start sweeps them",
-                          ResourceWarning, stacklevel=2)
+            warnings.warn(
+                f"cgroups of container {self.id[:12]} are still busy; a later start sweeps them",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     def _kill_all(self) -> None:
         """Kill every process of the container through its cgroup (no fork
@@ -258,18 +272,29 @@ class ContainerLifecycle:
         the first command, read the error pipe to EOF (= set up)."""
         # Idmapped binds are made here, as root (csrc/idmap.c says why);
         # rootless, the child's plain binds already show the caller's files as root's.
-        self._idmap_ops = tuple((i, op) for i, op in enumerate(ops) if op.flags & binding.MountFlag.IDMAP
-                                ) if self._maps is not None and os.geteuid() == 0 else ()
+        self._idmap_ops = (
+            tuple((i, op) for i, op in enumerate(ops) if op.flags & binding.MountFlag.IDMAP)
+            if self._maps is not None and os.geteuid() == 0
+            else ()
+        )
         if len(self._idmap_ops) > binding.MAX_IDMAPS:
-            raise ConfigError("mounts", f"at most {binding.MAX_IDMAPS} binds with idmap=True, got "
-                                        f"{len(self._idmap_ops)}")
-        plan = build_plan(ops=ops, rootfs=self.config.rootfs, read_only=self.config.read_only,
-                          hostname=self.hostname, userns=self._maps is not None,
-                          netns=self.config.network is Network.NONE,
-                          set_groups=bool(self._maps and self._maps.setgroups), fault=self._fault,
-                          seccomp_filter=program, launcher=self.config.seccomp == Seccomp.default(),
-                          init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
-                          init_filter=compile_policy(init_policy(), self.config.capabilities()))
+            raise ConfigError(
+                "mounts", f"at most {binding.MAX_IDMAPS} binds with idmap=True, got {len(self._idmap_ops)}"
+            )
+        plan = build_plan(
+            ops=ops,
+            rootfs=self.config.rootfs,
+            read_only=self.config.read_only,
+            hostname=self.hostname,
+            userns=self._maps is not None,
+            netns=self.config.network is Network.NONE,
+            set_groups=bool(self._maps and self._maps.setgroups),
+            fault=self._fault,
+            seccomp_filter=program,
+            launcher=self.config.seccomp == Seccomp.default(),
+            init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
+            init_filter=compile_policy(init_policy(), self.config.capabilities()),
+        )
         # Ctrl-C is deferred from the first fd to the init's registration: a
         # KeyboardInterrupt between them would lose fds and leave a zombie.
         with sigint_deferred():
@@ -310,11 +335,15 @@ class ContainerLifecycle:
                 child_ends += self._cgroup.attach_fds()
                 child_ends.append(self._cgroup.open_v2())
             try:
-                pid, pidfd = binding.spawn(flags, [child_ends[2], child_ends[1], child_ends[3], err_w],
-                                             caps=self._init_caps(), fault=fault,
-                                             netns=self.config.network is Network.NONE,
-                                             cgroup_fd=child_ends[-1] if self._cgroup else -1,
-                                             attach_fds=child_ends[4:-1] if self._cgroup else ())
+                pid, pidfd = binding.spawn(
+                    flags,
+                    [child_ends[2], child_ends[1], child_ends[3], err_w],
+                    caps=self._init_caps(),
+                    fault=fault,
+                    netns=self.config.network is Network.NONE,
+                    cgroup_fd=child_ends[-1] if self._cgroup else -1,
+                    attach_fds=child_ends[4:-1] if self._cgroup else (),
+                )
             except OSError as err:
                 code = err.errno or 0  # _lowlevel.spawn's OSError has the clone's errno
                 raise SetupError(code, f"clone(flags={flags:#x})", step="CLONE", hint=clone_hint(code)) from None
@@ -376,11 +405,11 @@ class ContainerLifecycle:
 
     def _raise_setup_failure(self, report: bytes, ops) -> NoReturn:
         if len(report) < binding.REPORT_SIZE:
-            raise SetupError(0, "container set-up", step="UNKNOWN",
-                             hint=f"the child died without a report ({len(report)} bytes)")
+            raise SetupError(
+                0, "container set-up", step="UNKNOWN", hint=f"the child died without a report ({len(report)} bytes)"
+            )
         step, err, index = binding.REPORT.unpack_from(report)
-        context = {"hostname": self.hostname, "rootfs": self.config.rootfs,
-                   "read_only": self.config.read_only}
+        context = {"hostname": self.hostname, "rootfs": self.config.rootfs, "read_only": self.config.read_only}
         raise setup_error(step, err, index, ops=ops, context=context)
 
     def _init_exited(self, timeout: Optional[float]) -> bool:
@@ -454,8 +483,7 @@ class ContainerLifecycle:
 
     def __del__(self) -> None:
         if getattr(self, "_init_fd", None) is not None and not self._closed and not self._forked():
-            warnings.warn(f"Container {self.id[:12]} was never closed; killing it", ResourceWarning,
-                          stacklevel=2)
+            warnings.warn(f"Container {self.id[:12]} was never closed; killing it", ResourceWarning, stacklevel=2)
             self.close()
 
     def _forked(self) -> bool:
@@ -465,15 +493,19 @@ class ContainerLifecycle:
         if self._forked():
             raise ContainerStateError(
                 f"this container belongs to process {self._owner}, which made it; in a forked child "
-                f"(pid {os.getpid()}) it cannot be used, and closing it there does nothing")
+                f"(pid {os.getpid()}) it cannot be used, and closing it there does nothing"
+            )
 
     def _checked_user(self, spec, root_fd: int, field: str) -> User:
         user = resolve_user(spec, root_fd)
         maps = self._maps
         if maps is not None:
             if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
-                raise ConfigError(field, f"uid {user.uid} / gid {user.gid} is not mapped in the user "
-                                         f"namespace (uid_map: {[m.line() for m in maps.uid_map]})")
+                raise ConfigError(
+                    field,
+                    f"uid {user.uid} / gid {user.gid} is not mapped in the user "
+                    f"namespace (uid_map: {[m.line() for m in maps.uid_map]})",
+                )
             groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
             user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
         return user

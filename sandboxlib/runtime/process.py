@@ -6,27 +6,25 @@ touching the others.  The container's close (any thread) may end a handle
 another thread waits on: the reply socket is a :class:`SharedFd`, shut down
 to wake the waiter and closed once it let go.  A handle belongs to the
 process that made it: in a forked child it only closes its own fds."""
+
 from __future__ import annotations
 
-import enum
+import contextlib
 import errno
 import fcntl
 import os
-import contextlib
-import struct
-import termios
 import selectors
 import signal as signal_module
 import socket
+import struct
+import termios
 import threading
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
-import attrs
-
-from ..native import protocol
 from ..config import check_timeout, check_window_size, data_bytes
 from ..errors import ConfigError, ContainerStateError, TimeoutExpired
+from ..native import protocol
 from ..posix.io import shutdown_quietly
 from ..posix.sharedfd import SharedFd
 from ..results import Result, Verdict, verdict_of
@@ -36,8 +34,14 @@ __all__ = ["Process", "Result", "Verdict", "verdict_of", "result_of"]
 _CHUNK = 1 << 16
 
 
-def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, timed_out: bool,
-              events: Tuple[Tuple[int, int], Tuple[int, int]]) -> Result:
+def result_of(
+    proc: Process,
+    out: Optional[bytes],
+    err: Optional[bytes],
+    *,
+    timed_out: bool,
+    events: Tuple[Tuple[int, int], Tuple[int, int]],
+) -> Result:
     """The Result of an ended process; ``events``: the container's (OOM kills,
     forks refused) before and after it ran."""
     code = proc.returncode
@@ -46,11 +50,21 @@ def result_of(proc: "Process", out: Optional[bytes], err: Optional[bytes], *, ti
     exit_code = 128 + sig if sig else code
     (oom_before, pids_before), (oom_after, pids_after) = events
     oom_killed, pids_limit_hit = oom_after > oom_before, pids_after > pids_before
-    verdict = verdict_of(exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed,
-                         pids_limit_hit=pids_limit_hit)
-    return Result(argv=proc.args, exit_code=exit_code, signal=sig, timed_out=timed_out, stdout=out, stderr=err,
-                  duration=(proc.ended or time.monotonic()) - proc.started, verdict=verdict,
-                  oom_killed=oom_killed, pids_limit_hit=pids_limit_hit)
+    verdict = verdict_of(
+        exit_code=exit_code, sig=sig, timed_out=timed_out, oom_killed=oom_killed, pids_limit_hit=pids_limit_hit
+    )
+    return Result(
+        argv=proc.args,
+        exit_code=exit_code,
+        signal=sig,
+        timed_out=timed_out,
+        stdout=out,
+        stderr=err,
+        duration=(proc.ended or time.monotonic()) - proc.started,
+        verdict=verdict,
+        oom_killed=oom_killed,
+        pids_limit_hit=pids_limit_hit,
+    )
 
 
 class Process:
@@ -64,11 +78,20 @@ class Process:
     its window size (the command gets SIGWINCH); stdout and stderr come
     merged, as on any terminal.  ``close()`` closes it."""
 
-    def __init__(self, argv: Sequence[str], *, request_id: int, container_pid: int, host_pid: Optional[int],
-                 reply: socket.socket, pipes: Sequence[Optional[int]],
-                 signal_sender: Callable[[int, int, bool], None],
-                 started: Optional[float] = None, terminal: Optional[int] = None,
-                 failure: Optional[Callable[[Optional[protocol.Reply]], BaseException]] = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        request_id: int,
+        container_pid: int,
+        host_pid: Optional[int],
+        reply: socket.socket,
+        pipes: Sequence[Optional[int]],
+        signal_sender: Callable[[int, int, bool], None],
+        started: Optional[float] = None,
+        terminal: Optional[int] = None,
+        failure: Optional[Callable[[Optional[protocol.Reply]], BaseException]] = None,
+    ) -> None:
         self.args = tuple(argv)
         self.container_pid = container_pid
         self.request_id = request_id
@@ -172,7 +195,8 @@ class Process:
         if self._forked():
             raise ContainerStateError(
                 f"this command belongs to process {self._owner}, which started it; in a forked child "
-                f"(pid {os.getpid()}) it cannot be used")
+                f"(pid {os.getpid()}) it cannot be used"
+            )
 
     def poll(self) -> Optional[int]:
         self._take_reply(0)
@@ -244,7 +268,7 @@ class Process:
         os.set_blocking(master.fileno(), True)
         view = memoryview(raw)
         while view:
-            view = view[os.write(master.fileno(), view):]
+            view = view[os.write(master.fileno(), view) :]
         return len(raw)
 
     def resize(self, rows: int, cols: int) -> None:
@@ -253,8 +277,9 @@ class Process:
         fcntl.ioctl(self._master().fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     # -- streams -----------------------------------------------------
-    def communicate(self, input: Optional[bytes] = None, timeout: Optional[float] = None
-                    ) -> Tuple[Optional[bytes], Optional[bytes]]:
+    def communicate(
+        self, input: Optional[bytes] = None, timeout: Optional[float] = None
+    ) -> Tuple[Optional[bytes], Optional[bytes]]:
         """Feed input, read stdout and stderr to EOF, wait for the exit.
 
         Raises TimeoutExpired with what was read so far; calling again
@@ -282,8 +307,11 @@ class Process:
 
     def _collected(self) -> Tuple[Optional[bytes], Optional[bytes]]:
         """communicate()'s (stdout, stderr) once everything was read; closes our read ends."""
-        out = (bytes(self._partial[1]) if self.stdout is not None or self.terminal is not None or self._partial[1]
-               else None)
+        out = (
+            bytes(self._partial[1])
+            if self.stdout is not None or self.terminal is not None or self._partial[1]
+            else None
+        )
         err = bytes(self._partial[2]) if self.stderr is not None or self._partial[2] else None
         for stream in (self.stdout, self.stderr):
             if stream is not None:
@@ -296,8 +324,9 @@ class Process:
             if self._input_left is None:
                 self._input_left = memoryview(input or b"")
             os.set_blocking(self.terminal.fileno(), False)
-            sel.register(self.terminal, selectors.EVENT_READ | (selectors.EVENT_WRITE if self._input_left else 0),
-                         "terminal")
+            sel.register(
+                self.terminal, selectors.EVENT_READ | (selectors.EVENT_WRITE if self._input_left else 0), "terminal"
+            )
         if self.stdin is not None and not self.stdin.closed:
             if self._input_left is None:  # the first call's input; later calls go on with it
                 self._input_left = memoryview(input or b"")
@@ -318,7 +347,7 @@ class Process:
     def _service_terminal(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int) -> None:
         if events & selectors.EVENT_WRITE and self._input_left:
             try:
-                self._input_left = self._input_left[os.write(key.fd, self._input_left[:_CHUNK]):]
+                self._input_left = self._input_left[os.write(key.fd, self._input_left[:_CHUNK]) :]
             except BlockingIOError:
                 pass
             if not self._input_left:
@@ -378,7 +407,7 @@ class Process:
                 stream.close()
         self._release()
 
-    def __enter__(self) -> "Process":
+    def __enter__(self) -> Process:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,19 +12,20 @@ one that is empty or whose owner line does not parse is garbage (a crash
 of an older writer, a disk error): the sweep removes it.  A later line that
 does not parse is an ``init`` line being appended (its owner is alive), or
 the last words of a dead owner: the sweep uses the lines it can read."""
+
 from __future__ import annotations
 
 import errno
 import functools
 import os
-import signal
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from .. import cgroups
 from ..posix import throttle
 from ..posix.signals import kill_quietly
 
 __all__ = ["state_root", "register", "add_init", "unregister", "sweep", "sweep_if_due", "SWEEP_INTERVAL"]
+
 
 def state_root() -> str:
     """$SANDBOXLIB_RUN, else /run/sandboxlib as root, else $XDG_RUNTIME_DIR/sandboxlib
@@ -66,8 +67,7 @@ def _write(path: str, data: bytes, flags: int) -> None:
         os.close(fd)
 
 
-def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (),
-             init_pid: Optional[int] = None) -> str:
+def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (), init_pid: Optional[int] = None) -> str:
     """Record a container: its owner (us), the cgroup directories it is about
     to get (recorded before they exist) and, when it exists already, its
     init.  Returns the record's path.  The record appears whole or not at all."""

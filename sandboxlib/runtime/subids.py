@@ -8,6 +8,7 @@ a user namespace of its own).  Here that process is a short sandbox: the
 host view, the trees bound at ``/sbx/N``, and, as its root, this
 interpreter running ``images/trees.py`` and ``_subids_worker.py`` (their
 source, standard library only).  :class:`ImageStore` is the image store that uses it."""
+
 from __future__ import annotations
 
 import functools
@@ -17,23 +18,25 @@ import socket
 import sys
 from typing import Callable, Optional, Sequence, Tuple
 
-from . import subids_worker
 from .. import images, registry
-from ..rootfs import imageroot
 from ..config import ContainerConfig, IdMapping, Mount
 from ..errors import ImageFormatError, SetupError
-from ..native.host import probe_host
-from ..rootfs.idmap import IdMaps, choose_maps
 from ..images import trees
 from ..images.store import SubIdFiles
 from ..images.unpack import IdPolicy, Owners
+from ..native.host import probe_host
+from ..rootfs import imageroot
+from ..rootfs.idmap import IdMaps, choose_maps
 from ..streams import PIPE
+from . import subids_worker
 from .commands import BareContainer
 
 __all__ = ["ImageStore", "SandboxSubIdFiles"]
 
 WORKER_TIMEOUT = 600.0  # seconds; a chown pass of a large layer takes a few
-LIBRARY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where sandboxlib is imported from
+LIBRARY = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # where sandboxlib is imported from
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,8 +57,10 @@ def _caller_maps() -> Optional[IdMaps]:
 def _policy_maps(policy: IdPolicy) -> Tuple[Tuple[IdMapping, ...], Tuple[IdMapping, ...]]:
     """The maps of a container whose layers ``policy`` owns (``0 caller 1, 1 start size``)."""
     (uid, gid), (uid_start, gid_start, size) = policy.squash, policy.sub
-    return ((IdMapping(container=0, host=uid, size=1), IdMapping(container=1, host=uid_start, size=size)),
-            (IdMapping(container=0, host=gid, size=1), IdMapping(container=1, host=gid_start, size=size)))
+    return (
+        (IdMapping(container=0, host=uid, size=1), IdMapping(container=1, host=uid_start, size=size)),
+        (IdMapping(container=0, host=gid, size=1), IdMapping(container=1, host=gid_start, size=size)),
+    )
 
 
 class SandboxSubIdFiles(SubIdFiles):
@@ -70,8 +75,7 @@ class SandboxSubIdFiles(SubIdFiles):
         maps = _caller_maps()
         _run("empty", paths, maps.uid_map, maps.gid_map, input=b"")
 
-    def transfer(self, op: str, root_fd: int, path: str, maps: IdMaps, data: bytes = b"",
-                 mode: int = 0) -> bytes:
+    def transfer(self, op: str, root_fd: int, path: str, maps: IdMaps, data: bytes = b"", mode: int = 0) -> bytes:
         """``sandboxlib.rootfs.transfer``'s ``op`` on ``path`` in the container
         ``root_fd`` whose maps are ``maps``, as its root with its capabilities
         (files of its other users included); returns what read_file and
@@ -105,11 +109,19 @@ class SandboxSubIdFiles(SubIdFiles):
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
-def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map: Tuple[IdMapping, ...], *,
-         input: Optional[bytes] = None, stdin: Optional[int] = None, library: bool = False) -> None:
+def _run(
+    op: str,
+    trees: Sequence[str],
+    uid_map: Tuple[IdMapping, ...],
+    gid_map: Tuple[IdMapping, ...],
+    *,
+    input: Optional[bytes] = None,
+    stdin: Optional[int] = None,
+    library: bool = False,
+) -> None:
     """Run the worker's ``op`` on ``trees`` as the root of a sandbox with
     these maps (``library``: with sandboxlib importable, bound read-only)."""
     mounts = [Mount.bind(path, f"/sbx/{i}") for i, path in enumerate(trees)]
@@ -119,9 +131,18 @@ def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map:
         argv = argv[:2] + argv[3:] + [LIBRARY]  # with site: cffi's backend is a site package
     container = BareContainer(ContainerConfig(mounts=mounts, uid_map=uid_map, gid_map=gid_map))
     try:
-        result = container._run(argv, input=input,
-                                timeout=WORKER_TIMEOUT, stdin=stdin, stdout=PIPE, stderr=PIPE, env=None,
-                                cwd=None, user=None, main=True)
+        result = container._run(
+            argv,
+            input=input,
+            timeout=WORKER_TIMEOUT,
+            stdin=stdin,
+            stdout=PIPE,
+            stderr=PIPE,
+            env=None,
+            cwd=None,
+            user=None,
+            main=True,
+        )
     finally:
         container.close()
     if result.exit_code == 0:
@@ -134,8 +155,12 @@ def _run(op: str, trees: Sequence[str], uid_map: Tuple[IdMapping, ...], gid_map:
         raise ImageFormatError(*fields)
     if op == "transfer" and fields[0]:  # about the caller's path: as if it had been done here
         raise OSError(fields[0], os.strerror(fields[0]), fields[2])
-    raise SetupError(fields[0], f"{fields[1]} on {list(trees)}" if trees else fields[1], step="SUBIDS",
-                     hint="the files of a rootless user's sub-ids are handled in a user namespace that maps them")
+    raise SetupError(
+        fields[0],
+        f"{fields[1]} on {list(trees)}" if trees else fields[1],
+        step="SUBIDS",
+        hint="the files of a rootless user's sub-ids are handled in a user namespace that maps them",
+    )
 
 
 class ImageStore(images.ImageStore):
@@ -152,8 +177,13 @@ class ImageStore(images.ImageStore):
     def _caller_policy(self) -> IdPolicy:
         return imageroot.id_policy(ContainerConfig(), _caller_maps())
 
-    def pull(self, ref: str, *, platform: Optional[str] = None,
-             progress: Optional[Callable[[registry.Progress], None]] = None) -> images.Image:
+    def pull(
+        self,
+        ref: str,
+        *,
+        platform: Optional[str] = None,
+        progress: Optional[Callable[[registry.Progress], None]] = None,
+    ) -> images.Image:
         """Pull an image from its registry (``alpine`` is ``docker.io/library/alpine:latest``,
         ``localhost:5000/team/app:1.2``, ``name@sha256:...``), as ``docker pull`` does.
 

@@ -24,6 +24,7 @@ Every walk is ``sandboxlib.images.trees``' (its source comes first in the
 program): iterative, whatever the depth, and never following a symlink.
 On failure it prints ``[errno, operation]`` as JSON and exits 1.
 ``commit`` uses ``add_tree`` directly when the caller can read the layer."""
+
 import contextlib
 import json
 import os
@@ -59,7 +60,7 @@ def add_tree(tar: tarfile.TarFile, dir_fd: int, prefix: str, ids) -> None:
         if entry.leaving:
             continue
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # overlay whiteout -> OCI whiteout
-            tar.addfile(_tar_entry(path[:len(path) - len(name)] + ".wh." + name, st, ids, mode=0o644))
+            tar.addfile(_tar_entry(path[: len(path) - len(name)] + ".wh." + name, st, ids, mode=0o644))
         elif entry.dir_fd is not None:
             tar.addfile(_tar_entry(path + "/", st, ids, type=tarfile.DIRTYPE))
             with contextlib.suppress(OSError):
@@ -70,13 +71,22 @@ def add_tree(tar: tarfile.TarFile, dir_fd: int, prefix: str, ids) -> None:
             with os.fdopen(fd, "rb") as f:
                 tar.addfile(_tar_entry(path, st, ids, size=st.st_size), f)
         elif stat.S_ISLNK(st.st_mode):
-            tar.addfile(_tar_entry(path, st, ids, type=tarfile.SYMTYPE,
-                               linkname=os.readlink(name, dir_fd=entry.parent_fd)))
+            tar.addfile(
+                _tar_entry(path, st, ids, type=tarfile.SYMTYPE, linkname=os.readlink(name, dir_fd=entry.parent_fd))
+            )
         elif stat.S_ISFIFO(st.st_mode):
             tar.addfile(_tar_entry(path, st, ids, type=tarfile.FIFOTYPE))
         elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            tar.addfile(_tar_entry(path, st, ids, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
-                               type=tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE))
+            tar.addfile(
+                _tar_entry(
+                    path,
+                    st,
+                    ids,
+                    devmajor=os.major(st.st_rdev),
+                    devminor=os.minor(st.st_rdev),
+                    type=tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE,
+                )
+            )
 
 
 def _received(count: int):
@@ -129,8 +139,9 @@ def transfer(library: str) -> None:
     user are reachable.  fds: the container's root, the input, the output."""
     request, (root_fd, data_fd, out_fd) = _received(3)
     sys.path.insert(0, library)
-    from sandboxlib.rootfs import transfer as t
     from sandboxlib.images.unpack import IdPolicy
+    from sandboxlib.rootfs import transfer as t
+
     args = json.loads(request)
     policy = IdPolicy(squash=(0, 0))  # in here the container's root is 0, and ids are the container's
     with os.fdopen(data_fd, "rb") as f:

@@ -9,6 +9,7 @@ what our prologue (``seccomp_prologue``) decides in fewer instructions:
 syscalls allowed without conditions (as ranges), those newer than Debian's
 libseccomp knows, and runc's ``ENOSYS`` for syscalls newer than any we know.
 """
+
 from __future__ import annotations
 
 import errno as E
@@ -16,12 +17,12 @@ import functools
 import os
 from typing import Dict, FrozenSet, Optional, Tuple
 
-from ..native import binding
 from ..errors import ConfigError
-from .rules import NEWER_SYSCALLS, Action, SeccompRule
-from .seccomp import Seccomp
+from ..native import binding
 from .profile import _kernel_version, native_arch
 from .prologue import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_BIT, AbiPlan, assemble
+from .rules import NEWER_SYSCALLS, Action, SeccompRule
+from .seccomp import Seccomp
 
 __all__ = ["compile_policy"]
 
@@ -50,7 +51,8 @@ def _applies(rule: SeccompRule, caps: FrozenSet[str]) -> bool:
 _MULTIPLEXED = frozenset(
     "socket bind connect listen accept accept4 getsockname getpeername socketpair send recv sendto "
     "recvfrom shutdown setsockopt getsockopt sendmsg recvmsg recvmmsg sendmmsg semop semget semctl "
-    "semtimedop msgsnd msgrcv msgget msgctl shmat shmdt shmget shmctl".split())
+    "semtimedop msgsnd msgrcv msgget msgctl shmat shmdt shmget shmctl".split()
+)
 
 
 def _split(policy: Seccomp, caps: FrozenSet[str]):
@@ -81,9 +83,11 @@ def _split(policy: Seccomp, caps: FrozenSet[str]):
 I386_SOCKETCALL, SYS_SOCKET = 102, 1
 
 
-def _abi_plans(arches: Tuple[str, ...], newer: Dict[str, int], fast, stub: bool, no_x32: bool,
-               socketcall_word: Optional[int]):
+def _abi_plans(
+    arches: Tuple[str, ...], newer: Dict[str, int], fast, stub: bool, no_x32: bool, socketcall_word: Optional[int]
+):
     """The prologue's plan for x86_64, x32 and i386 (absent: not in the filter)."""
+
     def plan(token: int, column: int, bit: int = 0, stub_above: Optional[int] = None) -> AbiPlan:
         allowed = [n for n in (binding.seccomp_syscall_arch(token, name) for name in fast) if n >= 0]
         exact = {}
@@ -111,8 +115,9 @@ def _abi_plans(arches: Tuple[str, ...], newer: Dict[str, int], fast, stub: bool,
     return plans
 
 
-def _compile(policy: Seccomp, caps: FrozenSet[str], names: Tuple[str, ...], no_x32: bool,
-             use_fast_path: bool) -> Optional[bytes]:
+def _compile(
+    policy: Seccomp, caps: FrozenSet[str], names: Tuple[str, ...], no_x32: bool, use_fast_path: bool
+) -> Optional[bytes]:
     """Prologue + libseccomp's program; None if the prologue does not fit."""
     default, rules, origins, newer, fast = _split(policy, caps)
     if not use_fast_path:  # libseccomp gets those rules too
@@ -126,8 +131,9 @@ def _compile(policy: Seccomp, caps: FrozenSet[str], names: Tuple[str, ...], no_x
     plans = _abi_plans(names, newer, fast, stub, no_x32, socketcall_word)
     prologue: Optional[bytes] = b""
     if plans and (fast or newer or stub or no_x32 or socketcall_word is not None):
-        prologue = assemble(plans.get("x86_64"), plans.get("x32"), plans.get("x86"),
-                            action_word(Action.ERRNO, E.ENOSYS))
+        prologue = assemble(
+            plans.get("x86_64"), plans.get("x32"), plans.get("x86"), action_word(Action.ERRNO, E.ENOSYS)
+        )
         if prologue is None:
             return None
     arches = [binding.seccomp_arch(a) for a in names]
@@ -154,6 +160,7 @@ def compile_policy(policy: Seccomp, caps: FrozenSet[str]) -> bytes:
     if program is None:  # the fast path's jumps did not fit: libseccomp does it all
         program = _compile(policy, caps, names, no_x32, use_fast_path=False)
     if program is None or len(program) // 8 > BPF_MAX_INSNS:
-        raise ConfigError(policy.source or "seccomp", f"the filter does not fit the kernel's "
-                                                      f"{BPF_MAX_INSNS} instructions")
+        raise ConfigError(
+            policy.source or "seccomp", f"the filter does not fit the kernel's {BPF_MAX_INSNS} instructions"
+        )
     return program

@@ -6,6 +6,7 @@ its sub-architectures), and ``syscalls`` with ``names`` (or ``name``),
 ``action``, ``errnoRet``, ``args`` and ``includes``/``excludes`` (``caps``,
 ``arches``, ``minKernel``).  Every error names the file and the place.
 """
+
 from __future__ import annotations
 
 import errno as E
@@ -14,16 +15,22 @@ import os
 import platform
 from typing import Any, Mapping, Tuple, Union
 
+from ..errors import ConfigError
 from ..native import binding
 from .capabilities import normalize_capability
-from ..errors import ConfigError
 from .rules import ACTION_NAMES, Action, Op, SeccompArg, SeccompRule, check_syscall
 
 __all__ = ["parse_profile", "native_arch"]
 
 # platform.machine() -> libseccomp's name and Docker's (Go's) name of it.
-_MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64"), "i686": ("x86", "x86"),
-             "ppc64le": ("ppc64le", "ppc64le"), "s390x": ("s390x", "s390x"), "riscv64": ("riscv64", "riscv64")}
+_MACHINES = {
+    "x86_64": ("x86_64", "amd64"),
+    "aarch64": ("aarch64", "arm64"),
+    "i686": ("x86", "x86"),
+    "ppc64le": ("ppc64le", "ppc64le"),
+    "s390x": ("s390x", "s390x"),
+    "riscv64": ("riscv64", "riscv64"),
+}
 _UINT64 = (1 << 64) - 1
 
 
@@ -79,8 +86,9 @@ def _arg(data: object, field: str) -> SeccompArg:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 5:
         raise ConfigError(f"{field}.index", f"must be an argument index 0-5, got {index!r}")
     if not isinstance(op, str) or not op.startswith("SCMP_CMP_") or op[9:] not in Op.__members__:
-        raise ConfigError(f"{field}.op", f"unknown operator {op!r}; known: "
-                                         f"{', '.join('SCMP_CMP_' + o for o in Op.__members__)}")
+        raise ConfigError(
+            f"{field}.op", f"unknown operator {op!r}; known: {', '.join('SCMP_CMP_' + o for o in Op.__members__)}"
+        )
     values = []
     for key in ("value", "valueTwo"):
         value = data.get(key, 0)
@@ -138,11 +146,19 @@ def _rule(data: object, where: _Where, place: str) -> SeccompRule:
     conds = tuple(_arg(a, where(f"{place}.args[{i}]")) for i, a in enumerate(args))
     inc = _filter(data.get("includes"), where(f"{place}.includes"))
     exc = _filter(data.get("excludes"), where(f"{place}.excludes"))
-    return SeccompRule(names=checked, action=action, errno=errno, args=conds,
-                       caps=inc.get("caps", frozenset()), arches=inc.get("arches", frozenset()),
-                       min_kernel=inc.get("min_kernel"), not_caps=exc.get("caps", frozenset()),
-                       not_arches=exc.get("arches", frozenset()), not_min_kernel=exc.get("min_kernel"),
-                       origin=where(place))
+    return SeccompRule(
+        names=checked,
+        action=action,
+        errno=errno,
+        args=conds,
+        caps=inc.get("caps", frozenset()),
+        arches=inc.get("arches", frozenset()),
+        min_kernel=inc.get("min_kernel"),
+        not_caps=exc.get("caps", frozenset()),
+        not_arches=exc.get("arches", frozenset()),
+        not_min_kernel=exc.get("min_kernel"),
+        origin=where(place),
+    )
 
 
 def _scmp_arch(name: object, field: str) -> str:
@@ -171,8 +187,10 @@ def _architectures(data: Mapping[str, Any], where: _Where) -> Tuple[str, ...]:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("subArchitectures") or [], list):
             raise ConfigError(where(f"archMap[{i}]"), "expected {architecture, subArchitectures}")
         main = _scmp_arch(entry.get("architecture"), where(f"archMap[{i}].architecture"))
-        subs = tuple(_scmp_arch(a, where(f"archMap[{i}].subArchitectures[{j}]"))
-                     for j, a in enumerate(entry.get("subArchitectures") or []))
+        subs = tuple(
+            _scmp_arch(a, where(f"archMap[{i}].subArchitectures[{j}]"))
+            for j, a in enumerate(entry.get("subArchitectures") or [])
+        )
         if main == native_arch()[0]:
             return (main,) + subs
     return ()
@@ -192,5 +210,10 @@ def parse_profile(profile: Union[str, os.PathLike, Mapping[str, Any]]) -> dict:
     if not isinstance(syscalls, list):
         raise ConfigError(where("syscalls"), "expected a list of rules")
     rules = tuple(_rule(rule, where, f"syscalls[{i}]") for i, rule in enumerate(syscalls))
-    return {"default_action": action, "default_errno": errno if errno is not None else E.EPERM,
-            "architectures": _architectures(data, where), "rules": rules, "source": source}
+    return {
+        "default_action": action,
+        "default_errno": errno if errno is not None else E.EPERM,
+        "architectures": _architectures(data, where),
+        "rules": rules,
+        "source": source,
+    }

@@ -20,6 +20,7 @@ Per ABI (x86_64, x32, i386):
 Anything not decided here falls through to libseccomp's program, which
 starts by loading what it needs itself.
 """
+
 from __future__ import annotations
 
 import struct
@@ -106,8 +107,9 @@ class AbiPlan:
             anything else (i386 ``socketcall(SYS_SOCKET, ...)``).
     """
 
-    def __init__(self, allowed=(), exact=None, enosys_above: Optional[int] = None,
-                 enosys_all: bool = False, by_arg0=None) -> None:
+    def __init__(
+        self, allowed=(), exact=None, enosys_above: Optional[int] = None, enosys_all: bool = False, by_arg0=None
+    ) -> None:
         self.allowed = tuple(allowed)
         self.exact = dict(exact or {})
         self.enosys_above = enosys_above
@@ -144,8 +146,9 @@ def _abi(asm: _Asm, plan: Optional[AbiPlan], enosys: int, end: _Label) -> None:
     asm.op(RET, RET_ALLOW)
 
 
-def assemble(x86_64: Optional[AbiPlan], x32: Optional[AbiPlan], i386: Optional[AbiPlan],
-             enosys: int) -> Optional[bytes]:
+def assemble(
+    x86_64: Optional[AbiPlan], x32: Optional[AbiPlan], i386: Optional[AbiPlan], enosys: int
+) -> Optional[bytes]:
     """The prologue (b"" when there is nothing to do), or None when it does
     not fit classic BPF's 8-bit jumps (the caller then goes without it)."""
     if x86_64 is None and x32 is None and i386 is None:

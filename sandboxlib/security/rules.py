@@ -1,4 +1,5 @@
 """The parts of a seccomp policy: actions, argument comparisons, rules, syscall names."""
+
 from __future__ import annotations
 
 import enum
@@ -10,17 +11,35 @@ import attrs
 from ..errors import ConfigError
 from ..native import binding
 
-__all__ = ["Action", "ACTION_NAMES", "Op", "SeccompArg", "SeccompRule", "NEWER_SYSCALLS", "check_syscall",
-           "check_errno"]
+__all__ = [
+    "Action",
+    "ACTION_NAMES",
+    "Op",
+    "SeccompArg",
+    "SeccompRule",
+    "NEWER_SYSCALLS",
+    "check_syscall",
+    "check_errno",
+]
 
 # Syscalls newer than Debian 12's libseccomp (2.5.4) knows: their x86_64 and
 # i386 numbers (x32: x86_64's | 0x40000000), None where the ABI has none.
 NEWER_SYSCALLS = {
-    "uretprobe": (335, None), "statmount": (457, 457), "listmount": (458, 458),
-    "lsm_get_self_attr": (459, 459), "lsm_set_self_attr": (460, 460), "lsm_list_modules": (461, 461),
-    "mseal": (462, 462), "setxattrat": (463, 463), "getxattrat": (464, 464),
-    "listxattrat": (465, 465), "removexattrat": (466, 466), "open_tree_attr": (467, 467),
-    "file_getattr": (468, 468), "file_setattr": (469, 469), "riscv_hwprobe": (None, None),
+    "uretprobe": (335, None),
+    "statmount": (457, 457),
+    "listmount": (458, 458),
+    "lsm_get_self_attr": (459, 459),
+    "lsm_set_self_attr": (460, 460),
+    "lsm_list_modules": (461, 461),
+    "mseal": (462, 462),
+    "setxattrat": (463, 463),
+    "getxattrat": (464, 464),
+    "listxattrat": (465, 465),
+    "removexattrat": (466, 466),
+    "open_tree_attr": (467, 467),
+    "file_getattr": (468, 468),
+    "file_setattr": (469, 469),
+    "riscv_hwprobe": (None, None),
 }
 
 
@@ -28,10 +47,10 @@ class Action(enum.Enum):
     """What a rule does (the kernel's ``SECCOMP_RET_*``)."""
 
     ALLOW = 0x7FFF0000
-    ERRNO = 0x00050000         # fail with the rule's errno
+    ERRNO = 0x00050000  # fail with the rule's errno
     KILL_THREAD = 0x00000000
     KILL_PROCESS = 0x80000000  # SIGSYS, the whole process
-    TRAP = 0x00030000          # SIGSYS the process may handle
+    TRAP = 0x00030000  # SIGSYS the process may handle
     TRACE = 0x7FF00000
     LOG = 0x7FFC0000
 

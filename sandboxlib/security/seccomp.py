@@ -8,6 +8,7 @@ compiled filter last, right before its ``execve`` - or, with Docker's
 default policy, inherits it from the launcher that forks commands exec'd
 into a running container (csrc/launcher.c).
 """
+
 from __future__ import annotations
 
 import enum
@@ -15,11 +16,10 @@ import errno as E
 import functools
 import os
 import pathlib
-from typing import Any, FrozenSet, Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import attrs
 
-from ..native import binding
 from ..errors import ConfigError
 from .profile import parse_profile
 from .rules import Action, SeccompRule, check_errno, check_syscall
@@ -66,12 +66,12 @@ class Seccomp:
     source: str = attrs.field(default="", eq=False)  # the file it came from, for messages
 
     @classmethod
-    def default(cls) -> "Seccomp":
+    def default(cls) -> Seccomp:
         """Docker's default profile (see ``sandboxlib/data/README.md`` for its version)."""
         return _default()
 
     @classmethod
-    def from_json(cls, profile: Union[str, os.PathLike, Mapping[str, Any]]) -> "Seccomp":
+    def from_json(cls, profile: Union[str, os.PathLike, Mapping[str, Any]]) -> Seccomp:
         """A policy from a Docker/OCI seccomp profile: a path to its JSON or the parsed dict.
 
         Raises:
@@ -81,22 +81,22 @@ class Seccomp:
         """
         return cls(**parse_profile(profile))
 
-    def _with_rule(self, names: Tuple[str, ...], action: Action, errno: Optional[int], field: str) -> "Seccomp":
+    def _with_rule(self, names: Tuple[str, ...], action: Action, errno: Optional[int], field: str) -> Seccomp:
         if not names:
             raise ConfigError(field, "name at least one syscall")
         checked = tuple(check_syscall(n, f"{field}[{i}]") for i, n in enumerate(names))
         rule = SeccompRule(names=checked, action=action, errno=errno, origin=f"{field}{list(checked)}")
         return attrs.evolve(self, rules=_without(self.rules, checked) + (rule,))
 
-    def deny(self, *names: str, errno: int = E.EPERM) -> "Seccomp":
+    def deny(self, *names: str, errno: int = E.EPERM) -> Seccomp:
         """A policy in which ``names`` fail with ``errno`` (whatever the rules said)."""
         return self._with_rule(names, Action.ERRNO, check_errno(errno, "seccomp.deny.errno"), "seccomp.deny")
 
-    def kill(self, *names: str) -> "Seccomp":
+    def kill(self, *names: str) -> Seccomp:
         """A policy in which ``names`` kill the process with SIGSYS."""
         return self._with_rule(names, Action.KILL_PROCESS, None, "seccomp.kill")
 
-    def allow(self, *names: str) -> "Seccomp":
+    def allow(self, *names: str) -> Seccomp:
         """A policy in which ``names`` are allowed, with any arguments."""
         return self._with_rule(names, Action.ALLOW, None, "seccomp.allow")
 
@@ -139,10 +139,15 @@ _INIT_DENIED = (
 @functools.lru_cache(maxsize=1)
 def init_policy() -> Seccomp:
     """The init's filter: allow all, but EPERM for the syscalls of a capability the container lacks."""
-    rules = tuple(SeccompRule(names=names, action=Action.ERRNO, errno=E.EPERM, not_caps=frozenset({cap}),
-                              origin=f"init policy: {cap}") for names, cap in _INIT_DENIED)
-    return Seccomp(default_action=Action.ALLOW, architectures=_default().architectures, rules=rules,
-                   source="the init's policy")
+    rules = tuple(
+        SeccompRule(
+            names=names, action=Action.ERRNO, errno=E.EPERM, not_caps=frozenset({cap}), origin=f"init policy: {cap}"
+        )
+        for names, cap in _INIT_DENIED
+    )
+    return Seccomp(
+        default_action=Action.ALLOW, architectures=_default().architectures, rules=rules, source="the init's policy"
+    )
 
 
 @functools.lru_cache(maxsize=1)
