@@ -75,6 +75,13 @@ def run(
             sorted(options)[0],
             "give either container= or container options, not both (the container has its options already)",
         )
+    for name in ("command", "log"):
+        if options.get(name) not in (None, False) or (container is not None and getattr(container.config, name)):
+            raise ConfigError(
+                name,
+                "run() runs argv as the main command of its container, whose output it "
+                f"returns: {name}= is for a lasting Container (Container(command=..., log=...))",
+            )
     box = container or Container(config_of(None, options))
     try:
         return box._run(

@@ -229,13 +229,20 @@ def expire_sweep_stamp(stamp: str) -> None:
 
 
 def state_records():
-    """The container records of this session (its own state directory; not the sweep's stamp)."""
+    """The container records of this session (its own state directory; not the sweep's stamp) and
+    their log directories (``.logs/ID``)."""
     from sandboxlib.runtime import statedir
 
+    root = statedir.state_root()
     try:
-        return sorted(name for name in os.listdir(statedir.state_root()) if not name.startswith("."))
+        records = [name for name in os.listdir(root) if not name.startswith(".")]
     except FileNotFoundError:
         return []
+    try:
+        records += [f".logs/{name}" for name in os.listdir(os.path.join(root, ".logs"))]
+    except FileNotFoundError:
+        pass
+    return sorted(records)
 
 
 def _snapshot():

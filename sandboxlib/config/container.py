@@ -25,6 +25,7 @@ from .values import (
     check_text,
     container_path,
     env_pairs,
+    parse_size,
     tmpfs_size,
 )
 
@@ -117,6 +118,52 @@ def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
     return None if value is None else tmpfs_size(value, "writable_layer_size")
 
 
+IMAGE_COMMAND = True  # ``command=True``: the image's Entrypoint and Cmd
+
+
+def _command(value: Union[Sequence[str], bool, None]) -> Union[Tuple[str, ...], bool, None]:
+    """None (no main command), True (the image's Entrypoint and Cmd) or a non-empty argv."""
+    if value is None or value is True:
+        return value
+    if value is False:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(
+            "command", f"expected a non-empty list of strings (or True: the image's Entrypoint and Cmd), got {value!r}"
+        )
+    return tuple(
+        check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"command[{i}]") for i, a in enumerate(value)
+    )
+
+
+def _log(value: Union[bool, str, os.PathLike]) -> Union[bool, str]:
+    """False, True (a file in the state directory, gone at close) or a host path (kept)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        path = check_text(os.fspath(value), "log")
+        if not path or path.endswith("/"):
+            raise ConfigError("log", f"expected a file path, got {path!r}")
+        return os.path.abspath(path)
+    raise ConfigError("log", f"expected True, False or a file path, got {type(value).__name__}")
+
+
+MIN_LOG_SIZE = 128 * 1024  # a record (a 16 KiB line, JSON-escaped) always fits in one file
+
+
+def _log_max_size(value: Union[int, str]) -> int:
+    size = parse_size(value, "log_max_size")
+    if size < MIN_LOG_SIZE:
+        raise ConfigError("log_max_size", f"{value!r} is below the minimum of {MIN_LOG_SIZE} bytes (128k)")
+    return size
+
+
+def _log_max_files(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("log_max_files", f"expected a whole number of files >= 1, got {value!r}")
+    return value
+
+
 @attrs.frozen(kw_only=True, cache_hash=True)
 class ContainerConfig:
     """Everything that describes one container.
@@ -159,6 +206,19 @@ class ContainerConfig:
         seccomp: the syscall filter of every command: a :class:`Seccomp` policy
             (default: Docker's default profile, ``Seccomp.default()``), or None
             for none.
+        command: the container's main command, as ``docker run -d``: an argv
+            (with an image: the image's Entrypoint followed by it), or True for
+            the image's Entrypoint and Cmd.  The container ends when it ends;
+            ``Container.wait()`` returns its Result.  None (default): an idle
+            container that only runs what ``run``/``spawn`` start.
+        log: keep the main command's stdout and stderr: True (a file in the
+            state directory, removed at close) or a host file path (kept after
+            the container).  Docker's json-file lines; see ``Container.logs()``.
+            Without, its output is discarded (detached: not the host process's terminal).
+        log_max_size: the size at which the log file is rotated (bytes or
+            ``"10M"``; default 10 MiB, at least 128k).
+        log_max_files: how many files the log keeps, the current one included
+            (default 3: at most ``log_max_size * log_max_files`` bytes on disk).
     """
 
     rootfs: Optional[str] = attrs.field(default=None, converter=_host_path)
@@ -181,6 +241,10 @@ class ContainerConfig:
     pull: Pull = attrs.field(default=Pull.MISSING, converter=_pull)
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
     writable_layer_size: Optional[int] = attrs.field(default=None, converter=_writable_layer_size)
+    command: Union[Tuple[str, ...], bool, None] = attrs.field(default=None, converter=_command)
+    log: Union[bool, str] = attrs.field(default=False, converter=_log)
+    log_max_size: int = attrs.field(default=10 << 20, converter=_log_max_size)
+    log_max_files: int = attrs.field(default=3, converter=_log_max_files)
 
     def __attrs_post_init__(self) -> None:
         self.validate()
@@ -215,6 +279,14 @@ class ContainerConfig:
             raise ConfigError(
                 "writable_layer_size",
                 "only a tmpfs writable layer has a size limit (writable_layer='tmpfs', --writable-layer tmpfs)",
+            )
+        if self.command is True and self.image is None:
+            raise ConfigError(
+                "command", "True means the image's Entrypoint and Cmd: give an image (or the command as a list)"
+            )
+        if self.log is not False and self.command is None:
+            raise ConfigError(
+                "log", "only a main command's output is logged: give command=[...] (or command=True with an image)"
             )
         self.capabilities()
 

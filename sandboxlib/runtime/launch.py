@@ -115,12 +115,16 @@ class Submission:
     def reply_socket(self) -> socket.socket:
         return self._reply
 
-    def process(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
+    def process(
+        self,
+        signal_sender: Callable[[int, int, bool], None],
+        lost: Optional[Callable[[], Optional[BaseException]]] = None,
+    ) -> Process:
         """Once ``accept`` decided: the running Process, or the exception for the step that failed."""
         first = self._first
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
-            raise self._error(first)
+            raise self._error(first, lost)
         return self._in_cgroup(
             Process(
                 self.request.argv,
@@ -135,16 +139,21 @@ class Submission:
             )
         )
 
-    def started(self, signal_sender: Callable[[int, int, bool], None]) -> Process:
+    def started(
+        self,
+        signal_sender: Callable[[int, int, bool], None],
+        lost: Optional[Callable[[], Optional[BaseException]]] = None,
+    ) -> Process:
         """Wait for the command's PID message and the init's STARTED: the
-        running Process, or the exception for the step that failed."""
+        running Process, or the exception for the step that failed (``lost()``
+        explains an EOF)."""
         try:
             while not self.accept(self.read_reply()):
                 pass
         except BaseException:
             self.abandon()
             raise
-        return self.process(signal_sender)
+        return self.process(signal_sender, lost)
 
     def unconfirmed(
         self, signal_sender: Callable[[int, int, bool], None], lost: Callable[[], Optional[BaseException]]
@@ -222,7 +231,9 @@ def prepare(
     cgroup: Optional[CommandCgroup] = None,
 ) -> Outgoing:
     """Encode ``request`` with its stdio, a fresh reply socket and the directory
-    of its own ``cgroup`` (if any; the Process then owns it)."""
+    of its own ``cgroup`` (if any; the Process then owns it).  A tty request
+    sends no stdio: the init opens the terminal (the caller checked the stdio
+    arguments are None)."""
     try:
         if cgroup is not None:
             request = attrs.evolve(request, cgroup=True)

@@ -134,9 +134,10 @@ class ContainerLifecycle:
         self._start_container(None)
         return self
 
-    def _start_container(self, first: Optional[Callable[[], None]]) -> None:
+    def _start_container(self, first: Optional[Callable[[], None]], one_shot: bool = True) -> None:
         """Start; ``first`` runs right after the go byte, before set-up has
-        finished (it queues the main command of a one-shot run)."""
+        finished (it queues the main command).  ``one_shot``: ``first``'s
+        command is all the container will run (it may go without a cgroup)."""
         self._check_owner()
         with self._lock:  # a close() from another thread waits for the start to end
             if self._resources_used:
@@ -144,10 +145,10 @@ class ContainerLifecycle:
             if self._closing:
                 raise ContainerStateError("the container was closed (close() or stop()) before it started")
             self._resources_used = True
-            self._start_locked(first)
+            self._start_locked(first, one_shot)
             self._ready = True
 
-    def _start_locked(self, first: Optional[Callable[[], None]]) -> None:
+    def _start_locked(self, first: Optional[Callable[[], None]], one_shot: bool) -> None:
         host = probe_host()
         self._maps = choose_maps(self.config, host)
         try:
@@ -173,7 +174,7 @@ class ContainerLifecycle:
             limits = self.config.limits.cgroup()
             # A one-shot run without cgroup limits needs no cgroup: its pid
             # namespace already ends with its init (measured: ~0.3 ms a run).
-            one_shot = first is not None and not limits.names()
+            one_shot = one_shot and first is not None and not limits.names()
             self._cgroup = (
                 None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
             )

@@ -11,7 +11,11 @@ A record appears whole (written unnamed, ``O_TMPFILE``, then linked in), so
 one that is empty or whose owner line does not parse is garbage (a crash
 of an older writer, a disk error): the sweep removes it.  A later line that
 does not parse is an ``init`` line being appended (its owner is alive), or
-the last words of a dead owner: the sweep uses the lines it can read."""
+the last words of a dead owner: the sweep uses the lines it can read.
+
+A container with ``log=True`` keeps its main command's log in
+``.logs/ID/`` (made after its record exists, removed before it): a sweep
+that removes a record removes that directory too."""
 
 from __future__ import annotations
 
@@ -24,7 +28,17 @@ from .. import cgroups
 from ..posix import throttle
 from ..posix.signals import kill_quietly
 
-__all__ = ["state_root", "register", "add_init", "unregister", "sweep", "sweep_if_due", "SWEEP_INTERVAL"]
+__all__ = [
+    "state_root",
+    "register",
+    "add_init",
+    "unregister",
+    "sweep",
+    "sweep_if_due",
+    "SWEEP_INTERVAL",
+    "make_log_dir",
+    "remove_log_dir",
+]
 
 
 def state_root() -> str:
@@ -118,8 +132,39 @@ def add_init(path: str, init_pid: int) -> None:
 
 
 def unregister(path: str) -> None:
+    remove_log_dir(os.path.dirname(path), os.path.basename(path))
     try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_LOGS = ".logs"  # a dot name: never read as a record
+
+
+def make_log_dir(root: str, container_id: str) -> str:
+    """``ROOT/.logs/ID`` (0700), for a container whose record exists already."""
+    logs = os.path.join(root, _LOGS)
+    os.makedirs(logs, mode=0o700, exist_ok=True)
+    path = os.path.join(logs, container_id)
+    os.mkdir(path, 0o700)
+    return path
+
+
+def remove_log_dir(root: str, container_id: str) -> None:
+    """Remove a container's log directory (its files only: we made no subdirectory), if any."""
+    path = os.path.join(root, _LOGS, container_id)
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(path, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
     except FileNotFoundError:
         pass
 
