@@ -40,6 +40,7 @@ LAYERS = {
     "calls": 6,
     "runtime": 7,
     "api": 8,
+    "aio": 8,
     "pool": 9,
     "frontends": 10,
     "__init__": 11,

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Sequence, Tuple
 
 from ..config import check_timeout
 from ..errors import (
@@ -233,7 +233,7 @@ class CallServer:
         self._poller.register(self._out, select.POLLIN)
         self.alive = True
         try:
-            kind, payload = self._read_frame(time.monotonic() + START_TIMEOUT, None)
+            kind, payload = self._drive(self._read_frame(time.monotonic() + START_TIMEOUT, None))
             if kind != b"H":
                 raise CallCrashed(f"the fork server sent {kind!r} instead of its greeting")
             self.version, self.pid = encoding.decode(payload)
@@ -252,37 +252,79 @@ class CallServer:
         on_output: Optional[OutputSink] = None,
         what: str = "call",
     ) -> Any:
+        steps = self.steps(fn, args, kwargs, timeout=timeout, trust_result=trust_result, on_output=on_output, what=what)
+        with self._lock:
+            return self._drive(steps)
+
+    def steps(
+        self,
+        fn: Callable,
+        args: tuple,
+        kwargs: dict,
+        *,
+        timeout: Optional[float],
+        trust_result: bool,
+        on_output: Optional[OutputSink] = None,
+        what: str = "call",
+    ) -> Generator[Optional[float], None, Any]:
+        """One call as steps: a generator that yields (a deadline, or None)
+        each time it needs the server's output readable, and returns the
+        value (or raises).  A driver waits, then sends None, or throws
+        CallTimeout(0) at the deadline (or whatever ended its wait): the
+        sync front polls (``_drive``), the asyncio front awaits.  The
+        driver holds the server (one call at a time)."""
         body = dumps(fn if what == "exec" else (fn, args, kwargs))
         request = framing.request(what, timeout, trust_result, body)
         decoders: Dict[int, Any] = {}
         sink = on_output or (lambda which, data: default_output(which, data, decoders))
-        with self._lock:
-            if not self.alive:
-                raise ContainerStateError("the fork server is gone")
-            grace = 0.0 if self.persistent else SERVER_GRACE
-            deadline = None if timeout is None else time.monotonic() + timeout + grace
-            before = self._counters()
+        return self._exchange(request, sink, timeout, trust_result)
+
+    def _exchange(
+        self, request: bytes, sink: OutputSink, timeout: Optional[float], trust_result: bool
+    ) -> Generator[Optional[float], None, Any]:
+        if not self.alive:
+            raise ContainerStateError("the fork server is gone")
+        grace = 0.0 if self.persistent else SERVER_GRACE
+        deadline = None if timeout is None else time.monotonic() + timeout + grace
+        before = self._counters()
+        try:
             try:
-                try:
-                    framing.write_frame(self._in, b"C", request)
-                except BrokenPipeError:
-                    pass  # the server ended: its last word (L, E) or its end is read below
-                payload = self._read_outcome(deadline, sink)
-                value, error = decode_outcome(payload, trust_result, timeout)
-            except CallTimeout:
-                self.close()
-                raise CallTimeout(timeout) from None
-            except CallCrashed as crash:
-                self.close()
-                raise self._with_verdict(crash, before) from None
-            except BaseException:
-                self.close()  # a half-read channel (or a lying server) is not used again
-                raise
+                framing.write_frame(self._in, b"C", request)
+            except BrokenPipeError:
+                pass  # the server ended: its last word (L, E) or its end is read below
+            payload = yield from self._read_outcome(deadline, sink)
+            value, error = decode_outcome(payload, trust_result, timeout)
+        except CallTimeout:
+            self.close()
+            raise CallTimeout(timeout) from None
+        except CallCrashed as crash:
+            self.close()
+            raise self._with_verdict(crash, before) from None
+        except BaseException:
+            self.close()  # a half-read channel (or a lying server) is not used again
+            raise
         if isinstance(error, CallCrashed):
             raise self._with_verdict(error, before)
         if error is not None:
             raise error
         return value
+
+    @property
+    def output_fd(self) -> int:
+        """What ``steps`` waits to be readable."""
+        return self._out
+
+    def _drive(self, steps: Generator[Optional[float], None, Any]) -> Any:
+        """Run ``steps`` here: poll until each deadline (None: a blocking read)."""
+        try:
+            deadline = next(steps)
+            while True:
+                if deadline is not None and not self._poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    deadline = steps.throw(CallTimeout(0))
+                else:
+                    deadline = steps.send(None)
+        except StopIteration as done:
+            return done.value
 
     def _with_verdict(self, crash: CallCrashed, before: Tuple[int, int]) -> CallCrashed:
         """The crash with why the sandbox ended it (OOM, pids limit, a signal), as for commands."""
@@ -298,9 +340,9 @@ class CallServer:
         )
         return CallCrashed(crash.detail, exit_code=crash.exit_code, signal=crash.signal, verdict=verdict)
 
-    def _read_outcome(self, deadline: Optional[float], sink: OutputSink) -> bytes:
+    def _read_outcome(self, deadline: Optional[float], sink: OutputSink) -> Generator[Optional[float], None, bytes]:
         while True:
-            kind, payload = self._read_frame(deadline, sink)
+            kind, payload = yield from self._read_frame(deadline, sink)
             if kind == b"R":
                 return payload
             if kind in (b"1", b"2"):
@@ -308,10 +350,10 @@ class CallServer:
             else:
                 raise CallCrashed(f"the sandbox broke the call protocol (frame {kind!r})")
 
-    def _read_frame(self, deadline: Optional[float], sink) -> Tuple[bytes, bytes]:
-        header = self._read_exact(framing.HEADER.size, deadline)
+    def _read_frame(self, deadline: Optional[float], sink) -> Generator[Optional[float], None, Tuple[bytes, bytes]]:
+        header = yield from self._read_exact(framing.HEADER.size, deadline)
         kind, size = framing.HEADER.unpack(header)
-        payload = self._read_exact(size, deadline)
+        payload = yield from self._read_exact(size, deadline)
         if kind == b"M":
             self.close()
             name, why = encoding.decode(payload)
@@ -322,15 +364,13 @@ class CallServer:
             raise SpareLost(text) if kind == b"L" else CallCrashed("the fork server failed:\n" + text)
         return kind, payload
 
-    def _read_exact(self, size: int, deadline: Optional[float]) -> bytes:
+    def _read_exact(self, size: int, deadline: Optional[float]) -> Generator[Optional[float], None, bytes]:
         """``size`` bytes from the server, read ahead into a buffer (a frame's
-        header and payload usually come in one read)."""
+        header and payload usually come in one read); yields ``deadline``
+        whenever it needs more (the driver returns once there is some)."""
         buffer = self._buffer
         while len(buffer) < size:
-            if deadline is not None:
-                wait = max(0.0, deadline - time.monotonic())
-                if not self._poller.poll(wait * 1000):
-                    raise CallTimeout(0)
+            yield deadline
             chunk = os.read(self._out, max(size - len(buffer), 1 << 16))
             if not chunk:
                 raise self._died()
@@ -370,6 +410,11 @@ class ServerSlot:
     def pid(self) -> Optional[int]:
         """The server's pid inside the container."""
         return self.server.pid if self.server is not None else None
+
+    def running(self) -> Optional[CallServer]:
+        """The running server, if there is one (the asyncio front starts one with ``get`` in a thread)."""
+        server = self.server
+        return server if server is not None and server.alive else None
 
     def get(self, preload: Optional[Tuple[str, ...]] = None) -> CallServer:
         """The running server; a new one if it is gone or ``preload`` is given."""

@@ -164,5 +164,6 @@ def decode_reply(sock: socket.socket) -> Optional[Reply]:
     return reply
 
 
-def send_request(control: socket.socket, payload: bytes, fds: Sequence[int]) -> None:
-    socket.send_fds(control, [payload], list(fds))
+def send_request(control: socket.socket, payload: bytes, fds: Sequence[int], *, block: bool = True) -> None:
+    """Send one request; without ``block`` BlockingIOError says the socket is full."""
+    socket.send_fds(control, [payload], list(fds), 0 if block else socket.MSG_DONTWAIT)

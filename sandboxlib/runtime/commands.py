@@ -29,7 +29,7 @@ from ..results import Result, decoded
 from ..security.capabilities import capability_mask
 from ..streams import DEVNULL, PIPE, StdioSpec
 from . import statedir
-from .launch import submit
+from .launch import Outgoing, Submission, prepare, submit
 from .lifecycle import ContainerLifecycle
 from .logs import LogWriter, Since, read_log
 from .process import Process, result_of
@@ -287,12 +287,49 @@ class BareContainer(ContainerLifecycle):
         # A close() in another thread waits until the request is sent (or
         # fails: ContainerStateError); Ctrl-C waits until our fds are owned.
         with self._channel.use() as control, sigint_deferred():
-            request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm, tty=tty)
-            group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
-            submission = submit(control, request, stdin, stdout, stderr, cgroup=group)
+            outgoing = self._outgoing(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                cwd=cwd,
+                user=user,
+                main=main,
+                confirm=confirm,
+                own_cgroup=own_cgroup,
+                tty=tty,
+            )
+            try:
+                outgoing.send(control)
+            finally:
+                outgoing.done()
             if not confirm:
-                return self._track(submission.unconfirmed(self._signal, lambda: None))
-        return self._track(submission.started(self._signal))
+                return self._unconfirmed(outgoing.submission)
+        return self._track(outgoing.submission.started(self._signal))
+
+    def _outgoing(
+        self,
+        argv,
+        *,
+        stdin,
+        stdout,
+        stderr,
+        env,
+        cwd,
+        user,
+        main: bool,
+        confirm: bool,
+        own_cgroup: bool,
+        tty: Optional[Tuple[int, int]] = None,
+    ) -> Outgoing:
+        """The request of a command, ready to send (both fronts send it, each its way)."""
+        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm, tty=tty)
+        group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+        return prepare(request, stdin, stdout, stderr, cgroup=group)
+
+    def _unconfirmed(self, submission: Submission) -> Process:
+        return self._track(submission.unconfirmed(self._signal, lambda: None))
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
@@ -422,6 +459,24 @@ class BareContainer(ContainerLifecycle):
             except BaseException:
                 self._kill_after_timeout(proc, main)
                 raise
+        return self._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
+
+    @staticmethod
+    def _run_inputs(input, stdin, timeout, text: bool, encoding: Optional[str], errors: Optional[str]):
+        """run()'s options checked (without a terminal): (timeout, codec, input as bytes, stdin)."""
+        timeout = check_timeout(timeout)
+        codec = text_codec(text, encoding, errors)
+        if input is not None:
+            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
+            if stdin is not None:
+                raise ConfigError("stdin", "stdin and input cannot both be given")
+            stdin = PIPE
+        return timeout, codec, input, stdin
+
+    def _run_result(
+        self, proc: Process, out, err, *, timed_out: bool, counters: Tuple[int, int], codec, check: bool
+    ) -> Result:
+        """The Result of a run's ended command (``check``: raised if it failed)."""
         result = result_of(proc, out, err, timed_out=timed_out, events=(counters, self._counters()))
         if codec is not None:
             result = decoded(result, *codec)

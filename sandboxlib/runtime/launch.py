@@ -20,7 +20,7 @@ from ..native.failures import exec_error
 from ..streams import StdioSpec, resolve_stdio
 from .process import Process
 
-__all__ = ["Submission", "submit"]
+__all__ = ["Outgoing", "Submission", "prepare", "submit"]
 
 
 class Submission:
@@ -37,6 +37,8 @@ class Submission:
         self._reply = reply
         self._pipes = pipes
         self._cgroup = cgroup
+        self._host_pid: Optional[int] = None
+        self._first: Optional[protocol.Reply] = None
         self._terminal: Optional[int] = None  # the master of a tty request, once the init sent it
         self.sent_at = time.monotonic()
 
@@ -45,6 +47,7 @@ class Submission:
         self._reply.close()
         if self._cgroup is not None:
             self._cgroup.remove()
+            self._cgroup = None
         for fd in self._pipes:
             if fd is not None:
                 os.close(fd)
@@ -56,18 +59,22 @@ class Submission:
     def _take_terminal(self, lost: Optional[Callable[[], Optional[BaseException]]] = None) -> None:
         """For a tty request: the init's first reply carries the terminal's
         master (it comes once the container is set up), or says why not."""
-        if self.request.tty_size is None:
+        if self.request.tty_size is None or self._terminal is not None:
             return
         try:
             first = protocol.decode_reply(self._reply)
         except BaseException:
             self.abandon()
             raise
-        if first is not None and first.kind == protocol.REPLY_TTY and first.fd is not None:
-            self._terminal = first.fd
-            return
-        self.abandon()
-        raise self._error(first, lost)
+        if not self._took_terminal(first):
+            self.abandon()
+            raise self._error(first, lost)
+
+    def _took_terminal(self, reply: Optional[protocol.Reply]) -> bool:
+        if reply is not None and reply.kind == protocol.REPLY_TTY and reply.fd is not None:
+            self._terminal = reply.fd
+            return True
+        return False
 
     def _error(
         self, reply: Optional[protocol.Reply], lost: Optional[Callable[[], Optional[BaseException]]] = None
@@ -90,24 +97,31 @@ class Submission:
             },
         )
 
-    def started(
+    def accept(self, reply: Optional[protocol.Reply]) -> bool:
+        """Take one reply of the start (read when the reply socket is
+        readable); True once the start is decided: STARTED, or a failure."""
+        if self.request.tty_size is not None and self._terminal is None and self._took_terminal(reply):
+            return False  # the terminal first, then PID and STARTED
+        if reply is not None and reply.kind == protocol.REPLY_PID:
+            self._host_pid = reply.host_pid  # its child, forked: STARTED or FAILED follows
+            return False
+        self._first = reply
+        return True
+
+    def read_reply(self) -> Optional[protocol.Reply]:
+        return protocol.decode_reply(self._reply)
+
+    @property
+    def reply_socket(self) -> socket.socket:
+        return self._reply
+
+    def process(
         self,
         signal_sender: Callable[[int, int, bool], None],
         lost: Optional[Callable[[], Optional[BaseException]]] = None,
     ) -> Process:
-        """Wait for the command's PID message and the init's STARTED: the
-        running Process, or the exception for the step that failed (``lost()``
-        explains an EOF)."""
-        host_pid = None
-        self._take_terminal()
-        try:
-            first = protocol.decode_reply(self._reply)
-            if first is not None and first.kind == protocol.REPLY_PID:
-                host_pid = first.host_pid  # its child, forked: STARTED or FAILED follows
-                first = protocol.decode_reply(self._reply)
-        except BaseException:
-            self.abandon()
-            raise
+        """Once ``accept`` decided: the running Process, or the exception for the step that failed."""
+        first = self._first
         if first is None or first.kind != protocol.REPLY_STARTED:
             self.abandon()
             raise self._error(first, lost)
@@ -116,7 +130,7 @@ class Submission:
                 self.request.argv,
                 request_id=self.request.id,
                 container_pid=first.pid,
-                host_pid=host_pid,
+                host_pid=self._host_pid,
                 reply=self._reply,
                 pipes=self._pipes,
                 signal_sender=signal_sender,
@@ -124,6 +138,22 @@ class Submission:
                 terminal=self._terminal,
             )
         )
+
+    def started(
+        self,
+        signal_sender: Callable[[int, int, bool], None],
+        lost: Optional[Callable[[], Optional[BaseException]]] = None,
+    ) -> Process:
+        """Wait for the command's PID message and the init's STARTED: the
+        running Process, or the exception for the step that failed (``lost()``
+        explains an EOF)."""
+        try:
+            while not self.accept(self.read_reply()):
+                pass
+        except BaseException:
+            self.abandon()
+            raise
+        return self.process(signal_sender, lost)
 
     def unconfirmed(
         self, signal_sender: Callable[[int, int, bool], None], lost: Callable[[], Optional[BaseException]]
@@ -153,18 +183,57 @@ class Submission:
         return process
 
 
-def submit(
-    control: socket.socket,
+class Outgoing:
+    """A request ready to go: its payload and the fds it carries.  ``send``
+    it (again while the control socket is full, with a non-blocking send),
+    then ``done`` closes the init's ends on our side, sent or not."""
+
+    def __init__(
+        self,
+        submission: Submission,
+        payload: bytes,
+        fds: List[int],
+        to_close: List[int],
+        cgroup: Optional[CommandCgroup],
+    ) -> None:
+        self.submission = submission
+        self.payload = payload
+        self.fds = fds
+        self._to_close = to_close
+        self._cgroup = cgroup
+        self.sent = False
+
+    def send(self, control: socket.socket, *, block: bool = True) -> None:
+        """Send it; without ``block`` raises BlockingIOError while the socket is full."""
+        try:
+            protocol.send_request(control, self.payload, self.fds, block=block)
+            self.sent = True
+        except BlockingIOError:
+            raise  # full: the caller waits until it is writable and sends again
+        except OSError as err:
+            self.submission.abandon()
+            raise ContainerStateError(f"the container's init is gone ({err})") from None
+
+    def done(self) -> None:
+        for fd in self._to_close:
+            os.close(fd)
+        self._to_close = []
+        if self._cgroup is not None:
+            self._cgroup.close_fd()  # the init has its own copy now
+            self._cgroup = None
+
+
+def prepare(
     request: protocol.ExecRequest,
     stdin: StdioSpec,
     stdout: StdioSpec,
     stderr: StdioSpec,
     cgroup: Optional[CommandCgroup] = None,
-) -> Submission:
-    """Send ``request`` with its stdio, a fresh reply socket and the directory
-    of its own ``cgroup`` (if any; the Process then owns it) to the init.  A
-    tty request sends no stdio: the init opens the terminal (the caller
-    checked the stdio arguments are None)."""
+) -> Outgoing:
+    """Encode ``request`` with its stdio, a fresh reply socket and the directory
+    of its own ``cgroup`` (if any; the Process then owns it).  A tty request
+    sends no stdio: the init opens the terminal (the caller checked the stdio
+    arguments are None)."""
     try:
         if cgroup is not None:
             request = attrs.evolve(request, cgroup=True)
@@ -182,17 +251,25 @@ def submit(
             cgroup.remove()
         raise
     reply, reply_child = protocol.reply_socketpair()
-    submission = Submission(request, reply, ours, cgroup)
+    reply_fd = reply_child.detach()
+    extra = [cgroup.fd] if cgroup is not None else []
+    return Outgoing(
+        Submission(request, reply, ours, cgroup), payload, [reply_fd, *child_fds, *extra], [reply_fd, *to_close], cgroup
+    )
+
+
+def submit(
+    control: socket.socket,
+    request: protocol.ExecRequest,
+    stdin: StdioSpec,
+    stdout: StdioSpec,
+    stderr: StdioSpec,
+    cgroup: Optional[CommandCgroup] = None,
+) -> Submission:
+    """Send ``request`` (see ``prepare``) to the init."""
+    outgoing = prepare(request, stdin, stdout, stderr, cgroup)
     try:
-        extra = [cgroup.fd] if cgroup is not None else []
-        protocol.send_request(control, payload, [reply_child.fileno(), *child_fds, *extra])
-    except OSError as err:
-        submission.abandon()
-        raise ContainerStateError(f"the container's init is gone ({err})") from None
+        outgoing.send(control)
     finally:
-        reply_child.close()
-        if cgroup is not None:
-            cgroup.close_fd()  # the init has its own copy now
-        for fd in to_close:
-            os.close(fd)
-    return submission
+        outgoing.done()
+    return outgoing.submission

@@ -297,9 +297,16 @@ class Process:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     assert timeout is not None  # the deadline's
-                    raise TimeoutExpired(self.args, timeout, bytes(self._partial[1]), bytes(self._partial[2]))
+                    raise self._timed_out(timeout)
                 for key, events in sel.select(remaining):
                     self._service(sel, key, events)
+        return self._collected()
+
+    def _timed_out(self, timeout: float) -> TimeoutExpired:
+        return TimeoutExpired(self.args, timeout, bytes(self._partial[1]), bytes(self._partial[2]))
+
+    def _collected(self) -> Tuple[Optional[bytes], Optional[bytes]]:
+        """communicate()'s (stdout, stderr) once everything was read; closes our read ends."""
         out = (
             bytes(self._partial[1])
             if self.stdout is not None or self.terminal is not None or self._partial[1]
@@ -361,11 +368,14 @@ class Process:
                 sel.unregister(key.fileobj)
 
     def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int = 0) -> None:
+        """Act on one ready fd.  An event loop may report a readiness that
+        an earlier step used up: the pipes are then non-blocking, and
+        nothing to do is not an error."""
         if key.data == "terminal":
             self._service_terminal(sel, key, events)
         elif key.data == "exit":
-            sel.unregister(key.fileobj)
-            self._take_reply(None)
+            if self._take_reply(0):  # (readable: a reply, or a STARTED the exit follows)
+                sel.unregister(key.fileobj)
         elif key.data == "stdin":
             left, stdin = self._input_left, self.stdin
             assert left is not None and stdin is not None  # _register registered stdin with its input
@@ -373,12 +383,17 @@ class Process:
                 written = os.write(key.fd, left[:_CHUNK])
             except BrokenPipeError:
                 written = len(left)
+            except BlockingIOError:
+                return
             self._input_left = left[written:]
             if not self._input_left:
                 sel.unregister(stdin)
                 stdin.close()
         else:
-            chunk = os.read(key.fd, _CHUNK)
+            try:
+                chunk = os.read(key.fd, _CHUNK)
+            except BlockingIOError:
+                return
             if chunk:
                 self._partial[key.data] += chunk
             else:

@@ -1,0 +1,290 @@
+"""``sandboxlib.aio.Container`` and ``run``: the asyncio front.
+
+The same configuration, requests, results, errors and verdicts as the sync
+API: both fronts call the same functions to build a command's request
+(``BareContainer._outgoing``), to read its replies and pipes
+(``Process._register``/``_service``/``_take_reply``) and to make its
+``Result`` (``_run_result``); they differ only in how they wait.  Here
+nothing waits in a thread per command: the control socket, the reply
+sockets and the pipes are the event loop's readers and writers.  Starting
+a container (clone, set-up, maybe an image unpack) and the first start
+of ``call``'s fork server run in the loop's default executor."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import weakref
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from ..calls.session import SpareLost, check_call_kwargs
+from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
+from ..errors import TimeoutExpired
+from ..results import Result
+from ..runtime.container import Container as SyncContainer
+from ..runtime.process import Process as SyncProcess
+from ..streams import PIPE, StdioSpec
+from .loop import ControlSender, drive, readable
+from .process import Process, communicate
+
+__all__ = ["Container", "run"]
+
+
+class Container:
+    """A container on the event loop: ``async with Container(...) as c``;
+    ``await c.run(argv)``, ``await c.spawn(argv)``, ``await c.call(fn, ...)``.
+    Options are those of :class:`~sandboxlib.ContainerConfig`.  Use it from
+    one event loop (the one that started it)."""
+
+    @takes_container_options
+    def __init__(self, config: Optional[ContainerConfig] = None, **options: Any) -> None:
+        self._box = SyncContainer(config_of(config, options))
+        self._sender: Optional[ControlSender] = None
+        self._spawned: weakref.WeakSet[Process] = weakref.WeakSet()
+        self._call_lock = asyncio.Lock()  # one call at a time on the fork server
+
+    @property
+    def config(self) -> ContainerConfig:
+        return self._box.config
+
+    @property
+    def id(self) -> str:
+        return self._box.id
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._box.pid
+
+    @property
+    def sync(self) -> SyncContainer:
+        """The same container for the sync API (files, stats, top, ...)."""
+        return self._box
+
+    def __repr__(self) -> str:
+        return repr(self._box).replace("sandboxlib.", "sandboxlib.aio.", 1)
+
+    async def start(self) -> Container:
+        """Start the container (in the loop's executor: the spawn protocol blocks).
+        Cancelled, it closes the container once the start has ended."""
+        loop = asyncio.get_running_loop()
+        started = loop.run_in_executor(None, self._box.start)
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            started.add_done_callback(lambda _f: self._box.close())
+            raise
+        assert self._box._channel is not None  # running
+        self._sender = ControlSender(loop, self._box._channel)
+        return self
+
+    async def __aenter__(self) -> Container:
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill everything in the container and release every resource (on the
+        loop's thread: a few milliseconds; idempotent)."""
+        if self._sender is not None:
+            self._sender.close()
+        for process in list(self._spawned):
+            process.close()
+        self._box.close()
+
+    async def _send(self, argv, *, stdin, stdout, stderr, env, cwd, user, confirm: bool, own_cgroup: bool):
+        """Build and send a command's request: its Submission (the shared steps, sent from the loop)."""
+        box = self._box
+        box._check_running()
+        assert self._sender is not None  # running
+        outgoing = box._outgoing(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            main=False,
+            confirm=confirm,
+            own_cgroup=own_cgroup,
+        )
+        try:
+            await self._sender.send(outgoing)
+        except BaseException:
+            if outgoing.sent:  # sent, then cancelled: it runs; kill what it starts
+                proc = box._unconfirmed(outgoing.submission)
+                box._kill_after_timeout(proc, False)
+                proc.close()
+            else:
+                outgoing.submission.abandon()
+            raise
+        finally:
+            outgoing.done()
+        return outgoing.submission
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Union[bytes, str, None] = None,
+        timeout: Optional[float] = None,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = PIPE,
+        stderr: StdioSpec = PIPE,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+        check: bool = False,
+        text: bool = False,
+        encoding: Optional[str] = None,
+        errors: Optional[str] = None,
+    ) -> Result:
+        """``Container.run``, awaited: the same options and :class:`Result`.
+
+        On ``timeout`` everything the command started is killed (its own
+        cgroup; rootless without a delegated cgroup: its process group) and
+        the result says ``timed_out``.  Cancelled (``task.cancel()``,
+        ``asyncio.timeout()``, ``wait_for``), it kills the same way and the
+        cancellation goes on (``asyncio.timeout`` raises ``TimeoutError``)."""
+        box = self._box
+        timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
+        box._check_running()
+        counters = box._counters()
+        # Always in a cgroup of its own: any await may be cancelled, and a
+        # cancelled run kills all it started.
+        submission = await self._send(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=False, own_cgroup=True
+        )
+        with box._unconfirmed(submission) as proc:
+            out, err, timed_out = await _communicate_or_kill(
+                proc, input, timeout, lambda: box._kill_after_timeout(proc, False)
+            )
+        return box._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = None,
+        stderr: StdioSpec = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+    ) -> Process:
+        """Start a command; returns once it started (or raises the step that
+        failed, as ``Container.spawn``).  PIPE streams are asyncio streams."""
+        box = self._box
+        submission = await self._send(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=True, own_cgroup=False
+        )
+        try:
+            while True:
+                await readable(submission.reply_socket)
+                if submission.accept(submission.read_reply()):
+                    break
+        except BaseException:
+            submission.abandon()  # (the command, if it started, sees EOF/EPIPE)
+            raise
+        process = Process(box._track(submission.process(box._signal)))
+        try:
+            await process._connect()
+        except BaseException:
+            process.kill()
+            process.close()
+            raise
+        self._spawned.add(process)
+        return process
+
+    async def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
+        """``Container.call``, awaited (see :meth:`invoke`)."""
+        check_call_kwargs(kwargs)
+        return await self.invoke(fn, args, kwargs)
+
+    async def invoke(
+        self,
+        fn: Callable,
+        args: Sequence[Any] = (),
+        kwargs: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: Optional[float] = None,
+        trust_result: bool = False,
+    ) -> Any:
+        """``Container.invoke``, awaited: the same steps (``CallServer.steps``)
+        with the fork server's output as a reader of the loop; calls wait
+        their turn (one at a time per server, as in the sync front).  The
+        server's first start runs in the loop's executor.  Cancelled (or
+        under ``asyncio.timeout()``), the call ends as a timeout ends it:
+        the server and what the call started are killed (the next call
+        starts a new one)."""
+        timeout = check_timeout(timeout)
+        self._box._check_running()
+        slot = self._box._calls
+        async with self._call_lock:
+            for attempt in (1, 2):  # a server that lost the process for the call: retried once (ServerSlot.invoke)
+                server = slot.running()
+                if server is None:
+                    loop = asyncio.get_running_loop()
+                    server = await loop.run_in_executor(None, slot.get)
+                steps = server.steps(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
+                try:
+                    with server._lock:  # (a sync caller in another thread waits; no await blocks on it)
+                        return await drive(steps, server.output_fd)
+                except SpareLost:
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+
+async def _communicate_or_kill(
+    proc: SyncProcess, input: Optional[bytes], timeout: Optional[float], kill: Callable[[], None]
+):
+    """(out, err, timed out): communicate; on timeout kill and read what is left; on
+    any exception (cancellation included) kill and re-raise."""
+    try:
+        out, err = await communicate(proc, input, timeout)
+        return out, err, False
+    except TimeoutExpired:
+        kill()
+        out, err = await communicate(proc)
+        return out, err, True
+    except BaseException:
+        kill()
+        raise
+
+
+@takes_container_options
+async def run(
+    argv: Optional[Sequence[str]],
+    *,
+    input: Union[bytes, str, None] = None,
+    timeout: Optional[float] = None,
+    stdin: StdioSpec = None,
+    stdout: StdioSpec = PIPE,
+    stderr: StdioSpec = PIPE,
+    check: bool = False,
+    text: bool = False,
+    encoding: Optional[str] = None,
+    errors: Optional[str] = None,
+    **options: Any,
+) -> Result:
+    """``sandboxlib.run``, awaited: ``argv`` as the main process of a fresh
+    container, which ends with it.  The start (with the command queued, as
+    the sync one-shot does) runs in the loop's executor; the command's
+    output and exit are awaited on the loop.  Cancelled, the container is killed."""
+    box = SyncContainer(config_of(None, options))
+    try:
+        timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
+        loop = asyncio.get_running_loop()
+        starting = loop.run_in_executor(
+            None, functools.partial(box._start_with_main, argv, stdin=stdin, stdout=stdout, stderr=stderr)
+        )
+        proc = await starting  # cancelled: close() below waits for the start to end, then kills
+        with proc:
+            out, err, timed_out = await _communicate_or_kill(
+                proc, input, timeout, lambda: box._kill_after_timeout(proc, True)
+            )
+        return box._run_result(proc, out, err, timed_out=timed_out, counters=(0, 0), codec=codec, check=check)
+    finally:
+        box.close()

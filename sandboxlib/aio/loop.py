@@ -1,0 +1,205 @@
+"""Waiting on the event loop: fds through the loop's readers and writers,
+the control socket's sends queued while it is full.  The sync front waits
+on the same fds with poll(); what it does once they are ready is shared."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import selectors
+import time
+from typing import Any, Deque, Dict, Generator, List, Optional, Tuple
+
+from ..errors import CallTimeout, ContainerStateError
+from ..posix.sharedfd import SharedFd
+from ..runtime.launch import Outgoing
+
+__all__ = ["LoopSelector", "ControlSender", "readable", "drive"]
+
+
+def _fd(fileobj: Any) -> int:
+    return fileobj if isinstance(fileobj, int) else fileobj.fileno()
+
+
+class LoopSelector:
+    """The part of ``selectors.BaseSelector`` that ``Process.communicate``'s
+    steps use (register, unregister, get_map), over the loop's readers and
+    writers; ``await select(timeout)`` in place of ``select``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._keys: Dict[int, selectors.SelectorKey] = {}
+        self._ready: Dict[int, selectors.SelectorKey] = {}
+        self._waiter: Optional[asyncio.Future] = None
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = selectors.SelectorKey(fileobj, _fd(fileobj), events, data)
+        self._keys[key.fd] = key
+        if events & selectors.EVENT_READ:
+            self._loop.add_reader(key.fd, self._on_ready, key)
+        else:
+            self._loop.add_writer(key.fd, self._on_ready, key)
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = _fd(fileobj)
+        if fd < 0:  # closed meanwhile: its key has the number it had
+            fd = next(key.fd for key in self._keys.values() if key.fileobj is fileobj)
+        key = self._keys.pop(fd)
+        self._ready.pop(key.fd, None)
+        if key.events & selectors.EVENT_READ:
+            self._loop.remove_reader(key.fd)
+        else:
+            self._loop.remove_writer(key.fd)
+        return key
+
+    def get_map(self) -> Dict[int, selectors.SelectorKey]:
+        return self._keys
+
+    def _on_ready(self, key: selectors.SelectorKey) -> None:
+        self._ready[key.fd] = key
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def select(self, timeout: Optional[float]) -> List[Tuple[selectors.SelectorKey, int]]:
+        """The ready keys (as ``select`` gives them); [] after ``timeout`` seconds."""
+        if not self._ready:
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        ready, self._ready = self._ready, {}
+        return [(key, key.events) for key in ready.values() if key.fd in self._keys]
+
+    def close(self) -> None:
+        for key in list(self._keys.values()):
+            self.unregister(key.fileobj)
+
+    def __enter__(self) -> LoopSelector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def readable(sock: Any) -> None:
+    """Return once ``sock`` (a socket or an fd) is readable."""
+    loop = asyncio.get_running_loop()
+    fd = _fd(sock)
+    waiter = loop.create_future()
+    loop.add_reader(fd, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _readable_until(fd: int, deadline: Optional[float]) -> bool:
+    """Wait until ``fd`` is readable (True) or the monotonic ``deadline`` passed (False)."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop.add_reader(fd, _settle, waiter, True)
+    timer = (
+        loop.call_later(max(0.0, deadline - time.monotonic()), _settle, waiter, False) if deadline is not None else None
+    )
+    try:
+        return await waiter
+    finally:
+        loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
+
+
+def _settle(waiter: asyncio.Future, value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+async def drive(steps: Generator[Optional[float], None, Any], fd: int) -> Any:
+    """Run steps that wait for ``fd`` (``CallServer.steps``) on the loop:
+    each yielded deadline is awaited; past it CallTimeout(0) is thrown in,
+    and so is a cancellation (the steps end what they started, then it goes on)."""
+    try:
+        deadline = next(steps)
+        while True:
+            try:
+                ready = await _readable_until(fd, deadline)
+            except BaseException as err:  # cancelled: the steps clean up and re-raise it
+                deadline = steps.throw(err)
+                continue
+            deadline = steps.send(None) if ready else steps.throw(CallTimeout(0))
+    except StopIteration as done:
+        return done.value
+
+
+class ControlSender:
+    """Sends requests on a container's control socket without blocking the
+    loop: straight away while it has room, else queued in order and sent
+    by a writer callback as the init reads them (one writer per fd and loop)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, channel: SharedFd) -> None:
+        self._loop = loop
+        self._channel = channel
+        self._queue: Deque[Tuple[Outgoing, asyncio.Future]] = collections.deque()
+        self._fd: Optional[int] = None  # while our writer is armed
+
+    def _try(self, outgoing: Outgoing) -> bool:
+        """Send now if there is room (raises ContainerStateError once the container is gone)."""
+        with self._channel.use() as control:
+            try:
+                outgoing.send(control, block=False)
+            except BlockingIOError:
+                if self._fd is None:
+                    self._fd = control.fileno()
+                    self._loop.add_writer(self._fd, self._on_writable)
+                return False
+        return True
+
+    async def send(self, outgoing: Outgoing) -> None:
+        """Send ``outgoing`` (its ``sent`` says whether it went, whatever is raised)."""
+        if not self._queue and self._try(outgoing):
+            return
+        future = self._loop.create_future()
+        self._queue.append((outgoing, future))
+        if self._fd is None:  # (armed by _try unless the queue was busy)
+            self._on_writable()
+        await future
+
+    def _on_writable(self) -> None:
+        while self._queue:
+            outgoing, future = self._queue[0]
+            if future.done():  # its task was cancelled: not sent
+                self._queue.popleft()
+                continue
+            try:
+                if not self._try(outgoing):
+                    return
+            except BaseException as err:  # (ContainerStateError: the container is gone)
+                self._queue.popleft()
+                future.set_exception(err)
+                continue
+            self._queue.popleft()
+            future.set_result(None)
+        self._disarm()
+
+    def _disarm(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_writer(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        """The container closes: what is still queued fails."""
+        self._disarm()
+        while self._queue:
+            _outgoing, future = self._queue.popleft()
+            if not future.done():
+                future.set_exception(ContainerStateError("the container closed before the command was sent"))

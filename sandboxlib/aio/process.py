@@ -1,0 +1,145 @@
+"""A command in a container, awaited: the sync :class:`~sandboxlib.Process`
+driven by the event loop (its reply socket and pipes are the loop's readers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal as signal_module
+from typing import Optional, Tuple
+
+from ..config import check_timeout, data_bytes
+from ..errors import ContainerStateError
+from ..runtime.process import Process as SyncProcess
+from .loop import LoopSelector, readable
+
+__all__ = ["Process", "communicate", "wait"]
+
+
+async def communicate(
+    proc: SyncProcess, input: Optional[bytes] = None, timeout: Optional[float] = None
+) -> Tuple[Optional[bytes], Optional[bytes]]:
+    """``Process.communicate`` on the loop: the same steps (``_register``,
+    ``_service``, ``_collected``), awaited instead of polled."""
+    proc._check_owner()
+    timeout = check_timeout(timeout, zero=True)
+    if input is not None:
+        input = data_bytes(input, "input")
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None and not stream.closed:
+            os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
+    # The selector lets go of the fds before the reply socket's use ends (it may close then).
+    with contextlib.ExitStack() as uses, LoopSelector(loop) as sel:
+        proc._register(sel, input, uses)  # type: ignore[arg-type]  # (the selector's part it uses)
+        while sel.get_map():
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                assert timeout is not None  # the deadline's
+                raise proc._timed_out(timeout)
+            for key, _ in await sel.select(remaining):
+                proc._service(sel, key)  # type: ignore[arg-type]
+    return proc._collected()
+
+
+async def wait(proc: SyncProcess) -> int:
+    """The exit status, awaited on the reply socket."""
+    while not proc._take_reply(0):
+        try:
+            with proc._reply.use() as sock:
+                await readable(sock)
+        except ContainerStateError:
+            pass  # closed: the next _take_reply sees the end
+    assert proc.returncode is not None  # taken
+    return proc.returncode
+
+
+class Process:
+    """A running command (``Container.spawn``).  As ``asyncio.subprocess.Process``:
+    ``stdin`` an ``asyncio.StreamWriter``, ``stdout``/``stderr`` ``asyncio.StreamReader``\\ s
+    when PIPE (``read``, ``readline``, ``async for line in p.stdout``);
+    ``await wait()``, ``await communicate()``, ``send_signal``, ``terminate``,
+    ``kill``, ``kill_tree``.  Cancelling a ``wait`` does not kill it."""
+
+    def __init__(self, proc: SyncProcess) -> None:
+        self._proc = proc
+        self.stdin: Optional[asyncio.StreamWriter] = None
+        self.stdout: Optional[asyncio.StreamReader] = None
+        self.stderr: Optional[asyncio.StreamReader] = None
+        self._transports: list = []
+
+    async def _connect(self) -> None:
+        """Our pipe ends as the loop's transports (they close on EOF or close())."""
+        loop = asyncio.get_running_loop()
+        proc = self._proc
+        for name in ("stdout", "stderr"):
+            pipe = getattr(proc, name)
+            if pipe is not None:
+                reader = asyncio.StreamReader(loop=loop)
+                transport, _ = await loop.connect_read_pipe(
+                    lambda reader=reader: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+                )
+                self._transports.append(transport)
+                setattr(self, name, reader)
+        if proc.stdin is not None:
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin
+            )
+            self._transports.append(transport)
+            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid
+
+    @property
+    def args(self) -> tuple:
+        return self._proc.args
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self._proc.returncode
+
+    def __repr__(self) -> str:
+        return f"<sandboxlib.aio.Process args={list(self.args)!r} returncode={self.returncode}>"
+
+    async def wait(self) -> int:
+        return await wait(self._proc)
+
+    async def communicate(self, input: Optional[bytes] = None) -> Tuple[Optional[bytes], Optional[bytes]]:
+        """Feed ``input``, read stdout and stderr to EOF (through their readers), wait for the exit."""
+        if input is not None and self.stdin is not None:
+            self.stdin.write(data_bytes(input, "input"))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await self.stdin.drain()
+        if self.stdin is not None:
+            self.stdin.close()
+        out, err = await asyncio.gather(
+            *(reader.read() if reader is not None else _none() for reader in (self.stdout, self.stderr))
+        )
+        await self.wait()
+        return out, err
+
+    def send_signal(self, sig: int) -> None:
+        self._proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        self._proc.send_signal(signal_module.SIGTERM)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def kill_tree(self) -> None:
+        self._proc.kill_tree()
+
+    def close(self) -> None:
+        """Close our ends and the reply socket (does not kill)."""
+        for transport in self._transports:
+            transport.close()
+        self._proc.close()
+
+
+async def _none() -> None:
+    return None
