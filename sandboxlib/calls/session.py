@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import builtins
 import codecs
-import io
 import os
 import select
 import sys
 import threading
 import time
-import types
 from typing import Any, Callable, Dict, Generator, Mapping, Optional, Sequence, Tuple
 
 from ..config import check_timeout
@@ -30,9 +28,9 @@ from ..errors import (
     UnsafeResultError,
 )
 from ..results import verdict_of
-from ..rootfs.layout import HOST_SYSTEM_DIRS, interpreter_prefixes
 from ..streams import DEVNULL, PIPE
 from . import encoding, forkserver, framing
+from .pickling import dumps
 
 __all__ = ["CallServer", "ServerSlot", "Session", "OutputSink", "default_output", "check_modules"]
 
@@ -64,74 +62,6 @@ def check_modules(modules: Sequence[str], field: str = "preload") -> Tuple[str, 
         if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
             raise ConfigError(f"{field}[{i}]", f"{name!r} is not a module name")
     return names
-
-
-# -- what goes in: cloudpickle, by value for code the sandbox cannot import ---------
-def _visible_roots() -> Tuple[str, ...]:
-    return tuple(HOST_SYSTEM_DIRS) + tuple(interpreter_prefixes())
-
-
-_IMPORTABLE: Dict[str, bool] = {}  # module name -> its file is visible inside
-
-
-def _importable_inside(obj: Any) -> bool:
-    """True when obj's module lives under a directory the host view shows."""
-    name = getattr(obj, "__module__", None) or ""
-    known = _IMPORTABLE.get(name)
-    if known is None:
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None)
-        if module is None or path is None:
-            known = module is not None and name in sys.builtin_module_names
-        else:
-            real = os.path.realpath(path)
-            known = any(real == root or real.startswith(root.rstrip("/") + "/") for root in _visible_roots())
-        _IMPORTABLE[name] = known
-    return known
-
-
-def _pickler_class() -> type:
-    import cloudpickle
-    from cloudpickle import cloudpickle_fast as fast  # cloudpickle 2.x keeps the reducers here
-
-    class Pickler(cloudpickle.CloudPickler):
-        """Functions and classes of modules the sandbox cannot import (a test
-        module, a script's helpers) are pickled by value."""
-
-        def reducer_override(self, obj):
-            if isinstance(obj, types.CodeType):
-                return _code_reduce(obj)
-            if isinstance(obj, type(dumps)) and not _importable_inside(obj):
-                return self._dynamic_function_reduce(obj)
-            if isinstance(obj, type) and obj.__module__ != "builtins" and not _importable_inside(obj):
-                return fast._dynamic_class_reduce(obj)
-            return super().reducer_override(obj)
-
-    return Pickler
-
-
-def _code_reduce(code: types.CodeType) -> tuple:
-    """cloudpickle's reduction of a code object, keeping its file name
-    (cloudpickle 3 writes ``<dynamic-code>``): tracebacks in the sandbox
-    then name the real file and show its lines when it is visible there."""
-    from cloudpickle import cloudpickle_fast as fast
-
-    rebuild, args = fast._code_reduce(code)
-    return rebuild, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
-
-
-_PICKLER: Dict[str, type] = {}
-
-
-def dumps(value: Any) -> bytes:
-    """cloudpickle, by value for code the sandbox cannot import."""
-    import cloudpickle
-
-    if "class" not in _PICKLER:
-        _PICKLER["class"] = _pickler_class()
-    buffer = io.BytesIO()
-    _PICKLER["class"](buffer, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
-    return buffer.getvalue()
 
 
 # -- what comes out ------------------------------------------------------------------
