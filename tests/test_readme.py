@@ -148,4 +148,4 @@ def test_every_unmarked_readme_block_runs(readme_dir):
         assert proc.returncode == 0, f"README.md:{line} ({language}) failed:\n{proc.stdout}\n{proc.stderr}"
         ran.append(line)
     unmarked = [line for _, line, _, reason in readme_blocks() if not reason]
-    assert ran == unmarked and len(ran) == 7  # 4 python (one a pytest file), 3 sh
+    assert ran == unmarked and len(ran) == 8  # 5 python (one a pytest file, one asyncio), 3 sh
