@@ -299,7 +299,7 @@ class Process:
                     assert timeout is not None  # the deadline's
                     raise self._timed_out(timeout)
                 for key, events in sel.select(remaining):
-                    self._service(sel, key, events)
+                    self._service(sel, key, events, fresh=True)
         return self._collected()
 
     def _timed_out(self, timeout: float) -> TimeoutExpired:
@@ -367,12 +367,18 @@ class Process:
                 self._terminal_ended = True
                 sel.unregister(key.fileobj)
 
-    def _service(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int = 0) -> None:
+    def _service(
+        self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int = 0, fresh: bool = False
+    ) -> None:
         """Act on one ready fd.  An event loop may report a readiness that
         an earlier step used up: the pipes are then non-blocking, and
-        nothing to do is not an error."""
+        nothing to do is not an error.  ``fresh``: the readiness was just
+        polled (communicate's own loop), so the exit reply is read at once."""
         if key.data == "terminal":
             self._service_terminal(sel, key, events)
+        elif key.data == "exit" and fresh:
+            sel.unregister(key.fileobj)
+            self._take_reply(None)  # (a STARTED is followed by the exit: read it too)
         elif key.data == "exit":
             if self._take_reply(0):  # (readable: a reply, or a STARTED the exit follows)
                 sel.unregister(key.fileobj)
