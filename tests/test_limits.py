@@ -523,7 +523,7 @@ def test_cli_limits():
     proc = run_cli("--memory", "32M", "--memory-swap", "32M", "--", PY, "-c", HOG)
     assert proc.returncode == 137 and proc.stdout == b"before\n", proc
     assert b"out of memory (--memory)" in proc.stderr, proc.stderr
-    proc = run_cli("--ulimit", "fsize=64k", "--", "dd", "if=/dev/zero", "of=/tmp/x", "bs=64k", "count=4")
+    proc = run_cli("--ulimit", "fsize=64k", "--", "dd", "if=/dev/zero", "of=/tmp/fsize-probe.out", "bs=64k", "count=4")
     assert proc.returncode == 128 + signal.SIGXFSZ and b"file size limit" in proc.stderr, proc
 
 
