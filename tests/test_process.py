@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import psutil
 import pytest
@@ -805,8 +806,15 @@ def check_spawned_pid_is_the_commands(seccomp: bool, user: str):
             try:
                 with open(f"/proc/{p.pid}/status") as f:
                     nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
-                with open(f"/proc/{p.pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
+                # vfork returns at exec's point of no return, a moment before the
+                # new program's arguments are mapped: /proc shows them right after
+                deadline = time.monotonic() + 5
+                while True:
+                    with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                        cmdline = f.read()
+                    if cmdline or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.001)
             finally:
                 p.kill()
                 p.wait(30)
