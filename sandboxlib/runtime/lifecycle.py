@@ -219,11 +219,10 @@ class ContainerLifecycle(ImageRoots):
         the first command, read the error pipe to EOF (= set up)."""
         # Idmapped binds are made here, as root (csrc/idmap.c says why);
         # rootless, the child's plain binds already show the caller's files as root's.
+        wanted = self._maps is not None and os.geteuid() == 0 and any(m.idmap for m in self.config.mounts)
         self._idmap_ops = (
-            tuple((i, op) for i, op in enumerate(ops) if op.flags & binding.MountFlag.IDMAP)
-            if self._maps is not None and os.geteuid() == 0
-            else ()
-        )
+            tuple((i, op) for i, op in enumerate(ops) if op.flags & binding.MountFlag.IDMAP) if wanted else ()
+        )  # (scanning the ~40 ops of every start for the flag cost ~60 us)
         if len(self._idmap_ops) > binding.MAX_IDMAPS:
             raise ConfigError(
                 "mounts", f"at most {binding.MAX_IDMAPS} binds with idmap=True, got {len(self._idmap_ops)}"
