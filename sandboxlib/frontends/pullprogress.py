@@ -5,6 +5,7 @@ missing) one plain line per layer and phase, never one per chunk."""
 
 from __future__ import annotations
 
+import abc
 from typing import TextIO
 
 from ..registry import Phase, Progress
@@ -24,14 +25,15 @@ def for_stream(out: TextIO) -> Display:
     return Lines(out)
 
 
-class Display:
+class Display(abc.ABC):
     """A progress callback (``display(event)``) with a ``close()`` for the end."""
 
+    @abc.abstractmethod
     def __call__(self, event: Progress) -> None:
-        raise NotImplementedError
+        """Show one step of one layer."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (most displays have nothing to close)
+        """The pull ended: finish what is drawn."""
 
 
 class Lines(Display):
