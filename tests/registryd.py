@@ -10,6 +10,7 @@ replaced); ``close()`` joins its threads, so it leaves no socket behind."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import http.client
 import http.server
@@ -23,7 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 REGISTRY = "/usr/bin/docker-registry"
 PR_SET_PDEATHSIG = 1
@@ -40,7 +41,10 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: sandboxlib-tests
-{tls}{auth}"""
+{tls}{auth}{proxy}"""
+PROXY = """proxy:
+  remoteurl: {upstream}
+"""
 TLS = """  tls:
     certificate: {top}/server.crt
     key: {top}/server.key
@@ -60,10 +64,13 @@ def free_port() -> int:
 class Registry:
     """docker-registry on ``127.0.0.1:port`` with everything under ``top``; ``host`` is ``127.0.0.1:PORT``."""
 
-    def __init__(self, top: str, tls: Optional[Tuple[bytes, bytes]] = None, auth: str = "") -> None:
+    def __init__(
+        self, top: str, tls: Optional[Tuple[bytes, bytes]] = None, auth: str = "", mirror_of: str = ""
+    ) -> None:
         """``tls``: (certificate PEM, key PEM) to serve HTTPS with (see tests/tlskit.py);
         ``auth``: the config's ``auth:`` section (``{top}`` is replaced), see htpasswd_auth and
-        TokenIssuer.auth_config."""
+        TokenIssuer.auth_config; ``mirror_of``: a URL (``http://127.0.0.1:PORT``): the registry
+        is a pull-through cache of that one (distribution's ``proxy: remoteurl``)."""
         if not os.path.exists(REGISTRY):
             raise RegistryError("docker-registry is not installed (apt-get install docker-registry, or make test)")
         self.top, self.port = top, free_port()
@@ -76,7 +83,11 @@ class Registry:
         with open(f"{top}/config.yml", "w") as f:
             f.write(
                 CONFIG.format(
-                    top=top, port=self.port, tls=TLS.format(top=top) if tls else "", auth=auth.replace("{top}", top)
+                    top=top,
+                    port=self.port,
+                    tls=TLS.format(top=top) if tls else "",
+                    auth=auth.replace("{top}", top),
+                    proxy=PROXY.format(upstream=mirror_of) if mirror_of else "",
                 )
             )
         self._log = open(f"{top}/registry.log", "wb")
@@ -152,6 +163,22 @@ def write_htpasswd(top: str, users: Dict[str, str]) -> None:
     ]
     with open(f"{top}/htpasswd", "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """``os.environ`` with ``variables`` set, restored after (in a rootless worker's
+    check function too: the worker has its own environment)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _unverified():

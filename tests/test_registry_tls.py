@@ -147,6 +147,10 @@ def test_certs_d_places(monkeypatch, tmp_path):
         ('{"insecur": []}', "unknown key 'insecur'"),
         ('{"insecure": "host"}', "'insecure' must be a list"),
         ('{"insecure": ["a/b"]}', "'insecure' must be a list"),
+        ('{"mirrors": ["m"]}', "'mirrors' must map registries"),
+        ('{"mirrors": {"docker.io": "m"}}', "['docker.io'] must be a list of mirrors"),
+        ('{"mirrors": {"docker.io": ["a b"]}}', "'a b' is not a mirror"),
+        ('{"mirrors": {"a/b": []}}', "'a/b' is not a registry"),
     ],
 )
 def test_bad_registries_file(certs_d, text, words):

@@ -17,13 +17,16 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError
+import attrs
+
+from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError, RegistryError
 from ..images import Image, ImageStore, Layer, importer
 from ..images.build import host_platform
 from ..images.model import (
@@ -40,6 +43,7 @@ from ..images.model import (
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
 from .progress import Phase, Progress
+from .settings import registry_settings
 from .transfer import Cancelled
 
 __all__ = ["pull", "parse_platform"]
@@ -51,6 +55,7 @@ MAX_INDEX_DEPTH = 2
 
 
 ProgressCallback = Callable[[Progress], None]
+log = logging.getLogger("sandboxlib")
 
 
 def parse_platform(text: Optional[str]) -> Tuple[str, str, Optional[str]]:
@@ -66,11 +71,33 @@ def parse_platform(text: Optional[str]) -> Tuple[str, str, Optional[str]]:
 def pull(
     store: ImageStore, ref: str, *, platform: Optional[str] = None, progress: Optional[ProgressCallback] = None
 ) -> Image:
-    """Pull ``ref`` into ``store``; see :meth:`sandboxlib.ImageStore.pull`."""
+    """Pull ``ref`` into ``store``; see :meth:`sandboxlib.ImageStore.pull`.  The
+    registry's mirrors (the registries file) are tried first, in order; a
+    mirror that fails is passed over, the registry itself is tried last."""
     remote = resolve(ref, "ref")
     wanted = parse_platform(platform)
     report = progress or (lambda event: None)
-    with Repository(remote) as repo:
+    for source in _mirrors(remote):
+        try:
+            return _pull_from(store, remote, source, wanted, report)
+        except RegistryError as err:
+            log.warning("pull of %s: the mirror %s failed, trying the next source: %s", remote, source.registry, err)
+    return _pull_from(store, remote, remote, wanted, report)
+
+
+def _mirrors(remote: RemoteReference) -> List[RemoteReference]:
+    """Where the mirrors of ``remote``'s registry keep its repository (``HOST[:PORT][/PREFIX]``)."""
+    found = []
+    for location in registry_settings().mirrors_of(remote.registry):
+        host, _, prefix = location.partition("/")
+        repository = f"{prefix}/{remote.repository}" if prefix else remote.repository
+        found.append(attrs.evolve(remote, registry=host, repository=repository))
+    return found
+
+
+def _pull_from(store: ImageStore, remote: RemoteReference, source: RemoteReference, wanted, report) -> Image:
+    """Pull ``remote`` from ``source`` (its registry or a mirror of it); the image keeps ``remote``'s names."""
+    with Repository(source) as repo:
         target = remote.digest or remote.tag or "latest"
         head_digest, _ = repo.head_manifest(target, ACCEPT)
         known = _already_pulled(store, remote, remote.digest or head_digest, wanted)
