@@ -49,6 +49,9 @@ TLS = """  tls:
     certificate: {top}/server.crt
     key: {top}/server.key
 """
+CLIENT_CAS = """    clientcas:
+      - {top}/client-ca.crt
+"""
 
 
 class RegistryError(Exception):
@@ -65,12 +68,18 @@ class Registry:
     """docker-registry on ``127.0.0.1:port`` with everything under ``top``; ``host`` is ``127.0.0.1:PORT``."""
 
     def __init__(
-        self, top: str, tls: Optional[Tuple[bytes, bytes]] = None, auth: str = "", mirror_of: str = ""
+        self,
+        top: str,
+        tls: Optional[Tuple[bytes, bytes]] = None,
+        auth: str = "",
+        mirror_of: str = "",
+        client_ca: Optional[bytes] = None,
     ) -> None:
         """``tls``: (certificate PEM, key PEM) to serve HTTPS with (see tests/tlskit.py);
         ``auth``: the config's ``auth:`` section (``{top}`` is replaced), see htpasswd_auth and
         TokenIssuer.auth_config; ``mirror_of``: a URL (``http://127.0.0.1:PORT``): the registry
-        is a pull-through cache of that one (distribution's ``proxy: remoteurl``)."""
+        is a pull-through cache of that one (distribution's ``proxy: remoteurl``); ``client_ca``: a CA
+        certificate (PEM) with ``tls``: clients must show a certificate it signed (mutual TLS)."""
         if not os.path.exists(REGISTRY):
             raise RegistryError("docker-registry is not installed (apt-get install docker-registry, or make test)")
         self.top, self.port = top, free_port()
@@ -80,12 +89,15 @@ class Registry:
             for name, data in zip(("server.crt", "server.key"), tls):
                 with open(f"{top}/{name}", "wb") as f:
                     f.write(data)
+        if client_ca:
+            with open(f"{top}/client-ca.crt", "wb") as f:
+                f.write(client_ca)
         with open(f"{top}/config.yml", "w") as f:
             f.write(
                 CONFIG.format(
                     top=top,
                     port=self.port,
-                    tls=TLS.format(top=top) if tls else "",
+                    tls=(TLS + (CLIENT_CAS if client_ca else "")).format(top=top) if tls else "",
                     auth=auth.replace("{top}", top),
                     proxy=PROXY.format(upstream=mirror_of) if mirror_of else "",
                 )
@@ -101,17 +113,22 @@ class Registry:
             preexec_fn=_die_with_parent,
         )
         try:
-            self._wait_up(30)
+            self._wait_up(30, mutual=client_ca is not None)
         except BaseException:
             self.close()
             raise
 
-    def _wait_up(self, seconds: float) -> None:
+    def _wait_up(self, seconds: float, mutual: bool = False) -> None:
+        """Until ``GET /v2/`` answers (with mutual TLS, which the probe has no
+        certificate for: until the port takes connections)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RegistryError(f"docker-registry exited with status {self._proc.returncode}: {self.log()}")
             try:
+                if mutual:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+                    return
                 with urllib.request.urlopen(
                     f"{self.scheme}://{self.host}/v2/", timeout=2, context=_unverified()
                 ) as answer:
