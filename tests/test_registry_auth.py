@@ -314,3 +314,48 @@ def test_cli_login_logout(basic_registry, places):
     assert (out.returncode, out.stdout) == (0, f"Removing login credentials for {basic_registry.host}\n")
     again = sandboxlib_cli("logout", basic_registry.host, text=True)
     assert again.stdout == f"Not logged in to {basic_registry.host}\n"
+
+
+# -- identity tokens (OAuth2 refresh grants) -------------------------------------------------------------
+IDENTITY_TOKEN = "rt-Zm9vYmFyYmF6-identity"
+
+
+def _no_identity_token(err) -> None:
+    for text in (str(err), repr(err), repr(err.args)):
+        assert IDENTITY_TOKEN not in text
+
+
+@pytest.mark.parametrize("where", ["auths", "credHelpers"])
+def test_identity_token_is_a_refresh_grant(token_registry, issuer, places, tmp_path, monkeypatch, where):
+    """config.json's identitytoken (or a helper's <token> user) asks for bearer tokens with
+    OAuth2's refresh grant (a POST), never with a password."""
+    issuer.refresh_tokens[IDENTITY_TOKEN] = "alice"
+    (places / "docker").mkdir()
+    if where == "auths":
+        config: dict = {"auths": {token_registry.host: {"identitytoken": IDENTITY_TOKEN}}}
+    else:
+        store = _helper(places, monkeypatch)
+        entry = {"ServerURL": token_registry.host, "Username": "<token>", "Secret": IDENTITY_TOKEN}
+        store.write_text(json.dumps({token_registry.host: entry}))
+        config = {"credHelpers": {token_registry.host: "sbtest"}}
+    (places / "docker" / "config.json").write_text(json.dumps(config))
+    assert "identity_token=<hidden>" in repr(lookup(token_registry.host))
+    ref = f"{token_registry.host}/auth/identity-{where.lower()}:1"
+    del issuer.requests[:]
+    digest = _push_one(tmp_path, ref)
+    repository = ref.split("/", 1)[1].split(":")[0]
+    assert issuer.requests == [("refresh:alice", (f"repository:{repository}:pull,push",))]
+    del issuer.requests[:]
+    assert sb.ImageStore(str(tmp_path / "store")).pull(ref).digest == digest
+    assert issuer.requests == [("refresh:alice", (f"repository:{repository}:pull",))]
+
+
+def test_unknown_identity_token_is_refused(token_registry, issuer, places, tmp_path):
+    (places / "docker").mkdir()
+    config = {"auths": {token_registry.host: {"identitytoken": IDENTITY_TOKEN + "-revoked"}}}
+    (places / "docker" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RegistryAuthError) as err:
+        sb.ImageStore(str(tmp_path / "store")).pull(f"{token_registry.host}/auth/identity:1")
+    assert err.value.status == 400 and "refused the identity token stored" in str(err.value)
+    assert issuer.requests[-1] == ("refresh:?", ("repository:auth/identity:pull",))
+    _no_identity_token(err.value)
