@@ -232,14 +232,29 @@ class FaultProxy:
     - ``no-range``: the Range header is dropped (the registry answers 200);
     - ``slow``: the answer waits SLOW seconds;
     - ``stall``: half the body, then nothing until the proxy closes;
+    - ``redirect``: ``307`` to ``redirect_to`` + the path (blob storage elsewhere);
     - several joined by ``+`` (``truncate+no-range``).
 
+    ``upstream_tls``: an ssl context: the upstream speaks HTTPS (the proxy plain
+    HTTP); ``inject``: headers added to every request sent upstream (a storage
+    server's own credentials, as a signed URL carries them).
+
     ``requests`` lists (method, path) of what was asked; ``log`` has one dict per
-    request: method, path, range (the header or None), sent (body bytes written).
+    request: method, path, range (the header or None), sent (body bytes written),
+    authorization (the header or None).
     ``most_blob_gets`` is the most blob GETs that were in flight at once."""
 
-    def __init__(self, upstream: str, faults: Dict[str, str]) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        faults: Dict[str, str],
+        *,
+        upstream_tls: Optional[ssl.SSLContext] = None,
+        inject: Optional[Dict[str, str]] = None,
+        redirect_to: str = "",
+    ) -> None:
         self.upstream, self.faults, self.requests, self.log = upstream, dict(faults), [], []
+        self.upstream_tls, self.inject, self.redirect_to = upstream_tls, dict(inject or {}), redirect_to
         self._lock = threading.Lock()
         self.blob_gets = self.most_blob_gets = 0
         self.closing = threading.Event()
@@ -286,7 +301,13 @@ def _handler(proxy: FaultProxy):
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body_in = self.rfile.read(length) if length else None
-            entry = {"method": self.command, "path": self.path, "range": self.headers.get("Range"), "sent": 0}
+            entry = {
+                "method": self.command,
+                "path": self.path,
+                "range": self.headers.get("Range"),
+                "sent": 0,
+                "authorization": self.headers.get("Authorization"),
+            }
             with proxy._lock:
                 proxy.requests.append((self.command, self.path))
                 proxy.log.append(entry)
@@ -304,6 +325,8 @@ def _handler(proxy: FaultProxy):
         def _spoil(self, entry: dict, kinds: list, body_in) -> None:
             if "slow" in kinds:
                 time.sleep(SLOW)
+            if "redirect" in kinds:
+                return self._answer(entry, 307, {"Location": proxy.redirect_to + self.path}, b"")
             if "schema1" in kinds:
                 return self._answer(entry, 200, {"Content-Type": SCHEMA1_TYPE}, SCHEMA1)
             status = next((int(k) for k in kinds if k in ("429", "503")), None)
@@ -323,9 +346,13 @@ def _handler(proxy: FaultProxy):
             self._answer(entry, status, out, body, stall="stall" in kinds)
 
         def _upstream(self, dropped, body_in):
-            upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
+            if proxy.upstream_tls is not None:
+                upstream = http.client.HTTPSConnection(proxy.upstream, timeout=30, context=proxy.upstream_tls)
+            else:
+                upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                headers.update(proxy.inject)
                 upstream.request(self.command, self.path, body=body_in, headers=headers)
                 answer = upstream.getresponse()
                 body = answer.read()

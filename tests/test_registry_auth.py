@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import stat
 import sys
 
@@ -25,7 +26,7 @@ from sandboxlib.registry.credentials import Credentials, lookup
 
 from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers
-from .registryd import HTPASSWD_AUTH, Registry, write_htpasswd
+from .registryd import HTPASSWD_AUTH, FaultProxy, Registry, write_htpasswd
 from .tlskit import CA
 from .tokenissuer import TokenIssuer
 
@@ -359,3 +360,38 @@ def test_unknown_identity_token_is_refused(token_registry, issuer, places, tmp_p
     assert err.value.status == 400 and "refused the identity token stored" in str(err.value)
     assert issuer.requests[-1] == ("refresh:?", ("repository:auth/identity:pull",))
     _no_identity_token(err.value)
+
+
+# -- redirects ---------------------------------------------------------------------------------------------
+def test_redirected_blobs_never_carry_credentials(basic_registry, places, tmp_path, ca):
+    """Blob GETs answered with a 307 to blob storage on another host (as distribution's
+    redirect middleware and CDNs do) are followed without the registry's credentials:
+    the storage server (its own credentials injected, as a signed URL carries them)
+    sees none, while the registry's own requests carried them."""
+    sb.login(basic_registry.host, "alice", PASSWORD)
+    ref = f"{basic_registry.host}/auth/redirect:1"
+    digest = _push_one(tmp_path, ref)
+    image = sb.ImageStore(str(tmp_path / "src")).get("auth:1")
+    blobs = [layer.digest for layer in image.layers] + [image.id]
+    tls = ssl.create_default_context(cadata=ca.pem.decode())
+    basic = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    storage = FaultProxy(basic_registry.host, {}, upstream_tls=tls, inject={"Authorization": basic})
+    storage_url = "http://localhost:" + storage.host.rsplit(":", 1)[1]  # another host than 127.0.0.1
+    front = FaultProxy(
+        basic_registry.host,
+        {f"blobs/{blob}": "redirect" for blob in blobs},
+        upstream_tls=tls,
+        redirect_to=storage_url,
+    )
+    try:
+        sb.login(front.host, "alice", PASSWORD)
+        forget_tokens()
+        assert sb.ImageStore(str(tmp_path / "store")).pull(f"{front.host}/auth/redirect:1").digest == digest
+    finally:
+        front.close()
+        storage.close()
+    redirected = [e for e in front.log if e["method"] == "GET" and "/blobs/" in e["path"]]
+    fetched = [e for e in storage.log if e["method"] == "GET"]
+    assert len(redirected) == len(fetched) == len(blobs)
+    assert all(e["authorization"] is None for e in fetched)
+    assert all(e["authorization"] == basic for e in redirected)  # the registry got them
