@@ -201,7 +201,8 @@ def _copy_image(store: ImageStore, repo: Repository, manifest: Tuple[bytes, str]
     store.blobs.put_bytes(config_data, config_digest)
     if [(s[0], s[2]) for s in stored] == [(d, t) for d, _, t in layers]:
         return store.blobs.put_bytes(data, digest)
-    # A layer is in the store already in another compression: the image refers to that blob.
+    # A layer is in the store already in another compression, or its blob is not compressed as its
+    # media type says (Docker pushes such layers): the image refers to the blob as it is.
     return importer.write_manifest_raw(store, config_data, stored)
 
 
@@ -321,7 +322,7 @@ def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: thr
     source = f"{repo.registry}/{repo.repository} layer {digest}"
     if store.blobs.has(digest):  # another process's download, or an interrupted pull's: checked before use
         report(Progress(digest=digest, phase=Phase.CHECKING, done=0, total=size))
-        importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+        media_type, _ = importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
         report(Progress(digest=digest, phase=Phase.DONE, done=size, total=size))
         return digest, size, media_type
     report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=0, total=size))
@@ -333,7 +334,7 @@ def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: thr
     with contextlib.closing(repo.download(digest, size, cancel)) as stream:
         stream.on_read = on_read
         try:
-            importer.store_layer(
+            _, _, media_type, _ = importer.store_layer(
                 store, stream, digest=digest, size=size, media_type=media_type, diff_id=diff_id, source=source
             )
         except DigestMismatch as err:
