@@ -26,7 +26,7 @@ from sandboxlib.registry.credentials import Credentials, lookup
 
 from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers
-from .registryd import HTPASSWD_AUTH, FaultProxy, Registry, write_htpasswd
+from .registryd import HTPASSWD_AUTH, FaultProxy, Registry, environment, write_htpasswd
 from .tlskit import CA
 from .tokenissuer import TokenIssuer
 
@@ -190,6 +190,46 @@ def test_bad_auths_entry_is_a_config_error(places):
     (places / "docker" / "config.json").write_text(json.dumps({"auths": {"reg.example.com": {"auth": "!!"}}}))
     with pytest.raises(ConfigError, match="not base64 of user:password"):
         lookup("reg.example.com")
+
+
+# -- as root and rootless ----------------------------------------------------------------------------------
+def check_login_push_pull_run(path: str, host: str, ca_pem: bytes, busybox_rootfs: str):
+    """login, push, pull and run with everything in ``path`` (the worker's own environment);
+    (config.json's mode, pushed digest, pulled digest, exit code, logout's answer)."""
+    certs = os.path.join(path, "certs.d", host)
+    os.makedirs(certs)
+    with open(os.path.join(certs, "ca.crt"), "wb") as f:
+        f.write(ca_pem)
+    with open(os.path.join(path, "registries.json"), "w") as f:
+        f.write("{}")
+    places = {
+        "SANDBOXLIB_CERTS_D": os.path.join(path, "certs.d"),
+        "SANDBOXLIB_REGISTRIES": os.path.join(path, "registries.json"),
+        "DOCKER_CONFIG": os.path.join(path, "docker"),
+        "XDG_RUNTIME_DIR": os.path.join(path, "run"),
+    }
+    with environment(**places):
+        forget_tokens()
+        where = sb.login(host, "alice", PASSWORD)
+        src = sb.ImageStore(os.path.join(path, "src"))
+        add_image(src, busybox_layers(busybox_rootfs)[:1], ["auth:1"], config=CONFIG)
+        ref = f"{host}/auth/{os.getuid()}:1"
+        digest = src.push("auth:1", ref)
+        forget_tokens()
+        pulled = sb.ImageStore(os.path.join(path, "dst")).pull(ref)
+        code = sb.run(None, image=ref, image_store=os.path.join(path, "dst")).exit_code
+        out = sb.logout(host)
+        forget_tokens()
+    return stat.S_IMODE(os.stat(where).st_mode), digest, pulled.digest, code, out
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+def test_login_push_pull_run_root_and_rootless(
+    runner, store_dir, ca, busybox_root, basic_registry, token_registry, kind
+):
+    server = basic_registry if kind == "basic" else token_registry
+    mode, digest, pulled, code, out = runner(check_login_push_pull_run, store_dir, server.host, ca.pem, busybox_root)
+    assert (mode, pulled, code, out) == (0o600, digest, 0, True)
 
 
 # -- credential helpers ---------------------------------------------------------------------------
