@@ -17,12 +17,13 @@ import re
 import tarfile
 import tempfile
 import zlib
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 from ..errors import DigestMismatch, ImageFormatError
 from . import reference
 from .blobs import CHUNK
 from .build import host_platform, new_config, write_manifest
+from .changes import apply_changes
 from .compression import decompressed, sniff
 from .imageconfig import container_config
 from .layercheck import LayerCheck
@@ -380,9 +381,16 @@ def load(store: Store, path: str) -> list:
         source.close()
 
 
-def import_rootfs(store: Store, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
-    """One image of one layer: a root file system tarball (plain, gzip or zstd)."""
-    config = container_config(config, "config")
+def import_rootfs(
+    store: Store,
+    tar_path: str,
+    ref: Optional[str],
+    config: Optional[dict] = None,
+    changes: Optional[Sequence[str]] = None,
+):
+    """One image of one layer: a root file system tarball (plain, gzip or zstd);
+    ``config``, then the Dockerfile instructions of ``changes``, its container config."""
+    config = apply_changes(container_config(config, "config"), changes)
     names = (str(reference.parse(ref, "ref")),) if ref else ()
     with transaction(store), open(tar_path, "rb") as f:
         layer = store_layer(store, f, digest=None, size=None, media_type=None, diff_id=None, source=tar_path)
