@@ -5,6 +5,7 @@ this face names them all."""
 from .container import ContainerConfig, Network, Pull, WritableLayer, config_of, network_option, takes_container_options
 from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
+from .network import PortMapping, parse_publish
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -60,6 +61,8 @@ __all__ = [
     "WritableLayer",
     "Pull",
     "Network",
+    "PortMapping",
+    "parse_publish",
     "network_option",
     "ContainerConfig",
     "takes_container_options",

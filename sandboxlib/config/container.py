@@ -17,6 +17,7 @@ from ..security.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, norm
 from ..security.seccomp import DEFAULT, Seccomp, seccomp_option
 from .limits import Limits
 from .mounts import IdMapping, Mount
+from .network import PortMapping, container_name, ports_option
 from .values import (
     _HOSTNAME,
     _str_tuple,
@@ -74,10 +75,13 @@ def _pull(value: Union[Pull, str]) -> Pull:
 
 
 class Network(enum.Enum):
-    """``NONE``: a private network namespace with only ``lo`` up.  ``HOST``: the host's."""
+    """``NONE``: a private network namespace with only ``lo`` up.  ``HOST``: the host's.
+    ``BRIDGE``: a private one with a veth on the host's bridge ``sbx0`` (NAT to
+    the outside, published ports, generated ``/etc/resolv.conf`` and ``/etc/hosts``)."""
 
     NONE = "none"
     HOST = "host"
+    BRIDGE = "bridge"
 
 
 def _tuple_of_mounts(value: Sequence[Mount]) -> Tuple[Mount, ...]:
@@ -200,7 +204,14 @@ class ContainerConfig:
             together (default: as root, container ids 0-65535 map to host ids
             from 1,000,000,000; rootless, root is you and ids from 1 map to
             your /etc/subuid and /etc/subgid ranges when you have them).
-        network: ``Network.NONE`` (loopback only) or ``Network.HOST``.
+        network: ``Network.NONE`` (loopback only), ``Network.HOST`` or
+            ``Network.BRIDGE`` (``sbx0`` with NAT; as root).
+        ports: published ports of a bridge network, ``{HOST: CONTAINER}``:
+            ``{8080: 80, "5353/udp": 53, "0.0.0.0:8443": 443}``; a host side
+            without an address is bound to 127.0.0.1 (host port 0: any free
+            one; ``Container.ports`` says which).
+        name: the container's name, which resolves to its address inside its
+            network (and is in its ``/etc/hosts``).
         cap_add, cap_drop: capability names added to or dropped from the
             default set (Docker's); ``"ALL"`` for all (default: none).
         seccomp: the syscall filter of every command: a :class:`Seccomp` policy
@@ -233,6 +244,8 @@ class ContainerConfig:
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     network: Network = attrs.field(default=Network.NONE, converter=network_option)
+    ports: Tuple[PortMapping, ...] = attrs.field(default=None, converter=ports_option)
+    name: Optional[str] = attrs.field(default=None, converter=container_name)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)  # type: ignore[assignment]
@@ -288,6 +301,8 @@ class ContainerConfig:
             raise ConfigError(
                 "log", "only a main command's output is logged: give command=[...] (or command=True with an image)"
             )
+        if self.ports and self.network is not Network.BRIDGE:
+            raise ConfigError("ports", f"ports are published from a bridge network, not network={self.network.value!r}")
         self.capabilities()
 
     def capabilities(self) -> frozenset:

@@ -30,7 +30,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..api import run
-from ..config import RLIMITS, Limits, Mount, Network, Pull, WritableLayer
+from ..config import RLIMITS, Limits, Mount, Network, Pull, WritableLayer, parse_publish
 from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
 from ..results import Verdict
 from ..security import DEFAULT, Seccomp, SeccompOption
@@ -227,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
     p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
     p.add_argument("--network", choices=[n.value for n in Network], default="none")
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[IP:]HOSTPORT:PORT[/udp]",
+        help="publish a port of a bridge network's container (on 127.0.0.1 unless IP is given)",
+    )
+    p.add_argument("--name", help="the container's name (its DNS name on its network)")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument(
         "--cap-add",
@@ -332,6 +341,8 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
         "user": args.user,
         "cwd": args.workdir,
         "network": args.network,
+        "ports": dict(parse_publish(text) for text in args.publish),
+        "name": args.name,
         "userns": not args.no_userns,
         "seccomp": seccomp,
         "limits": _limits(args),

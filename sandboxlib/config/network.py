@@ -1,0 +1,110 @@
+"""Network options: published ports (``ports=``, ``-p``) and container names."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Mapping, Optional, Tuple, Union
+
+import attrs
+
+from ..errors import ConfigError
+
+__all__ = ["PortMapping", "ports_option", "parse_publish", "container_name"]
+
+PROTOCOLS = ("tcp", "udp")
+LOOPBACK = "127.0.0.1"  # where a port is published unless an address is given
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # Docker's container names, as DNS labels allow
+
+
+@attrs.frozen
+class PortMapping:
+    """``host_ip:host_port`` on the host forwarded to ``port`` in the
+    container (``host_port`` 0: one the kernel picks)."""
+
+    host_ip: str
+    host_port: int
+    port: int
+    protocol: str = "tcp"
+
+    @property
+    def key(self) -> str:
+        """Docker's name of the container side: ``"80/tcp"``."""
+        return f"{self.port}/{self.protocol}"
+
+
+def _number(text: Union[int, str], field: str, low: int) -> int:
+    try:
+        number = text if isinstance(text, int) and not isinstance(text, bool) else int(str(text), 10)
+    except ValueError:
+        raise ConfigError(field, f"{text!r} is not a port number") from None
+    if not low <= number <= 65535:
+        raise ConfigError(field, f"port {number} is outside {low}-65535")
+    return number
+
+
+def _split_protocol(text: str, field: str) -> Tuple[str, Optional[str]]:
+    port, slash, protocol = text.rpartition("/") if "/" in text else (text, "", "")
+    if slash and protocol not in PROTOCOLS:
+        raise ConfigError(field, f"{protocol!r} is not one of {list(PROTOCOLS)}")
+    return port, protocol or None
+
+
+def _host_side(key: Union[int, str], field: str) -> Tuple[str, int, Optional[str]]:
+    """``8080``, ``"8080/udp"``, ``"0.0.0.0:8080"`` -> (ip, port, protocol or None)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return LOOPBACK, _number(key, field, 0), None
+    if not isinstance(key, str):
+        raise ConfigError(field, f"expected a port or '[IP:]PORT[/udp]', got {key!r}")
+    text, protocol = _split_protocol(key, field)
+    ip, colon, port = text.rpartition(":")
+    ip = ip.strip("[]") if colon else LOOPBACK
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise ConfigError(field, f"{ip!r} is not an IP address") from None
+    if address.version != 4:
+        raise ConfigError(field, f"{ip}: only IPv4 addresses are published")
+    return str(address), _number(port, field, 0), protocol
+
+
+def ports_option(value: Union[Mapping, Tuple[PortMapping, ...], None]) -> Tuple[PortMapping, ...]:
+    """``{HOST: CONTAINER}``: ``{8080: 80, "5353/udp": 53, "0.0.0.0:8443": "443/tcp"}``."""
+    if not value:
+        return ()
+    if isinstance(value, tuple) and all(isinstance(m, PortMapping) for m in value):
+        return value  # already converted (attrs.evolve)
+    if not isinstance(value, Mapping):
+        raise ConfigError("ports", f"expected a dict {{host port: container port}}, got {type(value).__name__}")
+    mappings = []
+    for key, target in value.items():
+        field = f"ports[{key!r}]"
+        host_ip, host_port, protocol = _host_side(key, field)
+        port_text, inner = _split_protocol(str(target), field) if isinstance(target, str) else (target, None)
+        if protocol and inner and protocol != inner:
+            raise ConfigError(field, f"the host side is {protocol}, the container side {inner}")
+        mappings.append(PortMapping(host_ip, host_port, _number(port_text, field, 1), protocol or inner or "tcp"))
+    seen = set()
+    for m in mappings:
+        where = (m.host_ip, m.host_port, m.protocol)
+        if m.host_port and where in seen:
+            raise ConfigError("ports", f"{m.host_ip}:{m.host_port}/{m.protocol} is published twice")
+        seen.add(where)
+    return tuple(mappings)
+
+
+def parse_publish(text: str) -> Tuple[str, str]:
+    """``-p [IP:]HOSTPORT:PORT[/udp]`` -> the (key, value) of a ``ports`` entry."""
+    body, protocol = _split_protocol(text, "publish")
+    host, colon, port = body.rpartition(":")
+    if not colon or not host:
+        raise ConfigError("publish", f"expected [IP:]HOSTPORT:PORT[/udp], got {text!r}")
+    suffix = f"/{protocol}" if protocol else ""
+    return host + suffix, port + suffix
+
+
+def container_name(value: Optional[str]) -> Optional[str]:
+    """A container's name (``name=``): its DNS name on its network."""
+    if value is not None and (not isinstance(value, str) or not _NAME.match(value)):
+        raise ConfigError("name", f"{value!r} is not a valid name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 63)")
+    return value

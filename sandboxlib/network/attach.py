@@ -1,0 +1,208 @@
+"""A container's place on a bridge network, from before its spawn to its close.
+
+``prepare`` (before anything of the container exists) binds the published
+ports (a port in use is a ConfigError), makes the bridge if it is missing,
+leases an address and writes ``resolv.conf`` and ``hosts``, which the
+container gets as read-only binds.  ``connect`` (between clone and go, with
+the container's new network namespace) adds the veth pair and configures
+``eth0``, then starts the resolver and the port proxy.  ``close`` releases
+all of it; the veth goes with the container's namespace, the resolver and
+proxy threads with the host process, a dead owner's lease is taken over by
+the next allocation and its files directory swept here (so a SIGKILL leaves
+nothing that lasts)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import ipaddress
+import os
+import shutil
+import socket
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..config import ContainerConfig, Mount
+from ..errors import SandboxError, SetupError, UnsupportedError
+from . import bridge, ipam, names, nftables
+from .portproxy import PortProxy, bind_ports
+
+__all__ = ["Attachment", "DEFAULT_BRIDGE", "sweep_files"]
+
+DEFAULT_BRIDGE = "sbx0"
+_FILES = "files"
+
+
+def network_dir(state_root: str) -> str:
+    return os.path.join(state_root, "net")
+
+
+def _lease_dir(state_root: str, bridge_name: str) -> str:
+    return os.path.join(network_dir(state_root), f"leases-{bridge_name}")
+
+
+def _enable_forwarding() -> None:
+    """Routing between the bridge and the host's other interfaces (as Docker does)."""
+    with open("/proc/sys/net/ipv4/ip_forward", "r+") as file:
+        if file.read().strip() != "1":
+            file.seek(0)
+            file.write("1")
+
+
+def ensure_bridge(state_root: str, bridge_name: str) -> ipaddress.IPv4Interface:
+    """The bridge's gateway address; the bridge and its rules are made when
+    missing (the bridge last: its existence says the rules are there)."""
+    with bridge.host_netlink() as ipr:
+        gateway = bridge.bridge_subnet(ipr, bridge_name)
+        if gateway is not None:
+            return gateway
+        with ipam.dir_lock(network_dir(state_root)):
+            gateway = bridge.bridge_subnet(ipr, bridge_name)
+            if gateway is not None:
+                return gateway
+            subnet = bridge.default_subnet(ipr, [])
+            gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
+            _enable_forwarding()
+            nftables.add_bridge_rules(bridge_name, subnet)
+            bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
+            bridge.create_bridge(ipr, bridge_name, gateway)
+            return gateway
+
+
+def sweep_files(state_root: str) -> None:
+    """Remove the files directories of containers whose owner is gone (its
+    lock is free).  Under the network lock, as their creation is."""
+    top = os.path.join(network_dir(state_root), _FILES)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(top):
+            path = os.path.join(top, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            finally:
+                os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class Attachment:
+    """A container on a bridge; see the module's docstring for the order."""
+
+    def __init__(self, config: ContainerConfig, container_id: str, hostname: str, state_root: str) -> None:
+        self._config, self._id, self._hostname = config, container_id, hostname
+        self._state_root = state_root
+        self._bridge = DEFAULT_BRIDGE
+        self._sockets: List[socket.socket] = []
+        self._lease: Optional[ipam.Lease] = None
+        self._files: Optional[str] = None
+        self._files_fd = -1
+        self._gateway: Optional[ipaddress.IPv4Interface] = None
+        self._resolver: Optional[Any] = None  # a resolver.Resolver (dnslib is imported when one starts)
+        self._proxy: Optional[PortProxy] = None
+        self._upstreams: List[str] = []
+
+    # -- before the spawn ---------------------------------------------------------------
+    def prepare(self) -> None:
+        """Ports, bridge, lease, files; :meth:`close` undoes what was done."""
+        if os.geteuid() != 0:
+            raise UnsupportedError(
+                "network='bridge' without root", "run as root (rootless networking with pasta is not built yet)"
+            )
+        missing = [name for name in ("pyroute2", "dnslib") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise UnsupportedError(
+                f"network='bridge' ({', '.join(missing)} missing)", "pip install 'sandboxlib[network]'"
+            )
+        self._sockets = bind_ports(self._config.ports)
+        self._gateway = ensure_bridge(self._state_root, self._bridge)
+        owner = {"id": self._id, "hostname": self._hostname, "name": self._config.name}
+        self._lease = ipam.lease_address(_lease_dir(self._state_root, self._bridge), self._gateway.network, owner)
+        self._write_files()
+
+    @property
+    def address(self) -> ipaddress.IPv4Interface:
+        assert self._lease is not None and self._gateway is not None
+        return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
+
+    def _write_files(self) -> None:
+        self._upstreams, search = names.host_resolvers()
+        top = os.path.join(network_dir(self._state_root), _FILES)
+        with ipam.dir_lock(network_dir(self._state_root)):
+            sweep_files(self._state_root)
+            os.makedirs(top, mode=0o755, exist_ok=True)
+            path = os.path.join(top, self._id)
+            os.mkdir(path, 0o755)
+            self._files = path
+            self._files_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(self._files_fd, fcntl.LOCK_EX)
+        contents = {
+            "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
+            "hosts": names.hosts_file(str(self.address.ip), self._hostname, self._config.name),
+        }
+        for name, text in contents.items():
+            with open(os.path.join(path, name), "w", encoding="utf-8") as file:
+                file.write(text)
+            os.chmod(os.path.join(path, name), 0o644)
+
+    def mounts(self) -> Tuple[Mount, ...]:
+        """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only)."""
+        assert self._files is not None
+        return tuple(
+            Mount.bind(os.path.join(self._files, name), f"/etc/{name}", read_only=True)
+            for name in ("resolv.conf", "hosts")
+        )
+
+    # -- between clone and go -----------------------------------------------------------
+    def connect(self, netns_fd: int) -> None:
+        """Veth, ``eth0``, default route, resolver and port proxy."""
+        from .resolver import Resolver
+
+        assert self._gateway is not None
+        try:
+            with bridge.host_netlink() as ipr:
+                bridge.add_veth(ipr, f"vsbx{self._id[:10]}", self._bridge, netns_fd)
+            with bridge.netlink_in(netns_fd) as inside:
+                bridge.configure_inside(inside, self.address, self._gateway.ip)
+            self._resolver = Resolver.on_bridge(
+                str(self._gateway.ip), bridge.link_index(self._bridge), self._upstreams, self._lookup
+            )
+        except SandboxError:
+            raise
+        except Exception as err:  # netlink's errors are not OSErrors
+            code = getattr(err, "code", None) or getattr(err, "errno", None) or 0
+            raise SetupError(code, f"connecting the container to bridge {self._bridge}", step="NETWORK") from err
+        if self._sockets:
+            self._proxy = PortProxy(self._sockets, self._config.ports, str(self.address.ip))
+            self._sockets = []
+
+    @property
+    def ports(self) -> Dict[str, Tuple[str, int]]:
+        return self._proxy.published if self._proxy is not None else {}
+
+    def _lookup(self, name: str) -> Optional[str]:
+        """The address of a container of this network named ``name`` (its name or hostname)."""
+        for record in ipam.leases(_lease_dir(self._state_root, self._bridge)):
+            if name in (record.get("name"), record.get("hostname")):
+                return record["address"]
+        return None
+
+    # -- close --------------------------------------------------------------------------
+    def close(self) -> None:
+        for part in (self._proxy, self._resolver):
+            if part is not None:
+                part.close()
+        self._proxy = self._resolver = None
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        if self._files is not None:
+            shutil.rmtree(self._files, ignore_errors=True)
+            os.close(self._files_fd)
+            self._files = None

@@ -1,0 +1,50 @@
+"""The "outside world" of the network tests, run inside its own network
+namespace: HTTP on port 80 (answers "hello from ADDRESS-OF-THE-CLIENT") and
+DNS on port 53 (every name under ``.internal`` is the world's address; any
+other name does not exist).  Prints "ready" once both listen."""
+
+import http.server
+import sys
+import threading
+
+from dnslib import QTYPE, RCODE, RR, A
+from dnslib.server import BaseResolver, DNSServer
+
+ADDRESS = sys.argv[1]
+
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"hello from {self.client_address[0]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Internal(BaseResolver):
+    def resolve(self, request, handler):
+        reply = request.reply()
+        name = str(request.q.qname).rstrip(".")
+        if name.endswith(".internal"):
+            if request.q.qtype == QTYPE.A:
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ADDRESS), ttl=60))
+        else:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+class Quiet:
+    def __getattr__(self, name):
+        return lambda *args: None
+
+
+dns = DNSServer(Internal(), address=ADDRESS, port=53, logger=Quiet())
+dns.start_thread()
+httpd = http.server.ThreadingHTTPServer((ADDRESS, 80), Hello)
+threading.Thread(target=httpd.serve_forever, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()  # until the test closes our stdin
