@@ -89,8 +89,10 @@ def main() -> None:
         p50[name] = p[0]
         print(f"| {name} | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} |")
     none, bridge = p50.values()
-    print(f"\nbridge adds **{bridge - none:.3f} ms** at p50 ({bridge / none:.2f}x; target: at most 1 ms). "
-          f"{args.rounds} interleaved rounds.\n")
+    print(
+        f"\nbridge adds **{bridge - none:.3f} ms** at p50 ({bridge / none:.2f}x; target: at most 1 ms). "
+        f"{args.rounds} interleaved rounds.\n"
+    )
     rows = throughput()
     print("| TCP, iperf3 3 s | Gbit/s | ratio |\n|---|---:|---:|")
     for name, rate in rows:

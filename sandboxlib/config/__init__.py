@@ -2,10 +2,20 @@
 and run before any kernel resource exists.  One module per kind of value;
 this face names them all."""
 
-from .container import ContainerConfig, Network, Pull, WritableLayer, config_of, network_option, takes_container_options
+from .container import (
+    ContainerConfig,
+    Network,
+    Pull,
+    WritableLayer,
+    bridged,
+    config_of,
+    container_network,
+    network_option,
+    takes_container_options,
+)
 from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
-from .network import PortMapping, parse_publish
+from .network import NetworkRef, PortMapping, network_name, parse_publish
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -62,6 +72,10 @@ __all__ = [
     "Pull",
     "Network",
     "PortMapping",
+    "NetworkRef",
+    "network_name",
+    "bridged",
+    "container_network",
     "parse_publish",
     "network_option",
     "ContainerConfig",

@@ -17,7 +17,7 @@ from ..security.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, norm
 from ..security.seccomp import DEFAULT, Seccomp, seccomp_option
 from .limits import Limits
 from .mounts import IdMapping, Mount
-from .network import PortMapping, container_name, ports_option
+from .network import NetworkRef, PortMapping, container_name, ports_option
 from .values import (
     _HOSTNAME,
     _str_tuple,
@@ -35,6 +35,8 @@ __all__ = [
     "Pull",
     "Network",
     "network_option",
+    "container_network",
+    "bridged",
     "ContainerConfig",
     "takes_container_options",
     "config_of",
@@ -116,6 +118,21 @@ def network_option(value: Union[Network, str]) -> Network:
         raise ConfigError(
             "network", f"expected one of {[n.value for n in Network]} or a Network, got {value!r}{hint}"
         ) from None
+
+
+def container_network(value: Union[Network, str, NetworkRef]) -> Union[Network, NetworkRef]:
+    """``network=`` of a container: a :class:`Network`, its value, or a named
+    network (``Network.create``'s, or its name)."""
+    if isinstance(value, NetworkRef):
+        return value
+    if isinstance(value, str) and value not in [n.value for n in Network]:
+        return NetworkRef(value)
+    return network_option(value)
+
+
+def bridged(network: Union[Network, NetworkRef]) -> bool:
+    """The container is on a bridge (``"bridge"`` or a named network)."""
+    return network is Network.BRIDGE or isinstance(network, NetworkRef)
 
 
 def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
@@ -204,8 +221,8 @@ class ContainerConfig:
             together (default: as root, container ids 0-65535 map to host ids
             from 1,000,000,000; rootless, root is you and ids from 1 map to
             your /etc/subuid and /etc/subgid ranges when you have them).
-        network: ``Network.NONE`` (loopback only), ``Network.HOST`` or
-            ``Network.BRIDGE`` (``sbx0`` with NAT; as root).
+        network: ``Network.NONE`` (loopback only), ``Network.HOST``,
+            ``Network.BRIDGE`` (``sbx0`` with NAT; as root) or a named network.
         ports: published ports of a bridge network, ``{HOST: CONTAINER}``:
             ``{8080: 80, "5353/udp": 53, "0.0.0.0:8443": 443}``; a host side
             without an address is bound to 127.0.0.1 (host port 0: any free
@@ -243,7 +260,7 @@ class ContainerConfig:
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
-    network: Network = attrs.field(default=Network.NONE, converter=network_option)
+    network: Union[Network, NetworkRef] = attrs.field(default=Network.NONE, converter=container_network)
     ports: Tuple[PortMapping, ...] = attrs.field(default=None, converter=ports_option)
     name: Optional[str] = attrs.field(default=None, converter=container_name)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
@@ -301,7 +318,7 @@ class ContainerConfig:
             raise ConfigError(
                 "log", "only a main command's output is logged: give command=[...] (or command=True with an image)"
             )
-        if self.ports and self.network is not Network.BRIDGE:
+        if self.ports and isinstance(self.network, Network) and not bridged(self.network):
             raise ConfigError("ports", f"ports are published from a bridge network, not network={self.network.value!r}")
         self.capabilities()
 

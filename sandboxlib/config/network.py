@@ -10,7 +10,7 @@ import attrs
 
 from ..errors import ConfigError
 
-__all__ = ["PortMapping", "ports_option", "parse_publish", "container_name"]
+__all__ = ["PortMapping", "NetworkRef", "ports_option", "parse_publish", "container_name", "network_name"]
 
 PROTOCOLS = ("tcp", "udp")
 LOOPBACK = "127.0.0.1"  # where a port is published unless an address is given
@@ -108,3 +108,22 @@ def container_name(value: Optional[str]) -> Optional[str]:
     if value is not None and (not isinstance(value, str) or not _NAME.match(value)):
         raise ConfigError("name", f"{value!r} is not a valid name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 63)")
     return value
+
+
+RESERVED = ("none", "host", "bridge", "default")
+
+
+def network_name(value: str) -> str:
+    """A named network's name: as a container's, and none of the built-in modes."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in RESERVED:
+        raise ConfigError(
+            "network", f"{value!r} is not a valid network name ([A-Za-z0-9][A-Za-z0-9_.-]*, not one of {RESERVED})"
+        )
+    return value
+
+
+@attrs.frozen
+class NetworkRef:
+    """A named network (made by ``Network.create``), by its name."""
+
+    name: str = attrs.field(converter=network_name)

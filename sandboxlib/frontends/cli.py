@@ -30,12 +30,12 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..api import run
-from ..config import RLIMITS, Limits, Mount, Network, Pull, WritableLayer, parse_publish
+from ..config import RLIMITS, Limits, Mount, Pull, WritableLayer, parse_publish
 from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
 from ..results import Verdict
 from ..security import DEFAULT, Seccomp, SeccompOption
 from ..version import __version__
-from . import imagecli
+from . import imagecli, netcli
 from .terminal import run_on_terminal
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
@@ -226,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
     p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
-    p.add_argument("--network", choices=[n.value for n in Network], default="none")
+    p.add_argument(
+        "--network",
+        default="none",
+        metavar="none|host|bridge|NAME",
+        help="none (only lo), host, bridge (sbx0, NAT; as root) or a named network (`sandboxlib network create`)",
+    )
     p.add_argument(
         "-p",
         "--publish",
@@ -300,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
+    netcli.add_parsers(sub)
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)  # its errors show its own usage
     return parser
@@ -375,7 +381,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:  # (the top-level parser would show its own usage)
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return imagecli.COMMANDS[args.command](args) if args.command != "run" else _run(args)
+        commands = {**imagecli.COMMANDS, **netcli.COMMANDS}
+        return commands[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)
         return EXIT_NOT_FOUND

@@ -1,7 +1,9 @@
-"""Container networks: a bridge with NAT, published ports, names (issue 19).
-``attach.Attachment`` is what a container's lifecycle uses."""
+"""Container networks: a bridge with NAT, published ports, names, named
+networks (issue 19).  ``Attachment`` is what a container's lifecycle uses;
+``named`` the records of ``Network.create``."""
 
+from . import named
 from .attach import DEFAULT_BRIDGE, Attachment
 from .nftables import tables as nft_tables
 
-__all__ = ["Attachment", "DEFAULT_BRIDGE", "nft_tables"]
+__all__ = ["Attachment", "DEFAULT_BRIDGE", "named", "nft_tables"]

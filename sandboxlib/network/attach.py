@@ -27,7 +27,7 @@ from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, names, nftables
 from .portproxy import PortProxy, bind_ports
 
-__all__ = ["Attachment", "DEFAULT_BRIDGE", "sweep_files"]
+__all__ = ["Attachment", "DEFAULT_BRIDGE", "sweep_files", "ensure_bridge", "lease_dir", "network_dir"]
 
 DEFAULT_BRIDGE = "sbx0"
 _FILES = "files"
@@ -37,7 +37,7 @@ def network_dir(state_root: str) -> str:
     return os.path.join(state_root, "net")
 
 
-def _lease_dir(state_root: str, bridge_name: str) -> str:
+def lease_dir(state_root: str, bridge_name: str) -> str:
     return os.path.join(network_dir(state_root), f"leases-{bridge_name}")
 
 
@@ -49,9 +49,12 @@ def _enable_forwarding() -> None:
             file.write("1")
 
 
-def ensure_bridge(state_root: str, bridge_name: str) -> ipaddress.IPv4Interface:
+def ensure_bridge(
+    state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network] = None
+) -> ipaddress.IPv4Interface:
     """The bridge's gateway address; the bridge and its rules are made when
-    missing (the bridge last: its existence says the rules are there)."""
+    missing (the bridge last: its existence says the rules are there), on
+    ``subnet`` or, without, the first free default one."""
     with bridge.host_netlink() as ipr:
         gateway = bridge.bridge_subnet(ipr, bridge_name)
         if gateway is not None:
@@ -60,7 +63,7 @@ def ensure_bridge(state_root: str, bridge_name: str) -> ipaddress.IPv4Interface:
             gateway = bridge.bridge_subnet(ipr, bridge_name)
             if gateway is not None:
                 return gateway
-            subnet = bridge.default_subnet(ipr, [])
+            subnet = subnet or bridge.default_subnet(ipr, [])
             gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
             _enable_forwarding()
             nftables.add_bridge_rules(bridge_name, subnet)
@@ -92,10 +95,18 @@ def sweep_files(state_root: str) -> None:
 class Attachment:
     """A container on a bridge; see the module's docstring for the order."""
 
-    def __init__(self, config: ContainerConfig, container_id: str, hostname: str, state_root: str) -> None:
+    def __init__(
+        self,
+        config: ContainerConfig,
+        container_id: str,
+        hostname: str,
+        state_root: str,
+        network: Tuple[str, Optional[ipaddress.IPv4Network]] = (DEFAULT_BRIDGE, None),
+    ) -> None:
+        """``network``: (bridge, subnet), subnet None for the default network's."""
         self._config, self._id, self._hostname = config, container_id, hostname
         self._state_root = state_root
-        self._bridge = DEFAULT_BRIDGE
+        self._bridge, self._subnet = network
         self._sockets: List[socket.socket] = []
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[str] = None
@@ -118,9 +129,9 @@ class Attachment:
                 f"network='bridge' ({', '.join(missing)} missing)", "pip install 'sandboxlib[network]'"
             )
         self._sockets = bind_ports(self._config.ports)
-        self._gateway = ensure_bridge(self._state_root, self._bridge)
+        self._gateway = ensure_bridge(self._state_root, self._bridge, self._subnet)
         owner = {"id": self._id, "hostname": self._hostname, "name": self._config.name}
-        self._lease = ipam.lease_address(_lease_dir(self._state_root, self._bridge), self._gateway.network, owner)
+        self._lease = ipam.lease_address(lease_dir(self._state_root, self._bridge), self._gateway.network, owner)
         self._write_files()
 
     @property
@@ -185,7 +196,7 @@ class Attachment:
 
     def _lookup(self, name: str) -> Optional[str]:
         """The address of a container of this network named ``name`` (its name or hostname)."""
-        for record in ipam.leases(_lease_dir(self._state_root, self._bridge)):
+        for record in ipam.leases(lease_dir(self._state_root, self._bridge)):
             if name in (record.get("name"), record.get("hostname")):
                 return record["address"]
         return None

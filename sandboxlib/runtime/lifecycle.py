@@ -24,6 +24,7 @@ from .. import cgroups
 from ..config import (
     ContainerConfig,
     Network,
+    bridged,
 )
 from ..errors import ConfigError, ContainerStateError, SetupError
 from ..images import ImageStore
@@ -32,7 +33,7 @@ from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
-from ..network import Attachment
+from ..network import Attachment, named
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, read_all, shutdown_quietly
 from ..posix.sharedfd import OwnedSocket, SharedFd
@@ -186,10 +187,11 @@ class ContainerLifecycle(ImageRoots):
     def _with_network(self, config: ContainerConfig, state_root: str) -> ContainerConfig:
         """Attach a bridge network's container (ports bound, address leased)
         and give it its /etc/resolv.conf and /etc/hosts."""
-        if config.network is not Network.BRIDGE:
+        if not bridged(config.network):
             return config
         statedir.ensure_root(state_root)
-        self._network = Attachment(config, self.id, self.hostname, state_root)
+        where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
+        self._network = Attachment(config, self.id, self.hostname, state_root, where)
         self._resources.callback(self._network.close)
         self._network.prepare()
         return attrs.evolve(config, mounts=config.mounts + self._network.mounts(), env=dict(config.env))

@@ -1,0 +1,67 @@
+"""``sandboxlib.Network``: the network modes and the named networks
+(``Network.create``, ``list``, ``get``; a :class:`NamedNetwork`'s ``remove``)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import attrs
+
+from ..config import Network as Mode
+from ..config import NetworkRef
+from ..network import named
+from . import statedir
+
+__all__ = ["Network", "NamedNetwork"]
+
+
+@attrs.frozen
+class NamedNetwork(NetworkRef):
+    """A named network, as ``network=`` of containers: they reach each other
+    by name, and not the containers of other networks."""
+
+    subnet: str = ""
+    bridge: str = ""
+
+    def remove(self) -> None:
+        """Remove the network (its bridge and rules); ContainerStateError while containers are on it."""
+        named.remove(statedir.state_root(), self.name)
+
+    def containers(self) -> List[dict]:
+        """The containers on it now: ``{"id", "name", "hostname", "address"}`` each."""
+        return named.attached(statedir.state_root(), named.get(statedir.state_root(), self.name))
+
+    def inspect(self) -> dict:
+        return {**attrs.asdict(self), "containers": self.containers()}
+
+
+def _public(record: named.NetworkRecord) -> NamedNetwork:
+    return NamedNetwork(name=record.name, subnet=record.subnet, bridge=record.bridge)
+
+
+class Network:
+    """``network=`` of ``run()`` and ``Container()``: ``Network.NONE`` (only
+    ``lo``), ``Network.HOST``, ``Network.BRIDGE`` (the default bridge), or a
+    named network from :meth:`create`."""
+
+    NONE = Mode.NONE
+    HOST = Mode.HOST
+    BRIDGE = Mode.BRIDGE
+
+    def __init__(self) -> None:
+        raise TypeError("Network is a namespace: Network.NONE, .HOST, .BRIDGE, Network.create(name)")
+
+    @staticmethod
+    def create(name: str, *, subnet: Optional[str] = None) -> NamedNetwork:
+        """Make a named network (as root), kept until removed: a bridge of its
+        own on ``subnet`` (default: the first free of Docker's pool)."""
+        statedir.ensure_root(statedir.state_root())
+        return _public(named.create(statedir.state_root(), name, subnet))
+
+    @staticmethod
+    def get(name: str) -> NamedNetwork:
+        return _public(named.get(statedir.state_root(), name))
+
+    @staticmethod
+    def list() -> List[NamedNetwork]:
+        return [_public(r) for r in named.records(statedir.state_root())]
