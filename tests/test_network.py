@@ -230,3 +230,36 @@ def test_cli_network_bridge_and_publish(lab):
     assert out["code"] == 0, out["err"]
     assert out["out"].strip() == f"hello from {HOST_ADDRESS}"
     assert out["bad"][0] != 0 and "publish" in out["bad"][1]
+
+
+def test_failed_starts_leave_nothing(lab):
+    out = lab.run(
+        """
+        import os
+        errors = []
+        for make in (
+            lambda: sb.run(["/nonexistent"], network="bridge", ports={0: 80}),  # the command: after go
+            lambda: sb.run(["true"], network="bridge", mounts=[sb.Mount.bind("/etc", "/etc/passwd/x")]),  # after go
+            lambda: sb.run(["true"], network="nosuch"),  # before anything
+        ):
+            try:
+                make()
+            except sb.SandboxError as err:
+                errors.append(type(err).__name__)
+        root = os.environ["SANDBOXLIB_RUN"] + "/net"
+        leases = [n for n in os.listdir(root + "/leases-sbx0") if not n.startswith(".")]
+        import fcntl
+        held = []
+        for name in leases:  # a file may stay; none may be held
+            fd = os.open(f"{root}/leases-sbx0/{name}", os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(name)
+            os.close(fd)
+        print(json.dumps({"errors": errors, "held": held, "files": os.listdir(root + "/files")}))
+        """
+    )
+    assert out["errors"] == ["CommandNotFoundError", "SetupError", "ConfigError"]
+    assert out["held"] == [] and out["files"] == []
+    assert settled(lab) == []
