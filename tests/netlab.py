@@ -90,9 +90,31 @@ class Lab:
         env = {**os.environ, "SANDBOXLIB_RUN": self.state}
         return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
-    def run(self, code: str, timeout: float = 60) -> dict:
+    def library_as(self, user, code: str, **popen) -> subprocess.Popen:
+        """As ``library``, run by the unprivileged ``user`` (tests/rootless.py's launcher)."""
+        from .rootless import launcher
+
+        shared = os.path.join(self.tmp, "shared")
+        os.makedirs(shared, mode=0o755, exist_ok=True)
+        os.chmod(self.tmp, 0o711)
+        script = os.path.join(shared, f"script-{os.urandom(4).hex()}.py")
+        with open(script, "w") as file:
+            file.write(PRELUDE + textwrap.dedent(code))
+        os.chmod(script, 0o644)
+        os.chmod(self.resolv, 0o644)
+        state = os.path.join(self.tmp, f"run-{user.pw_name}")
+        if not os.path.isdir(state):
+            os.mkdir(state, 0o700)
+            os.chown(state, user.pw_uid, user.pw_gid)
+        argv = launcher(user, ["env", f"SANDBOXLIB_RUN={state}", sys.executable, script])
+        argv[-1] = f"mount --bind {self.resolv} /etc/resolv.conf\n" + argv[-1]
+        return subprocess.Popen(
+            self._enter(self.host, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+        )
+
+    def run(self, code: str, timeout: float = 60, user=None) -> dict:
         """Run ``code``, which prints one JSON line last; returns it."""
-        proc = self.library(code)
+        proc = self.library(code) if user is None else self.library_as(user, code)
         out, err = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, f"the library's process failed:\n{err}"
         return json.loads(out.strip().splitlines()[-1])

@@ -13,28 +13,22 @@ nothing that lasts)."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import ipaddress
 import os
-import shutil
 import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import ContainerConfig, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, names, nftables
+from .files import ContainerFiles, network_dir
+from .pasta import PastaAttachment
 from .portproxy import PortProxy, bind_ports
 
-__all__ = ["Attachment", "DEFAULT_BRIDGE", "sweep_files", "ensure_bridge", "lease_dir", "network_dir"]
+__all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "lease_dir", "network_dir"]
 
 DEFAULT_BRIDGE = "sbx0"
-_FILES = "files"
-
-
-def network_dir(state_root: str) -> str:
-    return os.path.join(state_root, "net")
 
 
 def lease_dir(state_root: str, bridge_name: str) -> str:
@@ -72,26 +66,6 @@ def ensure_bridge(
             return gateway
 
 
-def sweep_files(state_root: str) -> None:
-    """Remove the files directories of containers whose owner is gone (its
-    lock is free).  Under the network lock, as their creation is."""
-    top = os.path.join(network_dir(state_root), _FILES)
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(top):
-            path = os.path.join(top, name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            finally:
-                os.close(fd)
-            shutil.rmtree(path, ignore_errors=True)
-
-
 class Attachment:
     """A container on a bridge; see the module's docstring for the order."""
 
@@ -109,8 +83,7 @@ class Attachment:
         self._bridge, self._subnet = network
         self._sockets: List[socket.socket] = []
         self._lease: Optional[ipam.Lease] = None
-        self._files: Optional[str] = None
-        self._files_fd = -1
+        self._files: Optional[ContainerFiles] = None
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._resolver: Optional[Any] = None  # a resolver.Resolver (dnslib is imported when one starts)
         self._proxy: Optional[PortProxy] = None
@@ -119,10 +92,6 @@ class Attachment:
     # -- before the spawn ---------------------------------------------------------------
     def prepare(self) -> None:
         """Ports, bridge, lease, files; :meth:`close` undoes what was done."""
-        if os.geteuid() != 0:
-            raise UnsupportedError(
-                "network='bridge' without root", "run as root (rootless networking with pasta is not built yet)"
-            )
         missing = [name for name in ("pyroute2", "dnslib") if importlib.util.find_spec(name) is None]
         if missing:
             raise UnsupportedError(
@@ -141,34 +110,23 @@ class Attachment:
 
     def _write_files(self) -> None:
         self._upstreams, search = names.host_resolvers()
-        top = os.path.join(network_dir(self._state_root), _FILES)
-        with ipam.dir_lock(network_dir(self._state_root)):
-            sweep_files(self._state_root)
-            os.makedirs(top, mode=0o755, exist_ok=True)
-            path = os.path.join(top, self._id)
-            os.mkdir(path, 0o755)
-            self._files = path
-            self._files_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(self._files_fd, fcntl.LOCK_EX)
-        contents = {
-            "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
-            "hosts": names.hosts_file(str(self.address.ip), self._hostname, self._config.name),
-        }
-        for name, text in contents.items():
-            with open(os.path.join(path, name), "w", encoding="utf-8") as file:
-                file.write(text)
-            os.chmod(os.path.join(path, name), 0o644)
+        assert self._gateway is not None
+        self._files = ContainerFiles(
+            self._state_root,
+            self._id,
+            {
+                "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
+                "hosts": names.hosts_file(str(self.address.ip), self._hostname, self._config.name),
+            },
+        )
 
     def mounts(self) -> Tuple[Mount, ...]:
         """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only)."""
         assert self._files is not None
-        return tuple(
-            Mount.bind(os.path.join(self._files, name), f"/etc/{name}", read_only=True)
-            for name in ("resolv.conf", "hosts")
-        )
+        return self._files.mounts()
 
     # -- between clone and go -----------------------------------------------------------
-    def connect(self, netns_fd: int) -> None:
+    def connect(self, netns_fd: int, init_pid: int) -> None:
         """Veth, ``eth0``, default route, resolver and port proxy."""
         from .resolver import Resolver
 
@@ -214,6 +172,20 @@ class Attachment:
             self._lease.release()
             self._lease = None
         if self._files is not None:
-            shutil.rmtree(self._files, ignore_errors=True)
-            os.close(self._files_fd)
+            self._files.close()
             self._files = None
+
+
+def attachment(
+    config: ContainerConfig,
+    container_id: str,
+    hostname: str,
+    state_root: str,
+    network: Tuple[str, Optional[ipaddress.IPv4Network]],
+) -> Any:
+    """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the default network only)."""
+    if os.geteuid() == 0:
+        return Attachment(config, container_id, hostname, state_root, network)
+    if network[0] != DEFAULT_BRIDGE:
+        raise UnsupportedError("named networks without root", "run as root (rootless named networks are not built yet)")
+    return PastaAttachment(config, container_id, hostname, state_root)

@@ -33,7 +33,7 @@ from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
-from ..network import Attachment, named
+from ..network import Attachment, attachment, named
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, read_all, shutdown_quietly
 from ..posix.sharedfd import OwnedSocket, SharedFd
@@ -92,7 +92,7 @@ class ContainerLifecycle(ImageRoots):
         self._image: Optional[ImageRoot] = None
         self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
-        self._network: Optional[Attachment] = None
+        self._network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"
@@ -191,7 +191,7 @@ class ContainerLifecycle(ImageRoots):
             return config
         statedir.ensure_root(state_root)
         where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
-        self._network = Attachment(config, self.id, self.hostname, state_root, where)
+        self._network = attachment(config, self.id, self.hostname, state_root, where)
         self._resources.callback(self._network.close)
         self._network.prepare()
         return attrs.evolve(config, mounts=config.mounts + self._network.mounts(), env=dict(config.env))
@@ -341,7 +341,7 @@ class ContainerLifecycle(ImageRoots):
             if self._network is not None:
                 netns = receive_netns(control)
                 try:
-                    self._network.connect(netns)
+                    self._network.connect(netns, pid)
                 finally:
                     os.close(netns)
             self._send_go(control, pid)
