@@ -59,7 +59,7 @@ def test_rootless_egress_dns_and_published_port(lab, user):
         fetch = ["{PY}", "-c", "import urllib.request as u; print(u.urlopen('http://example.internal/').read().decode())"]
         r = sb.run(fetch, network="bridge", stdout=sb.PIPE, stderr=sb.PIPE)
         serve = (
-            "import socket; s = socket.create_server(('', 80)); print('up', flush=True)\n"
+            "import socket; s = socket.create_server(('', 80)); print('up', flush=True)\\n"
             "c, _ = s.accept(); c.sendall(b'pong')"
         )
         with sb.Container(network="bridge", ports={{0: 80}}) as c:
