@@ -19,7 +19,7 @@ import sys
 import tempfile
 import textwrap
 
-HOST_ADDRESS, WORLD_ADDRESS = "198.51.100.1", "198.51.100.2"  # TEST-NET-2: routed nowhere
+HOST_ADDRESS, WORLD_ADDRESS, WORLD_SECOND = "198.51.100.1", "198.51.100.2", "198.51.100.3"  # TEST-NET-2
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRELUDE = """import json, sys, sandboxlib as sb
 
@@ -57,10 +57,11 @@ class Lab:
         self.in_host("ip", "link", "set", "lo", "up")
         self.in_host("ip", "route", "add", "default", "via", WORLD_ADDRESS)
         self.in_world("ip", "addr", "add", f"{WORLD_ADDRESS}/24", "dev", "eth0")
+        self.in_world("ip", "addr", "add", f"{WORLD_SECOND}/24", "dev", "eth0")
         self.in_world("ip", "link", "set", "eth0", "up")
         self.in_world("ip", "link", "set", "lo", "up")
         self.server = subprocess.Popen(
-            self._enter(self.world, sys.executable, os.path.join(HERE, "networld.py"), WORLD_ADDRESS),
+            self._enter(self.world, sys.executable, os.path.join(HERE, "networld.py"), WORLD_ADDRESS, WORLD_SECOND),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

@@ -1,6 +1,7 @@
 """The "outside world" of the network tests, run inside its own network
-namespace: HTTP on port 80 (answers "hello from ADDRESS-OF-THE-CLIENT") and
-DNS on port 53 (every name under ``.internal`` is the world's address; any
+namespace: HTTP on port 80 of its addresses (answers "hello from
+ADDRESS-OF-THE-CLIENT") and DNS on port 53 of the first (``second.internal``
+is the second address, every other name under ``.internal`` the first; any
 other name does not exist).  Prints "ready" once both listen."""
 
 import http.server
@@ -10,7 +11,7 @@ import threading
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
-ADDRESS = sys.argv[1]
+ADDRESS, SECOND = sys.argv[1], sys.argv[2]
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
@@ -31,7 +32,8 @@ class Internal(BaseResolver):
         name = str(request.q.qname).rstrip(".")
         if name.endswith(".internal"):
             if request.q.qtype == QTYPE.A:
-                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ADDRESS), ttl=60))
+                address = SECOND if name == "second.internal" else ADDRESS
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=60))
         else:
             reply.header.rcode = RCODE.NXDOMAIN
         return reply
@@ -44,7 +46,7 @@ class Quiet:
 
 dns = DNSServer(Internal(), address=ADDRESS, port=53, logger=Quiet())
 dns.start_thread()
-httpd = http.server.ThreadingHTTPServer((ADDRESS, 80), Hello)
+httpd = http.server.ThreadingHTTPServer(("0.0.0.0", 80), Hello)
 threading.Thread(target=httpd.serve_forever, daemon=True).start()
 print("ready", flush=True)
 sys.stdin.read()  # until the test closes our stdin

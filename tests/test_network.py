@@ -223,13 +223,17 @@ def test_cli_network_bridge_and_publish(lab):
                 "--", "{PY}", "-c", "import urllib.request as u; print(u.urlopen('http://a.internal/').read().decode())"]
         done = subprocess.run(argv, capture_output=True, text=True)
         bad = subprocess.run(argv[:6] + ["-p", "80"] + argv[8:], capture_output=True, text=True)
+        egress = [sys.executable, "-m", "sandboxlib", "run", "--network", "bridge", "--egress", "web.internal:80",
+                  "--", "{PY}", "-c", "import urllib.request as u; u.urlopen('http://second.internal/')"]
+        refused = subprocess.run(egress, capture_output=True, text=True)
         found = {{"code": done.returncode, "out": done.stdout, "err": done.stderr}}
-        print(json.dumps({{**found, "bad": [bad.returncode, bad.stderr]}}))
+        print(json.dumps({{**found, "bad": [bad.returncode, bad.stderr], "refused": refused.stderr}}))
         """
     )
     assert out["code"] == 0, out["err"]
     assert out["out"].strip() == f"hello from {HOST_ADDRESS}"
     assert out["bad"][0] != 0 and "publish" in out["bad"][1]
+    assert "Name or service not known" in out["refused"] or "gaierror" in out["refused"], out["refused"]
 
 
 def test_failed_starts_leave_nothing(lab):

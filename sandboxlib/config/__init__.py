@@ -15,7 +15,7 @@ from .container import (
 )
 from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
-from .network import NetworkRef, PortMapping, network_name, parse_publish
+from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -72,6 +72,9 @@ __all__ = [
     "Pull",
     "Network",
     "PortMapping",
+    "BridgeNetwork",
+    "EgressRule",
+    "egress_rule",
     "NetworkRef",
     "network_name",
     "bridged",

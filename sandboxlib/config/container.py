@@ -17,7 +17,7 @@ from ..security.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, norm
 from ..security.seccomp import DEFAULT, Seccomp, seccomp_option
 from .limits import Limits
 from .mounts import IdMapping, Mount
-from .network import NetworkRef, PortMapping, container_name, ports_option
+from .network import BridgeNetwork, NetworkRef, PortMapping, container_name, ports_option
 from .values import (
     _HOSTNAME,
     _str_tuple,
@@ -120,19 +120,21 @@ def network_option(value: Union[Network, str]) -> Network:
         ) from None
 
 
-def container_network(value: Union[Network, str, NetworkRef]) -> Union[Network, NetworkRef]:
-    """``network=`` of a container: a :class:`Network`, its value, or a named
-    network (``Network.create``'s, or its name)."""
-    if isinstance(value, NetworkRef):
+def container_network(
+    value: Union[Network, str, NetworkRef, BridgeNetwork],
+) -> Union[Network, NetworkRef, BridgeNetwork]:
+    """``network=`` of a container: a :class:`Network`, its value, a named
+    network (``Network.create``'s, or its name), or ``Network.bridge(egress=...)``."""
+    if isinstance(value, (NetworkRef, BridgeNetwork)):
         return value
     if isinstance(value, str) and value not in [n.value for n in Network]:
         return NetworkRef(value)
     return network_option(value)
 
 
-def bridged(network: Union[Network, NetworkRef]) -> bool:
-    """The container is on a bridge (``"bridge"`` or a named network)."""
-    return network is Network.BRIDGE or isinstance(network, NetworkRef)
+def bridged(network: Union[Network, NetworkRef, BridgeNetwork]) -> bool:
+    """The container is on a bridge (``"bridge"``, ``Network.bridge(...)`` or a named network)."""
+    return network is Network.BRIDGE or isinstance(network, (NetworkRef, BridgeNetwork))
 
 
 def _writable_layer_size(value: Union[int, str, None]) -> Optional[int]:
@@ -222,7 +224,8 @@ class ContainerConfig:
             from 1,000,000,000; rootless, root is you and ids from 1 map to
             your /etc/subuid and /etc/subgid ranges when you have them).
         network: ``Network.NONE`` (loopback only), ``Network.HOST``,
-            ``Network.BRIDGE`` (``sbx0`` with NAT; as root) or a named network.
+            ``Network.BRIDGE`` (``sbx0`` with NAT), ``Network.bridge(egress=[...])``
+            or a named network.
         ports: published ports of a bridge network, ``{HOST: CONTAINER}``:
             ``{8080: 80, "5353/udp": 53, "0.0.0.0:8443": 443}``; a host side
             without an address is bound to 127.0.0.1 (host port 0: any free
@@ -260,7 +263,7 @@ class ContainerConfig:
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
-    network: Union[Network, NetworkRef] = attrs.field(default=Network.NONE, converter=container_network)
+    network: Union[Network, NetworkRef, BridgeNetwork] = attrs.field(default=Network.NONE, converter=container_network)
     ports: Tuple[PortMapping, ...] = attrs.field(default=None, converter=ports_option)
     name: Optional[str] = attrs.field(default=None, converter=container_name)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)

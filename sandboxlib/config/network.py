@@ -10,7 +10,18 @@ import attrs
 
 from ..errors import ConfigError
 
-__all__ = ["PortMapping", "NetworkRef", "ports_option", "parse_publish", "container_name", "network_name"]
+__all__ = [
+    "BridgeNetwork",
+    "EgressRule",
+    "egress_rule",
+    "egress_option",
+    "PortMapping",
+    "NetworkRef",
+    "ports_option",
+    "parse_publish",
+    "container_name",
+    "network_name",
+]
 
 PROTOCOLS = ("tcp", "udp")
 LOOPBACK = "127.0.0.1"  # where a port is published unless an address is given
@@ -127,3 +138,77 @@ class NetworkRef:
     """A named network (made by ``Network.create``), by its name."""
 
     name: str = attrs.field(converter=network_name)
+
+
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_-]{1,63}$")
+
+
+@attrs.frozen
+class EgressRule:
+    """One entry of an egress allow-list: a network (``"10.1.2.0/24"``, an
+    address), a host name (``"pypi.org"``) or a domain's names
+    (``"*.pythonhosted.org"``), with an optional port and protocol (``:443``,
+    ``:53/udp``; a port without protocol allows TCP and UDP)."""
+
+    kind: str  # "net", "name" or "wildcard"
+    value: str  # a network, or a lower-case name / domain (without "*.")
+    port: Optional[int] = None
+    protocol: Optional[str] = None
+
+    def matches(self, name: str) -> bool:
+        """Whether the host name ``name`` (lower case, no trailing dot) is allowed by this rule."""
+        if self.kind == "name":
+            return name == self.value
+        return self.kind == "wildcard" and name.endswith("." + self.value)
+
+    def protocols(self) -> Tuple[str, ...]:
+        return (self.protocol,) if self.protocol else PROTOCOLS
+
+
+def egress_rule(text: str, field: str = "egress") -> EgressRule:
+    """``HOST-OR-NET[:PORT[/tcp|udp]]`` -> an :class:`EgressRule`."""
+    if not isinstance(text, str) or not text:
+        raise ConfigError(field, f"expected 'CIDR|IP|NAME|*.DOMAIN[:PORT[/udp]]', got {text!r}")
+    body, slash, protocol = text.rpartition("/")
+    if not slash or not protocol.isalpha():  # no protocol: a CIDR's prefix length (and port), or nothing
+        body, protocol = text, ""
+    elif protocol not in PROTOCOLS:
+        raise ConfigError(field, f"{protocol!r} is not one of {list(PROTOCOLS)}")
+    host, colon, port_text = body.rpartition(":")
+    if not colon:
+        if protocol:
+            raise ConfigError(field, f"{text!r}: a protocol needs a port (HOST:PORT/{protocol})")
+        host, port_text = body, ""
+    port = _number(port_text, field, 1) if port_text else None
+    try:
+        network = ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        network = None
+    if network is not None:
+        if network.version != 4:
+            raise ConfigError(field, f"{text!r}: only IPv4 egress rules are supported")
+        return EgressRule("net", str(network), port, protocol or None)
+    name = host.lower().rstrip(".")
+    kind = "wildcard" if name.startswith("*.") else "name"
+    domain = name[2:] if kind == "wildcard" else name
+    if not _DNS_NAME.match(domain):
+        raise ConfigError(field, f"{text!r} is not a network, an address, a host name or *.domain")
+    return EgressRule(kind, domain, port, protocol or None)
+
+
+def egress_option(value) -> Tuple[EgressRule, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise ConfigError("egress", f"expected a list of rules, got the string {value!r}")
+    return tuple(
+        rule if isinstance(rule, EgressRule) else egress_rule(rule, f"egress[{i}]") for i, rule in enumerate(value)
+    )
+
+
+@attrs.frozen
+class BridgeNetwork:
+    """The default bridge with an egress allow-list (``Network.bridge(egress=[...])``):
+    everything else the container sends out is refused at once (a TCP reset, an ICMP error)."""
+
+    egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)

@@ -30,7 +30,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..api import run
-from ..config import RLIMITS, Limits, Mount, Pull, WritableLayer, parse_publish
+from ..config import RLIMITS, BridgeNetwork, Limits, Mount, Pull, WritableLayer, parse_publish
 from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
 from ..results import Verdict
 from ..security import DEFAULT, Seccomp, SeccompOption
@@ -241,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish a port of a bridge network's container (on 127.0.0.1 unless IP is given)",
     )
     p.add_argument("--name", help="the container's name (its DNS name on its network)")
+    p.add_argument(
+        "--egress",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="with --network bridge: allow only these destinations (CIDR, IP, NAME, *.DOMAIN, each [:PORT[/udp]])",
+    )
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument(
         "--cap-add",
@@ -338,6 +345,8 @@ def _run(args: argparse.Namespace) -> int:
 def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[str]) -> int:
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     seccomp = _security_opts(args.security_opt)
+    if args.egress and args.network != "bridge":
+        raise ConfigError("egress", "an allow-list is for --network bridge")
     options = {
         "rootfs": args.rootfs,
         "hostname": args.hostname,
@@ -346,7 +355,7 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
         "read_only": args.read_only,
         "user": args.user,
         "cwd": args.workdir,
-        "network": args.network,
+        "network": BridgeNetwork(egress=args.egress) if args.egress and args.network == "bridge" else args.network,
         "ports": dict(parse_publish(text) for text in args.publish),
         "name": args.name,
         "userns": not args.no_userns,

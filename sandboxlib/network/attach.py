@@ -19,7 +19,7 @@ import os
 import socket
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import ContainerConfig, Mount
+from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, names, nftables
 from .files import ContainerFiles, network_dir
@@ -88,6 +88,9 @@ class Attachment:
         self._resolver: Optional[Any] = None  # a resolver.Resolver (dnslib is imported when one starts)
         self._proxy: Optional[PortProxy] = None
         self._upstreams: List[str] = []
+        network_value = config.network
+        self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
+        self._egress_added = False
 
     # -- before the spawn ---------------------------------------------------------------
     def prepare(self) -> None:
@@ -99,8 +102,16 @@ class Attachment:
             )
         self._sockets = bind_ports(self._config.ports)
         self._gateway = ensure_bridge(self._state_root, self._bridge, self._subnet)
-        owner = {"id": self._id, "hostname": self._hostname, "name": self._config.name}
+        owner = {
+            "id": self._id,
+            "hostname": self._hostname,
+            "name": self._config.name,
+            "egress": [[r.kind, r.value, r.port, r.protocol] for r in self._egress],
+        }
         self._lease = ipam.lease_address(lease_dir(self._state_root, self._bridge), self._gateway.network, owner)
+        previous = self._lease.previous
+        if isinstance(previous, dict) and previous.get("egress") and previous.get("id"):  # a dead owner's leftovers
+            nftables.remove_egress(self._bridge, previous["id"], str(self._lease.address))
         self._write_files()
 
     @property
@@ -136,8 +147,11 @@ class Attachment:
                 bridge.add_veth(ipr, f"vsbx{self._id[:10]}", self._bridge, netns_fd)
             with bridge.netlink_in(netns_fd) as inside:
                 bridge.configure_inside(inside, self.address, self._gateway.ip)
+            if self._egress:
+                self._egress_added = True  # (partly made objects are removed too)
+                nftables.add_egress(self._bridge, self._id, str(self.address.ip), self._egress)
             self._resolver = Resolver.on_bridge(
-                str(self._gateway.ip), bridge.link_index(self._bridge), self._upstreams, self._lookup
+                str(self._gateway.ip), bridge.link_index(self._bridge), self._upstreams, self._lookup, self._gate
             )
         except SandboxError:
             raise
@@ -159,6 +173,19 @@ class Attachment:
                 return record["address"]
         return None
 
+    def _gate(self, client: str, name: str) -> Any:
+        """The allow-list of the container at ``client`` for ``name`` (see resolver.Gate)."""
+        record = next(
+            (r for r in ipam.leases(lease_dir(self._state_root, self._bridge)) if r["address"] == client), None
+        )
+        if not record or not record.get("egress"):
+            return None
+        matching = [r for r in (EgressRule(*rule) for rule in record["egress"]) if r.matches(name)]
+        if not matching:
+            return False
+        container_id = record["id"]
+        return lambda answers: nftables.allow_resolved(self._bridge, container_id, answers, matching)
+
     # -- close --------------------------------------------------------------------------
     def close(self) -> None:
         for part in (self._proxy, self._resolver):
@@ -168,6 +195,9 @@ class Attachment:
         for sock in self._sockets:
             sock.close()
         self._sockets = []
+        if self._egress_added and self._lease is not None:
+            nftables.remove_egress(self._bridge, self._id, str(self._lease.address))
+            self._egress_added = False
         if self._lease is not None:
             self._lease.release()
             self._lease = None
@@ -186,6 +216,8 @@ def attachment(
     """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the default network only)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
+    if isinstance(config.network, BridgeNetwork) and config.network.egress:
+        raise UnsupportedError("egress allow-lists without root", "run as root (rootless egress is not built yet)")
     if network[0] != DEFAULT_BRIDGE:
         raise UnsupportedError("named networks without root", "run as root (rootless named networks are not built yet)")
     return PastaAttachment(config, container_id, hostname, state_root)

@@ -11,7 +11,7 @@ import fcntl
 import ipaddress
 import json
 import os
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 from ..errors import ConfigError
 
@@ -31,10 +31,12 @@ def dir_lock(directory: str) -> Iterator[None]:
 
 
 class Lease:
-    """One address, held until :meth:`release` (or the holder's death)."""
+    """One address, held until :meth:`release` (or the holder's death).
+    ``previous``: the record of a dead owner whose lease this took over (what
+    it left, e.g. nft objects, is cleaned up by the new holder), or None."""
 
-    def __init__(self, path: str, fd: int, address: ipaddress.IPv4Address) -> None:
-        self.path, self._fd, self.address = path, fd, address
+    def __init__(self, path: str, fd: int, address: ipaddress.IPv4Address, previous: Optional[dict]) -> None:
+        self.path, self._fd, self.address, self.previous = path, fd, address, previous
 
     def release(self) -> None:
         if self._fd < 0:
@@ -45,8 +47,8 @@ class Lease:
         self._fd = -1
 
 
-def _take(path: str, record: bytes) -> Optional[int]:
-    """The lease file at ``path`` locked by us, or None while another holds it."""
+def _take(path: str, record: bytes) -> Optional[Tuple[int, Optional[dict]]]:
+    """The lease file at ``path`` locked by us and the record it held, or None while another holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -60,9 +62,13 @@ def _take(path: str, record: bytes) -> Optional[int]:
     except FileNotFoundError:
         os.close(fd)
         return _take(path, record)
+    try:
+        previous = json.loads(os.pread(fd, 65536, 0) or b"null")
+    except ValueError:
+        previous = None
     os.ftruncate(fd, 0)
     os.pwrite(fd, record, 0)
-    return fd
+    return fd, previous
 
 
 def lease_address(directory: str, subnet: ipaddress.IPv4Network, owner: dict) -> Lease:
@@ -73,9 +79,9 @@ def lease_address(directory: str, subnet: ipaddress.IPv4Network, owner: dict) ->
         next(hosts)  # the gateway, the bridge's own
         for address in hosts:
             path = os.path.join(directory, str(address))
-            fd = _take(path, record)
-            if fd is not None:
-                return Lease(path, fd, address)
+            taken = _take(path, record)
+            if taken is not None:
+                return Lease(path, taken[0], address, taken[1])
     raise ConfigError("network", f"no free address left in {subnet}")
 
 
@@ -96,6 +102,6 @@ def leases(directory: str) -> Iterator[dict]:
                 except BlockingIOError:
                     pass
                 with contextlib.suppress(ValueError):
-                    yield {**json.loads(os.pread(fd, 4096, 0) or b"{}"), "address": name}
+                    yield {**json.loads(os.pread(fd, 65536, 0) or b"{}"), "address": name}
             finally:
                 os.close(fd)

@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple, Union
 
 import attrs
 
-from ..config import Network, NetworkRef
+from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables
 from .attach import DEFAULT_BRIDGE, ensure_bridge, lease_dir, network_dir
@@ -123,7 +123,9 @@ def remove(state_root: str, name: str) -> None:
         os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
 
 
-def bridge_of(state_root: str, network: Union[Network, NetworkRef]) -> Tuple[str, Optional[ipaddress.IPv4Network]]:
+def bridge_of(
+    state_root: str, network: Union[Network, NetworkRef, BridgeNetwork]
+) -> Tuple[str, Optional[ipaddress.IPv4Network]]:
     """(bridge, subnet) of a container's network (subnet None: the default's, chosen at first use)."""
     if isinstance(network, NetworkRef):
         record = get(state_root, network.name)

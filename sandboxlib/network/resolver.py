@@ -18,7 +18,7 @@ import os
 import select
 import socket
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple, Union
 
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
@@ -28,20 +28,25 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # (Python 3.11 lacks the constant
 TTL = 10  # container addresses change with the containers
 FORWARD_TIMEOUT = 2.0
 Lookup = Callable[[str], Optional[str]]  # name -> IPv4 address on this network, or None
+# (client address, name) -> None: no allow-list; False: the name is not allowed;
+# or a callable given the (address, TTL) answers of an allowed name, before they are returned.
+Gate = Callable[[str, str], Union[None, bool, Callable[[List[Tuple[str, int]]], None]]]
 
 
 class Resolver:
     """Serve ``sock`` (UDP, bound in the container) until :meth:`close`."""
 
-    def __init__(self, sock: socket.socket, bridge_index: int, upstreams: List[str], lookup: Lookup) -> None:
-        self._sock, self._upstreams, self._lookup = sock, upstreams, lookup
+    def __init__(
+        self, sock: socket.socket, bridge_index: int, upstreams: List[str], lookup: Lookup, gate: Gate
+    ) -> None:
+        self._sock, self._upstreams, self._lookup, self._gate = sock, upstreams, lookup, gate
         self._bridge_index = bridge_index
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._serve, name="sandboxlib-resolver", daemon=True)
         self._thread.start()
 
     @classmethod
-    def on_bridge(cls, address: str, bridge_index: int, upstreams: List[str], lookup: Lookup) -> Resolver:
+    def on_bridge(cls, address: str, bridge_index: int, upstreams: List[str], lookup: Lookup, gate: Gate) -> Resolver:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -50,7 +55,7 @@ class Resolver:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, bridge_index, upstreams, lookup)
+        return cls(sock, bridge_index, upstreams, lookup, gate)
 
     def close(self) -> None:
         if self._wake_w < 0:
@@ -76,14 +81,14 @@ class Resolver:
                     continue
                 if _arrival(ancillary) != self._bridge_index:
                     continue
-                answer = self._answer(packet)
+                answer = self._answer(packet, client[0])
                 if answer:
                     try:
                         self._sock.sendto(answer, client)
                     except OSError:
                         pass
 
-    def _answer(self, packet: bytes) -> Optional[bytes]:
+    def _answer(self, packet: bytes, client: str) -> Optional[bytes]:
         try:
             query = DNSRecord.parse(packet)
         except DNSError:
@@ -96,7 +101,15 @@ class Resolver:
             if question.qtype in (QTYPE.A, QTYPE.ANY):
                 reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
             return reply.pack()  # AAAA etc.: the name exists, without such records
-        return self._forward(packet) or self._failure(query)
+        gate = self._gate(client, name.lower())
+        if gate is False:  # not on the container's allow-list: refused at once
+            return self._failure(query, RCODE.REFUSED)
+        answer = self._forward(packet)
+        if answer is None:
+            return self._failure(query, RCODE.SERVFAIL)
+        if callable(gate):
+            gate(_addresses(answer))
+        return answer
 
     def _forward(self, packet: bytes) -> Optional[bytes]:
         for server in self._upstreams:
@@ -114,9 +127,9 @@ class Resolver:
         return None
 
     @staticmethod
-    def _failure(query: DNSRecord) -> bytes:
+    def _failure(query: DNSRecord, rcode: int) -> bytes:
         reply = query.reply()
-        reply.header.rcode = RCODE.SERVFAIL
+        reply.header.rcode = rcode
         return reply.pack()
 
 
@@ -126,3 +139,11 @@ def _arrival(ancillary) -> int:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 4:
             return int.from_bytes(data[:4], "little")
     return -1
+
+
+def _addresses(answer: bytes) -> List[Tuple[str, int]]:
+    """The (IPv4 address, TTL) records of an answer (those under a CNAME too)."""
+    try:
+        return [(str(rr.rdata), rr.ttl) for rr in DNSRecord.parse(answer).rr if rr.rtype == QTYPE.A]
+    except DNSError:
+        return []

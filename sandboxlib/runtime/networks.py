@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import attrs
 
+from ..config import BridgeNetwork, NetworkRef
 from ..config import Network as Mode
-from ..config import NetworkRef
 from ..network import named
 from . import statedir
 
@@ -57,6 +57,16 @@ class Network:
         own on ``subnet`` (default: the first free of Docker's pool)."""
         statedir.ensure_root(statedir.state_root())
         return _public(named.create(statedir.state_root(), name, subnet))
+
+    @staticmethod
+    def bridge(*, egress: Sequence[str] = ()) -> BridgeNetwork:
+        """The default bridge with an egress allow-list: CIDRs, addresses, host
+        names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
+        (``["10.1.2.0/24", "pypi.org", "*.pythonhosted.org:443"]``).  Names are
+        allowed through the network's resolver: the addresses it answers for
+        an allowed name are allowed for their TTL; anything else is refused at
+        once (TCP reset, ICMP), DNS to other servers and unlisted names too (as root)."""
+        return BridgeNetwork(egress=egress)
 
     @staticmethod
     def get(name: str) -> NamedNetwork:
