@@ -26,7 +26,7 @@ from .files import ContainerFiles, network_dir
 from .pasta import PastaAttachment
 from .portproxy import PortProxy, bind_ports
 
-__all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "lease_dir", "network_dir"]
+__all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "forget_bridge", "lease_dir", "network_dir"]
 
 DEFAULT_BRIDGE = "sbx0"
 
@@ -43,27 +43,53 @@ def _enable_forwarding() -> None:
             file.write("1")
 
 
+def _known_path(state_root: str, bridge_name: str) -> str:
+    return os.path.join(network_dir(state_root), f"{bridge_name}.gateway")
+
+
+def _known_gateway(state_root: str, bridge_name: str) -> Optional[ipaddress.IPv4Interface]:
+    """The gateway recorded when the bridge was made, while the bridge is the one
+    made then (same index): no netlink on a start's path."""
+    index = bridge.host_index(bridge_name)
+    try:
+        with open(_known_path(state_root, bridge_name), encoding="ascii") as file:
+            recorded, gateway = file.read().split()
+    except (OSError, ValueError):
+        return None
+    return ipaddress.IPv4Interface(gateway) if index is not None and str(index) == recorded else None
+
+
+def forget_bridge(state_root: str, bridge_name: str) -> None:
+    """After the bridge's removal."""
+    try:
+        os.unlink(_known_path(state_root, bridge_name))
+    except FileNotFoundError:
+        pass
+
+
 def ensure_bridge(
     state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network] = None
 ) -> ipaddress.IPv4Interface:
     """The bridge's gateway address; the bridge and its rules are made when
     missing (the bridge last: its existence says the rules are there), on
     ``subnet`` or, without, the first free default one."""
-    with bridge.host_netlink() as ipr:
+    known = _known_gateway(state_root, bridge_name)
+    if known is not None:
+        return known
+    with ipam.dir_lock(network_dir(state_root)), bridge.host_netlink() as ipr:
         gateway = bridge.bridge_subnet(ipr, bridge_name)
-        if gateway is not None:
-            return gateway
-        with ipam.dir_lock(network_dir(state_root)):
-            gateway = bridge.bridge_subnet(ipr, bridge_name)
-            if gateway is not None:
-                return gateway
+        if gateway is None:
             subnet = subnet or bridge.default_subnet(ipr, [])
             gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
             _enable_forwarding()
             nftables.add_bridge_rules(bridge_name, subnet)
             bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
             bridge.create_bridge(ipr, bridge_name, gateway)
-            return gateway
+        path = _known_path(state_root, bridge_name)
+        with open(path + ".tmp", "w", encoding="ascii") as file:
+            file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
+        os.rename(path + ".tmp", path)
+        return gateway
 
 
 class Attachment:

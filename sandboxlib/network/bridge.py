@@ -12,6 +12,7 @@ from .netns import socket_in
 __all__ = [
     "host_netlink",
     "link_index",
+    "host_index",
     "netlink_in",
     "bridge_subnet",
     "routed_networks",
@@ -47,13 +48,22 @@ def link_index(name: str) -> int:
 
 
 def _index(ipr: IPRoute, name: str) -> Optional[int]:
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
+    """The link's index in ``ipr``'s namespace (pyroute2's link_lookup dumps every link)."""
+    found = ipr.link("get", ifname=name) if ipr is not None else []
+    return found[0]["index"] if found else None
+
+
+def host_index(name: str) -> Optional[int]:
+    """The index of a link of the host process's namespace (an ioctl), or None."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
 
 
 def bridge_subnet(ipr: IPRoute, bridge: str) -> Optional[ipaddress.IPv4Interface]:
     """The bridge's address with its prefix (the gateway of its subnet), or None without the bridge."""
-    index = _index(ipr, bridge)
+    index = host_index(bridge)
     if index is None:
         return None
     for addr in ipr.get_addr(index=index, family=socket.AF_INET):
@@ -92,13 +102,13 @@ def default_subnet(ipr: IPRoute, taken: List[ipaddress.IPv4Network]) -> ipaddres
 
 def create_bridge(ipr: IPRoute, bridge: str, gateway: ipaddress.IPv4Interface) -> None:
     ipr.link("add", ifname=bridge, kind="bridge")
-    index = _index(ipr, bridge)
+    index = host_index(bridge)
     ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
     ipr.link("set", index=index, state="up")
 
 
 def delete_link(ipr: IPRoute, name: str) -> None:
-    index = _index(ipr, name)
+    index = host_index(name)
     if index is not None:
         from pyroute2.netlink.exceptions import NetlinkError
 
@@ -112,8 +122,7 @@ def delete_link(ipr: IPRoute, name: str) -> None:
 def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int) -> None:
     """A veth pair: ``host_name`` on ``bridge``, its peer ``eth0`` in the container's namespace."""
     ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd})
-    index = _index(ipr, host_name)
-    ipr.link("set", index=index, master=_index(ipr, bridge), state="up")
+    ipr.link("set", index=host_index(host_name), master=host_index(bridge), state="up")
 
 
 def configure_inside(inside: IPRoute, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address) -> None:

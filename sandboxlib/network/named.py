@@ -19,7 +19,7 @@ import attrs
 from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables
-from .attach import DEFAULT_BRIDGE, ensure_bridge, lease_dir, network_dir
+from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir
 
 __all__ = ["NetworkRecord", "create", "get", "records", "remove", "attached", "bridge_of"]
 
@@ -119,6 +119,7 @@ def remove(state_root: str, name: str) -> None:
             raise ContainerStateError(f"network {name!r} has containers attached: {names}")
         with bridge.host_netlink() as ipr:
             bridge.delete_link(ipr, record.bridge)
+        forget_bridge(state_root, record.bridge)
         nftables.remove_bridge_rules(record.bridge)
         os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
 
