@@ -53,7 +53,7 @@ def test_nat_egress_and_resolver_forwarding(lab):
 def test_generated_files_and_interfaces(lab):
     out = lab.run(
         """
-        with sb.Container(network="bridge", name="web", hostname="box") as c:
+        with sb.Container(network="bridge", name="web", hostname="box", extra_hosts={"db.local": "10.0.0.5"}) as c:
             r = c.run(["sh", "-c", "cat /etc/resolv.conf; echo ---; cat /etc/hosts; echo ---; ip -o -4 addr; ip route"],
                       stdout=sb.PIPE)
         print(json.dumps(r.stdout.decode().split("---\\n")))
@@ -62,6 +62,7 @@ def test_generated_files_and_interfaces(lab):
     resolv, hosts, ip = out
     assert resolv.splitlines()[0] == "nameserver 172.17.0.1"
     assert any(line.split()[1:] == ["box", "web"] for line in hosts.splitlines() if line.startswith("172."))
+    assert "10.0.0.5\tdb.local" in hosts.splitlines()
     assert "eth0" in ip and "default via 172.17.0.1" in ip
 
 
@@ -267,3 +268,22 @@ def test_failed_starts_leave_nothing(lab):
     assert out["errors"] == ["CommandNotFoundError", "SetupError", "ConfigError"]
     assert out["held"] == [] and out["files"] == []
     assert settled(lab) == []
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"network": "bridge", "extra_hosts": {"db": "not-an-ip"}}, "extra_hosts['db']"),
+        ({"network": "none", "extra_hosts": {"db": "10.0.0.1"}}, "extra_hosts"),
+        ({"network": "bridge", "ports": {"1.2.3:80": 80}}, "ports['1.2.3:80']"),
+        ({"network": "bridge", "ports": {70000: 80}}, "ports[70000]"),
+        ({"network": "bridge", "ports": {8080: "80/sctp"}}, "ports[8080]"),
+        ({"network": "host", "ports": {8080: 80}}, "ports"),
+        ({"network": "bridge", "name": "no spaces"}, "name"),
+        ({"network": "Not A Name"}, "network"),
+    ],
+)
+def test_network_options_are_checked(options, field):
+    with pytest.raises(sb.ConfigError) as err:
+        sb.ContainerConfig(**options)
+    assert err.value.field == field

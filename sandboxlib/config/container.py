@@ -17,7 +17,7 @@ from ..security.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, norm
 from ..security.seccomp import DEFAULT, Seccomp, seccomp_option
 from .limits import Limits
 from .mounts import IdMapping, Mount
-from .network import BridgeNetwork, NetworkRef, PortMapping, container_name, ports_option
+from .network import BridgeNetwork, NetworkRef, PortMapping, container_name, extra_hosts_option, ports_option
 from .values import (
     _HOSTNAME,
     _str_tuple,
@@ -232,6 +232,8 @@ class ContainerConfig:
             one; ``Container.ports`` says which).
         name: the container's name, which resolves to its address inside its
             network (and is in its ``/etc/hosts``).
+        extra_hosts: more lines of a bridge container's ``/etc/hosts``,
+            ``{"db.local": "10.0.0.5"}`` (``--add-host NAME:IP``).
         cap_add, cap_drop: capability names added to or dropped from the
             default set (Docker's); ``"ALL"`` for all (default: none).
         seccomp: the syscall filter of every command: a :class:`Seccomp` policy
@@ -266,6 +268,7 @@ class ContainerConfig:
     network: Union[Network, NetworkRef, BridgeNetwork] = attrs.field(default=Network.NONE, converter=container_network)
     ports: Tuple[PortMapping, ...] = attrs.field(default=None, converter=ports_option)
     name: Optional[str] = attrs.field(default=None, converter=container_name)
+    extra_hosts: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=extra_hosts_option)
     cap_add: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     cap_drop: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     seccomp: Optional[Seccomp] = attrs.field(default=DEFAULT, converter=seccomp_option)  # type: ignore[assignment]
@@ -320,6 +323,10 @@ class ContainerConfig:
         if self.log is not False and self.command is None:
             raise ConfigError(
                 "log", "only a main command's output is logged: give command=[...] (or command=True with an image)"
+            )
+        if self.extra_hosts and not bridged(self.network):
+            raise ConfigError(
+                "extra_hosts", "a bridge network's container gets a generated /etc/hosts; this one has none"
             )
         if self.ports and isinstance(self.network, Network) and not bridged(self.network):
             raise ConfigError("ports", f"ports are published from a bridge network, not network={self.network.value!r}")

@@ -11,6 +11,7 @@ import attrs
 from ..errors import ConfigError
 
 __all__ = [
+    "extra_hosts_option",
     "BridgeNetwork",
     "EgressRule",
     "egress_rule",
@@ -212,3 +213,23 @@ class BridgeNetwork:
     everything else the container sends out is refused at once (a TCP reset, an ICMP error)."""
 
     egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
+
+
+def extra_hosts_option(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
+    """``{"db.local": "10.0.0.5"}`` -> sorted (name, address) pairs for ``/etc/hosts``."""
+    if not value:
+        return ()
+    if isinstance(value, tuple):
+        return value  # already converted (attrs.evolve)
+    if not isinstance(value, Mapping):
+        raise ConfigError("extra_hosts", f"expected a dict {{name: address}}, got {type(value).__name__}")
+    pairs = []
+    for name, address in value.items():
+        field = f"extra_hosts[{name!r}]"
+        if not isinstance(name, str) or not _DNS_NAME.match(name):
+            raise ConfigError(field, f"{name!r} is not a host name")
+        try:
+            pairs.append((name, str(ipaddress.ip_address(address))))
+        except ValueError:
+            raise ConfigError(field, f"{address!r} is not an IP address") from None
+    return tuple(sorted(pairs))

@@ -168,6 +168,10 @@ _OPTIONS = {
     "cap_add": "--cap-add",
     "cap_drop": "--cap-drop",
     "network": "--network",
+    "ports": "--publish",
+    "name": "--name",
+    "egress": "--egress",
+    "extra_hosts": "--add-host",
     "image": "IMAGE",
     "argv": "CMD",
     "timeout": "--timeout",
@@ -241,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish a port of a bridge network's container (on 127.0.0.1 unless IP is given)",
     )
     p.add_argument("--name", help="the container's name (its DNS name on its network)")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line of /etc/hosts (bridge)")
     p.add_argument(
         "--egress",
         action="append",
@@ -318,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _host_entry(text: str) -> tuple:
+    name, colon, address = text.partition(":")
+    if not colon:
+        raise ConfigError("extra_hosts", f"expected NAME:IP, got {text!r}")
+    return name, address
+
+
 def _run(args: argparse.Namespace) -> int:
     image = None
     if args.cmd[:1] == ["--"]:
@@ -358,6 +370,7 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
         "network": BridgeNetwork(egress=args.egress) if args.egress and args.network == "bridge" else args.network,
         "ports": dict(parse_publish(text) for text in args.publish),
         "name": args.name,
+        "extra_hosts": dict(_host_entry(text) for text in args.add_host),
         "userns": not args.no_userns,
         "seccomp": seccomp,
         "limits": _limits(args),

@@ -153,7 +153,9 @@ class Attachment:
             self._id,
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
-                "hosts": names.hosts_file(str(self.address.ip), self._hostname, self._config.name),
+                "hosts": names.hosts_file(
+                    str(self.address.ip), self._hostname, self._config.name, self._config.extra_hosts
+                ),
             },
         )
 

@@ -89,7 +89,7 @@ class PastaAttachment:
             self._id,
             {
                 "resolv.conf": names.resolv_conf(DNS_FORWARD, search),
-                "hosts": names.hosts_file("127.0.1.1", self._hostname, self._config.name),
+                "hosts": names.hosts_file("127.0.1.1", self._hostname, self._config.name, self._config.extra_hosts),
             },
         )
 
