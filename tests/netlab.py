@@ -91,7 +91,7 @@ class Lab:
         env = {**os.environ, "SANDBOXLIB_RUN": self.state}
         return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
-    def library_as(self, user, code: str, **popen) -> subprocess.Popen:
+    def library_as(self, user, code: str, env: dict = None, **popen) -> subprocess.Popen:
         """As ``library``, run by the unprivileged ``user`` (tests/rootless.py's launcher)."""
         from .rootless import launcher
 
@@ -107,15 +107,16 @@ class Lab:
         if not os.path.isdir(state):
             os.mkdir(state, 0o700)
             os.chown(state, user.pw_uid, user.pw_gid)
-        argv = launcher(user, ["env", f"SANDBOXLIB_RUN={state}", sys.executable, script])
+        variables = [f"{k}={v}" for k, v in {"SANDBOXLIB_RUN": state, **(env or {})}.items()]
+        argv = launcher(user, ["env", *variables, sys.executable, script])
         argv[-1] = f"mount --bind {self.resolv} /etc/resolv.conf\n" + argv[-1]
         return subprocess.Popen(
             self._enter(self.host, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
         )
 
-    def run(self, code: str, timeout: float = 60, user=None) -> dict:
+    def run(self, code: str, timeout: float = 60, user=None, env: dict = None) -> dict:
         """Run ``code``, which prints one JSON line last; returns it."""
-        proc = self.library(code) if user is None else self.library_as(user, code)
+        proc = self.library(code) if user is None else self.library_as(user, code, env)
         out, err = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, f"the library's process failed:\n{err}"
         return json.loads(out.strip().splitlines()[-1])

@@ -52,7 +52,8 @@ def gone(user, seconds=5.0) -> bool:
     return not pastas(user)
 
 
-def test_rootless_egress_dns_and_published_port(lab, user):
+@pytest.mark.parametrize("helper", ["pasta", "slirp4netns"])
+def test_rootless_egress_dns_and_published_port(lab, user, helper):
     out = lab.run(
         f"""
         import socket
@@ -73,6 +74,7 @@ def test_rootless_egress_dns_and_published_port(lab, user):
                            "where": address}}))
         """,
         user=user,
+        env={"SANDBOXLIB_ROOTLESS_NETWORK": helper},
     )
     assert out["code"] == 0, out["err"]
     assert out["out"] == f"hello from {HOST_ADDRESS}"
@@ -117,3 +119,30 @@ def test_tun_mode_is_checked(lab, user):
     finally:
         os.chmod(TUN, 0o666)
     assert "chmod 0666 /dev/net/tun" in out
+
+
+def test_slirp4netns_ends_with_its_owner(lab, user):
+    def slirps():
+        found = subprocess.run(["pgrep", "-u", str(user.pw_uid), "-x", "slirp4netns"], capture_output=True, text=True)
+        return found.stdout.split()
+
+    owner = lab.library_as(
+        user,
+        """
+        c = sb.Container(network="bridge").start()
+        print("started", flush=True)
+        sys.stdin.read()
+        """,
+        env={"SANDBOXLIB_ROOTLESS_NETWORK": "slirp4netns"},
+        stdin=subprocess.PIPE,
+    )
+    assert owner.stdout.readline() == "started\n", owner.stderr.read()
+    assert len(slirps()) == 1
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    for stream in (owner.stdin, owner.stdout, owner.stderr):
+        stream.close()
+    deadline = time.monotonic() + 5
+    while slirps() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slirps() == []  # its exit fd reached EOF with the owner's death

@@ -23,8 +23,9 @@ from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, names, nftables
 from .files import ContainerFiles, network_dir
-from .pasta import PastaAttachment
+from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
+from .slirp import SlirpAttachment, find_slirp
 
 __all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "forget_bridge", "lease_dir", "network_dir"]
 
@@ -248,4 +249,14 @@ def attachment(
         raise UnsupportedError("egress allow-lists without root", "run as root (rootless egress is not built yet)")
     if network[0] != DEFAULT_BRIDGE:
         raise UnsupportedError("named networks without root", "run as root (rootless named networks are not built yet)")
-    return PastaAttachment(config, container_id, hostname, state_root)
+    return _user_mode()(config, container_id, hostname, state_root)
+
+
+def _user_mode() -> Any:
+    """pasta, else slirp4netns; ``SANDBOXLIB_ROOTLESS_NETWORK`` chooses (as containers.conf's option)."""
+    chosen = os.environ.get("SANDBOXLIB_ROOTLESS_NETWORK", "")
+    if chosen not in ("", "pasta", "slirp4netns"):
+        raise UnsupportedError(f"SANDBOXLIB_ROOTLESS_NETWORK={chosen!r}", "use pasta or slirp4netns")
+    if chosen == "slirp4netns" or (not chosen and find_pasta() is None and find_slirp() is not None):
+        return SlirpAttachment
+    return PastaAttachment

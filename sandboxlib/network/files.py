@@ -69,7 +69,8 @@ class ContainerFiles:
         with ipam.dir_lock(network_dir(state_root)):
             sweep(state_root)
             os.makedirs(top, mode=0o755, exist_ok=True)
-            self.path = os.path.join(top, container_id)
+            # 16 hex digits: a socket in it (slirp4netns's API) stays within sun_path's 108 bytes
+            self.path = os.path.join(top, container_id[:16])
             os.mkdir(self.path, 0o755)
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(self._fd, fcntl.LOCK_EX)

@@ -28,7 +28,7 @@ from . import names
 from .files import ContainerFiles
 from .portproxy import bind_ports
 
-__all__ = ["PastaAttachment", "check_tun"]
+__all__ = ["UserModeAttachment", "PastaAttachment", "check_tun", "free_ports", "find_pasta"]
 
 TUN = "/dev/net/tun"
 DNS_FORWARD = "169.254.1.1"
@@ -44,14 +44,18 @@ def check_tun() -> None:
         )
 
 
+def find_pasta() -> Optional[str]:
+    return shutil.which("pasta") or shutil.which("pasta", path="/usr/bin:/usr/sbin")
+
+
 def _pasta() -> str:
-    found = shutil.which("pasta") or shutil.which("pasta", path="/usr/bin:/usr/sbin")
+    found = find_pasta()
     if found is None:
         raise UnsupportedError("rootless networking (pasta)", "apt-get install passt")
     return found
 
 
-def _free_ports(ports: Tuple[PortMapping, ...]) -> Tuple[PortMapping, ...]:
+def free_ports(ports: Tuple[PortMapping, ...]) -> Tuple[PortMapping, ...]:
     """The mappings with their host ports fixed: a port in use is a ConfigError
     now; port 0 becomes the port the kernel picked (free a moment ago)."""
     sockets = bind_ports(ports)
@@ -70,8 +74,12 @@ def _port_options(ports: Tuple[PortMapping, ...]) -> List[str]:
     return options
 
 
-class PastaAttachment:
-    """A rootless container's network, as :class:`~sandboxlib.network.attach.Attachment`'s steps."""
+class UserModeAttachment:
+    """A rootless container's network through a user-mode helper, as
+    :class:`~sandboxlib.network.attach.Attachment`'s steps: the ports and
+    files here, the helper in a subclass (``connect``, ``close``)."""
+
+    DNS = DNS_FORWARD  # the resolver address the helper answers in the container
 
     def __init__(self, config: ContainerConfig, container_id: str, hostname: str, state_root: str) -> None:
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
@@ -81,21 +89,45 @@ class PastaAttachment:
 
     def prepare(self) -> None:
         check_tun()
-        _pasta()
-        self._ports = _free_ports(self._config.ports)
+        self.program()
+        self._ports = free_ports(self._config.ports)
         _, search = names.host_resolvers()
         self._files = ContainerFiles(
             self._state_root,
             self._id,
             {
-                "resolv.conf": names.resolv_conf(DNS_FORWARD, search),
+                "resolv.conf": names.resolv_conf(self.DNS, search),
                 "hosts": names.hosts_file("127.0.1.1", self._hostname, self._config.name, self._config.extra_hosts),
             },
         )
 
+    @staticmethod
+    def program() -> str:
+        raise NotImplementedError
+
     def mounts(self) -> Tuple[Mount, ...]:
         assert self._files is not None
         return self._files.mounts()
+
+    def connect(self, netns_fd: int, init_pid: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def ports(self) -> Dict[str, Tuple[str, int]]:
+        return {m.key: (m.host_ip, m.host_port) for m in self._ports} if self._pid else {}
+
+    def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
+            self._files = None
+
+
+class PastaAttachment(UserModeAttachment):
+    """Through pasta (see the module's docstring)."""
+
+    @staticmethod
+    def program() -> str:
+        return _pasta()
 
     def connect(self, netns_fd: int, init_pid: int) -> None:
         assert self._files is not None
@@ -127,10 +159,6 @@ class PastaAttachment:
         if done.returncode != 0:
             raise SetupError(0, "pasta (rootless network)", step="NETWORK", hint=done.stderr.strip()[-500:])
 
-    @property
-    def ports(self) -> Dict[str, Tuple[str, int]]:
-        return {m.key: (m.host_ip, m.host_port) for m in self._ports} if self._pid else {}
-
     def close(self) -> None:
         if self._pid is not None:
             try:
@@ -138,6 +166,4 @@ class PastaAttachment:
             except ProcessLookupError:
                 pass
             self._pid = None
-        if self._files is not None:
-            self._files.close()
-            self._files = None
+        super().close()
