@@ -1,6 +1,6 @@
 """The "outside world" of the network tests, run inside its own network
 namespace: HTTP on port 80 of its addresses (answers "hello from
-ADDRESS-OF-THE-CLIENT") and DNS on port 53 of the first (``second.internal``
+ADDRESS-OF-THE-CLIENT") and DNS on port 53 (UDP and TCP) of the first (``second.internal``
 is the second address, every other name under ``.internal`` the first; any
 other name does not exist).  Prints "ready" once both listen."""
 
@@ -44,8 +44,8 @@ class Quiet:
         return lambda *args: None
 
 
-dns = DNSServer(Internal(), address=ADDRESS, port=53, logger=Quiet())
-dns.start_thread()
+for tcp in (False, True):
+    DNSServer(Internal(), address=ADDRESS, port=53, logger=Quiet(), tcp=tcp).start_thread()
 httpd = http.server.ThreadingHTTPServer(("0.0.0.0", 80), Hello)
 threading.Thread(target=httpd.serve_forever, daemon=True).start()
 print("ready", flush=True)

@@ -11,7 +11,7 @@ import pytest
 
 import sandboxlib as sb
 
-from .netlab import HOST_ADDRESS, Lab
+from .netlab import HOST_ADDRESS, WORLD_ADDRESS, Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 
@@ -64,6 +64,33 @@ def test_generated_files_and_interfaces(lab):
     assert any(line.split()[1:] == ["box", "web"] for line in hosts.splitlines() if line.startswith("172."))
     assert "10.0.0.5\tdb.local" in hosts.splitlines()
     assert "eth0" in ip and "default via 172.17.0.1" in ip
+
+
+TCP_QUERY = r"""
+import socket, struct, sys
+def ask(name):
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    query = bytes.fromhex("beef01000001000000000000") + labels + b"\0\1\0\1"
+    with socket.create_connection((sys.argv[1], 53), timeout=5) as s:
+        s.sendall(struct.pack("!H", len(query)) + query)
+        size = struct.unpack("!H", s.recv(2))[0]
+        answer = b""
+        while len(answer) < size:
+            answer += s.recv(size - len(answer))
+    return ".".join(str(b) for b in answer[-4:]), answer[3] & 15  # the last A record, the rcode
+print(ask("db"), ask("web.internal"))
+"""
+
+
+def test_dns_over_tcp(lab):
+    out = lab.run(
+        f"""
+        with sb.Container(network="bridge", name="db") as db, sb.Container(network="bridge") as app:
+            r = app.run(["{PY}", "-c", {TCP_QUERY!r}, "172.17.0.1"], stdout=sb.PIPE, stderr=sb.PIPE)
+            print(json.dumps({{"out": text(r), "err": r.stderr.decode(), "db": eth0(db).split("/")[0]}}))
+        """
+    )
+    assert out["out"] == f"('{out['db']}', 0) ('{WORLD_ADDRESS}', 0)", out["err"]
 
 
 def test_unknown_name_fails_fast(lab):

@@ -180,7 +180,7 @@ class Attachment:
                 self._egress_added = True  # (partly made objects are removed too)
                 nftables.add_egress(self._bridge, self._id, str(self.address.ip), self._egress)
             self._resolver = Resolver.on_bridge(
-                str(self._gateway.ip), bridge.link_index(self._bridge), self._upstreams, self._lookup, self._gate
+                self._gateway, bridge.link_index(self._bridge), self._upstreams, self._lookup, self._gate
             )
         except SandboxError:
             raise
