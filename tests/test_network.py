@@ -314,3 +314,32 @@ def test_network_options_are_checked(options, field):
     with pytest.raises(sb.ConfigError) as err:
         sb.ContainerConfig(**options)
     assert err.value.field == field
+
+
+def test_a_loopback_host_resolver_is_reached_through_the_network_resolver(lab):
+    out = lab.run(
+        """
+        import subprocess, tempfile
+        from dnslib import QTYPE, RR, A
+        from dnslib.server import BaseResolver, DNSServer
+
+        class Local(BaseResolver):  # as systemd-resolved on 127.0.0.53 of the host
+            def resolve(self, request, handler):
+                reply = request.reply()
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A("192.0.2.53"), ttl=60))
+                return reply
+
+        server = DNSServer(Local(), address="127.0.0.53", port=53)
+        server.start_thread()
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:  # (this process's own mount namespace)
+            conf.write("nameserver 127.0.0.53\\n"); conf.flush()
+            subprocess.run(["mount", "--bind", conf.name, "/etc/resolv.conf"], check=True)
+            r = sb.run(["getent", "hosts", "anything.example"], network="bridge", stdout=sb.PIPE)
+            resolv = sb.run(["cat", "/etc/resolv.conf"], network="bridge", stdout=sb.PIPE)
+            subprocess.run(["umount", "/etc/resolv.conf"], check=True)
+        server.stop()
+        print(json.dumps({"answer": text(r), "resolv": text(resolv)}))
+        """
+    )
+    assert out["answer"].split()[0] == "192.0.2.53"
+    assert "127.0.0.53" not in out["resolv"]  # the container is given the network's resolver
