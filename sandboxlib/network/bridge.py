@@ -120,14 +120,20 @@ def delete_link(ipr: IPRoute, name: str) -> None:
 
 
 def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int) -> None:
-    """A veth pair: ``host_name`` on ``bridge``, its peer ``eth0`` in the container's namespace."""
-    ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd})
-    ipr.link("set", index=host_index(host_name), master=host_index(bridge), state="up")
+    """A veth pair: ``host_name`` up on ``bridge``, its peer ``eth0`` in the
+    container's namespace (one request: the kernel applies master and up as it creates it)."""
+    ipr.link(
+        "add",
+        ifname=host_name,
+        kind="veth",
+        master=host_index(bridge),
+        state="up",
+        peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd},
+    )
 
 
 def configure_inside(inside: IPRoute, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address) -> None:
-    """lo and eth0 up, eth0's address, the default route through the bridge."""
-    inside.link("set", index=1, state="up")
+    """eth0 up with its address, the default route through the bridge (the init brings lo up)."""
     index = _index(inside, CONTAINER_IFNAME)
     inside.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
     inside.link("set", index=index, state="up")
