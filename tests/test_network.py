@@ -3,8 +3,10 @@ names, isolation, cleanup.  Everything runs in the namespaces of
 tests/netlab.py: no traffic leaves the machine, the machine's own network
 is never changed."""
 
+import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -215,7 +217,7 @@ def test_sigkill_of_the_owner_leaves_nothing_that_lasts(lab):
         print(json.dumps(c.ports), flush=True)
         sys.stdin.read()
         """,
-        stdin=__import__("subprocess").PIPE,
+        stdin=subprocess.PIPE,
     )
     line = owner.stdout.readline()
     assert line, owner.stderr.read()
@@ -343,3 +345,24 @@ def test_a_loopback_host_resolver_is_reached_through_the_network_resolver(lab):
     )
     assert out["answer"].split()[0] == "192.0.2.53"
     assert "127.0.0.53" not in out["resolv"]  # the container is given the network's resolver
+
+
+def test_addresses_are_distinct_across_processes(lab):
+    code = """
+        boxes = [sb.Container(network="bridge").start() for _ in range(3)]
+        print(json.dumps([eth0(c) for c in boxes]), flush=True)
+        sys.stdin.read()
+        for c in boxes:
+            c.close()
+        """
+    owners = [lab.library(code, stdin=subprocess.PIPE) for _ in range(3)]
+    addresses = []
+    for owner in owners:
+        line = owner.stdout.readline()
+        assert line, owner.stderr.read()
+        addresses += json.loads(line)
+    for owner in owners:
+        owner.communicate("")
+        assert owner.returncode == 0
+    assert len(addresses) == 9 and len(set(addresses)) == 9  # made concurrently, held together
+    assert settled(lab) == []
