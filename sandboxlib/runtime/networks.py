@@ -48,8 +48,9 @@ class Network:
     HOST = Mode.HOST
     BRIDGE = Mode.BRIDGE
 
-    def __init__(self) -> None:
-        raise TypeError("Network is a namespace: Network.NONE, .HOST, .BRIDGE, Network.create(name)")
+    def __new__(cls, value: str) -> Mode:  # type: ignore[misc]
+        """``Network("host")`` is ``Network.HOST``, as when this was the enum of the modes."""
+        return Mode(value)
 
     @staticmethod
     def create(name: str, *, subnet: Optional[str] = None) -> NamedNetwork:
