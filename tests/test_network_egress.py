@@ -101,7 +101,7 @@ def test_a_dead_owners_egress_objects_are_removed_with_its_lease(lab):
             listed = subprocess.run(["nft", "list", "table", "ip", "sandboxlib-sbx0"], capture_output=True, text=True)
             return listed.stdout
         before = table()
-        with sb.Container(network="bridge") as c:  # takes the dead owner's address over
+        with sb.Container(network="bridge") as c:  # the next start reaps the dead owner's lease
             address = eth0(c)
         print(json.dumps({"before": before, "after": table(), "address": address}))
         """

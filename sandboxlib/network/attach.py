@@ -135,10 +135,11 @@ class Attachment:
             "name": self._config.name,
             "egress": [[r.kind, r.value, r.port, r.protocol] for r in self._egress],
         }
-        self._lease = ipam.lease_address(lease_dir(self._state_root, self._bridge), self._gateway.network, owner)
-        previous = self._lease.previous
-        if isinstance(previous, dict) and previous.get("egress") and previous.get("id"):  # a dead owner's leftovers
-            nftables.remove_egress(self._bridge, previous["id"], str(self._lease.address))
+        leases = lease_dir(self._state_root, self._bridge)
+        for dead in ipam.reap(leases):  # dead owners' leases, and their egress objects
+            if dead.get("egress") and dead.get("id"):
+                nftables.remove_egress(self._bridge, dead["id"], dead["address"])
+        self._lease = ipam.lease_address(leases, self._gateway.network, owner)
         self._write_files()
 
     @property

@@ -1,8 +1,10 @@
 """Addresses of a bridge's containers, leased through files that are safe
 across processes: ``<dir>/<address>``, held by an exclusive flock for the
-lease's life (its holder's open file).  A lease whose file nobody locks
-belongs to a dead owner (a SIGKILL leaves it behind) and is taken over: no
-sweep is needed.  Allocation is serialised by ``<dir>/.lock``."""
+lease's life (its holder's open file), holding its owner's record (id,
+names, egress rules).  A lease whose file nobody locks belongs to a dead
+owner (a SIGKILL leaves it behind): the next start reaps it (:func:`reap`;
+the record says what else the owner left), and an allocation takes such a
+file over.  Allocation and reaping are serialised by ``<dir>/.lock``."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import fcntl
 import ipaddress
 import json
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional
 
 from ..errors import ConfigError
 
-__all__ = ["Lease", "lease_address", "dir_lock", "leases"]
+__all__ = ["Lease", "lease_address", "dir_lock", "leases", "reap"]
 
 
 @contextlib.contextmanager
@@ -31,12 +33,10 @@ def dir_lock(directory: str) -> Iterator[None]:
 
 
 class Lease:
-    """One address, held until :meth:`release` (or the holder's death).
-    ``previous``: the record of a dead owner whose lease this took over (what
-    it left, e.g. nft objects, is cleaned up by the new holder), or None."""
+    """One address, held until :meth:`release` (or the holder's death)."""
 
-    def __init__(self, path: str, fd: int, address: ipaddress.IPv4Address, previous: Optional[dict]) -> None:
-        self.path, self._fd, self.address, self.previous = path, fd, address, previous
+    def __init__(self, path: str, fd: int, address: ipaddress.IPv4Address) -> None:
+        self.path, self._fd, self.address = path, fd, address
 
     def release(self) -> None:
         if self._fd < 0:
@@ -47,8 +47,8 @@ class Lease:
         self._fd = -1
 
 
-def _take(path: str, record: bytes) -> Optional[Tuple[int, Optional[dict]]]:
-    """The lease file at ``path`` locked by us and the record it held, or None while another holds it."""
+def _take(path: str, record: bytes) -> Optional[int]:
+    """The lease file at ``path`` locked by us, or None while another holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,13 +62,9 @@ def _take(path: str, record: bytes) -> Optional[Tuple[int, Optional[dict]]]:
     except FileNotFoundError:
         os.close(fd)
         return _take(path, record)
-    try:
-        previous = json.loads(os.pread(fd, 65536, 0) or b"null")
-    except ValueError:
-        previous = None
     os.ftruncate(fd, 0)
     os.pwrite(fd, record, 0)
-    return fd, previous
+    return fd
 
 
 def lease_address(directory: str, subnet: ipaddress.IPv4Network, owner: dict) -> Lease:
@@ -79,10 +75,39 @@ def lease_address(directory: str, subnet: ipaddress.IPv4Network, owner: dict) ->
         next(hosts)  # the gateway, the bridge's own
         for address in hosts:
             path = os.path.join(directory, str(address))
-            taken = _take(path, record)
-            if taken is not None:
-                return Lease(path, taken[0], address, taken[1])
+            fd = _take(path, record)
+            if fd is not None:
+                return Lease(path, fd, address)
     raise ConfigError("network", f"no free address left in {subnet}")
+
+
+def reap(directory: str) -> List[dict]:
+    """Remove the leases of dead owners (nobody holds their lock) and return
+    their records, for what they leave elsewhere (nft objects) to be removed."""
+    dead = []
+    with dir_lock(directory):
+        for name in os.listdir(directory):
+            if name.startswith("."):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                record = json.loads(os.pread(fd, 65536, 0) or b"null")
+            except ValueError:
+                record = None
+            os.unlink(path)
+            os.close(fd)
+            if isinstance(record, dict):
+                dead.append({**record, "address": name})
+    return dead
 
 
 def leases(directory: str) -> Iterator[dict]:

@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import shutil
 import time
 from typing import List, Optional, Tuple, Union
 
@@ -120,6 +121,7 @@ def remove(state_root: str, name: str) -> None:
         with bridge.host_netlink() as ipr:
             bridge.delete_link(ipr, record.bridge)
         forget_bridge(state_root, record.bridge)
+        shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
         nftables.remove_bridge_rules(record.bridge)
         os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
 
