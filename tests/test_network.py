@@ -366,3 +366,21 @@ def test_addresses_are_distinct_across_processes(lab):
         assert owner.returncode == 0
     assert len(addresses) == 9 and len(set(addresses)) == 9  # made concurrently, held together
     assert settled(lab) == []
+
+
+def test_a_rootfs_directory_gets_its_network_files(lab):
+    out = lab.run(
+        """
+        import os, shutil, tempfile
+        from tests.conftest import make_busybox_rootfs
+        work = tempfile.mkdtemp()
+        root = make_busybox_rootfs(work + "/root")  # no /etc/resolv.conf, no /etc/hosts
+        r = sb.run(["/bin/sh", "-c", "cat /etc/resolv.conf /etc/hosts"], network="bridge", rootfs=root,
+                   name="busy", stdout=sb.PIPE)
+        made = [os.path.getsize(f"{root}/etc/{name}") for name in ("resolv.conf", "hosts")]
+        shutil.rmtree(work)
+        print(json.dumps({"code": r.exit_code, "out": text(r), "made": made}))
+        """
+    )
+    assert out["code"] == 0 and "nameserver 172.17.0.1" in out["out"] and "busy" in out["out"]
+    assert out["made"] == [0, 0]  # empty mount points in the directory, as Docker makes them

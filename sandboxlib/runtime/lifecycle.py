@@ -32,6 +32,7 @@ from ..native import binding, protocol
 from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
+from ..native.mount_op import MountOp
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
 from ..network import Attachment, attachment, named
 from ..posix.interrupts import sigint_deferred
@@ -194,7 +195,16 @@ class ContainerLifecycle(ImageRoots):
         self._network = attachment(config, self.id, self.hostname, state_root, where)
         self._resources.callback(self._network.close)
         self._network.prepare()
-        return attrs.evolve(config, mounts=config.mounts + self._network.mounts(), env=dict(config.env))
+        files = self._network.mounts()
+        if config.rootfs is not None:  # /etc/resolv.conf and /etc/hosts, made if missing (as Docker does)
+            make_mount_points(
+                config.rootfs,
+                [
+                    MountOp(kind=binding.MountKind.BIND, target=m.target, source=m.source, flags=binding.MountFlag.FILE)
+                    for m in files
+                ],
+            )
+        return attrs.evolve(config, mounts=config.mounts + files, env=dict(config.env))
 
     @property
     def ports(self) -> dict:
