@@ -13,7 +13,8 @@ DIST = build/dist
 # python3-venv and python3-dev: the venv and the extension's build with Debian's python3;
 # clang-format: make lint.
 APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd \
-	procps libseccomp-dev skopeo docker.io docker-registry apache2-utils python3-venv python3-dev clang-format
+	procps libseccomp-dev skopeo docker.io docker-registry apache2-utils python3-venv python3-dev clang-format \
+	nftables passt iperf3
 # The peers run_all.py measures against (only `make bench` installs them).
 BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io uidmap \
 	slirp4netns fuse-overlayfs containernetworking-plugins iptables util-linux

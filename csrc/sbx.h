@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 24
+#define SBX_NATIVE_VERSION 25
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -139,6 +139,9 @@ struct sbx_plan {
 #define SBX_PLAN_LOOPBACK_UP 0x08u /* bring lo up (new network ns) */
 #define SBX_PLAN_READ_ONLY_ROOT 0x10u
 #define SBX_PLAN_LAUNCHER 0x20u /* the filter allows the command set-up: see launcher.c */
+/* send the new network ns to the parent (SBX_MSG_NETNS, its fd in SCM_RIGHTS) before
+ * waiting for go: the parent moves a veth into it and configures it */
+#define SBX_PLAN_SEND_NETNS 0x40u
 
 #define SBX_MAX_MOUNTS 1024
 #define SBX_NO_STRING 0xffffffffu
@@ -188,6 +191,7 @@ struct sbx_report {
 #define SBX_MSG_STOP 3
 #define SBX_MSG_PLAN 4
 #define SBX_MSG_GO 5
+#define SBX_MSG_NETNS 6 /* init -> parent: a uint32 type, the netns fd in SCM_RIGHTS */
 
 #define SBX_EXEC_MAIN 0x01u /* the container ends when this process ends */
 #define SBX_EXEC_NO_NEW_PRIVS 0x02u

@@ -7,7 +7,7 @@ b'hi\\n'
 
 from .api import run, sandboxed
 from .cgroups.stats import ProcessInfo, Stats
-from .config import ContainerConfig, IdMapping, Limits, Mount, Network, Pull, WritableLayer
+from .config import ContainerConfig, IdMapping, Limits, Mount, Pull, WritableLayer
 from .errors import (
     CallCrashed,
     CallError,
@@ -34,7 +34,7 @@ from .errors import (
 from .images import Image
 from .registry import login, logout
 from .results import Result, Verdict
-from .runtime import Container, ImageStore, Process
+from .runtime import Container, ImageStore, NamedNetwork, Network, Process
 from .security import Seccomp
 from .streams import DEVNULL, PIPE, STDOUT
 from .version import __version__ as __version__  # (re-exported)
@@ -47,6 +47,7 @@ __all__ = [
     "Mount",
     "IdMapping",
     "Limits",
+    "NamedNetwork",
     "Network",
     "Process",
     "Result",

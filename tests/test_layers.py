@@ -35,6 +35,7 @@ LAYERS = {
     "config": 3,
     "cgroups": 4,
     "images": 4,
+    "network": 4,
     "rootfs": 5,
     "registry": 5,
     "calls": 6,

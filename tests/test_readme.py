@@ -44,6 +44,10 @@ NOT_RUN = {
     "sandboxlib run [--rootfs DIR]": "the command line's synopsis, not commands",
     'img = store.pull("localhost:5000/': "registries on localhost:5000 and reg.example.com",
     "sandboxlib images | load -i FILE": "the image commands' synopsis, not commands",
+    'import sandboxlib as sb\n\nsb.run(["wget", "-qO-", "http://example.com/"], network="bridge")': (
+        "a bridge network changes the host's network (tests/test_network*.py run it in namespaces of their own)"
+    ),
+    "sandboxlib run --network bridge -p": "the same, on the command line",
 }
 
 

@@ -7,7 +7,11 @@ Building a plan spawns nothing, so it is testable on its own."""
 
 from __future__ import annotations
 
+import array
+import errno
 import functools
+import os
+import socket
 import struct
 from typing import Optional, Sequence, Tuple
 
@@ -15,7 +19,7 @@ from ..errors import ConfigError
 from .binding import lib, message_struct
 from .mount_op import MountOp
 
-__all__ = ["build_plan", "clone_flags", "BASE_DIR", "GO_MESSAGE"]
+__all__ = ["build_plan", "clone_flags", "receive_netns", "BASE_DIR", "GO_MESSAGE"]
 
 BASE_DIR = "/tmp"  # host dir the child's scratch tmpfs is mounted over (in its own mount ns)
 NO_STRING = lib.SBX_NO_STRING
@@ -65,6 +69,7 @@ def build_plan(
     userns: bool,
     netns: bool,
     set_groups: bool,
+    send_netns: bool = False,
     fault: Optional[Tuple[int, int]] = None,
     seccomp_filter: bytes = b"",
     launcher: bool = False,
@@ -75,7 +80,9 @@ def build_plan(
     BPF the init installs in every command (empty: none).  ``launcher``: the
     filter allows the whole command set-up, so commands may be forked by a
     process that installed it once (csrc/launcher.c).  ``init_caps`` and
-    ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down)."""
+    ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down).
+    ``send_netns``: the init sends its new network namespace before waiting
+    for go (:func:`receive_netns`), for the parent to connect it."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -89,6 +96,7 @@ def build_plan(
     flags |= lib.SBX_PLAN_LOOPBACK_UP if netns else 0
     flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
     flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
+    flags |= lib.SBX_PLAN_SEND_NETNS if netns and send_netns else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
@@ -111,3 +119,21 @@ def build_plan(
     if len(message) > lib.SBX_MAX_REQUEST:
         raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
     return message
+
+
+NETNS_MESSAGE = struct.pack("=I", lib.SBX_MSG_NETNS)
+
+
+def receive_netns(control: socket.socket) -> int:
+    """The network namespace fd the init sends with ``send_netns`` (OSError:
+    the init ended first; it then reports why on its error pipe)."""
+    fds = array.array("i")
+    message, ancillary, _, _ = control.recvmsg(16, socket.CMSG_SPACE(fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    if message != NETNS_MESSAGE or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise ConnectionError(errno.EBADMSG, "the init sent no network namespace")
+    return fds[0]

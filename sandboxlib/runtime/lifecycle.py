@@ -18,10 +18,13 @@ import warnings
 import weakref
 from typing import Callable, List, NoReturn, Optional, Tuple, TypeVar
 
+import attrs
+
 from .. import cgroups
 from ..config import (
     ContainerConfig,
     Network,
+    bridged,
 )
 from ..errors import ConfigError, ContainerStateError, SetupError
 from ..images import ImageStore
@@ -29,7 +32,9 @@ from ..native import binding, protocol
 from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
-from ..native.plan import GO_MESSAGE, build_plan, clone_flags
+from ..native.mount_op import MountOp
+from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
+from ..network import Attachment, attachment, named
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, read_all, shutdown_quietly
 from ..posix.sharedfd import OwnedSocket, SharedFd
@@ -88,6 +93,7 @@ class ContainerLifecycle(ImageRoots):
         self._image: Optional[ImageRoot] = None
         self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
+        self._network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"
@@ -157,13 +163,13 @@ class ContainerLifecycle(ImageRoots):
                     self._user = self._checked_user(user, root_fd, "user")
                 finally:
                     os.close(root_fd)
-            ops = layout(self._with_volumes(), layers, self._upper)
+            root = statedir.state_root()
+            ops = layout(self._with_network(self._with_volumes(), root), layers, self._upper)
             if self.config.rootfs is not None:
                 make_mount_points(self.config.rootfs, ops)
             seccomp = self.config.seccomp
             # Compiled once per policy and capability set (cached), before any kernel resource.
             program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
-            root = statedir.state_root()
             statedir.sweep_if_due(root)  # what dead owners left
             limits = self.config.limits.cgroup()
             # A one-shot run without cgroup limits needs no cgroup: its pid
@@ -178,6 +184,33 @@ class ContainerLifecycle(ImageRoots):
         except BaseException:
             self.close()
             raise
+
+    def _with_network(self, config: ContainerConfig, state_root: str) -> ContainerConfig:
+        """Attach a bridge network's container (ports bound, address leased)
+        and give it its /etc/resolv.conf and /etc/hosts."""
+        if not bridged(config.network):
+            return config
+        statedir.ensure_root(state_root)
+        where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
+        self._network = attachment(config, self.id, self.hostname, state_root, where)
+        self._resources.callback(self._network.close)
+        self._network.prepare()
+        files = self._network.mounts()
+        if config.rootfs is not None:  # /etc/resolv.conf and /etc/hosts, made if missing (as Docker does)
+            make_mount_points(
+                config.rootfs,
+                [
+                    MountOp(kind=binding.MountKind.BIND, target=m.target, source=m.source, flags=binding.MountFlag.FILE)
+                    for m in files
+                ],
+            )
+        return attrs.evolve(config, mounts=config.mounts + files, env=dict(config.env))
+
+    @property
+    def ports(self) -> dict:
+        """Where the published ports are on the host, once started:
+        ``{"80/tcp": ("127.0.0.1", 8080)}``."""
+        return self._network.ports if self._network is not None else {}
 
     def _acquire_cgroup(self, state_root: str) -> None:
         """Record the container, then make its cgroup: a SIGKILL of ours at any
@@ -233,7 +266,8 @@ class ContainerLifecycle(ImageRoots):
             read_only=self.config.read_only,
             hostname=self.hostname,
             userns=self._maps is not None,
-            netns=self.config.network is Network.NONE,
+            netns=self.config.network is not Network.HOST,
+            send_netns=self._network is not None,
             set_groups=bool(self._maps and self._maps.setgroups),
             fault=self._fault,
             seccomp_filter=program,
@@ -286,7 +320,7 @@ class ContainerLifecycle(ImageRoots):
                     [child_ends[2], child_ends[1], child_ends[3], err_w],
                     caps=self._init_caps(),
                     fault=fault,
-                    netns=self.config.network is Network.NONE,
+                    netns=self.config.network is not Network.HOST,
                     cgroup_fd=child_ends[-1] if self._cgroup else -1,
                     attach_fds=child_ends[4:-1] if self._cgroup else (),
                 )
@@ -314,6 +348,12 @@ class ContainerLifecycle(ImageRoots):
         try:
             if self._maps is not None:
                 write_maps(pid, self._maps)
+            if self._network is not None:
+                netns = receive_netns(control)
+                try:
+                    self._network.connect(netns, pid)
+                finally:
+                    os.close(netns)
             self._send_go(control, pid)
             if first is not None:
                 first()
