@@ -276,6 +276,21 @@ static int applied_already(int kind)
     return kind == SBX_MNT_LOWER || kind == SBX_MNT_OVERLAY;
 }
 
+/* Let go of a detached tree (closes it).  The last close of a detached
+ * tree unmounts it, and every unmount waits for an expedited RCU grace
+ * period (IPIs to every CPU); attached in the scratch base (our cwd and
+ * root until the pivot), it is dropped with the base's own detach at the
+ * pivot instead.  Best effort: if it cannot be attached, close it. */
+static void park_in_base(int tree)
+{
+    int f = open("null-tree", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+    if (f >= 0) {
+        close(f);
+        sbx_move_mount(tree, "", AT_FDCWD, "null-tree", MOVE_MOUNT_F_EMPTY_PATH);
+    }
+    close(tree);
+}
+
 /* Second pass, as the container's root: the scratch base, the root, then
  * every op in plan order. */
 static void build_root(const struct sbx_plan *p, int rootfs_tree)
@@ -298,7 +313,7 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
     }
     for (size_t i = 0; i < p->n_mounts; i++)
         if (p->mounts[i].kind == SBX_MNT_MASK && p->tree_fds[i] >= 0) {
-            close(p->tree_fds[i]); /* the shared null tree: close it once */
+            park_in_base(p->tree_fds[i]); /* the shared null tree: once */
             break;
         }
     if (p->flags & SBX_PLAN_READ_ONLY_ROOT)
