@@ -310,6 +310,21 @@ static int do_symlink(int rootfd, const struct sbx_mount_op *op)
 
 /* Hide a file under a copy of null_tree (a read-only /dev/null bind shared
  * by every mask) and a directory under an empty read-only tmpfs. */
+/* The first directory mask's empty read-only tmpfs; the others get clones
+ * of it (a clone costs less than a new superblock, made and freed). */
+static int empty_dir_tree = -1;
+
+static int empty_dir_clone(void)
+{
+    if (empty_dir_tree < 0) {
+        int tree = new_fs("tmpfs", "size=0,mode=0555", MOUNT_ATTR_RDONLY);
+        if (tree < 0)
+            return tree;
+        empty_dir_tree = tree;
+    }
+    return clone_tree(empty_dir_tree, "", SBX_MF_RDONLY);
+}
+
 static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
 {
     int t = sbx_open_in_root(rootfd, op->target, O_PATH | O_NOFOLLOW);
@@ -320,7 +335,7 @@ static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
     if (fstat(t, &st) < 0)
         tree = neg_errno();
     else if (S_ISDIR(st.st_mode))
-        tree = new_fs("tmpfs", "size=0,mode=0555", MOUNT_ATTR_RDONLY);
+        tree = empty_dir_clone();
     else
         tree = clone_tree(null_tree, "", 0);
     int r = tree < 0 ? tree : attach(tree, t);
@@ -396,6 +411,31 @@ int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree)
     if (r == -ENOENT && (op->flags & SBX_MF_OPTIONAL))
         return 0;
     return r;
+}
+
+/* Let go of a detached tree (closes it).  The last close of a detached
+ * tree unmounts it, and every unmount waits for an expedited RCU grace
+ * period (IPIs to every CPU); attached in the scratch base (our cwd until
+ * the pivot), it is dropped with the base's own detach at the pivot
+ * instead.  Best effort: if it cannot be attached, it is closed all the same. */
+static void park_in_base(int tree, const char *name, int is_dir)
+{
+    if (tree < 0)
+        return;
+    int made = is_dir ? mkdir(name, 0700) : open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+    if (made >= 0) {
+        if (!is_dir)
+            close(made);
+        sbx_move_mount(tree, "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH);
+    }
+    close(tree);
+}
+
+void sbx_park_mask_trees(int null_tree)
+{
+    park_in_base(null_tree, "null-tree", 0);
+    park_in_base(empty_dir_tree, "empty-dir", 1);
+    empty_dir_tree = -1;
 }
 
 int sbx_enter_base(const char *base)

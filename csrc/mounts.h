@@ -42,4 +42,8 @@ int sbx_root_read_only(int rootfd);
 /* Make /newroot the root and detach everything of the host. */
 int sbx_pivot_into_root(void);
 
+/* Once every op is applied: the masks' shared trees (null_tree, or -1, and
+ * the empty directory's) go into the scratch base, to be dropped with it. */
+void sbx_park_mask_trees(int null_tree);
+
 #endif

@@ -276,21 +276,6 @@ static int applied_already(int kind)
     return kind == SBX_MNT_LOWER || kind == SBX_MNT_OVERLAY;
 }
 
-/* Let go of a detached tree (closes it).  The last close of a detached
- * tree unmounts it, and every unmount waits for an expedited RCU grace
- * period (IPIs to every CPU); attached in the scratch base (our cwd and
- * root until the pivot), it is dropped with the base's own detach at the
- * pivot instead.  Best effort: if it cannot be attached, close it. */
-static void park_in_base(int tree)
-{
-    int f = open("null-tree", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
-    if (f >= 0) {
-        close(f);
-        sbx_move_mount(tree, "", AT_FDCWD, "null-tree", MOVE_MOUNT_F_EMPTY_PATH);
-    }
-    close(tree);
-}
-
 /* Second pass, as the container's root: the scratch base, the root, then
  * every op in plan order. */
 static void build_root(const struct sbx_plan *p, int rootfs_tree)
@@ -311,11 +296,11 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
                     : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
         check_neg(SBX_STEP_MOUNT, r, (int)i);
     }
-    for (size_t i = 0; i < p->n_mounts; i++)
-        if (p->mounts[i].kind == SBX_MNT_MASK && p->tree_fds[i] >= 0) {
-            park_in_base(p->tree_fds[i]); /* the shared null tree: once */
-            break;
-        }
+    int null_tree = -1; /* shared by every file mask */
+    for (size_t i = 0; i < p->n_mounts && null_tree < 0; i++)
+        if (p->mounts[i].kind == SBX_MNT_MASK)
+            null_tree = p->tree_fds[i];
+    sbx_park_mask_trees(null_tree);
     if (p->flags & SBX_PLAN_READ_ONLY_ROOT)
         check_neg(SBX_STEP_ROOT, sbx_root_read_only(rootfd), -1);
     close(rootfd);
