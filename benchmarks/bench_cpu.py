@@ -17,8 +17,11 @@ Per run, for each tool:
   kthreads column does not).
 
 The tools take turns in blocks of runs (``--blocks`` rounds of ``--runs``
-each), so that drift hits them alike.  Runs as root (crun needs it), in a
-private mount namespace of its own, as run_all.py.
+each), so that drift hits them alike.  Then the issue's other two figures,
+side by side in the same run: sandboxes per second with 2 worker threads,
+sb.run and bwrap taking turns in 1 s slices; and the p50 of sb.run next to
+the C floor's, interleaved.  Runs as root (crun needs it), in a private
+mount namespace of its own, as run_all.py.
 """
 
 from __future__ import annotations
@@ -112,6 +115,15 @@ def idle_rates(seconds: float) -> Dict[str, float]:
     return {"machine": (machine_busy() - m0) / wall, "kthreads": (kthread_cpu() - k0) / wall}
 
 
+def throughput(fns: Dict[str, Callable[[], object]], slices: int) -> Dict[str, float]:
+    """Sandboxes per second with 2 worker threads, the tools taking turns in 1 s slices."""
+    done = dict.fromkeys(fns, 0)
+    for _ in range(slices):
+        for tool, fn in fns.items():
+            done[tool] += workloads.rate(fn, 2, 1.0)
+    return {tool: n / slices for tool, n in done.items()}
+
+
 def table(results: Dict[str, Dict[str, float]]) -> str:
     base = results.get("bwrap")
     lines = [
@@ -131,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100, help="runs per block")
     parser.add_argument("--blocks", type=int, default=10, help="blocks per tool")
+    parser.add_argument("--slices", type=int, default=5, help="1 s throughput slices per tool")
+    parser.add_argument("--rounds", type=int, default=300, help="interleaved rounds of the latency pair")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--note", default="", help="a remark for the record (e.g. machine load)")
     args = parser.parse_args()
@@ -162,6 +176,9 @@ def main() -> None:
             for tool, fn in fns.items():
                 meters[tool].block(fn, args.runs, rate)
         results = {tool: m.per_run_ms() for tool, m in meters.items()}
+        rates = throughput({t: fns[t] for t in ("sb.run", "bwrap") if t in fns}, args.slices)
+        floor_name = "floor (clone 7 ns + exec, C)"
+        latency = _common.interleaved({t: fns[t] for t in ("sb.run", floor_name)}, rounds=args.rounds)
     finally:
         run_all.cleanup(env)
     sb_total, bwrap_total = results["sb.run"]["total"], results.get("bwrap", {}).get("total")
@@ -174,6 +191,18 @@ def main() -> None:
         f"{min(i['machine'] for i in idle):.3f} busy CPU/s (machine), "
         f"{min(i['kthreads'] for i in idle) * 1e3:.2f} ms/s (kthreads). "
         f"{_common.tool_version(['bwrap', '--version'])}; {_common.tool_version(['crun', '--version'])}."
+    )
+    if "bwrap" in rates:
+        body += (
+            f"\n\nThroughput, 2 workers: sb.run **{rates['sb.run']:.0f}/s**, bwrap {rates['bwrap']:.0f}/s: "
+            f"**{rates['sb.run'] / rates['bwrap']:.2f}x** bwrap's (target: at least 2.00); "
+            f"{args.slices} slices of 1 s per tool, taking turns."
+        )
+    sb_p50 = _common.percentiles(latency["sb.run"])[0]
+    floor_p50 = _common.percentiles(latency[floor_name])[0]
+    body += (
+        f"\n\nStart-to-exit p50: sb.run **{sb_p50:.3f} ms**, the C floor {floor_p50:.3f} ms: "
+        f"**{sb_p50 / floor_p50:.2f}x** the floor (target: at most 2.00); {args.rounds} interleaved rounds."
     )
     if args.note:
         body += f" {args.note}"
