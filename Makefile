@@ -85,6 +85,7 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_seccomp.py
 	$(VENV)/bin/python benchmarks/bench_limits.py
 	$(VENV)/bin/python benchmarks/bench_images.py
+	$(VENV)/bin/python benchmarks/bench_cpu.py
 	$(VENV)/bin/python benchmarks/bench_call.py
 
 clean:

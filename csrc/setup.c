@@ -325,11 +325,11 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
                     : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
         check_neg(SBX_STEP_MOUNT, r, (int)i);
     }
-    for (size_t i = 0; i < p->n_mounts; i++)
-        if (p->mounts[i].kind == SBX_MNT_MASK && p->tree_fds[i] >= 0) {
-            close(p->tree_fds[i]); /* the shared null tree: close it once */
-            break;
-        }
+    int null_tree = -1; /* shared by every file mask */
+    for (size_t i = 0; i < p->n_mounts && null_tree < 0; i++)
+        if (p->mounts[i].kind == SBX_MNT_MASK)
+            null_tree = p->tree_fds[i];
+    sbx_park_mask_trees(null_tree);
     if (p->flags & SBX_PLAN_READ_ONLY_ROOT)
         check_neg(SBX_STEP_ROOT, sbx_root_read_only(rootfd), -1);
     close(rootfd);

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..config import (
     check_env,
@@ -64,18 +64,51 @@ def _tty_stdio(
     return size
 
 
+class _RequestDefaults(NamedTuple):
+    env: dict  # (read only)
+    env_strings: tuple
+    cwd: str
+    rlimits: tuple
+    cap_keep: int
+
+
 class BareContainer(MainCommand):
     """A container that runs commands: no files, no calls.  The short
     sandboxes of ``subids`` are these; :class:`~sandboxlib.Container` is one
     too, with more."""
 
+    _defaults: Optional[_RequestDefaults] = None  # made at the first request
+
+    def _environment(self, home: str) -> dict:
+        merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged.update(self._image.env if self._image else ())
+        merged.update(self.config.env)
+        return merged
+
+    def _request_defaults(self) -> _RequestDefaults:
+        """What every request of this container shares unless told otherwise
+        (its config, image and user are fixed once started): made once."""
+        if self._defaults is None:
+            assert self._user is not None  # resolved at start
+            merged = self._environment(self._user.home)
+            self._defaults = _RequestDefaults(
+                merged,
+                tuple(f"{k}={v}" for k, v in merged.items()),
+                self.config.cwd or (self._image and self._image.cwd) or "/",
+                self.config.limits.rlimits(),
+                capability_mask(self.config.capabilities()),
+            )
+        return self._defaults
+
     def _request(
         self, argv, *, env, cwd, user, main: bool, quiet: bool = False, tty: Optional[Tuple[int, int]] = None
     ) -> protocol.ExecRequest:
         argv = _check_argv(argv)
+        defaults = self._request_defaults()
         if user is None:
             resolved = self._user
             assert resolved is not None  # resolved at start
+            merged, env_strings = defaults.env, defaults.env_strings
         else:
             try:
                 root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -85,28 +118,26 @@ class BareContainer(MainCommand):
                 resolved = self._checked_user(user, root_fd, "user")
             finally:
                 os.close(root_fd)
-        merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
-        merged.update(self._image.env if self._image else ())
-        merged.update(self.config.env)
+            merged, env_strings = self._environment(resolved.home), None
         if env is not None:
             extra = env_pairs(env)
             check_env(extra)
-            merged.update(extra)
-        if cwd is None:
-            cwd = self.config.cwd or (self._image and self._image.cwd) or "/"
-        else:
-            cwd = container_path(cwd, "cwd")
+            merged = {**merged, **dict(extra)}
+            env_strings = None
+        if env_strings is None:
+            env_strings = tuple(f"{k}={v}" for k, v in merged.items())
+        cwd = defaults.cwd if cwd is None else container_path(cwd, "cwd")
         maps = self._maps
         return protocol.ExecRequest(
             argv=argv,
-            env=tuple(f"{k}={v}" for k, v in merged.items()),
+            env=env_strings,
             cwd=cwd,
             search_path=merged["PATH"],
             uid=resolved.uid,
             gid=resolved.gid,
             groups=resolved.groups,
-            rlimits=self.config.limits.rlimits(),
-            cap_keep=capability_mask(self.config.capabilities()),
+            rlimits=defaults.rlimits,
+            cap_keep=defaults.cap_keep,
             id=next(self._command_ids),
             main=main,
             quiet=quiet or main,

@@ -153,16 +153,19 @@ class ContainerLifecycle(ImageRoots):
         self._maps = choose_maps(self.config, host)
         try:
             layers = self._prepare_image()
-            with sigint_deferred():  # (reads /etc/passwd: short)
-                root_fd = os.open(
-                    self._image.passwd_root() if self._image else self.config.rootfs or "/",
-                    os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
-                )
-                try:
-                    user = self.config.user or (self._image and self._image.user)
-                    self._user = self._checked_user(user, root_fd, "user")
-                finally:
-                    os.close(root_fd)
+            user = self.config.user or (self._image and self._image.user)
+            if user is None:  # root: no /etc/passwd to read
+                self._user = self._checked_user(None, -1, "user")
+            else:
+                with sigint_deferred():  # (reads /etc/passwd: short)
+                    root_fd = os.open(
+                        self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                        os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                    )
+                    try:
+                        self._user = self._checked_user(user, root_fd, "user")
+                    finally:
+                        os.close(root_fd)
             root = statedir.state_root()
             ops = layout(self._with_network(self._with_volumes(), root), layers, self._upper)
             if self.config.rootfs is not None:
@@ -174,13 +177,18 @@ class ContainerLifecycle(ImageRoots):
             limits = self.config.limits.cgroup()
             # A one-shot run without cgroup limits needs no cgroup: its pid
             # namespace already ends with its init (measured: ~0.3 ms a run).
-            one_shot = one_shot and first is not None and not limits.names()
+            # A networked run keeps its record: what it holds (pasta, leases) outlives the init.
+            one_shot = one_shot and first is not None and not limits.names() and self._network is None
             self._cgroup = (
                 None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
             )
             with sigint_deferred():  # the record is written whole, the cgroup's removal registered
                 self._acquire_cgroup(root)
-            self._spawn(ops, root, first, program)
+            # A one-shot run without a cgroup gets no record either: it would
+            # name only the init, which ends by itself when we go (it watches
+            # our pidfd and its control socket), taking its pid namespace
+            # along.  (Record, init start time and removal: ~60 us a run.)
+            self._spawn(ops, None if one_shot else root, first, program)
         except BaseException:
             self.close()
             raise
@@ -246,10 +254,11 @@ class ContainerLifecycle(ImageRoots):
         if self._cgroup is not None and not self._init_exited(0):
             self._cgroup.kill()
 
-    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]], program: bytes) -> None:
+    def _spawn(self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes) -> None:
         """The spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
-        the first command, read the error pipe to EOF (= set up)."""
+        the first command, read the error pipe to EOF (= set up).  ``state_root``:
+        where the init is recorded (None: nowhere)."""
         # Idmapped binds are made here, as root (csrc/idmap.c says why);
         # rootless, the child's plain binds already show the caller's files as root's.
         wanted = self._maps is not None and os.geteuid() == 0 and any(m.idmap for m in self.config.mounts)
@@ -291,7 +300,7 @@ class ContainerLifecycle(ImageRoots):
         if report:
             self._raise_setup_failure(report, ops)
 
-    def _spawn_init(self, plan: bytes, state_root: str, first) -> Tuple[int, Optional[BaseException]]:
+    def _spawn_init(self, plan: bytes, state_root: Optional[str], first) -> Tuple[int, Optional[BaseException]]:
         """Clone, id maps, go: (the error pipe's read end, the problem of _send_setup)."""
         push = self._resources.callback
         push(self._release_processes)  # after the init is gone (released in reverse)
@@ -340,7 +349,7 @@ class ContainerLifecycle(ImageRoots):
         """sbx-init's own capabilities, plus those its commands may keep."""
         return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
-    def _send_setup(self, pid: int, first, state_root: str) -> Optional[BaseException]:
+    def _send_setup(self, pid: int, first, state_root: Optional[str]) -> Optional[BaseException]:
         """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
         if the child (which then ends) reports no failure of its own."""
         control = self._control
@@ -363,6 +372,8 @@ class ContainerLifecycle(ImageRoots):
                 return ContainerStateError(f"the container's init ended during set-up ({err})")
             return err
         # The child is still setting up: record its init meanwhile.
+        if state_root is None:
+            return None
         if self._record is None:
             self._record = statedir.register(state_root, self.id, init_pid=pid)
         else:

@@ -1,5 +1,7 @@
 """A record per running container, so that whatever a SIGKILLed host process
-left behind is found and removed by the next one that starts a container.
+left behind is found and removed by the next one that starts a container
+(not for a one-shot run without a cgroup: its init ends with its owner and
+leaves nothing behind).
 
 Each record is one small file named by the container id; it says who owns
 it and which process is its init, each as (pid, start time) so that a
