@@ -4,27 +4,27 @@ The same configuration, requests, results, errors and verdicts as the sync
 API: both fronts call the same functions to build a command's request
 (``BareContainer._outgoing``), to read its replies and pipes
 (``Process._register``/``_service``/``_take_reply``) and to make its
-``Result`` (``_run_result``); they differ only in how they wait.  Here
-nothing waits in a thread per command: the control socket, the reply
-sockets and the pipes are the event loop's readers and writers.  Starting
-a container (clone, set-up, maybe an image unpack) and the first start
+``Result`` (``_run_result``), and to start a container (its steps,
+``_start_steps``); they differ only in how they wait.  Here nothing waits
+in a thread: the set-up's error pipe, the control socket, the reply
+sockets and the pipes are the event loop's readers and writers.  Only
+long work of the start (an image's pull and unpack) and the first start
 of ``call``'s fork server run in the loop's default executor."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import weakref
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ..calls.session import SpareLost, check_call_kwargs
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
-from ..errors import TimeoutExpired
+from ..errors import ContainerStateError, TimeoutExpired
 from ..results import Result
 from ..runtime.container import Container as SyncContainer
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
-from .loop import ControlSender, drive, readable
+from .loop import ControlSender, StepDriver, drive
 from .process import Process, communicate
 
 __all__ = ["Container", "run"]
@@ -40,6 +40,7 @@ class Container:
     def __init__(self, config: Optional[ContainerConfig] = None, **options: Any) -> None:
         self._box = SyncContainer(config_of(config, options))
         self._sender: Optional[ControlSender] = None
+        self._starting: Optional[StepDriver] = None  # while start() runs
         self._spawned: weakref.WeakSet[Process] = weakref.WeakSet()
         self._call_lock = asyncio.Lock()  # one call at a time on the fork server
 
@@ -64,17 +65,19 @@ class Container:
         return repr(self._box).replace("sandboxlib.", "sandboxlib.aio.", 1)
 
     async def start(self) -> Container:
-        """Start the container (in the loop's executor: the spawn protocol blocks).
-        Cancelled, it closes the container once the start has ended."""
-        loop = asyncio.get_running_loop()
-        started = loop.run_in_executor(None, self._box.start)
+        """Start the container: the sync start's steps, its waits (id-map
+        helpers, the set-up's end, a main command's start) awaited on the
+        loop; an image's pull and unpack in the loop's executor.  Cancelled
+        (or closed) at any of them, it closes the container and raises."""
+        if self._starting is not None:
+            raise ContainerStateError("the container is starting already")
+        driver = self._starting = StepDriver()
         try:
-            await asyncio.shield(started)
-        except asyncio.CancelledError:
-            started.add_done_callback(lambda _f: self._box.close())
-            raise
+            await driver.run(self._box._start_steps())
+        finally:
+            self._starting = None
         assert self._box._channel is not None  # running
-        self._sender = ControlSender(loop, self._box._channel)
+        self._sender = ControlSender(asyncio.get_running_loop(), self._box._channel)
         return self
 
     async def __aenter__(self) -> Container:
@@ -85,7 +88,12 @@ class Container:
 
     def close(self) -> None:
         """Kill everything in the container and release every resource (on the
-        loop's thread: a few milliseconds; idempotent)."""
+        loop's thread: a few milliseconds; idempotent).  During ``start()``
+        the start is ended instead: it closes the container and raises
+        ``ContainerStateError``."""
+        if self._starting is not None:
+            self._starting.abort(ContainerStateError("the container was closed during its start"))
+            return
         if self._sender is not None:
             self._sender.close()
         for process in list(self._spawned):
@@ -179,15 +187,8 @@ class Container:
         submission = await self._send(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=True, own_cgroup=False
         )
-        try:
-            while True:
-                await readable(submission.reply_socket)
-                if submission.accept(submission.read_reply()):
-                    break
-        except BaseException:
-            submission.abandon()  # (the command, if it started, sees EOF/EPIPE)
-            raise
-        process = Process(box._track(submission.process(box._signal)))
+        # (abandoned, if cancelled: the command, if it started, sees EOF/EPIPE)
+        process = Process(box._track(await StepDriver().run(submission.started_steps(box._signal))))
         try:
             await process._connect()
         except BaseException:
@@ -271,16 +272,12 @@ async def run(
 ) -> Result:
     """``sandboxlib.run``, awaited: ``argv`` as the main process of a fresh
     container, which ends with it.  The start (with the command queued, as
-    the sync one-shot does) runs in the loop's executor; the command's
-    output and exit are awaited on the loop.  Cancelled, the container is killed."""
+    the sync one-shot does) and the command's output and exit are awaited
+    on the loop.  Cancelled, the container is killed."""
     box = SyncContainer(config_of(None, options))
     try:
         timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
-        loop = asyncio.get_running_loop()
-        starting = loop.run_in_executor(
-            None, functools.partial(box._start_with_main, argv, stdin=stdin, stdout=stdout, stderr=stderr)
-        )
-        proc = await starting  # cancelled: close() below waits for the start to end, then kills
+        proc = await StepDriver().run(box._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr))
         with proc:
             out, err, timed_out = await _communicate_or_kill(
                 proc, input, timeout, lambda: box._kill_after_timeout(proc, True)

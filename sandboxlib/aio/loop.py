@@ -1,6 +1,7 @@
 """Waiting on the event loop: fds through the loop's readers and writers,
-the control socket's sends queued while it is full.  The sync front waits
-on the same fds with poll(); what it does once they are ready is shared."""
+the control socket's sends queued while it is full, the steps of a start
+(``posix.steps``) awaited.  The sync front waits on the same fds with
+poll(); what it does once they are ready is shared."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any, Deque, Dict, Generator, List, Optional, Tuple
 
 from ..errors import CallTimeout, ContainerStateError
 from ..posix.sharedfd import SharedFd
+from ..posix.steps import Offload, Steps
 from ..runtime.launch import Outgoing
 
-__all__ = ["LoopSelector", "ControlSender", "readable", "drive"]
+__all__ = ["LoopSelector", "ControlSender", "StepDriver", "readable", "drive"]
 
 
 def _fd(fileobj: Any) -> int:
@@ -139,6 +141,67 @@ async def drive(steps: Generator[Optional[float], None, Any], fd: int) -> Any:
             deadline = steps.send(None) if ready else steps.throw(CallTimeout(0))
     except StopIteration as done:
         return done.value
+
+
+class StepDriver:
+    """Runs steps (``posix.steps``: a container's start, a command's start)
+    on the loop: each fd is one of the loop's readers, each offload runs in
+    the loop's default executor.  Whatever ends a wait (a cancellation,
+    ``abort``) is thrown into the steps, which clean up and raise it."""
+
+    def __init__(self) -> None:
+        self._waiter: Optional[asyncio.Future] = None
+        self._aborted: Optional[BaseException] = None
+
+    async def run(self, steps: Steps) -> Any:
+        value: Any = None
+        error: Optional[BaseException] = None
+        while True:
+            try:
+                need = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                return done.value
+            value = error = None
+            try:
+                if self._aborted is None:
+                    value = await (_offload(need.fn) if isinstance(need, Offload) else self._readable(need))
+                if self._aborted is not None:
+                    raise self._aborted
+            except BaseException as err:  # noqa: BLE001 - thrown in: the steps clean up, then raise it
+                error = err
+
+    async def _readable(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        loop.add_reader(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            loop.remove_reader(fd)
+            self._waiter = None
+
+    def abort(self, error: BaseException) -> None:
+        """End the steps with ``error`` at their current wait (an offload first runs to its end)."""
+        self._aborted = error
+        if self._waiter is not None:
+            _wake(self._waiter)
+
+
+async def _offload(fn: Any) -> Any:
+    """``fn()`` in the loop's executor.  Cancelled, it still waits for the
+    thread to end (the steps' cleanup must not run beside it), then raises."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                pass  # (one cancellation is raised below)
+        if not future.cancelled():
+            future.exception()  # (retrieved: the cancellation is what goes on)
+        raise
 
 
 class ControlSender:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Generator, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..config import (
     check_env,
@@ -23,6 +23,7 @@ from ..native import protocol
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import read_all
 from ..posix.signals import pidfd_kill_quietly
+from ..posix.steps import Wait, run_steps
 from ..results import Result, decoded
 from ..security.capabilities import capability_mask
 from ..streams import PIPE, StdioSpec
@@ -368,6 +369,12 @@ class BareContainer(MainCommand):
     def _start_with_main(self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None) -> Process:
         """Start the container and its main command in one go: the command
         is queued for the init before the container has finished set-up."""
+        return run_steps(self._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty))
+
+    def _start_with_main_steps(
+        self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None
+    ) -> Generator[Wait, None, Process]:
+        """``_start_with_main`` as steps (``posix.steps``)."""
         if self.config.image is None:
             _check_argv(argv)
         sent: list = []
@@ -379,7 +386,9 @@ class BareContainer(MainCommand):
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 
         try:
-            self._start_container(first)
+            yield from self._start_container(first)
+            if tty is not None:
+                yield sent[0].reply_socket.fileno()  # the terminal comes once the container is set up
         except BaseException:
             for submission in sent:
                 submission.abandon()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Generator, List, Optional
 
 import attrs
 
@@ -150,6 +150,22 @@ class Submission:
         try:
             while not self.accept(self.read_reply()):
                 pass
+        except BaseException:
+            self.abandon()
+            raise
+        return self.process(signal_sender, lost)
+
+    def started_steps(
+        self,
+        signal_sender: Callable[[int, int, bool], None],
+        lost: Optional[Callable[[], Optional[BaseException]]] = None,
+    ) -> Generator[int, None, Process]:
+        """``started`` as steps (``posix.steps``): each reply is awaited."""
+        try:
+            while True:
+                yield self._reply.fileno()
+                if self.accept(self.read_reply()):
+                    break
         except BaseException:
             self.abandon()
             raise
