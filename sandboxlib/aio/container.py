@@ -17,7 +17,7 @@ import asyncio
 import weakref
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from ..calls.session import SpareLost, check_call_kwargs
+from ..calls.session import SpareLost, check_call_kwargs, check_modules
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
 from ..errors import ContainerStateError, TimeoutExpired
 from ..results import Result
@@ -197,6 +197,14 @@ class Container:
             raise
         self._spawned.add(process)
         return process
+
+    async def preload(self, modules: Sequence[str]) -> None:
+        """``Container.preload``, awaited: (re)start the fork server of ``call``
+        with ``modules`` imported (its start runs in the loop's executor)."""
+        modules = check_modules(modules)
+        self._box._check_running()
+        async with self._call_lock:
+            await asyncio.get_running_loop().run_in_executor(None, self._box._calls.get, modules)
 
     async def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """``Container.call``, awaited (see :meth:`invoke`)."""
