@@ -154,13 +154,13 @@ def check_close():
         other = sba.Pool(size=1)
         running = other.submit(time.sleep, 1000)
         await asyncio.sleep(0.5)
-        other.close()  # cancels
+        other.close()  # cancels the calls (running or queued) and the sandboxes' tasks
         try:
             await running
             stopped = False
         except asyncio.CancelledError:
             stopped = True
-        await asyncio.sleep(0.2)  # (its task closes the sandbox)
+        await other.aclose()  # returns once the sandboxes are closed
         return first, ran, refused, stopped
 
     out = asyncio.run(main())

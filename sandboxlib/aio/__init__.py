@@ -4,7 +4,7 @@
 ``await c.spawn(argv, stdout=sb.PIPE)``, ``await c.call(fn, ...)``,
 ``await sba.run(argv)``, ``sba.Pool(size=4)`` (``await pool.call(fn, ...)``):
 the sync API's options, results and errors, awaited on the running asyncio
-loop (asyncio only: no anyio/trio layer)."""
+loop, or under trio through anyio (``sandboxlib[anyio]``; ``Pool``: asyncio only)."""
 
 from .container import Container, run
 from .pool import Pool

@@ -13,7 +13,6 @@ of ``call``'s fork server run in the loop's default executor."""
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -24,7 +23,7 @@ from ..results import Result
 from ..runtime.container import Container as SyncContainer
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
-from .loop import ControlSender, StepDriver, drive
+from .loop import StepDriver, control_sender, drive, in_thread, new_lock
 from .process import Process, communicate
 
 __all__ = ["Container", "run"]
@@ -39,10 +38,10 @@ class Container:
     @takes_container_options
     def __init__(self, config: Optional[ContainerConfig] = None, **options: Any) -> None:
         self._box = SyncContainer(config_of(config, options))
-        self._sender: Optional[ControlSender] = None
+        self._sender: Any = None  # a ControlSender of the loop, once started
         self._starting: Optional[StepDriver] = None  # while start() runs
         self._spawned: weakref.WeakSet[Process] = weakref.WeakSet()
-        self._call_lock = asyncio.Lock()  # one call at a time on the fork server
+        self._call_lock: Any = None  # one call at a time on the fork server (a lock of the loop's kind)
 
     @property
     def config(self) -> ContainerConfig:
@@ -77,7 +76,8 @@ class Container:
         finally:
             self._starting = None
         assert self._box._channel is not None  # running
-        self._sender = ControlSender(asyncio.get_running_loop(), self._box._channel)
+        self._sender = control_sender(self._box._channel)
+        self._call_lock = new_lock()
         return self
 
     async def __aenter__(self) -> Container:
@@ -204,7 +204,7 @@ class Container:
         modules = check_modules(modules)
         self._box._check_running()
         async with self._call_lock:
-            await asyncio.get_running_loop().run_in_executor(None, self._box._calls.get, modules)
+            await in_thread(lambda: self._box._calls.get(modules))
 
     async def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """``Container.call``, awaited (see :meth:`invoke`)."""
@@ -234,8 +234,7 @@ class Container:
             for attempt in (1, 2):  # a server that lost the process for the call: retried once (ServerSlot.invoke)
                 server = slot.running()
                 if server is None:
-                    loop = asyncio.get_running_loop()
-                    server = await loop.run_in_executor(None, slot.get)
+                    server = await in_thread(slot.get)
                 steps = server.steps(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
                 try:
                     with server._lock:  # (a sync caller in another thread waits; no await blocks on it)

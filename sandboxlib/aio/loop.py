@@ -1,7 +1,8 @@
 """Waiting on the event loop: fds through the loop's readers and writers,
 the control socket's sends queued while it is full, the steps of a start
 (``posix.steps``) awaited.  The sync front waits on the same fds with
-poll(); what it does once they are ready is shared."""
+poll(); what it does once they are ready is shared.  Under another event
+loop (trio, through anyio) the same waits are ``anyio_loop``'s."""
 
 from __future__ import annotations
 
@@ -9,18 +10,75 @@ import asyncio
 import collections
 import selectors
 import time
-from typing import Any, Deque, Dict, Generator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Generator, List, Optional, Tuple
 
 from ..errors import CallTimeout, ContainerStateError
 from ..posix.sharedfd import SharedFd
 from ..posix.steps import Offload, Steps
 from ..runtime.launch import Outgoing
 
-__all__ = ["LoopSelector", "ControlSender", "StepDriver", "readable", "drive"]
+__all__ = [
+    "LoopSelector",
+    "ControlSender",
+    "StepDriver",
+    "readable",
+    "drive",
+    "selector",
+    "control_sender",
+    "new_lock",
+    "in_thread",
+]
 
 
 def _fd(fileobj: Any) -> int:
     return fileobj if isinstance(fileobj, int) else fileobj.fileno()
+
+
+def asyncio_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The running asyncio loop; None under another one (trio: ``anyio_loop``'s waits)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def selector() -> Any:
+    """A selector for ``Process.communicate``'s steps, of the running loop."""
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return anyio_loop.Selector()
+    return LoopSelector(loop)
+
+
+def control_sender(channel: SharedFd) -> Any:
+    """A ``ControlSender`` of the running loop."""
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return anyio_loop.ControlSender(channel)
+    return ControlSender(loop, channel)
+
+
+def new_lock() -> Any:
+    """A lock of the running loop's kind."""
+    if asyncio_loop() is None:
+        import anyio
+
+        return anyio.Lock()
+    return asyncio.Lock()
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a worker thread (the loop's executor).  Cancelled, it still
+    waits for the thread to end (what follows must not run beside it), then raises."""
+    if asyncio_loop() is None:
+        from . import anyio_loop
+
+        return await anyio_loop.run_in_thread(fn)
+    return await _offload(fn)
 
 
 class LoopSelector:
@@ -95,8 +153,12 @@ def _wake(waiter: asyncio.Future) -> None:
 
 async def readable(sock: Any) -> None:
     """Return once ``sock`` (a socket or an fd) is readable."""
-    loop = asyncio.get_running_loop()
+    loop = asyncio_loop()
     fd = _fd(sock)
+    if loop is None:
+        from . import anyio_loop
+
+        return await anyio_loop.readable(fd)
     waiter = loop.create_future()
     loop.add_reader(fd, _wake, waiter)
     try:
@@ -107,7 +169,11 @@ async def readable(sock: Any) -> None:
 
 async def _readable_until(fd: int, deadline: Optional[float]) -> bool:
     """Wait until ``fd`` is readable (True) or the monotonic ``deadline`` passed (False)."""
-    loop = asyncio.get_running_loop()
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return await anyio_loop.readable_until(fd, deadline)
     waiter = loop.create_future()
     loop.add_reader(fd, _settle, waiter, True)
     timer = (
@@ -150,7 +216,7 @@ class StepDriver:
     ``abort``) is thrown into the steps, which clean up and raise it."""
 
     def __init__(self) -> None:
-        self._waiter: Optional[asyncio.Future] = None
+        self._wake: Optional[Callable[[], None]] = None  # ends the current wait
         self._aborted: Optional[BaseException] = None
 
     async def run(self, steps: Steps) -> Any:
@@ -164,27 +230,38 @@ class StepDriver:
             value = error = None
             try:
                 if self._aborted is None:
-                    value = await (_offload(need.fn) if isinstance(need, Offload) else self._readable(need))
+                    value = await (in_thread(need.fn) if isinstance(need, Offload) else self._readable(need))
                 if self._aborted is not None:
                     raise self._aborted
             except BaseException as err:  # noqa: BLE001 - thrown in: the steps clean up, then raise it
                 error = err
 
     async def _readable(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        loop.add_reader(fd, _wake, waiter)
+        loop = asyncio_loop()
         try:
-            await waiter
+            if loop is None:
+                from . import anyio_loop
+
+                await anyio_loop.readable_abortable(fd, self._on_wait)
+                return
+            waiter = loop.create_future()
+            self._wake = lambda: _wake(waiter)
+            loop.add_reader(fd, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                loop.remove_reader(fd)
         finally:
-            loop.remove_reader(fd)
-            self._waiter = None
+            self._wake = None
+
+    def _on_wait(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
 
     def abort(self, error: BaseException) -> None:
         """End the steps with ``error`` at their current wait (an offload first runs to its end)."""
         self._aborted = error
-        if self._waiter is not None:
-            _wake(self._waiter)
+        if self._wake is not None:
+            self._wake()
 
 
 async def _offload(fn: Any) -> Any:

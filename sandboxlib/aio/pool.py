@@ -7,7 +7,9 @@ import weakref
 from typing import Any, Callable, Iterable, List, Optional
 
 from ..calls.poolconfig import RECYCLE_ON, PoolConfig, takes_pool_options
+from ..errors import UnsupportedError
 from .container import Container
+from .loop import asyncio_loop
 
 __all__ = ["Pool"]
 
@@ -45,7 +47,12 @@ class Pool:
         if self._closed:
             raise RuntimeError("cannot schedule new calls after close")
         if self._queue is None:
-            loop = asyncio.get_running_loop()
+            loop = asyncio_loop()
+            if loop is None:
+                raise UnsupportedError(
+                    "sandboxlib.aio.Pool under an event loop other than asyncio's (its submit returns asyncio Futures)",
+                    "run it on asyncio; under trio, use sandboxlib.aio.Container's call",
+                )
             self._queue = asyncio.Queue()
             self._workers = [
                 loop.create_task(_worker(self._settings, self._queue), name=f"sandboxlib-aio-pool-{i}")
@@ -91,10 +98,7 @@ class Pool:
         if queue is None:
             return
         if cancel_futures:
-            while not queue.empty():
-                work = queue.get_nowait()
-                if work is not None:
-                    work.future.cancel()
+            _cancel_pending(queue)
         for _ in self._workers:
             queue.put_nowait(None)
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -102,8 +106,17 @@ class Pool:
     def close(self) -> None:
         """Cancel every call and close the sandboxes (as their tasks end, on the loop's next turns)."""
         self._closed = True
+        if self._queue is not None:
+            _cancel_pending(self._queue)
         for task in self._workers:
             task.cancel()
+
+
+def _cancel_pending(queue: asyncio.Queue) -> None:
+    while not queue.empty():
+        work = queue.get_nowait()
+        if work is not None:
+            work.future.cancel()
 
 
 def _stop(loop: asyncio.AbstractEventLoop, workers: List[asyncio.Task]) -> None:
