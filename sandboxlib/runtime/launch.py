@@ -234,9 +234,7 @@ class Outgoing:
         for fd in self._to_close:
             os.close(fd)
         self._to_close = []
-        if self._cgroup is not None:
-            self._cgroup.close_fd()  # the init has its own copy now
-            self._cgroup = None
+        self._cgroup = None  # (its fd stays open: the cgroup may serve other commands)
 
 
 def prepare(
