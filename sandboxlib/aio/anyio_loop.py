@@ -26,13 +26,17 @@ from ..errors import ContainerStateError
 from ..posix.sharedfd import SharedFd
 from ..runtime.launch import Outgoing
 
-__all__ = ["readable", "readable_until", "readable_abortable", "run_in_thread", "Selector", "ControlSender"]
+__all__ = ["readable", "writable", "readable_until", "readable_abortable", "run_in_thread", "Selector", "ControlSender"]
 
 _CHUNK = 1 << 16
 
 
 async def readable(fd: int) -> None:
     await anyio.wait_readable(fd)
+
+
+async def writable(fd: int) -> None:
+    await anyio.wait_writable(fd)
 
 
 async def readable_until(fd: int, deadline: Optional[float]) -> bool:
@@ -70,16 +74,22 @@ class Selector:
         fd = next(fd for fd, key in self._keys.items() if key.fileobj is fileobj)
         return self._keys.pop(fd)
 
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        self.unregister(fileobj)
+        return self.register(fileobj, events, data)
+
     def get_map(self) -> Dict[int, selectors.SelectorKey]:
         return self._keys
 
     async def select(self, timeout: Optional[float]) -> List[Tuple[selectors.SelectorKey, int]]:
-        ready: List[Tuple[selectors.SelectorKey, int]] = []
+        ready: Dict[int, int] = {}
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             async with anyio.create_task_group() as group:
                 for key in list(self._keys.values()):
-                    group.start_soon(_ready, key, ready, group.cancel_scope)
-        return ready
+                    for event in (selectors.EVENT_READ, selectors.EVENT_WRITE):
+                        if key.events & event:
+                            group.start_soon(_ready, key.fd, event, ready, group.cancel_scope)
+        return [(self._keys[fd], events) for fd, events in ready.items() if fd in self._keys]
 
     def close(self) -> None:
         self._keys.clear()
@@ -91,9 +101,9 @@ class Selector:
         self.close()
 
 
-async def _ready(key: selectors.SelectorKey, ready: list, scope: anyio.CancelScope) -> None:
-    await (anyio.wait_readable if key.events & selectors.EVENT_READ else anyio.wait_writable)(key.fd)
-    ready.append((key, key.events))
+async def _ready(fd: int, event: int, ready: Dict[int, int], scope: anyio.CancelScope) -> None:
+    await (anyio.wait_readable if event == selectors.EVENT_READ else anyio.wait_writable)(fd)
+    ready[fd] = ready.get(fd, 0) | event
     scope.cancel()
 
 

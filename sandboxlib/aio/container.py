@@ -14,16 +14,17 @@ of ``call``'s fork server run in the loop's default executor."""
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from ..calls.session import SpareLost, check_call_kwargs, check_modules
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
 from ..errors import ContainerStateError, TimeoutExpired
 from ..results import Result
 from ..runtime.container import Container as SyncContainer
+from ..runtime.launch import Submission
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
-from .loop import StepDriver, control_sender, drive, in_thread, new_lock
+from .loop import StepDriver, control_sender, drive, in_thread, new_lock, readable
 from .process import Process, communicate
 
 __all__ = ["Container", "run"]
@@ -100,7 +101,9 @@ class Container:
             process.close()
         self._box.close()
 
-    async def _send(self, argv, *, stdin, stdout, stderr, env, cwd, user, confirm: bool, own_cgroup: bool):
+    async def _send(
+        self, argv, *, stdin, stdout, stderr, env, cwd, user, confirm: bool, own_cgroup: bool, tty=None
+    ) -> Submission:
         """Build and send a command's request: its Submission (the shared steps, sent from the loop)."""
         box = self._box
         box._check_running()
@@ -116,16 +119,17 @@ class Container:
             main=False,
             confirm=confirm,
             own_cgroup=own_cgroup,
+            tty=tty,
         )
         try:
             await self._sender.send(outgoing)
         except BaseException:
-            if outgoing.sent:  # sent, then cancelled: it runs; kill what it starts
+            if outgoing.sent and tty is None:  # sent, then cancelled: it runs; kill what it starts
                 proc = box._unconfirmed(outgoing.submission)
                 box._kill_after_timeout(proc, False)
                 proc.close()
-            else:
-                outgoing.submission.abandon()
+            else:  # (a terminal's command, if it starts, finds its master closed: a hangup)
+                outgoing.submission.abandon(kill=outgoing.sent)
             raise
         finally:
             outgoing.done()
@@ -147,8 +151,10 @@ class Container:
         text: bool = False,
         encoding: Optional[str] = None,
         errors: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
     ) -> Result:
-        """``Container.run``, awaited: the same options and :class:`Result`.
+        """``Container.run``, awaited: the same options and :class:`Result`
+        (``tty=True``: on a pseudo-terminal, its output the result's stdout).
 
         On ``timeout`` everything the command started is killed (its own
         cgroup; rootless without a delegated cgroup: its process group) and
@@ -156,14 +162,27 @@ class Container:
         ``asyncio.timeout()``, ``wait_for``), it kills the same way and the
         cancellation goes on (``asyncio.timeout`` raises ``TimeoutError``)."""
         box = self._box
-        timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
+        timeout, codec, input, (stdin, stdout, stderr), tty_size = box._run_inputs(
+            input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
+        )
         box._check_running()
         counters = box._counters()
         # Always in a cgroup of its own: any await may be cancelled, and a
         # cancelled run kills all it started.
         submission = await self._send(
-            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=False, own_cgroup=True
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            confirm=False,
+            own_cgroup=True,
+            tty=tty_size,
         )
+        if tty_size is not None:
+            await _terminal_reply(submission)
         with box._unconfirmed(submission) as proc:
             out, err, timed_out = await _communicate_or_kill(
                 proc, input, timeout, lambda: box._kill_after_timeout(proc, False)
@@ -180,12 +199,25 @@ class Container:
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
         user: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
     ) -> Process:
         """Start a command; returns once it started (or raises the step that
-        failed, as ``Container.spawn``).  PIPE streams are asyncio streams."""
+        failed, as ``Container.spawn``).  PIPE streams are asyncio streams;
+        ``tty=True`` (or a size): a pseudo-terminal (``await p.read()``,
+        ``await p.write(data)``, ``p.resize(rows, cols)``)."""
         box = self._box
+        tty_size = box._spawn_tty(tty, stdin, stdout, stderr)
         submission = await self._send(
-            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=True, own_cgroup=False
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            confirm=True,
+            own_cgroup=False,
+            tty=tty_size,
         )
         # (abandoned, if cancelled: the command, if it started, sees EOF/EPIPE)
         process = Process(box._track(await StepDriver().run(submission.started_steps(box._signal))))
@@ -245,6 +277,15 @@ class Container:
         raise AssertionError("unreachable")
 
 
+async def _terminal_reply(submission: Submission) -> None:
+    """Wait for a terminal's request's first reply (its master, or why not: read by ``_unconfirmed``)."""
+    try:
+        await readable(submission.reply_socket)
+    except BaseException:
+        submission.abandon(kill=True)
+        raise
+
+
 async def _communicate_or_kill(
     proc: SyncProcess, input: Optional[bytes], timeout: Optional[float], kill: Callable[[], None]
 ):
@@ -275,6 +316,7 @@ async def run(
     text: bool = False,
     encoding: Optional[str] = None,
     errors: Optional[str] = None,
+    tty: Union[bool, Tuple[int, int]] = False,
     **options: Any,
 ) -> Result:
     """``sandboxlib.run``, awaited: ``argv`` as the main process of a fresh
@@ -283,8 +325,12 @@ async def run(
     on the loop.  Cancelled, the container is killed."""
     box = SyncContainer(config_of(None, options))
     try:
-        timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
-        proc = await StepDriver().run(box._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr))
+        timeout, codec, input, (stdin, stdout, stderr), tty_size = box._run_inputs(
+            input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
+        )
+        proc = await StepDriver().run(
+            box._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
+        )
         with proc:
             out, err, timed_out = await _communicate_or_kill(
                 proc, input, timeout, lambda: box._kill_after_timeout(proc, True)

@@ -22,6 +22,7 @@ __all__ = [
     "ControlSender",
     "StepDriver",
     "readable",
+    "writable",
     "drive",
     "selector",
     "control_sender",
@@ -83,22 +84,22 @@ async def in_thread(fn: Callable[[], Any]) -> Any:
 
 class LoopSelector:
     """The part of ``selectors.BaseSelector`` that ``Process.communicate``'s
-    steps use (register, unregister, get_map), over the loop's readers and
-    writers; ``await select(timeout)`` in place of ``select``."""
+    steps use (register, unregister, modify, get_map), over the loop's
+    readers and writers; ``await select(timeout)`` in place of ``select``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._keys: Dict[int, selectors.SelectorKey] = {}
-        self._ready: Dict[int, selectors.SelectorKey] = {}
+        self._ready: Dict[int, int] = {}  # fd -> the events seen
         self._waiter: Optional[asyncio.Future] = None
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         key = selectors.SelectorKey(fileobj, _fd(fileobj), events, data)
         self._keys[key.fd] = key
         if events & selectors.EVENT_READ:
-            self._loop.add_reader(key.fd, self._on_ready, key)
-        else:
-            self._loop.add_writer(key.fd, self._on_ready, key)
+            self._loop.add_reader(key.fd, self._on_ready, key.fd, selectors.EVENT_READ)
+        if events & selectors.EVENT_WRITE:
+            self._loop.add_writer(key.fd, self._on_ready, key.fd, selectors.EVENT_WRITE)
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
@@ -109,15 +110,19 @@ class LoopSelector:
         self._ready.pop(key.fd, None)
         if key.events & selectors.EVENT_READ:
             self._loop.remove_reader(key.fd)
-        else:
+        if key.events & selectors.EVENT_WRITE:
             self._loop.remove_writer(key.fd)
         return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        self.unregister(fileobj)
+        return self.register(fileobj, events, data)
 
     def get_map(self) -> Dict[int, selectors.SelectorKey]:
         return self._keys
 
-    def _on_ready(self, key: selectors.SelectorKey) -> None:
-        self._ready[key.fd] = key
+    def _on_ready(self, fd: int, event: int) -> None:
+        self._ready[fd] = self._ready.get(fd, 0) | event
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -133,7 +138,7 @@ class LoopSelector:
                 if timer is not None:
                     timer.cancel()
         ready, self._ready = self._ready, {}
-        return [(key, key.events) for key in ready.values() if key.fd in self._keys]
+        return [(self._keys[fd], events) for fd, events in ready.items() if fd in self._keys]
 
     def close(self) -> None:
         for key in list(self._keys.values()):
@@ -165,6 +170,21 @@ async def readable(sock: Any) -> None:
         await waiter
     finally:
         loop.remove_reader(fd)
+
+
+async def writable(fd: int) -> None:
+    """Return once ``fd`` is writable."""
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return await anyio_loop.writable(fd)
+    waiter = loop.create_future()
+    loop.add_writer(fd, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        loop.remove_writer(fd)
 
 
 async def _readable_until(fd: int, deadline: Optional[float]) -> bool:

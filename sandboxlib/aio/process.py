@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal as signal_module
 import time
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from ..config import check_timeout, data_bytes
 from ..errors import ContainerStateError
 from ..runtime.process import Process as SyncProcess
-from .loop import asyncio_loop, readable, selector
+from .loop import asyncio_loop, readable, selector, writable
 
 __all__ = ["Process", "communicate", "wait"]
+
+_CHUNK = 1 << 16
 
 
 async def communicate(
@@ -39,8 +42,9 @@ async def communicate(
             if remaining is not None and remaining <= 0:
                 assert timeout is not None  # the deadline's
                 raise proc._timed_out(timeout)
-            for key, _ in await sel.select(remaining):
-                proc._service(sel, key)  # type: ignore[arg-type]
+            for key, events in await sel.select(remaining):
+                if key.fd in sel.get_map():  # (not let go by an earlier one)
+                    proc._service(sel, key, events)
     return proc._collected()
 
 
@@ -127,6 +131,44 @@ class Process:
         out, err = await _read_both(self.stdout, self.stderr)
         await self.wait()
         return out, err
+
+    # -- the terminal (tty=True) --------------------------------------
+    @property
+    def terminal(self):
+        """Our end of its pseudo-terminal (the master), or None."""
+        return self._proc.terminal
+
+    async def read(self, n: int = _CHUNK) -> bytes:
+        """Up to ``n`` bytes of the terminal's output, awaited; b"" once every
+        process of the command let go of the terminal."""
+        fd = self._proc._master().fileno()
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                return os.read(fd, n)
+            except BlockingIOError:
+                await readable(fd)
+            except OSError as err:
+                if err.errno == errno.EIO:  # the slave side is closed: the terminal's end of file
+                    return b""
+                raise
+
+    async def write(self, data: Union[bytes, str]) -> int:
+        """Type ``data`` (bytes, or a str: UTF-8) into the terminal; returns its length."""
+        fd = self._proc._master().fileno()
+        raw = data_bytes(data, "data")
+        os.set_blocking(fd, False)
+        view = memoryview(raw)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                await writable(fd)
+        return len(raw)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's window size (the command's foreground job gets SIGWINCH)."""
+        self._proc.resize(rows, cols)
 
     def send_signal(self, sig: int) -> None:
         self._proc.send_signal(sig)

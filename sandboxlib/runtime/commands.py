@@ -136,7 +136,7 @@ class BareContainer(MainCommand):
         container's own as its stdio and controlling terminal, in a new
         session; the Process's ``read``/``write``/``resize`` use its end (the
         streams must then be left None)."""
-        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=())
+        tty_size = self._spawn_tty(tty, stdin, stdout, stderr)
         return self._start(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, main=False, tty=tty_size
         )
@@ -292,16 +292,9 @@ class BareContainer(MainCommand):
         errors: Optional[str] = None,
         tty: Union[bool, Tuple[int, int]] = False,
     ) -> Result:
-        timeout = check_timeout(timeout)
-        codec = text_codec(text, encoding, errors)
-        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
-        if tty_size is not None:
-            stdout = stderr = None  # captured from the terminal
-        if input is not None:
-            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
-            if stdin is not None:
-                raise ConfigError("stdin", "stdin and input cannot both be given")
-            stdin = PIPE if tty_size is None else None
+        timeout, codec, input, (stdin, stdout, stderr), tty_size = self._run_inputs(
+            input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
+        )
         if not main:
             self._check_running()
         counters = self._counters() if not main else (0, 0)
@@ -340,16 +333,26 @@ class BareContainer(MainCommand):
         return self._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
     @staticmethod
-    def _run_inputs(input, stdin, timeout, text: bool, encoding: Optional[str], errors: Optional[str]):
-        """run()'s options checked (without a terminal): (timeout, codec, input as bytes, stdin)."""
+    def _spawn_tty(tty, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec) -> Optional[Tuple[int, int]]:
+        """spawn()'s terminal size, or None (both fronts): with one, no stream may be given."""
+        return _tty_stdio(tty, stdin, stdout, stderr, captured=())
+
+    @staticmethod
+    def _run_inputs(input, stdio, timeout, text: bool, encoding: Optional[str], errors: Optional[str], tty):
+        """run()'s options checked (both fronts): (timeout, codec, input as bytes,
+        (stdin, stdout, stderr), the terminal's size or None)."""
+        stdin, stdout, stderr = stdio
         timeout = check_timeout(timeout)
         codec = text_codec(text, encoding, errors)
+        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
+        if tty_size is not None:
+            stdout = stderr = None  # captured from the terminal
         if input is not None:
             input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
-            stdin = PIPE
-        return timeout, codec, input, stdin
+            stdin = PIPE if tty_size is None else None  # (typed into the terminal)
+        return timeout, codec, input, (stdin, stdout, stderr), tty_size
 
     def _run_result(
         self, proc: Process, out, err, *, timed_out: bool, counters: Tuple[int, int], codec, check: bool

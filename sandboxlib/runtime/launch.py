@@ -42,10 +42,13 @@ class Submission:
         self._terminal: Optional[int] = None  # the master of a tty request, once the init sent it
         self.sent_at = time.monotonic()
 
-    def abandon(self) -> None:
-        """Release our ends (the command, if it starts, sees EOF/EPIPE)."""
+    def abandon(self, kill: bool = False) -> None:
+        """Release our ends (the command, if it starts, sees EOF/EPIPE); ``kill``:
+        first kill what it started, if it has a cgroup of its own."""
         self._reply.close()
         if self._cgroup is not None:
+            if kill:
+                self._cgroup.kill()
             self._cgroup.remove()
             self._cgroup = None
         for fd in self._pipes:
