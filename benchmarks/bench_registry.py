@@ -1,6 +1,7 @@
 """Registries: a cold pull of a 5-layer ~100 MB (gzip) image from a local
 registry (Debian's docker-registry on loopback, plain HTTP) to a runnable
-image, and a warm pull (everything present), side by side in one run.
+image, a warm pull (everything present), and a push of the same image to an
+empty registry, side by side in one run.
 
 Peers: ``docker pull`` into a private dockerd (pull + unpack into overlay2:
 runnable), ``skopeo copy docker://... oci:DIR`` (download and verify only:
@@ -10,10 +11,16 @@ pull is runnable as it ends (layers are checked while they stream in and
 unpacked lazily at the first start): the row "+ first run" adds that first
 ``sb.run(["true"])``, which unpacks, so it compares with docker's pull.
 
+Push: ``store.push`` vs ``skopeo copy oci:DIR docker://`` (the same image as
+an OCI layout skopeo made of it), each round to a fresh registry (its start
+not timed); then a second push of an image sharing all but its last layer,
+whose new blobs are counted in the registry's storage (the layer, its
+config, its manifest: 3).
+
     python benchmarks/bench_registry.py [--rounds N] [--warm-rounds N] [--no-record]
 
 Targets (issue 11): cold pull at most 0.6x of docker's (and podman's) time;
-warm pull under 20 ms.
+warm pull under 20 ms; push at most 0.8x of skopeo's.
 """
 
 from __future__ import annotations
@@ -113,15 +120,105 @@ def run(top: str, args) -> str:
         make_image(src, layers, "bench:1")
         ref = f"{registry.host}/bench/app:1"
         src.push("bench:1", ref)
+        make_image(src, layers[:-1] + [data_layer(99, 1)], "bench:2")  # all but the last layer shared
         megabytes = sum(len(layer) for layer in layers) / 1e6
         if not args.no_docker:
             docker = _start_docker(top)
         cold, warm = measure(top, ref, docker, args)
+        push, added = measure_push(top, src, ref, args)
     finally:
         if docker is not None:
             docker.close()
         registry.close()
-    return report(cold, warm, megabytes, args, docker_note=_docker_note(args))
+    return report(cold, warm, megabytes, args, docker_note=_docker_note(args)) + "\n\n" + report_push(push, added)
+
+
+def measure_push(top: str, src: sb.ImageStore, ref: str, args):
+    """Seconds per push, per peer, each to a fresh registry; and the blobs the second push added."""
+    layout = os.path.join(top, "oci-layout")
+    skopeo_env = dict(os.environ, HOME=os.path.join(top, "skopeo-home"))
+    subprocess.run(
+        ["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:app"],
+        check=True,
+        env=skopeo_env,
+        capture_output=True,
+    )
+
+    def ours(host: str) -> None:
+        src.push("bench:1", f"{host}/bench/app:1")
+
+    def skopeo(host: str) -> None:
+        shutil.rmtree(skopeo_env["HOME"], ignore_errors=True)  # its blob-info cache: fresh each run
+        subprocess.run(
+            [
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:app",
+                f"docker://{host}/bench/app:1",
+            ],
+            check=True,
+            env=skopeo_env,
+            capture_output=True,
+        )
+
+    peers = {"sandboxlib push": ours, "skopeo copy oci: docker://": skopeo}
+    times = {name: [] for name in peers}
+    second, added = [], set()
+    order = list(peers.items())
+    for n in range(args.rounds):
+        random.Random(n).shuffle(order)
+        for name, go in order:
+            os.makedirs(f"{top}/push-registry")
+            registry = Registry(f"{top}/push-registry")
+            try:
+                start = time.perf_counter()
+                go(registry.host)
+                times[name].append(time.perf_counter() - start)
+                if go is ours:
+                    before = _stored_blobs(registry.top)
+                    start = time.perf_counter()
+                    src.push("bench:2", f"{registry.host}/bench/app:2")
+                    second.append(time.perf_counter() - start)
+                    added.add(len(_stored_blobs(registry.top) - before))
+            finally:
+                registry.close()
+    times["sandboxlib second push (4 of 5 layers there)"] = second
+    return times, added
+
+
+def _stored_blobs(top: str) -> set:
+    """The blobs in the registry's storage (distribution keeps manifests as blobs too)."""
+    return {
+        path
+        for path, _, files in os.walk(os.path.join(top, "data", "docker", "registry", "v2", "blobs"))
+        if "data" in files
+    }
+
+
+def report_push(times, added) -> str:
+    names = list(times)
+    base = statistics.median(times[names[0]])
+    rows = [
+        (
+            f"push: {name}",
+            _common.percentiles(times[name]),
+            "1" if i == 0 else f"{statistics.median(times[name]) / base:.2f}x",
+        )
+        for i, name in enumerate(names)
+    ]
+    ratio = base / statistics.median(times[names[1]])
+    return "\n".join(
+        [
+            _common.table(rows),
+            "",
+            f"sandboxlib/skopeo push: **{ratio:.2f}** (target: at most 0.8). The second push added "
+            f"{', '.join(str(n) for n in sorted(added))} blobs to the registry "
+            "(the new layer, its config, its manifest).",
+        ]
+    )
 
 
 def _start_docker(top: str):
@@ -232,7 +329,7 @@ def report(cold, warm, megabytes: float, args, docker_note: str) -> str:
         f"Warm pull p50: **{statistics.median(warm[warm_names[0]]) * 1e3:.1f} ms** (target: under 20 ms). "
         f"Image: 5 gzip layers, {megabytes:.0f} MB; {args.rounds} interleaved cold rounds, "
         f"{args.warm_rounds} warm; {_common.tool_version(['skopeo', '--version'])}; podman: not "
-        "installed (not measured); push: not measured yet."
+        "installed (not measured)."
     )
     return "\n".join(lines)
 

@@ -110,9 +110,14 @@ def busybox_layers(busybox_rootfs: str) -> list:
 
 
 def image_blobs(
-    layers: Sequence[bytes], config: Optional[dict] = None, compress: bool = True, diff_ids: Optional[list] = None
+    layers: Sequence[bytes],
+    config: Optional[dict] = None,
+    compress: bool = True,
+    diff_ids: Optional[list] = None,
+    architecture: Optional[str] = None,
 ):
-    """(manifest bytes, {digest: bytes}) of an OCI image of ``layers``."""
+    """(manifest bytes, {digest: bytes}) of an OCI image of ``layers`` (for the host's
+    architecture, or ``architecture``)."""
     import gzip
     import hashlib
     import json
@@ -127,7 +132,7 @@ def image_blobs(
     diff_ids = diff_ids or ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
     stored = [put(gzip.compress(data, mtime=0) if compress else data) for data in layers]
     cfg = {
-        "architecture": build.host_platform()[1],
+        "architecture": architecture or build.host_platform()[1],
         "os": "linux",
         "config": dict(config or IMAGE_CONFIG),
         "rootfs": {"type": "layers", "diff_ids": diff_ids},

@@ -10,7 +10,7 @@
     sandboxlib run -it [OPTIONS] [IMAGE] [--] CMD...   (a terminal: raw mode, window size, ^C)
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
-    sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
+    sandboxlib images | load -i FILE | save -o FILE IMAGE... | import [-c INSTR] FILE [REF] | rmi IMAGE...
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the

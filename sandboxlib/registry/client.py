@@ -26,7 +26,7 @@ import httpx
 from ..errors import RegistryDataError, RegistryError, RegistryNotFound
 from .auth import Authenticator
 from .credentials import Credentials
-from .hosts import host_of, is_certificate_failure, is_tls_refusal
+from .hosts import host_of, is_certificate_failure, is_client_certificate_refusal, is_tls_refusal
 from .names import RemoteReference
 from .transfer import RETRY_STATUSES, BlobDownload, Retries
 
@@ -104,6 +104,10 @@ class Repository:
             except httpx.TooManyRedirects:
                 raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
             except httpx.TransportError as err:
+                if is_client_certificate_refusal(err):
+                    raise self.error(
+                        None, f"{what}: the TLS handshake failed ({err}): {self.host.client_certificate_hint()}"
+                    ) from None
                 if answered or not retries.again(err):
                     raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
             except httpx.HTTPError as err:
@@ -140,6 +144,8 @@ class Repository:
             if self.host.plain_http_allowed and is_tls_refusal(err) and url.startswith(secure):
                 self.scheme = "http"
                 return send(f"http://{self.host.api_host}/" + url[len(secure) :])
+            if is_client_certificate_refusal(err):
+                raise  # request() names it
             if is_certificate_failure(err):
                 raise self.error(
                     None,
