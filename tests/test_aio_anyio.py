@@ -184,3 +184,35 @@ def check_pool_under_trio():
 
 def test_pool_is_asyncio_only():
     assert "asyncio" in check_pool_under_trio()
+
+
+def check_main_command(backend: str):
+    """A main command awaited: wait() (with a timeout that lets it run), logs() followed."""
+
+    async def main():
+        async with sba.Container(command=["sleep", "1000"]) as c:
+            try:
+                await c.wait(timeout=0.2)
+                early = None
+            except sb.TimeoutExpired:
+                early = "TimeoutExpired"
+            running = c.sync.running
+        script = "echo a; echo b >&2; sleep 0.3; echo c; exit 5"
+        async with sba.Container(command=["sh", "-c", script], log=True) as c:
+            records = [record async for record in c.logs(follow=True)]
+            r = await c.wait()
+            tail = [record async for record in c.logs(tail=1)]
+        return early, running, sorted(records), (r.exit_code, r.verdict), tail
+
+    return anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_main_command_awaited(runner, backend):
+    assert runner(check_main_command, backend) == (
+        "TimeoutExpired",
+        True,
+        [("stderr", b"b\n"), ("stdout", b"a\n"), ("stdout", b"c\n")],
+        (5, sb.Verdict.EXITED),
+        [("stdout", b"c\n")],
+    )

@@ -14,7 +14,7 @@ of ``call``'s fork server run in the loop's default executor."""
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from ..calls.session import SpareLost, check_call_kwargs, check_modules
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
@@ -22,10 +22,11 @@ from ..errors import ContainerStateError, TimeoutExpired
 from ..results import Result
 from ..runtime.container import Container as SyncContainer
 from ..runtime.launch import Submission
+from ..runtime.logs import Since
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
 from .loop import StepDriver, control_sender, drive, in_thread, new_lock, readable
-from .process import Process, communicate
+from .process import Process, communicate, wait
 
 __all__ = ["Container", "run"]
 
@@ -229,6 +230,39 @@ class Container:
             raise
         self._spawned.add(process)
         return process
+
+    async def wait(self, timeout: Optional[float] = None) -> Result:
+        """``Container.wait``, awaited: the main command's (``command=``)
+        :class:`Result` once it ended, and the container with it.  Raises
+        ``TimeoutExpired`` after ``timeout`` seconds (it keeps running)."""
+        timeout = check_timeout(timeout)
+        box = self._box
+        main = box._main_command()
+        await wait(main, timeout)
+        if box._init_fd is not None:
+            try:
+                with box._init_fd.use() as pidfd:
+                    await readable(pidfd)  # it ends the container at once
+            except ContainerStateError:
+                pass  # closed meanwhile: ended
+        if box._log is not None:
+            await in_thread(box._log.join)  # (its output is all in the log: a moment)
+        return box._main_result(main)
+
+    async def logs(
+        self, *, tail: Optional[int] = None, follow: bool = False, timestamps: bool = False, since: Since = None
+    ) -> AsyncIterator[Tuple[str, bytes]]:
+        """``Container.logs``, as an async iterator: ``async for stream, data in c.logs(follow=True)``.
+        The file is read in a worker thread (a follow waits there, not on the loop)."""
+        records = self._box.logs(tail=tail, follow=follow, timestamps=timestamps, since=since)
+        try:
+            while True:
+                record = await in_thread(lambda: next(records, None))
+                if record is None:
+                    return
+                yield record
+        finally:
+            records.close()  # type: ignore[attr-defined]  # (a generator)
 
     async def preload(self, modules: Sequence[str]) -> None:
         """``Container.preload``, awaited: (re)start the fork server of ``call``

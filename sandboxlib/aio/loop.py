@@ -22,6 +22,7 @@ __all__ = [
     "ControlSender",
     "StepDriver",
     "readable",
+    "readable_until",
     "writable",
     "drive",
     "selector",
@@ -187,7 +188,7 @@ async def writable(fd: int) -> None:
         loop.remove_writer(fd)
 
 
-async def _readable_until(fd: int, deadline: Optional[float]) -> bool:
+async def readable_until(fd: int, deadline: Optional[float]) -> bool:
     """Wait until ``fd`` is readable (True) or the monotonic ``deadline`` passed (False)."""
     loop = asyncio_loop()
     if loop is None:
@@ -220,7 +221,7 @@ async def drive(steps: Generator[Optional[float], None, Any], fd: int) -> Any:
         deadline = next(steps)
         while True:
             try:
-                ready = await _readable_until(fd, deadline)
+                ready = await readable_until(fd, deadline)
             except BaseException as err:  # cancelled: the steps clean up and re-raise it
                 deadline = steps.throw(err)
                 continue

@@ -12,9 +12,9 @@ import time
 from typing import Optional, Tuple, Union
 
 from ..config import check_timeout, data_bytes
-from ..errors import ContainerStateError
+from ..errors import ContainerStateError, TimeoutExpired
 from ..runtime.process import Process as SyncProcess
-from .loop import asyncio_loop, readable, selector, writable
+from .loop import asyncio_loop, readable, readable_until, selector, writable
 
 __all__ = ["Process", "communicate", "wait"]
 
@@ -48,12 +48,15 @@ async def communicate(
     return proc._collected()
 
 
-async def wait(proc: SyncProcess) -> int:
-    """The exit status, awaited on the reply socket."""
+async def wait(proc: SyncProcess, timeout: Optional[float] = None) -> int:
+    """The exit status, awaited on the reply socket; TimeoutExpired after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while not proc._take_reply(0):
         try:
             with proc._reply.use() as sock:
-                await readable(sock)
+                if not await readable_until(sock.fileno(), deadline):
+                    assert timeout is not None  # (only a deadline ends the wait early)
+                    raise TimeoutExpired(proc.args, timeout)
         except ContainerStateError:
             pass  # closed: the next _take_reply sees the end
     assert proc.returncode is not None  # taken

@@ -105,17 +105,25 @@ class MainCommand(ContainerLifecycle):
         has ended with it.  Raises ``TimeoutExpired`` after ``timeout`` seconds
         (the command keeps running)."""
         timeout = check_timeout(timeout)
-        main = self._main
-        if main is None:
+        main = self._main_command()
+        main.wait(timeout)
+        self._init_exited(None)  # it ends the container at once: no command runs from here on
+        if self._log is not None:
+            self._log.join()  # its output is all in the log
+        return self._main_result(main)
+
+    def _main_command(self) -> Process:
+        """The main command (both fronts' ``wait``), or why there is none."""
+        if self._main is None:
             raise ContainerStateError(
                 "the container has no main command (give command=[...]) or did not start"
                 if self.config.command is None or not self._resources_used
                 else "the container's main command did not start"
             )
-        main.wait(timeout)
-        self._init_exited(None)  # it ends the container at once: no command runs from here on
-        if self._log is not None:
-            self._log.join()  # its output is all in the log
+        return self._main
+
+    def _main_result(self, main: Process) -> Result:
+        """The main command's Result, once it and the container ended."""
         return result_of(main, None, None, timed_out=False, events=((0, 0), self._counters()))
 
     def logs(
