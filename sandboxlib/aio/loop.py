@@ -67,9 +67,9 @@ def control_sender(channel: SharedFd) -> Any:
 def new_lock() -> Any:
     """A lock of the running loop's kind."""
     if asyncio_loop() is None:
-        import anyio
+        from . import anyio_loop  # (its ImportError says how to install anyio)
 
-        return anyio.Lock()
+        return anyio_loop.anyio.Lock()
     return asyncio.Lock()
 
 

@@ -196,7 +196,7 @@ async def _read_both(*readers) -> list:
     """Each reader read to its end, together (one could fill its pipe while we wait on the other)."""
     if asyncio_loop() is not None:
         return list(await asyncio.gather(*(_read(reader) for reader in readers)))
-    import anyio
+    from .anyio_loop import anyio
 
     found: list = [None] * len(readers)
 
