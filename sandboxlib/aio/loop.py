@@ -18,6 +18,7 @@ from ..posix.steps import Offload, Steps
 from ..runtime.launch import Outgoing
 
 __all__ = [
+    "asyncio_loop",
     "LoopSelector",
     "ControlSender",
     "StepDriver",
