@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Generator, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..config import (
     check_env,
@@ -23,6 +23,7 @@ from ..native import protocol
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import read_all
 from ..posix.signals import pidfd_kill_quietly
+from ..posix.steps import Wait, run_steps
 from ..results import Result, decoded
 from ..security.capabilities import capability_mask
 from ..streams import PIPE, StdioSpec
@@ -166,7 +167,7 @@ class BareContainer(MainCommand):
         container's own as its stdio and controlling terminal, in a new
         session; the Process's ``read``/``write``/``resize`` use its end (the
         streams must then be left None)."""
-        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=())
+        tty_size = self._spawn_tty(tty, stdin, stdout, stderr)
         return self._start(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, main=False, tty=tty_size
         )
@@ -322,16 +323,9 @@ class BareContainer(MainCommand):
         errors: Optional[str] = None,
         tty: Union[bool, Tuple[int, int]] = False,
     ) -> Result:
-        timeout = check_timeout(timeout)
-        codec = text_codec(text, encoding, errors)
-        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
-        if tty_size is not None:
-            stdout = stderr = None  # captured from the terminal
-        if input is not None:
-            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
-            if stdin is not None:
-                raise ConfigError("stdin", "stdin and input cannot both be given")
-            stdin = PIPE if tty_size is None else None
+        timeout, codec, input, (stdin, stdout, stderr), tty_size = self._run_inputs(
+            input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
+        )
         if not main:
             self._check_running()
         counters = self._counters() if not main else (0, 0)
@@ -370,16 +364,26 @@ class BareContainer(MainCommand):
         return self._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
     @staticmethod
-    def _run_inputs(input, stdin, timeout, text: bool, encoding: Optional[str], errors: Optional[str]):
-        """run()'s options checked (without a terminal): (timeout, codec, input as bytes, stdin)."""
+    def _spawn_tty(tty, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec) -> Optional[Tuple[int, int]]:
+        """spawn()'s terminal size, or None (both fronts): with one, no stream may be given."""
+        return _tty_stdio(tty, stdin, stdout, stderr, captured=())
+
+    @staticmethod
+    def _run_inputs(input, stdio, timeout, text: bool, encoding: Optional[str], errors: Optional[str], tty):
+        """run()'s options checked (both fronts): (timeout, codec, input as bytes,
+        (stdin, stdout, stderr), the terminal's size or None)."""
+        stdin, stdout, stderr = stdio
         timeout = check_timeout(timeout)
         codec = text_codec(text, encoding, errors)
+        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
+        if tty_size is not None:
+            stdout = stderr = None  # captured from the terminal
         if input is not None:
             input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
-            stdin = PIPE
-        return timeout, codec, input, stdin
+            stdin = PIPE if tty_size is None else None  # (typed into the terminal)
+        return timeout, codec, input, (stdin, stdout, stderr), tty_size
 
     def _run_result(
         self, proc: Process, out, err, *, timed_out: bool, counters: Tuple[int, int], codec, check: bool
@@ -399,6 +403,12 @@ class BareContainer(MainCommand):
     def _start_with_main(self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None) -> Process:
         """Start the container and its main command in one go: the command
         is queued for the init before the container has finished set-up."""
+        return run_steps(self._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty))
+
+    def _start_with_main_steps(
+        self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None
+    ) -> Generator[Wait, None, Process]:
+        """``_start_with_main`` as steps (``posix.steps``)."""
         if self.config.image is None:
             _check_argv(argv)
         sent: list = []
@@ -410,7 +420,9 @@ class BareContainer(MainCommand):
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 
         try:
-            self._start_container(first)
+            yield from self._start_container(first)
+            if tty is not None:
+                yield sent[0].reply_socket.fileno()  # the terminal comes once the container is set up
         except BaseException:
             for submission in sent:
                 submission.abandon()

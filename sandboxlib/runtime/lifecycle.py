@@ -16,7 +16,7 @@ import socket
 import threading
 import warnings
 import weakref
-from typing import Callable, List, NoReturn, Optional, Tuple, TypeVar
+from typing import Callable, Generator, List, NoReturn, Optional, Tuple, TypeVar
 
 import attrs
 
@@ -36,9 +36,10 @@ from ..native.mount_op import MountOp
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
 from ..network import Attachment, attachment, named
 from ..posix.interrupts import sigint_deferred
-from ..posix.io import close_quietly, read_all, shutdown_quietly
+from ..posix.io import close_quietly, shutdown_quietly
 from ..posix.sharedfd import OwnedSocket, SharedFd
 from ..posix.signals import pidfd_kill_quietly
+from ..posix.steps import Offload, Steps, read_to_end, run_steps
 from ..rootfs import writable
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
@@ -131,12 +132,16 @@ class ContainerLifecycle(ImageRoots):
 
     def start(self: _Self) -> _Self:
         """Start the container (its init, idle until commands arrive)."""
-        self._start_container(None)
+        run_steps(self._start_steps())
         return self
 
-    def _start_container(self, first: Optional[Callable[[], None]], one_shot: bool = True) -> None:
-        """Start; ``first`` runs right after the go byte, before set-up has
-        finished (it queues the main command).  ``one_shot``: ``first``'s
+    def _start_steps(self) -> Steps:
+        """The start as steps (``posix.steps``): the sync front polls, the asyncio front awaits."""
+        return self._start_container(None)
+
+    def _start_container(self, first: Optional[Callable[[], None]], one_shot: bool = True) -> Steps:
+        """Steps: start; ``first`` runs right after the go byte, before set-up
+        has finished (it queues the main command).  ``one_shot``: ``first``'s
         command is all the container will run (it may go without a cgroup)."""
         self._check_owner()
         with self._lock:  # a close() from another thread waits for the start to end
@@ -145,14 +150,15 @@ class ContainerLifecycle(ImageRoots):
             if self._closing:
                 raise ContainerStateError("the container was closed (close() or stop()) before it started")
             self._resources_used = True
-            self._start_locked(first, one_shot)
+            yield from self._start_locked(first, one_shot)
             self._ready = True
 
-    def _start_locked(self, first: Optional[Callable[[], None]], one_shot: bool) -> None:
+    def _start_locked(self, first: Optional[Callable[[], None]], one_shot: bool) -> Steps:
         host = probe_host()
         self._maps = choose_maps(self.config, host)
         try:
-            layers = self._prepare_image()
+            # (a pull or an unpack: long work, which the asyncio front runs in a thread)
+            layers = (yield Offload(self._prepare_image)) if self.config.image is not None else ()
             user = self.config.user or (self._image and self._image.user)
             if user is None:  # root: no /etc/passwd to read
                 self._user = self._checked_user(None, -1, "user")
@@ -188,7 +194,7 @@ class ContainerLifecycle(ImageRoots):
             # name only the init, which ends by itself when we go (it watches
             # our pidfd and its control socket), taking its pid namespace
             # along.  (Record, init start time and removal: ~60 us a run.)
-            self._spawn(ops, None if one_shot else root, first, program)
+            yield from self._spawn(ops, None if one_shot else root, first, program)
         except BaseException:
             self.close()
             raise
@@ -254,8 +260,8 @@ class ContainerLifecycle(ImageRoots):
         if self._cgroup is not None and not self._init_exited(0):
             self._cgroup.kill()
 
-    def _spawn(self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes) -> None:
-        """The spawn protocol: clone (the child execs sbx-init at once), send the
+    def _spawn(self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes) -> Steps:
+        """Steps of the spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
         the first command, read the error pipe to EOF (= set up).  ``state_root``:
         where the init is recorded (None: nowhere)."""
@@ -286,22 +292,24 @@ class ContainerLifecycle(ImageRoots):
         )
         # Ctrl-C is deferred from the first fd to the init's registration: a
         # KeyboardInterrupt between them would lose fds and leave a zombie.
+        # (No wait in there: a deferral does not span an event loop's other tasks.)
         with sigint_deferred():
-            err_r, problem = self._spawn_init(plan, state_root, first)
+            err_r, pid = self._spawn_init(plan)
+        problem = yield from self._send_setup(pid, first, state_root)
         if problem is not None:
-            report = read_all(err_r)  # the child failed first, or gives up now
+            report = yield from read_to_end(err_r)  # the child failed first, or gives up now
             if report:
                 self._raise_setup_failure(report, ops)
             raise problem
         if first is not None:
             self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
             return
-        report = read_all(err_r)
+        report = yield from read_to_end(err_r)
         if report:
             self._raise_setup_failure(report, ops)
 
-    def _spawn_init(self, plan: bytes, state_root: Optional[str], first) -> Tuple[int, Optional[BaseException]]:
-        """Clone, id maps, go: (the error pipe's read end, the problem of _send_setup)."""
+    def _spawn_init(self, plan: bytes) -> tuple:
+        """Clone: (the error pipe's read end, the init's pid), every release registered."""
         push = self._resources.callback
         push(self._release_processes)  # after the init is gone (released in reverse)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -343,21 +351,22 @@ class ContainerLifecycle(ImageRoots):
         self._init_pid, self._init_fd = pid, SharedFd(pidfd, os.close, "the container is not running")
         push(self._reap_init)
         push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
-        return err_r, self._send_setup(pid, first, state_root)
+        return err_r, pid
 
     def _init_caps(self) -> int:
         """sbx-init's own capabilities, plus those its commands may keep."""
         return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
-    def _send_setup(self, pid: int, first, state_root: Optional[str]) -> Optional[BaseException]:
-        """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
-        if the child (which then ends) reports no failure of its own."""
+    def _send_setup(self, pid: int, first, state_root: Optional[str]) -> Generator[int, None, Optional[BaseException]]:
+        """Steps: id maps, go, first command (the plan is queued already).  Returns None, or the error
+        to raise if the child (which then ends) reports no failure of its own."""
         control = self._control
         assert control is not None  # made by _spawn before the clone
         try:
             if self._maps is not None:
-                write_maps(pid, self._maps)
+                yield from write_maps(pid, self._maps)
             if self._network is not None:
+                yield control.fileno()  # the init sends its network namespace once it has one
                 netns = receive_netns(control)
                 try:
                     self._network.connect(netns, pid)
@@ -365,7 +374,8 @@ class ContainerLifecycle(ImageRoots):
                     os.close(netns)
             self._send_go(control, pid)
             if first is not None:
-                first()
+                with sigint_deferred():  # (its fds are the caller's once it returns)
+                    first()
         except (SetupError, ContainerStateError, OSError) as err:
             control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
             if isinstance(err, OSError) and not isinstance(err, SetupError):
@@ -374,10 +384,11 @@ class ContainerLifecycle(ImageRoots):
         # The child is still setting up: record its init meanwhile.
         if state_root is None:
             return None
-        if self._record is None:
-            self._record = statedir.register(state_root, self.id, init_pid=pid)
-        else:
-            statedir.add_init(self._record, pid)
+        with sigint_deferred():  # (the record is removed with the cgroup once it is ours)
+            if self._record is None:
+                self._record = statedir.register(state_root, self.id, init_pid=pid)
+            else:
+                statedir.add_init(self._record, pid)
         return None
 
     def _send_go(self, control: socket.socket, pid: int) -> None:
