@@ -22,7 +22,6 @@ from typing import BinaryIO, List, Optional, Tuple
 from ..errors import DigestMismatch, ImageFormatError
 from . import reference
 from .blobs import CHUNK
-from .build import host_platform, new_config, write_manifest
 from .compression import decompressed, sniff
 from .imageconfig import container_config
 from .layercheck import LayerCheck
@@ -37,6 +36,7 @@ from .model import (
     parse_config,
     parse_manifest,
 )
+from .newimage import host_platform, new_config, write_manifest
 from .sources import open_source, read_json_bytes
 from .store import Store
 from .unpack import IdPolicy

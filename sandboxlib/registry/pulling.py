@@ -25,7 +25,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError
 from ..images import Image, ImageStore, Layer, importer
-from ..images.build import host_platform
 from ..images.model import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -37,6 +36,7 @@ from ..images.model import (
     parse_config,
     parse_manifest,
 )
+from ..images.newimage import host_platform
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
 from .progress import Phase, Progress

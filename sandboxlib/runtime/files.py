@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Tuple, Union
 
 from ..config import container_path, data_bytes
 from ..errors import ConfigError, ContainerStateError
@@ -113,6 +113,26 @@ class FileAccess:
         from .commit import commit
 
         return self._in_root(lambda _root, _path: self._commit_upper(commit, ref, changes), "/")
+
+    def commit_layer(self) -> Tuple[str, int, str]:
+        """What was written in the container as a plain layer stored in its
+        image store, no image made: (blob digest, size, diff_id).  Call it
+        inside the store's ``writing()`` and reference the layer before that
+        ends (an image builder's step: ``sandboxlib.build``)."""
+        if self._image is None:
+            raise ContainerStateError("commit_layer needs a container whose root is an image")
+        from .commit import store_upper
+
+        def layer(_root, _path):
+            upper = os.open(
+                f"/proc/{self._init_pid}/fd/{binding.FD_UPPER}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            )
+            try:
+                return store_upper(self._store, upper, self._id_policy(), self._maps)
+            finally:
+                os.close(upper)
+
+        return self._in_root(layer, "/")
 
     def _commit_upper(self, commit, ref, changes):
         upper = os.open(f"/proc/{self._init_pid}/fd/{binding.FD_UPPER}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
