@@ -14,6 +14,7 @@ import re
 import stat
 import tarfile
 import tempfile
+import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import attrs
@@ -237,8 +238,10 @@ def write_layer(
         for entry in group.entries:
             if entry.rel == "":
                 path = top
-                if group.is_dir and view.get(path) is not None and view.nodes[path].is_dir:
-                    continue  # an existing directory keeps its attributes
+                if group.is_dir:
+                    if view.get(path) is not None and view.nodes[path].is_dir:
+                        continue  # an existing directory keeps its attributes
+                    entry = Entry(rel="", mode=stat.S_IFDIR | 0o755, mtime=time.time())  # as Docker makes it
             else:
                 parent = view.resolve(posixpath.join("/" + top, posixpath.dirname(entry.rel)))
                 path = posixpath.join(parent, posixpath.basename(entry.rel)).lstrip("/")
