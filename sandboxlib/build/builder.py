@@ -267,10 +267,9 @@ class Build:
             else:
                 plain.append(src)
         source = ins.flag("from")
-        content_key = ""
         if source is not None:
             source = word(ins, state, source)
-            view, content_key = self.source_view(source, state, ins)
+            view = self.source_view(source, state, ins)
             groups += copy_step.from_image(view, plain, ins)
         else:
             if is_add and any(s.startswith(("http://", "https://", "git@")) for s in plain):
@@ -288,7 +287,7 @@ class Build:
         full_dest = posixpath.join(state.config.get("WorkingDir") or "/", dest)
         created_by = f"{ins.keyword} {' '.join(words)}" + (f" (from {source})" if source else "")
         digest = copy_step.content_hash(groups, (0, 0), chmod)
-        key = cache.step_key(state.key, created_by, {"owner": str(owner_key)}, content_key + digest)
+        key = cache.step_key(state.key, created_by, {"owner": str(owner_key)}, digest)
         if self.cached(state, key):
             return
         view = state.view(self.headers)
@@ -318,13 +317,13 @@ class Build:
             other = self.built.get(stage.index)
             if other is None:
                 raise ins.error(f"--from={source}: that stage was not built")
-            return other.view(self.headers), other.key
+            return other.view(self.headers)
         if source.isdigit():
             raise ins.error(f"--from={source}: no stage {source} before this one")
         image = self.image(source, ins)
         probe = StageState(self.store, source, self.escape)
         probe.load(image.digest)
-        return probe.view(self.headers), image.digest
+        return probe.view(self.headers)
 
 
 class _Scope:
