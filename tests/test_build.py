@@ -338,3 +338,58 @@ def test_cli_build(store_dir, busybox_root, tmp_path):
     assert sb.run(None, image="cli:1", image_store=store.path).stdout == b"x=7\n"
     bad = sandboxlib_cli("build", "--store", store.path, "--target", "nope", context, text=True)
     assert bad.returncode != 0 and "target stage 'nope' could not be found" in bad.stderr
+
+
+def check_add_url(root, busybox_rootfs):
+    import hashlib
+    import http.server
+    import threading
+
+    body = b"downloaded\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/dir/file.txt"
+    good = "sha256:" + hashlib.sha256(body).hexdigest()
+    outcomes = {}
+    try:
+        for name, checksum, network in [
+            ("ok", good, "host"),
+            ("no network", good, "none"),
+            ("no checksum", None, "host"),
+            ("mismatch", "sha256:" + "0" * 64, "host"),
+        ]:
+            flag = f"--checksum={checksum} " if checksum else ""
+            store, context = _setup(
+                os.path.join(root, name.replace(" ", "-")), busybox_rootfs, f"FROM bb:1\nADD {flag}{url} /d/\n", {}
+            )
+            try:
+                image = store.build(context, tag="url:1", network=network)
+                probe = sb.run(["stat", "-c", "%a %s", "/d/file.txt"], image=image.id, image_store=store.path)
+                outcomes[name] = probe.stdout.decode().strip()
+            except sb.BuildError as err:
+                outcomes[name] = str(err).split(": ", 1)[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    return outcomes
+
+
+def test_add_url_needs_network_and_checksum(runner, store_dir, busybox_root):
+    outcomes = runner(check_add_url, store_dir, busybox_root)
+    assert outcomes["ok"] == "600 11"
+    assert "needs a network" in outcomes["no network"]
+    assert "needs --checksum=sha256:" in outcomes["no checksum"]
+    assert "checksum mismatch" in outcomes["mismatch"]

@@ -272,10 +272,14 @@ class Build:
             view = self.source_view(source, state, ins)
             groups += copy_step.from_image(view, plain, ins)
         else:
-            if is_add and any(s.startswith(("http://", "https://", "git@")) for s in plain):
-                raise UnsupportedError(
-                    "ADD", f'{ins.file}:{ins.line}: ADD of a URL is not supported; RUN a download with network="host"'
-                )
+            urls = [s for s in plain if is_add and s.startswith(("http://", "https://"))]
+            if urls and self.network == "none":
+                raise ins.error("ADD of a URL needs a network: build with network=\"host\"")
+            checksum = ins.flag("checksum")
+            groups += [copy_step.from_url(url, word(ins, state, checksum) if checksum else None, ins) for url in urls]
+            plain = [s for s in plain if s not in urls]
+            if any(s.startswith("git@") for s in plain):
+                raise UnsupportedError("ADD", f"{ins.file}:{ins.line}: ADD of a git repository is not supported")
             if plain:
                 groups += copy_step.from_context(self.context, plain, ins, extract=is_add)
         spec = ins.flag("chown")
