@@ -274,7 +274,7 @@ class Build:
         else:
             urls = [s for s in plain if is_add and s.startswith(("http://", "https://"))]
             if urls and self.network == "none":
-                raise ins.error("ADD of a URL needs a network: build with network=\"host\"")
+                raise ins.error('ADD of a URL needs a network: build with network="host"')
             checksum = ins.flag("checksum")
             groups += [copy_step.from_url(url, word(ins, state, checksum) if checksum else None, ins) for url in urls]
             plain = [s for s in plain if s not in urls]

@@ -29,7 +29,17 @@ from .context import Context, compile_pattern, has_wildcards
 from .imageview import ImageView, Node
 from .parser import Heredoc, Instruction
 
-__all__ = ["Entry", "Group", "from_context", "from_image", "from_heredoc", "from_url", "content_hash", "write_layer", "owner_of"]
+__all__ = [
+    "Entry",
+    "Group",
+    "from_context",
+    "from_image",
+    "from_heredoc",
+    "from_url",
+    "content_hash",
+    "write_layer",
+    "owner_of",
+]
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 URL_LIMIT = 1 << 30  # bytes of an ADD URL download
