@@ -393,3 +393,46 @@ def test_add_url_needs_network_and_checksum(runner, store_dir, busybox_root):
     assert "needs a network" in outcomes["no network"]
     assert "needs --checksum=sha256:" in outcomes["no checksum"]
     assert "checksum mismatch" in outcomes["mismatch"]
+
+
+def _tar(entries) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, value in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, value
+                tar.addfile(info)
+            else:
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value))
+    return buf.getvalue()
+
+
+def check_hostile_archives(root, busybox_rootfs):
+    archives = {
+        "dotdot": _tar([("../escape", "file", b"x")]),
+        "symlinked parent": _tar([("etc", "link", "/etc"), ("etc/passwd", "file", b"owned")]),
+    }
+    outcomes = {}
+    for name, data in archives.items():
+        store, context = _setup(
+            os.path.join(root, name.replace(" ", "-")), busybox_rootfs, "FROM bb:1\nADD a.tar /opt/\n", {}
+        )
+        with open(os.path.join(context, "a.tar"), "wb") as f:
+            f.write(data)
+        try:
+            store.build(context, tag="hostile:1")
+            outcomes[name] = None
+        except sb.BuildError as err:
+            outcomes[name] = (err.line, str(err))
+    return outcomes
+
+
+def test_hostile_archives_are_refused(runner, store_dir, busybox_root):
+    outcomes = runner(check_hostile_archives, store_dir, busybox_root)
+    assert outcomes["dotdot"][0] == 2 and "leads out of the destination" in outcomes["dotdot"][1]
+    assert outcomes["symlinked parent"][0] == 2 and "opt/etc" in outcomes["symlinked parent"][1]

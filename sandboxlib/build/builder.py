@@ -11,7 +11,7 @@ import posixpath
 import re
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
-from ..errors import BuildError, ConfigError, ImageNotFound, SandboxError, UnsupportedError
+from ..errors import BuildError, ConfigError, ImageFormatError, ImageNotFound, SandboxError, UnsupportedError
 from ..images import Image, ImageStore
 from ..images.newimage import host_platform
 from . import cache, copy_step, run_step
@@ -296,9 +296,12 @@ class Build:
             return
         view = state.view(self.headers)
         owner = copy_step.owner_of(spec, view, ins)
-        layer = copy_step.write_layer(
-            self.store, view, groups, full_dest, dest_is_dir, owner, chmod, f"{ins.file}:{ins.line}"
-        )
+        try:
+            layer = copy_step.write_layer(
+                self.store, view, groups, full_dest, dest_is_dir, owner, chmod, f"{ins.file}:{ins.line}"
+            )
+        except ImageFormatError as err:  # the layer check's refusal (an archive's hostile entries)
+            raise ins.error(err.detail) from None
         state.commit(created_by, layer, key)
 
     def chmod(self, ins: Instruction, state: StageState) -> Optional[int]:

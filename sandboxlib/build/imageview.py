@@ -73,14 +73,16 @@ class ImageView:
                     if key != parent and self.nodes.get(key) is below[key]:
                         del self.nodes[key]
             elif base.startswith(WHITEOUT):
-                self._remove(posixpath.join(parent, base[len(WHITEOUT) :]))
+                self._remove(posixpath.join(parent, base[len(WHITEOUT) :]), whiteout=True)
             elif name:
                 if not info.isdir():
                     self._remove(name)
                 self.nodes[name] = Node(info=info, layer=digest)
 
-    def _remove(self, name: str) -> None:
-        self.nodes.pop(name, None)
+    def _remove(self, name: str, whiteout: bool = False) -> None:
+        gone = self.nodes.pop(name, None)
+        if not whiteout and (gone is None or not gone.is_dir):
+            return  # a file replaced: nothing below it (a whiteout scans: a layer may omit parents)
         prefix = name + "/"
         for key in [k for k in self.nodes if k.startswith(prefix)]:
             del self.nodes[key]
