@@ -436,3 +436,40 @@ def test_hostile_archives_are_refused(runner, store_dir, busybox_root):
     outcomes = runner(check_hostile_archives, store_dir, busybox_root)
     assert outcomes["dotdot"][0] == 2 and "leads out of the destination" in outcomes["dotdot"][1]
     assert outcomes["symlinked parent"][0] == 2 and "opt/etc" in outcomes["symlinked parent"][1]
+
+
+def check_onbuild_platform_and_proxy(root, busybox_rootfs):
+    store, context = _setup(root, busybox_rootfs, "FROM bb:1\nONBUILD RUN echo triggered > /trigger\n", {})
+    store.build(context, tag="parent:1")
+    child = os.path.join(root, "child")
+    write(
+        child,
+        {
+            "Dockerfile": "FROM --platform=$BUILDPLATFORM parent:1\nARG TARGETARCH\n"
+            'RUN echo "$TARGETARCH ${http_proxy:-none}" > /args\n'
+        },
+    )
+    events = Events()
+    image = store.build(child, tag="child:1", build_args={"http_proxy": "http://proxy:3128"}, progress=events)
+    out = sb.run(["cat", "/trigger", "/args"], image="child:1", image_store=store.path).stdout.decode()
+    again = Events()
+    store.build(child, tag="child:1", build_args={"http_proxy": "http://other:3128"}, progress=again)
+    other = os.path.join(root, "other")
+    write(other, {"Dockerfile": "FROM --platform=linux/s390x parent:1\n"})
+    try:
+        store.build(other)
+        refused = None
+    except sb.UnsupportedError as err:
+        refused = str(err)
+    warnings = [e.text for e in events.kinds("warning")]
+    return out, image.config.get("OnBuild"), again.ran(), refused, warnings
+
+
+def test_onbuild_platform_and_proxy_args(runner, store_dir, busybox_root):
+    from sandboxlib.images.newimage import host_platform
+
+    out, onbuild, rerun, refused, warnings = runner(check_onbuild_platform_and_proxy, store_dir, busybox_root)
+    assert out.splitlines() == ["triggered", f"{host_platform()[1]} http://proxy:3128"]
+    assert onbuild is None  # the triggers ran, and are not inherited
+    assert rerun == []  # a proxy arg is not in the cache key, as Docker's
+    assert "s390x" in refused and warnings == []
