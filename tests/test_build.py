@@ -100,7 +100,9 @@ def check_instructions(root, busybox_rootfs):
     files = {"src/a.txt": "A\n", "src/sub/b.txt": "B\n", "src/link": ("link", "a.txt")}
     store, context = _setup(root, busybox_rootfs, INSTRUCTIONS, files)
     events = Events()
-    image = store.build(context, tag="app:1", build_args={"V": "2"}, progress=events)
+    image = store.build(
+        context, tag="app:1", build_args={"V": "2"}, progress=events, labels={"built": "$not ${substituted}"}
+    )
     default = sb.run(None, image="app:1", image_store=store.path)
     probe = sb.run([PROBE], image="app:1", image_store=store.path, user="0")
     history = [(h["created_by"], h.get("empty_layer", False)) for h in _history(store, image)]
@@ -131,14 +133,16 @@ def test_instructions_make_a_normal_image(runner, store_dir, busybox_root):
     assert config["WorkingDir"] == "/app/work" and config["User"] == "app"
     assert config["Entrypoint"] == ["sh", "-c"] and config["Cmd"] == ["cat out.txt /app/generated"]
     assert config["ExposedPorts"] == {"80/tcp": {}, "443/udp": {}}
-    assert config["Labels"] == {"a": "b", "c d": "e"} and config["Volumes"] == {"/data": {}}
+    assert config["Labels"] == {"a": "b", "c d": "e", "built": "$not ${substituted}"} and config["Volumes"] == {
+        "/data": {}
+    }
     assert config["StopSignal"] == "SIGTERM" and config["Shell"] == ["/bin/sh", "-ec"]
     assert config["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000, "Retries": 3}
     assert config["OnBuild"] == ["RUN echo triggered"]
     # busybox + WORKDIR + 2 COPY + RUN + RUN + COPY + RUN
     assert layers == 8
     assert history[1:3] == [("ENV GREETING=hi OTHER=two words", True), ("WORKDIR /app/work", False)]
-    assert ("LABEL a=b c d=e", True) in history and history[-1] == ("ONBUILD RUN echo triggered", True)
+    assert ("LABEL a=b c d=e", True) in history and history[-2] == ("ONBUILD RUN echo triggered", True)
     assert default == b"v=2 hi two words\ngreeting=hi\n"
     assert err == b""
     assert probe.decode().splitlines() == [
@@ -250,6 +254,7 @@ def check_errors(root, busybox_rootfs):
         "link out": ("FROM bb:1\nCOPY out/passwd /\n", {"out": ("link", "/etc")}),
         "link up": ("FROM bb:1\nCOPY up /\n", {"up": ("link", "../../../../etc/passwd")}),
         "ignored": ("FROM bb:1\nCOPY x.log /\n", {".dockerignore": "*.log\n", "x.log": "x"}),
+        "network": ("FROM bb:1\nRUN --network=host true\n", {}),
         "run": ("FROM bb:1\nCOPY f /f\nRUN echo line1; echo line2 >&2; exit 3\n", {"f": "f"}),
     }
     for name, (dockerfile, files) in cases.items():
@@ -277,6 +282,7 @@ def test_errors_name_file_and_line(runner, store_dir, busybox_root):
     assert "not found in the build context" in outcomes["link out"][2]  # /etc resolved inside the context
     assert "not found in the build context" in outcomes["link up"][2]
     assert "excluded by .dockerignore" in outcomes["ignored"][2]
+    assert "--network=host: the build's network is none" in outcomes["network"][2]
     kind, line, text, (code, output) = outcomes["run"]
     assert (kind, line, code, output) == ("BuildStepFailed", 3, 3, "line1\nline2")
     assert "exit status 3" in text and "line2" in text

@@ -6,6 +6,7 @@ collected."""
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -180,6 +181,14 @@ class Build:
         else:  # FROM inside a stage cannot happen (split_stages)
             raise ins.error("unexpected instruction")
 
+    def labels(self, state: StageState, labels: Dict[str, str]) -> None:
+        """The build's ``labels=``, a last step of the target (as ``docker build --label``)."""
+        created_by = "LABEL " + " ".join(f"{k}={v}" for k, v in labels.items())
+        key = cache.step_key(state.key, "labels " + json.dumps(labels, sort_keys=True), {})
+        if not self.cached(state, key):
+            state.config["Labels"] = {**(state.config.get("Labels") or {}), **labels}
+            state.commit(created_by, None, key)
+
     def workdir(self, state: StageState, ins: Instruction, key: str) -> None:
         path = workdir(ins, state)
         state.config["WorkingDir"] = path
@@ -200,11 +209,10 @@ class Build:
 
     def run(self, state: StageState, ins: Instruction) -> None:
         unknown_flags(ins, ("network",))
-        network = ins.flag("network") or self.network
-        if network == "default":
-            network = self.network
-        if network not in NETWORKS:
-            raise ins.error(f"--network={network}: only none and host are supported")
+        network = ins.flag("network") or "default"
+        if network not in ("default", "none", self.network):  # a Dockerfile never widens the build's network
+            raise ins.error(f"--network={network}: the build's network is {self.network}")
+        network = self.network if network == "default" else network
         argv = self.command(ins, state)
         image_env = state.env()
         env = {k: v for k, v in state.args.items() if k not in image_env}  # what the key sees
@@ -392,8 +400,7 @@ def build(
                 job.built[stage.index] = job.build_stage(stage)
             final = job.built[target_at.index]
             if labels:
-                label_line = "LABEL " + " ".join(f'"{k}"="{v}"' for k, v in labels.items())
-                job.step(final, parse_line(label_line, file, 0))
+                job.labels(final, {str(k): str(v) for k, v in labels.items()})
             if final.manifest is None:
                 raise BuildError(file, 0, "the target stage is an empty scratch image: nothing to tag")
             unused = sorted(set(build_args) - job.used_args - PROXY_ARGS)

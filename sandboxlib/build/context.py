@@ -15,7 +15,7 @@ import os
 import posixpath
 import re
 import stat
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
 
 import attrs
 
@@ -114,12 +114,12 @@ def load_ignore(context: str, dockerfile: str) -> Ignore:
 @attrs.frozen(kw_only=True)
 class Source:
     """One entry to copy: ``rel`` (its path below the copy's destination,
-    '' for the destination itself), its lstat, link target, and how to read it."""
+    '' for the destination itself), its lstat, link target, and how to open it."""
 
     rel: str
     st: os.stat_result
     link: str = ""
-    read: Optional[Callable[[], bytes]] = None
+    open: Optional[Callable[[], BinaryIO]] = None
 
 
 class Context:
@@ -168,13 +168,8 @@ class Context:
                 finally:
                     os.close(fd)
 
-    def _reader(self, rel: str) -> Callable[[], bytes]:
-        def read() -> bytes:
-            fd = open_in_root(self.fd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                return f.read()
-
-        return read
+    def _opener(self, rel: str) -> Callable[[], BinaryIO]:
+        return lambda: os.fdopen(open_in_root(self.fd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
 
     def sources(self, rel: str, where: BuildError) -> List[Source]:
         """What copying the context path ``rel`` copies: a file (the top
@@ -193,7 +188,7 @@ class Context:
                 inside = os.path.relpath(real, os.path.realpath(self.path))
                 if not stat.S_ISREG(st.st_mode):
                     raise BuildError(where.file, where.line, f"{rel!r}: not a regular file or directory")
-                return [Source(rel="", st=st, read=self._reader(inside))]
+                return [Source(rel="", st=st, open=self._opener(inside))]
             dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
         finally:
             os.close(fd)
@@ -207,7 +202,7 @@ class Context:
                 if stat.S_ISLNK(entry.st_mode):
                     found.append(Source(rel=path, st=entry, link=os.readlink(path, dir_fd=dir_fd)))
                 elif stat.S_ISREG(entry.st_mode):
-                    found.append(Source(rel=path, st=entry, read=self._reader(full)))
+                    found.append(Source(rel=path, st=entry, open=self._opener(full)))
                 elif stat.S_ISDIR(entry.st_mode):
                     found.append(Source(rel=path, st=entry))
             return found

@@ -15,7 +15,7 @@ import stat
 import tarfile
 import tempfile
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple
 
 import attrs
 
@@ -43,19 +43,21 @@ __all__ = [
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 URL_LIMIT = 1 << 30  # bytes of an ADD URL download
+CHUNK = 1 << 20
 
 
 @attrs.frozen(kw_only=True)
 class Entry:
     """One entry below a source: ``rel`` ('' is the source itself), its
     st_mode (type and permissions), mtime, link target, reader, and its own
-    owner when it keeps one (an ``ADD``ed archive's)."""
+    owner when it keeps one (an ``ADD``ed archive's); ``open`` gives a
+    regular file's bytes as a file (read in chunks: big files stay out of memory)."""
 
     rel: str
     mode: int
     mtime: float = 0.0
     link: str = ""
-    read: Optional[Callable[[], bytes]] = None
+    open: Optional[Callable[[], BinaryIO]] = None
     owner: Optional[Tuple[int, int]] = None
 
 
@@ -80,16 +82,16 @@ def from_context(context: Context, srcs: List[str], ins: Instruction, extract: b
             name = posixpath.basename(rel) or "."
             if stat.S_ISDIR(top.st.st_mode):
                 entries = tuple(
-                    Entry(rel=s.rel, mode=s.st.st_mode, mtime=s.st.st_mtime, link=s.link, read=s.read) for s in found
+                    Entry(rel=s.rel, mode=s.st.st_mode, mtime=s.st.st_mtime, link=s.link, open=s.open) for s in found
                 )
                 groups.append(Group(name=name, is_dir=True, entries=entries))
                 continue
-            assert top.read is not None  # a regular file
-            archive = _archive(top.read, ins) if extract else None
+            assert top.open is not None  # a regular file
+            archive = _archive(top.open, ins) if extract else None
             if archive is not None:
                 groups.append(Group(name=name, is_dir=True, entries=archive))
             else:
-                entry = Entry(rel="", mode=top.st.st_mode, mtime=top.st.st_mtime, read=top.read)
+                entry = Entry(rel="", mode=top.st.st_mode, mtime=top.st.st_mtime, open=top.open)
                 groups.append(Group(name=name, is_dir=False, entries=(entry,)))
     return groups
 
@@ -97,9 +99,9 @@ def from_context(context: Context, srcs: List[str], ins: Instruction, extract: b
 def _entry_of(view: ImageView, rel: str, node: Node) -> Entry:
     info = node.info
     kind = stat.S_IFDIR if info.isdir() else stat.S_IFLNK if info.issym() else stat.S_IFREG
-    read = (lambda: view.read(node)) if kind == stat.S_IFREG else None
+    opener = (lambda: io.BytesIO(view.read(node))) if kind == stat.S_IFREG else None
     return Entry(
-        rel=rel, mode=kind | info.mode, mtime=info.mtime, link=info.linkname if info.issym() else "", read=read
+        rel=rel, mode=kind | info.mode, mtime=info.mtime, link=info.linkname if info.issym() else "", open=opener
     )
 
 
@@ -132,7 +134,7 @@ def from_heredoc(heredoc: Heredoc, env: Dict[str, str]) -> Group:
     if heredoc.expand:
         text = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), text)
     data = text.encode()
-    entry = Entry(rel="", mode=stat.S_IFREG | 0o644, read=lambda: data)
+    entry = Entry(rel="", mode=stat.S_IFREG | 0o644, open=lambda: io.BytesIO(data))
     return Group(name=heredoc.name, is_dir=False, entries=(entry,))
 
 
@@ -162,12 +164,15 @@ def from_url(url: str, checksum: Optional[str], ins: Instruction) -> Group:
     if actual != checksum:
         raise ins.error(f"{url}: checksum mismatch: expected {checksum}, got {actual}")
     name = posixpath.basename(url.split("?", 1)[0].rstrip("/")) or "download"
-    return Group(name=name, is_dir=False, entries=(Entry(rel="", mode=stat.S_IFREG | 0o600, read=lambda: data),))
+    return Group(
+        name=name, is_dir=False, entries=(Entry(rel="", mode=stat.S_IFREG | 0o600, open=lambda: io.BytesIO(data)),)
+    )
 
 
-def _archive(read: Callable[[], bytes], ins: Instruction) -> Optional[Tuple[Entry, ...]]:
+def _archive(opener: Callable[[], BinaryIO], ins: Instruction) -> Optional[Tuple[Entry, ...]]:
     """An ``ADD``ed local file that is a tar (plain, gzip, bzip2, xz, zstd): its entries, else None."""
-    data = read()
+    with opener() as f:
+        data = f.read()
     try:
         stream = decompressed(io.BytesIO(data), sniff(data[:6]), "ADD archives")
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -196,7 +201,13 @@ def _archive(read: Callable[[], bytes], ins: Instruction) -> Optional[Tuple[Entr
             key = rel if member.isreg() else posixpath.normpath("/" + member.linkname).lstrip("/")
             body = contents.get(key, b"")
             entries.append(
-                Entry(rel=rel, mode=stat.S_IFREG | member.mode, mtime=member.mtime, read=lambda b=body: b, owner=owner)
+                Entry(
+                    rel=rel,
+                    mode=stat.S_IFREG | member.mode,
+                    mtime=member.mtime,
+                    open=lambda b=body: io.BytesIO(b),
+                    owner=owner,
+                )
             )
     return (Entry(rel="", mode=stat.S_IFDIR | 0o755),) + tuple(e for e in entries if e.rel not in ("", "."))
 
@@ -213,8 +224,12 @@ def content_hash(groups: Iterable[Group], owner: Tuple[int, int], chmod: Optiona
     for group in groups:
         digest.add(f"{group.name}\0{int(group.is_dir)}", 0, (0, 0))
         for entry in group.entries:
-            data = [entry.read()] if entry.read else []
-            digest.add(entry.rel, _mode(entry, chmod), entry.owner or owner, entry.link, data)
+            mode, ids = _mode(entry, chmod), entry.owner or owner
+            if entry.open is None:
+                digest.add(entry.rel, mode, ids, entry.link)
+                continue
+            with entry.open() as f:
+                digest.add(entry.rel, mode, ids, entry.link, iter(lambda f=f: f.read(CHUNK), b""))
     return digest.hexdigest()
 
 
@@ -319,7 +334,8 @@ def _add(tar: tarfile.TarFile, path: str, entry: Entry, owner: Tuple[int, int], 
         info.type, info.linkname = tarfile.SYMTYPE, entry.link
         tar.addfile(info)
     else:
-        assert entry.read is not None
-        data = entry.read()
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        assert entry.open is not None
+        with entry.open() as f:
+            info.size = f.seek(0, io.SEEK_END)
+            f.seek(0)
+            tar.addfile(info, f)
