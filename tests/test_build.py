@@ -479,3 +479,29 @@ def test_onbuild_platform_and_proxy_args(runner, store_dir, busybox_root):
     assert onbuild is None  # the triggers ran, and are not inherited
     assert rerun == []  # a proxy arg is not in the cache key, as Docker's
     assert "s390x" in refused and warnings == []
+
+
+def check_single_id_build(root, busybox_rootfs):
+    store, context = _setup(root, busybox_rootfs, "FROM bb:1\nCOPY f /f\nRUN cat /f > /g && rm /f\n", {"f": "x\n"})
+    store.build(context, tag="single:1")
+    return sb.run(["sh", "-c", "cat /g; ls /f 2>&1; stat -c %u:%g /g"], image="single:1", image_store=store.path).stdout
+
+
+def test_rootless_without_sub_ids(single_id_runner, shared_dir, busybox_root):
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="single-", dir=str(shared_dir))
+    os.chown(root, single_id_runner.worker.user.pw_uid, single_id_runner.worker.user.pw_gid)
+    out = single_id_runner(check_single_id_build, root, busybox_root)
+    assert out.decode().splitlines() == ["x", "ls: /f: No such file or directory", "0:0"]
+
+
+def test_dockerfile_specific_ignore_file(tmp_path):
+    from sandboxlib.build.context import load_ignore
+
+    (tmp_path / ".dockerignore").write_text("a\n")
+    (tmp_path / "app.Dockerfile.dockerignore").write_text("# comment\n/b/\n!b/keep\n")
+    general = load_ignore(str(tmp_path), str(tmp_path / "Dockerfile"))
+    specific = load_ignore(str(tmp_path), str(tmp_path / "app.Dockerfile"))
+    assert general.ignored("a") and not general.ignored("b/x")
+    assert not specific.ignored("a") and specific.ignored("b/x") and not specific.ignored("b/keep")
