@@ -505,3 +505,46 @@ def test_dockerfile_specific_ignore_file(tmp_path):
     specific = load_ignore(str(tmp_path), str(tmp_path / "app.Dockerfile"))
     assert general.ignored("a") and not general.ignored("b/x")
     assert not specific.ignored("a") and specific.ignored("b/x") and not specific.ignored("b/keep")
+
+
+PARALLEL = """\
+    FROM bb:1 AS slow
+    RUN sleep 1; echo slow-done
+    FROM bb:1 AS fast
+    RUN echo fast-done
+    FROM bb:1
+    COPY --from=slow /etc/passwd /a
+    COPY --from=fast /etc/passwd /b
+    """
+CANCELLED = """\
+    FROM bb:1 AS slow
+    RUN sleep 60
+    FROM bb:1 AS broken
+    RUN exit 5
+    FROM bb:1
+    COPY --from=slow /etc/passwd /a
+    COPY --from=broken /etc/passwd /b
+    """
+
+
+def check_parallel_stages(root, busybox_rootfs):
+    import time
+
+    store, context = _setup(os.path.join(root, "parallel"), busybox_rootfs, PARALLEL, {})
+    events = Events()
+    store.build(context, tag="par:1", progress=events)
+    outputs = [(e.stage, e.text) for e in events.kinds("output")]
+    store, context = _setup(os.path.join(root, "cancelled"), busybox_rootfs, CANCELLED, {})
+    start = time.monotonic()
+    try:
+        store.build(context, tag="cancel:1")
+        failed = None
+    except sb.BuildStepFailed as err:
+        failed = (err.line, err.exit_code)
+    return outputs, failed, time.monotonic() - start
+
+
+def test_independent_stages_run_side_by_side(runner, store_dir, busybox_root):
+    outputs, failed, seconds = runner(check_parallel_stages, store_dir, busybox_root)
+    assert outputs == [("fast", "fast-done"), ("slow", "slow-done")]  # fast did not wait for slow
+    assert failed == (4, 5) and seconds < 30  # the failure stopped the sleeping stage

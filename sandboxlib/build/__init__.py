@@ -39,7 +39,8 @@ class ImageStore(_RuntimeStore):
         ``prune()`` empties.  ``build_args``: ``--build-arg`` values;
         ``target``: the stage to build (default: the last); ``labels``: added
         to the image; ``progress``: True prints steps and output on stderr, a
-        callable receives each :class:`BuildEvent`.
+        callable receives each :class:`BuildEvent` (from the build's worker
+        threads: independent stages are built side by side).
 
         Raises:
             BuildError: naming the file and line (a syntax error, an unknown

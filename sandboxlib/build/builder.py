@@ -1,4 +1,4 @@
-"""``ImageStore.build``: a Dockerfile's stages built in order, each step
+"""``ImageStore.build``: the stages a target needs (independent ones side by side), each step
 looked up in the cache first (``cache.py``), the target stage's image
 tagged at the end.  A failed build references nothing new but the steps
 that succeeded (the cache); their blobs and the failed step's are
@@ -10,7 +10,8 @@ import json
 import os
 import posixpath
 import re
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+import threading
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import BuildError, ConfigError, ImageFormatError, ImageNotFound, SandboxError, UnsupportedError
 from ..images import Image, ImageStore
@@ -19,9 +20,12 @@ from . import cache, copy_step, run_step
 from .context import Context, load_ignore
 from .parser import Instruction, parse, parse_line
 from .progress import BuildEvent, Reporter, reporter
-from .stages import Stage, find, needed, split_stages, target_stage
+from .stages import Stage, dependencies, find, needed, split_stages, target_stage
 from .steps import DEFAULT_PATH, METADATA, StageState, apply_metadata, pairs, unknown_flags, word, workdir
 from .substitution import SubstitutionError, expand, expand_words
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = ["build", "PROXY_ARGS"]
 
@@ -31,6 +35,7 @@ PROXY_ARGS = frozenset(
     for name in (base, base.lower())
 )
 NETWORKS = ("none", "host")
+PARALLEL_STAGES = 2  # stages built at once, at most
 
 
 def _platform_args() -> Dict[str, str]:
@@ -63,7 +68,10 @@ class Build:
         self.stages = stages
         self.used_args: set = set()
         self.global_args: Dict[str, str] = {}
-        self.built: Dict[int, StageState] = {}
+        self.futures: Dict[int, Future[StageState]] = {}  # stage index -> its StageState, built in a worker thread
+        self.cancelled = threading.Event()  # a stage failed, or the caller was interrupted: stop the others
+        self.failure: Optional[BaseException] = None  # the first
+        self.lock = threading.Lock()
         self.headers: Dict[str, list] = {}  # layer digest -> its tar headers (image views)
 
     # -- arguments -------------------------------------------------------------------
@@ -99,7 +107,7 @@ class Build:
                 )
         parent = find(self.stages, ref, stage.index)
         if parent is not None:
-            return self.built[parent.index], None
+            return self.stage_result(parent, stage.source), None
         if ref.lower() == "scratch":
             return None, None
         return None, self.image(ref, stage.source).digest
@@ -120,6 +128,45 @@ class Build:
         except SandboxError as err:
             raise ins.error(f"{ref!r} is {what}, and pulling it failed: {err}") from err
 
+    def run_stages(self, order: List[Stage]) -> None:
+        """Build the stages, each in a worker thread once the stages it names are built:
+        independent stages run side by side.  The first failure cancels the rest (a RUN
+        in progress is killed) and is raised."""
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait  # (import sandboxlib stays light)
+
+        workers = min(len(order), PARALLEL_STAGES)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandboxlib-build") as pool:
+            for stage in order:  # (in order: a stage waits only for earlier ones, started before it)
+                self.futures[stage.index] = pool.submit(self._build_after_dependencies, stage)
+            try:
+                wait(self.futures.values(), return_when=FIRST_EXCEPTION)
+            finally:  # (also on Ctrl-C in this thread)
+                if self.failure is not None or not all(f.done() for f in self.futures.values()):
+                    self.cancelled.set()
+                    for future in self.futures.values():
+                        future.cancel()
+        if self.failure is not None:
+            raise self.failure
+
+    def _build_after_dependencies(self, stage: Stage) -> StageState:
+        try:
+            for dep in dependencies(self.stages, stage):
+                self.futures[dep.index].result()
+            return self.build_stage(stage)
+        except BaseException as err:
+            with self.lock:
+                if self.failure is None:
+                    self.failure = err
+            self.cancelled.set()
+            raise
+
+    def stage_result(self, stage: Stage, ins: Instruction) -> StageState:
+        """A stage's result, waited for (a ``--from=$VAR`` named it only now)."""
+        future = self.futures.get(stage.index)
+        if future is None:
+            raise ins.error(f"the stage {stage.label!r} is not built for this target (named through a variable?)")
+        return future.result()
+
     def build_stage(self, stage: Stage) -> StageState:
         state = StageState(self.store, stage.label, self.escape)
         parent, manifest = self.base_of(stage)
@@ -135,6 +182,8 @@ class Build:
         triggers = [parse_line(t, self.file, stage.source.line) for t in state.config.pop("OnBuild", None) or []]
         body = list(triggers) + list(stage.instructions)
         for number, ins in enumerate(body, 1):
+            if self.cancelled.is_set():
+                raise BuildError(self.file, ins.line, "cancelled: another stage failed")
             self.report(BuildEvent(kind="step", stage=stage.label, step=number, total=len(body), text=ins.original))
             self.step(state, ins)
         return state
@@ -146,7 +195,7 @@ class Build:
             return False
         state.load(found)
         state.key = key
-        self.report(BuildEvent(kind="cached", text=key))
+        self.report(BuildEvent(kind="cached", stage=state.name, text=key))
         return True
 
     def step(self, state: StageState, ins: Instruction) -> None:
@@ -236,6 +285,8 @@ class Build:
             network=network,
             ins=ins,
             report=self.report,
+            stage=state.name,
+            cancelled=self.cancelled,
         )
         state.commit(created_by, layer, key)
 
@@ -329,10 +380,7 @@ class Build:
         current = next(s for s in self.stages if s.label == state.name)
         stage = find(self.stages, source, current.index)
         if stage is not None:
-            other = self.built.get(stage.index)
-            if other is None:
-                raise ins.error(f"--from={source}: that stage was not built")
-            return other.view(self.headers)
+            return self.stage_result(stage, ins).view(self.headers)
         if source.isdigit():
             raise ins.error(f"--from={source}: no stage {source} before this one")
         image = self.image(source, ins)
@@ -396,9 +444,8 @@ def build(
                 stages=stages,
             )
             job.global_arg_values(head)
-            for stage in needed(stages, target_at):
-                job.built[stage.index] = job.build_stage(stage)
-            final = job.built[target_at.index]
+            job.run_stages(needed(stages, target_at))
+            final = job.futures[target_at.index].result()
             if labels:
                 job.labels(final, {str(k): str(v) for k, v in labels.items()})
             if final.manifest is None:

@@ -7,9 +7,11 @@ owned by your sub-ids)."""
 from __future__ import annotations
 
 import collections
+import select
+import threading
 from typing import Dict, Optional
 
-from ..errors import BuildStepFailed
+from ..errors import BuildError, BuildStepFailed
 from ..images import ImageStore, Layer
 from ..runtime import Container
 from ..runtime.commit import PLAIN
@@ -33,6 +35,8 @@ def run_command(
     network: str,
     ins: Instruction,
     report: Reporter,
+    stage: str,
+    cancelled: threading.Event,
 ) -> Layer:
     """Run ``argv`` on the image ``manifest``; returns the stored layer of what it wrote."""
     tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
@@ -42,6 +46,12 @@ def run_command(
             assert process.stdout is not None
             pending = b""
             while True:
+                if not select.select([process.stdout], [], [], 0.2)[0]:
+                    if cancelled.is_set():
+                        process.kill()
+                        process.wait()
+                        raise BuildError(ins.file, ins.line, "RUN cancelled: another stage failed")
+                    continue
                 chunk = process.stdout.read(65536)
                 if not chunk:
                     break
@@ -50,10 +60,10 @@ def run_command(
                 for line in lines:
                     text = line.decode(errors="replace")
                     tail.append(text)
-                    report(BuildEvent(kind="output", text=text))
+                    report(BuildEvent(kind="output", stage=stage, text=text))
             if pending:
                 tail.append(pending.decode(errors="replace"))
-                report(BuildEvent(kind="output", text=tail[-1]))
+                report(BuildEvent(kind="output", stage=stage, text=tail[-1]))
             code = process.wait()
         if code != 0:
             raise BuildStepFailed(

@@ -13,7 +13,7 @@ import attrs
 from ..errors import BuildError
 from .parser import Dockerfile, Instruction
 
-__all__ = ["Stage", "split_stages", "needed"]
+__all__ = ["Stage", "split_stages", "needed", "dependencies", "find", "target_stage"]
 
 _NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_.-]*")
 
@@ -97,17 +97,18 @@ def target_stage(stages: Tuple[Stage, ...], target: Optional[str], file: str) ->
     return found
 
 
+def dependencies(stages: Tuple[Stage, ...], stage: Stage) -> List[Stage]:
+    """The earlier stages ``stage`` names as written (``FROM <stage>``, ``COPY --from=<stage>``); a name
+    made of variables is resolved at build time, and waited for then."""
+    refs = [stage.base] + [f for ins in stage.instructions for f in [ins.flag("from")] if f]
+    found = [find(stages, ref, stage.index) for ref in refs]
+    return [s for s in dict.fromkeys(found) if s is not None]
+
+
 def needed(stages: Tuple[Stage, ...], target: Stage) -> List[Stage]:
-    """The stages the target needs, in build order (by the names as written:
-    a ``--from`` or ``FROM`` using a variable is resolved at build time, and
-    its stage is built then)."""
+    """The stages the target needs, in build order."""
     want = {target.index}
     for stage in reversed(stages[: target.index + 1]):
-        if stage.index not in want:
-            continue
-        refs = [stage.base] + [f for ins in stage.instructions for f in [ins.flag("from")] if f]
-        for ref in refs:
-            dep = find(stages, ref, stage.index)
-            if dep is not None:
-                want.add(dep.index)
+        if stage.index in want:
+            want.update(dep.index for dep in dependencies(stages, stage))
     return [s for s in stages if s.index in want]
