@@ -1,8 +1,7 @@
 """``ImageStore.build``: the stages a target needs (independent ones side by side), each step
 looked up in the cache first (``cache.py``), the target stage's image
 tagged at the end.  A failed build references nothing new but the steps
-that succeeded (the cache); their blobs and the failed step's are
-collected."""
+that succeeded (the cache entries); what the failed step wrote is collected."""
 
 from __future__ import annotations
 

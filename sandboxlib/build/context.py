@@ -155,16 +155,22 @@ class Context:
             raise BuildError(where.file, where.line, f"no source files were specified: {src!r} matches nothing")
         return sorted(found)
 
-    def _walk(self, prefix: str, dir_fd: int, depth: int = 1 << 30) -> Iterator[Tuple[str, os.stat_result]]:
-        """(context path, lstat) below the directory ``dir_fd``, parents first, never following a symlink."""
+    def _walk(
+        self, prefix: str, dir_fd: int, depth: int = 1 << 30, base: str = ""
+    ) -> Iterator[Tuple[str, os.stat_result]]:
+        """(path below ``dir_fd``, lstat), parents first, never following a symlink; an ignored
+        directory is not entered unless a ``!`` rule could bring something below it back
+        (``base``: the context path of ``dir_fd``)."""
         for name in sorted(os.listdir(dir_fd)):
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             path = f"{prefix}{name}"
             yield path, st
+            if stat.S_ISDIR(st.st_mode) and not self.ignore.has_exceptions and self.ignore.ignored(base + path):
+                continue
             if stat.S_ISDIR(st.st_mode) and depth > 0:
                 fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
                 try:
-                    yield from self._walk(path + "/", fd, depth - 1)
+                    yield from self._walk(path + "/", fd, depth - 1, base)
                 finally:
                     os.close(fd)
 
@@ -195,7 +201,7 @@ class Context:
         try:
             base = rel + "/" if rel else ""
             found = [Source(rel="", st=st)]
-            for path, entry in self._walk("", dir_fd):
+            for path, entry in self._walk("", dir_fd, base=base):
                 full = base + path
                 if self.ignore.ignored(full):
                     continue
