@@ -288,7 +288,10 @@ def write_layer(
     base = view.resolve(dest)
     planned: Dict[str, Tuple[Entry, Optional[Tuple[int, int]]]] = {}
     for group in groups:
-        top = base if (group.is_dir or not into_dir) else view.resolve(posixpath.join(dest, group.name))
+        if group.is_dir:
+            top = base
+        else:  # a file replaces a symlink at its name; it is never written through it
+            top = view.resolve(posixpath.join(dest, group.name) if into_dir else dest, follow_last=False)
         for entry in group.entries:
             if entry.rel == "":
                 path = top
