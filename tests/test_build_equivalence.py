@@ -67,6 +67,13 @@ DOCKERFILES = {
         COPY --from=build /out /dst/
         COPY --from=build /out/x .
         """,
+    "symlinks": """\
+        FROM bb:1
+        RUN echo target > /target && ln -s /target /victim && mkdir /realdir && ln -s /realdir /linkdir
+        COPY src/a.txt /victim
+        COPY src/sub/b.txt /linkdir/
+        COPY src/sub /linkdir/sub/
+        """,
 }
 
 
@@ -161,6 +168,11 @@ def built(tmp_path_factory, busybox_root):
     return results
 
 
+# Where the peers disagree with each other, we build as Docker does: a COPY to a symlink
+# writes through it (inside the image's root); buildah replaces the symlink.
+KNOWN = {("buildah", "symlinks"): {"target", "victim"}}
+
+
 def _differences(a: dict, b: dict) -> dict:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
@@ -171,5 +183,5 @@ def test_same_files_and_config_as_peer(built, name, peer):
     ours, theirs = built[name]["ours"], built[name][peer]
     if peer == "buildah":  # the empty mount point its RUN containers leave behind
         theirs[0].pop("etc/hostname", None)
-    assert _differences(ours[0], theirs[0]) == {}
+    assert set(_differences(ours[0], theirs[0])) == KNOWN.get((peer, name), set())
     assert _differences(ours[1], theirs[1]) == {}

@@ -288,10 +288,8 @@ def write_layer(
     base = view.resolve(dest)
     planned: Dict[str, Tuple[Entry, Optional[Tuple[int, int]]]] = {}
     for group in groups:
-        if group.is_dir:
-            top = base
-        else:  # a file replaces a symlink at its name; it is never written through it
-            top = view.resolve(posixpath.join(dest, group.name) if into_dir else dest, follow_last=False)
+        # as Docker: a symlink at the destination is followed (inside the image's root)
+        top = base if (group.is_dir or not into_dir) else view.resolve(posixpath.join(dest, group.name))
         for entry in group.entries:
             if entry.rel == "":
                 path = top
