@@ -134,3 +134,21 @@ def test_target_needs_only_its_stages():
 def test_dockerignore_rules(patterns, path, ignored):
     rules = Ignore(tuple((compile_pattern(p.lstrip("!")), p.startswith("!")) for p in patterns))
     assert rules.ignored(path) is ignored
+
+
+def test_printed_progress():
+    import io
+
+    from sandboxlib.build.progress import BuildEvent, reporter
+
+    out = io.StringIO()
+    show = reporter(True, out)
+    show(BuildEvent(kind="step", stage="app", step=1, total=2, text="COPY a /a"))
+    show(BuildEvent(kind="cached", stage="app", text="sha256:x"))
+    show(BuildEvent(kind="step", stage="app", step=2, total=2, text="RUN make"))
+    show(BuildEvent(kind="output", stage="app", text="compiling"))
+    show(BuildEvent(kind="done", text="sha256:id"))
+    lines = out.getvalue().splitlines()
+    assert lines[:4] == ["[app 1/2] COPY a /a", "  CACHED", "[app 2/2] RUN make", "  compiling"]
+    assert lines[4].startswith("built sha256:id in ") and lines[4].endswith(" s (1 of 2 steps cached)")
+    assert reporter(False) is reporter(None)  # nothing printed

@@ -6,6 +6,7 @@ stderr: a compact display on a terminal, plain lines otherwise."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Callable, Optional, TextIO, Union
 
 import attrs
@@ -35,7 +36,11 @@ def _quiet(event: BuildEvent) -> None:
 
 
 def _printer(stream: TextIO, terminal: bool) -> Reporter:
+    counts = {"step": 0, "cached": 0}
+    start = time.monotonic()
+
     def show(event: BuildEvent) -> None:
+        counts[event.kind] = counts.get(event.kind, 0) + 1
         if event.kind == "step":
             where = f"[{event.stage} {event.step}/{event.total}]" if event.stage else f"[{event.step}/{event.total}]"
             line = f"\033[1m{where}\033[0m {event.text}" if terminal else f"{where} {event.text}"
@@ -46,7 +51,8 @@ def _printer(stream: TextIO, terminal: bool) -> Reporter:
         elif event.kind == "warning":
             line = f"WARNING: {event.text}"
         else:
-            line = f"built {event.text}"
+            took = time.monotonic() - start
+            line = f"built {event.text} in {took:.2f} s ({counts['cached']} of {counts['step']} steps cached)"
         stream.write(line + "\n")
         stream.flush()
 
