@@ -17,6 +17,7 @@ from ..images import Image, ImageStore
 from ..images.newimage import host_platform
 from . import cache, copy_step, run_step
 from .context import Context, load_ignore
+from .filehashes import FileHashes
 from .parser import Instruction, parse, parse_line
 from .progress import BuildEvent, Reporter, reporter
 from .stages import Stage, dependencies, find, needed, split_stages, target_stage
@@ -428,7 +429,8 @@ def build(
     dockerfile_parsed = parse(text, file)
     head, stages = split_stages(dockerfile_parsed, file)
     target_at = target_stage(stages, target, file)
-    opened = Context(context, load_ignore(context, file))
+    hashes = FileHashes(store.path, store.tmp)
+    opened = Context(context, load_ignore(context, file), hashes)
     try:
         with store.writing():
             job = Build(
@@ -453,6 +455,7 @@ def build(
             if unused:
                 report(BuildEvent(kind="warning", text=f"build arguments not consumed: {', '.join(unused)}"))
             image = store.add(final.manifest, tuple(tags))
+            hashes.save()
     except BaseException:
         opened.close()
         store.collect()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from typing import Iterable, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 __all__ = ["base_key", "step_key", "SourcesHash"]
 
@@ -37,13 +37,10 @@ class SourcesHash:
     def __init__(self) -> None:
         self.hash = hashlib.sha256()
 
-    def add(self, path: str, mode: int, owner: Tuple[int, int], link: str = "", chunks: Iterable[bytes] = ()) -> None:
-        head = json.dumps([path, stat.S_IFMT(mode), stat.S_IMODE(mode), owner, link]).encode()
-        self.hash.update(len(head).to_bytes(4, "big") + head)
-        content = hashlib.sha256()
-        for chunk in chunks:
-            content.update(chunk)
-        self.hash.update(content.digest())
+    def add(self, path: str, mode: int, owner: Tuple[int, int], link: str = "", content: str = "") -> None:
+        """One entry; ``content``: the sha256 (hex) of a regular file's bytes."""
+        entry = json.dumps([path, stat.S_IFMT(mode), stat.S_IMODE(mode), owner, link, content]).encode()
+        self.hash.update(len(entry).to_bytes(4, "big") + entry)
 
     def hexdigest(self) -> str:
         return self.hash.hexdigest()

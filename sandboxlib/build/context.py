@@ -21,6 +21,7 @@ import attrs
 
 from ..errors import BuildError
 from ..native.binding import open_in_root
+from .filehashes import FileHashes
 
 __all__ = ["Ignore", "load_ignore", "Source", "Context", "compile_pattern", "has_wildcards"]
 
@@ -120,14 +121,16 @@ class Source:
     st: os.stat_result
     link: str = ""
     open: Optional[Callable[[], BinaryIO]] = None
+    digest: Optional[Callable[[], str]] = None  # the contents' sha256, remembered by stat
 
 
 class Context:
     """A build context directory, opened once; every path is resolved inside it."""
 
-    def __init__(self, path: str, ignore: Ignore) -> None:
+    def __init__(self, path: str, ignore: Ignore, hashes: FileHashes) -> None:
         self.path = path
         self.ignore = ignore
+        self.hashes = hashes
         self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def close(self) -> None:
@@ -177,6 +180,9 @@ class Context:
     def _opener(self, rel: str) -> Callable[[], BinaryIO]:
         return lambda: os.fdopen(open_in_root(self.fd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
 
+    def _digest(self, st: os.stat_result, opener: Callable[[], BinaryIO]) -> Callable[[], str]:
+        return lambda: self.hashes.digest(st, opener)
+
     def sources(self, rel: str, where: BuildError) -> List[Source]:
         """What copying the context path ``rel`` copies: a file (the top
         symlink followed inside the context), or a directory's contents
@@ -194,7 +200,8 @@ class Context:
                 inside = os.path.relpath(real, os.path.realpath(self.path))
                 if not stat.S_ISREG(st.st_mode):
                     raise BuildError(where.file, where.line, f"{rel!r}: not a regular file or directory")
-                return [Source(rel="", st=st, open=self._opener(inside))]
+                opener = self._opener(inside)
+                return [Source(rel="", st=st, open=opener, digest=self._digest(st, opener))]
             dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
         finally:
             os.close(fd)
@@ -208,7 +215,8 @@ class Context:
                 if stat.S_ISLNK(entry.st_mode):
                     found.append(Source(rel=path, st=entry, link=os.readlink(path, dir_fd=dir_fd)))
                 elif stat.S_ISREG(entry.st_mode):
-                    found.append(Source(rel=path, st=entry, open=self._opener(full)))
+                    opener = self._opener(full)
+                    found.append(Source(rel=path, st=entry, open=opener, digest=self._digest(entry, opener)))
                 elif stat.S_ISDIR(entry.st_mode):
                     found.append(Source(rel=path, st=entry))
             return found

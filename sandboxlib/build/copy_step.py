@@ -8,6 +8,7 @@ the image's own symlinks; new parent directories are 0755 (owned by
 
 from __future__ import annotations
 
+import hashlib
 import io
 import posixpath
 import re
@@ -59,6 +60,7 @@ class Entry:
     link: str = ""
     open: Optional[Callable[[], BinaryIO]] = None
     owner: Optional[Tuple[int, int]] = None
+    digest: Optional[Callable[[], str]] = None  # the contents' sha256 without reading them (a context file's)
 
 
 @attrs.frozen(kw_only=True)
@@ -82,7 +84,8 @@ def from_context(context: Context, srcs: List[str], ins: Instruction, extract: b
             name = posixpath.basename(rel) or "."
             if stat.S_ISDIR(top.st.st_mode):
                 entries = tuple(
-                    Entry(rel=s.rel, mode=s.st.st_mode, mtime=s.st.st_mtime, link=s.link, open=s.open) for s in found
+                    Entry(rel=s.rel, mode=s.st.st_mode, mtime=s.st.st_mtime, link=s.link, open=s.open, digest=s.digest)
+                    for s in found
                 )
                 groups.append(Group(name=name, is_dir=True, entries=entries))
                 continue
@@ -91,7 +94,7 @@ def from_context(context: Context, srcs: List[str], ins: Instruction, extract: b
             if archive is not None:
                 groups.append(Group(name=name, is_dir=True, entries=archive))
             else:
-                entry = Entry(rel="", mode=top.st.st_mode, mtime=top.st.st_mtime, open=top.open)
+                entry = Entry(rel="", mode=top.st.st_mode, mtime=top.st.st_mtime, open=top.open, digest=top.digest)
                 groups.append(Group(name=name, is_dir=False, entries=(entry,)))
     return groups
 
@@ -142,9 +145,7 @@ def from_url(url: str, checksum: Optional[str], ins: Instruction) -> Group:
     """``ADD URL``: the file downloaded (httpx, redirects followed, at most
     ``URL_LIMIT`` bytes) and checked against ``--checksum=sha256:...``; mode
     0600, as Docker makes it."""
-    import hashlib
-
-    import httpx
+    import httpx  # (a registry's dependency: imported only here)
 
     if not checksum or not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
         raise ins.error(f"ADD {url} needs --checksum=sha256:<64 hex digits> (a download is checked, or refused)")
@@ -225,11 +226,17 @@ def content_hash(groups: Iterable[Group], owner: Tuple[int, int], chmod: Optiona
         digest.add(f"{group.name}\0{int(group.is_dir)}", 0, (0, 0))
         for entry in group.entries:
             mode, ids = _mode(entry, chmod), entry.owner or owner
-            if entry.open is None:
-                digest.add(entry.rel, mode, ids, entry.link)
-                continue
-            with entry.open() as f:
-                digest.add(entry.rel, mode, ids, entry.link, iter(lambda f=f: f.read(CHUNK), b""))
+            if entry.digest is not None:
+                content = entry.digest()
+            elif entry.open is not None:
+                sha = hashlib.sha256()
+                with entry.open() as f:
+                    for chunk in iter(lambda f=f: f.read(CHUNK), b""):
+                        sha.update(chunk)
+                content = sha.hexdigest()
+            else:
+                content = ""
+            digest.add(entry.rel, mode, ids, entry.link, content)
     return digest.hexdigest()
 
 
