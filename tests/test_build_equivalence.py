@@ -185,3 +185,25 @@ def test_same_files_and_config_as_peer(built, name, peer):
         theirs[0].pop("etc/hostname", None)
     assert set(_differences(ours[0], theirs[0])) == KNOWN.get((peer, name), set())
     assert _differences(ours[1], theirs[1]) == {}
+
+
+def build_here(top: str, busybox_rootfs: str, name: str):
+    """(tree, config) of our build of ``name`` in a store under ``top``, as the calling user."""
+    store = sb.ImageStore(os.path.join(top, "store"))
+    add_image(store, busybox_layers(busybox_rootfs)[:1], ["bb:1"], config=BASE_CONFIG)
+    image = store.build(_context(top, name), tag=f"{name}:ours")
+    return tree(store, image), config(image)
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_rootless_builds_the_same_image(built, workers, shared_dir, busybox_root, name):
+    import tempfile
+
+    from .conftest import Runner
+
+    runner = Runner("rootless", workers["sbxtest"])
+    top = tempfile.mkdtemp(prefix="equivalence-", dir=str(shared_dir))
+    os.chown(top, runner.worker.user.pw_uid, runner.worker.user.pw_gid)
+    files, settings = runner(build_here, top, busybox_root, name)
+    assert _differences(files, built[name]["docker"][0]) == {}  # owners too: the RUN's chown, --chown
+    assert _differences(settings, built[name]["docker"][1]) == {}
