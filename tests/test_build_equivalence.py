@@ -3,7 +3,8 @@ dockerd, ``DOCKER_BUILDKIT=0``) and by ``buildah bud`` (Debian's): the
 images' file trees (paths, types, modes, owners, link targets, contents)
 and configs compared.  Their images come back into a store of ours
 (``docker save`` / ``buildah push docker-archive:``) and are read with the
-same image view.  As root: dockerd and buildah run as root here."""
+same image view.  dockerd and buildah run as root here; our builds, as
+root and rootless (a user with sub-ids), give Docker's trees, owners included."""
 
 from __future__ import annotations
 
