@@ -45,7 +45,7 @@ sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common
 
 import sandboxlib as sb
-from sandboxlib.images import build, importer
+from sandboxlib.images import importer, newimage
 from sandboxlib.images.unpack import remove_tree
 from tests.conftest import make_busybox_rootfs
 from tests.registryd import Registry
@@ -87,8 +87,8 @@ def make_image(store: sb.ImageStore, layers, ref: str):
             )
             for i, data in enumerate(layers)
         ]
-        config = build.new_config([s[3] for s in stored], {"Cmd": ["true"]})
-        manifest = build.write_manifest(store, config, [s[:3] for s in stored])
+        config = newimage.new_config([s[3] for s in stored], {"Cmd": ["true"]})
+        manifest = newimage.write_manifest(store, config, [s[:3] for s in stored])
         return store.add(manifest, (ref,))
 
 

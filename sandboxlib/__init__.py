@@ -6,9 +6,12 @@ b'hi\\n'
 """
 
 from .api import run, sandboxed
+from .build import BuildEvent, ImageStore
 from .cgroups.stats import ProcessInfo, Stats
 from .config import ContainerConfig, IdMapping, Limits, Mount, Pull, WritableLayer
 from .errors import (
+    BuildError,
+    BuildStepFailed,
     CallCrashed,
     CallError,
     CallTimeout,
@@ -34,7 +37,7 @@ from .errors import (
 from .images import Image
 from .registry import login, logout
 from .results import Result, Verdict
-from .runtime import Container, ImageStore, NamedNetwork, Network, Process
+from .runtime import Container, NamedNetwork, Network, Process
 from .security import Seccomp
 from .streams import DEVNULL, PIPE, STDOUT
 from .version import __version__ as __version__  # (re-exported)
@@ -83,6 +86,9 @@ __all__ = [
     "NoPythonError",
     "CallTimeout",
     "CallCrashed",
+    "BuildError",
+    "BuildStepFailed",
+    "BuildEvent",
     "Pool",
     "login",
     "logout",

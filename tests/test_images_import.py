@@ -120,7 +120,7 @@ def test_multi_platform_index_picks_the_host(tmp_path, archives):
     manifest, blobs = image_blobs([layer_tar({"host": b"yes\n"})])
     decoy_manifest = "sha256:" + "d" * 64  # never read: not this platform
     manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    from sandboxlib.images.build import host_platform
+    from sandboxlib.images.newimage import host_platform
 
     inner = {
         "schemaVersion": 2,

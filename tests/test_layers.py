@@ -42,6 +42,7 @@ LAYERS = {
     "runtime": 7,
     "api": 8,
     "aio": 8,
+    "build": 8,
     "pool": 9,
     "frontends": 10,
     "__init__": 11,

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 import sandboxlib as sb
-from sandboxlib.images.build import host_platform
+from sandboxlib.images.newimage import host_platform
 
 from .dockerd import Dockerd
 from .imagekit import busybox_layers, image_blobs, layer_tar, write_oci_layout

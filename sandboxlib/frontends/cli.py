@@ -35,7 +35,7 @@ from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxEr
 from ..results import Verdict
 from ..security import DEFAULT, Seccomp, SeccompOption
 from ..version import __version__
-from . import imagecli, netcli
+from . import buildcli, imagecli, netcli
 from .terminal import run_on_terminal
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
     netcli.add_parsers(sub)
+    buildcli.add_parsers(sub)
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)  # its errors show its own usage
     return parser
@@ -403,7 +404,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:  # (the top-level parser would show its own usage)
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        commands = {**imagecli.COMMANDS, **netcli.COMMANDS}
+        commands = {**imagecli.COMMANDS, **netcli.COMMANDS, **buildcli.COMMANDS}
         return commands[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)

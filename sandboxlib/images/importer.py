@@ -22,7 +22,6 @@ from typing import BinaryIO, List, Optional, Sequence, Tuple
 from ..errors import DigestMismatch, ImageFormatError
 from . import reference
 from .blobs import CHUNK
-from .build import host_platform, new_config, write_manifest
 from .changes import apply_changes
 from .compression import decompressed, sniff
 from .imageconfig import container_config
@@ -38,6 +37,7 @@ from .model import (
     parse_config,
     parse_manifest,
 )
+from .newimage import host_platform, new_config, write_manifest
 from .sources import open_source, read_json_bytes
 from .store import Store
 from .unpack import IdPolicy

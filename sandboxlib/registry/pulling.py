@@ -28,7 +28,6 @@ import attrs
 
 from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError, RegistryError
 from ..images import Image, ImageStore, Layer, importer
-from ..images.build import host_platform
 from ..images.model import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -40,6 +39,7 @@ from ..images.model import (
     parse_config,
     parse_manifest,
 )
+from ..images.newimage import host_platform
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
 from .progress import Phase, Progress
