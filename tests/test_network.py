@@ -5,6 +5,7 @@ is never changed."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,6 +14,7 @@ import pytest
 
 import sandboxlib as sb
 
+from .conftest import BUSYBOX
 from .netlab import HOST_ADDRESS, WORLD_ADDRESS, Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
@@ -384,3 +386,33 @@ def test_a_rootfs_directory_gets_its_network_files(lab):
     )
     assert out["code"] == 0 and "nameserver 172.17.0.1" in out["out"] and "busy" in out["out"]
     assert out["made"] == [0, 0]  # empty mount points in the directory, as Docker makes them
+
+
+def test_build_run_with_a_bridge_network(lab, tmp_path):
+    """``build(network="bridge")``: RUN reaches the outside through NAT, as
+    ``docker build``'s default network does; ``network="none"`` (ours) does not."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    shutil.copy(BUSYBOX, context / "busybox")
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "wget", "-qO", "/got", "http://example.internal/"]\n'
+    )
+    store = tmp_path / "store"
+    out = lab.run(
+        f"""
+        store = sb.ImageStore({str(store)!r})
+        try:
+            store.build({str(context)!r}, tag="offline")
+            offline = "built"
+        except sb.BuildStepFailed as err:
+            offline = err.exit_code
+        image = store.build({str(context)!r}, tag="online", network="bridge")
+        got = sb.run(["/bin/busybox", "cat", "/got"], image=image.digest, image_store={str(store)!r}, stdout=sb.PIPE)
+        print(json.dumps({{"offline": offline, "got": got.stdout.decode()}}))
+        """,
+        timeout=120,
+    )
+    assert out["offline"] not in ("built", 0)  # network="none": no route out
+    assert out["got"] == f"hello from {HOST_ADDRESS}"
+    assert settled(lab) == []

@@ -34,7 +34,8 @@ class ImageStore(_RuntimeStore):
         does, tag the target stage's image ``tag`` and return it.
 
         Each ``RUN`` runs in a container with default security and
-        ``network`` (``"none"``, or ``"host"``); every step is looked up in
+        ``network`` (``"none"``; ``"bridge"``: NAT to the outside, as
+        ``docker build``'s default; or ``"host"``); every step is looked up in
         the store's build cache first (``no_cache=True``: never), which
         ``prune()`` empties.  ``build_args``: ``--build-arg`` values;
         ``target``: the stage to build (default: the last); ``labels``: added

@@ -34,7 +34,7 @@ PROXY_ARGS = frozenset(
     for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
     for name in (base, base.lower())
 )
-NETWORKS = ("none", "host")
+NETWORKS = ("none", "bridge", "host")
 PARALLEL_STAGES = 2  # stages built at once, at most
 
 
@@ -333,7 +333,7 @@ class Build:
         else:
             urls = [s for s in plain if is_add and s.startswith(("http://", "https://"))]
             if urls and self.network == "none":
-                raise ins.error('ADD of a URL needs a network: build with network="host"')
+                raise ins.error('ADD of a URL needs a network: build with network="bridge" or "host"')
             checksum = ins.flag("checksum")
             groups += [copy_step.from_url(url, word(ins, state, checksum) if checksum else None, ins) for url in urls]
             plain = [s for s in plain if s not in urls]
