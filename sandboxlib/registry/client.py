@@ -250,12 +250,12 @@ class Repository:
 
         with self.request("PUT", str(url), what, ok=(201,), content=body, headers=headers):
             pass
+        return False
 
     def ping(self) -> None:
         """``GET /v2/``: the registry answers and takes the credentials (what login checks)."""
         with self.request("GET", f"{self.scheme}://{self.host.api_host}/v2/", "the API root"):
             pass
-        return False
 
     def _start_upload(self, what: str, params: dict) -> Tuple[int, httpx.URL]:
         """``POST`` an upload session (or a mount); (status, the session's URL)."""
