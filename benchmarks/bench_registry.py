@@ -235,6 +235,12 @@ def _docker_note(args) -> str:
     return "docker pull: not measured (--no-docker)" if args.no_docker else ""
 
 
+def _checked(argv) -> None:
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: exit status {out.returncode}: {out.stderr.strip()[-2000:]}")
+
+
 def measure(top: str, ref: str, docker, args):
     stores = os.path.join(top, "stores")
     os.makedirs(stores)
@@ -280,7 +286,7 @@ def measure(top: str, ref: str, docker, args):
         argv = ["unshare", "--mount", "--propagation", "private", "--", "podman", "--root", f"{path}/root"]
         argv += ["--runroot", f"{path}/run", "--storage-driver", "overlay", "--events-backend", "none"]
         argv += ["--cgroup-manager", "cgroupfs", "pull", "-q", "--tls-verify=false", ref]
-        return (lambda: subprocess.run(argv, check=True, capture_output=True)), (lambda: remove_tree(path))
+        return (lambda: _checked(argv)), (lambda: remove_tree(path))
 
     def docker_pull():
         return (lambda: docker("pull", "-q", ref)), (lambda: (docker("rmi", ref), docker("image", "prune", "-f")))
