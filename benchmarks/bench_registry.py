@@ -281,12 +281,13 @@ def measure(top: str, ref: str, docker, args):
 
     def podman():
         path = tempfile.mkdtemp(dir=stores)
+        run_root = tempfile.mkdtemp(prefix="podrun-")  # podman wants a run root of at most 50 characters
         # its own root and run root, in a mount namespace of its own: its overlay mounts
         # never reach this machine's mount table, and go when it exits
         argv = ["unshare", "--mount", "--propagation", "private", "--", "podman", "--root", f"{path}/root"]
-        argv += ["--runroot", f"{path}/run", "--storage-driver", "overlay", "--events-backend", "none"]
+        argv += ["--runroot", run_root, "--storage-driver", "overlay", "--events-backend", "none"]
         argv += ["--cgroup-manager", "cgroupfs", "pull", "-q", "--tls-verify=false", ref]
-        return (lambda: _checked(argv)), (lambda: remove_tree(path))
+        return (lambda: _checked(argv)), (lambda: (remove_tree(path), remove_tree(run_root)))
 
     def docker_pull():
         return (lambda: docker("pull", "-q", ref)), (lambda: (docker("rmi", ref), docker("image", "prune", "-f")))
