@@ -1,8 +1,8 @@
 """Pushing an image: each blob (layers and the config) is asked for with
 ``HEAD`` first and, when the registry lacks it, mounted from another
 repository of the registry the image is known in (``?mount=&from=``), else
-uploaded (monolithic, or in chunks when large), UPLOADS_PER_REGISTRY blobs at
-a time (Docker's ``max-concurrent-uploads`` is 5); the manifest goes last,
+uploaded (monolithic, or in chunks when large), the missing ones
+UPLOADS_PER_REGISTRY at a time (Docker's ``max-concurrent-uploads`` is 5); the manifest goes last,
 byte for byte as the store keeps it, so its digest is the image's digest."""
 
 from __future__ import annotations
@@ -42,14 +42,19 @@ def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
         blobs = [(layer.digest, layer.size) for layer in image.layers]
         blobs.append((image.id, store.blobs.size(image.id)))
 
+        # HEADs one after another: the first answers the registry's 401 (a token fetched
+        # once, not by every upload thread at once), and they cost a round trip each
+        missing = [(digest, size) for digest, size in blobs if not repo.has_blob(digest)]
+
         def put(blob: Tuple[str, int]) -> None:
             digest, size = blob
-            if not repo.has_blob(digest):
-                with open(store.blobs.path(digest), "rb") as f:
-                    repo.upload_blob(digest, f, size, mount_from)
+            with open(store.blobs.path(digest), "rb") as f:
+                repo.upload_blob(digest, f, size, mount_from)
 
-        with ThreadPoolExecutor(min(UPLOADS_PER_REGISTRY, len(blobs)), thread_name_prefix="sandboxlib-push") as pool:
-            list(pool.map(put, blobs))  # every upload ends before this returns; the first failure is raised
+        if missing:
+            workers = min(UPLOADS_PER_REGISTRY, len(missing))
+            with ThreadPoolExecutor(workers, thread_name_prefix="sandboxlib-push") as pool:
+                list(pool.map(put, missing))  # every upload ends before this returns; the first failure is raised
         announced = repo.put_manifest(remote.tag or image.digest, manifest, media_type)
     if announced is not None and announced != image.digest:
         raise repo.error(
