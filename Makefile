@@ -89,6 +89,7 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_call.py
 	$(VENV)/bin/python benchmarks/bench_async.py
 	$(VENV)/bin/python benchmarks/bench_build.py
+	$(VENV)/bin/python benchmarks/bench_registry.py
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init *.egg-info

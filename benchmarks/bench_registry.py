@@ -5,8 +5,8 @@ empty registry, side by side in one run.
 
 Peers: ``docker pull`` into a private dockerd (pull + unpack into overlay2:
 runnable), ``skopeo copy docker://... oci:DIR`` (download and verify only:
-not runnable).  ``podman`` is not installed here (no Debian package on this
-machine's list was installed for it), so it is not measured.  sandboxlib's
+not runnable), ``podman pull`` (containers/image + containers/storage,
+overlay, its own root in a private mount namespace: runnable).  sandboxlib's
 pull is runnable as it ends (layers are checked while they stream in and
 unpacked lazily at the first start): the row "+ first run" adds that first
 ``sb.run(["true"])``, which unpacks, so it compares with docker's pull.
@@ -235,6 +235,12 @@ def _docker_note(args) -> str:
     return "docker pull: not measured (--no-docker)" if args.no_docker else ""
 
 
+def _checked(argv) -> None:
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: exit status {out.returncode}: {out.stderr.strip()[-2000:]}")
+
+
 def measure(top: str, ref: str, docker, args):
     stores = os.path.join(top, "stores")
     os.makedirs(stores)
@@ -273,6 +279,16 @@ def measure(top: str, ref: str, docker, args):
             )
         ), (lambda: shutil.rmtree(path))
 
+    def podman():
+        path = tempfile.mkdtemp(dir=stores)
+        run_root = tempfile.mkdtemp(prefix="podrun-")  # podman wants a run root of at most 50 characters
+        # its own root and run root, in a mount namespace of its own: its overlay mounts
+        # never reach this machine's mount table, and go when it exits
+        argv = ["unshare", "--mount", "--propagation", "private", "--", "podman", "--root", f"{path}/root"]
+        argv += ["--runroot", run_root, "--storage-driver", "overlay", "--events-backend", "none"]
+        argv += ["--cgroup-manager", "cgroupfs", "pull", "-q", "--tls-verify=false", ref]
+        return (lambda: _checked(argv)), (lambda: (remove_tree(path), remove_tree(run_root)))
+
     def docker_pull():
         return (lambda: docker("pull", "-q", ref)), (lambda: (docker("rmi", ref), docker("image", "prune", "-f")))
 
@@ -281,6 +297,8 @@ def measure(top: str, ref: str, docker, args):
         "sandboxlib pull + first run (unpacks)": ours_and_run,
         "skopeo copy docker:// oci: (download only)": skopeo,
     }
+    if shutil.which("podman"):
+        peers["podman pull (containers/storage, overlay)"] = podman
     if docker is not None:
         peers["docker pull (private dockerd, overlay2)"] = docker_pull
     cold = {name: [] for name in peers}
@@ -316,7 +334,14 @@ def report(cold, warm, megabytes: float, args, docker_note: str) -> str:
         stats = _common.percentiles(warm[name])
         rows.append((f"warm: {name}", stats, "1" if name == warm_names[0] else f"{stats[0] / 1e3 / warm_base:.2f}x"))
     docker_row = next((n for n in names if n.startswith("docker")), None)
+    podman_row = next((n for n in names if n.startswith("podman")), None)
     lines = [_common.table(rows), ""]
+    if podman_row:
+        ratio = statistics.median(cold[names[0]]) / statistics.median(cold[podman_row])
+        ratio_run = statistics.median(cold[names[1]]) / statistics.median(cold[podman_row])
+        lines.append(
+            f"sandboxlib/podman cold pull: **{ratio:.2f}** (with the first run: {ratio_run:.2f}; target: at most 0.6)."
+        )
     if docker_row:
         ratio = statistics.median(cold[names[0]]) / statistics.median(cold[docker_row])
         ratio_run = statistics.median(cold[names[1]]) / statistics.median(cold[docker_row])
@@ -328,8 +353,8 @@ def report(cold, warm, megabytes: float, args, docker_note: str) -> str:
     lines.append(
         f"Warm pull p50: **{statistics.median(warm[warm_names[0]]) * 1e3:.1f} ms** (target: under 20 ms). "
         f"Image: 5 gzip layers, {megabytes:.0f} MB; {args.rounds} interleaved cold rounds, "
-        f"{args.warm_rounds} warm; {_common.tool_version(['skopeo', '--version'])}; podman: not "
-        "installed (not measured)."
+        f"{args.warm_rounds} warm; {_common.tool_version(['skopeo', '--version'])}; "
+        f"{_common.tool_version(['podman', '--version'])}."
     )
     return "\n".join(lines)
 

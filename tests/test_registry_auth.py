@@ -4,8 +4,10 @@ auth against the tests' own token issuer (tests/tokenissuer.py, its realm on
 another host), read from Docker's config.json (``auths``, ``credsStore`` and
 ``credHelpers`` through a credential helper these tests write) and from
 containers' auth.json; ``login`` checks before it stores (0600), ``logout``
-forgets; tokens cached per scope and fetched again when refused; no secret
-in any message or repr."""
+forgets; tokens cached per scope and fetched again when refused; identity
+tokens fetch them with OAuth2's refresh grant; blobs redirected to another
+host get no credentials; no secret in any message or repr.  Root and
+rootless: login, push, pull and run with both kinds of auth."""
 
 from __future__ import annotations
 

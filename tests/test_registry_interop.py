@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -113,6 +114,7 @@ def index_pushed(registry, shared_dir, busybox_root):
         capture_output=True,
         timeout=120,
     )
+    shutil.rmtree(top)
     return ref, index_digest, digests
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 import pytest
 
@@ -101,6 +102,20 @@ def front_manifest(front: FaultProxy) -> bytes:
 
     accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
     return httpx.get(f"http://{front.host}/v2/team/app/manifests/1", headers={"Accept": accept}).content
+
+
+def test_a_mirror_that_is_down_is_passed_over_at_once(pushed, front, tmp_path):
+    """A mirror refusing connections is not retried with back-off (0.1 + 0.2 + ... = 3.1 s
+    for the registry itself): the image already pulled costs a refused connect and a HEAD."""
+    ref = f"{front.host}/team/app:1"
+    settings = tmp_path / "registries.json"
+    settings.write_text(json.dumps({"mirrors": {front.host: [f"127.0.0.1:{free_port()}"]}}))
+    store = sb.ImageStore(str(tmp_path / "store"))
+    with environment(SANDBOXLIB_REGISTRIES=str(settings)):
+        digest = store.pull(ref).digest
+        start = time.monotonic()
+        assert store.pull(ref).digest == digest
+        assert time.monotonic() - start < 1.5
 
 
 def test_push_goes_to_the_registry_not_the_mirror(pushed, mirror_front, tmp_path, busybox_root):

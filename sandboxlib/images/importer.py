@@ -8,7 +8,6 @@ referenced; a failed import references nothing and its blobs are collected."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
@@ -16,14 +15,13 @@ import os
 import re
 import tarfile
 import tempfile
-import zlib
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 from ..errors import DigestMismatch, ImageFormatError
 from . import reference
 from .blobs import CHUNK
 from .changes import apply_changes
-from .compression import decompressed, sniff
+from .compression import decompressed, is_corrupt_data, sniff
 from .imageconfig import container_config
 from .layercheck import LayerCheck
 from .model import (
@@ -74,10 +72,7 @@ class _Wrap:
 
     def __exit__(self, kind, err, tb):
         # Only errors of reading the input: a full disk is an OSError of its own.
-        corrupt = isinstance(err, (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)) or (
-            kind is not None and kind.__name__ == "ZstdError"
-        )
-        if corrupt:
+        if err is not None and is_corrupt_data(err):
             raise ImageFormatError(self.label, f"truncated or corrupt: {err}") from err
         return False
 

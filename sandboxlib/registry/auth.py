@@ -90,14 +90,16 @@ class Authenticator:
         self._explicit = credentials
         self._credentials: Optional[Credentials] = credentials
         self._looked_up = credentials is not None
+        self._lookup_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Authenticator({self.ref.registry!r}, {self.scope!r})"
 
     @property
     def credentials(self) -> Optional[Credentials]:
-        if not self._looked_up:
-            self._credentials, self._looked_up = stored.lookup(self.ref.registry), True
+        with self._lookup_lock:  # the worker threads of a pull or push: one helper call
+            if not self._looked_up:
+                self._credentials, self._looked_up = stored.lookup(self.ref.registry), True
         return self._credentials
 
     def _identity(self) -> str:

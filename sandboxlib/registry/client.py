@@ -48,10 +48,20 @@ UPLOAD_CHUNK = 16 << 20
 class Repository:
     """One repository of a registry, over one HTTP connection pool; a context manager."""
 
-    def __init__(self, ref: RemoteReference, *, push: bool = False, credentials: Optional[Credentials] = None) -> None:
+    def __init__(
+        self,
+        ref: RemoteReference,
+        *,
+        push: bool = False,
+        credentials: Optional[Credentials] = None,
+        mirror: bool = False,
+    ) -> None:
         """``push``: the requests will write (the token scope asks for push);
-        ``credentials``: these rather than the stored ones (login)."""
+        ``credentials``: these rather than the stored ones (login); ``mirror``: a
+        mirror, which is not waited for when it refuses connections (the next
+        source is tried at once)."""
         self.registry, self.repository = ref.registry, ref.repository
+        self.mirror = mirror
         scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}" if ref.repository else ""
         self.auth = Authenticator(ref, scope, self.error, credentials)
         self.host = host_of(ref)
@@ -108,7 +118,7 @@ class Repository:
                     raise self.error(
                         None, f"{what}: the TLS handshake failed ({err}): {self.host.client_certificate_hint()}"
                     ) from None
-                if answered or not retries.again(err):
+                if answered or (self.mirror and isinstance(err, httpx.ConnectError)) or not retries.again(err):
                     raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
             except httpx.HTTPError as err:
                 raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
@@ -250,12 +260,12 @@ class Repository:
 
         with self.request("PUT", str(url), what, ok=(201,), content=body, headers=headers):
             pass
+        return False
 
     def ping(self) -> None:
         """``GET /v2/``: the registry answers and takes the credentials (what login checks)."""
         with self.request("GET", f"{self.scheme}://{self.host.api_host}/v2/", "the API root"):
             pass
-        return False
 
     def _start_upload(self, what: str, params: dict) -> Tuple[int, httpx.URL]:
         """``POST`` an upload session (or a mount); (status, the session's URL)."""

@@ -97,7 +97,7 @@ def _mirrors(remote: RemoteReference) -> List[RemoteReference]:
 
 def _pull_from(store: ImageStore, remote: RemoteReference, source: RemoteReference, wanted, report) -> Image:
     """Pull ``remote`` from ``source`` (its registry or a mirror of it); the image keeps ``remote``'s names."""
-    with Repository(source) as repo:
+    with Repository(source, mirror=source is not remote) as repo:
         target = remote.digest or remote.tag or "latest"
         head_digest, _ = repo.head_manifest(target, ACCEPT)
         known = _already_pulled(store, remote, remote.digest or head_digest, wanted)

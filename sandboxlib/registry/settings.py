@@ -23,7 +23,8 @@ repositories under that path), an ``https://`` or ``http://`` in front is
 dropped (the scheme is chosen as for any registry: see ``hosts.py``).  A
 mirror that fails (unreachable, refusing, lacking the image, sending what it
 should not) is passed over with a warning (logger ``sandboxlib``) and the
-next tried; the image keeps the registry's own name and repo digest.  These
+next tried (one refusing connections at once: it is not retried with
+back-off as a registry is); the image keeps the registry's own name and repo digest.  These
 are Docker's ``registry-mirrors`` in ``daemon.json`` (which are for Docker
 Hub only: ``{"mirrors": {"docker.io": [...]}}`` here) and the ``location``
 of each ``[[registry.mirror]]`` of containers' ``registries.conf`` (for any
