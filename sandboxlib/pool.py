@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import queue
 import threading
@@ -15,7 +16,7 @@ from .config import Limits, Mount, Network, check_timeout, network_option
 from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, SetupError
 from .runtime.container import Container
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "check_pool_options"]
 
 # A call that ended like this leaves its sandbox suspect: it is replaced.
 _RECYCLE_ON = (CallCrashed, CallTimeout, ContainerStateError, SetupError)
@@ -179,3 +180,13 @@ def _warm(pool_ref: weakref.ref[Pool]) -> Optional[Container]:
 def _close(box: Optional[Container]) -> None:
     if box is not None:
         box.close()
+
+
+def check_pool_options(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """``options`` as a dict if ``Pool`` takes them by these names (for a
+    pool made elsewhere, later: a cluster worker's); ``Pool`` checks the values."""
+    parameters = inspect.signature(Pool).parameters
+    unknown = sorted(name for name in options if name not in parameters or name == "self")
+    if unknown:
+        raise ConfigError(unknown[0], f"not an option of sandboxlib.Pool (its options: {', '.join(parameters)})")
+    return dict(options)
