@@ -43,6 +43,8 @@ LAYERS = {
     "aio": 8,
     "pool": 9,
     "frontends": 10,
+    "dask": 10,
+    "ray": 10,
     "__init__": 11,
     "__main__": 11,
 }
