@@ -16,6 +16,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import dask
 import psutil
 import pytest
 
@@ -226,6 +227,7 @@ def test_calls_run_in_the_sandboxes_of_the_worker_that_runs_the_task(cluster):
     client = cluster.client
     with plugin(cluster):
         assert client.gather(client.map(sandboxed(double), range(50))) == [2 * x for x in range(50)]
+        assert dask.delayed(sandboxed(double))(21).compute() == 42  # the client is the default scheduler
         for address, pid in cluster.worker_pids().items():
             inside = client.submit(sandboxed(pid_namespace), workers=[address], pure=False).result()
             outside = client.submit(pid_namespace, workers=[address], pure=False).result()
