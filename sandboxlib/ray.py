@@ -63,6 +63,9 @@ class _SandboxActor:
         if pool is not None:
             pool.shutdown()
 
+    def __ray_shutdown__(self) -> None:  # Ray calls it when the actor ends gracefully (out of scope)
+        self.close()
+
 
 _Actor = ray.remote(_SandboxActor)
 
@@ -106,6 +109,12 @@ class SandboxedRemote:
                 ray.get(actor.close.remote())
             finally:
                 ray.kill(actor, no_restart=True)
+
+    def __getstate__(self) -> Dict[str, Any]:  # passed to other tasks: the same actor (handles pickle)
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def __enter__(self) -> SandboxedRemote:
         return self

@@ -3,6 +3,7 @@ its node on loopback."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -121,6 +122,29 @@ def test_results_and_exceptions_as_call_gives_them():
     assert remote.value.type_name.endswith("GradingError") and "fail_custom" in remote.value.remote_traceback
     with pytest.raises(TypeError, match=r"double.remote\(...\)"):
         sandboxed_remote(double)(1)
+
+
+def test_a_function_dropped_without_close_ends_its_sandboxes():
+    """The actor's handle goes out of scope: Ray ends it gracefully, and it closes its pool
+    (the module's no_leaks checks that no init, record or cgroup is left)."""
+    remote_double = sandboxed_remote(double)
+    assert ray.get(remote_double.remote(2)) == 4
+    inits = [psutil.Process(p) for p in _sandbox_inits()]
+    assert inits and state_records()
+    del remote_double
+    gc.collect()
+    assert wait_until(lambda: not state_records() and not any(p.is_running() for p in inits), 30)
+
+
+def test_passed_to_another_task_it_calls_the_same_actor():
+    with sandboxed_remote(double) as remote_double:
+        pid = _actor_pid(remote_double)
+        assert ray.get(_through_a_task.remote(remote_double, 5)) == (10, pid)
+
+
+@ray.remote
+def _through_a_task(fn, x: int) -> tuple:
+    return ray.get(fn.remote(x)), _actor_pid(fn)
 
 
 def test_verdicts_are_exceptions_and_the_actor_goes_on():
