@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 
 import psutil
@@ -20,6 +24,7 @@ import ray
 import sandboxlib as sb
 from sandboxlib.ray import sandboxed_remote
 
+from . import rootless
 from .conftest import expire_sweep_stamp, session_cgroups, state_records, wait_until
 
 
@@ -211,3 +216,53 @@ def _answers(fn) -> bool:
         return ray.get(fn.remote(2), timeout=10) == 4
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         return False
+
+
+ROOTLESS = """
+import os, sys
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+from sandboxlib.ray import sandboxed_remote
+from tests.test_ray import hog_or_look
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False, _temp_dir=sys.argv[1])
+with sandboxed_remote(size=1)(hog_or_look) as remote:
+    print(ray.get(remote.remote("look")), ray.get(remote.remote("look")), os.geteuid())
+ray.shutdown()
+"""
+
+
+def test_rootless(workers):
+    """As the rootless user (a process of its own): its own Ray instance, sandboxed calls, nothing left."""
+    user = workers["sbxtest"].user
+    temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths live under it
+    os.chown(temp_dir, user.pw_uid, user.pw_gid)
+    before = os.listdir(rootless.state_dir(user)) if os.path.isdir(rootless.state_dir(user)) else []
+    try:
+        argv = rootless.launcher(user, [sys.executable, "-c", ROOTLESS, temp_dir])
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", str(user.pw_uid)]
+    after = os.listdir(rootless.state_dir(user)) if os.path.isdir(rootless.state_dir(user)) else []
+    assert [n for n in after if not n.startswith(".")] == [n for n in before if not n.startswith(".")]
+    session_worker = psutil.Process(workers["sbxtest"].proc.pid)
+    ours = {session_worker.pid} | {p.pid for p in session_worker.children(recursive=True)}
+    left = lambda: _processes_of(user.pw_uid, rootless.state_dir(user)) - ours  # noqa: E731
+    assert wait_until(lambda: not left(), 30), f"Ray or a sandbox outlived the run: {left()}"
+
+
+def _processes_of(uid: int, state_dir: str) -> set:
+    """The user's processes of this test session (other runs on the machine use the same users):
+    those with this session's state directory in their environment."""
+    found = set()
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if uids is None or uids.real != uid:
+            continue
+        try:
+            if proc.environ().get("SANDBOXLIB_RUN") == state_dir:
+                found.add(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
