@@ -90,6 +90,7 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_async.py
 	$(VENV)/bin/python benchmarks/bench_build.py
 	$(VENV)/bin/python benchmarks/bench_registry.py
+	$(VENV)/bin/python benchmarks/bench_dask.py
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init *.egg-info

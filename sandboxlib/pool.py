@@ -8,10 +8,10 @@ import weakref
 from concurrent import futures
 from typing import Any, Callable, Optional
 
-from .calls.poolconfig import RECYCLE_ON, PoolConfig, takes_pool_options
+from .calls.poolconfig import RECYCLE_ON, PoolConfig, check_pool_options, takes_pool_options
 from .runtime.container import Container
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "check_pool_options"]
 
 
 class _Work:

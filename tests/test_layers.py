@@ -45,6 +45,8 @@ LAYERS = {
     "build": 8,
     "pool": 9,
     "frontends": 10,
+    "dask": 10,
+    "ray": 10,
     "__init__": 11,
     "__main__": 11,
 }

@@ -14,7 +14,7 @@ from ..config import Limits, Mount, Network, check_timeout, network_option, pars
 from ..errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, SetupError
 from .session import check_modules
 
-__all__ = ["PoolConfig", "takes_pool_options", "RECYCLE_ON"]
+__all__ = ["PoolConfig", "takes_pool_options", "check_pool_options", "RECYCLE_ON"]
 
 # A call that ended like this leaves its sandbox suspect: it is replaced.
 RECYCLE_ON = (CallCrashed, CallTimeout, ContainerStateError, SetupError)
@@ -91,3 +91,13 @@ def takes_pool_options(func: Callable) -> Callable:
     kept = {name: hint for name, hint in typing.get_type_hints(func).items() if name == "return" or name in own_names}
     func.__annotations__ = {**kept, **{p.name: p.annotation for p in options}}
     return func
+
+
+def check_pool_options(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """``options`` as a dict if a pool takes them by these names (for a pool
+    made elsewhere, later: a cluster worker's, where paths are checked)."""
+    names = [field.name for field in attrs.fields(PoolConfig)]
+    unknown = sorted(name for name in options if name not in names)
+    if unknown:
+        raise ConfigError(unknown[0], f"not an option of sandboxlib.Pool (its options: {', '.join(names)})")
+    return dict(options)
