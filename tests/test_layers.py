@@ -42,6 +42,7 @@ LAYERS = {
     "api": 8,
     "aio": 8,
     "pool": 9,
+    "daemon": 9,
     "frontends": 10,
     "__init__": 11,
     "__main__": 11,

@@ -1,0 +1,288 @@
+"""The daemon's containers: names and ids, each one's state across its
+runs, and what happens when its main command ends (restart policies,
+AutoRemove).  A container is a record until started; each start is a new
+library container (``command=``, its log in the daemon's state directory)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import time
+from typing import Dict, List, Optional
+
+import attrs
+
+from .. import aio
+from ..errors import CommandNotFoundError, SandboxError, SetupError
+from .apierrors import ApiError, library_error, no_such_container
+from .create_config import CreateRequest
+from .events import Events
+from .threads import in_thread
+
+__all__ = ["ContainerRecord", "Containers", "ZERO_TIME", "now_rfc3339"]
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp", "tidy", "vivid", "wise")
+_NOUNS = ("curie", "darwin", "euler", "gauss", "hopper", "knuth", "lovelace", "noether", "pascal", "ritchie", "turing")
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@attrs.define(eq=False)
+class ContainerRecord:
+    id: str
+    name: str
+    image: str  # as the client named it
+    image_id: str
+    request: CreateRequest
+    log_path: str
+    created: str = attrs.field(factory=now_rfc3339)
+    state: str = "created"  # created, running, paused, restarting, exited, removing, dead
+    box: Optional[aio.Container] = None  # the current (or last) run
+    pid: int = 0
+    exit_code: int = 0
+    oom_killed: bool = False
+    error: str = ""
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    run_started: float = 0.0  # time.time() before the current run's start: its log records are newer
+    runs: int = 0  # starts so far
+    attempts: int = 0  # starts tried so far (an attach before a start ends when one fails)
+    exits: int = 0  # ends of a run so far
+    restart_count: int = 0
+    stopped_by_user: bool = False
+    removing: bool = False  # a remove has begun: no restart, no AutoRemove
+    removed: bool = False
+    watcher: Optional[asyncio.Task] = None
+    changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "paused")
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_for(self, predicate) -> None:
+        async with self.changed:
+            await self.changed.wait_for(predicate)
+
+    def attributes(self) -> Dict[str, str]:
+        return {"name": self.name, "image": self.image, **(self.request.body.get("Labels") or {})}
+
+
+class Containers:
+    """Every container of the daemon, by id and by name."""
+
+    def __init__(self, state_dir: str, events: Events) -> None:
+        self.state_dir = state_dir
+        self.events = events
+        self._by_id: Dict[str, ContainerRecord] = {}
+        self.closing = False
+
+    def all(self) -> List[ContainerRecord]:
+        return sorted(self._by_id.values(), key=lambda r: r.created, reverse=True)
+
+    def get(self, ref: str) -> ContainerRecord:
+        """By full id, name (``/`` optional), or a unique id prefix; 404 else."""
+        if ref in self._by_id:
+            return self._by_id[ref]
+        name = ref.lstrip("/")
+        for record in self._by_id.values():
+            if record.name == name:
+                return record
+        found = [r for r in self._by_id.values() if ref and r.id.startswith(ref)]
+        if len(found) > 1:
+            raise ApiError(400, f"multiple IDs found with provided prefix: {ref}")
+        if not found:
+            raise no_such_container(ref)
+        return found[0]
+
+    def _check_name(self, name: str, record_id: str = "") -> str:
+        if not NAME.match(name):
+            raise ApiError(400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        name = name.lstrip("/")
+        for other in self._by_id.values():
+            if other.name == name and other.id != record_id:
+                raise ApiError(
+                    409,
+                    f'Conflict. The container name "/{name}" is already in use by container "{other.id}". '
+                    "You have to remove (or rename) that container to be able to reuse that name.",
+                )
+        return name
+
+    def _new_name(self) -> str:
+        taken = {r.name for r in self._by_id.values()}
+        while True:
+            name = f"{random.choice(_ADJECTIVES)}_{random.choice(_NOUNS)}"
+            if name not in taken:
+                return name
+            name += str(random.randrange(100))
+            if name not in taken:
+                return name
+
+    def create(self, name: Optional[str], image: str, image_id: str, request: CreateRequest) -> ContainerRecord:
+        name = self._check_name(name) if name else self._new_name()
+        record_id = secrets.token_hex(32)
+        directory = os.path.join(self.state_dir, "containers", record_id)
+        os.makedirs(directory, mode=0o700)
+        record = ContainerRecord(
+            id=record_id,
+            name=name,
+            image=image,
+            image_id=image_id,
+            request=request,
+            log_path=os.path.join(directory, "container.log"),
+        )
+        self._by_id[record_id] = record
+        self.events.emit("container", "create", record.id, record.attributes())
+        return record
+
+    def rename(self, record: ContainerRecord, name: str) -> None:
+        old = record.name
+        record.name = self._check_name(name, record.id)
+        self.events.emit("container", "rename", record.id, {**record.attributes(), "oldName": "/" + old})
+
+    # -- runs ------------------------------------------------------------------------
+    async def start(self, record: ContainerRecord) -> None:
+        if record.running:
+            raise ApiError(304, "container already started")
+        if record.removing:
+            raise ApiError(409, f"container {record.id} is marked for removal and cannot be started")
+        record.stopped_by_user = False
+        request = record.request
+        box = aio.Container(**request.options, command=request.argv or True, log=record.log_path)
+        record.run_started = time.time()
+        try:
+            await box.start()
+        except SandboxError as err:
+            box.close()
+            await self._failed(record, err)
+            if isinstance(err, CommandNotFoundError):  # (the docker CLI exits 127 on this text)
+                raise ApiError(400, f"{err}: exec: executable file not found in $PATH") from None
+            raise library_error(err) from None
+        record.box, record.state, record.pid = box, "running", box.pid or 0
+        record.error, record.started_at, record.oom_killed = "", now_rfc3339(), False
+        record.runs += 1
+        record.attempts += 1
+        record.watcher = asyncio.get_running_loop().create_task(self._watch(record, box))
+        self.events.emit("container", "start", record.id, record.attributes())
+        await record.notify()
+
+    async def _failed(self, record: ContainerRecord, err: SandboxError) -> None:
+        """A start that failed: its status as Docker's (127 not found, 126 cannot execute);
+        attaches waiting for it end, and an AutoRemove container goes."""
+        record.error = str(err)
+        record.exit_code = 127 if isinstance(err, CommandNotFoundError) else 126 if isinstance(err, SetupError) else 128
+        record.state = "exited" if record.runs else "created"
+        record.attempts += 1
+        await record.notify()
+        if record.request.auto_remove and not record.removing:
+            await self.remove(record, force=True)
+
+    async def _watch(self, record: ContainerRecord, box: aio.Container) -> None:
+        """The end of a run: its status, then a restart, AutoRemove, or nothing."""
+        try:
+            result = await in_thread(box.sync.wait)
+            record.exit_code, record.oom_killed = result.exit_code, result.oom_killed
+        except SandboxError:
+            record.exit_code = 128 + signal.SIGKILL
+        finally:
+            await in_thread(box.close)
+        record.state = "removing" if record.removing else "exited"
+        record.pid, record.finished_at = 0, now_rfc3339()
+        record.exits += 1
+        self.events.emit("container", "die", record.id, {**record.attributes(), "exitCode": str(record.exit_code)})
+        await record.notify()
+        if self._restarts(record):
+            await self._restart_later(record)
+        elif record.request.auto_remove and not record.removing:
+            await self.remove(record, force=True)
+
+    def _restarts(self, record: ContainerRecord) -> bool:
+        policy, retries = record.request.restart_policy
+        if self.closing or record.stopped_by_user or record.removing:
+            return False
+        if policy in ("always", "unless-stopped"):
+            return True
+        return policy == "on-failure" and record.exit_code != 0 and (not retries or record.restart_count < retries)
+
+    async def _restart_later(self, record: ContainerRecord) -> None:
+        record.state = "restarting"
+        await asyncio.sleep(min(0.1 * 2 ** min(record.restart_count, 10), 10.0))  # Docker's back-off, from 100 ms
+        if record.state != "restarting" or self.closing:
+            return
+        record.restart_count += 1
+        try:
+            await self.start(record)
+        except ApiError as err:
+            record.state, record.error = "exited", err.message
+            await record.notify()
+
+    async def stop(self, record: ContainerRecord, timeout: Optional[float]) -> None:
+        """SIGTERM, SIGKILL after ``timeout`` seconds (None: 10); 304 when not running."""
+        if record.state == "restarting":
+            record.stopped_by_user, record.state = True, "exited"
+            await record.notify()
+            return
+        if not record.running or record.box is None:
+            raise ApiError(304, "container already stopped")
+        record.stopped_by_user = True
+        box = record.box
+        await in_thread(box.sync.stop, 10.0 if timeout is None or timeout < 0 else float(timeout))
+        await self._ended(record)
+
+    async def kill(self, record: ContainerRecord, sig: int) -> None:
+        if not record.running or record.box is None:
+            raise ApiError(409, f"Cannot kill container: {record.id}: Container {record.id} is not running")
+        record.stopped_by_user = True
+        record.box.sync.send_signal(sig)  # the container ends with its main command
+        if sig == signal.SIGKILL:
+            await self._ended(record)
+
+    async def _ended(self, record: ContainerRecord) -> None:
+        """Wait for the run's watcher to record its end (unless we are that watcher)."""
+        watcher = record.watcher
+        if watcher is not None and watcher is not asyncio.current_task() and not watcher.done():
+            await asyncio.shield(watcher)
+
+    async def remove(self, record: ContainerRecord, *, force: bool) -> None:
+        if record.removing:
+            raise ApiError(409, f"removal of container {record.id} is already in progress")
+        if record.running:
+            if not force:
+                raise ApiError(
+                    409,
+                    f"You cannot remove a running container {record.id}. "
+                    "Stop the container before attempting removal or force remove",
+                )
+        record.removing, record.stopped_by_user = True, True
+        if record.running:
+            await in_thread(record.box.sync.stop, 0.0)  # type: ignore[union-attr]
+        await self._ended(record)
+        record.state = "removing"
+        self._by_id.pop(record.id, None)
+        shutil.rmtree(os.path.dirname(record.log_path), ignore_errors=True)
+        record.removed, record.state = True, "removing"
+        self.events.emit("container", "destroy", record.id, record.attributes())
+        await record.notify()
+
+    async def shutdown(self) -> None:
+        """The daemon stops: so do its containers (no live restore)."""
+        self.closing = True
+        running = [r for r in self._by_id.values() if r.running and r.box is not None]
+        await asyncio.gather(*(in_thread(r.box.sync.stop, 5.0) for r in running), return_exceptions=True)  # type: ignore[union-attr]
+        await asyncio.gather(*(self._ended(r) for r in running), return_exceptions=True)
+        for record in list(self._by_id.values()):
+            if record.box is not None:
+                record.box.close()

@@ -1,0 +1,218 @@
+"""The daemon (``sandboxlib daemon``), driven by the real ``docker`` CLI
+over its UNIX socket: the socket's permissions and lock, ``_ping`` and the
+API versions, Docker-shaped errors for bad input (the daemon lives on),
+``docker run --rm``, ``run -d``/logs/exec/ps/inspect/stop/kill/rm, images
+(save/load/tag/rmi, pull from a local registry), and the daemon's stop
+stopping its containers.  One daemon is shared by the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+
+import psutil
+import pytest
+
+from .conftest import wait_until
+from .daemonkit import Daemon, busybox_store
+from .registryd import Registry
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    top = tempfile.mkdtemp(prefix="daemon-")
+    os.chmod(top, 0o755)
+    busybox_store(os.path.join(top, "store"))
+    served = Daemon(top, os.path.join(top, "store"), None, "--group", "sbxdaemontest")
+    yield served
+    served.close()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def _ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout.decode()
+
+
+# -- the server ------------------------------------------------------------------------
+def test_socket_permissions_and_one_daemon_per_socket(daemon):
+    st = os.stat(daemon.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+    import grp
+
+    assert grp.getgrgid(st.st_gid).gr_name == "sbxdaemontest"
+    second = subprocess.run(
+        [*daemon.proc.args[:3], "daemon", "--host", daemon.host, "--store", daemon.store],
+        capture_output=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert second.returncode != 0 and b"another sandboxlib daemon serves" in second.stderr
+    assert daemon.request("GET", "/_ping")[0] == 200  # the live one is untouched
+
+
+def test_stale_socket_is_replaced(tmp_path):
+    path = tmp_path / "docker.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()  # a socket file nobody listens on: a dead daemon's
+    store = tmp_path / "store"
+    store.mkdir()
+    served = Daemon(str(tmp_path), str(store))
+    try:
+        assert served.request("GET", "/_ping")[0] == 200
+    finally:
+        assert served.close() == 0
+    assert not path.exists()
+
+
+def test_ping_version_and_api_versions(daemon):
+    for method in ("GET", "HEAD"):
+        status, headers, body = daemon.request(method, "/_ping")
+        assert status == 200 and body == (b"OK" if method == "GET" else b"")
+        assert headers["Api-Version"] == "1.44" and headers["Ostype"] == "linux"
+        assert headers["Docker-Experimental"] == "false"
+    status, _, body = daemon.request("GET", "/v1.44/version")
+    assert status == 200 and json.loads(body)["ApiVersion"] == "1.44"
+    assert daemon.request("GET", "/v1.24/_ping")[0] == 200
+    status, headers, body = daemon.request("GET", "/v1.45/version")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"message": "client version 1.45 is too new. Maximum supported API version is 1.44"}
+    status, headers, body = daemon.request("GET", "/v1.44/no/such/thing")
+    assert status == 404 and headers["Content-Type"] == "application/json" and "message" in json.loads(body)
+    status, _, body = daemon.request("GET", "/v1.44/swarm")
+    assert status == 503 and "not a swarm manager" in json.loads(body)["message"]
+
+
+def test_bad_input_gets_docker_errors_and_nothing_is_made(daemon):
+    def error(method, path, body=None, expect=400):
+        status, headers, data = daemon.request(method, path, body)
+        assert status == expect, data
+        assert headers["Content-Type"] == "application/json"
+        return json.loads(data)["message"]
+
+    before = json.loads(daemon.request("GET", "/containers/json?all=1")[2])
+    assert "invalid JSON" in error("POST", "/containers/create", b"{not json")
+    assert "invalid JSON" in error("POST", "/containers/create", b"[1, 2]")
+    assert "Cmd" in error("POST", "/containers/create", {"Image": "busybox", "Cmd": 5})
+    assert "HostConfig.Memory" in error(
+        "POST", "/containers/create", {"Image": "busybox", "HostConfig": {"Memory": "x"}}
+    )
+    assert error("POST", "/containers/create", {"Image": "nothere"}, 404) == "No such image: nothere"
+    assert "larger than" in error("POST", "/containers/create", b"{" + b" " * (5 << 20) + b"}", 413)
+    assert error("GET", "/containers/nothere/json", expect=404) == "No such container: nothere"
+    assert "invalid value for all" in error("GET", "/containers/json?all=maybe")
+    assert json.loads(daemon.request("GET", "/containers/json?all=True")[2]) == before
+    assert json.loads(daemon.request("GET", "/containers/json?all=1")[2]) == before
+    # a name in use
+    _ok(daemon.docker("create", "--name", "dup", "busybox", "true"))
+    try:
+        result = daemon.docker("create", "--name", "dup", "busybox", "true")
+        assert result.returncode != 0 and b"is already in use" in result.stderr
+    finally:
+        _ok(daemon.docker("rm", "dup"))
+    assert json.loads(daemon.request("GET", "/containers/json?all=1")[2]) == before
+    assert daemon.request("GET", "/_ping")[0] == 200
+
+
+# -- containers through the docker CLI ------------------------------------------------
+def test_docker_run_rm(daemon):
+    result = daemon.docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (result.returncode, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+    assert _ok(daemon.docker("run", "--rm", "busybox", "echo", "hi")) == "hi\n"
+    assert _ok(daemon.docker("ps", "-aq")) == ""  # removed (AutoRemove)
+    result = daemon.docker("run", "--rm", "busybox", "nosuchcommand")
+    assert result.returncode == 127, result.stderr
+
+
+def test_detached_container_logs_exec_ps_inspect_stop_rm(daemon):
+    script = "echo started; while true; do sleep 0.05; [ -e /tmp/go ] && break; done; echo finished; exit 7"
+    cid = _ok(daemon.docker("run", "-d", "--name", "web", "busybox", "sh", "-c", script)).strip()
+    try:
+        assert len(cid) == 64
+        assert wait_until(lambda: _ok(daemon.docker("logs", "web")) == "started\n")
+        assert _ok(daemon.docker("exec", "web", "sh", "-c", "echo $((6*7))")) == "42\n"
+        assert daemon.docker("exec", "web", "sh", "-c", "exit 4").returncode == 4
+        listed = _ok(daemon.docker("ps", "--format", "{{.Names}} {{.Status}}"))
+        assert listed.startswith("web Up ")
+        state = json.loads(_ok(daemon.docker("inspect", "web")))[0]
+        assert state["State"]["Running"] and state["Name"] == "/web" and state["Id"] == cid
+        assert state["HostConfig"]["LogConfig"]["Type"] == "json-file"
+        assert daemon.docker("rm", "web").returncode != 0  # running: 409 without --force
+        follow = subprocess.Popen(
+            [*daemon.docker_argv("logs", "-f", "web")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        _ok(daemon.docker("exec", "web", "touch", "/tmp/go"))
+        out, _ = follow.communicate(timeout=30)
+        assert out == b"started\nfinished\n"  # a follow ends with the container
+        assert _ok(daemon.docker("wait", "web")) == "7\n"
+        assert "Exited (7)" in _ok(daemon.docker("ps", "-a", "--format", "{{.Status}}"))
+        assert daemon.docker("exec", "web", "true").returncode != 0  # stopped: 409
+    finally:
+        _ok(daemon.docker("rm", "-f", "web"))
+    assert _ok(daemon.docker("ps", "-aq")) == ""
+
+
+def test_stop_and_kill(daemon):
+    _ok(daemon.docker("run", "-d", "--name", "sleeper", "busybox", "sleep", "60"))
+    _ok(daemon.docker("run", "-d", "--name", "victim", "busybox", "sleep", "60"))
+    try:
+        _ok(daemon.docker("stop", "-t", "5", "sleeper"))
+        assert json.loads(_ok(daemon.docker("inspect", "sleeper")))[0]["State"]["ExitCode"] == 143
+        _ok(daemon.docker("kill", "victim"))
+        assert json.loads(_ok(daemon.docker("inspect", "victim")))[0]["State"]["ExitCode"] == 137
+        assert daemon.request("POST", "/containers/sleeper/stop")[0] == 304
+        _ok(daemon.docker("start", "sleeper"))
+        assert daemon.request("POST", "/containers/sleeper/start")[0] == 304
+    finally:
+        _ok(daemon.docker("rm", "-f", "sleeper", "victim"))
+
+
+def test_images_save_load_tag_rmi(daemon, tmp_path):
+    assert "busybox" in _ok(daemon.docker("images", "--format", "{{.Repository}}:{{.Tag}}"))
+    _ok(daemon.docker("tag", "busybox", "mybox:1"))
+    archive = str(tmp_path / "mybox.tar")
+    _ok(daemon.docker("save", "-o", archive, "mybox:1"))
+    assert "Untagged: mybox:1" in _ok(daemon.docker("rmi", "mybox:1"))
+    assert "mybox:1" not in _ok(daemon.docker("images", "--format", "{{.Repository}}:{{.Tag}}"))
+    assert "Loaded image: mybox:1" in _ok(daemon.docker("load", "-i", archive))
+    assert _ok(daemon.docker("run", "--rm", "mybox:1", "echo", "loaded")) == "loaded\n"
+    _ok(daemon.docker("rmi", "mybox:1"))
+    result = daemon.docker("load", input=b"this is no tar")
+    assert result.returncode != 0
+
+
+def test_pull_from_a_local_registry(daemon, tmp_path):
+    from sandboxlib import ImageStore
+
+    top = tmp_path / "registry"
+    top.mkdir()
+    registry = Registry(str(top))
+    try:
+        ImageStore(daemon.store).push("busybox", f"{registry.host}/team/box:1")
+        out = _ok(daemon.docker("pull", f"{registry.host}/team/box:1"))
+        assert f"{registry.host}/team/box:1" in out
+        assert _ok(daemon.docker("run", "--rm", f"{registry.host}/team/box:1", "echo", "pulled")) == "pulled\n"
+        _ok(daemon.docker("rmi", f"{registry.host}/team/box:1"))
+    finally:
+        registry.close()
+
+
+# -- the daemon's end ------------------------------------------------------------------
+def test_daemon_stop_stops_its_containers(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    store = busybox_store(str(tmp_path / "store"))
+    served = Daemon(str(tmp_path), store)
+    try:
+        _ok(served.docker("run", "-d", "busybox", "sleep", "600"))
+        inits = psutil.Process(served.proc.pid).children()
+        assert inits
+    finally:
+        assert served.close() == 0
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in inits)
+    assert not os.path.exists(served.socket)
