@@ -54,7 +54,7 @@ class Hijacked(asyncio.Protocol):
         self.multiplexed = multiplexed
         self.input: asyncio.StreamReader = asyncio.StreamReader()
         self.gone = asyncio.Event()  # the client has disconnected
-        self._first = True
+        self._held_until = asyncio.get_running_loop().time() + FIRST_FRAME_DELAY  # (docker-py #3332)
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -96,9 +96,12 @@ class Hijacked(asyncio.Protocol):
     async def write(self, stream: int, data: bytes) -> None:
         if not data or self.gone.is_set():
             return
-        if self._first:
-            self._first = False
-            await asyncio.sleep(FIRST_FRAME_DELAY)
+        if self._held_until > 0:  # every frame, not only the first one written: another may overtake it
+            delay = self._held_until - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                self._held_until = 0.0
         self.transport.write(frame(stream, data) if self.multiplexed else data)  # type: ignore[union-attr]
         await self._drained.wait()
 
