@@ -216,3 +216,39 @@ def test_daemon_stop_stops_its_containers(tmp_path):
         assert served.close() == 0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in inits)
     assert not os.path.exists(served.socket)
+
+
+# -- stdin and terminals ----------------------------------------------------------------
+def test_run_with_stdin_and_a_terminal(daemon):
+    result = daemon.docker("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo err >&2", input=b"piped\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"piped\n", b"err\n")
+    result = daemon.docker("run", "--rm", "-t", "busybox", "sh", "-c", "tty; exit 2")
+    assert (result.returncode, result.stdout) == (2, b"/dev/pts/0\r\n")
+    cid = _ok(daemon.docker("run", "-d", "-t", "busybox", "sh", "-c", "echo on a tty; sleep 60")).strip()
+    try:
+        assert wait_until(lambda: _ok(daemon.docker("logs", cid)) == "on a tty\r\n")
+        assert _ok(daemon.docker("exec", "-t", cid, "tty")) == "/dev/pts/1\r\n"
+    finally:
+        _ok(daemon.docker("rm", "-f", cid))
+
+
+def test_run_it_shell_through_pexpect(daemon):
+    import pexpect
+
+    child = pexpect.spawn(
+        daemon.docker_argv()[0], daemon.docker_argv("run", "--rm", "-it", "busybox", "sh")[1:], timeout=30
+    )
+    try:
+        child.setwinsize(30, 100)
+        child.expect("# ")
+        child.sendline("stty size; echo $((40+2))")
+        child.expect("30 100\r\n42")
+        child.setwinsize(40, 120)  # the CLI's resize
+        child.sendline("stty size")
+        child.expect("40 120")
+        child.sendline("exit 5")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 5
+    assert _ok(daemon.docker("ps", "-aq")) == ""

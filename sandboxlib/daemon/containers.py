@@ -183,7 +183,10 @@ async def _rename(request: web.Request) -> web.Response:
 
 
 async def _resize(request: web.Request) -> web.Response:
-    _record(request)
+    record = _record(request)
+    rows, cols = query_int(request, "h", 0), query_int(request, "w", 0)
+    if record.interactive is not None and rows and cols:
+        record.interactive.resize(rows, cols)
     return web.Response(status=200)
 
 
@@ -245,7 +248,9 @@ async def _logs(request: web.Request) -> web.StreamResponse:
         since = float(since_text) or None
     except ValueError:
         raise ApiError(400, f"invalid value for since: {since_text!r}") from None
-    response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.multiplexed-stream"})
+    tty = record.request.tty  # a terminal's output is one raw stream, as dockerd sends it
+    kind = "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
+    response = web.StreamResponse(headers={"Content-Type": kind})
     response.enable_chunked_encoding()
     await response.prepare(request)
     await flush_headers(response, request)
@@ -257,7 +262,7 @@ async def _logs(request: web.Request) -> web.StreamResponse:
     }
     async for stream, data in log_records(record, **options):
         if wanted[stream]:
-            await response.write(frame(_STREAMS[stream], data))
+            await response.write(data if tty else frame(_STREAMS[stream], data))
     await response.write_eof()
     return response
 
@@ -270,6 +275,12 @@ async def _attach(request: web.Request) -> web.StreamResponse:
     stream, replay = query_bool(request, "stream"), query_bool(request, "logs")
     attempts, runs, was_running = record.attempts, record.runs, record.running
     hijacked = await Hijacked.take(request, multiplexed=not record.request.tty)
+    if record.interactive is not None:
+        try:
+            await _attach_interactive(record, hijacked, wanted, stream, replay, query_bool(request, "stdin"))
+        finally:
+            hijacked.close()
+        return web.Response()
     try:
         if replay:
             async for name, data in log_records(record):
@@ -294,6 +305,55 @@ async def _attach(request: web.Request) -> web.StreamResponse:
     finally:
         hijacked.close()
     return web.Response()
+
+
+async def _attach_interactive(
+    record: ContainerRecord, hijacked: Hijacked, wanted: Dict[str, bool], stream: bool, replay: bool, stdin: bool
+) -> None:
+    """A ``-it`` (or ``-i``) container: its output as it comes, the client's bytes as its stdin
+    (``StdinOnce``: the client's end of input is the command's)."""
+    interactive = record.interactive
+    assert interactive is not None
+    queue = interactive.subscribe()
+    feeding = None
+    try:
+        if replay:
+            async for name, data in log_records(record):
+                if wanted[name]:
+                    await hijacked.write(_STREAMS[name], data)
+        if stdin and record.request.open_stdin:
+            feeding = asyncio.ensure_future(_feed(record, hijacked))
+        if not stream:
+            return
+        gone = asyncio.ensure_future(hijacked.gone.wait())
+        try:
+            while True:
+                getting = asyncio.ensure_future(queue.get())
+                await asyncio.wait([getting, gone], return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    return
+                chunk = getting.result()
+                if chunk is None:
+                    return
+                if wanted[chunk[0]]:
+                    await hijacked.write(_STREAMS[chunk[0]], chunk[1])
+        finally:
+            gone.cancel()
+    finally:
+        interactive.unsubscribe(queue)
+        if feeding is not None:
+            feeding.cancel()
+
+
+async def _feed(record: ContainerRecord, hijacked: Hijacked) -> None:
+    interactive = record.interactive
+    assert interactive is not None
+    await record.wait_for(lambda: interactive.process is not None or record.removed)  # (sent before the start)
+    while data := await hijacked.input.read(65536):
+        await interactive.write(data)
+    if record.request.body.get("StdinOnce"):
+        interactive.close_stdin()
 
 
 async def _forward(record: ContainerRecord, hijacked: Hijacked, wanted, options, gone: asyncio.Future) -> None:

@@ -75,8 +75,6 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
         raise ApiError(400, "no command specified")
     tty = bool(_typed(body, "Tty", bool, False))
     open_stdin = bool(_typed(body, "OpenStdin", bool, False))
-    if tty:
-        raise ApiError(400, "Tty: a terminal for a container's main command is not supported yet (exec -t is)")
     network = _typed(host, "NetworkMode", str, "", "HostConfig.")
     if network not in _DEFAULT_NETWORKS + ("none", "host"):
         raise ApiError(400, f"HostConfig.NetworkMode: {network!r}: only host and none are supported (networks later)")

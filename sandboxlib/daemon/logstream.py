@@ -20,16 +20,13 @@ _END = object()
 
 async def log_records(record: ContainerRecord, **options: Any) -> AsyncIterator[Tuple[str, bytes]]:
     """``(stream, data)`` of the record's current (or last) run, as ``Container.logs(**options)``."""
-    box = record.box
-    if box is None:
-        return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = threading.Event()
 
     def pump() -> None:
         try:
-            for item in box.sync.logs(**options):
+            for item in record.read_log(**options):
                 if stop.is_set() or not deliver(loop, queue.put_nowait, item):
                     return
         except (SandboxError, OSError) as err:

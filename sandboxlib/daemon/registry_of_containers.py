@@ -14,15 +14,17 @@ import secrets
 import shutil
 import signal
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import attrs
 
 from .. import aio
 from ..errors import CommandNotFoundError, SandboxError, SetupError
+from ..runtime.logs import read_log
 from .apierrors import ApiError, library_error, no_such_container
 from .create_config import CreateRequest
 from .events import Events
+from .interactive import LOG_MAX_FILES, Interactive
 from .threads import in_thread
 
 __all__ = ["ContainerRecord", "Containers", "ZERO_TIME", "now_rfc3339"]
@@ -63,6 +65,7 @@ class ContainerRecord:
     removing: bool = False  # a remove has begun: no restart, no AutoRemove
     removed: bool = False
     watcher: Optional[asyncio.Task] = None
+    interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
 
     @property
@@ -76,6 +79,15 @@ class ContainerRecord:
     async def wait_for(self, predicate) -> None:
         async with self.changed:
             await self.changed.wait_for(predicate)
+
+    def read_log(self, **options: Any) -> Iterator[Tuple[str, bytes]]:
+        """The current (or last) run's log, as ``Container.logs(**options)``."""
+        if self.interactive is not None:
+            writer = self.interactive.log if self.running else None
+            return read_log(self.log_path, LOG_MAX_FILES, writer=writer, **options)
+        if self.box is None:
+            return iter(())
+        return self.box.sync.logs(**options)
 
     def attributes(self) -> Dict[str, str]:
         return {"name": self.name, "image": self.image, **(self.request.body.get("Labels") or {})}
@@ -144,6 +156,8 @@ class Containers:
             request=request,
             log_path=os.path.join(directory, "container.log"),
         )
+        if request.tty or request.open_stdin:
+            record.interactive = Interactive(record.log_path)
         self._by_id[record_id] = record
         self.events.emit("container", "create", record.id, record.attributes())
         return record
@@ -161,12 +175,21 @@ class Containers:
             raise ApiError(409, f"container {record.id} is marked for removal and cannot be started")
         record.stopped_by_user = False
         request = record.request
-        box = aio.Container(**request.options, command=request.argv or True, log=record.log_path)
+        interactive = request.tty or request.open_stdin
+        if interactive:  # an idle container, its main command spawned into it with our ends
+            box = aio.Container(**request.options)
+        else:
+            box = aio.Container(**request.options, command=request.argv or True, log=record.log_path)
         record.run_started = time.time()
         try:
             await box.start()
+            if interactive:
+                assert record.interactive is not None  # (made at create)
+                await record.interactive.start(box, (request.path, *request.args), tty=request.tty)
         except SandboxError as err:
             box.close()
+            if record.interactive is not None:
+                record.interactive.failed()
             await self._failed(record, err)
             if isinstance(err, CommandNotFoundError):  # (the docker CLI exits 127 on this text)
                 raise ApiError(400, f"{err}: exec: executable file not found in $PATH") from None
@@ -193,8 +216,11 @@ class Containers:
     async def _watch(self, record: ContainerRecord, box: aio.Container) -> None:
         """The end of a run: its status, then a restart, AutoRemove, or nothing."""
         try:
-            result = await in_thread(box.sync.wait)
-            record.exit_code, record.oom_killed = result.exit_code, result.oom_killed
+            if record.interactive is not None:
+                record.exit_code = await record.interactive.wait()
+            else:
+                result = await in_thread(box.sync.wait)
+                record.exit_code, record.oom_killed = result.exit_code, result.oom_killed
         except SandboxError:
             record.exit_code = 128 + signal.SIGKILL
         finally:
@@ -246,7 +272,10 @@ class Containers:
         if not record.running or record.box is None:
             raise ApiError(409, f"Cannot kill container: {record.id}: Container {record.id} is not running")
         record.stopped_by_user = True
-        record.box.sync.send_signal(sig)  # the container ends with its main command
+        if record.interactive is not None:
+            record.interactive.send_signal(sig)
+        else:
+            record.box.sync.send_signal(sig)  # the container ends with its main command
         if sig == signal.SIGKILL:
             await self._ended(record)
 
