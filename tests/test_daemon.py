@@ -252,3 +252,75 @@ def test_run_it_shell_through_pexpect(daemon):
         child.close(force=True)
     assert child.exitstatus == 5
     assert _ok(daemon.docker("ps", "-aq")) == ""
+
+
+# -- files, commit, stats, top, events, restart policies -------------------------------------
+def _tar(entries) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_cp_commit_stats_top(daemon, tmp_path):
+    (tmp_path / "hello.txt").write_text("hello\n")
+    _ok(daemon.docker("run", "-d", "--name", "files", "busybox", "sleep", "60"))
+    try:
+        _ok(daemon.docker("cp", str(tmp_path / "hello.txt"), "files:/tmp/"))
+        assert _ok(daemon.docker("exec", "files", "cat", "/tmp/hello.txt")) == "hello\n"
+        _ok(daemon.docker("cp", "files:/tmp/hello.txt", str(tmp_path / "back.txt")))
+        assert (tmp_path / "back.txt").read_text() == "hello\n"
+        # a traversal stays inside the root; a hostile tar is refused whole
+        status, _, _ = daemon.request("PUT", "/containers/files/archive?path=/../../../tmp", _tar([("up.txt", b"u")]))
+        assert status == 200 and _ok(daemon.docker("exec", "files", "cat", "/tmp/up.txt")) == "u"
+        assert not os.path.exists("/tmp/up.txt") or open("/tmp/up.txt").read() != "u"
+        status, headers, body = daemon.request(
+            "PUT", "/containers/files/archive?path=/tmp", _tar([("ok.txt", b"x"), ("../../escape.txt", b"e")])
+        )
+        assert status == 400 and headers["Content-Type"] == "application/json", body
+        assert daemon.docker("exec", "files", "ls", "/tmp/ok.txt").returncode != 0  # nothing half-made
+        status, _, _ = daemon.request("PUT", "/containers/files/archive?path=/tmp", b"not a tar at all")
+        assert status == 400
+        image = _ok(daemon.docker("commit", "files", "committed:1")).strip()
+        assert image.startswith("sha256:")
+        assert _ok(daemon.docker("run", "--rm", "committed:1", "cat", "/tmp/hello.txt")) == "hello\n"
+        _ok(daemon.docker("rmi", "committed:1"))
+        stats = json.loads(daemon.request("GET", "/containers/files/stats?stream=false")[2])
+        assert stats["pids_stats"]["current"] >= 1 and stats["memory_stats"]["usage"] > 0
+        assert stats["cpu_stats"]["system_cpu_usage"] > stats["precpu_stats"]["system_cpu_usage"] > 0
+        assert "files" in _ok(daemon.docker("stats", "--no-stream", "files"))
+        assert "sleep 60" in _ok(daemon.docker("top", "files"))
+    finally:
+        _ok(daemon.docker("rm", "-f", "files"))
+
+
+def test_events_rename_and_restart_policies(daemon):
+    events = subprocess.Popen(
+        daemon.docker_argv("events", "--format", "{{.Type}} {{.Action}}", "--filter", "type=container"),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"))
+        assert wait_until(lambda: json.loads(_ok(daemon.docker("inspect", "flaky")))[0]["RestartCount"] == 2)
+        assert wait_until(lambda: json.loads(_ok(daemon.docker("inspect", "flaky")))[0]["State"]["Status"] == "exited")
+        _ok(daemon.docker("rename", "flaky", "steady"))
+        assert json.loads(_ok(daemon.docker("inspect", "steady")))[0]["Name"] == "/steady"
+        _ok(daemon.docker("rm", "steady"))
+        _ok(daemon.docker("run", "-d", "--name", "always", "--restart", "always", "busybox", "true"))
+        assert wait_until(lambda: json.loads(_ok(daemon.docker("inspect", "always")))[0]["RestartCount"] >= 1)
+        _ok(daemon.docker("stop", "always"))  # a stop by the user ends the restarts
+        count = json.loads(_ok(daemon.docker("inspect", "always")))[0]["RestartCount"]
+        assert json.loads(_ok(daemon.docker("inspect", "always")))[0]["State"]["Status"] == "exited"
+        _ok(daemon.docker("rm", "-f", "always"))
+        assert count >= 1
+    finally:
+        events.terminate()
+        out = events.communicate(timeout=10)[0].decode().splitlines()
+    assert out[:4] == ["container create", "container start", "container die", "container start"], out
+    assert "container rename" in out and "container destroy" in out

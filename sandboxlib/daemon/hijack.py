@@ -24,7 +24,11 @@ _UPGRADED = (
 )
 # Without an Upgrade header dockerd answers 200 and streams until it closes.
 _PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: close\r\n\r\n"
-FIRST_FRAME_DELAY = 0.001  # docker-py (#3332) loses output read together with the 101's headers
+# docker-py (#3332) loses output that its read of the 101's headers takes in too: the
+# output is held back after the 101, a millisecond (what a client on an idle machine
+# needs) or, for docker-py itself, 20 ms (its read comes later on a loaded machine).
+FIRST_FRAME_DELAY = 0.001
+DOCKER_PY_DELAY = 0.02
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -54,7 +58,8 @@ class Hijacked(asyncio.Protocol):
         self.multiplexed = multiplexed
         self.input: asyncio.StreamReader = asyncio.StreamReader()
         self.gone = asyncio.Event()  # the client has disconnected
-        self._held_until = asyncio.get_running_loop().time() + FIRST_FRAME_DELAY  # (docker-py #3332)
+        docker_py = request.headers.get("User-Agent", "").startswith("docker-sdk-python")
+        self._held_until = asyncio.get_running_loop().time() + (DOCKER_PY_DELAY if docker_py else FIRST_FRAME_DELAY)
         self._drained = asyncio.Event()
         self._drained.set()
 
