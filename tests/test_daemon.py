@@ -324,3 +324,36 @@ def test_events_rename_and_restart_policies(daemon):
         out = events.communicate(timeout=10)[0].decode().splitlines()
     assert out[:4] == ["container create", "container start", "container die", "container start"], out
     assert "container rename" in out and "container destroy" in out
+
+
+# -- sandboxlib's own command line as a client -----------------------------------------------
+def test_our_cli_as_a_client(daemon, monkeypatch):
+    from .conftest import sandboxlib_cli
+
+    def cli(*args):
+        result = sandboxlib_cli(*args)
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    monkeypatch.setenv("SANDBOXLIB_HOST", "unix:///nonexistent/docker.sock")
+    code, _, err = cli("run", "-d", "busybox", "true")
+    assert code == 125 and "start one with `sandboxlib daemon`" in err
+    monkeypatch.delenv("SANDBOXLIB_HOST")
+    monkeypatch.setenv("DOCKER_HOST", daemon.host)  # a sandboxlib daemon answers there: it is used
+    code, out, _ = cli("run", "-d", "--name", "ours", "busybox", "sh", "-c", "echo hi; sleep 60")
+    try:
+        assert code == 0 and len(out.strip()) == 64
+        assert "ours" in cli("ps")[1]
+        assert wait_until(lambda: cli("logs", "ours")[1] == "hi\n")
+        assert cli("exec", "ours", "sh", "-c", "echo in; echo err >&2; exit 3") == (3, "in\n", "err\n")
+        assert json.loads(cli("inspect", "ours")[1])[0]["Name"] == "/ours"
+        assert cli("stop", "-t", "1", "ours")[0] == 0
+        assert "Exited (143)" in cli("ps", "-a")[1]
+        assert cli("start", "ours")[0] == 0 and cli("kill", "ours")[0] == 0
+        code, _, err = cli("rm", "nothere")
+        assert code == 1 and "No such container: nothere" in err
+        code, out, _ = cli("create", "--name", "made", "busybox", "echo", "made")
+        assert code == 0 and cli("start", "made")[0] == 0
+        assert wait_until(lambda: cli("logs", "made")[1] == "made\n")
+    finally:
+        cli("rm", "-f", "ours", "made")
+    assert _ok(daemon.docker("ps", "-aq")) == ""

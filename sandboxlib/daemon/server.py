@@ -23,37 +23,18 @@ from typing import Awaitable, Callable, Iterable, Optional, Tuple
 
 from aiohttp import web
 
-from ..errors import SandboxError, UnsupportedError
+from ..errors import SandboxError
 from .apierrors import ApiError, error_response, library_error
+from .hosts import API_VERSION
 
-__all__ = ["API_VERSION", "MIN_API_VERSION", "Route", "build_app", "default_host", "socket_path", "bind_socket"]
+__all__ = ["API_VERSION", "MIN_API_VERSION", "Route", "build_app", "bind_socket"]
 
-API_VERSION = "1.44"
 MIN_API_VERSION = "1.24"
 MAX_BODY = 4 << 20  # a JSON request body (image and archive uploads are streamed, not bounded by it)
 LOG = logging.getLogger("sandboxlib.daemon")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = Tuple[str, str, Handler]
-
-
-def default_host() -> str:
-    """Root: /run/sandboxlib/docker.sock; rootless: $XDG_RUNTIME_DIR/sandboxlib/docker.sock."""
-    if os.geteuid() == 0:
-        return "unix:///run/sandboxlib/docker.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sandboxlib-{os.geteuid()}"
-    return f"unix://{runtime}/sandboxlib/docker.sock"
-
-
-def socket_path(host: str) -> str:
-    """The path of a ``unix://`` host (the only kind served)."""
-    if host.startswith("unix://"):
-        path = host[len("unix://") :]
-        if path.startswith("/"):
-            return path
-    if host.startswith(("tcp://", "http://", "https://")):
-        raise UnsupportedError("a TCP listener (it would need mutual TLS, as dockerd's --tlsverify): use unix://PATH")
-    raise ApiError(400, f"--host {host!r} is not unix:///absolute/path")
 
 
 def bind_socket(path: str, group: Optional[str]) -> Tuple[socket.socket, int]:

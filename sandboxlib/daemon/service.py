@@ -20,8 +20,9 @@ from ..runtime import ImageStore
 from . import containers, events, exec, files, images, stats, system
 from .apierrors import no_such_image
 from .events import Events
+from .hosts import socket_path
 from .registry_of_containers import Containers
-from .server import bind_socket, build_app, socket_path, stop_signals
+from .server import bind_socket, build_app, stop_signals
 
 __all__ = ["Context", "serve"]
 

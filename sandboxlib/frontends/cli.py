@@ -11,6 +11,9 @@
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
     sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
+    sandboxlib daemon [--host unix:///PATH] [--group G] [--store DIR]   (Docker's Engine API)
+    sandboxlib run -d [--name N] IMAGE [CMD...] | ps | logs | stop | kill | rm | exec | inspect | start | create
+                   (clients of the daemon: SANDBOXLIB_HOST, else DOCKER_HOST, else its default socket)
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the
@@ -35,7 +38,7 @@ from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxEr
 from ..results import Verdict
 from ..security import DEFAULT, Seccomp, SeccompOption
 from ..version import __version__
-from . import daemoncli, imagecli
+from . import clientcli, daemoncli, imagecli
 from .terminal import run_on_terminal
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
@@ -284,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep stdin open (it is passed without a terminal anyway; with -t: typed into its terminal)",
     )
     p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="run IMAGE in the daemon's container, in the background (needs `sandboxlib daemon`)",
+    )
+    p.add_argument("--name", help="with -d: the container's name in the daemon")
+    p.add_argument("--restart", default="no", help="with -d: no, on-failure[:N], always, unless-stopped")
+    p.add_argument("--rm", action="store_true", help="with -d: the daemon removes it when it ends")
+    p.add_argument(
         "-t",
         "--tty",
         action="store_true",
@@ -292,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
     daemoncli.add_parser(sub)
+    clientcli.add_parsers(sub)
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)  # its errors show its own usage
     return parser
@@ -308,6 +321,8 @@ def _run(args: argparse.Namespace) -> int:
         cmd = []
     if not cmd and image is None:
         raise ConfigError("CMD", "give the command to run after --, or an image")
+    if args.detach:
+        return clientcli.run_detached(args, image, cmd)
     try:
         return _run_in_container(args, image, cmd)
     except ImageNotFound as err:
@@ -365,7 +380,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:  # (the top-level parser would show its own usage)
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        commands = {**imagecli.COMMANDS, **daemoncli.COMMANDS}
+        commands = {**imagecli.COMMANDS, **daemoncli.COMMANDS, **clientcli.COMMANDS}
         return commands[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)
