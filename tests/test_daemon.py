@@ -357,3 +357,22 @@ def test_our_cli_as_a_client(daemon, monkeypatch):
     finally:
         cli("rm", "-f", "ours", "made")
     assert _ok(daemon.docker("ps", "-aq")) == ""
+
+
+def test_volumes(daemon):
+    assert _ok(daemon.docker("volume", "create", "data")) == "data\n"
+    try:
+        _ok(daemon.docker("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f"))
+        out = _ok(
+            daemon.docker("run", "--rm", "--mount", "type=volume,source=data,target=/d", "busybox", "cat", "/d/f")
+        )
+        assert out == "kept\n"
+        assert _ok(daemon.docker("volume", "ls", "-q")) == "data\n"
+        _ok(daemon.docker("create", "--name", "user", "-v", "data:/data", "busybox", "true"))
+        result = daemon.docker("volume", "rm", "data")
+        assert result.returncode != 0 and b"volume is in use" in result.stderr
+        _ok(daemon.docker("rm", "user"))
+    finally:
+        daemon.docker("rm", "-f", "user")
+        _ok(daemon.docker("volume", "rm", "data"))
+    assert daemon.docker("volume", "inspect", "data").returncode != 0

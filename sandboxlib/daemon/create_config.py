@@ -6,6 +6,7 @@ is a 400 naming the field: nothing is made."""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
@@ -187,10 +188,15 @@ def _mounts(host: dict) -> List[Mount]:
     try:
         for spec in _strings(host, "Binds", "HostConfig.") or []:
             parts = spec.split(":")
-            if len(parts) not in (2, 3) or not parts[0].startswith("/"):
-                raise ApiError(400, f"HostConfig.Binds: {spec!r} is not /HOST:/CONTAINER[:ro] (named volumes: later)")
+            if len(parts) not in (2, 3) or not parts[0]:
+                raise ApiError(
+                    400, f"HostConfig.Binds: {spec!r} is not /HOST:/CONTAINER[:ro] or VOLUME:/CONTAINER[:ro]"
+                )
             options = parts[2].split(",") if len(parts) == 3 else []
-            mounts.append(Mount.bind(parts[0], parts[1], read_only="ro" in options))
+            if parts[0].startswith("/"):
+                mounts.append(Mount.bind(parts[0], parts[1], read_only="ro" in options))
+            else:
+                mounts.append(Mount.volume(parts[0], parts[1], read_only="ro" in options))
         for i, item in enumerate(_typed(host, "Mounts", list, [], "HostConfig.")):
             if not isinstance(item, dict):
                 raise ApiError(400, f"HostConfig.Mounts[{i}]: expected an object")
@@ -202,8 +208,11 @@ def _mounts(host: dict) -> List[Mount]:
             elif kind == "tmpfs":
                 size = (item.get("TmpfsOptions") or {}).get("SizeBytes")
                 mounts.append(Mount.tmpfs(target, size=size or None))
+            elif kind == "volume":
+                name = item.get("Source") or secrets.token_hex(32)  # an anonymous volume: named by us
+                mounts.append(Mount.volume(str(name), target, read_only=bool(item.get("ReadOnly"))))
             else:
-                raise ApiError(400, f"HostConfig.Mounts[{i}].Type: {kind!r} is not supported (bind, tmpfs)")
+                raise ApiError(400, f"HostConfig.Mounts[{i}].Type: {kind!r} is not supported (bind, tmpfs, volume)")
         for target, opts in _typed(host, "Tmpfs", dict, {}, "HostConfig.").items():
             size = next((o[5:] for o in str(opts).split(",") if o.startswith("size=")), None)
             mounts.append(Mount.tmpfs(target, size=size))

@@ -93,9 +93,11 @@ def _mounts(host_config: Dict[str, Any]) -> List[Dict[str, Any]]:
     found = []
     for spec in host_config.get("Binds") or []:
         parts = spec.split(":")
+        volume = not parts[0].startswith("/")
         found.append(
             {
-                "Type": "bind",
+                "Type": "volume" if volume else "bind",
+                "Name": parts[0] if volume else "",
                 "Source": parts[0],
                 "Destination": parts[1],
                 "Mode": parts[2] if len(parts) > 2 else "",

@@ -17,7 +17,7 @@ from aiohttp import web
 from ..errors import ImageNotFound
 from ..images import Image, default_home
 from ..runtime import ImageStore
-from . import containers, events, exec, files, images, stats, system
+from . import containers, events, exec, files, images, stats, system, volumes
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import socket_path
@@ -27,7 +27,16 @@ from .server import bind_socket, build_app, stop_signals
 __all__ = ["Context", "serve"]
 
 LOG = logging.getLogger("sandboxlib.daemon")
-ROUTES = system.ROUTES + containers.ROUTES + exec.ROUTES + files.ROUTES + stats.ROUTES + images.ROUTES + events.ROUTES
+ROUTES = (
+    system.ROUTES
+    + containers.ROUTES
+    + exec.ROUTES
+    + files.ROUTES
+    + stats.ROUTES
+    + images.ROUTES
+    + volumes.ROUTES
+    + events.ROUTES
+)
 
 
 class Context:
