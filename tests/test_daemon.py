@@ -376,3 +376,24 @@ def test_volumes(daemon):
         daemon.docker("rm", "-f", "user")
         _ok(daemon.docker("volume", "rm", "data"))
     assert daemon.docker("volume", "inspect", "data").returncode != 0
+
+
+def test_pause_and_unpause(daemon):
+    script = "while true; do echo tick; sleep 0.02; done"
+    _ok(daemon.docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c", script))
+
+    def ticks() -> int:
+        return _ok(daemon.docker("logs", "ticker")).count("tick")
+
+    try:
+        assert wait_until(lambda: ticks() > 0)
+        _ok(daemon.docker("pause", "ticker"))
+        assert "Paused" in _ok(daemon.docker("ps", "--format", "{{.Status}}"))
+        frozen = ticks()
+        assert wait_until(lambda: ticks() == frozen, 1.0) and ticks() == frozen
+        assert daemon.docker("exec", "ticker", "true").returncode != 0  # 409: paused
+        _ok(daemon.docker("unpause", "ticker"))
+        assert wait_until(lambda: ticks() > frozen)
+        _ok(daemon.docker("pause", "ticker"))
+    finally:
+        _ok(daemon.docker("rm", "-f", "ticker"))  # a paused one too

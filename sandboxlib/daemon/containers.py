@@ -168,6 +168,16 @@ async def _kill(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _pause(request: web.Request) -> web.Response:
+    await _context(request).containers.pause(_record(request))
+    return web.Response(status=204)
+
+
+async def _unpause(request: web.Request) -> web.Response:
+    await _context(request).containers.unpause(_record(request))
+    return web.Response(status=204)
+
+
 async def _remove(request: web.Request) -> web.Response:
     record = _record(request)
     await _context(request).containers.remove(record, force=query_bool(request, "force"))
@@ -410,6 +420,8 @@ ROUTES: List[Route] = [
     ("GET", "/containers/{id}/logs", _logs),
     ("DELETE", "/containers/{id}", _remove),
     ("POST", "/containers/{id}/rename", _rename),
+    ("POST", "/containers/{id}/pause", _pause),
+    ("POST", "/containers/{id}/unpause", _unpause),
     ("POST", "/containers/{id}/resize", _resize),
     ("GET", "/containers/{id}/top", _top),
 ]

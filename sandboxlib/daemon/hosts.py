@@ -27,5 +27,7 @@ def socket_path(host: str) -> str:
         if path.startswith("/"):
             return path
     if host.startswith(("tcp://", "http://", "https://")):
-        raise UnsupportedError("a TCP listener (it would need mutual TLS, as dockerd's --tlsverify): use unix://PATH")
+        raise UnsupportedError(
+            "a TCP listener (it would need mutual TLS, as dockerd's --tlsverify)", "listen on unix:///PATH"
+        )
     raise ConfigError("host", f"{host!r} is not unix:///absolute/path")

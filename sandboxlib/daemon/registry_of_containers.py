@@ -255,6 +255,33 @@ class Containers:
             record.state, record.error = "exited", err.message
             await record.notify()
 
+    async def pause(self, record: ContainerRecord) -> None:
+        if record.state != "running" or record.box is None:
+            raise ApiError(
+                409,
+                f"Container {record.id} is not running"
+                if not record.running
+                else f"Container {record.id} is already paused",
+            )
+        try:
+            await in_thread(record.box.sync.pause)
+        except SandboxError as err:
+            raise library_error(err) from None
+        record.state = "paused"
+        self.events.emit("container", "pause", record.id, record.attributes())
+
+    async def unpause(self, record: ContainerRecord) -> None:
+        if record.state != "paused" or record.box is None:
+            raise ApiError(409, f"Container {record.id} is not paused")
+        await in_thread(record.box.sync.unpause)
+        record.state = "running"
+        self.events.emit("container", "unpause", record.id, record.attributes())
+
+    async def _thawed(self, record: ContainerRecord) -> None:
+        """A paused container is thawed before it is signalled (a frozen process takes no signal)."""
+        if record.state == "paused":
+            await self.unpause(record)
+
     async def stop(self, record: ContainerRecord, timeout: Optional[float]) -> None:
         """SIGTERM, SIGKILL after ``timeout`` seconds (None: 10); 304 when not running."""
         if record.state == "restarting":
@@ -264,6 +291,7 @@ class Containers:
         if not record.running or record.box is None:
             raise ApiError(304, "container already stopped")
         record.stopped_by_user = True
+        await self._thawed(record)
         box = record.box
         await in_thread(box.sync.stop, 10.0 if timeout is None or timeout < 0 else float(timeout))
         await self._ended(record)
@@ -272,6 +300,7 @@ class Containers:
         if not record.running or record.box is None:
             raise ApiError(409, f"Cannot kill container: {record.id}: Container {record.id} is not running")
         record.stopped_by_user = True
+        await self._thawed(record)
         if record.interactive is not None:
             record.interactive.send_signal(sig)
         else:
@@ -297,6 +326,7 @@ class Containers:
                 )
         record.removing, record.stopped_by_user = True, True
         if record.running:
+            await self._thawed(record)
             await in_thread(record.box.sync.stop, 0.0)  # type: ignore[union-attr]
         await self._ended(record)
         record.state = "removing"
@@ -310,6 +340,9 @@ class Containers:
         """The daemon stops: so do its containers (no live restore)."""
         self.closing = True
         running = [r for r in self._by_id.values() if r.running and r.box is not None]
+        for record in running:
+            if record.state == "paused":
+                await self.unpause(record)
         await asyncio.gather(*(in_thread(r.box.sync.stop, 5.0) for r in running), return_exceptions=True)  # type: ignore[union-attr]
         await asyncio.gather(*(self._ended(r) for r in running), return_exceptions=True)
         for record in list(self._by_id.values()):

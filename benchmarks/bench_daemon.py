@@ -1,0 +1,129 @@
+"""The daemon against a private dockerd, side by side in one run, driven by
+the same docker CLI (and docker-py): ``docker run --rm busybox true``,
+``docker exec ID true`` in a running container, docker-py's
+``containers.run("busybox", "true", remove=True)``, and the memory of 100
+idle detached containers (``sleep``): the daemon's process tree (the daemon,
+each container's init and sleep) against dockerd's (dockerd, containerd, the
+shims, and the same sleeps), RSS summed.
+
+    python benchmarks/bench_daemon.py [--rounds N] [--idle N] [--no-record]
+
+Targets (issue 14): run at most 0.25x of dockerd's time, exec at most 0.5x,
+the memory of 100 idle containers below dockerd + containerd + shims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the checkout last, for tests' helpers only: sandboxlib is the installed one (make bench)
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common
+import psutil
+
+from tests.daemonkit import DOCKER, Daemon, busybox_store
+from tests.dockerd import Dockerd
+
+
+def _cli(env: dict):
+    def docker(*args: str) -> str:
+        out = subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True, check=True)
+        return out.stdout
+
+    return docker
+
+
+def _tree_rss(pid: int) -> int:
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--idle", type=int, default=100)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    top = tempfile.mkdtemp(prefix="bench-daemon-")
+    os.chmod(top, 0o755)
+    store = busybox_store(os.path.join(top, "store"))
+    ours = Daemon(top, store)
+    theirs = Dockerd(os.path.join(top, "dockerd"))
+    engines: dict = {}
+    try:
+        import docker
+
+        archive = os.path.join(top, "busybox.tar")
+        import sandboxlib as sb
+
+        sb.ImageStore(store).save("busybox:latest", archive)
+        subprocess.run([DOCKER, "load", "-q", "-i", archive], env=theirs.env, check=True, capture_output=True)
+        engines = {"sandboxlib": (ours.env, ours.host), "dockerd": (theirs.env, theirs.env["DOCKER_HOST"])}
+        workloads = {}
+        sleepers = {}
+        for name, (env, host) in engines.items():
+            docker_cli = _cli(env)
+            sleepers[name] = docker_cli("run", "-d", "busybox", "sleep", "3600").strip()
+            client = docker.DockerClient(base_url=host)
+            workloads[f"docker run --rm busybox true ({name})"] = lambda d=docker_cli: d(
+                "run", "--rm", "busybox", "true"
+            )
+            workloads[f"docker exec ID true ({name})"] = lambda d=docker_cli, c=sleepers[name]: d("exec", c, "true")
+            workloads[f"docker-py containers.run(remove=True) ({name})"] = lambda c=client: c.containers.run(
+                "busybox", "true", remove=True
+            )
+        samples = _common.interleaved(workloads, rounds=args.rounds, warmup=3)
+        rows, ratios = [], {}
+        for label in ("docker run --rm busybox true", "docker exec ID true", "docker-py containers.run(remove=True)"):
+            ours_p = _common.percentiles(samples[f"{label} (sandboxlib)"])
+            theirs_p = _common.percentiles(samples[f"{label} (dockerd)"])
+            ratios[label] = ours_p[0] / theirs_p[0]
+            rows.append((f"{label} (sandboxlib daemon)", ours_p, f"{ratios[label]:.2f}x dockerd"))
+            rows.append((f"{label} (dockerd)", theirs_p, "1"))
+        memory = {}
+        for env, _ in engines.values():
+            docker_cli = _cli(env)
+            for _ in range(args.idle):
+                docker_cli("run", "-d", "busybox", "sleep", "3600")
+        memory["sandboxlib"] = _tree_rss(ours.proc.pid)
+        dockerd_pid = int(open(os.path.join(theirs.top, "dockerd.pid")).read())
+        memory["dockerd"] = _tree_rss(dockerd_pid)  # dockerd, its containerd, the shims and the sleeps
+        body = _common.table(rows)
+        body += (
+            f"\n\n{args.idle} idle detached containers (+1 for exec): RSS of the process trees, "
+            f"sandboxlib daemon {memory['sandboxlib'] / 2**20:.0f} MiB, "
+            f"dockerd + containerd + shims {memory['dockerd'] / 2**20:.0f} MiB "
+            f"(ratio {memory['sandboxlib'] / memory['dockerd']:.2f}).\n"
+            f"Targets: run <= 0.25x (measured {ratios['docker run --rm busybox true']:.2f}x), exec <= 0.5x "
+            f"(measured {ratios['docker exec ID true']:.2f}x), memory below dockerd's. "
+            f"{args.rounds} interleaved rounds after 3 warm-up rounds; "
+            f"client {_common.tool_version([DOCKER, '--version'])}, "
+            f"dockerd {_common.tool_version(['/usr/sbin/dockerd', '--version'])}."
+        )
+        print(body)
+        if not args.no_record:
+            _common.record("bench_daemon: the Engine API, sandboxlib daemon vs dockerd", body)
+    finally:
+        for env, _ in engines.values():
+            ids = _cli(env)("ps", "-aq").split()
+            if ids:
+                subprocess.run([DOCKER, "rm", "-f", *ids], env=env, capture_output=True)
+        ours.close()
+        theirs.close()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
