@@ -301,8 +301,13 @@ def test_cp_commit_stats_top(daemon, tmp_path):
 
 
 def test_events_rename_and_restart_policies(daemon):
+    import time
+
+    since = f"{time.time():.3f}"
     events = subprocess.Popen(
-        daemon.docker_argv("events", "--format", "{{.Type}} {{.Action}}", "--filter", "type=container"),
+        daemon.docker_argv(
+            "events", "--since", since, "--format", "{{.Type}} {{.Action}}", "--filter", "type=container"
+        ),
         stdout=subprocess.PIPE,
     )
     try:
@@ -397,3 +402,39 @@ def test_pause_and_unpause(daemon):
         _ok(daemon.docker("pause", "ticker"))
     finally:
         _ok(daemon.docker("rm", "-f", "ticker"))  # a paused one too
+
+
+def test_clients_that_go_away_mid_stream_leak_nothing(daemon):
+    """docker logs -f, attach, wait and stats killed mid-stream: once the
+    container has ended, the daemon holds no more fds and threads than after a
+    first such round (which grew the loop's thread pool to what it needs)."""
+    import signal
+    import time
+
+    me = psutil.Process(daemon.proc.pid)
+    script = "while true; do echo x; sleep 0.05; done"
+
+    def round_of_streams() -> None:
+        _ok(daemon.docker("run", "-d", "--name", "streamer", "busybox", "sh", "-c", script))
+        try:
+            streams = (("logs", "-f", "streamer"), ("attach", "streamer"), ("wait", "streamer"), ("stats", "streamer"))
+            clients = [
+                subprocess.Popen(daemon.docker_argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for args in streams
+            ]
+            time.sleep(1.0)
+            for client in clients:
+                client.send_signal(signal.SIGKILL)
+                client.wait()
+            assert daemon.request("GET", "/_ping")[0] == 200
+        finally:
+            _ok(daemon.docker("rm", "-f", "streamer"))
+
+    def held():
+        return me.num_fds(), me.num_threads()
+
+    round_of_streams()
+    assert wait_until(lambda: me.num_threads() <= min(32, (os.cpu_count() or 1) + 4) + 1)  # the pool, the loop
+    baseline = held()
+    round_of_streams()
+    assert wait_until(lambda: held() <= baseline, 10), (baseline, held())

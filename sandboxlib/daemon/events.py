@@ -4,9 +4,10 @@ messages, to every subscriber (a queue each), filtered per subscriber."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
-from typing import Dict, List, Optional, Set
+from typing import Deque, Dict, List, Optional, Set
 
 from aiohttp import web
 
@@ -17,8 +18,11 @@ __all__ = ["Events", "ROUTES"]
 
 
 class Events:
+    KEPT = 256  # the latest events, replayed to a subscriber's ``since`` (as dockerd keeps them)
+
     def __init__(self) -> None:
         self._subscribers: Set[asyncio.Queue] = set()
+        self._kept: Deque[dict] = collections.deque(maxlen=self.KEPT)
 
     def emit(self, kind: str, action: str, actor_id: str, attributes: Optional[Dict[str, str]] = None) -> None:
         now = time.time_ns()
@@ -32,11 +36,17 @@ class Events:
         }
         if kind == "container":  # (the fields of API < 1.22, which the CLI's formatter still reads)
             message.update(status=action, id=actor_id, **{"from": (attributes or {}).get("image", "")})
+        self._kept.append(message)
         for queue in self._subscribers:
             queue.put_nowait(message)
 
-    def subscribe(self) -> asyncio.Queue:
+    def subscribe(self, since: Optional[float] = None) -> asyncio.Queue:
+        """A queue of the events from now on (``since``: from that time, those kept first)."""
         queue: asyncio.Queue = asyncio.Queue()
+        if since is not None:
+            for message in self._kept:
+                if message["timeNano"] >= since * 1e9:
+                    queue.put_nowait(message)
         self._subscribers.add(queue)
         return queue
 
@@ -79,9 +89,13 @@ def _matches(message: dict, filters: Dict[str, List[str]]) -> bool:
 async def _events(request: web.Request) -> web.StreamResponse:
     events: Events = request.app["context"].events
     filters = _filters(request)
-    until = request.query.get("until")
-    deadline = float(until) if until else None
-    queue = events.subscribe()
+    until, since = request.query.get("until"), request.query.get("since")
+    try:
+        deadline = float(until) if until else None
+        start = float(since) if since else None
+    except ValueError:
+        raise ApiError(400, "since and until are seconds since the epoch") from None
+    queue = events.subscribe(start)
     try:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
