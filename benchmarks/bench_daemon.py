@@ -2,9 +2,9 @@
 the same docker CLI (and docker-py): ``docker run --rm busybox true``,
 ``docker exec ID true`` in a running container, docker-py's
 ``containers.run("busybox", "true", remove=True)``, and the memory of 100
-idle detached containers (``sleep``): the daemon's process tree (the daemon,
-each container's init and sleep) against dockerd's (dockerd, containerd, the
-shims, and the same sleeps), RSS summed.
+idle detached containers (``sleep``): the daemon and each container's init
+against dockerd, containerd and the shims, PSS summed (the containers' own
+``sleep`` processes, the same on both sides, left out).
 
     python benchmarks/bench_daemon.py [--rounds N] [--idle N] [--no-record]
 
@@ -39,15 +39,32 @@ def _cli(env: dict):
     return docker
 
 
-def _tree_rss(pid: int) -> int:
-    root = psutil.Process(pid)
+def _engine_pss(procs) -> int:
+    """The proportional set size of an engine's own processes (the containers' ``sleep`` left out:
+    both engines run the same ones), in bytes."""
     total = 0
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in procs:
         try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
+            if proc.name() != "sleep":
+                total += proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
+
+
+def _ours(pid: int) -> list:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]  # the daemon and the containers' inits
+
+
+def _theirs(top: str) -> list:
+    """dockerd, its containerd and the shims (re-parented away from dockerd): every process whose
+    command line names the private dockerd's directory."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if top in " ".join(proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
 
 
 def main() -> None:
@@ -97,13 +114,13 @@ def main() -> None:
             docker_cli = _cli(env)
             for _ in range(args.idle):
                 docker_cli("run", "-d", "busybox", "sleep", "3600")
-        memory["sandboxlib"] = _tree_rss(ours.proc.pid)
-        dockerd_pid = int(open(os.path.join(theirs.top, "dockerd.pid")).read())
-        memory["dockerd"] = _tree_rss(dockerd_pid)  # dockerd, its containerd, the shims and the sleeps
+        memory["sandboxlib"] = _engine_pss(_ours(ours.proc.pid))
+        memory["dockerd"] = _engine_pss(_theirs(theirs.top))
         body = _common.table(rows)
         body += (
-            f"\n\n{args.idle} idle detached containers (+1 for exec): RSS of the process trees, "
-            f"sandboxlib daemon {memory['sandboxlib'] / 2**20:.0f} MiB, "
+            f"\n\n{args.idle} idle detached containers (+1 for exec), the engines' memory (PSS, the "
+            f"containers' own sleep processes left out): "
+            f"sandboxlib daemon + inits {memory['sandboxlib'] / 2**20:.0f} MiB, "
             f"dockerd + containerd + shims {memory['dockerd'] / 2**20:.0f} MiB "
             f"(ratio {memory['sandboxlib'] / memory['dockerd']:.2f}).\n"
             f"Targets: run <= 0.25x (measured {ratios['docker run --rm busybox true']:.2f}x), exec <= 0.5x "
