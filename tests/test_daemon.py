@@ -22,16 +22,26 @@ from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
 from .registryd import Registry
 
+GROUP = "sbxdaemontest"
+
 
 @pytest.fixture(scope="module")
 def daemon():
+    import grp
+
+    try:
+        made_group = not grp.getgrnam(GROUP)
+    except KeyError:
+        made_group = True  # the daemon makes it: removed after
     top = tempfile.mkdtemp(prefix="daemon-")
     os.chmod(top, 0o755)
     busybox_store(os.path.join(top, "store"))
-    served = Daemon(top, os.path.join(top, "store"), None, "--group", "sbxdaemontest")
+    served = Daemon(top, os.path.join(top, "store"), None, "--group", GROUP)
     yield served
     served.close()
     shutil.rmtree(top, ignore_errors=True)
+    if made_group:
+        subprocess.run(["groupdel", GROUP], check=True)
 
 
 def _ok(result: subprocess.CompletedProcess) -> str:
@@ -45,7 +55,7 @@ def test_socket_permissions_and_one_daemon_per_socket(daemon):
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
     import grp
 
-    assert grp.getgrgid(st.st_gid).gr_name == "sbxdaemontest"
+    assert grp.getgrgid(st.st_gid).gr_name == GROUP
     second = subprocess.run(
         [*daemon.proc.args[:3], "daemon", "--host", daemon.host, "--store", daemon.store],
         capture_output=True,
@@ -215,6 +225,37 @@ def test_daemon_stop_stops_its_containers(tmp_path):
     finally:
         assert served.close() == 0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in inits)
+    assert not os.path.exists(served.socket) and not os.path.exists(served.socket + ".state")
+
+
+def test_a_killed_daemon_leaves_nothing_running_and_is_replaced(tmp_path):
+    """SIGKILL: its containers die with it (their inits watch it), and the next daemon on
+    the socket replaces the stale socket and removes the state it left."""
+    import signal
+
+    os.chmod(tmp_path, 0o755)
+    store = busybox_store(str(tmp_path / "store"))
+    served = Daemon(str(tmp_path), store)
+    try:
+        _ok(served.docker("run", "-d", "busybox", "sleep", "600"))
+        inits = psutil.Process(served.proc.pid).children()
+        served.proc.send_signal(signal.SIGKILL)
+        served.proc.wait()
+        assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in inits))
+        assert os.path.exists(served.socket) and os.listdir(served.socket + ".state")
+        again = Daemon(str(tmp_path), store)
+        try:
+            assert _ok(again.docker("ps", "-aq")) == "" and os.listdir(again.socket + ".state") == []
+            from sandboxlib.runtime import statedir
+
+            from .conftest import expire_sweep_stamp
+
+            expire_sweep_stamp(os.path.join(statedir.state_root(), ".swept"))
+            _ok(again.docker("run", "--rm", "busybox", "true"))  # its start sweeps the killed one's records
+        finally:
+            assert again.close() == 0
+    finally:
+        served.close()
     assert not os.path.exists(served.socket)
 
 

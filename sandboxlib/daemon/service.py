@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from typing import Callable, Dict, Optional
 
 from aiohttp import web
@@ -65,7 +64,9 @@ async def serve(
     """Serve the Engine API on ``host`` (``unix:///path``) until SIGTERM or SIGINT."""
     path = socket_path(host)
     sock, lock = bind_socket(path, group)
-    state_dir = tempfile.mkdtemp(prefix="sandboxlib-daemon-")
+    state_dir = path + ".state"  # logs, saves and loads in flight: a killed daemon's are removed here
+    shutil.rmtree(state_dir, ignore_errors=True)  # (the lock is ours: nobody else uses them)
+    os.mkdir(state_dir, 0o700)
     context = Context(os.path.abspath(store or default_home()), state_dir)
     runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0)
     try:
