@@ -405,6 +405,18 @@ def test_our_cli_as_a_client(daemon, monkeypatch):
     assert _ok(daemon.docker("ps", "-aq")) == ""
 
 
+def test_networks_host_and_none(daemon):
+    assert _ok(daemon.docker("network", "ls", "--format", "{{.Name}} {{.Driver}}")) == "host host\nnone null\n"
+    assert json.loads(_ok(daemon.docker("network", "inspect", "host")))[0]["Driver"] == "host"
+    result = daemon.docker("network", "create", "mine")
+    assert result.returncode != 0 and b"network helper" in result.stderr
+    assert (
+        _ok(daemon.docker("run", "--rm", "--network", "host", "busybox", "echo", "on the host's")) == "on the host's\n"
+    )
+    result = daemon.docker("run", "--rm", "-p", "8080:80", "busybox", "true")  # answered honestly
+    assert result.returncode != 0 and b"PortBindings" in result.stderr
+
+
 def test_volumes(daemon):
     assert _ok(daemon.docker("volume", "create", "data")) == "data\n"
     try:

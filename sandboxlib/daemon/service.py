@@ -16,7 +16,7 @@ from aiohttp import web
 from ..errors import ImageNotFound
 from ..images import Image, default_home
 from ..runtime import ImageStore
-from . import containers, events, exec, files, images, stats, system, volumes
+from . import containers, events, exec, files, images, networks, stats, system, volumes
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import socket_path
@@ -34,6 +34,7 @@ ROUTES = (
     + stats.ROUTES
     + images.ROUTES
     + volumes.ROUTES
+    + networks.ROUTES
     + events.ROUTES
 )
 
