@@ -405,6 +405,23 @@ def test_our_cli_as_a_client(daemon, monkeypatch):
     assert _ok(daemon.docker("ps", "-aq")) == ""
 
 
+def test_an_image_entrypoint_and_its_replacement(daemon):
+    _ok(daemon.docker("run", "-d", "--name", "base", "busybox", "sleep", "60"))
+    try:
+        change = ("--change", 'ENTRYPOINT ["echo", "from-entrypoint"]', "--change", 'CMD ["default"]')
+        _ok(daemon.docker("commit", *change, "base", "epimg:1"))
+    finally:
+        _ok(daemon.docker("rm", "-f", "base"))
+    try:
+        assert _ok(daemon.docker("run", "--rm", "epimg:1")) == "from-entrypoint default\n"
+        assert _ok(daemon.docker("run", "--rm", "epimg:1", "x")) == "from-entrypoint x\n"
+        out = _ok(daemon.docker("run", "--rm", "--entrypoint", "sh", "epimg:1", "-c", "echo replaced; echo e >&2"))
+        assert out == "replaced\n"
+        assert _ok(daemon.docker("run", "--rm", "--entrypoint", "", "epimg:1", "echo", "cleared")) == "cleared\n"
+    finally:
+        _ok(daemon.docker("rmi", "epimg:1"))
+
+
 def test_networks_host_and_none(daemon):
     assert _ok(daemon.docker("network", "ls", "--format", "{{.Name}} {{.Driver}}")) == "host host\nnone null\n"
     assert json.loads(_ok(daemon.docker("network", "inspect", "host")))[0]["Driver"] == "host"

@@ -35,6 +35,7 @@ class CreateRequest:
     auto_remove: bool
     tty: bool
     open_stdin: bool
+    spawned: bool  # the main command is spawned by the daemon (Tty, OpenStdin, an image's Entrypoint replaced)
     network_mode: str
 
 
@@ -63,15 +64,19 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
     """Everything checked before anything is made."""
     host = _typed(body, "HostConfig", dict, {})
     entrypoint = _strings(body, "Entrypoint")
+    if entrypoint == [""]:  # docker run --entrypoint "": none at all
+        entrypoint = []
     cmd = _strings(body, "Cmd")
     image_entrypoint = list(image.config.get("Entrypoint") or [])
-    if entrypoint is not None and entrypoint != image_entrypoint and image_entrypoint:
-        raise ApiError(400, "Entrypoint: overriding an image's own Entrypoint is not supported yet")
-    if entrypoint:  # the image has none: the whole command is ours
-        argv: Optional[Tuple[str, ...]] = tuple(entrypoint + (cmd or []))
-    else:
-        argv = tuple(cmd) if cmd else None
-    whole = image_entrypoint + list(argv if argv is not None else image.config.get("Cmd") or [])
+    argv: Optional[Tuple[str, ...]] = tuple(cmd) if cmd else None
+    spawned = False
+    if entrypoint is None:
+        whole = image_entrypoint + list(argv if argv is not None else image.config.get("Cmd") or [])
+    else:  # as Docker: a given Entrypoint replaces the image's, and the image's Cmd goes with it
+        whole = entrypoint + (cmd or [])
+        argv = tuple(whole)
+        # the library puts the image's own Entrypoint in front of a command= : the daemon spawns this one
+        spawned = bool(image_entrypoint)
     if not whole:
         raise ApiError(400, "no command specified")
     tty = bool(_typed(body, "Tty", bool, False))
@@ -134,7 +139,7 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
         "OpenStdin": open_stdin,
         "StdinOnce": bool(body.get("StdinOnce")),
         "Env": _merged_env(image, env),
-        "Cmd": list(argv[len(entrypoint or []) :]) if argv is not None else image.config.get("Cmd"),
+        "Cmd": cmd if cmd is not None else (image.config.get("Cmd") if entrypoint is None else None),
         "Image": body.get("Image", ""),
         "Volumes": body.get("Volumes"),
         "WorkingDir": options["cwd"] or image.config.get("WorkingDir") or "",
@@ -173,6 +178,7 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
         auto_remove=auto_remove,
         tty=tty,
         open_stdin=open_stdin,
+        spawned=spawned or tty or open_stdin,
         network_mode=network or "default",
     )
 

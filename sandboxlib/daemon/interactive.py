@@ -1,5 +1,6 @@
 """The main command of a container created with ``Tty`` or ``OpenStdin``
-(``docker run -it``): spawned into an idle container, its terminal (or
+(``docker run -it``), or with an Entrypoint that replaces its image's (the
+library's ``command=`` keeps the image's in front): spawned into an idle container, its terminal (or
 pipes) read by the loop and handed to every attached client as it comes
 (a prompt has no newline to wait for), its stdin fed from an attach; a copy
 of the output goes through pipes to the library's log writer, so that
@@ -15,7 +16,7 @@ from typing import Optional, Set, Tuple
 from .. import aio
 from ..aio.process import wait as wait_for_exit
 from ..runtime.logs import LogWriter
-from ..streams import PIPE
+from ..streams import DEVNULL, PIPE
 from .threads import in_thread
 
 __all__ = ["Interactive", "LOG_MAX_SIZE", "LOG_MAX_FILES"]
@@ -51,7 +52,7 @@ class Interactive:
             with contextlib.suppress(OSError):
                 os.write(self._log_ends[chunk[0]], chunk[1])
 
-    async def start(self, box: aio.Container, argv, *, tty: bool, rows: int = 24, cols: int = 80) -> None:
+    async def start(self, box: aio.Container, argv, *, tty: bool, stdin: bool, rows: int = 24, cols: int = 80) -> None:
         self.tty = tty
         ends = [os.pipe2(os.O_CLOEXEC) for _ in range(2)]
         self.log = LogWriter(self.log_path, LOG_MAX_SIZE, LOG_MAX_FILES, ends[0][0], ends[1][0])
@@ -60,7 +61,7 @@ class Interactive:
             self.process = await in_thread(lambda: box.sync.spawn(list(argv), tty=(rows, cols)))
             self._pump = asyncio.ensure_future(self._read_terminal())
         else:
-            self.process = await box.spawn(list(argv), stdin=PIPE, stdout=PIPE, stderr=PIPE)
+            self.process = await box.spawn(list(argv), stdin=PIPE if stdin else DEVNULL, stdout=PIPE, stderr=PIPE)
             self._pump = asyncio.ensure_future(self._read_pipes())
 
     async def _read_terminal(self) -> None:

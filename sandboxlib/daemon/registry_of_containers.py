@@ -156,7 +156,7 @@ class Containers:
             request=request,
             log_path=os.path.join(directory, "container.log"),
         )
-        if request.tty or request.open_stdin:
+        if request.spawned:
             record.interactive = Interactive(record.log_path)
         self._by_id[record_id] = record
         self.events.emit("container", "create", record.id, record.attributes())
@@ -175,7 +175,7 @@ class Containers:
             raise ApiError(409, f"container {record.id} is marked for removal and cannot be started")
         record.stopped_by_user = False
         request = record.request
-        interactive = request.tty or request.open_stdin
+        interactive = request.spawned
         if interactive:  # an idle container, its main command spawned into it with our ends
             box = aio.Container(**request.options)
         else:
@@ -185,7 +185,9 @@ class Containers:
             await box.start()
             if interactive:
                 assert record.interactive is not None  # (made at create)
-                await record.interactive.start(box, (request.path, *request.args), tty=request.tty)
+                await record.interactive.start(
+                    box, (request.path, *request.args), tty=request.tty, stdin=request.open_stdin
+                )
         except SandboxError as err:
             box.close()
             if record.interactive is not None:
