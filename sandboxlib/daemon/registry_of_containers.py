@@ -168,12 +168,14 @@ class Containers:
         self.events.emit("container", "rename", record.id, {**record.attributes(), "oldName": "/" + old})
 
     # -- runs ------------------------------------------------------------------------
-    async def start(self, record: ContainerRecord) -> None:
+    async def start(self, record: ContainerRecord, *, restart: bool = False) -> None:
+        """A run; ``restart``: by the restart policy, which a stop meanwhile cancels."""
         if record.running:
             raise ApiError(304, "container already started")
         if record.removing:
             raise ApiError(409, f"container {record.id} is marked for removal and cannot be started")
-        record.stopped_by_user = False
+        if not restart:
+            record.stopped_by_user = False
         request = record.request
         interactive = request.spawned
         if interactive:  # an idle container, its main command spawned into it with our ends
@@ -196,6 +198,13 @@ class Containers:
             if isinstance(err, CommandNotFoundError):  # (the docker CLI exits 127 on this text)
                 raise ApiError(400, f"{err}: exec: executable file not found in $PATH") from None
             raise library_error(err) from None
+        if restart and (record.stopped_by_user or record.removing or self.closing):  # stopped while it started
+            await in_thread(box.close)
+            if record.interactive is not None:
+                record.interactive.failed()
+            record.state = "exited"
+            await record.notify()
+            return
         record.box, record.state, record.pid = box, "running", box.pid or 0
         record.error, record.started_at, record.oom_killed = "", now_rfc3339(), False
         record.runs += 1
@@ -252,7 +261,7 @@ class Containers:
             return
         record.restart_count += 1
         try:
-            await self.start(record)
+            await self.start(record, restart=True)
         except ApiError as err:
             record.state, record.error = "exited", err.message
             await record.notify()
@@ -285,7 +294,9 @@ class Containers:
             await self.unpause(record)
 
     async def stop(self, record: ContainerRecord, timeout: Optional[float]) -> None:
-        """SIGTERM, SIGKILL after ``timeout`` seconds (None: 10); 304 when not running."""
+        """SIGTERM, SIGKILL after ``timeout`` seconds (None: 10); 304 when not running.
+        Either way no restart policy starts it again."""
+        record.stopped_by_user = True
         if record.state == "restarting":
             record.stopped_by_user, record.state = True, "exited"
             await record.notify()
