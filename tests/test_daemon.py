@@ -179,8 +179,15 @@ def test_stop_and_kill(daemon):
         assert daemon.request("POST", "/containers/sleeper/stop")[0] == 304
         _ok(daemon.docker("start", "sleeper"))
         assert daemon.request("POST", "/containers/sleeper/start")[0] == 304
+        pid = json.loads(_ok(daemon.docker("inspect", "sleeper")))[0]["State"]["Pid"]
+        _ok(daemon.docker("restart", "-t", "0", "sleeper"))
+        state = json.loads(_ok(daemon.docker("inspect", "sleeper")))[0]["State"]
+        assert state["Running"] and state["Pid"] != pid
+        victim = json.loads(_ok(daemon.docker("inspect", "victim")))[0]["Id"]
+        assert victim in _ok(daemon.docker("container", "prune", "-f"))  # exited: removed; running: kept
+        assert _ok(daemon.docker("ps", "-a", "--format", "{{.Names}}")) == "sleeper\n"
     finally:
-        _ok(daemon.docker("rm", "-f", "sleeper", "victim"))
+        daemon.docker("rm", "-f", "sleeper", "victim")
 
 
 def test_images_save_load_tag_rmi(daemon, tmp_path):

@@ -184,6 +184,22 @@ async def _remove(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _prune(request: web.Request) -> web.Response:
+    """Remove every container that is not running (filters: label, until)."""
+    containers = _context(request).containers
+    filters = filters_of(request)
+    until = filters.pop("until", None)
+    gone = []
+    for record in containers.all():
+        if record.running or record.state in ("restarting", "removing") or not _matches(record, filters):
+            continue
+        if until and record.created > until[0]:
+            continue
+        await containers.remove(record, force=False)
+        gone.append(record.id)
+    return json_response({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
+
+
 async def _rename(request: web.Request) -> web.Response:
     name = request.query.get("name")
     if not name:
@@ -410,6 +426,7 @@ def _cpu_time(seconds: float) -> str:
 ROUTES: List[Route] = [
     ("POST", "/containers/create", _create),
     ("GET", "/containers/json", _list),
+    ("POST", "/containers/prune", _prune),
     ("GET", "/containers/{id}/json", _inspect),
     ("POST", "/containers/{id}/start", _start),
     ("POST", "/containers/{id}/stop", _stop),
