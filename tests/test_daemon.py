@@ -494,7 +494,13 @@ def test_clients_that_go_away_mid_stream_leak_nothing(daemon):
     def round_of_streams() -> None:
         _ok(daemon.docker("run", "-d", "--name", "streamer", "busybox", "sh", "-c", script))
         try:
-            streams = (("logs", "-f", "streamer"), ("attach", "streamer"), ("wait", "streamer"), ("stats", "streamer"))
+            streams = (
+                ("logs", "-f", "streamer"),
+                ("attach", "streamer"),
+                ("wait", "streamer"),
+                ("stats", "streamer"),
+                ("events",),
+            )
             clients = [
                 subprocess.Popen(daemon.docker_argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for args in streams

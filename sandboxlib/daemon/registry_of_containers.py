@@ -203,6 +203,7 @@ class Containers:
             if record.interactive is not None:
                 record.interactive.failed()
             record.state = "exited"
+            record.attempts += 1
             await record.notify()
             return
         record.box, record.state, record.pid = box, "running", box.pid or 0

@@ -69,7 +69,9 @@ async def serve(
     shutil.rmtree(state_dir, ignore_errors=True)  # (the lock is ours: nobody else uses them)
     os.mkdir(state_dir, 0o700)
     context = Context(os.path.abspath(store or default_home()), state_dir)
-    runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0)
+    # handler_cancellation: a client that goes away cancels its handler (a wait, an events or
+    # stats stream would otherwise hold its queue until its next write fails)
+    runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
