@@ -31,7 +31,13 @@ def add_parser(sub) -> None:
 
 def _daemon(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="sandboxlib daemon: %(message)s", stream=sys.stderr)
-    asyncio.run(serve(args.host or default_host(), group=args.group, store=args.store))
+    try:
+        asyncio.run(serve(args.host or default_host(), group=args.group, store=args.store))
+    except ModuleNotFoundError as err:
+        if err.name != "aiohttp":
+            raise
+        print("sandboxlib: the daemon needs aiohttp: pip install 'sandboxlib[daemon]'", file=sys.stderr)
+        return 125
     return 0
 
 
