@@ -1,39 +1,31 @@
-"""The container endpoints: create, list, inspect, start, stop, restart,
-kill, wait, attach, logs, remove, rename, resize, top, stats."""
+"""The container endpoints: create, list, prune, inspect, start, stop,
+restart, kill, pause, unpause, wait, remove, rename, resize, top (their
+output: ``output.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from aiohttp import web
 
 from ..errors import SandboxError
 from .apierrors import ApiError, library_error
 from .create_config import parse_create
-from .hijack import STDERR, STDOUT, Hijacked, frame
 from .inspect import container_json, container_summary, docker_state
-from .logstream import log_records
 from .registry_of_containers import ContainerRecord
-from .server import Route, json_body, query_bool, query_int
+from .server import Route, flush_headers, json_body, json_response, query_bool, query_int
 from .threads import in_thread
 
-__all__ = ["ROUTES", "parse_signal", "filters_of", "json_response"]
-
-_STREAMS = {"stdout": STDOUT, "stderr": STDERR}
-
-
-def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(value).encode(), headers={"Content-Type": "application/json"})
+__all__ = ["ROUTES", "container_of", "filters_of", "parse_signal"]
 
 
 def _context(request: web.Request):
     return request.app["context"]
 
 
-def _record(request: web.Request) -> ContainerRecord:
+def container_of(request: web.Request) -> ContainerRecord:
     return _context(request).containers.get(request.match_info["id"])
 
 
@@ -115,12 +107,12 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _inspect(request: web.Request) -> web.Response:
-    return json_response(container_json(_record(request)))
+    return json_response(container_json(container_of(request)))
 
 
 # -- runs ----------------------------------------------------------------------------
 async def _start(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = container_of(request)
     try:
         await _context(request).containers.start(record)
     except ApiError as err:
@@ -138,7 +130,7 @@ def _timeout(request: web.Request) -> Optional[float]:
 
 
 async def _stop(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = container_of(request)
     try:
         await _context(request).containers.stop(record, _timeout(request))
     except ApiError as err:
@@ -150,7 +142,7 @@ async def _stop(request: web.Request) -> web.Response:
 
 async def _restart(request: web.Request) -> web.Response:
     containers = _context(request).containers
-    record = _record(request)
+    record = container_of(request)
     if record.running:
         await containers.stop(record, _timeout(request))
     await containers.start(record)
@@ -159,7 +151,7 @@ async def _restart(request: web.Request) -> web.Response:
 
 
 async def _kill(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = container_of(request)
     sig = parse_signal(request.query.get("signal"), signal.SIGKILL)
     await _context(request).containers.kill(record, sig)
     _context(request).containers.events.emit(
@@ -169,17 +161,17 @@ async def _kill(request: web.Request) -> web.Response:
 
 
 async def _pause(request: web.Request) -> web.Response:
-    await _context(request).containers.pause(_record(request))
+    await _context(request).containers.pause(container_of(request))
     return web.Response(status=204)
 
 
 async def _unpause(request: web.Request) -> web.Response:
-    await _context(request).containers.unpause(_record(request))
+    await _context(request).containers.unpause(container_of(request))
     return web.Response(status=204)
 
 
 async def _remove(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = container_of(request)
     await _context(request).containers.remove(record, force=query_bool(request, "force"))
     return web.Response(status=204)
 
@@ -204,30 +196,21 @@ async def _rename(request: web.Request) -> web.Response:
     name = request.query.get("name")
     if not name:
         raise ApiError(400, "name: required")
-    _context(request).containers.rename(_record(request), name)
+    _context(request).containers.rename(container_of(request), name)
     return web.Response(status=204)
 
 
 async def _resize(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = container_of(request)
     rows, cols = query_int(request, "h", 0), query_int(request, "w", 0)
     if record.interactive is not None and rows and cols:
         record.interactive.resize(rows, cols)
     return web.Response(status=200)
 
 
-async def flush_headers(response: web.StreamResponse, request: web.Request) -> None:
-    """Send the status and headers now (aiohttp holds them for the first body bytes)."""
-    writer = request.writer
-    if hasattr(writer, "send_headers"):
-        writer.send_headers()
-    else:
-        await response.write(b"\n")
-
-
 async def _wait(request: web.Request) -> web.StreamResponse:
     """Headers at once, ``{"Error": null, "StatusCode": N}`` when the condition holds."""
-    record = _record(request)
+    record = container_of(request)
     condition = request.query.get("condition") or "not-running"
     if condition == "next-exit":
         target = record.exits + 1
@@ -254,156 +237,9 @@ async def _wait(request: web.Request) -> web.StreamResponse:
     return response
 
 
-# -- output --------------------------------------------------------------------------
-def _wanted(request: web.Request) -> Dict[str, bool]:
-    return {name: query_bool(request, name) for name in _STREAMS}
-
-
-async def _logs(request: web.Request) -> web.StreamResponse:
-    record = _record(request)
-    wanted = _wanted(request)
-    if not any(wanted.values()):
-        raise ApiError(400, "Bad parameters: you must choose at least one stream")
-    tail_text = request.query.get("tail", "all")
-    try:
-        tail = None if tail_text in ("all", "") else max(0, int(tail_text))
-    except ValueError:
-        raise ApiError(400, f"invalid value for tail: {tail_text!r}") from None
-    since_text = request.query.get("since", "0")
-    try:
-        since = float(since_text) or None
-    except ValueError:
-        raise ApiError(400, f"invalid value for since: {since_text!r}") from None
-    tty = record.request.tty  # a terminal's output is one raw stream, as dockerd sends it
-    kind = "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
-    response = web.StreamResponse(headers={"Content-Type": kind})
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    await flush_headers(response, request)
-    options = {
-        "follow": query_bool(request, "follow"),
-        "tail": tail,
-        "since": since,
-        "timestamps": query_bool(request, "timestamps"),
-    }
-    async for stream, data in log_records(record, **options):
-        if wanted[stream]:
-            await response.write(data if tty else frame(_STREAMS[stream], data))
-    await response.write_eof()
-    return response
-
-
-async def _attach(request: web.Request) -> web.StreamResponse:
-    """The main command's output from now on (``logs=1``: what it wrote before, first),
-    over the taken-over connection; it ends when the run ends."""
-    record = _record(request)
-    wanted = _wanted(request)
-    stream, replay = query_bool(request, "stream"), query_bool(request, "logs")
-    attempts, runs, was_running = record.attempts, record.runs, record.running
-    hijacked = await Hijacked.take(request, multiplexed=not record.request.tty)
-    if record.interactive is not None:
-        try:
-            await _attach_interactive(record, hijacked, wanted, stream, replay, query_bool(request, "stdin"))
-        finally:
-            hijacked.close()
-        return web.Response()
-    try:
-        if replay:
-            async for name, data in log_records(record):
-                if wanted[name]:
-                    await hijacked.write(_STREAMS[name], data)
-        if stream:
-            gone = asyncio.ensure_future(hijacked.gone.wait())
-            try:
-                if was_running:
-                    options: Dict[str, Any] = {"follow": True, "tail": 0}
-                else:  # attached before a start (docker run, docker start -a): from that start on
-                    started = asyncio.ensure_future(
-                        record.wait_for(lambda: record.attempts > attempts or record.removed)
-                    )
-                    await asyncio.wait([started, gone], return_when=asyncio.FIRST_COMPLETED)
-                    started.cancel()
-                    options = {"follow": True, "since": record.run_started}
-                if not hijacked.gone.is_set() and (was_running or record.runs > runs):
-                    await _forward(record, hijacked, wanted, options, gone)
-            finally:
-                gone.cancel()
-    finally:
-        hijacked.close()
-    return web.Response()
-
-
-async def _attach_interactive(
-    record: ContainerRecord, hijacked: Hijacked, wanted: Dict[str, bool], stream: bool, replay: bool, stdin: bool
-) -> None:
-    """A ``-it`` (or ``-i``) container: its output as it comes, the client's bytes as its stdin
-    (``StdinOnce``: the client's end of input is the command's)."""
-    interactive = record.interactive
-    assert interactive is not None
-    queue = interactive.subscribe()
-    feeding = None
-    try:
-        if replay:
-            async for name, data in log_records(record):
-                if wanted[name]:
-                    await hijacked.write(_STREAMS[name], data)
-        if stdin and record.request.open_stdin:
-            feeding = asyncio.ensure_future(_feed(record, hijacked))
-        if not stream:
-            return
-        gone = asyncio.ensure_future(hijacked.gone.wait())
-        try:
-            while True:
-                getting = asyncio.ensure_future(queue.get())
-                await asyncio.wait([getting, gone], return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()
-                    return
-                chunk = getting.result()
-                if chunk is None:
-                    return
-                if wanted[chunk[0]]:
-                    await hijacked.write(_STREAMS[chunk[0]], chunk[1])
-        finally:
-            gone.cancel()
-    finally:
-        interactive.unsubscribe(queue)
-        if feeding is not None:
-            feeding.cancel()
-
-
-async def _feed(record: ContainerRecord, hijacked: Hijacked) -> None:
-    interactive = record.interactive
-    assert interactive is not None
-    await record.wait_for(lambda: interactive.process is not None or record.removed)  # (sent before the start)
-    while data := await hijacked.input.read(65536):
-        await interactive.write(data)
-    if record.request.body.get("StdinOnce"):
-        interactive.close_stdin()
-
-
-async def _forward(record: ContainerRecord, hijacked: Hijacked, wanted, options, gone: asyncio.Future) -> None:
-    records = log_records(record, **options)
-    try:
-        while True:
-            following = asyncio.ensure_future(records.__anext__())
-            await asyncio.wait([following, gone], return_when=asyncio.FIRST_COMPLETED)
-            if not following.done():
-                following.cancel()
-                return
-            try:
-                name, data = following.result()
-            except StopAsyncIteration:
-                return
-            if wanted[name]:
-                await hijacked.write(_STREAMS[name], data)
-    finally:
-        await records.aclose()
-
-
 # -- processes -----------------------------------------------------------------------
 async def _top(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = container_of(request)
     if not record.running or record.box is None:
         raise ApiError(409, f"Container {record.id} is not running")
     try:
@@ -433,8 +269,6 @@ ROUTES: List[Route] = [
     ("POST", "/containers/{id}/restart", _restart),
     ("POST", "/containers/{id}/kill", _kill),
     ("POST", "/containers/{id}/wait", _wait),
-    ("POST", "/containers/{id}/attach", _attach),
-    ("GET", "/containers/{id}/logs", _logs),
     ("DELETE", "/containers/{id}", _remove),
     ("POST", "/containers/{id}/rename", _rename),
     ("POST", "/containers/{id}/pause", _pause),

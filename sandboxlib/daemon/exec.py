@@ -17,10 +17,9 @@ from ..aio.process import wait as wait_for_exit
 from ..errors import CommandNotFoundError, SandboxError
 from ..streams import DEVNULL, PIPE
 from .apierrors import ApiError, library_error
-from .containers import json_response
 from .hijack import STDERR, STDOUT, Hijacked
 from .registry_of_containers import ContainerRecord
-from .server import Route, json_body, query_int
+from .server import Route, json_body, json_response, query_int
 from .threads import in_thread
 
 __all__ = ["ROUTES"]

@@ -19,9 +19,8 @@ from aiohttp import web
 from ..errors import ContainerStateError, ImageFormatError, SandboxError
 from ..images.layercheck import LayerCheck, LayerLimits
 from .apierrors import ApiError, library_error
-from .containers import json_response
 from .registry_of_containers import ContainerRecord
-from .server import MAX_BODY, Route, json_body
+from .server import MAX_BODY, Route, json_body, json_response
 from .threads import in_thread
 
 __all__ = ["ROUTES"]

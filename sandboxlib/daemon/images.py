@@ -14,9 +14,9 @@ from aiohttp import web
 from ..errors import ImageNotFound, SandboxError
 from ..images import Image
 from .apierrors import ApiError, library_error, no_such_image
-from .containers import filters_of, flush_headers, json_response
+from .containers import filters_of
 from .inspect import image_json, image_summary
-from .server import Route, query_bool
+from .server import Route, flush_headers, json_response, query_bool
 from .threads import deliver, in_thread
 
 __all__ = ["ROUTES"]

@@ -10,8 +10,7 @@ from typing import Any, Dict, List
 from aiohttp import web
 
 from .apierrors import ApiError
-from .containers import json_response
-from .server import Route
+from .server import Route, json_response
 
 __all__ = ["ROUTES"]
 

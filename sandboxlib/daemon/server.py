@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import subprocess
-from typing import Awaitable, Callable, Iterable, Optional, Tuple
+from typing import Any, Awaitable, Callable, Iterable, Optional, Tuple
 
 from aiohttp import web
 
@@ -27,7 +27,18 @@ from ..errors import SandboxError
 from .apierrors import ApiError, error_response, library_error
 from .hosts import API_VERSION
 
-__all__ = ["API_VERSION", "MIN_API_VERSION", "Route", "build_app", "bind_socket"]
+__all__ = [
+    "API_VERSION",
+    "MIN_API_VERSION",
+    "Route",
+    "bind_socket",
+    "build_app",
+    "flush_headers",
+    "json_body",
+    "json_response",
+    "query_bool",
+    "query_int",
+]
 
 MIN_API_VERSION = "1.24"
 MAX_BODY = 4 << 20  # a JSON request body (image and archive uploads are streamed, not bounded by it)
@@ -195,3 +206,16 @@ def query_int(request: web.Request, name: str, default: Optional[int] = None) ->
 
 def stop_signals() -> Tuple[int, ...]:
     return (signal.SIGTERM, signal.SIGINT)
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(value).encode(), headers={"Content-Type": "application/json"})
+
+
+async def flush_headers(response: web.StreamResponse, request: web.Request) -> None:
+    """Send the status and headers now (aiohttp holds them for the first body bytes)."""
+    writer = request.writer
+    if hasattr(writer, "send_headers"):
+        writer.send_headers()
+    else:
+        await response.write(b"\n")

@@ -16,7 +16,7 @@ from aiohttp import web
 from ..errors import ImageNotFound
 from ..images import Image, default_home
 from ..runtime import ImageStore
-from . import containers, events, exec, files, images, networks, stats, system, volumes
+from . import containers, events, exec, files, images, networks, output, stats, system, volumes
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import socket_path
@@ -29,6 +29,7 @@ LOG = logging.getLogger("sandboxlib.daemon")
 ROUTES = (
     system.ROUTES
     + containers.ROUTES
+    + output.ROUTES
     + exec.ROUTES
     + files.ROUTES
     + stats.ROUTES

@@ -14,9 +14,8 @@ from aiohttp import web
 
 from ..errors import SandboxError
 from .apierrors import ApiError
-from .containers import flush_headers, json_response
 from .registry_of_containers import ZERO_TIME, ContainerRecord, now_rfc3339
-from .server import Route, query_bool
+from .server import Route, flush_headers, json_response, query_bool
 from .threads import in_thread
 
 __all__ = ["ROUTES"]

@@ -13,8 +13,7 @@ from aiohttp import web
 
 from ..version import __version__
 from .apierrors import error_response
-from .containers import json_response
-from .server import API_VERSION, MIN_API_VERSION, Route
+from .server import API_VERSION, MIN_API_VERSION, Route, json_response
 
 __all__ = ["ROUTES"]
 

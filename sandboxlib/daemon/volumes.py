@@ -15,8 +15,8 @@ from ..config import Mount
 from ..errors import ConfigError
 from ..rootfs.idmap import ROOT_DEFAULT_HOST_ID
 from .apierrors import ApiError
-from .containers import filters_of, json_response
-from .server import Route, json_body, query_bool
+from .containers import filters_of
+from .server import Route, json_body, json_response, query_bool
 
 __all__ = ["ROUTES", "volumes_in_use"]
 
