@@ -216,6 +216,14 @@ def test_pull_from_a_local_registry(daemon, tmp_path):
         assert f"{registry.host}/team/box:1" in out
         assert _ok(daemon.docker("run", "--rm", f"{registry.host}/team/box:1", "echo", "pulled")) == "pulled\n"
         _ok(daemon.docker("rmi", f"{registry.host}/team/box:1"))
+        pushed = f"{registry.host}/team/pushed:2"
+        _ok(daemon.docker("tag", "busybox", pushed))
+        assert "digest: sha256:" in _ok(daemon.docker("push", pushed))
+        _ok(daemon.docker("rmi", pushed))
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{registry.host}/v2/team/pushed/tags/list", timeout=10) as answer:
+            assert json.loads(answer.read())["tags"] == ["2"]
     finally:
         registry.close()
 
