@@ -6,6 +6,7 @@ library container (``command=``, its log in the daemon's state directory)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import random
@@ -198,6 +199,11 @@ class Containers:
             if isinstance(err, CommandNotFoundError):  # (the docker CLI exits 127 on this text)
                 raise ApiError(400, f"{err}: exec: executable file not found in $PATH") from None
             raise library_error(err) from None
+        except BaseException:
+            box.close()
+            if record.interactive is not None:
+                record.interactive.failed()
+            raise
         if restart and (record.stopped_by_user or record.removing or self.closing):  # stopped while it started
             await in_thread(box.close)
             if record.interactive is not None:
@@ -257,7 +263,11 @@ class Containers:
 
     async def _restart_later(self, record: ContainerRecord) -> None:
         record.state = "restarting"
-        await asyncio.sleep(min(0.1 * 2 ** min(record.restart_count, 10), 10.0))  # Docker's back-off, from 100 ms
+        backoff = min(0.1 * 2 ** min(record.restart_count, 10), 10.0)  # Docker's, from 100 ms
+        with contextlib.suppress(asyncio.TimeoutError):  # (a stop or remove meanwhile wakes it)
+            await asyncio.wait_for(
+                record.wait_for(lambda: record.stopped_by_user or record.removing or self.closing), backoff
+            )
         if record.state != "restarting" or self.closing:
             return
         record.restart_count += 1
@@ -339,6 +349,7 @@ class Containers:
                     "Stop the container before attempting removal or force remove",
                 )
         record.removing, record.stopped_by_user = True, True
+        await record.notify()  # (a restart waiting for its back-off gives up)
         if record.running:
             await self._thawed(record)
             await in_thread(record.box.sync.stop, 0.0)  # type: ignore[union-attr]
@@ -353,6 +364,8 @@ class Containers:
     async def shutdown(self) -> None:
         """The daemon stops: so do its containers (no live restore)."""
         self.closing = True
+        for record in list(self._by_id.values()):
+            await record.notify()
         running = [r for r in self._by_id.values() if r.running and r.box is not None]
         for record in running:
             if record.state == "paused":
