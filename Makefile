@@ -85,6 +85,7 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_limits.py
 	$(VENV)/bin/python benchmarks/bench_images.py
 	$(VENV)/bin/python benchmarks/bench_call.py
+	$(VENV)/bin/python benchmarks/bench_daemon.py
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init *.egg-info

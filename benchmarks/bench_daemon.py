@@ -25,18 +25,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the checkout last, for tests' helpers only: sandboxlib is the installed one (make bench)
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common
+import docker
 import psutil
 
+import sandboxlib as sb
 from tests.daemonkit import DOCKER, Daemon, busybox_store
 from tests.dockerd import Dockerd
 
 
 def _cli(env: dict):
-    def docker(*args: str) -> str:
+    def run_cli(*args: str) -> str:
         out = subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True, check=True)
         return out.stdout
 
-    return docker
+    return run_cli
 
 
 def _engine_pss(procs) -> int:
@@ -75,16 +77,13 @@ def main() -> None:
     args = parser.parse_args()
     top = tempfile.mkdtemp(prefix="bench-daemon-")
     os.chmod(top, 0o755)
-    store = busybox_store(os.path.join(top, "store"))
-    ours = Daemon(top, store)
-    theirs = Dockerd(os.path.join(top, "dockerd"))
     engines: dict = {}
+    ours = theirs = None
     try:
-        import docker
-
+        store = busybox_store(os.path.join(top, "store"))
+        ours = Daemon(top, store)
+        theirs = Dockerd(os.path.join(top, "dockerd"))
         archive = os.path.join(top, "busybox.tar")
-        import sandboxlib as sb
-
         sb.ImageStore(store).save("busybox:latest", archive)
         subprocess.run([DOCKER, "load", "-q", "-i", archive], env=theirs.env, check=True, capture_output=True)
         engines = {"sandboxlib": (ours.env, ours.host), "dockerd": (theirs.env, theirs.env["DOCKER_HOST"])}
@@ -134,11 +133,13 @@ def main() -> None:
             _common.record("bench_daemon: the Engine API, sandboxlib daemon vs dockerd", body)
     finally:
         for env, _ in engines.values():
-            ids = _cli(env)("ps", "-aq").split()
-            if ids:
-                subprocess.run([DOCKER, "rm", "-f", *ids], env=env, capture_output=True)
-        ours.close()
-        theirs.close()
+            listed = subprocess.run([DOCKER, "ps", "-aq"], env=env, capture_output=True, text=True)
+            if listed.stdout.split():
+                subprocess.run([DOCKER, "rm", "-f", *listed.stdout.split()], env=env, capture_output=True)
+        if ours is not None:
+            ours.close()
+        if theirs is not None:
+            theirs.close()
         shutil.rmtree(top, ignore_errors=True)
 
 
