@@ -91,6 +91,12 @@ def test_rootless_daemon(workers, shared_dir):
         assert (result.returncode, result.stdout, result.stderr) == (2, b"0\n", b"err\n"), served.log()
         cid = served.docker("run", "-d", "busybox", "sleep", "60").stdout.decode().strip()
         assert served.docker("exec", cid, "echo", "hi").stdout == b"hi\n"
+        client = docker.DockerClient(base_url=served.host, timeout=60)
+        try:
+            assert client.containers.run("busybox", "echo rootless", remove=True) == b"rootless\n"
+            assert client.containers.get(cid).exec_run("id -u") == (0, b"0\n")
+        finally:
+            client.close()
     finally:
         assert served.close() == 0, served.log()
         shutil.rmtree(top, ignore_errors=True)
