@@ -367,9 +367,12 @@ def test_events_rename_and_restart_policies(daemon):
         stdout=subprocess.PIPE,
     )
     try:
-        _ok(daemon.docker("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"))
+        flaky = ("--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 1")
+        _ok(daemon.docker("run", "-d", "--name", "flaky", *flaky))
         assert wait_until(lambda: json.loads(_ok(daemon.docker("inspect", "flaky")))[0]["RestartCount"] == 2)
         assert wait_until(lambda: json.loads(_ok(daemon.docker("inspect", "flaky")))[0]["State"]["Status"] == "exited")
+        assert _ok(daemon.docker("logs", "flaky")) == "run\nrun\nrun\n"  # every run's, as dockerd keeps them
+        assert _ok(daemon.docker("logs", "--tail", "2", "flaky")) == "run\nrun\n"
         _ok(daemon.docker("rename", "flaky", "steady"))
         assert json.loads(_ok(daemon.docker("inspect", "steady")))[0]["Name"] == "/steady"
         _ok(daemon.docker("rm", "steady"))

@@ -26,6 +26,7 @@ from .apierrors import ApiError, library_error, no_such_container
 from .create_config import CreateRequest
 from .events import Events
 from .interactive import LOG_MAX_FILES, Interactive
+from .loghistory import keep_previous_run, with_history
 from .threads import in_thread
 
 __all__ = ["ContainerRecord", "Containers", "ZERO_TIME", "now_rfc3339"]
@@ -81,8 +82,11 @@ class ContainerRecord:
         async with self.changed:
             await self.changed.wait_for(predicate)
 
-    def read_log(self, **options: Any) -> Iterator[Tuple[str, bytes]]:
-        """The current (or last) run's log, as ``Container.logs(**options)``."""
+    def read_log(self, tail: Optional[int] = None, **options: Any) -> Iterator[Tuple[str, bytes]]:
+        """The log of every run (the current or last one's followed), as ``Container.logs(**options)``."""
+        return with_history(self.log_path, self._read_current, tail, **options)
+
+    def _read_current(self, **options: Any) -> Iterator[Tuple[str, bytes]]:
         if self.interactive is not None:
             writer = self.interactive.log if self.running else None
             return read_log(self.log_path, LOG_MAX_FILES, writer=writer, **options)
@@ -184,6 +188,8 @@ class Containers:
         else:
             box = aio.Container(**request.options, command=request.argv or True, log=record.log_path)
         record.run_started = time.time()
+        if record.runs:  # the log writer begins anew: the runs before stay readable
+            await in_thread(keep_previous_run, record.log_path, LOG_MAX_FILES)
         try:
             await box.start()
             if interactive:
