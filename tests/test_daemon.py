@@ -410,6 +410,12 @@ def test_our_cli_as_a_client(daemon, monkeypatch):
         assert cli("logs", "ours")[1] == "hi\n"
         assert "ours" in cli("ps")[1]
         assert cli("exec", "ours", "sh", "-c", "echo in; echo err >&2; exit 3") == (3, "in\n", "err\n")
+        _ok(
+            daemon.docker(
+                "run", "-d", "--name", "brief", "busybox", "sh", "-c", "sleep 1; echo out; echo e >&2; exit 6"
+            )
+        )
+        assert cli("attach", "brief") == (6, "out\n", "e\n")
         assert cli("stop", "-t", "1", "ours")[0] == 0
         assert json.loads(cli("inspect", "ours")[1])[0]["State"]["ExitCode"] == 143
         code, _, err = cli("rm", "ours", "nothere")
@@ -418,7 +424,7 @@ def test_our_cli_as_a_client(daemon, monkeypatch):
         assert code == 0 and cli("start", "made")[0] == 0
         assert wait_until(lambda: _ok(daemon.docker("logs", "made")) == "made\n")
     finally:
-        daemon.docker("rm", "-f", "ours", "made")
+        daemon.docker("rm", "-f", "ours", "made", "brief")
     assert _ok(daemon.docker("ps", "-aq")) == ""
 
 

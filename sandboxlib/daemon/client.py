@@ -132,12 +132,20 @@ class DaemonClient:
             },
         )
         self.last_exec = created["Id"]
+        yield from self._hijacked(f"/exec/{created['Id']}/start", b'{"Detach": false, "Tty": false}', True)
+
+    def attach(self, container: str) -> Iterator[Tuple[int, bytes]]:
+        """(stream, data) of a container's output from now until its run ends (no stdin)."""
+        tty = bool(self.call("GET", f"/containers/{container}/json")["Config"].get("Tty"))
+        yield from self._hijacked(f"/containers/{container}/attach?stream=1&stdout=1&stderr=1", b"", not tty)
+
+    def _hijacked(self, path: str, body: bytes, multiplexed: bool) -> Iterator[Tuple[int, bytes]]:
+        """A POST answered with 101 UPGRADED: the output that follows, until EOF."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.connect(self.path)
-            body = b'{"Detach": false, "Tty": false}'
             sock.sendall(
-                f"POST /v1.44/exec/{created['Id']}/start HTTP/1.1\r\nHost: localhost\r\n"
+                f"POST /v1.44{path} HTTP/1.1\r\nHost: localhost\r\n"
                 f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
@@ -145,10 +153,14 @@ class DaemonClient:
             reader = sock.makefile("rb")
             status = reader.readline().split(b" ", 2)
             if len(status) < 2 or status[1] not in (b"101", b"200"):
-                raise DaemonError(int(status[1]) if len(status) > 1 else 500, "exec start failed")
+                raise DaemonError(int(status[1]) if len(status) > 1 else 500, f"POST {path} failed")
             while reader.readline() not in (b"\r\n", b""):
                 pass
-            yield from _frames(reader.read1)
+            if multiplexed:
+                yield from _frames(reader.read1)
+            else:
+                while chunk := reader.read1(65536):
+                    yield 1, chunk
         finally:
             sock.close()
 

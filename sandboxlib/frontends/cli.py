@@ -12,7 +12,8 @@
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
     sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
     sandboxlib daemon [--host unix:///PATH] [--group G] [--store DIR]   (Docker's Engine API)
-    sandboxlib run -d [--name N] IMAGE [CMD...] | ps | logs | stop | kill | rm | exec | inspect | start | create
+    sandboxlib run -d [--name N] IMAGE [CMD...] | ps | logs | stop | kill | rm | exec | attach | inspect | start
+               | create
                    (clients of the daemon: SANDBOXLIB_HOST, else DOCKER_HOST, else its default socket)
 
 The exit status is the command's (128+N when killed by signal N, 124 on a

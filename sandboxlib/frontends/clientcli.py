@@ -1,5 +1,5 @@
 """sandboxlib's command line as a client of the daemon: ``ps``, ``logs``,
-``stop``, ``kill``, ``rm``, ``exec``, ``inspect``, ``start``, ``create``
+``stop``, ``kill``, ``rm``, ``exec``, ``attach``, ``inspect``, ``start``, ``create``
 (and ``run -d``), to the daemon at ``SANDBOXLIB_HOST``, else at
 ``DOCKER_HOST`` when a sandboxlib daemon answers there, else at the
 default socket."""
@@ -45,6 +45,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="a running one too")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p = sub.add_parser("attach", help="a running container's output until it ends, and its exit status")
+    p.add_argument("container", metavar="CONTAINER")
     p = sub.add_parser("inspect", help="a container's JSON, as docker inspect")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p = sub.add_parser("exec", help="run a command in a running container of the daemon")
@@ -173,6 +175,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attach(args: argparse.Namespace) -> int:
+    client = _client()
+    for stream, data in client.attach(args.container):
+        out = sys.stderr if stream == 2 else sys.stdout
+        out.buffer.write(data)
+        out.flush()
+    return int(client.call("POST", f"/containers/{args.container}/wait")["StatusCode"])
+
+
 def _exec(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -216,6 +227,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
         "kill": _kill,
         "rm": _rm,
         "inspect": _inspect,
+        "attach": _attach,
         "exec": _exec,
         "create": _create,
     }.items()
