@@ -63,59 +63,61 @@ async def _attach(request: web.Request) -> web.StreamResponse:
     """The main command's output from now on (``logs=1``: what it wrote before, first),
     over the taken-over connection; it ends when the run ends."""
     record = container_of(request)
-    wanted = _wanted(request)
-    stream, replay = query_bool(request, "stream"), query_bool(request, "logs")
-    attempts, runs, was_running = record.attempts, record.runs, record.running
+    before = record.attempts, record.runs, record.running
     hijacked = await Hijacked.take(request, multiplexed=not record.request.tty)
-    if record.interactive is not None:
-        try:
-            await _attach_interactive(record, hijacked, wanted, stream, replay, query_bool(request, "stdin"))
-        finally:
-            hijacked.close()
-        return web.Response()
+    record.attached += 1  # (until it has read the run's output: an AutoRemove waits for it)
     try:
-        if replay:
-            async for name, data in log_records(record):
-                if wanted[name]:
-                    await hijacked.write(_STREAMS[name], data)
-        if stream:
-            gone = asyncio.ensure_future(hijacked.gone.wait())
-            try:
-                if was_running:
-                    options: Dict[str, Any] = {"follow": True, "tail": 0}
-                else:  # attached before a start (docker run, docker start -a): from that start on
-                    started = asyncio.ensure_future(
-                        record.wait_for(lambda: record.attempts > attempts or record.removed)
-                    )
-                    await asyncio.wait([started, gone], return_when=asyncio.FIRST_COMPLETED)
-                    started.cancel()
-                    options = {"follow": True, "since": record.run_started}
-                if not hijacked.gone.is_set() and (was_running or record.runs > runs):
-                    await _forward(record, hijacked, wanted, options, gone)
-            finally:
-                gone.cancel()
+        if record.interactive is not None:
+            await _attach_interactive(record, hijacked, request)
+        else:
+            await _attach_to_log(record, hijacked, request, before)
     finally:
         hijacked.close()
+        record.attached -= 1
+        await record.notify()
     return web.Response()
 
 
-async def _attach_interactive(
-    record: ContainerRecord, hijacked: Hijacked, wanted: Dict[str, bool], stream: bool, replay: bool, stdin: bool
-) -> None:
+async def _attach_to_log(record: ContainerRecord, hijacked: Hijacked, request: web.Request, before) -> None:
+    attempts, runs, was_running = before
+    wanted = _wanted(request)
+    if query_bool(request, "logs"):
+        async for name, data in log_records(record):
+            if wanted[name]:
+                await hijacked.write(_STREAMS[name], data)
+    if not query_bool(request, "stream"):
+        return
+    gone = asyncio.ensure_future(hijacked.gone.wait())
+    try:
+        if was_running:
+            options: Dict[str, Any] = {"follow": True, "tail": 0}
+        else:  # attached before a start (docker run, docker start -a): from that start on
+            started = asyncio.ensure_future(record.wait_for(lambda: record.attempts > attempts or record.removed))
+            await asyncio.wait([started, gone], return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+            options = {"follow": True, "since": record.run_started}
+        if not hijacked.gone.is_set() and (was_running or record.runs > runs):
+            await _forward(record, hijacked, wanted, options, gone)
+    finally:
+        gone.cancel()
+
+
+async def _attach_interactive(record: ContainerRecord, hijacked: Hijacked, request: web.Request) -> None:
     """A ``-it`` (or ``-i``) container: its output as it comes, the client's bytes as its stdin
     (``StdinOnce``: the client's end of input is the command's)."""
     interactive = record.interactive
     assert interactive is not None
+    wanted = _wanted(request)
     queue = interactive.subscribe()
     feeding = None
     try:
-        if replay:
+        if query_bool(request, "logs"):
             async for name, data in log_records(record):
                 if wanted[name]:
                     await hijacked.write(_STREAMS[name], data)
-        if stdin and record.request.open_stdin:
+        if query_bool(request, "stdin") and record.request.open_stdin:
             feeding = asyncio.ensure_future(_feed(record, hijacked))
-        if not stream:
+        if not query_bool(request, "stream"):
             return
         gone = asyncio.ensure_future(hijacked.gone.wait())
         try:

@@ -32,6 +32,7 @@ from .threads import in_thread
 __all__ = ["ContainerRecord", "Containers", "ZERO_TIME", "now_rfc3339"]
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+ATTACHED_GRACE = 10.0  # seconds a remove waits for attaches still reading the log
 NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp", "tidy", "vivid", "wise")
 _NOUNS = ("curie", "darwin", "euler", "gauss", "hopper", "knuth", "lovelace", "noether", "pascal", "ritchie", "turing")
@@ -65,6 +66,7 @@ class ContainerRecord:
     restart_count: int = 0
     stopped_by_user: bool = False
     removing: bool = False  # a remove has begun: no restart, no AutoRemove
+    attached: int = 0  # attaches reading the log: a remove waits for them (docker run --rm's output)
     removed: bool = False
     watcher: Optional[asyncio.Task] = None
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
@@ -361,6 +363,8 @@ class Containers:
             await in_thread(record.box.sync.stop, 0.0)  # type: ignore[union-attr]
         await self._ended(record)
         record.state = "removing"
+        with contextlib.suppress(asyncio.TimeoutError):  # their follow ends with the run: soon
+            await asyncio.wait_for(record.wait_for(lambda: record.attached == 0), ATTACHED_GRACE)
         self._by_id.pop(record.id, None)
         shutil.rmtree(os.path.dirname(record.log_path), ignore_errors=True)
         record.removed, record.state = True, "removing"
