@@ -91,6 +91,7 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_build.py
 	$(VENV)/bin/python benchmarks/bench_registry.py
 	$(VENV)/bin/python benchmarks/bench_dask.py
+	$(VENV)/bin/python benchmarks/bench_daemon.py
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init *.egg-info

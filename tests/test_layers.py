@@ -44,6 +44,7 @@ LAYERS = {
     "aio": 8,
     "build": 8,
     "pool": 9,
+    "daemon": 9,
     "frontends": 10,
     "dask": 10,
     "ray": 10,

@@ -219,6 +219,10 @@ class ContainerCgroup:
             if fs.kill_all(node.path):
                 return
 
+    def freeze(self, frozen: bool) -> bool:
+        """Freeze (or thaw) everything in the container; False when no directory has a freezer."""
+        return any(fs.freeze(node.path, frozen) for node in self.nodes)
+
     def counters(self) -> Tuple[int, int]:
         """(OOM kills, forks refused by the pids limit) so far."""
         oom = pids = 0

@@ -11,6 +11,10 @@
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
     sandboxlib images | load -i FILE | save -o FILE IMAGE... | import [-c INSTR] FILE [REF] | rmi IMAGE...
+    sandboxlib daemon [--host unix:///PATH] [--group G] [--store DIR]   (Docker's Engine API)
+    sandboxlib run -d [--name N] IMAGE [CMD...] | ps | logs | stop | kill | rm | exec | attach | inspect | start
+               | create
+                   (clients of the daemon: SANDBOXLIB_HOST, else DOCKER_HOST, else its default socket)
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the
@@ -35,7 +39,7 @@ from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxEr
 from ..results import Verdict
 from ..security import DEFAULT, Seccomp, SeccompOption
 from ..version import __version__
-from . import buildcli, imagecli, netcli
+from . import buildcli, clientcli, daemoncli, imagecli, netcli
 from .terminal import run_on_terminal
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
@@ -244,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[IP:]HOSTPORT:PORT[/udp]",
         help="publish a port of a bridge network's container (on 127.0.0.1 unless IP is given)",
     )
-    p.add_argument("--name", help="the container's name (its DNS name on its network)")
+    p.add_argument("--name", help="the container's name (its DNS name on its network; with -d: its name in the daemon)")
     p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line of /etc/hosts (bridge)")
     p.add_argument(
         "--egress",
@@ -310,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep stdin open (it is passed without a terminal anyway; with -t: typed into its terminal)",
     )
     p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="run IMAGE in the daemon's container, in the background (needs `sandboxlib daemon`)",
+    )
+    p.add_argument("--restart", default="no", help="with -d: no, on-failure[:N], always, unless-stopped")
+    p.add_argument("--rm", action="store_true", help="with -d: the daemon removes it when it ends")
+    p.add_argument(
         "-t",
         "--tty",
         action="store_true",
@@ -319,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     imagecli.add_parsers(sub)
     netcli.add_parsers(sub)
     buildcli.add_parsers(sub)
+    daemoncli.add_parser(sub)
+    clientcli.add_parsers(sub)
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)  # its errors show its own usage
     return parser
@@ -342,6 +356,8 @@ def _run(args: argparse.Namespace) -> int:
         cmd = []
     if not cmd and image is None:
         raise ConfigError("CMD", "give the command to run after --, or an image")
+    if args.detach:
+        return clientcli.run_detached(args, image, cmd)
     try:
         return _run_in_container(args, image, cmd)
     except ImageNotFound as err:
@@ -404,7 +420,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:  # (the top-level parser would show its own usage)
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        commands = {**imagecli.COMMANDS, **netcli.COMMANDS, **buildcli.COMMANDS}
+        commands = {
+            **imagecli.COMMANDS,
+            **netcli.COMMANDS,
+            **buildcli.COMMANDS,
+            **daemoncli.COMMANDS,
+            **clientcli.COMMANDS,
+        }
         return commands[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)

@@ -99,6 +99,13 @@ class MainCommand(ContainerLifecycle):
                 raise ConfigError("log", f"cannot write the log file {path}: {err.strerror}") from None
             self._on_close(self._log.stop)
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the main command (``command=``), as ``docker kill -s``;
+        nothing once it has ended (the container ends with it)."""
+        if self._main is None:
+            raise ContainerStateError("the container has no main command (give command=[...]) or did not start")
+        self._main.send_signal(sig)
+
     def wait(self, timeout: Optional[float] = None) -> Result:
         """Wait for the main command (``command=``) to end and return its
         :class:`Result` (no output in it: see ``log``/``logs()``).  The container
