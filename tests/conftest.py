@@ -245,6 +245,15 @@ def state_records():
     return sorted(records)
 
 
+# Host device nodes every container binds (the layout's /dev, the masks):
+# a host-side write through a container's path must never chown or chmod them.
+HOST_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+def _host_devices() -> list:
+    return [(path, st.st_uid, st.st_gid, oct(st.st_mode)) for path in HOST_DEVICES for st in [os.stat(path)]]
+
+
 def _snapshot():
     me = psutil.Process()
     with open("/proc/self/mountinfo") as f:
@@ -255,12 +264,14 @@ def _snapshot():
         "mounts": mounts,
         "cgroups": session_cgroups(),
         "state": state_records(),
+        "devices": _host_devices(),
     }
 
 
 @pytest.fixture(autouse=True)
 def no_leaks(workers):
-    """After every test: no new fd, child process, mount, cgroup or state entry."""
+    """After every test: no new fd, child process, mount, cgroup or state entry;
+    the host's device nodes unchanged."""
     before = _snapshot()
     yield
     after = _snapshot()
@@ -275,6 +286,8 @@ def no_leaks(workers):
         problems.append(f"children: {children}")
     if after["mounts"] != before["mounts"]:
         problems.append("the host's mount table changed")
+    if after["devices"] != before["devices"]:
+        problems.append(f"host device nodes changed: {before['devices']} -> {after['devices']}")
     assert not problems, "the test leaked: " + "; ".join(problems)
 
 

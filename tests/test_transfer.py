@@ -125,8 +125,8 @@ def test_commit_errors(tmp_path, busybox_root):
             c.commit("x:1")
     with sb.Container(image="bb:1", image_store=store.path) as c:
         with pytest.raises(sb.ConfigError) as err:
-            c.commit("x:1", changes={"volumes": ["/x"]})
-        assert err.value.field == "changes['volumes']"
+            c.commit("x:1", changes={"healthcheck": ["CMD", "true"]})
+        assert err.value.field == "changes['healthcheck']"
         with pytest.raises(sb.ConfigError):
             c.commit("Bad Ref")
     assert [i.references for i in store.list()] == [("bb:1",)]
@@ -190,3 +190,47 @@ def test_write_file_parents_and_read_file_of_a_directory(runner, store_dir, busy
     assert found["made"] == ("h\u00e9yz/app 0 755\n/app/new 0 755\n/home/u/a 0 755\n/home/u/a/b 0 755\n").encode()
     assert found["read /app"] == ("/app", "[Errno 21] Is a directory: '/app'")
     assert found["read /"] == ("/", "[Errno 21] Is a directory: '/'")
+
+
+def check_special_files(path, busybox_rootfs):
+    """What a container can put where the host expects a file: its /dev's
+    host device nodes, a fifo, a symlink to an endless device."""
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    found = {}
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        c.run(["sh", "-c", "mkfifo /tmp/fifo && ln -s /dev/zero /tmp/zeros && ln -s /dev/null /tmp/sink"])
+        attempts = {
+            "write /dev/null": lambda: c.write_file("/dev/null", b"x", mode=0o600),
+            "write sink": lambda: c.write_file("/tmp/sink", b"x", mode=0o600),
+            "write fifo": lambda: c.write_file("/tmp/fifo", b"x"),
+            "read fifo": lambda: c.read_file("/tmp/fifo"),
+            "read zeros": lambda: c.read_file("/tmp/zeros"),
+            "archive fifo": lambda: c.get_archive("/tmp/fifo"),
+            "archive zeros": lambda: c.get_archive("/tmp/zeros"),
+        }
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                found[name] = "done"
+            except OSError as err:
+                found[name] = type(err).__name__
+        found["still runs"] = c.run(["true"]).exit_code
+    return found
+
+
+def test_special_files_are_refused_and_host_devices_untouched(runner, store_dir, busybox_root):
+    """Never chown/chmod a host device a container binds, never block on a
+    fifo, never read an endless device: each is an error naming the path
+    (the no_leaks fixture checks the host's device nodes)."""
+    found = runner(check_special_files, store_dir, busybox_root)
+    assert found == {
+        "write /dev/null": "OSError",
+        "write sink": "OSError",
+        "write fifo": "OSError",
+        "read fifo": "OSError",
+        "read zeros": "OSError",
+        "archive fifo": "OSError",
+        "archive zeros": "OSError",
+        "still runs": 0,
+    }

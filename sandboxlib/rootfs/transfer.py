@@ -25,16 +25,49 @@ __all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive"]
 
 
 def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy) -> None:
-    fd = open_in_root(root_fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    """Write ``data`` to the regular file ``path`` (made, owned by the
+    container's root, if missing).  Anything else there is refused before a
+    byte is written or an attribute changed: a device the container binds
+    from the host (its /dev, the masks) is the host's own inode, and a fifo
+    would block."""
     try:
+        fd, made = open_in_root(root_fd, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK), True
+    except FileExistsError:
+        fd, made = open_in_root(root_fd, path, os.O_WRONLY | os.O_NONBLOCK), False  # (a fifo without reader: ENXIO)
+    try:
+        _check_regular(fd, path)
+        os.set_blocking(fd, True)
+        os.ftruncate(fd, 0)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        if policy.privileged:
+        if made and policy.privileged:
             os.fchown(fd, *policy.owner(0, 0))
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
+
+
+def _open_regular(root_fd: int, path: str) -> int:
+    """An fd to read the regular file or directory ``path`` (never blocks on a fifo)."""
+    fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISDIR(mode):
+            _check_regular(fd, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_regular(fd: int, path: str) -> None:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a device, fifo or socket)", path)
 
 
 def make_dirs(root_fd: int, path: str, policy: IdPolicy) -> None:
@@ -61,10 +94,10 @@ def make_dirs(root_fd: int, path: str, policy: IdPolicy) -> None:
 
 
 def read_file(root_fd: int, path: str) -> bytes:
-    fd = open_in_root(root_fd, path, os.O_RDONLY)
+    fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):  # (read() would name the fd, not the path)
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        _check_regular(fd, path)  # (read() would name the fd, not the path; a device may never end)
+        os.set_blocking(fd, True)
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read()
     finally:
@@ -81,7 +114,7 @@ def put_archive(root_fd: int, path: str, data: bytes, policy: IdPolicy) -> None:
 
 def get_archive(root_fd: int, path: str, policy: IdPolicy) -> bytes:
     """A tar of ``path`` (named by its last component), symlinks kept as symlinks."""
-    fd = open_in_root(root_fd, path, os.O_RDONLY)
+    fd = _open_regular(root_fd, path)
     buf = io.BytesIO()
     try:
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -120,9 +153,15 @@ def _add(tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy) -> None:
         if entry.dir_fd is not None:
             child_info.type = tarfile.DIRTYPE
         elif stat.S_ISREG(mode):
-            child = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry.parent_fd)
+            # (O_NONBLOCK: the running container may have swapped in a fifo since the walk saw a file)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            child = os.open(entry.name, flags, dir_fd=entry.parent_fd)
             try:
-                _add_file(tar, child_info, child, os.fstat(child))
+                child_st = os.fstat(child)
+                if not stat.S_ISREG(child_st.st_mode):
+                    continue
+                os.set_blocking(child, True)
+                _add_file(tar, child_info, child, child_st)
             finally:
                 os.close(child)
             continue
