@@ -70,12 +70,15 @@ def build_plan(
     launcher: bool = False,
     init_caps: int = 0,
     init_filter: bytes = b"",
+    detached: bool = False,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
     filter allows the whole command set-up, so commands may be forked by a
     process that installed it once (csrc/launcher.c).  ``init_caps`` and
-    ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down)."""
+    ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down).
+    ``detached``: the container outlives its creator (the OCI runtime's; the
+    init's fd 4 is then a listening control socket, not the creator's pidfd)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -89,6 +92,7 @@ def build_plan(
     flags |= lib.SBX_PLAN_LOOPBACK_UP if netns else 0
     flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
     flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
+    flags |= lib.SBX_PLAN_DETACHED if detached else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it

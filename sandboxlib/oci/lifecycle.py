@@ -1,0 +1,532 @@
+"""The OCI verbs on one container: create, start, state, kill, delete, exec, ps.
+
+``create`` spawns the container's sbx-init in the detached mode
+(``SBX_PLAN_DETACHED``): set up, it serves a listening control socket
+(``ROOT/ID/init.sock``) instead of watching its creator, and holds the main
+process's request (``SBX_EXEC_HOLD``: args, user, stdio or terminal) until
+``start`` sends START: the runtime-spec's "created" state.  The init is the
+container's pid (what ``state`` and ``--pid-file`` give); when the main
+process ends the init exits with its status (128 + signal when killed), so
+whoever reaps it (conmon, a containerd shim: subreapers that inherit it
+when this process exits) reads the container's exit status from it."""
+
+from __future__ import annotations
+
+import datetime
+import errno as E
+import os
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import cgroups
+from ..config import IdMapping
+from ..errors import ConfigError, ContainerStateError, SetupError
+from ..native import binding, protocol
+from ..native.failures import exec_error, setup_error
+from ..native.host import probe_host
+from ..native.plan import GO_MESSAGE, build_plan, clone_flags
+from ..posix.io import read_all
+from ..rootfs.idmap import IdMaps, write_maps
+from ..rootfs.mountpoints import make_mount_points
+from ..security.bpf import compile_policy
+from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
+from ..security.seccomp import Seccomp, init_policy
+from . import cgroup as oci_cgroup
+from .console import send_console
+from .hooks import run_hooks
+from .spec import ProcessSpec, Spec, load_spec, resource_limits
+from .state import ContainerDir, NotFound, start_time, status_of
+
+__all__ = ["create", "start", "state", "kill", "delete", "exec_process", "ps", "wait_exit"]
+
+OCI_VERSION = "1.1.0"
+_WALL = 0x40000000
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _maps(spec: Spec) -> Optional[IdMaps]:
+    host = probe_host()
+    if not spec.new_user:
+        if not host.is_root:
+            raise ConfigError("linux.namespaces", "without a user namespace the runtime must run as root")
+        return None
+    uid_map = spec.uid_map or (IdMapping(container=0, host=host.euid, size=1),)
+    gid_map = spec.gid_map or (IdMapping(container=0, host=host.egid, size=1),)
+    own = len(uid_map) == 1 and uid_map[0].host == host.euid and uid_map[0].size == 1
+    return IdMaps(uid_map=uid_map, gid_map=gid_map, setgroups=host.is_root, use_helpers=not host.is_root and not own)
+
+
+def oci_state(cdir: ContainerDir, saved: Dict[str, Any]) -> Dict[str, Any]:
+    """The runtime-spec's state of the container."""
+    status = status_of(cdir, saved)
+    return {
+        "ociVersion": OCI_VERSION,
+        "id": cdir.id,
+        "status": status,
+        "pid": saved["pid"] if status != "stopped" else 0,
+        "bundle": saved["bundle"],
+        "rootfs": saved["rootfs"],
+        "created": saved["created"],
+        "owner": "",
+        "annotations": saved.get("annotations", {}),
+    }
+
+
+def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, command_id: int = 0) -> bytes:
+    request = protocol.ExecRequest(
+        argv=process.args,
+        env=process.env,
+        cwd=process.cwd,
+        search_path=process.search_path,
+        uid=process.uid,
+        gid=process.gid,
+        groups=process.groups,
+        rlimits=process.rlimits,
+        cap_keep=capability_mask(frozenset(process.capabilities)),
+        main=main,
+        set_groups=set_groups,
+        id=command_id,
+        tty_size=process.console_size if process.terminal else None,
+        hold=hold,
+    )
+    return protocol.encode_exec(request)
+
+
+def _context(process: ProcessSpec) -> dict:
+    return {"argv": process.args, "search_path": process.search_path, "cwd": process.cwd}
+
+
+def _await_start(
+    reply_sock: socket.socket, process: ProcessSpec, console_socket: Optional[str]
+) -> Tuple[Optional[int], int]:
+    """Read replies up to STARTED: (the command's host pid, STARTED's pid); FAILED raises."""
+    host_pid = None
+    while True:
+        reply = protocol.decode_reply(reply_sock)
+        if reply is None:
+            raise ContainerStateError("the container's init ended before the process started")
+        if reply.kind == protocol.REPLY_TTY and reply.fd is not None:
+            try:
+                if console_socket:
+                    send_console(console_socket, reply.fd)
+            finally:
+                os.close(reply.fd)
+        elif reply.kind == protocol.REPLY_PID:
+            host_pid = reply.host_pid
+        elif reply.kind == protocol.REPLY_FAILED:
+            raise exec_error(reply.step, reply.errno, reply.index, _context(process))
+        elif reply.kind == protocol.REPLY_STARTED:
+            return host_pid, reply.pid
+
+
+def _connect(cdir: ContainerDir) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(cdir.socket)
+    except OSError as err:
+        sock.close()
+        raise ContainerStateError(f"container {cdir.id} is not running ({err.strerror})") from None
+    return sock
+
+
+def _write_pid_file(path: Optional[str], pid: int) -> None:
+    if path:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.rename(tmp, path)
+
+
+def create(root: str, container_id: str, bundle: str, *, pid_file=None, console_socket=None) -> None:
+    spec = load_spec(bundle)
+    if spec.process is None:
+        raise ConfigError("process", "config.json has no process to run")
+    if spec.process.terminal and not console_socket:
+        raise ConfigError("process.terminal", "a terminal needs --console-socket")
+    cdir = ContainerDir(root, container_id)
+    cdir.make()
+    saved: Dict[str, Any] = {"bundle": spec.bundle, "rootfs": spec.root, "pid": 0, "created": _now()}
+    try:
+        with cdir.locked():
+            _create(cdir, spec, saved, pid_file, console_socket)
+    except BaseException:
+        _destroy(cdir, saved)
+        raise
+
+
+def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, console_socket) -> None:
+    process = spec.process
+    assert process is not None
+    maps = _maps(spec)
+    if maps is not None:
+        make_mount_points(spec.root, spec.ops)
+    caps = frozenset(process.capabilities)
+    policy = Seccomp.from_json(dict(spec.seccomp)) if spec.seccomp else None
+    program = compile_policy(policy, caps) if policy else b""
+    plan = build_plan(
+        ops=spec.ops,
+        rootfs=spec.root,
+        read_only=spec.readonly,
+        hostname=spec.hostname,
+        userns=maps is not None,
+        netns=spec.new_network,
+        set_groups=bool(maps and maps.setgroups),
+        seccomp_filter=program,
+        init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps),
+        init_filter=compile_policy(init_policy(), caps),
+        detached=True,
+    )
+    cgroups_path = spec.cgroups_path or f"sandboxlib-runtime-{cdir.id}"  # (relative: below ours)
+    group = oci_cgroup.plan(cgroups_path, spec.limits, bool(spec.device_rules))
+    saved.update(
+        annotations=dict(spec.annotations),
+        hooks={k: list(v) for k, v in spec.hooks.items()},
+        cgroup=[(n.version, n.path, list(n.controllers)) for n in group.nodes] if group else [],
+        set_groups=maps is None or maps.setgroups,
+    )
+    cdir.write(saved)  # the cgroup directories are recorded before they are made
+    if group is not None:
+        group.create()
+        oci_cgroup.write_devices(group, spec.device_rules)
+    if process.umask is not None:
+        os.umask(process.umask)  # the init's, and so every command's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    child_fds: List[int] = []
+    try:
+        listener.bind(cdir.socket)
+        listener.listen(16)
+        control.send(plan)
+        if group is not None:
+            child_fds = group.attach_fds()
+            child_fds.append(group.open_v2())
+        pid, pidfd = binding.spawn(
+            clone_flags(userns=maps is not None),
+            [null, control_child.fileno(), listener.fileno(), err_w],
+            caps=capability_mask(INIT_CAPABILITIES | caps),
+            netns=spec.new_network,
+            cgroup_fd=child_fds[-1] if child_fds else -1,
+            attach_fds=child_fds[:-1],
+            new_cgroupns=spec.new_cgroup and group is not None,
+        )
+        os.close(pidfd)
+        saved.update(pid=pid, init_start=start_time(pid))
+        cdir.write(saved)
+        for fd in (null, err_w, *child_fds):
+            os.close(fd)
+        null = err_w = -1
+        child_fds = []
+        control_child.close()
+        listener.close()
+        if maps is not None:
+            write_maps(pid, maps)
+        control.send(GO_MESSAGE)
+        report = read_all(err_r)
+        if report:
+            step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
+            raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
+        _set_up(pid, process, spec)
+        run_hooks("prestart", spec.hooks["prestart"], oci_state(cdir, saved))
+        run_hooks("createRuntime", spec.hooks["createRuntime"], oci_state(cdir, saved))
+        run_hooks("createContainer", spec.hooks["createContainer"], oci_state(cdir, saved))
+        ours, theirs = protocol.reply_socketpair()
+        with ours, theirs:
+            fds = [theirs.fileno()] + ([] if process.terminal else [0, 1, 2])
+            protocol.send_request(control, _request(process, main=True, hold=True, set_groups=saved["set_groups"]), fds)
+            theirs.close()
+            _await_start(ours, process, console_socket)
+    finally:
+        for fd in (null, err_w, err_r, *child_fds):
+            if fd >= 0:
+                os.close(fd)
+        control.close()
+        control_child.close()
+        listener.close()
+    _write_pid_file(pid_file, saved["pid"])
+
+
+def _set_up(pid: int, process: ProcessSpec, spec: Spec) -> None:
+    """What the host writes once the container is set up: oomScoreAdj, sysctl."""
+    if process.oom_score_adj is not None:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(process.oom_score_adj))
+    for key, value in spec.sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        # Net and IPC sysctls are the writer's namespaces': written from them.
+        proc = subprocess.run(
+            ["nsenter", f"--target={pid}", "--net", "--ipc", "--uts", "--", "sh", "-c", 'printf %s "$2" > "$1"', "-"]
+            + [path, value],
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ConfigError(f"linux.sysctl.{key}", proc.stderr.decode(errors="replace").strip())
+
+
+def _load(root: str, container_id: str) -> Tuple[ContainerDir, Dict[str, Any]]:
+    cdir = ContainerDir(root, container_id)
+    return cdir, cdir.read()
+
+
+def state(root: str, container_id: str) -> Dict[str, Any]:
+    cdir, saved = _load(root, container_id)
+    return oci_state(cdir, saved)
+
+
+def start(root: str, container_id: str) -> None:
+    cdir, saved = _load(root, container_id)
+    with cdir.locked():
+        status = status_of(cdir, saved)
+        if status != "created":
+            raise ContainerStateError(f"cannot start a container in the {status} state")
+        run_hooks("startContainer", saved["hooks"]["startContainer"], oci_state(cdir, saved))
+        cdir.mark_started()
+        ours, theirs = protocol.reply_socketpair()
+        with ours, theirs, _connect(cdir) as control:
+            socket.send_fds(control, [protocol.START_MESSAGE], [theirs.fileno()])
+            theirs.close()
+            reply = protocol.decode_reply(ours)
+            while reply is not None and reply.kind == protocol.REPLY_PID:
+                reply = protocol.decode_reply(ours)
+            if reply is None or reply.kind != protocol.REPLY_STARTED:
+                step, err = (reply.step, reply.errno) if reply else (binding.Step.REQUEST, E.ESRCH)
+                raise exec_error(step, err, reply.index if reply else -1, {})
+    try:
+        run_hooks("poststart", saved["hooks"]["poststart"], oci_state(cdir, saved))
+    except Exception as err:  # the container runs: a poststart failure is only reported
+        print(f"warning: {err}", file=sys.stderr)
+
+
+def _signal_init(saved: Dict[str, Any], sig: int) -> bool:
+    """Signal the init, unless another process took its pid.  False when it is gone."""
+    pid = saved.get("pid") or 0
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if start_time(pid) != saved.get("init_start"):
+            return False
+        signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def _cgroup_procs(saved: Dict[str, Any]) -> List[int]:
+    for _version, path, _controllers in saved.get("cgroup", ()):
+        pids = []
+        for dirpath, _dirs, _files in os.walk(path):
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                continue
+        return pids
+    return []
+
+
+def kill(root: str, container_id: str, sig: int, *, all_processes: bool = False) -> None:
+    cdir, saved = _load(root, container_id)
+    if status_of(cdir, saved) == "stopped":
+        raise ContainerStateError("container not running")
+    if all_processes:
+        for pid in _cgroup_procs(saved):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    if not _signal_init(saved, sig) and not all_processes:
+        raise ContainerStateError("container not running")
+
+
+def _destroy(cdir: ContainerDir, saved: Dict[str, Any]) -> None:
+    """Kill the init (its pid namespace ends with it), remove the cgroup and the state."""
+    if saved.get("pid") and _signal_init(saved, signal.SIGKILL):
+        wait_gone(saved["pid"], saved.get("init_start"))
+    paths = [path for _v, path, _c in saved.get("cgroup", ())]
+    if paths:
+        cgroups.release_paths(paths)
+    cdir.remove()
+
+
+def wait_gone(pid: int, started: Optional[int], timeout: float = 10.0) -> None:
+    """Until the process is gone or a zombie (its reaper is not us)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if start_time(pid) == started:
+            select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+
+
+def delete(root: str, container_id: str, *, force: bool = False) -> None:
+    try:
+        cdir, saved = _load(root, container_id)
+    except NotFound:
+        if force:
+            return
+        raise
+    with cdir.locked():
+        status = status_of(cdir, saved)
+        if status == "running" and not force:
+            raise ContainerStateError(f"cannot delete container {container_id} that is not stopped: {status}")
+        _destroy(cdir, saved)
+    try:
+        run_hooks(
+            "poststop", saved.get("hooks", {}).get("poststop", ()), oci_state(cdir, saved) | {"status": "stopped"}
+        )
+    except Exception as err:
+        print(f"warning: {err}", file=sys.stderr)
+
+
+def exec_process(
+    root: str,
+    container_id: str,
+    process: ProcessSpec,
+    *,
+    detach: bool = False,
+    pid_file: Optional[str] = None,
+    console_socket: Optional[str] = None,
+) -> int:
+    """Run ``process`` in the container: its exit status (or 0 with ``detach``).
+
+    The command is a child of the container's init, not of this process; a
+    caller that waits for a pid (conmon) gets one of ours that waits for
+    the command and exits with its status (``detach``: a forked waiter)."""
+    cdir, saved = _load(root, container_id)
+    if status_of(cdir, saved) == "stopped":
+        raise ContainerStateError("cannot exec in a stopped container")
+    if process.terminal and not console_socket and detach:
+        raise ConfigError("--tty", "a detached terminal needs --console-socket")
+    command_id = secrets.randbits(31) | 1
+    ours, theirs = protocol.reply_socketpair()
+    with ours, _connect(cdir) as control:
+        fds = [theirs.fileno()] + ([] if process.terminal else [0, 1, 2])
+        payload = _request(
+            process, main=False, hold=False, set_groups=saved.get("set_groups", False), command_id=command_id
+        )
+        protocol.send_request(control, payload, fds)
+        theirs.close()
+        _await_start(ours, process, console_socket)
+        if detach:
+            waiter = os.fork()
+            if waiter:
+                _write_pid_file(pid_file, waiter)
+                return 0
+            os.setsid()
+            os._exit(_wait_command(cdir, ours, command_id))
+        _write_pid_file(pid_file, os.getpid())
+        return _wait_command(cdir, ours, command_id)
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _wait_command(cdir: ContainerDir, reply_sock: socket.socket, command_id: int) -> int:
+    """Wait for the command's EXITED, forwarding our signals to it; its status as an exit code."""
+    rfd, wfd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    signal.set_wakeup_fd(wfd)
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda *_: None)
+    while True:
+        ready, _, _ = select.select([reply_sock.fileno(), rfd], [], [])
+        if rfd in ready:
+            for number in os.read(rfd, 64):
+                try:
+                    with _connect(cdir) as control:
+                        control.send(protocol.encode_signal(command_id, number, group=False))
+                except (ContainerStateError, OSError):
+                    pass
+        if reply_sock.fileno() in ready:
+            reply = protocol.decode_reply(reply_sock)
+            if reply is None:
+                return 137  # the container ended under it
+            if reply.kind == protocol.REPLY_EXITED:
+                return exit_code(reply.status)
+
+
+def exit_code(status: int) -> int:
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def wait_exit(root: str, container_id: str) -> int:
+    """``run``: wait for our child the init (forwarding signals to it); its exit code."""
+    _cdir, saved = _load(root, container_id)
+    pid = saved["pid"]
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda s, _f: _signal_init(saved, s))
+    while True:
+        try:
+            result = os.waitid(os.P_PID, pid, os.WEXITED | _WALL)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+    if result is None:
+        return 0
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return 128 + result.si_status
+
+
+def ps(root: str, container_id: str) -> List[int]:
+    cdir, saved = _load(root, container_id)
+    if status_of(cdir, saved) == "stopped":
+        return []
+    return sorted(set(_cgroup_procs(saved)))
+
+
+def _read_int(directory: str, name: str) -> int:
+    text = (cgroups.fs.read_text(os.path.join(directory, name)) or "0").strip()
+    return 0 if text == "max" else int(text)
+
+
+def stats(root: str, container_id: str) -> Dict[str, Any]:
+    """``events --stats``: runc's stats event, from the cgroup."""
+    _cdir, saved = _load(root, container_id)
+    data: Dict[str, Any] = {"cpu": {"usage": {}}, "memory": {"usage": {}}, "pids": {}}
+    for version, path, controllers in saved.get("cgroup", ()):
+        if version == "v1" and "cpuacct" in controllers:
+            data["cpu"]["usage"]["total"] = _read_int(path, "cpuacct.usage")
+        if version == "v1" and "memory" in controllers:
+            data["memory"]["usage"]["usage"] = _read_int(path, "memory.usage_in_bytes")
+            data["memory"]["usage"]["limit"] = _read_int(path, "memory.limit_in_bytes")
+        if version == "v1" and "pids" in controllers:
+            data["pids"] = {"current": _read_int(path, "pids.current"), "limit": _read_int(path, "pids.max")}
+        if version == "v2":
+            usage = cgroups.fs.read_keys(os.path.join(path, "cpu.stat")).get("usage_usec")
+            if usage is not None:
+                data["cpu"]["usage"]["total"] = usage * 1000
+    return {"type": "stats", "id": container_id, "data": data}
+
+
+def update(root: str, container_id: str, resources: Dict[str, Any]) -> None:
+    _cdir, saved = _load(root, container_id)
+    oci_cgroup.update([tuple(n) for n in saved.get("cgroup", ())], resource_limits(resources))
+
+
+def list_ids(root: str) -> List[str]:
+    try:
+        return sorted(n for n in os.listdir(root) if os.path.exists(os.path.join(root, n, "state.json")))
+    except FileNotFoundError:
+        return []
+
+
+__all__ += ["oci_state", "stats", "update", "list_ids", "exit_code", "SetupError"]
