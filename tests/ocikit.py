@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from sandboxlib.oci.default_spec import default_spec
 
-RUNTIME = [sys.executable, "-m", "sandboxlib.oci"]
+RUNTIME = [sys.executable, "-P", "-m", "sandboxlib.oci"]  # -P: not the cwd first in sys.path
 
 
 def cgroup_path_of(container_id: str) -> str:
@@ -82,7 +82,7 @@ def wrapper_script(directory: str) -> str:
     path = os.path.join(directory, "sandboxlib-runtime")
     names = ("PYTHONPATH", "SANDBOXLIB_DEV", "SANDBOXLIB_EXPECT_INSTALLED")
     env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in names if k in os.environ)
-    target = installed if os.path.exists(installed) else f"{sys.executable} -m sandboxlib.oci"
+    target = installed if os.path.exists(installed) else f"{sys.executable} -P -m sandboxlib.oci"
     with open(path, "w") as f:
         f.write(f'#!/bin/sh\nexec env {env} {target} "$@"\n')
     os.chmod(path, 0o755)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import errno as E
 import os
+import resource
 import secrets
 import select
 import signal
@@ -256,7 +257,14 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
 
 
 def _set_up(pid: int, process: ProcessSpec, spec: Spec) -> None:
-    """What the host writes once the container is set up: oomScoreAdj, sysctl."""
+    """What the host writes once the container is set up: the init's rlimits
+    (inherited by its commands: raised here, with our privileges, as runc's
+    init raises them before it drops its capabilities), oomScoreAdj, sysctl."""
+    for name, soft, hard in process.rlimits:
+        try:
+            resource.prlimit(pid, protocol.RLIMIT_NUMBERS[name], (soft, hard))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"process.rlimits ({name})", f"prlimit({soft}, {hard}): {err}") from None
     if process.oom_score_adj is not None:
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(process.oom_score_adj))
