@@ -31,7 +31,6 @@ from .errors import (
     UnsafeResultError,
     UnsupportedError,
 )
-from .results import Result, Verdict
 from .streams import DEVNULL, PIPE, STDOUT
 
 if typing.TYPE_CHECKING:
@@ -41,6 +40,7 @@ if typing.TYPE_CHECKING:
     from .images import Image
     from .pool import Pool
     from .registry import login, logout
+    from .results import Result, Verdict
     from .runtime import Container, ImageStore, Process
     from .security import Seccomp
 from .version import __version__ as __version__  # (re-exported)
@@ -126,6 +126,8 @@ _LAZY = {
     "Pool": "pool",
     "login": "registry",
     "logout": "registry",
+    "Result": "results",
+    "Verdict": "results",
     "Container": "runtime",
     "ImageStore": "runtime",
     "Process": "runtime",

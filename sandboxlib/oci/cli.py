@@ -151,10 +151,10 @@ def _run_verb(args: argparse.Namespace, root: str) -> int:
 
         write_spec(args.bundle, rootless=args.rootless)
         return 0
-    from . import lifecycle
+    from . import control
 
     if verb == "list":
-        states = [lifecycle.state(root, i) for i in lifecycle.list_ids(root)]
+        states = [control.state(root, i) for i in control.list_ids(root)]
         if args.format == "json":
             print(json.dumps(states))
         else:
@@ -165,27 +165,29 @@ def _run_verb(args: argparse.Namespace, root: str) -> int:
             from ..errors import UnsupportedError
 
             raise UnsupportedError("--preserve-fds", "only stdio reaches the container's process")
+        from . import lifecycle
+
         lifecycle.create(root, args.id, args.bundle, pid_file=args.pid_file, console_socket=args.console_socket)
         if verb == "create":
             return 0
-        lifecycle.start(root, args.id)
+        control.start(root, args.id)
         if args.detach:
             return 0
-        code = lifecycle.wait_exit(root, args.id)
+        code = control.wait_exit(root, args.id)
         if not args.keep:
-            lifecycle.delete(root, args.id, force=True)
+            control.delete(root, args.id, force=True)
         return code
     if verb == "start":
-        lifecycle.start(root, args.id)
+        control.start(root, args.id)
     elif verb == "state":
-        print(json.dumps(lifecycle.state(root, args.id), indent=2))
+        print(json.dumps(control.state(root, args.id), indent=2))
     elif verb == "kill":
-        from .spec import signal_number
-
-        lifecycle.kill(root, args.id, signal_number(args.signal), all_processes=args.all)
+        control.kill(root, args.id, signal_number(args.signal), all_processes=args.all)
     elif verb == "delete":
-        lifecycle.delete(root, args.id, force=args.force)
+        control.delete(root, args.id, force=args.force)
     elif verb == "exec":
+        from . import lifecycle
+
         return lifecycle.exec_process(
             root,
             args.id,
@@ -195,7 +197,7 @@ def _run_verb(args: argparse.Namespace, root: str) -> int:
             console_socket=args.console_socket,
         )
     elif verb == "ps":
-        pids = lifecycle.ps(root, args.id)
+        pids = control.ps(root, args.id)
         if args.format == "json":
             print(json.dumps(pids))
         elif pids:
@@ -207,10 +209,27 @@ def _run_verb(args: argparse.Namespace, root: str) -> int:
             from ..errors import UnsupportedError
 
             raise UnsupportedError("events without --stats", "only one-shot statistics (--stats) are implemented")
-        print(json.dumps(lifecycle.stats(root, args.id)))
+        print(json.dumps(control.stats(root, args.id)))
     elif verb == "update":
+        from . import lifecycle
+
         lifecycle.update(root, args.id, _resources(args))
     return 0
+
+
+def signal_number(name: str) -> int:
+    """ "TERM", "SIGTERM", "15" -> 15 (runc's forms)."""
+    import signal
+
+    from ..errors import ConfigError
+
+    text = name.upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
+    except KeyError:
+        raise ConfigError("signal", f"unknown signal {name!r}") from None
 
 
 def _table(states: list) -> str:

@@ -12,8 +12,6 @@ when this process exits) reads the container's exit status from it."""
 
 from __future__ import annotations
 
-import datetime
-import errno as E
 import os
 import resource
 import secrets
@@ -21,12 +19,10 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import cgroups
 from ..config import IdMapping
-from ..errors import ConfigError, ContainerStateError, SetupError
+from ..errors import ConfigError, ContainerStateError
 from ..native import binding, protocol
 from ..native.failures import exec_error, setup_error
 from ..native.host import probe_host
@@ -39,18 +35,12 @@ from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES
 from ..security.seccomp import Seccomp, init_policy
 from . import cgroup as oci_cgroup
 from .console import send_console
+from .control import FORWARDED, connect, destroy, load, now, oci_state
 from .hooks import run_hooks
 from .spec import ProcessSpec, Spec, load_spec, resource_limits
-from .state import ContainerDir, NotFound, start_time, status_of
+from .state import ContainerDir, start_time, status_of
 
-__all__ = ["create", "start", "state", "kill", "delete", "exec_process", "ps", "wait_exit"]
-
-OCI_VERSION = "1.1.0"
-_WALL = 0x40000000
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+__all__ = ["create", "exec_process", "update", "exit_code"]
 
 
 def _maps(spec: Spec) -> Optional[IdMaps]:
@@ -63,22 +53,6 @@ def _maps(spec: Spec) -> Optional[IdMaps]:
     gid_map = spec.gid_map or (IdMapping(container=0, host=host.egid, size=1),)
     own = len(uid_map) == 1 and uid_map[0].host == host.euid and uid_map[0].size == 1
     return IdMaps(uid_map=uid_map, gid_map=gid_map, setgroups=host.is_root, use_helpers=not host.is_root and not own)
-
-
-def oci_state(cdir: ContainerDir, saved: Dict[str, Any]) -> Dict[str, Any]:
-    """The runtime-spec's state of the container."""
-    status = status_of(cdir, saved)
-    return {
-        "ociVersion": OCI_VERSION,
-        "id": cdir.id,
-        "status": status,
-        "pid": saved["pid"] if status != "stopped" else 0,
-        "bundle": saved["bundle"],
-        "rootfs": saved["rootfs"],
-        "created": saved["created"],
-        "owner": "",
-        "annotations": saved.get("annotations", {}),
-    }
 
 
 def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, command_id: int = 0) -> bytes:
@@ -128,16 +102,6 @@ def _await_start(
             return host_pid, reply.pid
 
 
-def _connect(cdir: ContainerDir) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    try:
-        sock.connect(cdir.socket)
-    except OSError as err:
-        sock.close()
-        raise ContainerStateError(f"container {cdir.id} is not running ({err.strerror})") from None
-    return sock
-
-
 def _write_pid_file(path: Optional[str], pid: int) -> None:
     if path:
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -154,12 +118,12 @@ def create(root: str, container_id: str, bundle: str, *, pid_file=None, console_
         raise ConfigError("process.terminal", "a terminal needs --console-socket")
     cdir = ContainerDir(root, container_id)
     cdir.make()
-    saved: Dict[str, Any] = {"bundle": spec.bundle, "rootfs": spec.root, "pid": 0, "created": _now()}
+    saved: Dict[str, Any] = {"bundle": spec.bundle, "rootfs": spec.root, "pid": 0, "created": now()}
     try:
         with cdir.locked():
             _create(cdir, spec, saved, pid_file, console_socket)
     except BaseException:
-        _destroy(cdir, saved)
+        destroy(cdir, saved)
         raise
 
 
@@ -281,128 +245,6 @@ def _set_up(pid: int, process: ProcessSpec, spec: Spec) -> None:
             raise ConfigError(f"linux.sysctl.{key}", proc.stderr.decode(errors="replace").strip())
 
 
-def _load(root: str, container_id: str) -> Tuple[ContainerDir, Dict[str, Any]]:
-    cdir = ContainerDir(root, container_id)
-    return cdir, cdir.read()
-
-
-def state(root: str, container_id: str) -> Dict[str, Any]:
-    cdir, saved = _load(root, container_id)
-    return oci_state(cdir, saved)
-
-
-def start(root: str, container_id: str) -> None:
-    cdir, saved = _load(root, container_id)
-    with cdir.locked():
-        status = status_of(cdir, saved)
-        if status != "created":
-            raise ContainerStateError(f"cannot start a container in the {status} state")
-        run_hooks("startContainer", saved["hooks"]["startContainer"], oci_state(cdir, saved))
-        cdir.mark_started()
-        ours, theirs = protocol.reply_socketpair()
-        with ours, theirs, _connect(cdir) as control:
-            socket.send_fds(control, [protocol.START_MESSAGE], [theirs.fileno()])
-            theirs.close()
-            reply = protocol.decode_reply(ours)
-            while reply is not None and reply.kind == protocol.REPLY_PID:
-                reply = protocol.decode_reply(ours)
-            if reply is None or reply.kind != protocol.REPLY_STARTED:
-                step, err = (reply.step, reply.errno) if reply else (binding.Step.REQUEST, E.ESRCH)
-                raise exec_error(step, err, reply.index if reply else -1, {})
-    try:
-        run_hooks("poststart", saved["hooks"]["poststart"], oci_state(cdir, saved))
-    except Exception as err:  # the container runs: a poststart failure is only reported
-        print(f"warning: {err}", file=sys.stderr)
-
-
-def _signal_init(saved: Dict[str, Any], sig: int) -> bool:
-    """Signal the init, unless another process took its pid.  False when it is gone."""
-    pid = saved.get("pid") or 0
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return False
-    try:
-        if start_time(pid) != saved.get("init_start"):
-            return False
-        signal.pidfd_send_signal(pidfd, sig)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(pidfd)
-
-
-def _cgroup_procs(saved: Dict[str, Any]) -> List[int]:
-    for _version, path, _controllers in saved.get("cgroup", ()):
-        pids = []
-        for dirpath, _dirs, _files in os.walk(path):
-            try:
-                with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                    pids += [int(p) for p in f.read().split()]
-            except OSError:
-                continue
-        return pids
-    return []
-
-
-def kill(root: str, container_id: str, sig: int, *, all_processes: bool = False) -> None:
-    cdir, saved = _load(root, container_id)
-    if status_of(cdir, saved) == "stopped":
-        raise ContainerStateError("container not running")
-    if all_processes:
-        for pid in _cgroup_procs(saved):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-    if not _signal_init(saved, sig) and not all_processes:
-        raise ContainerStateError("container not running")
-
-
-def _destroy(cdir: ContainerDir, saved: Dict[str, Any]) -> None:
-    """Kill the init (its pid namespace ends with it), remove the cgroup and the state."""
-    if saved.get("pid") and _signal_init(saved, signal.SIGKILL):
-        wait_gone(saved["pid"], saved.get("init_start"))
-    paths = [path for _v, path, _c in saved.get("cgroup", ())]
-    if paths:
-        cgroups.release_paths(paths)
-    cdir.remove()
-
-
-def wait_gone(pid: int, started: Optional[int], timeout: float = 10.0) -> None:
-    """Until the process is gone or a zombie (its reaper is not us)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        if start_time(pid) == started:
-            select.select([pidfd], [], [], timeout)
-    finally:
-        os.close(pidfd)
-
-
-def delete(root: str, container_id: str, *, force: bool = False) -> None:
-    try:
-        cdir, saved = _load(root, container_id)
-    except NotFound:
-        if force:
-            return
-        raise
-    with cdir.locked():
-        status = status_of(cdir, saved)
-        if status == "running" and not force:
-            raise ContainerStateError(f"cannot delete container {container_id} that is not stopped: {status}")
-        _destroy(cdir, saved)
-    try:
-        run_hooks(
-            "poststop", saved.get("hooks", {}).get("poststop", ()), oci_state(cdir, saved) | {"status": "stopped"}
-        )
-    except Exception as err:
-        print(f"warning: {err}", file=sys.stderr)
-
-
 def exec_process(
     root: str,
     container_id: str,
@@ -417,14 +259,14 @@ def exec_process(
     The command is a child of the container's init, not of this process; a
     caller that waits for a pid (conmon) gets one of ours that waits for
     the command and exits with its status (``detach``: a forked waiter)."""
-    cdir, saved = _load(root, container_id)
+    cdir, saved = load(root, container_id)
     if status_of(cdir, saved) == "stopped":
         raise ContainerStateError("cannot exec in a stopped container")
     if process.terminal and not console_socket and detach:
         raise ConfigError("--tty", "a detached terminal needs --console-socket")
     command_id = secrets.randbits(31) | 1
     ours, theirs = protocol.reply_socketpair()
-    with ours, _connect(cdir) as control:
+    with ours, connect(cdir) as control:
         fds = [theirs.fileno()] + ([] if process.terminal else [0, 1, 2])
         payload = _request(
             process, main=False, hold=False, set_groups=saved.get("set_groups", False), command_id=command_id
@@ -443,21 +285,18 @@ def exec_process(
         return _wait_command(cdir, ours, command_id)
 
 
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
 def _wait_command(cdir: ContainerDir, reply_sock: socket.socket, command_id: int) -> int:
     """Wait for the command's EXITED, forwarding our signals to it; its status as an exit code."""
     rfd, wfd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     signal.set_wakeup_fd(wfd)
-    for sig in _FORWARDED:
+    for sig in FORWARDED:
         signal.signal(sig, lambda *_: None)
     while True:
         ready, _, _ = select.select([reply_sock.fileno(), rfd], [], [])
         if rfd in ready:
             for number in os.read(rfd, 64):
                 try:
-                    with _connect(cdir) as control:
+                    with connect(cdir) as control:
                         control.send(protocol.encode_signal(command_id, number, group=False))
                 except (ContainerStateError, OSError):
                     pass
@@ -473,68 +312,6 @@ def exit_code(status: int) -> int:
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def wait_exit(root: str, container_id: str) -> int:
-    """``run``: wait for our child the init (forwarding signals to it); its exit code."""
-    _cdir, saved = _load(root, container_id)
-    pid = saved["pid"]
-    for sig in _FORWARDED:
-        signal.signal(sig, lambda s, _f: _signal_init(saved, s))
-    while True:
-        try:
-            result = os.waitid(os.P_PID, pid, os.WEXITED | _WALL)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 0
-    if result is None:
-        return 0
-    if result.si_code == os.CLD_EXITED:
-        return result.si_status
-    return 128 + result.si_status
-
-
-def ps(root: str, container_id: str) -> List[int]:
-    cdir, saved = _load(root, container_id)
-    if status_of(cdir, saved) == "stopped":
-        return []
-    return sorted(set(_cgroup_procs(saved)))
-
-
-def _read_int(directory: str, name: str) -> int:
-    text = (cgroups.fs.read_text(os.path.join(directory, name)) or "0").strip()
-    return 0 if text == "max" else int(text)
-
-
-def stats(root: str, container_id: str) -> Dict[str, Any]:
-    """``events --stats``: runc's stats event, from the cgroup."""
-    _cdir, saved = _load(root, container_id)
-    data: Dict[str, Any] = {"cpu": {"usage": {}}, "memory": {"usage": {}}, "pids": {}}
-    for version, path, controllers in saved.get("cgroup", ()):
-        if version == "v1" and "cpuacct" in controllers:
-            data["cpu"]["usage"]["total"] = _read_int(path, "cpuacct.usage")
-        if version == "v1" and "memory" in controllers:
-            data["memory"]["usage"]["usage"] = _read_int(path, "memory.usage_in_bytes")
-            data["memory"]["usage"]["limit"] = _read_int(path, "memory.limit_in_bytes")
-        if version == "v1" and "pids" in controllers:
-            data["pids"] = {"current": _read_int(path, "pids.current"), "limit": _read_int(path, "pids.max")}
-        if version == "v2":
-            usage = cgroups.fs.read_keys(os.path.join(path, "cpu.stat")).get("usage_usec")
-            if usage is not None:
-                data["cpu"]["usage"]["total"] = usage * 1000
-    return {"type": "stats", "id": container_id, "data": data}
-
-
 def update(root: str, container_id: str, resources: Dict[str, Any]) -> None:
-    _cdir, saved = _load(root, container_id)
+    _cdir, saved = load(root, container_id)
     oci_cgroup.update([tuple(n) for n in saved.get("cgroup", ())], resource_limits(resources))
-
-
-def list_ids(root: str) -> List[str]:
-    try:
-        return sorted(n for n in os.listdir(root) if os.path.exists(os.path.join(root, n, "state.json")))
-    except FileNotFoundError:
-        return []
-
-
-__all__ += ["oci_state", "stats", "update", "list_ids", "exit_code", "SetupError"]

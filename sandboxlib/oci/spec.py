@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import attrs
@@ -413,14 +412,3 @@ def load_spec(bundle: str) -> Spec:
         hooks={name: tuple(_field(hooks, name, list, "hooks.", [])) for name in HOOK_NAMES},
         annotations=dict(_field(data, "annotations", dict, "", {})),
     )
-
-
-def signal_number(name: str) -> int:
-    """ "TERM", "SIGTERM", "15" -> 15 (runc's forms), else ConfigError."""
-    text = name.upper()
-    if text.isdigit():
-        return int(text)
-    try:
-        return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
-    except KeyError:
-        raise ConfigError("signal", f"unknown signal {name!r}") from None
