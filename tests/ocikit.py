@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,3 +92,21 @@ def wrapper_script(directory: str) -> str:
 
 def unique_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def rootless_run(rootfs: str, args: Sequence[str]) -> tuple:
+    """(exit status, stdout, stderr) of ``run`` by this (unprivileged) user, in a
+    bundle of ``default_spec(rootless=True)``; its state and bundle removed after."""
+    base = tempfile.mkdtemp(prefix="oci-rootless-")
+    try:
+        spec: Dict[str, Any] = default_spec(rootless=True)
+        spec["root"] = {"path": rootfs, "readonly": True}
+        spec["process"].update(terminal=False, args=list(args))
+        bundle = os.path.join(base, "bundle")
+        os.mkdir(bundle)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        proc = runtime(os.path.join(base, "state"), "run", "--bundle", bundle, unique_id())
+        return proc.returncode, proc.stdout, proc.stderr, os.listdir(os.path.join(base, "state"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -18,7 +18,9 @@ import pytest
 from tests.conftest import wait_until
 from tests.ocikit import cgroup_path_of, make_bundle, ok, runtime, state, unique_id
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the runtime tests run as root")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the runtime tests run as root (rootless through the test users)"
+)
 
 
 @pytest.fixture
@@ -373,3 +375,11 @@ def test_created_container_deleted(oci_root, tmp_path, busybox_root):
     pid = state(oci_root, cid)["pid"]
     ok(oci_root, "delete", cid)
     assert not alive(pid) and cgroup_dirs(cid) == []
+
+
+def test_rootless_run(workers, busybox_root):
+    """Rootless: a user namespace that maps the caller's own id (the default spec's --rootless form)."""
+    from tests.ocikit import rootless_run
+
+    (code, out, err, left), _leaks = workers["sbxtest"].call(rootless_run, busybox_root, ["sh", "-c", "id -u; exit 6"])
+    assert (code, out, left) == (6, b"0\n", []), err

@@ -179,8 +179,12 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         extra = {c[4:] for c in _strings(caps.get(name), f"{where}capabilities.{name}")} - set(bounding)
         if extra:
             raise ConfigError(f"{where}capabilities.{name}", f"{sorted(extra)} are not in the bounding set")
-    if _strings(caps.get("ambient"), f"{where}capabilities.ambient"):
-        raise ConfigError(f"{where}capabilities.ambient", "ambient capabilities are not supported")
+    ambient = {
+        c[4:] if c.startswith("CAP_") else c for c in _strings(caps.get("ambient"), f"{where}capabilities.ambient")
+    }
+    # For uid 0 the ambient set adds nothing: execve gives root the bounding set anyway.
+    if ambient and (int(_field(data, "user", dict, where, {}).get("uid", 0)) != 0 or not ambient <= set(bounding)):
+        raise ConfigError(f"{where}capabilities.ambient", "ambient capabilities are supported only for uid 0")
     rlimits = []
     for i, limit in enumerate(_field(data, "rlimits", list, where, [])):
         kind = str(limit.get("type", ""))
