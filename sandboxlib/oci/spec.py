@@ -263,6 +263,8 @@ def _mount(i: int, m: Any, bundle: str) -> MountOp:
         return MountOp(kind=K.BIND, target=target, source="/sys/fs/cgroup", flags=flags | F.RECURSIVE | F.RDONLY)
     if kind_name not in _KINDS:
         raise ConfigError(f"{where}.type", f"unsupported mount type {kind_name!r}")
+    if m.get("source"):  # what mountinfo shows as the source ("proc", "tmpfs", "shm"), as runc's
+        data.insert(0, f"source={m['source']}")
     return MountOp(kind=_KINDS[kind_name], target=target, data=",".join(data) or None, flags=flags, field=where)
 
 
@@ -310,7 +312,7 @@ def resource_limits(resources: Mapping[str, Any]) -> CgroupLimits:
         memory_swap=swap if swap and swap > 0 else None,
         cpu_quota_us=quota * CPU_PERIOD_US // period if quota and quota > 0 else None,
         cpu_shares=cpu.get("shares") or None,
-        pids=pids + 1 if pids and pids > 0 else None,  # and the init, which runc's container lacks
+        pids=pids if pids and pids > 0 else None,  # (our init counts: one process more than runc's)
         cpuset_cpus=cpu.get("cpus") or None,
     )
 
