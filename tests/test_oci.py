@@ -324,6 +324,11 @@ def test_unsupported_fields_are_named(oci_root, tmp_path, busybox_root):
         ["true"],
         **{"process.foo": 1, "linux.intelRdt": {"closID": "x"}, "linux.personality": {"domain": "LINUX"}},
     )
+    caps = make_bundle(
+        str(tmp_path / "c"), busybox_root, ["true"], **{"process.capabilities": {"bounding": ["CAP_NOPE"]}}
+    )
+    proc = runtime(oci_root, "create", "--bundle", caps, "c")
+    assert proc.returncode == 1 and b"process.capabilities.bounding: unknown capability 'CAP_NOPE'" in proc.stderr
     log = tmp_path / "log.json"
     proc = subprocess.run(
         [*RUNTIME_ARGS(oci_root), "--log", str(log), "--log-format", "json", "create", "--bundle", bundle, "x"],

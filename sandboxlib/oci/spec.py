@@ -21,6 +21,7 @@ from ..native.binding import MountFlag as F
 from ..native.binding import MountKind as K
 from ..native.mount_op import MountOp
 from ..native.protocol import RLIMIT_NUMBERS
+from ..security.capabilities import normalize_capability
 
 __all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES"]
 
@@ -174,14 +175,17 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         raise ConfigError(f"{where}args", "at least the program is required")
     user = _field(data, "user", dict, where, {})
     caps = _field(data, "capabilities", dict, where, {})
-    bounding = [c[4:] if c.startswith("CAP_") else c for c in _strings(caps.get("bounding"), f"{where}capabilities")]
-    for name in ("effective", "permitted", "inheritable"):
-        extra = {c[4:] for c in _strings(caps.get(name), f"{where}capabilities.{name}")} - set(bounding)
+
+    def names(kind: str) -> List[str]:
+        field = f"{where}capabilities.{kind}"
+        return [normalize_capability(c, field) for c in _strings(caps.get(kind), field)]
+
+    bounding = names("bounding")
+    for kind in ("effective", "permitted", "inheritable"):
+        extra = set(names(kind)) - set(bounding)
         if extra:
-            raise ConfigError(f"{where}capabilities.{name}", f"{sorted(extra)} are not in the bounding set")
-    ambient = {
-        c[4:] if c.startswith("CAP_") else c for c in _strings(caps.get("ambient"), f"{where}capabilities.ambient")
-    }
+            raise ConfigError(f"{where}capabilities.{kind}", f"{sorted(extra)} are not in the bounding set")
+    ambient = set(names("ambient"))
     # For uid 0 the ambient set adds nothing: execve gives root the bounding set anyway.
     if ambient and (int(_field(data, "user", dict, where, {}).get("uid", 0)) != 0 or not ambient <= set(bounding)):
         raise ConfigError(f"{where}capabilities.ambient", "ambient capabilities are supported only for uid 0")
