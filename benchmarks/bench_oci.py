@@ -137,13 +137,21 @@ def main() -> None:
             else:
                 workloads[f"ctr run --rm ({name})"] = lambda c=ctr_run: run_quiet([*c, f"b{next(counter)}", "true"])()
             workloads[f"{name} --version"] = run_quiet([path, "--version"])
+            workloads[f"{name} state (no such container)"] = lambda p=path: subprocess.run(
+                [p, "--root", f"{tmp}/none", "state", "x"], capture_output=True, check=False
+            )
         samples = _common.interleaved(workloads, rounds=args.rounds, warmup=2)
         stats = {name: _common.percentiles(values) for name, values in samples.items()}
         rows = []
         for name, p in stats.items():
-            peer = name.replace("sandboxlib-runtime", "crun")
-            ratio = f"{p[0] / stats[peer][0]:.2f}x crun" if peer != name and peer in stats else ""
-            rows.append((name, p, ratio))
+            # against crun (the target), or runc where crun fails on this host
+            for peer_name in ("crun", "runc"):
+                peer = name.replace("sandboxlib-runtime", peer_name)
+                if peer != name and peer in stats:
+                    rows.append((name, p, f"{p[0] / stats[peer][0]:.2f}x {peer_name}"))
+                    break
+            else:
+                rows.append((name, p, ""))
         body = _common.table(rows)
         if failures:
             body += "\n\nFailed here (no time):\n" + "\n".join(f"- {k}: {v}" for k, v in failures.items())
