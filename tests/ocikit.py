@@ -110,3 +110,32 @@ def rootless_run(rootfs: str, args: Sequence[str]) -> tuple:
         return proc.returncode, proc.stdout, proc.stderr, os.listdir(os.path.join(base, "state"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+ROOTLESS_CONTAINERS_CONF = """[engine]
+runtime = "sandboxlib"
+cgroup_manager = "cgroupfs"
+events_logger = "none"
+[engine.runtimes]
+sandboxlib = ["{runtime}"]
+"""
+
+
+def rootless_podman(base: str, image_tar: str) -> tuple:
+    """As this (unprivileged) user: podman's storage in ``base``, the image
+    imported from ``image_tar``, ``podman run --rm`` through sandboxlib-runtime
+    (podman runs it as root of its own user namespace).  (status, stdout, stderr)."""
+    runtime_path = wrapper_script(base)
+    conf = os.path.join(base, "containers.conf")
+    with open(conf, "w") as f:
+        f.write(ROOTLESS_CONTAINERS_CONF.format(runtime=runtime_path))
+    os.makedirs(os.path.join(base, "xdg"), mode=0o700)
+    env = dict(os.environ, HOME=base, XDG_RUNTIME_DIR=os.path.join(base, "xdg"), CONTAINERS_CONF=conf)
+    podman = ["podman", "--root", f"{base}/storage", "--runroot", f"{base}/run", "--storage-driver", "vfs"]
+    imported = subprocess.run([*podman, "import", image_tar, "localhost/bb:rootless"], env=env, capture_output=True)
+    if imported.returncode != 0:
+        return imported.returncode, b"", b"podman import: " + imported.stderr
+    argv = [*podman, "run", "--rm", "--network", "none", "localhost/bb:rootless", "sh", "-c", "id -u; exit 3"]
+    proc = subprocess.run(argv, env=env, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    subprocess.run([*podman, "system", "reset", "--force"], env=env, capture_output=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr

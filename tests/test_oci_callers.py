@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 
 import pytest
@@ -102,6 +103,21 @@ def test_podman_exec_and_stop(podman):
         assert inspect == [b"exited", b"143"]
     finally:
         podman("rm", "--force", "--time", "0", cid)
+
+
+def test_podman_rootless(workers, shared_dir, busybox_root):
+    """Rootless podman runs the runtime as root of its own user namespace (state under $XDG_RUNTIME_DIR)."""
+    from tests.ocikit import rootless_podman
+
+    base = tempfile.mkdtemp(prefix="sbx-podman-")  # (podman wants a runroot under 50 characters)
+    try:
+        os.chmod(base, 0o777)
+        tar = _rootfs_tar(busybox_root, os.path.join(base, "bb.tar"))
+        os.chmod(tar, 0o644)
+        (code, out, err), _leaks = workers["sbxtest"].call(rootless_podman, base, tar)
+        assert (code, out) == (3, b"0\n"), err
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- containerd ------------------------------------------------------------------------------------

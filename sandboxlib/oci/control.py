@@ -64,7 +64,8 @@ def oci_state(cdir: ContainerDir, saved: Dict[str, Any]) -> Dict[str, Any]:
 def connect(cdir: ContainerDir) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(cdir.socket)
+        with cdir.socket_address() as address:
+            sock.connect(address)
     except OSError as err:
         sock.close()
         raise ContainerStateError(f"container {cdir.id} is not running ({err.strerror})") from None

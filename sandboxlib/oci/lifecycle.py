@@ -169,7 +169,8 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     child_fds: List[int] = []
     try:
-        listener.bind(cdir.socket)
+        with cdir.socket_address() as address:
+            listener.bind(address)
         listener.listen(16)
         control.send(plan)
         if group is not None:

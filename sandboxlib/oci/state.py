@@ -29,9 +29,18 @@ class NotFound(Exception):
     """No container of that id (runc: ``container does not exist``)."""
 
 
+def _real_root() -> bool:
+    """Root of the host's user namespace (rootless podman runs us as root of its own)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return os.geteuid() == 0 and f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 def default_root() -> str:
-    """runc's choice: /run/... as root, $XDG_RUNTIME_DIR/... rootless."""
-    if os.geteuid() == 0:
+    """runc's choice: /run/... as root, $XDG_RUNTIME_DIR/... rootless (also as root of a user namespace)."""
+    if _real_root():
         return "/run/sandboxlib-runtime"
     base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sandboxlib-runtime-{os.geteuid()}"
     return os.path.join(base, "sandboxlib-runtime")
@@ -56,7 +65,16 @@ class ContainerDir:
             raise ConfigError("id", f"invalid container id {container_id!r}")
         self.id = container_id
         self.path = os.path.join(root, container_id)
-        self.socket = os.path.join(self.path, "init.sock")
+
+    @contextlib.contextmanager
+    def socket_address(self) -> Iterator[str]:
+        """The control socket's path, short enough for AF_UNIX (108 bytes)
+        however deep ``--root`` is: through an fd of the container's directory."""
+        fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield f"/proc/self/fd/{fd}/init.sock"
+        finally:
+            os.close(fd)
 
     def exists(self) -> bool:
         return os.path.exists(os.path.join(self.path, "state.json"))
