@@ -388,3 +388,16 @@ def test_rootless_run(workers, busybox_root):
 
     (code, out, err, left), _leaks = workers["sbxtest"].call(rootless_run, busybox_root, ["sh", "-c", "id -u; exit 6"])
     assert (code, out, left) == (6, b"0\n", []), err
+
+
+def test_failed_create_leaves_nothing(oci_root, tmp_path, busybox_root):
+    """A set-up failure after the init was spawned: the error names the mount, and the
+    init, its cgroup and the state are gone."""
+    from sandboxlib.oci.default_spec import default_spec
+
+    cid = unique_id()
+    bad = {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=not-a-size"]}
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], mounts=default_spec()["mounts"] + [bad])
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and b"mounts[7]" in proc.stderr, proc.stderr
+    assert os.listdir(oci_root) == [] and cgroup_dirs(cid) == []
