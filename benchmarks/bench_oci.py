@@ -130,7 +130,8 @@ def main() -> None:
                 failures[f"podman run --rm ({name})"] = error
             else:
                 workloads[f"podman run --rm ({name})"] = run_quiet([*run, "localhost/bb:bench", "true"])
-            ctr_run = [*ctr, "run", "--rm", "--runc-binary", path, "localhost/bb:bench"]
+            ctr_run = [*ctr, "run", "--rm", "--runc-binary", path, "--runc-root", f"{tmp}/runc-root"]
+            ctr_run.append("localhost/bb:bench")
             error = check([*ctr_run, f"probe-{name}", "true"])
             if error:
                 failures[f"ctr run --rm ({name})"] = error

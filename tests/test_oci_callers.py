@@ -188,8 +188,11 @@ def test_ctr_run_with_runc_binary(containerd):
     runtime handler of containerd's CRI plugin sets, and a Kubernetes RuntimeClass names."""
     proc = containerd(
         "run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", containerd.runtime,
+        "--runc-root", os.path.join(os.path.dirname(containerd.runtime), "runc-root"),
         "localhost/busybox:test", "c1", "sh", "-c", "echo hi $(cat /proc/1/comm); exit 5",
         check=False,
     )  # fmt: skip
     assert (proc.returncode, proc.stdout) == (5, b"hi sbx-init\n"), proc.stderr
     assert containerd("containers", "list", "--quiet").stdout == b""
+    runc_root = os.path.join(os.path.dirname(containerd.runtime), "runc-root")
+    assert [c for ns in os.listdir(runc_root) for c in os.listdir(os.path.join(runc_root, ns))] == []
