@@ -96,6 +96,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("run as root (podman and containerd with private state directories)")
     tmp = tempfile.mkdtemp(prefix="bench-oci-")
+    namespace = f"sbxbench{os.getpid()}"  # ctr's, and the cgroup parent its containers get
     daemon = None
     try:
         ours = runtime_path(tmp)
@@ -111,7 +112,7 @@ def main() -> None:
         daemon = subprocess.Popen(
             ["containerd", "--config", f"{tmp}/containerd.toml"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        ctr = ["ctr", "--address", f"{tmp}/containerd.sock", "--namespace", "bench"]
+        ctr = ["ctr", "--address", f"{tmp}/containerd.sock", "--namespace", namespace]
         for _ in range(100):
             if check([*ctr, "version"]) == "":
                 break
@@ -124,7 +125,8 @@ def main() -> None:
             if not path:
                 failures[name] = "not installed"
                 continue
-            run = [*podman, "--runtime", path, "run", "--rm", "--network", "none", "--cgroup-parent", parent, *ULIMITS]
+            run = [*podman, "--runtime", path, "--runtime-flag", f"root={tmp}/runtime-root-{name}"]
+            run += ["run", "--rm", "--network", "none", "--cgroup-parent", parent, *ULIMITS]
             error = check([*run, "localhost/bb:bench", "true"])
             if error:
                 failures[f"podman run --rm ({name})"] = error
@@ -167,13 +169,14 @@ def main() -> None:
             daemon.wait(timeout=30)
         subprocess.run(["umount", "--recursive", "--quiet", f"{tmp}/root"], check=False, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-        for hierarchy in os.listdir("/sys/fs/cgroup"):
-            top = f"/sys/fs/cgroup/{hierarchy}/sandboxlib-bench-{os.getpid()}"
-            for dirpath, _d, _f in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    pass
+        for hierarchy in os.listdir("/sys/fs/cgroup"):  # podman's parent, ctr's namespace
+            for name in (f"sandboxlib-bench-{os.getpid()}", namespace):
+                top = f"/sys/fs/cgroup/{hierarchy}/{name}"
+                for dirpath, _d, _f in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                    try:
+                        os.rmdir(dirpath)
+                    except OSError:
+                        pass
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class Podman:
             "--cgroup-manager", "cgroupfs",
             "--events-backend", "none",
             "--runtime", runtime,
+            "--runtime-flag", f"root={base}/runtime-root",  # (not the host's /run/sandboxlib-runtime)
         ]  # fmt: skip
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
