@@ -78,6 +78,22 @@ def run_all(tree: str, runtime: str, out: str) -> Dict[str, Tuple[int, int, str]
     return results
 
 
+def clean_up(runtime: str) -> None:
+    """What the tests leave: containers some do not delete (in the runtime's
+    default root) and the cgroup parents of their absolute cgroupsPaths."""
+    ids = subprocess.run([runtime, "list", "--quiet"], capture_output=True, text=True).stdout.split()
+    for container_id in ids:
+        subprocess.run([runtime, "delete", "--force", container_id], capture_output=True)
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        for name in ("cgrouptest", "testdir"):
+            top = os.path.join("/sys/fs/cgroup", hierarchy, name)
+            for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+
+
 def exclusions() -> Dict[str, str]:
     found = {}
     with open(os.path.join(HERE, "EXCLUSIONS.md")) as f:
@@ -99,6 +115,7 @@ def main() -> None:
     runtimes = {"sandboxlib-runtime": os.path.abspath(args.runtime)}
     runtimes.update({n: p for n in ("runc", "crun") if (p := shutil.which(n))})
     results = {name: run_all(tree, path, os.path.join(work, f"out-{name}")) for name, path in runtimes.items()}
+    clean_up(runtimes["sandboxlib-runtime"])
     names = list(runtimes)
     print("| test | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
