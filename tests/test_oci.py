@@ -401,3 +401,19 @@ def test_failed_create_leaves_nothing(oci_root, tmp_path, busybox_root):
     proc = runtime(oci_root, "create", "--bundle", bundle, cid)
     assert proc.returncode == 1 and b"mounts[7]" in proc.stderr, proc.stderr
     assert os.listdir(oci_root) == [] and cgroup_dirs(cid) == []
+
+
+def test_sysctl_oom_score_adj_umask(oci_root, tmp_path, busybox_root):
+    proc = run(
+        oci_root,
+        tmp_path,
+        busybox_root,
+        ["sh", "-c", "cat /proc/sys/net/ipv4/ping_group_range /proc/self/oom_score_adj; umask"],
+        **{
+            "linux.sysctl": {"net.ipv4.ping_group_range": "0 0"},
+            "process.oomScoreAdj": 123,
+            "process.user": {"uid": 0, "gid": 0, "umask": 0o027},
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == ["0", "0", "123", "0027"]
