@@ -58,9 +58,11 @@ def tests(tree: str):
 def run_all(tree: str, runtime: str, out: str) -> Dict[str, Tuple[int, int, str]]:
     """test -> (ok, not ok, first problem)."""
     os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, "tmp")
+    os.makedirs(tmp, exist_ok=True)
     results = {}
     for name, path in tests(tree):
-        env = dict(os.environ, RUNTIME=runtime)
+        env = dict(os.environ, RUNTIME=runtime, TMPDIR=tmp)  # the tests' bundles (some are left behind)
         try:
             proc = subprocess.run([path], cwd=tree, env=env, capture_output=True, text=True, timeout=120)
             text = proc.stdout + proc.stderr
