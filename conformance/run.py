@@ -80,9 +80,15 @@ def run_all(tree: str, runtime: str, out: str) -> Dict[str, Tuple[int, int, str]
     return results
 
 
-def clean_up(runtime: str) -> None:
+def clean_up(runtime: str, work: str) -> None:
     """What the tests leave: containers some do not delete (in the runtime's
-    default root) and the cgroup parents of their absolute cgroupsPaths."""
+    default root), the cgroup parents of their absolute cgroupsPaths, and
+    the mounts that a shared rootfsPropagation (runc's, crun's) propagated
+    back into the bundles in WORK (seen here: /dev, /proc, /sys of three)."""
+    with open("/proc/self/mountinfo") as f:
+        points = sorted({line.split()[4] for line in f if line.split()[4].startswith(work + "/")}, key=len)
+    for point in points:
+        subprocess.run(["umount", "--recursive", "--lazy", point], capture_output=True)
     ids = subprocess.run([runtime, "list", "--quiet"], capture_output=True, text=True).stdout.split()
     for container_id in ids:
         subprocess.run([runtime, "delete", "--force", container_id], capture_output=True)
@@ -117,7 +123,7 @@ def main() -> None:
     runtimes = {"sandboxlib-runtime": os.path.abspath(args.runtime)}
     runtimes.update({n: p for n in ("runc", "crun") if (p := shutil.which(n))})
     results = {name: run_all(tree, path, os.path.join(work, f"out-{name}")) for name, path in runtimes.items()}
-    clean_up(runtimes["sandboxlib-runtime"])
+    clean_up(runtimes["sandboxlib-runtime"], work)
     names = list(runtimes)
     print("| test | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
