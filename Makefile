@@ -14,10 +14,11 @@ DIST = build/dist
 # python3-venv and python3-dev: the venv and the extension's build with Debian's python3;
 # clang-format: make lint.
 APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd \
-	procps libseccomp-dev skopeo docker.io docker-registry apache2-utils python3-venv python3-dev clang-format \
-	podman conmon containerd runc crun golang-go
+	procps libseccomp-dev skopeo docker.io docker-registry buildah runc apache2-utils python3-venv python3-dev clang-format \
+	nftables passt iperf3 \
+	podman conmon containerd crun golang-go
 # The peers run_all.py measures against (only `make bench` installs them).
-BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io uidmap \
+BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io buildah uidmap \
 	slirp4netns fuse-overlayfs containernetworking-plugins iptables util-linux
 # make lint's tools, pinned: another ruff or clang-format may format differently.
 # attrs and types-psutil: what mypy needs to see the types of the modules it checks.
@@ -86,7 +87,13 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_seccomp.py
 	$(VENV)/bin/python benchmarks/bench_limits.py
 	$(VENV)/bin/python benchmarks/bench_images.py
+	$(VENV)/bin/python benchmarks/bench_cpu.py
 	$(VENV)/bin/python benchmarks/bench_call.py
+	$(VENV)/bin/python benchmarks/bench_async.py
+	$(VENV)/bin/python benchmarks/bench_build.py
+	$(VENV)/bin/python benchmarks/bench_registry.py
+	$(VENV)/bin/python benchmarks/bench_dask.py
+	$(VENV)/bin/python benchmarks/bench_daemon.py
 	$(VENV)/bin/python benchmarks/bench_oci.py
 
 # opencontainers/runtime-tools' validation tests, built from source (a git

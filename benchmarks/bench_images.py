@@ -25,7 +25,7 @@ sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common
 
 import sandboxlib as sb
-from sandboxlib.images import build
+from sandboxlib.images import newimage
 from sandboxlib.images.layers import unpacked_layers
 from sandboxlib.images.unpack import IdPolicy, remove_tree
 from tests.conftest import make_busybox_rootfs
@@ -50,8 +50,8 @@ def data_layer(index: int, megabytes: int) -> bytes:
 
 def add_layers(store: sb.ImageStore, layers, ref: str, config=None):
     with store.writing():
-        stored = [build.add_plain_layer(store, io.BytesIO(data)) + (PLAIN,) for data in layers]
-        manifest = build.write_manifest(store, build.new_config([d for d, _, _ in stored], config), stored)
+        stored = [newimage.add_plain_layer(store, io.BytesIO(data)) + (PLAIN,) for data in layers]
+        manifest = newimage.write_manifest(store, newimage.new_config([d for d, _, _ in stored], config), stored)
         return store.add(manifest, (ref,))
 
 

@@ -117,7 +117,7 @@ def exec_into_running(env, rounds: int, warmup: int) -> List[Row]:
     return [Row("2. exec /bin/true in a running container", "ms", cells)]
 
 
-def _rate(fn: Callable[[], object], workers: int, seconds: float) -> int:
+def rate(fn: Callable[[], object], workers: int, seconds: float) -> int:
     """How many calls ``workers`` threads complete in ``seconds``."""
     counts = [0] * workers
     errors: List[BaseException] = []
@@ -153,7 +153,7 @@ def throughput(env, slices: int, seconds: float) -> List[Row]:
         done = dict.fromkeys(fns, 0)
         for _ in range(slices):
             for tool, fn in fns.items():
-                done[tool] += _rate(fn, workers, seconds)
+                done[tool] += rate(fn, workers, seconds)
         cells = {tool: Cell.rate(n / (slices * seconds)) for tool, n in done.items()}
         if "crun" not in fns:
             cells["crun"] = Cell.unavailable(env.why["crun"])

@@ -19,7 +19,10 @@
 #include "resolve.h"
 #include "syscalls.h"
 
-#define NEWROOT "/newroot"
+/* The new root, relative to the scratch base (our cwd during the set-up),
+ * and the base-to-root path as /proc shows it (set by sbx_enter_base). */
+#define NEWROOT "newroot"
+static char newroot_path[PATH_MAX];
 
 static int neg_errno(void)
 {
@@ -70,8 +73,8 @@ static int on_or_under(const char *path, const char *dir)
  * a symlink in a hostile root may lead onto the container's /proc, /sys
  * (mounted after the user's mounts) or /dev/pts, onto /dev itself or the
  * root.  config.py refuses the same paths as written.  The path comes from
- * our /proc (mounted before any user op), relative to the scratch base.
- * Returns 0, -EXDEV when refused, or -errno.  Runs in the child. */
+ * the container's /proc (mounted before any user op), as our root sees it (the host's
+ * root: newroot_path).  Returns 0, -EXDEV when refused, or -errno.  Runs in the child. */
 static int check_user_target(int fd, int is_point)
 {
     struct statfs fs;
@@ -80,6 +83,7 @@ static int check_user_target(int fd, int is_point)
     if (kernel_fs((long)fs.f_type))
         return -EXDEV;
     char link[48] = NEWROOT "/proc/self/fd/", path[PATH_MAX], digits[12];
+    const char *root = newroot_path;
     size_t n = 0, len = strlen(link);
     for (unsigned int v = (unsigned int)fd; n == 0 || v; v /= 10)
         digits[n++] = (char)('0' + v % 10);
@@ -90,9 +94,9 @@ static int check_user_target(int fd, int is_point)
     if (got < 0)
         return neg_errno();
     path[got] = '\0';
-    if (!on_or_under(path, NEWROOT))
+    if (!on_or_under(path, root))
         return -EXDEV; /* not inside the root: never expected, refused */
-    const char *p = path + strlen(NEWROOT);
+    const char *p = path + strlen(root);
     if (on_or_under(p, "/proc") || on_or_under(p, "/sys") || on_or_under(p, "/dev/pts"))
         return -EXDEV;
     return is_point && (!*p || strcmp(p, "/dev") == 0) ? -EXDEV : 0;
@@ -306,6 +310,21 @@ static int do_symlink(int rootfd, const struct sbx_mount_op *op)
 
 /* Hide a file under a copy of null_tree (a read-only /dev/null bind shared
  * by every mask) and a directory under an empty read-only tmpfs. */
+/* The first directory mask's empty read-only tmpfs; the others get clones
+ * of it (a clone costs less than a new superblock, made and freed). */
+static int empty_dir_tree = -1;
+
+static int empty_dir_clone(void)
+{
+    if (empty_dir_tree < 0) {
+        int tree = new_fs("tmpfs", "size=0,mode=0555", MOUNT_ATTR_RDONLY);
+        if (tree < 0)
+            return tree;
+        empty_dir_tree = tree;
+    }
+    return clone_tree(empty_dir_tree, "", SBX_MF_RDONLY);
+}
+
 static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
 {
     int t = sbx_open_in_root(rootfd, op->target, O_PATH | O_NOFOLLOW);
@@ -316,7 +335,7 @@ static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
     if (fstat(t, &st) < 0)
         tree = neg_errno();
     else if (S_ISDIR(st.st_mode))
-        tree = new_fs("tmpfs", "size=0,mode=0555", MOUNT_ATTR_RDONLY);
+        tree = empty_dir_clone();
     else
         tree = clone_tree(null_tree, "", 0);
     int r = tree < 0 ? tree : attach(tree, t);
@@ -394,6 +413,31 @@ int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree)
     return r;
 }
 
+/* Let go of a detached tree (closes it).  The last close of a detached
+ * tree unmounts it, and every unmount waits for an expedited RCU grace
+ * period (IPIs to every CPU); attached in the scratch base (our cwd until
+ * the pivot), it is dropped with the base's own detach at the pivot
+ * instead.  Best effort: if it cannot be attached, it is closed all the same. */
+static void park_in_base(int tree, const char *name, int is_dir)
+{
+    if (tree < 0)
+        return;
+    int made = is_dir ? mkdir(name, 0700) : open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+    if (made >= 0) {
+        if (!is_dir)
+            close(made);
+        sbx_move_mount(tree, "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH);
+    }
+    close(tree);
+}
+
+void sbx_park_mask_trees(int null_tree)
+{
+    park_in_base(null_tree, "null-tree", 0);
+    park_in_base(empty_dir_tree, "empty-dir", 1);
+    empty_dir_tree = -1;
+}
+
 int sbx_enter_base(const char *base)
 {
     int mnt = new_fs("tmpfs", "size=64k,mode=0755", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
@@ -401,9 +445,16 @@ int sbx_enter_base(const char *base)
         return mnt;
     int r = sbx_move_mount(mnt, "", AT_FDCWD, base, MOVE_MOUNT_F_EMPTY_PATH);
     close_keep_errno(mnt);
-    if (r < 0 || chdir(base) < 0 || mkdir("newroot", 0755) < 0 || mkdir("oldroot", 0755) < 0 ||
-        sbx_pivot_root(".", "oldroot") < 0 || chdir("/") < 0)
+    if (r < 0 || chdir(base) < 0 || mkdir(NEWROOT, 0755) < 0)
         return neg_errno();
+    /* No pivot into the base: pivot_root walks every thread of the machine
+     * (chroot_fs_refs), and the one into the new root detaches the host
+     * tree, the base with it, all the same. */
+    size_t len = strlen(base);
+    if (len + sizeof("/" NEWROOT) > sizeof(newroot_path))
+        return -ENAMETOOLONG;
+    memcpy(newroot_path, base, len);
+    memcpy(newroot_path + len, "/" NEWROOT, sizeof("/" NEWROOT));
     return 0;
 }
 
@@ -428,18 +479,18 @@ static int make_dir_at(int dirfd, const char *name)
     return fd < 0 ? neg_errno() : fd;
 }
 
-/* A fresh tmpfs at /overlay in the scratch base, for the upper and work
+/* A fresh tmpfs at overlay/ in the scratch base, for the upper and work
  * dirs (detached with the base at pivot; the overlay keeps it alive). */
 static int overlay_tmpfs(const char *tmpfs_data)
 {
     int mnt = new_fs("tmpfs", tmpfs_data, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
     if (mnt < 0)
         return mnt;
-    int r = mkdir("/overlay", 0700) < 0 ? neg_errno() : 0;
-    if (r == 0 && sbx_move_mount(mnt, "", AT_FDCWD, "/overlay", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+    int r = mkdir("overlay", 0700) < 0 ? neg_errno() : 0;
+    if (r == 0 && sbx_move_mount(mnt, "", AT_FDCWD, "overlay", MOVE_MOUNT_F_EMPTY_PATH) < 0)
         r = neg_errno();
     close(mnt);
-    int top = r < 0 ? r : open("/overlay", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int top = r < 0 ? r : open("overlay", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (top < 0)
         return r < 0 ? r : neg_errno();
     int up = make_dir_at(top, "upper");

@@ -6,8 +6,8 @@
 /* All of these run in the cloned child: no allocation, return 0 (or an fd)
  * on success and -errno on failure, never exit. */
 
-/* Mount a scratch tmpfs on base, pivot into it with the host under
- * /oldroot, and create /newroot. */
+/* Mount a scratch tmpfs on base, enter it (our cwd until the pivot) and
+ * create newroot/ in it. */
 int sbx_enter_base(const char *base);
 
 /* Clone the host tree an op needs (BIND: its source; MASK: /dev/null) as
@@ -41,5 +41,9 @@ int sbx_root_read_only(int rootfd);
 
 /* Make /newroot the root and detach everything of the host. */
 int sbx_pivot_into_root(void);
+
+/* Once every op is applied: the masks' shared trees (null_tree, or -1, and
+ * the empty directory's) go into the scratch base, to be dropped with it. */
+void sbx_park_mask_trees(int null_tree);
 
 #endif

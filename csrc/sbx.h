@@ -139,8 +139,11 @@ struct sbx_plan {
 #define SBX_PLAN_LOOPBACK_UP 0x08u /* bring lo up (new network ns) */
 #define SBX_PLAN_READ_ONLY_ROOT 0x10u
 #define SBX_PLAN_LAUNCHER 0x20u /* the filter allows the command set-up: see launcher.c */
+/* send the new network ns to the parent (SBX_MSG_NETNS, its fd in SCM_RIGHTS) before
+ * waiting for go: the parent moves a veth into it and configures it */
+#define SBX_PLAN_SEND_NETNS 0x40u
 #define SBX_PLAN_DETACHED                                                    \
-    0x40u /* the container outlives its creator (the OCI runtime): fd 4 is a \
+    0x80u /* the container outlives its creator (the OCI runtime): fd 4 is a \
            * listening socket whose connections replace the control socket,  \
            * the creator's going away ends nothing, and the init exits with  \
            * its main command's status (128 + signal when killed) */
@@ -193,7 +196,8 @@ struct sbx_report {
 #define SBX_MSG_STOP 3
 #define SBX_MSG_PLAN 4
 #define SBX_MSG_GO 5
-#define SBX_MSG_START 6 /* start the held main command; SCM_RIGHTS: its reply socket */
+#define SBX_MSG_NETNS 6 /* init -> parent: a uint32 type, the netns fd in SCM_RIGHTS */
+#define SBX_MSG_START 7 /* start the held main command; SCM_RIGHTS: its reply socket */
 
 #define SBX_EXEC_MAIN 0x01u /* the container ends when this process ends */
 #define SBX_EXEC_NO_NEW_PRIVS 0x02u

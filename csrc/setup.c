@@ -84,7 +84,7 @@ struct netns_job {
     cpu_set_t cpus;
 };
 
-static struct netns_job netns_job;
+static struct netns_job netns_job = {.fd = -1};
 
 static void *netns_thread(void *arg)
 {
@@ -134,8 +134,8 @@ static void netns_start(void)
 
 static void loopback_up(void);
 
-/* Enter the thread's network namespace and bring lo up (once). */
-static void netns_join(const struct sbx_plan *p)
+/* Wait for the thread's network namespace (once). */
+static void netns_wait(void)
 {
     if (!netns_job.started)
         return;
@@ -146,8 +146,37 @@ static void netns_join(const struct sbx_plan *p)
         sched_setaffinity(0, sizeof(netns_job.cpus), &netns_job.cpus);
     if (netns_job.err)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_NETWORK, netns_job.err, -1);
+}
+
+/* Give the parent the new network namespace (it connects it before go). */
+static void netns_send(void)
+{
+    netns_wait();
+    uint32_t type = SBX_MSG_NETNS;
+    struct iovec iov = {.iov_base = &type, .iov_len = sizeof(type)};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof(control.buf)};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &netns_job.fd, sizeof(int));
+    CHECK(SBX_STEP_NETWORK, sendmsg(SBX_FD_CONTROL, &msg, MSG_NOSIGNAL));
+}
+
+/* Enter the thread's network namespace and bring lo up (once). */
+static void netns_join(const struct sbx_plan *p)
+{
+    if (netns_job.fd < 0 && !netns_job.started)
+        return;
+    netns_wait();
     CHECK(SBX_STEP_NETWORK, setns(netns_job.fd, CLONE_NEWNET));
     close(netns_job.fd);
+    netns_job.fd = -1;
     if (p->flags & SBX_PLAN_LOOPBACK_UP)
         loopback_up();
 }
@@ -296,11 +325,11 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
                     : sbx_apply_mount(rootfd, &p->mounts[i], p->tree_fds[i]);
         check_neg(SBX_STEP_MOUNT, r, (int)i);
     }
-    for (size_t i = 0; i < p->n_mounts; i++)
-        if (p->mounts[i].kind == SBX_MNT_MASK && p->tree_fds[i] >= 0) {
-            close(p->tree_fds[i]); /* the shared null tree: close it once */
-            break;
-        }
+    int null_tree = -1; /* shared by every file mask */
+    for (size_t i = 0; i < p->n_mounts && null_tree < 0; i++)
+        if (p->mounts[i].kind == SBX_MNT_MASK)
+            null_tree = p->tree_fds[i];
+    sbx_park_mask_trees(null_tree);
     if (p->flags & SBX_PLAN_READ_ONLY_ROOT)
         check_neg(SBX_STEP_ROOT, sbx_root_read_only(rootfd), -1);
     close(rootfd);
@@ -334,6 +363,8 @@ const struct sbx_plan *sbx_setup(int early_netns)
             CHECK(SBX_STEP_PROPAGATION, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
         rootfs_tree = clone_sources(p);
     }
+    if (p->flags & SBX_PLAN_SEND_NETNS)
+        netns_send();
     receive_go(p);
     fault_point(SBX_STEP_SYNC, -1);
     become_root(p);

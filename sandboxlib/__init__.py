@@ -9,6 +9,8 @@ import importlib
 import typing
 
 from .errors import (
+    BuildError,
+    BuildStepFailed,
     CallCrashed,
     CallError,
     CallTimeout,
@@ -35,13 +37,14 @@ from .streams import DEVNULL, PIPE, STDOUT
 
 if typing.TYPE_CHECKING:
     from .api import run, sandboxed
+    from .build import BuildEvent, ImageStore
     from .cgroups.stats import ProcessInfo, Stats
-    from .config import ContainerConfig, IdMapping, Limits, Mount, Network, Pull, WritableLayer
+    from .config import ContainerConfig, IdMapping, Limits, Mount, Pull, WritableLayer
     from .images import Image
     from .pool import Pool
     from .registry import login, logout
     from .results import Result, Verdict
-    from .runtime import Container, ImageStore, Process
+    from .runtime import Container, NamedNetwork, Network, Process
     from .security import Seccomp
 from .version import __version__ as __version__  # (re-exported)
 
@@ -53,6 +56,7 @@ __all__ = [
     "Mount",
     "IdMapping",
     "Limits",
+    "NamedNetwork",
     "Network",
     "Process",
     "Result",
@@ -88,6 +92,9 @@ __all__ = [
     "NoPythonError",
     "CallTimeout",
     "CallCrashed",
+    "BuildError",
+    "BuildStepFailed",
+    "BuildEvent",
     "Pool",
     "login",
     "logout",
@@ -113,13 +120,14 @@ def unload_ipython_extension(ipython) -> None:
 _LAZY = {
     "run": "api",
     "sandboxed": "api",
+    "BuildEvent": "build",
+    "ImageStore": "build",
     "ProcessInfo": "cgroups.stats",
     "Stats": "cgroups.stats",
     "ContainerConfig": "config",
     "IdMapping": "config",
     "Limits": "config",
     "Mount": "config",
-    "Network": "config",
     "Pull": "config",
     "WritableLayer": "config",
     "Image": "images",
@@ -129,7 +137,8 @@ _LAZY = {
     "Result": "results",
     "Verdict": "results",
     "Container": "runtime",
-    "ImageStore": "runtime",
+    "NamedNetwork": "runtime",
+    "Network": "runtime",
     "Process": "runtime",
     "Seccomp": "security",
 }

@@ -30,6 +30,8 @@ __all__ = [
     "NoPythonError",
     "CallTimeout",
     "CallCrashed",
+    "BuildError",
+    "BuildStepFailed",
 ]
 
 
@@ -344,3 +346,42 @@ class CallCrashed(CallError):
 
 def _rebuild_crash(cls, detail, exit_code, signal, verdict):
     return cls(detail, exit_code=exit_code, signal=signal, verdict=verdict)
+
+
+class BuildError(SandboxError):
+    """A Dockerfile could not be built: a syntax error, an unknown stage, a
+    missing or forbidden source file, an unsupported instruction.
+
+    Attributes:
+        file: the Dockerfile (or .dockerignore) at fault.
+        line: its line number (1-based; 0 when the fault is not a line's).
+        message: what is wrong.
+    """
+
+    def __init__(self, file: str, line: int, message: str) -> None:
+        super().__init__(file, line, message)
+        self.file, self.line, self.message = file, line, message
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+
+class BuildStepFailed(BuildError):
+    """A ``RUN`` step ended with a non-zero status.
+
+    Attributes:
+        exit_code: its exit status (``128 + N`` when killed by signal N).
+        output: the last lines of its output (stdout and stderr together).
+    """
+
+    def __init__(self, file: str, line: int, message: str, exit_code: int, output: str) -> None:
+        BuildError.__init__(self, file, line, message)
+        self.args = (file, line, message, exit_code, output)
+        self.exit_code, self.output = exit_code, output
+
+    def __reduce__(self):
+        return (type(self), self.args)
+
+    def __str__(self) -> str:
+        tail = "".join(f"\n  {line}" for line in self.output.splitlines())
+        return f"{BuildError.__str__(self)} (exit status {self.exit_code}){tail}"

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import weakref
 from concurrent import futures
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Optional
 
-from .api import with_memory
-from .calls.session import check_modules
-from .config import Limits, Mount, Network, check_timeout, network_option
-from .errors import CallCrashed, CallTimeout, ConfigError, ContainerStateError, SetupError
+from .calls.poolconfig import RECYCLE_ON, PoolConfig, check_pool_options, takes_pool_options
 from .runtime.container import Container
 
-__all__ = ["Pool"]
-
-# A call that ended like this leaves its sandbox suspect: it is replaced.
-_RECYCLE_ON = (CallCrashed, CallTimeout, ContainerStateError, SetupError)
+__all__ = ["Pool", "check_pool_options"]
 
 
 class _Work:
@@ -37,41 +30,21 @@ class Pool(futures.Executor):
     container.  Calls follow ``Container.invoke``: safe result types unless
     ``trust_result``; ``timeout`` per call (None or positive seconds);
     ``network`` as ``Container``'s (``"none"``, ``"host"`` or a ``Network``);
-    ``memory`` needs cgroup limits.
+    ``memory`` needs cgroup limits.  The options are
+    :class:`~sandboxlib.calls.poolconfig.PoolConfig`'s (``sandboxlib.aio.Pool``
+    takes the same).
 
         with sb.Pool(size=4, preload=["json"]) as pool:
             results = list(pool.map(fn, items))
     """
 
-    def __init__(
-        self,
-        size: int = 2,
-        *,
-        preload: Sequence[str] = (),
-        max_uses: int = 1000,
-        timeout: Optional[float] = None,
-        trust_result: bool = False,
-        memory: Union[int, str, None] = None,
-        network: Union[Network, str] = Network.NONE,
-        rootfs: Union[str, os.PathLike, None] = None,
-        mounts: Sequence[Mount] = (),
-        env: Optional[Mapping[str, str]] = None,
-        limits: Optional[Limits] = None,
-    ) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError("size", f"must be a positive number of sandboxes, got {size!r}")
-        if isinstance(max_uses, bool) or not isinstance(max_uses, int) or max_uses < 1:
-            raise ConfigError("max_uses", f"must be a positive number of calls, got {max_uses!r}")
-        self._config: Dict[str, Any] = {
-            "rootfs": rootfs,
-            "mounts": mounts,
-            "env": env,
-            "limits": with_memory(limits, memory),
-            "network": network_option(network),
-        }
-        self._preload = check_modules(preload)
-        self._options: Dict[str, Any] = {"timeout": check_timeout(timeout), "trust_result": trust_result}
-        self._max_uses = max_uses
+    @takes_pool_options
+    def __init__(self, size: int = 2, **options: Any) -> None:
+        settings = PoolConfig(size=size, **options)
+        self._config = settings.container_options()
+        self._preload = settings.preload
+        self._options = settings.call_options()
+        self._max_uses = settings.max_uses
         self._queue: queue.SimpleQueue[Optional[_Work]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._shutdown = False
@@ -153,7 +126,7 @@ def _worker(pool_ref: weakref.ref[Pool], work_queue: queue.SimpleQueue) -> None:
                     box, uses = pool._new_sandbox(), 0
                 uses += 1
                 pool._run(box, work)
-            except _RECYCLE_ON as err:
+            except RECYCLE_ON as err:
                 work.future.set_exception(err)
                 _close(box)
                 box = None

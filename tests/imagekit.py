@@ -8,7 +8,7 @@ import os
 import tarfile
 from typing import Dict, Optional, Sequence, Union
 
-from sandboxlib.images import ImageStore, build
+from sandboxlib.images import ImageStore, newimage
 
 Entry = Union[bytes, str, tarfile.TarInfo]
 
@@ -39,10 +39,10 @@ def add_image(store: ImageStore, layers: Sequence[bytes], names: Sequence[str] =
     """Write an image of plain layers into ``store``; returns the Image."""
     with store.writing():
         stored = [
-            build.add_plain_layer(store, io.BytesIO(data)) + ("application/vnd.oci.image.layer.v1.tar",)
+            newimage.add_plain_layer(store, io.BytesIO(data)) + ("application/vnd.oci.image.layer.v1.tar",)
             for data in layers
         ]
-        manifest = build.write_manifest(store, build.new_config([d for d, _, _ in stored], config), stored)
+        manifest = newimage.write_manifest(store, newimage.new_config([d for d, _, _ in stored], config), stored)
         return store.add(manifest, tuple(names))
 
 
@@ -110,9 +110,14 @@ def busybox_layers(busybox_rootfs: str) -> list:
 
 
 def image_blobs(
-    layers: Sequence[bytes], config: Optional[dict] = None, compress: bool = True, diff_ids: Optional[list] = None
+    layers: Sequence[bytes],
+    config: Optional[dict] = None,
+    compress: bool = True,
+    diff_ids: Optional[list] = None,
+    architecture: Optional[str] = None,
 ):
-    """(manifest bytes, {digest: bytes}) of an OCI image of ``layers``."""
+    """(manifest bytes, {digest: bytes}) of an OCI image of ``layers`` (for the host's
+    architecture, or ``architecture``)."""
     import gzip
     import hashlib
     import json
@@ -127,7 +132,7 @@ def image_blobs(
     diff_ids = diff_ids or ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
     stored = [put(gzip.compress(data, mtime=0) if compress else data) for data in layers]
     cfg = {
-        "architecture": build.host_platform()[1],
+        "architecture": architecture or newimage.host_platform()[1],
         "os": "linux",
         "config": dict(config or IMAGE_CONFIG),
         "rootfs": {"type": "layers", "diff_ids": diff_ids},

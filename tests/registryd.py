@@ -10,6 +10,7 @@ replaced); ``close()`` joins its threads, so it leaves no socket behind."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import http.client
 import http.server
@@ -23,7 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 REGISTRY = "/usr/bin/docker-registry"
 PR_SET_PDEATHSIG = 1
@@ -40,10 +41,16 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: sandboxlib-tests
-{tls}{auth}"""
+{tls}{auth}{proxy}"""
+PROXY = """proxy:
+  remoteurl: {upstream}
+"""
 TLS = """  tls:
     certificate: {top}/server.crt
     key: {top}/server.key
+"""
+CLIENT_CAS = """    clientcas:
+      - {top}/client-ca.crt
 """
 
 
@@ -60,10 +67,19 @@ def free_port() -> int:
 class Registry:
     """docker-registry on ``127.0.0.1:port`` with everything under ``top``; ``host`` is ``127.0.0.1:PORT``."""
 
-    def __init__(self, top: str, tls: Optional[Tuple[bytes, bytes]] = None, auth: str = "") -> None:
+    def __init__(
+        self,
+        top: str,
+        tls: Optional[Tuple[bytes, bytes]] = None,
+        auth: str = "",
+        mirror_of: str = "",
+        client_ca: Optional[bytes] = None,
+    ) -> None:
         """``tls``: (certificate PEM, key PEM) to serve HTTPS with (see tests/tlskit.py);
         ``auth``: the config's ``auth:`` section (``{top}`` is replaced), see htpasswd_auth and
-        TokenIssuer.auth_config."""
+        TokenIssuer.auth_config; ``mirror_of``: a URL (``http://127.0.0.1:PORT``): the registry
+        is a pull-through cache of that one (distribution's ``proxy: remoteurl``); ``client_ca``: a CA
+        certificate (PEM) with ``tls``: clients must show a certificate it signed (mutual TLS)."""
         if not os.path.exists(REGISTRY):
             raise RegistryError("docker-registry is not installed (apt-get install docker-registry, or make test)")
         self.top, self.port = top, free_port()
@@ -73,10 +89,17 @@ class Registry:
             for name, data in zip(("server.crt", "server.key"), tls):
                 with open(f"{top}/{name}", "wb") as f:
                     f.write(data)
+        if client_ca:
+            with open(f"{top}/client-ca.crt", "wb") as f:
+                f.write(client_ca)
         with open(f"{top}/config.yml", "w") as f:
             f.write(
                 CONFIG.format(
-                    top=top, port=self.port, tls=TLS.format(top=top) if tls else "", auth=auth.replace("{top}", top)
+                    top=top,
+                    port=self.port,
+                    tls=(TLS + (CLIENT_CAS if client_ca else "")).format(top=top) if tls else "",
+                    auth=auth.replace("{top}", top),
+                    proxy=PROXY.format(upstream=mirror_of) if mirror_of else "",
                 )
             )
         self._log = open(f"{top}/registry.log", "wb")
@@ -90,17 +113,22 @@ class Registry:
             preexec_fn=_die_with_parent,
         )
         try:
-            self._wait_up(30)
+            self._wait_up(30, mutual=client_ca is not None)
         except BaseException:
             self.close()
             raise
 
-    def _wait_up(self, seconds: float) -> None:
+    def _wait_up(self, seconds: float, mutual: bool = False) -> None:
+        """Until ``GET /v2/`` answers (with mutual TLS, which the probe has no
+        certificate for: until the port takes connections)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RegistryError(f"docker-registry exited with status {self._proc.returncode}: {self.log()}")
             try:
+                if mutual:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+                    return
                 with urllib.request.urlopen(
                     f"{self.scheme}://{self.host}/v2/", timeout=2, context=_unverified()
                 ) as answer:
@@ -154,6 +182,22 @@ def write_htpasswd(top: str, users: Dict[str, str]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+@contextlib.contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """``os.environ`` with ``variables`` set, restored after (in a rootless worker's
+    check function too: the worker has its own environment)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _unverified():
     """For the start-up probe only: is the registry up (the tests verify its certificate themselves)."""
     context = ssl.create_default_context()
@@ -188,14 +232,29 @@ class FaultProxy:
     - ``no-range``: the Range header is dropped (the registry answers 200);
     - ``slow``: the answer waits SLOW seconds;
     - ``stall``: half the body, then nothing until the proxy closes;
+    - ``redirect``: ``307`` to ``redirect_to`` + the path (blob storage elsewhere);
     - several joined by ``+`` (``truncate+no-range``).
 
+    ``upstream_tls``: an ssl context: the upstream speaks HTTPS (the proxy plain
+    HTTP); ``inject``: headers added to every request sent upstream (a storage
+    server's own credentials, as a signed URL carries them).
+
     ``requests`` lists (method, path) of what was asked; ``log`` has one dict per
-    request: method, path, range (the header or None), sent (body bytes written).
+    request: method, path, range (the header or None), sent (body bytes written),
+    authorization (the header or None).
     ``most_blob_gets`` is the most blob GETs that were in flight at once."""
 
-    def __init__(self, upstream: str, faults: Dict[str, str]) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        faults: Dict[str, str],
+        *,
+        upstream_tls: Optional[ssl.SSLContext] = None,
+        inject: Optional[Dict[str, str]] = None,
+        redirect_to: str = "",
+    ) -> None:
         self.upstream, self.faults, self.requests, self.log = upstream, dict(faults), [], []
+        self.upstream_tls, self.inject, self.redirect_to = upstream_tls, dict(inject or {}), redirect_to
         self._lock = threading.Lock()
         self.blob_gets = self.most_blob_gets = 0
         self.closing = threading.Event()
@@ -242,7 +301,13 @@ def _handler(proxy: FaultProxy):
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body_in = self.rfile.read(length) if length else None
-            entry = {"method": self.command, "path": self.path, "range": self.headers.get("Range"), "sent": 0}
+            entry = {
+                "method": self.command,
+                "path": self.path,
+                "range": self.headers.get("Range"),
+                "sent": 0,
+                "authorization": self.headers.get("Authorization"),
+            }
             with proxy._lock:
                 proxy.requests.append((self.command, self.path))
                 proxy.log.append(entry)
@@ -260,6 +325,8 @@ def _handler(proxy: FaultProxy):
         def _spoil(self, entry: dict, kinds: list, body_in) -> None:
             if "slow" in kinds:
                 time.sleep(SLOW)
+            if "redirect" in kinds:
+                return self._answer(entry, 307, {"Location": proxy.redirect_to + self.path}, b"")
             if "schema1" in kinds:
                 return self._answer(entry, 200, {"Content-Type": SCHEMA1_TYPE}, SCHEMA1)
             status = next((int(k) for k in kinds if k in ("429", "503")), None)
@@ -279,9 +346,13 @@ def _handler(proxy: FaultProxy):
             self._answer(entry, status, out, body, stall="stall" in kinds)
 
         def _upstream(self, dropped, body_in):
-            upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
+            if proxy.upstream_tls is not None:
+                upstream = http.client.HTTPSConnection(proxy.upstream, timeout=30, context=proxy.upstream_tls)
+            else:
+                upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                headers.update(proxy.inject)
                 upstream.request(self.command, self.path, body=body_in, headers=headers)
                 answer = upstream.getresponse()
                 body = answer.read()

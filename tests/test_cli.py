@@ -214,8 +214,8 @@ def test_network(cli):
     assert proc.returncode == 0, proc
     ns, *interfaces = proc.stdout.decode().split()
     assert ns.encode() != host_ns and interfaces == ["lo"]
-    proc = cli("--network", "bogus", "--", "true")
-    assert proc.returncode == 2 and b"--network" in proc.stderr
+    proc = cli("--network", "bogus", "--", "true")  # a named network that does not exist
+    assert proc.returncode == 125 and b"--network: no network named 'bogus'" in proc.stderr, proc
 
 
 def test_no_userns():

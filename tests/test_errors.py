@@ -247,10 +247,10 @@ CONFIG_CASES = {
     "negative timeout in sandboxed": (lambda: sb.sandboxed(pow, timeout=-1), "timeout"),
     "timeout of 0 in a Pool": (lambda: sb.Pool(timeout=0), "timeout"),
     # network: one type everywhere
-    "unknown network": (lambda: _run_true(network="bridge"), "network"),
+    "unknown network": (lambda: _run_true(network="macvlan"), "network"),
     "network True in a Container": (lambda: sb.Container(network=True), "network"),
     "network True in a Pool": (lambda: sb.Pool(network=True), "network"),
-    "unknown network in sandboxed": (lambda: sb.sandboxed(pow, network="bridge"), "network"),
+    "unknown network in sandboxed": (lambda: sb.sandboxed(pow, network="macvlan"), "network"),
     # cpus
     "cpus that is a word": (lambda: Limits(cpus="lots"), "limits.cpus"),
     # run(container=...) has the container's options

@@ -7,7 +7,8 @@ import pytest
 
 import sandboxlib as sb
 
-from .imagekit import add_image, busybox_layers
+from .conftest import sandboxlib_cli
+from .imagekit import add_image, busybox_layers, tar_directory
 
 BAD = [
     ({"Cmd": "sh"}, "config['Cmd']", "such as ['sh']"),
@@ -17,7 +18,12 @@ BAD = [
     ({"User": 1000}, "config['User']", "string"),
     ({"ExposedPorts": ["http"]}, "config['ExposedPorts']", "80/tcp"),
     ({"Labels": {"a": 1}}, "config['Labels']", "strings"),
-    ({"Volumes": {"/x": {}}}, "config['Volumes']", "Cmd, Entrypoint, Env, WorkingDir, User, ExposedPorts, Labels"),
+    ({"Volumes": ["data"]}, "config['Volumes']", "absolute paths"),
+    (
+        {"Healthcheck": {}},
+        "config['Healthcheck']",
+        "Cmd, Entrypoint, Env, WorkingDir, User, ExposedPorts, Labels, Volumes",
+    ),
     ({"Cmd": ["a"], "cmd": ["b"]}, "config['cmd']", "twice"),
 ]
 
@@ -62,10 +68,80 @@ def check_commit_with_dockers_keys(path, busybox_rootfs):
     with sb.Container(image="bb:1", image_store=store.path) as c:
         img = c.commit("bb:2", changes={"Cmd": ["echo", "committed"], "WorkingDir": "/tmp"})
         with pytest.raises(sb.ConfigError, match="Cmd, Entrypoint"):
-            c.commit("bb:3", changes={"volumes": ["/x"]})
+            c.commit("bb:3", changes={"healthcheck": {}})
     return img.config, sb.run(None, image="bb:2", image_store=store.path).stdout
 
 
 def test_commit_takes_dockers_keys(runner, store_dir, busybox_root):
     config, out = runner(check_commit_with_dockers_keys, store_dir, busybox_root)
     assert config == {"Cmd": ["echo", "committed"], "WorkingDir": "/tmp"} and out == b"committed\n"
+
+
+# -- import --change: Dockerfile instructions ---------------------------------------------------------
+CHANGES = [
+    'ENTRYPOINT ["sh", "-c"]',
+    'CMD ["echo A=$A B=$B; pwd; id -u"]',
+    'ENV A=1 B="two words"',
+    "env C 3 and more",
+    "WORKDIR /home",
+    "WORKDIR app",
+    "USER 0",
+    "EXPOSE 80 53/udp",
+    'LABEL org.example.team="the team" tier=web',
+    "VOLUME /data /cache",
+]
+
+
+def test_import_change_applies_dockerfile_instructions(tmp_path, busybox_root):
+    tar = tar_directory(busybox_root, str(tmp_path / "rootfs.tar"))
+    store = str(tmp_path / "store")
+    args = [a for change in CHANGES for a in ("--change", change)]
+    out = sandboxlib_cli("import", "--store", store, *args, tar, "changed:1", text=True)
+    assert out.returncode == 0, out.stderr
+    config = sb.ImageStore(store).get("changed:1").config
+    assert config["Entrypoint"] == ["sh", "-c"] and config["Cmd"] == ["echo A=$A B=$B; pwd; id -u"]
+    assert config["Env"] == ["A=1", "B=two words", "C=3 and more"]
+    assert (config["WorkingDir"], config["User"]) == ("/home/app", "0")
+    assert config["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    assert config["Labels"] == {"org.example.team": "the team", "tier": "web"}
+    assert config["Volumes"] == {"/data": {}, "/cache": {}}
+    result = sb.run(None, image="changed:1", image_store=store)
+    assert result.stdout == b"A=1 B=two words\n/home/app\n0\n"
+
+
+def test_shell_forms_and_config_then_changes(tmp_path, busybox_root):
+    store = sb.ImageStore(str(tmp_path / "store"))
+    tar = tar_directory(busybox_root, str(tmp_path / "rootfs.tar"))
+    image = store.import_rootfs(
+        tar, "shell:1", config={"Env": ["A=0", "PATH=/bin"]}, changes=["CMD echo $A", "ENV A=1", "cmd [not json"]
+    )
+    assert image.config["Cmd"] == ["/bin/sh", "-c", "[not json"]  # as Docker: not JSON, so the shell form
+    assert image.config["Env"] == ["A=1", "PATH=/bin"]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("RUN apt-get update", "'RUN' is not an instruction import can apply (one of CMD, ENTRYPOINT, ENV"),
+        ("COPY . /app", "RUN, COPY and the like need a build"),
+        ("CMD", "CMD needs an argument"),
+        ('CMD ["sh", 1]', "JSON array of strings"),
+        ("LABEL novalue", "KEY=VALUE pairs, got 'novalue'"),
+        ("EXPOSE http", "80/tcp"),
+        ("VOLUME data", "absolute paths"),
+        ("ENV A='unclosed", "No closing quotation"),
+    ],
+)
+def test_bad_changes_are_config_errors(tmp_path, busybox_root, change, words):
+    store = sb.ImageStore(str(tmp_path / "store"))
+    tar = tar_directory(busybox_root, str(tmp_path / "rootfs.tar"))
+    with pytest.raises(sb.ConfigError) as caught:
+        store.import_rootfs(tar, "bad:1", changes=["USER 1", change])
+    assert caught.value.field.startswith("changes[1]") and words in str(caught.value)
+    assert store.list() == []
+
+
+def test_cli_names_a_bad_change(tmp_path, busybox_root):
+    tar = tar_directory(busybox_root, str(tmp_path / "rootfs.tar"))
+    out = sandboxlib_cli("import", "--store", str(tmp_path / "store"), "-c", "RUN true", tar, text=True)
+    assert out.returncode != 0 and "'RUN' is not an instruction import can apply" in out.stderr

@@ -120,7 +120,7 @@ def test_multi_platform_index_picks_the_host(tmp_path, archives):
     manifest, blobs = image_blobs([layer_tar({"host": b"yes\n"})])
     decoy_manifest = "sha256:" + "d" * 64  # never read: not this platform
     manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    from sandboxlib.images.build import host_platform
+    from sandboxlib.images.newimage import host_platform
 
     inner = {
         "schemaVersion": 2,
@@ -310,7 +310,11 @@ def _small_tar(tmp_path) -> str:
     return str(path)
 
 
-def test_corrupt_compressed_rootfs(tmp_path):
+@pytest.mark.parametrize("isal", ["isal", "no isal"])
+def test_corrupt_compressed_rootfs(tmp_path, monkeypatch, isal):
+    """The same refusals with ISA-L's gzip reader (the [fast] extra) and without it."""
+    if isal == "no isal":
+        monkeypatch.setitem(sys.modules, "isal", None)  # its import fails: the gzip module reads
     store = ImageStore(str(tmp_path / "store"))
     good = gzip.compress(layer_tar({"f": b"x" * 5000}))
     for name, data in {
@@ -323,6 +327,10 @@ def test_corrupt_compressed_rootfs(tmp_path):
         with pytest.raises(ImageFormatError, match="truncated or corrupt"):
             store.import_rootfs(str(tmp_path / name), "x:1")
     assert store.list() == [] and _blob_state(store) == ([], [])
+    (tmp_path / "good.tar.gz").write_bytes(good)
+    assert store.import_rootfs(str(tmp_path / "good.tar.gz"), "x:1").layers[0].diff_id == _sha(
+        layer_tar({"f": b"x" * 5000})
+    )
 
 
 # -- ambiguous and tampered documents ---------------------------------------------------

@@ -17,7 +17,7 @@ def check_save_and_reload(path, busybox_rootfs, out_dir):
     import gzip
     import io
 
-    from sandboxlib.images import build
+    from sandboxlib.images import newimage
 
     from .imagekit import add_image
 
@@ -25,13 +25,13 @@ def check_save_and_reload(path, busybox_rootfs, out_dir):
     with store.writing():  # one gzip layer, two plain ones
         first = store.blobs.put_stream(io.BytesIO(gzip.compress(layers[0])))
         stored = [first + ("application/vnd.oci.image.layer.v1.tar+gzip",)] + [
-            build.add_plain_layer(store, io.BytesIO(data)) + ("application/vnd.oci.image.layer.v1.tar",)
+            newimage.add_plain_layer(store, io.BytesIO(data)) + ("application/vnd.oci.image.layer.v1.tar",)
             for data in layers[1:]
         ]
         import hashlib
 
         diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
-        manifest = build.write_manifest(store, build.new_config(diff_ids, {"Cmd": ["sh"]}), stored)
+        manifest = newimage.write_manifest(store, newimage.new_config(diff_ids, {"Cmd": ["sh"]}), stored)
         image = store.add(manifest, ("app:1",))
     add_image(store, [layer_tar({"x": b"x"})], ["other:2"])
     archive = os.path.join(out_dir, "saved.tar")

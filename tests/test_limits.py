@@ -324,7 +324,9 @@ def test_run_timeout_kills_setsid_grandchild_holding_stdout(userns):
         assert _wait_until(lambda: [p.name for p in c.top()] == ["sbx-init"]), c.top()
         assert c.run(["echo", "ok"], timeout=5, **NO_STDIN).stdout == b"ok\n"
         v2 = c._cgroup.v2.path
-        assert _wait_until(lambda: [e for e in os.listdir(v2) if e.startswith("cmd-")] == [])
+        # The killed command's cgroup is removed; the next one's, empty, is kept for reuse.
+        assert _wait_until(lambda: [e for e in os.listdir(v2) if e.startswith("cmd-")] == ["cmd-2"])
+        assert open(os.path.join(v2, "cmd-2", "cgroup.procs")).read() == ""
 
 
 def test_command_cgroup_of_a_command_that_left_a_daemon():
@@ -333,6 +335,19 @@ def test_command_cgroup_of_a_command_that_left_a_daemon():
         r = c.run(["sh", "-c", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo started"], timeout=30, **NO_STDIN)
         assert r.ok and r.stdout == b"started\n"
         assert _wait_until(lambda: any(p.name == "sleep" for p in c.top()))
+        assert [e for e in os.listdir(c._cgroup.v2.path) if e.startswith("cmd-")] == ["cmd-1"]
+        # Not reused: a later command's timeout kills that command's tree, not the daemon.
+        late = c.run(["sleep", "1000"], timeout=0.3, **NO_STDIN)
+        assert late.timed_out and any(p.name == "sleep" for p in c.top())
+        paths = c._cgroup.paths
+    assert _paths_exist(paths) == []
+
+
+def test_command_cgroups_are_reused():
+    """An empty command cgroup serves the next commands (no mkdir and rmdir per command)."""
+    with sb.Container() as c:
+        for _ in range(5):
+            assert c.run(["true"], timeout=30, **NO_STDIN).ok
         assert [e for e in os.listdir(c._cgroup.v2.path) if e.startswith("cmd-")] == ["cmd-1"]
         paths = c._cgroup.paths
     assert _paths_exist(paths) == []

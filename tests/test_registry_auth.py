@@ -4,14 +4,17 @@ auth against the tests' own token issuer (tests/tokenissuer.py, its realm on
 another host), read from Docker's config.json (``auths``, ``credsStore`` and
 ``credHelpers`` through a credential helper these tests write) and from
 containers' auth.json; ``login`` checks before it stores (0600), ``logout``
-forgets; tokens cached per scope and fetched again when refused; no secret
-in any message or repr."""
+forgets; tokens cached per scope and fetched again when refused; identity
+tokens fetch them with OAuth2's refresh grant; blobs redirected to another
+host get no credentials; no secret in any message or repr.  Root and
+rootless: login, push, pull and run with both kinds of auth."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import ssl
 import stat
 import sys
 
@@ -25,7 +28,7 @@ from sandboxlib.registry.credentials import Credentials, lookup
 
 from .conftest import sandboxlib_cli
 from .imagekit import add_image, busybox_layers
-from .registryd import HTPASSWD_AUTH, Registry, write_htpasswd
+from .registryd import HTPASSWD_AUTH, FaultProxy, Registry, environment, write_htpasswd
 from .tlskit import CA
 from .tokenissuer import TokenIssuer
 
@@ -191,6 +194,46 @@ def test_bad_auths_entry_is_a_config_error(places):
         lookup("reg.example.com")
 
 
+# -- as root and rootless ----------------------------------------------------------------------------------
+def check_login_push_pull_run(path: str, host: str, ca_pem: bytes, busybox_rootfs: str):
+    """login, push, pull and run with everything in ``path`` (the worker's own environment);
+    (config.json's mode, pushed digest, pulled digest, exit code, logout's answer)."""
+    certs = os.path.join(path, "certs.d", host)
+    os.makedirs(certs)
+    with open(os.path.join(certs, "ca.crt"), "wb") as f:
+        f.write(ca_pem)
+    with open(os.path.join(path, "registries.json"), "w") as f:
+        f.write("{}")
+    places = {
+        "SANDBOXLIB_CERTS_D": os.path.join(path, "certs.d"),
+        "SANDBOXLIB_REGISTRIES": os.path.join(path, "registries.json"),
+        "DOCKER_CONFIG": os.path.join(path, "docker"),
+        "XDG_RUNTIME_DIR": os.path.join(path, "run"),
+    }
+    with environment(**places):
+        forget_tokens()
+        where = sb.login(host, "alice", PASSWORD)
+        src = sb.ImageStore(os.path.join(path, "src"))
+        add_image(src, busybox_layers(busybox_rootfs)[:1], ["auth:1"], config=CONFIG)
+        ref = f"{host}/auth/{os.getuid()}:1"
+        digest = src.push("auth:1", ref)
+        forget_tokens()
+        pulled = sb.ImageStore(os.path.join(path, "dst")).pull(ref)
+        code = sb.run(None, image=ref, image_store=os.path.join(path, "dst")).exit_code
+        out = sb.logout(host)
+        forget_tokens()
+    return stat.S_IMODE(os.stat(where).st_mode), digest, pulled.digest, code, out
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+def test_login_push_pull_run_root_and_rootless(
+    runner, store_dir, ca, busybox_root, basic_registry, token_registry, kind
+):
+    server = basic_registry if kind == "basic" else token_registry
+    mode, digest, pulled, code, out = runner(check_login_push_pull_run, store_dir, server.host, ca.pem, busybox_root)
+    assert (mode, pulled, code, out) == (0o600, digest, 0, True)
+
+
 # -- credential helpers ---------------------------------------------------------------------------
 HELPER = """#!{python}
 import json, os, sys
@@ -314,3 +357,83 @@ def test_cli_login_logout(basic_registry, places):
     assert (out.returncode, out.stdout) == (0, f"Removing login credentials for {basic_registry.host}\n")
     again = sandboxlib_cli("logout", basic_registry.host, text=True)
     assert again.stdout == f"Not logged in to {basic_registry.host}\n"
+
+
+# -- identity tokens (OAuth2 refresh grants) -------------------------------------------------------------
+IDENTITY_TOKEN = "rt-Zm9vYmFyYmF6-identity"
+
+
+def _no_identity_token(err) -> None:
+    for text in (str(err), repr(err), repr(err.args)):
+        assert IDENTITY_TOKEN not in text
+
+
+@pytest.mark.parametrize("where", ["auths", "credHelpers"])
+def test_identity_token_is_a_refresh_grant(token_registry, issuer, places, tmp_path, monkeypatch, where):
+    """config.json's identitytoken (or a helper's <token> user) asks for bearer tokens with
+    OAuth2's refresh grant (a POST), never with a password."""
+    issuer.refresh_tokens[IDENTITY_TOKEN] = "alice"
+    (places / "docker").mkdir()
+    if where == "auths":
+        config: dict = {"auths": {token_registry.host: {"identitytoken": IDENTITY_TOKEN}}}
+    else:
+        store = _helper(places, monkeypatch)
+        entry = {"ServerURL": token_registry.host, "Username": "<token>", "Secret": IDENTITY_TOKEN}
+        store.write_text(json.dumps({token_registry.host: entry}))
+        config = {"credHelpers": {token_registry.host: "sbtest"}}
+    (places / "docker" / "config.json").write_text(json.dumps(config))
+    assert "identity_token=<hidden>" in repr(lookup(token_registry.host))
+    ref = f"{token_registry.host}/auth/identity-{where.lower()}:1"
+    del issuer.requests[:]
+    digest = _push_one(tmp_path, ref)
+    repository = ref.split("/", 1)[1].split(":")[0]
+    assert issuer.requests == [("refresh:alice", (f"repository:{repository}:pull,push",))]
+    del issuer.requests[:]
+    assert sb.ImageStore(str(tmp_path / "store")).pull(ref).digest == digest
+    assert issuer.requests == [("refresh:alice", (f"repository:{repository}:pull",))]
+
+
+def test_unknown_identity_token_is_refused(token_registry, issuer, places, tmp_path):
+    (places / "docker").mkdir()
+    config = {"auths": {token_registry.host: {"identitytoken": IDENTITY_TOKEN + "-revoked"}}}
+    (places / "docker" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RegistryAuthError) as err:
+        sb.ImageStore(str(tmp_path / "store")).pull(f"{token_registry.host}/auth/identity:1")
+    assert err.value.status == 400 and "refused the identity token stored" in str(err.value)
+    assert issuer.requests[-1] == ("refresh:?", ("repository:auth/identity:pull",))
+    _no_identity_token(err.value)
+
+
+# -- redirects ---------------------------------------------------------------------------------------------
+def test_redirected_blobs_never_carry_credentials(basic_registry, places, tmp_path, ca):
+    """Blob GETs answered with a 307 to blob storage on another host (as distribution's
+    redirect middleware and CDNs do) are followed without the registry's credentials:
+    the storage server (its own credentials injected, as a signed URL carries them)
+    sees none, while the registry's own requests carried them."""
+    sb.login(basic_registry.host, "alice", PASSWORD)
+    ref = f"{basic_registry.host}/auth/redirect:1"
+    digest = _push_one(tmp_path, ref)
+    image = sb.ImageStore(str(tmp_path / "src")).get("auth:1")
+    blobs = [layer.digest for layer in image.layers] + [image.id]
+    tls = ssl.create_default_context(cadata=ca.pem.decode())
+    basic = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    storage = FaultProxy(basic_registry.host, {}, upstream_tls=tls, inject={"Authorization": basic})
+    storage_url = "http://localhost:" + storage.host.rsplit(":", 1)[1]  # another host than 127.0.0.1
+    front = FaultProxy(
+        basic_registry.host,
+        {f"blobs/{blob}": "redirect" for blob in blobs},
+        upstream_tls=tls,
+        redirect_to=storage_url,
+    )
+    try:
+        sb.login(front.host, "alice", PASSWORD)
+        forget_tokens()
+        assert sb.ImageStore(str(tmp_path / "store")).pull(f"{front.host}/auth/redirect:1").digest == digest
+    finally:
+        front.close()
+        storage.close()
+    redirected = [e for e in front.log if e["method"] == "GET" and "/blobs/" in e["path"]]
+    fetched = [e for e in storage.log if e["method"] == "GET"]
+    assert len(redirected) == len(fetched) == len(blobs)
+    assert all(e["authorization"] is None for e in fetched)
+    assert all(e["authorization"] == basic for e in redirected)  # the registry got them

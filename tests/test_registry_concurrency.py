@@ -30,48 +30,68 @@ def _pull_process(store: str, ref: str) -> subprocess.Popen:
     )
 
 
-def test_two_processes_pull_the_same_image(registry, pushed, tmp_path):
+def check_two_pulls(path: str, ref: str):
+    """Two processes pull ``ref`` into one store at once; (exit codes, outputs, digest, images, run output)."""
+    store = os.path.join(path, "store")
+    first, second = _pull_process(store, ref), _pull_process(store, ref)
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    images = sb.ImageStore(store)
+    image = images.get(ref)
+    run = sb.run(None, image=image.digest, image_store=store).stdout
+    return [first.returncode, second.returncode], outs, image.digest, len(images.list()), run
+
+
+def test_two_processes_pull_the_same_image(runner, store_dir, registry, pushed):
     ref, digest = pushed
     layers = layer_descriptors(registry, ref)
     proxy = FaultProxy(registry.host, {layer: "slow" for layer, _ in layers})
-    store = str(tmp_path / "store")
     try:
-        via = ref.replace(registry.host, proxy.host)
-        first = _pull_process(store, via)
-        second = _pull_process(store, via)
-        outs = [p.communicate(timeout=120) for p in (first, second)]
+        codes, outs, got, count, run = runner(check_two_pulls, store_dir, ref.replace(registry.host, proxy.host))
     finally:
         proxy.close()
-    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    assert codes == [0, 0], outs
     gets = Counter(path.rsplit("/", 1)[1] for method, path in proxy.requests if method == "GET" and "/blobs/" in path)
     assert max(gets.values()) <= 2
     assert [gets[layer] for layer, _ in layers] == [1, 1, 1]  # the other process waited, then checked
     assert sum("waiting" in out for out, _ in outs) >= 1
-    image = sb.ImageStore(store).get(ref.replace(registry.host, proxy.host))
-    assert image.digest == digest and len(sb.ImageStore(store).list()) == 1
-    assert sb.run(None, image=digest, image_store=store).stdout == EXPECTED
+    assert (got, count, run) == (digest, 1, EXPECTED)
 
 
-def test_pull_killed_mid_download_leaves_only_what_prune_removes(registry, pushed, tmp_path):
-    ref, digest = pushed
-    layer, size = layer_descriptors(registry, ref)[-1]
-    proxy = FaultProxy(registry.host, {f"blobs/{layer}": "stall"})
-    store = str(tmp_path / "store")
+def check_killed_pull(path: str, ref: str, direct: str):
+    """A pull SIGKILLed once half of a stalled blob is in the store's tmp/; what is left, then
+    after prune(), and whether a pull then works (``direct``: the registry without the proxy)."""
+    images = sb.ImageStore(os.path.join(path, "store"))
+    pull = _pull_process(images.path, ref)
+    deadline = time.monotonic() + 60
+    while not any(
+        name.startswith("blob-") and os.path.getsize(os.path.join(images.tmp, name)) for name in _listing(images.tmp)
+    ):
+        assert time.monotonic() < deadline and pull.poll() is None, pull.communicate()
+        time.sleep(0.02)
+    time.sleep(0.2)  # the half arrives and is written
+    pull.send_signal(signal.SIGKILL)
+    pull.communicate(timeout=30)
+    left = (images.list(), sorted(os.listdir(images.tmp)))
+    images.prune()
+    pruned = (os.listdir(images.tmp), os.listdir(images.blobs.dir))
+    return left, pruned, images.pull(direct).digest
+
+
+def _listing(path: str) -> list:
     try:
-        pull = _pull_process(store, ref.replace(registry.host, proxy.host))
-        deadline = time.monotonic() + 60
-        while not proxy.sent(layer) or not proxy.sent(layer)[0][1]:  # half the blob is out
-            assert time.monotonic() < deadline and pull.poll() is None
-            time.sleep(0.02)
-        time.sleep(0.2)  # the half arrives and is written
-        pull.send_signal(signal.SIGKILL)
-        pull.communicate(timeout=30)
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def test_pull_killed_mid_download_leaves_only_what_prune_removes(runner, store_dir, registry, pushed):
+    ref, digest = pushed
+    layer, _ = layer_descriptors(registry, ref)[-1]
+    proxy = FaultProxy(registry.host, {f"blobs/{layer}": "stall"})
+    try:
+        (images, tmp), pruned, again = runner(check_killed_pull, store_dir, ref.replace(registry.host, proxy.host), ref)
     finally:
         proxy.close()
-    images = sb.ImageStore(store)
-    tmp = os.listdir(images.tmp)
-    assert images.list() == [] and any(name.startswith("blob-") for name in tmp)  # the partial blob
-    assert any(name == f"pull-{layer[7:]}.lock" for name in tmp)
-    images.prune()
-    assert os.listdir(images.tmp) == [] and os.listdir(images.blobs.dir) == []
-    assert images.pull(ref).digest == digest  # and the store works
+    assert images == [] and any(name.startswith("blob-") for name in tmp)  # the partial blob
+    assert f"pull-{layer[7:]}.lock" in tmp
+    assert pruned == ([], []) and again == digest  # and the store works

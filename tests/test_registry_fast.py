@@ -142,3 +142,19 @@ def test_large_blobs_are_uploaded_in_chunks(registry, busybox_root, tmp_path, mo
     image = sb.ImageStore(store).pull(f"{registry.host}/team/big:1")
     assert image.digest == digest
     assert sb.run(None, image=image.digest, image_store=store).stdout == EXPECTED
+
+
+def test_second_push_uploads_only_the_new_layer(registry, pushed, busybox_root, tmp_path):
+    """An image sharing all but its last layer with one the registry has: only that
+    layer and the config go up (each blob HEADed first), blobs several at a time."""
+    src = sb.ImageStore(str(tmp_path / "src"))
+    layers = busybox_layers(busybox_root)
+    image = add_image(src, layers[:-1] + [_big_tar(files=1, size=4096)], ["next:2"], config=CONFIG)
+    proxy = FaultProxy(registry.host, {})
+    try:
+        assert src.push("next:2", f"{proxy.host}/team/app:2") == image.digest
+    finally:
+        proxy.close()
+    uploaded = {path.split("digest=")[1] for method, path in proxy.requests if method == "PUT" and "digest=" in path}
+    assert uploaded == {image.layers[-1].digest.replace(":", "%3A"), image.id.replace(":", "%3A")}
+    assert len([1 for method, path in proxy.requests if method == "HEAD" and "/blobs/" in path]) == 4

@@ -11,7 +11,7 @@ import urllib.request
 import pexpect
 
 import sandboxlib as sb
-from sandboxlib.registry import Phase
+from sandboxlib.registry import Phase, Progress
 
 from .conftest import sandboxlib_cli
 from .test_registry import pushed, registry  # noqa: F401 (fixtures)
@@ -23,12 +23,16 @@ def phases_of(events, digest) -> list:
     return [phase.value for phase, _ in itertools.groupby(e.phase for e in events if e.digest == digest)]
 
 
-def test_callback_reports_each_layer_in_order(registry, pushed, tmp_path):
+def check_progress(path: str, ref: str) -> list:
+    events = []
+    sb.ImageStore(path).pull(ref, progress=events.append)
+    return [(e.digest, e.phase, e.done, e.total) for e in events]
+
+
+def test_callback_reports_each_layer_in_order(runner, store_dir, registry, pushed):
     ref, _ = pushed
     layers = layer_descriptors(registry, ref)
-    store = sb.ImageStore(str(tmp_path / "store"))
-    events = []
-    store.pull(ref, progress=events.append)
+    events = [Progress(digest=d, phase=p, done=n, total=t) for d, p, n, t in runner(check_progress, store_dir, ref)]
     for digest, size in layers:
         assert phases_of(events, digest) == ["waiting", "downloading", "verifying", "done"]
         mine = [e for e in events if e.digest == digest]

@@ -52,12 +52,14 @@ def _trust(certs_d, host: str, ca) -> None:
     (certs_d / host / "ca.crt").write_bytes(ca.pem)
 
 
-def check_push_pull_run(path, busybox_rootfs, ref, ca_pem):
-    """(In the caller's process: the rootless worker has its own environment.)"""
+def check_push_pull_run(path, busybox_rootfs, ref, files):
+    """``files`` ({name: PEM}) in certs.d/HOST/. (In the caller's process: the rootless
+    worker has its own environment.)"""
     certs_d = os.path.join(path, "certs.d")
     os.makedirs(os.path.join(certs_d, ref.split("/")[0]))
-    with open(os.path.join(certs_d, ref.split("/")[0], "ca.crt"), "wb") as f:
-        f.write(ca_pem)
+    for name, data in files.items():
+        with open(os.path.join(certs_d, ref.split("/")[0], name), "wb") as f:
+            f.write(data)
     saved = os.environ.get("SANDBOXLIB_CERTS_D")
     os.environ["SANDBOXLIB_CERTS_D"] = certs_d
     try:
@@ -81,8 +83,70 @@ def _push_pull_run(path, busybox_rootfs, ref):
 
 def test_push_pull_and_run_over_verified_tls(runner, store_dir, tls_registry, ca, busybox_root):
     ref = f"{tls_registry.host}/tls/{runner.mode}:1"
-    digest, pulled, code, out = runner(check_push_pull_run, store_dir, busybox_root, ref, ca.pem)
+    digest, pulled, code, out = runner(check_push_pull_run, store_dir, busybox_root, ref, {"ca.crt": ca.pem})
     assert pulled == digest and (code, out) == (0, b"over tls\n")
+
+
+# -- client certificates (mutual TLS) ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client_ca():
+    return CA("sandboxlib test client CA")
+
+
+@pytest.fixture(scope="module")
+def mtls_registry(tmp_path_factory, ca, client_ca):
+    """A registry that wants a client certificate its client CA signed."""
+    server = Registry(str(tmp_path_factory.mktemp("registry-mtls")), tls=ca.issue("127.0.0.1"), client_ca=client_ca.pem)
+    yield server
+    server.close()
+
+
+def _client_files(ca, signer) -> dict:
+    cert, key = signer.issue("sandboxlib-client")
+    return {"ca.crt": ca.pem, "client.cert": cert, "client.key": key}
+
+
+def test_client_certificate_from_certs_d(runner, store_dir, mtls_registry, ca, client_ca, busybox_root):
+    ref = f"{mtls_registry.host}/mtls/{runner.mode}:1"
+    files = _client_files(ca, client_ca)
+    digest, pulled, code, out = runner(check_push_pull_run, store_dir, busybox_root, ref, files)
+    assert pulled == digest and (code, out) == (0, b"over tls\n")
+
+
+def test_missing_client_certificate_is_named(mtls_registry, certs_d, ca, tmp_path):
+    _trust(certs_d, mtls_registry.host, ca)
+    with pytest.raises(RegistryError) as err:
+        sb.ImageStore(str(tmp_path / "store")).pull(f"{mtls_registry.host}/mtls/none:1")
+    assert "wants a client certificate" in str(err.value) and str(certs_d / mtls_registry.host) in str(err.value)
+
+
+def test_client_certificate_of_another_ca_is_refused(mtls_registry, certs_d, ca, tmp_path):
+    for name, data in _client_files(ca, CA("a CA the registry does not know")).items():
+        (certs_d / mtls_registry.host).mkdir(exist_ok=True)
+        (certs_d / mtls_registry.host / name).write_bytes(data)
+    with pytest.raises(RegistryError) as err:
+        sb.ImageStore(str(tmp_path / "store")).pull(f"{mtls_registry.host}/mtls/none:1")
+    assert f"refused the client certificate {certs_d / mtls_registry.host / 'client.cert'}" in str(err.value)
+
+
+@pytest.mark.parametrize("alone", ["client.cert", "client.key"])
+def test_client_certificate_without_its_pair_is_a_config_error(certs_d, client_ca, alone):
+    (certs_d / "127.0.0.1:5000").mkdir()
+    (certs_d / "127.0.0.1:5000" / alone).write_bytes(client_ca.pem)
+    with pytest.raises(ConfigError) as err:
+        host_of(resolve("127.0.0.1:5000/a"))
+    assert err.value.field == "certs.d" and str(certs_d / "127.0.0.1:5000" / alone) in str(err.value)
+
+
+def test_ssl_context_is_made_once_per_set_of_files(certs_d, ca):
+    _trust(certs_d, "127.0.0.1:5000", ca)
+    first = host_of(resolve("127.0.0.1:5000/a")).ssl_context()
+    assert host_of(resolve("127.0.0.1:5000/b")).ssl_context() is first
+    assert host_of(resolve("127.0.0.1:5001/a")).ssl_context() is not first  # no CA of its own
+    path = certs_d / "127.0.0.1:5000" / "ca.crt"
+    path.write_bytes(CA("renewed").pem)
+    os.utime(path, ns=(1, 1))
+    assert host_of(resolve("127.0.0.1:5000/a")).ssl_context() is not first  # a changed file: made again
 
 
 def test_untrusted_certificate_is_an_error_not_plain_http(tls_registry, certs_d, tmp_path):
@@ -147,6 +211,10 @@ def test_certs_d_places(monkeypatch, tmp_path):
         ('{"insecur": []}', "unknown key 'insecur'"),
         ('{"insecure": "host"}', "'insecure' must be a list"),
         ('{"insecure": ["a/b"]}', "'insecure' must be a list"),
+        ('{"mirrors": ["m"]}', "'mirrors' must map registries"),
+        ('{"mirrors": {"docker.io": "m"}}', "['docker.io'] must be a list of mirrors"),
+        ('{"mirrors": {"docker.io": ["a b"]}}', "'a b' is not a mirror"),
+        ('{"mirrors": {"a/b": []}}', "'a/b' is not a registry"),
     ],
 )
 def test_bad_registries_file(certs_d, text, words):

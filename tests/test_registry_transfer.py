@@ -48,15 +48,37 @@ def _nothing_left(path: str) -> bool:
     return store.list() == [] and os.listdir(store.blobs.dir) == [] and os.listdir(store.tmp) == []
 
 
-def test_cut_blob_resumes_with_a_closed_range(registry, pushed, tmp_path):
+def check_pull_and_run(path: str, ref: str):
+    """Pull ``ref`` and run it: (digest, stdout), or the RegistryDataError's (status, message)
+    and whether the store was left empty."""
+    try:
+        image = sb.ImageStore(path).pull(ref)
+    except RegistryDataError as err:
+        return (err.status, str(err)), _nothing_left(path)
+    return image.digest, sb.run(None, image=image.digest, image_store=path).stdout
+
+
+def test_cut_blob_resumes_with_a_closed_range(runner, store_dir, registry, pushed):
     ref, digest = pushed
     layer, size = layer_descriptors(registry, ref)[-1]
-    image, proxy = pull_through(registry, ref, {f"blobs/{layer}": "cut"}, str(tmp_path / "store"))
-    assert image.digest == digest
+    proxy = FaultProxy(registry.host, {f"blobs/{layer}": "cut"})
+    try:
+        assert runner(check_pull_and_run, store_dir, ref.replace(registry.host, proxy.host)) == (digest, EXPECTED)
+    finally:
+        proxy.close()
     half = size // 2
     assert proxy.sent(layer) == [(None, half), (f"bytes={half}-{size - 1}", size - half)]  # no byte twice
-    result = sb.run(None, image=image.digest, image_store=str(tmp_path / "store"))
-    assert result.stdout == EXPECTED
+
+
+def test_corrupt_blob_leaves_nothing(runner, store_dir, registry, pushed):
+    ref, _ = pushed
+    layer, _ = layer_descriptors(registry, ref)[-1]
+    proxy = FaultProxy(registry.host, {f"blobs/{layer}": "corrupt"})
+    try:
+        (status, message), nothing_left = runner(check_pull_and_run, store_dir, ref.replace(registry.host, proxy.host))
+    finally:
+        proxy.close()
+    assert status == 200 and f"blob {layer} has digest" in message and nothing_left
 
 
 def test_registry_ignoring_range_restarts_the_blob(registry, pushed, tmp_path):

@@ -6,10 +6,17 @@ credentials and answers ``GET /token?service=S&scope=S...`` with a JWT
 (made by the tests' CA, sent in the ``x5c`` header) the registry trusts
 through its ``rootcertbundle``.
 
+It also takes OAuth2's refresh grant, as Docker's token servers do (``POST
+/token`` with ``grant_type=refresh_token``, ``refresh_token``, ``service``,
+``scope`` space-separated and ``client_id`` as a form): ``refresh_tokens``
+maps the identity tokens it knows to their users; an unknown one is OAuth2's
+``400 invalid_grant``.
+
 Its realm is ``http://localhost:PORT/token`` while the registry is at
 ``127.0.0.1:PORT``: a realm on another host.  ``requests`` lists (user or
-None, scopes) of what was asked; ``spoil`` makes the next tokens signed by a
-key the registry does not trust (a token refused)."""
+None, scopes) of what was asked (for a refresh grant, the user is
+``refresh:USER``, or ``refresh:?`` for an unknown token); ``spoil`` makes the
+next tokens signed by a key the registry does not trust (a token refused)."""
 
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ class TokenIssuer:
 
         self.ca, self.users, self.expires_in = ca, dict(users), expires_in
         self.requests: List[Tuple[Optional[str], Tuple[str, ...]]] = []
+        self.refresh_tokens: Dict[str, str] = {}
         self.spoil = 0
         cert_pem, key_pem = ca.issue("token-issuer")
         self.cert = x509.load_pem_x509_certificate(cert_pem)
@@ -130,6 +138,22 @@ def _handler(issuer: TokenIssuer):
             if user is False:
                 return self._answer(401, {"details": "wrong user name or password"})
             self._answer(200, {"token": issuer.token(user, scopes), "expires_in": issuer.expires_in})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+            one = {key: values[0] for key, values in form.items()}
+            if urllib.parse.urlsplit(self.path).path != "/token" or one.get("service") != SERVICE:
+                return self._answer(400, {"error": "invalid_request"})
+            if one.get("grant_type") != "refresh_token" or not one.get("client_id"):
+                return self._answer(400, {"error": "unsupported_grant_type"})
+            scopes = tuple(one.get("scope", "").split())
+            user = issuer.refresh_tokens.get(one.get("refresh_token", ""))
+            issuer.requests.append((f"refresh:{user or '?'}", scopes))
+            if user is None:
+                return self._answer(400, {"error": "invalid_grant"})
+            token = issuer.token(user, scopes)
+            self._answer(200, {"access_token": token, "expires_in": issuer.expires_in, "scope": " ".join(scopes)})
 
         def _user(self):
             """The user name, None for anonymous, False for wrong credentials."""

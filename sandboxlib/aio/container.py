@@ -4,28 +4,29 @@ The same configuration, requests, results, errors and verdicts as the sync
 API: both fronts call the same functions to build a command's request
 (``BareContainer._outgoing``), to read its replies and pipes
 (``Process._register``/``_service``/``_take_reply``) and to make its
-``Result`` (``_run_result``); they differ only in how they wait.  Here
-nothing waits in a thread per command: the control socket, the reply
-sockets and the pipes are the event loop's readers and writers.  Starting
-a container (clone, set-up, maybe an image unpack) and the first start
+``Result`` (``_run_result``), and to start a container (its steps,
+``_start_steps``); they differ only in how they wait.  Here nothing waits
+in a thread: the set-up's error pipe, the control socket, the reply
+sockets and the pipes are the event loop's readers and writers.  Only
+long work of the start (an image's pull and unpack) and the first start
 of ``call``'s fork server run in the loop's default executor."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import weakref
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Mapping, Optional, Sequence, Tuple, Union
 
-from ..calls.session import SpareLost, check_call_kwargs
+from ..calls.session import SpareLost, check_call_kwargs, check_modules
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
-from ..errors import TimeoutExpired
+from ..errors import ContainerStateError, TimeoutExpired
 from ..results import Result
 from ..runtime.container import Container as SyncContainer
+from ..runtime.launch import Submission
+from ..runtime.logs import Since
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
-from .loop import ControlSender, drive, readable
-from .process import Process, communicate
+from .loop import StepDriver, control_sender, drive, in_thread, new_lock, readable
+from .process import Process, communicate, wait
 
 __all__ = ["Container", "run"]
 
@@ -39,9 +40,10 @@ class Container:
     @takes_container_options
     def __init__(self, config: Optional[ContainerConfig] = None, **options: Any) -> None:
         self._box = SyncContainer(config_of(config, options))
-        self._sender: Optional[ControlSender] = None
+        self._sender: Any = None  # a ControlSender of the loop, once started
+        self._starting: Optional[StepDriver] = None  # while start() runs
         self._spawned: weakref.WeakSet[Process] = weakref.WeakSet()
-        self._call_lock = asyncio.Lock()  # one call at a time on the fork server
+        self._call_lock: Any = None  # one call at a time on the fork server (a lock of the loop's kind)
 
     @property
     def config(self) -> ContainerConfig:
@@ -64,17 +66,20 @@ class Container:
         return repr(self._box).replace("sandboxlib.", "sandboxlib.aio.", 1)
 
     async def start(self) -> Container:
-        """Start the container (in the loop's executor: the spawn protocol blocks).
-        Cancelled, it closes the container once the start has ended."""
-        loop = asyncio.get_running_loop()
-        started = loop.run_in_executor(None, self._box.start)
+        """Start the container: the sync start's steps, its waits (id-map
+        helpers, the set-up's end, a main command's start) awaited on the
+        loop; an image's pull and unpack in the loop's executor.  Cancelled
+        (or closed) at any of them, it closes the container and raises."""
+        if self._starting is not None:
+            raise ContainerStateError("the container is starting already")
+        driver = self._starting = StepDriver()
         try:
-            await asyncio.shield(started)
-        except asyncio.CancelledError:
-            started.add_done_callback(lambda _f: self._box.close())
-            raise
+            await driver.run(self._box._start_steps())
+        finally:
+            self._starting = None
         assert self._box._channel is not None  # running
-        self._sender = ControlSender(loop, self._box._channel)
+        self._sender = control_sender(self._box._channel)
+        self._call_lock = new_lock()
         return self
 
     async def __aenter__(self) -> Container:
@@ -85,14 +90,21 @@ class Container:
 
     def close(self) -> None:
         """Kill everything in the container and release every resource (on the
-        loop's thread: a few milliseconds; idempotent)."""
+        loop's thread: a few milliseconds; idempotent).  During ``start()``
+        the start is ended instead: it closes the container and raises
+        ``ContainerStateError``."""
+        if self._starting is not None:
+            self._starting.abort(ContainerStateError("the container was closed during its start"))
+            return
         if self._sender is not None:
             self._sender.close()
         for process in list(self._spawned):
             process.close()
         self._box.close()
 
-    async def _send(self, argv, *, stdin, stdout, stderr, env, cwd, user, confirm: bool, own_cgroup: bool):
+    async def _send(
+        self, argv, *, stdin, stdout, stderr, env, cwd, user, confirm: bool, own_cgroup: bool, tty=None
+    ) -> Submission:
         """Build and send a command's request: its Submission (the shared steps, sent from the loop)."""
         box = self._box
         box._check_running()
@@ -108,16 +120,17 @@ class Container:
             main=False,
             confirm=confirm,
             own_cgroup=own_cgroup,
+            tty=tty,
         )
         try:
             await self._sender.send(outgoing)
         except BaseException:
-            if outgoing.sent:  # sent, then cancelled: it runs; kill what it starts
+            if outgoing.sent and tty is None:  # sent, then cancelled: it runs; kill what it starts
                 proc = box._unconfirmed(outgoing.submission)
                 box._kill_after_timeout(proc, False)
                 proc.close()
-            else:
-                outgoing.submission.abandon()
+            else:  # (a terminal's command, if it starts, finds its master closed: a hangup)
+                outgoing.submission.abandon(kill=outgoing.sent)
             raise
         finally:
             outgoing.done()
@@ -139,8 +152,10 @@ class Container:
         text: bool = False,
         encoding: Optional[str] = None,
         errors: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
     ) -> Result:
-        """``Container.run``, awaited: the same options and :class:`Result`.
+        """``Container.run``, awaited: the same options and :class:`Result`
+        (``tty=True``: on a pseudo-terminal, its output the result's stdout).
 
         On ``timeout`` everything the command started is killed (its own
         cgroup; rootless without a delegated cgroup: its process group) and
@@ -148,14 +163,27 @@ class Container:
         ``asyncio.timeout()``, ``wait_for``), it kills the same way and the
         cancellation goes on (``asyncio.timeout`` raises ``TimeoutError``)."""
         box = self._box
-        timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
+        timeout, codec, input, (stdin, stdout, stderr), tty_size = box._run_inputs(
+            input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
+        )
         box._check_running()
         counters = box._counters()
         # Always in a cgroup of its own: any await may be cancelled, and a
         # cancelled run kills all it started.
         submission = await self._send(
-            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=False, own_cgroup=True
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            confirm=False,
+            own_cgroup=True,
+            tty=tty_size,
         )
+        if tty_size is not None:
+            await _terminal_reply(submission)
         with box._unconfirmed(submission) as proc:
             out, err, timed_out = await _communicate_or_kill(
                 proc, input, timeout, lambda: box._kill_after_timeout(proc, False)
@@ -172,22 +200,28 @@ class Container:
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
         user: Optional[str] = None,
+        tty: Union[bool, Tuple[int, int]] = False,
     ) -> Process:
         """Start a command; returns once it started (or raises the step that
-        failed, as ``Container.spawn``).  PIPE streams are asyncio streams."""
+        failed, as ``Container.spawn``).  PIPE streams are asyncio streams;
+        ``tty=True`` (or a size): a pseudo-terminal (``await p.read()``,
+        ``await p.write(data)``, ``p.resize(rows, cols)``)."""
         box = self._box
+        tty_size = box._spawn_tty(tty, stdin, stdout, stderr)
         submission = await self._send(
-            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, confirm=True, own_cgroup=False
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            user=user,
+            confirm=True,
+            own_cgroup=False,
+            tty=tty_size,
         )
-        try:
-            while True:
-                await readable(submission.reply_socket)
-                if submission.accept(submission.read_reply()):
-                    break
-        except BaseException:
-            submission.abandon()  # (the command, if it started, sees EOF/EPIPE)
-            raise
-        process = Process(box._track(submission.process(box._signal)))
+        # (abandoned, if cancelled: the command, if it started, sees EOF/EPIPE)
+        process = Process(box._track(await StepDriver().run(submission.started_steps(box._signal))))
         try:
             await process._connect()
         except BaseException:
@@ -196,6 +230,47 @@ class Container:
             raise
         self._spawned.add(process)
         return process
+
+    async def wait(self, timeout: Optional[float] = None) -> Result:
+        """``Container.wait``, awaited: the main command's (``command=``)
+        :class:`Result` once it ended, and the container with it.  Raises
+        ``TimeoutExpired`` after ``timeout`` seconds (it keeps running)."""
+        timeout = check_timeout(timeout)
+        box = self._box
+        main = box._main_command()
+        await wait(main, timeout)
+        if box._init_fd is not None:
+            try:
+                with box._init_fd.use() as pidfd:
+                    await readable(pidfd)  # it ends the container at once
+            except ContainerStateError:
+                pass  # closed meanwhile: ended
+        if box._log is not None:
+            await in_thread(box._log.join)  # (its output is all in the log: a moment)
+        return box._main_result(main)
+
+    async def logs(
+        self, *, tail: Optional[int] = None, follow: bool = False, timestamps: bool = False, since: Since = None
+    ) -> AsyncIterator[Tuple[str, bytes]]:
+        """``Container.logs``, as an async iterator: ``async for stream, data in c.logs(follow=True)``.
+        The file is read in a worker thread (a follow waits there, not on the loop)."""
+        records = self._box.logs(tail=tail, follow=follow, timestamps=timestamps, since=since)
+        try:
+            while True:
+                record = await in_thread(lambda: next(records, None))
+                if record is None:
+                    return
+                yield record
+        finally:
+            records.close()  # type: ignore[attr-defined]  # (a generator)
+
+    async def preload(self, modules: Sequence[str]) -> None:
+        """``Container.preload``, awaited: (re)start the fork server of ``call``
+        with ``modules`` imported (its start runs in the loop's executor)."""
+        modules = check_modules(modules)
+        self._box._check_running()
+        async with self._call_lock:
+            await in_thread(lambda: self._box._calls.get(modules))
 
     async def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """``Container.call``, awaited (see :meth:`invoke`)."""
@@ -225,8 +300,7 @@ class Container:
             for attempt in (1, 2):  # a server that lost the process for the call: retried once (ServerSlot.invoke)
                 server = slot.running()
                 if server is None:
-                    loop = asyncio.get_running_loop()
-                    server = await loop.run_in_executor(None, slot.get)
+                    server = await in_thread(slot.get)
                 steps = server.steps(fn, tuple(args), dict(kwargs or {}), timeout=timeout, trust_result=trust_result)
                 try:
                     with server._lock:  # (a sync caller in another thread waits; no await blocks on it)
@@ -235,6 +309,15 @@ class Container:
                     if attempt == 2:
                         raise
         raise AssertionError("unreachable")
+
+
+async def _terminal_reply(submission: Submission) -> None:
+    """Wait for a terminal's request's first reply (its master, or why not: read by ``_unconfirmed``)."""
+    try:
+        await readable(submission.reply_socket)
+    except BaseException:
+        submission.abandon(kill=True)
+        raise
 
 
 async def _communicate_or_kill(
@@ -267,20 +350,21 @@ async def run(
     text: bool = False,
     encoding: Optional[str] = None,
     errors: Optional[str] = None,
+    tty: Union[bool, Tuple[int, int]] = False,
     **options: Any,
 ) -> Result:
     """``sandboxlib.run``, awaited: ``argv`` as the main process of a fresh
     container, which ends with it.  The start (with the command queued, as
-    the sync one-shot does) runs in the loop's executor; the command's
-    output and exit are awaited on the loop.  Cancelled, the container is killed."""
+    the sync one-shot does) and the command's output and exit are awaited
+    on the loop.  Cancelled, the container is killed."""
     box = SyncContainer(config_of(None, options))
     try:
-        timeout, codec, input, stdin = box._run_inputs(input, stdin, timeout, text, encoding, errors)
-        loop = asyncio.get_running_loop()
-        starting = loop.run_in_executor(
-            None, functools.partial(box._start_with_main, argv, stdin=stdin, stdout=stdout, stderr=stderr)
+        timeout, codec, input, (stdin, stdout, stderr), tty_size = box._run_inputs(
+            input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
         )
-        proc = await starting  # cancelled: close() below waits for the start to end, then kills
+        proc = await StepDriver().run(
+            box._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
+        )
         with proc:
             out, err, timed_out = await _communicate_or_kill(
                 proc, input, timeout, lambda: box._kill_after_timeout(proc, True)

@@ -1,6 +1,8 @@
 """Waiting on the event loop: fds through the loop's readers and writers,
-the control socket's sends queued while it is full.  The sync front waits
-on the same fds with poll(); what it does once they are ready is shared."""
+the control socket's sends queued while it is full, the steps of a start
+(``posix.steps``) awaited.  The sync front waits on the same fds with
+poll(); what it does once they are ready is shared.  Under another event
+loop (trio, through anyio) the same waits are ``anyio_loop``'s."""
 
 from __future__ import annotations
 
@@ -8,37 +10,98 @@ import asyncio
 import collections
 import selectors
 import time
-from typing import Any, Deque, Dict, Generator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Generator, List, Optional, Tuple
 
 from ..errors import CallTimeout, ContainerStateError
 from ..posix.sharedfd import SharedFd
+from ..posix.steps import Offload, Steps
 from ..runtime.launch import Outgoing
 
-__all__ = ["LoopSelector", "ControlSender", "readable", "drive"]
+__all__ = [
+    "asyncio_loop",
+    "LoopSelector",
+    "ControlSender",
+    "StepDriver",
+    "readable",
+    "readable_until",
+    "writable",
+    "drive",
+    "selector",
+    "control_sender",
+    "new_lock",
+    "in_thread",
+]
 
 
 def _fd(fileobj: Any) -> int:
     return fileobj if isinstance(fileobj, int) else fileobj.fileno()
 
 
+def asyncio_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The running asyncio loop; None under another one (trio: ``anyio_loop``'s waits)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def selector() -> Any:
+    """A selector for ``Process.communicate``'s steps, of the running loop."""
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return anyio_loop.Selector()
+    return LoopSelector(loop)
+
+
+def control_sender(channel: SharedFd) -> Any:
+    """A ``ControlSender`` of the running loop."""
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return anyio_loop.ControlSender(channel)
+    return ControlSender(loop, channel)
+
+
+def new_lock() -> Any:
+    """A lock of the running loop's kind."""
+    if asyncio_loop() is None:
+        from . import anyio_loop  # (its ImportError says how to install anyio)
+
+        return anyio_loop.anyio.Lock()
+    return asyncio.Lock()
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a worker thread (the loop's executor).  Cancelled, it still
+    waits for the thread to end (what follows must not run beside it), then raises."""
+    if asyncio_loop() is None:
+        from . import anyio_loop
+
+        return await anyio_loop.run_in_thread(fn)
+    return await _offload(fn)
+
+
 class LoopSelector:
     """The part of ``selectors.BaseSelector`` that ``Process.communicate``'s
-    steps use (register, unregister, get_map), over the loop's readers and
-    writers; ``await select(timeout)`` in place of ``select``."""
+    steps use (register, unregister, modify, get_map), over the loop's
+    readers and writers; ``await select(timeout)`` in place of ``select``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._keys: Dict[int, selectors.SelectorKey] = {}
-        self._ready: Dict[int, selectors.SelectorKey] = {}
+        self._ready: Dict[int, int] = {}  # fd -> the events seen
         self._waiter: Optional[asyncio.Future] = None
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         key = selectors.SelectorKey(fileobj, _fd(fileobj), events, data)
         self._keys[key.fd] = key
         if events & selectors.EVENT_READ:
-            self._loop.add_reader(key.fd, self._on_ready, key)
-        else:
-            self._loop.add_writer(key.fd, self._on_ready, key)
+            self._loop.add_reader(key.fd, self._on_ready, key.fd, selectors.EVENT_READ)
+        if events & selectors.EVENT_WRITE:
+            self._loop.add_writer(key.fd, self._on_ready, key.fd, selectors.EVENT_WRITE)
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
@@ -49,15 +112,19 @@ class LoopSelector:
         self._ready.pop(key.fd, None)
         if key.events & selectors.EVENT_READ:
             self._loop.remove_reader(key.fd)
-        else:
+        if key.events & selectors.EVENT_WRITE:
             self._loop.remove_writer(key.fd)
         return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        self.unregister(fileobj)
+        return self.register(fileobj, events, data)
 
     def get_map(self) -> Dict[int, selectors.SelectorKey]:
         return self._keys
 
-    def _on_ready(self, key: selectors.SelectorKey) -> None:
-        self._ready[key.fd] = key
+    def _on_ready(self, fd: int, event: int) -> None:
+        self._ready[fd] = self._ready.get(fd, 0) | event
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -73,7 +140,7 @@ class LoopSelector:
                 if timer is not None:
                     timer.cancel()
         ready, self._ready = self._ready, {}
-        return [(key, key.events) for key in ready.values() if key.fd in self._keys]
+        return [(self._keys[fd], events) for fd, events in ready.items() if fd in self._keys]
 
     def close(self) -> None:
         for key in list(self._keys.values()):
@@ -93,8 +160,12 @@ def _wake(waiter: asyncio.Future) -> None:
 
 async def readable(sock: Any) -> None:
     """Return once ``sock`` (a socket or an fd) is readable."""
-    loop = asyncio.get_running_loop()
+    loop = asyncio_loop()
     fd = _fd(sock)
+    if loop is None:
+        from . import anyio_loop
+
+        return await anyio_loop.readable(fd)
     waiter = loop.create_future()
     loop.add_reader(fd, _wake, waiter)
     try:
@@ -103,9 +174,28 @@ async def readable(sock: Any) -> None:
         loop.remove_reader(fd)
 
 
-async def _readable_until(fd: int, deadline: Optional[float]) -> bool:
+async def writable(fd: int) -> None:
+    """Return once ``fd`` is writable."""
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return await anyio_loop.writable(fd)
+    waiter = loop.create_future()
+    loop.add_writer(fd, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        loop.remove_writer(fd)
+
+
+async def readable_until(fd: int, deadline: Optional[float]) -> bool:
     """Wait until ``fd`` is readable (True) or the monotonic ``deadline`` passed (False)."""
-    loop = asyncio.get_running_loop()
+    loop = asyncio_loop()
+    if loop is None:
+        from . import anyio_loop
+
+        return await anyio_loop.readable_until(fd, deadline)
     waiter = loop.create_future()
     loop.add_reader(fd, _settle, waiter, True)
     timer = (
@@ -132,13 +222,85 @@ async def drive(steps: Generator[Optional[float], None, Any], fd: int) -> Any:
         deadline = next(steps)
         while True:
             try:
-                ready = await _readable_until(fd, deadline)
+                ready = await readable_until(fd, deadline)
             except BaseException as err:  # cancelled: the steps clean up and re-raise it
                 deadline = steps.throw(err)
                 continue
             deadline = steps.send(None) if ready else steps.throw(CallTimeout(0))
     except StopIteration as done:
         return done.value
+
+
+class StepDriver:
+    """Runs steps (``posix.steps``: a container's start, a command's start)
+    on the loop: each fd is one of the loop's readers, each offload runs in
+    the loop's default executor.  Whatever ends a wait (a cancellation,
+    ``abort``) is thrown into the steps, which clean up and raise it."""
+
+    def __init__(self) -> None:
+        self._wake: Optional[Callable[[], None]] = None  # ends the current wait
+        self._aborted: Optional[BaseException] = None
+
+    async def run(self, steps: Steps) -> Any:
+        value: Any = None
+        error: Optional[BaseException] = None
+        while True:
+            try:
+                need = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                return done.value
+            value = error = None
+            try:
+                if self._aborted is None:
+                    value = await (in_thread(need.fn) if isinstance(need, Offload) else self._readable(need))
+                if self._aborted is not None:
+                    raise self._aborted
+            except BaseException as err:  # noqa: BLE001 - thrown in: the steps clean up, then raise it
+                error = err
+
+    async def _readable(self, fd: int) -> None:
+        loop = asyncio_loop()
+        try:
+            if loop is None:
+                from . import anyio_loop
+
+                await anyio_loop.readable_abortable(fd, self._on_wait)
+                return
+            waiter = loop.create_future()
+            self._wake = lambda: _wake(waiter)
+            loop.add_reader(fd, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                loop.remove_reader(fd)
+        finally:
+            self._wake = None
+
+    def _on_wait(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def abort(self, error: BaseException) -> None:
+        """End the steps with ``error`` at their current wait (an offload first runs to its end)."""
+        self._aborted = error
+        if self._wake is not None:
+            self._wake()
+
+
+async def _offload(fn: Any) -> Any:
+    """``fn()`` in the loop's executor.  Cancelled, it still waits for the
+    thread to end (the steps' cleanup must not run beside it), then raises."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                pass  # (one cancellation is raised below)
+        if not future.cancelled():
+            future.exception()  # (retrieved: the cancellation is what goes on)
+        raise
 
 
 class ControlSender:

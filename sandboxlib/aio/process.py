@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal as signal_module
-from typing import Optional, Tuple
+import time
+from typing import Optional, Tuple, Union
 
 from ..config import check_timeout, data_bytes
-from ..errors import ContainerStateError
+from ..errors import ContainerStateError, TimeoutExpired
 from ..runtime.process import Process as SyncProcess
-from .loop import LoopSelector, readable
+from .loop import asyncio_loop, readable, readable_until, selector, writable
 
 __all__ = ["Process", "communicate", "wait"]
+
+_CHUNK = 1 << 16
 
 
 async def communicate(
@@ -26,30 +30,33 @@ async def communicate(
     timeout = check_timeout(timeout, zero=True)
     if input is not None:
         input = data_bytes(input, "input")
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     for stream in (proc.stdout, proc.stderr):
         if stream is not None and not stream.closed:
             os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
     # The selector lets go of the fds before the reply socket's use ends (it may close then).
-    with contextlib.ExitStack() as uses, LoopSelector(loop) as sel:
-        proc._register(sel, input, uses)  # type: ignore[arg-type]  # (the selector's part it uses)
+    with contextlib.ExitStack() as uses, selector() as sel:
+        proc._register(sel, input, uses)  # (the selector's part it uses)
         while sel.get_map():
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 assert timeout is not None  # the deadline's
                 raise proc._timed_out(timeout)
-            for key, _ in await sel.select(remaining):
-                proc._service(sel, key)  # type: ignore[arg-type]
+            for key, events in await sel.select(remaining):
+                if key.fd in sel.get_map():  # (not let go by an earlier one)
+                    proc._service(sel, key, events)
     return proc._collected()
 
 
-async def wait(proc: SyncProcess) -> int:
-    """The exit status, awaited on the reply socket."""
+async def wait(proc: SyncProcess, timeout: Optional[float] = None) -> int:
+    """The exit status, awaited on the reply socket; TimeoutExpired after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while not proc._take_reply(0):
         try:
             with proc._reply.use() as sock:
-                await readable(sock)
+                if not await readable_until(sock.fileno(), deadline):
+                    assert timeout is not None  # (only a deadline ends the wait early)
+                    raise TimeoutExpired(proc.args, timeout)
         except ContainerStateError:
             pass  # closed: the next _take_reply sees the end
     assert proc.returncode is not None  # taken
@@ -59,7 +66,8 @@ async def wait(proc: SyncProcess) -> int:
 class Process:
     """A running command (``Container.spawn``).  As ``asyncio.subprocess.Process``:
     ``stdin`` an ``asyncio.StreamWriter``, ``stdout``/``stderr`` ``asyncio.StreamReader``\\ s
-    when PIPE (``read``, ``readline``, ``async for line in p.stdout``);
+    when PIPE (``read``, ``readline``, ``async for line in p.stdout``; under
+    trio, readers and writers with those methods);
     ``await wait()``, ``await communicate()``, ``send_signal``, ``terminate``,
     ``kill``, ``kill_tree``.  Cancelling a ``wait`` does not kill it."""
 
@@ -72,8 +80,15 @@ class Process:
 
     async def _connect(self) -> None:
         """Our pipe ends as the loop's transports (they close on EOF or close())."""
-        loop = asyncio.get_running_loop()
+        loop = asyncio_loop()
         proc = self._proc
+        if loop is None:  # (trio)
+            from .anyio_loop import PipeReader, PipeWriter
+
+            self.stdout = PipeReader(proc.stdout) if proc.stdout is not None else None  # type: ignore[assignment]
+            self.stderr = PipeReader(proc.stderr) if proc.stderr is not None else None  # type: ignore[assignment]
+            self.stdin = PipeWriter(proc.stdin) if proc.stdin is not None else None  # type: ignore[assignment]
+            return
         for name in ("stdout", "stderr"):
             pipe = getattr(proc, name)
             if pipe is not None:
@@ -116,11 +131,47 @@ class Process:
                 await self.stdin.drain()
         if self.stdin is not None:
             self.stdin.close()
-        out, err = await asyncio.gather(
-            *(reader.read() if reader is not None else _none() for reader in (self.stdout, self.stderr))
-        )
+        out, err = await _read_both(self.stdout, self.stderr)
         await self.wait()
         return out, err
+
+    # -- the terminal (tty=True) --------------------------------------
+    @property
+    def terminal(self):
+        """Our end of its pseudo-terminal (the master), or None."""
+        return self._proc.terminal
+
+    async def read(self, n: int = _CHUNK) -> bytes:
+        """Up to ``n`` bytes of the terminal's output, awaited; b"" once every
+        process of the command let go of the terminal."""
+        fd = self._proc._master().fileno()
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                return os.read(fd, n)
+            except BlockingIOError:
+                await readable(fd)
+            except OSError as err:
+                if err.errno == errno.EIO:  # the slave side is closed: the terminal's end of file
+                    return b""
+                raise
+
+    async def write(self, data: Union[bytes, str]) -> int:
+        """Type ``data`` (bytes, or a str: UTF-8) into the terminal; returns its length."""
+        fd = self._proc._master().fileno()
+        raw = data_bytes(data, "data")
+        os.set_blocking(fd, False)
+        view = memoryview(raw)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                await writable(fd)
+        return len(raw)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's window size (the command's foreground job gets SIGWINCH)."""
+        self._proc.resize(rows, cols)
 
     def send_signal(self, sig: int) -> None:
         self._proc.send_signal(sig)
@@ -141,5 +192,22 @@ class Process:
         self._proc.close()
 
 
-async def _none() -> None:
-    return None
+async def _read_both(*readers) -> list:
+    """Each reader read to its end, together (one could fill its pipe while we wait on the other)."""
+    if asyncio_loop() is not None:
+        return list(await asyncio.gather(*(_read(reader) for reader in readers)))
+    from .anyio_loop import anyio
+
+    found: list = [None] * len(readers)
+
+    async def one(i: int) -> None:
+        found[i] = await _read(readers[i])
+
+    async with anyio.create_task_group() as group:
+        for i in range(len(readers)):
+            group.start_soon(one, i)
+    return found
+
+
+async def _read(reader) -> Optional[bytes]:
+    return await reader.read() if reader is not None else None

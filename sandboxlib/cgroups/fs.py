@@ -74,6 +74,23 @@ def kill_all(directory: str) -> bool:
     return False
 
 
+def freeze(directory: str, frozen: bool) -> bool:
+    """Freeze (or thaw) every process in the cgroup and below: ``cgroup.freeze``
+    (v2), else the v1 freezer (waited for while FREEZING, up to a second).
+    Returns False when the directory offers neither."""
+    if os.path.exists(os.path.join(directory, "cgroup.freeze")):
+        write(os.path.join(directory, "cgroup.freeze"), "1" if frozen else "0")
+        return True
+    state = os.path.join(directory, "freezer.state")
+    if not os.path.exists(state):
+        return False
+    write(state, "FROZEN" if frozen else "THAWED")
+    deadline = time.monotonic() + 1.0
+    while frozen and (read_text(state) or "").strip() == "FREEZING" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return True
+
+
 def populated(directory: str) -> bool:
     """Whether any process is still in the cgroup (or below it)."""
     events = read_keys(os.path.join(directory, "cgroup.events"))

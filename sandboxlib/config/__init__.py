@@ -2,9 +2,20 @@
 and run before any kernel resource exists.  One module per kind of value;
 this face names them all."""
 
-from .container import ContainerConfig, Network, Pull, WritableLayer, config_of, network_option, takes_container_options
+from .container import (
+    ContainerConfig,
+    Network,
+    Pull,
+    WritableLayer,
+    bridged,
+    config_of,
+    container_network,
+    network_option,
+    takes_container_options,
+)
 from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
+from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -60,6 +71,15 @@ __all__ = [
     "WritableLayer",
     "Pull",
     "Network",
+    "PortMapping",
+    "BridgeNetwork",
+    "EgressRule",
+    "egress_rule",
+    "NetworkRef",
+    "network_name",
+    "bridged",
+    "container_network",
+    "parse_publish",
     "network_option",
     "ContainerConfig",
     "takes_container_options",

@@ -10,7 +10,11 @@
     sandboxlib run -it [OPTIONS] [IMAGE] [--] CMD...   (a terminal: raw mode, window size, ^C)
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
-    sandboxlib images | load -i FILE | save -o FILE IMAGE... | import FILE [REF] | rmi IMAGE...
+    sandboxlib images | load -i FILE | save -o FILE IMAGE... | import [-c INSTR] FILE [REF] | rmi IMAGE...
+    sandboxlib daemon [--host unix:///PATH] [--group G] [--store DIR]   (Docker's Engine API)
+    sandboxlib run -d [--name N] IMAGE [CMD...] | ps | logs | stop | kill | rm | exec | attach | inspect | start
+               | create
+                   (clients of the daemon: SANDBOXLIB_HOST, else DOCKER_HOST, else its default socket)
 
 The exit status is the command's (128+N when killed by signal N, 124 on a
 timeout, 125 when the container could not be set up, 126/127 when the
@@ -30,12 +34,12 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..api import run
-from ..config import RLIMITS, Limits, Mount, Network, Pull, WritableLayer
+from ..config import RLIMITS, BridgeNetwork, Limits, Mount, Pull, WritableLayer, parse_publish
 from ..errors import CommandNotFoundError, ConfigError, ImageNotFound, SandboxError, SetupError
 from ..results import Verdict
 from ..security import DEFAULT, Seccomp, SeccompOption
 from ..version import __version__
-from . import imagecli
+from . import buildcli, clientcli, daemoncli, imagecli, netcli
 from .terminal import run_on_terminal
 
 EXIT_TIMEOUT, EXIT_SETUP, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND = 124, 125, 126, 127
@@ -168,6 +172,10 @@ _OPTIONS = {
     "cap_add": "--cap-add",
     "cap_drop": "--cap-drop",
     "network": "--network",
+    "ports": "--publish",
+    "name": "--name",
+    "egress": "--egress",
+    "extra_hosts": "--add-host",
     "image": "IMAGE",
     "argv": "CMD",
     "timeout": "--timeout",
@@ -226,7 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only", action="store_true", help="make the root read-only")
     p.add_argument("-u", "--user", help="uid[:gid] or name[:group] inside the container")
     p.add_argument("-w", "--workdir", help="working directory inside the container (default: the image's, or /)")
-    p.add_argument("--network", choices=[n.value for n in Network], default="none")
+    p.add_argument(
+        "--network",
+        default="none",
+        metavar="none|host|bridge|NAME",
+        help="none (only lo), host, bridge (sbx0, NAT; as root) or a named network (`sandboxlib network create`)",
+    )
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[IP:]HOSTPORT:PORT[/udp]",
+        help="publish a port of a bridge network's container (on 127.0.0.1 unless IP is given)",
+    )
+    p.add_argument("--name", help="the container's name (its DNS name on its network; with -d: its name in the daemon)")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line of /etc/hosts (bridge)")
+    p.add_argument(
+        "--egress",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="with --network bridge: allow only these destinations (CIDR, IP, NAME, *.DOMAIN, each [:PORT[/udp]])",
+    )
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument(
         "--cap-add",
@@ -284,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep stdin open (it is passed without a terminal anyway; with -t: typed into its terminal)",
     )
     p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="run IMAGE in the daemon's container, in the background (needs `sandboxlib daemon`)",
+    )
+    p.add_argument("--restart", default="no", help="with -d: no, on-failure[:N], always, unless-stopped")
+    p.add_argument("--rm", action="store_true", help="with -d: the daemon removes it when it ends")
+    p.add_argument(
         "-t",
         "--tty",
         action="store_true",
@@ -291,9 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD... | IMAGE [CMD...]")
     imagecli.add_parsers(sub)
+    netcli.add_parsers(sub)
+    buildcli.add_parsers(sub)
+    daemoncli.add_parser(sub)
+    clientcli.add_parsers(sub)
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)  # its errors show its own usage
     return parser
+
+
+def _host_entry(text: str) -> tuple:
+    name, colon, address = text.partition(":")
+    if not colon:
+        raise ConfigError("extra_hosts", f"expected NAME:IP, got {text!r}")
+    return name, address
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -307,6 +356,8 @@ def _run(args: argparse.Namespace) -> int:
         cmd = []
     if not cmd and image is None:
         raise ConfigError("CMD", "give the command to run after --, or an image")
+    if args.detach:
+        return clientcli.run_detached(args, image, cmd)
     try:
         return _run_in_container(args, image, cmd)
     except ImageNotFound as err:
@@ -323,6 +374,8 @@ def _run(args: argparse.Namespace) -> int:
 def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[str]) -> int:
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     seccomp = _security_opts(args.security_opt)
+    if args.egress and args.network != "bridge":
+        raise ConfigError("egress", "an allow-list is for --network bridge")
     options = {
         "rootfs": args.rootfs,
         "hostname": args.hostname,
@@ -331,7 +384,10 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
         "read_only": args.read_only,
         "user": args.user,
         "cwd": args.workdir,
-        "network": args.network,
+        "network": BridgeNetwork(egress=args.egress) if args.egress and args.network == "bridge" else args.network,
+        "ports": dict(parse_publish(text) for text in args.publish),
+        "name": args.name,
+        "extra_hosts": dict(_host_entry(text) for text in args.add_host),
         "userns": not args.no_userns,
         "seccomp": seccomp,
         "limits": _limits(args),
@@ -364,7 +420,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:  # (the top-level parser would show its own usage)
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return imagecli.COMMANDS[args.command](args) if args.command != "run" else _run(args)
+        commands = {
+            **imagecli.COMMANDS,
+            **netcli.COMMANDS,
+            **buildcli.COMMANDS,
+            **daemoncli.COMMANDS,
+            **clientcli.COMMANDS,
+        }
+        return commands[args.command](args) if args.command != "run" else _run(args)
     except CommandNotFoundError as err:
         print(f"sandboxlib: {err}", file=sys.stderr)
         return EXIT_NOT_FOUND

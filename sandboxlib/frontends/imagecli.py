@@ -39,6 +39,14 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("import", help="make an image of a root file system tarball (plain, gzip, zstd)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("ref", nargs="?", metavar="REF")
+    p.add_argument(
+        "-c",
+        "--change",
+        action="append",
+        metavar="INSTRUCTION",
+        help="a Dockerfile instruction to apply to the image's config, as docker import takes it "
+        "(CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR); may be repeated",
+    )
     add_store_option(p)
     p = sub.add_parser("rmi", help="remove images (by name:tag, digest or id)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -97,7 +105,7 @@ def _save(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    print(ImageStore(args.store).import_rootfs(args.file, args.ref).id)
+    print(ImageStore(args.store).import_rootfs(args.file, args.ref, changes=args.change).id)
     return 0
 
 

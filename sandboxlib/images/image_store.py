@@ -30,12 +30,23 @@ class ImageStore(Store):
         """
         return importer.load(self, path)
 
-    def import_rootfs(self, tar: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
+    def import_rootfs(
+        self,
+        tar: str,
+        ref: Optional[str] = None,
+        *,
+        config: Optional[dict] = None,
+        changes: Optional[Sequence[str]] = None,
+    ) -> Image:
         """An image of one layer from a root file system tarball (plain, gzip or
         zstd), like ``docker import``; ``config`` is its container config
         (``{"Cmd": [...], "Env": [...], ...}``: Docker's keys, or their
-        lowercase forms; checked now, see images/imageconfig.py)."""
-        return importer.import_rootfs(self, tar, ref, config)
+        lowercase forms; checked now, see images/imageconfig.py), and
+        ``changes`` Dockerfile instructions applied after it, as ``docker
+        import --change`` takes them (``['CMD ["python3"]', "ENV A=1",
+        "WORKDIR /app"]``: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME,
+        WORKDIR; see images/changes.py)."""
+        return importer.import_rootfs(self, tar, ref, config, changes)
 
     def from_directory(self, path: str, ref: Optional[str] = None, *, config: Optional[dict] = None) -> Image:
         """An image of one layer from the tree under ``path``; ``config`` as

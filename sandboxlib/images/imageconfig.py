@@ -3,8 +3,11 @@ give it: ``import_rootfs(config=)``, ``from_directory(config=)`` and
 ``commit(changes=)``, checked when given, not at the first start.
 
 One spelling, Docker's (``Cmd``, ``Entrypoint``, ``Env``, ``WorkingDir``,
-``User``, ``ExposedPorts``, ``Labels``), with the lowercase forms as aliases
-(``cmd``, ``workingdir``, and ``docker commit --change``'s ``workdir``)."""
+``User``, ``ExposedPorts``, ``Labels``, ``Volumes``), with the lowercase forms
+as aliases (``cmd``, ``workingdir``, and ``docker commit --change``'s
+``workdir``).  ``Volumes`` is kept in the image, as Docker keeps it; a
+container of the image gets no anonymous volumes from it (name volumes with
+``volumes=``)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from ..errors import ConfigError
 
 __all__ = ["KEYS", "container_config"]
 
-KEYS = ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "ExposedPorts", "Labels")
+KEYS = ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "ExposedPorts", "Labels", "Volumes")
 _ALIASES = {key.lower(): key for key in KEYS}
 _ALIASES.update(workdir="WorkingDir", working_dir="WorkingDir", exposed_ports="ExposedPorts")
 _PORT = re.compile(r"[0-9]{1,5}(/(tcp|udp|sctp))?")
@@ -63,6 +66,13 @@ def _ports(value: Any, where: str) -> dict:
     return {p if "/" in p else p + "/tcp": {} for p in ports}
 
 
+def _volumes(value: Any, where: str) -> dict:
+    paths = list(value) if isinstance(value, (list, tuple, Mapping)) else None
+    if paths is None or not all(isinstance(p, str) and p.startswith("/") for p in paths):
+        raise ConfigError(where, f"must be absolute paths such as ['/data'] (or Docker's dict of them), got {value!r}")
+    return {p: {} for p in paths}
+
+
 def _labels(value: Any, where: str) -> dict:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ConfigError(where, f"must be a dict of strings to strings, got {value!r}")
@@ -77,6 +87,7 @@ _CHECKS = {
     "User": _user,
     "ExposedPorts": _ports,
     "Labels": _labels,
+    "Volumes": _volumes,
 }
 
 

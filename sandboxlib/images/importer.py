@@ -8,7 +8,6 @@ referenced; a failed import references nothing and its blobs are collected."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
@@ -16,14 +15,13 @@ import os
 import re
 import tarfile
 import tempfile
-import zlib
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 from ..errors import DigestMismatch, ImageFormatError
 from . import reference
 from .blobs import CHUNK
-from .build import host_platform, new_config, write_manifest
-from .compression import decompressed, sniff
+from .changes import apply_changes
+from .compression import decompressed, is_corrupt_data, sniff
 from .imageconfig import container_config
 from .layercheck import LayerCheck
 from .model import (
@@ -37,6 +35,7 @@ from .model import (
     parse_config,
     parse_manifest,
 )
+from .newimage import host_platform, new_config, write_manifest
 from .sources import open_source, read_json_bytes
 from .store import Store
 from .unpack import IdPolicy
@@ -73,10 +72,7 @@ class _Wrap:
 
     def __exit__(self, kind, err, tb):
         # Only errors of reading the input: a full disk is an OSError of its own.
-        corrupt = isinstance(err, (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)) or (
-            kind is not None and kind.__name__ == "ZstdError"
-        )
-        if corrupt:
+        if err is not None and is_corrupt_data(err):
             raise ImageFormatError(self.label, f"truncated or corrupt: {err}") from err
         return False
 
@@ -130,7 +126,7 @@ def store_layer(
         tee = _Tee(stream, blob.write)
         try:
             with _Wrap(source):
-                kind = LAYER_TYPES[media_type] if media_type else sniff(tee.peek(4))
+                kind = sniff(tee.peek(4))
                 actual = diff_id_of(tee, kind, check, source)
             tee.drain()
         except (ImageFormatError, DigestMismatch):
@@ -140,7 +136,16 @@ def store_layer(
         if diff_id is not None and actual != diff_id:
             blob.verify(digest, size)
             raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
-    return blob.digest, blob.written, media_type or LAYER_MEDIA[kind], actual
+    return blob.digest, blob.written, truthful_media_type(media_type, kind), actual
+
+
+def truthful_media_type(claimed: Optional[str], kind: str) -> str:
+    """The layer's media type as claimed, unless its compression is not the blob's
+    (Docker 20.10 pushes a layer it pulled uncompressed as ``...tar.gzip``; Docker
+    and containerd read layers by their magic bytes): then the OCI type of ``kind``."""
+    if claimed is not None and LAYER_TYPES.get(claimed) == kind:
+        return claimed
+    return LAYER_MEDIA[kind]
 
 
 class _Tee(io.RawIOBase):
@@ -191,12 +196,12 @@ def check_layer(
     within the store's limits; returns (media type, diff_id)."""
     check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
     with open(store.blobs.path(digest), "rb") as f, _Wrap(source):
-        kind = LAYER_TYPES[media_type] if media_type else sniff(f.read(4))
+        kind = sniff(f.read(4))
         f.seek(0)
         actual = diff_id_of(f, kind, check, source)
     if diff_id is not None and actual != diff_id:
         raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
-    return media_type or LAYER_MEDIA[kind], actual
+    return truthful_media_type(media_type, kind), actual
 
 
 # -- OCI layouts ------------------------------------------------------------------------
@@ -371,9 +376,16 @@ def load(store: Store, path: str) -> list:
         source.close()
 
 
-def import_rootfs(store: Store, tar_path: str, ref: Optional[str], config: Optional[dict] = None):
-    """One image of one layer: a root file system tarball (plain, gzip or zstd)."""
-    config = container_config(config, "config")
+def import_rootfs(
+    store: Store,
+    tar_path: str,
+    ref: Optional[str],
+    config: Optional[dict] = None,
+    changes: Optional[Sequence[str]] = None,
+):
+    """One image of one layer: a root file system tarball (plain, gzip or zstd);
+    ``config``, then the Dockerfile instructions of ``changes``, its container config."""
+    config = apply_changes(container_config(config, "config"), changes)
     names = (str(reference.parse(ref, "ref")),) if ref else ()
     with transaction(store), open(tar_path, "rb") as f:
         layer = store_layer(store, f, digest=None, size=None, media_type=None, diff_id=None, source=tar_path)

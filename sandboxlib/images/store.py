@@ -31,6 +31,7 @@ import attrs
 from ..errors import ConfigError, ImageFormatError, ImageNotFound, SandboxError
 from . import reference
 from .blobs import Blobs, fsync_dir
+from .buildcache import BuildCache, is_cache_entry
 from .layercheck import LayerLimits
 from .leases import ContainerLeases
 from .locks import locked
@@ -86,7 +87,7 @@ class SubIdFiles(abc.ABC):
         """Remove everything below each directory of ``paths`` (not the directories)."""
 
 
-class Store(ContainerLeases, Volumes):
+class Store(ContainerLeases, Volumes, BuildCache):
     """The content-addressed core of the image store: blobs, manifests, names, leases, volumes and
     writable layers; :class:`~sandboxlib.images.ImageStore` adds import, export and unpacking.
 
@@ -241,11 +242,14 @@ class Store(ContainerLeases, Volumes):
         return tuple(r for r in found if r)
 
     def list(self) -> List[Image]:
-        """Every image in the store (tagged or not), in index order."""
+        """Every image in the store (tagged or not), in index order; not the
+        build cache's intermediate images (``buildcache.py``)."""
         entries = self._read_index()
+        shown = {e["digest"] for e in entries if not is_cache_entry(e)}
         return [
             self._image(d, tuple(names), self._repo_digests(entries, d))
             for d, names in self._names_by_digest(entries).items()
+            if d in shown
         ]
 
     def get(self, ref: str) -> Image:

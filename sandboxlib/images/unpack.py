@@ -24,7 +24,7 @@ import errno
 import os
 import stat
 import tarfile
-from typing import BinaryIO, Dict, List, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 
 import attrs
 
@@ -158,7 +158,8 @@ def split_name(name: str, label: str, what: str = "entry") -> List[str]:
         raise refused(label, "dotdot", what=what, name=name)
     if "\0" in name:
         raise refused(label, "nul", what=what, name=name)
-    if any(len(os.fsencode(p)) > NAME_MAX for p in parts):
+    # a component's UTF-8 is at most 4 bytes a character: encode only when it may be too long
+    if max(map(len, parts), default=0) * 4 > NAME_MAX and any(len(os.fsencode(p)) > NAME_MAX for p in parts):
         raise refused(label, "long", what=what, name=name)
     return parts
 
@@ -179,6 +180,72 @@ def check_symlink(member: tarfile.TarInfo, label: str) -> None:
         raise refused(label, "long link", name=member.name)
 
 
+class _WalkedDirs:
+    """The directories of the last walk below a layer's root, the deepest
+    ``KEEP`` of them open: a tar lists a tree depth first, so the next entry's
+    parent is nearly always on that path or just below it, and a deep tree
+    unpacks in linear time instead of walking every entry's path from the
+    root.  Above the open ones, a level is reopened through ``..`` and must be
+    the directory (device, inode) the walk down met.  The fds stay valid as
+    long as no directory is removed (``forget``)."""
+
+    KEEP = 64
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.parts: List[str] = []  # the path walked
+        self.ids: List[Tuple[int, int]] = []  # (device, inode) of each level
+        self.fds: List[int] = []  # the deepest levels': fds[-1] is parts[:]'s
+
+    def open(self, parts: List[str], step: Callable[[int, str], int]) -> int:
+        """A new fd of the directory ``parts``; ``step(fd, name)`` opens one level."""
+        if not self._climb_to(self._common(parts)):
+            self.forget()
+        fd = self.fds[-1] if self.parts else self.root_fd
+        for part in parts[len(self.parts) :]:
+            fd = step(fd, part)
+            st = os.fstat(fd)
+            self.parts.append(part)
+            self.ids.append((st.st_dev, st.st_ino))
+            self.fds.append(fd)
+            if len(self.fds) > self.KEEP:
+                os.close(self.fds.pop(0))
+        return os.dup(fd)
+
+    def _common(self, parts: List[str]) -> int:
+        """How many leading parts the last walk shares (list compares run in C)."""
+        if parts[: len(self.parts)] == self.parts:
+            return len(self.parts)
+        if self.parts[: len(parts)] == parts:
+            return len(parts)
+        return next(i for i, (a, b) in enumerate(zip(self.parts, parts)) if a != b)
+
+    def _climb_to(self, depth: int) -> bool:
+        """Keep the walk's first ``depth`` levels; False if one changed under us."""
+        if depth == 0:
+            self.forget()
+        while len(self.parts) > depth:
+            if len(self.fds) == 1:  # reopen the level above through ".."
+                up = os.open("..", DIR_FLAGS, dir_fd=self.fds[0])
+                st = os.fstat(up)
+                os.close(self.fds[0])
+                self.fds[0] = up
+                if (st.st_dev, st.st_ino) != self.ids[-2]:
+                    return False
+            else:
+                os.close(self.fds.pop())
+            self.parts.pop()
+            self.ids.pop()
+        return True
+
+    def forget(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.parts, self.ids, self.fds = [], [], []
+
+    close = forget
+
+
 class _Unpacker:
     def __init__(
         self, root_fd: int, policy: IdPolicy, label: str, whiteouts: bool = True, source_fd: Optional[int] = None
@@ -187,32 +254,31 @@ class _Unpacker:
         self.source_fd = source_fd  # the tar as a file: data is copied by the kernel
         self.dirs: List[Tuple[List[str], tarfile.TarInfo]] = []
         self.owners: Owners = {}  # a ``sub`` policy: what the caller could not chown itself
+        self.walked = _WalkedDirs(root_fd)
 
     def _parent(self, parts: List[str], create: bool) -> int:
         """An fd of the directory holding ``parts[-1]``, walked with O_NOFOLLOW."""
-        fd = os.dup(self.root_fd)
+        return self.walked.open(parts[:-1], lambda fd, part: self._step(fd, part, parts, create))
+
+    def _step(self, fd: int, part: str, parts: List[str], create: bool) -> int:
         try:
-            for part in parts[:-1]:
-                try:
-                    nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
-                    if self.policy.privileged:  # owned by the container's root, as Docker does
-                        os.fchown(nxt, *self.policy.owner(0, 0))
-                    self.owners.pop(os.fstat(nxt).st_ino, None)  # a new inode may reuse a freed number
-                except (NotADirectoryError, OSError) as err:
-                    if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise refused(self.label, "not dir", path="/".join(parts), part=part) from None
-                    raise
-                os.close(fd)
-                fd = nxt
-            return fd
-        except BaseException:
-            os.close(fd)
+            return os.open(part, DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(part, 0o755, dir_fd=fd)
+            nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+            if self.policy.privileged:  # owned by the container's root, as Docker does
+                os.fchown(nxt, *self.policy.owner(0, 0))
+            self.owners.pop(os.fstat(nxt).st_ino, None)  # a new inode may reuse a freed number
+            return nxt
+        except (NotADirectoryError, OSError) as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise refused(self.label, "not dir", path="/".join(parts), part=part) from None
             raise
+
+    def close(self) -> None:
+        self.walked.close()
 
     def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         parts = split_name(member.name, self.label)
@@ -247,6 +313,7 @@ class _Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return
+            self.walked.forget()  # it may hold the removed directories
             remove_tree(name, dir_fd=parent)
         else:
             os.unlink(name, dir_fd=parent)
@@ -390,6 +457,8 @@ def unpack_tar_file(path: str, dest: str, policy: IdPolicy, label: str) -> Owner
                 unpacker.finish()
             except (tarfile.TarError, EOFError) as err:
                 raise ImageFormatError(label, f"truncated or corrupt archive: {err}") from None
+            finally:
+                unpacker.close()
     finally:
         os.close(root_fd)
     return unpacker.owners
@@ -416,4 +485,6 @@ def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *,
         unpacker.finish()
     except (tarfile.TarError, EOFError) as err:
         raise ImageFormatError(label, f"truncated or corrupt archive: {err}") from None
+    finally:
+        unpacker.close()
     return unpacker.owners

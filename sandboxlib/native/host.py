@@ -58,9 +58,9 @@ def subordinate_range(path: str, user_name: Optional[str], uid: int) -> Optional
 
 
 def _read_int(path: str, default: int) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
+    try:  # unbuffered binary: the text layers took 3/4 of the probe's time
+        with open(path, "rb", buffering=0) as f:  # (a file object: no fd lost to a Ctrl-C)
+            return int(f.read(64))
     except (OSError, ValueError):
         return default
 

@@ -7,7 +7,11 @@ Building a plan spawns nothing, so it is testable on its own."""
 
 from __future__ import annotations
 
+import array
+import errno
 import functools
+import os
+import socket
 import struct
 from typing import Optional, Sequence, Tuple
 
@@ -15,7 +19,7 @@ from ..errors import ConfigError
 from .binding import lib, message_struct
 from .mount_op import MountOp
 
-__all__ = ["build_plan", "clone_flags", "BASE_DIR", "GO_MESSAGE"]
+__all__ = ["build_plan", "clone_flags", "receive_netns", "BASE_DIR", "GO_MESSAGE"]
 
 BASE_DIR = "/tmp"  # host dir the child's scratch tmpfs is mounted over (in its own mount ns)
 NO_STRING = lib.SBX_NO_STRING
@@ -45,9 +49,32 @@ class _Strings:
         return offset
 
 
-@functools.lru_cache(maxsize=64)
+class _Same:
+    """A cache key that is its object's identity: hashing a layout's tuple
+    hashed each of its ~40 ops (a Python call each) at every spawn, while
+    the layout itself comes from a cache, the same tuple every time.  The
+    key holds the tuple, so its id is not reused while cached."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
 def _encode_ops(ops: Tuple[MountOp, ...]) -> Tuple[bytes, bytes]:
+    return _encode_same(_Same(ops))
+
+
+@functools.lru_cache(maxsize=64)
+def _encode_same(key: _Same) -> Tuple[bytes, bytes]:
     """Records and strings of a layout: the same for every spawn of it."""
+    ops: Tuple[MountOp, ...] = key.obj  # type: ignore[assignment]
     strings = _Strings()
     records = b"".join(
         _RECORD.pack(int(op.kind), int(op.flags), strings.add(op.source), strings.add(op.target), strings.add(op.data))
@@ -65,6 +92,7 @@ def build_plan(
     userns: bool,
     netns: bool,
     set_groups: bool,
+    send_netns: bool = False,
     fault: Optional[Tuple[int, int]] = None,
     seccomp_filter: bytes = b"",
     launcher: bool = False,
@@ -77,6 +105,8 @@ def build_plan(
     filter allows the whole command set-up, so commands may be forked by a
     process that installed it once (csrc/launcher.c).  ``init_caps`` and
     ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down).
+    ``send_netns``: the init sends its new network namespace before waiting
+    for go (:func:`receive_netns`), for the parent to connect it.
     ``detached``: the container outlives its creator (the OCI runtime's; the
     init's fd 4 is then a listening control socket, not the creator's pidfd)."""
     ops = tuple(ops)
@@ -92,6 +122,7 @@ def build_plan(
     flags |= lib.SBX_PLAN_LOOPBACK_UP if netns else 0
     flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
     flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
+    flags |= lib.SBX_PLAN_SEND_NETNS if netns and send_netns else 0
     flags |= lib.SBX_PLAN_DETACHED if detached else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
@@ -115,3 +146,21 @@ def build_plan(
     if len(message) > lib.SBX_MAX_REQUEST:
         raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
     return message
+
+
+NETNS_MESSAGE = struct.pack("=I", lib.SBX_MSG_NETNS)
+
+
+def receive_netns(control: socket.socket) -> int:
+    """The network namespace fd the init sends with ``send_netns`` (OSError:
+    the init ended first; it then reports why on its error pipe)."""
+    fds = array.array("i")
+    message, ancillary, _, _ = control.recvmsg(16, socket.CMSG_SPACE(fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    if message != NETNS_MESSAGE or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise ConnectionError(errno.EBADMSG, "the init sent no network namespace")
+    return fds[0]

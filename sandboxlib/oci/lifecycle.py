@@ -28,6 +28,7 @@ from ..native.failures import exec_error, setup_error
 from ..native.host import probe_host
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..posix.io import read_all
+from ..posix.steps import run_steps
 from ..rootfs.idmap import IdMaps, write_maps
 from ..rootfs.mountpoints import make_mount_points
 from ..security.bpf import compile_policy
@@ -195,7 +196,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         control_child.close()
         listener.close()
         if maps is not None:
-            write_maps(pid, maps)
+            run_steps(write_maps(pid, maps))
         control.send(GO_MESSAGE)
         report = read_all(err_r)
         if report:

@@ -3,7 +3,10 @@
 credentials found (:mod:`sandboxlib.registry.credentials`), and for
 ``Bearer`` a token fetched from the realm, which may be on another host
 (Docker's token protocol: ``GET realm?service=S&scope=S``, the credentials
-as basic auth, or none for anonymous access).
+as basic auth, or none for anonymous access; with an identity token from
+``config.json``, OAuth2's refresh grant instead, as Docker does: ``POST realm``
+with ``grant_type=refresh_token``, the token, ``service``, ``scope`` and
+``client_id`` as a form).
 
 Tokens are cached for the process, per realm, service, scope and
 credentials, for their ``expires_in`` (60 s when not given, as the spec
@@ -33,6 +36,7 @@ from .names import RemoteReference
 
 __all__ = ["parse_challenge", "Authenticator", "forget_tokens"]
 
+CLIENT_ID = "sandboxlib"  # OAuth2's client_id in a refresh grant (Docker sends "docker")
 DEFAULT_EXPIRY = 60  # seconds, when the token service does not say
 EXPIRY_MARGIN = 10  # a token is renewed this long before it expires
 TOKEN_LIMIT = 1 << 20  # bytes of a token answer
@@ -86,21 +90,23 @@ class Authenticator:
         self._explicit = credentials
         self._credentials: Optional[Credentials] = credentials
         self._looked_up = credentials is not None
+        self._lookup_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Authenticator({self.ref.registry!r}, {self.scope!r})"
 
     @property
     def credentials(self) -> Optional[Credentials]:
-        if not self._looked_up:
-            self._credentials, self._looked_up = stored.lookup(self.ref.registry), True
+        with self._lookup_lock:  # the worker threads of a pull or push: one helper call
+            if not self._looked_up:
+                self._credentials, self._looked_up = stored.lookup(self.ref.registry), True
         return self._credentials
 
     def _identity(self) -> str:
         creds = self.credentials
         if creds is None:
             return "anonymous"
-        return hashlib.sha256(f"{creds.username}\0{creds.password}".encode()).hexdigest()
+        return hashlib.sha256(f"{creds.username}\0{creds.password}\0{creds.identity_token}".encode()).hexdigest()
 
     def header(self) -> Optional[str]:
         """The Authorization header to send now, if the registry is known to want one."""
@@ -122,7 +128,7 @@ class Authenticator:
 
     def _basic(self) -> Optional[str]:
         creds = self.credentials
-        if creds is None:
+        if creds is None or (creds.identity_token and not creds.password):  # an identity token alone
             return None
         return "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
 
@@ -164,7 +170,10 @@ class Authenticator:
 
     def refused(self, what: str, status: int = 401) -> RegistryAuthError:
         creds = self.credentials
-        who = f"the credentials of {creds.username!r}" if creds else "anonymous access"
+        if creds is not None and creds.identity_token:
+            who = "the identity token stored" + (f" for {creds.username!r}" if creds.password else "")
+        else:
+            who = f"the credentials of {creds.username!r}" if creds else "anonymous access"
         hint = "" if creds else f" ({self.login_hint()})"
         return self.error(status, f"{what}: the registry refused {who}{hint}", RegistryAuthError)
 
@@ -184,24 +193,32 @@ class Authenticator:
         scopes = [self.scope] if self.scope else []
         if params.get("scope") and not _covers(self.scope, params["scope"]):
             scopes.append(params["scope"])
-        query = [("service", params["service"])] if params.get("service") else []
-        query += [("scope", s) for s in scopes]
-        basic = self._basic()
+        service = [("service", params["service"])] if params.get("service") else []
         headers = {"User-Agent": "sandboxlib"}
-        if basic:
-            headers["Authorization"] = basic
+        creds = self.credentials
         try:
             with httpx.Client(
                 verify=realm_host.ssl_context(),
                 timeout=httpx.Timeout(30.0, connect=10.0),
                 trust_env=not realm_host.loopback,
             ) as client:
-                answer = client.get(realm_url.copy_merge_params(query), headers=headers)
+                if creds is not None and creds.identity_token:  # OAuth2's refresh grant (RFC 6749 6)
+                    form = [("grant_type", "refresh_token"), ("refresh_token", creds.identity_token)]
+                    form += service + [("scope", " ".join(scopes)), ("client_id", CLIENT_ID)]
+                    answer = client.post(realm_url, data=dict(form), headers=headers)
+                else:
+                    basic = self._basic()
+                    if basic:
+                        headers["Authorization"] = basic
+                    answer = client.get(
+                        realm_url.copy_merge_params(service + [("scope", s) for s in scopes]), headers=headers
+                    )
         except httpx.HTTPError as err:
             raise self.error(
                 None, f"{what}: the token service {realm_url.host}: {type(err).__name__}", RegistryAuthError
             ) from None
-        if answer.status_code in (401, 403):
+        refusals = (400, 401, 403) if creds is not None and creds.identity_token else (401, 403)  # 400: invalid_grant
+        if answer.status_code in refusals:
             raise self.refused(f"{what}: the token service {realm_url.host}", answer.status_code)
         if answer.status_code != 200 or len(answer.content) > TOKEN_LIMIT:
             raise self.error(

@@ -26,7 +26,7 @@ import httpx
 from ..errors import RegistryDataError, RegistryError, RegistryNotFound
 from .auth import Authenticator
 from .credentials import Credentials
-from .hosts import host_of, is_certificate_failure, is_tls_refusal
+from .hosts import host_of, is_certificate_failure, is_client_certificate_refusal, is_tls_refusal
 from .names import RemoteReference
 from .transfer import RETRY_STATUSES, BlobDownload, Retries
 
@@ -48,10 +48,20 @@ UPLOAD_CHUNK = 16 << 20
 class Repository:
     """One repository of a registry, over one HTTP connection pool; a context manager."""
 
-    def __init__(self, ref: RemoteReference, *, push: bool = False, credentials: Optional[Credentials] = None) -> None:
+    def __init__(
+        self,
+        ref: RemoteReference,
+        *,
+        push: bool = False,
+        credentials: Optional[Credentials] = None,
+        mirror: bool = False,
+    ) -> None:
         """``push``: the requests will write (the token scope asks for push);
-        ``credentials``: these rather than the stored ones (login)."""
+        ``credentials``: these rather than the stored ones (login); ``mirror``: a
+        mirror, which is not waited for when it refuses connections (the next
+        source is tried at once)."""
         self.registry, self.repository = ref.registry, ref.repository
+        self.mirror = mirror
         scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}" if ref.repository else ""
         self.auth = Authenticator(ref, scope, self.error, credentials)
         self.host = host_of(ref)
@@ -104,7 +114,11 @@ class Repository:
             except httpx.TooManyRedirects:
                 raise self.error(None, f"{what}: more than {MAX_REDIRECTS} redirects") from None
             except httpx.TransportError as err:
-                if answered or not retries.again(err):
+                if is_client_certificate_refusal(err):
+                    raise self.error(
+                        None, f"{what}: the TLS handshake failed ({err}): {self.host.client_certificate_hint()}"
+                    ) from None
+                if answered or (self.mirror and isinstance(err, httpx.ConnectError)) or not retries.again(err):
                     raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
             except httpx.HTTPError as err:
                 raise self.error(None, f"{what}: {type(err).__name__}: {err}") from None
@@ -140,6 +154,8 @@ class Repository:
             if self.host.plain_http_allowed and is_tls_refusal(err) and url.startswith(secure):
                 self.scheme = "http"
                 return send(f"http://{self.host.api_host}/" + url[len(secure) :])
+            if is_client_certificate_refusal(err):
+                raise  # request() names it
             if is_certificate_failure(err):
                 raise self.error(
                     None,
@@ -244,12 +260,12 @@ class Repository:
 
         with self.request("PUT", str(url), what, ok=(201,), content=body, headers=headers):
             pass
+        return False
 
     def ping(self) -> None:
         """``GET /v2/``: the registry answers and takes the credentials (what login checks)."""
         with self.request("GET", f"{self.scheme}://{self.host.api_host}/v2/", "the API root"):
             pass
-        return False
 
     def _start_upload(self, what: str, params: dict) -> Tuple[int, httpx.URL]:
         """``POST`` an upload session (or a mount); (status, the session's URL)."""

@@ -7,9 +7,12 @@ Looked up, first found wins:
 1. Docker's ``config.json`` (``$DOCKER_CONFIG/config.json``, else
    ``~/.docker/config.json``): ``credHelpers[registry]`` names a credential
    helper for that registry, else ``credsStore`` one for all, else
-   ``auths[registry].auth`` holds ``base64(user:password)``.  A helper is the
+   ``auths[registry].auth`` holds ``base64(user:password)`` and/or
+   ``auths[registry].identitytoken`` an OAuth2 refresh token (what ``docker
+   login`` keeps for a registry whose token service issued one).  A helper is the
    program ``docker-credential-NAME`` on ``PATH``, spoken to with Docker's
-   protocol (``get``/``store``/``erase``, the server on stdin, JSON out).
+   protocol (``get``/``store``/``erase``, the server on stdin, JSON out); its
+   ``Username`` ``<token>`` means the ``Secret`` is an identity token.
 2. containers' ``auth.json`` (``$REGISTRY_AUTH_FILE``, else
    ``$XDG_RUNTIME_DIR/containers/auth.json``): ``auths[registry].auth``.
 
@@ -40,15 +43,22 @@ HUB_KEY = "https://index.docker.io/v1/"  # Docker Hub's key in config.json, as d
 HELPER_TIMEOUT = 30
 
 
+IDENTITY_TOKEN_USER = "<token>"  # a helper's Username when its Secret is an identity token (Docker's)
+
+
 @attrs.frozen
 class Credentials:
-    """A user name and its secret (a password or a token); the secret is never shown."""
+    """A user name and its secret (a password or a token), and/or an identity
+    token (an OAuth2 refresh token: bearer tokens are asked for with it instead
+    of the password); the secrets are never shown."""
 
     username: str
     password: str = attrs.field(repr=False)
+    identity_token: Optional[str] = attrs.field(default=None, repr=False, kw_only=True)
 
     def __repr__(self) -> str:
-        return f"Credentials(username={self.username!r}, password=<hidden>)"
+        token = ", identity_token=<hidden>" if self.identity_token else ""
+        return f"Credentials(username={self.username!r}, password=<hidden>{token})"
 
     __str__ = __repr__
 
@@ -96,7 +106,14 @@ def _from_auths(document: dict, registry: str, path: str) -> Optional[Credential
     if not isinstance(auths, dict):
         return None
     for key, entry in auths.items():
-        if _host_of_key(key) != registry or not isinstance(entry, dict) or not entry.get("auth"):
+        if _host_of_key(key) != registry or not isinstance(entry, dict):
+            continue
+        token = entry.get("identitytoken")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ConfigError("credentials", f"{path}: auths[{key!r}].identitytoken is not a token (a string)")
+        if not entry.get("auth"):
+            if token:
+                return Credentials(IDENTITY_TOKEN_USER, "", identity_token=token)
             continue
         try:
             user, colon, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
@@ -104,7 +121,7 @@ def _from_auths(document: dict, registry: str, path: str) -> Optional[Credential
             raise ConfigError("credentials", f"{path}: auths[{key!r}].auth is not base64 of user:password") from None
         if not colon:
             raise ConfigError("credentials", f"{path}: auths[{key!r}].auth is not base64 of user:password")
-        return Credentials(user, password)
+        return Credentials(user, password, identity_token=token)
     return None
 
 
@@ -141,7 +158,10 @@ def _helper_get(name: str, registry: str) -> Optional[Credentials]:
         return None
     try:
         answer = json.loads(out)
-        return Credentials(str(answer["Username"]), str(answer["Secret"]))
+        user, secret = str(answer["Username"]), str(answer["Secret"])
+        if user == IDENTITY_TOKEN_USER:
+            return Credentials(user, "", identity_token=secret)
+        return Credentials(user, secret)
     except (ValueError, KeyError, TypeError):
         raise ConfigError(
             "credentials",

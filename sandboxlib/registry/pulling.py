@@ -17,15 +17,17 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError
+import attrs
+
+from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError, RegistryError
 from ..images import Image, ImageStore, Layer, importer
-from ..images.build import host_platform
 from ..images.model import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -37,9 +39,11 @@ from ..images.model import (
     parse_config,
     parse_manifest,
 )
+from ..images.newimage import host_platform
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
 from .progress import Phase, Progress
+from .settings import registry_settings
 from .transfer import Cancelled
 
 __all__ = ["pull", "parse_platform"]
@@ -51,6 +55,7 @@ MAX_INDEX_DEPTH = 2
 
 
 ProgressCallback = Callable[[Progress], None]
+log = logging.getLogger("sandboxlib")
 
 
 def parse_platform(text: Optional[str]) -> Tuple[str, str, Optional[str]]:
@@ -66,11 +71,33 @@ def parse_platform(text: Optional[str]) -> Tuple[str, str, Optional[str]]:
 def pull(
     store: ImageStore, ref: str, *, platform: Optional[str] = None, progress: Optional[ProgressCallback] = None
 ) -> Image:
-    """Pull ``ref`` into ``store``; see :meth:`sandboxlib.ImageStore.pull`."""
+    """Pull ``ref`` into ``store``; see :meth:`sandboxlib.ImageStore.pull`.  The
+    registry's mirrors (the registries file) are tried first, in order; a
+    mirror that fails is passed over, the registry itself is tried last."""
     remote = resolve(ref, "ref")
     wanted = parse_platform(platform)
     report = progress or (lambda event: None)
-    with Repository(remote) as repo:
+    for source in _mirrors(remote):
+        try:
+            return _pull_from(store, remote, source, wanted, report)
+        except RegistryError as err:
+            log.warning("pull of %s: the mirror %s failed, trying the next source: %s", remote, source.registry, err)
+    return _pull_from(store, remote, remote, wanted, report)
+
+
+def _mirrors(remote: RemoteReference) -> List[RemoteReference]:
+    """Where the mirrors of ``remote``'s registry keep its repository (``HOST[:PORT][/PREFIX]``)."""
+    found = []
+    for location in registry_settings().mirrors_of(remote.registry):
+        host, _, prefix = location.partition("/")
+        repository = f"{prefix}/{remote.repository}" if prefix else remote.repository
+        found.append(attrs.evolve(remote, registry=host, repository=repository))
+    return found
+
+
+def _pull_from(store: ImageStore, remote: RemoteReference, source: RemoteReference, wanted, report) -> Image:
+    """Pull ``remote`` from ``source`` (its registry or a mirror of it); the image keeps ``remote``'s names."""
+    with Repository(source, mirror=source is not remote) as repo:
         target = remote.digest or remote.tag or "latest"
         head_digest, _ = repo.head_manifest(target, ACCEPT)
         known = _already_pulled(store, remote, remote.digest or head_digest, wanted)
@@ -174,7 +201,8 @@ def _copy_image(store: ImageStore, repo: Repository, manifest: Tuple[bytes, str]
     store.blobs.put_bytes(config_data, config_digest)
     if [(s[0], s[2]) for s in stored] == [(d, t) for d, _, t in layers]:
         return store.blobs.put_bytes(data, digest)
-    # A layer is in the store already in another compression: the image refers to that blob.
+    # A layer is in the store already in another compression, or its blob is not compressed as its
+    # media type says (Docker pushes such layers): the image refers to the blob as it is.
     return importer.write_manifest_raw(store, config_data, stored)
 
 
@@ -294,7 +322,7 @@ def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: thr
     source = f"{repo.registry}/{repo.repository} layer {digest}"
     if store.blobs.has(digest):  # another process's download, or an interrupted pull's: checked before use
         report(Progress(digest=digest, phase=Phase.CHECKING, done=0, total=size))
-        importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+        media_type, _ = importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
         report(Progress(digest=digest, phase=Phase.DONE, done=size, total=size))
         return digest, size, media_type
     report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=0, total=size))
@@ -306,7 +334,7 @@ def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: thr
     with contextlib.closing(repo.download(digest, size, cancel)) as stream:
         stream.on_read = on_read
         try:
-            importer.store_layer(
+            _, _, media_type, _ = importer.store_layer(
                 store, stream, digest=digest, size=size, media_type=media_type, diff_id=diff_id, source=source
             )
         except DigestMismatch as err:

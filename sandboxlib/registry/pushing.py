@@ -1,12 +1,14 @@
-"""Pushing an image: each blob (layers, then the config) is asked for with
+"""Pushing an image: each blob (layers and the config) is asked for with
 ``HEAD`` first and, when the registry lacks it, mounted from another
 repository of the registry the image is known in (``?mount=&from=``), else
-uploaded (monolithic, or in chunks when large); the manifest goes last, byte
-for byte as the store keeps it, so its digest is the image's digest."""
+uploaded (monolithic, or in chunks when large), the missing ones
+UPLOADS_PER_REGISTRY at a time (Docker's ``max-concurrent-uploads`` is 5); the manifest goes last,
+byte for byte as the store keeps it, so its digest is the image's digest."""
 
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Tuple
 
 from ..errors import ConfigError, RegistryDataError
@@ -15,7 +17,9 @@ from ..images.model import OCI_MANIFEST, load_json
 from .client import Repository
 from .names import resolve
 
-__all__ = ["push"]
+__all__ = ["push", "UPLOADS_PER_REGISTRY"]
+
+UPLOADS_PER_REGISTRY = 4  # blobs uploaded at once to one registry
 
 
 def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
@@ -37,10 +41,20 @@ def push(store: ImageStore, src: str, dest: Optional[str] = None) -> str:
     with Repository(remote, push=True) as repo:
         blobs = [(layer.digest, layer.size) for layer in image.layers]
         blobs.append((image.id, store.blobs.size(image.id)))
-        for digest, size in blobs:
-            if not repo.has_blob(digest):
-                with open(store.blobs.path(digest), "rb") as f:
-                    repo.upload_blob(digest, f, size, mount_from)
+
+        # HEADs one after another: the first answers the registry's 401 (a token fetched
+        # once, not by every upload thread at once), and they cost a round trip each
+        missing = [(digest, size) for digest, size in blobs if not repo.has_blob(digest)]
+
+        def put(blob: Tuple[str, int]) -> None:
+            digest, size = blob
+            with open(store.blobs.path(digest), "rb") as f:
+                repo.upload_blob(digest, f, size, mount_from)
+
+        if missing:
+            workers = min(UPLOADS_PER_REGISTRY, len(missing))
+            with ThreadPoolExecutor(workers, thread_name_prefix="sandboxlib-push") as pool:
+                list(pool.map(put, missing))  # every upload ends before this returns; the first failure is raised
         announced = repo.put_manifest(remote.tag or image.digest, manifest, media_type)
     if announced is not None and announced != image.digest:
         raise repo.error(

@@ -5,14 +5,15 @@ ranges)."""
 from __future__ import annotations
 
 import os
-import subprocess
-from typing import Optional, Tuple
+from typing import Generator, Optional, Tuple
 
 import attrs
 
 from ..config import ContainerConfig, IdMapping
 from ..errors import ConfigError, SetupError, UnsupportedError
 from ..native.host import HostInfo
+from ..posix.interrupts import sigint_deferred
+from ..posix.steps import run_program
 
 __all__ = ["IdMaps", "choose_maps", "write_maps", "ROOT_DEFAULT_HOST_ID"]
 
@@ -77,18 +78,19 @@ def choose_maps(config: ContainerConfig, host: HostInfo) -> Optional[IdMaps]:
 
 def _write(path: str, text: str, field: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+        with sigint_deferred():  # (Ctrl-C between the open and the close would lose the fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
     except OSError as err:
         raise SetupError(err.errno, f"write({path!r}, {text.strip()!r})", step="IDMAP", field=field) from None
 
 
-def _helper(tool: str, pid: int, maps: Tuple[IdMapping, ...], field: str) -> None:
+def _helper(tool: str, pid: int, maps: Tuple[IdMapping, ...], field: str) -> Generator[int, None, None]:
     args = [tool, str(pid)] + [str(v) for m in maps for v in (m.container, m.host, m.size)]
-    proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    proc = yield from run_program(args)
     if proc.returncode != 0:
         raise SetupError(
             1,
@@ -99,13 +101,14 @@ def _helper(tool: str, pid: int, maps: Tuple[IdMapping, ...], field: str) -> Non
         )
 
 
-def write_maps(pid: int, maps: IdMaps) -> None:
-    """Write the maps of the child ``pid`` (parent side, before the go byte)."""
+def write_maps(pid: int, maps: IdMaps) -> Generator[int, None, None]:
+    """Steps (``posix.steps``): write the maps of the child ``pid`` (parent
+    side, before the go byte); the helpers' runs are waits."""
     if not maps.setgroups:
         _write(f"/proc/{pid}/setgroups", "deny", "userns")
     if maps.use_helpers:
-        _helper("newuidmap", pid, maps.uid_map, "uid_map")
-        _helper("newgidmap", pid, maps.gid_map, "gid_map")
+        yield from _helper("newuidmap", pid, maps.uid_map, "uid_map")
+        yield from _helper("newgidmap", pid, maps.gid_map, "gid_map")
         return
     _write(f"/proc/{pid}/uid_map", "".join(m.line() + "\n" for m in maps.uid_map), "uid_map")
     _write(f"/proc/{pid}/gid_map", "".join(m.line() + "\n" for m in maps.gid_map), "gid_map")

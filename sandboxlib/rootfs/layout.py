@@ -147,7 +147,7 @@ def _dev() -> List[MountOp]:
 
 def _kernel_filesystems(config: ContainerConfig) -> List[MountOp]:
     ops = [MountOp(kind=K.PROC, target="/proc", flags=_SAFE | F.NOEXEC)]
-    if config.network is Network.NONE:
+    if config.network is not Network.HOST:  # a network namespace of its own
         ops.append(MountOp(kind=K.SYSFS, target="/sys", flags=F.RDONLY | _SAFE | F.NOEXEC))
     else:  # sysfs belongs to the network namespace; show the host's, read-only
         ops.append(MountOp(kind=K.BIND, target="/sys", source="/sys", flags=F.RDONLY | F.RECURSIVE | _SAFE))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Generator, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..config import (
     check_env,
@@ -23,6 +23,7 @@ from ..native import protocol
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import read_all
 from ..posix.signals import pidfd_kill_quietly
+from ..posix.steps import Wait, run_steps
 from ..results import Result, decoded
 from ..security.capabilities import capability_mask
 from ..streams import PIPE, StdioSpec
@@ -64,18 +65,51 @@ def _tty_stdio(
     return size
 
 
+class _RequestDefaults(NamedTuple):
+    env: dict  # (read only)
+    env_strings: tuple
+    cwd: str
+    rlimits: tuple
+    cap_keep: int
+
+
 class BareContainer(MainCommand):
     """A container that runs commands: no files, no calls.  The short
     sandboxes of ``subids`` are these; :class:`~sandboxlib.Container` is one
     too, with more."""
 
+    _defaults: Optional[_RequestDefaults] = None  # made at the first request
+
+    def _environment(self, home: str) -> dict:
+        merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged.update(self._image.env if self._image else ())
+        merged.update(self.config.env)
+        return merged
+
+    def _request_defaults(self) -> _RequestDefaults:
+        """What every request of this container shares unless told otherwise
+        (its config, image and user are fixed once started): made once."""
+        if self._defaults is None:
+            assert self._user is not None  # resolved at start
+            merged = self._environment(self._user.home)
+            self._defaults = _RequestDefaults(
+                merged,
+                tuple(f"{k}={v}" for k, v in merged.items()),
+                self.config.cwd or (self._image and self._image.cwd) or "/",
+                self.config.limits.rlimits(),
+                capability_mask(self.config.capabilities()),
+            )
+        return self._defaults
+
     def _request(
         self, argv, *, env, cwd, user, main: bool, quiet: bool = False, tty: Optional[Tuple[int, int]] = None
     ) -> protocol.ExecRequest:
         argv = _check_argv(argv)
+        defaults = self._request_defaults()
         if user is None:
             resolved = self._user
             assert resolved is not None  # resolved at start
+            merged, env_strings = defaults.env, defaults.env_strings
         else:
             try:
                 root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -85,28 +119,26 @@ class BareContainer(MainCommand):
                 resolved = self._checked_user(user, root_fd, "user")
             finally:
                 os.close(root_fd)
-        merged = {"PATH": DEFAULT_PATH, "HOME": resolved.home, "TERM": "xterm", "HOSTNAME": self.hostname}
-        merged.update(self._image.env if self._image else ())
-        merged.update(self.config.env)
+            merged, env_strings = self._environment(resolved.home), None
         if env is not None:
             extra = env_pairs(env)
             check_env(extra)
-            merged.update(extra)
-        if cwd is None:
-            cwd = self.config.cwd or (self._image and self._image.cwd) or "/"
-        else:
-            cwd = container_path(cwd, "cwd")
+            merged = {**merged, **dict(extra)}
+            env_strings = None
+        if env_strings is None:
+            env_strings = tuple(f"{k}={v}" for k, v in merged.items())
+        cwd = defaults.cwd if cwd is None else container_path(cwd, "cwd")
         maps = self._maps
         return protocol.ExecRequest(
             argv=argv,
-            env=tuple(f"{k}={v}" for k, v in merged.items()),
+            env=env_strings,
             cwd=cwd,
             search_path=merged["PATH"],
             uid=resolved.uid,
             gid=resolved.gid,
             groups=resolved.groups,
-            rlimits=self.config.limits.rlimits(),
-            cap_keep=capability_mask(self.config.capabilities()),
+            rlimits=defaults.rlimits,
+            cap_keep=defaults.cap_keep,
             id=next(self._command_ids),
             main=main,
             quiet=quiet or main,
@@ -135,7 +167,7 @@ class BareContainer(MainCommand):
         container's own as its stdio and controlling terminal, in a new
         session; the Process's ``read``/``write``/``resize`` use its end (the
         streams must then be left None)."""
-        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=())
+        tty_size = self._spawn_tty(tty, stdin, stdout, stderr)
         return self._start(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, user=user, main=False, tty=tty_size
         )
@@ -291,16 +323,9 @@ class BareContainer(MainCommand):
         errors: Optional[str] = None,
         tty: Union[bool, Tuple[int, int]] = False,
     ) -> Result:
-        timeout = check_timeout(timeout)
-        codec = text_codec(text, encoding, errors)
-        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
-        if tty_size is not None:
-            stdout = stderr = None  # captured from the terminal
-        if input is not None:
-            input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
-            if stdin is not None:
-                raise ConfigError("stdin", "stdin and input cannot both be given")
-            stdin = PIPE if tty_size is None else None
+        timeout, codec, input, (stdin, stdout, stderr), tty_size = self._run_inputs(
+            input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
+        )
         if not main:
             self._check_running()
         counters = self._counters() if not main else (0, 0)
@@ -339,16 +364,26 @@ class BareContainer(MainCommand):
         return self._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
     @staticmethod
-    def _run_inputs(input, stdin, timeout, text: bool, encoding: Optional[str], errors: Optional[str]):
-        """run()'s options checked (without a terminal): (timeout, codec, input as bytes, stdin)."""
+    def _spawn_tty(tty, stdin: StdioSpec, stdout: StdioSpec, stderr: StdioSpec) -> Optional[Tuple[int, int]]:
+        """spawn()'s terminal size, or None (both fronts): with one, no stream may be given."""
+        return _tty_stdio(tty, stdin, stdout, stderr, captured=())
+
+    @staticmethod
+    def _run_inputs(input, stdio, timeout, text: bool, encoding: Optional[str], errors: Optional[str], tty):
+        """run()'s options checked (both fronts): (timeout, codec, input as bytes,
+        (stdin, stdout, stderr), the terminal's size or None)."""
+        stdin, stdout, stderr = stdio
         timeout = check_timeout(timeout)
         codec = text_codec(text, encoding, errors)
+        tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
+        if tty_size is not None:
+            stdout = stderr = None  # captured from the terminal
         if input is not None:
             input = data_bytes(input, "input", *(codec or ("utf-8", "strict")))
             if stdin is not None:
                 raise ConfigError("stdin", "stdin and input cannot both be given")
-            stdin = PIPE
-        return timeout, codec, input, stdin
+            stdin = PIPE if tty_size is None else None  # (typed into the terminal)
+        return timeout, codec, input, (stdin, stdout, stderr), tty_size
 
     def _run_result(
         self, proc: Process, out, err, *, timed_out: bool, counters: Tuple[int, int], codec, check: bool
@@ -368,6 +403,12 @@ class BareContainer(MainCommand):
     def _start_with_main(self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None) -> Process:
         """Start the container and its main command in one go: the command
         is queued for the init before the container has finished set-up."""
+        return run_steps(self._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty))
+
+    def _start_with_main_steps(
+        self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None
+    ) -> Generator[Wait, None, Process]:
+        """``_start_with_main`` as steps (``posix.steps``)."""
         if self.config.image is None:
             _check_argv(argv)
         sent: list = []
@@ -379,7 +420,9 @@ class BareContainer(MainCommand):
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 
         try:
-            self._start_container(first)
+            yield from self._start_container(first)
+            if tty is not None:
+                yield sent[0].reply_socket.fileno()  # the terminal comes once the container is set up
         except BaseException:
             for submission in sent:
                 submission.abandon()

@@ -8,18 +8,18 @@ import datetime
 import json
 import tarfile
 import tempfile
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 from ..images import Image, ImageStore
-from ..images.build import write_manifest
 from ..images.imageconfig import KEYS, container_config
 from ..images.importer import store_layer
+from ..images.newimage import write_manifest
 from ..images.unpack import IdPolicy
 from ..rootfs.idmap import IdMaps
 from .subids import SandboxSubIdFiles
 from .subids_worker import add_tree
 
-__all__ = ["commit", "CHANGES"]
+__all__ = ["commit", "store_upper", "CHANGES", "PLAIN"]
 
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
 # the image config keys a commit may change (images/imageconfig.py: Docker's spelling, lowercase aliases)
@@ -43,6 +43,19 @@ def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> No
     SandboxSubIdFiles().tar(upper_fd, f.fileno(), maps)
 
 
+def store_upper(store: ImageStore, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> Tuple[str, int, str]:
+    """The upper dir as a stored plain layer (inside ``store.writing()``): (digest, size, diff_id)."""
+    with tempfile.TemporaryFile(dir=store.tmp) as f:
+        _layer_tar(f, upper_fd, policy, maps)
+        f.seek(0)
+        # checked as a loaded layer is: an image that can never run (a file named ".wh."
+        # say) is refused now, not at its first start
+        digest, size, _, diff_id = store_layer(
+            store, f, digest=None, size=None, media_type=PLAIN, diff_id=None, source="the container's writable layer"
+        )
+    return digest, size, diff_id
+
+
 def commit(
     store: ImageStore,
     image: Image,
@@ -57,20 +70,7 @@ def commit(
     names = (ref,) if ref else ()
     try:
         with store.writing():
-            with tempfile.TemporaryFile(dir=store.tmp) as f:
-                _layer_tar(f, upper_fd, policy, maps)
-                f.seek(0)
-                # checked as a loaded layer is: an image that can never run (a file named ".wh."
-                # say) is refused now, not at its first start
-                digest, size, _, diff_id = store_layer(
-                    store,
-                    f,
-                    digest=None,
-                    size=None,
-                    media_type=PLAIN,
-                    diff_id=None,
-                    source="the container's writable layer",
-                )
+            digest, size, diff_id = store_upper(store, upper_fd, policy, maps)
             config = json.loads(store.blobs.read(image.id))
             config["rootfs"]["diff_ids"].append(diff_id)
             config["config"] = dict(config.get("config") or {}, **updates)

@@ -8,6 +8,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence
 from ..calls.session import ServerSlot, Session, check_call_kwargs, check_modules
 from ..cgroups.stats import ProcessInfo, Stats, list_processes, read_stats
 from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
+from ..errors import UnsupportedError
 from .commands import DEFAULT_PATH, BareContainer
 from .files import FileAccess
 from .subids import ImageStore
@@ -62,6 +63,23 @@ class Container(BareContainer, FileAccess):
         self._check_running()
         assert self._init_pid is not None  # running
         return list_processes(self._init_pid)
+
+    def pause(self) -> None:
+        """Freeze every process of the container (``docker pause``) with the cgroup
+        freezer, until :meth:`unpause`.  Raises UnsupportedError without a cgroup
+        (rootless without a delegated one)."""
+        self._freeze(True)
+
+    def unpause(self) -> None:
+        """Let the processes frozen by :meth:`pause` run again."""
+        self._freeze(False)
+
+    def _freeze(self, frozen: bool) -> None:
+        self._check_running()
+        if self._cgroup is None or not self._cgroup.freeze(frozen):
+            raise UnsupportedError(
+                "a cgroup freezer for pause", "as root, or rootless with a delegated cgroup v2 (the container has none)"
+            )
 
     def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python

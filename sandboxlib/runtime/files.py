@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Tuple, Union
 
 from ..config import container_path, data_bytes
 from ..errors import ConfigError, ContainerStateError
@@ -108,15 +108,36 @@ class FileAccess:
         ``changes`` sets config keys as ``docker commit --change`` does
         (Docker's ``Cmd``, ``Entrypoint``, ``Env``, ``WorkingDir``, ``User``,
         ``ExposedPorts``, ``Labels``, or their lowercase forms; checked first)."""
-        if self._image is None:
-            raise ContainerStateError("commit needs a container whose root is an image")
         from .commit import commit
 
-        return self._in_root(lambda _root, _path: self._commit_upper(commit, ref, changes), "/")
+        return self._with_upper(
+            "commit",
+            lambda upper: commit(self._store, self._image.image, upper, self._id_policy(), self._maps, ref, changes),
+        )
 
-    def _commit_upper(self, commit, ref, changes):
-        upper = os.open(f"/proc/{self._init_pid}/fd/{binding.FD_UPPER}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return commit(self._store, self._image.image, upper, self._id_policy(), self._maps, ref, changes)
-        finally:
-            os.close(upper)
+    def commit_layer(self) -> Tuple[str, int, str]:
+        """What was written in the container as a plain layer stored in its
+        image store, no image made: (blob digest, size, diff_id).  Call it
+        inside the store's ``writing()`` and reference the layer before that
+        ends (an image builder's step: ``sandboxlib.build``)."""
+        from .commit import store_upper
+
+        return self._with_upper(
+            "commit_layer", lambda upper: store_upper(self._store, upper, self._id_policy(), self._maps)
+        )
+
+    def _with_upper(self, what: str, func):
+        """``func(fd of the writable layer's upper dir)``, which the init keeps open."""
+        if self._image is None:
+            raise ContainerStateError(f"{what} needs a container whose root is an image")
+
+        def with_fd(_root, _path):
+            upper = os.open(
+                f"/proc/{self._init_pid}/fd/{binding.FD_UPPER}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            )
+            try:
+                return func(upper)
+            finally:
+                os.close(upper)
+
+        return self._in_root(with_fd, "/")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Generator, List, Optional
 
 import attrs
 
@@ -42,10 +42,13 @@ class Submission:
         self._terminal: Optional[int] = None  # the master of a tty request, once the init sent it
         self.sent_at = time.monotonic()
 
-    def abandon(self) -> None:
-        """Release our ends (the command, if it starts, sees EOF/EPIPE)."""
+    def abandon(self, kill: bool = False) -> None:
+        """Release our ends (the command, if it starts, sees EOF/EPIPE); ``kill``:
+        first kill what it started, if it has a cgroup of its own."""
         self._reply.close()
         if self._cgroup is not None:
+            if kill:
+                self._cgroup.kill()
             self._cgroup.remove()
             self._cgroup = None
         for fd in self._pipes:
@@ -155,6 +158,22 @@ class Submission:
             raise
         return self.process(signal_sender, lost)
 
+    def started_steps(
+        self,
+        signal_sender: Callable[[int, int, bool], None],
+        lost: Optional[Callable[[], Optional[BaseException]]] = None,
+    ) -> Generator[int, None, Process]:
+        """``started`` as steps (``posix.steps``): each reply is awaited."""
+        try:
+            while True:
+                yield self._reply.fileno()
+                if self.accept(self.read_reply()):
+                    break
+        except BaseException:
+            self.abandon()
+            raise
+        return self.process(signal_sender, lost)
+
     def unconfirmed(
         self, signal_sender: Callable[[int, int, bool], None], lost: Callable[[], Optional[BaseException]]
     ) -> Process:
@@ -218,9 +237,7 @@ class Outgoing:
         for fd in self._to_close:
             os.close(fd)
         self._to_close = []
-        if self._cgroup is not None:
-            self._cgroup.close_fd()  # the init has its own copy now
-            self._cgroup = None
+        self._cgroup = None  # (its fd stays open: the cgroup may serve other commands)
 
 
 def prepare(

@@ -16,12 +16,15 @@ import socket
 import threading
 import warnings
 import weakref
-from typing import Callable, List, NoReturn, Optional, Tuple, TypeVar
+from typing import Callable, Generator, List, NoReturn, Optional, Tuple, TypeVar
+
+import attrs
 
 from .. import cgroups
 from ..config import (
     ContainerConfig,
     Network,
+    bridged,
 )
 from ..errors import ConfigError, ContainerStateError, SetupError
 from ..images import ImageStore
@@ -29,11 +32,14 @@ from ..native import binding, protocol
 from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
-from ..native.plan import GO_MESSAGE, build_plan, clone_flags
+from ..native.mount_op import MountOp
+from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
+from ..network import Attachment, attachment, named
 from ..posix.interrupts import sigint_deferred
-from ..posix.io import close_quietly, read_all, shutdown_quietly
+from ..posix.io import close_quietly, shutdown_quietly
 from ..posix.sharedfd import OwnedSocket, SharedFd
 from ..posix.signals import pidfd_kill_quietly
+from ..posix.steps import Offload, Steps, read_to_end, run_steps
 from ..rootfs import writable
 from ..rootfs.idmap import IdMaps, choose_maps, write_maps
 from ..rootfs.imageroot import ImageRoot
@@ -88,6 +94,7 @@ class ContainerLifecycle(ImageRoots):
         self._image: Optional[ImageRoot] = None
         self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
+        self._network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"
@@ -125,12 +132,16 @@ class ContainerLifecycle(ImageRoots):
 
     def start(self: _Self) -> _Self:
         """Start the container (its init, idle until commands arrive)."""
-        self._start_container(None)
+        run_steps(self._start_steps())
         return self
 
-    def _start_container(self, first: Optional[Callable[[], None]], one_shot: bool = True) -> None:
-        """Start; ``first`` runs right after the go byte, before set-up has
-        finished (it queues the main command).  ``one_shot``: ``first``'s
+    def _start_steps(self) -> Steps:
+        """The start as steps (``posix.steps``): the sync front polls, the asyncio front awaits."""
+        return self._start_container(None)
+
+    def _start_container(self, first: Optional[Callable[[], None]], one_shot: bool = True) -> Steps:
+        """Steps: start; ``first`` runs right after the go byte, before set-up
+        has finished (it queues the main command).  ``one_shot``: ``first``'s
         command is all the container will run (it may go without a cgroup)."""
         self._check_owner()
         with self._lock:  # a close() from another thread waits for the start to end
@@ -139,45 +150,81 @@ class ContainerLifecycle(ImageRoots):
             if self._closing:
                 raise ContainerStateError("the container was closed (close() or stop()) before it started")
             self._resources_used = True
-            self._start_locked(first, one_shot)
+            yield from self._start_locked(first, one_shot)
             self._ready = True
 
-    def _start_locked(self, first: Optional[Callable[[], None]], one_shot: bool) -> None:
+    def _start_locked(self, first: Optional[Callable[[], None]], one_shot: bool) -> Steps:
         host = probe_host()
         self._maps = choose_maps(self.config, host)
         try:
-            layers = self._prepare_image()
-            with sigint_deferred():  # (reads /etc/passwd: short)
-                root_fd = os.open(
-                    self._image.passwd_root() if self._image else self.config.rootfs or "/",
-                    os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
-                )
-                try:
-                    user = self.config.user or (self._image and self._image.user)
-                    self._user = self._checked_user(user, root_fd, "user")
-                finally:
-                    os.close(root_fd)
-            ops = layout(self._with_volumes(), layers, self._upper)
+            # (a pull or an unpack: long work, which the asyncio front runs in a thread)
+            layers = (yield Offload(self._prepare_image)) if self.config.image is not None else ()
+            user = self.config.user or (self._image and self._image.user)
+            if user is None:  # root: no /etc/passwd to read
+                self._user = self._checked_user(None, -1, "user")
+            else:
+                with sigint_deferred():  # (reads /etc/passwd: short)
+                    root_fd = os.open(
+                        self._image.passwd_root() if self._image else self.config.rootfs or "/",
+                        os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                    )
+                    try:
+                        self._user = self._checked_user(user, root_fd, "user")
+                    finally:
+                        os.close(root_fd)
+            root = statedir.state_root()
+            ops = layout(self._with_network(self._with_volumes(), root), layers, self._upper)
             if self.config.rootfs is not None:
                 make_mount_points(self.config.rootfs, ops)
             seccomp = self.config.seccomp
             # Compiled once per policy and capability set (cached), before any kernel resource.
             program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
-            root = statedir.state_root()
             statedir.sweep_if_due(root)  # what dead owners left
             limits = self.config.limits.cgroup()
             # A one-shot run without cgroup limits needs no cgroup: its pid
             # namespace already ends with its init (measured: ~0.3 ms a run).
-            one_shot = one_shot and first is not None and not limits.names()
+            # A networked run keeps its record: what it holds (pasta, leases) outlives the init.
+            one_shot = one_shot and first is not None and not limits.names() and self._network is None
             self._cgroup = (
                 None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
             )
             with sigint_deferred():  # the record is written whole, the cgroup's removal registered
                 self._acquire_cgroup(root)
-            self._spawn(ops, root, first, program)
+            # A one-shot run without a cgroup gets no record either: it would
+            # name only the init, which ends by itself when we go (it watches
+            # our pidfd and its control socket), taking its pid namespace
+            # along.  (Record, init start time and removal: ~60 us a run.)
+            yield from self._spawn(ops, None if one_shot else root, first, program)
         except BaseException:
             self.close()
             raise
+
+    def _with_network(self, config: ContainerConfig, state_root: str) -> ContainerConfig:
+        """Attach a bridge network's container (ports bound, address leased)
+        and give it its /etc/resolv.conf and /etc/hosts."""
+        if not bridged(config.network):
+            return config
+        statedir.ensure_root(state_root)
+        where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
+        self._network = attachment(config, self.id, self.hostname, state_root, where)
+        self._resources.callback(self._network.close)
+        self._network.prepare()
+        files = self._network.mounts()
+        if config.rootfs is not None:  # /etc/resolv.conf and /etc/hosts, made if missing (as Docker does)
+            make_mount_points(
+                config.rootfs,
+                [
+                    MountOp(kind=binding.MountKind.BIND, target=m.target, source=m.source, flags=binding.MountFlag.FILE)
+                    for m in files
+                ],
+            )
+        return attrs.evolve(config, mounts=config.mounts + files, env=dict(config.env))
+
+    @property
+    def ports(self) -> dict:
+        """Where the published ports are on the host, once started:
+        ``{"80/tcp": ("127.0.0.1", 8080)}``."""
+        return self._network.ports if self._network is not None else {}
 
     def _acquire_cgroup(self, state_root: str) -> None:
         """Record the container, then make its cgroup: a SIGKILL of ours at any
@@ -213,10 +260,11 @@ class ContainerLifecycle(ImageRoots):
         if self._cgroup is not None and not self._init_exited(0):
             self._cgroup.kill()
 
-    def _spawn(self, ops, state_root: str, first: Optional[Callable[[], None]], program: bytes) -> None:
-        """The spawn protocol: clone (the child execs sbx-init at once), send the
+    def _spawn(self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes) -> Steps:
+        """Steps of the spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
-        the first command, read the error pipe to EOF (= set up)."""
+        the first command, read the error pipe to EOF (= set up).  ``state_root``:
+        where the init is recorded (None: nowhere)."""
         # Idmapped binds are made here, as root (csrc/idmap.c says why);
         # rootless, the child's plain binds already show the caller's files as root's.
         wanted = self._maps is not None and os.geteuid() == 0 and any(m.idmap for m in self.config.mounts)
@@ -233,7 +281,8 @@ class ContainerLifecycle(ImageRoots):
             read_only=self.config.read_only,
             hostname=self.hostname,
             userns=self._maps is not None,
-            netns=self.config.network is Network.NONE,
+            netns=self.config.network is not Network.HOST,
+            send_netns=self._network is not None,
             set_groups=bool(self._maps and self._maps.setgroups),
             fault=self._fault,
             seccomp_filter=program,
@@ -243,22 +292,24 @@ class ContainerLifecycle(ImageRoots):
         )
         # Ctrl-C is deferred from the first fd to the init's registration: a
         # KeyboardInterrupt between them would lose fds and leave a zombie.
+        # (No wait in there: a deferral does not span an event loop's other tasks.)
         with sigint_deferred():
-            err_r, problem = self._spawn_init(plan, state_root, first)
+            err_r, pid = self._spawn_init(plan)
+        problem = yield from self._send_setup(pid, first, state_root)
         if problem is not None:
-            report = read_all(err_r)  # the child failed first, or gives up now
+            report = yield from read_to_end(err_r)  # the child failed first, or gives up now
             if report:
                 self._raise_setup_failure(report, ops)
             raise problem
         if first is not None:
             self._setup_fd, self._ops = err_r, ops  # read only if the first command fails
             return
-        report = read_all(err_r)
+        report = yield from read_to_end(err_r)
         if report:
             self._raise_setup_failure(report, ops)
 
-    def _spawn_init(self, plan: bytes, state_root: str, first) -> Tuple[int, Optional[BaseException]]:
-        """Clone, id maps, go: (the error pipe's read end, the problem of _send_setup)."""
+    def _spawn_init(self, plan: bytes) -> tuple:
+        """Clone: (the error pipe's read end, the init's pid), every release registered."""
         push = self._resources.callback
         push(self._release_processes)  # after the init is gone (released in reverse)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -286,7 +337,7 @@ class ContainerLifecycle(ImageRoots):
                     [child_ends[2], child_ends[1], child_ends[3], err_w],
                     caps=self._init_caps(),
                     fault=fault,
-                    netns=self.config.network is Network.NONE,
+                    netns=self.config.network is not Network.HOST,
                     cgroup_fd=child_ends[-1] if self._cgroup else -1,
                     attach_fds=child_ends[4:-1] if self._cgroup else (),
                 )
@@ -300,33 +351,44 @@ class ContainerLifecycle(ImageRoots):
         self._init_pid, self._init_fd = pid, SharedFd(pidfd, os.close, "the container is not running")
         push(self._reap_init)
         push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
-        return err_r, self._send_setup(pid, first, state_root)
+        return err_r, pid
 
     def _init_caps(self) -> int:
         """sbx-init's own capabilities, plus those its commands may keep."""
         return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
-    def _send_setup(self, pid: int, first, state_root: str) -> Optional[BaseException]:
-        """Id maps, go, first command (the plan is queued already).  Returns None, or the error to raise
-        if the child (which then ends) reports no failure of its own."""
+    def _send_setup(self, pid: int, first, state_root: Optional[str]) -> Generator[int, None, Optional[BaseException]]:
+        """Steps: id maps, go, first command (the plan is queued already).  Returns None, or the error
+        to raise if the child (which then ends) reports no failure of its own."""
         control = self._control
         assert control is not None  # made by _spawn before the clone
         try:
             if self._maps is not None:
-                write_maps(pid, self._maps)
+                yield from write_maps(pid, self._maps)
+            if self._network is not None:
+                yield control.fileno()  # the init sends its network namespace once it has one
+                netns = receive_netns(control)
+                try:
+                    self._network.connect(netns, pid)
+                finally:
+                    os.close(netns)
             self._send_go(control, pid)
             if first is not None:
-                first()
+                with sigint_deferred():  # (its fds are the caller's once it returns)
+                    first()
         except (SetupError, ContainerStateError, OSError) as err:
             control.shutdown(socket.SHUT_RDWR)  # a child still waiting gives up
             if isinstance(err, OSError) and not isinstance(err, SetupError):
                 return ContainerStateError(f"the container's init ended during set-up ({err})")
             return err
         # The child is still setting up: record its init meanwhile.
-        if self._record is None:
-            self._record = statedir.register(state_root, self.id, init_pid=pid)
-        else:
-            statedir.add_init(self._record, pid)
+        if state_root is None:
+            return None
+        with sigint_deferred():  # (the record is removed with the cgroup once it is ours)
+            if self._record is None:
+                self._record = statedir.register(state_root, self.id, init_pid=pid)
+            else:
+                statedir.add_init(self._record, pid)
         return None
 
     def _send_go(self, control: socket.socket, pid: int) -> None:

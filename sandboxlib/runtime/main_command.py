@@ -5,7 +5,7 @@ rotated logs (``log=``) read back with ``logs()``."""
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator, List, Optional, Tuple, TypeVar, cast
+from typing import Callable, Iterator, List, Optional, Tuple, cast
 
 import attrs
 
@@ -15,6 +15,7 @@ from ..config import (
 from ..errors import ConfigError, ContainerStateError
 from ..native import protocol
 from ..posix.interrupts import sigint_deferred
+from ..posix.steps import Steps
 from ..results import Result
 from ..streams import DEVNULL, PIPE
 from . import statedir
@@ -24,8 +25,6 @@ from .logs import LogWriter, Since, read_log
 from .process import Process, result_of
 
 __all__ = ["MainCommand"]
-
-_Self = TypeVar("_Self", bound="MainCommand")
 
 
 class MainCommand(ContainerLifecycle):
@@ -39,16 +38,15 @@ class MainCommand(ContainerLifecycle):
     _signal: Callable[[int, int, bool], None]
     _setup_failure: Callable[[], Optional[BaseException]]
 
-    def start(self: _Self) -> _Self:
+    def _start_steps(self) -> Steps:
         """Start the container: its init, idle until commands arrive, or with
         its main command (``command=``) running, as ``docker run -d``."""
         if self.config.command is None:
-            return super().start()
-        self._start_main()
-        return self
+            return super()._start_steps()
+        return self._start_main()
 
-    def _start_main(self) -> None:
-        """Start with the main command queued behind the set-up (as a
+    def _start_main(self) -> Steps:
+        """Steps: start with the main command queued behind the set-up (as a
         one-shot run), then wait for its start: a failure to start raises here."""
         command = self.config.command
         argv = () if command is True else cast(tuple, command)
@@ -62,8 +60,9 @@ class MainCommand(ContainerLifecycle):
             sent.append(submit(self._control, request, DEVNULL, output, output))
 
         try:
-            self._start_container(first, one_shot=False)
-            self._main = self._track(sent.pop().started(self._signal, self._setup_failure))  # (its fds now)
+            yield from self._start_container(first, one_shot=False)
+            starting = sent.pop().started_steps(self._signal, self._setup_failure)  # (its fds now)
+            self._main = self._track((yield from starting))
             if self.config.log:
                 self._start_log(self._main)
         except BaseException:
@@ -100,23 +99,38 @@ class MainCommand(ContainerLifecycle):
                 raise ConfigError("log", f"cannot write the log file {path}: {err.strerror}") from None
             self._on_close(self._log.stop)
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the main command (``command=``), as ``docker kill -s``;
+        nothing once it has ended (the container ends with it)."""
+        if self._main is None:
+            raise ContainerStateError("the container has no main command (give command=[...]) or did not start")
+        self._main.send_signal(sig)
+
     def wait(self, timeout: Optional[float] = None) -> Result:
         """Wait for the main command (``command=``) to end and return its
         :class:`Result` (no output in it: see ``log``/``logs()``).  The container
         has ended with it.  Raises ``TimeoutExpired`` after ``timeout`` seconds
         (the command keeps running)."""
         timeout = check_timeout(timeout)
-        main = self._main
-        if main is None:
+        main = self._main_command()
+        main.wait(timeout)
+        self._init_exited(None)  # it ends the container at once: no command runs from here on
+        if self._log is not None:
+            self._log.join()  # its output is all in the log
+        return self._main_result(main)
+
+    def _main_command(self) -> Process:
+        """The main command (both fronts' ``wait``), or why there is none."""
+        if self._main is None:
             raise ContainerStateError(
                 "the container has no main command (give command=[...]) or did not start"
                 if self.config.command is None or not self._resources_used
                 else "the container's main command did not start"
             )
-        main.wait(timeout)
-        self._init_exited(None)  # it ends the container at once: no command runs from here on
-        if self._log is not None:
-            self._log.join()  # its output is all in the log
+        return self._main
+
+    def _main_result(self, main: Process) -> Result:
+        """The main command's Result, once it and the container ended."""
         return result_of(main, None, None, timed_out=False, events=((0, 0), self._counters()))
 
     def logs(

@@ -169,7 +169,8 @@ class Process:
             released, self._released = self._released, True
         self._reply.close(wake=shutdown_quietly)
         if not released and self._cgroup is not None and not self._forked():
-            self._cgroup.remove()  # if empty; one still busy goes with the container's
+            group, self._cgroup = self._cgroup, None  # (another command may use it next: never kill it from here)
+            group.release()  # kept for reuse, or removed if empty; one still busy goes with the container's
 
     def container_ended(self) -> None:
         """Its container is gone: so is the process.  Release the reply socket

@@ -1,5 +1,7 @@
 """A record per running container, so that whatever a SIGKILLed host process
-left behind is found and removed by the next one that starts a container.
+left behind is found and removed by the next one that starts a container
+(not for a one-shot run without a cgroup: its init ends with its owner and
+leaves nothing behind).
 
 Each record is one small file named by the container id; it says who owns
 it and which process is its init, each as (pid, start time) so that a
@@ -36,6 +38,7 @@ __all__ = [
     "sweep",
     "sweep_if_due",
     "SWEEP_INTERVAL",
+    "ensure_root",
     "make_log_dir",
     "remove_log_dir",
 ]
@@ -64,7 +67,7 @@ def start_time(pid: int) -> Optional[int]:
         return None
 
 
-def _ensure_root(root: str) -> None:
+def ensure_root(root: str) -> None:
     """Create the directory (0700, ours); refuse someone else's (checked at every start: two
     microseconds, and nothing for this process to remember)."""
     os.makedirs(root, mode=0o700, exist_ok=True)
@@ -85,7 +88,7 @@ def register(root: str, container_id: str, cgroup_paths: Sequence[str] = (), ini
     """Record a container: its owner (us), the cgroup directories it is about
     to get (recorded before they exist) and, when it exists already, its
     init.  Returns the record's path.  The record appears whole or not at all."""
-    _ensure_root(root)
+    ensure_root(root)
     path = os.path.join(root, container_id)
     me = os.getpid()
     text = f"{me} {_own_start_time()}\n" + "".join(f"cgroup {p}\n" for p in cgroup_paths)

@@ -193,7 +193,9 @@ class ImageStore(images.ImageStore):
         one ``HEAD``.  Each blob is checked against its digest and each layer
         as :meth:`load` checks it.  ``progress`` is called with a
         :class:`sandboxlib.registry.Progress` per layer step.  The image keeps
-        the registry's digest in ``repo_digests``.
+        the registry's digest in ``repo_digests``.  The registry's mirrors
+        (the registries file: see :mod:`sandboxlib.registry.settings`) are
+        tried first, in order; one that fails is passed over.
 
         Raises:
             RegistryError: the registry could not be reached, refused, or sent

@@ -1,0 +1,235 @@
+"""Network options: published ports (``ports=``, ``-p``) and container names."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Mapping, Optional, Tuple, Union
+
+import attrs
+
+from ..errors import ConfigError
+
+__all__ = [
+    "extra_hosts_option",
+    "BridgeNetwork",
+    "EgressRule",
+    "egress_rule",
+    "egress_option",
+    "PortMapping",
+    "NetworkRef",
+    "ports_option",
+    "parse_publish",
+    "container_name",
+    "network_name",
+]
+
+PROTOCOLS = ("tcp", "udp")
+LOOPBACK = "127.0.0.1"  # where a port is published unless an address is given
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # Docker's container names, as DNS labels allow
+
+
+@attrs.frozen
+class PortMapping:
+    """``host_ip:host_port`` on the host forwarded to ``port`` in the
+    container (``host_port`` 0: one the kernel picks)."""
+
+    host_ip: str
+    host_port: int
+    port: int
+    protocol: str = "tcp"
+
+    @property
+    def key(self) -> str:
+        """Docker's name of the container side: ``"80/tcp"``."""
+        return f"{self.port}/{self.protocol}"
+
+
+def _number(text: Union[int, str], field: str, low: int) -> int:
+    try:
+        number = text if isinstance(text, int) and not isinstance(text, bool) else int(str(text), 10)
+    except ValueError:
+        raise ConfigError(field, f"{text!r} is not a port number") from None
+    if not low <= number <= 65535:
+        raise ConfigError(field, f"port {number} is outside {low}-65535")
+    return number
+
+
+def _split_protocol(text: str, field: str) -> Tuple[str, Optional[str]]:
+    port, slash, protocol = text.rpartition("/") if "/" in text else (text, "", "")
+    if slash and protocol not in PROTOCOLS:
+        raise ConfigError(field, f"{protocol!r} is not one of {list(PROTOCOLS)}")
+    return port, protocol or None
+
+
+def _host_side(key: Union[int, str], field: str) -> Tuple[str, int, Optional[str]]:
+    """``8080``, ``"8080/udp"``, ``"0.0.0.0:8080"`` -> (ip, port, protocol or None)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return LOOPBACK, _number(key, field, 0), None
+    if not isinstance(key, str):
+        raise ConfigError(field, f"expected a port or '[IP:]PORT[/udp]', got {key!r}")
+    text, protocol = _split_protocol(key, field)
+    ip, colon, port = text.rpartition(":")
+    ip = ip.strip("[]") if colon else LOOPBACK
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise ConfigError(field, f"{ip!r} is not an IP address") from None
+    if address.version != 4:
+        raise ConfigError(field, f"{ip}: only IPv4 addresses are published")
+    return str(address), _number(port, field, 0), protocol
+
+
+def ports_option(value: Union[Mapping, Tuple[PortMapping, ...], None]) -> Tuple[PortMapping, ...]:
+    """``{HOST: CONTAINER}``: ``{8080: 80, "5353/udp": 53, "0.0.0.0:8443": "443/tcp"}``."""
+    if not value:
+        return ()
+    if isinstance(value, tuple) and all(isinstance(m, PortMapping) for m in value):
+        return value  # already converted (attrs.evolve)
+    if not isinstance(value, Mapping):
+        raise ConfigError("ports", f"expected a dict {{host port: container port}}, got {type(value).__name__}")
+    mappings = []
+    for key, target in value.items():
+        field = f"ports[{key!r}]"
+        host_ip, host_port, protocol = _host_side(key, field)
+        port_text, inner = _split_protocol(str(target), field) if isinstance(target, str) else (target, None)
+        if protocol and inner and protocol != inner:
+            raise ConfigError(field, f"the host side is {protocol}, the container side {inner}")
+        mappings.append(PortMapping(host_ip, host_port, _number(port_text, field, 1), protocol or inner or "tcp"))
+    seen = set()
+    for m in mappings:
+        where = (m.host_ip, m.host_port, m.protocol)
+        if m.host_port and where in seen:
+            raise ConfigError("ports", f"{m.host_ip}:{m.host_port}/{m.protocol} is published twice")
+        seen.add(where)
+    return tuple(mappings)
+
+
+def parse_publish(text: str) -> Tuple[str, str]:
+    """``-p [IP:]HOSTPORT:PORT[/udp]`` -> the (key, value) of a ``ports`` entry."""
+    body, protocol = _split_protocol(text, "publish")
+    host, colon, port = body.rpartition(":")
+    if not colon or not host:
+        raise ConfigError("publish", f"expected [IP:]HOSTPORT:PORT[/udp], got {text!r}")
+    suffix = f"/{protocol}" if protocol else ""
+    return host + suffix, port + suffix
+
+
+def container_name(value: Optional[str]) -> Optional[str]:
+    """A container's name (``name=``): its DNS name on its network."""
+    if value is not None and (not isinstance(value, str) or not _NAME.match(value)):
+        raise ConfigError("name", f"{value!r} is not a valid name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 63)")
+    return value
+
+
+RESERVED = ("none", "host", "bridge", "default")
+
+
+def network_name(value: str) -> str:
+    """A named network's name: as a container's, and none of the built-in modes."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in RESERVED:
+        raise ConfigError(
+            "network", f"{value!r} is not a valid network name ([A-Za-z0-9][A-Za-z0-9_.-]*, not one of {RESERVED})"
+        )
+    return value
+
+
+@attrs.frozen
+class NetworkRef:
+    """A named network (made by ``Network.create``), by its name."""
+
+    name: str = attrs.field(converter=network_name)
+
+
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_-]{1,63}$")
+
+
+@attrs.frozen
+class EgressRule:
+    """One entry of an egress allow-list: a network (``"10.1.2.0/24"``, an
+    address), a host name (``"pypi.org"``) or a domain's names
+    (``"*.pythonhosted.org"``), with an optional port and protocol (``:443``,
+    ``:53/udp``; a port without protocol allows TCP and UDP)."""
+
+    kind: str  # "net", "name" or "wildcard"
+    value: str  # a network, or a lower-case name / domain (without "*.")
+    port: Optional[int] = None
+    protocol: Optional[str] = None
+
+    def matches(self, name: str) -> bool:
+        """Whether the host name ``name`` (lower case, no trailing dot) is allowed by this rule."""
+        if self.kind == "name":
+            return name == self.value
+        return self.kind == "wildcard" and name.endswith("." + self.value)
+
+    def protocols(self) -> Tuple[str, ...]:
+        return (self.protocol,) if self.protocol else PROTOCOLS
+
+
+def egress_rule(text: str, field: str = "egress") -> EgressRule:
+    """``HOST-OR-NET[:PORT[/tcp|udp]]`` -> an :class:`EgressRule`."""
+    if not isinstance(text, str) or not text:
+        raise ConfigError(field, f"expected 'CIDR|IP|NAME|*.DOMAIN[:PORT[/udp]]', got {text!r}")
+    body, slash, protocol = text.rpartition("/")
+    if not slash or not protocol.isalpha():  # no protocol: a CIDR's prefix length (and port), or nothing
+        body, protocol = text, ""
+    elif protocol not in PROTOCOLS:
+        raise ConfigError(field, f"{protocol!r} is not one of {list(PROTOCOLS)}")
+    host, colon, port_text = body.rpartition(":")
+    if not colon:
+        if protocol:
+            raise ConfigError(field, f"{text!r}: a protocol needs a port (HOST:PORT/{protocol})")
+        host, port_text = body, ""
+    port = _number(port_text, field, 1) if port_text else None
+    try:
+        network = ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        network = None
+    if network is not None:
+        if network.version != 4:
+            raise ConfigError(field, f"{text!r}: only IPv4 egress rules are supported")
+        return EgressRule("net", str(network), port, protocol or None)
+    name = host.lower().rstrip(".")
+    kind = "wildcard" if name.startswith("*.") else "name"
+    domain = name[2:] if kind == "wildcard" else name
+    if not _DNS_NAME.match(domain):
+        raise ConfigError(field, f"{text!r} is not a network, an address, a host name or *.domain")
+    return EgressRule(kind, domain, port, protocol or None)
+
+
+def egress_option(value) -> Tuple[EgressRule, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise ConfigError("egress", f"expected a list of rules, got the string {value!r}")
+    return tuple(
+        rule if isinstance(rule, EgressRule) else egress_rule(rule, f"egress[{i}]") for i, rule in enumerate(value)
+    )
+
+
+@attrs.frozen
+class BridgeNetwork:
+    """The default bridge with an egress allow-list (``Network.bridge(egress=[...])``):
+    everything else the container sends out is refused at once (a TCP reset, an ICMP error)."""
+
+    egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
+
+
+def extra_hosts_option(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
+    """``{"db.local": "10.0.0.5"}`` -> sorted (name, address) pairs for ``/etc/hosts``."""
+    if not value:
+        return ()
+    if isinstance(value, tuple):
+        return value  # already converted (attrs.evolve)
+    if not isinstance(value, Mapping):
+        raise ConfigError("extra_hosts", f"expected a dict {{name: address}}, got {type(value).__name__}")
+    pairs = []
+    for name, address in value.items():
+        field = f"extra_hosts[{name!r}]"
+        if not isinstance(name, str) or not _DNS_NAME.match(name):
+            raise ConfigError(field, f"{name!r} is not a host name")
+        try:
+            pairs.append((name, str(ipaddress.ip_address(address))))
+        except ValueError:
+            raise ConfigError(field, f"{address!r} is not an IP address") from None
+    return tuple(sorted(pairs))

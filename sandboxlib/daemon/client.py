@@ -1,0 +1,182 @@
+"""A small client of the daemon for sandboxlib's own command line: JSON
+requests over the UNIX socket (http.client), streams of multiplexed frames
+(logs), and an exec over a taken-over connection (101 UPGRADED)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import struct
+import urllib.parse
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from ..errors import SandboxError
+from .hosts import default_host, socket_path
+
+__all__ = ["DaemonClient", "DaemonError", "NoDaemon", "find_daemon"]
+
+
+class DaemonError(SandboxError):
+    """The daemon answered with an error: its HTTP status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class NoDaemon(SandboxError):
+    """No daemon answers on the socket."""
+
+
+class _Connection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: Optional[float]) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        if self.timeout is not None:
+            self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _frames(read) -> Iterator[Tuple[int, bytes]]:
+    """(stream, data) of ``[stream, 0, 0, 0, size BE32]`` frames until EOF."""
+    while True:
+        head = _exactly(read, 8)
+        if len(head) < 8:
+            return
+        stream, size = struct.unpack(">BxxxL", head)
+        yield stream, _exactly(read, size)
+
+
+def _exactly(read, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = read(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class DaemonClient:
+    """Requests to the daemon at ``host`` (``unix:///path``)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.path = socket_path(host)
+
+    def _send(self, method: str, path: str, query: Optional[Dict[str, Any]], body: Any, timeout: Optional[float]):
+        url = "/v1.44" + path + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
+        connection = _Connection(self.path, timeout)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            connection.request(method, url, body=data, headers={"Content-Type": "application/json"} if data else {})
+            response = connection.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            connection.close()
+            raise NoDaemon(f"no sandboxlib daemon answers on {self.host} ({err.strerror})") from None
+        except BaseException:
+            connection.close()
+            raise
+        if response.status >= 400:
+            try:
+                message = json.loads(response.read()).get("message", "")
+            except ValueError:
+                message = response.reason
+            connection.close()
+            raise DaemonError(response.status, message)
+        return connection, response
+
+    def call(self, method: str, path: str, query: Optional[Dict[str, Any]] = None, body: Any = None) -> Any:
+        """The decoded JSON answer (None for an empty one)."""
+        connection, response = self._send(method, path, query, body, 60)
+        try:
+            data = response.read()
+        finally:
+            connection.close()
+        return json.loads(data) if data.strip() else None
+
+    def stream(self, path: str, query: Dict[str, Any]) -> Iterator[Tuple[int, bytes]]:
+        """(stream, data) of a logs-like answer (raw: all of it as stream 1)."""
+        connection, response = self._send("GET", path, query, None, None)
+        try:
+            if response.getheader("Content-Type", "") == "application/vnd.docker.raw-stream":
+                while chunk := response.read1(65536):
+                    yield 1, chunk
+            else:
+                yield from _frames(response.read)
+        finally:
+            connection.close()
+
+    def is_sandboxlib(self) -> bool:
+        try:
+            version = self.call("GET", "/version")
+        except (NoDaemon, DaemonError, OSError):
+            return False
+        return str((version.get("Platform") or {}).get("Name", "")).startswith("sandboxlib")
+
+    def exec(self, container: str, argv, *, env: Optional[Dict[str, str]] = None) -> Iterator[Tuple[int, bytes]]:
+        """Run ``argv`` in a running container: (stream, data) of its output; then ``exec_code``."""
+        created = self.call(
+            "POST",
+            f"/containers/{container}/exec",
+            body={
+                "Cmd": list(argv),
+                "AttachStdout": True,
+                "AttachStderr": True,
+                "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+            },
+        )
+        self.last_exec = created["Id"]
+        yield from self._hijacked(f"/exec/{created['Id']}/start", b'{"Detach": false, "Tty": false}', True)
+
+    def attach(self, container: str) -> Iterator[Tuple[int, bytes]]:
+        """(stream, data) of a container's output from now until its run ends (no stdin)."""
+        tty = bool(self.call("GET", f"/containers/{container}/json")["Config"].get("Tty"))
+        yield from self._hijacked(f"/containers/{container}/attach?stream=1&stdout=1&stderr=1", b"", not tty)
+
+    def _hijacked(self, path: str, body: bytes, multiplexed: bool) -> Iterator[Tuple[int, bytes]]:
+        """A POST answered with 101 UPGRADED: the output that follows, until EOF."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(self.path)
+            sock.sendall(
+                f"POST /v1.44{path} HTTP/1.1\r\nHost: localhost\r\n"
+                f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            reader = sock.makefile("rb")
+            status = reader.readline().split(b" ", 2)
+            if len(status) < 2 or status[1] not in (b"101", b"200"):
+                raise DaemonError(int(status[1]) if len(status) > 1 else 500, f"POST {path} failed")
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+            if multiplexed:
+                yield from _frames(reader.read1)
+            else:
+                while chunk := reader.read1(65536):
+                    yield 1, chunk
+        finally:
+            sock.close()
+
+    def exec_code(self) -> int:
+        return int(self.call("GET", f"/exec/{self.last_exec}/json")["ExitCode"] or 0)
+
+
+def find_daemon() -> DaemonClient:
+    """The daemon our command line talks to: ``SANDBOXLIB_HOST``, else ``DOCKER_HOST`` when a
+    sandboxlib daemon answers there, else the default socket."""
+    explicit = os.environ.get("SANDBOXLIB_HOST")
+    if explicit:
+        return DaemonClient(explicit)
+    docker_host = os.environ.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        candidate = DaemonClient(docker_host)
+        if candidate.is_sandboxlib():
+            return candidate
+    return DaemonClient(default_host())

@@ -1,0 +1,279 @@
+"""A ``POST /containers/create`` body -> the library's ``ContainerConfig``
+(checked by it) and what the daemon keeps besides (restart policy,
+AutoRemove, labels).  A field of the wrong type, or one we cannot honour,
+is a 400 naming the field: nothing is made."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any, Dict, List, Optional, Tuple
+
+import attrs
+
+from ..config import RLIMITS, ContainerConfig, Limits, Mount
+from ..errors import ConfigError
+from ..images import Image
+from ..security import DEFAULT, Seccomp
+from .apierrors import ApiError
+
+__all__ = ["CreateRequest", "parse_create"]
+
+RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
+_DEFAULT_NETWORKS = ("", "default", "bridge")
+
+
+@attrs.frozen
+class CreateRequest:
+    options: Dict[str, Any]  # ContainerConfig's, checked; each start adds command= and log=
+    argv: Optional[Tuple[str, ...]]  # what follows the image's Entrypoint (None: its Cmd)
+    path: str  # Docker's Path and Args: the whole command
+    args: Tuple[str, ...]
+    body: Dict[str, Any]  # Config as inspect shows it
+    host_config: Dict[str, Any]
+    restart_policy: Tuple[str, int]
+    auto_remove: bool
+    tty: bool
+    open_stdin: bool
+    spawned: bool  # the main command is spawned by the daemon (Tty, OpenStdin, an image's Entrypoint replaced)
+    network_mode: str
+
+
+def _typed(body: dict, key: str, kind, default=None, where: str = ""):
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ApiError(400, f"{where}{key}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _strings(body: dict, key: str, where: str = "") -> Optional[List[str]]:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, f"{where}{key}: expected a list of strings")
+    return value
+
+
+def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
+    """Everything checked before anything is made."""
+    host = _typed(body, "HostConfig", dict, {})
+    entrypoint = _strings(body, "Entrypoint")
+    if entrypoint == [""]:  # docker run --entrypoint "": none at all
+        entrypoint = []
+    cmd = _strings(body, "Cmd")
+    image_entrypoint = list(image.config.get("Entrypoint") or [])
+    argv: Optional[Tuple[str, ...]] = tuple(cmd) if cmd else None
+    spawned = False
+    if entrypoint is None:
+        whole = image_entrypoint + list(argv if argv is not None else image.config.get("Cmd") or [])
+    else:  # as Docker: a given Entrypoint replaces the image's, and the image's Cmd goes with it
+        whole = entrypoint + (cmd or [])
+        argv = tuple(whole)
+        # the library puts the image's own Entrypoint in front of a command= : the daemon spawns this one
+        spawned = bool(image_entrypoint)
+    if not whole:
+        raise ApiError(400, "no command specified")
+    tty = bool(_typed(body, "Tty", bool, False))
+    open_stdin = bool(_typed(body, "OpenStdin", bool, False))
+    network = _typed(host, "NetworkMode", str, "", "HostConfig.")
+    if network not in _DEFAULT_NETWORKS + ("none", "host"):
+        raise ApiError(400, f"HostConfig.NetworkMode: {network!r}: only host and none are supported (networks later)")
+    ports = _typed(host, "PortBindings", dict, {}, "HostConfig.")
+    if any(ports.values()) and network != "host":
+        raise ApiError(
+            400,
+            "HostConfig.PortBindings: publishing ports needs sandboxlib's network helper, not here yet: "
+            "use NetworkMode host (the container's ports are the host's)",
+        )
+    restart = _typed(host, "RestartPolicy", dict, {}, "HostConfig.")
+    policy = _typed(restart, "Name", str, "", "HostConfig.RestartPolicy.")
+    retries = _typed(restart, "MaximumRetryCount", int, 0, "HostConfig.RestartPolicy.")
+    if policy not in RESTART_POLICIES:
+        raise ApiError(400, f"HostConfig.RestartPolicy.Name: invalid restart policy {policy!r}")
+    auto_remove = bool(_typed(host, "AutoRemove", bool, False, "HostConfig."))
+    if auto_remove and policy not in ("", "no"):
+        raise ApiError(400, "can't create 'AutoRemove' container with restart policy")
+    if _typed(host, "Privileged", bool, False, "HostConfig."):
+        raise ApiError(400, "HostConfig.Privileged: privileged containers are not supported")
+    env = {}
+    for item in _strings(body, "Env") or []:
+        name, sep, value = item.partition("=")
+        if sep:
+            env[name] = value
+    options = {
+        "image": image.id,
+        "image_store": store,
+        "hostname": _typed(body, "Hostname", str, None) or None,
+        "env": env,
+        "user": _typed(body, "User", str, None) or None,
+        "cwd": _typed(body, "WorkingDir", str, None) or None,
+        "mounts": _mounts(host),
+        "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
+        "network": "host" if network == "host" else "none",
+        "cap_add": _strings(host, "CapAdd", "HostConfig.") or (),
+        "cap_drop": _strings(host, "CapDrop", "HostConfig.") or (),
+        "seccomp": _seccomp(host),
+        "limits": _limits(host),
+    }
+    try:
+        ContainerConfig(**options)  # (checked now: nothing is made of a bad request)
+    except ConfigError as err:
+        raise ApiError(400, str(err)) from None
+    labels = _typed(body, "Labels", dict, {})
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise ApiError(400, "Labels: expected an object of strings")
+    shown = {
+        "Hostname": options["hostname"] or "",
+        "Domainname": "",
+        "User": body.get("User") or "",
+        "AttachStdin": bool(body.get("AttachStdin")),
+        "AttachStdout": bool(body.get("AttachStdout")),
+        "AttachStderr": bool(body.get("AttachStderr")),
+        "Tty": tty,
+        "OpenStdin": open_stdin,
+        "StdinOnce": bool(body.get("StdinOnce")),
+        "Env": _merged_env(image, env),
+        "Cmd": cmd if cmd is not None else (image.config.get("Cmd") if entrypoint is None else None),
+        "Image": body.get("Image", ""),
+        "Volumes": body.get("Volumes"),
+        "WorkingDir": options["cwd"] or image.config.get("WorkingDir") or "",
+        "Entrypoint": entrypoint if entrypoint is not None else image.config.get("Entrypoint"),
+        "Labels": {**(image.config.get("Labels") or {}), **labels},
+        "ExposedPorts": body.get("ExposedPorts") or image.config.get("ExposedPorts"),
+        "StopSignal": body.get("StopSignal") or image.config.get("StopSignal"),
+    }
+    host_shown = {
+        "Binds": host.get("Binds"),
+        "NetworkMode": network or "default",
+        "PortBindings": ports,
+        "RestartPolicy": {"Name": policy or "no", "MaximumRetryCount": retries},
+        "AutoRemove": auto_remove,
+        "LogConfig": {"Type": "json-file", "Config": {}},
+        "CapAdd": host.get("CapAdd"),
+        "CapDrop": host.get("CapDrop"),
+        "Privileged": False,
+        "ReadonlyRootfs": options["read_only"],
+        "Memory": host.get("Memory") or 0,
+        "NanoCpus": host.get("NanoCpus") or 0,
+        "PidsLimit": host.get("PidsLimit"),
+        "Ulimits": host.get("Ulimits"),
+        "SecurityOpt": host.get("SecurityOpt"),
+        "Tmpfs": host.get("Tmpfs"),
+        "Mounts": host.get("Mounts"),
+    }
+    return CreateRequest(
+        options=options,
+        argv=argv,
+        path=whole[0],
+        args=tuple(whole[1:]),
+        body=shown,
+        host_config=host_shown,
+        restart_policy=(policy or "no", retries),
+        auto_remove=auto_remove,
+        tty=tty,
+        open_stdin=open_stdin,
+        spawned=spawned or tty or open_stdin,
+        network_mode=network or "default",
+    )
+
+
+def _merged_env(image: Image, env: Dict[str, str]) -> List[str]:
+    merged = dict(item.partition("=")[::2] for item in image.config.get("Env") or [])
+    merged.update(env)
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def _mounts(host: dict) -> List[Mount]:
+    mounts = []
+    try:
+        for spec in _strings(host, "Binds", "HostConfig.") or []:
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or not parts[0]:
+                raise ApiError(
+                    400, f"HostConfig.Binds: {spec!r} is not /HOST:/CONTAINER[:ro] or VOLUME:/CONTAINER[:ro]"
+                )
+            options = parts[2].split(",") if len(parts) == 3 else []
+            if parts[0].startswith("/"):
+                mounts.append(Mount.bind(parts[0], parts[1], read_only="ro" in options))
+            else:
+                mounts.append(Mount.volume(parts[0], parts[1], read_only="ro" in options))
+        for i, item in enumerate(_typed(host, "Mounts", list, [], "HostConfig.")):
+            if not isinstance(item, dict):
+                raise ApiError(400, f"HostConfig.Mounts[{i}]: expected an object")
+            kind, target = item.get("Type", "volume"), item.get("Target")
+            if not isinstance(target, str):
+                raise ApiError(400, f"HostConfig.Mounts[{i}].Target: expected a string")
+            if kind == "bind":
+                mounts.append(Mount.bind(str(item.get("Source", "")), target, read_only=bool(item.get("ReadOnly"))))
+            elif kind == "tmpfs":
+                size = (item.get("TmpfsOptions") or {}).get("SizeBytes")
+                mounts.append(Mount.tmpfs(target, size=size or None))
+            elif kind == "volume":
+                name = item.get("Source") or secrets.token_hex(32)  # an anonymous volume: named by us
+                mounts.append(Mount.volume(str(name), target, read_only=bool(item.get("ReadOnly"))))
+            else:
+                raise ApiError(400, f"HostConfig.Mounts[{i}].Type: {kind!r} is not supported (bind, tmpfs, volume)")
+        for target, opts in _typed(host, "Tmpfs", dict, {}, "HostConfig.").items():
+            size = next((o[5:] for o in str(opts).split(",") if o.startswith("size=")), None)
+            mounts.append(Mount.tmpfs(target, size=size))
+        for mount in mounts:
+            mount.check("mount")
+    except ConfigError as err:
+        raise ApiError(400, f"HostConfig: {err}") from None
+    return mounts
+
+
+def _seccomp(host: dict):
+    policy: Any = DEFAULT
+    for item in _strings(host, "SecurityOpt", "HostConfig.") or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            key, sep, value = item.partition(":")
+        if key == "seccomp" and value == "unconfined":
+            policy = None
+        elif key == "seccomp":
+            try:
+                policy = Seccomp.from_json(json.loads(value))
+            except (ValueError, ConfigError) as err:
+                raise ApiError(400, f"HostConfig.SecurityOpt: seccomp profile: {err}") from None
+        elif key == "no-new-privileges":
+            pass  # always set, for every command
+        else:
+            raise ApiError(400, f"HostConfig.SecurityOpt: {item!r} is not supported (seccomp=..., no-new-privileges)")
+    return policy
+
+
+def _limits(host: dict) -> Limits:
+    values: Dict[str, Any] = {}
+    memory = _typed(host, "Memory", int, 0, "HostConfig.")
+    if memory:
+        values["memory"] = memory
+    swap = _typed(host, "MemorySwap", int, 0, "HostConfig.")
+    if swap:
+        values["memory_swap"] = swap
+    nano = _typed(host, "NanoCpus", int, 0, "HostConfig.")
+    if nano:
+        values["cpus"] = nano / 1e9
+    pids = _typed(host, "PidsLimit", int, 0, "HostConfig.")
+    if pids and pids > 0:
+        values["pids"] = pids
+    shares = _typed(host, "CpuShares", int, 0, "HostConfig.")
+    if shares:
+        values["cpu_shares"] = shares
+    cpuset = _typed(host, "CpusetCpus", str, "", "HostConfig.")
+    if cpuset:
+        values["cpuset_cpus"] = cpuset
+    for i, item in enumerate(_typed(host, "Ulimits", list, [], "HostConfig.")):
+        if not isinstance(item, dict) or item.get("Name") not in RLIMITS:
+            raise ApiError(400, f"HostConfig.Ulimits[{i}]: expected {{Name, Soft, Hard}} with Name one of {RLIMITS}")
+        values[item["Name"]] = (item.get("Soft", 0), item.get("Hard", item.get("Soft", 0)))
+    try:
+        return Limits.from_dict(values)
+    except ConfigError as err:
+        raise ApiError(400, f"HostConfig: {err}") from None

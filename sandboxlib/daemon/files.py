@@ -1,0 +1,195 @@
+"""Files of a running container: ``archive`` (``docker cp``: HEAD for a
+path's stat, GET a tar of it, PUT a tar into a directory) and ``commit``.
+Paths resolve inside the container's root (``..`` and symlinks cannot
+leave it); a hostile tar is refused whole.  Both need the run's root: a
+stopped container's writable layer is gone with its run."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import stat
+import tarfile
+from typing import Any, Dict, List
+
+from aiohttp import web
+
+from ..errors import ContainerStateError, ImageFormatError, SandboxError
+from ..images.layercheck import LayerCheck, LayerLimits
+from .apierrors import ApiError, library_error
+from .registry_of_containers import ContainerRecord
+from .server import MAX_BODY, Route, json_body, json_response
+from .threads import in_thread
+
+__all__ = ["ROUTES"]
+
+MAX_ARCHIVE = 1 << 30  # a PUT archive body (held in memory: the library's put_archive takes bytes)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GO_DIR, _GO_SYMLINK = 1 << 31, 1 << 27  # Go's os.ModeDir and os.ModeSymlink, as the CLI decodes a stat
+
+
+def _running(request: web.Request) -> ContainerRecord:
+    record = request.app["context"].containers.get(request.match_info["id"])
+    if not record.running or record.box is None:
+        raise ApiError(
+            409,
+            f"container {record.id} is not running: sandboxlib reaches a container's files "
+            "while it runs (its writable layer goes with the run)",
+        )
+    return record
+
+
+def _path(request: web.Request) -> str:
+    path = request.query.get("path")
+    if not path:
+        raise ApiError(400, "path: required")
+    return path
+
+
+async def _tar_of(record: ContainerRecord, path: str) -> bytes:
+    try:
+        return await in_thread(record.box.sync.get_archive, path)  # type: ignore[union-attr]
+    except FileNotFoundError:
+        raise ApiError(404, f"Could not find the file {path} in container {record.name}") from None
+    except (SandboxError, OSError) as err:
+        raise ApiError(400, f"{path}: {err}") from None
+
+
+def _stat_header(data: bytes) -> str:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        first = tar.next()
+    if first is None:
+        raise ApiError(500, "empty archive")
+    mode = stat.S_IMODE(first.mode) | (_GO_DIR if first.isdir() else 0) | (_GO_SYMLINK if first.issym() else 0)
+    found = {
+        "name": first.name.rstrip("/").split("/")[-1],
+        "size": first.size,
+        "mode": mode,
+        "mtime": "1970-01-01T00:00:00Z" if not first.mtime else _rfc3339(first.mtime),
+        "linkTarget": first.linkname if first.issym() else "",
+    }
+    return base64.b64encode(json.dumps(found).encode()).decode()
+
+
+def _rfc3339(seconds: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _head(request: web.Request) -> web.Response:
+    data = await _tar_of(_running(request), _path(request))
+    return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": _stat_header(data)})
+
+
+async def _get(request: web.Request) -> web.Response:
+    data = await _tar_of(_running(request), _path(request))
+    return web.Response(
+        body=data, headers={"Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": _stat_header(data)}
+    )
+
+
+async def _put(request: web.Request) -> web.Response:
+    record = _running(request)
+    path = _path(request)
+    chunks: List[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > MAX_ARCHIVE:
+            raise ApiError(413, f"archive larger than {MAX_ARCHIVE} bytes")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    await in_thread(_check_archive, data, path)
+    try:
+        await in_thread(record.box.sync.put_archive, path, data)  # type: ignore[union-attr]
+    except FileNotFoundError:
+        raise ApiError(404, f"Could not find the file {path} in container {record.name}") from None
+    except ImageFormatError as err:
+        raise ApiError(400, f"refused archive: {err}") from None
+    except (SandboxError, OSError) as err:
+        raise ApiError(400, f"{path}: {err}") from None
+    return web.Response(status=200)
+
+
+def _check_archive(data: bytes, path: str) -> None:
+    """The whole tar followed as the unpacker will (traversals, links out, bad names),
+    before anything is written: a refused archive leaves nothing behind."""
+    label = f"archive for {path}"
+    check = LayerCheck(label, LayerLimits(), devices=os.geteuid() == 0)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for member in tar:
+                check.entry(member)
+    except (tarfile.TarError, EOFError) as err:
+        if data.startswith(ZSTD_MAGIC):
+            return  # the library decompresses zstd (tarfile cannot), and its unpacker refuses what it must
+
+        raise ApiError(400, f"{label}: not a tar archive: {err}") from None
+    except ImageFormatError as err:
+        raise ApiError(400, f"refused archive: {err}") from None
+
+
+_CHANGE_KEYS = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "EXPOSE", "LABEL")
+
+
+def _changes(request: web.Request, body: Dict[str, Any]) -> Dict[str, object]:
+    """``docker commit --change`` lines (Dockerfile instructions) and a config body, as config keys."""
+    changes: Dict[str, object] = {}
+    for key in ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "ExposedPorts", "Labels"):
+        if body.get(key) is not None:
+            changes[key] = body[key]
+    for line in request.query.getall("changes", []):
+        instruction, _, rest = line.strip().partition(" ")
+        instruction = instruction.upper()
+        if instruction not in _CHANGE_KEYS:
+            raise ApiError(400, f"changes: {instruction} is not supported ({', '.join(_CHANGE_KEYS)})")
+        value: Any = rest.strip()
+        if instruction in ("CMD", "ENTRYPOINT"):
+            value = json.loads(value) if value.startswith("[") else ["/bin/sh", "-c", value]
+            changes[instruction.capitalize() if instruction == "CMD" else "Entrypoint"] = value
+        elif instruction == "ENV":
+            changes.setdefault("Env", []).append(value.replace(" ", "=", 1) if "=" not in value else value)  # type: ignore[union-attr]
+        elif instruction == "WORKDIR":
+            changes["WorkingDir"] = value
+        elif instruction == "USER":
+            changes["User"] = value
+        elif instruction == "EXPOSE":
+            changes["ExposedPorts"] = {p if "/" in p else f"{p}/tcp": {} for p in value.split()}
+        else:
+            name, _, label = value.partition("=")
+            changes.setdefault("Labels", {})[name] = label.strip('"')  # type: ignore[index]
+    return changes
+
+
+async def _commit(request: web.Request) -> web.Response:
+    context = request.app["context"]
+    ref_id = request.query.get("container")
+    if not ref_id:
+        raise ApiError(400, "container: required")
+    record = context.containers.get(ref_id)
+    if not record.running or record.box is None:
+        raise ApiError(409, f"container {record.id} is not running: sandboxlib commits a running container")
+    body = await json_body(request, required=False)
+    repo, tag = request.query.get("repo"), request.query.get("tag")
+    ref = f"{repo}:{tag or 'latest'}" if repo else None
+    changes = _changes(request, body)
+    try:
+        image = await in_thread(lambda: record.box.sync.commit(ref, changes=changes or None))  # type: ignore[union-attr]
+    except ContainerStateError as err:
+        raise ApiError(409, str(err)) from None
+    except SandboxError as err:
+        raise library_error(err) from None
+    context.events.emit("container", "commit", record.id, record.attributes())
+    return json_response({"Id": image.id}, 201)
+
+
+ROUTES: List[Route] = [
+    ("HEAD", "/containers/{id}/archive", _head),
+    ("GET", "/containers/{id}/archive", _get),
+    ("PUT", "/containers/{id}/archive", _put),
+    ("POST", "/commit", _commit),
+]
+assert MAX_BODY < MAX_ARCHIVE

@@ -1,0 +1,229 @@
+"""Docker's JSON shapes of containers and images (inspect and list), from
+the daemon's records and the image store."""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import time
+from typing import Any, Dict, List, Optional
+
+from ..images import Image
+from .registry_of_containers import ContainerRecord
+
+__all__ = ["container_json", "container_summary", "image_json", "image_summary", "docker_state"]
+
+
+def docker_state(record: ContainerRecord) -> str:
+    return {"removing": "removing"}.get(record.state, record.state)
+
+
+def _ports(record: ContainerRecord) -> Dict[str, Any]:
+    exposed = record.request.body.get("ExposedPorts") or {}
+    bound = record.request.host_config.get("PortBindings") or {}
+    ports: Dict[str, Any] = dict.fromkeys(exposed)
+    if record.request.network_mode == "host":
+        return {}  # as dockerd: a host-network container publishes nothing (its ports are the host's)
+    ports.update(dict.fromkeys(bound))
+    return ports
+
+
+def container_json(record: ContainerRecord) -> Dict[str, Any]:
+    request = record.request
+    network = request.network_mode
+    return {
+        "Id": record.id,
+        "Created": record.created,
+        "Path": request.path,
+        "Args": list(request.args),
+        "State": {
+            "Status": docker_state(record),
+            "Running": record.state in ("running", "paused"),
+            "Paused": record.state == "paused",
+            "Restarting": record.state == "restarting",
+            "OOMKilled": record.oom_killed,
+            "Dead": record.state == "dead",
+            "Pid": record.pid,
+            "ExitCode": record.exit_code,
+            "Error": record.error,
+            "StartedAt": record.started_at,
+            "FinishedAt": record.finished_at,
+        },
+        "Image": record.image_id,
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": record.log_path,
+        "Name": "/" + record.name,
+        "RestartCount": record.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
+        "HostConfig": request.host_config,
+        "Mounts": _mounts(request.host_config),
+        "Config": {**request.body, "Hostname": request.body.get("Hostname") or record.id[:12]},
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": "",
+            "Ports": _ports(record),
+            "SandboxKey": "",
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "Gateway": "",
+            "MacAddress": "",
+            "Networks": {
+                ("host" if network == "host" else "none"): {
+                    "NetworkID": "",
+                    "EndpointID": "",
+                    "Gateway": "",
+                    "IPAddress": "",
+                    "IPPrefixLen": 0,
+                    "MacAddress": "",
+                    "Aliases": None,
+                }
+            },
+        },
+    }
+
+
+def _mounts(host_config: Dict[str, Any]) -> List[Dict[str, Any]]:
+    found = []
+    for spec in host_config.get("Binds") or []:
+        parts = spec.split(":")
+        volume = not parts[0].startswith("/")
+        found.append(
+            {
+                "Type": "volume" if volume else "bind",
+                "Name": parts[0] if volume else "",
+                "Source": parts[0],
+                "Destination": parts[1],
+                "Mode": parts[2] if len(parts) > 2 else "",
+                "RW": "ro" not in (parts[2] if len(parts) > 2 else ""),
+                "Propagation": "rprivate",
+            }
+        )
+    return found
+
+
+def _epoch(stamp: Optional[str]) -> int:
+    if not stamp:
+        return 0
+    try:  # (seconds are enough: fractions and zones of any length are dropped, the time is UTC)
+        moment = datetime.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return 0
+    return calendar.timegm(moment.timetuple())
+
+
+def human_duration(seconds: float) -> str:
+    """As Docker's ``units.HumanDuration`` (``docker ps``'s STATUS)."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 2:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(minutes / 60 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    return f"{hours // (24 * 7)} weeks"
+
+
+def _ago(stamp: str) -> str:
+    return human_duration(max(0.0, time.time() - _epoch(stamp)))
+
+
+def _status(record: ContainerRecord) -> str:
+    if record.state == "running":
+        return f"Up {_ago(record.started_at)}"
+    if record.state == "paused":
+        return f"Up {_ago(record.started_at)} (Paused)"
+    if record.state == "restarting":
+        return f"Restarting ({record.exit_code}) {_ago(record.finished_at)} ago"
+    if record.state == "created":
+        return "Created"
+    if record.state == "removing":
+        return "Removal In Progress"
+    return f"Exited ({record.exit_code}) {_ago(record.finished_at)} ago"
+
+
+def container_summary(record: ContainerRecord) -> Dict[str, Any]:
+    request = record.request
+    return {
+        "Id": record.id,
+        "Names": ["/" + record.name],
+        "Image": record.image,
+        "ImageID": record.image_id,
+        "Command": " ".join([request.path, *request.args]),
+        "Created": _epoch(record.created),
+        "Ports": [],
+        "Labels": request.body.get("Labels") or {},
+        "State": docker_state(record),
+        "Status": _status(record),
+        "HostConfig": {"NetworkMode": request.network_mode},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": _mounts(request.host_config),
+    }
+
+
+def _tags(image: Image) -> List[str]:
+    return list(image.references)
+
+
+def image_summary(image: Image) -> Dict[str, Any]:
+    return {
+        "Id": image.id,
+        "ParentId": "",
+        "RepoTags": _tags(image),
+        "RepoDigests": list(image.repo_digests),
+        "Created": _epoch(image.created),
+        "Size": image.size,
+        "SharedSize": -1,
+        "VirtualSize": image.size,
+        "Labels": image.config.get("Labels") or {},
+        "Containers": -1,
+    }
+
+
+def image_json(image: Image) -> Dict[str, Any]:
+    return {
+        "Id": image.id,
+        "RepoTags": _tags(image),
+        "RepoDigests": list(image.repo_digests),
+        "Parent": "",
+        "Comment": "",
+        "Created": image.created or "1970-01-01T00:00:00Z",
+        "Container": "",
+        "DockerVersion": "",
+        "Author": "",
+        "Config": {
+            "Env": image.config.get("Env"),
+            "Cmd": image.config.get("Cmd"),
+            "Entrypoint": image.config.get("Entrypoint"),
+            "WorkingDir": image.config.get("WorkingDir") or "",
+            "User": image.config.get("User") or "",
+            "Labels": image.config.get("Labels"),
+            "ExposedPorts": image.config.get("ExposedPorts"),
+            "Volumes": image.config.get("Volumes"),
+            "StopSignal": image.config.get("StopSignal"),
+        },
+        "Architecture": image.architecture,
+        "Os": image.os,
+        "Size": image.size,
+        "VirtualSize": image.size,
+        "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "RootFS": {"Type": "layers", "Layers": [layer.diff_id for layer in image.layers]},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }

@@ -1,0 +1,94 @@
+"""The daemon as a whole: its context (image store, containers, execs,
+events, state directory) and its life: bind, serve, and on SIGTERM/SIGINT
+stop its containers, then go (the socket removed, the lock released)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from typing import Callable, Dict, Optional
+
+from aiohttp import web
+
+from ..errors import ImageNotFound
+from ..images import Image, default_home
+from ..runtime import ImageStore
+from . import containers, events, exec, files, images, networks, output, stats, system, volumes
+from .apierrors import no_such_image
+from .events import Events
+from .hosts import socket_path
+from .registry_of_containers import Containers
+from .server import bind_socket, build_app, stop_signals
+
+__all__ = ["Context", "serve"]
+
+LOG = logging.getLogger("sandboxlib.daemon")
+ROUTES = (
+    system.ROUTES
+    + containers.ROUTES
+    + output.ROUTES
+    + exec.ROUTES
+    + files.ROUTES
+    + stats.ROUTES
+    + images.ROUTES
+    + volumes.ROUTES
+    + networks.ROUTES
+    + events.ROUTES
+)
+
+
+class Context:
+    """What every handler reaches as ``request.app["context"]``."""
+
+    def __init__(self, store_path: str, state_dir: str) -> None:
+        self.store_path = store_path
+        self.state_dir = state_dir
+        self.events = Events()
+        self.containers = Containers(state_dir, self.events)
+        self.execs: Dict[str, object] = {}
+
+    def store(self) -> ImageStore:
+        return ImageStore(self.store_path)
+
+    async def image(self, ref: str) -> Image:
+        try:
+            return await asyncio.to_thread(self.store().get, ref)
+        except ImageNotFound:
+            raise no_such_image(ref) from None
+
+
+async def serve(
+    host: str, *, group: Optional[str] = None, store: Optional[str] = None, ready: Optional[Callable[[], None]] = None
+) -> None:
+    """Serve the Engine API on ``host`` (``unix:///path``) until SIGTERM or SIGINT."""
+    path = socket_path(host)
+    sock, lock = bind_socket(path, group)
+    state_dir = path + ".state"  # logs, saves and loads in flight: a killed daemon's are removed here
+    shutil.rmtree(state_dir, ignore_errors=True)  # (the lock is ours: nobody else uses them)
+    os.mkdir(state_dir, 0o700)
+    context = Context(os.path.abspath(store or default_home()), state_dir)
+    # handler_cancellation: a client that goes away cancels its handler (a wait, an events or
+    # stats stream would otherwise hold its queue until its next write fails)
+    runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in stop_signals():
+            loop.add_signal_handler(sig, stop.set)
+        LOG.info("sandboxlib daemon listening on unix://%s", path)
+        if ready is not None:
+            ready()
+        await stop.wait()
+    finally:
+        await context.containers.shutdown()
+        await runner.cleanup()
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(lock)
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,44 @@
+"""``sandboxlib network create|ls|rm|inspect``: named networks on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Callable, Dict
+
+from ..runtime import Network
+
+__all__ = ["add_parsers", "COMMANDS"]
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("network", help="manage named networks (containers on one reach each other by name)")
+    actions = p.add_subparsers(dest="network_action", required=True, metavar="create|ls|rm|inspect")
+    create = actions.add_parser("create", help="make a named network (as root)")
+    create.add_argument("name")
+    create.add_argument("--subnet", help="its IPv4 subnet (default: the first free of 172.17-31.0.0/16, ...)")
+    actions.add_parser("ls", help="list the named networks")
+    rm = actions.add_parser("rm", help="remove named networks (none may have containers attached)")
+    rm.add_argument("names", nargs="+", metavar="NAME")
+    inspect = actions.add_parser("inspect", help="a network's subnet, bridge and containers, as JSON")
+    inspect.add_argument("names", nargs="+", metavar="NAME")
+
+
+def _network(args: argparse.Namespace) -> int:
+    action = args.network_action
+    if action == "create":
+        print(Network.create(args.name, subnet=args.subnet).name)
+    elif action == "ls":
+        print(f"{'NAME':<24} {'SUBNET':<18} BRIDGE")
+        for net in Network.list():
+            print(f"{net.name:<24} {net.subnet:<18} {net.bridge}")
+    elif action == "rm":
+        for name in args.names:
+            Network.get(name).remove()
+            print(name)
+    else:
+        print(json.dumps([Network.get(name).inspect() for name in args.names], indent=2))
+    return 0
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {"network": _network}

@@ -1,0 +1,263 @@
+"""A container's place on a bridge network, from before its spawn to its close.
+
+``prepare`` (before anything of the container exists) binds the published
+ports (a port in use is a ConfigError), makes the bridge if it is missing,
+leases an address and writes ``resolv.conf`` and ``hosts``, which the
+container gets as read-only binds.  ``connect`` (between clone and go, with
+the container's new network namespace) adds the veth pair and configures
+``eth0``, then starts the resolver and the port proxy.  ``close`` releases
+all of it; the veth goes with the container's namespace, the resolver and
+proxy threads with the host process, a dead owner's lease is taken over by
+the next allocation and its files directory swept here (so a SIGKILL leaves
+nothing that lasts)."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import socket
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
+from ..errors import SandboxError, SetupError, UnsupportedError
+from . import bridge, ipam, names, nftables
+from .files import ContainerFiles, network_dir
+from .pasta import PastaAttachment, find_pasta
+from .portproxy import PortProxy, bind_ports
+from .slirp import SlirpAttachment, find_slirp
+
+__all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "forget_bridge", "lease_dir", "network_dir"]
+
+DEFAULT_BRIDGE = "sbx0"
+
+
+def lease_dir(state_root: str, bridge_name: str) -> str:
+    return os.path.join(network_dir(state_root), f"leases-{bridge_name}")
+
+
+def _enable_forwarding() -> None:
+    """Routing between the bridge and the host's other interfaces (as Docker does)."""
+    with open("/proc/sys/net/ipv4/ip_forward", "r+") as file:
+        if file.read().strip() != "1":
+            file.seek(0)
+            file.write("1")
+
+
+def _known_path(state_root: str, bridge_name: str) -> str:
+    return os.path.join(network_dir(state_root), f"{bridge_name}.gateway")
+
+
+def _known_gateway(state_root: str, bridge_name: str) -> Optional[ipaddress.IPv4Interface]:
+    """The gateway recorded when the bridge was made, while the bridge is the one
+    made then (same index): no netlink on a start's path."""
+    index = bridge.host_index(bridge_name)
+    try:
+        with open(_known_path(state_root, bridge_name), encoding="ascii") as file:
+            recorded, gateway = file.read().split()
+    except (OSError, ValueError):
+        return None
+    return ipaddress.IPv4Interface(gateway) if index is not None and str(index) == recorded else None
+
+
+def forget_bridge(state_root: str, bridge_name: str) -> None:
+    """After the bridge's removal."""
+    try:
+        os.unlink(_known_path(state_root, bridge_name))
+    except FileNotFoundError:
+        pass
+
+
+def ensure_bridge(
+    state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network] = None
+) -> ipaddress.IPv4Interface:
+    """The bridge's gateway address; the bridge and its rules are made when
+    missing (the bridge last: its existence says the rules are there), on
+    ``subnet`` or, without, the first free default one."""
+    known = _known_gateway(state_root, bridge_name)
+    if known is not None:
+        return known
+    with ipam.dir_lock(network_dir(state_root)), bridge.host_netlink() as ipr:
+        gateway = bridge.bridge_subnet(ipr, bridge_name)
+        if gateway is None:
+            subnet = subnet or bridge.default_subnet(ipr, [])
+            gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
+            _enable_forwarding()
+            nftables.add_bridge_rules(bridge_name, subnet)
+            bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
+            bridge.create_bridge(ipr, bridge_name, gateway)
+        path = _known_path(state_root, bridge_name)
+        with open(path + ".tmp", "w", encoding="ascii") as file:
+            file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
+        os.rename(path + ".tmp", path)
+        return gateway
+
+
+class Attachment:
+    """A container on a bridge; see the module's docstring for the order."""
+
+    def __init__(
+        self,
+        config: ContainerConfig,
+        container_id: str,
+        hostname: str,
+        state_root: str,
+        network: Tuple[str, Optional[ipaddress.IPv4Network]] = (DEFAULT_BRIDGE, None),
+    ) -> None:
+        """``network``: (bridge, subnet), subnet None for the default network's."""
+        self._config, self._id, self._hostname = config, container_id, hostname
+        self._state_root = state_root
+        self._bridge, self._subnet = network
+        self._sockets: List[socket.socket] = []
+        self._lease: Optional[ipam.Lease] = None
+        self._files: Optional[ContainerFiles] = None
+        self._gateway: Optional[ipaddress.IPv4Interface] = None
+        self._resolver: Optional[Any] = None  # a resolver.Resolver (dnslib is imported when one starts)
+        self._proxy: Optional[PortProxy] = None
+        self._upstreams: List[str] = []
+        network_value = config.network
+        self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
+        self._egress_added = False
+
+    # -- before the spawn ---------------------------------------------------------------
+    def prepare(self) -> None:
+        """Ports, bridge, lease, files; :meth:`close` undoes what was done."""
+        missing = [name for name in ("pyroute2", "dnslib") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise UnsupportedError(
+                f"network='bridge' ({', '.join(missing)} missing)", "pip install 'sandboxlib[network]'"
+            )
+        self._sockets = bind_ports(self._config.ports)
+        self._gateway = ensure_bridge(self._state_root, self._bridge, self._subnet)
+        owner = {
+            "id": self._id,
+            "hostname": self._hostname,
+            "name": self._config.name,
+            "egress": [[r.kind, r.value, r.port, r.protocol] for r in self._egress],
+        }
+        leases = lease_dir(self._state_root, self._bridge)
+        for dead in ipam.reap(leases):  # dead owners' leases, and their egress objects
+            if dead.get("egress") and dead.get("id"):
+                nftables.remove_egress(self._bridge, dead["id"], dead["address"])
+        self._lease = ipam.lease_address(leases, self._gateway.network, owner)
+        self._write_files()
+
+    @property
+    def address(self) -> ipaddress.IPv4Interface:
+        assert self._lease is not None and self._gateway is not None
+        return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
+
+    def _write_files(self) -> None:
+        self._upstreams, search = names.host_resolvers()
+        assert self._gateway is not None
+        self._files = ContainerFiles(
+            self._state_root,
+            self._id,
+            {
+                "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
+                "hosts": names.hosts_file(
+                    str(self.address.ip), self._hostname, self._config.name, self._config.extra_hosts
+                ),
+            },
+        )
+
+    def mounts(self) -> Tuple[Mount, ...]:
+        """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only)."""
+        assert self._files is not None
+        return self._files.mounts()
+
+    # -- between clone and go -----------------------------------------------------------
+    def connect(self, netns_fd: int, init_pid: int) -> None:
+        """Veth, ``eth0``, default route, resolver and port proxy."""
+        from .resolver import Resolver
+
+        assert self._gateway is not None
+        try:
+            with bridge.host_netlink() as ipr:
+                bridge.add_veth(ipr, f"vsbx{self._id[:10]}", self._bridge, netns_fd)
+            with bridge.netlink_in(netns_fd) as inside:
+                bridge.configure_inside(inside, self.address, self._gateway.ip)
+            if self._egress:
+                self._egress_added = True  # (partly made objects are removed too)
+                nftables.add_egress(self._bridge, self._id, str(self.address.ip), self._egress)
+            self._resolver = Resolver.on_bridge(
+                self._gateway, bridge.link_index(self._bridge), self._upstreams, self._lookup, self._gate
+            )
+        except SandboxError:
+            raise
+        except Exception as err:  # netlink's errors are not OSErrors
+            code = getattr(err, "code", None) or getattr(err, "errno", None) or 0
+            raise SetupError(code, f"connecting the container to bridge {self._bridge}", step="NETWORK") from err
+        if self._sockets:
+            self._proxy = PortProxy(self._sockets, self._config.ports, str(self.address.ip))
+            self._sockets = []
+
+    @property
+    def ports(self) -> Dict[str, Tuple[str, int]]:
+        return self._proxy.published if self._proxy is not None else {}
+
+    def _lookup(self, name: str) -> Optional[str]:
+        """The address of a container of this network named ``name`` (its name or hostname)."""
+        for record in ipam.leases(lease_dir(self._state_root, self._bridge)):
+            if name in (record.get("name"), record.get("hostname")):
+                return record["address"]
+        return None
+
+    def _gate(self, client: str, name: str) -> Any:
+        """The allow-list of the container at ``client`` for ``name`` (see resolver.Gate)."""
+        record = next(
+            (r for r in ipam.leases(lease_dir(self._state_root, self._bridge)) if r["address"] == client), None
+        )
+        if not record or not record.get("egress"):
+            return None
+        matching = [r for r in (EgressRule(*rule) for rule in record["egress"]) if r.matches(name)]
+        if not matching:
+            return False
+        container_id = record["id"]
+        return lambda answers: nftables.allow_resolved(self._bridge, container_id, answers, matching)
+
+    # -- close --------------------------------------------------------------------------
+    def close(self) -> None:
+        for part in (self._proxy, self._resolver):
+            if part is not None:
+                part.close()
+        self._proxy = self._resolver = None
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+        if self._egress_added and self._lease is not None:
+            nftables.remove_egress(self._bridge, self._id, str(self._lease.address))
+            self._egress_added = False
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        if self._files is not None:
+            self._files.close()
+            self._files = None
+
+
+def attachment(
+    config: ContainerConfig,
+    container_id: str,
+    hostname: str,
+    state_root: str,
+    network: Tuple[str, Optional[ipaddress.IPv4Network]],
+) -> Any:
+    """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the default network only)."""
+    if os.geteuid() == 0:
+        return Attachment(config, container_id, hostname, state_root, network)
+    if isinstance(config.network, BridgeNetwork) and config.network.egress:
+        raise UnsupportedError("egress allow-lists without root", "run as root (rootless egress is not built yet)")
+    if network[0] != DEFAULT_BRIDGE:
+        raise UnsupportedError("named networks without root", "run as root (rootless named networks are not built yet)")
+    return _user_mode()(config, container_id, hostname, state_root)
+
+
+def _user_mode() -> Any:
+    """pasta, else slirp4netns; ``SANDBOXLIB_ROOTLESS_NETWORK`` chooses (as containers.conf's option)."""
+    chosen = os.environ.get("SANDBOXLIB_ROOTLESS_NETWORK", "")
+    if chosen not in ("", "pasta", "slirp4netns"):
+        raise UnsupportedError(f"SANDBOXLIB_ROOTLESS_NETWORK={chosen!r}", "use pasta or slirp4netns")
+    if chosen == "slirp4netns" or (not chosen and find_pasta() is None and find_slirp() is not None):
+        return SlirpAttachment
+    return PastaAttachment

@@ -1,0 +1,140 @@
+"""A bridge on the host and a veth pair per container (netlink through pyroute2)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import TYPE_CHECKING, Iterator, List, Optional
+
+from ..errors import SetupError
+from .netns import socket_in
+
+__all__ = [
+    "host_netlink",
+    "link_index",
+    "host_index",
+    "netlink_in",
+    "bridge_subnet",
+    "routed_networks",
+    "default_subnet",
+    "create_bridge",
+    "delete_link",
+    "add_veth",
+    "configure_inside",
+]
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+CONTAINER_IFNAME = "eth0"
+
+
+def host_netlink() -> IPRoute:
+    from pyroute2 import IPRoute  # (imported by the first bridge container: ~0.1 s)
+
+    return IPRoute()
+
+
+def netlink_in(netns_fd: int) -> IPRoute:
+    """Netlink of the container's network namespace (its socket made there)."""
+    from pyroute2 import IPRoute
+
+    # (SOCK_DGRAM: pyroute2 hands the socket to asyncio as a datagram endpoint)
+    return IPRoute(fileno=socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM).detach())
+
+
+def link_index(name: str) -> int:
+    return socket.if_nametoindex(name)
+
+
+def _index(ipr: IPRoute, name: str) -> Optional[int]:
+    """The link's index in ``ipr``'s namespace (pyroute2's link_lookup dumps every link)."""
+    found = ipr.link("get", ifname=name) if ipr is not None else []
+    return found[0]["index"] if found else None
+
+
+def host_index(name: str) -> Optional[int]:
+    """The index of a link of the host process's namespace (an ioctl), or None."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def bridge_subnet(ipr: IPRoute, bridge: str) -> Optional[ipaddress.IPv4Interface]:
+    """The bridge's address with its prefix (the gateway of its subnet), or None without the bridge."""
+    index = host_index(bridge)
+    if index is None:
+        return None
+    for addr in ipr.get_addr(index=index, family=socket.AF_INET):
+        return ipaddress.IPv4Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+    return None
+
+
+def routed_networks(ipr: IPRoute) -> List[ipaddress.IPv4Network]:
+    """What the host already reaches directly or through a route (not its default route)."""
+    networks = []
+    for route in ipr.get_routes(family=socket.AF_INET, table=254):
+        dst = route.get_attr("RTA_DST")
+        if dst and route["dst_len"]:
+            networks.append(ipaddress.IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
+    for addr in ipr.get_addr(family=socket.AF_INET):
+        networks.append(ipaddress.IPv4Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}").network)
+    return networks
+
+
+def _candidates() -> Iterator[ipaddress.IPv4Network]:
+    """Docker's pool order: 172.17-31.0.0/16, then 192.168.N.0/20."""
+    for second in range(17, 32):
+        yield ipaddress.IPv4Network(f"172.{second}.0.0/16")
+    for third in range(0, 256, 16):
+        yield ipaddress.IPv4Network(f"192.168.{third}.0/20")
+
+
+def default_subnet(ipr: IPRoute, taken: List[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first candidate that overlaps nothing routed on the host nor ``taken``."""
+    used = routed_networks(ipr) + list(taken)
+    for candidate in _candidates():
+        if not any(candidate.overlaps(n) for n in used if n.prefixlen > 0):
+            return candidate
+    raise SetupError(0, "choosing a bridge subnet", step="NETWORK", hint="every default subnet is routed already")
+
+
+def create_bridge(ipr: IPRoute, bridge: str, gateway: ipaddress.IPv4Interface) -> None:
+    ipr.link("add", ifname=bridge, kind="bridge")
+    index = host_index(bridge)
+    ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+    ipr.link("set", index=index, state="up")
+
+
+def delete_link(ipr: IPRoute, name: str) -> None:
+    index = host_index(name)
+    if index is not None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as err:
+            if err.code != 19:  # ENODEV: gone meanwhile
+                raise
+
+
+def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int) -> None:
+    """A veth pair: ``host_name`` up on ``bridge``, its peer ``eth0`` in the
+    container's namespace (one request: the kernel applies master and up as it creates it)."""
+    ipr.link(
+        "add",
+        ifname=host_name,
+        kind="veth",
+        master=host_index(bridge),
+        state="up",
+        peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd},
+    )
+
+
+def configure_inside(inside: IPRoute, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address) -> None:
+    """eth0 up with its address, the default route through the bridge (the init brings lo up)."""
+    index = _index(inside, CONTAINER_IFNAME)
+    inside.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+    inside.link("set", index=index, state="up")
+    inside.route("add", dst="default", gateway=str(gateway))

@@ -1,0 +1,95 @@
+"""A container's network files, ``<state>/net/files/ID/``: its ``resolv.conf``
+and ``hosts`` (bound read-only over ``/etc``), and the pid file of a helper
+process (rootless: pasta).  The directory is held by its owner's flock; a
+sweep (under the network lock, as the creation is) removes those of dead
+owners, killing a helper left running."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+from typing import Dict, Tuple
+
+from ..config import Mount
+from . import ipam
+
+__all__ = ["ContainerFiles", "sweep", "network_dir", "HELPER_PID"]
+
+_FILES = "files"
+HELPER_PID = "helper.pid"
+MOUNTED = ("resolv.conf", "hosts")
+
+
+def network_dir(state_root: str) -> str:
+    return os.path.join(state_root, "net")
+
+
+def _kill_helper(path: str) -> None:
+    """Kill the helper whose pid file is in ``path`` if it is still that helper
+    (its command line names the pid file: a reused pid is left alone)."""
+    pid_file = os.path.join(path, HELPER_PID)
+    try:
+        with open(pid_file, encoding="ascii") as file:
+            pid = int(file.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            if pid_file.encode() not in file.read():
+                return
+        os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def sweep(state_root: str) -> None:
+    top = os.path.join(network_dir(state_root), _FILES)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(top):
+            path = os.path.join(top, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            finally:
+                os.close(fd)
+            _kill_helper(path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class ContainerFiles:
+    """The directory of one container, held until :meth:`close`."""
+
+    def __init__(self, state_root: str, container_id: str, contents: Dict[str, str]) -> None:
+        top = os.path.join(network_dir(state_root), _FILES)
+        with ipam.dir_lock(network_dir(state_root)):
+            sweep(state_root)
+            os.makedirs(top, mode=0o755, exist_ok=True)
+            # 16 hex digits: a socket in it (slirp4netns's API) stays within sun_path's 108 bytes
+            self.path = os.path.join(top, container_id[:16])
+            os.mkdir(self.path, 0o755)
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        for name, text in contents.items():
+            with open(os.path.join(self.path, name), "w", encoding="utf-8") as file:
+                file.write(text)
+            os.chmod(os.path.join(self.path, name), 0o644)
+
+    def mounts(self) -> Tuple[Mount, ...]:
+        """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only)."""
+        return tuple(Mount.bind(os.path.join(self.path, name), f"/etc/{name}", read_only=True) for name in MOUNTED)
+
+    @property
+    def helper_pid_file(self) -> str:
+        return os.path.join(self.path, HELPER_PID)
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._fd)
+        self._fd = -1

@@ -1,0 +1,132 @@
+"""Addresses of a bridge's containers, leased through files that are safe
+across processes: ``<dir>/<address>``, held by an exclusive flock for the
+lease's life (its holder's open file), holding its owner's record (id,
+names, egress rules).  A lease whose file nobody locks belongs to a dead
+owner (a SIGKILL leaves it behind): the next start reaps it (:func:`reap`;
+the record says what else the owner left), and an allocation takes such a
+file over.  Allocation and reaping are serialised by ``<dir>/.lock``."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+from typing import Iterator, List, Optional
+
+from ..errors import ConfigError
+
+__all__ = ["Lease", "lease_address", "dir_lock", "leases", "reap"]
+
+
+@contextlib.contextmanager
+def dir_lock(directory: str) -> Iterator[None]:
+    """The exclusive lock of a lease directory (made if missing)."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Lease:
+    """One address, held until :meth:`release` (or the holder's death)."""
+
+    def __init__(self, path: str, fd: int, address: ipaddress.IPv4Address) -> None:
+        self.path, self._fd, self.address = path, fd, address
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # an allocator that opened it before checks the inode: see _take
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _take(path: str, record: bytes) -> Optional[int]:
+    """The lease file at ``path`` locked by us, or None while another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    try:
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:  # released (unlinked) meanwhile: retry
+            os.close(fd)
+            return _take(path, record)
+    except FileNotFoundError:
+        os.close(fd)
+        return _take(path, record)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record, 0)
+    return fd
+
+
+def lease_address(directory: str, subnet: ipaddress.IPv4Network, owner: dict) -> Lease:
+    """The first free address of ``subnet`` after its gateway (the first host)."""
+    record = json.dumps(owner).encode()
+    with dir_lock(directory):
+        hosts = subnet.hosts()
+        next(hosts)  # the gateway, the bridge's own
+        for address in hosts:
+            path = os.path.join(directory, str(address))
+            fd = _take(path, record)
+            if fd is not None:
+                return Lease(path, fd, address)
+    raise ConfigError("network", f"no free address left in {subnet}")
+
+
+def reap(directory: str) -> List[dict]:
+    """Remove the leases of dead owners (nobody holds their lock) and return
+    their records, for what they leave elsewhere (nft objects) to be removed."""
+    dead = []
+    with dir_lock(directory):
+        for name in os.listdir(directory):
+            if name.startswith("."):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                record = json.loads(os.pread(fd, 65536, 0) or b"null")
+            except ValueError:
+                record = None
+            os.unlink(path)
+            os.close(fd)
+            if isinstance(record, dict):
+                dead.append({**record, "address": name})
+    return dead
+
+
+def leases(directory: str) -> Iterator[dict]:
+    """The records of the live leases (their holders are alive): ``owner`` + ``address``."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(directory):
+            if name.startswith("."):
+                continue
+            try:
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    continue  # nobody holds it: a dead owner's
+                except BlockingIOError:
+                    pass
+                with contextlib.suppress(ValueError):
+                    yield {**json.loads(os.pread(fd, 65536, 0) or b"{}"), "address": name}
+            finally:
+                os.close(fd)

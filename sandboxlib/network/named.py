@@ -1,0 +1,136 @@
+"""Named networks (``Network.create``): a record per network in the state
+directory, ``<state>/net/networks/NAME.json`` ({name, subnet, bridge}),
+written and removed under the network lock, with the network's bridge and
+nft table.  The default network, ``"bridge"``, has no record: its bridge
+``sbx0`` gets its subnet at first use."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import time
+from typing import List, Optional, Tuple, Union
+
+import attrs
+
+from ..config import BridgeNetwork, Network, NetworkRef
+from ..errors import ConfigError, ContainerStateError
+from . import bridge, ipam, nftables
+from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir
+
+__all__ = ["NetworkRecord", "create", "get", "records", "remove", "attached", "bridge_of"]
+
+
+@attrs.frozen
+class NetworkRecord:
+    name: str
+    subnet: str
+    bridge: str
+    created: float = 0.0
+
+
+def _records_dir(state_root: str) -> str:
+    return os.path.join(network_dir(state_root), "networks")
+
+
+def _bridge_name(name: str) -> str:
+    """``sbx`` + 8 hex digits of the name's hash: within the 15 bytes of an interface name."""
+    return nftables.BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def records(state_root: str) -> List[NetworkRecord]:
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.listdir(_records_dir(state_root))):
+            if entry.endswith(".json"):
+                with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+                    with open(os.path.join(_records_dir(state_root), entry), encoding="utf-8") as file:
+                        found.append(NetworkRecord(**json.load(file)))
+    return found
+
+
+def get(state_root: str, name: str) -> NetworkRecord:
+    for record in records(state_root):
+        if record.name == name:
+            return record
+    known = [r.name for r in records(state_root)]
+    raise ConfigError("network", f"no network named {name!r} (networks: {known or 'none'}; Network.create makes one)")
+
+
+def _check_subnet(text: str) -> ipaddress.IPv4Network:
+    try:
+        subnet = ipaddress.ip_network(text, strict=True)
+    except ValueError as err:
+        raise ConfigError("subnet", f"{text!r} is not an IPv4 network ({err})") from None
+    if not isinstance(subnet, ipaddress.IPv4Network) or subnet.prefixlen > 29:
+        raise ConfigError("subnet", f"{text!r}: an IPv4 network of at least 8 addresses is needed (/29 or wider)")
+    return subnet
+
+
+def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkRecord:
+    """Record the network and make its bridge; ConfigError for a name in use
+    or a subnet that overlaps another network's or a route of the host."""
+    name = NetworkRef(name).name
+    wanted = _check_subnet(subnet) if subnet is not None else None
+    with ipam.dir_lock(network_dir(state_root)):
+        existing = records(state_root)
+        if any(r.name == name for r in existing):
+            raise ConfigError("name", f"a network named {name!r} exists already")
+        taken = [ipaddress.IPv4Network(r.subnet) for r in existing]
+        with bridge.host_netlink() as ipr:
+            default = bridge.bridge_subnet(ipr, DEFAULT_BRIDGE)
+            if wanted is None:
+                wanted = bridge.default_subnet(ipr, taken)
+            else:
+                used = taken + bridge.routed_networks(ipr) + ([default.network] if default else [])
+                clash = next((n for n in used if n.prefixlen and wanted.overlaps(n)), None)
+                if clash is not None:
+                    raise ConfigError("subnet", f"{wanted} overlaps {clash}, which is in use on this host")
+        record = NetworkRecord(name=name, subnet=str(wanted), bridge=_bridge_name(name), created=time.time())
+        os.makedirs(_records_dir(state_root), mode=0o700, exist_ok=True)
+        path = os.path.join(_records_dir(state_root), f"{name}.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as file:
+            json.dump(attrs.asdict(record), file)
+        os.rename(path + ".tmp", path)
+    try:
+        ensure_bridge(state_root, record.bridge, wanted)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return record
+
+
+def attached(state_root: str, record: NetworkRecord) -> List[dict]:
+    """The containers on the network now (their live leases)."""
+    return list(ipam.leases(lease_dir(state_root, record.bridge)))
+
+
+def remove(state_root: str, name: str) -> None:
+    """Remove the network: its bridge, its nft table, its record.  An error
+    while containers are attached."""
+    with ipam.dir_lock(network_dir(state_root)):
+        record = get(state_root, name)
+        users = attached(state_root, record)
+        if users:
+            names = [u.get("name") or u.get("hostname") for u in users]
+            raise ContainerStateError(f"network {name!r} has containers attached: {names}")
+        with bridge.host_netlink() as ipr:
+            bridge.delete_link(ipr, record.bridge)
+        forget_bridge(state_root, record.bridge)
+        shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
+        nftables.remove_bridge_rules(record.bridge)
+        os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
+
+
+def bridge_of(
+    state_root: str, network: Union[Network, NetworkRef, BridgeNetwork]
+) -> Tuple[str, Optional[ipaddress.IPv4Network]]:
+    """(bridge, subnet) of a container's network (subnet None: the default's, chosen at first use)."""
+    if isinstance(network, NetworkRef):
+        record = get(state_root, network.name)
+        return record.bridge, ipaddress.IPv4Network(record.subnet)
+    return DEFAULT_BRIDGE, None

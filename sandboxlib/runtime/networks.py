@@ -1,0 +1,78 @@
+"""``sandboxlib.Network``: the network modes and the named networks
+(``Network.create``, ``list``, ``get``; a :class:`NamedNetwork`'s ``remove``)."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import attrs
+
+from ..config import BridgeNetwork, NetworkRef
+from ..config import Network as Mode
+from ..network import named
+from . import statedir
+
+__all__ = ["Network", "NamedNetwork"]
+
+
+@attrs.frozen
+class NamedNetwork(NetworkRef):
+    """A named network, as ``network=`` of containers: they reach each other
+    by name, and not the containers of other networks."""
+
+    subnet: str = ""
+    bridge: str = ""
+
+    def remove(self) -> None:
+        """Remove the network (its bridge and rules); ContainerStateError while containers are on it."""
+        named.remove(statedir.state_root(), self.name)
+
+    def containers(self) -> List[dict]:
+        """The containers on it now: ``{"id", "name", "hostname", "address"}`` each."""
+        return named.attached(statedir.state_root(), named.get(statedir.state_root(), self.name))
+
+    def inspect(self) -> dict:
+        return {**attrs.asdict(self), "containers": self.containers()}
+
+
+def _public(record: named.NetworkRecord) -> NamedNetwork:
+    return NamedNetwork(name=record.name, subnet=record.subnet, bridge=record.bridge)
+
+
+class Network:
+    """``network=`` of ``run()`` and ``Container()``: ``Network.NONE`` (only
+    ``lo``), ``Network.HOST``, ``Network.BRIDGE`` (the default bridge), or a
+    named network from :meth:`create`."""
+
+    NONE = Mode.NONE
+    HOST = Mode.HOST
+    BRIDGE = Mode.BRIDGE
+
+    def __new__(cls, value: str) -> Mode:  # type: ignore[misc]
+        """``Network("host")`` is ``Network.HOST``, as when this was the enum of the modes."""
+        return Mode(value)
+
+    @staticmethod
+    def create(name: str, *, subnet: Optional[str] = None) -> NamedNetwork:
+        """Make a named network (as root), kept until removed: a bridge of its
+        own on ``subnet`` (default: the first free of Docker's pool)."""
+        statedir.ensure_root(statedir.state_root())
+        return _public(named.create(statedir.state_root(), name, subnet))
+
+    @staticmethod
+    def bridge(*, egress: Sequence[str] = ()) -> BridgeNetwork:
+        """The default bridge with an egress allow-list: CIDRs, addresses, host
+        names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
+        (``["10.1.2.0/24", "pypi.org", "*.pythonhosted.org:443"]``).  Names are
+        allowed through the network's resolver: the addresses it answers for
+        an allowed name are allowed for their TTL; anything else is refused at
+        once (TCP reset, ICMP), DNS to other servers and unlisted names too (as root)."""
+        return BridgeNetwork(egress=egress)
+
+    @staticmethod
+    def get(name: str) -> NamedNetwork:
+        return _public(named.get(statedir.state_root(), name))
+
+    @staticmethod
+    def list() -> List[NamedNetwork]:
+        return [_public(r) for r in named.records(statedir.state_root())]

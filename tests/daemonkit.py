@@ -1,0 +1,122 @@
+"""A sandboxlib daemon started by the tests (``python -m sandboxlib daemon``
+on a socket in a temporary directory, as root or as a rootless test user),
+an image store with busybox in it, and the clients' helpers: the ``docker``
+CLI and raw HTTP over the socket."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+from . import rootless
+from .conftest import make_busybox_rootfs
+from .imagekit import _dir_tar, add_image
+
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+BUSYBOX_CONFIG = {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}
+
+
+def busybox_store(path: str, owner: Optional[pwd.struct_passwd] = None) -> str:
+    """An image store at ``path`` holding ``busybox:latest`` (Debian's busybox-static and its applets)."""
+    from sandboxlib.images import ImageStore
+
+    root = make_busybox_rootfs(tempfile.mkdtemp(prefix="busybox-root-"))
+    try:
+        add_image(ImageStore(path), [_dir_tar(root)], ["busybox:latest"], BUSYBOX_CONFIG)
+    finally:
+        shutil.rmtree(root)
+    if owner is not None:
+        subprocess.run(["chown", "-R", f"{owner.pw_uid}:{owner.pw_gid}", path], check=True)
+    return path
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class Daemon:
+    """``sandboxlib daemon --host unix://DIR/docker.sock --store STORE``, up once it answers ``_ping``."""
+
+    def __init__(self, directory: str, store: str, user: Optional[pwd.struct_passwd] = None, *extra: str) -> None:
+        self.socket = os.path.join(directory, "docker.sock")
+        self.host = "unix://" + self.socket
+        self.store = store
+        argv = [sys.executable, "-m", "sandboxlib", "daemon", "--host", self.host, "--store", store, *extra]
+        if user is not None:
+            argv = rootless.launcher(user, argv)
+        self.log_path = os.path.join(directory, "daemon.log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/")
+        deadline = time.monotonic() + 30
+        while not self._answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the daemon did not come up: {self.log()}")
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        try:
+            return self.request("GET", "/_ping")[0] == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-3000:]
+
+    def request(self, method: str, path: str, body=None, headers=None, timeout: float = 30):
+        """(status, headers, body bytes) of one request."""
+        connection = UnixHTTPConnection(self.socket, timeout)
+        try:
+            data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+            hdrs = {"Content-Type": "application/json"} if isinstance(body, (dict, list)) else {}
+            connection.request(method, path, body=data, headers={**hdrs, **(headers or {})})
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            connection.close()
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": os.path.dirname(self.socket)}
+
+    def docker_argv(self, *args: str) -> list:
+        return ["env", f"DOCKER_HOST={self.host}", f"DOCKER_CONFIG={os.path.dirname(self.socket)}", DOCKER, *args]
+
+    def docker(self, *args: str, input: Optional[bytes] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [DOCKER, *args],
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            timeout=timeout,
+            env=self.env,
+        )
+
+    def close(self, timeout: float = 30) -> int:
+        """SIGTERM (the daemon stops its containers), then its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode

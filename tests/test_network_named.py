@@ -1,0 +1,131 @@
+"""Named networks (issue 19): persisted, names resolve inside one, nothing
+crosses between two, removal refused while in use; the CLI.  In the
+namespaces of tests/netlab.py (no traffic leaves the machine)."""
+
+import os
+
+import pytest
+
+from .netlab import Lab
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
+
+PY = "/usr/bin/python3"
+CONNECT = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], 80), timeout=3).close(); print('connected')\n"
+    "except OSError as e: print(type(e).__name__)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    made = Lab()
+    yield made
+    made.close()
+
+
+def test_names_resolve_inside_a_network_and_nothing_crosses(lab):
+    out = lab.run(
+        f"""
+        a = sb.Network.create("alpha", subnet="10.89.0.0/24")
+        b = sb.Network.create("beta")
+        listed = [(n.name, n.subnet) for n in sb.Network.list()]
+        serve = "import socket; s = socket.create_server(('', 80)); print('up', flush=True); s.accept()"
+        server = ["{PY}", "-c", serve]
+        with sb.Container(network=a, name="db") as db, sb.Container(network="alpha") as app, \\
+                sb.Container(network=b, name="stranger") as other:
+            srv = db.spawn(server, stdout=sb.PIPE)
+            srv.stdout.readline()
+            address = eth0(db).split("/")[0]
+            found = {{
+                "listed": listed,
+                "address": address,
+                "resolved": text(app.run(["getent", "hosts", "db"], stdout=sb.PIPE)).split(),
+                "connect": text(app.run(["{PY}", "-c", {CONNECT!r}, "db"], stdout=sb.PIPE)),
+                "cross_name": app.run(["getent", "hosts", "stranger"], stdout=sb.PIPE).exit_code,
+                "cross_name_back": other.run(["getent", "hosts", "db"], stdout=sb.PIPE).exit_code,
+                "cross_address": text(other.run(["{PY}", "-c", {CONNECT!r}, address], stdout=sb.PIPE)),
+                "other_net": eth0(other),
+            }}
+            try:
+                a.remove()
+            except sb.ContainerStateError as err:
+                found["in_use"] = str(err)
+            srv.kill(); srv.wait()
+        a.remove(); b.remove()
+        found["after"] = [n.name for n in sb.Network.list()]
+        found["tables"] = __import__("sandboxlib.network", fromlist=["x"]).nft_tables()
+        print(json.dumps(found))
+        """
+    )
+    assert out["listed"][0] == ["alpha", "10.89.0.0/24"] and out["listed"][1][0] == "beta"
+    assert out["address"].startswith("10.89.0.")
+    assert out["resolved"][0] == out["address"]
+    assert out["connect"] == "connected"
+    assert out["cross_name"] != 0 and out["cross_name_back"] != 0
+    assert out["cross_address"] in ("ConnectionRefusedError", "OSError", "TimeoutError")
+    assert not out["other_net"].startswith("10.89.0.")
+    assert "db" in out["in_use"]
+    assert out["after"] == []
+    assert [t for t in out["tables"] if t != "sandboxlib-sbx0"] == []
+    assert not [name for name in lab.links() if name.startswith("sbx") and name != "sbx0"]
+
+
+def test_bad_input_is_a_config_error(lab):
+    out = lab.run(
+        """
+        found = {}
+        net = sb.Network.create("gamma", subnet="10.90.0.0/24")
+        for key, make in {
+            "overlap": lambda: sb.Network.create("delta", subnet="10.90.0.128/25"),
+            "host_route": lambda: sb.Network.create("delta", subnet="198.51.100.0/24"),
+            "malformed": lambda: sb.Network.create("delta", subnet="10.1.2.3/33"),
+            "twice": lambda: sb.Network.create("gamma"),
+            "reserved": lambda: sb.Network.create("host"),
+            "unknown": lambda: sb.run(["true"], network="nosuch"),
+        }.items():
+            try:
+                make()
+                found[key] = "no error"
+            except sb.ConfigError as err:
+                found[key] = err.field
+        net.remove()
+        print(json.dumps(found))
+        """
+    )
+    assert out == {
+        "overlap": "subnet",
+        "host_route": "subnet",
+        "malformed": "subnet",
+        "twice": "name",
+        "reserved": "network",
+        "unknown": "network",
+    }
+
+
+def test_cli_network_commands(lab):
+    out = lab.run(
+        """
+        import subprocess
+        def cli(*args):
+            done = subprocess.run([sys.executable, "-m", "sandboxlib", *args], capture_output=True, text=True)
+            return [done.returncode, done.stdout, done.stderr]
+        found = {
+            "create": cli("network", "create", "web", "--subnet", "10.91.0.0/24"),
+            "ls": cli("network", "ls"),
+            "inspect": cli("network", "inspect", "web"),
+            "run": cli("run", "--network", "web", "--name", "x", "--", "getent", "hosts", "x"),
+            "rm": cli("network", "rm", "web"),
+            "rm_again": cli("network", "rm", "web"),
+        }
+        print(json.dumps(found))
+        """
+    )
+    assert out["create"][0] == 0, out["create"][2]
+    assert "web" in out["ls"][1] and "10.91.0.0/24" in out["ls"][1]
+    assert '"subnet": "10.91.0.0/24"' in out["inspect"][1]
+    assert out["run"][0] == 0 and out["run"][1].startswith("10.91.0.2"), out["run"]
+    assert out["rm"][0] == 0
+    assert out["rm_again"][0] != 0 and "no network named 'web'" in out["rm_again"][2]
