@@ -2,6 +2,7 @@
 # make test  - make lint, then the whole suite (root and rootless) against that wheel installed in build/venv
 # make lint  - ruff (lint and format check), clang-format (csrc/), mypy (the public modules)
 # make bench - install the peers, build, run the benchmarks
+# make conformance - runtime-tools' validation tests against sandboxlib-runtime, runc and crun (docs/oci-runtime.md)
 # make build - the checkout built in place, for `SANDBOXLIB_DEV=1 python3 -m pytest` (needs cffi in $(PYTHON))
 PYTHON ?= python3
 # The venv's interpreter: Debian's, which the rootless test users can execute
@@ -14,7 +15,8 @@ DIST = build/dist
 # clang-format: make lint.
 APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd \
 	procps libseccomp-dev skopeo docker.io docker-registry buildah runc apache2-utils python3-venv python3-dev clang-format \
-	nftables passt iperf3
+	nftables passt iperf3 \
+	podman conmon containerd crun golang-go
 # The peers run_all.py measures against (only `make bench` installs them).
 BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io buildah uidmap \
 	slirp4netns fuse-overlayfs containernetworking-plugins iptables util-linux
@@ -25,7 +27,7 @@ PYTEST_ARGS ?= -q
 TESTS ?= $(CURDIR)/tests
 STAMP = .make
 
-.PHONY: deps install test-deps build demo lint suite test bench clean
+.PHONY: deps install test-deps build demo lint suite test bench conformance clean
 
 $(STAMP)/apt:
 	@mkdir -p $(STAMP)
@@ -92,6 +94,18 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_registry.py
 	$(VENV)/bin/python benchmarks/bench_dask.py
 	$(VENV)/bin/python benchmarks/bench_daemon.py
+	$(VENV)/bin/python benchmarks/bench_oci.py
+
+# opencontainers/runtime-tools' validation tests, built from source (a git
+# directory: RUNTIME_TOOLS_GIT, cloned when missing) with Debian's Go, run
+# against sandboxlib-runtime, runc and crun; conformance/EXCLUSIONS.md lists
+# what sandboxlib-runtime does not pass.  As root.
+RUNTIME_TOOLS_GIT ?= build/runtime-tools.git
+$(RUNTIME_TOOLS_GIT):
+	git clone --bare -q https://github.com/opencontainers/runtime-tools $@
+
+conformance: install $(RUNTIME_TOOLS_GIT)
+	$(VENV)/bin/python conformance/run.py --source $(RUNTIME_TOOLS_GIT) --runtime $(VENV)/bin/sandboxlib-runtime
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init *.egg-info

@@ -4,7 +4,8 @@
  * the container up (setup.c), then serves as its init.
  *
  * fd 3: the control socket (SOCK_SEQPACKET) to the host process.
- * fd 4: a pidfd of the host process.
+ * fd 4: a pidfd of the host process (SBX_PLAN_DETACHED: a listening socket
+ *       whose connections become the control socket, one at a time).
  * fd 5: the set-up error pipe, closed once the container is set up.
  *
  * It starts commands on request (fork + sbx_command_exec), reports their
@@ -64,6 +65,10 @@ static const struct sbx_plan *plan; /* its seccomp filter goes into every comman
 static int launcher_fd = -1; /* our end of the launcher's socket (launcher.c), or -1 */
 static pid_t launcher_pid;
 static int launcher_off; /* it could not start or died: fork commands ourselves */
+/* SBX_EXEC_HOLD: the main command's request and stdio, kept until START. */
+static char held[SBX_MAX_REQUEST];
+static size_t held_len;
+static int held_stdio[3] = {-1, -1, -1};
 
 static struct child *find_child(pid_t pid)
 {
@@ -319,6 +324,54 @@ static void close_fds(const int *fds, int n)
             close(fds[i]);
 }
 
+/* SBX_EXEC_HOLD: keep the main command (its request and copies of its
+ * stdio) for a later START; replies STARTED with pid 0.  One at a time, no
+ * command cgroup. */
+static void hold_command(const struct sbx_command *cmd, int reply_fd, size_t len)
+{
+    if (held_len || !(cmd->hdr->flags & SBX_EXEC_MAIN) || cmd->cgroup_fd >= 0) {
+        reply_failed(reply_fd, SBX_STEP_REQUEST, EBUSY, -1);
+        return;
+    }
+    for (int i = 0; i < 3; i++)
+        if ((held_stdio[i] = fcntl(cmd->stdio[i], F_DUPFD_CLOEXEC, 0)) < 0) {
+            reply_failed(reply_fd, SBX_STEP_STDIO, errno, i);
+            close_fds(held_stdio, i);
+            held_stdio[0] = held_stdio[1] = held_stdio[2] = -1;
+            return;
+        }
+    memcpy(held, request, len);
+    held_len = len;
+    struct sbx_reply r = {.type = SBX_REPLY_STARTED, .pid = 0};
+    send_reply(reply_fd, &r);
+}
+
+/* START: run the held main command, replying on reply_fd (which it keeps). */
+static void start_held(int reply_fd)
+{
+    struct sbx_command cmd;
+    size_t len = held_len;
+    int r = len ? 0 : -ENOENT;
+    if (r == 0) {
+        memcpy(request, held, len);
+        r = sbx_command_parse(request, len, strings, MAX_STRINGS, &cmd);
+    }
+    if (r == 0 && stopping)
+        r = -ESHUTDOWN;
+    if (r < 0) {
+        reply_failed(reply_fd, SBX_STEP_REQUEST, -r, -1);
+        close(reply_fd);
+        return;
+    }
+    held_len = 0;
+    memcpy(cmd.stdio, held_stdio, sizeof(cmd.stdio));
+    cmd.cgroup_fd = -1;
+    if (!start_command(&cmd, reply_fd, len))
+        close(reply_fd);
+    close_fds(held_stdio, 3); /* the command has its own copies */
+    held_stdio[0] = held_stdio[1] = held_stdio[2] = -1;
+}
+
 /* Handle an EXEC message: fds = [reply, stdin, stdout, stderr, cgroup?],
  * or with SBX_EXEC_TTY [reply, cgroup?]. */
 static void handle_exec(size_t len, int *fds, int nfds)
@@ -344,7 +397,10 @@ static void handle_exec(size_t len, int *fds, int nfds)
             else
                 memcpy(cmd.stdio, fds + 1, sizeof(cmd.stdio));
             cmd.cgroup_fd = cgroup ? fds[nfds - 1] : -1;
-            kept = start_command(&cmd, fds[0], len);
+            if (cmd.hdr->flags & SBX_EXEC_HOLD)
+                hold_command(&cmd, fds[0], len);
+            else
+                kept = start_command(&cmd, fds[0], len);
         }
         if (slave >= 0)
             close(slave); /* the command has its own copies */
@@ -389,6 +445,10 @@ static int handle_control(int timer_fd)
         handle_exec((size_t)n, fds, nfds);
         return 0;
     }
+    if (type == SBX_MSG_START && nfds == 1 && !(flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        start_held(fds[0]);
+        return 0;
+    }
     close_fds(fds, nfds);
     const struct sbx_signal_msg *m = (const struct sbx_signal_msg *)request;
     if ((size_t)n == sizeof(*m) && type == SBX_MSG_SIGNAL)
@@ -426,7 +486,11 @@ static void reap(void)
             while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
                 ;
             send_reply(c->reply_fd, &r);
-            _exit(0);
+            if (!(plan->flags & SBX_PLAN_DETACHED))
+                _exit(0);
+            /* Whoever waits for a detached init (conmon, a containerd shim)
+             * reads the main command's status from ours, as from runc's. */
+            _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
         }
         send_reply(c->reply_fd, &r);
         close(c->reply_fd);
@@ -514,11 +578,23 @@ int main(int argc, char **argv)
         {.fd = sig_fd, .events = POLLIN},
         {.fd = timer_fd, .events = POLLIN},
     };
+    int detached = (plan->flags & SBX_PLAN_DETACHED) != 0;
     for (;;) {
         if (poll(pfd, 4, -1) < 0 && errno != EINTR)
             end_container();
-        if (pfd[1].revents)
+        if (pfd[1].revents && !detached)
             end_container(); /* the host process is gone */
+        if (pfd[1].revents & POLLIN) {
+            /* A runtime command connected: its connection is the control
+             * socket now (the previous one, if any, has done its sending). */
+            int conn = accept4(PARENT_FD, NULL, NULL, SOCK_CLOEXEC);
+            if (conn >= 0 && conn != CONTROL_FD) { /* (it is CONTROL_FD when that was free) */
+                dup3(conn, CONTROL_FD, O_CLOEXEC);
+                close(conn);
+            }
+            if (conn >= 0)
+                pfd[0].fd = CONTROL_FD;
+        }
         if (pfd[2].revents & POLLIN) {
             struct signalfd_siginfo si;
             if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si) && si.ssi_signo != SIGCHLD)
@@ -532,11 +608,16 @@ int main(int argc, char **argv)
                 reap();
             }
         }
-        if (pfd[0].revents & POLLIN) {
-            if (handle_control(timer_fd) < 0)
-                end_container();
-        } else if (pfd[0].revents) {
+        int gone = 0;
+        if (pfd[0].revents & POLLIN)
+            gone = handle_control(timer_fd) < 0;
+        else if (pfd[0].revents)
+            gone = 1;
+        if (gone && !detached)
             end_container();
+        if (gone) { /* that runtime command is done: wait for the next */
+            close(CONTROL_FD);
+            pfd[0].fd = -1;
         }
     }
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 25
+#define SBX_NATIVE_VERSION 26
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -142,6 +142,11 @@ struct sbx_plan {
 /* send the new network ns to the parent (SBX_MSG_NETNS, its fd in SCM_RIGHTS) before
  * waiting for go: the parent moves a veth into it and configures it */
 #define SBX_PLAN_SEND_NETNS 0x40u
+#define SBX_PLAN_DETACHED                                                    \
+    0x80u /* the container outlives its creator (the OCI runtime): fd 4 is a \
+           * listening socket whose connections replace the control socket,  \
+           * the creator's going away ends nothing, and the init exits with  \
+           * its main command's status (128 + signal when killed) */
 
 #define SBX_MAX_MOUNTS 1024
 #define SBX_NO_STRING 0xffffffffu
@@ -192,6 +197,7 @@ struct sbx_report {
 #define SBX_MSG_PLAN 4
 #define SBX_MSG_GO 5
 #define SBX_MSG_NETNS 6 /* init -> parent: a uint32 type, the netns fd in SCM_RIGHTS */
+#define SBX_MSG_START 7 /* start the held main command; SCM_RIGHTS: its reply socket */
 
 #define SBX_EXEC_MAIN 0x01u /* the container ends when this process ends */
 #define SBX_EXEC_NO_NEW_PRIVS 0x02u
@@ -202,6 +208,9 @@ struct sbx_report {
     0x20u /* no stdio fds: the init opens a pseudo-terminal in the     \
            * container's devpts, sends its master back (REPLY_TTY) and \
            * makes the slave the command's stdio and controlling terminal */
+#define SBX_EXEC_HOLD                                                       \
+    0x40u /* a main command kept (with its stdio or terminal) until a START \
+           * message: the OCI "created" state; replies STARTED with pid 0 */
 
 #define SBX_MAX_REQUEST (256 * 1024)
 #define SBX_MAX_RLIMITS 16

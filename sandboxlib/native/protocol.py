@@ -31,6 +31,9 @@ __all__ = [
 MSG_EXEC, MSG_SIGNAL, MSG_STOP = lib.SBX_MSG_EXEC, lib.SBX_MSG_SIGNAL, lib.SBX_MSG_STOP
 EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS = lib.SBX_EXEC_MAIN, lib.SBX_EXEC_NO_NEW_PRIVS, lib.SBX_EXEC_SET_GROUPS
 EXEC_QUIET, EXEC_CGROUP, EXEC_TTY = lib.SBX_EXEC_QUIET, lib.SBX_EXEC_CGROUP, lib.SBX_EXEC_TTY
+EXEC_HOLD = lib.SBX_EXEC_HOLD
+# A detached init's held main command is started by this message (SCM_RIGHTS: its reply socket).
+START_MESSAGE = struct.pack("=I", lib.SBX_MSG_START)
 REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = lib.SBX_REPLY_STARTED, lib.SBX_REPLY_FAILED, lib.SBX_REPLY_EXITED
 REPLY_PID, REPLY_TTY = lib.SBX_REPLY_PID, lib.SBX_REPLY_TTY
 MAX_REQUEST = lib.SBX_MAX_REQUEST
@@ -73,6 +76,8 @@ class ExecRequest:
     cgroup: bool = False  # a 5th fd: the cgroup v2 directory to start the command in
     # A pseudo-terminal of this (rows, cols) as stdio, opened by the init; no stdio fds.
     tty_size: Optional[Tuple[int, int]] = None
+    # A detached init keeps this main command until START (the OCI "created" state).
+    hold: bool = False
     fault: int = 0  # tests: step | errno << 16
 
 
@@ -85,6 +90,7 @@ def encode_exec(req: ExecRequest) -> bytes:
         | (EXEC_QUIET if req.quiet else 0)
         | (EXEC_CGROUP if req.cgroup else 0)
         | (EXEC_TTY if req.tty_size is not None else 0)
+        | (EXEC_HOLD if req.hold else 0)
     )
     rows, cols = req.tty_size or (0, 0)
     limits = b"".join(

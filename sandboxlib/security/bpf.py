@@ -68,8 +68,12 @@ def _split(policy: Seccomp, caps: FrozenSet[str]):
     plain = {name for name, word, conds, _ in entries if word == Action.ALLOW.value and not conds}
     other = {name for name, word, conds, _ in entries if word != Action.ALLOW.value or conds}
     fast = plain - other - _MULTIPLEXED - set(NEWER_SYSCALLS) if default != Action.ALLOW.value else set()
-    rules, origins, newer = [], [], {}
+    rules, origins, newer, seen = [], [], {}, set()
     for name, word, conds, origin in entries:
+        key = (name, word, tuple(conds))
+        if key in seen:  # an exact repeat (podman's profile has some): libseccomp would refuse it
+            continue
+        seen.add(key)
         if name in NEWER_SYSCALLS:
             if conds:
                 raise ConfigError(origin, f"conditions on {name!r} need a newer libseccomp")

@@ -1,0 +1,183 @@
+"""The OCI runtime under its real callers, side by side in one run (issue 17):
+
+    podman run --rm --runtime X IMAGE true      X = sandboxlib-runtime, crun, runc
+    ctr run --rm --runc-binary X IMAGE ID true  (containerd's io.containerd.runc.v2 shim)
+
+plus the runtime's own start-up (``--version``, ``state`` of a missing id).
+podman's and containerd's state live in a temporary directory; the image is
+a static busybox imported from a local tar.  A runtime that fails here is
+reported with its error instead of a time.
+
+    python benchmarks/bench_oci.py [--rounds N] [--no-record]
+
+Target: sandboxlib-runtime at most crun's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common
+
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]  # below this host's hard limits
+
+
+def runtime_path(tmp: str) -> str:
+    """The installed console script beside the interpreter, else a wrapper running this checkout's package."""
+    installed = os.path.join(os.path.dirname(sys.executable), "sandboxlib-runtime")
+    if os.path.exists(installed):
+        return installed
+    path = os.path.join(tmp, "sandboxlib-runtime")
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(path, "w") as f:
+        command = f"env SANDBOXLIB_DEV=1 PYTHONPATH={checkout} {sys.executable} -P -m sandboxlib.oci"
+        f.write(f'#!/bin/sh\nexec {command} "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
+def busybox_tar(tmp: str) -> str:
+    root = os.path.join(tmp, "rootfs")
+    for d in ("bin", "etc", "tmp", "proc", "dev", "sys", "run"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
+    for name in ("sh", "true", "echo"):
+        os.symlink("busybox", os.path.join(root, "bin", name))
+    with open(os.path.join(root, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    path = os.path.join(tmp, "bb.tar")
+    with tarfile.open(path, "w") as tar:
+        for name in sorted(os.listdir(root)):
+            tar.add(os.path.join(root, name), arcname=name)
+    return path
+
+
+def check(argv) -> str:
+    """'' when the command succeeds, else its error (the last line)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    return "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+def run_quiet(argv):
+    def run() -> None:
+        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{argv[0]}: {proc.stderr.decode(errors='replace')}")
+
+    return run
+
+
+CONTAINERD = """version = 2
+root = "{base}/root"
+state = "{base}/state"
+[grpc]
+  address = "{base}/containerd.sock"
+[ttrpc]
+  address = "{base}/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable = true
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (podman and containerd with private state directories)")
+    tmp = tempfile.mkdtemp(prefix="bench-oci-")
+    namespace = f"sbxbench{os.getpid()}"  # ctr's, and the cgroup parent its containers get
+    daemon = None
+    try:
+        ours = runtime_path(tmp)
+        runtimes = {"sandboxlib-runtime": ours, "crun": shutil.which("crun"), "runc": shutil.which("runc")}
+        podman = ["podman", "--root", f"{tmp}/storage", "--runroot", f"{tmp}/run", "--tmpdir", f"{tmp}/tmp"]
+        podman += ["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+        tar = busybox_tar(tmp)
+        subprocess.run([*podman, "import", tar, "localhost/bb:bench"], check=True, capture_output=True)
+        image = f"{tmp}/image.tar"
+        subprocess.run([*podman, "save", "-o", image, "localhost/bb:bench"], check=True, capture_output=True)
+        with open(f"{tmp}/containerd.toml", "w") as f:
+            f.write(CONTAINERD.format(base=tmp))
+        daemon = subprocess.Popen(
+            ["containerd", "--config", f"{tmp}/containerd.toml"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        ctr = ["ctr", "--address", f"{tmp}/containerd.sock", "--namespace", namespace]
+        for _ in range(100):
+            if check([*ctr, "version"]) == "":
+                break
+            time.sleep(0.1)
+        subprocess.run([*ctr, "images", "import", f"{tmp}/image.tar"], check=True, capture_output=True)
+        parent = f"/sandboxlib-bench-{os.getpid()}"
+        counter = iter(range(10**9))
+        workloads, failures = {}, {}
+        for name, path in runtimes.items():
+            if not path:
+                failures[name] = "not installed"
+                continue
+            run = [*podman, "--runtime", path, "--runtime-flag", f"root={tmp}/runtime-root-{name}"]
+            run += ["run", "--rm", "--network", "none", "--cgroup-parent", parent, *ULIMITS]
+            error = check([*run, "localhost/bb:bench", "true"])
+            if error:
+                failures[f"podman run --rm ({name})"] = error
+            else:
+                workloads[f"podman run --rm ({name})"] = run_quiet([*run, "localhost/bb:bench", "true"])
+            ctr_run = [*ctr, "run", "--rm", "--runc-binary", path, "--runc-root", f"{tmp}/runc-root"]
+            ctr_run.append("localhost/bb:bench")
+            error = check([*ctr_run, f"probe-{name}", "true"])
+            if error:
+                failures[f"ctr run --rm ({name})"] = error
+            else:
+                workloads[f"ctr run --rm ({name})"] = lambda c=ctr_run: run_quiet([*c, f"b{next(counter)}", "true"])()
+            workloads[f"{name} --version"] = run_quiet([path, "--version"])
+            workloads[f"{name} state (no such container)"] = lambda p=path: subprocess.run(
+                [p, "--root", f"{tmp}/none", "state", "x"], capture_output=True, check=False
+            )
+        samples = _common.interleaved(workloads, rounds=args.rounds, warmup=2)
+        stats = {name: _common.percentiles(values) for name, values in samples.items()}
+        rows = []
+        for name, p in stats.items():
+            # against crun (the target), or runc where crun fails on this host
+            for peer_name in ("crun", "runc"):
+                peer = name.replace("sandboxlib-runtime", peer_name)
+                if peer != name and peer in stats:
+                    rows.append((name, p, f"{p[0] / stats[peer][0]:.2f}x {peer_name}"))
+                    break
+            else:
+                rows.append((name, p, ""))
+        body = _common.table(rows)
+        if failures:
+            body += "\n\nFailed here (no time):\n" + "\n".join(f"- {k}: {v}" for k, v in failures.items())
+        versions = ", ".join(_common.tool_version([p or n, "--version"]) for n, p in runtimes.items())
+        body = f"{args.rounds} rounds, interleaved. Runtimes: {versions}\n\n{body}"
+        print(body)
+        if not args.no_record:
+            _common.record("bench_oci: podman run --rm and ctr run --rm, per OCI runtime", body)
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+        subprocess.run(["umount", "--recursive", "--quiet", f"{tmp}/root"], check=False, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        for hierarchy in os.listdir("/sys/fs/cgroup"):  # podman's parent, ctr's namespace
+            for name in (f"sandboxlib-bench-{os.getpid()}", namespace):
+                top = f"/sys/fs/cgroup/{hierarchy}/{name}"
+                for dirpath, _d, _f in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                    try:
+                        os.rmdir(dirpath)
+                    except OSError:
+                        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m sandboxlib.oci``: the same as ``sandboxlib-runtime``."""
+
+from .cli import main
+
+main()

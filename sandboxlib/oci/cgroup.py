@@ -1,0 +1,100 @@
+"""An OCI container's cgroup: ``linux.cgroupsPath`` in every hierarchy.
+
+An absolute path is below each hierarchy's mount root, a relative one below
+the runtime's own cgroup (runc's rule).  The container joins the v2 tree
+(when writable) and the v1 hierarchies of memory, pids, cpu, cpuacct, blkio,
+devices and freezer that are mounted; limits are written by
+:class:`~sandboxlib.cgroups.ContainerCgroup`, the device rules here."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..cgroups import ContainerCgroup, fs
+from ..cgroups.group import Node
+from ..cgroups.settings import v1_settings, v2_settings
+from ..config import CgroupLimits
+from ..errors import SetupError, UnsupportedError
+
+__all__ = ["plan", "write_devices", "update", "JOINED_V1"]
+
+JOINED_V1 = ("memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "cpuset")
+
+
+def _hierarchies() -> List[Tuple[str, str, str, Tuple[str, ...]]]:
+    """(version, mount point, our own cgroup's path there, controllers) of each hierarchy."""
+    own: Dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            number, names, path = line.rstrip("\n").split(":", 2)
+            own["" if number == "0" else names] = path
+    found: List[Tuple[str, str, str, Tuple[str, ...]]] = []
+    seen = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2") or fields[3] != "/":
+                continue
+            controllers: Tuple[str, ...] = ()
+            key = ""
+            if rfields[0] != "cgroup2":
+                options = set(rfields[2].split(","))
+                key = next((k for k in own if k and set(k.split(",")) <= options), "")
+                controllers = tuple(c for c in key.split(",") if c in JOINED_V1)
+                if not controllers:
+                    continue
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append(("v2" if not key else "v1", fields[4], own.get(key, "/"), controllers))
+    return found
+
+
+def plan(path: str, limits: CgroupLimits, with_devices: bool) -> Optional[ContainerCgroup]:
+    """The container's cgroup directories (not made yet), or None when we may make none."""
+    nodes = []
+    for version, point, own, controllers in _hierarchies():
+        base = point if path.startswith("/") else os.path.join(point, own.lstrip("/"))
+        if controllers == ("cpuset",) and limits.cpuset_cpus is None:
+            continue  # a cpuset needs cpus and mems copied in: only for a cpuset limit
+        if not os.access(base, os.W_OK):
+            continue
+        nodes.append(Node(version, os.path.join(base, path.lstrip("/")), controllers))
+    needed = {"memory": limits.memory, "pids": limits.pids, "cpu": limits.cpu_quota_us or limits.cpu_shares}
+    for controller, value in needed.items():
+        if value is not None and not any(controller in n.controllers for n in nodes):
+            raise UnsupportedError(f"the cgroup {controller} controller", "mount it, or delegate it to this user")
+    if with_devices and not any("devices" in n.controllers for n in nodes) and os.geteuid() == 0:
+        raise UnsupportedError("linux.resources.devices", "a cgroup v1 devices hierarchy is required")
+    for node in nodes:
+        os.makedirs(os.path.dirname(node.path), exist_ok=True)
+    return ContainerCgroup(nodes, limits) if nodes else None
+
+
+def write_devices(cgroup: ContainerCgroup, rules: Sequence[str]) -> None:
+    """The device allow-list (cgroup v1 devices.allow/deny), in order."""
+    node = cgroup.node("devices")
+    if node is None:
+        return
+    for rule in rules:
+        verb, _, value = rule.partition(" ")
+        target = os.path.join(node.path, f"devices.{verb}")
+        try:
+            fs.write(target, value)
+        except OSError as err:
+            raise SetupError(
+                err.errno or 0, f"write({target!r}, {value!r})", step="CGROUP", field="linux.resources.devices"
+            ) from None
+
+
+def update(nodes: Sequence[Tuple[str, str, Sequence[str]]], limits: CgroupLimits) -> None:
+    """Write new limits into the container's directories (``update``)."""
+    for version, path, controllers in nodes:
+        settings = (v2_settings if version == "v2" else v1_settings)(limits)
+        for controller in controllers:
+            for filename, value in settings.get(controller, ()):
+                if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(os.path.join(path, filename)):
+                    continue
+                fs.write(os.path.join(path, filename), value)

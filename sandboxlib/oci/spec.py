@@ -1,0 +1,424 @@
+"""A bundle's config.json (runtime-spec 1.1) -> a checked :class:`Spec`.
+
+Every field the runtime does not implement is refused, all of them named
+in one :class:`~sandboxlib.errors.ConfigError` (``config.json: process.foo:
+unknown field; linux.intelRdt: not supported``), never ignored.  The
+mount list is taken as the whole file system of the container, in order,
+as the runtime-spec says: the library's own layout (host view, /dev, masks)
+is not added, except the devices every OCI container has."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import attrs
+
+from ..config import CPU_PERIOD_US, CgroupLimits, IdMapping
+from ..errors import ConfigError
+from ..native.binding import MountFlag as F
+from ..native.binding import MountKind as K
+from ..native.mount_op import MountOp
+from ..native.protocol import RLIMIT_NUMBERS
+from ..security.capabilities import normalize_capability
+
+__all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES"]
+
+HOOK_NAMES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+# Those we always create: sharing the host's (or joining a path) is refused.
+REQUIRED_NAMESPACES = ("pid", "mount", "ipc", "uts")
+DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+ANY = object()  # a value taken as it is (maps of strings)
+
+# The fields we implement: a dict is an object's known keys, [x] a list of x.
+_USER = {"uid": None, "gid": None, "umask": None, "additionalGids": None, "username": None}
+_CAPS = dict.fromkeys(("bounding", "effective", "inheritable", "permitted", "ambient"))
+_PROCESS = {
+    "terminal": None,
+    "consoleSize": {"height": None, "width": None},
+    "user": _USER,
+    "args": None,
+    "env": None,
+    "cwd": None,
+    "capabilities": _CAPS,
+    "rlimits": [{"type": None, "hard": None, "soft": None}],
+    "noNewPrivileges": None,
+    "oomScoreAdj": None,
+    "apparmorProfile": None,
+    "selinuxLabel": None,
+}
+_HOOK = [{"path": None, "args": None, "env": None, "timeout": None}]
+_DEVICE_RULE = [{"allow": None, "type": None, "major": None, "minor": None, "access": None}]
+_SCHEMA = {
+    "ociVersion": None,
+    "root": {"path": None, "readonly": None},
+    "mounts": [{"destination": None, "type": None, "source": None, "options": None}],
+    "process": _PROCESS,
+    "hostname": None,
+    "domainname": None,
+    "hooks": dict.fromkeys(HOOK_NAMES, _HOOK),
+    "annotations": ANY,
+    "linux": {
+        "namespaces": [{"type": None, "path": None}],
+        "uidMappings": [{"containerID": None, "hostID": None, "size": None}],
+        "gidMappings": [{"containerID": None, "hostID": None, "size": None}],
+        "sysctl": ANY,
+        "resources": {
+            "devices": _DEVICE_RULE,
+            "memory": {"limit": None, "swap": None, "reservation": None, "disableOOMKiller": None, "swappiness": None},
+            "cpu": {"shares": None, "quota": None, "period": None, "cpus": None, "mems": None},
+            "pids": {"limit": None},
+        },
+        "cgroupsPath": None,
+        "rootfsPropagation": None,
+        "seccomp": ANY,  # checked by security.profile, which names its fields
+        "maskedPaths": None,
+        "readonlyPaths": None,
+        "devices": [
+            {"path": None, "type": None, "major": None, "minor": None, "fileMode": None, "uid": None, "gid": None}
+        ],
+        "mountLabel": None,
+    },
+}
+
+
+def _unknown(value: Any, schema: Any, path: str, found: List[str]) -> None:
+    """Append to ``found`` the path of every field ``schema`` does not name."""
+    if schema is ANY or schema is None:
+        return
+    if isinstance(schema, list) and isinstance(value, list):
+        for i, item in enumerate(value):
+            _unknown(item, schema[0], f"{path}[{i}]", found)
+    elif isinstance(schema, dict) and isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if key in schema:
+                _unknown(item, schema[key], where, found)
+            else:
+                found.append(f"{where}: unknown or unsupported field")
+
+
+@attrs.frozen(kw_only=True)
+class ProcessSpec:
+    """``process`` (also what ``exec --process`` reads)."""
+
+    args: Tuple[str, ...]
+    env: Tuple[str, ...]
+    cwd: str
+    uid: int
+    gid: int
+    groups: Tuple[int, ...]
+    umask: Optional[int]
+    rlimits: Tuple[Tuple[str, int, int], ...]
+    capabilities: Tuple[str, ...]  # without the CAP_ prefix: the bounding set
+    terminal: bool
+    console_size: Tuple[int, int]  # rows, columns
+    oom_score_adj: Optional[int]
+
+    @property
+    def search_path(self) -> str:
+        path = next((e[5:] for e in self.env if e.startswith("PATH=")), None)
+        return path if path is not None else "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@attrs.frozen(kw_only=True)
+class Spec:
+    bundle: str
+    root: str  # absolute host path
+    readonly: bool
+    process: Optional[ProcessSpec]
+    hostname: Optional[str]
+    ops: Tuple[MountOp, ...]
+    new_network: bool
+    new_user: bool
+    new_cgroup: bool
+    uid_map: Tuple[IdMapping, ...]
+    gid_map: Tuple[IdMapping, ...]
+    limits: CgroupLimits
+    device_rules: Tuple[str, ...]  # devices.allow/deny lines, in order ("a" first)
+    cgroups_path: Optional[str]
+    seccomp: Optional[Mapping[str, Any]]
+    sysctl: Mapping[str, str]
+    hooks: Mapping[str, Tuple[Mapping[str, Any], ...]]
+    annotations: Mapping[str, str]
+
+
+def _field(data: Mapping[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}{key}", f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _strings(value: Any, field: str) -> Tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(field, f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
+    """``process`` of config.json, or the JSON of ``exec --process``."""
+    if not isinstance(data, dict):
+        raise ConfigError(where.rstrip("."), "expected an object")
+    found: List[str] = []
+    _unknown(data, _PROCESS, where.rstrip("."), found)
+    if found:
+        raise ConfigError(where.rstrip("."), "; ".join(found))
+    args = _strings(data.get("args"), f"{where}args")
+    if not args:
+        raise ConfigError(f"{where}args", "at least the program is required")
+    user = _field(data, "user", dict, where, {})
+    caps = _field(data, "capabilities", dict, where, {})
+
+    def names(kind: str) -> List[str]:
+        field = f"{where}capabilities.{kind}"
+        return [normalize_capability(c, field) for c in _strings(caps.get(kind), field)]
+
+    bounding = names("bounding")
+    for kind in ("effective", "permitted", "inheritable"):
+        extra = set(names(kind)) - set(bounding)
+        if extra:
+            raise ConfigError(f"{where}capabilities.{kind}", f"{sorted(extra)} are not in the bounding set")
+    ambient = set(names("ambient"))
+    # For uid 0 the ambient set adds nothing: execve gives root the bounding set anyway.
+    if ambient and (int(_field(data, "user", dict, where, {}).get("uid", 0)) != 0 or not ambient <= set(bounding)):
+        raise ConfigError(f"{where}capabilities.ambient", "ambient capabilities are supported only for uid 0")
+    rlimits = []
+    for i, limit in enumerate(_field(data, "rlimits", list, where, [])):
+        kind = str(limit.get("type", ""))
+        name = kind[len("RLIMIT_") :].lower() if kind.startswith("RLIMIT_") else ""
+        if name not in RLIMIT_NUMBERS:
+            raise ConfigError(f"{where}rlimits[{i}].type", f"unsupported rlimit {kind!r}")
+        rlimits.append((name, int(limit.get("soft", 0)), int(limit.get("hard", 0))))
+    for key in ("apparmorProfile", "selinuxLabel"):
+        if data.get(key):
+            raise ConfigError(f"{where}{key}", "not supported (this runtime applies no LSM profile)")
+    size = _field(data, "consoleSize", dict, where, {})
+    umask = user.get("umask")
+    return ProcessSpec(
+        args=args,
+        env=_strings(data.get("env"), f"{where}env"),
+        cwd=_field(data, "cwd", str, where, "/"),
+        uid=int(user.get("uid", 0)),
+        gid=int(user.get("gid", 0)),
+        groups=tuple(int(g) for g in user.get("additionalGids") or ()),
+        umask=int(umask) if umask is not None else None,
+        rlimits=tuple(rlimits),
+        capabilities=tuple(bounding),
+        terminal=bool(data.get("terminal", False)),
+        console_size=(int(size.get("height", 24)), int(size.get("width", 80))),
+        oom_score_adj=data.get("oomScoreAdj"),
+    )
+
+
+# mount option -> (flag set, flag cleared)
+_MOUNT_FLAGS = {
+    "ro": (F.RDONLY, F(0)),
+    "rw": (F(0), F.RDONLY),
+    "nosuid": (F.NOSUID, F(0)),
+    "suid": (F(0), F.NOSUID),
+    "nodev": (F.NODEV, F(0)),
+    "dev": (F(0), F.NODEV),
+    "noexec": (F.NOEXEC, F(0)),
+    "exec": (F(0), F.NOEXEC),
+    "rbind": (F.RECURSIVE, F(0)),
+    "bind": (F(0), F(0)),
+}
+# Accepted and without effect here: every mount we make is private, times are the kernel's default.
+_NO_OP_OPTIONS = {"private", "rprivate", "relatime", "norelatime", "strictatime", "defaults", "async"}
+_KINDS = {"tmpfs": K.TMPFS, "proc": K.PROC, "sysfs": K.SYSFS, "devpts": K.DEVPTS, "mqueue": K.MQUEUE}
+
+
+def _mount(i: int, m: Any, bundle: str) -> MountOp:
+    where = f"mounts[{i}]"
+    if not isinstance(m, dict) or not isinstance(m.get("destination"), str) or not m["destination"].startswith("/"):
+        raise ConfigError(f"{where}.destination", "an absolute path is required")
+    options = _strings(m.get("options"), f"{where}.options")
+    kind_name = m.get("type") or ("bind" if {"bind", "rbind"} & set(options) else "")
+    flags, data = F(0), []
+    for option in options:
+        if option in _MOUNT_FLAGS:
+            on, off = _MOUNT_FLAGS[option]
+            flags = (flags | on) & ~off
+        elif option in _NO_OP_OPTIONS:
+            continue
+        elif "=" in option or (kind_name in _KINDS and option in ("newinstance",)):
+            data.append(option)
+        else:
+            raise ConfigError(f"{where}.options", f"unsupported mount option {option!r}")
+    target = os.path.normpath(m["destination"])
+    if kind_name == "bind" or {"bind", "rbind"} & set(options):
+        if data:
+            raise ConfigError(f"{where}.options", f"a bind mount takes no data options, got {data}")
+        source = os.path.join(bundle, m.get("source") or "")
+        if not os.path.exists(source):
+            raise ConfigError(f"{where}.source", f"{source} does not exist")
+        file = F(0) if os.path.isdir(source) else F.FILE
+        return MountOp(kind=K.BIND, target=target, source=source, flags=flags | file, field=where)
+    if kind_name == "cgroup":
+        # The host's hierarchies, read-only (a fresh cgroup mount per v1
+        # hierarchy is not implemented): the container sees /sys/fs/cgroup.
+        return MountOp(kind=K.BIND, target=target, source="/sys/fs/cgroup", flags=flags | F.RECURSIVE | F.RDONLY)
+    if kind_name not in _KINDS:
+        raise ConfigError(f"{where}.type", f"unsupported mount type {kind_name!r}")
+    if m.get("source"):  # what mountinfo shows as the source ("proc", "tmpfs", "shm"), as runc's
+        data.insert(0, f"source={m['source']}")
+    return MountOp(kind=_KINDS[kind_name], target=target, data=",".join(data) or None, flags=flags, field=where)
+
+
+def _mounts(data: List[Any], bundle: str, masked: Tuple[str, ...], readonly: Tuple[str, ...]) -> Tuple[MountOp, ...]:
+    ops = [_mount(i, m, bundle) for i, m in enumerate(data)]
+    targets = {op.target for op in ops}
+    # The devices every OCI container gets (runtime-spec "Default Devices"),
+    # bound from the host where the spec does not mount them itself.
+    flags = F.FILE | F.NOSUID | F.NOEXEC | F.OPTIONAL
+    ops += [
+        MountOp(kind=K.BIND, target=f"/dev/{name}", source=f"/dev/{name}", flags=flags)
+        for name in DEFAULT_DEVICES
+        if f"/dev/{name}" not in targets
+    ]
+    if "/dev/pts" in targets:
+        ops.append(MountOp(kind=K.SYMLINK, target="/dev/ptmx", source="pts/ptmx", flags=F.OPTIONAL))
+    links = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0"}
+    links.update({"/dev/stdout": "/proc/self/fd/1", "/dev/stderr": "/proc/self/fd/2"})
+    ops += [MountOp(kind=K.SYMLINK, target=t, source=s, flags=F.OPTIONAL) for t, s in links.items()]
+    ops += [MountOp(kind=K.MASK, target=p, source="/dev/null", flags=F.OPTIONAL) for p in masked]
+    ops += [MountOp(kind=K.REMOUNT, target=p, flags=F.RDONLY | F.OPTIONAL) for p in readonly]
+    return tuple(ops)
+
+
+def _maps(data: Any, field: str) -> Tuple[IdMapping, ...]:
+    try:
+        return tuple(IdMapping(container=m["containerID"], host=m["hostID"], size=m["size"]) for m in data or ())
+    except (KeyError, TypeError) as err:
+        raise ConfigError(field, f"each mapping needs containerID, hostID and size ({err})") from None
+
+
+def resource_limits(resources: Mapping[str, Any]) -> CgroupLimits:
+    memory = resources.get("memory") or {}
+    for key in ("reservation", "disableOOMKiller", "swappiness"):
+        if memory.get(key) not in (None, False):
+            raise ConfigError(f"linux.resources.memory.{key}", "not supported")
+    cpu = resources.get("cpu") or {}
+    if cpu.get("mems"):
+        raise ConfigError("linux.resources.cpu.mems", "not supported")
+    quota, period = cpu.get("quota"), cpu.get("period") or CPU_PERIOD_US
+    limit, swap = memory.get("limit"), memory.get("swap")
+    pids = (resources.get("pids") or {}).get("limit")
+    return CgroupLimits(
+        memory=limit if limit and limit > 0 else None,
+        memory_swap=swap if swap and swap > 0 else None,
+        cpu_quota_us=quota * CPU_PERIOD_US // period if quota and quota > 0 else None,
+        cpu_shares=cpu.get("shares") or None,
+        pids=pids if pids and pids > 0 else None,  # (our init counts: one process more than runc's)
+        cpuset_cpus=cpu.get("cpus") or None,
+    )
+
+
+# What every container may use whatever its rules say (runc's list): mknod,
+# and null, zero, full, tty, random, urandom, console, ptmx and the pts.
+_DEFAULT_DEVICE_RULES = tuple(
+    f"allow {rule}"
+    for rule in ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm")
+    + ("c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
+)
+
+
+def _device_rules(rules: List[Mapping[str, Any]]) -> Tuple[str, ...]:
+    """linux.resources.devices (then the defaults) -> cgroup v1 devices.allow/deny lines ("allow c 1:3 rwm")."""
+    if not rules:
+        return ()
+    lines = []
+    for rule in rules:
+        kind = rule.get("type") or "a"
+        major, minor = rule.get("major"), rule.get("minor")
+        node = "" if kind == "a" else f" {'*' if major is None else major}:{'*' if minor is None else minor}"
+        lines.append(f"{'allow' if rule.get('allow') else 'deny'} {kind}{node} {rule.get('access') or 'rwm'}")
+    return tuple(lines) + _DEFAULT_DEVICE_RULES
+
+
+def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, bool]:
+    kinds: Dict[str, bool] = {}
+    for i, ns in enumerate(data):
+        kind = ns.get("type")
+        if kind not in NAMESPACES:
+            raise ConfigError(f"linux.namespaces[{i}].type", f"unknown namespace {kind!r}")
+        if ns.get("path"):
+            raise ConfigError(f"linux.namespaces[{i}].path", "joining an existing namespace is not supported")
+        if kind == "time":
+            raise ConfigError(f"linux.namespaces[{i}]", "time namespaces are not supported")
+        kinds[kind] = True
+    missing = [k for k in REQUIRED_NAMESPACES if k not in kinds]
+    if missing:
+        raise ConfigError("linux.namespaces", f"sharing the host's {', '.join(missing)} namespace is not supported")
+    return kinds
+
+
+def load_spec(bundle: str) -> Spec:
+    """Read and check ``bundle/config.json``."""
+    bundle = os.path.abspath(bundle)
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ConfigError("config.json", f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config.json", "expected an object")
+    found: List[str] = []
+    _unknown(data, _SCHEMA, "", found)
+    linux = _field(data, "linux", dict, "", {})
+    if data.get("domainname"):
+        found.append("domainname: not supported")
+    if linux.get("rootfsPropagation") not in (None, "", "private", "rprivate"):
+        found.append("linux.rootfsPropagation: only private propagation is supported")
+    if linux.get("mountLabel"):
+        found.append("linux.mountLabel: SELinux labels are not supported")
+    if found:
+        raise ConfigError("config.json", "; ".join(found))
+    root = _field(data, "root", dict, "", {})
+    root_path = os.path.join(bundle, _field(root, "path", str, "root.", "rootfs"))
+    if not os.path.isdir(root_path):
+        raise ConfigError("root.path", f"{root_path} is not a directory")
+    kinds = _namespaces(_field(linux, "namespaces", list, "linux.", []))
+    resources = _field(linux, "resources", dict, "linux.", {})
+    devices = []
+    for i, dev in enumerate(_field(linux, "devices", list, "linux.", [])):
+        host = dev.get("path", "")
+        if not os.path.exists(host):
+            raise ConfigError(f"linux.devices[{i}].path", "creating device nodes is not supported (only host devices)")
+        devices.append(MountOp(kind=K.BIND, target=host, source=host, flags=F.FILE | F.NOSUID | F.NOEXEC))
+    hooks = _field(data, "hooks", dict, "", {})
+    sysctl = _field(linux, "sysctl", dict, "linux.", {})
+    return Spec(
+        bundle=bundle,
+        root=os.path.realpath(root_path),
+        readonly=bool(root.get("readonly", False)),
+        process=parse_process(data["process"]) if "process" in data else None,
+        hostname=_field(data, "hostname", str, "") or None,
+        ops=_mounts(
+            _field(data, "mounts", list, "", []),
+            bundle,
+            _strings(linux.get("maskedPaths"), "linux.maskedPaths"),
+            _strings(linux.get("readonlyPaths"), "linux.readonlyPaths"),
+        )
+        + tuple(devices),
+        new_network="network" in kinds,
+        new_user="user" in kinds,
+        new_cgroup="cgroup" in kinds,
+        uid_map=_maps(linux.get("uidMappings"), "linux.uidMappings"),
+        gid_map=_maps(linux.get("gidMappings"), "linux.gidMappings"),
+        limits=resource_limits(resources),
+        device_rules=_device_rules(_field(resources, "devices", list, "linux.resources.", [])),
+        cgroups_path=_field(linux, "cgroupsPath", str, "linux.", None) or None,
+        seccomp=_field(linux, "seccomp", dict, "linux.", None),
+        sysctl={str(k): str(v) for k, v in sysctl.items()},
+        hooks={name: tuple(_field(hooks, name, list, "hooks.", [])) for name in HOOK_NAMES},
+        annotations=dict(_field(data, "annotations", dict, "", {})),
+    )

@@ -1,0 +1,419 @@
+"""sandboxlib-runtime, the OCI runtime: its verbs on real bundles (as root).
+
+Each test checks its own cleanup: a container's init outlives the runtime
+process that created it (it is nobody's child here), so the generic leak
+check cannot see it; ``oci_root`` asserts that every container was deleted,
+its init is gone and its cgroup removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.ocikit import cgroup_path_of, make_bundle, ok, runtime, state, unique_id
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the runtime tests run as root (rootless through the test users)"
+)
+
+
+@pytest.fixture
+def oci_root(tmp_path):
+    root = str(tmp_path / "state")
+    yield root
+    leftover = os.listdir(root) if os.path.exists(root) else []
+    pids = []
+    for name in leftover:
+        with open(os.path.join(root, name, "state.json")) as f:
+            pids.append(json.load(f)["pid"])
+        runtime(root, "delete", "--force", name)
+    assert leftover == [], f"containers left: {leftover} (pids {pids})"
+
+
+def cgroup_dirs(container_id: str) -> list:
+    name = cgroup_path_of(container_id)
+    found = []
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(dirpath, d) for d in dirnames if d == name]
+        if dirpath.count("/") > 7:
+            dirnames[:] = []
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def test_lifecycle(oci_root, tmp_path, busybox_root):
+    cid = unique_id()
+    out = tmp_path / "out"
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["sh", "-c", "read x; echo got $x; hostname; exit 7"])
+    rfd, wfd = os.pipe()
+    with open(out, "wb") as f:
+        proc = subprocess.run(
+            [*RUNTIME_ARGS(oci_root), "create", "--bundle", bundle, "--pid-file", str(tmp_path / "pid"), cid],
+            stdout=f,
+            stderr=f,
+            stdin=rfd,
+        )
+    os.close(rfd)
+    assert proc.returncode == 0, out.read_text()
+    created = state(oci_root, cid)
+    assert created["status"] == "created" and created["id"] == cid and created["bundle"] == bundle
+    pid = created["pid"]
+    assert int((tmp_path / "pid").read_text()) == pid and alive(pid)
+    assert out.read_bytes() == b""  # waiting before the user process
+    assert cgroup_dirs(cid), "the container has its cgroup"
+    ok(oci_root, "start", cid)
+    assert state(oci_root, cid)["status"] == "running"
+    assert runtime(oci_root, "start", cid).returncode == 1  # not twice
+    refused = runtime(oci_root, "delete", cid)
+    assert refused.returncode == 1 and b"not stopped: running" in refused.stderr
+    os.write(wfd, b"input\n")
+    os.close(wfd)
+    assert wait_until(lambda: state(oci_root, cid)["status"] == "stopped")
+    assert out.read_bytes() == b"got input\nsandboxlib\n"
+    assert state(oci_root, cid)["pid"] == 0
+    ok(oci_root, "delete", cid)
+    assert not alive(pid) and cgroup_dirs(cid) == []
+    gone = runtime(oci_root, "state", cid)
+    assert gone.returncode == 1 and b"does not exist" in gone.stderr
+
+
+def RUNTIME_ARGS(root: str) -> list:
+    from tests.ocikit import RUNTIME
+
+    return [*RUNTIME, "--root", root]
+
+
+def run(oci_root, tmp_path, busybox_root, args, **changes) -> subprocess.CompletedProcess:
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, args, **changes)
+    return runtime(oci_root, "run", "--bundle", bundle, cid)
+
+
+def test_run_exit_status_and_process(oci_root, tmp_path, busybox_root):
+    proc = run(
+        oci_root,
+        tmp_path,
+        busybox_root,
+        ["sh", "-c", "id; pwd; echo $FOO; ulimit -n; cat /proc/self/status | grep -E 'CapBnd|NoNewPrivs'; exit 3"],
+        **{
+            "process.env": ["PATH=/bin", "FOO=bar"],
+            "process.cwd": "/tmp",
+            "process.user": {"uid": 1000, "gid": 1000, "additionalGids": [1001]},
+            "process.rlimits": [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}],
+        },
+    )
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0] == "uid=1000(app) gid=1000(app) groups=1001(extra)"
+    assert lines[1:4] == ["/tmp", "bar", "123"]
+    assert lines[4] == "CapBnd:\t0000000020000420"  # the default spec's AUDIT_WRITE, KILL, NET_BIND_SERVICE
+    assert lines[5] == "NoNewPrivs:\t1"
+
+
+def test_signal_exit_status(oci_root, tmp_path, busybox_root):
+    proc = run(oci_root, tmp_path, busybox_root, ["sh", "-c", "kill -9 $$"])
+    assert proc.returncode == 137
+
+
+def test_capabilities(oci_root, tmp_path, busybox_root):
+    caps = ["CAP_CHOWN", "CAP_NET_RAW"]
+    proc = run(
+        oci_root,
+        tmp_path,
+        busybox_root,
+        ["sh", "-c", "grep -E 'Cap(Bnd|Eff)' /proc/self/status"],
+        **{"process.capabilities": {"bounding": caps, "effective": caps, "permitted": caps}},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == ["CapEff:", "0000000000002001", "CapBnd:", "0000000000002001"]
+
+
+def test_readonly_root_masked_and_readonly_paths(oci_root, tmp_path, busybox_root):
+    script = (
+        "touch /x 2>/dev/null && echo root-writable; cat /proc/kcore | wc -c; "
+        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; "
+        "touch /tmp/x && echo tmp-writable; grep -c ' /tmp ' /proc/mounts"
+    )
+    mounts = [{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]}]
+    from sandboxlib.oci.default_spec import default_spec
+
+    proc = run(oci_root, tmp_path, busybox_root, ["sh", "-c", script], mounts=default_spec()["mounts"] + mounts)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == ["0", "tmp-writable", "1"]
+
+
+def test_bind_mounts_and_hostname(oci_root, tmp_path, busybox_root):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("host file\n")
+    from sandboxlib.oci.default_spec import default_spec
+
+    mounts = default_spec()["mounts"] + [
+        {"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "ro"]},
+        {"destination": "/rw", "type": "bind", "source": str(data), "options": ["bind"]},
+    ]
+    proc = run(
+        oci_root,
+        tmp_path,
+        busybox_root,
+        ["sh", "-c", "cat /data/f; touch /data/g 2>/dev/null || echo ro; echo new > /rw/h; hostname"],
+        mounts=mounts,
+        hostname="box1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split("\n") == ["host file", "ro", "box1", ""]
+    assert (data / "h").read_text() == "new\n"
+
+
+def test_resources(oci_root, tmp_path, busybox_root):
+    cid = unique_id()
+    bundle = make_bundle(
+        str(tmp_path / cid),
+        busybox_root,
+        ["sh", "-c", "sleep 30 & sleep 30 & wait"],
+        **{"linux.resources": {"memory": {"limit": 64 << 20}, "pids": {"limit": 4}, "cpu": {"shares": 512}}},
+    )
+    ok(oci_root, "run", "--detach", "--bundle", bundle, cid)
+    try:
+        dirs = {d.split("/")[4]: d for d in cgroup_dirs(cid)}
+        with open(os.path.join(dirs["memory"], "memory.limit_in_bytes")) as f:
+            assert int(f.read()) == 64 << 20
+        with open(os.path.join(dirs["pids"], "pids.max")) as f:
+            assert f.read().strip() == "4"
+        # the init, sh and its two sleeps: the limit
+        assert wait_until(lambda: len(json.loads(ok(oci_root, "ps", "--format", "json", cid).stdout)) == 4)
+        stats = json.loads(ok(oci_root, "events", "--stats", cid).stdout)
+        assert stats["type"] == "stats" and stats["data"]["pids"] == {"current": 4, "limit": 4}
+        refused = runtime(oci_root, "exec", cid, "true")  # one process more than the limit
+        assert refused.returncode == 1 and b"Resource temporarily unavailable" in refused.stderr, refused.stderr
+        ok(oci_root, "update", "--resources", "-", cid, input=b'{"pids": {"limit": 10}}')
+        ok(oci_root, "exec", cid, "true")
+        with open(os.path.join(dirs["pids"], "pids.max")) as f:
+            assert f.read().strip() == "10"
+    finally:
+        ok(oci_root, "delete", "--force", cid)
+    assert cgroup_dirs(cid) == []
+
+
+def test_kill(oci_root, tmp_path, busybox_root):
+    cid = unique_id()
+    bundle = make_bundle(
+        str(tmp_path / cid), busybox_root, ["sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.1; done"]
+    )
+    ok(oci_root, "run", "--detach", "--bundle", bundle, cid)
+    pid = state(oci_root, cid)["pid"]
+    time.sleep(0.2)  # the trap is set
+    ok(oci_root, "kill", cid, "TERM")
+    assert wait_until(lambda: state(oci_root, cid)["status"] == "stopped")
+    assert runtime(oci_root, "kill", cid, "KILL").returncode == 1  # not running
+    ok(oci_root, "delete", cid)
+    assert not alive(pid)
+
+
+def test_seccomp(oci_root, tmp_path, busybox_root):
+    policy = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }
+    proc = run(oci_root, tmp_path, busybox_root, ["sh", "-c", "mkdir /tmp/d; echo $?"], **{"linux.seccomp": policy})
+    assert proc.returncode == 0, proc.stderr
+    assert b"Operation not permitted" in proc.stderr and proc.stdout == b"1\n"
+
+
+def test_exec(oci_root, tmp_path, busybox_root):
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["sleep", "30"], **{"process.env": ["PATH=/bin", "A=1"]})
+    ok(oci_root, "run", "--detach", "--bundle", bundle, cid)
+    try:
+        proc = runtime(oci_root, "exec", cid, "sh", "-c", "echo $A; exit 5")
+        assert (proc.returncode, proc.stdout) == (5, b"1\n"), proc.stderr
+        process = {"args": ["sh", "-c", "id -u; pwd"], "cwd": "/tmp", "user": {"uid": 1000, "gid": 1000}, "env": []}
+        (tmp_path / "p.json").write_text(json.dumps(process))
+        proc = runtime(oci_root, "exec", "--process", str(tmp_path / "p.json"), cid)
+        assert (proc.returncode, proc.stdout) == (0, b"1000\n/tmp\n"), proc.stderr
+        # --detach: the pid file names a waiter that exits with the command's status
+        ok(oci_root, "exec", "--detach", "--pid-file", str(tmp_path / "epid"), cid, "sh", "-c", "exit 9")
+        waiter = int((tmp_path / "epid").read_text())
+        assert wait_until(lambda: not alive(waiter))
+        missing = runtime(oci_root, "exec", cid, "no-such-program")
+        assert missing.returncode == 1 and b"no-such-program" in missing.stderr
+    finally:
+        ok(oci_root, "delete", "--force", cid)
+
+
+def test_console_socket(oci_root, tmp_path, busybox_root):
+    cid = unique_id()
+    bundle = make_bundle(
+        str(tmp_path / cid),
+        busybox_root,
+        ["sh", "-c", "tty; stty size"],
+        **{"process.terminal": True, "process.consoleSize": {"height": 30, "width": 100}},
+    )
+    path = str(tmp_path / "console.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        ok(oci_root, "create", "--bundle", bundle, "--console-socket", path, cid)
+        conn, _ = listener.accept()
+        with conn:
+            msg, fds, _flags, _addr = socket.recv_fds(conn, 64, 1)
+    master = fds[0]
+    try:
+        ok(oci_root, "start", cid)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:
+                break  # EIO: nothing holds the terminal any more
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(master)
+    assert output.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"30 100"]
+    assert wait_until(lambda: state(oci_root, cid)["status"] == "stopped")
+    ok(oci_root, "delete", cid)
+
+
+def test_hooks(oci_root, tmp_path, busybox_root):
+    cid = unique_id()
+    log = tmp_path / "hooks.log"
+    hooks = {
+        name: [
+            {
+                "path": "/bin/sh",
+                "args": ["sh", "-c", f'read s; echo {name} >> {log}; echo "$s" > {tmp_path}/{name}.json'],
+            }
+        ]
+        for name in ("createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+    }
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], hooks=hooks)
+    ok(oci_root, "create", "--bundle", bundle, cid)
+    ok(oci_root, "start", cid)
+    assert wait_until(lambda: state(oci_root, cid)["status"] == "stopped")
+    ok(oci_root, "delete", cid)
+    assert log.read_text().split() == ["createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
+    seen = json.loads((tmp_path / "createRuntime.json").read_text())
+    assert seen["id"] == cid and seen["status"] == "created" and seen["pid"] > 0
+    failing = make_bundle(
+        str(tmp_path / "f"), busybox_root, ["true"], hooks={"createRuntime": [{"path": "/bin/false"}]}
+    )
+    proc = runtime(oci_root, "create", "--bundle", failing, unique_id())
+    assert proc.returncode == 1 and b"hooks.createRuntime[0]" in proc.stderr
+
+
+def test_unsupported_fields_are_named(oci_root, tmp_path, busybox_root):
+    bundle = make_bundle(
+        str(tmp_path / "b"),
+        busybox_root,
+        ["true"],
+        **{"process.foo": 1, "linux.intelRdt": {"closID": "x"}, "linux.personality": {"domain": "LINUX"}},
+    )
+    caps = make_bundle(
+        str(tmp_path / "c"), busybox_root, ["true"], **{"process.capabilities": {"bounding": ["CAP_NOPE"]}}
+    )
+    proc = runtime(oci_root, "create", "--bundle", caps, "c")
+    assert proc.returncode == 1 and b"process.capabilities.bounding: unknown capability 'CAP_NOPE'" in proc.stderr
+    log = tmp_path / "log.json"
+    proc = subprocess.run(
+        [*RUNTIME_ARGS(oci_root), "--log", str(log), "--log-format", "json", "create", "--bundle", bundle, "x"],
+        capture_output=True,
+    )
+    assert proc.returncode == 1
+    for field in ("process.foo", "linux.intelRdt", "linux.personality"):
+        assert field.encode() in proc.stderr
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and "linux.intelRdt" in entry["msg"]
+    joined = make_bundle(
+        str(tmp_path / "j"), busybox_root, ["true"], **{"linux.namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}
+    )
+    proc = runtime(oci_root, "create", "--bundle", joined, "y")
+    assert proc.returncode == 1 and b"linux.namespaces[0].path" in proc.stderr
+
+
+def test_cli_basics(oci_root, tmp_path):
+    assert b"sandboxlib-runtime version" in ok(oci_root, "--version").stdout
+    features = json.loads(ok(oci_root, "features").stdout)
+    assert features["ociVersionMax"] == "1.1.0" and "createRuntime" in features["hooks"]
+    ok(oci_root, "spec", "--bundle", str(tmp_path))
+    spec = json.loads((tmp_path / "config.json").read_text())
+    assert spec["process"]["args"] == ["sh"] and spec["root"]["path"] == "rootfs"
+    again = runtime(oci_root, "spec", "--bundle", str(tmp_path))
+    assert again.returncode == 1 and b"exists" in again.stderr
+    refused = runtime(oci_root, "--systemd-cgroup", "state", "x")
+    assert refused.returncode == 1 and b"--systemd-cgroup" in refused.stderr
+    assert runtime(oci_root, "delete", "--force", "nothing").returncode == 0
+
+
+def test_kill_all_and_force_delete(oci_root, tmp_path, busybox_root):
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["sh", "-c", "sleep 60 & sleep 60"])
+    ok(oci_root, "run", "--detach", "--bundle", bundle, cid)
+    pid = state(oci_root, cid)["pid"]
+    # the init and two sleeps (sh execs the last command)
+    assert wait_until(lambda: len(json.loads(ok(oci_root, "ps", "--format", "json", cid).stdout)) == 3)
+    ok(oci_root, "kill", "--all", cid, "KILL")
+    assert wait_until(lambda: not alive(pid))
+    ok(oci_root, "delete", cid)
+
+
+def test_created_container_deleted(oci_root, tmp_path, busybox_root):
+    """A created container (never started) is deleted without --force, as runc's."""
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"])
+    ok(oci_root, "create", "--bundle", bundle, cid)
+    pid = state(oci_root, cid)["pid"]
+    ok(oci_root, "delete", cid)
+    assert not alive(pid) and cgroup_dirs(cid) == []
+
+
+def test_rootless_run(workers, busybox_root):
+    """Rootless: a user namespace that maps the caller's own id (the default spec's --rootless form)."""
+    from tests.ocikit import rootless_run
+
+    (code, out, err, left), _leaks = workers["sbxtest"].call(rootless_run, busybox_root, ["sh", "-c", "id -u; exit 6"])
+    assert (code, out, left) == (6, b"0\n", []), err
+
+
+def test_failed_create_leaves_nothing(oci_root, tmp_path, busybox_root):
+    """A set-up failure after the init was spawned: the error names the mount, and the
+    init, its cgroup and the state are gone."""
+    from sandboxlib.oci.default_spec import default_spec
+
+    cid = unique_id()
+    bad = {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=not-a-size"]}
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], mounts=default_spec()["mounts"] + [bad])
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and b"mounts[7]" in proc.stderr, proc.stderr
+    assert os.listdir(oci_root) == [] and cgroup_dirs(cid) == []
+
+
+def test_sysctl_oom_score_adj_umask(oci_root, tmp_path, busybox_root):
+    proc = run(
+        oci_root,
+        tmp_path,
+        busybox_root,
+        ["sh", "-c", "cat /proc/sys/net/ipv4/ping_group_range /proc/self/oom_score_adj; umask"],
+        **{
+            "linux.sysctl": {"net.ipv4.ping_group_range": "0 0"},
+            "process.oomScoreAdj": 123,
+            "process.user": {"uid": 0, "gid": 0, "umask": 0o027},
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == ["0", "0", "123", "0027"]
