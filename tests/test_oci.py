@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import make_busybox_rootfs, wait_until
 from tests.ocikit import cgroup_path_of, make_bundle, ok, runtime, state, unique_id
 
 pytestmark = pytest.mark.skipif(
@@ -165,10 +165,11 @@ def test_bind_mounts_and_hostname(oci_root, tmp_path, busybox_root):
         {"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "ro"]},
         {"destination": "/rw", "type": "bind", "source": str(data), "options": ["bind"]},
     ]
+    rootfs = make_busybox_rootfs(str(tmp_path / "rootfs"))  # its own: the runtime makes /data and /rw in it
     proc = run(
         oci_root,
         tmp_path,
-        busybox_root,
+        rootfs,
         ["sh", "-c", "cat /data/f; touch /data/g 2>/dev/null || echo ro; echo new > /rw/h; hostname"],
         mounts=mounts,
         hostname="box1",
