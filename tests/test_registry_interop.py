@@ -123,16 +123,21 @@ def check_pull_platforms(path, ref, other):
     host = store.pull(ref)
     with sb.Container(image=ref, image_store=path) as c:
         seen = c.run(["cat", "/etc/platform"]).stdout
-    arm = sb.ImageStore(os.path.join(path, "other")).pull(ref, platform=f"linux/{other}")
-    return host.digest, host.architecture, host.repo_digests, seen, arm.digest, arm.architecture
+    others = sb.ImageStore(os.path.join(path, "other"))
+    arm = others.pull(ref, platform=f"linux/{other}")
+    unpacked = [sorted(os.listdir(os.path.join(s.path, "layers"))) for s in (store, others)]
+    return host.digest, host.architecture, host.repo_digests, seen, arm.digest, arm.architecture, unpacked
 
 
 def test_index_pushed_by_skopeo_is_pulled_per_platform(runner, store_dir, index_pushed):
     ref, index_digest, digests = index_pushed
-    host, host_arch, repo_digests, seen, other, other_arch = runner(check_pull_platforms, store_dir, ref, OTHER_ARCH)
+    host, host_arch, repo_digests, seen, other, other_arch, unpacked = runner(
+        check_pull_platforms, store_dir, ref, OTHER_ARCH
+    )
     assert (host, host_arch, seen) == (digests[host_platform()[1]], host_platform()[1], b"host\n")
     assert repo_digests == (f"{ref.rsplit(':', 1)[0]}@{index_digest}",)  # the digest the tag names
     assert (other, other_arch) == (digests[OTHER_ARCH], OTHER_ARCH)
+    assert [len(keys) for keys in unpacked] == [1, 0]  # the pull unpacks only what runs here
 
 
 def test_image_of_an_index_pushed_back_is_what_skopeo_reads(registry, index_pushed, tmp_path):

@@ -55,8 +55,9 @@ class ImageStore(Store):
 
     def unpacked(self, ref: str) -> List[str]:
         """The unpacked layer directories of an image, bottom first, owned
-        as the caller's containers need them (unpacked on first use)."""
-        return layers.unpacked_layers(self, self.get(ref), self._caller_policy())
+        as the caller's containers need them (unpacked on first use, unless a
+        pull unpacked them)."""
+        return layers.unpacked_layers(self, self.get(ref), self.caller_policy())
 
     def save(self, refs: Union[str, Sequence[str]], path: str) -> None:
         """Write the images to a tar that ``docker load`` and skopeo (as

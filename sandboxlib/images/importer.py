@@ -15,7 +15,7 @@ import os
 import re
 import tarfile
 import tempfile
-from typing import BinaryIO, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import DigestMismatch, ImageFormatError
 from . import reference
@@ -24,6 +24,7 @@ from .changes import apply_changes
 from .compression import decompressed, is_corrupt_data, sniff
 from .imageconfig import container_config
 from .layercheck import LayerCheck
+from .layers import diff_id_dir, new_layer, publish
 from .model import (
     INDEX_TYPES,
     LAYER_TYPES,
@@ -38,7 +39,7 @@ from .model import (
 from .newimage import host_platform, new_config, write_manifest
 from .sources import open_source, read_json_bytes
 from .store import Store
-from .unpack import IdPolicy
+from .unpack import IdPolicy, Owners, unpack
 
 __all__ = ["load", "import_rootfs", "from_directory", "transaction", "store_layer", "check_layer", "write_manifest_raw"]
 
@@ -78,17 +79,29 @@ class _Wrap:
 
 
 # -- layers ---------------------------------------------------------------------------
-def diff_id_of(stream: BinaryIO, kind: str, check: LayerCheck, source: str) -> str:
+Unpacking = Optional[Tuple[str, IdPolicy]]  # (an empty directory, the id policy) or None
+
+
+def diff_id_of(
+    stream: BinaryIO, kind: str, check: LayerCheck, source: str, into: Unpacking = None
+) -> Tuple[str, Owners]:
     """The sha256 of the uncompressed tar, checking that it is one that
-    unpacks (``check`` sees every header before its data is read)."""
+    unpacks (``check`` sees every header before its data is read); with
+    ``into`` (an empty directory, an id policy), unpacked there by the
+    hostile-input extractor in the same pass.  Returns (diff_id, the owners
+    still to apply: see :class:`IdPolicy`)."""
     hasher = _Hashing(decompressed(stream, kind))
+    owners: Owners = {}
     with _Wrap(source):
-        with tarfile.open(fileobj=hasher, mode="r|", bufsize=1 << 20) as tar:
-            for member in tar:
-                check.entry(member)
+        if into is None:
+            with tarfile.open(fileobj=hasher, mode="r|", bufsize=1 << 20) as tar:
+                for member in tar:
+                    check.entry(member)
+        else:
+            owners = unpack(hasher, *into, source, before=check.entry)
         while hasher.read(CHUNK):
             pass
-    return "sha256:" + hasher.hash.hexdigest()
+    return "sha256:" + hasher.hash.hexdigest(), owners
 
 
 class _Hashing(io.RawIOBase):
@@ -104,6 +117,22 @@ class _Hashing(io.RawIOBase):
         return data
 
 
+@contextlib.contextmanager
+def _unpacking(store: Store, diff_id: Optional[str], policy: Optional[IdPolicy]) -> Iterator[Unpacking]:
+    """Where to unpack the layer in the pass that checks it, or None: no
+    ``policy``, or the layer is unpacked for it already."""
+    if policy is None or (diff_id is not None and os.path.isdir(diff_id_dir(store, diff_id, policy))):
+        yield None
+        return
+    with new_layer(store) as root:
+        yield root, policy
+
+
+def _publish(store: Store, into: Unpacking, owners: Owners, diff_id: str, source: str) -> None:
+    if into is not None:
+        publish(store, into[0], owners, diff_id_dir(store, diff_id, into[1]), into[1], source)
+
+
 def store_layer(
     store: Store,
     stream: BinaryIO,
@@ -113,29 +142,35 @@ def store_layer(
     media_type: Optional[str],
     diff_id: Optional[str],
     source: str,
+    unpack_for: Optional[IdPolicy] = None,
 ) -> Tuple[str, int, str, str]:
     """Store a layer blob, verify digest and diff_id, and that it unpacks
     within the store's limits; returns (digest, size, media type, diff_id).
 
     One pass: the bytes go to the blob file and its hash as the layer check
-    (decompressor, tar headers, diff_id) consumes them.  When the check fails
+    (decompressor, tar headers, diff_id) consumes them; with ``unpack_for``
+    (an id policy), the extractor unpacks the layer as the check passes each
+    entry, and the layer dir (``layers/KEY/HEX``) is published once the blob
+    is in place and its digest and diff_id are right.  When the check fails
     the rest is still read for the digest: a blob that is not what it claims
     is a DigestMismatch, whatever its content."""
     check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
-    with store.blobs.writer(digest, size=size, source=source) as blob:
-        tee = _Tee(stream, blob.write)
-        try:
-            with _Wrap(source):
-                kind = sniff(tee.peek(4))
-                actual = diff_id_of(tee, kind, check, source)
-            tee.drain()
-        except (ImageFormatError, DigestMismatch):
-            tee.drain()
-            blob.verify(digest, size)
-            raise
-        if diff_id is not None and actual != diff_id:
-            blob.verify(digest, size)
-            raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
+    with _unpacking(store, diff_id, unpack_for) as into:
+        with store.blobs.writer(digest, size=size, source=source) as blob:
+            tee = _Tee(stream, blob.write)
+            try:
+                with _Wrap(source):
+                    kind = sniff(tee.peek(4))
+                    actual, owners = diff_id_of(tee, kind, check, source, into)
+                tee.drain()
+            except (ImageFormatError, DigestMismatch):
+                tee.drain()
+                blob.verify(digest, size)
+                raise
+            if diff_id is not None and actual != diff_id:
+                blob.verify(digest, size)
+                raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
+        _publish(store, into, owners, actual, source)
     return blob.digest, blob.written, truthful_media_type(media_type, kind), actual
 
 
@@ -190,17 +225,26 @@ class _Tee(io.RawIOBase):
 
 
 def check_layer(
-    store: Store, digest: str, *, media_type: Optional[str], diff_id: Optional[str], source: str
+    store: Store,
+    digest: str,
+    *,
+    media_type: Optional[str],
+    diff_id: Optional[str],
+    source: str,
+    unpack_for: Optional[IdPolicy] = None,
 ) -> Tuple[str, str]:
     """Check that a layer blob in the store matches ``diff_id`` and unpacks
-    within the store's limits; returns (media type, diff_id)."""
+    within the store's limits (``unpack_for``: and unpack it in that pass,
+    as :func:`store_layer` does); returns (media type, diff_id)."""
     check = LayerCheck(source, store.layer_limits, devices=IdPolicy.for_caller().privileged)
-    with open(store.blobs.path(digest), "rb") as f, _Wrap(source):
-        kind = sniff(f.read(4))
-        f.seek(0)
-        actual = diff_id_of(f, kind, check, source)
-    if diff_id is not None and actual != diff_id:
-        raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
+    with _unpacking(store, diff_id, unpack_for) as into:
+        with open(store.blobs.path(digest), "rb") as f, _Wrap(source):
+            kind = sniff(f.read(4))
+            f.seek(0)
+            actual, owners = diff_id_of(f, kind, check, source, into)
+        if diff_id is not None and actual != diff_id:
+            raise DigestMismatch(f"{source} (uncompressed, the config's diff_id)", diff_id, actual)
+        _publish(store, into, owners, actual, source)
     return truthful_media_type(media_type, kind), actual
 
 

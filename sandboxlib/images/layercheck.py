@@ -1,7 +1,9 @@
 """The check of a layer when it enters the store: its tar headers followed
 as the unpacker (``unpack.py``) would apply them, without writing anything.
 
-Unpacking is lazy (at a container's first start, for its id policy), so
+Unpacking is lazy (at a container's first start, for its id policy; a
+pull unpacks for the default one as a layer streams in, with this check
+seeing each header first), so
 without this an image whose layer the unpacker refuses (a hard link out of
 the layer, an entry replacing the root, a name under a symlink, an empty
 whiteout name...) would be listed and fail only at its first run.  The

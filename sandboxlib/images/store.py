@@ -370,9 +370,10 @@ class Store(ContainerLeases, Volumes, BuildCache):
         blobs, layers, freed = self.collect()
         return PruneReport(images=tuple(untagged), blobs=blobs, layers=layers, bytes_freed=freed)
 
-    def _caller_policy(self) -> IdPolicy:
-        """The id policy of the caller's default containers (this base store:
-        rootless, files owned by the caller; see ``sandboxlib.ImageStore``)."""
+    def caller_policy(self) -> IdPolicy:
+        """The id policy of the caller's default containers, which a pull
+        unpacks for (this base store: rootless, files owned by the caller;
+        see ``sandboxlib.ImageStore``)."""
         from .unpack import IdPolicy
 
         return IdPolicy.for_caller(ROOT_SHIFT)

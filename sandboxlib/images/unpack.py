@@ -464,23 +464,42 @@ def unpack_tar_file(path: str, dest: str, policy: IdPolicy, label: str) -> Owner
     return unpacker.owners
 
 
-def unpack(stream: BinaryIO, dest: str, policy: IdPolicy, label: str) -> Owners:
+def unpack(
+    stream: BinaryIO,
+    dest: str,
+    policy: IdPolicy,
+    label: str,
+    *,
+    before: Optional[Callable[[tarfile.TarInfo], None]] = None,
+) -> Owners:
     """Unpack the uncompressed layer tar ``stream`` into the empty directory
-    ``dest``.  Returns the owners still to apply (see :class:`IdPolicy`)."""
+    ``dest`` (``before``: as for :func:`unpack_into`).  Returns the owners
+    still to apply (see :class:`IdPolicy`)."""
     root_fd = os.open(dest, DIR_FLAGS)
     try:
-        return unpack_into(stream, root_fd, policy, label)
+        return unpack_into(stream, root_fd, policy, label, before=before)
     finally:
         os.close(root_fd)
 
 
-def unpack_into(stream: BinaryIO, root_fd: int, policy: IdPolicy, label: str, *, whiteouts: bool = True) -> Owners:
+def unpack_into(
+    stream: BinaryIO,
+    root_fd: int,
+    policy: IdPolicy,
+    label: str,
+    *,
+    whiteouts: bool = True,
+    before: Optional[Callable[[tarfile.TarInfo], None]] = None,
+) -> Owners:
     """Unpack a tar below the directory ``root_fd`` (``whiteouts=False``: ``.wh.``
-    names are plain names, as in an archive copied into a container)."""
+    names are plain names, as in an archive copied into a container);
+    ``before`` sees each header before it is applied (a check that raises)."""
     unpacker = _Unpacker(root_fd, policy, label, whiteouts)
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as tar:
             for member in tar:
+                if before is not None:
+                    before(member)
                 unpacker.entry(tar, member)
         unpacker.finish()
     except (tarfile.TarError, EOFError) as err:

@@ -14,8 +14,8 @@ __all__ = ["Phase", "Progress"]
 class Phase(enum.Enum):
     """Where one layer of a pull is.  A layer is checked (decompressed, its
     tar headers followed as the unpacker would, its diff_id computed) while
-    it downloads: there is no unpacking pass after it (the store unpacks a
-    layer lazily, at a container's first start).
+    it downloads, and unpacked in the same pass for the caller's default
+    containers: there is no unpacking pass after it.
 
     WAITING: queued for a download slot, or for another process's download of
     the same blob; DOWNLOADING: bytes ``done`` of ``total`` arrived (and were

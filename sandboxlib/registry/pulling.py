@@ -1,10 +1,13 @@
 """Pulling an image: the manifest (``HEAD`` first: an image already in the
 store by its repo digest costs one request), an index resolved to one
 platform, the config, then each layer the store lacks, in parallel,
-streamed into the store's blobs, verified against its digest and checked by
-the same layer check as ``load()`` while it arrives (a hostile layer is
-refused the same way).  Everything happens in one import transaction: a
-failure leaves nothing referenced, and what it wrote is collected.
+streamed into the store's blobs, verified against its digest, checked by
+the same layer check as ``load()`` and unpacked by the hostile-input
+extractor into ``layers/KEY`` for the caller's default containers while it
+arrives (a hostile layer is refused the same way, and nothing of it is
+published; the first start then finds the layers unpacked).  Everything
+happens in one import transaction: a failure leaves nothing referenced,
+and what it wrote is collected.
 
 Processes pulling into one store at once share the work: a blob is
 downloaded under a lock that the others wait for, and a pull killed
@@ -26,7 +29,15 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import attrs
 
-from ..errors import ConfigError, DigestMismatch, ImageFormatError, ImageNotFound, RegistryDataError, RegistryError
+from ..errors import (
+    ConfigError,
+    DigestMismatch,
+    ImageFormatError,
+    ImageNotFound,
+    RegistryDataError,
+    RegistryError,
+    UnsupportedError,
+)
 from ..images import Image, ImageStore, Layer, importer
 from ..images.model import (
     DOCKER_LIST,
@@ -40,6 +51,7 @@ from ..images.model import (
     parse_manifest,
 )
 from ..images.newimage import host_platform
+from ..images.unpack import IdPolicy
 from .client import SCHEMA1_TYPES, Repository
 from .names import RemoteReference, resolve
 from .progress import Phase, Progress
@@ -107,7 +119,7 @@ def _pull_from(store: ImageStore, remote: RemoteReference, source: RemoteReferen
         repo_digest = _digest(data)
         with importer.transaction(store):
             manifest = _image_manifest(repo, data, media_type, wanted)
-            digest = _copy_image(store, repo, manifest, report)
+            digest = _copy_image(store, repo, manifest, report, _unpack_policy(store, wanted))
             names = (remote.store_tag,) if remote.store_tag else ()
             return store.add(digest, names, (remote.repo_digest(repo_digest),))
 
@@ -185,7 +197,22 @@ def _platform_entry(index: dict, wanted) -> Optional[dict]:
     return None
 
 
-def _copy_image(store: ImageStore, repo: Repository, manifest: Tuple[bytes, str], report) -> str:
+def _unpack_policy(store: ImageStore, wanted) -> Optional[IdPolicy]:
+    """The id policy of the caller's default containers, which a pull unpacks
+    for; None for another platform's image (not run here) or when the caller
+    cannot run containers here (the pull only stores the image)."""
+    if wanted[:2] != host_platform():
+        return None
+    try:
+        return store.caller_policy()
+    except (UnsupportedError, ConfigError) as err:
+        log.info("pull: layers not unpacked (unpacked at a container's first start): %s", err)
+        return None
+
+
+def _copy_image(
+    store: ImageStore, repo: Repository, manifest: Tuple[bytes, str], report, policy: Optional[IdPolicy]
+) -> str:
     """Config and missing layers into the store; returns the digest of the manifest stored."""
     data, digest = manifest
     label = f"{repo.registry}/{repo.repository} manifest {digest}"
@@ -197,7 +224,7 @@ def _copy_image(store: ImageStore, repo: Repository, manifest: Tuple[bytes, str]
     diff_ids = parse_config(config_data, f"{label} config")["rootfs"]["diff_ids"]
     if len(diff_ids) != len(layers):
         raise ImageFormatError(label, f"{len(layers)} layers but {len(diff_ids)} diff_ids")
-    stored = _layers(store, repo, list(zip(layers, diff_ids)), report)
+    stored = _layers(store, repo, list(zip(layers, diff_ids)), report, policy)
     store.blobs.put_bytes(config_data, config_digest)
     if [(s[0], s[2]) for s in stored] == [(d, t) for d, _, t in layers]:
         return store.blobs.put_bytes(data, digest)
@@ -220,10 +247,14 @@ def _layers_by_diff_id(store: ImageStore) -> Dict[str, Layer]:
     return found
 
 
-def _layers(store: ImageStore, repo: Repository, layers: list, report) -> List[Tuple[str, int, str]]:
+def _layers(
+    store: ImageStore, repo: Repository, layers: list, report, policy: Optional[IdPolicy]
+) -> List[Tuple[str, int, str]]:
     """Every layer in the store, the missing ones downloaded in parallel (at most
-    DOWNLOADS_PER_REGISTRY at a time); (digest, size, media type) of each, in order.
-    Progress is reported from the calling thread; the first failure stops the others."""
+    DOWNLOADS_PER_REGISTRY at a time) and unpacked as they arrive for
+    ``policy`` (if any; others unpack at their first start); (digest, size,
+    media type) of each, in order.  Progress is reported from the calling
+    thread; the first failure stops the others."""
     present = _layers_by_diff_id(store)
     stored: List[Optional[Tuple[str, int, str]]] = [None] * len(layers)
     todo = []
@@ -236,18 +267,18 @@ def _layers(store: ImageStore, repo: Repository, layers: list, report) -> List[T
             report(Progress(digest=digest, phase=Phase.WAITING, done=0, total=size))
             todo.append(i)
     if todo:
-        _download_all(store, repo, layers, todo, stored, report)
+        _download_all(store, repo, layers, todo, stored, report, policy)
     return stored  # type: ignore[return-value]
 
 
-def _download_all(store, repo, layers, todo, stored, report) -> None:
+def _download_all(store, repo, layers, todo, stored, report, policy: Optional[IdPolicy]) -> None:
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
     failure: Optional[BaseException] = None
 
     def work(i: int) -> None:
         try:
-            events.put((i, _layer(store, repo, layers[i], events.put, cancel), None))
+            events.put((i, _layer(store, repo, layers[i], events.put, cancel, policy), None))
         except BaseException as err:  # handed to the calling thread
             events.put((i, None, err))
 
@@ -283,12 +314,15 @@ def _report(report, event: Progress, cancel: threading.Event) -> Optional[BaseEx
     return None
 
 
-def _layer(store: ImageStore, repo: Repository, layer, report, cancel: threading.Event) -> Tuple[str, int, str]:
-    """One layer streamed into the store: the blob file, its digest and the layer
-    check (diff_id, the unpacker's rules) in one pass; (digest, size, media type)."""
+def _layer(
+    store: ImageStore, repo: Repository, layer, report, cancel: threading.Event, policy: Optional[IdPolicy]
+) -> Tuple[str, int, str]:
+    """One layer streamed into the store: the blob file, its digest, the layer
+    check (diff_id, the unpacker's rules) and its unpacking for ``policy`` in
+    one pass; (digest, size, media type)."""
     (digest, size, media_type), diff_id = layer
     with _blob_lock(store, digest, size, report, cancel):
-        return _store_layer(store, repo, layer, report, cancel)
+        return _store_layer(store, repo, layer, report, cancel, policy)
 
 
 @contextlib.contextmanager
@@ -317,12 +351,16 @@ def _blob_lock(store: ImageStore, digest: str, size: int, report, cancel: thread
         os.close(fd)
 
 
-def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: threading.Event) -> Tuple[str, int, str]:
+def _store_layer(
+    store: ImageStore, repo: Repository, layer, report, cancel: threading.Event, policy: Optional[IdPolicy]
+) -> Tuple[str, int, str]:
     (digest, size, media_type), diff_id = layer
     source = f"{repo.registry}/{repo.repository} layer {digest}"
     if store.blobs.has(digest):  # another process's download, or an interrupted pull's: checked before use
         report(Progress(digest=digest, phase=Phase.CHECKING, done=0, total=size))
-        media_type, _ = importer.check_layer(store, digest, media_type=media_type, diff_id=diff_id, source=source)
+        media_type, _ = importer.check_layer(
+            store, digest, media_type=media_type, diff_id=diff_id, source=source, unpack_for=policy
+        )
         report(Progress(digest=digest, phase=Phase.DONE, done=size, total=size))
         return digest, size, media_type
     report(Progress(digest=digest, phase=Phase.DOWNLOADING, done=0, total=size))
@@ -335,7 +373,14 @@ def _store_layer(store: ImageStore, repo: Repository, layer, report, cancel: thr
         stream.on_read = on_read
         try:
             _, _, media_type, _ = importer.store_layer(
-                store, stream, digest=digest, size=size, media_type=media_type, diff_id=diff_id, source=source
+                store,
+                stream,
+                digest=digest,
+                size=size,
+                media_type=media_type,
+                diff_id=diff_id,
+                source=source,
+                unpack_for=policy,
             )
         except DigestMismatch as err:
             if err.expected != digest:  # the config's diff_id

@@ -174,7 +174,7 @@ class ImageStore(images.ImageStore):
         path: the store's home directory (see :func:`sandboxlib.images.default_home`).
     """
 
-    def _caller_policy(self) -> IdPolicy:
+    def caller_policy(self) -> IdPolicy:
         return imageroot.id_policy(ContainerConfig(), _caller_maps())
 
     def pull(
@@ -191,7 +191,8 @@ class ImageStore(images.ImageStore):
         (``"linux/arm64"``).  Layers the store has (by digest or diff_id) are
         not fetched; an image the store has under the registry's digest costs
         one ``HEAD``.  Each blob is checked against its digest and each layer
-        as :meth:`load` checks it.  ``progress`` is called with a
+        as :meth:`load` checks it, and unpacked in that same pass for the
+        caller's default containers (their first start unpacks nothing).  ``progress`` is called with a
         :class:`sandboxlib.registry.Progress` per layer step.  The image keeps
         the registry's digest in ``repo_digests``.  The registry's mirrors
         (the registries file: see :mod:`sandboxlib.registry.settings`) are
