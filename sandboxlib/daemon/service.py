@@ -23,7 +23,7 @@ from .hosts import socket_path
 from .registry_of_containers import Containers
 from .server import bind_socket, build_app, stop_signals
 
-__all__ = ["Context", "serve"]
+__all__ = ["Context", "default_network", "serve"]
 
 LOG = logging.getLogger("sandboxlib.daemon")
 ROUTES = (
@@ -43,8 +43,10 @@ ROUTES = (
 class Context:
     """What every handler reaches as ``request.app["context"]``."""
 
-    def __init__(self, store_path: str, state_dir: str) -> None:
+    def __init__(self, store_path: str, state_dir: str, default_network: str = "none") -> None:
         self.store_path = store_path
+        self.default_network = default_network  # a container's NetworkMode "" or "default"
+        self.network_labels: Dict[str, Dict[str, str]] = {}  # (the library's networks have no labels)
         self.state_dir = state_dir
         self.events = Events()
         self.containers = Containers(state_dir, self.events)
@@ -60,16 +62,28 @@ class Context:
             raise no_such_image(ref) from None
 
 
+def default_network() -> str:
+    """As root ``bridge``, as Docker's; rootless ``none``: a rootless bridge is a
+    pasta process per container (``--network bridge`` or ``--default-network bridge`` asks for it)."""
+    return "bridge" if os.geteuid() == 0 else "none"
+
+
 async def serve(
-    host: str, *, group: Optional[str] = None, store: Optional[str] = None, ready: Optional[Callable[[], None]] = None
+    host: str,
+    *,
+    group: Optional[str] = None,
+    store: Optional[str] = None,
+    network: Optional[str] = None,
+    ready: Optional[Callable[[], None]] = None,
 ) -> None:
-    """Serve the Engine API on ``host`` (``unix:///path``) until SIGTERM or SIGINT."""
+    """Serve the Engine API on ``host`` (``unix:///path``) until SIGTERM or SIGINT;
+    ``network``: the containers' default network (see :func:`default_network`)."""
     path = socket_path(host)
     sock, lock = bind_socket(path, group)
     state_dir = path + ".state"  # logs, saves and loads in flight: a killed daemon's are removed here
     shutil.rmtree(state_dir, ignore_errors=True)  # (the lock is ours: nobody else uses them)
     os.mkdir(state_dir, 0o700)
-    context = Context(os.path.abspath(store or default_home()), state_dir)
+    context = Context(os.path.abspath(store or default_home()), state_dir, network or default_network())
     # handler_cancellation: a client that goes away cancels its handler (a wait, an events or
     # stats stream would otherwise hold its queue until its next write fails)
     runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
