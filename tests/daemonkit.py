@@ -117,14 +117,16 @@ class Daemon:
     def docker_argv(self, *args: str) -> list:
         return ["env", f"DOCKER_HOST={self.host}", f"DOCKER_CONFIG={os.path.dirname(self.socket)}", DOCKER, *args]
 
-    def docker(self, *args: str, input: Optional[bytes] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, input: Optional[bytes] = None, timeout: float = 60, env_extra: Optional[dict] = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [DOCKER, *args],
             input=input,
             stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             timeout=timeout,
-            env=self.env,
+            env={**self.env, **(env_extra or {})},
         )
 
     def close(self, timeout: float = 30) -> int:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 from typing import Callable, Dict, Optional
 
@@ -16,7 +17,7 @@ from aiohttp import web
 from ..errors import ImageNotFound
 from ..images import Image, default_home
 from ..runtime import ImageStore
-from . import containers, events, exec, files, images, networks, output, stats, system, volumes
+from . import builds, containers, events, exec, files, images, networks, output, stats, system, volumes
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import socket_path
@@ -26,6 +27,7 @@ from .server import bind_socket, build_app, stop_signals
 __all__ = ["Context", "default_network", "serve"]
 
 LOG = logging.getLogger("sandboxlib.daemon")
+SHORT_ID = re.compile(r"^(sha256:)?[0-9a-f]{4,63}$")
 ROUTES = (
     system.ROUTES
     + containers.ROUTES
@@ -34,6 +36,7 @@ ROUTES = (
     + files.ROUTES
     + stats.ROUTES
     + images.ROUTES
+    + builds.ROUTES
     + volumes.ROUTES
     + networks.ROUTES
     + events.ROUTES
@@ -59,7 +62,15 @@ class Context:
         try:
             return await asyncio.to_thread(self.store().get, ref)
         except ImageNotFound:
-            raise no_such_image(ref) from None
+            pass
+        if SHORT_ID.match(ref):  # an id's unique prefix, as Docker's ("Successfully built 0123456789ab")
+            prefix = ref.rpartition(":")[2]
+            found = [
+                i for i in await asyncio.to_thread(self.store().list) if i.id.rpartition(":")[2].startswith(prefix)
+            ]
+            if len(found) == 1:
+                return found[0]
+        raise no_such_image(ref)
 
 
 def default_network() -> str:
