@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -22,6 +24,7 @@ from .netlab import Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon's default bridge is root's")
 
+TUN = "/dev/net/tun"
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
 
 
@@ -189,3 +192,36 @@ def test_testcontainers_and_docker_py_with_published_ports(daemon):
     assert found["address"].startswith("172.")
     assert "frontend" in found["networks"] and {"bridge", "host", "none"} <= set(found["networks"])
     assert _ok(daemon.docker("ps", "-aq")) == ""
+
+
+def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
+    """A rootless daemon's bridge is pasta's (/dev/net/tun 0666 meanwhile, as distributions have it)."""
+    user = workers["sbxtest"].user
+    top = tempfile.mkdtemp(prefix="daemon-net-rootless-", dir=str(shared_dir))
+    os.chmod(top, 0o755)
+    os.chown(top, user.pw_uid, user.pw_gid)
+    store = os.path.join(top, "store")
+    os.mkdir(store, 0o700)
+    busybox_store(store, owner=user)
+    mode = os.stat(TUN).st_mode & 0o777
+    os.chmod(TUN, 0o666)
+    lab = Lab()
+    try:
+        served = Daemon(top, store, user, "--default-network", "bridge", prefix=lab._enter(lab.host))
+        try:
+            _ok(served.docker("run", "-d", "--name", "web", "-p", "8081:80", "busybox", *HTTPD))
+            ports = json.loads(_ok(served.docker("inspect", "web")))[0]["NetworkSettings"]["Ports"]
+            assert ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8081"}]}
+            fetch = ["wget", "-qO-", "http://127.0.0.1:8081/"]
+            assert wait_until(lambda: subprocess.run(lab._enter(lab.host, *fetch), capture_output=True).returncode == 0)
+            assert subprocess.run(lab._enter(lab.host, *fetch), capture_output=True).stdout.startswith(b"served-by-")
+            _ok(served.docker("rm", "-f", "web"))
+            refused = served.docker("network", "create", "mine")
+            assert refused.returncode != 0 and b"creating network mine" in refused.stderr, refused.stderr
+        finally:
+            assert served.close() == 0, served.log()
+        assert subprocess.run(["pgrep", "-u", str(user.pw_uid), "pasta"]).returncode == 1  # none left
+    finally:
+        lab.close()
+        os.chmod(TUN, mode)
+        shutil.rmtree(top, ignore_errors=True)
