@@ -112,7 +112,7 @@ def test_named_networks(daemon):
     assert "backend" in _ok(daemon.docker("network", "ls", "--format", "{{.Name}}")).split()
     shown = json.loads(_ok(daemon.docker("network", "inspect", "backend")))[0]
     assert shown["IPAM"]["Config"] == [{"Subnet": "10.89.0.0/24", "Gateway": "10.89.0.1"}]
-    assert shown["Labels"] == {"team": "db"} and shown["Driver"] == "bridge"
+    assert shown["Labels"] == {"team": "db"} and shown["Driver"] == "bridge" and shown["Created"].startswith("20")
     again = daemon.docker("network", "create", "backend")
     assert again.returncode != 0 and b"already exists" in again.stderr
     _ok(daemon.docker("run", "-d", "--name", "db", "--network", "backend", "busybox", *HTTPD))

@@ -6,6 +6,7 @@ connected to one (or disconnected) before its start; a running one is not."""
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from typing import Any, Dict, List
 
@@ -25,6 +26,10 @@ from .threads import in_thread
 __all__ = ["ROUTES"]
 
 _DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _records() -> Dict[str, named.NetworkRecord]:
@@ -50,7 +55,7 @@ def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any
     return {
         "Name": name,
         "Id": network_id(name),
-        "Created": "0001-01-01T00:00:00Z",
+        "Created": _rfc3339(record.created) if record is not None and record.created else "0001-01-01T00:00:00Z",
         "Scope": "local",
         "Driver": _DRIVERS.get(name, "bridge"),
         "EnableIPv6": False,
