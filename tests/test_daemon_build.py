@@ -7,12 +7,15 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 
 import docker
+import psutil
 import pytest
 
+from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
 
 DOCKERFILE = """\
@@ -147,3 +150,31 @@ def _chr(name: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
     return info
+
+
+def test_a_client_gone_mid_build_leaves_nothing(daemon):
+    """The build goes on to its end on its own thread, then its context is removed."""
+    body = _tar(_file("Dockerfile", b"FROM busybox\nRUN echo begun && sleep 1 && echo ended\n"))
+    me = psutil.Process(daemon.proc.pid)
+    fds = me.num_fds()
+    state = daemon.socket + ".state"
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(daemon.socket)
+    head = f"POST /build?t=gone:1&nocache=1 HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    client.sendall(head.encode() + body)
+    assert b"begun" in _read_until(client, b"begun")
+    client.close()
+    assert wait_until(lambda: daemon.docker("image", "inspect", "gone:1").returncode == 0, seconds=30)
+    assert wait_until(lambda: not [n for n in os.listdir(state) if n.startswith("build-")])
+    assert wait_until(lambda: me.num_fds() <= fds)
+    assert daemon.docker("rmi", "gone:1").returncode == 0
+
+
+def _read_until(sock, marker: bytes) -> bytes:
+    seen = b""
+    while marker not in seen:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
