@@ -126,6 +126,13 @@ def test_named_networks(daemon):
         assert _ok(daemon.docker("run", "--rm", "--network", "backend", "busybox", *fetch)).startswith("served-by-")
         other = daemon.docker("run", "--rm", "busybox", "wget", "-T", "2", "-qO-", "http://db/")
         assert other.returncode != 0  # the default bridge knows no "db"
+        alias = ["--network", "backend", "--network-alias", "cache", "busybox", *HTTPD]
+        _ok(daemon.docker("run", "-d", "--name", "aliased", *alias))
+        shown = json.loads(_ok(daemon.docker("inspect", "aliased")))[0]["NetworkSettings"]["Networks"]["backend"]
+        assert shown["Aliases"][0] == "cache"
+        fetch_cache = ["run", "--rm", "--network", "backend", "busybox", "wget", "-qO-", "http://cache/"]
+        assert wait_until(lambda: daemon.docker(*fetch_cache).returncode == 0)
+        _ok(daemon.docker("rm", "-f", "aliased"))
         _ok(daemon.docker("create", "--name", "late", "busybox", "wget", "-qO-", "http://db/"))
         _ok(daemon.docker("network", "connect", "backend", "late"))  # before its start
         assert _ok(daemon.docker("start", "-a", "late")).startswith("served-by-")
@@ -146,6 +153,7 @@ CLIENTS = """
 import json, time, urllib.request
 import docker
 from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
 
 HTTPD = {httpd!r}
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))  # (the tests' environment names a proxy)
@@ -159,6 +167,16 @@ with DockerContainer("busybox").with_command(HTTPD).with_exposed_ports(80) as we
         except OSError:
             time.sleep(0.05)
     found["host"] = host
+with Network() as net:
+    served = DockerContainer("busybox").with_command(HTTPD).with_network(net).with_network_aliases("svc")
+    asking = DockerContainer("busybox").with_command(["sleep", "60"]).with_network(net)
+    with served, asking:
+        for _ in range(100):
+            code, out = asking.exec(["wget", "-qO-", "http://svc/"])
+            if code == 0:
+                found["by_alias"] = out.decode()
+                break
+            time.sleep(0.05)
 client = docker.from_env()
 c = client.containers.run("busybox", HTTPD, detach=True, ports={{"80/tcp": ("127.0.0.1", None)}})
 try:
@@ -184,7 +202,7 @@ def test_testcontainers_and_docker_py_with_published_ports(daemon):
     )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.splitlines()[-1])
-    assert found["testcontainers"].startswith("served-by-")
+    assert found["testcontainers"].startswith("served-by-") and found["by_alias"].startswith("served-by-")
     # (where this machine is itself a container (/.dockerenv), testcontainers goes through the gateway)
     assert found["host"] in ("localhost", "127.0.0.1", "172.17.0.1")
     [binding] = found["docker_py"]["80/tcp"]

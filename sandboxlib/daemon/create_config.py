@@ -40,6 +40,7 @@ class CreateRequest:
     open_stdin: bool
     spawned: bool  # the main command is spawned by the daemon (Tty, OpenStdin, an image's Entrypoint replaced)
     network_mode: str  # bridge, host, none or a named network's name
+    alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -186,7 +187,20 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         open_stdin=open_stdin,
         spawned=spawned or tty or open_stdin,
         network_mode=network,
+        alias=_alias(body, network),
     )
+
+
+def _alias(body: dict, network: str) -> Optional[str]:
+    """``--network-alias``: the library gives a container one name on its network."""
+    endpoints = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {}, "NetworkingConfig.")
+    endpoint = endpoints.get(network) or {}
+    aliases = (
+        _strings(endpoint, "Aliases", f"NetworkingConfig.EndpointsConfig.{network}.")
+        if isinstance(endpoint, dict)
+        else None
+    )
+    return aliases[0] if aliases else None
 
 
 def known_network(name: str) -> None:
@@ -205,7 +219,7 @@ def with_network(request: CreateRequest, network: str) -> CreateRequest:
     except ConfigError as err:
         raise ApiError(400, str(err)) from None
     host_config = {**request.host_config, "NetworkMode": network}
-    return attrs.evolve(request, options=options, host_config=host_config, network_mode=network)
+    return attrs.evolve(request, options=options, host_config=host_config, network_mode=network, alias=None)
 
 
 def _port_key(key: str) -> Tuple[int, str]:

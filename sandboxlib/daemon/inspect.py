@@ -67,7 +67,9 @@ def endpoint(record: ContainerRecord) -> Dict[str, Any]:
     return {
         "IPAMConfig": None,
         "Links": None,
-        "Aliases": [record.name, record.id[:12]] if record.request.network_mode not in BUILT_IN_NETWORKS else None,
+        "Aliases": [a for a in (record.request.alias, record.name, record.id[:12]) if a]
+        if record.request.network_mode not in BUILT_IN_NETWORKS
+        else None,
         "NetworkID": network_id(record.request.network_mode),
         "EndpointID": hashlib.sha256(f"{record.id} {record.runs}".encode()).hexdigest() if interface else "",
         "Gateway": str(next(interface.network.hosts())) if interface else "",

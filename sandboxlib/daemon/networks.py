@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 from typing import Any, Dict, List
 
+import attrs
 from aiohttp import web
 
 from ..config import network_name
@@ -190,6 +191,11 @@ async def _connect(request: web.Request) -> web.Response:
     if not joining and name != record.request.network_mode:
         raise ApiError(400, f"container {record.id} is not connected to network {name}")
     record.request = with_network(record.request, name if joining else "none")
+    aliases = (
+        (body.get("EndpointConfig") or {}).get("Aliases") if isinstance(body.get("EndpointConfig"), dict) else None
+    )
+    if joining and isinstance(aliases, list) and aliases and isinstance(aliases[0], str):
+        record.request = attrs.evolve(record.request, alias=aliases[0])
     context.events.emit("network", "connect" if joining else "disconnect", network_id(name), {"container": record.id})
     return web.Response(status=200)
 

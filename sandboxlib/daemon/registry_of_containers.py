@@ -187,8 +187,9 @@ class Containers:
         request = record.request
         interactive = request.spawned
         options = {**request.options, "hostname": request.options["hostname"] or record.id[:12]}
-        if request.network_mode not in ("host", "none") and NETWORK_NAME.match(record.name):
-            options["name"] = record.name  # (its DNS name on its network, as Docker's)
+        name = request.alias or record.name
+        if request.network_mode not in ("host", "none") and NETWORK_NAME.match(name):
+            options["name"] = name  # (its DNS name on its network, as Docker's)
         if interactive:  # an idle container, its main command spawned into it with our ends
             box = aio.Container(**options)
         else:
