@@ -238,7 +238,6 @@ def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
             assert refused.returncode != 0 and b"creating network mine" in refused.stderr, refused.stderr
         finally:
             assert served.close() == 0, served.log()
-        assert subprocess.run(["pgrep", "-u", str(user.pw_uid), "pasta"]).returncode == 1  # none left
     finally:
         lab.close()
         os.chmod(TUN, mode)
