@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from . import rootless
 from .conftest import make_busybox_rootfs
@@ -52,18 +52,35 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Daemon:
-    """``sandboxlib daemon --host unix://DIR/docker.sock --store STORE``, up once it answers ``_ping``."""
+    """``sandboxlib daemon --host unix://DIR/docker.sock --store STORE``, up once it answers ``_ping``.
 
-    def __init__(self, directory: str, store: str, user: Optional[pwd.struct_passwd] = None, *extra: str) -> None:
+    In the machine's own network namespace its containers' default network is
+    ``none`` (a bridge would change the machine's network); ``prefix`` (argv
+    put in front, e.g. tests/netlab.py's way into its namespace) and ``env``
+    run it elsewhere, where ``extra`` may ask for bridges."""
+
+    def __init__(
+        self,
+        directory: str,
+        store: str,
+        user: Optional[pwd.struct_passwd] = None,
+        *extra: str,
+        prefix: Sequence[str] = (),
+        env: Optional[dict] = None,
+    ) -> None:
         self.socket = os.path.join(directory, "docker.sock")
         self.host = "unix://" + self.socket
         self.store = store
+        if "--default-network" not in extra:
+            extra = ("--default-network", "none", *extra)
         argv = [sys.executable, "-m", "sandboxlib", "daemon", "--host", self.host, "--store", store, *extra]
         if user is not None:
             argv = rootless.launcher(user, argv)
         self.log_path = os.path.join(directory, "daemon.log")
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/")
+            self.proc = subprocess.Popen(
+                [*prefix, *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env
+            )
         deadline = time.monotonic() + 30
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -100,14 +117,16 @@ class Daemon:
     def docker_argv(self, *args: str) -> list:
         return ["env", f"DOCKER_HOST={self.host}", f"DOCKER_CONFIG={os.path.dirname(self.socket)}", DOCKER, *args]
 
-    def docker(self, *args: str, input: Optional[bytes] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, input: Optional[bytes] = None, timeout: float = 60, env_extra: Optional[dict] = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [DOCKER, *args],
             input=input,
             stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             timeout=timeout,
-            env=self.env,
+            env={**self.env, **(env_extra or {})},
         )
 
     def close(self, timeout: float = 30) -> int:

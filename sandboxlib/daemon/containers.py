@@ -63,7 +63,7 @@ async def _create(request: web.Request) -> web.Response:
     if not isinstance(image_ref, str) or not image_ref:
         raise ApiError(400, "Config cannot be empty in order to create a container" if not body else "Image: required")
     image = await context.image(image_ref)
-    parsed = parse_create(body, image, context.store_path)
+    parsed = parse_create(body, image, context.store_path, context.default_network)
     record = context.containers.create(name, image_ref, image.id, parsed)
     return json_response({"Id": record.id, "Warnings": []}, 201)
 

@@ -11,16 +11,19 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 
-from ..config import RLIMITS, ContainerConfig, Limits, Mount
+from ..config import RLIMITS, ContainerConfig, Limits, Mount, PortMapping
 from ..errors import ConfigError
 from ..images import Image
+from ..network import named
+from ..runtime import statedir
 from ..security import DEFAULT, Seccomp
 from .apierrors import ApiError
 
-__all__ = ["CreateRequest", "parse_create"]
+__all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network"]
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
-_DEFAULT_NETWORKS = ("", "default", "bridge")
+BUILT_IN_NETWORKS = ("bridge", "host", "none")
+ANY_ADDRESS = "0.0.0.0"  # Docker publishes on every address unless HostIp says otherwise
 
 
 @attrs.frozen
@@ -36,7 +39,8 @@ class CreateRequest:
     tty: bool
     open_stdin: bool
     spawned: bool  # the main command is spawned by the daemon (Tty, OpenStdin, an image's Entrypoint replaced)
-    network_mode: str
+    network_mode: str  # bridge, host, none or a named network's name
+    alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -60,8 +64,9 @@ def _strings(body: dict, key: str, where: str = "") -> Optional[List[str]]:
     return value
 
 
-def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
-    """Everything checked before anything is made."""
+def parse_create(body: dict, image: Image, store: str, default_network: str = "none") -> CreateRequest:
+    """Everything checked before anything is made; ``default_network``: the
+    daemon's for NetworkMode ``""``/``default``."""
     host = _typed(body, "HostConfig", dict, {})
     entrypoint = _strings(body, "Entrypoint")
     if entrypoint == [""]:  # docker run --entrypoint "": none at all
@@ -82,15 +87,16 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
     tty = bool(_typed(body, "Tty", bool, False))
     open_stdin = bool(_typed(body, "OpenStdin", bool, False))
     network = _typed(host, "NetworkMode", str, "", "HostConfig.")
-    if network not in _DEFAULT_NETWORKS + ("none", "host"):
-        raise ApiError(400, f"HostConfig.NetworkMode: {network!r}: only host and none are supported (networks later)")
+    if network in ("", "default"):
+        network = default_network
+    if network.startswith("container:"):
+        raise ApiError(400, "HostConfig.NetworkMode: container:NAME (another container's network) is not supported")
     ports = _typed(host, "PortBindings", dict, {}, "HostConfig.")
-    if any(ports.values()) and network != "host":
-        raise ApiError(
-            400,
-            "HostConfig.PortBindings: publishing ports needs sandboxlib's network helper, not here yet: "
-            "use NetworkMode host (the container's ports are the host's)",
-        )
+    exposed = body.get("ExposedPorts") or image.config.get("ExposedPorts") or {}
+    publish_all = bool(_typed(host, "PublishAllPorts", bool, False, "HostConfig."))
+    mappings = port_mappings(ports, exposed if publish_all else {})
+    if mappings and network == "none":
+        raise ApiError(400, "conflicting options: port publishing and the container type network mode")
     restart = _typed(host, "RestartPolicy", dict, {}, "HostConfig.")
     policy = _typed(restart, "Name", str, "", "HostConfig.RestartPolicy.")
     retries = _typed(restart, "MaximumRetryCount", int, 0, "HostConfig.RestartPolicy.")
@@ -115,7 +121,8 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
         "cwd": _typed(body, "WorkingDir", str, None) or None,
         "mounts": _mounts(host),
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
-        "network": "host" if network == "host" else "none",
+        "network": network,
+        "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
         "cap_add": _strings(host, "CapAdd", "HostConfig.") or (),
         "cap_drop": _strings(host, "CapDrop", "HostConfig.") or (),
         "seccomp": _seccomp(host),
@@ -150,7 +157,7 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
     }
     host_shown = {
         "Binds": host.get("Binds"),
-        "NetworkMode": network or "default",
+        "NetworkMode": network,
         "PortBindings": ports,
         "RestartPolicy": {"Name": policy or "no", "MaximumRetryCount": retries},
         "AutoRemove": auto_remove,
@@ -179,8 +186,74 @@ def parse_create(body: dict, image: Image, store: str) -> CreateRequest:
         tty=tty,
         open_stdin=open_stdin,
         spawned=spawned or tty or open_stdin,
-        network_mode=network or "default",
+        network_mode=network,
+        alias=_alias(body, network),
     )
+
+
+def _alias(body: dict, network: str) -> Optional[str]:
+    """``--network-alias``: the library gives a container one name on its network."""
+    endpoints = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {}, "NetworkingConfig.")
+    endpoint = endpoints.get(network) or {}
+    aliases = (
+        _strings(endpoint, "Aliases", f"NetworkingConfig.EndpointsConfig.{network}.")
+        if isinstance(endpoint, dict)
+        else None
+    )
+    return aliases[0] if aliases else None
+
+
+def known_network(name: str) -> None:
+    """ConfigError (a failed start's 400) unless the library has a network named ``name``."""
+    if not any(record.name == name for record in named.records(statedir.state_root())):
+        raise ConfigError("HostConfig.NetworkMode", f"network {name} not found")
+
+
+def with_network(request: CreateRequest, network: str) -> CreateRequest:
+    """The request of a created container connected to ``network`` before its start."""
+    options = {**request.options, "network": network}
+    if network in ("host", "none"):
+        options["ports"] = ()
+    try:
+        ContainerConfig(**options)
+    except ConfigError as err:
+        raise ApiError(400, str(err)) from None
+    host_config = {**request.host_config, "NetworkMode": network}
+    return attrs.evolve(request, options=options, host_config=host_config, network_mode=network, alias=None)
+
+
+def _port_key(key: str) -> Tuple[int, str]:
+    port, _, protocol = key.partition("/")
+    protocol = protocol or "tcp"
+    if not port.isdigit() or not 0 < int(port) < 65536 or protocol not in ("tcp", "udp"):
+        raise ApiError(400, f"HostConfig.PortBindings: {key!r} is not PORT[/tcp|udp]")
+    return int(port), protocol
+
+
+def port_mappings(bindings: Dict[str, Any], publish_all: Dict[str, Any]) -> Tuple[PortMapping, ...]:
+    """``PortBindings`` (``{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}``; an empty
+    HostPort: one the kernel picks) and, for ``PublishAllPorts``, every exposed port
+    on one the kernel picks -> the library's ``ports=``."""
+    found: List[PortMapping] = []
+    for key, hosts in bindings.items():
+        port, protocol = _port_key(key)
+        if hosts is None:
+            continue
+        if not isinstance(hosts, list) or not all(isinstance(h, dict) for h in hosts):
+            raise ApiError(400, f"HostConfig.PortBindings[{key!r}]: expected a list of {{HostIp, HostPort}}")
+        for host in hosts or [{}]:
+            text = str(host.get("HostPort") or "0")
+            if not text.isdigit() or int(text) > 65535:
+                raise ApiError(
+                    400, f"HostConfig.PortBindings[{key!r}]: HostPort {text!r} is not a port (ranges are not supported)"
+                )
+            found.append(PortMapping(str(host.get("HostIp") or ANY_ADDRESS), int(text), port, protocol))
+    bound = {m.key for m in found}
+    for key in publish_all:
+        port, protocol = _port_key(key)
+        if f"{port}/{protocol}" not in bound:
+            found.append(PortMapping(ANY_ADDRESS, 0, port, protocol))
+    return tuple(found)
 
 
 def _merged_env(image: Image, env: Dict[str, str]) -> List[str]:

@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import hashlib
+import ipaddress
 import time
 from typing import Any, Dict, List, Optional
 
 from ..images import Image
+from .create_config import BUILT_IN_NETWORKS
 from .registry_of_containers import ContainerRecord
 
-__all__ = ["container_json", "container_summary", "image_json", "image_summary", "docker_state"]
+__all__ = [
+    "container_json",
+    "container_summary",
+    "docker_state",
+    "endpoint",
+    "image_json",
+    "image_summary",
+    "network_id",
+]
 
 
 def docker_state(record: ContainerRecord) -> str:
@@ -19,18 +30,63 @@ def docker_state(record: ContainerRecord) -> str:
 
 
 def _ports(record: ContainerRecord) -> Dict[str, Any]:
-    exposed = record.request.body.get("ExposedPorts") or {}
-    bound = record.request.host_config.get("PortBindings") or {}
-    ports: Dict[str, Any] = dict.fromkeys(exposed)
-    if record.request.network_mode == "host":
-        return {}  # as dockerd: a host-network container publishes nothing (its ports are the host's)
-    ports.update(dict.fromkeys(bound))
+    """Docker's ``NetworkSettings.Ports``: every exposed or bound port, with where
+    it is published while the container runs (null when not published)."""
+    if record.request.network_mode in ("host", "none"):
+        return {}  # as dockerd: a host network's ports are the host's
+    ports: Dict[str, Any] = dict.fromkeys(record.request.body.get("ExposedPorts") or {})
+    ports.update(dict.fromkeys(record.request.host_config.get("PortBindings") or {}))
+    if record.running and record.box is not None:
+        for key, (address, port) in record.box.sync.ports.items():
+            ports[key] = [{"HostIp": address, "HostPort": str(port)}]
     return ports
+
+
+def summary_ports(record: ContainerRecord) -> List[Dict[str, Any]]:
+    """``docker ps``'s PORTS: ``[{"IP", "PrivatePort", "PublicPort", "Type"}]``."""
+    found = []
+    for key, hosts in _ports(record).items():
+        port, _, protocol = key.partition("/")
+        for host in hosts or [{}]:
+            entry: Dict[str, Any] = {"PrivatePort": int(port), "Type": protocol or "tcp"}
+            if host:
+                entry.update(IP=host["HostIp"], PublicPort=int(host["HostPort"]))
+            found.append(entry)
+    return found
+
+
+def network_id(name: str) -> str:
+    """A network's id: a stable hash of its name (one source for the network endpoints and inspect)."""
+    return hashlib.sha256(f"sandboxlib network {name}".encode()).hexdigest()
+
+
+def endpoint(record: ContainerRecord) -> Dict[str, Any]:
+    """The container on its network, as Docker's ``EndpointSettings``."""
+    address = record.box.sync.address if record.running and record.box is not None else None
+    interface = ipaddress.IPv4Interface(address) if address else None
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": [a for a in (record.request.alias, record.name, record.id[:12]) if a]
+        if record.request.network_mode not in BUILT_IN_NETWORKS
+        else None,
+        "NetworkID": network_id(record.request.network_mode),
+        "EndpointID": hashlib.sha256(f"{record.id} {record.runs}".encode()).hexdigest() if interface else "",
+        "Gateway": str(next(interface.network.hosts())) if interface else "",
+        "IPAddress": str(interface.ip) if interface else "",
+        "IPPrefixLen": interface.network.prefixlen if interface else 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": "",
+        "DriverOpts": None,
+    }
 
 
 def container_json(record: ContainerRecord) -> Dict[str, Any]:
     request = record.request
-    network = request.network_mode
+    network = endpoint(record)
+    default = request.network_mode == "bridge"  # (Docker's top-level fields are the default bridge's)
     return {
         "Id": record.id,
         "Created": record.created,
@@ -68,23 +124,18 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
         "NetworkSettings": {
             "Bridge": "",
             "SandboxID": "",
+            "HairpinMode": False,
             "Ports": _ports(record),
             "SandboxKey": "",
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "Gateway": "",
+            "EndpointID": network["EndpointID"] if default else "",
+            "Gateway": network["Gateway"] if default else "",
+            "IPAddress": network["IPAddress"] if default else "",
+            "IPPrefixLen": network["IPPrefixLen"] if default else 0,
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": "",
             "MacAddress": "",
-            "Networks": {
-                ("host" if network == "host" else "none"): {
-                    "NetworkID": "",
-                    "EndpointID": "",
-                    "Gateway": "",
-                    "IPAddress": "",
-                    "IPPrefixLen": 0,
-                    "MacAddress": "",
-                    "Aliases": None,
-                }
-            },
+            "Networks": {request.network_mode: network},
         },
     }
 
@@ -168,12 +219,12 @@ def container_summary(record: ContainerRecord) -> Dict[str, Any]:
         "ImageID": record.image_id,
         "Command": " ".join([request.path, *request.args]),
         "Created": _epoch(record.created),
-        "Ports": [],
+        "Ports": summary_ports(record),
         "Labels": request.body.get("Labels") or {},
         "State": docker_state(record),
         "Status": _status(record),
         "HostConfig": {"NetworkMode": request.network_mode},
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": {"Networks": {request.network_mode: endpoint(record)}},
         "Mounts": _mounts(request.host_config),
     }
 

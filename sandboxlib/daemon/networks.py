@@ -1,84 +1,218 @@
-"""The network endpoints: the two networks a sandboxlib container can join
-now, ``host`` and ``none`` (the default); networks of one's own need the
-network helper (not here yet): creating one is refused with a 400."""
+"""The network endpoints: the built-in networks ``bridge`` (the library's
+default bridge ``sbx0``), ``host`` and ``none``, and the library's named
+networks (``Network.create``: a bridge of their own, as root), which
+``/networks/create`` makes and ``DELETE`` removes.  A created container is
+connected to one (or disconnected) before its start; a running one is not."""
 
 from __future__ import annotations
 
-import hashlib
+import datetime
+import ipaddress
 from typing import Any, Dict, List
 
+import attrs
 from aiohttp import web
 
-from .apierrors import ApiError
-from .server import Route, json_response
+from ..config import network_name
+from ..errors import ConfigError, ContainerStateError
+from ..network import DEFAULT_BRIDGE, named
+from ..runtime import statedir
+from .apierrors import ApiError, library_error
+from .containers import filters_of
+from .create_config import BUILT_IN_NETWORKS, with_network
+from .inspect import endpoint, network_id
+from .server import Route, json_body, json_response
+from .threads import in_thread
 
 __all__ = ["ROUTES"]
 
-_DRIVERS = {"host": "host", "none": "null"}
-_NOT_YET = "networks other than host and none need sandboxlib's network helper, not here yet"
+_DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
 
 
-def _id(name: str) -> str:
-    return hashlib.sha256(f"sandboxlib network {name}".encode()).hexdigest()
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _shape(request: web.Request, name: str) -> Dict[str, Any]:
-    members = {
-        r.id: {"Name": r.name, "EndpointID": "", "MacAddress": "", "IPv4Address": "", "IPv6Address": ""}
-        for r in request.app["context"].containers.all()
-        if r.running and (r.request.network_mode == name or (name == "none" and r.request.network_mode != "host"))
-    }
+def _records() -> Dict[str, named.NetworkRecord]:
+    return {record.name: record for record in named.records(statedir.state_root())}
+
+
+def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any]:
+    members = {}
+    for r in request.app["context"].containers.all():
+        if r.running and r.request.network_mode == name:
+            point = endpoint(r)
+            members[r.id] = {
+                "Name": r.name,
+                "EndpointID": point["EndpointID"],
+                "MacAddress": "",
+                "IPv4Address": f"{point['IPAddress']}/{point['IPPrefixLen']}" if point["IPAddress"] else "",
+                "IPv6Address": "",
+            }
+    config = []
+    if record is not None:
+        subnet = ipaddress.IPv4Network(record.subnet)
+        config = [{"Subnet": record.subnet, "Gateway": str(next(subnet.hosts()))}]
     return {
         "Name": name,
-        "Id": _id(name),
-        "Created": "0001-01-01T00:00:00Z",
+        "Id": network_id(name),
+        "Created": _rfc3339(record.created) if record is not None and record.created else "0001-01-01T00:00:00Z",
         "Scope": "local",
-        "Driver": _DRIVERS[name],
+        "Driver": _DRIVERS.get(name, "bridge"),
         "EnableIPv6": False,
-        "IPAM": {"Driver": "default", "Options": None, "Config": []},
+        "IPAM": {"Driver": "default", "Options": None, "Config": config},
         "Internal": False,
         "Attachable": False,
         "Ingress": False,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": members,
-        "Options": {},
-        "Labels": {},
+        "Options": {"com.docker.network.bridge.name": record.bridge if record else DEFAULT_BRIDGE}
+        if name not in ("host", "none")
+        else {},
+        "Labels": request.app["context"].network_labels.get(name, {}),
     }
 
 
-def _named(request: web.Request) -> str:
-    ref = request.match_info["id"]
-    for name in _DRIVERS:
-        if ref in (name, _id(name)) or (len(ref) >= 3 and _id(name).startswith(ref)):
-            return name
-    raise ApiError(404, f"network {ref} not found")
+def _all(request: web.Request) -> List[Dict[str, Any]]:
+    records = _records()
+    return [_shape(request, name) for name in BUILT_IN_NETWORKS] + [
+        _shape(request, name, record) for name, record in records.items()
+    ]
+
+
+def _find(request: web.Request, ref: str) -> Dict[str, Any]:
+    """By name, full id or a unique id prefix; 404 else."""
+    networks = _all(request)
+    for shape in networks:
+        if ref in (shape["Name"], shape["Id"]):
+            return shape
+    found = [s for s in networks if len(ref) >= 3 and s["Id"].startswith(ref)]
+    if len(found) != 1:
+        raise ApiError(404, f"network {ref} not found")
+    return found[0]
+
+
+def _filtered(shapes: List[Dict[str, Any]], filters: Dict[str, List[str]]) -> List[Dict[str, Any]]:
+    def matches(shape: Dict[str, Any], key: str, wanted: List[str]) -> bool:
+        if key == "name":
+            return any(w in shape["Name"] for w in wanted)
+        if key == "id":
+            return any(shape["Id"].startswith(w) for w in wanted)
+        if key == "driver":
+            return shape["Driver"] in wanted
+        if key == "type":
+            builtin = shape["Name"] in BUILT_IN_NETWORKS
+            return ("builtin" in wanted and builtin) or ("custom" in wanted and not builtin)
+        if key == "label":
+            labels = shape["Labels"]
+            return all(labels.get(k) == v if sep else k in labels for k, sep, v in (w.partition("=") for w in wanted))
+        raise ApiError(400, f"invalid filter '{key}'")
+
+    return [s for s in shapes if all(matches(s, k, w) for k, w in filters.items())]
 
 
 async def _list(request: web.Request) -> web.Response:
-    return json_response([_shape(request, name) for name in _DRIVERS])
+    return json_response(_filtered(await in_thread(_all, request), filters_of(request)))
 
 
 async def _inspect(request: web.Request) -> web.Response:
-    return json_response(_shape(request, _named(request)))
+    return json_response(await in_thread(_find, request, request.match_info["id"]))
 
 
 async def _create(request: web.Request) -> web.Response:
-    raise ApiError(400, _NOT_YET)
+    body = await json_body(request)
+    name = body.get("Name")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "Name: required")
+    driver = body.get("Driver") or "bridge"
+    if driver != "bridge":
+        raise ApiError(400, f"Driver: {driver!r}: only bridge networks are supported")
+    for flag in ("Internal", "EnableIPv6"):
+        if body.get(flag):
+            raise ApiError(400, f"{flag}: not supported")
+    if name in BUILT_IN_NETWORKS + ("default",):
+        raise ApiError(403, f"{name} is a pre-defined network and cannot be created")
+    try:
+        network_name(name)
+    except ConfigError as err:
+        raise ApiError(400, str(err)) from None
+    if name in await in_thread(_records):
+        raise ApiError(409, f"network with name {name} already exists")
+    configs = (body.get("IPAM") or {}).get("Config") or []
+    if not isinstance(configs, list) or len(configs) > 1 or not all(isinstance(c, dict) for c in configs):
+        raise ApiError(400, "IPAM.Config: at most one {Subnet} is supported")
+    subnet = configs[0].get("Subnet") if configs else None
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise ApiError(400, "Labels: expected an object")
+    try:
+        await in_thread(named.create, statedir.state_root(), name, subnet)
+    except (ConfigError, PermissionError) as err:
+        raise ApiError(400 if isinstance(err, ConfigError) else 403, f"creating network {name}: {err}") from None
+    request.app["context"].network_labels[name] = {str(k): str(v) for k, v in labels.items()}
+    request.app["context"].events.emit("network", "create", network_id(name), {"name": name, "type": "bridge"})
+    return json_response({"Id": network_id(name), "Warning": ""}, 201)
 
 
 async def _remove(request: web.Request) -> web.Response:
-    name = _named(request)
-    raise ApiError(403, f"{name} is a pre-defined network and cannot be removed")
+    name = (await in_thread(_find, request, request.match_info["id"]))["Name"]
+    if name in BUILT_IN_NETWORKS:
+        raise ApiError(403, f"{name} is a pre-defined network and cannot be removed")
+    context = request.app["context"]
+    users = [r.name for r in context.containers.all() if r.running and r.request.network_mode == name]
+    if users:
+        raise ApiError(403, f"error while removing network: network {name} id {network_id(name)} has active endpoints")
+    try:
+        await in_thread(named.remove, statedir.state_root(), name)
+    except ContainerStateError as err:
+        raise ApiError(403, f"error while removing network: {err}") from None
+    except ConfigError as err:
+        raise library_error(err) from None
+    context.network_labels.pop(name, None)
+    context.events.emit("network", "destroy", network_id(name), {"name": name, "type": "bridge"})
+    return web.Response(status=204)
 
 
 async def _connect(request: web.Request) -> web.Response:
-    _named(request)
-    raise ApiError(400, f"connecting a running container: {_NOT_YET}")
+    """A created container joins the network (or leaves it for none) before its start."""
+    name = (await in_thread(_find, request, request.match_info["id"]))["Name"]
+    body = await json_body(request)
+    ref = body.get("Container")
+    if not isinstance(ref, str):
+        raise ApiError(400, "Container: required")
+    context = request.app["context"]
+    record = context.containers.get(ref)
+    joining = request.path.endswith("/connect")
+    if record.running:
+        raise ApiError(400, "connecting or disconnecting a running container is not supported: connect it before start")
+    if joining and name == record.request.network_mode:
+        raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
+    if not joining and name != record.request.network_mode:
+        raise ApiError(400, f"container {record.id} is not connected to network {name}")
+    record.request = with_network(record.request, name if joining else "none")
+    aliases = (
+        (body.get("EndpointConfig") or {}).get("Aliases") if isinstance(body.get("EndpointConfig"), dict) else None
+    )
+    if joining and isinstance(aliases, list) and aliases and isinstance(aliases[0], str):
+        record.request = attrs.evolve(record.request, alias=aliases[0])
+    context.events.emit("network", "connect" if joining else "disconnect", network_id(name), {"container": record.id})
+    return web.Response(status=200)
 
 
 async def _prune(request: web.Request) -> web.Response:
-    return json_response({"NetworksDeleted": []})
+    context = request.app["context"]
+    used = {r.request.network_mode for r in context.containers.all()}
+    deleted = []
+    for name in await in_thread(_records):
+        if name not in used:
+            try:
+                await in_thread(named.remove, statedir.state_root(), name)
+            except (ContainerStateError, ConfigError):
+                continue  # (in use by a container of the library's, outside this daemon)
+            context.network_labels.pop(name, None)
+            deleted.append(name)
+    return json_response({"NetworksDeleted": deleted})
 
 
 ROUTES: List[Route] = [

@@ -23,7 +23,7 @@ from .. import aio
 from ..errors import CommandNotFoundError, SandboxError, SetupError
 from ..runtime.logs import read_log
 from .apierrors import ApiError, library_error, no_such_container
-from .create_config import CreateRequest
+from .create_config import BUILT_IN_NETWORKS, CreateRequest, known_network
 from .events import Events
 from .interactive import LOG_MAX_FILES, Interactive
 from .loghistory import keep_previous_run, with_history
@@ -34,6 +34,7 @@ __all__ = ["ContainerRecord", "Containers", "ZERO_TIME", "now_rfc3339"]
 ZERO_TIME = "0001-01-01T00:00:00Z"
 ATTACHED_GRACE = 10.0  # seconds a remove waits for attaches still reading the log
 NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # the names a network's resolver answers
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp", "tidy", "vivid", "wise")
 _NOUNS = ("curie", "darwin", "euler", "gauss", "hopper", "knuth", "lovelace", "noether", "pascal", "ritchie", "turing")
 
@@ -185,14 +186,20 @@ class Containers:
             record.stopped_by_user = False
         request = record.request
         interactive = request.spawned
+        options = {**request.options, "hostname": request.options["hostname"] or record.id[:12]}
+        name = request.alias or record.name
+        if request.network_mode not in ("host", "none") and NETWORK_NAME.match(name):
+            options["name"] = name  # (its DNS name on its network, as Docker's)
         if interactive:  # an idle container, its main command spawned into it with our ends
-            box = aio.Container(**request.options)
+            box = aio.Container(**options)
         else:
-            box = aio.Container(**request.options, command=request.argv or True, log=record.log_path)
+            box = aio.Container(**options, command=request.argv or True, log=record.log_path)
         record.run_started = time.time()
         if record.runs:  # the log writer begins anew: the runs before stay readable
             await in_thread(keep_previous_run, record.log_path, LOG_MAX_FILES)
         try:
+            if request.network_mode not in BUILT_IN_NETWORKS:  # (as dockerd: checked at start, not create)
+                await in_thread(known_network, request.network_mode)
             await box.start()
             if interactive:
                 assert record.interactive is not None  # (made at create)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 from typing import Callable, Dict, Optional
 
@@ -16,16 +17,17 @@ from aiohttp import web
 from ..errors import ImageNotFound
 from ..images import Image, default_home
 from ..runtime import ImageStore
-from . import containers, events, exec, files, images, networks, output, stats, system, volumes
+from . import builds, containers, events, exec, files, images, networks, output, stats, system, volumes
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import socket_path
 from .registry_of_containers import Containers
 from .server import bind_socket, build_app, stop_signals
 
-__all__ = ["Context", "serve"]
+__all__ = ["Context", "default_network", "serve"]
 
 LOG = logging.getLogger("sandboxlib.daemon")
+SHORT_ID = re.compile(r"^(sha256:)?[0-9a-f]{4,63}$")
 ROUTES = (
     system.ROUTES
     + containers.ROUTES
@@ -34,6 +36,7 @@ ROUTES = (
     + files.ROUTES
     + stats.ROUTES
     + images.ROUTES
+    + builds.ROUTES
     + volumes.ROUTES
     + networks.ROUTES
     + events.ROUTES
@@ -43,8 +46,10 @@ ROUTES = (
 class Context:
     """What every handler reaches as ``request.app["context"]``."""
 
-    def __init__(self, store_path: str, state_dir: str) -> None:
+    def __init__(self, store_path: str, state_dir: str, default_network: str = "none") -> None:
         self.store_path = store_path
+        self.default_network = default_network  # a container's NetworkMode "" or "default"
+        self.network_labels: Dict[str, Dict[str, str]] = {}  # (the library's networks have no labels)
         self.state_dir = state_dir
         self.events = Events()
         self.containers = Containers(state_dir, self.events)
@@ -57,19 +62,39 @@ class Context:
         try:
             return await asyncio.to_thread(self.store().get, ref)
         except ImageNotFound:
-            raise no_such_image(ref) from None
+            pass
+        if SHORT_ID.match(ref):  # an id's unique prefix, as Docker's ("Successfully built 0123456789ab")
+            prefix = ref.rpartition(":")[2]
+            found = [
+                i for i in await asyncio.to_thread(self.store().list) if i.id.rpartition(":")[2].startswith(prefix)
+            ]
+            if len(found) == 1:
+                return found[0]
+        raise no_such_image(ref)
+
+
+def default_network() -> str:
+    """As root ``bridge``, as Docker's; rootless ``none``: a rootless bridge is a
+    pasta process per container (``--network bridge`` or ``--default-network bridge`` asks for it)."""
+    return "bridge" if os.geteuid() == 0 else "none"
 
 
 async def serve(
-    host: str, *, group: Optional[str] = None, store: Optional[str] = None, ready: Optional[Callable[[], None]] = None
+    host: str,
+    *,
+    group: Optional[str] = None,
+    store: Optional[str] = None,
+    network: Optional[str] = None,
+    ready: Optional[Callable[[], None]] = None,
 ) -> None:
-    """Serve the Engine API on ``host`` (``unix:///path``) until SIGTERM or SIGINT."""
+    """Serve the Engine API on ``host`` (``unix:///path``) until SIGTERM or SIGINT;
+    ``network``: the containers' default network (see :func:`default_network`)."""
     path = socket_path(host)
     sock, lock = bind_socket(path, group)
     state_dir = path + ".state"  # logs, saves and loads in flight: a killed daemon's are removed here
     shutil.rmtree(state_dir, ignore_errors=True)  # (the lock is ours: nobody else uses them)
     os.mkdir(state_dir, 0o700)
-    context = Context(os.path.abspath(store or default_home()), state_dir)
+    context = Context(os.path.abspath(store or default_home()), state_dir, network or default_network())
     # handler_cancellation: a client that goes away cancels its handler (a wait, an events or
     # stats stream would otherwise hold its queue until its next write fails)
     runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0, handler_cancellation=True)

@@ -27,12 +27,20 @@ def add_parser(sub) -> None:
         metavar="DIR",
         help="image store (default: $SANDBOXLIB_HOME, /var/lib/sandboxlib as root, ~/.local/share/sandboxlib)",
     )
+    p.add_argument(
+        "--default-network",
+        choices=("bridge", "none", "host"),
+        default=None,
+        help="the network of a container that names none (default: bridge as root, as Docker's; none rootless)",
+    )
 
 
 def _daemon(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="sandboxlib daemon: %(message)s", stream=sys.stderr)
     try:
-        asyncio.run(serve(args.host or default_host(), group=args.group, store=args.store))
+        asyncio.run(
+            serve(args.host or default_host(), group=args.group, store=args.store, network=args.default_network)
+        )
     except ModuleNotFoundError as err:
         if err.name != "aiohttp":
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from typing import TYPE_CHECKING, Iterator, List, Optional
 
 from ..errors import SetupError
@@ -29,18 +30,58 @@ if TYPE_CHECKING:
 CONTAINER_IFNAME = "eth0"
 
 
-def host_netlink() -> IPRoute:
+class _OnItsThread:
+    """An IPRoute made and used on a thread of its own, each call waited for:
+    pyroute2's sync API runs its requests on an event loop of the calling
+    thread, which cannot be done on the thread of a running one (the aio
+    API's starts: ``This event loop is already running``)."""
+
+    def __init__(self, options: dict) -> None:
+        import concurrent.futures
+
+        from pyroute2 import IPRoute
+
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandboxlib-netlink")
+        try:
+            self._ipr = self._worker.submit(IPRoute, **options).result()
+        except BaseException:
+            self._worker.shutdown()
+            raise
+
+    def __getattr__(self, name: str):
+        method = getattr(self._ipr, name)
+        return lambda *args, **kwargs: self._worker.submit(method, *args, **kwargs).result()
+
+    def close(self) -> None:
+        try:
+            self._worker.submit(self._ipr.close).result()
+        finally:
+            self._worker.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _iproute(**options) -> IPRoute:
     from pyroute2 import IPRoute  # (imported by the first bridge container: ~0.1 s)
 
-    return IPRoute()
+    asyncio = sys.modules.get("asyncio")  # (not imported: no loop runs)
+    if asyncio is None or asyncio.events._get_running_loop() is None:
+        return IPRoute(**options)
+    return _OnItsThread(options)  # type: ignore[return-value]
+
+
+def host_netlink() -> IPRoute:
+    return _iproute()
 
 
 def netlink_in(netns_fd: int) -> IPRoute:
     """Netlink of the container's network namespace (its socket made there)."""
-    from pyroute2 import IPRoute
-
     # (SOCK_DGRAM: pyroute2 hands the socket to asyncio as a datagram endpoint)
-    return IPRoute(fileno=socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM).detach())
+    return _iproute(fileno=socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM).detach())
 
 
 def link_index(name: str) -> int:

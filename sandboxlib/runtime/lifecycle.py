@@ -221,6 +221,15 @@ class ContainerLifecycle(ImageRoots):
         return attrs.evolve(config, mounts=config.mounts + files, env=dict(config.env))
 
     @property
+    def address(self) -> Optional[str]:
+        """The container's address on its bridge while it runs (``"172.17.0.2/16"``;
+        the bridge's gateway is its network's first address); None off a bridge or through pasta."""
+        network = self._network
+        if not isinstance(network, Attachment) or self._closed or not self._resources_used:
+            return None
+        return str(network.address)
+
+    @property
     def ports(self) -> dict:
         """Where the published ports are on the host, once started:
         ``{"80/tcp": ("127.0.0.1", 8080)}``."""

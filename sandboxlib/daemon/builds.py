@@ -1,0 +1,170 @@
+"""``POST /build``: Docker's legacy builder endpoint (``DOCKER_BUILDKIT=0
+docker build``, docker-py's ``images.build``) on the library's
+``ImageStore.build``.  The body is the context as a tar (gzip too), kept in
+a file of the daemon's state directory, checked whole (the image store's
+layer check: traversals, links out, bad names; only files, directories and
+links) before a directory is made of it; a refused context leaves nothing.
+Progress is the legacy builder's JSON lines: ``{"stream": "Step 1/2 :
+..."}``, the ``RUN``s' output, ``{"aux": {"ID": ...}}``, ``Successfully
+built`` and ``tagged``; a failure is an ``{"error", "errorDetail"}`` line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from aiohttp import web
+
+from ..build import BuildEvent
+from ..build import ImageStore as BuildingStore
+from ..errors import ImageFormatError, SandboxError
+from ..images.layercheck import LayerCheck, LayerLimits
+from .apierrors import ApiError
+from .server import Route, flush_headers, query_bool
+from .threads import deliver, in_thread
+
+__all__ = ["ROUTES"]
+
+MAX_CONTEXT = 8 << 30  # bytes of a context's tar
+_NETWORKS = ("bridge", "host", "none")
+_KINDS = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)
+
+
+def _json_query(request: web.Request, name: str) -> Dict[str, str]:
+    text = request.query.get(name)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise ApiError(400, f"{name}: invalid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"{name}: expected a JSON object")
+    return {str(k): str(v) for k, v in value.items() if v is not None}
+
+
+def _options(request: web.Request) -> Dict[str, Any]:
+    """The query, checked before the body is read."""
+    if request.query.get("remote"):
+        raise ApiError(400, "remote: building from a URL or git repository is not supported: send the context")
+    network = request.query.get("networkmode") or "default"
+    if network == "default":
+        network = request.app["context"].default_network
+    if network not in _NETWORKS:
+        raise ApiError(400, f"networkmode: {network!r}: expected default, bridge, host or none")
+    return {
+        "tag": request.query.getall("t", []),
+        "dockerfile": request.query.get("dockerfile") or None,
+        "build_args": _json_query(request, "buildargs"),
+        "target": request.query.get("target") or None,
+        "no_cache": query_bool(request, "nocache"),
+        "labels": _json_query(request, "labels"),
+        "network": network,
+    }
+
+
+def _check_context(path: str) -> None:
+    """Every member followed as an unpacker would, before anything is extracted."""
+    check = LayerCheck("build context", LayerLimits(), devices=False)
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                if member.type not in _KINDS:
+                    raise ApiError(400, f"refused build context: {member.name!r} is not a file, directory or link")
+                check.entry(member)
+    except (tarfile.TarError, EOFError) as err:
+        raise ApiError(400, f"build context: not a tar archive: {err}") from None
+    except ImageFormatError as err:
+        raise ApiError(400, f"refused build context: {err}") from None
+
+
+def _build(store_path: str, archive: str, directory: str, options: Dict[str, Any], report) -> Any:
+    """On a thread of its own (it outlives a client that goes away): extract, build, clean up."""
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            tar.extractall(directory, filter="data")  # (checked whole already; the filter once more)
+        return BuildingStore(store_path).build(directory, progress=report, **options)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.unlink(archive)
+
+
+def _line(value: Dict[str, Any]) -> bytes:
+    return json.dumps(value).encode() + b"\r\n"
+
+
+def _stream_of(event: BuildEvent) -> Optional[Dict[str, Any]]:
+    """The legacy builder's line of a library event (None: it prints none)."""
+    if event.kind == "step":
+        return {"stream": f"Step {event.step}/{event.total} : {event.text}\n"}
+    if event.kind == "cached":
+        return {"stream": " ---> Using cache\n"}
+    if event.kind == "output":
+        return {"stream": event.text + "\n"}
+    if event.kind == "warning":
+        return {"stream": f"[Warning] {event.text}\n"}
+    return None
+
+
+async def _receive(request: web.Request, path: str) -> None:
+    size = 0
+    with open(path, "wb") as file:
+        async for chunk in request.content.iter_chunked(1 << 20):
+            size += len(chunk)
+            if size > MAX_CONTEXT:
+                raise ApiError(413, f"build context larger than {MAX_CONTEXT} bytes")
+            await asyncio.to_thread(file.write, chunk)
+
+
+async def _post(request: web.Request) -> web.StreamResponse:
+    context = request.app["context"]
+    options = _options(request)
+    fd, archive = tempfile.mkstemp(prefix="build-", suffix=".tar", dir=context.state_dir)
+    os.close(fd)
+    try:
+        await _receive(request, archive)
+        await in_thread(_check_context, archive)
+        directory = tempfile.mkdtemp(prefix="build-", dir=context.state_dir)
+    except BaseException:
+        os.unlink(archive)
+        raise
+    lines: asyncio.Queue = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def report(event: BuildEvent) -> None:
+        line = _stream_of(event)
+        if line is not None:
+            deliver(loop, lines.put_nowait, line)
+
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await flush_headers(response, request)
+    job = asyncio.ensure_future(in_thread(_build, context.store_path, archive, directory, options, report))
+    while not (job.done() and lines.empty()):
+        getter = asyncio.ensure_future(lines.get())
+        await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            await response.write(_line(getter.result()))
+        else:
+            getter.cancel()
+    try:
+        image = job.result()
+    except (SandboxError, OSError, tarfile.TarError) as err:
+        await response.write(_line({"errorDetail": {"message": str(err)}, "error": str(err)}))
+    else:
+        await response.write(_line({"aux": {"ID": image.id}}))
+        await response.write(_line({"stream": f"Successfully built {image.id.split(':')[-1][:12]}\n"}))
+        for tag in options["tag"]:
+            tag = tag if ":" in tag.rpartition("/")[2] else f"{tag}:latest"
+            await response.write(_line({"stream": f"Successfully tagged {tag}\n"}))
+            context.events.emit("image", "tag", image.id, {"name": tag})
+    await response.write_eof()
+    return response
+
+
+ROUTES: List[Route] = [("POST", "/build", _post)]

@@ -1,0 +1,244 @@
+"""The daemon's networks: the default bridge (as root), published ports
+(``-p``, ``-P``, testcontainers' exposed ports, docker-py's ``ports=``),
+Docker's ``NetworkSettings`` in inspect, named networks (``docker network
+create/ls/inspect/connect/rm``).  A bridge changes the network namespace it
+is made in: the daemon runs in tests/netlab.py's "host" namespace, its
+clients reach it over its UNIX socket and its published ports from inside
+that namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+from .conftest import wait_until
+from .daemonkit import Daemon, busybox_store
+from .netlab import Lab
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon's default bridge is root's")
+
+TUN = "/dev/net/tun"
+HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
+
+
+class NetDaemon(Daemon):
+    """A daemon in the lab's "host" namespace (its own state root, /etc/resolv.conf the lab's)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        top = os.path.join(lab.tmp, "daemon")
+        os.makedirs(top)
+        shell = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        prefix = [*lab._enter(lab.host, "unshare", "--mount", "sh", "-c", shell, lab.resolv)]
+        env = {**os.environ, "SANDBOXLIB_RUN": lab.state}
+        super().__init__(
+            top, busybox_store(os.path.join(top, "store")), None, "--default-network", "bridge", prefix=prefix, env=env
+        )
+
+    def fetch(self, url: str) -> str:
+        """GET ``url`` from inside the daemon's namespace."""
+        code = (  # (no proxy: the tests' environment names one)
+            "import urllib.request as r; opener = r.build_opener(r.ProxyHandler({}))\n"
+            f"print(opener.open({url!r}, timeout=5).read().decode(), end='')"
+        )
+        return self.lab.in_host(sys.executable, "-c", code)
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    lab = Lab()
+    try:
+        served = NetDaemon(lab)
+        yield served
+        assert served.close() == 0
+    finally:
+        lab.close()
+
+
+def _ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def test_default_bridge_published_port_and_inspect(daemon):
+    cid = _ok(daemon.docker("run", "-d", "--name", "web", "-p", "8080:80", "busybox", *HTTPD)).strip()
+    try:
+        info = json.loads(_ok(daemon.docker("inspect", "web")))[0]
+        settings = info["NetworkSettings"]
+        assert settings["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
+        bridge = settings["Networks"]["bridge"]
+        assert bridge["IPAddress"] == settings["IPAddress"] and bridge["IPAddress"].startswith("172.")
+        assert bridge["Gateway"] == settings["Gateway"] and bridge["IPPrefixLen"] == 16
+        assert info["HostConfig"]["NetworkMode"] == "bridge"
+        assert wait_until(lambda: "served" in _fetch_or_empty(daemon, "http://127.0.0.1:8080/"))
+        assert daemon.fetch("http://127.0.0.1:8080/") == f"served-by-{cid[:12]}\n"
+        assert _ok(daemon.docker("port", "web")) == "80/tcp -> 0.0.0.0:8080\n"
+        assert "0.0.0.0:8080->80/tcp" in _ok(daemon.docker("ps", "--format", "{{.Ports}}"))
+        bridge_shown = json.loads(_ok(daemon.docker("network", "inspect", "bridge")))[0]
+        assert bridge_shown["Containers"][cid]["IPv4Address"] == f"{bridge['IPAddress']}/16"
+        out = _ok(daemon.docker("run", "--rm", "busybox", "wget", "-qO-", f"http://{bridge['IPAddress']}/"))
+        assert out == f"served-by-{cid[:12]}\n"  # containers of the bridge reach each other
+    finally:
+        _ok(daemon.docker("rm", "-f", "web"))
+    assert json.loads(_ok(daemon.docker("network", "inspect", "bridge")))[0]["Containers"] == {}
+    cid = _ok(daemon.docker("run", "-d", "-P", "--expose", "80", "busybox", *HTTPD)).strip()
+    try:
+        port = json.loads(_ok(daemon.docker("inspect", cid)))[0]["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+        assert int(port) > 0
+        assert wait_until(lambda: "served" in _fetch_or_empty(daemon, f"http://127.0.0.1:{port}/"))
+    finally:
+        _ok(daemon.docker("rm", "-f", cid))
+    failed = daemon.docker("run", "--rm", "-p", "8080-8090:80", "busybox", "true")
+    assert failed.returncode != 0 and b"ranges are not supported" in failed.stderr
+    assert _ok(daemon.docker("ps", "-aq")) == ""
+
+
+def _fetch_or_empty(daemon: NetDaemon, url: str) -> str:
+    try:
+        return daemon.fetch(url)
+    except subprocess.CalledProcessError:
+        return ""
+
+
+def test_named_networks(daemon):
+    _ok(daemon.docker("network", "create", "--subnet", "10.89.0.0/24", "--label", "team=db", "backend"))
+    assert "backend" in _ok(daemon.docker("network", "ls", "--format", "{{.Name}}")).split()
+    shown = json.loads(_ok(daemon.docker("network", "inspect", "backend")))[0]
+    assert shown["IPAM"]["Config"] == [{"Subnet": "10.89.0.0/24", "Gateway": "10.89.0.1"}]
+    assert shown["Labels"] == {"team": "db"} and shown["Driver"] == "bridge" and shown["Created"].startswith("20")
+    again = daemon.docker("network", "create", "backend")
+    assert again.returncode != 0 and b"already exists" in again.stderr
+    _ok(daemon.docker("run", "-d", "--name", "db", "--network", "backend", "busybox", *HTTPD))
+    try:
+        info = json.loads(_ok(daemon.docker("inspect", "db")))[0]["NetworkSettings"]
+        assert info["Networks"]["backend"]["IPAddress"].startswith("10.89.0.") and info["IPAddress"] == ""
+        fetch = ["wget", "-qO-", "http://db/"]
+        assert wait_until(
+            lambda: daemon.docker("run", "--rm", "--network", "backend", "busybox", *fetch).returncode == 0
+        )
+        assert _ok(daemon.docker("run", "--rm", "--network", "backend", "busybox", *fetch)).startswith("served-by-")
+        other = daemon.docker("run", "--rm", "busybox", "wget", "-T", "2", "-qO-", "http://db/")
+        assert other.returncode != 0  # the default bridge knows no "db"
+        alias = ["--network", "backend", "--network-alias", "cache", "busybox", *HTTPD]
+        _ok(daemon.docker("run", "-d", "--name", "aliased", *alias))
+        shown = json.loads(_ok(daemon.docker("inspect", "aliased")))[0]["NetworkSettings"]["Networks"]["backend"]
+        assert shown["Aliases"][0] == "cache"
+        fetch_cache = ["run", "--rm", "--network", "backend", "busybox", "wget", "-qO-", "http://cache/"]
+        assert wait_until(lambda: daemon.docker(*fetch_cache).returncode == 0)
+        _ok(daemon.docker("rm", "-f", "aliased"))
+        _ok(daemon.docker("create", "--name", "late", "busybox", "wget", "-qO-", "http://db/"))
+        _ok(daemon.docker("network", "connect", "backend", "late"))  # before its start
+        assert _ok(daemon.docker("start", "-a", "late")).startswith("served-by-")
+        _ok(daemon.docker("rm", "late"))
+        busy = daemon.docker("network", "rm", "backend")
+        assert busy.returncode != 0 and b"active endpoints" in busy.stderr
+    finally:
+        _ok(daemon.docker("rm", "-f", "db"))
+    _ok(daemon.docker("network", "rm", "backend"))
+    assert "backend" not in _ok(daemon.docker("network", "ls", "--format", "{{.Name}}")).split()
+    assert not [link for link in daemon.lab.links() if link.startswith("sbx") and link != "sbx0"]
+    for name in ("host", "bridge"):
+        refused = daemon.docker("network", "rm", name)
+        assert refused.returncode != 0 and b"pre-defined network" in refused.stderr
+
+
+CLIENTS = """
+import json, time, urllib.request
+import docker
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+
+HTTPD = {httpd!r}
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))  # (the tests' environment names a proxy)
+found = {{}}
+with DockerContainer("busybox").with_command(HTTPD).with_exposed_ports(80) as web:
+    host, port = web.get_container_host_ip(), int(web.get_exposed_port(80))
+    for _ in range(100):
+        try:
+            found["testcontainers"] = DIRECT.open(f"http://{{host}}:{{port}}/", timeout=5).read().decode()
+            break
+        except OSError:
+            time.sleep(0.05)
+    found["host"] = host
+with Network() as net:
+    served = DockerContainer("busybox").with_command(HTTPD).with_network(net).with_network_aliases("svc")
+    asking = DockerContainer("busybox").with_command(["sleep", "60"]).with_network(net)
+    with served, asking:
+        for _ in range(100):
+            code, out = asking.exec(["wget", "-qO-", "http://svc/"])
+            if code == 0:
+                found["by_alias"] = out.decode()
+                break
+            time.sleep(0.05)
+client = docker.from_env()
+c = client.containers.run("busybox", HTTPD, detach=True, ports={{"80/tcp": ("127.0.0.1", None)}})
+try:
+    c.reload()
+    found["docker_py"] = c.ports
+    found["address"] = c.attrs["NetworkSettings"]["IPAddress"]
+finally:
+    c.remove(force=True)
+net = client.networks.create("frontend")
+found["networks"] = sorted(n.name for n in client.networks.list())
+net.remove()
+print(json.dumps(found))
+"""
+
+
+def test_testcontainers_and_docker_py_with_published_ports(daemon):
+    script = os.path.join(daemon.lab.tmp, "clients.py")
+    with open(script, "w") as file:
+        file.write(textwrap.dedent(CLIENTS.format(httpd=HTTPD)))
+    env = {**daemon.env, "TESTCONTAINERS_RYUK_DISABLED": "true"}
+    proc = subprocess.run(
+        daemon.lab._enter(daemon.lab.host, sys.executable, script), capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.splitlines()[-1])
+    assert found["testcontainers"].startswith("served-by-") and found["by_alias"].startswith("served-by-")
+    # (where this machine is itself a container (/.dockerenv), testcontainers goes through the gateway)
+    assert found["host"] in ("localhost", "127.0.0.1", "172.17.0.1")
+    [binding] = found["docker_py"]["80/tcp"]
+    assert binding["HostIp"] == "127.0.0.1" and int(binding["HostPort"]) > 0
+    assert found["address"].startswith("172.")
+    assert "frontend" in found["networks"] and {"bridge", "host", "none"} <= set(found["networks"])
+    assert _ok(daemon.docker("ps", "-aq")) == ""
+
+
+def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
+    """A rootless daemon's bridge is pasta's (/dev/net/tun 0666 meanwhile, as distributions have it)."""
+    user = workers["sbxtest"].user
+    top = tempfile.mkdtemp(prefix="daemon-net-rootless-", dir=str(shared_dir))
+    os.chmod(top, 0o755)
+    os.chown(top, user.pw_uid, user.pw_gid)
+    store = os.path.join(top, "store")
+    os.mkdir(store, 0o700)
+    busybox_store(store, owner=user)
+    mode = os.stat(TUN).st_mode & 0o777
+    os.chmod(TUN, 0o666)
+    lab = Lab()
+    try:
+        served = Daemon(top, store, user, "--default-network", "bridge", prefix=lab._enter(lab.host))
+        try:
+            _ok(served.docker("run", "-d", "--name", "web", "-p", "8081:80", "busybox", *HTTPD))
+            ports = json.loads(_ok(served.docker("inspect", "web")))[0]["NetworkSettings"]["Ports"]
+            assert ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8081"}]}
+            fetch = ["wget", "-qO-", "http://127.0.0.1:8081/"]
+            assert wait_until(lambda: subprocess.run(lab._enter(lab.host, *fetch), capture_output=True).returncode == 0)
+            assert subprocess.run(lab._enter(lab.host, *fetch), capture_output=True).stdout.startswith(b"served-by-")
+            _ok(served.docker("rm", "-f", "web"))
+            refused = served.docker("network", "create", "mine")
+            assert refused.returncode != 0 and b"creating network mine" in refused.stderr, refused.stderr
+        finally:
+            assert served.close() == 0, served.log()
+    finally:
+        lab.close()
+        os.chmod(TUN, mode)
+        shutil.rmtree(top, ignore_errors=True)
