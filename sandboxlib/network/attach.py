@@ -22,18 +22,15 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, names, nftables
-from .files import ContainerFiles, network_dir
+from .files import ContainerFiles, lease_dir, network_dir
 from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
 from .slirp import SlirpAttachment, find_slirp
+from .usernet import UserBridgeAttachment
 
 __all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "forget_bridge", "lease_dir", "network_dir"]
 
 DEFAULT_BRIDGE = "sbx0"
-
-
-def lease_dir(state_root: str, bridge_name: str) -> str:
-    return os.path.join(network_dir(state_root), f"leases-{bridge_name}")
 
 
 def _enable_forwarding() -> None:
@@ -243,13 +240,15 @@ def attachment(
     state_root: str,
     network: Tuple[str, Optional[ipaddress.IPv4Network]],
 ) -> Any:
-    """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the default network only)."""
+    """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the
+    default network) or the per-user namespace's (a named network)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
     if isinstance(config.network, BridgeNetwork) and config.network.egress:
         raise UnsupportedError("egress allow-lists without root", "run as root (rootless egress is not built yet)")
     if network[0] != DEFAULT_BRIDGE:
-        raise UnsupportedError("named networks without root", "run as root (rootless named networks are not built yet)")
+        assert network[1] is not None
+        return UserBridgeAttachment(config, container_id, hostname, state_root, (network[0], network[1]))
     return _user_mode()(config, container_id, hostname, state_root)
 
 

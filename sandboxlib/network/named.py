@@ -19,7 +19,7 @@ import attrs
 
 from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
-from . import bridge, ipam, nftables
+from . import bridge, ipam, nftables, usernet
 from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir
 
 __all__ = ["NetworkRecord", "create", "get", "records", "remove", "attached", "bridge_of"]
@@ -97,7 +97,10 @@ def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkR
             json.dump(attrs.asdict(record), file)
         os.rename(path + ".tmp", path)
     try:
-        ensure_bridge(state_root, record.bridge, wanted)
+        if os.geteuid() == 0:
+            ensure_bridge(state_root, record.bridge, wanted)
+        else:  # in the per-user network namespace
+            usernet.make_bridge(state_root, record.bridge, wanted)
     except BaseException:
         os.unlink(path)
         raise
@@ -118,11 +121,14 @@ def remove(state_root: str, name: str) -> None:
         if users:
             names = [u.get("name") or u.get("hostname") for u in users]
             raise ContainerStateError(f"network {name!r} has containers attached: {names}")
-        with bridge.host_netlink() as ipr:
-            bridge.delete_link(ipr, record.bridge)
-        forget_bridge(state_root, record.bridge)
+        if os.geteuid() == 0:
+            with bridge.host_netlink() as ipr:
+                bridge.delete_link(ipr, record.bridge)
+            forget_bridge(state_root, record.bridge)
+            nftables.remove_bridge_rules(record.bridge)
+        else:  # the last one takes the per-user namespace with it
+            usernet.remove_bridge(state_root, record.bridge)
         shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
-        nftables.remove_bridge_rules(record.bridge)
         os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
 
 

@@ -1,0 +1,166 @@
+"""The holder of a user's network namespace (rootless named networks), run
+by ``network/usernet.py`` as ``unshare --user --map-root-user --net python3
+-m sandboxlib.network.usernetd STATE_ROOT``: root of its own user namespace,
+it owns the per-user network namespace, makes the networks' bridges and
+nft tables there and serves their resolvers.
+
+A container cannot get a veth on these bridges: its user namespace is a
+sibling of ours, and the kernel wants CAP_NET_ADMIN over both ends'
+namespaces for a veth pair.  So the container gets a tap ``eth0`` (made by
+its owner inside it) and we a tap ``vsbx<id>`` on the bridge, and a thread
+here copies frames between the two fds.  The owner keeps the request's
+connection open for the container's life: its end (close, or the owner's
+death) closes both taps, which removes ours.
+
+Requests are one JSON message on a SOCK_SEQPACKET connection to
+``<state>/net/userns/holder.sock`` (a tap fd attached): ``bridge`` (make it
+if missing), ``remove`` (the bridge goes; the holder exits after the last),
+``attach``."""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+from typing import Any, Dict, Optional
+
+from . import bridge, ipam, nftables, usernet
+from .attach import ensure_bridge, forget_bridge
+from .files import lease_dir
+from .pasta import DNS_FORWARD
+
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+
+
+def open_tap(name: str) -> int:
+    """A new tap device ``name`` in this thread's network namespace (it goes when the fd closes)."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Holder:
+    def __init__(self, state_root: str) -> None:
+        self._state_root = state_root
+        self._resolvers: Dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def bridge(self, name: str, subnet: str) -> str:
+        from .resolver import Resolver
+
+        with self._lock:
+            gateway = ensure_bridge(self._state_root, name, ipaddress.IPv4Network(subnet))
+            if name not in self._resolvers:
+                leases = lease_dir(self._state_root, name)
+
+                def lookup(wanted: str) -> Optional[str]:
+                    for record in ipam.leases(leases):
+                        if wanted in (record.get("name"), record.get("hostname")):
+                            return str(record["address"])
+                    return None
+
+                self._resolvers[name] = Resolver.on_bridge(
+                    gateway, bridge.link_index(name), [DNS_FORWARD], lookup, lambda client, wanted: None
+                )
+            return str(gateway)
+
+    def remove(self, name: str) -> int:
+        """Remove the bridge; the number of bridges left."""
+        with self._lock:
+            resolver = self._resolvers.pop(name, None)
+            if resolver is not None:
+                resolver.close()
+            with bridge.host_netlink() as ipr:
+                bridge.delete_link(ipr, name)
+            forget_bridge(self._state_root, name)
+            nftables.remove_bridge_rules(name)
+            return len(self._resolvers)
+
+    def attach(self, conn: socket.socket, bridge_name: str, container_id: str, inner: int) -> None:
+        """Our tap on the bridge, frames copied to and from the container's
+        tap ``inner`` until the connection ends."""
+        name = f"vsbx{container_id[:10]}"
+        outer = open_tap(name)
+        try:
+            with bridge.host_netlink() as ipr:
+                index = bridge.link_index(name)
+                ipr.link("set", index=index, master=bridge.link_index(bridge_name), state="up")
+            conn.send(b'{"ok": true}')
+            _copy(conn, inner, outer)
+        finally:
+            os.close(outer)
+            os.close(inner)
+
+    def serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                message, fds, _, _ = socket.recv_fds(conn, 65536, 1)
+                request = json.loads(message)
+                op = request["op"]
+                if op == "attach":
+                    self.attach(conn, request["bridge"], request["id"], fds[0])
+                    return
+                if op == "bridge":
+                    conn.send(
+                        json.dumps({"ok": True, "gateway": self.bridge(request["name"], request["subnet"])}).encode()
+                    )
+                elif op == "remove":
+                    left = self.remove(request["name"])
+                    if left == 0:  # the namespace goes with us (the owner ends pasta)
+                        os.unlink(usernet.socket_path(self._state_root))
+                    conn.send(json.dumps({"ok": True, "left": left}).encode())
+                    if left == 0:
+                        os._exit(0)
+            except Exception as err:  # reported to the requester
+                try:
+                    conn.send(json.dumps({"ok": False, "error": f"{type(err).__name__}: {err}"}).encode())
+                except OSError:
+                    pass
+
+
+def _copy(conn: socket.socket, inner: int, outer: int) -> None:
+    poller = select.poll()
+    for fd in (conn.fileno(), inner, outer):
+        poller.register(fd, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == conn.fileno():
+                return  # the owner's end (or death): nothing else is ever sent
+            try:
+                frame = os.read(fd, 65536)
+                os.write(outer if fd == inner else inner, frame)
+            except OSError:
+                pass  # the other side down: the frame is dropped, as a wire would
+
+
+def main(state_root: str) -> None:
+    with bridge.host_netlink() as ipr:
+        ipr.link("set", index=bridge.link_index("lo"), state="up")
+    path = usernet.socket_path(state_root)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    if os.path.exists(path):
+        os.unlink(path)
+    listener.bind(path)
+    listener.listen(64)
+    holder = Holder(state_root)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    os.dup2(os.open(os.devnull, os.O_RDWR), 1)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=holder.serve, args=(conn,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,155 @@
+"""Rootless named networks (issue 19): the per-user network namespace with
+its bridges, pasta to the outside; names resolve inside a network, nothing
+crosses between two, NAT reaches the outside world; nothing left after the
+last network's removal nor after the owner's SIGKILL.  In the namespaces of
+tests/netlab.py, as the unprivileged user of tests/rootless.py
+(/dev/net/tun gets the distributions' 0666 for this module's duration)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .netlab import HOST_ADDRESS, Lab
+from .rootless import USERS, ensure_user
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test makes namespaces and a user as root")
+
+TUN = "/dev/net/tun"
+PY = "/usr/bin/python3"
+CONNECT = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], 80), timeout=3).close(); print('connected')\n"
+    "except OSError as e: print(type(e).__name__)\n"
+)
+FETCH = "import urllib.request as u; print(u.urlopen('http://example.internal/', timeout=5).read().decode())"
+
+
+@pytest.fixture(scope="module")
+def user():
+    return ensure_user("sbxtest", USERS["sbxtest"])
+
+
+@pytest.fixture(scope="module")
+def lab():
+    mode = os.stat(TUN).st_mode & 0o777
+    os.chmod(TUN, 0o666)
+    made = Lab()
+    try:
+        yield made
+    finally:
+        made.close()
+        os.chmod(TUN, mode)
+
+
+def processes(user) -> list:
+    """The test user's holder and pasta processes."""
+    out = subprocess.run(["pgrep", "-a", "-u", str(user.pw_uid)], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "usernetd" in line or "pasta" in line]
+
+
+def no_processes(user, seconds=5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while processes(user) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not processes(user)
+
+
+def test_rootless_named_networks(lab, user):
+    host_links = lab.links()
+    out = lab.run(
+        f"""
+        a = sb.Network.create("alpha", subnet="10.89.0.0/24")
+        b = sb.Network.create("beta")
+        listed = [(n.name, n.subnet) for n in sb.Network.list()]
+        serve = "import socket; s = socket.create_server(('', 80)); print('up', flush=True); s.accept()"
+        with sb.Container(network=a, name="db") as db, sb.Container(network="alpha") as app, \\
+                sb.Container(network=b, name="stranger") as other:
+            srv = db.spawn(["{PY}", "-c", serve], stdout=sb.PIPE)
+            srv.stdout.readline()
+            address = eth0(db).split("/")[0]
+            fetched = app.run(["{PY}", "-c", {FETCH!r}], stdout=sb.PIPE, stderr=sb.PIPE)
+            found = {{
+                "listed": listed,
+                "address": address,
+                "resolved": text(app.run(["getent", "hosts", "db"], stdout=sb.PIPE)).split(),
+                "connect": text(app.run(["{PY}", "-c", {CONNECT!r}, "db"], stdout=sb.PIPE)),
+                "fetched": text(fetched) + fetched.stderr.decode(),
+                "cross_name": app.run(["getent", "hosts", "stranger"], stdout=sb.PIPE).exit_code,
+                "cross_address": text(other.run(["{PY}", "-c", {CONNECT!r}, address], stdout=sb.PIPE)),
+                "other_net": eth0(other),
+            }}
+            try:
+                a.remove()
+            except sb.ContainerStateError as err:
+                found["in_use"] = str(err)
+            srv.kill(); srv.wait()
+        a.remove(); b.remove()
+        found["after"] = [n.name for n in sb.Network.list()]
+        print(json.dumps(found))
+        """,
+        user=user,
+    )
+    assert out["listed"][0] == ["alpha", "10.89.0.0/24"] and out["listed"][1][0] == "beta"
+    assert out["address"].startswith("10.89.0.")
+    assert out["resolved"][0] == out["address"]
+    assert out["connect"] == "connected"
+    assert out["fetched"] == f"hello from {HOST_ADDRESS}"  # NAT through pasta, from the host's address
+    assert out["cross_name"] != 0
+    assert out["cross_address"] in ("ConnectionRefusedError", "OSError", "TimeoutError")
+    assert not out["other_net"].startswith("10.89.0.")
+    assert "db" in out["in_use"]
+    assert out["after"] == []
+    assert no_processes(user)  # the last network took the holder and pasta with it
+    assert lab.links() == host_links  # nothing was made in the host's namespace
+
+
+def test_rootless_named_network_after_the_owners_sigkill(lab, user):
+    owner = lab.library_as(
+        user,
+        """
+        net = sb.Network.create("gamma")
+        c = sb.Container(network=net, name="first").start()
+        print("started", flush=True)
+        sys.stdin.read()
+        """,
+        stdin=subprocess.PIPE,
+    )
+    assert owner.stdout.readline() == "started\n", owner.stderr.read()
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    for stream in (owner.stdin, owner.stdout, owner.stderr):
+        stream.close()
+    out = lab.run(
+        """
+        net = sb.Network.get("gamma")
+        with sb.Container(network=net, name="first") as c:  # the dead owner's lease and name are free
+            resolved = text(c.run(["getent", "hosts", "first"], stdout=sb.PIPE)).split()
+        net.remove()
+        print(json.dumps(resolved))
+        """,
+        user=user,
+    )
+    assert out and out[0].startswith(tuple("0123456789"))
+    assert no_processes(user)
+
+
+def test_rootless_holder_killed_is_swept(lab, user):
+    out = lab.run('sb.Network.create("delta"); print(json.dumps("ok"))', user=user)
+    assert out == "ok" and len(processes(user)) == 2
+    holder = next(line.split()[0] for line in processes(user) if "usernetd" in line)
+    os.kill(int(holder), signal.SIGKILL)
+    out = lab.run(
+        """
+        net = sb.Network.get("delta")
+        r = sb.run(["getent", "hosts", "x"], network=net, name="x", stdout=sb.PIPE)
+        net.remove()
+        print(json.dumps(r.exit_code))
+        """,
+        user=user,
+    )
+    assert out == 0
+    assert no_processes(user)  # the dead holder's pasta was killed by the next start
