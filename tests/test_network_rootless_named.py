@@ -1,7 +1,9 @@
-"""Rootless named networks (issue 19): the per-user network namespace with
-its bridges, pasta to the outside; names resolve inside a network, nothing
-crosses between two, NAT reaches the outside world; nothing left after the
-last network's removal nor after the owner's SIGKILL.  In the namespaces of
+"""Rootless named networks and egress allow-lists (issue 19): the per-user
+network namespace with its bridges, pasta to the outside; names resolve
+inside a network, nothing crosses between two, NAT reaches the outside
+world, an allow-list lets a listed name and network through and refuses the
+rest at once; nothing left after the last network's removal nor after the
+owner's SIGKILL.  In the namespaces of
 tests/netlab.py, as the unprivileged user of tests/rootless.py
 (/dev/net/tun gets the distributions' 0666 for this module's duration)."""
 
@@ -12,8 +14,9 @@ import time
 
 import pytest
 
-from .netlab import HOST_ADDRESS, Lab
+from .netlab import HOST_ADDRESS, WORLD_ADDRESS, WORLD_SECOND, Lab
 from .rootless import USERS, ensure_user
+from .test_network_egress import PROBE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test makes namespaces and a user as root")
 
@@ -153,3 +156,30 @@ def test_rootless_holder_killed_is_swept(lab, user):
     )
     assert out == 0
     assert no_processes(user)  # the dead holder's pasta was killed by the next start
+
+
+def test_rootless_egress_allow_list(lab, user):
+    out = lab.run(
+        f"""
+        by_name = sb.Network.bridge(egress=["web.internal:80/tcp"])
+        r = sb.run(["{PY}", "-c", {PROBE!r}, "{WORLD_SECOND}", "{WORLD_ADDRESS}"], network=by_name, stdout=sb.PIPE)
+        by_net = sb.Network.bridge(egress=["{WORLD_SECOND}/32:80"])
+        fetch = "import urllib.request as u; print(u.urlopen('http://{WORLD_SECOND}/', timeout=5).read().decode())"
+        r2 = sb.run(["{PY}", "-c", fetch], network=by_net, stdout=sb.PIPE)
+        try:
+            sb.run(["true"], network=by_name, ports={{0: 80}})
+            refused = "no error"
+        except sb.UnsupportedError as err:
+            refused = str(err)
+        print(json.dumps({{"probe": json.loads(text(r)), "cidr": text(r2), "ports": refused}}))
+        """,
+        user=user,
+    )
+    probe = out["probe"]
+    assert probe["listed_name"][0] == f"hello from {HOST_ADDRESS}"
+    assert probe["unlisted_address"][0] == "ConnectionRefusedError" and probe["unlisted_address"][1] < 1
+    assert probe["unlisted_name"][0] == "gaierror" and probe["unlisted_name"][1] < 1
+    assert probe["foreign_dns"] in ("ConnectionRefusedError", "OSError") or "Unreachable" in probe["foreign_dns"]
+    assert out["cidr"] == f"hello from {HOST_ADDRESS}"
+    assert "published ports" in out["ports"]
+    assert no_processes(user)  # no network recorded, nothing attached: the holder and pasta ended (nft with them)

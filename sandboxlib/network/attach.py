@@ -28,7 +28,16 @@ from .portproxy import PortProxy, bind_ports
 from .slirp import SlirpAttachment, find_slirp
 from .usernet import UserBridgeAttachment
 
-__all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "forget_bridge", "lease_dir", "network_dir"]
+__all__ = [
+    "Attachment",
+    "attachment",
+    "DEFAULT_BRIDGE",
+    "egress_gate",
+    "ensure_bridge",
+    "forget_bridge",
+    "lease_dir",
+    "network_dir",
+]
 
 DEFAULT_BRIDGE = "sbx0"
 
@@ -88,6 +97,18 @@ def ensure_bridge(
             file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
         os.rename(path + ".tmp", path)
         return gateway
+
+
+def egress_gate(state_root: str, bridge_name: str, client: str, name: str) -> Any:
+    """The allow-list of the container at ``client`` for ``name`` (see resolver.Gate)."""
+    record = next((r for r in ipam.leases(lease_dir(state_root, bridge_name)) if r["address"] == client), None)
+    if not record or not record.get("egress"):
+        return None
+    matching = [r for r in (EgressRule(*rule) for rule in record["egress"]) if r.matches(name)]
+    if not matching:
+        return False
+    container_id = record["id"]
+    return lambda answers: nftables.allow_resolved(bridge_name, container_id, answers, matching)
 
 
 class Attachment:
@@ -201,17 +222,7 @@ class Attachment:
         return None
 
     def _gate(self, client: str, name: str) -> Any:
-        """The allow-list of the container at ``client`` for ``name`` (see resolver.Gate)."""
-        record = next(
-            (r for r in ipam.leases(lease_dir(self._state_root, self._bridge)) if r["address"] == client), None
-        )
-        if not record or not record.get("egress"):
-            return None
-        matching = [r for r in (EgressRule(*rule) for rule in record["egress"]) if r.matches(name)]
-        if not matching:
-            return False
-        container_id = record["id"]
-        return lambda answers: nftables.allow_resolved(self._bridge, container_id, answers, matching)
+        return egress_gate(self._state_root, self._bridge, client, name)
 
     # -- close --------------------------------------------------------------------------
     def close(self) -> None:
@@ -241,14 +252,12 @@ def attachment(
     network: Tuple[str, Optional[ipaddress.IPv4Network]],
 ) -> Any:
     """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the
-    default network) or the per-user namespace's (a named network)."""
+    default network) or the per-user namespace's (a named network, or the
+    default one's ``sbx0`` there for an egress allow-list)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
-    if isinstance(config.network, BridgeNetwork) and config.network.egress:
-        raise UnsupportedError("egress allow-lists without root", "run as root (rootless egress is not built yet)")
-    if network[0] != DEFAULT_BRIDGE:
-        assert network[1] is not None
-        return UserBridgeAttachment(config, container_id, hostname, state_root, (network[0], network[1]))
+    if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
+        return UserBridgeAttachment(config, container_id, hostname, state_root, network)
     return _user_mode()(config, container_id, hostname, state_root)
 
 

@@ -100,7 +100,7 @@ def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkR
         if os.geteuid() == 0:
             ensure_bridge(state_root, record.bridge, wanted)
         else:  # in the per-user network namespace
-            usernet.make_bridge(state_root, record.bridge, wanted)
+            usernet.make_bridge(state_root, record.bridge, wanted)  # (the record keeps it)
     except BaseException:
         os.unlink(path)
         raise
@@ -126,10 +126,11 @@ def remove(state_root: str, name: str) -> None:
                 bridge.delete_link(ipr, record.bridge)
             forget_bridge(state_root, record.bridge)
             nftables.remove_bridge_rules(record.bridge)
-        else:  # the last one takes the per-user namespace with it
+            os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
+        else:  # (unrecorded first: the holder ends after the last one's bridge, if unused)
+            os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
             usernet.remove_bridge(state_root, record.bridge)
         shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
-        os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
 
 
 def bridge_of(

@@ -6,8 +6,8 @@ resolvers live in it.  This module starts the holder and pasta when missing
 bridges, and attaches containers (:class:`UserBridgeAttachment`).
 
 Files, under ``<state>/net/userns/``: ``holder.sock``, ``holder.pid``,
-``helper.pid`` (pasta's).  The holder and pasta end with the user's last
-network's removal."""
+``helper.pid`` (pasta's), ``.lock``.  The holder ends (and ends pasta) when
+nothing uses it: no named network recorded, no container attached."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from typing import Dict, Optional, Tuple
 
-from ..config import ContainerConfig, Mount
+from ..config import BridgeNetwork, ContainerConfig, Mount
 from ..errors import SetupError, UnsupportedError
 from . import ipam, names
 from .files import ContainerFiles, kill_helper, lease_dir, network_dir
@@ -120,7 +120,8 @@ def _request(state_root: str, request: dict, fds: Tuple[int, ...] = ()) -> Tuple
             sock = _connect(state_root)
         if sock is None:
             raise SetupError(0, "connecting to the per-user network namespace's holder", step="NETWORK")
-    socket.send_fds(sock, [json.dumps(request).encode()], list(fds))
+        # (sent under the lock: the holder decides to end under it, seeing no request waiting)
+        socket.send_fds(sock, [json.dumps(request).encode()], list(fds))
     answer = json.loads(sock.recv(65536) or b'{"ok": false, "error": "the holder ended"}')
     if not answer.get("ok"):
         sock.close()
@@ -128,25 +129,27 @@ def _request(state_root: str, request: dict, fds: Tuple[int, ...] = ()) -> Tuple
     return answer, sock
 
 
-def make_bridge(state_root: str, bridge_name: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Interface:
-    answer, sock = _request(state_root, {"op": "bridge", "name": bridge_name, "subnet": str(subnet)})
-    sock.close()
-    return ipaddress.IPv4Interface(answer["gateway"])
+def make_bridge(
+    state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network], *, hold: bool = False
+) -> Tuple[ipaddress.IPv4Interface, Optional[socket.socket]]:
+    """The bridge's gateway; made if missing (on ``subnet``, else a free
+    default one).  ``hold``: with the connection that keeps the holder (and
+    the bridge) from ending until it is closed."""
+    wanted = str(subnet) if subnet is not None else None
+    answer, sock = _request(state_root, {"op": "bridge", "name": bridge_name, "subnet": wanted, "hold": hold})
+    if not hold:
+        sock.close()
+    return ipaddress.IPv4Interface(answer["gateway"]), sock if hold else None
 
 
 def remove_bridge(state_root: str, bridge_name: str) -> None:
-    """Its bridge goes; with the last one, the holder and pasta."""
-    if _connect(state_root) is None:
+    """Its bridge goes (the holder ends with its last use: it kills pasta)."""
+    probe = _connect(state_root)
+    if probe is None:
         return  # no holder: nothing of the network is left in a namespace
-    answer, sock = _request(state_root, {"op": "remove", "name": bridge_name})
+    probe.close()
+    _, sock = _request(state_root, {"op": "remove", "name": bridge_name})
     sock.close()
-    if answer["left"] == 0:
-        kill_helper(holder_dir(state_root))
-        for name in ("helper.pid", "holder.pid"):
-            try:
-                os.unlink(os.path.join(holder_dir(state_root), name))
-            except FileNotFoundError:
-                pass
 
 
 class UserBridgeAttachment:
@@ -159,22 +162,31 @@ class UserBridgeAttachment:
         container_id: str,
         hostname: str,
         state_root: str,
-        network: Tuple[str, ipaddress.IPv4Network],
+        network: Tuple[str, Optional[ipaddress.IPv4Network]],
     ) -> None:
+        """``network``: (bridge, subnet), subnet None for the default network's (chosen at first use)."""
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
         self._bridge, self._subnet = network
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[ContainerFiles] = None
         self._link: Optional[socket.socket] = None
+        self._hold: Optional[socket.socket] = None  # keeps the holder from ending before the link exists
+        network_value = config.network
+        self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
 
     def prepare(self) -> None:
         if self._config.ports:
             raise UnsupportedError("published ports on a rootless named network", "use network='bridge' for them")
-        self._gateway = make_bridge(self._state_root, self._bridge, self._subnet)
-        owner = {"id": self._id, "hostname": self._hostname, "name": self._config.name}
+        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
+        owner = {
+            "id": self._id,
+            "hostname": self._hostname,
+            "name": self._config.name,
+            "egress": [[r.kind, r.value, r.port, r.protocol] for r in self._egress],
+        }
         leases = lease_dir(self._state_root, self._bridge)
-        ipam.reap(leases)
+        ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
         self._lease = ipam.lease_address(leases, self._gateway.network, owner)
         _, search = names.host_resolvers()
         self._files = ContainerFiles(
@@ -211,9 +223,18 @@ class UserBridgeAttachment:
             if done.returncode != 0:
                 raise SetupError(0, "the container's tap (rootless network)", step="NETWORK", hint=done.stderr[-500:])
             _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+        owner_rules = [[r.kind, r.value, r.port, r.protocol] for r in self._egress]
         try:
             _, self._link = _request(
-                self._state_root, {"op": "attach", "bridge": self._bridge, "id": self._id}, tuple(fds)
+                self._state_root,
+                {
+                    "op": "attach",
+                    "bridge": self._bridge,
+                    "id": self._id,
+                    "address": str(self.address.ip),
+                    "egress": owner_rules,
+                },
+                tuple(fds),
             )
         finally:
             for fd in fds:
@@ -227,6 +248,9 @@ class UserBridgeAttachment:
         if self._link is not None:
             self._link.close()  # the holder closes both taps
             self._link = None
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         if self._lease is not None:
             self._lease.release()
             self._lease = None

@@ -30,9 +30,10 @@ import sys
 import threading
 from typing import Any, Dict, Optional
 
+from ..config import EgressRule
 from . import bridge, ipam, nftables, usernet
-from .attach import ensure_bridge, forget_bridge
-from .files import lease_dir
+from .attach import egress_gate, ensure_bridge, forget_bridge
+from .files import kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD
 
 TUNSETIFF = 0x400454CA
@@ -51,16 +52,17 @@ def open_tap(name: str) -> int:
 
 
 class Holder:
-    def __init__(self, state_root: str) -> None:
-        self._state_root = state_root
+    def __init__(self, state_root: str, listener: socket.socket) -> None:
+        self._state_root, self._listener = state_root, listener
+        self._busy = 0  # connections being served (an attachment's lasts as long as it)
         self._resolvers: Dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def bridge(self, name: str, subnet: str) -> str:
+    def bridge(self, name: str, subnet: Optional[str]) -> str:
         from .resolver import Resolver
 
         with self._lock:
-            gateway = ensure_bridge(self._state_root, name, ipaddress.IPv4Network(subnet))
+            gateway = ensure_bridge(self._state_root, name, ipaddress.IPv4Network(subnet) if subnet else None)
             if name not in self._resolvers:
                 leases = lease_dir(self._state_root, name)
 
@@ -70,8 +72,11 @@ class Holder:
                             return str(record["address"])
                     return None
 
+                def gate(client: str, wanted: str) -> Any:
+                    return egress_gate(self._state_root, name, client, wanted)
+
                 self._resolvers[name] = Resolver.on_bridge(
-                    gateway, bridge.link_index(name), [DNS_FORWARD], lookup, lambda client, wanted: None
+                    gateway, bridge.link_index(name), [DNS_FORWARD], lookup, gate
                 )
             return str(gateway)
 
@@ -87,12 +92,17 @@ class Holder:
             nftables.remove_bridge_rules(name)
             return len(self._resolvers)
 
-    def attach(self, conn: socket.socket, bridge_name: str, container_id: str, inner: int) -> None:
+    def attach(self, conn: socket.socket, request: dict, inner: int) -> None:
         """Our tap on the bridge, frames copied to and from the container's
-        tap ``inner`` until the connection ends."""
+        tap ``inner`` until the connection ends; the container's egress
+        allow-list in force meanwhile."""
+        bridge_name, container_id, address = request["bridge"], request["id"], request["address"]
+        egress = [EgressRule(*rule) for rule in request.get("egress") or ()]
         name = f"vsbx{container_id[:10]}"
         outer = open_tap(name)
         try:
+            if egress:
+                nftables.add_egress(bridge_name, container_id, address, egress)
             with bridge.host_netlink() as ipr:
                 index = bridge.link_index(name)
                 ipr.link("set", index=index, master=bridge.link_index(bridge_name), state="up")
@@ -101,27 +111,47 @@ class Holder:
         finally:
             os.close(outer)
             os.close(inner)
+            if egress:
+                nftables.remove_egress(bridge_name, container_id, address)
+
+    def end_if_unused(self) -> None:
+        """End, and end pasta (the namespace goes with it), when no named
+        network is recorded, no container is attached and no request waits
+        (decided under the lock clients send their requests under)."""
+        with ipam.dir_lock(usernet.holder_dir(self._state_root)):
+            with self._lock:
+                if self._busy or _recorded(self._state_root):
+                    return
+            if select.select([self._listener], [], [], 0)[0]:
+                return
+            os.unlink(usernet.socket_path(self._state_root))
+            kill_helper(usernet.holder_dir(self._state_root))
+            os._exit(0)
 
     def serve(self, conn: socket.socket) -> None:
+        try:
+            self._serve(conn)
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self.end_if_unused()
+
+    def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
                 message, fds, _, _ = socket.recv_fds(conn, 65536, 1)
                 request = json.loads(message)
                 op = request["op"]
                 if op == "attach":
-                    self.attach(conn, request["bridge"], request["id"], fds[0])
+                    self.attach(conn, request, fds[0])
                     return
                 if op == "bridge":
-                    conn.send(
-                        json.dumps({"ok": True, "gateway": self.bridge(request["name"], request["subnet"])}).encode()
-                    )
+                    gateway = self.bridge(request["name"], request["subnet"])
+                    conn.send(json.dumps({"ok": True, "gateway": gateway}).encode())
+                    if request.get("hold"):  # a container's start: we stay until it ends (EOF)
+                        conn.recv(1)
                 elif op == "remove":
-                    left = self.remove(request["name"])
-                    if left == 0:  # the namespace goes with us (the owner ends pasta)
-                        os.unlink(usernet.socket_path(self._state_root))
-                    conn.send(json.dumps({"ok": True, "left": left}).encode())
-                    if left == 0:
-                        os._exit(0)
+                    conn.send(json.dumps({"ok": True, "left": self.remove(request["name"])}).encode())
             except Exception as err:  # reported to the requester
                 try:
                     conn.send(json.dumps({"ok": False, "error": f"{type(err).__name__}: {err}"}).encode())
@@ -153,13 +183,23 @@ def main(state_root: str) -> None:
         os.unlink(path)
     listener.bind(path)
     listener.listen(64)
-    holder = Holder(state_root)
+    holder = Holder(state_root, listener)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     os.dup2(os.open(os.devnull, os.O_RDWR), 1)
     while True:
         conn, _ = listener.accept()
+        with holder._lock:
+            holder._busy += 1
         threading.Thread(target=holder.serve, args=(conn,), daemon=True).start()
+
+
+def _recorded(state_root: str) -> bool:
+    """Whether a named network is recorded (named.py's records)."""
+    try:
+        return any(entry.endswith(".json") for entry in os.listdir(os.path.join(network_dir(state_root), "networks")))
+    except FileNotFoundError:
+        return False
 
 
 if __name__ == "__main__":
