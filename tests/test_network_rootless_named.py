@@ -183,3 +183,24 @@ def test_rootless_egress_allow_list(lab, user):
     assert out["cidr"] == f"hello from {HOST_ADDRESS}"
     assert "published ports" in out["ports"]
     assert no_processes(user)  # no network recorded, nothing attached: the holder and pasta ended (nft with them)
+
+
+def test_rootless_subnets_do_not_overlap(lab, user):
+    out = lab.run(
+        """
+        first = sb.Network.create("eps")  # before the user's sbx0 exists
+        with sb.Container(network=sb.Network.bridge(egress=["10.1.2.0/24"])) as c:
+            default = eth0(c)
+            second = sb.Network.create("zeta")  # while it exists
+        found = {"eps": first.subnet, "sbx0": default, "zeta": second.subnet}
+        first.remove(); second.remove()
+        print(json.dumps(found))
+        """,
+        user=user,
+    )
+    import ipaddress
+
+    networks = [ipaddress.ip_network(out["eps"]), ipaddress.ip_interface(out["sbx0"]).network]
+    networks.append(ipaddress.ip_network(out["zeta"]))
+    assert not any(a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1 :]), out
+    assert no_processes(user)

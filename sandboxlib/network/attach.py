@@ -54,16 +54,28 @@ def _known_path(state_root: str, bridge_name: str) -> str:
     return os.path.join(network_dir(state_root), f"{bridge_name}.gateway")
 
 
+def _recorded(state_root: str, bridge_name: str) -> Optional[Tuple[str, ipaddress.IPv4Interface]]:
+    """(index, gateway) recorded when the bridge was made."""
+    try:
+        with open(_known_path(state_root, bridge_name), encoding="ascii") as file:
+            recorded, gateway = file.read().split()
+        return recorded, ipaddress.IPv4Interface(gateway)
+    except (OSError, ValueError):
+        return None
+
+
+def recorded_gateway(state_root: str, bridge_name: str) -> Optional[ipaddress.IPv4Interface]:
+    """The gateway the bridge was last made with (rootless: in the user's network namespace)."""
+    found = _recorded(state_root, bridge_name)
+    return found[1] if found else None
+
+
 def _known_gateway(state_root: str, bridge_name: str) -> Optional[ipaddress.IPv4Interface]:
     """The gateway recorded when the bridge was made, while the bridge is the one
     made then (same index): no netlink on a start's path."""
     index = bridge.host_index(bridge_name)
-    try:
-        with open(_known_path(state_root, bridge_name), encoding="ascii") as file:
-            recorded, gateway = file.read().split()
-    except (OSError, ValueError):
-        return None
-    return ipaddress.IPv4Interface(gateway) if index is not None and str(index) == recorded else None
+    found = _recorded(state_root, bridge_name)
+    return found[1] if found and index is not None and str(index) == found[0] else None
 
 
 def forget_bridge(state_root: str, bridge_name: str) -> None:

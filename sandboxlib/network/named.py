@@ -20,7 +20,7 @@ import attrs
 from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables, usernet
-from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir
+from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
 
 __all__ = ["NetworkRecord", "create", "get", "records", "remove", "attached", "bridge_of"]
 
@@ -82,7 +82,11 @@ def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkR
             raise ConfigError("name", f"a network named {name!r} exists already")
         taken = [ipaddress.IPv4Network(r.subnet) for r in existing]
         with bridge.host_netlink() as ipr:
-            default = bridge.bridge_subnet(ipr, DEFAULT_BRIDGE)
+            if os.geteuid() == 0:
+                default = bridge.bridge_subnet(ipr, DEFAULT_BRIDGE)
+            else:  # the user's sbx0 (of rootless allow-lists), in the user's namespace
+                default = recorded_gateway(state_root, DEFAULT_BRIDGE)
+                taken += [default.network] if default else []
             if wanted is None:
                 wanted = bridge.default_subnet(ipr, taken)
             else:

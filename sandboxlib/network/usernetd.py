@@ -31,7 +31,7 @@ import threading
 from typing import Any, Dict, Optional
 
 from ..config import EgressRule
-from . import bridge, ipam, nftables, usernet
+from . import bridge, ipam, named, nftables, usernet
 from .attach import egress_gate, ensure_bridge, forget_bridge
 from .files import kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD
@@ -62,7 +62,12 @@ class Holder:
         from .resolver import Resolver
 
         with self._lock:
-            gateway = ensure_bridge(self._state_root, name, ipaddress.IPv4Network(subnet) if subnet else None)
+            wanted = ipaddress.IPv4Network(subnet) if subnet else None
+            if wanted is None and bridge.host_index(name) is None:  # (not a named network's subnet either)
+                taken = [ipaddress.IPv4Network(r.subnet) for r in named.records(self._state_root)]
+                with bridge.host_netlink() as ipr:
+                    wanted = bridge.default_subnet(ipr, taken)
+            gateway = ensure_bridge(self._state_root, name, wanted)
             if name not in self._resolvers:
                 leases = lease_dir(self._state_root, name)
 
