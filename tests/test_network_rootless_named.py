@@ -7,6 +7,7 @@ owner's SIGKILL.  In the namespaces of
 tests/netlab.py, as the unprivileged user of tests/rootless.py
 (/dev/net/tun gets the distributions' 0666 for this module's duration)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -44,21 +45,23 @@ def lab():
     try:
         yield made
     finally:
+        for row in processes(made, ensure_user("sbxtest", USERS["sbxtest"])):  # a failed test's (asserted otherwise)
+            os.kill(int(row.split()[0]), signal.SIGKILL)
         made.close()
         os.chmod(TUN, mode)
 
 
-def processes(user) -> list:
-    """The test user's holder and pasta processes."""
+def processes(lab, user) -> list:
+    """The test user's holder and pasta processes of this lab (their command lines name its state)."""
     out = subprocess.run(["pgrep", "-a", "-u", str(user.pw_uid)], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "usernetd" in line or "pasta" in line]
+    return [line for line in out.splitlines() if ("usernetd" in line or "pasta" in line) and lab.tmp in line]
 
 
-def no_processes(user, seconds=5.0) -> bool:
+def no_processes(lab, user, seconds=5.0) -> bool:
     deadline = time.monotonic() + seconds
-    while processes(user) and time.monotonic() < deadline:
+    while processes(lab, user) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not processes(user)
+    return not processes(lab, user)
 
 
 def test_rootless_named_networks(lab, user):
@@ -106,7 +109,7 @@ def test_rootless_named_networks(lab, user):
     assert not out["other_net"].startswith("10.89.0.")
     assert "db" in out["in_use"]
     assert out["after"] == []
-    assert no_processes(user)  # the last network took the holder and pasta with it
+    assert no_processes(lab, user)  # the last network took the holder and pasta with it
     assert lab.links() == host_links  # nothing was made in the host's namespace
 
 
@@ -137,13 +140,13 @@ def test_rootless_named_network_after_the_owners_sigkill(lab, user):
         user=user,
     )
     assert out and out[0].startswith(tuple("0123456789"))
-    assert no_processes(user)
+    assert no_processes(lab, user)
 
 
 def test_rootless_holder_killed_is_swept(lab, user):
     out = lab.run('sb.Network.create("delta"); print(json.dumps("ok"))', user=user)
-    assert out == "ok" and len(processes(user)) == 2
-    holder = next(line.split()[0] for line in processes(user) if "usernetd" in line)
+    assert out == "ok" and len(processes(lab, user)) == 2
+    holder = next(line.split()[0] for line in processes(lab, user) if "usernetd" in line)
     os.kill(int(holder), signal.SIGKILL)
     out = lab.run(
         """
@@ -155,7 +158,7 @@ def test_rootless_holder_killed_is_swept(lab, user):
         user=user,
     )
     assert out == 0
-    assert no_processes(user)  # the dead holder's pasta was killed by the next start
+    assert no_processes(lab, user)  # the dead holder's pasta was killed by the next start
 
 
 def test_rootless_egress_allow_list(lab, user):
@@ -182,7 +185,7 @@ def test_rootless_egress_allow_list(lab, user):
     assert probe["foreign_dns"] in ("ConnectionRefusedError", "OSError") or "Unreachable" in probe["foreign_dns"]
     assert out["cidr"] == f"hello from {HOST_ADDRESS}"
     assert "published ports" in out["ports"]
-    assert no_processes(user)  # no network recorded, nothing attached: the holder and pasta ended (nft with them)
+    assert no_processes(lab, user)  # no network recorded, nothing attached: the holder and pasta ended (nft with them)
 
 
 def test_rootless_subnets_do_not_overlap(lab, user):
@@ -203,4 +206,56 @@ def test_rootless_subnets_do_not_overlap(lab, user):
     networks = [ipaddress.ip_network(out["eps"]), ipaddress.ip_interface(out["sbx0"]).network]
     networks.append(ipaddress.ip_network(out["zeta"]))
     assert not any(a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1 :]), out
-    assert no_processes(user)
+    assert no_processes(lab, user)
+
+
+def _in_user_namespace(holder_pid: str, *argv: str) -> str:
+    return subprocess.run(
+        ["nsenter", "-t", holder_pid, "-n", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_rootless_nothing_left_after_errors_and_the_owners_sigkill(lab, user):
+    owner = lab.library_as(
+        user,
+        """
+        net = sb.Network.create("omega")
+        errors = []
+        for bad in (lambda: sb.run(["true"], network=net, ports={0: 80}),
+                    lambda: sb.run(["/no/such/program"], network=sb.Network.bridge(egress=["10.1.2.0/24"]))):
+            try:
+                bad()
+            except sb.SandboxError as err:
+                errors.append(type(err).__name__)
+        a = sb.Container(network=sb.Network.bridge(egress=["10.1.2.0/24"])).start()
+        b = sb.Container(network=net).start()
+        print(json.dumps(errors), flush=True)
+        sys.stdin.read()
+        """,
+        stdin=subprocess.PIPE,
+    )
+    try:
+        line = owner.stdout.readline()
+        assert line, owner.stderr.read()
+        assert len(json.loads(line)) == 2
+        holder = next(row.split()[0] for row in processes(lab, user) if "usernetd" in row)
+        made = _in_user_namespace(holder, "nft", "list", "ruleset") + _in_user_namespace(holder, "ip", "-o", "link")
+        assert "egress_" in made and made.count("vsbx") == 2
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        for stream in (owner.stdin, owner.stdout, owner.stderr):
+            stream.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the holder saw the connections end
+        left = _in_user_namespace(holder, "nft", "list", "ruleset") + _in_user_namespace(holder, "ip", "-o", "link")
+        if "egress_" not in left and "vsbx" not in left:
+            break
+        time.sleep(0.05)
+    assert "egress_" not in left and "vsbx" not in left, left
+    assert "sandboxlib-sbx" in left  # the network stays, as it should
+    assert lab.run('sb.Network.get("omega").remove(); print(json.dumps("ok"))', user=user) == "ok"
+    assert no_processes(lab, user)
