@@ -92,19 +92,24 @@ def _start(state_root: str) -> None:
         start_new_session=True,
     )
     assert holder.stdout is not None and holder.stderr is not None
-    if holder.stdout.readline() != b"ready\n":
-        raise SetupError(0, "the per-user network namespace", step="NETWORK", hint=holder.stderr.read().decode()[-500:])
-    holder.stdout.close()
-    holder.stderr.close()
+    ready = holder.stdout.readline().split()
+    with holder.stdout, holder.stderr:
+        if ready[:1] != [b"ready"]:
+            holder.wait()
+            raise SetupError(
+                0, "the per-user network namespace", step="NETWORK", hint=holder.stderr.read().decode()[-500:]
+            )
+    holder.wait()  # (the holder forked: it is not our child, nor our zombie)
+    pid = int(ready[1])
     with open(os.path.join(directory, "holder.pid"), "w", encoding="ascii") as file:
-        file.write(str(holder.pid))
+        file.write(str(pid))
     argv = [pasta, "--config-net", "-4", "--quiet", "--no-map-gw", "--dns-forward", DNS_FORWARD]
     argv += ["-t", "none", "-u", "none", "-T", "none", "-U", "none"]
-    argv += ["--netns", f"/proc/{holder.pid}/ns/net", "--userns", f"/proc/{holder.pid}/ns/user"]
+    argv += ["--netns", f"/proc/{pid}/ns/net", "--userns", f"/proc/{pid}/ns/user"]
     argv += ["--pid", os.path.join(directory, "helper.pid")]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        holder.kill()
+        os.kill(pid, signal.SIGKILL)
         raise SetupError(0, "pasta (the per-user network namespace)", step="NETWORK", hint=done.stderr.strip()[-500:])
 
 

@@ -133,6 +133,11 @@ class Holder:
             kill_helper(usernet.holder_dir(self._state_root))
             os._exit(0)
 
+    def accepted(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._busy += 1
+        threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
     def serve(self, conn: socket.socket) -> None:
         try:
             self._serve(conn)
@@ -189,14 +194,16 @@ def main(state_root: str) -> None:
     listener.bind(path)
     listener.listen(64)
     holder = Holder(state_root, listener)
-    sys.stdout.write("ready\n")
+    if os.fork():  # (before any thread) the starter reaps this parent; init, the holder
+        os._exit(0)
+    sys.stdout.write(f"ready {os.getpid()}\n")
     sys.stdout.flush()
-    os.dup2(os.open(os.devnull, os.O_RDWR), 1)
+    quiet = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(quiet, fd)
     while True:
         conn, _ = listener.accept()
-        with holder._lock:
-            holder._busy += 1
-        threading.Thread(target=holder.serve, args=(conn,), daemon=True).start()
+        holder.accepted(conn)
 
 
 def _recorded(state_root: str) -> bool:
