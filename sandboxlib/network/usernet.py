@@ -38,9 +38,8 @@ import fcntl, os, socket, struct, subprocess, sys
 address, gateway, back = sys.argv[1:4]
 fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"eth0", 0x1002))
-for argv in (["addr", "add", address, "dev", "eth0"], ["link", "set", "eth0", "up"],
-             ["route", "add", "default", "via", gateway]):
-    subprocess.run(["ip", *argv], check=True)
+batch = f"addr add {address} dev eth0\\nlink set eth0 up\\nroute add default via {gateway}\\n"
+subprocess.run(["ip", "-batch", "-"], input=batch.encode(), check=True)
 socket.send_fds(socket.socket(fileno=int(back)), [b"tap"], [fd])
 """
 
@@ -220,7 +219,7 @@ class UserBridgeAttachment:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours, theirs:
             argv = ["nsenter", "--preserve-credentials", f"--user=/proc/{init_pid}/ns/user"]
-            argv += [f"--net=/proc/self/fd/{netns_fd}", sys.executable, "-c", _INSIDE]
+            argv += [f"--net=/proc/self/fd/{netns_fd}", sys.executable, "-I", "-S", "-c", _INSIDE]
             argv += [str(self.address), str(self._gateway.ip), str(theirs.fileno())]
             done = subprocess.run(
                 argv, pass_fds=(netns_fd, theirs.fileno()), capture_output=True, text=True, check=False
