@@ -259,3 +259,23 @@ def test_rootless_nothing_left_after_errors_and_the_owners_sigkill(lab, user):
     assert "sandboxlib-sbx" in left  # the network stays, as it should
     assert lab.run('sb.Network.get("omega").remove(); print(json.dumps("ok"))', user=user) == "ok"
     assert no_processes(lab, user)
+
+
+def test_rootless_named_network_checks_tun(lab, user):
+    os.chmod(TUN, 0o600)
+    try:
+        out = lab.run(
+            """
+            try:
+                sb.Network.create("theta")
+                found = "no error"
+            except sb.UnsupportedError as err:
+                found = str(err)
+            print(json.dumps([found, [n.name for n in sb.Network.list()]]))
+            """,
+            user=user,
+        )
+    finally:
+        os.chmod(TUN, 0o666)
+    assert "chmod 0666 /dev/net/tun" in out[0] and out[1] == []  # the record went with the failure
+    assert no_processes(lab, user)

@@ -75,6 +75,7 @@ def _kill_stale_holder(directory: str) -> None:
 
 def _start(state_root: str) -> None:
     """The holder, then pasta into its namespaces (ours being dead: swept first)."""
+    check_tun()
     directory = holder_dir(state_root)
     _kill_stale_holder(directory)
     kill_helper(directory)
@@ -114,7 +115,6 @@ def _start(state_root: str) -> None:
 
 def _request(state_root: str, request: dict, fds: Tuple[int, ...] = ()) -> Tuple[dict, socket.socket]:
     """Send ``request`` to the holder (started if missing); its answer and the connection."""
-    check_tun()
     directory = holder_dir(state_root)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     with ipam.dir_lock(directory):
@@ -180,6 +180,7 @@ class UserBridgeAttachment:
         self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
 
     def prepare(self) -> None:
+        check_tun()  # (the container's tap is opened as its owner)
         if self._config.ports:
             raise UnsupportedError("published ports on a rootless named network", "use network='bridge' for them")
         self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
@@ -249,8 +250,14 @@ class UserBridgeAttachment:
         return {}
 
     def close(self) -> None:
-        if self._link is not None:
-            self._link.close()  # the holder closes both taps
+        if self._link is not None:  # the holder closes both taps, removes the egress objects, then its end
+            try:
+                self._link.shutdown(socket.SHUT_WR)
+                self._link.settimeout(5)
+                self._link.recv(1)  # (before the address is released: a new owner's objects may follow)
+            except OSError:
+                pass
+            self._link.close()
             self._link = None
         if self._hold is not None:
             self._hold.close()
