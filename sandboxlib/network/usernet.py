@@ -113,12 +113,17 @@ def _start(state_root: str) -> None:
         raise SetupError(0, "pasta (the per-user network namespace)", step="NETWORK", hint=done.stderr.strip()[-500:])
 
 
-def _request(state_root: str, request: dict, fds: Tuple[int, ...] = ()) -> Tuple[dict, socket.socket]:
-    """Send ``request`` to the holder (started if missing); its answer and the connection."""
+def _request(
+    state_root: str, request: dict, fds: Tuple[int, ...] = (), *, start: bool = True
+) -> Tuple[dict, Optional[socket.socket]]:
+    """Send ``request`` to the holder (started if missing, if ``start``); its
+    answer and the connection (None without a holder not to be started)."""
     directory = holder_dir(state_root)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     with ipam.dir_lock(directory):
         sock = _connect(state_root)
+        if sock is None and not start:
+            return {}, None
         if sock is None:
             _start(state_root)
             sock = _connect(state_root)
@@ -141,6 +146,7 @@ def make_bridge(
     the bridge) from ending until it is closed."""
     wanted = str(subnet) if subnet is not None else None
     answer, sock = _request(state_root, {"op": "bridge", "name": bridge_name, "subnet": wanted, "hold": hold})
+    assert sock is not None
     if not hold:
         sock.close()
     return ipaddress.IPv4Interface(answer["gateway"]), sock if hold else None
@@ -148,12 +154,9 @@ def make_bridge(
 
 def remove_bridge(state_root: str, bridge_name: str) -> None:
     """Its bridge goes (the holder ends with its last use: it kills pasta)."""
-    probe = _connect(state_root)
-    if probe is None:
-        return  # no holder: nothing of the network is left in a namespace
-    probe.close()
-    _, sock = _request(state_root, {"op": "remove", "name": bridge_name})
-    sock.close()
+    _, sock = _request(state_root, {"op": "remove", "name": bridge_name}, start=False)
+    if sock is not None:  # (without a holder, nothing of the network is left in a namespace)
+        sock.close()
 
 
 class UserBridgeAttachment:

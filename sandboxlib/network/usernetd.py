@@ -123,18 +123,22 @@ class Holder:
         """End, and end pasta (the namespace goes with it), when no named
         network is recorded, no container is attached and no request waits
         (decided under the lock clients send their requests under)."""
-        with ipam.dir_lock(usernet.holder_dir(self._state_root)):
-            with self._lock:
-                if self._busy or _recorded(self._state_root):
-                    return
-            if select.select([self._listener], [], [], 0)[0]:
+        with ipam.dir_lock(usernet.holder_dir(self._state_root)), self._lock:
+            # (accept and the count go together under self._lock: a connection is counted or waiting)
+            if self._busy or _recorded(self._state_root) or select.select([self._listener], [], [], 0)[0]:
                 return
             os.unlink(usernet.socket_path(self._state_root))
             kill_helper(usernet.holder_dir(self._state_root))
             os._exit(0)
 
-    def accepted(self, conn: socket.socket) -> None:
+    def accept(self) -> None:
+        """Serve the next connection (in a thread of its own)."""
+        select.select([self._listener], [], [])
         with self._lock:
+            try:
+                conn, _ = self._listener.accept()
+            except BlockingIOError:
+                return
             self._busy += 1
         threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
@@ -201,9 +205,9 @@ def main(state_root: str) -> None:
     quiet = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(quiet, fd)
+    listener.setblocking(False)
     while True:
-        conn, _ = listener.accept()
-        holder.accepted(conn)
+        holder.accept()
 
 
 def _recorded(state_root: str) -> bool:
