@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--network",
         default="none",
         metavar="none|host|bridge|NAME",
-        help="none (only lo), host, bridge (sbx0, NAT; as root) or a named network (`sandboxlib network create`)",
+        help="none (only lo), host, bridge (NAT; rootless: pasta) or a named network (`sandboxlib network create`)",
     )
     p.add_argument(
         "-p",

@@ -14,7 +14,7 @@ __all__ = ["add_parsers", "COMMANDS"]
 def add_parsers(sub) -> None:
     p = sub.add_parser("network", help="manage named networks (containers on one reach each other by name)")
     actions = p.add_subparsers(dest="network_action", required=True, metavar="create|ls|rm|inspect")
-    create = actions.add_parser("create", help="make a named network (as root)")
+    create = actions.add_parser("create", help="make a named network (rootless: in your network namespace)")
     create.add_argument("name")
     create.add_argument("--subnet", help="its IPv4 subnet (default: the first free of 172.17-31.0.0/16, ...)")
     actions.add_parser("ls", help="list the named networks")

@@ -22,18 +22,24 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, names, nftables
-from .files import ContainerFiles, network_dir
+from .files import ContainerFiles, lease_dir, network_dir
 from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
 from .slirp import SlirpAttachment, find_slirp
+from .usernet import UserBridgeAttachment
 
-__all__ = ["Attachment", "attachment", "DEFAULT_BRIDGE", "ensure_bridge", "forget_bridge", "lease_dir", "network_dir"]
+__all__ = [
+    "Attachment",
+    "attachment",
+    "DEFAULT_BRIDGE",
+    "egress_gate",
+    "ensure_bridge",
+    "forget_bridge",
+    "lease_dir",
+    "network_dir",
+]
 
 DEFAULT_BRIDGE = "sbx0"
-
-
-def lease_dir(state_root: str, bridge_name: str) -> str:
-    return os.path.join(network_dir(state_root), f"leases-{bridge_name}")
 
 
 def _enable_forwarding() -> None:
@@ -48,16 +54,28 @@ def _known_path(state_root: str, bridge_name: str) -> str:
     return os.path.join(network_dir(state_root), f"{bridge_name}.gateway")
 
 
+def _recorded(state_root: str, bridge_name: str) -> Optional[Tuple[str, ipaddress.IPv4Interface]]:
+    """(index, gateway) recorded when the bridge was made."""
+    try:
+        with open(_known_path(state_root, bridge_name), encoding="ascii") as file:
+            recorded, gateway = file.read().split()
+        return recorded, ipaddress.IPv4Interface(gateway)
+    except (OSError, ValueError):
+        return None
+
+
+def recorded_gateway(state_root: str, bridge_name: str) -> Optional[ipaddress.IPv4Interface]:
+    """The gateway the bridge was last made with (rootless: in the user's network namespace)."""
+    found = _recorded(state_root, bridge_name)
+    return found[1] if found else None
+
+
 def _known_gateway(state_root: str, bridge_name: str) -> Optional[ipaddress.IPv4Interface]:
     """The gateway recorded when the bridge was made, while the bridge is the one
     made then (same index): no netlink on a start's path."""
     index = bridge.host_index(bridge_name)
-    try:
-        with open(_known_path(state_root, bridge_name), encoding="ascii") as file:
-            recorded, gateway = file.read().split()
-    except (OSError, ValueError):
-        return None
-    return ipaddress.IPv4Interface(gateway) if index is not None and str(index) == recorded else None
+    found = _recorded(state_root, bridge_name)
+    return found[1] if found and index is not None and str(index) == found[0] else None
 
 
 def forget_bridge(state_root: str, bridge_name: str) -> None:
@@ -91,6 +109,18 @@ def ensure_bridge(
             file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
         os.rename(path + ".tmp", path)
         return gateway
+
+
+def egress_gate(state_root: str, bridge_name: str, client: str, name: str) -> Any:
+    """The allow-list of the container at ``client`` for ``name`` (see resolver.Gate)."""
+    record = next((r for r in ipam.leases(lease_dir(state_root, bridge_name)) if r["address"] == client), None)
+    if not record or not record.get("egress"):
+        return None
+    matching = [r for r in (EgressRule(*rule) for rule in record["egress"]) if r.matches(name)]
+    if not matching:
+        return False
+    container_id = record["id"]
+    return lambda answers: nftables.allow_resolved(bridge_name, container_id, answers, matching)
 
 
 class Attachment:
@@ -204,17 +234,7 @@ class Attachment:
         return None
 
     def _gate(self, client: str, name: str) -> Any:
-        """The allow-list of the container at ``client`` for ``name`` (see resolver.Gate)."""
-        record = next(
-            (r for r in ipam.leases(lease_dir(self._state_root, self._bridge)) if r["address"] == client), None
-        )
-        if not record or not record.get("egress"):
-            return None
-        matching = [r for r in (EgressRule(*rule) for rule in record["egress"]) if r.matches(name)]
-        if not matching:
-            return False
-        container_id = record["id"]
-        return lambda answers: nftables.allow_resolved(self._bridge, container_id, answers, matching)
+        return egress_gate(self._state_root, self._bridge, client, name)
 
     # -- close --------------------------------------------------------------------------
     def close(self) -> None:
@@ -243,13 +263,13 @@ def attachment(
     state_root: str,
     network: Tuple[str, Optional[ipaddress.IPv4Network]],
 ) -> Any:
-    """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the default network only)."""
+    """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the
+    default network) or the per-user namespace's (a named network, or the
+    default one's ``sbx0`` there for an egress allow-list)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
-    if isinstance(config.network, BridgeNetwork) and config.network.egress:
-        raise UnsupportedError("egress allow-lists without root", "run as root (rootless egress is not built yet)")
-    if network[0] != DEFAULT_BRIDGE:
-        raise UnsupportedError("named networks without root", "run as root (rootless named networks are not built yet)")
+    if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
+        return UserBridgeAttachment(config, container_id, hostname, state_root, network)
     return _user_mode()(config, container_id, hostname, state_root)
 
 

@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 from ..config import Mount
 from . import ipam
 
-__all__ = ["ContainerFiles", "sweep", "network_dir", "HELPER_PID"]
+__all__ = ["ContainerFiles", "sweep", "network_dir", "lease_dir", "kill_helper", "HELPER_PID"]
 
 _FILES = "files"
 HELPER_PID = "helper.pid"
@@ -27,7 +27,11 @@ def network_dir(state_root: str) -> str:
     return os.path.join(state_root, "net")
 
 
-def _kill_helper(path: str) -> None:
+def lease_dir(state_root: str, bridge_name: str) -> str:
+    return os.path.join(network_dir(state_root), f"leases-{bridge_name}")
+
+
+def kill_helper(path: str) -> None:
     """Kill the helper whose pid file is in ``path`` if it is still that helper
     (its command line names the pid file: a reused pid is left alone)."""
     pid_file = os.path.join(path, HELPER_PID)
@@ -57,7 +61,7 @@ def sweep(state_root: str) -> None:
                 continue
             finally:
                 os.close(fd)
-            _kill_helper(path)
+            kill_helper(path)
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -19,8 +19,8 @@ import attrs
 
 from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
-from . import bridge, ipam, nftables
-from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir
+from . import bridge, ipam, nftables, usernet
+from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
 
 __all__ = ["NetworkRecord", "create", "get", "records", "remove", "attached", "bridge_of"]
 
@@ -82,7 +82,11 @@ def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkR
             raise ConfigError("name", f"a network named {name!r} exists already")
         taken = [ipaddress.IPv4Network(r.subnet) for r in existing]
         with bridge.host_netlink() as ipr:
-            default = bridge.bridge_subnet(ipr, DEFAULT_BRIDGE)
+            if os.geteuid() == 0:
+                default = bridge.bridge_subnet(ipr, DEFAULT_BRIDGE)
+            else:  # the user's sbx0 (of rootless allow-lists), in the user's namespace
+                default = recorded_gateway(state_root, DEFAULT_BRIDGE)
+                taken += [default.network] if default else []
             if wanted is None:
                 wanted = bridge.default_subnet(ipr, taken)
             else:
@@ -97,7 +101,10 @@ def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkR
             json.dump(attrs.asdict(record), file)
         os.rename(path + ".tmp", path)
     try:
-        ensure_bridge(state_root, record.bridge, wanted)
+        if os.geteuid() == 0:
+            ensure_bridge(state_root, record.bridge, wanted)
+        else:  # in the per-user network namespace
+            usernet.make_bridge(state_root, record.bridge, wanted)  # (the record keeps it)
     except BaseException:
         os.unlink(path)
         raise
@@ -118,12 +125,16 @@ def remove(state_root: str, name: str) -> None:
         if users:
             names = [u.get("name") or u.get("hostname") for u in users]
             raise ContainerStateError(f"network {name!r} has containers attached: {names}")
-        with bridge.host_netlink() as ipr:
-            bridge.delete_link(ipr, record.bridge)
-        forget_bridge(state_root, record.bridge)
+        if os.geteuid() == 0:
+            with bridge.host_netlink() as ipr:
+                bridge.delete_link(ipr, record.bridge)
+            forget_bridge(state_root, record.bridge)
+            nftables.remove_bridge_rules(record.bridge)
+            os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
+        else:  # (unrecorded first: the holder ends after the last one's bridge, if unused)
+            os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
+            usernet.remove_bridge(state_root, record.bridge)
         shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
-        nftables.remove_bridge_rules(record.bridge)
-        os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
 
 
 def bridge_of(

@@ -54,8 +54,9 @@ class Network:
 
     @staticmethod
     def create(name: str, *, subnet: Optional[str] = None) -> NamedNetwork:
-        """Make a named network (as root), kept until removed: a bridge of its
-        own on ``subnet`` (default: the first free of Docker's pool)."""
+        """Make a named network, kept until removed: a bridge of its own on
+        ``subnet`` (default: the first free of Docker's pool); rootless, in
+        the user's network namespace (as Podman's)."""
         statedir.ensure_root(statedir.state_root())
         return _public(named.create(statedir.state_root(), name, subnet))
 
@@ -66,7 +67,8 @@ class Network:
         (``["10.1.2.0/24", "pypi.org", "*.pythonhosted.org:443"]``).  Names are
         allowed through the network's resolver: the addresses it answers for
         an allowed name are allowed for their TTL; anything else is refused at
-        once (TCP reset, ICMP), DNS to other servers and unlisted names too (as root)."""
+        once (TCP reset, ICMP), DNS to other servers and unlisted names too
+        (rootless: on the user's network namespace's bridge, without published ports)."""
         return BridgeNetwork(egress=egress)
 
     @staticmethod

@@ -1,0 +1,273 @@
+"""Rootless named networks, as Podman's: one network namespace per user,
+held by ``network/usernetd.py`` (root of its own user namespace) and
+connected to the outside by pasta; the networks' bridges, nft tables and
+resolvers live in it.  This module starts the holder and pasta when missing
+(a dead holder's pasta is killed first: the next start sweeps), asks it for
+bridges, and attaches containers (:class:`UserBridgeAttachment`).
+
+Files, under ``<state>/net/userns/``: ``holder.sock``, ``holder.pid``,
+``helper.pid`` (pasta's), ``.lock``.  The holder ends (and ends pasta) when
+nothing uses it: no named network recorded, no container attached."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Dict, Optional, Tuple
+
+from ..config import BridgeNetwork, ContainerConfig, Mount
+from ..errors import SetupError, UnsupportedError
+from . import ipam, names
+from .files import ContainerFiles, kill_helper, lease_dir, network_dir
+from .pasta import DNS_FORWARD, check_tun, find_pasta
+
+__all__ = ["UserBridgeAttachment", "make_bridge", "remove_bridge", "holder_dir", "socket_path"]
+
+HOLDER = "sandboxlib.network.usernetd"
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Run in the container's user and network namespaces (nsenter): its tap eth0,
+# address and route, the tap's fd sent back on the socket whose fd is argv[3].
+_INSIDE = """
+import fcntl, os, socket, struct, subprocess, sys
+address, gateway, back = sys.argv[1:4]
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"eth0", 0x1002))
+batch = f"addr add {address} dev eth0\\nlink set eth0 up\\nroute add default via {gateway}\\n"
+subprocess.run(["ip", "-batch", "-"], input=batch.encode(), check=True)
+socket.send_fds(socket.socket(fileno=int(back)), [b"tap"], [fd])
+"""
+
+
+def holder_dir(state_root: str) -> str:
+    return os.path.join(network_dir(state_root), "userns")
+
+
+def socket_path(state_root: str) -> str:
+    return os.path.join(holder_dir(state_root), "holder.sock")
+
+
+def _connect(state_root: str) -> Optional[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(socket_path(state_root))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _kill_stale_holder(directory: str) -> None:
+    try:
+        with open(os.path.join(directory, "holder.pid"), encoding="ascii") as file:
+            pid = int(file.read())
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            if HOLDER.encode() in file.read():
+                os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def _start(state_root: str) -> None:
+    """The holder, then pasta into its namespaces (ours being dead: swept first)."""
+    check_tun()
+    directory = holder_dir(state_root)
+    _kill_stale_holder(directory)
+    kill_helper(directory)
+    pasta = find_pasta()
+    if pasta is None:
+        raise UnsupportedError("rootless named networks (pasta)", "apt-get install passt")
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT}
+    holder = subprocess.Popen(
+        ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-m", HOLDER, state_root],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    assert holder.stdout is not None and holder.stderr is not None
+    ready = holder.stdout.readline().split()
+    with holder.stdout, holder.stderr:
+        if ready[:1] != [b"ready"]:
+            holder.wait()
+            raise SetupError(
+                0, "the per-user network namespace", step="NETWORK", hint=holder.stderr.read().decode()[-500:]
+            )
+    holder.wait()  # (the holder forked: it is not our child, nor our zombie)
+    pid = int(ready[1])
+    with open(os.path.join(directory, "holder.pid"), "w", encoding="ascii") as file:
+        file.write(str(pid))
+    argv = [pasta, "--config-net", "-4", "--quiet", "--no-map-gw", "--dns-forward", DNS_FORWARD]
+    argv += ["-t", "none", "-u", "none", "-T", "none", "-U", "none"]
+    argv += ["--netns", f"/proc/{pid}/ns/net", "--userns", f"/proc/{pid}/ns/user"]
+    argv += ["--pid", os.path.join(directory, "helper.pid")]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        os.kill(pid, signal.SIGKILL)
+        raise SetupError(0, "pasta (the per-user network namespace)", step="NETWORK", hint=done.stderr.strip()[-500:])
+
+
+def _request(
+    state_root: str, request: dict, fds: Tuple[int, ...] = (), *, start: bool = True
+) -> Tuple[dict, Optional[socket.socket]]:
+    """Send ``request`` to the holder (started if missing, if ``start``); its
+    answer and the connection (None without a holder not to be started)."""
+    directory = holder_dir(state_root)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with ipam.dir_lock(directory):
+        sock = _connect(state_root)
+        if sock is None and not start:
+            return {}, None
+        if sock is None:
+            _start(state_root)
+            sock = _connect(state_root)
+        if sock is None:
+            raise SetupError(0, "connecting to the per-user network namespace's holder", step="NETWORK")
+        # (sent under the lock: the holder decides to end under it, seeing no request waiting)
+        socket.send_fds(sock, [json.dumps(request).encode()], list(fds))
+    answer = json.loads(sock.recv(65536) or b'{"ok": false, "error": "the holder ended"}')
+    if not answer.get("ok"):
+        sock.close()
+        raise SetupError(0, f"rootless network: {request['op']}", step="NETWORK", hint=answer.get("error", ""))
+    return answer, sock
+
+
+def make_bridge(
+    state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network], *, hold: bool = False
+) -> Tuple[ipaddress.IPv4Interface, Optional[socket.socket]]:
+    """The bridge's gateway; made if missing (on ``subnet``, else a free
+    default one).  ``hold``: with the connection that keeps the holder (and
+    the bridge) from ending until it is closed."""
+    wanted = str(subnet) if subnet is not None else None
+    answer, sock = _request(state_root, {"op": "bridge", "name": bridge_name, "subnet": wanted, "hold": hold})
+    assert sock is not None
+    if not hold:
+        sock.close()
+    return ipaddress.IPv4Interface(answer["gateway"]), sock if hold else None
+
+
+def remove_bridge(state_root: str, bridge_name: str) -> None:
+    """Its bridge goes (the holder ends with its last use: it kills pasta)."""
+    _, sock = _request(state_root, {"op": "remove", "name": bridge_name}, start=False)
+    if sock is not None:  # (without a holder, nothing of the network is left in a namespace)
+        sock.close()
+
+
+class UserBridgeAttachment:
+    """A rootless container on a named network (the steps of
+    :class:`~sandboxlib.network.attach.Attachment`)."""
+
+    def __init__(
+        self,
+        config: ContainerConfig,
+        container_id: str,
+        hostname: str,
+        state_root: str,
+        network: Tuple[str, Optional[ipaddress.IPv4Network]],
+    ) -> None:
+        """``network``: (bridge, subnet), subnet None for the default network's (chosen at first use)."""
+        self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
+        self._bridge, self._subnet = network
+        self._gateway: Optional[ipaddress.IPv4Interface] = None
+        self._lease: Optional[ipam.Lease] = None
+        self._files: Optional[ContainerFiles] = None
+        self._link: Optional[socket.socket] = None
+        self._hold: Optional[socket.socket] = None  # keeps the holder from ending before the link exists
+        network_value = config.network
+        self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
+
+    def prepare(self) -> None:
+        check_tun()  # (the container's tap is opened as its owner)
+        if self._config.ports:
+            raise UnsupportedError("published ports on a rootless named network", "use network='bridge' for them")
+        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
+        owner = {
+            "id": self._id,
+            "hostname": self._hostname,
+            "name": self._config.name,
+            "egress": [[r.kind, r.value, r.port, r.protocol] for r in self._egress],
+        }
+        leases = lease_dir(self._state_root, self._bridge)
+        ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
+        self._lease = ipam.lease_address(leases, self._gateway.network, owner)
+        _, search = names.host_resolvers()
+        self._files = ContainerFiles(
+            self._state_root,
+            self._id,
+            {
+                "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
+                "hosts": names.hosts_file(
+                    str(self.address.ip), self._hostname, self._config.name, self._config.extra_hosts
+                ),
+            },
+        )
+
+    @property
+    def address(self) -> ipaddress.IPv4Interface:
+        assert self._lease is not None and self._gateway is not None
+        return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
+
+    def mounts(self) -> Tuple[Mount, ...]:
+        assert self._files is not None
+        return self._files.mounts()
+
+    def connect(self, netns_fd: int, init_pid: int) -> None:
+        """The container's tap, configured from inside; the holder's end of it on the bridge."""
+        assert self._gateway is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours, theirs:
+            argv = ["nsenter", "--preserve-credentials", f"--user=/proc/{init_pid}/ns/user"]
+            argv += [f"--net=/proc/self/fd/{netns_fd}", sys.executable, "-I", "-S", "-c", _INSIDE]
+            argv += [str(self.address), str(self._gateway.ip), str(theirs.fileno())]
+            done = subprocess.run(
+                argv, pass_fds=(netns_fd, theirs.fileno()), capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                raise SetupError(0, "the container's tap (rootless network)", step="NETWORK", hint=done.stderr[-500:])
+            _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+        owner_rules = [[r.kind, r.value, r.port, r.protocol] for r in self._egress]
+        try:
+            _, self._link = _request(
+                self._state_root,
+                {
+                    "op": "attach",
+                    "bridge": self._bridge,
+                    "id": self._id,
+                    "address": str(self.address.ip),
+                    "egress": owner_rules,
+                },
+                tuple(fds),
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    @property
+    def ports(self) -> Dict[str, Tuple[str, int]]:
+        return {}
+
+    def close(self) -> None:
+        if self._link is not None:  # the holder closes both taps, removes the egress objects, then its end
+            try:
+                self._link.shutdown(socket.SHUT_WR)
+                self._link.settimeout(5)
+                self._link.recv(1)  # (before the address is released: a new owner's objects may follow)
+            except OSError:
+                pass
+            self._link.close()
+            self._link = None
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        if self._files is not None:
+            self._files.close()
+            self._files = None
