@@ -173,10 +173,7 @@ class Attachment:
 
         assert self._gateway is not None
         try:
-            with bridge.host_netlink() as ipr:
-                bridge.add_veth(ipr, f"vsbx{self._id[:10]}", self._bridge, netns_fd)
-            with bridge.netlink_in(netns_fd) as inside:
-                bridge.configure_inside(inside, self.address, self._gateway.ip)
+            bridge.connect_veth(f"vsbx{self._id[:10]}", self._bridge, netns_fd, self.address, self._gateway.ip)
             if self._egress:
                 self._egress_added = True  # (partly made objects are removed too)
                 nftables.add_egress(self._bridge, self._id, str(self.address.ip), self._egress)
