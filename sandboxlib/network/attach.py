@@ -96,6 +96,11 @@ def ensure_bridge(
 class Attachment:
     """A container on a bridge; see the module's docstring for the order."""
 
+    # A one-shot run needs no state record: after a SIGKILL of its owner the
+    # veth goes with the init's namespace, the lease and the files are
+    # flock-held (the next start reaps them), the threads die with the owner.
+    NEEDS_RECORD = False
+
     def __init__(
         self,
         config: ContainerConfig,

@@ -80,6 +80,7 @@ class UserModeAttachment:
     files here, the helper in a subclass (``connect``, ``close``)."""
 
     DNS = DNS_FORWARD  # the resolver address the helper answers in the container
+    NEEDS_RECORD = True  # (a one-shot run keeps its state record: the helper is a process of its own)
 
     def __init__(self, config: ContainerConfig, container_id: str, hostname: str, state_root: str) -> None:
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
