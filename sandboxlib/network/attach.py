@@ -13,6 +13,7 @@ nothing that lasts)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -34,6 +35,12 @@ DEFAULT_BRIDGE = "sbx0"
 
 def lease_dir(state_root: str, bridge_name: str) -> str:
     return os.path.join(network_dir(state_root), f"leases-{bridge_name}")
+
+
+@functools.lru_cache(maxsize=1)
+def _missing_modules() -> Tuple[str, ...]:
+    """The libraries of the extra that are not installed (once: each search stats sys.path)."""
+    return tuple(name for name in ("pyroute2", "dnslib") if importlib.util.find_spec(name) is None)
 
 
 def _enable_forwarding() -> None:
@@ -127,7 +134,7 @@ class Attachment:
     # -- before the spawn ---------------------------------------------------------------
     def prepare(self) -> None:
         """Ports, bridge, lease, files; :meth:`close` undoes what was done."""
-        missing = [name for name in ("pyroute2", "dnslib") if importlib.util.find_spec(name) is None]
+        missing = _missing_modules()
         if missing:
             raise UnsupportedError(
                 f"network='bridge' ({', '.join(missing)} missing)", "pip install 'sandboxlib[network]'"
