@@ -162,9 +162,12 @@ class Attachment:
     def _write_files(self) -> None:
         self._upstreams, search = names.host_resolvers()
         assert self._gateway is not None
+        assert self._lease is not None
         self._files = ContainerFiles(
             self._state_root,
-            self._id,
+            # named by the lease: the next container on that address binds the same
+            # paths, so its mount layout and plan come from their caches (~0.3 ms)
+            f"{self._bridge}-{self._lease.address}",
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
                 "hosts": names.hosts_file(
@@ -237,12 +240,12 @@ class Attachment:
         if self._egress_added and self._lease is not None:
             nftables.remove_egress(self._bridge, self._id, str(self._lease.address))
             self._egress_added = False
+        if self._files is not None:  # (before the lease: the directory is named by it)
+            self._files.close()
+            self._files = None
         if self._lease is not None:
             self._lease.release()
             self._lease = None
-        if self._files is not None:
-            self._files.close()
-            self._files = None
 
 
 def attachment(

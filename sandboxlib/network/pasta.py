@@ -95,7 +95,7 @@ class UserModeAttachment:
         _, search = names.host_resolvers()
         self._files = ContainerFiles(
             self._state_root,
-            self._id,
+            self._id[:16],  # 16 hex digits: a socket in it (slirp4netns's API) stays within sun_path's 108 bytes
             {
                 "resolv.conf": names.resolv_conf(self.DNS, search),
                 "hosts": names.hosts_file("127.0.1.1", self._hostname, self._config.name, self._config.extra_hosts),
