@@ -95,8 +95,10 @@ SCRIPT = textwrap.dedent(
     run("ip", "link", "add", "sbxt0", "type", "bridge")
     run("ip", "addr", "add", "10.77.0.1/24", "dev", "sbxt0")
     run("ip", "link", "set", "sbxt0", "up")
-    holder = subprocess.Popen(
-        ["unshare", "--net", "sh", "-c", "echo; exec sleep infinity"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    holder = subprocess.Popen(  # (dies with this script, even killed by a timeout)
+        ["setpriv", "--pdeathsig", "KILL", "unshare", "--net", "sh", "-c", "echo; exec sleep infinity"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     holder.stdout.readline()
     try:
