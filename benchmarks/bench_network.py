@@ -21,6 +21,7 @@ import ipaddress
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -91,7 +92,7 @@ def netns_child(veth: bool) -> None:
         n = next(_numbers)
         fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         address = ipaddress.IPv4Interface(f"172.17.{200 + n % 50}.{2 + n // 50 % 250}/16")
-        bridge.connect_veth(f"vflr{n}", "sbx0", fd, address, ipaddress.IPv4Address("172.17.0.1"))
+        bridge.connect_veth(f"vflr{n}", socket.if_nametoindex("sbx0"), fd, address, ipaddress.IPv4Address("172.17.0.1"))
         os.close(fd)
     os.write(go_w, b"x")
     os.waitpid(pid, 0)

@@ -72,7 +72,7 @@ SCRIPT = textwrap.dedent(
         fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
         before = own()
         address, gateway = ipaddress.IPv4Interface("10.77.0.2/24"), ipaddress.IPv4Address("10.77.0.1")
-        bridge.connect_veth("vsbxtest", "sbxt0", fd, address, gateway)
+        bridge.connect_veth("vsbxtest", socket.if_nametoindex("sbxt0"), fd, address, gateway)
         assert own() == before
         host_end = run("ip", "-o", "link", "show", "vsbxtest")
         assert "master sbxt0" in host_end and ",UP" in host_end, host_end
@@ -81,7 +81,7 @@ SCRIPT = textwrap.dedent(
         assert "inet 10.77.0.2/24 " in run(*inside, "-4", "addr", "show", "eth0")
         assert run(*inside, "route", "show", "default").startswith("default via 10.77.0.1 dev eth0")
         try:  # a name taken: the kernel's refusal, raised
-            bridge.connect_veth("vsbxtest", "sbxt0", fd, address, gateway)
+            bridge.connect_veth("vsbxtest", socket.if_nametoindex("sbxt0"), fd, address, gateway)
             raise AssertionError("no error")
         except OSError as err:
             assert err.errno == 17, err

@@ -188,13 +188,12 @@ class Attachment:
 
         assert self._gateway is not None
         try:
-            bridge.connect_veth(f"vsbx{self._id[:10]}", self._bridge, netns_fd, self.address, self._gateway.ip)
+            index = bridge.link_index(self._bridge)  # (one lookup: an ioctl on a socket of its own)
+            bridge.connect_veth(f"vsbx{self._id[:10]}", index, netns_fd, self.address, self._gateway.ip)
             if self._egress:
                 self._egress_added = True  # (partly made objects are removed too)
                 nftables.add_egress(self._bridge, self._id, str(self.address.ip), self._egress)
-            self._resolver = Resolver.on_bridge(
-                self._gateway, bridge.link_index(self._bridge), self._upstreams, self._lookup, self._gate
-            )
+            self._resolver = Resolver.on_bridge(self._gateway, index, self._upstreams, self._lookup, self._gate)
         except SandboxError:
             raise
         except Exception as err:  # netlink's errors are not OSErrors

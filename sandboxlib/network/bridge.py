@@ -106,14 +106,14 @@ def delete_link(ipr: IPRoute, name: str) -> None:
 
 
 def connect_veth(
-    host_name: str, bridge: str, netns_fd: int, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address
+    host_name: str, bridge_index: int, netns_fd: int, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address
 ) -> None:
-    """A veth pair: ``host_name`` up on ``bridge``, its peer ``eth0`` in the
+    """A veth pair: ``host_name`` up on the bridge of index ``bridge_index``, its peer ``eth0`` in the
     container's namespace (one request: the kernel applies master and up as it
     creates them), then eth0 up, its address and the default route through
     the bridge (one write on a socket of that namespace; the init brings lo up)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as host:
-        rtnl.talk(host, [rtnl.veth_request(1, host_name, link_index(bridge), CONTAINER_IFNAME, netns_fd)])
+        rtnl.talk(host, [rtnl.veth_request(1, host_name, bridge_index, CONTAINER_IFNAME, netns_fd)])
     with socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as inside:
         index = rtnl.interface_index(inside, CONTAINER_IFNAME)
         rtnl.talk(
