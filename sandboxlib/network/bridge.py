@@ -1,4 +1,4 @@
-"""A bridge on the host and a veth pair per container (netlink through pyroute2)."""
+"""A bridge on the host (netlink through pyroute2) and a veth pair per container (rtnl.py's requests)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ import sys
 from typing import TYPE_CHECKING, Iterator, List, Optional
 
 from ..errors import SetupError
+from . import rtnl
 from .netns import socket_in
 
 __all__ = [
     "host_netlink",
     "link_index",
     "host_index",
-    "netlink_in",
     "bridge_subnet",
     "routed_networks",
     "default_subnet",
     "create_bridge",
     "delete_link",
-    "add_veth",
-    "configure_inside",
+    "connect_veth",
 ]
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
 CONTAINER_IFNAME = "eth0"
+NETLINK_ROUTE = 0
 
 
 class _OnItsThread:
@@ -78,20 +78,8 @@ def host_netlink() -> IPRoute:
     return _iproute()
 
 
-def netlink_in(netns_fd: int) -> IPRoute:
-    """Netlink of the container's network namespace (its socket made there)."""
-    # (SOCK_DGRAM: pyroute2 hands the socket to asyncio as a datagram endpoint)
-    return _iproute(fileno=socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM).detach())
-
-
 def link_index(name: str) -> int:
     return socket.if_nametoindex(name)
-
-
-def _index(ipr: IPRoute, name: str) -> Optional[int]:
-    """The link's index in ``ipr``'s namespace (pyroute2's link_lookup dumps every link)."""
-    found = ipr.link("get", ifname=name) if ipr is not None else []
-    return found[0]["index"] if found else None
 
 
 def host_index(name: str) -> Optional[int]:
@@ -160,22 +148,22 @@ def delete_link(ipr: IPRoute, name: str) -> None:
                 raise
 
 
-def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int) -> None:
-    """A veth pair: ``host_name`` up on ``bridge``, its peer ``eth0`` in the
-    container's namespace (one request: the kernel applies master and up as it creates it)."""
-    ipr.link(
-        "add",
-        ifname=host_name,
-        kind="veth",
-        master=host_index(bridge),
-        state="up",
-        peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd},
-    )
-
-
-def configure_inside(inside: IPRoute, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address) -> None:
-    """eth0 up with its address, the default route through the bridge (the init brings lo up)."""
-    index = _index(inside, CONTAINER_IFNAME)
-    inside.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
-    inside.link("set", index=index, state="up")
-    inside.route("add", dst="default", gateway=str(gateway))
+def connect_veth(
+    host_name: str, bridge_index: int, netns_fd: int, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address
+) -> None:
+    """A veth pair: ``host_name`` up on the bridge of index ``bridge_index``, its peer ``eth0`` in the
+    container's namespace (one request: the kernel applies master and up as it
+    creates them), then eth0 up, its address and the default route through
+    the bridge (one write on a socket of that namespace; the init brings lo up)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as host:
+        rtnl.talk(host, [rtnl.veth_request(1, host_name, bridge_index, CONTAINER_IFNAME, netns_fd)])
+    with socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as inside:
+        index = rtnl.interface_index(inside, CONTAINER_IFNAME)
+        rtnl.talk(
+            inside,
+            [
+                rtnl.up_request(1, index),
+                rtnl.address_request(2, index, address),
+                rtnl.default_route_request(3, gateway),
+            ],
+        )

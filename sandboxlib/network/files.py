@@ -1,4 +1,4 @@
-"""A container's network files, ``<state>/net/files/ID/``: its ``resolv.conf``
+"""A container's network files, ``<state>/net/files/NAME/``: its ``resolv.conf``
 and ``hosts`` (bound read-only over ``/etc``), and the pid file of a helper
 process (rootless: pasta).  The directory is held by its owner's flock; a
 sweep (under the network lock, as the creation is) removes those of dead
@@ -68,13 +68,14 @@ def sweep(state_root: str) -> None:
 class ContainerFiles:
     """The directory of one container, held until :meth:`close`."""
 
-    def __init__(self, state_root: str, container_id: str, contents: Dict[str, str]) -> None:
+    def __init__(self, state_root: str, name: str, contents: Dict[str, str]) -> None:
+        """``name``: the directory's, unique among the live containers (the
+        container's id, or its leased address on its bridge)."""
         top = os.path.join(network_dir(state_root), _FILES)
         with ipam.dir_lock(network_dir(state_root)):
             sweep(state_root)
             os.makedirs(top, mode=0o755, exist_ok=True)
-            # 16 hex digits: a socket in it (slirp4netns's API) stays within sun_path's 108 bytes
-            self.path = os.path.join(top, container_id[:16])
+            self.path = os.path.join(top, name)
             os.mkdir(self.path, 0o755)
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(self._fd, fcntl.LOCK_EX)

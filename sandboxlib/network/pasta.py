@@ -80,6 +80,7 @@ class UserModeAttachment:
     files here, the helper in a subclass (``connect``, ``close``)."""
 
     DNS = DNS_FORWARD  # the resolver address the helper answers in the container
+    NEEDS_RECORD = True  # (a one-shot run keeps its state record: the helper is a process of its own)
 
     def __init__(self, config: ContainerConfig, container_id: str, hostname: str, state_root: str) -> None:
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
@@ -94,7 +95,7 @@ class UserModeAttachment:
         _, search = names.host_resolvers()
         self._files = ContainerFiles(
             self._state_root,
-            self._id,
+            self._id[:16],  # 16 hex digits: a socket in it (slirp4netns's API) stays within sun_path's 108 bytes
             {
                 "resolv.conf": names.resolv_conf(self.DNS, search),
                 "hosts": names.hosts_file("127.0.1.1", self._hostname, self._config.name, self._config.extra_hosts),

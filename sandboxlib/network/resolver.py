@@ -17,6 +17,7 @@ connection and forwarded over TCP."""
 
 from __future__ import annotations
 
+import _thread
 import ipaddress
 import os
 import select
@@ -52,8 +53,12 @@ class Resolver:
         (self._sock, self._listener), (self._bridge_index, self._subnet) = socks, bridge
         self._upstreams, self._lookup, self._gate = upstreams, lookup, gate
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._serve, name="sandboxlib-resolver", daemon=True)
-        self._thread.start()
+        # A bare thread: threading.Thread.start() waits until the new thread
+        # runs (under load, a wait for a CPU on the start's path); the sockets
+        # are bound already, so queries wait in them meanwhile.
+        self._stopped = _thread.allocate_lock()
+        self._stopped.acquire()
+        _thread.start_new_thread(self._run, ())
 
     @classmethod
     def on_bridge(
@@ -79,12 +84,19 @@ class Resolver:
         if self._wake_w < 0:
             return
         os.write(self._wake_w, b"x")
-        self._thread.join()
+        with self._stopped:  # (released as the thread ends)
+            pass
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
         self._wake_w = -1
         self._sock.close()
         self._listener.close()
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._stopped.release()
 
     def _serve(self) -> None:
         poller = select.poll()

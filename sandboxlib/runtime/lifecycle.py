@@ -183,8 +183,9 @@ class ContainerLifecycle(ImageRoots):
             limits = self.config.limits.cgroup()
             # A one-shot run without cgroup limits needs no cgroup: its pid
             # namespace already ends with its init (measured: ~0.3 ms a run).
-            # A networked run keeps its record: what it holds (pasta, leases) outlives the init.
-            one_shot = one_shot and first is not None and not limits.names() and self._network is None
+            # A rootless networked run keeps its record: its helper process (pasta) outlives the init.
+            network_record = self._network is not None and self._network.NEEDS_RECORD
+            one_shot = one_shot and first is not None and not limits.names() and not network_record
             self._cgroup = (
                 None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
             )
