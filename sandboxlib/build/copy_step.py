@@ -8,6 +8,7 @@ the image's own symlinks; new parent directories are 0755 (owned by
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import posixpath
@@ -272,7 +273,8 @@ def owner_of(spec: Optional[str], view: Optional[ImageView], ins: Instruction) -
 # -- the layer ------------------------------------------------------------------------
 def _dir_info(path: str, owner: Tuple[int, int], node: Optional[Node]) -> tarfile.TarInfo:
     if node is not None and node.is_dir:
-        info = node.info.replace(name=path, deep=False)
+        info = copy.copy(node.info)  # (TarInfo.replace: Python 3.11.4 and later)
+        info.name = path
         return info
     info = tarfile.TarInfo(path)
     info.type, info.mode = tarfile.DIRTYPE, 0o755
