@@ -163,6 +163,8 @@ class UserBridgeAttachment:
     """A rootless container on a named network (the steps of
     :class:`~sandboxlib.network.attach.Attachment`)."""
 
+    NEEDS_RECORD = True  # (a one-shot run keeps its state record, as with pasta: the holder is a process of its own)
+
     def __init__(
         self,
         config: ContainerConfig,
