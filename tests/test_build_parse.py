@@ -152,3 +152,23 @@ def test_printed_progress():
     assert lines[:4] == ["[app 1/2] COPY a /a", "  CACHED", "[app 2/2] RUN make", "  compiling"]
     assert lines[4].startswith("built sha256:id in ") and lines[4].endswith(" s (1 of 2 steps cached)")
     assert reporter(False) is reporter(None)  # nothing printed
+
+
+def test_printed_progress_on_a_terminal():
+    """On a terminal (a real pty) the same events are styled: bold steps, cyan CACHED, dim output."""
+    import os
+
+    from sandboxlib.build.progress import BuildEvent, reporter
+
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=True) as tty:
+            show = reporter(True, tty)
+            show(BuildEvent(kind="step", stage="app", step=1, total=2, text="COPY a /a"))
+            show(BuildEvent(kind="cached", stage="app", text="sha256:x"))
+            show(BuildEvent(kind="output", stage="app", text="compiling"))
+        seen = os.read(master, 4096).decode()
+    finally:
+        os.close(master)
+    assert "\033[1m[app 1/2]\033[0m COPY a /a" in seen
+    assert "\033[36mCACHED\033[0m" in seen and "\033[2mcompiling\033[0m" in seen
