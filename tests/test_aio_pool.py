@@ -29,7 +29,13 @@ def _box():
 
 def _pythons() -> int:
     """Python processes below us: the fork servers and their calls."""
-    return sum(1 for p in psutil.Process().children(recursive=True) if p.name().startswith("python"))
+    count = 0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            count += p.name().startswith("python")
+        except psutil.NoSuchProcess:  # ended since the listing (a cancelled call's)
+            pass
+    return count
 
 
 def check_calls():

@@ -48,8 +48,8 @@ class Cluster:
         """Container id -> (owner pid, init pid, cgroup paths) of the records in the workers' state root."""
         found = {}
         for name in os.listdir(self.state_root) if os.path.isdir(self.state_root) else ():
-            if name.startswith("."):
-                continue
+            if name.startswith(".") or not os.path.isfile(os.path.join(self.state_root, name)):
+                continue  # (net/: networks' leases and files)
             try:
                 lines = pathlib.Path(self.state_root, name).read_text().splitlines()
             except FileNotFoundError:
