@@ -127,4 +127,25 @@ class Lab:
         for holder in (self.host, self.world):
             holder.send_signal(signal.SIGKILL)
             holder.wait()
+        left = self._swept_cgroups()
         subprocess.run(["rm", "-rf", self.tmp], check=True)
+        assert left == [], f"cgroups left by the lab's containers: {left}"
+
+    def _swept_cgroups(self) -> list:
+        """Sweep the lab's state roots, as the next start in them would (a
+        test that SIGKILLs an owner may end before a start sweeps: the sweep
+        is throttled), then list what remains of their containers' cgroups."""
+        from sandboxlib.cgroups import cgroup_name
+        from sandboxlib.runtime import statedir
+
+        roots = [os.path.join(self.tmp, n) for n in os.listdir(self.tmp) if n == "run" or n.startswith("run-")]
+        for root in roots:
+            statedir.sweep(root)
+        prefixes = tuple(cgroup_name(root, "") for root in roots)
+        return [
+            os.path.join(top, name)
+            for top in (os.path.join("/sys/fs/cgroup", c) for c in os.listdir("/sys/fs/cgroup"))
+            if os.path.isdir(top)
+            for name in os.listdir(top)
+            if prefixes and name.startswith(prefixes)
+        ]
