@@ -16,6 +16,7 @@ pasta forwards to the host's first resolver (a loopback one too)."""
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
@@ -74,7 +75,7 @@ def _port_options(ports: Tuple[PortMapping, ...]) -> List[str]:
     return options
 
 
-class UserModeAttachment:
+class UserModeAttachment(abc.ABC):
     """A rootless container's network through a user-mode helper, as
     :class:`~sandboxlib.network.attach.Attachment`'s steps: the ports and
     files here, the helper in a subclass (``connect``, ``close``)."""
@@ -103,15 +104,17 @@ class UserModeAttachment:
         )
 
     @staticmethod
+    @abc.abstractmethod
     def program() -> str:
-        raise NotImplementedError
+        """The helper's executable (UnsupportedError when it is missing)."""
 
     def mounts(self) -> Tuple[Mount, ...]:
         assert self._files is not None
         return self._files.mounts()
 
+    @abc.abstractmethod
     def connect(self, netns_fd: int, init_pid: int) -> None:
-        raise NotImplementedError
+        """Start the helper on the container's network namespace (between clone and go)."""
 
     @property
     def ports(self) -> Dict[str, Tuple[str, int]]:
