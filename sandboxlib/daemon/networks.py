@@ -9,6 +9,7 @@ those again (``disconnect``)."""
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 from typing import Any, Dict, List
 
@@ -126,6 +127,12 @@ async def _inspect(request: web.Request) -> web.Response:
     return json_response(await in_thread(_find, request, request.match_info["id"]))
 
 
+def _create_network(name: str, subnet: Any) -> None:
+    root = statedir.state_root()
+    statedir.ensure_root(root)  # (0700, root's: made by a first network as by a first container)
+    named.create(root, name, subnet)
+
+
 async def _create(request: web.Request) -> web.Response:
     body = await json_body(request)
     name = body.get("Name")
@@ -153,7 +160,7 @@ async def _create(request: web.Request) -> web.Response:
     if not isinstance(labels, dict):
         raise ApiError(400, "Labels: expected an object")
     try:
-        await in_thread(named.create, statedir.state_root(), name, subnet)
+        await in_thread(_create_network, name, subnet)
     except (ConfigError, PermissionError) as err:
         raise ApiError(400 if isinstance(err, ConfigError) else 403, f"creating network {name}: {err}") from None
     request.app["context"].network_labels[name] = {str(k): str(v) for k, v in labels.items()}
@@ -220,7 +227,7 @@ async def _join(record: Any, name: str, aliases: List[str]) -> None:
         return
     names = [*aliases, record.name]
     if record.running:  # (the library's errors: Docker-shaped by the server)
-        await in_thread(record.box.sync.connect, name, aliases=names)
+        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names))
     record.joined[name] = names
 
 

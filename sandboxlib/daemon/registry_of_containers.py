@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import os
 import random
 import re
@@ -203,7 +204,7 @@ class Containers:
                 await in_thread(known_network, request.network_mode)
             await box.start()
             for network, aliases in record.joined.items():  # (docker network connect, before or while it ran)
-                await in_thread(box.sync.connect, network, aliases=aliases)
+                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases))
             if interactive:
                 assert record.interactive is not None  # (made at create)
                 await record.interactive.start(
