@@ -10,10 +10,12 @@ import pytest
 
 from .conftest import wait_until
 from .netlab import Lab
+from .rootless import USERS, ensure_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 
 PY = "/usr/bin/python3"
+TUN = "/dev/net/tun"
 SERVE = (
     "import socket; s = socket.create_server(('', 80)); print('up', flush=True); c, _ = s.accept(); c.sendall(b'hi')"
 )
@@ -36,9 +38,7 @@ def _joined_links(lab: Lab) -> list:
     return [name for name in lab.links() if name.startswith("vj")]
 
 
-def test_connect_a_running_container_to_a_second_network_and_back(lab):
-    out = lab.run(
-        f"""
+CONNECTED = f"""
         a = sb.Network.create("front", subnet="10.91.0.0/24")
         b = sb.Network.create("back", subnet="10.92.0.0/24")
         def names(c, name):
@@ -83,7 +83,33 @@ def test_connect_a_running_container_to_a_second_network_and_back(lab):
         a.remove(); b.remove()
         print(json.dumps(found))
         """
-    )
+
+
+@pytest.fixture(scope="module")
+def rootless_lab():
+    mode = os.stat(TUN).st_mode & 0o777
+    os.chmod(TUN, 0o666)  # (the distributions' mode: a rootless tap is opened as its owner)
+    made = Lab()
+    try:
+        yield made
+    finally:
+        made.close()
+        os.chmod(TUN, mode)
+
+
+def test_connect_a_running_container_to_a_second_network_and_back(lab):
+    _check_connected(lab.run(CONNECTED))
+    assert _joined_links(lab) == []
+
+
+def test_rootless_connect_through_the_per_user_namespace(rootless_lab):
+    user = ensure_user("sbxtest", USERS["sbxtest"])
+    host_links = rootless_lab.links()
+    _check_connected(rootless_lab.run(CONNECTED, user=user))
+    assert rootless_lab.links() == host_links  # all of it in the per-user namespace, gone with its holder
+
+
+def _check_connected(out: dict) -> None:
     assert out["before"] != 0  # y is not on x's network yet
     assert out["address"].startswith("10.92.0.") and out["address"] == out["eth1"]
     assert out["joined"] == {"back": out["address"]}
@@ -99,7 +125,6 @@ def test_connect_a_running_container_to_a_second_network_and_back(lab):
     assert out["after_members"] == ["y"] and out["after_joined"] == {}
     assert out["again"] == ["x", "y"] and out["closed_members"] == []
     assert "cannot join" in out["none"]
-    assert _joined_links(lab) == []
 
 
 def test_a_sigkilled_owner_leaves_no_joined_veth_nor_lease(lab):

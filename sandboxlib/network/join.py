@@ -8,7 +8,10 @@ address, no default route: the network the container started on keeps it)
 and, on :meth:`Joined.close`, deletes the host end (the peer goes with it)
 and releases the lease.  Nothing outlives the container: its veth ends go
 with its namespace, the lease is held by this process (a SIGKILL's is
-reaped by the bridge's next start).  Its names (name, hostname, aliases)
+reaped by the bridge's next start).  Rootless (:class:`UserJoined`), the
+bridge is in the per-user namespace (``usernet``): a tap is made inside the
+container, the holder puts its own on the bridge and copies frames until
+our connection to it ends (close, or our death).  Its names (name, hostname, aliases)
 are in the lease, which the network's resolvers read: the other
 containers find it there, and it finds theirs (``membership.lookup``)."""
 
@@ -17,14 +20,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 from typing import Optional, Sequence
 
 from ..errors import SandboxError, SetupError
-from . import bridge, ipam
+from . import bridge, ipam, usernet
 from .attach import ensure_bridge
 from .files import lease_dir
 
-__all__ = ["Joined"]
+__all__ = ["Joined", "UserJoined", "joined"]
 
 
 def host_veth_name(container_id: str, bridge_name: str) -> str:
@@ -80,3 +84,44 @@ class Joined:
             self._lease.release()
             self._lease = None
         self.address = None
+
+
+class UserJoined(Joined):
+    """Rootless: the container's tap ``ethN``, the holder's on the bridge of the per-user namespace."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._link: Optional[socket.socket] = None
+        self._hold: Optional[socket.socket] = None
+
+    def open(self, init_pid: int) -> None:
+        try:
+            gateway, self._hold = usernet.make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
+            leases = lease_dir(self._state_root, self._bridge)
+            ipam.reap(leases)
+            self._lease = ipam.lease_address(leases, gateway.network, self._owner)
+            self.address = ipaddress.IPv4Interface(f"{self._lease.address}/{gateway.network.prefixlen}")
+            tap, self.interface = usernet.tap_inside(init_pid, f"/proc/{init_pid}/ns/net", self.address, "", "", ())
+            request = {"bridge": self._bridge, "id": self._owner["id"], "address": str(self.address.ip)}
+            self._link = usernet.attach_tap(self._state_root, tap, {**request, "tap": self._veth})
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._link is not None:  # (both taps go: the container's ethN with it)
+            usernet.detach_tap(self._link)
+            self._link = None
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        self.address = None
+
+
+def joined(state_root: str, network: tuple, owner: dict, aliases: Sequence[str] = ()) -> Joined:
+    """As root a veth (:class:`Joined`), rootless a tap through the per-user namespace (:class:`UserJoined`)."""
+    kind = Joined if os.geteuid() == 0 else UserJoined
+    return kind(state_root, network, owner, aliases)

@@ -99,7 +99,7 @@ class Holder:
         allow-list in force meanwhile."""
         bridge_name, container_id, address = request["bridge"], request["id"], request["address"]
         egress = [EgressRule(*rule) for rule in request.get("egress") or ()]
-        name = f"vsbx{container_id[:10]}"
+        name = request.get("tap") or f"vsbx{container_id[:10]}"  # (a joined network's: named by the request)
         outer = open_tap(name)
         try:
             if egress:

@@ -1,17 +1,17 @@
 """A running ``Container`` on more networks (``docker network connect``):
 the methods ``Container`` inherits from ``NetworkJoins``.  As root: the
 host process adds a veth on the other bridge to the container's network
-namespace (the container itself has no CAP_NET_ADMIN over it); each join
-is released by ``disconnect``, or with the container."""
+namespace (the container itself has no CAP_NET_ADMIN over it); rootless
+a tap through the per-user namespace of named networks.  Each join is
+released by ``disconnect``, or with the container."""
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Sequence, Union
 
 from ..config import Network, NetworkRef, bridged
-from ..errors import ConfigError, ContainerStateError, UnsupportedError
-from ..network import Joined, named
+from ..errors import ConfigError, ContainerStateError
+from ..network import Joined, joined, named
 from . import statedir
 
 __all__ = ["NetworkJoins"]
@@ -37,11 +37,10 @@ class NetworkJoins:
         """Put the running container on one more network (``"bridge"`` or a named
         one): an interface ``ethN`` with an address there (no default route: the
         network it started on keeps it); the network's containers find it by
-        its name, hostname and ``aliases``, and it finds theirs.  Returns its
-        address (``"172.18.0.3/16"``).  As root."""
+        its name, hostname and ``aliases``, and it finds theirs (a rootless
+        container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
+        none).  Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
-        if os.geteuid() != 0:
-            raise UnsupportedError("connecting a running container to a network rootless", "run it as root")
         wanted = _ref(network)
         label = _label(wanted)
         if not bridged(self.config.network):
@@ -55,22 +54,22 @@ class NetworkJoins:
             if label in joins or where[0] == named.bridge_of(root, self.config.network)[0]:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
-            joined = Joined(root, where, owner, aliases)
-            joined.open(self._init_pid)
-            joins[label] = joined
-            return str(joined.address)
+            join = joined(root, where, owner, aliases)
+            join.open(self._init_pid)
+            joins[label] = join
+            return str(join.address)
 
     def disconnect(self, network: Union[str, NetworkRef]) -> None:
         """Take the running container off a network :meth:`connect` put it on
         (its interface deleted, its address released)."""
         label = _label(_ref(network))
         with self._lock:
-            joined = (getattr(self, "_joined", None) or {}).pop(label, None)
-        if joined is None:
+            join = (getattr(self, "_joined", None) or {}).pop(label, None)
+        if join is None:
             raise ContainerStateError(
                 f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"
             )
-        joined.close()
+        join.close()
 
     @property
     def joined_networks(self) -> Dict[str, str]:
