@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 
 import docker
 import pytest
@@ -22,6 +24,7 @@ from .netlab import Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 
+TUN = "/dev/net/tun"
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
 
 
@@ -164,3 +167,43 @@ def test_daemon_stop_and_sigkill_leave_no_joined_veth(lab, daemon, how):
     assert wait_until(lambda: _joined_links(lab) == [])  # (after a SIGKILL: with the init's namespace)
     # the network has no member left: it can be removed (through the other daemon, which shares the state)
     _ok(daemon.docker("network", "rm", f"left-{how}"))
+
+
+def test_rootless_daemon_connects_a_running_container(workers, shared_dir):
+    """A rootless daemon's named networks (the per-user namespace's) and a connect while running."""
+    user = workers["sbxtest"].user
+    top = tempfile.mkdtemp(prefix="daemon-connect-rootless-", dir=str(shared_dir))
+    os.chmod(top, 0o755)
+    os.chown(top, user.pw_uid, user.pw_gid)
+    store = os.path.join(top, "store")
+    os.mkdir(store, 0o700)
+    busybox_store(store, owner=user)
+    mode = os.stat(TUN).st_mode & 0o777
+    os.chmod(TUN, 0o666)  # (the distributions' mode: a rootless tap is opened as its owner)
+    lab = Lab()
+    try:
+        served = Daemon(top, store, user, prefix=lab._enter(lab.host))
+        try:
+            _ok(served.docker("network", "create", "--subnet", "10.97.0.0/24", "ra"))
+            _ok(served.docker("network", "create", "--subnet", "10.98.0.0/24", "rb"))
+            _ok(
+                served.docker("run", "-d", "--name", "rx", "--hostname", "rxhost", "--network", "ra", "busybox", *HTTPD)
+            )
+            _ok(served.docker("run", "-d", "--name", "ry", "--network", "rb", "busybox", *HTTPD))
+            _ok(served.docker("network", "connect", "--alias", "rxa", "rb", "rx"))
+            networks = _networks(served, "rx")
+            assert networks["ra"]["IPAddress"].startswith("10.97.0.") and networks["rb"]["IPAddress"].startswith(
+                "10.98.0."
+            )
+            assert _ok(_fetch(served, "ry", "rxa")) == "served-by-rxhost\n"
+            _ok(served.docker("network", "disconnect", "rb", "rx"))
+            assert sorted(_networks(served, "rx")) == ["ra"]
+            assert _fetch(served, "ry", "rxa").returncode != 0
+            _ok(served.docker("rm", "-f", "rx", "ry"))
+            _ok(served.docker("network", "rm", "ra", "rb"))
+        finally:
+            assert served.close() == 0, served.log()
+    finally:
+        lab.close()
+        os.chmod(TUN, mode)
+        shutil.rmtree(top, ignore_errors=True)
