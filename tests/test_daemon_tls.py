@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from . import rootless
 from .daemonkit import DOCKER, busybox_store
 from .tlskit import CA
 
@@ -42,7 +43,7 @@ class TlsDaemon:
     ``certs/`` (ca.pem, cert.pem, key.pem, as DOCKER_CERT_PATH wants them) signed by its CA,
     ``stranger/`` a client certificate of another CA."""
 
-    def __init__(self, top: str) -> None:
+    def __init__(self, top: str, user=None) -> None:
         self.top = top
         ca, other = CA(), CA("another CA")
         server_cert, server_key = ca.issue("127.0.0.1")
@@ -56,11 +57,16 @@ class TlsDaemon:
         _write(self.stranger, {"ca.pem": ca.pem, "cert.pem": stranger_cert, "key.pem": stranger_key})
         self.port = _free_port()
         self.host = f"tcp://127.0.0.1:{self.port}"
-        self.store = busybox_store(os.path.join(top, "store"))
+        self.store = os.path.join(top, "store")
+        if user is not None:  # (the files readable by the daemon's user, the store its own)
+            subprocess.run(["chmod", "-R", "a+rX", top], check=True)
+            os.mkdir(self.store, 0o700)
+        busybox_store(self.store, owner=user)
         self.log_path = os.path.join(top, "daemon.log")
+        argv = [*self.daemon_argv(), "--tlsverify", *self.server_files()]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [*self.daemon_argv(), "--tlsverify", *self.server_files()],
+                argv if user is None else rootless.launcher(user, argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -244,3 +250,19 @@ def test_unreadable_certificate_files_are_named(daemon):
     argv = [sys.executable, "-m", "sandboxlib", "daemon", "--host", f"tcp://127.0.0.1:{_free_port()}"]
     refused = subprocess.run([*argv, "--tlsverify", *files], capture_output=True, timeout=60)
     assert refused.returncode != 0 and b"/nonexistent/key.pem" in refused.stderr, refused.stderr
+
+
+def test_rootless_daemon_on_tcp_with_mutual_tls(workers, shared_dir):
+    user = workers["sbxtest"].user
+    top = tempfile.mkdtemp(prefix="daemon-tls-rootless-", dir=str(shared_dir))
+    served = TlsDaemon(top, user)
+    try:
+        ran = served.docker(*served.tls_flags(served.certs), "run", "--rm", "busybox", "id", "-u")
+        assert ran.returncode == 0 and ran.stdout == b"0\n", ran.stderr
+        _refused(lambda: served.ping(served.context(served.stranger)))
+        assert served.answers()
+    finally:
+        assert served.close() == 0, served.log()
+        shutil.rmtree(top, ignore_errors=True)
+    runtime = f"/tmp/sandboxlib-{user.pw_uid}/sandboxlib"  # (the launcher clears XDG_RUNTIME_DIR)
+    assert not [e for e in os.listdir(runtime) if e.startswith(f"tcp-127.0.0.1-{served.port}")]
