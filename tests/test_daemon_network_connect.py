@@ -124,6 +124,27 @@ def test_connect_and_disconnect_a_running_container(daemon, lab):
     _ok(daemon.docker("network", "rm", "na", "nb"))
 
 
+def test_connected_before_its_start_a_container_joins_at_each_start(daemon, lab):
+    _ok(daemon.docker("network", "create", "--subnet", "10.99.0.0/24", "first"))
+    _ok(daemon.docker("network", "create", "--subnet", "10.100.0.0/24", "second"))
+    try:
+        _ok(daemon.docker("create", "--name", "early", "--network", "first", "busybox", "sleep", "600"))
+        _ok(daemon.docker("network", "connect", "--alias", "early2", "second", "early"))
+        assert sorted(_networks(daemon, "early")) == ["first", "second"]  # (no address before the start)
+        _ok(daemon.docker("start", "early"))
+        networks = _networks(daemon, "early")
+        assert networks["first"]["IPAddress"].startswith("10.99.0.")
+        assert networks["second"]["IPAddress"].startswith("10.100.0.")
+        assert "early2" in networks["second"]["Aliases"]
+        _ok(daemon.docker("restart", "-t", "1", "early"))
+        assert _networks(daemon, "early")["second"]["IPAddress"].startswith("10.100.0.")
+        assert len(_joined_links(lab)) == 1
+    finally:
+        daemon.docker("rm", "-f", "early")
+    assert _joined_links(lab) == []
+    _ok(daemon.docker("network", "rm", "first", "second"))
+
+
 def test_docker_py_connects_a_running_container(daemon, lab):
     client = docker.DockerClient(base_url=daemon.host, timeout=60)
     try:
