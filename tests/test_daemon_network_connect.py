@@ -139,6 +139,8 @@ def test_connected_before_its_start_a_container_joins_at_each_start(daemon, lab)
         _ok(daemon.docker("restart", "-t", "1", "early"))
         assert _networks(daemon, "early")["second"]["IPAddress"].startswith("10.100.0.")
         assert len(_joined_links(lab)) == 1
+        _ok(daemon.docker("network", "prune", "-f"))  # (a joined network is in use: kept)
+        assert "second" in _ok(daemon.docker("network", "ls", "--format", "{{.Name}}")).split()
     finally:
         daemon.docker("rm", "-f", "early")
     assert _joined_links(lab) == []

@@ -250,7 +250,7 @@ async def _leave(record: Any, name: str) -> None:
 
 async def _prune(request: web.Request) -> web.Response:
     context = request.app["context"]
-    used = {r.request.network_mode for r in context.containers.all()}
+    used = {n for r in context.containers.all() for n in (r.request.network_mode, *r.joined)}
     deleted = []
     for name in await in_thread(_records):
         if name not in used:
