@@ -226,8 +226,8 @@ class ContainerLifecycle(ImageRoots):
         """The container's address on its bridge while it runs (``"172.17.0.2/16"``;
         the bridge's gateway is its network's first address); None off a bridge or through pasta."""
         network = self._network
-        if not isinstance(network, Attachment) or self._closed or not self._resources_used:
-            return None
+        if network is None or not hasattr(network, "address") or self._closed or not self._resources_used:
+            return None  # (an Attachment's, or a rootless named network's UserBridgeAttachment's)
         return str(network.address)
 
     @property
