@@ -12,12 +12,13 @@ still raises in the main thread at once: that case is not covered."""
 
 from __future__ import annotations
 
+import _signal  # signal.pthread_sigmask's wrapper turns its answer into enums: ~4x the cost
 import signal
 import threading
 
 __all__ = ["sigint_deferred"]
 
-_SIGINT = {signal.SIGINT}
+_SIGINT = {int(signal.SIGINT)}
 
 
 class sigint_deferred:  # a class, not a generator: entered ~6 times per sb.run
@@ -27,9 +28,9 @@ class sigint_deferred:  # a class, not a generator: entered ~6 times per sb.run
 
     def __enter__(self) -> None:
         self._unblock = False
-        if threading.current_thread() is threading.main_thread():
-            self._unblock = signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+        if threading.get_ident() == threading.main_thread().ident:
+            self._unblock = signal.SIGINT not in _signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
 
     def __exit__(self, *exc: object) -> None:
         if self._unblock:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
+            _signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
