@@ -36,7 +36,7 @@ from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES
 from ..security.seccomp import Seccomp, init_policy
 from . import cgroup as oci_cgroup
 from .console import send_console
-from .control import FORWARDED, connect, destroy, load, now, oci_state
+from .control import FORWARDED, connect, destroy, front_record, load, now, oci_state
 from .hooks import run_hooks
 from .spec import ProcessSpec, Spec, load_spec, resource_limits
 from .state import ContainerDir, start_time, status_of
@@ -203,6 +203,9 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
             step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
             raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
         _set_up(pid, process, spec)
+        front = front_record(cdir, saved)
+        if front is not None:
+            cdir.write_front(front)
         run_hooks("prestart", spec.hooks["prestart"], oci_state(cdir, saved))
         run_hooks("createRuntime", spec.hooks["createRuntime"], oci_state(cdir, saved))
         run_hooks("createContainer", spec.hooks["createContainer"], oci_state(cdir, saved))
