@@ -190,7 +190,8 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         saved.update(pid=pid, init_start=start_time(pid))
         cdir.write(saved)
         for fd in (null, err_w, *child_fds):
-            os.close(fd)
+            if fd >= 0:  # (no v2 directory: -1)
+                os.close(fd)
         null = err_w = -1
         child_fds = []
         control_child.close()
