@@ -11,13 +11,14 @@
  * cgroup directories).  Python decided; this only executes.
  *
  * Everything else runs the Python implementation with the same arguments:
- * other verbs, no --root (its default is Python's), a container without a
- * front record (one with hooks), and every error, before this program has
+ * other verbs, a container without a front record (one with hooks), and
+ * every error, before this program has
  * changed anything (Python finds the same condition and reports it: each
  * message and the --log format have one definition).  The failures after
  * a change: a START the init answers with FAILED, handed over as
  * `start --reply=STEP,ERRNO,INDEX`; a process of `kill --all` that refuses
  * the signal (EPERM: Python signals them all again and reports it). */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -81,10 +82,16 @@ static _Noreturn void python(const char *extra)
     exit(1);
 }
 
-/* A name the Python implementation may accept as an id (it checks the rest). */
-static int plausible_id(const char *id)
+/* state._ID: [A-Za-z0-9][A-Za-z0-9_.+-]{0,1023} (test_oci_front compares the two). */
+static int valid_id(const char *id)
 {
-    return id[0] != '\0' && id[0] != '.' && strchr(id, '/') == NULL && strlen(id) < 1025;
+    size_t n = strlen(id);
+    if (n == 0 || n > 1024 || !isalnum((unsigned char)id[0]))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && !strchr("_.+-", id[i]))
+            return 0;
+    return 1;
 }
 
 static char *read_file_at(int dirfd, const char *name)
@@ -107,7 +114,7 @@ static char *read_file_at(int dirfd, const char *name)
     return text;
 }
 
-/* Parse ROOT/ID/front (see control.front_record); 0 when it is there and whole. */
+/* Parse ROOT/ID/front (see control.front_record); 0 when it is there and whole, -ENOENT without ROOT/ID. */
 static int load_front(struct front *f, const char *root, const char *id)
 {
     memset(f, 0, sizeof *f);
@@ -115,7 +122,7 @@ static int load_front(struct front *f, const char *root, const char *id)
         return -1;
     f->dirfd = open(f->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (f->dirfd < 0)
-        return -1;
+        return errno == ENOENT ? -ENOENT : -1;
     char *text = read_file_at(f->dirfd, "front");
     if (!text)
         return -1;
@@ -384,6 +391,32 @@ static int delete_verb(const struct front *f, int force)
     return 0;
 }
 
+/* state.default_root: /run/... as root of the host's user namespace, else under $XDG_RUNTIME_DIR. */
+static const char *default_root(void)
+{
+    static char root[PATH_MAX];
+    char uid_map[256] = "";
+    int fd = geteuid() == 0 ? open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC) : -1;
+    if (fd >= 0) {
+        ssize_t len = read(fd, uid_map, sizeof uid_map - 1); /* (a proc file: no size to stat) */
+        uid_map[len > 0 ? len : 0] = '\0';
+        close(fd);
+    }
+    const char *expected[] = {"0", "0", "4294967295"};
+    int n = 0;
+    for (char *word = strtok(uid_map, " \t\n"); word; word = strtok(NULL, " \t\n"), n++)
+        if (n >= 3 || strcmp(word, expected[n]) != 0)
+            n = 4;
+    if (n == 3)
+        return "/run/sandboxlib-runtime";
+    const char *base = getenv("XDG_RUNTIME_DIR");
+    if (base && *base)
+        snprintf(root, sizeof root, "%s/sandboxlib-runtime", base);
+    else
+        snprintf(root, sizeof root, "/tmp/sandboxlib-runtime-%u/sandboxlib-runtime", (unsigned)geteuid());
+    return root;
+}
+
 /* The value of a global option that takes one (--root X, --root=X), or NULL. */
 static const char *option_value(char **argv, int *i, const char *name)
 {
@@ -414,8 +447,10 @@ int main(int argc, char **argv)
                  !option_value(argv, &i, "--rootless") && strcmp(argv[i], "--debug") != 0)
             python(NULL); /* --systemd-cgroup, --version, --help, anything else */
     }
-    if (!root || i == argc)
+    if (i == argc)
         python(NULL);
+    if (!root)
+        root = default_root();
     const char *verb = argv[i++];
     if (strcmp(verb, "state") != 0 && strcmp(verb, "start") != 0 && strcmp(verb, "kill") != 0 &&
         strcmp(verb, "delete") != 0)
@@ -434,10 +469,14 @@ int main(int argc, char **argv)
             positional[n_positional++] = argv[i];
     }
     int kill_verb_args = strcmp(verb, "kill") == 0 && n_positional >= 1;
-    if (!(n_positional == 1 || kill_verb_args) || !plausible_id(positional[0]))
+    if (!(n_positional == 1 || kill_verb_args) || !valid_id(positional[0]))
         python(NULL);
     struct front f;
-    if (load_front(&f, root, positional[0]) < 0)
+    int loaded = load_front(&f, root, positional[0]);
+    if (loaded == -ENOENT && force)
+        return 0; /* control.delete: nothing to delete (containerd's shim asks twice; podman without --root)
+                   */
+    if (loaded < 0)
         python(NULL);
     if (strcmp(verb, "state") == 0)
         return state_verb(&f);

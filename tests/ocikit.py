@@ -201,3 +201,39 @@ def rootless_lifecycle(rootfs: str) -> tuple:
         return steps, os.listdir(root)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def rootless_default_root(rootfs: str) -> tuple:
+    """As this (unprivileged) user, without --root (so under $XDG_RUNTIME_DIR):
+    a container created by the Python implementation, then ``state`` and
+    ``delete`` through the front.  (the front's state, Python's, the calls
+    that reached Python, what is left in the default root)."""
+    base = tempfile.mkdtemp(prefix="oci-rootless-")
+    try:
+        spec: Dict[str, Any] = default_spec(rootless=True)
+        spec["root"] = {"path": rootfs, "readonly": True}
+        spec["process"].update(terminal=False, args=["sleep", "30"])
+        bundle = os.path.join(base, "bundle")
+        os.makedirs(os.path.join(base, "bin"))
+        os.mkdir(bundle)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        calls = os.path.join(base, "calls")
+        front = install_front(os.path.join(base, "bin"), python_prefix=f'echo "$*" >> {shlex.quote(calls)}\n')
+        env = dict(os.environ, XDG_RUNTIME_DIR=os.path.join(base, "xdg"))
+        cid = unique_id()
+
+        def call(program: List[str], *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*program, *args], env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+        with open(os.devnull, "w") as null:  # (the created container holds its stdio: no pipes)
+            subprocess.run([*PYTHON_RUNTIME, "create", "--bundle", bundle, cid], env=env, stdout=null, stderr=null)
+        states = [call(p, "state", cid).stdout for p in ([front], PYTHON_RUNTIME)]
+        deleted = call([front], "delete", cid).returncode
+        with open(calls, "a") as f:
+            pass
+        with open(calls) as f:
+            reached = f.read().split()
+        return states, deleted, reached, os.listdir(os.path.join(base, "xdg", "sandboxlib-runtime"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

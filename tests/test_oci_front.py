@@ -49,7 +49,7 @@ def both(root: str, front_path: str, *args: str) -> tuple:
 
 def verbs(calls) -> list:
     """The verbs that reached the Python implementation."""
-    return [line.split()[2] for line in calls.read_text().splitlines()]  # (--root ROOT VERB ...)
+    return [line.split()[2] for line in calls.read_text().splitlines() if len(line.split()) > 2]  # (--root ROOT VERB)
 
 
 def test_light_verbs_are_served_by_the_front(front, root, tmp_path, busybox_root):
@@ -117,7 +117,8 @@ def test_errors_are_the_python_implementations(front, root, tmp_path, busybox_ro
             ours, python = both(root, path, *case)
             assert ours == python, case
             assert case[1:] == ["--force", "missing"] or ours[0] != 0, case
-        assert verbs(calls) == ["create"] + [c[0] for c in cases + running]
+        served = ["delete", "--force", "missing"]  # (nothing to delete: the front's answer)
+        assert verbs(calls) == ["create"] + [c[0] for c in cases + running if c != served]
         # --log: the Python implementation writes it (runc's JSON lines)
         log = tmp_path / "log.json"
         args = ["--log", str(log), "--log-format", "json", "state", "missing"]
@@ -177,3 +178,38 @@ def test_the_front_is_small_and_static():
         head = f.read(4096)
     assert head[:4] == b"\x7fELF" and b"ld-linux" not in head
     assert os.path.getsize(runtime_command()[0]) < 1_000_000
+
+
+IDS = ["a", "A.b_c+d-e", "x" * 1024, "x" * 1025, "-a", ".a", "_a", "a b", "a/b", "a:b", "\u00e9", "a\n"]
+
+
+def test_ids_and_missing_containers(front, root, tmp_path):
+    """``delete --force`` of a missing container succeeds (containerd's shim asks
+    twice, podman without --root), for exactly the ids Python accepts."""
+    path, calls = front
+    valid = []
+    for cid in IDS:
+        ours, python = both(root, path, "delete", "--force", cid)
+        assert ours == python, cid
+        valid.append(ours[0] == 0)
+        assert ours[0] == 0 or ours[2], (cid, ours)  # (refused: "invalid container id", or an option)
+    assert valid == [True, True, True, False, False, False, False, False, False, False, False, True]
+    assert len(verbs(calls)) == valid.count(False) + 1  # ("a\n": Python's regex, not the front's)
+    # without --root, as root: /run/sandboxlib-runtime (looked into, not made)
+    proc = runtime_without_root(path, "delete", "--force", unique_id())
+    assert proc.returncode == 0 and len(verbs(calls)) == valid.count(False) + 1
+
+
+def runtime_without_root(path, *args):
+    import subprocess
+
+    return subprocess.run([path, *args], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_rootless_default_root(workers, busybox_root):
+    """Without --root the front looks where Python does (rootless: under $XDG_RUNTIME_DIR)."""
+    from tests.ocikit import rootless_default_root
+
+    (states, deleted, reached, left), _leaks = workers["sbxtest"].call(rootless_default_root, busybox_root)
+    assert states[0] == states[1] and json.loads(states[0])["status"] == "created"
+    assert (deleted, reached, left) == (0, [], [])
