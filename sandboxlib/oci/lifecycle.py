@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import resource
-import secrets
 import select
 import signal
 import socket
@@ -270,6 +269,8 @@ def exec_process(
         raise ContainerStateError("cannot exec in a stopped container")
     if process.terminal and not console_socket and detach:
         raise ConfigError("--tty", "a detached terminal needs --console-socket")
+    import secrets  # (exec only)
+
     command_id = secrets.randbits(31) | 1
     ours, theirs = protocol.reply_socketpair()
     with ours, connect(cdir) as control:
