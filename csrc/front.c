@@ -12,12 +12,15 @@
  *
  * Everything else runs the Python implementation with the same arguments:
  * other verbs, a container without a front record (one with hooks), and
- * every error, before this program has
- * changed anything (Python finds the same condition and reports it: each
- * message and the --log format have one definition).  The failures after
- * a change: a START the init answers with FAILED, handed over as
- * `start --reply=STEP,ERRNO,INDEX`; a process of `kill --all` that refuses
- * the signal (EPERM: Python signals them all again and reports it). */
+ * every error, before this program has changed anything (Python finds the
+ * same condition and reports it: each message, exit status and --log line
+ * has one definition).  Two answers mirror Python's rules instead (tested
+ * against them): `delete --force` of a missing container succeeds for the
+ * ids Python accepts, and without --root the root is state.default_root's.
+ * The failures after a change: a START the init answers with FAILED,
+ * handed over as `start --reply=STEP,ERRNO,INDEX`; a process of
+ * `kill --all` that refuses the signal (EPERM: Python signals them all
+ * again and reports it). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
