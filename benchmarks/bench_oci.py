@@ -39,16 +39,18 @@ ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]  # bel
 
 
 def runtime_path(tmp: str) -> str:
-    """The installed console script beside the interpreter, else a wrapper running this checkout's package."""
+    """The installed command beside the interpreter, else this checkout's C front
+    (its in-place build) beside a script running the checkout's Python implementation."""
     installed = os.path.join(os.path.dirname(sys.executable), "sandboxlib-runtime")
     if os.path.exists(installed):
         return installed
-    path = os.path.join(tmp, "sandboxlib-runtime")
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(path, "w") as f:
+    path = os.path.join(tmp, "sandboxlib-runtime")
+    shutil.copy(os.path.join(checkout, "sandboxlib", "native", "sbx-runtime"), path)
+    with open(os.path.join(tmp, "sandboxlib-runtime-python"), "w") as f:
         command = f"env SANDBOXLIB_DEV=1 PYTHONPATH={checkout} {sys.executable} -P -m sandboxlib.oci"
         f.write(f'#!/bin/sh\nexec {command} "$@"\n')
-    os.chmod(path, 0o755)
+    os.chmod(os.path.join(tmp, "sandboxlib-runtime-python"), 0o755)
     return path
 
 
