@@ -525,13 +525,20 @@ static void forward_signal(int sig)
  * for the command set-up: see INIT_RUNTIME_CAPABILITIES in Python); the
  * effective set only OWN_CAPS (each command's child raises the rest from
  * the permitted set, command.c); inheritable and ambient empty.  Then
- * no_new_privs (every command sets it anyway), and the init's own filter,
+ * no_new_privs (every command sets it anyway; not with SBX_PLAN_KEEP_PRIVS,
+ * which installs the filter first instead), and the init's own filter,
  * which refuses only what no process of this container may do (it is
  * inherited by every command, whatever its policy: see seccomp.py). */
 static void lock_down(const struct sbx_plan *p)
 {
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
+    struct sock_fprog prog = {.len = (unsigned short)(p->init_filter_len / sizeof(struct sock_filter)),
+                              .filter = (struct sock_filter *)p->init_filter};
+    int keep_privs = (p->flags & SBX_PLAN_KEEP_PRIVS) != 0;
+    /* Without no_new_privs the filter needs CAP_SYS_ADMIN: first, then. */
+    if (keep_privs && p->init_filter_len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 2);
     if (syscall(SYS_capget, &hdr, data) < 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 0);
     for (int i = 0; i < 2; i++) {
@@ -541,14 +548,12 @@ static void lock_down(const struct sbx_plan *p)
     }
     if (syscall(SYS_capset, &hdr, data) < 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 0);
+    if (keep_privs)
+        return;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 1);
-    if (p->init_filter_len) {
-        struct sock_fprog prog = {.len = (unsigned short)(p->init_filter_len / sizeof(struct sock_filter)),
-                                  .filter = (struct sock_filter *)p->init_filter};
-        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-            sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 2);
-    }
+    if (p->init_filter_len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 2);
 }
 
 int main(int argc, char **argv)

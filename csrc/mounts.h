@@ -17,6 +17,10 @@ int sbx_clone_source(const struct sbx_mount_op *op);
 
 /* Clone rootfs (recursively) as a detached tree; with read_only, every
  * mount below its top is made read-only.  fd or -errno. */
+/* A new clone of a detached tree from sbx_clone_source (the op's flags
+ * applied again): a mount made now, for mountinfo's order.  fd or -errno. */
+int sbx_clone_again(int tree, unsigned int flags);
+
 int sbx_clone_rootfs(const char *rootfs, int read_only);
 
 /* Mount the container root at /newroot: the rootfs tree (consumed), or a

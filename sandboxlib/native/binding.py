@@ -46,7 +46,7 @@ __all__ = [
     "x32_missing",
 ]
 
-NATIVE_VERSION = 26
+NATIVE_VERSION = 27
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -120,6 +120,7 @@ class MountKind(enum.IntEnum):
     MASK = lib.SBX_MNT_MASK
     LOWER = lib.SBX_MNT_LOWER
     OVERLAY = lib.SBX_MNT_OVERLAY
+    MKNOD = lib.SBX_MNT_MKNOD  # data: "type,major,minor,mode,uid,gid" (the OCI runtime's linux.devices)
 
 
 class MountFlag(enum.IntFlag):
@@ -132,6 +133,11 @@ class MountFlag(enum.IntFlag):
     NOEXEC = lib.SBX_MF_NOEXEC
     USER = lib.SBX_MF_USER  # the op comes from the user's mounts: the child checks where it lands
     IDMAP = lib.SBX_MF_IDMAP  # a bind whose tree the host may idmap and send with the go message
+    # Propagation once attached (else private): the OCI runtime's mount options.
+    SHARED = lib.SBX_MF_SHARED
+    SLAVE = lib.SBX_MF_SLAVE
+    UNBINDABLE = lib.SBX_MF_UNBINDABLE
+    PROPAGATE_REC = lib.SBX_MF_PROPAGATE_REC
 
 
 MAX_IDMAPS = lib.SBX_MAX_IDMAPS

@@ -99,6 +99,8 @@ def build_plan(
     init_caps: int = 0,
     init_filter: bytes = b"",
     detached: bool = False,
+    keep_privs: bool = False,
+    mount_order: bool = False,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
@@ -108,7 +110,11 @@ def build_plan(
     ``send_netns``: the init sends its new network namespace before waiting
     for go (:func:`receive_netns`), for the parent to connect it.
     ``detached``: the container outlives its creator (the OCI runtime's; the
-    init's fd 4 is then a listening control socket, not the creator's pidfd)."""
+    init's fd 4 is then a listening control socket, not the creator's pidfd).
+    ``keep_privs``: the init does not set no_new_privs on itself (an OCI
+    config's ``noNewPrivileges: false``; the library never asks it).
+    ``mount_order``: the container's mountinfo lists the mounts in plan
+    order (binds cloned again when applied; the runtime-spec's order)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -124,6 +130,8 @@ def build_plan(
     flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
     flags |= lib.SBX_PLAN_SEND_NETNS if netns and send_netns else 0
     flags |= lib.SBX_PLAN_DETACHED if detached else 0
+    flags |= lib.SBX_PLAN_KEEP_PRIVS if keep_privs else 0
+    flags |= lib.SBX_PLAN_MOUNT_ORDER if mount_order else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it

@@ -67,6 +67,13 @@ def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, 
         groups=process.groups,
         rlimits=process.rlimits,
         cap_keep=capability_mask(frozenset(process.capabilities)),
+        no_new_privs=process.no_new_privileges,
+        cap_sets=(
+            capability_mask(frozenset(process.effective)),
+            capability_mask(frozenset(process.permitted)),
+            capability_mask(frozenset(process.inheritable)),
+            capability_mask(frozenset(process.ambient)),
+        ),
         main=main,
         set_groups=set_groups,
         id=command_id,
@@ -74,6 +81,13 @@ def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, 
         hold=hold,
     )
     return protocol.encode_exec(request)
+
+
+def _filter_privilege(process: ProcessSpec, program: bytes) -> frozenset:
+    """Without no_new_privs a command installs its filter with CAP_SYS_ADMIN
+    (csrc/command.c), which the init then keeps in its permitted set (the
+    command's own sets are cut to the config's right after)."""
+    return frozenset({"SYS_ADMIN"}) if program and not process.no_new_privileges else frozenset()
 
 
 def _context(process: ProcessSpec) -> dict:
@@ -146,9 +160,11 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         netns=spec.new_network,
         set_groups=bool(maps and maps.setgroups),
         seccomp_filter=program,
-        init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps),
+        init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps | _filter_privilege(process, program)),
         init_filter=compile_policy(init_policy(), caps),
         detached=True,
+        keep_privs=not process.no_new_privileges,
+        mount_order=True,
     )
     cgroups_path = spec.cgroups_path or f"sandboxlib-runtime-{cdir.id}"  # (relative: below ours)
     group = oci_cgroup.plan(cgroups_path, spec.limits, bool(spec.device_rules))

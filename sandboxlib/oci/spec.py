@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import stat
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import attrs
 
@@ -113,6 +114,11 @@ class ProcessSpec:
     umask: Optional[int]
     rlimits: Tuple[Tuple[str, int, int], ...]
     capabilities: Tuple[str, ...]  # without the CAP_ prefix: the bounding set
+    effective: Tuple[str, ...]
+    permitted: Tuple[str, ...]
+    inheritable: Tuple[str, ...]
+    ambient: Tuple[str, ...]
+    no_new_privileges: bool  # runtime-spec's default: false
     terminal: bool
     console_size: Tuple[int, int]  # rows, columns
     oom_score_adj: Optional[int]
@@ -181,14 +187,16 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         return [normalize_capability(c, field) for c in _strings(caps.get(kind), field)]
 
     bounding = names("bounding")
-    for kind in ("effective", "permitted", "inheritable"):
-        extra = set(names(kind)) - set(bounding)
+    sets = {kind: names(kind) for kind in ("effective", "permitted", "inheritable", "ambient")}
+    # What capset(2) and PR_CAP_AMBIENT_RAISE accept, checked here to name the field.
+    for kind, within in (("effective", "permitted"), ("permitted", "bounding"), ("inheritable", "bounding")):
+        extra = set(sets[kind]) - set(bounding if within == "bounding" else sets[within])
         if extra:
-            raise ConfigError(f"{where}capabilities.{kind}", f"{sorted(extra)} are not in the bounding set")
-    ambient = set(names("ambient"))
-    # For uid 0 the ambient set adds nothing: execve gives root the bounding set anyway.
-    if ambient and (int(_field(data, "user", dict, where, {}).get("uid", 0)) != 0 or not ambient <= set(bounding)):
-        raise ConfigError(f"{where}capabilities.ambient", "ambient capabilities are supported only for uid 0")
+            raise ConfigError(f"{where}capabilities.{kind}", f"{sorted(extra)} are not in the {within} set")
+    extra = set(sets["ambient"]) - (set(sets["permitted"]) & set(sets["inheritable"]))
+    if extra:
+        raise ConfigError(f"{where}capabilities.ambient", f"{sorted(extra)} are not both permitted and inheritable")
+    nnp = _field(data, "noNewPrivileges", bool, where, False)
     rlimits = []
     for i, limit in enumerate(_field(data, "rlimits", list, where, [])):
         kind = str(limit.get("type", ""))
@@ -211,6 +219,11 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         umask=int(umask) if umask is not None else None,
         rlimits=tuple(rlimits),
         capabilities=tuple(bounding),
+        effective=tuple(sets["effective"]),
+        permitted=tuple(sets["permitted"]),
+        inheritable=tuple(sets["inheritable"]),
+        ambient=tuple(sets["ambient"]),
+        no_new_privileges=nnp,
         terminal=bool(data.get("terminal", False)),
         console_size=(int(size.get("height", 24)), int(size.get("width", 80))),
         oom_score_adj=data.get("oomScoreAdj"),
@@ -230,8 +243,21 @@ _MOUNT_FLAGS = {
     "rbind": (F.RECURSIVE, F(0)),
     "bind": (F(0), F(0)),
 }
-# Accepted and without effect here: every mount we make is private, times are the kernel's default.
-_NO_OP_OPTIONS = {"private", "rprivate", "relatime", "norelatime", "strictatime", "defaults", "async"}
+# Propagation (every mount we make is private unless one of these says
+# otherwise; a container's mount is never a peer of the host's).
+_PROPAGATION = {
+    "shared": F.SHARED,
+    "rshared": F.SHARED | F.PROPAGATE_REC,
+    "slave": F.SLAVE,
+    "rslave": F.SLAVE | F.PROPAGATE_REC,
+    "unbindable": F.UNBINDABLE,
+    "runbindable": F.UNBINDABLE | F.PROPAGATE_REC,
+    "private": F(0),
+    "rprivate": F(0),
+}
+_PROPAGATION_FLAGS = F.SHARED | F.SLAVE | F.UNBINDABLE | F.PROPAGATE_REC
+# Accepted and without effect here: times are the kernel's default.
+_NO_OP_OPTIONS = {"relatime", "norelatime", "strictatime", "defaults", "async"}
 _KINDS = {"tmpfs": K.TMPFS, "proc": K.PROC, "sysfs": K.SYSFS, "devpts": K.DEVPTS, "mqueue": K.MQUEUE}
 
 
@@ -246,6 +272,8 @@ def _mount(i: int, m: Any, bundle: str) -> MountOp:
         if option in _MOUNT_FLAGS:
             on, off = _MOUNT_FLAGS[option]
             flags = (flags | on) & ~off
+        elif option in _PROPAGATION:
+            flags = (flags & ~_PROPAGATION_FLAGS) | _PROPAGATION[option]
         elif option in _NO_OP_OPTIONS:
             continue
         elif "=" in option or (kind_name in _KINDS and option in ("newinstance",)):
@@ -254,8 +282,8 @@ def _mount(i: int, m: Any, bundle: str) -> MountOp:
             raise ConfigError(f"{where}.options", f"unsupported mount option {option!r}")
     target = os.path.normpath(m["destination"])
     if kind_name == "bind" or {"bind", "rbind"} & set(options):
-        if data:
-            raise ConfigError(f"{where}.options", f"a bind mount takes no data options, got {data}")
+        # Data options (``mode=755``) of a bind are accepted and unused, as
+        # mount(2) ignores a bind's data under runc and crun.
         source = os.path.join(bundle, m.get("source") or "")
         if not os.path.exists(source):
             raise ConfigError(f"{where}.source", f"{source} does not exist")
@@ -272,9 +300,11 @@ def _mount(i: int, m: Any, bundle: str) -> MountOp:
     return MountOp(kind=_KINDS[kind_name], target=target, data=",".join(data) or None, flags=flags, field=where)
 
 
-def _mounts(data: List[Any], bundle: str, masked: Tuple[str, ...], readonly: Tuple[str, ...]) -> Tuple[MountOp, ...]:
+def _mounts(
+    data: List[Any], bundle: str, devices: Set[str], masked: Tuple[str, ...], readonly: Tuple[str, ...]
+) -> Tuple[MountOp, ...]:
     ops = [_mount(i, m, bundle) for i, m in enumerate(data)]
-    targets = {op.target for op in ops}
+    targets = {op.target for op in ops} | devices
     # The devices every OCI container gets (runtime-spec "Default Devices"),
     # bound from the host where the spec does not mount them itself.
     flags = F.FILE | F.NOSUID | F.NOEXEC | F.OPTIONAL
@@ -291,6 +321,42 @@ def _mounts(data: List[Any], bundle: str, masked: Tuple[str, ...], readonly: Tup
     ops += [MountOp(kind=K.MASK, target=p, source="/dev/null", flags=F.OPTIONAL) for p in masked]
     ops += [MountOp(kind=K.REMOUNT, target=p, flags=F.RDONLY | F.OPTIONAL) for p in readonly]
     return tuple(ops)
+
+
+_DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+def _device(i: int, dev: Any, in_user_namespace: bool) -> MountOp:
+    """One of linux.devices: a node made with mknod, or, in a user namespace
+    (where the kernel refuses mknod of devices), the host's own node at that
+    path, which must be the device asked for (as runc binds it)."""
+    where = f"linux.devices[{i}]"
+    if not isinstance(dev, dict) or not isinstance(dev.get("path"), str) or not dev["path"].startswith("/"):
+        raise ConfigError(f"{where}.path", "an absolute path is required")
+    kind = dev.get("type")
+    if kind not in _DEVICE_TYPES:
+        raise ConfigError(f"{where}.type", f"expected c, u, b or p, got {kind!r}")
+    numbers = [_field(dev, key, int, f"{where}.", 0) for key in ("major", "minor", "fileMode", "uid", "gid")]
+    major, minor, mode, uid, gid = numbers
+    if kind != "p" and ("major" not in dev or "minor" not in dev):
+        raise ConfigError(where, "a device needs major and minor")
+    target = os.path.normpath(dev["path"])
+    if not in_user_namespace:
+        data = f"{'c' if kind == 'u' else kind},{major},{minor},{mode if 'fileMode' in dev else 0o666},{uid},{gid}"
+        return MountOp(kind=K.MKNOD, target=target, data=data, field=where)
+    try:
+        found = os.stat(target)
+    except OSError:
+        found = None
+    if (
+        found is None
+        or stat.S_IFMT(found.st_mode) != _DEVICE_TYPES[kind]
+        or (kind != "p" and (os.major(found.st_rdev), os.minor(found.st_rdev)) != (major, minor))
+    ):
+        raise ConfigError(
+            where, f"in a user namespace a device is the host's {target}, which is not {kind} {major}:{minor}"
+        )
+    return MountOp(kind=K.BIND, target=target, source=target, flags=F.FILE | F.NOSUID | F.NOEXEC, field=where)
 
 
 def _maps(data: Any, field: str) -> Tuple[IdMapping, ...]:
@@ -388,12 +454,9 @@ def load_spec(bundle: str) -> Spec:
         raise ConfigError("root.path", f"{root_path} is not a directory")
     kinds = _namespaces(_field(linux, "namespaces", list, "linux.", []))
     resources = _field(linux, "resources", dict, "linux.", {})
-    devices = []
-    for i, dev in enumerate(_field(linux, "devices", list, "linux.", [])):
-        host = dev.get("path", "")
-        if not os.path.exists(host):
-            raise ConfigError(f"linux.devices[{i}].path", "creating device nodes is not supported (only host devices)")
-        devices.append(MountOp(kind=K.BIND, target=host, source=host, flags=F.FILE | F.NOSUID | F.NOEXEC))
+    devices = tuple(
+        _device(i, dev, "user" in kinds) for i, dev in enumerate(_field(linux, "devices", list, "linux.", []))
+    )
     hooks = _field(data, "hooks", dict, "", {})
     sysctl = _field(linux, "sysctl", dict, "linux.", {})
     return Spec(
@@ -405,10 +468,11 @@ def load_spec(bundle: str) -> Spec:
         ops=_mounts(
             _field(data, "mounts", list, "", []),
             bundle,
+            {op.target for op in devices},
             _strings(linux.get("maskedPaths"), "linux.maskedPaths"),
             _strings(linux.get("readonlyPaths"), "linux.readonlyPaths"),
         )
-        + tuple(devices),
+        + devices,
         new_network="network" in kinds,
         new_user="user" in kinds,
         new_cgroup="cgroup" in kinds,
