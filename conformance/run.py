@@ -7,7 +7,8 @@ Builds the validation executables and a static ``runtimetest`` from the
 repository's source (``git archive`` of the pinned commit, its vendor/
 directory, Debian's Go with conformance/go119-compat.sh), runs every test
 for each runtime (TAP output kept in WORK/out-NAME/), prints a table of
-ok / not ok per test and runtime, and checks sandboxlib-runtime's results
+ok / not ok per test and runtime (a test passes when no point is "not ok"
+and it exits 0), and checks sandboxlib-runtime's results
 against conformance/EXCLUSIONS.md: a test passing for runc must pass for
 sandboxlib-runtime unless the list names it.  Exit status 1 otherwise.
 """
@@ -65,16 +66,20 @@ def run_all(tree: str, runtime: str, out: str) -> Dict[str, Tuple[int, int, str]
         env = dict(os.environ, RUNTIME=runtime, TMPDIR=tmp)  # the tests' bundles (some are left behind)
         try:
             proc = subprocess.run([path], cwd=tree, env=env, capture_output=True, text=True, timeout=120)
-            text = proc.stdout + proc.stderr
+            text, status = proc.stdout + proc.stderr, proc.returncode
         except subprocess.TimeoutExpired:
-            text = "not ok - timed out after 120 s\n"
+            text, status = "not ok - timed out after 120 s\n", -1
         with open(os.path.join(out, f"{name}.tap"), "w") as f:
-            f.write(text)
+            f.write(f"{text}\n# exit status {status}\n")
         ok = len(re.findall(r"^ok ", text, re.M))
         bad = len(re.findall(r"^not ok ", text, re.M))
-        problem = "" if bad or ok else (text.strip().splitlines() or ["no output"])[-1][:100]
-        if not ok and not bad:
-            bad = 1  # it failed before any test point
+        problem = "" if bad or not status else (text.strip().splitlines() or ["no output"])[-1][:100]
+        if status and not bad:
+            # It failed outside its test points (util.Fatal: before any, or
+            # after all of them, as the *_fail tests do when the runtime
+            # accepted what it must refuse).  A test without points that
+            # exits 0 passed: those tests print nothing when all is well.
+            bad = 1
         results[name] = (ok, bad, problem)
         print(f"{os.path.basename(runtime)}: {name}: {ok} ok, {bad} not ok", file=sys.stderr)
     return results

@@ -282,7 +282,7 @@ static int clone_tree(int dirfd, const char *path, unsigned int flags)
 /* The propagation the op asks for, on the attached tree (a detached one
  * cannot be shared); it is a peer of nothing outside the container: every
  * tree we attach was made private first. */
-static int propagate(int tree, unsigned int flags)
+int sbx_propagate(int tree, unsigned int flags)
 {
     struct mount_attr attr = {.propagation = (flags & SBX_MF_SHARED)       ? MS_SHARED
                                              : (flags & SBX_MF_SLAVE)      ? MS_SLAVE
@@ -309,7 +309,7 @@ static int mount_tree_at(int rootfd, int tree, const struct sbx_mount_op *op)
         return t;
     }
     int r = sbx_move_mount(tree, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
-    r = r < 0 ? neg_errno() : propagate(tree, op->flags);
+    r = r < 0 ? neg_errno() : sbx_propagate(tree, op->flags);
     close(tree);
     close(t);
     return r;

@@ -21,6 +21,10 @@ int sbx_clone_source(const struct sbx_mount_op *op);
  * applied again): a mount made now, for mountinfo's order.  fd or -errno. */
 int sbx_clone_again(int tree, unsigned int flags);
 
+/* Give the attached mount at fd the propagation of the SBX_MF_* bits in
+ * flags (none: leave it, private).  0 or -errno. */
+int sbx_propagate(int fd, unsigned int flags);
+
 int sbx_clone_rootfs(const char *rootfs, int read_only);
 
 /* Mount the container root at /newroot: the rootfs tree (consumed), or a

@@ -139,6 +139,7 @@ struct sbx_plan {
     uint64_t init_caps; /* the init's permitted set once set up (init.c: lock_down) */
     const void *init_filter; /* the init's own filter, inherited by everything it starts */
     uint32_t init_filter_len; /* in bytes; 0: none */
+    uint32_t root_propagation; /* SBX_MF_* propagation bits of the root mount */
 };
 
 #define SBX_PLAN_NEW_MNTNS 0x01u
@@ -184,7 +185,7 @@ struct sbx_plan_hdr {
     uint32_t filter_len;
     uint64_t init_caps;
     uint32_t init_filter_len;
-    uint32_t pad;
+    uint32_t root_propagation; /* SBX_MF_SHARED/SLAVE/UNBINDABLE/PROPAGATE_REC of the root (else private) */
 };
 
 #define SBX_MAX_FILTER (4096 * 8) /* BPF_MAXINSNS instructions */

@@ -341,6 +341,18 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
     close(rootfd);
 }
 
+/* The root's propagation (rootfsPropagation): only after the pivot, which
+ * refuses a shared root (pivot_root(".", ".") puts the old root on it). */
+static void set_root_propagation(const struct sbx_plan *p)
+{
+    if (!p->root_propagation)
+        return;
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    CHECK(SBX_STEP_ROOT, root);
+    check_neg(SBX_STEP_ROOT, sbx_propagate(root, p->root_propagation), -1);
+    close(root);
+}
+
 const struct sbx_plan *sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
@@ -379,6 +391,7 @@ const struct sbx_plan *sbx_setup(int early_netns)
         build_root(p, rootfs_tree);
         fault_point(SBX_STEP_PIVOT, -1);
         check_neg(SBX_STEP_PIVOT, sbx_pivot_into_root(), -1);
+        set_root_propagation(p);
     }
     netns_join(p);
     /* Only now, single-threaded: growing the fd table of a process with

@@ -157,8 +157,9 @@ def test_rootless_devices_are_the_hosts(workers, busybox_root):
 
 def test_mount_propagation_and_order(oci_root, tmp_path, busybox_root):
     """shared/rshared make a peer group of the container's own (never one
-    with the host); private is the default; mountinfo lists the config's
-    mounts in order, binds (cloned early) included."""
+    with the host), for a mount or the root (rootfsPropagation); private is
+    the default; mountinfo lists the config's mounts in order, binds (cloned
+    early) included."""
     data = tmp_path / "data"
     data.mkdir()
     mounts = [
@@ -169,13 +170,57 @@ def test_mount_propagation_and_order(oci_root, tmp_path, busybox_root):
         {"destination": "/mnt/b", "type": "tmpfs", "source": "tmpfs", "options": ["rprivate"]},
         {"destination": "/mnt/c", "source": str(data), "options": ["bind", "unbindable"]},
     ]
-    script = "awk '$5 ~ /^\\/(tmp|mnt)/ {print $5, $7}' /proc/self/mountinfo"
-    proc = run(oci_root, tmp_path, busybox_root, ["sh", "-c", script], mounts=mounts)
+    script = "awk '$5 ~ /^\\/(tmp|mnt|$)/ {print $5, $7}' /proc/self/mountinfo"
+    proc = run(
+        oci_root, tmp_path, busybox_root, ["sh", "-c", script], mounts=mounts, **{"linux.rootfsPropagation": "shared"}
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line.split() for line in proc.stdout.decode().splitlines()]
-    assert [line[0] for line in lines] == ["/tmp", "/mnt/a", "/mnt/b", "/mnt/c"]
-    assert lines[0][1].startswith("shared:") and lines[1][1].startswith("shared:")
-    assert lines[0][1] != lines[1][1]  # two peer groups, of this container alone
-    assert lines[2][1] == "-" and lines[3][1] == "unbindable"
+    assert [line[0] for line in lines] == ["/", "/tmp", "/mnt/a", "/mnt/b", "/mnt/c"]
+    groups = [line[1] for line in lines]
+    assert all(group.startswith("shared:") for group in groups[:3])
+    assert len(set(groups[:3])) == 3  # three peer groups, of this container alone
+    assert groups[3:] == ["-", "unbindable"]
     with open("/proc/self/mountinfo") as f:
         assert str(data) not in f.read()  # nothing propagated back to the host
+
+
+def test_cpu_period_and_memory_nodes_in_a_nested_cgroup(oci_root, tmp_path, busybox_root):
+    """cpu.period is written as given (the quota is per that period), and
+    cpu.mems beside cpu.cpus; a v1 cpuset's new parent directories get their
+    parent's CPUs and memory nodes (empty, no child could take any)."""
+    from tests.ocikit import cgroup_path_of
+    from tests.test_oci import cgroup_dirs
+
+    cid = unique_id()
+    outer = cgroup_path_of(cid)
+    cpu = {"period": 50000, "quota": 20000, "shares": 256, "cpus": "0", "mems": "0"}
+    bundle = make_bundle(
+        str(tmp_path / cid),
+        busybox_root,
+        ["sleep", "30"],
+        **{"linux.resources": {"cpu": cpu}, "linux.cgroupsPath": f"{outer}/inner"},
+    )
+    try:
+        proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+        assert proc.returncode == 0, proc.stderr
+        dirs = {d.split("/")[4]: d for d in cgroup_dirs(cid)}
+        values = {}
+        for controller, name in (("cpu", "cpu.cfs_period_us"), ("cpu", "cpu.cfs_quota_us"), ("cpu", "cpu.shares")):
+            with open(os.path.join(dirs[controller], "inner", name)) as f:
+                values[name] = f.read().strip()
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            with open(os.path.join(dirs["cpuset"], "inner", name)) as f:
+                values[name] = f.read().strip()
+        assert values == {
+            "cpu.cfs_period_us": "50000",
+            "cpu.cfs_quota_us": "20000",
+            "cpu.shares": "256",
+            "cpuset.cpus": "0",
+            "cpuset.mems": "0",
+        }
+        proc = runtime(oci_root, "delete", "--force", cid)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        for parent in cgroup_dirs(cid):  # the runtime removes the container's own, not its parents (as runc)
+            os.rmdir(parent)

@@ -101,6 +101,7 @@ def build_plan(
     detached: bool = False,
     keep_privs: bool = False,
     mount_order: bool = False,
+    root_propagation: int = 0,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
@@ -114,7 +115,9 @@ def build_plan(
     ``keep_privs``: the init does not set no_new_privs on itself (an OCI
     config's ``noNewPrivileges: false``; the library never asks it).
     ``mount_order``: the container's mountinfo lists the mounts in plan
-    order (binds cloned again when applied; the runtime-spec's order)."""
+    order (binds cloned again when applied; the runtime-spec's order).
+    ``root_propagation``: MountFlag propagation bits of the root mount (0:
+    private; always a peer group of the container's own)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -148,7 +151,7 @@ def build_plan(
         len(seccomp_filter),
         init_caps,
         len(init_filter),
-        0,
+        root_propagation,
     )
     message = header + seccomp_filter + init_filter + records + strings
     if len(message) > lib.SBX_MAX_REQUEST:

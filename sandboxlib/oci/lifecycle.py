@@ -165,6 +165,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         detached=True,
         keep_privs=not process.no_new_privileges,
         mount_order=True,
+        root_propagation=int(spec.root_propagation),
     )
     cgroups_path = spec.cgroups_path or f"sandboxlib-runtime-{cdir.id}"  # (relative: below ours)
     group = oci_cgroup.plan(cgroups_path, spec.limits, bool(spec.device_rules))

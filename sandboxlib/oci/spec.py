@@ -16,8 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import attrs
 
-from ..config import CPU_PERIOD_US, CgroupLimits, IdMapping
+from ..config import CgroupLimits, IdMapping
 from ..errors import ConfigError
+from ..native.binding import MountFlag
 from ..native.binding import MountFlag as F
 from ..native.binding import MountKind as K
 from ..native.mount_op import MountOp
@@ -134,6 +135,7 @@ class Spec:
     bundle: str
     root: str  # absolute host path
     readonly: bool
+    root_propagation: MountFlag  # of the root mount: SHARED, SLAVE, UNBINDABLE (+ PROPAGATE_REC) or none
     process: Optional[ProcessSpec]
     hostname: Optional[str]
     ops: Tuple[MountOp, ...]
@@ -372,18 +374,18 @@ def resource_limits(resources: Mapping[str, Any]) -> CgroupLimits:
         if memory.get(key) not in (None, False):
             raise ConfigError(f"linux.resources.memory.{key}", "not supported")
     cpu = resources.get("cpu") or {}
-    if cpu.get("mems"):
-        raise ConfigError("linux.resources.cpu.mems", "not supported")
-    quota, period = cpu.get("quota"), cpu.get("period") or CPU_PERIOD_US
+    quota, period = cpu.get("quota"), cpu.get("period")
     limit, swap = memory.get("limit"), memory.get("swap")
     pids = (resources.get("pids") or {}).get("limit")
     return CgroupLimits(
         memory=limit if limit and limit > 0 else None,
         memory_swap=swap if swap and swap > 0 else None,
-        cpu_quota_us=quota * CPU_PERIOD_US // period if quota and quota > 0 else None,
+        cpu_quota_us=quota if quota and quota > 0 else None,
+        cpu_period_us=period or None,
         cpu_shares=cpu.get("shares") or None,
         pids=pids if pids and pids > 0 else None,  # (our init counts: one process more than runc's)
         cpuset_cpus=cpu.get("cpus") or None,
+        cpuset_mems=cpu.get("mems") or None,
     )
 
 
@@ -442,8 +444,8 @@ def load_spec(bundle: str) -> Spec:
     linux = _field(data, "linux", dict, "", {})
     if data.get("domainname"):
         found.append("domainname: not supported")
-    if linux.get("rootfsPropagation") not in (None, "", "private", "rprivate"):
-        found.append("linux.rootfsPropagation: only private propagation is supported")
+    if linux.get("rootfsPropagation", "") not in ("", *_PROPAGATION):
+        found.append(f"linux.rootfsPropagation: unknown propagation {linux['rootfsPropagation']!r}")
     if linux.get("mountLabel"):
         found.append("linux.mountLabel: SELinux labels are not supported")
     if found:
@@ -463,6 +465,7 @@ def load_spec(bundle: str) -> Spec:
         bundle=bundle,
         root=os.path.realpath(root_path),
         readonly=bool(root.get("readonly", False)),
+        root_propagation=_PROPAGATION.get(linux.get("rootfsPropagation") or "private", F(0)),
         process=parse_process(data["process"]) if "process" in data else None,
         hostname=_field(data, "hostname", str, "") or None,
         ops=_mounts(
