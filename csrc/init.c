@@ -102,12 +102,51 @@ static void reply_failed(int fd, int step, int err, int index)
     send_reply(fd, &r);
 }
 
+static int shared_pidns; /* not PID 1: a pid namespace joined by path, others' too */
+
+/* Signal every process of the container: as PID 1 of its own pid namespace,
+ * all of it; in a joined one never kill(-1), which would reach every
+ * process there, but our commands and their process groups. */
+static void signal_all(int sig)
+{
+    if (!shared_pidns) {
+        kill(-1, sig);
+        return;
+    }
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i].pid > 0) {
+            kill(-children[i].pid, sig); /* each command is a session (and group) leader */
+            kill(children[i].pid, sig);
+        }
+    if (launcher_pid > 0)
+        kill(launcher_pid, sig);
+}
+
+/* Reap everything signal_all(SIGKILL) ended.  In a joined pid namespace a
+ * process that left its group may live on (we are its subreaper): wait
+ * for the rest at most a second; the runtime's delete kills the cgroup. */
+static void reap_all(void)
+{
+    if (!shared_pidns) {
+        while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+            ;
+        return;
+    }
+    for (int tries = 0; tries < 100; tries++) {
+        pid_t pid;
+        while ((pid = waitpid(-1, NULL, WNOHANG | __WALL)) > 0)
+            ;
+        if (pid < 0 && errno == ECHILD)
+            return;
+        usleep(10000);
+    }
+}
+
 /* Kill every other process in the container and reap them all. */
 static __attribute__((noreturn)) void end_container(void)
 {
-    kill(-1, SIGKILL);
-    while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
-        ;
+    signal_all(SIGKILL);
+    reap_all();
     _exit(0);
 }
 
@@ -414,7 +453,7 @@ static void reap(void);
 static void begin_stop(int timer_fd, uint64_t grace_ms)
 {
     stopping = 1;
-    kill(-1, SIGTERM);
+    signal_all(SIGTERM);
     struct itimerspec t = {
         .it_value = {.tv_sec = (time_t)(grace_ms / 1000), .tv_nsec = (long)(grace_ms % 1000) * 1000000L}};
     if (grace_ms == 0)
@@ -482,9 +521,8 @@ static void reap(void)
             continue;
         struct sbx_reply r = {.type = SBX_REPLY_EXITED, .pid = pid, .status = status};
         if (c->main) {
-            kill(-1, SIGKILL);
-            while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
-                ;
+            signal_all(SIGKILL);
+            reap_all();
             send_reply(c->reply_fd, &r);
             if (!(plan->flags & SBX_PLAN_DETACHED))
                 _exit(0);
@@ -509,7 +547,7 @@ static void forward_signal(int sig)
             kill(children[i].pid, sig);
             return;
         }
-    kill(-1, sig);
+    signal_all(sig);
 }
 
 /* What the init itself still calls once set up: kill() of commands that run
@@ -559,6 +597,9 @@ static void lock_down(const struct sbx_plan *p)
 int main(int argc, char **argv)
 {
     prctl(PR_SET_NAME, "sbx-init", 0, 0, 0); /* not "memfd:sbx-init" in ps */
+    shared_pidns = getpid() != 1;
+    if (shared_pidns) /* the orphans of our commands come to us, not to that namespace's init */
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
@@ -609,7 +650,7 @@ int main(int argc, char **argv)
         if (pfd[3].revents & POLLIN) {
             uint64_t expirations;
             if (read(timer_fd, &expirations, sizeof(expirations)) > 0) {
-                kill(-1, SIGKILL);
+                signal_all(SIGKILL);
                 reap();
             }
         }

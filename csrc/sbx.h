@@ -45,6 +45,19 @@ enum sbx_step {
     SBX_STEP_EXEC = 20, /* execve() of the command */
     SBX_STEP_LOCKDOWN = 24, /* the init, set up: capabilities, no_new_privs, its own filter */
     SBX_STEP_TTY = 25, /* init: a pseudo-terminal from /dev/pts/ptmx; child: TIOCSCTTY */
+    SBX_STEP_JOIN = 26, /* setns() into a namespace given by path; index = SBX_JOIN_* */
+};
+
+/* Namespaces the init joins by path (the OCI runtime's linux.namespaces[].path),
+ * in this order, right after it received the PLAN; a pid namespace is the
+ * spawn's (sbx_spawn_args.pidns_fd). */
+enum sbx_join {
+    SBX_JOIN_NET = 0,
+    SBX_JOIN_IPC = 1,
+    SBX_JOIN_UTS = 2,
+    SBX_JOIN_MNT = 3,
+    SBX_JOIN_CGROUP = 4,
+    SBX_N_JOIN = 5,
 };
 
 enum sbx_mount_kind {
@@ -119,6 +132,7 @@ struct sbx_spawn_args {
     int n_attach; /* cgroup v1 "tasks" files the child writes "0" to */
     int attach_fds[SBX_MAX_ATTACH_FDS];
     int new_cgroupns; /* unshare(CLONE_NEWCGROUP) once in its cgroups */
+    int pidns_fd; /* a pid namespace the child starts in (no CLONE_NEWPID then), or -1 */
 };
 
 /* The set-up plan, as the set-up program holds it (pointers into the
@@ -140,6 +154,7 @@ struct sbx_plan {
     const void *init_filter; /* the init's own filter, inherited by everything it starts */
     uint32_t init_filter_len; /* in bytes; 0: none */
     uint32_t root_propagation; /* SBX_MF_* propagation bits of the root mount */
+    const char *join[SBX_N_JOIN]; /* namespace paths to setns() into, or NULL */
 };
 
 #define SBX_PLAN_NEW_MNTNS 0x01u
@@ -186,6 +201,9 @@ struct sbx_plan_hdr {
     uint64_t init_caps;
     uint32_t init_filter_len;
     uint32_t root_propagation; /* SBX_MF_SHARED/SLAVE/UNBINDABLE/PROPAGATE_REC of the root (else private) */
+    /* string offsets of the namespace paths to join, in enum sbx_join's order */
+    uint32_t join_net, join_ipc, join_uts, join_mnt, join_cgroup;
+    uint32_t pad;
 };
 
 #define SBX_MAX_FILTER (4096 * 8) /* BPF_MAXINSNS instructions */

@@ -353,6 +353,22 @@ static void set_root_propagation(const struct sbx_plan *p)
     close(root);
 }
 
+/* setns() into the namespaces the plan names by path, replacing the new
+ * ones the clone made (a mount namespace joined is set up as a new one). */
+static void join_namespaces(const struct sbx_plan *p)
+{
+    static const int types[SBX_N_JOIN] = {CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNS,
+                                          CLONE_NEWCGROUP};
+    for (int i = 0; i < SBX_N_JOIN; i++) {
+        if (!p->join[i])
+            continue;
+        int fd = open(p->join[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || setns(fd, types[i]) < 0)
+            sbx_report_fail(SBX_FD_ERROR, SBX_STEP_JOIN, errno, i);
+        close(fd);
+    }
+}
+
 const struct sbx_plan *sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
@@ -364,6 +380,8 @@ const struct sbx_plan *sbx_setup(int early_netns)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, -r, -1);
     plan = &parsed;
     const struct sbx_plan *p = plan;
+    join_namespaces(p); /* single-threaded still (the network thread is not
+                         * started early when the plan joins any) */
     fault_point(SBX_STEP_NETWORK, -1);
     if ((p->unshare_flags & CLONE_NEWNET) && !netns_job.started)
         netns_start();

@@ -224,3 +224,58 @@ def test_cpu_period_and_memory_nodes_in_a_nested_cgroup(oci_root, tmp_path, busy
     finally:
         for parent in cgroup_dirs(cid):  # the runtime removes the container's own, not its parents (as runc)
             os.rmdir(parent)
+
+
+def _unshared(*flags: str):
+    """``unshare FLAGS --fork sleep``, once it has unshared: (process, its pid)."""
+    import subprocess
+
+    from tests.conftest import wait_until
+
+    proc = subprocess.Popen(["unshare", *flags, "--fork", "sleep", "600"], start_new_session=True)
+    own = os.readlink("/proc/self/ns/ipc")
+    assert wait_until(lambda: os.readlink(f"/proc/{proc.pid}/ns/ipc") != own)
+    return proc
+
+
+def test_namespaces_joined_by_path(oci_root, tmp_path, busybox_root):
+    """network, uts, ipc and mount namespaces are joined by the init and the
+    pid namespace by the spawn; the container's end (which kills all of its
+    own) leaves the other processes of the joined pid namespace alone."""
+    import signal
+
+    holder = _unshared("--net", "--uts", "--ipc", "--mount", "--pid", "--propagation", "private")
+    try:
+        ns = f"/proc/{holder.pid}/ns"
+        paths = {"network": "net", "uts": "uts", "ipc": "ipc", "mount": "mnt", "pid": "pid_for_children"}
+        namespaces = [{"type": kind, "path": f"{ns}/{name}"} for kind, name in paths.items()]
+        script = "for n in net uts ipc mnt pid; do readlink /proc/self/ns/$n; done"
+        proc = run(
+            oci_root,
+            tmp_path,
+            busybox_root,
+            ["sh", "-c", f"{script}; sleep 60 & exit 0"],
+            **{"linux.namespaces": namespaces},
+        )
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        expected = [os.readlink(f"{ns}/{name}") for name in paths.values()]
+        assert proc.stdout.decode().split() == expected, proc.stderr
+        assert holder.poll() is None  # unshare and its sleep (that namespace's PID 1) live on
+        with open(f"/proc/{holder.pid}/task/{holder.pid}/children") as f:
+            sleeper = int(f.read().split()[0])
+        assert os.path.exists(f"/proc/{sleeper}")
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+
+def test_rootless_join_refused_by_the_kernel_is_named(workers, busybox_root):
+    """Rootless, the container's new user namespace holds no capability over
+    the host's namespaces: setns() fails, and the error names the field."""
+    from tests.ocikit import rootless_run
+
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user")]
+    changes = {"linux.namespaces": namespaces + [{"type": "network", "path": "/proc/self/ns/net"}]}
+    (code, out, err, left), _ = workers["sbxtest"].call(rootless_run, busybox_root, ["true"], changes)
+    assert code == 1 and left == [], err
+    assert b"setns() into the network namespace given by path" in err and b"linux.namespaces" in err, err

@@ -29,8 +29,10 @@ __all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES"]
 
 HOOK_NAMES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
-# Those we always create: sharing the host's (or joining a path) is refused.
+# Those every container has, new or joined by path: sharing the host's is refused.
 REQUIRED_NAMESPACES = ("pid", "mount", "ipc", "uts")
+# Those that may be joined by path (a user namespace may not).
+JOINABLE_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ANY = object()  # a value taken as it is (maps of strings)
 
@@ -142,6 +144,7 @@ class Spec:
     new_network: bool
     new_user: bool
     new_cgroup: bool
+    joins: Mapping[str, str]  # namespace type -> the path joined (pid: by the spawn, the rest by the init)
     uid_map: Tuple[IdMapping, ...]
     gid_map: Tuple[IdMapping, ...]
     limits: CgroupLimits
@@ -411,17 +414,21 @@ def _device_rules(rules: List[Mapping[str, Any]]) -> Tuple[str, ...]:
     return tuple(lines) + _DEFAULT_DEVICE_RULES
 
 
-def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, bool]:
-    kinds: Dict[str, bool] = {}
+def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
+    """type -> the path to join, or None for a new namespace."""
+    kinds: Dict[str, Optional[str]] = {}
     for i, ns in enumerate(data):
         kind = ns.get("type")
         if kind not in NAMESPACES:
             raise ConfigError(f"linux.namespaces[{i}].type", f"unknown namespace {kind!r}")
-        if ns.get("path"):
-            raise ConfigError(f"linux.namespaces[{i}].path", "joining an existing namespace is not supported")
+        path = ns.get("path") or None
+        if path is not None and kind not in JOINABLE_NAMESPACES:
+            raise ConfigError(f"linux.namespaces[{i}].path", f"joining a {kind} namespace is not supported")
+        if path is not None and not (isinstance(path, str) and os.path.exists(path)):
+            raise ConfigError(f"linux.namespaces[{i}].path", f"{path!r} does not exist")
         if kind == "time":
             raise ConfigError(f"linux.namespaces[{i}]", "time namespaces are not supported")
-        kinds[kind] = True
+        kinds[kind] = path
     missing = [k for k in REQUIRED_NAMESPACES if k not in kinds]
     if missing:
         raise ConfigError("linux.namespaces", f"sharing the host's {', '.join(missing)} namespace is not supported")
@@ -476,9 +483,10 @@ def load_spec(bundle: str) -> Spec:
             _strings(linux.get("readonlyPaths"), "linux.readonlyPaths"),
         )
         + devices,
-        new_network="network" in kinds,
+        new_network="network" in kinds and kinds["network"] is None,
         new_user="user" in kinds,
-        new_cgroup="cgroup" in kinds,
+        new_cgroup="cgroup" in kinds and kinds["cgroup"] is None,
+        joins={kind: path for kind, path in kinds.items() if path is not None},
         uid_map=_maps(linux.get("uidMappings"), "linux.uidMappings"),
         gid_map=_maps(linux.get("gidMappings"), "linux.gidMappings"),
         limits=resource_limits(resources),
