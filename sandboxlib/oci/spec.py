@@ -25,7 +25,7 @@ from ..native.mount_op import MountOp
 from ..native.protocol import RLIMIT_NUMBERS
 from ..security.capabilities import normalize_capability
 
-__all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES"]
+__all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES", "MOUNT_OPTIONS"]
 
 HOOK_NAMES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -263,6 +263,7 @@ _PROPAGATION = {
 _PROPAGATION_FLAGS = F.SHARED | F.SLAVE | F.UNBINDABLE | F.PROPAGATE_REC
 # Accepted and without effect here: times are the kernel's default.
 _NO_OP_OPTIONS = {"relatime", "norelatime", "strictatime", "defaults", "async"}
+MOUNT_OPTIONS = sorted({*_MOUNT_FLAGS, *_PROPAGATION, *_NO_OP_OPTIONS})  # for ``features``
 _KINDS = {"tmpfs": K.TMPFS, "proc": K.PROC, "sysfs": K.SYSFS, "devpts": K.DEVPTS, "mqueue": K.MQUEUE}
 
 
