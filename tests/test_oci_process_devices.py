@@ -12,7 +12,7 @@ import os
 import pytest
 
 from sandboxlib.oci.default_spec import default_spec
-from tests.ocikit import make_bundle, runtime, unique_id
+from tests.ocikit import make_bundle, ok, runtime, unique_id
 from tests.test_oci import oci_root, run  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(
@@ -76,6 +76,14 @@ def test_no_new_privs_follows_the_config(oci_root, tmp_path, busybox_root):
         proc = run(oci_root, tmp_path, busybox_root, ["sh", "-c", STATUS], **{"process.noNewPrivileges": value})
         assert proc.returncode == 0, proc.stderr
         assert status(proc.stdout)["NoNewPrivs"] == expected, value
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["sleep", "60"], **{"process.noNewPrivileges": False})
+    ok(oci_root, "run", "--detach", "--bundle", bundle, cid)
+    try:
+        assert status(ok(oci_root, "exec", cid, "sh", "-c", STATUS).stdout)["NoNewPrivs"] == "0"
+        assert status(ok(oci_root, "exec", "--no-new-privs", cid, "sh", "-c", STATUS).stdout)["NoNewPrivs"] == "1"
+    finally:
+        ok(oci_root, "delete", "--force", cid)
 
 
 def test_capability_sets_are_checked(oci_root, tmp_path, busybox_root):
