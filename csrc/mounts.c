@@ -294,9 +294,23 @@ int sbx_propagate(int tree, unsigned int flags)
     return sbx_mount_setattr(tree, "", at, &attr) < 0 ? neg_errno() : 0;
 }
 
-int sbx_clone_again(int tree, unsigned int flags)
+static void park_in_base(int tree, const char *name, int is_dir);
+
+int sbx_clone_again(int tree, unsigned int flags, size_t index)
 {
-    return clone_tree(tree, "", flags);
+    int again = clone_tree(tree, "", flags);
+    if (again < 0)
+        return again;
+    /* The first clone is parked, not closed (see park_in_base). */
+    char name[32] = "again-";
+    size_t n = 6, digits = 1;
+    for (size_t v = index; v >= 10; v /= 10)
+        digits++;
+    for (size_t d = digits, v = index; d > 0; d--, v /= 10)
+        name[n + d - 1] = (char)('0' + v % 10);
+    name[n + digits] = '\0';
+    park_in_base(tree, name, !(flags & SBX_MF_FILE));
+    return again;
 }
 
 static int mount_tree_at(int rootfd, int tree, const struct sbx_mount_op *op)

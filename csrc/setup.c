@@ -320,10 +320,9 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
         if (p->mounts[i].kind == SBX_MNT_SYSFS)
             netns_join(p); /* sysfs shows the mounter's network namespace */
         if ((p->flags & SBX_PLAN_MOUNT_ORDER) && p->mounts[i].kind == SBX_MNT_BIND && p->tree_fds[i] >= 0) {
-            int again = sbx_clone_again(p->tree_fds[i], p->mounts[i].flags);
+            int again = sbx_clone_again(p->tree_fds[i], p->mounts[i].flags, i);
             check_neg(SBX_STEP_MOUNT, again, (int)i);
-            close(p->tree_fds[i]);
-            p->tree_fds[i] = again;
+            p->tree_fds[i] = again; /* (the first is parked, its fd closed) */
         }
         int r = ((p->tree_fds[i] == -1 && p->mounts[i].kind == SBX_MNT_BIND) ||
                  applied_already(p->mounts[i].kind))
