@@ -277,6 +277,8 @@ def _exec_process(args: argparse.Namespace, root: str):
         base["cwd"] = args.cwd
     if args.env:
         base["env"] = list(base.get("env") or []) + args.env
+    if args.no_new_privs:
+        base["noNewPrivileges"] = True
     if args.user:
         uid, _, gid = args.user.partition(":")
         base["user"] = {"uid": int(uid), "gid": int(gid or 0)}
