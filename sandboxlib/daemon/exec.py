@@ -129,7 +129,9 @@ async def _start(request: web.Request) -> web.StreamResponse:
     if body.get("Detach"):
         asyncio.get_running_loop().create_task(_finish(execution, process))
         return web.Response(status=200)
-    hijacked = await Hijacked.take(request, multiplexed=not execution.tty)
+    # as dockerd: the start request's Tty, not the exec's, says whether the output is framed
+    # (docker-py starts a terminal's exec without it and reads frames)
+    hijacked = await Hijacked.take(request, multiplexed=not body.get("Tty"))
     try:
         if execution.tty:
             await _terminal(execution, process, hijacked)

@@ -320,7 +320,8 @@ class Containers:
             await self.unpause(record)
 
     async def stop(self, record: ContainerRecord, timeout: Optional[float]) -> None:
-        """SIGTERM, SIGKILL after ``timeout`` seconds (None: 10); 304 when not running.
+        """SIGTERM, SIGKILL after ``timeout`` seconds (None: the container's StopTimeout, else 10);
+        304 when not running.
         Either way no restart policy starts it again."""
         record.stopped_by_user = True
         if record.state == "restarting":
@@ -332,6 +333,8 @@ class Containers:
         record.stopped_by_user = True
         await self._thawed(record)
         box = record.box
+        if timeout is None or timeout < 0:
+            timeout = record.request.body.get("StopTimeout")  # the container's own (docker run --stop-timeout)
         await in_thread(box.sync.stop, 10.0 if timeout is None or timeout < 0 else float(timeout))
         await self._ended(record)
 

@@ -1,0 +1,122 @@
+"""What docker-py's own integration suite (``make conformance``) found the
+daemon doing unlike dockerd, each case with docker-py's low-level client as
+that suite drives it (conformance/DOCKER_PY.md lists what is left)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+import time
+
+import docker
+import pytest
+from docker.utils.socket import next_frame_header, read_exactly
+
+from .daemonkit import Daemon, busybox_store
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    top = tempfile.mkdtemp(prefix="daemon-docker-py-")
+    os.chmod(top, 0o755)
+    served = Daemon(top, busybox_store(os.path.join(top, "store")))
+    yield served
+    served.close()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def api(daemon):
+    client = docker.APIClient(base_url=daemon.host, timeout=60)
+    yield client
+    for container in client.containers(all=True):
+        client.remove_container(container["Id"], force=True)
+    client.close()
+
+
+def _running(api, *command: str) -> str:
+    container = api.create_container("busybox", list(command) or ["sleep", "60"])
+    api.start(container)
+    return container["Id"]
+
+
+def test_exec_output_is_framed_unless_the_start_asks_for_a_terminal(api):
+    """dockerd frames an exec's output by its start request's Tty, not its create's:
+    docker-py starts a terminal's exec without Tty and reads frames."""
+    container = _running(api)
+    framed = api.exec_create(container, ["printf", "yay"], tty=True)
+    sock = api.exec_start(framed, socket=True)
+    try:
+        assert next_frame_header(sock) == (1, 3) and read_exactly(sock, 3) == b"yay"
+    finally:
+        sock._sock.close()  # (the SocketIO's close leaves the socket to the garbage collector)
+        sock.close()
+    both = api.exec_create(container, ["sh", "-c", "echo out; sleep 0.3; echo err >&2"], tty=True)
+    assert b"".join(api.exec_start(both, stream=True)) == b"out\r\nerr\r\n"
+    raw = api.exec_create(container, ["echo", "raw"], tty=True)
+    assert api.exec_start(raw, tty=True) == b"raw\r\n"
+    del sock
+    gc.collect()  # (docker-py's responses of taken-over connections keep their sockets until collected)
+
+
+def test_host_config_shows_what_was_asked_and_what_is_in_effect(api):
+    container = api.create_container(
+        "busybox",
+        ["true"],
+        environment={"Foo": None, "Other": "one", "Blank": ""},
+        stop_timeout=25,
+        host_config=api.create_host_config(
+            cpu_shares=512,
+            cpuset_cpus="0",
+            mem_limit="64m",
+            memswap_limit="128m",
+            init=True,
+            isolation="default",
+            runtime="runc",  # (dockerd's default runtime's name)
+            cgroupns="private",
+            log_config=docker.types.LogConfig(type="", config={"max-file": "100", "max-size": "1m"}),
+        ),
+    )
+    shown = api.inspect_container(container)
+    host = shown["HostConfig"]
+    assert (host["CpuShares"], host["CpusetCpus"], host["MemorySwap"]) == (512, "0", 128 << 20)
+    assert (host["Init"], host["Isolation"], host["Runtime"], host["CgroupnsMode"]) == (
+        True,
+        "default",
+        "runc",
+        "private",
+    )
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "100", "max-size": "1m"}}
+    assert host["MemorySwappiness"] is None and host["PidMode"] == "" and host["VolumesFrom"] is None  # not applied
+    assert shown["Config"]["StopTimeout"] == 25
+    assert {"Foo", "Other=one", "Blank="} <= set(shown["Config"]["Env"])
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"log_config": docker.types.LogConfig(type="asdf")}, "logger: no log driver named 'asdf' is registered"),
+        ({"log_config": docker.types.LogConfig(type="json-file", config={"tag": "x"})}, "tag='x' is not supported"),
+        ({"runtime": "crun"}, "unknown or invalid runtime name: crun"),
+        ({"cgroupns": "host"}, "HostConfig.CgroupnsMode: 'host' is not supported"),
+    ],
+)
+def test_host_config_refuses_what_is_not_applied(api, options, message):
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.create_container("busybox", ["true"], host_config=api.create_host_config(**options))
+    assert refused.value.status_code == 400 and message in refused.value.explanation
+    assert api.containers(all=True) == []
+
+
+def test_stop_waits_the_containers_own_stop_timeout(api):
+    container = api.create_container("busybox", ["sh", "-c", "trap '' TERM; sleep 60 & wait"], stop_timeout=1)
+    api.start(container)
+    time.sleep(0.5)  # the trap set
+    started = time.monotonic()
+    api.stop(container)  # no t=: the container's StopTimeout, not 10 s
+    assert time.monotonic() - started < 6
+    assert api.wait(container)["StatusCode"] == 137
