@@ -5,8 +5,11 @@ that suite drives it (conformance/DOCKER_PY.md lists what is left)."""
 from __future__ import annotations
 
 import gc
+import io
+import json
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 
@@ -120,3 +123,49 @@ def test_stop_waits_the_containers_own_stop_timeout(api):
     api.stop(container)  # no t=: the container's StopTimeout, not 10 s
     assert time.monotonic() - started < 6
     assert api.wait(container)["StatusCode"] == 137
+
+
+def test_wait_returns_at_an_exit_a_restart_policy_follows(api):
+    """dockerd releases a not-running wait at every exit, a restart's too."""
+    policy = {"Name": "always", "MaximumRetryCount": 0}
+    container = api.create_container(
+        "busybox", ["sh", "-c", "exit 3"], host_config=api.create_host_config(restart_policy=policy)
+    )
+    api.start(container)
+    assert api.wait(container, timeout=30)["StatusCode"] == 3
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.remove_container(container)
+    assert refused.value.status_code == 409 and "stop the container before" in refused.value.explanation.lower()
+
+
+def _rootfs_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    return buf.getvalue()
+
+
+def test_import_a_root_file_system_with_changes(api):
+    statuses = api.import_image_from_data(
+        _rootfs_tar(), repository="test/imported", tag="v1", changes=["USER foobar", 'CMD ["echo"]']
+    )
+    image_id = json.loads(statuses.splitlines()[-1])["status"]
+    shown = api.inspect_image("test/imported:v1")
+    assert shown["Id"] == image_id and shown["RepoTags"] == ["test/imported:v1"]
+    assert (shown["Config"]["User"], shown["Config"]["Cmd"]) == ("foobar", ["echo"])
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.import_image_from_url("http://127.0.0.1:9/rootfs.tar", repository="test/url")
+    assert refused.value.status_code == 400 and "not a URL" in refused.value.explanation
+    api.remove_image(image_id)
+
+
+def test_load_answers_a_line_per_name_chunked(api):
+    """docker-py reads a load's answer line by line only when it is chunked."""
+    api.tag("busybox", "alpine", "3.10")
+    archive = b"".join(api.get_image("alpine:3.10"))
+    api.remove_image("alpine:3.10")
+    lines = list(api.load_image(archive))  # (the image is busybox too)
+    assert {"stream": "Loaded image: alpine:3.10\n"} in lines and all(list(line) == ["stream"] for line in lines)
+    api.remove_image("alpine:3.10")

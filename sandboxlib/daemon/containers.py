@@ -222,9 +222,10 @@ async def _wait(request: web.Request) -> web.StreamResponse:
         def holds() -> bool:
             return record.removed
     elif condition == "not-running":
+        ended = record.exits + 1  # as dockerd: an exit a restart policy follows releases the wait too
 
         def holds() -> bool:
-            return record.removed or record.state not in ("running", "paused", "restarting")
+            return record.removed or record.exits >= ended or record.state not in ("running", "paused", "restarting")
     else:
         raise ApiError(400, f"invalid condition: {condition!r}")
     response = web.StreamResponse(headers={"Content-Type": "application/json"})

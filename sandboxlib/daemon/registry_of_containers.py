@@ -359,7 +359,7 @@ class Containers:
     async def remove(self, record: ContainerRecord, *, force: bool) -> None:
         if record.removing:
             raise ApiError(409, f"removal of container {record.id} is already in progress")
-        if record.running:
+        if record.running or record.state == "restarting":  # (dockerd counts a restarting one as running)
             if not force:
                 raise ApiError(
                     409,
