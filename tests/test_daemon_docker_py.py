@@ -17,6 +17,7 @@ import docker
 import pytest
 from docker.utils.socket import next_frame_header, read_exactly
 
+from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
 
 
@@ -169,3 +170,123 @@ def test_load_answers_a_line_per_name_chunked(api):
     lines = list(api.load_image(archive))  # (the image is busybox too)
     assert {"stream": "Loaded image: alpine:3.10\n"} in lines and all(list(line) == ["stream"] for line in lines)
     api.remove_image("alpine:3.10")
+
+
+def _health(api, container) -> dict:
+    return api.inspect_container(container)["State"].get("Health") or {}
+
+
+@pytest.mark.parametrize(
+    "test, status, streak",
+    [("true", "healthy", 0), ("false", "unhealthy", 1), (["CMD", "sh", "-c", "echo checked; exit 0"], "healthy", 0)],
+)
+def test_health_checks_run_every_interval(api, test, status, streak):
+    second = 1_000_000_000
+    check = {"test": test, "interval": second // 4, "timeout": second, "retries": 1}
+    container = api.create_container("busybox", ["sleep", "60"], healthcheck=check)
+    shown = api.inspect_container(container)["Config"]["Healthcheck"]
+    assert shown["Test"] == (["CMD-SHELL", test] if isinstance(test, str) else test)
+    api.start(container)
+    assert wait_until(lambda: _health(api, container).get("Status") == status, seconds=20)
+    health = _health(api, container)
+    assert health["FailingStreak"] >= streak and health["Log"][-1]["ExitCode"] == (0 if status == "healthy" else 1)
+    if isinstance(test, list):
+        assert health["Log"][-1]["Output"] == "checked\n"
+    api.stop(container, timeout=1)
+
+
+def test_health_start_period_forgives_early_failures(api):
+    second = 1_000_000_000
+    check = {
+        "test": "echo x >> /counter; test $(wc -l < /counter) -ge 3",
+        "interval": second // 4,
+        "retries": 1,
+        "start_period": 3 * second,
+    }
+    container = api.create_container("busybox", ["sleep", "60"], healthcheck=check)
+    api.start(container)
+    assert wait_until(lambda: _health(api, container).get("Status") == "healthy", seconds=20)
+    api.stop(container, timeout=1)
+
+
+def test_top_lists_the_containers_processes_and_exec_of_nothing_exits_127(api):
+    container = _running(api, "sleep", "60")
+    top = api.top(container)
+    assert [row[-1] for row in top["Processes"]] == ["sleep 60"]
+    execution = api.exec_create(container, ["no-such-command"])
+    output = api.exec_start(execution)
+    assert b"executable file not found" in output and api.exec_inspect(execution)["ExitCode"] == 127
+
+
+def test_an_image_by_its_whole_bare_id(api):
+    image_id = api.inspect_image("busybox")["Id"]
+    assert api.inspect_image(image_id.partition(":")[2])["Id"] == image_id
+
+
+def test_system_df(daemon, api):
+    container = api.create_container("busybox", ["true"])
+    client = docker.DockerClient(base_url=daemon.host)
+    usage = client.df()
+    client.close()
+    assert [i["RepoTags"] for i in usage["Images"]] == [["busybox:latest"]] and usage["LayersSize"] > 0
+    assert [c["Id"] for c in usage["Containers"]] == [container["Id"]] and usage["BuildCache"] == []
+    assert isinstance(usage["Volumes"], list)
+
+
+def test_log_driver_none_refuses_reading(daemon):
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        assert client.containers.run("busybox", "echo hello", log_config={"type": "none"}, remove=True) is None
+        container = client.containers.run("busybox", "echo hello", log_config={"type": "none"}, detach=True)
+        assert container.attrs["HostConfig"]["LogConfig"]["Type"] == "none"
+        with pytest.raises(docker.errors.APIError) as refused:
+            container.logs()
+        assert refused.value.status_code == 501 and "does not support reading" in refused.value.explanation
+        container.remove(force=True)
+    finally:
+        client.close()
+
+
+def test_update_changes_the_restart_policy_only(api):
+    container = _running(api)
+    api.update_container(container, restart_policy={"Name": "on-failure", "MaximumRetryCount": 42})
+    assert api.inspect_container(container)["HostConfig"]["RestartPolicy"] == {
+        "Name": "on-failure",
+        "MaximumRetryCount": 42,
+    }
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.update_container(container, mem_limit="300m", cpu_shares=3)
+    assert refused.value.status_code == 400 and "CpuShares, Memory: updating" in refused.value.explanation
+
+
+@pytest.mark.parametrize("tty", [True, False])
+@pytest.mark.parametrize("keys, typed", [(None, b"\x10\x11"), ("ctrl-x", b"\x18"), ("a,ctrl-@", b"a\x00")])
+def test_exec_detach_keys_leave_the_command_running(api, tty, keys, typed):
+    container = _running(api)
+    execution = api.exec_create(container, "cat", stdin=True, tty=tty, stdout=True, detach_keys=keys)
+    sock = api.exec_start(execution, tty=tty, socket=True)
+    raw = sock._sock
+    try:
+        raw.sendall(b"x")
+        time.sleep(0.3)
+        raw.sendall(typed[:1])  # a sequence's start held back, then typed on
+        if typed[1:]:
+            time.sleep(0.3)
+            raw.sendall(typed[1:])
+        raw.settimeout(10)
+        received = b""
+        while chunk := raw.recv(4096):  # the end of the stream: detached
+            received += chunk
+        assert received.endswith(b"x") and typed not in received
+        assert api.exec_inspect(execution)["Running"] is True
+    finally:
+        raw.close()
+        sock.close()
+    del sock, raw
+    gc.collect()
+
+
+def test_exec_detach_keys_refused_when_malformed(api):
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.exec_create(_running(api), "cat", stdin=True, detach_keys="ctrl-1")
+    assert refused.value.status_code == 400 and "Invalid detach keys" in refused.value.explanation

@@ -18,8 +18,9 @@ from ..network import named
 from ..runtime import statedir
 from ..security import DEFAULT, Seccomp
 from .apierrors import ApiError
+from .healthcheck import checked_healthcheck
 
-__all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network"]
+__all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network", "with_update"]
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 BUILT_IN_NETWORKS = ("bridge", "host", "none")
@@ -97,11 +98,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     mappings = port_mappings(ports, exposed if publish_all else {})
     if mappings and network == "none":
         raise ApiError(400, "conflicting options: port publishing and the container type network mode")
-    restart = _typed(host, "RestartPolicy", dict, {}, "HostConfig.")
-    policy = _typed(restart, "Name", str, "", "HostConfig.RestartPolicy.")
-    retries = _typed(restart, "MaximumRetryCount", int, 0, "HostConfig.RestartPolicy.")
-    if policy not in RESTART_POLICIES:
-        raise ApiError(400, f"HostConfig.RestartPolicy.Name: invalid restart policy {policy!r}")
+    policy, retries = _restart_policy(host, "HostConfig.")
     auto_remove = bool(_typed(host, "AutoRemove", bool, False, "HostConfig."))
     if auto_remove and policy not in ("", "no"):
         raise ApiError(400, "can't create 'AutoRemove' container with restart policy")
@@ -159,7 +156,9 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "ExposedPorts": body.get("ExposedPorts") or image.config.get("ExposedPorts"),
         "StopSignal": body.get("StopSignal") or image.config.get("StopSignal"),
         "StopTimeout": _typed(body, "StopTimeout", int, None),
+        "Healthcheck": body.get("Healthcheck") or image.config.get("Healthcheck"),
     }
+    checked_healthcheck(shown["Healthcheck"])
     host_shown = {
         **DEFAULT_HOST_CONFIG,
         **_accepted_as_given(host),
@@ -168,7 +167,10 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "PortBindings": ports,
         "RestartPolicy": {"Name": policy or "no", "MaximumRetryCount": retries},
         "AutoRemove": auto_remove,
-        "LogConfig": {"Type": "json-file", "Config": (host.get("LogConfig") or {}).get("Config") or {}},
+        "LogConfig": {
+            "Type": (host.get("LogConfig") or {}).get("Type") or "json-file",
+            "Config": (host.get("LogConfig") or {}).get("Config") or {},
+        },
         "CapAdd": host.get("CapAdd"),
         "CapDrop": host.get("CapDrop"),
         "Privileged": False,
@@ -198,6 +200,32 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         spawned=spawned or tty or open_stdin,
         network_mode=network,
         alias=_alias(body, network),
+    )
+
+
+def _restart_policy(body: dict, where: str) -> Tuple[str, int]:
+    restart = _typed(body, "RestartPolicy", dict, {}, where)
+    policy = _typed(restart, "Name", str, "", f"{where}RestartPolicy.")
+    retries = _typed(restart, "MaximumRetryCount", int, 0, f"{where}RestartPolicy.")
+    if policy not in RESTART_POLICIES:
+        raise ApiError(400, f"{where}RestartPolicy.Name: invalid restart policy {policy!r}")
+    return policy, retries
+
+
+def with_update(request: CreateRequest, body: dict) -> CreateRequest:
+    """``docker update``: a new restart policy.  A container's resources stay as
+    created (the library sets its cgroup's limits once): asking to change them is a 400."""
+    others = sorted(key for key, value in body.items() if key != "RestartPolicy" and value not in (None, 0, "", [], {}))
+    if others:
+        raise ApiError(400, f"{', '.join(others)}: updating a container's resources is not supported")
+    if body.get("RestartPolicy") is None:
+        return request
+    policy, retries = _restart_policy(body, "")
+    if request.auto_remove and policy not in ("", "no"):
+        raise ApiError(400, "Restart policy cannot be updated because AutoRemove is enabled for the container")
+    shown = {"Name": policy or "no", "MaximumRetryCount": retries}
+    return attrs.evolve(
+        request, restart_policy=(policy or "no", retries), host_config={**request.host_config, "RestartPolicy": shown}
     )
 
 
@@ -264,10 +292,11 @@ def _accepted_as_given(host: dict) -> Dict[str, Any]:
 
 
 def _log_options(host: dict) -> Dict[str, Any]:
-    """HostConfig.LogConfig: json-file (the only driver) with its max-size and max-file."""
+    """HostConfig.LogConfig: json-file with its max-size and max-file, or none (the output
+    is still kept for attaches, but ``docker logs`` refuses it, as dockerd's)."""
     log = _typed(host, "LogConfig", dict, {}, "HostConfig.")
     driver = _typed(log, "Type", str, "", "HostConfig.LogConfig.")
-    if driver not in ("", "json-file"):
+    if driver not in ("", "json-file", "none"):
         raise ApiError(400, f"logger: no log driver named '{driver}' is registered")
     options: Dict[str, Any] = {}
     for key, value in (_typed(log, "Config", dict, {}, "HostConfig.LogConfig.") or {}).items():

@@ -30,6 +30,8 @@ async def _logs(request: web.Request) -> web.StreamResponse:
     wanted = _wanted(request)
     if not any(wanted.values()):
         raise ApiError(400, "Bad parameters: you must choose at least one stream")
+    if record.request.host_config["LogConfig"]["Type"] == "none":
+        raise ApiError(501, "configured logging driver does not support reading")
     tail_text = request.query.get("tail", "all")
     try:
         tail = None if tail_text in ("all", "") else max(0, int(tail_text))

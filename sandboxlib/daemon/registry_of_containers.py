@@ -22,9 +22,11 @@ import attrs
 from .. import aio
 from ..errors import CommandNotFoundError, SandboxError, SetupError
 from ..runtime.logs import read_log
+from . import healthcheck
 from .apierrors import ApiError, library_error, no_such_container
 from .create_config import BUILT_IN_NETWORKS, CreateRequest, known_network
 from .events import Events
+from .healthcheck import Health, checked_healthcheck
 from .interactive import LOG_MAX_FILES, Interactive
 from .loghistory import keep_previous_run, with_history
 from .threads import in_thread
@@ -72,6 +74,7 @@ class ContainerRecord:
     watcher: Optional[asyncio.Task] = None
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
+    health: Optional[Health] = None  # the current (or last) run's health checks (Config.Healthcheck)
 
     @property
     def running(self) -> bool:
@@ -232,6 +235,7 @@ class Containers:
         record.runs += 1
         record.attempts += 1
         record.watcher = asyncio.get_running_loop().create_task(self._watch(record, box))
+        record.health = healthcheck.start(box, checked_healthcheck(request.body.get("Healthcheck")), now_rfc3339)
         self.events.emit("container", "start", record.id, record.attributes())
         await record.notify()
 
@@ -261,6 +265,8 @@ class Containers:
         record.state = "removing" if record.removing else "exited"
         record.pid, record.finished_at = 0, now_rfc3339()
         record.exits += 1
+        if record.health is not None:
+            record.health.stop()
         self.events.emit("container", "die", record.id, {**record.attributes(), "exitCode": str(record.exit_code)})
         await record.notify()
         if self._restarts(record):
