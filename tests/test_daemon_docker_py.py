@@ -290,3 +290,17 @@ def test_exec_detach_keys_refused_when_malformed(api):
     with pytest.raises(docker.errors.APIError) as refused:
         api.exec_create(_running(api), "cat", stdin=True, detach_keys="ctrl-1")
     assert refused.value.status_code == 400 and "Invalid detach keys" in refused.value.explanation
+
+
+def test_load_of_no_archive_is_an_error_line(daemon):
+    """As dockerd: the load answers an errorDetail line (docker-py's ImageLoadError)."""
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        with pytest.raises(docker.errors.ImageLoadError) as refused:
+            client.images.load(b"this is no tar")
+        assert "tar" in str(refused.value)
+    finally:
+        client.close()
+    del refused
+    gc.collect()  # (the answer docker-py stopped reading keeps its socket until collected)
+    assert daemon.docker("load", input=b"this is no tar").returncode == 1

@@ -206,10 +206,12 @@ async def _load(request: web.Request) -> web.StreamResponse:
     context = _context(request)
     path = await _body_to_file(request, "load-")
     try:
-        try:
-            images = await in_thread(context.store().load, path)
-        except SandboxError as err:
-            raise ApiError(400, str(err)) from None
+        images = await in_thread(context.store().load, path)
+    except SandboxError as err:  # as dockerd: an error line in the answer (docker-py's ImageLoadError)
+        response = await _progress_stream(request)
+        await _line(response, {"errorDetail": {"message": str(err)}, "error": str(err)})
+        await response.write_eof()
+        return response
     finally:
         os.unlink(path)
     lines = []
