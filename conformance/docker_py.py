@@ -24,11 +24,13 @@ deselected and listed there.  JUnit XML of each run in WORK/.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -57,6 +59,7 @@ EXCLUDED_FILES = [
     "models_nodes_test.py",
 ]
 NETNS_MARK = "SANDBOXLIB_CONFORMANCE_NETNS"
+PR_SET_PDEATHSIG = 1
 
 
 def extract(source: str, work: str) -> str:
@@ -187,12 +190,23 @@ def listed() -> Dict[str, str]:
 
 
 def in_own_network() -> None:
-    """Re-run this script in a new network namespace (loopback up), unless it is in one already."""
+    """Re-run this script in a new network namespace (loopback up), unless it is in one already.
+
+    Nothing outlives the run: the re-run gets SIGTERM when this process dies,
+    and turns it (and SIGINT) into an exit that stops both daemons; each daemon
+    gets SIGTERM when the re-run dies (dockerd from tests/dockerd.py, ours from
+    ``setpriv --pdeathsig``)."""
     if os.environ.get(NETNS_MARK):
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         return
     env = dict(os.environ, **{NETNS_MARK: "1"})
-    sys.exit(subprocess.run(["unshare", "--net", "--", sys.executable, *sys.argv], env=env).returncode)
+    argv = ["unshare", "--net", "--", sys.executable, *sys.argv]
+    sys.exit(subprocess.run(argv, env=env, preexec_fn=_terminated_with_parent).returncode)
+
+
+def _terminated_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def main() -> None:
@@ -227,7 +241,8 @@ def main() -> None:
                 log = os.path.join(top, "dockerd", "dockerd.log")
             else:
                 os.makedirs(os.path.join(top, "ours"))
-                daemon = Daemon(os.path.join(top, "ours"), os.path.join(top, "ours", "store"))
+                ours = os.path.join(top, "ours")
+                daemon = Daemon(ours, os.path.join(ours, "store"), prefix=["setpriv", "--pdeathsig", "TERM", "--"])
                 log = daemon.log_path
             try:
                 subprocess.run([DOCKER, "load", "-q", "-i", archive], env=daemon.env, check=True, capture_output=True)
