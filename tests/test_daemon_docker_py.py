@@ -304,3 +304,15 @@ def test_load_of_no_archive_is_an_error_line(daemon):
     del refused
     gc.collect()  # (the answer docker-py stopped reading keeps its socket until collected)
     assert daemon.docker("load", input=b"this is no tar").returncode == 1
+
+
+def test_logs_until(api):
+    container = api.create_container("busybox", ["sh", "-c", "echo early; sleep 3; echo late"])
+    before = time.time()
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0
+    assert api.logs(container, until=1) == b""
+    assert api.logs(container, until=int(time.time()) + 1) == b"early\nlate\n"
+    assert api.logs(container, until=int(before) + 2) == b"early\n"  # (late came 3 s after the start)
+    stamped = api.logs(container, until=int(time.time()) + 1, timestamps=True).splitlines()
+    assert [line.split(b" ", 1)[1] for line in stamped] == [b"early", b"late"]
