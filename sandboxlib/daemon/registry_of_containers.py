@@ -23,9 +23,11 @@ import attrs
 from .. import aio
 from ..errors import CommandNotFoundError, SandboxError, SetupError
 from ..runtime.logs import read_log
+from . import healthcheck
 from .apierrors import ApiError, library_error, no_such_container
 from .create_config import BUILT_IN_NETWORKS, CreateRequest, known_network
 from .events import Events
+from .healthcheck import Health, checked_healthcheck
 from .interactive import LOG_MAX_FILES, Interactive
 from .loghistory import keep_previous_run, with_history
 from .threads import in_thread
@@ -74,6 +76,7 @@ class ContainerRecord:
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     joined: Dict[str, List[str]] = attrs.field(factory=dict)  # networks beyond network_mode: their aliases
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
+    health: Optional[Health] = None  # the current (or last) run's health checks (Config.Healthcheck)
 
     @property
     def running(self) -> bool:
@@ -236,6 +239,7 @@ class Containers:
         record.runs += 1
         record.attempts += 1
         record.watcher = asyncio.get_running_loop().create_task(self._watch(record, box))
+        record.health = healthcheck.start(box, checked_healthcheck(request.body.get("Healthcheck")), now_rfc3339)
         self.events.emit("container", "start", record.id, record.attributes())
         await record.notify()
 
@@ -265,6 +269,8 @@ class Containers:
         record.state = "removing" if record.removing else "exited"
         record.pid, record.finished_at = 0, now_rfc3339()
         record.exits += 1
+        if record.health is not None:
+            record.health.stop()
         self.events.emit("container", "die", record.id, {**record.attributes(), "exitCode": str(record.exit_code)})
         await record.notify()
         if self._restarts(record):
@@ -324,7 +330,8 @@ class Containers:
             await self.unpause(record)
 
     async def stop(self, record: ContainerRecord, timeout: Optional[float]) -> None:
-        """SIGTERM, SIGKILL after ``timeout`` seconds (None: 10); 304 when not running.
+        """SIGTERM, SIGKILL after ``timeout`` seconds (None: the container's StopTimeout, else 10);
+        304 when not running.
         Either way no restart policy starts it again."""
         record.stopped_by_user = True
         if record.state == "restarting":
@@ -336,6 +343,8 @@ class Containers:
         record.stopped_by_user = True
         await self._thawed(record)
         box = record.box
+        if timeout is None or timeout < 0:
+            timeout = record.request.body.get("StopTimeout")  # the container's own (docker run --stop-timeout)
         await in_thread(box.sync.stop, 10.0 if timeout is None or timeout < 0 else float(timeout))
         await self._ended(record)
 
@@ -360,7 +369,7 @@ class Containers:
     async def remove(self, record: ContainerRecord, *, force: bool) -> None:
         if record.removing:
             raise ApiError(409, f"removal of container {record.id} is already in progress")
-        if record.running:
+        if record.running or record.state == "restarting":  # (dockerd counts a restarting one as running)
             if not force:
                 raise ApiError(
                     409,

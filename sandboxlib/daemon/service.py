@@ -31,7 +31,7 @@ from .tlsfront import TlsFront
 __all__ = ["Context", "default_network", "serve"]
 
 LOG = logging.getLogger("sandboxlib.daemon")
-SHORT_ID = re.compile(r"^(sha256:)?[0-9a-f]{4,63}$")
+SHORT_ID = re.compile(r"^(sha256:)?[0-9a-f]{4,64}$")  # (a bare whole id too: docker-py asks for one)
 ROUTES = (
     system.ROUTES
     + containers.ROUTES
