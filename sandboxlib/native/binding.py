@@ -23,7 +23,6 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the build
     raise ImportError(f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`") from err
 from ..posix.io import write_all
-from .source_hash import source_hash
 
 __all__ = [
     "ffi",
@@ -61,6 +60,8 @@ def _check_build() -> None:
         )
     csrc = _PACKAGE.parent.parent / "csrc"
     if (csrc / "build_native.py").exists():
+        from .source_hash import source_hash  # (a checkout only: hashlib is not needed installed)
+
         built, sources = ffi.string(lib.SBX_SOURCE_HASH).decode(), source_hash(csrc)
         if sources != built:
             raise ImportError(
