@@ -12,7 +12,6 @@ as root gets it; each v1 directory costs ~0.08 ms (make, join, remove)."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -45,6 +44,8 @@ DELEGATION_HINT = (
 def cgroup_name(state_root: str, container_id: str) -> str:
     """``sandboxlib-<scope>-<id>``: the scope (a hash of the state directory)
     tells apart the cgroups of separate users of sandboxlib on one host."""
+    import hashlib  # (here: not an import of every OCI runtime's create)
+
     scope = hashlib.sha256(state_root.encode()).hexdigest()[:8]
     return f"sandboxlib-{scope}-{container_id[:16]}"
 

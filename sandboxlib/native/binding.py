@@ -13,7 +13,6 @@ import contextlib
 import enum
 import fcntl
 import os
-import pathlib
 import struct
 import threading
 from typing import Optional, Sequence, Tuple
@@ -23,7 +22,6 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the build
     raise ImportError(f"sandboxlib's C extension is not built ({err}); run `make build` or `pip install .`") from err
 from ..posix.io import write_all
-from .source_hash import source_hash
 
 __all__ = [
     "ffi",
@@ -47,8 +45,9 @@ __all__ = [
 ]
 
 NATIVE_VERSION = 27
-_PACKAGE = pathlib.Path(__file__).resolve().parent
-INIT_PATH = _PACKAGE / "sbx-init"
+# (os.path: pathlib's imports are ~5% of an OCI runtime's create)
+_PACKAGE = os.path.dirname(os.path.realpath(__file__))
+INIT_PATH = os.path.join(_PACKAGE, "sbx-init")
 
 
 def _check_build() -> None:
@@ -59,15 +58,19 @@ def _check_build() -> None:
             f"stale sandboxlib.native._native: ABI version {lib.SBX_NATIVE_VERSION}, this Python code "
             f"needs {NATIVE_VERSION}; rebuild with `make build` or `pip install .`"
         )
-    csrc = _PACKAGE.parent.parent / "csrc"
-    if (csrc / "build_native.py").exists():
-        built, sources = ffi.string(lib.SBX_SOURCE_HASH).decode(), source_hash(csrc)
+    csrc = os.path.join(os.path.dirname(os.path.dirname(_PACKAGE)), "csrc")
+    if os.path.exists(os.path.join(csrc, "build_native.py")):
+        import pathlib
+
+        from .source_hash import source_hash  # (a checkout only: hashlib is not needed installed)
+
+        built, sources = ffi.string(lib.SBX_SOURCE_HASH).decode(), source_hash(pathlib.Path(csrc))
         if sources != built:
             raise ImportError(
                 f"stale sandboxlib.native._native at {_PACKAGE}: it was built from other sources than "
                 f"{csrc} (built {built}, sources {sources}); rebuild with `make build`"
             )
-    if not INIT_PATH.exists():
+    if not os.path.exists(INIT_PATH):
         raise ImportError(f"{INIT_PATH} is missing; rebuild with `make build` or `pip install .`")
 
 
@@ -258,7 +261,8 @@ def init_memfd() -> int:
     global _init_fd
     with _init_lock:
         if _init_fd is None:
-            data = INIT_PATH.read_bytes()
+            with open(INIT_PATH, "rb") as f:
+                data = f.read()
             fd = os.memfd_create("sbx-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
             try:
                 write_all(fd, data)

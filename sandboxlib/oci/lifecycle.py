@@ -18,27 +18,30 @@ import select
 import signal
 import socket
 import subprocess
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ..config import IdMapping
 from ..errors import ConfigError, ContainerStateError, SetupError
 from ..native import binding, protocol
-from ..native.failures import exec_error, setup_error
 from ..native.host import probe_host
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..posix.io import read_all
 from ..posix.steps import run_steps
-from ..rootfs.idmap import IdMaps, write_maps
-from ..rootfs.mountpoints import make_mount_points
 from ..security.bpf import compile_policy
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..security.seccomp import Seccomp, init_policy
 from . import cgroup as oci_cgroup
-from .console import send_console
 from .control import FORWARDED, connect, destroy, front_record, load, now, oci_state
 from .hooks import run_hooks
 from .spec import ProcessSpec, Spec, load_spec, resource_limits
 from .state import ContainerDir, start_time, status_of
+
+if TYPE_CHECKING:
+    from ..rootfs.idmap import IdMaps
+
+# What only some containers need (a user namespace, a terminal, an error) is
+# imported where it is used: `create` is a new interpreter per container, and
+# its imports are most of its time.
 
 __all__ = ["create", "exec_process", "update", "exit_code"]
 
@@ -49,6 +52,8 @@ def _maps(spec: Spec) -> Optional[IdMaps]:
         if not host.is_root:
             raise ConfigError("linux.namespaces", "without a user namespace the runtime must run as root")
         return None
+    from ..rootfs.idmap import IdMaps
+
     uid_map = spec.uid_map or (IdMapping(container=0, host=host.euid, size=1),)
     gid_map = spec.gid_map or (IdMapping(container=0, host=host.egid, size=1),)
     own = len(uid_map) == 1 and uid_map[0].host == host.euid and uid_map[0].size == 1
@@ -105,12 +110,16 @@ def _await_start(
         if reply.kind == protocol.REPLY_TTY and reply.fd is not None:
             try:
                 if console_socket:
+                    from .console import send_console
+
                     send_console(console_socket, reply.fd)
             finally:
                 os.close(reply.fd)
         elif reply.kind == protocol.REPLY_PID:
             host_pid = reply.host_pid
         elif reply.kind == protocol.REPLY_FAILED:
+            from ..native.failures import exec_error
+
             raise exec_error(reply.step, reply.errno, reply.index, _context(process))
         elif reply.kind == protocol.REPLY_STARTED:
             return host_pid, reply.pid
@@ -146,6 +155,8 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     assert process is not None
     maps = _maps(spec)
     if maps is not None:
+        from ..rootfs.mountpoints import make_mount_points
+
         make_mount_points(spec.root, spec.ops)
     caps = frozenset(process.capabilities)
     policy = Seccomp.from_json(dict(spec.seccomp)) if spec.seccomp else None
@@ -217,6 +228,8 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         control_child.close()
         listener.close()
         if maps is not None:
+            from ..rootfs.idmap import write_maps
+
             try:
                 run_steps(write_maps(pid, maps))
             except SetupError:
@@ -251,6 +264,8 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
 def _raise_report(report: bytes, spec: Spec) -> None:
     """The init's set-up failure record (empty: it succeeded) as an exception."""
     if report:
+        from ..native.failures import setup_error
+
         step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
         raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
 
