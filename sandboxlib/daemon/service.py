@@ -21,6 +21,7 @@ from . import builds, containers, events, exec, files, images, networks, output,
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import socket_path
+from .kept_layer import sweep_kept_layers
 from .registry_of_containers import Containers
 from .server import bind_socket, build_app, stop_signals
 
@@ -95,6 +96,7 @@ async def serve(
     shutil.rmtree(state_dir, ignore_errors=True)  # (the lock is ours: nobody else uses them)
     os.mkdir(state_dir, 0o700)
     context = Context(os.path.abspath(store or default_home()), state_dir, network or default_network())
+    await asyncio.to_thread(sweep_kept_layers, context.store_path)  # a SIGKILLed daemon's containers' layers
     # handler_cancellation: a client that goes away cancels its handler (a wait, an events or
     # stats stream would otherwise hold its queue until its next write fails)
     runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
