@@ -17,7 +17,7 @@ from aiohttp import web
 from ..errors import ImageNotFound
 from ..images import Image, default_home
 from ..runtime import ImageStore
-from . import builds, containers, events, exec, files, images, networks, output, stats, system, volumes
+from . import builds, containers, events, exec, exports, files, images, networks, output, stats, system, volumes
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import socket_path
@@ -35,6 +35,7 @@ ROUTES = (
     + output.ROUTES
     + exec.ROUTES
     + files.ROUTES
+    + exports.ROUTES
     + stats.ROUTES
     + images.ROUTES
     + builds.ROUTES

@@ -13,15 +13,16 @@ import errno
 import io
 import os
 import posixpath
+import re
 import stat
 import tarfile
-from typing import Tuple
+from typing import BinaryIO, Callable, FrozenSet, Optional, Tuple
 
 from ..images.trees import walk
 from ..images.unpack import IdPolicy, unpack_into
 from ..native.binding import open_in_root
 
-__all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive"]
+__all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive", "export_root", "mount_points"]
 
 
 def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy) -> None:
@@ -124,6 +125,31 @@ def get_archive(root_fd: int, path: str, policy: IdPolicy) -> bytes:
     return buf.getvalue()
 
 
+def export_root(root_fd: int, path: str, f: BinaryIO, policy: IdPolicy, mounts: FrozenSet[str]) -> None:
+    """The whole root as a tar written to ``f`` (``docker export``: names
+    relative to it); ``mounts`` (paths relative to the root) are the mount
+    points in it, archived empty as dockerd's export has them (not /proc's,
+    /dev's or a bind's contents)."""
+    fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            _add(tar, fd, "", policy, mounts.__contains__)
+    finally:
+        os.close(fd)
+
+
+def mount_points(mountinfo: str) -> FrozenSet[str]:
+    """The mount points of a ``/proc/PID/mountinfo`` (relative to its root, the root itself left out)."""
+    found = set()
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]).strip("/")
+            if point:
+                found.add(point)
+    return frozenset(found)
+
+
 def _info(name: str, st: os.stat_result, policy: IdPolicy) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
@@ -135,23 +161,29 @@ def _container_ids(uid: int, gid: int, policy: IdPolicy) -> Tuple[int, int]:
     return policy.container_ids(uid, gid)
 
 
-def _add(tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy) -> None:
+def _add(
+    tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy, outside: Optional[Callable[[str], bool]] = None
+) -> None:
     """Add the open file or directory ``fd`` and, for a directory, its tree
-    (devices and sockets are not copied out)."""
+    (devices and sockets are not copied out); ``name`` "": its tree only.
+    ``outside(path)``: a mount point, added empty."""
     st = os.fstat(fd)
     info = _info(name, st, policy)
     if stat.S_ISREG(st.st_mode):
         _add_file(tar, info, fd, st)
         return
     info.type = tarfile.DIRTYPE
-    tar.addfile(info)
-    for entry in walk(fd, sort=True):
+    if name:
+        tar.addfile(info)
+    for entry in walk(fd, sort=True, outside=outside):
         mode = entry.st.st_mode
         if entry.leaving:
             continue
-        child_info = _info(f"{name}/{entry.path}", entry.st, policy)
-        if entry.dir_fd is not None:
+        child_info = _info(f"{name}/{entry.path}" if name else entry.path, entry.st, policy)
+        if stat.S_ISDIR(mode):
             child_info.type = tarfile.DIRTYPE
+        elif stat.S_ISREG(mode) and outside is not None and outside(entry.path):
+            child_info.size = 0
         elif stat.S_ISREG(mode):
             # (O_NONBLOCK: the running container may have swapped in a fifo since the walk saw a file)
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
