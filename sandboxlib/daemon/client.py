@@ -136,7 +136,10 @@ class DaemonClient:
 
     def attach(self, container: str) -> Iterator[Tuple[int, bytes]]:
         """(stream, data) of a container's output from now until its run ends (no stdin)."""
-        tty = bool(self.call("GET", f"/containers/{container}/json")["Config"].get("Tty"))
+        found = self.call("GET", f"/containers/{container}/json")
+        if not found["State"]["Running"]:  # (the daemon would wait for its next start, as docker start -a)
+            raise DaemonError(409, "You cannot attach to a stopped container, start it first")
+        tty = bool(found["Config"].get("Tty"))
         yield from self._hijacked(f"/containers/{container}/attach?stream=1&stdout=1&stderr=1", b"", not tty)
 
     def _hijacked(self, path: str, body: bytes, multiplexed: bool) -> Iterator[Tuple[int, bytes]]:

@@ -6,12 +6,13 @@ directory) and ``commit``.  Paths resolve inside the container's root
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 import os
 import stat
 import tarfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from aiohttp import web
 
@@ -41,47 +42,46 @@ def _path(request: web.Request) -> str:
     return path
 
 
-async def _tar_of(record: ContainerRecord, path: str) -> bytes:
+async def _in_files(record: ContainerRecord, path: str, archive: bool) -> Tuple[str, bytes]:
+    """(the path's stat header, a tar of it if ``archive``)."""
     try:
         async with files_of(record) as box:
-            return await in_thread(box.sync.get_archive, path)
+            found, link = await in_thread(box.sync.path_stat, path)
+            data = await in_thread(box.sync.get_archive, path) if archive else b""
     except FileNotFoundError:
         raise ApiError(404, f"Could not find the file {path} in container {record.name}") from None
     except (SandboxError, OSError) as err:
         raise ApiError(400, f"{path}: {err}") from None
+    return _stat_header(path, found, link), data
 
 
-def _stat_header(data: bytes) -> str:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        first = tar.next()
-    if first is None:
-        raise ApiError(500, "empty archive")
-    mode = stat.S_IMODE(first.mode) | (_GO_DIR if first.isdir() else 0) | (_GO_SYMLINK if first.issym() else 0)
-    found = {
-        "name": first.name.rstrip("/").split("/")[-1],
-        "size": first.size,
+def _stat_header(path: str, found: os.stat_result, link: str) -> str:
+    """Docker's ``X-Docker-Container-Path-Stat``: base64 JSON, Go's mode bits."""
+    mode = stat.S_IMODE(found.st_mode)
+    mode |= _GO_DIR if stat.S_ISDIR(found.st_mode) else _GO_SYMLINK if stat.S_ISLNK(found.st_mode) else 0
+    fields = {
+        "name": path.rstrip("/").rpartition("/")[2] or "/",
+        "size": found.st_size,
         "mode": mode,
-        "mtime": "1970-01-01T00:00:00Z" if not first.mtime else _rfc3339(first.mtime),
-        "linkTarget": first.linkname if first.issym() else "",
+        "mtime": _rfc3339(found.st_mtime),
+        "linkTarget": link,
     }
-    return base64.b64encode(json.dumps(found).encode()).decode()
+    return base64.b64encode(json.dumps(fields).encode()).decode()
 
 
 def _rfc3339(seconds: float) -> str:
-    import datetime
-
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _head(request: web.Request) -> web.Response:
-    data = await _tar_of(_record(request), _path(request))
-    return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": _stat_header(data)})
+    header, _ = await _in_files(_record(request), _path(request), archive=False)
+    return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": header})
 
 
 async def _get(request: web.Request) -> web.Response:
-    data = await _tar_of(_record(request), _path(request))
+    header, data = await _in_files(_record(request), _path(request), archive=True)
     return web.Response(
-        body=data, headers={"Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": _stat_header(data)}
+        body=data, headers={"Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": header}
     )
 
 

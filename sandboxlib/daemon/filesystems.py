@@ -26,9 +26,12 @@ async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
     await record.wait_for(lambda: not record.starting or record.removed)
     if record.removed or record.removing:
         raise ApiError(409, f"container {record.id} is marked for removal")
-    if record.running and record.box is not None:
+    if record.running and record.box is not None and record.box.sync.running:
         yield record.box
         return
+    await record.wait_for(lambda: not record.running or record.removed)  # (a run that is ending)
+    if record.removed or record.removing:
+        raise ApiError(409, f"container {record.id} is marked for removal")
     options = {**record.request.options, "network": "none", "ports": (), "limits": Limits()}
     if record.layer is not None:
         options["writable_dir"] = record.layer.path

@@ -22,7 +22,16 @@ from ..images.trees import walk
 from ..images.unpack import IdPolicy, unpack_into
 from ..native.binding import open_in_root
 
-__all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive", "export_root", "mount_points"]
+__all__ = [
+    "write_file",
+    "make_dirs",
+    "read_file",
+    "put_archive",
+    "get_archive",
+    "export_root",
+    "mount_points",
+    "path_stat",
+]
 
 
 def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy) -> None:
@@ -123,6 +132,16 @@ def get_archive(root_fd: int, path: str, policy: IdPolicy) -> bytes:
     finally:
         os.close(fd)
     return buf.getvalue()
+
+
+def path_stat(root_fd: int, path: str) -> Tuple[os.stat_result, str]:
+    """``path``'s stat, a final symlink not followed, and its target ("" for anything else)."""
+    fd = open_in_root(root_fd, path, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        return st, os.readlink("", dir_fd=fd) if stat.S_ISLNK(st.st_mode) else ""
+    finally:
+        os.close(fd)
 
 
 def export_root(root_fd: int, path: str, f: BinaryIO, policy: IdPolicy, mounts: FrozenSet[str]) -> None:

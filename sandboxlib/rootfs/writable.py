@@ -14,6 +14,7 @@ which cover every id a container of yours can have."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -41,6 +42,9 @@ def kept(path: str, owner: Tuple[int, int]) -> str:
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
+        for name in ("work/work", "work/work/incompat", "work/work/incompat/volatile"):
+            with contextlib.suppress(OSError):  # (overlayfs makes them mode 000; the container's root owns them)
+                os.chmod(os.path.join(path, name), 0o700)
         for name in _EMPTY_TREE[:2]:
             target = os.path.join(path, name)
             try:

@@ -104,6 +104,11 @@ class FileAccess:
         with the container's ids; symlinks are archived, never followed."""
         return self._transfer("get_archive", transfer.get_archive, path, self._id_policy())
 
+    def path_stat(self, path: str) -> Tuple[os.stat_result, str]:
+        """``path``'s stat in the container (a final symlink not followed) and,
+        for a symlink, its target ("" else)."""
+        return self._in_root(transfer.path_stat, path)
+
     def export(self, f: BinaryIO) -> None:
         """Write the container's whole file system as a tar to the binary file
         ``f`` (``docker export``: names relative to the root; mount points in
