@@ -122,13 +122,16 @@ def put_archive(root_fd: int, path: str, data: bytes, policy: IdPolicy) -> None:
         os.close(fd)
 
 
-def get_archive(root_fd: int, path: str, policy: IdPolicy) -> bytes:
-    """A tar of ``path`` (named by its last component), symlinks kept as symlinks."""
+def get_archive(root_fd: int, path: str, policy: IdPolicy, mounts: FrozenSet[str] = frozenset()) -> bytes:
+    """A tar of ``path`` (named by its last component), symlinks kept as symlinks;
+    ``mounts``: the mount points below the root (relative to it), archived empty."""
     fd = _open_regular(root_fd, path)
     buf = io.BytesIO()
+    prefix = posixpath.normpath("/" + path).strip("/")
     try:
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, fd, os.path.basename(path.rstrip("/")) or ".", policy)
+            name = os.path.basename(path.rstrip("/")) or "."
+            _add(tar, fd, name, policy, lambda p: posixpath.join(prefix, p) in mounts if mounts else False)
     finally:
         os.close(fd)
     return buf.getvalue()

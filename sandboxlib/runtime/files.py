@@ -7,7 +7,7 @@ import contextlib
 import os
 import posixpath
 import tempfile
-from typing import BinaryIO, List, Mapping, Optional, Tuple, Union
+from typing import BinaryIO, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from ..config import container_path, data_bytes
 from ..errors import ConfigError, ContainerStateError
@@ -102,7 +102,7 @@ class FileAccess:
     def get_archive(self, path: str) -> bytes:
         """A tar of ``path`` in the container (named by its last component),
         with the container's ids; symlinks are archived, never followed."""
-        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy())
+        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy(), self._mount_points())
 
     def path_stat(self, path: str) -> Tuple[os.stat_result, str]:
         """``path``'s stat in the container (a final symlink not followed) and,
@@ -113,10 +113,13 @@ class FileAccess:
         """Write the container's whole file system as a tar to the binary file
         ``f`` (``docker export``: names relative to the root; mount points in
         it such as ``/proc``, ``/dev`` and binds are archived empty)."""
+        self._in_root(transfer.export_root, "/", f, self._id_policy(), self._mount_points())
+
+    def _mount_points(self) -> FrozenSet[str]:
+        """The mount points in the container (relative to its root): archived empty."""
         self._check_running()
         with open(f"/proc/{self._init_pid}/mountinfo") as info:
-            mounts = transfer.mount_points(info.read())
-        self._in_root(transfer.export_root, "/", f, self._id_policy(), mounts)
+            return transfer.mount_points(info.read())
 
     def changes(self) -> List[Tuple[str, int]]:
         """What the container changed in its image's files, as ``docker diff``
