@@ -22,7 +22,7 @@ import time
 import docker
 import pytest
 
-from .conftest import expire_sweep_stamp, wait_until
+from .conftest import expire_sweep_stamp, sandboxlib_cli, wait_until
 from .daemonkit import Daemon, busybox_store
 
 
@@ -162,7 +162,7 @@ def test_layers_go_with_rm_autoremove_and_prune(daemon):
 
 
 # -- attach with stdin ---------------------------------------------------------------------
-def test_attach_with_stdin_and_stdin_once(daemon):
+def test_attach_with_stdin_and_stdin_once(daemon, monkeypatch):
     import pexpect
 
     script = "read a; echo got $a; read b; echo got $b"
@@ -182,6 +182,14 @@ def test_attach_with_stdin_and_stdin_once(daemon):
         assert _ok(daemon.docker("logs", "reader")) == "got first\ngot second\n"
     finally:
         _ok(daemon.docker("rm", "-f", "reader"))
+    # our command line's attach -i
+    _ok(daemon.docker("run", "-d", "-i", "--name", "ours", "busybox", "sh", "-c", script))
+    try:
+        monkeypatch.setenv("SANDBOXLIB_HOST", daemon.host)
+        result = sandboxlib_cli("attach", "-i", "ours", input=b"mine\nmore\n", timeout=60)
+        assert (result.returncode, result.stdout) == (0, b"got mine\ngot more\n"), result.stderr
+    finally:
+        _ok(daemon.docker("rm", "-f", "ours"))
     # StdinOnce (docker run -i, attached): the client's end of input is the command's
     result = daemon.docker("run", "-i", "--name", "once", "busybox", "sh", "-c", "cat; echo done", input=b"in\n")
     assert result.stdout == b"in\ndone\n"

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import urllib.parse
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -60,6 +61,16 @@ def _exactly(read, n: int) -> bytes:
             break
         data += chunk
     return data
+
+
+def _send_input(fd: int, sock: socket.socket) -> None:
+    """Copy ``fd`` to the socket until EOF, then half-close it (the output goes on)."""
+    try:
+        while data := os.read(fd, 65536):
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # the stream ended (the socket closed) first
+        pass
 
 
 class DaemonClient:
@@ -134,16 +145,21 @@ class DaemonClient:
         self.last_exec = created["Id"]
         yield from self._hijacked(f"/exec/{created['Id']}/start", b'{"Detach": false, "Tty": false}', True)
 
-    def attach(self, container: str) -> Iterator[Tuple[int, bytes]]:
-        """(stream, data) of a container's output from now until its run ends (no stdin)."""
+    def attach(self, container: str, stdin: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+        """(stream, data) of a container's output from now until its run ends; ``stdin``: an fd
+        whose bytes go to the container's stdin (its end: the daemon ends it if ``StdinOnce``)."""
         found = self.call("GET", f"/containers/{container}/json")
         if not found["State"]["Running"]:  # (the daemon would wait for its next start, as docker start -a)
             raise DaemonError(409, "You cannot attach to a stopped container, start it first")
         tty = bool(found["Config"].get("Tty"))
-        yield from self._hijacked(f"/containers/{container}/attach?stream=1&stdout=1&stderr=1", b"", not tty)
+        path = f"/containers/{container}/attach?stream=1&stdout=1&stderr=1" + ("&stdin=1" if stdin is not None else "")
+        yield from self._hijacked(path, b"", not tty, stdin)
 
-    def _hijacked(self, path: str, body: bytes, multiplexed: bool) -> Iterator[Tuple[int, bytes]]:
-        """A POST answered with 101 UPGRADED: the output that follows, until EOF."""
+    def _hijacked(
+        self, path: str, body: bytes, multiplexed: bool, stdin: Optional[int] = None
+    ) -> Iterator[Tuple[int, bytes]]:
+        """A POST answered with 101 UPGRADED: the output that follows, until EOF
+        (``stdin``'s bytes sent meanwhile by a thread, then a half-close)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.connect(self.path)
@@ -159,6 +175,8 @@ class DaemonClient:
                 raise DaemonError(int(status[1]) if len(status) > 1 else 500, f"POST {path} failed")
             while reader.readline() not in (b"\r\n", b""):
                 pass
+            if stdin is not None:  # (a daemon thread: a read of a terminal may block past our end)
+                threading.Thread(target=_send_input, args=(stdin, sock), daemon=True).start()
             if multiplexed:
                 yield from _frames(reader.read1)
             else:
