@@ -23,15 +23,16 @@ async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
     """The running container, or for a stopped one an idle container on its image and
     kept layer (no network, no limits: nothing runs in it but our file work), closed after.
     A start meanwhile waits for it; it waits for a start in progress."""
-    await record.wait_for(lambda: not record.starting or record.removed)
-    if record.removed or record.removing:
-        raise ApiError(409, f"container {record.id} is marked for removal")
-    if record.running and record.box is not None and record.box.sync.running:
-        yield record.box
-        return
-    await record.wait_for(lambda: not record.running or record.removed)  # (a run that is ending)
-    if record.removed or record.removing:
-        raise ApiError(409, f"container {record.id} is marked for removal")
+    while True:
+        await record.wait_for(lambda: not record.starting or record.removed)
+        if record.removed or record.removing:
+            raise ApiError(409, f"container {record.id} is marked for removal")
+        if record.running and record.box is not None and record.box.sync.running:
+            yield record.box
+            return
+        if not record.running:
+            break  # (nothing awaited from here to the count that holds a start back)
+        await record.wait_for(lambda: not record.running or record.removed)  # a run that is ending
     options = {**record.request.options, "network": "none", "ports": (), "limits": Limits()}
     if record.layer is not None:
         options["writable_dir"] = record.layer.path

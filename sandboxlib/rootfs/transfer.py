@@ -127,11 +127,12 @@ def get_archive(root_fd: int, path: str, policy: IdPolicy, mounts: FrozenSet[str
     ``mounts``: the mount points below the root (relative to it), archived empty."""
     fd = _open_regular(root_fd, path)
     buf = io.BytesIO()
-    prefix = posixpath.normpath("/" + path).strip("/")
+    prefix = posixpath.normpath("/" + path).strip("/") + "/"
+    below = frozenset(m[len(prefix) :] for m in mounts if m.startswith(prefix)) if prefix != "/" else mounts
     try:
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             name = os.path.basename(path.rstrip("/")) or "."
-            _add(tar, fd, name, policy, lambda p: posixpath.join(prefix, p) in mounts if mounts else False)
+            _add(tar, fd, name, policy, below.__contains__ if below else None)
     finally:
         os.close(fd)
     return buf.getvalue()
