@@ -154,7 +154,8 @@ def test_layers_go_with_rm_autoremove_and_prune(daemon):
     _ok(daemon.docker("run", "--rm", "busybox", "sh", "-c", "echo x > /x"))
     ran = _ok(daemon.docker("run", "-d", "busybox", "true")).strip()
     created = _ok(daemon.docker("create", "busybox", "true")).strip()
-    assert wait_until(lambda: _kept_layers(daemon) == [ran])  # (a created container's is made at its start)
+    assert _ok(daemon.docker("wait", ran)) == "0\n"
+    assert _kept_layers(daemon) == [ran]  # (a created container's is made at its start)
     assert sorted(os.listdir(os.path.join(daemon.store, "leases"))) == sorted([ran, created])
     _ok(daemon.docker("container", "prune", "-f"))
     assert _kept_layers(daemon) == [] and _ok(daemon.docker("ps", "-aq")) == ""
