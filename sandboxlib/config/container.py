@@ -206,7 +206,8 @@ class ContainerConfig:
             WorkingDir, else ``/``).
         image: an image reference (``name:tag``, ``name@sha256:...``, an id) in
             ``image_store``: the root is an overlay of its layers with a
-            writable layer of the container's own, gone with the container.
+            writable layer of the container's own, gone with the container
+            (or kept in ``writable_dir``).
         image_store: the store's directory (default: ``images.default_home()``).
         pull: when ``image`` is pulled from its registry: ``Pull.MISSING``
             (``"missing"``, default: when the store lacks it), ``"always"``
