@@ -35,8 +35,8 @@ async def communicate(
         if stream is not None and not stream.closed:
             os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
     # The selector lets go of the fds before the reply socket's use ends (it may close then).
-    with contextlib.ExitStack() as uses, selector() as sel:
-        proc._register(sel, input, uses)  # (the selector's part it uses)
+    with proc._reply.use(closed_ok=True) as reply, selector() as sel:
+        proc._register(sel, input, reply)  # (the selector's part it uses)
         while sel.get_map():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

@@ -167,8 +167,10 @@ class ContainerCgroup:
             raise SetupError(err.errno, f"mkdir({node.path!r})", step="CGROUP", field="limits") from None
         self._made.append(node)
         if "cpuset" in node.controllers and node.version == "v1":
-            mems = (fs.read_text(os.path.join(parent, "cpuset.mems")) or "").strip()
-            fs.write(os.path.join(node.path, "cpuset.mems"), mems)
+            # A new v1 cpuset is empty (no task may join it): the parent's
+            # CPUs and memory nodes, then the limits' own.
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                fs.write(os.path.join(node.path, name), (fs.read_text(os.path.join(parent, name)) or "").strip())
         settings = (v2_settings if node.version == "v2" else v1_settings)(self.limits)
         for controller in node.controllers:
             for filename, value in settings.get(controller, ()):

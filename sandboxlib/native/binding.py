@@ -46,7 +46,7 @@ __all__ = [
     "x32_missing",
 ]
 
-NATIVE_VERSION = 26
+NATIVE_VERSION = 27
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 
@@ -103,6 +103,13 @@ class Step(enum.IntEnum):
     NETWORK = lib.SBX_STEP_NETWORK
     CGROUP = lib.SBX_STEP_CGROUP
     TTY = lib.SBX_STEP_TTY
+    JOIN = lib.SBX_STEP_JOIN
+
+
+# The namespaces sbx-init joins by path, in the order of enum sbx_join
+# (the OCI runtime's type names).
+JOIN_NAMESPACES = ("network", "ipc", "uts", "mount", "cgroup")
+assert len(JOIN_NAMESPACES) == lib.SBX_N_JOIN
 
 
 class MountKind(enum.IntEnum):
@@ -120,6 +127,7 @@ class MountKind(enum.IntEnum):
     MASK = lib.SBX_MNT_MASK
     LOWER = lib.SBX_MNT_LOWER
     OVERLAY = lib.SBX_MNT_OVERLAY
+    MKNOD = lib.SBX_MNT_MKNOD  # data: "type,major,minor,mode,uid,gid" (the OCI runtime's linux.devices)
 
 
 class MountFlag(enum.IntFlag):
@@ -132,6 +140,11 @@ class MountFlag(enum.IntFlag):
     NOEXEC = lib.SBX_MF_NOEXEC
     USER = lib.SBX_MF_USER  # the op comes from the user's mounts: the child checks where it lands
     IDMAP = lib.SBX_MF_IDMAP  # a bind whose tree the host may idmap and send with the go message
+    # Propagation once attached (else private): the OCI runtime's mount options.
+    SHARED = lib.SBX_MF_SHARED
+    SLAVE = lib.SBX_MF_SLAVE
+    UNBINDABLE = lib.SBX_MF_UNBINDABLE
+    PROPAGATE_REC = lib.SBX_MF_PROPAGATE_REC
 
 
 MAX_IDMAPS = lib.SBX_MAX_IDMAPS
@@ -196,6 +209,7 @@ def spawn(
     cgroup_fd: int = -1,
     attach_fds: Sequence[int] = (),
     new_cgroupns: bool = True,
+    pidns_fd: int = -1,
 ) -> Tuple[int, int]:
     """Clone a child in new namespaces (``clone_flags``) that execs sbx-init
     with ``fds`` = (/dev/null, control socket, parent pidfd, error pipe) as
@@ -204,7 +218,9 @@ def spawn(
     The child starts in the cgroup v2 directory ``cgroup_fd`` (clone3
     ``CLONE_INTO_CGROUP``), joins the cgroup v1 hierarchies by writing "0"
     to each of ``attach_fds`` (their ``tasks`` files), then, with
-    ``new_cgroupns``, unshares a cgroup namespace rooted there.  ``fault``
+    ``new_cgroupns``, unshares a cgroup namespace rooted there.
+    ``pidns_fd``: a pid namespace to start the child in (the OCI runtime's
+    joined one; ``clone_flags`` then without CLONE_NEWPID).  ``fault``
     (tests): (step INIT_EXEC or CGROUP, errno) to fail.  Returns
     ``(pid, pidfd)`` once it has exec'd (or failed, having reported on the
     error pipe); raises OSError when clone itself fails."""
@@ -215,6 +231,7 @@ def spawn(
     args.n_attach = len(attach_fds)
     args.attach_fds[0 : len(attach_fds)] = list(attach_fds)
     args.new_cgroupns = int(new_cgroupns)
+    args.pidns_fd = pidns_fd
     args.clone_flags = clone_flags
     args.fds = list(fds)
     args.init_fd = init_memfd()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import resource
-import secrets
 import select
 import signal
 import socket
@@ -22,7 +21,7 @@ import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import IdMapping
-from ..errors import ConfigError, ContainerStateError
+from ..errors import ConfigError, ContainerStateError, SetupError
 from ..native import binding, protocol
 from ..native.failures import exec_error, setup_error
 from ..native.host import probe_host
@@ -36,7 +35,7 @@ from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES
 from ..security.seccomp import Seccomp, init_policy
 from . import cgroup as oci_cgroup
 from .console import send_console
-from .control import FORWARDED, connect, destroy, load, now, oci_state
+from .control import FORWARDED, connect, destroy, front_record, load, now, oci_state
 from .hooks import run_hooks
 from .spec import ProcessSpec, Spec, load_spec, resource_limits
 from .state import ContainerDir, start_time, status_of
@@ -67,6 +66,13 @@ def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, 
         groups=process.groups,
         rlimits=process.rlimits,
         cap_keep=capability_mask(frozenset(process.capabilities)),
+        no_new_privs=process.no_new_privileges,
+        cap_sets=(
+            capability_mask(frozenset(process.effective)),
+            capability_mask(frozenset(process.permitted)),
+            capability_mask(frozenset(process.inheritable)),
+            capability_mask(frozenset(process.ambient)),
+        ),
         main=main,
         set_groups=set_groups,
         id=command_id,
@@ -74,6 +80,13 @@ def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, 
         hold=hold,
     )
     return protocol.encode_exec(request)
+
+
+def _filter_privilege(process: ProcessSpec, program: bytes) -> frozenset:
+    """Without no_new_privs a command installs its filter with CAP_SYS_ADMIN
+    (csrc/command.c), which the init then keeps in its permitted set (the
+    command's own sets are cut to the config's right after)."""
+    return frozenset({"SYS_ADMIN"}) if program and not process.no_new_privileges else frozenset()
 
 
 def _context(process: ProcessSpec) -> dict:
@@ -146,9 +159,13 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         netns=spec.new_network,
         set_groups=bool(maps and maps.setgroups),
         seccomp_filter=program,
-        init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps),
+        init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps | _filter_privilege(process, program)),
         init_filter=compile_policy(init_policy(), caps),
         detached=True,
+        keep_privs=not process.no_new_privileges,
+        mount_order=True,
+        root_propagation=int(spec.root_propagation),
+        joins={kind: path for kind, path in spec.joins.items() if kind != "pid"},
     )
     cgroups_path = spec.cgroups_path or f"sandboxlib-runtime-{cdir.id}"  # (relative: below ours)
     group = oci_cgroup.plan(cgroups_path, spec.limits, bool(spec.device_rules))
@@ -168,6 +185,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    pidns = os.open(spec.joins["pid"], os.O_RDONLY | os.O_CLOEXEC) if "pid" in spec.joins else -1
     child_fds: List[int] = []
     try:
         with cdir.socket_address() as address:
@@ -178,10 +196,12 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
             child_fds = group.attach_fds()
             child_fds.append(group.open_v2())
         pid, pidfd = binding.spawn(
-            clone_flags(userns=maps is not None),
+            clone_flags(userns=maps is not None, new_pid=pidns < 0),
             [null, control_child.fileno(), listener.fileno(), err_w],
             caps=capability_mask(INIT_CAPABILITIES | caps),
-            netns=spec.new_network,
+            # The early network thread only without joins: a mount namespace is joined single-threaded.
+            netns=spec.new_network and not spec.joins,
+            pidns_fd=pidns,
             cgroup_fd=child_fds[-1] if child_fds else -1,
             attach_fds=child_fds[:-1],
             new_cgroupns=spec.new_cgroup and group is not None,
@@ -189,20 +209,26 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         os.close(pidfd)
         saved.update(pid=pid, init_start=start_time(pid))
         cdir.write(saved)
-        for fd in (null, err_w, *child_fds):
-            os.close(fd)
-        null = err_w = -1
+        for fd in (null, err_w, pidns, *child_fds):
+            if fd >= 0:  # (no v2 directory, no pid namespace to join: -1)
+                os.close(fd)
+        null = err_w = pidns = -1
         child_fds = []
         control_child.close()
         listener.close()
         if maps is not None:
-            run_steps(write_maps(pid, maps))
+            try:
+                run_steps(write_maps(pid, maps))
+            except SetupError:
+                control.close()  # the init, if still waiting for go, ends (EOF on err_r)
+                _raise_report(read_all(err_r), spec)  # its own failure (it ended first) is the cause
+                raise
         control.send(GO_MESSAGE)
-        report = read_all(err_r)
-        if report:
-            step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
-            raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
+        _raise_report(read_all(err_r), spec)
         _set_up(pid, process, spec)
+        front = front_record(cdir, saved)
+        if front is not None:
+            cdir.write_front(front)
         run_hooks("prestart", spec.hooks["prestart"], oci_state(cdir, saved))
         run_hooks("createRuntime", spec.hooks["createRuntime"], oci_state(cdir, saved))
         run_hooks("createContainer", spec.hooks["createContainer"], oci_state(cdir, saved))
@@ -213,13 +239,20 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
             theirs.close()
             _await_start(ours, process, console_socket)
     finally:
-        for fd in (null, err_w, err_r, *child_fds):
+        for fd in (null, err_w, err_r, pidns, *child_fds):
             if fd >= 0:
                 os.close(fd)
         control.close()
         control_child.close()
         listener.close()
     _write_pid_file(pid_file, saved["pid"])
+
+
+def _raise_report(report: bytes, spec: Spec) -> None:
+    """The init's set-up failure record (empty: it succeeded) as an exception."""
+    if report:
+        step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
+        raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
 
 
 def _set_up(pid: int, process: ProcessSpec, spec: Spec) -> None:
@@ -266,6 +299,8 @@ def exec_process(
         raise ContainerStateError("cannot exec in a stopped container")
     if process.terminal and not console_socket and detach:
         raise ConfigError("--tty", "a detached terminal needs --console-socket")
+    import secrets  # (exec only)
+
     command_id = secrets.randbits(31) | 1
     ours, theirs = protocol.reply_socketpair()
     with ours, connect(cdir) as control:

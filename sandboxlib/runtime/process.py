@@ -9,10 +9,11 @@ process that made it: in a forked child it only closes its own fds."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
+import math
 import os
+import select
 import selectors
 import signal as signal_module
 import socket
@@ -65,6 +66,13 @@ def result_of(
         oom_killed=oom_killed,
         pids_limit_hit=pids_limit_hit,
     )
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` becomes readable within ``timeout`` seconds (one poll, no selector)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(math.ceil(max(timeout, 0) * 1e3)))
 
 
 class Process:
@@ -130,16 +138,9 @@ class Process:
         self._check_owner()
         if self.returncode is not None:
             return True
-        with contextlib.ExitStack() as stack:
-            try:
-                sock = stack.enter_context(self._reply.use())
-            except ContainerStateError:
-                sock = None  # closed: the container ended under it
-            if sock is not None and timeout is not None:
-                sel = stack.enter_context(selectors.PollSelector())
-                sel.register(sock, selectors.EVENT_READ)
-                if not sel.select(max(timeout, 0)):
-                    return False
+        with self._reply.use(closed_ok=True) as sock:  # None: closed, the container ended under it
+            if sock is not None and timeout is not None and not _readable(sock, timeout):
+                return False
             with self._reply_lock:  # another thread may have read it meanwhile
                 if self.returncode is not None:
                     return True
@@ -167,8 +168,10 @@ class Process:
         """Close the reply socket (once no thread uses it) and remove the command's cgroup, once."""
         with self._reply_lock:
             released, self._released = self._released, True
+        if released:
+            return
         self._reply.close(wake=shutdown_quietly)
-        if not released and self._cgroup is not None and not self._forked():
+        if self._cgroup is not None and not self._forked():
             group, self._cgroup = self._cgroup, None  # (another command may use it next: never kill it from here)
             group.release()  # kept for reuse, or removed if empty; one still busy goes with the container's
 
@@ -193,7 +196,7 @@ class Process:
         return os.getpid() != self._owner
 
     def _check_owner(self) -> None:
-        if self._forked():
+        if os.getpid() != self._owner:
             raise ContainerStateError(
                 f"this command belongs to process {self._owner}, which started it; in a forked child "
                 f"(pid {os.getpid()}) it cannot be used"
@@ -292,8 +295,9 @@ class Process:
             input = data_bytes(input, "input")
         deadline = None if timeout is None else time.monotonic() + timeout
         sel = selectors.PollSelector()  # a few fds, once: poll() beats creating an epoll fd
-        with sel, contextlib.ExitStack() as uses:
-            self._register(sel, input, uses)
+        # The selector lets go of the fds before the reply socket's use ends (it may close then).
+        with self._reply.use(closed_ok=True) as reply, sel:
+            self._register(sel, input, reply)
             while sel.get_map():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -319,7 +323,8 @@ class Process:
                 stream.close()
         return out, err
 
-    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes], uses: contextlib.ExitStack) -> None:
+    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes], reply: Optional[socket.socket]) -> None:
+        """Register what is left to do; ``reply``: the reply socket in use, None once closed."""
         if self.terminal is not None and not self.terminal.closed and not self._terminal_ended:
             # Output comes merged on the terminal; input is typed into it.
             if self._input_left is None:
@@ -339,11 +344,10 @@ class Process:
         for which, stream in ((1, self.stdout), (2, self.stderr)):
             if stream is not None and not stream.closed:
                 sel.register(stream, selectors.EVENT_READ, which)
-        if self.returncode is None:
-            try:
-                sel.register(uses.enter_context(self._reply.use()), selectors.EVENT_READ, "exit")
-            except ContainerStateError:
-                self._take_reply(None)  # the container ended: the reply socket is closed
+        if self.returncode is None and reply is not None:
+            sel.register(reply, selectors.EVENT_READ, "exit")
+        elif self.returncode is None:
+            self._take_reply(None)  # the container ended: the reply socket is closed
 
     def _service_terminal(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int) -> None:
         if events & selectors.EVENT_WRITE and self._input_left:
