@@ -29,6 +29,7 @@ from .create_config import BUILT_IN_NETWORKS, CreateRequest, known_network
 from .events import Events
 from .healthcheck import Health, checked_healthcheck
 from .interactive import LOG_MAX_FILES, Interactive
+from .kept_layer import KeptLayer
 from .loghistory import keep_previous_run, with_history
 from .threads import in_thread
 
@@ -75,6 +76,9 @@ class ContainerRecord:
     watcher: Optional[asyncio.Task] = None
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     joined: Dict[str, List[str]] = attrs.field(factory=dict)  # networks beyond network_mode: their aliases
+    layer: Optional[KeptLayer] = None  # its writable layer, kept until it is removed (none: a read-only root)
+    starting: bool = False  # a start is under way: file work on the stopped container waits
+    files_open: int = 0  # file work on the stopped container (an idle container on its layer): a start waits
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
     health: Optional[Health] = None  # the current (or last) run's health checks (Config.Healthcheck)
 
@@ -171,6 +175,8 @@ class Containers:
         )
         if request.spawned:
             record.interactive = Interactive(record.log_path)
+        if not request.options["read_only"]:
+            record.layer = KeptLayer(request.options["image_store"], record_id)
         self._by_id[record_id] = record
         self.events.emit("container", "create", record.id, record.attributes())
         return record
@@ -182,7 +188,17 @@ class Containers:
 
     # -- runs ------------------------------------------------------------------------
     async def start(self, record: ContainerRecord, *, restart: bool = False) -> None:
-        """A run; ``restart``: by the restart policy, which a stop meanwhile cancels."""
+        """A run; ``restart``: by the restart policy, which a stop meanwhile cancels.
+        File work on the stopped container ends first (its idle container has the layer mounted)."""
+        await record.wait_for(lambda: record.files_open == 0 and not record.starting)
+        record.starting = True
+        try:
+            await self._start(record, restart)
+        finally:
+            record.starting = False
+            await record.notify()
+
+    async def _start(self, record: ContainerRecord, restart: bool) -> None:
         if record.running:
             raise ApiError(304, "container already started")
         if record.removing:
@@ -192,6 +208,8 @@ class Containers:
         request = record.request
         interactive = request.spawned
         options = {**request.options, "hostname": request.options["hostname"] or record.id[:12]}
+        if record.layer is not None:
+            options["writable_dir"] = record.layer.path
         name = request.alias or record.name
         if request.network_mode not in ("host", "none") and NETWORK_NAME.match(name):
             options["name"] = name  # (its DNS name on its network, as Docker's)
@@ -386,6 +404,9 @@ class Containers:
         with contextlib.suppress(asyncio.TimeoutError):  # their follow ends with the run: soon
             await asyncio.wait_for(record.wait_for(lambda: record.attached == 0), ATTACHED_GRACE)
         self._by_id.pop(record.id, None)
+        await record.wait_for(lambda: record.files_open == 0)
+        if record.layer is not None:
+            await in_thread(record.layer.release)
         shutil.rmtree(os.path.dirname(record.log_path), ignore_errors=True)
         record.removed, record.state = True, "removing"
         self.events.emit("container", "destroy", record.id, record.attributes())
@@ -405,3 +426,5 @@ class Containers:
         for record in list(self._by_id.values()):
             if record.box is not None:
                 record.box.close()
+            if record.layer is not None:
+                await in_thread(record.layer.release)
