@@ -18,13 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..config import BridgeNetwork, ContainerConfig, Mount
 from ..errors import SetupError, UnsupportedError
 from . import ipam, names
 from .files import ContainerFiles, kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD, check_tun, find_pasta
+from .portproxy import bind_ports
 
 __all__ = ["UserBridgeAttachment", "make_bridge", "remove_bridge", "holder_dir", "socket_path"]
 
@@ -180,14 +181,15 @@ class UserBridgeAttachment:
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[ContainerFiles] = None
         self._link: Optional[socket.socket] = None
+        self._sockets: List[socket.socket] = []  # the published ports', bound here, served by the holder
+        self._published: Dict[str, Tuple[str, int]] = {}
         self._hold: Optional[socket.socket] = None  # keeps the holder from ending before the link exists
         network_value = config.network
         self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
 
     def prepare(self) -> None:
         check_tun()  # (the container's tap is opened as its owner)
-        if self._config.ports:
-            raise UnsupportedError("published ports on a rootless named network", "use network='bridge' for them")
+        self._sockets = bind_ports(self._config.ports)  # (first: a port in use is a ConfigError, nothing made)
         self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
         owner = {
             "id": self._id,
@@ -234,7 +236,10 @@ class UserBridgeAttachment:
                 raise SetupError(0, "the container's tap (rootless network)", step="NETWORK", hint=done.stderr[-500:])
             _, fds, _, _ = socket.recv_fds(ours, 16, 1)
         owner_rules = [[r.kind, r.value, r.port, r.protocol] for r in self._egress]
+        ports = self._config.ports
         try:
+            # the published ports' sockets go with the tap: the holder's proxy
+            # (in the user's namespace, where the container's address is) serves them
             _, self._link = _request(
                 self._state_root,
                 {
@@ -243,19 +248,30 @@ class UserBridgeAttachment:
                     "id": self._id,
                     "address": str(self.address.ip),
                     "egress": owner_rules,
+                    "ports": [[m.host_ip, m.host_port, m.port, m.protocol] for m in ports],
                 },
-                tuple(fds),
+                (*fds, *(s.fileno() for s in self._sockets)),
             )
         finally:
             for fd in fds:
                 os.close(fd)
+        self._published = {m.key: s.getsockname()[:2] for s, m in zip(self._sockets, ports)}
+        self._close_sockets()  # (the holder's copies serve them until the link ends)
 
     @property
     def ports(self) -> Dict[str, Tuple[str, int]]:
-        return {}
+        return dict(self._published)
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
 
     def close(self) -> None:
-        if self._link is not None:  # the holder closes both taps, removes the egress objects, then its end
+        self._close_sockets()
+        if (
+            self._link is not None
+        ):  # the holder ends the proxy, closes both taps, removes the egress objects, then its end
             try:
                 self._link.shutdown(socket.SHUT_WR)
                 self._link.settimeout(5)

@@ -15,7 +15,8 @@ death) closes both taps, which removes ours.
 Requests are one JSON message on a SOCK_SEQPACKET connection to
 ``<state>/net/userns/holder.sock`` (a tap fd attached): ``bridge`` (make it
 if missing), ``remove`` (the bridge goes; the holder exits after the last),
-``attach``."""
+``attach`` (the published ports' sockets attached too: they were bound by
+the owner in its namespace, a proxy here connects to the container)."""
 
 from __future__ import annotations
 
@@ -28,16 +29,18 @@ import socket
 import struct
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-from ..config import EgressRule
+from ..config import EgressRule, PortMapping
 from . import bridge, ipam, named, nftables, usernet
 from .attach import egress_gate, ensure_bridge, forget_bridge
 from .files import kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD
+from .portproxy import PortProxy
 
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+MAX_FDS = 253  # (SCM_RIGHTS' limit: a tap and up to 252 published ports' sockets)
 
 
 def open_tap(name: str) -> int:
@@ -97,23 +100,40 @@ class Holder:
             nftables.remove_bridge_rules(name)
             return len(self._resolvers)
 
-    def attach(self, conn: socket.socket, request: dict, inner: int) -> None:
+    def attach(self, conn: socket.socket, request: dict, fds: List[int]) -> None:
         """Our tap on the bridge, frames copied to and from the container's
-        tap ``inner`` until the connection ends; the container's egress
-        allow-list in force meanwhile."""
+        tap (``fds[0]``) until the connection ends; the container's egress
+        allow-list in force and its published ports (the listening sockets
+        ``fds[1:]``, bound in the owner's namespace) served meanwhile."""
         bridge_name, container_id, address = request["bridge"], request["id"], request["address"]
         egress = [EgressRule(*rule) for rule in request.get("egress") or ()]
+        ports = tuple(PortMapping(*port) for port in request.get("ports") or ())
+        inner, listeners = fds[0], [socket.socket(fileno=fd) for fd in fds[1:]]
+        proxy = None
         name = f"vsbx{container_id[:10]}"
-        outer = open_tap(name)
+        try:
+            outer = open_tap(name)
+        except BaseException:
+            os.close(inner)
+            for sock in listeners:
+                sock.close()
+            raise
         try:
             if egress:
                 nftables.add_egress(bridge_name, container_id, address, egress)
             with bridge.host_netlink() as ipr:
                 index = bridge.link_index(name)
                 ipr.link("set", index=index, master=bridge.link_index(bridge_name), state="up")
+            if listeners:
+                proxy = PortProxy(listeners, ports, address)
             conn.send(b'{"ok": true}')
             _copy(conn, inner, outer)
         finally:
+            if proxy is not None:
+                proxy.close()  # (its listeners with it)
+            else:
+                for sock in listeners:
+                    sock.close()
             os.close(outer)
             os.close(inner)
             if egress:
@@ -153,11 +173,11 @@ class Holder:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
-                message, fds, _, _ = socket.recv_fds(conn, 65536, 1)
+                message, fds, _, _ = socket.recv_fds(conn, 65536, MAX_FDS)
                 request = json.loads(message)
                 op = request["op"]
                 if op == "attach":
-                    self.attach(conn, request, fds[0])
+                    self.attach(conn, request, fds)
                     return
                 if op == "bridge":
                     gateway = self.bridge(request["name"], request["subnet"])

@@ -68,7 +68,7 @@ class Network:
         allowed through the network's resolver: the addresses it answers for
         an allowed name are allowed for their TTL; anything else is refused at
         once (TCP reset, ICMP), DNS to other servers and unlisted names too
-        (rootless: on the user's network namespace's bridge, without published ports)."""
+        (rootless: on the bridge of the user's network namespace)."""
         return BridgeNetwork(egress=egress)
 
     @staticmethod
