@@ -369,3 +369,19 @@ def test_rootless_published_port_on_a_given_address(lab, user):
     assert not listening(lab, port)  # the owner's death ended the link: the holder closed the port
     assert lab.run('sb.Network.get("given").remove(); print(json.dumps("ok"))', user=user) == "ok"
     assert no_processes(lab, user)
+
+
+def test_rootless_ipv6_is_refused_before_anything(lab, user):
+    out = lab.run(
+        """
+        try:
+            sb.Network.create("six", subnet6="fd00:96::/64")
+            found = "no error"
+        except sb.UnsupportedError as err:
+            found = str(err)
+        print(json.dumps([found, [n.name for n in sb.Network.list()]]))
+        """,
+        user=user,
+    )
+    assert "IPv6 on a rootless named network" in out[0] and out[1] == []
+    assert no_processes(lab, user)

@@ -172,11 +172,12 @@ class UserBridgeAttachment:
         container_id: str,
         hostname: str,
         state_root: str,
-        network: Tuple[str, Optional[ipaddress.IPv4Network]],
+        network: Tuple[str, Optional[ipaddress.IPv4Network], Optional[ipaddress.IPv6Network]],
     ) -> None:
-        """``network``: (bridge, subnet), subnet None for the default network's (chosen at first use)."""
+        """``network``: (bridge, subnet, IPv6 subnet: always None, as named.create
+        refuses one rootless), subnet None for the default network's (chosen at first use)."""
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
-        self._bridge, self._subnet = network
+        self._bridge, self._subnet, _ = network
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[ContainerFiles] = None

@@ -74,11 +74,11 @@ class Holder:
             if name not in self._resolvers:
                 leases = lease_dir(self._state_root, name)
 
-                def lookup(wanted: str) -> Optional[str]:
+                def lookup(wanted: str) -> List[str]:
                     for record in ipam.leases(leases):
                         if wanted in (record.get("name"), record.get("hostname")):
-                            return str(record["address"])
-                    return None
+                            return [str(record["address"])]
+                    return []
 
                 def gate(client: str, wanted: str) -> Any:
                     return egress_gate(self._state_root, name, client, wanted)
