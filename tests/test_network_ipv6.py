@@ -172,3 +172,32 @@ def test_ipv6_subnets_of_two_networks_do_not_overlap(lab):
         """
     )
     assert out[0] == "subnet6" and "overlaps" in out[1]
+
+
+def test_cli_ipv6_network_and_egress(lab):
+    out = lab.run(
+        f"""
+        import subprocess
+        def cli(*args):
+            done = subprocess.run([sys.executable, "-m", "sandboxlib", *args], capture_output=True, text=True)
+            return [done.returncode, done.stdout, done.stderr]
+        fetch = ["{PY}", "-c", {FETCH!r}]
+        found = {{
+            "create": cli("network", "create", "web6", "--ipv6", "--subnet", "10.92.0.0/24",
+                          "--subnet", "fd00:92::/64"),
+            "ls": cli("network", "ls"),
+            "aaaa": cli("run", "--network", "web6", "--name", "x", "--", "getent", "ahostsv6", "x"),
+            "allowed": cli("run", "--network", "web6", "--egress", "[{WORLD6}]:80", "--", *fetch, "http://[{WORLD6}]/"),
+            "refused": cli("run", "--network", "web6", "--egress", "[{WORLD6}]:80", "--", *fetch, "http://{WORLD_ADDRESS}/"),
+            "rm": cli("network", "rm", "web6"),
+        }}
+        print(json.dumps(found))
+        """
+    )
+    assert out["create"][0] == 0, out["create"][2]
+    assert "fd00:92::/64" in out["ls"][1] and "10.92.0.0/24" in out["ls"][1]
+    assert out["aaaa"][0] == 0 and out["aaaa"][1].startswith("fd00:92::2 "), out["aaaa"]
+    assert out["allowed"][1].strip() == f"hello from {HOST6}", out["allowed"]
+    assert out["refused"][1].startswith("ConnectionRefusedError"), out["refused"]
+    assert out["rm"][0] == 0
+    assert ip6_tables(lab) == []

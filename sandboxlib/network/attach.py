@@ -234,7 +234,11 @@ class Attachment:
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
                 "hosts": names.hosts_file(
-                    str(self.address.ip), self._hostname, self._config.name, self._config.extra_hosts
+                    str(self.address.ip),
+                    self._hostname,
+                    self._config.name,
+                    self._config.extra_hosts,
+                    self._address6(self._lease.address),
                 ),
             },
         )
