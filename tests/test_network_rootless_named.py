@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .netlab import HOST_ADDRESS, WORLD_ADDRESS, WORLD_SECOND, Lab
+from .netlab import HOST6, HOST_ADDRESS, WORLD6, WORLD6_SECOND, WORLD_ADDRESS, WORLD_SECOND, Lab
 from .rootless import USERS, ensure_user
 from .test_network_egress import PROBE
 
@@ -35,6 +35,14 @@ SERVE_ONCE = (
 SERVE_UDP = (
     "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 53)); print('up', flush=True)\n"
     "data, peer = s.recvfrom(100); s.sendto(data.upper(), peer)"
+)
+SERVE6 = (  # answers two connections with the peer's address
+    "import socket; s = socket.create_server(('::', 80), family=socket.AF_INET6, dualstack_ipv6=True)\n"
+    "print('up', flush=True)\nfor _ in range(2):\n    c, p = s.accept(); c.sendall(p[0].encode()); c.close()"
+)
+CONNECT6 = (
+    "import socket, sys; a = socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET6)[0][4][:2]\n"
+    "print(socket.create_connection(a, timeout=5).recv(100).decode())"
 )
 FETCH = "import urllib.request as u; print(u.urlopen('http://example.internal/', timeout=5).read().decode())"
 
@@ -86,7 +94,7 @@ def test_rootless_named_networks(lab, user):
         serve = "import socket; s = socket.create_server(('', 80)); print('up', flush=True); s.accept()"
         with sb.Container(network=a, name="db") as db, sb.Container(network="alpha") as app, \\
                 sb.Container(network=b, name="stranger") as other:
-            srv = db.spawn(["{PY}", "-c", serve], stdout=sb.PIPE)
+            srv = db.spawn(["{PY}", "-c", {SERVE6!r}], stdout=sb.PIPE)
             srv.stdout.readline()
             address = eth0(db).split("/")[0]
             fetched = app.run(["{PY}", "-c", {FETCH!r}], stdout=sb.PIPE, stderr=sb.PIPE)
@@ -371,17 +379,35 @@ def test_rootless_published_port_on_a_given_address(lab, user):
     assert no_processes(lab, user)
 
 
-def test_rootless_ipv6_is_refused_before_anything(lab, user):
+def test_rootless_ipv6_named_network(lab, user):
     out = lab.run(
-        """
-        try:
-            sb.Network.create("six", subnet6="fd00:96::/64")
-            found = "no error"
-        except sb.UnsupportedError as err:
-            found = str(err)
-        print(json.dumps([found, [n.name for n in sb.Network.list()]]))
+        f"""
+        import socket
+        net = sb.Network.create("six", subnet6="fd00:96::/64")
+        fetch = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())"
+        allow = sb.Network.bridge(egress=["[{WORLD6}]:80"], network=net)
+        with sb.Container(network=net, name="db", ports={{"[::1]:0": 80}}) as db, sb.Container(network=allow) as app:
+            srv = db.spawn(["{PY}", "-c", {SERVE6!r}], stdout=sb.PIPE)
+            srv.stdout.readline()
+            show = ["ip", "-o", "-6", "addr", "show", "eth0", "scope", "global"]
+            found = {{
+                "address": text(db.run(show, stdout=sb.PIPE)).split()[3],
+                "fetched": text(app.run(["{PY}", "-c", fetch, "http://[{WORLD6}]/"], stdout=sb.PIPE)),
+                "refused": app.run(["{PY}", "-c", fetch, "http://[{WORLD6_SECOND}]/"], stderr=sb.PIPE).stderr.decode(),
+                "by_name": text(app.run(["{PY}", "-c", {CONNECT6!r}, "db"], stdout=sb.PIPE)),
+                "ports": db.ports,
+            }}
+            with socket.create_connection(db.ports["80/tcp"], timeout=5) as s:
+                found["published"] = s.recv(100).decode()
+            srv.wait()
+        net.remove()
+        print(json.dumps(found))
         """,
         user=user,
     )
-    assert "IPv6 on a rootless named network" in out[0] and out[1] == []
+    assert out["address"].startswith("fd00:96::") and out["address"].endswith("/64")
+    assert out["fetched"] == f"hello from {HOST6}"  # the world sees pasta's connection, from the host's address
+    assert "Connection refused" in out["refused"]  # the allow-list's IPv6 side
+    assert out["by_name"].startswith("fd00:96::")  # AAAA for the name, reached over IPv6 (from app's address)
+    assert out["ports"]["80/tcp"][0] == "::1" and out["published"]  # the holder's proxy, over its IPv4 address
     assert no_processes(lab, user)

@@ -35,7 +35,6 @@ __all__ = [
     "DEFAULT_BRIDGE",
     "egress_gate",
     "ensure_bridge",
-    "gateway6_of",
     "Place",
     "forget_bridge",
     "lease_dir",
@@ -62,17 +61,6 @@ def _enable_forwarding(ipv6: bool) -> None:
             if file.read().strip() != "1":
                 file.seek(0)
                 file.write("1")
-
-
-def gateway6_of(subnet6: ipaddress.IPv6Network) -> ipaddress.IPv6Interface:
-    """The bridge's IPv6 address: the subnet's first, as IPv4's."""
-    return ipaddress.IPv6Interface(f"{subnet6.network_address + 1}/{subnet6.prefixlen}")
-
-
-def address6_of(address: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network) -> str:
-    """A container's IPv6 address: at its IPv4 address's offset in the IPv6
-    subnet (one lease gives both: the IPAM stays one set of files)."""
-    return str(subnet6.network_address + (int(ipaddress.IPv4Address(address)) - int(subnet.network_address)))
 
 
 def _known_path(state_root: str, bridge_name: str) -> str:
@@ -131,7 +119,7 @@ def ensure_bridge(
             _enable_forwarding(subnet6 is not None)
             nftables.add_bridge_rules(bridge_name, subnet, subnet6)
             bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
-            bridge.create_bridge(ipr, bridge_name, gateway, gateway6_of(subnet6) if subnet6 else None)
+            bridge.create_bridge(ipr, bridge_name, gateway, ipam.gateway6_of(subnet6) if subnet6 else None)
         path = _known_path(state_root, bridge_name)
         with open(path + ".tmp", "w", encoding="ascii") as file:
             file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
@@ -220,7 +208,7 @@ class Attachment:
         if self._subnet6 is None:
             return None
         assert self._gateway is not None
-        return address6_of(address, self._gateway.network, self._subnet6)
+        return ipam.address6_of(address, self._gateway.network, self._subnet6)
 
     def _write_files(self) -> None:
         self._upstreams, search = names.host_resolvers()
@@ -257,7 +245,7 @@ class Attachment:
         try:
             index = bridge.link_index(self._bridge)  # (one lookup: an ioctl on a socket of its own)
             address6 = self.address6
-            ipv6 = (address6, gateway6_of(self._subnet6).ip) if address6 and self._subnet6 else None
+            ipv6 = (address6, ipam.gateway6_of(self._subnet6).ip) if address6 and self._subnet6 else None
             bridge.connect_veth(f"vsbx{self._id[:10]}", index, netns_fd, self.address, self._gateway.ip, ipv6)
             if self._egress:
                 self._egress_added = True  # (partly made objects are removed too)

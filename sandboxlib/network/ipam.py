@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional
 
 from ..errors import ConfigError
 
-__all__ = ["Lease", "lease_address", "dir_lock", "leases", "reap"]
+__all__ = ["Lease", "lease_address", "dir_lock", "leases", "reap", "gateway6_of", "address6_of"]
 
 
 @contextlib.contextmanager
@@ -137,3 +137,14 @@ def leases(directory: str) -> Iterator[dict]:
                     yield {**json.loads(os.pread(fd, 65536, 0) or b"{}"), "address": name}
             finally:
                 os.close(fd)
+
+
+def gateway6_of(subnet6: ipaddress.IPv6Network) -> ipaddress.IPv6Interface:
+    """The bridge's IPv6 address: the subnet's first, as IPv4's."""
+    return ipaddress.IPv6Interface(f"{subnet6.network_address + 1}/{subnet6.prefixlen}")
+
+
+def address6_of(address: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network) -> str:
+    """A container's IPv6 address: at its IPv4 address's offset in the IPv6
+    subnet (one lease gives both: the IPAM stays one set of files)."""
+    return str(subnet6.network_address + (int(ipaddress.IPv4Address(address)) - int(subnet.network_address)))

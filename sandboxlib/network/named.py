@@ -19,7 +19,7 @@ from typing import List, Optional, Union
 import attrs
 
 from ..config import BridgeNetwork, Network, NetworkRef
-from ..errors import ConfigError, ContainerStateError, UnsupportedError
+from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables, usernet
 from .attach import DEFAULT_BRIDGE, Place, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
 
@@ -107,12 +107,10 @@ def _checked_ipv6(
 def create(state_root: str, name: str, subnet: Optional[str] = None, subnet6: Optional[str] = None) -> NetworkRecord:
     """Record the network and make its bridge; ConfigError for a name in use
     or a subnet that overlaps another network's or a route of the host.
-    ``subnet6``: IPv6 too (root only)."""
+    ``subnet6``: IPv6 too."""
     name = NetworkRef(name).name
     wanted = _check_subnet(subnet) if subnet is not None else None
     wanted6 = _check_subnet6(subnet6) if subnet6 is not None else None
-    if wanted6 is not None and os.geteuid() != 0:
-        raise UnsupportedError("IPv6 on a rootless named network (subnet6)", "create it as root, or without subnet6")
     with ipam.dir_lock(network_dir(state_root)):
         existing = records(state_root)
         if any(r.name == name for r in existing):
@@ -149,7 +147,7 @@ def create(state_root: str, name: str, subnet: Optional[str] = None, subnet6: Op
         if os.geteuid() == 0:
             ensure_bridge(state_root, record.bridge, wanted, wanted6)
         else:  # in the per-user network namespace
-            usernet.make_bridge(state_root, record.bridge, wanted)  # (the record keeps it)
+            usernet.make_bridge(state_root, record.bridge, wanted, wanted6)  # (the record keeps it)
     except BaseException:
         os.unlink(path)
         raise

@@ -33,13 +33,16 @@ HOLDER = "sandboxlib.network.usernetd"
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Run in the container's user and network namespaces (nsenter): its tap eth0,
-# address and route, the tap's fd sent back on the socket whose fd is argv[3].
+# address and route (IPv6's too with argv[4:6]: nodad, the IPAM gave it), the
+# tap's fd sent back on the socket whose fd is argv[3].
 _INSIDE = """
 import fcntl, os, socket, struct, subprocess, sys
 address, gateway, back = sys.argv[1:4]
 fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"eth0", 0x1002))
 batch = f"addr add {address} dev eth0\\nlink set eth0 up\\nroute add default via {gateway}\\n"
+if len(sys.argv) > 5:
+    batch += f"addr add {sys.argv[4]} dev eth0 nodad\\nroute add ::/0 via {sys.argv[5]}\\n"
 subprocess.run(["ip", "-batch", "-"], input=batch.encode(), check=True)
 socket.send_fds(socket.socket(fileno=int(back)), [b"tap"], [fd])
 """
@@ -104,7 +107,7 @@ def _start(state_root: str) -> None:
     pid = int(ready[1])
     with open(os.path.join(directory, "holder.pid"), "w", encoding="ascii") as file:
         file.write(str(pid))
-    argv = [pasta, "--config-net", "-4", "--quiet", "--no-map-gw", "--dns-forward", DNS_FORWARD]
+    argv = [pasta, "--config-net", "--quiet", "--no-map-gw", "--dns-forward", DNS_FORWARD]
     argv += ["-t", "none", "-u", "none", "-T", "none", "-U", "none"]
     argv += ["--netns", f"/proc/{pid}/ns/net", "--userns", f"/proc/{pid}/ns/user"]
     argv += ["--pid", os.path.join(directory, "helper.pid")]
@@ -140,13 +143,24 @@ def _request(
 
 
 def make_bridge(
-    state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network], *, hold: bool = False
+    state_root: str,
+    bridge_name: str,
+    subnet: Optional[ipaddress.IPv4Network],
+    subnet6: Optional[ipaddress.IPv6Network] = None,
+    *,
+    hold: bool = False,
 ) -> Tuple[ipaddress.IPv4Interface, Optional[socket.socket]]:
     """The bridge's gateway; made if missing (on ``subnet``, else a free
-    default one).  ``hold``: with the connection that keeps the holder (and
-    the bridge) from ending until it is closed."""
-    wanted = str(subnet) if subnet is not None else None
-    answer, sock = _request(state_root, {"op": "bridge", "name": bridge_name, "subnet": wanted, "hold": hold})
+    default one; with ``subnet6`` too).  ``hold``: with the connection that
+    keeps the holder (and the bridge) from ending until it is closed."""
+    request = {
+        "op": "bridge",
+        "name": bridge_name,
+        "subnet": str(subnet) if subnet is not None else None,
+        "subnet6": str(subnet6) if subnet6 is not None else None,
+        "hold": hold,
+    }
+    answer, sock = _request(state_root, request)
     assert sock is not None
     if not hold:
         sock.close()
@@ -174,10 +188,10 @@ class UserBridgeAttachment:
         state_root: str,
         network: Tuple[str, Optional[ipaddress.IPv4Network], Optional[ipaddress.IPv6Network]],
     ) -> None:
-        """``network``: (bridge, subnet, IPv6 subnet: always None, as named.create
-        refuses one rootless), subnet None for the default network's (chosen at first use)."""
+        """``network``: (bridge, subnet, IPv6 subnet or None), subnet None for
+        the default network's (chosen at first use)."""
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
-        self._bridge, self._subnet, _ = network
+        self._bridge, self._subnet, self._subnet6 = network
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[ContainerFiles] = None
@@ -191,7 +205,7 @@ class UserBridgeAttachment:
     def prepare(self) -> None:
         check_tun()  # (the container's tap is opened as its owner)
         self._sockets = bind_ports(self._config.ports)  # (first: a port in use is a ConfigError, nothing made)
-        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
+        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, self._subnet6, hold=True)
         owner = {
             "id": self._id,
             "hostname": self._hostname,
@@ -208,7 +222,11 @@ class UserBridgeAttachment:
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
                 "hosts": names.hosts_file(
-                    str(self.address.ip), self._hostname, self._config.name, self._config.extra_hosts
+                    str(self.address.ip),
+                    self._hostname,
+                    self._config.name,
+                    self._config.extra_hosts,
+                    str(self.address6.ip) if self.address6 else None,
                 ),
             },
         )
@@ -217,6 +235,15 @@ class UserBridgeAttachment:
     def address(self) -> ipaddress.IPv4Interface:
         assert self._lease is not None and self._gateway is not None
         return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
+
+    @property
+    def address6(self) -> Optional[ipaddress.IPv6Interface]:
+        """Its IPv6 address on a network with an IPv6 subnet (at its IPv4 address's offset)."""
+        if self._subnet6 is None:
+            return None
+        assert self._lease is not None and self._gateway is not None
+        found = ipam.address6_of(self._lease.address, self._gateway.network, self._subnet6)
+        return ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}")
 
     def mounts(self) -> Tuple[Mount, ...]:
         assert self._files is not None
@@ -230,6 +257,8 @@ class UserBridgeAttachment:
             argv = ["nsenter", "--preserve-credentials", f"--user=/proc/{init_pid}/ns/user"]
             argv += [f"--net=/proc/self/fd/{netns_fd}", sys.executable, "-I", "-S", "-c", _INSIDE]
             argv += [str(self.address), str(self._gateway.ip), str(theirs.fileno())]
+            if self.address6 is not None and self._subnet6 is not None:
+                argv += [str(self.address6), str(ipam.gateway6_of(self._subnet6).ip)]
             done = subprocess.run(
                 argv, pass_fds=(netns_fd, theirs.fileno()), capture_output=True, text=True, check=False
             )
@@ -248,6 +277,7 @@ class UserBridgeAttachment:
                     "bridge": self._bridge,
                     "id": self._id,
                     "address": str(self.address.ip),
+                    "address6": str(self.address6.ip) if self.address6 else None,
                     "egress": owner_rules,
                     "ports": [[m.host_ip, m.host_port, m.port, m.protocol] for m in ports],
                 },

@@ -61,23 +61,26 @@ class Holder:
         self._resolvers: Dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def bridge(self, name: str, subnet: Optional[str]) -> str:
+    def bridge(self, name: str, subnet: Optional[str], subnet6: Optional[str] = None) -> str:
         from .resolver import Resolver
 
         with self._lock:
             wanted = ipaddress.IPv4Network(subnet) if subnet else None
+            wanted6 = ipaddress.IPv6Network(subnet6) if subnet6 else None
             if wanted is None and bridge.host_index(name) is None:  # (not a named network's subnet either)
                 taken = [ipaddress.IPv4Network(r.subnet) for r in named.records(self._state_root)]
                 with bridge.host_netlink() as ipr:
                     wanted = bridge.default_subnet(ipr, taken)
-            gateway = ensure_bridge(self._state_root, name, wanted)
+            gateway = ensure_bridge(self._state_root, name, wanted, wanted6)
             if name not in self._resolvers:
                 leases = lease_dir(self._state_root, name)
 
                 def lookup(wanted: str) -> List[str]:
                     for record in ipam.leases(leases):
                         if wanted in (record.get("name"), record.get("hostname")):
-                            return [str(record["address"])]
+                            address = str(record["address"])
+                            six = [ipam.address6_of(address, gateway.network, wanted6)] if wanted6 else []
+                            return [address, *six]
                     return []
 
                 def gate(client: str, wanted: str) -> Any:
@@ -106,6 +109,7 @@ class Holder:
         allow-list in force and its published ports (the listening sockets
         ``fds[1:]``, bound in the owner's namespace) served meanwhile."""
         bridge_name, container_id, address = request["bridge"], request["id"], request["address"]
+        address6 = request.get("address6")
         egress = [EgressRule(*rule) for rule in request.get("egress") or ()]
         ports = tuple(PortMapping(*port) for port in request.get("ports") or ())
         inner, listeners = fds[0], [socket.socket(fileno=fd) for fd in fds[1:]]
@@ -120,7 +124,7 @@ class Holder:
             raise
         try:
             if egress:
-                nftables.add_egress(bridge_name, container_id, address, egress)
+                nftables.add_egress(bridge_name, container_id, address, egress, address6)
             with bridge.host_netlink() as ipr:
                 index = bridge.link_index(name)
                 ipr.link("set", index=index, master=bridge.link_index(bridge_name), state="up")
@@ -137,7 +141,7 @@ class Holder:
             os.close(outer)
             os.close(inner)
             if egress:
-                nftables.remove_egress(bridge_name, container_id, address)
+                nftables.remove_egress(bridge_name, container_id, address, address6)
 
     def end_if_unused(self) -> None:
         """End, and end pasta (the namespace goes with it), when no named
@@ -180,7 +184,7 @@ class Holder:
                     self.attach(conn, request, fds)
                     return
                 if op == "bridge":
-                    gateway = self.bridge(request["name"], request["subnet"])
+                    gateway = self.bridge(request["name"], request["subnet"], request.get("subnet6"))
                     conn.send(json.dumps({"ok": True, "gateway": gateway}).encode())
                     if request.get("hold"):  # a container's start: we stay until it ends (EOF)
                         conn.recv(1)

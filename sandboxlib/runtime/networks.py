@@ -61,7 +61,7 @@ class Network:
         ``subnet`` (default: the first free of Docker's pool); rootless, in
         the user's network namespace (as Podman's).
 
-        IPv6 (root; Docker's ``--ipv6 --subnet fd00:...::/64``): ``subnet6``
+        IPv6 (Docker's ``--ipv6 --subnet fd00:...::/64``): ``subnet6``
         (``"fd00:89::/64"``), or ``ipv6=True`` for a unique local /64 of
         ``fd00::/8`` chosen from the name.  Containers get an address there
         too (at their IPv4 address's offset), a default route, NAT66 to the
