@@ -318,7 +318,8 @@ def main() -> None:
     parser.add_argument("--rootless-rounds", type=int, default=100, help="0: not rootless")
     args = parser.parse_args()
     enter_namespaces()
-    os.environ["SANDBOXLIB_RUN"] = f"/run/sandboxlib-bench-net-{os.getpid()}"
+    # (on the disk, as this machine's /run is, not on the tmpfs over /run here)
+    os.environ["SANDBOXLIB_RUN"] = tempfile.mkdtemp(prefix="sandboxlib-bench-net-")
     times = _common.interleaved(
         {
             'sb.run(/bin/true, network="none")': lambda: sb.run(TRUE),

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, names, nftables
-from .files import ContainerFiles, lease_dir, network_dir
+from .files import LeaseFiles, lease_dir, network_dir
 from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
 from .slirp import SlirpAttachment, find_slirp
@@ -160,7 +160,7 @@ class Attachment:
         self._bridge, self._subnet, self._subnet6 = network
         self._sockets: List[socket.socket] = []
         self._lease: Optional[ipam.Lease] = None
-        self._files: Optional[ContainerFiles] = None
+        self._files: Optional[LeaseFiles] = None
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._resolver: Optional[Any] = None  # a resolver.Resolver (dnslib is imported when one starts)
         self._proxy: Optional[PortProxy] = None
@@ -214,11 +214,12 @@ class Attachment:
         self._upstreams, search = names.host_resolvers()
         assert self._gateway is not None
         assert self._lease is not None
-        self._files = ContainerFiles(
+        self._files = LeaseFiles(
             self._state_root,
             # named by the lease: the next container on that address binds the same
             # paths, so its mount layout and plan come from their caches (~0.3 ms)
-            f"{self._bridge}-{self._lease.address}",
+            self._bridge,
+            self._lease.address,
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
                 "hosts": names.hosts_file(

@@ -22,6 +22,7 @@ from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables, usernet
 from .attach import DEFAULT_BRIDGE, Place, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
+from .files import LeaseFiles
 
 __all__ = ["NetworkRecord", "default_subnet6", "create", "get", "records", "remove", "attached", "bridge_of"]
 
@@ -178,6 +179,7 @@ def remove(state_root: str, name: str) -> None:
             os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
             usernet.remove_bridge(state_root, record.bridge)
         shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
+        LeaseFiles.remove_all(state_root, record.bridge)
 
 
 def bridge_of(state_root: str, network: Union[Network, NetworkRef, BridgeNetwork]) -> Place:

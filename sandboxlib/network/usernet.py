@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 from ..config import BridgeNetwork, ContainerConfig, Mount
 from ..errors import SetupError, UnsupportedError
 from . import ipam, names
-from .files import ContainerFiles, kill_helper, lease_dir, network_dir
+from .files import LeaseFiles, kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD, check_tun, find_pasta
 from .portproxy import bind_ports
 
@@ -194,7 +194,7 @@ class UserBridgeAttachment:
         self._bridge, self._subnet, self._subnet6 = network
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._lease: Optional[ipam.Lease] = None
-        self._files: Optional[ContainerFiles] = None
+        self._files: Optional[LeaseFiles] = None
         self._link: Optional[socket.socket] = None
         self._sockets: List[socket.socket] = []  # the published ports', bound here, served by the holder
         self._published: Dict[str, Tuple[str, int]] = {}
@@ -216,9 +216,10 @@ class UserBridgeAttachment:
         ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
         self._lease = ipam.lease_address(leases, self._gateway.network, owner)
         _, search = names.host_resolvers()
-        self._files = ContainerFiles(
+        self._files = LeaseFiles(
             self._state_root,
-            self._id,
+            self._bridge,
+            self._lease.address,
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
                 "hosts": names.hosts_file(
