@@ -82,9 +82,13 @@ def test_ipv6_network(lab):
             found["udp"] = u.recv(100).decode()
             srv.wait()
         net.remove(); other.remove()
+        import os
+        kept = os.listdir(os.environ["SANDBOXLIB_RUN"] + "/net/files")
+        found["files_left"] = [n for n in kept if net.bridge in n or other.bridge in n]
         print(json.dumps(found))
         """
     )
+    assert out["files_left"] == []  # the networks' kept files directories went with them
     assert out["listed"][1] == ["six", "fd00:96::/64"]
     assert (
         out["listed"][0][0] == "other6"

@@ -411,3 +411,12 @@ def test_rootless_ipv6_named_network(lab, user):
     assert out["by_name"].startswith("fd00:96::")  # AAAA for the name, reached over IPv6 (from app's address)
     assert out["ports"]["80/tcp"][0] == "::1" and out["published"]  # the holder's proxy, over its IPv4 address
     assert no_processes(lab, user)
+
+
+def test_rootless_holder_of_a_removed_state_root_ends(lab, user):
+    """A state root removed while a network is recorded (a test session's end):
+    nobody can reach or sweep the holder, so it ends by itself, pasta first."""
+    assert lab.run('sb.Network.create("orphan"); print(json.dumps("ok"))', user=user) == "ok"
+    assert len(processes(lab, user)) == 2
+    subprocess.run(["rm", "-rf", os.path.join(lab.tmp, f"run-{user.pw_name}", "net")], check=True)
+    assert no_processes(lab, user, seconds=10)

@@ -12,6 +12,9 @@ here copies frames between the two fds.  The owner keeps the request's
 connection open for the container's life: its end (close, or the owner's
 death) closes both taps, which removes ours.
 
+We end when nothing uses us (``end_if_unused``), and when our socket is
+gone (``end_if_orphaned``: the state root was removed under us).
+
 Requests are one JSON message on a SOCK_SEQPACKET connection to
 ``<state>/net/userns/holder.sock`` (a tap fd attached): ``bridge`` (make it
 if missing), ``remove`` (the bridge goes; the holder exits after the last),
@@ -25,6 +28,7 @@ import ipaddress
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import sys
@@ -34,12 +38,13 @@ from typing import Any, Dict, List, Optional
 from ..config import EgressRule, PortMapping
 from . import bridge, ipam, named, nftables, usernet
 from .attach import egress_gate, ensure_bridge, forget_bridge
-from .files import kill_helper, lease_dir, network_dir
+from .files import HELPER_PID, kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD
 from .portproxy import PortProxy
 
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+ORPHAN_CHECK = 2.0  # seconds between checks that our socket still exists
 MAX_FDS = 253  # (SCM_RIGHTS' limit: a tap and up to 252 published ports' sockets)
 
 
@@ -58,6 +63,7 @@ class Holder:
     def __init__(self, state_root: str, listener: socket.socket) -> None:
         self._state_root, self._listener = state_root, listener
         self._busy = 0  # connections being served (an attachment's lasts as long as it)
+        self._helper: Optional[int] = None  # pasta's pid (end_if_orphaned)
         self._resolvers: Dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -156,15 +162,48 @@ class Holder:
             os._exit(0)
 
     def accept(self) -> None:
-        """Serve the next connection (in a thread of its own)."""
-        select.select([self._listener], [], [])
+        """Serve the next connection (in a thread of its own); every
+        ``ORPHAN_CHECK`` seconds without one, see whether we are orphaned."""
+        if not select.select([self._listener], [], [], ORPHAN_CHECK)[0]:
+            self.end_if_orphaned()
+            return
         with self._lock:
             try:
                 conn, _ = self._listener.accept()
             except BlockingIOError:
                 return
             self._busy += 1
+        self._note_helper()  # (pasta is started before the first request is sent)
         threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def end_if_orphaned(self) -> None:
+        """End, and end pasta, when our socket is gone (the state root was
+        removed, e.g. at a test session's end, while a network was recorded):
+        nobody can reach us any more, nor sweep us.  pasta's pid is noted
+        while its pid file exists (it is killed only while its command line
+        names that file)."""
+        directory = usernet.holder_dir(self._state_root)
+        if os.path.exists(usernet.socket_path(self._state_root)):
+            self._note_helper()
+            return
+        with self._lock:
+            if self._busy:
+                return
+            if self._helper is not None:
+                try:
+                    with open(f"/proc/{self._helper}/cmdline", "rb") as file:
+                        if os.path.join(directory, HELPER_PID).encode() in file.read():
+                            os.kill(self._helper, signal.SIGKILL)
+                except OSError:
+                    pass
+            os._exit(0)
+
+    def _note_helper(self) -> None:
+        try:
+            with open(os.path.join(usernet.holder_dir(self._state_root), HELPER_PID), encoding="ascii") as file:
+                self._helper = int(file.read())
+        except (OSError, ValueError):
+            pass
 
     def serve(self, conn: socket.socket) -> None:
         try:
