@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Callable, Dict
 
+from ..errors import ConfigError
 from ..runtime import Network
 
 __all__ = ["add_parsers", "COMMANDS"]
@@ -34,6 +35,8 @@ def _network(args: argparse.Namespace) -> int:
     action = args.network_action
     if action == "create":
         subnets = {":" in subnet: subnet for subnet in args.subnet}  # (as Docker's: one of each family)
+        if len(subnets) < len(args.subnet):
+            raise ConfigError("subnet", f"at most one IPv4 and one IPv6 subnet, got {args.subnet}")
         made = Network.create(args.name, subnet=subnets.get(False), subnet6=subnets.get(True), ipv6=args.ipv6)
         print(made.name)
     elif action == "ls":
