@@ -301,9 +301,7 @@ class UserBridgeAttachment:
 
     def close(self) -> None:
         self._close_sockets()
-        if (
-            self._link is not None
-        ):  # the holder ends the proxy, closes both taps, removes the egress objects, then its end
+        if self._link is not None:  # the holder ends the proxy and the egress objects, then its end (the taps after)
             try:
                 self._link.shutdown(socket.SHUT_WR)
                 self._link.settimeout(5)

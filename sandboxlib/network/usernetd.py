@@ -144,10 +144,14 @@ class Holder:
             else:
                 for sock in listeners:
                     sock.close()
-            os.close(outer)
-            os.close(inner)
             if egress:
                 nftables.remove_egress(bridge_name, container_id, address, address6)
+            # The owner waits for this end before it releases the address (a next
+            # holder's egress objects and ports may follow); the taps' removal
+            # (unregistering two devices: 50 ms and more under load) need not be waited for.
+            conn.close()
+            os.close(outer)
+            os.close(inner)
 
     def end_if_unused(self) -> None:
         """End, and end pasta (the namespace goes with it), when no named
