@@ -1,7 +1,8 @@
 """Addresses of a bridge's containers, leased through files that are safe
 across processes: ``<dir>/<address>``, held by an exclusive flock for the
 lease's life (its holder's open file), holding its owner's record (id,
-names, egress rules).  A released lease leaves its file empty (a free
+names, egress rules; the IPv6 address that goes with it, on a network
+with an IPv6 subnet).  A released lease leaves its file empty (a free
 slot).  A lease whose file nobody locks and that holds a record belongs to
 a dead owner (a SIGKILL leaves it behind): the next start reaps it
 (:func:`reap`; the record says what else the owner left).  An allocation
