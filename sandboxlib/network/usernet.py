@@ -200,7 +200,9 @@ def attach_tap(state_root: str, tap: int, request: dict, listeners: Tuple[int, .
 
 
 def detach_tap(link: socket.socket) -> None:
-    """The holder closes both taps, removes the egress objects, then its end."""
+    """The holder ends the ports' proxy and the egress objects, then its end (a
+    join's taps closed before that, so the container's ``ethN`` is gone on return;
+    a start's after)."""
     try:
         link.shutdown(socket.SHUT_WR)
         link.settimeout(5)

@@ -141,11 +141,15 @@ class Holder:
             if egress:
                 nftables.remove_egress(bridge_name, container_id, address, address6)
             # The owner waits for this end before it releases the address (a next
-            # holder's egress objects and ports may follow); the taps' removal
-            # (unregistering two devices: 50 ms and more under load) need not be waited for.
-            conn.close()
+            # holder's egress objects and ports may follow).  A start's taps' removal
+            # (unregistering two devices: 50 ms and more under load) need not be waited
+            # for; a join's must (a disconnect's ethN is gone when it returns, and a
+            # connect again names our tap the same).
+            if not request.get("tap"):
+                conn.close()
             os.close(outer)
             os.close(inner)
+            conn.close()
 
     def end_if_unused(self) -> None:
         """End, and end pasta (the namespace goes with it), when no named
