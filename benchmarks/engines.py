@@ -129,7 +129,10 @@ class Docker(_Engine):
 
     name = "docker"
 
-    def __init__(self, workdir: str, tar_path: str, cgroup_parent: str) -> None:
+    def __init__(self, workdir: str, tar_path: str, cgroup_parent: str, bridge_ip: Optional[str] = None) -> None:
+        """``bridge_ip`` (``"10.199.0.1/24"``): with its bridge ``docker0``,
+        NAT and forwarding on that subnet, for a caller in a network
+        namespace of its own (bench_network.py: they are made there)."""
         super().__init__()
         dockerd, client = shutil.which("dockerd"), "/usr/bin/docker"
         if not dockerd or not os.path.exists(client):
@@ -151,12 +154,10 @@ class Docker(_Engine):
             f"unix://{sock}",
             "--config-file",
             f"{top}/daemon.json",
-            "--bridge",
-            "none",
-            "--iptables=false",
+            *(["--bip", bridge_ip] if bridge_ip else ["--bridge", "none", "--iptables=false"]),
             "--ip6tables=false",
-            "--ip-masq=false",
-            "--ip-forward=false",
+            f"--ip-masq={bool(bridge_ip)}".lower(),
+            f"--ip-forward={bool(bridge_ip)}".lower(),
             "--userland-proxy=false",
             "--storage-driver",
             "overlay2",

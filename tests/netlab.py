@@ -4,8 +4,8 @@ traffic leaves the machine and the machine's own network is never changed:
 - "host": where the library under test runs (a subprocess entered into it,
   with a private mount namespace whose /etc/resolv.conf names the world's
   DNS server); its bridges, veths and nft tables are made there;
-- "world": the outside, reached from "host" through a veth pair, serving
-  HTTP and DNS (tests/networld.py).
+- "world": the outside, reached from "host" through a veth pair (IPv4 and
+  IPv6), serving HTTP and DNS (tests/networld.py).
 
 Each namespace is held by a `sleep` process of ours (no /run/netns mount)."""
 
@@ -20,6 +20,7 @@ import tempfile
 import textwrap
 
 HOST_ADDRESS, WORLD_ADDRESS, WORLD_SECOND = "198.51.100.1", "198.51.100.2", "198.51.100.3"  # TEST-NET-2
+HOST6, WORLD6, WORLD6_SECOND = "2001:db8:5100::1", "2001:db8:5100::2", "2001:db8:5100::3"  # documentation prefix
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRELUDE = """import json, sys, sandboxlib as sb
 
@@ -56,12 +57,24 @@ class Lab:
         self.in_host("ip", "link", "set", "uplink", "up")
         self.in_host("ip", "link", "set", "lo", "up")
         self.in_host("ip", "route", "add", "default", "via", WORLD_ADDRESS)
+        self.in_host("ip", "addr", "add", f"{HOST6}/64", "dev", "uplink", "nodad")
+        self.in_host("ip", "-6", "route", "add", "default", "via", WORLD6)
         self.in_world("ip", "addr", "add", f"{WORLD_ADDRESS}/24", "dev", "eth0")
         self.in_world("ip", "addr", "add", f"{WORLD_SECOND}/24", "dev", "eth0")
+        self.in_world("ip", "addr", "add", f"{WORLD6}/64", "dev", "eth0", "nodad")
+        self.in_world("ip", "addr", "add", f"{WORLD6_SECOND}/64", "dev", "eth0", "nodad")
         self.in_world("ip", "link", "set", "eth0", "up")
         self.in_world("ip", "link", "set", "lo", "up")
         self.server = subprocess.Popen(
-            self._enter(self.world, sys.executable, os.path.join(HERE, "networld.py"), WORLD_ADDRESS, WORLD_SECOND),
+            self._enter(
+                self.world,
+                sys.executable,
+                os.path.join(HERE, "networld.py"),
+                WORLD_ADDRESS,
+                WORLD_SECOND,
+                WORLD6,
+                WORLD6_SECOND,
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

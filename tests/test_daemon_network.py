@@ -149,6 +149,21 @@ def test_named_networks(daemon):
         assert refused.returncode != 0 and b"pre-defined network" in refused.stderr
 
 
+def test_ipv6_network(daemon):
+    create = ["network", "create", "--ipv6", "--subnet", "10.93.0.0/24", "--subnet", "fd00:93::/64", "six"]
+    _ok(daemon.docker(*create))
+    try:
+        shown = json.loads(_ok(daemon.docker("network", "inspect", "six")))[0]
+        assert shown["EnableIPv6"] is True
+        assert {"Subnet": "fd00:93::/64", "Gateway": "fd00:93::1"} in shown["IPAM"]["Config"]
+        route = _ok(daemon.docker("run", "--rm", "--network", "six", "busybox", "ip", "-6", "route", "show", "default"))
+        assert route.startswith("default via fd00:93::1 dev eth0"), route
+        refused = daemon.docker("network", "create", "--subnet", "fd00:94::/64", "nosix")  # no --ipv6
+        assert refused.returncode != 0 and b"EnableIPv6" in refused.stderr
+    finally:
+        _ok(daemon.docker("network", "rm", "six"))
+
+
 CLIENTS = """
 import json, time, urllib.request
 import docker

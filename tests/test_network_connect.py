@@ -158,3 +158,60 @@ def test_a_sigkilled_owner_leaves_no_joined_veth_nor_lease(lab):
         """
     )
     assert out["members"] == []
+
+
+SERVE6 = (
+    "import socket\n"
+    "s = socket.create_server(('::', 80), family=socket.AF_INET6, dualstack_ipv6=True)\n"
+    "print('up', flush=True); c, peer = s.accept(); c.sendall(('pong ' + peer[0]).encode())\n"
+)
+CONNECT6 = (
+    "import socket, sys\n"
+    "try:\n"
+    "    where = socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET6, socket.SOCK_STREAM)[0][4]\n"
+    "    print(socket.create_connection(where[:2], timeout=3).recv(100).decode())\n"
+    "except OSError as e: print(type(e).__name__)\n"
+)
+CONNECTED6 = f"""
+        a = sb.Network.create("four", subnet="10.94.0.0/24")
+        b = sb.Network.create("six", subnet="10.95.0.0/24", subnet6="fd00:95::/64")
+        global6 = ["ip", "-o", "-6", "addr", "show", "scope", "global"]
+        def v6(c, name):
+            return text(c.run(["getent", "ahostsv6", name], stdout=sb.PIPE)).split()[:1]
+        found = {{}}
+        with sb.Container(network=a, name="x") as x, sb.Container(network=b, name="y") as y:
+            srv = y.spawn(["{PY}", "-c", {SERVE6!r}], stdout=sb.PIPE)
+            srv.stdout.readline()
+            found["address"] = x.connect("six", aliases=["xb"])
+            found["x6"] = text(x.run(global6 + ["dev", "eth1"], stdout=sb.PIPE)).split()[3]
+            found["y6"] = text(y.run(global6 + ["dev", "eth0"], stdout=sb.PIPE)).split()[3]
+            found["route6"] = text(x.run(["ip", "-6", "route", "show", "default"], stdout=sb.PIPE))
+            found["y_from_x"] = v6(x, "y")  # x asks its first network's resolver: AAAA from the other's lease
+            found["xb_from_y"] = v6(y, "xb")
+            found["fetch"] = text(x.run(["{PY}", "-c", {CONNECT6!r}, "y"], stdout=sb.PIPE))
+            x.disconnect("six")
+            found["after"] = text(x.run(global6, stdout=sb.PIPE))
+            srv.kill(); srv.wait()
+        a.remove(); b.remove()
+        print(json.dumps(found))
+        """
+
+
+def _check_connected6(out: dict) -> None:
+    offset = int(out["address"].split("/")[0].split(".")[-1])
+    assert out["x6"] == f"fd00:95::{offset:x}/64"  # at its IPv4 lease's offset, as a start's
+    assert out["route6"] == ""  # no default route: the network it started on keeps the defaults
+    assert out["y_from_x"] == [out["y6"].split("/")[0]]
+    assert out["xb_from_y"] == [out["x6"].split("/")[0]]
+    assert out["fetch"] == "pong " + out["x6"].split("/")[0]  # over IPv6, from eth1's address
+    assert out["after"] == ""
+
+
+def test_a_joined_network_with_ipv6_gives_an_ipv6_address_and_aaaa_answers(lab):
+    _check_connected6(lab.run(CONNECTED6))
+    assert _joined_links(lab) == []
+
+
+def test_rootless_joined_network_with_ipv6(rootless_lab):
+    user = ensure_user("sbxtest", USERS["sbxtest"])
+    _check_connected6(rootless_lab.run(CONNECTED6, user=user))

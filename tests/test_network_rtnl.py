@@ -55,6 +55,18 @@ def test_requests_are_pyroute2s_encoding():
     gateway = ipaddress.IPv4Address("172.17.0.1")
     assert rtnl.default_route_request(4, gateway) == encoded(route, rtnl.RTM_NEWROUTE, 4)
 
+    addr6 = ifaddrmsg()
+    addr6["family"], addr6["prefixlen"], addr6["index"], addr6["flags"] = socket.AF_INET6, 64, 2, 2  # nodad
+    addr6["attrs"] = [("IFA_LOCAL", "fd00:89::2"), ("IFA_ADDRESS", "fd00:89::2")]
+    address6 = ipaddress.IPv6Interface("fd00:89::2/64")
+    assert rtnl.address_request(5, 2, address6) == encoded(addr6, rtnl.RTM_NEWADDR, 5)
+
+    route6 = rtmsg()
+    route6["family"], route6["table"], route6["proto"], route6["type"] = socket.AF_INET6, 254, 3, 1
+    route6["attrs"] = [("RTA_GATEWAY", "fd00:89::1")]
+    gateway6 = ipaddress.IPv6Address("fd00:89::1")
+    assert rtnl.default_route_request(6, gateway6) == encoded(route6, rtnl.RTM_NEWROUTE, 6)
+
 
 SCRIPT = textwrap.dedent(
     """
@@ -71,7 +83,8 @@ SCRIPT = textwrap.dedent(
         fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
         before = own()
         address, gateway = ipaddress.IPv4Interface("10.77.0.2/24"), ipaddress.IPv4Address("10.77.0.1")
-        bridge.connect_veth("vsbxtest", socket.if_nametoindex("sbxt0"), fd, address, gateway)
+        ipv6 = ipaddress.IPv6Interface("fd00:77::2/64"), ipaddress.IPv6Address("fd00:77::1")
+        bridge.connect_veth("vsbxtest", socket.if_nametoindex("sbxt0"), fd, address, gateway, ipv6=ipv6)
         assert own() == before
         host_end = run("ip", "-o", "link", "show", "vsbxtest")
         assert "master sbxt0" in host_end and ",UP" in host_end, host_end
@@ -79,6 +92,8 @@ SCRIPT = textwrap.dedent(
         assert ",UP" in run(*inside, "link", "show", "eth0")
         assert "inet 10.77.0.2/24 " in run(*inside, "-4", "addr", "show", "eth0")
         assert run(*inside, "route", "show", "default").startswith("default via 10.77.0.1 dev eth0")
+        assert "inet6 fd00:77::2/64 " in run(*inside, "-6", "addr", "show", "eth0")
+        assert run(*inside, "-6", "route", "show", "default").startswith("default via fd00:77::1 dev eth0")
         try:  # a name taken: the kernel's refusal, raised
             bridge.connect_veth("vsbxtest", socket.if_nametoindex("sbxt0"), fd, address, gateway)
             raise AssertionError("no error")
@@ -93,6 +108,7 @@ SCRIPT = textwrap.dedent(
 
     run("ip", "link", "add", "sbxt0", "type", "bridge")
     run("ip", "addr", "add", "10.77.0.1/24", "dev", "sbxt0")
+    run("ip", "addr", "add", "fd00:77::1/64", "dev", "sbxt0", "nodad")
     run("ip", "link", "set", "sbxt0", "up")
     holder = subprocess.Popen(  # (dies with this script, even killed by a timeout)
         ["setpriv", "--pdeathsig", "KILL", "unshare", "--net", "sh", "-c", "echo; exec sleep infinity"],

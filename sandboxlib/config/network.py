@@ -70,13 +70,14 @@ def _host_side(key: Union[int, str], field: str) -> Tuple[str, int, Optional[str
         raise ConfigError(field, f"expected a port or '[IP:]PORT[/udp]', got {key!r}")
     text, protocol = _split_protocol(key, field)
     ip, colon, port = text.rpartition(":")
-    ip = ip.strip("[]") if colon else LOOPBACK
+    ip_text = ip if colon else LOOPBACK
+    ip = ip_text.strip("[]")
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         raise ConfigError(field, f"{ip!r} is not an IP address") from None
-    if address.version != 4:
-        raise ConfigError(field, f"{ip}: only IPv4 addresses are published")
+    if address.version == 6 and not ip_text.startswith("["):
+        raise ConfigError(field, f"{key!r}: an IPv6 address is written in brackets ('[::1]:8080')")
     return str(address), _number(port, field, 0), protocol
 
 
@@ -175,19 +176,25 @@ def egress_rule(text: str, field: str = "egress") -> EgressRule:
         body, protocol = text, ""
     elif protocol not in PROTOCOLS:
         raise ConfigError(field, f"{protocol!r} is not one of {list(PROTOCOLS)}")
-    host, colon, port_text = body.rpartition(":")
+    if body.startswith("["):  # an IPv6 address or network with a port: [2001:db8::/32]:443
+        host, bracket, rest = body[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(field, f"{text!r}: expected [IPV6-OR-NET]:PORT")
+        colon, port_text = rest[:1], rest[1:]
+    elif body.count(":") > 1:  # an IPv6 address or network without a port
+        host, colon, port_text = body, "", ""
+    else:
+        host, colon, port_text = body.rpartition(":")
     if not colon:
         if protocol:
             raise ConfigError(field, f"{text!r}: a protocol needs a port (HOST:PORT/{protocol})")
-        host, port_text = body, ""
+        host, port_text = host or body, ""
     port = _number(port_text, field, 1) if port_text else None
     try:
         network = ipaddress.ip_network(host, strict=False)
     except ValueError:
         network = None
     if network is not None:
-        if network.version != 4:
-            raise ConfigError(field, f"{text!r}: only IPv4 egress rules are supported")
         return EgressRule("net", str(network), port, protocol or None)
     name = host.lower().rstrip(".")
     kind = "wildcard" if name.startswith("*.") else "name"
@@ -209,10 +216,23 @@ def egress_option(value) -> Tuple[EgressRule, ...]:
 
 @attrs.frozen
 class BridgeNetwork:
-    """The default bridge with an egress allow-list (``Network.bridge(egress=[...])``):
-    everything else the container sends out is refused at once (a TCP reset, an ICMP error)."""
+    """A bridge with an egress allow-list (``Network.bridge(egress=[...])``):
+    everything else the container sends out is refused at once (a TCP reset,
+    an ICMP error).  ``network``: a named network's bridge instead of the
+    default one (one with IPv6: the list's IPv6 networks apply there)."""
 
     egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
+    network: Optional[NetworkRef] = attrs.field(default=None, converter=lambda v: _network_ref(v))
+
+
+def _network_ref(value: Union[None, str, NetworkRef]) -> Optional[NetworkRef]:
+    if value is None:
+        return None
+    if isinstance(value, NetworkRef):
+        return NetworkRef(value.name)  # (a NamedNetwork's name alone)
+    if isinstance(value, str):
+        return NetworkRef(value)
+    raise ConfigError("network", f"expected a named network or its name, got {type(value).__name__}")
 
 
 def extra_hosts_option(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:

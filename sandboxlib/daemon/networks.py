@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import attrs
 from aiohttp import web
 
 from ..config import network_name
-from ..errors import ConfigError, ContainerStateError
+from ..errors import ConfigError, ContainerStateError, UnsupportedError
 from ..network import DEFAULT_BRIDGE, named
 from ..runtime import statedir
 from .apierrors import ApiError, library_error
@@ -60,13 +60,15 @@ def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any
     if record is not None:
         subnet = ipaddress.IPv4Network(record.subnet)
         config = [{"Subnet": record.subnet, "Gateway": str(next(subnet.hosts()))}]
+        if record.subnet6:
+            config.append({"Subnet": record.subnet6, "Gateway": str(ipaddress.IPv6Network(record.subnet6)[1])})
     return {
         "Name": name,
         "Id": network_id(name),
         "Created": _rfc3339(record.created) if record is not None and record.created else "0001-01-01T00:00:00Z",
         "Scope": "local",
         "Driver": _DRIVERS.get(name, "bridge"),
-        "EnableIPv6": False,
+        "EnableIPv6": bool(record is not None and record.subnet6),
         "IPAM": {"Driver": "default", "Options": None, "Config": config},
         "Internal": False,
         "Attachable": False,
@@ -127,10 +129,10 @@ async def _inspect(request: web.Request) -> web.Response:
     return json_response(await in_thread(_find, request, request.match_info["id"]))
 
 
-def _create_network(name: str, subnet: Any) -> None:
+def _create_network(name: str, subnet: Optional[str], subnet6: Optional[str]) -> None:
     root = statedir.state_root()
     statedir.ensure_root(root)  # (0700, root's: made by a first network as by a first container)
-    named.create(root, name, subnet)
+    named.create(root, name, subnet, subnet6)
 
 
 async def _create(request: web.Request) -> web.Response:
@@ -141,9 +143,8 @@ async def _create(request: web.Request) -> web.Response:
     driver = body.get("Driver") or "bridge"
     if driver != "bridge":
         raise ApiError(400, f"Driver: {driver!r}: only bridge networks are supported")
-    for flag in ("Internal", "EnableIPv6"):
-        if body.get(flag):
-            raise ApiError(400, f"{flag}: not supported")
+    if body.get("Internal"):
+        raise ApiError(400, "Internal: not supported")
     if name in BUILT_IN_NETWORKS + ("default",):
         raise ApiError(403, f"{name} is a pre-defined network and cannot be created")
     try:
@@ -153,15 +154,24 @@ async def _create(request: web.Request) -> web.Response:
     if name in await in_thread(_records):
         raise ApiError(409, f"network with name {name} already exists")
     configs = (body.get("IPAM") or {}).get("Config") or []
-    if not isinstance(configs, list) or len(configs) > 1 or not all(isinstance(c, dict) for c in configs):
-        raise ApiError(400, "IPAM.Config: at most one {Subnet} is supported")
-    subnet = configs[0].get("Subnet") if configs else None
+    if not isinstance(configs, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("Subnet"), str) for c in configs
+    ):
+        raise ApiError(400, "IPAM.Config: expected a list of {Subnet}")
+    subnets = {":" in c["Subnet"]: c["Subnet"] for c in configs}
+    if len(configs) > 2 or len(subnets) < len(configs):
+        raise ApiError(400, "IPAM.Config: at most one IPv4 and one IPv6 {Subnet} are supported")
+    subnet, subnet6 = subnets.get(False), subnets.get(True)
+    if subnet6 and not body.get("EnableIPv6"):
+        raise ApiError(400, "IPAM.Config: an IPv6 subnet needs EnableIPv6")
+    if body.get("EnableIPv6") and subnet6 is None:
+        subnet6 = named.default_subnet6(name)
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict):
         raise ApiError(400, "Labels: expected an object")
     try:
-        await in_thread(_create_network, name, subnet)
-    except (ConfigError, PermissionError) as err:
+        await in_thread(_create_network, name, subnet, subnet6)
+    except (ConfigError, UnsupportedError, PermissionError) as err:
         raise ApiError(400 if isinstance(err, ConfigError) else 403, f"creating network {name}: {err}") from None
     request.app["context"].network_labels[name] = {str(k): str(v) for k, v in labels.items()}
     request.app["context"].events.emit("network", "create", network_id(name), {"name": name, "type": "bridge"})

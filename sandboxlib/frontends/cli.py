@@ -374,8 +374,9 @@ def _run(args: argparse.Namespace) -> int:
 def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[str]) -> int:
     mounts = [_volume(v) for v in args.volume] + [_tmpfs(t) for t in args.tmpfs]
     seccomp = _security_opts(args.security_opt)
-    if args.egress and args.network != "bridge":
-        raise ConfigError("egress", "an allow-list is for --network bridge")
+    if args.egress and args.network in ("none", "host"):
+        raise ConfigError("egress", "an allow-list is for --network bridge or a named network")
+    on_named = args.network if args.network != "bridge" else None
     options = {
         "rootfs": args.rootfs,
         "hostname": args.hostname,
@@ -384,7 +385,7 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
         "read_only": args.read_only,
         "user": args.user,
         "cwd": args.workdir,
-        "network": BridgeNetwork(egress=args.egress) if args.egress and args.network == "bridge" else args.network,
+        "network": BridgeNetwork(egress=args.egress, network=on_named) if args.egress else args.network,
         "ports": dict(parse_publish(text) for text in args.publish),
         "name": args.name,
         "extra_hosts": dict(_host_entry(text) for text in args.add_host),

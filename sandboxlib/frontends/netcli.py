@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Callable, Dict
 
+from ..errors import ConfigError
 from ..runtime import Network
 
 __all__ = ["add_parsers", "COMMANDS"]
@@ -16,7 +17,13 @@ def add_parsers(sub) -> None:
     actions = p.add_subparsers(dest="network_action", required=True, metavar="create|ls|rm|inspect")
     create = actions.add_parser("create", help="make a named network (rootless: in your network namespace)")
     create.add_argument("name")
-    create.add_argument("--subnet", help="its IPv4 subnet (default: the first free of 172.17-31.0.0/16, ...)")
+    create.add_argument(
+        "--subnet",
+        action="append",
+        default=[],
+        help="its IPv4 subnet (default: the first free of 172.17-31.0.0/16, ...); again with an IPv6 one for IPv6",
+    )
+    create.add_argument("--ipv6", action="store_true", help="IPv6 too (without an IPv6 --subnet: a /64 of fd00::/8)")
     actions.add_parser("ls", help="list the named networks")
     rm = actions.add_parser("rm", help="remove named networks (none may have containers attached)")
     rm.add_argument("names", nargs="+", metavar="NAME")
@@ -27,11 +34,15 @@ def add_parsers(sub) -> None:
 def _network(args: argparse.Namespace) -> int:
     action = args.network_action
     if action == "create":
-        print(Network.create(args.name, subnet=args.subnet).name)
+        subnets = {":" in subnet: subnet for subnet in args.subnet}  # (as Docker's: one of each family)
+        if len(subnets) < len(args.subnet):
+            raise ConfigError("subnet", f"at most one IPv4 and one IPv6 subnet, got {args.subnet}")
+        made = Network.create(args.name, subnet=subnets.get(False), subnet6=subnets.get(True), ipv6=args.ipv6)
+        print(made.name)
     elif action == "ls":
-        print(f"{'NAME':<24} {'SUBNET':<18} BRIDGE")
+        print(f"{'NAME':<24} {'SUBNET':<18} {'BRIDGE':<12} SUBNET6")
         for net in Network.list():
-            print(f"{net.name:<24} {net.subnet:<18} {net.bridge}")
+            print(f"{net.name:<24} {net.subnet:<18} {net.bridge:<12} {net.subnet6 or ''}")
     elif action == "rm":
         for name in args.names:
             Network.get(name).remove()

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, membership, names, nftables
-from .files import ContainerFiles, lease_dir, network_dir
+from .files import LeaseFiles, lease_dir, network_dir
 from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
 from .slirp import SlirpAttachment, find_slirp
@@ -35,12 +35,16 @@ __all__ = [
     "DEFAULT_BRIDGE",
     "egress_gate",
     "ensure_bridge",
+    "Place",
     "forget_bridge",
     "lease_dir",
     "network_dir",
 ]
 
 DEFAULT_BRIDGE = "sbx0"
+# a container's network: (bridge, IPv4 subnet, IPv6 subnet); a subnet None: the
+# default network's (chosen at first use), or no IPv6
+Place = Tuple[str, Optional[ipaddress.IPv4Network], Optional[ipaddress.IPv6Network]]
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,12 +53,14 @@ def _missing_modules() -> Tuple[str, ...]:
     return tuple(name for name in ("pyroute2", "dnslib") if importlib.util.find_spec(name) is None)
 
 
-def _enable_forwarding() -> None:
+def _enable_forwarding(ipv6: bool) -> None:
     """Routing between the bridge and the host's other interfaces (as Docker does)."""
-    with open("/proc/sys/net/ipv4/ip_forward", "r+") as file:
-        if file.read().strip() != "1":
-            file.seek(0)
-            file.write("1")
+    paths = ["/proc/sys/net/ipv4/ip_forward"] + (["/proc/sys/net/ipv6/conf/all/forwarding"] if ipv6 else [])
+    for path in paths:
+        with open(path, "r+") as file:
+            if file.read().strip() != "1":
+                file.seek(0)
+                file.write("1")
 
 
 def _known_path(state_root: str, bridge_name: str) -> str:
@@ -94,11 +100,14 @@ def forget_bridge(state_root: str, bridge_name: str) -> None:
 
 
 def ensure_bridge(
-    state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network] = None
+    state_root: str,
+    bridge_name: str,
+    subnet: Optional[ipaddress.IPv4Network] = None,
+    subnet6: Optional[ipaddress.IPv6Network] = None,
 ) -> ipaddress.IPv4Interface:
     """The bridge's gateway address; the bridge and its rules are made when
     missing (the bridge last: its existence says the rules are there), on
-    ``subnet`` or, without, the first free default one."""
+    ``subnet`` or, without, the first free default one (and ``subnet6``)."""
     known = _known_gateway(state_root, bridge_name)
     if known is not None:
         return known
@@ -107,10 +116,10 @@ def ensure_bridge(
         if gateway is None:
             subnet = subnet or bridge.default_subnet(ipr, [])
             gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
-            _enable_forwarding()
-            nftables.add_bridge_rules(bridge_name, subnet)
+            _enable_forwarding(subnet6 is not None)
+            nftables.add_bridge_rules(bridge_name, subnet, subnet6)
             bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
-            bridge.create_bridge(ipr, bridge_name, gateway)
+            bridge.create_bridge(ipr, bridge_name, gateway, ipam.gateway6_of(subnet6) if subnet6 else None)
         path = _known_path(state_root, bridge_name)
         with open(path + ".tmp", "w", encoding="ascii") as file:
             file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
@@ -144,15 +153,14 @@ class Attachment:
         container_id: str,
         hostname: str,
         state_root: str,
-        network: Tuple[str, Optional[ipaddress.IPv4Network]] = (DEFAULT_BRIDGE, None),
+        network: Place = (DEFAULT_BRIDGE, None, None),
     ) -> None:
-        """``network``: (bridge, subnet), subnet None for the default network's."""
         self._config, self._id, self._hostname = config, container_id, hostname
         self._state_root = state_root
-        self._bridge, self._subnet = network
+        self._bridge, self._subnet, self._subnet6 = network
         self._sockets: List[socket.socket] = []
         self._lease: Optional[ipam.Lease] = None
-        self._files: Optional[ContainerFiles] = None
+        self._files: Optional[LeaseFiles] = None
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._resolver: Optional[Any] = None  # a resolver.Resolver (dnslib is imported when one starts)
         self._proxy: Optional[PortProxy] = None
@@ -170,7 +178,7 @@ class Attachment:
                 f"network='bridge' ({', '.join(missing)} missing)", "pip install 'sandboxlib[network]'"
             )
         self._sockets = bind_ports(self._config.ports)
-        self._gateway = ensure_bridge(self._state_root, self._bridge, self._subnet)
+        self._gateway = ensure_bridge(self._state_root, self._bridge, self._subnet, self._subnet6)
         owner = {
             "id": self._id,
             "hostname": self._hostname,
@@ -180,8 +188,8 @@ class Attachment:
         leases = lease_dir(self._state_root, self._bridge)
         for dead in ipam.reap(leases):  # dead owners' leases, and their egress objects
             if dead.get("egress") and dead.get("id"):
-                nftables.remove_egress(self._bridge, dead["id"], dead["address"])
-        self._lease = ipam.lease_address(leases, self._gateway.network, owner)
+                nftables.remove_egress(self._bridge, dead["id"], dead["address"], self._address6(dead["address"]))
+        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6)
         self._write_files()
 
     @property
@@ -189,19 +197,37 @@ class Attachment:
         assert self._lease is not None and self._gateway is not None
         return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
 
+    @property
+    def address6(self) -> Optional[ipaddress.IPv6Interface]:
+        """Its IPv6 address on a network with an IPv6 subnet."""
+        assert self._lease is not None
+        found = self._address6(self._lease.address)
+        return ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}") if found and self._subnet6 else None
+
+    def _address6(self, address: str) -> Optional[str]:
+        if self._subnet6 is None:
+            return None
+        assert self._gateway is not None
+        return ipam.address6_of(address, self._gateway.network, self._subnet6)
+
     def _write_files(self) -> None:
         self._upstreams, search = names.host_resolvers()
         assert self._gateway is not None
         assert self._lease is not None
-        self._files = ContainerFiles(
+        self._files = LeaseFiles(
             self._state_root,
             # named by the lease: the next container on that address binds the same
             # paths, so its mount layout and plan come from their caches (~0.3 ms)
-            f"{self._bridge}-{self._lease.address}",
+            self._bridge,
+            self._lease.address,
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
                 "hosts": names.hosts_file(
-                    str(self.address.ip), self._hostname, self._config.name, self._config.extra_hosts
+                    str(self.address.ip),
+                    self._hostname,
+                    self._config.name,
+                    self._config.extra_hosts,
+                    self._address6(self._lease.address),
                 ),
             },
         )
@@ -219,10 +245,13 @@ class Attachment:
         assert self._gateway is not None
         try:
             index = bridge.link_index(self._bridge)  # (one lookup: an ioctl on a socket of its own)
-            bridge.connect_veth(f"vsbx{self._id[:10]}", index, netns_fd, self.address, self._gateway.ip)
+            address6 = self.address6
+            ipv6 = (address6, ipam.gateway6_of(self._subnet6).ip) if address6 and self._subnet6 else None
+            bridge.connect_veth(f"vsbx{self._id[:10]}", index, netns_fd, self.address, self._gateway.ip, ipv6=ipv6)
             if self._egress:
                 self._egress_added = True  # (partly made objects are removed too)
-                nftables.add_egress(self._bridge, self._id, str(self.address.ip), self._egress)
+                where6 = str(address6.ip) if address6 else None
+                nftables.add_egress(self._bridge, self._id, str(self.address.ip), self._egress, where6)
             self._resolver = Resolver.on_bridge(self._gateway, index, self._upstreams, self._lookup, self._gate)
         except SandboxError:
             raise
@@ -237,8 +266,8 @@ class Attachment:
     def ports(self) -> Dict[str, Tuple[str, int]]:
         return self._proxy.published if self._proxy is not None else {}
 
-    def _lookup(self, client: str, name: str) -> Optional[str]:
-        """The address of ``name`` (a container's name, hostname or alias) on the asker's networks."""
+    def _lookup(self, client: str, name: str) -> List[str]:
+        """The addresses of ``name`` (a container's name, hostname or alias) on the asker's networks."""
         return membership.lookup(self._state_root, self._bridge, client, name)
 
     def _gate(self, client: str, name: str) -> Any:
@@ -254,7 +283,8 @@ class Attachment:
             sock.close()
         self._sockets = []
         if self._egress_added and self._lease is not None:
-            nftables.remove_egress(self._bridge, self._id, str(self._lease.address))
+            address = self._lease.address
+            nftables.remove_egress(self._bridge, self._id, address, self._address6(address))
             self._egress_added = False
         if self._files is not None:  # (before the lease: the directory is named by it)
             self._files.close()
@@ -269,7 +299,7 @@ def attachment(
     container_id: str,
     hostname: str,
     state_root: str,
-    network: Tuple[str, Optional[ipaddress.IPv4Network]],
+    network: Place,
 ) -> Any:
     """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the
     default network) or the per-user namespace's (a named network, or the
@@ -278,6 +308,10 @@ def attachment(
         return Attachment(config, container_id, hostname, state_root, network)
     if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
         return UserBridgeAttachment(config, container_id, hostname, state_root, network)
+    if any(":" in m.host_ip for m in config.ports):
+        raise UnsupportedError(
+            "ports published on IPv6 addresses through pasta or slirp4netns", "use a named network for them"
+        )
     return _user_mode()(config, container_id, hostname, state_root)
 
 

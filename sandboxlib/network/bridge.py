@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import TYPE_CHECKING, Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 from ..errors import SetupError
 from . import rtnl
@@ -17,6 +17,7 @@ __all__ = [
     "host_index",
     "bridge_subnet",
     "routed_networks",
+    "routed_networks6",
     "default_subnet",
     "create_bridge",
     "delete_link",
@@ -113,6 +114,16 @@ def routed_networks(ipr: IPRoute) -> List[ipaddress.IPv4Network]:
     return networks
 
 
+def routed_networks6(ipr: IPRoute) -> List[ipaddress.IPv6Network]:
+    """IPv6's: what the host reaches directly or through a route (not its default route)."""
+    networks = []
+    for route in ipr.get_routes(family=socket.AF_INET6, table=254):
+        dst = route.get_attr("RTA_DST")
+        if dst and route["dst_len"] and not dst.startswith("fe80:"):
+            networks.append(ipaddress.IPv6Network(f"{dst}/{route['dst_len']}", strict=False))
+    return networks
+
+
 def _candidates() -> Iterator[ipaddress.IPv4Network]:
     """Docker's pool order: 172.17-31.0.0/16, then 192.168.N.0/20."""
     for second in range(17, 32):
@@ -130,10 +141,18 @@ def default_subnet(ipr: IPRoute, taken: List[ipaddress.IPv4Network]) -> ipaddres
     raise SetupError(0, "choosing a bridge subnet", step="NETWORK", hint="every default subnet is routed already")
 
 
-def create_bridge(ipr: IPRoute, bridge: str, gateway: ipaddress.IPv4Interface) -> None:
+def create_bridge(
+    ipr: IPRoute, bridge: str, gateway: ipaddress.IPv4Interface, gateway6: Optional[ipaddress.IPv6Interface] = None
+) -> None:
+    """The bridge up with its gateway address(es) (the IPv6 one without
+    duplicate address detection: the subnet is ours)."""
     ipr.link("add", ifname=bridge, kind="bridge")
     index = host_index(bridge)
     ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+    if gateway6 is not None:
+        ipr.addr(
+            "add", index=index, address=str(gateway6.ip), prefixlen=gateway6.network.prefixlen, flags=rtnl.IFA_F_NODAD
+        )
     ipr.link("set", index=index, state="up")
 
 
@@ -149,18 +168,25 @@ def delete_link(ipr: IPRoute, name: str) -> None:
                 raise
 
 
+# (address, gateway: None for no IPv6 default route, as a joined network has)
+IPv6Pair = Tuple[ipaddress.IPv6Interface, Optional[ipaddress.IPv6Address]]
+
+
 def connect_veth(
     host_name: str,
     bridge_index: int,
     netns_fd: int,
     address: ipaddress.IPv4Interface,
     gateway: Optional[ipaddress.IPv4Address],
+    *,
     ifname: str = CONTAINER_IFNAME,
+    ipv6: Optional[IPv6Pair] = None,
 ) -> None:
     """A veth pair: ``host_name`` up on the bridge of index ``bridge_index``, its peer ``ifname`` in the
     container's namespace (one request: the kernel applies master and up as it
     creates them), then the peer up, its address and (``gateway`` not None) the default route through
-    the bridge (one write on a socket of that namespace; the init brings lo up)."""
+    the bridge, IPv6's too with ``ipv6`` (its route too if its gateway is not None) (one write on a
+    socket of that namespace; the init brings lo up)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as host:
         rtnl.talk(host, [rtnl.veth_request(1, host_name, bridge_index, ifname, netns_fd)])
     with socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as inside:
@@ -168,6 +194,10 @@ def connect_veth(
         requests = [rtnl.up_request(1, index), rtnl.address_request(2, index, address)]
         if gateway is not None:
             requests.append(rtnl.default_route_request(3, gateway))
+        if ipv6 is not None:
+            requests.append(rtnl.address_request(4, index, ipv6[0]))
+            if ipv6[1] is not None:
+                requests.append(rtnl.default_route_request(5, ipv6[1]))
         rtnl.talk(inside, requests)
 
 

@@ -1,7 +1,8 @@
 """Addresses of a bridge's containers, leased through files that are safe
 across processes: ``<dir>/<address>``, held by an exclusive flock for the
 lease's life (its holder's open file), holding its owner's record (id,
-names, egress rules).  A released lease leaves its file empty (a free
+names, egress rules; the IPv6 address that goes with it, on a network
+with an IPv6 subnet).  A released lease leaves its file empty (a free
 slot).  A lease whose file nobody locks and that holds a record belongs to
 a dead owner (a SIGKILL leaves it behind): the next start reaps it
 (:func:`reap`; the record says what else the owner left).  An allocation
@@ -18,7 +19,7 @@ from typing import Iterator, List, Optional
 
 from ..errors import ConfigError
 
-__all__ = ["Lease", "lease_address", "dir_lock", "leases", "reap"]
+__all__ = ["Lease", "lease_address", "dir_lock", "leases", "reap", "gateway6_of", "address6_of"]
 
 
 @contextlib.contextmanager
@@ -70,14 +71,20 @@ def _take(path: str, record: bytes) -> Optional[int]:
     return fd
 
 
-def lease_address(directory: str, subnet: ipaddress.IPv4Network, owner: dict) -> Lease:
-    """The first free address of ``subnet`` after its gateway (the first host)."""
+def lease_address(
+    directory: str, subnet: ipaddress.IPv4Network, owner: dict, subnet6: Optional[ipaddress.IPv6Network] = None
+) -> Lease:
+    """The first free address of ``subnet`` after its gateway (the first host);
+    with ``subnet6``, the record names the IPv6 address that goes with it
+    (``address6``: the other networks' resolvers answer it from the record)."""
     record = json.dumps(owner).encode()
     with dir_lock(directory):
         hosts = subnet.hosts()
         next(hosts)  # the gateway, the bridge's own
         for address in hosts:
             path = os.path.join(directory, str(address))
+            if subnet6 is not None:
+                record = json.dumps({**owner, "address6": address6_of(str(address), subnet, subnet6)}).encode()
             fd = _take(path, record)
             if fd is not None:
                 return Lease(path, fd, address)
@@ -137,3 +144,14 @@ def leases(directory: str) -> Iterator[dict]:
                     yield {**json.loads(os.pread(fd, 65536, 0) or b"{}"), "address": name}
             finally:
                 os.close(fd)
+
+
+def gateway6_of(subnet6: ipaddress.IPv6Network) -> ipaddress.IPv6Interface:
+    """The bridge's IPv6 address: the subnet's first, as IPv4's."""
+    return ipaddress.IPv6Interface(f"{subnet6.network_address + 1}/{subnet6.prefixlen}")
+
+
+def address6_of(address: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network) -> str:
+    """A container's IPv6 address: at its IPv4 address's offset in the IPv6
+    subnet (one lease gives both: the IPAM stays one set of files)."""
+    return str(subnet6.network_address + (int(ipaddress.IPv4Address(address)) - int(subnet.network_address)))

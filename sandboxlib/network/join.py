@@ -4,7 +4,8 @@ connect``) and leaves it again.
 The host process holds what the container cannot: it opens the container's
 network namespace (``/proc/PID/ns/net``), leases an address on the bridge,
 adds a veth pair whose peer is the first free ``ethN`` in there (its
-address, no default route: the network the container started on keeps it)
+address, and its IPv6 one on a network with an IPv6 subnet; no default
+route, of either family: the network the container started on keeps them)
 and, on :meth:`Joined.close`, deletes the host end (the peer goes with it)
 and releases the lease.  Nothing outlives the container: its veth ends go
 with its namespace, the lease is held by this process (a SIGKILL's is
@@ -25,7 +26,7 @@ from typing import Optional, Sequence
 
 from ..errors import SandboxError, SetupError
 from . import bridge, ipam, usernet
-from .attach import ensure_bridge
+from .attach import Place, ensure_bridge
 from .files import lease_dir
 
 __all__ = ["Joined", "UserJoined", "joined"]
@@ -42,30 +43,43 @@ class Joined:
     def __init__(
         self,
         state_root: str,
-        network: tuple,
+        network: Place,
         owner: dict,
         aliases: Sequence[str] = (),
     ) -> None:
-        """``network``: (bridge, subnet); ``owner``: the lease's record ({"id", "name", "hostname"})."""
+        """``network``: (bridge, subnet, IPv6 subnet or None), an ``attach.Place``;
+        ``owner``: the lease's record ({"id", "name", "hostname"})."""
         self._state_root = state_root
-        self._bridge, self._subnet = network
+        self._bridge, self._subnet, self._subnet6 = network
         self._owner = {**owner, "aliases": list(aliases), "joined": True}
         self._lease: Optional[ipam.Lease] = None
         self._veth = host_veth_name(owner["id"], self._bridge)
         self.address: Optional[ipaddress.IPv4Interface] = None
+        self.address6: Optional[ipaddress.IPv6Interface] = None  # on a network with an IPv6 subnet
         self.interface = ""
+
+    def _lease_addresses(self, gateway: ipaddress.IPv4Interface) -> None:
+        """A lease on the bridge (dead owners' reaped first: a joined one has no
+        egress objects), its IPv4 address and, with an IPv6 subnet, its IPv6 one."""
+        leases = lease_dir(self._state_root, self._bridge)
+        ipam.reap(leases)
+        self._lease = ipam.lease_address(leases, gateway.network, self._owner, self._subnet6)
+        self.address = ipaddress.IPv4Interface(f"{self._lease.address}/{gateway.network.prefixlen}")
+        if self._subnet6 is not None:
+            found = ipam.address6_of(str(self._lease.address), gateway.network, self._subnet6)
+            self.address6 = ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}")
 
     def open(self, init_pid: int) -> None:
         """Lease, veth, address; everything undone by :meth:`close` on a failure."""
         netns = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            gateway = ensure_bridge(self._state_root, self._bridge, self._subnet)
-            leases = lease_dir(self._state_root, self._bridge)
-            ipam.reap(leases)  # dead owners' (a joined one has no egress objects)
-            self._lease = ipam.lease_address(leases, gateway.network, self._owner)
-            self.address = ipaddress.IPv4Interface(f"{self._lease.address}/{gateway.network.prefixlen}")
+            gateway = ensure_bridge(self._state_root, self._bridge, self._subnet, self._subnet6)
+            self._lease_addresses(gateway)
+            assert self.address is not None
             self.interface = bridge.free_ifname(netns)
-            bridge.connect_veth(self._veth, bridge.link_index(self._bridge), netns, self.address, None, self.interface)
+            ipv6 = (self.address6, None) if self.address6 is not None else None  # (no default route either)
+            index = bridge.link_index(self._bridge)
+            bridge.connect_veth(self._veth, index, netns, self.address, None, ifname=self.interface, ipv6=ipv6)
         except BaseException as err:
             self.close()
             if isinstance(err, SandboxError) or not isinstance(err, Exception):
@@ -83,7 +97,7 @@ class Joined:
         if self._lease is not None:
             self._lease.release()
             self._lease = None
-        self.address = None
+        self.address = self.address6 = None
 
 
 class UserJoined(Joined):
@@ -96,12 +110,14 @@ class UserJoined(Joined):
 
     def open(self, init_pid: int) -> None:
         try:
-            gateway, self._hold = usernet.make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
-            leases = lease_dir(self._state_root, self._bridge)
-            ipam.reap(leases)
-            self._lease = ipam.lease_address(leases, gateway.network, self._owner)
-            self.address = ipaddress.IPv4Interface(f"{self._lease.address}/{gateway.network.prefixlen}")
-            tap, self.interface = usernet.tap_inside(init_pid, f"/proc/{init_pid}/ns/net", self.address, "", "", ())
+            gateway, self._hold = usernet.make_bridge(
+                self._state_root, self._bridge, self._subnet, self._subnet6, hold=True
+            )
+            self._lease_addresses(gateway)
+            assert self.address is not None
+            ipv6 = (self.address6, "") if self.address6 is not None else None
+            netns = f"/proc/{init_pid}/ns/net"
+            tap, self.interface = usernet.tap_inside(init_pid, netns, self.address, "", "", (), ipv6)
             request = {"bridge": self._bridge, "id": self._owner["id"], "address": str(self.address.ip)}
             self._link = usernet.attach_tap(self._state_root, tap, {**request, "tap": self._veth})
         except BaseException:
@@ -118,10 +134,10 @@ class UserJoined(Joined):
         if self._lease is not None:
             self._lease.release()
             self._lease = None
-        self.address = None
+        self.address = self.address6 = None
 
 
-def joined(state_root: str, network: tuple, owner: dict, aliases: Sequence[str] = ()) -> Joined:
+def joined(state_root: str, network: Place, owner: dict, aliases: Sequence[str] = ()) -> Joined:
     """As root a veth (:class:`Joined`), rootless a tap through the per-user namespace (:class:`UserJoined`)."""
     kind = Joined if os.geteuid() == 0 else UserJoined
     return kind(state_root, network, owner, aliases)

@@ -8,7 +8,7 @@ asks the resolver of the one it started on)."""
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 from . import ipam
 from .files import lease_dir, network_dir
@@ -32,16 +32,22 @@ def _bridges(state_root: str) -> Iterator[str]:
             yield entry[len(_LEASES) :]
 
 
-def lookup(state_root: str, bridge: str, client: str, name: str) -> Optional[str]:
-    """The address of ``name`` for the container at ``client`` on ``bridge``:
-    on ``bridge`` first, then on the other networks that container is on."""
+def _addresses(record: dict) -> List[str]:
+    """A lease's IPv4 address, and its IPv6 one on a network with an IPv6 subnet."""
+    return [str(record["address"]), *([record["address6"]] if record.get("address6") else [])]
+
+
+def lookup(state_root: str, bridge: str, client: str, name: str) -> List[str]:
+    """The addresses of ``name`` for the container at ``client`` on ``bridge``
+    (IPv4, and IPv6 where that network has it): on ``bridge`` first, then on
+    the other networks that container is on; [] if none."""
     own = list(ipam.leases(lease_dir(state_root, bridge)))
     for record in own:
         if name in names_of(record):
-            return str(record["address"])
-    asker = next((r.get("id") for r in own if r["address"] == client), None)
+            return _addresses(record)
+    asker = next((r.get("id") for r in own if client in (r["address"], r.get("address6"))), None)
     if not asker:
-        return None
+        return []
     for other in _bridges(state_root):
         if other == bridge:
             continue
@@ -49,5 +55,5 @@ def lookup(state_root: str, bridge: str, client: str, name: str) -> Optional[str
         if any(r.get("id") == asker for r in records):
             for record in records:
                 if name in names_of(record):
-                    return str(record["address"])
-    return None
+                    return _addresses(record)
+    return []

@@ -1,5 +1,6 @@
 """Named networks (``Network.create``): a record per network in the state
-directory, ``<state>/net/networks/NAME.json`` ({name, subnet, bridge}),
+directory, ``<state>/net/networks/NAME.json`` ({name, subnet, bridge,
+subnet6: None without IPv6}),
 written and removed under the network lock, with the network's bridge and
 nft table.  The default network, ``"bridge"``, has no record: its bridge
 ``sbx0`` gets its subnet at first use."""
@@ -13,16 +14,17 @@ import json
 import os
 import shutil
 import time
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Union
 
 import attrs
 
 from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables, usernet
-from .attach import DEFAULT_BRIDGE, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
+from .attach import DEFAULT_BRIDGE, Place, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
+from .files import LeaseFiles
 
-__all__ = ["NetworkRecord", "create", "get", "records", "remove", "attached", "bridge_of"]
+__all__ = ["NetworkRecord", "default_subnet6", "create", "get", "records", "remove", "attached", "bridge_of"]
 
 
 @attrs.frozen
@@ -31,6 +33,7 @@ class NetworkRecord:
     subnet: str
     bridge: str
     created: float = 0.0
+    subnet6: Optional[str] = None
 
 
 def _records_dir(state_root: str) -> str:
@@ -40,6 +43,12 @@ def _records_dir(state_root: str) -> str:
 def _bridge_name(name: str) -> str:
     """``sbx`` + 8 hex digits of the name's hash: within the 15 bytes of an interface name."""
     return nftables.BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def default_subnet6(name: str) -> str:
+    """A unique local /64 for network ``name`` (RFC 4193's ``fd`` + 40 bits, from the name's hash)."""
+    digest = hashlib.sha256(b"sandboxlib-ipv6:" + name.encode()).digest()
+    return str(ipaddress.IPv6Network((b"\xfd" + digest[:5] + b"\0" * 10, 64)))
 
 
 def records(state_root: str) -> List[NetworkRecord]:
@@ -71,11 +80,38 @@ def _check_subnet(text: str) -> ipaddress.IPv4Network:
     return subnet
 
 
-def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkRecord:
+def _check_subnet6(text: str) -> ipaddress.IPv6Network:
+    try:
+        subnet = ipaddress.ip_network(text, strict=True)
+    except ValueError as err:
+        raise ConfigError("subnet6", f"{text!r} is not an IPv6 network ({err})") from None
+    if not isinstance(subnet, ipaddress.IPv6Network):
+        raise ConfigError("subnet6", f"{text!r} is not an IPv6 network")
+    return subnet
+
+
+def _checked_ipv6(
+    ipr, subnet6: ipaddress.IPv6Network, subnet: ipaddress.IPv4Network, existing: List[NetworkRecord]
+) -> None:
+    """ConfigError unless ``subnet6`` holds every address of ``subnet`` (a
+    container's IPv6 address is at its IPv4 one's offset) and overlaps no
+    other network's nor a route of the host."""
+    if subnet6.num_addresses < subnet.num_addresses:
+        wide = 128 - (32 - subnet.prefixlen)
+        raise ConfigError("subnet6", f"{subnet6} is smaller than {subnet} (/{wide} or wider is needed; /64 is usual)")
+    used = [ipaddress.IPv6Network(r.subnet6) for r in existing if r.subnet6] + bridge.routed_networks6(ipr)
+    clash = next((n for n in used if subnet6.overlaps(n)), None)
+    if clash is not None:
+        raise ConfigError("subnet6", f"{subnet6} overlaps {clash}, which is in use on this host")
+
+
+def create(state_root: str, name: str, subnet: Optional[str] = None, subnet6: Optional[str] = None) -> NetworkRecord:
     """Record the network and make its bridge; ConfigError for a name in use
-    or a subnet that overlaps another network's or a route of the host."""
+    or a subnet that overlaps another network's or a route of the host.
+    ``subnet6``: IPv6 too."""
     name = NetworkRef(name).name
     wanted = _check_subnet(subnet) if subnet is not None else None
+    wanted6 = _check_subnet6(subnet6) if subnet6 is not None else None
     with ipam.dir_lock(network_dir(state_root)):
         existing = records(state_root)
         if any(r.name == name for r in existing):
@@ -94,7 +130,15 @@ def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkR
                 clash = next((n for n in used if n.prefixlen and wanted.overlaps(n)), None)
                 if clash is not None:
                     raise ConfigError("subnet", f"{wanted} overlaps {clash}, which is in use on this host")
-        record = NetworkRecord(name=name, subnet=str(wanted), bridge=_bridge_name(name), created=time.time())
+            if wanted6 is not None:
+                _checked_ipv6(ipr, wanted6, wanted, existing)
+        record = NetworkRecord(
+            name=name,
+            subnet=str(wanted),
+            bridge=_bridge_name(name),
+            created=time.time(),
+            subnet6=str(wanted6) if wanted6 else None,
+        )
         os.makedirs(_records_dir(state_root), mode=0o700, exist_ok=True)
         path = os.path.join(_records_dir(state_root), f"{name}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as file:
@@ -102,9 +146,9 @@ def create(state_root: str, name: str, subnet: Optional[str] = None) -> NetworkR
         os.rename(path + ".tmp", path)
     try:
         if os.geteuid() == 0:
-            ensure_bridge(state_root, record.bridge, wanted)
+            ensure_bridge(state_root, record.bridge, wanted, wanted6)
         else:  # in the per-user network namespace
-            usernet.make_bridge(state_root, record.bridge, wanted)  # (the record keeps it)
+            usernet.make_bridge(state_root, record.bridge, wanted, wanted6)  # (the record keeps it)
     except BaseException:
         os.unlink(path)
         raise
@@ -135,13 +179,16 @@ def remove(state_root: str, name: str) -> None:
             os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
             usernet.remove_bridge(state_root, record.bridge)
         shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
+        LeaseFiles.remove_all(state_root, record.bridge)
 
 
-def bridge_of(
-    state_root: str, network: Union[Network, NetworkRef, BridgeNetwork]
-) -> Tuple[str, Optional[ipaddress.IPv4Network]]:
-    """(bridge, subnet) of a container's network (subnet None: the default's, chosen at first use)."""
+def bridge_of(state_root: str, network: Union[Network, NetworkRef, BridgeNetwork]) -> Place:
+    """(bridge, subnet, IPv6 subnet) of a container's network (subnet None:
+    the default's, chosen at first use; the default has no IPv6, as Docker's)."""
+    if isinstance(network, BridgeNetwork) and network.network is not None:
+        network = network.network  # (an allow-list on a named network)
     if isinstance(network, NetworkRef):
         record = get(state_root, network.name)
-        return record.bridge, ipaddress.IPv4Network(record.subnet)
-    return DEFAULT_BRIDGE, None
+        subnet6 = ipaddress.IPv6Network(record.subnet6) if record.subnet6 else None
+        return record.bridge, ipaddress.IPv4Network(record.subnet), subnet6
+    return DEFAULT_BRIDGE, None, None

@@ -42,12 +42,20 @@ def resolv_conf(resolver: str, search: List[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hosts_file(address: str, hostname: str, name: Optional[str], extra: Tuple[Tuple[str, str], ...] = ()) -> str:
+def hosts_file(
+    address: str,
+    hostname: str,
+    name: Optional[str],
+    extra: Tuple[Tuple[str, str], ...] = (),
+    address6: Optional[str] = None,
+) -> str:
+    """``address6``: the container's IPv6 address too (a network with IPv6), as Docker writes it."""
     own = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
     lines = [
         "127.0.0.1\tlocalhost",
         "::1\tlocalhost ip6-localhost ip6-loopback",
         f"{address}\t{own}",
+        *([f"{address6}\t{own}"] if address6 else []),
         *(f"{ip}\t{host}" for host, ip in extra),
     ]
     return "\n".join(lines) + "\n"

@@ -35,14 +35,18 @@ def bind_ports(ports: Tuple[PortMapping, ...]) -> List[socket.socket]:
     try:
         for mapping in ports:
             kind = socket.SOCK_STREAM if mapping.protocol == "tcp" else socket.SOCK_DGRAM
-            sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
+            family = socket.AF_INET6 if ":" in mapping.host_ip else socket.AF_INET
+            sock = socket.socket(family, kind | socket.SOCK_CLOEXEC)
             sockets.append(sock)
+            if family == socket.AF_INET6:  # (its own address only, not IPv4's too)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if kind == socket.SOCK_STREAM:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only, as servers do
             try:
                 sock.bind((mapping.host_ip, mapping.host_port))
             except OSError as err:
-                where = f"{mapping.host_ip}:{mapping.host_port}/{mapping.protocol}"
+                host = f"[{mapping.host_ip}]" if family == socket.AF_INET6 else mapping.host_ip
+                where = f"{host}:{mapping.host_port}/{mapping.protocol}"
                 reason = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
                 raise ConfigError("ports", f"{where} {reason}") from None
             if kind == socket.SOCK_STREAM:
@@ -55,7 +59,9 @@ def bind_ports(ports: Tuple[PortMapping, ...]) -> List[socket.socket]:
 
 
 class PortProxy:
-    """Forward each bound socket to ``(address, mapping.port)`` until :meth:`close`."""
+    """Forward each bound socket to ``(address, mapping.port)`` until :meth:`close`
+    (the container's IPv4 address, whatever the host side's family: every
+    container has one)."""
 
     def __init__(self, sockets: List[socket.socket], ports: Tuple[PortMapping, ...], address: str) -> None:
         self._listeners = {s.fileno(): (s, m) for s, m in zip(sockets, ports)}

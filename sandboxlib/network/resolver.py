@@ -25,14 +25,16 @@ import socket
 import threading
 from typing import Callable, List, Optional, Tuple, Union
 
-from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 __all__ = ["Resolver"]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # (Python 3.11 lacks the constant)
 TTL = 10  # container addresses change with the containers
 FORWARD_TIMEOUT = 2.0
-Lookup = Callable[[str, str], Optional[str]]  # (client address, name) -> IPv4 address for it, or None
+# (client address, name) -> the name's addresses for that client (IPv4; IPv6 too on a network with an
+# IPv6 subnet), [] if none
+Lookup = Callable[[str, str], List[str]]
 # (client address, name) -> None: no allow-list; False: the name is not allowed;
 # or a callable given the (address, TTL) answers of an allowed name, before they are returned.
 Gate = Callable[[str, str], Union[None, bool, Callable[[List[Tuple[str, int]]], None]]]
@@ -158,12 +160,14 @@ class Resolver:
             return None
         question = query.q
         name = str(question.qname).rstrip(".")
-        address = self._lookup(client, name.lower()) if question.qclass == 1 else None
-        if address is not None:
+        addresses = self._lookup(client, name.lower()) if question.qclass == 1 else []
+        if addresses:
             reply = query.reply()
-            if question.qtype in (QTYPE.A, QTYPE.ANY):
-                reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
-            return reply.pack()  # AAAA etc.: the name exists, without such records
+            for address in addresses:
+                kind, data = (QTYPE.AAAA, AAAA(address)) if ":" in address else (QTYPE.A, A(address))
+                if question.qtype in (kind, QTYPE.ANY):
+                    reply.add_answer(RR(question.qname, kind, rdata=data, ttl=TTL))
+            return reply.pack()  # other types: the name exists, without such records
         gate = self._gate(client, name.lower())
         if gate is False:  # not on the container's allow-list: refused at once
             return self._failure(query, RCODE.REFUSED)
@@ -218,9 +222,9 @@ def _arrival(ancillary) -> int:
 
 
 def _addresses(answer: bytes) -> List[Tuple[str, int]]:
-    """The (IPv4 address, TTL) records of an answer (those under a CNAME too)."""
+    """The (address, TTL) of an answer's A and AAAA records (those under a CNAME too)."""
     try:
-        return [(str(rr.rdata), rr.ttl) for rr in DNSRecord.parse(answer).rr if rr.rtype == QTYPE.A]
+        return [(str(rr.rdata), rr.ttl) for rr in DNSRecord.parse(answer).rr if rr.rtype in (QTYPE.A, QTYPE.AAAA)]
     except DNSError:
         return []
 

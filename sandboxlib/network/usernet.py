@@ -18,13 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..config import BridgeNetwork, ContainerConfig, Mount
 from ..errors import SetupError, UnsupportedError
 from . import ipam, names
-from .files import ContainerFiles, kill_helper, lease_dir, network_dir
+from .files import LeaseFiles, kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD, check_tun, find_pasta
+from .portproxy import bind_ports
 
 __all__ = [
     "UserBridgeAttachment",
@@ -41,8 +42,9 @@ HOLDER = "sandboxlib.network.usernetd"
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Run in the container's user and network namespaces (nsenter): its tap (argv[4],
-# else the first free ethN), address and (argv[2] not empty) default route, the tap's
-# fd and name sent back on the socket whose fd is argv[3].
+# else the first free ethN), address and (argv[2] not empty) default route, IPv6's
+# too with argv[5:7] (nodad: the IPAM gave it; the route if argv[6] is not empty),
+# the tap's fd and name sent back on the socket whose fd is argv[3].
 _INSIDE = """
 import fcntl, os, socket, struct, subprocess, sys
 address, gateway, back, name = sys.argv[1:5]
@@ -57,21 +59,33 @@ fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x1002))
 batch = f"addr add {address} dev {name}\\nlink set {name} up\\n"
 batch += f"route add default via {gateway}\\n" if gateway else ""
+if len(sys.argv) > 5:
+    batch += f"addr add {sys.argv[5]} dev {name} nodad\\n"
+    batch += f"route add ::/0 via {sys.argv[6]}\\n" if sys.argv[6] else ""
 subprocess.run(["ip", "-batch", "-"], input=batch.encode(), check=True)
 socket.send_fds(socket.socket(fileno=int(back)), [name.encode()], [fd])
 """
 
 
 def tap_inside(
-    init_pid: int, netns: str, address: ipaddress.IPv4Interface, gateway: str, name: str, pass_fds: Tuple[int, ...]
+    init_pid: int,
+    netns: str,
+    address: ipaddress.IPv4Interface,
+    gateway: str,
+    name: str,
+    pass_fds: Tuple[int, ...],
+    ipv6: Optional[Tuple[ipaddress.IPv6Interface, str]] = None,
 ) -> Tuple[int, str]:
     """(fd, name) of a tap made in the container's namespaces (``netns``: a path),
-    configured from in there (the owner has no capability over them from outside)."""
+    configured from in there (the owner has no capability over them from outside).
+    ``gateway`` "": no default route; ``ipv6``: (address, gateway or "") too."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         argv = ["nsenter", "--preserve-credentials", f"--user=/proc/{init_pid}/ns/user"]
         argv += [f"--net={netns}", sys.executable, "-I", "-S", "-c", _INSIDE]
         argv += [str(address), gateway, str(theirs.fileno()), name]
+        if ipv6 is not None:
+            argv += [str(ipv6[0]), ipv6[1]]
         done = subprocess.run(argv, pass_fds=(*pass_fds, theirs.fileno()), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SetupError(0, "the container's tap (rootless network)", step="NETWORK", hint=done.stderr[-500:])
@@ -138,7 +152,7 @@ def _start(state_root: str) -> None:
     pid = int(ready[1])
     with open(os.path.join(directory, "holder.pid"), "w", encoding="ascii") as file:
         file.write(str(pid))
-    argv = [pasta, "--config-net", "-4", "--quiet", "--no-map-gw", "--dns-forward", DNS_FORWARD]
+    argv = [pasta, "--config-net", "--quiet", "--no-map-gw", "--dns-forward", DNS_FORWARD]
     argv += ["-t", "none", "-u", "none", "-T", "none", "-U", "none"]
     argv += ["--netns", f"/proc/{pid}/ns/net", "--userns", f"/proc/{pid}/ns/user"]
     argv += ["--pid", os.path.join(directory, "helper.pid")]
@@ -173,11 +187,12 @@ def _request(
     return answer, sock
 
 
-def attach_tap(state_root: str, tap: int, request: dict) -> socket.socket:
+def attach_tap(state_root: str, tap: int, request: dict, listeners: Tuple[int, ...] = ()) -> socket.socket:
     """The holder puts its end of the container's ``tap`` (closed here) on
-    ``request["bridge"]`` and copies frames until the connection returned ends."""
+    ``request["bridge"]`` and copies frames until the connection returned ends;
+    it serves the published ports' ``listeners`` (``request["ports"]``) meanwhile."""
     try:
-        _, link = _request(state_root, {"op": "attach", **request}, (tap,))
+        _, link = _request(state_root, {"op": "attach", **request}, (tap, *listeners))
     finally:
         os.close(tap)
     assert link is not None
@@ -185,7 +200,9 @@ def attach_tap(state_root: str, tap: int, request: dict) -> socket.socket:
 
 
 def detach_tap(link: socket.socket) -> None:
-    """The holder closes both taps, removes the egress objects, then its end."""
+    """The holder ends the ports' proxy and the egress objects, then its end (a
+    join's taps closed before that, so the container's ``ethN`` is gone on return;
+    a start's after)."""
     try:
         link.shutdown(socket.SHUT_WR)
         link.settimeout(5)
@@ -196,13 +213,24 @@ def detach_tap(link: socket.socket) -> None:
 
 
 def make_bridge(
-    state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network], *, hold: bool = False
+    state_root: str,
+    bridge_name: str,
+    subnet: Optional[ipaddress.IPv4Network],
+    subnet6: Optional[ipaddress.IPv6Network] = None,
+    *,
+    hold: bool = False,
 ) -> Tuple[ipaddress.IPv4Interface, Optional[socket.socket]]:
     """The bridge's gateway; made if missing (on ``subnet``, else a free
-    default one).  ``hold``: with the connection that keeps the holder (and
-    the bridge) from ending until it is closed."""
-    wanted = str(subnet) if subnet is not None else None
-    answer, sock = _request(state_root, {"op": "bridge", "name": bridge_name, "subnet": wanted, "hold": hold})
+    default one; with ``subnet6`` too).  ``hold``: with the connection that
+    keeps the holder (and the bridge) from ending until it is closed."""
+    request = {
+        "op": "bridge",
+        "name": bridge_name,
+        "subnet": str(subnet) if subnet is not None else None,
+        "subnet6": str(subnet6) if subnet6 is not None else None,
+        "hold": hold,
+    }
+    answer, sock = _request(state_root, request)
     assert sock is not None
     if not hold:
         sock.close()
@@ -228,24 +256,26 @@ class UserBridgeAttachment:
         container_id: str,
         hostname: str,
         state_root: str,
-        network: Tuple[str, Optional[ipaddress.IPv4Network]],
+        network: Tuple[str, Optional[ipaddress.IPv4Network], Optional[ipaddress.IPv6Network]],
     ) -> None:
-        """``network``: (bridge, subnet), subnet None for the default network's (chosen at first use)."""
+        """``network``: (bridge, subnet, IPv6 subnet or None), subnet None for
+        the default network's (chosen at first use)."""
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
-        self._bridge, self._subnet = network
+        self._bridge, self._subnet, self._subnet6 = network
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._lease: Optional[ipam.Lease] = None
-        self._files: Optional[ContainerFiles] = None
+        self._files: Optional[LeaseFiles] = None
         self._link: Optional[socket.socket] = None
+        self._sockets: List[socket.socket] = []  # the published ports', bound here, served by the holder
+        self._published: Dict[str, Tuple[str, int]] = {}
         self._hold: Optional[socket.socket] = None  # keeps the holder from ending before the link exists
         network_value = config.network
         self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
 
     def prepare(self) -> None:
         check_tun()  # (the container's tap is opened as its owner)
-        if self._config.ports:
-            raise UnsupportedError("published ports on a rootless named network", "use network='bridge' for them")
-        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, hold=True)
+        self._sockets = bind_ports(self._config.ports)  # (first: a port in use is a ConfigError, nothing made)
+        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, self._subnet6, hold=True)
         owner = {
             "id": self._id,
             "hostname": self._hostname,
@@ -254,15 +284,20 @@ class UserBridgeAttachment:
         }
         leases = lease_dir(self._state_root, self._bridge)
         ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
-        self._lease = ipam.lease_address(leases, self._gateway.network, owner)
+        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6)
         _, search = names.host_resolvers()
-        self._files = ContainerFiles(
+        self._files = LeaseFiles(
             self._state_root,
-            self._id,
+            self._bridge,
+            self._lease.address,
             {
                 "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
                 "hosts": names.hosts_file(
-                    str(self.address.ip), self._hostname, self._config.name, self._config.extra_hosts
+                    str(self.address.ip),
+                    self._hostname,
+                    self._config.name,
+                    self._config.extra_hosts,
+                    str(self.address6.ip) if self.address6 else None,
                 ),
             },
         )
@@ -272,6 +307,15 @@ class UserBridgeAttachment:
         assert self._lease is not None and self._gateway is not None
         return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
 
+    @property
+    def address6(self) -> Optional[ipaddress.IPv6Interface]:
+        """Its IPv6 address on a network with an IPv6 subnet (at its IPv4 address's offset)."""
+        if self._subnet6 is None:
+            return None
+        assert self._lease is not None and self._gateway is not None
+        found = ipam.address6_of(self._lease.address, self._gateway.network, self._subnet6)
+        return ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}")
+
     def mounts(self) -> Tuple[Mount, ...]:
         assert self._files is not None
         return self._files.mounts()
@@ -279,10 +323,16 @@ class UserBridgeAttachment:
     def connect(self, netns_fd: int, init_pid: int) -> None:
         """The container's tap, configured from inside; the holder's end of it on the bridge."""
         assert self._gateway is not None
+        ipv6 = None
+        if self.address6 is not None and self._subnet6 is not None:
+            ipv6 = (self.address6, str(ipam.gateway6_of(self._subnet6).ip))
         tap, _ = tap_inside(
-            init_pid, f"/proc/self/fd/{netns_fd}", self.address, str(self._gateway.ip), "eth0", (netns_fd,)
+            init_pid, f"/proc/self/fd/{netns_fd}", self.address, str(self._gateway.ip), "eth0", (netns_fd,), ipv6
         )
         owner_rules = [[r.kind, r.value, r.port, r.protocol] for r in self._egress]
+        ports = self._config.ports
+        # the published ports' sockets go with the tap: the holder's proxy
+        # (in the user's namespace, where the container's address is) serves them
         self._link = attach_tap(
             self._state_root,
             tap,
@@ -290,16 +340,27 @@ class UserBridgeAttachment:
                 "bridge": self._bridge,
                 "id": self._id,
                 "address": str(self.address.ip),
+                "address6": str(self.address6.ip) if self.address6 else None,
                 "egress": owner_rules,
-            },  # fmt: skip
+                "ports": [[m.host_ip, m.host_port, m.port, m.protocol] for m in ports],
+            },
+            tuple(s.fileno() for s in self._sockets),
         )
+        self._published = {m.key: s.getsockname()[:2] for s, m in zip(self._sockets, ports)}
+        self._close_sockets()  # (the holder's copies serve them until the link ends)
 
     @property
     def ports(self) -> Dict[str, Tuple[str, int]]:
-        return {}
+        return dict(self._published)
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
 
     def close(self) -> None:
-        if self._link is not None:
+        self._close_sockets()
+        if self._link is not None:  # the holder ends the proxy and the egress objects, then its end (the taps after)
             detach_tap(self._link)
             self._link = None
         if self._hold is not None:

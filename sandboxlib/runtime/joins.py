@@ -35,8 +35,9 @@ class NetworkJoins:
 
     def connect(self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = ()) -> str:
         """Put the running container on one more network (``"bridge"`` or a named
-        one): an interface ``ethN`` with an address there (no default route: the
-        network it started on keeps it); the network's containers find it by
+        one): an interface ``ethN`` with an address there (and an IPv6 one on a
+        network with an IPv6 subnet; no default route: the network it started
+        on keeps it); the network's containers find it by
         its name, hostname and ``aliases``, and it finds theirs (a rootless
         container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
         none).  Returns its address (``"172.18.0.3/16"``)."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import attrs
 
@@ -22,6 +22,7 @@ class NamedNetwork(NetworkRef):
 
     subnet: str = ""
     bridge: str = ""
+    subnet6: Optional[str] = None  # its IPv6 subnet (None: IPv4 only)
 
     def remove(self) -> None:
         """Remove the network (its bridge and rules); ContainerStateError while containers are on it."""
@@ -36,7 +37,7 @@ class NamedNetwork(NetworkRef):
 
 
 def _public(record: named.NetworkRecord) -> NamedNetwork:
-    return NamedNetwork(name=record.name, subnet=record.subnet, bridge=record.bridge)
+    return NamedNetwork(name=record.name, subnet=record.subnet, bridge=record.bridge, subnet6=record.subnet6)
 
 
 class Network:
@@ -53,23 +54,35 @@ class Network:
         return Mode(value)
 
     @staticmethod
-    def create(name: str, *, subnet: Optional[str] = None) -> NamedNetwork:
+    def create(
+        name: str, *, subnet: Optional[str] = None, subnet6: Optional[str] = None, ipv6: bool = False
+    ) -> NamedNetwork:
         """Make a named network, kept until removed: a bridge of its own on
         ``subnet`` (default: the first free of Docker's pool); rootless, in
-        the user's network namespace (as Podman's)."""
+        the user's network namespace (as Podman's).
+
+        IPv6 (Docker's ``--ipv6 --subnet fd00:...::/64``): ``subnet6``
+        (``"fd00:89::/64"``), or ``ipv6=True`` for a unique local /64 of
+        ``fd00::/8`` chosen from the name.  Containers get an address there
+        too (at their IPv4 address's offset), a default route, NAT66 to the
+        outside, AAAA answers for their names; ports can be published on
+        IPv6 addresses (``"[::1]:8080"``) and allow-lists take IPv6
+        networks (``"[2001:db8::/32]:443"``)."""
+        if ipv6 and subnet6 is None:
+            subnet6 = named.default_subnet6(name)
         statedir.ensure_root(statedir.state_root())
-        return _public(named.create(statedir.state_root(), name, subnet))
+        return _public(named.create(statedir.state_root(), name, subnet, subnet6))
 
     @staticmethod
-    def bridge(*, egress: Sequence[str] = ()) -> BridgeNetwork:
-        """The default bridge with an egress allow-list: CIDRs, addresses, host
+    def bridge(*, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None) -> BridgeNetwork:
+        """The default bridge (or the named ``network``'s) with an egress allow-list: CIDRs, addresses, host
         names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
         (``["10.1.2.0/24", "pypi.org", "*.pythonhosted.org:443"]``).  Names are
         allowed through the network's resolver: the addresses it answers for
         an allowed name are allowed for their TTL; anything else is refused at
         once (TCP reset, ICMP), DNS to other servers and unlisted names too
-        (rootless: on the user's network namespace's bridge, without published ports)."""
-        return BridgeNetwork(egress=egress)
+        (rootless: on the bridge of the user's network namespace)."""
+        return BridgeNetwork(egress=egress, network=network)
 
     @staticmethod
     def get(name: str) -> NamedNetwork:
