@@ -16,7 +16,7 @@ DIST = build/dist
 # clang-format: make lint.
 APT_PACKAGES = build-essential libc6-dev musl-tools bubblewrap busybox-static uidmap util-linux iproute2 passwd \
 	procps libseccomp-dev skopeo docker.io docker-registry buildah runc apache2-utils python3-venv python3-dev clang-format \
-	nftables passt iperf3 \
+	nftables passt slirp4netns iperf3 \
 	podman conmon containerd crun golang-go
 # The peers run_all.py measures against (only `make bench` installs them).
 BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io buildah uidmap \
