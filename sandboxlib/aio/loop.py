@@ -94,6 +94,8 @@ class LoopSelector:
         self._keys: Dict[int, selectors.SelectorKey] = {}
         self._ready: Dict[int, int] = {}  # fd -> the events seen
         self._waiter: Optional[asyncio.Future] = None
+        self._service: Optional[Callable[[Any, selectors.SelectorKey, int], None]] = None  # while serve() runs
+        self._error: Optional[BaseException] = None  # what the service raised
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         key = selectors.SelectorKey(fileobj, _fd(fileobj), events, data)
@@ -124,9 +126,47 @@ class LoopSelector:
         return self._keys
 
     def _on_ready(self, fd: int, event: int) -> None:
-        self._ready[fd] = self._ready.get(fd, 0) | event
+        if self._service is None:
+            self._ready[fd] = self._ready.get(fd, 0) | event
+            self._wake()
+            return
+        key = self._keys.get(fd)
+        if key is not None and self._error is None:
+            try:
+                self._service(self, key, event)
+            except BaseException as err:  # noqa: BLE001 - raised by serve(), in the awaiting task
+                self._error = err
+        if not self._keys or self._error is not None:
+            self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    async def serve(self, service: Callable[[Any, selectors.SelectorKey, int], None], timeout: Optional[float]) -> None:
+        """Call ``service(self, key, events)`` for each fd as it becomes ready,
+        right in the loop's callback (no wake-up of the awaiting task per
+        readiness), until no fd is left registered or ``timeout`` seconds
+        passed; what ``service`` raises is raised here."""
+        ready, self._ready = self._ready, {}
+        self._service = service
+        try:
+            for fd, events in ready.items():  # (seen by an earlier select)
+                self._on_ready(fd, events)
+            if self._keys and self._error is None:
+                waiter = self._waiter = self._loop.create_future()
+                timer = self._loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                    if timer is not None:
+                        timer.cancel()
+        finally:
+            self._service = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     async def select(self, timeout: Optional[float]) -> List[Tuple[selectors.SelectorKey, int]]:
         """The ready keys (as ``select`` gives them); [] after ``timeout`` seconds."""

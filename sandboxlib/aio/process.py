@@ -36,15 +36,22 @@ async def communicate(
             os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
     # The selector lets go of the fds before the reply socket's use ends (it may close then).
     with contextlib.ExitStack() as uses, selector() as sel:
-        proc._register(sel, input, uses)  # (the selector's part it uses)
-        while sel.get_map():
+        # The streams first: once they ended, the exit is usually there
+        # already, read without waiting (one fd fewer for the loop to watch).
+        proc._register(sel, input, uses, exit=False)
+        exit_registered = False
+        while True:
+            if not sel.get_map():
+                if exit_registered or proc._take_reply(0):
+                    break
+                proc._register_exit(sel, uses)
+                exit_registered = True
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 assert timeout is not None  # the deadline's
                 raise proc._timed_out(timeout)
-            for key, events in await sel.select(remaining):
-                if key.fd in sel.get_map():  # (not let go by an earlier one)
-                    proc._service(sel, key, events)
+            await sel.serve(proc._service, remaining)
     return proc._collected()
 
 

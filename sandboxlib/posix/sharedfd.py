@@ -32,7 +32,7 @@ class SharedFd(Generic[T]):
         self._users = 0
         self._closed = False
         self._lock = threading.Lock()  # taken directly where nobody waits: no Python-level call
-        self._idle = threading.Condition(self._lock)
+        self._idle: Optional[threading.Condition] = None  # made by the first close(wait=True) that waits
 
     @property
     def closed(self) -> bool:
@@ -53,7 +53,7 @@ class SharedFd(Generic[T]):
         with self._lock:
             self._users -= 1
             last = self._closed and self._users == 0
-            if last:
+            if last and self._idle is not None:
                 self._idle.notify_all()
         if last:
             self._release_once()
@@ -62,12 +62,14 @@ class SharedFd(Generic[T]):
         """No new users; ``wake`` the current ones (called while they hold it:
         the handle is still open).  With ``wait``, return once they left.
         Idempotent; the handle is released exactly once."""
-        with self._idle:
+        with self._lock:
             first = not self._closed
             self._closed = True
             if self._users and first and wake is not None:
                 wake(self._handle)
-            if wait:
+            if wait and self._users:
+                if self._idle is None:
+                    self._idle = threading.Condition(self._lock)
                 while self._users:
                     self._idle.wait()
             idle = self._users == 0

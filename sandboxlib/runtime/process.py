@@ -67,6 +67,12 @@ def result_of(
     )
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    with selectors.PollSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        return bool(sel.select(timeout))
+
+
 class Process:
     """A running command.  Mirrors ``subprocess.Popen``: ``pid``, ``returncode``,
     ``stdin``/``stdout``/``stderr`` (raw binary files when PIPE), ``poll``,
@@ -126,24 +132,30 @@ class Process:
 
     # -- exit status -------------------------------------------------
     def _take_reply(self, timeout: Optional[float]) -> bool:
-        """Wait up to timeout for the exit reply; True once returncode is set."""
+        """Wait up to timeout for the exit reply; True once returncode is set
+        (a timeout of 0 only reads a reply that is there: no poll)."""
         self._check_owner()
         if self.returncode is not None:
             return True
-        with contextlib.ExitStack() as stack:
-            try:
-                sock = stack.enter_context(self._reply.use())
-            except ContainerStateError:
-                sock = None  # closed: the container ended under it
-            if sock is not None and timeout is not None:
-                sel = stack.enter_context(selectors.PollSelector())
-                sel.register(sock, selectors.EVENT_READ)
-                if not sel.select(max(timeout, 0)):
-                    return False
+        use = self._reply.use()
+        try:
+            sock = use.__enter__()
+        except ContainerStateError:  # closed: the container ended under it
+            with self._reply_lock:
+                return self._took(None, timeout)
+        try:
+            if timeout is not None and timeout > 0 and not _readable(sock, timeout):
+                return False
             with self._reply_lock:  # another thread may have read it meanwhile
                 if self.returncode is not None:
                     return True
-                return self._took(protocol.decode_reply(sock) if sock is not None else None, timeout)
+                try:
+                    reply = protocol.decode_reply(sock, block=timeout is None or timeout > 0)
+                except BlockingIOError:
+                    return False
+                return self._took(reply, timeout)
+        finally:
+            use.__exit__()
 
     def _took(self, reply: Optional[protocol.Reply], timeout: Optional[float]) -> bool:
         if self.returncode is not None:
@@ -319,7 +331,10 @@ class Process:
                 stream.close()
         return out, err
 
-    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes], uses: contextlib.ExitStack) -> None:
+    def _register(
+        self, sel: selectors.BaseSelector, input: Optional[bytes], uses: contextlib.ExitStack, *, exit: bool = True
+    ) -> None:
+        """Register the streams communicate() serves (and, with ``exit``, the reply socket: ``_register_exit``)."""
         if self.terminal is not None and not self.terminal.closed and not self._terminal_ended:
             # Output comes merged on the terminal; input is typed into it.
             if self._input_left is None:
@@ -339,6 +354,10 @@ class Process:
         for which, stream in ((1, self.stdout), (2, self.stderr)):
             if stream is not None and not stream.closed:
                 sel.register(stream, selectors.EVENT_READ, which)
+        if exit:
+            self._register_exit(sel, uses)
+
+    def _register_exit(self, sel: selectors.BaseSelector, uses: contextlib.ExitStack) -> None:
         if self.returncode is None:
             try:
                 sel.register(uses.enter_context(self._reply.use()), selectors.EVENT_READ, "exit")
