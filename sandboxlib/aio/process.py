@@ -14,7 +14,7 @@ from typing import Optional, Tuple, Union
 from ..config import check_timeout, data_bytes
 from ..errors import ContainerStateError, TimeoutExpired
 from ..runtime.process import Process as SyncProcess
-from .loop import asyncio_loop, readable, readable_until, selector, writable
+from .loop import FdHub, asyncio_loop, readable, readable_until, selector, writable
 
 __all__ = ["Process", "communicate", "wait"]
 
@@ -22,10 +22,11 @@ _CHUNK = 1 << 16
 
 
 async def communicate(
-    proc: SyncProcess, input: Optional[bytes] = None, timeout: Optional[float] = None
+    proc: SyncProcess, input: Optional[bytes] = None, timeout: Optional[float] = None, hub: Optional[FdHub] = None
 ) -> Tuple[Optional[bytes], Optional[bytes]]:
     """``Process.communicate`` on the loop: the same steps (``_register``,
-    ``_service``, ``_collected``), awaited instead of polled."""
+    ``_service``, ``_collected``), awaited instead of polled (the fds
+    through ``hub``, a container's, when given)."""
     proc._check_owner()
     timeout = check_timeout(timeout, zero=True)
     if input is not None:
@@ -35,7 +36,7 @@ async def communicate(
         if stream is not None and not stream.closed:
             os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
     # The selector lets go of the fds before the reply socket's use ends (it may close then).
-    with contextlib.ExitStack() as uses, selector() as sel:
+    with contextlib.ExitStack() as uses, selector(hub) as sel:
         # The streams first: once they ended, the exit is usually there
         # already, read without waiting (one fd fewer for the loop to watch).
         proc._register(sel, input, uses, exit=False)

@@ -82,7 +82,7 @@ class ExecRequest:
 
 
 def encode_exec(req: ExecRequest) -> bytes:
-    strings = b"".join(s.encode() + b"\0" for s in (req.cwd, req.search_path, *req.argv, *req.env))
+    strings = "\0".join((req.cwd, req.search_path, *req.argv, *req.env, "")).encode()  # (each NUL-terminated)
     flags = (
         EXEC_NO_NEW_PRIVS
         | (EXEC_MAIN if req.main else 0)
