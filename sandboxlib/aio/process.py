@@ -36,16 +36,16 @@ async def communicate(
         if stream is not None and not stream.closed:
             os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
     # The selector lets go of the fds before the reply socket's use ends (it may close then).
-    with contextlib.ExitStack() as uses, selector(hub) as sel:
+    with proc._reply.use(closed_ok=True) as reply, selector(hub) as sel:
         # The streams first: once they ended, the exit is usually there
         # already, read without waiting (one fd fewer for the loop to watch).
-        proc._register(sel, input, uses, exit=False)
+        proc._register(sel, input, reply, exit=False)
         exit_registered = False
         while True:
             if not sel.get_map():
                 if exit_registered or proc._take_reply(0):
                     break
-                proc._register_exit(sel, uses)
+                proc._register_exit(sel, reply)
                 exit_registered = True
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()

@@ -65,7 +65,11 @@ def _code_reduce(code: types.CodeType) -> tuple:
     from cloudpickle import cloudpickle_fast as fast
 
     rebuild, args = fast._code_reduce(code)
-    return rebuild, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
+    if "<dynamic-code>" in args:  # (searched in C: this runs for every function pickled by value)
+        fields = list(args)
+        fields[fields.index("<dynamic-code>")] = code.co_filename
+        args = tuple(fields)
+    return rebuild, args
 
 
 _PICKLER: Dict[str, type] = {}

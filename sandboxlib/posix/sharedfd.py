@@ -30,21 +30,25 @@ class SharedFd(Generic[T]):
         self._release = release
         self._gone = gone
         self._users = 0
+        self._waiting = 0  # threads in close(wait=True): notified when the last user leaves
         self._closed = False
         self._lock = threading.Lock()  # taken directly where nobody waits: no Python-level call
-        self._idle: Optional[threading.Condition] = None  # made by the first close(wait=True) that waits
+        self._idle = threading.Condition(self._lock)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def use(self) -> _Use[T]:
-        """The handle, kept open until the block ends.  Raises ContainerStateError once closed."""
-        return _Use(self)
+    def use(self, *, closed_ok: bool = False) -> _Use[T]:
+        """The handle, kept open until the block ends.  Once closed: raises
+        ContainerStateError, or with ``closed_ok`` gives None."""
+        return _Use(self, closed_ok)
 
-    def _enter(self) -> T:
+    def _enter(self, closed_ok: bool) -> Optional[T]:
         with self._lock:
             if self._closed:
+                if closed_ok:
+                    return None
                 raise ContainerStateError(self._gone)
             self._users += 1
             return self._handle
@@ -53,7 +57,7 @@ class SharedFd(Generic[T]):
         with self._lock:
             self._users -= 1
             last = self._closed and self._users == 0
-            if last and self._idle is not None:
+            if last and self._waiting:
                 self._idle.notify_all()
         if last:
             self._release_once()
@@ -62,16 +66,16 @@ class SharedFd(Generic[T]):
         """No new users; ``wake`` the current ones (called while they hold it:
         the handle is still open).  With ``wait``, return once they left.
         Idempotent; the handle is released exactly once."""
-        with self._lock:
+        with self._idle:
             first = not self._closed
             self._closed = True
             if self._users and first and wake is not None:
                 wake(self._handle)
-            if wait and self._users:
-                if self._idle is None:
-                    self._idle = threading.Condition(self._lock)
+            if wait:
+                self._waiting += 1
                 while self._users:
                     self._idle.wait()
+                self._waiting -= 1
             idle = self._users == 0
         if idle:
             self._release_once()
@@ -86,16 +90,21 @@ class SharedFd(Generic[T]):
 class _Use(Generic[T]):
     """``with shared.use() as handle``: a class, not a generator (~6 per sb.run)."""
 
-    __slots__ = ("_shared",)
+    __slots__ = ("_shared", "_closed_ok", "_entered")
 
-    def __init__(self, shared: SharedFd[T]) -> None:
+    def __init__(self, shared: SharedFd[T], closed_ok: bool) -> None:
         self._shared = shared
+        self._closed_ok = closed_ok
+        self._entered = False
 
-    def __enter__(self) -> T:
-        return self._shared._enter()
+    def __enter__(self) -> T:  # (None only with closed_ok, which the callers' types say)
+        handle = self._shared._enter(self._closed_ok)
+        self._entered = handle is not None
+        return handle  # type: ignore[return-value]
 
     def __exit__(self, *exc: object) -> None:
-        self._shared._leave()
+        if self._entered:
+            self._shared._leave()
 
 
 class OwnedSocket(socket.socket):

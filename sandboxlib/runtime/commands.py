@@ -4,7 +4,6 @@ container's main command (``command=``: ``wait()``, ``logs()``)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Generator, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -353,31 +352,26 @@ class BareContainer(MainCommand):
         timeout, codec, input, (stdin, stdout, stderr), tty_size = self._run_inputs(
             input, (stdin, stdout, stderr), timeout, text, encoding, errors, tty
         )
-        if not main:
-            self._check_running()
         counters = self._counters() if not main else (0, 0)
         timed_out = False
-        with contextlib.ExitStack() as stack:
+        proc: Optional[Process] = None
+        try:  # (a plain try, not an ExitStack: this is the hot path of c.run)
             if main:  # (may unpack an image: Ctrl-C must work)
-                proc = stack.enter_context(
-                    self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
-                )
+                proc = self._start_with_main(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
             else:
                 with sigint_deferred():  # our Process is closed however we leave
-                    proc = stack.enter_context(
-                        self._start(
-                            argv,
-                            stdin=stdin,
-                            stdout=stdout,
-                            stderr=stderr,
-                            env=env,
-                            cwd=cwd,
-                            user=user,
-                            main=False,
-                            confirm=False,
-                            own_cgroup=timeout is not None,
-                            tty=tty_size,
-                        )
+                    proc = self._start(
+                        argv,
+                        stdin=stdin,
+                        stdout=stdout,
+                        stderr=stderr,
+                        env=env,
+                        cwd=cwd,
+                        user=user,
+                        main=False,
+                        confirm=False,
+                        own_cgroup=timeout is not None,
+                        tty=tty_size,
                     )
             try:
                 out, err = proc.communicate(input, timeout)
@@ -388,6 +382,9 @@ class BareContainer(MainCommand):
             except BaseException:
                 self._kill_after_timeout(proc, main)
                 raise
+        finally:
+            if proc is not None:
+                proc.close()
         return self._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
     @staticmethod

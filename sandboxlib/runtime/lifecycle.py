@@ -541,6 +541,7 @@ class ContainerLifecycle(ImageRoots):
         release()
 
     def _check_running(self) -> None:
-        self._check_owner()
+        if os.getpid() != self._owner:
+            self._check_owner()  # (its error)
         if not self._ready or self._closing:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")

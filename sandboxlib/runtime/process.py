@@ -9,10 +9,11 @@ process that made it: in a forked child it only closes its own fds."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
+import math
 import os
+import select
 import selectors
 import signal as signal_module
 import socket
@@ -68,9 +69,10 @@ def result_of(
 
 
 def _readable(sock: socket.socket, timeout: float) -> bool:
-    with selectors.PollSelector() as sel:
-        sel.register(sock, selectors.EVENT_READ)
-        return bool(sel.select(timeout))
+    """Whether ``sock`` becomes readable within ``timeout`` seconds (one poll, no selector)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(math.ceil(max(timeout, 0) * 1e3)))
 
 
 class Process:
@@ -132,30 +134,23 @@ class Process:
 
     # -- exit status -------------------------------------------------
     def _take_reply(self, timeout: Optional[float]) -> bool:
-        """Wait up to timeout for the exit reply; True once returncode is set
-        (a timeout of 0 only reads a reply that is there: no poll)."""
+        """Wait up to timeout for the exit reply; True once returncode is set."""
         self._check_owner()
         if self.returncode is not None:
             return True
-        use = self._reply.use()
-        try:
-            sock = use.__enter__()
-        except ContainerStateError:  # closed: the container ended under it
-            with self._reply_lock:
-                return self._took(None, timeout)
-        try:
-            if timeout is not None and timeout > 0 and not _readable(sock, timeout):
+        with self._reply.use(closed_ok=True) as sock:  # None: closed, the container ended under it
+            if sock is not None and timeout is not None and timeout > 0 and not _readable(sock, timeout):
                 return False
             with self._reply_lock:  # another thread may have read it meanwhile
                 if self.returncode is not None:
                     return True
-                try:
+                if sock is None:
+                    return self._took(None, timeout)
+                try:  # (a timeout of 0 reads only a reply that is there: no poll)
                     reply = protocol.decode_reply(sock, block=timeout is None or timeout > 0)
                 except BlockingIOError:
                     return False
                 return self._took(reply, timeout)
-        finally:
-            use.__exit__()
 
     def _took(self, reply: Optional[protocol.Reply], timeout: Optional[float]) -> bool:
         if self.returncode is not None:
@@ -179,8 +174,10 @@ class Process:
         """Close the reply socket (once no thread uses it) and remove the command's cgroup, once."""
         with self._reply_lock:
             released, self._released = self._released, True
+        if released:
+            return
         self._reply.close(wake=shutdown_quietly)
-        if not released and self._cgroup is not None and not self._forked():
+        if self._cgroup is not None and not self._forked():
             group, self._cgroup = self._cgroup, None  # (another command may use it next: never kill it from here)
             group.release()  # kept for reuse, or removed if empty; one still busy goes with the container's
 
@@ -205,7 +202,7 @@ class Process:
         return os.getpid() != self._owner
 
     def _check_owner(self) -> None:
-        if self._forked():
+        if os.getpid() != self._owner:
             raise ContainerStateError(
                 f"this command belongs to process {self._owner}, which started it; in a forked child "
                 f"(pid {os.getpid()}) it cannot be used"
@@ -304,8 +301,9 @@ class Process:
             input = data_bytes(input, "input")
         deadline = None if timeout is None else time.monotonic() + timeout
         sel = selectors.PollSelector()  # a few fds, once: poll() beats creating an epoll fd
-        with sel, contextlib.ExitStack() as uses:
-            self._register(sel, input, uses)
+        # The selector lets go of the fds before the reply socket's use ends (it may close then).
+        with self._reply.use(closed_ok=True) as reply, sel:
+            self._register(sel, input, reply)
             while sel.get_map():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -332,9 +330,10 @@ class Process:
         return out, err
 
     def _register(
-        self, sel: selectors.BaseSelector, input: Optional[bytes], uses: contextlib.ExitStack, *, exit: bool = True
+        self, sel: selectors.BaseSelector, input: Optional[bytes], reply: Optional[socket.socket], *, exit: bool = True
     ) -> None:
-        """Register the streams communicate() serves (and, with ``exit``, the reply socket: ``_register_exit``)."""
+        """Register what is left to do; ``reply``: the reply socket in use, None
+        once closed (without ``exit``: the streams only; ``_register_exit`` then)."""
         if self.terminal is not None and not self.terminal.closed and not self._terminal_ended:
             # Output comes merged on the terminal; input is typed into it.
             if self._input_left is None:
@@ -355,14 +354,13 @@ class Process:
             if stream is not None and not stream.closed:
                 sel.register(stream, selectors.EVENT_READ, which)
         if exit:
-            self._register_exit(sel, uses)
+            self._register_exit(sel, reply)
 
-    def _register_exit(self, sel: selectors.BaseSelector, uses: contextlib.ExitStack) -> None:
-        if self.returncode is None:
-            try:
-                sel.register(uses.enter_context(self._reply.use()), selectors.EVENT_READ, "exit")
-            except ContainerStateError:
-                self._take_reply(None)  # the container ended: the reply socket is closed
+    def _register_exit(self, sel: selectors.BaseSelector, reply: Optional[socket.socket]) -> None:
+        if self.returncode is None and reply is not None:
+            sel.register(reply, selectors.EVENT_READ, "exit")
+        elif self.returncode is None:
+            self._take_reply(None)  # the container ended: the reply socket is closed
 
     def _service_terminal(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int) -> None:
         if events & selectors.EVENT_WRITE and self._input_left:
