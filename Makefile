@@ -108,4 +108,4 @@ conformance: install $(RUNTIME_TOOLS_GIT)
 	$(VENV)/bin/python conformance/run.py --source $(RUNTIME_TOOLS_GIT) --runtime $(VENV)/bin/sandboxlib-runtime
 
 clean:
-	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init *.egg-info
+	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init sandboxlib/native/sbx-runtime *.egg-info

@@ -3,9 +3,13 @@
     podman run --rm --runtime X IMAGE true      X = sandboxlib-runtime, crun, runc
     ctr run --rm --runc-binary X IMAGE ID true  (containerd's io.containerd.runc.v2 shim)
 
-plus the runtime's own start-up (``--version``, ``state`` of a missing id).
+plus the runtime's own start-up (``--version``, ``state`` of a missing id)
+and each verb a caller runs alone (create, start, state, kill, delete
+--force of one container, in a bundle of the same busybox root).
 podman's and containerd's state live in a temporary directory; the image is
-a static busybox imported from a local tar.  A runtime that fails here is
+a static busybox imported from a local tar.  As run_all.py, it runs in a
+private mount namespace where the cgroup v2 mount of a hybrid layout is
+hidden (crun refuses that layout).  A runtime that fails here is
 reported with its error instead of a time.
 
     python benchmarks/bench_oci.py [--rounds N] [--no-record]
@@ -16,8 +20,10 @@ Target: sandboxlib-runtime at most crun's time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -26,22 +32,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
+import run_all
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]  # below this host's hard limits
 
 
 def runtime_path(tmp: str) -> str:
-    """The installed console script beside the interpreter, else a wrapper running this checkout's package."""
+    """The installed command beside the interpreter, else this checkout's C front
+    (its in-place build) beside a script running the checkout's Python implementation."""
     installed = os.path.join(os.path.dirname(sys.executable), "sandboxlib-runtime")
     if os.path.exists(installed):
         return installed
-    path = os.path.join(tmp, "sandboxlib-runtime")
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(path, "w") as f:
+    path = os.path.join(tmp, "sandboxlib-runtime")
+    shutil.copy(os.path.join(checkout, "sandboxlib", "native", "sbx-runtime"), path)
+    with open(os.path.join(tmp, "sandboxlib-runtime-python"), "w") as f:
         command = f"env SANDBOXLIB_DEV=1 PYTHONPATH={checkout} {sys.executable} -P -m sandboxlib.oci"
         f.write(f'#!/bin/sh\nexec {command} "$@"\n')
-    os.chmod(path, 0o755)
+    os.chmod(os.path.join(tmp, "sandboxlib-runtime-python"), 0o755)
     return path
 
 
@@ -50,7 +59,7 @@ def busybox_tar(tmp: str) -> str:
     for d in ("bin", "etc", "tmp", "proc", "dev", "sys", "run"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
-    for name in ("sh", "true", "echo"):
+    for name in ("sh", "true", "echo", "sleep"):
         os.symlink("busybox", os.path.join(root, "bin", name))
     with open(os.path.join(root, "etc", "passwd"), "w") as f:
         f.write("root:x:0:0:root:/root:/bin/sh\n")
@@ -76,6 +85,48 @@ def run_quiet(argv):
     return run
 
 
+WARMUP = 2
+VERBS = ("create", "start", "state", "kill", "delete")
+
+
+def bundle_of(tmp: str, name: str) -> str:
+    """A bundle of the busybox root (runc's default spec, a process that waits) for the verbs alone."""
+    bundle = os.path.join(tmp, f"verbs-bundle-{name}")
+    os.makedirs(bundle)
+    subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        spec = json.load(f)
+    spec["root"] = {"path": os.path.join(tmp, "rootfs"), "readonly": True}
+    spec["process"].update(terminal=False, args=["sleep", "100"])
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+    return bundle
+
+
+def verb_cycle(path: str, root: str, bundle: str, parent: str, times: dict):
+    """One container's create, start, state, kill and delete --force; each verb's time into ``times``."""
+    counter = iter(range(10**9))
+    config = os.path.join(bundle, "config.json")
+
+    def cycle() -> None:
+        cid = f"v{next(counter)}"
+        with open(config) as f:
+            spec = json.load(f)
+        spec["linux"]["cgroupsPath"] = f"{parent}/{cid}"  # (each its own, as a caller's)
+        with open(config, "w") as f:
+            json.dump(spec, f)
+        steps = (["create", "--bundle", bundle, cid], ["start", cid], ["state", cid], ["kill", cid, "KILL"])
+        for verb, args in zip(VERBS, (*steps, ["delete", "--force", cid])):
+            start = time.perf_counter()
+            # (no pipes: the created container's process holds the runtime's stdio)
+            code = subprocess.call([path, "--root", root, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            times.setdefault(verb, []).append(time.perf_counter() - start)
+            if code != 0:
+                raise RuntimeError(f"{path} {' '.join(args)}: exit status {code}")
+
+    return cycle
+
+
 CONTAINERD = """version = 2
 root = "{base}/root"
 state = "{base}/state"
@@ -88,6 +139,22 @@ state = "{base}/state"
 """
 
 
+def verbs_table(verb_times: dict) -> str:
+    """Each verb's median (ms, after the warm-up rounds), and ours against runc's."""
+    names = list(verb_times)
+    rows = [
+        "| verb | " + " | ".join(f"{n} p50 ms" for n in names) + " | ratio |",
+        "|---|" + "---:|" * len(names) + "---|",
+    ]
+    for verb in VERBS:
+        medians = {n: statistics.median(verb_times[n][verb][WARMUP:]) * 1e3 for n in names if verb_times[n].get(verb)}
+        ratio = medians["sandboxlib-runtime"] / medians["runc"] if len(medians) == 2 else float("nan")
+        rows.append(f"| {verb} | " + " | ".join(f"{medians.get(n, 0):.3f}" for n in names) + f" | {ratio:.2f}x runc |")
+    return "Each verb alone (one container's create, start, state, kill, delete --force; medians):\n\n" + "\n".join(
+        rows
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
@@ -95,6 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (podman and containerd with private state directories)")
+    hidden = run_all.enter_private_mount_ns()  # (as run_all.py: crun refuses this host's hybrid cgroups)
     tmp = tempfile.mkdtemp(prefix="bench-oci-")
     namespace = f"sbxbench{os.getpid()}"  # ctr's, and the cgroup parent its containers get
     daemon = None
@@ -121,6 +189,7 @@ def main() -> None:
         parent = f"/sandboxlib-bench-{os.getpid()}"
         counter = iter(range(10**9))
         workloads, failures = {}, {}
+        verb_times: dict = {}
         for name, path in runtimes.items():
             if not path:
                 failures[name] = "not installed"
@@ -139,11 +208,16 @@ def main() -> None:
                 failures[f"ctr run --rm ({name})"] = error
             else:
                 workloads[f"ctr run --rm ({name})"] = lambda c=ctr_run: run_quiet([*c, f"b{next(counter)}", "true"])()
+            if name != "crun":  # (crun refuses this host's hybrid cgroups: no container of its own)
+                verb_times[name] = {}
+                bundle = bundle_of(tmp, name)
+                cycle = verb_cycle(path, f"{tmp}/verbs-root-{name}", bundle, f"{parent}/verbs-{name}", verb_times[name])
+                workloads[f"{name}: create, start, state, kill, delete"] = cycle
             workloads[f"{name} --version"] = run_quiet([path, "--version"])
             workloads[f"{name} state (no such container)"] = lambda p=path: subprocess.run(
                 [p, "--root", f"{tmp}/none", "state", "x"], capture_output=True, check=False
             )
-        samples = _common.interleaved(workloads, rounds=args.rounds, warmup=2)
+        samples = _common.interleaved(workloads, rounds=args.rounds, warmup=WARMUP)
         stats = {name: _common.percentiles(values) for name, values in samples.items()}
         rows = []
         for name, p in stats.items():
@@ -155,11 +229,11 @@ def main() -> None:
                     break
             else:
                 rows.append((name, p, ""))
-        body = _common.table(rows)
+        body = _common.table(rows) + "\n\n" + verbs_table(verb_times)
         if failures:
             body += "\n\nFailed here (no time):\n" + "\n".join(f"- {k}: {v}" for k, v in failures.items())
         versions = ", ".join(_common.tool_version([p or n, "--version"]) for n, p in runtimes.items())
-        body = f"{args.rounds} rounds, interleaved. Runtimes: {versions}\n\n{body}"
+        body = f"{args.rounds} rounds, interleaved. Runtimes: {versions}. {hidden}\n\n{body}"
         print(body)
         if not args.no_record:
             _common.record("bench_oci: podman run --rm and ctr run --rm, per OCI runtime", body)

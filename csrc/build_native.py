@@ -24,6 +24,7 @@ INIT_SOURCES = [
     "clone.c",
     "report.c",
 ]
+FRONT_SOURCE = "front.c"  # sbx-runtime, the sandboxlib-runtime command
 STRICT_FLAGS = ["-D_GNU_SOURCE", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing"]
 
 

@@ -314,6 +314,14 @@ static int do_symlink(int rootfd, const struct sbx_mount_op *op)
  * of it (a clone costs less than a new superblock, made and freed). */
 static int empty_dir_tree = -1;
 
+/* A copy of one of the masks' own trees: private and read-only already, and
+ * a copy keeps both (no mount_setattr: one syscall less per mask). */
+static int mask_copy(int tree)
+{
+    int copy = sbx_open_tree(tree, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    return copy < 0 ? neg_errno() : copy;
+}
+
 static int empty_dir_clone(void)
 {
     if (empty_dir_tree < 0) {
@@ -322,7 +330,7 @@ static int empty_dir_clone(void)
             return tree;
         empty_dir_tree = tree;
     }
-    return clone_tree(empty_dir_tree, "", SBX_MF_RDONLY);
+    return mask_copy(empty_dir_tree);
 }
 
 static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
@@ -337,7 +345,7 @@ static int do_mask(int rootfd, const struct sbx_mount_op *op, int null_tree)
     else if (S_ISDIR(st.st_mode))
         tree = empty_dir_clone();
     else
-        tree = clone_tree(null_tree, "", 0);
+        tree = mask_copy(null_tree);
     int r = tree < 0 ? tree : attach(tree, t);
     close(t);
     return r;

@@ -1,10 +1,14 @@
 """Helpers of the OCI runtime tests: bundles on the session's busybox root,
-the runtime as a program (``python -m sandboxlib.oci``, or a wrapper script
-for callers that want one executable: podman, ctr)."""
+the runtime as a program: ``sandboxlib-runtime``, the C front, as installed
+(the venv's, beside the interpreter) or, for the checkout, its build copied
+into a directory beside a ``sandboxlib-runtime-python`` script; and
+``python -m sandboxlib.oci``, the Python implementation alone."""
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import json
 import os
 import shlex
@@ -12,12 +16,50 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from sandboxlib.oci.default_spec import default_spec
 
-RUNTIME = [sys.executable, "-P", "-m", "sandboxlib.oci"]  # -P: not the cwd first in sys.path
+PYTHON_RUNTIME = [sys.executable, "-P", "-m", "sandboxlib.oci"]  # -P: not the cwd first in sys.path
+FRONT, PYTHON_PROGRAM = "sandboxlib-runtime", "sandboxlib-runtime-python"
+
+
+def installed_front() -> Optional[str]:
+    """The venv's ``sandboxlib-runtime`` (the wheel's C front), when the tested sandboxlib is installed."""
+    path = os.path.join(os.path.dirname(sys.executable), FRONT)
+    return path if os.path.exists(path) else None
+
+
+def install_front(directory: str, python_prefix: str = "") -> str:
+    """The checkout's C front as ``DIRECTORY/sandboxlib-runtime``, beside a
+    ``sandboxlib-runtime-python`` that runs ``python -m sandboxlib.oci`` with
+    this session's environment written in (and ``python_prefix``, shell
+    text run first: a test's record of the calls); the front's path."""
+    import sandboxlib.native
+
+    shutil.copy(
+        os.path.join(os.path.dirname(sandboxlib.native.__file__), "sbx-runtime"), os.path.join(directory, FRONT)
+    )
+    names = ("PYTHONPATH", "SANDBOXLIB_DEV", "SANDBOXLIB_EXPECT_INSTALLED")
+    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in names if k in os.environ)
+    script = os.path.join(directory, PYTHON_PROGRAM)
+    with open(script, "w") as f:
+        f.write(f'#!/bin/sh\n{python_prefix}exec env {env} {shlex.join(PYTHON_RUNTIME)} "$@"\n')
+    os.chmod(script, 0o755)
+    return os.path.join(directory, FRONT)
+
+
+@functools.cache
+def runtime_command() -> List[str]:
+    """``sandboxlib-runtime`` as the tests run it: the installed front, or the checkout's in a temporary directory."""
+    front = installed_front()
+    if front is None:
+        directory = tempfile.mkdtemp(prefix="sbx-front-")
+        atexit.register(shutil.rmtree, directory, True)
+        front = install_front(directory)
+    return [front]
 
 
 def cgroup_path_of(container_id: str) -> str:
@@ -48,12 +90,14 @@ def make_bundle(path: str, rootfs: str, args: Sequence[str], **changes: Any) -> 
     return path
 
 
-def runtime(root: str, *args: str, input: Optional[bytes] = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run a verb; its output goes through files, not pipes: a created
-    container's process keeps the runtime's stdio (so a pipe would not end)."""
+def runtime(
+    root: str, *args: str, input: Optional[bytes] = None, timeout: float = 60, program: Optional[List[str]] = None
+) -> subprocess.CompletedProcess:
+    """Run a verb (with ``sandboxlib-runtime``, or ``program``); its output goes through files, not
+    pipes: a created container's process keeps the runtime's stdio (so a pipe would not end)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.run(
-            [*RUNTIME, "--root", root, *args],
+            [*(program or runtime_command()), "--root", root, *args],
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
             stdout=out,
@@ -76,18 +120,9 @@ def state(root: str, container_id: str) -> Dict[str, Any]:
 
 
 def wrapper_script(directory: str) -> str:
-    """An executable ``sandboxlib-runtime`` (the installed console script when
-    there is one beside the interpreter, else a shell wrapper) with this
-    session's environment (PYTHONPATH, SANDBOXLIB_DEV) written in."""
-    installed = os.path.join(os.path.dirname(sys.executable), "sandboxlib-runtime")
-    path = os.path.join(directory, "sandboxlib-runtime")
-    names = ("PYTHONPATH", "SANDBOXLIB_DEV", "SANDBOXLIB_EXPECT_INSTALLED")
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in names if k in os.environ)
-    target = installed if os.path.exists(installed) else f"{sys.executable} -P -m sandboxlib.oci"
-    with open(path, "w") as f:
-        f.write(f'#!/bin/sh\nexec env {env} {target} "$@"\n')
-    os.chmod(path, 0o755)
-    return path
+    """An executable ``sandboxlib-runtime`` for callers (podman, ctr): the
+    installed front, or the checkout's installed into ``directory``."""
+    return installed_front() or install_front(directory)
 
 
 def unique_id(prefix: str = "t") -> str:
@@ -139,3 +174,66 @@ def rootless_podman(base: str, image_tar: str) -> tuple:
     proc = subprocess.run(argv, env=env, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
     subprocess.run([*podman, "system", "reset", "--force"], env=env, capture_output=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def rootless_lifecycle(rootfs: str) -> tuple:
+    """As this (unprivileged) user: create, start, kill and delete a container
+    of ``default_spec(rootless=True)`` through ``sandboxlib-runtime``, with
+    ``state`` after each step from it and from the Python implementation.
+    ([(step, exit status, front's state, Python's state)], what is left in the state root)."""
+    base = tempfile.mkdtemp(prefix="oci-rootless-")
+    try:
+        spec: Dict[str, Any] = default_spec(rootless=True)
+        spec["root"] = {"path": rootfs, "readonly": True}
+        spec["process"].update(terminal=False, args=["sleep", "30"])
+        bundle = os.path.join(base, "bundle")
+        os.mkdir(bundle)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        root, cid, steps = os.path.join(base, "state"), unique_id(), []
+        for step in (["create", "--bundle", bundle, cid], ["start", cid], ["kill", cid, "KILL"]):
+            code = runtime(root, *step).returncode
+            if step[0] == "kill":
+                time.sleep(0.5)  # (the init exits with its main process)
+            front, python = (runtime(root, "state", cid, program=p).stdout for p in (None, PYTHON_RUNTIME))
+            steps.append((step[0], code, front, python))
+        steps.append(("delete", runtime(root, "delete", cid).returncode, b"", b""))
+        return steps, os.listdir(root)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def rootless_default_root(rootfs: str) -> tuple:
+    """As this (unprivileged) user, without --root (so under $XDG_RUNTIME_DIR):
+    a container created by the Python implementation, then ``state`` and
+    ``delete`` through the front.  (the front's state, Python's, the calls
+    that reached Python, what is left in the default root)."""
+    base = tempfile.mkdtemp(prefix="oci-rootless-")
+    try:
+        spec: Dict[str, Any] = default_spec(rootless=True)
+        spec["root"] = {"path": rootfs, "readonly": True}
+        spec["process"].update(terminal=False, args=["sleep", "30"])
+        bundle = os.path.join(base, "bundle")
+        os.makedirs(os.path.join(base, "bin"))
+        os.mkdir(bundle)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        calls = os.path.join(base, "calls")
+        front = install_front(os.path.join(base, "bin"), python_prefix=f'echo "$*" >> {shlex.quote(calls)}\n')
+        env = dict(os.environ, XDG_RUNTIME_DIR=os.path.join(base, "xdg"))
+        cid = unique_id()
+
+        def call(program: List[str], *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*program, *args], env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+        with open(os.devnull, "w") as null:  # (the created container holds its stdio: no pipes)
+            subprocess.run([*PYTHON_RUNTIME, "create", "--bundle", bundle, cid], env=env, stdout=null, stderr=null)
+        states = [call(p, "state", cid).stdout for p in ([front], PYTHON_RUNTIME)]
+        deleted = call([front], "delete", cid).returncode
+        with open(calls, "a") as f:
+            pass
+        with open(calls) as f:
+            reached = f.read().split()
+        return states, deleted, reached, os.listdir(os.path.join(base, "xdg", "sandboxlib-runtime"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

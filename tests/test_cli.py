@@ -38,10 +38,12 @@ def cli(request):
 
 def test_console_script_entry_point():
     """pyproject.toml declares the ``sandboxlib`` command as ``sandboxlib.frontends.cli:main``
-    (and the OCI runtime's, ``sandboxlib-runtime``), and the installed package has it (its
+    (and the OCI runtime's Python implementation, ``sandboxlib-runtime-python``, which the
+    ``sandboxlib-runtime`` command, a C front, runs), and the installed package has it (its
     script is on PATH in the venv)."""
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert declared == {"sandboxlib": "sandboxlib.frontends.cli:main", "sandboxlib-runtime": "sandboxlib.oci.cli:main"}
+    oci = {"sandboxlib-runtime-python": "sandboxlib.oci.cli:main"}
+    assert declared == {"sandboxlib": "sandboxlib.frontends.cli:main", **oci}
     from importlib.metadata import entry_points
 
     assert [e.value for e in entry_points(group="console_scripts") if e.name == "sandboxlib"] == [

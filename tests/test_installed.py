@@ -70,3 +70,20 @@ def test_every_part_of_the_checkout_is_in_the_tested_package():
     assert missing == [], f"not in the tested package: {missing}"
     assert len(list((tested / "native").glob("_native*.so"))) == 1
     assert os.access(tested / "native" / "sbx-init", os.X_OK)
+    assert os.access(tested / "native" / "sbx-runtime", os.X_OK)
+
+
+def test_the_runtime_command_is_the_c_front():
+    """The wheel installs ``sandboxlib-runtime`` as the C front (csrc/front.c,
+    a static program, also in the package) beside the console script it
+    runs for the heavy verbs, ``sandboxlib-runtime-python``."""
+    from tests.ocikit import runtime_command
+
+    front = pathlib.Path(runtime_command()[0])
+    built = pathlib.Path(sandboxlib.__file__).resolve().parent / "native" / "sbx-runtime"
+    assert front.read_bytes()[:4] == b"\x7fELF" and front.read_bytes() == built.read_bytes()
+    if os.environ.get(rootless.INSTALLED_VAR):
+        assert front.parent == pathlib.Path(sys.prefix) / "bin"
+        assert (front.parent / "sandboxlib-runtime-python").read_text().startswith(f"#!{front.parent}/python")
+    proc = subprocess.run([str(front), "--version"], capture_output=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith(b"sandboxlib-runtime version "), proc

@@ -91,9 +91,9 @@ def test_lifecycle(oci_root, tmp_path, busybox_root):
 
 
 def RUNTIME_ARGS(root: str) -> list:
-    from tests.ocikit import RUNTIME
+    from tests.ocikit import runtime_command
 
-    return [*RUNTIME, "--root", root]
+    return [*runtime_command(), "--root", root]
 
 
 def run(oci_root, tmp_path, busybox_root, args, **changes) -> subprocess.CompletedProcess:

@@ -235,6 +235,70 @@ def test_launcher_forks_filtered_commands(runner, probe):
     assert out["probe custom"]["keyctl"] == errno.ENXIO
 
 
+FILTERS = ["grep", "-E", "^(NoNewPrivs|Seccomp|Seccomp_filters):", "/proc/self/status", "/proc/1/status"]
+
+
+def check_one_shot_filters(probe: str) -> dict:
+    """The filters of a one-shot run's command and init, per policy: {policy: {(file, field): value}}."""
+    out = {}
+    for name, policy in (("default", sb.security.DEFAULT), ("none", None), ("custom", _enxio_default())):
+        r = sb.run(FILTERS, seccomp=policy)
+        assert r.exit_code == 0, r
+        fields = (line.rsplit(":", 1) for line in r.stdout.decode().splitlines())
+        out[name] = {key: value.strip() for key, value in fields}
+    out["probe"] = _parse(sb.run([PROBE], mounts=_probe_mount(probe)).stdout)
+    return out
+
+
+def _filters(command: int, init: int) -> dict:
+    return {
+        f"{path}:{field}": value
+        for path, n in (("/proc/self/status", command), ("/proc/1/status", init))
+        for field, value in (("NoNewPrivs", "1"), ("Seccomp", "2"), ("Seccomp_filters", str(n)))
+    }
+
+
+def test_one_shot_default_policy_is_loaded_once(runner, probe):
+    """sb.run with Docker's policy: the init installs it in place of its own
+    filter at lock-down and the command inherits it (one load, one filter);
+    with another policy, the init's own filter and the command's."""
+    out = runner(check_one_shot_filters, probe)
+    assert out["default"] == _filters(1, 1)
+    assert out["none"] == _filters(1, 1)
+    assert out["custom"] == _filters(2, 1)
+    # Still refused: what Docker's policy refuses, and what the init's filter would.
+    for name in ("keyctl", "kexec_load", "open_by_handle_at", "init_module", "swapon", "i386:mount"):
+        assert out["probe"][name] == errno.EPERM, name
+    assert out["probe"]["clone3"] == errno.ENOSYS and out["probe"]["getpid"] == 0
+
+
+ALLOW = 0x7FFF0000
+
+
+@pytest.mark.parametrize(
+    "cap_add, cap_drop",
+    [((), ()), ((), ("ALL",)), (("ALL",), ())]
+    + [((cap,), ()) for cap in ("SYS_MODULE", "SYS_BOOT", "SYS_RAWIO", "SYS_TIME", "SYS_PACCT", "SYS_ADMIN")]
+    + [(("DAC_READ_SEARCH",), ())],
+)
+def test_default_policy_refuses_all_the_init_policy_does(cap_add, cap_drop):
+    """Why a one-shot run may load Docker's policy in the init's filter's
+    place: for each capability set, every syscall (each ABI) the init's
+    filter refuses, Docker's refuses too."""
+    from sandboxlib.security.prologue import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_BIT
+    from sandboxlib.security.seccomp import init_policy
+
+    caps = frozenset(sb.ContainerConfig(cap_add=list(cap_add), cap_drop=list(cap_drop)).capabilities())
+    init, default = compile_policy(init_policy(), caps), compile_policy(Seccomp.default(), caps)
+    numbers = [(AUDIT_ARCH_X86_64, n) for n in range(520)] + [(AUDIT_ARCH_I386, n) for n in range(520)]
+    numbers += [(AUDIT_ARCH_X86_64, X32_BIT | n) for n in range(560)]
+    refused = [(arch, nr) for arch, nr in numbers if _run_bpf(init, arch, nr, ARG_CASES[0]) != ALLOW]
+    assert len(refused) >= (0 if cap_add == ("ALL",) else 2)
+    for arch, nr in refused:
+        for args in ARG_CASES:
+            assert _run_bpf(default, arch, nr, args) != ALLOW, (arch, nr, args)
+
+
 def check_json_file(probe: str, path: str) -> dict:
     r = sb.run([PROBE], mounts=_probe_mount(probe), seccomp=Seccomp.from_json(path))
     return _parse(r.stdout)

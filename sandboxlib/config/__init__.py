@@ -2,20 +2,11 @@
 and run before any kernel resource exists.  One module per kind of value;
 this face names them all."""
 
-from .container import (
-    ContainerConfig,
-    Network,
-    Pull,
-    WritableLayer,
-    bridged,
-    config_of,
-    container_network,
-    network_option,
-    takes_container_options,
-)
+import importlib
+import typing
+
 from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
-from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -37,6 +28,52 @@ from .values import (
     tmpfs_size,
     tty_size,
 )
+
+if typing.TYPE_CHECKING:
+    from .container import (
+        ContainerConfig,
+        Network,
+        Pull,
+        WritableLayer,
+        bridged,
+        config_of,
+        container_network,
+        network_option,
+        takes_container_options,
+    )
+    from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
+
+# Loaded on first use: a program that needs only values, mounts and limits
+# (the OCI runtime's create) does not build ContainerConfig and the network
+# options (nor import inspect and ipaddress for them).
+_LAZY = dict.fromkeys(
+    (
+        "ContainerConfig",
+        "Network",
+        "Pull",
+        "WritableLayer",
+        "bridged",
+        "config_of",
+        "container_network",
+        "network_option",
+        "takes_container_options",
+    ),
+    "container",
+)
+_LAZY.update(
+    dict.fromkeys(
+        ("BridgeNetwork", "EgressRule", "NetworkRef", "PortMapping", "egress_rule", "network_name", "parse_publish"),
+        "network",
+    )
+)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
 
 __all__ = [
     "parse_size",

@@ -1,4 +1,4 @@
-"""The daemon: Docker's Engine API (1.44) over a UNIX socket, so that the
+"""The daemon: Docker's Engine API (1.44) over a UNIX socket (or TCP with mutual TLS), so that the
 ``docker`` CLI, docker-py and testcontainers drive sandboxlib containers;
 and the small client sandboxlib's own command line uses.  aiohttp (the
 ``daemon`` extra) is imported only by ``serve``."""
@@ -9,8 +9,9 @@ from typing import Any
 
 from .client import DaemonClient, DaemonError, NoDaemon, find_daemon
 from .hosts import API_VERSION, default_host
+from .tls import TlsFiles
 
-__all__ = ["API_VERSION", "DaemonClient", "DaemonError", "NoDaemon", "default_host", "find_daemon", "serve"]
+__all__ = ["API_VERSION", "DaemonClient", "DaemonError", "NoDaemon", "TlsFiles", "default_host", "find_daemon", "serve"]
 
 
 async def serve(host: str, **options: Any) -> None:

@@ -1,6 +1,6 @@
 """A small client of the daemon for sandboxlib's own command line: JSON
-requests over the UNIX socket (http.client), streams of multiplexed frames
-(logs), and an exec over a taken-over connection (101 UPGRADED)."""
+requests over the UNIX socket or TCP with mutual TLS (http.client), streams
+of multiplexed frames (logs), and an exec over a taken-over connection (101 UPGRADED)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import struct
 import urllib.parse
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from ..errors import SandboxError
-from .hosts import default_host, socket_path
+from ..errors import ConfigError, SandboxError
+from .hosts import default_host, is_tcp, socket_path, tcp_address
+from .tls import TlsFiles, client_context, client_files
 
 __all__ = ["DaemonClient", "DaemonError", "NoDaemon", "find_daemon"]
 
@@ -30,16 +32,52 @@ class NoDaemon(SandboxError):
     """No daemon answers on the socket."""
 
 
+Opener = Callable[[Optional[float]], socket.socket]
+
+
 class _Connection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: Optional[float]) -> None:
+    def __init__(self, opener: Opener, timeout: Optional[float]) -> None:
         super().__init__("localhost", timeout=timeout)
-        self._path = path
+        self._opener = opener
 
     def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        if self.timeout is not None:
-            self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+        self.sock = self._opener(self.timeout)
+
+
+def _unix_opener(path: str) -> Opener:
+    def connect(timeout: Optional[float]) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return connect
+
+
+def _tls_opener(host: str, tls: Optional[TlsFiles]) -> Opener:
+    """Connections to ``tcp://HOST:PORT``, always mutual TLS (a daemon serves no plain TCP)."""
+    if tls is None:
+        raise ConfigError(
+            "DOCKER_TLS_VERIFY",
+            f"{host}: a sandboxlib daemon on TCP speaks only mutual TLS: set DOCKER_TLS_VERIFY=1 and "
+            "DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem; default ~/.docker)",
+        )
+    address, port = tcp_address(host)
+    context = client_context(tls)
+
+    def connect(timeout: Optional[float]) -> socket.socket:
+        sock = socket.create_connection((address, port), timeout=timeout)
+        try:
+            return context.wrap_socket(sock, server_hostname=address)
+        except BaseException:
+            sock.close()
+            raise
+
+    return connect
 
 
 def _frames(read) -> Iterator[Tuple[int, bytes]]:
@@ -63,15 +101,15 @@ def _exactly(read, n: int) -> bytes:
 
 
 class DaemonClient:
-    """Requests to the daemon at ``host`` (``unix:///path``)."""
+    """Requests to the daemon at ``host`` (``unix:///path``, or ``tcp://HOST:PORT`` with ``tls``)."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, tls: Optional[TlsFiles] = None) -> None:
         self.host = host
-        self.path = socket_path(host)
+        self._open = _tls_opener(host, tls) if is_tcp(host) else _unix_opener(socket_path(host))
 
     def _send(self, method: str, path: str, query: Optional[Dict[str, Any]], body: Any, timeout: Optional[float]):
         url = "/v1.44" + path + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
-        connection = _Connection(self.path, timeout)
+        connection = _Connection(self._open, timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
             connection.request(method, url, body=data, headers={"Content-Type": "application/json"} if data else {})
@@ -79,6 +117,9 @@ class DaemonClient:
         except (FileNotFoundError, ConnectionRefusedError) as err:
             connection.close()
             raise NoDaemon(f"no sandboxlib daemon answers on {self.host} ({err.strerror})") from None
+        except ssl.SSLError as err:
+            connection.close()
+            raise NoDaemon(f"the TLS handshake with {self.host} failed ({err.reason or err})") from None
         except BaseException:
             connection.close()
             raise
@@ -141,9 +182,8 @@ class DaemonClient:
 
     def _hijacked(self, path: str, body: bytes, multiplexed: bool) -> Iterator[Tuple[int, bytes]]:
         """A POST answered with 101 UPGRADED: the output that follows, until EOF."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock = self._open(None)
         try:
-            sock.connect(self.path)
             sock.sendall(
                 f"POST /v1.44{path} HTTP/1.1\r\nHost: localhost\r\n"
                 f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
@@ -170,13 +210,17 @@ class DaemonClient:
 
 def find_daemon() -> DaemonClient:
     """The daemon our command line talks to: ``SANDBOXLIB_HOST``, else ``DOCKER_HOST`` when a
-    sandboxlib daemon answers there, else the default socket."""
+    sandboxlib daemon answers there, else the default socket.  A ``tcp://`` host
+    is reached with mutual TLS, as the docker CLI: ``DOCKER_TLS_VERIFY`` and
+    the certificates of ``DOCKER_CERT_PATH``."""
+    tls = client_files(os.environ)
     explicit = os.environ.get("SANDBOXLIB_HOST")
     if explicit:
-        return DaemonClient(explicit)
+        return DaemonClient(explicit, tls)
     docker_host = os.environ.get("DOCKER_HOST", "")
-    if docker_host.startswith("unix://"):
-        candidate = DaemonClient(docker_host)
+    # (a tcp:// one without DOCKER_TLS_VERIFY is not ours: a sandboxlib daemon serves no plain TCP)
+    if docker_host.startswith("unix://") or (docker_host.startswith("tcp://") and tls is not None):
+        candidate = DaemonClient(docker_host, tls)
         if candidate.is_sandboxlib():
             return candidate
     return DaemonClient(default_host())

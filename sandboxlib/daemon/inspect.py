@@ -19,6 +19,7 @@ __all__ = [
     "container_summary",
     "docker_state",
     "endpoint",
+    "endpoints",
     "image_json",
     "image_summary",
     "network_id",
@@ -60,18 +61,23 @@ def network_id(name: str) -> str:
     return hashlib.sha256(f"sandboxlib network {name}".encode()).hexdigest()
 
 
-def endpoint(record: ContainerRecord) -> Dict[str, Any]:
-    """The container on its network, as Docker's ``EndpointSettings``."""
-    address = record.box.sync.address if record.running and record.box is not None else None
+def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str, Any]:
+    """The container on its network (or on ``network``, which it joined), as Docker's ``EndpointSettings``."""
+    running = record.running and record.box is not None
+    if network is None or network == record.request.network_mode:
+        network = record.request.network_mode
+        address = record.box.sync.address if running else None  # type: ignore[union-attr]
+        aliases = [record.request.alias, record.name, record.id[:12]]
+    else:
+        address = record.box.sync.joined_networks.get(network) if running else None  # type: ignore[union-attr]
+        aliases = [*record.joined.get(network, ()), record.id[:12]]
     interface = ipaddress.IPv4Interface(address) if address else None
     return {
         "IPAMConfig": None,
         "Links": None,
-        "Aliases": [a for a in (record.request.alias, record.name, record.id[:12]) if a]
-        if record.request.network_mode not in BUILT_IN_NETWORKS
-        else None,
-        "NetworkID": network_id(record.request.network_mode),
-        "EndpointID": hashlib.sha256(f"{record.id} {record.runs}".encode()).hexdigest() if interface else "",
+        "Aliases": list(dict.fromkeys(a for a in aliases if a)) if network not in BUILT_IN_NETWORKS else None,
+        "NetworkID": network_id(network),
+        "EndpointID": hashlib.sha256(f"{record.id} {record.runs} {network}".encode()).hexdigest() if interface else "",
         "Gateway": str(next(interface.network.hosts())) if interface else "",
         "IPAddress": str(interface.ip) if interface else "",
         "IPPrefixLen": interface.network.prefixlen if interface else 0,
@@ -80,6 +86,14 @@ def endpoint(record: ContainerRecord) -> Dict[str, Any]:
         "GlobalIPv6PrefixLen": 0,
         "MacAddress": "",
         "DriverOpts": None,
+    }
+
+
+def endpoints(record: ContainerRecord) -> Dict[str, Dict[str, Any]]:
+    """Every network of the container: the one it was created on, then those it joined."""
+    return {
+        record.request.network_mode: endpoint(record),
+        **{name: endpoint(record, name) for name in record.joined},
     }
 
 
@@ -135,7 +149,7 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
             "GlobalIPv6PrefixLen": 0,
             "IPv6Gateway": "",
             "MacAddress": "",
-            "Networks": {request.network_mode: network},
+            "Networks": endpoints(record),
         },
     }
 
@@ -224,7 +238,7 @@ def container_summary(record: ContainerRecord) -> Dict[str, Any]:
         "State": docker_state(record),
         "Status": _status(record),
         "HostConfig": {"NetworkMode": request.network_mode},
-        "NetworkSettings": {"Networks": {request.network_mode: endpoint(record)}},
+        "NetworkSettings": {"Networks": endpoints(record)},
         "Mounts": _mounts(request.host_config),
     }
 

@@ -1,12 +1,15 @@
 """The network endpoints: the built-in networks ``bridge`` (the library's
 default bridge ``sbx0``), ``host`` and ``none``, and the library's named
 networks (``Network.create``: a bridge of their own, as root), which
-``/networks/create`` makes and ``DELETE`` removes.  A created container is
-connected to one (or disconnected) before its start; a running one is not."""
+``/networks/create`` makes and ``DELETE`` removes.  A container is
+connected to more networks (``connect``) before its start or while it runs
+(``Container.connect``: a veth on the other bridge, as root), and leaves
+those again (``disconnect``)."""
 
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 from typing import Any, Dict, List
 
@@ -37,11 +40,15 @@ def _records() -> Dict[str, named.NetworkRecord]:
     return {record.name: record for record in named.records(statedir.state_root())}
 
 
+def _on(record: Any, name: str) -> bool:
+    return record.request.network_mode == name or name in record.joined
+
+
 def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any]:
     members = {}
     for r in request.app["context"].containers.all():
-        if r.running and r.request.network_mode == name:
-            point = endpoint(r)
+        if r.running and _on(r, name):
+            point = endpoint(r, name)
             members[r.id] = {
                 "Name": r.name,
                 "EndpointID": point["EndpointID"],
@@ -120,6 +127,12 @@ async def _inspect(request: web.Request) -> web.Response:
     return json_response(await in_thread(_find, request, request.match_info["id"]))
 
 
+def _create_network(name: str, subnet: Any) -> None:
+    root = statedir.state_root()
+    statedir.ensure_root(root)  # (0700, root's: made by a first network as by a first container)
+    named.create(root, name, subnet)
+
+
 async def _create(request: web.Request) -> web.Response:
     body = await json_body(request)
     name = body.get("Name")
@@ -147,7 +160,7 @@ async def _create(request: web.Request) -> web.Response:
     if not isinstance(labels, dict):
         raise ApiError(400, "Labels: expected an object")
     try:
-        await in_thread(named.create, statedir.state_root(), name, subnet)
+        await in_thread(_create_network, name, subnet)
     except (ConfigError, PermissionError) as err:
         raise ApiError(400 if isinstance(err, ConfigError) else 403, f"creating network {name}: {err}") from None
     request.app["context"].network_labels[name] = {str(k): str(v) for k, v in labels.items()}
@@ -160,7 +173,7 @@ async def _remove(request: web.Request) -> web.Response:
     if name in BUILT_IN_NETWORKS:
         raise ApiError(403, f"{name} is a pre-defined network and cannot be removed")
     context = request.app["context"]
-    users = [r.name for r in context.containers.all() if r.running and r.request.network_mode == name]
+    users = [r.name for r in context.containers.all() if r.running and _on(r, name)]
     if users:
         raise ApiError(403, f"error while removing network: network {name} id {network_id(name)} has active endpoints")
     try:
@@ -175,7 +188,8 @@ async def _remove(request: web.Request) -> web.Response:
 
 
 async def _connect(request: web.Request) -> web.Response:
-    """A created container joins the network (or leaves it for none) before its start."""
+    """A container joins the network (``Container.connect`` while it runs, at its
+    start otherwise) or leaves it; a created one on a built-in network moves instead."""
     name = (await in_thread(_find, request, request.match_info["id"]))["Name"]
     body = await json_body(request)
     ref = body.get("Container")
@@ -184,25 +198,59 @@ async def _connect(request: web.Request) -> web.Response:
     context = request.app["context"]
     record = context.containers.get(ref)
     joining = request.path.endswith("/connect")
-    if record.running:
-        raise ApiError(400, "connecting or disconnecting a running container is not supported: connect it before start")
-    if joining and name == record.request.network_mode:
-        raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
-    if not joining and name != record.request.network_mode:
-        raise ApiError(400, f"container {record.id} is not connected to network {name}")
-    record.request = with_network(record.request, name if joining else "none")
-    aliases = (
-        (body.get("EndpointConfig") or {}).get("Aliases") if isinstance(body.get("EndpointConfig"), dict) else None
-    )
-    if joining and isinstance(aliases, list) and aliases and isinstance(aliases[0], str):
-        record.request = attrs.evolve(record.request, alias=aliases[0])
+    if joining:
+        await _join(record, name, _aliases(body))
+    else:
+        await _leave(record, name)
     context.events.emit("network", "connect" if joining else "disconnect", network_id(name), {"container": record.id})
     return web.Response(status=200)
 
 
+def _aliases(body: dict) -> List[str]:
+    config = body.get("EndpointConfig")
+    aliases = (config.get("Aliases") if isinstance(config, dict) else None) or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ApiError(400, "EndpointConfig.Aliases: expected a list of names")
+    return aliases
+
+
+async def _join(record: Any, name: str, aliases: List[str]) -> None:
+    mode = record.request.network_mode
+    if _on(record, name):
+        raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
+    if name in ("host", "none") or (record.running and mode in ("host", "none")):
+        raise ApiError(400, f"container cannot be connected to network {name} with network mode {mode}")
+    if not record.running and mode in BUILT_IN_NETWORKS:  # (created: it moves, as before its first start)
+        record.request = with_network(record.request, name)
+        if aliases:
+            record.request = attrs.evolve(record.request, alias=aliases[0])
+        return
+    names = [*aliases, record.name]
+    if record.running:  # (the library's errors: Docker-shaped by the server)
+        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names))
+    record.joined[name] = names
+
+
+async def _leave(record: Any, name: str) -> None:
+    if name in record.joined:
+        if record.running:
+            await in_thread(record.box.sync.disconnect, name)
+        del record.joined[name]
+        return
+    if name != record.request.network_mode:
+        raise ApiError(400, f"container {record.id} is not connected to network {name}")
+    if record.running:
+        raise ApiError(
+            400,
+            f"disconnecting a running container from network {name}, the one it started on, is not supported "
+            "(networks connected since can be disconnected)",
+        )
+    record.request = with_network(record.request, "none")
+
+
 async def _prune(request: web.Request) -> web.Response:
     context = request.app["context"]
-    used = {r.request.network_mode for r in context.containers.all()}
+    used = {n for r in context.containers.all() for n in (r.request.network_mode, *r.joined)}
     deleted = []
     for name in await in_thread(_records):
         if name not in used:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import os
 import random
 import re
@@ -71,6 +72,7 @@ class ContainerRecord:
     removed: bool = False
     watcher: Optional[asyncio.Task] = None
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
+    joined: Dict[str, List[str]] = attrs.field(factory=dict)  # networks beyond network_mode: their aliases
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
 
     @property
@@ -201,6 +203,8 @@ class Containers:
             if request.network_mode not in BUILT_IN_NETWORKS:  # (as dockerd: checked at start, not create)
                 await in_thread(known_network, request.network_mode)
             await box.start()
+            for network, aliases in record.joined.items():  # (docker network connect, before or while it ran)
+                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases))
             if interactive:
                 assert record.interactive is not None  # (made at create)
                 await record.interactive.start(

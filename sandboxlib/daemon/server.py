@@ -32,6 +32,7 @@ __all__ = [
     "MIN_API_VERSION",
     "Route",
     "bind_socket",
+    "bind_tcp",
     "build_app",
     "flush_headers",
     "json_body",
@@ -48,6 +49,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = Tuple[str, str, Handler]
 
 
+def _lock(path: str, what: str) -> int:
+    """``path`` (made if missing) held with ``flock`` as long as the daemon runs: one daemon per ``what``."""
+    os.makedirs(os.path.dirname(path), mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
+    lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise SandboxError(f"another sandboxlib daemon serves {what} (it holds {path})") from None
+    return lock
+
+
 def bind_socket(path: str, group: Optional[str]) -> Tuple[socket.socket, int]:
     """The listening socket at ``path`` and the lock that makes it ours.
 
@@ -56,14 +69,8 @@ def bind_socket(path: str, group: Optional[str]) -> Tuple[socket.socket, int]:
     answers on is refused.  As root the socket is 0660 with ``group``
     (created if missing); rootless 0600: access to a root daemon's socket is
     as good as root on this host, as Docker's."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
-    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = _lock(path + ".lock", path)
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SandboxError(f"another sandboxlib daemon serves {path} (it holds {path}.lock)") from None
         if os.path.lexists(path):
             if _answers(path):
                 raise SandboxError(f"a server already listens on {path}: stop it, or give another --host")
@@ -85,6 +92,30 @@ def bind_socket(path: str, group: Optional[str]) -> Tuple[socket.socket, int]:
             sock.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+            raise
+    except BaseException:
+        os.close(lock)
+        raise
+    return sock, lock
+
+
+def bind_tcp(address: str, port: int, lock_path: str) -> Tuple[socket.socket, int]:
+    """A listening TCP socket on ``address:port`` (served only with mutual TLS)
+    and the lock of its state (``lock_path``)."""
+    lock = _lock(lock_path, f"tcp://{address}:{port}")
+    try:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (a past daemon's TIME_WAIT)
+            try:
+                sock.bind((address, port))
+            except OSError as err:
+                raise SandboxError(f"cannot listen on tcp://{address}:{port}: {err.strerror}") from None
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
             raise
     except BaseException:
         os.close(lock)

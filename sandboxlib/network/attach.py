@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
-from . import bridge, ipam, names, nftables
+from . import bridge, ipam, membership, names, nftables
 from .files import ContainerFiles, lease_dir, network_dir
 from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
@@ -237,12 +237,9 @@ class Attachment:
     def ports(self) -> Dict[str, Tuple[str, int]]:
         return self._proxy.published if self._proxy is not None else {}
 
-    def _lookup(self, name: str) -> Optional[str]:
-        """The address of a container of this network named ``name`` (its name or hostname)."""
-        for record in ipam.leases(lease_dir(self._state_root, self._bridge)):
-            if name in (record.get("name"), record.get("hostname")):
-                return record["address"]
-        return None
+    def _lookup(self, client: str, name: str) -> Optional[str]:
+        """The address of ``name`` (a container's name, hostname or alias) on the asker's networks."""
+        return membership.lookup(self._state_root, self._bridge, client, name)
 
     def _gate(self, client: str, name: str) -> Any:
         return egress_gate(self._state_root, self._bridge, client, name)

@@ -21,6 +21,7 @@ __all__ = [
     "create_bridge",
     "delete_link",
     "connect_veth",
+    "free_ifname",
 ]
 
 if TYPE_CHECKING:
@@ -149,21 +150,33 @@ def delete_link(ipr: IPRoute, name: str) -> None:
 
 
 def connect_veth(
-    host_name: str, bridge_index: int, netns_fd: int, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address
+    host_name: str,
+    bridge_index: int,
+    netns_fd: int,
+    address: ipaddress.IPv4Interface,
+    gateway: Optional[ipaddress.IPv4Address],
+    ifname: str = CONTAINER_IFNAME,
 ) -> None:
-    """A veth pair: ``host_name`` up on the bridge of index ``bridge_index``, its peer ``eth0`` in the
+    """A veth pair: ``host_name`` up on the bridge of index ``bridge_index``, its peer ``ifname`` in the
     container's namespace (one request: the kernel applies master and up as it
-    creates them), then eth0 up, its address and the default route through
+    creates them), then the peer up, its address and (``gateway`` not None) the default route through
     the bridge (one write on a socket of that namespace; the init brings lo up)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as host:
-        rtnl.talk(host, [rtnl.veth_request(1, host_name, bridge_index, CONTAINER_IFNAME, netns_fd)])
+        rtnl.talk(host, [rtnl.veth_request(1, host_name, bridge_index, ifname, netns_fd)])
     with socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as inside:
-        index = rtnl.interface_index(inside, CONTAINER_IFNAME)
-        rtnl.talk(
-            inside,
-            [
-                rtnl.up_request(1, index),
-                rtnl.address_request(2, index, address),
-                rtnl.default_route_request(3, gateway),
-            ],
-        )
+        index = rtnl.interface_index(inside, ifname)
+        requests = [rtnl.up_request(1, index), rtnl.address_request(2, index, address)]
+        if gateway is not None:
+            requests.append(rtnl.default_route_request(3, gateway))
+        rtnl.talk(inside, requests)
+
+
+def free_ifname(netns_fd: int, prefix: str = "eth") -> str:
+    """The first ``ethN`` the namespace ``netns_fd`` has no link of."""
+    with socket_in(netns_fd, socket.AF_INET, socket.SOCK_DGRAM) as inside:
+        for number in range(1, 100):
+            try:
+                rtnl.interface_index(inside, f"{prefix}{number}")
+            except OSError:
+                return f"{prefix}{number}"
+    raise SetupError(0, "naming the container's interface", step="NETWORK", hint="eth1 to eth99 are all taken")

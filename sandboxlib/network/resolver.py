@@ -32,7 +32,7 @@ __all__ = ["Resolver"]
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # (Python 3.11 lacks the constant)
 TTL = 10  # container addresses change with the containers
 FORWARD_TIMEOUT = 2.0
-Lookup = Callable[[str], Optional[str]]  # name -> IPv4 address on this network, or None
+Lookup = Callable[[str, str], Optional[str]]  # (client address, name) -> IPv4 address for it, or None
 # (client address, name) -> None: no allow-list; False: the name is not allowed;
 # or a callable given the (address, TTL) answers of an allowed name, before they are returned.
 Gate = Callable[[str, str], Union[None, bool, Callable[[List[Tuple[str, int]]], None]]]
@@ -158,7 +158,7 @@ class Resolver:
             return None
         question = query.q
         name = str(question.qname).rstrip(".")
-        address = self._lookup(name.lower()) if question.qclass == 1 else None
+        address = self._lookup(client, name.lower()) if question.qclass == 1 else None
         if address is not None:
             reply = query.reply()
             if question.qtype in (QTYPE.A, QTYPE.ANY):

@@ -26,22 +26,57 @@ from . import ipam, names
 from .files import ContainerFiles, kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD, check_tun, find_pasta
 
-__all__ = ["UserBridgeAttachment", "make_bridge", "remove_bridge", "holder_dir", "socket_path"]
+__all__ = [
+    "UserBridgeAttachment",
+    "make_bridge",
+    "remove_bridge",
+    "holder_dir",
+    "socket_path",
+    "tap_inside",
+    "attach_tap",
+    "detach_tap",
+]
 
 HOLDER = "sandboxlib.network.usernetd"
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Run in the container's user and network namespaces (nsenter): its tap eth0,
-# address and route, the tap's fd sent back on the socket whose fd is argv[3].
+# Run in the container's user and network namespaces (nsenter): its tap (argv[4],
+# else the first free ethN), address and (argv[2] not empty) default route, the tap's
+# fd and name sent back on the socket whose fd is argv[3].
 _INSIDE = """
 import fcntl, os, socket, struct, subprocess, sys
-address, gateway, back = sys.argv[1:4]
+address, gateway, back, name = sys.argv[1:5]
+def free(candidate):
+    try:
+        socket.if_nametoindex(candidate)
+    except OSError:
+        return True
+    return False
+name = name or next(n for n in (f"eth{i}" for i in range(1, 100)) if free(n))
 fd = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"eth0", 0x1002))
-batch = f"addr add {address} dev eth0\\nlink set eth0 up\\nroute add default via {gateway}\\n"
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x1002))
+batch = f"addr add {address} dev {name}\\nlink set {name} up\\n"
+batch += f"route add default via {gateway}\\n" if gateway else ""
 subprocess.run(["ip", "-batch", "-"], input=batch.encode(), check=True)
-socket.send_fds(socket.socket(fileno=int(back)), [b"tap"], [fd])
+socket.send_fds(socket.socket(fileno=int(back)), [name.encode()], [fd])
 """
+
+
+def tap_inside(
+    init_pid: int, netns: str, address: ipaddress.IPv4Interface, gateway: str, name: str, pass_fds: Tuple[int, ...]
+) -> Tuple[int, str]:
+    """(fd, name) of a tap made in the container's namespaces (``netns``: a path),
+    configured from in there (the owner has no capability over them from outside)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        argv = ["nsenter", "--preserve-credentials", f"--user=/proc/{init_pid}/ns/user"]
+        argv += [f"--net={netns}", sys.executable, "-I", "-S", "-c", _INSIDE]
+        argv += [str(address), gateway, str(theirs.fileno()), name]
+        done = subprocess.run(argv, pass_fds=(*pass_fds, theirs.fileno()), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SetupError(0, "the container's tap (rootless network)", step="NETWORK", hint=done.stderr[-500:])
+        message, fds, _, _ = socket.recv_fds(ours, 64, 1)
+    return fds[0], message.decode()
 
 
 def holder_dir(state_root: str) -> str:
@@ -138,6 +173,28 @@ def _request(
     return answer, sock
 
 
+def attach_tap(state_root: str, tap: int, request: dict) -> socket.socket:
+    """The holder puts its end of the container's ``tap`` (closed here) on
+    ``request["bridge"]`` and copies frames until the connection returned ends."""
+    try:
+        _, link = _request(state_root, {"op": "attach", **request}, (tap,))
+    finally:
+        os.close(tap)
+    assert link is not None
+    return link
+
+
+def detach_tap(link: socket.socket) -> None:
+    """The holder closes both taps, removes the egress objects, then its end."""
+    try:
+        link.shutdown(socket.SHUT_WR)
+        link.settimeout(5)
+        link.recv(1)  # (before the address is released: a new owner's objects may follow)
+    except OSError:
+        pass
+    link.close()
+
+
 def make_bridge(
     state_root: str, bridge_name: str, subnet: Optional[ipaddress.IPv4Network], *, hold: bool = False
 ) -> Tuple[ipaddress.IPv4Interface, Optional[socket.socket]]:
@@ -222,47 +279,28 @@ class UserBridgeAttachment:
     def connect(self, netns_fd: int, init_pid: int) -> None:
         """The container's tap, configured from inside; the holder's end of it on the bridge."""
         assert self._gateway is not None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with ours, theirs:
-            argv = ["nsenter", "--preserve-credentials", f"--user=/proc/{init_pid}/ns/user"]
-            argv += [f"--net=/proc/self/fd/{netns_fd}", sys.executable, "-I", "-S", "-c", _INSIDE]
-            argv += [str(self.address), str(self._gateway.ip), str(theirs.fileno())]
-            done = subprocess.run(
-                argv, pass_fds=(netns_fd, theirs.fileno()), capture_output=True, text=True, check=False
-            )
-            if done.returncode != 0:
-                raise SetupError(0, "the container's tap (rootless network)", step="NETWORK", hint=done.stderr[-500:])
-            _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+        tap, _ = tap_inside(
+            init_pid, f"/proc/self/fd/{netns_fd}", self.address, str(self._gateway.ip), "eth0", (netns_fd,)
+        )
         owner_rules = [[r.kind, r.value, r.port, r.protocol] for r in self._egress]
-        try:
-            _, self._link = _request(
-                self._state_root,
-                {
-                    "op": "attach",
-                    "bridge": self._bridge,
-                    "id": self._id,
-                    "address": str(self.address.ip),
-                    "egress": owner_rules,
-                },
-                tuple(fds),
-            )
-        finally:
-            for fd in fds:
-                os.close(fd)
+        self._link = attach_tap(
+            self._state_root,
+            tap,
+            {
+                "bridge": self._bridge,
+                "id": self._id,
+                "address": str(self.address.ip),
+                "egress": owner_rules,
+            },  # fmt: skip
+        )
 
     @property
     def ports(self) -> Dict[str, Tuple[str, int]]:
         return {}
 
     def close(self) -> None:
-        if self._link is not None:  # the holder closes both taps, removes the egress objects, then its end
-            try:
-                self._link.shutdown(socket.SHUT_WR)
-                self._link.settimeout(5)
-                self._link.recv(1)  # (before the address is released: a new owner's objects may follow)
-            except OSError:
-                pass
-            self._link.close()
+        if self._link is not None:
+            detach_tap(self._link)
             self._link = None
         if self._hold is not None:
             self._hold.close()

@@ -31,9 +31,9 @@ import threading
 from typing import Any, Dict, Optional
 
 from ..config import EgressRule
-from . import bridge, ipam, named, nftables, usernet
+from . import bridge, ipam, membership, named, nftables, usernet
 from .attach import egress_gate, ensure_bridge, forget_bridge
-from .files import kill_helper, lease_dir, network_dir
+from .files import kill_helper, network_dir
 from .pasta import DNS_FORWARD
 
 TUNSETIFF = 0x400454CA
@@ -69,13 +69,9 @@ class Holder:
                     wanted = bridge.default_subnet(ipr, taken)
             gateway = ensure_bridge(self._state_root, name, wanted)
             if name not in self._resolvers:
-                leases = lease_dir(self._state_root, name)
 
-                def lookup(wanted: str) -> Optional[str]:
-                    for record in ipam.leases(leases):
-                        if wanted in (record.get("name"), record.get("hostname")):
-                            return str(record["address"])
-                    return None
+                def lookup(client: str, wanted: str) -> Optional[str]:
+                    return membership.lookup(self._state_root, name, client, wanted)
 
                 def gate(client: str, wanted: str) -> Any:
                     return egress_gate(self._state_root, name, client, wanted)
@@ -103,7 +99,7 @@ class Holder:
         allow-list in force meanwhile."""
         bridge_name, container_id, address = request["bridge"], request["id"], request["address"]
         egress = [EgressRule(*rule) for rule in request.get("egress") or ()]
-        name = f"vsbx{container_id[:10]}"
+        name = request.get("tap") or f"vsbx{container_id[:10]}"  # (a joined network's: named by the request)
         outer = open_tap(name)
         try:
             if egress:

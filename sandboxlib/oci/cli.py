@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument("--detach", "-d", action="store_true")
             sub.add_argument("--keep", action="store_true")
-    verb("start", "start the process of a created container")
+    sub = verb("start", "start the process of a created container")
+    sub.add_argument("--reply", help=argparse.SUPPRESS)  # the front's failed START: STEP,ERRNO,INDEX
     verb("state", "print the state of a container (JSON)")
     sub = verb("kill", "send a signal to the container's init")
     sub.add_argument("signal", nargs="?", default="SIGTERM")
@@ -177,10 +178,13 @@ def _run_verb(args: argparse.Namespace, root: str) -> int:
         if not args.keep:
             control.delete(root, args.id, force=True)
         return code
-    if verb == "start":
+    if verb == "start" and args.reply:
+        step, err, index = (int(n) for n in args.reply.split(","))
+        control.start_failed(step, err, index)
+    elif verb == "start":
         control.start(root, args.id)
     elif verb == "state":
-        print(json.dumps(control.state(root, args.id), indent=2))
+        print(control.state_text(control.state(root, args.id)))
     elif verb == "kill":
         control.kill(root, args.id, signal_number(args.signal), all_processes=args.all)
     elif verb == "delete":

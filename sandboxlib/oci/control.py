@@ -2,18 +2,27 @@
 and waiting for a container (``run``).  Callers run these once or more per
 container (podman: state, start, kill, delete), so this module imports
 neither the set-up side nor attrs-based configuration: a verb costs the
-interpreter's start-up and little more (``lifecycle.py`` has create and exec)."""
+interpreter's start-up and little more (``lifecycle.py`` has create and exec).
+
+The installed ``sandboxlib-runtime`` is a small C program (csrc/front.c)
+that serves state, start, kill and delete of a container itself, from the
+``front`` record written here at create (``front_record``: the state's three
+possible texts, rendered by ``state_text``, the init's pid and start time,
+the cgroup directories), and runs this implementation for everything else:
+the other verbs, containers with hooks, and every error (so each message
+has one definition, here)."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import select
 import signal
 import socket
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from ..errors import ContainerStateError
 from .hooks import run_hooks
@@ -22,6 +31,9 @@ from .state import ContainerDir, NotFound, start_time, status_of
 __all__ = [
     "OCI_VERSION",
     "oci_state",
+    "state_text",
+    "front_record",
+    "start_failed",
     "connect",
     "load",
     "state",
@@ -45,9 +57,9 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def oci_state(cdir: ContainerDir, saved: Dict[str, Any]) -> Dict[str, Any]:
-    """The runtime-spec's state of the container."""
-    status = status_of(cdir, saved)
+def oci_state(cdir: ContainerDir, saved: Dict[str, Any], status: Optional[str] = None) -> Dict[str, Any]:
+    """The runtime-spec's state of the container (in ``status``: its current one by default)."""
+    status = status or status_of(cdir, saved)
     return {
         "ociVersion": OCI_VERSION,
         "id": cdir.id,
@@ -59,6 +71,31 @@ def oci_state(cdir: ContainerDir, saved: Dict[str, Any]) -> Dict[str, Any]:
         "owner": "",
         "annotations": saved.get("annotations", {}),
     }
+
+
+def state_text(state: Dict[str, Any]) -> str:
+    """What ``state`` prints: one line of JSON (the front prints these lines too)."""
+    return json.dumps(state)
+
+
+# The front serves a container only without the hooks its verbs would have to run.
+_FRONT_HOOKS = ("startContainer", "poststart", "poststop")
+FRONT_FORMAT = "sandboxlib-runtime front 1"
+
+
+def front_record(cdir: ContainerDir, saved: Dict[str, Any]) -> Optional[str]:
+    """The text of ``ROOT/ID/front``, what the C front reads (one ``key value``
+    a line): the init's pid and start time, the cgroup directories (the first
+    one's processes are ``kill --all``'s), and ``state`` in each status.
+    None when the front must leave this container to Python (its hooks)."""
+    if any(saved["hooks"].get(phase) for phase in _FRONT_HOOKS):
+        return None
+    lines = [FRONT_FORMAT, f"pid {saved['pid']}", f"init_start {saved['init_start']}"]
+    lines += [f"cgroup {path}" for _version, path, _controllers in saved["cgroup"]]
+    lines += [f"state {s} {state_text(oci_state(cdir, saved, s))}" for s in ("created", "running", "stopped")]
+    if any("\n" in line for line in lines):
+        return None  # (a cgroup path with a newline)
+    return "\n".join(lines) + "\n"
 
 
 def connect(cdir: ContainerDir) -> socket.socket:
@@ -86,7 +123,6 @@ def start(root: str, container_id: str) -> None:
     # The protocol (the extension, attrs) only for this verb.
     from ..native import protocol
     from ..native.binding import Step
-    from ..native.failures import exec_error
 
     cdir, saved = load(root, container_id)
     with cdir.locked():
@@ -104,11 +140,18 @@ def start(root: str, container_id: str) -> None:
                 reply = protocol.decode_reply(ours)
             if reply is None or reply.kind != protocol.REPLY_STARTED:
                 step, err = (reply.step, reply.errno) if reply else (Step.REQUEST, 3)  # ESRCH
-                raise exec_error(step, err, reply.index if reply else -1, {})
+                start_failed(step, err, reply.index if reply else -1)
     try:
         run_hooks("poststart", saved["hooks"]["poststart"], oci_state(cdir, saved))
     except Exception as err:  # the container runs: a poststart failure is only reported
         print(f"warning: {err}", file=sys.stderr)
+
+
+def start_failed(step: int, err: int, index: int) -> NoReturn:
+    """START's failure report (the init's, or the front's: ``start --reply``) as its error."""
+    from ..native.failures import exec_error
+
+    raise exec_error(step, err, index, {})
 
 
 def _signal_init(saved: Dict[str, Any], sig: int) -> bool:

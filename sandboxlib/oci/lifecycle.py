@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import resource
-import secrets
 import select
 import signal
 import socket
@@ -36,7 +35,7 @@ from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES
 from ..security.seccomp import Seccomp, init_policy
 from . import cgroup as oci_cgroup
 from .console import send_console
-from .control import FORWARDED, connect, destroy, load, now, oci_state
+from .control import FORWARDED, connect, destroy, front_record, load, now, oci_state
 from .hooks import run_hooks
 from .spec import ProcessSpec, Spec, load_spec, resource_limits
 from .state import ContainerDir, start_time, status_of
@@ -190,7 +189,8 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         saved.update(pid=pid, init_start=start_time(pid))
         cdir.write(saved)
         for fd in (null, err_w, *child_fds):
-            os.close(fd)
+            if fd >= 0:  # (no v2 directory: -1)
+                os.close(fd)
         null = err_w = -1
         child_fds = []
         control_child.close()
@@ -203,6 +203,9 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
             step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
             raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
         _set_up(pid, process, spec)
+        front = front_record(cdir, saved)
+        if front is not None:
+            cdir.write_front(front)
         run_hooks("prestart", spec.hooks["prestart"], oci_state(cdir, saved))
         run_hooks("createRuntime", spec.hooks["createRuntime"], oci_state(cdir, saved))
         run_hooks("createContainer", spec.hooks["createContainer"], oci_state(cdir, saved))
@@ -266,6 +269,8 @@ def exec_process(
         raise ContainerStateError("cannot exec in a stopped container")
     if process.terminal and not console_socket and detach:
         raise ConfigError("--tty", "a detached terminal needs --console-socket")
+    import secrets  # (exec only)
+
     command_id = secrets.randbits(31) | 1
     ours, theirs = protocol.reply_socketpair()
     with ours, connect(cdir) as control:

@@ -4,7 +4,8 @@
 verbs need: the init's pid and start time, the bundle, the cgroup
 directories, the hooks), ``init.sock`` (the init's listening control
 socket: ``start``, ``kill`` of one command, ``exec`` connect there) and
-``started`` once ``start`` released the main process.  Writes are whole
+``started`` once ``start`` released the main process, and ``front`` (what
+the C front, csrc/front.c, reads: ``control.front_record``).  Writes are whole
 (rename), and each verb holds ``ROOT/ID/lock`` (flock) while it changes the
 container, so concurrent verbs on one id see one another's results."""
 
@@ -110,6 +111,12 @@ class ContainerDir:
         with open(tmp, "w") as f:
             json.dump(state, f)
         os.rename(tmp, os.path.join(self.path, "state.json"))
+
+    def write_front(self, text: str) -> None:
+        tmp = os.path.join(self.path, "front.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, os.path.join(self.path, "front"))
 
     def mark_started(self) -> None:
         open(os.path.join(self.path, "started"), "w").close()

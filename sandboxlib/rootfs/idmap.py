@@ -5,15 +5,18 @@ ranges)."""
 from __future__ import annotations
 
 import os
-from typing import Generator, Optional, Tuple
+from typing import TYPE_CHECKING, Generator, Optional, Tuple
 
 import attrs
 
-from ..config import ContainerConfig, IdMapping
+from ..config import IdMapping
 from ..errors import ConfigError, SetupError, UnsupportedError
 from ..native.host import HostInfo
 from ..posix.interrupts import sigint_deferred
 from ..posix.steps import run_program
+
+if TYPE_CHECKING:
+    from ..config import ContainerConfig
 
 __all__ = ["IdMaps", "choose_maps", "write_maps", "ROOT_DEFAULT_HOST_ID"]
 

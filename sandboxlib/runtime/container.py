@@ -11,12 +11,13 @@ from ..config import ContainerConfig, check_timeout, config_of, takes_container_
 from ..errors import UnsupportedError
 from .commands import DEFAULT_PATH, BareContainer
 from .files import FileAccess
+from .joins import NetworkJoins
 from .subids import ImageStore
 
 __all__ = ["Container", "DEFAULT_PATH"]
 
 
-class Container(BareContainer, FileAccess):
+class Container(BareContainer, FileAccess, NetworkJoins):
     """A long-lived container whose PID 1 is sandboxlib's init.
 
     ``with Container(...) as c:`` starts it; ``c.run``/``c.spawn`` start

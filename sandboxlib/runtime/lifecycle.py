@@ -195,7 +195,7 @@ class ContainerLifecycle(ImageRoots):
             # name only the init, which ends by itself when we go (it watches
             # our pidfd and its control socket), taking its pid namespace
             # along.  (Record, init start time and removal: ~60 us a run.)
-            yield from self._spawn(ops, None if one_shot else root, first, program)
+            yield from self._spawn(ops, None if one_shot else root, first, program, one_shot=one_shot)
         except BaseException:
             self.close()
             raise
@@ -226,8 +226,8 @@ class ContainerLifecycle(ImageRoots):
         """The container's address on its bridge while it runs (``"172.17.0.2/16"``;
         the bridge's gateway is its network's first address); None off a bridge or through pasta."""
         network = self._network
-        if not isinstance(network, Attachment) or self._closed or not self._resources_used:
-            return None
+        if network is None or not hasattr(network, "address") or self._closed or not self._resources_used:
+            return None  # (an Attachment's, or a rootless named network's UserBridgeAttachment's)
         return str(network.address)
 
     @property
@@ -270,11 +270,14 @@ class ContainerLifecycle(ImageRoots):
         if self._cgroup is not None and not self._init_exited(0):
             self._cgroup.kill()
 
-    def _spawn(self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes) -> Steps:
+    def _spawn(
+        self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes, *, one_shot: bool
+    ) -> Steps:
         """Steps of the spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
         the first command, read the error pipe to EOF (= set up).  ``state_root``:
-        where the init is recorded (None: nowhere)."""
+        where the init is recorded (None: nowhere).  ``one_shot``: no cgroup, and
+        ``first``'s command is all the container is for."""
         # Idmapped binds are made here, as root (csrc/idmap.c says why);
         # rootless, the child's plain binds already show the caller's files as root's.
         wanted = self._maps is not None and os.geteuid() == 0 and any(m.idmap for m in self.config.mounts)
@@ -285,6 +288,13 @@ class ContainerLifecycle(ImageRoots):
             raise ConfigError(
                 "mounts", f"at most {binding.MAX_IDMAPS} binds with idmap=True, got {len(self._idmap_ops)}"
             )
+        docker_default = self.config.seccomp == Seccomp.default()
+        # One filter load, not two: Docker's policy refuses all that the init's
+        # does (tests/test_seccomp.py proves it for each capability set) and
+        # allows the command set-up, so the init may install it in its own
+        # place at lock-down and every command inherits it.  Not where commands
+        # get cgroups of their own: that takes clone3, which the policy refuses.
+        filter_in_init = docker_default and one_shot
         plan = build_plan(
             ops=ops,
             rootfs=self.config.rootfs,
@@ -295,10 +305,10 @@ class ContainerLifecycle(ImageRoots):
             send_netns=self._network is not None,
             set_groups=bool(self._maps and self._maps.setgroups),
             fault=self._fault,
-            seccomp_filter=program,
-            launcher=self.config.seccomp == Seccomp.default(),
+            seccomp_filter=b"" if filter_in_init else program,
+            launcher=docker_default,
             init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
-            init_filter=compile_policy(init_policy(), self.config.capabilities()),
+            init_filter=program if filter_in_init else compile_policy(init_policy(), self.config.capabilities()),
         )
         # Ctrl-C is deferred from the first fd to the init's registration: a
         # KeyboardInterrupt between them would lose fds and leave a zombie.

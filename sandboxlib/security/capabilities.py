@@ -7,6 +7,9 @@ reaches raw sockets or creates device nodes.
 
 from __future__ import annotations
 
+import functools
+from typing import Collection
+
 from ..errors import ConfigError
 
 # Numbers from <linux/capability.h>.
@@ -114,7 +117,8 @@ def normalize_capability(name: object, field: str) -> str:
     return upper
 
 
-def capability_mask(names) -> int:
+@functools.lru_cache(maxsize=256)  # (a few per start, for the same sets)
+def capability_mask(names: Collection[str]) -> int:
     mask = 0
     for name in names:
         mask |= 1 << ALL_CAPABILITIES[name]

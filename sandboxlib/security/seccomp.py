@@ -6,7 +6,8 @@ compiled with libseccomp in the host process (``seccomp_bpf``), cached per
 policy and capability set, and every command of the container installs the
 compiled filter last, right before its ``execve`` - or, with Docker's
 default policy, inherits it from the launcher that forks commands exec'd
-into a running container (csrc/launcher.c).
+into a running container (csrc/launcher.c), or, in a one-shot run, from the
+init, which installed it in its own filter's place (runtime/lifecycle.py).
 """
 
 from __future__ import annotations

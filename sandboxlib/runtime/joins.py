@@ -1,0 +1,94 @@
+"""A running ``Container`` on more networks (``docker network connect``):
+the methods ``Container`` inherits from ``NetworkJoins``.  As root: the
+host process adds a veth on the other bridge to the container's network
+namespace (the container itself has no CAP_NET_ADMIN over it); rootless
+a tap through the per-user namespace of named networks.  Each join is
+released by ``disconnect``, or with the container."""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence, Union
+
+from ..config import Network, NetworkRef, bridged
+from ..errors import ConfigError, ContainerStateError
+from ..network import Joined, joined, named
+from . import statedir
+
+__all__ = ["NetworkJoins"]
+
+
+def _ref(network: Union[str, NetworkRef]) -> Union[Network, NetworkRef]:
+    if isinstance(network, NetworkRef):
+        return network
+    if network == "bridge":
+        return Network.BRIDGE
+    return NetworkRef(network)
+
+
+def _label(network: Union[Network, NetworkRef]) -> str:
+    return network.name if isinstance(network, NetworkRef) else "bridge"
+
+
+class NetworkJoins:
+    """connect, disconnect and joined_networks (they need the running container's
+    init pid, id, config, lock and resources)."""
+
+    def connect(self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = ()) -> str:
+        """Put the running container on one more network (``"bridge"`` or a named
+        one): an interface ``ethN`` with an address there (no default route: the
+        network it started on keeps it); the network's containers find it by
+        its name, hostname and ``aliases``, and it finds theirs (a rootless
+        container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
+        none).  Returns its address (``"172.18.0.3/16"``)."""
+        self._check_running()
+        wanted = _ref(network)
+        label = _label(wanted)
+        if not bridged(self.config.network):
+            raise ConfigError("network", f"a container with network={self.config.network} cannot join {label!r}")
+        if not all(isinstance(a, str) and a for a in aliases):
+            raise ConfigError("aliases", f"{aliases!r}: names expected")
+        root = statedir.state_root()
+        where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
+        with self._lock:
+            joins = self._joins()
+            if label in joins or where[0] == named.bridge_of(root, self.config.network)[0]:
+                raise ContainerStateError(f"the container is on network {label!r} already")
+            owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
+            join = joined(root, where, owner, aliases)
+            join.open(self._init_pid)
+            joins[label] = join
+            return str(join.address)
+
+    def disconnect(self, network: Union[str, NetworkRef]) -> None:
+        """Take the running container off a network :meth:`connect` put it on
+        (its interface deleted, its address released)."""
+        label = _label(_ref(network))
+        with self._lock:
+            join = (getattr(self, "_joined", None) or {}).pop(label, None)
+        if join is None:
+            raise ContainerStateError(
+                f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"
+            )
+        join.close()
+
+    @property
+    def joined_networks(self) -> Dict[str, str]:
+        """The networks :meth:`connect` added: ``{name: address}``."""
+        with self._lock:
+            joins = getattr(self, "_joined", None) or {}
+            return {name: str(j.address) for name, j in joins.items() if j.address is not None}
+
+    def _joins(self) -> Dict[str, Joined]:
+        """The joins, their release registered with the container's (under ``self._lock``)."""
+        joins = getattr(self, "_joined", None)
+        if joins is None:
+            if self._closing:
+                raise ContainerStateError("the container is closing")
+            joins = self._joined = {}
+            self._resources.callback(self._leave_all)
+        return joins
+
+    def _leave_all(self) -> None:
+        joins = getattr(self, "_joined", None) or {}
+        while joins:
+            joins.popitem()[1].close()

@@ -1,0 +1,160 @@
+"""A running container on more networks (``Container.connect``/``disconnect``,
+as root): an ``ethN`` on the other bridge, names and aliases resolving both
+ways, traffic over it; nothing left after a disconnect, the container's end
+or a SIGKILL of its owner.  In the namespaces of tests/netlab.py."""
+
+import os
+import signal
+
+import pytest
+
+from .conftest import wait_until
+from .netlab import Lab
+from .rootless import USERS, ensure_user
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
+
+PY = "/usr/bin/python3"
+TUN = "/dev/net/tun"
+SERVE = (
+    "import socket; s = socket.create_server(('', 80)); print('up', flush=True); c, _ = s.accept(); c.sendall(b'hi')"
+)
+FETCH = (
+    "import socket, sys\n"
+    "try:\n"
+    "    print(socket.create_connection((sys.argv[1], 80), timeout=3).recv(10).decode())\n"
+    "except OSError as e: print(type(e).__name__)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    made = Lab()
+    yield made
+    made.close()
+
+
+def _joined_links(lab: Lab) -> list:
+    return [name for name in lab.links() if name.startswith("vj")]
+
+
+CONNECTED = f"""
+        a = sb.Network.create("front", subnet="10.91.0.0/24")
+        b = sb.Network.create("back", subnet="10.92.0.0/24")
+        def names(c, name):
+            return c.run(["getent", "hosts", name], stdout=sb.PIPE)
+        found = {{}}
+        with sb.Container(network=a, name="x") as x, sb.Container(network=b, name="y") as y:
+            srv = y.spawn(["{PY}", "-c", {SERVE!r}], stdout=sb.PIPE)
+            srv.stdout.readline()
+            found["before"] = names(x, "y").exit_code
+            found["address"] = x.connect("back", aliases=["xb"])
+            found["joined"] = x.joined_networks
+            found["eth1"] = text(x.run(["sh", "-c", "ip -o -4 addr show eth1"], stdout=sb.PIPE)).split()[3]
+            found["route"] = text(x.run(["ip", "route", "show", "default"], stdout=sb.PIPE))
+            found["y_from_x"] = text(names(x, "y")).split()
+            found["xb_from_y"] = text(names(y, "xb")).split()
+            found["x_from_y"] = text(names(y, "x")).split()
+            found["fetch"] = text(x.run(["{PY}", "-c", {FETCH!r}, "y"], stdout=sb.PIPE))
+            found["members"] = sorted(m["name"] for m in b.containers())
+            for call in (lambda: x.connect("back"), lambda: x.connect("front"), lambda: x.disconnect("front")):
+                try:
+                    call()
+                except sb.ContainerStateError as err:
+                    found.setdefault("refused", []).append(str(err))
+            try:
+                x.connect("nowhere")
+            except sb.ConfigError as err:
+                found["unknown"] = str(err)
+            x.disconnect("back")
+            found["after_links"] = text(x.run(["sh", "-c", "ip -o link show | grep -c eth1 || true"], stdout=sb.PIPE))
+            found["after_name"] = names(y, "xb").exit_code
+            found["after_members"] = sorted(m["name"] for m in b.containers())
+            found["after_joined"] = x.joined_networks
+            x.connect("back")  # again, then left by the container's end
+            found["again"] = sorted(m["name"] for m in b.containers())
+            srv.kill(); srv.wait()
+        found["closed_members"] = b.containers()
+        with sb.Container(network=sb.Network.NONE) as lonely:
+            try:
+                lonely.connect("back")
+            except sb.ConfigError as err:
+                found["none"] = str(err)
+        a.remove(); b.remove()
+        print(json.dumps(found))
+        """
+
+
+@pytest.fixture(scope="module")
+def rootless_lab():
+    mode = os.stat(TUN).st_mode & 0o777
+    os.chmod(TUN, 0o666)  # (the distributions' mode: a rootless tap is opened as its owner)
+    made = Lab()
+    try:
+        yield made
+    finally:
+        made.close()
+        os.chmod(TUN, mode)
+
+
+def test_connect_a_running_container_to_a_second_network_and_back(lab):
+    _check_connected(lab.run(CONNECTED))
+    assert _joined_links(lab) == []
+
+
+def test_rootless_connect_through_the_per_user_namespace(rootless_lab):
+    user = ensure_user("sbxtest", USERS["sbxtest"])
+    host_links = rootless_lab.links()
+    _check_connected(rootless_lab.run(CONNECTED, user=user))
+    assert rootless_lab.links() == host_links  # all of it in the per-user namespace, gone with its holder
+
+
+def _check_connected(out: dict) -> None:
+    assert out["before"] != 0  # y is not on x's network yet
+    assert out["address"].startswith("10.92.0.") and out["address"] == out["eth1"]
+    assert out["joined"] == {"back": out["address"]}
+    assert "10.91.0.1" in out["route"]  # the default route stays the first network's
+    assert out["y_from_x"][0].startswith("10.92.0.")
+    assert out["xb_from_y"][0] == out["address"].split("/")[0] == out["x_from_y"][0]
+    assert out["fetch"] == "hi"
+    assert out["members"] == ["x", "y"]
+    assert len(out["refused"]) == 3 and "already" in out["refused"][0] and "already" in out["refused"][1]
+    assert "not connected" in out["refused"][2]
+    assert "nowhere" in out["unknown"]
+    assert out["after_links"] == "0" and out["after_name"] != 0
+    assert out["after_members"] == ["y"] and out["after_joined"] == {}
+    assert out["again"] == ["x", "y"] and out["closed_members"] == []
+    assert "cannot join" in out["none"]
+
+
+def test_a_sigkilled_owner_leaves_no_joined_veth_nor_lease(lab):
+    lab.run('sb.Network.create("kept", subnet="10.93.0.0/24"); print("{}")')
+    proc = lab.library(
+        """
+        import time
+        with sb.Container(network="bridge") as c:
+            c.connect("kept", aliases=["doomed"])
+            print("joined", flush=True)
+            time.sleep(600)
+        """
+    )
+    try:
+        assert proc.stdout.readline() == "joined\n", proc.stderr.read()
+        assert len(_joined_links(lab)) == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the init watches its owner and ends; its namespace takes both veth ends along
+    assert wait_until(lambda: _joined_links(lab) == [])
+    out = lab.run(
+        """
+        kept = sb.Network.get("kept")
+        members = kept.containers()  # (a dead owner's lease is not a member)
+        kept.remove()
+        print(json.dumps({"members": members}))
+        """
+    )
+    assert out["members"] == []
