@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 26
+#define SBX_NATIVE_VERSION 27
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -131,6 +131,15 @@ struct sbx_plan {
     uint64_t init_caps; /* the init's permitted set once set up (init.c: lock_down) */
     const void *init_filter; /* the init's own filter, inherited by everything it starts */
     uint32_t init_filter_len; /* in bytes; 0: none */
+    /* SBX_PLAN_CGROUP_LAUNCHER: the filter of the launcher that forks commands
+     * into cgroups of their own (the container's, with clone3 allowed; absent:
+     * `filter` allows clone3 already) and the one each of its commands adds
+     * (clone3 answered as the container's filter answers it): together the
+     * container's filter (launcher.c). */
+    const void *launcher_filter;
+    uint32_t launcher_filter_len;
+    const void *clone3_filter;
+    uint32_t clone3_filter_len;
 };
 
 #define SBX_PLAN_NEW_MNTNS 0x01u
@@ -142,6 +151,8 @@ struct sbx_plan {
 /* send the new network ns to the parent (SBX_MSG_NETNS, its fd in SCM_RIGHTS) before
  * waiting for go: the parent moves a veth into it and configures it */
 #define SBX_PLAN_SEND_NETNS 0x40u
+/* commands with a cgroup of their own are forked by a launcher too (clone3) */
+#define SBX_PLAN_CGROUP_LAUNCHER 0x100u
 #define SBX_PLAN_DETACHED                                                    \
     0x80u /* the container outlives its creator (the OCI runtime): fd 4 is a \
            * listening socket whose connections replace the control socket,  \
@@ -153,7 +164,8 @@ struct sbx_plan {
 
 /* PLAN message: header, filter_len bytes of seccomp BPF (a multiple of 8,
  * so the records stay aligned), init_filter_len bytes of the init's own
- * BPF (likewise), n_mounts records, then the strings they
+ * BPF (likewise), launcher_filter_len and clone3_filter_len bytes of the
+ * cgroup launcher's two filters (likewise), n_mounts records, then the strings they
  * point into (offsets into the string area, SBX_NO_STRING for NULL). */
 struct sbx_plan_hdr {
     uint32_t type; /* SBX_MSG_PLAN */
@@ -169,6 +181,8 @@ struct sbx_plan_hdr {
     uint32_t filter_len;
     uint64_t init_caps;
     uint32_t init_filter_len;
+    uint32_t launcher_filter_len;
+    uint32_t clone3_filter_len;
     uint32_t pad;
 };
 

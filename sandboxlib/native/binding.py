@@ -46,7 +46,7 @@ __all__ = [
     "x32_missing",
 ]
 
-NATIVE_VERSION = 26
+NATIVE_VERSION = 27
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 INIT_PATH = _PACKAGE / "sbx-init"
 

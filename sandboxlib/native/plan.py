@@ -99,6 +99,7 @@ def build_plan(
     init_caps: int = 0,
     init_filter: bytes = b"",
     detached: bool = False,
+    cgroup_launcher: Optional[Tuple[bytes, bytes]] = None,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
@@ -108,7 +109,10 @@ def build_plan(
     ``send_netns``: the init sends its new network namespace before waiting
     for go (:func:`receive_netns`), for the parent to connect it.
     ``detached``: the container outlives its creator (the OCI runtime's; the
-    init's fd 4 is then a listening control socket, not the creator's pidfd)."""
+    init's fd 4 is then a listening control socket, not the creator's pidfd).
+    ``cgroup_launcher``: commands with a cgroup of their own are forked by a
+    launcher too; its filter and the one each of its commands adds
+    (``security.bpf.clone3_split``)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -124,6 +128,8 @@ def build_plan(
     flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
     flags |= lib.SBX_PLAN_SEND_NETNS if netns and send_netns else 0
     flags |= lib.SBX_PLAN_DETACHED if detached else 0
+    launcher_filter, clone3_filter = cgroup_launcher or (b"", b"")
+    flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher is not None and launcher and seccomp_filter else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
@@ -140,9 +146,11 @@ def build_plan(
         len(seccomp_filter),
         init_caps,
         len(init_filter),
+        len(launcher_filter),
+        len(clone3_filter),
         0,
     )
-    message = header + seccomp_filter + init_filter + records + strings
+    message = header + seccomp_filter + init_filter + launcher_filter + clone3_filter + records + strings
     if len(message) > lib.SBX_MAX_REQUEST:
         raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
     return message
