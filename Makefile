@@ -2,7 +2,8 @@
 # make test  - make lint, then the whole suite (root and rootless) against that wheel installed in build/venv
 # make lint  - ruff (lint and format check), clang-format (csrc/), mypy (the public modules)
 # make bench - install the peers, build, run the benchmarks
-# make conformance - runtime-tools' validation tests against sandboxlib-runtime, runc and crun (docs/oci-runtime.md)
+# make conformance - runtime-tools' validation tests against sandboxlib-runtime, runc and crun (docs/oci-runtime.md),
+#                    and docker-py's integration suite against dockerd and sandboxlib daemon (conformance/DOCKER_PY.md)
 # make build - the checkout built in place, for `SANDBOXLIB_DEV=1 python3 -m pytest` (needs cffi in $(PYTHON))
 PYTHON ?= python3
 # The venv's interpreter: Debian's, which the rootless test users can execute
@@ -27,7 +28,7 @@ PYTEST_ARGS ?= -q
 TESTS ?= $(CURDIR)/tests
 STAMP = .make
 
-.PHONY: deps install test-deps build demo lint suite test bench conformance clean
+.PHONY: deps install test-deps build demo lint suite test bench conformance conformance-runtime conformance-docker-py clean
 
 $(STAMP)/apt:
 	@mkdir -p $(STAMP)
@@ -104,8 +105,22 @@ RUNTIME_TOOLS_GIT ?= build/runtime-tools.git
 $(RUNTIME_TOOLS_GIT):
 	git clone --bare -q https://github.com/opencontainers/runtime-tools $@
 
-conformance: install $(RUNTIME_TOOLS_GIT)
+conformance: conformance-runtime conformance-docker-py
+
+conformance-runtime: install $(RUNTIME_TOOLS_GIT)
 	$(VENV)/bin/python conformance/run.py --source $(RUNTIME_TOOLS_GIT) --runtime $(VENV)/bin/sandboxlib-runtime
+
+# docker/docker-py's tests/integration (a git directory: DOCKER_PY_GIT, cloned
+# when missing) against a private dockerd and against `sandboxlib daemon`, in a
+# network namespace of their own; conformance/DOCKER_PY.md lists what passes on
+# dockerd and not on ours.  The suite runs in a venv of its own (its imports,
+# pinned in the script).  As root.
+DOCKER_PY_GIT ?= build/docker-py.git
+$(DOCKER_PY_GIT):
+	git clone --bare -q https://github.com/docker/docker-py $@
+
+conformance-docker-py: test-deps $(DOCKER_PY_GIT)
+	$(VENV)/bin/python conformance/docker_py.py --source $(DOCKER_PY_GIT)
 
 clean:
 	rm -rf build $(STAMP) sandboxlib/native/_native*.so sandboxlib/native/sbx-init sandboxlib/native/sbx-runtime *.egg-info

@@ -7,7 +7,8 @@ Builds the validation executables and a static ``runtimetest`` from the
 repository's source (``git archive`` of the pinned commit, its vendor/
 directory, Debian's Go with conformance/go119-compat.sh), runs every test
 for each runtime (TAP output kept in WORK/out-NAME/), prints a table of
-ok / not ok per test and runtime, and checks sandboxlib-runtime's results
+ok / not ok per test and runtime (a test passes when no point is "not ok",
+it exits 0, and, if it has no points, it reports no error: see score()), and checks sandboxlib-runtime's results
 against conformance/EXCLUSIONS.md: a test passing for runc must pass for
 sandboxlib-runtime unless the list names it.  Exit status 1 otherwise.
 """
@@ -55,6 +56,20 @@ def tests(tree: str):
             yield name, path
 
 
+def score(text: str, status: int) -> Tuple[int, int]:
+    """(ok, not ok) of one test's TAP output and exit status.  Besides its
+    'not ok' points, a test fails when it exits non-zero (util.Fatal: before
+    any point, or after all of them, as the *_fail tests do when the runtime
+    accepted what it must refuse), and a test without points fails when it
+    reports an error diagnostic (the lifecycle tests: prestart, poststop, ..);
+    without points, exiting 0 and reporting nothing, it passed."""
+    ok = len(re.findall(r"^ok ", text, re.M))
+    bad = len(re.findall(r"^not ok ", text, re.M))
+    if not bad and (status or (not ok and re.search(r'^\s*"error": ', text, re.M))):
+        bad = 1
+    return ok, bad
+
+
 def run_all(tree: str, runtime: str, out: str) -> Dict[str, Tuple[int, int, str]]:
     """test -> (ok, not ok, first problem)."""
     os.makedirs(out, exist_ok=True)
@@ -65,16 +80,13 @@ def run_all(tree: str, runtime: str, out: str) -> Dict[str, Tuple[int, int, str]
         env = dict(os.environ, RUNTIME=runtime, TMPDIR=tmp)  # the tests' bundles (some are left behind)
         try:
             proc = subprocess.run([path], cwd=tree, env=env, capture_output=True, text=True, timeout=120)
-            text = proc.stdout + proc.stderr
+            text, status = proc.stdout + proc.stderr, proc.returncode
         except subprocess.TimeoutExpired:
-            text = "not ok - timed out after 120 s\n"
+            text, status = "not ok - timed out after 120 s\n", -1
         with open(os.path.join(out, f"{name}.tap"), "w") as f:
-            f.write(text)
-        ok = len(re.findall(r"^ok ", text, re.M))
-        bad = len(re.findall(r"^not ok ", text, re.M))
-        problem = "" if bad or ok else (text.strip().splitlines() or ["no output"])[-1][:100]
-        if not ok and not bad:
-            bad = 1  # it failed before any test point
+            f.write(f"{text}\n# exit status {status}\n")
+        ok, bad = score(text, status)
+        problem = "" if ok or bad else (text.strip().splitlines() or ["no output"])[-1][:100]
         results[name] = (ok, bad, problem)
         print(f"{os.path.basename(runtime)}: {name}: {ok} ok, {bad} not ok", file=sys.stderr)
     return results

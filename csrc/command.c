@@ -154,6 +154,10 @@ static void drop_bounding_caps(const struct sbx_command *cmd)
 static void set_user(const struct sbx_command *cmd)
 {
     const struct sbx_exec_hdr *h = cmd->hdr;
+    /* Explicit sets: a user other than root keeps its permitted set across
+     * the setresuid (set_caps then cuts it to the sets asked for). */
+    if ((h->flags & SBX_EXEC_CAP_SETS) && h->uid != 0)
+        CHECK(SBX_STEP_CAPS, prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0));
     if (h->flags & SBX_EXEC_SET_GROUPS)
         CHECK(SBX_STEP_USER, setgroups(h->n_groups, (const gid_t *)cmd->groups));
     CHECK(SBX_STEP_USER, setresgid(h->gid, h->gid, h->gid));
@@ -162,20 +166,28 @@ static void set_user(const struct sbx_command *cmd)
 
 /* Inheritable empty; effective and permitted cut to what we keep (for
  * root; nothing for other users).  execve then gives root the bounding
- * set, which drop_bounding_caps() made exactly the kept set. */
+ * set, which drop_bounding_caps() made exactly the kept set.  With
+ * SBX_EXEC_CAP_SETS, the sets asked for, and the ambient set raised (it
+ * must lie in the permitted and inheritable sets: Python checked). */
 static void set_caps(const struct sbx_command *cmd)
 {
-    uint64_t keep = cmd->hdr->uid == 0 ? cmd->hdr->cap_keep : 0;
+    const struct sbx_exec_hdr *h = cmd->hdr;
+    int sets = (h->flags & SBX_EXEC_CAP_SETS) != 0;
+    uint64_t keep = h->uid == 0 ? h->cap_keep : 0;
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
     CHECK(SBX_STEP_CAPS, syscall(SYS_capget, &hdr, data));
     for (int i = 0; i < 2; i++) {
-        uint32_t part = (uint32_t)(keep >> (32 * i));
-        data[i].permitted &= part;
-        data[i].effective = data[i].permitted;
-        data[i].inheritable = 0;
+        int shift = 32 * i;
+        data[i].permitted &= (uint32_t)((sets ? h->cap_permitted : keep) >> shift);
+        data[i].effective =
+            sets ? data[i].permitted & (uint32_t)(h->cap_effective >> shift) : data[i].permitted;
+        data[i].inheritable = sets ? (uint32_t)(h->cap_inheritable >> shift) : 0;
     }
     CHECK(SBX_STEP_CAPS, syscall(SYS_capset, &hdr, data));
+    for (int cap = 0; sets && cap < 64; cap++)
+        if (h->cap_ambient & (1ULL << cap))
+            CHECK(SBX_STEP_CAPS, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0));
 }
 
 /* The init keeps in its effective set only what it uses itself (init.c:
@@ -278,16 +290,26 @@ void sbx_command_exec(const struct sbx_command *cmd, int fd)
         sbx_report_fail(report_fd, SBX_STEP_CHDIR, cwd_err, -1);
     fault_point(SBX_STEP_CAPS);
     drop_bounding_caps(cmd);
+    /* Without no_new_privs only a privileged process may install a filter:
+     * here, while we still hold the init's capabilities (as runc does; the
+     * filter then covers the user and capability changes below too). */
+    int nnp = (cmd->hdr->flags & SBX_EXEC_NO_NEW_PRIVS) != 0;
+    if (!nnp) {
+        fault_point(SBX_STEP_SECCOMP);
+        install_filter(cmd);
+    }
     fault_point(SBX_STEP_USER);
     set_user(cmd);
     set_caps(cmd);
     if (cwd_err)
         CHECK(SBX_STEP_CHDIR, chdir(cmd->cwd));
     fault_point(SBX_STEP_NO_NEW_PRIVS);
-    if (cmd->hdr->flags & SBX_EXEC_NO_NEW_PRIVS)
+    if (nnp)
         CHECK(SBX_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
-    fault_point(SBX_STEP_SECCOMP);
-    install_filter(cmd);
+    if (nnp) {
+        fault_point(SBX_STEP_SECCOMP);
+        install_filter(cmd);
+    }
     fault_point(SBX_STEP_EXEC);
     exec_command(cmd);
     _exit(127);

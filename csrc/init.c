@@ -106,12 +106,52 @@ static void reply_failed(int fd, int step, int err, int index)
     send_reply(fd, &r);
 }
 
+static int shared_pidns; /* not PID 1: a pid namespace joined by path, others' too */
+
+/* Signal every process of the container: as PID 1 of its own pid namespace,
+ * all of it; in a joined one never kill(-1), which would reach every
+ * process there, but our commands and their process groups. */
+static void signal_all(int sig)
+{
+    if (!shared_pidns) {
+        kill(-1, sig);
+        return;
+    }
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i].pid > 0) {
+            kill(-children[i].pid, sig); /* each command is a session (and group) leader */
+            kill(children[i].pid, sig);
+        }
+    for (int i = 0; i < 2; i++)
+        if (launchers[i].pid > 0)
+            kill(launchers[i].pid, sig);
+}
+
+/* Reap everything signal_all(SIGKILL) ended.  In a joined pid namespace a
+ * process that left its group may live on (we are its subreaper): wait
+ * for the rest at most a second; the runtime's delete kills the cgroup. */
+static void reap_all(void)
+{
+    if (!shared_pidns) {
+        while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+            ;
+        return;
+    }
+    for (int tries = 0; tries < 100; tries++) {
+        pid_t pid;
+        while ((pid = waitpid(-1, NULL, WNOHANG | __WALL)) > 0)
+            ;
+        if (pid < 0 && errno == ECHILD)
+            return;
+        usleep(10000);
+    }
+}
+
 /* Kill every other process in the container and reap them all. */
 static __attribute__((noreturn)) void end_container(void)
 {
-    kill(-1, SIGKILL);
-    while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
-        ;
+    signal_all(SIGKILL);
+    reap_all();
     _exit(0);
 }
 
@@ -423,7 +463,7 @@ static void reap(void);
 static void begin_stop(int timer_fd, uint64_t grace_ms)
 {
     stopping = 1;
-    kill(-1, SIGTERM);
+    signal_all(SIGTERM);
     struct itimerspec t = {
         .it_value = {.tv_sec = (time_t)(grace_ms / 1000), .tv_nsec = (long)(grace_ms % 1000) * 1000000L}};
     if (grace_ms == 0)
@@ -492,9 +532,8 @@ static void reap(void)
             continue;
         struct sbx_reply r = {.type = SBX_REPLY_EXITED, .pid = pid, .status = status};
         if (c->main) {
-            kill(-1, SIGKILL);
-            while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
-                ;
+            signal_all(SIGKILL);
+            reap_all();
             send_reply(c->reply_fd, &r);
             if (!(plan->flags & SBX_PLAN_DETACHED))
                 _exit(0);
@@ -519,7 +558,7 @@ static void forward_signal(int sig)
             kill(children[i].pid, sig);
             return;
         }
-    kill(-1, sig);
+    signal_all(sig);
 }
 
 /* What the init itself still calls once set up: kill() of commands that run
@@ -535,13 +574,20 @@ static void forward_signal(int sig)
  * for the command set-up: see INIT_RUNTIME_CAPABILITIES in Python); the
  * effective set only OWN_CAPS (each command's child raises the rest from
  * the permitted set, command.c); inheritable and ambient empty.  Then
- * no_new_privs (every command sets it anyway), and the init's own filter,
+ * no_new_privs (every command sets it anyway; not with SBX_PLAN_KEEP_PRIVS,
+ * which installs the filter first instead), and the init's own filter,
  * which refuses only what no process of this container may do (it is
  * inherited by every command, whatever its policy: see seccomp.py). */
 static void lock_down(const struct sbx_plan *p)
 {
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
+    struct sock_fprog prog = {.len = (unsigned short)(p->init_filter_len / sizeof(struct sock_filter)),
+                              .filter = (struct sock_filter *)p->init_filter};
+    int keep_privs = (p->flags & SBX_PLAN_KEEP_PRIVS) != 0;
+    /* Without no_new_privs the filter needs CAP_SYS_ADMIN: first, then. */
+    if (keep_privs && p->init_filter_len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 2);
     if (syscall(SYS_capget, &hdr, data) < 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 0);
     for (int i = 0; i < 2; i++) {
@@ -551,19 +597,20 @@ static void lock_down(const struct sbx_plan *p)
     }
     if (syscall(SYS_capset, &hdr, data) < 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 0);
+    if (keep_privs)
+        return;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 1);
-    if (p->init_filter_len) {
-        struct sock_fprog prog = {.len = (unsigned short)(p->init_filter_len / sizeof(struct sock_filter)),
-                                  .filter = (struct sock_filter *)p->init_filter};
-        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-            sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 2);
-    }
+    if (p->init_filter_len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        sbx_report_fail(SBX_FD_ERROR, SBX_STEP_LOCKDOWN, errno, 2);
 }
 
 int main(int argc, char **argv)
 {
     prctl(PR_SET_NAME, "sbx-init", 0, 0, 0); /* not "memfd:sbx-init" in ps */
+    shared_pidns = getpid() != 1;
+    if (shared_pidns) /* the orphans of our commands come to us, not to that namespace's init */
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
@@ -614,7 +661,7 @@ int main(int argc, char **argv)
         if (pfd[3].revents & POLLIN) {
             uint64_t expirations;
             if (read(timer_fd, &expirations, sizeof(expirations)) > 0) {
-                kill(-1, SIGKILL);
+                signal_all(SIGKILL);
                 reap();
             }
         }

@@ -10,8 +10,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/magic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -277,6 +279,40 @@ static int clone_tree(int dirfd, const char *path, unsigned int flags)
     return tree;
 }
 
+/* The propagation the op asks for, on the attached tree (a detached one
+ * cannot be shared); it is a peer of nothing outside the container: every
+ * tree we attach was made private first. */
+int sbx_propagate(int tree, unsigned int flags)
+{
+    struct mount_attr attr = {.propagation = (flags & SBX_MF_SHARED)       ? MS_SHARED
+                                             : (flags & SBX_MF_SLAVE)      ? MS_SLAVE
+                                             : (flags & SBX_MF_UNBINDABLE) ? MS_UNBINDABLE
+                                                                           : 0};
+    if (!attr.propagation)
+        return 0;
+    unsigned int at = AT_EMPTY_PATH | ((flags & SBX_MF_PROPAGATE_REC) ? AT_RECURSIVE : 0);
+    return sbx_mount_setattr(tree, "", at, &attr) < 0 ? neg_errno() : 0;
+}
+
+static void park_in_base(int tree, const char *name, int is_dir);
+
+int sbx_clone_again(int tree, unsigned int flags, size_t index)
+{
+    int again = clone_tree(tree, "", flags);
+    if (again < 0)
+        return again;
+    /* The first clone is parked, not closed (see park_in_base). */
+    char name[32] = "again-";
+    size_t n = 6, digits = 1;
+    for (size_t v = index; v >= 10; v /= 10)
+        digits++;
+    for (size_t d = digits, v = index; d > 0; d--, v /= 10)
+        name[n + d - 1] = (char)('0' + v % 10);
+    name[n + digits] = '\0';
+    park_in_base(tree, name, !(flags & SBX_MF_FILE));
+    return again;
+}
+
 static int mount_tree_at(int rootfd, int tree, const struct sbx_mount_op *op)
 {
     if (tree < 0)
@@ -286,7 +322,9 @@ static int mount_tree_at(int rootfd, int tree, const struct sbx_mount_op *op)
         close(tree);
         return t;
     }
-    int r = attach(tree, t);
+    int r = sbx_move_mount(tree, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    r = r < 0 ? neg_errno() : sbx_propagate(tree, op->flags);
+    close(tree);
     close(t);
     return r;
 }
@@ -304,6 +342,55 @@ static int do_symlink(int rootfd, const struct sbx_mount_op *op)
     if (pfd < 0)
         return pfd;
     int r = symlinkat(op->source, pfd, slash + 1) < 0 ? neg_errno() : 0;
+    close(pfd);
+    return r;
+}
+
+/* A decimal field of a MKNOD op's data; advances *p past its comma. */
+static int next_number(const char **p, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtoul(*p, &end, 10);
+    if (errno || end == *p || (*end != ',' && *end != '\0'))
+        return -EINVAL;
+    *p = *end ? end + 1 : end;
+    return 0;
+}
+
+/* A device node or fifo (the OCI config's linux.devices), owned and
+ * moded exactly as asked (not through our umask). */
+static int do_mknod(int rootfd, const struct sbx_mount_op *op)
+{
+    const char *p = op->data ? op->data : "";
+    unsigned long major, minor, mode, uid, gid;
+    mode_t type = p[0] == 'c' ? S_IFCHR : p[0] == 'b' ? S_IFBLK : p[0] == 'p' ? S_IFIFO : 0;
+    if (!type || p[1] != ',')
+        return -EINVAL;
+    p += 2;
+    if (next_number(&p, &major) || next_number(&p, &minor) || next_number(&p, &mode) ||
+        next_number(&p, &uid) || next_number(&p, &gid) || *p)
+        return -EINVAL;
+    const char *slash = strrchr(op->target, '/');
+    char parent[PATH_MAX];
+    size_t plen = (size_t)(slash - op->target);
+    if (plen >= sizeof(parent))
+        return -ENAMETOOLONG;
+    memcpy(parent, op->target, plen);
+    parent[plen] = '\0';
+    int pfd = make_target(rootfd, plen ? parent : "/", 0, 0);
+    if (pfd < 0)
+        return pfd;
+    const char *name = slash + 1;
+    int r = 0;
+    dev_t dev = makedev(major, minor);
+    if (mknodat(pfd, name, type | (mode & 07777), dev) < 0 && errno == EEXIST)
+        (void)unlinkat(pfd, name, 0); /* the config's node replaces the image's */
+    if ((faccessat(pfd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
+         mknodat(pfd, name, type | (mode & 07777), dev) < 0) ||
+        fchownat(pfd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+        fchmodat(pfd, name, (mode_t)(mode & 07777), 0) < 0)
+        r = neg_errno();
     close(pfd);
     return r;
 }
@@ -410,6 +497,9 @@ int sbx_apply_mount(int rootfd, const struct sbx_mount_op *op, int tree)
         break;
     case SBX_MNT_MASK:
         r = do_mask(rootfd, op, tree);
+        break;
+    case SBX_MNT_MKNOD:
+        r = do_mknod(rootfd, op);
         break;
     default:
         r = fs_for(op->kind, &fstype);

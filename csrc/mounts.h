@@ -17,6 +17,16 @@ int sbx_clone_source(const struct sbx_mount_op *op);
 
 /* Clone rootfs (recursively) as a detached tree; with read_only, every
  * mount below its top is made read-only.  fd or -errno. */
+/* A new clone of a detached tree from sbx_clone_source (the op's flags
+ * applied again): a mount made now, for mountinfo's order; the first is
+ * parked in the scratch base (our cwd), dropped with it at the pivot (a
+ * closed detached tree costs an RCU grace period).  fd or -errno. */
+int sbx_clone_again(int tree, unsigned int flags, size_t index);
+
+/* Give the attached mount at fd the propagation of the SBX_MF_* bits in
+ * flags (none: leave it, private).  0 or -errno. */
+int sbx_propagate(int fd, unsigned int flags);
+
 int sbx_clone_rootfs(const char *rootfs, int read_only);
 
 /* Mount the container root at /newroot: the rootfs tree (consumed), or a

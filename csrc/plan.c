@@ -52,6 +52,10 @@ int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_moun
     plan->init_caps = h->init_caps;
     plan->init_filter = h->init_filter_len ? buf + sizeof(*h) + h->filter_len : NULL;
     plan->init_filter_len = h->init_filter_len;
+    plan->root_propagation = h->root_propagation;
+    const uint32_t join[SBX_N_JOIN] = {h->join_net, h->join_ipc, h->join_uts, h->join_mnt, h->join_cgroup};
+    for (int i = 0; i < SBX_N_JOIN; i++)
+        plan->join[i] = string_at(strings, h->strings_len, join[i], &bad);
     const char *after = buf + sizeof(*h) + h->filter_len + h->init_filter_len;
     plan->launcher_filter = h->launcher_filter_len ? after : NULL;
     plan->launcher_filter_len = h->launcher_filter_len;

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 27
+#define SBX_NATIVE_VERSION 28
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -45,6 +45,19 @@ enum sbx_step {
     SBX_STEP_EXEC = 20, /* execve() of the command */
     SBX_STEP_LOCKDOWN = 24, /* the init, set up: capabilities, no_new_privs, its own filter */
     SBX_STEP_TTY = 25, /* init: a pseudo-terminal from /dev/pts/ptmx; child: TIOCSCTTY */
+    SBX_STEP_JOIN = 26, /* setns() into a namespace given by path; index = SBX_JOIN_* */
+};
+
+/* Namespaces the init joins by path (the OCI runtime's linux.namespaces[].path),
+ * in this order, right after it received the PLAN; a pid namespace is the
+ * spawn's (sbx_spawn_args.pidns_fd). */
+enum sbx_join {
+    SBX_JOIN_NET = 0,
+    SBX_JOIN_IPC = 1,
+    SBX_JOIN_UTS = 2,
+    SBX_JOIN_MNT = 3,
+    SBX_JOIN_CGROUP = 4,
+    SBX_N_JOIN = 5,
 };
 
 enum sbx_mount_kind {
@@ -62,6 +75,8 @@ enum sbx_mount_kind {
     SBX_MNT_OVERLAY = 12, /* the root: overlayfs of the LOWER ops before it (top first) and
                            * source/upper + source/work (a host dir), or with no source an
                            * upper dir on a fresh tmpfs (data: its options) */
+    SBX_MNT_MKNOD = 13, /* a device node or fifo at target; data: "type,major,minor,mode,uid,gid"
+                         * (type c, b or p; the numbers decimal) */
 };
 
 #define SBX_MF_RDONLY 0x01u
@@ -76,6 +91,12 @@ enum sbx_mount_kind {
     0x100u /* bind: the GO message may carry its tree, idmapped by the host \
             * to the container's user namespace (sbx_idmapped_tree); one fd \
             * per IDMAP op, in op order, or none (then the plain clone) */
+/* Propagation of a mount once attached (the OCI runtime's mount options);
+ * without any it stays private.  PROPAGATE_REC: the whole tree (rshared..). */
+#define SBX_MF_SHARED 0x200u
+#define SBX_MF_SLAVE 0x400u
+#define SBX_MF_UNBINDABLE 0x800u
+#define SBX_MF_PROPAGATE_REC 0x1000u
 #define SBX_MAX_IDMAPS 8 /* fds one GO message carries (SBX_RECV_MAX_FDS) */
 
 struct sbx_mount_op {
@@ -111,6 +132,7 @@ struct sbx_spawn_args {
     int n_attach; /* cgroup v1 "tasks" files the child writes "0" to */
     int attach_fds[SBX_MAX_ATTACH_FDS];
     int new_cgroupns; /* unshare(CLONE_NEWCGROUP) once in its cgroups */
+    int pidns_fd; /* a pid namespace the child starts in (no CLONE_NEWPID then), or -1 */
 };
 
 /* The set-up plan, as the set-up program holds it (pointers into the
@@ -131,6 +153,8 @@ struct sbx_plan {
     uint64_t init_caps; /* the init's permitted set once set up (init.c: lock_down) */
     const void *init_filter; /* the init's own filter, inherited by everything it starts */
     uint32_t init_filter_len; /* in bytes; 0: none */
+    uint32_t root_propagation; /* SBX_MF_* propagation bits of the root mount */
+    const char *join[SBX_N_JOIN]; /* namespace paths to setns() into, or NULL */
     /* SBX_PLAN_CGROUP_LAUNCHER: the filter of the launcher that forks commands
      * into cgroups of their own (the container's, with clone3 allowed; absent:
      * `filter` allows clone3 already) and the one each of its commands adds
@@ -152,12 +176,19 @@ struct sbx_plan {
  * waiting for go: the parent moves a veth into it and configures it */
 #define SBX_PLAN_SEND_NETNS 0x40u
 /* commands with a cgroup of their own are forked by a launcher too (clone3) */
-#define SBX_PLAN_CGROUP_LAUNCHER 0x100u
+#define SBX_PLAN_CGROUP_LAUNCHER 0x400u
 #define SBX_PLAN_DETACHED                                                    \
     0x80u /* the container outlives its creator (the OCI runtime): fd 4 is a \
            * listening socket whose connections replace the control socket,  \
            * the creator's going away ends nothing, and the init exits with  \
            * its main command's status (128 + signal when killed) */
+#define SBX_PLAN_MOUNT_ORDER                                               \
+    0x200u /* binds are cloned again when applied, so that the container's \
+            * mountinfo lists its mounts in plan order (the OCI runtime's)  */
+#define SBX_PLAN_KEEP_PRIVS                                                 \
+    0x100u /* the init does not set no_new_privs on itself (an OCI config's \
+            * noNewPrivileges: false); it installs its own filter while     \
+            * still privileged */
 
 #define SBX_MAX_MOUNTS 1024
 #define SBX_NO_STRING 0xffffffffu
@@ -181,6 +212,9 @@ struct sbx_plan_hdr {
     uint32_t filter_len;
     uint64_t init_caps;
     uint32_t init_filter_len;
+    uint32_t root_propagation; /* SBX_MF_SHARED/SLAVE/UNBINDABLE/PROPAGATE_REC of the root (else private) */
+    /* string offsets of the namespace paths to join, in enum sbx_join's order */
+    uint32_t join_net, join_ipc, join_uts, join_mnt, join_cgroup;
     uint32_t launcher_filter_len;
     uint32_t clone3_filter_len;
     uint32_t pad;
@@ -225,6 +259,11 @@ struct sbx_report {
 #define SBX_EXEC_HOLD                                                       \
     0x40u /* a main command kept (with its stdio or terminal) until a START \
            * message: the OCI "created" state; replies STARTED with pid 0 */
+#define SBX_EXEC_CAP_SETS                                                   \
+    0x80u /* the command's capability sets are exactly cap_keep (bounding), \
+           * cap_effective, cap_permitted, cap_inheritable and cap_ambient, \
+           * whatever its uid (the OCI runtime); without it the kept set is \
+           * root's bounding, effective and permitted set, and nothing else */
 
 #define SBX_MAX_REQUEST (256 * 1024)
 #define SBX_MAX_RLIMITS 16
@@ -250,6 +289,11 @@ struct sbx_exec_hdr {
     uint32_t fault; /* tests: step | errno << 16 forces that step to fail */
     uint32_t id; /* the host's name for this command (SIGNAL uses it) */
     uint32_t tty_size; /* SBX_EXEC_TTY: the initial window size, rows << 16 | cols */
+    uint32_t pad;
+    uint64_t cap_effective; /* with SBX_EXEC_CAP_SETS: the other four sets */
+    uint64_t cap_permitted;
+    uint64_t cap_inheritable;
+    uint64_t cap_ambient;
 };
 
 struct sbx_signal_msg {

@@ -319,6 +319,11 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
         fault_point(SBX_STEP_MOUNT, (int)i);
         if (p->mounts[i].kind == SBX_MNT_SYSFS)
             netns_join(p); /* sysfs shows the mounter's network namespace */
+        if ((p->flags & SBX_PLAN_MOUNT_ORDER) && p->mounts[i].kind == SBX_MNT_BIND && p->tree_fds[i] >= 0) {
+            int again = sbx_clone_again(p->tree_fds[i], p->mounts[i].flags, i);
+            check_neg(SBX_STEP_MOUNT, again, (int)i);
+            p->tree_fds[i] = again; /* (the first is parked, its fd closed) */
+        }
         int r = ((p->tree_fds[i] == -1 && p->mounts[i].kind == SBX_MNT_BIND) ||
                  applied_already(p->mounts[i].kind))
                     ? 0
@@ -335,6 +340,34 @@ static void build_root(const struct sbx_plan *p, int rootfs_tree)
     close(rootfd);
 }
 
+/* The root's propagation (rootfsPropagation): only after the pivot, which
+ * refuses a shared root (pivot_root(".", ".") puts the old root on it). */
+static void set_root_propagation(const struct sbx_plan *p)
+{
+    if (!p->root_propagation)
+        return;
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    CHECK(SBX_STEP_ROOT, root);
+    check_neg(SBX_STEP_ROOT, sbx_propagate(root, p->root_propagation), -1);
+    close(root);
+}
+
+/* setns() into the namespaces the plan names by path, replacing the new
+ * ones the clone made (a mount namespace joined is set up as a new one). */
+static void join_namespaces(const struct sbx_plan *p)
+{
+    static const int types[SBX_N_JOIN] = {CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNS,
+                                          CLONE_NEWCGROUP};
+    for (int i = 0; i < SBX_N_JOIN; i++) {
+        if (!p->join[i])
+            continue;
+        int fd = open(p->join[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || setns(fd, types[i]) < 0)
+            sbx_report_fail(SBX_FD_ERROR, SBX_STEP_JOIN, errno, i);
+        close(fd);
+    }
+}
+
 const struct sbx_plan *sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
@@ -346,6 +379,8 @@ const struct sbx_plan *sbx_setup(int early_netns)
         sbx_report_fail(SBX_FD_ERROR, SBX_STEP_SYNC, -r, -1);
     plan = &parsed;
     const struct sbx_plan *p = plan;
+    join_namespaces(p); /* single-threaded still (the network thread is not
+                         * started early when the plan joins any) */
     fault_point(SBX_STEP_NETWORK, -1);
     if ((p->unshare_flags & CLONE_NEWNET) && !netns_job.started)
         netns_start();
@@ -373,6 +408,7 @@ const struct sbx_plan *sbx_setup(int early_netns)
         build_root(p, rootfs_tree);
         fault_point(SBX_STEP_PIVOT, -1);
         check_neg(SBX_STEP_PIVOT, sbx_pivot_into_root(), -1);
+        set_root_propagation(p);
     }
     netns_join(p);
     /* Only now, single-threaded: growing the fd table of a process with

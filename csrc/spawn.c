@@ -114,7 +114,20 @@ int sbx_spawn(const struct sbx_spawn_args *args, int *pidfd_out)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int pidfd = -1, pid = -ENOSYS, procs = -1;
+    int pidfd = -1, pid = -ENOSYS, procs = -1, own_pidns = -1;
+    /* A pid namespace to start in: this thread's namespace for children, for
+     * the clone only (a clone's pid namespace cannot be changed after). */
+    if (a.pidns_fd >= 0) {
+        own_pidns = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (own_pidns < 0 || setns(a.pidns_fd, CLONE_NEWPID) < 0) {
+            pid = -errno;
+            if (own_pidns >= 0)
+                close(own_pidns);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            munmap(stack, CHILD_STACK);
+            return pid;
+        }
+    }
     if (a.cgroup_fd >= 0)
         pid = clone_into_cgroup(&a, stack, &pidfd);
     if (pid == -ENOSYS) {
@@ -129,6 +142,10 @@ int sbx_spawn(const struct sbx_spawn_args *args, int *pidfd_out)
         pid = pid < 0 ? -errno : pid;
         if (procs >= 0)
             close(procs);
+    }
+    if (own_pidns >= 0) { /* back to our own (an ancestor: always allowed) */
+        setns(own_pidns, CLONE_NEWPID);
+        close(own_pidns);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     munmap(stack, CHILD_STACK);

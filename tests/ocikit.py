@@ -67,15 +67,8 @@ def cgroup_path_of(container_id: str) -> str:
     return f"sandboxlib-oci-test-{container_id}"
 
 
-def make_bundle(path: str, rootfs: str, args: Sequence[str], **changes: Any) -> str:
-    """A bundle at ``path`` running ``args`` in ``rootfs`` (read-only): the
-    default spec with ``changes`` (dotted keys: ``process.cwd``) applied."""
-    os.makedirs(path, exist_ok=True)
-    spec: Dict[str, Any] = copy.deepcopy(default_spec())
-    spec["root"] = {"path": rootfs, "readonly": True}
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = list(args)
-    spec["linux"]["cgroupsPath"] = cgroup_path_of(os.path.basename(path))
+def apply_changes(spec: Dict[str, Any], changes: Dict[str, Any]) -> None:
+    """Set dotted keys (``process.cwd``) of ``spec``; None removes the key."""
     for key, value in changes.items():
         *parents, last = key.split(".")
         node = spec
@@ -85,6 +78,18 @@ def make_bundle(path: str, rootfs: str, args: Sequence[str], **changes: Any) -> 
             node.pop(last, None)
         else:
             node[last] = value
+
+
+def make_bundle(path: str, rootfs: str, args: Sequence[str], **changes: Any) -> str:
+    """A bundle at ``path`` running ``args`` in ``rootfs`` (read-only): the
+    default spec with ``changes`` (dotted keys: ``process.cwd``) applied."""
+    os.makedirs(path, exist_ok=True)
+    spec: Dict[str, Any] = copy.deepcopy(default_spec())
+    spec["root"] = {"path": rootfs, "readonly": True}
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = list(args)
+    spec["linux"]["cgroupsPath"] = cgroup_path_of(os.path.basename(path))
+    apply_changes(spec, changes)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(spec, f)
     return path
@@ -129,20 +134,24 @@ def unique_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def rootless_run(rootfs: str, args: Sequence[str]) -> tuple:
+def rootless_run(rootfs: str, args: Sequence[str], changes: Optional[Dict[str, Any]] = None) -> tuple:
     """(exit status, stdout, stderr) of ``run`` by this (unprivileged) user, in a
-    bundle of ``default_spec(rootless=True)``; its state and bundle removed after."""
+    bundle of ``default_spec(rootless=True)`` with ``changes`` (as
+    :func:`make_bundle`'s); its state and bundle removed after."""
     base = tempfile.mkdtemp(prefix="oci-rootless-")
     try:
         spec: Dict[str, Any] = default_spec(rootless=True)
         spec["root"] = {"path": rootfs, "readonly": True}
         spec["process"].update(terminal=False, args=list(args))
+        apply_changes(spec, changes or {})
         bundle = os.path.join(base, "bundle")
         os.mkdir(bundle)
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(spec, f)
         proc = runtime(os.path.join(base, "state"), "run", "--bundle", bundle, unique_id())
-        return proc.returncode, proc.stdout, proc.stderr, os.listdir(os.path.join(base, "state"))
+        state_dir = os.path.join(base, "state")
+        left = os.listdir(state_dir) if os.path.exists(state_dir) else []
+        return proc.returncode, proc.stdout, proc.stderr, left
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -413,7 +413,7 @@ def test_our_cli_as_a_client(daemon, monkeypatch):
         assert cli("exec", "ours", "sh", "-c", "echo in; echo err >&2; exit 3") == (3, "in\n", "err\n")
         _ok(
             daemon.docker(
-                "run", "-d", "--name", "brief", "busybox", "sh", "-c", "sleep 1; echo out; echo e >&2; exit 6"
+                "run", "-d", "--name", "brief", "busybox", "sh", "-c", "sleep 3; echo out; echo e >&2; exit 6"
             )
         )
         assert cli("attach", "brief") == (6, "out\n", "e\n")

@@ -341,10 +341,13 @@ def test_unsupported_fields_are_named(oci_root, tmp_path, busybox_root):
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["level"] == "error" and "linux.intelRdt" in entry["msg"]
     joined = make_bundle(
-        str(tmp_path / "j"), busybox_root, ["true"], **{"linux.namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}
+        str(tmp_path / "j"),
+        busybox_root,
+        ["true"],
+        **{"linux.namespaces": [{"type": "user", "path": "/proc/1/ns/user"}]},
     )
     proc = runtime(oci_root, "create", "--bundle", joined, "y")
-    assert proc.returncode == 1 and b"linux.namespaces[0].path" in proc.stderr
+    assert proc.returncode == 1 and b"linux.namespaces[0].path: joining a user namespace" in proc.stderr
 
 
 def test_cli_basics(oci_root, tmp_path):

@@ -92,7 +92,8 @@ def probe(shared_dir) -> str:
 
 def _enxio_default() -> Seccomp:
     """Docker's default profile with ENXIO instead of EPERM for what it blocks."""
-    data = json.loads(DEFAULT_PROFILE.read_text())
+    with open(DEFAULT_PROFILE) as f:
+        data = json.load(f)
     data["defaultErrnoRet"] = errno.ENXIO
     return Seccomp.from_json(data)
 

@@ -48,8 +48,9 @@ CONTAINER_STEPS = [
 # Set up by the init's child for one command: fail in run()/spawn().
 COMMAND_STEPS = ["FORK", "STDIO", "RLIMIT", "CHDIR", "USER", "NO_NEW_PRIVS", "CAPS", "SECCOMP", "EXEC"]
 # NONE is no step; CLONE and REQUEST are forced for real below; TTY (a tty=True
-# command's terminal) in test_tty.py.
-OTHER_STEPS = ["NONE", "CLONE", "REQUEST", "TTY"]
+# command's terminal) in test_tty.py; JOIN (the OCI runtime's namespace joined
+# by path) refused for real in test_oci_process_devices.py.
+OTHER_STEPS = ["NONE", "CLONE", "REQUEST", "TTY", "JOIN"]
 
 
 def test_every_step_is_covered():

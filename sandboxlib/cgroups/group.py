@@ -12,7 +12,6 @@ as root gets it; each v1 directory costs ~0.08 ms (make, join, remove)."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -45,6 +44,8 @@ DELEGATION_HINT = (
 def cgroup_name(state_root: str, container_id: str) -> str:
     """``sandboxlib-<scope>-<id>``: the scope (a hash of the state directory)
     tells apart the cgroups of separate users of sandboxlib on one host."""
+    import hashlib  # (here: not an import of every OCI runtime's create)
+
     scope = hashlib.sha256(state_root.encode()).hexdigest()[:8]
     return f"sandboxlib-{scope}-{container_id[:16]}"
 
@@ -167,8 +168,10 @@ class ContainerCgroup:
             raise SetupError(err.errno, f"mkdir({node.path!r})", step="CGROUP", field="limits") from None
         self._made.append(node)
         if "cpuset" in node.controllers and node.version == "v1":
-            mems = (fs.read_text(os.path.join(parent, "cpuset.mems")) or "").strip()
-            fs.write(os.path.join(node.path, "cpuset.mems"), mems)
+            # A new v1 cpuset is empty (no task may join it): the parent's
+            # CPUs and memory nodes, then the limits' own.
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                fs.write(os.path.join(node.path, name), (fs.read_text(os.path.join(parent, name)) or "").strip())
         settings = (v2_settings if node.version == "v2" else v1_settings)(self.limits)
         for controller in node.controllers:
             for filename, value in settings.get(controller, ()):

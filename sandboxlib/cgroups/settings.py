@@ -18,6 +18,8 @@ CONTROLLERS_OF = {
     "cpu_shares": "cpu",
     "pids": "pids",
     "cpuset_cpus": "cpuset",
+    "cpu_period_us": "cpu",
+    "cpuset_mems": "cpuset",
 }
 
 
@@ -36,17 +38,23 @@ def v1_settings(limits: CgroupLimits) -> Dict[str, Settings]:
             ("memory.memsw.limit_in_bytes", "-1" if limits.memory_swap is None else str(limits.memory_swap)),
         ]
     cpu: Settings = []
+    if limits.cpu_quota_us is not None or limits.cpu_period_us is not None:
+        cpu.append(("cpu.cfs_period_us", str(limits.cpu_period_us or CPU_PERIOD_US)))
     if limits.cpu_quota_us is not None:
-        cpu += [("cpu.cfs_period_us", str(CPU_PERIOD_US)), ("cpu.cfs_quota_us", str(limits.cpu_quota_us))]
+        cpu.append(("cpu.cfs_quota_us", str(limits.cpu_quota_us)))
     if limits.cpu_shares is not None:
         cpu.append(("cpu.shares", str(limits.cpu_shares)))
     if cpu:
         out["cpu"] = cpu
     if limits.pids is not None:
         out["pids"] = [("pids.max", str(limits.pids))]
-    if limits.cpuset_cpus is not None:
-        out["cpuset"] = [("cpuset.cpus", limits.cpuset_cpus)]
+    out.update(_cpuset(limits))
     return out
+
+
+def _cpuset(limits: CgroupLimits) -> Dict[str, Settings]:
+    cpuset = [(f"cpuset.{k}", v) for k, v in (("cpus", limits.cpuset_cpus), ("mems", limits.cpuset_mems)) if v]
+    return {"cpuset": cpuset} if cpuset else {}
 
 
 def v2_settings(limits: CgroupLimits) -> Dict[str, Settings]:
@@ -56,14 +64,14 @@ def v2_settings(limits: CgroupLimits) -> Dict[str, Settings]:
         swap = "max" if limits.memory_swap is None else str(limits.memory_swap - limits.memory)
         out["memory"] = [("memory.max", str(limits.memory)), ("memory.swap.max", swap)]
     cpu: Settings = []
-    if limits.cpu_quota_us is not None:
-        cpu.append(("cpu.max", f"{limits.cpu_quota_us} {CPU_PERIOD_US}"))
+    if limits.cpu_quota_us is not None or limits.cpu_period_us is not None:
+        quota = "max" if limits.cpu_quota_us is None else limits.cpu_quota_us
+        cpu.append(("cpu.max", f"{quota} {limits.cpu_period_us or CPU_PERIOD_US}"))
     if limits.cpu_shares is not None:
         cpu.append(("cpu.weight", str(shares_to_weight(limits.cpu_shares))))
     if cpu:
         out["cpu"] = cpu
     if limits.pids is not None:
         out["pids"] = [("pids.max", str(limits.pids))]
-    if limits.cpuset_cpus is not None:
-        out["cpuset"] = [("cpuset.cpus", limits.cpuset_cpus)]
+    out.update(_cpuset(limits))
     return out

@@ -206,7 +206,8 @@ class ContainerConfig:
             WorkingDir, else ``/``).
         image: an image reference (``name:tag``, ``name@sha256:...``, an id) in
             ``image_store``: the root is an overlay of its layers with a
-            writable layer of the container's own, gone with the container.
+            writable layer of the container's own, gone with the container
+            (or kept in ``writable_dir``).
         image_store: the store's directory (default: ``images.default_home()``).
         pull: when ``image`` is pulled from its registry: ``Pull.MISSING``
             (``"missing"``, default: when the store lacks it), ``"always"``
@@ -217,6 +218,12 @@ class ContainerConfig:
         writable_layer_size: the tmpfs writable layer's size limit (bytes or
             ``"64M"``; default: the kernel's, half of the memory); only with
             ``writable_layer="tmpfs"``.
+        writable_dir: a host directory holding the disk writable layer
+            (``upper/``, ``work/``) that outlives the container: made at the
+            first start if missing, used again by later containers of the same
+            image (what they wrote is there), never removed by the library
+            (the caller removes it: ``ImageStore.remove_trees``).  Default: the
+            container's own ``containers/ID``, gone with it.
         limits: per-process rlimits and the container's cgroup limits, a
             :class:`Limits` (default: none).
         userns: run in a user namespace (always when not root; default True as root too).
@@ -278,6 +285,7 @@ class ContainerConfig:
     pull: Pull = attrs.field(default=Pull.MISSING, converter=_pull)
     writable_layer: WritableLayer = attrs.field(default=WritableLayer.DISK, converter=_writable_layer)
     writable_layer_size: Optional[int] = attrs.field(default=None, converter=_writable_layer_size)
+    writable_dir: Optional[str] = attrs.field(default=None, converter=_host_path)
     command: Union[Tuple[str, ...], bool, None] = attrs.field(default=None, converter=_command)
     log: Union[bool, str] = attrs.field(default=False, converter=_log)
     log_max_size: int = attrs.field(default=10 << 20, converter=_log_max_size)
@@ -317,6 +325,12 @@ class ContainerConfig:
                 "writable_layer_size",
                 "only a tmpfs writable layer has a size limit (writable_layer='tmpfs', --writable-layer tmpfs)",
             )
+        if self.writable_dir is not None and (
+            self.image is None or self.writable_layer is not WritableLayer.DISK or self.read_only
+        ):
+            raise ConfigError("writable_dir", "only an image container's disk writable layer has a directory")
+        if self.writable_dir is not None and not os.path.isabs(check_text(self.writable_dir, "writable_dir")):
+            raise ConfigError("writable_dir", f"{self.writable_dir!r} is not an absolute path")
         if self.command is True and self.image is None:
             raise ConfigError(
                 "command", "True means the image's Entrypoint and Cmd: give an image (or the command as a list)"

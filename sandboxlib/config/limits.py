@@ -46,7 +46,9 @@ class CgroupLimits:
     """The cgroup limits of a :class:`Limits`, checked and in kernel units.
 
     ``memory_swap`` is memory plus swap in bytes, None for unlimited swap.
-    ``cpu_quota_us`` is per ``CPU_PERIOD_US``; ``cpuset_cpus`` a list such as ``0-1,3``."""
+    ``cpu_quota_us`` is per ``cpu_period_us`` (None: ``CPU_PERIOD_US``; only
+    the OCI runtime sets another); ``cpuset_cpus`` a list such as ``0-1,3``,
+    ``cpuset_mems`` the memory nodes likewise (the OCI runtime's)."""
 
     memory: Optional[int] = None
     memory_swap: Optional[int] = None
@@ -54,13 +56,15 @@ class CgroupLimits:
     cpu_shares: Optional[int] = None
     pids: Optional[int] = None
     cpuset_cpus: Optional[str] = None
+    cpu_period_us: Optional[int] = None
+    cpuset_mems: Optional[str] = None
 
     def __bool__(self) -> bool:
         return any(v is not None for v in attrs.astuple(self))
 
     def names(self) -> Tuple[str, ...]:
         """The ``limits.*`` fields that are set, for messages."""
-        fields = {"cpu_quota_us": "cpus", "cpuset_cpus": "cpuset_cpus"}
+        fields = {"cpu_quota_us": "cpus", "cpu_period_us": "cpus"}
         return tuple(f"limits.{fields.get(k, k)}" for k, v in attrs.asdict(self).items() if v is not None)
 
 

@@ -10,6 +10,7 @@ import os
 import socket
 import ssl
 import struct
+import threading
 import urllib.parse
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -100,6 +101,16 @@ def _exactly(read, n: int) -> bytes:
     return data
 
 
+def _send_input(fd: int, sock: socket.socket) -> None:
+    """Copy ``fd`` to the socket until EOF, then half-close it (the output goes on)."""
+    try:
+        while data := os.read(fd, 65536):
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # the stream ended (the socket closed) first
+        pass
+
+
 class DaemonClient:
     """Requests to the daemon at ``host`` (``unix:///path``, or ``tcp://HOST:PORT`` with ``tls``)."""
 
@@ -175,14 +186,25 @@ class DaemonClient:
         self.last_exec = created["Id"]
         yield from self._hijacked(f"/exec/{created['Id']}/start", b'{"Detach": false, "Tty": false}', True)
 
-    def attach(self, container: str) -> Iterator[Tuple[int, bytes]]:
-        """(stream, data) of a container's output from now until its run ends (no stdin)."""
-        tty = bool(self.call("GET", f"/containers/{container}/json")["Config"].get("Tty"))
-        yield from self._hijacked(f"/containers/{container}/attach?stream=1&stdout=1&stderr=1", b"", not tty)
+    def attach(self, container: str, stdin: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+        """(stream, data) of a container's output from now until its run ends; ``stdin``: an fd
+        whose bytes go to the container's stdin (its end: the daemon ends it if ``StdinOnce``)."""
+        found = self.call("GET", f"/containers/{container}/json")
+        if not found["State"]["Running"]:  # (the daemon would wait for its next start, as docker start -a)
+            raise DaemonError(409, "You cannot attach to a stopped container, start it first")
+        tty = bool(found["Config"].get("Tty"))
+        path = f"/containers/{container}/attach?stream=1&stdout=1&stderr=1" + ("&stdin=1" if stdin is not None else "")
+        yield from self._hijacked(path, b"", not tty, stdin)
 
-    def _hijacked(self, path: str, body: bytes, multiplexed: bool) -> Iterator[Tuple[int, bytes]]:
-        """A POST answered with 101 UPGRADED: the output that follows, until EOF."""
+    def _hijacked(
+        self, path: str, body: bytes, multiplexed: bool, stdin: Optional[int] = None
+    ) -> Iterator[Tuple[int, bytes]]:
+        """A POST answered with 101 UPGRADED: the output that follows, until EOF
+        (``stdin``'s bytes sent meanwhile by a thread, then a half-close)."""
         sock = self._open(None)
+        if stdin is not None and isinstance(sock, ssl.SSLSocket):  # (no half-close in TLS, nor a writer thread)
+            sock.close()
+            raise DaemonError(400, "attach -i over TLS is not supported: attach without -i")
         try:
             sock.sendall(
                 f"POST /v1.44{path} HTTP/1.1\r\nHost: localhost\r\n"
@@ -196,6 +218,8 @@ class DaemonClient:
                 raise DaemonError(int(status[1]) if len(status) > 1 else 500, f"POST {path} failed")
             while reader.readline() not in (b"\r\n", b""):
                 pass
+            if stdin is not None:  # (a daemon thread: a read of a terminal may block past our end)
+                threading.Thread(target=_send_input, args=(stdin, sock), daemon=True).start()
             if multiplexed:
                 yield from _frames(reader.read1)
             else:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..errors import SandboxError
 from .apierrors import ApiError, library_error
-from .create_config import parse_create
+from .create_config import parse_create, with_update
 from .inspect import container_json, container_summary, docker_state
 from .registry_of_containers import ContainerRecord
 from .server import Route, flush_headers, json_body, json_response, query_bool, query_int
@@ -200,6 +200,12 @@ async def _rename(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _update(request: web.Request) -> web.Response:
+    record = container_of(request)
+    record.request = with_update(record.request, await json_body(request))
+    return json_response({"Warnings": []})
+
+
 async def _resize(request: web.Request) -> web.Response:
     record = container_of(request)
     rows, cols = query_int(request, "h", 0), query_int(request, "w", 0)
@@ -222,9 +228,10 @@ async def _wait(request: web.Request) -> web.StreamResponse:
         def holds() -> bool:
             return record.removed
     elif condition == "not-running":
+        ended = record.exits + 1  # as dockerd: an exit a restart policy follows releases the wait too
 
         def holds() -> bool:
-            return record.removed or record.state not in ("running", "paused", "restarting")
+            return record.removed or record.exits >= ended or record.state not in ("running", "paused", "restarting")
     else:
         raise ApiError(400, f"invalid condition: {condition!r}")
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -249,7 +256,7 @@ async def _top(request: web.Request) -> web.Response:
     titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
     rows = [
         [str(p.uid), str(p.pid), str(p.ppid), "0", "", "?", _cpu_time(p.cpu_seconds), " ".join(p.cmdline) or p.name]
-        for p in processes
+        for p in processes[1:]  # (the first is the library's init: not the container's, as dockerd's shim)
     ]
     return json_response({"Titles": titles, "Processes": rows})
 
@@ -271,6 +278,7 @@ ROUTES: List[Route] = [
     ("POST", "/containers/{id}/wait", _wait),
     ("DELETE", "/containers/{id}", _remove),
     ("POST", "/containers/{id}/rename", _rename),
+    ("POST", "/containers/{id}/update", _update),
     ("POST", "/containers/{id}/pause", _pause),
     ("POST", "/containers/{id}/unpause", _unpause),
     ("POST", "/containers/{id}/resize", _resize),

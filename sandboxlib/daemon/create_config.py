@@ -18,8 +18,9 @@ from ..network import named
 from ..runtime import statedir
 from ..security import DEFAULT, Seccomp
 from .apierrors import ApiError
+from .healthcheck import checked_healthcheck
 
-__all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network"]
+__all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network", "with_update"]
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 BUILT_IN_NETWORKS = ("bridge", "host", "none")
@@ -97,21 +98,20 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     mappings = port_mappings(ports, exposed if publish_all else {})
     if mappings and network == "none":
         raise ApiError(400, "conflicting options: port publishing and the container type network mode")
-    restart = _typed(host, "RestartPolicy", dict, {}, "HostConfig.")
-    policy = _typed(restart, "Name", str, "", "HostConfig.RestartPolicy.")
-    retries = _typed(restart, "MaximumRetryCount", int, 0, "HostConfig.RestartPolicy.")
-    if policy not in RESTART_POLICIES:
-        raise ApiError(400, f"HostConfig.RestartPolicy.Name: invalid restart policy {policy!r}")
+    policy, retries = _restart_policy(host, "HostConfig.")
     auto_remove = bool(_typed(host, "AutoRemove", bool, False, "HostConfig."))
     if auto_remove and policy not in ("", "no"):
         raise ApiError(400, "can't create 'AutoRemove' container with restart policy")
     if _typed(host, "Privileged", bool, False, "HostConfig."):
         raise ApiError(400, "HostConfig.Privileged: privileged containers are not supported")
     env = {}
+    unset = []  # a name without "=": shown as given, set to nothing (as Docker's)
     for item in _strings(body, "Env") or []:
         name, sep, value = item.partition("=")
         if sep:
             env[name] = value
+        else:
+            unset.append(name)
     options = {
         "image": image.id,
         "image_store": store,
@@ -127,6 +127,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "cap_drop": _strings(host, "CapDrop", "HostConfig.") or (),
         "seccomp": _seccomp(host),
         "limits": _limits(host),
+        **_log_options(host),
     }
     try:
         ContainerConfig(**options)  # (checked now: nothing is made of a bad request)
@@ -145,7 +146,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "Tty": tty,
         "OpenStdin": open_stdin,
         "StdinOnce": bool(body.get("StdinOnce")),
-        "Env": _merged_env(image, env),
+        "Env": _merged_env(image, env) + [n for n in unset if n not in env],
         "Cmd": cmd if cmd is not None else (image.config.get("Cmd") if entrypoint is None else None),
         "Image": body.get("Image", ""),
         "Volumes": body.get("Volumes"),
@@ -154,19 +155,30 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "Labels": {**(image.config.get("Labels") or {}), **labels},
         "ExposedPorts": body.get("ExposedPorts") or image.config.get("ExposedPorts"),
         "StopSignal": body.get("StopSignal") or image.config.get("StopSignal"),
+        "StopTimeout": _typed(body, "StopTimeout", int, None),
+        "Healthcheck": body.get("Healthcheck") or image.config.get("Healthcheck"),
     }
+    checked_healthcheck(shown["Healthcheck"])
     host_shown = {
+        **DEFAULT_HOST_CONFIG,
+        **_accepted_as_given(host),
         "Binds": host.get("Binds"),
         "NetworkMode": network,
         "PortBindings": ports,
         "RestartPolicy": {"Name": policy or "no", "MaximumRetryCount": retries},
         "AutoRemove": auto_remove,
-        "LogConfig": {"Type": "json-file", "Config": {}},
+        "LogConfig": {
+            "Type": (host.get("LogConfig") or {}).get("Type") or "json-file",
+            "Config": (host.get("LogConfig") or {}).get("Config") or {},
+        },
         "CapAdd": host.get("CapAdd"),
         "CapDrop": host.get("CapDrop"),
         "Privileged": False,
         "ReadonlyRootfs": options["read_only"],
         "Memory": host.get("Memory") or 0,
+        "MemorySwap": host.get("MemorySwap") or 0,
+        "CpuShares": host.get("CpuShares") or 0,
+        "CpusetCpus": host.get("CpusetCpus") or "",
         "NanoCpus": host.get("NanoCpus") or 0,
         "PidsLimit": host.get("PidsLimit"),
         "Ulimits": host.get("Ulimits"),
@@ -189,6 +201,112 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         network_mode=network,
         alias=_alias(body, network),
     )
+
+
+def _restart_policy(body: dict, where: str) -> Tuple[str, int]:
+    restart = _typed(body, "RestartPolicy", dict, {}, where)
+    policy = _typed(restart, "Name", str, "", f"{where}RestartPolicy.")
+    retries = _typed(restart, "MaximumRetryCount", int, 0, f"{where}RestartPolicy.")
+    if policy not in RESTART_POLICIES:
+        raise ApiError(400, f"{where}RestartPolicy.Name: invalid restart policy {policy!r}")
+    return policy, retries
+
+
+def with_update(request: CreateRequest, body: dict) -> CreateRequest:
+    """``docker update``: a new restart policy.  A container's resources stay as
+    created (the library sets its cgroup's limits once): asking to change them is a 400."""
+    others = sorted(key for key, value in body.items() if key != "RestartPolicy" and value not in (None, 0, "", [], {}))
+    if others:
+        raise ApiError(400, f"{', '.join(others)}: updating a container's resources is not supported")
+    if body.get("RestartPolicy") is None:
+        return request
+    policy, retries = _restart_policy(body, "")
+    if request.auto_remove and policy not in ("", "no"):
+        raise ApiError(400, "Restart policy cannot be updated because AutoRemove is enabled for the container")
+    shown = {"Name": policy or "no", "MaximumRetryCount": retries}
+    return attrs.evolve(
+        request, restart_policy=(policy or "no", retries), host_config={**request.host_config, "RestartPolicy": shown}
+    )
+
+
+# Docker's HostConfig as inspect shows it, for what a request leaves out (or what the
+# daemon does not apply: MemorySwappiness stays null, PidMode "", ...): the values in effect.
+DEFAULT_HOST_CONFIG: Dict[str, Any] = {
+    "ContainerIDFile": "",
+    "VolumeDriver": "",
+    "VolumesFrom": None,
+    "CgroupnsMode": "private",
+    "Dns": [],
+    "DnsOptions": [],
+    "DnsSearch": [],
+    "ExtraHosts": None,
+    "GroupAdd": None,
+    "IpcMode": "private",
+    "Cgroup": "",
+    "Links": None,
+    "OomScoreAdj": 0,
+    "PidMode": "",
+    "PublishAllPorts": False,
+    "UTSMode": "",
+    "UsernsMode": "",
+    "ShmSize": 67108864,
+    "Runtime": "runc",
+    "ConsoleSize": [0, 0],
+    "Isolation": "",
+    "CgroupParent": "",
+    "BlkioWeight": 0,
+    "CpuPeriod": 0,
+    "CpuQuota": 0,
+    "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0,
+    "CpusetMems": "",
+    "Devices": [],
+    "DeviceCgroupRules": None,
+    "DeviceRequests": None,
+    "MemoryReservation": 0,
+    "MemorySwappiness": None,
+    "OomKillDisable": False,
+    "Init": None,
+}
+
+
+def _accepted_as_given(host: dict) -> Dict[str, Any]:
+    """HostConfig fields whose only values we accept are what every container has
+    anyway: shown as given.  Init: the library's init is always there; Isolation:
+    Linux has one; Runtime "runc": the default runtime's name; CgroupnsMode
+    "private": each container has a cgroup namespace of its own."""
+    shown: Dict[str, Any] = {}
+    init = _typed(host, "Init", bool, None, "HostConfig.")
+    if init is not None:
+        shown["Init"] = init
+    for key, allowed in (("Isolation", ("", "default")), ("Runtime", ("", "runc")), ("CgroupnsMode", ("", "private"))):
+        value = _typed(host, key, str, "", "HostConfig.")
+        if value not in allowed:
+            message = f"unknown or invalid runtime name: {value}" if key == "Runtime" else f"{value!r} is not supported"
+            raise ApiError(400, message if key == "Runtime" else f"HostConfig.{key}: {message}")
+        if value:
+            shown[key] = value
+    publish_all = _typed(host, "PublishAllPorts", bool, False, "HostConfig.")
+    shown["PublishAllPorts"] = publish_all
+    return shown
+
+
+def _log_options(host: dict) -> Dict[str, Any]:
+    """HostConfig.LogConfig: json-file with its max-size and max-file, or none (the output
+    is still kept for attaches, but ``docker logs`` refuses it, as dockerd's)."""
+    log = _typed(host, "LogConfig", dict, {}, "HostConfig.")
+    driver = _typed(log, "Type", str, "", "HostConfig.LogConfig.")
+    if driver not in ("", "json-file", "none"):
+        raise ApiError(400, f"logger: no log driver named '{driver}' is registered")
+    options: Dict[str, Any] = {}
+    for key, value in (_typed(log, "Config", dict, {}, "HostConfig.LogConfig.") or {}).items():
+        if key == "max-size":
+            options["log_max_size"] = value
+        elif key == "max-file" and str(value).isdigit():
+            options["log_max_files"] = int(value)
+        else:
+            raise ApiError(400, f"HostConfig.LogConfig.Config: {key}={value!r} is not supported (max-size, max-file)")
+    return options
 
 
 def _alias(body: dict, network: str) -> Optional[str]:

@@ -25,6 +25,49 @@ from .threads import in_thread
 __all__ = ["ROUTES"]
 
 
+DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q, as Docker's
+
+
+def detach_keys(text: Optional[str]) -> bytes:
+    """Docker's ``--detach-keys`` (``ctrl-p,ctrl-q``, ``a,ctrl-@``) as the bytes typed."""
+    if not text:
+        return DEFAULT_DETACH_KEYS
+    found = b""
+    for key in text.split(","):
+        if len(key) == 1:
+            found += key.encode()
+        elif key.startswith("ctrl-") and len(key) == 6 and key[5] in "abcdefghijklmnopqrstuvwxyz@[\\]^_":
+            found += bytes([(ord(key[5].upper()) - 64) & 0x7F])
+        else:
+            raise ApiError(400, f"Invalid detach keys ({text}) provided")
+    return found
+
+
+class DetachWatch:
+    """The client's input with a detach sequence taken out: ``feed`` returns what
+    goes on to the command (a sequence's first bytes held until it is clear)."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys, self.held, self.detached = keys, b"", False
+
+    def feed(self, data: bytes) -> bytes:
+        passed = bytearray()
+        for byte in data:
+            if byte == self.keys[len(self.held)]:
+                self.held += bytes([byte])
+                if self.held == self.keys:
+                    self.detached = True
+                    return bytes(passed)
+            else:
+                passed += self.held
+                self.held = b""
+                if byte == self.keys[0]:
+                    self.held = bytes([byte])
+                else:
+                    passed.append(byte)
+        return bytes(passed)
+
+
 @attrs.define(eq=False)
 class ExecRecord:
     id: str
@@ -37,6 +80,7 @@ class ExecRecord:
     env: Dict[str, str]
     cwd: Optional[str]
     user: Optional[str]
+    detach_keys: bytes = DEFAULT_DETACH_KEYS
     running: bool = False
     started: bool = False
     exit_code: Optional[int] = None
@@ -85,6 +129,7 @@ async def _create(request: web.Request) -> web.Response:
         env=env,
         cwd=body.get("WorkingDir") or None,
         user=body.get("User") or None,
+        detach_keys=detach_keys(body.get("DetachKeys") or body.get("detachKeys")),  # (docker-py: detachKeys)
     )
     _execs(request)[execution.id] = execution
     return json_response({"Id": execution.id}, 201)
@@ -121,6 +166,18 @@ async def _start(request: web.Request) -> web.StreamResponse:
     execution.started = execution.running = True
     try:
         process = await _spawn(execution, 24, 80)
+    except ApiError as err:
+        execution.running = False
+        if body.get("Detach") or err.status != 400:
+            raise
+        # as dockerd: an attached start that cannot run answers on the stream, the exec exits 127
+        execution.exit_code = 127
+        hijacked = await Hijacked.take(request, multiplexed=not body.get("Tty"))
+        try:
+            await hijacked.write(STDOUT, err.message.encode() + b"\r\n")
+        finally:
+            hijacked.close()
+        return web.Response()
     except BaseException:
         execution.running = False
         raise
@@ -129,7 +186,9 @@ async def _start(request: web.Request) -> web.StreamResponse:
     if body.get("Detach"):
         asyncio.get_running_loop().create_task(_finish(execution, process))
         return web.Response(status=200)
-    hijacked = await Hijacked.take(request, multiplexed=not execution.tty)
+    # as dockerd: the start request's Tty, not the exec's, says whether the output is framed
+    # (docker-py starts a terminal's exec without it and reads frames)
+    hijacked = await Hijacked.take(request, multiplexed=not body.get("Tty"))
     try:
         if execution.tty:
             await _terminal(execution, process, hijacked)
@@ -168,10 +227,14 @@ async def _pipes(execution: ExecRecord, process, hijacked: Hijacked) -> None:
                 data = await hijacked.input.read(65536)
                 if not data:
                     break
-                writer.write(data)
+                writer.write(watch.feed(data))
+                if watch.detached:
+                    hijacked.gone.set()  # the client is done with it; the command runs on
+                    return
                 await writer.drain()
         writer.close()
 
+    watch = DetachWatch(execution.detach_keys)
     feeding = asyncio.ensure_future(copy_in())
     outputs = asyncio.gather(copy_out(process.stdout, STDOUT), copy_out(process.stderr, STDERR))
     gone = asyncio.ensure_future(hijacked.gone.wait())
@@ -182,7 +245,7 @@ async def _pipes(execution: ExecRecord, process, hijacked: Hijacked) -> None:
         feeding.cancel()
         if not outputs.done():
             outputs.cancel()
-    await _finish(execution, process)
+    await _finish_or_detach(execution, process, watch)
 
 
 async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
@@ -208,13 +271,17 @@ async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
             data = await hijacked.input.read(65536)
             if not data:
                 return
-            view = memoryview(data)
+            view = memoryview(watch.feed(data))
+            if watch.detached:
+                hijacked.gone.set()  # the client is done with it; the command runs on
+                return
             while view:
                 try:
                     view = view[os.write(master, view) :]
                 except BlockingIOError:
                     await asyncio.sleep(0.01)
 
+    watch = DetachWatch(execution.detach_keys)
     loop.add_reader(master, readable)
     feeding = asyncio.ensure_future(copy_in())
     try:
@@ -233,7 +300,15 @@ async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
     finally:
         loop.remove_reader(master)
         feeding.cancel()
-    await _finish(execution, process)
+    await _finish_or_detach(execution, process, watch)
+
+
+async def _finish_or_detach(execution: ExecRecord, process, watch: DetachWatch) -> None:
+    """The exec's end awaited, or, when the client typed the detach keys, left to run on."""
+    if watch.detached:
+        asyncio.get_running_loop().create_task(_finish(execution, process))
+    else:
+        await _finish(execution, process)
 
 
 async def _inspect(request: web.Request) -> web.Response:

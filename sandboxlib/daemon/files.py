@@ -1,24 +1,25 @@
-"""Files of a running container: ``archive`` (``docker cp``: HEAD for a
-path's stat, GET a tar of it, PUT a tar into a directory) and ``commit``.
-Paths resolve inside the container's root (``..`` and symlinks cannot
-leave it); a hostile tar is refused whole.  Both need the run's root: a
-stopped container's writable layer is gone with its run."""
+"""A container's files, running or stopped (``filesystems.py``): ``archive``
+(``docker cp``: HEAD for a path's stat, GET a tar of it, PUT a tar into a
+directory) and ``commit``.  Paths resolve inside the container's root
+(``..`` and symlinks cannot leave it); a hostile tar is refused whole."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 import os
 import stat
 import tarfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from aiohttp import web
 
 from ..errors import ContainerStateError, ImageFormatError, SandboxError
 from ..images.layercheck import LayerCheck, LayerLimits
 from .apierrors import ApiError, library_error
+from .filesystems import files_of
 from .registry_of_containers import ContainerRecord
 from .server import MAX_BODY, Route, json_body, json_response
 from .threads import in_thread
@@ -30,15 +31,8 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GO_DIR, _GO_SYMLINK = 1 << 31, 1 << 27  # Go's os.ModeDir and os.ModeSymlink, as the CLI decodes a stat
 
 
-def _running(request: web.Request) -> ContainerRecord:
-    record = request.app["context"].containers.get(request.match_info["id"])
-    if not record.running or record.box is None:
-        raise ApiError(
-            409,
-            f"container {record.id} is not running: sandboxlib reaches a container's files "
-            "while it runs (its writable layer goes with the run)",
-        )
-    return record
+def _record(request: web.Request) -> ContainerRecord:
+    return request.app["context"].containers.get(request.match_info["id"])
 
 
 def _path(request: web.Request) -> str:
@@ -48,51 +42,51 @@ def _path(request: web.Request) -> str:
     return path
 
 
-async def _tar_of(record: ContainerRecord, path: str) -> bytes:
+async def _in_files(record: ContainerRecord, path: str, archive: bool) -> Tuple[str, bytes]:
+    """(the path's stat header, a tar of it if ``archive``)."""
     try:
-        return await in_thread(record.box.sync.get_archive, path)  # type: ignore[union-attr]
+        async with files_of(record) as box:
+            found, link = await in_thread(box.sync.path_stat, path)
+            data = await in_thread(box.sync.get_archive, path) if archive else b""
     except FileNotFoundError:
         raise ApiError(404, f"Could not find the file {path} in container {record.name}") from None
     except (SandboxError, OSError) as err:
         raise ApiError(400, f"{path}: {err}") from None
+    return _stat_header(path, found, link), data
 
 
-def _stat_header(data: bytes) -> str:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        first = tar.next()
-    if first is None:
-        raise ApiError(500, "empty archive")
-    mode = stat.S_IMODE(first.mode) | (_GO_DIR if first.isdir() else 0) | (_GO_SYMLINK if first.issym() else 0)
-    found = {
-        "name": first.name.rstrip("/").split("/")[-1],
-        "size": first.size,
+def _stat_header(path: str, found: os.stat_result, link: str) -> str:
+    """Docker's ``X-Docker-Container-Path-Stat``: base64 JSON, Go's mode bits."""
+    mode = stat.S_IMODE(found.st_mode)
+    mode |= _GO_DIR if stat.S_ISDIR(found.st_mode) else _GO_SYMLINK if stat.S_ISLNK(found.st_mode) else 0
+    fields = {
+        "name": path.rstrip("/").rpartition("/")[2] or "/",
+        "size": found.st_size,
         "mode": mode,
-        "mtime": "1970-01-01T00:00:00Z" if not first.mtime else _rfc3339(first.mtime),
-        "linkTarget": first.linkname if first.issym() else "",
+        "mtime": _rfc3339(found.st_mtime),
+        "linkTarget": link,
     }
-    return base64.b64encode(json.dumps(found).encode()).decode()
+    return base64.b64encode(json.dumps(fields).encode()).decode()
 
 
 def _rfc3339(seconds: float) -> str:
-    import datetime
-
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _head(request: web.Request) -> web.Response:
-    data = await _tar_of(_running(request), _path(request))
-    return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": _stat_header(data)})
+    header, _ = await _in_files(_record(request), _path(request), archive=False)
+    return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": header})
 
 
 async def _get(request: web.Request) -> web.Response:
-    data = await _tar_of(_running(request), _path(request))
+    header, data = await _in_files(_record(request), _path(request), archive=True)
     return web.Response(
-        body=data, headers={"Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": _stat_header(data)}
+        body=data, headers={"Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": header}
     )
 
 
 async def _put(request: web.Request) -> web.Response:
-    record = _running(request)
+    record = _record(request)
     path = _path(request)
     chunks: List[bytes] = []
     size = 0
@@ -104,7 +98,8 @@ async def _put(request: web.Request) -> web.Response:
     data = b"".join(chunks)
     await in_thread(_check_archive, data, path)
     try:
-        await in_thread(record.box.sync.put_archive, path, data)  # type: ignore[union-attr]
+        async with files_of(record) as box:
+            await in_thread(box.sync.put_archive, path, data)
     except FileNotFoundError:
         raise ApiError(404, f"Could not find the file {path} in container {record.name}") from None
     except ImageFormatError as err:
@@ -170,14 +165,13 @@ async def _commit(request: web.Request) -> web.Response:
     if not ref_id:
         raise ApiError(400, "container: required")
     record = context.containers.get(ref_id)
-    if not record.running or record.box is None:
-        raise ApiError(409, f"container {record.id} is not running: sandboxlib commits a running container")
     body = await json_body(request, required=False)
     repo, tag = request.query.get("repo"), request.query.get("tag")
     ref = f"{repo}:{tag or 'latest'}" if repo else None
     changes = _changes(request, body)
     try:
-        image = await in_thread(lambda: record.box.sync.commit(ref, changes=changes or None))  # type: ignore[union-attr]
+        async with files_of(record) as box:
+            image = await in_thread(lambda: box.sync.commit(ref, changes=changes or None))
     except ContainerStateError as err:
         raise ApiError(409, str(err)) from None
     except SandboxError as err:

@@ -81,7 +81,7 @@ async def _pull(request: web.Request) -> web.StreamResponse:
     name = request.query.get("fromImage")
     if not name:
         if request.query.get("fromSrc"):
-            raise ApiError(400, "fromSrc (docker import) is not supported yet: use sandboxlib import")
+            return await _import(request)
         raise ApiError(400, "fromImage: required")
     tag = request.query.get("tag")
     ref = name if not tag or "@" in name else f"{name}{'@' if tag.startswith('sha256:') else ':'}{tag}"
@@ -165,17 +165,53 @@ async def _save(request: web.Request) -> web.StreamResponse:
         os.unlink(path)
 
 
-async def _load(request: web.Request) -> web.Response:
-    context = _context(request)
-    fd, path = tempfile.mkstemp(prefix="load-", suffix=".tar", dir=context.state_dir)
+async def _body_to_file(request: web.Request, prefix: str) -> str:
+    """The request's body in a file of the daemon's state directory (the caller removes it)."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".tar", dir=_context(request).state_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             async for chunk in request.content.iter_chunked(1 << 20):
                 await asyncio.to_thread(f.write, chunk)
-        try:
-            images = await in_thread(context.store().load, path)
-        except SandboxError as err:
-            raise ApiError(400, str(err)) from None
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+async def _import(request: web.Request) -> web.StreamResponse:
+    """``docker import``: ``fromSrc=-``, a root file system tarball as the body; ``repo``,
+    ``tag`` and ``changes`` (Dockerfile instructions) as the query gives them."""
+    context = _context(request)
+    if request.query["fromSrc"] != "-":
+        raise ApiError(400, "fromSrc: only '-' (the tarball as the request's body) is supported, not a URL")
+    repo, tag = request.query.get("repo"), request.query.get("tag")
+    ref = f"{repo}:{tag}" if repo and tag else repo or None
+    path = await _body_to_file(request, "import-")
+    try:
+        image = await in_thread(
+            lambda: context.store().import_rootfs(path, ref, changes=request.query.getall("changes", []))
+        )
+    except SandboxError as err:
+        raise ApiError(400, str(err)) from None
+    finally:
+        os.unlink(path)
+    context.events.emit("image", "import", image.id, {"name": ref or image.id})
+    response = await _progress_stream(request)
+    await _line(response, {"status": image.id})
+    await response.write_eof()
+    return response
+
+
+async def _load(request: web.Request) -> web.StreamResponse:
+    context = _context(request)
+    path = await _body_to_file(request, "load-")
+    try:
+        images = await in_thread(context.store().load, path)
+    except SandboxError as err:  # as dockerd: an error line in the answer (docker-py's ImageLoadError)
+        response = await _progress_stream(request)
+        await _line(response, {"errorDetail": {"message": str(err)}, "error": str(err)})
+        await response.write_eof()
+        return response
     finally:
         os.unlink(path)
     lines = []
@@ -184,8 +220,11 @@ async def _load(request: web.Request) -> web.Response:
             kind = "Loaded image" if image.references else "Loaded image ID"
             lines.append({"stream": f"{kind}: {name}\n"})
             context.events.emit("image", "load", image.id, {"name": name})
-    body = b"".join(json.dumps(line).encode() + b"\r\n" for line in lines)
-    return web.Response(body=body, headers={"Content-Type": "application/json"})
+    response = await _progress_stream(request)  # chunked, as dockerd's: docker-py reads it line by line
+    for line in lines:
+        await _line(response, line)
+    await response.write_eof()
+    return response
 
 
 async def _tag(request: web.Request) -> web.Response:

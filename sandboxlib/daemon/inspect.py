@@ -118,6 +118,7 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
             "Error": record.error,
             "StartedAt": record.started_at,
             "FinishedAt": record.finished_at,
+            **({"Health": record.health.json()} if record.health is not None else {}),
         },
         "Image": record.image_id,
         "ResolvConfPath": "",

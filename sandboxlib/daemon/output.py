@@ -5,10 +5,11 @@ now; a ``-i``/``-t`` container's output as it comes and its stdin)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from aiohttp import web
 
+from ..runtime.logs import log_time
 from .apierrors import ApiError
 from .containers import container_of
 from .hijack import STDERR, STDOUT, Hijacked, frame
@@ -25,11 +26,23 @@ def _wanted(request: web.Request) -> Dict[str, bool]:
     return {name: query_bool(request, name) for name in _STREAMS}
 
 
+def _until(request: web.Request) -> Optional[str]:
+    """``until`` (seconds since the epoch, as ``since``) as a record's time, which sorts as text."""
+    text = request.query.get("until", "0")
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ApiError(400, f"invalid value for until: {text!r}") from None
+    return log_time(int(seconds * 1_000_000_000)) if seconds > 0 else None
+
+
 async def _logs(request: web.Request) -> web.StreamResponse:
     record = container_of(request)
     wanted = _wanted(request)
     if not any(wanted.values()):
         raise ApiError(400, "Bad parameters: you must choose at least one stream")
+    if record.request.host_config["LogConfig"]["Type"] == "none":
+        raise ApiError(501, "configured logging driver does not support reading")
     tail_text = request.query.get("tail", "all")
     try:
         tail = None if tail_text in ("all", "") else max(0, int(tail_text))
@@ -40,6 +53,7 @@ async def _logs(request: web.Request) -> web.StreamResponse:
         since = float(since_text) or None
     except ValueError:
         raise ApiError(400, f"invalid value for since: {since_text!r}") from None
+    until = _until(request)
     tty = record.request.tty  # a terminal's output is one raw stream, as dockerd sends it
     kind = "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
     response = web.StreamResponse(headers={"Content-Type": kind})
@@ -50,9 +64,14 @@ async def _logs(request: web.Request) -> web.StreamResponse:
         "follow": query_bool(request, "follow"),
         "tail": tail,
         "since": since,
-        "timestamps": query_bool(request, "timestamps"),
+        "timestamps": query_bool(request, "timestamps") or until is not None,
     }
     async for stream, data in log_records(record, **options):
+        if until is not None:  # each record read with its time, which says whether it is shown
+            stamp, _, rest = data.partition(b" ")
+            if stamp.decode(errors="replace") > until:
+                continue
+            data = data if query_bool(request, "timestamps") else rest
         if wanted[stream]:
             await response.write(data if tty else frame(_STREAMS[stream], data))
     await response.write_eof()

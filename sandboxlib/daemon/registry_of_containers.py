@@ -23,10 +23,13 @@ import attrs
 from .. import aio
 from ..errors import CommandNotFoundError, SandboxError, SetupError
 from ..runtime.logs import read_log
+from . import healthcheck
 from .apierrors import ApiError, library_error, no_such_container
 from .create_config import BUILT_IN_NETWORKS, CreateRequest, known_network
 from .events import Events
+from .healthcheck import Health, checked_healthcheck
 from .interactive import LOG_MAX_FILES, Interactive
+from .kept_layer import KeptLayer
 from .loghistory import keep_previous_run, with_history
 from .threads import in_thread
 
@@ -73,7 +76,11 @@ class ContainerRecord:
     watcher: Optional[asyncio.Task] = None
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     joined: Dict[str, List[str]] = attrs.field(factory=dict)  # networks beyond network_mode: their aliases
+    layer: Optional[KeptLayer] = None  # its writable layer, kept until it is removed (none: a read-only root)
+    starting: bool = False  # a start is under way: file work on the stopped container waits
+    files_open: int = 0  # file work on the stopped container (an idle container on its layer): a start waits
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
+    health: Optional[Health] = None  # the current (or last) run's health checks (Config.Healthcheck)
 
     @property
     def running(self) -> bool:
@@ -168,6 +175,8 @@ class Containers:
         )
         if request.spawned:
             record.interactive = Interactive(record.log_path)
+        if not request.options["read_only"]:
+            record.layer = KeptLayer(request.options["image_store"], record_id)
         self._by_id[record_id] = record
         self.events.emit("container", "create", record.id, record.attributes())
         return record
@@ -179,7 +188,17 @@ class Containers:
 
     # -- runs ------------------------------------------------------------------------
     async def start(self, record: ContainerRecord, *, restart: bool = False) -> None:
-        """A run; ``restart``: by the restart policy, which a stop meanwhile cancels."""
+        """A run; ``restart``: by the restart policy, which a stop meanwhile cancels.
+        File work on the stopped container ends first (its idle container has the layer mounted)."""
+        await record.wait_for(lambda: record.files_open == 0 and not record.starting)
+        record.starting = True
+        try:
+            await self._start(record, restart)
+        finally:
+            record.starting = False
+            await record.notify()
+
+    async def _start(self, record: ContainerRecord, restart: bool) -> None:
         if record.running:
             raise ApiError(304, "container already started")
         if record.removing:
@@ -189,6 +208,8 @@ class Containers:
         request = record.request
         interactive = request.spawned
         options = {**request.options, "hostname": request.options["hostname"] or record.id[:12]}
+        if record.layer is not None:
+            options["writable_dir"] = record.layer.path
         name = request.alias or record.name
         if request.network_mode not in ("host", "none") and NETWORK_NAME.match(name):
             options["name"] = name  # (its DNS name on its network, as Docker's)
@@ -236,6 +257,7 @@ class Containers:
         record.runs += 1
         record.attempts += 1
         record.watcher = asyncio.get_running_loop().create_task(self._watch(record, box))
+        record.health = healthcheck.start(box, checked_healthcheck(request.body.get("Healthcheck")), now_rfc3339)
         self.events.emit("container", "start", record.id, record.attributes())
         await record.notify()
 
@@ -265,6 +287,8 @@ class Containers:
         record.state = "removing" if record.removing else "exited"
         record.pid, record.finished_at = 0, now_rfc3339()
         record.exits += 1
+        if record.health is not None:
+            record.health.stop()
         self.events.emit("container", "die", record.id, {**record.attributes(), "exitCode": str(record.exit_code)})
         await record.notify()
         if self._restarts(record):
@@ -324,7 +348,8 @@ class Containers:
             await self.unpause(record)
 
     async def stop(self, record: ContainerRecord, timeout: Optional[float]) -> None:
-        """SIGTERM, SIGKILL after ``timeout`` seconds (None: 10); 304 when not running.
+        """SIGTERM, SIGKILL after ``timeout`` seconds (None: the container's StopTimeout, else 10);
+        304 when not running.
         Either way no restart policy starts it again."""
         record.stopped_by_user = True
         if record.state == "restarting":
@@ -336,6 +361,8 @@ class Containers:
         record.stopped_by_user = True
         await self._thawed(record)
         box = record.box
+        if timeout is None or timeout < 0:
+            timeout = record.request.body.get("StopTimeout")  # the container's own (docker run --stop-timeout)
         await in_thread(box.sync.stop, 10.0 if timeout is None or timeout < 0 else float(timeout))
         await self._ended(record)
 
@@ -360,7 +387,7 @@ class Containers:
     async def remove(self, record: ContainerRecord, *, force: bool) -> None:
         if record.removing:
             raise ApiError(409, f"removal of container {record.id} is already in progress")
-        if record.running:
+        if record.running or record.state == "restarting":  # (dockerd counts a restarting one as running)
             if not force:
                 raise ApiError(
                     409,
@@ -377,6 +404,9 @@ class Containers:
         with contextlib.suppress(asyncio.TimeoutError):  # their follow ends with the run: soon
             await asyncio.wait_for(record.wait_for(lambda: record.attached == 0), ATTACHED_GRACE)
         self._by_id.pop(record.id, None)
+        await record.wait_for(lambda: record.files_open == 0)
+        if record.layer is not None:
+            await in_thread(record.layer.release)
         shutil.rmtree(os.path.dirname(record.log_path), ignore_errors=True)
         record.removed, record.state = True, "removing"
         self.events.emit("container", "destroy", record.id, record.attributes())
@@ -396,3 +426,5 @@ class Containers:
         for record in list(self._by_id.values()):
             if record.box is not None:
                 record.box.close()
+            if record.layer is not None:
+                await in_thread(record.layer.release)

@@ -19,10 +19,11 @@ from aiohttp import web
 from ..errors import ConfigError, ImageNotFound
 from ..images import Image, default_home
 from ..runtime import ImageStore
-from . import builds, containers, events, exec, files, images, networks, output, stats, system, volumes
+from . import builds, containers, events, exec, exports, files, images, networks, output, stats, system, volumes
 from .apierrors import no_such_image
 from .events import Events
 from .hosts import default_host, is_tcp, socket_path, tcp_address
+from .kept_layer import sweep_kept_layers
 from .registry_of_containers import Containers
 from .server import bind_socket, bind_tcp, build_app, stop_signals
 from .tls import TlsFiles, server_context
@@ -31,13 +32,14 @@ from .tlsfront import TlsFront
 __all__ = ["Context", "default_network", "serve"]
 
 LOG = logging.getLogger("sandboxlib.daemon")
-SHORT_ID = re.compile(r"^(sha256:)?[0-9a-f]{4,63}$")
+SHORT_ID = re.compile(r"^(sha256:)?[0-9a-f]{4,64}$")  # (a bare whole id too: docker-py asks for one)
 ROUTES = (
     system.ROUTES
     + containers.ROUTES
     + output.ROUTES
     + exec.ROUTES
     + files.ROUTES
+    + exports.ROUTES
     + stats.ROUTES
     + images.ROUTES
     + builds.ROUTES
@@ -121,6 +123,7 @@ async def serve(
     shutil.rmtree(state_dir, ignore_errors=True)  # (the lock is ours: nobody else uses them)
     os.mkdir(state_dir, 0o700)
     context = Context(os.path.abspath(store or default_home()), state_dir, network or default_network())
+    await asyncio.to_thread(sweep_kept_layers, context.store_path)  # a SIGKILLed daemon's containers' layers
     # handler_cancellation: a client that goes away cancels its handler (a wait, an events or
     # stats stream would otherwise hold its queue until its next write fails)
     runner = web.AppRunner(build_app(context, ROUTES), access_log=None, shutdown_timeout=1.0, handler_cancellation=True)

@@ -3,6 +3,7 @@ single-node engine without swarm has not (swarm, services, nodes, ...)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import socket
@@ -13,7 +14,9 @@ from aiohttp import web
 
 from ..version import __version__
 from .apierrors import error_response
+from .inspect import container_summary, image_summary
 from .server import API_VERSION, MIN_API_VERSION, Route, json_response
+from .volumes import volume_json
 
 __all__ = ["ROUTES"]
 
@@ -116,6 +119,23 @@ async def _info(request: web.Request) -> web.Response:
     )
 
 
+async def _disk_usage(request: web.Request) -> web.Response:
+    """``docker system df``: the images, containers and volumes, and the layers' size."""
+    context = request.app["context"]
+    store = context.store()
+    images = await asyncio.to_thread(store.list)
+    names = await asyncio.to_thread(store.volumes)
+    return json_response(
+        {
+            "LayersSize": sum(image.size for image in images),
+            "Images": [image_summary(image) for image in images],
+            "Containers": [container_summary(record) for record in context.containers.all()],
+            "Volumes": [{**volume_json(store, n), "UsageData": {"Size": -1, "RefCount": -1}} for n in names],
+            "BuildCache": [],
+        }
+    )
+
+
 async def _not_a_swarm_manager(request: web.Request) -> web.Response:
     return error_response(503, NOT_A_SWARM_MANAGER)
 
@@ -129,6 +149,7 @@ ROUTES: List[Route] = [
     ("HEAD", "/_ping", _ping),
     ("GET", "/version", _version),
     ("GET", "/info", _info),
+    ("GET", "/system/df", _disk_usage),
     ("GET", "/plugins", _no_plugins),
 ] + [
     (method, path, _not_a_swarm_manager)

@@ -18,14 +18,14 @@ from .apierrors import ApiError
 from .containers import filters_of
 from .server import Route, json_body, json_response, query_bool
 
-__all__ = ["ROUTES", "volumes_in_use"]
+__all__ = ["ROUTES", "volume_json", "volumes_in_use"]
 
 
 def _context(request: web.Request):
     return request.app["context"]
 
 
-def _shape(store, name: str) -> Dict[str, Any]:
+def volume_json(store, name: str) -> Dict[str, Any]:
     path = os.path.join(store.path, "volumes", name)
     created = os.stat(path).st_mtime if os.path.exists(path) else time.time()
     return {
@@ -62,7 +62,7 @@ async def _list(request: web.Request) -> web.Response:
     store = _context(request).store()
     names = await asyncio.to_thread(store.volumes)
     wanted = filters_of(request).get("name")
-    shown = [_shape(store, n) for n in names if not wanted or any(w in n for w in wanted)]
+    shown = [volume_json(store, n) for n in names if not wanted or any(w in n for w in wanted)]
     return json_response({"Volumes": shown, "Warnings": []})
 
 
@@ -80,7 +80,7 @@ async def _create(request: web.Request) -> web.Response:
     except ConfigError as err:
         raise ApiError(400, f"create {name}: {err.message}") from None
     _context(request).events.emit("volume", "create", name, {"driver": "local"})
-    return json_response(_shape(store, name), 201)
+    return json_response(volume_json(store, name), 201)
 
 
 async def _inspect(request: web.Request) -> web.Response:
@@ -88,7 +88,7 @@ async def _inspect(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in await asyncio.to_thread(store.volumes):
         raise ApiError(404, f"get {name}: no such volume")
-    return json_response(_shape(store, name))
+    return json_response(volume_json(store, name))
 
 
 async def _remove(request: web.Request) -> web.Response:

@@ -46,6 +46,7 @@ def add_parsers(sub) -> None:
     p.add_argument("-f", "--force", action="store_true", help="a running one too")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p = sub.add_parser("attach", help="a running container's output until it ends, and its exit status")
+    p.add_argument("-i", "--stdin", action="store_true", help="send your stdin to the container's (created with -i)")
     p.add_argument("container", metavar="CONTAINER")
     p = sub.add_parser("inspect", help="a container's JSON, as docker inspect")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
@@ -177,7 +178,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _attach(args: argparse.Namespace) -> int:
     client = _client()
-    for stream, data in client.attach(args.container):
+    for stream, data in client.attach(args.container, sys.stdin.fileno() if args.stdin else None):
         out = sys.stderr if stream == 2 else sys.stdout
         out.buffer.write(data)
         out.flush()

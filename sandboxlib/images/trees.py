@@ -68,11 +68,18 @@ def _climb(child_fd: int, parent: _Frame) -> None:
     parent.fd = fd
 
 
-def walk(top_fd: int, *, sort: bool = False, opener: Callable[[int, str], int] = open_dir) -> Iterator[Entry]:
+def walk(
+    top_fd: int,
+    *,
+    sort: bool = False,
+    opener: Callable[[int, str], int] = open_dir,
+    outside: Optional[Callable[[str], bool]] = None,
+) -> Iterator[Entry]:
     """Every entry below the directory ``top_fd`` (not the top itself), a
     directory before its entries; symlinks are entries, never followed.
     ``sort``: entries of a directory in name order.  ``opener(parent_fd,
-    name)`` opens a subdirectory (removal makes an unreadable one readable)."""
+    name)`` opens a subdirectory (removal makes an unreadable one readable).
+    ``outside(path)``: a directory not entered (a mount point), seen once, without ``dir_fd``."""
     stack: List[_Frame] = []
     frame = _Frame(top_fd, _ident(os.fstat(top_fd)), _list_names(top_fd, sort), "", None)
     try:
@@ -80,7 +87,7 @@ def walk(top_fd: int, *, sort: bool = False, opener: Callable[[int, str], int] =
             if frame.names:
                 name = frame.names.pop()
                 entry = _lstat_entry(frame, name)
-                if not stat.S_ISDIR(entry.st.st_mode):
+                if not stat.S_ISDIR(entry.st.st_mode) or (outside is not None and outside(entry.path)):
                     yield entry
                     continue
                 fd = opener(frame.fd, name)

@@ -7,7 +7,7 @@ import errno as E
 from typing import Optional, Sequence
 
 from ..errors import CommandNotFoundError, SetupError
-from .binding import MountFlag, MountKind, Step
+from .binding import JOIN_NAMESPACES, MountFlag, MountKind, Step
 from .mount_op import MountOp
 
 __all__ = ["setup_error", "exec_error", "clone_hint"]
@@ -33,6 +33,7 @@ _STEP_OPERATIONS = {
     Step.NO_NEW_PRIVS: "prctl(PR_SET_NO_NEW_PRIVS)",
     Step.CAPS: "dropping capabilities",
     Step.SECCOMP: "installing the seccomp filter",
+    Step.JOIN: "setns() into the {join} namespace given by path",
     Step.TTY: "a pseudo-terminal from the container's devpts (/dev/pts/ptmx) as the controlling terminal",
     Step.CGROUP: "joining the container's cgroups (write of 0 to cgroup v1 tasks file {index}, "
     "or unshare(CLONE_NEWCGROUP))",
@@ -47,6 +48,7 @@ _STEP_FIELDS = {
     Step.CAPS: "cap_add",
     Step.SECCOMP: "seccomp",
     Step.CGROUP: "limits",
+    Step.JOIN: "linux.namespaces",
     Step.TTY: "tty",
 }
 
@@ -104,6 +106,8 @@ def setup_error(step: int, err: int, index: int, *, ops: Sequence[MountOp], cont
     if step in (Step.FORK, Step.REQUEST, Step.TTY) or Step.STDIO.value <= step.value <= Step.EXEC.value:
         return exec_error(step, err, index, context)
     template = _STEP_OPERATIONS.get(step, step.name.lower())
+    if step is Step.JOIN:
+        context = dict(context, join=JOIN_NAMESPACES[index] if 0 <= index < len(JOIN_NAMESPACES) else "?")
     hint = None
     if step is Step.IDENTITY and err == E.EINVAL:
         hint = "uid/gid 0 is not mapped in the user namespace"

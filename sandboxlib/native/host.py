@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 from typing import Optional, Tuple
 
 import attrs
@@ -83,6 +82,8 @@ def probe_host() -> HostInfo:
             newgidmap=None,
             max_user_namespaces=max_userns,
         )
+    import shutil  # (rootless only: ~5 ms of imports that root's OCI runtime create need not pay)
+
     try:
         name: Optional[str] = pwd.getpwuid(euid).pw_name
     except KeyError:

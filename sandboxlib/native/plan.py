@@ -13,10 +13,10 @@ import functools
 import os
 import socket
 import struct
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from .binding import lib, message_struct
+from .binding import JOIN_NAMESPACES, lib, message_struct
 from .mount_op import MountOp
 
 __all__ = ["build_plan", "clone_flags", "receive_netns", "BASE_DIR", "GO_MESSAGE"]
@@ -28,10 +28,11 @@ _RECORD = message_struct("struct sbx_mount_rec")
 GO_MESSAGE = struct.pack("=I", lib.SBX_MSG_GO)
 
 
-def clone_flags(*, userns: bool) -> int:
+def clone_flags(*, userns: bool, new_pid: bool = True) -> int:
     """The namespaces of the clone.  Not the cgroup namespace: the child
-    unshares that itself once it is in its cgroups, so that it is rooted there."""
-    flags = lib.CLONE_NEWNS | lib.CLONE_NEWPID | lib.CLONE_NEWUTS | lib.CLONE_NEWIPC
+    unshares that itself once it is in its cgroups, so that it is rooted there.
+    ``new_pid`` False: the spawn starts it in a pid namespace it is given."""
+    flags = lib.CLONE_NEWNS | lib.CLONE_NEWUTS | lib.CLONE_NEWIPC | (lib.CLONE_NEWPID if new_pid else 0)
     if userns:
         flags |= lib.CLONE_NEWUSER
     return flags
@@ -99,6 +100,10 @@ def build_plan(
     init_caps: int = 0,
     init_filter: bytes = b"",
     detached: bool = False,
+    keep_privs: bool = False,
+    mount_order: bool = False,
+    root_propagation: int = 0,
+    joins: Optional[Mapping[str, str]] = None,
     cgroup_launcher: Optional[Tuple[bytes, bytes]] = None,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
@@ -110,6 +115,14 @@ def build_plan(
     for go (:func:`receive_netns`), for the parent to connect it.
     ``detached``: the container outlives its creator (the OCI runtime's; the
     init's fd 4 is then a listening control socket, not the creator's pidfd).
+    ``keep_privs``: the init does not set no_new_privs on itself (an OCI
+    config's ``noNewPrivileges: false``; the library never asks it).
+    ``mount_order``: the container's mountinfo lists the mounts in plan
+    order (binds cloned again when applied; the runtime-spec's order).
+    ``root_propagation``: MountFlag propagation bits of the root mount (0:
+    private; always a peer group of the container's own).  ``joins``:
+    namespace type (``JOIN_NAMESPACES``) -> a path the init setns()es
+    into, replacing the new one (the OCI runtime's; not with ``netns``).
     ``cgroup_launcher``: commands with a cgroup of their own are forked by a
     launcher too; its filter and the one each of its commands adds
     (``security.bpf.clone3_split``)."""
@@ -120,6 +133,7 @@ def build_plan(
     extra = _Strings()
     base = len(op_strings)
     offsets = (extra.add(hostname, base), extra.add(BASE_DIR, base), extra.add(rootfs, base))
+    joined = [extra.add((joins or {}).get(kind), base) for kind in JOIN_NAMESPACES]
     flags = lib.SBX_PLAN_NEW_MNTNS
     flags |= lib.SBX_PLAN_BECOME_ROOT if userns else 0
     flags |= lib.SBX_PLAN_SET_GROUPS if set_groups else 0
@@ -128,6 +142,8 @@ def build_plan(
     flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
     flags |= lib.SBX_PLAN_SEND_NETNS if netns and send_netns else 0
     flags |= lib.SBX_PLAN_DETACHED if detached else 0
+    flags |= lib.SBX_PLAN_KEEP_PRIVS if keep_privs else 0
+    flags |= lib.SBX_PLAN_MOUNT_ORDER if mount_order else 0
     launcher_filter, clone3_filter = cgroup_launcher or (b"", b"")
     flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher is not None and launcher and seccomp_filter else 0
     fault_step, fault_errno = fault or (0, 0)
@@ -146,6 +162,8 @@ def build_plan(
         len(seccomp_filter),
         init_caps,
         len(init_filter),
+        root_propagation,
+        *joined,
         len(launcher_filter),
         len(clone3_filter),
         0,

@@ -31,7 +31,7 @@ __all__ = [
 MSG_EXEC, MSG_SIGNAL, MSG_STOP = lib.SBX_MSG_EXEC, lib.SBX_MSG_SIGNAL, lib.SBX_MSG_STOP
 EXEC_MAIN, EXEC_NO_NEW_PRIVS, EXEC_SET_GROUPS = lib.SBX_EXEC_MAIN, lib.SBX_EXEC_NO_NEW_PRIVS, lib.SBX_EXEC_SET_GROUPS
 EXEC_QUIET, EXEC_CGROUP, EXEC_TTY = lib.SBX_EXEC_QUIET, lib.SBX_EXEC_CGROUP, lib.SBX_EXEC_TTY
-EXEC_HOLD = lib.SBX_EXEC_HOLD
+EXEC_HOLD, EXEC_CAP_SETS = lib.SBX_EXEC_HOLD, lib.SBX_EXEC_CAP_SETS
 # A detached init's held main command is started by this message (SCM_RIGHTS: its reply socket).
 START_MESSAGE = struct.pack("=I", lib.SBX_MSG_START)
 REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = lib.SBX_REPLY_STARTED, lib.SBX_REPLY_FAILED, lib.SBX_REPLY_EXITED
@@ -78,13 +78,19 @@ class ExecRequest:
     tty_size: Optional[Tuple[int, int]] = None
     # A detached init keeps this main command until START (the OCI "created" state).
     hold: bool = False
+    # The OCI runtime's: a command without no_new_privs (config.json's
+    # noNewPrivileges: false), and exact capability sets (effective,
+    # permitted, inheritable, ambient masks; cap_keep is then the bounding set).
+    no_new_privs: bool = True
+    cap_sets: Optional[Tuple[int, int, int, int]] = None
     fault: int = 0  # tests: step | errno << 16
 
 
 def encode_exec(req: ExecRequest) -> bytes:
     strings = "\0".join((req.cwd, req.search_path, *req.argv, *req.env, "")).encode()  # (each NUL-terminated)
     flags = (
-        EXEC_NO_NEW_PRIVS
+        (EXEC_NO_NEW_PRIVS if req.no_new_privs else 0)
+        | (EXEC_CAP_SETS if req.cap_sets is not None else 0)
         | (EXEC_MAIN if req.main else 0)
         | (EXEC_SET_GROUPS if req.set_groups else 0)
         | (EXEC_QUIET if req.quiet else 0)
@@ -112,6 +118,8 @@ def encode_exec(req: ExecRequest) -> bytes:
         req.fault,
         req.id,
         rows << 16 | cols,
+        0,
+        *(req.cap_sets or (0, 0, 0, 0)),
     )
     return header + limits + groups + strings
 

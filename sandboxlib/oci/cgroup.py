@@ -57,20 +57,39 @@ def plan(path: str, limits: CgroupLimits, with_devices: bool) -> Optional[Contai
     nodes = []
     for version, point, own, controllers in _hierarchies():
         base = point if path.startswith("/") else os.path.join(point, own.lstrip("/"))
-        if controllers == ("cpuset",) and limits.cpuset_cpus is None:
+        if controllers == ("cpuset",) and limits.cpuset_cpus is None and limits.cpuset_mems is None:
             continue  # a cpuset needs cpus and mems copied in: only for a cpuset limit
         if not os.access(base, os.W_OK):
             continue
         nodes.append(Node(version, os.path.join(base, path.lstrip("/")), controllers))
-    needed = {"memory": limits.memory, "pids": limits.pids, "cpu": limits.cpu_quota_us or limits.cpu_shares}
+    needed = {
+        "memory": limits.memory,
+        "pids": limits.pids,
+        "cpu": limits.cpu_quota_us or limits.cpu_period_us or limits.cpu_shares,
+    }
     for controller, value in needed.items():
         if value is not None and not any(controller in n.controllers for n in nodes):
             raise UnsupportedError(f"the cgroup {controller} controller", "mount it, or delegate it to this user")
     if with_devices and not any("devices" in n.controllers for n in nodes) and os.geteuid() == 0:
         raise UnsupportedError("linux.resources.devices", "a cgroup v1 devices hierarchy is required")
     for node in nodes:
-        os.makedirs(os.path.dirname(node.path), exist_ok=True)
+        _make_parents(os.path.dirname(node.path), "cpuset" in node.controllers and node.version == "v1")
     return ContainerCgroup(nodes, limits) if nodes else None
+
+
+def _make_parents(path: str, cpuset: bool) -> None:
+    """mkdir -p; a new v1 cpuset directory gets its parent's CPUs and memory
+    nodes (it starts empty, and a child's may only be a subset)."""
+    parent = os.path.dirname(path)
+    if os.path.isdir(path) or parent == path:
+        return
+    _make_parents(parent, cpuset)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    for name in ("cpuset.cpus", "cpuset.mems") if cpuset else ():
+        fs.write(os.path.join(path, name), (fs.read_text(os.path.join(parent, name)) or "").strip())
 
 
 def write_devices(cgroup: ContainerCgroup, rules: Sequence[str]) -> None:

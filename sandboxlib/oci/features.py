@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .spec import HOOK_NAMES, NAMESPACES
+from .spec import HOOK_NAMES, MOUNT_OPTIONS, NAMESPACES
 
 __all__ = ["features"]
-
-MOUNT_OPTIONS = sorted(
-    ["bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "private", "rprivate"]
-    + ["relatime", "norelatime", "strictatime", "defaults", "async"]
-)
 
 
 def features() -> Dict[str, Any]:
@@ -41,7 +36,6 @@ def features() -> Dict[str, Any]:
             "mountExtensions": {"idmap": {"enabled": False}},
         },
         "annotations": {
-            "org.sandboxlib.runtime.noNewPrivileges": "always set (setuid programs never gain privileges)",
             "org.sandboxlib.runtime.pid": "the container's pid is its init (sbx-init); the process is its child",
         },
     }

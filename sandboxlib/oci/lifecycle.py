@@ -18,27 +18,30 @@ import select
 import signal
 import socket
 import subprocess
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ..config import IdMapping
-from ..errors import ConfigError, ContainerStateError
+from ..errors import ConfigError, ContainerStateError, SetupError
 from ..native import binding, protocol
-from ..native.failures import exec_error, setup_error
 from ..native.host import probe_host
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..posix.io import read_all
 from ..posix.steps import run_steps
-from ..rootfs.idmap import IdMaps, write_maps
-from ..rootfs.mountpoints import make_mount_points
 from ..security.bpf import compile_policy
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..security.seccomp import Seccomp, init_policy
 from . import cgroup as oci_cgroup
-from .console import send_console
 from .control import FORWARDED, connect, destroy, front_record, load, now, oci_state
 from .hooks import run_hooks
 from .spec import ProcessSpec, Spec, load_spec, resource_limits
 from .state import ContainerDir, start_time, status_of
+
+if TYPE_CHECKING:
+    from ..rootfs.idmap import IdMaps
+
+# What only some containers need (a user namespace, a terminal, an error) is
+# imported where it is used: `create` is a new interpreter per container, and
+# its imports are most of its time.
 
 __all__ = ["create", "exec_process", "update", "exit_code"]
 
@@ -49,6 +52,8 @@ def _maps(spec: Spec) -> Optional[IdMaps]:
         if not host.is_root:
             raise ConfigError("linux.namespaces", "without a user namespace the runtime must run as root")
         return None
+    from ..rootfs.idmap import IdMaps
+
     uid_map = spec.uid_map or (IdMapping(container=0, host=host.euid, size=1),)
     gid_map = spec.gid_map or (IdMapping(container=0, host=host.egid, size=1),)
     own = len(uid_map) == 1 and uid_map[0].host == host.euid and uid_map[0].size == 1
@@ -66,6 +71,13 @@ def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, 
         groups=process.groups,
         rlimits=process.rlimits,
         cap_keep=capability_mask(frozenset(process.capabilities)),
+        no_new_privs=process.no_new_privileges,
+        cap_sets=(
+            capability_mask(frozenset(process.effective)),
+            capability_mask(frozenset(process.permitted)),
+            capability_mask(frozenset(process.inheritable)),
+            capability_mask(frozenset(process.ambient)),
+        ),
         main=main,
         set_groups=set_groups,
         id=command_id,
@@ -73,6 +85,13 @@ def _request(process: ProcessSpec, *, main: bool, hold: bool, set_groups: bool, 
         hold=hold,
     )
     return protocol.encode_exec(request)
+
+
+def _filter_privilege(process: ProcessSpec, program: bytes) -> frozenset:
+    """Without no_new_privs a command installs its filter with CAP_SYS_ADMIN
+    (csrc/command.c), which the init then keeps in its permitted set (the
+    command's own sets are cut to the config's right after)."""
+    return frozenset({"SYS_ADMIN"}) if program and not process.no_new_privileges else frozenset()
 
 
 def _context(process: ProcessSpec) -> dict:
@@ -91,12 +110,16 @@ def _await_start(
         if reply.kind == protocol.REPLY_TTY and reply.fd is not None:
             try:
                 if console_socket:
+                    from .console import send_console
+
                     send_console(console_socket, reply.fd)
             finally:
                 os.close(reply.fd)
         elif reply.kind == protocol.REPLY_PID:
             host_pid = reply.host_pid
         elif reply.kind == protocol.REPLY_FAILED:
+            from ..native.failures import exec_error
+
             raise exec_error(reply.step, reply.errno, reply.index, _context(process))
         elif reply.kind == protocol.REPLY_STARTED:
             return host_pid, reply.pid
@@ -132,6 +155,8 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     assert process is not None
     maps = _maps(spec)
     if maps is not None:
+        from ..rootfs.mountpoints import make_mount_points
+
         make_mount_points(spec.root, spec.ops)
     caps = frozenset(process.capabilities)
     policy = Seccomp.from_json(dict(spec.seccomp)) if spec.seccomp else None
@@ -145,9 +170,13 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         netns=spec.new_network,
         set_groups=bool(maps and maps.setgroups),
         seccomp_filter=program,
-        init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps),
+        init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps | _filter_privilege(process, program)),
         init_filter=compile_policy(init_policy(), caps),
         detached=True,
+        keep_privs=not process.no_new_privileges,
+        mount_order=True,
+        root_propagation=int(spec.root_propagation),
+        joins={kind: path for kind, path in spec.joins.items() if kind != "pid"},
     )
     cgroups_path = spec.cgroups_path or f"sandboxlib-runtime-{cdir.id}"  # (relative: below ours)
     group = oci_cgroup.plan(cgroups_path, spec.limits, bool(spec.device_rules))
@@ -167,6 +196,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    pidns = os.open(spec.joins["pid"], os.O_RDONLY | os.O_CLOEXEC) if "pid" in spec.joins else -1
     child_fds: List[int] = []
     try:
         with cdir.socket_address() as address:
@@ -177,10 +207,12 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
             child_fds = group.attach_fds()
             child_fds.append(group.open_v2())
         pid, pidfd = binding.spawn(
-            clone_flags(userns=maps is not None),
+            clone_flags(userns=maps is not None, new_pid=pidns < 0),
             [null, control_child.fileno(), listener.fileno(), err_w],
             caps=capability_mask(INIT_CAPABILITIES | caps),
-            netns=spec.new_network,
+            # The early network thread only without joins: a mount namespace is joined single-threaded.
+            netns=spec.new_network and not spec.joins,
+            pidns_fd=pidns,
             cgroup_fd=child_fds[-1] if child_fds else -1,
             attach_fds=child_fds[:-1],
             new_cgroupns=spec.new_cgroup and group is not None,
@@ -188,20 +220,24 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         os.close(pidfd)
         saved.update(pid=pid, init_start=start_time(pid))
         cdir.write(saved)
-        for fd in (null, err_w, *child_fds):
-            if fd >= 0:  # (no v2 directory: -1)
+        for fd in (null, err_w, pidns, *child_fds):
+            if fd >= 0:  # (no v2 directory, no pid namespace to join: -1)
                 os.close(fd)
-        null = err_w = -1
+        null = err_w = pidns = -1
         child_fds = []
         control_child.close()
         listener.close()
         if maps is not None:
-            run_steps(write_maps(pid, maps))
+            from ..rootfs.idmap import write_maps
+
+            try:
+                run_steps(write_maps(pid, maps))
+            except SetupError:
+                control.close()  # the init, if still waiting for go, ends (EOF on err_r)
+                _raise_report(read_all(err_r), spec)  # its own failure (it ended first) is the cause
+                raise
         control.send(GO_MESSAGE)
-        report = read_all(err_r)
-        if report:
-            step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
-            raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
+        _raise_report(read_all(err_r), spec)
         _set_up(pid, process, spec)
         front = front_record(cdir, saved)
         if front is not None:
@@ -216,13 +252,22 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
             theirs.close()
             _await_start(ours, process, console_socket)
     finally:
-        for fd in (null, err_w, err_r, *child_fds):
+        for fd in (null, err_w, err_r, pidns, *child_fds):
             if fd >= 0:
                 os.close(fd)
         control.close()
         control_child.close()
         listener.close()
     _write_pid_file(pid_file, saved["pid"])
+
+
+def _raise_report(report: bytes, spec: Spec) -> None:
+    """The init's set-up failure record (empty: it succeeded) as an exception."""
+    if report:
+        from ..native.failures import setup_error
+
+        step, err, index = binding.REPORT.unpack_from(report.ljust(binding.REPORT_SIZE, b"\0"))
+        raise setup_error(step, err, index, ops=spec.ops, context={"hostname": spec.hostname})
 
 
 def _set_up(pid: int, process: ProcessSpec, spec: Spec) -> None:

@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import stat
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import attrs
 
-from ..config import CPU_PERIOD_US, CgroupLimits, IdMapping
+from ..config import CgroupLimits, IdMapping
 from ..errors import ConfigError
+from ..native.binding import MountFlag
 from ..native.binding import MountFlag as F
 from ..native.binding import MountKind as K
 from ..native.mount_op import MountOp
 from ..native.protocol import RLIMIT_NUMBERS
 from ..security.capabilities import normalize_capability
 
-__all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES"]
+__all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES", "MOUNT_OPTIONS"]
 
 HOOK_NAMES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
-# Those we always create: sharing the host's (or joining a path) is refused.
+# Those every container has, new or joined by path: sharing the host's is refused.
 REQUIRED_NAMESPACES = ("pid", "mount", "ipc", "uts")
+# Those that may be joined by path (a user namespace may not).
+JOINABLE_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ANY = object()  # a value taken as it is (maps of strings)
 
@@ -113,6 +117,11 @@ class ProcessSpec:
     umask: Optional[int]
     rlimits: Tuple[Tuple[str, int, int], ...]
     capabilities: Tuple[str, ...]  # without the CAP_ prefix: the bounding set
+    effective: Tuple[str, ...]
+    permitted: Tuple[str, ...]
+    inheritable: Tuple[str, ...]
+    ambient: Tuple[str, ...]
+    no_new_privileges: bool  # runtime-spec's default: false
     terminal: bool
     console_size: Tuple[int, int]  # rows, columns
     oom_score_adj: Optional[int]
@@ -128,12 +137,14 @@ class Spec:
     bundle: str
     root: str  # absolute host path
     readonly: bool
+    root_propagation: MountFlag  # of the root mount: SHARED, SLAVE, UNBINDABLE (+ PROPAGATE_REC) or none
     process: Optional[ProcessSpec]
     hostname: Optional[str]
     ops: Tuple[MountOp, ...]
     new_network: bool
     new_user: bool
     new_cgroup: bool
+    joins: Mapping[str, str]  # namespace type -> the path joined (pid: by the spawn, the rest by the init)
     uid_map: Tuple[IdMapping, ...]
     gid_map: Tuple[IdMapping, ...]
     limits: CgroupLimits
@@ -181,14 +192,16 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         return [normalize_capability(c, field) for c in _strings(caps.get(kind), field)]
 
     bounding = names("bounding")
-    for kind in ("effective", "permitted", "inheritable"):
-        extra = set(names(kind)) - set(bounding)
+    sets = {kind: names(kind) for kind in ("effective", "permitted", "inheritable", "ambient")}
+    # What capset(2) and PR_CAP_AMBIENT_RAISE accept, checked here to name the field.
+    for kind, within in (("effective", "permitted"), ("permitted", "bounding"), ("inheritable", "bounding")):
+        extra = set(sets[kind]) - set(bounding if within == "bounding" else sets[within])
         if extra:
-            raise ConfigError(f"{where}capabilities.{kind}", f"{sorted(extra)} are not in the bounding set")
-    ambient = set(names("ambient"))
-    # For uid 0 the ambient set adds nothing: execve gives root the bounding set anyway.
-    if ambient and (int(_field(data, "user", dict, where, {}).get("uid", 0)) != 0 or not ambient <= set(bounding)):
-        raise ConfigError(f"{where}capabilities.ambient", "ambient capabilities are supported only for uid 0")
+            raise ConfigError(f"{where}capabilities.{kind}", f"{sorted(extra)} are not in the {within} set")
+    extra = set(sets["ambient"]) - (set(sets["permitted"]) & set(sets["inheritable"]))
+    if extra:
+        raise ConfigError(f"{where}capabilities.ambient", f"{sorted(extra)} are not both permitted and inheritable")
+    nnp = _field(data, "noNewPrivileges", bool, where, False)
     rlimits = []
     for i, limit in enumerate(_field(data, "rlimits", list, where, [])):
         kind = str(limit.get("type", ""))
@@ -211,6 +224,11 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         umask=int(umask) if umask is not None else None,
         rlimits=tuple(rlimits),
         capabilities=tuple(bounding),
+        effective=tuple(sets["effective"]),
+        permitted=tuple(sets["permitted"]),
+        inheritable=tuple(sets["inheritable"]),
+        ambient=tuple(sets["ambient"]),
+        no_new_privileges=nnp,
         terminal=bool(data.get("terminal", False)),
         console_size=(int(size.get("height", 24)), int(size.get("width", 80))),
         oom_score_adj=data.get("oomScoreAdj"),
@@ -230,8 +248,22 @@ _MOUNT_FLAGS = {
     "rbind": (F.RECURSIVE, F(0)),
     "bind": (F(0), F(0)),
 }
-# Accepted and without effect here: every mount we make is private, times are the kernel's default.
-_NO_OP_OPTIONS = {"private", "rprivate", "relatime", "norelatime", "strictatime", "defaults", "async"}
+# Propagation (every mount we make is private unless one of these says
+# otherwise; a container's mount is never a peer of the host's).
+_PROPAGATION = {
+    "shared": F.SHARED,
+    "rshared": F.SHARED | F.PROPAGATE_REC,
+    "slave": F.SLAVE,
+    "rslave": F.SLAVE | F.PROPAGATE_REC,
+    "unbindable": F.UNBINDABLE,
+    "runbindable": F.UNBINDABLE | F.PROPAGATE_REC,
+    "private": F(0),
+    "rprivate": F(0),
+}
+_PROPAGATION_FLAGS = F.SHARED | F.SLAVE | F.UNBINDABLE | F.PROPAGATE_REC
+# Accepted and without effect here: times are the kernel's default.
+_NO_OP_OPTIONS = {"relatime", "norelatime", "strictatime", "defaults", "async"}
+MOUNT_OPTIONS = sorted({*_MOUNT_FLAGS, *_PROPAGATION, *_NO_OP_OPTIONS})  # for ``features``
 _KINDS = {"tmpfs": K.TMPFS, "proc": K.PROC, "sysfs": K.SYSFS, "devpts": K.DEVPTS, "mqueue": K.MQUEUE}
 
 
@@ -246,6 +278,8 @@ def _mount(i: int, m: Any, bundle: str) -> MountOp:
         if option in _MOUNT_FLAGS:
             on, off = _MOUNT_FLAGS[option]
             flags = (flags | on) & ~off
+        elif option in _PROPAGATION:
+            flags = (flags & ~_PROPAGATION_FLAGS) | _PROPAGATION[option]
         elif option in _NO_OP_OPTIONS:
             continue
         elif "=" in option or (kind_name in _KINDS and option in ("newinstance",)):
@@ -254,8 +288,8 @@ def _mount(i: int, m: Any, bundle: str) -> MountOp:
             raise ConfigError(f"{where}.options", f"unsupported mount option {option!r}")
     target = os.path.normpath(m["destination"])
     if kind_name == "bind" or {"bind", "rbind"} & set(options):
-        if data:
-            raise ConfigError(f"{where}.options", f"a bind mount takes no data options, got {data}")
+        # Data options (``mode=755``) of a bind are accepted and unused, as
+        # mount(2) ignores a bind's data under runc and crun.
         source = os.path.join(bundle, m.get("source") or "")
         if not os.path.exists(source):
             raise ConfigError(f"{where}.source", f"{source} does not exist")
@@ -272,9 +306,11 @@ def _mount(i: int, m: Any, bundle: str) -> MountOp:
     return MountOp(kind=_KINDS[kind_name], target=target, data=",".join(data) or None, flags=flags, field=where)
 
 
-def _mounts(data: List[Any], bundle: str, masked: Tuple[str, ...], readonly: Tuple[str, ...]) -> Tuple[MountOp, ...]:
+def _mounts(
+    data: List[Any], bundle: str, devices: Set[str], masked: Tuple[str, ...], readonly: Tuple[str, ...]
+) -> Tuple[MountOp, ...]:
     ops = [_mount(i, m, bundle) for i, m in enumerate(data)]
-    targets = {op.target for op in ops}
+    targets = {op.target for op in ops} | devices
     # The devices every OCI container gets (runtime-spec "Default Devices"),
     # bound from the host where the spec does not mount them itself.
     flags = F.FILE | F.NOSUID | F.NOEXEC | F.OPTIONAL
@@ -293,6 +329,42 @@ def _mounts(data: List[Any], bundle: str, masked: Tuple[str, ...], readonly: Tup
     return tuple(ops)
 
 
+_DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+def _device(i: int, dev: Any, in_user_namespace: bool) -> MountOp:
+    """One of linux.devices: a node made with mknod, or, in a user namespace
+    (where the kernel refuses mknod of devices), the host's own node at that
+    path, which must be the device asked for (as runc binds it)."""
+    where = f"linux.devices[{i}]"
+    if not isinstance(dev, dict) or not isinstance(dev.get("path"), str) or not dev["path"].startswith("/"):
+        raise ConfigError(f"{where}.path", "an absolute path is required")
+    kind = dev.get("type")
+    if kind not in _DEVICE_TYPES:
+        raise ConfigError(f"{where}.type", f"expected c, u, b or p, got {kind!r}")
+    numbers = [_field(dev, key, int, f"{where}.", 0) for key in ("major", "minor", "fileMode", "uid", "gid")]
+    major, minor, mode, uid, gid = numbers
+    if kind != "p" and ("major" not in dev or "minor" not in dev):
+        raise ConfigError(where, "a device needs major and minor")
+    target = os.path.normpath(dev["path"])
+    if not in_user_namespace:
+        data = f"{'c' if kind == 'u' else kind},{major},{minor},{mode if 'fileMode' in dev else 0o666},{uid},{gid}"
+        return MountOp(kind=K.MKNOD, target=target, data=data, field=where)
+    try:
+        found = os.stat(target)
+    except OSError:
+        found = None
+    if (
+        found is None
+        or stat.S_IFMT(found.st_mode) != _DEVICE_TYPES[kind]
+        or (kind != "p" and (os.major(found.st_rdev), os.minor(found.st_rdev)) != (major, minor))
+    ):
+        raise ConfigError(
+            where, f"in a user namespace a device is the host's {target}, which is not {kind} {major}:{minor}"
+        )
+    return MountOp(kind=K.BIND, target=target, source=target, flags=F.FILE | F.NOSUID | F.NOEXEC, field=where)
+
+
 def _maps(data: Any, field: str) -> Tuple[IdMapping, ...]:
     try:
         return tuple(IdMapping(container=m["containerID"], host=m["hostID"], size=m["size"]) for m in data or ())
@@ -306,18 +378,18 @@ def resource_limits(resources: Mapping[str, Any]) -> CgroupLimits:
         if memory.get(key) not in (None, False):
             raise ConfigError(f"linux.resources.memory.{key}", "not supported")
     cpu = resources.get("cpu") or {}
-    if cpu.get("mems"):
-        raise ConfigError("linux.resources.cpu.mems", "not supported")
-    quota, period = cpu.get("quota"), cpu.get("period") or CPU_PERIOD_US
+    quota, period = cpu.get("quota"), cpu.get("period")
     limit, swap = memory.get("limit"), memory.get("swap")
     pids = (resources.get("pids") or {}).get("limit")
     return CgroupLimits(
         memory=limit if limit and limit > 0 else None,
         memory_swap=swap if swap and swap > 0 else None,
-        cpu_quota_us=quota * CPU_PERIOD_US // period if quota and quota > 0 else None,
+        cpu_quota_us=quota if quota and quota > 0 else None,
+        cpu_period_us=period or None,
         cpu_shares=cpu.get("shares") or None,
         pids=pids if pids and pids > 0 else None,  # (our init counts: one process more than runc's)
         cpuset_cpus=cpu.get("cpus") or None,
+        cpuset_mems=cpu.get("mems") or None,
     )
 
 
@@ -343,17 +415,21 @@ def _device_rules(rules: List[Mapping[str, Any]]) -> Tuple[str, ...]:
     return tuple(lines) + _DEFAULT_DEVICE_RULES
 
 
-def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, bool]:
-    kinds: Dict[str, bool] = {}
+def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
+    """type -> the path to join, or None for a new namespace."""
+    kinds: Dict[str, Optional[str]] = {}
     for i, ns in enumerate(data):
         kind = ns.get("type")
         if kind not in NAMESPACES:
             raise ConfigError(f"linux.namespaces[{i}].type", f"unknown namespace {kind!r}")
-        if ns.get("path"):
-            raise ConfigError(f"linux.namespaces[{i}].path", "joining an existing namespace is not supported")
+        path = ns.get("path") or None
+        if path is not None and kind not in JOINABLE_NAMESPACES:
+            raise ConfigError(f"linux.namespaces[{i}].path", f"joining a {kind} namespace is not supported")
+        if path is not None and not (isinstance(path, str) and os.path.exists(path)):
+            raise ConfigError(f"linux.namespaces[{i}].path", f"{path!r} does not exist")
         if kind == "time":
             raise ConfigError(f"linux.namespaces[{i}]", "time namespaces are not supported")
-        kinds[kind] = True
+        kinds[kind] = path
     missing = [k for k in REQUIRED_NAMESPACES if k not in kinds]
     if missing:
         raise ConfigError("linux.namespaces", f"sharing the host's {', '.join(missing)} namespace is not supported")
@@ -376,8 +452,8 @@ def load_spec(bundle: str) -> Spec:
     linux = _field(data, "linux", dict, "", {})
     if data.get("domainname"):
         found.append("domainname: not supported")
-    if linux.get("rootfsPropagation") not in (None, "", "private", "rprivate"):
-        found.append("linux.rootfsPropagation: only private propagation is supported")
+    if linux.get("rootfsPropagation", "") not in ("", *_PROPAGATION):
+        found.append(f"linux.rootfsPropagation: unknown propagation {linux['rootfsPropagation']!r}")
     if linux.get("mountLabel"):
         found.append("linux.mountLabel: SELinux labels are not supported")
     if found:
@@ -388,30 +464,30 @@ def load_spec(bundle: str) -> Spec:
         raise ConfigError("root.path", f"{root_path} is not a directory")
     kinds = _namespaces(_field(linux, "namespaces", list, "linux.", []))
     resources = _field(linux, "resources", dict, "linux.", {})
-    devices = []
-    for i, dev in enumerate(_field(linux, "devices", list, "linux.", [])):
-        host = dev.get("path", "")
-        if not os.path.exists(host):
-            raise ConfigError(f"linux.devices[{i}].path", "creating device nodes is not supported (only host devices)")
-        devices.append(MountOp(kind=K.BIND, target=host, source=host, flags=F.FILE | F.NOSUID | F.NOEXEC))
+    devices = tuple(
+        _device(i, dev, "user" in kinds) for i, dev in enumerate(_field(linux, "devices", list, "linux.", []))
+    )
     hooks = _field(data, "hooks", dict, "", {})
     sysctl = _field(linux, "sysctl", dict, "linux.", {})
     return Spec(
         bundle=bundle,
         root=os.path.realpath(root_path),
         readonly=bool(root.get("readonly", False)),
+        root_propagation=_PROPAGATION.get(linux.get("rootfsPropagation") or "private", F(0)),
         process=parse_process(data["process"]) if "process" in data else None,
         hostname=_field(data, "hostname", str, "") or None,
         ops=_mounts(
             _field(data, "mounts", list, "", []),
             bundle,
+            {op.target for op in devices},
             _strings(linux.get("maskedPaths"), "linux.maskedPaths"),
             _strings(linux.get("readonlyPaths"), "linux.readonlyPaths"),
         )
-        + tuple(devices),
-        new_network="network" in kinds,
+        + devices,
+        new_network="network" in kinds and kinds["network"] is None,
         new_user="user" in kinds,
-        new_cgroup="cgroup" in kinds,
+        new_cgroup="cgroup" in kinds and kinds["cgroup"] is None,
+        joins={kind: path for kind, path in kinds.items() if path is not None},
         uid_map=_maps(linux.get("uidMappings"), "linux.uidMappings"),
         gid_map=_maps(linux.get("gidMappings"), "linux.gidMappings"),
         limits=resource_limits(resources),

@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 from typing import Any, Dict, Iterator, Optional
 
 from ..errors import ConfigError
@@ -125,6 +124,8 @@ class ContainerDir:
         return os.path.exists(os.path.join(self.path, "started"))
 
     def remove(self) -> None:
+        import shutil  # (not on create's path: its imports are most of its time)
+
         shutil.rmtree(self.path, ignore_errors=True)
 
 

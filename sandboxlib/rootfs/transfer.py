@@ -13,15 +13,25 @@ import errno
 import io
 import os
 import posixpath
+import re
 import stat
 import tarfile
-from typing import Tuple
+from typing import BinaryIO, Callable, FrozenSet, Optional, Tuple
 
 from ..images.trees import walk
 from ..images.unpack import IdPolicy, unpack_into
 from ..native.binding import open_in_root
 
-__all__ = ["write_file", "make_dirs", "read_file", "put_archive", "get_archive"]
+__all__ = [
+    "write_file",
+    "make_dirs",
+    "read_file",
+    "put_archive",
+    "get_archive",
+    "export_root",
+    "mount_points",
+    "path_stat",
+]
 
 
 def write_file(root_fd: int, path: str, data: bytes, mode: int, policy: IdPolicy) -> None:
@@ -112,16 +122,55 @@ def put_archive(root_fd: int, path: str, data: bytes, policy: IdPolicy) -> None:
         os.close(fd)
 
 
-def get_archive(root_fd: int, path: str, policy: IdPolicy) -> bytes:
-    """A tar of ``path`` (named by its last component), symlinks kept as symlinks."""
+def get_archive(root_fd: int, path: str, policy: IdPolicy, mounts: FrozenSet[str] = frozenset()) -> bytes:
+    """A tar of ``path`` (named by its last component), symlinks kept as symlinks;
+    ``mounts``: the mount points below the root (relative to it), archived empty."""
     fd = _open_regular(root_fd, path)
     buf = io.BytesIO()
+    prefix = posixpath.normpath("/" + path).strip("/") + "/"
+    below = frozenset(m[len(prefix) :] for m in mounts if m.startswith(prefix)) if prefix != "/" else mounts
     try:
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, fd, os.path.basename(path.rstrip("/")) or ".", policy)
+            name = os.path.basename(path.rstrip("/")) or "."
+            _add(tar, fd, name, policy, below.__contains__ if below else None)
     finally:
         os.close(fd)
     return buf.getvalue()
+
+
+def path_stat(root_fd: int, path: str) -> Tuple[os.stat_result, str]:
+    """``path``'s stat, a final symlink not followed, and its target ("" for anything else)."""
+    fd = open_in_root(root_fd, path, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        return st, os.readlink("", dir_fd=fd) if stat.S_ISLNK(st.st_mode) else ""
+    finally:
+        os.close(fd)
+
+
+def export_root(root_fd: int, path: str, f: BinaryIO, policy: IdPolicy, mounts: FrozenSet[str]) -> None:
+    """The whole root as a tar written to ``f`` (``docker export``: names
+    relative to it); ``mounts`` (paths relative to the root) are the mount
+    points in it, archived empty as dockerd's export has them (not /proc's,
+    /dev's or a bind's contents)."""
+    fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            _add(tar, fd, "", policy, mounts.__contains__)
+    finally:
+        os.close(fd)
+
+
+def mount_points(mountinfo: str) -> FrozenSet[str]:
+    """The mount points of a ``/proc/PID/mountinfo`` (relative to its root, the root itself left out)."""
+    found = set()
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]).strip("/")
+            if point:
+                found.add(point)
+    return frozenset(found)
 
 
 def _info(name: str, st: os.stat_result, policy: IdPolicy) -> tarfile.TarInfo:
@@ -135,23 +184,29 @@ def _container_ids(uid: int, gid: int, policy: IdPolicy) -> Tuple[int, int]:
     return policy.container_ids(uid, gid)
 
 
-def _add(tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy) -> None:
+def _add(
+    tar: tarfile.TarFile, fd: int, name: str, policy: IdPolicy, outside: Optional[Callable[[str], bool]] = None
+) -> None:
     """Add the open file or directory ``fd`` and, for a directory, its tree
-    (devices and sockets are not copied out)."""
+    (devices and sockets are not copied out); ``name`` "": its tree only.
+    ``outside(path)``: a mount point, added empty."""
     st = os.fstat(fd)
     info = _info(name, st, policy)
     if stat.S_ISREG(st.st_mode):
         _add_file(tar, info, fd, st)
         return
     info.type = tarfile.DIRTYPE
-    tar.addfile(info)
-    for entry in walk(fd, sort=True):
+    if name:
+        tar.addfile(info)
+    for entry in walk(fd, sort=True, outside=outside):
         mode = entry.st.st_mode
         if entry.leaving:
             continue
-        child_info = _info(f"{name}/{entry.path}", entry.st, policy)
-        if entry.dir_fd is not None:
+        child_info = _info(f"{name}/{entry.path}" if name else entry.path, entry.st, policy)
+        if stat.S_ISDIR(mode):
             child_info.type = tarfile.DIRTYPE
+        elif stat.S_ISREG(mode) and outside is not None and outside(entry.path):
+            child_info.size = 0
         elif stat.S_ISREG(mode):
             # (O_NONBLOCK: the running container may have swapped in a fifo since the walk saw a file)
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

@@ -14,6 +14,7 @@ which cover every id a container of yours can have."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -22,7 +23,7 @@ from typing import Tuple
 from ..images import ImageStore
 from ..posix import throttle
 
-__all__ = ["make", "remove_if_empty", "release", "sweep", "SWEEP_INTERVAL"]
+__all__ = ["make", "kept", "remove_if_empty", "release", "sweep", "SWEEP_INTERVAL"]
 
 log = logging.getLogger("sandboxlib")
 SWEEP_INTERVAL = 1.0  # seconds between two sweeps of one store
@@ -31,6 +32,31 @@ SWEEP_INTERVAL = 1.0  # seconds between two sweeps of one store
 def make(store: ImageStore, container_id: str, owner: Tuple[int, int]) -> str:
     """The container's directory (the lease must be held)."""
     return store.writable_dir(container_id, owner)
+
+
+def kept(path: str, owner: Tuple[int, int]) -> str:
+    """A writable layer that outlives its containers (``writable_dir=``):
+    made if missing; else the marker an earlier volatile overlay left is
+    removed (the kernel refuses to mount it again while it is there; its
+    unmount was clean, so what it wrote is whole).  Returns ``path``."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        for name in ("work/work", "work/work/incompat", "work/work/incompat/volatile"):
+            with contextlib.suppress(OSError):  # (overlayfs makes them mode 000; the container's root owns them)
+                os.chmod(os.path.join(path, name), 0o700)
+        for name in _EMPTY_TREE[:2]:
+            target = os.path.join(path, name)
+            try:
+                (os.unlink if name.endswith("dirty") else os.rmdir)(target)
+            except FileNotFoundError:
+                pass
+        return path
+    os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
+    for name in ("upper", "work"):
+        os.mkdir(os.path.join(path, name), 0o755)
+        os.chown(os.path.join(path, name), *owner)
+    return path
 
 
 # What the directory holds when the container wrote nothing: our dirs and

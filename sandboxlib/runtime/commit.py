@@ -19,14 +19,14 @@ from ..rootfs.idmap import IdMaps
 from .subids import SandboxSubIdFiles
 from .subids_worker import add_tree
 
-__all__ = ["commit", "store_upper", "CHANGES", "PLAIN"]
+__all__ = ["commit", "store_upper", "layer_tar", "CHANGES", "PLAIN"]
 
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
 # the image config keys a commit may change (images/imageconfig.py: Docker's spelling, lowercase aliases)
 CHANGES = KEYS
 
 
-def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> None:
+def layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> None:
     """Write the upper dir as a layer tar into the file ``f``.  What the
     caller may not read (files of the container's other users, rootless;
     mode-000 directories) a short sandbox with the container's maps reads."""
@@ -46,7 +46,7 @@ def _layer_tar(f, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> No
 def store_upper(store: ImageStore, upper_fd: int, policy: IdPolicy, maps: Optional[IdMaps]) -> Tuple[str, int, str]:
     """The upper dir as a stored plain layer (inside ``store.writing()``): (digest, size, diff_id)."""
     with tempfile.TemporaryFile(dir=store.tmp) as f:
-        _layer_tar(f, upper_fd, policy, maps)
+        layer_tar(f, upper_fd, policy, maps)
         f.seek(0)
         # checked as a loaded layer is: an image that can never run (a file named ".wh."
         # say) is refused now, not at its first start

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from typing import Mapping, Optional, Tuple, Union
+import tempfile
+from typing import BinaryIO, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from ..config import container_path, data_bytes
 from ..errors import ConfigError, ContainerStateError
@@ -14,6 +15,7 @@ from ..images import Image
 from ..images.compression import decompressed_bytes
 from ..images.unpack import IdPolicy
 from ..native import binding
+from ..rootfs import changes as layer_diff
 from ..rootfs import transfer
 from .subids import SandboxSubIdFiles
 
@@ -100,7 +102,50 @@ class FileAccess:
     def get_archive(self, path: str) -> bytes:
         """A tar of ``path`` in the container (named by its last component),
         with the container's ids; symlinks are archived, never followed."""
-        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy())
+        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy(), self._mount_points())
+
+    def path_stat(self, path: str) -> Tuple[os.stat_result, str]:
+        """``path``'s stat in the container (a final symlink not followed) and,
+        for a symlink, its target ("" else)."""
+        return self._in_root(transfer.path_stat, path)
+
+    def export(self, f: BinaryIO) -> None:
+        """Write the container's whole file system as a tar to the binary file
+        ``f`` (``docker export``: names relative to the root; mount points in
+        it such as ``/proc``, ``/dev`` and binds are archived empty)."""
+        self._in_root(transfer.export_root, "/", f, self._id_policy(), self._mount_points())
+
+    def _mount_points(self) -> FrozenSet[str]:
+        """The mount points in the container (relative to its root): archived empty."""
+        self._check_running()
+        with open(f"/proc/{self._init_pid}/mountinfo") as info:
+            return transfer.mount_points(info.read())
+
+    def changes(self) -> List[Tuple[str, int]]:
+        """What the container changed in its image's files, as ``docker diff``
+        lists it: ``(path, kind)`` sorted by path, kind 0 modified, 1 added,
+        2 deleted."""
+        image = self._image
+        if image is None:
+            raise ContainerStateError("changes needs a container whose root is an image")
+        if self.config.read_only:
+            self._check_running()
+            return []  # (no writable layer)
+
+        def listed(upper: int) -> List[Tuple[str, int]]:
+            try:
+                return layer_diff.changes(layer_diff.upper_names(upper), image.layers)
+            except PermissionError:
+                if self._maps is None:
+                    raise
+            from .commit import layer_tar  # (what your sub-ids own: read by their sandbox)
+
+            with tempfile.TemporaryFile(dir=self._store.tmp) as f:
+                layer_tar(f, upper, self._id_policy(), self._maps)
+                f.seek(0)
+                return layer_diff.changes(layer_diff.layer_tar_names(f), image.layers)
+
+        return self._with_upper("changes", listed)
 
     def commit(self, ref: Optional[str] = None, *, changes: Optional[Mapping[str, object]] = None) -> Image:
         """A new image in the container's store: its image plus what was

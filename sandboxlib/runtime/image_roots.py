@@ -30,6 +30,7 @@ class ImageRoots:
     _store: Optional[ImageStore]
     _image: Optional[ImageRoot]
     _upper: Optional[str]
+    _upper_kept: bool  # the caller's writable_dir: never removed here
     _resources: contextlib.ExitStack
 
     def _with_volumes(self) -> ContainerConfig:
@@ -57,8 +58,13 @@ class ImageRoots:
         self._resources.callback(store.release, self.id, lease)
         if self.config.writable_layer is WritableLayer.DISK and not self.config.read_only:
             writable.sweep(store)  # what dead owners left in this store
-            self._upper = writable.make(store, self.id, self._id_policy().owner(0, 0))
-            self._resources.callback(writable.release, store, self._upper)
+            owner = self._id_policy().owner(0, 0)
+            if self.config.writable_dir is not None:  # (the caller's: it stays)
+                self._upper = writable.kept(self.config.writable_dir, owner)
+                self._upper_kept = True
+            else:
+                self._upper = writable.make(store, self.id, owner)
+                self._resources.callback(writable.release, store, self._upper)
         return self._image.layers
 
     def _pull_image(self, store: ImageStore) -> None:

@@ -94,6 +94,7 @@ class ContainerLifecycle(ImageRoots):
         self._image: Optional[ImageRoot] = None
         self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
+        self._upper_kept = False
         self._network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
 
     def __repr__(self) -> str:
@@ -468,7 +469,7 @@ class ContainerLifecycle(ImageRoots):
         try:
             with handle.use() as pidfd:
                 pidfd_kill_quietly(pidfd)
-                if self._upper is not None:  # while the kernel tears the container down
+                if self._upper is not None and not self._upper_kept:  # while the kernel tears the container down
                     writable.remove_if_empty(self._upper)
                 os.waitid(os.P_PIDFD, pidfd, os.WEXITED | _WALL)
         except (ChildProcessError, ContainerStateError):

@@ -16,7 +16,6 @@ import enum
 import errno as E
 import functools
 import os
-import pathlib
 from typing import Any, Mapping, Optional, Tuple, Union
 
 import attrs
@@ -27,7 +26,7 @@ from .rules import Action, SeccompRule, check_errno, check_syscall
 
 __all__ = ["Seccomp", "DEFAULT_PROFILE", "DEFAULT", "SeccompOption", "seccomp_option"]
 
-DEFAULT_PROFILE = pathlib.Path(__file__).resolve().parent / "data" / "seccomp-default.json"
+DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "data", "seccomp-default.json")
 
 
 def _without(rules: Tuple[SeccompRule, ...], names: Tuple[str, ...]) -> Tuple[SeccompRule, ...]:

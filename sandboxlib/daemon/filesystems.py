@@ -1,0 +1,50 @@
+"""A container's file system for the file endpoints (archive, commit,
+export, changes): the running container's, or for a stopped one an idle
+container on its image and kept writable layer (``kept_layer.py``), as
+dockerd mounts a stopped container's root for them."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import AsyncIterator
+
+from .. import aio
+from ..config import Limits
+from ..errors import SandboxError
+from .apierrors import ApiError, library_error
+from .registry_of_containers import ContainerRecord
+from .threads import in_thread
+
+__all__ = ["files_of"]
+
+
+@contextlib.asynccontextmanager
+async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
+    """The running container, or for a stopped one an idle container on its image and
+    kept layer (no network, no limits: nothing runs in it but our file work), closed after.
+    A start meanwhile waits for it; it waits for a start in progress."""
+    while True:
+        await record.wait_for(lambda: not record.starting or record.removed)
+        if record.removed or record.removing:
+            raise ApiError(409, f"container {record.id} is marked for removal")
+        if record.running and record.box is not None and record.box.sync.running:
+            yield record.box
+            return
+        if not record.running:
+            break  # (nothing awaited from here to the count that holds a start back)
+        await record.wait_for(lambda: not record.running or record.removed)  # a run that is ending
+    options = {**record.request.options, "network": "none", "ports": (), "limits": Limits()}
+    if record.layer is not None:
+        options["writable_dir"] = record.layer.path
+    record.files_open += 1
+    box = aio.Container(**options)
+    try:
+        try:
+            await box.start()
+        except SandboxError as err:
+            raise library_error(err) from None
+        yield box
+    finally:
+        await in_thread(box.close)
+        record.files_open -= 1
+        await record.notify()

@@ -1,0 +1,101 @@
+"""Docker's health checks: a running container's ``Config.Healthcheck`` (or its
+image's ``HEALTHCHECK``) run in it every ``Interval``, its results as
+inspect's ``State.Health`` (starting, healthy, unhealthy; the last five
+results).  Durations are nanoseconds, as in Docker's API; zero is Docker's
+default (30 s interval and timeout, 3 retries, no start period)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Optional
+
+import attrs
+
+from .. import aio
+from ..errors import SandboxError
+from ..streams import DEVNULL, PIPE, STDOUT
+from .apierrors import ApiError
+
+__all__ = ["Health", "checked_healthcheck", "start", "watch"]
+
+SECOND = 1_000_000_000
+KEPT_RESULTS = 5  # as Docker's
+OUTPUT_LIMIT = 4096  # the bytes of a check's output kept, as Docker's
+
+
+@attrs.define(eq=False)
+class Health:
+    status: str = "starting"
+    failing_streak: int = 0
+    log: List[Dict[str, Any]] = attrs.field(factory=list)
+    task: Optional[asyncio.Task] = None
+
+    def json(self) -> Dict[str, Any]:
+        return {"Status": self.status, "FailingStreak": self.failing_streak, "Log": list(self.log)}
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+def checked_healthcheck(check: Any) -> Optional[Dict[str, Any]]:
+    """A create body's (or an image's) Healthcheck, checked; None when there is none to run."""
+    if check is None:
+        return None
+    if not isinstance(check, dict):
+        raise ApiError(400, "Healthcheck: expected an object")
+    test = check.get("Test") or []
+    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+        raise ApiError(400, "Healthcheck.Test: expected a list of strings")
+    for key in ("Interval", "Timeout", "StartPeriod", "Retries"):
+        value = check.get(key) or 0  # (docker-py sends null for what it leaves out)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ApiError(400, f"Healthcheck.{key}: expected a non-negative integer")
+    if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+        raise ApiError(400, f"Healthcheck.Test: {test[0]!r} is not NONE, CMD or CMD-SHELL")
+    if test[:1] in ([], ["NONE"]) or len(test) < 2:
+        return None
+    return check
+
+
+def _argv(test: List[str]) -> List[str]:
+    return ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+
+
+async def watch(box: aio.Container, check: Dict[str, Any], health: Health, now) -> None:
+    """Run ``check`` in ``box`` until cancelled (the run's end); ``now``: the daemon's RFC 3339 clock."""
+    interval = (check.get("Interval") or 30 * SECOND) / SECOND
+    timeout = (check.get("Timeout") or 30 * SECOND) / SECOND
+    retries = check.get("Retries") or 3
+    grace = (check.get("StartPeriod") or 0) / SECOND
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while True:
+        await asyncio.sleep(interval)
+        start = now()
+        try:
+            result = await box.run(_argv(check["Test"]), stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, timeout=timeout)
+        except SandboxError as err:
+            code, output = -1, str(err)
+        else:
+            code = -1 if result.timed_out else result.exit_code
+            output = (result.stdout or b"").decode(errors="replace")[:OUTPUT_LIMIT]
+            if result.timed_out:
+                output = f"Health check exceeded timeout ({timeout:g}s)"
+        health.log = [*health.log, {"Start": start, "End": now(), "ExitCode": code, "Output": output}][-KEPT_RESULTS:]
+        if code == 0:
+            health.status, health.failing_streak = "healthy", 0
+        elif loop.time() - began >= grace or health.status != "starting":
+            health.failing_streak += 1
+            if health.failing_streak >= retries:
+                health.status = "unhealthy"
+
+
+def start(box: aio.Container, check: Optional[Dict[str, Any]], now) -> Optional[Health]:
+    """A run's health, its checks running; None without a check."""
+    if check is None:
+        return None
+    health = Health()
+    health.task = asyncio.get_running_loop().create_task(watch(box, check, health, now))
+    health.task.add_done_callback(lambda task: task.cancelled() or task.exception())  # (no "never retrieved")
+    return health

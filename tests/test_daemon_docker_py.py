@@ -1,0 +1,318 @@
+"""What docker-py's own integration suite (``make conformance``) found the
+daemon doing unlike dockerd, each case with docker-py's low-level client as
+that suite drives it (conformance/DOCKER_PY.md lists what is left)."""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+
+import docker
+import pytest
+from docker.utils.socket import next_frame_header, read_exactly
+
+from .conftest import wait_until
+from .daemonkit import Daemon, busybox_store
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    top = tempfile.mkdtemp(prefix="daemon-docker-py-")
+    os.chmod(top, 0o755)
+    served = Daemon(top, busybox_store(os.path.join(top, "store")))
+    yield served
+    served.close()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def api(daemon):
+    client = docker.APIClient(base_url=daemon.host, timeout=60)
+    yield client
+    for container in client.containers(all=True):
+        client.remove_container(container["Id"], force=True)
+    client.close()
+
+
+def _running(api, *command: str) -> str:
+    container = api.create_container("busybox", list(command) or ["sleep", "60"])
+    api.start(container)
+    return container["Id"]
+
+
+def test_exec_output_is_framed_unless_the_start_asks_for_a_terminal(api):
+    """dockerd frames an exec's output by its start request's Tty, not its create's:
+    docker-py starts a terminal's exec without Tty and reads frames."""
+    container = _running(api)
+    framed = api.exec_create(container, ["printf", "yay"], tty=True)
+    sock = api.exec_start(framed, socket=True)
+    try:
+        assert next_frame_header(sock) == (1, 3) and read_exactly(sock, 3) == b"yay"
+    finally:
+        sock._sock.close()  # (the SocketIO's close leaves the socket to the garbage collector)
+        sock.close()
+    both = api.exec_create(container, ["sh", "-c", "echo out; sleep 0.3; echo err >&2"], tty=True)
+    assert b"".join(api.exec_start(both, stream=True)) == b"out\r\nerr\r\n"
+    raw = api.exec_create(container, ["echo", "raw"], tty=True)
+    assert api.exec_start(raw, tty=True) == b"raw\r\n"
+    del sock
+    gc.collect()  # (docker-py's responses of taken-over connections keep their sockets until collected)
+
+
+def test_host_config_shows_what_was_asked_and_what_is_in_effect(api):
+    container = api.create_container(
+        "busybox",
+        ["true"],
+        environment={"Foo": None, "Other": "one", "Blank": ""},
+        stop_timeout=25,
+        host_config=api.create_host_config(
+            cpu_shares=512,
+            cpuset_cpus="0",
+            mem_limit="64m",
+            memswap_limit="128m",
+            init=True,
+            isolation="default",
+            runtime="runc",  # (dockerd's default runtime's name)
+            cgroupns="private",
+            log_config=docker.types.LogConfig(type="", config={"max-file": "100", "max-size": "1m"}),
+        ),
+    )
+    shown = api.inspect_container(container)
+    host = shown["HostConfig"]
+    assert (host["CpuShares"], host["CpusetCpus"], host["MemorySwap"]) == (512, "0", 128 << 20)
+    assert (host["Init"], host["Isolation"], host["Runtime"], host["CgroupnsMode"]) == (
+        True,
+        "default",
+        "runc",
+        "private",
+    )
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "100", "max-size": "1m"}}
+    assert host["MemorySwappiness"] is None and host["PidMode"] == "" and host["VolumesFrom"] is None  # not applied
+    assert shown["Config"]["StopTimeout"] == 25
+    assert {"Foo", "Other=one", "Blank="} <= set(shown["Config"]["Env"])
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"log_config": docker.types.LogConfig(type="asdf")}, "logger: no log driver named 'asdf' is registered"),
+        ({"log_config": docker.types.LogConfig(type="json-file", config={"tag": "x"})}, "tag='x' is not supported"),
+        ({"runtime": "crun"}, "unknown or invalid runtime name: crun"),
+        ({"cgroupns": "host"}, "HostConfig.CgroupnsMode: 'host' is not supported"),
+    ],
+)
+def test_host_config_refuses_what_is_not_applied(api, options, message):
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.create_container("busybox", ["true"], host_config=api.create_host_config(**options))
+    assert refused.value.status_code == 400 and message in refused.value.explanation
+    assert api.containers(all=True) == []
+
+
+def test_stop_waits_the_containers_own_stop_timeout(api):
+    container = api.create_container("busybox", ["sh", "-c", "trap '' TERM; sleep 60 & wait"], stop_timeout=1)
+    api.start(container)
+    time.sleep(0.5)  # the trap set
+    started = time.monotonic()
+    api.stop(container)  # no t=: the container's StopTimeout, not 10 s
+    assert time.monotonic() - started < 6
+    assert api.wait(container)["StatusCode"] == 137
+
+
+def test_wait_returns_at_an_exit_a_restart_policy_follows(api):
+    """dockerd releases a not-running wait at every exit, a restart's too."""
+    policy = {"Name": "always", "MaximumRetryCount": 0}
+    container = api.create_container(
+        "busybox", ["sh", "-c", "exit 3"], host_config=api.create_host_config(restart_policy=policy)
+    )
+    api.start(container)
+    assert api.wait(container, timeout=30)["StatusCode"] == 3
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.remove_container(container)
+    assert refused.value.status_code == 409 and "stop the container before" in refused.value.explanation.lower()
+
+
+def _rootfs_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    return buf.getvalue()
+
+
+def test_import_a_root_file_system_with_changes(api):
+    statuses = api.import_image_from_data(
+        _rootfs_tar(), repository="test/imported", tag="v1", changes=["USER foobar", 'CMD ["echo"]']
+    )
+    image_id = json.loads(statuses.splitlines()[-1])["status"]
+    shown = api.inspect_image("test/imported:v1")
+    assert shown["Id"] == image_id and shown["RepoTags"] == ["test/imported:v1"]
+    assert (shown["Config"]["User"], shown["Config"]["Cmd"]) == ("foobar", ["echo"])
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.import_image_from_url("http://127.0.0.1:9/rootfs.tar", repository="test/url")
+    assert refused.value.status_code == 400 and "not a URL" in refused.value.explanation
+    api.remove_image(image_id)
+
+
+def test_load_answers_a_line_per_name_chunked(api):
+    """docker-py reads a load's answer line by line only when it is chunked."""
+    api.tag("busybox", "alpine", "3.10")
+    archive = b"".join(api.get_image("alpine:3.10"))
+    api.remove_image("alpine:3.10")
+    lines = list(api.load_image(archive))  # (the image is busybox too)
+    assert {"stream": "Loaded image: alpine:3.10\n"} in lines and all(list(line) == ["stream"] for line in lines)
+    api.remove_image("alpine:3.10")
+
+
+def _health(api, container) -> dict:
+    return api.inspect_container(container)["State"].get("Health") or {}
+
+
+@pytest.mark.parametrize(
+    "test, status, streak",
+    [("true", "healthy", 0), ("false", "unhealthy", 1), (["CMD", "sh", "-c", "echo checked; exit 0"], "healthy", 0)],
+)
+def test_health_checks_run_every_interval(api, test, status, streak):
+    second = 1_000_000_000
+    check = {"test": test, "interval": second // 4, "timeout": second, "retries": 1}
+    container = api.create_container("busybox", ["sleep", "60"], healthcheck=check)
+    shown = api.inspect_container(container)["Config"]["Healthcheck"]
+    assert shown["Test"] == (["CMD-SHELL", test] if isinstance(test, str) else test)
+    api.start(container)
+    assert wait_until(lambda: _health(api, container).get("Status") == status, seconds=20)
+    health = _health(api, container)
+    assert health["FailingStreak"] >= streak and health["Log"][-1]["ExitCode"] == (0 if status == "healthy" else 1)
+    if isinstance(test, list):
+        assert health["Log"][-1]["Output"] == "checked\n"
+    api.stop(container, timeout=1)
+
+
+def test_health_start_period_forgives_early_failures(api):
+    second = 1_000_000_000
+    check = {
+        "test": "echo x >> /counter; test $(wc -l < /counter) -ge 3",
+        "interval": second // 4,
+        "retries": 1,
+        "start_period": 3 * second,
+    }
+    container = api.create_container("busybox", ["sleep", "60"], healthcheck=check)
+    api.start(container)
+    assert wait_until(lambda: _health(api, container).get("Status") == "healthy", seconds=20)
+    api.stop(container, timeout=1)
+
+
+def test_top_lists_the_containers_processes_and_exec_of_nothing_exits_127(api):
+    container = _running(api, "sleep", "60")
+    top = api.top(container)
+    assert [row[-1] for row in top["Processes"]] == ["sleep 60"]
+    execution = api.exec_create(container, ["no-such-command"])
+    output = api.exec_start(execution)
+    assert b"executable file not found" in output and api.exec_inspect(execution)["ExitCode"] == 127
+
+
+def test_an_image_by_its_whole_bare_id(api):
+    image_id = api.inspect_image("busybox")["Id"]
+    assert api.inspect_image(image_id.partition(":")[2])["Id"] == image_id
+
+
+def test_system_df(daemon, api):
+    container = api.create_container("busybox", ["true"])
+    client = docker.DockerClient(base_url=daemon.host)
+    usage = client.df()
+    client.close()
+    assert [i["RepoTags"] for i in usage["Images"]] == [["busybox:latest"]] and usage["LayersSize"] > 0
+    assert [c["Id"] for c in usage["Containers"]] == [container["Id"]] and usage["BuildCache"] == []
+    assert isinstance(usage["Volumes"], list)
+
+
+def test_log_driver_none_refuses_reading(daemon):
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        assert client.containers.run("busybox", "echo hello", log_config={"type": "none"}, remove=True) is None
+        container = client.containers.run("busybox", "echo hello", log_config={"type": "none"}, detach=True)
+        assert container.attrs["HostConfig"]["LogConfig"]["Type"] == "none"
+        with pytest.raises(docker.errors.APIError) as refused:
+            container.logs()
+        assert refused.value.status_code == 501 and "does not support reading" in refused.value.explanation
+        container.remove(force=True)
+    finally:
+        client.close()
+
+
+def test_update_changes_the_restart_policy_only(api):
+    container = _running(api)
+    api.update_container(container, restart_policy={"Name": "on-failure", "MaximumRetryCount": 42})
+    assert api.inspect_container(container)["HostConfig"]["RestartPolicy"] == {
+        "Name": "on-failure",
+        "MaximumRetryCount": 42,
+    }
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.update_container(container, mem_limit="300m", cpu_shares=3)
+    assert refused.value.status_code == 400 and "CpuShares, Memory: updating" in refused.value.explanation
+
+
+@pytest.mark.parametrize("tty", [True, False])
+@pytest.mark.parametrize("keys, typed", [(None, b"\x10\x11"), ("ctrl-x", b"\x18"), ("a,ctrl-@", b"a\x00")])
+def test_exec_detach_keys_leave_the_command_running(api, tty, keys, typed):
+    container = _running(api)
+    execution = api.exec_create(container, "cat", stdin=True, tty=tty, stdout=True, detach_keys=keys)
+    sock = api.exec_start(execution, tty=tty, socket=True)
+    raw = sock._sock
+    try:
+        raw.sendall(b"x")
+        time.sleep(0.3)
+        raw.sendall(typed[:1])  # a sequence's start held back, then typed on
+        if typed[1:]:
+            time.sleep(0.3)
+            raw.sendall(typed[1:])
+        raw.settimeout(10)
+        received = b""
+        while chunk := raw.recv(4096):  # the end of the stream: detached
+            received += chunk
+        assert received.endswith(b"x") and typed not in received
+        assert api.exec_inspect(execution)["Running"] is True
+    finally:
+        raw.close()
+        sock.close()
+    del sock, raw
+    gc.collect()
+
+
+def test_exec_detach_keys_refused_when_malformed(api):
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.exec_create(_running(api), "cat", stdin=True, detach_keys="ctrl-1")
+    assert refused.value.status_code == 400 and "Invalid detach keys" in refused.value.explanation
+
+
+def test_load_of_no_archive_is_an_error_line(daemon):
+    """As dockerd: the load answers an errorDetail line (docker-py's ImageLoadError)."""
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        with pytest.raises(docker.errors.ImageLoadError) as refused:
+            client.images.load(b"this is no tar")
+        assert "tar" in str(refused.value)
+    finally:
+        client.close()
+    del refused
+    gc.collect()  # (the answer docker-py stopped reading keeps its socket until collected)
+    assert daemon.docker("load", input=b"this is no tar").returncode == 1
+
+
+def test_logs_until(api):
+    container = api.create_container("busybox", ["sh", "-c", "echo early; sleep 3; echo late"])
+    before = time.time()
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0
+    assert api.logs(container, until=1) == b""
+    assert api.logs(container, until=int(time.time()) + 1) == b"early\nlate\n"
+    assert api.logs(container, until=int(before) + 2) == b"early\n"  # (late came 3 s after the start)
+    stamped = api.logs(container, until=int(time.time()) + 1, timestamps=True).splitlines()
+    assert [line.split(b" ", 1)[1] for line in stamped] == [b"early", b"late"]

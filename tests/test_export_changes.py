@@ -1,0 +1,76 @@
+"""A writable layer kept across containers (``writable_dir=``), and what a
+container changed and holds: ``changes()`` (docker diff), ``export()``
+(docker export), ``path_stat()``; root and rootless."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+
+import pytest
+
+import sandboxlib as sb
+
+from .imagekit import add_image, busybox_layers
+
+
+def check_kept_layer_changes_and_export(path, busybox_rootfs):
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    kept = os.path.join(path, "kept-layer")
+    found = {}
+    with sb.Container(image="bb:1", image_store=store.path, writable_dir=kept) as c:
+        script = "echo 1 > /added; rm /etc/motd; mkdir -p /new/sub; echo x >> /etc/passwd; ln -s /nowhere /link"
+        c.run(["sh", "-c", script], check=True)
+        found["changes"] = c.changes()
+        buf = io.BytesIO()
+        c.export(buf)
+        with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+            found["export"] = {m.name: m.type for m in tar.getmembers()}
+        with tarfile.open(fileobj=io.BytesIO(c.get_archive("/"))) as tar:
+            found["root archive"] = tar.getnames()
+        link, target = c.path_stat("/link")
+        found["stat"] = (stat.S_ISLNK(link.st_mode), target, stat.S_ISDIR(c.path_stat("/new")[0].st_mode))
+    with sb.Container(image="bb:1", image_store=store.path, writable_dir=kept) as c:  # the same layer again
+        found["again"] = c.run(["sh", "-c", "cat /added; ls /etc/motd 2>&1; ls -d /new/sub"]).stdout
+        found["changes again"] = c.changes()
+    found["kept"] = os.path.isdir(os.path.join(kept, "upper"))
+    store.remove_trees([kept])
+    with sb.Container(image="bb:1", image_store=store.path, read_only=True) as c:
+        found["read-only"] = c.changes()
+    return found
+
+
+def test_kept_layer_changes_and_export(runner, store_dir, busybox_root):
+    found = runner(check_kept_layer_changes_and_export, store_dir, busybox_root)
+    expected = [
+        ("/added", 1),
+        ("/etc", 0),
+        ("/etc/motd", 2),
+        ("/etc/passwd", 0),
+        ("/link", 1),
+        ("/new", 1),
+        ("/new/sub", 1),
+    ]
+    assert found["changes"] == expected and found["changes again"] == expected
+    export = found["export"]
+    assert export["added"] == tarfile.REGTYPE and export["link"] == tarfile.SYMTYPE and "etc/motd" not in export
+    assert export["proc"] == tarfile.DIRTYPE and not any(n.startswith(("proc/", "sys/", "dev/")) for n in export)
+    assert "./added" in found["root archive"] and not any(n.startswith("./proc/") for n in found["root archive"])
+    assert found["stat"] == (True, "/nowhere", True)
+    assert found["again"].startswith(b"1\nls: /etc/motd: No such file or directory\n/new/sub\n")
+    assert found["kept"] and found["read-only"] == []
+
+
+def test_writable_dir_is_checked():
+    for options in (
+        {"writable_dir": "/x"},  # no image
+        {"image": "x:1", "writable_dir": "relative"},
+        {"image": "x:1", "writable_dir": "/x", "writable_layer": "tmpfs"},
+        {"image": "x:1", "writable_dir": "/x", "read_only": True},
+    ):
+        with pytest.raises(sb.ConfigError) as err:
+            sb.Container(**options)
+        assert err.value.field == "writable_dir"
