@@ -6,7 +6,9 @@
   ``timeout``, which puts each run in a cgroup of its own, as every aio
   run is: a cancelled run kills its whole tree), and, as the
   baseline without containers, ``asyncio.create_subprocess_exec`` of
-  ``/bin/true`` (1,000 gathered).  Rounds interleaved in a shuffled order.
+  ``/bin/true`` (1,000 gathered).  Rounds interleaved in a shuffled order;
+  each row also says this process's CPU per command (all its threads: the
+  loop's one, or the pool's twenty; the inits and commands not included).
 - time to first byte of ``printf x`` spawned in a running container with
   ``tty=True`` (read from the terminal) vs ``stdout=PIPE``.
 
@@ -62,8 +64,9 @@ async def _bare_batch(commands: int) -> None:
     assert codes == [0] * commands
 
 
-def throughput(rounds: int, commands: int) -> dict:
-    """name -> commands per second of each round."""
+def throughput(rounds: int, commands: int) -> tuple:
+    """(name -> commands per second of each round, name -> this process's CPU
+    seconds per command of each round: the host side, all its threads)."""
     loop = asyncio.new_event_loop()
     aio_boxes = [sba.Container() for _ in range(CONTAINERS)]
     sync_boxes = [sb.Container() for _ in range(CONTAINERS)]
@@ -82,20 +85,22 @@ def throughput(rounds: int, commands: int) -> dict:
             for fn in workloads.values():  # warm-up
                 fn()
             rates: dict = {name: [] for name in workloads}
+            cpu: dict = {name: [] for name in workloads}
             order = list(workloads.items())
             for _ in range(rounds):
                 random.Random(len(rates[order[0][0]])).shuffle(order)
                 for name, fn in order:
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     fn()
                     rates[name].append(commands / (time.perf_counter() - start))
+                    cpu[name].append((time.process_time() - cpu_start) / commands)
     finally:
         for b in aio_boxes:
             b.close()
         for b in sync_boxes:
             b.close()
         loop.close()
-    return rates
+    return rates, cpu
 
 
 def first_byte(rounds: int) -> dict:
@@ -125,17 +130,23 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    rates = throughput(args.rounds, args.commands)
+    rates, cpu = throughput(args.rounds, args.commands)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     aio, threads, _threads_in_cgroups, bare = medians.values()
     samples = first_byte(args.ttfb_rounds)
     stats = {name: _common.percentiles(values) for name, values in samples.items()}
     tty_p50, pipe_p50 = (stats[name][0] for name in samples)
-    lines = [f"| throughput, {args.commands} `run([/bin/true])` | median commands/s | min | max | ratio |"]
-    lines.append("|---|---:|---:|---:|---|")
+    lines = [
+        f"| throughput, {args.commands} `run([/bin/true])` | median commands/s | min | max | ratio "
+        "| host CPU us/command |"
+    ]
+    lines.append("|---|---:|---:|---:|---|---:|")
     for name, values in rates.items():
         ratio = "1" if name.startswith("sandboxlib.aio") else f"aio {aio / medians[name]:.2f}x"
-        lines.append(f"| {name} | {medians[name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} | {ratio} |")
+        host = statistics.median(cpu[name]) * 1e6
+        lines.append(
+            f"| {name} | {medians[name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} | {ratio} | {host:,.0f} |"
+        )
     ttfb = _common.table(
         [(name, stats[name], "1" if "tty" in name else f"{stats[name][0] - tty_p50:+.3f} ms") for name in samples]
     )

@@ -62,9 +62,13 @@ static int stopping;
 static int bounding_set; /* the bounding set was dropped to ... */
 static uint64_t bounding_keep; /* ... this mask (the container's) */
 static const struct sbx_plan *plan; /* its seccomp filter goes into every command */
-static int launcher_fd = -1; /* our end of the launcher's socket (launcher.c), or -1 */
-static pid_t launcher_pid;
-static int launcher_off; /* it could not start or died: fork commands ourselves */
+/* The launchers (launcher.c): [0] forks commands in the container's cgroup,
+ * [1] commands with a cgroup of their own (SBX_PLAN_CGROUP_LAUNCHER). */
+static struct launcher {
+    int fd; /* our end of its socket, or -1 */
+    pid_t pid;
+    int off; /* it could not start or died: fork those commands ourselves */
+} launchers[2] = {{.fd = -1}, {.fd = -1}};
 /* SBX_EXEC_HOLD: the main command's request and stdio, kept until START. */
 static char held[SBX_MAX_REQUEST];
 static size_t held_len;
@@ -118,8 +122,9 @@ static void signal_all(int sig)
             kill(-children[i].pid, sig); /* each command is a session (and group) leader */
             kill(children[i].pid, sig);
         }
-    if (launcher_pid > 0)
-        kill(launcher_pid, sig);
+    for (int i = 0; i < 2; i++)
+        if (launchers[i].pid > 0)
+            kill(launchers[i].pid, sig);
 }
 
 /* Reap everything signal_all(SIGKILL) ended.  In a joined pid namespace a
@@ -167,40 +172,45 @@ static int command_child(void *arg)
  * kill them all with cgroup.kill.  Both share our memory only until the
  * child execs (we sleep meanwhile), so one static stack does.  Returns the
  * pid or -1 with errno. */
-static void forget_launcher(void)
+static void forget_launcher(struct launcher *l)
 {
-    if (launcher_fd >= 0)
-        close(launcher_fd);
-    if (launcher_pid > 0)
-        kill(launcher_pid, SIGKILL); /* reaped as any other zombie */
-    launcher_fd = -1;
-    launcher_pid = 0;
-    launcher_off = 1;
+    if (l->fd >= 0)
+        close(l->fd);
+    if (l->pid > 0)
+        kill(l->pid, SIGKILL); /* reaped as any other zombie */
+    l->fd = -1;
+    l->pid = 0;
+    l->off = 1;
 }
 
-/* Whether the launcher forks this command (started by the first that may):
- * not the main command (a one-shot run would gain nothing), not one that
- * needs its own cgroup (clone3, which Docker's filter refuses), and only
- * when it sets no_new_privs, as the launcher did. */
-static int use_launcher(const struct sbx_command *cmd)
+/* The launcher that forks this command (started by the first that may), or
+ * NULL: not for the main command (a one-shot run would gain nothing), only
+ * when it sets no_new_privs, as the launcher did, and for a command with a
+ * cgroup of its own only when the plan has that launcher's filters. */
+static struct launcher *launcher_for(const struct sbx_command *cmd)
 {
-    if (launcher_off || !(plan->flags & SBX_PLAN_LAUNCHER) || cmd->cgroup_fd >= 0 ||
+    int cgroup = cmd->cgroup_fd >= 0;
+    struct launcher *l = &launchers[cgroup];
+    if (l->off || !(plan->flags & SBX_PLAN_LAUNCHER) ||
+        (cgroup && !(plan->flags & SBX_PLAN_CGROUP_LAUNCHER)) ||
         (cmd->hdr->flags & (SBX_EXEC_MAIN | SBX_EXEC_NO_NEW_PRIVS)) != SBX_EXEC_NO_NEW_PRIVS)
-        return 0;
-    if (launcher_fd < 0) {
-        launcher_fd = sbx_launcher_start(plan, cmd->cap_bounding, &launcher_pid);
-        launcher_off = launcher_fd < 0;
+        return NULL;
+    if (l->fd < 0) {
+        l->fd = sbx_launcher_start(plan, cmd->cap_bounding, cgroup, &l->pid);
+        l->off = l->fd < 0;
     }
-    return launcher_fd >= 0;
+    return l->fd >= 0 ? l : NULL;
 }
 
 static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
 {
-    if (use_launcher(cmd)) {
-        pid_t pid = sbx_launcher_fork(launcher_fd, request, len, cmd->stdio, cmd->reply_fd, report_fd);
-        if (pid != SBX_LAUNCHER_GONE)
+    struct launcher *l = launcher_for(cmd);
+    if (l) {
+        pid_t pid =
+            sbx_launcher_fork(l->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, cmd->cgroup_fd);
+        if (pid >= 0 || (pid == -1 && errno != ENOSYS))
             return pid;
-        forget_launcher();
+        forget_launcher(l); /* gone, or no clone3 (before Linux 5.7): we fork them */
     }
     if (cmd->cgroup_fd < 0) {
         pid_t pid = vfork();
@@ -512,10 +522,11 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
-        if (pid == launcher_pid) {
-            launcher_pid = 0;
-            forget_launcher();
-        }
+        for (int i = 0; i < 2; i++)
+            if (pid == launchers[i].pid) {
+                launchers[i].pid = 0;
+                forget_launcher(&launchers[i]);
+            }
         struct child *c = find_child(pid);
         if (!c)
             continue;

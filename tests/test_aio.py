@@ -184,6 +184,35 @@ def test_thousand_concurrent_runs(runner):
     assert took < 60, took
 
 
+def check_close_during_runs():
+    async def main():
+        fds = set(os.listdir("/proc/self/fd"))
+        c = await sba.Container().start()
+        try:
+            runs = [asyncio.ensure_future(c.run(["sh", "-c", "echo up; exec sleep 60"], **NO_STDIN)) for _ in range(20)]
+            assert await _until(lambda: _sleepers(c).count("sleep") == 20)
+        finally:
+            c.close()  # while every run reads its pipes through the container's fd hub
+        started = time.monotonic()
+        outcomes = await asyncio.wait_for(asyncio.gather(*runs, return_exceptions=True), 30)
+        ends = {(o.signal, o.stdout) if isinstance(o, sb.Result) else type(o).__name__ for o in outcomes}
+        took = time.monotonic() - started
+        await asyncio.sleep(0)  # (a callback of the loop may still hold an fd for this turn)
+        return ends, took, sorted(set(os.listdir("/proc/self/fd")) - fds)
+
+    return asyncio.run(main())
+
+
+def test_close_during_runs(runner):
+    """Closing a container while its runs wait on their pipes (watched as one
+    reader of the loop, its epoll) ends every run at once, killed, and the
+    epoll is closed once the last run let go, while the loop still runs."""
+    ends, took, left_open = runner(check_close_during_runs)
+    assert ends <= {(signal.SIGKILL, b"up\n"), "ContainerStateError"} and ends, ends
+    assert took < 10, took
+    assert left_open == [], left_open  # (the hub's epoll too, with the loop still running)
+
+
 # -- errors re-raised -----------------------------------------------------------------------
 def check_errors():
     async def main():

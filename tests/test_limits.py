@@ -321,7 +321,8 @@ def test_run_timeout_kills_setsid_grandchild_holding_stdout(userns):
         assert r.timed_out and r.verdict is sb.Verdict.TIMEOUT and r.signal == signal.SIGKILL, r
         assert sorted(r.stdout.split()) == [b"grandchild", b"main"], r.stdout
         assert took < 10, took  # 1000 s without the cgroup kill
-        assert _wait_until(lambda: [p.name for p in c.top()] == ["sbx-init"]), c.top()
+        # (left: the init and the launcher that forked the command into its cgroup)
+        assert _wait_until(lambda: [p.name for p in c.top()] == ["sbx-init", LAUNCHER]), c.top()
         assert c.run(["echo", "ok"], timeout=5, **NO_STDIN).stdout == b"ok\n"
         v2 = c._cgroup.v2.path
         # The killed command's cgroup is removed; the next one's, empty, is kept for reuse.
@@ -595,7 +596,7 @@ DELEGATED = textwrap.dedent("""
                   timeout=0.5, stdin=sb.DEVNULL)
         out["run"] = [r.timed_out, sorted(r.stdout.decode().split()), time.monotonic() - started < 10]
         deadline = time.monotonic() + 10
-        while [p.name for p in c.top()] != ["sbx-init"] and time.monotonic() < deadline:
+        while [p.name for p in c.top()] != ["sbx-init", "sbx-launcher"] and time.monotonic() < deadline:
             time.sleep(0.02)
         out["top"] = [p.name for p in c.top()]
         out["stats"] = c.stats().source
@@ -635,7 +636,7 @@ def test_rootless_in_a_delegated_cgroup():
     assert "limits.memory" in out["memory"], out
     assert [os.path.dirname(p) for p in out["paths"]] == [delegated]
     assert out["run"] == [True, ["grandchild", "main"], True], out
-    assert out["top"] == ["sbx-init"] and out["stats"] == "cgroup"
+    assert out["top"] == ["sbx-init", LAUNCHER] and out["stats"] == "cgroup"  # (the launcher forked the run)
 
 
 # -- a v1-only host: the freezer kills ------------------------------------------------------

@@ -91,6 +91,12 @@ class Selector:
                             group.start_soon(_ready, key.fd, event, ready, group.cancel_scope)
         return [(self._keys[fd], events) for fd, events in ready.items() if fd in self._keys]
 
+    async def serve(self, service: Callable[[Any, selectors.SelectorKey, int], None], timeout: Optional[float]) -> None:
+        """``LoopSelector.serve``: ``service`` each ready fd (returns after one round, or ``timeout``)."""
+        for key, events in await self.select(timeout):
+            if key.fd in self._keys:  # (not let go by an earlier one)
+                service(self, key, events)
+
     def close(self) -> None:
         self._keys.clear()
 

@@ -25,7 +25,7 @@ from ..runtime.launch import Submission
 from ..runtime.logs import Since
 from ..runtime.process import Process as SyncProcess
 from ..streams import PIPE, StdioSpec
-from .loop import StepDriver, control_sender, drive, in_thread, new_lock, readable
+from .loop import FdHub, StepDriver, control_sender, drive, fd_hub, in_thread, new_lock, readable
 from .process import Process, communicate, wait
 
 __all__ = ["Container", "run"]
@@ -41,6 +41,7 @@ class Container:
     def __init__(self, config: Optional[ContainerConfig] = None, **options: Any) -> None:
         self._box = SyncContainer(config_of(config, options))
         self._sender: Any = None  # a ControlSender of the loop, once started
+        self._hub: Optional[FdHub] = None  # its commands' pipes, as one reader of the loop, once started
         self._starting: Optional[StepDriver] = None  # while start() runs
         self._spawned: weakref.WeakSet[Process] = weakref.WeakSet()
         self._call_lock: Any = None  # one call at a time on the fork server (a lock of the loop's kind)
@@ -79,6 +80,7 @@ class Container:
             self._starting = None
         assert self._box._channel is not None  # running
         self._sender = control_sender(self._box._channel)
+        self._hub = fd_hub()
         self._call_lock = new_lock()
         return self
 
@@ -98,6 +100,8 @@ class Container:
             return
         if self._sender is not None:
             self._sender.close()
+        if self._hub is not None:
+            self._hub.close()  # (once the runs still reading their pipes are done)
         for process in list(self._spawned):
             process.close()
         self._box.close()
@@ -186,7 +190,7 @@ class Container:
             await _terminal_reply(submission)
         with box._unconfirmed(submission) as proc:
             out, err, timed_out = await _communicate_or_kill(
-                proc, input, timeout, lambda: box._kill_after_timeout(proc, False)
+                proc, input, timeout, lambda: box._kill_after_timeout(proc, False), self._hub
             )
         return box._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
@@ -321,16 +325,20 @@ async def _terminal_reply(submission: Submission) -> None:
 
 
 async def _communicate_or_kill(
-    proc: SyncProcess, input: Optional[bytes], timeout: Optional[float], kill: Callable[[], None]
+    proc: SyncProcess,
+    input: Optional[bytes],
+    timeout: Optional[float],
+    kill: Callable[[], None],
+    hub: Optional[FdHub] = None,
 ):
     """(out, err, timed out): communicate; on timeout kill and read what is left; on
     any exception (cancellation included) kill and re-raise."""
     try:
-        out, err = await communicate(proc, input, timeout)
+        out, err = await communicate(proc, input, timeout, hub)
         return out, err, False
     except TimeoutExpired:
         kill()
-        out, err = await communicate(proc)
+        out, err = await communicate(proc, hub=hub)
         return out, err, True
     except BaseException:
         kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import selectors
 import time
 from typing import Any, Callable, Deque, Dict, Generator, List, Optional, Tuple
@@ -27,6 +28,8 @@ __all__ = [
     "writable",
     "drive",
     "selector",
+    "FdHub",
+    "fd_hub",
     "control_sender",
     "new_lock",
     "in_thread",
@@ -45,14 +48,83 @@ def asyncio_loop() -> Optional[asyncio.AbstractEventLoop]:
         return None
 
 
-def selector() -> Any:
-    """A selector for ``Process.communicate``'s steps, of the running loop."""
+def selector(hub: Optional[FdHub] = None) -> Any:
+    """A selector for ``Process.communicate``'s steps, of the running loop
+    (its fds watched through ``hub``, when given: a container's)."""
     loop = asyncio_loop()
     if loop is None:
         from . import anyio_loop
 
         return anyio_loop.Selector()
-    return LoopSelector(loop)
+    return LoopSelector(loop, hub if hub is not None and hub.open else None)
+
+
+def fd_hub() -> Optional[FdHub]:
+    """An ``FdHub`` of the running asyncio loop (None under another loop)."""
+    loop = asyncio_loop()
+    return FdHub(loop) if loop is not None else None
+
+
+class FdHub:
+    """Many fds watched as one reader of the loop: an epoll of its own, whose
+    fd the loop watches.  A container's commands register their pipes here:
+    an ``epoll_ctl`` each, not the loop's per-fd bookkeeping (a handle, a
+    context and two selector keys per fd, ~25 Python calls a registration),
+    and one callback of the loop serves every fd that is ready."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll: Optional[select.epoll] = select.epoll()
+        self._owners: Dict[int, Callable[[int, int], None]] = {}
+        self._users = 0  # selectors using it: it closes once the last one has let go
+        self._closing = False
+        loop.add_reader(self._epoll.fileno(), self._dispatch)
+
+    @property
+    def open(self) -> bool:
+        return not self._closing
+
+    def use(self) -> None:
+        self._users += 1
+
+    def let_go(self) -> None:
+        self._users -= 1
+        if self._closing and not self._users:
+            self._shut()
+
+    def add(self, fd: int, events: int, owner: Callable[[int, int], None]) -> None:
+        """Call ``owner(fd, events)`` whenever ``fd`` is ready for ``events`` (selectors' EVENT_*)."""
+        assert self._epoll is not None  # (open, or still serving what was added before close)
+        read, write = events & selectors.EVENT_READ, events & selectors.EVENT_WRITE
+        self._epoll.register(fd, (select.EPOLLIN if read else 0) | (select.EPOLLOUT if write else 0))
+        self._owners[fd] = owner
+
+    def remove(self, fd: int) -> None:
+        if self._owners.pop(fd, None) is not None and self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass  # closed meanwhile: the kernel let go of it
+
+    def _dispatch(self) -> None:
+        assert self._epoll is not None  # (our reader is removed when it closes)
+        for fd, mask in self._epoll.poll(0):
+            owner = self._owners.get(fd)
+            if owner is not None:
+                read = selectors.EVENT_READ if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) else 0
+                owner(fd, read | (selectors.EVENT_WRITE if mask & (select.EPOLLOUT | select.EPOLLERR) else 0))
+
+    def close(self) -> None:
+        """No new users; the epoll closes once the selectors still using it let go."""
+        self._closing = True
+        if not self._users:
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._epoll is not None:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
 
 
 def control_sender(channel: SharedFd) -> Any:
@@ -89,15 +161,23 @@ class LoopSelector:
     steps use (register, unregister, modify, get_map), over the loop's
     readers and writers; ``await select(timeout)`` in place of ``select``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, hub: Optional[FdHub] = None) -> None:
         self._loop = loop
+        self._hub = hub
+        if hub is not None:
+            hub.use()
         self._keys: Dict[int, selectors.SelectorKey] = {}
         self._ready: Dict[int, int] = {}  # fd -> the events seen
         self._waiter: Optional[asyncio.Future] = None
+        self._service: Optional[Callable[[Any, selectors.SelectorKey, int], None]] = None  # while serve() runs
+        self._error: Optional[BaseException] = None  # what the service raised
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         key = selectors.SelectorKey(fileobj, _fd(fileobj), events, data)
         self._keys[key.fd] = key
+        if self._hub is not None:
+            self._hub.add(key.fd, events, self._on_ready)
+            return key
         if events & selectors.EVENT_READ:
             self._loop.add_reader(key.fd, self._on_ready, key.fd, selectors.EVENT_READ)
         if events & selectors.EVENT_WRITE:
@@ -110,6 +190,9 @@ class LoopSelector:
             fd = next(key.fd for key in self._keys.values() if key.fileobj is fileobj)
         key = self._keys.pop(fd)
         self._ready.pop(key.fd, None)
+        if self._hub is not None:
+            self._hub.remove(key.fd)
+            return key
         if key.events & selectors.EVENT_READ:
             self._loop.remove_reader(key.fd)
         if key.events & selectors.EVENT_WRITE:
@@ -124,9 +207,47 @@ class LoopSelector:
         return self._keys
 
     def _on_ready(self, fd: int, event: int) -> None:
-        self._ready[fd] = self._ready.get(fd, 0) | event
+        if self._service is None:
+            self._ready[fd] = self._ready.get(fd, 0) | event
+            self._wake()
+            return
+        key = self._keys.get(fd)
+        if key is not None and self._error is None:
+            try:
+                self._service(self, key, event)
+            except BaseException as err:  # noqa: BLE001 - raised by serve(), in the awaiting task
+                self._error = err
+        if not self._keys or self._error is not None:
+            self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    async def serve(self, service: Callable[[Any, selectors.SelectorKey, int], None], timeout: Optional[float]) -> None:
+        """Call ``service(self, key, events)`` for each fd as it becomes ready,
+        right in the loop's callback (no wake-up of the awaiting task per
+        readiness), until no fd is left registered or ``timeout`` seconds
+        passed; what ``service`` raises is raised here."""
+        ready, self._ready = self._ready, {}
+        self._service = service
+        try:
+            for fd, events in ready.items():  # (seen by an earlier select)
+                self._on_ready(fd, events)
+            if self._keys and self._error is None:
+                waiter = self._waiter = self._loop.create_future()
+                timer = self._loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                    if timer is not None:
+                        timer.cancel()
+        finally:
+            self._service = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     async def select(self, timeout: Optional[float]) -> List[Tuple[selectors.SelectorKey, int]]:
         """The ready keys (as ``select`` gives them); [] after ``timeout`` seconds."""
@@ -145,6 +266,9 @@ class LoopSelector:
     def close(self) -> None:
         for key in list(self._keys.values()):
             self.unregister(key.fileobj)
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.let_go()
 
     def __enter__(self) -> LoopSelector:
         return self

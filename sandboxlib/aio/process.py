@@ -14,7 +14,7 @@ from typing import Optional, Tuple, Union
 from ..config import check_timeout, data_bytes
 from ..errors import ContainerStateError, TimeoutExpired
 from ..runtime.process import Process as SyncProcess
-from .loop import asyncio_loop, readable, readable_until, selector, writable
+from .loop import FdHub, asyncio_loop, readable, readable_until, selector, writable
 
 __all__ = ["Process", "communicate", "wait"]
 
@@ -22,10 +22,11 @@ _CHUNK = 1 << 16
 
 
 async def communicate(
-    proc: SyncProcess, input: Optional[bytes] = None, timeout: Optional[float] = None
+    proc: SyncProcess, input: Optional[bytes] = None, timeout: Optional[float] = None, hub: Optional[FdHub] = None
 ) -> Tuple[Optional[bytes], Optional[bytes]]:
     """``Process.communicate`` on the loop: the same steps (``_register``,
-    ``_service``, ``_collected``), awaited instead of polled."""
+    ``_service``, ``_collected``), awaited instead of polled (the fds
+    through ``hub``, a container's, when given)."""
     proc._check_owner()
     timeout = check_timeout(timeout, zero=True)
     if input is not None:
@@ -35,16 +36,23 @@ async def communicate(
         if stream is not None and not stream.closed:
             os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
     # The selector lets go of the fds before the reply socket's use ends (it may close then).
-    with proc._reply.use(closed_ok=True) as reply, selector() as sel:
-        proc._register(sel, input, reply)  # (the selector's part it uses)
-        while sel.get_map():
+    with proc._reply.use(closed_ok=True) as reply, selector(hub) as sel:
+        # The streams first: once they ended, the exit is usually there
+        # already, read without waiting (one fd fewer for the loop to watch).
+        proc._register(sel, input, reply, exit=False)
+        exit_registered = False
+        while True:
+            if not sel.get_map():
+                if exit_registered or proc._take_reply(0):
+                    break
+                proc._register_exit(sel, reply)
+                exit_registered = True
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 assert timeout is not None  # the deadline's
                 raise proc._timed_out(timeout)
-            for key, events in await sel.select(remaining):
-                if key.fd in sel.get_map():  # (not let go by an earlier one)
-                    proc._service(sel, key, events)
+            await sel.serve(proc._service, remaining)
     return proc._collected()
 
 

@@ -229,6 +229,8 @@ class ContainerCgroup:
     def counters(self) -> Tuple[int, int]:
         """(OOM kills, forks refused by the pids limit) so far."""
         oom = pids = 0
+        if self.limits.memory is None and self.limits.pids is None:
+            return oom, pids  # (read before and after every run)
         memory, pid_node = self.node("memory"), self.node("pids")
         if memory is not None and self.limits.memory is not None:
             if memory.version == "v2":

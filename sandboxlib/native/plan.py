@@ -104,6 +104,7 @@ def build_plan(
     mount_order: bool = False,
     root_propagation: int = 0,
     joins: Optional[Mapping[str, str]] = None,
+    cgroup_launcher: Optional[Tuple[bytes, bytes]] = None,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
@@ -121,7 +122,10 @@ def build_plan(
     ``root_propagation``: MountFlag propagation bits of the root mount (0:
     private; always a peer group of the container's own).  ``joins``:
     namespace type (``JOIN_NAMESPACES``) -> a path the init setns()es
-    into, replacing the new one (the OCI runtime's; not with ``netns``)."""
+    into, replacing the new one (the OCI runtime's; not with ``netns``).
+    ``cgroup_launcher``: commands with a cgroup of their own are forked by a
+    launcher too; its filter and the one each of its commands adds
+    (``security.bpf.clone3_split``)."""
     ops = tuple(ops)
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -140,6 +144,8 @@ def build_plan(
     flags |= lib.SBX_PLAN_DETACHED if detached else 0
     flags |= lib.SBX_PLAN_KEEP_PRIVS if keep_privs else 0
     flags |= lib.SBX_PLAN_MOUNT_ORDER if mount_order else 0
+    launcher_filter, clone3_filter = cgroup_launcher or (b"", b"")
+    flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher is not None and launcher and seccomp_filter else 0
     fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
@@ -158,9 +164,11 @@ def build_plan(
         len(init_filter),
         root_propagation,
         *joined,
+        len(launcher_filter),
+        len(clone3_filter),
         0,
     )
-    message = header + seccomp_filter + init_filter + records + strings
+    message = header + seccomp_filter + init_filter + launcher_filter + clone3_filter + records + strings
     if len(message) > lib.SBX_MAX_REQUEST:
         raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
     return message

@@ -87,7 +87,7 @@ class ExecRequest:
 
 
 def encode_exec(req: ExecRequest) -> bytes:
-    strings = b"".join(s.encode() + b"\0" for s in (req.cwd, req.search_path, *req.argv, *req.env))
+    strings = "\0".join((req.cwd, req.search_path, *req.argv, *req.env, "")).encode()  # (each NUL-terminated)
     flags = (
         (EXEC_NO_NEW_PRIVS if req.no_new_privs else 0)
         | (EXEC_CAP_SETS if req.cap_sets is not None else 0)
@@ -148,17 +148,23 @@ _CREDENTIALS = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 _CMSG_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size) + socket.CMSG_SPACE(4)  # and one fd (TTY)
 
 
-def reply_socketpair() -> Tuple[socket.socket, socket.socket]:
-    """(ours, the init's): ours receives the credentials of every sender, so
-    the PID message, sent by the command's own process, carries its pid."""
+def reply_socketpair(*, credentials: bool = True) -> Tuple[socket.socket, socket.socket]:
+    """(ours, the init's).  With ``credentials`` ours receives the credentials
+    of every sender, so the PID message, sent by the command's own process,
+    carries its pid (a quiet request gets none: no need)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    if credentials:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     return ours, theirs
 
 
-def decode_reply(sock: socket.socket) -> Optional[Reply]:
-    """Read one reply; None when the init closed the socket without one."""
-    data, ancillary, _flags, _addr = sock.recvmsg(REPLY_SIZE, _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC)
+def decode_reply(sock: socket.socket, *, block: bool = True) -> Optional[Reply]:
+    """Read one reply; None when the init closed the socket without one.
+    Without ``block``, BlockingIOError says none is there yet."""
+    flags = socket.MSG_CMSG_CLOEXEC if block else socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT
+    data, ancillary, _flags, _addr = sock.recvmsg(REPLY_SIZE, _CMSG_SPACE, flags)
+    if not ancillary:  # (the usual reply: no fds, no credentials)
+        return Reply(*_REPLY.unpack(data)) if len(data) == REPLY_SIZE else None
     fds = [
         fd
         for level, kind, payload in ancillary

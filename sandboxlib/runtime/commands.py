@@ -101,7 +101,17 @@ class BareContainer(MainCommand):
         return self._defaults
 
     def _request(
-        self, argv, *, env, cwd, user, main: bool, quiet: bool = False, tty: Optional[Tuple[int, int]] = None
+        self,
+        argv,
+        *,
+        env,
+        cwd,
+        user,
+        main: bool,
+        quiet: bool = False,
+        tty: Optional[Tuple[int, int]] = None,
+        command_id: Optional[int] = None,
+        cgroup: bool = False,
     ) -> protocol.ExecRequest:
         argv = _check_argv(argv)
         defaults = self._request_defaults()
@@ -138,12 +148,13 @@ class BareContainer(MainCommand):
             groups=resolved.groups,
             rlimits=defaults.rlimits,
             cap_keep=defaults.cap_keep,
-            id=next(self._command_ids),
+            id=next(self._command_ids) if command_id is None else command_id,
             main=main,
             quiet=quiet or main,
             set_groups=maps is None or maps.setgroups,
             tty_size=tty,
             fault=self._fault[0] | self._fault[1] << 16 if self._fault else 0,
+            cgroup=cgroup,
         )
 
     def spawn(
@@ -232,8 +243,24 @@ class BareContainer(MainCommand):
         tty: Optional[Tuple[int, int]] = None,
     ) -> Outgoing:
         """The request of a command, ready to send (both fronts send it, each its way)."""
-        request = self._request(argv, env=env, cwd=cwd, user=user, main=main, quiet=not confirm, tty=tty)
-        group = self._cgroup.command_group(request.id) if own_cgroup and self._cgroup else None
+        command_id = next(self._command_ids)
+        group = self._cgroup.command_group(command_id) if own_cgroup and self._cgroup else None
+        try:
+            request = self._request(
+                argv,
+                env=env,
+                cwd=cwd,
+                user=user,
+                main=main,
+                quiet=not confirm,
+                tty=tty,
+                command_id=command_id,
+                cgroup=group is not None,
+            )
+        except BaseException:
+            if group is not None:
+                group.release()
+            raise
         return prepare(request, stdin, stdout, stderr, cgroup=group)
 
     def _unconfirmed(self, submission: Submission) -> Process:

@@ -252,7 +252,7 @@ def prepare(
     sends no stdio: the init opens the terminal (the caller checked the stdio
     arguments are None)."""
     try:
-        if cgroup is not None:
+        if cgroup is not None and not request.cgroup:
             request = attrs.evolve(request, cgroup=True)
         payload = protocol.encode_exec(request)
         if len(payload) > protocol.MAX_REQUEST:
@@ -267,7 +267,7 @@ def prepare(
         if cgroup is not None:
             cgroup.remove()
         raise
-    reply, reply_child = protocol.reply_socketpair()
+    reply, reply_child = protocol.reply_socketpair(credentials=not request.quiet)
     reply_fd = reply_child.detach()
     extra = [cgroup.fd] if cgroup is not None else []
     return Outgoing(

@@ -46,7 +46,7 @@ from ..rootfs.imageroot import ImageRoot
 from ..rootfs.layout import layout
 from ..rootfs.mountpoints import make_mount_points
 from ..rootfs.users import User, resolve_user
-from ..security.bpf import compile_policy
+from ..security.bpf import clone3_split, compile_policy
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..security.seccomp import Seccomp, init_policy
 from . import statedir
@@ -310,6 +310,13 @@ class ContainerLifecycle(ImageRoots):
             launcher=docker_default,
             init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
             init_filter=program if filter_in_init else compile_policy(init_policy(), self.config.capabilities()),
+            # Commands in cgroups of their own (run with a timeout, every aio
+            # run) are forked by a launcher too, whose filter lets it clone3.
+            cgroup_launcher=(
+                clone3_split(self.config.seccomp, self.config.capabilities())
+                if docker_default and not one_shot and self._cgroup is not None and self._cgroup.v2 is not None
+                else None
+            ),
         )
         # Ctrl-C is deferred from the first fd to the init's registration: a
         # KeyboardInterrupt between them would lose fds and leave a zombie.

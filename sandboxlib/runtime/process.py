@@ -139,12 +139,18 @@ class Process:
         if self.returncode is not None:
             return True
         with self._reply.use(closed_ok=True) as sock:  # None: closed, the container ended under it
-            if sock is not None and timeout is not None and not _readable(sock, timeout):
+            if sock is not None and timeout is not None and timeout > 0 and not _readable(sock, timeout):
                 return False
             with self._reply_lock:  # another thread may have read it meanwhile
                 if self.returncode is not None:
                     return True
-                return self._took(protocol.decode_reply(sock) if sock is not None else None, timeout)
+                if sock is None:
+                    return self._took(None, timeout)
+                try:  # (a timeout of 0 reads only a reply that is there: no poll)
+                    reply = protocol.decode_reply(sock, block=timeout is None or timeout > 0)
+                except BlockingIOError:
+                    return False
+                return self._took(reply, timeout)
 
     def _took(self, reply: Optional[protocol.Reply], timeout: Optional[float]) -> bool:
         if self.returncode is not None:
@@ -323,8 +329,11 @@ class Process:
                 stream.close()
         return out, err
 
-    def _register(self, sel: selectors.BaseSelector, input: Optional[bytes], reply: Optional[socket.socket]) -> None:
-        """Register what is left to do; ``reply``: the reply socket in use, None once closed."""
+    def _register(
+        self, sel: selectors.BaseSelector, input: Optional[bytes], reply: Optional[socket.socket], *, exit: bool = True
+    ) -> None:
+        """Register what is left to do; ``reply``: the reply socket in use, None
+        once closed (without ``exit``: the streams only; ``_register_exit`` then)."""
         if self.terminal is not None and not self.terminal.closed and not self._terminal_ended:
             # Output comes merged on the terminal; input is typed into it.
             if self._input_left is None:
@@ -344,6 +353,10 @@ class Process:
         for which, stream in ((1, self.stdout), (2, self.stderr)):
             if stream is not None and not stream.closed:
                 sel.register(stream, selectors.EVENT_READ, which)
+        if exit:
+            self._register_exit(sel, reply)
+
+    def _register_exit(self, sel: selectors.BaseSelector, reply: Optional[socket.socket]) -> None:
         if self.returncode is None and reply is not None:
             sel.register(reply, selectors.EVENT_READ, "exit")
         elif self.returncode is None:
