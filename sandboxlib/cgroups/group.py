@@ -315,17 +315,16 @@ class CommandCgroup:
         self.fd = fd
         self._killed = False
         self._spares = spares
-        self._events = -1  # its cgroup.events, opened at the first release
 
     def _populated(self) -> bool:
-        # cgroup.events is opened once and read with pread per release (a
-        # kernfs file shows its current state at every read from offset 0).
         try:
-            if self._events < 0:
-                self._events = os.open("cgroup.events", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
-            return b"populated 0" not in os.pread(self._events, 256, 0)
+            events = os.open("cgroup.events", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
         except OSError:
             return True  # (gone: not reused)
+        try:
+            return b"populated 0" not in os.read(events, 256)
+        finally:
+            os.close(events)
 
     def release(self) -> None:
         """Its command ended: kept for another command when it was not killed
@@ -337,9 +336,6 @@ class CommandCgroup:
         self.remove()
 
     def close_fd(self) -> None:
-        if self._events >= 0:
-            os.close(self._events)
-            self._events = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
