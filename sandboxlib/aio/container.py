@@ -190,7 +190,7 @@ class Container:
             await _terminal_reply(submission)
         with box._unconfirmed(submission) as proc:
             out, err, timed_out = await _communicate_or_kill(
-                proc, input, timeout, lambda: box._kill_after_timeout(proc, False), self._hub
+                proc, input, timeout, box._kill_after_timeout, False, self._hub
             )
         return box._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
@@ -328,20 +328,23 @@ async def _communicate_or_kill(
     proc: SyncProcess,
     input: Optional[bytes],
     timeout: Optional[float],
-    kill: Callable[[], None],
+    kill: Callable[[SyncProcess, bool], None],
+    main: bool,
     hub: Optional[FdHub] = None,
 ):
-    """(out, err, timed out): communicate; on timeout kill and read what is left; on
-    any exception (cancellation included) kill and re-raise."""
+    """(out, err, timed out): communicate; on timeout ``kill(proc, main)`` and
+    read what is left; on any exception (cancellation included) kill and
+    re-raise.  (A bound method and a flag, not a closure: fewer objects per
+    run for the cycle collector.)"""
     try:
         out, err = await communicate(proc, input, timeout, hub)
         return out, err, False
     except TimeoutExpired:
-        kill()
+        kill(proc, main)
         out, err = await communicate(proc, hub=hub)
         return out, err, True
     except BaseException:
-        kill()
+        kill(proc, main)
         raise
 
 
@@ -374,9 +377,7 @@ async def run(
             box._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
         )
         with proc:
-            out, err, timed_out = await _communicate_or_kill(
-                proc, input, timeout, lambda: box._kill_after_timeout(proc, True)
-            )
+            out, err, timed_out = await _communicate_or_kill(proc, input, timeout, box._kill_after_timeout, True)
         return box._run_result(proc, out, err, timed_out=timed_out, counters=(0, 0), codec=codec, check=check)
     finally:
         box.close()

@@ -33,7 +33,9 @@ class SharedFd(Generic[T]):
         self._waiting = 0  # threads in close(wait=True): notified when the last user leaves
         self._closed = False
         self._lock = threading.Lock()  # taken directly where nobody waits: no Python-level call
-        self._idle = threading.Condition(self._lock)
+        # Made by the first close(wait=True): most handles never need one (a
+        # Condition is 5 objects for the cycle collector, per command).
+        self._idle: Optional[threading.Condition] = None
 
     @property
     def closed(self) -> bool:
@@ -58,6 +60,7 @@ class SharedFd(Generic[T]):
             self._users -= 1
             last = self._closed and self._users == 0
             if last and self._waiting:
+                assert self._idle is not None  # (made by the waiter)
                 self._idle.notify_all()
         if last:
             self._release_once()
@@ -66,12 +69,14 @@ class SharedFd(Generic[T]):
         """No new users; ``wake`` the current ones (called while they hold it:
         the handle is still open).  With ``wait``, return once they left.
         Idempotent; the handle is released exactly once."""
-        with self._idle:
+        with self._lock:
             first = not self._closed
             self._closed = True
             if self._users and first and wake is not None:
                 wake(self._handle)
             if wait:
+                if self._idle is None:
+                    self._idle = threading.Condition(self._lock)
                 self._waiting += 1
                 while self._users:
                     self._idle.wait()

@@ -264,7 +264,7 @@ class BareContainer(MainCommand):
         return prepare(request, stdin, stdout, stderr, cgroup=group)
 
     def _unconfirmed(self, submission: Submission) -> Process:
-        return self._track(submission.unconfirmed(self._signal, lambda: None))
+        return self._track(submission.unconfirmed(self._signal, _no_explanation))
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
@@ -478,3 +478,8 @@ class BareContainer(MainCommand):
                 pass  # closed: killed already
         else:
             proc.kill_tree()
+
+
+def _no_explanation() -> None:
+    """A quiet request's ``lost``: an EOF before its start has no other cause to tell."""
+    return None

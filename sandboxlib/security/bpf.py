@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno as E
 import functools
 import os
+import struct
 from typing import Dict, FrozenSet, Optional, Tuple
 
 import attrs
@@ -179,7 +180,8 @@ def clone3_split(policy: Seccomp, caps: FrozenSet[str]) -> Tuple[bytes, bytes]:
     launcher that forks commands into cgroups of their own with
     ``clone3(CLONE_INTO_CGROUP)``) and a small filter that answers ``clone3``
     as the policy does and allows the rest (each such command loads it:
-    ~0.04 ms, the whole policy ~0.25 ms).  The kernel applies the strictest
+    ~0.03 ms, the whole policy ~0.25 ms; hand-made where it can be, see
+    ``_clone3_only``).  The kernel applies the strictest
     answer of a process's filters, and allowing is the least strict.
     (b"", b"") when the policy allows ``clone3`` anyway (the launcher then
     has the policy itself)."""
@@ -198,4 +200,33 @@ def clone3_split(policy: Seccomp, caps: FrozenSet[str]) -> Tuple[bytes, bytes]:
             ),
         )
     only = Seccomp(default_action=Action.ALLOW, architectures=policy.architectures, rules=rules, source=policy.source)
-    return opened, compile_policy(only, caps)
+    return opened, _clone3_only(only, caps) or compile_policy(only, caps)
+
+
+_LD_ABS, _JEQ, _RET = 0x20, 0x15, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K
+_NR, _ARCH = 0, 4  # offsets in struct seccomp_data
+
+
+def _clone3_only(only: Seccomp, caps: FrozenSet[str]) -> Optional[bytes]:
+    """``only`` (clone3's answer, the rest allowed) in the fewest instructions
+    when that answer is one action without conditions and clone3 has one
+    number on the filter's ABIs (x32 absent or not in the kernel):
+    load nr, compare, load arch, compare per ABI, return.  libseccomp's
+    program for it is 28 instructions; the kernel's load of a filter (its
+    checks, the JIT, the emulation for every syscall number that builds
+    its cache) grows with it, and each command in a cgroup of its own loads
+    this one: ~12 us less per command.  None: libseccomp compiles it."""
+    applying = [r for r in only.rules if _applies(r, caps)]
+    words = {action_word(r.action, r.errno) for r in applying}
+    names = only.architectures or (native_arch()[0],)
+    if len(words) != 1 or any(r.args for r in applying) or ("x32" in names and not binding.x32_missing()):
+        return None
+    tokens = [binding.seccomp_arch(a) for a in names if a != "x32"]
+    numbers = {binding.seccomp_syscall_arch(t, "clone3") for t in tokens}
+    if len(numbers) != 1 or min(numbers) < 0:
+        return None
+    k = len(tokens)
+    program = [(_LD_ABS, 0, 0, _NR), (_JEQ, 0, k + 1, numbers.pop()), (_LD_ABS, 0, 0, _ARCH)]
+    program += [(_JEQ, k - i, 0, token) for i, token in enumerate(tokens)]  # (a match jumps to the answer)
+    program += [(_RET, 0, 0, Action.ALLOW.value), (_RET, 0, 0, words.pop())]
+    return b"".join(struct.pack("<HBBI", *insn) for insn in program)
