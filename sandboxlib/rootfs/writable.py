@@ -36,9 +36,10 @@ def make(store: ImageStore, container_id: str, owner: Tuple[int, int]) -> str:
 
 def kept(path: str, owner: Tuple[int, int]) -> str:
     """A writable layer that outlives its containers (``writable_dir=``):
-    made if missing; else the marker an earlier volatile overlay left is
+    made if missing (with its parents, as ``mkdir -p``); else the marker an earlier volatile overlay left is
     removed (the kernel refuses to mount it again while it is there; its
     unmount was clean, so what it wrote is whole).  Returns ``path``."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
