@@ -67,7 +67,12 @@ def run_command(
             code = process.wait()
         if code != 0:
             raise BuildStepFailed(
-                ins.file, ins.line, f"RUN {argv!r} failed", code if code >= 0 else 128 - code, "\n".join(tail)
+                ins.file,
+                ins.line,
+                f"RUN {argv!r} failed",
+                code if code >= 0 else 128 - code,
+                "\n".join(tail),
+                argv,
             )
         digest, size, diff_id = container.commit_layer()
     return Layer(digest=digest, diff_id=diff_id, size=size, media_type=PLAIN)
