@@ -22,12 +22,12 @@ from aiohttp import web
 
 from ..build import BuildEvent
 from ..build import ImageStore as BuildingStore
-from ..errors import ImageFormatError, SandboxError
+from ..errors import BuildStepFailed, ImageFormatError, SandboxError
 from ..images.compression import decompressed, sniff
 from ..images.layercheck import LayerCheck, LayerLimits
 from ..images.unpack import DIR_FLAGS, IdPolicy, unpack_into
 from .apierrors import ApiError
-from .server import Route, flush_headers, query_bool
+from .server import Route, flush_headers, json_response, query_bool
 from .threads import deliver, in_thread
 
 __all__ = ["ROUTES"]
@@ -127,6 +127,14 @@ def _stream_of(event: BuildEvent) -> Optional[Dict[str, Any]]:
     return None
 
 
+def _legacy_message(err: BaseException) -> str:
+    """A failure as the legacy builder words it where clients match the text
+    (docker-py's tests, CI scripts grepping for "returned a non-zero code")."""
+    if isinstance(err, BuildStepFailed):
+        return f"The command '{' '.join(err.argv)}' returned a non-zero code: {err.exit_code}"
+    return str(err)
+
+
 async def _receive(request: web.Request, path: str) -> None:
     size = 0
     with open(path, "wb") as file:
@@ -171,7 +179,8 @@ async def _post(request: web.Request) -> web.StreamResponse:
     try:
         image = job.result()
     except (SandboxError, OSError, tarfile.TarError) as err:
-        await response.write(_line({"errorDetail": {"message": str(err)}, "error": str(err)}))
+        message = _legacy_message(err)
+        await response.write(_line({"errorDetail": {"message": message}, "error": message}))
     else:
         await response.write(_line({"aux": {"ID": image.id}}))
         await response.write(_line({"stream": f"Successfully built {image.id.split(':')[-1][:12]}\n"}))
@@ -183,4 +192,11 @@ async def _post(request: web.Request) -> web.StreamResponse:
     return response
 
 
-ROUTES: List[Route] = [("POST", "/build", _post)]
+async def _prune(request: web.Request) -> web.Response:
+    """``POST /build/prune``: the build cache's steps (the ``all``, ``keep-storage``
+    and ``filters`` options are not applied: every step goes)."""
+    keys, freed = await in_thread(request.app["context"].store().prune_build_cache)
+    return json_response({"CachesDeleted": keys or None, "SpaceReclaimed": freed})
+
+
+ROUTES: List[Route] = [("POST", "/build", _post), ("POST", "/build/prune", _prune)]

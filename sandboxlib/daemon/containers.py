@@ -202,7 +202,14 @@ async def _rename(request: web.Request) -> web.Response:
 
 async def _update(request: web.Request) -> web.Response:
     record = container_of(request)
-    record.request = with_update(record.request, await json_body(request))
+    updated = with_update(record.request, await json_body(request))
+    limits = updated.options.get("limits")
+    if record.box is not None and record.running and limits != record.request.options.get("limits"):
+        try:
+            await in_thread(record.box.sync.update_limits, limits)
+        except SandboxError as err:
+            raise library_error(err) from None
+    record.request = updated  # (the next start's limits too)
     return json_response({"Warnings": []})
 
 

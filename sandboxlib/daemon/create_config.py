@@ -118,6 +118,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "hostname": _typed(body, "Hostname", str, None) or None,
         "env": env,
         "user": _typed(body, "User", str, None) or None,
+        "group_add": _strings(host, "GroupAdd", "HostConfig.") or (),
         "cwd": _typed(body, "WorkingDir", str, None) or None,
         "mounts": _mounts(host),
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
@@ -173,6 +174,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         },
         "CapAdd": host.get("CapAdd"),
         "CapDrop": host.get("CapDrop"),
+        "GroupAdd": host.get("GroupAdd"),
         "Privileged": False,
         "ReadonlyRootfs": options["read_only"],
         "Memory": host.get("Memory") or 0,
@@ -212,12 +214,21 @@ def _restart_policy(body: dict, where: str) -> Tuple[str, int]:
     return policy, retries
 
 
+UPDATABLE_RESOURCES = ("Memory", "MemorySwap", "NanoCpus", "PidsLimit", "CpuShares", "CpusetCpus")
+
+
 def with_update(request: CreateRequest, body: dict) -> CreateRequest:
-    """``docker update``: a new restart policy.  A container's resources stay as
-    created (the library sets its cgroup's limits once): asking to change them is a 400."""
-    others = sorted(key for key, value in body.items() if key != "RestartPolicy" and value not in (None, 0, "", [], {}))
+    """``docker update``: a new restart policy, new cgroup limits (those of
+    UPDATABLE_RESOURCES; 0 or absent: unchanged; the caller applies them to a
+    running container).  Other resources are a 400."""
+    given = {k: v for k, v in body.items() if v not in (None, 0, "", [], {})}
+    others = sorted(k for k in given if k != "RestartPolicy" and k not in UPDATABLE_RESOURCES)
     if others:
         raise ApiError(400, f"{', '.join(others)}: updating a container's resources is not supported")
+    resources = {k: v for k, v in given.items() if k in UPDATABLE_RESOURCES}
+    if resources:
+        host = {**request.host_config, **resources}
+        request = attrs.evolve(request, host_config=host, options={**request.options, "limits": _limits(host)})
     if body.get("RestartPolicy") is None:
         return request
     policy, retries = _restart_policy(body, "")
