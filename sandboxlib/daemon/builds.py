@@ -120,6 +120,8 @@ def _stream_of(event: BuildEvent) -> Optional[Dict[str, Any]]:
         return {"stream": f"Step {event.step}/{event.total} : {event.text}\n"}
     if event.kind == "cached":
         return {"stream": " ---> Using cache\n"}
+    if event.kind == "output" and event.stream == "stderr":  # red, as the legacy builder's
+        return {"stream": f"\x1b[91m{event.text}\n\x1b[0m"}
     if event.kind == "output":
         return {"stream": event.text + "\n"}
     if event.kind == "warning":
