@@ -471,3 +471,37 @@ def test_save_by_id_carries_no_names_and_load_reports_the_archives(daemon):
         client.images.remove("second:1")
     finally:
         client.close()
+
+
+def test_build_steps_stderr_is_red_as_the_legacy_builders(api):
+    """A RUN's stderr lines come red (``ESC[91m`` ... ``ESC[0m``), its stdout plain, each whole."""
+    script = b'FROM busybox\nRUN echo out; echo "err line" >&2; printf "no newline" >&2\n'
+    lines = [chunk.get("stream") for chunk in api.build(fileobj=io.BytesIO(script), decode=True, nocache=True)]
+    assert "\x1b[91merr line\n\x1b[0m" in lines and "\x1b[91mno newline\n\x1b[0m" in lines
+    assert "out\n" in lines
+
+
+def test_config_volumes_are_anonymous_volumes_removed_with_v(api):
+    """Config.Volumes: an anonymous volume at each path, there for cp before the
+    start and after the end; ``rm -v`` removes it, a plain rm keeps it (as Docker's)."""
+    before = {v["Name"] for v in api.volumes()["Volumes"] or []}
+    container = api.create_container("busybox", ["cat", "/vol1/file"], volumes=["/vol1"])
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w") as tar:
+        info = tarfile.TarInfo("file")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"data\n"))
+    assert api.put_archive(container, "/vol1", payload.getvalue())
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0 and api.logs(container) == b"data\n"
+    stream, stat = api.get_archive(container, "/vol1/file")
+    assert stat["size"] == 5 and b"data\n" in b"".join(stream)
+    (made,) = {v["Name"] for v in api.volumes()["Volumes"]} - before
+    api.remove_container(container, v=True)
+    assert made not in {v["Name"] for v in api.volumes()["Volumes"] or []}
+    kept = api.create_container("busybox", ["true"], volumes=["/vol2"])
+    api.start(kept)
+    api.wait(kept)
+    api.remove_container(kept)
+    (left,) = {v["Name"] for v in api.volumes()["Volumes"] or []} - before
+    api.remove_volume(left)

@@ -4,13 +4,14 @@ output: ``output.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from typing import Dict, List, Optional
 
 from aiohttp import web
 
-from ..errors import SandboxError
+from ..errors import ConfigError, SandboxError
 from .apierrors import ApiError, library_error
 from .create_config import parse_create, with_update
 from .inspect import container_json, container_summary, docker_state
@@ -172,7 +173,19 @@ async def _unpause(request: web.Request) -> web.Response:
 
 async def _remove(request: web.Request) -> web.Response:
     record = container_of(request)
-    await _context(request).containers.remove(record, force=query_bool(request, "force"))
+    context = _context(request)
+    await context.containers.remove(record, force=query_bool(request, "force"))
+    if query_bool(request, "v"):  # its anonymous volumes, unless another container mounts one
+        used = {
+            str(m.source)
+            for other in context.containers.all()
+            for m in other.request.options.get("mounts") or ()
+            if m.kind.value == "volume"
+        }
+        for name in record.request.anonymous_volumes:
+            if name not in used:
+                with contextlib.suppress(ConfigError):  # (never made: the container never started)
+                    await in_thread(context.store().remove_volume, name)
     return web.Response(status=204)
 
 

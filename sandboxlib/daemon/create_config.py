@@ -6,6 +6,7 @@ is a 400 naming the field: nothing is made."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -42,6 +43,7 @@ class CreateRequest:
     spawned: bool  # the main command is spawned by the daemon (Tty, OpenStdin, an image's Entrypoint replaced)
     network_mode: str  # bridge, host, none or a named network's name
     alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
+    anonymous_volumes: Tuple[str, ...] = ()  # named by us: a remove with v=1 removes them
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -120,7 +122,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "user": _typed(body, "User", str, None) or None,
         "group_add": _strings(host, "GroupAdd", "HostConfig.") or (),
         "cwd": _typed(body, "WorkingDir", str, None) or None,
-        "mounts": _mounts(host),
+        "mounts": _mounts(host, _typed(body, "Volumes", dict, {})),
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
         "network": network,
         "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
@@ -200,6 +202,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         tty=tty,
         open_stdin=open_stdin,
         spawned=spawned or tty or open_stdin,
+        anonymous_volumes=_anonymous(host, options["mounts"]),
         network_mode=network,
         alias=_alias(body, network),
     )
@@ -391,7 +394,16 @@ def _merged_env(image: Image, env: Dict[str, str]) -> List[str]:
     return [f"{k}={v}" for k, v in merged.items()]
 
 
-def _mounts(host: dict) -> List[Mount]:
+def _anonymous(host: dict, mounts: List[Mount]) -> Tuple[str, ...]:
+    """The volumes of ``mounts`` named by us (not by Binds or a Mount's Source)."""
+    named = {spec.split(":")[0] for spec in _strings(host, "Binds", "HostConfig.") or []}
+    named |= {str(item.get("Source")) for item in host.get("Mounts") or [] if item.get("Source")}
+    return tuple(str(m.source) for m in mounts if m.kind.value == "volume" and str(m.source) not in named)
+
+
+def _mounts(host: dict, volumes: dict) -> List[Mount]:
+    """HostConfig's Binds, Mounts and Tmpfs, then an anonymous volume for each path
+    of Config's Volumes that none of them mounts (as Docker's)."""
     mounts = []
     try:
         for spec in _strings(host, "Binds", "HostConfig.") or []:
@@ -424,6 +436,10 @@ def _mounts(host: dict) -> List[Mount]:
         for target, opts in _typed(host, "Tmpfs", dict, {}, "HostConfig.").items():
             size = next((o[5:] for o in str(opts).split(",") if o.startswith("size=")), None)
             mounts.append(Mount.tmpfs(target, size=size))
+        targets = {os.path.normpath(str(m.target)) for m in mounts}
+        for target in volumes:
+            if os.path.normpath(target) not in targets:
+                mounts.append(Mount.volume(secrets.token_hex(32), target))
         for mount in mounts:
             mount.check("mount")
     except ConfigError as err:
