@@ -505,3 +505,28 @@ def test_config_volumes_are_anonymous_volumes_removed_with_v(api):
     api.remove_container(kept)
     (left,) = {v["Name"] for v in api.volumes()["Volumes"] or []} - before
     api.remove_volume(left)
+
+
+def test_volumes_from_mounts_another_containers_volumes(api):
+    before = {v["Name"] for v in api.volumes()["Volumes"] or []}
+    source = api.create_container(
+        "busybox", ["sh", "-c", "echo shared > /data/file"], volumes=["/data"], name="volume-source"
+    )
+    api.start(source)
+    assert api.wait(source)["StatusCode"] == 0
+    reader = api.create_container(
+        "busybox",
+        ["sh", "-c", "cat /data/file; touch /data/new"],
+        host_config=api.create_host_config(volumes_from=["volume-source:ro"]),
+    )
+    api.start(reader)
+    assert api.wait(reader)["StatusCode"] == 1  # (read-only: the touch fails)
+    assert api.logs(reader, stderr=False) == b"shared\n"
+    assert api.inspect_container(reader)["HostConfig"]["VolumesFrom"] == ["volume-source:ro"]
+    with pytest.raises(docker.errors.NotFound):
+        api.create_container("busybox", "true", host_config=api.create_host_config(volumes_from=["nosuch"]))
+    (made,) = {v["Name"] for v in api.volumes()["Volumes"]} - before
+    api.remove_container(source, v=True)  # (the volume stays while the reader mounts it)
+    assert made in {v["Name"] for v in api.volumes()["Volumes"]}
+    api.remove_container(reader, v=True)
+    api.remove_volume(made)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..errors import ConfigError, SandboxError
 from .apierrors import ApiError, library_error
-from .create_config import parse_create, with_update
+from .create_config import parse_create, with_update, with_volumes_from
 from .inspect import container_json, container_summary, docker_state
 from .registry_of_containers import ContainerRecord
 from .server import Route, flush_headers, json_body, json_response, query_bool, query_int
@@ -65,6 +65,7 @@ async def _create(request: web.Request) -> web.Response:
         raise ApiError(400, "Config cannot be empty in order to create a container" if not body else "Image: required")
     image = await context.image(image_ref)
     parsed = parse_create(body, image, context.store_path, context.default_network)
+    parsed = with_volumes_from(parsed, lambda name: context.containers.get(name).request.options["mounts"])
     record = context.containers.create(name, image_ref, image.id, parsed)
     return json_response({"Id": record.id, "Warnings": []}, 201)
 

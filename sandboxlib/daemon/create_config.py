@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 
@@ -177,6 +177,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "CapAdd": host.get("CapAdd"),
         "CapDrop": host.get("CapDrop"),
         "GroupAdd": host.get("GroupAdd"),
+        "VolumesFrom": _strings(host, "VolumesFrom", "HostConfig."),
         "Privileged": False,
         "ReadonlyRootfs": options["read_only"],
         "Memory": host.get("Memory") or 0,
@@ -218,6 +219,25 @@ def _restart_policy(body: dict, where: str) -> Tuple[str, int]:
 
 
 UPDATABLE_RESOURCES = ("Memory", "MemorySwap", "NanoCpus", "PidsLimit", "CpuShares", "CpusetCpus")
+
+
+def with_volumes_from(request: CreateRequest, mounts_of: Callable[[str], Sequence[Mount]]) -> CreateRequest:
+    """HostConfig.VolumesFrom (``NAME[:ro|:rw]``): the volumes and binds of those
+    containers (``mounts_of(NAME)``, a 404 if there is none) at their paths,
+    read-only with ``:ro``; a path the request mounts itself keeps its own."""
+    added: List[Mount] = []
+    mounts = list(request.options["mounts"])
+    for spec in request.host_config.get("VolumesFrom") or ():
+        name, _, mode = spec.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise ApiError(400, f"HostConfig.VolumesFrom: {spec!r}: the mode is ro or rw")
+        targets = {os.path.normpath(str(m.target)) for m in mounts + added}
+        for mount in mounts_of(name):
+            if mount.kind.value in ("volume", "bind") and os.path.normpath(str(mount.target)) not in targets:
+                added.append(attrs.evolve(mount, read_only=mount.read_only or mode == "ro"))
+    if not added:
+        return request
+    return attrs.evolve(request, options={**request.options, "mounts": mounts + added})
 
 
 def with_update(request: CreateRequest, body: dict) -> CreateRequest:
