@@ -530,3 +530,14 @@ def test_volumes_from_mounts_another_containers_volumes(api):
     assert made in {v["Name"] for v in api.volumes()["Volumes"]}
     api.remove_container(reader, v=True)
     api.remove_volume(made)
+
+
+def test_container_prune_reports_the_space_of_the_layers_it_removed(api):
+    written = api.create_container("busybox", ["sh", "-c", "head -c 50000 /dev/zero > /data"])
+    running = _running(api)
+    api.start(written)
+    assert api.wait(written)["StatusCode"] == 0
+    result = api.prune_containers()
+    assert result["ContainersDeleted"] == [written["Id"]] and result["SpaceReclaimed"] >= 50000
+    assert api.prune_containers() == {"ContainersDeleted": None, "SpaceReclaimed": 0}
+    assert api.inspect_container(running)["State"]["Running"] is True

@@ -196,14 +196,17 @@ async def _prune(request: web.Request) -> web.Response:
     filters = filters_of(request)
     until = filters.pop("until", None)
     gone = []
+    freed = 0  # the writable layers' bytes
     for record in containers.all():
         if record.running or record.state in ("restarting", "removing") or not _matches(record, filters):
             continue
         if until and record.created > until[0]:
             continue
+        layer = record.layer
+        freed += await in_thread(layer.size) if layer is not None else 0
         await containers.remove(record, force=False)
         gone.append(record.id)
-    return json_response({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
+    return json_response({"ContainersDeleted": gone or None, "SpaceReclaimed": freed})
 
 
 async def _rename(request: web.Request) -> web.Response:
