@@ -541,3 +541,13 @@ def test_container_prune_reports_the_space_of_the_layers_it_removed(api):
     assert result["ContainersDeleted"] == [written["Id"]] and result["SpaceReclaimed"] >= 50000
     assert api.prune_containers() == {"ContainersDeleted": None, "SpaceReclaimed": 0}
     assert api.inspect_container(running)["State"]["Running"] is True
+
+
+def test_commit_shows_its_containers_image_as_parent(api):
+    container = api.create_container("busybox", ["touch", "/made"])
+    api.start(container)
+    api.wait(container)
+    committed = api.commit(container, repository="committed", tag="1")
+    assert api.inspect_image(committed["Id"])["Parent"] == api.inspect_image("busybox")["Id"]
+    assert api.inspect_image("busybox")["Parent"] == ""
+    api.remove_image("committed:1")

@@ -176,6 +176,8 @@ async def _commit(request: web.Request) -> web.Response:
         raise ApiError(409, str(err)) from None
     except SandboxError as err:
         raise library_error(err) from None
+    if image.id != record.image_id:  # (a commit of no change is its image itself)
+        context.image_parents[image.id] = record.image_id
     context.events.emit("container", "commit", record.id, record.attributes())
     return json_response({"Id": image.id}, 201)
 

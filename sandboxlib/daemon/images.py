@@ -50,7 +50,8 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _inspect(request: web.Request) -> web.Response:
-    return json_response(image_json(await _image(request)))
+    image = await _image(request)
+    return json_response(image_json(image, parent=_context(request).image_parents.get(image.id, "")))
 
 
 async def _history(request: web.Request) -> web.Response:
