@@ -551,3 +551,16 @@ def test_commit_shows_its_containers_image_as_parent(api):
     assert api.inspect_image(committed["Id"])["Parent"] == api.inspect_image("busybox")["Id"]
     assert api.inspect_image("busybox")["Parent"] == ""
     api.remove_image("committed:1")
+
+
+def test_commit_of_a_container_ending_meanwhile(api):
+    """A commit right after the start of a short command: it may end during the
+    commit (its root gone from /proc), which is then made of the stopped container."""
+    for _ in range(5):
+        container = api.create_container("busybox", ["touch", "/made"])
+        api.start(container)
+        image = api.commit(container)["Id"]
+        api.wait(container)
+        assert api.inspect_image(image)["Id"] == image
+        api.remove_container(container)
+        api.remove_image(image)
