@@ -564,3 +564,11 @@ def test_commit_of_a_container_ending_meanwhile(api):
         assert api.inspect_image(image)["Id"] == image
         api.remove_container(container)
         api.remove_image(image)
+
+
+def test_empty_dockerfile_is_an_error_status(api):
+    """As dockerd: a 400 before any stream (docker-py's regression test 443)."""
+    with pytest.raises(docker.errors.APIError) as refused:
+        for _ in api.build(fileobj=io.BytesIO(), tag="a/b/c"):
+            pass
+    assert refused.value.status_code == 400 and "cannot be empty" in refused.value.explanation

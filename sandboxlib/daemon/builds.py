@@ -11,6 +11,7 @@ built`` and ``tagged``; a failure is an ``{"error", "errorDetail"}`` line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -86,13 +87,21 @@ def _check_context(path: str) -> None:
 
 
 def _build(store_path: str, archive: str, directory: str, options: Dict[str, Any], report) -> Any:
-    """On a thread of its own (it outlives a client that goes away): extract, build, clean up."""
+    """On a thread of its own (it outlives a client that goes away): build, clean up."""
     try:
-        _extract(archive, directory)
         return BuildingStore(store_path).build(directory, progress=report, **options)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         os.unlink(archive)
+
+
+def _check_dockerfile(directory: str, name: Optional[str]) -> None:
+    """An empty Dockerfile is an error status before any stream, as dockerd's
+    (clients such as docker-py tell a refused build by it)."""
+    name = name or "Dockerfile"
+    with contextlib.suppress(OSError):
+        if os.lstat(os.path.join(directory, name)).st_size == 0:
+            raise ApiError(400, f"the Dockerfile ({name}) cannot be empty")
 
 
 def _extract(archive: str, directory: str) -> None:
@@ -157,6 +166,16 @@ async def _post(request: web.Request) -> web.StreamResponse:
         await in_thread(_check_context, archive)
         directory = tempfile.mkdtemp(prefix="build-", dir=context.state_dir)
     except BaseException:
+        os.unlink(archive)
+        raise
+    try:
+        try:
+            await in_thread(_extract, archive, directory)
+        except (SandboxError, OSError, tarfile.TarError) as err:
+            raise ApiError(400, f"build context: {err}") from None
+        _check_dockerfile(directory, options["dockerfile"])
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
         os.unlink(archive)
         raise
     lines: asyncio.Queue = asyncio.Queue()
