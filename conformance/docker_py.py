@@ -4,6 +4,7 @@ that commit's own ``docker`` package) against a private dockerd and against
 ``sandboxlib daemon``, one after the other in one run.
 
     python conformance/docker_py.py --source DOCKER_PY_GIT_DIR [--work DIR] [--timeout S] [-k EXPR]
+        [--only dockerd|sandboxlib] [--file NAME_test.py ...]
 
 Everything runs in a network namespace of its own (the script re-enters
 itself through ``unshare --net``): the networks the suite creates, the
@@ -139,14 +140,20 @@ def image_archive(path: str) -> None:
         _add(tar, "manifest.json", tarfile.REGTYPE, 0o644, json.dumps(manifest).encode())
 
 
-def suite_files(tree: str) -> List[str]:
+def suite_files(tree: str, only: List[str]) -> List[str]:
     """The suite's files but the excluded ones, credentials/ last: its utils_test rebinds
-    ``os.environ`` for good (``os.environ = base``), losing DOCKER_HOST for every later test."""
+    ``os.environ`` for good (``os.environ = base``), losing DOCKER_HOST for every later test.
+    With ``only``, just those files (names as in tests/integration/)."""
     names = sorted(n for n in os.listdir(os.path.join(tree, "tests", "integration")) if n.endswith("_test.py"))
+    if only:
+        unknown = sorted(set(only) - set(names) - {"credentials"})
+        if unknown:
+            raise SystemExit(f"--file: no such file in tests/integration/: {', '.join(unknown)}")
+        return [f"tests/integration/{n}" for n in [*names, "credentials"] if n in only]
     return [f"tests/integration/{n}" for n in names if n not in EXCLUDED_FILES] + ["tests/integration/credentials"]
 
 
-def run_suite(python: str, tree: str, host: str, out: str, timeout: int, select: str) -> float:
+def run_suite(python: str, tree: str, host: str, out: str, timeout: int, select: str, only: List[str]) -> float:
     """pytest over tests/integration against ``host``; JUnit XML to ``out``; wall seconds."""
     env = dict(os.environ, DOCKER_HOST=host, DOCKER_TEST_API_VERSION=API_VERSION, PYTHONPATH=tree)
     for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT"):
@@ -156,7 +163,7 @@ def run_suite(python: str, tree: str, host: str, out: str, timeout: int, select:
     with open(os.path.join(env["DOCKER_CONFIG"], "config.json"), "w") as f:
         f.write("{}\n")
     argv = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", str(timeout)]
-    argv += ["-o", "addopts=", "--junit-xml", out, *suite_files(tree)]
+    argv += ["-o", "addopts=", "--junit-xml", out, *suite_files(tree, only)]
     if select:
         argv += ["-k", select]
     started = time.monotonic()
@@ -216,6 +223,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=120, help="seconds per test")
     parser.add_argument("-k", dest="select", default="", help="only the tests pytest -k selects")
     parser.add_argument("--only", choices=("dockerd", "sandboxlib"), help="run against one daemon only")
+    parser.add_argument(
+        "--file", dest="files", action="append", default=[], help="only this file of tests/integration/ (repeatable)"
+    )
     args = parser.parse_args()
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
@@ -247,7 +257,9 @@ def main() -> None:
             try:
                 subprocess.run([DOCKER, "load", "-q", "-i", archive], env=daemon.env, check=True, capture_output=True)
                 junit = os.path.join(work, f"docker-py-{name}.xml")
-                walls[name] = run_suite(python, tree, daemon.env["DOCKER_HOST"], junit, args.timeout, args.select)
+                walls[name] = run_suite(
+                    python, tree, daemon.env["DOCKER_HOST"], junit, args.timeout, args.select, args.files
+                )
                 results[name] = outcomes(junit)
             finally:
                 shutil.copy(log, os.path.join(work, f"docker-py-{name}-daemon.log"))

@@ -372,12 +372,15 @@ class BuildStepFailed(BuildError):
     Attributes:
         exit_code: its exit status (``128 + N`` when killed by signal N).
         output: the last lines of its output (stdout and stderr together).
+        argv: the command it ran (``("/bin/sh", "-c", ...)`` for the shell form).
     """
 
-    def __init__(self, file: str, line: int, message: str, exit_code: int, output: str) -> None:
+    def __init__(
+        self, file: str, line: int, message: str, exit_code: int, output: str, argv: Sequence[str] = ()
+    ) -> None:
         BuildError.__init__(self, file, line, message)
-        self.args = (file, line, message, exit_code, output)
-        self.exit_code, self.output = exit_code, output
+        self.args = (file, line, message, exit_code, output, tuple(argv))
+        self.exit_code, self.output, self.argv = exit_code, output, tuple(argv)
 
     def __reduce__(self):
         return (type(self), self.args)

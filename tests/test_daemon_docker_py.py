@@ -4,6 +4,7 @@ that suite drives it (conformance/DOCKER_PY.md lists what is left)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import json
@@ -247,7 +248,7 @@ def test_log_driver_none_refuses_reading(daemon):
         client.close()
 
 
-def test_update_changes_the_restart_policy_only(api):
+def test_update_changes_the_restart_policy_and_refuses_a_kind_of_limit_the_container_lacks(api):
     container = _running(api)
     api.update_container(container, restart_policy={"Name": "on-failure", "MaximumRetryCount": 42})
     assert api.inspect_container(container)["HostConfig"]["RestartPolicy"] == {
@@ -256,7 +257,8 @@ def test_update_changes_the_restart_policy_only(api):
     }
     with pytest.raises(docker.errors.APIError) as refused:
         api.update_container(container, mem_limit="300m", cpu_shares=3)
-    assert refused.value.status_code == 400 and "CpuShares, Memory: updating" in refused.value.explanation
+    assert refused.value.status_code == 400 and "cpu, memory limits" in refused.value.explanation
+    assert api.inspect_container(container)["HostConfig"]["Memory"] == 0  # (nothing changed)
 
 
 @pytest.mark.parametrize("tty", [True, False])
@@ -316,3 +318,257 @@ def test_logs_until(api):
     assert api.logs(container, until=int(before) + 2) == b"early\n"  # (late came 3 s after the start)
     stamped = api.logs(container, until=int(time.time()) + 1, timestamps=True).splitlines()
     assert [line.split(b" ", 1)[1] for line in stamped] == [b"early", b"late"]
+
+
+@pytest.mark.parametrize("keys,typed", [(None, b"\x10\x11"), ("ctrl-x", b"\x18")])
+def test_attach_detach_keys_leave_the_container_running(api, keys, typed):
+    """A container's attach with stdin ends at the detach keys (ctrl-p ctrl-q unless
+    ``detachKeys`` says otherwise), which the container never reads; it runs on."""
+    container = api.create_container("busybox", "cat", stdin_open=True, tty=True)
+    api.start(container)
+    params = {"stdin": 1, "stdout": 1, "stream": 1, **({"detachKeys": keys} if keys else {})}
+    sock = api.attach_socket(container, params)
+    raw = sock._sock
+    try:
+        raw.sendall(b"x")
+        time.sleep(0.3)
+        raw.sendall(typed)
+        raw.settimeout(10)
+        received = b""
+        while chunk := raw.recv(4096):  # the end of the stream: detached
+            received += chunk
+        assert b"x" in received and typed not in received
+        assert api.inspect_container(container)["State"]["Running"] is True
+    finally:
+        raw.close()
+        sock.close()
+    del sock, raw
+    gc.collect()
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.attach_socket(container, {"stdin": 1, "stream": 1, "detachKeys": "ctrl-1"})
+    assert refused.value.status_code == 400
+
+
+def _cgroup_values(pid: int, controller: str, v1_name: str, v2_name: str) -> list:
+    """The values of a limit's file in the cgroup of ``pid`` holding ``controller``
+    (v1, or v2 where it is there) and its parents (the limits sit on the
+    container's cgroup, its commands in children of it)."""
+    found = []
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            if controller in names.split(","):
+                top, name = f"/sys/fs/cgroup/{names}", v1_name
+            elif names == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+                top, name = "/sys/fs/cgroup", v2_name
+            else:
+                continue
+            while path not in ("", "/"):
+                with contextlib.suppress(FileNotFoundError):
+                    with open(f"{top}{path}/{name}") as value:
+                        found.append(value.read().strip())
+                path = os.path.dirname(path)
+    return found
+
+
+def test_update_changes_a_running_containers_limits(api):
+    container = api.create_container(
+        "busybox", ["sleep", "60"], host_config=api.create_host_config(mem_limit=64 << 20, cpu_shares=512)
+    )
+    api.start(container)
+    pid = api.inspect_container(container)["State"]["Pid"]
+    api.update_container(container, mem_limit=48 << 20, cpu_shares=768)
+    host = api.inspect_container(container)["HostConfig"]
+    assert host["Memory"] == 48 << 20 and host["CpuShares"] == 768
+    assert str(48 << 20) in _cgroup_values(pid, "memory", "memory.limit_in_bytes", "memory.max")
+    assert {"768", "30"} & set(_cgroup_values(pid, "cpu", "cpu.shares", "cpu.weight"))  # (30: v2's weight)
+    with pytest.raises(docker.errors.APIError) as refused:  # no cpuset: a 400 naming it, nothing changed
+        api.update_container(container, cpuset_cpus="0")
+    assert refused.value.status_code == 400 and "cpuset" in refused.value.explanation
+    assert api.inspect_container(container)["HostConfig"]["CpusetCpus"] == ""
+
+
+def test_group_add_gives_supplementary_groups(api):
+    container = api.create_container(
+        "busybox", ["id", "-G"], host_config=api.create_host_config(group_add=[1000, "1001"])
+    )
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0
+    assert api.logs(container).split() == [b"0", b"1000", b"1001"]
+    assert api.inspect_container(container)["HostConfig"]["GroupAdd"] == ["1000", "1001"]
+    named = api.create_container("busybox", "true", host_config=api.create_host_config(group_add=["nosuchgroup"]))
+    with pytest.raises(docker.errors.APIError) as refused:  # (looked up in the image at the start, as Docker's)
+        api.start(named)
+    assert refused.value.status_code == 400 and "nosuchgroup" in refused.value.explanation
+
+
+def test_volume_labels_are_kept(daemon):
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        volume = client.volumes.create("labelled", labels={"team": "a"})
+        assert volume.attrs["Labels"] == {"team": "a"}
+        assert client.volumes.get("labelled").attrs["Labels"] == {"team": "a"}
+        assert [v.attrs["Labels"] for v in client.volumes.list() if v.name == "labelled"] == [{"team": "a"}]
+        volume.remove()
+        assert client.volumes.create("labelled").attrs["Labels"] == {}  # (a volume's labels go with it)
+        client.volumes.get("labelled").remove()
+    finally:
+        client.close()
+
+
+def test_build_failure_and_untagged_build_as_the_legacy_builder(daemon):
+    """A failed RUN's message is the legacy builder's; an untagged build's image
+    is found by the short id it reports, and listed (dangling) until pruned."""
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        with pytest.raises(docker.errors.BuildError) as failed:
+            client.images.build(fileobj=io.BytesIO(b"FROM busybox\nRUN exit 3\n"))
+        assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in str(failed.value)
+        del failed
+        gc.collect()  # (the answer docker-py stopped reading keeps its socket until collected)
+        image, _ = client.images.build(fileobj=io.BytesIO(b"FROM busybox\nCMD echo untagged\n"))
+        assert client.containers.run(image, remove=True) == b"untagged\n"
+        assert image.id in [i.id for i in client.images.list(all=True)]
+        client.images.prune()
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(image.id)
+    finally:
+        client.close()
+
+
+def test_build_prune_forgets_the_build_cache(daemon):
+    client = docker.DockerClient(base_url=daemon.host)
+    dockerfile = b"FROM busybox\nRUN head -c 100000 /dev/urandom > /blob\nCMD true\n"
+    try:
+        client.images.build(fileobj=io.BytesIO(dockerfile), tag="cached:1")
+        client.images.remove("cached:1")  # (the RUN's step stays in the build cache, with its layer)
+        pruned = client.api.prune_builds()
+        assert pruned["CachesDeleted"] and pruned["SpaceReclaimed"] >= 100000
+        assert client.api.prune_builds() == {"CachesDeleted": None, "SpaceReclaimed": 0}
+        _, log = client.images.build(fileobj=io.BytesIO(dockerfile), tag="cached:1")
+        assert not any("Using cache" in line.get("stream", "") for line in log)  # (built again)
+        client.images.remove("cached:1")
+    finally:
+        client.close()
+
+
+def test_save_by_id_carries_no_names_and_load_reports_the_archives(daemon):
+    """As Docker's: an image saved by id has no names, and a load reports the names
+    its archive carried, not the others the image has in the store."""
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        image = client.images.get("busybox")
+        image.tag("second", "1")
+        by_id = b"".join(image.save(named=False))
+        (loaded,) = client.images.load(by_id)
+        assert loaded.id == image.id
+        by_name = b"".join(client.images.get("second:1").save(named="second:1"))
+        client.images.remove("second:1")
+        (loaded,) = client.images.load(by_name)
+        assert "second:1" in loaded.tags
+        names = tarfile.open(fileobj=io.BytesIO(by_id)).extractfile("manifest.json").read()
+        assert json.loads(names)[0]["RepoTags"] in (None, [])
+        client.images.remove("second:1")
+    finally:
+        client.close()
+
+
+def test_build_steps_stderr_is_red_as_the_legacy_builders(api):
+    """A RUN's stderr lines come red (``ESC[91m`` ... ``ESC[0m``), its stdout plain, each whole."""
+    script = b'FROM busybox\nRUN echo out; echo "err line" >&2; printf "no newline" >&2\n'
+    lines = [chunk.get("stream") for chunk in api.build(fileobj=io.BytesIO(script), decode=True, nocache=True)]
+    assert "\x1b[91merr line\n\x1b[0m" in lines and "\x1b[91mno newline\n\x1b[0m" in lines
+    assert "out\n" in lines
+
+
+def test_config_volumes_are_anonymous_volumes_removed_with_v(api):
+    """Config.Volumes: an anonymous volume at each path, there for cp before the
+    start and after the end; ``rm -v`` removes it, a plain rm keeps it (as Docker's)."""
+    before = {v["Name"] for v in api.volumes()["Volumes"] or []}
+    container = api.create_container("busybox", ["cat", "/vol1/file"], volumes=["/vol1"])
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w") as tar:
+        info = tarfile.TarInfo("file")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"data\n"))
+    assert api.put_archive(container, "/vol1", payload.getvalue())
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0 and api.logs(container) == b"data\n"
+    stream, stat = api.get_archive(container, "/vol1/file")
+    assert stat["size"] == 5 and b"data\n" in b"".join(stream)
+    (made,) = {v["Name"] for v in api.volumes()["Volumes"]} - before
+    api.remove_container(container, v=True)
+    assert made not in {v["Name"] for v in api.volumes()["Volumes"] or []}
+    kept = api.create_container("busybox", ["true"], volumes=["/vol2"])
+    api.start(kept)
+    api.wait(kept)
+    api.remove_container(kept)
+    (left,) = {v["Name"] for v in api.volumes()["Volumes"] or []} - before
+    api.remove_volume(left)
+
+
+def test_volumes_from_mounts_another_containers_volumes(api):
+    before = {v["Name"] for v in api.volumes()["Volumes"] or []}
+    source = api.create_container(
+        "busybox", ["sh", "-c", "echo shared > /data/file"], volumes=["/data"], name="volume-source"
+    )
+    api.start(source)
+    assert api.wait(source)["StatusCode"] == 0
+    reader = api.create_container(
+        "busybox",
+        ["sh", "-c", "cat /data/file; touch /data/new"],
+        host_config=api.create_host_config(volumes_from=["volume-source:ro"]),
+    )
+    api.start(reader)
+    assert api.wait(reader)["StatusCode"] == 1  # (read-only: the touch fails)
+    assert api.logs(reader, stderr=False) == b"shared\n"
+    assert api.inspect_container(reader)["HostConfig"]["VolumesFrom"] == ["volume-source:ro"]
+    with pytest.raises(docker.errors.NotFound):
+        api.create_container("busybox", "true", host_config=api.create_host_config(volumes_from=["nosuch"]))
+    (made,) = {v["Name"] for v in api.volumes()["Volumes"]} - before
+    api.remove_container(source, v=True)  # (the volume stays while the reader mounts it)
+    assert made in {v["Name"] for v in api.volumes()["Volumes"]}
+    api.remove_container(reader, v=True)
+    api.remove_volume(made)
+
+
+def test_container_prune_reports_the_space_of_the_layers_it_removed(api):
+    written = api.create_container("busybox", ["sh", "-c", "head -c 50000 /dev/zero > /data"])
+    running = _running(api)
+    api.start(written)
+    assert api.wait(written)["StatusCode"] == 0
+    result = api.prune_containers()
+    assert result["ContainersDeleted"] == [written["Id"]] and result["SpaceReclaimed"] >= 50000
+    assert api.prune_containers() == {"ContainersDeleted": None, "SpaceReclaimed": 0}
+    assert api.inspect_container(running)["State"]["Running"] is True
+
+
+def test_commit_shows_its_containers_image_as_parent(api):
+    container = api.create_container("busybox", ["touch", "/made"])
+    api.start(container)
+    api.wait(container)
+    committed = api.commit(container, repository="committed", tag="1")
+    assert api.inspect_image(committed["Id"])["Parent"] == api.inspect_image("busybox")["Id"]
+    assert api.inspect_image("busybox")["Parent"] == ""
+    api.remove_image("committed:1")
+
+
+def test_commit_of_a_container_ending_meanwhile(api):
+    """A commit right after the start of a short command: it may end during the
+    commit (its root gone from /proc), which is then made of the stopped container."""
+    for _ in range(5):
+        container = api.create_container("busybox", ["touch", "/made"])
+        api.start(container)
+        image = api.commit(container)["Id"]
+        api.wait(container)
+        assert api.inspect_image(image)["Id"] == image
+        api.remove_container(container)
+        api.remove_image(image)
+
+
+def test_empty_dockerfile_is_an_error_status(api):
+    """As dockerd: a 400 before any stream (docker-py's regression test 443)."""
+    with pytest.raises(docker.errors.APIError) as refused:
+        for _ in api.build(fileobj=io.BytesIO(), tag="a/b/c"):
+            pass
+    assert refused.value.status_code == 400 and "cannot be empty" in refused.value.explanation

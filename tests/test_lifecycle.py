@@ -797,3 +797,37 @@ def check_sweep_removes_garbage_records():
 
 def test_sweep_removes_empty_and_corrupt_records(runner):
     assert runner(check_sweep_removes_garbage_records) == ["garbage-live-owner"]
+
+
+def check_group_add(root: str):
+    try:
+        return sb.run(["id", "-G"], rootfs=root, read_only=True, group_add=["extra", 2000], stdin=sb.DEVNULL).stdout
+    except sb.ConfigError as err:
+        return str(err)
+
+
+def test_group_add_rootless(runner, single_id_runner, busybox_root):
+    """Rootless (setgroups denied in its user namespace, with sub-ids or not)
+    group_add is refused, never ignored."""
+    for run in ([runner] if runner.rootless else []) + [single_id_runner]:
+        refused = run(check_group_add, busybox_root)
+        assert refused == "group_add: gids [1001, 2000] cannot be given: setgroups is denied in it (rootless)"
+    if not runner.rootless:
+        assert runner(check_group_add, busybox_root).split() == [b"0", b"1001", b"2000"]
+
+
+def test_group_add_gives_every_command_supplementary_groups(busybox_root):
+    """group_add: gids and names of the container's /etc/group, besides the user's own
+    groups, for the main command and exec'd ones (Docker's --group-add)."""
+    options = {"rootfs": busybox_root, "read_only": True, "stdin": sb.DEVNULL}
+    r = sb.run(["id", "-G"], group_add=["extra", 2000], **options)
+    assert r.stdout.split() == [b"0", b"1001", b"2000"], r
+    r = sb.run(["id", "-G"], user="app", group_add=["nogroup"], **options)
+    assert r.stdout.split() == [b"1000", b"1001", b"65534"], r  # (app's own extra, and nogroup)
+    with sb.Container(rootfs=busybox_root, read_only=True, group_add=["2000"]) as c:
+        assert c.run(["id", "-G"], user="app", stdin=sb.DEVNULL).stdout.split() == [b"1000", b"1001", b"2000"]
+    with pytest.raises(sb.ConfigError, match="group_add: no group 'nosuch'"):
+        sb.run(["true"], group_add=["nosuch"], **options)
+    for bad in ("extra", [-1], [None], ["a:b"]):
+        with pytest.raises(sb.ConfigError, match="group_add"):
+            sb.ContainerConfig(group_add=bad)

@@ -755,3 +755,33 @@ def test_v2_placement_beside_a_cgroup_with_processes(tmp_path):
     assert placed(root) == (str(root / "sandboxlib-test"), ["memory", "pids"])
     layout = cgroups.Layout(v1={}, v2=str(own), v2_controllers=frozenset({"memory", "pids"}))
     assert cgroups.plan_cgroup(layout, CgroupLimits(), "x").v2.path == str(own / "x")  # no controllers
+
+
+# -- a running container's limits changed (docker update) -------------------------------
+def _limit_file(c, controller: str, name: str) -> str:
+    with open(os.path.join(c._cgroup.node(controller).path, name)) as f:
+        return f.read().strip()
+
+
+def test_update_limits_of_a_running_container():
+    """update_limits writes the changed limits into the running container's
+    cgroup; what it cannot change is refused:
+    an rlimit, a removed limit, a kind of limit the container started without."""
+    with sb.Container(limits=sb.Limits(memory="64M", pids=50, cpu_shares=512, nofile=256)) as c:
+        memory = "memory.limit_in_bytes" if c._cgroup.node("memory").version == "v1" else "memory.max"
+        c.update_limits(sb.Limits(memory="48M", pids=40, cpu_shares=1024, nofile=256))
+        assert _limit_file(c, "memory", memory) == str(48 << 20)
+        assert _limit_file(c, "pids", "pids.max") == "40"
+        r = c.run(["sh", "-c", "ulimit -n"], **NO_STDIN)  # the commands run on, under the new limits
+        assert r.stdout.strip() == b"256"
+        with pytest.raises(sb.ConfigError, match="rlimits"):
+            c.update_limits(sb.Limits(memory="48M", pids=40, cpu_shares=1024, nofile=128))
+        with pytest.raises(sb.UnsupportedError, match="pids"):
+            c.update_limits(sb.Limits(memory="48M", cpu_shares=1024, nofile=256))
+        assert _limit_file(c, "pids", "pids.max") == "40"  # (a refused update changes nothing)
+    with sb.Container() as c:
+        if c._cgroup.node("pids") is None:  # (no statistics hierarchies without limits)
+            with pytest.raises(sb.UnsupportedError, match="pids"):
+                c.update_limits(sb.Limits(pids=10))
+    with pytest.raises(sb.ContainerStateError):
+        c.update_limits(sb.Limits(pids=10))

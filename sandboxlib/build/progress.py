@@ -18,14 +18,15 @@ __all__ = ["BuildEvent", "Reporter", "reporter"]
 class BuildEvent:
     """``kind``: ``"step"`` (a step starts: ``stage``, ``step``/``total``,
     ``text``), ``"cached"`` (that step was in the cache), ``"output"``
-    (a line a ``RUN`` printed, in ``text``), ``"warning"``, ``"done"``
-    (``text``: the image id)."""
+    (a line a ``RUN`` printed, in ``text``; ``stream``: ``"stdout"`` or
+    ``"stderr"``), ``"warning"``, ``"done"`` (``text``: the image id)."""
 
     kind: str
     text: str
     stage: str = ""
     step: int = 0
     total: int = 0
+    stream: str = "stdout"
 
 
 Reporter = Callable[[BuildEvent], None]

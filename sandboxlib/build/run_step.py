@@ -15,7 +15,7 @@ from ..errors import BuildError, BuildStepFailed
 from ..images import ImageStore, Layer
 from ..runtime import Container
 from ..runtime.commit import PLAIN
-from ..streams import PIPE, STDOUT
+from ..streams import PIPE
 from .parser import Instruction
 from .progress import BuildEvent, Reporter
 
@@ -41,33 +41,43 @@ def run_command(
     """Run ``argv`` on the image ``manifest``; returns the stored layer of what it wrote."""
     tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
     with Container(image=manifest, image_store=store.path, network=network, pull="never") as container:
-        process = container.spawn(argv, stdout=PIPE, stderr=STDOUT, env=env, cwd=cwd, user=user or None)
+        process = container.spawn(argv, stdout=PIPE, stderr=PIPE, env=env, cwd=cwd, user=user or None)
         with process:
-            assert process.stdout is not None
-            pending = b""
-            while True:
-                if not select.select([process.stdout], [], [], 0.2)[0]:
-                    if cancelled.is_set():
-                        process.kill()
-                        process.wait()
-                        raise BuildError(ins.file, ins.line, "RUN cancelled: another stage failed")
-                    continue
-                chunk = process.stdout.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
+            assert process.stdout is not None and process.stderr is not None
+            pending = {process.stdout: b"", process.stderr: b""}
+            names = {process.stdout: "stdout", process.stderr: "stderr"}
+
+            def lines_of(pipe, data: bytes) -> None:
+                pending[pipe] += data
+                *lines, pending[pipe] = pending[pipe].split(b"\n")
+                if not data and pending[pipe]:  # (the end: its last line without a newline)
+                    lines, pending[pipe] = [pending[pipe]], b""
                 for line in lines:
                     text = line.decode(errors="replace")
                     tail.append(text)
-                    report(BuildEvent(kind="output", stage=stage, text=text))
-            if pending:
-                tail.append(pending.decode(errors="replace"))
-                report(BuildEvent(kind="output", stage=stage, text=tail[-1]))
+                    report(BuildEvent(kind="output", stage=stage, text=text, stream=names[pipe]))
+
+            open_pipes = [process.stdout, process.stderr]
+            while open_pipes:
+                ready = select.select(open_pipes, [], [], 0.2)[0]
+                if cancelled.is_set():
+                    process.kill()
+                    process.wait()
+                    raise BuildError(ins.file, ins.line, "RUN cancelled: another stage failed")
+                for pipe in ready:
+                    chunk = pipe.read(65536)
+                    lines_of(pipe, chunk)
+                    if not chunk:
+                        open_pipes.remove(pipe)
             code = process.wait()
         if code != 0:
             raise BuildStepFailed(
-                ins.file, ins.line, f"RUN {argv!r} failed", code if code >= 0 else 128 - code, "\n".join(tail)
+                ins.file,
+                ins.line,
+                f"RUN {argv!r} failed",
+                code if code >= 0 else 128 - code,
+                "\n".join(tail),
+                argv,
             )
         digest, size, diff_id = container.commit_layer()
     return Layer(digest=digest, diff_id=diff_id, size=size, media_type=PLAIN)

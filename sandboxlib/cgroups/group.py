@@ -172,8 +172,33 @@ class ContainerCgroup:
             # CPUs and memory nodes, then the limits' own.
             for name in ("cpuset.cpus", "cpuset.mems"):
                 fs.write(os.path.join(node.path, name), (fs.read_text(os.path.join(parent, name)) or "").strip())
-        settings = (v2_settings if node.version == "v2" else v1_settings)(self.limits)
-        for controller in node.controllers:
+        self._write(node, self.limits, node.controllers)
+
+    def update(self, limits: CgroupLimits) -> None:
+        """Write the limits that differ from those set (a running container's
+        ``docker update``).  UnsupportedError for a limit removed, or one whose
+        controller the cgroup was made without (none of that kind was set at
+        its creation); SetupError naming the file the kernel refused."""
+        changed = [k for k, v in attrs.asdict(limits).items() if v != getattr(self.limits, k)]
+        removed = [k for k in changed if getattr(limits, k) is None]
+        if removed:
+            raise UnsupportedError(f"removing limits of a running container ({', '.join(removed)})", "recreate it")
+        controllers = sorted({CONTROLLERS_OF[k] for k in changed})
+        lacking = [c for c in controllers if self.node(c) is None]
+        if lacking:
+            raise UnsupportedError(
+                f"new {', '.join(lacking)} limits on a running container made without one",
+                "give the container a limit of that kind when it is made",
+            )
+        for controller in controllers:
+            node = self.node(controller)
+            assert node is not None
+            self._write(node, limits, (controller,))
+        self.limits = limits
+
+    def _write(self, node: Node, limits: CgroupLimits, controllers: Sequence[str]) -> None:
+        settings = (v2_settings if node.version == "v2" else v1_settings)(limits)
+        for controller in controllers:
             for filename, value in settings.get(controller, ()):
                 path = os.path.join(node.path, filename)
                 if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(path):
@@ -185,7 +210,7 @@ class ContainerCgroup:
                         err.errno,
                         f"write({path!r}, {value!r})",
                         step="CGROUP",
-                        field=f"limits ({', '.join(self.limits.names())})",
+                        field=f"limits ({', '.join(limits.names())})",
                     ) from None
 
     def delegate_procs(self, uid: int, gid: int) -> None:

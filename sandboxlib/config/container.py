@@ -97,6 +97,17 @@ def _host_path(value: Union[str, os.PathLike, None]) -> Optional[str]:
     return None if value is None else os.fspath(value)
 
 
+def _groups(value: Sequence[Union[int, str]]) -> Tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError("group_add", f"expected a list of gids or group names, got {value!r}")
+    for group in value:
+        if isinstance(group, bool) or not isinstance(group, (int, str)) or not str(group) or ":" in str(group):
+            raise ConfigError("group_add", f"{group!r} is not a gid or a group name")
+        if isinstance(group, int) and group < 0:
+            raise ConfigError("group_add", f"{group!r} is not a gid")
+    return tuple(str(g) for g in value)
+
+
 def _cwd(value: Optional[str]) -> Optional[str]:
     return None if value is None else container_path(value, "cwd")
 
@@ -202,6 +213,10 @@ class ContainerConfig:
         mounts: :class:`Mount` binds, tmpfs and volumes, applied after the root
             (parents first).
         user: ``"uid[:gid]"`` or ``"name[:group]"`` resolved in the container's /etc/passwd.
+        group_add: supplementary groups every command gets besides its user's
+            own (Docker's ``--group-add``): gids, or names in the container's
+            /etc/group.  Rootless: refused (ConfigError), setgroups being
+            denied in a rootless user namespace.
         cwd: the default working directory of commands (default: the image's
             WorkingDir, else ``/``).
         image: an image reference (``name:tag``, ``name@sha256:...``, an id) in
@@ -268,6 +283,7 @@ class ContainerConfig:
     env: Tuple[Tuple[str, str], ...] = attrs.field(default=None, converter=env_pairs)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_tuple_of_mounts)
     user: Optional[str] = None
+    group_add: Tuple[str, ...] = attrs.field(default=(), converter=_groups)
     cwd: Optional[str] = attrs.field(default=None, converter=_cwd)
     limits: Limits = attrs.field(default=None, converter=_limits)
     userns: bool = True

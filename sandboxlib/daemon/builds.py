@@ -11,6 +11,7 @@ built`` and ``tagged``; a failure is an ``{"error", "errorDetail"}`` line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -22,12 +23,12 @@ from aiohttp import web
 
 from ..build import BuildEvent
 from ..build import ImageStore as BuildingStore
-from ..errors import ImageFormatError, SandboxError
+from ..errors import BuildStepFailed, ImageFormatError, SandboxError
 from ..images.compression import decompressed, sniff
 from ..images.layercheck import LayerCheck, LayerLimits
 from ..images.unpack import DIR_FLAGS, IdPolicy, unpack_into
 from .apierrors import ApiError
-from .server import Route, flush_headers, query_bool
+from .server import Route, flush_headers, json_response, query_bool
 from .threads import deliver, in_thread
 
 __all__ = ["ROUTES"]
@@ -86,13 +87,21 @@ def _check_context(path: str) -> None:
 
 
 def _build(store_path: str, archive: str, directory: str, options: Dict[str, Any], report) -> Any:
-    """On a thread of its own (it outlives a client that goes away): extract, build, clean up."""
+    """On a thread of its own (it outlives a client that goes away): build, clean up."""
     try:
-        _extract(archive, directory)
         return BuildingStore(store_path).build(directory, progress=report, **options)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         os.unlink(archive)
+
+
+def _check_dockerfile(directory: str, name: Optional[str]) -> None:
+    """An empty Dockerfile is an error status before any stream, as dockerd's
+    (clients such as docker-py tell a refused build by it)."""
+    name = name or "Dockerfile"
+    with contextlib.suppress(OSError):
+        if os.lstat(os.path.join(directory, name)).st_size == 0:
+            raise ApiError(400, f"the Dockerfile ({name}) cannot be empty")
 
 
 def _extract(archive: str, directory: str) -> None:
@@ -120,11 +129,21 @@ def _stream_of(event: BuildEvent) -> Optional[Dict[str, Any]]:
         return {"stream": f"Step {event.step}/{event.total} : {event.text}\n"}
     if event.kind == "cached":
         return {"stream": " ---> Using cache\n"}
+    if event.kind == "output" and event.stream == "stderr":  # red, as the legacy builder's
+        return {"stream": f"\x1b[91m{event.text}\n\x1b[0m"}
     if event.kind == "output":
         return {"stream": event.text + "\n"}
     if event.kind == "warning":
         return {"stream": f"[Warning] {event.text}\n"}
     return None
+
+
+def _legacy_message(err: BaseException) -> str:
+    """A failure as the legacy builder words it where clients match the text
+    (docker-py's tests, CI scripts grepping for "returned a non-zero code")."""
+    if isinstance(err, BuildStepFailed):
+        return f"The command '{' '.join(err.argv)}' returned a non-zero code: {err.exit_code}"
+    return str(err)
 
 
 async def _receive(request: web.Request, path: str) -> None:
@@ -149,6 +168,16 @@ async def _post(request: web.Request) -> web.StreamResponse:
     except BaseException:
         os.unlink(archive)
         raise
+    try:
+        try:
+            await in_thread(_extract, archive, directory)
+        except (SandboxError, OSError, tarfile.TarError) as err:
+            raise ApiError(400, f"build context: {err}") from None
+        _check_dockerfile(directory, options["dockerfile"])
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.unlink(archive)
+        raise
     lines: asyncio.Queue = asyncio.Queue()
     loop = asyncio.get_running_loop()
 
@@ -171,7 +200,8 @@ async def _post(request: web.Request) -> web.StreamResponse:
     try:
         image = job.result()
     except (SandboxError, OSError, tarfile.TarError) as err:
-        await response.write(_line({"errorDetail": {"message": str(err)}, "error": str(err)}))
+        message = _legacy_message(err)
+        await response.write(_line({"errorDetail": {"message": message}, "error": message}))
     else:
         await response.write(_line({"aux": {"ID": image.id}}))
         await response.write(_line({"stream": f"Successfully built {image.id.split(':')[-1][:12]}\n"}))
@@ -183,4 +213,11 @@ async def _post(request: web.Request) -> web.StreamResponse:
     return response
 
 
-ROUTES: List[Route] = [("POST", "/build", _post)]
+async def _prune(request: web.Request) -> web.Response:
+    """``POST /build/prune``: the build cache's steps (the ``all``, ``keep-storage``
+    and ``filters`` options are not applied: every step goes)."""
+    keys, freed = await in_thread(request.app["context"].store().prune_build_cache)
+    return json_response({"CachesDeleted": keys or None, "SpaceReclaimed": freed})
+
+
+ROUTES: List[Route] = [("POST", "/build", _post), ("POST", "/build/prune", _prune)]

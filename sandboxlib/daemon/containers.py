@@ -4,15 +4,16 @@ output: ``output.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from typing import Dict, List, Optional
 
 from aiohttp import web
 
-from ..errors import SandboxError
+from ..errors import ConfigError, SandboxError
 from .apierrors import ApiError, library_error
-from .create_config import parse_create, with_update
+from .create_config import parse_create, with_update, with_volumes_from
 from .inspect import container_json, container_summary, docker_state
 from .registry_of_containers import ContainerRecord
 from .server import Route, flush_headers, json_body, json_response, query_bool, query_int
@@ -64,6 +65,7 @@ async def _create(request: web.Request) -> web.Response:
         raise ApiError(400, "Config cannot be empty in order to create a container" if not body else "Image: required")
     image = await context.image(image_ref)
     parsed = parse_create(body, image, context.store_path, context.default_network)
+    parsed = with_volumes_from(parsed, lambda name: context.containers.get(name).request.options["mounts"])
     record = context.containers.create(name, image_ref, image.id, parsed)
     return json_response({"Id": record.id, "Warnings": []}, 201)
 
@@ -172,7 +174,19 @@ async def _unpause(request: web.Request) -> web.Response:
 
 async def _remove(request: web.Request) -> web.Response:
     record = container_of(request)
-    await _context(request).containers.remove(record, force=query_bool(request, "force"))
+    context = _context(request)
+    await context.containers.remove(record, force=query_bool(request, "force"))
+    if query_bool(request, "v"):  # its anonymous volumes, unless another container mounts one
+        used = {
+            str(m.source)
+            for other in context.containers.all()
+            for m in other.request.options.get("mounts") or ()
+            if m.kind.value == "volume"
+        }
+        for name in record.request.anonymous_volumes:
+            if name not in used:
+                with contextlib.suppress(ConfigError):  # (never made: the container never started)
+                    await in_thread(context.store().remove_volume, name)
     return web.Response(status=204)
 
 
@@ -182,14 +196,17 @@ async def _prune(request: web.Request) -> web.Response:
     filters = filters_of(request)
     until = filters.pop("until", None)
     gone = []
+    freed = 0  # the writable layers' bytes
     for record in containers.all():
         if record.running or record.state in ("restarting", "removing") or not _matches(record, filters):
             continue
         if until and record.created > until[0]:
             continue
+        layer = record.layer
+        freed += await in_thread(layer.size) if layer is not None else 0
         await containers.remove(record, force=False)
         gone.append(record.id)
-    return json_response({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
+    return json_response({"ContainersDeleted": gone or None, "SpaceReclaimed": freed})
 
 
 async def _rename(request: web.Request) -> web.Response:
@@ -202,7 +219,14 @@ async def _rename(request: web.Request) -> web.Response:
 
 async def _update(request: web.Request) -> web.Response:
     record = container_of(request)
-    record.request = with_update(record.request, await json_body(request))
+    updated = with_update(record.request, await json_body(request))
+    limits = updated.options.get("limits")
+    if record.box is not None and record.running and limits != record.request.options.get("limits"):
+        try:
+            await in_thread(record.box.sync.update_limits, limits)
+        except SandboxError as err:
+            raise library_error(err) from None
+    record.request = updated  # (the next start's limits too)
     return json_response({"Warnings": []})
 
 

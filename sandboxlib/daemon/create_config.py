@@ -6,8 +6,9 @@ is a 400 naming the field: nothing is made."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 
@@ -42,6 +43,7 @@ class CreateRequest:
     spawned: bool  # the main command is spawned by the daemon (Tty, OpenStdin, an image's Entrypoint replaced)
     network_mode: str  # bridge, host, none or a named network's name
     alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
+    anonymous_volumes: Tuple[str, ...] = ()  # named by us: a remove with v=1 removes them
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -118,8 +120,9 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "hostname": _typed(body, "Hostname", str, None) or None,
         "env": env,
         "user": _typed(body, "User", str, None) or None,
+        "group_add": _strings(host, "GroupAdd", "HostConfig.") or (),
         "cwd": _typed(body, "WorkingDir", str, None) or None,
-        "mounts": _mounts(host),
+        "mounts": _mounts(host, _typed(body, "Volumes", dict, {})),
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
         "network": network,
         "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
@@ -173,6 +176,8 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         },
         "CapAdd": host.get("CapAdd"),
         "CapDrop": host.get("CapDrop"),
+        "GroupAdd": host.get("GroupAdd"),
+        "VolumesFrom": _strings(host, "VolumesFrom", "HostConfig."),
         "Privileged": False,
         "ReadonlyRootfs": options["read_only"],
         "Memory": host.get("Memory") or 0,
@@ -198,6 +203,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         tty=tty,
         open_stdin=open_stdin,
         spawned=spawned or tty or open_stdin,
+        anonymous_volumes=_anonymous(host, options["mounts"]),
         network_mode=network,
         alias=_alias(body, network),
     )
@@ -212,12 +218,40 @@ def _restart_policy(body: dict, where: str) -> Tuple[str, int]:
     return policy, retries
 
 
+UPDATABLE_RESOURCES = ("Memory", "MemorySwap", "NanoCpus", "PidsLimit", "CpuShares", "CpusetCpus")
+
+
+def with_volumes_from(request: CreateRequest, mounts_of: Callable[[str], Sequence[Mount]]) -> CreateRequest:
+    """HostConfig.VolumesFrom (``NAME[:ro|:rw]``): the volumes and binds of those
+    containers (``mounts_of(NAME)``, a 404 if there is none) at their paths,
+    read-only with ``:ro``; a path the request mounts itself keeps its own."""
+    added: List[Mount] = []
+    mounts = list(request.options["mounts"])
+    for spec in request.host_config.get("VolumesFrom") or ():
+        name, _, mode = spec.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise ApiError(400, f"HostConfig.VolumesFrom: {spec!r}: the mode is ro or rw")
+        targets = {os.path.normpath(str(m.target)) for m in mounts + added}
+        for mount in mounts_of(name):
+            if mount.kind.value in ("volume", "bind") and os.path.normpath(str(mount.target)) not in targets:
+                added.append(attrs.evolve(mount, read_only=mount.read_only or mode == "ro"))
+    if not added:
+        return request
+    return attrs.evolve(request, options={**request.options, "mounts": mounts + added})
+
+
 def with_update(request: CreateRequest, body: dict) -> CreateRequest:
-    """``docker update``: a new restart policy.  A container's resources stay as
-    created (the library sets its cgroup's limits once): asking to change them is a 400."""
-    others = sorted(key for key, value in body.items() if key != "RestartPolicy" and value not in (None, 0, "", [], {}))
+    """``docker update``: a new restart policy, new cgroup limits (those of
+    UPDATABLE_RESOURCES; 0 or absent: unchanged; the caller applies them to a
+    running container).  Other resources are a 400."""
+    given = {k: v for k, v in body.items() if v not in (None, 0, "", [], {})}
+    others = sorted(k for k in given if k != "RestartPolicy" and k not in UPDATABLE_RESOURCES)
     if others:
         raise ApiError(400, f"{', '.join(others)}: updating a container's resources is not supported")
+    resources = {k: v for k, v in given.items() if k in UPDATABLE_RESOURCES}
+    if resources:
+        host = {**request.host_config, **resources}
+        request = attrs.evolve(request, host_config=host, options={**request.options, "limits": _limits(host)})
     if body.get("RestartPolicy") is None:
         return request
     policy, retries = _restart_policy(body, "")
@@ -380,7 +414,16 @@ def _merged_env(image: Image, env: Dict[str, str]) -> List[str]:
     return [f"{k}={v}" for k, v in merged.items()]
 
 
-def _mounts(host: dict) -> List[Mount]:
+def _anonymous(host: dict, mounts: List[Mount]) -> Tuple[str, ...]:
+    """The volumes of ``mounts`` named by us (not by Binds or a Mount's Source)."""
+    named = {spec.split(":")[0] for spec in _strings(host, "Binds", "HostConfig.") or []}
+    named |= {str(item.get("Source")) for item in host.get("Mounts") or [] if item.get("Source")}
+    return tuple(str(m.source) for m in mounts if m.kind.value == "volume" and str(m.source) not in named)
+
+
+def _mounts(host: dict, volumes: dict) -> List[Mount]:
+    """HostConfig's Binds, Mounts and Tmpfs, then an anonymous volume for each path
+    of Config's Volumes that none of them mounts (as Docker's)."""
     mounts = []
     try:
         for spec in _strings(host, "Binds", "HostConfig.") or []:
@@ -413,6 +456,10 @@ def _mounts(host: dict) -> List[Mount]:
         for target, opts in _typed(host, "Tmpfs", dict, {}, "HostConfig.").items():
             size = next((o[5:] for o in str(opts).split(",") if o.startswith("size=")), None)
             mounts.append(Mount.tmpfs(target, size=size))
+        targets = {os.path.normpath(str(m.target)) for m in mounts}
+        for target in volumes:
+            if os.path.normpath(target) not in targets:
+                mounts.append(Mount.volume(secrets.token_hex(32), target))
         for mount in mounts:
             mount.check("mount")
     except ConfigError as err:

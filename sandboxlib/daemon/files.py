@@ -169,13 +169,19 @@ async def _commit(request: web.Request) -> web.Response:
     repo, tag = request.query.get("repo"), request.query.get("tag")
     ref = f"{repo}:{tag or 'latest'}" if repo else None
     changes = _changes(request, body)
-    try:
-        async with files_of(record) as box:
-            image = await in_thread(lambda: box.sync.commit(ref, changes=changes or None))
-    except ContainerStateError as err:
-        raise ApiError(409, str(err)) from None
-    except SandboxError as err:
-        raise library_error(err) from None
+    for last in (False, True):  # (again when the container ended during a running one's commit)
+        try:
+            async with files_of(record) as box:
+                image = await in_thread(lambda: box.sync.commit(ref, changes=changes or None))
+            break
+        except ContainerStateError as err:
+            if last or record.removed or record.removing:
+                raise ApiError(409, str(err)) from None
+            await record.wait_for(lambda: not record.running or record.removed)
+        except SandboxError as err:
+            raise library_error(err) from None
+    if image.id != record.image_id:  # (a commit of no change is its image itself)
+        context.image_parents[image.id] = record.image_id
     context.events.emit("container", "commit", record.id, record.attributes())
     return json_response({"Id": image.id}, 201)
 

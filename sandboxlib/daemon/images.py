@@ -50,7 +50,8 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _inspect(request: web.Request) -> web.Response:
-    return json_response(image_json(await _image(request)))
+    image = await _image(request)
+    return json_response(image_json(image, parent=_context(request).image_parents.get(image.id, "")))
 
 
 async def _history(request: web.Request) -> web.Response:
@@ -206,7 +207,7 @@ async def _load(request: web.Request) -> web.StreamResponse:
     context = _context(request)
     path = await _body_to_file(request, "load-")
     try:
-        images = await in_thread(context.store().load, path)
+        images = await in_thread(context.store().load_carried, path)
     except SandboxError as err:  # as dockerd: an error line in the answer (docker-py's ImageLoadError)
         response = await _progress_stream(request)
         await _line(response, {"errorDetail": {"message": str(err)}, "error": str(err)})
@@ -215,9 +216,9 @@ async def _load(request: web.Request) -> web.StreamResponse:
     finally:
         os.unlink(path)
     lines = []
-    for image in images:
-        for name in image.references or (image.id,):
-            kind = "Loaded image" if image.references else "Loaded image ID"
+    for image, names in images:  # the archive's names only, as dockerd's
+        for name in names or (image.id,):
+            kind = "Loaded image" if names else "Loaded image ID"
             lines.append({"stream": f"{kind}: {name}\n"})
             context.events.emit("image", "load", image.id, {"name": name})
     response = await _progress_stream(request)  # chunked, as dockerd's: docker-py reads it line by line

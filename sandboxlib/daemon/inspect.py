@@ -263,12 +263,12 @@ def image_summary(image: Image) -> Dict[str, Any]:
     }
 
 
-def image_json(image: Image) -> Dict[str, Any]:
+def image_json(image: Image, *, parent: str = "") -> Dict[str, Any]:
     return {
         "Id": image.id,
         "RepoTags": _tags(image),
         "RepoDigests": list(image.repo_digests),
-        "Parent": "",
+        "Parent": parent,
         "Comment": "",
         "Created": image.created or "1970-01-01T00:00:00Z",
         "Container": "",

@@ -12,6 +12,7 @@ from aiohttp import web
 from ..runtime.logs import log_time
 from .apierrors import ApiError
 from .containers import container_of
+from .exec import DetachWatch, detach_keys
 from .hijack import STDERR, STDOUT, Hijacked, frame
 from .logstream import log_records
 from .registry_of_containers import ContainerRecord
@@ -82,12 +83,13 @@ async def _attach(request: web.Request) -> web.StreamResponse:
     """The main command's output from now on (``logs=1``: what it wrote before, first),
     over the taken-over connection; it ends when the run ends."""
     record = container_of(request)
+    keys = detach_keys(request.query.get("detachKeys"))  # (a 400 before the upgrade)
     before = record.attempts, record.runs, record.running
     hijacked = await Hijacked.take(request, multiplexed=not record.request.tty)
     record.attached += 1  # (until it has read the run's output: an AutoRemove waits for it)
     try:
         if record.interactive is not None:
-            await _attach_interactive(record, hijacked, request)
+            await _attach_interactive(record, hijacked, request, keys)
         else:
             await _attach_to_log(record, hijacked, request, before)
     finally:
@@ -121,9 +123,10 @@ async def _attach_to_log(record: ContainerRecord, hijacked: Hijacked, request: w
         gone.cancel()
 
 
-async def _attach_interactive(record: ContainerRecord, hijacked: Hijacked, request: web.Request) -> None:
+async def _attach_interactive(record: ContainerRecord, hijacked: Hijacked, request: web.Request, keys: bytes) -> None:
     """A ``-it`` (or ``-i``) container: its output as it comes, the client's bytes as its stdin
-    (``StdinOnce``: the client's end of input is the command's)."""
+    (``StdinOnce``: the client's end of input is the command's; the detach keys, ctrl-p
+    ctrl-q unless ``detachKeys`` says otherwise, end the attach and leave it running)."""
     interactive = record.interactive
     assert interactive is not None
     wanted = _wanted(request)
@@ -135,7 +138,7 @@ async def _attach_interactive(record: ContainerRecord, hijacked: Hijacked, reque
                 if wanted[name]:
                     await hijacked.write(_STREAMS[name], data)
         if query_bool(request, "stdin") and record.request.open_stdin:
-            feeding = asyncio.ensure_future(_feed(record, hijacked))
+            feeding = asyncio.ensure_future(_feed(record, hijacked, DetachWatch(keys)))
         if not query_bool(request, "stream"):
             return
         gone = asyncio.ensure_future(hijacked.gone.wait())
@@ -159,12 +162,17 @@ async def _attach_interactive(record: ContainerRecord, hijacked: Hijacked, reque
             feeding.cancel()
 
 
-async def _feed(record: ContainerRecord, hijacked: Hijacked) -> None:
+async def _feed(record: ContainerRecord, hijacked: Hijacked, watch: DetachWatch) -> None:
     interactive = record.interactive
     assert interactive is not None
     await record.wait_for(lambda: interactive.process is not None or record.removed)  # (sent before the start)
     while data := await hijacked.input.read(65536):
-        await interactive.write(data)
+        passed = watch.feed(data)
+        if passed:
+            await interactive.write(passed)
+        if watch.detached:
+            hijacked.close()  # (its loss ends the output's loop)
+            return
     if record.request.body.get("StdinOnce"):
         interactive.close_stdin()
 

@@ -60,6 +60,9 @@ class Context:
         self.events = Events()
         self.containers = Containers(state_dir, self.events)
         self.execs: Dict[str, object] = {}
+        # A commit's image -> the image of its container (inspect's Parent; kept in
+        # memory: Docker keeps it in its image metadata, the store has no place for it).
+        self.image_parents: Dict[str, str] = {}
 
     def store(self) -> ImageStore:
         return ImageStore(self.store_path)

@@ -33,7 +33,7 @@ def volume_json(store, name: str) -> Dict[str, Any]:
         "Driver": "local",
         "Mountpoint": path,
         "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)),
-        "Labels": {},
+        "Labels": store.volume_labels(name),
         "Scope": "local",
         "Options": {},
     }
@@ -73,10 +73,13 @@ async def _create(request: web.Request) -> web.Response:
         raise ApiError(400, "Name: expected a string")
     if body.get("Driver") not in (None, "", "local"):
         raise ApiError(400, f"Driver: only the local driver (got {body['Driver']!r})")
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ApiError(400, "Labels: expected an object of strings")
     store = _context(request).store()
     try:
         Mount.volume(name, "/v")  # the name checked as a container's mount checks it
-        await asyncio.to_thread(store.volume, name, _root_owner())
+        await asyncio.to_thread(store.volume, name, _root_owner(), labels=labels)
     except ConfigError as err:
         raise ApiError(400, f"create {name}: {err.message}") from None
     _context(request).events.emit("volume", "create", name, {"driver": "local"})

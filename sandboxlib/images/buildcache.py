@@ -6,7 +6,7 @@ intermediate images)."""
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from .model import OCI_MANIFEST
 
@@ -49,3 +49,11 @@ class BuildCache:
     def cache_entries(self: Any) -> List[str]:
         """The cache keys the store holds."""
         return [e["annotations"][CACHE_ANNOTATION] for e in self._read_index() if is_cache_entry(e)]
+
+    def prune_build_cache(self: Any) -> Tuple[List[str], int]:
+        """Forget every built step, then collect what only they held:
+        (the cache keys removed, bytes freed)."""
+        with self._index() as entries:
+            keys = [e["annotations"][CACHE_ANNOTATION] for e in entries if is_cache_entry(e)]
+            entries[:] = [e for e in entries if not is_cache_entry(e)]
+        return keys, self.collect()[2]

@@ -104,9 +104,9 @@ def save(store: Store, refs: Sequence[str], path: str) -> None:
     """Write the images ``refs`` name (with those names) to the tar ``path``,
     atomically: a partial archive never appears under ``path``."""
     chosen = []
-    for ref in refs:  # by name:tag: that name; by digest or id: all of the image's names
+    for ref in refs:  # by name:tag: that name; by digest or id: none (as Docker's)
         image = store.get(ref)
-        chosen.append((image, [_tagged(ref)] if _tagged(ref) else list(image.references)))
+        chosen.append((image, [_tagged(ref)] if _tagged(ref) else []))
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".save-", dir=directory)
     try:

@@ -4,7 +4,7 @@ content-addressed :class:`~sandboxlib.images.store.Store`."""
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from . import exporter, importer, layers
 from .model import Image
@@ -29,6 +29,12 @@ class ImageStore(Store):
             DigestMismatch: a blob or a layer's content is not what its digest says.
         """
         return importer.load(self, path)
+
+    def load_carried(self, path: str) -> List[Tuple[Image, Tuple[str, ...]]]:
+        """As :meth:`load`, each Image with the names the archive carried for it
+        (an Image's ``references`` are all its names in the store; ``docker
+        load`` reports only the archive's)."""
+        return importer.load_carried(self, path)
 
     def import_rootfs(
         self,
@@ -63,5 +69,6 @@ class ImageStore(Store):
         """Write the images to a tar that ``docker load`` and skopeo (as
         ``docker-archive:`` and ``oci-archive:``) read: a ``docker save``
         archive of Docker >= 25's kind (an OCI layout plus ``manifest.json``),
-        layers uncompressed.  Names given as ``name:tag`` are kept."""
+        layers uncompressed.  Names given as ``name:tag`` are kept; an image
+        given by id or digest goes without names (as ``docker save ID``)."""
         exporter.save(self, [refs] if isinstance(refs, str) else list(refs), path)

@@ -403,6 +403,11 @@ def _docker_names(source) -> dict:
 # -- the entry points ------------------------------------------------------------------
 def load(store: Store, path: str) -> list:
     """Import every image of an archive or layout; returns the Images."""
+    return [image for image, _ in load_carried(store, path)]
+
+
+def load_carried(store: Store, path: str) -> list:
+    """As :func:`load`, each Image with the names the archive carried for it."""
     source = open_source(path)
     try:
         with transaction(store), _Wrap(path):
@@ -415,7 +420,9 @@ def load(store: Store, path: str) -> list:
                     path,
                     "neither a docker save archive (manifest.json) nor an OCI image layout (oci-layout, index.json)",
                 )
-            return [store.add(digest, tuple(dict.fromkeys(names))) for digest, names in found]
+            return [
+                (store.add(digest, tuple(dict.fromkeys(names))), tuple(dict.fromkeys(names))) for digest, names in found
+            ]
     finally:
         source.close()
 

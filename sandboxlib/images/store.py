@@ -147,7 +147,7 @@ class Store(ContainerLeases, Volumes, BuildCache):
         """The store's directories above anything a container or an image controls."""
         found = [
             os.path.join(self.path, name)
-            for name in ("images", "layers", "locks", "leases", "tmp", "containers", "volumes")
+            for name in ("images", "layers", "locks", "leases", "tmp", "containers", "volumes", "volume-labels")
         ]
         layers = os.path.join(self.path, "layers")
         with contextlib.suppress(FileNotFoundError):
@@ -325,8 +325,8 @@ class Store(ContainerLeases, Volumes, BuildCache):
             if tag:
                 entry["annotations"] = {REF_ANNOTATION: tag}
             entries.append(entry)
-        if not tags and any(e["digest"] == digest and e.get("annotations") for e in entries):
-            entries.pop()  # already tagged: no untagged entry needed
+        if not tags and any(e["digest"] == digest and e.get("annotations") and not is_cache_entry(e) for e in entries):
+            entries.pop()  # already named: no untagged entry needed (a build cache's entry is no name)
 
     @staticmethod
     def _tag_of(entry: dict) -> Optional[str]:

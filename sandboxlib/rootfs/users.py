@@ -5,7 +5,7 @@ the container's libraries)."""
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import attrs
 
@@ -44,8 +44,24 @@ def _number(text: str) -> Optional[int]:
     return int(text) if text.isdigit() else None
 
 
-def resolve_user(spec: Optional[str], root_fd: int) -> User:
-    """``"uid[:gid]"`` or ``"name[:group]"`` -> User, looked up inside the root."""
+def resolve_user(spec: Optional[str], root_fd: int, group_add: Sequence[str] = ()) -> User:
+    """``"uid[:gid]"`` or ``"name[:group]"`` -> User, looked up inside the root;
+    with the supplementary groups ``group_add`` (gids or names in its /etc/group)."""
+    user = _resolve(spec, root_fd)
+    if not group_add:
+        return user
+    groups_db = _read_db(root_fd, "/etc/group")
+    added = set()
+    for group in group_add:
+        number = _number(group)
+        found = next((g for g in groups_db if len(g) >= 3 and g[0] == group and g[2].isdigit()), None)
+        if number is None and found is None:
+            raise ConfigError("group_add", f"no group {group!r} in the container's /etc/group")
+        added.add(number if number is not None else int(found[2]))
+    return attrs.evolve(user, groups=tuple(sorted(added.union(user.groups))))
+
+
+def _resolve(spec: Optional[str], root_fd: int) -> User:
     if spec is None:
         return ROOT
     name, _, group = str(spec).partition(":")

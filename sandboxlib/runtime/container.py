@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
+import attrs
+
 from ..calls.session import ServerSlot, Session, check_call_kwargs, check_modules
 from ..cgroups.stats import ProcessInfo, Stats, list_processes, read_stats
-from ..config import ContainerConfig, check_timeout, config_of, takes_container_options
-from ..errors import UnsupportedError
+from ..config import ContainerConfig, Limits, check_timeout, config_of, takes_container_options
+from ..errors import ConfigError, UnsupportedError
 from .commands import DEFAULT_PATH, BareContainer
 from .files import FileAccess
 from .joins import NetworkJoins
 from .subids import ImageStore
 
 __all__ = ["Container", "DEFAULT_PATH"]
+
+_CGROUP_LIMITS = ("memory", "memory_swap", "cpus", "cpu_shares", "pids", "cpuset_cpus")
 
 
 class Container(BareContainer, FileAccess, NetworkJoins):
@@ -81,6 +85,23 @@ class Container(BareContainer, FileAccess, NetworkJoins):
             raise UnsupportedError(
                 "a cgroup freezer for pause", "as root, or rootless with a delegated cgroup v2 (the container has none)"
             )
+
+    def update_limits(self, limits: Limits) -> None:
+        """Change the running container's cgroup limits (``docker update``) to
+        those of ``limits``: memory, memory_swap, cpus, cpu_shares, pids,
+        cpuset_cpus.  Its rlimits are its processes' own and stay (ConfigError
+        if ``limits`` changes one).  Raises UnsupportedError for a limit removed,
+        a kind of limit the container was started without (its cgroup has no
+        such controller), or no cgroup at all (rootless without a delegated one);
+        SetupError when the kernel refuses a value (e.g. memory below what is in
+        use).  ``config`` stays as the container was made."""
+        self._check_running()
+        kept = attrs.evolve(limits, **{k: getattr(self.config.limits, k) for k in _CGROUP_LIMITS})
+        if kept != self.config.limits:
+            raise ConfigError("limits", "only cgroup limits change on a running container, not rlimits")
+        if self._cgroup is None:
+            raise UnsupportedError("limits of a container without a cgroup", "give it a limit when it is made")
+        self._cgroup.update(limits.cgroup())
 
     def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python

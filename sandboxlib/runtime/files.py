@@ -30,7 +30,10 @@ class FileAccess:
         """``func(root_fd, path, *args)`` with the running container's root."""
         self._check_running()
         path = container_path(path, "path")
-        root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            root_fd = os.open(f"/proc/{self._init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError) as err:  # its init ended meanwhile
+            raise ContainerStateError(f"the container has ended ({err.strerror})") from None
         try:
             return func(root_fd, path, *args)
         finally:

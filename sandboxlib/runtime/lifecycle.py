@@ -161,7 +161,7 @@ class ContainerLifecycle(ImageRoots):
             # (a pull or an unpack: long work, which the asyncio front runs in a thread)
             layers = (yield Offload(self._prepare_image)) if self.config.image is not None else ()
             user = self.config.user or (self._image and self._image.user)
-            if user is None:  # root: no /etc/passwd to read
+            if user is None and not self.config.group_add:  # root: no /etc/passwd or /etc/group to read
                 self._user = self._checked_user(None, -1, "user")
             else:
                 with sigint_deferred():  # (reads /etc/passwd: short)
@@ -533,7 +533,7 @@ class ContainerLifecycle(ImageRoots):
             )
 
     def _checked_user(self, spec, root_fd: int, field: str) -> User:
-        user = resolve_user(spec, root_fd)
+        user = resolve_user(spec, root_fd, self.config.group_add)
         maps = self._maps
         if maps is not None:
             if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
@@ -543,6 +543,15 @@ class ContainerLifecycle(ImageRoots):
                     f"namespace (uid_map: {[m.line() for m in maps.uid_map]})",
                 )
             groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
+            asked = set(resolve_user(None, root_fd, self.config.group_add).groups) if self.config.group_add else set()
+            if asked and (not maps.setgroups or not asked <= set(groups)):
+                raise ConfigError(
+                    "group_add",
+                    f"gids {sorted(asked - set(groups if maps.setgroups else ()))} cannot be given: "
+                    + (
+                        "not mapped in the user namespace" if maps.setgroups else "setgroups is denied in it (rootless)"
+                    ),
+                )
             user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
         return user
 
