@@ -537,8 +537,11 @@ def main() -> None:
     # (on the disk, as this machine's /run is, not on the tmpfs over /run here)
     os.environ["SANDBOXLIB_RUN"] = tempfile.mkdtemp(prefix="sandboxlib-bench-net-")
     if args.only_throughput:
-        rootless_rows(0, args.throughput_rounds)
-        throughput_rows(args.throughput_rounds, peers_too=not args.no_peers)
+        try:
+            rootless_rows(0, args.throughput_rounds)
+            throughput_rows(args.throughput_rounds, peers_too=not args.no_peers)
+        finally:
+            shutil.rmtree(os.environ["SANDBOXLIB_RUN"], ignore_errors=True)
         return
     times = _common.interleaved(
         {
