@@ -42,6 +42,7 @@ class CreateRequest:
     spawned: bool  # the main command is spawned by the daemon (Tty, OpenStdin, an image's Entrypoint replaced)
     network_mode: str  # bridge, host, none or a named network's name
     alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
+    endpoint: Dict[str, Any] = attrs.field(factory=dict)  # EndpointsConfig of its network (inspect shows it)
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -186,6 +187,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "Tmpfs": host.get("Tmpfs"),
         "Mounts": host.get("Mounts"),
     }
+    endpoint = _endpoint(body, network)
     return CreateRequest(
         options=options,
         argv=argv,
@@ -199,7 +201,8 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         open_stdin=open_stdin,
         spawned=spawned or tty or open_stdin,
         network_mode=network,
-        alias=_alias(body, network),
+        alias=(endpoint["Aliases"] or [None])[0],
+        endpoint=endpoint,
     )
 
 
@@ -309,16 +312,21 @@ def _log_options(host: dict) -> Dict[str, Any]:
     return options
 
 
-def _alias(body: dict, network: str) -> Optional[str]:
-    """``--network-alias``: the library gives a container one name on its network."""
-    endpoints = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {}, "NetworkingConfig.")
-    endpoint = endpoints.get(network) or {}
-    aliases = (
-        _strings(endpoint, "Aliases", f"NetworkingConfig.EndpointsConfig.{network}.")
-        if isinstance(endpoint, dict)
-        else None
-    )
-    return aliases[0] if aliases else None
+def _endpoint(body: dict, network: str) -> Dict[str, Any]:
+    """``NetworkingConfig.EndpointsConfig`` of ``network`` (``--network-alias``,
+    driver options), checked; the library gives a container one name on its
+    network (the first alias).  As dockerd (API < 1.44): more than one entry is
+    refused, one of another network is ignored."""
+    where = "NetworkingConfig."
+    endpoints = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {}, where)
+    if len(endpoints) > 1:
+        raise ApiError(400, f"Container cannot be connected to network endpoints: {', '.join(endpoints)}")
+    endpoint = _typed(endpoints, network, dict, {}, f"{where}EndpointsConfig.")
+    where = f"{where}EndpointsConfig.{network}."
+    options = _typed(endpoint, "DriverOpts", dict, {}, where)
+    if not all(isinstance(v, str) for v in options.values()):
+        raise ApiError(400, f"{where}DriverOpts: expected string values")
+    return {"Aliases": _strings(endpoint, "Aliases", where), "DriverOpts": options or None}
 
 
 def known_network(name: str) -> None:
@@ -337,7 +345,9 @@ def with_network(request: CreateRequest, network: str) -> CreateRequest:
     except ConfigError as err:
         raise ApiError(400, str(err)) from None
     host_config = {**request.host_config, "NetworkMode": network}
-    return attrs.evolve(request, options=options, host_config=host_config, network_mode=network, alias=None)
+    return attrs.evolve(
+        request, options=options, host_config=host_config, network_mode=network, alias=None, endpoint={}
+    )
 
 
 def _port_key(key: str) -> Tuple[int, str]:

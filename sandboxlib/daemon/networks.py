@@ -70,7 +70,7 @@ def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any
         "Driver": _DRIVERS.get(name, "bridge"),
         "EnableIPv6": bool(record is not None and record.subnet6),
         "IPAM": {"Driver": "default", "Options": None, "Config": config},
-        "Internal": False,
+        "Internal": bool(record is not None and record.internal),
         "Attachable": False,
         "Ingress": False,
         "ConfigFrom": {"Network": ""},
@@ -129,10 +129,10 @@ async def _inspect(request: web.Request) -> web.Response:
     return json_response(await in_thread(_find, request, request.match_info["id"]))
 
 
-def _create_network(name: str, subnet: Optional[str], subnet6: Optional[str]) -> None:
+def _create_network(name: str, subnet: Optional[str], subnet6: Optional[str], internal: bool) -> None:
     root = statedir.state_root()
     statedir.ensure_root(root)  # (0700, root's: made by a first network as by a first container)
-    named.create(root, name, subnet, subnet6)
+    named.create(root, name, subnet, subnet6, internal=internal)
 
 
 async def _create(request: web.Request) -> web.Response:
@@ -143,8 +143,9 @@ async def _create(request: web.Request) -> web.Response:
     driver = body.get("Driver") or "bridge"
     if driver != "bridge":
         raise ApiError(400, f"Driver: {driver!r}: only bridge networks are supported")
-    if body.get("Internal"):
-        raise ApiError(400, "Internal: not supported")
+    internal = body.get("Internal") or False
+    if not isinstance(internal, bool):
+        raise ApiError(400, "Internal: expected a boolean")
     if name in BUILT_IN_NETWORKS + ("default",):
         raise ApiError(403, f"{name} is a pre-defined network and cannot be created")
     try:
@@ -170,7 +171,7 @@ async def _create(request: web.Request) -> web.Response:
     if not isinstance(labels, dict):
         raise ApiError(400, "Labels: expected an object")
     try:
-        await in_thread(_create_network, name, subnet, subnet6)
+        await in_thread(_create_network, name, subnet, subnet6, internal)
     except (ConfigError, UnsupportedError, PermissionError) as err:
         raise ApiError(400 if isinstance(err, ConfigError) else 403, f"creating network {name}: {err}") from None
     request.app["context"].network_labels[name] = {str(k): str(v) for k, v in labels.items()}
@@ -233,7 +234,9 @@ async def _join(record: Any, name: str, aliases: List[str]) -> None:
     if not record.running and mode in BUILT_IN_NETWORKS:  # (created: it moves, as before its first start)
         record.request = with_network(record.request, name)
         if aliases:
-            record.request = attrs.evolve(record.request, alias=aliases[0])
+            record.request = attrs.evolve(
+                record.request, alias=aliases[0], endpoint={"Aliases": aliases, "DriverOpts": None}
+            )
         return
     names = [*aliases, record.name]
     if record.running:  # (the library's errors: Docker-shaped by the server)

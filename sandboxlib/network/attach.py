@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import ipaddress
+import json
 import os
 import socket
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, membership, names, nftables
-from .files import LeaseFiles, lease_dir, network_dir
+from .files import LeaseFiles, lease_dir, network_dir, records_dir
 from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
 from .slirp import SlirpAttachment, find_slirp
@@ -117,7 +118,7 @@ def ensure_bridge(
             subnet = subnet or bridge.default_subnet(ipr, [])
             gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
             _enable_forwarding(subnet6 is not None)
-            nftables.add_bridge_rules(bridge_name, subnet, subnet6)
+            nftables.add_bridge_rules(bridge_name, subnet, subnet6, internal=_internal(state_root, bridge_name))
             bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
             bridge.create_bridge(ipr, bridge_name, gateway, ipam.gateway6_of(subnet6) if subnet6 else None)
         path = _known_path(state_root, bridge_name)
@@ -125,6 +126,23 @@ def ensure_bridge(
             file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
         os.rename(path + ".tmp", path)
         return gateway
+
+
+def _internal(state_root: str, bridge_name: str) -> bool:
+    """A named network's record (named.py's) says its bridge is internal."""
+    try:
+        entries = [e for e in os.listdir(records_dir(state_root)) if e.endswith(".json")]
+    except FileNotFoundError:
+        return False
+    for entry in entries:
+        try:
+            with open(os.path.join(records_dir(state_root), entry), encoding="utf-8") as file:
+                record = json.load(file)
+        except (OSError, ValueError):
+            continue  # (one being written or removed)
+        if record.get("bridge") == bridge_name:
+            return bool(record.get("internal"))
+    return False
 
 
 def egress_gate(state_root: str, bridge_name: str, client: str, name: str) -> Any:

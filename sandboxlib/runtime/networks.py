@@ -55,7 +55,12 @@ class Network:
 
     @staticmethod
     def create(
-        name: str, *, subnet: Optional[str] = None, subnet6: Optional[str] = None, ipv6: bool = False
+        name: str,
+        *,
+        subnet: Optional[str] = None,
+        subnet6: Optional[str] = None,
+        ipv6: bool = False,
+        internal: bool = False,
     ) -> NamedNetwork:
         """Make a named network, kept until removed: a bridge of its own on
         ``subnet`` (default: the first free of Docker's pool); rootless, in
@@ -67,11 +72,15 @@ class Network:
         too (at their IPv4 address's offset), a default route, NAT66 to the
         outside, AAAA answers for their names; ports can be published on
         IPv6 addresses (``"[::1]:8080"``) and allow-lists take IPv6
-        networks (``"[2001:db8::/32]:443"``)."""
+        networks (``"[2001:db8::/32]:443"``).
+
+        ``internal=True`` (Docker's ``--internal``): nothing is forwarded
+        from the bridge or to it (no NAT): its containers reach each other
+        and the bridge's gateway address only."""
         if ipv6 and subnet6 is None:
             subnet6 = named.default_subnet6(name)
         statedir.ensure_root(statedir.state_root())
-        return _public(named.create(statedir.state_root(), name, subnet, subnet6))
+        return _public(named.create(statedir.state_root(), name, subnet, subnet6, internal=internal))
 
     @staticmethod
     def bridge(*, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None) -> BridgeNetwork:
