@@ -147,6 +147,27 @@ def test_connected_before_its_start_a_container_joins_at_each_start(daemon, lab)
     _ok(daemon.docker("network", "rm", "first", "second"))
 
 
+def test_a_running_container_of_no_network_joins_one(daemon, lab):
+    """``--network none`` (the daemon's default without --default-network, as dockerd's
+    with ``--bridge none``): connect gives it an interface and an address, disconnect takes them."""
+    _ok(daemon.docker("network", "create", "--subnet", "10.101.0.0/24", "lonely"))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "alone", "--network", "none", "busybox", "sleep", "600"))
+        _ok(daemon.docker("network", "connect", "--alias", "found", "lonely", "alone"))
+        shown = _networks(daemon, "alone")["lonely"]
+        assert shown["IPAddress"].startswith("10.101.0.") and "found" in shown["Aliases"]
+        assert shown["IPAddress"] in _ok(daemon.docker("exec", "alone", "ip", "-o", "-4", "addr"))
+        members = json.loads(_ok(daemon.docker("network", "inspect", "lonely")))[0]["Containers"]
+        assert [m["Name"] for m in members.values()] == ["alone"]
+        _ok(daemon.docker("network", "disconnect", "lonely", "alone"))
+        assert "10.101.0." not in _ok(daemon.docker("exec", "alone", "ip", "-o", "-4", "addr"))
+        assert list(_networks(daemon, "alone")) == ["none"]
+    finally:
+        daemon.docker("rm", "-f", "alone")
+    assert _joined_links(lab) == []
+    _ok(daemon.docker("network", "rm", "lonely"))
+
+
 def test_docker_py_connects_a_running_container(daemon, lab):
     client = docker.DockerClient(base_url=daemon.host, timeout=60)
     try:

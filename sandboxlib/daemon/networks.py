@@ -229,7 +229,7 @@ async def _join(record: Any, name: str, aliases: List[str]) -> None:
     mode = record.request.network_mode
     if _on(record, name):
         raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
-    if name in ("host", "none") or (record.running and mode in ("host", "none")):
+    if name in ("host", "none") or (record.running and mode == "host"):
         raise ApiError(400, f"container cannot be connected to network {name} with network mode {mode}")
     if not record.running and mode in BUILT_IN_NETWORKS:  # (created: it moves, as before its first start)
         record.request = with_network(record.request, name)

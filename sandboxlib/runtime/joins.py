@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Union
 
-from ..config import Network, NetworkRef, bridged
+from ..config import Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from ..network import Joined, joined, named
 from . import statedir
@@ -37,14 +37,14 @@ class NetworkJoins:
         """Put the running container on one more network (``"bridge"`` or a named
         one): an interface ``ethN`` with an address there (and an IPv6 one on a
         network with an IPv6 subnet; no default route: the network it started
-        on keeps it); the network's containers find it by
+        on keeps it, and a container of ``Network.NONE`` has none); the network's containers find it by
         its name, hostname and ``aliases``, and it finds theirs (a rootless
         container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
         none).  Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
         wanted = _ref(network)
         label = _label(wanted)
-        if not bridged(self.config.network):
+        if self.config.network is Network.HOST:  # (Network.NONE's namespace takes one: its only way out)
             raise ConfigError("network", f"a container with network={self.config.network} cannot join {label!r}")
         if not all(isinstance(a, str) and a for a in aliases):
             raise ConfigError("aliases", f"{aliases!r}: names expected")
