@@ -231,7 +231,8 @@ def test_internal_network_has_no_way_out(daemon):
 
 def test_endpoint_config_aliases_and_driver_options(daemon):
     """EndpointsConfig: every alias and the driver options shown (aliases and the short id
-    while it runs, the aliases asked for once it stopped); two networks' entries refused."""
+    while it runs, the aliases asked for once it stopped); two networks' entries refused;
+    ``--ip`` (IPAMConfig.IPv4Address) on a named network: that address, not another's."""
     _ok(daemon.docker("network", "create", "--subnet", "10.93.0.0/24", "ends"))
     try:
         body = {
@@ -261,8 +262,22 @@ def test_endpoint_config_aliases_and_driver_options(daemon):
             json.loads(_ok(daemon.docker("inspect", "other")))[0]["NetworkSettings"]["Networks"]["ends"]["Aliases"]
             is None
         )
+        _ok(
+            daemon.docker(
+                "run", "-d", "--name", "fixed", "--network", "ends", "--ip", "10.93.0.50", "busybox", "sleep", "60"
+            )
+        )
+        shown = json.loads(_ok(daemon.docker("inspect", "fixed")))[0]["NetworkSettings"]["Networks"]["ends"]
+        assert shown["IPAddress"] == "10.93.0.50" and shown["IPAMConfig"] == {"IPv4Address": "10.93.0.50"}
+        assert "10.93.0.50/24" in _ok(daemon.docker("exec", "fixed", "ip", "-o", "-4", "addr", "show", "eth0"))
+        taken = daemon.docker("run", "--rm", "--network", "ends", "--ip", "10.93.0.50", "busybox", "true")
+        assert taken.returncode != 0 and b"10.93.0.50 is in use" in taken.stderr
+        outside = daemon.docker("run", "--rm", "--network", "ends", "--ip", "10.94.0.5", "busybox", "true")
+        assert outside.returncode != 0 and b"not a free host address of 10.93.0.0/24" in outside.stderr
+        default = daemon.docker("create", "--ip", "172.17.0.9", "busybox", "true")
+        assert default.returncode != 0 and b"user defined networks only" in default.stderr
     finally:
-        daemon.docker("rm", "-f", "ended", "other")
+        daemon.docker("rm", "-f", "ended", "other", "fixed")
         _ok(daemon.docker("network", "rm", "ends"))
 
 

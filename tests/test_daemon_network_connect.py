@@ -153,9 +153,9 @@ def test_a_running_container_of_no_network_joins_one(daemon, lab):
     _ok(daemon.docker("network", "create", "--subnet", "10.101.0.0/24", "lonely"))
     try:
         _ok(daemon.docker("run", "-d", "--name", "alone", "--network", "none", "busybox", "sleep", "600"))
-        _ok(daemon.docker("network", "connect", "--alias", "found", "lonely", "alone"))
+        _ok(daemon.docker("network", "connect", "--alias", "found", "--ip", "10.101.0.77", "lonely", "alone"))
         shown = _networks(daemon, "alone")["lonely"]
-        assert shown["IPAddress"].startswith("10.101.0.") and "found" in shown["Aliases"]
+        assert shown["IPAddress"] == "10.101.0.77" and "found" in shown["Aliases"]
         assert shown["IPAddress"] in _ok(daemon.docker("exec", "alone", "ip", "-o", "-4", "addr"))
         members = json.loads(_ok(daemon.docker("network", "inspect", "lonely")))[0]["Containers"]
         assert [m["Name"] for m in members.values()] == ["alone"]

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 
-from ..config import RLIMITS, ContainerConfig, Limits, Mount, PortMapping
+from ..config import RLIMITS, BridgeNetwork, ContainerConfig, Limits, Mount, PortMapping
 from ..errors import ConfigError
 from ..images import Image
 from ..network import named
@@ -113,6 +113,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
             env[name] = value
         else:
             unset.append(name)
+    endpoint = _endpoint(body, network)
     options = {
         "image": image.id,
         "image_store": store,
@@ -122,7 +123,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "cwd": _typed(body, "WorkingDir", str, None) or None,
         "mounts": _mounts(host),
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
-        "network": network,
+        "network": _network_option(network, endpoint),
         "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
         "cap_add": _strings(host, "CapAdd", "HostConfig.") or (),
         "cap_drop": _strings(host, "CapDrop", "HostConfig.") or (),
@@ -187,7 +188,6 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "Tmpfs": host.get("Tmpfs"),
         "Mounts": host.get("Mounts"),
     }
-    endpoint = _endpoint(body, network)
     return CreateRequest(
         options=options,
         argv=argv,
@@ -321,12 +321,32 @@ def _endpoint(body: dict, network: str) -> Dict[str, Any]:
     endpoints = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {}, where)
     if len(endpoints) > 1:
         raise ApiError(400, f"Container cannot be connected to network endpoints: {', '.join(endpoints)}")
-    endpoint = _typed(endpoints, network, dict, {}, f"{where}EndpointsConfig.")
+    key = "default" if "default" in endpoints else network  # (the CLI's name when NetworkMode is the default)
+    endpoint = _typed(endpoints, key, dict, {}, f"{where}EndpointsConfig.")
     where = f"{where}EndpointsConfig.{network}."
     options = _typed(endpoint, "DriverOpts", dict, {}, where)
     if not all(isinstance(v, str) for v in options.values()):
         raise ApiError(400, f"{where}DriverOpts: expected string values")
-    return {"Aliases": _strings(endpoint, "Aliases", where), "DriverOpts": options or None}
+    ipam = _typed(endpoint, "IPAMConfig", dict, {}, where)
+    address = _typed(ipam, "IPv4Address", str, "", f"{where}IPAMConfig.")
+    if address and network in BUILT_IN_NETWORKS:
+        raise ApiError(400, "user specified IP address is supported on user defined networks only")
+    return {
+        "Aliases": _strings(endpoint, "Aliases", where),
+        "DriverOpts": options or None,
+        "IPAMConfig": {"IPv4Address": address} if address else None,
+    }
+
+
+def _network_option(network: str, endpoint: Dict[str, Any]) -> Any:
+    """``network=``: the name, or with ``--ip`` (``IPAMConfig.IPv4Address``) the
+    library's ``Network.bridge(network=, address=)``."""
+    if not (endpoint["IPAMConfig"] or {}).get("IPv4Address"):
+        return network
+    try:
+        return BridgeNetwork(network=network, address=endpoint["IPAMConfig"]["IPv4Address"])
+    except ConfigError as err:
+        raise ApiError(400, str(err)) from None
 
 
 def known_network(name: str) -> None:
@@ -335,9 +355,9 @@ def known_network(name: str) -> None:
         raise ConfigError("HostConfig.NetworkMode", f"network {name} not found")
 
 
-def with_network(request: CreateRequest, network: str) -> CreateRequest:
-    """The request of a created container connected to ``network`` before its start."""
-    options = {**request.options, "network": network}
+def with_network(request: CreateRequest, network: str, address: Optional[str] = None) -> CreateRequest:
+    """The request of a created container connected to ``network`` (at ``address``) before its start."""
+    options = {**request.options, "network": _network_option(network, {"IPAMConfig": {"IPv4Address": address}})}
     if network in ("host", "none"):
         options["ports"] = ()
     try:

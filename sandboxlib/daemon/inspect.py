@@ -76,7 +76,7 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
     # as dockerd 20.10: the aliases asked for, and while it runs on a network of its own, its short id
     aliases = [*(configured.get("Aliases") or ()), *([record.id[:12]] if running else ())]
     return {
-        "IPAMConfig": None,
+        "IPAMConfig": configured.get("IPAMConfig"),
         "Links": None,
         "Aliases": list(dict.fromkeys(aliases)) or None if network not in BUILT_IN_NETWORKS else None,
         "NetworkID": network_id(network),

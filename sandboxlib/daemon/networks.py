@@ -210,7 +210,7 @@ async def _connect(request: web.Request) -> web.Response:
     record = context.containers.get(ref)
     joining = request.path.endswith("/connect")
     if joining:
-        await _join(record, name, _aliases(body))
+        await _join(record, name, _aliases(body), _address(body))
     else:
         await _leave(record, name)
     context.events.emit("network", "connect" if joining else "disconnect", network_id(name), {"container": record.id})
@@ -225,22 +225,32 @@ def _aliases(body: dict) -> List[str]:
     return aliases
 
 
-async def _join(record: Any, name: str, aliases: List[str]) -> None:
+def _address(body: dict) -> Optional[str]:
+    """``--ip``: EndpointConfig.IPAMConfig.IPv4Address."""
+    config = body.get("EndpointConfig")
+    ipam = (config.get("IPAMConfig") if isinstance(config, dict) else None) or {}
+    address = ipam.get("IPv4Address") if isinstance(ipam, dict) else None
+    if address is not None and not isinstance(address, str):
+        raise ApiError(400, "EndpointConfig.IPAMConfig.IPv4Address: expected a string")
+    return address or None
+
+
+async def _join(record: Any, name: str, aliases: List[str], address: Optional[str] = None) -> None:
     mode = record.request.network_mode
     if _on(record, name):
         raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
     if name in ("host", "none") or (record.running and mode == "host"):
         raise ApiError(400, f"container cannot be connected to network {name} with network mode {mode}")
     if not record.running and mode in BUILT_IN_NETWORKS:  # (created: it moves, as before its first start)
-        record.request = with_network(record.request, name)
-        if aliases:
-            record.request = attrs.evolve(
-                record.request, alias=aliases[0], endpoint={"Aliases": aliases, "DriverOpts": None}
-            )
+        record.request = with_network(record.request, name, address)
+        endpoint = {"Aliases": aliases or None, "DriverOpts": None, "IPAMConfig": address and {"IPv4Address": address}}
+        record.request = attrs.evolve(record.request, alias=(aliases or [None])[0], endpoint=endpoint)
         return
+    if address and not record.running:
+        raise ApiError(400, "--ip for a network joined at the container's start is not supported (connect it running)")
     names = [*aliases, record.name]
     if record.running:  # (the library's errors: Docker-shaped by the server)
-        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names))
+        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names, address=address))
     record.joined[name] = names
 
 

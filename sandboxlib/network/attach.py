@@ -185,6 +185,7 @@ class Attachment:
         self._upstreams: List[str] = []
         network_value = config.network
         self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
+        self._wanted = network_value.address if isinstance(network_value, BridgeNetwork) else None
         self._egress_added = False
 
     # -- before the spawn ---------------------------------------------------------------
@@ -207,7 +208,7 @@ class Attachment:
         for dead in ipam.reap(leases):  # dead owners' leases, and their egress objects
             if dead.get("egress") and dead.get("id"):
                 nftables.remove_egress(self._bridge, dead["id"], dead["address"], self._address6(dead["address"]))
-        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6)
+        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6, self._wanted)
         self._write_files()
 
     @property
@@ -324,6 +325,8 @@ def attachment(
     default one's ``sbx0`` there for an egress allow-list)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
+    if isinstance(config.network, BridgeNetwork) and config.network.address:
+        raise UnsupportedError("a fixed address (address=) rootless", "let the network choose one")
     if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
         return UserBridgeAttachment(config, container_id, hostname, state_root, network)
     if any(":" in m.host_ip for m in config.ports):

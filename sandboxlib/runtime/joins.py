@@ -7,7 +7,8 @@ released by ``disconnect``, or with the container."""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Union
+import ipaddress
+from typing import Dict, Optional, Sequence, Union
 
 from ..config import Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
@@ -33,14 +34,17 @@ class NetworkJoins:
     """connect, disconnect and joined_networks (they need the running container's
     init pid, id, config, lock and resources)."""
 
-    def connect(self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = ()) -> str:
+    def connect(
+        self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = (), address: Optional[str] = None
+    ) -> str:
         """Put the running container on one more network (``"bridge"`` or a named
         one): an interface ``ethN`` with an address there (and an IPv6 one on a
         network with an IPv6 subnet; no default route: the network it started
         on keeps it, and a container of ``Network.NONE`` has none); the network's containers find it by
         its name, hostname and ``aliases``, and it finds theirs (a rootless
         container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
-        none).  Returns its address (``"172.18.0.3/16"``)."""
+        none).  ``address``: its IPv4 address there (Docker's ``--ip``),
+        instead of the first free one.  Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
         wanted = _ref(network)
         label = _label(wanted)
@@ -48,6 +52,10 @@ class NetworkJoins:
             raise ConfigError("network", f"a container with network={self.config.network} cannot join {label!r}")
         if not all(isinstance(a, str) and a for a in aliases):
             raise ConfigError("aliases", f"{aliases!r}: names expected")
+        try:
+            address = None if address is None else str(ipaddress.IPv4Address(address))
+        except ValueError:
+            raise ConfigError("address", f"{address!r} is not an IPv4 address") from None
         root = statedir.state_root()
         where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
         with self._lock:
@@ -55,7 +63,7 @@ class NetworkJoins:
             if label in joins or where[0] == named.bridge_of(root, self.config.network)[0]:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
-            join = joined(root, where, owner, aliases)
+            join = joined(root, where, owner, aliases, address)
             join.open(self._init_pid)
             joins[label] = join
             return str(join.address)

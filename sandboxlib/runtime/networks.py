@@ -83,15 +83,20 @@ class Network:
         return _public(named.create(statedir.state_root(), name, subnet, subnet6, internal=internal))
 
     @staticmethod
-    def bridge(*, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None) -> BridgeNetwork:
+    def bridge(
+        *, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None, address: Optional[str] = None
+    ) -> BridgeNetwork:
         """The default bridge (or the named ``network``'s) with an egress allow-list: CIDRs, addresses, host
         names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
         (``["10.1.2.0/24", "pypi.org", "*.pythonhosted.org:443"]``).  Names are
         allowed through the network's resolver: the addresses it answers for
         an allowed name are allowed for their TTL; anything else is refused at
         once (TCP reset, ICMP), DNS to other servers and unlisted names too
-        (rootless: on the bridge of the user's network namespace)."""
-        return BridgeNetwork(egress=egress, network=network)
+        (rootless: on the bridge of the user's network namespace).
+
+        ``address``: the container's IPv4 address on the named ``network``
+        (Docker's ``--ip``; as root), instead of the first free one."""
+        return BridgeNetwork(egress=egress, network=network, address=address)
 
     @staticmethod
     def get(name: str) -> NamedNetwork:
