@@ -98,8 +98,6 @@ def test_connect_and_disconnect_a_running_container(daemon, lab):
         assert len(_joined_links(lab)) == 1
         refused = daemon.docker("network", "connect", "nb", "xc")
         assert refused.returncode != 0 and b"already exists" in refused.stderr
-        refused = daemon.docker("network", "disconnect", "na", "xc")
-        assert refused.returncode != 0 and b"the one it started on" in refused.stderr
         refused = daemon.docker("network", "rm", "nb")
         assert refused.returncode != 0 and b"active endpoints" in refused.stderr
 
@@ -166,6 +164,28 @@ def test_a_running_container_of_no_network_joins_one(daemon, lab):
         daemon.docker("rm", "-f", "alone")
     assert _joined_links(lab) == []
     _ok(daemon.docker("network", "rm", "lonely"))
+
+
+def test_a_running_container_leaves_the_network_it_started_on(daemon, lab):
+    """``network disconnect`` of the network it started on: its eth0 and address go, the
+    network's members and its names forget it; connected again (``--ip``), it is back."""
+    _ok(daemon.docker("network", "create", "--subnet", "10.102.0.0/24", "origin"))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "leaver", "--network", "origin", "busybox", *HTTPD))
+        assert _networks(daemon, "leaver")["origin"]["IPAddress"].startswith("10.102.0.")
+        _ok(daemon.docker("network", "disconnect", "origin", "leaver"))
+        assert "eth0" not in _ok(daemon.docker("exec", "leaver", "ip", "-o", "link"))
+        assert json.loads(_ok(daemon.docker("network", "inspect", "origin")))[0]["Containers"] == {}
+        assert _networks(daemon, "leaver") == {"none": _networks(daemon, "leaver")["none"]}
+        from_origin = ["run", "--rm", "--network", "origin", "busybox", "wget", "-qO-", "http://leaver/"]
+        assert daemon.docker(*from_origin).returncode != 0
+        _ok(daemon.docker("network", "connect", "--ip", "10.102.0.9", "origin", "leaver"))
+        assert _networks(daemon, "leaver")["origin"]["IPAddress"] == "10.102.0.9"
+        assert wait_until(lambda: daemon.docker(*from_origin).returncode == 0)
+    finally:
+        daemon.docker("rm", "-f", "leaver")
+    assert _joined_links(lab) == []
+    _ok(daemon.docker("network", "rm", "origin"))
 
 
 def test_docker_py_connects_a_running_container(daemon, lab):

@@ -57,7 +57,7 @@ CONNECTED = f"""
             found["x_from_y"] = text(names(y, "x")).split()
             found["fetch"] = text(x.run(["{PY}", "-c", {FETCH!r}, "y"], stdout=sb.PIPE))
             found["members"] = sorted(m["name"] for m in b.containers())
-            for call in (lambda: x.connect("back"), lambda: x.connect("front"), lambda: x.disconnect("front")):
+            for call in (lambda: x.connect("back"), lambda: x.connect("front"), lambda: x.disconnect("other")):
                 try:
                     call()
                 except sb.ContainerStateError as err:

@@ -266,7 +266,7 @@ class Attachment:
             index = bridge.link_index(self._bridge)  # (one lookup: an ioctl on a socket of its own)
             address6 = self.address6
             ipv6 = (address6, ipam.gateway6_of(self._subnet6).ip) if address6 and self._subnet6 else None
-            bridge.connect_veth(f"vsbx{self._id[:10]}", index, netns_fd, self.address, self._gateway.ip, ipv6=ipv6)
+            bridge.connect_veth(self._veth, index, netns_fd, self.address, self._gateway.ip, ipv6=ipv6)
             if self._egress:
                 self._egress_added = True  # (partly made objects are removed too)
                 where6 = str(address6.ip) if address6 else None
@@ -291,6 +291,17 @@ class Attachment:
 
     def _gate(self, client: str, name: str) -> Any:
         return egress_gate(self._state_root, self._bridge, client, name)
+
+    @property
+    def _veth(self) -> str:
+        return f"vsbx{self._id[:10]}"
+
+    def leave(self) -> None:
+        """Off the bridge while the container runs (Docker's disconnect of the
+        network it started on): its veth deleted (``eth0`` with it), then as :meth:`close`."""
+        with bridge.host_netlink() as ipr:
+            bridge.delete_link(ipr, self._veth)
+        self.close()
 
     # -- close --------------------------------------------------------------------------
     def close(self) -> None:

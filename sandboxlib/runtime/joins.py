@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, Optional, Sequence, Union
 
-from ..config import Network, NetworkRef
+from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from ..network import Joined, joined, named
 from . import statedir
@@ -28,6 +28,15 @@ def _ref(network: Union[str, NetworkRef]) -> Union[Network, NetworkRef]:
 
 def _label(network: Union[Network, NetworkRef]) -> str:
     return network.name if isinstance(network, NetworkRef) else "bridge"
+
+
+def _own_label(network: object) -> Optional[str]:
+    """The label of the network a container started on (None: not a bridge)."""
+    if isinstance(network, BridgeNetwork):
+        return network.network.name if network.network is not None else "bridge"
+    if isinstance(network, NetworkRef):
+        return network.name
+    return "bridge" if network is Network.BRIDGE else None
 
 
 class NetworkJoins:
@@ -60,7 +69,8 @@ class NetworkJoins:
         where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
         with self._lock:
             joins = self._joins()
-            if label in joins or where[0] == named.bridge_of(root, self.config.network)[0]:
+            own = not self._own_network_left and where[0] == named.bridge_of(root, self.config.network)[0]
+            if label in joins or own:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
             join = joined(root, where, owner, aliases, address)
@@ -69,11 +79,17 @@ class NetworkJoins:
             return str(join.address)
 
     def disconnect(self, network: Union[str, NetworkRef]) -> None:
-        """Take the running container off a network :meth:`connect` put it on
-        (its interface deleted, its address released)."""
-        label = _label(_ref(network))
+        """Take the running container off a network :meth:`connect` put it on, or
+        off the one it started on (as root; its name no longer resolves there,
+        its default route goes: it reaches the networks it joined only); its
+        interface deleted, its address released."""
+        wanted = _ref(network)
+        label = _label(wanted)
         with self._lock:
             join = (getattr(self, "_joined", None) or {}).pop(label, None)
+            if join is None and not self._own_network_left and label == _own_label(self.config.network):
+                self._leave_own_network()  # (as root on a bridge; UnsupportedError else)
+                return
         if join is None:
             raise ContainerStateError(
                 f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"
