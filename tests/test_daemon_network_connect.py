@@ -180,7 +180,8 @@ def test_a_running_container_leaves_the_network_it_started_on(daemon, lab):
         from_origin = ["run", "--rm", "--network", "origin", "busybox", "wget", "-qO-", "http://leaver/"]
         assert daemon.docker(*from_origin).returncode != 0
         _ok(daemon.docker("network", "connect", "--ip", "10.102.0.9", "origin", "leaver"))
-        assert _networks(daemon, "leaver")["origin"]["IPAddress"] == "10.102.0.9"
+        shown = _networks(daemon, "leaver")["origin"]
+        assert shown["IPAddress"] == "10.102.0.9" and shown["IPAMConfig"] == {"IPv4Address": "10.102.0.9"}
         assert wait_until(lambda: daemon.docker(*from_origin).returncode == 0)
     finally:
         daemon.docker("rm", "-f", "leaver")

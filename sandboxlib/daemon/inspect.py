@@ -72,6 +72,8 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
         address = record.box.sync.joined_networks.get(network) if running else None  # type: ignore[union-attr]
         # (connect's aliases, then the name the daemon adds for the library)
         configured = {"Aliases": [a for a in record.joined.get(network, ()) if a != record.name]}
+        if network in record.joined_at:
+            configured["IPAMConfig"] = {"IPv4Address": record.joined_at[network]}
     interface = ipaddress.IPv4Interface(address) if address else None
     # as dockerd 20.10: the aliases asked for, and while it runs on a network of its own, its short id
     aliases = [*(configured.get("Aliases") or ()), *([record.id[:12]] if running else ())]

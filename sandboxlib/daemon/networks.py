@@ -252,6 +252,8 @@ async def _join(record: Any, name: str, aliases: List[str], address: Optional[st
     if record.running:  # (the library's errors: Docker-shaped by the server)
         await in_thread(functools.partial(record.box.sync.connect, name, aliases=names, address=address))
     record.joined[name] = names
+    if address:
+        record.joined_at[name] = address
 
 
 async def _leave(record: Any, name: str) -> None:
@@ -259,6 +261,7 @@ async def _leave(record: Any, name: str) -> None:
         if record.running:
             await in_thread(record.box.sync.disconnect, name)
         del record.joined[name]
+        record.joined_at.pop(name, None)
         return
     if name != record.request.network_mode:
         raise ApiError(400, f"container {record.id} is not connected to network {name}")
