@@ -162,16 +162,6 @@ async def _create(request: web.Request) -> web.Response:
     subnets = {":" in c["Subnet"]: c["Subnet"] for c in configs}
     if len(configs) > 2 or len(subnets) < len(configs):
         raise ApiError(400, "IPAM.Config: at most one IPv4 and one IPv6 {Subnet} are supported")
-    for config in configs:  # (the library's bridge: its subnet's first address, every address leased)
-        if config.get("IPRange") or config.get("AuxiliaryAddresses"):
-            raise ApiError(400, "IPAM.Config: IPRange and AuxiliaryAddresses are not supported")
-        gateway = config.get("Gateway")
-        try:
-            first = next(ipaddress.ip_network(config["Subnet"], strict=False).hosts())
-        except (ValueError, StopIteration):
-            raise ApiError(400, f"IPAM.Config: invalid subnet {config['Subnet']!r}") from None
-        if gateway and gateway != str(first):
-            raise ApiError(400, f"IPAM.Config: Gateway {gateway}: only the subnet's first address ({first})")
     subnet, subnet6 = subnets.get(False), subnets.get(True)
     if subnet6 and not body.get("EnableIPv6"):
         raise ApiError(400, "IPAM.Config: an IPv6 subnet needs EnableIPv6")
