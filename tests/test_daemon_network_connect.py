@@ -183,6 +183,8 @@ def test_a_running_container_leaves_the_network_it_started_on(daemon, lab):
         shown = _networks(daemon, "leaver")["origin"]
         assert shown["IPAddress"] == "10.102.0.9" and shown["IPAMConfig"] == {"IPv4Address": "10.102.0.9"}
         assert wait_until(lambda: daemon.docker(*from_origin).returncode == 0)
+        _ok(daemon.docker("restart", "-t", "0", "leaver"))  # (joined again at its start, at that address)
+        assert _networks(daemon, "leaver")["origin"]["IPAddress"] == "10.102.0.9"
     finally:
         daemon.docker("rm", "-f", "leaver")
     assert _joined_links(lab) == []

@@ -226,7 +226,8 @@ class Containers:
                 await in_thread(known_network, request.network_mode)
             await box.start()
             for network, aliases in record.joined.items():  # (docker network connect, before or while it ran)
-                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases))
+                address = record.joined_at.get(network)
+                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases, address=address))
             if interactive:
                 assert record.interactive is not None  # (made at create)
                 await record.interactive.start(
