@@ -20,7 +20,7 @@ import pytest
 
 from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
-from .netlab import Lab
+from .netlab import WORLD_ADDRESS, Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon's default bridge is root's")
 
@@ -205,6 +205,80 @@ found["networks"] = sorted(n.name for n in client.networks.list())
 net.remove()
 print(json.dumps(found))
 """
+
+
+def test_internal_network_has_no_way_out(daemon):
+    """``--internal``: shown so, its containers reach each other and nothing else; a
+    network that is not internal reaches the world (through NAT)."""
+    _ok(daemon.docker("network", "create", "--internal", "--subnet", "10.91.0.0/24", "closed"))
+    _ok(daemon.docker("network", "create", "--subnet", "10.92.0.0/24", "open"))
+    try:
+        shown = {n: json.loads(_ok(daemon.docker("network", "inspect", n)))[0]["Internal"] for n in ("closed", "open")}
+        assert shown == {"closed": True, "open": False}
+        get = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {WORLD_ADDRESS} 80"
+        world = ["busybox", "sh", "-c", get]
+        assert "hello from" in _ok(daemon.docker("run", "--rm", "--network", "open", *world))
+        out = daemon.docker("run", "--rm", "--network", "closed", *world)
+        assert out.returncode != 0 and not out.stdout
+        _ok(daemon.docker("run", "-d", "--name", "insider", "--network", "closed", "busybox", *HTTPD))
+        fetch = ["run", "--rm", "--network", "closed", "busybox", "wget", "-qO-", "http://insider/"]
+        assert wait_until(lambda: daemon.docker(*fetch).returncode == 0)
+        assert _ok(daemon.docker(*fetch)).startswith("served-by-")
+    finally:
+        daemon.docker("rm", "-f", "insider")
+        _ok(daemon.docker("network", "rm", "closed", "open"))
+
+
+def test_endpoint_config_aliases_and_driver_options(daemon):
+    """EndpointsConfig: every alias and the driver options shown (aliases and the short id
+    while it runs, the aliases asked for once it stopped); two networks' entries refused;
+    ``--ip`` (IPAMConfig.IPv4Address) on a named network: that address, not another's."""
+    _ok(daemon.docker("network", "create", "--subnet", "10.93.0.0/24", "ends"))
+    try:
+        body = {
+            "Image": "busybox",
+            "Cmd": ["sleep", "60"],
+            "HostConfig": {"NetworkMode": "ends"},
+            "NetworkingConfig": {"EndpointsConfig": {"ends": {"Aliases": ["one", "two"], "DriverOpts": {"k": "v"}}}},
+        }
+        status, _, created = daemon.request("POST", "/containers/create?name=ended", body)
+        assert status == 201, created
+        cid = json.loads(created)["Id"]
+        _ok(daemon.docker("start", "ended"))
+        shown = json.loads(_ok(daemon.docker("inspect", "ended")))[0]["NetworkSettings"]["Networks"]["ends"]
+        assert shown["Aliases"] == ["one", "two", cid[:12]] and shown["DriverOpts"] == {"k": "v"}
+        found = _ok(daemon.docker("run", "--rm", "--network", "ends", "busybox", "nslookup", "one"))
+        assert shown["IPAddress"] in found  # (the first alias is its name on the network)
+        _ok(daemon.docker("stop", "-t", "0", "ended"))
+        shown = json.loads(_ok(daemon.docker("inspect", "ended")))[0]["NetworkSettings"]["Networks"]["ends"]
+        assert shown["Aliases"] == ["one", "two"]
+        both = {**body, "NetworkingConfig": {"EndpointsConfig": {"ends": {}, "bridge": {}}}}
+        status, _, refused = daemon.request("POST", "/containers/create", both)
+        assert status == 400 and b"cannot be connected to network endpoints" in refused
+        other = {**body, "NetworkingConfig": {"EndpointsConfig": {"elsewhere": {"Aliases": ["x"]}}}}
+        status, _, created = daemon.request("POST", "/containers/create?name=other", other)
+        assert status == 201  # (as dockerd: one entry of another network is ignored)
+        assert (
+            json.loads(_ok(daemon.docker("inspect", "other")))[0]["NetworkSettings"]["Networks"]["ends"]["Aliases"]
+            is None
+        )
+        _ok(
+            daemon.docker(
+                "run", "-d", "--name", "fixed", "--network", "ends", "--ip", "10.93.0.50", "busybox", "sleep", "60"
+            )
+        )
+        shown = json.loads(_ok(daemon.docker("inspect", "fixed")))[0]["NetworkSettings"]["Networks"]["ends"]
+        assert shown["IPAddress"] == "10.93.0.50" and shown["IPAMConfig"] == {"IPv4Address": "10.93.0.50"}
+        assert "10.93.0.50/24" in _ok(daemon.docker("exec", "fixed", "ip", "-o", "-4", "addr", "show", "eth0"))
+        taken = daemon.docker("run", "--rm", "--network", "ends", "--ip", "10.93.0.50", "busybox", "true")
+        assert taken.returncode != 0 and b"10.93.0.50 is in use" in taken.stderr
+        outside = daemon.docker("run", "--rm", "--network", "ends", "--ip", "10.94.0.5", "busybox", "true")
+        assert outside.returncode != 0 and b"not a free host address of 10.93.0.0/24" in outside.stderr
+        default = daemon.docker("create", "--ip", "172.17.0.9", "busybox", "true")
+        assert default.returncode != 0 and b"user defined networks only" in default.stderr
+    finally:
+        daemon.docker("rm", "-f", "ended", "other", "fixed")
+        _ok(daemon.docker("network", "rm", "ends"))
 
 
 def test_testcontainers_and_docker_py_with_published_ports(daemon):

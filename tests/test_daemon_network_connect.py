@@ -98,8 +98,6 @@ def test_connect_and_disconnect_a_running_container(daemon, lab):
         assert len(_joined_links(lab)) == 1
         refused = daemon.docker("network", "connect", "nb", "xc")
         assert refused.returncode != 0 and b"already exists" in refused.stderr
-        refused = daemon.docker("network", "disconnect", "na", "xc")
-        assert refused.returncode != 0 and b"the one it started on" in refused.stderr
         refused = daemon.docker("network", "rm", "nb")
         assert refused.returncode != 0 and b"active endpoints" in refused.stderr
 
@@ -145,6 +143,52 @@ def test_connected_before_its_start_a_container_joins_at_each_start(daemon, lab)
         daemon.docker("rm", "-f", "early")
     assert _joined_links(lab) == []
     _ok(daemon.docker("network", "rm", "first", "second"))
+
+
+def test_a_running_container_of_no_network_joins_one(daemon, lab):
+    """``--network none`` (the daemon's default without --default-network, as dockerd's
+    with ``--bridge none``): connect gives it an interface and an address, disconnect takes them."""
+    _ok(daemon.docker("network", "create", "--subnet", "10.101.0.0/24", "lonely"))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "alone", "--network", "none", "busybox", "sleep", "600"))
+        _ok(daemon.docker("network", "connect", "--alias", "found", "--ip", "10.101.0.77", "lonely", "alone"))
+        shown = _networks(daemon, "alone")["lonely"]
+        assert shown["IPAddress"] == "10.101.0.77" and "found" in shown["Aliases"]
+        assert shown["IPAddress"] in _ok(daemon.docker("exec", "alone", "ip", "-o", "-4", "addr"))
+        members = json.loads(_ok(daemon.docker("network", "inspect", "lonely")))[0]["Containers"]
+        assert [m["Name"] for m in members.values()] == ["alone"]
+        _ok(daemon.docker("network", "disconnect", "lonely", "alone"))
+        assert "10.101.0." not in _ok(daemon.docker("exec", "alone", "ip", "-o", "-4", "addr"))
+        assert list(_networks(daemon, "alone")) == ["none"]
+    finally:
+        daemon.docker("rm", "-f", "alone")
+    assert _joined_links(lab) == []
+    _ok(daemon.docker("network", "rm", "lonely"))
+
+
+def test_a_running_container_leaves_the_network_it_started_on(daemon, lab):
+    """``network disconnect`` of the network it started on: its eth0 and address go, the
+    network's members and its names forget it; connected again (``--ip``), it is back."""
+    _ok(daemon.docker("network", "create", "--subnet", "10.102.0.0/24", "origin"))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "leaver", "--network", "origin", "busybox", *HTTPD))
+        assert _networks(daemon, "leaver")["origin"]["IPAddress"].startswith("10.102.0.")
+        _ok(daemon.docker("network", "disconnect", "origin", "leaver"))
+        assert "eth0" not in _ok(daemon.docker("exec", "leaver", "ip", "-o", "link"))
+        assert json.loads(_ok(daemon.docker("network", "inspect", "origin")))[0]["Containers"] == {}
+        assert _networks(daemon, "leaver") == {"none": _networks(daemon, "leaver")["none"]}
+        from_origin = ["run", "--rm", "--network", "origin", "busybox", "wget", "-qO-", "http://leaver/"]
+        assert daemon.docker(*from_origin).returncode != 0
+        _ok(daemon.docker("network", "connect", "--ip", "10.102.0.9", "origin", "leaver"))
+        shown = _networks(daemon, "leaver")["origin"]
+        assert shown["IPAddress"] == "10.102.0.9" and shown["IPAMConfig"] == {"IPv4Address": "10.102.0.9"}
+        assert wait_until(lambda: daemon.docker(*from_origin).returncode == 0)
+        _ok(daemon.docker("restart", "-t", "0", "leaver"))  # (joined again at its start, at that address)
+        assert _networks(daemon, "leaver")["origin"]["IPAddress"] == "10.102.0.9"
+    finally:
+        daemon.docker("rm", "-f", "leaver")
+    assert _joined_links(lab) == []
+    _ok(daemon.docker("network", "rm", "origin"))
 
 
 def test_docker_py_connects_a_running_container(daemon, lab):

@@ -51,3 +51,26 @@ def test_released_slot_and_dead_owner(tmp_path):
     again = ipam.lease_address(leases, SUBNET, {"id": "d"})
     assert str(again.address) == "10.9.0.2"
     again.release(), second.release()
+
+
+def test_a_wanted_address(tmp_path):
+    """``wanted`` (Docker's ``--ip``): that address or a ConfigError, never another one."""
+    import pytest
+
+    from sandboxlib.errors import ConfigError
+
+    leases = str(tmp_path / "leases")
+    fixed = ipam.lease_address(leases, SUBNET, {"id": "a"}, wanted="10.9.0.5")
+    assert str(fixed.address) == "10.9.0.5"
+    other = ipam.lease_address(leases, SUBNET, {"id": "b"})
+    assert str(other.address) == "10.9.0.2"  # the first free one
+    with pytest.raises(ConfigError, match="10.9.0.5 is in use"):
+        ipam.lease_address(leases, SUBNET, {"id": "c"}, wanted="10.9.0.5")
+    for bad in ("10.9.0.1", "10.9.0.7", "10.9.1.3"):  # the gateway, the broadcast address, outside
+        with pytest.raises(ConfigError, match="not a free host address"):
+            ipam.lease_address(leases, SUBNET, {"id": "c"}, wanted=bad)
+    fixed.release()
+    again = ipam.lease_address(leases, SUBNET, {"id": "c"}, wanted="10.9.0.5")
+    assert str(again.address) == "10.9.0.5"
+    again.release()
+    other.release()

@@ -219,10 +219,26 @@ class BridgeNetwork:
     """A bridge with an egress allow-list (``Network.bridge(egress=[...])``):
     everything else the container sends out is refused at once (a TCP reset,
     an ICMP error).  ``network``: a named network's bridge instead of the
-    default one (one with IPv6: the list's IPv6 networks apply there)."""
+    default one (one with IPv6: the list's IPv6 networks apply there).
+    ``address``: the container's IPv4 address on a named network (Docker's
+    ``--ip``), instead of the first free one; as root."""
 
     egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
     network: Optional[NetworkRef] = attrs.field(default=None, converter=lambda v: _network_ref(v))
+    address: Optional[str] = attrs.field(default=None, converter=lambda v: _fixed_address(v))
+
+    def __attrs_post_init__(self) -> None:
+        if self.address is not None and self.network is None:
+            raise ConfigError("address", "a fixed address needs a named network (network=)")
+
+
+def _fixed_address(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError):
+        raise ConfigError("address", f"{value!r} is not an IPv4 address") from None
 
 
 def _network_ref(value: Union[None, str, NetworkRef]) -> Optional[NetworkRef]:

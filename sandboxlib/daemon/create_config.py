@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 
-from ..config import RLIMITS, ContainerConfig, Limits, Mount, PortMapping
+from ..config import RLIMITS, BridgeNetwork, ContainerConfig, Limits, Mount, PortMapping
 from ..errors import ConfigError
 from ..images import Image
 from ..network import named
@@ -44,6 +44,7 @@ class CreateRequest:
     network_mode: str  # bridge, host, none or a named network's name
     alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
     anonymous_volumes: Tuple[str, ...] = ()  # named by us: a remove with v=1 removes them
+    endpoint: Dict[str, Any] = attrs.field(factory=dict)  # EndpointsConfig of its network (inspect shows it)
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -114,6 +115,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
             env[name] = value
         else:
             unset.append(name)
+    endpoint = _endpoint(body, network)
     options = {
         "image": image.id,
         "image_store": store,
@@ -124,7 +126,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "cwd": _typed(body, "WorkingDir", str, None) or None,
         "mounts": _mounts(host, _typed(body, "Volumes", dict, {})),
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
-        "network": network,
+        "network": _network_option(network, endpoint),
         "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
         "cap_add": _strings(host, "CapAdd", "HostConfig.") or (),
         "cap_drop": _strings(host, "CapDrop", "HostConfig.") or (),
@@ -205,7 +207,8 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         spawned=spawned or tty or open_stdin,
         anonymous_volumes=_anonymous(host, options["mounts"]),
         network_mode=network,
-        alias=_alias(body, network),
+        alias=(endpoint["Aliases"] or [None])[0],
+        endpoint=endpoint,
     )
 
 
@@ -343,16 +346,41 @@ def _log_options(host: dict) -> Dict[str, Any]:
     return options
 
 
-def _alias(body: dict, network: str) -> Optional[str]:
-    """``--network-alias``: the library gives a container one name on its network."""
-    endpoints = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {}, "NetworkingConfig.")
-    endpoint = endpoints.get(network) or {}
-    aliases = (
-        _strings(endpoint, "Aliases", f"NetworkingConfig.EndpointsConfig.{network}.")
-        if isinstance(endpoint, dict)
-        else None
-    )
-    return aliases[0] if aliases else None
+def _endpoint(body: dict, network: str) -> Dict[str, Any]:
+    """``NetworkingConfig.EndpointsConfig`` of ``network`` (``--network-alias``,
+    driver options), checked; the library gives a container one name on its
+    network (the first alias).  As dockerd (API < 1.44): more than one entry is
+    refused, one of another network is ignored."""
+    where = "NetworkingConfig."
+    endpoints = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {}, where)
+    if len(endpoints) > 1:
+        raise ApiError(400, f"Container cannot be connected to network endpoints: {', '.join(endpoints)}")
+    key = "default" if "default" in endpoints else network  # (the CLI's name when NetworkMode is the default)
+    endpoint = _typed(endpoints, key, dict, {}, f"{where}EndpointsConfig.")
+    where = f"{where}EndpointsConfig.{network}."
+    options = _typed(endpoint, "DriverOpts", dict, {}, where)
+    if not all(isinstance(v, str) for v in options.values()):
+        raise ApiError(400, f"{where}DriverOpts: expected string values")
+    ipam = _typed(endpoint, "IPAMConfig", dict, {}, where)
+    address = _typed(ipam, "IPv4Address", str, "", f"{where}IPAMConfig.")
+    if address and network in BUILT_IN_NETWORKS:
+        raise ApiError(400, "user specified IP address is supported on user defined networks only")
+    return {
+        "Aliases": _strings(endpoint, "Aliases", where),
+        "DriverOpts": options or None,
+        "IPAMConfig": {"IPv4Address": address} if address else None,
+    }
+
+
+def _network_option(network: str, endpoint: Dict[str, Any]) -> Any:
+    """``network=``: the name, or with ``--ip`` (``IPAMConfig.IPv4Address``) the
+    library's ``Network.bridge(network=, address=)``."""
+    if not (endpoint["IPAMConfig"] or {}).get("IPv4Address"):
+        return network
+    try:
+        return BridgeNetwork(network=network, address=endpoint["IPAMConfig"]["IPv4Address"])
+    except ConfigError as err:
+        raise ApiError(400, str(err)) from None
 
 
 def known_network(name: str) -> None:
@@ -361,9 +389,9 @@ def known_network(name: str) -> None:
         raise ConfigError("HostConfig.NetworkMode", f"network {name} not found")
 
 
-def with_network(request: CreateRequest, network: str) -> CreateRequest:
-    """The request of a created container connected to ``network`` before its start."""
-    options = {**request.options, "network": network}
+def with_network(request: CreateRequest, network: str, address: Optional[str] = None) -> CreateRequest:
+    """The request of a created container connected to ``network`` (at ``address``) before its start."""
+    options = {**request.options, "network": _network_option(network, {"IPAMConfig": {"IPv4Address": address}})}
     if network in ("host", "none"):
         options["ports"] = ()
     try:
@@ -371,7 +399,9 @@ def with_network(request: CreateRequest, network: str) -> CreateRequest:
     except ConfigError as err:
         raise ApiError(400, str(err)) from None
     host_config = {**request.host_config, "NetworkMode": network}
-    return attrs.evolve(request, options=options, host_config=host_config, network_mode=network, alias=None)
+    return attrs.evolve(
+        request, options=options, host_config=host_config, network_mode=network, alias=None, endpoint={}
+    )
 
 
 def _port_key(key: str) -> Tuple[int, str]:

@@ -67,15 +67,20 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
     if network is None or network == record.request.network_mode:
         network = record.request.network_mode
         address = record.box.sync.address if running else None  # type: ignore[union-attr]
-        aliases = [record.request.alias, record.name, record.id[:12]]
+        configured = record.request.endpoint
     else:
         address = record.box.sync.joined_networks.get(network) if running else None  # type: ignore[union-attr]
-        aliases = [*record.joined.get(network, ()), record.id[:12]]
+        # (connect's aliases, then the name the daemon adds for the library)
+        configured = {"Aliases": [a for a in record.joined.get(network, ()) if a != record.name]}
+        if network in record.joined_at:
+            configured["IPAMConfig"] = {"IPv4Address": record.joined_at[network]}
     interface = ipaddress.IPv4Interface(address) if address else None
+    # as dockerd 20.10: the aliases asked for, and while it runs on a network of its own, its short id
+    aliases = [*(configured.get("Aliases") or ()), *([record.id[:12]] if running else ())]
     return {
-        "IPAMConfig": None,
+        "IPAMConfig": configured.get("IPAMConfig"),
         "Links": None,
-        "Aliases": list(dict.fromkeys(a for a in aliases if a)) if network not in BUILT_IN_NETWORKS else None,
+        "Aliases": list(dict.fromkeys(aliases)) or None if network not in BUILT_IN_NETWORKS else None,
         "NetworkID": network_id(network),
         "EndpointID": hashlib.sha256(f"{record.id} {record.runs} {network}".encode()).hexdigest() if interface else "",
         "Gateway": str(next(interface.network.hosts())) if interface else "",
@@ -85,7 +90,7 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
         "MacAddress": "",
-        "DriverOpts": None,
+        "DriverOpts": configured.get("DriverOpts"),
     }
 
 

@@ -70,7 +70,7 @@ def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any
         "Driver": _DRIVERS.get(name, "bridge"),
         "EnableIPv6": bool(record is not None and record.subnet6),
         "IPAM": {"Driver": "default", "Options": None, "Config": config},
-        "Internal": False,
+        "Internal": bool(record is not None and record.internal),
         "Attachable": False,
         "Ingress": False,
         "ConfigFrom": {"Network": ""},
@@ -129,10 +129,10 @@ async def _inspect(request: web.Request) -> web.Response:
     return json_response(await in_thread(_find, request, request.match_info["id"]))
 
 
-def _create_network(name: str, subnet: Optional[str], subnet6: Optional[str]) -> None:
+def _create_network(name: str, subnet: Optional[str], subnet6: Optional[str], internal: bool) -> None:
     root = statedir.state_root()
     statedir.ensure_root(root)  # (0700, root's: made by a first network as by a first container)
-    named.create(root, name, subnet, subnet6)
+    named.create(root, name, subnet, subnet6, internal=internal)
 
 
 async def _create(request: web.Request) -> web.Response:
@@ -143,8 +143,9 @@ async def _create(request: web.Request) -> web.Response:
     driver = body.get("Driver") or "bridge"
     if driver != "bridge":
         raise ApiError(400, f"Driver: {driver!r}: only bridge networks are supported")
-    if body.get("Internal"):
-        raise ApiError(400, "Internal: not supported")
+    internal = body.get("Internal") or False
+    if not isinstance(internal, bool):
+        raise ApiError(400, "Internal: expected a boolean")
     if name in BUILT_IN_NETWORKS + ("default",):
         raise ApiError(403, f"{name} is a pre-defined network and cannot be created")
     try:
@@ -170,7 +171,7 @@ async def _create(request: web.Request) -> web.Response:
     if not isinstance(labels, dict):
         raise ApiError(400, "Labels: expected an object")
     try:
-        await in_thread(_create_network, name, subnet, subnet6)
+        await in_thread(_create_network, name, subnet, subnet6, internal)
     except (ConfigError, UnsupportedError, PermissionError) as err:
         raise ApiError(400 if isinstance(err, ConfigError) else 403, f"creating network {name}: {err}") from None
     request.app["context"].network_labels[name] = {str(k): str(v) for k, v in labels.items()}
@@ -209,7 +210,7 @@ async def _connect(request: web.Request) -> web.Response:
     record = context.containers.get(ref)
     joining = request.path.endswith("/connect")
     if joining:
-        await _join(record, name, _aliases(body))
+        await _join(record, name, _aliases(body), _address(body))
     else:
         await _leave(record, name)
     context.events.emit("network", "connect" if joining else "disconnect", network_id(name), {"container": record.id})
@@ -224,21 +225,35 @@ def _aliases(body: dict) -> List[str]:
     return aliases
 
 
-async def _join(record: Any, name: str, aliases: List[str]) -> None:
+def _address(body: dict) -> Optional[str]:
+    """``--ip``: EndpointConfig.IPAMConfig.IPv4Address."""
+    config = body.get("EndpointConfig")
+    ipam = (config.get("IPAMConfig") if isinstance(config, dict) else None) or {}
+    address = ipam.get("IPv4Address") if isinstance(ipam, dict) else None
+    if address is not None and not isinstance(address, str):
+        raise ApiError(400, "EndpointConfig.IPAMConfig.IPv4Address: expected a string")
+    return address or None
+
+
+async def _join(record: Any, name: str, aliases: List[str], address: Optional[str] = None) -> None:
     mode = record.request.network_mode
     if _on(record, name):
         raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
-    if name in ("host", "none") or (record.running and mode in ("host", "none")):
+    if name in ("host", "none") or (record.running and mode == "host"):
         raise ApiError(400, f"container cannot be connected to network {name} with network mode {mode}")
     if not record.running and mode in BUILT_IN_NETWORKS:  # (created: it moves, as before its first start)
-        record.request = with_network(record.request, name)
-        if aliases:
-            record.request = attrs.evolve(record.request, alias=aliases[0])
+        record.request = with_network(record.request, name, address)
+        endpoint = {"Aliases": aliases or None, "DriverOpts": None, "IPAMConfig": address and {"IPv4Address": address}}
+        record.request = attrs.evolve(record.request, alias=(aliases or [None])[0], endpoint=endpoint)
         return
+    if address and not record.running:
+        raise ApiError(400, "--ip for a network joined at the container's start is not supported (connect it running)")
     names = [*aliases, record.name]
     if record.running:  # (the library's errors: Docker-shaped by the server)
-        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names))
+        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names, address=address))
     record.joined[name] = names
+    if address:
+        record.joined_at[name] = address
 
 
 async def _leave(record: Any, name: str) -> None:
@@ -246,15 +261,12 @@ async def _leave(record: Any, name: str) -> None:
         if record.running:
             await in_thread(record.box.sync.disconnect, name)
         del record.joined[name]
+        record.joined_at.pop(name, None)
         return
     if name != record.request.network_mode:
         raise ApiError(400, f"container {record.id} is not connected to network {name}")
-    if record.running:
-        raise ApiError(
-            400,
-            f"disconnecting a running container from network {name}, the one it started on, is not supported "
-            "(networks connected since can be disconnected)",
-        )
+    if record.running:  # (off its bridge: Container.disconnect; the library's errors Docker-shaped by the server)
+        await in_thread(record.box.sync.disconnect, name)
     record.request = with_network(record.request, "none")
 
 

@@ -76,6 +76,7 @@ class ContainerRecord:
     watcher: Optional[asyncio.Task] = None
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     joined: Dict[str, List[str]] = attrs.field(factory=dict)  # networks beyond network_mode: their aliases
+    joined_at: Dict[str, str] = attrs.field(factory=dict)  # those connected with --ip: the address asked for
     layer: Optional[KeptLayer] = None  # its writable layer, kept until it is removed (none: a read-only root)
     starting: bool = False  # a start is under way: file work on the stopped container waits
     files_open: int = 0  # file work on the stopped container (an idle container on its layer): a start waits
@@ -225,7 +226,8 @@ class Containers:
                 await in_thread(known_network, request.network_mode)
             await box.start()
             for network, aliases in record.joined.items():  # (docker network connect, before or while it ran)
-                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases))
+                address = record.joined_at.get(network)
+                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases, address=address))
             if interactive:
                 assert record.interactive is not None  # (made at create)
                 await record.interactive.start(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import ipaddress
+import json
 import os
 import socket
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import BridgeNetwork, ContainerConfig, EgressRule, Mount
 from ..errors import SandboxError, SetupError, UnsupportedError
 from . import bridge, ipam, membership, names, nftables
-from .files import LeaseFiles, lease_dir, network_dir
+from .files import LeaseFiles, lease_dir, network_dir, records_dir
 from .pasta import PastaAttachment, find_pasta
 from .portproxy import PortProxy, bind_ports
 from .slirp import SlirpAttachment, find_slirp
@@ -117,7 +118,7 @@ def ensure_bridge(
             subnet = subnet or bridge.default_subnet(ipr, [])
             gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
             _enable_forwarding(subnet6 is not None)
-            nftables.add_bridge_rules(bridge_name, subnet, subnet6)
+            nftables.add_bridge_rules(bridge_name, subnet, subnet6, internal=_internal(state_root, bridge_name))
             bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
             bridge.create_bridge(ipr, bridge_name, gateway, ipam.gateway6_of(subnet6) if subnet6 else None)
         path = _known_path(state_root, bridge_name)
@@ -125,6 +126,23 @@ def ensure_bridge(
             file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
         os.rename(path + ".tmp", path)
         return gateway
+
+
+def _internal(state_root: str, bridge_name: str) -> bool:
+    """A named network's record (named.py's) says its bridge is internal."""
+    try:
+        entries = [e for e in os.listdir(records_dir(state_root)) if e.endswith(".json")]
+    except FileNotFoundError:
+        return False
+    for entry in entries:
+        try:
+            with open(os.path.join(records_dir(state_root), entry), encoding="utf-8") as file:
+                record = json.load(file)
+        except (OSError, ValueError):
+            continue  # (one being written or removed)
+        if record.get("bridge") == bridge_name:
+            return bool(record.get("internal"))
+    return False
 
 
 def egress_gate(state_root: str, bridge_name: str, client: str, name: str) -> Any:
@@ -167,6 +185,7 @@ class Attachment:
         self._upstreams: List[str] = []
         network_value = config.network
         self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
+        self._wanted = network_value.address if isinstance(network_value, BridgeNetwork) else None
         self._egress_added = False
 
     # -- before the spawn ---------------------------------------------------------------
@@ -189,7 +208,7 @@ class Attachment:
         for dead in ipam.reap(leases):  # dead owners' leases, and their egress objects
             if dead.get("egress") and dead.get("id"):
                 nftables.remove_egress(self._bridge, dead["id"], dead["address"], self._address6(dead["address"]))
-        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6)
+        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6, self._wanted)
         self._write_files()
 
     @property
@@ -247,7 +266,7 @@ class Attachment:
             index = bridge.link_index(self._bridge)  # (one lookup: an ioctl on a socket of its own)
             address6 = self.address6
             ipv6 = (address6, ipam.gateway6_of(self._subnet6).ip) if address6 and self._subnet6 else None
-            bridge.connect_veth(f"vsbx{self._id[:10]}", index, netns_fd, self.address, self._gateway.ip, ipv6=ipv6)
+            bridge.connect_veth(self._veth, index, netns_fd, self.address, self._gateway.ip, ipv6=ipv6)
             if self._egress:
                 self._egress_added = True  # (partly made objects are removed too)
                 where6 = str(address6.ip) if address6 else None
@@ -272,6 +291,17 @@ class Attachment:
 
     def _gate(self, client: str, name: str) -> Any:
         return egress_gate(self._state_root, self._bridge, client, name)
+
+    @property
+    def _veth(self) -> str:
+        return f"vsbx{self._id[:10]}"
+
+    def leave(self) -> None:
+        """Off the bridge while the container runs (Docker's disconnect of the
+        network it started on): its veth deleted (``eth0`` with it), then as :meth:`close`."""
+        with bridge.host_netlink() as ipr:
+            bridge.delete_link(ipr, self._veth)
+        self.close()
 
     # -- close --------------------------------------------------------------------------
     def close(self) -> None:
@@ -306,6 +336,8 @@ def attachment(
     default one's ``sbx0`` there for an egress allow-list)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
+    if isinstance(config.network, BridgeNetwork) and config.network.address:
+        raise UnsupportedError("a fixed address (address=) rootless", "let the network choose one")
     if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
         return UserBridgeAttachment(config, container_id, hostname, state_root, network)
     if any(":" in m.host_ip for m in config.ports):

@@ -25,7 +25,16 @@ from typing import Dict, Tuple
 from ..config import Mount
 from . import ipam
 
-__all__ = ["ContainerFiles", "LeaseFiles", "sweep", "network_dir", "lease_dir", "kill_helper", "HELPER_PID"]
+__all__ = [
+    "ContainerFiles",
+    "LeaseFiles",
+    "sweep",
+    "network_dir",
+    "records_dir",
+    "lease_dir",
+    "kill_helper",
+    "HELPER_PID",
+]
 
 _FILES = "files"
 _LEASED = "lease-"  # the prefix of LeaseFiles' directories
@@ -35,6 +44,11 @@ MOUNTED = ("resolv.conf", "hosts")
 
 def network_dir(state_root: str) -> str:
     return os.path.join(state_root, "net")
+
+
+def records_dir(state_root: str) -> str:
+    """Named networks' records (named.py's ``NAME.json``)."""
+    return os.path.join(network_dir(state_root), "networks")
 
 
 def lease_dir(state_root: str, bridge_name: str) -> str:

@@ -72,15 +72,25 @@ def _take(path: str, record: bytes) -> Optional[int]:
 
 
 def lease_address(
-    directory: str, subnet: ipaddress.IPv4Network, owner: dict, subnet6: Optional[ipaddress.IPv6Network] = None
+    directory: str,
+    subnet: ipaddress.IPv4Network,
+    owner: dict,
+    subnet6: Optional[ipaddress.IPv6Network] = None,
+    wanted: Optional[str] = None,
 ) -> Lease:
-    """The first free address of ``subnet`` after its gateway (the first host);
+    """The first free address of ``subnet`` after its gateway (the first host),
+    or ``wanted`` (ConfigError if it is not a free host address of ``subnet``);
     with ``subnet6``, the record names the IPv6 address that goes with it
     (``address6``: the other networks' resolvers answer it from the record)."""
     record = json.dumps(owner).encode()
     with dir_lock(directory):
         hosts = subnet.hosts()
-        next(hosts)  # the gateway, the bridge's own
+        gateway = next(hosts)  # the bridge's own
+        if wanted is not None:
+            address = ipaddress.IPv4Address(wanted)
+            if address not in subnet or address in (gateway, subnet.network_address, subnet.broadcast_address):
+                raise ConfigError("address", f"{wanted} is not a free host address of {subnet}")
+            hosts = iter([address])
         for address in hosts:
             path = os.path.join(directory, str(address))
             if subnet6 is not None:
@@ -88,6 +98,8 @@ def lease_address(
             fd = _take(path, record)
             if fd is not None:
                 return Lease(path, fd, address)
+    if wanted is not None:
+        raise ConfigError("address", f"{wanted} is in use on {subnet}")
     raise ConfigError("network", f"no free address left in {subnet}")
 
 

@@ -46,9 +46,12 @@ class Joined:
         network: Place,
         owner: dict,
         aliases: Sequence[str] = (),
+        address: Optional[str] = None,
     ) -> None:
         """``network``: (bridge, subnet, IPv6 subnet or None), an ``attach.Place``;
-        ``owner``: the lease's record ({"id", "name", "hostname"})."""
+        ``owner``: the lease's record ({"id", "name", "hostname"}); ``address``:
+        the IPv4 address wanted (else the first free one)."""
+        self._wanted = address
         self._state_root = state_root
         self._bridge, self._subnet, self._subnet6 = network
         self._owner = {**owner, "aliases": list(aliases), "joined": True}
@@ -63,7 +66,7 @@ class Joined:
         egress objects), its IPv4 address and, with an IPv6 subnet, its IPv6 one."""
         leases = lease_dir(self._state_root, self._bridge)
         ipam.reap(leases)
-        self._lease = ipam.lease_address(leases, gateway.network, self._owner, self._subnet6)
+        self._lease = ipam.lease_address(leases, gateway.network, self._owner, self._subnet6, self._wanted)
         self.address = ipaddress.IPv4Interface(f"{self._lease.address}/{gateway.network.prefixlen}")
         if self._subnet6 is not None:
             found = ipam.address6_of(str(self._lease.address), gateway.network, self._subnet6)
@@ -137,7 +140,9 @@ class UserJoined(Joined):
         self.address = self.address6 = None
 
 
-def joined(state_root: str, network: Place, owner: dict, aliases: Sequence[str] = ()) -> Joined:
+def joined(
+    state_root: str, network: Place, owner: dict, aliases: Sequence[str] = (), address: Optional[str] = None
+) -> Joined:
     """As root a veth (:class:`Joined`), rootless a tap through the per-user namespace (:class:`UserJoined`)."""
     kind = Joined if os.geteuid() == 0 else UserJoined
-    return kind(state_root, network, owner, aliases)
+    return kind(state_root, network, owner, aliases, address)

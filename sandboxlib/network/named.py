@@ -22,7 +22,7 @@ from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables, usernet
 from .attach import DEFAULT_BRIDGE, Place, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
-from .files import LeaseFiles
+from .files import LeaseFiles, records_dir
 
 __all__ = ["NetworkRecord", "default_subnet6", "create", "get", "records", "remove", "attached", "bridge_of"]
 
@@ -34,10 +34,7 @@ class NetworkRecord:
     bridge: str
     created: float = 0.0
     subnet6: Optional[str] = None
-
-
-def _records_dir(state_root: str) -> str:
-    return os.path.join(network_dir(state_root), "networks")
+    internal: bool = False  # no way out (attach.ensure_bridge reads it where it makes the bridge)
 
 
 def _bridge_name(name: str) -> str:
@@ -54,10 +51,10 @@ def default_subnet6(name: str) -> str:
 def records(state_root: str) -> List[NetworkRecord]:
     found = []
     with contextlib.suppress(FileNotFoundError):
-        for entry in sorted(os.listdir(_records_dir(state_root))):
+        for entry in sorted(os.listdir(records_dir(state_root))):
             if entry.endswith(".json"):
                 with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
-                    with open(os.path.join(_records_dir(state_root), entry), encoding="utf-8") as file:
+                    with open(os.path.join(records_dir(state_root), entry), encoding="utf-8") as file:
                         found.append(NetworkRecord(**json.load(file)))
     return found
 
@@ -105,10 +102,13 @@ def _checked_ipv6(
         raise ConfigError("subnet6", f"{subnet6} overlaps {clash}, which is in use on this host")
 
 
-def create(state_root: str, name: str, subnet: Optional[str] = None, subnet6: Optional[str] = None) -> NetworkRecord:
+def create(
+    state_root: str, name: str, subnet: Optional[str] = None, subnet6: Optional[str] = None, *, internal: bool = False
+) -> NetworkRecord:
     """Record the network and make its bridge; ConfigError for a name in use
     or a subnet that overlaps another network's or a route of the host.
-    ``subnet6``: IPv6 too."""
+    ``subnet6``: IPv6 too; ``internal``: nothing forwarded from or to the bridge
+    (its containers reach each other only; no NAT)."""
     name = NetworkRef(name).name
     wanted = _check_subnet(subnet) if subnet is not None else None
     wanted6 = _check_subnet6(subnet6) if subnet6 is not None else None
@@ -138,9 +138,10 @@ def create(state_root: str, name: str, subnet: Optional[str] = None, subnet6: Op
             bridge=_bridge_name(name),
             created=time.time(),
             subnet6=str(wanted6) if wanted6 else None,
+            internal=internal,
         )
-        os.makedirs(_records_dir(state_root), mode=0o700, exist_ok=True)
-        path = os.path.join(_records_dir(state_root), f"{name}.json")
+        os.makedirs(records_dir(state_root), mode=0o700, exist_ok=True)
+        path = os.path.join(records_dir(state_root), f"{name}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as file:
             json.dump(attrs.asdict(record), file)
         os.rename(path + ".tmp", path)
@@ -174,9 +175,9 @@ def remove(state_root: str, name: str) -> None:
                 bridge.delete_link(ipr, record.bridge)
             forget_bridge(state_root, record.bridge)
             nftables.remove_bridge_rules(record.bridge)
-            os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
+            os.unlink(os.path.join(records_dir(state_root), f"{name}.json"))
         else:  # (unrecorded first: the holder ends after the last one's bridge, if unused)
-            os.unlink(os.path.join(_records_dir(state_root), f"{name}.json"))
+            os.unlink(os.path.join(records_dir(state_root), f"{name}.json"))
             usernet.remove_bridge(state_root, record.bridge)
         shutil.rmtree(lease_dir(state_root, record.bridge), ignore_errors=True)  # dead owners' leases, its lock
         LeaseFiles.remove_all(state_root, record.bridge)

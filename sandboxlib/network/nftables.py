@@ -3,7 +3,8 @@ one table per bridge, made with the bridge and removed with it.
 
 - ``postrouting``: masquerade what the bridge's subnet sends elsewhere (NAT egress);
 - ``forward``: nothing crosses from this bridge to another of ours (networks
-  are isolated), and the rest is left to the host's own rules.
+  are isolated), and the rest is left to the host's own rules;
+- an internal network's table: no masquerade, nothing forwarded from or to it.
 
 A bridge with an IPv6 subnet gets the same table in the ``ip6`` family too
 (NAT66 masquerade, the isolation, the egress verdict map by IPv6 source);
@@ -74,7 +75,9 @@ def _family(network: Union[ipaddress.IPv4Network, ipaddress.IPv6Network]) -> str
     return "ip6" if network.version == 6 else "ip"
 
 
-def _table_commands(bridge: str, subnet: Union[ipaddress.IPv4Network, ipaddress.IPv6Network]) -> List[dict]:
+def _table_commands(
+    bridge: str, subnet: Union[ipaddress.IPv4Network, ipaddress.IPv6Network], internal: bool = False
+) -> List[dict]:
     family = _family(subnet)
     protocol, address_type, isolation, _ = _KINDS[family]
     table = table_name(bridge)
@@ -82,6 +85,21 @@ def _table_commands(bridge: str, subnet: Union[ipaddress.IPv4Network, ipaddress.
     prefix = {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}
     iif, oif = {"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}
     egress_map = {"family": family, "table": table, "name": "egress", "type": address_type, "map": "verdict"}
+    if internal:  # Docker's --internal: nothing forwarded from the bridge or to it, so no masquerade either
+        closed = [
+            _rule(
+                family, table, "forward", _match(iif, "==", bridge), _match(oif, "!=", bridge), {"reject": isolation}
+            ),
+            _rule(family, table, "forward", _match(oif, "==", bridge), _match(iif, "!=", bridge), {"drop": None}),
+        ]
+        return [
+            {"add": {"table": {"family": family, "name": table}}},
+            {"delete": {"table": {"family": family, "name": table}}},
+            {"add": {"table": {"family": family, "name": table}}},
+            {"add": _chain(family, table, "forward", "forward", "filter", 0)},
+            {"add": {"map": egress_map}},  # (an allow-list's chain jumps from it: nothing passes either way)
+            *({"add": rule} for rule in closed),
+        ]
     return [
         {"add": {"table": {"family": family, "name": table}}},
         {"delete": {"table": {"family": family, "name": table}}},
@@ -124,10 +142,16 @@ def _table_commands(bridge: str, subnet: Union[ipaddress.IPv4Network, ipaddress.
 
 
 def add_bridge_rules(
-    bridge: str, subnet: ipaddress.IPv4Network, subnet6: Optional[ipaddress.IPv6Network] = None
+    bridge: str,
+    subnet: ipaddress.IPv4Network,
+    subnet6: Optional[ipaddress.IPv6Network] = None,
+    *,
+    internal: bool = False,
 ) -> None:
-    """The table of ``bridge`` (replaced if it exists); ``subnet6``: the ip6 one too."""
-    commands = _table_commands(bridge, subnet) + (_table_commands(bridge, subnet6) if subnet6 else [])
+    """The table of ``bridge`` (replaced if it exists); ``subnet6``: the ip6 one
+    too; ``internal``: its containers reach each other and the host's gateway address only."""
+    commands = _table_commands(bridge, subnet, internal)
+    commands += _table_commands(bridge, subnet6, internal) if subnet6 else []
     _nft(commands, f"the rules of bridge {bridge}")
 
 

@@ -7,9 +7,10 @@ released by ``disconnect``, or with the container."""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Union
+import ipaddress
+from typing import Dict, Optional, Sequence, Union
 
-from ..config import Network, NetworkRef, bridged
+from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from ..network import Joined, joined, named
 from . import statedir
@@ -29,43 +30,66 @@ def _label(network: Union[Network, NetworkRef]) -> str:
     return network.name if isinstance(network, NetworkRef) else "bridge"
 
 
+def _own_label(network: object) -> Optional[str]:
+    """The label of the network a container started on (None: not a bridge)."""
+    if isinstance(network, BridgeNetwork):
+        return network.network.name if network.network is not None else "bridge"
+    if isinstance(network, NetworkRef):
+        return network.name
+    return "bridge" if network is Network.BRIDGE else None
+
+
 class NetworkJoins:
     """connect, disconnect and joined_networks (they need the running container's
     init pid, id, config, lock and resources)."""
 
-    def connect(self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = ()) -> str:
+    def connect(
+        self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = (), address: Optional[str] = None
+    ) -> str:
         """Put the running container on one more network (``"bridge"`` or a named
         one): an interface ``ethN`` with an address there (and an IPv6 one on a
         network with an IPv6 subnet; no default route: the network it started
-        on keeps it); the network's containers find it by
+        on keeps it, and a container of ``Network.NONE`` has none); the network's containers find it by
         its name, hostname and ``aliases``, and it finds theirs (a rootless
         container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
-        none).  Returns its address (``"172.18.0.3/16"``)."""
+        none).  ``address``: its IPv4 address there (Docker's ``--ip``),
+        instead of the first free one.  Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
         wanted = _ref(network)
         label = _label(wanted)
-        if not bridged(self.config.network):
+        if self.config.network is Network.HOST:  # (Network.NONE's namespace takes one: its only way out)
             raise ConfigError("network", f"a container with network={self.config.network} cannot join {label!r}")
         if not all(isinstance(a, str) and a for a in aliases):
             raise ConfigError("aliases", f"{aliases!r}: names expected")
+        try:
+            address = None if address is None else str(ipaddress.IPv4Address(address))
+        except ValueError:
+            raise ConfigError("address", f"{address!r} is not an IPv4 address") from None
         root = statedir.state_root()
         where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
         with self._lock:
             joins = self._joins()
-            if label in joins or where[0] == named.bridge_of(root, self.config.network)[0]:
+            own = not self._own_network_left and where[0] == named.bridge_of(root, self.config.network)[0]
+            if label in joins or own:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
-            join = joined(root, where, owner, aliases)
+            join = joined(root, where, owner, aliases, address)
             join.open(self._init_pid)
             joins[label] = join
             return str(join.address)
 
     def disconnect(self, network: Union[str, NetworkRef]) -> None:
-        """Take the running container off a network :meth:`connect` put it on
-        (its interface deleted, its address released)."""
-        label = _label(_ref(network))
+        """Take the running container off a network :meth:`connect` put it on, or
+        off the one it started on (as root; its name no longer resolves there,
+        its default route goes: it reaches the networks it joined only); its
+        interface deleted, its address released."""
+        wanted = _ref(network)
+        label = _label(wanted)
         with self._lock:
             join = (getattr(self, "_joined", None) or {}).pop(label, None)
+            if join is None and not self._own_network_left and label == _own_label(self.config.network):
+                self._leave_own_network()  # (as root on a bridge; UnsupportedError else)
+                return
         if join is None:
             raise ContainerStateError(
                 f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"

@@ -26,7 +26,7 @@ from ..config import (
     Network,
     bridged,
 )
-from ..errors import ConfigError, ContainerStateError, SetupError
+from ..errors import ConfigError, ContainerStateError, SetupError, UnsupportedError
 from ..images import ImageStore
 from ..native import binding, protocol
 from ..native.binding import Step
@@ -95,6 +95,7 @@ class ContainerLifecycle(ImageRoots):
         self._store: Optional[ImageStore] = None
         self._upper: Optional[str] = None
         self._upper_kept = False
+        self._own_network_left = False  # (joins.py: disconnected from the network it started on)
         self._network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
 
     def __repr__(self) -> str:
@@ -227,9 +228,21 @@ class ContainerLifecycle(ImageRoots):
         """The container's address on its bridge while it runs (``"172.17.0.2/16"``;
         the bridge's gateway is its network's first address); None off a bridge or through pasta."""
         network = self._network
-        if network is None or not hasattr(network, "address") or self._closed or not self._resources_used:
-            return None  # (an Attachment's, or a rootless named network's UserBridgeAttachment's)
+        if network is None or self._own_network_left or self._closed or not self._resources_used:
+            return None
+        if not hasattr(network, "address"):  # (an Attachment's, or a rootless named network's UserBridgeAttachment's)
+            return None
         return str(network.address)
+
+    def _leave_own_network(self) -> None:
+        """Off the bridge it started on while it runs (``disconnect``; root's bridges only)."""
+        leave = getattr(self._network, "leave", None)
+        if leave is None:
+            raise UnsupportedError(
+                "leaving the network a container started on rootless", "disconnect networks it joined instead"
+            )
+        leave()
+        self._own_network_left = True
 
     @property
     def ports(self) -> dict:

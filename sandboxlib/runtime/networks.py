@@ -55,7 +55,12 @@ class Network:
 
     @staticmethod
     def create(
-        name: str, *, subnet: Optional[str] = None, subnet6: Optional[str] = None, ipv6: bool = False
+        name: str,
+        *,
+        subnet: Optional[str] = None,
+        subnet6: Optional[str] = None,
+        ipv6: bool = False,
+        internal: bool = False,
     ) -> NamedNetwork:
         """Make a named network, kept until removed: a bridge of its own on
         ``subnet`` (default: the first free of Docker's pool); rootless, in
@@ -67,22 +72,31 @@ class Network:
         too (at their IPv4 address's offset), a default route, NAT66 to the
         outside, AAAA answers for their names; ports can be published on
         IPv6 addresses (``"[::1]:8080"``) and allow-lists take IPv6
-        networks (``"[2001:db8::/32]:443"``)."""
+        networks (``"[2001:db8::/32]:443"``).
+
+        ``internal=True`` (Docker's ``--internal``): nothing is forwarded
+        from the bridge or to it (no NAT): its containers reach each other
+        and the bridge's gateway address only."""
         if ipv6 and subnet6 is None:
             subnet6 = named.default_subnet6(name)
         statedir.ensure_root(statedir.state_root())
-        return _public(named.create(statedir.state_root(), name, subnet, subnet6))
+        return _public(named.create(statedir.state_root(), name, subnet, subnet6, internal=internal))
 
     @staticmethod
-    def bridge(*, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None) -> BridgeNetwork:
+    def bridge(
+        *, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None, address: Optional[str] = None
+    ) -> BridgeNetwork:
         """The default bridge (or the named ``network``'s) with an egress allow-list: CIDRs, addresses, host
         names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
         (``["10.1.2.0/24", "pypi.org", "*.pythonhosted.org:443"]``).  Names are
         allowed through the network's resolver: the addresses it answers for
         an allowed name are allowed for their TTL; anything else is refused at
         once (TCP reset, ICMP), DNS to other servers and unlisted names too
-        (rootless: on the bridge of the user's network namespace)."""
-        return BridgeNetwork(egress=egress, network=network)
+        (rootless: on the bridge of the user's network namespace).
+
+        ``address``: the container's IPv4 address on the named ``network``
+        (Docker's ``--ip``; as root), instead of the first free one."""
+        return BridgeNetwork(egress=egress, network=network, address=address)
 
     @staticmethod
     def get(name: str) -> NamedNetwork:
