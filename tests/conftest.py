@@ -254,6 +254,18 @@ def _host_devices() -> list:
     return [(path, st.st_uid, st.st_gid, oct(st.st_mode)) for path in HOST_DEVICES for st in [os.stat(path)]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def host_devices_kept():
+    """The host's device nodes across a whole module: its module-scoped
+    fixtures' set-up and teardown (daemons, labs, image stores) fall outside
+    every test's own check (no_leaks).  Autouse: set up before them, torn
+    down after them."""
+    before = _host_devices()
+    yield
+    after = _host_devices()
+    assert after == before, f"host device nodes changed around the module: {before} -> {after}"
+
+
 def _snapshot():
     me = psutil.Process()
     with open("/proc/self/mountinfo") as f:
