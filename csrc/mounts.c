@@ -329,19 +329,28 @@ static int mount_tree_at(int rootfd, int tree, const struct sbx_mount_op *op)
     return r;
 }
 
-static int do_symlink(int rootfd, const struct sbx_mount_op *op)
+/* The directory holding target (made if missing, resolved in the root),
+ * or -errno; *name is target's last component. */
+static int open_parent(int rootfd, const char *target, const char **name)
 {
-    const char *slash = strrchr(op->target, '/');
+    const char *slash = strrchr(target, '/');
     char parent[PATH_MAX];
-    size_t plen = (size_t)(slash - op->target);
+    size_t plen = (size_t)(slash - target);
     if (plen >= sizeof(parent))
         return -ENAMETOOLONG;
-    memcpy(parent, op->target, plen);
+    memcpy(parent, target, plen);
     parent[plen] = '\0';
-    int pfd = make_target(rootfd, plen ? parent : "/", 0, 0);
+    *name = slash + 1;
+    return make_target(rootfd, plen ? parent : "/", 0, 0);
+}
+
+static int do_symlink(int rootfd, const struct sbx_mount_op *op)
+{
+    const char *name;
+    int pfd = open_parent(rootfd, op->target, &name);
     if (pfd < 0)
         return pfd;
-    int r = symlinkat(op->source, pfd, slash + 1) < 0 ? neg_errno() : 0;
+    int r = symlinkat(op->source, pfd, name) < 0 ? neg_errno() : 0;
     close(pfd);
     return r;
 }
@@ -371,25 +380,21 @@ static int do_mknod(int rootfd, const struct sbx_mount_op *op)
     if (next_number(&p, &major) || next_number(&p, &minor) || next_number(&p, &mode) ||
         next_number(&p, &uid) || next_number(&p, &gid) || *p)
         return -EINVAL;
-    const char *slash = strrchr(op->target, '/');
-    char parent[PATH_MAX];
-    size_t plen = (size_t)(slash - op->target);
-    if (plen >= sizeof(parent))
-        return -ENAMETOOLONG;
-    memcpy(parent, op->target, plen);
-    parent[plen] = '\0';
-    int pfd = make_target(rootfd, plen ? parent : "/", 0, 0);
+    const char *name;
+    int pfd = open_parent(rootfd, op->target, &name);
     if (pfd < 0)
         return pfd;
-    const char *name = slash + 1;
-    int r = 0;
+    /* The config's node replaces what the image has there; only a node made
+     * here is chowned: whatever unlink cannot remove (a mount point, e.g. a
+     * node bound from the host) is an error, never changed through. */
+    mode_t kind = type | (mode_t)(mode & 07777);
     dev_t dev = makedev(major, minor);
-    if (mknodat(pfd, name, type | (mode & 07777), dev) < 0 && errno == EEXIST)
-        (void)unlinkat(pfd, name, 0); /* the config's node replaces the image's */
-    if ((faccessat(pfd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
-         mknodat(pfd, name, type | (mode & 07777), dev) < 0) ||
-        fchownat(pfd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-        fchmodat(pfd, name, (mode_t)(mode & 07777), 0) < 0)
+    int r = 0;
+    if (mknodat(pfd, name, kind, dev) < 0 &&
+        (errno != EEXIST || unlinkat(pfd, name, 0) < 0 || mknodat(pfd, name, kind, dev) < 0))
+        r = neg_errno();
+    else if (fchownat(pfd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+             fchmodat(pfd, name, (mode_t)(mode & 07777), 0) < 0)
         r = neg_errno();
     close(pfd);
     return r;

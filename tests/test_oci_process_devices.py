@@ -287,3 +287,18 @@ def test_rootless_join_refused_by_the_kernel_is_named(workers, busybox_root):
     (code, out, err, left), _ = workers["sbxtest"].call(rootless_run, busybox_root, ["true"], changes)
     assert code == 1 and left == [], err
     assert b"setns() into the network namespace given by path" in err and b"linux.namespaces" in err, err
+
+
+def test_a_node_that_cannot_be_replaced_is_an_error_not_changed(oci_root, tmp_path, busybox_root):
+    """A device path that is a mount point (a node bound from elsewhere) is not
+    unlinked, so nothing is made there: the create fails naming the entry, and
+    the bound node keeps its owner and mode (it is never chowned through)."""
+    node = tmp_path / "node"
+    os.mknod(node, 0o644 | 0o020000, os.makedev(1, 3))
+    bind = {"destination": "/dev/held", "type": "bind", "source": str(node), "options": ["bind"]}
+    held = [{"path": "/dev/held", "type": "c", "major": 1, "minor": 3, "fileMode": 0o620, "uid": 6, "gid": 6}]
+    changes = {"mounts": default_spec()["mounts"] + [bind], "linux.devices": held}
+    proc = run(oci_root, tmp_path, busybox_root, ["true"], **changes)
+    st = os.stat(node)
+    assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o644")
+    assert proc.returncode != 0 and b"linux.devices[0]" in proc.stderr, proc.stderr
