@@ -24,7 +24,7 @@ from . import fs
 from .layout import Layout
 from .settings import CONTROLLERS_OF, v1_settings, v2_settings
 
-__all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgroup"]
+__all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgroup", "write_limits"]
 
 # For statistics of a container with limits; cpuacct only without a v2 tree
 # (whose cpu.stat has the usage).
@@ -197,21 +197,7 @@ class ContainerCgroup:
         self.limits = limits
 
     def _write(self, node: Node, limits: CgroupLimits, controllers: Sequence[str]) -> None:
-        settings = (v2_settings if node.version == "v2" else v1_settings)(limits)
-        for controller in controllers:
-            for filename, value in settings.get(controller, ()):
-                path = os.path.join(node.path, filename)
-                if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(path):
-                    continue  # no swap accounting: no swap to limit
-                try:
-                    fs.write(path, value)
-                except OSError as err:
-                    raise SetupError(
-                        err.errno,
-                        f"write({path!r}, {value!r})",
-                        step="CGROUP",
-                        field=f"limits ({', '.join(limits.names())})",
-                    ) from None
+        write_limits(node.version, node.path, limits, controllers)
 
     def delegate_procs(self, uid: int, gid: int) -> None:
         """Let the container's init (host ids ``uid``, ``gid``) start commands in
@@ -374,3 +360,23 @@ class CommandCgroup:
         leave; else a command's daemons keep it until the container's end."""
         self.close_fd()
         fs.remove_tree(self.path, time.monotonic() + (1.0 if self._killed else 0.0))
+
+
+def write_limits(version: str, path: str, limits: CgroupLimits, controllers: Sequence[str]) -> None:
+    """Write ``limits``' files of ``controllers`` into the cgroup directory
+    ``path`` (of hierarchy ``version``); SetupError naming the file the kernel refused."""
+    settings = (v2_settings if version == "v2" else v1_settings)(limits)
+    for controller in controllers:
+        for filename, value in settings.get(controller, ()):
+            file = os.path.join(path, filename)
+            if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(file):
+                continue  # no swap accounting: no swap to limit
+            try:
+                fs.write(file, value)
+            except OSError as err:
+                raise SetupError(
+                    err.errno,
+                    f"write({file!r}, {value!r})",
+                    step="CGROUP",
+                    field=f"limits ({', '.join(limits.names())})",
+                ) from None

@@ -12,8 +12,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..cgroups import ContainerCgroup, fs
-from ..cgroups.group import Node
-from ..cgroups.settings import v1_settings, v2_settings
+from ..cgroups.group import Node, write_limits
 from ..config import CgroupLimits
 from ..errors import SetupError, UnsupportedError
 
@@ -111,9 +110,4 @@ def write_devices(cgroup: ContainerCgroup, rules: Sequence[str]) -> None:
 def update(nodes: Sequence[Tuple[str, str, Sequence[str]]], limits: CgroupLimits) -> None:
     """Write new limits into the container's directories (``update``)."""
     for version, path, controllers in nodes:
-        settings = (v2_settings if version == "v2" else v1_settings)(limits)
-        for controller in controllers:
-            for filename, value in settings.get(controller, ()):
-                if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(os.path.join(path, filename)):
-                    continue
-                fs.write(os.path.join(path, filename), value)
+        write_limits(version, path, limits, controllers)
