@@ -303,3 +303,14 @@ def check_detached_without_log():
 
 def test_without_a_log_the_output_is_not_ours(runner):
     assert runner(check_detached_without_log) == (0, b"4\n", b"")  # detached, as docker run -d
+
+
+def test_since_is_exact_to_the_microsecond():
+    """A datetime (or its float timestamp) names its own microsecond: the float
+    product since * 1e9 landed up to ~200 ns past it, after a record logged then."""
+    from sandboxlib.runtime.logs import _since_stamp
+
+    for micro in (0, 1, 123456, 999999):
+        moment = datetime.datetime(2026, 12, 6, 8, 26, 24, micro, tzinfo=datetime.timezone.utc)
+        expected = f"2026-12-06T08:26:24.{micro:06d}000Z"
+        assert _since_stamp(moment) == _since_stamp(moment.timestamp()) == expected
