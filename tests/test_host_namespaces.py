@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -175,3 +176,33 @@ def test_a_started_container_in_host_namespaces_reports_them():
         while c.pid is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert os.path.exists(f"/proc/{c.pid}")
+
+
+OWNER = """
+import sys, sandboxlib as sb
+c = sb.Container(pid_namespace="host").start()
+c.run(["sh", "-c", "setsid sleep 1798.75 </dev/null >/dev/null 2>&1 &"])
+print(c.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_host_pid_namespace_after_a_sigkill_of_the_owner_the_sweep_ends_what_escaped():
+    """The init ends its commands when its owner dies; a process that escaped
+    into a session of its own is in the container's cgroup, which the next
+    start's sweep kills and removes (as for every container of a dead owner)."""
+    from sandboxlib.runtime import statedir
+
+    # (the tested sandboxlib: PYTHONPATH, as conftest sets it)
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/")
+    try:
+        init = int(owner.stdout.readline())
+        assert wait_until(lambda: _processes_with("1798.75"), seconds=5)
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdin.close()
+        owner.stdout.close()
+    assert wait_until(lambda: not os.path.exists(f"/proc/{init}"), seconds=10)
+    statedir.sweep(statedir.state_root())
+    assert wait_until(lambda: not _processes_with("1798.75"), seconds=5), _processes_with("1798.75")

@@ -60,3 +60,11 @@ def test_cli_volume_idmap_option():
 def test_idmap_must_be_a_bool():
     with pytest.raises(ConfigError, match="idmap"):
         Mount.bind("/tmp", "/work", idmap="yes")
+
+
+def test_a_file_system_that_cannot_be_idmapped_is_a_clear_error():
+    """No silent fall-back to a plain bind (whose files would be the
+    container root's unprivileged host id's): the mount fails, naming why."""
+    with pytest.raises(sb.SetupError, match="cannot be idmapped") as caught:
+        sb.run(["ls", "/x"], mounts=[Mount.bind("/sys/kernel/mm", "/x", idmap=True)])
+    assert caught.value.field == "mounts[0]"
