@@ -13,7 +13,7 @@ import tempfile
 import docker
 import pytest
 
-from .conftest import wait_until
+from .conftest import sandboxlib_cli, wait_until
 from .daemonkit import Daemon, busybox_store
 
 
@@ -210,3 +210,11 @@ def test_a_rootless_daemons_binds_are_its_users(workers, shared_dir):
     finally:
         assert served.close() == 0, served.log()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_cli_run_detached_asks_for_the_host_namespaces(api, daemon, monkeypatch):
+    monkeypatch.setenv("SANDBOXLIB_HOST", daemon.host)
+    proc = sandboxlib_cli("run", "-d", "--pid", "host", "--uts", "host", "busybox", "sleep", "60")
+    assert proc.returncode == 0, proc
+    shown = api.inspect_container(proc.stdout.decode().strip())["HostConfig"]
+    assert (shown["PidMode"], shown["UTSMode"]) == ("host", "host")

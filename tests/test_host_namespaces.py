@@ -17,7 +17,7 @@ import pytest
 import sandboxlib as sb
 from sandboxlib import ConfigError, ContainerConfig, Namespace, UnsupportedError
 
-from .conftest import wait_until
+from .conftest import run_cli, wait_until
 
 # Run in the container (the host view has the host's python3): for each pid,
 # what kill, ptrace and reading its environment do.
@@ -206,3 +206,13 @@ def test_host_pid_namespace_after_a_sigkill_of_the_owner_the_sweep_ends_what_esc
     assert wait_until(lambda: not os.path.exists(f"/proc/{init}"), seconds=10)
     statedir.sweep(statedir.state_root())
     assert wait_until(lambda: not _processes_with("1798.75"), seconds=5), _processes_with("1798.75")
+
+
+def test_cli_pid_and_uts_options():
+    proc = run_cli("--pid", "host", "--uts", "host", "--", "sh", "-c", "hostname; readlink /proc/self/ns/pid")
+    assert proc.returncode == 0, proc
+    assert proc.stdout.decode().split() == [socket.gethostname(), os.readlink("/proc/self/ns/pid")]
+    proc = run_cli("--", "readlink", "/proc/self/ns/pid")
+    assert proc.returncode == 0 and proc.stdout.decode().strip() != os.readlink("/proc/self/ns/pid"), proc
+    proc = run_cli("--pid", "shared", "--", "true")
+    assert proc.returncode == 125 and b"--pid: 'shared' is not one of" in proc.stderr, proc
