@@ -96,22 +96,19 @@ class Namespace(enum.Enum):
     HOST = "host"
 
 
-def _namespace(field: str) -> Callable[[Union[Namespace, str]], Namespace]:
-    def convert(value: Union[Namespace, str]) -> Namespace:
-        try:
-            return Namespace(value)
-        except ValueError:
-            raise ConfigError(field, f"{value!r} is not one of {[n.value for n in Namespace]}") from None
-
-    return convert
+def _namespace(value: Union[Namespace, str], field: str) -> Namespace:
+    try:
+        return Namespace(value)
+    except ValueError:
+        raise ConfigError(field, f"{value!r} is not one of {[n.value for n in Namespace]}") from None
 
 
 def _pid_namespace(value: Union[Namespace, str]) -> Namespace:
-    return _namespace("pid_namespace")(value)
+    return _namespace(value, "pid_namespace")
 
 
 def _uts_namespace(value: Union[Namespace, str]) -> Namespace:
-    return _namespace("uts_namespace")(value)
+    return _namespace(value, "uts_namespace")
 
 
 def _tuple_of_mounts(value: Sequence[Mount]) -> Tuple[Mount, ...]:
