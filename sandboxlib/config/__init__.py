@@ -32,6 +32,7 @@ from .values import (
 if typing.TYPE_CHECKING:
     from .container import (
         ContainerConfig,
+        Namespace,
         Network,
         Pull,
         WritableLayer,
@@ -49,6 +50,7 @@ if typing.TYPE_CHECKING:
 _LAZY = dict.fromkeys(
     (
         "ContainerConfig",
+        "Namespace",
         "Network",
         "Pull",
         "WritableLayer",
@@ -108,6 +110,7 @@ __all__ = [
     "WritableLayer",
     "Pull",
     "Network",
+    "Namespace",
     "PortMapping",
     "BridgeNetwork",
     "EgressRule",
