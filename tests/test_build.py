@@ -353,6 +353,14 @@ def test_cli_build(store_dir, busybox_root, tmp_path):
     assert sb.run(None, image="cli:1", image_store=store.path).stdout == b"x=7\n"
     bad = sandboxlib_cli("build", "--store", store.path, "--target", "nope", context, text=True)
     assert bad.returncode != 0 and "target stage 'nope' could not be found" in bad.stderr
+    write(context, {"Hosts": "FROM bb:1\nRUN ping -c1 -W2 db.test && cp /etc/hosts /h\n"})
+    hosts = ["--add-host", "db.test:127.0.0.1", "-f", os.path.join(context, "Hosts")]
+    result = sandboxlib_cli("build", "--store", store.path, "-t", "hosts:1", *hosts, context, text=True)
+    assert result.returncode == 0, result.stderr
+    assert b"127.0.0.1\tdb.test\n" in sb.run(["cat", "/h"], image="hosts:1", image_store=store.path).stdout
+    again = sandboxlib_cli("build", "--store", store.path, "--cache-from", "nosuch:1", *hosts, context, text=True)
+    assert again.returncode == 0 and "(0 of 1 steps cached)" in again.stderr, again.stderr  # the RUN ran again
+    assert "WARNING: cache_from: no image 'nosuch:1' here, skipped" in again.stderr, again.stderr
 
 
 def check_add_url(root, busybox_rootfs):

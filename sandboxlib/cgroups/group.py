@@ -202,9 +202,7 @@ class ContainerCgroup:
         ``docker update``).  UnsupportedError for a limit removed, or one whose
         controller the cgroup was made without (none of that kind was set at
         its creation); SetupError naming the file the kernel refused."""
-        changed = [
-            k for k, v in attrs.asdict(limits, retain_collection_types=True).items() if v != getattr(self.limits, k)
-        ]
+        changed = [k for k, v in attrs.asdict(limits, recurse=False).items() if v != getattr(self.limits, k)]
         removed = [k for k in changed if getattr(limits, k) is None]
         if removed:
             raise UnsupportedError(f"removing limits of a running container ({', '.join(removed)})", "recreate it")
