@@ -29,8 +29,8 @@ RT_PERIOD_US = 1_000_000  # a new cgroup's cpu.rt_period_us (the kernel's defaul
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
-# Docker's --device-cgroup-rule: TYPE MAJOR:MINOR ACCESS ("c 7:128 rwm", "b 8:* r"), or "a" for all.
-_DEVICE_RULE = re.compile(r"^(a|[bc] (\*|\d+):(\*|\d+)) [rwm]{1,3}$")
+# Docker's --device-cgroup-rule: TYPE MAJOR:MINOR ACCESS ("c 7:128 rwm", "b 8:* r", "a *:* rwm": all).
+_DEVICE_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
 
 # What every container with a device cgroup may use whatever its rules say
 # (runc's list, as cgroup v1 devices.allow lines): mknod, and null, zero,

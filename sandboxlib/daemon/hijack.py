@@ -70,6 +70,7 @@ class Hijacked(asyncio.Protocol):
         self.input: asyncio.StreamReader = asyncio.StreamReader()
         self.gone = asyncio.Event()  # the client has disconnected
         self._sent_first: Optional[asyncio.Future] = None  # the wait before the first frame, shared
+        self._upgraded_at = asyncio.get_running_loop().time()
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -125,7 +126,8 @@ class Hijacked(asyncio.Protocol):
         unread = _unread_of(self.transport)
         if unread is None:
             docker_py = self._request.headers.get("User-Agent", "").startswith("docker-sdk-python")
-            await asyncio.sleep(DOCKER_PY_DELAY if docker_py else FIRST_FRAME_DELAY)
+            held = DOCKER_PY_DELAY if docker_py else FIRST_FRAME_DELAY
+            await asyncio.sleep(max(0.0, self._upgraded_at + held - loop.time()))
             return
         deadline, pause = loop.time() + FIRST_FRAME_WAIT, 0.0
         while not self.gone.is_set() and loop.time() < deadline:
