@@ -563,6 +563,8 @@ def test_cli_limits():
         (["--ulimit", "nofile=10:5"], "--ulimit"),
         (["--cpus", "half"], "--cpus"),
         (["--pids-limit", "many"], "--pids-limit"),
+        (["--device-cgroup-rule", "c 7:128"], "--device-cgroup-rule"),
+        (["--cpu-rt-period", "1000", "--cpu-rt-runtime", "2000"], "--cpu-rt-runtime"),
     ],
 )
 def test_cli_bad_limits_name_the_option(args, option):
@@ -838,6 +840,21 @@ def test_device_rules_are_the_containers_device_cgroup(tmp_path):
         assert c.run(["sh", "-c", "echo x > /dev/null && head -c1 /dev/zero | wc -c"], **NO_STDIN).stdout == b"1\n"
         paths = c._cgroup.paths
     assert _paths_exist(paths) == []
+
+
+def test_cli_device_rules_and_realtime(tmp_path):
+    nodes = tmp_path / "nodes"
+    nodes.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    os.mknod(nodes / "tun", 0o666 | 0o020000, os.makedev(10, 200))
+    os.chmod(nodes / "tun", 0o666)
+    probe = ["-v", f"{nodes}:/dev/x", "--", *DEVICE_PROBE]
+    allowed = run_cli(
+        "--device-cgroup-rule", "c 10:200 rw", "--cpu-rt-period", "10000", "--cpu-rt-runtime", "100", *probe
+    )
+    assert allowed.returncode == 0 and allowed.stdout == b"opened\n", allowed
+    denied = run_cli("--device-cgroup-rule", "c 7:128 rwm", *probe)
+    assert denied.returncode != 0 and b"Operation not permitted" in denied.stderr, denied
 
 
 def check_device_rules_and_realtime():
