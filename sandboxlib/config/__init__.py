@@ -5,7 +5,7 @@ this face names them all."""
 import importlib
 import typing
 
-from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
+from .limits import CPU_PERIOD_US, DEFAULT_DEVICE_RULES, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
 from .values import (
     ID_MAX,
@@ -105,6 +105,7 @@ __all__ = [
     "RlimitValue",
     "MIN_MEMORY",
     "CPU_PERIOD_US",
+    "DEFAULT_DEVICE_RULES",
     "CgroupLimits",
     "Limits",
     "WritableLayer",

@@ -289,8 +289,11 @@ class ContainerConfig:
             one; ``Container.ports`` says which).
         name: the container's name, which resolves to its address inside its
             network (and is in its ``/etc/hosts``).
-        extra_hosts: more lines of a bridge container's ``/etc/hosts``,
-            ``{"db.local": "10.0.0.5"}`` (``--add-host NAME:IP``).
+        extra_hosts: more lines of the container's ``/etc/hosts``,
+            ``{"db.local": "10.0.0.5"}`` (``--add-host NAME:IP``): after a
+            bridge container's generated lines; off a bridge the container
+            then gets an ``/etc/hosts`` of its own, the localhost lines (with
+            ``Network.HOST`` the host's file) and these.
         cap_add, cap_drop: capability names added to or dropped from the
             default set (Docker's); ``"ALL"`` for all (default: none).
         seccomp: the syscall filter of every command: a :class:`Seccomp` policy
@@ -394,10 +397,6 @@ class ContainerConfig:
         if self.log is not False and self.command is None:
             raise ConfigError(
                 "log", "only a main command's output is logged: give command=[...] (or command=True with an image)"
-            )
-        if self.extra_hosts and not bridged(self.network):
-            raise ConfigError(
-                "extra_hosts", "a bridge network's container gets a generated /etc/hosts; this one has none"
             )
         if self.ports and isinstance(self.network, Network) and not bridged(self.network):
             raise ConfigError("ports", f"ports are published from a bridge network, not network={self.network.value!r}")

@@ -22,7 +22,15 @@ from ..security import DEFAULT, Seccomp
 from .apierrors import ApiError
 from .healthcheck import checked_healthcheck
 
-__all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network", "with_update"]
+__all__ = [
+    "CreateRequest",
+    "check_volume_driver",
+    "known_network",
+    "parse_create",
+    "port_mappings",
+    "with_network",
+    "with_update",
+]
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 BUILT_IN_NETWORKS = ("bridge", "host", "none")
@@ -72,7 +80,7 @@ def _strings(body: dict, key: str, where: str = "") -> Optional[List[str]]:
 def parse_create(body: dict, image: Image, store: str, default_network: str = "none") -> CreateRequest:
     """Everything checked before anything is made; ``default_network``: the
     daemon's for NetworkMode ``""``/``default``."""
-    host = _typed(body, "HostConfig", dict, {})
+    host = _go_names(_typed(body, "HostConfig", dict, {}))
     entrypoint = _strings(body, "Entrypoint")
     if entrypoint == [""]:  # docker run --entrypoint "": none at all
         entrypoint = []
@@ -118,6 +126,11 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
             unset.append(name)
     endpoint = _endpoint(body, network)
     modes = _namespace_modes(host)
+    volume_driver = _typed(host, "VolumeDriver", str, "", "HostConfig.")
+    mounts = _mounts(host, _typed(body, "Volumes", dict, {}))
+    for mount in mounts:
+        if mount.kind.value == "volume":
+            check_volume_driver(volume_driver, str(mount.source))
     options = {
         "image": image.id,
         "image_store": store,
@@ -126,7 +139,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "user": _typed(body, "User", str, None) or None,
         "group_add": _strings(host, "GroupAdd", "HostConfig.") or (),
         "cwd": _typed(body, "WorkingDir", str, None) or None,
-        "mounts": _mounts(host, _typed(body, "Volumes", dict, {})),
+        "mounts": mounts,
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
         "network": _network_option(network, endpoint),
         "pid_namespace": modes["PidMode"] or "private",
@@ -197,6 +210,10 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "SecurityOpt": host.get("SecurityOpt"),
         "Tmpfs": host.get("Tmpfs"),
         "Mounts": host.get("Mounts"),
+        "VolumeDriver": volume_driver,
+        "DeviceCgroupRules": host.get("DeviceCgroupRules"),
+        "CpuRealtimePeriod": host.get("CpuRealtimePeriod") or 0,
+        "CpuRealtimeRuntime": host.get("CpuRealtimeRuntime") or 0,
     }
     return CreateRequest(
         options=options,
@@ -215,6 +232,13 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         alias=(endpoint["Aliases"] or [None])[0],
         endpoint=endpoint,
     )
+
+
+def check_volume_driver(driver: str, name: str) -> None:
+    """Docker's built-in ``local`` driver is the only one (no volume plugins):
+    another is refused as dockerd refuses a plugin it cannot find."""
+    if driver not in ("", "local"):
+        raise ApiError(404, f'create {name}: error looking up volume plugin {driver}: plugin "{driver}" not found')
 
 
 def _restart_policy(body: dict, where: str) -> Tuple[str, int]:
@@ -310,6 +334,14 @@ DEFAULT_HOST_CONFIG: Dict[str, Any] = {
     "OomKillDisable": False,
     "Init": None,
 }
+
+
+def _go_names(host: dict) -> dict:
+    """HostConfig's keys as dockerd reads them: Go's JSON matches a field's
+    name case-insensitively (docker-py sends ``CPURealtimePeriod`` for
+    ``CpuRealtimePeriod``)."""
+    names = {key.lower(): key for key in DEFAULT_HOST_CONFIG}
+    return {names.get(key.lower(), key): value for key, value in host.items()}
 
 
 def _accepted_as_given(host: dict) -> Dict[str, Any]:
@@ -560,6 +592,13 @@ def _limits(host: dict) -> Limits:
     cpuset = _typed(host, "CpusetCpus", str, "", "HostConfig.")
     if cpuset:
         values["cpuset_cpus"] = cpuset
+    rules = _strings(host, "DeviceCgroupRules", "HostConfig.")
+    if rules:
+        values["device_rules"] = rules
+    for key, name in (("CpuRealtimePeriod", "cpu_rt_period_us"), ("CpuRealtimeRuntime", "cpu_rt_runtime_us")):
+        value = _typed(host, key, int, 0, "HostConfig.")
+        if value:  # (0: not set, as dockerd)
+            values[name] = value
     for i, item in enumerate(_typed(host, "Ulimits", list, [], "HostConfig.")):
         if not isinstance(item, dict) or item.get("Name") not in RLIMITS:
             raise ApiError(400, f"HostConfig.Ulimits[{i}]: expected {{Name, Soft, Hard}} with Name one of {RLIMITS}")

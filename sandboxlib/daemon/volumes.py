@@ -15,6 +15,7 @@ from ..config import Mount
 from ..errors import ConfigError
 from .apierrors import ApiError
 from .containers import filters_of
+from .create_config import check_volume_driver
 from .server import Route, json_body, json_response, query_bool
 
 __all__ = ["ROUTES", "volume_json", "volumes_in_use"]
@@ -61,8 +62,10 @@ async def _create(request: web.Request) -> web.Response:
     name = body.get("Name") or secrets.token_hex(32)
     if not isinstance(name, str):
         raise ApiError(400, "Name: expected a string")
-    if body.get("Driver") not in (None, "", "local"):
-        raise ApiError(400, f"Driver: only the local driver (got {body['Driver']!r})")
+    driver = body.get("Driver") or ""
+    if not isinstance(driver, str):
+        raise ApiError(400, "Driver: expected a string")
+    check_volume_driver(driver, name)
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ApiError(400, "Labels: expected an object of strings")

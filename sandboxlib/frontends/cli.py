@@ -7,7 +7,8 @@
                    [--no-userns] [--cap-add CAP] [--cap-drop CAP] [--timeout S]
                    [--security-opt seccomp=PROFILE.json|unconfined]
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
-                   [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
+                   [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]]
+                   [--device-cgroup-rule RULE] [--cpu-rt-period US] [--cpu-rt-runtime US] -- CMD...
     sandboxlib run -it [OPTIONS] [IMAGE] [--] CMD...   (a terminal: raw mode, window size, ^C)
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
@@ -152,6 +153,9 @@ def _limits(args: argparse.Namespace) -> Limits:
         "cpu_shares": args.cpu_shares,
         "pids": args.pids_limit,
         "cpuset_cpus": args.cpuset_cpus,
+        "device_rules": args.device_cgroup_rule or None,
+        "cpu_rt_period_us": args.cpu_rt_period,
+        "cpu_rt_runtime_us": args.cpu_rt_runtime,
     }
     values.update({k: v for k, v in cgroup.items() if v is not None})
     return Limits.from_dict(values)
@@ -189,6 +193,9 @@ _OPTIONS = {
     "limits.cpu_shares": "--cpu-shares",
     "limits.pids": "--pids-limit",
     "limits.cpuset_cpus": "--cpuset-cpus",
+    "limits.device_rules": "--device-cgroup-rule",
+    "limits.cpu_rt_period_us": "--cpu-rt-period",
+    "limits.cpu_rt_runtime_us": "--cpu-rt-runtime",
     "tty": "--tty",
     "rows": "--tty",
     "cols": "--tty",
@@ -296,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-shares", type=int, help="relative CPU weight (2-262144, default 1024)")
     p.add_argument("--pids-limit", type=int, help="most processes and threads at once")
     p.add_argument("--cpuset-cpus", help="CPUs it may use, e.g. 0-1,3")
+    p.add_argument(
+        "--device-cgroup-rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="allow a device beyond the default ones, e.g. 'c 7:128 rwm' (only those then; as root)",
+    )
+    p.add_argument("--cpu-rt-period", type=int, metavar="US", help="real-time CPU period in microseconds")
+    p.add_argument("--cpu-rt-runtime", type=int, metavar="US", help="real-time CPU time per period in microseconds")
     p.add_argument(
         "--ulimit",
         action="append",

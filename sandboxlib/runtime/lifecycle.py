@@ -35,7 +35,7 @@ from ..native.failures import clone_hint, setup_error
 from ..native.host import probe_host
 from ..native.mount_op import MountOp
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
-from ..network import Attachment, attachment, named
+from ..network import Attachment, HostsFile, attachment, named
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, shutdown_quietly
 from ..posix.sharedfd import OwnedSocket, SharedFd
@@ -214,15 +214,21 @@ class ContainerLifecycle(ImageRoots):
 
     def _with_network(self, config: ContainerConfig, state_root: str) -> ContainerConfig:
         """Attach a bridge network's container (ports bound, address leased)
-        and give it its /etc/resolv.conf and /etc/hosts."""
-        if not bridged(config.network):
+        and give it its /etc/resolv.conf and /etc/hosts; off a bridge, an
+        /etc/hosts of its own only for ``extra_hosts``."""
+        if not bridged(config.network) and not config.extra_hosts:
             return config
         statedir.ensure_root(state_root)
-        where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
-        self._network = attachment(config, self.id, self.hostname, state_root, where)
-        self._resources.callback(self._network.close)
-        self._network.prepare()
-        files = self._network.mounts()
+        if bridged(config.network):
+            where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
+            self._network = attachment(config, self.id, self.hostname, state_root, where)
+            self._resources.callback(self._network.close)
+            self._network.prepare()
+            files = self._network.mounts()
+        else:
+            hosts = HostsFile(state_root, self.id, config.extra_hosts, host=config.network is Network.HOST)
+            self._resources.callback(hosts.close)
+            files = hosts.mounts()
         if config.rootfs is not None:  # /etc/resolv.conf and /etc/hosts, made if missing (as Docker does)
             make_mount_points(
                 config.rootfs,
