@@ -213,23 +213,12 @@ def detach_tap(link: socket.socket) -> None:
 
 
 def make_bridge(
-    state_root: str,
-    bridge_name: str,
-    subnet: Optional[ipaddress.IPv4Network],
-    subnet6: Optional[ipaddress.IPv6Network] = None,
-    *,
-    hold: bool = False,
+    state_root: str, bridge_name: str, pool: Optional[ipam.Pool], *, hold: bool = False
 ) -> Tuple[ipaddress.IPv4Interface, Optional[socket.socket]]:
-    """The bridge's gateway; made if missing (on ``subnet``, else a free
-    default one; with ``subnet6`` too).  ``hold``: with the connection that
+    """The bridge's gateway; made if missing (as ``pool`` says, else on a free
+    default subnet).  ``hold``: with the connection that
     keeps the holder (and the bridge) from ending until it is closed."""
-    request = {
-        "op": "bridge",
-        "name": bridge_name,
-        "subnet": str(subnet) if subnet is not None else None,
-        "subnet6": str(subnet6) if subnet6 is not None else None,
-        "hold": hold,
-    }
+    request = {"op": "bridge", "name": bridge_name, "pool": pool.to_json() if pool else None, "hold": hold}
     answer, sock = _request(state_root, request)
     assert sock is not None
     if not hold:
@@ -256,12 +245,12 @@ class UserBridgeAttachment:
         container_id: str,
         hostname: str,
         state_root: str,
-        network: Tuple[str, Optional[ipaddress.IPv4Network], Optional[ipaddress.IPv6Network]],
+        network: Tuple[str, Optional[ipam.Pool]],
     ) -> None:
-        """``network``: (bridge, subnet, IPv6 subnet or None), subnet None for
-        the default network's (chosen at first use)."""
+        """``network``: (bridge, its pool), the pool None for
+        the default network's (its subnet chosen at first use)."""
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
-        self._bridge, self._subnet, self._subnet6 = network
+        self._bridge, self._pool = network
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[LeaseFiles] = None
@@ -275,7 +264,8 @@ class UserBridgeAttachment:
     def prepare(self) -> None:
         check_tun()  # (the container's tap is opened as its owner)
         self._sockets = bind_ports(self._config.ports)  # (first: a port in use is a ConfigError, nothing made)
-        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, self._subnet6, hold=True)
+        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._pool, hold=True)
+        self._pool = self._pool or ipam.Pool(self._gateway.network, self._gateway.ip)
         owner = {
             "id": self._id,
             "hostname": self._hostname,
@@ -284,7 +274,7 @@ class UserBridgeAttachment:
         }
         leases = lease_dir(self._state_root, self._bridge)
         ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
-        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6)
+        self._lease = ipam.lease_address(leases, self._pool, owner)
         _, search = names.host_resolvers()
         self._files = LeaseFiles(
             self._state_root,
@@ -310,11 +300,22 @@ class UserBridgeAttachment:
     @property
     def address6(self) -> Optional[ipaddress.IPv6Interface]:
         """Its IPv6 address on a network with an IPv6 subnet (at its IPv4 address's offset)."""
-        if self._subnet6 is None:
+        assert self._lease is not None and self._pool is not None
+        if self._pool.subnet6 is None or not self._lease.address6:
             return None
-        assert self._lease is not None and self._gateway is not None
-        found = ipam.address6_of(self._lease.address, self._gateway.network, self._subnet6)
-        return ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}")
+        return ipaddress.IPv6Interface(f"{self._lease.address6}/{self._pool.subnet6.prefixlen}")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        assert self._gateway is not None
+        return self._gateway.ip
+
+    @property
+    def gateway6(self) -> Optional[ipaddress.IPv6Address]:
+        assert self._pool is not None
+        return self._pool.gateway6 if self._pool.subnet6 is not None else None
+
+    mac_address = ""  # (the kernel's: the tap is made from inside)
 
     def mounts(self) -> Tuple[Mount, ...]:
         assert self._files is not None
@@ -324,8 +325,8 @@ class UserBridgeAttachment:
         """The container's tap, configured from inside; the holder's end of it on the bridge."""
         assert self._gateway is not None
         ipv6 = None
-        if self.address6 is not None and self._subnet6 is not None:
-            ipv6 = (self.address6, str(ipam.gateway6_of(self._subnet6).ip))
+        if self.address6 is not None and self.gateway6 is not None:
+            ipv6 = (self.address6, str(self.gateway6))
         tap, _ = tap_inside(
             init_pid, f"/proc/self/fd/{netns_fd}", self.address, str(self._gateway.ip), "eth0", (netns_fd,), ipv6
         )
