@@ -48,7 +48,7 @@ class NetworkRecord:
     internal: bool = False  # no way out (attach.ensure_bridge reads it where it makes the bridge)
     gateway: Optional[str] = None  # (None: the subnet's first host)
     ip_range: Optional[str] = None
-    aux_addresses: Dict[str, str] = attrs.field(factory=dict)
+    aux_addresses: Dict[str, str] = attrs.field(factory=dict, hash=False)
     gateway6: Optional[str] = None
     ip_range6: Optional[str] = None
 

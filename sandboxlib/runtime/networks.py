@@ -25,7 +25,7 @@ class NamedNetwork(NetworkRef):
     subnet6: Optional[str] = None  # its IPv6 subnet (None: IPv4 only)
     gateway: str = ""  # the bridge's address
     ip_range: Optional[str] = None  # containers' addresses come from here (None: the whole subnet)
-    aux_addresses: Dict[str, str] = attrs.field(factory=dict)  # never given out
+    aux_addresses: Dict[str, str] = attrs.field(factory=dict, hash=False)  # never given out (a dict: not hashed)
     gateway6: Optional[str] = None
     ip_range6: Optional[str] = None
 
