@@ -378,5 +378,10 @@ def test_ipam_config_and_a_containers_addresses(daemon):
             _ok(daemon.docker("rm", "-f", "six"))
         bad = daemon.docker("network", "create", "--subnet", "10.95.0.0/24", "--gateway", "10.96.0.1", "bad")
         assert bad.returncode != 0 and b"gateway" in bad.stderr
+        on_host = {"Image": "busybox", "Cmd": ["true"], "MacAddress": "02:42:ac:11:00:0a"}
+        status, _, body = daemon.request(
+            "POST", "/containers/create", {**on_host, "HostConfig": {"NetworkMode": "host"}}
+        )
+        assert status == 400 and b"conflicting options: mac-address" in body  # (as dockerd; on none: ignored)
     finally:
         _ok(daemon.docker("network", "rm", "ipam"))

@@ -411,10 +411,10 @@ def endpoint_network(network: str, endpoint: Dict[str, Any]) -> Any:
     """``network=``: the name, or with what the endpoint asks for (``--ip``,
     ``--mac-address``, ...) the library's ``Network.bridge(network=, address=, ...)``."""
     options = endpoint_options(endpoint)
-    if not any(options.values()):
+    if network == "host" and options["mac_address"]:
+        raise ApiError(400, "conflicting options: mac-address and the network mode")
+    if not any(options.values()) or network in ("host", "none"):  # (as dockerd: none has no interface to give them)
         return network
-    if network in ("host", "none"):
-        raise ApiError(400, f"conflicting options: an endpoint's addresses and the network mode {network}")
     try:
         return BridgeNetwork(network=None if network == "bridge" else network, **options)
     except ConfigError as err:
