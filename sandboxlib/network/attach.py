@@ -360,22 +360,15 @@ def attachment(
     default one's ``sbx0`` there for an egress allow-list)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
-    if isinstance(config.network, BridgeNetwork):
-        _rootless_endpoint(config.network)
     if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
         return UserBridgeAttachment(config, container_id, hostname, state_root, network)
     if any(":" in m.host_ip for m in config.ports):
         raise UnsupportedError(
             "ports published on IPv6 addresses through pasta or slirp4netns", "use a named network for them"
         )
+    if isinstance(config.network, BridgeNetwork) and (config.network.mac_address or config.network.link_local):
+        raise UnsupportedError("mac_address= or link_local= through pasta or slirp4netns", "use a named network")
     return _user_mode()(config, container_id, hostname, state_root)
-
-
-def _rootless_endpoint(endpoint: BridgeNetwork) -> None:
-    """What a rootless container cannot ask of its interface at its start."""
-    for field in ("address", "address6", "mac_address", "link_local"):
-        if getattr(endpoint, field):
-            raise UnsupportedError(f"{field}= rootless (a container's own network)", "leave it to the network")
 
 
 def _user_mode() -> Any:

@@ -25,7 +25,7 @@ import socket
 from typing import Optional, Sequence
 
 from ..config import BridgeNetwork
-from ..errors import SandboxError, SetupError, UnsupportedError
+from ..errors import SandboxError, SetupError
 from . import bridge, ipam, usernet
 from .attach import Place, ensure_bridge
 from .files import lease_dir
@@ -129,16 +129,23 @@ class UserJoined(Joined):
         self._hold: Optional[socket.socket] = None
 
     def open(self, init_pid: int) -> None:
-        if self._endpoint.mac_address or self._endpoint.link_local:
-            raise UnsupportedError("mac_address= and link_local= rootless", "leave them to the network")
         try:
             gateway, self._hold = usernet.make_bridge(self._state_root, self._bridge, self._pool, hold=True)
             self._lease_addresses(self._pool or ipam.Pool(gateway.network, gateway.ip))
-            self.mac_address = ""  # (the kernel's: the tap is made from inside)
             assert self.address is not None
             ipv6 = (self.address6, "") if self.address6 is not None else None
             netns = f"/proc/{init_pid}/ns/net"
-            tap, self.interface = usernet.tap_inside(init_pid, netns, self.address, "", "", (), ipv6)
+            tap, self.interface = usernet.tap_inside(
+                init_pid,
+                netns,
+                self.address,
+                "",
+                "",
+                (),
+                ipv6,
+                mac=self.mac_address,
+                link_local=self._endpoint.link_local,
+            )
             request = {"bridge": self._bridge, "id": self._owner["id"], "address": str(self.address.ip)}
             self._link = usernet.attach_tap(self._state_root, tap, {**request, "tap": self._veth})
         except BaseException:
