@@ -230,7 +230,10 @@ def test_docker_py_connects_with_an_ipv6_address_and_a_mac_address(daemon, lab):
         client.start(running)
         client.connect_container_to_network(running, "six", ipv6_address="fd00:97::f00d")
         client.connect_container_to_network(created, "six", mac_address="02:42:ac:11:00:99")
-        shown = client.inspect_container(running)["NetworkSettings"]["Networks"]["six"]
+        settings = client.inspect_container(running)["NetworkSettings"]
+        shown = settings["Networks"]["six"]
+        top = {k: settings[k] for k in ("IPAddress", "Gateway", "MacAddress", "GlobalIPv6Address")}
+        assert top == {k: settings["Networks"]["bridge"][k] for k in top} and top["MacAddress"].startswith("02:42:")
         assert shown["IPAMConfig"]["IPv6Address"] == "fd00:97::f00d" == shown["GlobalIPv6Address"]
         assert shown["IPv6Gateway"] == "fd00:97::ffff"
         inside = client.exec_start(client.exec_create(running, ["ip", "-o", "addr", "show", "eth1"]))

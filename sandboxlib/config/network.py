@@ -227,7 +227,8 @@ class BridgeNetwork:
     ``mac_address``: its interface's (Docker's ``--mac-address``; default
     ``02:42`` and its IPv4 address's four bytes); ``link_local``: more
     addresses on its interface, from ``169.254.0.0/16`` or ``fe80::/10``
-    (Docker's ``--link-local-ip``).  These four as root."""
+    (Docker's ``--link-local-ip``).  Rootless a MAC or link-local address
+    needs a named network (pasta's ``"bridge"`` has no interface of ours)."""
 
     egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
     network: Optional[NetworkRef] = attrs.field(default=None, converter=lambda v: _network_ref(v))

@@ -106,8 +106,10 @@ def endpoints(record: ContainerRecord) -> Dict[str, Dict[str, Any]]:
 
 def container_json(record: ContainerRecord) -> Dict[str, Any]:
     request = record.request
-    network = endpoint(record)
-    default = request.network_mode == "bridge"  # (Docker's top-level fields are the default bridge's)
+    networks = endpoints(record)
+    # Docker's top-level fields are the default bridge's (joined or not), else empty
+    network = networks.get("bridge") or {}
+    default = bool(network)
     return {
         "Id": record.id,
         "Created": record.created,
@@ -157,7 +159,7 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
             "GlobalIPv6PrefixLen": network["GlobalIPv6PrefixLen"] if default else 0,
             "IPv6Gateway": network["IPv6Gateway"] if default else "",
             "MacAddress": network["MacAddress"] if default else "",
-            "Networks": endpoints(record),
+            "Networks": networks,
         },
     }
 

@@ -91,7 +91,7 @@ class NetworkJoins:
         container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
         none).  ``address``/``address6``: its IPv4/IPv6 address on a named
         network (Docker's ``--ip``/``--ip6``), instead of the first free one;
-        ``mac_address`` and ``link_local`` as ``Network.bridge``'s (as root).
+        ``mac_address`` and ``link_local`` as ``Network.bridge``'s.
         Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
         wanted = _ref(network)

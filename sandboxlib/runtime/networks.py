@@ -138,7 +138,9 @@ class Network:
         ``mac_address``: its ``eth0``'s (Docker's ``--mac-address``; default
         ``02:42`` and its IPv4 address's four bytes, as Docker's);
         ``link_local``: more addresses on ``eth0`` from ``169.254.0.0/16`` or
-        ``fe80::/10`` (Docker's ``--link-local-ip``).  These four as root."""
+        ``fe80::/10`` (Docker's ``--link-local-ip``).  Rootless, a MAC or
+        link-local address needs a named ``network`` (pasta's default has no
+        interface of ours: UnsupportedError)."""
         return BridgeNetwork(
             egress=egress,
             network=network,
