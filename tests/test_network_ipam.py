@@ -134,7 +134,13 @@ def test_ipv6_addresses_fixed_and_at_the_offset(tmp_path):
         assert caught.value.field == "address6"
     with pytest.raises(ConfigError, match="no IPv6 subnet"):
         ipam.lease_address(leases, POOL, {"id": "c"}, wanted6="fd00:9::8")
-    fixed.release(), dynamic.release()
+    with pytest.raises(ConfigError, match="its IPv6 address fd00:9::4 is in use") as caught:
+        ipam.lease_address(leases, pool, {"id": "c"}, wanted="10.9.0.4")  # (its offset's IPv6 is a fixed one)
+    assert caught.value.field == "address"
+    fixed.release()
+    again = ipam.lease_address(leases, pool, {"id": "c"}, wanted6="fd00:9::4")  # released: free again
+    assert again.address6 == "fd00:9::4"
+    again.release(), dynamic.release()
 
 
 def test_mac_of_is_dockers():
