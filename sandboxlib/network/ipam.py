@@ -75,9 +75,8 @@ class Pool:
 
     def dynamic(self) -> Iterator[ipaddress.IPv4Address]:
         """The addresses a lease without a wanted one may get, in order."""
-        unusable = self._unusable()
-        within = self.ip_range or self.subnet
-        return (a for a in within if a in self.subnet and a not in unusable)
+        unusable = self._unusable()  # (the range lies in the subnet: checked where the network is made)
+        return (a for a in self.ip_range or self.subnet if a not in unusable)
 
     def fixed(self, wanted: str) -> ipaddress.IPv4Address:
         """``wanted`` if it is a host address of the subnet that is neither the gateway nor reserved."""
@@ -151,8 +150,8 @@ class Lease:
         self._fd = -1
 
 
-def _take(path: str, record: bytes) -> Optional[int]:
-    """The lease file at ``path`` locked by us, or None while another holds it."""
+def _lock(path: str) -> Optional[int]:
+    """The lease file at ``path`` locked by us (its record untouched), or None while another holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,10 +161,14 @@ def _take(path: str, record: bytes) -> Optional[int]:
     try:
         if os.fstat(fd).st_ino != os.stat(path).st_ino:  # unlinked meanwhile (reaped, or the network removed): retry
             os.close(fd)
-            return _take(path, record)
+            return _lock(path)
     except FileNotFoundError:
         os.close(fd)
-        return _take(path, record)
+        return _lock(path)
+    return fd
+
+
+def _write(fd: int, record: bytes) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, record, 0)
     return fd
@@ -190,7 +193,7 @@ def lease_address(
     with dir_lock(directory):
         fd6 = -1
         if fixed6 is not None:
-            fd6 = _take(_path6(directory, fixed6), b"")
+            fd6 = _lock(_path6(directory, fixed6))
             if fd6 is None or _dynamic_holds(directory, pool, fixed6):
                 if fd6 is not None:
                     os.close(fd6)
@@ -198,17 +201,19 @@ def lease_address(
         try:
             candidates = iter([pool.fixed(wanted)]) if wanted is not None else pool.dynamic()
             for address in candidates:
+                path = os.path.join(directory, str(address))
+                fd = _lock(path)
+                if fd is None:
+                    continue  # (held: the one check of most candidates, as before IPv6 could be fixed)
                 address6 = fixed6 or pool.address6_of(str(address))
                 if fixed6 is None and address6 is not None and _held6(directory, pool, address6):
+                    os.close(fd)  # (its record untouched: a free slot, or a dead owner's for reap)
                     if wanted is not None:
                         raise ConfigError("address", f"{wanted}: its IPv6 address {address6} is in use")
                     continue
                 record = json.dumps({**owner, "address6": address6} if address6 else owner).encode()
-                path = os.path.join(directory, str(address))
-                fd = _take(path, record)
-                if fd is not None:
-                    lease, fd6 = Lease(path, fd, address, address6, fd6), -1
-                    return lease
+                lease, fd6 = Lease(path, _write(fd, record), address, address6, fd6), -1
+                return lease
         finally:
             if fd6 >= 0:
                 os.close(fd6)
