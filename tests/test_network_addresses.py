@@ -6,6 +6,7 @@ IPv6 address, a MAC address and link-local addresses on ``eth0`` and on a
 joined ``ethN``; bad input a ConfigError naming the field before anything is
 made.  In the namespaces of tests/netlab.py."""
 
+import json
 import os
 
 import pytest
@@ -239,3 +240,33 @@ def test_bad_addresses_are_config_errors_before_anything(lab):
         "link_local": "link_local[0]",
         "address6_default": "address6",
     }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
+def test_cli_network_create_with_ipam_options(lab):
+    out = lab.run(
+        """
+        import subprocess
+        def cli(*args):
+            done = subprocess.run([sys.executable, "-m", "sandboxlib", *args], capture_output=True, text=True)
+            return [done.returncode, done.stdout, done.stderr]
+        create = ["network", "create", "clinet", "--subnet", "10.95.0.0/24", "--subnet", "fd00:95::/64"]
+        create += ["--gateway", "10.95.0.200", "--gateway", "fd00:95::c8", "--ip-range", "10.95.0.16/28"]
+        create += ["--aux-address", "r=10.95.0.16"]
+        found = {
+            "create": cli(*create),
+            "inspect": cli("network", "inspect", "clinet"),
+            "run": cli("run", "--network", "clinet", "--", "ip", "route"),
+            "bad": cli("network", "create", "bad", "--subnet", "10.94.0.0/24", "--aux-address", "r"),
+            "rm": cli("network", "rm", "clinet"),
+        }
+        print(json.dumps(found))
+        """
+    )
+    assert out["create"][0] == 0, out["create"][2]
+    shown = json.loads(out["inspect"][1])[0]
+    assert (shown["gateway"], shown["gateway6"], shown["ip_range"]) == ("10.95.0.200", "fd00:95::c8", "10.95.0.16/28")
+    assert shown["aux_addresses"] == {"r": "10.95.0.16"}
+    assert "default via 10.95.0.200" in out["run"][1] and "10.95.0.17" in out["run"][1]  # after the reserved .16
+    assert out["bad"][0] != 0 and "aux_addresses" in out["bad"][2]
+    assert out["rm"][0] == 0
