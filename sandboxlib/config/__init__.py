@@ -32,6 +32,7 @@ from .values import (
 if typing.TYPE_CHECKING:
     from .container import (
         ContainerConfig,
+        Namespace,
         Network,
         Pull,
         WritableLayer,
@@ -58,6 +59,7 @@ if typing.TYPE_CHECKING:
 _LAZY = dict.fromkeys(
     (
         "ContainerConfig",
+        "Namespace",
         "Network",
         "Pull",
         "WritableLayer",
@@ -126,6 +128,7 @@ __all__ = [
     "WritableLayer",
     "Pull",
     "Network",
+    "Namespace",
     "PortMapping",
     "BridgeNetwork",
     "NetworkAddresses",

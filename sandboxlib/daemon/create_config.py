@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
@@ -126,6 +127,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         else:
             unset.append(name)
     endpoint = _endpoint(body, network)
+    modes = _namespace_modes(host)
     options = {
         "image": image.id,
         "image_store": store,
@@ -137,6 +139,8 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "mounts": _mounts(host, _typed(body, "Volumes", dict, {})),
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
         "network": endpoint_network(network, endpoint),
+        "pid_namespace": modes["PidMode"] or "private",
+        "uts_namespace": modes["UTSMode"] or "private",
         "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
         "cap_add": _strings(host, "CapAdd", "HostConfig.") or (),
         "cap_drop": _strings(host, "CapDrop", "HostConfig.") or (),
@@ -152,7 +156,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     if not all(isinstance(v, str) for v in labels.values()):
         raise ApiError(400, "Labels: expected an object of strings")
     shown = {
-        "Hostname": options["hostname"] or "",
+        "Hostname": options["hostname"] or (socket.gethostname() if modes["UTSMode"] else ""),
         "Domainname": "",
         "User": body.get("User") or "",
         "AttachStdin": bool(body.get("AttachStdin")),
@@ -177,6 +181,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     host_shown = {
         **DEFAULT_HOST_CONFIG,
         **_accepted_as_given(host),
+        **modes,
         "Binds": host.get("Binds"),
         "NetworkMode": network,
         "PortBindings": ports,
@@ -338,6 +343,20 @@ def _accepted_as_given(host: dict) -> Dict[str, Any]:
     return shown
 
 
+def _namespace_modes(host: dict) -> Dict[str, str]:
+    """PidMode and UTSMode: "" (the container's own namespace) or "host" (the
+    daemon's: ``pid_namespace``, ``uts_namespace``)."""
+    modes = {}
+    for key in ("PidMode", "UTSMode"):
+        value = _typed(host, key, str, "", "HostConfig.")
+        if value.startswith("container:"):
+            raise ApiError(400, f"HostConfig.{key}: {value!r}: another container's namespace is not supported")
+        if value not in ("", "host"):
+            raise ApiError(400, f"HostConfig.{key}: invalid {key[:-4]} mode: {value}")
+        modes[key] = value
+    return modes
+
+
 def _log_options(host: dict) -> Dict[str, Any]:
     """HostConfig.LogConfig: json-file with its max-size and max-file, or none (the output
     is still kept for attaches, but ``docker logs`` refuses it, as dockerd's)."""
@@ -492,7 +511,10 @@ def _anonymous(host: dict, mounts: List[Mount]) -> Tuple[str, ...]:
 
 def _mounts(host: dict, volumes: dict) -> List[Mount]:
     """HostConfig's Binds, Mounts and Tmpfs, then an anonymous volume for each path
-    of Config's Volumes that none of them mounts (as Docker's)."""
+    of Config's Volumes that none of them mounts (as Docker's).  Binds and volumes
+    are idmapped: as root, the container's root acts on them as the host's root,
+    as with a root dockerd (rootless, the library binds them plainly: the
+    container's root is the daemon's user already)."""
     mounts = []
     try:
         for spec in _strings(host, "Binds", "HostConfig.") or []:
@@ -503,9 +525,9 @@ def _mounts(host: dict, volumes: dict) -> List[Mount]:
                 )
             options = parts[2].split(",") if len(parts) == 3 else []
             if parts[0].startswith("/"):
-                mounts.append(Mount.bind(parts[0], parts[1], read_only="ro" in options))
+                mounts.append(Mount.bind(parts[0], parts[1], read_only="ro" in options, idmap=True))
             else:
-                mounts.append(Mount.volume(parts[0], parts[1], read_only="ro" in options))
+                mounts.append(Mount.volume(parts[0], parts[1], read_only="ro" in options, idmap=True))
         for i, item in enumerate(_typed(host, "Mounts", list, [], "HostConfig.")):
             if not isinstance(item, dict):
                 raise ApiError(400, f"HostConfig.Mounts[{i}]: expected an object")
@@ -513,13 +535,14 @@ def _mounts(host: dict, volumes: dict) -> List[Mount]:
             if not isinstance(target, str):
                 raise ApiError(400, f"HostConfig.Mounts[{i}].Target: expected a string")
             if kind == "bind":
-                mounts.append(Mount.bind(str(item.get("Source", "")), target, read_only=bool(item.get("ReadOnly"))))
+                source = str(item.get("Source", ""))
+                mounts.append(Mount.bind(source, target, read_only=bool(item.get("ReadOnly")), idmap=True))
             elif kind == "tmpfs":
                 size = (item.get("TmpfsOptions") or {}).get("SizeBytes")
                 mounts.append(Mount.tmpfs(target, size=size or None))
             elif kind == "volume":
                 name = item.get("Source") or secrets.token_hex(32)  # an anonymous volume: named by us
-                mounts.append(Mount.volume(str(name), target, read_only=bool(item.get("ReadOnly"))))
+                mounts.append(Mount.volume(str(name), target, read_only=bool(item.get("ReadOnly")), idmap=True))
             else:
                 raise ApiError(400, f"HostConfig.Mounts[{i}].Type: {kind!r} is not supported (bind, tmpfs, volume)")
         for target, opts in _typed(host, "Tmpfs", dict, {}, "HostConfig.").items():
@@ -528,7 +551,7 @@ def _mounts(host: dict, volumes: dict) -> List[Mount]:
         targets = {os.path.normpath(str(m.target)) for m in mounts}
         for target in volumes:
             if os.path.normpath(target) not in targets:
-                mounts.append(Mount.volume(secrets.token_hex(32), target))
+                mounts.append(Mount.volume(secrets.token_hex(32), target, idmap=True))
         for mount in mounts:
             mount.check("mount")
     except ConfigError as err:

@@ -7,6 +7,7 @@ import calendar
 import datetime
 import hashlib
 import ipaddress
+import os
 import time
 from typing import Any, Dict, List, Optional
 
@@ -143,7 +144,7 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
         "AppArmorProfile": "",
         "ExecIDs": None,
         "HostConfig": request.host_config,
-        "Mounts": _mounts(request.host_config),
+        "Mounts": _mounts(request),
         "Config": {**request.body, "Hostname": request.body.get("Hostname") or record.id[:12]},
         "NetworkSettings": {
             "Bridge": "",
@@ -164,7 +165,9 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
     }
 
 
-def _mounts(host_config: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _mounts(request) -> List[Dict[str, Any]]:
+    """Docker's Mounts: those of HostConfig's Binds, then of its Mounts."""
+    host_config = request.host_config
     found = []
     for spec in host_config.get("Binds") or []:
         parts = spec.split(":")
@@ -180,6 +183,22 @@ def _mounts(host_config: Dict[str, Any]) -> List[Dict[str, Any]]:
                 "Propagation": "rprivate",
             }
         )
+    targets = {str(m.target): m for m in request.options.get("mounts") or ()}
+    for item in host_config.get("Mounts") or []:
+        kind, target = item.get("Type", "volume"), str(item.get("Target"))
+        entry = {
+            "Type": kind,
+            "Source": item.get("Source") or "",
+            "Destination": target,
+            "Mode": "",
+            "RW": not item.get("ReadOnly"),
+            "Propagation": "rprivate" if kind == "bind" else "",
+        }
+        if kind == "volume":  # (an anonymous one's name is the one the daemon gave it)
+            name = item.get("Source") or str(getattr(targets.get(target), "source", ""))
+            store = str(request.options.get("image_store") or "")
+            entry.update(Name=name, Source=os.path.join(store, "volumes", name), Driver="local", Mode="z")
+        found.append(entry)
     return found
 
 
@@ -249,7 +268,7 @@ def container_summary(record: ContainerRecord) -> Dict[str, Any]:
         "Status": _status(record),
         "HostConfig": {"NetworkMode": request.network_mode},
         "NetworkSettings": {"Networks": endpoints(record)},
-        "Mounts": _mounts(request.host_config),
+        "Mounts": _mounts(request),
     }
 
 

@@ -208,7 +208,9 @@ class Containers:
             record.stopped_by_user = False
         request = record.request
         interactive = request.spawned
-        options = {**request.options, "hostname": request.options["hostname"] or record.id[:12]}
+        options = dict(request.options)
+        if options.get("uts_namespace") != "host":  # (the host's UTS namespace keeps the host's name)
+            options["hostname"] = options["hostname"] or record.id[:12]
         if record.layer is not None:
             options["writable_dir"] = record.layer.path
         name = request.alias or record.name

@@ -7,13 +7,12 @@ import asyncio
 import os
 import secrets
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from aiohttp import web
 
 from ..config import Mount
 from ..errors import ConfigError
-from ..rootfs.idmap import ROOT_DEFAULT_HOST_ID
 from .apierrors import ApiError
 from .containers import filters_of
 from .server import Route, json_body, json_response, query_bool
@@ -37,15 +36,6 @@ def volume_json(store, name: str) -> Dict[str, Any]:
         "Scope": "local",
         "Options": {},
     }
-
-
-def _root_owner() -> Tuple[int, int]:
-    """Who a container's root is on the host, as the library maps it by default (its
-    volumes are made owned by it): as root the first id of the shifted range; rootless
-    the caller."""
-    if os.geteuid() == 0:
-        return ROOT_DEFAULT_HOST_ID, ROOT_DEFAULT_HOST_ID
-    return -1, -1
 
 
 def volumes_in_use(context) -> Dict[str, List[str]]:
@@ -79,7 +69,7 @@ async def _create(request: web.Request) -> web.Response:
     store = _context(request).store()
     try:
         Mount.volume(name, "/v")  # the name checked as a container's mount checks it
-        await asyncio.to_thread(store.volume, name, _root_owner(), labels=labels)
+        await asyncio.to_thread(store.volume, name, labels=labels)  # the daemon's own: containers idmap it
     except ConfigError as err:
         raise ApiError(400, f"create {name}: {err.message}") from None
     _context(request).events.emit("volume", "create", name, {"driver": "local"})

@@ -3,7 +3,8 @@
     sandboxlib [--version]
     sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [--env-file FILE] [-v SRC:DST[:ro]]
                    [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
-                   [--network none|host] [--no-userns] [--cap-add CAP] [--cap-drop CAP] [--timeout S]
+                   [--network none|host] [--pid private|host] [--uts private|host]
+                   [--no-userns] [--cap-add CAP] [--cap-drop CAP] [--timeout S]
                    [--security-opt seccomp=PROFILE.json|unconfined]
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
                    [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
@@ -172,6 +173,8 @@ _OPTIONS = {
     "cap_add": "--cap-add",
     "cap_drop": "--cap-drop",
     "network": "--network",
+    "pid_namespace": "--pid",
+    "uts_namespace": "--uts",
     "ports": "--publish",
     "name": "--name",
     "egress": "--egress",
@@ -257,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RULE",
         help="with --network bridge: allow only these destinations (CIDR, IP, NAME, *.DOMAIN, each [:PORT[/udp]])",
     )
+    p.add_argument(
+        "--pid",
+        default="private",
+        metavar="private|host",
+        help="host: the host's pid namespace (its processes seen, /proc the host's; see pid_namespace)",
+    )
+    p.add_argument("--uts", default="private", metavar="private|host", help="host: the host's hostname (unchangeable)")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument(
         "--cap-add",
@@ -390,6 +400,8 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
         "name": args.name,
         "extra_hosts": dict(_host_entry(text) for text in args.add_host),
         "userns": not args.no_userns,
+        "pid_namespace": args.pid,
+        "uts_namespace": args.uts,
         "seccomp": seccomp,
         "limits": _limits(args),
         "image": image,

@@ -23,6 +23,7 @@ import attrs
 from .. import cgroups
 from ..config import (
     ContainerConfig,
+    Namespace,
     Network,
     bridged,
 )
@@ -67,7 +68,9 @@ class ContainerLifecycle(ImageRoots):
     def __init__(self, config: ContainerConfig) -> None:
         self.config = config
         self.id = secrets.token_hex(32)
-        self.hostname = config.hostname or self.id[:12]
+        self.hostname = (
+            socket.gethostname() if config.uts_namespace is Namespace.HOST else config.hostname or self.id[:12]
+        )
         self._resources = contextlib.ExitStack()
         self._owner = os.getpid()  # a forked child's copy is inert
         self._lock = threading.RLock()  # start and close, one at a time
@@ -187,10 +190,17 @@ class ContainerLifecycle(ImageRoots):
             # namespace already ends with its init (measured: ~0.3 ms a run).
             # A rootless networked run keeps its record: its helper process (pasta) outlives the init.
             network_record = self._network is not None and self._network.NEEDS_RECORD
-            one_shot = one_shot and first is not None and not limits.names() and not network_record
+            # In the host's pid namespace nothing ends with the init: the cgroup ends every process.
+            shared_pids = self.config.pid_namespace is Namespace.HOST
+            one_shot = one_shot and first is not None and not limits.names() and not network_record and not shared_pids
             self._cgroup = (
                 None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
             )
+            if shared_pids and self._cgroup is None:
+                raise UnsupportedError(
+                    "pid_namespace='host' without a cgroup (its processes could outlive the container)",
+                    "run as root, or rootless in a delegated cgroup v2 subtree (as for cgroup limits)",
+                )
             with sigint_deferred():  # the record is written whole, the cgroup's removal registered
                 self._acquire_cgroup(root)
             # A one-shot run without a cgroup gets no record either: it would
@@ -279,9 +289,11 @@ class ContainerLifecycle(ImageRoots):
 
     def _kill_all(self) -> None:
         """Kill every process of the container through its cgroup (no fork
-        escapes).  Not needed once the init has exited: the kernel has then
-        killed its whole pid namespace, which every process of the cgroup is in."""
-        if self._cgroup is not None and not self._init_exited(0):
+        escapes).  Not needed once the init has exited, unless it shares the
+        host's pid namespace: the kernel has then killed its whole pid
+        namespace, which every process of the cgroup is in."""
+        shared = self.config.pid_namespace is Namespace.HOST
+        if self._cgroup is not None and (shared or not self._init_exited(0)):
             self._cgroup.kill()
 
     def _spawn(
@@ -313,7 +325,7 @@ class ContainerLifecycle(ImageRoots):
             ops=ops,
             rootfs=self.config.rootfs,
             read_only=self.config.read_only,
-            hostname=self.hostname,
+            hostname=self.hostname if self.config.uts_namespace is Namespace.PRIVATE else None,
             userns=self._maps is not None,
             netns=self.config.network is not Network.HOST,
             send_netns=self._network is not None,
@@ -367,7 +379,11 @@ class ContainerLifecycle(ImageRoots):
         try:
             child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
             child_ends.append(os.pidfd_open(os.getpid()))
-            flags = clone_flags(userns=self._maps is not None)
+            flags = clone_flags(
+                userns=self._maps is not None,
+                new_pid=self.config.pid_namespace is Namespace.PRIVATE,
+                new_uts=self.config.uts_namespace is Namespace.PRIVATE,
+            )
             fault = self._fault if self._fault and self._fault[0] in (Step.INIT_EXEC, Step.CGROUP) else (0, 0)
             if self._cgroup is not None:
                 child_ends += self._cgroup.attach_fds()
