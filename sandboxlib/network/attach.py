@@ -245,7 +245,8 @@ class Attachment:
     @property
     def mac_address(self) -> str:
         """``eth0``'s: the one asked for, else Docker's ``02:42`` + the IPv4 address."""
-        return self._endpoint.mac_address or ipam.mac_of(self._lease.address if self._lease else None)
+        assert self._lease is not None
+        return self._endpoint.mac_address or ipam.mac_of(self._lease.address)
 
     def _write_files(self) -> None:
         self._upstreams, search = names.host_resolvers()
