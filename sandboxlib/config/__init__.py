@@ -42,7 +42,16 @@ if typing.TYPE_CHECKING:
         network_option,
         takes_container_options,
     )
-    from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
+    from .network import (
+        BridgeNetwork,
+        EgressRule,
+        NetworkAddresses,
+        NetworkRef,
+        PortMapping,
+        egress_rule,
+        network_name,
+        parse_publish,
+    )
 
 # Loaded on first use: a program that needs only values, mounts and limits
 # (the OCI runtime's create) does not build ContainerConfig and the network
@@ -64,7 +73,16 @@ _LAZY = dict.fromkeys(
 )
 _LAZY.update(
     dict.fromkeys(
-        ("BridgeNetwork", "EgressRule", "NetworkRef", "PortMapping", "egress_rule", "network_name", "parse_publish"),
+        (
+            "BridgeNetwork",
+            "EgressRule",
+            "NetworkAddresses",
+            "NetworkRef",
+            "PortMapping",
+            "egress_rule",
+            "network_name",
+            "parse_publish",
+        ),
         "network",
     )
 )
@@ -114,6 +132,7 @@ __all__ = [
     "Namespace",
     "PortMapping",
     "BridgeNetwork",
+    "NetworkAddresses",
     "EgressRule",
     "egress_rule",
     "NetworkRef",

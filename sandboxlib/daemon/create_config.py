@@ -25,6 +25,9 @@ from .healthcheck import checked_healthcheck
 __all__ = [
     "CreateRequest",
     "check_volume_driver",
+    "endpoint_config",
+    "endpoint_network",
+    "endpoint_options",
     "known_network",
     "parse_create",
     "port_mappings",
@@ -141,7 +144,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "cwd": _typed(body, "WorkingDir", str, None) or None,
         "mounts": mounts,
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
-        "network": _network_option(network, endpoint),
+        "network": endpoint_network(network, endpoint),
         "pid_namespace": modes["PidMode"] or "private",
         "uts_namespace": modes["UTSMode"] or "private",
         "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
@@ -399,7 +402,8 @@ def _log_options(host: dict) -> Dict[str, Any]:
 
 def _endpoint(body: dict, network: str) -> Dict[str, Any]:
     """``NetworkingConfig.EndpointsConfig`` of ``network`` (``--network-alias``,
-    driver options), checked; the library gives a container one name on its
+    driver options, ``--ip``, ``--ip6``, ``--link-local-ip``, ``--mac-address``:
+    also the older ``Config.MacAddress``), checked; the library gives a container one name on its
     network (the first alias).  As dockerd (API < 1.44): more than one entry is
     refused, one of another network is ignored."""
     where = "NetworkingConfig."
@@ -408,28 +412,55 @@ def _endpoint(body: dict, network: str) -> Dict[str, Any]:
         raise ApiError(400, f"Container cannot be connected to network endpoints: {', '.join(endpoints)}")
     key = "default" if "default" in endpoints else network  # (the CLI's name when NetworkMode is the default)
     endpoint = _typed(endpoints, key, dict, {}, f"{where}EndpointsConfig.")
-    where = f"{where}EndpointsConfig.{network}."
+    configured = endpoint_config(endpoint, network, f"{where}EndpointsConfig.{network}.")
+    configured["MacAddress"] = configured["MacAddress"] or _typed(body, "MacAddress", str, "")
+    return configured
+
+
+def endpoint_config(endpoint: dict, network: str, where: str) -> Dict[str, Any]:
+    """An ``EndpointSettings`` body (create's ``EndpointsConfig`` entry, connect's
+    ``EndpointConfig``) checked, as inspect shows what was asked for."""
     options = _typed(endpoint, "DriverOpts", dict, {}, where)
     if not all(isinstance(v, str) for v in options.values()):
         raise ApiError(400, f"{where}DriverOpts: expected string values")
     ipam = _typed(endpoint, "IPAMConfig", dict, {}, where)
-    address = _typed(ipam, "IPv4Address", str, "", f"{where}IPAMConfig.")
-    if address and network in BUILT_IN_NETWORKS:
+    asked = {
+        "IPv4Address": _typed(ipam, "IPv4Address", str, "", f"{where}IPAMConfig."),
+        "IPv6Address": _typed(ipam, "IPv6Address", str, "", f"{where}IPAMConfig."),
+        "LinkLocalIPs": _strings(ipam, "LinkLocalIPs", f"{where}IPAMConfig.") or [],
+    }
+    if (asked["IPv4Address"] or asked["IPv6Address"]) and network in BUILT_IN_NETWORKS:
         raise ApiError(400, "user specified IP address is supported on user defined networks only")
     return {
         "Aliases": _strings(endpoint, "Aliases", where),
         "DriverOpts": options or None,
-        "IPAMConfig": {"IPv4Address": address} if address else None,
+        "IPAMConfig": {k: v for k, v in asked.items() if v} or None,
+        "MacAddress": _typed(endpoint, "MacAddress", str, "", where),
     }
 
 
-def _network_option(network: str, endpoint: Dict[str, Any]) -> Any:
-    """``network=``: the name, or with ``--ip`` (``IPAMConfig.IPv4Address``) the
-    library's ``Network.bridge(network=, address=)``."""
-    if not (endpoint["IPAMConfig"] or {}).get("IPv4Address"):
+def endpoint_options(endpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The library's options for what an endpoint config asks for (``Network.bridge``'s,
+    ``Container.connect``'s): ``address``, ``address6``, ``mac_address``, ``link_local``."""
+    ipam = endpoint.get("IPAMConfig") or {}
+    return {
+        "address": ipam.get("IPv4Address") or None,
+        "address6": ipam.get("IPv6Address") or None,
+        "mac_address": endpoint.get("MacAddress") or None,
+        "link_local": tuple(ipam.get("LinkLocalIPs") or ()),
+    }
+
+
+def endpoint_network(network: str, endpoint: Dict[str, Any]) -> Any:
+    """``network=``: the name, or with what the endpoint asks for (``--ip``,
+    ``--mac-address``, ...) the library's ``Network.bridge(network=, address=, ...)``."""
+    options = endpoint_options(endpoint)
+    if network == "host" and options["mac_address"]:
+        raise ApiError(400, "conflicting options: mac-address and the network mode")
+    if not any(options.values()) or network in ("host", "none"):  # (as dockerd: none has no interface to give them)
         return network
     try:
-        return BridgeNetwork(network=network, address=endpoint["IPAMConfig"]["IPv4Address"])
+        return BridgeNetwork(network=None if network == "bridge" else network, **options)
     except ConfigError as err:
         raise ApiError(400, str(err)) from None
 
@@ -440,9 +471,10 @@ def known_network(name: str) -> None:
         raise ConfigError("HostConfig.NetworkMode", f"network {name} not found")
 
 
-def with_network(request: CreateRequest, network: str, address: Optional[str] = None) -> CreateRequest:
-    """The request of a created container connected to ``network`` (at ``address``) before its start."""
-    options = {**request.options, "network": _network_option(network, {"IPAMConfig": {"IPv4Address": address}})}
+def with_network(request: CreateRequest, network: str, endpoint: Optional[Dict[str, Any]] = None) -> CreateRequest:
+    """The request of a created container connected to ``network`` (as ``endpoint``,
+    an :func:`endpoint_config`, asks) before its start."""
+    options = {**request.options, "network": endpoint_network(network, endpoint or {})}
     if network in ("host", "none"):
         options["ports"] = ()
     try:
@@ -451,7 +483,7 @@ def with_network(request: CreateRequest, network: str, address: Optional[str] = 
         raise ApiError(400, str(err)) from None
     host_config = {**request.host_config, "NetworkMode": network}
     return attrs.evolve(
-        request, options=options, host_config=host_config, network_mode=network, alias=None, endpoint={}
+        request, options=options, host_config=host_config, network_mode=network, alias=None, endpoint=endpoint or {}
     )
 
 

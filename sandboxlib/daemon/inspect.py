@@ -67,15 +67,16 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
     running = record.running and record.box is not None
     if network is None or network == record.request.network_mode:
         network = record.request.network_mode
-        address = record.box.sync.address if running else None  # type: ignore[union-attr]
         configured = record.request.endpoint
     else:
-        address = record.box.sync.joined_networks.get(network) if running else None  # type: ignore[union-attr]
         # (connect's aliases, then the name the daemon adds for the library)
-        configured = {"Aliases": [a for a in record.joined.get(network, ()) if a != record.name]}
-        if network in record.joined_at:
-            configured["IPAMConfig"] = {"IPv4Address": record.joined_at[network]}
-    interface = ipaddress.IPv4Interface(address) if address else None
+        configured = {
+            **record.joined_at.get(network, {}),
+            "Aliases": [a for a in record.joined.get(network, ()) if a != record.name],
+        }
+    found = record.box.sync.endpoints.get(network) if running else None  # type: ignore[union-attr]
+    interface = ipaddress.IPv4Interface(found.address) if found else None
+    interface6 = ipaddress.IPv6Interface(found.address6) if found and found.address6 else None
     # as dockerd 20.10: the aliases asked for, and while it runs on a network of its own, its short id
     aliases = [*(configured.get("Aliases") or ()), *([record.id[:12]] if running else ())]
     return {
@@ -84,13 +85,14 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
         "Aliases": list(dict.fromkeys(aliases)) or None if network not in BUILT_IN_NETWORKS else None,
         "NetworkID": network_id(network),
         "EndpointID": hashlib.sha256(f"{record.id} {record.runs} {network}".encode()).hexdigest() if interface else "",
-        "Gateway": str(next(interface.network.hosts())) if interface else "",
+        "Gateway": found.gateway if found else "",
         "IPAddress": str(interface.ip) if interface else "",
         "IPPrefixLen": interface.network.prefixlen if interface else 0,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "MacAddress": "",
+        "IPv6Gateway": (found.gateway6 or "") if found else "",
+        "GlobalIPv6Address": str(interface6.ip) if interface6 else "",
+        "GlobalIPv6PrefixLen": interface6.network.prefixlen if interface6 else 0,
+        # (while it runs, its interface's; before, the one asked for)
+        "MacAddress": found.mac_address if found else configured.get("MacAddress") or "",
         "DriverOpts": configured.get("DriverOpts"),
     }
 
@@ -105,8 +107,10 @@ def endpoints(record: ContainerRecord) -> Dict[str, Dict[str, Any]]:
 
 def container_json(record: ContainerRecord) -> Dict[str, Any]:
     request = record.request
-    network = endpoint(record)
-    default = request.network_mode == "bridge"  # (Docker's top-level fields are the default bridge's)
+    networks = endpoints(record)
+    # Docker's top-level fields are the default bridge's (joined or not), else empty
+    network = networks.get("bridge") or {}
+    default = bool(network)
     return {
         "Id": record.id,
         "Created": record.created,
@@ -152,11 +156,11 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
             "Gateway": network["Gateway"] if default else "",
             "IPAddress": network["IPAddress"] if default else "",
             "IPPrefixLen": network["IPPrefixLen"] if default else 0,
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "IPv6Gateway": "",
-            "MacAddress": "",
-            "Networks": endpoints(record),
+            "GlobalIPv6Address": network["GlobalIPv6Address"] if default else "",
+            "GlobalIPv6PrefixLen": network["GlobalIPv6PrefixLen"] if default else 0,
+            "IPv6Gateway": network["IPv6Gateway"] if default else "",
+            "MacAddress": network["MacAddress"] if default else "",
+            "Networks": networks,
         },
     }
 
