@@ -250,7 +250,8 @@ def state_records():
 
 # Host device nodes every container binds (the layout's /dev, the masks):
 # a host-side write through a container's path must never chown or chmod them.
-HOST_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+# /dev/net/tun too: rootless tests bind a node of their own over it (tests/rootless.py's private_tun).
+HOST_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/net/tun")
 
 
 def _host_devices() -> list:

@@ -24,7 +24,6 @@ from .netlab import WORLD_ADDRESS, Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon's default bridge is root's")
 
-TUN = "/dev/net/tun"
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
 
 
@@ -307,7 +306,7 @@ def _processes_of(user, word: str) -> list:
 
 
 def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
-    """A rootless daemon's bridge is pasta's (/dev/net/tun 0666 meanwhile, as distributions have it);
+    """A rootless daemon's bridge is pasta's (its /dev/net/tun the lab's node of mode 0666, as distributions have it);
     its named networks live in the per-user network namespace."""
     user = workers["sbxtest"].user
     top = tempfile.mkdtemp(prefix="daemon-net-rootless-", dir=str(shared_dir))
@@ -316,11 +315,9 @@ def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
     store = os.path.join(top, "store")
     os.mkdir(store, 0o700)
     busybox_store(store, owner=user)
-    mode = os.stat(TUN).st_mode & 0o777
-    os.chmod(TUN, 0o666)
     lab = Lab()
     try:
-        served = Daemon(top, store, user, "--default-network", "bridge", prefix=lab._enter(lab.host))
+        served = Daemon(top, store, user, "--default-network", "bridge", prefix=lab._enter(lab.host), tun=lab.tun)
         try:
             _ok(served.docker("run", "-d", "--name", "web", "-p", "8081:80", "busybox", *HTTPD))
             ports = json.loads(_ok(served.docker("inspect", "web")))[0]["NetworkSettings"]["Ports"]
@@ -337,7 +334,6 @@ def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
             assert served.close() == 0, served.log()
     finally:
         lab.close()
-        os.chmod(TUN, mode)
         shutil.rmtree(top, ignore_errors=True)
 
 

@@ -15,7 +15,6 @@ from .netlab import Lab
 from .rootless import USERS, ensure_user
 
 PY = "/usr/bin/python3"
-TUN = "/dev/net/tun"
 SERVE6 = (
     "import socket; s = socket.create_server(('::', 80), family=socket.AF_INET6); print('up', flush=True)\n"
     "c, peer = s.accept(); c.sendall(('pong ' + peer[0]).encode())"
@@ -95,14 +94,11 @@ def lab():
 
 @pytest.fixture(scope="module")
 def rootless_lab():
-    mode = os.stat(TUN).st_mode & 0o777
-    os.chmod(TUN, 0o666)  # (the distributions' mode, for the module: a rootless tap is opened as its owner)
-    made = Lab()
+    made = Lab()  # (its user's /dev/net/tun is the lab's node of mode 0666: a rootless tap is opened as its owner)
     try:
         yield made
     finally:
         made.close()
-        os.chmod(TUN, mode)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
