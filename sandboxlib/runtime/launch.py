@@ -12,8 +12,6 @@ import socket
 import time
 from typing import Callable, Generator, List, Optional
 
-import attrs
-
 from ..cgroups import CommandCgroup
 from ..errors import ConfigError, ContainerStateError
 from ..native import protocol
@@ -247,15 +245,17 @@ def prepare(
     stdout: StdioSpec,
     stderr: StdioSpec,
     cgroup: Optional[CommandCgroup] = None,
+    payload: Optional[bytes] = None,
 ) -> Outgoing:
-    """Encode ``request`` with its stdio, a fresh reply socket and the directory
-    of its own ``cgroup`` (if any; the Process then owns it).  A tty request
-    sends no stdio: the init opens the terminal (the caller checked the stdio
-    arguments are None)."""
+    """Encode ``request`` (unless its ``payload`` is given) with its stdio, a
+    fresh reply socket and the directory of its own ``cgroup`` (if any; the
+    Process then owns it).  A tty request sends no stdio: the init opens the
+    terminal (the caller checked the stdio arguments are None)."""
     try:
         if cgroup is not None and not request.cgroup:
-            request = attrs.evolve(request, cgroup=True)
-        payload = protocol.encode_exec(request)
+            request, payload = request._replace(cgroup=True), None
+        if payload is None:
+            payload = protocol.encode_exec(request)
         if len(payload) > protocol.MAX_REQUEST:
             raise ConfigError(
                 "argv", f"command and environment take {len(payload)} bytes; the limit is {protocol.MAX_REQUEST}"
@@ -268,8 +268,7 @@ def prepare(
         if cgroup is not None:
             cgroup.remove()
         raise
-    reply, reply_child = protocol.reply_socketpair(credentials=not request.quiet)
-    reply_fd = reply_child.detach()
+    reply, reply_fd = protocol.reply_socket(credentials=not request.quiet)
     extra = [cgroup.fd] if cgroup is not None else []
     return Outgoing(
         Submission(request, reply, ours, cgroup), payload, [reply_fd, *child_fds, *extra], [reply_fd, *to_close], cgroup
