@@ -6,7 +6,6 @@ its control socket the moment it starts."""
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import time
@@ -39,6 +38,7 @@ class Submission:
         self._host_pid: Optional[int] = None
         self._first: Optional[protocol.Reply] = None
         self._terminal: Optional[int] = None  # the master of a tty request, once the init sent it
+        self._lost: Optional[Callable[[], Optional[BaseException]]] = None  # explains a quiet request's EOF
         self.sent_at = time.monotonic()
 
     def abandon(self, kill: bool = False) -> None:
@@ -191,9 +191,17 @@ class Submission:
                 signal_sender=signal_sender,
                 started=self.sent_at,
                 terminal=self._terminal,
-                failure=functools.partial(self._error, lost=lost),  # (fewer objects than a closure)
+                failure=self._failed_with(lost),  # (itself: fewer objects than a closure or a partial)
             )
         )
+
+    def _failed_with(self, lost: Optional[Callable[[], Optional[BaseException]]]) -> Submission:
+        self._lost = lost
+        return self
+
+    def __call__(self, reply: Optional[protocol.Reply]) -> BaseException:
+        """A quiet request's ``failure``: the exception for a first reply that is not its exit."""
+        return self._error(reply, self._lost)
 
     def _in_cgroup(self, process: Process) -> Process:
         if self._cgroup is not None:
