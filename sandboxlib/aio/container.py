@@ -127,7 +127,8 @@ class Container:
             tty=tty,
         )
         try:
-            await self._sender.send(outgoing)
+            if not self._sender.send_now(outgoing):
+                await self._sender.send(outgoing)
         except BaseException:
             if outgoing.sent and tty is None:  # sent, then cancelled: it runs; kill what it starts
                 proc = box._unconfirmed(outgoing.submission)

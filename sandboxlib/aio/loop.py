@@ -450,9 +450,14 @@ class ControlSender:
                 return False
         return True
 
+    def send_now(self, outgoing: Outgoing) -> bool:
+        """Send ``outgoing`` at once if nothing is queued and there is room
+        (True); else ``await send(outgoing)``.  (Most sends: no coroutine.)"""
+        return not self._queue and self._try(outgoing)
+
     async def send(self, outgoing: Outgoing) -> None:
         """Send ``outgoing`` (its ``sent`` says whether it went, whatever is raised)."""
-        if not self._queue and self._try(outgoing):
+        if self.send_now(outgoing):
             return
         future = self._loop.create_future()
         self._queue.append((outgoing, future))
