@@ -153,6 +153,7 @@ class ContainerCgroup:
 
     def __init__(self, nodes: Sequence[Node], limits: CgroupLimits) -> None:
         self.nodes = tuple(nodes)
+        self._v2 = next((n for n in self.nodes if n.version == "v2"), None)  # (asked at every command)
         self.limits = limits
         self._made: List[Node] = []
         self._init_ids: Optional[Tuple[int, int]] = None
@@ -165,7 +166,7 @@ class ContainerCgroup:
 
     @property
     def v2(self) -> Optional[Node]:
-        return next((n for n in self.nodes if n.version == "v2"), None)
+        return self._v2
 
     def node(self, controller: str) -> Optional[Node]:
         """The directory that has ``controller`` (for limits or statistics)."""
