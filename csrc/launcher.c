@@ -134,9 +134,13 @@ static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_p
     if (getppid() != 1 || install_filter(own ? plan->launcher_filter : plan->filter,
                                          own ? plan->launcher_filter_len : plan->filter_len) < 0)
         _exit(1);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL); /* the init's stop (SIGTERM) ends us too */
+    /* The init's stop (SIGTERM) ends us too.  The rest stay blocked as the
+     * init has them: we share the caller's process group, so a terminal's
+     * ^C, ^\, ^Z and hang-up reach us (a command unblocks them again). */
+    sigset_t all_but_term;
+    sigfillset(&all_but_term);
+    sigdelset(&all_but_term, SIGTERM);
+    sigprocmask(SIG_SETMASK, &all_but_term, NULL);
     while (serve(0, bounding, plan) == 0)
         ;
     _exit(0);

@@ -9,6 +9,7 @@ are its channel to pytest."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -196,6 +197,53 @@ def test_reserved_signals_ignored_by_the_host_are_reset(tmp_path):
         [str(wrapper), sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
     )
     assert int(out.stdout, 16) == 0, out
+
+
+TERMINAL_SIGNALS_PY = r"""
+import asyncio, json, os, signal, subprocess, sys, time
+import sandboxlib as sb, sandboxlib.aio as sba
+for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)  # (the host process survives them: the container's processes must too)
+
+def launchers(init_pid):
+    out = subprocess.run(["ps", "-o", "pid=,stat=,comm=", "--ppid", str(init_pid)], capture_output=True, text=True)
+    return sorted(" ".join(l.split()[1:]) for l in out.stdout.splitlines() if "sbx-launcher" in l)
+
+async def main():
+    found = {}
+    async with sba.Container() as c:
+        await c.run(["true"])  # the launcher, and the launcher of commands with a cgroup of their own
+        found["before"] = launchers(c.sync.pid)
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+            os.killpg(0, sig)  # what a terminal sends its foreground process group
+        time.sleep(0.2)
+        found["after"] = launchers(c.sync.pid)
+        r = await asyncio.wait_for(c.run(["sh", "-c", "grep SigBlk /proc/self/status"]), 10)
+        found["run"] = [r.exit_code, r.stdout.decode().split()]
+    print(json.dumps(found))
+
+asyncio.run(main())
+"""
+
+
+def test_a_terminals_signals_to_the_callers_group_leave_the_launchers_alone():
+    """The init and its launchers share the caller's process group: a terminal's
+    ^C, ^\\, ^Z and hang-up (sent to the whole group) neither end nor stop a
+    launcher (a stopped one hung the container's next command), and a command
+    still starts with nothing blocked."""
+    out = subprocess.run(
+        [sys.executable, "-c", TERMINAL_SIGNALS_PY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,  # a group of its own: the signals go to it alone
+        env=dict(os.environ),
+    )
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["before"] and all(stat.startswith("S") for stat in found["before"]), found
+    assert found["after"] == found["before"], found
+    assert found["run"] == [0, ["SigBlk:", "0000000000000000"]], found
 
 
 # -- environment --------------------------------------------------------------

@@ -61,8 +61,12 @@ class SlirpAttachment(UserModeAttachment):
             "eth0",
         ]
         try:
-            self._process = subprocess.Popen(
-                argv, pass_fds=(netns_fd, exit_r, ready_w), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self._process = subprocess.Popen(  # (a session of its own: a terminal's ^C to the caller's group)
+                argv,
+                pass_fds=(netns_fd, exit_r, ready_w),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         finally:
             os.close(exit_r)
