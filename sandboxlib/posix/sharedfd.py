@@ -74,7 +74,7 @@ class SharedFd(Generic[T]):
             self._closed = True
             if self._users and first and wake is not None:
                 wake(self._handle)
-            if wait:
+            if wait and self._users:
                 if self._idle is None:
                     self._idle = threading.Condition(self._lock)
                 self._waiting += 1

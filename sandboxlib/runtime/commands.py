@@ -5,6 +5,7 @@ container's main command (``command=``: ``wait()``, ``logs()``)."""
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Generator, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..config import (
@@ -268,7 +269,7 @@ class BareContainer(MainCommand):
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
-        self._processes.add(process)
+        self._processes.add(weakref.ref(process, self._processes.discard))
         return process
 
     def _signal(self, command_id: int, sig: int, group: bool) -> None:

@@ -7,7 +7,6 @@ released in reverse order by ``close()`` (also after a failed start)."""
 from __future__ import annotations
 
 import array
-import contextlib
 import itertools
 import os
 import secrets
@@ -16,7 +15,7 @@ import socket
 import threading
 import warnings
 import weakref
-from typing import Callable, Generator, List, NoReturn, Optional, Tuple, TypeVar
+from typing import Callable, Generator, List, NoReturn, Optional, Set, Tuple, TypeVar
 
 import attrs
 
@@ -37,6 +36,7 @@ from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
 from ..network import Attachment, attachment, named
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, shutdown_quietly
+from ..posix.releases import Releases
 from ..posix.sharedfd import OwnedSocket, SharedFd
 from ..posix.signals import pidfd_kill_quietly
 from ..posix.steps import Offload, Steps, read_to_end, run_steps
@@ -68,7 +68,7 @@ class ContainerLifecycle(ImageRoots):
         self.config = config
         self.id = secrets.token_hex(32)
         self.hostname = config.hostname or self.id[:12]
-        self._resources = contextlib.ExitStack()
+        self._resources = Releases()
         self._owner = os.getpid()  # a forked child's copy is inert
         self._lock = threading.RLock()  # start and close, one at a time
         self._closing = False  # close() or stop() was called: no new commands
@@ -88,7 +88,9 @@ class ContainerLifecycle(ImageRoots):
         self._ops: tuple = ()
         self._idmap_ops: tuple = ()  # (index, op) of the binds the host idmaps
         self._resources_used = False
-        self._processes: weakref.WeakSet[Process] = weakref.WeakSet()
+        # Weak references to its processes (a set of them, discarded as each
+        # process goes: what a WeakSet is, without its Python-level layers).
+        self._processes: Set[weakref.ref[Process]] = set()
         self._cgroup: Optional[cgroups.ContainerCgroup] = None
         self._record: Optional[str] = None
         self._image: Optional[ImageRoot] = None
@@ -569,8 +571,10 @@ class ContainerLifecycle(ImageRoots):
         return user
 
     def _release_processes(self) -> None:
-        for process in list(self._processes):
-            process.container_ended()
+        for ref in list(self._processes):
+            process = ref()
+            if process is not None:
+                process.container_ended()
 
     def _on_close(self, release: Callable[[], None]) -> None:
         """Register ``release`` for close(); run it now if the container closed meanwhile."""
