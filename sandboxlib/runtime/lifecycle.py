@@ -7,6 +7,7 @@ released in reverse order by ``close()`` (also after a failed start)."""
 from __future__ import annotations
 
 import array
+import functools
 import itertools
 import os
 import secrets
@@ -15,12 +16,13 @@ import socket
 import threading
 import warnings
 import weakref
-from typing import Callable, Generator, List, NoReturn, Optional, Set, Tuple, TypeVar
+from typing import Callable, Generator, List, NamedTuple, NoReturn, Optional, Set, Tuple, TypeVar
 
 import attrs
 
 from .. import cgroups
 from ..config import (
+    CgroupLimits,
     ContainerConfig,
     Network,
     bridged,
@@ -57,6 +59,38 @@ __all__ = ["ContainerLifecycle"]
 
 _WALL = 0x40000000  # __WALL: our child has no exit signal
 _Self = TypeVar("_Self", bound="ContainerLifecycle")
+
+
+class _Static(NamedTuple):
+    """What every start of one configuration computes alike: a config is
+    immutable and none of this reads the host, so it is made once per
+    config (``_static``), not at each start."""
+
+    caps: frozenset  # the commands' capability set
+    program: bytes  # the container's compiled filter (b"": none)
+    docker_default: bool  # the filter is Docker's default policy
+    init_caps: int  # sbx-init's own capabilities, plus those its commands may keep
+    runtime_caps: int  # what the init keeps once set up
+    cgroup_limits: CgroupLimits
+    needs_cgroup: bool  # cgroup limits are set
+    idmap_binds: bool  # a bind asks for idmap=True
+
+
+@functools.lru_cache(maxsize=64)  # (the config's hash is cached: one call per start)
+def _static(config: ContainerConfig) -> _Static:
+    caps = config.capabilities()
+    limits = config.limits.cgroup()
+    return _Static(
+        caps=caps,
+        # Compiled once per policy and capability set (cached), before any kernel resource.
+        program=compile_policy(config.seccomp, caps) if config.seccomp else b"",
+        docker_default=config.seccomp == Seccomp.default(),
+        init_caps=capability_mask(INIT_CAPABILITIES | caps),
+        runtime_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps),
+        cgroup_limits=limits,
+        needs_cgroup=bool(limits.names()),
+        idmap_binds=any(m.idmap for m in config.mounts),
+    )
 
 
 class ContainerLifecycle(ImageRoots):
@@ -180,18 +214,17 @@ class ContainerLifecycle(ImageRoots):
             ops = layout(self._with_network(self._with_volumes(), root), layers, self._upper)
             if self.config.rootfs is not None:
                 make_mount_points(self.config.rootfs, ops)
-            seccomp = self.config.seccomp
-            # Compiled once per policy and capability set (cached), before any kernel resource.
-            program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
+            static = _static(self.config)  # (the filter compiled: before any kernel resource)
             statedir.sweep_if_due(root)  # what dead owners left
-            limits = self.config.limits.cgroup()
             # A one-shot run without cgroup limits needs no cgroup: its pid
             # namespace already ends with its init (measured: ~0.3 ms a run).
             # A rootless networked run keeps its record: its helper process (pasta) outlives the init.
             network_record = self._network is not None and self._network.NEEDS_RECORD
-            one_shot = one_shot and first is not None and not limits.names() and not network_record
+            one_shot = one_shot and first is not None and not static.needs_cgroup and not network_record
             self._cgroup = (
-                None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
+                None
+                if one_shot
+                else cgroups.plan_cgroup(cgroups.detect(), static.cgroup_limits, cgroups.cgroup_name(root, self.id))
             )
             with sigint_deferred():  # the record is written whole, the cgroup's removal registered
                 self._acquire_cgroup(root)
@@ -199,7 +232,7 @@ class ContainerLifecycle(ImageRoots):
             # name only the init, which ends by itself when we go (it watches
             # our pidfd and its control socket), taking its pid namespace
             # along.  (Record, init start time and removal: ~60 us a run.)
-            yield from self._spawn(ops, None if one_shot else root, first, program, one_shot=one_shot)
+            yield from self._spawn(ops, None if one_shot else root, first, static, one_shot=one_shot)
         except BaseException:
             self.close()
             raise
@@ -287,7 +320,7 @@ class ContainerLifecycle(ImageRoots):
             self._cgroup.kill()
 
     def _spawn(
-        self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes, *, one_shot: bool
+        self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], static: _Static, *, one_shot: bool
     ) -> Steps:
         """Steps of the spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
@@ -296,7 +329,7 @@ class ContainerLifecycle(ImageRoots):
         ``first``'s command is all the container is for."""
         # Idmapped binds are made here, as root (csrc/idmap.c says why);
         # rootless, the child's plain binds already show the caller's files as root's.
-        wanted = self._maps is not None and os.geteuid() == 0 and any(m.idmap for m in self.config.mounts)
+        wanted = static.idmap_binds and self._maps is not None and os.geteuid() == 0
         self._idmap_ops = (
             tuple((i, op) for i, op in enumerate(ops) if op.flags & binding.MountFlag.IDMAP) if wanted else ()
         )  # (scanning the ~40 ops of every start for the flag cost ~60 us)
@@ -304,7 +337,7 @@ class ContainerLifecycle(ImageRoots):
             raise ConfigError(
                 "mounts", f"at most {binding.MAX_IDMAPS} binds with idmap=True, got {len(self._idmap_ops)}"
             )
-        docker_default = self.config.seccomp == Seccomp.default()
+        docker_default, program = static.docker_default, static.program
         # One filter load, not two: Docker's policy refuses all that the init's
         # does (tests/test_seccomp.py proves it for each capability set) and
         # allows the command set-up, so the init may install it in its own
@@ -323,12 +356,12 @@ class ContainerLifecycle(ImageRoots):
             fault=self._fault,
             seccomp_filter=b"" if filter_in_init else program,
             launcher=docker_default,
-            init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
-            init_filter=program if filter_in_init else compile_policy(init_policy(), self.config.capabilities()),
+            init_caps=static.runtime_caps,
+            init_filter=program if filter_in_init else compile_policy(init_policy(), static.caps),
             # Commands in cgroups of their own (run with a timeout, every aio
             # run) are forked by a launcher too, whose filter lets it clone3.
             cgroup_launcher=(
-                clone3_split(self.config.seccomp, self.config.capabilities())
+                clone3_split(self.config.seccomp, static.caps)
                 if docker_default and not one_shot and self._cgroup is not None and self._cgroup.v2 is not None
                 else None
             ),
@@ -337,7 +370,7 @@ class ContainerLifecycle(ImageRoots):
         # KeyboardInterrupt between them would lose fds and leave a zombie.
         # (No wait in there: a deferral does not span an event loop's other tasks.)
         with sigint_deferred():
-            err_r, pid = self._spawn_init(plan)
+            err_r, pid = self._spawn_init(plan, static.init_caps)
         problem = yield from self._send_setup(pid, first, state_root)
         if problem is not None:
             report = yield from read_to_end(err_r)  # the child failed first, or gives up now
@@ -351,7 +384,7 @@ class ContainerLifecycle(ImageRoots):
         if report:
             self._raise_setup_failure(report, ops)
 
-    def _spawn_init(self, plan: bytes) -> tuple:
+    def _spawn_init(self, plan: bytes, init_caps: int) -> tuple:
         """Clone: (the error pipe's read end, the init's pid), every release registered."""
         push = self._resources.callback
         push(self._release_processes)  # after the init is gone (released in reverse)
@@ -378,7 +411,7 @@ class ContainerLifecycle(ImageRoots):
                 pid, pidfd = binding.spawn(
                     flags,
                     [child_ends[2], child_ends[1], child_ends[3], err_w],
-                    caps=self._init_caps(),
+                    caps=init_caps,
                     fault=fault,
                     netns=self.config.network is not Network.HOST,
                     cgroup_fd=child_ends[-1] if self._cgroup else -1,
@@ -395,10 +428,6 @@ class ContainerLifecycle(ImageRoots):
         push(self._reap_init)
         push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
         return err_r, pid
-
-    def _init_caps(self) -> int:
-        """sbx-init's own capabilities, plus those its commands may keep."""
-        return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
     def _send_setup(self, pid: int, first, state_root: Optional[str]) -> Generator[int, None, Optional[BaseException]]:
         """Steps: id maps, go, first command (the plan is queued already).  Returns None, or the error
