@@ -4,11 +4,13 @@ container's main command (``command=``: ``wait()``, ``logs()``)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 from typing import Generator, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..config import (
+    ContainerConfig,
     check_env,
     check_text,
     check_timeout,
@@ -73,6 +75,33 @@ class _RequestDefaults(NamedTuple):
     cap_keep: int
 
 
+_HOSTNAME = "HOSTNAME"
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_defaults(
+    config: ContainerConfig, image_env: tuple, image_cwd: Optional[str], home: str
+) -> Tuple[_RequestDefaults, int]:
+    """What the requests of every container of one configuration (and image,
+    and user) share: made once, not per container.  Its HOSTNAME is left
+    empty, for each container's own; the int is its index in env_strings
+    (-1: the image or the config set HOSTNAME)."""
+    merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", _HOSTNAME: None}
+    merged.update(image_env)
+    merged.update(config.env)
+    at = list(merged).index(_HOSTNAME) if merged[_HOSTNAME] is None else -1
+    return (
+        _RequestDefaults(
+            merged,
+            tuple(f"{k}={v}" for k, v in merged.items()),
+            config.cwd or image_cwd or "/",
+            config.limits.rlimits(),
+            capability_mask(config.capabilities()),
+        ),
+        at,
+    )
+
+
 class BareContainer(MainCommand):
     """A container that runs commands: no files, no calls.  The short
     sandboxes of ``subids`` are these; :class:`~sandboxlib.Container` is one
@@ -81,7 +110,7 @@ class BareContainer(MainCommand):
     _defaults: Optional[_RequestDefaults] = None  # made at the first request
 
     def _environment(self, home: str) -> dict:
-        merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", _HOSTNAME: self.hostname}
         merged.update(self._image.env if self._image else ())
         merged.update(self.config.env)
         return merged
@@ -91,14 +120,20 @@ class BareContainer(MainCommand):
         (its config, image and user are fixed once started): made once."""
         if self._defaults is None:
             assert self._user is not None  # resolved at start
-            merged = self._environment(self._user.home)
-            self._defaults = _RequestDefaults(
-                merged,
-                tuple(f"{k}={v}" for k, v in merged.items()),
-                self.config.cwd or (self._image and self._image.cwd) or "/",
-                self.config.limits.rlimits(),
-                capability_mask(self.config.capabilities()),
+            image = self._image
+            shared, at = _shared_defaults(
+                self.config, image.env if image else (), image.cwd if image else None, self._user.home
             )
+            if at >= 0:  # this container's own hostname
+                strings = shared.env_strings
+                shared = _RequestDefaults(
+                    {**shared.env, _HOSTNAME: self.hostname},
+                    (*strings[:at], f"{_HOSTNAME}={self.hostname}", *strings[at + 1 :]),
+                    shared.cwd,
+                    shared.rlimits,
+                    shared.cap_keep,
+                )
+            self._defaults = shared
         return self._defaults
 
     def _request(
