@@ -7,6 +7,7 @@ released in reverse order by ``close()`` (also after a failed start)."""
 from __future__ import annotations
 
 import array
+import errno
 import functools
 import itertools
 import os
@@ -32,7 +33,7 @@ from ..images import ImageStore
 from ..native import binding, protocol
 from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
-from ..native.host import probe_host
+from ..native.host import max_user_namespaces, probe_host
 from ..native.mount_op import MountOp
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
 from ..network import Attachment, attachment, named
@@ -43,7 +44,7 @@ from ..posix.sharedfd import OwnedSocket, SharedFd
 from ..posix.signals import pidfd_kill_quietly
 from ..posix.steps import Offload, Steps, read_to_end, run_steps
 from ..rootfs import writable
-from ..rootfs.idmap import IdMaps, choose_maps, write_maps
+from ..rootfs.idmap import IdMaps, choose_maps, userns_off, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..rootfs.layout import layout
 from ..rootfs.mountpoints import make_mount_points
@@ -192,7 +193,7 @@ class ContainerLifecycle(ImageRoots):
             self._ready = True
 
     def _start_locked(self, first: Optional[Callable[[], None]], one_shot: bool) -> Steps:
-        host = probe_host()
+        host = probe_host(userns_limit=False)  # (read if the clone is refused: _spawn_init)
         self._maps = choose_maps(self.config, host)
         try:
             # (a pull or an unpack: long work, which the asyncio front runs in a thread)
@@ -419,6 +420,8 @@ class ContainerLifecycle(ImageRoots):
                 )
             except OSError as err:
                 code = err.errno or 0  # _lowlevel.spawn's OSError has the clone's errno
+                if code == errno.ENOSPC and self._maps is not None and max_user_namespaces() == 0:
+                    raise userns_off() from None
                 raise SetupError(code, f"clone(flags={flags:#x})", step="CLONE", hint=clone_hint(code)) from None
         finally:
             for fd in child_ends:
@@ -579,24 +582,16 @@ class ContainerLifecycle(ImageRoots):
     def _checked_user(self, spec, root_fd: int, field: str) -> User:
         user = resolve_user(spec, root_fd, self.config.group_add)
         maps = self._maps
-        if maps is not None:
-            if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
-                raise ConfigError(
-                    field,
-                    f"uid {user.uid} / gid {user.gid} is not mapped in the user "
-                    f"namespace (uid_map: {[m.line() for m in maps.uid_map]})",
-                )
-            groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
-            asked = set(resolve_user(None, root_fd, self.config.group_add).groups) if self.config.group_add else set()
-            if asked and (not maps.setgroups or not asked <= set(groups)):
-                raise ConfigError(
-                    "group_add",
-                    f"gids {sorted(asked - set(groups if maps.setgroups else ()))} cannot be given: "
-                    + (
-                        "not mapped in the user namespace" if maps.setgroups else "setgroups is denied in it (rootless)"
-                    ),
-                )
-            user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
+        if maps is None:
+            return user
+        user, groups = _mapped_user(user, maps, field)
+        asked = set(resolve_user(None, root_fd, self.config.group_add).groups) if self.config.group_add else set()
+        if asked and (not maps.setgroups or not asked <= set(groups)):
+            raise ConfigError(
+                "group_add",
+                f"gids {sorted(asked - set(groups if maps.setgroups else ()))} cannot be given: "
+                + ("not mapped in the user namespace" if maps.setgroups else "setgroups is denied in it (rootless)"),
+            )
         return user
 
     def _release_processes(self) -> None:
@@ -618,3 +613,17 @@ class ContainerLifecycle(ImageRoots):
             self._check_owner()  # (its error)
         if not self._ready or self._closing:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
+
+
+@functools.lru_cache(maxsize=64)  # (the same user and maps for every start of a config, as root)
+def _mapped_user(user: User, maps: IdMaps, field: str) -> Tuple[User, Tuple[int, ...]]:
+    """``user`` as the container sees it: ConfigError unless its ids are
+    mapped; its groups that are mapped (all of them, or none where setgroups is denied)."""
+    if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
+        raise ConfigError(
+            field,
+            f"uid {user.uid} / gid {user.gid} is not mapped in the user "
+            f"namespace (uid_map: {[m.line() for m in maps.uid_map]})",
+        )
+    groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
+    return User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home), groups
