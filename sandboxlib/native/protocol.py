@@ -7,6 +7,7 @@ binding."""
 
 from __future__ import annotations
 
+import _socket
 import os
 import resource
 import socket
@@ -156,6 +157,16 @@ def reply_socketpair(*, credentials: bool = True) -> Tuple[socket.socket, socket
     if credentials:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     return ours, theirs
+
+
+def reply_ends(*, credentials: bool = True) -> Tuple[socket.socket, int]:
+    """``reply_socketpair``'s, the init's end as a bare fd (ours to close once
+    sent): socket.socketpair made two socket objects, one only to detach."""
+    ours, theirs = _socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, ours.detach())
+    if credentials:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return sock, theirs.detach()
 
 
 def decode_reply(sock: socket.socket, *, block: bool = True) -> Optional[Reply]:

@@ -43,9 +43,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _check_argv(argv: Sequence[str]) -> tuple:
     if isinstance(argv, (str, bytes)) or not argv:
         raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
-    return tuple(
-        check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]") for i, a in enumerate(argv)
-    )
+    checked = tuple(argv)
+    for arg in checked:  # (plain strings pass without a call each)
+        if type(arg) is not str or "\0" in arg:  # the slow way: PathLikes converted, or the error
+            return tuple(
+                check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
+                for i, a in enumerate(checked)
+            )
+    return checked
 
 
 def _tty_stdio(
@@ -148,8 +153,11 @@ class BareContainer(MainCommand):
         tty: Optional[Tuple[int, int]] = None,
         command_id: Optional[int] = None,
         cgroup: bool = False,
+        checked: bool = False,
     ) -> protocol.ExecRequest:
-        argv = _check_argv(argv)
+        """``checked``: ``argv`` is ``_check_argv``'s already."""
+        if not checked:
+            argv = _check_argv(argv)
         defaults = self._request_defaults()
         if user is None:
             resolved = self._user
@@ -469,13 +477,15 @@ class BareContainer(MainCommand):
         self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None
     ) -> Generator[Wait, None, Process]:
         """``_start_with_main`` as steps (``posix.steps``)."""
-        if self.config.image is None:
-            _check_argv(argv)
+        checked = _check_argv(argv) if self.config.image is None else None  # (before anything starts)
         sent: list = []
 
         def first() -> None:
-            command = self._image.command(argv) if self._image else argv
-            request = self._request(command, env=None, cwd=None, user=None, main=True, tty=tty)
+            if checked is not None:
+                request = self._request(checked, env=None, cwd=None, user=None, main=True, tty=tty, checked=True)
+            else:
+                assert self._image is not None  # prepared by the start
+                request = self._request(self._image.command(argv), env=None, cwd=None, user=None, main=True, tty=tty)
             assert self._control is not None  # first() runs after the clone
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 

@@ -268,8 +268,7 @@ def prepare(
         if cgroup is not None:
             cgroup.remove()
         raise
-    reply, reply_child = protocol.reply_socketpair(credentials=not request.quiet)
-    reply_fd = reply_child.detach()
+    reply, reply_fd = protocol.reply_ends(credentials=not request.quiet)
     extra = [cgroup.fd] if cgroup is not None else []
     return Outgoing(
         Submission(request, reply, ours, cgroup), payload, [reply_fd, *child_fds, *extra], [reply_fd, *to_close], cgroup

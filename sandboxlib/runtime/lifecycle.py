@@ -6,12 +6,12 @@ released in reverse order by ``close()`` (also after a failed start)."""
 
 from __future__ import annotations
 
+import _socket
 import array
 import errno
 import functools
 import itertools
 import os
-import secrets
 import select
 import socket
 import threading
@@ -101,7 +101,7 @@ class ContainerLifecycle(ImageRoots):
 
     def __init__(self, config: ContainerConfig) -> None:
         self.config = config
-        self.id = secrets.token_hex(32)
+        self.id = os.urandom(32).hex()  # (secrets.token_hex's bytes, without its four Python calls)
         self.hostname = config.hostname or self.id[:12]
         self._resources = Releases()
         self._owner = os.getpid()  # a forked child's copy is inert
@@ -227,8 +227,9 @@ class ContainerLifecycle(ImageRoots):
                 if one_shot
                 else cgroups.plan_cgroup(cgroups.detect(), static.cgroup_limits, cgroups.cgroup_name(root, self.id))
             )
-            with sigint_deferred():  # the record is written whole, the cgroup's removal registered
-                self._acquire_cgroup(root)
+            if not one_shot:  # (without a cgroup, a one-shot run gets no record either: nothing to register)
+                with sigint_deferred():  # the record is written whole, the cgroup's removal registered
+                    self._acquire_cgroup(root)
             # A one-shot run without a cgroup gets no record either: it would
             # name only the init, which ends by itself when we go (it watches
             # our pidfd and its control socket), taking its pid namespace
@@ -391,12 +392,12 @@ class ContainerLifecycle(ImageRoots):
         push(self._release_processes)  # after the init is gone (released in reverse)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(close_quietly, err_r)
-        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control = OwnedSocket.adopt(control)  # __del__ warns once, for the container
+        ours, theirs = _socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # (no socket objects to detach)
+        control = OwnedSocket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, ours.detach())  # __del__ closes it
         self._control = control
         self._channel = SharedFd(control, socket.socket.close, "the container is not running")
         push(self._channel.close)
-        child_ends = [err_w, control_child.detach()]
+        child_ends = [err_w, theirs.detach()]
         # Queued before the clone: the child reads it as soon as it starts,
         # not when this thread gets the CPU back from the child's threads.
         control.send(plan)
