@@ -16,8 +16,8 @@ __all__ = ["Releases"]
 class Releases:
     """``callback(fn, *args)`` registers ``fn(*args)``; ``close()`` calls them,
     last registered first, each even when an earlier one raised; then raises
-    the last exception raised (an earlier one is its ``__context__``, as
-    ExitStack chains them).  Callbacks registered while closing run too."""
+    the last exception raised, every earlier one in its ``__context__``
+    chain.  Callbacks registered while closing run too."""
 
     __slots__ = ("_pending",)
 
@@ -51,13 +51,15 @@ class Releases:
 
 
 def _chain(err: BaseException, earlier: BaseException, outer: Optional[BaseException]) -> None:
-    """Make ``earlier`` the context of ``err``'s chain below ``outer`` (ExitStack's
-    ``_fix_exception_context``): every release's error stays reachable."""
+    """Make ``earlier`` the context at the end of ``err``'s chain, above
+    ``outer`` (ExitStack's ``_fix_exception_context``, which leaves a chain
+    that ends in None alone: the earlier error was lost when no exception
+    was being handled around close())."""
     while True:
         context = err.__context__
-        if context is None or context is earlier:
+        if context is earlier:
             return
-        if context is outer:
+        if context is None or context is outer:
             break
         err = context
     err.__context__ = earlier
