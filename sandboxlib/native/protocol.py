@@ -8,6 +8,7 @@ binding."""
 from __future__ import annotations
 
 import _socket
+import functools
 import os
 import resource
 import socket
@@ -100,11 +101,8 @@ def encode_exec(req: ExecRequest) -> bytes:
         | (EXEC_HOLD if req.hold else 0)
     )
     rows, cols = req.tty_size or (0, 0)
-    limits = b"".join(
-        _RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
-        for name, soft, hard in req.rlimits
-    )
-    groups = struct.pack(f"={len(req.groups)}I", *req.groups)
+    limits = _packed_rlimits(req.rlimits) if req.rlimits else b""
+    groups = struct.pack(f"={len(req.groups)}I", *req.groups) if req.groups else b""
     header = _HEADER.pack(
         MSG_EXEC,
         flags,
@@ -123,6 +121,14 @@ def encode_exec(req: ExecRequest) -> bytes:
         *(req.cap_sets or (0, 0, 0, 0)),
     )
     return header + limits + groups + strings
+
+
+@functools.lru_cache(maxsize=64)  # (a container's requests share theirs)
+def _packed_rlimits(rlimits: Tuple[Tuple[str, int, int], ...]) -> bytes:
+    return b"".join(
+        _RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
+        for name, soft, hard in rlimits
+    )
 
 
 def encode_signal(command_id: int, sig: int, *, group: bool) -> bytes:

@@ -53,21 +53,18 @@ class SharedFd(Generic[T]):
         with self._lock:
             first = not self._closed
             self._closed = True
-            if self._users and first and wake is not None:
-                wake(self._handle)
-            if wait and self._users:
-                if self._idle is None:
-                    self._idle = threading.Condition(self._lock)
-                self._waiting += 1
-                while self._users:
-                    self._idle.wait()
-                self._waiting -= 1
-            idle = self._users == 0
-        if idle:
-            self._release_once()
-
-    def _release_once(self) -> None:
-        with self._lock:
+            if self._users:
+                if first and wake is not None:
+                    wake(self._handle)
+                if wait:
+                    if self._idle is None:
+                        self._idle = threading.Condition(self._lock)
+                    self._waiting += 1
+                    while self._users:
+                        self._idle.wait()
+                    self._waiting -= 1
+                if self._users:
+                    return  # the last user releases it
             handle, self._handle = self._handle, None
         if handle is not None:
             self._release(handle)
@@ -100,12 +97,14 @@ class _Use(Generic[T]):
         shared = self._shared
         with shared._lock:
             shared._users -= 1
-            last = shared._closed and shared._users == 0
-            if last and shared._waiting:
+            if shared._users or not shared._closed:
+                return
+            if shared._waiting:  # (a close(wait=True) releases nothing more: the handle is taken here)
                 assert shared._idle is not None  # (made by the waiter)
                 shared._idle.notify_all()
-        if last:
-            shared._release_once()
+            handle, shared._handle = shared._handle, None
+        if handle is not None:
+            shared._release(handle)
 
 
 class OwnedSocket(socket.socket):

@@ -441,7 +441,7 @@ class BareContainer(MainCommand):
         """run()'s options checked (both fronts): (timeout, codec, input as bytes,
         (stdin, stdout, stderr), the terminal's size or None)."""
         stdin, stdout, stderr = stdio
-        timeout = check_timeout(timeout)
+        timeout = check_timeout(timeout) if timeout is not None else None
         codec = text_codec(text, encoding, errors)
         tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
         if tty_size is not None:

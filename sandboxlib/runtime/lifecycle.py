@@ -7,6 +7,7 @@ released in reverse order by ``close()`` (also after a failed start)."""
 from __future__ import annotations
 
 import _socket
+import _thread
 import array
 import errno
 import functools
@@ -14,7 +15,6 @@ import itertools
 import os
 import select
 import socket
-import threading
 import warnings
 import weakref
 from typing import Callable, Generator, List, NamedTuple, NoReturn, Optional, Set, Tuple, TypeVar
@@ -99,41 +99,45 @@ class ContainerLifecycle(ImageRoots):
     record, its image root); :class:`~sandboxlib.runtime.commands.BareContainer`
     adds commands, :class:`~sandboxlib.Container` files and calls."""
 
+    # What a container starts with; set on the instance as it changes (class
+    # attributes, so that a container's making stores only what differs:
+    # one is made for every sb.run).
+    _closing = False  # close() or stop() was called: no new commands
+    _ready = False  # started, not closed
+    _closed = False
+    _resources_used = False
+    _init_pid: Optional[int] = None
+    _init_fd: Optional[SharedFd] = None  # the init's pidfd
+    _control: Optional[socket.socket] = None  # start's own; commands use _channel
+    _channel: Optional[SharedFd] = None
+    _maps: Optional[IdMaps] = None
+    _user: Optional[User] = None
+    # Tests only: (step number, errno) forced to fail in the C child or
+    # in the init's command set-up.  See tests/test_steps.py.
+    _fault: Optional[tuple] = None
+    _setup_fd: Optional[int] = None
+    _ops: tuple = ()
+    _idmap_ops: tuple = ()  # (index, op) of the binds the host idmaps
+    _cgroup: Optional[cgroups.ContainerCgroup] = None
+    _record: Optional[str] = None
+    _image: Optional[ImageRoot] = None
+    _store: Optional[ImageStore] = None
+    _upper: Optional[str] = None
+    _upper_kept = False
+    _own_network_left = False  # (joins.py: disconnected from the network it started on)
+    _network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
+
     def __init__(self, config: ContainerConfig) -> None:
         self.config = config
         self.id = os.urandom(32).hex()  # (secrets.token_hex's bytes, without its four Python calls)
         self.hostname = config.hostname or self.id[:12]
         self._resources = Releases()
         self._owner = os.getpid()  # a forked child's copy is inert
-        self._lock = threading.RLock()  # start and close, one at a time
-        self._closing = False  # close() or stop() was called: no new commands
-        self._ready = False  # started, not closed
-        self._init_pid: Optional[int] = None
-        self._init_fd: Optional[SharedFd] = None  # the init's pidfd
-        self._control: Optional[socket.socket] = None  # start's own; commands use _channel
-        self._channel: Optional[SharedFd] = None
-        self._maps: Optional[IdMaps] = None
-        self._user: Optional[User] = None
-        self._closed = False
-        # Tests only: (step number, errno) forced to fail in the C child or
-        # in the init's command set-up.  See tests/test_steps.py.
-        self._fault: Optional[tuple] = None
-        self._setup_fd: Optional[int] = None
+        self._lock = _thread.RLock()  # start and close, one at a time (threading.RLock's, without its call)
         self._command_ids = itertools.count(1)
-        self._ops: tuple = ()
-        self._idmap_ops: tuple = ()  # (index, op) of the binds the host idmaps
-        self._resources_used = False
         # Weak references to its processes (a set of them, discarded as each
         # process goes: what a WeakSet is, without its Python-level layers).
         self._processes: Set[weakref.ref[Process]] = set()
-        self._cgroup: Optional[cgroups.ContainerCgroup] = None
-        self._record: Optional[str] = None
-        self._image: Optional[ImageRoot] = None
-        self._store: Optional[ImageStore] = None
-        self._upper: Optional[str] = None
-        self._upper_kept = False
-        self._own_network_left = False  # (joins.py: disconnected from the network it started on)
-        self._network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"

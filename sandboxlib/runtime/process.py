@@ -9,6 +9,7 @@ process that made it: in a forked child it only closes its own fds."""
 
 from __future__ import annotations
 
+import _thread
 import errno
 import fcntl
 import math
@@ -19,7 +20,6 @@ import signal as signal_module
 import socket
 import struct
 import termios
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -167,7 +167,7 @@ class Process:
         self._pid = host_pid
         self._owner = os.getpid()
         self._reply = SharedFd(reply, socket.socket.close, "the command's reply socket is closed")
-        self._reply_lock = threading.RLock()  # one reader of the replies at a time
+        self._reply_lock = _thread.RLock()  # one reader of the replies at a time (threading.RLock's, without its call)
         self._released = False
         self._send_signal = signal_sender
         self._partial = {1: bytearray(), 2: bytearray()}
@@ -190,7 +190,8 @@ class Process:
     # -- exit status -------------------------------------------------
     def _take_reply(self, timeout: Optional[float]) -> bool:
         """Wait up to timeout for the exit reply; True once returncode is set."""
-        self._check_owner()
+        if os.getpid() != self._owner:
+            self._check_owner()  # (its error)
         if self.returncode is not None:
             return True
         with self._reply.use(closed_ok=True) as sock:  # None: closed, the container ended under it
@@ -350,8 +351,10 @@ class Process:
         Raises TimeoutExpired with what was read so far; calling again
         goes on where it stopped.  ``input``: bytes, or a str (UTF-8);
         ``timeout``: None, or seconds (0 polls)."""
-        self._check_owner()
-        timeout = check_timeout(timeout, zero=True)
+        if os.getpid() != self._owner:
+            self._check_owner()  # (its error)
+        if timeout is not None:
+            timeout = check_timeout(timeout, zero=True)
         if input is not None:
             input = data_bytes(input, "input")
         deadline = None if timeout is None else time.monotonic() + timeout
