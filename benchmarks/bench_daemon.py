@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the checkout last, for tests' helpers only: sandboxlib is the installed one (make bench)
@@ -41,17 +42,31 @@ def _cli(env: dict):
     return run_cli
 
 
-def _engine_pss(procs) -> int:
-    """The proportional set size of an engine's own processes (the containers' ``sleep`` left out:
-    both engines run the same ones), in bytes."""
-    total = 0
+def _engine_memory(procs) -> tuple:
+    """(processes, PSS, USS) of an engine's own processes (the containers' ``sleep`` left out:
+    both engines run the same ones), in bytes.  PSS shares a page among its users (other
+    processes of the machine included, so it moves with what else runs); USS counts only the
+    pages no other process maps: both are given."""
+    count = pss = uss = 0
     for proc in procs:
         try:
             if proc.name() != "sleep":
-                total += proc.memory_full_info().pss
+                info = proc.memory_full_info()
+                count, pss, uss = count + 1, pss + info.pss, uss + info.uss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total
+    return count, pss, uss
+
+
+def _settled(measure) -> tuple:
+    """``measure()`` once two readings 2 s apart count the same processes (shims still starting)."""
+    before = measure()
+    while True:
+        time.sleep(2)
+        now = measure()
+        if now[0] == before[0]:
+            return now
+        before = now
 
 
 def _ours(pid: int) -> list:
@@ -113,15 +128,17 @@ def main() -> None:
             docker_cli = _cli(env)
             for _ in range(args.idle):
                 docker_cli("run", "-d", "busybox", "sleep", "3600")
-        memory["sandboxlib"] = _engine_pss(_ours(ours.proc.pid))
-        memory["dockerd"] = _engine_pss(_theirs(theirs.top))
+        memory["sandboxlib"] = _settled(lambda: _engine_memory(_ours(ours.proc.pid)))
+        memory["dockerd"] = _settled(lambda: _engine_memory(_theirs(theirs.top)))
+        (n_ours, pss_ours, uss_ours), (n_theirs, pss_theirs, uss_theirs) = memory["sandboxlib"], memory["dockerd"]
         body = _common.table(rows)
         body += (
-            f"\n\n{args.idle} idle detached containers (+1 for exec), the engines' memory (PSS, the "
+            f"\n\n{args.idle} idle detached containers (+1 for exec), the engines' memory (the "
             f"containers' own sleep processes left out): "
-            f"sandboxlib daemon + inits {memory['sandboxlib'] / 2**20:.0f} MiB, "
-            f"dockerd + containerd + shims {memory['dockerd'] / 2**20:.0f} MiB "
-            f"(ratio {memory['sandboxlib'] / memory['dockerd']:.2f}).\n"
+            f"sandboxlib daemon + inits ({n_ours} processes) PSS {pss_ours / 2**20:.0f} MiB, USS "
+            f"{uss_ours / 2**20:.0f} MiB; dockerd + containerd + shims ({n_theirs} processes) PSS "
+            f"{pss_theirs / 2**20:.0f} MiB, USS {uss_theirs / 2**20:.0f} MiB "
+            f"(ratio PSS {pss_ours / pss_theirs:.2f}, USS {uss_ours / uss_theirs:.2f}).\n"
             f"Targets: run <= 0.25x (measured {ratios['docker run --rm busybox true']:.2f}x), exec <= 0.5x "
             f"(measured {ratios['docker exec ID true']:.2f}x), memory below dockerd's. "
             f"{args.rounds} interleaved rounds after 3 warm-up rounds; "

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define SBX_RECV_MAX_FDS 8
+#define SBX_RECV_MAX_FDS 32
 
 /* recvmsg() of one message into buf (len bytes) with its SCM_RIGHTS fds,
  * close-on-exec: up to max_fds (at most SBX_RECV_MAX_FDS) go into fds and

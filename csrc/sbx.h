@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 28
+#define SBX_NATIVE_VERSION 29
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -97,7 +97,8 @@ enum sbx_mount_kind {
 #define SBX_MF_SLAVE 0x400u
 #define SBX_MF_UNBINDABLE 0x800u
 #define SBX_MF_PROPAGATE_REC 0x1000u
-#define SBX_MAX_IDMAPS 8 /* fds one GO message carries (SBX_RECV_MAX_FDS) */
+/* The fds one GO message carries (SBX_RECV_MAX_FDS): a root daemon idmaps every bind and volume. */
+#define SBX_MAX_IDMAPS 32
 
 struct sbx_mount_op {
     int kind;

@@ -39,7 +39,7 @@ if typing.TYPE_CHECKING:
     from .api import run, sandboxed
     from .build import BuildEvent, ImageStore
     from .cgroups.stats import ProcessInfo, Stats
-    from .config import ContainerConfig, IdMapping, Limits, Mount, Pull, WritableLayer
+    from .config import ContainerConfig, IdMapping, Limits, Mount, Namespace, Pull, WritableLayer
     from .images import Image
     from .pool import Pool
     from .registry import login, logout
@@ -79,6 +79,7 @@ __all__ = [
     "Image",
     "WritableLayer",
     "Pull",
+    "Namespace",
     "ImageNotFound",
     "ImageFormatError",
     "DigestMismatch",
@@ -129,6 +130,7 @@ _LAZY = {
     "Limits": "config",
     "Mount": "config",
     "Pull": "config",
+    "Namespace": "config",
     "WritableLayer": "config",
     "Image": "images",
     "Pool": "pool",

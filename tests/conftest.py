@@ -229,25 +229,29 @@ def expire_sweep_stamp(stamp: str) -> None:
 
 
 def state_records():
-    """The container records of this session (its own state directory; not the sweep's stamp) and
-    their log directories (``.logs/ID``)."""
+    """The container records of this session (its own state directory; not the sweep's stamp), their
+    log directories (``.logs/ID``) and network files (``net/files/ID``; ``net`` itself, with its lock
+    and the directories leases keep for their next holders, stays once made)."""
     from sandboxlib.runtime import statedir
 
     root = statedir.state_root()
     try:
-        records = [name for name in os.listdir(root) if not name.startswith(".")]
+        records = [name for name in os.listdir(root) if not name.startswith(".") and name != "net"]
     except FileNotFoundError:
         return []
-    try:
-        records += [f".logs/{name}" for name in os.listdir(os.path.join(root, ".logs"))]
-    except FileNotFoundError:
-        pass
+    for where in (".logs", "net/files"):
+        try:
+            names = os.listdir(os.path.join(root, where))
+        except FileNotFoundError:
+            continue
+        records += [f"{where}/{name}" for name in names if not name.startswith("lease-")]
     return sorted(records)
 
 
 # Host device nodes every container binds (the layout's /dev, the masks):
 # a host-side write through a container's path must never chown or chmod them.
-HOST_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+# /dev/net/tun too: rootless tests bind a node of their own over it (tests/rootless.py's private_tun).
+HOST_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/net/tun")
 
 
 def _host_devices() -> list:

@@ -57,7 +57,8 @@ class Daemon:
     In the machine's own network namespace its containers' default network is
     ``none`` (a bridge would change the machine's network); ``prefix`` (argv
     put in front, e.g. tests/netlab.py's way into its namespace) and ``env``
-    run it elsewhere, where ``extra`` may ask for bridges."""
+    run it elsewhere, where ``extra`` may ask for bridges; ``tun``: a rootless
+    daemon's /dev/net/tun (tests/rootless.py's ``private_tun``)."""
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class Daemon:
         *extra: str,
         prefix: Sequence[str] = (),
         env: Optional[dict] = None,
+        tun: Optional[str] = None,
     ) -> None:
         self.socket = os.path.join(directory, "docker.sock")
         self.host = "unix://" + self.socket
@@ -75,7 +77,7 @@ class Daemon:
             extra = ("--default-network", "none", *extra)
         argv = [sys.executable, "-m", "sandboxlib", "daemon", "--host", self.host, "--store", store, *extra]
         if user is not None:
-            argv = rootless.launcher(user, argv)
+            argv = rootless.launcher(user, argv, tun)
         self.log_path = os.path.join(directory, "daemon.log")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -50,6 +50,9 @@ class Lab:
         with open(self.resolv, "w") as file:
             file.write(f"nameserver {WORLD_ADDRESS}\n")
         self.state = os.path.join(self.tmp, "run")
+        from .rootless import private_tun
+
+        self.tun = private_tun(self.tmp)  # the unprivileged user's /dev/net/tun (chmod it to test the check)
         self.in_host(
             "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", str(self.world.pid)
         )
@@ -121,7 +124,7 @@ class Lab:
             os.mkdir(state, 0o700)
             os.chown(state, user.pw_uid, user.pw_gid)
         variables = [f"{k}={v}" for k, v in {"SANDBOXLIB_RUN": state, **(env or {})}.items()]
-        argv = launcher(user, ["env", *variables, sys.executable, script])
+        argv = launcher(user, ["env", *variables, sys.executable, script], self.tun)
         argv[-1] = f"mount --bind {self.resolv} /etc/resolv.conf\n" + argv[-1]
         return subprocess.Popen(
             self._enter(self.host, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen

@@ -10,10 +10,11 @@ import os
 import pickle
 import pwd
 import shlex
+import stat
 import struct
 import subprocess
 import sys
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 # sbxtest has /etc/subuid and /etc/subgid ranges (newuidmap path);
 # sbxsingle has none (it can map only its own id).
@@ -90,11 +91,25 @@ def ping() -> str:
     return "pong"
 
 
-def launcher(user: pwd.struct_passwd, argv: List[str]) -> List[str]:
-    """unshare -m ... setpriv ... argv, with hidden paths re-exposed under a 0711 tmpfs."""
+def private_tun(directory: str) -> str:
+    """A node of /dev/net/tun's device (10:200) of the test's own, mode 0666 (the distributions'
+    mode; this machine's node is 0600), in a 0700 directory made in ``directory``.
+    ``launcher(tun=)`` binds it over /dev/net/tun in the user's mount namespace: a rootless tap
+    opens there while the host's node keeps its mode (tests/conftest.py checks it)."""
+    home = os.path.join(directory, "tun-node")
+    os.mkdir(home, 0o700)
+    path = os.path.join(home, "tun")
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(10, 200))
+    os.chmod(path, 0o666)
+    return path
+
+
+def launcher(user: pwd.struct_passwd, argv: List[str], tun: Optional[str] = None) -> List[str]:
+    """unshare -m ... setpriv ... argv, with hidden paths re-exposed under a 0711 tmpfs
+    (and ``tun``, a ``private_tun`` node, bound over /dev/net/tun)."""
     needed = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), REPO, import_path()}
     hidden = _hidden_paths(needed, user)
-    steps = []
+    steps = [f"mount --bind {shlex.quote(tun)} /dev/net/tun"] if tun else []
     if hidden:
         tops = sorted({"/" + p.split("/")[1] for p in hidden})
         steps.append("mount -t tmpfs -o mode=0755 sbx-stage /mnt")

@@ -353,6 +353,14 @@ def test_cli_build(store_dir, busybox_root, tmp_path):
     assert sb.run(None, image="cli:1", image_store=store.path).stdout == b"x=7\n"
     bad = sandboxlib_cli("build", "--store", store.path, "--target", "nope", context, text=True)
     assert bad.returncode != 0 and "target stage 'nope' could not be found" in bad.stderr
+    write(context, {"Hosts": "FROM bb:1\nRUN ping -c1 -W2 db.test && cp /etc/hosts /h\n"})
+    hosts = ["--add-host", "db.test:127.0.0.1", "-f", os.path.join(context, "Hosts")]
+    result = sandboxlib_cli("build", "--store", store.path, "-t", "hosts:1", *hosts, context, text=True)
+    assert result.returncode == 0, result.stderr
+    assert b"127.0.0.1\tdb.test\n" in sb.run(["cat", "/h"], image="hosts:1", image_store=store.path).stdout
+    again = sandboxlib_cli("build", "--store", store.path, "--cache-from", "nosuch:1", *hosts, context, text=True)
+    assert again.returncode == 0 and "(0 of 1 steps cached)" in again.stderr, again.stderr  # the RUN ran again
+    assert "WARNING: cache_from: no image 'nosuch:1' here, skipped" in again.stderr, again.stderr
 
 
 def check_add_url(root, busybox_rootfs):
@@ -557,3 +565,82 @@ def test_independent_stages_run_side_by_side(runner, store_dir, busybox_root):
     outputs, failed, seconds = runner(check_parallel_stages, store_dir, busybox_root)
     assert outputs == [("fast", "fast-done"), ("slow", "slow-done")]  # fast did not wait for slow
     assert failed == (4, 5) and seconds < 30  # the failure stopped the sleeping stage
+
+
+CACHE_FROM = """\
+    FROM bb:1
+    ENV FOO=bar
+    RUN touch baz
+    RUN touch bax
+    """
+SIBLING = """\
+    FROM bb:1
+    ENV FOO=bar
+    RUN touch other
+    """
+
+
+def check_cache_from(root, busybox_rootfs):
+    store, context = _setup(root, busybox_rootfs, CACHE_FROM, {"Sibling": textwrap.dedent(SIBLING)})
+    first = store.build(context, tag="first:1")
+    store.build(context, tag="sibling:1", dockerfile="Sibling")
+    out = {}
+    for name, sources in (
+        ("first", ["first:1"]),
+        ("sibling", ["sibling:1"]),
+        ("missing", ["nosuchtag"]),
+        ("empty", []),
+        ("none", None),
+    ):
+        events = Events()
+        image = store.build(context, tag="second:1", cache_from=sources, progress=events)
+        warnings = [e.text for e in events.kinds("warning")]
+        out[name] = (events.ran(), len(events.kinds("cached")), image.id == first.id, warnings)
+    return out
+
+
+def test_cache_from_reuses_only_those_images_steps(runner, store_dir, busybox_root):
+    """Docker's legacy builder's cache_from: a cached step counts only when it is
+    one of the images named or an ancestor of one (its history and layers begin
+    theirs); a name the store lacks is skipped with a warning."""
+    out = runner(check_cache_from, store_dir, busybox_root)
+    assert out["first"] == ([], 3, True, []), out
+    assert out["sibling"] == (["RUN touch baz", "RUN touch bax"], 1, False, []), out  # ENV FOO=bar: an ancestor
+    assert out["missing"][:3] == (["ENV FOO=bar", "RUN touch baz", "RUN touch bax"], 0, False), out
+    assert out["missing"][3] == ["cache_from: no image 'nosuchtag' here, skipped"], out
+    assert out["empty"][:2] == (["ENV FOO=bar", "RUN touch baz", "RUN touch bax"], 0), out
+    assert out["none"][1] == 3, out  # without cache_from, any step of the store's cache
+
+
+EXTRA_HOSTS = """\
+    FROM bb:1
+    RUN ping -c1 -W2 hello.world.test && ping -c1 -W2 extrahost.local.test
+    RUN cp /etc/hosts /hosts-file
+    """
+
+
+def check_extra_hosts(root, busybox_rootfs):
+    store, context = _setup(root, busybox_rootfs, EXTRA_HOSTS, {})
+    hosts = {"extrahost.local.test": "127.0.0.1", "hello.world.test": "127.0.0.1"}
+    image = store.build(context, tag="hosts:1", extra_hosts=hosts)
+    copied = sb.run(["cat", "/hosts-file"], image=image.id, image_store=store.path, stdin=sb.DEVNULL).stdout
+    runs = {}
+    for name, given in (("same", hosts), ("other", {**hosts, "more.test": "10.0.0.1"}), ("without", None)):
+        events = Events()
+        try:
+            store.build(context, extra_hosts=given, progress=events)
+            runs[name] = events.ran()
+        except sb.BuildStepFailed as err:
+            runs[name] = (events.ran(), err.exit_code)
+    return copied.decode(), runs
+
+
+def test_extra_hosts_are_in_the_runs_etc_hosts(runner, store_dir, busybox_root):
+    """``extra_hosts`` (``--add-host``): lines of each RUN's /etc/hosts on a
+    network of none, resolvable (``ping``: RUN has NET_RAW, as docker build's)
+    and part of the RUN steps' cache keys."""
+    copied, runs = runner(check_extra_hosts, store_dir, busybox_root)
+    assert "127.0.0.1\textrahost.local.test\n" in copied and "127.0.0.1\thello.world.test\n" in copied, copied
+    assert runs["same"] == [], runs
+    assert runs["other"] == [EXTRA_HOSTS.splitlines()[1].strip(), "RUN cp /etc/hosts /hosts-file"], runs
+    assert runs["without"][1] != 0, runs  # the names resolve no more

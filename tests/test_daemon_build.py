@@ -178,3 +178,46 @@ def _read_until(sock, marker: bytes) -> bytes:
             break
         seen += chunk
     return seen
+
+
+HOSTS_DOCKERFILE = """\
+FROM busybox
+ENV FOO=bar
+RUN ping -c1 -W2 hello.world.test
+RUN cp /etc/hosts /hosts-file
+"""
+
+
+def test_build_extra_hosts_and_cache_from(daemon, tmp_path):
+    """``--add-host`` (the CLI's and docker-py's ``extra_hosts``) in each RUN's
+    /etc/hosts; ``--cache-from`` reusing only the steps of the images named."""
+    (tmp_path / "Dockerfile").write_text(HOSTS_DOCKERFILE)
+    built = _build(daemon, "-t", "hosts:1", "--add-host", "hello.world.test:127.0.0.1", str(tmp_path))
+    assert built.returncode == 0, built.stderr.decode() + built.stdout.decode()
+    copied = daemon.docker("run", "--rm", "hosts:1", "cat", "/hosts-file").stdout
+    assert b"127.0.0.1\thello.world.test\n" in copied, copied
+    again = _build(
+        daemon, "-t", "hosts:2", "--add-host", "hello.world.test:127.0.0.1", "--cache-from", "hosts:1", str(tmp_path)
+    )
+    assert again.stdout.decode().count("Using cache") == 3, again.stdout.decode()
+    client = docker.APIClient(base_url=daemon.host, timeout=120)
+    try:
+        script = io.BytesIO(HOSTS_DOCKERFILE.encode())
+        lines = list(
+            client.build(
+                fileobj=script,
+                tag="hosts:3",
+                extra_hosts={"hello.world.test": "127.0.0.1"},
+                cache_from=["nosuchtag"],
+                decode=True,
+            )
+        )
+        assert not [line for line in lines if "error" in line], lines
+        assert not [line for line in lines if "Using cache" in line.get("stream", "")], lines
+        with pytest.raises(docker.errors.APIError, match="extrahosts") as info:
+            list(client.build(fileobj=io.BytesIO(HOSTS_DOCKERFILE.encode()), extra_hosts={"x": "not-an-ip"}))
+        assert info.value.status_code == 400
+    finally:
+        client.close()
+    for name in ("hosts:1", "hosts:2", "hosts:3"):
+        assert daemon.docker("rmi", name).returncode == 0

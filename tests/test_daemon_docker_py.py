@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
@@ -572,3 +573,46 @@ def test_empty_dockerfile_is_an_error_status(api):
         for _ in api.build(fileobj=io.BytesIO(), tag="a/b/c"):
             pass
     assert refused.value.status_code == 400 and "cannot be empty" in refused.value.explanation
+
+
+def _exec_start_raw(daemon, exec_id: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(daemon.socket)
+    body = b'{"Detach": false, "Tty": false}'
+    sock.sendall(
+        f"POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\nUser-Agent: docker-sdk-python/7.1.0\r\n"
+        f"Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return sock
+
+
+def test_exec_output_waits_until_the_101_is_read(daemon, api):
+    """docker-py (#3332) parses the 101's headers from a buffered read and then
+    reads the raw socket: output that came in that read is lost.  However late
+    the client's first read (here 0.3 s, more than a loaded machine's delay),
+    it holds the 101 alone; the output follows, whole."""
+    container = _running(api)
+    for _ in range(3):
+        exec_id = api.exec_create(container, ["sh", "-c", "echo hello out; echo hello err >&2"])["Id"]
+        sock = _exec_start_raw(daemon, exec_id)
+        try:
+            time.sleep(0.3)
+            first = sock.recv(65536)  # (what docker-py's buffered readline takes in)
+            assert first.startswith(b"HTTP/1.1 101 UPGRADED\r\n") and first.endswith(b"\r\n\r\n"), first
+            rest = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        finally:
+            sock.close()
+        frames = []
+        while rest:
+            size = int.from_bytes(rest[4:8], "big")
+            frames.append((rest[0], rest[8 : 8 + size]))
+            rest = rest[8 + size :]
+        assert sorted(frames) == [(1, b"hello out\n"), (2, b"hello err\n")], frames

@@ -24,7 +24,6 @@ from .netlab import WORLD_ADDRESS, Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon's default bridge is root's")
 
-TUN = "/dev/net/tun"
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
 
 
@@ -307,7 +306,7 @@ def _processes_of(user, word: str) -> list:
 
 
 def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
-    """A rootless daemon's bridge is pasta's (/dev/net/tun 0666 meanwhile, as distributions have it);
+    """A rootless daemon's bridge is pasta's (its /dev/net/tun the lab's node of mode 0666, as distributions have it);
     its named networks live in the per-user network namespace."""
     user = workers["sbxtest"].user
     top = tempfile.mkdtemp(prefix="daemon-net-rootless-", dir=str(shared_dir))
@@ -316,11 +315,9 @@ def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
     store = os.path.join(top, "store")
     os.mkdir(store, 0o700)
     busybox_store(store, owner=user)
-    mode = os.stat(TUN).st_mode & 0o777
-    os.chmod(TUN, 0o666)
     lab = Lab()
     try:
-        served = Daemon(top, store, user, "--default-network", "bridge", prefix=lab._enter(lab.host))
+        served = Daemon(top, store, user, "--default-network", "bridge", prefix=lab._enter(lab.host), tun=lab.tun)
         try:
             _ok(served.docker("run", "-d", "--name", "web", "-p", "8081:80", "busybox", *HTTPD))
             ports = json.loads(_ok(served.docker("inspect", "web")))[0]["NetworkSettings"]["Ports"]
@@ -337,5 +334,50 @@ def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
             assert served.close() == 0, served.log()
     finally:
         lab.close()
-        os.chmod(TUN, mode)
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_ipam_config_and_a_containers_addresses(daemon):
+    """``docker network create --ip-range --gateway --aux-address`` (IPv6's too), ``docker run
+    --ip6 --mac-address --link-local-ip``; inspect's IPAM.Config and the endpoint's IPv6 address,
+    IPv6 gateway and MAC address (Docker's 02:42 + IPv4 when none was asked for)."""
+    create = ["network", "create", "--subnet", "10.94.0.0/16", "--ip-range", "10.94.5.0/24"]
+    create += ["--gateway", "10.94.5.254", "--aux-address", "a=10.94.5.0", "--aux-address", "b=10.94.5.1"]
+    create += ["--ipv6", "--subnet", "fd00:94::/64", "--gateway", "fd00:94::ffff", "ipam"]
+    _ok(daemon.docker(*create))
+    try:
+        shown = json.loads(_ok(daemon.docker("network", "inspect", "ipam")))[0]
+        assert shown["IPAM"]["Config"] == [
+            {
+                "Subnet": "10.94.0.0/16",
+                "IPRange": "10.94.5.0/24",
+                "Gateway": "10.94.5.254",
+                "AuxiliaryAddresses": {"a": "10.94.5.0", "b": "10.94.5.1"},
+            },
+            {"Subnet": "fd00:94::/64", "Gateway": "fd00:94::ffff"},
+        ]
+        fixed = ["run", "--rm", "--network", "ipam", "--ip6", "fd00:94::f00d", "--mac-address", "02:42:0a:5e:00:99"]
+        fixed += ["--link-local-ip", "169.254.8.8", "busybox", "sh", "-c", "ip -o addr show eth0; ip -o link show eth0"]
+        shown_inside = _ok(daemon.docker(*fixed))
+        for part in ("inet6 fd00:94::f00d/64", "inet 169.254.8.8/32", "link/ether 02:42:0a:5e:00:99", "10.94.5.2/16"):
+            assert part in shown_inside, shown_inside
+        _ok(daemon.docker("run", "-d", "--network", "ipam", "--name", "six", "busybox", "sleep", "60"))
+        try:
+            settings = json.loads(_ok(daemon.docker("inspect", "six")))[0]["NetworkSettings"]["Networks"]["ipam"]
+            assert settings["IPAddress"] == "10.94.5.2" and settings["Gateway"] == "10.94.5.254"
+            assert settings["GlobalIPv6Address"] == "fd00:94::502" and settings["GlobalIPv6PrefixLen"] == 64
+            assert settings["IPv6Gateway"] == "fd00:94::ffff"
+            assert settings["MacAddress"] == "02:42:0a:5e:05:02"
+            member = next(iter(json.loads(_ok(daemon.docker("network", "inspect", "ipam")))[0]["Containers"].values()))
+            assert member["IPv6Address"] == "fd00:94::502/64" and member["MacAddress"] == "02:42:0a:5e:05:02"
+        finally:
+            _ok(daemon.docker("rm", "-f", "six"))
+        bad = daemon.docker("network", "create", "--subnet", "10.95.0.0/24", "--gateway", "10.96.0.1", "bad")
+        assert bad.returncode != 0 and b"gateway" in bad.stderr
+        on_host = {"Image": "busybox", "Cmd": ["true"], "MacAddress": "02:42:ac:11:00:0a"}
+        status, _, body = daemon.request(
+            "POST", "/containers/create", {**on_host, "HostConfig": {"NetworkMode": "host"}}
+        )
+        assert status == 400 and b"conflicting options: mac-address" in body  # (as dockerd; on none: ignored)
+    finally:
+        _ok(daemon.docker("network", "rm", "ipam"))

@@ -24,7 +24,6 @@ from .netlab import Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 
-TUN = "/dev/net/tun"
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
 
 
@@ -217,6 +216,45 @@ def test_docker_py_connects_a_running_container(daemon, lab):
         client.close()
 
 
+def test_docker_py_connects_with_an_ipv6_address_and_a_mac_address(daemon, lab):
+    """``ipv6_address`` and ``mac_address`` of connect: on a running container its
+    ``ethN`` has them; on a created one they are shown, then given at its start
+    (the joined network's ``IPAMConfig`` kept, as dockerd's)."""
+    client = docker.APIClient(base_url=daemon.host, timeout=60)
+    pool = docker.types.IPAMPool(subnet="fd00:97::/64", iprange="fd00:97::/96", gateway="fd00:97::ffff")
+    client.create_network("six", enable_ipv6=True, ipam=docker.types.IPAMConfig(pool_configs=[pool]))
+    running = client.create_container("busybox", ["sleep", "600"], name="running6")
+    created = client.create_container("busybox", ["sleep", "600"], name="created6")
+    try:
+        client.start(running)
+        client.connect_container_to_network(running, "six", ipv6_address="fd00:97::f00d")
+        client.connect_container_to_network(created, "six", mac_address="02:42:ac:11:00:99")
+        settings = client.inspect_container(running)["NetworkSettings"]
+        shown = settings["Networks"]["six"]
+        top = {k: settings[k] for k in ("IPAddress", "Gateway", "MacAddress", "GlobalIPv6Address")}
+        assert top == {k: settings["Networks"]["bridge"][k] for k in top} and top["MacAddress"].startswith("02:42:")
+        assert shown["IPAMConfig"]["IPv6Address"] == "fd00:97::f00d" == shown["GlobalIPv6Address"]
+        assert shown["IPv6Gateway"] == "fd00:97::ffff"
+        inside = client.exec_start(client.exec_create(running, ["ip", "-o", "addr", "show", "eth1"]))
+        assert b"inet6 fd00:97::f00d/64" in inside
+        assert client.inspect_container(created)["NetworkSettings"]["Networks"]["six"]["MacAddress"] == (
+            "02:42:ac:11:00:99"
+        )
+        client.start(created)
+        inside = client.exec_start(client.exec_create(created, ["ip", "-o", "link", "show", "eth0"]))
+        assert b"link/ether 02:42:ac:11:00:99" in inside
+        third = client.create_container("busybox", ["sleep", "600"], name="third6")
+        client.start(third)
+        with pytest.raises(docker.errors.APIError, match="fd00:97::f00d is in use"):
+            client.connect_container_to_network(third, "six", ipv6_address="fd00:97::f00d")
+        client.remove_container(third, force=True)
+    finally:
+        client.remove_container(running, force=True)
+        client.remove_container(created, force=True)
+        client.remove_network("six")
+        client.close()
+
+
 @pytest.mark.parametrize("how", ["stop", "sigkill"])
 def test_daemon_stop_and_sigkill_leave_no_joined_veth(lab, daemon, how):
     other = LabDaemon(lab, f"daemon-{how}")
@@ -245,11 +283,9 @@ def test_rootless_daemon_connects_a_running_container(workers, shared_dir):
     store = os.path.join(top, "store")
     os.mkdir(store, 0o700)
     busybox_store(store, owner=user)
-    mode = os.stat(TUN).st_mode & 0o777
-    os.chmod(TUN, 0o666)  # (the distributions' mode: a rootless tap is opened as its owner)
     lab = Lab()
     try:
-        served = Daemon(top, store, user, prefix=lab._enter(lab.host))
+        served = Daemon(top, store, user, prefix=lab._enter(lab.host), tun=lab.tun)
         try:
             _ok(served.docker("network", "create", "--subnet", "10.97.0.0/24", "ra"))
             _ok(served.docker("network", "create", "--subnet", "10.98.0.0/24", "rb"))
@@ -272,5 +308,4 @@ def test_rootless_daemon_connects_a_running_container(workers, shared_dir):
             assert served.close() == 0, served.log()
     finally:
         lab.close()
-        os.chmod(TUN, mode)
         shutil.rmtree(top, ignore_errors=True)

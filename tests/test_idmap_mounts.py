@@ -60,3 +60,29 @@ def test_cli_volume_idmap_option():
 def test_idmap_must_be_a_bool():
     with pytest.raises(ConfigError, match="idmap"):
         Mount.bind("/tmp", "/work", idmap="yes")
+
+
+def test_a_file_system_that_cannot_be_idmapped_is_a_clear_error():
+    """No silent fall-back to a plain bind (whose files would be the
+    container root's unprivileged host id's): the mount fails, naming why."""
+    with pytest.raises(sb.SetupError, match="cannot be idmapped") as caught:
+        sb.run(["ls", "/x"], mounts=[Mount.bind("/sys/kernel/mm", "/x", idmap=True)])
+    assert caught.value.field == "mounts[0]"
+
+
+def test_many_idmapped_binds():
+    """A root daemon idmaps every bind and volume: a container may have 32
+    (their trees travel with one message); one more is a ConfigError."""
+    top = tempfile.mkdtemp(prefix="sbx-idmap-many-")
+    try:
+        sources = [os.path.join(top, str(i)) for i in range(33)]
+        for path in sources:
+            os.mkdir(path, 0o700)
+        mounts = [Mount.bind(path, f"/m/{i}", idmap=True) for i, path in enumerate(sources[:32])]
+        result = sb.run(["sh", "-c", "for d in /m/*; do touch $d/new; done"], mounts=mounts, stderr=sb.STDOUT)
+        assert result.exit_code == 0, result.stdout
+        assert all(os.stat(os.path.join(p, "new")).st_uid == 0 for p in sources[:32])
+        with pytest.raises(ConfigError, match="at most 32"):
+            sb.run(["true"], mounts=[*mounts, Mount.bind(sources[32], "/m/32", idmap=True)])
+    finally:
+        shutil.rmtree(top)

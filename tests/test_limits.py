@@ -442,6 +442,11 @@ def test_cgroupfs_inside_is_read_only(runner):
         ({"nofile": (10, 5)}, "limits.nofile"),
         ({"nofile": (1, 2, 3)}, "limits.nofile"),
         ({"fsize": "big"}, "limits.fsize"),
+        ({"device_rules": ["c 7:128"]}, "limits.device_rules[0]"),
+        ({"device_rules": ["c 1:3 rwm", "x 7:128 rwm"]}, "limits.device_rules[1]"),
+        ({"cpu_rt_period_us": 0}, "limits.cpu_rt_period_us"),
+        ({"cpu_rt_period_us": 1000, "cpu_rt_runtime_us": 1001}, "limits.cpu_rt_runtime_us"),
+        ({"cpu_rt_runtime_us": 2_000_000}, "limits.cpu_rt_runtime_us"),
     ],
 )
 def test_bad_limits_name_the_field(kwargs, field):
@@ -558,6 +563,8 @@ def test_cli_limits():
         (["--ulimit", "nofile=10:5"], "--ulimit"),
         (["--cpus", "half"], "--cpus"),
         (["--pids-limit", "many"], "--pids-limit"),
+        (["--device-cgroup-rule", "c 7:128"], "--device-cgroup-rule"),
+        (["--cpu-rt-period", "1000", "--cpu-rt-runtime", "2000"], "--cpu-rt-runtime"),
     ],
 )
 def test_cli_bad_limits_name_the_option(args, option):
@@ -785,3 +792,126 @@ def test_update_limits_of_a_running_container():
                 c.update_limits(sb.Limits(pids=10))
     with pytest.raises(sb.ContainerStateError):
         c.update_limits(sb.Limits(pids=10))
+
+
+# -- device cgroup rules and real-time CPU time ---------------------------------------------
+def test_v1_settings_of_device_rules_and_realtime():
+    from sandboxlib.cgroups.settings import v1_settings, v2_settings
+    from sandboxlib.config import DEFAULT_DEVICE_RULES
+
+    limits = sb.Limits(device_rules=["c 7:128 rwm", "b 8:* r"], cpu_rt_period_us=1000, cpu_rt_runtime_us=500)
+    settings = v1_settings(limits.cgroup())
+    assert settings["cpu"] == [("cpu.rt_period_us", "1000"), ("cpu.rt_runtime_us", "500")]  # the period first
+    defaults = [("devices.allow", line.split(" ", 1)[1]) for line in DEFAULT_DEVICE_RULES]
+    assert settings["devices"] == [
+        ("devices.deny", "a"),
+        *defaults,
+        ("devices.allow", "c 7:128 rwm"),
+        ("devices.allow", "b 8:* r"),
+    ]
+    assert v2_settings(limits.cgroup()) == {}  # (v2 has neither: plan_cgroup refuses them there)
+    assert sb.Limits().cgroup().devices is None  # no rules: no device cgroup at all
+
+
+DEVICE_PROBE = ["sh", "-c", "exec 3<>/dev/x/tun && echo opened"]
+
+
+def test_device_rules_are_the_containers_device_cgroup(tmp_path):
+    """A node of 10:200 (a private one, not the host's /dev/net/tun) opens
+    without rules; with rules only when they allow it (the kernel's device
+    cgroup says EPERM otherwise); the cgroup lists the defaults and the rules."""
+    directory = tmp_path / "nodes"
+    directory.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)  # (the container's root is an unprivileged host user)
+    os.mknod(directory / "tun", 0o666 | 0o020000, os.makedev(10, 200))
+    os.chmod(directory / "tun", 0o666)
+    mounts = [sb.Mount.bind(str(directory), "/dev/x")]
+    assert sb.run(DEVICE_PROBE, mounts=mounts, **NO_STDIN).stdout == b"opened\n"
+    allowed = sb.run(DEVICE_PROBE, mounts=mounts, limits=sb.Limits(device_rules=["c 10:* rw"]), **NO_STDIN)
+    assert allowed.stdout == b"opened\n", allowed
+    denied = sb.run(DEVICE_PROBE, mounts=mounts, limits=sb.Limits(device_rules=["c 7:128 rwm"]), **NO_STDIN)
+    assert denied.exit_code != 0 and b"Operation not permitted" in denied.stderr, denied
+    with sb.Container(limits=sb.Limits(device_rules=["c 7:128 rwm"])) as c:
+        node = c._cgroup.node("devices")
+        assert node is not None and node.version == "v1"
+        with open(os.path.join(node.path, "devices.list")) as f:
+            listed = f.read().split("\n")
+        assert listed[:3] == ["c *:* m", "b *:* m", "c 1:3 rwm"] and "c 7:128 rwm" in listed, listed
+        assert c.run(["sh", "-c", "echo x > /dev/null && head -c1 /dev/zero | wc -c"], **NO_STDIN).stdout == b"1\n"
+        paths = c._cgroup.paths
+    assert _paths_exist(paths) == []
+
+
+def test_cli_device_rules_and_realtime(tmp_path):
+    nodes = tmp_path / "nodes"
+    nodes.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    os.mknod(nodes / "tun", 0o666 | 0o020000, os.makedev(10, 200))
+    os.chmod(nodes / "tun", 0o666)
+    probe = ["-v", f"{nodes}:/dev/x", "--", *DEVICE_PROBE]
+    allowed = run_cli(
+        "--device-cgroup-rule", "c 10:200 rw", "--cpu-rt-period", "10000", "--cpu-rt-runtime", "100", *probe
+    )
+    assert allowed.returncode == 0 and allowed.stdout == b"opened\n", allowed
+    denied = run_cli("--device-cgroup-rule", "c 7:128 rwm", *probe)
+    assert denied.returncode != 0 and b"Operation not permitted" in denied.stderr, denied
+
+
+def check_device_rules_and_realtime():
+    out = {}
+    for name, limits in (
+        ("devices", sb.Limits(device_rules=["c 7:128 rwm"])),
+        ("realtime", sb.Limits(cpu_rt_period_us=10000, cpu_rt_runtime_us=500)),
+    ):
+        try:
+            with sb.Container(limits=limits) as c:
+                node = c._cgroup.node("cpu")
+                if name == "realtime":
+                    with open(os.path.join(node.path, "cpu.rt_runtime_us")) as f:
+                        runtime = f.read().strip()
+                    with open(os.path.join(node.path, "cpu.rt_period_us")) as f:
+                        out[name] = (runtime, f.read().strip())
+                else:
+                    out[name] = c.run(["true"], **NO_STDIN).exit_code
+        except sb.UnsupportedError as err:
+            out[name] = str(err)
+    return out
+
+
+def test_device_rules_and_realtime_root_and_rootless(runner):
+    """As root both are applied (this host's v1 cpu hierarchy has real-time
+    group scheduling); rootless they are refused, saying why, never ignored."""
+    out = runner(check_device_rules_and_realtime)
+    if not runner.rootless:
+        assert out == {"devices": 0, "realtime": ("500", "10000")}, out
+        return
+    assert "device cgroup rules need root" in out["devices"], out
+    assert "limits.cpu_rt_period_us" in out["realtime"] and "Delegate=" in out["realtime"], out
+
+
+def test_device_rules_and_realtime_on_a_v2_tree():
+    """cgroup v2 has no devices files and no cpu.rt_* (the real v2 tree of this
+    host, as a v2-only layout would offer it): refused, saying what they need."""
+    from sandboxlib.cgroups.layout import Layout
+    from sandboxlib.config import CgroupLimits
+
+    own = cgroups.detect().v2
+    assert own is not None
+    v2_only = Layout(v1={}, v2=own, v2_controllers=frozenset({"cpu"}))
+    name = cgroups.cgroup_name(statedir.state_root(), "e" * 16)
+    with pytest.raises(sb.UnsupportedError, match="eBPF"):
+        cgroups.plan_cgroup(v2_only, sb.Limits(device_rules=["c 7:128 rwm"]).cgroup(), name)
+    with pytest.raises(sb.UnsupportedError, match="CONFIG_RT_GROUP_SCHED"):
+        cgroups.plan_cgroup(v2_only, CgroupLimits(cpu_rt_runtime_us=500), name)
+
+
+def test_a_realtime_runtime_beyond_the_parents_is_a_setup_error():
+    """The kernel gives a cgroup at most what its parent has left: asking for
+    more is its refusal naming the file, and nothing is left behind."""
+    with open(os.path.join(cgroups.detect().v1["cpu"], "cpu.rt_runtime_us")) as f:
+        parent = int(f.read())
+    limits = sb.Limits(cpu_rt_period_us=1_000_000, cpu_rt_runtime_us=min(parent + 1, 1_000_000))
+    with pytest.raises(sb.SetupError) as info:
+        sb.Container(limits=limits).start()
+    assert "cpu.rt_runtime_us" in str(info.value), info.value
+    assert session_cgroups() == []

@@ -309,7 +309,6 @@ def test_failed_starts_leave_nothing(lab):
     "options, field",
     [
         ({"network": "bridge", "extra_hosts": {"db": "not-an-ip"}}, "extra_hosts['db']"),
-        ({"network": "none", "extra_hosts": {"db": "10.0.0.1"}}, "extra_hosts"),
         ({"network": "bridge", "ports": {"1.2.3:80": 80}}, "ports['1.2.3:80']"),
         ({"network": "bridge", "ports": {70000: 80}}, "ports[70000]"),
         ({"network": "bridge", "ports": {8080: "80/sctp"}}, "ports[8080]"),

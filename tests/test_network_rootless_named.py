@@ -5,7 +5,7 @@ world, an allow-list lets a listed name and network through and refuses the
 rest at once; nothing left after the last network's removal nor after the
 owner's SIGKILL.  In the namespaces of
 tests/netlab.py, as the unprivileged user of tests/rootless.py
-(/dev/net/tun gets the distributions' 0666 for this module's duration)."""
+(whose /dev/net/tun is the lab's own node of mode 0666, the distributions')."""
 
 import json
 import os
@@ -21,7 +21,6 @@ from .test_network_egress import PROBE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test makes namespaces and a user as root")
 
-TUN = "/dev/net/tun"
 PY = "/usr/bin/python3"
 CONNECT = (
     "import socket, sys\n"
@@ -54,8 +53,6 @@ def user():
 
 @pytest.fixture(scope="module")
 def lab():
-    mode = os.stat(TUN).st_mode & 0o777
-    os.chmod(TUN, 0o666)
     made = Lab()
     try:
         yield made
@@ -63,7 +60,6 @@ def lab():
         for row in processes(made, ensure_user("sbxtest", USERS["sbxtest"])):  # a failed test's (asserted otherwise)
             os.kill(int(row.split()[0]), signal.SIGKILL)
         made.close()
-        os.chmod(TUN, mode)
 
 
 def processes(lab, user) -> list:
@@ -288,7 +284,7 @@ def test_rootless_nothing_left_after_errors_and_the_owners_sigkill(lab, user):
 
 
 def test_rootless_named_network_checks_tun(lab, user):
-    os.chmod(TUN, 0o600)
+    os.chmod(lab.tun, 0o600)
     try:
         out = lab.run(
             """
@@ -302,7 +298,7 @@ def test_rootless_named_network_checks_tun(lab, user):
             user=user,
         )
     finally:
-        os.chmod(TUN, 0o666)
+        os.chmod(lab.tun, 0o666)
     assert "chmod 0666 /dev/net/tun" in out[0] and out[1] == []  # the record went with the failure
     assert no_processes(lab, user)
 

@@ -38,6 +38,13 @@ def test_requests_are_pyroute2s_encoding():
     info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]}
     veth["attrs"] = [("IFLA_IFNAME", "vsbx0123456789"), ("IFLA_MASTER", 3), ("IFLA_LINKINFO", info)]
     assert rtnl.veth_request(1, "vsbx0123456789", 3, "eth0", 7) == encoded(veth, rtnl.RTM_NEWLINK, 1)
+    peer = {**peer, "attrs": [*peer["attrs"], ("IFLA_ADDRESS", "02:42:ac:11:00:02")]}  # a MAC address asked for
+    info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]}
+    veth = ifinfmsg()
+    veth["flags"] = veth["change"] = 1
+    veth["attrs"] = [("IFLA_IFNAME", "vsbx0123456789"), ("IFLA_MASTER", 3), ("IFLA_LINKINFO", info)]
+    with_mac = rtnl.veth_request(1, "vsbx0123456789", 3, "eth0", 7, "02:42:ac:11:00:02")
+    assert with_mac == encoded(veth, rtnl.RTM_NEWLINK, 1)
 
     up = ifinfmsg()
     up["index"], up["flags"], up["change"] = 2, 1, 1

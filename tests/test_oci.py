@@ -209,6 +209,32 @@ def test_resources(oci_root, tmp_path, busybox_root):
     assert cgroup_dirs(cid) == []
 
 
+def test_resources_devices_and_realtime(oci_root, tmp_path, busybox_root):
+    """linux.resources.devices and the cpu's realtime values, written by the
+    library's cgroup code as a container's limits are (one writer of both)."""
+    cid = unique_id()
+    devices = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rw"},
+    ]
+    resources = {"devices": devices, "cpu": {"realtimePeriod": 10000, "realtimeRuntime": 400}}
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["sleep", "30"], **{"linux.resources": resources})
+    ok(oci_root, "run", "--detach", "--bundle", bundle, cid)
+    try:
+        dirs = {d.split("/")[4]: d for d in cgroup_dirs(cid)}
+        with open(os.path.join(dirs["devices"], "devices.list")) as f:
+            listed = f.read().split("\n")
+        assert listed[0] == "c 10:200 rw" and "c 1:3 rwm" in listed and "a *:* rwm" not in listed, listed
+        with (
+            open(os.path.join(dirs["cpu"], "cpu.rt_period_us")) as f,
+            open(os.path.join(dirs["cpu"], "cpu.rt_runtime_us")) as g,
+        ):
+            assert (f.read().strip(), g.read().strip()) == ("10000", "400")
+    finally:
+        ok(oci_root, "delete", "--force", cid)
+    assert cgroup_dirs(cid) == []
+
+
 def test_kill(oci_root, tmp_path, busybox_root):
     cid = unique_id()
     bundle = make_bundle(

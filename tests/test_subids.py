@@ -291,18 +291,35 @@ def check_copy_in_and_out(path, busybox_rootfs):
         )
         with tarfile.open(fileobj=io.BytesIO(c.get_archive("/home/app"))) as tar:
             archived = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
+        with tarfile.open(fileobj=io.BytesIO(c.get_archive("/"))) as tar:
+            archived_root = {m.name for m in tar.getmembers()}
+        with tempfile.TemporaryFile() as f:
+            f.write(b"kept")
+            c.export(f)
+            f.seek(0)
+            kept = f.read(4)
+            with tarfile.open(fileobj=f) as tar:
+                exported = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
         try:
             c.read_file("/home/app/missing")
         except FileNotFoundError:
             missing = "FileNotFoundError"
-    return read, after, seen, archived, missing
+    exported = {name: ids for name, ids in exported.items() if name.startswith(("home/app", "data/locked", "proc"))}
+    archived_root = sorted(n for n in archived_root if n.startswith(("./proc", "./home/app/")))
+    return read, after, seen, archived, missing, kept, exported, archived_root
 
 
 def test_copy_in_and_out_of_other_users_files(runner, store_dir, busybox_root):
-    read, after, seen, archived, missing = runner(check_copy_in_and_out, store_dir, busybox_root)
+    found = runner(check_copy_in_and_out, store_dir, busybox_root)
+    read, after, seen, archived, missing, kept, exported, archived_root = found
     assert read == b"" and after == b"secret\n"
     assert seen == ["in", "f", "/data/locked/put 0 0", "/data/locked/sub/f 0 0"]
     assert archived == {"app": (1000, 1000), "app/own": (1000, 1000)}
+    # docker export and cp of the root: other users' files in, mount points' contents out
+    assert kept == b"kept"
+    assert exported["home/app/own"] == (1000, 1000) and exported["data/locked/put"] == (0, 0)
+    assert "proc" in exported and not any(n.startswith("proc/") for n in exported)
+    assert archived_root == ["./home/app/own", "./proc"]
     assert missing == "FileNotFoundError"
 
 

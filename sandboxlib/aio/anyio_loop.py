@@ -131,6 +131,10 @@ class ControlSender:
             except BlockingIOError:
                 return control.fileno()
 
+    def send_now(self, outgoing: Outgoing) -> bool:
+        """Never at once here: ``send`` keeps the order under its lock."""
+        return False
+
     async def send(self, outgoing: Outgoing) -> None:
         async with self._lock:
             while True:

@@ -127,7 +127,8 @@ class Container:
             tty=tty,
         )
         try:
-            await self._sender.send(outgoing)
+            if not self._sender.send_now(outgoing):
+                await self._sender.send(outgoing)
         except BaseException:
             if outgoing.sent and tty is None:  # sent, then cancelled: it runs; kill what it starts
                 proc = box._unconfirmed(outgoing.submission)
@@ -188,10 +189,11 @@ class Container:
         )
         if tty_size is not None:
             await _terminal_reply(submission)
-        with box._unconfirmed(submission) as proc:
-            out, err, timed_out = await _communicate_or_kill(
-                proc, input, timeout, box._kill_after_timeout, False, self._hub
-            )
+        proc = box._unconfirmed(submission)
+        try:  # (not a with: its bound __exit__ would be one more object per run in flight)
+            out, err, timed_out = await _communicate_or_kill(proc, input, timeout, box, False, self._hub)
+        finally:
+            proc.close()
         return box._run_result(proc, out, err, timed_out=timed_out, counters=counters, codec=codec, check=check)
 
     async def spawn(
@@ -328,23 +330,23 @@ async def _communicate_or_kill(
     proc: SyncProcess,
     input: Optional[bytes],
     timeout: Optional[float],
-    kill: Callable[[SyncProcess, bool], None],
+    box: SyncContainer,
     main: bool,
     hub: Optional[FdHub] = None,
 ):
-    """(out, err, timed out): communicate; on timeout ``kill(proc, main)`` and
-    read what is left; on any exception (cancellation included) kill and
-    re-raise.  (A bound method and a flag, not a closure: fewer objects per
-    run for the cycle collector.)"""
+    """(out, err, timed out): communicate; on timeout ``box._kill_after_timeout(proc,
+    main)`` and read what is left; on any exception (cancellation included)
+    kill and re-raise.  (The container and a flag, not a closure nor a bound
+    method: fewer objects per run in flight for the cycle collector.)"""
     try:
         out, err = await communicate(proc, input, timeout, hub)
         return out, err, False
     except TimeoutExpired:
-        kill(proc, main)
+        box._kill_after_timeout(proc, main)
         out, err = await communicate(proc, hub=hub)
         return out, err, True
     except BaseException:
-        kill(proc, main)
+        box._kill_after_timeout(proc, main)
         raise
 
 
@@ -377,7 +379,7 @@ async def run(
             box._start_with_main_steps(argv, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty_size)
         )
         with proc:
-            out, err, timed_out = await _communicate_or_kill(proc, input, timeout, box._kill_after_timeout, True)
+            out, err, timed_out = await _communicate_or_kill(proc, input, timeout, box, True)
         return box._run_result(proc, out, err, timed_out=timed_out, counters=(0, 0), codec=codec, check=check)
     finally:
         box.close()

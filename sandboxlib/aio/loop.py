@@ -51,12 +51,14 @@ def asyncio_loop() -> Optional[asyncio.AbstractEventLoop]:
 def selector(hub: Optional[FdHub] = None) -> Any:
     """A selector for ``Process.communicate``'s steps, of the running loop
     (its fds watched through ``hub``, when given: a container's)."""
+    if hub is not None and hub.open:  # (a container's: of the loop it was started on, the one running)
+        return LoopSelector(hub._loop, hub)
     loop = asyncio_loop()
     if loop is None:
         from . import anyio_loop
 
         return anyio_loop.Selector()
-    return LoopSelector(loop, hub if hub is not None and hub.open else None)
+    return LoopSelector(loop)
 
 
 def fd_hub() -> Optional[FdHub]:
@@ -173,7 +175,7 @@ class LoopSelector:
         self._error: Optional[BaseException] = None  # what the service raised
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        key = selectors.SelectorKey(fileobj, _fd(fileobj), events, data)
+        key = selectors.SelectorKey(fileobj, fileobj if type(fileobj) is int else fileobj.fileno(), events, data)
         self._keys[key.fd] = key
         if self._hub is not None:
             self._hub.add(key.fd, events, self._on_ready)
@@ -185,7 +187,7 @@ class LoopSelector:
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = _fd(fileobj)
+        fd = fileobj if type(fileobj) is int else fileobj.fileno()
         if fd < 0:  # closed meanwhile: its key has the number it had
             fd = next(key.fd for key in self._keys.values() if key.fileobj is fileobj)
         key = self._keys.pop(fd)
@@ -229,11 +231,12 @@ class LoopSelector:
         right in the loop's callback (no wake-up of the awaiting task per
         readiness), until no fd is left registered or ``timeout`` seconds
         passed; what ``service`` raises is raised here."""
-        ready, self._ready = self._ready, {}
         self._service = service
         try:
-            for fd, events in ready.items():  # (seen by an earlier select)
-                self._on_ready(fd, events)
+            if self._ready:  # (seen by an earlier select)
+                ready, self._ready = self._ready, {}
+                for fd, events in ready.items():
+                    self._on_ready(fd, events)
             if self._keys and self._error is None:
                 waiter = self._waiter = self._loop.create_future()
                 timer = self._loop.call_later(timeout, _wake, waiter) if timeout is not None else None
@@ -450,9 +453,14 @@ class ControlSender:
                 return False
         return True
 
+    def send_now(self, outgoing: Outgoing) -> bool:
+        """Send ``outgoing`` at once if nothing is queued and there is room
+        (True); else ``await send(outgoing)``.  (Most sends: no coroutine.)"""
+        return not self._queue and self._try(outgoing)
+
     async def send(self, outgoing: Outgoing) -> None:
         """Send ``outgoing`` (its ``sent`` says whether it went, whatever is raised)."""
-        if not self._queue and self._try(outgoing):
+        if self.send_now(outgoing):
             return
         future = self._loop.create_future()
         self._queue.append((outgoing, future))

@@ -35,24 +35,34 @@ async def communicate(
     for stream in (proc.stdout, proc.stderr):
         if stream is not None and not stream.closed:
             os.set_blocking(stream.fileno(), False)  # (a stale readiness must not block the loop)
-    # The selector lets go of the fds before the reply socket's use ends (it may close then).
-    with proc._reply.use(closed_ok=True) as reply, selector(hub) as sel:
-        # The streams first: once they ended, the exit is usually there
-        # already, read without waiting (one fd fewer for the loop to watch).
-        proc._register(sel, input, reply, exit=False)
-        exit_registered = False
-        while True:
-            if not sel.get_map():
-                if exit_registered or proc._take_reply(0):
-                    break
-                proc._register_exit(sel, reply)
-                exit_registered = True
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                assert timeout is not None  # the deadline's
-                raise proc._timed_out(timeout)
-            await sel.serve(proc._service, remaining)
+    # The selector lets go of the fds before the reply socket's use ends (it
+    # may close then).  (try/finally, not with: a with's bound __exit__ is one
+    # more object per run in flight for the cycle collector.)
+    use = proc._reply.use(closed_ok=True)
+    reply = use.__enter__()
+    try:
+        sel = selector(hub)
+        try:
+            # The streams first: once they ended, the exit is usually there
+            # already, read without waiting (one fd fewer for the loop to watch).
+            proc._register(sel, input, reply, exit=False)
+            exit_registered = False
+            while True:
+                if not sel.get_map():
+                    if exit_registered or proc._take_reply(0):
+                        break
+                    proc._register_exit(sel, reply)
+                    exit_registered = True
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    assert timeout is not None  # the deadline's
+                    raise proc._timed_out(timeout)
+                await sel.serve(proc._service, remaining)
+        finally:
+            sel.close()
+    finally:
+        use.__exit__()
     return proc._collected()
 
 

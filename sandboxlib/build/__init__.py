@@ -3,7 +3,7 @@ content-addressed cache in the image store: ``ImageStore.build``."""
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 from ..images import Image
 from ..runtime import ImageStore as _RuntimeStore
@@ -28,6 +28,8 @@ class ImageStore(_RuntimeStore):
         no_cache: bool = False,
         progress: Union[bool, Reporter, None] = False,
         labels: Optional[Mapping[str, str]] = None,
+        extra_hosts: Optional[Mapping[str, str]] = None,
+        cache_from: Optional[Sequence[str]] = None,
     ) -> Image:
         """Build the Dockerfile in ``context`` (``dockerfile``: its path,
         relative to the context; default ``Dockerfile``) as ``docker build``
@@ -39,7 +41,13 @@ class ImageStore(_RuntimeStore):
         the store's build cache first (``no_cache=True``: never), which
         ``prune()`` empties.  ``build_args``: ``--build-arg`` values;
         ``target``: the stage to build (default: the last); ``labels``: added
-        to the image; ``progress``: True prints steps and output on stderr, a
+        to the image; ``extra_hosts``: ``{name: address}`` lines of the
+        ``RUN`` containers' ``/etc/hosts`` (``--add-host``; in their steps'
+        cache keys); ``cache_from``: image names whose steps may be reused
+        (``--cache-from``): given, a step is taken from the cache only when
+        what it made is one of these images or an ancestor of one (its
+        history and layers begin theirs; a name the store lacks is skipped,
+        as Docker's legacy builder does); ``progress``: True prints steps and output on stderr, a
         callable receives each :class:`BuildEvent` (from the build's worker
         threads: independent stages are built side by side).
 
@@ -59,4 +67,6 @@ class ImageStore(_RuntimeStore):
             no_cache=no_cache,
             progress=progress,
             labels=labels,
+            extra_hosts=extra_hosts,
+            cache_from=cache_from,
         )

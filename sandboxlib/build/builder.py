@@ -10,8 +10,9 @@ import os
 import posixpath
 import re
 import threading
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ..config.network import extra_hosts_option
 from ..errors import BuildError, ConfigError, ImageFormatError, ImageNotFound, SandboxError, UnsupportedError
 from ..images import Image, ImageStore
 from ..images.newimage import host_platform
@@ -62,10 +63,15 @@ class Build:
         no_cache: bool,
         report: Reporter,
         stages: Tuple[Stage, ...],
+        extra_hosts: Tuple[Tuple[str, str], ...] = (),
+        cache_from: Optional[Sequence[str]] = None,
     ) -> None:
         self.store, self.context, self.file, self.escape = store, context, file, escape
         self.build_args, self.network, self.no_cache, self.report = build_args, network, no_cache, report
         self.stages = stages
+        self.extra_hosts = extra_hosts
+        # (history, diff_ids) of each cache_from image; None: every step of the cache may be used
+        self.cache_sources = None if cache_from is None else self._sources(cache_from)
         self.used_args: set = set()
         self.global_args: Dict[str, str] = {}
         self.futures: Dict[int, Future[StageState]] = {}  # stage index -> its StageState, built in a worker thread
@@ -189,14 +195,33 @@ class Build:
         return state
 
     # -- steps ---------------------------------------------------------------------
+    def _sources(self, refs: Sequence[str]) -> List[Tuple[list, list]]:
+        """The cache_from images' histories and layers; a name the store does not
+        have is skipped, with a warning (as the legacy builder does)."""
+        found = []
+        for ref in refs:
+            try:
+                found.append(_lineage(self.store, self.store.get(ref).digest))
+            except ImageNotFound:
+                self.report(BuildEvent(kind="warning", text=f"cache_from: no image {ref!r} here, skipped"))
+        return found
+
     def cached(self, state: StageState, key: str) -> bool:
         found = None if self.no_cache else self.store.cached_step(key)
-        if found is None:
+        if found is None or not self._from_sources(found):
             return False
         state.load(found)
         state.key = key
         self.report(BuildEvent(kind="cached", stage=state.name, text=key))
         return True
+
+    def _from_sources(self, manifest: str) -> bool:
+        """With cache_from, a step's cached result counts only when it is one of
+        those images or an ancestor of one: its history and layers begin theirs."""
+        if self.cache_sources is None:
+            return True
+        history, layers = _lineage(self.store, manifest)
+        return any(h[: len(history)] == history and d[: len(layers)] == layers for h, d in self.cache_sources)
 
     def step(self, state: StageState, ins: Instruction) -> None:
         keyword = ins.keyword
@@ -270,7 +295,8 @@ class Build:
         if "PATH" not in image_env:
             env["PATH"] = DEFAULT_PATH
         created_by = "RUN " + " ".join(argv) if ins.exec_form is None else "RUN " + str(argv)
-        key = cache.step_key(state.key, created_by + f" network={network}", args_seen)
+        hosts = "".join(f" host={name}:{ip}" for name, ip in self.extra_hosts)  # (what its /etc/hosts says)
+        key = cache.step_key(state.key, created_by + f" network={network}" + hosts, args_seen)
         if self.cached(state, key):
             return
         if state.manifest is None:
@@ -283,6 +309,7 @@ class Build:
             user=state.config.get("User"),
             cwd=state.config.get("WorkingDir") or None,
             network=network,
+            extra_hosts=self.extra_hosts,
             ins=ins,
             report=self.report,
             stage=state.name,
@@ -389,6 +416,12 @@ class Build:
         return probe.view(self.headers)
 
 
+def _lineage(store: ImageStore, manifest: str) -> Tuple[list, list]:
+    """(history, layer diff_ids) of an image's config."""
+    config = json.loads(store.blobs.read(store.get(manifest).id))
+    return config.get("history") or [], (config.get("rootfs") or {}).get("diff_ids") or []
+
+
 class _Scope:
     """What ``pairs`` needs of a state for ARG lines: their substitution environment."""
 
@@ -411,6 +444,8 @@ def build(
     no_cache: bool = False,
     progress: Union[bool, Reporter, None] = False,
     labels: Optional[Mapping[str, str]] = None,
+    extra_hosts: Optional[Mapping[str, str]] = None,
+    cache_from: Optional[Sequence[str]] = None,
 ) -> Image:
     if not os.path.isdir(context):
         raise ConfigError("context", f"{context!r} is not a directory")
@@ -424,6 +459,9 @@ def build(
     except FileNotFoundError:
         raise ConfigError("dockerfile", f"{file} does not exist") from None
     build_args = {str(k): str(v) for k, v in (build_args or {}).items()}
+    hosts = extra_hosts_option(extra_hosts)
+    if isinstance(cache_from, str):
+        cache_from = [cache_from]
     tags = [tag] if isinstance(tag, str) else list(tag or [])
     report = reporter(progress)
     dockerfile_parsed = parse(text, file)
@@ -443,6 +481,8 @@ def build(
                 no_cache=no_cache,
                 report=report,
                 stages=stages,
+                extra_hosts=hosts,
+                cache_from=None if cache_from is None else [str(ref) for ref in cache_from],
             )
             job.global_arg_values(head)
             job.run_stages(needed(stages, target_at))

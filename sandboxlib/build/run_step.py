@@ -1,6 +1,9 @@
 """``RUN``: the command in a container on the image so far, with a
-container's default security (seccomp, capabilities) and the build's
-network (none by default); its writable layer becomes the step's layer
+container's default security (seccomp, capabilities) plus ``NET_RAW``, as
+``docker build``'s default set has it (``RUN ping``; raw sockets reach only
+the step's own network namespace), and the build's
+network (none by default) and the build's extra hosts in its
+``/etc/hosts``; its writable layer becomes the step's layer
 (deletions as whiteouts, owners kept; rootless, files of other users
 owned by your sub-ids)."""
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 import collections
 import select
 import threading
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from ..errors import BuildError, BuildStepFailed
 from ..images import ImageStore, Layer
@@ -19,9 +22,10 @@ from ..streams import PIPE
 from .parser import Instruction
 from .progress import BuildEvent, Reporter
 
-__all__ = ["run_command", "TAIL_LINES"]
+__all__ = ["run_command", "TAIL_LINES", "RUN_CAPABILITIES"]
 
 TAIL_LINES = 20  # of a failed RUN's output, in its exception
+RUN_CAPABILITIES = ("NET_RAW",)  # added to the default set: docker build's RUN has them
 
 
 def run_command(
@@ -33,6 +37,7 @@ def run_command(
     user: Optional[str],
     cwd: Optional[str],
     network: str,
+    extra_hosts: Tuple[Tuple[str, str], ...] = (),
     ins: Instruction,
     report: Reporter,
     stage: str,
@@ -40,7 +45,14 @@ def run_command(
 ) -> Layer:
     """Run ``argv`` on the image ``manifest``; returns the stored layer of what it wrote."""
     tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
-    with Container(image=manifest, image_store=store.path, network=network, pull="never") as container:
+    with Container(
+        image=manifest,
+        image_store=store.path,
+        network=network,
+        extra_hosts=dict(extra_hosts),
+        cap_add=RUN_CAPABILITIES,
+        pull="never",
+    ) as container:
         process = container.spawn(argv, stdout=PIPE, stderr=PIPE, env=env, cwd=cwd, user=user or None)
         with process:
             assert process.stdout is not None and process.stderr is not None

@@ -22,7 +22,7 @@ from ..config import CgroupLimits
 from ..errors import SetupError, UnsupportedError
 from . import fs
 from .layout import Layout
-from .settings import CONTROLLERS_OF, v1_settings, v2_settings
+from .settings import CONTROLLERS_OF, RT_FILE, v1_settings, v2_settings
 
 __all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgroup", "write_limits"]
 
@@ -38,6 +38,12 @@ DELEGATION_HINT = (
     "&& exec python ...'`, CG being the scope's cgroup directory), with the controllers "
     "delegated to users (/etc/systemd/system/user@.service.d/delegate.conf: "
     "[Service] Delegate=cpu cpuset io memory pids)"
+)
+
+
+DEVICES_HINT = (
+    "device cgroup rules need root and a cgroup v1 devices hierarchy (cgroup v2 controls devices "
+    "with eBPF programs, which sandboxlib does not load; a v1 hierarchy is not delegated to users)"
 )
 
 
@@ -82,12 +88,17 @@ def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional[Con
     for controller, keys in needed.items():
         version, directory = layout.controller_dirs(controller)
         if not version:
-            raise UnsupportedError(
-                f"the cgroup {controller} controller (for {', '.join(keys)})",
-                "enable it in the kernel and mount it (cgroup v2, or a v1 hierarchy)",
+            hint = (
+                DEVICES_HINT
+                if controller == "devices"
+                else "enable it in the kernel and mount it (cgroup v2, or a v1 hierarchy)"
             )
+            raise UnsupportedError(f"the cgroup {controller} controller (for {', '.join(keys)})", hint)
         if not _writable(directory):
-            raise UnsupportedError(f"cgroup limits ({', '.join(limits.names())})", DELEGATION_HINT)
+            hint = DEVICES_HINT if controller == "devices" else DELEGATION_HINT
+            raise UnsupportedError(f"cgroup limits ({', '.join(limits.names())})", hint)
+        if controller == "cpu" and {"cpu_rt_period_us", "cpu_rt_runtime_us"} & set(keys):
+            _check_realtime(version, directory)
         (v2 if version == "v2" else v1.setdefault(directory, [])).append(controller)
     use_v2 = _writable(layout.v2)
     # Statistics hierarchies only with limits: each costs ~0.08 ms per
@@ -100,6 +111,18 @@ def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional[Con
     nodes = [Node("v2", os.path.join(_v2_base(layout.v2, v2), name), tuple(v2))] if use_v2 else []
     nodes += [Node("v1", os.path.join(d, name), tuple(c)) for d, c in sorted(v1.items())]
     return ContainerCgroup(nodes, limits) if nodes else None
+
+
+def _check_realtime(version: str, directory: str) -> None:
+    """Real-time CPU limits need real-time group scheduling: the cpu
+    controller's ``cpu.rt_*`` files, which only v1 hierarchies have."""
+    if version == "v1" and os.path.exists(os.path.join(directory, RT_FILE)):
+        return
+    raise UnsupportedError(
+        "real-time CPU limits (limits.cpu_rt_period_us, limits.cpu_rt_runtime_us)",
+        f"they need a kernel with real-time group scheduling (CONFIG_RT_GROUP_SCHED) and the cpu "
+        f"controller in a cgroup v1 hierarchy: {os.path.join(directory, RT_FILE)} does not exist",
+    )
 
 
 def _v2_base(own: str, controllers: Sequence[str]) -> str:
@@ -130,6 +153,7 @@ class ContainerCgroup:
 
     def __init__(self, nodes: Sequence[Node], limits: CgroupLimits) -> None:
         self.nodes = tuple(nodes)
+        self._v2 = next((n for n in self.nodes if n.version == "v2"), None)  # (asked at every command)
         self.limits = limits
         self._made: List[Node] = []
         self._init_ids: Optional[Tuple[int, int]] = None
@@ -142,7 +166,7 @@ class ContainerCgroup:
 
     @property
     def v2(self) -> Optional[Node]:
-        return next((n for n in self.nodes if n.version == "v2"), None)
+        return self._v2
 
     def node(self, controller: str) -> Optional[Node]:
         """The directory that has ``controller`` (for limits or statistics)."""
@@ -179,7 +203,7 @@ class ContainerCgroup:
         ``docker update``).  UnsupportedError for a limit removed, or one whose
         controller the cgroup was made without (none of that kind was set at
         its creation); SetupError naming the file the kernel refused."""
-        changed = [k for k, v in attrs.asdict(limits).items() if v != getattr(self.limits, k)]
+        changed = [k for k, v in attrs.asdict(limits, recurse=False).items() if v != getattr(self.limits, k)]
         removed = [k for k in changed if getattr(limits, k) is None]
         if removed:
             raise UnsupportedError(f"removing limits of a running container ({', '.join(removed)})", "recreate it")

@@ -18,7 +18,7 @@ import attrs
 __all__ = ["Layout", "detect", "V1_CONTROLLERS"]
 
 # The v1 controllers we use: limits, stats, and the freezer for kill-all.
-V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices")
 
 
 @attrs.frozen(kw_only=True)

@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 from ..config import CPU_PERIOD_US, CgroupLimits
 
-__all__ = ["CONTROLLERS_OF", "v1_settings", "v2_settings", "shares_to_weight"]
+__all__ = ["CONTROLLERS_OF", "RT_FILE", "v1_settings", "v2_settings", "shares_to_weight"]
 
 Settings = List[Tuple[str, str]]  # (file, value), written in order
 
@@ -20,7 +20,11 @@ CONTROLLERS_OF = {
     "cpuset_cpus": "cpuset",
     "cpu_period_us": "cpu",
     "cpuset_mems": "cpuset",
+    "devices": "devices",  # (cgroup v1 only: v2 controls devices with eBPF programs)
+    "cpu_rt_period_us": "cpu",
+    "cpu_rt_runtime_us": "cpu",
 }
+RT_FILE = "cpu.rt_runtime_us"  # (only with real-time group scheduling, in a v1 cpu hierarchy)
 
 
 def shares_to_weight(shares: int) -> int:
@@ -44,11 +48,20 @@ def v1_settings(limits: CgroupLimits) -> Dict[str, Settings]:
         cpu.append(("cpu.cfs_quota_us", str(limits.cpu_quota_us)))
     if limits.cpu_shares is not None:
         cpu.append(("cpu.shares", str(limits.cpu_shares)))
+    # the period first: a new cgroup's runtime is 0, and the runtime may not exceed the period
+    if limits.cpu_rt_period_us is not None:
+        cpu.append(("cpu.rt_period_us", str(limits.cpu_rt_period_us)))
+    if limits.cpu_rt_runtime_us is not None:
+        cpu.append((RT_FILE, str(limits.cpu_rt_runtime_us)))
     if cpu:
         out["cpu"] = cpu
     if limits.pids is not None:
         out["pids"] = [("pids.max", str(limits.pids))]
     out.update(_cpuset(limits))
+    if limits.devices is not None:  # "deny a" first, then what is allowed
+        out["devices"] = [
+            (f"devices.{verb}", rule) for verb, _, rule in (line.partition(" ") for line in limits.devices)
+        ]
     return out
 
 

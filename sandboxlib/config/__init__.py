@@ -5,7 +5,7 @@ this face names them all."""
 import importlib
 import typing
 
-from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
+from .limits import CPU_PERIOD_US, DEFAULT_DEVICE_RULES, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
 from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
 from .values import (
     ID_MAX,
@@ -32,6 +32,7 @@ from .values import (
 if typing.TYPE_CHECKING:
     from .container import (
         ContainerConfig,
+        Namespace,
         Network,
         Pull,
         WritableLayer,
@@ -41,7 +42,16 @@ if typing.TYPE_CHECKING:
         network_option,
         takes_container_options,
     )
-    from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
+    from .network import (
+        BridgeNetwork,
+        EgressRule,
+        NetworkAddresses,
+        NetworkRef,
+        PortMapping,
+        egress_rule,
+        network_name,
+        parse_publish,
+    )
 
 # Loaded on first use: a program that needs only values, mounts and limits
 # (the OCI runtime's create) does not build ContainerConfig and the network
@@ -49,6 +59,7 @@ if typing.TYPE_CHECKING:
 _LAZY = dict.fromkeys(
     (
         "ContainerConfig",
+        "Namespace",
         "Network",
         "Pull",
         "WritableLayer",
@@ -62,7 +73,16 @@ _LAZY = dict.fromkeys(
 )
 _LAZY.update(
     dict.fromkeys(
-        ("BridgeNetwork", "EgressRule", "NetworkRef", "PortMapping", "egress_rule", "network_name", "parse_publish"),
+        (
+            "BridgeNetwork",
+            "EgressRule",
+            "NetworkAddresses",
+            "NetworkRef",
+            "PortMapping",
+            "egress_rule",
+            "network_name",
+            "parse_publish",
+        ),
         "network",
     )
 )
@@ -103,13 +123,16 @@ __all__ = [
     "RlimitValue",
     "MIN_MEMORY",
     "CPU_PERIOD_US",
+    "DEFAULT_DEVICE_RULES",
     "CgroupLimits",
     "Limits",
     "WritableLayer",
     "Pull",
     "Network",
+    "Namespace",
     "PortMapping",
     "BridgeNetwork",
+    "NetworkAddresses",
     "EgressRule",
     "egress_rule",
     "NetworkRef",

@@ -35,6 +35,7 @@ __all__ = [
     "WritableLayer",
     "Pull",
     "Network",
+    "Namespace",
     "network_option",
     "container_network",
     "bridged",
@@ -85,6 +86,29 @@ class Network(enum.Enum):
     NONE = "none"
     HOST = "host"
     BRIDGE = "bridge"
+
+
+class Namespace(enum.Enum):
+    """A pid or UTS namespace: ``PRIVATE`` (the container's own) or ``HOST``
+    (the caller's: the container sees the host's processes, or its hostname)."""
+
+    PRIVATE = "private"
+    HOST = "host"
+
+
+def _namespace(value: Union[Namespace, str], field: str) -> Namespace:
+    try:
+        return Namespace(value)
+    except ValueError:
+        raise ConfigError(field, f"{value!r} is not one of {[n.value for n in Namespace]}") from None
+
+
+def _pid_namespace(value: Union[Namespace, str]) -> Namespace:
+    return _namespace(value, "pid_namespace")
+
+
+def _uts_namespace(value: Union[Namespace, str]) -> Namespace:
+    return _namespace(value, "uts_namespace")
 
 
 def _tuple_of_mounts(value: Sequence[Mount]) -> Tuple[Mount, ...]:
@@ -246,6 +270,16 @@ class ContainerConfig:
             together (default: as root, container ids 0-65535 map to host ids
             from 1,000,000,000; rootless, root is you and ids from 1 map to
             your /etc/subuid and /etc/subgid ranges when you have them).
+        pid_namespace: ``Namespace.PRIVATE`` (``"private"``: a pid namespace
+            of its own, the init its PID 1) or ``Namespace.HOST`` (``"host"``:
+            the caller's; ``/proc`` is the host's, bound, and the container's
+            processes see and may signal only what their host ids may: as
+            root, its root is an unprivileged host id).  ``"host"`` needs a
+            cgroup (to end every process of the container): rootless, a
+            delegated one.
+        uts_namespace: ``Namespace.PRIVATE`` (``"private"``: a hostname of its
+            own) or ``Namespace.HOST`` (``"host"``: the host's hostname, which
+            the container cannot change; ``hostname`` may not be given).
         network: ``Network.NONE`` (loopback only), ``Network.HOST``,
             ``Network.BRIDGE`` (``sbx0`` with NAT), ``Network.bridge(egress=[...])``
             or a named network.
@@ -255,8 +289,11 @@ class ContainerConfig:
             one; ``Container.ports`` says which).
         name: the container's name, which resolves to its address inside its
             network (and is in its ``/etc/hosts``).
-        extra_hosts: more lines of a bridge container's ``/etc/hosts``,
-            ``{"db.local": "10.0.0.5"}`` (``--add-host NAME:IP``).
+        extra_hosts: more lines of the container's ``/etc/hosts``,
+            ``{"db.local": "10.0.0.5"}`` (``--add-host NAME:IP``): after a
+            bridge container's generated lines; off a bridge the container
+            then gets an ``/etc/hosts`` of its own, the localhost lines (with
+            ``Network.HOST`` the host's file) and these.
         cap_add, cap_drop: capability names added to or dropped from the
             default set (Docker's); ``"ALL"`` for all (default: none).
         seccomp: the syscall filter of every command: a :class:`Seccomp` policy
@@ -289,6 +326,8 @@ class ContainerConfig:
     userns: bool = True
     uid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
     gid_map: Optional[Tuple[IdMapping, ...]] = attrs.field(default=None, converter=_id_maps)
+    pid_namespace: Namespace = attrs.field(default=Namespace.PRIVATE, converter=_pid_namespace)
+    uts_namespace: Namespace = attrs.field(default=Namespace.PRIVATE, converter=_uts_namespace)
     network: Union[Network, NetworkRef, BridgeNetwork] = attrs.field(default=Network.NONE, converter=container_network)
     ports: Tuple[PortMapping, ...] = attrs.field(default=None, converter=ports_option)
     name: Optional[str] = attrs.field(default=None, converter=container_name)
@@ -323,6 +362,10 @@ class ContainerConfig:
                 raise ConfigError(
                     "hostname", f"{self.hostname!r} is not a valid hostname (RFC 1123, at most 64 characters)"
                 )
+        if self.hostname is not None and self.uts_namespace is Namespace.HOST:
+            raise ConfigError(
+                "hostname", "a container in the host's UTS namespace (uts_namespace='host') has the host's"
+            )
         check_env(self.env)
         for i, mount in enumerate(self.mounts):
             if not isinstance(mount, Mount):
@@ -354,10 +397,6 @@ class ContainerConfig:
         if self.log is not False and self.command is None:
             raise ConfigError(
                 "log", "only a main command's output is logged: give command=[...] (or command=True with an image)"
-            )
-        if self.extra_hosts and not bridged(self.network):
-            raise ConfigError(
-                "extra_hosts", "a bridge network's container gets a generated /etc/hosts; this one has none"
             )
         if self.ports and isinstance(self.network, Network) and not bridged(self.network):
             raise ConfigError("ports", f"ports are published from a bridge network, not network={self.network.value!r}")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import re
 import resource
-from typing import Any, Dict, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 
 from ..errors import ConfigError
 from .values import MEMORY_MAX, PIDS_MAX, RLIM_INFINITY, _int_field, bounded_size, check_text
 
-__all__ = ["RLIMITS", "RlimitValue", "MIN_MEMORY", "CPU_PERIOD_US", "CgroupLimits", "Limits"]
+__all__ = ["RLIMITS", "RlimitValue", "MIN_MEMORY", "CPU_PERIOD_US", "DEFAULT_DEVICE_RULES", "CgroupLimits", "Limits"]
 
 RLIMITS = ("nofile", "nproc", "core", "fsize", "as", "cpu", "stack", "memlock", "data")
 
@@ -24,9 +24,22 @@ MIN_MEMORY = 6 << 20  # as Docker: less cannot even start a shell
 
 
 CPU_PERIOD_US = 100_000
+RT_PERIOD_US = 1_000_000  # a new cgroup's cpu.rt_period_us (the kernel's default)
 
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+# Docker's --device-cgroup-rule: TYPE MAJOR:MINOR ACCESS ("c 7:128 rwm", "b 8:* r", "a *:* rwm": all).
+_DEVICE_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
+
+# What every container with a device cgroup may use whatever its rules say
+# (runc's list, as cgroup v1 devices.allow lines): mknod, and null, zero,
+# full, tty, random, urandom, console, ptmx and the pts.
+DEFAULT_DEVICE_RULES = tuple(
+    f"allow {rule}"
+    for rule in ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm")
+    + ("c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
+)
 
 
 def _check_host_hard_limit(name: str, hard: int, field: str) -> None:
@@ -48,7 +61,10 @@ class CgroupLimits:
     ``memory_swap`` is memory plus swap in bytes, None for unlimited swap.
     ``cpu_quota_us`` is per ``cpu_period_us`` (None: ``CPU_PERIOD_US``; only
     the OCI runtime sets another); ``cpuset_cpus`` a list such as ``0-1,3``,
-    ``cpuset_mems`` the memory nodes likewise (the OCI runtime's)."""
+    ``cpuset_mems`` the memory nodes likewise (the OCI runtime's);
+    ``devices`` the v1 ``devices.allow``/``devices.deny`` lines in order
+    (``"deny a"``, ``"allow c 1:3 rwm"``); ``cpu_rt_period_us`` and
+    ``cpu_rt_runtime_us`` real-time CPU time (v1 ``cpu.rt_*``)."""
 
     memory: Optional[int] = None
     memory_swap: Optional[int] = None
@@ -58,13 +74,16 @@ class CgroupLimits:
     cpuset_cpus: Optional[str] = None
     cpu_period_us: Optional[int] = None
     cpuset_mems: Optional[str] = None
+    devices: Optional[Tuple[str, ...]] = None
+    cpu_rt_period_us: Optional[int] = None
+    cpu_rt_runtime_us: Optional[int] = None
 
     def __bool__(self) -> bool:
         return any(v is not None for v in attrs.astuple(self))
 
     def names(self) -> Tuple[str, ...]:
         """The ``limits.*`` fields that are set, for messages."""
-        fields = {"cpu_quota_us": "cpus", "cpu_period_us": "cpus"}
+        fields = {"cpu_quota_us": "cpus", "cpu_period_us": "cpus", "devices": "device_rules"}
         return tuple(f"limits.{fields.get(k, k)}" for k, v in attrs.asdict(self).items() if v is not None)
 
 
@@ -142,6 +161,20 @@ def _cpuset(value: Optional[str]) -> Optional[str]:
     return None if value is None else _cpu_list(value, "limits.cpuset_cpus")
 
 
+def _device_rules(value: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    rules = tuple(value)
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, str) or not _DEVICE_RULE.match(rule):
+            raise ConfigError(
+                f"limits.device_rules[{i}]", f"{rule!r} is not TYPE MAJOR:MINOR ACCESS, such as 'c 7:128 rwm'"
+            )
+    return rules
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """Resource limits: per-process rlimits and per-container cgroup limits.
@@ -159,6 +192,19 @@ class Limits:
         cpu_shares: relative CPU weight under contention (2-262144, default 1024).
         pids: the most processes and threads at once.
         cpuset_cpus: the CPUs it may run on, e.g. ``"0-1,3"``.
+        device_rules: device cgroup rules, Docker's ``--device-cgroup-rule``
+            (``"c 7:128 rwm"``: TYPE ``a``/``b``/``c``, MAJOR:MINOR with ``*``
+            for any, ACCESS of ``r``, ``w``, ``m``).  Given, the container may
+            use only the default devices (null, zero, full, random, urandom,
+            tty, console, ptmx, the pts; mknod, which a user namespace still
+            refuses) and these: its cgroup in the v1 devices hierarchy (as
+            root; cgroup v2 has no devices files).  Without, no device cgroup.
+        cpu_rt_period_us, cpu_rt_runtime_us: real-time CPU time, the runtime
+            in microseconds per period (``--cpu-rt-period``,
+            ``--cpu-rt-runtime``): a kernel with real-time group scheduling
+            and the cpu controller in a cgroup v1 hierarchy (``cpu.rt_*``),
+            else UnsupportedError at the start; the kernel refuses more than
+            the parent cgroup has left (a SetupError naming the file).
 
     Every value is parsed and checked when the Limits is made (``ConfigError``
     names the field): ``memory`` reads back in bytes, an rlimit as ``(soft, hard)``.
@@ -182,8 +228,24 @@ class Limits:
     cpu_shares: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.cpu_shares", 2, 262144))  # type: ignore[misc]
     pids: Optional[int] = attrs.field(default=None, converter=_bounded_int("limits.pids", 1, PIDS_MAX))  # type: ignore[misc]
     cpuset_cpus: Optional[str] = attrs.field(default=None, converter=_cpuset)
+    device_rules: Tuple[str, ...] = attrs.field(default=(), converter=_device_rules)
+    cpu_rt_period_us: Optional[int] = attrs.field(
+        default=None,
+        converter=_bounded_int("limits.cpu_rt_period_us", 1, 1_000_000),  # type: ignore[misc]
+    )
+    cpu_rt_runtime_us: Optional[int] = attrs.field(
+        default=None,
+        converter=_bounded_int("limits.cpu_rt_runtime_us", 0, 1_000_000),  # type: ignore[misc]
+    )
 
     def __attrs_post_init__(self) -> None:
+        period = self.cpu_rt_period_us or RT_PERIOD_US
+        if self.cpu_rt_runtime_us is not None and self.cpu_rt_runtime_us > period:
+            raise ConfigError(
+                "limits.cpu_rt_runtime_us",
+                f"{self.cpu_rt_runtime_us} is above the real-time period ({period} us): "
+                "cpu real-time runtime cannot be higher than cpu real-time period",
+            )
         if self.memory_swap is not None:
             if self.memory is None:
                 raise ConfigError("limits.memory_swap", "needs limits.memory (it is memory plus swap)")
@@ -220,4 +282,9 @@ class Limits:
             cpu_shares=self.cpu_shares,
             pids=self.pids,
             cpuset_cpus=self.cpuset_cpus,
+            devices=("deny a", *DEFAULT_DEVICE_RULES, *(f"allow {r}" for r in self.device_rules))
+            if self.device_rules
+            else None,
+            cpu_rt_period_us=self.cpu_rt_period_us,
+            cpu_rt_runtime_us=self.cpu_rt_runtime_us,
         )

@@ -91,12 +91,30 @@ class Mount:
         )
 
     @classmethod
-    def volume(cls, name: str, target: Union[str, os.PathLike], *, read_only: bool = False) -> Mount:
+    def volume(
+        cls, name: str, target: Union[str, os.PathLike], *, read_only: bool = False, idmap: bool = False
+    ) -> Mount:
         """The named volume ``name`` of the image store (made empty on first
-        use, kept until ``ImageStore.remove_volume``) at ``target``."""
+        use, kept until ``ImageStore.remove_volume``) at ``target``.
+
+        ``idmap=True`` (as root): the volume is made owned by the host's root
+        and mounted as ``Mount.bind(idmap=True)`` binds are, so the container's
+        root owns it and what it writes there belongs to the host's root (as
+        a root dockerd's volumes).  A volume is used one way or the other: one
+        made without (owned by the container root's unprivileged host id)
+        shows as owned by nobody through an idmapped mount.  Rootless or
+        without a user namespace it changes nothing."""
         if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name):
             raise ConfigError("name", f"{name!r} is not a volume name (letters, digits, '_', '.', '-')")
-        return cls(kind=MountKind.VOLUME, source=name, target=container_path(target, "target"), read_only=read_only)
+        if not isinstance(idmap, bool):
+            raise ConfigError("idmap", f"must be True or False, got {idmap!r}")
+        return cls(
+            kind=MountKind.VOLUME,
+            source=name,
+            target=container_path(target, "target"),
+            read_only=read_only,
+            idmap=idmap,
+        )
 
     def check(self, field: str) -> None:
         """Check what can only be checked on this host (the source exists)."""

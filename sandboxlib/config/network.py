@@ -13,6 +13,7 @@ from ..errors import ConfigError
 __all__ = [
     "extra_hosts_option",
     "BridgeNetwork",
+    "NetworkAddresses",
     "EgressRule",
     "egress_rule",
     "egress_option",
@@ -216,20 +217,30 @@ def egress_option(value) -> Tuple[EgressRule, ...]:
 
 @attrs.frozen
 class BridgeNetwork:
-    """A bridge with an egress allow-list (``Network.bridge(egress=[...])``):
+    """A container's place on a bridge, beyond the network's choices: an
+    egress allow-list (``Network.bridge(egress=[...])``):
     everything else the container sends out is refused at once (a TCP reset,
     an ICMP error).  ``network``: a named network's bridge instead of the
     default one (one with IPv6: the list's IPv6 networks apply there).
-    ``address``: the container's IPv4 address on a named network (Docker's
-    ``--ip``), instead of the first free one; as root."""
+    ``address``/``address6``: the container's IPv4/IPv6 address on a named
+    network (Docker's ``--ip``/``--ip6``), instead of the first free one;
+    ``mac_address``: its interface's (Docker's ``--mac-address``; default
+    ``02:42`` and its IPv4 address's four bytes); ``link_local``: more
+    addresses on its interface, from ``169.254.0.0/16`` or ``fe80::/10``
+    (Docker's ``--link-local-ip``).  Rootless a MAC or link-local address
+    needs a named network (pasta's ``"bridge"`` has no interface of ours)."""
 
     egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
     network: Optional[NetworkRef] = attrs.field(default=None, converter=lambda v: _network_ref(v))
     address: Optional[str] = attrs.field(default=None, converter=lambda v: _fixed_address(v))
+    address6: Optional[str] = attrs.field(default=None, converter=lambda v: _fixed_address6(v))
+    mac_address: Optional[str] = attrs.field(default=None, converter=lambda v: mac_address_option(v))
+    link_local: Tuple[str, ...] = attrs.field(default=(), converter=lambda v: link_local_option(v))
 
     def __attrs_post_init__(self) -> None:
-        if self.address is not None and self.network is None:
-            raise ConfigError("address", "a fixed address needs a named network (network=)")
+        for field in ("address", "address6"):
+            if getattr(self, field) is not None and self.network is None:
+                raise ConfigError(field, "a fixed address needs a named network (network=)")
 
 
 def _fixed_address(value: Optional[str]) -> Optional[str]:
@@ -239,6 +250,51 @@ def _fixed_address(value: Optional[str]) -> Optional[str]:
         return str(ipaddress.IPv4Address(value))
     except (ipaddress.AddressValueError, ValueError):
         raise ConfigError("address", f"{value!r} is not an IPv4 address") from None
+
+
+def _fixed_address6(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.IPv6Address(value))
+    except (ipaddress.AddressValueError, ValueError):
+        raise ConfigError("address6", f"{value!r} is not an IPv6 address") from None
+
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def mac_address_option(value: Optional[str]) -> Optional[str]:
+    """``"02:42:ac:11:00:02"`` (lower case); a unicast address only."""
+    if value is None:
+        return None
+    text = value.lower() if isinstance(value, str) else ""
+    if not _MAC.match(text):
+        raise ConfigError("mac_address", f"{value!r} is not a MAC address (six hex pairs: 02:42:ac:11:00:02)")
+    if int(text[:2], 16) & 1:
+        raise ConfigError("mac_address", f"{value!r} is a multicast address")
+    return text
+
+
+_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+
+
+def link_local_option(value) -> Tuple[str, ...]:
+    """Link-local addresses (``["169.254.8.8", "fe80::8"]``), each once."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise ConfigError("link_local", f"expected a list of addresses, got the string {value!r}")
+    found = []
+    for index, text in enumerate(value):
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise ConfigError(f"link_local[{index}]", f"{text!r} is not an IP address") from None
+        if not any(address in network for network in _LINK_LOCAL):
+            raise ConfigError(f"link_local[{index}]", f"{text!r} is not link-local (169.254.0.0/16, fe80::/10)")
+        found.append(str(address))
+    return tuple(dict.fromkeys(found))
 
 
 def _network_ref(value: Union[None, str, NetworkRef]) -> Optional[NetworkRef]:
@@ -269,3 +325,93 @@ def extra_hosts_option(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, s
         except ValueError:
             raise ConfigError(field, f"{address!r} is not an IP address") from None
     return tuple(sorted(pairs))
+
+
+def _optional(kind, field: str, what: str):
+    """A converter: None, or ``kind(value)`` as text (ConfigError naming ``field`` else)."""
+
+    def convert(value) -> Optional[str]:
+        if value is None:
+            return None
+        try:
+            return str(kind(value))
+        except (ValueError, TypeError):
+            raise ConfigError(field, f"{value!r} is not {what}") from None
+
+    return convert
+
+
+def _aux_addresses(value) -> Tuple[Tuple[str, str], ...]:
+    if not value:
+        return ()
+    if isinstance(value, tuple):
+        return value  # already converted (attrs.evolve)
+    if not isinstance(value, Mapping):
+        raise ConfigError("aux_addresses", f"expected a dict {{name: address}}, got {type(value).__name__}")
+    pairs = []
+    for name, address in value.items():
+        field = f"aux_addresses[{name!r}]"
+        if not isinstance(name, str) or not name:
+            raise ConfigError(field, "a name is needed")
+        pairs.append((name, _optional(ipaddress.IPv4Address, field, "an IPv4 address")(address) or ""))
+    return tuple(sorted(pairs))
+
+
+@attrs.frozen(kw_only=True)
+class NetworkAddresses:
+    """A named network's addresses beyond its subnets (``Network.create``'s
+    options, Docker's IPAM config): ``gateway`` the bridge's address (default:
+    the subnet's first), ``ip_range`` where containers' addresses come from
+    unless one is asked for (default: the whole subnet), ``aux_addresses``
+    names of addresses never given out; ``gateway6``, ``ip_range6`` IPv6's.
+    Each is checked against its subnet by :meth:`check`."""
+
+    gateway: Optional[str] = attrs.field(
+        default=None, converter=_optional(ipaddress.IPv4Address, "gateway", "an IPv4 address")
+    )
+    ip_range: Optional[str] = attrs.field(
+        default=None, converter=_optional(ipaddress.IPv4Network, "ip_range", "an IPv4 network")
+    )
+    aux_addresses: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=_aux_addresses)
+    gateway6: Optional[str] = attrs.field(
+        default=None, converter=_optional(ipaddress.IPv6Address, "gateway6", "an IPv6 address")
+    )
+    ip_range6: Optional[str] = attrs.field(
+        default=None, converter=_optional(ipaddress.IPv6Network, "ip_range6", "an IPv6 network")
+    )
+
+    def check(self, subnet: Optional[ipaddress.IPv4Network], subnet6: Optional[ipaddress.IPv6Network]) -> None:
+        """ConfigError naming the field unless each lies in its subnet (the
+        gateway and the reserved addresses host addresses, apart)."""
+        for field, value, network in (("gateway", self.gateway, subnet), ("ip_range", self.ip_range, subnet)):
+            _within(field, value, network, "subnet")
+        for field, value, network in (("gateway6", self.gateway6, subnet6), ("ip_range6", self.ip_range6, subnet6)):
+            _within(field, value, network, "subnet6")
+        for name, address in self.aux_addresses:
+            _within(f"aux_addresses[{name!r}]", address, subnet, "subnet")
+            if address == self.gateway:
+                raise ConfigError(f"aux_addresses[{name!r}]", f"{address} is the gateway")
+        if self.ip_range6 is not None and subnet is not None:
+            if ipaddress.IPv6Network(self.ip_range6).num_addresses < subnet.num_addresses:
+                raise ConfigError(
+                    "ip_range6",
+                    f"{self.ip_range6} is smaller than {subnet} (IPv6 addresses are at the IPv4 offsets)",
+                )
+
+
+def _within(field: str, value: Optional[str], network, subnet_field: str) -> None:
+    if value is None:
+        return
+    if network is None:
+        raise ConfigError(field, f"{value}: needs {subnet_field}= (the network it lies in)")
+    if "/" in value:
+        if not ipaddress.ip_network(value).subnet_of(network):
+            raise ConfigError(field, f"{value} is not within {network}")
+        return
+    address = ipaddress.ip_address(value)
+    if (
+        address not in network
+        or address == network.network_address
+        or (network.version == 4 and address == network.broadcast_address)
+    ):
+        raise ConfigError(field, f"{value} is not a host address of {network}")

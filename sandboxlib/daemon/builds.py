@@ -23,7 +23,8 @@ from aiohttp import web
 
 from ..build import BuildEvent
 from ..build import ImageStore as BuildingStore
-from ..errors import BuildStepFailed, ImageFormatError, SandboxError
+from ..config.network import extra_hosts_option
+from ..errors import BuildStepFailed, ConfigError, ImageFormatError, SandboxError
 from ..images.compression import decompressed, sniff
 from ..images.layercheck import LayerCheck, LayerLimits
 from ..images.unpack import DIR_FLAGS, IdPolicy, unpack_into
@@ -68,7 +69,39 @@ def _options(request: web.Request) -> Dict[str, Any]:
         "no_cache": query_bool(request, "nocache"),
         "labels": _json_query(request, "labels"),
         "network": network,
+        "extra_hosts": _extra_hosts(request),
+        "cache_from": _cache_from(request),
     }
+
+
+def _extra_hosts(request: web.Request) -> Dict[str, str]:
+    """``extrahosts``: ``NAME:IP`` items, repeated or comma-separated (``--add-host``)."""
+    hosts = {}
+    for text in request.query.getall("extrahosts", []):
+        for item in filter(None, text.split(",")):
+            name, sep, address = item.partition(":")
+            if not sep:
+                raise ApiError(400, f"extrahosts: {item!r} is not NAME:IP")
+            hosts[name] = address
+    try:
+        extra_hosts_option(hosts)
+    except ConfigError as err:
+        raise ApiError(400, f"extrahosts: {err}") from None
+    return hosts
+
+
+def _cache_from(request: web.Request) -> Optional[List[str]]:
+    """``cachefrom``: a JSON list of image names (None: not given)."""
+    text = request.query.get("cachefrom")
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise ApiError(400, f"cachefrom: invalid JSON: {err}") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "cachefrom: expected a JSON list of image names")
+    return value
 
 
 def _check_context(path: str) -> None:

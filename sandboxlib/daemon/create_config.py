@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
@@ -21,7 +22,18 @@ from ..security import DEFAULT, Seccomp
 from .apierrors import ApiError
 from .healthcheck import checked_healthcheck
 
-__all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network", "with_update"]
+__all__ = [
+    "CreateRequest",
+    "check_volume_driver",
+    "endpoint_config",
+    "endpoint_network",
+    "endpoint_options",
+    "known_network",
+    "parse_create",
+    "port_mappings",
+    "with_network",
+    "with_update",
+]
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 BUILT_IN_NETWORKS = ("bridge", "host", "none")
@@ -71,7 +83,7 @@ def _strings(body: dict, key: str, where: str = "") -> Optional[List[str]]:
 def parse_create(body: dict, image: Image, store: str, default_network: str = "none") -> CreateRequest:
     """Everything checked before anything is made; ``default_network``: the
     daemon's for NetworkMode ``""``/``default``."""
-    host = _typed(body, "HostConfig", dict, {})
+    host = _go_names(_typed(body, "HostConfig", dict, {}))
     entrypoint = _strings(body, "Entrypoint")
     if entrypoint == [""]:  # docker run --entrypoint "": none at all
         entrypoint = []
@@ -116,6 +128,12 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         else:
             unset.append(name)
     endpoint = _endpoint(body, network)
+    modes = _namespace_modes(host)
+    volume_driver = _typed(host, "VolumeDriver", str, "", "HostConfig.")
+    mounts = _mounts(host, _typed(body, "Volumes", dict, {}))
+    for mount in mounts:
+        if mount.kind.value == "volume":
+            check_volume_driver(volume_driver, str(mount.source))
     options = {
         "image": image.id,
         "image_store": store,
@@ -124,9 +142,11 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "user": _typed(body, "User", str, None) or None,
         "group_add": _strings(host, "GroupAdd", "HostConfig.") or (),
         "cwd": _typed(body, "WorkingDir", str, None) or None,
-        "mounts": _mounts(host, _typed(body, "Volumes", dict, {})),
+        "mounts": mounts,
         "read_only": bool(_typed(host, "ReadonlyRootfs", bool, False, "HostConfig.")),
-        "network": _network_option(network, endpoint),
+        "network": endpoint_network(network, endpoint),
+        "pid_namespace": modes["PidMode"] or "private",
+        "uts_namespace": modes["UTSMode"] or "private",
         "ports": mappings if network != "host" else (),  # (as dockerd: a host network's ports are the host's)
         "cap_add": _strings(host, "CapAdd", "HostConfig.") or (),
         "cap_drop": _strings(host, "CapDrop", "HostConfig.") or (),
@@ -142,7 +162,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     if not all(isinstance(v, str) for v in labels.values()):
         raise ApiError(400, "Labels: expected an object of strings")
     shown = {
-        "Hostname": options["hostname"] or "",
+        "Hostname": options["hostname"] or (socket.gethostname() if modes["UTSMode"] else ""),
         "Domainname": "",
         "User": body.get("User") or "",
         "AttachStdin": bool(body.get("AttachStdin")),
@@ -167,6 +187,7 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     host_shown = {
         **DEFAULT_HOST_CONFIG,
         **_accepted_as_given(host),
+        **modes,
         "Binds": host.get("Binds"),
         "NetworkMode": network,
         "PortBindings": ports,
@@ -192,6 +213,10 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         "SecurityOpt": host.get("SecurityOpt"),
         "Tmpfs": host.get("Tmpfs"),
         "Mounts": host.get("Mounts"),
+        "VolumeDriver": volume_driver,
+        "DeviceCgroupRules": host.get("DeviceCgroupRules"),
+        "CpuRealtimePeriod": host.get("CpuRealtimePeriod") or 0,
+        "CpuRealtimeRuntime": host.get("CpuRealtimeRuntime") or 0,
     }
     return CreateRequest(
         options=options,
@@ -210,6 +235,13 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         alias=(endpoint["Aliases"] or [None])[0],
         endpoint=endpoint,
     )
+
+
+def check_volume_driver(driver: str, name: str) -> None:
+    """Docker's built-in ``local`` driver is the only one (no volume plugins):
+    another is refused as dockerd refuses a plugin it cannot find."""
+    if driver not in ("", "local"):
+        raise ApiError(404, f'create {name}: error looking up volume plugin {driver}: plugin "{driver}" not found')
 
 
 def _restart_policy(body: dict, where: str) -> Tuple[str, int]:
@@ -307,6 +339,14 @@ DEFAULT_HOST_CONFIG: Dict[str, Any] = {
 }
 
 
+def _go_names(host: dict) -> dict:
+    """HostConfig's keys as dockerd reads them: Go's JSON matches a field's
+    name case-insensitively (docker-py sends ``CPURealtimePeriod`` for
+    ``CpuRealtimePeriod``)."""
+    names = {key.lower(): key for key in DEFAULT_HOST_CONFIG}
+    return {names.get(key.lower(), key): value for key, value in host.items()}
+
+
 def _accepted_as_given(host: dict) -> Dict[str, Any]:
     """HostConfig fields whose only values we accept are what every container has
     anyway: shown as given.  Init: the library's init is always there; Isolation:
@@ -326,6 +366,20 @@ def _accepted_as_given(host: dict) -> Dict[str, Any]:
     publish_all = _typed(host, "PublishAllPorts", bool, False, "HostConfig.")
     shown["PublishAllPorts"] = publish_all
     return shown
+
+
+def _namespace_modes(host: dict) -> Dict[str, str]:
+    """PidMode and UTSMode: "" (the container's own namespace) or "host" (the
+    daemon's: ``pid_namespace``, ``uts_namespace``)."""
+    modes = {}
+    for key in ("PidMode", "UTSMode"):
+        value = _typed(host, key, str, "", "HostConfig.")
+        if value.startswith("container:"):
+            raise ApiError(400, f"HostConfig.{key}: {value!r}: another container's namespace is not supported")
+        if value not in ("", "host"):
+            raise ApiError(400, f"HostConfig.{key}: invalid {key[:-4]} mode: {value}")
+        modes[key] = value
+    return modes
 
 
 def _log_options(host: dict) -> Dict[str, Any]:
@@ -348,7 +402,8 @@ def _log_options(host: dict) -> Dict[str, Any]:
 
 def _endpoint(body: dict, network: str) -> Dict[str, Any]:
     """``NetworkingConfig.EndpointsConfig`` of ``network`` (``--network-alias``,
-    driver options), checked; the library gives a container one name on its
+    driver options, ``--ip``, ``--ip6``, ``--link-local-ip``, ``--mac-address``:
+    also the older ``Config.MacAddress``), checked; the library gives a container one name on its
     network (the first alias).  As dockerd (API < 1.44): more than one entry is
     refused, one of another network is ignored."""
     where = "NetworkingConfig."
@@ -357,28 +412,55 @@ def _endpoint(body: dict, network: str) -> Dict[str, Any]:
         raise ApiError(400, f"Container cannot be connected to network endpoints: {', '.join(endpoints)}")
     key = "default" if "default" in endpoints else network  # (the CLI's name when NetworkMode is the default)
     endpoint = _typed(endpoints, key, dict, {}, f"{where}EndpointsConfig.")
-    where = f"{where}EndpointsConfig.{network}."
+    configured = endpoint_config(endpoint, network, f"{where}EndpointsConfig.{network}.")
+    configured["MacAddress"] = configured["MacAddress"] or _typed(body, "MacAddress", str, "")
+    return configured
+
+
+def endpoint_config(endpoint: dict, network: str, where: str) -> Dict[str, Any]:
+    """An ``EndpointSettings`` body (create's ``EndpointsConfig`` entry, connect's
+    ``EndpointConfig``) checked, as inspect shows what was asked for."""
     options = _typed(endpoint, "DriverOpts", dict, {}, where)
     if not all(isinstance(v, str) for v in options.values()):
         raise ApiError(400, f"{where}DriverOpts: expected string values")
     ipam = _typed(endpoint, "IPAMConfig", dict, {}, where)
-    address = _typed(ipam, "IPv4Address", str, "", f"{where}IPAMConfig.")
-    if address and network in BUILT_IN_NETWORKS:
+    asked = {
+        "IPv4Address": _typed(ipam, "IPv4Address", str, "", f"{where}IPAMConfig."),
+        "IPv6Address": _typed(ipam, "IPv6Address", str, "", f"{where}IPAMConfig."),
+        "LinkLocalIPs": _strings(ipam, "LinkLocalIPs", f"{where}IPAMConfig.") or [],
+    }
+    if (asked["IPv4Address"] or asked["IPv6Address"]) and network in BUILT_IN_NETWORKS:
         raise ApiError(400, "user specified IP address is supported on user defined networks only")
     return {
         "Aliases": _strings(endpoint, "Aliases", where),
         "DriverOpts": options or None,
-        "IPAMConfig": {"IPv4Address": address} if address else None,
+        "IPAMConfig": {k: v for k, v in asked.items() if v} or None,
+        "MacAddress": _typed(endpoint, "MacAddress", str, "", where),
     }
 
 
-def _network_option(network: str, endpoint: Dict[str, Any]) -> Any:
-    """``network=``: the name, or with ``--ip`` (``IPAMConfig.IPv4Address``) the
-    library's ``Network.bridge(network=, address=)``."""
-    if not (endpoint["IPAMConfig"] or {}).get("IPv4Address"):
+def endpoint_options(endpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The library's options for what an endpoint config asks for (``Network.bridge``'s,
+    ``Container.connect``'s): ``address``, ``address6``, ``mac_address``, ``link_local``."""
+    ipam = endpoint.get("IPAMConfig") or {}
+    return {
+        "address": ipam.get("IPv4Address") or None,
+        "address6": ipam.get("IPv6Address") or None,
+        "mac_address": endpoint.get("MacAddress") or None,
+        "link_local": tuple(ipam.get("LinkLocalIPs") or ()),
+    }
+
+
+def endpoint_network(network: str, endpoint: Dict[str, Any]) -> Any:
+    """``network=``: the name, or with what the endpoint asks for (``--ip``,
+    ``--mac-address``, ...) the library's ``Network.bridge(network=, address=, ...)``."""
+    options = endpoint_options(endpoint)
+    if network == "host" and options["mac_address"]:
+        raise ApiError(400, "conflicting options: mac-address and the network mode")
+    if not any(options.values()) or network in ("host", "none"):  # (as dockerd: none has no interface to give them)
         return network
     try:
-        return BridgeNetwork(network=network, address=endpoint["IPAMConfig"]["IPv4Address"])
+        return BridgeNetwork(network=None if network == "bridge" else network, **options)
     except ConfigError as err:
         raise ApiError(400, str(err)) from None
 
@@ -389,9 +471,10 @@ def known_network(name: str) -> None:
         raise ConfigError("HostConfig.NetworkMode", f"network {name} not found")
 
 
-def with_network(request: CreateRequest, network: str, address: Optional[str] = None) -> CreateRequest:
-    """The request of a created container connected to ``network`` (at ``address``) before its start."""
-    options = {**request.options, "network": _network_option(network, {"IPAMConfig": {"IPv4Address": address}})}
+def with_network(request: CreateRequest, network: str, endpoint: Optional[Dict[str, Any]] = None) -> CreateRequest:
+    """The request of a created container connected to ``network`` (as ``endpoint``,
+    an :func:`endpoint_config`, asks) before its start."""
+    options = {**request.options, "network": endpoint_network(network, endpoint or {})}
     if network in ("host", "none"):
         options["ports"] = ()
     try:
@@ -400,7 +483,7 @@ def with_network(request: CreateRequest, network: str, address: Optional[str] = 
         raise ApiError(400, str(err)) from None
     host_config = {**request.host_config, "NetworkMode": network}
     return attrs.evolve(
-        request, options=options, host_config=host_config, network_mode=network, alias=None, endpoint={}
+        request, options=options, host_config=host_config, network_mode=network, alias=None, endpoint=endpoint or {}
     )
 
 
@@ -453,7 +536,10 @@ def _anonymous(host: dict, mounts: List[Mount]) -> Tuple[str, ...]:
 
 def _mounts(host: dict, volumes: dict) -> List[Mount]:
     """HostConfig's Binds, Mounts and Tmpfs, then an anonymous volume for each path
-    of Config's Volumes that none of them mounts (as Docker's)."""
+    of Config's Volumes that none of them mounts (as Docker's).  Binds and volumes
+    are idmapped: as root, the container's root acts on them as the host's root,
+    as with a root dockerd (rootless, the library binds them plainly: the
+    container's root is the daemon's user already)."""
     mounts = []
     try:
         for spec in _strings(host, "Binds", "HostConfig.") or []:
@@ -464,9 +550,9 @@ def _mounts(host: dict, volumes: dict) -> List[Mount]:
                 )
             options = parts[2].split(",") if len(parts) == 3 else []
             if parts[0].startswith("/"):
-                mounts.append(Mount.bind(parts[0], parts[1], read_only="ro" in options))
+                mounts.append(Mount.bind(parts[0], parts[1], read_only="ro" in options, idmap=True))
             else:
-                mounts.append(Mount.volume(parts[0], parts[1], read_only="ro" in options))
+                mounts.append(Mount.volume(parts[0], parts[1], read_only="ro" in options, idmap=True))
         for i, item in enumerate(_typed(host, "Mounts", list, [], "HostConfig.")):
             if not isinstance(item, dict):
                 raise ApiError(400, f"HostConfig.Mounts[{i}]: expected an object")
@@ -474,13 +560,14 @@ def _mounts(host: dict, volumes: dict) -> List[Mount]:
             if not isinstance(target, str):
                 raise ApiError(400, f"HostConfig.Mounts[{i}].Target: expected a string")
             if kind == "bind":
-                mounts.append(Mount.bind(str(item.get("Source", "")), target, read_only=bool(item.get("ReadOnly"))))
+                source = str(item.get("Source", ""))
+                mounts.append(Mount.bind(source, target, read_only=bool(item.get("ReadOnly")), idmap=True))
             elif kind == "tmpfs":
                 size = (item.get("TmpfsOptions") or {}).get("SizeBytes")
                 mounts.append(Mount.tmpfs(target, size=size or None))
             elif kind == "volume":
                 name = item.get("Source") or secrets.token_hex(32)  # an anonymous volume: named by us
-                mounts.append(Mount.volume(str(name), target, read_only=bool(item.get("ReadOnly"))))
+                mounts.append(Mount.volume(str(name), target, read_only=bool(item.get("ReadOnly")), idmap=True))
             else:
                 raise ApiError(400, f"HostConfig.Mounts[{i}].Type: {kind!r} is not supported (bind, tmpfs, volume)")
         for target, opts in _typed(host, "Tmpfs", dict, {}, "HostConfig.").items():
@@ -489,7 +576,7 @@ def _mounts(host: dict, volumes: dict) -> List[Mount]:
         targets = {os.path.normpath(str(m.target)) for m in mounts}
         for target in volumes:
             if os.path.normpath(target) not in targets:
-                mounts.append(Mount.volume(secrets.token_hex(32), target))
+                mounts.append(Mount.volume(secrets.token_hex(32), target, idmap=True))
         for mount in mounts:
             mount.check("mount")
     except ConfigError as err:
@@ -537,6 +624,13 @@ def _limits(host: dict) -> Limits:
     cpuset = _typed(host, "CpusetCpus", str, "", "HostConfig.")
     if cpuset:
         values["cpuset_cpus"] = cpuset
+    rules = _strings(host, "DeviceCgroupRules", "HostConfig.")
+    if rules:
+        values["device_rules"] = rules
+    for key, name in (("CpuRealtimePeriod", "cpu_rt_period_us"), ("CpuRealtimeRuntime", "cpu_rt_runtime_us")):
+        value = _typed(host, key, int, 0, "HostConfig.")
+        if value:  # (0: not set, as dockerd)
+            values[name] = value
     for i, item in enumerate(_typed(host, "Ulimits", list, [], "HostConfig.")):
         if not isinstance(item, dict) or item.get("Name") not in RLIMITS:
             raise ApiError(400, f"HostConfig.Ulimits[{i}]: expected {{Name, Soft, Hard}} with Name one of {RLIMITS}")

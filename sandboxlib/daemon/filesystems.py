@@ -33,7 +33,8 @@ async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
         if not record.running:
             break  # (nothing awaited from here to the count that holds a start back)
         await record.wait_for(lambda: not record.running or record.removed)  # a run that is ending
-    options = {**record.request.options, "network": "none", "ports": (), "limits": Limits()}
+    # (nothing runs in it: no network, no limits, no host namespaces)
+    options = {**record.request.options, "network": "none", "ports": (), "limits": Limits(), "pid_namespace": "private"}
     if record.layer is not None:
         options["writable_dir"] = record.layer.path
     record.files_open += 1

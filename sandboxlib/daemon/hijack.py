@@ -7,9 +7,13 @@ half-close ends its stdin, not our output."""
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import socket
 import struct
-from typing import Optional
+import termios
+from typing import Callable, Optional
 
 from aiohttp import web
 
@@ -24,9 +28,16 @@ _UPGRADED = (
 )
 # Without an Upgrade header dockerd answers 200 and streams until it closes.
 _PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: close\r\n\r\n"
-# docker-py (#3332) loses output that its read of the 101's headers takes in too: the
-# output is held back after the 101, a millisecond (what a client on an idle machine
-# needs) or, for docker-py itself, 20 ms (its read comes later on a loaded machine).
+# docker-py (#3332) loses output that its read of the 101's headers takes in too
+# (it parses them from a buffered file, then reads the raw socket).  On the UNIX
+# socket the first frame waits until the client has read the whole 101: the
+# kernel's count of our sent bytes not yet received (SIOCOUTQ) is 0.  Polled,
+# from a loop turn up to POLL_MAX apart, at most FIRST_FRAME_WAIT in all (a
+# client that reads nothing gets its output then).  Over TCP (the TLS front's
+# socket pair shows only what the TLS thread read) the output is held back
+# after the 101 instead: a millisecond, or for docker-py 20 ms.
+POLL_MAX = 0.002
+FIRST_FRAME_WAIT = 2.0
 FIRST_FRAME_DELAY = 0.001
 DOCKER_PY_DELAY = 0.02
 
@@ -58,8 +69,8 @@ class Hijacked(asyncio.Protocol):
         self.multiplexed = multiplexed
         self.input: asyncio.StreamReader = asyncio.StreamReader()
         self.gone = asyncio.Event()  # the client has disconnected
-        docker_py = request.headers.get("User-Agent", "").startswith("docker-sdk-python")
-        self._held_until = asyncio.get_running_loop().time() + (DOCKER_PY_DELAY if docker_py else FIRST_FRAME_DELAY)
+        self._sent_first: Optional[asyncio.Future] = None  # the wait before the first frame, shared
+        self._upgraded_at = asyncio.get_running_loop().time()
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -101,14 +112,29 @@ class Hijacked(asyncio.Protocol):
     async def write(self, stream: int, data: bytes) -> None:
         if not data or self.gone.is_set():
             return
-        if self._held_until > 0:  # every frame, not only the first one written: another may overtake it
-            delay = self._held_until - asyncio.get_running_loop().time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                self._held_until = 0.0
+        if self._sent_first is None:
+            self._sent_first = asyncio.ensure_future(self._first_frame_wait())
+        if not self._sent_first.done():  # every writer waits: another frame may overtake the first
+            await asyncio.shield(self._sent_first)
+        if self.gone.is_set():
+            return
         self.transport.write(frame(stream, data) if self.multiplexed else data)  # type: ignore[union-attr]
         await self._drained.wait()
+
+    async def _first_frame_wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        unread = _unread_of(self.transport)
+        if unread is None:
+            docker_py = self._request.headers.get("User-Agent", "").startswith("docker-sdk-python")
+            held = DOCKER_PY_DELAY if docker_py else FIRST_FRAME_DELAY
+            await asyncio.sleep(max(0.0, self._upgraded_at + held - loop.time()))
+            return
+        deadline, pause = loop.time() + FIRST_FRAME_WAIT, 0.0
+        while not self.gone.is_set() and loop.time() < deadline:
+            if self.transport.get_write_buffer_size() == 0 and unread() == 0:  # type: ignore[union-attr]
+                return
+            await asyncio.sleep(pause)
+            pause = min(POLL_MAX, pause * 2 or 0.0001)
 
     def close(self) -> None:
         """End the stream (the client sees EOF) and let aiohttp's side of the connection go."""
@@ -118,3 +144,24 @@ class Hijacked(asyncio.Protocol):
         protocol = self._request.protocol
         if protocol is not None:
             asyncio.get_running_loop().call_soon(protocol.connection_lost, None)
+
+
+def _unread_of(transport) -> Optional[Callable[[], int]]:
+    """How many of our sent bytes the client has not read yet, for a client on
+    the UNIX socket (None otherwise: a TCP connection's come through the TLS
+    front's socket pair, which has no name; an accepted connection's socket is
+    named by the listener's path)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX or not sock.getsockname():
+        return None
+    fd = sock.fileno()
+
+    def unread() -> int:
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, termios.TIOCOUTQ, count)
+        except OSError:
+            return 0  # (gone: nothing to wait for)
+        return count[0]
+
+    return unread

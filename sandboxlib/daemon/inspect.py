@@ -7,6 +7,7 @@ import calendar
 import datetime
 import hashlib
 import ipaddress
+import os
 import time
 from typing import Any, Dict, List, Optional
 
@@ -66,15 +67,16 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
     running = record.running and record.box is not None
     if network is None or network == record.request.network_mode:
         network = record.request.network_mode
-        address = record.box.sync.address if running else None  # type: ignore[union-attr]
         configured = record.request.endpoint
     else:
-        address = record.box.sync.joined_networks.get(network) if running else None  # type: ignore[union-attr]
         # (connect's aliases, then the name the daemon adds for the library)
-        configured = {"Aliases": [a for a in record.joined.get(network, ()) if a != record.name]}
-        if network in record.joined_at:
-            configured["IPAMConfig"] = {"IPv4Address": record.joined_at[network]}
-    interface = ipaddress.IPv4Interface(address) if address else None
+        configured = {
+            **record.joined_at.get(network, {}),
+            "Aliases": [a for a in record.joined.get(network, ()) if a != record.name],
+        }
+    found = record.box.sync.endpoints.get(network) if running else None  # type: ignore[union-attr]
+    interface = ipaddress.IPv4Interface(found.address) if found else None
+    interface6 = ipaddress.IPv6Interface(found.address6) if found and found.address6 else None
     # as dockerd 20.10: the aliases asked for, and while it runs on a network of its own, its short id
     aliases = [*(configured.get("Aliases") or ()), *([record.id[:12]] if running else ())]
     return {
@@ -83,13 +85,14 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
         "Aliases": list(dict.fromkeys(aliases)) or None if network not in BUILT_IN_NETWORKS else None,
         "NetworkID": network_id(network),
         "EndpointID": hashlib.sha256(f"{record.id} {record.runs} {network}".encode()).hexdigest() if interface else "",
-        "Gateway": str(next(interface.network.hosts())) if interface else "",
+        "Gateway": found.gateway if found else "",
         "IPAddress": str(interface.ip) if interface else "",
         "IPPrefixLen": interface.network.prefixlen if interface else 0,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "MacAddress": "",
+        "IPv6Gateway": (found.gateway6 or "") if found else "",
+        "GlobalIPv6Address": str(interface6.ip) if interface6 else "",
+        "GlobalIPv6PrefixLen": interface6.network.prefixlen if interface6 else 0,
+        # (while it runs, its interface's; before, the one asked for)
+        "MacAddress": found.mac_address if found else configured.get("MacAddress") or "",
         "DriverOpts": configured.get("DriverOpts"),
     }
 
@@ -104,8 +107,10 @@ def endpoints(record: ContainerRecord) -> Dict[str, Dict[str, Any]]:
 
 def container_json(record: ContainerRecord) -> Dict[str, Any]:
     request = record.request
-    network = endpoint(record)
-    default = request.network_mode == "bridge"  # (Docker's top-level fields are the default bridge's)
+    networks = endpoints(record)
+    # Docker's top-level fields are the default bridge's (joined or not), else empty
+    network = networks.get("bridge") or {}
+    default = bool(network)
     return {
         "Id": record.id,
         "Created": record.created,
@@ -139,7 +144,7 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
         "AppArmorProfile": "",
         "ExecIDs": None,
         "HostConfig": request.host_config,
-        "Mounts": _mounts(request.host_config),
+        "Mounts": _mounts(request),
         "Config": {**request.body, "Hostname": request.body.get("Hostname") or record.id[:12]},
         "NetworkSettings": {
             "Bridge": "",
@@ -151,16 +156,18 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
             "Gateway": network["Gateway"] if default else "",
             "IPAddress": network["IPAddress"] if default else "",
             "IPPrefixLen": network["IPPrefixLen"] if default else 0,
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "IPv6Gateway": "",
-            "MacAddress": "",
-            "Networks": endpoints(record),
+            "GlobalIPv6Address": network["GlobalIPv6Address"] if default else "",
+            "GlobalIPv6PrefixLen": network["GlobalIPv6PrefixLen"] if default else 0,
+            "IPv6Gateway": network["IPv6Gateway"] if default else "",
+            "MacAddress": network["MacAddress"] if default else "",
+            "Networks": networks,
         },
     }
 
 
-def _mounts(host_config: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _mounts(request) -> List[Dict[str, Any]]:
+    """Docker's Mounts: those of HostConfig's Binds, then of its Mounts."""
+    host_config = request.host_config
     found = []
     for spec in host_config.get("Binds") or []:
         parts = spec.split(":")
@@ -176,6 +183,22 @@ def _mounts(host_config: Dict[str, Any]) -> List[Dict[str, Any]]:
                 "Propagation": "rprivate",
             }
         )
+    targets = {str(m.target): m for m in request.options.get("mounts") or ()}
+    for item in host_config.get("Mounts") or []:
+        kind, target = item.get("Type", "volume"), str(item.get("Target"))
+        entry = {
+            "Type": kind,
+            "Source": item.get("Source") or "",
+            "Destination": target,
+            "Mode": "",
+            "RW": not item.get("ReadOnly"),
+            "Propagation": "rprivate" if kind == "bind" else "",
+        }
+        if kind == "volume":  # (an anonymous one's name is the one the daemon gave it)
+            name = item.get("Source") or str(getattr(targets.get(target), "source", ""))
+            store = str(request.options.get("image_store") or "")
+            entry.update(Name=name, Source=os.path.join(store, "volumes", name), Driver="local", Mode="z")
+        found.append(entry)
     return found
 
 
@@ -245,7 +268,7 @@ def container_summary(record: ContainerRecord) -> Dict[str, Any]:
         "Status": _status(record),
         "HostConfig": {"NetworkMode": request.network_mode},
         "NetworkSettings": {"Networks": endpoints(record)},
-        "Mounts": _mounts(request.host_config),
+        "Mounts": _mounts(request),
     }
 
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import datetime
 import functools
-import ipaddress
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 from aiohttp import web
 
-from ..config import network_name
+from ..config import NetworkAddresses, network_name
 from ..errors import ConfigError, ContainerStateError, UnsupportedError
 from ..network import DEFAULT_BRIDGE, named
 from ..runtime import statedir
 from .apierrors import ApiError, library_error
 from .containers import filters_of
-from .create_config import BUILT_IN_NETWORKS, with_network
+from .create_config import BUILT_IN_NETWORKS, endpoint_config, endpoint_network, endpoint_options, with_network
 from .inspect import endpoint, network_id
 from .server import Route, json_body, json_response
 from .threads import in_thread
@@ -52,16 +51,13 @@ def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any
             members[r.id] = {
                 "Name": r.name,
                 "EndpointID": point["EndpointID"],
-                "MacAddress": "",
+                "MacAddress": point["MacAddress"],
                 "IPv4Address": f"{point['IPAddress']}/{point['IPPrefixLen']}" if point["IPAddress"] else "",
-                "IPv6Address": "",
+                "IPv6Address": f"{point['GlobalIPv6Address']}/{point['GlobalIPv6PrefixLen']}"
+                if point["GlobalIPv6Address"]
+                else "",
             }
-    config = []
-    if record is not None:
-        subnet = ipaddress.IPv4Network(record.subnet)
-        config = [{"Subnet": record.subnet, "Gateway": str(next(subnet.hosts()))}]
-        if record.subnet6:
-            config.append({"Subnet": record.subnet6, "Gateway": str(ipaddress.IPv6Network(record.subnet6)[1])})
+    config = _ipam_config(record) if record is not None else []
     return {
         "Name": name,
         "Id": network_id(name),
@@ -81,6 +77,22 @@ def _shape(request: web.Request, name: str, record: Any = None) -> Dict[str, Any
         else {},
         "Labels": request.app["context"].network_labels.get(name, {}),
     }
+
+
+def _ipam_config(record: named.NetworkRecord) -> List[Dict[str, Any]]:
+    """Docker's ``IPAM.Config``: each subnet with its gateway, and its IP range and
+    auxiliary addresses when it has them."""
+    pool = named.pool_of(record)
+    config: List[Dict[str, Any]] = [{"Subnet": record.subnet, "Gateway": str(pool.gateway)}]
+    if record.ip_range:
+        config[0]["IPRange"] = record.ip_range
+    if record.aux_addresses:
+        config[0]["AuxiliaryAddresses"] = dict(record.aux_addresses)
+    if record.subnet6:
+        config.append({"Subnet": record.subnet6, "Gateway": str(pool.gateway6)})
+        if record.ip_range6:
+            config[1]["IPRange"] = record.ip_range6
+    return config
 
 
 def _all(request: web.Request) -> List[Dict[str, Any]]:
@@ -129,10 +141,42 @@ async def _inspect(request: web.Request) -> web.Response:
     return json_response(await in_thread(_find, request, request.match_info["id"]))
 
 
-def _create_network(name: str, subnet: Optional[str], subnet6: Optional[str], internal: bool) -> None:
+def _create_network(
+    name: str, subnet: Optional[str], subnet6: Optional[str], internal: bool, addresses: NetworkAddresses
+) -> None:
     root = statedir.state_root()
     statedir.ensure_root(root)  # (0700, root's: made by a first network as by a first container)
-    named.create(root, name, subnet, subnet6, internal=internal)
+    named.create(root, name, subnet, subnet6, internal=internal, addresses=addresses)
+
+
+def _pools(body: dict) -> Tuple[Optional[dict], Optional[dict]]:
+    """``IPAM.Config``: at most one IPv4 and one IPv6 pool ({Subnet, IPRange, Gateway, AuxiliaryAddresses})."""
+    configs = (body.get("IPAM") or {}).get("Config") or []
+    if not isinstance(configs, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("Subnet"), str) for c in configs
+    ):
+        raise ApiError(400, "IPAM.Config: expected a list of {Subnet}")
+    pools = {":" in c["Subnet"]: c for c in configs}
+    if len(configs) > 2 or len(pools) < len(configs):
+        raise ApiError(400, "IPAM.Config: at most one IPv4 and one IPv6 {Subnet} are supported")
+    if (pools.get(True) or {}).get("AuxiliaryAddresses"):
+        raise ApiError(400, "IPAM.Config: AuxiliaryAddresses of an IPv6 subnet are not supported")
+    return pools.get(False), pools.get(True)
+
+
+def _addresses(pool: Optional[dict], pool6: Optional[dict]) -> NetworkAddresses:
+    """The library's options for the pools' IPRange, Gateway and AuxiliaryAddresses."""
+    four, six = pool or {}, pool6 or {}
+    try:
+        return NetworkAddresses(
+            gateway=four.get("Gateway") or None,
+            ip_range=four.get("IPRange") or None,
+            aux_addresses=four.get("AuxiliaryAddresses") or None,
+            gateway6=six.get("Gateway") or None,
+            ip_range6=six.get("IPRange") or None,
+        )
+    except ConfigError as err:
+        raise ApiError(400, f"IPAM.Config: {err}") from None
 
 
 async def _create(request: web.Request) -> web.Response:
@@ -154,15 +198,9 @@ async def _create(request: web.Request) -> web.Response:
         raise ApiError(400, str(err)) from None
     if name in await in_thread(_records):
         raise ApiError(409, f"network with name {name} already exists")
-    configs = (body.get("IPAM") or {}).get("Config") or []
-    if not isinstance(configs, list) or not all(
-        isinstance(c, dict) and isinstance(c.get("Subnet"), str) for c in configs
-    ):
-        raise ApiError(400, "IPAM.Config: expected a list of {Subnet}")
-    subnets = {":" in c["Subnet"]: c["Subnet"] for c in configs}
-    if len(configs) > 2 or len(subnets) < len(configs):
-        raise ApiError(400, "IPAM.Config: at most one IPv4 and one IPv6 {Subnet} are supported")
-    subnet, subnet6 = subnets.get(False), subnets.get(True)
+    pool, pool6 = _pools(body)
+    addresses = _addresses(pool, pool6)
+    subnet, subnet6 = (pool or {}).get("Subnet"), (pool6 or {}).get("Subnet")
     if subnet6 and not body.get("EnableIPv6"):
         raise ApiError(400, "IPAM.Config: an IPv6 subnet needs EnableIPv6")
     if body.get("EnableIPv6") and subnet6 is None:
@@ -171,7 +209,7 @@ async def _create(request: web.Request) -> web.Response:
     if not isinstance(labels, dict):
         raise ApiError(400, "Labels: expected an object")
     try:
-        await in_thread(_create_network, name, subnet, subnet6, internal)
+        await in_thread(_create_network, name, subnet, subnet6, internal, addresses)
     except (ConfigError, UnsupportedError, PermissionError) as err:
         raise ApiError(400 if isinstance(err, ConfigError) else 403, f"creating network {name}: {err}") from None
     request.app["context"].network_labels[name] = {str(k): str(v) for k, v in labels.items()}
@@ -210,50 +248,40 @@ async def _connect(request: web.Request) -> web.Response:
     record = context.containers.get(ref)
     joining = request.path.endswith("/connect")
     if joining:
-        await _join(record, name, _aliases(body), _address(body))
+        config = _typed_endpoint(body)
+        await _join(record, name, endpoint_config(config, name, "EndpointConfig."))
     else:
         await _leave(record, name)
     context.events.emit("network", "connect" if joining else "disconnect", network_id(name), {"container": record.id})
     return web.Response(status=200)
 
 
-def _aliases(body: dict) -> List[str]:
+def _typed_endpoint(body: dict) -> dict:
     config = body.get("EndpointConfig")
-    aliases = (config.get("Aliases") if isinstance(config, dict) else None) or []
-    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-        raise ApiError(400, "EndpointConfig.Aliases: expected a list of names")
-    return aliases
+    if config is not None and not isinstance(config, dict):
+        raise ApiError(400, "EndpointConfig: expected an object")
+    return config or {}
 
 
-def _address(body: dict) -> Optional[str]:
-    """``--ip``: EndpointConfig.IPAMConfig.IPv4Address."""
-    config = body.get("EndpointConfig")
-    ipam = (config.get("IPAMConfig") if isinstance(config, dict) else None) or {}
-    address = ipam.get("IPv4Address") if isinstance(ipam, dict) else None
-    if address is not None and not isinstance(address, str):
-        raise ApiError(400, "EndpointConfig.IPAMConfig.IPv4Address: expected a string")
-    return address or None
-
-
-async def _join(record: Any, name: str, aliases: List[str], address: Optional[str] = None) -> None:
+async def _join(record: Any, name: str, endpoint: Dict[str, Any]) -> None:
+    """``endpoint``: connect's ``EndpointConfig``, checked (``create_config.endpoint_config``)."""
     mode = record.request.network_mode
+    aliases = endpoint["Aliases"] or []
     if _on(record, name):
         raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
     if name in ("host", "none") or (record.running and mode == "host"):
         raise ApiError(400, f"container cannot be connected to network {name} with network mode {mode}")
     if not record.running and mode in BUILT_IN_NETWORKS:  # (created: it moves, as before its first start)
-        record.request = with_network(record.request, name, address)
-        endpoint = {"Aliases": aliases or None, "DriverOpts": None, "IPAMConfig": address and {"IPv4Address": address}}
-        record.request = attrs.evolve(record.request, alias=(aliases or [None])[0], endpoint=endpoint)
+        record.request = with_network(record.request, name, endpoint)
+        record.request = attrs.evolve(record.request, alias=(aliases or [None])[0])
         return
-    if address and not record.running:
-        raise ApiError(400, "--ip for a network joined at the container's start is not supported (connect it running)")
+    endpoint_network(name, endpoint)  # (bad addresses: a 400 now, not at a start)
     names = [*aliases, record.name]
     if record.running:  # (the library's errors: Docker-shaped by the server)
-        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names, address=address))
+        connect = record.box.sync.connect
+        await in_thread(functools.partial(connect, name, aliases=names, **endpoint_options(endpoint)))
     record.joined[name] = names
-    if address:
-        record.joined_at[name] = address
+    record.joined_at[name] = endpoint  # (what it asked for: each start joins so)
 
 
 async def _leave(record: Any, name: str) -> None:

@@ -25,7 +25,7 @@ from ..errors import CommandNotFoundError, SandboxError, SetupError
 from ..runtime.logs import read_log
 from . import healthcheck
 from .apierrors import ApiError, library_error, no_such_container
-from .create_config import BUILT_IN_NETWORKS, CreateRequest, known_network
+from .create_config import BUILT_IN_NETWORKS, CreateRequest, endpoint_options, known_network
 from .events import Events
 from .healthcheck import Health, checked_healthcheck
 from .interactive import LOG_MAX_FILES, Interactive
@@ -76,7 +76,7 @@ class ContainerRecord:
     watcher: Optional[asyncio.Task] = None
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     joined: Dict[str, List[str]] = attrs.field(factory=dict)  # networks beyond network_mode: their aliases
-    joined_at: Dict[str, str] = attrs.field(factory=dict)  # those connected with --ip: the address asked for
+    joined_at: Dict[str, Dict[str, Any]] = attrs.field(factory=dict)  # their EndpointConfig, checked
     layer: Optional[KeptLayer] = None  # its writable layer, kept until it is removed (none: a read-only root)
     starting: bool = False  # a start is under way: file work on the stopped container waits
     files_open: int = 0  # file work on the stopped container (an idle container on its layer): a start waits
@@ -208,7 +208,9 @@ class Containers:
             record.stopped_by_user = False
         request = record.request
         interactive = request.spawned
-        options = {**request.options, "hostname": request.options["hostname"] or record.id[:12]}
+        options = dict(request.options)
+        if options.get("uts_namespace") != "host":  # (the host's UTS namespace keeps the host's name)
+            options["hostname"] = options["hostname"] or record.id[:12]
         if record.layer is not None:
             options["writable_dir"] = record.layer.path
         name = request.alias or record.name
@@ -226,8 +228,8 @@ class Containers:
                 await in_thread(known_network, request.network_mode)
             await box.start()
             for network, aliases in record.joined.items():  # (docker network connect, before or while it ran)
-                address = record.joined_at.get(network)
-                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases, address=address))
+                options = endpoint_options(record.joined_at.get(network) or {})
+                await in_thread(functools.partial(box.sync.connect, network, aliases=aliases, **options))
             if interactive:
                 assert record.interactive is not None  # (made at create)
                 await record.interactive.start(

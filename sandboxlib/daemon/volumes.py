@@ -7,15 +7,15 @@ import asyncio
 import os
 import secrets
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from aiohttp import web
 
 from ..config import Mount
 from ..errors import ConfigError
-from ..rootfs.idmap import ROOT_DEFAULT_HOST_ID
 from .apierrors import ApiError
 from .containers import filters_of
+from .create_config import check_volume_driver
 from .server import Route, json_body, json_response, query_bool
 
 __all__ = ["ROUTES", "volume_json", "volumes_in_use"]
@@ -37,15 +37,6 @@ def volume_json(store, name: str) -> Dict[str, Any]:
         "Scope": "local",
         "Options": {},
     }
-
-
-def _root_owner() -> Tuple[int, int]:
-    """Who a container's root is on the host, as the library maps it by default (its
-    volumes are made owned by it): as root the first id of the shifted range; rootless
-    the caller."""
-    if os.geteuid() == 0:
-        return ROOT_DEFAULT_HOST_ID, ROOT_DEFAULT_HOST_ID
-    return -1, -1
 
 
 def volumes_in_use(context) -> Dict[str, List[str]]:
@@ -71,15 +62,17 @@ async def _create(request: web.Request) -> web.Response:
     name = body.get("Name") or secrets.token_hex(32)
     if not isinstance(name, str):
         raise ApiError(400, "Name: expected a string")
-    if body.get("Driver") not in (None, "", "local"):
-        raise ApiError(400, f"Driver: only the local driver (got {body['Driver']!r})")
+    driver = body.get("Driver") or ""
+    if not isinstance(driver, str):
+        raise ApiError(400, "Driver: expected a string")
+    check_volume_driver(driver, name)
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ApiError(400, "Labels: expected an object of strings")
     store = _context(request).store()
     try:
         Mount.volume(name, "/v")  # the name checked as a container's mount checks it
-        await asyncio.to_thread(store.volume, name, _root_owner(), labels=labels)
+        await asyncio.to_thread(store.volume, name, labels=labels)  # the daemon's own: containers idmap it
     except ConfigError as err:
         raise ApiError(400, f"create {name}: {err.message}") from None
     _context(request).events.emit("volume", "create", name, {"driver": "local"})

@@ -24,6 +24,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="run every step, even those in the cache")
     networks = ("none", "bridge", "host")
     p.add_argument("--network", default="none", choices=networks, help="RUN's network (default: none)")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line of each RUN's /etc/hosts")
+    p.add_argument(
+        "--cache-from",
+        action="append",
+        metavar="IMAGE",
+        help="reuse only the cached steps of these images (and their ancestors)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("path", metavar="PATH", help="the build context directory")
     add_store_option(p)
@@ -39,6 +46,16 @@ def _pairs(values, option: str) -> Dict[str, str]:
     return found
 
 
+def _hosts(values) -> Dict[str, str]:
+    found = {}
+    for value in values:
+        name, sep, address = value.partition(":")
+        if not sep:
+            raise ConfigError("extra_hosts", f"expected NAME:IP, got {value!r}")
+        found[name] = address
+    return found
+
+
 def _build(args: argparse.Namespace) -> int:
     dockerfile = os.path.relpath(os.path.abspath(args.file), os.path.abspath(args.path)) if args.file else None
     image = ImageStore(args.store).build(
@@ -50,6 +67,8 @@ def _build(args: argparse.Namespace) -> int:
         target=args.target,
         network=args.network,
         no_cache=args.no_cache,
+        extra_hosts=_hosts(args.add_host),
+        cache_from=args.cache_from,
         progress=not args.quiet,
     )
     print(image.id)

@@ -3,10 +3,12 @@
     sandboxlib [--version]
     sandboxlib run [--rootfs DIR] [--hostname H] [-e K=V] [--env-file FILE] [-v SRC:DST[:ro]]
                    [--tmpfs DST[:SIZE]] [--read-only] [--user U] [--workdir DIR]
-                   [--network none|host] [--no-userns] [--cap-add CAP] [--cap-drop CAP] [--timeout S]
+                   [--network none|host] [--pid private|host] [--uts private|host]
+                   [--no-userns] [--cap-add CAP] [--cap-drop CAP] [--timeout S]
                    [--security-opt seccomp=PROFILE.json|unconfined]
                    [--memory SIZE] [--memory-swap SIZE] [--cpus N] [--cpu-shares N]
-                   [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]] -- CMD...
+                   [--pids-limit N] [--cpuset-cpus LIST] [--ulimit NAME=SOFT[:HARD]]
+                   [--device-cgroup-rule RULE] [--cpu-rt-period US] [--cpu-rt-runtime US] -- CMD...
     sandboxlib run -it [OPTIONS] [IMAGE] [--] CMD...   (a terminal: raw mode, window size, ^C)
     sandboxlib run [OPTIONS] [--store DIR] [--writable-layer disk|tmpfs] [--writable-layer-size SIZE]
                    [--pull missing|always|never] IMAGE [CMD...]   (the image's root and config)
@@ -151,6 +153,9 @@ def _limits(args: argparse.Namespace) -> Limits:
         "cpu_shares": args.cpu_shares,
         "pids": args.pids_limit,
         "cpuset_cpus": args.cpuset_cpus,
+        "device_rules": args.device_cgroup_rule or None,
+        "cpu_rt_period_us": args.cpu_rt_period,
+        "cpu_rt_runtime_us": args.cpu_rt_runtime,
     }
     values.update({k: v for k, v in cgroup.items() if v is not None})
     return Limits.from_dict(values)
@@ -172,6 +177,8 @@ _OPTIONS = {
     "cap_add": "--cap-add",
     "cap_drop": "--cap-drop",
     "network": "--network",
+    "pid_namespace": "--pid",
+    "uts_namespace": "--uts",
     "ports": "--publish",
     "name": "--name",
     "egress": "--egress",
@@ -186,6 +193,9 @@ _OPTIONS = {
     "limits.cpu_shares": "--cpu-shares",
     "limits.pids": "--pids-limit",
     "limits.cpuset_cpus": "--cpuset-cpus",
+    "limits.device_rules": "--device-cgroup-rule",
+    "limits.cpu_rt_period_us": "--cpu-rt-period",
+    "limits.cpu_rt_runtime_us": "--cpu-rt-runtime",
     "tty": "--tty",
     "rows": "--tty",
     "cols": "--tty",
@@ -257,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RULE",
         help="with --network bridge: allow only these destinations (CIDR, IP, NAME, *.DOMAIN, each [:PORT[/udp]])",
     )
+    p.add_argument(
+        "--pid",
+        default="private",
+        metavar="private|host",
+        help="host: the host's pid namespace (its processes seen, /proc the host's; see pid_namespace)",
+    )
+    p.add_argument("--uts", default="private", metavar="private|host", help="host: the host's hostname (unchangeable)")
     p.add_argument("--no-userns", action="store_true", help="as root: no user namespace (real root inside)")
     p.add_argument(
         "--cap-add",
@@ -286,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-shares", type=int, help="relative CPU weight (2-262144, default 1024)")
     p.add_argument("--pids-limit", type=int, help="most processes and threads at once")
     p.add_argument("--cpuset-cpus", help="CPUs it may use, e.g. 0-1,3")
+    p.add_argument(
+        "--device-cgroup-rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="allow a device beyond the default ones, e.g. 'c 7:128 rwm' (only those then; as root)",
+    )
+    p.add_argument("--cpu-rt-period", type=int, metavar="US", help="real-time CPU period in microseconds")
+    p.add_argument("--cpu-rt-runtime", type=int, metavar="US", help="real-time CPU time per period in microseconds")
     p.add_argument(
         "--ulimit",
         action="append",
@@ -390,6 +416,8 @@ def _run_in_container(args: argparse.Namespace, image: Optional[str], cmd: List[
         "name": args.name,
         "extra_hosts": dict(_host_entry(text) for text in args.add_host),
         "userns": not args.no_userns,
+        "pid_namespace": args.pid,
+        "uts_namespace": args.uts,
         "seccomp": seccomp,
         "limits": _limits(args),
         "image": image,

@@ -84,6 +84,8 @@ def _create_body(args: argparse.Namespace, image: str, cmd: List[str]) -> dict:
         "User": args.user or "",
         "HostConfig": {
             "NetworkMode": args.network,
+            "PidMode": "" if getattr(args, "pid", "private") == "private" else args.pid,  # (the daemon checks it)
+            "UTSMode": "" if getattr(args, "uts", "private") == "private" else args.uts,
             "AutoRemove": bool(getattr(args, "rm", False)),
             "RestartPolicy": {"Name": policy, "MaximumRetryCount": int(retries or 0)},
         },

@@ -78,6 +78,12 @@ def _mount_hint(op: MountOp, err: int) -> Optional[str]:
             "(proc, sysfs, cgroup, securityfs, ...): a mount may not cover the container's kernel file "
             "systems and their masks; mount elsewhere"
         )
+    if op.flags & MountFlag.IDMAP and err in (E.EINVAL, E.EOPNOTSUPP):
+        return (
+            "the source's file system, or one mounted below it, cannot be idmapped (such as NFS, "
+            "FUSE, proc or sysfs): bind it without idmap=True (a root daemon idmaps every bind "
+            "and volume: docs/daemon.md)"
+        )
     if err == E.EROFS:
         return "its parent directory is on a read-only mount: create the target in the root, or mount a tmpfs above it"
     if err == E.EPERM and op.kind in (MountKind.PROC, MountKind.SYSFS):

@@ -28,11 +28,13 @@ _RECORD = message_struct("struct sbx_mount_rec")
 GO_MESSAGE = struct.pack("=I", lib.SBX_MSG_GO)
 
 
-def clone_flags(*, userns: bool, new_pid: bool = True) -> int:
+def clone_flags(*, userns: bool, new_pid: bool = True, new_uts: bool = True) -> int:
     """The namespaces of the clone.  Not the cgroup namespace: the child
     unshares that itself once it is in its cgroups, so that it is rooted there.
-    ``new_pid`` False: the spawn starts it in a pid namespace it is given."""
-    flags = lib.CLONE_NEWNS | lib.CLONE_NEWUTS | lib.CLONE_NEWIPC | (lib.CLONE_NEWPID if new_pid else 0)
+    ``new_pid`` False: the spawn starts it in a pid namespace it is given, or
+    the caller's; ``new_uts`` False: the caller's UTS namespace."""
+    flags = lib.CLONE_NEWNS | lib.CLONE_NEWIPC | (lib.CLONE_NEWPID if new_pid else 0)
+    flags |= lib.CLONE_NEWUTS if new_uts else 0
     if userns:
         flags |= lib.CLONE_NEWUSER
     return flags

@@ -8,20 +8,22 @@ binding."""
 from __future__ import annotations
 
 import _socket
+import array
 import functools
 import os
 import resource
 import socket
 import struct
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import attrs
 
-from .binding import lib, message_struct
+from .binding import ffi, lib, message_struct
 
 __all__ = [
     "ExecRequest",
     "encode_exec",
+    "renamed",
     "encode_signal",
     "encode_stop",
     "Reply",
@@ -41,6 +43,8 @@ REPLY_PID, REPLY_TTY = lib.SBX_REPLY_PID, lib.SBX_REPLY_TTY
 MAX_REQUEST = lib.SBX_MAX_REQUEST
 
 _HEADER = message_struct("struct sbx_exec_hdr")
+_ID_AT = ffi.offsetof("struct sbx_exec_hdr", "id")
+_ID = struct.Struct("=I")
 _RLIMIT = message_struct("struct sbx_rlimit")
 _SIGNAL = message_struct("struct sbx_signal_msg")
 _REPLY = message_struct("struct sbx_reply")
@@ -60,8 +64,10 @@ RLIMIT_NUMBERS = {
 _INFINITY = 2**64 - 1
 
 
-@attrs.frozen(kw_only=True)
-class ExecRequest:
+class ExecRequest(NamedTuple):
+    """One command's request (a NamedTuple, not an attrs class: one is made
+    per command, in ~1 us instead of ~5)."""
+
     argv: Tuple[str, ...]
     env: Tuple[str, ...]  # "NAME=value"
     cwd: str
@@ -131,6 +137,12 @@ def _packed_rlimits(rlimits: Tuple[Tuple[str, int, int], ...]) -> bytes:
     )
 
 
+def renamed(req: ExecRequest, payload: bytes, command_id: int) -> Tuple[ExecRequest, bytes]:
+    """``req`` and its encoding ``payload`` (``encode_exec``) as command
+    ``command_id``: a container's repeated commands are encoded once."""
+    return req._replace(id=command_id), b"".join((payload[:_ID_AT], _ID.pack(command_id), payload[_ID_AT + _ID.size :]))
+
+
 def encode_signal(command_id: int, sig: int, *, group: bool) -> bytes:
     return _SIGNAL.pack(MSG_SIGNAL, command_id, sig, int(group), 0)
 
@@ -165,9 +177,9 @@ def reply_socketpair(*, credentials: bool = True) -> Tuple[socket.socket, socket
     return ours, theirs
 
 
-def reply_ends(*, credentials: bool = True) -> Tuple[socket.socket, int]:
-    """``reply_socketpair``'s, the init's end as a bare fd (ours to close once
-    sent): socket.socketpair made two socket objects, one only to detach."""
+def reply_socket(*, credentials: bool) -> Tuple[socket.socket, int]:
+    """``reply_socketpair`` with the init's end as a bare fd, to send and
+    close (no socket object made for it: ~2 us of every command)."""
     ours, theirs = _socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, ours.detach())
     if credentials:
@@ -203,4 +215,5 @@ def decode_reply(sock: socket.socket, *, block: bool = True) -> Optional[Reply]:
 
 def send_request(control: socket.socket, payload: bytes, fds: Sequence[int], *, block: bool = True) -> None:
     """Send one request; without ``block`` BlockingIOError says the socket is full."""
-    socket.send_fds(control, [payload], list(fds), 0 if block else socket.MSG_DONTWAIT)
+    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))  # (socket.send_fds, one call less)
+    control.sendmsg([payload], [rights], 0 if block else socket.MSG_DONTWAIT)

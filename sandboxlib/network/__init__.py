@@ -4,8 +4,19 @@ networks (issue 19).  ``Attachment`` is what a container's lifecycle uses;
 
 from . import named
 from .attach import DEFAULT_BRIDGE, Attachment, attachment
+from .hostsfile import HostsFile
 from .join import Joined, joined
 from .nftables import tables as nft_tables
 from .pasta import check_tun
 
-__all__ = ["Attachment", "attachment", "check_tun", "DEFAULT_BRIDGE", "Joined", "joined", "named", "nft_tables"]
+__all__ = [
+    "Attachment",
+    "attachment",
+    "check_tun",
+    "DEFAULT_BRIDGE",
+    "HostsFile",
+    "Joined",
+    "joined",
+    "named",
+    "nft_tables",
+]

@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 DEFAULT_BRIDGE = "sbx0"
-# a container's network: (bridge, IPv4 subnet, IPv6 subnet); a subnet None: the
-# default network's (chosen at first use), or no IPv6
-Place = Tuple[str, Optional[ipaddress.IPv4Network], Optional[ipaddress.IPv6Network]]
+# a container's network: (bridge, its addresses); None: the default network's
+# (its subnet chosen at first use; no IPv6, as Docker's)
+Place = Tuple[str, Optional[ipam.Pool]]
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,6 +92,11 @@ def _known_gateway(state_root: str, bridge_name: str) -> Optional[ipaddress.IPv4
     return found[1] if found and index is not None and str(index) == found[0] else None
 
 
+def _pool_of(gateway: ipaddress.IPv4Interface, pool: Optional[ipam.Pool]) -> ipam.Pool:
+    """A named network's pool, or the default network's: its bridge's subnet."""
+    return pool if pool is not None else ipam.Pool(gateway.network, gateway.ip)
+
+
 def forget_bridge(state_root: str, bridge_name: str) -> None:
     """After the bridge's removal."""
     try:
@@ -100,32 +105,32 @@ def forget_bridge(state_root: str, bridge_name: str) -> None:
         pass
 
 
-def ensure_bridge(
-    state_root: str,
-    bridge_name: str,
-    subnet: Optional[ipaddress.IPv4Network] = None,
-    subnet6: Optional[ipaddress.IPv6Network] = None,
-) -> ipaddress.IPv4Interface:
-    """The bridge's gateway address; the bridge and its rules are made when
-    missing (the bridge last: its existence says the rules are there), on
-    ``subnet`` or, without, the first free default one (and ``subnet6``)."""
+def ensure_bridge(state_root: str, bridge_name: str, pool: Optional[ipam.Pool] = None) -> ipam.Pool:
+    """The bridge's addresses; the bridge and its rules are made when
+    missing (the bridge last: its existence says the rules are there), as
+    ``pool`` says or, without, on the first free default subnet."""
     known = _known_gateway(state_root, bridge_name)
     if known is not None:
-        return known
+        return _pool_of(known, pool)
     with ipam.dir_lock(network_dir(state_root)), bridge.host_netlink() as ipr:
         gateway = bridge.bridge_subnet(ipr, bridge_name)
         if gateway is None:
-            subnet = subnet or bridge.default_subnet(ipr, [])
-            gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
-            _enable_forwarding(subnet6 is not None)
-            nftables.add_bridge_rules(bridge_name, subnet, subnet6, internal=_internal(state_root, bridge_name))
+            if pool is None:
+                subnet = bridge.default_subnet(ipr, [])
+                gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
+            else:
+                gateway = pool.gateway_interface
+            made = _pool_of(gateway, pool)
+            _enable_forwarding(made.subnet6 is not None)
+            internal = _internal(state_root, bridge_name)
+            nftables.add_bridge_rules(bridge_name, made.subnet, made.subnet6, internal=internal)
             bridge.delete_link(ipr, bridge_name)  # one without its address: a crash between the two
-            bridge.create_bridge(ipr, bridge_name, gateway, ipam.gateway6_of(subnet6) if subnet6 else None)
+            bridge.create_bridge(ipr, bridge_name, gateway, made.gateway6_interface)
         path = _known_path(state_root, bridge_name)
         with open(path + ".tmp", "w", encoding="ascii") as file:
             file.write(f"{bridge.host_index(bridge_name)} {gateway}\n")
         os.rename(path + ".tmp", path)
-        return gateway
+        return _pool_of(gateway, pool)
 
 
 def _internal(state_root: str, bridge_name: str) -> bool:
@@ -171,21 +176,20 @@ class Attachment:
         container_id: str,
         hostname: str,
         state_root: str,
-        network: Place = (DEFAULT_BRIDGE, None, None),
+        network: Place = (DEFAULT_BRIDGE, None),
     ) -> None:
         self._config, self._id, self._hostname = config, container_id, hostname
         self._state_root = state_root
-        self._bridge, self._subnet, self._subnet6 = network
+        self._bridge, self._pool = network
         self._sockets: List[socket.socket] = []
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[LeaseFiles] = None
-        self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._resolver: Optional[Any] = None  # a resolver.Resolver (dnslib is imported when one starts)
         self._proxy: Optional[PortProxy] = None
         self._upstreams: List[str] = []
         network_value = config.network
-        self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
-        self._wanted = network_value.address if isinstance(network_value, BridgeNetwork) else None
+        self._endpoint = network_value if isinstance(network_value, BridgeNetwork) else BridgeNetwork()
+        self._egress = self._endpoint.egress
         self._egress_added = False
 
     # -- before the spawn ---------------------------------------------------------------
@@ -197,7 +201,7 @@ class Attachment:
                 f"network='bridge' ({', '.join(missing)} missing)", "pip install 'sandboxlib[network]'"
             )
         self._sockets = bind_ports(self._config.ports)
-        self._gateway = ensure_bridge(self._state_root, self._bridge, self._subnet, self._subnet6)
+        self._pool = ensure_bridge(self._state_root, self._bridge, self._pool)
         owner = {
             "id": self._id,
             "hostname": self._hostname,
@@ -207,31 +211,45 @@ class Attachment:
         leases = lease_dir(self._state_root, self._bridge)
         for dead in ipam.reap(leases):  # dead owners' leases, and their egress objects
             if dead.get("egress") and dead.get("id"):
-                nftables.remove_egress(self._bridge, dead["id"], dead["address"], self._address6(dead["address"]))
-        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6, self._wanted)
+                nftables.remove_egress(self._bridge, dead["id"], dead["address"], dead.get("address6"))
+        wanted, wanted6 = self._endpoint.address, self._endpoint.address6
+        self._lease = ipam.lease_address(leases, self._pool, owner, wanted, wanted6)
         self._write_files()
 
     @property
+    def _gateway(self) -> ipaddress.IPv4Interface:
+        assert self._pool is not None
+        return self._pool.gateway_interface
+
+    @property
     def address(self) -> ipaddress.IPv4Interface:
-        assert self._lease is not None and self._gateway is not None
-        return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
+        assert self._lease is not None and self._pool is not None
+        return ipaddress.IPv4Interface(f"{self._lease.address}/{self._pool.subnet.prefixlen}")
 
     @property
     def address6(self) -> Optional[ipaddress.IPv6Interface]:
         """Its IPv6 address on a network with an IPv6 subnet."""
-        assert self._lease is not None
-        found = self._address6(self._lease.address)
-        return ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}") if found and self._subnet6 else None
+        assert self._lease is not None and self._pool is not None
+        found, subnet6 = self._lease.address6, self._pool.subnet6
+        return ipaddress.IPv6Interface(f"{found}/{subnet6.prefixlen}") if found and subnet6 else None
 
-    def _address6(self, address: str) -> Optional[str]:
-        if self._subnet6 is None:
-            return None
-        assert self._gateway is not None
-        return ipam.address6_of(address, self._gateway.network, self._subnet6)
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self._gateway.ip
+
+    @property
+    def gateway6(self) -> Optional[ipaddress.IPv6Address]:
+        assert self._pool is not None
+        return self._pool.gateway6 if self._pool.subnet6 is not None else None
+
+    @property
+    def mac_address(self) -> str:
+        """``eth0``'s: the one asked for, else Docker's ``02:42`` + the IPv4 address."""
+        assert self._lease is not None
+        return self._endpoint.mac_address or ipam.mac_of(self._lease.address)
 
     def _write_files(self) -> None:
         self._upstreams, search = names.host_resolvers()
-        assert self._gateway is not None
         assert self._lease is not None
         self._files = LeaseFiles(
             self._state_root,
@@ -246,7 +264,7 @@ class Attachment:
                     self._hostname,
                     self._config.name,
                     self._config.extra_hosts,
-                    self._address6(self._lease.address),
+                    self._lease.address6,
                 ),
             },
         )
@@ -261,12 +279,20 @@ class Attachment:
         """Veth, ``eth0``, default route, resolver and port proxy."""
         from .resolver import Resolver
 
-        assert self._gateway is not None
         try:
             index = bridge.link_index(self._bridge)  # (one lookup: an ioctl on a socket of its own)
             address6 = self.address6
-            ipv6 = (address6, ipam.gateway6_of(self._subnet6).ip) if address6 and self._subnet6 else None
-            bridge.connect_veth(self._veth, index, netns_fd, self.address, self._gateway.ip, ipv6=ipv6)
+            ipv6 = (address6, self.gateway6) if address6 else None
+            bridge.connect_veth(
+                self._veth,
+                index,
+                netns_fd,
+                self.address,
+                self._gateway.ip,
+                ipv6=ipv6,
+                mac=self.mac_address,
+                link_local=self._endpoint.link_local,
+            )
             if self._egress:
                 self._egress_added = True  # (partly made objects are removed too)
                 where6 = str(address6.ip) if address6 else None
@@ -313,8 +339,7 @@ class Attachment:
             sock.close()
         self._sockets = []
         if self._egress_added and self._lease is not None:
-            address = self._lease.address
-            nftables.remove_egress(self._bridge, self._id, address, self._address6(address))
+            nftables.remove_egress(self._bridge, self._id, self._lease.address, self._lease.address6)
             self._egress_added = False
         if self._files is not None:  # (before the lease: the directory is named by it)
             self._files.close()
@@ -336,14 +361,14 @@ def attachment(
     default one's ``sbx0`` there for an egress allow-list)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
-    if isinstance(config.network, BridgeNetwork) and config.network.address:
-        raise UnsupportedError("a fixed address (address=) rootless", "let the network choose one")
     if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
         return UserBridgeAttachment(config, container_id, hostname, state_root, network)
     if any(":" in m.host_ip for m in config.ports):
         raise UnsupportedError(
             "ports published on IPv6 addresses through pasta or slirp4netns", "use a named network for them"
         )
+    if isinstance(config.network, BridgeNetwork) and (config.network.mac_address or config.network.link_local):
+        raise UnsupportedError("mac_address= or link_local= through pasta or slirp4netns", "use a named network")
     return _user_mode()(config, container_id, hostname, state_root)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import SetupError
 from . import rtnl
@@ -181,14 +181,18 @@ def connect_veth(
     *,
     ifname: str = CONTAINER_IFNAME,
     ipv6: Optional[IPv6Pair] = None,
+    mac: str = "",
+    link_local: Sequence[str] = (),
 ) -> None:
     """A veth pair: ``host_name`` up on the bridge of index ``bridge_index``, its peer ``ifname`` in the
     container's namespace (one request: the kernel applies master and up as it
-    creates them), then the peer up, its address and (``gateway`` not None) the default route through
-    the bridge, IPv6's too with ``ipv6`` (its route too if its gateway is not None) (one write on a
+    creates them; its MAC address ``mac``, else the kernel's), then the peer up, its address and
+    (``gateway`` not None) the default route through
+    the bridge, IPv6's too with ``ipv6`` (its route too if its gateway is not None), and the
+    ``link_local`` addresses (each a host address, as Docker's) (one write on a
     socket of that namespace; the init brings lo up)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as host:
-        rtnl.talk(host, [rtnl.veth_request(1, host_name, bridge_index, ifname, netns_fd)])
+        rtnl.talk(host, [rtnl.veth_request(1, host_name, bridge_index, ifname, netns_fd, mac)])
     with socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as inside:
         index = rtnl.interface_index(inside, ifname)
         requests = [rtnl.up_request(1, index), rtnl.address_request(2, index, address)]
@@ -198,6 +202,8 @@ def connect_veth(
             requests.append(rtnl.address_request(4, index, ipv6[0]))
             if ipv6[1] is not None:
                 requests.append(rtnl.default_route_request(5, ipv6[1]))
+        for sequence, extra in enumerate(link_local, 6):
+            requests.append(rtnl.address_request(sequence, index, ipaddress.ip_interface(extra)))
         rtnl.talk(inside, requests)
 
 

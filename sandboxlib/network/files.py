@@ -105,14 +105,19 @@ class ContainerFiles:
             os.mkdir(self.path, 0o755)
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._names = tuple(contents)
         for name, text in contents.items():
             with open(os.path.join(self.path, name), "w", encoding="utf-8") as file:
                 file.write(text)
             os.chmod(os.path.join(self.path, name), 0o644)
 
     def mounts(self) -> Tuple[Mount, ...]:
-        """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only)."""
-        return tuple(Mount.bind(os.path.join(self.path, name), f"/etc/{name}", read_only=True) for name in MOUNTED)
+        """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only), of those it has."""
+        return tuple(
+            Mount.bind(os.path.join(self.path, name), f"/etc/{name}", read_only=True)
+            for name in MOUNTED
+            if name in self._names
+        )
 
     @property
     def helper_pid_file(self) -> str:

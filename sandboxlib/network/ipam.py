@@ -2,7 +2,9 @@
 across processes: ``<dir>/<address>``, held by an exclusive flock for the
 lease's life (its holder's open file), holding its owner's record (id,
 names, egress rules; the IPv6 address that goes with it, on a network
-with an IPv6 subnet).  A released lease leaves its file empty (a free
+with an IPv6 subnet).  A network's :class:`Pool` says what is leased: its
+subnet's hosts but the gateway and the reserved (auxiliary) addresses,
+dynamic ones from its IP range only.  A released lease leaves its file empty (a free
 slot).  A lease whose file nobody locks and that holds a record belongs to
 a dead owner (a SIGKILL leaves it behind): the next start reaps it
 (:func:`reap`; the record says what else the owner left).  An allocation
@@ -15,11 +17,102 @@ import fcntl
 import ipaddress
 import json
 import os
-from typing import Iterator, List, Optional
+from typing import Dict, FrozenSet, Iterator, List, Optional, Set
+
+import attrs
 
 from ..errors import ConfigError
 
-__all__ = ["Lease", "lease_address", "dir_lock", "leases", "reap", "gateway6_of", "address6_of"]
+__all__ = ["Lease", "Pool", "lease_address", "dir_lock", "leases", "reap", "mac_of"]
+
+
+def _first_host(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    return next(subnet.hosts())
+
+
+@attrs.frozen
+class Pool:
+    """A network's addresses (checked where the network is made: ``named.py``).
+    ``gateway``: the bridge's (default: the subnet's first host); ``ip_range``:
+    where dynamic leases come from (default: the whole subnet; a fixed address
+    may be anywhere in it); ``reserved``: never leased (Docker's auxiliary
+    addresses).  IPv6's likewise; a container's dynamic IPv6 address is at its
+    IPv4 address's offset in ``ip_range6`` (default: ``subnet6``): one lease gives
+    both, the IPAM stays one set of files."""
+
+    subnet: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address = attrs.field(
+        default=attrs.Factory(lambda self: _first_host(self.subnet), takes_self=True)
+    )
+    ip_range: Optional[ipaddress.IPv4Network] = None
+    reserved: FrozenSet[ipaddress.IPv4Address] = frozenset()
+    subnet6: Optional[ipaddress.IPv6Network] = None
+    gateway6: Optional[ipaddress.IPv6Address] = attrs.field(
+        default=attrs.Factory(lambda self: self.subnet6[1] if self.subnet6 else None, takes_self=True)
+    )
+    ip_range6: Optional[ipaddress.IPv6Network] = None
+
+    @property
+    def gateway_interface(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{self.gateway}/{self.subnet.prefixlen}")
+
+    @property
+    def gateway6_interface(self) -> Optional[ipaddress.IPv6Interface]:
+        """The bridge's IPv6 address, with the subnet's prefix."""
+        if self.subnet6 is None or self.gateway6 is None:
+            return None
+        return ipaddress.IPv6Interface(f"{self.gateway6}/{self.subnet6.prefixlen}")
+
+    def address6_of(self, address: str) -> Optional[str]:
+        """The dynamic IPv6 address that goes with IPv4 ``address`` (None without IPv6)."""
+        if self.subnet6 is None:
+            return None
+        base = (self.ip_range6 or self.subnet6).network_address
+        return str(base + (int(ipaddress.IPv4Address(address)) - int(self.subnet.network_address)))
+
+    def _unusable(self) -> Set[ipaddress.IPv4Address]:
+        return {self.gateway, self.subnet.network_address, self.subnet.broadcast_address, *self.reserved}
+
+    def dynamic(self) -> Iterator[ipaddress.IPv4Address]:
+        """The addresses a lease without a wanted one may get, in order."""
+        unusable = self._unusable()  # (the range lies in the subnet: checked where the network is made)
+        return (a for a in self.ip_range or self.subnet if a not in unusable)
+
+    def fixed(self, wanted: str) -> ipaddress.IPv4Address:
+        """``wanted`` if it is a host address of the subnet that is neither the gateway nor reserved."""
+        address = ipaddress.IPv4Address(wanted)
+        if address not in self.subnet or address in self._unusable():
+            raise ConfigError("address", f"{wanted} is not a free host address of {self.subnet}")
+        return address
+
+    def fixed6(self, wanted6: str) -> str:
+        if self.subnet6 is None:
+            raise ConfigError("address6", f"{wanted6}: the network has no IPv6 subnet")
+        address = ipaddress.IPv6Address(wanted6)
+        if address not in self.subnet6 or address in (self.gateway6, self.subnet6.network_address):
+            raise ConfigError("address6", f"{wanted6} is not a free host address of {self.subnet6}")
+        return str(address)
+
+    def to_json(self) -> Dict[str, object]:
+        return {k: _text(v) for k, v in attrs.asdict(self, recurse=False).items()}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, object]) -> Pool:
+        four, six = ipaddress.IPv4Network, ipaddress.IPv6Network
+        optional = {"ip_range": four, "subnet6": six, "gateway6": ipaddress.IPv6Address, "ip_range6": six}
+        values = {k: kind(data[k]) for k, kind in optional.items() if data.get(k) is not None}  # type: ignore[operator]
+        return cls(
+            subnet=four(data["subnet"]),
+            gateway=ipaddress.IPv4Address(data["gateway"]),
+            reserved=frozenset(ipaddress.IPv4Address(a) for a in data.get("reserved") or ()),  # type: ignore[union-attr]
+            **values,
+        )
+
+
+def _text(value: object) -> object:
+    if isinstance(value, frozenset):
+        return sorted(str(v) for v in value)
+    return None if value is None else str(value)
 
 
 @contextlib.contextmanager
@@ -37,13 +130,19 @@ def dir_lock(directory: str) -> Iterator[None]:
 class Lease:
     """One address, held until :meth:`release` (or the holder's death)."""
 
-    def __init__(self, path: str, fd: int, address: ipaddress.IPv4Address) -> None:
-        self.path, self._fd, self.address = path, fd, address
+    def __init__(
+        self, path: str, fd: int, address: ipaddress.IPv4Address, address6: Optional[str] = None, fd6: int = -1
+    ) -> None:
+        """``fd6``: the lock of a fixed IPv6 address's file (-1: none)."""
+        self.path, self._fd, self.address, self.address6, self._fd6 = path, fd, address, address6, fd6
 
     def release(self) -> None:
         """Empty the record and unlock: the file stays, a free slot that the
         next allocation takes over (measured: 45 us against 200 us for a
         file created and unlinked per lease on ext4)."""
+        if self._fd6 >= 0:
+            os.close(self._fd6)
+            self._fd6 = -1
         if self._fd < 0:
             return
         os.ftruncate(self._fd, 0)
@@ -51,8 +150,8 @@ class Lease:
         self._fd = -1
 
 
-def _take(path: str, record: bytes) -> Optional[int]:
-    """The lease file at ``path`` locked by us, or None while another holds it."""
+def _lock(path: str) -> Optional[int]:
+    """The lease file at ``path`` locked by us (its record untouched), or None while another holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,10 +161,14 @@ def _take(path: str, record: bytes) -> Optional[int]:
     try:
         if os.fstat(fd).st_ino != os.stat(path).st_ino:  # unlinked meanwhile (reaped, or the network removed): retry
             os.close(fd)
-            return _take(path, record)
+            return _lock(path)
     except FileNotFoundError:
         os.close(fd)
-        return _take(path, record)
+        return _lock(path)
+    return fd
+
+
+def _write(fd: int, record: bytes) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, record, 0)
     return fd
@@ -73,34 +176,89 @@ def _take(path: str, record: bytes) -> Optional[int]:
 
 def lease_address(
     directory: str,
-    subnet: ipaddress.IPv4Network,
+    pool: Pool,
     owner: dict,
-    subnet6: Optional[ipaddress.IPv6Network] = None,
     wanted: Optional[str] = None,
+    wanted6: Optional[str] = None,
 ) -> Lease:
-    """The first free address of ``subnet`` after its gateway (the first host),
-    or ``wanted`` (ConfigError if it is not a free host address of ``subnet``);
-    with ``subnet6``, the record names the IPv6 address that goes with it
-    (``address6``: the other networks' resolvers answer it from the record)."""
-    record = json.dumps(owner).encode()
+    """The first free address of ``pool`` (see :meth:`Pool.dynamic`), or
+    ``wanted`` (ConfigError if it is not a free host address of the subnet);
+    on a network with IPv6, the record names the IPv6 address that goes with
+    it (``address6``: the other networks' resolvers answer it from the
+    record): ``wanted6``, else the one at the IPv4 address's offset.  No two
+    live leases share an IPv6 address: a fixed one is also held as the lock
+    of ``.6-ADDRESS`` (a dynamic lease skips the IPv4 address whose IPv6 one
+    is held so), and is refused while the lease at its offset holds it."""
+    fixed6 = pool.fixed6(wanted6) if wanted6 is not None else None
     with dir_lock(directory):
-        hosts = subnet.hosts()
-        gateway = next(hosts)  # the bridge's own
-        if wanted is not None:
-            address = ipaddress.IPv4Address(wanted)
-            if address not in subnet or address in (gateway, subnet.network_address, subnet.broadcast_address):
-                raise ConfigError("address", f"{wanted} is not a free host address of {subnet}")
-            hosts = iter([address])
-        for address in hosts:
-            path = os.path.join(directory, str(address))
-            if subnet6 is not None:
-                record = json.dumps({**owner, "address6": address6_of(str(address), subnet, subnet6)}).encode()
-            fd = _take(path, record)
-            if fd is not None:
-                return Lease(path, fd, address)
+        fd6 = -1
+        if fixed6 is not None:
+            fd6 = _lock(_path6(directory, fixed6))
+            if fd6 is None or _dynamic_holds(directory, pool, fixed6):
+                if fd6 is not None:
+                    os.close(fd6)
+                raise ConfigError("address6", f"{wanted6} is in use on {pool.subnet6}")
+        try:
+            candidates = iter([pool.fixed(wanted)]) if wanted is not None else pool.dynamic()
+            for address in candidates:
+                path = os.path.join(directory, str(address))
+                fd = _lock(path)
+                if fd is None:
+                    continue  # (held: the one check of most candidates, as before IPv6 could be fixed)
+                address6 = fixed6 or pool.address6_of(str(address))
+                if fixed6 is None and address6 is not None and _held6(directory, pool, address6):
+                    os.close(fd)  # (its record untouched: a free slot, or a dead owner's for reap)
+                    if wanted is not None:
+                        raise ConfigError("address", f"{wanted}: its IPv6 address {address6} is in use")
+                    continue
+                record = json.dumps({**owner, "address6": address6} if address6 else owner).encode()
+                lease, fd6 = Lease(path, _write(fd, record), address, address6, fd6), -1
+                return lease
+        finally:
+            if fd6 >= 0:
+                os.close(fd6)
     if wanted is not None:
-        raise ConfigError("address", f"{wanted} is in use on {subnet}")
-    raise ConfigError("network", f"no free address left in {subnet}")
+        raise ConfigError("address", f"{wanted} is in use on {pool.subnet}")
+    raise ConfigError("network", f"no free address left in {pool.ip_range or pool.subnet}")
+
+
+def _path6(directory: str, address6: str) -> str:
+    return os.path.join(directory, ".6-" + address6)
+
+
+def _locked(path: str) -> bool:
+    """Whether a live holder has ``path`` locked (no file: no)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _held6(directory: str, pool: Pool, address6: str) -> bool:
+    """Whether a dynamic lease may not have ``address6``: the gateway's, or a fixed one held."""
+    return address6 == str(pool.gateway6) or _locked(_path6(directory, address6))
+
+
+def _dynamic_holds(directory: str, pool: Pool, address6: str) -> bool:
+    """Whether the live lease at ``address6``'s offset has it as its IPv6 address (one stat
+    when nobody does: the IPv4 address there has no lease file, or an unlocked one)."""
+    assert pool.subnet6 is not None
+    offset = int(ipaddress.IPv6Address(address6)) - int((pool.ip_range6 or pool.subnet6).network_address)
+    if not 0 <= offset < pool.subnet.num_addresses:
+        return False
+    path = os.path.join(directory, str(pool.subnet.network_address + offset))
+    if not _locked(path):
+        return False
+    with contextlib.suppress(FileNotFoundError, ValueError), open(path, "rb") as file:
+        return json.loads(file.read() or b"{}").get("address6") == address6
+    return False
 
 
 def reap(directory: str) -> List[dict]:
@@ -158,12 +316,7 @@ def leases(directory: str) -> Iterator[dict]:
                 os.close(fd)
 
 
-def gateway6_of(subnet6: ipaddress.IPv6Network) -> ipaddress.IPv6Interface:
-    """The bridge's IPv6 address: the subnet's first, as IPv4's."""
-    return ipaddress.IPv6Interface(f"{subnet6.network_address + 1}/{subnet6.prefixlen}")
-
-
-def address6_of(address: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network) -> str:
-    """A container's IPv6 address: at its IPv4 address's offset in the IPv6
-    subnet (one lease gives both: the IPAM stays one set of files)."""
-    return str(subnet6.network_address + (int(ipaddress.IPv4Address(address)) - int(subnet.network_address)))
+def mac_of(address: ipaddress.IPv4Address) -> str:
+    """Docker's MAC address for a container's interface: ``02:42`` (locally
+    administered) and the four bytes of its IPv4 address, unique on its bridge."""
+    return ":".join(f"{b:02x}" for b in b"\x02\x42" + address.packed)

@@ -24,6 +24,7 @@ import os
 import socket
 from typing import Optional, Sequence
 
+from ..config import BridgeNetwork
 from ..errors import SandboxError, SetupError
 from . import bridge, ipam, usernet
 from .attach import Place, ensure_bridge
@@ -46,43 +47,58 @@ class Joined:
         network: Place,
         owner: dict,
         aliases: Sequence[str] = (),
-        address: Optional[str] = None,
+        endpoint: Optional[BridgeNetwork] = None,
     ) -> None:
-        """``network``: (bridge, subnet, IPv6 subnet or None), an ``attach.Place``;
-        ``owner``: the lease's record ({"id", "name", "hostname"}); ``address``:
-        the IPv4 address wanted (else the first free one)."""
-        self._wanted = address
+        """``network``: (bridge, its pool or None), an ``attach.Place``;
+        ``owner``: the lease's record ({"id", "name", "hostname"}); ``endpoint``:
+        the addresses wanted (else the first free ones), the MAC address, link-local addresses."""
+        self._endpoint = endpoint or BridgeNetwork()
         self._state_root = state_root
-        self._bridge, self._subnet, self._subnet6 = network
+        self._bridge, self._pool = network
         self._owner = {**owner, "aliases": list(aliases), "joined": True}
         self._lease: Optional[ipam.Lease] = None
         self._veth = host_veth_name(owner["id"], self._bridge)
         self.address: Optional[ipaddress.IPv4Interface] = None
         self.address6: Optional[ipaddress.IPv6Interface] = None  # on a network with an IPv6 subnet
+        self.gateway: Optional[ipaddress.IPv4Address] = None  # the bridge's
+        self.gateway6: Optional[ipaddress.IPv6Address] = None
+        self.mac_address = ""
         self.interface = ""
 
-    def _lease_addresses(self, gateway: ipaddress.IPv4Interface) -> None:
+    def _lease_addresses(self, pool: ipam.Pool) -> None:
         """A lease on the bridge (dead owners' reaped first: a joined one has no
         egress objects), its IPv4 address and, with an IPv6 subnet, its IPv6 one."""
         leases = lease_dir(self._state_root, self._bridge)
         ipam.reap(leases)
-        self._lease = ipam.lease_address(leases, gateway.network, self._owner, self._subnet6, self._wanted)
-        self.address = ipaddress.IPv4Interface(f"{self._lease.address}/{gateway.network.prefixlen}")
-        if self._subnet6 is not None:
-            found = ipam.address6_of(str(self._lease.address), gateway.network, self._subnet6)
-            self.address6 = ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}")
+        wanted, wanted6 = self._endpoint.address, self._endpoint.address6
+        self._lease = ipam.lease_address(leases, pool, self._owner, wanted, wanted6)
+        self.address = ipaddress.IPv4Interface(f"{self._lease.address}/{pool.subnet.prefixlen}")
+        self.gateway = pool.gateway
+        self.mac_address = self._endpoint.mac_address or ipam.mac_of(self._lease.address)
+        if pool.subnet6 is not None and self._lease.address6:
+            self.address6 = ipaddress.IPv6Interface(f"{self._lease.address6}/{pool.subnet6.prefixlen}")
+            self.gateway6 = pool.gateway6
 
     def open(self, init_pid: int) -> None:
         """Lease, veth, address; everything undone by :meth:`close` on a failure."""
         netns = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            gateway = ensure_bridge(self._state_root, self._bridge, self._subnet, self._subnet6)
-            self._lease_addresses(gateway)
+            self._lease_addresses(ensure_bridge(self._state_root, self._bridge, self._pool))
             assert self.address is not None
             self.interface = bridge.free_ifname(netns)
             ipv6 = (self.address6, None) if self.address6 is not None else None  # (no default route either)
             index = bridge.link_index(self._bridge)
-            bridge.connect_veth(self._veth, index, netns, self.address, None, ifname=self.interface, ipv6=ipv6)
+            bridge.connect_veth(
+                self._veth,
+                index,
+                netns,
+                self.address,
+                None,
+                ifname=self.interface,
+                ipv6=ipv6,
+                mac=self.mac_address,
+                link_local=self._endpoint.link_local,
+            )
         except BaseException as err:
             self.close()
             if isinstance(err, SandboxError) or not isinstance(err, Exception):
@@ -101,6 +117,7 @@ class Joined:
             self._lease.release()
             self._lease = None
         self.address = self.address6 = None
+        self.gateway = self.gateway6 = None
 
 
 class UserJoined(Joined):
@@ -113,14 +130,22 @@ class UserJoined(Joined):
 
     def open(self, init_pid: int) -> None:
         try:
-            gateway, self._hold = usernet.make_bridge(
-                self._state_root, self._bridge, self._subnet, self._subnet6, hold=True
-            )
-            self._lease_addresses(gateway)
+            gateway, self._hold = usernet.make_bridge(self._state_root, self._bridge, self._pool, hold=True)
+            self._lease_addresses(self._pool or ipam.Pool(gateway.network, gateway.ip))
             assert self.address is not None
             ipv6 = (self.address6, "") if self.address6 is not None else None
             netns = f"/proc/{init_pid}/ns/net"
-            tap, self.interface = usernet.tap_inside(init_pid, netns, self.address, "", "", (), ipv6)
+            tap, self.interface = usernet.tap_inside(
+                init_pid,
+                netns,
+                self.address,
+                "",
+                "",
+                (),
+                ipv6,
+                mac=self.mac_address,
+                link_local=self._endpoint.link_local,
+            )
             request = {"bridge": self._bridge, "id": self._owner["id"], "address": str(self.address.ip)}
             self._link = usernet.attach_tap(self._state_root, tap, {**request, "tap": self._veth})
         except BaseException:
@@ -138,11 +163,16 @@ class UserJoined(Joined):
             self._lease.release()
             self._lease = None
         self.address = self.address6 = None
+        self.gateway = self.gateway6 = None
 
 
 def joined(
-    state_root: str, network: Place, owner: dict, aliases: Sequence[str] = (), address: Optional[str] = None
+    state_root: str,
+    network: Place,
+    owner: dict,
+    aliases: Sequence[str] = (),
+    endpoint: Optional[BridgeNetwork] = None,
 ) -> Joined:
     """As root a veth (:class:`Joined`), rootless a tap through the per-user namespace (:class:`UserJoined`)."""
     kind = Joined if os.geteuid() == 0 else UserJoined
-    return kind(state_root, network, owner, aliases, address)
+    return kind(state_root, network, owner, aliases, endpoint)

@@ -1,6 +1,7 @@
 """Named networks (``Network.create``): a record per network in the state
 directory, ``<state>/net/networks/NAME.json`` ({name, subnet, bridge,
-subnet6: None without IPv6}),
+subnet6: None without IPv6, and the IPAM's gateway, ip_range,
+aux_addresses, gateway6, ip_range6: None for the defaults}),
 written and removed under the network lock, with the network's bridge and
 nft table.  The default network, ``"bridge"``, has no record: its bridge
 ``sbx0`` gets its subnet at first use."""
@@ -14,17 +15,27 @@ import json
 import os
 import shutil
 import time
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import attrs
 
-from ..config import BridgeNetwork, Network, NetworkRef
+from ..config import BridgeNetwork, Network, NetworkAddresses, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from . import bridge, ipam, nftables, usernet
 from .attach import DEFAULT_BRIDGE, Place, ensure_bridge, forget_bridge, lease_dir, network_dir, recorded_gateway
 from .files import LeaseFiles, records_dir
 
-__all__ = ["NetworkRecord", "default_subnet6", "create", "get", "records", "remove", "attached", "bridge_of"]
+__all__ = [
+    "NetworkRecord",
+    "default_subnet6",
+    "create",
+    "get",
+    "records",
+    "remove",
+    "attached",
+    "bridge_of",
+    "pool_of",
+]
 
 
 @attrs.frozen
@@ -35,6 +46,25 @@ class NetworkRecord:
     created: float = 0.0
     subnet6: Optional[str] = None
     internal: bool = False  # no way out (attach.ensure_bridge reads it where it makes the bridge)
+    gateway: Optional[str] = None  # (None: the subnet's first host)
+    ip_range: Optional[str] = None
+    aux_addresses: Dict[str, str] = attrs.field(factory=dict, hash=False)
+    gateway6: Optional[str] = None
+    ip_range6: Optional[str] = None
+
+
+def pool_of(record: NetworkRecord) -> ipam.Pool:
+    """What the network's containers are given addresses from."""
+    pool = ipam.Pool(
+        subnet=ipaddress.IPv4Network(record.subnet),
+        reserved=frozenset(ipaddress.IPv4Address(a) for a in record.aux_addresses.values()),
+        subnet6=ipaddress.IPv6Network(record.subnet6) if record.subnet6 else None,
+        ip_range=ipaddress.IPv4Network(record.ip_range) if record.ip_range else None,
+        ip_range6=ipaddress.IPv6Network(record.ip_range6) if record.ip_range6 else None,
+    )
+    if record.gateway:
+        pool = attrs.evolve(pool, gateway=ipaddress.IPv4Address(record.gateway))
+    return attrs.evolve(pool, gateway6=ipaddress.IPv6Address(record.gateway6)) if record.gateway6 else pool
 
 
 def _bridge_name(name: str) -> str:
@@ -103,15 +133,24 @@ def _checked_ipv6(
 
 
 def create(
-    state_root: str, name: str, subnet: Optional[str] = None, subnet6: Optional[str] = None, *, internal: bool = False
+    state_root: str,
+    name: str,
+    subnet: Optional[str] = None,
+    subnet6: Optional[str] = None,
+    *,
+    internal: bool = False,
+    addresses: Optional[NetworkAddresses] = None,
 ) -> NetworkRecord:
     """Record the network and make its bridge; ConfigError for a name in use
     or a subnet that overlaps another network's or a route of the host.
     ``subnet6``: IPv6 too; ``internal``: nothing forwarded from or to the bridge
-    (its containers reach each other only; no NAT)."""
+    (its containers reach each other only; no NAT); ``addresses``: the
+    gateways, IP ranges and reserved addresses (checked against the subnets)."""
     name = NetworkRef(name).name
     wanted = _check_subnet(subnet) if subnet is not None else None
     wanted6 = _check_subnet6(subnet6) if subnet6 is not None else None
+    addresses = addresses or NetworkAddresses()
+    addresses.check(wanted, wanted6)
     with ipam.dir_lock(network_dir(state_root)):
         existing = records(state_root)
         if any(r.name == name for r in existing):
@@ -132,6 +171,7 @@ def create(
                     raise ConfigError("subnet", f"{wanted} overlaps {clash}, which is in use on this host")
             if wanted6 is not None:
                 _checked_ipv6(ipr, wanted6, wanted, existing)
+            addresses.check(wanted, wanted6)  # (ip_range6 against a subnet chosen here)
         record = NetworkRecord(
             name=name,
             subnet=str(wanted),
@@ -139,6 +179,11 @@ def create(
             created=time.time(),
             subnet6=str(wanted6) if wanted6 else None,
             internal=internal,
+            gateway=addresses.gateway,
+            ip_range=addresses.ip_range,
+            aux_addresses=dict(addresses.aux_addresses),
+            gateway6=addresses.gateway6,
+            ip_range6=addresses.ip_range6,
         )
         os.makedirs(records_dir(state_root), mode=0o700, exist_ok=True)
         path = os.path.join(records_dir(state_root), f"{name}.json")
@@ -147,9 +192,9 @@ def create(
         os.rename(path + ".tmp", path)
     try:
         if os.geteuid() == 0:
-            ensure_bridge(state_root, record.bridge, wanted, wanted6)
+            ensure_bridge(state_root, record.bridge, pool_of(record))
         else:  # in the per-user network namespace
-            usernet.make_bridge(state_root, record.bridge, wanted, wanted6)  # (the record keeps it)
+            usernet.make_bridge(state_root, record.bridge, pool_of(record))  # (the record keeps it)
     except BaseException:
         os.unlink(path)
         raise
@@ -184,12 +229,11 @@ def remove(state_root: str, name: str) -> None:
 
 
 def bridge_of(state_root: str, network: Union[Network, NetworkRef, BridgeNetwork]) -> Place:
-    """(bridge, subnet, IPv6 subnet) of a container's network (subnet None:
-    the default's, chosen at first use; the default has no IPv6, as Docker's)."""
+    """(bridge, its pool) of a container's network (pool None: the default's,
+    its subnet chosen at first use; the default has no IPv6, as Docker's)."""
     if isinstance(network, BridgeNetwork) and network.network is not None:
         network = network.network  # (an allow-list on a named network)
     if isinstance(network, NetworkRef):
         record = get(state_root, network.name)
-        subnet6 = ipaddress.IPv6Network(record.subnet6) if record.subnet6 else None
-        return record.bridge, ipaddress.IPv4Network(record.subnet), subnet6
-    return DEFAULT_BRIDGE, None, None
+        return record.bridge, pool_of(record)
+    return DEFAULT_BRIDGE, None

@@ -6,8 +6,9 @@ from __future__ import annotations
 import ipaddress
 from typing import List, Optional, Tuple
 
-__all__ = ["resolv_conf", "hosts_file", "host_resolvers"]
+__all__ = ["resolv_conf", "hosts_file", "host_resolvers", "LOCALHOST_LINES"]
 HOST_RESOLV_CONF = "/etc/resolv.conf"
+LOCALHOST_LINES = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback")
 
 
 def _host_lines(path: str) -> List[List[str]]:
@@ -52,8 +53,7 @@ def hosts_file(
     """``address6``: the container's IPv6 address too (a network with IPv6), as Docker writes it."""
     own = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
     lines = [
-        "127.0.0.1\tlocalhost",
-        "::1\tlocalhost ip6-localhost ip6-loopback",
+        *LOCALHOST_LINES,
         f"{address}\t{own}",
         *([f"{address6}\t{own}"] if address6 else []),
         *(f"{ip}\t{host}" for host, ip in extra),

@@ -23,7 +23,7 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 _NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 IFF_UP = 0x1
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 10, 18, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 10, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFA_F_NODAD = 0x02
@@ -50,12 +50,15 @@ def _message(kind: int, sequence: int, body: bytes, flags: int = _NEW) -> bytes:
     return _HEADER.pack(_HEADER.size + len(body), kind, flags, sequence, 0) + body
 
 
-def veth_request(sequence: int, name: str, master: int, peer: str, netns_fd: int) -> bytes:
+def veth_request(sequence: int, name: str, master: int, peer: str, netns_fd: int, peer_mac: str = "") -> bytes:
     """``name`` up on the bridge of index ``master``; its peer ``peer`` in the
     namespace ``netns_fd``, down (the kernel refuses to open a veth's end
-    before the other exists: ENOTCONN)."""
+    before the other exists: ENOTCONN), with the MAC address ``peer_mac``
+    (``"02:42:ac:11:00:02"``; "": one the kernel picks)."""
     peer_info = _IFINFO.pack(0, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _name(peer))
     peer_info += _attr(IFLA_NET_NS_FD, struct.pack("=I", netns_fd))
+    if peer_mac:
+        peer_info += _attr(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", "")))
     link_info = _attr(IFLA_INFO_KIND, _name("veth")) + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_info))
     body = _IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + _attr(IFLA_IFNAME, _name(name))
     body += _attr(IFLA_MASTER, struct.pack("=I", master)) + _attr(IFLA_LINKINFO, link_info)

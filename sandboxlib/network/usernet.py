@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import BridgeNetwork, ContainerConfig, Mount
 from ..errors import SetupError, UnsupportedError
@@ -43,11 +43,12 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath
 
 # Run in the container's user and network namespaces (nsenter): its tap (argv[4],
 # else the first free ethN), address and (argv[2] not empty) default route, IPv6's
-# too with argv[5:7] (nodad: the IPAM gave it; the route if argv[6] is not empty),
-# the tap's fd and name sent back on the socket whose fd is argv[3].
+# too with argv[5] not empty (nodad: the IPAM gave it; the route if argv[6] is not empty),
+# its MAC address argv[7] (empty: the kernel's), link-local addresses argv[8:] (host
+# prefixes), the tap's fd and name sent back on the socket whose fd is argv[3].
 _INSIDE = """
 import fcntl, os, socket, struct, subprocess, sys
-address, gateway, back, name = sys.argv[1:5]
+address, gateway, back, name, address6, gateway6, mac = sys.argv[1:8]
 def free(candidate):
     try:
         socket.if_nametoindex(candidate)
@@ -57,11 +58,14 @@ def free(candidate):
 name = name or next(n for n in (f"eth{i}" for i in range(1, 100)) if free(n))
 fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x1002))
-batch = f"addr add {address} dev {name}\\nlink set {name} up\\n"
+batch = f"link set {name} address {mac}\\n" if mac else ""
+batch += f"addr add {address} dev {name}\\nlink set {name} up\\n"
 batch += f"route add default via {gateway}\\n" if gateway else ""
-if len(sys.argv) > 5:
-    batch += f"addr add {sys.argv[5]} dev {name} nodad\\n"
-    batch += f"route add ::/0 via {sys.argv[6]}\\n" if sys.argv[6] else ""
+if address6:
+    batch += f"addr add {address6} dev {name} nodad\\n"
+    batch += f"route add ::/0 via {gateway6}\\n" if gateway6 else ""
+for extra in sys.argv[8:]:
+    batch += f"addr add {extra} dev {name}" + (" nodad\\n" if ":" in extra else "\\n")
 subprocess.run(["ip", "-batch", "-"], input=batch.encode(), check=True)
 socket.send_fds(socket.socket(fileno=int(back)), [name.encode()], [fd])
 """
@@ -75,17 +79,21 @@ def tap_inside(
     name: str,
     pass_fds: Tuple[int, ...],
     ipv6: Optional[Tuple[ipaddress.IPv6Interface, str]] = None,
+    *,
+    mac: str = "",
+    link_local: Sequence[str] = (),
 ) -> Tuple[int, str]:
     """(fd, name) of a tap made in the container's namespaces (``netns``: a path),
     configured from in there (the owner has no capability over them from outside).
-    ``gateway`` "": no default route; ``ipv6``: (address, gateway or "") too."""
+    ``gateway`` "": no default route; ``ipv6``: (address, gateway or "") too;
+    ``mac``: its MAC address (""; the kernel's); ``link_local``: more addresses."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         argv = ["nsenter", "--preserve-credentials", f"--user=/proc/{init_pid}/ns/user"]
         argv += [f"--net={netns}", sys.executable, "-I", "-S", "-c", _INSIDE]
         argv += [str(address), gateway, str(theirs.fileno()), name]
-        if ipv6 is not None:
-            argv += [str(ipv6[0]), ipv6[1]]
+        argv += [str(ipv6[0]), ipv6[1]] if ipv6 is not None else ["", ""]
+        argv += [mac, *link_local]
         done = subprocess.run(argv, pass_fds=(*pass_fds, theirs.fileno()), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SetupError(0, "the container's tap (rootless network)", step="NETWORK", hint=done.stderr[-500:])
@@ -213,23 +221,12 @@ def detach_tap(link: socket.socket) -> None:
 
 
 def make_bridge(
-    state_root: str,
-    bridge_name: str,
-    subnet: Optional[ipaddress.IPv4Network],
-    subnet6: Optional[ipaddress.IPv6Network] = None,
-    *,
-    hold: bool = False,
+    state_root: str, bridge_name: str, pool: Optional[ipam.Pool], *, hold: bool = False
 ) -> Tuple[ipaddress.IPv4Interface, Optional[socket.socket]]:
-    """The bridge's gateway; made if missing (on ``subnet``, else a free
-    default one; with ``subnet6`` too).  ``hold``: with the connection that
+    """The bridge's gateway; made if missing (as ``pool`` says, else on a free
+    default subnet).  ``hold``: with the connection that
     keeps the holder (and the bridge) from ending until it is closed."""
-    request = {
-        "op": "bridge",
-        "name": bridge_name,
-        "subnet": str(subnet) if subnet is not None else None,
-        "subnet6": str(subnet6) if subnet6 is not None else None,
-        "hold": hold,
-    }
+    request = {"op": "bridge", "name": bridge_name, "pool": pool.to_json() if pool else None, "hold": hold}
     answer, sock = _request(state_root, request)
     assert sock is not None
     if not hold:
@@ -256,12 +253,12 @@ class UserBridgeAttachment:
         container_id: str,
         hostname: str,
         state_root: str,
-        network: Tuple[str, Optional[ipaddress.IPv4Network], Optional[ipaddress.IPv6Network]],
+        network: Tuple[str, Optional[ipam.Pool]],
     ) -> None:
-        """``network``: (bridge, subnet, IPv6 subnet or None), subnet None for
-        the default network's (chosen at first use)."""
+        """``network``: (bridge, its pool), the pool None for
+        the default network's (its subnet chosen at first use)."""
         self._config, self._id, self._hostname, self._state_root = config, container_id, hostname, state_root
-        self._bridge, self._subnet, self._subnet6 = network
+        self._bridge, self._pool = network
         self._gateway: Optional[ipaddress.IPv4Interface] = None
         self._lease: Optional[ipam.Lease] = None
         self._files: Optional[LeaseFiles] = None
@@ -270,12 +267,14 @@ class UserBridgeAttachment:
         self._published: Dict[str, Tuple[str, int]] = {}
         self._hold: Optional[socket.socket] = None  # keeps the holder from ending before the link exists
         network_value = config.network
-        self._egress = network_value.egress if isinstance(network_value, BridgeNetwork) else ()
+        self._endpoint = network_value if isinstance(network_value, BridgeNetwork) else BridgeNetwork()
+        self._egress = self._endpoint.egress
 
     def prepare(self) -> None:
         check_tun()  # (the container's tap is opened as its owner)
         self._sockets = bind_ports(self._config.ports)  # (first: a port in use is a ConfigError, nothing made)
-        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._subnet, self._subnet6, hold=True)
+        self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._pool, hold=True)
+        self._pool = self._pool or ipam.Pool(self._gateway.network, self._gateway.ip)
         owner = {
             "id": self._id,
             "hostname": self._hostname,
@@ -284,7 +283,7 @@ class UserBridgeAttachment:
         }
         leases = lease_dir(self._state_root, self._bridge)
         ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
-        self._lease = ipam.lease_address(leases, self._gateway.network, owner, self._subnet6)
+        self._lease = ipam.lease_address(leases, self._pool, owner, self._endpoint.address, self._endpoint.address6)
         _, search = names.host_resolvers()
         self._files = LeaseFiles(
             self._state_root,
@@ -310,11 +309,26 @@ class UserBridgeAttachment:
     @property
     def address6(self) -> Optional[ipaddress.IPv6Interface]:
         """Its IPv6 address on a network with an IPv6 subnet (at its IPv4 address's offset)."""
-        if self._subnet6 is None:
+        assert self._lease is not None and self._pool is not None
+        if self._pool.subnet6 is None or not self._lease.address6:
             return None
-        assert self._lease is not None and self._gateway is not None
-        found = ipam.address6_of(self._lease.address, self._gateway.network, self._subnet6)
-        return ipaddress.IPv6Interface(f"{found}/{self._subnet6.prefixlen}")
+        return ipaddress.IPv6Interface(f"{self._lease.address6}/{self._pool.subnet6.prefixlen}")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        assert self._gateway is not None
+        return self._gateway.ip
+
+    @property
+    def gateway6(self) -> Optional[ipaddress.IPv6Address]:
+        assert self._pool is not None
+        return self._pool.gateway6 if self._pool.subnet6 is not None else None
+
+    @property
+    def mac_address(self) -> str:
+        """Its tap's: the one asked for, else Docker's ``02:42`` + the IPv4 address."""
+        assert self._lease is not None
+        return self._endpoint.mac_address or ipam.mac_of(self._lease.address)
 
     def mounts(self) -> Tuple[Mount, ...]:
         assert self._files is not None
@@ -324,10 +338,18 @@ class UserBridgeAttachment:
         """The container's tap, configured from inside; the holder's end of it on the bridge."""
         assert self._gateway is not None
         ipv6 = None
-        if self.address6 is not None and self._subnet6 is not None:
-            ipv6 = (self.address6, str(ipam.gateway6_of(self._subnet6).ip))
+        if self.address6 is not None and self.gateway6 is not None:
+            ipv6 = (self.address6, str(self.gateway6))
         tap, _ = tap_inside(
-            init_pid, f"/proc/self/fd/{netns_fd}", self.address, str(self._gateway.ip), "eth0", (netns_fd,), ipv6
+            init_pid,
+            f"/proc/self/fd/{netns_fd}",
+            self.address,
+            str(self._gateway.ip),
+            "eth0",
+            (netns_fd,),
+            ipv6,
+            mac=self.mac_address,
+            link_local=self._endpoint.link_local,
         )
         owner_rules = [[r.kind, r.value, r.port, r.protocol] for r in self._egress]
         ports = self._config.ports

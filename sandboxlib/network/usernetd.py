@@ -67,17 +67,18 @@ class Holder:
         self._resolvers: Dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def bridge(self, name: str, subnet: Optional[str], subnet6: Optional[str] = None) -> str:
+    def bridge(self, name: str, pool_json: Optional[dict]) -> str:
+        """The bridge's gateway; made if missing, as ``pool_json`` (an ``ipam.Pool``'s) says,
+        else on a free default subnet."""
         from .resolver import Resolver
 
         with self._lock:
-            wanted = ipaddress.IPv4Network(subnet) if subnet else None
-            wanted6 = ipaddress.IPv6Network(subnet6) if subnet6 else None
-            if wanted is None and bridge.host_index(name) is None:  # (not a named network's subnet either)
+            pool = ipam.Pool.from_json(pool_json) if pool_json else None
+            if pool is None and bridge.host_index(name) is None:  # (not a named network's subnet either)
                 taken = [ipaddress.IPv4Network(r.subnet) for r in named.records(self._state_root)]
                 with bridge.host_netlink() as ipr:
-                    wanted = bridge.default_subnet(ipr, taken)
-            gateway = ensure_bridge(self._state_root, name, wanted, wanted6)
+                    pool = ipam.Pool(bridge.default_subnet(ipr, taken))
+            gateway = ensure_bridge(self._state_root, name, pool).gateway_interface
             if name not in self._resolvers:
 
                 def lookup(client: str, wanted: str) -> List[str]:
@@ -225,7 +226,7 @@ class Holder:
                     self.attach(conn, request, fds)
                     return
                 if op == "bridge":
-                    gateway = self.bridge(request["name"], request["subnet"], request.get("subnet6"))
+                    gateway = self.bridge(request["name"], request.get("pool"))
                     conn.send(json.dumps({"ok": True, "gateway": gateway}).encode())
                     if request.get("hold"):  # a container's start: we stay until it ends (EOF)
                         conn.recv(1)

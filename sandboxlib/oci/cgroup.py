@@ -3,8 +3,8 @@
 An absolute path is below each hierarchy's mount root, a relative one below
 the runtime's own cgroup (runc's rule).  The container joins the v2 tree
 (when writable) and the v1 hierarchies of memory, pids, cpu, cpuacct, blkio,
-devices and freezer that are mounted; limits are written by
-:class:`~sandboxlib.cgroups.ContainerCgroup`, the device rules here."""
+devices and freezer that are mounted; limits, the device rules among them,
+are written by :class:`~sandboxlib.cgroups.ContainerCgroup`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..cgroups import ContainerCgroup, fs
 from ..cgroups.group import Node, write_limits
 from ..config import CgroupLimits
-from ..errors import SetupError, UnsupportedError
+from ..errors import UnsupportedError
 
-__all__ = ["plan", "write_devices", "update", "JOINED_V1"]
+__all__ = ["plan", "update", "JOINED_V1"]
 
 JOINED_V1 = ("memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "cpuset")
 
@@ -51,7 +51,7 @@ def _hierarchies() -> List[Tuple[str, str, str, Tuple[str, ...]]]:
     return found
 
 
-def plan(path: str, limits: CgroupLimits, with_devices: bool) -> Optional[ContainerCgroup]:
+def plan(path: str, limits: CgroupLimits) -> Optional[ContainerCgroup]:
     """The container's cgroup directories (not made yet), or None when we may make none."""
     nodes = []
     for version, point, own, controllers in _hierarchies():
@@ -69,8 +69,13 @@ def plan(path: str, limits: CgroupLimits, with_devices: bool) -> Optional[Contai
     for controller, value in needed.items():
         if value is not None and not any(controller in n.controllers for n in nodes):
             raise UnsupportedError(f"the cgroup {controller} controller", "mount it, or delegate it to this user")
-    if with_devices and not any("devices" in n.controllers for n in nodes) and os.geteuid() == 0:
+    if limits.devices and not any("devices" in n.controllers for n in nodes) and os.geteuid() == 0:
         raise UnsupportedError("linux.resources.devices", "a cgroup v1 devices hierarchy is required")
+    realtime = limits.cpu_rt_period_us is not None or limits.cpu_rt_runtime_us is not None
+    if realtime and not any(n.version == "v1" and "cpu" in n.controllers for n in nodes):
+        raise UnsupportedError(
+            "linux.resources.cpu.realtimeRuntime and realtimePeriod", "a cgroup v1 cpu hierarchy is required"
+        )
     for node in nodes:
         _make_parents(os.path.dirname(node.path), "cpuset" in node.controllers and node.version == "v1")
     return ContainerCgroup(nodes, limits) if nodes else None
@@ -89,22 +94,6 @@ def _make_parents(path: str, cpuset: bool) -> None:
         return
     for name in ("cpuset.cpus", "cpuset.mems") if cpuset else ():
         fs.write(os.path.join(path, name), (fs.read_text(os.path.join(parent, name)) or "").strip())
-
-
-def write_devices(cgroup: ContainerCgroup, rules: Sequence[str]) -> None:
-    """The device allow-list (cgroup v1 devices.allow/deny), in order."""
-    node = cgroup.node("devices")
-    if node is None:
-        return
-    for rule in rules:
-        verb, _, value = rule.partition(" ")
-        target = os.path.join(node.path, f"devices.{verb}")
-        try:
-            fs.write(target, value)
-        except OSError as err:
-            raise SetupError(
-                err.errno or 0, f"write({target!r}, {value!r})", step="CGROUP", field="linux.resources.devices"
-            ) from None
 
 
 def update(nodes: Sequence[Tuple[str, str, Sequence[str]]], limits: CgroupLimits) -> None:

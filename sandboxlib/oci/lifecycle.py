@@ -179,7 +179,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         joins={kind: path for kind, path in spec.joins.items() if kind != "pid"},
     )
     cgroups_path = spec.cgroups_path or f"sandboxlib-runtime-{cdir.id}"  # (relative: below ours)
-    group = oci_cgroup.plan(cgroups_path, spec.limits, bool(spec.device_rules))
+    group = oci_cgroup.plan(cgroups_path, spec.limits)
     saved.update(
         annotations=dict(spec.annotations),
         hooks={k: list(v) for k, v in spec.hooks.items()},
@@ -188,8 +188,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     )
     cdir.write(saved)  # the cgroup directories are recorded before they are made
     if group is not None:
-        group.create()
-        oci_cgroup.write_devices(group, spec.device_rules)
+        group.create()  # (the limits written, the device rules with them)
     if process.umask is not None:
         os.umask(process.umask)  # the init's, and so every command's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)

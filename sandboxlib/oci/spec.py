@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import attrs
 
-from ..config import CgroupLimits, IdMapping
+from ..config import DEFAULT_DEVICE_RULES, CgroupLimits, IdMapping
 from ..errors import ConfigError
 from ..native.binding import MountFlag
 from ..native.binding import MountFlag as F
@@ -72,7 +72,15 @@ _SCHEMA = {
         "resources": {
             "devices": _DEVICE_RULE,
             "memory": {"limit": None, "swap": None, "reservation": None, "disableOOMKiller": None, "swappiness": None},
-            "cpu": {"shares": None, "quota": None, "period": None, "cpus": None, "mems": None},
+            "cpu": {
+                "shares": None,
+                "quota": None,
+                "period": None,
+                "cpus": None,
+                "mems": None,
+                "realtimeRuntime": None,
+                "realtimePeriod": None,
+            },
             "pids": {"limit": None},
         },
         "cgroupsPath": None,
@@ -148,7 +156,6 @@ class Spec:
     uid_map: Tuple[IdMapping, ...]
     gid_map: Tuple[IdMapping, ...]
     limits: CgroupLimits
-    device_rules: Tuple[str, ...]  # devices.allow/deny lines, in order ("a" first)
     cgroups_path: Optional[str]
     seccomp: Optional[Mapping[str, Any]]
     sysctl: Mapping[str, str]
@@ -390,16 +397,10 @@ def resource_limits(resources: Mapping[str, Any]) -> CgroupLimits:
         pids=pids if pids and pids > 0 else None,  # (our init counts: one process more than runc's)
         cpuset_cpus=cpu.get("cpus") or None,
         cpuset_mems=cpu.get("mems") or None,
+        devices=_device_rules(_field(resources, "devices", list, "linux.resources.", [])) or None,
+        cpu_rt_period_us=cpu.get("realtimePeriod") or None,
+        cpu_rt_runtime_us=cpu.get("realtimeRuntime") or None,
     )
-
-
-# What every container may use whatever its rules say (runc's list): mknod,
-# and null, zero, full, tty, random, urandom, console, ptmx and the pts.
-_DEFAULT_DEVICE_RULES = tuple(
-    f"allow {rule}"
-    for rule in ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm")
-    + ("c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
-)
 
 
 def _device_rules(rules: List[Mapping[str, Any]]) -> Tuple[str, ...]:
@@ -412,7 +413,7 @@ def _device_rules(rules: List[Mapping[str, Any]]) -> Tuple[str, ...]:
         major, minor = rule.get("major"), rule.get("minor")
         node = "" if kind == "a" else f" {'*' if major is None else major}:{'*' if minor is None else minor}"
         lines.append(f"{'allow' if rule.get('allow') else 'deny'} {kind}{node} {rule.get('access') or 'rwm'}")
-    return tuple(lines) + _DEFAULT_DEVICE_RULES
+    return tuple(lines) + DEFAULT_DEVICE_RULES
 
 
 def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
@@ -491,7 +492,6 @@ def load_spec(bundle: str) -> Spec:
         uid_map=_maps(linux.get("uidMappings"), "linux.uidMappings"),
         gid_map=_maps(linux.get("gidMappings"), "linux.gidMappings"),
         limits=resource_limits(resources),
-        device_rules=_device_rules(_field(resources, "devices", list, "linux.resources.", [])),
         cgroups_path=_field(linux, "cgroupsPath", str, "linux.", None) or None,
         seccomp=_field(linux, "seccomp", dict, "linux.", None),
         sysctl={str(k): str(v) for k, v in sysctl.items()},

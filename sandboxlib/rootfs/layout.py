@@ -12,7 +12,7 @@ import stat
 import sys
 from typing import List, Optional, Tuple
 
-from ..config import ContainerConfig, MountKind, Network
+from ..config import ContainerConfig, MountKind, Namespace, Network
 from ..native.binding import MountFlag as F
 from ..native.binding import MountKind as K
 from ..native.mount_op import MountOp
@@ -146,7 +146,10 @@ def _dev() -> List[MountOp]:
 
 
 def _kernel_filesystems(config: ContainerConfig) -> List[MountOp]:
-    ops = [MountOp(kind=K.PROC, target="/proc", flags=_SAFE | F.NOEXEC)]
+    if config.pid_namespace is Namespace.PRIVATE:
+        ops = [MountOp(kind=K.PROC, target="/proc", flags=_SAFE | F.NOEXEC)]
+    else:  # the kernel gives a fresh proc of the host's pid namespace only to its own user namespace
+        ops = [MountOp(kind=K.BIND, target="/proc", source="/proc", flags=F.RECURSIVE | _SAFE | F.NOEXEC)]
     if config.network is not Network.HOST:  # a network namespace of its own
         ops.append(MountOp(kind=K.SYSFS, target="/sys", flags=F.RDONLY | _SAFE | F.NOEXEC))
     else:  # sysfs belongs to the network namespace; show the host's, read-only

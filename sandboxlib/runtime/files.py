@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import shutil
 import tempfile
 from typing import BinaryIO, FrozenSet, List, Mapping, Optional, Tuple, Union
 
@@ -39,7 +40,9 @@ class FileAccess:
         finally:
             os.close(root_fd)
 
-    def _transfer(self, op: str, func, path: str, *args, ids=None, data: bytes = b"", mode: int = 0):
+    def _transfer(
+        self, op: str, func, path: str, *args, ids=None, data: bytes = b"", mode: int = 0, mounts=frozenset()
+    ):
         """``func(root_fd, path, *args)`` here, as the container's root but
         without its capabilities in its user namespace.  What that may not
         touch (files of the container's other users, mode-000 directories) is
@@ -52,7 +55,9 @@ class FileAccess:
             if self._maps is None:
                 raise
         helper = SandboxSubIdFiles()
-        return self._in_root(lambda root_fd, p: helper.transfer(op, root_fd, p, self._maps, data, mode), path)
+        return self._in_root(
+            lambda root_fd, p: helper.transfer(op, root_fd, p, self._maps, data, mode, mounts=mounts), path
+        )
 
     def _writing(self):
         """(id policy, context) for creating files in the container's root.
@@ -105,7 +110,8 @@ class FileAccess:
     def get_archive(self, path: str) -> bytes:
         """A tar of ``path`` in the container (named by its last component),
         with the container's ids; symlinks are archived, never followed."""
-        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy(), self._mount_points())
+        mounts = self._mount_points()
+        return self._transfer("get_archive", transfer.get_archive, path, self._id_policy(), mounts, mounts=mounts)
 
     def path_stat(self, path: str) -> Tuple[os.stat_result, str]:
         """``path``'s stat in the container (a final symlink not followed) and,
@@ -116,7 +122,23 @@ class FileAccess:
         """Write the container's whole file system as a tar to the binary file
         ``f`` (``docker export``: names relative to the root; mount points in
         it such as ``/proc``, ``/dev`` and binds are archived empty)."""
-        self._in_root(transfer.export_root, "/", f, self._id_policy(), self._mount_points())
+        mounts = self._mount_points()
+        start = f.tell() if f.seekable() else None
+        try:
+            self._in_root(transfer.export_root, "/", f, self._id_policy(), mounts)
+            return
+        except PermissionError:  # files of the container's other users: as _transfer does
+            if self._maps is None or start is None:  # (a stream cannot be rewound)
+                raise
+        f.seek(start)
+        f.truncate()
+        with tempfile.TemporaryFile() as out:
+            self._in_root(self._export_as_root, "/", mounts, out.fileno())
+            out.seek(0)
+            shutil.copyfileobj(out, f)
+
+    def _export_as_root(self, root_fd: int, path: str, mounts: FrozenSet[str], out: int) -> None:
+        SandboxSubIdFiles().transfer("export", root_fd, path, self._maps, mounts=mounts, out=out)
 
     def _mount_points(self) -> FrozenSet[str]:
         """The mount points in the container (relative to its root): archived empty."""

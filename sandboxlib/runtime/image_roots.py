@@ -4,6 +4,7 @@ disk, and its named volumes."""
 
 from __future__ import annotations
 
+import os
 from typing import Optional, cast
 
 import attrs
@@ -39,8 +40,15 @@ class ImageRoots:
             return self.config
         store = self._store or self._image_store()
         owner = self._id_policy().owner(0, 0)
+        # An idmapped one belongs to the host's root, whom the idmapped mount shows as the container's root.
+        idmapped = self._maps is not None and os.geteuid() == 0
         mounts = [
-            Mount.bind(store.volume(cast(str, m.source), owner), m.target, read_only=m.read_only)  # its name
+            Mount.bind(
+                store.volume(cast(str, m.source), (0, 0) if m.idmap and idmapped else owner),  # (source: its name)
+                m.target,
+                read_only=m.read_only,
+                idmap=m.idmap,
+            )
             if m.kind is MountKind.VOLUME
             else m
             for m in self.config.mounts

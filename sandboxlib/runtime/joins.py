@@ -7,15 +7,45 @@ released by ``disconnect``, or with the container."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Dict, Optional, Sequence, Union
+
+import attrs
 
 from ..config import BridgeNetwork, Network, NetworkRef
 from ..errors import ConfigError, ContainerStateError
 from ..network import Joined, joined, named
 from . import statedir
 
-__all__ = ["NetworkJoins"]
+__all__ = ["NetworkJoins", "Endpoint"]
+
+
+@attrs.frozen
+class Endpoint:
+    """A running container on one of its networks (``Container.endpoints``):
+    ``address`` ``"172.18.0.2/16"``, the bridge's ``gateway``, IPv6's on a
+    network with an IPv6 subnet (else None), its interface's ``mac_address``
+    ("" where the kernel chose it: rootless)."""
+
+    address: str
+    gateway: str
+    address6: Optional[str] = None
+    gateway6: Optional[str] = None
+    mac_address: str = ""
+
+
+def _endpoint_of(place: object) -> Optional[Endpoint]:
+    """An attachment's or a join's (None while it has no address: pasta's, a closed one)."""
+    address = getattr(place, "address", None)
+    if address is None:
+        return None
+    address6, gateway6 = getattr(place, "address6", None), getattr(place, "gateway6", None)
+    return Endpoint(
+        address=str(address),
+        gateway=str(place.gateway),  # type: ignore[attr-defined]
+        address6=str(address6) if address6 else None,
+        gateway6=str(gateway6) if address6 and gateway6 else None,
+        mac_address=getattr(place, "mac_address", ""),
+    )
 
 
 def _ref(network: Union[str, NetworkRef]) -> Union[Network, NetworkRef]:
@@ -44,7 +74,14 @@ class NetworkJoins:
     init pid, id, config, lock and resources)."""
 
     def connect(
-        self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = (), address: Optional[str] = None
+        self,
+        network: Union[str, NetworkRef],
+        *,
+        aliases: Sequence[str] = (),
+        address: Optional[str] = None,
+        address6: Optional[str] = None,
+        mac_address: Optional[str] = None,
+        link_local: Sequence[str] = (),
     ) -> str:
         """Put the running container on one more network (``"bridge"`` or a named
         one): an interface ``ethN`` with an address there (and an IPv6 one on a
@@ -52,8 +89,10 @@ class NetworkJoins:
         on keeps it, and a container of ``Network.NONE`` has none); the network's containers find it by
         its name, hostname and ``aliases``, and it finds theirs (a rootless
         container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
-        none).  ``address``: its IPv4 address there (Docker's ``--ip``),
-        instead of the first free one.  Returns its address (``"172.18.0.3/16"``)."""
+        none).  ``address``/``address6``: its IPv4/IPv6 address on a named
+        network (Docker's ``--ip``/``--ip6``), instead of the first free one;
+        ``mac_address`` and ``link_local`` as ``Network.bridge``'s.
+        Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
         wanted = _ref(network)
         label = _label(wanted)
@@ -61,10 +100,13 @@ class NetworkJoins:
             raise ConfigError("network", f"a container with network={self.config.network} cannot join {label!r}")
         if not all(isinstance(a, str) and a for a in aliases):
             raise ConfigError("aliases", f"{aliases!r}: names expected")
-        try:
-            address = None if address is None else str(ipaddress.IPv4Address(address))
-        except ValueError:
-            raise ConfigError("address", f"{address!r} is not an IPv4 address") from None
+        endpoint = BridgeNetwork(
+            network=wanted if isinstance(wanted, NetworkRef) else None,
+            address=address,
+            address6=address6,
+            mac_address=mac_address,
+            link_local=link_local,
+        )
         root = statedir.state_root()
         where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
         with self._lock:
@@ -73,7 +115,7 @@ class NetworkJoins:
             if label in joins or own:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
-            join = joined(root, where, owner, aliases, address)
+            join = joined(root, where, owner, aliases, endpoint)
             join.open(self._init_pid)
             joins[label] = join
             return str(join.address)
@@ -102,6 +144,20 @@ class NetworkJoins:
         with self._lock:
             joins = getattr(self, "_joined", None) or {}
             return {name: str(j.address) for name, j in joins.items() if j.address is not None}
+
+    @property
+    def endpoints(self) -> Dict[str, Endpoint]:
+        """While it runs, the container on each bridge network it is on: the one it started
+        on (unless it left it) and those :meth:`connect` added, by name (``"bridge"``
+        for the default one)."""
+        with self._lock:
+            found = {}
+            own = _own_label(self.config.network)
+            if own is not None and self.address is not None:
+                found[own] = _endpoint_of(self._network)
+            for name, join in (getattr(self, "_joined", None) or {}).items():
+                found[name] = _endpoint_of(join)
+            return {name: point for name, point in found.items() if point is not None}
 
     def _joins(self) -> Dict[str, Joined]:
         """The joins, their release registered with the container's (under ``self._lock``)."""

@@ -6,13 +6,10 @@ its control socket the moment it starts."""
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import time
 from typing import Callable, Generator, List, Optional
-
-import attrs
 
 from ..cgroups import CommandCgroup
 from ..errors import ConfigError, ContainerStateError
@@ -41,6 +38,7 @@ class Submission:
         self._host_pid: Optional[int] = None
         self._first: Optional[protocol.Reply] = None
         self._terminal: Optional[int] = None  # the master of a tty request, once the init sent it
+        self._lost: Optional[Callable[[], Optional[BaseException]]] = None  # explains a quiet request's EOF
         self.sent_at = time.monotonic()
 
     def abandon(self, kill: bool = False) -> None:
@@ -193,9 +191,17 @@ class Submission:
                 signal_sender=signal_sender,
                 started=self.sent_at,
                 terminal=self._terminal,
-                failure=functools.partial(self._error, lost=lost),  # (fewer objects than a closure)
+                failure=self._failed_with(lost),  # (itself: fewer objects than a closure or a partial)
             )
         )
+
+    def _failed_with(self, lost: Optional[Callable[[], Optional[BaseException]]]) -> Submission:
+        self._lost = lost
+        return self
+
+    def __call__(self, reply: Optional[protocol.Reply]) -> BaseException:
+        """A quiet request's ``failure``: the exception for a first reply that is not its exit."""
+        return self._error(reply, self._lost)
 
     def _in_cgroup(self, process: Process) -> Process:
         if self._cgroup is not None:
@@ -247,15 +253,17 @@ def prepare(
     stdout: StdioSpec,
     stderr: StdioSpec,
     cgroup: Optional[CommandCgroup] = None,
+    payload: Optional[bytes] = None,
 ) -> Outgoing:
-    """Encode ``request`` with its stdio, a fresh reply socket and the directory
-    of its own ``cgroup`` (if any; the Process then owns it).  A tty request
-    sends no stdio: the init opens the terminal (the caller checked the stdio
-    arguments are None)."""
+    """Encode ``request`` (unless its ``payload`` is given) with its stdio, a
+    fresh reply socket and the directory of its own ``cgroup`` (if any; the
+    Process then owns it).  A tty request sends no stdio: the init opens the
+    terminal (the caller checked the stdio arguments are None)."""
     try:
         if cgroup is not None and not request.cgroup:
-            request = attrs.evolve(request, cgroup=True)
-        payload = protocol.encode_exec(request)
+            request, payload = request._replace(cgroup=True), None
+        if payload is None:
+            payload = protocol.encode_exec(request)
         if len(payload) > protocol.MAX_REQUEST:
             raise ConfigError(
                 "argv", f"command and environment take {len(payload)} bytes; the limit is {protocol.MAX_REQUEST}"
@@ -268,7 +276,7 @@ def prepare(
         if cgroup is not None:
             cgroup.remove()
         raise
-    reply, reply_fd = protocol.reply_ends(credentials=not request.quiet)
+    reply, reply_fd = protocol.reply_socket(credentials=not request.quiet)
     extra = [cgroup.fd] if cgroup is not None else []
     return Outgoing(
         Submission(request, reply, ours, cgroup), payload, [reply_fd, *child_fds, *extra], [reply_fd, *to_close], cgroup

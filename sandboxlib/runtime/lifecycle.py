@@ -25,6 +25,7 @@ from .. import cgroups
 from ..config import (
     CgroupLimits,
     ContainerConfig,
+    Namespace,
     Network,
     bridged,
 )
@@ -36,7 +37,7 @@ from ..native.failures import clone_hint, setup_error
 from ..native.host import max_user_namespaces, probe_host
 from ..native.mount_op import MountOp
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
-from ..network import Attachment, attachment, named
+from ..network import Attachment, HostsFile, attachment, named
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, shutdown_quietly
 from ..posix.releases import Releases
@@ -130,7 +131,9 @@ class ContainerLifecycle(ImageRoots):
     def __init__(self, config: ContainerConfig) -> None:
         self.config = config
         self.id = os.urandom(32).hex()  # (secrets.token_hex's bytes, without its four Python calls)
-        self.hostname = config.hostname or self.id[:12]
+        self.hostname = (
+            socket.gethostname() if config.uts_namespace is Namespace.HOST else config.hostname or self.id[:12]
+        )
         self._resources = Releases()
         self._owner = os.getpid()  # a forked child's copy is inert
         self._lock = _thread.RLock()  # start and close, one at a time (threading.RLock's, without its call)
@@ -225,12 +228,21 @@ class ContainerLifecycle(ImageRoots):
             # namespace already ends with its init (measured: ~0.3 ms a run).
             # A rootless networked run keeps its record: its helper process (pasta) outlives the init.
             network_record = self._network is not None and self._network.NEEDS_RECORD
-            one_shot = one_shot and first is not None and not static.needs_cgroup and not network_record
+            # In the host's pid namespace nothing ends with the init: the cgroup ends every process.
+            shared_pids = self.config.pid_namespace is Namespace.HOST
+            one_shot = (
+                one_shot and first is not None and not static.needs_cgroup and not network_record and not shared_pids
+            )
             self._cgroup = (
                 None
                 if one_shot
                 else cgroups.plan_cgroup(cgroups.detect(), static.cgroup_limits, cgroups.cgroup_name(root, self.id))
             )
+            if shared_pids and self._cgroup is None:
+                raise UnsupportedError(
+                    "pid_namespace='host' without a cgroup (its processes could outlive the container)",
+                    "run as root, or rootless in a delegated cgroup v2 subtree (as for cgroup limits)",
+                )
             if not one_shot:  # (without a cgroup, a one-shot run gets no record either: nothing to register)
                 with sigint_deferred():  # the record is written whole, the cgroup's removal registered
                     self._acquire_cgroup(root)
@@ -245,15 +257,21 @@ class ContainerLifecycle(ImageRoots):
 
     def _with_network(self, config: ContainerConfig, state_root: str) -> ContainerConfig:
         """Attach a bridge network's container (ports bound, address leased)
-        and give it its /etc/resolv.conf and /etc/hosts."""
-        if not bridged(config.network):
+        and give it its /etc/resolv.conf and /etc/hosts; off a bridge, an
+        /etc/hosts of its own only for ``extra_hosts``."""
+        if not bridged(config.network) and not config.extra_hosts:
             return config
         statedir.ensure_root(state_root)
-        where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
-        self._network = attachment(config, self.id, self.hostname, state_root, where)
-        self._resources.callback(self._network.close)
-        self._network.prepare()
-        files = self._network.mounts()
+        if bridged(config.network):
+            where = named.bridge_of(state_root, config.network)  # an unknown name: ConfigError, nothing made
+            self._network = attachment(config, self.id, self.hostname, state_root, where)
+            self._resources.callback(self._network.close)
+            self._network.prepare()
+            files = self._network.mounts()
+        else:
+            hosts = HostsFile(state_root, self.id, config.extra_hosts, host=config.network is Network.HOST)
+            self._resources.callback(hosts.close)
+            files = hosts.mounts()
         if config.rootfs is not None:  # /etc/resolv.conf and /etc/hosts, made if missing (as Docker does)
             make_mount_points(
                 config.rootfs,
@@ -320,9 +338,11 @@ class ContainerLifecycle(ImageRoots):
 
     def _kill_all(self) -> None:
         """Kill every process of the container through its cgroup (no fork
-        escapes).  Not needed once the init has exited: the kernel has then
-        killed its whole pid namespace, which every process of the cgroup is in."""
-        if self._cgroup is not None and not self._init_exited(0):
+        escapes).  Not needed once the init has exited, unless it shares the
+        host's pid namespace: the kernel has then killed its whole pid
+        namespace, which every process of the cgroup is in."""
+        shared = self.config.pid_namespace is Namespace.HOST
+        if self._cgroup is not None and (shared or not self._init_exited(0)):
             self._cgroup.kill()
 
     def _spawn(
@@ -354,7 +374,7 @@ class ContainerLifecycle(ImageRoots):
             ops=ops,
             rootfs=self.config.rootfs,
             read_only=self.config.read_only,
-            hostname=self.hostname,
+            hostname=self.hostname if self.config.uts_namespace is Namespace.PRIVATE else None,
             userns=self._maps is not None,
             netns=self.config.network is not Network.HOST,
             send_netns=self._network is not None,
@@ -408,7 +428,11 @@ class ContainerLifecycle(ImageRoots):
         try:
             child_ends.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
             child_ends.append(os.pidfd_open(os.getpid()))
-            flags = clone_flags(userns=self._maps is not None)
+            flags = clone_flags(
+                userns=self._maps is not None,
+                new_pid=self.config.pid_namespace is Namespace.PRIVATE,
+                new_uts=self.config.uts_namespace is Namespace.PRIVATE,
+            )
             fault = self._fault if self._fault and self._fault[0] in (Step.INIT_EXEC, Step.CGROUP) else (0, 0)
             if self._cgroup is not None:
                 child_ends += self._cgroup.attach_fds()

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import attrs
 
-from ..config import BridgeNetwork, NetworkRef
+from ..config import BridgeNetwork, NetworkAddresses, NetworkRef
 from ..config import Network as Mode
 from ..network import named
 from . import statedir
@@ -23,6 +23,11 @@ class NamedNetwork(NetworkRef):
     subnet: str = ""
     bridge: str = ""
     subnet6: Optional[str] = None  # its IPv6 subnet (None: IPv4 only)
+    gateway: str = ""  # the bridge's address
+    ip_range: Optional[str] = None  # containers' addresses come from here (None: the whole subnet)
+    aux_addresses: Dict[str, str] = attrs.field(factory=dict, hash=False)  # never given out (a dict: not hashed)
+    gateway6: Optional[str] = None
+    ip_range6: Optional[str] = None
 
     def remove(self) -> None:
         """Remove the network (its bridge and rules); ContainerStateError while containers are on it."""
@@ -37,7 +42,18 @@ class NamedNetwork(NetworkRef):
 
 
 def _public(record: named.NetworkRecord) -> NamedNetwork:
-    return NamedNetwork(name=record.name, subnet=record.subnet, bridge=record.bridge, subnet6=record.subnet6)
+    pool = named.pool_of(record)
+    return NamedNetwork(
+        name=record.name,
+        subnet=record.subnet,
+        bridge=record.bridge,
+        subnet6=record.subnet6,
+        gateway=str(pool.gateway),
+        ip_range=record.ip_range,
+        aux_addresses=dict(record.aux_addresses),
+        gateway6=str(pool.gateway6) if pool.gateway6 else None,
+        ip_range6=record.ip_range6,
+    )
 
 
 class Network:
@@ -61,6 +77,11 @@ class Network:
         subnet6: Optional[str] = None,
         ipv6: bool = False,
         internal: bool = False,
+        gateway: Optional[str] = None,
+        ip_range: Optional[str] = None,
+        aux_addresses: Optional[Mapping[str, str]] = None,
+        gateway6: Optional[str] = None,
+        ip_range6: Optional[str] = None,
     ) -> NamedNetwork:
         """Make a named network, kept until removed: a bridge of its own on
         ``subnet`` (default: the first free of Docker's pool); rootless, in
@@ -76,15 +97,33 @@ class Network:
 
         ``internal=True`` (Docker's ``--internal``): nothing is forwarded
         from the bridge or to it (no NAT): its containers reach each other
-        and the bridge's gateway address only."""
+        and the bridge's gateway address only.
+
+        Docker's IPAM options (each needs its ``subnet``/``subnet6``):
+        ``gateway`` the bridge's address (default: the subnet's first host),
+        ``ip_range`` a part of the subnet that containers' addresses come
+        from unless one is asked for (``address=`` may be anywhere in the
+        subnet), ``aux_addresses`` (``{"router": "10.89.0.5"}``) addresses
+        never given out; ``gateway6`` and ``ip_range6`` IPv6's (a container's
+        IPv6 address is at its IPv4 address's offset in ``ip_range6``)."""
+        addresses = NetworkAddresses(
+            gateway=gateway, ip_range=ip_range, aux_addresses=aux_addresses, gateway6=gateway6, ip_range6=ip_range6
+        )
         if ipv6 and subnet6 is None:
             subnet6 = named.default_subnet6(name)
         statedir.ensure_root(statedir.state_root())
-        return _public(named.create(statedir.state_root(), name, subnet, subnet6, internal=internal))
+        record = named.create(statedir.state_root(), name, subnet, subnet6, internal=internal, addresses=addresses)
+        return _public(record)
 
     @staticmethod
     def bridge(
-        *, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None, address: Optional[str] = None
+        *,
+        egress: Sequence[str] = (),
+        network: Union[None, str, NetworkRef] = None,
+        address: Optional[str] = None,
+        address6: Optional[str] = None,
+        mac_address: Optional[str] = None,
+        link_local: Sequence[str] = (),
     ) -> BridgeNetwork:
         """The default bridge (or the named ``network``'s) with an egress allow-list: CIDRs, addresses, host
         names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
@@ -94,9 +133,22 @@ class Network:
         once (TCP reset, ICMP), DNS to other servers and unlisted names too
         (rootless: on the bridge of the user's network namespace).
 
-        ``address``: the container's IPv4 address on the named ``network``
-        (Docker's ``--ip``; as root), instead of the first free one."""
-        return BridgeNetwork(egress=egress, network=network, address=address)
+        ``address``/``address6``: the container's IPv4/IPv6 address on the named ``network``
+        (Docker's ``--ip``/``--ip6``), instead of the first free one;
+        ``mac_address``: its ``eth0``'s (Docker's ``--mac-address``; default
+        ``02:42`` and its IPv4 address's four bytes, as Docker's);
+        ``link_local``: more addresses on ``eth0`` from ``169.254.0.0/16`` or
+        ``fe80::/10`` (Docker's ``--link-local-ip``).  Rootless, a MAC or
+        link-local address needs a named ``network`` (pasta's default has no
+        interface of ours: UnsupportedError)."""
+        return BridgeNetwork(
+            egress=egress,
+            network=network,
+            address=address,
+            address6=address6,
+            mac_address=mac_address,
+            link_local=link_local,
+        )
 
     @staticmethod
     def get(name: str) -> NamedNetwork:

@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import sys
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, FrozenSet, Optional, Sequence, Tuple
 
 from .. import images, registry
 from ..config import ContainerConfig, IdMapping, Mount
@@ -75,14 +75,26 @@ class SandboxSubIdFiles(SubIdFiles):
         maps = _caller_maps()
         _run("empty", paths, maps.uid_map, maps.gid_map, input=b"")
 
-    def transfer(self, op: str, root_fd: int, path: str, maps: IdMaps, data: bytes = b"", mode: int = 0) -> bytes:
+    def transfer(
+        self,
+        op: str,
+        root_fd: int,
+        path: str,
+        maps: IdMaps,
+        data: bytes = b"",
+        mode: int = 0,
+        *,
+        mounts: FrozenSet[str] = frozenset(),
+        out: Optional[int] = None,
+    ) -> bytes:
         """``sandboxlib.rootfs.transfer``'s ``op`` on ``path`` in the container
         ``root_fd`` whose maps are ``maps``, as its root with its capabilities
         (files of its other users included); returns what read_file and
-        get_archive return."""
-        request = json.dumps({"op": op, "path": path, "mode": mode}).encode()
+        get_archive return.  ``mounts``: the container's mount points, archived
+        empty; ``out``: an fd the output is written to instead (export)."""
+        request = json.dumps({"op": op, "path": path, "mode": mode, "mounts": sorted(mounts)}).encode()
         data_fd = os.memfd_create("sbx-in", os.MFD_CLOEXEC)
-        out_fd = os.memfd_create("sbx-out", os.MFD_CLOEXEC)
+        out_fd = os.memfd_create("sbx-out", os.MFD_CLOEXEC) if out is None else os.dup(out)
         try:
             _write_all(data_fd, data)
             os.lseek(data_fd, 0, os.SEEK_SET)
@@ -90,6 +102,8 @@ class SandboxSubIdFiles(SubIdFiles):
             with ours, theirs:
                 socket.send_fds(ours, [request], [root_fd, data_fd, out_fd])
                 _run("transfer", [], maps.uid_map, maps.gid_map, stdin=theirs.fileno(), library=True)
+            if out is not None:
+                return b""
             os.lseek(out_fd, 0, os.SEEK_SET)
             with os.fdopen(os.dup(out_fd), "rb") as f:
                 return f.read()

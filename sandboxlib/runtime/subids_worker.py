@@ -147,14 +147,18 @@ def transfer(library: str) -> None:
     with os.fdopen(data_fd, "rb") as f:
         data = f.read()
     op, path = args["op"], args["path"]
+    mounts = frozenset(args["mounts"])
     if op == "write_file":
         t.write_file(root_fd, path, data, args["mode"], policy)
     elif op == "make_dirs":
         t.make_dirs(root_fd, path, policy)
     elif op == "put_archive":
         t.put_archive(root_fd, path, data, policy)
+    elif op == "export":
+        with os.fdopen(out_fd, "wb", closefd=False) as f:
+            t.export_root(root_fd, path, f, policy, mounts)
     else:
-        result = t.read_file(root_fd, path) if op == "read_file" else t.get_archive(root_fd, path, policy)
+        result = t.read_file(root_fd, path) if op == "read_file" else t.get_archive(root_fd, path, policy, mounts)
         with os.fdopen(out_fd, "wb", closefd=False) as f:
             f.write(result)
 
