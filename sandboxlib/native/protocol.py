@@ -16,8 +16,6 @@ import socket
 import struct
 from typing import NamedTuple, Optional, Sequence, Tuple
 
-import attrs
-
 from .binding import ffi, lib, message_struct
 
 __all__ = [
@@ -151,8 +149,9 @@ def encode_stop(grace: float) -> bytes:
     return _SIGNAL.pack(MSG_STOP, 0, 0, 0, max(0, int(grace * 1000)))
 
 
-@attrs.frozen
-class Reply:
+class Reply(NamedTuple):
+    """One reply of the init (a NamedTuple, as ExecRequest: one per command)."""
+
     kind: int
     pid: int
     status: int
@@ -202,14 +201,14 @@ def decode_reply(sock: socket.socket, *, block: bool = True) -> Optional[Reply]:
     ]
     reply = Reply(*_REPLY.unpack(data)) if len(data) == REPLY_SIZE else None
     if reply is not None and reply.kind == REPLY_TTY and len(fds) == 1:
-        return attrs.evolve(reply, fd=fds[0])
+        return reply._replace(fd=fds[0])
     for fd in fds:  # none is expected here
         os.close(fd)
     if reply is None or reply.kind != REPLY_PID:
         return reply  # other replies carry the init's own credentials: no command pid
     for level, kind, payload in ancillary:
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(payload) >= _CREDENTIALS.size:
-            return attrs.evolve(reply, host_pid=_CREDENTIALS.unpack_from(payload)[0])
+            return reply._replace(host_pid=_CREDENTIALS.unpack_from(payload)[0])
     return reply
 
 

@@ -5,6 +5,7 @@ ranges)."""
 from __future__ import annotations
 
 import functools
+import os
 from typing import TYPE_CHECKING, Generator, Optional, Tuple
 
 import attrs
@@ -12,6 +13,7 @@ import attrs
 from ..config import IdMapping
 from ..errors import ConfigError, SetupError, UnsupportedError
 from ..native.host import HostInfo
+from ..posix.interrupts import sigint_deferred
 from ..posix.steps import run_program
 
 if TYPE_CHECKING:
@@ -90,9 +92,14 @@ def _root_default() -> IdMaps:
 
 
 def _write(path: str, data: bytes, field: str) -> None:
-    try:  # (a file object: no fd lost to a Ctrl-C, and no signal mask to change around it)
-        with open(path, "wb", buffering=0) as f:
-            f.write(data)
+    """(Called with Ctrl-C deferred: between the open and the close it would lose the fd.
+    Not through a file object: its making costs ~1.5 us of user time, this ~0.3.)"""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
     except OSError as err:
         text = data.decode()
         raise SetupError(err.errno, f"write({path!r}, {text.strip()!r})", step="IDMAP", field=field) from None
@@ -115,14 +122,16 @@ def write_maps(pid: int, maps: IdMaps) -> Generator[int, None, None]:
     """Steps (``posix.steps``): write the maps of the child ``pid`` (parent
     side, before the go byte); the helpers' runs are waits."""
     if not maps.setgroups:
-        _write(f"/proc/{pid}/setgroups", b"deny", "userns")
+        with sigint_deferred():
+            _write(f"/proc/{pid}/setgroups", b"deny", "userns")
     if maps.use_helpers:
         yield from _helper("newuidmap", pid, maps.uid_map, "uid_map")
         yield from _helper("newgidmap", pid, maps.gid_map, "gid_map")
         return
     uid_text, gid_text = _map_texts(maps)
-    _write(f"/proc/{pid}/uid_map", uid_text, "uid_map")
-    _write(f"/proc/{pid}/gid_map", gid_text, "gid_map")
+    with sigint_deferred():  # (both writes in one window: no wait in it)
+        _write(f"/proc/{pid}/uid_map", uid_text, "uid_map")
+        _write(f"/proc/{pid}/gid_map", gid_text, "gid_map")
 
 
 @functools.lru_cache(maxsize=64)  # (an IdMaps caches its hash)
