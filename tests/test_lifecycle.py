@@ -831,3 +831,94 @@ def test_group_add_gives_every_command_supplementary_groups(busybox_root):
     for bad in ("extra", [-1], [None], ["a:b"]):
         with pytest.raises(sb.ConfigError, match="group_add"):
             sb.ContainerConfig(group_add=bad)
+
+
+# -- what starts share (issue 16: cached per configuration) ------------------------------
+def test_releases_run_in_reverse_each_once_and_chain_their_errors():
+    from sandboxlib.posix.releases import Releases
+
+    done = []
+
+    def fail(name):
+        done.append(name)
+        raise ValueError(name)
+
+    releases = Releases()
+    releases.callback(done.append, "first")
+    releases.callback(fail, "second")
+    releases.callback(done.append, "third")
+    releases.callback(fail, "fourth")
+    with pytest.raises(ValueError) as info:
+        releases.close()
+    assert done == ["fourth", "third", "second", "first"]
+    assert str(info.value) == "second" and str(info.value.__context__) == "fourth"
+    releases.close()  # nothing left to release
+    assert len(done) == 4
+
+
+HOSTNAMES = 'echo "$HOSTNAME $(hostname) $A"'
+
+
+def check_containers_of_one_config_have_their_own_hostname():
+    config = sb.ContainerConfig(env={"A": "1"})
+    shared = [sb.run(["sh", "-c", HOSTNAMES], container=sb.Container(config)).stdout.split() for _ in range(3)]
+    equal = [sb.run(["sh", "-c", HOSTNAMES], env={"A": "1"}).stdout.split() for _ in range(3)]
+    named = sb.run(["sh", "-c", HOSTNAMES], env={"A": "2", "HOSTNAME": "given"}).stdout.split()
+    return shared, equal, named
+
+
+def test_containers_of_one_config_have_their_own_hostname(runner):
+    shared, equal, named = runner(check_containers_of_one_config_have_their_own_hostname)
+    for seen in (shared, equal):
+        assert all(env == name and a == b"1" and len(name) == 12 for env, name, a in seen), seen
+        assert len({name for _, name, _ in seen}) == 3, seen
+    assert named[0] == b"given" and named[1] != b"given" and named[2] == b"2", named
+
+
+def check_runs_in_a_forked_child():
+    assert sb.run(["/bin/true"]).exit_code == 0  # what starts share is made in the parent
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = sb.run(["sh", "-c", "exit 7"]).exit_code
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), sb.run(["sh", "-c", "exit 8"]).exit_code
+
+
+def test_runs_in_a_forked_child(runner):
+    assert runner(check_runs_in_a_forked_child) == (7, 8)
+
+
+def test_user_namespaces_off_is_unsupported():
+    """The limit is read only when the clone is refused: still the same error,
+    and nothing left.  In a user namespace of its own, whose limit is its own."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        with open("/proc/sys/user/max_user_namespaces", "w") as f:
+            f.write("0")
+        import sandboxlib as sb
+        before = set(os.listdir("/proc/self/fd"))
+        try:
+            sb.run(["/bin/true"])
+        except sb.UnsupportedError as err:
+            links = set()
+            for fd in set(os.listdir("/proc/self/fd")) - before:
+                try:
+                    links.add(os.readlink(f"/proc/self/fd/{fd}").split(":")[0])
+                except OSError:
+                    pass  # (listdir's own, closed)
+            left = sorted(links - {"/memfd"}) or ["-"]  # (the init's executable: kept, once per process)
+            print("unsupported", err.feature.replace(" ", "_"), ",".join(left))
+        """
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo)
+    proc = subprocess.run(
+        ["unshare", "-Ur", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["unsupported", "user_namespaces", "-"], proc.stdout  # no fd left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 from typing import Optional, Tuple
@@ -20,7 +21,8 @@ class HostInfo:
         user_name: our login name (for /etc/subuid), or None.
         subuid, subgid: our (start, count) subordinate id ranges, or None.
         newuidmap, newgidmap: paths of the setuid helpers, or None.
-        max_user_namespaces: the kernel's limit (0: user namespaces are off).
+        max_user_namespaces: the kernel's limit (0: user namespaces are off;
+            None: not read, see ``probe_host``).
     """
 
     euid: int
@@ -30,7 +32,7 @@ class HostInfo:
     subgid: Optional[Tuple[int, int]]
     newuidmap: Optional[str]
     newgidmap: Optional[str]
-    max_user_namespaces: int
+    max_user_namespaces: Optional[int]
 
     @property
     def is_root(self) -> bool:
@@ -64,24 +66,22 @@ def _read_int(path: str, default: int) -> int:
         return default
 
 
-def probe_host() -> HostInfo:
+def max_user_namespaces() -> int:
+    """The kernel's limit on user namespaces (0: they are off)."""
+    return _read_int("/proc/sys/user/max_user_namespaces", 1)
+
+
+def probe_host(*, userns_limit: bool = True) -> HostInfo:
     """What this process may do, probed now (a container start asks each
-    time, so nothing is kept between two users of the library: about 10 us
-    as root, which needs only the user namespace limit; 0.1 ms rootless,
-    which reads the user database, /etc/subuid, /etc/subgid and PATH)."""
+    time, so nothing is kept between two users of the library: a few us as
+    root; 0.1 ms rootless, which reads the user database, /etc/subuid,
+    /etc/subgid and PATH).  Without ``userns_limit`` the sysctl is not read
+    (~20 us: a /proc/sys open): a start reads it only if the kernel refuses
+    its clone (``max_user_namespaces``)."""
     euid, egid = os.geteuid(), os.getegid()
-    max_userns = _read_int("/proc/sys/user/max_user_namespaces", 1)
+    max_userns = max_user_namespaces() if userns_limit else None
     if euid == 0:  # root maps ids itself: no sub-ids, no helpers
-        return HostInfo(
-            euid=euid,
-            egid=egid,
-            user_name="root",
-            subuid=None,
-            subgid=None,
-            newuidmap=None,
-            newgidmap=None,
-            max_user_namespaces=max_userns,
-        )
+        return _root_host(egid, max_userns)
     import shutil  # (rootless only: ~5 ms of imports that root's OCI runtime create need not pay)
 
     try:
@@ -96,5 +96,19 @@ def probe_host() -> HostInfo:
         subgid=subordinate_range("/etc/subgid", name, euid),
         newuidmap=shutil.which("newuidmap"),
         newgidmap=shutil.which("newgidmap"),
+        max_user_namespaces=max_userns,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _root_host(egid: int, max_userns: Optional[int]) -> HostInfo:
+    return HostInfo(
+        euid=0,
+        egid=egid,
+        user_name="root",
+        subuid=None,
+        subgid=None,
+        newuidmap=None,
+        newgidmap=None,
         max_user_namespaces=max_userns,
     )

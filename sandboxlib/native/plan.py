@@ -13,7 +13,7 @@ import functools
 import os
 import socket
 import struct
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 from .binding import JOIN_NAMESPACES, lib, message_struct
@@ -128,14 +128,96 @@ def build_plan(
     ``cgroup_launcher``: commands with a cgroup of their own are forked by a
     launcher too; its filter and the one each of its commands adds
     (``security.bpf.clone3_split``)."""
-    ops = tuple(ops)
+    ops = tuple(ops)  # (the layout's cached tuple is kept as it is)
+    static_key = (
+        id(ops),
+        rootfs,
+        read_only,
+        userns,
+        netns,
+        set_groups,
+        send_netns,
+        seccomp_filter,
+        launcher,
+        init_caps,
+        init_filter,
+        detached,
+        keep_privs,
+        mount_order,
+        root_propagation,
+        None if joins is None else tuple(joins.get(kind) for kind in JOIN_NAMESPACES),
+        cgroup_launcher,
+    )
+    static = _STATIC.get(static_key)
+    if static is None or static.ops is not ops:
+        static = _static_part(ops, static_key)
+        if len(_STATIC) >= _STATIC_SIZE:
+            _STATIC.clear()  # (a process that makes many kinds of containers: rarely)
+        _STATIC[static_key] = static
+    host = b"" if hostname is None else hostname.encode() + b"\0"
+    fault_step, fault_errno = fault or (0, 0)
+    header = _HEADER.pack(
+        lib.SBX_MSG_PLAN,
+        static.flags,
+        static.newnet,
+        fault_step,
+        fault_errno,
+        NO_STRING if hostname is None else static.strings_len,  # the hostname comes last
+        *static.offsets,
+        len(ops),
+        static.strings_len + len(host),
+        *static.rest,
+    )
+    message = header + static.body + host
+    if len(message) > lib.SBX_MAX_REQUEST:
+        raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
+    return message
+
+
+class _StaticPart(NamedTuple):
+    """A PLAN message but for its hostname and fault: the same for every
+    container of one configuration, so built once (``build_plan``)."""
+
+    ops: Tuple[MountOp, ...]  # (held: its id, in the key, is not reused while cached)
+    flags: int
+    newnet: int
+    offsets: Tuple[int, ...]  # base dir's, rootfs's
+    strings_len: int  # without the hostname
+    rest: Tuple[int, ...]  # the header's fields after the strings' length
+    body: bytes  # what follows the header, without the hostname
+
+
+_STATIC: Dict[tuple, _StaticPart] = {}
+_STATIC_SIZE = 64
+
+
+def _static_part(ops: Tuple[MountOp, ...], key: tuple) -> _StaticPart:
+    (
+        _,
+        rootfs,
+        read_only,
+        userns,
+        netns,
+        set_groups,
+        send_netns,
+        seccomp_filter,
+        launcher,
+        init_caps,
+        init_filter,
+        detached,
+        keep_privs,
+        mount_order,
+        root_propagation,
+        joins,
+        cgroup_launcher,
+    ) = key
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
     records, op_strings = _encode_ops(ops)
     extra = _Strings()
     base = len(op_strings)
-    offsets = (extra.add(hostname, base), extra.add(BASE_DIR, base), extra.add(rootfs, base))
-    joined = [extra.add((joins or {}).get(kind), base) for kind in JOIN_NAMESPACES]
+    offsets = (extra.add(BASE_DIR, base), extra.add(rootfs, base))
+    joined = [extra.add(path, base) for path in joins or [None] * len(JOIN_NAMESPACES)]
     flags = lib.SBX_PLAN_NEW_MNTNS
     flags |= lib.SBX_PLAN_BECOME_ROOT if userns else 0
     flags |= lib.SBX_PLAN_SET_GROUPS if set_groups else 0
@@ -148,32 +230,27 @@ def build_plan(
     flags |= lib.SBX_PLAN_MOUNT_ORDER if mount_order else 0
     launcher_filter, clone3_filter = cgroup_launcher or (b"", b"")
     flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher is not None and launcher and seccomp_filter else 0
-    fault_step, fault_errno = fault or (0, 0)
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
-    header = _HEADER.pack(
-        lib.SBX_MSG_PLAN,
-        flags,
-        lib.CLONE_NEWNET if netns else 0,
-        fault_step,
-        fault_errno,
-        *offsets,
-        len(ops),
-        len(strings),
-        len(seccomp_filter),
-        init_caps,
-        len(init_filter),
-        root_propagation,
-        *joined,
-        len(launcher_filter),
-        len(clone3_filter),
-        0,
+    return _StaticPart(
+        ops=ops,
+        flags=flags,
+        newnet=lib.CLONE_NEWNET if netns else 0,
+        offsets=offsets,
+        strings_len=len(strings),
+        rest=(
+            len(seccomp_filter),
+            init_caps,
+            len(init_filter),
+            root_propagation,
+            *joined,
+            len(launcher_filter),
+            len(clone3_filter),
+            0,
+        ),
+        body=seccomp_filter + init_filter + launcher_filter + clone3_filter + records + strings,
     )
-    message = header + seccomp_filter + init_filter + launcher_filter + clone3_filter + records + strings
-    if len(message) > lib.SBX_MAX_REQUEST:
-        raise ConfigError("mounts", f"the set-up plan takes {len(message)} bytes; the limit is {lib.SBX_MAX_REQUEST}")
-    return message
 
 
 NETNS_MESSAGE = struct.pack("=I", lib.SBX_MSG_NETNS)

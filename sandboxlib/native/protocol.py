@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import _socket
 import array
+import functools
 import os
 import resource
 import socket
 import struct
 from typing import NamedTuple, Optional, Sequence, Tuple
-
-import attrs
 
 from .binding import ffi, lib, message_struct
 
@@ -106,11 +105,8 @@ def encode_exec(req: ExecRequest) -> bytes:
         | (EXEC_HOLD if req.hold else 0)
     )
     rows, cols = req.tty_size or (0, 0)
-    limits = b"".join(
-        _RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
-        for name, soft, hard in req.rlimits
-    )
-    groups = struct.pack(f"={len(req.groups)}I", *req.groups)
+    limits = _packed_rlimits(req.rlimits) if req.rlimits else b""
+    groups = struct.pack(f"={len(req.groups)}I", *req.groups) if req.groups else b""
     header = _HEADER.pack(
         MSG_EXEC,
         flags,
@@ -131,6 +127,14 @@ def encode_exec(req: ExecRequest) -> bytes:
     return header + limits + groups + strings
 
 
+@functools.lru_cache(maxsize=64)  # (a container's requests share theirs)
+def _packed_rlimits(rlimits: Tuple[Tuple[str, int, int], ...]) -> bytes:
+    return b"".join(
+        _RLIMIT.pack(RLIMIT_NUMBERS[name], 0, min(soft, _INFINITY), min(hard, _INFINITY))
+        for name, soft, hard in rlimits
+    )
+
+
 def renamed(req: ExecRequest, payload: bytes, command_id: int) -> Tuple[ExecRequest, bytes]:
     """``req`` and its encoding ``payload`` (``encode_exec``) as command
     ``command_id``: a container's repeated commands are encoded once."""
@@ -145,8 +149,9 @@ def encode_stop(grace: float) -> bytes:
     return _SIGNAL.pack(MSG_STOP, 0, 0, 0, max(0, int(grace * 1000)))
 
 
-@attrs.frozen
-class Reply:
+class Reply(NamedTuple):
+    """One reply of the init (a NamedTuple, as ExecRequest: one per command)."""
+
     kind: int
     pid: int
     status: int
@@ -196,14 +201,14 @@ def decode_reply(sock: socket.socket, *, block: bool = True) -> Optional[Reply]:
     ]
     reply = Reply(*_REPLY.unpack(data)) if len(data) == REPLY_SIZE else None
     if reply is not None and reply.kind == REPLY_TTY and len(fds) == 1:
-        return attrs.evolve(reply, fd=fds[0])
+        return reply._replace(fd=fds[0])
     for fd in fds:  # none is expected here
         os.close(fd)
     if reply is None or reply.kind != REPLY_PID:
         return reply  # other replies carry the init's own credentials: no command pid
     for level, kind, payload in ancillary:
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(payload) >= _CREDENTIALS.size:
-            return attrs.evolve(reply, host_pid=_CREDENTIALS.unpack_from(payload)[0])
+            return reply._replace(host_pid=_CREDENTIALS.unpack_from(payload)[0])
     return reply
 
 

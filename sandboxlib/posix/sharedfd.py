@@ -46,25 +46,6 @@ class SharedFd(Generic[T]):
         ContainerStateError, or with ``closed_ok`` gives None."""
         return _Use(self, closed_ok)
 
-    def _enter(self, closed_ok: bool) -> Optional[T]:
-        with self._lock:
-            if self._closed:
-                if closed_ok:
-                    return None
-                raise ContainerStateError(self._gone)
-            self._users += 1
-            return self._handle
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._users -= 1
-            last = self._closed and self._users == 0
-            if last and self._waiting:
-                assert self._idle is not None  # (made by the waiter)
-                self._idle.notify_all()
-        if last:
-            self._release_once()
-
     def close(self, wake: Optional[Callable[[T], None]] = None, wait: bool = False) -> None:
         """No new users; ``wake`` the current ones (called while they hold it:
         the handle is still open).  With ``wait``, return once they left.
@@ -72,21 +53,18 @@ class SharedFd(Generic[T]):
         with self._lock:
             first = not self._closed
             self._closed = True
-            if self._users and first and wake is not None:
-                wake(self._handle)
-            if wait:
-                if self._idle is None:
-                    self._idle = threading.Condition(self._lock)
-                self._waiting += 1
-                while self._users:
-                    self._idle.wait()
-                self._waiting -= 1
-            idle = self._users == 0
-        if idle:
-            self._release_once()
-
-    def _release_once(self) -> None:
-        with self._lock:
+            if self._users:
+                if first and wake is not None:
+                    wake(self._handle)
+                if wait:
+                    if self._idle is None:
+                        self._idle = threading.Condition(self._lock)
+                    self._waiting += 1
+                    while self._users:
+                        self._idle.wait()
+                    self._waiting -= 1
+                if self._users:
+                    return  # the last user releases it
             handle, self._handle = self._handle, None
         if handle is not None:
             self._release(handle)
@@ -103,13 +81,30 @@ class _Use(Generic[T]):
         self._entered = False
 
     def __enter__(self) -> T:  # (None only with closed_ok, which the callers' types say)
-        handle = self._shared._enter(self._closed_ok)
-        self._entered = handle is not None
-        return handle  # type: ignore[return-value]
+        shared = self._shared  # (its state used here directly: two Python calls fewer per use)
+        with shared._lock:
+            if shared._closed:
+                if self._closed_ok:
+                    return None  # type: ignore[return-value]
+                raise ContainerStateError(shared._gone)
+            shared._users += 1
+            self._entered = True
+            return shared._handle
 
     def __exit__(self, *exc: object) -> None:
-        if self._entered:
-            self._shared._leave()
+        if not self._entered:
+            return
+        shared = self._shared
+        with shared._lock:
+            shared._users -= 1
+            if shared._users or not shared._closed:
+                return
+            if shared._waiting:  # (a close(wait=True) releases nothing more: the handle is taken here)
+                assert shared._idle is not None  # (made by the waiter)
+                shared._idle.notify_all()
+            handle, shared._handle = shared._handle, None
+        if handle is not None:
+            shared._release(handle)
 
 
 class OwnedSocket(socket.socket):
@@ -118,11 +113,6 @@ class OwnedSocket(socket.socket):
     owner's own finalizer, it closes without a second warning of its own."""
 
     __slots__ = ()
-
-    @classmethod
-    def adopt(cls, sock: socket.socket) -> OwnedSocket:
-        sock.__class__ = cls  # the same layout (no new slots): nothing is copied or reopened
-        return sock  # type: ignore[return-value]
 
     def __del__(self) -> None:
         self.close()

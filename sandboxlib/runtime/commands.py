@@ -4,10 +4,13 @@ container's main command (``command=``: ``wait()``, ``logs()``)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import weakref
 from typing import Generator, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..config import (
+    ContainerConfig,
     check_env,
     check_text,
     check_timeout,
@@ -43,9 +46,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _check_argv(argv: Sequence[str]) -> tuple:
     if isinstance(argv, (str, bytes)) or not argv:
         raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
-    return tuple(
-        check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]") for i, a in enumerate(argv)
-    )
+    checked = tuple(argv)
+    for arg in checked:  # (plain strings pass without a call each)
+        if type(arg) is not str or "\0" in arg:  # the slow way: PathLikes converted, or the error
+            return tuple(
+                check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
+                for i, a in enumerate(checked)
+            )
+    return checked
 
 
 def _tty_stdio(
@@ -75,6 +83,33 @@ class _RequestDefaults(NamedTuple):
     cap_keep: int
 
 
+_HOSTNAME = "HOSTNAME"
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_defaults(
+    config: ContainerConfig, image_env: tuple, image_cwd: Optional[str], home: str
+) -> Tuple[_RequestDefaults, int]:
+    """What the requests of every container of one configuration (and image,
+    and user) share: made once, not per container.  Its HOSTNAME is left
+    empty, for each container's own; the int is its index in env_strings
+    (-1: the image or the config set HOSTNAME)."""
+    merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", _HOSTNAME: None}
+    merged.update(image_env)
+    merged.update(config.env)
+    at = list(merged).index(_HOSTNAME) if merged[_HOSTNAME] is None else -1
+    return (
+        _RequestDefaults(
+            merged,
+            tuple(f"{k}={v}" for k, v in merged.items()),
+            config.cwd or image_cwd or "/",
+            config.limits.rlimits(),
+            capability_mask(config.capabilities()),
+        ),
+        at,
+    )
+
+
 class BareContainer(MainCommand):
     """A container that runs commands: no files, no calls.  The short
     sandboxes of ``subids`` are these; :class:`~sandboxlib.Container` is one
@@ -84,7 +119,7 @@ class BareContainer(MainCommand):
     _templates: Optional[dict] = None  # (argv, flags) -> (request, encoding), made at the first request
 
     def _environment(self, home: str) -> dict:
-        merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", "HOSTNAME": self.hostname}
+        merged = {"PATH": DEFAULT_PATH, "HOME": home, "TERM": "xterm", _HOSTNAME: self.hostname}
         merged.update(self._image.env if self._image else ())
         merged.update(self.config.env)
         return merged
@@ -94,14 +129,20 @@ class BareContainer(MainCommand):
         (its config, image and user are fixed once started): made once."""
         if self._defaults is None:
             assert self._user is not None  # resolved at start
-            merged = self._environment(self._user.home)
-            self._defaults = _RequestDefaults(
-                merged,
-                tuple(f"{k}={v}" for k, v in merged.items()),
-                self.config.cwd or (self._image and self._image.cwd) or "/",
-                self.config.limits.rlimits(),
-                capability_mask(self.config.capabilities()),
+            image = self._image
+            shared, at = _shared_defaults(
+                self.config, image.env if image else (), image.cwd if image else None, self._user.home
             )
+            if at >= 0:  # this container's own hostname
+                strings = shared.env_strings
+                shared = _RequestDefaults(
+                    {**shared.env, _HOSTNAME: self.hostname},
+                    (*strings[:at], f"{_HOSTNAME}={self.hostname}", *strings[at + 1 :]),
+                    shared.cwd,
+                    shared.rlimits,
+                    shared.cap_keep,
+                )
+            self._defaults = shared
         return self._defaults
 
     def _request(
@@ -116,8 +157,11 @@ class BareContainer(MainCommand):
         tty: Optional[Tuple[int, int]] = None,
         command_id: Optional[int] = None,
         cgroup: bool = False,
+        checked: bool = False,
     ) -> protocol.ExecRequest:
-        argv = _check_argv(argv)
+        """``checked``: ``argv`` is ``_check_argv``'s already."""
+        if not checked:
+            argv = _check_argv(argv)
         defaults = self._request_defaults()
         if user is None:
             resolved = self._user
@@ -294,7 +338,7 @@ class BareContainer(MainCommand):
 
     def _track(self, process: Process) -> Process:
         """Processes still running when the container closes are released with it."""
-        self._processes.add(process)
+        self._processes.add(weakref.ref(process, self._processes.discard))
         return process
 
     def _signal(self, command_id: int, sig: int, group: bool) -> None:
@@ -423,7 +467,7 @@ class BareContainer(MainCommand):
         """run()'s options checked (both fronts): (timeout, codec, input as bytes,
         (stdin, stdout, stderr), the terminal's size or None)."""
         stdin, stdout, stderr = stdio
-        timeout = check_timeout(timeout)
+        timeout = check_timeout(timeout) if timeout is not None else None
         codec = text_codec(text, encoding, errors)
         tty_size = _tty_stdio(tty, stdin, stdout, stderr, captured=(PIPE,))
         if tty_size is not None:
@@ -459,13 +503,15 @@ class BareContainer(MainCommand):
         self, argv, *, stdin, stdout, stderr, tty: Optional[Tuple[int, int]] = None
     ) -> Generator[Wait, None, Process]:
         """``_start_with_main`` as steps (``posix.steps``)."""
-        if self.config.image is None:
-            _check_argv(argv)
+        checked = _check_argv(argv) if self.config.image is None else None  # (before anything starts)
         sent: list = []
 
         def first() -> None:
-            command = self._image.command(argv) if self._image else argv
-            request = self._request(command, env=None, cwd=None, user=None, main=True, tty=tty)
+            if checked is not None:
+                request = self._request(checked, env=None, cwd=None, user=None, main=True, tty=tty, checked=True)
+            else:
+                assert self._image is not None  # prepared by the start
+                request = self._request(self._image.command(argv), env=None, cwd=None, user=None, main=True, tty=tty)
             assert self._control is not None  # first() runs after the clone
             sent.append(submit(self._control, request, stdin, stdout, stderr))
 

@@ -50,7 +50,20 @@ class Container(BareContainer, FileAccess, NetworkJoins):
         """A container, not started yet: its options, or a whole ``config`` (a
         :class:`ContainerConfig`) instead of them."""
         super().__init__(config_of(config, options))
-        self._calls = ServerSlot(self)  # the fork server of call(), started by the first call
+
+    _slot: Optional[ServerSlot] = None
+
+    @property
+    def _calls(self) -> ServerSlot:
+        """The fork server of call(), started by the first call.  The slot is
+        made then too: it refers back to its container, a cycle that only
+        the garbage collector would free (each sb.run's whole container, ~5%
+        of its CPU time)."""
+        if self._slot is None:
+            with self._lock:
+                if self._slot is None:
+                    self._slot = ServerSlot(self)
+        return self._slot
 
     def _image_store(self) -> ImageStore:
         return ImageStore(self.config.image_store)  # with the sandbox that works on sub-ids' files

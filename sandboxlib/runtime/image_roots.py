@@ -4,7 +4,6 @@ disk, and its named volumes."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Optional, cast
 
@@ -15,6 +14,7 @@ from ..config import ContainerConfig, Mount, MountKind, Pull, WritableLayer
 from ..errors import ImageNotFound, RegistryError
 from ..images import ImageStore, reference
 from ..images.unpack import IdPolicy
+from ..posix.releases import Releases
 from ..rootfs import imageroot, writable
 from ..rootfs.idmap import IdMaps
 from ..rootfs.imageroot import ImageRoot
@@ -32,7 +32,7 @@ class ImageRoots:
     _image: Optional[ImageRoot]
     _upper: Optional[str]
     _upper_kept: bool  # the caller's writable_dir: never removed here
-    _resources: contextlib.ExitStack
+    _resources: Releases
 
     def _with_volumes(self) -> ContainerConfig:
         """The config with named volumes as binds of their store directories."""

@@ -6,22 +6,24 @@ released in reverse order by ``close()`` (also after a failed start)."""
 
 from __future__ import annotations
 
+import _socket
+import _thread
 import array
-import contextlib
+import errno
+import functools
 import itertools
 import os
-import secrets
 import select
 import socket
-import threading
 import warnings
 import weakref
-from typing import Callable, Generator, List, NoReturn, Optional, Tuple, TypeVar
+from typing import Callable, Generator, List, NamedTuple, NoReturn, Optional, Set, Tuple, TypeVar
 
 import attrs
 
 from .. import cgroups
 from ..config import (
+    CgroupLimits,
     ContainerConfig,
     Namespace,
     Network,
@@ -32,17 +34,18 @@ from ..images import ImageStore
 from ..native import binding, protocol
 from ..native.binding import Step
 from ..native.failures import clone_hint, setup_error
-from ..native.host import probe_host
+from ..native.host import max_user_namespaces, probe_host
 from ..native.mount_op import MountOp
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
 from ..network import Attachment, HostsFile, attachment, named
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, shutdown_quietly
+from ..posix.releases import Releases
 from ..posix.sharedfd import OwnedSocket, SharedFd
 from ..posix.signals import pidfd_kill_quietly
 from ..posix.steps import Offload, Steps, read_to_end, run_steps
 from ..rootfs import writable
-from ..rootfs.idmap import IdMaps, choose_maps, write_maps
+from ..rootfs.idmap import IdMaps, choose_maps, userns_off, write_maps
 from ..rootfs.imageroot import ImageRoot
 from ..rootfs.layout import layout
 from ..rootfs.mountpoints import make_mount_points
@@ -60,46 +63,84 @@ _WALL = 0x40000000  # __WALL: our child has no exit signal
 _Self = TypeVar("_Self", bound="ContainerLifecycle")
 
 
+class _Static(NamedTuple):
+    """What every start of one configuration computes alike: a config is
+    immutable and none of this reads the host, so it is made once per
+    config (``_static``), not at each start."""
+
+    caps: frozenset  # the commands' capability set
+    program: bytes  # the container's compiled filter (b"": none)
+    docker_default: bool  # the filter is Docker's default policy
+    init_caps: int  # sbx-init's own capabilities, plus those its commands may keep
+    runtime_caps: int  # what the init keeps once set up
+    cgroup_limits: CgroupLimits
+    needs_cgroup: bool  # cgroup limits are set
+    idmap_binds: bool  # a bind asks for idmap=True
+
+
+@functools.lru_cache(maxsize=64)  # (the config's hash is cached: one call per start)
+def _static(config: ContainerConfig) -> _Static:
+    caps = config.capabilities()
+    limits = config.limits.cgroup()
+    return _Static(
+        caps=caps,
+        # Compiled once per policy and capability set (cached), before any kernel resource.
+        program=compile_policy(config.seccomp, caps) if config.seccomp else b"",
+        docker_default=config.seccomp == Seccomp.default(),
+        init_caps=capability_mask(INIT_CAPABILITIES | caps),
+        runtime_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps),
+        cgroup_limits=limits,
+        needs_cgroup=bool(limits.names()),
+        idmap_binds=any(m.idmap for m in config.mounts),
+    )
+
+
 class ContainerLifecycle(ImageRoots):
     """Start, stop and close one container (its init, its cgroup, its state
     record, its image root); :class:`~sandboxlib.runtime.commands.BareContainer`
     adds commands, :class:`~sandboxlib.Container` files and calls."""
 
+    # What a container starts with; set on the instance as it changes (class
+    # attributes, so that a container's making stores only what differs:
+    # one is made for every sb.run).
+    _closing = False  # close() or stop() was called: no new commands
+    _ready = False  # started, not closed
+    _closed = False
+    _resources_used = False
+    _init_pid: Optional[int] = None
+    _init_fd: Optional[SharedFd] = None  # the init's pidfd
+    _control: Optional[socket.socket] = None  # start's own; commands use _channel
+    _channel: Optional[SharedFd] = None
+    _maps: Optional[IdMaps] = None
+    _user: Optional[User] = None
+    # Tests only: (step number, errno) forced to fail in the C child or
+    # in the init's command set-up.  See tests/test_steps.py.
+    _fault: Optional[tuple] = None
+    _setup_fd: Optional[int] = None
+    _ops: tuple = ()
+    _idmap_ops: tuple = ()  # (index, op) of the binds the host idmaps
+    _cgroup: Optional[cgroups.ContainerCgroup] = None
+    _record: Optional[str] = None
+    _image: Optional[ImageRoot] = None
+    _store: Optional[ImageStore] = None
+    _upper: Optional[str] = None
+    _upper_kept = False
+    _own_network_left = False  # (joins.py: disconnected from the network it started on)
+    _network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
+
     def __init__(self, config: ContainerConfig) -> None:
         self.config = config
-        self.id = secrets.token_hex(32)
+        self.id = os.urandom(32).hex()  # (secrets.token_hex's bytes, without its four Python calls)
         self.hostname = (
             socket.gethostname() if config.uts_namespace is Namespace.HOST else config.hostname or self.id[:12]
         )
-        self._resources = contextlib.ExitStack()
+        self._resources = Releases()
         self._owner = os.getpid()  # a forked child's copy is inert
-        self._lock = threading.RLock()  # start and close, one at a time
-        self._closing = False  # close() or stop() was called: no new commands
-        self._ready = False  # started, not closed
-        self._init_pid: Optional[int] = None
-        self._init_fd: Optional[SharedFd] = None  # the init's pidfd
-        self._control: Optional[socket.socket] = None  # start's own; commands use _channel
-        self._channel: Optional[SharedFd] = None
-        self._maps: Optional[IdMaps] = None
-        self._user: Optional[User] = None
-        self._closed = False
-        # Tests only: (step number, errno) forced to fail in the C child or
-        # in the init's command set-up.  See tests/test_steps.py.
-        self._fault: Optional[tuple] = None
-        self._setup_fd: Optional[int] = None
+        self._lock = _thread.RLock()  # start and close, one at a time (threading.RLock's, without its call)
         self._command_ids = itertools.count(1)
-        self._ops: tuple = ()
-        self._idmap_ops: tuple = ()  # (index, op) of the binds the host idmaps
-        self._resources_used = False
-        self._processes: weakref.WeakSet[Process] = weakref.WeakSet()
-        self._cgroup: Optional[cgroups.ContainerCgroup] = None
-        self._record: Optional[str] = None
-        self._image: Optional[ImageRoot] = None
-        self._store: Optional[ImageStore] = None
-        self._upper: Optional[str] = None
-        self._upper_kept = False
-        self._own_network_left = False  # (joins.py: disconnected from the network it started on)
-        self._network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
+        # Weak references to its processes (a set of them, discarded as each
+        # process goes: what a WeakSet is, without its Python-level layers).
+        self._processes: Set[weakref.ref[Process]] = set()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"running pid={self._init_pid}" if self._init_fd else "not started"
@@ -159,7 +200,7 @@ class ContainerLifecycle(ImageRoots):
             self._ready = True
 
     def _start_locked(self, first: Optional[Callable[[], None]], one_shot: bool) -> Steps:
-        host = probe_host()
+        host = probe_host(userns_limit=False)  # (read if the clone is refused: _spawn_init)
         self._maps = choose_maps(self.config, host)
         try:
             # (a pull or an unpack: long work, which the asyncio front runs in a thread)
@@ -181,33 +222,35 @@ class ContainerLifecycle(ImageRoots):
             ops = layout(self._with_network(self._with_volumes(), root), layers, self._upper)
             if self.config.rootfs is not None:
                 make_mount_points(self.config.rootfs, ops)
-            seccomp = self.config.seccomp
-            # Compiled once per policy and capability set (cached), before any kernel resource.
-            program = compile_policy(seccomp, self.config.capabilities()) if seccomp else b""
+            static = _static(self.config)  # (the filter compiled: before any kernel resource)
             statedir.sweep_if_due(root)  # what dead owners left
-            limits = self.config.limits.cgroup()
             # A one-shot run without cgroup limits needs no cgroup: its pid
             # namespace already ends with its init (measured: ~0.3 ms a run).
             # A rootless networked run keeps its record: its helper process (pasta) outlives the init.
             network_record = self._network is not None and self._network.NEEDS_RECORD
             # In the host's pid namespace nothing ends with the init: the cgroup ends every process.
             shared_pids = self.config.pid_namespace is Namespace.HOST
-            one_shot = one_shot and first is not None and not limits.names() and not network_record and not shared_pids
+            one_shot = (
+                one_shot and first is not None and not static.needs_cgroup and not network_record and not shared_pids
+            )
             self._cgroup = (
-                None if one_shot else cgroups.plan_cgroup(cgroups.detect(), limits, cgroups.cgroup_name(root, self.id))
+                None
+                if one_shot
+                else cgroups.plan_cgroup(cgroups.detect(), static.cgroup_limits, cgroups.cgroup_name(root, self.id))
             )
             if shared_pids and self._cgroup is None:
                 raise UnsupportedError(
                     "pid_namespace='host' without a cgroup (its processes could outlive the container)",
                     "run as root, or rootless in a delegated cgroup v2 subtree (as for cgroup limits)",
                 )
-            with sigint_deferred():  # the record is written whole, the cgroup's removal registered
-                self._acquire_cgroup(root)
+            if not one_shot:  # (without a cgroup, a one-shot run gets no record either: nothing to register)
+                with sigint_deferred():  # the record is written whole, the cgroup's removal registered
+                    self._acquire_cgroup(root)
             # A one-shot run without a cgroup gets no record either: it would
             # name only the init, which ends by itself when we go (it watches
             # our pidfd and its control socket), taking its pid namespace
             # along.  (Record, init start time and removal: ~60 us a run.)
-            yield from self._spawn(ops, None if one_shot else root, first, program, one_shot=one_shot)
+            yield from self._spawn(ops, None if one_shot else root, first, static, one_shot=one_shot)
         except BaseException:
             self.close()
             raise
@@ -303,7 +346,7 @@ class ContainerLifecycle(ImageRoots):
             self._cgroup.kill()
 
     def _spawn(
-        self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], program: bytes, *, one_shot: bool
+        self, ops, state_root: Optional[str], first: Optional[Callable[[], None]], static: _Static, *, one_shot: bool
     ) -> Steps:
         """Steps of the spawn protocol: clone (the child execs sbx-init at once), send the
         plan, write the id maps while the child starts on it, send go, queue
@@ -312,7 +355,7 @@ class ContainerLifecycle(ImageRoots):
         ``first``'s command is all the container is for."""
         # Idmapped binds are made here, as root (csrc/idmap.c says why);
         # rootless, the child's plain binds already show the caller's files as root's.
-        wanted = self._maps is not None and os.geteuid() == 0 and any(m.idmap for m in self.config.mounts)
+        wanted = static.idmap_binds and self._maps is not None and os.geteuid() == 0
         self._idmap_ops = (
             tuple((i, op) for i, op in enumerate(ops) if op.flags & binding.MountFlag.IDMAP) if wanted else ()
         )  # (scanning the ~40 ops of every start for the flag cost ~60 us)
@@ -320,7 +363,7 @@ class ContainerLifecycle(ImageRoots):
             raise ConfigError(
                 "mounts", f"at most {binding.MAX_IDMAPS} binds with idmap=True, got {len(self._idmap_ops)}"
             )
-        docker_default = self.config.seccomp == Seccomp.default()
+        docker_default, program = static.docker_default, static.program
         # One filter load, not two: Docker's policy refuses all that the init's
         # does (tests/test_seccomp.py proves it for each capability set) and
         # allows the command set-up, so the init may install it in its own
@@ -339,12 +382,12 @@ class ContainerLifecycle(ImageRoots):
             fault=self._fault,
             seccomp_filter=b"" if filter_in_init else program,
             launcher=docker_default,
-            init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | self.config.capabilities()),
-            init_filter=program if filter_in_init else compile_policy(init_policy(), self.config.capabilities()),
+            init_caps=static.runtime_caps,
+            init_filter=program if filter_in_init else compile_policy(init_policy(), static.caps),
             # Commands in cgroups of their own (run with a timeout, every aio
             # run) are forked by a launcher too, whose filter lets it clone3.
             cgroup_launcher=(
-                clone3_split(self.config.seccomp, self.config.capabilities())
+                clone3_split(self.config.seccomp, static.caps)
                 if docker_default and not one_shot and self._cgroup is not None and self._cgroup.v2 is not None
                 else None
             ),
@@ -353,7 +396,7 @@ class ContainerLifecycle(ImageRoots):
         # KeyboardInterrupt between them would lose fds and leave a zombie.
         # (No wait in there: a deferral does not span an event loop's other tasks.)
         with sigint_deferred():
-            err_r, pid = self._spawn_init(plan)
+            err_r, pid = self._spawn_init(plan, static.init_caps)
         problem = yield from self._send_setup(pid, first, state_root)
         if problem is not None:
             report = yield from read_to_end(err_r)  # the child failed first, or gives up now
@@ -367,18 +410,18 @@ class ContainerLifecycle(ImageRoots):
         if report:
             self._raise_setup_failure(report, ops)
 
-    def _spawn_init(self, plan: bytes) -> tuple:
+    def _spawn_init(self, plan: bytes, init_caps: int) -> tuple:
         """Clone: (the error pipe's read end, the init's pid), every release registered."""
         push = self._resources.callback
         push(self._release_processes)  # after the init is gone (released in reverse)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         push(close_quietly, err_r)
-        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control = OwnedSocket.adopt(control)  # __del__ warns once, for the container
+        ours, theirs = _socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # (no socket objects to detach)
+        control = OwnedSocket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, ours.detach())  # __del__ closes it
         self._control = control
         self._channel = SharedFd(control, socket.socket.close, "the container is not running")
         push(self._channel.close)
-        child_ends = [err_w, control_child.detach()]
+        child_ends = [err_w, theirs.detach()]
         # Queued before the clone: the child reads it as soon as it starts,
         # not when this thread gets the CPU back from the child's threads.
         control.send(plan)
@@ -398,7 +441,7 @@ class ContainerLifecycle(ImageRoots):
                 pid, pidfd = binding.spawn(
                     flags,
                     [child_ends[2], child_ends[1], child_ends[3], err_w],
-                    caps=self._init_caps(),
+                    caps=init_caps,
                     fault=fault,
                     netns=self.config.network is not Network.HOST,
                     cgroup_fd=child_ends[-1] if self._cgroup else -1,
@@ -406,6 +449,8 @@ class ContainerLifecycle(ImageRoots):
                 )
             except OSError as err:
                 code = err.errno or 0  # _lowlevel.spawn's OSError has the clone's errno
+                if code == errno.ENOSPC and self._maps is not None and max_user_namespaces() == 0:
+                    raise userns_off() from None
                 raise SetupError(code, f"clone(flags={flags:#x})", step="CLONE", hint=clone_hint(code)) from None
         finally:
             for fd in child_ends:
@@ -415,10 +460,6 @@ class ContainerLifecycle(ImageRoots):
         push(self._reap_init)
         push(self._kill_all)  # released first: the cgroup kill, then the init is reaped
         return err_r, pid
-
-    def _init_caps(self) -> int:
-        """sbx-init's own capabilities, plus those its commands may keep."""
-        return capability_mask(INIT_CAPABILITIES | self.config.capabilities())
 
     def _send_setup(self, pid: int, first, state_root: Optional[str]) -> Generator[int, None, Optional[BaseException]]:
         """Steps: id maps, go, first command (the plan is queued already).  Returns None, or the error
@@ -570,29 +611,23 @@ class ContainerLifecycle(ImageRoots):
     def _checked_user(self, spec, root_fd: int, field: str) -> User:
         user = resolve_user(spec, root_fd, self.config.group_add)
         maps = self._maps
-        if maps is not None:
-            if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
-                raise ConfigError(
-                    field,
-                    f"uid {user.uid} / gid {user.gid} is not mapped in the user "
-                    f"namespace (uid_map: {[m.line() for m in maps.uid_map]})",
-                )
-            groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
-            asked = set(resolve_user(None, root_fd, self.config.group_add).groups) if self.config.group_add else set()
-            if asked and (not maps.setgroups or not asked <= set(groups)):
-                raise ConfigError(
-                    "group_add",
-                    f"gids {sorted(asked - set(groups if maps.setgroups else ()))} cannot be given: "
-                    + (
-                        "not mapped in the user namespace" if maps.setgroups else "setgroups is denied in it (rootless)"
-                    ),
-                )
-            user = User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home)
+        if maps is None:
+            return user
+        user, groups = _mapped_user(user, maps, field)
+        asked = set(resolve_user(None, root_fd, self.config.group_add).groups) if self.config.group_add else set()
+        if asked and (not maps.setgroups or not asked <= set(groups)):
+            raise ConfigError(
+                "group_add",
+                f"gids {sorted(asked - set(groups if maps.setgroups else ()))} cannot be given: "
+                + ("not mapped in the user namespace" if maps.setgroups else "setgroups is denied in it (rootless)"),
+            )
         return user
 
     def _release_processes(self) -> None:
-        for process in list(self._processes):
-            process.container_ended()
+        for ref in list(self._processes):
+            process = ref()
+            if process is not None:
+                process.container_ended()
 
     def _on_close(self, release: Callable[[], None]) -> None:
         """Register ``release`` for close(); run it now if the container closed meanwhile."""
@@ -607,3 +642,17 @@ class ContainerLifecycle(ImageRoots):
             self._check_owner()  # (its error)
         if not self._ready or self._closing:
             raise ContainerStateError("the container is not running (use it in a `with` block or call start())")
+
+
+@functools.lru_cache(maxsize=64)  # (the same user and maps for every start of a config, as root)
+def _mapped_user(user: User, maps: IdMaps, field: str) -> Tuple[User, Tuple[int, ...]]:
+    """``user`` as the container sees it: ConfigError unless its ids are
+    mapped; its groups that are mapped (all of them, or none where setgroups is denied)."""
+    if maps.to_host_uid(user.uid) is None or maps.to_host_gid(user.gid) is None:
+        raise ConfigError(
+            field,
+            f"uid {user.uid} / gid {user.gid} is not mapped in the user "
+            f"namespace (uid_map: {[m.line() for m in maps.uid_map]})",
+        )
+    groups = tuple(g for g in user.groups if maps.to_host_gid(g) is not None)
+    return User(uid=user.uid, gid=user.gid, groups=groups if maps.setgroups else (), home=user.home), groups

@@ -9,6 +9,7 @@ process that made it: in a forked child it only closes its own fds."""
 
 from __future__ import annotations
 
+import _thread
 import errno
 import fcntl
 import math
@@ -19,9 +20,8 @@ import signal as signal_module
 import socket
 import struct
 import termios
-import threading
 import time
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..config import check_timeout, check_window_size, data_bytes
 from ..errors import ConfigError, ContainerStateError, TimeoutExpired
@@ -68,6 +68,61 @@ def result_of(
     )
 
 
+class _PollSet:
+    """The part of ``selectors.PollSelector`` that communicate() uses
+    (register, unregister, modify, get_map, select), without its layers: it
+    cost ~45 Python calls per command (each register and unregister 4, each
+    select a lookup per fd), this ~12.  A poll object holds no fd: nothing
+    to close."""
+
+    __slots__ = ("_poll", "keys")
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self.keys: Dict[int, selectors.SelectorKey] = {}
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        if fd in self.keys:
+            raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
+        self._poll.register(fd, _POLL_EVENTS[events & 3])
+        key = self.keys[fd] = _new_key(selectors.SelectorKey, (fileobj, fd, events, data))
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        except ValueError:  # closed meanwhile: its key has the number it had
+            fd = next(key.fd for key in self.keys.values() if key.fileobj is fileobj)
+        key = self.keys.pop(fd)
+        self._poll.unregister(fd)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        self.unregister(fileobj)
+        return self.register(fileobj, events, data)
+
+    def get_map(self) -> Dict[int, selectors.SelectorKey]:
+        return self.keys
+
+    def select(self, timeout: Optional[float]) -> List[Tuple[selectors.SelectorKey, int]]:
+        """As PollSelector's: (key, events) of the ready fds; [] after ``timeout`` seconds."""
+        ready = []
+        for fd, event in self._poll.poll(None if timeout is None else max(math.ceil(timeout * 1e3), 0)):
+            key = self.keys.get(fd)
+            if key is not None:
+                events = (selectors.EVENT_WRITE if event & ~select.POLLIN else 0) | (
+                    selectors.EVENT_READ if event & ~select.POLLOUT else 0
+                )
+                ready.append((key, events & key.events))
+        return ready
+
+
+_new_key = tuple.__new__  # a SelectorKey without its Python-level __new__ (as namedtuple's _make)
+# selectors' EVENT_READ (1) and EVENT_WRITE (2) -> poll's
+_POLL_EVENTS = (0, select.POLLIN, select.POLLOUT, select.POLLIN | select.POLLOUT)
+
+
 def _readable(sock: socket.socket, timeout: float) -> bool:
     """Whether ``sock`` becomes readable within ``timeout`` seconds (one poll, no selector)."""
     poller = select.poll()
@@ -112,7 +167,7 @@ class Process:
         self._pid = host_pid
         self._owner = os.getpid()
         self._reply = SharedFd(reply, socket.socket.close, "the command's reply socket is closed")
-        self._reply_lock = threading.RLock()  # one reader of the replies at a time
+        self._reply_lock = _thread.RLock()  # one reader of the replies at a time (threading.RLock's, without its call)
         self._released = False
         self._send_signal = signal_sender
         self._partial = {1: bytearray(), 2: bytearray()}
@@ -135,7 +190,8 @@ class Process:
     # -- exit status -------------------------------------------------
     def _take_reply(self, timeout: Optional[float]) -> bool:
         """Wait up to timeout for the exit reply; True once returncode is set."""
-        self._check_owner()
+        if os.getpid() != self._owner:
+            self._check_owner()  # (its error)
         if self.returncode is not None:
             return True
         with self._reply.use(closed_ok=True) as sock:  # None: closed, the container ended under it
@@ -295,16 +351,17 @@ class Process:
         Raises TimeoutExpired with what was read so far; calling again
         goes on where it stopped.  ``input``: bytes, or a str (UTF-8);
         ``timeout``: None, or seconds (0 polls)."""
-        self._check_owner()
-        timeout = check_timeout(timeout, zero=True)
+        if os.getpid() != self._owner:
+            self._check_owner()  # (its error)
+        if timeout is not None:
+            timeout = check_timeout(timeout, zero=True)
         if input is not None:
             input = data_bytes(input, "input")
         deadline = None if timeout is None else time.monotonic() + timeout
-        sel = selectors.PollSelector()  # a few fds, once: poll() beats creating an epoll fd
-        # The selector lets go of the fds before the reply socket's use ends (it may close then).
-        with self._reply.use(closed_ok=True) as reply, sel:
+        sel = _PollSet()  # a few fds, once: poll() beats creating an epoll fd
+        with self._reply.use(closed_ok=True) as reply:
             self._register(sel, input, reply)
-            while sel.get_map():
+            while sel.keys:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     assert timeout is not None  # the deadline's
@@ -329,10 +386,9 @@ class Process:
                 stream.close()
         return out, err
 
-    def _register(
-        self, sel: selectors.BaseSelector, input: Optional[bytes], reply: Optional[socket.socket], *, exit: bool = True
-    ) -> None:
-        """Register what is left to do; ``reply``: the reply socket in use, None
+    def _register(self, sel: Any, input: Optional[bytes], reply: Optional[socket.socket], *, exit: bool = True) -> None:
+        """Register what is left to do in ``sel`` (a _PollSet, or aio's LoopSelector);
+        ``reply``: the reply socket in use, None
         once closed (without ``exit``: the streams only; ``_register_exit`` then)."""
         if self.terminal is not None and not self.terminal.closed and not self._terminal_ended:
             # Output comes merged on the terminal; input is typed into it.
@@ -356,13 +412,13 @@ class Process:
         if exit:
             self._register_exit(sel, reply)
 
-    def _register_exit(self, sel: selectors.BaseSelector, reply: Optional[socket.socket]) -> None:
+    def _register_exit(self, sel: Any, reply: Optional[socket.socket]) -> None:
         if self.returncode is None and reply is not None:
             sel.register(reply, selectors.EVENT_READ, "exit")
         elif self.returncode is None:
             self._take_reply(None)  # the container ended: the reply socket is closed
 
-    def _service_terminal(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int) -> None:
+    def _service_terminal(self, sel: Any, key: selectors.SelectorKey, events: int) -> None:
         if events & selectors.EVENT_WRITE and self._input_left:
             try:
                 self._input_left = self._input_left[os.write(key.fd, self._input_left[:_CHUNK]) :]
@@ -385,9 +441,7 @@ class Process:
                 self._terminal_ended = True
                 sel.unregister(key.fileobj)
 
-    def _service(
-        self, sel: selectors.BaseSelector, key: selectors.SelectorKey, events: int = 0, fresh: bool = False
-    ) -> None:
+    def _service(self, sel: Any, key: selectors.SelectorKey, events: int = 0, fresh: bool = False) -> None:
         """Act on one ready fd.  An event loop may report a readiness that
         an earlier step used up: the pipes are then non-blocking, and
         nothing to do is not an error.  ``fresh``: the readiness was just
