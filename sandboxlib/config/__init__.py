@@ -41,7 +41,16 @@ if typing.TYPE_CHECKING:
         network_option,
         takes_container_options,
     )
-    from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
+    from .network import (
+        BridgeNetwork,
+        EgressRule,
+        NetworkRef,
+        PortMapping,
+        egress_rule,
+        links_option,
+        network_name,
+        parse_publish,
+    )
 
 # Loaded on first use: a program that needs only values, mounts and limits
 # (the OCI runtime's create) does not build ContainerConfig and the network
@@ -62,7 +71,16 @@ _LAZY = dict.fromkeys(
 )
 _LAZY.update(
     dict.fromkeys(
-        ("BridgeNetwork", "EgressRule", "NetworkRef", "PortMapping", "egress_rule", "network_name", "parse_publish"),
+        (
+            "BridgeNetwork",
+            "EgressRule",
+            "NetworkRef",
+            "PortMapping",
+            "egress_rule",
+            "links_option",
+            "network_name",
+            "parse_publish",
+        ),
         "network",
     )
 )
@@ -113,6 +131,7 @@ __all__ = [
     "EgressRule",
     "egress_rule",
     "NetworkRef",
+    "links_option",
     "network_name",
     "bridged",
     "container_network",

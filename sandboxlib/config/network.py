@@ -12,6 +12,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "extra_hosts_option",
+    "links_option",
     "BridgeNetwork",
     "EgressRule",
     "egress_rule",
@@ -124,13 +125,27 @@ def container_name(value: Optional[str]) -> Optional[str]:
 
 
 RESERVED = ("none", "host", "bridge", "default")
+NETWORK_NAME_BYTES = 200  # (its record is the file NAME.json: within a file name's 255 bytes)
 
 
 def network_name(value: str) -> str:
-    """A named network's name: as a container's, and none of the built-in modes."""
-    if not isinstance(value, str) or not _NAME.match(value) or value in RESERVED:
+    """A named network's name: Docker's, any text that is not blank (``"test 01"``),
+    but without ``/`` or unprintable characters (it names a file and is part of API
+    paths) and none of the built-in modes.  Interfaces and nft tables are named
+    from its hash, never from the name itself."""
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or value in RESERVED
+        or value in (".", "..")
+        or "/" in value
+        or not value.isprintable()
+        or len(value.encode()) > NETWORK_NAME_BYTES
+    ):
         raise ConfigError(
-            "network", f"{value!r} is not a valid network name ([A-Za-z0-9][A-Za-z0-9_.-]*, not one of {RESERVED})"
+            "network",
+            f"{value!r} is not a valid network name (not blank, no '/' or unprintable characters, "
+            f"at most {NETWORK_NAME_BYTES} bytes, not one of {RESERVED})",
         )
     return value
 
@@ -221,11 +236,14 @@ class BridgeNetwork:
     an ICMP error).  ``network``: a named network's bridge instead of the
     default one (one with IPv6: the list's IPv6 networks apply there).
     ``address``: the container's IPv4 address on a named network (Docker's
-    ``--ip``), instead of the first free one; as root."""
+    ``--ip``), instead of the first free one; as root.  ``links``: names of
+    the network's containers that this one alone finds by another name
+    (Docker's ``--link NAME:ALIAS`` on a user-defined network)."""
 
     egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
     network: Optional[NetworkRef] = attrs.field(default=None, converter=lambda v: _network_ref(v))
     address: Optional[str] = attrs.field(default=None, converter=lambda v: _fixed_address(v))
+    links: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=lambda v: links_option(v))
 
     def __attrs_post_init__(self) -> None:
         if self.address is not None and self.network is None:
@@ -249,6 +267,23 @@ def _network_ref(value: Union[None, str, NetworkRef]) -> Optional[NetworkRef]:
     if isinstance(value, str):
         return NetworkRef(value)
     raise ConfigError("network", f"expected a named network or its name, got {type(value).__name__}")
+
+
+def links_option(value: Optional[Mapping[str, str]], field: str = "links") -> Tuple[Tuple[str, str], ...]:
+    """``{"db": "postgres-1"}`` (alias: the name of another container on the
+    network) -> (alias, name) pairs; an alias is matched as DNS matches, in
+    any case."""
+    if not value:
+        return ()
+    if isinstance(value, tuple):
+        return value  # already converted (attrs.evolve)
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, f"expected a dict {{alias: container name}}, got {type(value).__name__}")
+    for alias, name in value.items():
+        for text in (alias, name):
+            if not isinstance(text, str) or not _DNS_NAME.match(text):
+                raise ConfigError(f"{field}[{alias!r}]", f"{text!r} is not a host name")
+    return tuple((alias.lower(), name) for alias, name in value.items())
 
 
 def extra_hosts_option(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:

@@ -20,6 +20,7 @@ from ..runtime import statedir
 from ..security import DEFAULT, Seccomp
 from .apierrors import ApiError
 from .healthcheck import checked_healthcheck
+from .links import checked_links, library_links
 
 __all__ = ["CreateRequest", "known_network", "parse_create", "port_mappings", "with_network", "with_update"]
 
@@ -45,6 +46,7 @@ class CreateRequest:
     alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
     anonymous_volumes: Tuple[str, ...] = ()  # named by us: a remove with v=1 removes them
     endpoint: Dict[str, Any] = attrs.field(factory=dict)  # EndpointsConfig of its network (inspect shows it)
+    links: Tuple[Tuple[str, str], ...] = ()  # HostConfig.Links on a built-in network: (name, alias) each
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -101,6 +103,9 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     mappings = port_mappings(ports, exposed if publish_all else {})
     if mappings and network == "none":
         raise ApiError(400, "conflicting options: port publishing and the container type network mode")
+    legacy_links = checked_links(host.get("Links"), "HostConfig.Links")
+    if legacy_links and network == "host":
+        raise ApiError(400, "conflicting options: host type networking can't be used with links")
     policy, retries = _restart_policy(host, "HostConfig.")
     auto_remove = bool(_typed(host, "AutoRemove", bool, False, "HostConfig."))
     if auto_remove and policy not in ("", "no"):
@@ -209,6 +214,8 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         network_mode=network,
         alias=(endpoint["Aliases"] or [None])[0],
         endpoint=endpoint,
+        # (on a user-defined network, dockerd ignores them: the CLI sends them as EndpointsConfig's Links)
+        links=tuple(legacy_links) if network in BUILT_IN_NETWORKS else (),
     )
 
 
@@ -365,20 +372,26 @@ def _endpoint(body: dict, network: str) -> Dict[str, Any]:
     address = _typed(ipam, "IPv4Address", str, "", f"{where}IPAMConfig.")
     if address and network in BUILT_IN_NETWORKS:
         raise ApiError(400, "user specified IP address is supported on user defined networks only")
+    links = endpoint.get("Links")
+    checked_links(links, f"{where}Links")
     return {
         "Aliases": _strings(endpoint, "Aliases", where),
         "DriverOpts": options or None,
         "IPAMConfig": {"IPv4Address": address} if address else None,
+        "Links": links or None,
     }
 
 
 def _network_option(network: str, endpoint: Dict[str, Any]) -> Any:
-    """``network=``: the name, or with ``--ip`` (``IPAMConfig.IPv4Address``) the
-    library's ``Network.bridge(network=, address=)``."""
-    if not (endpoint["IPAMConfig"] or {}).get("IPv4Address"):
+    """``network=``: the name, or with ``--ip`` (``IPAMConfig.IPv4Address``) or
+    links on a user-defined network (``Links``) the library's
+    ``Network.bridge(network=, address=, links=)``."""
+    address = (endpoint["IPAMConfig"] or {}).get("IPv4Address")
+    linked = library_links(endpoint.get("Links")) if network not in BUILT_IN_NETWORKS else {}
+    if not address and not linked:
         return network
     try:
-        return BridgeNetwork(network=network, address=endpoint["IPAMConfig"]["IPv4Address"])
+        return BridgeNetwork(network=network, address=address, links=linked)
     except ConfigError as err:
         raise ApiError(400, str(err)) from None
 
@@ -389,9 +402,12 @@ def known_network(name: str) -> None:
         raise ConfigError("HostConfig.NetworkMode", f"network {name} not found")
 
 
-def with_network(request: CreateRequest, network: str, address: Optional[str] = None) -> CreateRequest:
-    """The request of a created container connected to ``network`` (at ``address``) before its start."""
-    options = {**request.options, "network": _network_option(network, {"IPAMConfig": {"IPv4Address": address}})}
+def with_network(
+    request: CreateRequest, network: str, address: Optional[str] = None, links: Optional[List[str]] = None
+) -> CreateRequest:
+    """The request of a created container connected to ``network`` (at ``address``, with ``links``) before its start."""
+    endpoint = {"IPAMConfig": {"IPv4Address": address}, "Links": links}
+    options = {**request.options, "network": _network_option(network, endpoint)}
     if network in ("host", "none"):
         options["ports"] = ()
     try:

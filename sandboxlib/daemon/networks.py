@@ -24,6 +24,7 @@ from .apierrors import ApiError, library_error
 from .containers import filters_of
 from .create_config import BUILT_IN_NETWORKS, with_network
 from .inspect import endpoint, network_id
+from .links import checked_links, library_links
 from .server import Route, json_body, json_response
 from .threads import in_thread
 
@@ -210,7 +211,7 @@ async def _connect(request: web.Request) -> web.Response:
     record = context.containers.get(ref)
     joining = request.path.endswith("/connect")
     if joining:
-        await _join(record, name, _aliases(body), _address(body))
+        await _join(record, name, _aliases(body), _address(body), _links(body))
     else:
         await _leave(record, name)
     context.events.emit("network", "connect" if joining else "disconnect", network_id(name), {"container": record.id})
@@ -225,6 +226,14 @@ def _aliases(body: dict) -> List[str]:
     return aliases
 
 
+def _links(body: dict) -> List[str]:
+    """``EndpointConfig.Links`` (``NAME:ALIAS`` each), checked."""
+    config = body.get("EndpointConfig")
+    given = (config.get("Links") if isinstance(config, dict) else None) or []
+    checked_links(given, "EndpointConfig.Links")
+    return given
+
+
 def _address(body: dict) -> Optional[str]:
     """``--ip``: EndpointConfig.IPAMConfig.IPv4Address."""
     config = body.get("EndpointConfig")
@@ -235,25 +244,37 @@ def _address(body: dict) -> Optional[str]:
     return address or None
 
 
-async def _join(record: Any, name: str, aliases: List[str], address: Optional[str] = None) -> None:
+async def _join(
+    record: Any, name: str, aliases: List[str], address: Optional[str] = None, links: Optional[List[str]] = None
+) -> None:
     mode = record.request.network_mode
     if _on(record, name):
         raise ApiError(403, f"endpoint with name {record.name} already exists in network {name}")
     if name in ("host", "none") or (record.running and mode == "host"):
         raise ApiError(400, f"container cannot be connected to network {name} with network mode {mode}")
     if not record.running and mode in BUILT_IN_NETWORKS:  # (created: it moves, as before its first start)
-        record.request = with_network(record.request, name, address)
-        endpoint = {"Aliases": aliases or None, "DriverOpts": None, "IPAMConfig": address and {"IPv4Address": address}}
+        record.request = with_network(record.request, name, address, links)
+        endpoint = {
+            "Aliases": aliases or None,
+            "DriverOpts": None,
+            "IPAMConfig": address and {"IPv4Address": address},
+            "Links": links or None,
+        }
         record.request = attrs.evolve(record.request, alias=(aliases or [None])[0], endpoint=endpoint)
         return
     if address and not record.running:
         raise ApiError(400, "--ip for a network joined at the container's start is not supported (connect it running)")
     names = [*aliases, record.name]
     if record.running:  # (the library's errors: Docker-shaped by the server)
-        await in_thread(functools.partial(record.box.sync.connect, name, aliases=names, address=address))
+        connect = functools.partial(
+            record.box.sync.connect, name, aliases=names, address=address, links=library_links(links)
+        )
+        await in_thread(connect)
     record.joined[name] = names
     if address:
         record.joined_at[name] = address
+    if links:
+        record.joined_links[name] = links
 
 
 async def _leave(record: Any, name: str) -> None:
@@ -262,6 +283,7 @@ async def _leave(record: Any, name: str) -> None:
             await in_thread(record.box.sync.disconnect, name)
         del record.joined[name]
         record.joined_at.pop(name, None)
+        record.joined_links.pop(name, None)
         return
     if name != record.request.network_mode:
         raise ApiError(400, f"container {record.id} is not connected to network {name}")

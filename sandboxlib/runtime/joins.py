@@ -8,9 +8,9 @@ released by ``disconnect``, or with the container."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
-from ..config import BridgeNetwork, Network, NetworkRef
+from ..config import BridgeNetwork, Network, NetworkRef, links_option
 from ..errors import ConfigError, ContainerStateError
 from ..network import Joined, joined, named
 from . import statedir
@@ -44,7 +44,12 @@ class NetworkJoins:
     init pid, id, config, lock and resources)."""
 
     def connect(
-        self, network: Union[str, NetworkRef], *, aliases: Sequence[str] = (), address: Optional[str] = None
+        self,
+        network: Union[str, NetworkRef],
+        *,
+        aliases: Sequence[str] = (),
+        address: Optional[str] = None,
+        links: Optional[Mapping[str, str]] = None,
     ) -> str:
         """Put the running container on one more network (``"bridge"`` or a named
         one): an interface ``ethN`` with an address there (and an IPv6 one on a
@@ -53,7 +58,9 @@ class NetworkJoins:
         its name, hostname and ``aliases``, and it finds theirs (a rootless
         container on ``"bridge"``, pasta's, asks pasta's resolver: it finds
         none).  ``address``: its IPv4 address there (Docker's ``--ip``),
-        instead of the first free one.  Returns its address (``"172.18.0.3/16"``)."""
+        instead of the first free one.  ``links``: ``{ALIAS: NAME}``, other
+        containers of the network it alone finds by another name too (as
+        ``Network.bridge(links=)``).  Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
         wanted = _ref(network)
         label = _label(wanted)
@@ -61,6 +68,7 @@ class NetworkJoins:
             raise ConfigError("network", f"a container with network={self.config.network} cannot join {label!r}")
         if not all(isinstance(a, str) and a for a in aliases):
             raise ConfigError("aliases", f"{aliases!r}: names expected")
+        linked = links_option(links)
         try:
             address = None if address is None else str(ipaddress.IPv4Address(address))
         except ValueError:
@@ -73,6 +81,8 @@ class NetworkJoins:
             if label in joins or own:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
+            if linked:  # (membership.lookup's)
+                owner["links"] = dict(linked)
             join = joined(root, where, owner, aliases, address)
             join.open(self._init_pid)
             joins[label] = join

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import attrs
 
@@ -84,7 +84,11 @@ class Network:
 
     @staticmethod
     def bridge(
-        *, egress: Sequence[str] = (), network: Union[None, str, NetworkRef] = None, address: Optional[str] = None
+        *,
+        egress: Sequence[str] = (),
+        network: Union[None, str, NetworkRef] = None,
+        address: Optional[str] = None,
+        links: Optional[Mapping[str, str]] = None,
     ) -> BridgeNetwork:
         """The default bridge (or the named ``network``'s) with an egress allow-list: CIDRs, addresses, host
         names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
@@ -95,8 +99,14 @@ class Network:
         (rootless: on the bridge of the user's network namespace).
 
         ``address``: the container's IPv4 address on the named ``network``
-        (Docker's ``--ip``; as root), instead of the first free one."""
-        return BridgeNetwork(egress=egress, network=network, address=address)
+        (Docker's ``--ip``; as root), instead of the first free one.
+
+        ``links``: ``{ALIAS: NAME}``, names of other containers of the network
+        that this container alone finds by another name too (Docker's
+        ``--link NAME:ALIAS`` on a user-defined network): its resolver answers
+        ALIAS with NAME's addresses, whenever a container of that name is on
+        the network (rootless too, on the per-user namespace's bridges)."""
+        return BridgeNetwork(egress=egress, network=network, address=address, links=links)
 
     @staticmethod
     def get(name: str) -> NamedNetwork:
