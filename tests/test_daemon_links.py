@@ -134,6 +134,10 @@ def test_links_on_a_user_defined_network(daemon):
         assert _ok(daemon.docker("exec", "front", "wget", "-qO-", "http://api/")) == "served-by-backhost\n"
         assert daemon.docker("exec", "other", "nslookup", "api").returncode != 0  # front's name, not other's
         assert _ok(daemon.docker("exec", "other", "wget", "-qO-", "http://back/")) == "served-by-backhost\n"
+        before = _ok(daemon.docker("ps", "-aq"))
+        refused = daemon.docker("run", "--rm", "--link", "back:b", "busybox", "true")  # (from the default bridge)
+        assert refused.returncode != 0 and b"does not belong to the default network" in refused.stderr
+        assert _ok(daemon.docker("ps", "-aq")) == before  # (a failed start of --rm: removed, as dockerd)
 
         # connect --link: a running container of another network joins with a link of its own
         # (it asks its first network's resolver, which reads its links on the other)

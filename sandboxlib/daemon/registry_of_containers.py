@@ -271,7 +271,12 @@ class Containers:
             record.stopped_by_user = False
         request = record.request
         interactive = request.spawned
-        options = {**self._link_options(record), "hostname": request.options["hostname"] or record.id[:12]}
+        try:
+            linked = self._link_options(record)
+        except ApiError as err:  # (a failed start: attaches and waits end, AutoRemove removes it)
+            await self._failed(record, err)
+            raise
+        options = {**linked, "hostname": request.options["hostname"] or record.id[:12]}
         if record.layer is not None:
             options["writable_dir"] = record.layer.path
         name = request.alias or record.name
@@ -329,7 +334,7 @@ class Containers:
         self.events.emit("container", "start", record.id, record.attributes())
         await record.notify()
 
-    async def _failed(self, record: ContainerRecord, err: SandboxError) -> None:
+    async def _failed(self, record: ContainerRecord, err: Exception) -> None:
         """A start that failed: its status as Docker's (127 not found, 126 cannot execute);
         attaches waiting for it end, and an AutoRemove container goes."""
         record.error = str(err)
