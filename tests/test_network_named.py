@@ -139,9 +139,11 @@ def test_cli_network_commands(lab):
 # resolve whenever such a container is there, for it alone; a name with a space is a network's name.
 LINKS = """
 net = sb.Network.create("link net", subnet="10.91.0.0/24")
+side = sb.Network.create("side", subnet="10.92.0.0/24")
 found = {"bridge": net.bridge}
 linked = sb.Network.bridge(network="link net", links={"Api": "backend"})
-with sb.Container(network=linked, name="front") as front, sb.Container(network=net, name="other") as other:
+with sb.Container(network=linked, name="front") as front, sb.Container(network=net, name="other") as other, \
+        sb.Container(network=side, name="late") as late:
     found["before"] = front.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code
     with sb.Container(network=net, name="backend") as back:
         found["address"] = eth0(back).split("/")[0]
@@ -149,7 +151,10 @@ with sb.Container(network=linked, name="front") as front, sb.Container(network=n
         found["upper"] = text(front.run(["getent", "hosts", "API"], stdout=sb.PIPE)).split()
         found["other"] = other.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code
         found["name"] = text(other.run(["getent", "hosts", "backend"], stdout=sb.PIPE)).split()
-net.remove()
+        late.connect("link net", links={"svc": "backend"})  # (it asks side's resolver: its links on link net)
+        found["joined"] = text(late.run(["getent", "hosts", "svc"], stdout=sb.PIPE)).split()
+        found["joined_other"] = front.run(["getent", "hosts", "svc"], stdout=sb.PIPE).exit_code
+net.remove(); side.remove()
 found["after"] = [n.name for n in sb.Network.list()]
 try:
     sb.Network.bridge(links={"bad alias": "backend"})
@@ -165,6 +170,8 @@ def check_links(out: dict) -> None:
     assert out["linked"][:1] == out["upper"][:1] == [out["address"]], out  # (in any case, as DNS names)
     assert out["other"] != 0  # front's name for it, not other's
     assert out["name"][0] == out["address"]
+    assert out["joined"][:1] == [out["address"]], out
+    assert out["joined_other"] != 0
     assert out["after"] == []
     assert "links" in out["bad"] and "bad alias" in out["bad"]
 
