@@ -13,7 +13,6 @@ from ..errors import ConfigError
 __all__ = [
     "extra_hosts_option",
     "links_option",
-    "host_name",
     "BridgeNetwork",
     "EgressRule",
     "egress_rule",
@@ -282,15 +281,9 @@ def links_option(value: Optional[Mapping[str, str]], field: str = "links") -> Tu
         raise ConfigError(field, f"expected a dict {{alias: container name}}, got {type(value).__name__}")
     for alias, name in value.items():
         for text in (alias, name):
-            host_name(text, f"{field}[{alias!r}]")
+            if not isinstance(text, str) or not _DNS_NAME.match(text):
+                raise ConfigError(f"{field}[{alias!r}]", f"{text!r} is not a host name")
     return tuple((alias.lower(), name) for alias, name in value.items())
-
-
-def host_name(value: object, field: str) -> str:
-    """A DNS name (of ``/etc/hosts``, of a network's resolver); ConfigError naming ``field`` else."""
-    if not isinstance(value, str) or not _DNS_NAME.match(value):
-        raise ConfigError(field, f"{value!r} is not a host name")
-    return value
 
 
 def extra_hosts_option(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from ..config import host_name
+from ..config import links_option
 from ..errors import ConfigError
 from .apierrors import ApiError
 
@@ -31,7 +31,7 @@ def parse_link(text: Any, where: str) -> Tuple[str, str]:
     if name.startswith("/"):  # (a container's links as inspect shows them)
         name, alias = name[1:], alias.rpartition("/")[2]
     try:
-        host_name(alias, where)  # (NAME: a container's name or id, resolved by the daemon or the network)
+        links_option({alias: name}, where)
     except ConfigError as err:
         raise ApiError(400, str(err)) from None
     return name, alias
