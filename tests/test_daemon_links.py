@@ -120,32 +120,34 @@ def test_link_names_inspect_and_removal(daemon):
 
 def test_links_on_a_user_defined_network(daemon):
     """The alias resolves for the linking container only, whenever the target
-    is on the network (it may come later); network connect --link too."""
+    is on the network (it may come later); network connect --link too.  (Names
+    are looked up once every container has joined: see tests/test_network_named.py's LINKS.)"""
     _ok(daemon.docker("network", "create", "--subnet", "10.103.0.0/24", "linked"))
     _ok(daemon.docker("network", "create", "--subnet", "10.105.0.0/24", "side"))
     try:
+        early = daemon.docker("run", "--rm", "--network", "linked", "--link", "back:api", "busybox", "nslookup", "api")
+        assert early.returncode != 0  # (no back yet)
         _ok(daemon.docker("run", "-d", "--name", "front", "--network", "linked", "--link", "back:api", "busybox",
                           "sleep", "600"))  # fmt: skip
         assert _inspect(daemon, "front")["NetworkSettings"]["Networks"]["linked"]["Links"] == ["back:api"]
-        assert daemon.docker("exec", "front", "nslookup", "api").returncode != 0  # (no back yet)
         _ok(daemon.docker("run", "-d", "--name", "back", "--hostname", "backhost", "--network", "linked", "busybox",
                           *HTTPD))  # fmt: skip
         _ok(daemon.docker("run", "-d", "--name", "other", "--network", "linked", "busybox", "sleep", "600"))
-        assert _ok(daemon.docker("exec", "front", "wget", "-qO-", "http://api/")) == "served-by-backhost\n"
-        assert daemon.docker("exec", "other", "nslookup", "api").returncode != 0  # front's name, not other's
-        assert _ok(daemon.docker("exec", "other", "wget", "-qO-", "http://back/")) == "served-by-backhost\n"
-        before = _ok(daemon.docker("ps", "-aq"))
-        refused = daemon.docker("run", "--rm", "--link", "back:b", "busybox", "true")  # (from the default bridge)
-        assert refused.returncode != 0 and b"does not belong to the default network" in refused.stderr
-        assert _ok(daemon.docker("ps", "-aq")) == before  # (a failed start of --rm: removed, as dockerd)
-
         # connect --link: a running container of another network joins with a link of its own
         # (it asks its first network's resolver, which reads its links on the other)
         _ok(daemon.docker("run", "-d", "--name", "late", "--network", "side", "busybox", "sleep", "600"))
         _ok(daemon.docker("network", "connect", "--link", "back:svc", "linked", "late"))
         assert _inspect(daemon, "late")["NetworkSettings"]["Networks"]["linked"]["Links"] == ["back:svc"]
+
+        assert _ok(daemon.docker("exec", "front", "wget", "-qO-", "http://api/")) == "served-by-backhost\n"
+        assert daemon.docker("exec", "other", "nslookup", "api").returncode != 0  # front's name, not other's
+        assert _ok(daemon.docker("exec", "other", "wget", "-qO-", "http://back/")) == "served-by-backhost\n"
         assert _ok(daemon.docker("exec", "late", "wget", "-qO-", "http://svc/")) == "served-by-backhost\n"
         assert daemon.docker("exec", "front", "nslookup", "svc").returncode != 0
+        before = _ok(daemon.docker("ps", "-aq"))
+        refused = daemon.docker("run", "--rm", "--link", "back:b", "busybox", "true")  # (from the default bridge)
+        assert refused.returncode != 0 and b"does not belong to the default network" in refused.stderr
+        assert _ok(daemon.docker("ps", "-aq")) == before  # (a failed start of --rm: removed, as dockerd)
     finally:
         daemon.docker("rm", "-f", "front", "back", "other", "late")
     _ok(daemon.docker("network", "rm", "linked", "side"))

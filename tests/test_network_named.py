@@ -137,23 +137,26 @@ def test_cli_network_commands(lab):
 
 # A container's links (Network.bridge(links=)): its own names for others of the network, which
 # resolve whenever such a container is there, for it alone; a name with a space is a network's name.
+# Names are looked up only once every container has joined: a bridge's MAC address is its ports'
+# lowest, so a join may change it, and a container's ARP entry for the gateway (its resolver)
+# made before that goes stale for a while.
 LINKS = """
 net = sb.Network.create("link net", subnet="10.91.0.0/24")
 side = sb.Network.create("side", subnet="10.92.0.0/24")
 found = {"bridge": net.bridge}
 linked = sb.Network.bridge(network="link net", links={"Api": "backend"})
+with sb.Container(network=linked, name="early") as early:
+    found["before"] = early.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code  # (no backend yet)
 with sb.Container(network=linked, name="front") as front, sb.Container(network=net, name="other") as other, \
-        sb.Container(network=side, name="late") as late:
-    found["before"] = front.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code
-    with sb.Container(network=net, name="backend") as back:
-        found["address"] = eth0(back).split("/")[0]
-        found["linked"] = text(front.run(["getent", "hosts", "api"], stdout=sb.PIPE)).split()
-        found["upper"] = text(front.run(["getent", "hosts", "API"], stdout=sb.PIPE)).split()
-        found["other"] = other.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code
-        found["name"] = text(other.run(["getent", "hosts", "backend"], stdout=sb.PIPE)).split()
-        late.connect("link net", links={"svc": "backend"})  # (it asks side's resolver: its links on link net)
-        found["joined"] = text(late.run(["getent", "hosts", "svc"], stdout=sb.PIPE)).split()
-        found["joined_other"] = front.run(["getent", "hosts", "svc"], stdout=sb.PIPE).exit_code
+        sb.Container(network=side, name="late") as late, sb.Container(network=net, name="backend") as back:
+    late.connect("link net", links={"svc": "backend"})  # (it asks side's resolver: its links on link net)
+    found["address"] = eth0(back).split("/")[0]
+    found["linked"] = text(front.run(["getent", "hosts", "api"], stdout=sb.PIPE)).split()
+    found["upper"] = text(front.run(["getent", "hosts", "API"], stdout=sb.PIPE)).split()
+    found["other"] = other.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code
+    found["name"] = text(other.run(["getent", "hosts", "backend"], stdout=sb.PIPE)).split()
+    found["joined"] = text(late.run(["getent", "hosts", "svc"], stdout=sb.PIPE)).split()
+    found["joined_other"] = front.run(["getent", "hosts", "svc"], stdout=sb.PIPE).exit_code
 net.remove(); side.remove()
 found["after"] = [n.name for n in sb.Network.list()]
 try:
