@@ -314,7 +314,7 @@ def test_failed_starts_leave_nothing(lab):
         ({"network": "bridge", "ports": {8080: "80/sctp"}}, "ports[8080]"),
         ({"network": "host", "ports": {8080: 80}}, "ports"),
         ({"network": "bridge", "name": "no spaces"}, "name"),
-        ({"network": "Not A Name"}, "network"),
+        ({"network": "not/a name"}, "network"),  # (spaces are Docker's, a slash is no name)
     ],
 )
 def test_network_options_are_checked(options, field):

@@ -84,6 +84,8 @@ def test_bad_input_is_a_config_error(lab):
             "malformed": lambda: sb.Network.create("delta", subnet="10.1.2.3/33"),
             "twice": lambda: sb.Network.create("gamma"),
             "reserved": lambda: sb.Network.create("host"),
+            "slash": lambda: sb.Network.create("a/b"),
+            "blank": lambda: sb.Network.create("  "),
             "unknown": lambda: sb.run(["true"], network="nosuch"),
         }.items():
             try:
@@ -101,6 +103,8 @@ def test_bad_input_is_a_config_error(lab):
         "malformed": "subnet",
         "twice": "name",
         "reserved": "network",
+        "slash": "network",
+        "blank": "network",
         "unknown": "network",
     }
 
@@ -129,3 +133,51 @@ def test_cli_network_commands(lab):
     assert out["run"][0] == 0 and out["run"][1].startswith("10.91.0.2"), out["run"]
     assert out["rm"][0] == 0
     assert out["rm_again"][0] != 0 and "no network named 'web'" in out["rm_again"][2]
+
+
+# A container's links (Network.bridge(links=)): its own names for others of the network, which
+# resolve whenever such a container is there, for it alone; a name with a space is a network's name.
+# Names are looked up only once every container has joined: a bridge's MAC address is its ports'
+# lowest, so a join may change it, and a container's ARP entry for the gateway (its resolver)
+# made before that goes stale for a while.
+LINKS = """
+net = sb.Network.create("link net", subnet="10.91.0.0/24")
+side = sb.Network.create("side", subnet="10.92.0.0/24")
+found = {"bridge": net.bridge}
+linked = sb.Network.bridge(network="link net", links={"Api": "backend"})
+with sb.Container(network=linked, name="early") as early:
+    found["before"] = early.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code  # (no backend yet)
+with sb.Container(network=linked, name="front") as front, sb.Container(network=net, name="other") as other, \
+        sb.Container(network=side, name="late") as late, sb.Container(network=net, name="backend") as back:
+    late.connect("link net", links={"svc": "backend"})  # (it asks side's resolver: its links on link net)
+    found["address"] = eth0(back).split("/")[0]
+    found["linked"] = text(front.run(["getent", "hosts", "api"], stdout=sb.PIPE)).split()
+    found["upper"] = text(front.run(["getent", "hosts", "API"], stdout=sb.PIPE)).split()
+    found["other"] = other.run(["getent", "hosts", "api"], stdout=sb.PIPE).exit_code
+    found["name"] = text(other.run(["getent", "hosts", "backend"], stdout=sb.PIPE)).split()
+    found["joined"] = text(late.run(["getent", "hosts", "svc"], stdout=sb.PIPE)).split()
+    found["joined_other"] = front.run(["getent", "hosts", "svc"], stdout=sb.PIPE).exit_code
+net.remove(); side.remove()
+found["after"] = [n.name for n in sb.Network.list()]
+try:
+    sb.Network.bridge(links={"bad alias": "backend"})
+except sb.ConfigError as err:
+    found["bad"] = str(err)
+print(json.dumps(found))
+"""
+
+
+def check_links(out: dict) -> None:
+    assert out["bridge"].startswith("sbx") and " " not in out["bridge"]
+    assert out["before"] != 0  # (no backend yet)
+    assert out["linked"][:1] == out["upper"][:1] == [out["address"]], out  # (in any case, as DNS names)
+    assert out["other"] != 0  # front's name for it, not other's
+    assert out["name"][0] == out["address"]
+    assert out["joined"][:1] == [out["address"]], out
+    assert out["joined_other"] != 0
+    assert out["after"] == []
+    assert "links" in out["bad"] and "bad alias" in out["bad"]
+
+
+def test_links_resolve_for_their_container_only(lab):
+    check_links(lab.run(LINKS))

@@ -416,3 +416,12 @@ def test_rootless_holder_of_a_removed_state_root_ends(lab, user):
     assert len(processes(lab, user)) == 2
     subprocess.run(["rm", "-rf", os.path.join(lab.tmp, f"run-{user.pw_name}", "net")], check=True)
     assert no_processes(lab, user, seconds=10)
+
+
+def test_rootless_links(lab, user):
+    from .test_network_named import LINKS, check_links
+
+    host_links = lab.links()
+    check_links(lab.run(LINKS, user=user))
+    assert no_processes(lab, user)
+    assert lab.links() == host_links

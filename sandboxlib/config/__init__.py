@@ -49,6 +49,7 @@ if typing.TYPE_CHECKING:
         NetworkRef,
         PortMapping,
         egress_rule,
+        links_option,
         network_name,
         parse_publish,
     )
@@ -80,6 +81,7 @@ _LAZY.update(
             "NetworkRef",
             "PortMapping",
             "egress_rule",
+            "links_option",
             "network_name",
             "parse_publish",
         ),
@@ -136,6 +138,7 @@ __all__ = [
     "EgressRule",
     "egress_rule",
     "NetworkRef",
+    "links_option",
     "network_name",
     "bridged",
     "container_network",

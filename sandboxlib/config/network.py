@@ -12,6 +12,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "extra_hosts_option",
+    "links_option",
     "BridgeNetwork",
     "NetworkAddresses",
     "EgressRule",
@@ -125,13 +126,27 @@ def container_name(value: Optional[str]) -> Optional[str]:
 
 
 RESERVED = ("none", "host", "bridge", "default")
+NETWORK_NAME_BYTES = 200  # (its record is the file NAME.json: within a file name's 255 bytes)
 
 
 def network_name(value: str) -> str:
-    """A named network's name: as a container's, and none of the built-in modes."""
-    if not isinstance(value, str) or not _NAME.match(value) or value in RESERVED:
+    """A named network's name: Docker's, any text that is not blank (``"test 01"``),
+    but without ``/`` or unprintable characters (it names a file and is part of API
+    paths) and none of the built-in modes.  Interfaces and nft tables are named
+    from its hash, never from the name itself."""
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or value in RESERVED
+        or value in (".", "..")
+        or "/" in value
+        or not value.isprintable()
+        or len(value.encode()) > NETWORK_NAME_BYTES
+    ):
         raise ConfigError(
-            "network", f"{value!r} is not a valid network name ([A-Za-z0-9][A-Za-z0-9_.-]*, not one of {RESERVED})"
+            "network",
+            f"{value!r} is not a valid network name (not blank, no '/' or unprintable characters, "
+            f"at most {NETWORK_NAME_BYTES} bytes, not one of {RESERVED})",
         )
     return value
 
@@ -228,7 +243,9 @@ class BridgeNetwork:
     ``02:42`` and its IPv4 address's four bytes); ``link_local``: more
     addresses on its interface, from ``169.254.0.0/16`` or ``fe80::/10``
     (Docker's ``--link-local-ip``).  Rootless a MAC or link-local address
-    needs a named network (pasta's ``"bridge"`` has no interface of ours)."""
+    needs a named network (pasta's ``"bridge"`` has no interface of ours).
+    ``links``: names of the network's containers that this one alone finds
+    by another name (Docker's ``--link NAME:ALIAS`` on a user-defined network)."""
 
     egress: Tuple[EgressRule, ...] = attrs.field(default=(), converter=egress_option)
     network: Optional[NetworkRef] = attrs.field(default=None, converter=lambda v: _network_ref(v))
@@ -236,6 +253,7 @@ class BridgeNetwork:
     address6: Optional[str] = attrs.field(default=None, converter=lambda v: _fixed_address6(v))
     mac_address: Optional[str] = attrs.field(default=None, converter=lambda v: mac_address_option(v))
     link_local: Tuple[str, ...] = attrs.field(default=(), converter=lambda v: link_local_option(v))
+    links: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=lambda v: links_option(v))
 
     def __attrs_post_init__(self) -> None:
         for field in ("address", "address6"):
@@ -305,6 +323,23 @@ def _network_ref(value: Union[None, str, NetworkRef]) -> Optional[NetworkRef]:
     if isinstance(value, str):
         return NetworkRef(value)
     raise ConfigError("network", f"expected a named network or its name, got {type(value).__name__}")
+
+
+def links_option(value: Optional[Mapping[str, str]], field: str = "links") -> Tuple[Tuple[str, str], ...]:
+    """``{"db": "postgres-1"}`` (alias: the name of another container on the
+    network) -> (alias, name) pairs; an alias is matched as DNS matches, in
+    any case."""
+    if not value:
+        return ()
+    if isinstance(value, tuple):
+        return value  # already converted (attrs.evolve)
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, f"expected a dict {{alias: container name}}, got {type(value).__name__}")
+    for alias, name in value.items():
+        for text in (alias, name):
+            if not isinstance(text, str) or not _DNS_NAME.match(text):
+                raise ConfigError(f"{field}[{alias!r}]", f"{text!r} is not a host name")
+    return tuple((alias.lower(), name) for alias, name in value.items())
 
 
 def extra_hosts_option(value: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:

@@ -105,11 +105,14 @@ async def _list(request: web.Request) -> web.Response:
     ]
     if limit > 0:
         records = records[:limit]
-    return json_response([container_summary(r) for r in records])
+    containers = _context(request).containers
+    return json_response([container_summary(r, containers.link_names(r)) for r in records])
 
 
 async def _inspect(request: web.Request) -> web.Response:
-    return json_response(container_json(container_of(request)))
+    record = container_of(request)
+    children = _context(request).containers.children(record)
+    return json_response(container_json(record, [f"/{c.name}:/{record.name}/{alias}" for alias, c in children]))
 
 
 # -- runs ----------------------------------------------------------------------------
@@ -173,8 +176,11 @@ async def _unpause(request: web.Request) -> web.Response:
 
 
 async def _remove(request: web.Request) -> web.Response:
-    record = container_of(request)
     context = _context(request)
+    if query_bool(request, "link"):  # (only the link PARENT/ALIAS goes)
+        context.containers.remove_link(request.match_info["id"])
+        return web.Response(status=204)
+    record = container_of(request)
     await context.containers.remove(record, force=query_bool(request, "force"))
     if query_bool(request, "v"):  # its anonymous volumes, unless another container mounts one
         used = {

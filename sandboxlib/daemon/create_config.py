@@ -21,6 +21,7 @@ from ..runtime import statedir
 from ..security import DEFAULT, Seccomp
 from .apierrors import ApiError
 from .healthcheck import checked_healthcheck
+from .links import checked_links, library_links
 
 __all__ = [
     "CreateRequest",
@@ -57,6 +58,7 @@ class CreateRequest:
     alias: Optional[str] = None  # its name on a named network (the first of EndpointsConfig's Aliases)
     anonymous_volumes: Tuple[str, ...] = ()  # named by us: a remove with v=1 removes them
     endpoint: Dict[str, Any] = attrs.field(factory=dict)  # EndpointsConfig of its network (inspect shows it)
+    links: Tuple[Tuple[str, str], ...] = ()  # HostConfig.Links on a built-in network: (name, alias) each
 
 
 def _typed(body: dict, key: str, kind, default=None, where: str = ""):
@@ -113,6 +115,9 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
     mappings = port_mappings(ports, exposed if publish_all else {})
     if mappings and network == "none":
         raise ApiError(400, "conflicting options: port publishing and the container type network mode")
+    legacy_links = checked_links(host.get("Links"), "HostConfig.Links")
+    if legacy_links and network == "host":
+        raise ApiError(400, "conflicting options: host type networking can't be used with links")
     policy, retries = _restart_policy(host, "HostConfig.")
     auto_remove = bool(_typed(host, "AutoRemove", bool, False, "HostConfig."))
     if auto_remove and policy not in ("", "no"):
@@ -234,6 +239,8 @@ def parse_create(body: dict, image: Image, store: str, default_network: str = "n
         network_mode=network,
         alias=(endpoint["Aliases"] or [None])[0],
         endpoint=endpoint,
+        # (on a user-defined network, dockerd ignores them: the CLI sends them as EndpointsConfig's Links)
+        links=tuple(legacy_links) if network in BUILT_IN_NETWORKS else (),
     )
 
 
@@ -431,30 +438,38 @@ def endpoint_config(endpoint: dict, network: str, where: str) -> Dict[str, Any]:
     }
     if (asked["IPv4Address"] or asked["IPv6Address"]) and network in BUILT_IN_NETWORKS:
         raise ApiError(400, "user specified IP address is supported on user defined networks only")
+    links = endpoint.get("Links")
+    checked_links(links, f"{where}Links")
     return {
         "Aliases": _strings(endpoint, "Aliases", where),
         "DriverOpts": options or None,
         "IPAMConfig": {k: v for k, v in asked.items() if v} or None,
         "MacAddress": _typed(endpoint, "MacAddress", str, "", where),
+        "Links": links or None,
     }
 
 
 def endpoint_options(endpoint: Dict[str, Any]) -> Dict[str, Any]:
     """The library's options for what an endpoint config asks for (``Network.bridge``'s,
-    ``Container.connect``'s): ``address``, ``address6``, ``mac_address``, ``link_local``."""
+    ``Container.connect``'s): ``address``, ``address6``, ``mac_address``, ``link_local``,
+    ``links``."""
     ipam = endpoint.get("IPAMConfig") or {}
     return {
         "address": ipam.get("IPv4Address") or None,
         "address6": ipam.get("IPv6Address") or None,
         "mac_address": endpoint.get("MacAddress") or None,
         "link_local": tuple(ipam.get("LinkLocalIPs") or ()),
+        "links": library_links(endpoint.get("Links")),
     }
 
 
 def endpoint_network(network: str, endpoint: Dict[str, Any]) -> Any:
     """``network=``: the name, or with what the endpoint asks for (``--ip``,
-    ``--mac-address``, ...) the library's ``Network.bridge(network=, address=, ...)``."""
+    ``--mac-address``, links on a user-defined network, ...) the library's
+    ``Network.bridge(network=, address=, ...)``."""
     options = endpoint_options(endpoint)
+    if network in BUILT_IN_NETWORKS:
+        options["links"] = {}  # (legacy links there are the environment and hosts lines of daemon/links.py)
     if network == "host" and options["mac_address"]:
         raise ApiError(400, "conflicting options: mac-address and the network mode")
     if not any(options.values()) or network in ("host", "none"):  # (as dockerd: none has no interface to give them)

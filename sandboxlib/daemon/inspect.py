@@ -9,7 +9,7 @@ import hashlib
 import ipaddress
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..images import Image
 from .create_config import BUILT_IN_NETWORKS
@@ -81,7 +81,7 @@ def endpoint(record: ContainerRecord, network: Optional[str] = None) -> Dict[str
     aliases = [*(configured.get("Aliases") or ()), *([record.id[:12]] if running else ())]
     return {
         "IPAMConfig": configured.get("IPAMConfig"),
-        "Links": None,
+        "Links": configured.get("Links"),
         "Aliases": list(dict.fromkeys(aliases)) or None if network not in BUILT_IN_NETWORKS else None,
         "NetworkID": network_id(network),
         "EndpointID": hashlib.sha256(f"{record.id} {record.runs} {network}".encode()).hexdigest() if interface else "",
@@ -105,7 +105,8 @@ def endpoints(record: ContainerRecord) -> Dict[str, Dict[str, Any]]:
     }
 
 
-def container_json(record: ContainerRecord) -> Dict[str, Any]:
+def container_json(record: ContainerRecord, links: Sequence[str] = ()) -> Dict[str, Any]:
+    """``links``: its legacy links as dockerd shows them (``/NAME:/PARENT/ALIAS``)."""
     request = record.request
     networks = endpoints(record)
     # Docker's top-level fields are the default bridge's (joined or not), else empty
@@ -143,7 +144,7 @@ def container_json(record: ContainerRecord) -> Dict[str, Any]:
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": None,
-        "HostConfig": request.host_config,
+        "HostConfig": {**request.host_config, "Links": list(links) or None},
         "Mounts": _mounts(request),
         "Config": {**request.body, "Hostname": request.body.get("Hostname") or record.id[:12]},
         "NetworkSettings": {
@@ -253,11 +254,12 @@ def _status(record: ContainerRecord) -> str:
     return f"Exited ({record.exit_code}) {_ago(record.finished_at)} ago"
 
 
-def container_summary(record: ContainerRecord) -> Dict[str, Any]:
+def container_summary(record: ContainerRecord, link_names: Sequence[str] = ()) -> Dict[str, Any]:
+    """``link_names``: more names of it, those of the legacy links to it (``/PARENT/ALIAS``)."""
     request = record.request
     return {
         "Id": record.id,
-        "Names": ["/" + record.name],
+        "Names": ["/" + record.name, *link_names],
         "Image": record.image,
         "ImageID": record.image_id,
         "Command": " ".join([request.path, *request.args]),

@@ -23,7 +23,7 @@ import attrs
 from .. import aio
 from ..errors import CommandNotFoundError, SandboxError, SetupError
 from ..runtime.logs import read_log
-from . import healthcheck
+from . import healthcheck, links
 from .apierrors import ApiError, library_error, no_such_container
 from .create_config import BUILT_IN_NETWORKS, CreateRequest, endpoint_options, known_network
 from .events import Events
@@ -77,6 +77,7 @@ class ContainerRecord:
     interactive: Optional[Interactive] = None  # Tty or OpenStdin: the main command's live output and stdin
     joined: Dict[str, List[str]] = attrs.field(factory=dict)  # networks beyond network_mode: their aliases
     joined_at: Dict[str, Dict[str, Any]] = attrs.field(factory=dict)  # their EndpointConfig, checked
+    links: Dict[str, str] = attrs.field(factory=dict)  # legacy links (HostConfig.Links): alias -> the linked one's id
     layer: Optional[KeptLayer] = None  # its writable layer, kept until it is removed (none: a read-only root)
     starting: bool = False  # a start is under way: file work on the stopped container waits
     files_open: int = 0  # file work on the stopped container (an idle container on its layer): a start waits
@@ -124,13 +125,19 @@ class Containers:
         return sorted(self._by_id.values(), key=lambda r: r.created, reverse=True)
 
     def get(self, ref: str) -> ContainerRecord:
-        """By full id, name (``/`` optional), or a unique id prefix; 404 else."""
+        """By full id, name (``/`` optional), a link's name (``PARENT/ALIAS``: the
+        linked container, as dockerd's), or a unique id prefix; 404 else."""
         if ref in self._by_id:
             return self._by_id[ref]
         name = ref.lstrip("/")
         for record in self._by_id.values():
             if record.name == name:
                 return record
+        parent, slash, alias = name.rpartition("/")
+        if slash:
+            linking = next((r for r in self._by_id.values() if r.name == parent), None)
+            if linking is not None and alias in linking.links and linking.links[alias] in self._by_id:
+                return self._by_id[linking.links[alias]]
         found = [r for r in self._by_id.values() if ref and r.id.startswith(ref)]
         if len(found) > 1:
             raise ApiError(400, f"multiple IDs found with provided prefix: {ref}")
@@ -163,6 +170,7 @@ class Containers:
 
     def create(self, name: Optional[str], image: str, image_id: str, request: CreateRequest) -> ContainerRecord:
         name = self._check_name(name) if name else self._new_name()
+        linked = {alias: self._linkable(target).id for target, alias in request.links}
         record_id = secrets.token_hex(32)
         directory = os.path.join(self.state_dir, "containers", record_id)
         os.makedirs(directory, mode=0o700)
@@ -173,6 +181,7 @@ class Containers:
             image_id=image_id,
             request=request,
             log_path=os.path.join(directory, "container.log"),
+            links=linked,
         )
         if request.spawned:
             record.interactive = Interactive(record.log_path)
@@ -181,6 +190,59 @@ class Containers:
         self._by_id[record_id] = record
         self.events.emit("container", "create", record.id, record.attributes())
         return record
+
+    # -- legacy links --------------------------------------------------------------------
+    def _linkable(self, ref: str) -> ContainerRecord:
+        try:
+            target = self.get(ref)
+        except ApiError as err:
+            raise ApiError(400, f"could not get container for {ref}: {err.message}") from None
+        if target.request.network_mode == "host":
+            raise ApiError(400, "conflicting options: host type networking can't be used with links")
+        return target
+
+    def children(self, record: ContainerRecord) -> List[Tuple[str, ContainerRecord]]:
+        """(alias, container) of each legacy link of ``record``."""
+        return [(alias, self._by_id[i]) for alias, i in record.links.items() if i in self._by_id]
+
+    def link_names(self, record: ContainerRecord) -> List[str]:
+        """``/PARENT/ALIAS`` of every legacy link to ``record``: more names of it, as dockerd's."""
+        return [f"/{p.name}/{alias}" for p in self.all() for alias, i in p.links.items() if i == record.id]
+
+    def remove_link(self, ref: str) -> None:
+        """``DELETE /containers/PARENT/ALIAS?link=1``: the link goes, both containers stay."""
+        self.get(ref)  # (404 for a name that is no container's, as dockerd)
+        parent, slash, alias = ref.strip("/").rpartition("/")
+        if not slash:
+            raise ApiError(409, "Conflict, cannot remove the default link name of the container")
+        linking = next((r for r in self._by_id.values() if r.name == parent), None)
+        if linking is None or linking.links.pop(alias, None) is None:
+            raise ApiError(404, f"Cannot get parent /{parent} for link name /{ref.strip('/')}")
+
+    def _link_options(self, record: ContainerRecord) -> Dict[str, Any]:
+        """The ``env`` and ``extra_hosts`` of its legacy links (on the built-in networks
+        ``bridge`` and ``none``, as dockerd's default bridge is, with or without
+        addresses): every linked container must run, on one of those networks too."""
+        options = record.request.options
+        if not record.links or record.request.network_mode not in ("bridge", "none"):
+            return options
+        env: Dict[str, str] = {}
+        hosts = dict(options.get("extra_hosts") or {})
+        for alias, child in self.children(record):
+            if not child.running or child.box is None:
+                raise ApiError(500, f"Cannot link to a non running container: /{child.name} AS /{record.name}/{alias}")
+            if child.request.network_mode not in ("bridge", "none"):
+                raise ApiError(500, f"Cannot link to /{child.name}, as it does not belong to the default network")
+            own = child.request.network_mode == "bridge"
+            address = links.bridge_address(
+                child.box.sync.address if own else child.box.sync.joined_networks.get("bridge")
+            )
+            exposed = child.request.body.get("ExposedPorts") or {}
+            env.update(links.link_env(f"/{record.name}/{alias}", address, child.request.body.get("Env") or (), exposed))
+            if address and record.request.network_mode == "bridge":
+                hostname = child.request.options["hostname"] or child.id[:12]
+                hosts.update(links.link_hosts(alias, hostname, child.name, address))
+        return {**options, "env": {**env, **options["env"]}, "extra_hosts": hosts}
 
     def rename(self, record: ContainerRecord, name: str) -> None:
         old = record.name
@@ -208,7 +270,11 @@ class Containers:
             record.stopped_by_user = False
         request = record.request
         interactive = request.spawned
-        options = dict(request.options)
+        try:
+            options = dict(self._link_options(record))
+        except ApiError as err:  # (a failed start: attaches and waits end, AutoRemove removes it)
+            await self._failed(record, err)
+            raise
         if options.get("uts_namespace") != "host":  # (the host's UTS namespace keeps the host's name)
             options["hostname"] = options["hostname"] or record.id[:12]
         if record.layer is not None:
@@ -265,7 +331,7 @@ class Containers:
         self.events.emit("container", "start", record.id, record.attributes())
         await record.notify()
 
-    async def _failed(self, record: ContainerRecord, err: SandboxError) -> None:
+    async def _failed(self, record: ContainerRecord, err: Exception) -> None:
         """A start that failed: its status as Docker's (127 not found, 126 cannot execute);
         attaches waiting for it end, and an AutoRemove container goes."""
         record.error = str(err)
@@ -408,6 +474,9 @@ class Containers:
         with contextlib.suppress(asyncio.TimeoutError):  # their follow ends with the run: soon
             await asyncio.wait_for(record.wait_for(lambda: record.attached == 0), ATTACHED_GRACE)
         self._by_id.pop(record.id, None)
+        for parent in self._by_id.values():  # (its links go with it, as dockerd's)
+            for alias in [a for a, i in parent.links.items() if i == record.id]:
+                del parent.links[alias]
         await record.wait_for(lambda: record.files_open == 0)
         if record.layer is not None:
             await in_thread(record.layer.release)

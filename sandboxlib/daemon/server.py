@@ -192,6 +192,8 @@ def build_app(context: object, routes: Iterable[Route]) -> web.Application:
     app = web.Application(middlewares=[_docker_shaped], client_max_size=MAX_BODY)
     app["context"] = context
     for method, path, handler in routes:
+        # a container's name may be a link's, PARENT/ALIAS: a slash in {id}, as dockerd takes it
+        path = path.replace("/containers/{id}", "/containers/{id:.+}")
         app.router.add_route(method, path, handler)
         app.router.add_route(method, r"/{api_version:v[0-9]+\.[0-9]+}" + path, handler)
     return app

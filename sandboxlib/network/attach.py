@@ -202,12 +202,7 @@ class Attachment:
             )
         self._sockets = bind_ports(self._config.ports)
         self._pool = ensure_bridge(self._state_root, self._bridge, self._pool)
-        owner = {
-            "id": self._id,
-            "hostname": self._hostname,
-            "name": self._config.name,
-            "egress": [[r.kind, r.value, r.port, r.protocol] for r in self._egress],
-        }
+        owner = membership.lease_record(self._id, self._hostname, self._config)
         leases = lease_dir(self._state_root, self._bridge)
         for dead in ipam.reap(leases):  # dead owners' leases, and their egress objects
             if dead.get("egress") and dead.get("id"):
@@ -358,10 +353,12 @@ def attachment(
 ) -> Any:
     """As root, an :class:`Attachment` to the bridge; rootless, pasta's (the
     default network) or the per-user namespace's (a named network, or the
-    default one's ``sbx0`` there for an egress allow-list)."""
+    default one's ``sbx0`` there for an egress allow-list or links: their
+    resolver is ours)."""
     if os.geteuid() == 0:
         return Attachment(config, container_id, hostname, state_root, network)
-    if network[0] != DEFAULT_BRIDGE or (isinstance(config.network, BridgeNetwork) and config.network.egress):
+    bridged = config.network if isinstance(config.network, BridgeNetwork) else None
+    if network[0] != DEFAULT_BRIDGE or (bridged is not None and (bridged.egress or bridged.links)):
         return UserBridgeAttachment(config, container_id, hostname, state_root, network)
     if any(":" in m.host_ip for m in config.ports):
         raise UnsupportedError(

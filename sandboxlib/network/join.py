@@ -13,7 +13,7 @@ reaped by the bridge's next start).  Rootless (:class:`UserJoined`), the
 bridge is in the per-user namespace (``usernet``): a tap is made inside the
 container, the holder puts its own on the bridge and copies frames until
 our connection to it ends (close, or our death).  Its names (name, hostname, aliases)
-are in the lease, which the network's resolvers read: the other
+and links are in the lease, which the network's resolvers read: the other
 containers find it there, and it finds theirs (``membership.lookup``)."""
 
 from __future__ import annotations

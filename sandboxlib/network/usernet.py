@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import BridgeNetwork, ContainerConfig, Mount
 from ..errors import SetupError, UnsupportedError
-from . import ipam, names
+from . import ipam, membership, names
 from .files import LeaseFiles, kill_helper, lease_dir, network_dir
 from .pasta import DNS_FORWARD, check_tun, find_pasta
 from .portproxy import bind_ports
@@ -275,12 +275,7 @@ class UserBridgeAttachment:
         self._sockets = bind_ports(self._config.ports)  # (first: a port in use is a ConfigError, nothing made)
         self._gateway, self._hold = make_bridge(self._state_root, self._bridge, self._pool, hold=True)
         self._pool = self._pool or ipam.Pool(self._gateway.network, self._gateway.ip)
-        owner = {
-            "id": self._id,
-            "hostname": self._hostname,
-            "name": self._config.name,
-            "egress": [[r.kind, r.value, r.port, r.protocol] for r in self._egress],
-        }
+        owner = membership.lease_record(self._id, self._hostname, self._config)
         leases = lease_dir(self._state_root, self._bridge)
         ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
         self._lease = ipam.lease_address(leases, self._pool, owner, self._endpoint.address, self._endpoint.address6)

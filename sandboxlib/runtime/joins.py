@@ -7,7 +7,7 @@ released by ``disconnect``, or with the container."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import attrs
 
@@ -82,6 +82,7 @@ class NetworkJoins:
         address6: Optional[str] = None,
         mac_address: Optional[str] = None,
         link_local: Sequence[str] = (),
+        links: Optional[Mapping[str, str]] = None,
     ) -> str:
         """Put the running container on one more network (``"bridge"`` or a named
         one): an interface ``ethN`` with an address there (and an IPv6 one on a
@@ -92,6 +93,8 @@ class NetworkJoins:
         none).  ``address``/``address6``: its IPv4/IPv6 address on a named
         network (Docker's ``--ip``/``--ip6``), instead of the first free one;
         ``mac_address`` and ``link_local`` as ``Network.bridge``'s.
+        ``links``: ``{ALIAS: NAME}``, other containers of the network it
+        alone finds by another name too (as ``Network.bridge(links=)``).
         Returns its address (``"172.18.0.3/16"``)."""
         self._check_running()
         wanted = _ref(network)
@@ -106,6 +109,7 @@ class NetworkJoins:
             address6=address6,
             mac_address=mac_address,
             link_local=link_local,
+            links=links or (),
         )
         root = statedir.state_root()
         where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
@@ -115,6 +119,8 @@ class NetworkJoins:
             if label in joins or own:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
+            if endpoint.links:  # (membership.lookup's)
+                owner["links"] = dict(endpoint.links)
             join = joined(root, where, owner, aliases, endpoint)
             join.open(self._init_pid)
             joins[label] = join

@@ -124,6 +124,7 @@ class Network:
         address6: Optional[str] = None,
         mac_address: Optional[str] = None,
         link_local: Sequence[str] = (),
+        links: Optional[Mapping[str, str]] = None,
     ) -> BridgeNetwork:
         """The default bridge (or the named ``network``'s) with an egress allow-list: CIDRs, addresses, host
         names and ``*.domain`` wildcards, each with an optional ``:PORT[/udp]``
@@ -140,7 +141,13 @@ class Network:
         ``link_local``: more addresses on ``eth0`` from ``169.254.0.0/16`` or
         ``fe80::/10`` (Docker's ``--link-local-ip``).  Rootless, a MAC or
         link-local address needs a named ``network`` (pasta's default has no
-        interface of ours: UnsupportedError)."""
+        interface of ours: UnsupportedError).
+
+        ``links``: ``{ALIAS: NAME}``, names of other containers of the network
+        that this container alone finds by another name too (Docker's
+        ``--link NAME:ALIAS`` on a user-defined network): its resolver answers
+        ALIAS with NAME's addresses, whenever a container of that name is on
+        the network (rootless too, on the per-user namespace's bridges)."""
         return BridgeNetwork(
             egress=egress,
             network=network,
@@ -148,6 +155,7 @@ class Network:
             address6=address6,
             mac_address=mac_address,
             link_local=link_local,
+            links=links or (),
         )
 
     @staticmethod
