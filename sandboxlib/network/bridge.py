@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 import sys
@@ -19,6 +20,7 @@ __all__ = [
     "routed_networks",
     "routed_networks6",
     "default_subnet",
+    "bridge_mac",
     "create_bridge",
     "delete_link",
     "connect_veth",
@@ -141,12 +143,25 @@ def default_subnet(ipr: IPRoute, taken: List[ipaddress.IPv4Network]) -> ipaddres
     raise SetupError(0, "choosing a bridge subnet", step="NETWORK", hint="every default subnet is routed already")
 
 
+def bridge_mac(bridge: str) -> str:
+    """A fixed MAC address for the bridge (locally administered, from its name),
+    as Docker's bridge driver sets one.  A bridge without one takes its ports'
+    lowest, which changes as containers join: the others' ARP entry for the
+    gateway goes stale and what they send it (DNS queries to its resolver) is
+    lost until they ask again (a name lookup just after a start failed after
+    20 s, 1 in 5).  Containers' own MACs follow their addresses (02:42 + IPv4),
+    so a re-leased address keeps the host's ARP entry true as well."""
+    digest = hashlib.sha256(b"sandboxlib bridge " + bridge.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def create_bridge(
     ipr: IPRoute, bridge: str, gateway: ipaddress.IPv4Interface, gateway6: Optional[ipaddress.IPv6Interface] = None
 ) -> None:
     """The bridge up with its gateway address(es) (the IPv6 one without
-    duplicate address detection: the subnet is ours)."""
-    ipr.link("add", ifname=bridge, kind="bridge")
+    duplicate address detection: the subnet is ours) and a MAC address of its
+    own (:func:`bridge_mac`)."""
+    ipr.link("add", ifname=bridge, kind="bridge", address=bridge_mac(bridge))
     index = host_index(bridge)
     ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
     if gateway6 is not None:
