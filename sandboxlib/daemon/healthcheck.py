@@ -19,6 +19,7 @@ from .apierrors import ApiError
 __all__ = ["Health", "checked_healthcheck", "start", "watch"]
 
 SECOND = 1_000_000_000
+MINIMUM_DURATION = 1_000_000  # Docker's: a shorter interval would run checks back to back
 KEPT_RESULTS = 5  # as Docker's
 OUTPUT_LIMIT = 4096  # the bytes of a check's output kept, as Docker's
 
@@ -51,6 +52,8 @@ def checked_healthcheck(check: Any) -> Optional[Dict[str, Any]]:
         value = check.get(key) or 0  # (docker-py sends null for what it leaves out)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ApiError(400, f"Healthcheck.{key}: expected a non-negative integer")
+        if key != "Retries" and 0 < value < MINIMUM_DURATION:
+            raise ApiError(400, f"Healthcheck.{key}: {value} ns is less than 1ms (0 is the default)")
     if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
         raise ApiError(400, f"Healthcheck.Test: {test[0]!r} is not NONE, CMD or CMD-SHELL")
     if test[:1] in ([], ["NONE"]) or len(test) < 2:
