@@ -266,3 +266,49 @@ def test_rootless_daemon_on_tcp_with_mutual_tls(workers, shared_dir):
         shutil.rmtree(top, ignore_errors=True)
     runtime = f"/tmp/sandboxlib-{user.pw_uid}/sandboxlib"  # (the launcher clears XDG_RUNTIME_DIR)
     assert not [e for e in os.listdir(runtime) if e.startswith(f"tcp-127.0.0.1-{served.port}")]
+
+
+class _FewFdsDaemon(TlsDaemon):
+    FDS = 64
+
+    def daemon_argv(self) -> list:
+        return ["prlimit", f"--nofile={self.FDS}:{self.FDS}", *super().daemon_argv()]
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return f.read().count(b"\n")
+
+
+def test_out_of_fds_the_listener_pauses_instead_of_spinning():
+    """More connections than the daemon has fds: accept's EMFILE left the listener
+    readable and the loop called it again at once (half a core, 40000 log lines a
+    second) until a client left; now it pauses a second, as asyncio's own servers."""
+    top = tempfile.mkdtemp(prefix="daemon-tls-fds-")
+    served = _FewFdsDaemon(top)
+    clients = []
+    try:
+        for _ in range(served.FDS + 20):
+            clients.append(socket.create_connection(("127.0.0.1", served.port)))
+        time.sleep(0.5)
+        lines, cpu = _lines(served.log_path), _cpu_seconds(served.proc.pid)
+        time.sleep(3)
+        assert _cpu_seconds(served.proc.pid) - cpu < 0.5 and _lines(served.log_path) - lines < 30
+        for client in clients:
+            client.close()
+        clients = []
+        deadline = time.monotonic() + 15
+        while not served.answers():  # (the refused handshakes' threads end, their fds are free again)
+            assert time.monotonic() < deadline, served.log()
+            time.sleep(0.2)
+    finally:
+        for client in clients:
+            client.close()
+        assert served.close() == 0, served.log()
+        shutil.rmtree(top, ignore_errors=True)
