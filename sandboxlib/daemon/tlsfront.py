@@ -79,9 +79,15 @@ class TlsFront:
                 self._loop.connect_accepted_socket(self._factory, theirs), self._loop
             )
             future.result()
-            _copy(tls, ours)
-        except (OSError, RuntimeError):  # (the loop has stopped)
+        except (OSError, RuntimeError):  # (the loop has stopped: the server never took its end)
             theirs.close()
+            ours.close()
+            tls.close()
+            return
+        try:
+            _copy(tls, ours)
+        except OSError:  # (a client's reset): ours closed ends the server's side, in its loop
+            pass  # (closing theirs here, under its live transport, freed its fd number for the next connection)
         finally:
             ours.close()
             tls.close()
