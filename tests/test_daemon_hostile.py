@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import pytest
 
+from . import rootless
 from .daemonkit import Daemon, busybox_store
 
 
@@ -41,3 +44,45 @@ def test_a_health_check_duration_under_a_millisecond_is_refused(daemon, key):
     )
     assert status == 400 and f"Healthcheck.{key}" in json.loads(body)["message"]
     assert _containers(daemon) == []
+
+
+def _daemon_in(directory: str, store: str, user=None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "sandboxlib", "daemon", "--host", f"unix://{directory}/docker.sock"]
+    argv += ["--store", store, "--default-network", "none"]
+    return subprocess.run(
+        argv if user is None else rootless.launcher(user, argv),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        cwd="/",
+    )
+
+
+@pytest.mark.parametrize("who", ["root", "rootless"])
+def test_a_socket_directory_another_user_may_change_is_refused(daemon, workers, shared_dir, who):
+    """A daemon whose socket directory (or a parent) another user may write: they could
+    put their own socket in its place (the victim's clients then talk to them: their
+    registry credentials, their files) or swap its state directory for a symlink.
+    The rootless default, /tmp/sandboxlib-UID/sandboxlib, is one when someone made
+    /tmp/sandboxlib-UID first; the daemon made its directories and served on."""
+    user = workers["sbxtest"].user if who == "rootless" else None
+    other = workers["sbxtest"].user if who == "root" else None  # (rootless: root's, mode 0777)
+    top = tempfile.mkdtemp(prefix="daemon-hostile-dir-", dir=str(shared_dir))
+    os.chmod(top, 0o755)
+    try:
+        shared = os.path.join(top, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)  # anyone may rename what is in it (no sticky bit)
+        mine = os.path.join(top, "theirs")
+        os.mkdir(mine, 0o755)
+        if other is not None:
+            os.chown(mine, other.pw_uid, other.pw_gid)
+        for directory in [shared, os.path.join(shared, "below")] + ([mine] if other is not None else []):
+            refused = _daemon_in(directory, daemon.store, user)
+            assert refused.returncode != 0 and b"another user could replace" in refused.stderr, refused.stderr
+            assert not os.path.exists(os.path.join(directory, "docker.sock"))
+        os.chmod(shared, 0o1777)  # sticky, as /tmp: nobody renames another's files
+        if user is None:
+            assert Daemon(shared, daemon.store).close() == 0
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
