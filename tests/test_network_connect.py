@@ -214,3 +214,37 @@ def test_a_joined_network_with_ipv6_gives_an_ipv6_address_and_aaaa_answers(lab):
 def test_rootless_joined_network_with_ipv6(rootless_lab):
     user = ensure_user("sbxtest", USERS["sbxtest"])
     _check_connected6(rootless_lab.run(CONNECTED6, user=user))
+
+
+def test_a_forked_child_cannot_disconnect_its_parents_container(lab):
+    """disconnect() checked neither the owner nor the state: a forked child (which
+    shares the Container object) deleted the parent's veth and released its lease,
+    under the running container.  Now it raises, as the other methods do there."""
+    out = lab.run(
+        """
+        import os
+        b = sb.Network.create("forked", subnet="10.96.0.0/24")
+        found = {}
+        with sb.Container(network=sb.Network.NONE) as c:
+            found["address"] = c.connect("forked")
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    c.disconnect("forked")
+                    os._exit(1)
+                except sb.ContainerStateError:
+                    os._exit(0)
+                except BaseException:
+                    os._exit(2)
+            found["child"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            found["joined"] = c.joined_networks
+            found["eth1"] = c.run(["sh", "-c", "ip -o -4 addr show eth1"], stdout=sb.PIPE).stdout.decode()
+            found["members"] = len(b.containers())
+        b.remove()
+        print(json.dumps(found))
+        """
+    )
+    assert out["child"] == 0
+    assert out["joined"] == {"forked": out["address"]} and out["address"] in out["eth1"]
+    assert out["members"] == 1
+    assert _joined_links(lab) == []

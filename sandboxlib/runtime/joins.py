@@ -83,6 +83,7 @@ class NetworkJoins:
         off the one it started on (as root; its name no longer resolves there,
         its default route goes: it reaches the networks it joined only); its
         interface deleted, its address released."""
+        self._check_owner()  # (a forked child shares the joins' objects: closing them is the owner's)
         wanted = _ref(network)
         label = _label(wanted)
         with self._lock:
