@@ -785,3 +785,21 @@ def test_update_limits_of_a_running_container():
                 c.update_limits(sb.Limits(pids=10))
     with pytest.raises(sb.ContainerStateError):
         c.update_limits(sb.Limits(pids=10))
+
+
+def test_update_limits_raises_memory_above_the_old_memory_and_swap():
+    """On cgroup v1 the memory limit may never exceed memsw: a raise wrote
+    memory.limit_in_bytes first, above the old memsw (twice the old memory), and the
+    kernel refused it (EINVAL; the daemon's 500 on ``docker update -m`` of a
+    ``-m 64m`` container, with or without --memory-swap)."""
+    with sb.Container(limits=sb.Limits(memory="64M")) as c:
+        c.update_limits(sb.Limits(memory="200M"))
+        c.update_limits(sb.Limits(memory="300M", memory_swap="900M"))
+        if c._cgroup.node("memory").version == "v1":
+            assert _limit_file(c, "memory", "memory.limit_in_bytes") == str(300 << 20)
+            if os.path.exists(os.path.join(c._cgroup.node("memory").path, "memory.memsw.limit_in_bytes")):
+                assert _limit_file(c, "memory", "memory.memsw.limit_in_bytes") == str(900 << 20)
+            c.update_limits(sb.Limits(memory="32M", memory_swap="40M"))  # and down again below both
+            assert _limit_file(c, "memory", "memory.limit_in_bytes") == str(32 << 20)
+        else:
+            assert _limit_file(c, "memory", "memory.max") == str(300 << 20)
