@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psutil
@@ -803,3 +804,35 @@ def test_update_limits_raises_memory_above_the_old_memory_and_swap():
             assert _limit_file(c, "memory", "memory.limit_in_bytes") == str(32 << 20)
         else:
             assert _limit_file(c, "memory", "memory.max") == str(300 << 20)
+
+
+def test_update_limits_racing_close_is_a_state_error():
+    """Updates from threads while another closes the container: each is done or
+    ContainerStateError (the cgroup, removed under a write, gave SetupError
+    "No such file or directory": the daemon's 500 on an update racing a stop)."""
+    failures = []
+    for _ in range(15):
+        c = sb.Container(limits=sb.Limits(memory="64M", pids=50))
+        c.start()
+        done = threading.Event()
+
+        def update(c=c, done=done):
+            n = 0
+            while not done.is_set():
+                n += 1
+                try:
+                    c.update_limits(sb.Limits(memory=f"{48 + n % 8}M", pids=40 + n % 5))
+                except sb.ContainerStateError:
+                    return
+                except Exception as err:  # (anything else is the failure)
+                    failures.append(err)
+                    return
+
+        threads = [threading.Thread(target=update) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        c.close()
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
