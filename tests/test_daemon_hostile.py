@@ -1,7 +1,7 @@
 """The daemon against hostile requests and clients: fields of the wrong
 size, type or shape are a 400 naming the field, nothing is made, and the
-daemon goes on serving (found by the review of the daemon's health checks,
-VolumesFrom, anonymous volumes, update and import)."""
+daemon goes on serving; and what the review of the daemon's health checks,
+VolumesFrom, anonymous volumes, update and import found besides."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from . import rootless
+from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
 
 
@@ -86,3 +87,21 @@ def test_a_socket_directory_another_user_may_change_is_refused(daemon, workers, 
             assert Daemon(shared, daemon.store).close() == 0
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_docker_ps_shows_a_containers_health(daemon):
+    """dockerd's Status: "Up 2 seconds (healthy)", "(health: starting)"; ours left the health out."""
+    check = ["--health-cmd", "test -f /tmp/ok", "--health-interval", "200ms", "--health-start-period", "60s"]
+    started = daemon.docker("run", "-d", *check, "busybox", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    name = started.stdout.decode().strip()
+    try:
+
+        def status() -> str:
+            return daemon.docker("ps", "--filter", f"id={name}", "--format", "{{.Status}}").stdout.decode()
+
+        assert status().endswith("(health: starting)\n"), status()
+        assert daemon.docker("exec", name, "touch", "/tmp/ok").returncode == 0
+        assert wait_until(lambda: status().endswith("(healthy)\n"))
+    finally:
+        daemon.docker("rm", "-f", name)
