@@ -8,6 +8,7 @@ import io
 import os
 import stat
 import tarfile
+import threading
 
 import pytest
 
@@ -74,3 +75,32 @@ def test_writable_dir_is_checked():
         with pytest.raises(sb.ConfigError) as err:
             sb.Container(**options)
         assert err.value.field == "writable_dir"
+
+
+def check_write_archive_into_a_pipe(path, busybox_rootfs):
+    """write_archive: get_archive's tar into a stream as it is made; rootless, a
+    directory of another container user is archived by the sub-id sandbox at once
+    (a pipe cannot be rewound for a second try)."""
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        script = "mkdir /private; echo secret > /private/f; chown -R 1000:1000 /private; chmod 700 /private"
+        c.run(["sh", "-c", script], check=True)
+        reader, writer = os.pipe()
+
+        def produce():
+            with os.fdopen(writer, "wb") as f:
+                c.write_archive("/private", f)
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        with os.fdopen(reader, "rb") as f:
+            data = f.read()
+        thread.join()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            return {m.name: [m.uid, tar.extractfile(m).read().decode() if m.isfile() else None] for m in tar}
+
+
+def test_write_archive_into_a_pipe(runner, store_dir, busybox_root):
+    found = runner(check_write_archive_into_a_pipe, store_dir, busybox_root)
+    assert found == {"private": [1000, None], "private/f": [1000, "secret\n"]}

@@ -5,6 +5,7 @@ dockerd mounts a stopped container's root for them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import AsyncIterator
 
@@ -45,6 +46,15 @@ async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
             raise library_error(err) from None
         yield box
     finally:
+        # shielded: a handler cancelled here (its client gone once the answer was read)
+        # still lets the count fall once the box is closed, or the container's remove
+        # and start would wait for it for good
+        await asyncio.shield(asyncio.ensure_future(_closed(box, record)))
+
+
+async def _closed(box: aio.Container, record: ContainerRecord) -> None:
+    try:
         await in_thread(box.close)
+    finally:
         record.files_open -= 1
         await record.notify()
