@@ -105,3 +105,30 @@ def test_docker_ps_shows_a_containers_health(daemon):
         assert wait_until(lambda: status().endswith("(healthy)\n"))
     finally:
         daemon.docker("rm", "-f", name)
+
+
+def test_a_health_checks_output_is_bounded_in_the_daemon(daemon):
+    """The container decides what its check prints: all of it was held in the daemon
+    (1.2 GB of RSS for 400 MB printed; ``cat /dev/zero`` until the timeout could have it
+    OOM-killed).  Now the first 4096 bytes are kept and the rest dropped as it comes."""
+    second = 1_000_000_000
+    check = {"Test": ["CMD-SHELL", "yes xxxxxxx | head -c 300000000; exit 3"], "Interval": second // 2}
+    body = {"Image": "busybox", "Cmd": ["sleep", "60"], "Healthcheck": {**check, "Timeout": 20 * second}}
+    status, _, created = daemon.request("POST", "/containers/create", body)
+    container = json.loads(created)["Id"]
+    try:
+        with open(f"/proc/{daemon.proc.pid}/clear_refs", "w") as f:
+            f.write("5")  # (the peak RSS starts again from here)
+        assert daemon.request("POST", f"/containers/{container}/start")[0] == 204
+
+        def log() -> list:
+            state = json.loads(daemon.request("GET", f"/containers/{container}/json")[2])["State"]
+            return (state.get("Health") or {}).get("Log") or []
+
+        assert wait_until(lambda: log(), seconds=60)
+        assert log()[0]["ExitCode"] == 3 and log()[0]["Output"] == "xxxxxxx\n" * 512
+        with open(f"/proc/{daemon.proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        assert peak < 150 << 10  # KiB
+    finally:
+        daemon.request("DELETE", f"/containers/{container}?force=1")
