@@ -248,3 +248,40 @@ def test_a_forked_child_cannot_disconnect_its_parents_container(lab):
     assert out["joined"] == {"forked": out["address"]} and out["address"] in out["eth1"]
     assert out["members"] == 1
     assert _joined_links(lab) == []
+
+
+def test_connect_and_disconnect_from_threads_at_once(lab):
+    """Two threads connecting and disconnecting one network: disconnect deleted the
+    veth after letting go of the container's lock, and a connect meanwhile met its
+    name still taken (SetupError, File exists).  Each call now succeeds or says
+    why not (ContainerStateError), and nothing is left after."""
+    out = lab.run(
+        """
+        import contextlib, threading
+        net = sb.Network.create("storm", subnet="10.97.0.0/24")
+        failures = []
+        with sb.Container(network=sb.Network.NONE) as c:
+            def storm():
+                for _ in range(25):
+                    for call in (lambda: c.connect("storm"), lambda: c.disconnect("storm")):
+                        try:
+                            call()
+                        except sb.ContainerStateError:
+                            pass
+                        except Exception as err:
+                            failures.append(repr(err))
+            threads = [threading.Thread(target=storm) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            with contextlib.suppress(sb.ContainerStateError):
+                c.disconnect("storm")
+            members = len(net.containers())
+        net.remove()
+        print(json.dumps({"failures": failures, "members": members}))
+        """,
+        timeout=300,
+    )
+    assert out == {"failures": [], "members": 0}
+    assert _joined_links(lab) == []

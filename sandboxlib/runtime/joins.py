@@ -86,16 +86,17 @@ class NetworkJoins:
         self._check_owner()  # (a forked child shares the joins' objects: closing them is the owner's)
         wanted = _ref(network)
         label = _label(wanted)
-        with self._lock:
+        with self._lock:  # (closed under it: a connect meanwhile would meet its veth's name still taken)
             join = (getattr(self, "_joined", None) or {}).pop(label, None)
             if join is None and not self._own_network_left and label == _own_label(self.config.network):
                 self._leave_own_network()  # (as root on a bridge; UnsupportedError else)
                 return
-        if join is None:
-            raise ContainerStateError(
-                f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"
-            )
-        join.close()
+            if join is not None:
+                join.close()
+                return
+        raise ContainerStateError(
+            f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"
+        )
 
     @property
     def joined_networks(self) -> Dict[str, str]:
