@@ -17,6 +17,7 @@ import socket
 import struct
 import tarfile
 import tempfile
+import threading
 import time
 
 import docker
@@ -295,3 +296,25 @@ def test_cp_and_export_of_a_huge_sparse_file_stream_through_the_daemon(daemon):
         started = time.monotonic()
         _ok(daemon.docker("rm", "sparse"))
         assert time.monotonic() - started < 20  # (its file work done: nothing holds it)
+
+
+def test_file_work_on_a_stopped_container_at_once(daemon):
+    """Copies out of a stopped container from several clients at once: each mounted
+    the kept layer in an idle container of its own, two overlays on one upper dir
+    (the kernel's undefined behaviour; the library now refuses the second).  They
+    take turns on it now, and all succeed."""
+    _ok(daemon.docker("run", "--name", "turns", "busybox", "sh", "-c", "echo kept > /f"))
+    try:
+        results = []
+
+        def copy() -> None:
+            results.append(daemon.request("GET", "/containers/turns/archive?path=/f", timeout=60)[0])
+
+        threads = [threading.Thread(target=copy) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [200] * 4
+    finally:
+        _ok(daemon.docker("rm", "turns"))

@@ -23,7 +23,8 @@ __all__ = ["files_of"]
 async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
     """The running container, or for a stopped one an idle container on its image and
     kept layer (no network, no limits: nothing runs in it but our file work), closed after.
-    A start meanwhile waits for it; it waits for a start in progress."""
+    A start meanwhile waits for it; it waits for a start in progress, and for another's
+    idle container (one overlay at a time on the kept layer: the kernel's rule)."""
     while True:
         await record.wait_for(lambda: not record.starting or record.removed)
         if record.removed or record.removing:
@@ -31,8 +32,11 @@ async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
         if record.running and record.box is not None and record.box.sync.running:
             yield record.box
             return
-        if not record.running:
+        if not record.running and record.files_open == 0:
             break  # (nothing awaited from here to the count that holds a start back)
+        if not record.running:
+            await record.wait_for(lambda: record.files_open == 0 or record.running or record.removed)
+            continue
         await record.wait_for(lambda: not record.running or record.removed)  # a run that is ending
     options = {**record.request.options, "network": "none", "ports": (), "limits": Limits()}
     if record.layer is not None:
