@@ -285,3 +285,19 @@ def test_connect_and_disconnect_from_threads_at_once(lab):
     )
     assert out == {"failures": [], "members": 0}
     assert _joined_links(lab) == []
+
+
+def test_a_container_without_a_network_joins_the_default_bridge(lab):
+    """connect("bridge") of a Network.NONE container: refused as "on network 'bridge'
+    already" (the default bridge was taken for its own network)."""
+    out = lab.run(
+        """
+        with sb.Container(network=sb.Network.NONE) as c:
+            address = c.connect("bridge")
+            shown = c.run(["sh", "-c", "ip -o -4 addr show eth1"], stdout=sb.PIPE).stdout.decode()
+            c.disconnect("bridge")
+        print(json.dumps({"address": address, "shown": shown}))
+        """
+    )
+    assert out["address"] and out["address"] in out["shown"]
+    assert _joined_links(lab) == []

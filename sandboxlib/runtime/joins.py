@@ -69,7 +69,8 @@ class NetworkJoins:
         where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
         with self._lock:
             joins = self._joins()
-            own = not self._own_network_left and where[0] == named.bridge_of(root, self.config.network)[0]
+            on_bridge = _own_label(self.config.network) is not None  # (Network.NONE's "bridge" is no bridge of its)
+            own = on_bridge and not self._own_network_left and where[0] == named.bridge_of(root, self.config.network)[0]
             if label in joins or own:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
