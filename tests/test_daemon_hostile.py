@@ -14,6 +14,8 @@ import tempfile
 
 import pytest
 
+import sandboxlib as sb
+
 from . import rootless
 from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
@@ -132,3 +134,18 @@ def test_a_health_checks_output_is_bounded_in_the_daemon(daemon):
         assert peak < 150 << 10  # KiB
     finally:
         daemon.request("DELETE", f"/containers/{container}?force=1")
+
+
+def test_an_empty_command_name_is_the_callers_error(daemon):
+    """Cmd [""] (docker run busybox ""): the start was a 500, execve('') refused in
+    step EXEC; an empty name is the request's mistake, named (the library's ConfigError)."""
+    status, _, created = daemon.request("POST", "/containers/create", {"Image": "busybox", "Cmd": [""]})
+    container = json.loads(created)["Id"]
+    try:
+        status, _, body = daemon.request("POST", f"/containers/{container}/start")
+        assert status == 400 and b"argv[0]" in body, body
+    finally:
+        daemon.request("DELETE", f"/containers/{container}?force=1")
+    with pytest.raises(sb.ConfigError) as err:
+        sb.run(["", "x"])
+    assert err.value.field == "argv[0]"

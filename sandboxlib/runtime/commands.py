@@ -40,9 +40,12 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _check_argv(argv: Sequence[str]) -> tuple:
     if isinstance(argv, (str, bytes)) or not argv:
         raise ConfigError("argv", "must be a non-empty list of strings, e.g. ['ls', '-l']")
-    return tuple(
+    checked = tuple(
         check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]") for i, a in enumerate(argv)
     )
+    if not checked[0]:  # (execve("") is EACCES or ENOENT: a failed step, not the caller's mistake named)
+        raise ConfigError("argv[0]", "the command's name is empty")
+    return checked
 
 
 def _tty_stdio(
