@@ -124,7 +124,8 @@ def put_archive(root_fd: int, path: str, data: bytes, policy: IdPolicy) -> None:
 
 
 def get_archive(root_fd: int, path: str, policy: IdPolicy, mounts: FrozenSet[str] = frozenset()) -> bytes:
-    """A tar of ``path`` (named by its last component), symlinks kept as symlinks;
+    """A tar of ``path`` (named by its last component; a final symlink resolved inside
+    the root), the symlinks below it kept as symlinks;
     ``mounts``: the mount points below the root (relative to it), archived empty."""
     buf = io.BytesIO()
     write_archive(root_fd, path, buf, policy, mounts)

@@ -109,7 +109,9 @@ class FileAccess:
 
     def get_archive(self, path: str) -> bytes:
         """A tar of ``path`` in the container (named by its last component),
-        with the container's ids; symlinks are archived, never followed."""
+        with the container's ids; symlinks below it are archived, never followed.  A
+        symlink at ``path`` itself is resolved inside the root (unlike Docker, which
+        archives the link: a docker cp of it would plant the container's link on the host)."""
         mounts = self._mount_points()
         return self._transfer("get_archive", transfer.get_archive, path, self._id_policy(), mounts, mounts=mounts)
 
