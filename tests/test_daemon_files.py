@@ -17,13 +17,14 @@ import socket
 import struct
 import tarfile
 import tempfile
+import threading
 import time
 
 import docker
 import pytest
 
 from .conftest import expire_sweep_stamp, sandboxlib_cli, wait_until
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, UnixHTTPConnection, busybox_store
 
 
 @pytest.fixture(scope="module", params=["root", "rootless"])
@@ -255,3 +256,65 @@ def test_a_killed_daemons_layers_are_swept(tmp_path):
             assert again.close() == 0
     finally:
         served.close()
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def _read_all(daemon, path: str) -> int:
+    """The bytes of a GET's answer, read as they come (none of it kept)."""
+    connection = UnixHTTPConnection(daemon.socket, 120)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        total = 0
+        while chunk := response.read(1 << 20):
+            total += len(chunk)
+        return total
+    finally:
+        connection.close()
+
+
+def test_cp_and_export_of_a_huge_sparse_file_stream_through_the_daemon(daemon):
+    """A container's sparse file (no disk, any size): docker cp held its whole tar in
+    the daemon's memory (three copies: 1.6 GB of RSS for 512 MB), so a container could
+    have the daemon killed by the OOM killer at the first copy out of it; export spooled
+    it to the state directory (/run, a tmpfs).  Both stream now, as dockerd's, also for
+    a stopped container, which is removed after at once."""
+    size = 512 << 20
+    _ok(daemon.docker("run", "--name", "sparse", "busybox", "sh", "-c", f"truncate -s {size} /big"))
+    try:
+        for path in ("/containers/sparse/archive?path=/big", "/containers/sparse/export"):
+            with open(f"/proc/{daemon.proc.pid}/clear_refs", "w") as f:
+                f.write("5")  # (the peak RSS starts again from here)
+            assert _read_all(daemon, path) > size
+            assert _peak_rss_kib(daemon.proc.pid) < 150 << 10, path
+    finally:
+        started = time.monotonic()
+        _ok(daemon.docker("rm", "sparse"))
+        assert time.monotonic() - started < 20  # (its file work done: nothing holds it)
+
+
+def test_file_work_on_a_stopped_container_at_once(daemon):
+    """Copies out of a stopped container from several clients at once: each mounted
+    the kept layer in an idle container of its own, two overlays on one upper dir
+    (the kernel's undefined behaviour; the library now refuses the second).  They
+    take turns on it now, and all succeed."""
+    _ok(daemon.docker("run", "--name", "turns", "busybox", "sh", "-c", "echo kept > /f"))
+    try:
+        results = []
+
+        def copy() -> None:
+            results.append(daemon.request("GET", "/containers/turns/archive?path=/f", timeout=60)[0])
+
+        threads = [threading.Thread(target=copy) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [200] * 4
+    finally:
+        _ok(daemon.docker("rm", "turns"))

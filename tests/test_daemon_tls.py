@@ -8,11 +8,13 @@ refused and the daemon lives on; a TCP host without TLS is refused."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -266,3 +268,95 @@ def test_rootless_daemon_on_tcp_with_mutual_tls(workers, shared_dir):
         shutil.rmtree(top, ignore_errors=True)
     runtime = f"/tmp/sandboxlib-{user.pw_uid}/sandboxlib"  # (the launcher clears XDG_RUNTIME_DIR)
     assert not [e for e in os.listdir(runtime) if e.startswith(f"tcp-127.0.0.1-{served.port}")]
+
+
+class _FewFdsDaemon(TlsDaemon):
+    FDS = 64
+
+    def daemon_argv(self) -> list:
+        return ["prlimit", f"--nofile={self.FDS}:{self.FDS}", *super().daemon_argv()]
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return f.read().count(b"\n")
+
+
+def test_out_of_fds_the_listener_pauses_instead_of_spinning():
+    """More connections than the daemon has fds: accept's EMFILE left the listener
+    readable and the loop called it again at once (half a core, 40000 log lines a
+    second) until a client left; now it pauses a second, as asyncio's own servers."""
+    top = tempfile.mkdtemp(prefix="daemon-tls-fds-")
+    served = _FewFdsDaemon(top)
+    clients = []
+    try:
+        for _ in range(served.FDS + 20):
+            clients.append(socket.create_connection(("127.0.0.1", served.port)))
+        time.sleep(0.5)
+        lines, cpu = _lines(served.log_path), _cpu_seconds(served.proc.pid)
+        time.sleep(3)
+        assert _cpu_seconds(served.proc.pid) - cpu < 0.5 and _lines(served.log_path) - lines < 30
+        for client in clients:
+            client.close()
+        clients = []
+        deadline = time.monotonic() + 15
+        while not served.answers():  # (the refused handshakes' threads end, their fds are free again)
+            assert time.monotonic() < deadline, served.log()
+            time.sleep(0.2)
+    finally:
+        for client in clients:
+            client.close()
+        assert served.close() == 0, served.log()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _tls_request(daemon, method: str, path: str, body=None) -> tuple:
+    connection = http.client.HTTPSConnection("127.0.0.1", daemon.port, context=daemon.context(daemon.certs), timeout=10)
+    try:
+        data = json.dumps(body) if body is not None else None
+        connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_client_reset_mid_download_leaves_the_next_connections_whole(daemon):
+    """A client that resets its connection while a large answer streams: the front
+    closed the server's end of the socket pair from its thread, under the live
+    transport, and the next connection given that fd number met the stale one
+    (asyncio's "No such file or directory" in add_reader): it hung, and fds leaked."""
+    command = ["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=64 2>/dev/null; touch /made; sleep 60"]
+    status, body = _tls_request(daemon, "POST", "/containers/create", {"Image": "busybox", "Cmd": command})
+    container = json.loads(body)["Id"]
+    try:
+        assert _tls_request(daemon, "POST", f"/containers/{container}/start")[0] == 204
+        made = f"/containers/{container}/archive?path=/made"
+        deadline = time.monotonic() + 30
+        while _tls_request(daemon, "HEAD", made)[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        fds = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+        for _ in range(3):
+            raw = socket.create_connection(("127.0.0.1", daemon.port))
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client = daemon.context(daemon.certs).wrap_socket(raw, server_hostname="127.0.0.1")
+            client.sendall(f"GET /containers/{container}/archive?path=/big HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert client.recv(100).startswith(b"HTTP/1.1 200")
+            time.sleep(1)  # (the answer fills every buffer on the way)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # a reset: unread data, no linger
+            assert _tls_request(daemon, "GET", "/_ping") == (200, b"OK")
+        deadline = time.monotonic() + 15
+        while len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) > fds:
+            assert time.monotonic() < deadline, "the reset connections' fds were kept"
+            time.sleep(0.2)
+    finally:
+        _tls_request(daemon, "DELETE", f"/containers/{container}?force=1")
+    assert "No such file or directory" not in daemon.log()

@@ -8,6 +8,7 @@ import io
 import os
 import stat
 import tarfile
+import threading
 
 import pytest
 
@@ -74,3 +75,60 @@ def test_writable_dir_is_checked():
         with pytest.raises(sb.ConfigError) as err:
             sb.Container(**options)
         assert err.value.field == "writable_dir"
+
+
+def check_write_archive_into_a_pipe(path, busybox_rootfs):
+    """write_archive: get_archive's tar into a stream as it is made; rootless, a
+    directory of another container user is archived by the sub-id sandbox at once
+    (a pipe cannot be rewound for a second try)."""
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    with sb.Container(image="bb:1", image_store=store.path) as c:
+        script = "mkdir /private; echo secret > /private/f; chown -R 1000:1000 /private; chmod 700 /private"
+        c.run(["sh", "-c", script], check=True)
+        reader, writer = os.pipe()
+
+        def produce():
+            with os.fdopen(writer, "wb") as f:
+                c.write_archive("/private", f)
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        with os.fdopen(reader, "rb") as f:
+            data = f.read()
+        thread.join()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            return {m.name: [m.uid, tar.extractfile(m).read().decode() if m.isfile() else None] for m in tar}
+
+
+def test_write_archive_into_a_pipe(runner, store_dir, busybox_root):
+    found = runner(check_write_archive_into_a_pipe, store_dir, busybox_root)
+    assert found == {"private": [1000, None], "private/f": [1000, "secret\n"]}
+
+
+def check_one_container_at_a_time_on_a_kept_layer(path, busybox_rootfs):
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    kept = os.path.join(path, "kept-layer")
+    found = {}
+    with sb.Container(image="bb:1", image_store=store.path, writable_dir=kept) as first:
+        first.run(["sh", "-c", "echo first > /f"], check=True)
+        try:
+            with sb.Container(image="bb:1", image_store=store.path, writable_dir=kept):
+                found["second"] = "started"
+        except sb.ConfigError as err:
+            found["second"] = [err.field, str(err)]
+        found["first"] = first.run(["sh", "-c", "echo again >> /f; cat /f"], stdout=sb.PIPE).stdout.decode()
+    with sb.Container(image="bb:1", image_store=store.path, writable_dir=kept) as after:  # its turn now
+        found["after"] = after.run(["cat", "/f"], stdout=sb.PIPE).stdout.decode()
+    store.remove_trees([kept])
+    return found
+
+
+def test_a_kept_layer_serves_one_container_at_a_time(runner, store_dir, busybox_root):
+    """Two containers on one writable_dir at once: the kernel's overlayfs mounted the
+    second on the first's upper dir ("undefined behavior", its log said) after the
+    second's start had pulled the first's volatile markers.  The second is refused now."""
+    found = runner(check_one_container_at_a_time_on_a_kept_layer, store_dir, busybox_root)
+    assert found["second"][0] == "writable_dir" and "another running container" in found["second"][1]
+    assert found["first"] == "first\nagain\n" and found["after"] == "first\nagain\n"

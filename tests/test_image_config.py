@@ -3,6 +3,8 @@ Docker's keys with lowercase aliases, the same everywhere."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import sandboxlib as sb
@@ -25,6 +27,9 @@ BAD = [
         "Cmd, Entrypoint, Env, WorkingDir, User, ExposedPorts, Labels, Volumes",
     ),
     ({"Cmd": ["a"], "cmd": ["b"]}, "config['cmd']", "twice"),
+    ({"Env": ["A=\x00"]}, "config['Env']", "NUL"),
+    ({"WorkingDir": "/a\x00b"}, "config['WorkingDir']", "NUL"),
+    ({"Labels": {"a": "\x00"}}, "config['Labels']", "NUL"),
 ]
 
 
@@ -145,3 +150,17 @@ def test_cli_names_a_bad_change(tmp_path, busybox_root):
     tar = tar_directory(busybox_root, str(tmp_path / "rootfs.tar"))
     out = sandboxlib_cli("import", "--store", str(tmp_path / "store"), "-c", "RUN true", tar, text=True)
     assert out.returncode != 0 and "'RUN' is not an instruction import can apply" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "key,value", [("Env", ["A=\x00"]), ("WorkingDir", "/a\x00"), ("User", "\x00"), ("Cmd", ["a\x00"])]
+)
+def test_a_nul_byte_in_a_stored_images_config_is_named_at_start(tmp_path, busybox_root, key, value):
+    """An image that never passed these checks (pulled, loaded, or an import's WORKDIR
+    change before them): its start failed with the init's bare EINVAL ("exec request
+    ... step REQUEST"), the daemon's 500; now the image config's key is named."""
+    store = sb.ImageStore(str(tmp_path / "store"))
+    add_image(store, busybox_layers(busybox_root), ["nul:1"], {"Cmd": ["true"], key: value})
+    with pytest.raises(sb.ImageFormatError, match=f"image config {key}.*NUL"):
+        sb.run(None, image="nul:1", image_store=store.path)
+    assert os.listdir(os.path.join(store.path, "leases")) == []  # (the refused start leased nothing)

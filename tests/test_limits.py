@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psutil
@@ -915,3 +916,53 @@ def test_a_realtime_runtime_beyond_the_parents_is_a_setup_error():
         sb.Container(limits=limits).start()
     assert "cpu.rt_runtime_us" in str(info.value), info.value
     assert session_cgroups() == []
+
+
+def test_update_limits_raises_memory_above_the_old_memory_and_swap():
+    """On cgroup v1 the memory limit may never exceed memsw: a raise wrote
+    memory.limit_in_bytes first, above the old memsw (twice the old memory), and the
+    kernel refused it (EINVAL; the daemon's 500 on ``docker update -m`` of a
+    ``-m 64m`` container, with or without --memory-swap)."""
+    with sb.Container(limits=sb.Limits(memory="64M")) as c:
+        c.update_limits(sb.Limits(memory="200M"))
+        c.update_limits(sb.Limits(memory="300M", memory_swap="900M"))
+        if c._cgroup.node("memory").version == "v1":
+            assert _limit_file(c, "memory", "memory.limit_in_bytes") == str(300 << 20)
+            if os.path.exists(os.path.join(c._cgroup.node("memory").path, "memory.memsw.limit_in_bytes")):
+                assert _limit_file(c, "memory", "memory.memsw.limit_in_bytes") == str(900 << 20)
+            c.update_limits(sb.Limits(memory="32M", memory_swap="40M"))  # and down again below both
+            assert _limit_file(c, "memory", "memory.limit_in_bytes") == str(32 << 20)
+        else:
+            assert _limit_file(c, "memory", "memory.max") == str(300 << 20)
+
+
+def test_update_limits_racing_close_is_a_state_error():
+    """Updates from threads while another closes the container: each is done or
+    ContainerStateError (the cgroup, removed under a write, gave SetupError
+    "No such file or directory": the daemon's 500 on an update racing a stop)."""
+    failures = []
+    for _ in range(15):
+        c = sb.Container(limits=sb.Limits(memory="64M", pids=50))
+        c.start()
+        done = threading.Event()
+
+        def update(c=c, done=done):
+            n = 0
+            while not done.is_set():
+                n += 1
+                try:
+                    c.update_limits(sb.Limits(memory=f"{48 + n % 8}M", pids=40 + n % 5))
+                except sb.ContainerStateError:
+                    return
+                except Exception as err:  # (anything else is the failure)
+                    failures.append(err)
+                    return
+
+        threads = [threading.Thread(target=update) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        c.close()
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []

@@ -210,3 +210,90 @@ def test_a_joined_network_with_ipv6_gives_an_ipv6_address_and_aaaa_answers(lab):
 def test_rootless_joined_network_with_ipv6(rootless_lab):
     user = ensure_user("sbxtest", USERS["sbxtest"])
     _check_connected6(rootless_lab.run(CONNECTED6, user=user))
+
+
+def test_a_forked_child_cannot_disconnect_its_parents_container(lab):
+    """disconnect() checked neither the owner nor the state: a forked child (which
+    shares the Container object) deleted the parent's veth and released its lease,
+    under the running container.  Now it raises, as the other methods do there."""
+    out = lab.run(
+        """
+        import os
+        b = sb.Network.create("forked", subnet="10.96.0.0/24")
+        found = {}
+        with sb.Container(network=sb.Network.NONE) as c:
+            found["address"] = c.connect("forked")
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    c.disconnect("forked")
+                    os._exit(1)
+                except sb.ContainerStateError:
+                    os._exit(0)
+                except BaseException:
+                    os._exit(2)
+            found["child"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            found["joined"] = c.joined_networks
+            found["eth1"] = c.run(["sh", "-c", "ip -o -4 addr show eth1"], stdout=sb.PIPE).stdout.decode()
+            found["members"] = len(b.containers())
+        b.remove()
+        print(json.dumps(found))
+        """
+    )
+    assert out["child"] == 0
+    assert out["joined"] == {"forked": out["address"]} and out["address"] in out["eth1"]
+    assert out["members"] == 1
+    assert _joined_links(lab) == []
+
+
+def test_connect_and_disconnect_from_threads_at_once(lab):
+    """Two threads connecting and disconnecting one network: disconnect deleted the
+    veth after letting go of the container's lock, and a connect meanwhile met its
+    name still taken (SetupError, File exists).  Each call now succeeds or says
+    why not (ContainerStateError), and nothing is left after."""
+    out = lab.run(
+        """
+        import contextlib, threading
+        net = sb.Network.create("storm", subnet="10.97.0.0/24")
+        failures = []
+        with sb.Container(network=sb.Network.NONE) as c:
+            def storm():
+                for _ in range(25):
+                    for call in (lambda: c.connect("storm"), lambda: c.disconnect("storm")):
+                        try:
+                            call()
+                        except sb.ContainerStateError:
+                            pass
+                        except Exception as err:
+                            failures.append(repr(err))
+            threads = [threading.Thread(target=storm) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            with contextlib.suppress(sb.ContainerStateError):
+                c.disconnect("storm")
+            members = len(net.containers())
+        net.remove()
+        print(json.dumps({"failures": failures, "members": members}))
+        """,
+        timeout=300,
+    )
+    assert out == {"failures": [], "members": 0}
+    assert _joined_links(lab) == []
+
+
+def test_a_container_without_a_network_joins_the_default_bridge(lab):
+    """connect("bridge") of a Network.NONE container: refused as "on network 'bridge'
+    already" (the default bridge was taken for its own network)."""
+    out = lab.run(
+        """
+        with sb.Container(network=sb.Network.NONE) as c:
+            address = c.connect("bridge")
+            shown = c.run(["sh", "-c", "ip -o -4 addr show eth1"], stdout=sb.PIPE).stdout.decode()
+            c.disconnect("bridge")
+        print(json.dumps({"address": address, "shown": shown}))
+        """
+    )
+    assert out["address"] and out["address"] in out["shown"]
+    assert _joined_links(lab) == []

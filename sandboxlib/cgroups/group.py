@@ -391,7 +391,7 @@ def write_limits(version: str, path: str, limits: CgroupLimits, controllers: Seq
     ``path`` (of hierarchy ``version``); SetupError naming the file the kernel refused."""
     settings = (v2_settings if version == "v2" else v1_settings)(limits)
     for controller in controllers:
-        for filename, value in settings.get(controller, ()):
+        for filename, value in _ordered(path, settings.get(controller, ())):
             file = os.path.join(path, filename)
             if filename == "memory.memsw.limit_in_bytes" and not os.path.exists(file):
                 continue  # no swap accounting: no swap to limit
@@ -404,3 +404,17 @@ def write_limits(version: str, path: str, limits: CgroupLimits, controllers: Seq
                     step="CGROUP",
                     field=f"limits ({', '.join(limits.names())})",
                 ) from None
+
+
+def _ordered(path: str, settings: Sequence[Tuple[str, str]]) -> Sequence[Tuple[str, str]]:
+    """v1's memory limit may never exceed memsw's (EINVAL), so a raised pair is
+    written memsw first: when the new memsw is at least the memory limit in
+    place (as runc orders an update).  A new cgroup's limits are unlimited: as given."""
+    names = [name for name, _ in settings]
+    if names != ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]:
+        return settings
+    current = fs.read_text(os.path.join(path, "memory.limit_in_bytes"))
+    swap = settings[1][1]
+    if current is not None and (swap == "-1" or int(swap) >= int(current)):
+        return settings[::-1]
+    return settings

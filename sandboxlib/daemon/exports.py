@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
-import tempfile
-from typing import List
+import asyncio
+import contextlib
+import logging
+import os
+from typing import BinaryIO, Callable, Dict, List, Optional
 
 from aiohttp import web
 
@@ -15,34 +18,87 @@ from .filesystems import files_of
 from .server import Route, json_response
 from .threads import in_thread
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "streamed_tar"]
+
+LOG = logging.getLogger("sandboxlib.daemon")
 
 CHUNK = 1 << 20
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
-    """The tar is written to a file of the state directory first (the container is free
-    again sooner, and an error is still a Docker-shaped one), then sent."""
     context = request.app["context"]
     record = context.containers.get(request.match_info["id"])
-    with tempfile.TemporaryFile(dir=context.state_dir) as f:
-        try:
-            async with files_of(record) as box:
-                await in_thread(box.sync.export, f)
-        except SandboxError as err:
-            raise library_error(err) from None
-        except OSError as err:  # (a file the daemon may not read, rootless)
-            raise ApiError(500, f"export of {record.name}: {err}") from None
-        size = f.tell()
-        f.seek(0)
-        response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
-        response.content_length = size
-        await response.prepare(request)
-        while data := await in_thread(f.read, CHUNK):
-            await response.write(data)
-        await response.write_eof()
+    try:
+        async with files_of(record) as box:
+            response = await streamed_tar(request, box.sync.export)
+    except SandboxError as err:
+        raise library_error(err) from None
+    except OSError as err:  # (a file the daemon may not read)
+        raise ApiError(500, f"export of {record.name}: {err}") from None
     context.events.emit("container", "export", record.id, record.attributes())
     return response
+
+
+async def streamed_tar(
+    request: web.Request, write: Callable[[BinaryIO], None], headers: Optional[Dict[str, str]] = None
+) -> web.StreamResponse:
+    """``write(f)`` on a thread, into a pipe whose bytes go to the client as they come
+    (as dockerd's: neither the daemon's memory nor its state directory holds a tar
+    whose size the container decides: a sparse file of a terabyte).  An error
+    before the first bytes is raised (a Docker-shaped answer); after them the
+    connection is cut, the client's tar left short."""
+    reader, writer = os.pipe()
+    os.set_blocking(reader, False)
+
+    def produce() -> None:
+        with os.fdopen(writer, "wb") as f:
+            write(f)
+
+    loop = asyncio.get_running_loop()
+    produced = asyncio.ensure_future(in_thread(produce))
+    try:
+        first = await _chunk(loop, reader)
+        if not first:
+            await produced  # (its error, if any, before an answer is sent)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-tar", **(headers or {})})
+        await response.prepare(request)
+        data = first
+        while data:
+            await response.write(data)
+            data = await _chunk(loop, reader)
+        try:
+            await produced
+        except Exception as err:  # noqa: BLE001  (the answer has begun: the connection is cut, the tar short)
+            LOG.warning("%s: the tar ended early: %r", request.path, err)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+    finally:
+        os.close(reader)  # (a writer still at work gets EPIPE and ends)
+        with contextlib.suppress(BaseException):
+            await produced
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _chunk(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    """The pipe's next bytes, b"" at its end (the writer closed it, ending or failing)."""
+    while True:
+        try:
+            return os.read(fd, CHUNK)
+        except BlockingIOError:
+            pass
+        readable = loop.create_future()
+        loop.add_reader(fd, _wake, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
 
 
 async def _changes(request: web.Request) -> web.Response:

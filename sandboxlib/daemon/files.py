@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import io
 import json
 import os
 import stat
 import tarfile
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional
 
 from aiohttp import web
 
 from ..errors import ContainerStateError, ImageFormatError, SandboxError
 from ..images.layercheck import LayerCheck, LayerLimits
 from .apierrors import ApiError, library_error
+from .exports import streamed_tar
 from .filesystems import files_of
 from .registry_of_containers import ContainerRecord
 from .server import MAX_BODY, Route, json_body, json_response
@@ -42,17 +44,19 @@ def _path(request: web.Request) -> str:
     return path
 
 
-async def _in_files(record: ContainerRecord, path: str, archive: bool) -> Tuple[str, bytes]:
-    """(the path's stat header, a tar of it if ``archive``)."""
+async def _in_files(record: ContainerRecord, path: str, request: Optional[web.Request] = None) -> web.StreamResponse:
+    """The path's stat header; with ``request`` (a GET) a tar of it after, streamed."""
     try:
         async with files_of(record) as box:
             found, link = await in_thread(box.sync.path_stat, path)
-            data = await in_thread(box.sync.get_archive, path) if archive else b""
+            headers = {"X-Docker-Container-Path-Stat": _stat_header(path, found, link)}
+            if request is None:
+                return web.Response(status=200, headers=headers)
+            return await streamed_tar(request, functools.partial(box.sync.write_archive, path), headers)
     except FileNotFoundError:
         raise ApiError(404, f"Could not find the file {path} in container {record.name}") from None
     except (SandboxError, OSError) as err:
         raise ApiError(400, f"{path}: {err}") from None
-    return _stat_header(path, found, link), data
 
 
 def _stat_header(path: str, found: os.stat_result, link: str) -> str:
@@ -73,16 +77,12 @@ def _rfc3339(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _head(request: web.Request) -> web.Response:
-    header, _ = await _in_files(_record(request), _path(request), archive=False)
-    return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": header})
+async def _head(request: web.Request) -> web.StreamResponse:
+    return await _in_files(_record(request), _path(request))
 
 
-async def _get(request: web.Request) -> web.Response:
-    header, data = await _in_files(_record(request), _path(request), archive=True)
-    return web.Response(
-        body=data, headers={"Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": header}
-    )
+async def _get(request: web.Request) -> web.StreamResponse:
+    return await _in_files(_record(request), _path(request), request)
 
 
 async def _put(request: web.Request) -> web.Response:

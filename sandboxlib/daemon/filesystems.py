@@ -5,6 +5,7 @@ dockerd mounts a stopped container's root for them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import AsyncIterator
 
@@ -22,7 +23,8 @@ __all__ = ["files_of"]
 async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
     """The running container, or for a stopped one an idle container on its image and
     kept layer (no network, no limits: nothing runs in it but our file work), closed after.
-    A start meanwhile waits for it; it waits for a start in progress."""
+    A start meanwhile waits for it; it waits for a start in progress, and for another's
+    idle container (one overlay at a time on the kept layer: the kernel's rule)."""
     while True:
         await record.wait_for(lambda: not record.starting or record.removed)
         if record.removed or record.removing:
@@ -30,8 +32,11 @@ async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
         if record.running and record.box is not None and record.box.sync.running:
             yield record.box
             return
-        if not record.running:
+        if not record.running and record.files_open == 0:
             break  # (nothing awaited from here to the count that holds a start back)
+        if not record.running:
+            await record.wait_for(lambda: record.files_open == 0 or record.running or record.removed)
+            continue
         await record.wait_for(lambda: not record.running or record.removed)  # a run that is ending
     # (nothing runs in it: no network, no limits, no host namespaces)
     options = {**record.request.options, "network": "none", "ports": (), "limits": Limits(), "pid_namespace": "private"}
@@ -46,6 +51,15 @@ async def files_of(record: ContainerRecord) -> AsyncIterator[aio.Container]:
             raise library_error(err) from None
         yield box
     finally:
+        # shielded: a handler cancelled here (its client gone once the answer was read)
+        # still lets the count fall once the box is closed, or the container's remove
+        # and start would wait for it for good
+        await asyncio.shield(asyncio.ensure_future(_closed(box, record)))
+
+
+async def _closed(box: aio.Container, record: ContainerRecord) -> None:
+    try:
         await in_thread(box.close)
+    finally:
         record.files_open -= 1
         await record.notify()

@@ -7,18 +7,21 @@ default (30 s interval and timeout, 3 retries, no start period)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Optional
+import contextlib
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 
 from .. import aio
 from ..errors import SandboxError
-from ..streams import DEVNULL, PIPE, STDOUT
+from ..streams import DEVNULL, STDOUT
 from .apierrors import ApiError
 
 __all__ = ["Health", "checked_healthcheck", "start", "watch"]
 
 SECOND = 1_000_000_000
+MINIMUM_DURATION = 1_000_000  # Docker's: a shorter interval would run checks back to back
 KEPT_RESULTS = 5  # as Docker's
 OUTPUT_LIMIT = 4096  # the bytes of a check's output kept, as Docker's
 
@@ -51,6 +54,8 @@ def checked_healthcheck(check: Any) -> Optional[Dict[str, Any]]:
         value = check.get(key) or 0  # (docker-py sends null for what it leaves out)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ApiError(400, f"Healthcheck.{key}: expected a non-negative integer")
+        if key != "Retries" and 0 < value < MINIMUM_DURATION:
+            raise ApiError(400, f"Healthcheck.{key}: {value} ns is less than 1ms (0 is the default)")
     if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
         raise ApiError(400, f"Healthcheck.Test: {test[0]!r} is not NONE, CMD or CMD-SHELL")
     if test[:1] in ([], ["NONE"]) or len(test) < 2:
@@ -73,15 +78,7 @@ async def watch(box: aio.Container, check: Dict[str, Any], health: Health, now) 
     while True:
         await asyncio.sleep(interval)
         start = now()
-        try:
-            result = await box.run(_argv(check["Test"]), stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, timeout=timeout)
-        except SandboxError as err:
-            code, output = -1, str(err)
-        else:
-            code = -1 if result.timed_out else result.exit_code
-            output = (result.stdout or b"").decode(errors="replace")[:OUTPUT_LIMIT]
-            if result.timed_out:
-                output = f"Health check exceeded timeout ({timeout:g}s)"
+        code, output = await _run_check(box, _argv(check["Test"]), timeout)
         health.log = [*health.log, {"Start": start, "End": now(), "ExitCode": code, "Output": output}][-KEPT_RESULTS:]
         if code == 0:
             health.status, health.failing_streak = "healthy", 0
@@ -89,6 +86,57 @@ async def watch(box: aio.Container, check: Dict[str, Any], health: Health, now) 
             health.failing_streak += 1
             if health.failing_streak >= retries:
                 health.status = "unhealthy"
+
+
+async def _run_check(box: aio.Container, argv: List[str], timeout: float) -> Tuple[int, str]:
+    """(exit code or -1, its output's first OUTPUT_LIMIT bytes).  The output goes
+    through a pipe of ours, the rest of it read and dropped: the container decides
+    what its check prints (``cat /dev/zero`` until the timeout), and holding it
+    all grew the daemon by as much (1.2 GB for 400 MB printed)."""
+    reader, writer = os.pipe()
+    kept = bytearray()
+    reading = asyncio.ensure_future(_keep_start(reader, kept))
+    try:
+        try:
+            result = await box.run(argv, stdin=DEVNULL, stdout=writer, stderr=STDOUT, timeout=timeout)
+        finally:
+            os.close(writer)
+        await asyncio.wait([reading], timeout=0.1)  # (what is left in the pipe; a process the check left may hold it)
+    except SandboxError as err:
+        return -1, str(err)
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        os.close(reader)
+    if result.timed_out:
+        return -1, f"Health check exceeded timeout ({timeout:g}s)"
+    return result.exit_code, kept.decode(errors="replace")
+
+
+async def _keep_start(fd: int, kept: bytearray) -> None:
+    """Read ``fd`` to its end, keeping its first OUTPUT_LIMIT bytes in ``kept``."""
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            readable = loop.create_future()
+            loop.add_reader(fd, _wake, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+            continue
+        if not chunk:
+            return
+        kept += chunk[: max(0, OUTPUT_LIMIT - len(kept))]
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def start(box: aio.Container, check: Optional[Dict[str, Any]], now) -> Optional[Health]:

@@ -242,7 +242,9 @@ def _ago(stamp: str) -> str:
 
 def _status(record: ContainerRecord) -> str:
     if record.state == "running":
-        return f"Up {_ago(record.started_at)}"
+        health = record.health.status if record.health is not None else None
+        shown = {None: "", "starting": " (health: starting)"}.get(health, f" ({health})")  # (dockerd's)
+        return f"Up {_ago(record.started_at)}{shown}"
     if record.state == "paused":
         return f"Up {_ago(record.started_at)} (Paused)"
     if record.state == "restarting":

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 from typing import Any, Awaitable, Callable, Iterable, Optional, Tuple
 
@@ -52,6 +53,7 @@ Route = Tuple[str, str, Handler]
 def _lock(path: str, what: str) -> int:
     """``path`` (made if missing) held with ``flock`` as long as the daemon runs: one daemon per ``what``."""
     os.makedirs(os.path.dirname(path), mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
+    _check_ours(os.path.dirname(path))
     lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -59,6 +61,26 @@ def _lock(path: str, what: str) -> int:
         os.close(lock)
         raise SandboxError(f"another sandboxlib daemon serves {what} (it holds {path})") from None
     return lock
+
+
+def _check_ours(directory: str) -> None:
+    """Refuse a directory another user could change (or one of its parents): they could
+    put a socket of theirs in the daemon's place, or swap its state directory for a
+    symlink.  Each must be ours or root's, and writable by nobody else unless sticky
+    (/tmp).  A default socket under /tmp/sandboxlib-UID someone else made first is one."""
+    me = os.geteuid()
+    path = os.path.realpath(directory)
+    while True:
+        st = os.stat(path)
+        if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            owner = f"owned by uid {st.st_uid}" if st.st_uid not in (0, me) else f"mode {stat.S_IMODE(st.st_mode):o}"
+            raise SandboxError(
+                f"{path} is {owner}: another user could replace the daemon's socket or state there "
+                f"(use a directory of your own, mode 0700 or 0755)"
+            )
+        if path == "/":
+            return
+        path = os.path.dirname(path)
 
 
 def bind_socket(path: str, group: Optional[str]) -> Tuple[socket.socket, int]:

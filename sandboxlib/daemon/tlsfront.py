@@ -18,12 +18,13 @@ import select
 import socket
 import ssl
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 __all__ = ["TlsFront"]
 
 LOG = logging.getLogger("sandboxlib.daemon")
 HANDSHAKE_TIMEOUT = 10.0
+ACCEPT_PAUSE = 1.0  # seconds without accepting after the process ran out of fds (asyncio's servers' delay)
 BUFFERED = 1 << 20  # at most this much is read ahead in each direction
 _TLS_AGAIN = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -34,20 +35,33 @@ class TlsFront:
     def __init__(self, listener: socket.socket, context: ssl.SSLContext, protocol_factory: Callable) -> None:
         self._listener, self._context, self._factory = listener, context, protocol_factory
         self._loop = asyncio.get_running_loop()
+        self._resume: Optional[asyncio.TimerHandle] = None
         self._loop.add_reader(listener.fileno(), self._accept)
 
     def close(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
         self._loop.remove_reader(self._listener.fileno())
 
     def _accept(self) -> None:
         try:
             conn, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
-        except OSError as err:  # EMFILE and the like: the next connection may do
-            LOG.warning("accepting a TCP connection: %s", err)
+        except OSError as err:  # EMFILE and the like: the listener stays readable, so pause (not a busy loop)
+            LOG.warning("accepting a TCP connection: %s (no connection taken for %gs)", err, ACCEPT_PAUSE)
+            self._pause()
             return
-        threading.Thread(target=self._serve, args=(conn,), name="sandboxlib-tls", daemon=True).start()
+        try:
+            threading.Thread(target=self._serve, args=(conn,), name="sandboxlib-tls", daemon=True).start()
+        except RuntimeError as err:  # (no thread to be had: this connection is refused)
+            LOG.warning("serving a TCP connection: %s", err)
+            conn.close()
+            self._pause()
+
+    def _pause(self) -> None:
+        self._loop.remove_reader(self._listener.fileno())
+        self._resume = self._loop.call_later(ACCEPT_PAUSE, self._loop.add_reader, self._listener.fileno(), self._accept)
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -65,9 +79,15 @@ class TlsFront:
                 self._loop.connect_accepted_socket(self._factory, theirs), self._loop
             )
             future.result()
-            _copy(tls, ours)
-        except (OSError, RuntimeError):  # (the loop has stopped)
+        except (OSError, RuntimeError):  # (the loop has stopped: the server never took its end)
             theirs.close()
+            ours.close()
+            tls.close()
+            return
+        try:
+            _copy(tls, ours)
+        except OSError:  # (a client's reset): ours closed ends the server's side, in its loop
+            pass  # (closing theirs here, under its live transport, freed its fd number for the next connection)
         finally:
             ours.close()
             tls.close()

@@ -107,4 +107,14 @@ def container_config(value: Optional[Mapping[str, Any]], field: str) -> Dict[str
         if name in found:
             raise ConfigError(f"{field}[{key!r}]", f"{name} is given twice")
         found[name] = _CHECKS[name](item, f"{field}[{key!r}]")
+        _no_nul(found[name], f"{field}[{key!r}]")
     return found
+
+
+def _no_nul(value: Any, where: str) -> None:
+    """No NUL byte in a string of ``value``: no command, environment or path can hold one
+    (the container's start failed with the init's bare EINVAL)."""
+    texts = [value] if isinstance(value, str) else [*value, *value.values()] if isinstance(value, dict) else value
+    bad = next((t for t in texts if isinstance(t, str) and "\x00" in t), None)
+    if bad is not None:
+        raise ConfigError(where, f"{bad!r} contains a NUL byte")

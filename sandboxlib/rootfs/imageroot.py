@@ -92,8 +92,8 @@ def prepare(config: ContainerConfig, maps: Optional[IdMaps], owner: str, store: 
             entrypoint=_strings(image.config, "Entrypoint"),
             cmd=_strings(image.config, "Cmd"),
             env=_env(image.config),
-            cwd=image.config.get("WorkingDir") or None,
-            user=image.config.get("User") or None,
+            cwd=_text(image.config, "WorkingDir"),
+            user=_text(image.config, "User"),
         )
     except BaseException:
         store.release(owner, lease)
@@ -119,9 +119,17 @@ def check_kernel_dirs(layers: Sequence[str]) -> None:
 
 def _strings(config: dict, key: str) -> Tuple[str, ...]:
     value = config.get(key) or ()
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ImageFormatError(f"image config {key}", f"expected a list of strings, got {value!r}")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and "\x00" not in v for v in value):
+        raise ImageFormatError(f"image config {key}", f"expected a list of strings without NUL bytes, got {value!r}")
     return tuple(value)
+
+
+def _text(config: dict, key: str) -> Optional[str]:
+    """A string of the image's config, or None (a NUL byte no path or user can hold)."""
+    value = config.get(key) or None
+    if value is not None and (not isinstance(value, str) or "\x00" in value):
+        raise ImageFormatError(f"image config {key}", f"expected a string without NUL bytes, got {value!r}")
+    return value
 
 
 def _env(config: dict) -> Tuple[Tuple[str, str], ...]:

@@ -28,6 +28,7 @@ __all__ = [
     "read_file",
     "put_archive",
     "get_archive",
+    "write_archive",
     "export_root",
     "mount_points",
     "path_stat",
@@ -123,19 +124,25 @@ def put_archive(root_fd: int, path: str, data: bytes, policy: IdPolicy) -> None:
 
 
 def get_archive(root_fd: int, path: str, policy: IdPolicy, mounts: FrozenSet[str] = frozenset()) -> bytes:
-    """A tar of ``path`` (named by its last component), symlinks kept as symlinks;
+    """A tar of ``path`` (named by its last component; a final symlink resolved inside
+    the root), the symlinks below it kept as symlinks;
     ``mounts``: the mount points below the root (relative to it), archived empty."""
-    fd = _open_regular(root_fd, path)
     buf = io.BytesIO()
+    write_archive(root_fd, path, buf, policy, mounts)
+    return buf.getvalue()
+
+
+def write_archive(root_fd: int, path: str, f: BinaryIO, policy: IdPolicy, mounts: FrozenSet[str]) -> None:
+    """get_archive's tar written to ``f`` as it is made (a stream: never whole in memory)."""
+    fd = _open_regular(root_fd, path)
     prefix = posixpath.normpath("/" + path).strip("/") + "/"
     below = frozenset(m[len(prefix) :] for m in mounts if m.startswith(prefix)) if prefix != "/" else mounts
     try:
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             name = os.path.basename(path.rstrip("/")) or "."
             _add(tar, fd, name, policy, below.__contains__ if below else None)
     finally:
         os.close(fd)
-    return buf.getvalue()
 
 
 def path_stat(root_fd: int, path: str) -> Tuple[os.stat_result, str]:

@@ -15,11 +15,13 @@ which cover every id a container of yours can have."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import warnings
 from typing import Tuple
 
+from ..errors import ConfigError
 from ..images import ImageStore
 from ..posix import throttle
 
@@ -34,30 +36,50 @@ def make(store: ImageStore, container_id: str, owner: Tuple[int, int]) -> str:
     return store.writable_dir(container_id, owner)
 
 
-def kept(path: str, owner: Tuple[int, int]) -> str:
+def kept(path: str, owner: Tuple[int, int]) -> Tuple[str, int]:
     """A writable layer that outlives its containers (``writable_dir=``):
     made if missing (with its parents, as ``mkdir -p``); else the marker an earlier volatile overlay left is
     removed (the kernel refuses to mount it again while it is there; its
-    unmount was clean, so what it wrote is whole).  Returns ``path``."""
+    unmount was clean, so what it wrote is whole).  Returns ``path`` and an fd
+    holding its ``flock`` until the container's end: one container at a time
+    (two overlays on one upper dir are undefined behaviour, the kernel says, and
+    the second's clean-up would pull the markers from under the first's mount);
+    ConfigError while another container has it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
-        for name in ("work/work", "work/work/incompat", "work/work/incompat/volatile"):
-            with contextlib.suppress(OSError):  # (overlayfs makes them mode 000; the container's root owns them)
-                os.chmod(os.path.join(path, name), 0o700)
-        for name in _EMPTY_TREE[:2]:
-            target = os.path.join(path, name)
-            try:
-                (os.unlink if name.endswith("dirty") else os.rmdir)(target)
-            except FileNotFoundError:
-                pass
-        return path
-    os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
-    for name in ("upper", "work"):
-        os.mkdir(os.path.join(path, name), 0o755)
-        os.chown(os.path.join(path, name), *owner)
-    return path
+        pass
+    else:
+        os.chown(path, *owner)  # the container's root opens upper/ and work/ in it
+        for name in ("upper", "work"):
+            os.mkdir(os.path.join(path, name), 0o755)
+            os.chown(os.path.join(path, name), *owner)
+    held = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(held)
+        raise ConfigError("writable_dir", f"{path} is the writable layer of another running container") from None
+    try:
+        _clean_kept(path)
+    except BaseException:
+        os.close(held)
+        raise
+    return path, held
+
+
+def _clean_kept(path: str) -> None:
+    """An earlier volatile overlay's markers, removed (a directory just made has none)."""
+    for name in ("work/work", "work/work/incompat", "work/work/incompat/volatile"):
+        with contextlib.suppress(OSError):  # (overlayfs makes them mode 000; the container's root owns them)
+            os.chmod(os.path.join(path, name), 0o700)
+    for name in _EMPTY_TREE[:2]:
+        target = os.path.join(path, name)
+        try:
+            (os.unlink if name.endswith("dirty") else os.rmdir)(target)
+        except FileNotFoundError:
+            pass
 
 
 # What the directory holds when the container wrote nothing: our dirs and

@@ -49,10 +49,13 @@ def _check_argv(argv: Sequence[str]) -> tuple:
     checked = tuple(argv)
     for arg in checked:  # (plain strings pass without a call each)
         if type(arg) is not str or "\0" in arg:  # the slow way: PathLikes converted, or the error
-            return tuple(
+            checked = tuple(
                 check_text(os.fspath(a) if isinstance(a, os.PathLike) else a, f"argv[{i}]")
                 for i, a in enumerate(checked)
             )
+            break
+    if not checked[0]:  # (execve("") is EACCES or ENOENT: a failed step, not the caller's mistake named)
+        raise ConfigError("argv[0]", "the command's name is empty")
     return checked
 
 

@@ -114,7 +114,9 @@ class Container(BareContainer, FileAccess, NetworkJoins):
             raise ConfigError("limits", "only cgroup limits change on a running container, not rlimits")
         if self._cgroup is None:
             raise UnsupportedError("limits of a container without a cgroup", "give it a limit when it is made")
-        self._cgroup.update(limits.cgroup())
+        with self._lock:  # (a close meanwhile removes the cgroup; two updates at once: one set of limits)
+            self._check_running()
+            self._cgroup.update(limits.cgroup())
 
     def call(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a fresh process of the container's Python

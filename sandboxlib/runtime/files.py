@@ -109,7 +109,9 @@ class FileAccess:
 
     def get_archive(self, path: str) -> bytes:
         """A tar of ``path`` in the container (named by its last component),
-        with the container's ids; symlinks are archived, never followed."""
+        with the container's ids; symlinks below it are archived, never followed.  A
+        symlink at ``path`` itself is resolved inside the root (unlike Docker, which
+        archives the link: a docker cp of it would plant the container's link on the host)."""
         mounts = self._mount_points()
         return self._transfer("get_archive", transfer.get_archive, path, self._id_policy(), mounts, mounts=mounts)
 
@@ -118,27 +120,49 @@ class FileAccess:
         for a symlink, its target ("" else)."""
         return self._in_root(transfer.path_stat, path)
 
+    def write_archive(self, path: str, f: BinaryIO) -> None:
+        """:meth:`get_archive`'s tar written to the binary file ``f`` as it is made
+        (a pipe or socket too: the archive of a large file is never whole in memory)."""
+        self._written("write_archive", transfer.write_archive, path, f)
+
     def export(self, f: BinaryIO) -> None:
         """Write the container's whole file system as a tar to the binary file
         ``f`` (``docker export``: names relative to the root; mount points in
         it such as ``/proc``, ``/dev`` and binds are archived empty)."""
-        mounts = self._mount_points()
-        start = f.tell() if f.seekable() else None
-        try:
-            self._in_root(transfer.export_root, "/", f, self._id_policy(), mounts)
-            return
-        except PermissionError:  # files of the container's other users: as _transfer does
-            if self._maps is None or start is None:  # (a stream cannot be rewound)
-                raise
-        f.seek(start)
-        f.truncate()
-        with tempfile.TemporaryFile() as out:
-            self._in_root(self._export_as_root, "/", mounts, out.fileno())
-            out.seek(0)
-            shutil.copyfileobj(out, f)
+        self._written("export", transfer.export_root, "/", f)
 
-    def _export_as_root(self, root_fd: int, path: str, mounts: FrozenSet[str], out: int) -> None:
-        SandboxSubIdFiles().transfer("export", root_fd, path, self._maps, mounts=mounts, out=out)
+    def _written(self, op: str, func, path: str, f: BinaryIO) -> None:
+        """``func(root_fd, path, f, policy, mounts)`` here.  What this process may not read
+        (files of the container's other users) the sub-id sandbox writes, as _transfer
+        does: again after a rewind of ``f``, or at once for a stream that cannot be
+        rewound (rootless: it might meet such a file after some of the tar is sent)."""
+        mounts = self._mount_points()
+        policy = self._id_policy()
+        start = f.tell() if f.seekable() else None
+        if start is not None or self._maps is None or policy.privileged:  # (host root reads everything)
+            try:
+                self._in_root(func, path, f, policy, mounts)
+                return
+            except PermissionError:
+                if self._maps is None or start is None:
+                    raise
+            f.seek(start)
+            f.truncate()
+        try:
+            out = f.fileno()
+        except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is an OSError)
+            out = -1
+        if start is None and out >= 0:
+            f.flush()
+            self._in_root(self._as_root, path, op, mounts, out)
+            return
+        with tempfile.TemporaryFile() as spooled:
+            self._in_root(self._as_root, path, op, mounts, spooled.fileno())
+            spooled.seek(0)
+            shutil.copyfileobj(spooled, f)
+
+    def _as_root(self, root_fd: int, path: str, op: str, mounts: FrozenSet[str], out: int) -> None:
+        SandboxSubIdFiles().transfer(op, root_fd, path, self._maps, mounts=mounts, out=out)
 
     def _mount_points(self) -> FrozenSet[str]:
         """The mount points in the container (relative to its root): archived empty."""

@@ -68,7 +68,8 @@ class ImageRoots:
             writable.sweep(store)  # what dead owners left in this store
             owner = self._id_policy().owner(0, 0)
             if self.config.writable_dir is not None:  # (the caller's: it stays)
-                self._upper = writable.kept(self.config.writable_dir, owner)
+                self._upper, held = writable.kept(self.config.writable_dir, owner)
+                self._resources.callback(os.close, held)  # (its flock: after the overlay's unmount)
                 self._upper_kept = True
             else:
                 self._upper = writable.make(store, self.id, owner)

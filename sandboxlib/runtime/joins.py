@@ -115,7 +115,8 @@ class NetworkJoins:
         where = named.bridge_of(root, wanted)  # an unknown name: ConfigError
         with self._lock:
             joins = self._joins()
-            own = not self._own_network_left and where[0] == named.bridge_of(root, self.config.network)[0]
+            on_bridge = _own_label(self.config.network) is not None  # (Network.NONE's "bridge" is no bridge of its)
+            own = on_bridge and not self._own_network_left and where[0] == named.bridge_of(root, self.config.network)[0]
             if label in joins or own:
                 raise ContainerStateError(f"the container is on network {label!r} already")
             owner = {"id": self.id, "hostname": self.hostname, "name": self.config.name}
@@ -131,18 +132,20 @@ class NetworkJoins:
         off the one it started on (as root; its name no longer resolves there,
         its default route goes: it reaches the networks it joined only); its
         interface deleted, its address released."""
+        self._check_owner()  # (a forked child shares the joins' objects: closing them is the owner's)
         wanted = _ref(network)
         label = _label(wanted)
-        with self._lock:
+        with self._lock:  # (closed under it: a connect meanwhile would meet its veth's name still taken)
             join = (getattr(self, "_joined", None) or {}).pop(label, None)
             if join is None and not self._own_network_left and label == _own_label(self.config.network):
                 self._leave_own_network()  # (as root on a bridge; UnsupportedError else)
                 return
-        if join is None:
-            raise ContainerStateError(
-                f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"
-            )
-        join.close()
+            if join is not None:
+                join.close()
+                return
+        raise ContainerStateError(
+            f"the container is not connected to network {label!r} (only networks joined by connect() can be left)"
+        )
 
     @property
     def joined_networks(self) -> Dict[str, str]:

@@ -157,6 +157,9 @@ def transfer(library: str) -> None:
     elif op == "export":
         with os.fdopen(out_fd, "wb", closefd=False) as f:
             t.export_root(root_fd, path, f, policy, mounts)
+    elif op == "write_archive":
+        with os.fdopen(out_fd, "wb", closefd=False) as f:
+            t.write_archive(root_fd, path, f, policy, mounts)
     else:
         result = t.read_file(root_fd, path) if op == "read_file" else t.get_archive(root_fd, path, policy, mounts)
         with os.fdopen(out_fd, "wb", closefd=False) as f:

@@ -1,0 +1,151 @@
+"""The daemon against hostile requests and clients: fields of the wrong
+size, type or shape are a 400 naming the field, nothing is made, and the
+daemon goes on serving; and what the review of the daemon's health checks,
+VolumesFrom, anonymous volumes, update and import found besides."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import sandboxlib as sb
+
+from . import rootless
+from .conftest import wait_until
+from .daemonkit import Daemon, busybox_store
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    top = tempfile.mkdtemp(prefix="daemon-hostile-")
+    os.chmod(top, 0o755)
+    served = Daemon(top, busybox_store(os.path.join(top, "store")))
+    yield served
+    served.close()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def _containers(daemon) -> list:
+    status, _, body = daemon.request("GET", "/containers/json?all=1")
+    assert status == 200
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("key", ["Interval", "Timeout", "StartPeriod"])
+def test_a_health_check_duration_under_a_millisecond_is_refused(daemon, key):
+    """Interval 1 (ns) ran the check back to back: the daemon spent a core on it.
+    dockerd refuses durations under 1 ms (0 is the default)."""
+    check = {"Test": ["CMD", "true"], key: 1}
+    status, _, body = daemon.request(
+        "POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"], "Healthcheck": check}
+    )
+    assert status == 400 and f"Healthcheck.{key}" in json.loads(body)["message"]
+    assert _containers(daemon) == []
+
+
+def _daemon_in(directory: str, store: str, user=None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "sandboxlib", "daemon", "--host", f"unix://{directory}/docker.sock"]
+    argv += ["--store", store, "--default-network", "none"]
+    return subprocess.run(
+        argv if user is None else rootless.launcher(user, argv),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        cwd="/",
+    )
+
+
+@pytest.mark.parametrize("who", ["root", "rootless"])
+def test_a_socket_directory_another_user_may_change_is_refused(daemon, workers, shared_dir, who):
+    """A daemon whose socket directory (or a parent) another user may write: they could
+    put their own socket in its place (the victim's clients then talk to them: their
+    registry credentials, their files) or swap its state directory for a symlink.
+    The rootless default, /tmp/sandboxlib-UID/sandboxlib, is one when someone made
+    /tmp/sandboxlib-UID first; the daemon made its directories and served on."""
+    user = workers["sbxtest"].user if who == "rootless" else None
+    other = workers["sbxtest"].user if who == "root" else None  # (rootless: root's, mode 0777)
+    top = tempfile.mkdtemp(prefix="daemon-hostile-dir-", dir=str(shared_dir))
+    os.chmod(top, 0o755)
+    try:
+        shared = os.path.join(top, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)  # anyone may rename what is in it (no sticky bit)
+        mine = os.path.join(top, "theirs")
+        os.mkdir(mine, 0o755)
+        if other is not None:
+            os.chown(mine, other.pw_uid, other.pw_gid)
+        for directory in [shared, os.path.join(shared, "below")] + ([mine] if other is not None else []):
+            refused = _daemon_in(directory, daemon.store, user)
+            assert refused.returncode != 0 and b"another user could replace" in refused.stderr, refused.stderr
+            assert not os.path.exists(os.path.join(directory, "docker.sock"))
+        os.chmod(shared, 0o1777)  # sticky, as /tmp: nobody renames another's files
+        if user is None:
+            assert Daemon(shared, daemon.store).close() == 0
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_docker_ps_shows_a_containers_health(daemon):
+    """dockerd's Status: "Up 2 seconds (healthy)", "(health: starting)"; ours left the health out."""
+    check = ["--health-cmd", "test -f /tmp/ok", "--health-interval", "200ms", "--health-start-period", "60s"]
+    started = daemon.docker("run", "-d", *check, "busybox", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    name = started.stdout.decode().strip()
+    try:
+
+        def status() -> str:
+            return daemon.docker("ps", "--filter", f"id={name}", "--format", "{{.Status}}").stdout.decode()
+
+        assert status().endswith("(health: starting)\n"), status()
+        assert daemon.docker("exec", name, "touch", "/tmp/ok").returncode == 0
+        assert wait_until(lambda: status().endswith("(healthy)\n"))
+    finally:
+        daemon.docker("rm", "-f", name)
+
+
+def test_a_health_checks_output_is_bounded_in_the_daemon(daemon):
+    """The container decides what its check prints: all of it was held in the daemon
+    (1.2 GB of RSS for 400 MB printed; ``cat /dev/zero`` until the timeout could have it
+    OOM-killed).  Now the first 4096 bytes are kept and the rest dropped as it comes."""
+    second = 1_000_000_000
+    check = {"Test": ["CMD-SHELL", "yes xxxxxxx | head -c 300000000; exit 3"], "Interval": second // 2}
+    body = {"Image": "busybox", "Cmd": ["sleep", "60"], "Healthcheck": {**check, "Timeout": 20 * second}}
+    status, _, created = daemon.request("POST", "/containers/create", body)
+    container = json.loads(created)["Id"]
+    try:
+        with open(f"/proc/{daemon.proc.pid}/clear_refs", "w") as f:
+            f.write("5")  # (the peak RSS starts again from here)
+        assert daemon.request("POST", f"/containers/{container}/start")[0] == 204
+
+        def log() -> list:
+            state = json.loads(daemon.request("GET", f"/containers/{container}/json")[2])["State"]
+            return (state.get("Health") or {}).get("Log") or []
+
+        assert wait_until(lambda: log(), seconds=60)
+        assert log()[0]["ExitCode"] == 3 and log()[0]["Output"] == "xxxxxxx\n" * 512
+        with open(f"/proc/{daemon.proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        assert peak < 150 << 10  # KiB
+    finally:
+        daemon.request("DELETE", f"/containers/{container}?force=1")
+
+
+def test_an_empty_command_name_is_the_callers_error(daemon):
+    """Cmd [""] (docker run busybox ""): the start was a 500, execve('') refused in
+    step EXEC; an empty name is the request's mistake, named (the library's ConfigError)."""
+    status, _, created = daemon.request("POST", "/containers/create", {"Image": "busybox", "Cmd": [""]})
+    container = json.loads(created)["Id"]
+    try:
+        status, _, body = daemon.request("POST", f"/containers/{container}/start")
+        assert status == 400 and b"argv[0]" in body, body
+    finally:
+        daemon.request("DELETE", f"/containers/{container}?force=1")
+    with pytest.raises(sb.ConfigError) as err:
+        sb.run(["", "x"])
+    assert err.value.field == "argv[0]"
