@@ -421,3 +421,23 @@ def test_sysctl_oom_score_adj_umask(oci_root, tmp_path, busybox_root):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().split() == ["0", "0", "123", "0027"]
+
+
+def test_existing_cgroups_path_is_refused_and_left_alone(oci_root, tmp_path, busybox_root):
+    """A second container with the first one's cgroupsPath: refused, naming the field, and
+    its clean-up leaves the first one's cgroup directories (it made none of them)."""
+    first, second = unique_id(), unique_id()
+    ok(oci_root, "create", "--bundle", make_bundle(str(tmp_path / first), busybox_root, ["sleep", "30"]), first)
+    try:
+        dirs = cgroup_dirs(first)
+        assert dirs
+        bundle = make_bundle(
+            str(tmp_path / second), busybox_root, ["true"], **{"linux.cgroupsPath": cgroup_path_of(first)}
+        )
+        proc = runtime(oci_root, "create", "--bundle", bundle, second)
+        assert proc.returncode == 1 and b"linux.cgroupsPath" in proc.stderr and b"already exists" in proc.stderr
+        assert cgroup_dirs(first) == dirs and os.listdir(oci_root) == [first]
+        assert state(oci_root, first)["status"] == "created"
+    finally:
+        ok(oci_root, "delete", "--force", first)
+    assert cgroup_dirs(first) == []

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..cgroups import ContainerCgroup, fs
 from ..cgroups.group import Node, write_limits
 from ..config import CgroupLimits
-from ..errors import SetupError, UnsupportedError
+from ..errors import ConfigError, SetupError, UnsupportedError
 
 __all__ = ["plan", "write_devices", "update", "JOINED_V1"]
 
@@ -71,6 +71,10 @@ def plan(path: str, limits: CgroupLimits, with_devices: bool) -> Optional[Contai
             raise UnsupportedError(f"the cgroup {controller} controller", "mount it, or delegate it to this user")
     if with_devices and not any("devices" in n.controllers for n in nodes) and os.geteuid() == 0:
         raise UnsupportedError("linux.resources.devices", "a cgroup v1 devices hierarchy is required")
+    for node in nodes:
+        # Another container's (or anyone's): ours are made, and removed, by us alone.
+        if os.path.exists(node.path):
+            raise ConfigError("linux.cgroupsPath", f"{node.path} already exists")
     for node in nodes:
         _make_parents(os.path.dirname(node.path), "cpuset" in node.controllers and node.version == "v1")
     return ContainerCgroup(nodes, limits) if nodes else None

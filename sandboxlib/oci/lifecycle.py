@@ -188,7 +188,13 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     )
     cdir.write(saved)  # the cgroup directories are recorded before they are made
     if group is not None:
-        group.create()
+        try:
+            group.create()
+        except BaseException:
+            # create() removed what it made; a directory it found made (another
+            # creator's, since plan() looked) is not ours to remove.
+            saved["cgroup"] = []
+            raise
         oci_cgroup.write_devices(group, spec.device_rules)
     if process.umask is not None:
         os.umask(process.umask)  # the init's, and so every command's
