@@ -6,7 +6,6 @@ import importlib
 import typing
 
 from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
-from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -41,10 +40,11 @@ if typing.TYPE_CHECKING:
         network_option,
         takes_container_options,
     )
+    from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
     from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
 
-# Loaded on first use: a program that needs only values, mounts and limits
-# (the OCI runtime's create) does not build ContainerConfig and the network
+# Loaded on first use: a program that needs only values and limits (the OCI
+# runtime's create) does not build ContainerConfig, Mount and the network
 # options (nor import inspect and ipaddress for them).
 _LAZY = dict.fromkeys(
     (
@@ -60,6 +60,7 @@ _LAZY = dict.fromkeys(
     ),
     "container",
 )
+_LAZY.update(dict.fromkeys(("KERNEL_MOUNTS", "IdMapping", "Mount", "MountKind"), "mounts"))
 _LAZY.update(
     dict.fromkeys(
         ("BridgeNetwork", "EgressRule", "NetworkRef", "PortMapping", "egress_rule", "network_name", "parse_publish"),

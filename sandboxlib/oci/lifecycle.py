@@ -20,13 +20,11 @@ import socket
 import subprocess
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from ..config import IdMapping
 from ..errors import ConfigError, ContainerStateError, SetupError
 from ..native import binding, protocol
 from ..native.host import probe_host
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..posix.io import read_all
-from ..posix.steps import run_steps
 from ..security.bpf import compile_policy
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..security.seccomp import Seccomp, init_policy
@@ -52,6 +50,7 @@ def _maps(spec: Spec) -> Optional[IdMaps]:
         if not host.is_root:
             raise ConfigError("linux.namespaces", "without a user namespace the runtime must run as root")
         return None
+    from ..config import IdMapping
     from ..rootfs.idmap import IdMaps
 
     uid_map = spec.uid_map or (IdMapping(container=0, host=host.euid, size=1),)
@@ -234,6 +233,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         control_child.close()
         listener.close()
         if maps is not None:
+            from ..posix.steps import run_steps
             from ..rootfs.idmap import write_maps
 
             try:

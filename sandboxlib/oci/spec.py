@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import attrs
 
-from ..config import CgroupLimits, IdMapping
+from ..config import CgroupLimits
 from ..errors import ConfigError
 from ..native.binding import MountFlag
 from ..native.binding import MountFlag as F
@@ -24,6 +24,9 @@ from ..native.binding import MountKind as K
 from ..native.mount_op import MountOp
 from ..native.protocol import RLIMIT_NUMBERS
 from ..security.capabilities import normalize_capability
+
+if TYPE_CHECKING:
+    from ..config import IdMapping
 
 __all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES", "MOUNT_OPTIONS"]
 
@@ -366,8 +369,12 @@ def _device(i: int, dev: Any, in_user_namespace: bool) -> MountOp:
 
 
 def _maps(data: Any, field: str) -> Tuple[IdMapping, ...]:
+    if not data:
+        return ()
+    from ..config import IdMapping  # (a user namespace's only)
+
     try:
-        return tuple(IdMapping(container=m["containerID"], host=m["hostID"], size=m["size"]) for m in data or ())
+        return tuple(IdMapping(container=m["containerID"], host=m["hostID"], size=m["size"]) for m in data)
     except (KeyError, TypeError) as err:
         raise ConfigError(field, f"each mapping needs containerID, hostID and size ({err})") from None
 
