@@ -14,15 +14,17 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import attrs
 
 from ..config import CgroupLimits
 from ..errors import SetupError, UnsupportedError
 from . import fs
-from .layout import Layout
 from .settings import CONTROLLERS_OF, v1_settings, v2_settings
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 __all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgroup", "write_limits"]
 
@@ -50,8 +52,7 @@ def cgroup_name(state_root: str, container_id: str) -> str:
     return f"sandboxlib-{scope}-{container_id[:16]}"
 
 
-@attrs.frozen
-class Node:
+class Node(NamedTuple):
     """One directory: ``version`` "v1" or "v2"; ``controllers`` we use it for."""
 
     version: str

@@ -12,8 +12,6 @@ import socket
 import time
 from typing import Callable, Generator, List, Optional
 
-import attrs
-
 from ..cgroups import CommandCgroup
 from ..errors import ConfigError, ContainerStateError
 from ..native import protocol
@@ -254,7 +252,7 @@ def prepare(
     arguments are None)."""
     try:
         if cgroup is not None and not request.cgroup:
-            request = attrs.evolve(request, cgroup=True)
+            request = request._replace(cgroup=True)
         payload = protocol.encode_exec(request)
         if len(payload) > protocol.MAX_REQUEST:
             raise ConfigError(

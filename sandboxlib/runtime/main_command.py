@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator, List, Optional, Tuple, cast
 
-import attrs
-
 from ..config import (
     check_timeout,
 )
@@ -55,7 +53,7 @@ class MainCommand(ContainerLifecycle):
 
         def first() -> None:
             full = self._image.command(argv) if self._image else argv
-            request = attrs.evolve(self._request(full, env=None, cwd=None, user=None, main=True), quiet=False)
+            request = self._request(full, env=None, cwd=None, user=None, main=True)._replace(quiet=False)
             assert self._control is not None  # first() runs after the clone
             sent.append(submit(self._control, request, DEVNULL, output, output))
 
