@@ -16,8 +16,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-import attrs
-
 from ..config import CgroupLimits
 from ..errors import SetupError, UnsupportedError
 from . import fs
@@ -75,7 +73,7 @@ def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional[Con
     """The cgroup a container gets, or None when none may be made and none is
     needed.  Raises UnsupportedError for a limit this host cannot enforce for us."""
     needed: Dict[str, List[str]] = {}
-    for key, value in attrs.asdict(limits).items():
+    for key, value in limits._asdict().items():
         if value is not None:
             needed.setdefault(CONTROLLERS_OF[key], []).append(key)
     v1: Dict[str, List[str]] = {}
@@ -180,7 +178,7 @@ class ContainerCgroup:
         ``docker update``).  UnsupportedError for a limit removed, or one whose
         controller the cgroup was made without (none of that kind was set at
         its creation); SetupError naming the file the kernel refused."""
-        changed = [k for k, v in attrs.asdict(limits).items() if v != getattr(self.limits, k)]
+        changed = [k for k, v in limits._asdict().items() if v != getattr(self.limits, k)]
         removed = [k for k in changed if getattr(limits, k) is None]
         if removed:
             raise UnsupportedError(f"removing limits of a running container ({', '.join(removed)})", "recreate it")

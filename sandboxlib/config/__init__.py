@@ -5,7 +5,7 @@ this face names them all."""
 import importlib
 import typing
 
-from .limits import CPU_PERIOD_US, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
+from .cgroup_limits import CPU_PERIOD_US, CgroupLimits
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -40,12 +40,13 @@ if typing.TYPE_CHECKING:
         network_option,
         takes_container_options,
     )
+    from .limits import MIN_MEMORY, RLIMITS, Limits, RlimitValue
     from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
     from .network import BridgeNetwork, EgressRule, NetworkRef, PortMapping, egress_rule, network_name, parse_publish
 
-# Loaded on first use: a program that needs only values and limits (the OCI
-# runtime's create) does not build ContainerConfig, Mount and the network
-# options (nor import inspect and ipaddress for them).
+# Loaded on first use: a program that needs only values and cgroup limits (the
+# OCI runtime's create) does not build Limits, ContainerConfig, Mount and the
+# network options (nor import attrs, inspect and ipaddress for them).
 _LAZY = dict.fromkeys(
     (
         "ContainerConfig",
@@ -60,6 +61,7 @@ _LAZY = dict.fromkeys(
     ),
     "container",
 )
+_LAZY.update(dict.fromkeys(("MIN_MEMORY", "RLIMITS", "Limits", "RlimitValue"), "limits"))
 _LAZY.update(dict.fromkeys(("KERNEL_MOUNTS", "IdMapping", "Mount", "MountKind"), "mounts"))
 _LAZY.update(
     dict.fromkeys(
