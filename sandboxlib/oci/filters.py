@@ -10,7 +10,8 @@ capabilities, this build and host (version, native ABI, kernel release,
 machine) and the security sources' mtimes (a checkout being edited).  A file
 holds its whole key, compared byte for byte (its name is only the key's
 crc32); it is written whole (a rename), 0600 in the root's own directory, and
-at most ``MAX_ENTRIES`` are kept, the oldest removed.  A miss, or a
+used only while it is ours and no one else may write it; at most
+``MAX_ENTRIES`` are kept, the oldest removed.  A miss, or a
 config.json whose policy is wrong (its error names the field), compiles."""
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def _compile(seccomp: Optional[Mapping[str, Any]], caps: frozenset) -> Tuple[byt
 
 
 def _read(path: str, key: bytes) -> Optional[Tuple[bytes, bytes]]:
+    """The kept filters, from a file of ours that only we may write and that holds ``key``."""
     try:
         with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                return None
             data = f.read()
     except OSError:
         return None
