@@ -12,7 +12,12 @@ private mount namespace where the cgroup v2 mount of a hybrid layout is
 hidden (crun refuses that layout).  A runtime that fails here is
 reported with its error instead of a time.
 
-    python benchmarks/bench_oci.py [--rounds N] [--no-record]
+    python benchmarks/bench_oci.py [--rounds N] [--no-record] [--compare NAME=PATH ...]
+
+``--compare main=/venv-of-main/bin/sandboxlib-runtime`` adds another build of
+the runtime (an A/B in the same run: its rows are named NAME).  The verbs'
+table has create's CPU time (user + system of the command) beside its wall
+time: the load of a shared machine disturbs it less.
 
 Target: sandboxlib-runtime at most crun's time.
 """
@@ -105,6 +110,9 @@ def bundle_of(tmp: str, name: str) -> str:
         spec = json.load(f)
     spec["root"] = {"path": os.path.join(tmp, "rootfs"), "readonly": True}
     spec["process"].update(terminal=False, args=["sleep", "100"])
+    # runc's spec lists ambient capabilities that are not inheritable: runc drops
+    # them silently (CapAmb 0), this runtime refuses them by name.  The same result.
+    spec["process"]["capabilities"].pop("ambient", None)
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)
     return bundle
@@ -126,8 +134,11 @@ def verb_cycle(path: str, root: str, bundle: str, parent: str, times: dict):
         for verb, args in zip(VERBS, (*steps, ["delete", "--force", cid])):
             start = time.perf_counter()
             # (no pipes: the created container's process holds the runtime's stdio)
-            code = subprocess.call([path, "--root", root, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            proc = subprocess.Popen([path, "--root", root, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            _pid, status, usage = os.wait4(proc.pid, 0)
             times.setdefault(verb, []).append(time.perf_counter() - start)
+            times.setdefault(f"{verb} cpu", []).append(usage.ru_utime + usage.ru_stime)
+            code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 raise RuntimeError(f"{path} {' '.join(args)}: exit status {code}")
 
@@ -147,26 +158,37 @@ state = "{base}/state"
 
 
 def verbs_table(verb_times: dict) -> str:
-    """Each verb's median (ms, after the warm-up rounds), and ours against runc's."""
+    """Each verb's median (ms, after the warm-up rounds), and each build of ours against runc's."""
     names = list(verb_times)
+    ours = [n for n in names if n != "runc"]
     rows = [
-        "| verb | " + " | ".join(f"{n} p50 ms" for n in names) + " | ratio |",
-        "|---|" + "---:|" * len(names) + "---|",
+        "| verb | " + " | ".join(f"{n} p50 ms" for n in names) + " | " + " | ".join(f"{n} ratio" for n in ours) + " |",
+        "|---|" + "---:|" * len(names) + "---|" * len(ours),
     ]
-    for verb in VERBS:
+    for verb in (*VERBS, "create cpu"):
         medians = {n: statistics.median(verb_times[n][verb][WARMUP:]) * 1e3 for n in names if verb_times[n].get(verb)}
-        ratio = medians["sandboxlib-runtime"] / medians["runc"] if len(medians) == 2 else float("nan")
-        rows.append(f"| {verb} | " + " | ".join(f"{medians.get(n, 0):.3f}" for n in names) + f" | {ratio:.2f}x runc |")
+        ratios = [
+            f"{medians[n] / medians['runc']:.2f}x runc" if n in medians and "runc" in medians else "" for n in ours
+        ]
+        row = f"| {verb} | " + " | ".join(f"{medians.get(n, 0):.3f}" for n in names) + " | " + " | ".join(ratios)
+        rows.append(row + " |")
     return "Each verb alone (one container's create, start, state, kill, delete --force; medians):\n\n" + "\n".join(
         rows
     )
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH", help="another build of ours")
     args = parser.parse_args()
+    compared = dict(item.split("=", 1) for item in args.compare)
     if os.geteuid() != 0:
         sys.exit("run as root (podman and containerd with private state directories)")
     hidden = run_all.enter_private_mount_ns()  # (as run_all.py: crun refuses this host's hybrid cgroups)
@@ -175,7 +197,7 @@ def main() -> None:
     daemon = None
     try:
         ours = runtime_path(tmp)
-        runtimes = {"sandboxlib-runtime": ours, "crun": shutil.which("crun"), "runc": shutil.which("runc")}
+        runtimes = {"sandboxlib-runtime": ours, **compared, "crun": shutil.which("crun"), "runc": shutil.which("runc")}
         podman = ["podman", "--root", f"{tmp}/storage", "--runroot", f"{tmp}/run", "--tmpdir", f"{tmp}/tmp"]
         podman += ["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
         tar = busybox_tar(tmp)
@@ -224,13 +246,16 @@ def main() -> None:
             workloads[f"{name} state (no such container)"] = lambda p=path: subprocess.run(
                 [p, "--root", f"{tmp}/none", "state", "x"], capture_output=True, check=False
             )
+        load_before = _load()
         samples = _common.interleaved(workloads, rounds=args.rounds, warmup=WARMUP)
+        load = f"Load average (1 min) {load_before} at the start, {_load()} at the end."
         stats = {name: _common.percentiles(values) for name, values in samples.items()}
         rows = []
         for name, p in stats.items():
             # against crun (the target), or runc where crun fails on this host
+            own = next((n for n in ("sandboxlib-runtime", *compared) if n in name), "sandboxlib-runtime")
             for peer_name in ("crun", "runc"):
-                peer = name.replace("sandboxlib-runtime", peer_name)
+                peer = name.replace(own, peer_name)
                 if peer != name and peer in stats:
                     rows.append((name, p, f"{p[0] / stats[peer][0]:.2f}x {peer_name}"))
                     break
@@ -240,7 +265,7 @@ def main() -> None:
         if failures:
             body += "\n\nFailed here (no time):\n" + "\n".join(f"- {k}: {v}" for k, v in failures.items())
         versions = ", ".join(_common.tool_version([p or n, "--version"]) for n, p in runtimes.items())
-        body = f"{args.rounds} rounds, interleaved. Runtimes: {versions}. {hidden}\n\n{body}"
+        body = f"{args.rounds} rounds, interleaved. Runtimes: {versions}. {hidden} {load}\n\n{body}"
         print(body)
         if not args.no_record:
             _common.record("bench_oci: podman run --rm and ctr run --rm, per OCI runtime", body)

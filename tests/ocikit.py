@@ -130,6 +130,11 @@ def wrapper_script(directory: str) -> str:
     return installed_front() or install_front(directory)
 
 
+def containers_in(root: str) -> List[str]:
+    """What ``root`` holds but the compiled filters the runtime keeps there (oci/filters.py)."""
+    return [n for n in os.listdir(root) if n != ".filters"] if os.path.exists(root) else []
+
+
 def unique_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -150,7 +155,7 @@ def rootless_run(rootfs: str, args: Sequence[str], changes: Optional[Dict[str, A
             json.dump(spec, f)
         proc = runtime(os.path.join(base, "state"), "run", "--bundle", bundle, unique_id())
         state_dir = os.path.join(base, "state")
-        left = os.listdir(state_dir) if os.path.exists(state_dir) else []
+        left = containers_in(state_dir)
         return proc.returncode, proc.stdout, proc.stderr, left
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -207,7 +212,7 @@ def rootless_lifecycle(rootfs: str) -> tuple:
             front, python = (runtime(root, "state", cid, program=p).stdout for p in (None, PYTHON_RUNTIME))
             steps.append((step[0], code, front, python))
         steps.append(("delete", runtime(root, "delete", cid).returncode, b"", b""))
-        return steps, os.listdir(root)
+        return steps, containers_in(root)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -243,6 +248,6 @@ def rootless_default_root(rootfs: str) -> tuple:
             pass
         with open(calls) as f:
             reached = f.read().split()
-        return states, deleted, reached, os.listdir(os.path.join(base, "xdg", "sandboxlib-runtime"))
+        return states, deleted, reached, containers_in(os.path.join(base, "xdg", "sandboxlib-runtime"))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import make_busybox_rootfs, wait_until
-from tests.ocikit import cgroup_path_of, make_bundle, ok, runtime, state, unique_id
+from tests.ocikit import cgroup_path_of, containers_in, make_bundle, ok, runtime, state, unique_id
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the runtime tests run as root (rootless through the test users)"
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 def oci_root(tmp_path):
     root = str(tmp_path / "state")
     yield root
-    leftover = os.listdir(root) if os.path.exists(root) else []
+    leftover = containers_in(root)
     pids = []
     for name in leftover:
         with open(os.path.join(root, name, "state.json")) as f:
@@ -430,7 +430,7 @@ def test_failed_create_leaves_nothing(oci_root, tmp_path, busybox_root):
     bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], mounts=default_spec()["mounts"] + [bad])
     proc = runtime(oci_root, "create", "--bundle", bundle, cid)
     assert proc.returncode == 1 and b"mounts[7]" in proc.stderr, proc.stderr
-    assert os.listdir(oci_root) == [] and cgroup_dirs(cid) == []
+    assert containers_in(oci_root) == [] and cgroup_dirs(cid) == []
 
 
 def test_sysctl_oom_score_adj_umask(oci_root, tmp_path, busybox_root):
@@ -447,3 +447,70 @@ def test_sysctl_oom_score_adj_umask(oci_root, tmp_path, busybox_root):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().split() == ["0", "0", "123", "0027"]
+
+
+def test_existing_cgroups_path_is_refused_and_left_alone(oci_root, tmp_path, busybox_root):
+    """A second container with the first one's cgroupsPath: refused, naming the field, and
+    its clean-up leaves the first one's cgroup directories (it made none of them)."""
+    first, second = unique_id(), unique_id()
+    ok(oci_root, "create", "--bundle", make_bundle(str(tmp_path / first), busybox_root, ["sleep", "30"]), first)
+    try:
+        dirs = cgroup_dirs(first)
+        assert dirs
+        bundle = make_bundle(
+            str(tmp_path / second), busybox_root, ["true"], **{"linux.cgroupsPath": cgroup_path_of(first)}
+        )
+        proc = runtime(oci_root, "create", "--bundle", bundle, second)
+        assert proc.returncode == 1 and b"linux.cgroupsPath" in proc.stderr and b"already exists" in proc.stderr
+        assert cgroup_dirs(first) == dirs and containers_in(oci_root) == [first]
+        assert state(oci_root, first)["status"] == "created"
+    finally:
+        ok(oci_root, "delete", "--force", first)
+    assert cgroup_dirs(first) == []
+
+
+def test_compiled_filters_are_kept_and_checked(oci_root, tmp_path, busybox_root):
+    """The second create of a policy takes its filters from ROOT/.filters (the same
+    filter: mkdir still refused); a kept file whose key is another's is never used."""
+    from sandboxlib.oci import filters
+
+    policy = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }
+    command = ["sh", "-c", "mkdir /tmp/d; echo $?"]
+
+    def refused(proc: subprocess.CompletedProcess) -> bool:  # by the filter (not EROFS: the root is read-only)
+        return (proc.returncode, proc.stdout) == (0, b"1\n") and b"Operation not permitted" in proc.stderr
+
+    kept = os.path.join(oci_root, filters.DIRECTORY)
+    for _ in range(2):
+        proc = run(oci_root, tmp_path, busybox_root, command, **{"linux.seccomp": policy})
+        assert refused(proc), proc.stderr
+        (name,) = os.listdir(kept)
+        assert os.stat(os.path.join(kept, name)).st_mode & 0o777 == 0o600
+    path = os.path.join(kept, name)
+    with open(path, "rb") as f:
+        data = f.read()
+    n_key, n_program, n_init = filters._SIZES.unpack_from(data)
+    key = data[filters._SIZES.size :][:n_key]
+    # Under this name, another key (mkdirat allowed) with no filter for the process:
+    # were it used, mkdir would succeed.
+    other = key.replace(b'"mkdirat"', b'"mkdiRat"')
+    assert other != key
+    with open(path, "wb") as f:
+        f.write(filters._SIZES.pack(len(other), 0, n_init) + other + data[len(data) - n_init :])
+    proc = run(oci_root, tmp_path, busybox_root, command, **{"linux.seccomp": policy})
+    assert refused(proc), proc.stderr
+    with open(path, "rb") as f:
+        assert f.read() == data  # compiled again, and kept again
+    # This key and no filter for the process, in a file another user owns (or may write): unused.
+    for change in (lambda: os.chown(path, 1000, 1000), lambda: os.chmod(path, 0o620)):
+        with open(path, "wb") as f:
+            f.write(filters._SIZES.pack(len(key), 0, n_init) + key + data[len(data) - n_init :])
+        change()
+        proc = run(oci_root, tmp_path, busybox_root, command, **{"linux.seccomp": policy})
+        assert refused(proc), proc.stderr
+        with open(path, "rb") as f:
+            assert f.read() == data

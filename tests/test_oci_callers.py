@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.conftest import wait_until
-from tests.ocikit import wrapper_script
+from tests.ocikit import containers_in, wrapper_script
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman and containerd run as root here")
 
@@ -196,4 +196,4 @@ def test_ctr_run_with_runc_binary(containerd):
     assert (proc.returncode, proc.stdout) == (5, b"hi sbx-init\n"), proc.stderr
     assert containerd("containers", "list", "--quiet").stdout == b""
     runc_root = os.path.join(os.path.dirname(containerd.runtime), "runc-root")
-    assert [c for ns in os.listdir(runc_root) for c in os.listdir(os.path.join(runc_root, ns))] == []
+    assert [c for ns in os.listdir(runc_root) for c in containers_in(os.path.join(runc_root, ns))] == []

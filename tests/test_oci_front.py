@@ -15,7 +15,7 @@ import shlex
 import pytest
 
 from tests.conftest import wait_until
-from tests.ocikit import PYTHON_RUNTIME, install_front, make_bundle, runtime, unique_id
+from tests.ocikit import PYTHON_RUNTIME, containers_in, install_front, make_bundle, runtime, unique_id
 from tests.test_oci import alive, cgroup_dirs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="as root (rootless through the test users)")
@@ -35,7 +35,7 @@ def front(tmp_path):
 def root(tmp_path):
     root = str(tmp_path / "state")
     yield root
-    left = os.listdir(root) if os.path.exists(root) else []
+    left = containers_in(root)
     for name in left:
         runtime(root, "delete", "--force", name, program=PYTHON_RUNTIME)
     assert left == []
@@ -70,7 +70,7 @@ def test_light_verbs_are_served_by_the_front(front, root, tmp_path, busybox_root
         states.append(json.loads(ours[1])["status"])
     assert states == ["created", "running", "stopped"]
     assert runtime(root, "delete", cid, program=[path]).returncode == 0
-    assert os.listdir(root) == [] and cgroup_dirs(cid) == []
+    assert containers_in(root) == [] and cgroup_dirs(cid) == []
     assert verbs(calls) == ["create"]
 
 
@@ -91,7 +91,7 @@ def test_kill_all_and_force_delete(front, root, tmp_path, busybox_root):
     pid = json.loads(runtime(root, "state", cid2).stdout)["pid"]
     for cid_ in (cid, cid2):  # stopped, and running (--force)
         assert runtime(root, "delete", "-f", cid_, program=[path]).returncode == 0
-    assert not alive(pid) and os.listdir(root) == [] and cgroup_dirs(cid) == cgroup_dirs(cid2) == []
+    assert not alive(pid) and containers_in(root) == [] and cgroup_dirs(cid) == cgroup_dirs(cid2) == []
     assert verbs(calls) == ["create", "create"]
 
 

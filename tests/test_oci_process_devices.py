@@ -12,7 +12,7 @@ import os
 import pytest
 
 from sandboxlib.oci.default_spec import default_spec
-from tests.ocikit import make_bundle, ok, runtime, unique_id
+from tests.ocikit import containers_in, make_bundle, ok, runtime, unique_id
 from tests.test_oci import oci_root, run  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(
@@ -98,7 +98,7 @@ def test_capability_sets_are_checked(oci_root, tmp_path, busybox_root):
         bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **{"process.capabilities": caps})
         proc = runtime(oci_root, "create", "--bundle", bundle, cid)
         assert proc.returncode == 1 and f"process.capabilities.{field}".encode() in proc.stderr, proc.stderr
-        assert not os.path.exists(oci_root) or os.listdir(oci_root) == []
+        assert containers_in(oci_root) == []
 
 
 def test_rootless_capability_sets_without_no_new_privs(workers, busybox_root):

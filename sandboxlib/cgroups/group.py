@@ -14,15 +14,16 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
-
-import attrs
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..config import CgroupLimits
 from ..errors import SetupError, UnsupportedError
 from . import fs
 from .layout import Layout
 from .settings import CONTROLLERS_OF, RT_FILE, v1_settings, v2_settings
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 __all__ = ["Node", "ContainerCgroup", "CommandCgroup", "cgroup_name", "plan_cgroup", "write_limits"]
 
@@ -56,8 +57,7 @@ def cgroup_name(state_root: str, container_id: str) -> str:
     return f"sandboxlib-{scope}-{container_id[:16]}"
 
 
-@attrs.frozen
-class Node:
+class Node(NamedTuple):
     """One directory: ``version`` "v1" or "v2"; ``controllers`` we use it for."""
 
     version: str
@@ -80,7 +80,7 @@ def plan_cgroup(layout: Layout, limits: CgroupLimits, name: str) -> Optional[Con
     """The cgroup a container gets, or None when none may be made and none is
     needed.  Raises UnsupportedError for a limit this host cannot enforce for us."""
     needed: Dict[str, List[str]] = {}
-    for key, value in attrs.asdict(limits).items():
+    for key, value in limits._asdict().items():
         if value is not None:
             needed.setdefault(CONTROLLERS_OF[key], []).append(key)
     v1: Dict[str, List[str]] = {}
@@ -203,7 +203,7 @@ class ContainerCgroup:
         ``docker update``).  UnsupportedError for a limit removed, or one whose
         controller the cgroup was made without (none of that kind was set at
         its creation); SetupError naming the file the kernel refused."""
-        changed = [k for k, v in attrs.asdict(limits, recurse=False).items() if v != getattr(self.limits, k)]
+        changed = [k for k, v in limits._asdict().items() if v != getattr(self.limits, k)]
         removed = [k for k in changed if getattr(limits, k) is None]
         if removed:
             raise UnsupportedError(f"removing limits of a running container ({', '.join(removed)})", "recreate it")

@@ -5,8 +5,7 @@ this face names them all."""
 import importlib
 import typing
 
-from .limits import CPU_PERIOD_US, DEFAULT_DEVICE_RULES, MIN_MEMORY, RLIMITS, CgroupLimits, Limits, RlimitValue
-from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
+from .cgroup_limits import CPU_PERIOD_US, DEFAULT_DEVICE_RULES, CgroupLimits
 from .values import (
     ID_MAX,
     MEMORY_MAX,
@@ -42,6 +41,8 @@ if typing.TYPE_CHECKING:
         network_option,
         takes_container_options,
     )
+    from .limits import MIN_MEMORY, RLIMITS, Limits, RlimitValue
+    from .mounts import KERNEL_MOUNTS, IdMapping, Mount, MountKind
     from .network import (
         BridgeNetwork,
         EgressRule,
@@ -54,9 +55,9 @@ if typing.TYPE_CHECKING:
         parse_publish,
     )
 
-# Loaded on first use: a program that needs only values, mounts and limits
-# (the OCI runtime's create) does not build ContainerConfig and the network
-# options (nor import inspect and ipaddress for them).
+# Loaded on first use: a program that needs only values and cgroup limits (the
+# OCI runtime's create) does not build Limits, ContainerConfig, Mount and the
+# network options (nor import attrs, inspect and ipaddress for them).
 _LAZY = dict.fromkeys(
     (
         "ContainerConfig",
@@ -72,6 +73,8 @@ _LAZY = dict.fromkeys(
     ),
     "container",
 )
+_LAZY.update(dict.fromkeys(("MIN_MEMORY", "RLIMITS", "Limits", "RlimitValue"), "limits"))
+_LAZY.update(dict.fromkeys(("KERNEL_MOUNTS", "IdMapping", "Mount", "MountKind"), "mounts"))
 _LAZY.update(
     dict.fromkeys(
         (

@@ -10,9 +10,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Set, Tuple, Union
 import attrs
 
 from ..errors import ConfigError
+from .cgroup_limits import CPU_PERIOD_US, DEFAULT_DEVICE_RULES, CgroupLimits
 from .values import MEMORY_MAX, PIDS_MAX, RLIM_INFINITY, _int_field, bounded_size, check_text
 
-__all__ = ["RLIMITS", "RlimitValue", "MIN_MEMORY", "CPU_PERIOD_US", "DEFAULT_DEVICE_RULES", "CgroupLimits", "Limits"]
+__all__ = ["RLIMITS", "RlimitValue", "MIN_MEMORY", "Limits"]
 
 RLIMITS = ("nofile", "nproc", "core", "fsize", "as", "cpu", "stack", "memlock", "data")
 
@@ -23,7 +24,6 @@ RlimitValue = Union[int, str, Tuple[Union[int, str], Union[int, str]]]
 MIN_MEMORY = 6 << 20  # as Docker: less cannot even start a shell
 
 
-CPU_PERIOD_US = 100_000
 RT_PERIOD_US = 1_000_000  # a new cgroup's cpu.rt_period_us (the kernel's default)
 
 
@@ -31,15 +31,6 @@ _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 # Docker's --device-cgroup-rule: TYPE MAJOR:MINOR ACCESS ("c 7:128 rwm", "b 8:* r", "a *:* rwm": all).
 _DEVICE_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
-
-# What every container with a device cgroup may use whatever its rules say
-# (runc's list, as cgroup v1 devices.allow lines): mknod, and null, zero,
-# full, tty, random, urandom, console, ptmx and the pts.
-DEFAULT_DEVICE_RULES = tuple(
-    f"allow {rule}"
-    for rule in ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm")
-    + ("c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
-)
 
 
 def _check_host_hard_limit(name: str, hard: int, field: str) -> None:
@@ -52,39 +43,6 @@ def _check_host_hard_limit(name: str, hard: int, field: str) -> None:
             f"hard limit {hard} is above this process's hard limit {host_hard} "
             f"(`ulimit -H`), which a container cannot raise",
         )
-
-
-@attrs.frozen(kw_only=True)
-class CgroupLimits:
-    """The cgroup limits of a :class:`Limits`, checked and in kernel units.
-
-    ``memory_swap`` is memory plus swap in bytes, None for unlimited swap.
-    ``cpu_quota_us`` is per ``cpu_period_us`` (None: ``CPU_PERIOD_US``; only
-    the OCI runtime sets another); ``cpuset_cpus`` a list such as ``0-1,3``,
-    ``cpuset_mems`` the memory nodes likewise (the OCI runtime's);
-    ``devices`` the v1 ``devices.allow``/``devices.deny`` lines in order
-    (``"deny a"``, ``"allow c 1:3 rwm"``); ``cpu_rt_period_us`` and
-    ``cpu_rt_runtime_us`` real-time CPU time (v1 ``cpu.rt_*``)."""
-
-    memory: Optional[int] = None
-    memory_swap: Optional[int] = None
-    cpu_quota_us: Optional[int] = None
-    cpu_shares: Optional[int] = None
-    pids: Optional[int] = None
-    cpuset_cpus: Optional[str] = None
-    cpu_period_us: Optional[int] = None
-    cpuset_mems: Optional[str] = None
-    devices: Optional[Tuple[str, ...]] = None
-    cpu_rt_period_us: Optional[int] = None
-    cpu_rt_runtime_us: Optional[int] = None
-
-    def __bool__(self) -> bool:
-        return any(v is not None for v in attrs.astuple(self))
-
-    def names(self) -> Tuple[str, ...]:
-        """The ``limits.*`` fields that are set, for messages."""
-        fields = {"cpu_quota_us": "cpus", "cpu_period_us": "cpus", "devices": "device_rules"}
-        return tuple(f"limits.{fields.get(k, k)}" for k, v in attrs.asdict(self).items() if v is not None)
 
 
 def _cpu_list(value: object, field: str) -> str:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import functools
 import os
 import pwd
-from typing import Optional, Tuple
-
-import attrs
+from typing import NamedTuple, Optional, Tuple
 
 __all__ = ["HostInfo", "probe_host", "subordinate_range"]
 
 
-@attrs.frozen(kw_only=True)
-class HostInfo:
-    """What this process may do on this host.
+class HostInfo(NamedTuple):
+    """What this process may do on this host (facts read, not options checked: a
+    NamedTuple, cheaper to define than an attrs class in a short-lived program).
 
     Attributes:
         euid, egid: who we are.

@@ -62,10 +62,14 @@ RLIMIT_NUMBERS = {
 _INFINITY = 2**64 - 1
 
 
-class ExecRequest(NamedTuple):
-    """One command's request (a NamedTuple, not an attrs class: one is made
-    per command, in ~1 us instead of ~5)."""
+# The request and the reply are records of the wire's fields (checked by their
+# makers), not configuration: NamedTuples, one made per command in ~1 us where
+# an attrs class takes ~5, and cheap to define, where an attrs class's generated
+# methods are ~0.5-1 ms of every short-lived program that imports this (the OCI
+# runtime's create).
 
+
+class ExecRequest(NamedTuple):
     argv: Tuple[str, ...]
     env: Tuple[str, ...]  # "NAME=value"
     cwd: str

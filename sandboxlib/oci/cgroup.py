@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..cgroups import ContainerCgroup, fs
 from ..cgroups.group import Node, write_limits
 from ..config import CgroupLimits
-from ..errors import UnsupportedError
+from ..errors import ConfigError, UnsupportedError
 
 __all__ = ["plan", "update", "JOINED_V1"]
 
@@ -76,6 +76,10 @@ def plan(path: str, limits: CgroupLimits) -> Optional[ContainerCgroup]:
         raise UnsupportedError(
             "linux.resources.cpu.realtimeRuntime and realtimePeriod", "a cgroup v1 cpu hierarchy is required"
         )
+    for node in nodes:
+        # Another container's (or anyone's): ours are made, and removed, by us alone.
+        if os.path.exists(node.path):
+            raise ConfigError("linux.cgroupsPath", f"{node.path} already exists")
     for node in nodes:
         _make_parents(os.path.dirname(node.path), "cpuset" in node.controllers and node.version == "v1")
     return ContainerCgroup(nodes, limits) if nodes else None

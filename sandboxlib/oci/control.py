@@ -14,7 +14,6 @@ has one definition, here)."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import select
@@ -54,7 +53,10 @@ _WALL = 0x40000000  # __WALL: the init has no exit signal while it is our child
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC to the nanosecond, as runc's ``created`` (time's, not datetime's:
+    its import is ~1 ms of each create)."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
 def oci_state(cdir: ContainerDir, saved: Dict[str, Any], status: Optional[str] = None) -> Dict[str, Any]:

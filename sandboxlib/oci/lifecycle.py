@@ -20,18 +20,15 @@ import socket
 import subprocess
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from ..config import IdMapping
 from ..errors import ConfigError, ContainerStateError, SetupError
 from ..native import binding, protocol
 from ..native.host import probe_host
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags
 from ..posix.io import read_all
-from ..posix.steps import run_steps
-from ..security.bpf import compile_policy
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
-from ..security.seccomp import Seccomp, init_policy
 from . import cgroup as oci_cgroup
 from .control import FORWARDED, connect, destroy, front_record, load, now, oci_state
+from .filters import compiled_filters
 from .hooks import run_hooks
 from .spec import ProcessSpec, Spec, load_spec, resource_limits
 from .state import ContainerDir, start_time, status_of
@@ -52,6 +49,7 @@ def _maps(spec: Spec) -> Optional[IdMaps]:
         if not host.is_root:
             raise ConfigError("linux.namespaces", "without a user namespace the runtime must run as root")
         return None
+    from ..config import IdMapping
     from ..rootfs.idmap import IdMaps
 
     uid_map = spec.uid_map or (IdMapping(container=0, host=host.euid, size=1),)
@@ -144,13 +142,13 @@ def create(root: str, container_id: str, bundle: str, *, pid_file=None, console_
     saved: Dict[str, Any] = {"bundle": spec.bundle, "rootfs": spec.root, "pid": 0, "created": now()}
     try:
         with cdir.locked():
-            _create(cdir, spec, saved, pid_file, console_socket)
+            _create(root, cdir, spec, saved, pid_file, console_socket)
     except BaseException:
         destroy(cdir, saved)
         raise
 
 
-def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, console_socket) -> None:
+def _create(root: str, cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, console_socket) -> None:
     process = spec.process
     assert process is not None
     maps = _maps(spec)
@@ -159,8 +157,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
 
         make_mount_points(spec.root, spec.ops)
     caps = frozenset(process.capabilities)
-    policy = Seccomp.from_json(dict(spec.seccomp)) if spec.seccomp else None
-    program = compile_policy(policy, caps) if policy else b""
+    program, init_filter = compiled_filters(root, spec.seccomp, caps)
     plan = build_plan(
         ops=spec.ops,
         rootfs=spec.root,
@@ -171,7 +168,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         set_groups=bool(maps and maps.setgroups),
         seccomp_filter=program,
         init_caps=capability_mask(INIT_RUNTIME_CAPABILITIES | caps | _filter_privilege(process, program)),
-        init_filter=compile_policy(init_policy(), caps),
+        init_filter=init_filter,
         detached=True,
         keep_privs=not process.no_new_privileges,
         mount_order=True,
@@ -188,7 +185,13 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
     )
     cdir.write(saved)  # the cgroup directories are recorded before they are made
     if group is not None:
-        group.create()  # (the limits written, the device rules with them)
+        try:
+            group.create()  # (the limits written, the device rules with them)
+        except BaseException:
+            # create() removed what it made; a directory it found made (another
+            # creator's, since plan() looked) is not ours to remove.
+            saved["cgroup"] = []
+            raise
     if process.umask is not None:
         os.umask(process.umask)  # the init's, and so every command's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -227,6 +230,7 @@ def _create(cdir: ContainerDir, spec: Spec, saved: Dict[str, Any], pid_file, con
         control_child.close()
         listener.close()
         if maps is not None:
+            from ..posix.steps import run_steps
             from ..rootfs.idmap import write_maps
 
             try:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
-import attrs
-
-from ..config import DEFAULT_DEVICE_RULES, CgroupLimits, IdMapping
+from ..config import DEFAULT_DEVICE_RULES, CgroupLimits
 from ..errors import ConfigError
 from ..native.binding import MountFlag
 from ..native.binding import MountFlag as F
@@ -24,6 +22,9 @@ from ..native.binding import MountKind as K
 from ..native.mount_op import MountOp
 from ..native.protocol import RLIMIT_NUMBERS
 from ..security.capabilities import normalize_capability
+
+if TYPE_CHECKING:
+    from ..config import IdMapping
 
 __all__ = ["Spec", "ProcessSpec", "load_spec", "parse_process", "HOOK_NAMES", "MOUNT_OPTIONS"]
 
@@ -112,8 +113,12 @@ def _unknown(value: Any, schema: Any, path: str, found: List[str]) -> None:
                 found.append(f"{where}: unknown or unsupported field")
 
 
-@attrs.frozen(kw_only=True)
-class ProcessSpec:
+# Spec and ProcessSpec are what this module made of a checked config.json, not
+# options of ours to validate: NamedTuples, which cost little to define (an attrs
+# class of ~20 fields is ~1 ms of every create's start-up).
+
+
+class ProcessSpec(NamedTuple):
     """``process`` (also what ``exec --process`` reads)."""
 
     args: Tuple[str, ...]
@@ -140,8 +145,7 @@ class ProcessSpec:
         return path if path is not None else "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@attrs.frozen(kw_only=True)
-class Spec:
+class Spec(NamedTuple):
     bundle: str
     root: str  # absolute host path
     readonly: bool
@@ -373,8 +377,12 @@ def _device(i: int, dev: Any, in_user_namespace: bool) -> MountOp:
 
 
 def _maps(data: Any, field: str) -> Tuple[IdMapping, ...]:
+    if not data:
+        return ()
+    from ..config import IdMapping  # (a user namespace's only)
+
     try:
-        return tuple(IdMapping(container=m["containerID"], host=m["hostID"], size=m["size"]) for m in data or ())
+        return tuple(IdMapping(container=m["containerID"], host=m["hostID"], size=m["size"]) for m in data)
     except (KeyError, TypeError) as err:
         raise ConfigError(field, f"each mapping needs containerID, hostID and size ({err})") from None
 
