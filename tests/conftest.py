@@ -28,6 +28,11 @@ def pytest_configure(config):
     run is refused rather than testing whichever sandboxlib happens to import.
     Subprocesses import this ``tests`` package from PYTHONPATH (and, only in
     development mode, sandboxlib from the checkout)."""
+    if os.geteuid() != 0:  # (rootless cases run as users the suite makes: it skips nothing)
+        raise pytest.UsageError(
+            "the suite runs as root: it makes its unprivileged users, namespaces, bridges and "
+            "cgroups, and runs every rootless case as one of those users (`sudo make test`)"
+        )
     installed, dev = os.environ.get(rootless.INSTALLED_VAR), os.environ.get(rootless.DEV_VAR) == "1"
     if bool(installed) == dev:
         raise pytest.UsageError(

@@ -25,8 +25,6 @@ from .daemonkit import Daemon, busybox_store
 from .netlab import Lab
 from .test_daemon_network_connect import HTTPD, LabDaemon
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
-
 
 @pytest.fixture(scope="module")
 def lab():

@@ -22,8 +22,6 @@ from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
 from .netlab import WORLD_ADDRESS, Lab
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon's default bridge is root's")
-
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
 
 

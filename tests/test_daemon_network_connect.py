@@ -22,8 +22,6 @@ from .conftest import wait_until
 from .daemonkit import Daemon, busybox_store
 from .netlab import Lab
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
-
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
 
 

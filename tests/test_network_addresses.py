@@ -7,7 +7,6 @@ joined ``ethN``; bad input a ConfigError naming the field before anything is
 made.  In the namespaces of tests/netlab.py."""
 
 import json
-import os
 
 import pytest
 
@@ -101,7 +100,6 @@ def rootless_lab():
         made.close()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 def test_ipam_of_a_named_network(lab):
     out = lab.run(_other_network() + POOL)
     _check_pool(out)
@@ -109,7 +107,6 @@ def test_ipam_of_a_named_network(lab):
     assert mac == "02:42:0a:61:05:00"  # Docker's: 02:42 and the IPv4 address
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 def test_rootless_ipam_of_a_named_network(rootless_lab):
     user = ensure_user("sbxtest", USERS["sbxtest"])
     out = rootless_lab.run(_other_network() + POOL, user=user)
@@ -158,14 +155,12 @@ OWN = (
 )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 def test_a_containers_own_addresses_mac_and_link_local(lab):
     out = lab.run(OWN)
     _check_own(out)
     assert out["default"] == "ran"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 def test_rootless_own_addresses_mac_and_link_local(rootless_lab):
     out = rootless_lab.run(OWN, user=ensure_user("sbxtest", USERS["sbxtest"]))
     _check_own(out)
@@ -187,7 +182,6 @@ def _check_own(out: dict) -> None:
     assert out["side"] == "02:42:00:00:00:01"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 def test_bad_addresses_are_config_errors_before_anything(lab):
     out = lab.run(
         """
@@ -238,7 +232,6 @@ def test_bad_addresses_are_config_errors_before_anything(lab):
     }
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 def test_cli_network_create_with_ipam_options(lab):
     out = lab.run(
         """

@@ -3,7 +3,6 @@ as root): an ``ethN`` on the other bridge, names and aliases resolving both
 ways, traffic over it; nothing left after a disconnect, the container's end
 or a SIGKILL of its owner.  In the namespaces of tests/netlab.py."""
 
-import os
 import signal
 
 import pytest
@@ -11,8 +10,6 @@ import pytest
 from .conftest import wait_until
 from .netlab import Lab
 from .rootless import USERS, ensure_user
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 
 PY = "/usr/bin/python3"
 SERVE = (

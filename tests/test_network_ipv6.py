@@ -5,13 +5,9 @@ networks, allow-lists with IPv6 networks and names with AAAA records; bad
 subnets refused before anything is made; nothing left after removal.  In
 the namespaces of tests/netlab.py (the "world" has IPv6 addresses too)."""
 
-import os
-
 import pytest
 
 from .netlab import HOST6, WORLD6, WORLD6_SECOND, WORLD_ADDRESS, Lab
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 
 PY = "/usr/bin/python3"
 SERVE = (

@@ -2,15 +2,11 @@
 crosses between two, removal refused while in use; the CLI.  In the
 namespaces of tests/netlab.py (no traffic leaves the machine)."""
 
-import os
-
 import pytest
 
 from sandboxlib.network import bridge
 
 from .netlab import Lab
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridge networks are made as root")
 
 PY = "/usr/bin/python3"
 CONNECT = (

@@ -14,8 +14,6 @@ import pytest
 from .netlab import HOST_ADDRESS, Lab
 from .rootless import USERS, ensure_user
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test makes namespaces and a user as root")
-
 PY = "/usr/bin/python3"
 
 

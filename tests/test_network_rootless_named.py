@@ -19,8 +19,6 @@ from .netlab import HOST6, HOST_ADDRESS, WORLD6, WORLD6_SECOND, WORLD_ADDRESS, W
 from .rootless import USERS, ensure_user
 from .test_network_egress import PROBE
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test makes namespaces and a user as root")
-
 PY = "/usr/bin/python3"
 CONNECT = (
     "import socket, sys\n"

@@ -11,15 +11,12 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from sandboxlib.network import rtnl
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces are made as root here")
 
 NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 

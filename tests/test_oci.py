@@ -18,10 +18,6 @@ import pytest
 from tests.conftest import make_busybox_rootfs, wait_until
 from tests.ocikit import cgroup_path_of, containers_in, make_bundle, ok, runtime, state, unique_id
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the runtime tests run as root (rootless through the test users)"
-)
-
 
 @pytest.fixture
 def oci_root(tmp_path):

@@ -17,8 +17,6 @@ import pytest
 from tests.conftest import wait_until
 from tests.ocikit import containers_in, wrapper_script
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman and containerd run as root here")
-
 # This host's root lacks CAP_SYS_RESOURCE: podman's default rlimits (nofile,
 # nproc 1048576) are refused by every runtime (crun and runc too), so the
 # tests ask for limits below the host's.

@@ -18,8 +18,6 @@ from tests.conftest import wait_until
 from tests.ocikit import PYTHON_RUNTIME, containers_in, install_front, make_bundle, runtime, unique_id
 from tests.test_oci import alive, cgroup_dirs
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="as root (rootless through the test users)")
-
 
 @pytest.fixture
 def front(tmp_path):

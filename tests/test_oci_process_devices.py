@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from sandboxlib.oci.default_spec import default_spec
 from tests.ocikit import containers_in, make_bundle, ok, runtime, unique_id
 from tests.test_oci import oci_root, run  # noqa: F401  (the fixture)
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the runtime tests run as root (rootless through the test users)"
-)
 
 STATUS = "grep -E '^(Cap|NoNewPrivs)' /proc/self/status"
 # NET_BIND_SERVICE (10) and NET_RAW (13); CHOWN (0) only in the bounding set.
