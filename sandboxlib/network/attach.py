@@ -244,25 +244,18 @@ class Attachment:
         return self._endpoint.mac_address or ipam.mac_of(self._lease.address)
 
     def _write_files(self) -> None:
-        self._upstreams, search = names.host_resolvers()
         assert self._lease is not None
-        self._files = LeaseFiles(
-            self._state_root,
-            # named by the lease: the next container on that address binds the same
-            # paths, so its mount layout and plan come from their caches (~0.3 ms)
-            self._bridge,
-            self._lease.address,
-            {
-                "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
-                "hosts": names.hosts_file(
-                    str(self.address.ip),
-                    self._hostname,
-                    self._config.name,
-                    self._config.extra_hosts,
-                    self._lease.address6,
-                ),
-            },
+        self._upstreams, files = names.bridge_files(
+            str(self._gateway.ip),
+            str(self.address.ip),
+            self._lease.address6,
+            self._hostname,
+            self._config.name,
+            self._config.extra_hosts,
         )
+        # named by the lease: the next container on that address binds the same
+        # paths, so its mount layout and plan come from their caches (~0.3 ms)
+        self._files = LeaseFiles(self._state_root, self._bridge, self._lease.address, files)
 
     def mounts(self) -> Tuple[Mount, ...]:
         """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only)."""

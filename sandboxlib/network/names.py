@@ -4,9 +4,9 @@ upstream resolvers (what the embedded resolver forwards to)."""
 from __future__ import annotations
 
 import ipaddress
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-__all__ = ["resolv_conf", "hosts_file", "host_resolvers", "LOCALHOST_LINES"]
+__all__ = ["resolv_conf", "hosts_file", "host_resolvers", "bridge_files", "LOCALHOST_LINES"]
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 LOCALHOST_LINES = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback")
 
@@ -59,3 +59,22 @@ def hosts_file(
         *(f"{ip}\t{host}" for host, ip in extra),
     ]
     return "\n".join(lines) + "\n"
+
+
+def bridge_files(
+    gateway: str,
+    address: str,
+    address6: Optional[str],
+    hostname: str,
+    name: Optional[str],
+    extra: Tuple[Tuple[str, str], ...],
+) -> Tuple[List[str], Dict[str, str]]:
+    """The host's resolvers, and the ``resolv.conf`` (the network's resolver at
+    ``gateway``, the host's search domains) and ``hosts`` of a container on a
+    bridge, root's or the per-user namespace's."""
+    upstreams, search = host_resolvers()
+    files = {
+        "resolv.conf": resolv_conf(gateway, search),
+        "hosts": hosts_file(address, hostname, name, extra, address6),
+    }
+    return upstreams, files

@@ -279,22 +279,15 @@ class UserBridgeAttachment:
         leases = lease_dir(self._state_root, self._bridge)
         ipam.reap(leases)  # (a dead owner's egress objects went when its connection to the holder ended)
         self._lease = ipam.lease_address(leases, self._pool, owner, self._endpoint.address, self._endpoint.address6)
-        _, search = names.host_resolvers()
-        self._files = LeaseFiles(
-            self._state_root,
-            self._bridge,
-            self._lease.address,
-            {
-                "resolv.conf": names.resolv_conf(str(self._gateway.ip), search),
-                "hosts": names.hosts_file(
-                    str(self.address.ip),
-                    self._hostname,
-                    self._config.name,
-                    self._config.extra_hosts,
-                    str(self.address6.ip) if self.address6 else None,
-                ),
-            },
+        _, files = names.bridge_files(
+            str(self._gateway.ip),
+            str(self.address.ip),
+            str(self.address6.ip) if self.address6 else None,
+            self._hostname,
+            self._config.name,
+            self._config.extra_hosts,
         )
+        self._files = LeaseFiles(self._state_root, self._bridge, self._lease.address, files)
 
     @property
     def address(self) -> ipaddress.IPv4Interface:
