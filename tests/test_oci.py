@@ -510,3 +510,44 @@ def test_compiled_filters_are_kept_and_checked(oci_root, tmp_path, busybox_root)
         assert refused(proc), proc.stderr
         with open(path, "rb") as f:
             assert f.read() == data
+
+
+def test_filters_directory_of_another_user_is_not_used(tmp_path):
+    """A --root others may write (a shared directory): another local user makes
+    ROOT/.filters first, a symlink to a directory of root's files (which the
+    eviction of old entries removed) or a directory of their own holding a
+    symlink where the next kept file is written (which root truncated and
+    wrote).  Root's create compiles and keeps nothing there; the files are untouched."""
+    import pwd
+
+    from sandboxlib.oci import filters
+
+    other = pwd.getpwnam("sbxtest")
+    root = tmp_path / "shared"
+    root.mkdir()
+    os.chmod(root, 0o1777)
+    caps = frozenset({"KILL"})
+    policy = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+    expected = filters._compile(policy, caps)
+    name = f"{filters.zlib.crc32(filters._key(policy, caps)):08x}"
+
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    for i in range(filters.MAX_ENTRIES + 4):
+        (victims / f"file{i}").write_text("root's")
+    os.symlink(victims, root / filters.DIRECTORY)
+    os.lchown(root / filters.DIRECTORY, other.pw_uid, other.pw_gid)
+    assert filters.compiled_filters(str(root), policy, caps) == expected
+    assert sorted(os.listdir(victims)) == sorted(f"file{i}" for i in range(filters.MAX_ENTRIES + 4))
+
+    os.unlink(root / filters.DIRECTORY)
+    planted = root / filters.DIRECTORY
+    planted.mkdir()
+    victim = victims / "file0"
+    os.symlink(victim, planted / f"{name}.{os.getpid()}.tmp")
+    os.lchown(planted / f"{name}.{os.getpid()}.tmp", other.pw_uid, other.pw_gid)
+    os.chown(planted, other.pw_uid, other.pw_gid)
+    os.chmod(planted, 0o777)
+    assert filters.compiled_filters(str(root), policy, caps) == expected
+    assert victim.read_text() == "root's"
+    assert os.listdir(planted) == [f"{name}.{os.getpid()}.tmp"]
