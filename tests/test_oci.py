@@ -551,3 +551,33 @@ def test_filters_directory_of_another_user_is_not_used(tmp_path):
     assert filters.compiled_filters(str(root), policy, caps) == expected
     assert victim.read_text() == "root's"
     assert os.listdir(planted) == [f"{name}.{os.getpid()}.tmp"]
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"linux.resources.memory": {"limit": "64m"}}, b"linux.resources.memory.limit"),
+        ({"linux.resources.memory": {"limit": 1 << 64}}, b"linux.resources.memory.limit"),
+        ({"linux.resources.memory": {"swap": -5}}, b"linux.resources.memory.swap"),
+        ({"linux.resources.memory": [1]}, b"linux.resources.memory"),
+        ({"linux.resources.cpu": {"shares": -2}}, b"linux.resources.cpu.shares"),
+        ({"linux.resources.cpu": {"quota": 1.5}}, b"linux.resources.cpu.quota"),
+        ({"linux.resources.cpu": {"cpus": 3}}, b"linux.resources.cpu.cpus"),
+        ({"linux.resources.cpu": {"realtimePeriod": "1000"}}, b"linux.resources.cpu.realtimePeriod"),
+        ({"linux.resources.cpu": {"realtimeRuntime": -7}}, b"linux.resources.cpu.realtimeRuntime"),
+        ({"linux.resources.pids": {"limit": True}}, b"linux.resources.pids.limit"),
+        ({"linux.resources.devices": ["a"]}, b"linux.resources.devices[0]"),
+        ({"linux.resources.devices": [{"allow": True, "type": "c", "major": "1:3 rwm"}]}, b"devices[0].major"),
+        ({"linux.resources.devices": [{"allow": True, "type": "x"}]}, b"linux.resources.devices[0].type"),
+        ({"linux.resources.devices": [{"allow": True, "access": "rwx"}]}, b"linux.resources.devices[0].access"),
+    ],
+)
+def test_hostile_resources_are_named(oci_root, tmp_path, busybox_root, changes, field):
+    """linux.resources is read into a record without validators: each field is
+    checked where it is read (a wrong type, a negative or too large number) and
+    the error names it, without a traceback; nothing is left."""
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **changes)
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and field in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
+    assert containers_in(oci_root) == [] and cgroup_dirs(cid) == []

@@ -388,40 +388,89 @@ def _maps(data: Any, field: str) -> Tuple[IdMapping, ...]:
 
 
 def resource_limits(resources: Mapping[str, Any]) -> CgroupLimits:
-    memory = resources.get("memory") or {}
+    """``linux.resources`` (or ``update --resources``) -> limits; each field
+    checked here, where it is read (CgroupLimits is a record without
+    validators): a wrong type or a number out of range is a ConfigError naming it."""
+    where = "linux.resources"
+    if not isinstance(resources, dict):
+        raise ConfigError(where, f"expected an object, got {resources!r}")
+    memory, cpu = _section(resources, "memory"), _section(resources, "cpu")
     for key in ("reservation", "disableOOMKiller", "swappiness"):
         if memory.get(key) not in (None, False):
-            raise ConfigError(f"linux.resources.memory.{key}", "not supported")
-    cpu = resources.get("cpu") or {}
-    quota, period = cpu.get("quota"), cpu.get("period")
-    limit, swap = memory.get("limit"), memory.get("swap")
-    pids = (resources.get("pids") or {}).get("limit")
+            raise ConfigError(f"{where}.memory.{key}", "not supported")
+    # -1 (and 0) mean no limit where runc takes them so.
+    limit, swap = _number(memory, "limit", "memory", -1), _number(memory, "swap", "memory", -1)
+    quota, pids = _number(cpu, "quota", "cpu", -1), _number(_section(resources, "pids"), "limit", "pids", -1)
+    devices = _field(resources, "devices", list, f"{where}.", [])
     return CgroupLimits(
         memory=limit if limit and limit > 0 else None,
         memory_swap=swap if swap and swap > 0 else None,
         cpu_quota_us=quota if quota and quota > 0 else None,
-        cpu_period_us=period or None,
-        cpu_shares=cpu.get("shares") or None,
+        cpu_period_us=_number(cpu, "period", "cpu", 0) or None,
+        cpu_shares=_number(cpu, "shares", "cpu", 0) or None,
         pids=pids if pids and pids > 0 else None,  # (our init counts: one process more than runc's)
-        cpuset_cpus=cpu.get("cpus") or None,
-        cpuset_mems=cpu.get("mems") or None,
-        devices=_device_rules(_field(resources, "devices", list, "linux.resources.", [])) or None,
-        cpu_rt_period_us=cpu.get("realtimePeriod") or None,
-        cpu_rt_runtime_us=cpu.get("realtimeRuntime") or None,
+        cpuset_cpus=_field(cpu, "cpus", str, f"{where}.cpu.", None) or None,
+        cpuset_mems=_field(cpu, "mems", str, f"{where}.cpu.", None) or None,
+        devices=_device_rules(devices) or None,
+        cpu_rt_period_us=_number(cpu, "realtimePeriod", "cpu", 0) or None,
+        cpu_rt_runtime_us=_number(cpu, "realtimeRuntime", "cpu", -1) or None,
     )
 
 
-def _device_rules(rules: List[Mapping[str, Any]]) -> Tuple[str, ...]:
+_INT64_MAX = (1 << 63) - 1
+
+
+def _section(resources: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = resources.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"linux.resources.{key}", f"expected an object, got {value!r}")
+    return value
+
+
+def _number(section: Mapping[str, Any], key: str, where: str, low: int) -> Optional[int]:
+    """An integer of ``linux.resources.WHERE`` (None: not given) from ``low`` to int64's largest."""
+    value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _INT64_MAX:
+        raise ConfigError(
+            f"linux.resources.{where}.{key}", f"expected a whole number from {low} to {_INT64_MAX}, got {value!r}"
+        )
+    return value
+
+
+def _device_rules(rules: List[Any]) -> Tuple[str, ...]:
     """linux.resources.devices (then the defaults) -> cgroup v1 devices.allow/deny lines ("allow c 1:3 rwm")."""
     if not rules:
         return ()
     lines = []
-    for rule in rules:
-        kind = rule.get("type") or "a"
-        major, minor = rule.get("major"), rule.get("minor")
-        node = "" if kind == "a" else f" {'*' if major is None else major}:{'*' if minor is None else minor}"
-        lines.append(f"{'allow' if rule.get('allow') else 'deny'} {kind}{node} {rule.get('access') or 'rwm'}")
+    for i, rule in enumerate(rules):
+        where = f"linux.resources.devices[{i}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(where, f"expected an object, got {rule!r}")
+        kind = _field(rule, "type", str, f"{where}.", None) or "a"
+        if kind not in ("a", "b", "c"):
+            raise ConfigError(f"{where}.type", f"expected 'a', 'b' or 'c', got {kind!r}")
+        major, minor = (_device_number(rule, key, where) for key in ("major", "minor"))
+        access = _field(rule, "access", str, f"{where}.", None) or "rwm"
+        if not set(access) <= set("rwm"):
+            raise ConfigError(f"{where}.access", f"expected letters of 'rwm', got {access!r}")
+        node = "" if kind == "a" else f" {major}:{minor}"
+        allow = _field(rule, "allow", bool, f"{where}.", False)
+        lines.append(f"{'allow' if allow else 'deny'} {kind}{node} {access}")
     return tuple(lines) + DEFAULT_DEVICE_RULES
+
+
+def _device_number(rule: Mapping[str, Any], key: str, where: str) -> str:
+    """A device's major or minor number ('*': any, not given or -1)."""
+    value = rule.get(key)
+    if value is None or value == -1 and not isinstance(value, bool):
+        return "*"
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+        raise ConfigError(f"{where}.{key}", f"expected a device number (or -1: any), got {value!r}")
+    return str(value)
 
 
 def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
