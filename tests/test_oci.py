@@ -581,3 +581,31 @@ def test_hostile_resources_are_named(oci_root, tmp_path, busybox_root, changes, 
     proc = runtime(oci_root, "create", "--bundle", bundle, cid)
     assert proc.returncode == 1 and field in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
     assert containers_in(oci_root) == [] and cgroup_dirs(cid) == []
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"process.user": {"uid": "root", "gid": 0}}, b"process.user.uid"),
+        ({"process.user": {"uid": -1, "gid": 0}}, b"process.user.uid"),
+        ({"process.user": {"uid": 0, "gid": 1 << 40}}, b"process.user.gid"),
+        ({"process.user": {"uid": 0, "gid": 0, "additionalGids": [1, "x"]}}, b"process.user.additionalGids[1]"),
+        ({"process.user": {"uid": 0, "gid": 0, "umask": "022"}}, b"process.user.umask"),
+        ({"process.user": {"uid": 0, "gid": 0, "umask": 0o10000}}, b"process.user.umask"),
+        ({"process.rlimits": ["RLIMIT_NOFILE"]}, b"process.rlimits[0]"),
+        ({"process.rlimits": [{"type": "RLIMIT_NOFILE", "soft": "x", "hard": 1}]}, b"process.rlimits[0].soft"),
+        ({"process.rlimits": [{"type": "RLIMIT_NOFILE", "soft": -1, "hard": 1}]}, b"process.rlimits[0].soft"),
+        ({"process.consoleSize": {"height": "tall", "width": 80}}, b"process.consoleSize.height"),
+        ({"process.oomScoreAdj": "5"}, b"process.oomScoreAdj"),
+        ({"process.oomScoreAdj": 5000}, b"process.oomScoreAdj"),
+        ({"process.terminal": "no"}, b"process.terminal"),
+    ],
+)
+def test_hostile_process_fields_are_named(oci_root, tmp_path, busybox_root, changes, field):
+    """process is read into a ProcessSpec without validators: each field is checked
+    where it is read, the error naming it, without a traceback; nothing is left."""
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **changes)
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and field in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
+    assert containers_in(oci_root) == [] and cgroup_dirs(cid) == []

@@ -215,24 +215,29 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
     nnp = _field(data, "noNewPrivileges", bool, where, False)
     rlimits = []
     for i, limit in enumerate(_field(data, "rlimits", list, where, [])):
+        at = f"{where}rlimits[{i}]"
+        if not isinstance(limit, dict):
+            raise ConfigError(at, f"expected an object, got {limit!r}")
         kind = str(limit.get("type", ""))
         name = kind[len("RLIMIT_") :].lower() if kind.startswith("RLIMIT_") else ""
         if name not in RLIMIT_NUMBERS:
-            raise ConfigError(f"{where}rlimits[{i}].type", f"unsupported rlimit {kind!r}")
-        rlimits.append((name, int(limit.get("soft", 0)), int(limit.get("hard", 0))))
+            raise ConfigError(f"{at}.type", f"unsupported rlimit {kind!r}")
+        soft, hard = (_whole(limit, key, f"{at}.", 0, _RLIM_INFINITY) or 0 for key in ("soft", "hard"))
+        rlimits.append((name, soft, hard))
     for key in ("apparmorProfile", "selinuxLabel"):
         if data.get(key):
             raise ConfigError(f"{where}{key}", "not supported (this runtime applies no LSM profile)")
     size = _field(data, "consoleSize", dict, where, {})
-    umask = user.get("umask")
+    at = f"{where}user."
+    gids = _field(user, "additionalGids", list, at, [])
     return ProcessSpec(
         args=args,
         env=_strings(data.get("env"), f"{where}env"),
         cwd=_field(data, "cwd", str, where, "/"),
-        uid=int(user.get("uid", 0)),
-        gid=int(user.get("gid", 0)),
-        groups=tuple(int(g) for g in user.get("additionalGids") or ()),
-        umask=int(umask) if umask is not None else None,
+        uid=_whole(user, "uid", at, 0, _ID_LIMIT) or 0,
+        gid=_whole(user, "gid", at, 0, _ID_LIMIT) or 0,
+        groups=tuple(_gid(g, f"{at}additionalGids[{i}]") for i, g in enumerate(gids)),
+        umask=_whole(user, "umask", at, 0, 0o7777),
         rlimits=tuple(rlimits),
         capabilities=tuple(bounding),
         effective=tuple(sets["effective"]),
@@ -240,10 +245,37 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         inheritable=tuple(sets["inheritable"]),
         ambient=tuple(sets["ambient"]),
         no_new_privileges=nnp,
-        terminal=bool(data.get("terminal", False)),
-        console_size=(int(size.get("height", 24)), int(size.get("width", 80))),
-        oom_score_adj=data.get("oomScoreAdj"),
+        terminal=_field(data, "terminal", bool, where, False),
+        console_size=(
+            _whole(size, "height", f"{where}consoleSize.", 0, 65535) or 24,
+            _whole(size, "width", f"{where}consoleSize.", 0, 65535) or 80,
+        ),
+        oom_score_adj=_whole(data, "oomScoreAdj", where, -1000, 1000),
     )
+
+
+_ID_LIMIT = (1 << 32) - 2  # (an id below (uid_t)-1)
+_RLIM_INFINITY = (1 << 64) - 1
+
+
+def _whole(data: Mapping[str, Any], key: str, where: str, low: int, high: int) -> Optional[int]:
+    """An integer field from ``low`` to ``high`` (None: not given), or a ConfigError naming it."""
+    return _whole_value(data.get(key), f"{where}{key}", low, high)
+
+
+def _gid(value: Any, field: str) -> int:
+    gid = _whole_value(value, field, 0, _ID_LIMIT)
+    if gid is None:
+        raise ConfigError(field, "expected a group id, got null")
+    return gid
+
+
+def _whole_value(value: Any, field: str, low: int, high: int) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(field, f"expected a whole number from {low} to {high}, got {value!r}")
+    return value
 
 
 # mount option -> (flag set, flag cleared)
@@ -431,14 +463,7 @@ def _section(resources: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 def _number(section: Mapping[str, Any], key: str, where: str, low: int) -> Optional[int]:
     """An integer of ``linux.resources.WHERE`` (None: not given) from ``low`` to int64's largest."""
-    value = section.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _INT64_MAX:
-        raise ConfigError(
-            f"linux.resources.{where}.{key}", f"expected a whole number from {low} to {_INT64_MAX}, got {value!r}"
-        )
-    return value
+    return _whole_value(section.get(key), f"linux.resources.{where}.{key}", low, _INT64_MAX)
 
 
 def _device_rules(rules: List[Any]) -> Tuple[str, ...]:
