@@ -609,3 +609,23 @@ def test_hostile_process_fields_are_named(oci_root, tmp_path, busybox_root, chan
     proc = runtime(oci_root, "create", "--bundle", bundle, cid)
     assert proc.returncode == 1 and field in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
     assert containers_in(oci_root) == [] and cgroup_dirs(cid) == []
+
+
+def test_cgroups_path_stays_in_the_cgroup_file_systems(oci_root, tmp_path, busybox_root):
+    """A cgroupsPath with '..' components (relative or absolute) is refused naming
+    the field: it led the runtime out of /sys/fs/cgroup, making directories and
+    writing limit files as root anywhere on the host (runc cleans such a path)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    depth = "../" * 12
+    for path in (f"{depth}{outside}/escaped", f"/{depth}{outside}/escaped", "a/../../b"):
+        cid = unique_id()
+        bundle = make_bundle(
+            str(tmp_path / cid),
+            busybox_root,
+            ["true"],
+            **{"linux.cgroupsPath": path, "linux.resources.pids": {"limit": 20}},
+        )
+        proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+        assert proc.returncode == 1 and b"linux.cgroupsPath" in proc.stderr, proc.stderr
+        assert os.listdir(outside) == [] and containers_in(oci_root) == []

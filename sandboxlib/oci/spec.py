@@ -498,6 +498,15 @@ def _device_number(rule: Mapping[str, Any], key: str, where: str) -> str:
     return str(value)
 
 
+def _cgroups_path(linux: Mapping[str, Any]) -> Optional[str]:
+    """linux.cgroupsPath: joined to each hierarchy's mount point (absolute) or our
+    own cgroup there (relative), so no '..' may lead it out of the cgroup file systems."""
+    path = _field(linux, "cgroupsPath", str, "linux.", None) or None
+    if path is not None and (".." in path.split("/") or "\0" in path):
+        raise ConfigError("linux.cgroupsPath", f"{path!r}: a '..' component (or a NUL byte) is not allowed")
+    return path
+
+
 def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
     """type -> the path to join, or None for a new namespace."""
     kinds: Dict[str, Optional[str]] = {}
@@ -574,7 +583,7 @@ def load_spec(bundle: str) -> Spec:
         uid_map=_maps(linux.get("uidMappings"), "linux.uidMappings"),
         gid_map=_maps(linux.get("gidMappings"), "linux.gidMappings"),
         limits=resource_limits(resources),
-        cgroups_path=_field(linux, "cgroupsPath", str, "linux.", None) or None,
+        cgroups_path=_cgroups_path(linux),
         seccomp=_field(linux, "seccomp", dict, "linux.", None),
         sysctl={str(k): str(v) for k, v in sysctl.items()},
         hooks={name: tuple(_field(hooks, name, list, "hooks.", [])) for name in HOOK_NAMES},
