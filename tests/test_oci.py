@@ -200,6 +200,18 @@ def test_resources(oci_root, tmp_path, busybox_root):
         ok(oci_root, "exec", cid, "true")
         with open(os.path.join(dirs["pids"], "pids.max")) as f:
             assert f.read().strip() == "10"
+        # update's own input: named errors, not tracebacks; --memory in runc's units too
+        for args, stdin, field in (
+            (["--resources", "-"], b'{"pids": ', b"--resources"),
+            (["--resources", "-"], b"[1]", b"linux.resources"),
+            (["--memory", "lots"], b"", b"--memory"),
+        ):
+            refused = runtime(oci_root, "update", *args, cid, input=stdin)
+            assert refused.returncode == 1 and field in refused.stderr, refused.stderr
+            assert b"Traceback" not in refused.stderr, refused.stderr
+        ok(oci_root, "update", "--memory", "128m", cid)
+        with open(os.path.join(dirs["memory"], "memory.limit_in_bytes")) as f:
+            assert int(f.read()) == 128 << 20
     finally:
         ok(oci_root, "delete", "--force", cid)
     assert cgroup_dirs(cid) == []
