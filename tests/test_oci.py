@@ -641,3 +641,21 @@ def test_cgroups_path_stays_in_the_cgroup_file_systems(oci_root, tmp_path, busyb
         proc = runtime(oci_root, "create", "--bundle", bundle, cid)
         assert proc.returncode == 1 and b"linux.cgroupsPath" in proc.stderr, proc.stderr
         assert os.listdir(outside) == [] and containers_in(oci_root) == []
+
+
+def test_host_sysctls_are_refused(oci_root, tmp_path, busybox_root):
+    """linux.sysctl is written by create, as root, from the container's network, IPC
+    and UTS namespaces but the host's mount namespace: a sysctl of no namespace
+    of the container's (vm.*, kernel.core_pattern...) was the host's, changed for
+    every process (runc refuses it).  Given here its current value: written or not,
+    the host's is unchanged."""
+    with open("/proc/sys/vm/dirty_expire_centisecs") as f:
+        current = f.read().strip()
+    for key, value in (("vm.dirty_expire_centisecs", current), ("kernel.hostname", "x"), ("net..x", "1")):
+        cid = unique_id()
+        bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **{"linux.sysctl": {key: value}})
+        proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+        assert proc.returncode == 1 and f"linux.sysctl.{key}".encode() in proc.stderr, proc.stderr
+        assert containers_in(oci_root) == []
+    with open("/proc/sys/vm/dirty_expire_centisecs") as f:
+        assert f.read().strip() == current

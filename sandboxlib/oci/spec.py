@@ -507,6 +507,39 @@ def _cgroups_path(linux: Mapping[str, Any]) -> Optional[str]:
     return path
 
 
+# Sysctls of the container's own namespaces (runc's list): any other is the
+# host's, which create writes as root.
+_IPC_SYSCTLS = frozenset(
+    ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem")
+    + ("kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+)
+
+
+def _sysctls(data: Mapping[str, Any], kinds: Mapping[str, Optional[str]]) -> Dict[str, str]:
+    """linux.sysctl, each of a namespace the container has (IPC, UTS, network)."""
+    checked = {}
+    for key, value in data.items():
+        field = f"linux.sysctl.{key}"
+        if not isinstance(value, str) or "\0" in value:
+            raise ConfigError(field, f"expected a string, got {value!r}")
+        name = key.replace("/", ".")
+        if "" in name.split("."):
+            raise ConfigError(field, "not a sysctl name")
+        if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
+            own = "ipc" in kinds
+        elif name.startswith("net."):
+            own = "network" in kinds
+        else:
+            own = name == "kernel.domainname" and "uts" in kinds
+        if not own:
+            raise ConfigError(
+                field,
+                "not a sysctl of a namespace of the container's own: it would change the host's (as runc, refused)",
+            )
+        checked[key] = value
+    return checked
+
+
 def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
     """type -> the path to join, or None for a new namespace."""
     kinds: Dict[str, Optional[str]] = {}
@@ -585,7 +618,7 @@ def load_spec(bundle: str) -> Spec:
         limits=resource_limits(resources),
         cgroups_path=_cgroups_path(linux),
         seccomp=_field(linux, "seccomp", dict, "linux.", None),
-        sysctl={str(k): str(v) for k, v in sysctl.items()},
+        sysctl=_sysctls(sysctl, kinds),
         hooks={name: tuple(_field(hooks, name, list, "hooks.", [])) for name in HOOK_NAMES},
         annotations=dict(_field(data, "annotations", dict, "", {})),
     )
