@@ -657,5 +657,20 @@ def test_host_sysctls_are_refused(oci_root, tmp_path, busybox_root):
         proc = runtime(oci_root, "create", "--bundle", bundle, cid)
         assert proc.returncode == 1 and f"linux.sysctl.{key}".encode() in proc.stderr, proc.stderr
         assert containers_in(oci_root) == []
+    # Nor a namespace sysctl through a joined namespace that is the host's (ours).
+    with open("/proc/sys/kernel/msgmax") as f:
+        msgmax = f.read().strip()
+    cid = unique_id()
+    changes = {
+        "linux.sysctl": {"kernel.msgmax": msgmax},
+        "linux.namespaces": [
+            *({"type": t} for t in ("pid", "mount", "uts", "network")),
+            {"type": "ipc", "path": "/proc/self/ns/ipc"},
+        ],
+    }
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **changes)
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and b"linux.sysctl.kernel.msgmax" in proc.stderr, proc.stderr
+    assert containers_in(oci_root) == []
     with open("/proc/sys/vm/dirty_expire_centisecs") as f:
         assert f.read().strip() == current

@@ -526,11 +526,11 @@ def _sysctls(data: Mapping[str, Any], kinds: Mapping[str, Optional[str]]) -> Dic
         if "" in name.split("."):
             raise ConfigError(field, "not a sysctl name")
         if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
-            own = "ipc" in kinds
+            own = _not_ours("ipc", kinds)
         elif name.startswith("net."):
-            own = "network" in kinds
+            own = _not_ours("network", kinds)
         else:
-            own = name == "kernel.domainname" and "uts" in kinds
+            own = name == "kernel.domainname" and _not_ours("uts", kinds)
         if not own:
             raise ConfigError(
                 field,
@@ -538,6 +538,18 @@ def _sysctls(data: Mapping[str, Any], kinds: Mapping[str, Optional[str]]) -> Dic
             )
         checked[key] = value
     return checked
+
+
+def _not_ours(kind: str, kinds: Mapping[str, Optional[str]]) -> bool:
+    """The container has a ``kind`` namespace that is not the runtime's (a new
+    one, or a joined one but for ours: a path to the host's joins it)."""
+    if kind not in kinds:
+        return False
+    path = kinds[kind]
+    if path is None:
+        return True
+    joined, ours = os.stat(path), os.stat(f"/proc/self/ns/{'net' if kind == 'network' else kind}")
+    return (joined.st_dev, joined.st_ino) != (ours.st_dev, ours.st_ino)
 
 
 def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
