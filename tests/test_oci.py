@@ -200,6 +200,18 @@ def test_resources(oci_root, tmp_path, busybox_root):
         ok(oci_root, "exec", cid, "true")
         with open(os.path.join(dirs["pids"], "pids.max")) as f:
             assert f.read().strip() == "10"
+        # update's own input: named errors, not tracebacks; --memory in runc's units too
+        for args, stdin, field in (
+            (["--resources", "-"], b'{"pids": ', b"--resources"),
+            (["--resources", "-"], b"[1]", b"linux.resources"),
+            (["--memory", "lots"], b"", b"--memory"),
+        ):
+            refused = runtime(oci_root, "update", *args, cid, input=stdin)
+            assert refused.returncode == 1 and field in refused.stderr, refused.stderr
+            assert b"Traceback" not in refused.stderr, refused.stderr
+        ok(oci_root, "update", "--memory", "128m", cid)
+        with open(os.path.join(dirs["memory"], "memory.limit_in_bytes")) as f:
+            assert int(f.read()) == 128 << 20
     finally:
         ok(oci_root, "delete", "--force", cid)
     assert cgroup_dirs(cid) == []
@@ -510,3 +522,155 @@ def test_compiled_filters_are_kept_and_checked(oci_root, tmp_path, busybox_root)
         assert refused(proc), proc.stderr
         with open(path, "rb") as f:
             assert f.read() == data
+
+
+def test_filters_directory_of_another_user_is_not_used(tmp_path):
+    """A --root others may write (a shared directory): another local user makes
+    ROOT/.filters first, a symlink to a directory of root's files (which the
+    eviction of old entries removed) or a directory of their own holding a
+    symlink where the next kept file is written (which root truncated and
+    wrote).  Root's create compiles and keeps nothing there; the files are untouched."""
+    import pwd
+
+    from sandboxlib.oci import filters
+
+    other = pwd.getpwnam("sbxtest")
+    root = tmp_path / "shared"
+    root.mkdir()
+    os.chmod(root, 0o1777)
+    caps = frozenset({"KILL"})
+    policy = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+    expected = filters._compile(policy, caps)
+    name = f"{filters.zlib.crc32(filters._key(policy, caps)):08x}"
+
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    for i in range(filters.MAX_ENTRIES + 4):
+        (victims / f"file{i}").write_text("root's")
+    os.symlink(victims, root / filters.DIRECTORY)
+    os.lchown(root / filters.DIRECTORY, other.pw_uid, other.pw_gid)
+    assert filters.compiled_filters(str(root), policy, caps) == expected
+    assert sorted(os.listdir(victims)) == sorted(f"file{i}" for i in range(filters.MAX_ENTRIES + 4))
+
+    os.unlink(root / filters.DIRECTORY)
+    planted = root / filters.DIRECTORY
+    planted.mkdir()
+    victim = victims / "file0"
+    os.symlink(victim, planted / f"{name}.{os.getpid()}.tmp")
+    os.lchown(planted / f"{name}.{os.getpid()}.tmp", other.pw_uid, other.pw_gid)
+    os.chown(planted, other.pw_uid, other.pw_gid)
+    os.chmod(planted, 0o777)
+    assert filters.compiled_filters(str(root), policy, caps) == expected
+    assert victim.read_text() == "root's"
+    assert os.listdir(planted) == [f"{name}.{os.getpid()}.tmp"]
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"linux.resources.memory": {"limit": "64m"}}, b"linux.resources.memory.limit"),
+        ({"linux.resources.memory": {"limit": 1 << 64}}, b"linux.resources.memory.limit"),
+        ({"linux.resources.memory": {"swap": -5}}, b"linux.resources.memory.swap"),
+        ({"linux.resources.memory": [1]}, b"linux.resources.memory"),
+        ({"linux.resources.cpu": {"shares": -2}}, b"linux.resources.cpu.shares"),
+        ({"linux.resources.cpu": {"quota": 1.5}}, b"linux.resources.cpu.quota"),
+        ({"linux.resources.cpu": {"cpus": 3}}, b"linux.resources.cpu.cpus"),
+        ({"linux.resources.cpu": {"realtimePeriod": "1000"}}, b"linux.resources.cpu.realtimePeriod"),
+        ({"linux.resources.cpu": {"realtimeRuntime": -7}}, b"linux.resources.cpu.realtimeRuntime"),
+        ({"linux.resources.pids": {"limit": True}}, b"linux.resources.pids.limit"),
+        ({"linux.resources.devices": ["a"]}, b"linux.resources.devices[0]"),
+        ({"linux.resources.devices": [{"allow": True, "type": "c", "major": "1:3 rwm"}]}, b"devices[0].major"),
+        ({"linux.resources.devices": [{"allow": True, "type": "x"}]}, b"linux.resources.devices[0].type"),
+        ({"linux.resources.devices": [{"allow": True, "access": "rwx"}]}, b"linux.resources.devices[0].access"),
+    ],
+)
+def test_hostile_resources_are_named(oci_root, tmp_path, busybox_root, changes, field):
+    """linux.resources is read into a record without validators: each field is
+    checked where it is read (a wrong type, a negative or too large number) and
+    the error names it, without a traceback; nothing is left."""
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **changes)
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and field in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
+    assert containers_in(oci_root) == [] and cgroup_dirs(cid) == []
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"process.user": {"uid": "root", "gid": 0}}, b"process.user.uid"),
+        ({"process.user": {"uid": -1, "gid": 0}}, b"process.user.uid"),
+        ({"process.user": {"uid": 0, "gid": 1 << 40}}, b"process.user.gid"),
+        ({"process.user": {"uid": 0, "gid": 0, "additionalGids": [1, "x"]}}, b"process.user.additionalGids[1]"),
+        ({"process.user": {"uid": 0, "gid": 0, "umask": "022"}}, b"process.user.umask"),
+        ({"process.user": {"uid": 0, "gid": 0, "umask": 0o10000}}, b"process.user.umask"),
+        ({"process.rlimits": ["RLIMIT_NOFILE"]}, b"process.rlimits[0]"),
+        ({"process.rlimits": [{"type": "RLIMIT_NOFILE", "soft": "x", "hard": 1}]}, b"process.rlimits[0].soft"),
+        ({"process.rlimits": [{"type": "RLIMIT_NOFILE", "soft": -1, "hard": 1}]}, b"process.rlimits[0].soft"),
+        ({"process.consoleSize": {"height": "tall", "width": 80}}, b"process.consoleSize.height"),
+        ({"process.oomScoreAdj": "5"}, b"process.oomScoreAdj"),
+        ({"process.oomScoreAdj": 5000}, b"process.oomScoreAdj"),
+        ({"process.terminal": "no"}, b"process.terminal"),
+    ],
+)
+def test_hostile_process_fields_are_named(oci_root, tmp_path, busybox_root, changes, field):
+    """process is read into a ProcessSpec without validators: each field is checked
+    where it is read, the error naming it, without a traceback; nothing is left."""
+    cid = unique_id()
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **changes)
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and field in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
+    assert containers_in(oci_root) == [] and cgroup_dirs(cid) == []
+
+
+def test_cgroups_path_stays_in_the_cgroup_file_systems(oci_root, tmp_path, busybox_root):
+    """A cgroupsPath with '..' components (relative or absolute) is refused naming
+    the field: it led the runtime out of /sys/fs/cgroup, making directories and
+    writing limit files as root anywhere on the host (runc cleans such a path)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    depth = "../" * 12
+    for path in (f"{depth}{outside}/escaped", f"/{depth}{outside}/escaped", "a/../../b"):
+        cid = unique_id()
+        bundle = make_bundle(
+            str(tmp_path / cid),
+            busybox_root,
+            ["true"],
+            **{"linux.cgroupsPath": path, "linux.resources.pids": {"limit": 20}},
+        )
+        proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+        assert proc.returncode == 1 and b"linux.cgroupsPath" in proc.stderr, proc.stderr
+        assert os.listdir(outside) == [] and containers_in(oci_root) == []
+
+
+def test_host_sysctls_are_refused(oci_root, tmp_path, busybox_root):
+    """linux.sysctl is written by create, as root, from the container's network, IPC
+    and UTS namespaces but the host's mount namespace: a sysctl of no namespace
+    of the container's (vm.*, kernel.core_pattern...) was the host's, changed for
+    every process (runc refuses it).  Given here its current value: written or not,
+    the host's is unchanged."""
+    with open("/proc/sys/vm/dirty_expire_centisecs") as f:
+        current = f.read().strip()
+    for key, value in (("vm.dirty_expire_centisecs", current), ("kernel.hostname", "x"), ("net..x", "1")):
+        cid = unique_id()
+        bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **{"linux.sysctl": {key: value}})
+        proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+        assert proc.returncode == 1 and f"linux.sysctl.{key}".encode() in proc.stderr, proc.stderr
+        assert containers_in(oci_root) == []
+    # Nor a namespace sysctl through a joined namespace that is the host's (ours).
+    with open("/proc/sys/kernel/msgmax") as f:
+        msgmax = f.read().strip()
+    cid = unique_id()
+    changes = {
+        "linux.sysctl": {"kernel.msgmax": msgmax},
+        "linux.namespaces": [
+            *({"type": t} for t in ("pid", "mount", "uts", "network")),
+            {"type": "ipc", "path": "/proc/self/ns/ipc"},
+        ],
+    }
+    bundle = make_bundle(str(tmp_path / cid), busybox_root, ["true"], **changes)
+    proc = runtime(oci_root, "create", "--bundle", bundle, cid)
+    assert proc.returncode == 1 and b"linux.sysctl.kernel.msgmax" in proc.stderr, proc.stderr
+    assert containers_in(oci_root) == []
+    with open("/proc/sys/vm/dirty_expire_centisecs") as f:
+        assert f.read().strip() == current

@@ -295,7 +295,14 @@ def check_copy_in_and_out(path, busybox_rootfs):
             archived_root = {m.name for m in tar.getmembers()}
         with tempfile.TemporaryFile() as f:
             f.write(b"kept")
-            c.export(f)
+            # Written into f as it is made, never spooled through the temporary
+            # directory first (twice a large container's size on disk, or in
+            # a tmpfs's memory): none to be had here.
+            tempfile.tempdir, saved_tempdir = os.path.join(path, "no-temporary-directory"), tempfile.tempdir
+            try:
+                c.export(f)
+            finally:
+                tempfile.tempdir = saved_tempdir
             f.seek(0)
             kept = f.read(4)
             with tarfile.open(fileobj=f) as tar:

@@ -291,13 +291,20 @@ def _table(states: list) -> str:
 
 
 def _resources(args: argparse.Namespace) -> dict:
+    from ..errors import ConfigError
+
     if args.resources:
         source = sys.stdin if args.resources == "-" else open(args.resources)
         with source:
-            return json.load(source)
+            try:
+                return json.load(source)
+            except ValueError as err:  # (JSONDecodeError, UnicodeDecodeError)
+                raise ConfigError("--resources", f"not JSON: {err}") from None
     resources: dict = {}
     if args.memory:
-        resources["memory"] = {"limit": int(args.memory)}
+        from ..config.values import parse_size  # (bytes, or runc's units: 64m)
+
+        resources["memory"] = {"limit": parse_size(args.memory, "--memory")}
     if args.pids_limit is not None:
         resources["pids"] = {"limit": args.pids_limit}
     if args.cpu_quota is not None or args.cpu_share is not None:

@@ -10,12 +10,14 @@ capabilities, this build and host (version, native ABI, kernel release,
 machine) and the security sources' mtimes (a checkout being edited).  A file
 holds its whole key, compared byte for byte (its name is only the key's
 crc32); it is written whole (a rename), 0600 in the root's own directory, and
-used only while it is ours and no one else may write it; at most
+used only while it and ``.filters`` are ours and no one else may write them
+(reached through the directory's fd, no symlink followed); at most
 ``MAX_ENTRIES`` are kept, the oldest removed.  A miss, or a
 config.json whose policy is wrong (its error names the field), compiles."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -34,13 +36,44 @@ def compiled_filters(root: str, seccomp: Optional[Mapping[str, Any]], caps: froz
     """(config.json's filter, b"" without one; the init's filter) for a process
     whose bounding set is ``caps``."""
     key = _key(seccomp, caps)
-    path = os.path.join(root, DIRECTORY, f"{zlib.crc32(key):08x}")
-    kept = _read(path, key)
-    if kept is not None:
-        return kept
-    program, init_filter = _compile(seccomp, caps)
-    _keep(path, key, program, init_filter)
-    return program, init_filter
+    name = f"{zlib.crc32(key):08x}"
+    directory = _directory(root)
+    try:
+        kept = None if directory is None else _read(directory, name, key)
+        if kept is not None:
+            return kept
+        program, init_filter = _compile(seccomp, caps)
+        if directory is not None:
+            _keep(directory, name, key, program, init_filter)
+        return program, init_filter
+    finally:
+        if directory is not None:
+            os.close(directory)
+
+
+def _directory(root: str) -> Optional[int]:
+    """An fd of ``ROOT/.filters`` when it is ours and no one else may change it
+    (None: nothing kept).  Everything is done through the fd, without following
+    a symlink: in a ``--root`` others may write (a shared directory) another
+    user could make ``.filters`` first, a symlink to /etc (whose entries the
+    eviction removed) or a directory of their own holding a symlink where
+    the next file is written (which we truncated and wrote, as root)."""
+    path = os.path.join(root, DIRECTORY)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _key(seccomp: Optional[Mapping[str, Any]], caps: frozenset) -> bytes:
@@ -61,16 +94,17 @@ def _compile(seccomp: Optional[Mapping[str, Any]], caps: frozenset) -> Tuple[byt
     return compile_policy(policy, caps) if policy else b"", compile_policy(init_policy(), caps)
 
 
-def _read(path: str, key: bytes) -> Optional[Tuple[bytes, bytes]]:
+def _read(directory: int, name: str, key: bytes) -> Optional[Tuple[bytes, bytes]]:
     """The kept filters, from a file of ours that only we may write and that holds ``key``."""
     try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-                return None
-            data = f.read()
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
     except OSError:
         return None
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            return None
+        data = f.read()
     if len(data) < _SIZES.size:
         return None
     n_key, n_program, n_init = _SIZES.unpack_from(data)
@@ -80,16 +114,17 @@ def _read(path: str, key: bytes) -> Optional[Tuple[bytes, bytes]]:
     return bytes(body[n_key : n_key + n_program]), bytes(body[n_key + n_program :])
 
 
-def _keep(path: str, key: bytes, program: bytes, init_filter: bytes) -> None:
-    directory = os.path.dirname(path)
+def _keep(directory: int, name: str, key: bytes, program: bytes, init_filter: bytes) -> None:
+    tmp = f"{name}.{os.getpid()}.tmp"
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        entries = sorted(os.scandir(directory), key=lambda e: e.stat().st_mtime_ns)
+        entries = sorted(os.scandir(directory), key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
         for old in entries[: max(0, len(entries) - MAX_ENTRIES + 1)]:
-            os.unlink(old.path)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
+            os.unlink(old.name, dir_fd=directory)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with open(os.open(tmp, flags, 0o600, dir_fd=directory), "wb") as f:
             f.write(_SIZES.pack(len(key), len(program), len(init_filter)) + key + program + init_filter)
-        os.rename(tmp, path)
+        os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except OSError:
-        pass  # (kept for the next create only: this one has its filters)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=directory)  # (a file of ours: O_EXCL made it)
+        # (kept for the next create only: this one has its filters)

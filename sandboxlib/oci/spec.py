@@ -215,24 +215,29 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
     nnp = _field(data, "noNewPrivileges", bool, where, False)
     rlimits = []
     for i, limit in enumerate(_field(data, "rlimits", list, where, [])):
+        at = f"{where}rlimits[{i}]"
+        if not isinstance(limit, dict):
+            raise ConfigError(at, f"expected an object, got {limit!r}")
         kind = str(limit.get("type", ""))
         name = kind[len("RLIMIT_") :].lower() if kind.startswith("RLIMIT_") else ""
         if name not in RLIMIT_NUMBERS:
-            raise ConfigError(f"{where}rlimits[{i}].type", f"unsupported rlimit {kind!r}")
-        rlimits.append((name, int(limit.get("soft", 0)), int(limit.get("hard", 0))))
+            raise ConfigError(f"{at}.type", f"unsupported rlimit {kind!r}")
+        soft, hard = (_whole(limit, key, f"{at}.", 0, _RLIM_INFINITY) or 0 for key in ("soft", "hard"))
+        rlimits.append((name, soft, hard))
     for key in ("apparmorProfile", "selinuxLabel"):
         if data.get(key):
             raise ConfigError(f"{where}{key}", "not supported (this runtime applies no LSM profile)")
     size = _field(data, "consoleSize", dict, where, {})
-    umask = user.get("umask")
+    at = f"{where}user."
+    gids = _field(user, "additionalGids", list, at, [])
     return ProcessSpec(
         args=args,
         env=_strings(data.get("env"), f"{where}env"),
         cwd=_field(data, "cwd", str, where, "/"),
-        uid=int(user.get("uid", 0)),
-        gid=int(user.get("gid", 0)),
-        groups=tuple(int(g) for g in user.get("additionalGids") or ()),
-        umask=int(umask) if umask is not None else None,
+        uid=_whole(user, "uid", at, 0, _ID_LIMIT) or 0,
+        gid=_whole(user, "gid", at, 0, _ID_LIMIT) or 0,
+        groups=tuple(_gid(g, f"{at}additionalGids[{i}]") for i, g in enumerate(gids)),
+        umask=_whole(user, "umask", at, 0, 0o7777),
         rlimits=tuple(rlimits),
         capabilities=tuple(bounding),
         effective=tuple(sets["effective"]),
@@ -240,10 +245,37 @@ def parse_process(data: Any, where: str = "process.") -> ProcessSpec:
         inheritable=tuple(sets["inheritable"]),
         ambient=tuple(sets["ambient"]),
         no_new_privileges=nnp,
-        terminal=bool(data.get("terminal", False)),
-        console_size=(int(size.get("height", 24)), int(size.get("width", 80))),
-        oom_score_adj=data.get("oomScoreAdj"),
+        terminal=_field(data, "terminal", bool, where, False),
+        console_size=(
+            _whole(size, "height", f"{where}consoleSize.", 0, 65535) or 24,
+            _whole(size, "width", f"{where}consoleSize.", 0, 65535) or 80,
+        ),
+        oom_score_adj=_whole(data, "oomScoreAdj", where, -1000, 1000),
     )
+
+
+_ID_LIMIT = (1 << 32) - 2  # (an id below (uid_t)-1)
+_RLIM_INFINITY = (1 << 64) - 1
+
+
+def _whole(data: Mapping[str, Any], key: str, where: str, low: int, high: int) -> Optional[int]:
+    """An integer field from ``low`` to ``high`` (None: not given), or a ConfigError naming it."""
+    return _whole_value(data.get(key), f"{where}{key}", low, high)
+
+
+def _gid(value: Any, field: str) -> int:
+    gid = _whole_value(value, field, 0, _ID_LIMIT)
+    if gid is None:
+        raise ConfigError(field, "expected a group id, got null")
+    return gid
+
+
+def _whole_value(value: Any, field: str, low: int, high: int) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(field, f"expected a whole number from {low} to {high}, got {value!r}")
+    return value
 
 
 # mount option -> (flag set, flag cleared)
@@ -388,40 +420,136 @@ def _maps(data: Any, field: str) -> Tuple[IdMapping, ...]:
 
 
 def resource_limits(resources: Mapping[str, Any]) -> CgroupLimits:
-    memory = resources.get("memory") or {}
+    """``linux.resources`` (or ``update --resources``) -> limits; each field
+    checked here, where it is read (CgroupLimits is a record without
+    validators): a wrong type or a number out of range is a ConfigError naming it."""
+    where = "linux.resources"
+    if not isinstance(resources, dict):
+        raise ConfigError(where, f"expected an object, got {resources!r}")
+    memory, cpu = _section(resources, "memory"), _section(resources, "cpu")
     for key in ("reservation", "disableOOMKiller", "swappiness"):
         if memory.get(key) not in (None, False):
-            raise ConfigError(f"linux.resources.memory.{key}", "not supported")
-    cpu = resources.get("cpu") or {}
-    quota, period = cpu.get("quota"), cpu.get("period")
-    limit, swap = memory.get("limit"), memory.get("swap")
-    pids = (resources.get("pids") or {}).get("limit")
+            raise ConfigError(f"{where}.memory.{key}", "not supported")
+    # -1 (and 0) mean no limit where runc takes them so.
+    limit, swap = _number(memory, "limit", "memory", -1), _number(memory, "swap", "memory", -1)
+    quota, pids = _number(cpu, "quota", "cpu", -1), _number(_section(resources, "pids"), "limit", "pids", -1)
+    devices = _field(resources, "devices", list, f"{where}.", [])
     return CgroupLimits(
         memory=limit if limit and limit > 0 else None,
         memory_swap=swap if swap and swap > 0 else None,
         cpu_quota_us=quota if quota and quota > 0 else None,
-        cpu_period_us=period or None,
-        cpu_shares=cpu.get("shares") or None,
+        cpu_period_us=_number(cpu, "period", "cpu", 0) or None,
+        cpu_shares=_number(cpu, "shares", "cpu", 0) or None,
         pids=pids if pids and pids > 0 else None,  # (our init counts: one process more than runc's)
-        cpuset_cpus=cpu.get("cpus") or None,
-        cpuset_mems=cpu.get("mems") or None,
-        devices=_device_rules(_field(resources, "devices", list, "linux.resources.", [])) or None,
-        cpu_rt_period_us=cpu.get("realtimePeriod") or None,
-        cpu_rt_runtime_us=cpu.get("realtimeRuntime") or None,
+        cpuset_cpus=_field(cpu, "cpus", str, f"{where}.cpu.", None) or None,
+        cpuset_mems=_field(cpu, "mems", str, f"{where}.cpu.", None) or None,
+        devices=_device_rules(devices) or None,
+        cpu_rt_period_us=_number(cpu, "realtimePeriod", "cpu", 0) or None,
+        cpu_rt_runtime_us=_number(cpu, "realtimeRuntime", "cpu", -1) or None,
     )
 
 
-def _device_rules(rules: List[Mapping[str, Any]]) -> Tuple[str, ...]:
+_INT64_MAX = (1 << 63) - 1
+
+
+def _section(resources: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = resources.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"linux.resources.{key}", f"expected an object, got {value!r}")
+    return value
+
+
+def _number(section: Mapping[str, Any], key: str, where: str, low: int) -> Optional[int]:
+    """An integer of ``linux.resources.WHERE`` (None: not given) from ``low`` to int64's largest."""
+    return _whole_value(section.get(key), f"linux.resources.{where}.{key}", low, _INT64_MAX)
+
+
+def _device_rules(rules: List[Any]) -> Tuple[str, ...]:
     """linux.resources.devices (then the defaults) -> cgroup v1 devices.allow/deny lines ("allow c 1:3 rwm")."""
     if not rules:
         return ()
     lines = []
-    for rule in rules:
-        kind = rule.get("type") or "a"
-        major, minor = rule.get("major"), rule.get("minor")
-        node = "" if kind == "a" else f" {'*' if major is None else major}:{'*' if minor is None else minor}"
-        lines.append(f"{'allow' if rule.get('allow') else 'deny'} {kind}{node} {rule.get('access') or 'rwm'}")
+    for i, rule in enumerate(rules):
+        where = f"linux.resources.devices[{i}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(where, f"expected an object, got {rule!r}")
+        kind = _field(rule, "type", str, f"{where}.", None) or "a"
+        if kind not in ("a", "b", "c"):
+            raise ConfigError(f"{where}.type", f"expected 'a', 'b' or 'c', got {kind!r}")
+        major, minor = (_device_number(rule, key, where) for key in ("major", "minor"))
+        access = _field(rule, "access", str, f"{where}.", None) or "rwm"
+        if not set(access) <= set("rwm"):
+            raise ConfigError(f"{where}.access", f"expected letters of 'rwm', got {access!r}")
+        node = "" if kind == "a" else f" {major}:{minor}"
+        allow = _field(rule, "allow", bool, f"{where}.", False)
+        lines.append(f"{'allow' if allow else 'deny'} {kind}{node} {access}")
     return tuple(lines) + DEFAULT_DEVICE_RULES
+
+
+def _device_number(rule: Mapping[str, Any], key: str, where: str) -> str:
+    """A device's major or minor number ('*': any, not given or -1)."""
+    value = rule.get(key)
+    if value is None or value == -1 and not isinstance(value, bool):
+        return "*"
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+        raise ConfigError(f"{where}.{key}", f"expected a device number (or -1: any), got {value!r}")
+    return str(value)
+
+
+def _cgroups_path(linux: Mapping[str, Any]) -> Optional[str]:
+    """linux.cgroupsPath: joined to each hierarchy's mount point (absolute) or our
+    own cgroup there (relative), so no '..' may lead it out of the cgroup file systems."""
+    path = _field(linux, "cgroupsPath", str, "linux.", None) or None
+    if path is not None and (".." in path.split("/") or "\0" in path):
+        raise ConfigError("linux.cgroupsPath", f"{path!r}: a '..' component (or a NUL byte) is not allowed")
+    return path
+
+
+# Sysctls of the container's own namespaces (runc's list): any other is the
+# host's, which create writes as root.
+_IPC_SYSCTLS = frozenset(
+    ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem")
+    + ("kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+)
+
+
+def _sysctls(data: Mapping[str, Any], kinds: Mapping[str, Optional[str]]) -> Dict[str, str]:
+    """linux.sysctl, each of a namespace the container has (IPC, UTS, network)."""
+    checked = {}
+    for key, value in data.items():
+        field = f"linux.sysctl.{key}"
+        if not isinstance(value, str) or "\0" in value:
+            raise ConfigError(field, f"expected a string, got {value!r}")
+        name = key.replace("/", ".")
+        if "" in name.split("."):
+            raise ConfigError(field, "not a sysctl name")
+        if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
+            own = _not_ours("ipc", kinds)
+        elif name.startswith("net."):
+            own = _not_ours("network", kinds)
+        else:
+            own = name == "kernel.domainname" and _not_ours("uts", kinds)
+        if not own:
+            raise ConfigError(
+                field,
+                "not a sysctl of a namespace of the container's own: it would change the host's (as runc, refused)",
+            )
+        checked[key] = value
+    return checked
+
+
+def _not_ours(kind: str, kinds: Mapping[str, Optional[str]]) -> bool:
+    """The container has a ``kind`` namespace that is not the runtime's (a new
+    one, or a joined one but for ours: a path to the host's joins it)."""
+    if kind not in kinds:
+        return False
+    path = kinds[kind]
+    if path is None:
+        return True
+    joined, ours = os.stat(path), os.stat(f"/proc/self/ns/{'net' if kind == 'network' else kind}")
+    return (joined.st_dev, joined.st_ino) != (ours.st_dev, ours.st_ino)
 
 
 def _namespaces(data: List[Mapping[str, Any]]) -> Dict[str, Optional[str]]:
@@ -500,9 +628,9 @@ def load_spec(bundle: str) -> Spec:
         uid_map=_maps(linux.get("uidMappings"), "linux.uidMappings"),
         gid_map=_maps(linux.get("gidMappings"), "linux.gidMappings"),
         limits=resource_limits(resources),
-        cgroups_path=_field(linux, "cgroupsPath", str, "linux.", None) or None,
+        cgroups_path=_cgroups_path(linux),
         seccomp=_field(linux, "seccomp", dict, "linux.", None),
-        sysctl={str(k): str(v) for k, v in sysctl.items()},
+        sysctl=_sysctls(sysctl, kinds),
         hooks={name: tuple(_field(hooks, name, list, "hooks.", [])) for name in HOOK_NAMES},
         annotations=dict(_field(data, "annotations", dict, "", {})),
     )

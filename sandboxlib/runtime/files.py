@@ -135,7 +135,8 @@ class FileAccess:
         """``func(root_fd, path, f, policy, mounts)`` here.  What this process may not read
         (files of the container's other users) the sub-id sandbox writes, as _transfer
         does: again after a rewind of ``f``, or at once for a stream that cannot be
-        rewound (rootless: it might meet such a file after some of the tar is sent)."""
+        rewound (rootless: it might meet such a file after some of the tar is sent);
+        into ``f``'s own fd when it has one."""
         mounts = self._mount_points()
         policy = self._id_policy()
         start = f.tell() if f.seekable() else None
@@ -152,11 +153,13 @@ class FileAccess:
             out = f.fileno()
         except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is an OSError)
             out = -1
-        if start is None and out >= 0:
+        if out >= 0:  # the sub-id sandbox writes the file itself (not spooled: twice a large tar on disk)
             f.flush()
             self._in_root(self._as_root, path, op, mounts, out)
+            if start is not None:
+                f.seek(os.lseek(out, 0, os.SEEK_CUR))  # (its writes moved the shared offset, not f's idea of it)
             return
-        with tempfile.TemporaryFile() as spooled:
+        with tempfile.TemporaryFile() as spooled:  # (f is a Python object without an fd: BytesIO)
             self._in_root(self._as_root, path, op, mounts, spooled.fileno())
             spooled.seek(0)
             shutil.copyfileobj(spooled, f)
