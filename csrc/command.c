@@ -265,23 +265,10 @@ static void announce_pid(const struct sbx_command *cmd)
         sbx_report_fail(report_fd, SBX_STEP_FORK, n < 0 ? errno : EMSGSIZE, -1);
 }
 
-/* Move into the command's own cgroup, first: before the host can learn our
- * pid, before anything we start, so its cgroup.kill misses nothing.  (Not
- * clone3(CLONE_INTO_CGROUP): Docker's policy refuses clone3, and the
- * launcher shares the commands' filter.)  The host opened the file: the
- * kernel checks the migration against the opener's credentials and cgroup
- * namespace, not ours. */
-static void join_cgroup(const struct sbx_command *cmd)
-{
-    if (cmd->procs_fd >= 0 && write(cmd->procs_fd, "0", 1) != 1)
-        sbx_report_fail(report_fd, SBX_STEP_FORK, errno, -1);
-}
-
 void sbx_command_exec(const struct sbx_command *cmd, int fd)
 {
     report_fd = fd;
     fault = cmd->hdr->fault;
-    join_cgroup(cmd);
     announce_pid(cmd);
     raise_effective();
     fault_point(SBX_STEP_STDIO);

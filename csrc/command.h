@@ -13,7 +13,7 @@ struct sbx_command {
     char **argv;
     char **envp;
     int stdio[3];
-    int procs_fd; /* cgroup.procs of the command's cgroup (v2; opened by the host), or -1 */
+    int cgroup_fd; /* the command's cgroup v2 directory, or -1 */
     int reply_fd; /* the host's reply socket, to announce our pid on; -1: do not */
     uint64_t cap_bounding; /* the init's bounding set when it forked us */
     const void *filter; /* the container's seccomp BPF, installed last */
@@ -30,9 +30,8 @@ void sbx_reset_dispositions(void);
 /* Drop every capability not in keep from the bounding set; 0 or -errno. */
 int sbx_drop_bounding(uint64_t keep);
 
-/* In the forked child of the init: move into the command's cgroup (if
- * any), announce its pid on cmd->reply_fd (if any), process set-up, the
- * seccomp filter, then execve.  Reports failures
+/* In the forked child of the init: announce its pid on cmd->reply_fd (if
+ * any), process set-up, the seccomp filter, then execve.  Reports failures
  * on report_fd.  Never returns. */
 __attribute__((noreturn)) void sbx_command_exec(const struct sbx_command *cmd, int report_fd);
 

@@ -32,6 +32,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "clone.h"
 #include "command.h"
 #include "fdmsg.h"
 #include "launcher.h"
@@ -43,7 +44,8 @@
 #define PARENT_FD SBX_FD_PARENT
 #define MAX_CHILDREN 4096
 #define MAX_STRINGS (SBX_MAX_REQUEST / 2)
-#define MAX_FDS 5 /* reply socket, stdin, stdout, stderr, cgroup.procs */
+#define MAX_FDS 5 /* reply socket, stdin, stdout, stderr, cgroup */
+#define CHILD_STACK (64 * 1024)
 
 struct child {
     pid_t pid;
@@ -55,16 +57,18 @@ struct child {
 static struct child children[MAX_CHILDREN];
 static char request[SBX_MAX_REQUEST];
 static char *strings[MAX_STRINGS];
+static char child_stack[CHILD_STACK] __attribute__((aligned(16)));
 static int stopping;
 static int bounding_set; /* the bounding set was dropped to ... */
 static uint64_t bounding_keep; /* ... this mask (the container's) */
 static const struct sbx_plan *plan; /* its seccomp filter goes into every command */
-/* The launcher (launcher.c), which forks filtered commands for us. */
+/* The launchers (launcher.c): [0] forks commands in the container's cgroup,
+ * [1] commands with a cgroup of their own (SBX_PLAN_CGROUP_LAUNCHER). */
 static struct launcher {
     int fd; /* our end of its socket, or -1 */
     pid_t pid;
     int off; /* it could not start or died: fork those commands ourselves */
-} launcher = {.fd = -1};
+} launchers[2] = {{.fd = -1}, {.fd = -1}};
 /* SBX_EXEC_HOLD: the main command's request and stdio, kept until START. */
 static char held[SBX_MAX_REQUEST];
 static size_t held_len;
@@ -118,8 +122,9 @@ static void signal_all(int sig)
             kill(-children[i].pid, sig); /* each command is a session (and group) leader */
             kill(children[i].pid, sig);
         }
-    if (launcher.pid > 0)
-        kill(launcher.pid, sig);
+    for (int i = 0; i < 2; i++)
+        if (launchers[i].pid > 0)
+            kill(launchers[i].pid, sig);
 }
 
 /* Reap everything signal_all(SIGKILL) ended.  In a joined pid namespace a
@@ -150,6 +155,23 @@ static __attribute__((noreturn)) void end_container(void)
     _exit(0);
 }
 
+struct command_start {
+    struct sbx_command *cmd;
+    int report_fd;
+};
+
+static int command_child(void *arg)
+{
+    struct command_start *s = arg;
+    sbx_command_exec(s->cmd, s->report_fd);
+}
+
+/* vfork, or with a command cgroup clone3(CLONE_VM | CLONE_VFORK |
+ * CLONE_INTO_CGROUP): the command and everything it starts, setsid or
+ * not, are in that cgroup from the first instruction, so the host can
+ * kill them all with cgroup.kill.  Both share our memory only until the
+ * child execs (we sleep meanwhile), so one static stack does.  Returns the
+ * pid or -1 with errno. */
 static void forget_launcher(struct launcher *l)
 {
     if (l->fd >= 0)
@@ -161,39 +183,67 @@ static void forget_launcher(struct launcher *l)
     l->off = 1;
 }
 
-/* The launcher, if it forks this command (started by the first that may):
- * not the main command (a one-shot run would gain nothing), only one that
- * sets no_new_privs, as the launcher did. */
+/* The launcher that forks this command (started by the first that may), or
+ * NULL: not for the main command (a one-shot run would gain nothing), only
+ * when it sets no_new_privs, as the launcher did, and for a command with a
+ * cgroup of its own only when the plan has that launcher's filters. */
 static struct launcher *launcher_for(const struct sbx_command *cmd)
 {
-    struct launcher *l = &launcher;
+    int cgroup = cmd->cgroup_fd >= 0;
+    struct launcher *l = &launchers[cgroup];
     if (l->off || !(plan->flags & SBX_PLAN_LAUNCHER) ||
+        (cgroup && !(plan->flags & SBX_PLAN_CGROUP_LAUNCHER)) ||
         (cmd->hdr->flags & (SBX_EXEC_MAIN | SBX_EXEC_NO_NEW_PRIVS)) != SBX_EXEC_NO_NEW_PRIVS)
         return NULL;
     if (l->fd < 0) {
-        l->fd = sbx_launcher_start(plan, cmd->cap_bounding, &l->pid);
+        l->fd = sbx_launcher_start(plan, cmd->cap_bounding, cgroup, &l->pid);
         l->off = l->fd < 0;
     }
     return l->fd >= 0 ? l : NULL;
 }
 
-/* vfork (by the launcher or ourselves): the child shares our memory only
- * until it execs (we sleep meanwhile).  A command with a cgroup of its own
- * moves itself into it first (command.c).  Returns the pid or -1 with errno. */
 static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
 {
     struct launcher *l = launcher_for(cmd);
     if (l) {
         pid_t pid =
-            sbx_launcher_fork(l->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, cmd->procs_fd);
-        if (pid != SBX_LAUNCHER_GONE)
+            sbx_launcher_fork(l->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, cmd->cgroup_fd);
+        if (pid >= 0 || (pid == -1 && errno != ENOSYS))
             return pid;
-        forget_launcher(l); /* gone: we fork them */
+        forget_launcher(l); /* gone, or no clone3 (before Linux 5.7): we fork them */
     }
-    pid_t pid = vfork();
-    if (pid == 0)
-        sbx_command_exec(cmd, report_fd);
-    return pid;
+    if (cmd->cgroup_fd < 0) {
+        pid_t pid = vfork();
+        if (pid == 0)
+            sbx_command_exec(cmd, report_fd);
+        return pid;
+    }
+    struct command_start start = {.cmd = cmd, .report_fd = report_fd};
+    struct clone_args ca = {
+        .flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP,
+        .exit_signal = SIGCHLD,
+        .stack = (uint64_t)(uintptr_t)child_stack,
+        .stack_size = sizeof(child_stack),
+        .cgroup = (uint64_t)cmd->cgroup_fd,
+    };
+    long pid = sbx_clone3_run(&ca, command_child, &start);
+    if (pid == -ENOSYS) {
+        /* No clone3 (before Linux 5.7): the child moves itself, the slow way. */
+        pid_t child = vfork();
+        if (child == 0) {
+            int procs = openat(cmd->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+            if (procs < 0 || write(procs, "0", 1) != 1)
+                sbx_report_fail(report_fd, SBX_STEP_FORK, errno, -1);
+            close(procs);
+            sbx_command_exec(cmd, report_fd);
+        }
+        return child;
+    }
+    if (pid < 0) {
+        errno = (int)-pid;
+        return -1;
+    }
+    return (pid_t)pid;
 }
 
 /* Fork and exec one command; reply STARTED or FAILED (after the child's own
@@ -328,7 +378,7 @@ static void close_fds(const int *fds, int n)
  * command cgroup. */
 static void hold_command(const struct sbx_command *cmd, int reply_fd, size_t len)
 {
-    if (held_len || !(cmd->hdr->flags & SBX_EXEC_MAIN) || cmd->procs_fd >= 0) {
+    if (held_len || !(cmd->hdr->flags & SBX_EXEC_MAIN) || cmd->cgroup_fd >= 0) {
         reply_failed(reply_fd, SBX_STEP_REQUEST, EBUSY, -1);
         return;
     }
@@ -364,7 +414,7 @@ static void start_held(int reply_fd)
     }
     held_len = 0;
     memcpy(cmd.stdio, held_stdio, sizeof(cmd.stdio));
-    cmd.procs_fd = -1;
+    cmd.cgroup_fd = -1;
     if (!start_command(&cmd, reply_fd, len))
         close(reply_fd);
     close_fds(held_stdio, 3); /* the command has its own copies */
@@ -395,7 +445,7 @@ static void handle_exec(size_t len, int *fds, int nfds)
                 cmd.stdio[0] = cmd.stdio[1] = cmd.stdio[2] = slave;
             else
                 memcpy(cmd.stdio, fds + 1, sizeof(cmd.stdio));
-            cmd.procs_fd = cgroup ? fds[nfds - 1] : -1;
+            cmd.cgroup_fd = cgroup ? fds[nfds - 1] : -1;
             if (cmd.hdr->flags & SBX_EXEC_HOLD)
                 hold_command(&cmd, fds[0], len);
             else
@@ -472,10 +522,11 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
-        if (pid == launcher.pid) {
-            launcher.pid = 0;
-            forget_launcher(&launcher);
-        }
+        for (int i = 0; i < 2; i++)
+            if (pid == launchers[i].pid) {
+                launchers[i].pid = 0;
+                forget_launcher(&launchers[i]);
+            }
         struct child *c = find_child(pid);
         if (!c)
             continue;

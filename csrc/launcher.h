@@ -10,17 +10,18 @@
 #define SBX_LAUNCHER_GONE (-2)
 
 /* Fork the launcher (from the init, after the bounding set was dropped to
- * `bounding`); it installs plan's filter on itself.  Returns the
+ * `bounding`); it installs plan's filter on itself (with `cgroups`, the one
+ * for the launcher of commands with cgroups of their own).  Returns the
  * init's end of its socket and sets *pid, or -1 with errno. */
-int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, pid_t *pid);
+int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgroups, pid_t *pid);
 
 /* Have the launcher fork and exec the command of the EXEC request req
  * (len bytes) with these stdio fds and report pipe; the command's child
- * announces its pid on reply_fd (-1: a QUIET request, it does not), after
- * moving into the cgroup whose cgroup.procs is procs_fd (-1: none).  Returns the pid once
+ * announces its pid on reply_fd (-1: a QUIET request, it does not), born in
+ * the cgroup v2 directory cgroup_fd (-1: none).  Returns the pid once
  * it has exec'd or reported its failure (as vfork), -1 with errno when it
  * could not fork, or SBX_LAUNCHER_GONE when the launcher has died. */
 pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int reply_fd, int report_fd,
-                        int procs_fd);
+                        int cgroup_fd);
 
 #endif

@@ -26,9 +26,10 @@ int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_moun
     if (h->n_mounts > max_ops)
         return -E2BIG;
     size_t records = (size_t)h->n_mounts * sizeof(struct sbx_mount_rec);
-    const uint32_t lens[2] = {h->filter_len, h->init_filter_len};
+    const uint32_t lens[4] = {h->filter_len, h->init_filter_len, h->launcher_filter_len,
+                              h->clone3_filter_len};
     size_t start = sizeof(*h);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 4; i++) {
         if (lens[i] % 8 || lens[i] > SBX_MAX_FILTER)
             return -EBADMSG;
         start += lens[i];
@@ -55,6 +56,11 @@ int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_moun
     const uint32_t join[SBX_N_JOIN] = {h->join_net, h->join_ipc, h->join_uts, h->join_mnt, h->join_cgroup};
     for (int i = 0; i < SBX_N_JOIN; i++)
         plan->join[i] = string_at(strings, h->strings_len, join[i], &bad);
+    const char *after = buf + sizeof(*h) + h->filter_len + h->init_filter_len;
+    plan->launcher_filter = h->launcher_filter_len ? after : NULL;
+    plan->launcher_filter_len = h->launcher_filter_len;
+    plan->clone3_filter = h->clone3_filter_len ? after + h->launcher_filter_len : NULL;
+    plan->clone3_filter_len = h->clone3_filter_len;
     for (uint32_t i = 0; i < h->n_mounts; i++) {
         ops[i].kind = (int)recs[i].kind;
         ops[i].flags = recs[i].flags;

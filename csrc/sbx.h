@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 30
+#define SBX_NATIVE_VERSION 29
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -156,6 +156,15 @@ struct sbx_plan {
     uint32_t init_filter_len; /* in bytes; 0: none */
     uint32_t root_propagation; /* SBX_MF_* propagation bits of the root mount */
     const char *join[SBX_N_JOIN]; /* namespace paths to setns() into, or NULL */
+    /* SBX_PLAN_CGROUP_LAUNCHER: the filter of the launcher that forks commands
+     * into cgroups of their own (the container's, with clone3 allowed; absent:
+     * `filter` allows clone3 already) and the one each of its commands adds
+     * (clone3 answered as the container's filter answers it): together the
+     * container's filter (launcher.c). */
+    const void *launcher_filter;
+    uint32_t launcher_filter_len;
+    const void *clone3_filter;
+    uint32_t clone3_filter_len;
 };
 
 #define SBX_PLAN_NEW_MNTNS 0x01u
@@ -167,6 +176,8 @@ struct sbx_plan {
 /* send the new network ns to the parent (SBX_MSG_NETNS, its fd in SCM_RIGHTS) before
  * waiting for go: the parent moves a veth into it and configures it */
 #define SBX_PLAN_SEND_NETNS 0x40u
+/* commands with a cgroup of their own are forked by a launcher too (clone3) */
+#define SBX_PLAN_CGROUP_LAUNCHER 0x400u
 #define SBX_PLAN_DETACHED                                                    \
     0x80u /* the container outlives its creator (the OCI runtime): fd 4 is a \
            * listening socket whose connections replace the control socket,  \
@@ -185,8 +196,9 @@ struct sbx_plan {
 
 /* PLAN message: header, filter_len bytes of seccomp BPF (a multiple of 8,
  * so the records stay aligned), init_filter_len bytes of the init's own
- * BPF (likewise), n_mounts records, then the strings they point into (offsets into the string area,
- * SBX_NO_STRING for NULL). */
+ * BPF (likewise), launcher_filter_len and clone3_filter_len bytes of the
+ * cgroup launcher's two filters (likewise), n_mounts records, then the strings they
+ * point into (offsets into the string area, SBX_NO_STRING for NULL). */
 struct sbx_plan_hdr {
     uint32_t type; /* SBX_MSG_PLAN */
     uint32_t flags;
@@ -204,6 +216,8 @@ struct sbx_plan_hdr {
     uint32_t root_propagation; /* SBX_MF_SHARED/SLAVE/UNBINDABLE/PROPAGATE_REC of the root (else private) */
     /* string offsets of the namespace paths to join, in enum sbx_join's order */
     uint32_t join_net, join_ipc, join_uts, join_mnt, join_cgroup;
+    uint32_t launcher_filter_len;
+    uint32_t clone3_filter_len;
     uint32_t pad;
 };
 

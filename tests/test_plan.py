@@ -21,8 +21,9 @@ def _read(message: bytes) -> dict:
     (kind, flags, newnet, fault_step, fault_errno, hostname, base_dir, rootfs, n_ops, strings_len) = fields[:10]
     filter_len, init_caps, init_filter_len, _propagation = fields[10:14]
     joins = fields[14 : 14 + len(JOIN_NAMESPACES)]
+    launcher_len, clone3_len = fields[14 + len(JOIN_NAMESPACES) : 16 + len(JOIN_NAMESPACES)]
     body = len(message) - _HEADER.size
-    assert body == filter_len + init_filter_len + n_ops * _RECORD.size + strings_len
+    assert body == filter_len + init_filter_len + launcher_len + clone3_len + n_ops * _RECORD.size + strings_len
     strings = message[len(message) - strings_len :]
     assert strings.endswith(b"\0")
 

@@ -9,7 +9,6 @@ which nothing but our filter returns.  Root and rootless (``runner``)."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -22,11 +21,10 @@ import attrs
 import pytest
 
 import sandboxlib as sb
-import sandboxlib.aio as sba
 from sandboxlib import Seccomp
 from sandboxlib.native import binding
 from sandboxlib.native.binding import Step
-from sandboxlib.security.bpf import compile_policy
+from sandboxlib.security.bpf import clone3_split, compile_policy
 from sandboxlib.security.seccomp import DEFAULT_PROFILE
 
 from .conftest import LAUNCHER, run_cli, wait_until
@@ -238,12 +236,12 @@ def test_launcher_forks_filtered_commands(runner, probe):
     assert out["probe custom"]["keyctl"] == errno.ENXIO
 
 
-def check_cgroup_commands(probe: str) -> dict:
+def check_cgroup_launcher(probe: str) -> dict:
     """Docker's default policy: commands with a cgroup of their own (a
-    timeout, every aio run) are forked by the launcher too and move
-    themselves into their cgroup (no clone3(CLONE_INTO_CGROUP), which the
-    policy refuses), inheriting its filter; once it is gone, the init forks
-    them and each installs the filter itself."""
+    timeout) are forked into it by a second launcher (clone3, which the
+    policy refuses: that launcher's filter allows it, and each of its
+    commands adds one that refuses it as the policy does); once it is gone,
+    the init forks them and each installs the whole filter."""
     out = {}
     with sb.Container(mounts=_probe_mount(probe)) as c:
         out["plain"] = _parse(c.run([PROBE]).stdout)
@@ -252,8 +250,8 @@ def check_cgroup_commands(probe: str) -> dict:
         out["timed"] = _parse(c.run([PROBE], timeout=60).stdout)
         out["status"] = c.run(STATUS, timeout=60).stdout.split()
         out["names"] = _names(c)
-        launcher = next(p for p in c.top() if p.name == LAUNCHER)
-        os.kill(launcher.pid, signal.SIGKILL)
+        for launcher in [p for p in c.top() if p.name == LAUNCHER]:
+            os.kill(launcher.pid, signal.SIGKILL)
         assert wait_until(lambda: LAUNCHER not in _names(c))
         out["timed without"] = _parse(c.run([PROBE], timeout=60).stdout)
         out["status without"] = c.run(STATUS, timeout=60).stdout.split()
@@ -261,32 +259,85 @@ def check_cgroup_commands(probe: str) -> dict:
         if out["own"] != "0::/":  # (a process group's kill would miss the new session)
             killed = c.run(["sh", "-c", "setsid sleep 60 & sleep 60"], timeout=0.5)
             out["killed"] = (killed.timed_out, [p.name for p in c.top() if p.name not in ("sbx-init", LAUNCHER)])
-
-    async def aio_probe() -> dict:
-        async with sba.Container(mounts=_probe_mount(probe)) as c:
-            return _parse((await c.run([PROBE])).stdout)
-
-    out["aio"] = asyncio.run(aio_probe())
     return out
 
 
-def test_commands_with_their_own_cgroup_are_filtered_as_the_others(runner, probe):
-    out = runner(check_cgroup_commands, probe)
-    # Every syscall the probe tries is answered as for a command without a
-    # cgroup of its own: clone3 as Docker's policy answers it (ENOSYS), an
-    # aio run's too.
-    assert out["timed"] == out["timed without"] == out["aio"] == out["plain"]
-    assert out["timed"]["clone3"] == out["aio"]["clone3"] == errno.ENOSYS
-    # The init's filter and the container's, installed once by the launcher;
-    # without it, by the command itself.
-    filtered = [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"2", b"Seccomp_filters:", b"2"]
-    assert out["status"] == out["status without"] == filtered
-    assert out["names"] == ["sbx-init", LAUNCHER]
-    assert out["names without"] == ["sbx-init"]
-    if out["own"] == "0::/":  # rootless without a delegated cgroup: no cgroup of its own
+def test_cgroup_launcher_forks_commands_with_their_own_cgroup(runner, probe):
+    out = runner(check_cgroup_launcher, probe)
+    # Every syscall the probe tries is answered as for a command without a cgroup of its own.
+    assert out["timed"] == out["timed without"] == out["plain"]
+    assert out["timed"]["clone3"] == errno.ENOSYS
+    if out["own"] == "0::/":  # rootless without a delegated cgroup: no cgroup of its own, no second launcher
+        assert out["names"] == ["sbx-init", LAUNCHER]
         return
     assert out["own"].startswith("0::/cmd-"), out["own"]
     assert out["killed"] == (True, [])  # (its cgroup killed: the new session too)
+    # The init's filter, the launcher's (the policy with clone3 allowed) and the command's own (clone3 refused).
+    assert out["status"] == [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"2", b"Seccomp_filters:", b"3"]
+    assert out["names"] == ["sbx-init", LAUNCHER, LAUNCHER]
+    # Without the launchers: the init forks it into its cgroup; it installs the whole policy itself.
+    assert out["status without"] == [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"2", b"Seccomp_filters:", b"2"]
+    assert out["names without"] == ["sbx-init"]
+
+
+def _bpf_answer(program: bytes, data: bytes) -> int:
+    """A classic BPF program's answer for one struct seccomp_data (the
+    instructions libseccomp and our prologue emit)."""
+    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x20:  # ld [k]
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x06:  # ret k
+            return k
+        elif code == 0x05:  # ja k
+            pc += k
+        elif code == 0x54:  # and k
+            acc &= k
+        else:
+            taken = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += jt if taken else jf
+        pc += 1
+
+
+def _kernel_answer(programs_newest_first, data: bytes) -> int:
+    """The kernel's answer of stacked filters: the strictest action (lowest
+    as a signed 32-bit number); at a tie, the newest filter's."""
+    answers = [_bpf_answer(p, data) for p in programs_newest_first]
+    rank = [struct.unpack("<i", struct.pack("<I", a & 0xFFFF0000))[0] for a in answers]
+    return answers[rank.index(min(rank))]
+
+
+def _clone3_policy(errno_ret: int) -> Seccomp:
+    with open(DEFAULT_PROFILE) as f:
+        data = json.load(f)
+    for entry in data["syscalls"]:
+        if entry["names"] == ["clone3"]:
+            entry["errnoRet"] = errno_ret
+    return Seccomp.from_json(data)
+
+
+@pytest.mark.parametrize("errno_ret", [errno.ENOSYS, errno.EPERM])
+@pytest.mark.parametrize("caps", [frozenset(), frozenset({"NET_ADMIN", "SYS_PTRACE"})])
+def test_clone3_split_decides_every_syscall_as_the_policy(caps, errno_ret):
+    """The launcher's filter (clone3 allowed) under the small one each command
+    in a cgroup of its own adds answers every syscall number of every ABI (and
+    of an unknown one) as the whole policy; the small one is hand-made (7
+    instructions, not libseccomp's 28: cheaper for the kernel to load)."""
+    policy = _clone3_policy(errno_ret)
+    opened, small = clone3_split(policy, caps)
+    assert len(small) // 8 <= 7 + ("x32" in policy.architectures and not binding.x32_missing())
+    whole = compile_policy(policy, caps)
+    arches = (0xC000003E, 0x40000003, 0x12345678)  # x86_64 (with the x32 bit below), i386, unknown
+    args = (bytes(48), b"\xff" * 48)
+    for arch in arches:
+        for nr in [*range(0, 600), *(0x40000000 | n for n in range(0, 600)), 0xFFFFFFFF]:
+            for a in args:
+                data = struct.pack("<iIQ", nr - (1 << 32) if nr >= 1 << 31 else nr, arch, 0) + a
+                assert _kernel_answer([small, opened], data) == _bpf_answer(whole, data), (hex(arch), nr)
+    clone3 = struct.pack("<iIQ", 435, 0xC000003E, 0) + bytes(48)
+    assert _bpf_answer(small, clone3) == 0x50000 | errno_ret
 
 
 FILTERS = ["grep", "-E", "^(NoNewPrivs|Seccomp|Seccomp_filters):", "/proc/self/status", "/proc/1/status"]

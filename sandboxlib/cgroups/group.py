@@ -224,12 +224,10 @@ class ContainerCgroup:
         write_limits(node.version, node.path, limits, controllers)
 
     def delegate_procs(self, uid: int, gid: int) -> None:
-        """Let the container's commands (host ids ``uid``, ``gid``) move into
-        child cgroups of the v2 directory: a write to ``cgroup.procs`` needs
-        write access to that of the target and of the common ancestor.  We
-        open the target's (``CommandCgroup.procs_fd``), and since Linux 5.16
-        the kernel checks the opener's credentials; older ones check the
-        writer's.  Only that file: the limits stay ours."""
+        """Let the container's init (host ids ``uid``, ``gid``) start commands in
+        child cgroups of the v2 directory: clone3(CLONE_INTO_CGROUP) needs the
+        caller to may write ``cgroup.procs`` of both the target and the common
+        ancestor.  Only that file: the limits stay ours."""
         node = self.v2
         self._init_ids = (uid, gid)
         if node is not None:
@@ -303,11 +301,11 @@ class ContainerCgroup:
         try:
             if self._init_ids is not None:
                 os.chown(os.path.join(path, "cgroup.procs"), *self._init_ids)
-            procs_fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except BaseException:
             os.rmdir(path)
             raise
-        return CommandCgroup(path, procs_fd, self._spare_commands)
+        return CommandCgroup(path, fd, self._spare_commands)
 
 
 def _enable_controllers(parent: str, controllers: Sequence[str]) -> None:
@@ -345,19 +343,17 @@ SPARE_COMMAND_GROUPS = 64
 class CommandCgroup:
     """A command's own cgroup (v2), below its container's: the command and
     every process it starts, in a new session or not, can be killed at once.
-    Its ``cgroup.procs``, opened by us (sent with each request: the command
-    writes itself into it before it does anything else, csrc/command.c),
-    stays open until it is removed."""
+    Its directory fd (sent with each request) stays open until it is removed."""
 
-    def __init__(self, path: str, procs_fd: int, spares: List[CommandCgroup]) -> None:
+    def __init__(self, path: str, fd: int, spares: List[CommandCgroup]) -> None:
         self.path = path
-        self.procs_fd = procs_fd
+        self.fd = fd
         self._killed = False
         self._spares = spares
 
     def _populated(self) -> bool:
         try:
-            events = os.open(os.path.join(self.path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+            events = os.open("cgroup.events", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
         except OSError:
             return True  # (gone: not reused)
         try:
@@ -369,20 +365,15 @@ class CommandCgroup:
         """Its command ended: kept for another command when it was not killed
         and nothing is left in it (a daemon the command left keeps its own
         cgroup, removed with the container's), else removed."""
-        if (
-            not self._killed
-            and self.procs_fd >= 0
-            and len(self._spares) < SPARE_COMMAND_GROUPS
-            and not self._populated()
-        ):
+        if not self._killed and self.fd >= 0 and len(self._spares) < SPARE_COMMAND_GROUPS and not self._populated():
             self._spares.append(self)
             return
         self.remove()
 
     def close_fd(self) -> None:
-        if self.procs_fd >= 0:
-            os.close(self.procs_fd)
-            self.procs_fd = -1
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def kill(self) -> None:
         self._killed = True

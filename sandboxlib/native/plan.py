@@ -106,6 +106,7 @@ def build_plan(
     mount_order: bool = False,
     root_propagation: int = 0,
     joins: Optional[Mapping[str, str]] = None,
+    cgroup_launcher: Optional[Tuple[bytes, bytes]] = None,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
@@ -123,7 +124,10 @@ def build_plan(
     ``root_propagation``: MountFlag propagation bits of the root mount (0:
     private; always a peer group of the container's own).  ``joins``:
     namespace type (``JOIN_NAMESPACES``) -> a path the init setns()es
-    into, replacing the new one (the OCI runtime's; not with ``netns``)."""
+    into, replacing the new one (the OCI runtime's; not with ``netns``).
+    ``cgroup_launcher``: commands with a cgroup of their own are forked by a
+    launcher too; its filter and the one each of its commands adds
+    (``security.bpf.clone3_split``)."""
     ops = tuple(ops)  # (the layout's cached tuple is kept as it is)
     static_key = (
         id(ops),
@@ -142,6 +146,7 @@ def build_plan(
         mount_order,
         root_propagation,
         None if joins is None else tuple(joins.get(kind) for kind in JOIN_NAMESPACES),
+        cgroup_launcher,
     )
     static = _STATIC.get(static_key)
     if static is None or static.ops is not ops:
@@ -204,6 +209,7 @@ def _static_part(ops: Tuple[MountOp, ...], key: tuple) -> _StaticPart:
         mount_order,
         root_propagation,
         joins,
+        cgroup_launcher,
     ) = key
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -222,6 +228,8 @@ def _static_part(ops: Tuple[MountOp, ...], key: tuple) -> _StaticPart:
     flags |= lib.SBX_PLAN_DETACHED if detached else 0
     flags |= lib.SBX_PLAN_KEEP_PRIVS if keep_privs else 0
     flags |= lib.SBX_PLAN_MOUNT_ORDER if mount_order else 0
+    launcher_filter, clone3_filter = cgroup_launcher or (b"", b"")
+    flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher is not None and launcher and seccomp_filter else 0
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
@@ -237,9 +245,11 @@ def _static_part(ops: Tuple[MountOp, ...], key: tuple) -> _StaticPart:
             len(init_filter),
             root_propagation,
             *joined,
+            len(launcher_filter),
+            len(clone3_filter),
             0,
         ),
-        body=seccomp_filter + init_filter + records + strings,
+        body=seccomp_filter + init_filter + launcher_filter + clone3_filter + records + strings,
     )
 
 

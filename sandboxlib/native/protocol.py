@@ -83,7 +83,7 @@ class ExecRequest(NamedTuple):
     set_groups: bool = False
     quiet: bool = False  # no PID and STARTED replies: the first reply is FAILED or EXITED
     id: int = 0  # names the command in SIGNAL messages
-    cgroup: bool = False  # a 5th fd: cgroup.procs of the cgroup (v2) the command moves into
+    cgroup: bool = False  # a 5th fd: the cgroup v2 directory to start the command in
     # A pseudo-terminal of this (rows, cols) as stdio, opened by the init; no stdio fds.
     tty_size: Optional[Tuple[int, int]] = None
     # A detached init keeps this main command until START (the OCI "created" state).

@@ -256,7 +256,7 @@ def prepare(
     payload: Optional[bytes] = None,
 ) -> Outgoing:
     """Encode ``request`` (unless its ``payload`` is given) with its stdio, a
-    fresh reply socket and the ``cgroup.procs`` of its own ``cgroup`` (if any; the
+    fresh reply socket and the directory of its own ``cgroup`` (if any; the
     Process then owns it).  A tty request sends no stdio: the init opens the
     terminal (the caller checked the stdio arguments are None)."""
     try:
@@ -277,7 +277,7 @@ def prepare(
             cgroup.remove()
         raise
     reply, reply_fd = protocol.reply_socket(credentials=not request.quiet)
-    extra = [cgroup.procs_fd] if cgroup is not None else []
+    extra = [cgroup.fd] if cgroup is not None else []
     return Outgoing(
         Submission(request, reply, ours, cgroup), payload, [reply_fd, *child_fds, *extra], [reply_fd, *to_close], cgroup
     )

@@ -50,7 +50,7 @@ from ..rootfs.imageroot import ImageRoot
 from ..rootfs.layout import layout
 from ..rootfs.mountpoints import make_mount_points
 from ..rootfs.users import User, resolve_user
-from ..security.bpf import compile_policy
+from ..security.bpf import clone3_split, compile_policy
 from ..security.capabilities import INIT_CAPABILITIES, INIT_RUNTIME_CAPABILITIES, capability_mask
 from ..security.seccomp import Seccomp, init_policy
 from . import statedir
@@ -367,8 +367,8 @@ class ContainerLifecycle(ImageRoots):
         # One filter load, not two: Docker's policy refuses all that the init's
         # does (tests/test_seccomp.py proves it for each capability set) and
         # allows the command set-up, so the init may install it in its own
-        # place at lock-down and every command inherits it.  (A one-shot run's
-        # only: a lasting container's commands have the launcher, which loads it once.)
+        # place at lock-down and every command inherits it.  Not where commands
+        # get cgroups of their own: that takes clone3, which the policy refuses.
         filter_in_init = docker_default and one_shot
         plan = build_plan(
             ops=ops,
@@ -384,6 +384,13 @@ class ContainerLifecycle(ImageRoots):
             launcher=docker_default,
             init_caps=static.runtime_caps,
             init_filter=program if filter_in_init else compile_policy(init_policy(), static.caps),
+            # Commands in cgroups of their own (run with a timeout, every aio
+            # run) are forked by a launcher too, whose filter lets it clone3.
+            cgroup_launcher=(
+                clone3_split(self.config.seccomp, static.caps)
+                if docker_default and not one_shot and self._cgroup is not None and self._cgroup.v2 is not None
+                else None
+            ),
         )
         # Ctrl-C is deferred from the first fd to the init's registration: a
         # KeyboardInterrupt between them would lose fds and leave a zombie.
