@@ -135,7 +135,8 @@ async def _create(request: web.Request) -> web.Response:
     return json_response({"Id": execution.id}, 201)
 
 
-async def _spawn(execution: ExecRecord, rows: int, cols: int):
+async def _spawn(execution: ExecRecord, rows: int, cols: int, *, detach: bool = False):
+    """``detach``: nobody will read its output (a detached start: dockerd drops it), so none is piped."""
     record = execution.container
     if not record.running or record.box is None:
         raise ApiError(409, f"Container {record.id} is not running")
@@ -145,9 +146,9 @@ async def _spawn(execution: ExecRecord, rows: int, cols: int):
             return await in_thread(lambda: record.box.sync.spawn(execution.argv, tty=(rows, cols), **options))
         return await record.box.spawn(
             execution.argv,
-            stdin=PIPE if execution.attach_stdin else DEVNULL,
-            stdout=PIPE if execution.attach_stdout else DEVNULL,
-            stderr=PIPE if execution.attach_stderr else DEVNULL,
+            stdin=PIPE if execution.attach_stdin and not detach else DEVNULL,
+            stdout=PIPE if execution.attach_stdout and not detach else DEVNULL,
+            stderr=PIPE if execution.attach_stderr and not detach else DEVNULL,
             **options,
         )
     except SandboxError as err:
@@ -165,7 +166,7 @@ async def _start(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, f"Error: Exec command {execution.id} is already running")
     execution.started = execution.running = True
     try:
-        process = await _spawn(execution, 24, 80)
+        process = await _spawn(execution, 24, 80, detach=bool(body.get("Detach")))
     except ApiError as err:
         execution.running = False
         if body.get("Detach") or err.status != 400:
@@ -199,7 +200,9 @@ async def _start(request: web.Request) -> web.StreamResponse:
     return web.Response()
 
 
-async def _finish(execution: ExecRecord, process) -> None:
+async def _finish(execution: ExecRecord, process, outputs: Optional[asyncio.Future] = None) -> None:
+    """Its exit awaited, then its ``outputs`` (their pipes' ends: another process of
+    the container may hold them still, so not waited for beyond the exit)."""
     try:
         if execution.tty:
             execution.exit_code = await wait_for_exit(process)
@@ -207,6 +210,8 @@ async def _finish(execution: ExecRecord, process) -> None:
             execution.exit_code = await process.wait()
     finally:
         execution.running = False
+        if outputs is not None and not outputs.done():
+            outputs.cancel()
         process.close()
 
 
@@ -240,12 +245,16 @@ async def _pipes(execution: ExecRecord, process, hijacked: Hijacked) -> None:
     gone = asyncio.ensure_future(hijacked.gone.wait())
     try:
         await asyncio.wait([outputs, gone], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        outputs.cancel()
+        raise
     finally:
         gone.cancel()
         feeding.cancel()
-        if not outputs.done():
-            outputs.cancel()
-    await _finish_or_detach(execution, process, watch)
+    # A client gone (or detached) leaves the output read on and dropped (its writes
+    # return at once), as dockerd drops it: cancelled, the command blocked on its
+    # full pipe for ever, its exec running and its pipes held.
+    await _finish_or_detach(execution, process, watch, outputs)
 
 
 async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
@@ -303,12 +312,12 @@ async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
     await _finish_or_detach(execution, process, watch)
 
 
-async def _finish_or_detach(execution: ExecRecord, process, watch: DetachWatch) -> None:
+async def _finish_or_detach(execution: ExecRecord, process, watch: DetachWatch, outputs=None) -> None:
     """The exec's end awaited, or, when the client typed the detach keys, left to run on."""
     if watch.detached:
-        asyncio.get_running_loop().create_task(_finish(execution, process))
+        asyncio.get_running_loop().create_task(_finish(execution, process, outputs))
     else:
-        await _finish(execution, process)
+        await _finish(execution, process, outputs)
 
 
 async def _inspect(request: web.Request) -> web.Response:
