@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -152,13 +153,15 @@ def test_an_empty_command_name_is_the_callers_error(daemon):
     assert err.value.field == "argv[0]"
 
 
-def _exec_start_unread(daemon, container: str, command: list) -> socket.socket:
+def _exec_start_unread(daemon, container: str, command: list, tty: bool = False) -> socket.socket:
     """An attached exec start whose client reads nothing, not even the 101."""
     status, _, body = daemon.request(
-        "POST", f"/containers/{container}/exec", {"Cmd": command, "AttachStdout": True, "AttachStderr": True}
+        "POST",
+        f"/containers/{container}/exec",
+        {"Cmd": command, "AttachStdout": True, "AttachStderr": True, "Tty": tty},
     )
     assert status == 201, body
-    request = json.dumps({"Detach": False, "Tty": False}).encode()
+    request = json.dumps({"Detach": False, "Tty": tty}).encode()
     client = socket.socket(socket.AF_UNIX)
     client.connect(daemon.socket)
     path = f"/exec/{json.loads(body)['Id']}/start"
@@ -209,5 +212,30 @@ def test_an_exec_whose_client_went_without_reading_ends_and_leaks_nothing(daemon
         assert daemon.request("POST", f"/exec/{exec_id}/start", {"Detach": True})[0] == 200
         done = lambda: not json.loads(daemon.request("GET", f"/exec/{exec_id}/json")[2])["Running"]  # noqa: E731
         assert wait_until(done, seconds=15)
+    finally:
+        daemon.request("DELETE", f"/containers/{container}?force=1")
+
+
+def test_a_terminal_exec_whose_client_reads_nothing_is_held_back_then_ends(daemon):
+    """A terminal's output was read as fast as the command wrote it into a queue
+    without bound while the client read nothing (the daemon grew by all of it),
+    and once the client went it was read no more (the command blocked for ever;
+    found by the review).  Now the command waits on its full terminal while the
+    client reads nothing, and ends once it has gone."""
+    command = "yes | head -c 3000000"
+    status, _, body = daemon.request("POST", "/containers/create", {"Image": "busybox", "Cmd": ["sleep", "600"]})
+    container = json.loads(body)["Id"]
+    try:
+        assert daemon.request("POST", f"/containers/{container}/start")[0] == 204
+        fds = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+        client = _exec_start_unread(daemon, container, ["sh", "-c", command], tty=True)
+        try:
+            assert wait_until(lambda: _exec_processes(daemon, container, f"sh -c {command}") >= 1, seconds=10)
+            time.sleep(4)  # (the first frame waits 2 s at most; unheld, 3 MB went in about a second)
+            assert _exec_processes(daemon, container, f"sh -c {command}") >= 1  # held back
+        finally:
+            client.close()
+        assert wait_until(lambda: _exec_processes(daemon, container, f"sh -c {command}") == 0, seconds=20)
+        assert wait_until(lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds, seconds=5)
     finally:
         daemon.request("DELETE", f"/containers/{container}?force=1")
