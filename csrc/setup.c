@@ -381,6 +381,7 @@ struct scope_ruleset_attr {
 
 static void scope_signals(const struct sbx_plan *p)
 {
+    fault_point(SBX_STEP_SCOPE, -1);
     if (!(p->flags & SBX_PLAN_SCOPE))
         return;
     struct scope_ruleset_attr attr = {.scoped = SCOPE_SIGNAL};
