@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 29
+#define SBX_NATIVE_VERSION 30
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -46,6 +46,7 @@ enum sbx_step {
     SBX_STEP_LOCKDOWN = 24, /* the init, set up: capabilities, no_new_privs, its own filter */
     SBX_STEP_TTY = 25, /* init: a pseudo-terminal from /dev/pts/ptmx; child: TIOCSCTTY */
     SBX_STEP_JOIN = 26, /* setns() into a namespace given by path; index = SBX_JOIN_* */
+    SBX_STEP_SCOPE = 27, /* a Landlock domain of the container's own (SBX_PLAN_SCOPE) */
 };
 
 /* Namespaces the init joins by path (the OCI runtime's linux.namespaces[].path),
@@ -178,6 +179,11 @@ struct sbx_plan {
 #define SBX_PLAN_SEND_NETNS 0x40u
 /* commands with a cgroup of their own are forked by a launcher too (clone3) */
 #define SBX_PLAN_CGROUP_LAUNCHER 0x400u
+/* the init puts itself (and so every process of the container) in a Landlock
+ * domain of its own that scopes signals: in the host's pid namespace its
+ * processes share a host uid with other containers' (as root, the default
+ * maps), which kill() and ptrace() check alone */
+#define SBX_PLAN_SCOPE 0x800u
 #define SBX_PLAN_DETACHED                                                    \
     0x80u /* the container outlives its creator (the OCI runtime): fd 4 is a \
            * listening socket whose connections replace the control socket,  \

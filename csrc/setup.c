@@ -368,6 +368,29 @@ static void join_namespaces(const struct sbx_plan *p)
     }
 }
 
+/* Landlock's signal scope (ABI 6, Linux 6.12): the init and every process
+ * it forks may signal only processes of this domain, and may trace (ptrace,
+ * /proc/PID/mem, environ, root) only those too, as every Landlock domain.
+ * Its own struct: older <linux/landlock.h> have no `scoped`. */
+struct scope_ruleset_attr {
+    uint64_t handled_access_fs;
+    uint64_t handled_access_net;
+    uint64_t scoped;
+};
+#define SCOPE_SIGNAL (1ULL << 1) /* LANDLOCK_SCOPE_SIGNAL */
+
+static void scope_signals(const struct sbx_plan *p)
+{
+    fault_point(SBX_STEP_SCOPE, -1);
+    if (!(p->flags & SBX_PLAN_SCOPE))
+        return;
+    struct scope_ruleset_attr attr = {.scoped = SCOPE_SIGNAL};
+    long fd = syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0);
+    CHECK(SBX_STEP_SCOPE, fd);
+    CHECK(SBX_STEP_SCOPE, syscall(SYS_landlock_restrict_self, (int)fd, 0));
+    close((int)fd);
+}
+
 const struct sbx_plan *sbx_setup(int early_netns)
 {
     static struct sbx_plan parsed;
@@ -411,6 +434,7 @@ const struct sbx_plan *sbx_setup(int early_netns)
         set_root_propagation(p);
     }
     netns_join(p);
+    scope_signals(p); /* (once the network thread is joined: it applies to this thread alone) */
     /* Only now, single-threaded: growing the fd table of a process with
      * two threads waits for an RCU grace period (~10 ms). */
     if (upper_fd >= 0) {

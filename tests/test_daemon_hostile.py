@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -149,3 +151,91 @@ def test_an_empty_command_name_is_the_callers_error(daemon):
     with pytest.raises(sb.ConfigError) as err:
         sb.run(["", "x"])
     assert err.value.field == "argv[0]"
+
+
+def _exec_start_unread(daemon, container: str, command: list, tty: bool = False) -> socket.socket:
+    """An attached exec start whose client reads nothing, not even the 101."""
+    status, _, body = daemon.request(
+        "POST",
+        f"/containers/{container}/exec",
+        {"Cmd": command, "AttachStdout": True, "AttachStderr": True, "Tty": tty},
+    )
+    assert status == 201, body
+    request = json.dumps({"Detach": False, "Tty": tty}).encode()
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(daemon.socket)
+    path = f"/exec/{json.loads(body)['Id']}/start"
+    client.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: Upgrade\r\n"
+        f"Upgrade: tcp\r\nContent-Length: {len(request)}\r\n\r\n".encode()
+        + request
+    )
+    return client
+
+
+def _exec_processes(daemon, container: str, command: str) -> int:
+    """How many of the container's processes show ``command`` (busybox's applets: the shell's too)."""
+    status, _, body = daemon.request("GET", f"/containers/{container}/top")
+    assert status == 200, body
+    return sum(row[-1] == command for row in json.loads(body)["Processes"])
+
+
+def test_an_exec_whose_client_went_without_reading_ends_and_leaks_nothing(daemon):
+    """A client that never read the 101 nor its output, then went: the exec's
+    output was no longer read, so the command blocked on its full pipe for ever,
+    its exec still running and the daemon holding its pipes (found by the review:
+    20 such clients left 60 commands and 60 fds).  Its output is dropped now, as
+    dockerd's; a detached start's is not even piped."""
+    status, _, body = daemon.request("POST", "/containers/create", {"Image": "busybox", "Cmd": ["sleep", "600"]})
+    container = json.loads(body)["Id"]
+    try:
+        assert daemon.request("POST", f"/containers/{container}/start")[0] == 204
+        fds = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+        clients = [_exec_start_unread(daemon, container, ["sh", "-c", "yes | head -c 3000000"]) for _ in range(5)]
+        try:
+            assert wait_until(
+                lambda: _exec_processes(daemon, container, "sh -c yes | head -c 3000000") >= 5, seconds=10
+            )
+            assert daemon.request("GET", "/_ping", timeout=5)[0] == 200  # (serving meanwhile)
+        finally:
+            for client in clients:
+                client.close()
+        assert wait_until(lambda: _exec_processes(daemon, container, "sh -c yes | head -c 3000000") == 0, seconds=15)
+        assert wait_until(lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds, seconds=5)
+        # a detached start: no pipe that nobody reads
+        status, _, body = daemon.request(
+            "POST",
+            f"/containers/{container}/exec",
+            {"Cmd": ["sh", "-c", "yes | head -c 3000001"], "AttachStdout": True},
+        )
+        exec_id = json.loads(body)["Id"]
+        assert daemon.request("POST", f"/exec/{exec_id}/start", {"Detach": True})[0] == 200
+        done = lambda: not json.loads(daemon.request("GET", f"/exec/{exec_id}/json")[2])["Running"]  # noqa: E731
+        assert wait_until(done, seconds=15)
+    finally:
+        daemon.request("DELETE", f"/containers/{container}?force=1")
+
+
+def test_a_terminal_exec_whose_client_reads_nothing_is_held_back_then_ends(daemon):
+    """A terminal's output was read as fast as the command wrote it into a queue
+    without bound while the client read nothing (the daemon grew by all of it),
+    and once the client went it was read no more (the command blocked for ever;
+    found by the review).  Now the command waits on its full terminal while the
+    client reads nothing, and ends once it has gone."""
+    command = "yes | head -c 3000000"
+    status, _, body = daemon.request("POST", "/containers/create", {"Image": "busybox", "Cmd": ["sleep", "600"]})
+    container = json.loads(body)["Id"]
+    try:
+        assert daemon.request("POST", f"/containers/{container}/start")[0] == 204
+        fds = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+        client = _exec_start_unread(daemon, container, ["sh", "-c", command], tty=True)
+        try:
+            assert wait_until(lambda: _exec_processes(daemon, container, f"sh -c {command}") >= 1, seconds=10)
+            time.sleep(4)  # (the first frame waits 2 s at most; unheld, 3 MB went in about a second)
+            assert _exec_processes(daemon, container, f"sh -c {command}") >= 1  # held back
+        finally:
+            client.close()
+        assert wait_until(lambda: _exec_processes(daemon, container, f"sh -c {command}") == 0, seconds=20)
+        assert wait_until(lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds, seconds=5)
+    finally:
+        daemon.request("DELETE", f"/containers/{container}?force=1")

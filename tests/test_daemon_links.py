@@ -116,6 +116,27 @@ def test_link_names_inspect_and_removal(daemon):
     assert refused.returncode != 0 and b"host type networking can't be used with links" in refused.stderr
 
 
+def test_legacy_link_to_a_name_that_is_no_host_name(daemon):
+    """dockerd's container names ([a-zA-Z0-9][a-zA-Z0-9_.-]+, any length) are not all
+    host names ("db..x"): a link to one is taken, and /etc/hosts has its alias and
+    hostname (found by the review: the create was a 400, the name checked as a host name)."""
+    long_name = "d" * 70
+    for name in ("db..x", long_name):
+        _ok(daemon.docker("run", "-d", "--name", name, "--hostname", "dbhost", "busybox", "sleep", "600"))
+    try:
+        for name in ("db..x", long_name):
+            address = _inspect(daemon, name)["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+            shown = _ok(daemon.docker("run", "--rm", "--link", f"{name}:db", "busybox", "sh", "-c",
+                                      "echo $DB_NAME; cat /etc/hosts"))  # fmt: skip
+            first, hosts = shown.split("\n", 1)
+            assert first.endswith("/db")
+            lines = {line.split()[1]: line.split()[0] for line in hosts.splitlines() if line.strip()}
+            assert lines["db"] == lines["dbhost"] == address, hosts
+            assert name not in lines
+    finally:
+        daemon.docker("rm", "-f", "db..x", long_name)
+
+
 def test_links_on_a_user_defined_network(daemon):
     """The alias resolves for the linking container only, whenever the target
     is on the network (it may come later); network connect --link too.  (Names

@@ -74,6 +74,30 @@ def test_host_pid_namespace_sees_host_processes_and_cannot_touch_other_users():
             p.wait()
 
 
+def test_host_pid_namespace_cannot_touch_another_containers_processes():
+    """Another container's processes run as the same host uid (as root, the
+    default maps: its root's), which is all kill() and ptrace() check: the
+    container is a Landlock domain of its own, whose signals and traces stay
+    in it.  (Found by the review: the probe SIGKILLed the other's init.)"""
+    with sb.Container() as victim:
+        command = victim.spawn(["sleep", "1797.5"])
+        try:
+            assert wait_until(lambda: _processes_with("1797.5"), seconds=5)
+            targets = [*_processes_with("1797.5"), victim.pid]
+            result = sb.run(
+                ["python3", "-c", PROBE, *map(str, targets)],
+                pid_namespace="host",
+                seccomp=None,  # (the kernel's checks alone)
+                stderr=sb.STDOUT,
+            )
+            lines = result.stdout.decode().splitlines()
+            assert lines == ["True EPERM EPERM EACCES"] * 2, lines
+            assert command.poll() is None and victim.run(["true"]).exit_code == 0
+        finally:
+            command.kill()
+            command.wait()
+
+
 def test_a_private_pid_namespace_does_not_see_them():
     """The probe can tell: the same run in the container's own pid namespace sees no such pid."""
     sleeper = _host_sleeper(0)

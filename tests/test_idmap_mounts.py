@@ -3,6 +3,7 @@ bound host directory belongs to the caller, root and rootless."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -86,3 +87,20 @@ def test_many_idmapped_binds():
             sb.run(["true"], mounts=[*mounts, Mount.bind(sources[32], "/m/32", idmap=True)])
     finally:
         shutil.rmtree(top)
+
+
+def test_a_volume_is_mounted_as_it_was_made():
+    """A volume made by a plain mount (a library container's, or a root daemon's
+    before it idmapped volumes) holds the container root's shifted host id: an
+    idmapped mount of it showed it as nobody's, and the container's root could not
+    write there (found by the review).  It is bound as it was made."""
+    name = "sbx-review-volume-" + os.urandom(4).hex()
+    store = sb.ImageStore()
+    try:
+        for idmap in (False, True, False):  # made plainly, then asked idmapped, then plain again
+            script = f"touch /v/by-{int(idmap)} && stat -c %u /v"
+            result = sb.run(["sh", "-c", script], mounts=[Mount.volume(name, "/v", idmap=idmap)], stderr=sb.STDOUT)
+            assert result.exit_code == 0 and result.stdout == b"0\n", (idmap, result.stdout)
+    finally:
+        with contextlib.suppress(ConfigError):
+            store.remove_volume(name)

@@ -43,6 +43,7 @@ CONTAINER_STEPS = [
     "INIT_EXEC",
     "CGROUP",
     "KEYRING",
+    "SCOPE",
     "LOCKDOWN",
 ]
 # Set up by the init's child for one command: fail in run()/spawn().

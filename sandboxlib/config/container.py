@@ -273,8 +273,8 @@ class ContainerConfig:
         pid_namespace: ``Namespace.PRIVATE`` (``"private"``: a pid namespace
             of its own, the init its PID 1) or ``Namespace.HOST`` (``"host"``:
             the caller's; ``/proc`` is the host's, bound, and the container's
-            processes see and may signal only what their host ids may: as
-            root, its root is an unprivileged host id).  ``"host"`` needs a
+            processes see it all but may signal or trace only each other: a
+            Landlock domain of their own, Linux 6.12 or later).  ``"host"`` needs a
             cgroup (to end every process of the container): rootless, a
             delegated one.
         uts_namespace: ``Namespace.PRIVATE`` (``"private"``: a hostname of its

@@ -100,10 +100,12 @@ class Mount:
         ``idmap=True`` (as root): the volume is made owned by the host's root
         and mounted as ``Mount.bind(idmap=True)`` binds are, so the container's
         root owns it and what it writes there belongs to the host's root (as
-        a root dockerd's volumes).  A volume is used one way or the other: one
-        made without (owned by the container root's unprivileged host id)
-        shows as owned by nobody through an idmapped mount.  Rootless or
-        without a user namespace it changes nothing."""
+        a root dockerd's volumes).  A volume made without (owned by the
+        container root's unprivileged host id: a plain mount's, or a root
+        daemon's before it idmapped volumes) is bound plainly as it was made
+        (idmapped, it would show as nobody's); one made with it and mounted
+        without shows as owned by nobody.  Rootless or without a user
+        namespace it changes nothing."""
         if not isinstance(name, str) or not _VOLUME_NAME.fullmatch(name):
             raise ConfigError("name", f"{name!r} is not a volume name (letters, digits, '_', '.', '-')")
         if not isinstance(idmap, bool):

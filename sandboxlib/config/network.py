@@ -12,6 +12,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "extra_hosts_option",
+    "is_host_name",
     "links_option",
     "BridgeNetwork",
     "NetworkAddresses",
@@ -159,6 +160,11 @@ class NetworkRef:
 
 
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_-]{1,63}$")
+
+
+def is_host_name(value: object) -> bool:
+    """Whether ``value`` is a name ``/etc/hosts`` and the resolvers take (labels of DNS)."""
+    return isinstance(value, str) and _DNS_NAME.match(value) is not None
 
 
 @attrs.frozen

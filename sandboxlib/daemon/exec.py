@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import attrs
 from aiohttp import web
@@ -26,6 +26,10 @@ __all__ = ["ROUTES"]
 
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q, as Docker's
+# A terminal's output chunks (up to 64 KiB each) held for a slow client before
+# the terminal is read no more until it catches up: a client that reads nothing
+# grew the daemon by all that the command wrote.
+TERMINAL_QUEUE = 64
 
 
 def detach_keys(text: Optional[str]) -> bytes:
@@ -135,7 +139,8 @@ async def _create(request: web.Request) -> web.Response:
     return json_response({"Id": execution.id}, 201)
 
 
-async def _spawn(execution: ExecRecord, rows: int, cols: int):
+async def _spawn(execution: ExecRecord, rows: int, cols: int, *, detach: bool = False):
+    """``detach``: nobody will read its output (a detached start: dockerd drops it), so none is piped."""
     record = execution.container
     if not record.running or record.box is None:
         raise ApiError(409, f"Container {record.id} is not running")
@@ -145,9 +150,9 @@ async def _spawn(execution: ExecRecord, rows: int, cols: int):
             return await in_thread(lambda: record.box.sync.spawn(execution.argv, tty=(rows, cols), **options))
         return await record.box.spawn(
             execution.argv,
-            stdin=PIPE if execution.attach_stdin else DEVNULL,
-            stdout=PIPE if execution.attach_stdout else DEVNULL,
-            stderr=PIPE if execution.attach_stderr else DEVNULL,
+            stdin=PIPE if execution.attach_stdin and not detach else DEVNULL,
+            stdout=PIPE if execution.attach_stdout and not detach else DEVNULL,
+            stderr=PIPE if execution.attach_stderr and not detach else DEVNULL,
             **options,
         )
     except SandboxError as err:
@@ -165,7 +170,7 @@ async def _start(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, f"Error: Exec command {execution.id} is already running")
     execution.started = execution.running = True
     try:
-        process = await _spawn(execution, 24, 80)
+        process = await _spawn(execution, 24, 80, detach=bool(body.get("Detach")))
     except ApiError as err:
         execution.running = False
         if body.get("Detach") or err.status != 400:
@@ -199,7 +204,10 @@ async def _start(request: web.Request) -> web.StreamResponse:
     return web.Response()
 
 
-async def _finish(execution: ExecRecord, process) -> None:
+async def _finish(execution: ExecRecord, process, stop_output: Optional[Callable[[], None]] = None) -> None:
+    """Its exit awaited; then ``stop_output`` ends the reading of its output, before its
+    ends are closed (another process of the container may hold them still, so the
+    reading is not waited for beyond the exit)."""
     try:
         if execution.tty:
             execution.exit_code = await wait_for_exit(process)
@@ -207,6 +215,8 @@ async def _finish(execution: ExecRecord, process) -> None:
             execution.exit_code = await process.wait()
     finally:
         execution.running = False
+        if stop_output is not None:
+            stop_output()
         process.close()
 
 
@@ -240,12 +250,16 @@ async def _pipes(execution: ExecRecord, process, hijacked: Hijacked) -> None:
     gone = asyncio.ensure_future(hijacked.gone.wait())
     try:
         await asyncio.wait([outputs, gone], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        outputs.cancel()
+        raise
     finally:
         gone.cancel()
         feeding.cancel()
-        if not outputs.done():
-            outputs.cancel()
-    await _finish_or_detach(execution, process, watch)
+    # A client gone (or detached) leaves the output read on and dropped (its writes
+    # return at once), as dockerd drops it: cancelled, the command blocked on its
+    # full pipe for ever, its exec running and its pipes held.
+    await _finish_or_detach(execution, process, watch, outputs.cancel)
 
 
 async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
@@ -254,6 +268,7 @@ async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
     master = process.terminal.fileno()
     os.set_blocking(master, False)
     output: asyncio.Queue = asyncio.Queue()
+    reading = [True]  # (paused while TERMINAL_QUEUE chunks wait for a slow client)
 
     def readable() -> None:
         try:
@@ -262,9 +277,26 @@ async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
             return
         except OSError:  # EIO: the terminal's end of file
             data = b""
-        if not data:
-            loop.remove_reader(master)
         output.put_nowait(data)
+        if not data or output.qsize() >= TERMINAL_QUEUE:
+            loop.remove_reader(master)
+            reading[0] = False
+
+    async def next_output() -> bytes:
+        data = await output.get()
+        if data and not reading[0] and output.qsize() < TERMINAL_QUEUE // 2:
+            loop.add_reader(master, readable)
+            reading[0] = True
+        return data
+
+    async def drain() -> None:  # once the client has gone: to the end, dropped
+        while await next_output():
+            pass
+
+    def stop_reading() -> None:
+        loop.remove_reader(master)
+        reading[0] = False
+        draining.cancel()
 
     async def copy_in() -> None:
         while True:
@@ -284,9 +316,10 @@ async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
     watch = DetachWatch(execution.detach_keys)
     loop.add_reader(master, readable)
     feeding = asyncio.ensure_future(copy_in())
+    ended, draining = False, loop.create_future()
     try:
         while not hijacked.gone.is_set():
-            getting = asyncio.ensure_future(output.get())
+            getting = asyncio.ensure_future(next_output())
             gone = asyncio.ensure_future(hijacked.gone.wait())
             await asyncio.wait([getting, gone], return_when=asyncio.FIRST_COMPLETED)
             gone.cancel()
@@ -295,20 +328,29 @@ async def _terminal(execution: ExecRecord, process, hijacked: Hijacked) -> None:
                 break
             data = getting.result()
             if not data:
+                ended = True
                 break
             await hijacked.write(STDOUT, data)
+    except BaseException:
+        stop_reading()
+        raise
     finally:
-        loop.remove_reader(master)
         feeding.cancel()
-    await _finish_or_detach(execution, process, watch)
+    if ended:
+        stop_reading()
+    else:  # the client went: read on and drop (a terminal's writer blocks once it is full), until the exit
+        draining = asyncio.ensure_future(drain())
+    await _finish_or_detach(execution, process, watch, stop_reading)
 
 
-async def _finish_or_detach(execution: ExecRecord, process, watch: DetachWatch) -> None:
+async def _finish_or_detach(
+    execution: ExecRecord, process, watch: DetachWatch, stop_output: Optional[Callable[[], None]] = None
+) -> None:
     """The exec's end awaited, or, when the client typed the detach keys, left to run on."""
     if watch.detached:
-        asyncio.get_running_loop().create_task(_finish(execution, process))
+        asyncio.get_running_loop().create_task(_finish(execution, process, stop_output))
     else:
-        await _finish(execution, process)
+        await _finish(execution, process, stop_output)
 
 
 async def _inspect(request: web.Request) -> web.Response:

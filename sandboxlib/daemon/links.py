@@ -12,8 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from ..config import links_option
-from ..errors import ConfigError
+from ..config import is_host_name
 from .apierrors import ApiError
 
 __all__ = ["parse_link", "checked_links", "library_links", "link_env", "link_hosts", "bridge_address"]
@@ -21,7 +20,8 @@ __all__ = ["parse_link", "checked_links", "library_links", "link_env", "link_hos
 
 def parse_link(text: Any, where: str) -> Tuple[str, str]:
     """``NAME:ALIAS``, ``NAME`` (its own alias) or inspect's ``/NAME:/PARENT/ALIAS``
-    -> (name, alias), as dockerd's ``opts.ParseLink``; the alias a host name."""
+    -> (name, alias), as dockerd's ``opts.ParseLink``; the alias a host name (the
+    name a container's: dockerd's names, ``db..x`` or 70 characters, are not all host names)."""
     if not isinstance(text, str) or not text:
         raise ApiError(400, f"{where}: empty string specified for links")
     parts = text.split(":")
@@ -30,10 +30,8 @@ def parse_link(text: Any, where: str) -> Tuple[str, str]:
     name, alias = (text, text) if len(parts) == 1 else (parts[0], parts[1])
     if name.startswith("/"):  # (a container's links as inspect shows them)
         name, alias = name[1:], alias.rpartition("/")[2]
-    try:
-        links_option({alias: name}, where)
-    except ConfigError as err:
-        raise ApiError(400, str(err)) from None
+    if not is_host_name(alias):
+        raise ApiError(400, f"{where}[{alias!r}]: {alias!r} is not a host name")
     return name, alias
 
 
@@ -108,8 +106,9 @@ def _ranges(ports: List[Tuple[int, str]]) -> List[Tuple[Tuple[int, str], Tuple[i
 
 def link_hosts(alias: str, hostname: str, name: str, address: str) -> Dict[str, str]:
     """The ``/etc/hosts`` names of a linked container at ``address``: the alias,
-    its hostname and its name (``extra_hosts=``)."""
-    return {host: address for host in dict.fromkeys((alias, hostname, name)) if host}
+    its hostname and its name (``extra_hosts=``), but a name that is no host name
+    (dockerd's container names may be ``db..x``: the alias still names it)."""
+    return {host: address for host in dict.fromkeys((alias, hostname, name)) if is_host_name(host)}
 
 
 def bridge_address(address: Optional[str]) -> str:

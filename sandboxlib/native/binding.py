@@ -44,7 +44,7 @@ __all__ = [
     "x32_missing",
 ]
 
-NATIVE_VERSION = 29
+NATIVE_VERSION = 30
 # (os.path: pathlib's imports are ~5% of an OCI runtime's create)
 _PACKAGE = os.path.dirname(os.path.realpath(__file__))
 INIT_PATH = os.path.join(_PACKAGE, "sbx-init")
@@ -107,6 +107,7 @@ class Step(enum.IntEnum):
     CGROUP = lib.SBX_STEP_CGROUP
     TTY = lib.SBX_STEP_TTY
     JOIN = lib.SBX_STEP_JOIN
+    SCOPE = lib.SBX_STEP_SCOPE
 
 
 # The namespaces sbx-init joins by path, in the order of enum sbx_join

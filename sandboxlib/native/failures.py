@@ -34,6 +34,7 @@ _STEP_OPERATIONS = {
     Step.CAPS: "dropping capabilities",
     Step.SECCOMP: "installing the seccomp filter",
     Step.JOIN: "setns() into the {join} namespace given by path",
+    Step.SCOPE: "landlock_restrict_self() with LANDLOCK_SCOPE_SIGNAL",
     Step.TTY: "a pseudo-terminal from the container's devpts (/dev/pts/ptmx) as the controlling terminal",
     Step.CGROUP: "joining the container's cgroups (write of 0 to cgroup v1 tasks file {index}, "
     "or unshare(CLONE_NEWCGROUP))",
@@ -49,6 +50,7 @@ _STEP_FIELDS = {
     Step.SECCOMP: "seccomp",
     Step.CGROUP: "limits",
     Step.JOIN: "linux.namespaces",
+    Step.SCOPE: "pid_namespace",
     Step.TTY: "tty",
 }
 
@@ -121,6 +123,11 @@ def setup_error(step: int, err: int, index: int, *, ops: Sequence[MountOp], cont
         hint = (
             "every container has a session keyring of its own, which counts against the key quota of "
             "the host user its root maps to: raise /proc/sys/kernel/keys/maxkeys (and maxbytes)"
+        )
+    if step is Step.SCOPE:
+        hint = (
+            "in the host's pid namespace a container could signal other containers' processes (their host "
+            "uid is the same): it needs Landlock's signal scope (Linux 6.12 or later, landlock among the LSMs)"
         )
     return SetupError(
         err, template.format(index=index, **context), step=step.name, field=_STEP_FIELDS.get(step), hint=hint

@@ -107,6 +107,7 @@ def build_plan(
     root_propagation: int = 0,
     joins: Optional[Mapping[str, str]] = None,
     cgroup_launcher: Optional[Tuple[bytes, bytes]] = None,
+    scope: bool = False,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
     BPF the init installs in every command (empty: none).  ``launcher``: the
@@ -127,7 +128,9 @@ def build_plan(
     into, replacing the new one (the OCI runtime's; not with ``netns``).
     ``cgroup_launcher``: commands with a cgroup of their own are forked by a
     launcher too; its filter and the one each of its commands adds
-    (``security.bpf.clone3_split``)."""
+    (``security.bpf.clone3_split``).  ``scope``: the container's processes
+    may signal and trace only each other (a Landlock domain of their own: in
+    the host's pid namespace they share a host uid with other containers')."""
     ops = tuple(ops)  # (the layout's cached tuple is kept as it is)
     static_key = (
         id(ops),
@@ -147,6 +150,7 @@ def build_plan(
         root_propagation,
         None if joins is None else tuple(joins.get(kind) for kind in JOIN_NAMESPACES),
         cgroup_launcher,
+        scope,
     )
     static = _STATIC.get(static_key)
     if static is None or static.ops is not ops:
@@ -210,6 +214,7 @@ def _static_part(ops: Tuple[MountOp, ...], key: tuple) -> _StaticPart:
         root_propagation,
         joins,
         cgroup_launcher,
+        scope,
     ) = key
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
@@ -228,6 +233,7 @@ def _static_part(ops: Tuple[MountOp, ...], key: tuple) -> _StaticPart:
     flags |= lib.SBX_PLAN_DETACHED if detached else 0
     flags |= lib.SBX_PLAN_KEEP_PRIVS if keep_privs else 0
     flags |= lib.SBX_PLAN_MOUNT_ORDER if mount_order else 0
+    flags |= lib.SBX_PLAN_SCOPE if scope else 0
     launcher_filter, clone3_filter = cgroup_launcher or (b"", b"")
     flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher is not None and launcher and seccomp_filter else 0
     strings = op_strings + bytes(extra.data)

@@ -40,18 +40,9 @@ class ImageRoots:
             return self.config
         store = self._store or self._image_store()
         owner = self._id_policy().owner(0, 0)
-        # An idmapped one belongs to the host's root, whom the idmapped mount shows as the container's root.
         idmapped = self._maps is not None and os.geteuid() == 0
         mounts = [
-            Mount.bind(
-                store.volume(cast(str, m.source), (0, 0) if m.idmap and idmapped else owner),  # (source: its name)
-                m.target,
-                read_only=m.read_only,
-                idmap=m.idmap,
-            )
-            if m.kind is MountKind.VOLUME
-            else m
-            for m in self.config.mounts
+            _volume_bind(store, m, owner, idmapped) if m.kind is MountKind.VOLUME else m for m in self.config.mounts
         ]
         return attrs.evolve(self.config, mounts=mounts, env=dict(self.config.env))
 
@@ -103,3 +94,15 @@ class ImageRoots:
     def _id_policy(self) -> IdPolicy:
         """Who owns the files of the container's image layers and volumes."""
         return imageroot.id_policy(self.config, self._maps)
+
+
+def _volume_bind(store: ImageStore, mount: Mount, owner: tuple, idmapped: bool) -> Mount:
+    """The bind of a named volume's directory (made on first use).  An idmapped one
+    belongs to the host's root, whom the idmapped mount shows as the container's
+    root; a plain one to the container root's host id.  A volume made plainly (by a
+    library container, or by a root daemon before it idmapped volumes) holds the
+    container's shifted ids, which an idmapped mount would show as nobody's (its
+    root could not write there): asked idmapped, it is bound plainly, as it was made."""
+    path = store.volume(cast(str, mount.source), (0, 0) if mount.idmap and idmapped else owner)  # (source: its name)
+    idmap = mount.idmap and not (idmapped and os.stat(path).st_uid != 0)
+    return Mount.bind(path, mount.target, read_only=mount.read_only, idmap=idmap)

@@ -391,6 +391,8 @@ class ContainerLifecycle(ImageRoots):
                 if docker_default and not one_shot and self._cgroup is not None and self._cgroup.v2 is not None
                 else None
             ),
+            # Its processes' host uid is other containers' too: kill() and ptrace() check only that.
+            scope=self.config.pid_namespace is Namespace.HOST,
         )
         # Ctrl-C is deferred from the first fd to the init's registration: a
         # KeyboardInterrupt between them would lose fds and leave a zombie.
