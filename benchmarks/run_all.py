@@ -16,7 +16,6 @@ import argparse
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))
 
 import _common  # noqa: E402
+import devnodes  # noqa: E402
 import engines  # noqa: E402
 import memory  # noqa: E402
 import peers  # noqa: E402
@@ -62,12 +62,6 @@ class Env:
                     print(f"closing {tool}: {err}", file=sys.stderr)
 
 
-# The device nodes an OCI runtime binds into a container with a user namespace:
-# crun 1.8 chowns the ones it binds to the container's root (the host's
-# /dev/null became 1000000000:1000000000), so in here they are nodes of our own.
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-
-
 def enter_private_mount_ns() -> str:
     """Re-execute in a private mount namespace; there, device nodes of our own
     and the v2 mount hidden."""
@@ -75,7 +69,7 @@ def enter_private_mount_ns() -> str:
         env = dict(os.environ, **{NS_MARK: "1"})
         argv = ["unshare", "-m", "--propagation", "private", sys.executable, *sys.argv]
         os.execvpe("unshare", argv, env)
-    _private_devices()
+    devnodes.bind_private_devices()
     if os.path.ismount(UNIFIED):
         subprocess.run(["umount", UNIFIED], check=True)
         return (
@@ -83,18 +77,6 @@ def enter_private_mount_ns() -> str:
             "benchmark's private mount namespace (crun refuses that hybrid layout)."
         )
     return ""
-
-
-def _private_devices() -> None:
-    """/dev/null and the others bound to nodes on a tmpfs of this namespace
-    (at /mnt, hidden here alone): what a peer does to them stays in here."""
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64k", "sbxbench-dev", "/mnt"], check=True)
-    for name in DEVICES:
-        host = os.stat(f"/dev/{name}")
-        node = f"/mnt/{name}"
-        os.mknod(node, stat.S_IFCHR | 0o600, host.st_rdev)
-        os.chmod(node, stat.S_IMODE(host.st_mode))
-        subprocess.run(["mount", "--bind", node, f"/dev/{name}"], check=True)
 
 
 def start_peers(env: Env) -> None:

@@ -26,6 +26,20 @@ from typing import Dict, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMIT = "5e639034dcdc2422164e3d7d76a737e2fb451a67"  # runtime-tools main (merge of #784, time namespaces)
 GO_ENV = {"GOFLAGS": "-mod=vendor", "GOPROXY": "off", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+NS_MARK = "SBX_CONFORMANCE_PRIVATE_MOUNT_NS"
+
+
+def enter_private_mount_ns() -> None:
+    """Re-execute in a private mount namespace whose /dev/null and the others
+    are nodes of its own (benchmarks/devnodes.py says why: crun chowns the
+    ones it binds into a user namespace's container)."""
+    if os.environ.get(NS_MARK) != "1":
+        argv = ["unshare", "-m", "--propagation", "private", sys.executable, *sys.argv]
+        os.execvpe("unshare", argv, dict(os.environ, **{NS_MARK: "1"}))
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
+    import devnodes
+
+    devnodes.bind_private_devices()
 
 
 def build(source: str, work: str) -> str:
@@ -130,6 +144,7 @@ def main() -> None:
     parser.add_argument("--runtime", required=True, help="the sandboxlib-runtime executable")
     parser.add_argument("--work", default="build/conformance")
     args = parser.parse_args()
+    enter_private_mount_ns()
     work = os.path.abspath(args.work)
     tree = build(args.source, work)
     runtimes = {"sandboxlib-runtime": os.path.abspath(args.runtime)}
