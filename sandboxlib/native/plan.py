@@ -132,7 +132,7 @@ def build_plan(
     may signal and trace only each other (a Landlock domain of their own: in
     the host's pid namespace they share a host uid with other containers')."""
     ops = tuple(ops)  # (the layout's cached tuple is kept as it is)
-    static_key = (
+    static_key = _PlanKey(
         id(ops),
         rootfs,
         read_only,
@@ -178,6 +178,30 @@ def build_plan(
     return message
 
 
+class _PlanKey(NamedTuple):
+    """What a PLAN message but for its hostname and fault is made of
+    (``build_plan``'s options; the ops by identity: see ``_StaticPart.ops``)."""
+
+    ops_id: int
+    rootfs: Optional[str]
+    read_only: bool
+    userns: bool
+    netns: bool
+    set_groups: bool
+    send_netns: bool
+    seccomp_filter: bytes
+    launcher: bool
+    init_caps: int
+    init_filter: bytes
+    detached: bool
+    keep_privs: bool
+    mount_order: bool
+    root_propagation: int
+    joins: Optional[Tuple[Optional[str], ...]]  # a path per JOIN_NAMESPACES kind
+    cgroup_launcher: Optional[Tuple[bytes, bytes]]
+    scope: bool
+
+
 class _StaticPart(NamedTuple):
     """A PLAN message but for its hostname and fault: the same for every
     container of one configuration, so built once (``build_plan``)."""
@@ -191,71 +215,53 @@ class _StaticPart(NamedTuple):
     body: bytes  # what follows the header, without the hostname
 
 
-_STATIC: Dict[tuple, _StaticPart] = {}
+_STATIC: Dict[_PlanKey, _StaticPart] = {}
 _STATIC_SIZE = 64
 
 
-def _static_part(ops: Tuple[MountOp, ...], key: tuple) -> _StaticPart:
-    (
-        _,
-        rootfs,
-        read_only,
-        userns,
-        netns,
-        set_groups,
-        send_netns,
-        seccomp_filter,
-        launcher,
-        init_caps,
-        init_filter,
-        detached,
-        keep_privs,
-        mount_order,
-        root_propagation,
-        joins,
-        cgroup_launcher,
-        scope,
-    ) = key
+def _static_part(ops: Tuple[MountOp, ...], key: _PlanKey) -> _StaticPart:
     if len(ops) > lib.SBX_MAX_MOUNTS:
         raise ConfigError("mounts", f"{len(ops)} mount operations; the limit is {lib.SBX_MAX_MOUNTS}")
     records, op_strings = _encode_ops(ops)
     extra = _Strings()
     base = len(op_strings)
-    offsets = (extra.add(BASE_DIR, base), extra.add(rootfs, base))
-    joined = [extra.add(path, base) for path in joins or [None] * len(JOIN_NAMESPACES)]
+    offsets = (extra.add(BASE_DIR, base), extra.add(key.rootfs, base))
+    joined = [extra.add(path, base) for path in key.joins or [None] * len(JOIN_NAMESPACES)]
     flags = lib.SBX_PLAN_NEW_MNTNS
-    flags |= lib.SBX_PLAN_BECOME_ROOT if userns else 0
-    flags |= lib.SBX_PLAN_SET_GROUPS if set_groups else 0
-    flags |= lib.SBX_PLAN_LOOPBACK_UP if netns else 0
-    flags |= lib.SBX_PLAN_READ_ONLY_ROOT if read_only else 0
-    flags |= lib.SBX_PLAN_LAUNCHER if launcher and seccomp_filter else 0
-    flags |= lib.SBX_PLAN_SEND_NETNS if netns and send_netns else 0
-    flags |= lib.SBX_PLAN_DETACHED if detached else 0
-    flags |= lib.SBX_PLAN_KEEP_PRIVS if keep_privs else 0
-    flags |= lib.SBX_PLAN_MOUNT_ORDER if mount_order else 0
-    flags |= lib.SBX_PLAN_SCOPE if scope else 0
-    launcher_filter, clone3_filter = cgroup_launcher or (b"", b"")
-    flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher is not None and launcher and seccomp_filter else 0
+    flags |= lib.SBX_PLAN_BECOME_ROOT if key.userns else 0
+    flags |= lib.SBX_PLAN_SET_GROUPS if key.set_groups else 0
+    flags |= lib.SBX_PLAN_LOOPBACK_UP if key.netns else 0
+    flags |= lib.SBX_PLAN_READ_ONLY_ROOT if key.read_only else 0
+    flags |= lib.SBX_PLAN_LAUNCHER if key.launcher and key.seccomp_filter else 0
+    flags |= lib.SBX_PLAN_SEND_NETNS if key.netns and key.send_netns else 0
+    flags |= lib.SBX_PLAN_DETACHED if key.detached else 0
+    flags |= lib.SBX_PLAN_KEEP_PRIVS if key.keep_privs else 0
+    flags |= lib.SBX_PLAN_MOUNT_ORDER if key.mount_order else 0
+    flags |= lib.SBX_PLAN_SCOPE if key.scope else 0
+    launcher_filter, clone3_filter = key.cgroup_launcher or (b"", b"")
+    flags |= (
+        lib.SBX_PLAN_CGROUP_LAUNCHER if key.cgroup_launcher is not None and key.launcher and key.seccomp_filter else 0
+    )
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
     return _StaticPart(
         ops=ops,
         flags=flags,
-        newnet=lib.CLONE_NEWNET if netns else 0,
+        newnet=lib.CLONE_NEWNET if key.netns else 0,
         offsets=offsets,
         strings_len=len(strings),
         rest=(
-            len(seccomp_filter),
-            init_caps,
-            len(init_filter),
-            root_propagation,
+            len(key.seccomp_filter),
+            key.init_caps,
+            len(key.init_filter),
+            key.root_propagation,
             *joined,
             len(launcher_filter),
             len(clone3_filter),
             0,
         ),
-        body=seccomp_filter + init_filter + launcher_filter + clone3_filter + records + strings,
+        body=key.seccomp_filter + key.init_filter + launcher_filter + clone3_filter + records + strings,
     )
 
 
