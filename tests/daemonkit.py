@@ -5,6 +5,7 @@ CLI and raw HTTP over the socket."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from . import rootless
 from .conftest import make_busybox_rootfs
@@ -141,3 +142,17 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextlib.contextmanager
+def private_daemon(prefix: str) -> Iterator[Daemon]:
+    """A root daemon of its own on a busybox store of its own, in a fresh
+    directory (``prefix``) removed with it: a test module's daemon."""
+    top = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(top, 0o755)
+    served = Daemon(top, busybox_store(os.path.join(top, "store")))
+    try:
+        yield served
+    finally:
+        served.close()
+        shutil.rmtree(top, ignore_errors=True)

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import tarfile
-import tempfile
 
 import docker
 import psutil
 import pytest
 
 from .conftest import wait_until
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, private_daemon
 
 DOCKERFILE = """\
 FROM busybox AS base
@@ -31,11 +29,8 @@ CMD ["cat", "/copy.txt"]
 
 @pytest.fixture(scope="module")
 def daemon():
-    top = tempfile.mkdtemp(prefix="daemon-build-")
-    served = Daemon(top, busybox_store(os.path.join(top, "store")))
-    yield served
-    served.close()
-    shutil.rmtree(top, ignore_errors=True)
+    with private_daemon("daemon-build-") as served:
+        yield served
 
 
 @pytest.fixture

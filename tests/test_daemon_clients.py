@@ -14,17 +14,13 @@ import docker
 import pytest
 
 from .conftest import wait_until
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, busybox_store, private_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    top = tempfile.mkdtemp(prefix="daemon-clients-")
-    os.chmod(top, 0o755)
-    served = Daemon(top, busybox_store(os.path.join(top, "store")))
-    yield served
-    served.close()
-    shutil.rmtree(top, ignore_errors=True)
+    with private_daemon("daemon-clients-") as served:
+        yield served
 
 
 @pytest.fixture

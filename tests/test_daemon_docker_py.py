@@ -9,10 +9,8 @@ import gc
 import io
 import json
 import os
-import shutil
 import socket
 import tarfile
-import tempfile
 import time
 
 import docker
@@ -20,17 +18,13 @@ import pytest
 from docker.utils.socket import next_frame_header, read_exactly
 
 from .conftest import wait_until
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import private_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    top = tempfile.mkdtemp(prefix="daemon-docker-py-")
-    os.chmod(top, 0o755)
-    served = Daemon(top, busybox_store(os.path.join(top, "store")))
-    yield served
-    served.close()
-    shutil.rmtree(top, ignore_errors=True)
+    with private_daemon("daemon-docker-py-") as served:
+        yield served
 
 
 @pytest.fixture

@@ -12,17 +12,13 @@ import tempfile
 import docker
 import pytest
 
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, busybox_store, private_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    top = tempfile.mkdtemp(prefix="daemon-resources-")
-    os.chmod(top, 0o755)
-    served = Daemon(top, busybox_store(os.path.join(top, "store")))
-    yield served
-    served.close()
-    shutil.rmtree(top, ignore_errors=True)
+    with private_daemon("daemon-resources-") as served:
+        yield served
 
 
 @pytest.fixture

@@ -20,17 +20,13 @@ import sandboxlib as sb
 
 from . import rootless
 from .conftest import wait_until
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, private_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    top = tempfile.mkdtemp(prefix="daemon-hostile-")
-    os.chmod(top, 0o755)
-    served = Daemon(top, busybox_store(os.path.join(top, "store")))
-    yield served
-    served.close()
-    shutil.rmtree(top, ignore_errors=True)
+    with private_daemon("daemon-hostile-") as served:
+        yield served
 
 
 def _containers(daemon) -> list:
