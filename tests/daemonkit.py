@@ -149,10 +149,12 @@ def private_daemon(prefix: str) -> Iterator[Daemon]:
     """A root daemon of its own on a busybox store of its own, in a fresh
     directory (``prefix``) removed with it: a test module's daemon."""
     top = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(top, 0o755)
-    served = Daemon(top, busybox_store(os.path.join(top, "store")))
     try:
-        yield served
+        os.chmod(top, 0o755)
+        served = Daemon(top, busybox_store(os.path.join(top, "store")))
+        try:
+            yield served
+        finally:
+            served.close()
     finally:
-        served.close()
         shutil.rmtree(top, ignore_errors=True)
