@@ -12,6 +12,7 @@ from typing import BinaryIO, Callable, Dict, List, Optional
 
 from aiohttp import web
 
+from ..aio.loop import readable
 from ..errors import SandboxError
 from .apierrors import ApiError, library_error
 from .filesystems import files_of
@@ -54,10 +55,9 @@ async def streamed_tar(
         with os.fdopen(writer, "wb") as f:
             write(f)
 
-    loop = asyncio.get_running_loop()
     produced = asyncio.ensure_future(in_thread(produce))
     try:
-        first = await _chunk(loop, reader)
+        first = await _chunk(reader)
         if not first:
             await produced  # (its error, if any, before an answer is sent)
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar", **(headers or {})})
@@ -65,7 +65,7 @@ async def streamed_tar(
         data = first
         while data:
             await response.write(data)
-            data = await _chunk(loop, reader)
+            data = await _chunk(reader)
         try:
             await produced
         except Exception as err:  # noqa: BLE001  (the answer has begun: the connection is cut, the tar short)
@@ -81,24 +81,13 @@ async def streamed_tar(
             await produced
 
 
-def _wake(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def _chunk(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+async def _chunk(fd: int) -> bytes:
     """The pipe's next bytes, b"" at its end (the writer closed it, ending or failing)."""
     while True:
         try:
             return os.read(fd, CHUNK)
         except BlockingIOError:
-            pass
-        readable = loop.create_future()
-        loop.add_reader(fd, _wake, readable)
-        try:
-            await readable
-        finally:
-            loop.remove_reader(fd)
+            await readable(fd)
 
 
 async def _changes(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import attrs
 
 from .. import aio
+from ..aio.loop import readable
 from ..errors import SandboxError
 from ..streams import DEVNULL, STDOUT
 from .apierrors import ApiError
@@ -117,26 +118,15 @@ async def _run_check(box: aio.Container, argv: List[str], timeout: float) -> Tup
 async def _keep_start(fd: int, kept: bytearray) -> None:
     """Read ``fd`` to its end, keeping its first OUTPUT_LIMIT bytes in ``kept``."""
     os.set_blocking(fd, False)
-    loop = asyncio.get_running_loop()
     while True:
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
-            readable = loop.create_future()
-            loop.add_reader(fd, _wake, readable)
-            try:
-                await readable
-            finally:
-                loop.remove_reader(fd)
+            await readable(fd)
             continue
         if not chunk:
             return
         kept += chunk[: max(0, OUTPUT_LIMIT - len(kept))]
-
-
-def _wake(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def start(box: aio.Container, check: Optional[Dict[str, Any]], now) -> Optional[Health]:
