@@ -162,7 +162,7 @@ def egress_gate(state_root: str, bridge_name: str, client: str, name: str) -> An
     return lambda answers: nftables.allow_resolved(bridge_name, container_id, answers, matching)
 
 
-class Attachment:
+class Attachment(ipam.LeasedInterface):
     """A container on a bridge; see the module's docstring for the order."""
 
     # A one-shot run needs no state record: after a SIGKILL of its owner the
@@ -222,26 +222,8 @@ class Attachment:
         return ipaddress.IPv4Interface(f"{self._lease.address}/{self._pool.subnet.prefixlen}")
 
     @property
-    def address6(self) -> Optional[ipaddress.IPv6Interface]:
-        """Its IPv6 address on a network with an IPv6 subnet."""
-        assert self._lease is not None and self._pool is not None
-        found, subnet6 = self._lease.address6, self._pool.subnet6
-        return ipaddress.IPv6Interface(f"{found}/{subnet6.prefixlen}") if found and subnet6 else None
-
-    @property
     def gateway(self) -> ipaddress.IPv4Address:
         return self._gateway.ip
-
-    @property
-    def gateway6(self) -> Optional[ipaddress.IPv6Address]:
-        assert self._pool is not None
-        return self._pool.gateway6 if self._pool.subnet6 is not None else None
-
-    @property
-    def mac_address(self) -> str:
-        """``eth0``'s: the one asked for, else Docker's ``02:42`` + the IPv4 address."""
-        assert self._lease is not None
-        return self._endpoint.mac_address or ipam.mac_of(self._lease.address)
 
     def _write_files(self) -> None:
         assert self._lease is not None

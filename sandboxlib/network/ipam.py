@@ -17,13 +17,13 @@ import fcntl
 import ipaddress
 import json
 import os
-from typing import Dict, FrozenSet, Iterator, List, Optional, Set
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Set
 
 import attrs
 
 from ..errors import ConfigError
 
-__all__ = ["Lease", "Pool", "lease_address", "dir_lock", "leases", "reap", "mac_of"]
+__all__ = ["Lease", "Pool", "LeasedInterface", "lease_address", "dir_lock", "leases", "reap", "mac_of"]
 
 
 def _first_host(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
@@ -320,3 +320,31 @@ def mac_of(address: ipaddress.IPv4Address) -> str:
     """Docker's MAC address for a container's interface: ``02:42`` (locally
     administered) and the four bytes of its IPv4 address, unique on its bridge."""
     return ":".join(f"{b:02x}" for b in b"\x02\x42" + address.packed)
+
+
+class LeasedInterface:
+    """What a container's lease on a pool says of its interface: the root
+    bridge's attachment and the per-user namespace's (``_lease``, ``_pool``
+    and the ``_endpoint`` asked for are theirs)."""
+
+    _lease: Optional[Lease]
+    _pool: Optional[Pool]
+    _endpoint: Any  # a config.BridgeNetwork
+
+    @property
+    def address6(self) -> Optional[ipaddress.IPv6Interface]:
+        """Its IPv6 address on a network with an IPv6 subnet (a dynamic one at its IPv4 address's offset)."""
+        assert self._lease is not None and self._pool is not None
+        found, subnet6 = self._lease.address6, self._pool.subnet6
+        return ipaddress.IPv6Interface(f"{found}/{subnet6.prefixlen}") if found and subnet6 else None
+
+    @property
+    def gateway6(self) -> Optional[ipaddress.IPv6Address]:
+        assert self._pool is not None
+        return self._pool.gateway6 if self._pool.subnet6 is not None else None
+
+    @property
+    def mac_address(self) -> str:
+        """The one asked for, else Docker's ``02:42`` + the IPv4 address."""
+        assert self._lease is not None
+        return self._endpoint.mac_address or mac_of(self._lease.address)

@@ -241,7 +241,7 @@ def remove_bridge(state_root: str, bridge_name: str) -> None:
         sock.close()
 
 
-class UserBridgeAttachment:
+class UserBridgeAttachment(ipam.LeasedInterface):
     """A rootless container on a named network (the steps of
     :class:`~sandboxlib.network.attach.Attachment`)."""
 
@@ -295,28 +295,9 @@ class UserBridgeAttachment:
         return ipaddress.IPv4Interface(f"{self._lease.address}/{self._gateway.network.prefixlen}")
 
     @property
-    def address6(self) -> Optional[ipaddress.IPv6Interface]:
-        """Its IPv6 address on a network with an IPv6 subnet (at its IPv4 address's offset)."""
-        assert self._lease is not None and self._pool is not None
-        if self._pool.subnet6 is None or not self._lease.address6:
-            return None
-        return ipaddress.IPv6Interface(f"{self._lease.address6}/{self._pool.subnet6.prefixlen}")
-
-    @property
     def gateway(self) -> ipaddress.IPv4Address:
         assert self._gateway is not None
         return self._gateway.ip
-
-    @property
-    def gateway6(self) -> Optional[ipaddress.IPv6Address]:
-        assert self._pool is not None
-        return self._pool.gateway6 if self._pool.subnet6 is not None else None
-
-    @property
-    def mac_address(self) -> str:
-        """Its tap's: the one asked for, else Docker's ``02:42`` + the IPv4 address."""
-        assert self._lease is not None
-        return self._endpoint.mac_address or ipam.mac_of(self._lease.address)
 
     def mounts(self) -> Tuple[Mount, ...]:
         assert self._files is not None
