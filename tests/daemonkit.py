@@ -158,3 +158,20 @@ def private_daemon(prefix: str) -> Iterator[Daemon]:
             served.close()
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def api_client(daemon: Daemon, *, volumes: bool = False) -> Iterator[docker.APIClient]:  # noqa: F821
+    """docker-py's low-level client of ``daemon`` for one test: the containers
+    it left (and with ``volumes``, the volumes) removed after it."""
+    import docker
+
+    client = docker.APIClient(base_url=daemon.host, timeout=60)
+    try:
+        yield client
+    finally:
+        for container in client.containers(all=True):
+            client.remove_container(container["Id"], force=True)
+        for volume in (client.volumes()["Volumes"] or []) if volumes else ():
+            client.remove_volume(volume["Name"], force=True)
+        client.close()

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from .conftest import sandboxlib_cli, wait_until
-from .daemonkit import Daemon, busybox_store, private_daemon
+from .daemonkit import Daemon, api_client, busybox_store, private_daemon
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,8 @@ def daemon():
 
 @pytest.fixture
 def api(daemon):
-    client = docker.APIClient(base_url=daemon.host, timeout=60)
-    yield client
-    for container in client.containers(all=True):
-        client.remove_container(container["Id"], force=True)
-    for volume in client.volumes()["Volumes"] or []:
-        client.remove_volume(volume["Name"], force=True)
-    client.close()
+    with api_client(daemon, volumes=True) as client:
+        yield client
 
 
 def _run(api, command, **host_config) -> tuple:

@@ -18,7 +18,7 @@ import pytest
 from docker.utils.socket import next_frame_header, read_exactly
 
 from .conftest import wait_until
-from .daemonkit import private_daemon
+from .daemonkit import api_client, private_daemon
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,8 @@ def daemon():
 
 @pytest.fixture
 def api(daemon):
-    client = docker.APIClient(base_url=daemon.host, timeout=60)
-    yield client
-    for container in client.containers(all=True):
-        client.remove_container(container["Id"], force=True)
-    client.close()
+    with api_client(daemon) as client:
+        yield client
 
 
 def _running(api, *command: str) -> str:

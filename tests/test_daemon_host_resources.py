@@ -12,7 +12,7 @@ import tempfile
 import docker
 import pytest
 
-from .daemonkit import Daemon, busybox_store, private_daemon
+from .daemonkit import Daemon, api_client, busybox_store, private_daemon
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,8 @@ def daemon():
 
 @pytest.fixture
 def api(daemon):
-    client = docker.APIClient(base_url=daemon.host, timeout=60)
-    yield client
-    for container in client.containers(all=True):
-        client.remove_container(container["Id"], force=True)
-    client.close()
+    with api_client(daemon) as client:
+        yield client
 
 
 def _cgroup_file(daemon: Daemon, container: str, hierarchy: str, name: str) -> str:
