@@ -26,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -52,6 +53,7 @@ struct child {
     uint32_t id;
     int reply_fd;
     int main;
+    int cgroup_fd; /* its own cgroup (a copy of the request's fd), or -1 */
 };
 
 static struct child children[MAX_CHILDREN];
@@ -69,6 +71,17 @@ static struct launcher {
     pid_t pid;
     int off; /* it could not start or died: fork those commands ourselves */
 } launchers[2] = {{.fd = -1}, {.fd = -1}};
+/* Forkers (launcher.c): a launcher resident in a command cgroup the host
+ * keeps for reuse, started in one found empty at its command's exit, at
+ * most plan->max_forkers.  Each is a process in the container's pids and
+ * memory accounting (~0.1 MB); it ends by itself when idle. */
+#define MAX_FORKERS 64
+static struct forker {
+    pid_t pid; /* 0: a free slot */
+    int fd; /* our end of its socket */
+    dev_t dev; /* its cgroup directory's; ino 0: retired (killed, not reaped yet) */
+    ino_t ino;
+} forkers[MAX_FORKERS];
 /* SBX_EXEC_HOLD: the main command's request and stdio, kept until START. */
 static char held[SBX_MAX_REQUEST];
 static size_t held_len;
@@ -125,6 +138,9 @@ static void signal_all(int sig)
     for (int i = 0; i < 2; i++)
         if (launchers[i].pid > 0)
             kill(launchers[i].pid, sig);
+    for (int i = 0; i < MAX_FORKERS; i++)
+        if (forkers[i].pid > 0)
+            kill(forkers[i].pid, sig);
 }
 
 /* Reap everything signal_all(SIGKILL) ended.  In a joined pid namespace a
@@ -196,14 +212,53 @@ static struct launcher *launcher_for(const struct sbx_command *cmd)
         (cmd->hdr->flags & (SBX_EXEC_MAIN | SBX_EXEC_NO_NEW_PRIVS)) != SBX_EXEC_NO_NEW_PRIVS)
         return NULL;
     if (l->fd < 0) {
-        l->fd = sbx_launcher_start(plan, cmd->cap_bounding, cgroup, &l->pid);
+        l->fd = sbx_launcher_start(plan, cmd->cap_bounding, cgroup, -1, &l->pid);
         l->off = l->fd < 0;
     }
     return l->fd >= 0 ? l : NULL;
 }
 
+static struct forker *find_forker(const struct stat *cgroup)
+{
+    for (int i = 0; i < MAX_FORKERS; i++)
+        if (forkers[i].pid > 0 && forkers[i].ino == cgroup->st_ino && forkers[i].dev == cgroup->st_dev)
+            return &forkers[i];
+    return NULL;
+}
+
+static void retire_forker(struct forker *f)
+{
+    kill(f->pid, SIGKILL); /* reaped as any other zombie */
+    close(f->fd);
+    f->fd = -1;
+    f->ino = 0;
+}
+
+/* Fork through the forker of the command's cgroup, if it has one and may
+ * (as launcher_for): the pid, -1 with errno, or SBX_LAUNCHER_GONE. */
+static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
+{
+    struct stat st;
+    if (!(plan->flags & SBX_PLAN_LAUNCHER) ||
+        (cmd->hdr->flags & (SBX_EXEC_MAIN | SBX_EXEC_NO_NEW_PRIVS)) != SBX_EXEC_NO_NEW_PRIVS ||
+        fstat(cmd->cgroup_fd, &st) < 0)
+        return SBX_LAUNCHER_GONE;
+    struct forker *f = find_forker(&st);
+    if (!f)
+        return SBX_LAUNCHER_GONE;
+    pid_t pid = sbx_launcher_fork(f->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
+    if (pid == SBX_LAUNCHER_GONE)
+        retire_forker(f); /* it ended (idle, or killed): the launcher forks this one */
+    return pid;
+}
+
 static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
 {
+    if (cmd->cgroup_fd >= 0) {
+        pid_t pid = fork_by_forker(cmd, report_fd, len);
+        if (pid != SBX_LAUNCHER_GONE)
+            return pid;
+    }
     struct launcher *l = launcher_for(cmd);
     if (l) {
         pid_t pid =
@@ -300,6 +355,8 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     slot->id = cmd->hdr->id;
     slot->reply_fd = reply_fd;
     slot->main = (cmd->hdr->flags & SBX_EXEC_MAIN) != 0;
+    /* (high, as the launchers': fd 3 may be free for the next control socket) */
+    slot->cgroup_fd = cmd->cgroup_fd < 0 ? -1 : fcntl(cmd->cgroup_fd, F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER);
     if (cmd->hdr->flags & SBX_EXEC_QUIET)
         return 1;
     struct sbx_reply r = {.type = SBX_REPLY_STARTED, .pid = pid};
@@ -459,6 +516,71 @@ static void handle_exec(size_t len, int *fds, int nfds)
 
 static void reap(void);
 
+/* Up to two pids of the cgroup.procs of cgroup directory fd: how many there
+ * are (2: two or more), or -1. */
+static int cgroup_pids(int cgroup_fd, pid_t pids[2])
+{
+    char buf[64];
+    int fd = openat(cgroup_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    int count = 0;
+    for (char *p = buf, *end; *p && count < 2; p = end + (*end == '\n')) {
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            return -1;
+        pids[count++] = (pid_t)v;
+    }
+    return count;
+}
+
+/* A command in its own cgroup ended: is the cgroup ready for the host's
+ * next command (nothing of this one left in it; its forker, if any, may
+ * stay)?  A forker beside leftovers is retired, since a kill of the next
+ * command would reach them.  *fresh: empty, without a forker, and one may
+ * start there.  Race-free: once only the forker is left, nothing else in
+ * the cgroup can fork (it forks only on our request). */
+static int cgroup_ready(int cgroup_fd, int *fresh)
+{
+    struct stat st;
+    pid_t pids[2];
+    int n = fstat(cgroup_fd, &st) < 0 ? -1 : cgroup_pids(cgroup_fd, pids);
+    struct forker *f = n < 0 ? NULL : find_forker(&st);
+    int ready = n == 0 || (n == 1 && f && pids[0] == f->pid);
+    if (f && (!ready || n == 0))
+        retire_forker(f); /* (n == 0: it has ended already) */
+    int live = 0;
+    for (int i = 0; i < MAX_FORKERS; i++)
+        live += forkers[i].pid > 0;
+    *fresh = n == 0 && live < (int)plan->max_forkers && bounding_set && !stopping &&
+             (plan->flags & SBX_PLAN_LAUNCHER);
+    return ready;
+}
+
+/* Start a forker in that cgroup (best effort: without one, the cgroup
+ * launcher forks its commands). */
+static void start_forker(int cgroup_fd)
+{
+    struct stat st;
+    struct forker *f = NULL;
+    for (int i = 0; !f && i < MAX_FORKERS; i++)
+        if (forkers[i].pid == 0)
+            f = &forkers[i];
+    if (!f || fstat(cgroup_fd, &st) < 0)
+        return;
+    f->fd = sbx_launcher_start(plan, bounding_keep, 0, cgroup_fd, &f->pid);
+    if (f->fd < 0) {
+        *f = (struct forker){.fd = -1};
+        return;
+    }
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+}
+
 /* Begin a graceful stop: SIGTERM to all, SIGKILL when the timer fires. */
 static void begin_stop(int timer_fd, uint64_t grace_ms)
 {
@@ -527,10 +649,19 @@ static void reap(void)
                 launchers[i].pid = 0;
                 forget_launcher(&launchers[i]);
             }
+        for (int i = 0; i < MAX_FORKERS; i++)
+            if (pid == forkers[i].pid) {
+                if (forkers[i].fd >= 0)
+                    close(forkers[i].fd);
+                forkers[i] = (struct forker){.fd = -1};
+            }
         struct child *c = find_child(pid);
         if (!c)
             continue;
         struct sbx_reply r = {.type = SBX_REPLY_EXITED, .pid = pid, .status = status};
+        int fresh = 0; /* its cgroup is empty: a forker may start there */
+        if (c->cgroup_fd >= 0 && cgroup_ready(c->cgroup_fd, &fresh))
+            r.flags = SBX_EXITED_CGROUP_READY;
         if (c->main) {
             signal_all(SIGKILL);
             reap_all();
@@ -543,6 +674,10 @@ static void reap(void)
         }
         send_reply(c->reply_fd, &r);
         close(c->reply_fd);
+        if (fresh)
+            start_forker(c->cgroup_fd);
+        if (c->cgroup_fd >= 0)
+            close(c->cgroup_fd);
         c->pid = 0;
     }
     if (stopping && !any_child() && waitpid(-1, NULL, WNOHANG | __WALL) < 0 && errno == ECHILD)

@@ -15,12 +15,19 @@
  * (plan->launcher_filter) and each of its commands adds a small filter that
  * answers clone3 as the policy does (plan->clone3_filter): the two together
  * are the container's filter.  The small one costs a command ~0.04 ms to
- * load, the whole policy ~0.25 ms. */
+ * load, the whole policy ~0.25 ms.
+ *
+ * A forker is a launcher born in one command cgroup (clone3 once) with the
+ * container's whole filter: it forks the commands of that cgroup with plain
+ * vfork, so a kept cgroup's next commands pay neither clone3 into it nor
+ * the small filter (init.c keeps them, one per kept cgroup).  It ends by
+ * itself after FORKER_IDLE_MS without a request. */
 #include "launcher.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <poll.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
@@ -37,6 +44,7 @@
 /* stdin, stdout, stderr, the report pipe, the reply socket (unless QUIET), the cgroup (if any) */
 #define LAUNCH_FDS 6
 #define STACK_SIZE (64 * 1024)
+#define FORKER_IDLE_MS 2000
 
 struct launch_reply {
     int32_t pid;
@@ -46,6 +54,9 @@ struct launch_reply {
 static char request[SBX_MAX_REQUEST];
 static char *strings[SBX_MAX_REQUEST / 2];
 static char stack[STACK_SIZE] __attribute__((aligned(16)));
+/* A forker runs on this one (in its own copy of the init's memory) and
+ * forks its commands on `stack`. */
+static char forker_stack[STACK_SIZE] __attribute__((aligned(16)));
 
 struct start {
     struct sbx_command *cmd;
@@ -86,8 +97,10 @@ static pid_t clone_into(int cgroup_fd, struct start *s)
 }
 
 /* Serve one request: fork the command (vfork-like: we sleep until it has
- * exec'd or failed), then answer its pid.  Returns -1 when the init is gone. */
-static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan)
+ * exec'd or failed), then answer its pid.  Returns -1 when the init is gone.
+ * A forker (`forker`) forks every command where it is: their requests say
+ * SBX_EXEC_CGROUP but carry no cgroup. */
+static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan, int forker)
 {
     int fds[LAUNCH_FDS], nfds, flags;
     ssize_t n = sbx_recv_with_fds(sock, request, sizeof(request), fds, LAUNCH_FDS, &nfds, &flags);
@@ -102,7 +115,7 @@ static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan)
     int ok = !(flags & (MSG_TRUNC | MSG_CTRUNC)) &&
              sbx_command_parse(request, (size_t)n, strings, sizeof(strings) / sizeof(*strings), &cmd) == 0;
     int has_reply = ok && !(cmd.hdr->flags & SBX_EXEC_QUIET);
-    int has_cgroup = ok && (cmd.hdr->flags & SBX_EXEC_CGROUP);
+    int has_cgroup = ok && !forker && (cmd.hdr->flags & SBX_EXEC_CGROUP);
     if (ok && nfds == 4 + has_reply + has_cgroup) {
         memcpy(cmd.stdio, fds, sizeof(cmd.stdio));
         cmd.cgroup_fd = has_cgroup ? fds[nfds - 1] : -1;
@@ -121,14 +134,24 @@ static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan)
     return send(sock, &reply, sizeof(reply), MSG_NOSIGNAL) == (ssize_t)sizeof(reply) ? 0 : -1;
 }
 
+/* Wait for the next request; 0 when a forker was idle long enough. */
+static int next_request(int forker)
+{
+    struct pollfd p = {.fd = 0, .events = POLLIN};
+    int n;
+    while ((n = poll(&p, 1, forker ? FORKER_IDLE_MS : -1)) < 0 && errno == EINTR)
+        ;
+    return n != 0;
+}
+
 static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_plan *plan, uint64_t bounding,
-                                                    int cgroups)
+                                                    int cgroups, int forker)
 {
     /* Nothing of the init's but this socket: not the control socket, not
      * the host's pidfd, not the reply sockets of running commands. */
     if (dup2(sock, 0) < 0 || sbx_close_range(1, ~0U, 0) < 0)
         _exit(1);
-    prctl(PR_SET_NAME, "sbx-launcher", 0, 0, 0);
+    prctl(PR_SET_NAME, forker ? "sbx-forker" : "sbx-launcher", 0, 0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     int own = cgroups && plan->launcher_filter_len; /* (none: the container's allows clone3) */
     if (getppid() != 1 || install_filter(own ? plan->launcher_filter : plan->filter,
@@ -141,22 +164,57 @@ static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_p
     sigfillset(&all_but_term);
     sigdelset(&all_but_term, SIGTERM);
     sigprocmask(SIG_SETMASK, &all_but_term, NULL);
-    while (serve(0, bounding, plan) == 0)
+    while (next_request(forker) && serve(0, bounding, plan, forker) == 0)
         ;
     _exit(0);
 }
 
-int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgroups, pid_t *pid)
+struct forker_args {
+    int sock;
+    const struct sbx_plan *plan;
+    uint64_t bounding;
+};
+
+static int forker_child(void *arg)
+{
+    struct forker_args *a = arg;
+    launcher_main(a->sock, a->plan, a->bounding, 0, 1);
+}
+
+/* fork(), or for a forker clone3(CLONE_INTO_CGROUP) as a fork (its own copy
+ * of our memory). */
+static pid_t start_child(const struct sbx_plan *plan, uint64_t bounding, int cgroups, int cgroup_fd, int sock)
+{
+    if (cgroup_fd < 0) {
+        pid_t child = fork();
+        if (child == 0)
+            launcher_main(sock, plan, bounding, cgroups, 0);
+        return child;
+    }
+    struct forker_args a = {.sock = sock, .plan = plan, .bounding = bounding};
+    struct clone_args ca = {.flags = CLONE_INTO_CGROUP,
+                            .exit_signal = SIGCHLD,
+                            .stack = (uint64_t)(uintptr_t)forker_stack,
+                            .stack_size = sizeof(forker_stack),
+                            .cgroup = (uint64_t)cgroup_fd};
+    long pid = sbx_clone3_run(&ca, forker_child, &a);
+    if (pid < 0) {
+        errno = (int)-pid;
+        return -1;
+    }
+    return (pid_t)pid;
+}
+
+int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgroups, int cgroup_fd, pid_t *pid)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -1;
-    pid_t child = fork();
-    if (child == 0)
-        launcher_main(sv[1], plan, bounding, cgroups);
+    pid_t child = start_child(plan, bounding, cgroups, cgroup_fd, sv[1]);
     close(sv[1]);
-    /* At a fixed number: a low one would stay taken in the init's fd table. */
-    int fd = child < 0 ? -1 : fcntl(sv[0], F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER + cgroups);
+    /* At a fixed number: a low one would stay taken in the init's fd table
+     * (forkers' above the launchers'). */
+    int fd = child < 0 ? -1 : fcntl(sv[0], F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER + (cgroup_fd >= 0 ? 2 : cgroups));
     close(sv[0]);
     if (fd < 0) {
         if (child > 0)

@@ -11,9 +11,12 @@
 
 /* Fork the launcher (from the init, after the bounding set was dropped to
  * `bounding`); it installs plan's filter on itself (with `cgroups`, the one
- * for the launcher of commands with cgroups of their own).  Returns the
- * init's end of its socket and sets *pid, or -1 with errno. */
-int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgroups, pid_t *pid);
+ * for the launcher of commands with cgroups of their own).  With a
+ * cgroup_fd (else -1), a forker born in that cgroup v2 directory instead
+ * (launcher.c), which ends after an idle while.  Returns the init's end of
+ * its socket and sets *pid, or -1 with errno. */
+int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgroups, int cgroup_fd,
+                       pid_t *pid);
 
 /* Have the launcher fork and exec the command of the EXEC request req
  * (len bytes) with these stdio fds and report pipe; the command's child

@@ -61,6 +61,7 @@ int sbx_plan_parse(char *buf, size_t len, struct sbx_plan *plan, struct sbx_moun
     plan->launcher_filter_len = h->launcher_filter_len;
     plan->clone3_filter = h->clone3_filter_len ? after + h->launcher_filter_len : NULL;
     plan->clone3_filter_len = h->clone3_filter_len;
+    plan->max_forkers = h->max_forkers;
     for (uint32_t i = 0; i < h->n_mounts; i++) {
         ops[i].kind = (int)recs[i].kind;
         ops[i].flags = recs[i].flags;

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bump when any struct, enum or message layout below changes. */
-#define SBX_NATIVE_VERSION 30
+#define SBX_NATIVE_VERSION 31
 
 /* Set-up steps, in the order they run.  A failure is reported as
  * (step, errno, op index) and Python names the step back. */
@@ -166,6 +166,7 @@ struct sbx_plan {
     uint32_t launcher_filter_len;
     const void *clone3_filter;
     uint32_t clone3_filter_len;
+    uint32_t max_forkers; /* resident forkers in kept command cgroups (init.c), at most */
 };
 
 #define SBX_PLAN_NEW_MNTNS 0x01u
@@ -224,7 +225,7 @@ struct sbx_plan_hdr {
     uint32_t join_net, join_ipc, join_uts, join_mnt, join_cgroup;
     uint32_t launcher_filter_len;
     uint32_t clone3_filter_len;
-    uint32_t pad;
+    uint32_t max_forkers;
 };
 
 #define SBX_MAX_FILTER (4096 * 8) /* BPF_MAXINSNS instructions */
@@ -328,7 +329,12 @@ struct sbx_reply {
     int32_t pid; /* container pid (with STARTED, EXITED and PID) */
     int32_t status; /* wait status, with EXITED */
     struct sbx_report report; /* with FAILED */
+    uint32_t flags; /* with EXITED: SBX_EXITED_* */
 };
+
+/* The command's own cgroup holds nothing of it any more (at most the forker
+ * the init keeps there: init.c), so the host may give it to another command. */
+#define SBX_EXITED_CGROUP_READY 0x1u
 
 /* A seccomp policy to compile (in the extension, parent side, with
  * libseccomp): Python resolves names, capabilities and architectures. */

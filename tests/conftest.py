@@ -66,14 +66,16 @@ def wait_until(predicate, seconds: float = 10.0) -> bool:
 
 
 LAUNCHER = "sbx-launcher"  # the init's filtered forker (csrc/launcher.c): runtime, like the init
+FORKER = "sbx-forker"  # a launcher resident in a kept command cgroup (csrc/launcher.c)
+RUNTIME_PROCESSES = ("sbx-init", LAUNCHER, FORKER)
 
 
 def commands_of(init_pid: int, *, recursive: bool = False) -> list:
-    """The processes under a container's init, the launcher left out."""
+    """The processes under a container's init, the launchers and forkers left out."""
     found = []
     for proc in psutil.Process(init_pid).children(recursive=recursive):
         try:
-            if proc.name() != LAUNCHER:
+            if proc.name() not in (LAUNCHER, FORKER):
                 found.append(proc)
         except psutil.NoSuchProcess:
             pass

@@ -13,12 +13,14 @@ import time
 import sandboxlib as sb
 import sandboxlib.aio as sba
 
+from .conftest import RUNTIME_PROCESSES
+
 NO_STDIN = {"stdin": sb.DEVNULL}
 
 
 def _sleepers(c: sba.Container) -> list:
-    """The container's processes but its own (the init, and the launcher where it has one)."""
-    return [p.name for p in c.sync.top() if p.name not in ("sbx-init", "sbx-launcher")]
+    """The container's processes but its own (the init, its launchers and forkers)."""
+    return [p.name for p in c.sync.top() if p.name not in RUNTIME_PROCESSES]
 
 
 async def _until(predicate, timeout: float = 10.0) -> bool:

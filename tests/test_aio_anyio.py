@@ -15,12 +15,14 @@ import pytest
 import sandboxlib as sb
 import sandboxlib.aio as sba
 
+from .conftest import RUNTIME_PROCESSES
+
 QUIET = {"stdin": sb.DEVNULL}
 BACKENDS = ["asyncio", "trio"]
 
 
 def _sleepers(c: sba.Container) -> list:
-    return [p.name for p in c.sync.top() if p.name not in ("sbx-init", "sbx-launcher")]
+    return [p.name for p in c.sync.top() if p.name not in RUNTIME_PROCESSES]
 
 
 async def _until(predicate, timeout: float = 10.0) -> bool:

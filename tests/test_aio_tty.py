@@ -14,11 +14,13 @@ import pytest
 import sandboxlib as sb
 import sandboxlib.aio as sba
 
+from .conftest import RUNTIME_PROCESSES
+
 BACKENDS = ["asyncio", "trio"]
 
 
 def _sleepers(c: sba.Container) -> list:
-    return [p.name for p in c.sync.top() if p.name not in ("sbx-init", "sbx-launcher")]
+    return [p.name for p in c.sync.top() if p.name not in RUNTIME_PROCESSES]
 
 
 async def _read_until(p, marker: bytes) -> bytes:

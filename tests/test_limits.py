@@ -326,9 +326,13 @@ def test_run_timeout_kills_setsid_grandchild_holding_stdout(userns):
         assert _wait_until(lambda: [p.name for p in c.top()] == ["sbx-init", LAUNCHER]), c.top()
         assert c.run(["echo", "ok"], timeout=5, **NO_STDIN).stdout == b"ok\n"
         v2 = c._cgroup.v2.path
-        # The killed command's cgroup is removed; the next one's, empty, is kept for reuse.
+        # The killed command's cgroup is removed; the next one's is kept for reuse, with the forker
+        # the init started there (found empty at the command's exit), and nothing else.
         assert _wait_until(lambda: [e for e in os.listdir(v2) if e.startswith("cmd-")] == ["cmd-2"])
-        assert open(os.path.join(v2, "cmd-2", "cgroup.procs")).read() == ""
+        procs = os.path.join(v2, "cmd-2", "cgroup.procs")
+        assert _wait_until(lambda: open(procs).read() != "")  # (started once the reply is sent)
+        (left,) = open(procs).read().split()
+        assert psutil.Process(int(left)).name() == "sbx-forker"
 
 
 def test_command_cgroup_of_a_command_that_left_a_daemon():

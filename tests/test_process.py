@@ -207,12 +207,15 @@ for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
 
 def launchers(init_pid):
     out = subprocess.run(["ps", "-o", "pid=,stat=,comm=", "--ppid", str(init_pid)], capture_output=True, text=True)
-    return sorted(" ".join(l.split()[1:]) for l in out.stdout.splitlines() if "sbx-launcher" in l)
+    rows = [l.split()[1:] for l in out.stdout.splitlines()]
+    return sorted(" ".join(row) for row in rows if row[-1] in ("sbx-launcher", "sbx-forker"))
 
 async def main():
     found = {}
     async with sba.Container() as c:
-        await c.run(["true"])  # the launcher, and the launcher of commands with a cgroup of their own
+        await c.run(["true"])  # the launcher of commands with a cgroup of their own, then a forker in that cgroup
+        await c.run(["true"])
+        c.sync.run(["true"])  # the launcher
         found["before"] = launchers(c.sync.pid)
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
             os.killpg(0, sig)  # what a terminal sends its foreground process group
@@ -241,7 +244,8 @@ def test_a_terminals_signals_to_the_callers_group_leave_the_launchers_alone():
     )
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
-    assert found["before"] and all(stat.startswith("S") for stat in found["before"]), found
+    assert [entry.split()[-1] for entry in found["before"]] == ["sbx-forker", "sbx-launcher", "sbx-launcher"], found
+    assert all(stat.startswith("S") for stat in found["before"]), found
     assert found["after"] == found["before"], found
     assert found["run"] == [0, ["SigBlk:", "0000000000000000"]], found
 

@@ -190,6 +190,7 @@ def test_exec_into_running_container_is_filtered(runner, probe):
         assert out[how]["keyctl"] == errno.ENXIO and out[how]["getpid"] == 0, how
 
 
+FORKER = "sbx-forker"
 STATUS = ["grep", "-E", "^(PPid|NoNewPrivs|Seccomp|Seccomp_filters):", "/proc/self/status"]
 
 
@@ -238,27 +239,33 @@ def test_launcher_forks_filtered_commands(runner, probe):
 
 def check_cgroup_launcher(probe: str) -> dict:
     """Docker's default policy: commands with a cgroup of their own (a
-    timeout) are forked into it by a second launcher (clone3, which the
-    policy refuses: that launcher's filter allows it, and each of its
-    commands adds one that refuses it as the policy does); once it is gone,
-    the init forks them and each installs the whole filter."""
+    timeout) are forked into a new one by a second launcher (clone3, which
+    the policy refuses: that launcher's filter allows it, and each of its
+    commands adds one that refuses it as the policy does).  A cgroup found
+    empty at its command's exit gets a forker, which forks the next commands
+    there with the whole filter inherited.  Once they are gone, the init
+    forks them and each installs the whole filter."""
     out = {}
     with sb.Container(mounts=_probe_mount(probe)) as c:
         out["plain"] = _parse(c.run([PROBE]).stdout)
+        out["status launched"] = c.run(STATUS, timeout=60).stdout.split()  # (a new cgroup)
         lines = c.run(["cat", "/proc/self/cgroup"], timeout=60).stdout.decode().splitlines()
         out["own"] = next(line for line in lines if line.startswith("0::"))  # (the v2 one)
         out["timed"] = _parse(c.run([PROBE], timeout=60).stdout)
         out["status"] = c.run(STATUS, timeout=60).stdout.split()
         out["names"] = _names(c)
-        for launcher in [p for p in c.top() if p.name == LAUNCHER]:
+        for launcher in [p for p in c.top() if p.name in (LAUNCHER, FORKER)]:
             os.kill(launcher.pid, signal.SIGKILL)
-        assert wait_until(lambda: LAUNCHER not in _names(c))
+        assert wait_until(lambda: _names(c) == ["sbx-init"])
         out["timed without"] = _parse(c.run([PROBE], timeout=60).stdout)
         out["status without"] = c.run(STATUS, timeout=60).stdout.split()
         out["names without"] = _names(c)
         if out["own"] != "0::/":  # (a process group's kill would miss the new session)
             killed = c.run(["sh", "-c", "setsid sleep 60 & sleep 60"], timeout=0.5)
-            out["killed"] = (killed.timed_out, [p.name for p in c.top() if p.name not in ("sbx-init", LAUNCHER)])
+            out["killed"] = (
+                killed.timed_out,
+                [p.name for p in c.top() if p.name not in ("sbx-init", LAUNCHER, FORKER)],
+            )
     return out
 
 
@@ -273,11 +280,24 @@ def test_cgroup_launcher_forks_commands_with_their_own_cgroup(runner, probe):
     assert out["own"].startswith("0::/cmd-"), out["own"]
     assert out["killed"] == (True, [])  # (its cgroup killed: the new session too)
     # The init's filter, the launcher's (the policy with clone3 allowed) and the command's own (clone3 refused).
-    assert out["status"] == [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"2", b"Seccomp_filters:", b"3"]
-    assert out["names"] == ["sbx-init", LAUNCHER, LAUNCHER]
-    # Without the launchers: the init forks it into its cgroup; it installs the whole policy itself.
-    assert out["status without"] == [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"2", b"Seccomp_filters:", b"2"]
-    assert out["names without"] == ["sbx-init"]
+    assert out["status launched"] == [
+        b"PPid:",
+        b"1",
+        b"NoNewPrivs:",
+        b"1",
+        b"Seccomp:",
+        b"2",
+        b"Seccomp_filters:",
+        b"3",
+    ]
+    # Then by the cgroup's forker: the init's filter and the policy, inherited.
+    whole = [b"PPid:", b"1", b"NoNewPrivs:", b"1", b"Seccomp:", b"2", b"Seccomp_filters:", b"2"]
+    assert out["status"] == whole
+    assert out["names"] == [FORKER, "sbx-init", LAUNCHER, LAUNCHER]
+    # Without them: the init forks it into its cgroup; it installs the whole policy itself (and a
+    # forker starts there again at its exit).
+    assert out["status without"] == whole
+    assert out["names without"] == [FORKER, "sbx-init"]
 
 
 def _bpf_answer(program: bytes, data: bytes) -> int:

@@ -286,6 +286,19 @@ class ContainerCgroup:
         self._made = []
         return gone
 
+    @property
+    def forkers(self) -> int:
+        """How many of the kept command cgroups may hold a resident forker
+        (csrc/init.c): a process each, ~0.1 MB, in the container's pids and
+        memory accounting, so at most an eighth of a pids limit and one per
+        4 MiB of a memory limit."""
+        most = SPARE_COMMAND_GROUPS
+        if self.limits.pids is not None:
+            most = min(most, self.limits.pids // 8)
+        if self.limits.memory is not None:
+            most = min(most, self.limits.memory // FORKER_MEMORY_SHARE)
+        return max(most, 0)
+
     def command_group(self, command_id: int) -> Optional[CommandCgroup]:
         """A child cgroup in the v2 tree for one command (an empty one an ended
         command released, or a new one), or None without a v2 cgroup."""
@@ -338,6 +351,8 @@ def release_nodes(paths: Sequence[str]) -> bool:
 # on the host change (both take the kernel's cgroup_mutex): measured ~0.9 ms a
 # command under load, on the event loop's one thread.
 SPARE_COMMAND_GROUPS = 64
+# A container's memory limit per resident forker it may have (ContainerCgroup.forkers).
+FORKER_MEMORY_SHARE = 4 << 20
 
 
 class CommandCgroup:
@@ -351,23 +366,16 @@ class CommandCgroup:
         self._killed = False
         self._spares = spares
 
-    def _populated(self) -> bool:
-        try:
-            events = os.open("cgroup.events", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
-        except OSError:
-            return True  # (gone: not reused)
-        try:
-            return b"populated 0" not in os.read(events, 256)
-        finally:
-            os.close(events)
-
-    def release(self) -> None:
+    def release(self, ready: bool) -> None:
         """Its command ended: kept for another command when it was not killed
-        and nothing is left in it (a daemon the command left keeps its own
-        cgroup, removed with the container's), else removed."""
-        if not self._killed and self.fd >= 0 and len(self._spares) < SPARE_COMMAND_GROUPS and not self._populated():
-            self._spares.append(self)
-            return
+        and is ``ready`` (the init found nothing of the command left in it, at
+        most the forker it keeps there), else removed (a daemon the command
+        left keeps its own cgroup, removed with the container's)."""
+        if ready and not self._killed and self.fd >= 0:
+            if len(self._spares) < SPARE_COMMAND_GROUPS:
+                self._spares.append(self)
+                return
+            self.kill()  # (its forker, if it has one)
         self.remove()
 
     def close_fd(self) -> None:

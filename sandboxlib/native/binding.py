@@ -44,7 +44,7 @@ __all__ = [
     "x32_missing",
 ]
 
-NATIVE_VERSION = 30
+NATIVE_VERSION = 31
 # (os.path: pathlib's imports are ~5% of an OCI runtime's create)
 _PACKAGE = os.path.dirname(os.path.realpath(__file__))
 INIT_PATH = os.path.join(_PACKAGE, "sbx-init")

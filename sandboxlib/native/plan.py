@@ -107,6 +107,7 @@ def build_plan(
     root_propagation: int = 0,
     joins: Optional[Mapping[str, str]] = None,
     cgroup_launcher: Optional[Tuple[bytes, bytes]] = None,
+    forkers: int = 0,
     scope: bool = False,
 ) -> bytes:
     """The PLAN message for one container; ``seccomp_filter`` is the compiled
@@ -128,7 +129,9 @@ def build_plan(
     into, replacing the new one (the OCI runtime's; not with ``netns``).
     ``cgroup_launcher``: commands with a cgroup of their own are forked by a
     launcher too; its filter and the one each of its commands adds
-    (``security.bpf.clone3_split``).  ``scope``: the container's processes
+    (``security.bpf.clone3_split``); ``forkers``: at most that many of the
+    cgroups the host keeps for reuse get a resident forker (csrc/init.c),
+    with the cgroup launcher only.  ``scope``: the container's processes
     may signal and trace only each other (a Landlock domain of their own: in
     the host's pid namespace they share a host uid with other containers')."""
     ops = tuple(ops)  # (the layout's cached tuple is kept as it is)
@@ -150,6 +153,7 @@ def build_plan(
         root_propagation,
         None if joins is None else tuple(joins.get(kind) for kind in JOIN_NAMESPACES),
         cgroup_launcher,
+        forkers,
         scope,
     )
     static = _STATIC.get(static_key)
@@ -199,6 +203,7 @@ class _PlanKey(NamedTuple):
     root_propagation: int
     joins: Optional[Tuple[Optional[str], ...]]  # a path per JOIN_NAMESPACES kind
     cgroup_launcher: Optional[Tuple[bytes, bytes]]
+    forkers: int
     scope: bool
 
 
@@ -239,9 +244,8 @@ def _static_part(ops: Tuple[MountOp, ...], key: _PlanKey) -> _StaticPart:
     flags |= lib.SBX_PLAN_MOUNT_ORDER if key.mount_order else 0
     flags |= lib.SBX_PLAN_SCOPE if key.scope else 0
     launcher_filter, clone3_filter = key.cgroup_launcher or (b"", b"")
-    flags |= (
-        lib.SBX_PLAN_CGROUP_LAUNCHER if key.cgroup_launcher is not None and key.launcher and key.seccomp_filter else 0
-    )
+    cgroup_launcher = key.cgroup_launcher is not None and key.launcher and bool(key.seccomp_filter)
+    flags |= lib.SBX_PLAN_CGROUP_LAUNCHER if cgroup_launcher else 0
     strings = op_strings + bytes(extra.data)
     # A network namespace takes ~0.5 ms to create: the child unshares it
     # itself while the parent writes the id maps.
@@ -259,7 +263,7 @@ def _static_part(ops: Tuple[MountOp, ...], key: _PlanKey) -> _StaticPart:
             *joined,
             len(launcher_filter),
             len(clone3_filter),
-            0,
+            key.forkers if cgroup_launcher else 0,
         ),
         body=key.seccomp_filter + key.init_filter + launcher_filter + clone3_filter + records + strings,
     )

@@ -302,7 +302,7 @@ class BareContainer(MainCommand):
             )
         except BaseException:
             if group is not None:
-                group.release()
+                group.release(True)  # (unused)
             raise
         request, payload = protocol.renamed(request, payload, command_id)
         return prepare(request, stdin, stdout, stderr, cgroup=group, payload=payload)

@@ -391,6 +391,7 @@ class ContainerLifecycle(ImageRoots):
                 if docker_default and not one_shot and self._cgroup is not None and self._cgroup.v2 is not None
                 else None
             ),
+            forkers=self._cgroup.forkers if self._cgroup is not None else 0,
             # Its processes' host uid is other containers' too: kill() and ptrace() check only that.
             scope=self.config.pid_namespace is Namespace.HOST,
         )

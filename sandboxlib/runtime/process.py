@@ -178,6 +178,7 @@ class Process:
         self.terminal = open(terminal, "r+b", buffering=0) if terminal is not None else None
         self._terminal_ended = False  # its terminal said EIO: no process holds it any more
         self._cgroup = None  # its own cgroup (a cgroups.CommandCgroup), when it has one
+        self._cgroup_ready = False  # the init said its cgroup may serve the next command
 
     @property
     def pid(self) -> Optional[int]:
@@ -222,6 +223,7 @@ class Process:
             self.returncode = -signal_module.SIGKILL  # the container ended under it
         else:
             self.returncode = os.waitstatus_to_exitcode(reply.status)
+            self._cgroup_ready = bool(reply.flags & protocol.EXITED_CGROUP_READY)
         self.ended = time.monotonic()
         self._release()
         return True
@@ -235,7 +237,7 @@ class Process:
         self._reply.close(wake=shutdown_quietly)
         if self._cgroup is not None and not self._forked():
             group, self._cgroup = self._cgroup, None  # (another command may use it next: never kill it from here)
-            group.release()  # kept for reuse, or removed if empty; one still busy goes with the container's
+            group.release(self._cgroup_ready)  # kept for reuse, or removed; one still busy goes with the container's
 
     def container_ended(self) -> None:
         """Its container is gone: so is the process.  Release the reply socket
