@@ -1,0 +1,151 @@
+"""Forkers: a launcher resident in each kept command cgroup (csrc/launcher.c,
+csrc/init.c).  A command with a cgroup of its own (a timeout, every aio run)
+whose cgroup is found empty at its exit leaves a forker there; the cgroup's
+next commands are forked by it.  Root only: the suite's rootless user has no
+delegated cgroup, so its commands have no cgroups of their own."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+import sandboxlib as sb
+from sandboxlib.runtime import statedir
+
+from .conftest import FORKER, wait_until
+
+NO_STDIN = {"stdin": sb.DEVNULL}
+KILL_FORKERS = 'for p in /proc/[0-9]*; do [ "$(cat $p/comm)" = sbx-forker ] && kill -{sig} ${{p#/proc/}}; done; true'
+
+
+def _forkers(c: sb.Container) -> dict:
+    """The container's forkers: host pid -> its cgroup (relative to the container's)."""
+    found = {}
+    for proc in psutil.Process(c.pid).children():
+        try:
+            if proc.name() == FORKER:
+                found[proc.pid] = _cgroup(proc.pid)
+        except (psutil.NoSuchProcess, FileNotFoundError):
+            pass
+    return found
+
+
+def _cgroup(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(line.strip()[3:] for line in f if line.startswith("0::")).rsplit("/", 1)[-1]
+
+
+def _timed_cgroup(c: sb.Container) -> str:
+    """The cgroup a timed command runs in (its name: cmd-N)."""
+    return c.run(["cat", "/proc/self/cgroup"], timeout=30, **NO_STDIN).stdout.decode().split("::")[-1].strip()[1:]
+
+
+def test_a_kept_cgroup_gets_a_forker_that_forks_its_next_commands():
+    with sb.Container() as c:
+        first = _timed_cgroup(c)
+        assert wait_until(lambda: list(_forkers(c).values()) == [first])  # (started once the reply is sent)
+        (forker,) = _forkers(c)
+        r = c.run(["grep", "-E", "^(PPid|Seccomp_filters):", "/proc/self/status"], timeout=30, **NO_STDIN)
+        # Still the init's child; the init's filter and the container's, both inherited from the forker.
+        assert r.stdout.split() == [b"PPid:", b"1", b"Seccomp_filters:", b"2"]
+        assert _timed_cgroup(c) == first and list(_forkers(c)) == [forker]
+        # Commands without a cgroup of their own never use it.
+        assert c.run(["cat", "/proc/self/cgroup"], **NO_STDIN).stdout.decode().endswith("::/\n")
+
+
+def test_a_command_that_leaves_a_daemon_retires_its_forker():
+    """A forker beside a command's leftovers would be killed with the next
+    command's cgroup: the init kills it, and the host keeps the cgroup for
+    the daemon alone until the container ends."""
+    with sb.Container() as c:
+        first = _timed_cgroup(c)
+        assert wait_until(lambda: list(_forkers(c).values()) == [first])
+        r = c.run(["sh", "-c", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo started"], timeout=30, **NO_STDIN)
+        assert r.stdout == b"started\n"
+        assert wait_until(lambda: _forkers(c) == {})
+        assert wait_until(lambda: any(p.name == "sleep" for p in c.top()))
+        second = _timed_cgroup(c)
+        assert second != first  # the daemon's cgroup is not given to another command
+        assert wait_until(lambda: list(_forkers(c).values()) == [second])
+        procs = open(os.path.join(c._cgroup.v2.path, first, "cgroup.procs")).read().split()
+        assert [psutil.Process(int(pid)).name() for pid in procs] == ["sleep"]
+
+
+def test_forkers_are_capped_by_the_pids_and_memory_limits():
+    """Each is a process in the container's accounting: at most an eighth of
+    a pids limit, one per 4 MiB of a memory limit."""
+    for limits, most in ((sb.Limits(pids=24), 3), (sb.Limits(memory="8M"), 2), (sb.Limits(pids=7), 0)):
+        with sb.Container(limits=limits) as c:
+            with concurrent.futures.ThreadPoolExecutor(5) as pool:
+                for _ in range(2):  # (the second round runs where the first left forkers)
+                    runs = [pool.submit(c.run, ["sleep", "0.3"], timeout=30, **NO_STDIN) for _ in range(5)]
+                    assert [run.result().exit_code for run in runs] == [0] * 5
+            time.sleep(0.1)
+            assert len(_forkers(c)) == most, limits
+
+
+def test_an_idle_forker_ends_and_the_next_command_starts_another():
+    with sb.Container() as c:
+        first = _timed_cgroup(c)
+        assert wait_until(lambda: len(_forkers(c)) == 1)
+        assert wait_until(lambda: _forkers(c) == {}, seconds=5)  # (2 s without a request)
+        assert _timed_cgroup(c) == first  # forked by the cgroup launcher again, into the kept cgroup
+        assert wait_until(lambda: list(_forkers(c).values()) == [first])
+
+
+def test_a_forker_killed_or_stopped_from_inside_costs_no_command():
+    """The container's root may kill or stop its forkers: a killed one makes
+    the init fall back to the cgroup launcher; a stopped one holds a command
+    only until its timeout kills the cgroup (and the forker with it)."""
+    with sb.Container() as c:
+        first = _timed_cgroup(c)
+        assert wait_until(lambda: len(_forkers(c)) == 1)
+        assert c.run(["sh", "-c", KILL_FORKERS.format(sig="KILL")], **NO_STDIN).ok
+        assert wait_until(lambda: _forkers(c) == {})
+        assert c.run(["echo", "ok"], timeout=30, **NO_STDIN).stdout == b"ok\n"  # (the launcher's)
+        assert wait_until(lambda: len(_forkers(c)) == 1)
+        assert c.run(["sh", "-c", KILL_FORKERS.format(sig="STOP")], **NO_STDIN).ok
+        started = time.monotonic()
+        r = c.run(["echo", "held"], timeout=1, **NO_STDIN)
+        assert r.timed_out and time.monotonic() - started < 5, r
+        assert _timed_cgroup(c) != first  # (killed with the stopped forker: not given to another command)
+        assert c.run(["echo", "ok"], **NO_STDIN).stdout == b"ok\n"
+
+
+OWNER_PY = r"""
+import sys, sandboxlib as sb
+c = sb.Container()
+c.start()
+c.run(["true"], timeout=30, stdin=sb.DEVNULL)
+c.run(["true"], timeout=30, stdin=sb.DEVNULL)
+print(c.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_forkers_end_with_an_owner_killed_by_sigkill():
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_PY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ)
+    )
+    try:
+        assert owner.stdout is not None
+        init = psutil.Process(int(owner.stdout.readline()))
+        assert wait_until(lambda: any(p.name() == FORKER for p in init.children()))
+        container = [init, *init.children(recursive=True)]
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        gone, alive = psutil.wait_procs(container, timeout=10)
+        assert not alive, alive
+    finally:
+        owner.kill()
+        owner.wait()
+        for pipe in (owner.stdin, owner.stdout):
+            if pipe is not None:
+                pipe.close()
+        statedir.sweep(statedir.state_root())  # (what the next container's start does: its record and cgroups)
