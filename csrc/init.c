@@ -662,6 +662,8 @@ static void reap(void)
         int fresh = 0; /* its cgroup is empty: a forker may start there */
         if (c->cgroup_fd >= 0 && cgroup_ready(c->cgroup_fd, &fresh))
             r.flags = SBX_EXITED_CGROUP_READY;
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+            fresh = 0; /* most likely the host killed the cgroup (a timeout, a cancel): it goes */
         if (c->main) {
             signal_all(SIGKILL);
             reap_all();

@@ -389,9 +389,16 @@ class CommandCgroup:
 
     def remove(self) -> None:
         """Remove it once empty: after a kill, wait (briefly) for the killed to
-        leave; else a command's daemons keep it until the container's end."""
+        leave, killing again what entered since (a command the init forked
+        there just after the kill); else a command's daemons keep it until
+        the container's end."""
         self.close_fd()
-        fs.remove_tree(self.path, time.monotonic() + (1.0 if self._killed else 0.0))
+        if not self._killed:
+            fs.remove_tree(self.path, 0.0)
+            return
+        deadline = time.monotonic() + 1.0
+        while not fs.remove_tree(self.path, min(deadline, time.monotonic() + 0.05)) and time.monotonic() < deadline:
+            fs.kill_all(self.path)
 
 
 def write_limits(version: str, path: str, limits: CgroupLimits, controllers: Sequence[str]) -> None:
