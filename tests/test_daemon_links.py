@@ -137,6 +137,23 @@ def test_legacy_link_to_a_name_that_is_no_host_name(daemon):
         daemon.docker("rm", "-f", "db..x", long_name)
 
 
+def test_link_on_a_user_defined_network_to_a_name_that_is_no_host_name(daemon):
+    """dockerd takes any container name as a link's there, and resolves the alias to the
+    container of that name (found by a review: the library refused "db..x", not a host name)."""
+    _ok(daemon.docker("network", "create", "--subnet", "10.106.0.0/24", "odd names"))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "db..x", "--network", "odd names", "busybox", *HTTPD))
+        address = _inspect(daemon, "db..x")["NetworkSettings"]["Networks"]["odd names"]["IPAddress"]
+        shown = _ok(daemon.docker("run", "--rm", "--network", "odd names", "--link", "db..x:db", "busybox",
+                                  "sh", "-c", "nslookup db | tail -n +3; wget -qO- http://db/"))  # fmt: skip
+        assert address in shown and shown.endswith(
+            "served-by-" + _inspect(daemon, "db..x")["Config"]["Hostname"] + "\n"
+        )
+    finally:
+        daemon.docker("rm", "-f", "db..x")
+    _ok(daemon.docker("network", "rm", "odd names"))
+
+
 def test_links_on_a_user_defined_network(daemon):
     """The alias resolves for the linking container only, whenever the target
     is on the network (it may come later); network connect --link too.  (Names
