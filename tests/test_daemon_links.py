@@ -82,6 +82,27 @@ def test_legacy_link_on_the_default_bridge(daemon):
         daemon.docker("rm", "-f", "db")
 
 
+def test_legacy_link_hosts_follow_a_restart_at_another_address(daemon):
+    """The linked container starts again at another address (its old one taken
+    meanwhile): the running linking container's /etc/hosts lines follow, as dockerd's."""
+    _ok(daemon.docker("run", "-d", "--name", "moved", "--hostname", "movedhost", "busybox", *HTTPD))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "linking", "--link", "moved:mv", "busybox", "sleep", "600"))
+        before = _inspect(daemon, "moved")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        _ok(daemon.docker("stop", "-t", "0", "moved"))
+        _ok(daemon.docker("run", "-d", "--name", "squatter", "busybox", "sleep", "600"))  # (the first free address)
+        assert _inspect(daemon, "squatter")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == before
+        _ok(daemon.docker("start", "moved"))
+        after = _inspect(daemon, "moved")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        assert after and after != before
+        hosts = _ok(daemon.docker("exec", "linking", "cat", "/etc/hosts"))
+        lines = {line.split()[1]: line.split()[0] for line in hosts.splitlines() if line.strip()}
+        assert lines["mv"] == lines["movedhost"] == lines["moved"] == after, hosts
+        assert _ok(daemon.docker("exec", "linking", "wget", "-qO-", "http://mv/")) == "served-by-movedhost\n"
+    finally:
+        daemon.docker("rm", "-f", "linking", "moved", "squatter")
+
+
 def test_link_names_inspect_and_removal(daemon):
     _ok(daemon.docker("run", "-d", "--name", "target", "busybox", "sleep", "600"))
     try:
