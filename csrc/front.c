@@ -394,10 +394,20 @@ static int delete_verb(const struct front *f, int force)
     return 0;
 }
 
-/* state.default_root: /run/... as root of the host's user namespace, else under $XDG_RUNTIME_DIR. */
+/* state._private: a directory only we can change, or none yet (Python makes it; or refuses it). */
+static int private_or_missing(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT;
+    return S_ISDIR(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & 022);
+}
+
+/* state.default_root: /run/... as root of the host's user namespace, else under $XDG_RUNTIME_DIR, else
+ * in a directory of ours in /tmp; NULL when Python would refuse it (someone else could have placed it). */
 static const char *default_root(void)
 {
-    static char root[PATH_MAX];
+    static char root[PATH_MAX], base[64];
     char uid_map[256] = "";
     int fd = geteuid() == 0 ? open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC) : -1;
     if (fd >= 0) {
@@ -410,14 +420,18 @@ static const char *default_root(void)
     for (char *word = strtok(uid_map, " \t\n"); word; word = strtok(NULL, " \t\n"), n++)
         if (n >= 3 || strcmp(word, expected[n]) != 0)
             n = 4;
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
     if (n == 3)
-        return "/run/sandboxlib-runtime";
-    const char *base = getenv("XDG_RUNTIME_DIR");
-    if (base && *base)
+        snprintf(root, sizeof root, "/run/sandboxlib-runtime");
+    else if (xdg && *xdg)
+        snprintf(root, sizeof root, "%s/sandboxlib-runtime", xdg);
+    else {
+        snprintf(base, sizeof base, "/tmp/sandboxlib-runtime-%u", (unsigned)geteuid());
         snprintf(root, sizeof root, "%s/sandboxlib-runtime", base);
-    else
-        snprintf(root, sizeof root, "/tmp/sandboxlib-runtime-%u/sandboxlib-runtime", (unsigned)geteuid());
-    return root;
+        if (!private_or_missing(base))
+            return NULL;
+    }
+    return private_or_missing(root) ? root : NULL;
 }
 
 /* The value of a global option that takes one (--root X, --root=X), or NULL. */
@@ -452,8 +466,8 @@ int main(int argc, char **argv)
     }
     if (i == argc)
         python(NULL);
-    if (!root)
-        root = default_root();
+    if (!root && !(root = default_root()))
+        python(NULL); /* (Python says what is wrong with it) */
     const char *verb = argv[i++];
     if (strcmp(verb, "state") != 0 && strcmp(verb, "start") != 0 && strcmp(verb, "kill") != 0 &&
         strcmp(verb, "delete") != 0)

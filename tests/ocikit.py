@@ -251,3 +251,37 @@ def rootless_default_root(rootfs: str) -> tuple:
         return states, deleted, reached, containers_in(os.path.join(base, "xdg", "sandboxlib-runtime"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def planted_default_root(victim_uid: int, kind: str) -> List[str]:
+    """As another (unprivileged) user: what it could leave in /tmp before ``victim_uid`` first
+    runs the runtime without --root and XDG_RUNTIME_DIR: a "symlink" to a directory of its own,
+    or its own "directory" (0777, the runtime's root made in it).  The paths made, to remove."""
+    path = f"/tmp/sandboxlib-runtime-{victim_uid}"
+    if kind == "symlink":
+        target = tempfile.mkdtemp(prefix="planted-")
+        os.chmod(target, 0o777)
+        os.symlink(target, path)
+        return [path, target]
+    os.mkdir(path)
+    os.mkdir(os.path.join(path, "sandboxlib-runtime"))
+    for made in (path, os.path.join(path, "sandboxlib-runtime")):
+        os.chmod(made, 0o777)
+    return [path]
+
+
+def default_root_answers(xdg_runtime_dir: str = "") -> List[tuple]:
+    """As this (unprivileged) user, without --root: (exit status, stderr) of the front's
+    ``delete --force`` of a missing container (which it answers itself) and of the Python
+    implementation's ``list``."""
+    base = tempfile.mkdtemp(prefix="oci-default-root-")
+    try:
+        front = install_front(base)
+        env = dict(os.environ, XDG_RUNTIME_DIR=xdg_runtime_dir)
+        answers = []
+        for argv in ([front, "delete", "--force", unique_id()], [*PYTHON_RUNTIME, "list", "-q"]):
+            proc = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+            answers.append((proc.returncode, proc.stderr.decode()))
+        return answers
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

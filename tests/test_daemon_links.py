@@ -82,6 +82,27 @@ def test_legacy_link_on_the_default_bridge(daemon):
         daemon.docker("rm", "-f", "db")
 
 
+def test_legacy_link_hosts_follow_a_restart_at_another_address(daemon):
+    """The linked container starts again at another address (its old one taken
+    meanwhile): the running linking container's /etc/hosts lines follow, as dockerd's."""
+    _ok(daemon.docker("run", "-d", "--name", "moved", "--hostname", "movedhost", "busybox", *HTTPD))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "linking", "--link", "moved:mv", "busybox", "sleep", "600"))
+        before = _inspect(daemon, "moved")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        _ok(daemon.docker("stop", "-t", "0", "moved"))
+        _ok(daemon.docker("run", "-d", "--name", "squatter", "busybox", "sleep", "600"))  # (the first free address)
+        assert _inspect(daemon, "squatter")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == before
+        _ok(daemon.docker("start", "moved"))
+        after = _inspect(daemon, "moved")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        assert after and after != before
+        hosts = _ok(daemon.docker("exec", "linking", "cat", "/etc/hosts"))
+        lines = {line.split()[1]: line.split()[0] for line in hosts.splitlines() if line.strip()}
+        assert lines["mv"] == lines["movedhost"] == lines["moved"] == after, hosts
+        assert _ok(daemon.docker("exec", "linking", "wget", "-qO-", "http://mv/")) == "served-by-movedhost\n"
+    finally:
+        daemon.docker("rm", "-f", "linking", "moved", "squatter")
+
+
 def test_link_names_inspect_and_removal(daemon):
     _ok(daemon.docker("run", "-d", "--name", "target", "busybox", "sleep", "600"))
     try:
@@ -135,6 +156,23 @@ def test_legacy_link_to_a_name_that_is_no_host_name(daemon):
             assert name not in lines
     finally:
         daemon.docker("rm", "-f", "db..x", long_name)
+
+
+def test_link_on_a_user_defined_network_to_a_name_that_is_no_host_name(daemon):
+    """dockerd takes any container name as a link's there, and resolves the alias to the
+    container of that name (found by a review: the library refused "db..x", not a host name)."""
+    _ok(daemon.docker("network", "create", "--subnet", "10.106.0.0/24", "odd names"))
+    try:
+        _ok(daemon.docker("run", "-d", "--name", "db..x", "--network", "odd names", "busybox", *HTTPD))
+        address = _inspect(daemon, "db..x")["NetworkSettings"]["Networks"]["odd names"]["IPAddress"]
+        shown = _ok(daemon.docker("run", "--rm", "--network", "odd names", "--link", "db..x:db", "busybox",
+                                  "sh", "-c", "nslookup db | tail -n +3; wget -qO- http://db/"))  # fmt: skip
+        assert address in shown and shown.endswith(
+            "served-by-" + _inspect(daemon, "db..x")["Config"]["Hostname"] + "\n"
+        )
+    finally:
+        daemon.docker("rm", "-f", "db..x")
+    _ok(daemon.docker("network", "rm", "odd names"))
 
 
 def test_links_on_a_user_defined_network(daemon):

@@ -132,3 +132,56 @@ def test_a_kept_layer_serves_one_container_at_a_time(runner, store_dir, busybox_
     found = runner(check_one_container_at_a_time_on_a_kept_layer, store_dir, busybox_root)
     assert found["second"][0] == "writable_dir" and "another running container" in found["second"][1]
     assert found["first"] == "first\nagain\n" and found["after"] == "first\nagain\n"
+
+
+def _fds_on(path: str) -> int:
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            pass  # (the listing's own fd, closed)
+    return found
+
+
+def check_a_forked_child_does_not_keep_the_kept_layer(path, busybox_rootfs):
+    """A child of os.fork() made while a container holds its kept layer: it has no fd of
+    the layer's lock, so the layer is free once the container closes, the child alive."""
+    store = sb.ImageStore(path)
+    add_image(store, busybox_layers(busybox_rootfs), ["bb:1"])
+    kept = os.path.join(path, "kept-layer")
+    reader, writer = os.pipe()
+    report_reader, report_writer = os.pipe()
+    with sb.Container(image="bb:1", image_store=store.path, writable_dir=kept) as first:
+        first.run(["sh", "-c", "echo first > /f"], check=True)
+        child = os.fork()
+        if child == 0:  # (the child only reports and waits: never back into the caller's code)
+            try:
+                os.close(writer)
+                os.write(report_writer, b"%d" % _fds_on(os.path.realpath(kept)))
+                os.close(report_writer)
+                os.read(reader, 1)
+            finally:
+                os._exit(0)
+    os.close(report_writer)
+    try:
+        with os.fdopen(report_reader, "rb") as f:
+            copies_in_child = int(f.read())
+        try:
+            with sb.Container(image="bb:1", image_store=store.path, writable_dir=kept) as after:
+                second = after.run(["cat", "/f"], stdout=sb.PIPE).stdout.decode()
+        except sb.ConfigError as err:
+            second = str(err)
+    finally:
+        os.close(writer)  # the child ends
+        os.close(reader)
+        os.waitpid(child, 0)
+    store.remove_trees([kept])
+    return copies_in_child, second
+
+
+def test_a_forked_child_does_not_keep_the_kept_layer(runner, store_dir, busybox_root):
+    """The layer's flock was on an fd a fork's child inherited (O_CLOEXEC covers exec only):
+    the child kept the layer locked after the container closed ("another running container")."""
+    copies_in_child, second = runner(check_a_forked_child_does_not_keep_the_kept_layer, store_dir, busybox_root)
+    assert (copies_in_child, second) == (0, "first\n")

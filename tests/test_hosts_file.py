@@ -54,3 +54,36 @@ def test_extra_hosts_off_a_bridge(runner, shared_dir):
     assert out["held"] and out["left"] == [], out
     assert "db.local" not in out["plain"], out
     shutil.rmtree(rootfs)
+
+
+def check_update_hosts() -> dict:
+    out = {}
+    with sb.Container(network="none", extra_hosts=EXTRA) as c:
+        c.update_hosts({"db.local": "10.0.0.9", "new.test": "10.0.0.7"})
+        out["updated"] = c.run(["cat", "/etc/hosts"], stdout=sb.PIPE, **NO_STDIN).stdout.decode()
+        c.update_hosts({"new.test": "10.0.0.8"})
+        out["again"] = c.run(["cat", "/etc/hosts"], stdout=sb.PIPE, **NO_STDIN).stdout.decode()
+        try:
+            c.update_hosts({"bad name": "10.0.0.1"})
+        except sb.ConfigError as err:
+            out["bad"] = err.field
+    with sb.Container(network="none") as c:
+        try:
+            c.update_hosts({"db.local": "10.0.0.9"})
+        except sb.ConfigError as err:
+            out["none"] = str(err)
+    try:
+        c.update_hosts({"db.local": "10.0.0.9"})
+    except sb.ContainerStateError:
+        out["closed"] = True
+    return out
+
+
+def test_update_hosts(runner):
+    """A running container's extra hosts lines set anew (the daemon's legacy links
+    follow the linked container's restart at another address with it)."""
+    out = runner(check_update_hosts)
+    localhost = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    assert out["updated"] == localhost + "10.0.0.9\tdb.local\n127.0.0.1\thello.world.test\n10.0.0.7\tnew.test\n"
+    assert out["again"] == localhost + "10.0.0.9\tdb.local\n127.0.0.1\thello.world.test\n10.0.0.8\tnew.test\n"
+    assert out["bad"].startswith("extra_hosts") and "no /etc/hosts of ours" in out["none"] and out["closed"]

@@ -211,3 +211,67 @@ def test_rootless_default_root(workers, busybox_root):
     (states, deleted, reached, left), _leaks = workers["sbxtest"].call(rootless_default_root, busybox_root)
     assert states[0] == states[1] and json.loads(states[0])["status"] == "created"
     assert (deleted, reached, left) == (0, [], [])
+
+
+def test_a_default_root_someone_else_could_have_placed_is_refused(workers):
+    """Rootless without XDG_RUNTIME_DIR the default root is in /tmp, where another user can
+    be first: a symlink there, or a directory of theirs, would show them our containers or
+    hand them our verbs (the front's delete would remove what their record names).  Both the
+    front and Python refuse such a root, naming it; one we make is 0700, and ours made
+    writable by group or others, or a symlink under XDG_RUNTIME_DIR, is refused too."""
+    import shutil
+    import stat
+    import tempfile
+
+    from tests.ocikit import default_root_answers, planted_default_root
+
+    victim, other = workers["sbxtest"], workers["sbxsingle"]
+    uid = victim.user.pw_uid
+    base = f"/tmp/sandboxlib-runtime-{uid}"
+    root = f"{base}/sandboxlib-runtime"
+
+    def answers(xdg: str = "") -> list:
+        value, leaks = victim.call(default_root_answers, xdg)
+        assert leaks == {"fds": [], "children": []}
+        return value
+
+    def remove(*paths: str) -> None:
+        for path in paths:
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+    remove(base)
+    try:
+        for kind, problem in (("symlink", "is a symbolic link"), ("directory", f"is owned by uid {other.user.pw_uid}")):
+            planted, _ = other.call(planted_default_root, uid, kind)
+            try:
+                for code, message in answers():
+                    assert code != 0 and f"the default state root {base} {problem}" in message, (kind, message)
+                assert not os.path.exists(root) or os.listdir(root) == []  # (nothing of ours went there)
+            finally:
+                remove(*planted)
+
+        assert [code for code, _ in answers()] == [0, 0]  # made, as ours alone
+        for path in (base, root):
+            st = os.lstat(path)
+            assert stat.S_ISDIR(st.st_mode) and st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700, path
+        os.chmod(root, 0o770)
+        for code, message in answers():
+            assert code != 0 and f"{root} is writable by group or others (mode 0770)" in message, message
+    finally:
+        remove(base)
+
+    top = tempfile.mkdtemp(prefix="oci-xdg-")  # (tmp_path is root's 0700 tree)
+    try:
+        os.chmod(top, 0o755)
+        xdg = os.path.join(top, "xdg")
+        os.mkdir(xdg, 0o700)
+        os.chown(xdg, uid, victim.user.pw_gid)
+        os.symlink(top, os.path.join(xdg, "sandboxlib-runtime"))
+        os.lchown(os.path.join(xdg, "sandboxlib-runtime"), uid, victim.user.pw_gid)
+        for code, message in answers(xdg):
+            assert code != 0 and f"{xdg}/sandboxlib-runtime is a symbolic link" in message, message
+    finally:
+        shutil.rmtree(top)

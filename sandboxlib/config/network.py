@@ -332,9 +332,11 @@ def _network_ref(value: Union[None, str, NetworkRef]) -> Optional[NetworkRef]:
 
 
 def links_option(value: Optional[Mapping[str, str]], field: str = "links") -> Tuple[Tuple[str, str], ...]:
-    """``{"db": "postgres-1"}`` (alias: the name of another container on the
-    network) -> (alias, name) pairs; an alias is matched as DNS matches, in
-    any case."""
+    """``{"db": "postgres-1"}`` (alias: a name of another container on the
+    network) -> (alias, name) pairs; an alias is a host name, matched as DNS
+    matches, in any case; the name is one the network knows a container by,
+    as dockerd resolves a link's: its name (``name=``, Docker's container
+    names: ``db..x`` is one, though no host name), hostname or an alias."""
     if not value:
         return ()
     if isinstance(value, tuple):
@@ -342,9 +344,10 @@ def links_option(value: Optional[Mapping[str, str]], field: str = "links") -> Tu
     if not isinstance(value, Mapping):
         raise ConfigError(field, f"expected a dict {{alias: container name}}, got {type(value).__name__}")
     for alias, name in value.items():
-        for text in (alias, name):
-            if not isinstance(text, str) or not _DNS_NAME.match(text):
-                raise ConfigError(f"{field}[{alias!r}]", f"{text!r} is not a host name")
+        if not isinstance(alias, str) or not _DNS_NAME.match(alias):
+            raise ConfigError(f"{field}[{alias!r}]", f"{alias!r} is not a host name")
+        if not isinstance(name, str) or not (_NAME.match(name) or _DNS_NAME.match(name)):
+            raise ConfigError(f"{field}[{alias!r}]", f"{name!r} is not a container's name or a host name")
     return tuple((alias.lower(), name) for alias, name in value.items())
 
 

@@ -233,16 +233,36 @@ class Containers:
                 raise ApiError(500, f"Cannot link to a non running container: /{child.name} AS /{record.name}/{alias}")
             if child.request.network_mode not in ("bridge", "none"):
                 raise ApiError(500, f"Cannot link to /{child.name}, as it does not belong to the default network")
-            own = child.request.network_mode == "bridge"
-            address = links.bridge_address(
-                child.box.sync.address if own else child.box.sync.joined_networks.get("bridge")
-            )
+            address = self._bridge_address(child)
             exposed = child.request.body.get("ExposedPorts") or {}
             env.update(links.link_env(f"/{record.name}/{alias}", address, child.request.body.get("Env") or (), exposed))
             if address and record.request.network_mode == "bridge":
-                hostname = child.request.options["hostname"] or child.id[:12]
-                hosts.update(links.link_hosts(alias, hostname, child.name, address))
+                hosts.update(self._link_hosts(alias, child, address))
         return {**options, "env": {**env, **options["env"]}, "extra_hosts": hosts}
+
+    @staticmethod
+    def _bridge_address(child: ContainerRecord) -> str:
+        """A running container's address on the default bridge ("" off it)."""
+        assert child.box is not None
+        own = child.request.network_mode == "bridge"
+        return links.bridge_address(child.box.sync.address if own else child.box.sync.joined_networks.get("bridge"))
+
+    @staticmethod
+    def _link_hosts(alias: str, child: ContainerRecord, address: str) -> Dict[str, str]:
+        return links.link_hosts(alias, child.request.options["hostname"] or child.id[:12], child.name, address)
+
+    async def _update_linking_hosts(self, child: ContainerRecord) -> None:
+        """The ``/etc/hosts`` lines of the running containers linking to ``child``, which
+        has just started (again: at another address, maybe), rewritten, as dockerd's."""
+        address = self._bridge_address(child)
+        if not address:
+            return
+        for parent in self.all():
+            if not parent.running or parent.box is None or parent.request.network_mode != "bridge":
+                continue
+            for alias in [a for a, i in parent.links.items() if i == child.id]:
+                with contextlib.suppress(SandboxError):  # (it stopped meanwhile: its next start writes them)
+                    await in_thread(parent.box.sync.update_hosts, self._link_hosts(alias, child, address))
 
     def rename(self, record: ContainerRecord, name: str) -> None:
         old = record.name
@@ -330,6 +350,7 @@ class Containers:
         record.health = healthcheck.start(box, checked_healthcheck(request.body.get("Healthcheck")), now_rfc3339)
         self.events.emit("container", "start", record.id, record.attributes())
         await record.notify()
+        await self._update_linking_hosts(record)
 
     async def _failed(self, record: ContainerRecord, err: Exception) -> None:
         """A start that failed: its status as Docker's (127 not found, 126 cannot execute);

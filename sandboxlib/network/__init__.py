@@ -4,7 +4,7 @@ networks (issue 19).  ``Attachment`` is what a container's lifecycle uses;
 
 from . import named
 from .attach import DEFAULT_BRIDGE, Attachment, attachment
-from .hostsfile import HostsFile
+from .hostsfile import HostsFile, replace_extra_hosts
 from .join import Joined, joined
 from .nftables import tables as nft_tables
 from .pasta import check_tun
@@ -19,4 +19,5 @@ __all__ = [
     "joined",
     "named",
     "nft_tables",
+    "replace_extra_hosts",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "lease_dir",
     "kill_helper",
     "HELPER_PID",
+    "rewrite",
 ]
 
 _FILES = "files"
@@ -139,7 +140,7 @@ class LeaseFiles:
         self.path = os.path.join(network_dir(state_root), _FILES, f"{_LEASED}{bridge}-{address}")
         os.makedirs(self.path, mode=0o755, exist_ok=True)
         for name, text in contents.items():
-            _rewrite(os.path.join(self.path, name), text.encode())
+            rewrite(os.path.join(self.path, name), text.encode())
 
     def mounts(self) -> Tuple[Mount, ...]:
         """The binds of ``/etc/resolv.conf`` and ``/etc/hosts`` (read-only)."""
@@ -158,7 +159,7 @@ class LeaseFiles:
                     shutil.rmtree(os.path.join(top, name), ignore_errors=True)
 
 
-def _rewrite(path: str, data: bytes) -> None:
+def rewrite(path: str, data: bytes) -> None:
     """``path`` holds ``data`` (0644): left alone when it does already; else
     overwritten in place and cut to length, never truncated to 0 first (ext4
     flushes a file rewritten after a truncation to 0 when it is closed, its

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["resolv_conf", "hosts_file", "host_resolvers", "bridge_files", "LOCALHOST_LINES"]
+__all__ = ["resolv_conf", "hosts_file", "extra_lines", "host_resolvers", "bridge_files", "LOCALHOST_LINES"]
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 LOCALHOST_LINES = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback")
 
@@ -52,13 +52,13 @@ def hosts_file(
 ) -> str:
     """``address6``: the container's IPv6 address too (a network with IPv6), as Docker writes it."""
     own = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
-    lines = [
-        *LOCALHOST_LINES,
-        f"{address}\t{own}",
-        *([f"{address6}\t{own}"] if address6 else []),
-        *(f"{ip}\t{host}" for host, ip in extra),
-    ]
-    return "\n".join(lines) + "\n"
+    lines = [*LOCALHOST_LINES, f"{address}\t{own}", *([f"{address6}\t{own}"] if address6 else [])]
+    return "\n".join(lines) + "\n" + extra_lines(extra)
+
+
+def extra_lines(extra: Tuple[Tuple[str, str], ...]) -> str:
+    """The ``extra_hosts`` lines, the last of every ``/etc/hosts`` of ours."""
+    return "".join(f"{ip}\t{host}\n" for host, ip in extra)
 
 
 def bridge_files(

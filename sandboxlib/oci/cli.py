@@ -57,7 +57,11 @@ def _parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         prog="sandboxlib-runtime", description="An OCI runtime built on sandboxlib.", formatter_class=_Formatter
     )
     p.add_argument("--version", "-v", action="store_true", help="print the version")
-    p.add_argument("--root", help="state directory (default /run/sandboxlib-runtime, rootless $XDG_RUNTIME_DIR/...)")
+    p.add_argument(
+        "--root",
+        help="state directory (default /run/sandboxlib-runtime; rootless $XDG_RUNTIME_DIR/..., "
+        "else /tmp/sandboxlib-runtime-UID/...)",
+    )
     p.add_argument("--log", help="log file (errors, as runc writes them)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--debug", action="store_true")

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 from typing import Any, Dict, Iterator, Optional
 
 from ..errors import ConfigError
@@ -39,11 +40,37 @@ def _real_root() -> bool:
 
 
 def default_root() -> str:
-    """runc's choice: /run/... as root, $XDG_RUNTIME_DIR/... rootless (also as root of a user namespace)."""
+    """runc's choice: /run/... as root, $XDG_RUNTIME_DIR/... rootless (also as
+    root of a user namespace), else a directory of ours in /tmp.  Made 0700 if
+    missing, and refused if another user could have placed or can change it
+    (``/tmp`` is everyone's: a directory or symlink made there first by
+    someone else would show them our containers, or hand them our verbs)."""
     if _real_root():
-        return "/run/sandboxlib-runtime"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sandboxlib-runtime-{os.geteuid()}"
-    return os.path.join(base, "sandboxlib-runtime")
+        return _private("/run/sandboxlib-runtime")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        os.makedirs(xdg, 0o700, exist_ok=True)
+        return _private(os.path.join(xdg, "sandboxlib-runtime"))
+    return _private(os.path.join(_private(f"/tmp/sandboxlib-runtime-{os.geteuid()}"), "sandboxlib-runtime"))
+
+
+def _private(path: str) -> str:
+    """``path``, a directory only we can change: made 0700 if missing (mkdir
+    follows no symlink), else checked (csrc/front.c's private_or_missing too)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    else:
+        return path
+    raise ConfigError("--root", f"the default state root {path} {problem}: remove it, or pass --root")
 
 
 def start_time(pid: int) -> Optional[int]:

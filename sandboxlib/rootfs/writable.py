@@ -23,7 +23,7 @@ from typing import Tuple
 
 from ..errors import ConfigError
 from ..images import ImageStore
-from ..posix import throttle
+from ..posix import forkclosed, throttle
 
 __all__ = ["make", "kept", "remove_if_empty", "release", "sweep", "SWEEP_INTERVAL"]
 
@@ -41,7 +41,8 @@ def kept(path: str, owner: Tuple[int, int]) -> Tuple[str, int]:
     made if missing (with its parents, as ``mkdir -p``); else the marker an earlier volatile overlay left is
     removed (the kernel refuses to mount it again while it is there; its
     unmount was clean, so what it wrote is whole).  Returns ``path`` and an fd
-    holding its ``flock`` until the container's end: one container at a time
+    holding its ``flock`` until the container's end (``forkclosed.close_fd``;
+    a fork's child has no copy of it): one container at a time
     (two overlays on one upper dir are undefined behaviour, the kernel says, and
     the second's clean-up would pull the markers from under the first's mount);
     ConfigError while another container has it."""
@@ -55,16 +56,16 @@ def kept(path: str, owner: Tuple[int, int]) -> Tuple[str, int]:
         for name in ("upper", "work"):
             os.mkdir(os.path.join(path, name), 0o755)
             os.chown(os.path.join(path, name), *owner)
-    held = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    held = forkclosed.open_fd(path, os.O_RDONLY | os.O_DIRECTORY)  # (a fork's child must not keep the lock)
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(held)
+        forkclosed.close_fd(held)
         raise ConfigError("writable_dir", f"{path} is the writable layer of another running container") from None
     try:
         _clean_kept(path)
     except BaseException:
-        os.close(held)
+        forkclosed.close_fd(held)
         raise
     return path, held
 

@@ -14,6 +14,7 @@ from ..config import ContainerConfig, Mount, MountKind, Pull, WritableLayer
 from ..errors import ImageNotFound, RegistryError
 from ..images import ImageStore, reference
 from ..images.unpack import IdPolicy
+from ..posix import forkclosed
 from ..posix.releases import Releases
 from ..rootfs import imageroot, writable
 from ..rootfs.idmap import IdMaps
@@ -60,7 +61,7 @@ class ImageRoots:
             owner = self._id_policy().owner(0, 0)
             if self.config.writable_dir is not None:  # (the caller's: it stays)
                 self._upper, held = writable.kept(self.config.writable_dir, owner)
-                self._resources.callback(os.close, held)  # (its flock: after the overlay's unmount)
+                self._resources.callback(forkclosed.close_fd, held)  # (its flock: after the overlay's unmount)
                 self._upper_kept = True
             else:
                 self._upper = writable.make(store, self.id, owner)

@@ -17,7 +17,7 @@ import select
 import socket
 import warnings
 import weakref
-from typing import Callable, Generator, List, NamedTuple, NoReturn, Optional, Set, Tuple, TypeVar
+from typing import Callable, Generator, List, Mapping, NamedTuple, NoReturn, Optional, Set, Tuple, TypeVar
 
 import attrs
 
@@ -28,6 +28,7 @@ from ..config import (
     Namespace,
     Network,
     bridged,
+    extra_hosts_option,
 )
 from ..errors import ConfigError, ContainerStateError, SetupError, UnsupportedError
 from ..images import ImageStore
@@ -37,7 +38,7 @@ from ..native.failures import clone_hint, setup_error
 from ..native.host import max_user_namespaces, probe_host
 from ..native.mount_op import MountOp
 from ..native.plan import GO_MESSAGE, build_plan, clone_flags, receive_netns
-from ..network import Attachment, HostsFile, attachment, named
+from ..network import Attachment, HostsFile, attachment, named, replace_extra_hosts
 from ..posix.interrupts import sigint_deferred
 from ..posix.io import close_quietly, shutdown_quietly
 from ..posix.releases import Releases
@@ -127,6 +128,7 @@ class ContainerLifecycle(ImageRoots):
     _upper_kept = False
     _own_network_left = False  # (joins.py: disconnected from the network it started on)
     _network: Optional[Attachment] = None  # (or a PastaAttachment: the same steps)
+    _hosts: Optional[Tuple[str, Tuple[Tuple[str, str], ...]]] = None  # its /etc/hosts: (the file, its extra hosts)
 
     def __init__(self, config: ContainerConfig) -> None:
         self.config = config
@@ -272,6 +274,9 @@ class ContainerLifecycle(ImageRoots):
             hosts = HostsFile(state_root, self.id, config.extra_hosts, host=config.network is Network.HOST)
             self._resources.callback(hosts.close)
             files = hosts.mounts()
+        hosts_path = next((m.source for m in files if m.target == "/etc/hosts"), None)
+        if hosts_path is not None:
+            self._hosts = (hosts_path, config.extra_hosts)
         if config.rootfs is not None:  # /etc/resolv.conf and /etc/hosts, made if missing (as Docker does)
             make_mount_points(
                 config.rootfs,
@@ -281,6 +286,24 @@ class ContainerLifecycle(ImageRoots):
                 ],
             )
         return attrs.evolve(config, mounts=config.mounts + files, env=dict(config.env))
+
+    def update_hosts(self, hosts: Mapping[str, str]) -> None:
+        """Set names' addresses in the running container's ``/etc/hosts`` (``{"db":
+        "172.17.0.5"}``): its ``extra_hosts`` lines, a name's replaced, a new one's
+        added (Docker rewrites a linking container's lines of a link when the
+        container it links to starts again at another address).  The container
+        needs an ``/etc/hosts`` of ours: on a bridge network, or with ``extra_hosts``."""
+        given = extra_hosts_option(hosts)
+        with self._lock:
+            self._check_running()
+            if self._hosts is None:
+                raise ConfigError(
+                    "hosts", "the container has no /etc/hosts of ours (no bridge network, no extra_hosts)"
+                )
+            path, current = self._hosts
+            merged = tuple(sorted({**dict(current), **dict(given)}.items()))
+            replace_extra_hosts(path, current, merged)
+            self._hosts = (path, merged)
 
     @property
     def address(self) -> Optional[str]:

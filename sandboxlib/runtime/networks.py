@@ -147,7 +147,10 @@ class Network:
         that this container alone finds by another name too (Docker's
         ``--link NAME:ALIAS`` on a user-defined network): its resolver answers
         ALIAS with NAME's addresses, whenever a container of that name is on
-        the network (rootless too, on the per-user namespace's bridges)."""
+        the network (rootless too, on the per-user namespace's bridges).  NAME
+        is what the network knows a container by, as dockerd resolves a link:
+        a container name (``name=``: ``db..x`` too, though no host name), a
+        hostname or an alias; ALIAS is a host name."""
         return BridgeNetwork(
             egress=egress,
             network=network,
