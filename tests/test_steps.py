@@ -532,7 +532,7 @@ def check_raw_malformed_request() -> dict:
         after = c.run(["echo", "ok"])
         return {
             "size": len(reply),
-            "fields": struct.unpack("=6i", reply) if len(reply) == 24 else reply,
+            "fields": struct.unpack("=6iI", reply) if len(reply) == 28 else reply,
             "then": then,
             "after": (after.exit_code, after.stdout),
         }
@@ -540,8 +540,8 @@ def check_raw_malformed_request() -> dict:
 
 def test_raw_malformed_request(runner):
     out = runner(check_raw_malformed_request)
-    assert out["size"] == 24, out
-    kind, pid, status, step, err, index = out["fields"]
+    assert out["size"] == 28, out
+    kind, pid, status, step, err, index, _flags = out["fields"]
     assert (kind, pid, step, err) == (2, 0, int(Step.REQUEST), errno.EINVAL), out  # FAILED
     assert out["then"] == b""  # the init closed the reply socket it was given
     assert out["after"] == (0, b"ok\n")
