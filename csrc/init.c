@@ -301,6 +301,20 @@ static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
     return (pid_t)pid;
 }
 
+static int cgroup_ready(int cgroup_fd, int *fresh);
+
+/* A command that did not start: FAILED, saying whether its own cgroup (if
+ * any) may serve the next command, as at an exit (a failed child is reaped
+ * by now; without the flag the host kills what is there). */
+static void fail_start(const struct sbx_command *cmd, int reply_fd, int step, int err, int index)
+{
+    struct sbx_reply r = {.type = SBX_REPLY_FAILED, .report = {step, err, index}};
+    int fresh;
+    if (cmd->cgroup_fd >= 0 && cgroup_ready(cmd->cgroup_fd, &fresh))
+        r.flags = SBX_REPLY_CGROUP_READY;
+    send_reply(reply_fd, &r);
+}
+
 /* Fork and exec one command; reply STARTED or FAILED (after the child's own
  * PID message, unless QUIET).  Returns 1 when the child runs and keeps
  * reply_fd, else 0. */
@@ -312,11 +326,11 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
             slot = &children[i];
     int pipefd[2];
     if (!slot) {
-        reply_failed(reply_fd, SBX_STEP_FORK, EAGAIN, -1);
+        fail_start(cmd, reply_fd, SBX_STEP_FORK, EAGAIN, -1);
         return 0;
     }
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        reply_failed(reply_fd, SBX_STEP_FORK, errno, -1);
+        fail_start(cmd, reply_fd, SBX_STEP_FORK, errno, -1);
         return 0;
     }
     if (!bounding_set && sbx_drop_bounding(cmd->hdr->cap_keep) == 0) {
@@ -336,7 +350,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     close(pipefd[1]);
     if (pid < 0) {
         close(pipefd[0]);
-        reply_failed(reply_fd, SBX_STEP_FORK, fork_err, -1);
+        fail_start(cmd, reply_fd, SBX_STEP_FORK, fork_err, -1);
         return 0;
     }
     struct sbx_report rep;
@@ -348,7 +362,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     if (n == (ssize_t)sizeof(rep)) {
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
-        reply_failed(reply_fd, rep.step, rep.err, rep.index);
+        fail_start(cmd, reply_fd, rep.step, rep.err, rep.index);
         return 0;
     }
     slot->pid = pid;
@@ -661,7 +675,7 @@ static void reap(void)
         struct sbx_reply r = {.type = SBX_REPLY_EXITED, .pid = pid, .status = status};
         int fresh = 0; /* its cgroup is empty: a forker may start there */
         if (c->cgroup_fd >= 0 && cgroup_ready(c->cgroup_fd, &fresh))
-            r.flags = SBX_EXITED_CGROUP_READY;
+            r.flags = SBX_REPLY_CGROUP_READY;
         if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
             fresh = 0; /* most likely the host killed the cgroup (a timeout, a cancel): it goes */
         if (c->main) {

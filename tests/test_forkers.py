@@ -6,6 +6,7 @@ delegated cgroup, so its commands have no cgroups of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import signal
@@ -14,8 +15,10 @@ import sys
 import time
 
 import psutil
+import pytest
 
 import sandboxlib as sb
+import sandboxlib.aio as sba
 from sandboxlib.runtime import statedir
 
 from .conftest import FORKER, wait_until
@@ -75,6 +78,34 @@ def test_a_command_that_leaves_a_daemon_retires_its_forker():
         assert wait_until(lambda: list(_forkers(c).values()) == [second])
         procs = open(os.path.join(c._cgroup.v2.path, first, "cgroup.procs")).read().split()
         assert [psutil.Process(int(pid)).name() for pid in procs] == ["sleep"]
+
+
+def _command_cgroups(c) -> list:
+    return sorted(d for d in os.listdir(c._cgroup.v2.path) if d.startswith("cmd-"))
+
+
+def test_a_failed_start_leaves_its_cgroup_and_forker_to_the_next_command():
+    """A command that fails to start (no such file) in a cgroup with a forker
+    leaves the cgroup as it found it: kept, not left to the container's end
+    with a forker in it, for each of the sync and aio paths."""
+    with sb.Container() as c:
+        first = _timed_cgroup(c)
+        assert wait_until(lambda: list(_forkers(c).values()) == [first])
+        for _ in range(3):
+            with pytest.raises(sb.CommandNotFoundError):
+                c.run(["/nonexistent"], timeout=30, **NO_STDIN)
+            assert _command_cgroups(c) == [first]
+            assert _timed_cgroup(c) == first
+
+        async def aio_failures():
+            async with sba.Container() as box:
+                kept = (await box.run(["cat", "/proc/self/cgroup"], **NO_STDIN)).stdout.decode().split("::")[-1]
+                for _ in range(3):
+                    with pytest.raises(sb.CommandNotFoundError):
+                        await box.run(["/nonexistent"], **NO_STDIN)
+                    assert _command_cgroups(box.sync) == [kept.strip()[1:]]
+
+        asyncio.run(aio_failures())
 
 
 def test_forkers_are_capped_by_the_pids_and_memory_limits():
