@@ -70,6 +70,7 @@ static struct launcher {
     int fd; /* our end of its socket, or -1 */
     pid_t pid;
     int off; /* it could not start or died: fork those commands ourselves */
+    int serving; /* it said so (sbx_launcher_fork) */
 } launchers[2] = {{.fd = -1}, {.fd = -1}};
 /* Forkers (launcher.c): a launcher resident in a command cgroup the host
  * keeps for reuse, started in one found empty at its command's exit, at
@@ -79,6 +80,7 @@ static struct launcher {
 static struct forker {
     pid_t pid; /* 0: a free slot */
     int fd; /* our end of its socket */
+    int serving; /* it said so (sbx_launcher_fork) */
     dev_t dev; /* its cgroup directory's; ino 0: retired (killed, not reaped yet) */
     ino_t ino;
 } forkers[MAX_FORKERS];
@@ -235,7 +237,7 @@ static void retire_forker(struct forker *f)
 }
 
 /* Fork through the forker of the command's cgroup, if it has one and may
- * (as launcher_for): the pid, -1 with errno, or SBX_LAUNCHER_GONE. */
+ * (as launcher_for): the pid, -1 with errno, SBX_LAUNCHER_GONE or _LOST. */
 static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
 {
     struct stat st;
@@ -246,26 +248,40 @@ static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
     struct forker *f = find_forker(&st);
     if (!f)
         return SBX_LAUNCHER_GONE;
-    pid_t pid = sbx_launcher_fork(f->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
-    if (pid == SBX_LAUNCHER_GONE)
-        retire_forker(f); /* it ended (idle, or killed): the launcher forks this one */
+    pid_t pid = sbx_launcher_fork(f->fd, &f->serving, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
+    if (pid == SBX_LAUNCHER_GONE || pid == SBX_LAUNCHER_LOST)
+        retire_forker(f); /* it ended (idle, or killed): GONE, the launcher forks this one */
     return pid;
+}
+
+/* A launcher or forker died with the request: the command may have been
+ * forked (and may run, unknown to us), so it fails rather than run twice;
+ * the FAILED reply says its cgroup, if any, is not ready (fail_start), and
+ * the host kills what is there. */
+static pid_t lost_command(void)
+{
+    errno = EINTR;
+    return -1;
 }
 
 static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
 {
     if (cmd->cgroup_fd >= 0) {
         pid_t pid = fork_by_forker(cmd, report_fd, len);
+        if (pid == SBX_LAUNCHER_LOST)
+            return lost_command();
         if (pid != SBX_LAUNCHER_GONE)
             return pid;
     }
     struct launcher *l = launcher_for(cmd);
     if (l) {
-        pid_t pid =
-            sbx_launcher_fork(l->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, cmd->cgroup_fd);
+        pid_t pid = sbx_launcher_fork(l->fd, &l->serving, request, len, cmd->stdio, cmd->reply_fd, report_fd,
+                                      cmd->cgroup_fd);
         if (pid >= 0 || (pid == -1 && errno != ENOSYS))
             return pid;
         forget_launcher(l); /* gone, or no clone3 (before Linux 5.7): we fork them */
+        if (pid == SBX_LAUNCHER_LOST)
+            return lost_command();
     }
     if (cmd->cgroup_fd < 0) {
         pid_t pid = vfork();
@@ -591,6 +607,7 @@ static void start_forker(int cgroup_fd)
         *f = (struct forker){.fd = -1};
         return;
     }
+    f->serving = 0;
     f->dev = st.st_dev;
     f->ino = st.st_ino;
 }

@@ -134,14 +134,18 @@ static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan, int f
     return send(sock, &reply, sizeof(reply), MSG_NOSIGNAL) == (ssize_t)sizeof(reply) ? 0 : -1;
 }
 
-/* Wait for the next request; 0 when a forker was idle long enough. */
-static int next_request(int forker)
+/* Wait for the next request.  A forker idle long enough shuts its socket's
+ * reading side first: a request sent after that fails to send (the init
+ * forks it otherwise), one sent before is still served, then recv says EOF.
+ * So a request that was sent is never lost to an idle end. */
+static void next_request(int forker)
 {
     struct pollfd p = {.fd = 0, .events = POLLIN};
     int n;
     while ((n = poll(&p, 1, forker ? FORKER_IDLE_MS : -1)) < 0 && errno == EINTR)
         ;
-    return n != 0;
+    if (n == 0)
+        shutdown(0, SHUT_RD);
 }
 
 static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_plan *plan, uint64_t bounding,
@@ -164,8 +168,12 @@ static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_p
     sigfillset(&all_but_term);
     sigdelset(&all_but_term, SIGTERM);
     sigprocmask(SIG_SETMASK, &all_but_term, NULL);
-    while (next_request(forker) && serve(0, bounding, plan, forker) == 0)
-        ;
+    struct launch_reply serving = {.pid = 0};
+    if (send(0, &serving, sizeof(serving), MSG_NOSIGNAL) != (ssize_t)sizeof(serving))
+        _exit(1);
+    do
+        next_request(forker);
+    while (serve(0, bounding, plan, forker) == 0);
     _exit(0);
 }
 
@@ -225,9 +233,22 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgrou
     return fd;
 }
 
-pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int reply_fd, int report_fd,
-                        int cgroup_fd)
+/* The launcher's word that it serves (its first message), or EOF. */
+static int launcher_serving(int fd)
 {
+    struct launch_reply word;
+    ssize_t n;
+    do {
+        n = recv(fd, &word, sizeof(word), 0);
+    } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(word);
+}
+
+pid_t sbx_launcher_fork(int fd, int *serving, const void *req, size_t len, const int stdio[3], int reply_fd,
+                        int report_fd, int cgroup_fd)
+{
+    if (!*serving && !(*serving = launcher_serving(fd)))
+        return SBX_LAUNCHER_GONE;
     int fds[LAUNCH_FDS] = {stdio[0], stdio[1], stdio[2], report_fd};
     size_t nfds = 4;
     if (reply_fd >= 0)
@@ -257,7 +278,7 @@ pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3],
         n = recv(fd, &reply, sizeof(reply), 0);
     } while (n < 0 && errno == EINTR);
     if (n != (ssize_t)sizeof(reply))
-        return SBX_LAUNCHER_GONE;
+        return SBX_LAUNCHER_LOST; /* (killed: it may have forked the command) */
     if (reply.pid < 0)
         errno = reply.err;
     return reply.pid;

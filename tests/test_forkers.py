@@ -7,7 +7,9 @@ delegated cgroup, so its commands have no cgroups of their own."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import errno
 import os
 import signal
 import subprocess
@@ -147,6 +149,61 @@ def test_a_forker_killed_or_stopped_from_inside_costs_no_command():
         assert r.timed_out and time.monotonic() - started < 5, r
         assert _timed_cgroup(c) != first  # (killed with the stopped forker: not given to another command)
         assert c.run(["echo", "ok"], **NO_STDIN).stdout == b"ok\n"
+
+
+KILLER_PY = r"""
+import os, signal
+while True:
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and open(f"/proc/{pid}/comm").read() == "sbx-forker\n":
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def test_a_forker_killed_with_a_request_in_hand_never_runs_the_command_twice():
+    """The container's root kills forkers again and again while commands
+    start: one killed after forking a command but before answering the init
+    must not make the init fork that command a second time (it fails
+    instead, EINTR at FORK, and its cgroup is killed); an idle forker's own
+    end loses no request."""
+    outcomes: collections.Counter = collections.Counter()
+
+    async def storm():
+        async with sba.Container() as c:
+            killer = await c.spawn(["python3", "-c", KILLER_PY], stdin=sb.DEVNULL)
+            gate = asyncio.Semaphore(8)
+
+            async def append(token: int) -> None:
+                async with gate:
+                    try:
+                        r = await c.run(["sh", "-c", "echo $0 >> /tmp/log", str(token)], timeout=30, **NO_STDIN)
+                        outcomes[r.exit_code] += 1  # (137: the killer hit its child, still named sbx-forker)
+                    except sb.SetupError as err:
+                        assert (err.step, err.errno) == ("FORK", errno.EINTR), err
+                        outcomes["EINTR"] += 1
+
+            await asyncio.gather(*(append(token) for token in range(3000)))
+            killer.kill()
+            return (await c.run(["cat", "/tmp/log"], **NO_STDIN)).stdout.split()
+
+    tokens = asyncio.run(storm())
+    twice = [token for token, count in collections.Counter(tokens).items() if count > 1]
+    assert twice == [], (twice, outcomes)
+    assert set(outcomes) <= {0, 137, "EINTR"} and outcomes[0] > 1000, outcomes
+
+
+def test_launchers_that_end_at_their_start_cost_no_command():
+    """In the host's pid namespace the init is not PID 1 and its launchers
+    end at their start (they check that their parent is): its commands,
+    sent to them before they ended, are forked by the init instead, not
+    failed as if a launcher had died with them in hand."""
+    with sb.Container(pid_namespace=sb.Namespace.HOST) as c:
+        for _ in range(3):
+            assert c.run(["true"], **NO_STDIN).ok
+            assert c.run(["true"], timeout=30, **NO_STDIN).ok
 
 
 OWNER_PY = r"""
