@@ -111,9 +111,9 @@ def test_a_failed_start_leaves_its_cgroup_and_forker_to_the_next_command():
 
 
 def test_forkers_are_capped_by_the_pids_and_memory_limits():
-    """Each is a process in the container's accounting: at most an eighth of
-    a pids limit, one per 4 MiB of a memory limit."""
-    for limits, most in ((sb.Limits(pids=24), 3), (sb.Limits(memory="8M"), 2), (sb.Limits(pids=7), 0)):
+    """Each is a process in the container's accounting: one per 4 MiB of a
+    memory limit, none under a pids limit."""
+    for limits, most in ((sb.Limits(memory="8M"), 2), (sb.Limits(pids=64), 0), (sb.Limits(memory="1G", pids=24), 0)):
         with sb.Container(limits=limits) as c:
             with concurrent.futures.ThreadPoolExecutor(5) as pool:
                 for _ in range(2):  # (the second round runs where the first left forkers)
@@ -121,6 +121,17 @@ def test_forkers_are_capped_by_the_pids_and_memory_limits():
                     assert [run.result().exit_code for run in runs] == [0] * 5
             time.sleep(0.1)
             assert len(_forkers(c)) == most, limits
+
+
+def test_a_container_at_its_pids_limit_forks_what_it_did_without_forkers():
+    """Gathered timed runs leave no idle forkers behind to take the pids a
+    command then needs: 16 = the init, its two launchers, sh and 12 sleeps."""
+    with sb.Container(limits=sb.Limits(pids=16)) as c:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            runs = [pool.submit(c.run, ["sleep", "0.3"], timeout=30, **NO_STDIN) for _ in range(2)]
+            assert [run.result().exit_code for run in runs] == [0, 0]
+        r = c.run(["sh", "-c", "for i in $(seq 12); do sleep 1 & done; wait; echo done"], **NO_STDIN)
+        assert (r.exit_code, r.stdout, r.stderr) == (0, b"done\n", b""), r
 
 
 def test_an_idle_forker_ends_and_the_next_command_starts_another():
