@@ -573,12 +573,17 @@ static int cgroup_pids(int cgroup_fd, pid_t pids[2])
  * stay)?  A forker beside leftovers is retired, since a kill of the next
  * command would reach them.  *fresh: empty, without a forker, and one may
  * start there.  Race-free: once only the forker is left, nothing else in
- * the cgroup can fork (it forks only on our request). */
+ * the cgroup can fork (it forks only on our request).  Not ready either
+ * with a cgroup below it (a kernfs directory's links: 2 + its
+ * subdirectories), which a container that may write its cgroup tree can
+ * make and move a daemon into: cgroup.procs lists only a cgroup's own. */
 static int cgroup_ready(int cgroup_fd, int *fresh)
 {
     struct stat st;
     pid_t pids[2];
     int n = fstat(cgroup_fd, &st) < 0 ? -1 : cgroup_pids(cgroup_fd, pids);
+    if (n >= 0 && st.st_nlink > 2)
+        n = 2; /* (as leftovers) */
     struct forker *f = n < 0 ? NULL : find_forker(&st);
     int ready = n == 0 || (n == 1 && f && pids[0] == f->pid);
     if (f && (!ready || n == 0))

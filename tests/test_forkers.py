@@ -82,6 +82,38 @@ def test_a_command_that_leaves_a_daemon_retires_its_forker():
         assert [psutil.Process(int(pid)).name() for pid in procs] == ["sleep"]
 
 
+def _cgroup2_mount() -> str:
+    with open("/proc/self/mounts") as f:
+        return next(fields[1] for fields in (line.split() for line in f) if fields[2] == "cgroup2")
+
+
+# Leaves `sleep 1000` in a cgroup below its own (which it makes), and waits until it is there.
+LEAVE_IN_CHILD_CGROUP = """
+below=/cg/$BOX$(sed -n 's/^0:://p' /proc/self/cgroup)/below
+mkdir $below
+setsid sh -c "echo \\$\\$ > $below/cgroup.procs && exec sleep 1000" > /dev/null 2>&1 < /dev/null &
+until [ -n "$(cat $below/cgroup.procs)" ]; do sleep 0.01; done
+"""
+
+
+def test_a_daemon_left_in_a_cgroup_below_keeps_its_command_cgroup():
+    """Where the container may write its cgroup tree (root without a user
+    namespace, the tree bound in), a command may
+    move a daemon into a cgroup it makes below its own: its own then lists
+    only its forker, but a later command's kill of it would reach the
+    daemon, so it is not given to another command."""
+    mount = _cgroup2_mount()
+    with sb.Container(userns=False, mounts=[sb.Mount.bind(mount, "/cg")]) as c:
+        box = os.path.relpath(c._cgroup.v2.path, mount)
+        first = _timed_cgroup(c)
+        assert wait_until(lambda: list(_forkers(c).values()) == [first])
+        r = c.run(["sh", "-c", LEAVE_IN_CHILD_CGROUP], env={"BOX": box}, timeout=30, **NO_STDIN)
+        assert r.exit_code == 0, r
+        assert _timed_cgroup(c) != first
+        assert c.run(["sleep", "10"], timeout=0.3, **NO_STDIN).timed_out  # (a kept cgroup's kill)
+        assert [p.name for p in c.top() if p.name == "sleep"] == ["sleep"]
+
+
 def _command_cgroups(c) -> list:
     return sorted(d for d in os.listdir(c._cgroup.v2.path) if d.startswith("cmd-"))
 
