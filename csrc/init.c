@@ -591,7 +591,8 @@ static int cgroup_ready(int cgroup_fd, int *fresh)
     int live = 0;
     for (int i = 0; i < MAX_FORKERS; i++)
         live += forkers[i].pid > 0;
-    *fresh = n == 0 && live < (int)plan->max_forkers && bounding_set && !stopping &&
+    /* (not PID 1: a launcher, forker or not, ends at its start) */
+    *fresh = n == 0 && live < (int)plan->max_forkers && bounding_set && !stopping && !shared_pidns &&
              (plan->flags & SBX_PLAN_LAUNCHER);
     return ready;
 }

@@ -118,6 +118,24 @@ def _command_cgroups(c) -> list:
     return sorted(d for d in os.listdir(c._cgroup.v2.path) if d.startswith("cmd-"))
 
 
+def test_no_forker_in_the_hosts_pid_namespace():
+    """There the init is not PID 1, and a launcher ends at once (it checks
+    that its parent is): the init starts no forker either, rather than fork
+    one to end at each command's exit (its clone3 traced)."""
+    with sb.Container(pid_namespace=sb.Namespace.HOST) as c:
+        _timed_cgroup(c)
+        tracer = subprocess.Popen(["strace", "-p", str(c.pid), "-e", "trace=clone3"], stderr=subprocess.PIPE, text=True)
+        try:
+            assert tracer.stderr is not None and "attached" in tracer.stderr.readline()
+            for _ in range(3):
+                assert c.run(["true"], timeout=30, **NO_STDIN).ok
+        finally:
+            tracer.terminate()
+            traced = tracer.communicate()[1]
+        clones = [line for line in traced.splitlines() if line.startswith("clone3(")]
+        assert len(clones) == 3 and all("CLONE_VM|CLONE_VFORK" in line for line in clones), traced
+
+
 def test_a_failed_start_leaves_its_cgroup_and_forker_to_the_next_command():
     """A command that fails to start (no such file) in a cgroup with a forker
     leaves the cgroup as it found it: kept, not left to the container's end
