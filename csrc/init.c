@@ -248,7 +248,8 @@ static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
     struct forker *f = find_forker(&st);
     if (!f)
         return SBX_LAUNCHER_GONE;
-    pid_t pid = sbx_launcher_fork(f->fd, &f->serving, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
+    pid_t pid =
+        sbx_launcher_fork(f->fd, f->pid, &f->serving, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
     if (pid == SBX_LAUNCHER_GONE || pid == SBX_LAUNCHER_LOST)
         retire_forker(f); /* it ended (idle, or killed): GONE, the launcher forks this one */
     return pid;
@@ -275,8 +276,8 @@ static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
     }
     struct launcher *l = launcher_for(cmd);
     if (l) {
-        pid_t pid = sbx_launcher_fork(l->fd, &l->serving, request, len, cmd->stdio, cmd->reply_fd, report_fd,
-                                      cmd->cgroup_fd);
+        pid_t pid = sbx_launcher_fork(l->fd, l->pid, &l->serving, request, len, cmd->stdio, cmd->reply_fd,
+                                      report_fd, cmd->cgroup_fd);
         if (pid >= 0 || (pid == -1 && errno != ENOSYS))
             return pid;
         forget_launcher(l); /* gone, or no clone3 (before Linux 5.7): we fork them */

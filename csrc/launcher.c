@@ -35,6 +35,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "clone.h"
@@ -45,6 +47,7 @@
 #define LAUNCH_FDS 6
 #define STACK_SIZE (64 * 1024)
 #define FORKER_IDLE_MS 2000
+#define STOPPED_CHECK_MS 100
 
 struct launch_reply {
     int32_t pid;
@@ -224,6 +227,11 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgrou
      * (forkers' above the launchers'). */
     int fd = child < 0 ? -1 : fcntl(sv[0], F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER + (cgroup_fd >= 0 ? 2 : cgroups));
     close(sv[0]);
+    struct timeval check = {.tv_usec = STOPPED_CHECK_MS * 1000}; /* (launcher_message) */
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &check, sizeof(check)) < 0) {
+        close(fd);
+        fd = -1;
+    }
     if (fd < 0) {
         if (child > 0)
             kill(child, SIGKILL);
@@ -233,21 +241,38 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgrou
     return fd;
 }
 
-/* The launcher's word that it serves (its first message), or EOF. */
-static int launcher_serving(int fd)
+/* A launcher the container's root stopped (SIGSTOP, kill -STOP -1) would
+ * hold the init, and so the whole container, until continued: the init
+ * (their parent: waitid sees their stops) kills it instead, before a
+ * request (GONE: fork it another way) and while it waits for an answer
+ * (every STOPPED_CHECK_MS: LOST). */
+static int killed_if_stopped(pid_t pid)
 {
-    struct launch_reply word;
-    ssize_t n;
-    do {
-        n = recv(fd, &word, sizeof(word), 0);
-    } while (n < 0 && errno == EINTR);
-    return n == (ssize_t)sizeof(word);
+    siginfo_t info = {.si_pid = 0};
+    if (waitid(P_PID, (id_t)pid, &info, WSTOPPED | WNOHANG | WNOWAIT) < 0 || info.si_pid != pid)
+        return 0;
+    kill(pid, SIGKILL);
+    return 1;
 }
 
-pid_t sbx_launcher_fork(int fd, int *serving, const void *req, size_t len, const int stdio[3], int reply_fd,
-                        int report_fd, int cgroup_fd)
+/* The launcher's next message (its word that it serves, or an answer):
+ * recv's result, an EOF once it died. */
+static ssize_t launcher_message(int fd, pid_t pid, struct launch_reply *message)
 {
-    if (!*serving && !(*serving = launcher_serving(fd)))
+    for (;;) {
+        ssize_t n = recv(fd, message, sizeof(*message), 0); /* (SO_RCVTIMEO: STOPPED_CHECK_MS) */
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN))
+            return n;
+        if (errno == EAGAIN)
+            killed_if_stopped(pid);
+    }
+}
+
+pid_t sbx_launcher_fork(int fd, pid_t pid, int *serving, const void *req, size_t len, const int stdio[3],
+                        int reply_fd, int report_fd, int cgroup_fd)
+{
+    struct launch_reply reply;
+    if (!*serving && !(*serving = launcher_message(fd, pid, &reply) == (ssize_t)sizeof(reply)))
         return SBX_LAUNCHER_GONE;
     int fds[LAUNCH_FDS] = {stdio[0], stdio[1], stdio[2], report_fd};
     size_t nfds = 4;
@@ -270,14 +295,9 @@ pid_t sbx_launcher_fork(int fd, int *serving, const void *req, size_t len, const
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
     memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    struct launch_reply reply;
-    ssize_t n;
-    if (sendmsg(fd, &msg, MSG_NOSIGNAL) != (ssize_t)len)
+    if (killed_if_stopped(pid) || sendmsg(fd, &msg, MSG_NOSIGNAL) != (ssize_t)len)
         return SBX_LAUNCHER_GONE;
-    do {
-        n = recv(fd, &reply, sizeof(reply), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof(reply))
+    if (launcher_message(fd, pid, &reply) != (ssize_t)sizeof(reply))
         return SBX_LAUNCHER_LOST; /* (killed: it may have forked the command) */
     if (reply.pid < 0)
         errno = reply.err;

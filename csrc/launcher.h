@@ -28,8 +28,9 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgrou
  * request, or SBX_LAUNCHER_LOST when it died before answering.  *serving:
  * the launcher said it serves (the first call waits for that word, so that
  * a launcher ending at its start, as one not the child of PID 1 does, is
- * GONE, not LOST); 0 for a new launcher. */
-pid_t sbx_launcher_fork(int fd, int *serving, const void *req, size_t len, const int stdio[3], int reply_fd,
-                        int report_fd, int cgroup_fd);
+ * GONE, not LOST); 0 for a new launcher.  pid: the launcher's (a stopped
+ * one is killed: launcher.c). */
+pid_t sbx_launcher_fork(int fd, pid_t pid, int *serving, const void *req, size_t len, const int stdio[3],
+                        int reply_fd, int report_fd, int cgroup_fd);
 
 #endif

@@ -195,8 +195,8 @@ def test_an_idle_forker_ends_and_the_next_command_starts_another():
 
 def test_a_forker_killed_or_stopped_from_inside_costs_no_command():
     """The container's root may kill or stop its forkers: a killed one makes
-    the init fall back to the cgroup launcher; a stopped one holds a command
-    only until its timeout kills the cgroup (and the forker with it)."""
+    the init fall back to the cgroup launcher; so does a stopped one, which
+    the init kills (it would hold the init until continued)."""
     with sb.Container() as c:
         first = _timed_cgroup(c)
         assert wait_until(lambda: len(_forkers(c)) == 1)
@@ -205,11 +205,36 @@ def test_a_forker_killed_or_stopped_from_inside_costs_no_command():
         assert c.run(["echo", "ok"], timeout=30, **NO_STDIN).stdout == b"ok\n"  # (the launcher's)
         assert wait_until(lambda: len(_forkers(c)) == 1)
         assert c.run(["sh", "-c", KILL_FORKERS.format(sig="STOP")], **NO_STDIN).ok
-        started = time.monotonic()
-        r = c.run(["echo", "held"], timeout=1, **NO_STDIN)
-        assert r.timed_out and time.monotonic() - started < 5, r
-        assert _timed_cgroup(c) != first  # (killed with the stopped forker: not given to another command)
+        assert wait_until(lambda: _stopped(_forkers(c)))
+        assert c.run(["echo", "held"], timeout=30, **NO_STDIN).stdout == b"held\n"
+        assert _timed_cgroup(c) == first
         assert c.run(["echo", "ok"], **NO_STDIN).stdout == b"ok\n"
+
+
+def _stopped(pids) -> bool:
+    return bool(pids) and all(psutil.Process(pid).status() == psutil.STATUS_STOPPED for pid in pids)
+
+
+def test_stopped_launchers_and_forkers_hold_no_command():
+    """kill -STOP of every launcher and forker from inside (as kill -STOP -1
+    does): a command sent to one would wait until it is continued, and the
+    init with it (the container's other commands, its stop); the init kills
+    a stopped one and forks the command another way."""
+    names = ("sbx-launcher", "sbx-forker")
+    with sb.Container() as c:
+        _timed_cgroup(c)
+        assert c.run(["true"], **NO_STDIN).ok
+        expected = ["sbx-forker", "sbx-launcher", "sbx-launcher"]  # (the cgroup launcher's, the other's)
+        assert wait_until(lambda: sorted(p.name for p in c.top() if p.name in names) == expected)
+        stop = "; ".join(KILL_FORKERS.replace("sbx-forker", name).format(sig="STOP") for name in names)
+        assert c.run(["sh", "-c", stop], **NO_STDIN).ok
+        assert wait_until(lambda: _stopped([p.pid for p in c.top() if p.name in names]))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            plain = pool.submit(c.run, ["echo", "plain"], **NO_STDIN)
+            timed = pool.submit(c.run, ["echo", "timed"], timeout=60, **NO_STDIN)
+            assert plain.result(timeout=10).stdout == b"plain\n"
+            assert timed.result(timeout=10).stdout == b"timed\n"
+        assert [p.name for p in c.top() if p.status == psutil.STATUS_STOPPED] == []
 
 
 KILLER_PY = r"""
