@@ -70,6 +70,7 @@ static struct launcher {
     int fd; /* our end of its socket, or -1 */
     pid_t pid;
     int off; /* it could not start or died: fork those commands ourselves */
+    int serving; /* it said so (sbx_launcher_fork) */
 } launchers[2] = {{.fd = -1}, {.fd = -1}};
 /* Forkers (launcher.c): a launcher resident in a command cgroup the host
  * keeps for reuse, started in one found empty at its command's exit, at
@@ -79,6 +80,7 @@ static struct launcher {
 static struct forker {
     pid_t pid; /* 0: a free slot */
     int fd; /* our end of its socket */
+    int serving; /* it said so (sbx_launcher_fork) */
     dev_t dev; /* its cgroup directory's; ino 0: retired (killed, not reaped yet) */
     ino_t ino;
 } forkers[MAX_FORKERS];
@@ -235,7 +237,7 @@ static void retire_forker(struct forker *f)
 }
 
 /* Fork through the forker of the command's cgroup, if it has one and may
- * (as launcher_for): the pid, -1 with errno, or SBX_LAUNCHER_GONE. */
+ * (as launcher_for): the pid, -1 with errno, SBX_LAUNCHER_GONE or _LOST. */
 static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
 {
     struct stat st;
@@ -246,26 +248,41 @@ static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
     struct forker *f = find_forker(&st);
     if (!f)
         return SBX_LAUNCHER_GONE;
-    pid_t pid = sbx_launcher_fork(f->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
-    if (pid == SBX_LAUNCHER_GONE)
-        retire_forker(f); /* it ended (idle, or killed): the launcher forks this one */
+    pid_t pid =
+        sbx_launcher_fork(f->fd, f->pid, &f->serving, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
+    if (pid == SBX_LAUNCHER_GONE || pid == SBX_LAUNCHER_LOST)
+        retire_forker(f); /* it ended (idle, or killed): GONE, the launcher forks this one */
     return pid;
+}
+
+/* A launcher or forker died with the request: the command may have been
+ * forked (and may run, unknown to us), so it fails rather than run twice;
+ * the FAILED reply says its cgroup, if any, is not ready (fail_start), and
+ * the host kills what is there. */
+static pid_t lost_command(void)
+{
+    errno = EINTR;
+    return -1;
 }
 
 static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
 {
     if (cmd->cgroup_fd >= 0) {
         pid_t pid = fork_by_forker(cmd, report_fd, len);
+        if (pid == SBX_LAUNCHER_LOST)
+            return lost_command();
         if (pid != SBX_LAUNCHER_GONE)
             return pid;
     }
     struct launcher *l = launcher_for(cmd);
     if (l) {
-        pid_t pid =
-            sbx_launcher_fork(l->fd, request, len, cmd->stdio, cmd->reply_fd, report_fd, cmd->cgroup_fd);
+        pid_t pid = sbx_launcher_fork(l->fd, l->pid, &l->serving, request, len, cmd->stdio, cmd->reply_fd,
+                                      report_fd, cmd->cgroup_fd);
         if (pid >= 0 || (pid == -1 && errno != ENOSYS))
             return pid;
         forget_launcher(l); /* gone, or no clone3 (before Linux 5.7): we fork them */
+        if (pid == SBX_LAUNCHER_LOST)
+            return lost_command();
     }
     if (cmd->cgroup_fd < 0) {
         pid_t pid = vfork();
@@ -301,6 +318,20 @@ static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
     return (pid_t)pid;
 }
 
+static int cgroup_ready(int cgroup_fd, int *fresh);
+
+/* A command that did not start: FAILED, saying whether its own cgroup (if
+ * any) may serve the next command, as at an exit (a failed child is reaped
+ * by now; without the flag the host kills what is there). */
+static void fail_start(const struct sbx_command *cmd, int reply_fd, int step, int err, int index)
+{
+    struct sbx_reply r = {.type = SBX_REPLY_FAILED, .report = {step, err, index}};
+    int fresh;
+    if (cmd->cgroup_fd >= 0 && cgroup_ready(cmd->cgroup_fd, &fresh))
+        r.flags = SBX_REPLY_CGROUP_READY;
+    send_reply(reply_fd, &r);
+}
+
 /* Fork and exec one command; reply STARTED or FAILED (after the child's own
  * PID message, unless QUIET).  Returns 1 when the child runs and keeps
  * reply_fd, else 0. */
@@ -312,11 +343,11 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
             slot = &children[i];
     int pipefd[2];
     if (!slot) {
-        reply_failed(reply_fd, SBX_STEP_FORK, EAGAIN, -1);
+        fail_start(cmd, reply_fd, SBX_STEP_FORK, EAGAIN, -1);
         return 0;
     }
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        reply_failed(reply_fd, SBX_STEP_FORK, errno, -1);
+        fail_start(cmd, reply_fd, SBX_STEP_FORK, errno, -1);
         return 0;
     }
     if (!bounding_set && sbx_drop_bounding(cmd->hdr->cap_keep) == 0) {
@@ -336,7 +367,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     close(pipefd[1]);
     if (pid < 0) {
         close(pipefd[0]);
-        reply_failed(reply_fd, SBX_STEP_FORK, fork_err, -1);
+        fail_start(cmd, reply_fd, SBX_STEP_FORK, fork_err, -1);
         return 0;
     }
     struct sbx_report rep;
@@ -348,7 +379,7 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     if (n == (ssize_t)sizeof(rep)) {
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
-        reply_failed(reply_fd, rep.step, rep.err, rep.index);
+        fail_start(cmd, reply_fd, rep.step, rep.err, rep.index);
         return 0;
     }
     slot->pid = pid;
@@ -543,12 +574,17 @@ static int cgroup_pids(int cgroup_fd, pid_t pids[2])
  * stay)?  A forker beside leftovers is retired, since a kill of the next
  * command would reach them.  *fresh: empty, without a forker, and one may
  * start there.  Race-free: once only the forker is left, nothing else in
- * the cgroup can fork (it forks only on our request). */
+ * the cgroup can fork (it forks only on our request).  Not ready either
+ * with a cgroup below it (a kernfs directory's links: 2 + its
+ * subdirectories), which a container that may write its cgroup tree can
+ * make and move a daemon into: cgroup.procs lists only a cgroup's own. */
 static int cgroup_ready(int cgroup_fd, int *fresh)
 {
     struct stat st;
     pid_t pids[2];
     int n = fstat(cgroup_fd, &st) < 0 ? -1 : cgroup_pids(cgroup_fd, pids);
+    if (n >= 0 && st.st_nlink > 2)
+        n = 2; /* (as leftovers) */
     struct forker *f = n < 0 ? NULL : find_forker(&st);
     int ready = n == 0 || (n == 1 && f && pids[0] == f->pid);
     if (f && (!ready || n == 0))
@@ -556,7 +592,8 @@ static int cgroup_ready(int cgroup_fd, int *fresh)
     int live = 0;
     for (int i = 0; i < MAX_FORKERS; i++)
         live += forkers[i].pid > 0;
-    *fresh = n == 0 && live < (int)plan->max_forkers && bounding_set && !stopping &&
+    /* (not PID 1: a launcher, forker or not, ends at its start) */
+    *fresh = n == 0 && live < (int)plan->max_forkers && bounding_set && !stopping && !shared_pidns &&
              (plan->flags & SBX_PLAN_LAUNCHER);
     return ready;
 }
@@ -577,6 +614,7 @@ static void start_forker(int cgroup_fd)
         *f = (struct forker){.fd = -1};
         return;
     }
+    f->serving = 0;
     f->dev = st.st_dev;
     f->ino = st.st_ino;
 }
@@ -661,7 +699,7 @@ static void reap(void)
         struct sbx_reply r = {.type = SBX_REPLY_EXITED, .pid = pid, .status = status};
         int fresh = 0; /* its cgroup is empty: a forker may start there */
         if (c->cgroup_fd >= 0 && cgroup_ready(c->cgroup_fd, &fresh))
-            r.flags = SBX_EXITED_CGROUP_READY;
+            r.flags = SBX_REPLY_CGROUP_READY;
         if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
             fresh = 0; /* most likely the host killed the cgroup (a timeout, a cancel): it goes */
         if (c->main) {

@@ -35,6 +35,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "clone.h"
@@ -45,6 +47,7 @@
 #define LAUNCH_FDS 6
 #define STACK_SIZE (64 * 1024)
 #define FORKER_IDLE_MS 2000
+#define STOPPED_CHECK_MS 100
 
 struct launch_reply {
     int32_t pid;
@@ -134,14 +137,18 @@ static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan, int f
     return send(sock, &reply, sizeof(reply), MSG_NOSIGNAL) == (ssize_t)sizeof(reply) ? 0 : -1;
 }
 
-/* Wait for the next request; 0 when a forker was idle long enough. */
-static int next_request(int forker)
+/* Wait for the next request.  A forker idle long enough shuts its socket's
+ * reading side first: a request sent after that fails to send (the init
+ * forks it otherwise), one sent before is still served, then recv says EOF.
+ * So a request that was sent is never lost to an idle end. */
+static void next_request(int forker)
 {
     struct pollfd p = {.fd = 0, .events = POLLIN};
     int n;
     while ((n = poll(&p, 1, forker ? FORKER_IDLE_MS : -1)) < 0 && errno == EINTR)
         ;
-    return n != 0;
+    if (n == 0)
+        shutdown(0, SHUT_RD);
 }
 
 static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_plan *plan, uint64_t bounding,
@@ -164,8 +171,12 @@ static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_p
     sigfillset(&all_but_term);
     sigdelset(&all_but_term, SIGTERM);
     sigprocmask(SIG_SETMASK, &all_but_term, NULL);
-    while (next_request(forker) && serve(0, bounding, plan, forker) == 0)
-        ;
+    struct launch_reply serving = {.pid = 0};
+    if (send(0, &serving, sizeof(serving), MSG_NOSIGNAL) != (ssize_t)sizeof(serving))
+        _exit(1);
+    do
+        next_request(forker);
+    while (serve(0, bounding, plan, forker) == 0);
     _exit(0);
 }
 
@@ -216,6 +227,11 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgrou
      * (forkers' above the launchers'). */
     int fd = child < 0 ? -1 : fcntl(sv[0], F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER + (cgroup_fd >= 0 ? 2 : cgroups));
     close(sv[0]);
+    struct timeval check = {.tv_usec = STOPPED_CHECK_MS * 1000}; /* (launcher_message) */
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &check, sizeof(check)) < 0) {
+        close(fd);
+        fd = -1;
+    }
     if (fd < 0) {
         if (child > 0)
             kill(child, SIGKILL);
@@ -225,9 +241,39 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgrou
     return fd;
 }
 
-pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3], int reply_fd, int report_fd,
-                        int cgroup_fd)
+/* A launcher the container's root stopped (SIGSTOP, kill -STOP -1) would
+ * hold the init, and so the whole container, until continued: the init
+ * (their parent: waitid sees their stops) kills it instead, before a
+ * request (GONE: fork it another way) and while it waits for an answer
+ * (every STOPPED_CHECK_MS: LOST). */
+static int killed_if_stopped(pid_t pid)
 {
+    siginfo_t info = {.si_pid = 0};
+    if (waitid(P_PID, (id_t)pid, &info, WSTOPPED | WNOHANG | WNOWAIT) < 0 || info.si_pid != pid)
+        return 0;
+    kill(pid, SIGKILL);
+    return 1;
+}
+
+/* The launcher's next message (its word that it serves, or an answer):
+ * recv's result, an EOF once it died. */
+static ssize_t launcher_message(int fd, pid_t pid, struct launch_reply *message)
+{
+    for (;;) {
+        ssize_t n = recv(fd, message, sizeof(*message), 0); /* (SO_RCVTIMEO: STOPPED_CHECK_MS) */
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN))
+            return n;
+        if (errno == EAGAIN)
+            killed_if_stopped(pid);
+    }
+}
+
+pid_t sbx_launcher_fork(int fd, pid_t pid, int *serving, const void *req, size_t len, const int stdio[3],
+                        int reply_fd, int report_fd, int cgroup_fd)
+{
+    struct launch_reply reply;
+    if (!*serving && !(*serving = launcher_message(fd, pid, &reply) == (ssize_t)sizeof(reply)))
+        return SBX_LAUNCHER_GONE;
     int fds[LAUNCH_FDS] = {stdio[0], stdio[1], stdio[2], report_fd};
     size_t nfds = 4;
     if (reply_fd >= 0)
@@ -249,15 +295,10 @@ pid_t sbx_launcher_fork(int fd, const void *req, size_t len, const int stdio[3],
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
     memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    struct launch_reply reply;
-    ssize_t n;
-    if (sendmsg(fd, &msg, MSG_NOSIGNAL) != (ssize_t)len)
+    if (killed_if_stopped(pid) || sendmsg(fd, &msg, MSG_NOSIGNAL) != (ssize_t)len)
         return SBX_LAUNCHER_GONE;
-    do {
-        n = recv(fd, &reply, sizeof(reply), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof(reply))
-        return SBX_LAUNCHER_GONE;
+    if (launcher_message(fd, pid, &reply) != (ssize_t)sizeof(reply))
+        return SBX_LAUNCHER_LOST; /* (killed: it may have forked the command) */
     if (reply.pid < 0)
         errno = reply.err;
     return reply.pid;

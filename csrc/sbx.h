@@ -329,12 +329,14 @@ struct sbx_reply {
     int32_t pid; /* container pid (with STARTED, EXITED and PID) */
     int32_t status; /* wait status, with EXITED */
     struct sbx_report report; /* with FAILED */
-    uint32_t flags; /* with EXITED: SBX_EXITED_* */
+    uint32_t flags; /* with EXITED and FAILED: SBX_REPLY_CGROUP_READY */
 };
 
 /* The command's own cgroup holds nothing of it any more (at most the forker
- * the init keeps there: init.c), so the host may give it to another command. */
-#define SBX_EXITED_CGROUP_READY 0x1u
+ * the init keeps there: init.c), so the host may give it to another command.
+ * A FAILED reply without it: the host kills what the start left there (a
+ * command whose forker died before it answered). */
+#define SBX_REPLY_CGROUP_READY 0x1u
 
 /* A seccomp policy to compile (in the extension, parent side, with
  * libseccomp): Python resolves names, capabilities and architectures. */

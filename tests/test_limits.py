@@ -26,6 +26,7 @@ from sandboxlib import cgroups
 from sandboxlib.runtime import statedir
 
 from .conftest import (
+    FORKER,
     LAUNCHER,
     commands_of,
     expire_sweep_stamp,
@@ -330,9 +331,8 @@ def test_run_timeout_kills_setsid_grandchild_holding_stdout(userns):
         # the init started there (found empty at the command's exit), and nothing else.
         assert _wait_until(lambda: [e for e in os.listdir(v2) if e.startswith("cmd-")] == ["cmd-2"])
         procs = os.path.join(v2, "cmd-2", "cgroup.procs")
-        assert _wait_until(lambda: open(procs).read() != "")  # (started once the reply is sent)
-        (left,) = open(procs).read().split()
-        assert psutil.Process(int(left)).name() == "sbx-forker"
+        # (started once the reply is sent; named once it runs its own code: a fork of the init until then)
+        assert _wait_until(lambda: [psutil.Process(int(pid)).name() for pid in open(procs).read().split()] == [FORKER])
 
 
 def test_command_cgroup_of_a_command_that_left_a_daemon():

@@ -259,6 +259,7 @@ def check_cgroup_launcher(probe: str) -> dict:
         assert wait_until(lambda: _names(c) == ["sbx-init"])
         out["timed without"] = _parse(c.run([PROBE], timeout=60).stdout)
         out["status without"] = c.run(STATUS, timeout=60).stdout.split()
+        wait_until(lambda: FORKER in _names(c), seconds=5)  # (started after the reply; named as it runs)
         out["names without"] = _names(c)
         if out["own"] != "0::/":  # (a process group's kill would miss the new session)
             killed = c.run(["sh", "-c", "setsid sleep 60 & sleep 60"], timeout=0.5)

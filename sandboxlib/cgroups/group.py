@@ -290,11 +290,12 @@ class ContainerCgroup:
     def forkers(self) -> int:
         """How many of the kept command cgroups may hold a resident forker
         (csrc/init.c): a process each, ~0.1 MB, in the container's pids and
-        memory accounting, so at most an eighth of a pids limit and one per
-        4 MiB of a memory limit."""
-        most = SPARE_COMMAND_GROUPS
+        memory accounting, so one per 4 MiB of a memory limit, and none under
+        a pids limit (idle ones would take pids the commands could fork: a
+        workload that fits would fail for 2 s after a few gathered runs)."""
         if self.limits.pids is not None:
-            most = min(most, self.limits.pids // 8)
+            return 0
+        most = SPARE_COMMAND_GROUPS
         if self.limits.memory is not None:
             most = min(most, self.limits.memory // FORKER_MEMORY_SHARE)
         return max(most, 0)

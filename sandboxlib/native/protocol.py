@@ -38,7 +38,7 @@ EXEC_HOLD, EXEC_CAP_SETS = lib.SBX_EXEC_HOLD, lib.SBX_EXEC_CAP_SETS
 START_MESSAGE = struct.pack("=I", lib.SBX_MSG_START)
 REPLY_STARTED, REPLY_FAILED, REPLY_EXITED = lib.SBX_REPLY_STARTED, lib.SBX_REPLY_FAILED, lib.SBX_REPLY_EXITED
 REPLY_PID, REPLY_TTY = lib.SBX_REPLY_PID, lib.SBX_REPLY_TTY
-EXITED_CGROUP_READY = lib.SBX_EXITED_CGROUP_READY  # its own cgroup may serve the next command
+CGROUP_READY = lib.SBX_REPLY_CGROUP_READY  # its own cgroup may serve the next command
 MAX_REQUEST = lib.SBX_MAX_REQUEST
 
 _HEADER = message_struct("struct sbx_exec_hdr")
@@ -163,7 +163,7 @@ class Reply(NamedTuple):
     step: int
     errno: int
     index: int
-    flags: int  # with EXITED: EXITED_CGROUP_READY
+    flags: int  # with EXITED and FAILED: CGROUP_READY
     host_pid: Optional[int] = None  # with PID: the command's pid, translated to ours
     fd: Optional[int] = None  # with TTY: the terminal's master (ours to close)
 

@@ -58,6 +58,15 @@ class Submission:
             os.close(self._terminal)
             self._terminal = None
 
+    def _abandon_failed(self, reply: Optional[protocol.Reply]) -> None:
+        """Abandon a start the init failed: its cgroup serves the next command
+        if the init found it ready, else it is killed (what the start left
+        there: a command whose forker died before answering) and removed."""
+        if self._cgroup is not None and reply is not None and reply.flags & protocol.CGROUP_READY:
+            self._cgroup.release(True)
+            self._cgroup = None
+        self.abandon(kill=reply is not None)
+
     def _take_terminal(self, lost: Optional[Callable[[], Optional[BaseException]]] = None) -> None:
         """For a tty request: the init's first reply carries the terminal's
         master (it comes once the container is set up), or says why not."""
@@ -69,7 +78,7 @@ class Submission:
             self.abandon()
             raise
         if not self._took_terminal(first):
-            self.abandon()
+            self._abandon_failed(first)
             raise self._error(first, lost)
 
     def _took_terminal(self, reply: Optional[protocol.Reply]) -> bool:
@@ -125,7 +134,7 @@ class Submission:
         """Once ``accept`` decided: the running Process, or the exception for the step that failed."""
         first = self._first
         if first is None or first.kind != protocol.REPLY_STARTED:
-            self.abandon()
+            self._abandon_failed(first)
             raise self._error(first, lost)
         return self._in_cgroup(
             Process(

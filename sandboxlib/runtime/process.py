@@ -217,16 +217,26 @@ class Process:
             return self._take_reply(timeout)
         if self._failure is not None and (reply is None or reply.kind == protocol.REPLY_FAILED):
             error = self._failure(reply)
+            if reply is not None:
+                self._failed_start(reply)
             self._release()
             raise error
         if reply is None or reply.kind != protocol.REPLY_EXITED:
             self.returncode = -signal_module.SIGKILL  # the container ended under it
         else:
             self.returncode = os.waitstatus_to_exitcode(reply.status)
-            self._cgroup_ready = bool(reply.flags & protocol.EXITED_CGROUP_READY)
+            self._cgroup_ready = bool(reply.flags & protocol.CGROUP_READY)
         self.ended = time.monotonic()
         self._release()
         return True
+
+    def _failed_start(self, reply: protocol.Reply) -> None:
+        """Its start failed: its cgroup serves the next command if the init found
+        it ready, else what the start left there is killed with it (a command
+        whose forker died before answering the init)."""
+        self._cgroup_ready = bool(reply.flags & protocol.CGROUP_READY)
+        if self._cgroup is not None and not self._cgroup_ready and not self._forked():
+            self._cgroup.kill()
 
     def _release(self) -> None:
         """Close the reply socket (once no thread uses it) and remove the command's cgroup, once."""
