@@ -98,6 +98,7 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_images.py
 	$(VENV)/bin/python benchmarks/bench_cpu.py
 	$(VENV)/bin/python benchmarks/bench_call.py
+	$(VENV)/bin/python benchmarks/bench_pytest_marker.py
 	$(VENV)/bin/python benchmarks/bench_async.py
 	$(VENV)/bin/python benchmarks/bench_build.py
 	$(VENV)/bin/python benchmarks/bench_registry.py
