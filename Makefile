@@ -25,6 +25,10 @@ BENCH_APT_PACKAGES = bubblewrap busybox-static crun runc podman conmon docker.io
 # attrs and types-psutil: what mypy needs to see the types of the modules it checks.
 LINT_PACKAGES = ruff==0.17.6 mypy==2.4.1 attrs types-psutil
 PYTEST_ARGS ?= -q
+# tests/test_pytest_plugin.py's oldest pytest, and what the sandbox imports
+# from its interpreter's own prefix (cloudpickle): wheels, with their dependencies.
+OLDEST_PYTEST = pytest==7.4.0 pluggy==1.0.0 cloudpickle
+OLDEST_PYTEST_WHEELS = build/oldest-pytest
 TESTS ?= $(CURDIR)/tests
 STAMP = .make
 
@@ -56,9 +60,13 @@ install: $(STAMP)/apt
 	$(VENV)/bin/pip wheel -q --no-deps -w $(DIST) .
 	$(VENV)/bin/pip install -q $(DIST)/sandboxlib-*.whl
 
-# The test extras (the runner, and the optional parts the suite tests) on top.
+# The test extras (the runner, and the optional parts the suite tests) on top;
+# and the wheels of the oldest pytest and pluggy the pytest plugin supports
+# (pyproject's floor, and the pluggy it allows), which its test installs.
 test-deps: install
 	$(VENV)/bin/pip install -q "$$(ls $(DIST)/sandboxlib-*.whl)[test]"
+	rm -rf $(OLDEST_PYTEST_WHEELS)
+	$(VENV)/bin/pip download -q --only-binary=:all: -d $(OLDEST_PYTEST_WHEELS) $(OLDEST_PYTEST)
 
 build: $(STAMP)/apt
 	$(PYTHON) setup.py -q build_ext --inplace
@@ -90,6 +98,7 @@ bench: test-deps $(STAMP)/bench-apt
 	$(VENV)/bin/python benchmarks/bench_images.py
 	$(VENV)/bin/python benchmarks/bench_cpu.py
 	$(VENV)/bin/python benchmarks/bench_call.py
+	$(VENV)/bin/python benchmarks/bench_pytest_marker.py
 	$(VENV)/bin/python benchmarks/bench_async.py
 	$(VENV)/bin/python benchmarks/bench_build.py
 	$(VENV)/bin/python benchmarks/bench_registry.py

@@ -1,18 +1,26 @@
 """The pytest plugin, run by pytest's own ``pytester`` (root) and by the same
 inner test session in the rootless worker: fixtures, the ``sandbox`` marker's
-outcomes and messages, xdist, and no container left when a session ends."""
+outcomes and messages, xdist, and no container left when a session ends; a
+marked test's failure reported as its unmarked twin's, at each verbosity, on
+this pytest and on the oldest one the plugin supports."""
 
 from __future__ import annotations
 
 import ast
 import os
 import pathlib
+import re
 import shutil
+import site
 import subprocess
 import sys
+import tempfile
+import zipfile
+from typing import Optional
 
 import pytest
 import tomllib
+from packaging.version import Version
 
 pytest_plugins = ["pytester"]
 
@@ -159,25 +167,29 @@ NO_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 def run_inner_session(directory: str, extra: list) -> tuple:
     """The inner session in a subprocess (the rootless worker's way): (outcomes, output)."""
+    return _session(directory, ["-rA", "-vv", *extra])
+
+
+def _session(directory: str, args: list, *, python: str = sys.executable, env: Optional[dict] = None) -> tuple:
+    """``pytest ARGS`` with the plugin (only) in ``directory``, ``env``'s None values
+    unset: (outcomes, output)."""
     proc = subprocess.run(
         [
-            sys.executable,
+            python,
             "-m",
             "pytest",
             "-p",
             "no:cacheprovider",
             "-p",
             "sandboxlib.frontends.pytest_plugin",
-            "-rA",
-            "-vv",
-            *extra,
+            *args,
             directory,
         ],
         capture_output=True,
         text=True,
         cwd=directory,
         timeout=300,
-        env=dict(os.environ, **NO_AUTOLOAD),
+        env={name: value for name, value in {**os.environ, **NO_AUTOLOAD, **(env or {})}.items() if value is not None},
     )
     output = proc.stdout + proc.stderr
     return pytest.RunResult.parse_summary_nouns(output.splitlines()), output
@@ -243,3 +255,125 @@ def test_installed_entry_point_loads_the_plugin():
     import sandboxlib.frontends.pytest_plugin
 
     assert found[0].load() is sandboxlib.frontends.pytest_plugin
+
+
+# Twins: each body runs as an unmarked test and as a marked one, whose
+# failure reports must read the same (pytest's assertion explanations with
+# the host's verbosity, truncation, colour).  The sandbox's pytest must not
+# see the environment's options and plugins, nor the project's conftest.
+TWIN_BODIES = {
+    "lists": "assert list(range(30)) == list(range(29)) + [99]",
+    "dicts": 'assert {"a": [1, 2, 3], "b": "x" * 60, "c": 1} == {"a": [1, 2, 4], "b": "x" * 60, "d": 1}',
+    "text": 'assert "one\\ntwo\\nthree\\nfour" == "one\\n2\\nthree\\nfour"',
+    "calls": "values = [1, 2]\n    assert len(values) == sum([1, 1, 1])",
+    "sets": "assert {1, 2, 3} <= {2, 3, 4}",
+    "many": "assert dict.fromkeys(range(20), 1) == dict.fromkeys(range(20), 2)",  # truncated, but on CI
+}
+TWIN_MARKER = '@pytest.mark.sandbox(env={"PYTEST_ADDOPTS": "--no-such-option", "PYTEST_PLUGINS": "no_such_plugin"})'
+TWINS = (
+    "import pluggy, pytest\n"
+    + "".join(
+        f"\n\ndef test_{name}_host():\n    {body}\n\n\n{TWIN_MARKER}\ndef test_{name}_sandbox():\n    {body}\n"
+        for name, body in TWIN_BODIES.items()
+    )
+    + """
+
+@pytest.mark.sandbox()
+def test_versions_inside():
+    pytest.skip(f"inside: pytest-{pytest.__version__}, pluggy-{pluggy.__version__}")
+"""
+)
+TWINS_CONFTEST = """
+import os
+if "TWINS_HOST" not in os.environ:  # (the sandbox's environment has only what the marker gives)
+    raise RuntimeError("the project's conftest.py was imported in the sandbox")
+"""
+# pytest 8's verbosity_assertions, which pytest 7 does not know.
+FULL_WITH_INI = "Full diff" if hasattr(pytest.Config, "VERBOSITY_ASSERTIONS") else "Use -v to get more diff"
+# Each session's options and environment, and what its reports must show.
+TWIN_SESSIONS = {
+    "default": ([], {"CI": None, "BUILD_NUMBER": None}, "truncated"),
+    "ci-color": (["--color=yes"], {"CI": "true"}, "\x1b["),
+    "vv": (["-vv"], {}, "Full diff"),
+    "ini": (["-o", "verbosity_assertions=2", "--tb=short"], {"CI": None, "BUILD_NUMBER": None}, FULL_WITH_INI),
+}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _twin_sections(output: str) -> dict:
+    """A failure section's explanation (its E lines) by test name."""
+    sections, name = {}, None
+    for line in output.splitlines():
+        plain = ANSI.sub("", line)
+        header = re.fullmatch(r"_+ (test_\w+) _+", plain)
+        if header:
+            name = header.group(1)
+            sections[name] = []
+        elif name and plain.startswith("E "):
+            sections[name].append(line)
+    return sections
+
+
+def _check_twins(directory: pathlib.Path, session: str, *, python: str = sys.executable) -> str:
+    args, env, shown = TWIN_SESSIONS[session]
+    outcomes, output = _session(str(directory), ["-rA", *args], python=python, env={**env, "TWINS_HOST": "1"})
+    assert outcomes == {"failed": 2 * len(TWIN_BODIES), "skipped": 1}, output
+    sections = _twin_sections(output)
+    for name in TWIN_BODIES:
+        host, inside = sections[f"test_{name}_host"], sections[f"test_{name}_sandbox"]
+        assert host and inside == host, f"{name}:\n" + "\n".join(inside) + "\n----- unmarked:\n" + "\n".join(host)
+    assert shown in output  # what the session's options change
+    return output
+
+
+def _write_twins(directory: pathlib.Path) -> None:
+    (directory / "test_twins.py").write_text(TWINS)
+    (directory / "conftest.py").write_text(TWINS_CONFTEST)
+    os.chmod(directory, 0o755)  # as a project's directory is: the container's root is another user
+
+
+@pytest.mark.parametrize("session", list(TWIN_SESSIONS))
+def test_failure_reads_as_the_unmarked_twins(pytester, session):
+    _write_twins(pytester.path)
+    output = _check_twins(pytester.path, session)
+    assert f"inside: pytest-{pytest.__version__}," in output
+
+
+# The oldest pytest and pluggy the plugin supports (pyproject's floor; pytest
+# 7.4 allows pluggy 1.0), their dependencies and cloudpickle: the wheels that
+# `make test-deps` downloads (the Makefile's OLDEST_PYTEST).
+OLDEST_WHEELS = REPO / "build" / "oldest-pytest"
+
+
+@pytest.fixture
+def oldest_pytest():
+    """A venv whose own site-packages hold those wheels, unpacked, ahead of
+    this interpreter's (sandboxlib and its dependencies, on the host): what a
+    sandbox's interpreter imports comes from its own prefix, which the host
+    view shows.  Yields (its python, {distribution: version})."""
+    wheels = sorted(OLDEST_WHEELS.glob("*.whl"))
+    assert wheels, f"no wheels in {OLDEST_WHEELS}: `make test-deps` downloads them"
+    venv = pathlib.Path(tempfile.mkdtemp(prefix="sandboxlib-oldest-pytest-"))
+    try:
+        os.chmod(venv, 0o755)  # the container's root is another user
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        (site_packages,) = venv.glob("lib/python3*/site-packages")
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site_packages)
+        (site_packages / "zz-suite.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+        yield str(venv / "bin" / "python"), dict(wheel.name.split("-")[:2] for wheel in wheels)
+    finally:
+        shutil.rmtree(venv)
+
+
+def test_failure_reads_as_the_unmarked_twins_on_the_oldest_pytest(pytester, oldest_pytest):
+    python, versions = oldest_pytest
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    (floor,) = [requirement.removeprefix("pytest>=") for requirement in extra if requirement.startswith("pytest>=")]
+    assert Version(versions["pytest"]) == Version(floor), "the Makefile's OLDEST_PYTEST is not pyproject's floor"
+    _write_twins(pytester.path)
+    for session in ("default", "ci-color", "vv"):  # (verbosity_assertions is pytest 8's)
+        output = _check_twins(pytester.path, session, python=python)
+        shown = f"pytest-{versions['pytest']}, pluggy-{versions['pluggy']}"
+        assert f"{shown}\n" in ANSI.sub("", output) and f"inside: {shown}" in output, output

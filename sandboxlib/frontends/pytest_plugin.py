@@ -1,5 +1,8 @@
 """pytest plugin (entry point ``pytest11``, or ``-p sandboxlib.frontends.pytest_plugin``).
 
+Supports pytest 7.4 and newer (with any pluggy it allows: 1.0 on pytest 7.4);
+tested on 7.4.0 with pluggy 1.0 (by the suite too), 7.4.4, 8.0, 8.3, 9.0, 9.2.
+
 Fixtures: ``sandbox`` (a fresh running ``Container`` per test) and
 ``sandbox_factory`` (``make(**options)`` -> a started ``Container``; all are
 closed after the test).  The marker ``@pytest.mark.sandbox(**options)`` runs
@@ -9,19 +12,28 @@ directory is bound read-only and pytest's base temporary directory writable
 (``tmp_path`` works, its files stay).  The outcome comes back as pass, skip,
 xfail, or a failure: pytest's own report of it, made inside with pytest's
 assertion hooks and serialized as a TestReport's plain data (as xdist does),
-with the exception's type when it is a builtin one.  Options: ``timeout``, ``memory``,
-``network`` (bool), ``preload``, ``env``, ``mounts``, ``rootfs``.
+with the exception's type when it is a builtin one.  That report comes from a
+pytest config of the sandbox's own, parsed from the host's settings that
+shape it (``-v``, ``--tb``, ``-l``, colour, ``verbosity_assertions`` and the
+truncation limits) and configured as ``pytest.main`` does, with pytest's own
+plugins only: no ini file, conftest.py, entry point, ``PYTEST_ADDOPTS`` or
+``PYTEST_PLUGINS`` (the sandbox may not import them).  The host's ``CI`` and
+``BUILD_NUMBER`` go in (pytest does not truncate explanations on CI).
+Options: ``timeout``, ``memory``, ``network`` (bool), ``preload``, ``env``,
+``mounts``, ``rootfs``.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import inspect
 import os
 import pathlib
 import stat
 import traceback
 import types
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Generator, Iterator, Mapping, Optional
 
 import pytest
 from _pytest.reports import TestReport
@@ -34,6 +46,21 @@ from ..runtime import Container
 __all__ = ["sandbox", "sandbox_factory"]
 
 MARKER_OPTIONS = ("timeout", "memory", "network", "preload", "env", "mounts", "rootfs")
+# The variables by which pytest knows that it runs on CI (_pytest's running_on_ci).
+CI_SIGNS = ("CI", "BUILD_NUMBER")
+# The ini options that shape an assertion's explanation, where the pytest has them.
+REPORT_INI_OPTIONS = (
+    "verbosity_assertions",
+    "truncation_limit_lines",
+    "truncation_limit_chars",
+    "assertion_text_diff_style",
+)
+# pytest's plugins the sandbox's config goes without: the cache (the project is
+# read-only there), and the hooks on unraisable and thread exceptions, which
+# nothing would report there (and whose unconfigure collects garbage: 15 ms).
+SANDBOX_PLUGINS_OFF = ("-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "no:threadexception")
+# What would load options or plugins into the sandbox's pytest config behind its command line.
+PYTEST_ENVIRONMENT = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,11 +107,21 @@ def _container_options(marker: pytest.Mark) -> tuple:
     options = {
         "rootfs": kw.get("rootfs"),
         "mounts": kw.get("mounts", ()),
-        "env": kw.get("env"),
+        "env": _with_ci_signs(kw.get("env")),
         "limits": with_memory(None, kw.get("memory")),
         "network": Network.HOST if network else Network.NONE,
     }
     return options, kw.get("timeout"), tuple(kw.get("preload", ()))
+
+
+def _with_ci_signs(env: Any) -> Any:
+    """The host's signs of a CI run go in too (the marker's ``env`` may set
+    them): pytest shows assertion explanations in full there."""
+    # (set, even empty, for some pytests; not empty for others: each decides inside)
+    signs = {name: os.environ[name] for name in CI_SIGNS if name in os.environ}
+    if not signs or not (env is None or isinstance(env, Mapping)):  # (a bad env is the Container's error)
+        return env
+    return {**signs, **(env or {})}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -108,7 +145,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
             box.preload(preload)
         try:
             outcome = box.invoke(
-                _run_test, (pyfuncitem.obj, funcargs, _report_settings(pyfuncitem.config)), timeout=timeout
+                _run_test, (pyfuncitem.obj, funcargs, _report_args(pyfuncitem.config)), timeout=timeout
             )
         except BaseException as err:
             raise err.with_traceback(None)  # noqa: B904 - the same exception; the host's frames say nothing about the test
@@ -161,13 +198,29 @@ def _give_temp_to_root(box: Container, basetemp: pathlib.Path, tmp_path: Optiona
             os.chown(path, uid, gid, follow_symlinks=False)
 
 
-def _report_settings(config: pytest.Config) -> dict:
-    style = config.getoption("tbstyle", "auto")
-    return {
-        "verbose": config.getoption("verbose", 0),
-        "showlocals": bool(config.getoption("showlocals", False)),
-        "style": "long" if style == "auto" else style,
-    }
+def _report_args(config: pytest.Config) -> list:
+    """The sandbox's pytest command line: the host's settings that a failure's
+    report depends on, and nothing of the project's (no ini file, conftest or
+    other plugin: the sandbox may not import them, nor need their options)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    markup = reporter is not None and config.get_terminal_writer().hasmarkup  # (none with -p no:terminal)
+    args = [
+        *("-c", os.devnull, "--noconftest", "--capture=no", *SANDBOX_PLUGINS_OFF),
+        f"--verbosity={config.getoption('verbose')}",
+        f"--tb={config.getoption('tbstyle', 'auto')}",
+        f"--color={'yes' if markup else 'no'}",
+        f"--code-highlight={config.getoption('code_highlight', 'yes')}",
+    ]
+    if config.getoption("showlocals", False):
+        args.append("--showlocals")
+    for name in REPORT_INI_OPTIONS:
+        try:
+            value = config.getini(name)
+        except ValueError:  # not an option of this pytest
+            continue
+        if value is not None:
+            args += ["-o", f"{name}={value}"]
+    return args
 
 
 def _rebuilt(module: str, qualname: str, args: Optional[tuple], text: str, *, longrepr: Any) -> BaseException:
@@ -187,31 +240,29 @@ def _rebuilt(module: str, qualname: str, args: Optional[tuple], text: str, *, lo
     return error
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+# An old-style wrapper: pytest 7.4 allows pluggy 1.0, which has no new-style ones.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, None]:
     """A marked test's failure is shown with the report pytest made in the
     sandbox (source lines, the assertion's diff, file:line), as for an unmarked test."""
-    report = yield
+    report = (yield).get_result()
     longrepr = getattr(call.excinfo.value, "_sandboxlib_longrepr", None) if call.excinfo else None
     if longrepr is not None and report.failed:
         data = report._to_json()
         data["longrepr"] = longrepr
         report.longrepr = TestReport._from_json(data).longrepr
-    return report
 
 
 # -- in the sandbox ----------------------------------------------------------------
-def _run_test(fn: Callable, funcargs: dict, settings: dict) -> tuple:
+def _run_test(fn: Callable, funcargs: dict, report_args: list) -> tuple:
     """Runs in the sandbox: pytest's outcome exceptions become safe values; an
     exception becomes pytest's own report of it (as plain data) and its type."""
-    import _pytest.assertion
     from _pytest.outcomes import Failed, Skipped, XFailed
 
-    config = _assertion_config(settings["verbose"])
-    hooks = _pytest.assertion.pytest_runtest_protocol(types.SimpleNamespace(ihook=config.hook, config=config))
-    next(hooks)  # pytest's assertrepr_compare hooks, set as for a test on the host
+    config = _report_config(report_args)
     try:
-        fn(**funcargs)
+        with _assertion_hooks(config):
+            fn(**funcargs)
     except Skipped as outcome:
         return "skipped", outcome.msg
     except XFailed as outcome:
@@ -221,31 +272,54 @@ def _run_test(fn: Callable, funcargs: dict, settings: dict) -> tuple:
     except Exception as err:  # noqa: BLE001 - every failure goes back to the host as a report
         return (
             "raised",
-            _longrepr(err, fn, settings),
+            _longrepr(err, fn, config),
             type(err).__module__,
             type(err).__qualname__,
             _safe_args(err),
-            "".join(traceback.format_exception(err)),
+            "".join(traceback.format_exception(type(err), err, err.__traceback__)),
         )
     finally:
-        hooks.close()
+        config._ensure_unconfigure()
     return "passed", None
 
 
-def _assertion_config(verbose: int) -> pytest.Config:
-    """A pytest config with pytest's own plugins only (no conftest, no
-    entry points) and the host's verbosity: what assertion reports use."""
+def _report_config(args: list) -> pytest.Config:
+    """A pytest config parsed from ``args`` and configured as ``pytest.main``
+    does, with pytest's own plugins only: neither entry points (autoload off
+    while it is made) nor the environment's options and plugins."""
     from _pytest.config import get_config
 
-    config = get_config(["-p", "no:cacheprovider"])
-    config.option.verbose = verbose
-    config.option.assertmode = "rewrite"
+    saved = {name: os.environ.pop(name) for name in PYTEST_ENVIRONMENT if name in os.environ}
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    try:
+        config = get_config(list(args))
+        config.parse(list(args), addopts=False)
+    finally:  # as it was for the test
+        del os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
+        os.environ.update(saved)
+    config._do_configure()
     return config
 
 
-def _longrepr(err: BaseException, fn: Callable, settings: dict) -> dict:
-    """pytest's report of ``err``: the test function's frames and below, as the
-    plain data of a serialized TestReport (safe to send back)."""
+@contextlib.contextmanager
+def _assertion_hooks(config: pytest.Config) -> Iterator[None]:
+    """pytest's assertion explanations (its assertrepr_compare hooks and
+    truncation), set up and undone as around a test on the host."""
+    import _pytest.assertion
+
+    hooks = _pytest.assertion.pytest_runtest_protocol(types.SimpleNamespace(ihook=config.hook, config=config))
+    next(hooks)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(StopIteration):
+            hooks.send(None)
+
+
+def _longrepr(err: BaseException, fn: Callable, config: pytest.Config) -> dict:
+    """pytest's report of ``err`` (as pytest's ``Node._repr_failure_py`` makes
+    it): the test function's frames and below, as the plain data of a
+    serialized TestReport (safe to send back)."""
     from _pytest._code import Code, ExceptionInfo
     from _pytest.reports import TestReport
 
@@ -253,12 +327,17 @@ def _longrepr(err: BaseException, fn: Callable, settings: dict) -> dict:
     code = Code.from_function(fn)
     traceback_ = excinfo.traceback.cut(path=code.path, firstlineno=code.firstlineno)
     excinfo.traceback = traceback_.filter(excinfo)
+    style = config.getoption("tbstyle")
+    verbosity = config.getoption("verbose")
+    options = {"truncate_locals": verbosity <= 1}
+    if "truncate_args" in inspect.signature(excinfo.getrepr).parameters:  # pytest >= 8.2
+        options["truncate_args"] = verbosity <= 2
     longrepr = excinfo.getrepr(
         funcargs=True,
-        showlocals=settings["showlocals"],
-        style=settings["style"],
+        showlocals=config.getoption("showlocals"),
+        style="long" if style == "auto" else style,
         tbfilter=False,
-        truncate_locals=settings["verbose"] <= 1,
+        **options,
     )
     report = TestReport(
         nodeid="", location=("", None, ""), keywords={}, outcome="failed", longrepr=longrepr, when="call"
