@@ -46,7 +46,7 @@
 /* stdin, stdout, stderr, the report pipe, the reply socket (unless QUIET), the cgroup (if any) */
 #define LAUNCH_FDS 6
 #define STACK_SIZE (64 * 1024)
-#define FORKER_IDLE_MS 2000
+#define FORKER_IDLE_MS 10000
 #define STOPPED_CHECK_MS 100
 
 struct launch_reply {

@@ -292,7 +292,7 @@ class ContainerCgroup:
         (csrc/init.c): a process each, ~0.1 MB, in the container's pids and
         memory accounting, so one per 4 MiB of a memory limit, and none under
         a pids limit (idle ones would take pids the commands could fork: a
-        workload that fits would fail for 2 s after a few gathered runs)."""
+        workload that fits would fail for 10 s after a few gathered runs)."""
         if self.limits.pids is not None:
             return 0
         most = SPARE_COMMAND_GROUPS

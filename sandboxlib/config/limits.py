@@ -144,7 +144,7 @@ class Limits:
 
     cgroup limits (the whole container together):
         memory: bytes or ``"256M"`` (at least 6M); the OOM killer acts above it.  The
-            container's own processes count too: its init, its launchers and, for 2 s
+            container's own processes count too: its init, its launchers and, for 10 s
             after commands with cgroups of their own, a forker per such cgroup (~0.1 MB
             each, at most one per 4 MiB of this limit).
         memory_swap: memory plus swap (Docker's ``--memory-swap``): at least ``memory``,
@@ -152,7 +152,7 @@ class Limits:
         cpus: CPU time as a number of CPUs, e.g. 1.5 or ``"1.5"`` (a CFS quota per 100 ms).
         cpu_shares: relative CPU weight under contention (2-262144, default 1024).
         pids: the most processes and threads at once, the container's own included (its
-            init, its launchers, and forkers: at most an eighth of this limit).
+            init and its launchers; a container with this limit gets no forkers).
         cpuset_cpus: the CPUs it may run on, e.g. ``"0-1,3"``.
         device_rules: device cgroup rules, Docker's ``--device-cgroup-rule``
             (``"c 7:128 rwm"``: TYPE ``a``/``b``/``c``, MAJOR:MINOR with ``*``
