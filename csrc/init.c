@@ -53,7 +53,9 @@ struct child {
     uint32_t id;
     int reply_fd;
     int main;
-    int cgroup_fd; /* its own cgroup (a copy of the request's fd), or -1 */
+    int cgroup_fd; /* its own cgroup (a copy of the request's fd), or -1 ... */
+    struct forker *forker; /* ... or the forker that forked it, there */
+    pid_t forker_pid; /* (that forker's, while it has not ended) */
 };
 
 static struct child children[MAX_CHILDREN];
@@ -83,6 +85,8 @@ static struct forker {
     int serving; /* it said so (sbx_launcher_fork) */
     dev_t dev; /* its cgroup directory's; ino 0: retired (killed, not reaped yet) */
     ino_t ino;
+    int cgroup_fd; /* that directory, and its cgroup.procs: checked at each of its */
+    int procs_fd; /* commands' exits without an open and a close */
 } forkers[MAX_FORKERS];
 /* SBX_EXEC_HOLD: the main command's request and stdio, kept until START. */
 static char held[SBX_MAX_REQUEST];
@@ -228,6 +232,17 @@ static struct forker *find_forker(const struct stat *cgroup)
     return NULL;
 }
 
+static void close_forker_fds(struct forker *f)
+{
+    int *fds[3] = {&f->fd, &f->cgroup_fd, &f->procs_fd};
+    for (int i = 0; i < 3; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
+/* (its cgroup's fds stay until it is reaped: forker_ended) */
 static void retire_forker(struct forker *f)
 {
     kill(f->pid, SIGKILL); /* reaped as any other zombie */
@@ -236,9 +251,23 @@ static void retire_forker(struct forker *f)
     f->ino = 0;
 }
 
+/* A forker was reaped: a command it forked that still runs (it may outlive
+ * the forker's idle while) takes its cgroup's fd, for the check at its exit. */
+static void forker_ended(struct forker *f)
+{
+    for (int i = 0; f->cgroup_fd >= 0 && i < MAX_CHILDREN; i++)
+        if (children[i].pid > 0 && children[i].forker == f && children[i].forker_pid == f->pid) {
+            children[i].cgroup_fd = f->cgroup_fd;
+            children[i].forker = NULL;
+            f->cgroup_fd = -1;
+        }
+    close_forker_fds(f);
+    *f = (struct forker){.fd = -1, .cgroup_fd = -1, .procs_fd = -1};
+}
+
 /* Fork through the forker of the command's cgroup, if it has one and may
  * (as launcher_for): the pid, -1 with errno, SBX_LAUNCHER_GONE or _LOST. */
-static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
+static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len, struct forker **by)
 {
     struct stat st;
     if (!(plan->flags & SBX_PLAN_LAUNCHER) ||
@@ -252,6 +281,8 @@ static pid_t fork_by_forker(struct sbx_command *cmd, int report_fd, size_t len)
         sbx_launcher_fork(f->fd, f->pid, &f->serving, request, len, cmd->stdio, cmd->reply_fd, report_fd, -1);
     if (pid == SBX_LAUNCHER_GONE || pid == SBX_LAUNCHER_LOST)
         retire_forker(f); /* it ended (idle, or killed): GONE, the launcher forks this one */
+    else if (pid >= 0)
+        *by = f;
     return pid;
 }
 
@@ -265,10 +296,11 @@ static pid_t lost_command(void)
     return -1;
 }
 
-static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len)
+/* *by: the forker that forked it, if one did. */
+static pid_t fork_command(struct sbx_command *cmd, int report_fd, size_t len, struct forker **by)
 {
     if (cmd->cgroup_fd >= 0) {
-        pid_t pid = fork_by_forker(cmd, report_fd, len);
+        pid_t pid = fork_by_forker(cmd, report_fd, len, by);
         if (pid == SBX_LAUNCHER_LOST)
             return lost_command();
         if (pid != SBX_LAUNCHER_GONE)
@@ -361,8 +393,9 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     uint32_t fault = cmd->hdr->fault;
     /* vfork: the init is small, but copying nothing is faster still; it
      * sleeps until the command has exec'd or reported its failure. */
+    struct forker *by = NULL;
     pid_t pid = (fault && (fault & 0xffff) == SBX_STEP_FORK) ? (errno = (int)(fault >> 16), -1)
-                                                             : fork_command(cmd, pipefd[1], len);
+                                                             : fork_command(cmd, pipefd[1], len, &by);
     int fork_err = errno;
     close(pipefd[1]);
     if (pid < 0) {
@@ -386,8 +419,10 @@ static int start_command(struct sbx_command *cmd, int reply_fd, size_t len)
     slot->id = cmd->hdr->id;
     slot->reply_fd = reply_fd;
     slot->main = (cmd->hdr->flags & SBX_EXEC_MAIN) != 0;
+    slot->forker = by;
+    slot->forker_pid = by ? by->pid : 0;
     /* (high, as the launchers': fd 3 may be free for the next control socket) */
-    slot->cgroup_fd = cmd->cgroup_fd < 0 ? -1 : fcntl(cmd->cgroup_fd, F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER);
+    slot->cgroup_fd = cmd->cgroup_fd < 0 || by ? -1 : fcntl(cmd->cgroup_fd, F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER);
     if (cmd->hdr->flags & SBX_EXEC_QUIET)
         return 1;
     struct sbx_reply r = {.type = SBX_REPLY_STARTED, .pid = pid};
@@ -547,15 +582,12 @@ static void handle_exec(size_t len, int *fds, int nfds)
 
 static void reap(void);
 
-/* Up to two pids of the cgroup.procs of cgroup directory fd: how many there
- * are (2: two or more), or -1. */
-static int cgroup_pids(int cgroup_fd, pid_t pids[2])
+/* Up to two pids of an open cgroup.procs (read from its start: the kernel
+ * lists them anew): how many there are (2: two or more), or -1. */
+static int cgroup_pids(int procs_fd, pid_t pids[2])
 {
     char buf[64];
-    int fd = openat(cgroup_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-    if (fd >= 0)
-        close(fd);
+    ssize_t n = pread(procs_fd, buf, sizeof(buf) - 1, 0);
     if (n < 0)
         return -1;
     buf[n] = '\0';
@@ -578,11 +610,11 @@ static int cgroup_pids(int cgroup_fd, pid_t pids[2])
  * with a cgroup below it (a kernfs directory's links: 2 + its
  * subdirectories), which a container that may write its cgroup tree can
  * make and move a daemon into: cgroup.procs lists only a cgroup's own. */
-static int cgroup_ready(int cgroup_fd, int *fresh)
+static int cgroup_ready_at(int cgroup_fd, int procs_fd, int *fresh)
 {
     struct stat st;
     pid_t pids[2];
-    int n = fstat(cgroup_fd, &st) < 0 ? -1 : cgroup_pids(cgroup_fd, pids);
+    int n = fstat(cgroup_fd, &st) < 0 ? -1 : cgroup_pids(procs_fd, pids);
     if (n >= 0 && st.st_nlink > 2)
         n = 2; /* (as leftovers) */
     struct forker *f = n < 0 ? NULL : find_forker(&st);
@@ -598,8 +630,30 @@ static int cgroup_ready(int cgroup_fd, int *fresh)
     return ready;
 }
 
-/* Start a forker in that cgroup (best effort: without one, the cgroup
- * launcher forks its commands). */
+static int cgroup_ready(int cgroup_fd, int *fresh)
+{
+    int procs = openat(cgroup_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+    int ready = procs >= 0 && cgroup_ready_at(cgroup_fd, procs, fresh);
+    if (procs >= 0)
+        close(procs);
+    else
+        *fresh = 0;
+    return ready;
+}
+
+/* The same at the exit of a command: through its forker's fds when a
+ * forker forked it (and still lives: else forker_ended gave it the fd). */
+static int command_cgroup_ready(const struct child *c, int *fresh)
+{
+    *fresh = 0;
+    if (c->forker)
+        return cgroup_ready_at(c->forker->cgroup_fd, c->forker->procs_fd, fresh);
+    return c->cgroup_fd >= 0 && cgroup_ready(c->cgroup_fd, fresh);
+}
+
+/* Start a forker in that cgroup, which keeps the (high) fd cgroup_fd
+ * either way (best effort: without one, the cgroup launcher forks its
+ * commands). */
 static void start_forker(int cgroup_fd)
 {
     struct stat st;
@@ -607,14 +661,23 @@ static void start_forker(int cgroup_fd)
     for (int i = 0; !f && i < MAX_FORKERS; i++)
         if (forkers[i].pid == 0)
             f = &forkers[i];
-    if (!f || fstat(cgroup_fd, &st) < 0)
-        return;
-    f->fd = sbx_launcher_start(plan, bounding_keep, 0, cgroup_fd, &f->pid);
-    if (f->fd < 0) {
-        *f = (struct forker){.fd = -1};
+    if (!f) {
+        close(cgroup_fd);
         return;
     }
-    f->serving = 0;
+    int procs = openat(cgroup_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+    *f = (struct forker){.fd = -1, .cgroup_fd = cgroup_fd, .procs_fd = -1};
+    if (procs >= 0) {
+        f->procs_fd = fcntl(procs, F_DUPFD_CLOEXEC, SBX_FD_LAUNCHER); /* (high: see start_command) */
+        close(procs);
+    }
+    if (f->procs_fd >= 0 && fstat(cgroup_fd, &st) == 0)
+        f->fd = sbx_launcher_start(plan, bounding_keep, 0, cgroup_fd, &f->pid);
+    if (f->fd < 0) {
+        close_forker_fds(f);
+        *f = (struct forker){.fd = -1, .cgroup_fd = -1, .procs_fd = -1};
+        return;
+    }
     f->dev = st.st_dev;
     f->ino = st.st_ino;
 }
@@ -688,17 +751,14 @@ static void reap(void)
                 forget_launcher(&launchers[i]);
             }
         for (int i = 0; i < MAX_FORKERS; i++)
-            if (pid == forkers[i].pid) {
-                if (forkers[i].fd >= 0)
-                    close(forkers[i].fd);
-                forkers[i] = (struct forker){.fd = -1};
-            }
+            if (pid == forkers[i].pid)
+                forker_ended(&forkers[i]);
         struct child *c = find_child(pid);
         if (!c)
             continue;
         struct sbx_reply r = {.type = SBX_REPLY_EXITED, .pid = pid, .status = status};
-        int fresh = 0; /* its cgroup is empty: a forker may start there */
-        if (c->cgroup_fd >= 0 && cgroup_ready(c->cgroup_fd, &fresh))
+        int fresh; /* its cgroup is empty: a forker may start there */
+        if (command_cgroup_ready(c, &fresh))
             r.flags = SBX_REPLY_CGROUP_READY;
         if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
             fresh = 0; /* most likely the host killed the cgroup (a timeout, a cancel): it goes */
@@ -714,10 +774,12 @@ static void reap(void)
         }
         send_reply(c->reply_fd, &r);
         close(c->reply_fd);
-        if (fresh)
-            start_forker(c->cgroup_fd);
-        if (c->cgroup_fd >= 0)
+        if (fresh && c->cgroup_fd >= 0)
+            start_forker(c->cgroup_fd); /* (which keeps it) */
+        else if (c->cgroup_fd >= 0)
             close(c->cgroup_fd);
+        c->cgroup_fd = -1;
+        c->forker = NULL;
         c->pid = 0;
     }
     if (stopping && !any_child() && waitpid(-1, NULL, WNOHANG | __WALL) < 0 && errno == ECHILD)

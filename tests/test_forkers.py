@@ -323,3 +323,17 @@ def test_forkers_end_with_an_owner_killed_by_sigkill():
             if pipe is not None:
                 pipe.close()
         statedir.sweep(statedir.state_root())  # (what the next container's start does: its record and cgroups)
+
+
+def test_a_command_that_outlives_its_forkers_idle_while_keeps_its_cgroup():
+    """The forker ends 10 s after its last request, also while the command it
+    forked runs on: the init then checks that command's cgroup at its exit
+    through the forker's fds, handed to it."""
+    with sb.Container() as c:
+        first = _timed_cgroup(c)
+        assert wait_until(lambda: list(_forkers(c).values()) == [first])
+        (forker,) = _forkers(c)
+        r = c.run(["sh", "-c", "sleep 11; cat /proc/self/cgroup"], timeout=60, **NO_STDIN)
+        assert r.stdout.decode().strip().endswith(first)
+        assert forker not in _forkers(c)  # (it ended during the sleep; another starts at the exit)
+        assert _timed_cgroup(c) == first  # found ready at the exit, so kept and given again
