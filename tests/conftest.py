@@ -291,6 +291,14 @@ def _snapshot():
     }
 
 
+def _fd_target(fd: str) -> str:
+    """What a leaked fd is (a path, socket:[inode], pipe:[inode], anon_inode:...), to tell whose it is."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "closed since"
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(workers):
     """After every test: no new fd, child process, mount, cgroup or state entry;
@@ -302,6 +310,8 @@ def no_leaks(workers):
     problems = []
     for key in ("fds", "cgroups", "state"):
         extra = sorted(set(after[key]) - set(before[key]))
+        if key == "fds":
+            extra = [f"{fd} ({_fd_target(fd)})" for fd in extra]
         if extra:
             problems.append(f"{key}: {extra}")
     children = sorted(set(after["children"]) - set(before["children"]) - helpers)
