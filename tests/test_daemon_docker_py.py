@@ -209,6 +209,9 @@ def test_top_lists_the_containers_processes_and_exec_of_nothing_exits_127(api):
     execution = api.exec_create(container, ["no-such-command"])
     output = api.exec_start(execution)
     assert b"executable file not found" in output and api.exec_inspect(execution)["ExitCode"] == 127
+    # Execs leave the init's helpers (a launcher, a forker in the exec's kept cgroup): not the container's.
+    assert api.exec_start(api.exec_create(container, ["true"])) == b""
+    assert [row[-1] for row in api.top(container)["Processes"]] == ["sleep 60"]
 
 
 def test_an_image_by_its_whole_bare_id(api):

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 from aiohttp import web
 
 from ..errors import ConfigError, SandboxError
+from ..runtime.container import HELPER_NAMES
 from .apierrors import ApiError, library_error
 from .create_config import parse_create, with_update, with_volumes_from
 from .inspect import container_json, container_summary, docker_state
@@ -287,6 +288,7 @@ async def _top(request: web.Request) -> web.Response:
     rows = [
         [str(p.uid), str(p.pid), str(p.ppid), "0", "", "?", _cpu_time(p.cpu_seconds), " ".join(p.cmdline) or p.name]
         for p in processes[1:]  # (the first is the library's init: not the container's, as dockerd's shim)
+        if p.name not in HELPER_NAMES  # (nor are its helpers)
     ]
     return json_response({"Titles": titles, "Processes": rows})
 

@@ -16,7 +16,11 @@ from .files import FileAccess
 from .joins import NetworkJoins
 from .subids import ImageStore
 
-__all__ = ["Container", "DEFAULT_PATH"]
+__all__ = ["Container", "DEFAULT_PATH", "HELPER_NAMES"]
+
+# The init's helper processes, by the names they give themselves (csrc/launcher.c):
+# a launcher, a forker in a kept command cgroup.  Runtime, as the init is; ``top()`` lists them.
+HELPER_NAMES = frozenset({"sbx-launcher", "sbx-forker"})
 
 _CGROUP_LIMITS = ("memory", "memory_swap", "cpus", "cpu_shares", "pids", "cpuset_cpus")
 
@@ -77,7 +81,8 @@ class Container(BareContainer, FileAccess, NetworkJoins):
         return read_stats(self._cgroup, self._init_pid)
 
     def top(self) -> List[ProcessInfo]:
-        """Every process of the container (:class:`ProcessInfo`), its init first."""
+        """Every process of the container (:class:`ProcessInfo`), its init first, and
+        the init's helpers (named in ``HELPER_NAMES``) among them."""
         self._check_running()
         assert self._init_pid is not None  # running
         return list_processes(self._init_pid)
