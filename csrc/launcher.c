@@ -27,11 +27,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
-#include <poll.h>
 #include <linux/seccomp.h>
+#include <linux/sockios.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -107,6 +108,14 @@ static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan, int f
 {
     int fds[LAUNCH_FDS], nfds, flags;
     ssize_t n = sbx_recv_with_fds(sock, request, sizeof(request), fds, LAUNCH_FDS, &nfds, &flags);
+    if (n < 0 && errno == EAGAIN && forker) {
+        /* Idle for FORKER_IDLE_MS (SO_RCVTIMEO): shut the reading side, so
+         * that a request sent after it fails to send (the init forks it
+         * otherwise), and serve one sent before it; then recv says EOF.  A
+         * request that was sent is never lost to an idle end. */
+        shutdown(sock, SHUT_RD);
+        return 0;
+    }
     if (n <= 0) {
         int retry = n < 0 && errno == EINTR;
         for (int i = 0; i < nfds; i++)
@@ -137,20 +146,6 @@ static int serve(int sock, uint64_t bounding, const struct sbx_plan *plan, int f
     return send(sock, &reply, sizeof(reply), MSG_NOSIGNAL) == (ssize_t)sizeof(reply) ? 0 : -1;
 }
 
-/* Wait for the next request.  A forker idle long enough shuts its socket's
- * reading side first: a request sent after that fails to send (the init
- * forks it otherwise), one sent before is still served, then recv says EOF.
- * So a request that was sent is never lost to an idle end. */
-static void next_request(int forker)
-{
-    struct pollfd p = {.fd = 0, .events = POLLIN};
-    int n;
-    while ((n = poll(&p, 1, forker ? FORKER_IDLE_MS : -1)) < 0 && errno == EINTR)
-        ;
-    if (n == 0)
-        shutdown(0, SHUT_RD);
-}
-
 static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_plan *plan, uint64_t bounding,
                                                     int cgroups, int forker)
 {
@@ -171,12 +166,14 @@ static __attribute__((noreturn)) void launcher_main(int sock, const struct sbx_p
     sigfillset(&all_but_term);
     sigdelset(&all_but_term, SIGTERM);
     sigprocmask(SIG_SETMASK, &all_but_term, NULL);
+    struct timeval idle = {.tv_sec = FORKER_IDLE_MS / 1000};
+    if (forker && setsockopt(0, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof(idle)) < 0)
+        _exit(1);
     struct launch_reply serving = {.pid = 0};
     if (send(0, &serving, sizeof(serving), MSG_NOSIGNAL) != (ssize_t)sizeof(serving))
         _exit(1);
-    do
-        next_request(forker);
-    while (serve(0, bounding, plan, forker) == 0);
+    while (serve(0, bounding, plan, forker) == 0)
+        ;
     _exit(0);
 }
 
@@ -242,29 +239,25 @@ int sbx_launcher_start(const struct sbx_plan *plan, uint64_t bounding, int cgrou
 }
 
 /* A launcher the container's root stopped (SIGSTOP, kill -STOP -1) would
- * hold the init, and so the whole container, until continued: the init
- * (their parent: waitid sees their stops) kills it instead, before a
- * request (GONE: fork it another way) and while it waits for an answer
- * (every STOPPED_CHECK_MS: LOST). */
-static int killed_if_stopped(pid_t pid)
-{
-    siginfo_t info = {.si_pid = 0};
-    if (waitid(P_PID, (id_t)pid, &info, WSTOPPED | WNOHANG | WNOWAIT) < 0 || info.si_pid != pid)
-        return 0;
-    kill(pid, SIGKILL);
-    return 1;
-}
-
-/* The launcher's next message (its word that it serves, or an answer):
- * recv's result, an EOF once it died. */
-static ssize_t launcher_message(int fd, pid_t pid, struct launch_reply *message)
+ * hold the init, and so the whole container, until continued: while the
+ * init waits for its word (every STOPPED_CHECK_MS), it looks whether it is
+ * stopped (their parent: waitid sees their stops) and kills it.  Returns
+ * recv's result, an EOF once it died; *untaken: it was stopped and killed
+ * with our last message still unread (SIOCOUTQ: what the peer has not
+ * read), so that request may be forked another way. */
+static ssize_t launcher_message(int fd, pid_t pid, struct launch_reply *message, int *untaken)
 {
     for (;;) {
         ssize_t n = recv(fd, message, sizeof(*message), 0); /* (SO_RCVTIMEO: STOPPED_CHECK_MS) */
         if (n >= 0 || (errno != EINTR && errno != EAGAIN))
             return n;
-        if (errno == EAGAIN)
-            killed_if_stopped(pid);
+        siginfo_t info = {.si_pid = 0};
+        if (errno == EINTR || waitid(P_PID, (id_t)pid, &info, WSTOPPED | WNOHANG | WNOWAIT) < 0 ||
+            info.si_pid != pid)
+            continue;
+        int unread = 0;
+        *untaken = ioctl(fd, SIOCOUTQ, &unread) == 0 && unread > 0; /* (before the kill frees it) */
+        kill(pid, SIGKILL);
     }
 }
 
@@ -272,7 +265,8 @@ pid_t sbx_launcher_fork(int fd, pid_t pid, int *serving, const void *req, size_t
                         int reply_fd, int report_fd, int cgroup_fd)
 {
     struct launch_reply reply;
-    if (!*serving && !(*serving = launcher_message(fd, pid, &reply) == (ssize_t)sizeof(reply)))
+    int untaken = 0;
+    if (!*serving && !(*serving = launcher_message(fd, pid, &reply, &untaken) == (ssize_t)sizeof(reply)))
         return SBX_LAUNCHER_GONE;
     int fds[LAUNCH_FDS] = {stdio[0], stdio[1], stdio[2], report_fd};
     size_t nfds = 4;
@@ -295,10 +289,10 @@ pid_t sbx_launcher_fork(int fd, pid_t pid, int *serving, const void *req, size_t
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
     memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    if (killed_if_stopped(pid) || sendmsg(fd, &msg, MSG_NOSIGNAL) != (ssize_t)len)
+    if (sendmsg(fd, &msg, MSG_NOSIGNAL) != (ssize_t)len)
         return SBX_LAUNCHER_GONE;
-    if (launcher_message(fd, pid, &reply) != (ssize_t)sizeof(reply))
-        return SBX_LAUNCHER_LOST; /* (killed: it may have forked the command) */
+    if (launcher_message(fd, pid, &reply, &untaken) != (ssize_t)sizeof(reply))
+        return untaken ? SBX_LAUNCHER_GONE : SBX_LAUNCHER_LOST; /* (LOST: it may have forked the command) */
     if (reply.pid < 0)
         errno = reply.err;
     return reply.pid;
