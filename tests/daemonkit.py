@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 from . import rootless
 from .conftest import make_busybox_rootfs
@@ -142,6 +142,18 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def rootless_home(user: pwd.struct_passwd, shared_dir, prefix: str) -> Tuple[str, str]:
+    """(top, store): a directory of the test-made ``user``'s for a rootless daemon,
+    in ``shared_dir`` (which that user can reach), with a busybox store of theirs."""
+    top = tempfile.mkdtemp(prefix=prefix, dir=str(shared_dir))
+    os.chmod(top, 0o755)
+    os.chown(top, user.pw_uid, user.pw_gid)
+    store = os.path.join(top, "store")
+    os.mkdir(store, 0o700)
+    busybox_store(store, owner=user)
+    return top, store
 
 
 @contextlib.contextmanager

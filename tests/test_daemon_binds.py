@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from .conftest import sandboxlib_cli, wait_until
-from .daemonkit import Daemon, api_client, busybox_store, private_daemon
+from .daemonkit import Daemon, api_client, private_daemon, rootless_home
 
 
 @pytest.fixture(scope="module")
@@ -180,12 +180,7 @@ def test_namespace_modes_we_cannot_honour_are_400s(daemon, options, field):
 def test_a_rootless_daemons_binds_are_its_users(workers, shared_dir):
     """Rootless nothing is idmapped: the container's root is the daemon's user already."""
     user = workers["sbxtest"].user
-    top = tempfile.mkdtemp(prefix="daemon-rootless-binds-", dir=str(shared_dir))
-    os.chmod(top, 0o755)
-    os.chown(top, user.pw_uid, user.pw_gid)
-    store = os.path.join(top, "store")
-    os.mkdir(store, 0o700)
-    busybox_store(store, owner=user)
+    top, store = rootless_home(user, shared_dir, "daemon-rootless-binds-")
     bound = os.path.join(top, "bound")
     os.mkdir(bound, 0o700)
     os.chown(bound, user.pw_uid, user.pw_gid)

@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tempfile
 
 import docker
 import pytest
 
 from .conftest import wait_until
-from .daemonkit import Daemon, busybox_store, private_daemon
+from .daemonkit import Daemon, private_daemon, rootless_home
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +72,7 @@ def test_testcontainers_docker_container(daemon, monkeypatch):
 
 def test_rootless_daemon(workers, shared_dir):
     user = workers["sbxtest"].user
-    top = tempfile.mkdtemp(prefix="daemon-rootless-", dir=str(shared_dir))
-    os.chmod(top, 0o755)
-    os.chown(top, user.pw_uid, user.pw_gid)
-    store = os.path.join(top, "store")
-    os.mkdir(store, 0o700)
-    busybox_store(store, owner=user)
+    top, store = rootless_home(user, shared_dir, "daemon-rootless-")
     served = Daemon(top, store, user)
     try:
         st = os.stat(served.socket)

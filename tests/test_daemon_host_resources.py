@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import docker
 import pytest
 
-from .daemonkit import Daemon, api_client, busybox_store, private_daemon
+from .daemonkit import Daemon, api_client, private_daemon, rootless_home
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +116,7 @@ def test_rootless_daemon_refuses_what_it_cannot_apply(workers, shared_dir):
     the container is made (inspect shows what was asked) and its start fails
     saying why."""
     user = workers["sbxtest"].user
-    top = tempfile.mkdtemp(prefix="daemon-resources-rootless-", dir=str(shared_dir))
-    os.chmod(top, 0o755)
-    os.chown(top, user.pw_uid, user.pw_gid)
-    store = os.path.join(top, "store")
-    os.mkdir(store, 0o700)
-    busybox_store(store, owner=user)
+    top, store = rootless_home(user, shared_dir, "daemon-resources-rootless-")
     served = Daemon(top, store, user)
     try:
         devices = served.docker("run", "--rm", "--device-cgroup-rule", "c 7:128 rwm", "busybox", "true")

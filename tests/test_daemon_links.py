@@ -13,15 +13,13 @@ daemon too."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 
 import docker
 import pytest
 
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, rootless_home
 from .netlab import Lab
 from .test_daemon_network_connect import HTTPD, LabDaemon
 
@@ -232,12 +230,7 @@ def test_rootless_daemon_legacy_links(workers, shared_dir):
     """A rootless daemon's default network is none: the variables come without addresses,
     as dockerd's with ``--bridge none``; inspect and ``rm --link`` as above."""
     user = workers["sbxtest"].user
-    top = tempfile.mkdtemp(prefix="daemon-links-rootless-", dir=str(shared_dir))
-    os.chmod(top, 0o755)
-    os.chown(top, user.pw_uid, user.pw_gid)
-    store = os.path.join(top, "store")
-    os.mkdir(store, 0o700)
-    busybox_store(store, owner=user)
+    top, store = rootless_home(user, shared_dir, "daemon-links-rootless-")
     served = Daemon(top, store, user)
     try:
         _ok(served.docker("run", "-d", "--name", "cache", "-e", "FOO=1", "busybox", "sleep", "600"))

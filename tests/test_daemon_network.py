@@ -13,13 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 
 from .conftest import wait_until
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, busybox_store, rootless_home
 from .netlab import WORLD_ADDRESS, Lab
 
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
@@ -307,12 +306,7 @@ def test_rootless_daemon_publishes_through_pasta(workers, shared_dir):
     """A rootless daemon's bridge is pasta's (its /dev/net/tun the lab's node of mode 0666, as distributions have it);
     its named networks live in the per-user network namespace."""
     user = workers["sbxtest"].user
-    top = tempfile.mkdtemp(prefix="daemon-net-rootless-", dir=str(shared_dir))
-    os.chmod(top, 0o755)
-    os.chown(top, user.pw_uid, user.pw_gid)
-    store = os.path.join(top, "store")
-    os.mkdir(store, 0o700)
-    busybox_store(store, owner=user)
+    top, store = rootless_home(user, shared_dir, "daemon-net-rootless-")
     lab = Lab()
     try:
         served = Daemon(top, store, user, "--default-network", "bridge", prefix=lab._enter(lab.host), tun=lab.tun)

@@ -13,13 +13,12 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 
 import docker
 import pytest
 
 from .conftest import wait_until
-from .daemonkit import Daemon, busybox_store
+from .daemonkit import Daemon, busybox_store, rootless_home
 from .netlab import Lab
 
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
@@ -275,12 +274,7 @@ def test_daemon_stop_and_sigkill_leave_no_joined_veth(lab, daemon, how):
 def test_rootless_daemon_connects_a_running_container(workers, shared_dir):
     """A rootless daemon's named networks (the per-user namespace's) and a connect while running."""
     user = workers["sbxtest"].user
-    top = tempfile.mkdtemp(prefix="daemon-connect-rootless-", dir=str(shared_dir))
-    os.chmod(top, 0o755)
-    os.chown(top, user.pw_uid, user.pw_gid)
-    store = os.path.join(top, "store")
-    os.mkdir(store, 0o700)
-    busybox_store(store, owner=user)
+    top, store = rootless_home(user, shared_dir, "daemon-connect-rootless-")
     lab = Lab()
     try:
         served = Daemon(top, store, user, prefix=lab._enter(lab.host), tun=lab.tun)
